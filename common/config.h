@@ -1,0 +1,193 @@
+/* common/config.h - wakegate configuration: defaults, YAML file, environment,
+ * flags, in that order, each overriding the one before.
+ *
+ * The whole configuration is validated at startup. Every error names where
+ * the value came from: "FILE:LINE: KEY: problem" for the YAML file,
+ * "environment WAKEGATE_X: problem" or "flag --x: problem" otherwise.
+ * After startup a configuration does not change; a SIGHUP reload builds a new
+ * one and takes only its routes.
+ *
+ * Ownership: every string and array in struct wg_config is owned by it and
+ * released by wg_config_free(). */
+#ifndef WG_COMMON_CONFIG_H
+#define WG_COMMON_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "common/log.h"
+
+#define WG_CONFIG_ERR_MAX 512
+
+enum wg_role { WG_ROLE_ALL = 0, WG_ROLE_PROXY, WG_ROLE_ORCHESTRATOR };
+
+/* A "host:port", "[v6]:port" or ":port" listen or upstream address. */
+struct wg_addr {
+    char *text; /* as written */
+    struct sockaddr_storage sa;
+    socklen_t salen;
+};
+
+/* An IPv4 or IPv6 network, for trusted_proxies. */
+struct wg_cidr {
+    int family; /* AF_INET or AF_INET6 */
+    uint8_t addr[16];
+    unsigned prefix;
+};
+
+/* One routes[] entry. A route matches when every match field it sets
+ * matches; the first matching route wins. */
+struct wg_route_cfg {
+    int line; /* line of the entry in the file, 0 if not from a file */
+    /* match */
+    char *host;        /* exact host, or one label holding "{session}"; NULL: any */
+    char *path_prefix; /* "/x/", may hold one "{session}" segment; NULL: any */
+    char *header_name; /* NULL: no header condition */
+    char *header_value; /* exact value, "*" for presence, or "{session}"; NULL with a name: "*" */
+    /* action */
+    bool strip_prefix;   /* remove the matched path_prefix before forwarding */
+    bool has_upstream;   /* static reverse proxy to upstream */
+    struct wg_addr upstream;
+    unsigned port;       /* session routes: container port; 0 = sessions.port */
+};
+
+/* Limits of PROXY-RULES.md. Durations are in milliseconds; 0 disables a
+ * limit only where said. */
+struct wg_limits {
+    size_t request_line_max;   /* 8 KiB, else 414 */
+    size_t header_line_max;    /* 8 KiB, else 431 */
+    size_t head_max;           /* 32 KiB, else 431 */
+    unsigned header_count_max; /* 100, else 431 */
+    uint64_t head_timeout_ms;  /* 20 s total to receive the head, else 408 */
+    uint64_t body_idle_ms;     /* 30 s without a body byte: close */
+    uint64_t send_idle_ms;     /* 60 s with the client reading nothing: close */
+    uint64_t keepalive_idle_ms;        /* 60 s between requests: close quietly */
+    unsigned keepalive_requests_max;   /* 10,000 requests per connection */
+    uint64_t body_max;         /* request body bytes; 0 = no limit (default), else 413 */
+    unsigned connections_max;  /* client connections at once; new ones are refused */
+    size_t buffer_high_water;  /* bytes queued to a slow peer before reading pauses */
+    uint64_t tunnel_idle_ms;   /* WebSocket/Upgrade tunnel with no byte either way */
+};
+
+struct wg_upstream_cfg {
+    uint64_t connect_timeout_ms;  /* 5 s, else 504 */
+    uint64_t response_timeout_ms; /* 60 s to the response head, else 504 */
+    uint64_t keepalive_idle_ms;   /* 60 s a pooled connection may stay idle */
+    unsigned keepalive_max;       /* idle connections kept per upstream address */
+};
+
+struct wg_idle_cfg {
+    uint64_t pause_after_ms; /* 0 = tier disabled */
+    uint64_t stop_after_ms;  /* 0 = tier disabled */
+};
+
+enum wg_save_failure { WG_SAVE_KEEP_AWAKE = 0, WG_SAVE_STOP };
+
+struct wg_save_cfg {
+    char **command; /* argv, NULL-terminated; NULL = built-in git hook */
+    size_t command_len;
+    char *path;     /* work tree inside the container */
+    uint64_t timeout_ms;
+    enum wg_save_failure on_failure;
+};
+
+struct wg_sessions_cfg {
+    char *image;
+    unsigned port;
+    uint64_t wake_timeout_ms;
+    struct wg_idle_cfg idle;
+    struct wg_save_cfg save;
+};
+
+struct wg_config {
+    char *path; /* the file read, or NULL */
+    enum wg_role role;
+
+    struct wg_addr listen;
+    struct wg_addr admin_listen;
+    char *admin_token;      /* from token_file or WAKEGATE_ADMIN_TOKEN */
+    char *admin_token_file;
+
+    char *redis_url; /* NULL: no Redis configured */
+    char *docker_host;
+    char *docker_name;
+    unsigned max_concurrent_starts;
+
+    struct wg_sessions_cfg sessions;
+
+    struct wg_route_cfg *routes;
+    size_t routes_len;
+
+    char **non_waking_paths;
+    size_t non_waking_paths_len;
+    char **non_waking_user_agents;
+    size_t non_waking_user_agents_len;
+
+    struct wg_cidr *trusted_proxies; /* empty: we are the edge */
+    size_t trusted_proxies_len;
+
+    struct wg_limits limits;
+    struct wg_upstream_cfg upstream;
+
+    enum wg_log_level log_level;
+    enum wg_log_format log_format;
+    bool access_log;
+
+    uint64_t shutdown_grace_ms; /* 10 s for requests in flight on SIGTERM */
+};
+
+/* Command-line values that override everything else. NULL/unset fields do
+ * not override. */
+struct wg_config_flags {
+    const char *config_path;
+    const char *role;
+    const char *log_level;
+    const char *listen;
+    const char *admin_listen;
+};
+
+/* Fills cfg with the documented defaults. Returns 0 or -ENOMEM. */
+int wg_config_init_defaults(struct wg_config *cfg);
+
+/* Merges a YAML file over cfg. Unknown keys are errors. On error returns
+ * -EINVAL (or -errno for I/O) and writes "FILE:LINE: KEY: problem" to err. */
+int wg_config_load_file(struct wg_config *cfg, const char *path, char *err, size_t errlen);
+
+/* As wg_config_load_file, from a string; name stands for the file in errors. */
+int wg_config_load_string(struct wg_config *cfg, const char *name, const char *yaml, size_t len,
+                          char *err, size_t errlen);
+
+/* Applies WAKEGATE_* variables read through getenv_fn (getenv when NULL). */
+int wg_config_apply_env(struct wg_config *cfg, char *(*getenv_fn)(const char *), char *err,
+                        size_t errlen);
+
+/* Applies command-line flags (all but config_path). */
+int wg_config_apply_flags(struct wg_config *cfg, const struct wg_config_flags *flags, char *err,
+                          size_t errlen);
+
+/* Checks cross-field rules and resolves addresses; reads admin.token_file.
+ * Returns 0 or -EINVAL with err set. */
+int wg_config_validate(struct wg_config *cfg, char *err, size_t errlen);
+
+/* The full sequence used by the binary: defaults, file (flags->config_path,
+ * else WAKEGATE_CONFIG, else none), environment, flags, validation. */
+int wg_config_load(struct wg_config *cfg, const struct wg_config_flags *flags, char *err,
+                   size_t errlen);
+
+/* Releases everything cfg owns. NULL-safe; cfg may be loaded again after. */
+void wg_config_free(struct wg_config *cfg);
+
+/* "250ms", "30s", "20m", "1h", "0s" -> milliseconds. Returns 0 or -EINVAL. */
+int wg_config_parse_duration(const char *s, uint64_t *ret_ms);
+/* "64KiB", "1MiB", "1GiB", "512" -> bytes. Returns 0 or -EINVAL. */
+int wg_config_parse_size(const char *s, uint64_t *ret_bytes);
+/* "127.0.0.1:8080", "[::1]:8080", ":8080" (any address), "localhost:80". */
+int wg_config_parse_addr(const char *s, struct wg_addr *ret_addr);
+/* "10.0.0.0/8", "::1/128", "192.168.1.5" (a /32). */
+int wg_config_parse_cidr(const char *s, struct wg_cidr *ret_cidr);
+/* Whether sa (AF_INET/AF_INET6, v4-mapped v6 counts as v4) is in any of the networks. */
+bool wg_cidr_contains_any(const struct wg_cidr *nets, size_t n, const struct sockaddr *sa);
+
+#endif

@@ -1,0 +1,74 @@
+/* proxy/route.h - the router: Host / path prefix / header -> route.
+ *
+ * Routes are compiled once from the configuration into a self-contained
+ * table (the router copies what it needs; the config may be freed after).
+ * The first route whose every condition matches wins. Matching allocates
+ * nothing and touches only the spans it is given.
+ *
+ * Host patterns: an exact host ("static.example.com", compared without case
+ * and without the ":port" of the Host header), or one label holding
+ * "{session}" with optional literal text around it inside that label
+ * ("{session}.preview.localhost", "s-{session}.preview.example.com"). The
+ * captured text is non-empty and holds no '.'.
+ * Path prefixes: a literal prefix ("/static/"), which may hold one
+ * "{session}" segment ("/api/sessions/{session}/"); the captured text is
+ * non-empty and holds no '/'. Matching is on the path only (before '?').
+ * Headers: a name (no case) and a value that is exact, "*" (present), or
+ * "{session}" (present, non-empty; captured). */
+#ifndef WG_PROXY_ROUTE_H
+#define WG_PROXY_ROUTE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+#include "common/config.h"
+#include "proxy/http.h"
+
+struct wg_router; /* opaque */
+
+/* A compiled route, owned by its router; read-only for callers. */
+struct wg_route {
+    size_t index; /* position in the routes list */
+    int line;     /* config line, 0 if unknown */
+    bool strip_prefix;
+    bool has_upstream;             /* static upstream route */
+    struct sockaddr_storage upstream;
+    socklen_t upstream_len;
+    char upstream_text[80];        /* "127.0.0.1:9000", for logs */
+    unsigned port;                 /* session routes: container port (0 = default) */
+    bool captures_session;         /* some condition holds {session} */
+};
+
+struct wg_route_input {
+    const char *host; /* Host header value as received, may end in ":port" */
+    size_t host_len;
+    const char *target; /* origin-form request target: path, maybe "?query" */
+    size_t target_len;
+    const struct wg_http_field *fields; /* request header fields */
+    size_t fields_len;
+};
+
+struct wg_route_match {
+    const struct wg_route *route;
+    const char *session; /* span of the captured {session}, or NULL */
+    size_t session_len;
+    size_t strip_len; /* leading target bytes to drop (strip_prefix), else 0 */
+};
+
+#define WG_ROUTE_NO_MATCH 1
+
+/* Compiles n routes. On success *ret_router is live (free with
+ * wg_router_free()); on error returns -EINVAL/-ENOMEM and writes a message
+ * naming the route ("routes[2] (line 14): match.host: ...") to err. */
+int wg_router_new(const struct wg_route_cfg *routes, size_t n, struct wg_router **ret_router,
+                  char *err, size_t errlen);
+/* NULL-safe. */
+void wg_router_free(struct wg_router *router);
+size_t wg_router_len(const struct wg_router *router);
+
+/* Returns 0 with *m filled, or WG_ROUTE_NO_MATCH. Allocates nothing. */
+int wg_router_match(const struct wg_router *router, const struct wg_route_input *in,
+                    struct wg_route_match *m);
+
+#endif
