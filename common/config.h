@@ -102,13 +102,14 @@ struct wg_sessions_cfg {
 };
 
 struct wg_config {
-    char *path; /* the file read, or NULL */
+    char *path; /* the file read (or the name given to load_string), or NULL */
     enum wg_role role;
 
     struct wg_addr listen;
     struct wg_addr admin_listen;
     char *admin_token;      /* from token_file or WAKEGATE_ADMIN_TOKEN */
     char *admin_token_file;
+    int admin_token_file_line; /* line of admin.token_file in path, 0 if none */
 
     char *redis_url; /* NULL: no Redis configured */
     char *docker_host;
@@ -172,7 +173,8 @@ int wg_config_apply_flags(struct wg_config *cfg, const struct wg_config_flags *f
 int wg_config_validate(struct wg_config *cfg, char *err, size_t errlen);
 
 /* The full sequence used by the binary: defaults, file (flags->config_path,
- * else WAKEGATE_CONFIG, else none), environment, flags, validation. */
+ * else WAKEGATE_CONFIG, else none), environment, flags, validation.
+ * flags may be NULL. On error cfg has been released with wg_config_free(). */
 int wg_config_load(struct wg_config *cfg, const struct wg_config_flags *flags, char *err,
                    size_t errlen);
 

@@ -127,6 +127,7 @@ enum wg_http_framing {
 struct wg_http_request_out {
     const char *target; /* rewritten target, e.g. after strip_prefix */
     size_t target_len;
+    bool slash_prefix; /* write "/" before target (a stripped prefix took the path) */
     const struct sockaddr *peer; /* client address */
     bool peer_trusted;           /* keep and append to its X-Forwarded-* */
     enum wg_http_framing framing;

@@ -12,9 +12,19 @@
  * captured text is non-empty and holds no '.'.
  * Path prefixes: a literal prefix ("/static/"), which may hold one
  * "{session}" segment ("/api/sessions/{session}/"); the captured text is
- * non-empty and holds no '/'. Matching is on the path only (before '?').
+ * non-empty and holds no '/'. Matching is on the path only (before '?' or
+ * '#'), byte for byte: no case folding, no percent-decoding, no dot-segment
+ * removal. A prefix that does not end in '/' stops at a segment boundary:
+ * "/static" matches "/static", "/static/x" and "/static?q", not "/staticfoo".
  * Headers: a name (no case) and a value that is exact, "*" (present), or
- * "{session}" (present, non-empty; captured). */
+ * "{session}" (present, non-empty; captured). Only the first field with the
+ * name is looked at, so a repeated field cannot override it.
+ *
+ * Every capture is a non-empty run of [A-Za-z0-9_-]; input with any other
+ * byte there does not match. The captured span is returned as received
+ * (case kept). A route holds at most one "{session}" in all its conditions.
+ * The Host value loses its ":port" ("[::1]:8080" -> "[::1]") and one
+ * trailing '.'; a missing or malformed Host matches no host condition. */
 #ifndef WG_PROXY_ROUTE_H
 #define WG_PROXY_ROUTE_H
 
@@ -55,6 +65,10 @@ struct wg_route_match {
     size_t session_len;
     size_t strip_len; /* leading target bytes to drop (strip_prefix), else 0 */
 };
+/* strip_len counts the target bytes the matched path_prefix covers. The
+ * caller removes them, and when what remains does not start with '/' it
+ * prepends one: "/static" on "/static?q" leaves "?q", forwarded as "/?q";
+ * "/api/sessions/{session}/" on "/api/sessions/7/x" leaves "x" -> "/x". */
 
 #define WG_ROUTE_NO_MATCH 1
 
@@ -67,7 +81,9 @@ int wg_router_new(const struct wg_route_cfg *routes, size_t n, struct wg_router 
 void wg_router_free(struct wg_router *router);
 size_t wg_router_len(const struct wg_router *router);
 
-/* Returns 0 with *m filled, or WG_ROUTE_NO_MATCH. Allocates nothing. */
+/* Returns 0 with *m filled, or WG_ROUTE_NO_MATCH with *m zeroed. Allocates
+ * nothing; the spans in *m point into in's buffers and live as long as they
+ * do, m->route as long as the router. */
 int wg_router_match(const struct wg_router *router, const struct wg_route_input *in,
                     struct wg_route_match *m);
 

@@ -7,8 +7,10 @@ PKGS=(
   build-essential pkg-config meson ninja-build clang libclang-rt-14-dev
   libuv1-dev libcurl4-openssl-dev libhiredis-dev libjansson-dev libyaml-dev
   node-llhttp libcmocka-dev
-  redis-server nginx-light haproxy docker.io busybox-static git curl
-  python3 python3-pytest python3-requests python3-redis python3-websockets
+  redis-server nginx-light libnginx-mod-http-echo haproxy docker.io busybox-static
+  git curl
+  python3 python3-pytest python3-pytest-timeout python3-requests python3-redis
+  python3-websockets python3-yaml
   wrk procps iproute2
 )
 

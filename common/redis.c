@@ -1,0 +1,1172 @@
+/* common/redis.c - one Redis connection on a libuv loop; see redis.h.
+ *
+ * Ownership, written down once:
+ * - r owns three handles (conn_timer, cmd_timer, defer) and, while a name
+ *   lookup runs, one uv_getaddrinfo_t. r->refs counts them; r is freed when
+ *   the count reaches 0 after wg_redis_free(). Its memory therefore outlives
+ *   every callback that runs inside a loop turn, so code that calls out to
+ *   user code only needs to re-check r->state == ST_CLOSED afterwards (this
+ *   is our `disposed` guard; r itself cannot vanish under us).
+ * - The hiredis context is owned by r while r->ac points at it. hiredis may
+ *   free it itself (I/O error, failed connect), telling us through a NULL
+ *   reply, on_connect() or on_disconnect(); conn_end() detaches it first, so
+ *   each context is ended once. The libuv adapter owns its poll handle and
+ *   closes it from redisAsyncFree().
+ * - A struct req handed to hiredis stays allocated until hiredis calls
+ *   reply_cb() for it, even after its outcome was delivered (timeout, loss,
+ *   cancel): `done` marks that, and the late call only frees it.
+ *
+ * hiredis 0.14 facts this file relies on:
+ * - redisAsyncFree() inside a reply callback only flags the context; hiredis
+ *   frees it when the callback returns. Outside callbacks it frees at once,
+ *   calling every pending reply callback with a NULL reply.
+ * - onConnect and onDisconnect are not protected that way: the context must
+ *   not be freed from inside them, and after a failed connect or a
+ *   disconnect hiredis frees it right after the callback.
+ * - Replies arrive in command order; pub/sub messages go to per-channel
+ *   callbacks instead. */
+#include "common/redis.h"
+
+#include <arpa/inet.h>
+#include <assert.h>
+#include <errno.h>
+#include <limits.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/un.h>
+
+#include <hiredis/async.h>
+#include <hiredis/adapters/libuv.h>
+
+#include "common/log.h"
+
+#define SUBSYS "redis"
+#define REASON_MAX 256
+#define QUOTED_MAX 300
+
+enum conn_state {
+    ST_STARTING,   /* [transient] first attempt runs on the next loop turn; commands held */
+    ST_BACKOFF,    /* no connection; conn_timer runs to the next attempt; commands fail */
+    ST_RESOLVING,  /* [transient] uv_getaddrinfo in flight; commands held */
+    ST_CONNECTING, /* [transient] hiredis connects, then the handshake; commands sent */
+    ST_READY,      /* handshake answered; cmd_timer watches command deadlines */
+    ST_CLOSED,     /* wg_redis_free() ran; handles are closing */
+};
+#define ST_BIT(s) (1u << (s))
+/* Commands wait in r->waiting: there is no context to hand them to yet. */
+#define ST_HOLDS (ST_BIT(ST_STARTING) | ST_BIT(ST_RESOLVING))
+/* Commands go straight to hiredis, which buffers them until connected. */
+#define ST_SENDS (ST_BIT(ST_CONNECTING) | ST_BIT(ST_READY))
+/* An attempt is under way and conn_timer is its deadline. */
+#define ST_ATTEMPT (ST_BIT(ST_RESOLVING) | ST_BIT(ST_CONNECTING))
+#define ST_IN(r, mask) ((ST_BIT((r)->state) & (mask)) != 0)
+
+enum reported { REPORTED_NONE, REPORTED_UP, REPORTED_DOWN };
+
+enum req_kind { REQ_USER, REQ_HANDSHAKE, REQ_HANDSHAKE_LAST };
+
+struct req {
+    struct req *next;
+    struct wg_redis *r;
+    wg_redis_reply_cb *cb;
+    void *arg;
+    char *cmd; /* RESP text; ours until hiredis has copied it */
+    size_t len;
+    uint64_t deadline; /* uv_now() ms; 0 until the connection is ready */
+    int status;        /* the outcome, while on r->deferred */
+    enum req_kind kind;
+    const char *what; /* handshake step, for the reason text */
+    bool done;        /* outcome delivered; hiredis still holds the pointer */
+};
+
+struct req_list {
+    struct req *head, *tail;
+};
+
+struct sub {
+    struct sub *next;
+    struct wg_redis *r;
+    wg_redis_msg_cb *cb;
+    void *arg;
+    size_t len;
+    char channel[];
+};
+
+struct target {
+    bool is_unix;
+    char *host; /* name or address; for unix, the socket path */
+    uint16_t port;
+    int db;
+    char *user;     /* NULL: AUTH without a user name */
+    char *password; /* NULL: no AUTH */
+    char *display;  /* the URL without the password, for logs and reasons */
+};
+
+struct wg_redis {
+    uv_loop_t *loop;
+    struct wg_log *log;
+    struct target t;
+    char qname[QUOTED_MAX]; /* name and URL, quoted once for log lines */
+    char qurl[QUOTED_MAX];
+    uint32_t connect_timeout_ms;
+    uint32_t command_timeout_ms;
+    uint32_t reconnect_min_ms;
+    uint32_t reconnect_max_ms;
+
+    enum conn_state state;
+    redisAsyncContext *ac; /* set in ST_SENDS states only */
+    uv_timer_t conn_timer; /* the attempt's deadline, or the backoff delay */
+    uv_timer_t cmd_timer;  /* at or before the oldest command's deadline */
+    uv_idle_t defer;       /* delivers r->deferred on the next loop turn */
+    uv_getaddrinfo_t gai;
+    bool gai_busy;
+    unsigned refs; /* open handles + the lookup in flight */
+
+    struct req_list pending;  /* handed to hiredis, in reply order */
+    struct req_list waiting;  /* held in ST_HOLDS states */
+    struct req_list deferred; /* outcome known, delivered by `defer` */
+    struct sub *subs;
+    bool subscriber;
+
+    unsigned failures; /* consecutive failed attempts, for the backoff */
+    uint64_t rng;
+    enum reported reported;
+    wg_redis_state_cb *state_cb;
+    void *state_arg;
+    char last_error[REASON_MAX];
+};
+
+static void start_attempt(struct wg_redis *r);
+static void release(struct wg_redis *r);
+static void conn_end(struct wg_redis *r, int status, uint64_t expired, const char *reason,
+                     bool hiredis_frees);
+
+/* ---- small helpers -------------------------------------------------------------------------- */
+
+static void list_push(struct req_list *l, struct req *q)
+{
+    q->next = NULL;
+    if (l->tail)
+        l->tail->next = q;
+    else
+        l->head = q;
+    l->tail = q;
+}
+
+static struct req *list_pop(struct req_list *l)
+{
+    struct req *q = l->head;
+    if (q) {
+        l->head = q->next;
+        if (!l->head)
+            l->tail = NULL;
+        q->next = NULL;
+    }
+    return q;
+}
+
+/* Empties l and returns its chain. */
+static struct req *list_take(struct req_list *l)
+{
+    struct req *q = l->head;
+    l->head = l->tail = NULL;
+    return q;
+}
+
+static void req_free(struct req *q)
+{
+    if (!q)
+        return;
+    free(q->cmd);
+    free(q);
+}
+
+static void deliver(struct req *q, int status, redisReply *reply)
+{
+    if (q->kind == REQ_USER && q->cb)
+        q->cb(status, reply, q->arg);
+}
+
+static uint64_t next_random(struct wg_redis *r)
+{
+    /* xorshift64*: jitter only, no need for more. */
+    r->rng ^= r->rng >> 12;
+    r->rng ^= r->rng << 25;
+    r->rng ^= r->rng >> 27;
+    return r->rng * 2685821657736338717ULL;
+}
+
+static const char *quote(char *dst, size_t dstlen, const char *s)
+{
+    return wg_log_quote(dst, dstlen, s, strlen(s));
+}
+
+/* ---- URL ------------------------------------------------------------------------------------ */
+
+static int parse_uint(const char *s, size_t n, unsigned long max, unsigned long *ret)
+{
+    unsigned long v = 0;
+
+    if (n == 0 || n > 10)
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -EINVAL;
+        v = v * 10 + (unsigned long)(s[i] - '0');
+        if (v > max)
+            return -EINVAL;
+    }
+    *ret = v;
+    return 0;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes s[0..n) into a new string. -EINVAL on a bad escape or %00. */
+static int pct_decode(const char *s, size_t n, char **ret)
+{
+    char *out = malloc(n + 1);
+    size_t o = 0;
+
+    if (!out)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] != '%') {
+            out[o++] = s[i];
+            continue;
+        }
+        int hi = i + 2 < n ? hexval(s[i + 1]) : -1;
+        int lo = hi >= 0 ? hexval(s[i + 2]) : -1;
+        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+            free(out);
+            return -EINVAL;
+        }
+        out[o++] = (char)(hi * 16 + lo);
+        i += 2;
+    }
+    out[o] = '\0';
+    *ret = out;
+    return 0;
+}
+
+static void target_release(struct target *t)
+{
+    free(t->host);
+    free(t->user);
+    if (t->password)
+        explicit_bzero(t->password, strlen(t->password));
+    free(t->password);
+    free(t->display);
+    memset(t, 0, sizeof(*t));
+}
+
+#define URL_FAIL(...)                                                                              \
+    do {                                                                                           \
+        snprintf(err, errlen, __VA_ARGS__);                                                        \
+        rc = -EINVAL;                                                                              \
+        goto out;                                                                                  \
+    } while (0)
+
+static int parse_unix(const char *p, struct target *t, char *err, size_t errlen)
+{
+    const char *q = strchr(p, '?');
+    size_t n = q ? (size_t)(q - p) : strlen(p);
+    struct sockaddr_un sun;
+    unsigned long db = 0;
+    int rc = 0;
+
+    if (n == 0 || p[0] != '/')
+        URL_FAIL("unix URL needs an absolute path: unix:///path/to/redis.sock");
+    if (n >= sizeof(sun.sun_path))
+        URL_FAIL("unix socket path is longer than %zu bytes", sizeof(sun.sun_path) - 1);
+    if (memchr(p, '#', n))
+        URL_FAIL("fragments are not supported");
+    if (q && (strncmp(q, "?db=", 4) != 0 || parse_uint(q + 4, strlen(q + 4), INT_MAX, &db) < 0))
+        URL_FAIL("the only unix URL parameter is ?db=N");
+    t->is_unix = true;
+    t->db = (int)db;
+    t->host = strndup(p, n);
+    if (!t->host)
+        rc = -ENOMEM;
+out:
+    return rc;
+}
+
+static int parse_tcp(const char *p, struct target *t, char *err, size_t errlen)
+{
+    const char *end = p + strcspn(p, "/?#");
+    const char *at = NULL, *host, *host_end, *after;
+    unsigned long port = 6379, db = 0;
+    int rc = 0;
+
+    if (*end == '?' || *end == '#')
+        URL_FAIL("query and fragment are not supported in redis:// URLs");
+    for (const char *c = p; c < end; c++)
+        if (*c == '@')
+            at = c;
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (!colon)
+            URL_FAIL("credentials must be written user:password@ or :password@");
+        if (colon > p && (rc = pct_decode(p, (size_t)(colon - p), &t->user)) < 0)
+            URL_FAIL("bad percent-escape in the user name");
+        if ((rc = pct_decode(colon + 1, (size_t)(at - colon - 1), &t->password)) < 0)
+            URL_FAIL("bad percent-escape in the password");
+        host = at + 1;
+    } else {
+        host = p;
+    }
+    if (*host == '[') {
+        host_end = memchr(host, ']', (size_t)(end - host));
+        if (!host_end)
+            URL_FAIL("unterminated [ in the host");
+        host++;
+        after = host_end + 1;
+    } else {
+        host_end = host;
+        while (host_end < end && *host_end != ':')
+            host_end++;
+        after = host_end;
+    }
+    if (host_end == host)
+        URL_FAIL("missing host");
+    if (after < end) {
+        if (*after != ':' || parse_uint(after + 1, (size_t)(end - after - 1), 65535, &port) < 0 ||
+            port == 0)
+            URL_FAIL("bad port: expected 1-65535");
+    }
+    if (*end == '/' && end[1] != '\0' && parse_uint(end + 1, strlen(end + 1), INT_MAX, &db) < 0)
+        URL_FAIL("bad database number after the host: expected /N");
+    t->host = strndup(host, (size_t)(host_end - host));
+    if (!t->host)
+        rc = -ENOMEM;
+    t->port = (uint16_t)port;
+    t->db = (int)db;
+out:
+    return rc;
+}
+
+/* Fills t from url. On failure t holds nothing and err says why. */
+static int parse_url(const char *url, struct target *t, char *err, size_t errlen)
+{
+    int rc;
+    int n;
+
+    memset(t, 0, sizeof(*t));
+    if (errlen > 0)
+        err[0] = '\0';
+    if (strncasecmp(url, "unix://", 7) == 0) {
+        rc = parse_unix(url + 7, t, err, errlen);
+    } else if (strncasecmp(url, "redis://", 8) == 0) {
+        rc = parse_tcp(url + 8, t, err, errlen);
+    } else if (strncasecmp(url, "rediss://", 9) == 0) {
+        snprintf(err, errlen, "TLS (rediss://) is not supported");
+        rc = -EINVAL;
+    } else {
+        snprintf(err, errlen, "expected redis://host:port/db or unix:///path.sock");
+        rc = -EINVAL;
+    }
+    if (rc < 0)
+        goto out;
+
+    if (t->is_unix)
+        n = t->db ? asprintf(&t->display, "unix://%s?db=%d", t->host, t->db)
+                  : asprintf(&t->display, "unix://%s", t->host);
+    else
+        n = asprintf(&t->display, "redis://%s%s%s%s%s:%u/%d", t->user ? t->user : "",
+                     t->user ? "@" : "", strchr(t->host, ':') ? "[" : "", t->host,
+                     strchr(t->host, ':') ? "]" : "", t->port, t->db);
+    if (n < 0) {
+        t->display = NULL;
+        rc = -ENOMEM;
+    }
+out:
+    if (rc == -ENOMEM)
+        snprintf(err, errlen, "out of memory");
+    if (rc < 0)
+        target_release(t);
+    return rc;
+}
+
+int wg_redis_url_check(const char *url, char *err, size_t errlen)
+{
+    struct target t;
+    int rc;
+
+    if (!url) {
+        snprintf(err, errlen, "no URL");
+        return -EINVAL;
+    }
+    rc = parse_url(url, &t, err, errlen);
+    if (rc == 0)
+        target_release(&t);
+    return rc;
+}
+
+/* ---- state reporting and backoff ------------------------------------------------------------ */
+
+/* Tells the owner about a change of the reported state; logs every attempt. */
+static void notify(struct wg_redis *r, bool connected, bool was_ready, const char *reason)
+{
+    char qreason[QUOTED_MAX];
+    enum reported now = connected ? REPORTED_UP : REPORTED_DOWN;
+
+    if (r->reported == now) {
+        WG_DEBUG(r->log, SUBSYS, "connect attempt failed, retrying", "name=%s url=%s reason=%s",
+                 r->qname, r->qurl, quote(qreason, sizeof(qreason), reason));
+        return;
+    }
+    r->reported = now;
+    if (connected)
+        WG_INFO(r->log, SUBSYS, "connected", "name=%s url=%s", r->qname, r->qurl);
+    else if (was_ready)
+        WG_WARN(r->log, SUBSYS, "connection lost, failing in-flight commands and reconnecting",
+                "name=%s url=%s reason=%s", r->qname, r->qurl,
+                quote(qreason, sizeof(qreason), reason));
+    else
+        WG_WARN(r->log, SUBSYS, "cannot connect, retrying with backoff",
+                "name=%s url=%s reason=%s", r->qname, r->qurl,
+                quote(qreason, sizeof(qreason), reason));
+    if (r->state_cb)
+        r->state_cb(r, connected, reason, r->state_arg);
+}
+
+static void reconnect_cb(uv_timer_t *t)
+{
+    start_attempt(t->data);
+}
+
+/* Arms the next attempt: min * 2^failures capped at max, then "equal jitter"
+ * (50-100%) so that gateways restarted together do not reconnect in step. */
+static void schedule_reconnect(struct wg_redis *r)
+{
+    uint64_t d = r->reconnect_min_ms;
+
+    for (unsigned i = 0; i < r->failures && d < r->reconnect_max_ms; i++)
+        d *= 2;
+    if (d > r->reconnect_max_ms)
+        d = r->reconnect_max_ms;
+    d = d / 2 + next_random(r) % (d - d / 2 + 1);
+    if (r->failures < UINT_MAX)
+        r->failures++;
+    WG_DEBUG(r->log, SUBSYS, "reconnect scheduled", "name=%s delay_ms=%llu failures=%u", r->qname,
+             (unsigned long long)d, r->failures);
+    uv_timer_start(&r->conn_timer, reconnect_cb, d, 0);
+}
+
+/* ---- ending a connection -------------------------------------------------------------------- */
+
+/* Ends the current attempt or connection and settles every command waiting
+ * on it: those whose deadline is at or before `expired` (uv_now() ms; 0 for
+ * none) get -ETIMEDOUT, the rest `status`. Then, unless r is closed, it
+ * schedules the next attempt and reports the state.
+ * Reached from: the connect and command timers, a refused handshake reply,
+ * hiredis reporting a loss from inside its own teardown (hiredis_frees: the
+ * context must not be freed here), a failed attempt start, and
+ * wg_redis_free(). It may run re-entrantly from a callback it calls (owner
+ * frees r); that is safe because it empties r's lists and detaches r->ac
+ * before calling anyone. */
+static void conn_end(struct wg_redis *r, int status, uint64_t expired, const char *reason,
+                     bool hiredis_frees)
+{
+    redisAsyncContext *ac = r->ac;
+    bool was_ready = r->state == ST_READY;
+    struct req *sent, *held, *q, *next;
+
+    r->ac = NULL;
+    if (ac)
+        ac->data = NULL;
+    sent = list_take(&r->pending);
+    held = list_take(&r->waiting);
+    for (q = sent; q; q = q->next)
+        q->done = true;
+    if (r->state != ST_CLOSED) {
+        r->state = ST_BACKOFF;
+        uv_timer_stop(&r->conn_timer);
+        uv_timer_stop(&r->cmd_timer);
+        snprintf(r->last_error, sizeof(r->last_error), "%s", reason);
+    }
+
+    /* Sent requests stay allocated: hiredis calls reply_cb() once more for
+     * each, from redisAsyncFree() below or from the teardown we are in. */
+    for (q = sent; q; q = next) {
+        next = q->next;
+        deliver(q, q->deadline && q->deadline <= expired ? -ETIMEDOUT : status, NULL);
+    }
+    for (q = held; q; q = next) {
+        next = q->next;
+        deliver(q, status, NULL);
+        req_free(q);
+    }
+    if (ac && !hiredis_frees)
+        redisAsyncFree(ac);
+    if (r->state == ST_CLOSED)
+        return;
+    schedule_reconnect(r);
+    notify(r, false, was_ready, reason);
+}
+
+/* hiredis is tearing ac down after an I/O error or a failed connect. */
+static void conn_lost(struct wg_redis *r, const redisAsyncContext *ac)
+{
+    char reason[REASON_MAX];
+    const char *why = ac->c.errstr[0] ? ac->c.errstr : "connection closed";
+
+    if (r->state == ST_READY) {
+        snprintf(reason, sizeof(reason), "connection to %s lost: %s", r->t.display, why);
+        conn_end(r, -ECONNRESET, 0, reason, true);
+    } else {
+        snprintf(reason, sizeof(reason), "connect to %s failed: %s", r->t.display, why);
+        conn_end(r, -ENOTCONN, 0, reason, true);
+    }
+}
+
+static void fail_attempt(struct wg_redis *r, const char *what, const char *why)
+{
+    char reason[REASON_MAX];
+
+    snprintf(reason, sizeof(reason), "%s %s: %s", what, r->t.display, why);
+    conn_end(r, -ENOTCONN, 0, reason, false);
+}
+
+/* ---- hiredis callbacks ---------------------------------------------------------------------- */
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    struct wg_redis *r = ac->data;
+
+    if (!r)
+        return;
+    if (status == REDIS_OK) {
+        WG_DEBUG(r->log, SUBSYS, "socket connected, handshake pending", "name=%s url=%s",
+                 r->qname, r->qurl);
+        return;
+    }
+    conn_lost(r, ac);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct wg_redis *r = ac->data;
+
+    if (r)
+        conn_lost(r, ac);
+}
+
+static void cmd_timer_cb(uv_timer_t *t);
+
+static void go_ready(struct wg_redis *r);
+
+static void handshake_reply(struct wg_redis *r, const struct req *q, const redisReply *reply)
+{
+    char reason[REASON_MAX];
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        snprintf(reason, sizeof(reason), "%s refused by %s: %.*s", q->what, r->t.display,
+                 (int)reply->len, reply->str);
+        conn_end(r, -ENOTCONN, 0, reason, false);
+        return;
+    }
+    if (q->kind == REQ_HANDSHAKE_LAST)
+        go_ready(r);
+}
+
+static void reply_cb(redisAsyncContext *ac, void *reply_, void *privdata)
+{
+    struct req *q = privdata;
+    struct wg_redis *r = q->r;
+    redisReply *reply = reply_;
+
+    /* hiredis calls the reply callbacks before on_disconnect() when it drops
+     * a context, so a NULL reply can be the first news of a loss. */
+    if (!reply && !q->done && ac->data == r)
+        conn_lost(r, ac);
+    if (q->done) {
+        req_free(q);
+        return;
+    }
+    if (!reply) {
+        /* Not reachable while the invariants hold: every request of a
+         * detached context was marked done. Stay safe anyway. */
+        req_free(q);
+        return;
+    }
+    struct req *head = list_pop(&r->pending);
+    assert(head == q);
+    (void)head;
+    if (q->kind == REQ_USER)
+        deliver(q, 0, reply);
+    else
+        handshake_reply(r, q, reply);
+    req_free(q);
+    if (r->state == ST_READY && !r->pending.head)
+        uv_timer_stop(&r->cmd_timer);
+}
+
+static void sub_cb(redisAsyncContext *ac, void *reply_, void *privdata)
+{
+    struct sub *s = privdata;
+    redisReply *reply = reply_;
+    struct wg_redis_msg m;
+
+    /* NULL: hiredis drops the context; the next connection subscribes again. */
+    if (!reply || ac->data != s->r)
+        return;
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
+        reply->element[0]->type != REDIS_REPLY_STRING ||
+        reply->element[1]->type != REDIS_REPLY_STRING)
+        return;
+    memset(&m, 0, sizeof(m));
+    m.channel = reply->element[1]->str;
+    m.channel_len = reply->element[1]->len;
+    if (strcasecmp(reply->element[0]->str, "subscribe") == 0) {
+        m.kind = WG_REDIS_SUBSCRIBED;
+        WG_DEBUG(s->r->log, SUBSYS, "subscribed", "name=%s channel=%.*s", s->r->qname,
+                 (int)s->len, s->channel);
+    } else if (strcasecmp(reply->element[0]->str, "message") == 0 &&
+               reply->element[2]->type == REDIS_REPLY_STRING) {
+        m.kind = WG_REDIS_MESSAGE;
+        m.data = reply->element[2]->str;
+        m.len = reply->element[2]->len;
+    } else {
+        return;
+    }
+    s->cb(&m, s->arg);
+}
+
+/* ---- sending -------------------------------------------------------------------------------- */
+
+static void defer_cb(uv_idle_t *h)
+{
+    struct wg_redis *r = h->data;
+    struct req *q = list_take(&r->deferred), *next;
+
+    for (; q; q = next) {
+        next = q->next;
+        deliver(q, q->status, NULL);
+        req_free(q);
+    }
+    if (r->state != ST_CLOSED && !r->deferred.head)
+        uv_idle_stop(h);
+}
+
+/* Delivers status on the next loop turn, so no callback runs inside the call
+ * that issued the command. */
+static void defer(struct wg_redis *r, struct req *q, int status)
+{
+    q->status = status;
+    list_push(&r->deferred, q);
+    uv_idle_start(&r->defer, defer_cb);
+}
+
+static void arm(struct wg_redis *r, struct req *q, uint64_t now)
+{
+    q->deadline = now + r->command_timeout_ms;
+    if (!uv_is_active((uv_handle_t *)&r->cmd_timer))
+        uv_timer_start(&r->cmd_timer, cmd_timer_cb, r->command_timeout_ms, 0);
+}
+
+/* Hands q to hiredis on r->ac. Callers: submit() in ST_SENDS states, and
+ * connect_to() for the handshake and the held commands. */
+static void send_req(struct wg_redis *r, struct req *q)
+{
+    if (redisAsyncFormattedCommand(r->ac, reply_cb, q, q->cmd, q->len) != REDIS_OK) {
+        /* Only while hiredis tears the context down; its disconnect
+         * callback follows and starts the reconnect. */
+        defer(r, q, -ENOTCONN);
+        return;
+    }
+    free(q->cmd); /* hiredis copied it into its output buffer */
+    q->cmd = NULL;
+    list_push(&r->pending, q);
+    if (r->state == ST_READY)
+        arm(r, q, uv_now(r->loop));
+}
+
+/* True for commands that would make hiredis keep one callback for many
+ * replies: those go through wg_redis_subscribe() or are not supported. */
+static bool forbidden(const char *cmd, size_t len)
+{
+    static const char *const deny[] = {"subscribe",   "psubscribe",   "ssubscribe", "unsubscribe",
+                                       "punsubscribe", "sunsubscribe", "monitor"};
+    const char *nl = memchr(cmd, '\n', len);
+    const char *name;
+    char *end;
+    unsigned long n;
+
+    /* hiredis formats "*argc\r\n$len\r\nNAME\r\n..." and NUL-terminates it. */
+    if (!nl || nl + 1 >= cmd + len || nl[1] != '$')
+        return true;
+    n = strtoul(nl + 2, &end, 10);
+    if (end[0] != '\r' || end[1] != '\n')
+        return true;
+    name = end + 2;
+    if (n > (size_t)(cmd + len - name))
+        return true;
+    for (size_t i = 0; i < sizeof(deny) / sizeof(deny[0]); i++)
+        if (strlen(deny[i]) == n && strncasecmp(name, deny[i], n) == 0)
+            return true;
+    return false;
+}
+
+/* Takes ownership of cmd (hiredis-formatted). */
+static int submit(struct wg_redis *r, char *cmd, size_t len, wg_redis_reply_cb *cb, void *arg)
+{
+    struct req *q;
+
+    if (forbidden(cmd, len)) {
+        redisFreeCommand(cmd);
+        return -EINVAL;
+    }
+    q = calloc(1, sizeof(*q));
+    if (!q) {
+        redisFreeCommand(cmd);
+        return -ENOMEM;
+    }
+    q->r = r;
+    q->cb = cb;
+    q->arg = arg;
+    q->cmd = cmd;
+    q->len = len;
+    q->kind = REQ_USER;
+    if (ST_IN(r, ST_SENDS))
+        send_req(r, q);
+    else if (ST_IN(r, ST_HOLDS))
+        list_push(&r->waiting, q);
+    else
+        defer(r, q, -ENOTCONN);
+    return 0;
+}
+
+static int send_internal(struct wg_redis *r, enum req_kind kind, const char *what, int argc,
+                         const char **argv)
+{
+    struct req *q = calloc(1, sizeof(*q));
+    int n;
+
+    if (!q)
+        return -ENOMEM;
+    n = redisFormatCommandArgv(&q->cmd, argc, argv, NULL);
+    if (n < 0) {
+        free(q);
+        return -ENOMEM;
+    }
+    q->len = (size_t)n;
+    q->r = r;
+    q->kind = kind;
+    q->what = what;
+    send_req(r, q);
+    return 0;
+}
+
+static void send_subscribe(struct wg_redis *r, struct sub *s)
+{
+    if (redisAsyncCommand(r->ac, sub_cb, s, "SUBSCRIBE %b", s->channel, s->len) != REDIS_OK)
+        WG_DEBUG(r->log, SUBSYS, "subscribe not sent, context closing", "name=%s", r->qname);
+}
+
+/* ---- connecting ----------------------------------------------------------------------------- */
+
+static void go_ready(struct wg_redis *r)
+{
+    uint64_t now = uv_now(r->loop);
+    char reason[REASON_MAX];
+
+    r->state = ST_READY;
+    r->failures = 0;
+    uv_timer_stop(&r->conn_timer);
+    /* Commands held during the attempt start their clock now, not when
+     * issued: the attempt had its own deadline. */
+    for (struct req *q = r->pending.head; q; q = q->next)
+        arm(r, q, now);
+    for (struct sub *s = r->subs; s; s = s->next)
+        send_subscribe(r, s);
+    snprintf(reason, sizeof(reason), "connected to %s", r->t.display);
+    notify(r, true, false, reason);
+}
+
+static void connect_timeout_cb(uv_timer_t *t)
+{
+    struct wg_redis *r = t->data;
+    char why[64];
+
+    snprintf(why, sizeof(why), "timed out after %u ms", r->connect_timeout_ms);
+    fail_attempt(r, r->state == ST_RESOLVING ? "name lookup for" : "connect to", why);
+}
+
+static int send_handshake(struct wg_redis *r)
+{
+    const char *argv[3];
+    char db[16];
+    int argc = 0;
+    int rc;
+
+    if (r->t.password) {
+        argv[argc++] = "AUTH";
+        if (r->t.user)
+            argv[argc++] = r->t.user;
+        argv[argc++] = r->t.password;
+        if ((rc = send_internal(r, REQ_HANDSHAKE, "AUTH", argc, argv)) < 0)
+            return rc;
+    }
+    if (r->t.db) {
+        snprintf(db, sizeof(db), "%d", r->t.db);
+        argv[0] = "SELECT";
+        argv[1] = db;
+        if ((rc = send_internal(r, REQ_HANDSHAKE, "SELECT", 2, argv)) < 0)
+            return rc;
+    }
+    argv[0] = "PING";
+    return send_internal(r, REQ_HANDSHAKE_LAST, "PING", 1, argv);
+}
+
+/* Opens the hiredis context to addr (a numeric address, or the socket path)
+ * and queues the handshake, then the held commands behind it. */
+static void connect_to(struct wg_redis *r, const char *addr)
+{
+    redisAsyncContext *ac;
+    char why[128];
+    struct req *q, *next;
+
+    ac = r->t.is_unix ? redisAsyncConnectUnix(addr) : redisAsyncConnect(addr, r->t.port);
+    if (!ac) {
+        fail_attempt(r, "connect to", "out of memory");
+        return;
+    }
+    if (ac->err) {
+        snprintf(why, sizeof(why), "%s", ac->errstr);
+        redisAsyncFree(ac);
+        fail_attempt(r, "connect to", why);
+        return;
+    }
+    if (redisLibuvAttach(ac, r->loop) != REDIS_OK) {
+        /* 0.14's adapter installs its cleanup hook before it can fail. */
+        if (!ac->ev.data)
+            ac->ev.cleanup = NULL;
+        redisAsyncFree(ac);
+        fail_attempt(r, "connect to", "cannot watch the socket");
+        return;
+    }
+    ac->data = r;
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    if (!r->t.is_unix)
+        redisEnableKeepAlive(&ac->c); /* a subscriber sends nothing to notice a dead peer */
+    r->ac = ac;
+    r->state = ST_CONNECTING;
+    if (send_handshake(r) < 0) {
+        fail_attempt(r, "connect to", "out of memory");
+        return;
+    }
+    for (q = list_take(&r->waiting); q; q = next) {
+        next = q->next;
+        send_req(r, q);
+    }
+}
+
+static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct wg_redis *r = req->data;
+    char addr[INET6_ADDRSTRLEN] = "";
+    const struct addrinfo *pick = NULL;
+
+    r->gai_busy = false;
+    if (r->state == ST_CLOSED) {
+        uv_freeaddrinfo(res);
+        release(r);
+        return;
+    }
+    r->refs--;
+    if (r->state != ST_RESOLVING) { /* the attempt timed out meanwhile */
+        uv_freeaddrinfo(res);
+        return;
+    }
+    if (status < 0) {
+        fail_attempt(r, "name lookup for", uv_strerror(status));
+        return;
+    }
+    /* hiredis itself prefers IPv4; keep that order. */
+    for (const struct addrinfo *ai = res; ai && !pick; ai = ai->ai_next)
+        if (ai->ai_family == AF_INET)
+            pick = ai;
+    for (const struct addrinfo *ai = res; ai && !pick; ai = ai->ai_next)
+        if (ai->ai_family == AF_INET6)
+            pick = ai;
+    if (pick && pick->ai_family == AF_INET)
+        uv_ip4_name((const struct sockaddr_in *)pick->ai_addr, addr, sizeof(addr));
+    else if (pick)
+        uv_ip6_name((const struct sockaddr_in6 *)pick->ai_addr, addr, sizeof(addr));
+    uv_freeaddrinfo(res);
+    if (!addr[0]) {
+        fail_attempt(r, "name lookup for", "no IPv4 or IPv6 address");
+        return;
+    }
+    WG_DEBUG(r->log, SUBSYS, "resolved", "name=%s url=%s addr=%s", r->qname, r->qurl, addr);
+    connect_to(r, addr);
+}
+
+static bool is_numeric(const char *host)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+
+    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
+/* Begins one attempt. Reached from the backoff timer (and so, the first
+ * time, one loop turn after wg_redis_new()). */
+static void start_attempt(struct wg_redis *r)
+{
+    struct addrinfo hints;
+    int rc;
+
+    WG_DEBUG(r->log, SUBSYS, "connecting", "name=%s url=%s", r->qname, r->qurl);
+    uv_timer_start(&r->conn_timer, connect_timeout_cb, r->connect_timeout_ms, 0);
+    if (r->t.is_unix || is_numeric(r->t.host)) {
+        connect_to(r, r->t.host);
+        return;
+    }
+    if (r->gai_busy) {
+        /* The lookup of an earlier, timed-out attempt is stuck in the
+         * resolver; its request cannot be reused until it returns. */
+        fail_attempt(r, "name lookup for", "previous lookup still running");
+        return;
+    }
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    rc = uv_getaddrinfo(r->loop, &r->gai, gai_cb, r->t.host, NULL, &hints);
+    if (rc < 0) {
+        fail_attempt(r, "name lookup for", uv_strerror(rc));
+        return;
+    }
+    r->gai_busy = true;
+    r->refs++;
+    r->state = ST_RESOLVING;
+}
+
+static void cmd_timer_cb(uv_timer_t *t)
+{
+    struct wg_redis *r = t->data;
+    struct req *head = r->pending.head;
+    uint64_t now = uv_now(r->loop);
+    char reason[REASON_MAX];
+
+    if (r->state != ST_READY || !head || !head->deadline)
+        return;
+    /* Deadlines grow along the reply order, so the head expires first. */
+    if (head->deadline > now) {
+        uv_timer_start(t, cmd_timer_cb, head->deadline - now, 0);
+        return;
+    }
+    snprintf(reason, sizeof(reason),
+             "command timed out after %u ms on %s, dropping the connection",
+             r->command_timeout_ms, r->t.display);
+    conn_end(r, -ECONNRESET, now, reason, false);
+}
+
+/* ---- public API ----------------------------------------------------------------------------- */
+
+static void handle_closed(uv_handle_t *h)
+{
+    release(h->data);
+}
+
+/* Drops one reference (an open handle or the lookup in flight); the last
+ * one frees r. Only reachable after wg_redis_free(). */
+static void release(struct wg_redis *r)
+{
+    if (--r->refs > 0)
+        return;
+    assert(!r->pending.head && !r->waiting.head && !r->deferred.head && !r->ac);
+    while (r->subs) {
+        struct sub *s = r->subs;
+        r->subs = s->next;
+        free(s);
+    }
+    target_release(&r->t);
+    free(r);
+}
+
+int wg_redis_new(uv_loop_t *loop, const char *url, const struct wg_redis_opts *opts,
+                 struct wg_log *log, struct wg_redis **ret)
+{
+    struct wg_redis *r;
+    char err[REASON_MAX];
+    const char *name = opts && opts->name ? opts->name : "redis";
+    int rc;
+
+    if (!loop || !url || !ret)
+        return -EINVAL;
+    r = calloc(1, sizeof(*r));
+    if (!r)
+        return -ENOMEM;
+    rc = parse_url(url, &r->t, err, sizeof(err));
+    if (rc < 0) {
+        WG_DEBUG(log, SUBSYS, "bad url", "name=%s reason=%s", quote(r->qname, sizeof(r->qname), name),
+                 quote(r->qurl, sizeof(r->qurl), err));
+        goto out;
+    }
+    r->connect_timeout_ms = opts && opts->connect_timeout_ms ? opts->connect_timeout_ms
+                                                             : WG_REDIS_CONNECT_TIMEOUT_MS;
+    r->command_timeout_ms = opts && opts->command_timeout_ms ? opts->command_timeout_ms
+                                                             : WG_REDIS_COMMAND_TIMEOUT_MS;
+    r->reconnect_min_ms =
+        opts && opts->reconnect_min_ms ? opts->reconnect_min_ms : WG_REDIS_RECONNECT_MIN_MS;
+    r->reconnect_max_ms =
+        opts && opts->reconnect_max_ms ? opts->reconnect_max_ms : WG_REDIS_RECONNECT_MAX_MS;
+    if (r->reconnect_min_ms > r->reconnect_max_ms) {
+        rc = -EINVAL;
+        goto out;
+    }
+    r->loop = loop;
+    r->log = log;
+    quote(r->qname, sizeof(r->qname), name);
+    quote(r->qurl, sizeof(r->qurl), r->t.display);
+    r->rng = uv_hrtime() ^ (uint64_t)(uintptr_t)r;
+    if (!r->rng)
+        r->rng = 0x9e3779b97f4a7c15ULL;
+
+    /* Past this point nothing fails: these inits cannot, for a valid loop. */
+    uv_timer_init(loop, &r->conn_timer);
+    uv_timer_init(loop, &r->cmd_timer);
+    uv_idle_init(loop, &r->defer);
+    r->conn_timer.data = r->cmd_timer.data = r->defer.data = r->gai.data = r;
+    r->refs = 3;
+    /* The first attempt runs on the next loop turn so that wg_redis_new()
+     * calls nobody back; commands issued meanwhile are held. */
+    r->state = ST_STARTING;
+    uv_timer_start(&r->conn_timer, reconnect_cb, 0, 0);
+    *ret = r;
+    return 0;
+out:
+    target_release(&r->t);
+    free(r);
+    return rc;
+}
+
+void wg_redis_free(struct wg_redis *r)
+{
+    struct req *q, *next;
+
+    if (!r || r->state == ST_CLOSED)
+        return;
+    r->state = ST_CLOSED;
+    r->state_cb = NULL;
+    if (r->gai_busy)
+        uv_cancel((uv_req_t *)&r->gai); /* may fail if running; gai_cb drops its ref */
+    conn_end(r, -ECANCELED, 0, "closed", false);
+    for (q = list_take(&r->deferred); q; q = next) {
+        next = q->next;
+        deliver(q, -ECANCELED, NULL);
+        req_free(q);
+    }
+    uv_close((uv_handle_t *)&r->conn_timer, handle_closed);
+    uv_close((uv_handle_t *)&r->cmd_timer, handle_closed);
+    uv_close((uv_handle_t *)&r->defer, handle_closed);
+}
+
+void wg_redis_on_state(struct wg_redis *r, wg_redis_state_cb *cb, void *arg)
+{
+    if (!r || r->state == ST_CLOSED)
+        return;
+    r->state_cb = cb;
+    r->state_arg = arg;
+}
+
+bool wg_redis_connected(const struct wg_redis *r)
+{
+    return r && r->state == ST_READY;
+}
+
+const char *wg_redis_last_error(const struct wg_redis *r)
+{
+    return r ? r->last_error : "";
+}
+
+int wg_redis_vcommand(struct wg_redis *r, wg_redis_reply_cb *cb, void *arg, const char *fmt,
+                      va_list ap)
+{
+    char *cmd = NULL;
+    int n;
+
+    if (!r || !fmt)
+        return -EINVAL;
+    if (r->state == ST_CLOSED)
+        return -ECANCELED;
+    if (r->subscriber)
+        return -EINVAL;
+    n = redisvFormatCommand(&cmd, fmt, ap);
+    if (n < 0) /* hiredis 0.14 answers -1 to both a bad format and no memory */
+        return -EINVAL;
+    return submit(r, cmd, (size_t)n, cb, arg);
+}
+
+int wg_redis_command(struct wg_redis *r, wg_redis_reply_cb *cb, void *arg, const char *fmt, ...)
+{
+    va_list ap;
+    int rc;
+
+    va_start(ap, fmt);
+    rc = wg_redis_vcommand(r, cb, arg, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int wg_redis_command_argv(struct wg_redis *r, wg_redis_reply_cb *cb, void *arg, int argc,
+                          const char *const *argv, const size_t *argvlen)
+{
+    char *cmd = NULL;
+    int n;
+
+    if (!r || argc < 1 || !argv)
+        return -EINVAL;
+    if (r->state == ST_CLOSED)
+        return -ECANCELED;
+    if (r->subscriber)
+        return -EINVAL;
+    /* hiredis only reads argv; its prototype predates const-correctness. */
+    n = redisFormatCommandArgv(&cmd, argc, (const char **)argv, argvlen);
+    if (n < 0)
+        return -ENOMEM;
+    return submit(r, cmd, (size_t)n, cb, arg);
+}
+
+int wg_redis_subscribe(struct wg_redis *r, const char *channel, wg_redis_msg_cb *cb, void *arg)
+{
+    struct sub *s, **tail;
+    size_t len;
+
+    if (!r || !channel || !channel[0] || !cb)
+        return -EINVAL;
+    if (r->state == ST_CLOSED)
+        return -ECANCELED;
+    len = strlen(channel);
+    for (tail = &r->subs; *tail; tail = &(*tail)->next)
+        if ((*tail)->len == len && memcmp((*tail)->channel, channel, len) == 0)
+            return -EEXIST;
+    s = calloc(1, sizeof(*s) + len + 1);
+    if (!s)
+        return -ENOMEM;
+    s->r = r;
+    s->cb = cb;
+    s->arg = arg;
+    s->len = len;
+    memcpy(s->channel, channel, len + 1);
+    *tail = s;
+    r->subscriber = true;
+    if (r->state == ST_READY)
+        send_subscribe(r, s);
+    return 0;
+}

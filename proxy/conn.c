@@ -1,0 +1,1419 @@
+/* proxy/conn.c - one client connection: the HTTP/1.1 state machine that
+ * reads request heads, forwards requests and their bodies upstream, relays
+ * responses, tunnels upgrades and enforces the limits of PROXY-RULES.md.
+ *
+ * Ownership: a connection owns its client handle, its timer and the write
+ * requests it queued; it borrows one upstream connection at a time from the
+ * pool. `refs` counts open handles plus writes and shutdowns in flight; the
+ * memory is freed when it reaches zero, never earlier, so a libuv callback
+ * never sees a freed connection. Every close path goes through conn_close(),
+ * which is idempotent. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/list.h"
+#include "proxy/server.h"
+
+#define SIDE_CLIENT 0
+#define SIDE_UP 1
+#define LINGER_MS 2000
+#define MAX_RETRIES 1
+
+enum conn_state {
+    CS_HEAD,       /* waiting for a request head; [transient] once bytes arrive */
+    CS_CONNECTING, /* [transient] head parsed, waiting for the upstream */
+    CS_PROXY,      /* [transient] request forwarded, body and response flowing */
+    CS_TUNNEL,     /* upgraded: bytes both ways */
+    CS_LINGER,     /* final response sent and FIN sent; discarding input */
+};
+
+enum deadline_kind {
+    DL_NONE,
+    DL_IDLE,
+    DL_HEAD,
+    DL_CONNECT,
+    DL_BODY_IDLE,
+    DL_RESPONSE,
+    DL_SEND_IDLE,
+    DL_TUNNEL_IDLE,
+    DL_LINGER,
+};
+
+struct wg_conn {
+    uv_tcp_t client; /* first: handle callbacks cast back */
+    uv_timer_t timer;
+    uv_shutdown_t client_shut;
+    uv_shutdown_t up_shut;
+    struct wg_proxy *px;
+    struct wg_list link;
+    uint64_t id;
+    int refs;
+    enum conn_state state;
+    bool closing;
+    bool client_eof;
+    bool up_eof;
+    bool reading_client;
+    bool reading_up;
+    bool draining;          /* gateway shutting down: close after this response */
+    bool close_after_flush; /* shut down once the client write queue is empty */
+    bool in_process;        /* guards client_process against re-entry */
+    bool peer_trusted;
+    struct sockaddr_storage peer;
+
+    /* request side */
+    llhttp_t req_parser;
+    struct wg_http_msg req;
+    struct wg_http_scan req_scan;
+    struct wg_buf in; /* client bytes not yet processed */
+    bool head_started;
+    bool req_keep_alive;
+    bool body_too_large;
+    bool req_head_written; /* some request byte reached the upstream socket */
+    enum wg_http_framing req_framing;
+    uint64_t req_body_bytes;
+    unsigned requests;
+    bool sent_100;
+
+    /* upstream side */
+    struct wg_upconn *up;
+    uint64_t up_gen; /* changes with every upstream borrowed */
+    bool up_reused;
+    unsigned retries;
+    struct sockaddr_storage up_addr;
+    char up_name[80];
+    struct wg_buf up_head; /* rebuilt request head, kept for a retry */
+    llhttp_t resp_parser;
+    struct wg_http_msg resp;
+    struct wg_http_scan resp_scan;
+    struct wg_buf up_in; /* a partial response head */
+    bool resp_head_received;
+    bool resp_head_sent;
+    bool resp_keep_alive;
+    enum wg_http_framing resp_framing;
+    size_t pending[2];
+
+    /* times (loop ms) */
+    uint64_t idle_since;
+    uint64_t head_start_ms;
+    uint64_t req_start_ms;
+    uint64_t up_start_ms;
+    uint64_t up_first_byte_ms;
+    uint64_t last_client_read_ms;
+    uint64_t last_client_write_ms;
+    uint64_t last_up_read_ms;
+    uint64_t last_up_write_ms;
+    uint64_t linger_start_ms;
+
+    /* for the access log */
+    int status;
+    uint64_t req_bytes_in;
+    uint64_t resp_bytes_out;
+    char log_method[16];
+    char log_host[96];
+    char log_path[256];
+};
+
+struct wreq {
+    uv_write_t req; /* first: the callback casts back */
+    struct wg_conn *c;
+    uint64_t gen;
+    size_t len;
+    int side;
+    char data[];
+};
+
+static void conn_close(struct wg_conn *c);
+static void conn_arm(struct wg_conn *c);
+static void update_reading(struct wg_conn *c);
+static void client_drain_inbuf(struct wg_conn *c);
+static void upstream_failed(struct wg_conn *c, int status, const char *why, bool retryable);
+static void send_error(struct wg_conn *c, int status);
+static void begin_close(struct wg_conn *c);
+static void up_process(struct wg_conn *c, const char *data, size_t len);
+
+static inline uint64_t now_ms(const struct wg_conn *c)
+{
+    return uv_now(c->px->loop);
+}
+
+static inline const struct wg_limits *limits(const struct wg_conn *c)
+{
+    return &c->px->cfg->limits;
+}
+
+/* ---- lifetime ----------------------------------------------------------- */
+
+static void conn_unref(struct wg_conn *c)
+{
+    if (--c->refs > 0)
+        return;
+    struct wg_proxy *px = c->px;
+    wg_buf_release(&c->in);
+    wg_buf_release(&c->up_in);
+    wg_buf_release(&c->up_head);
+    free(c);
+    wg_proxy_conn_gone(px);
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    conn_unref(h->data);
+}
+
+static void release_upstream(struct wg_conn *c, bool reusable)
+{
+    if (c->up == NULL)
+        return;
+    if (c->reading_up)
+        uv_read_stop(wg_upconn_stream(c->up));
+    c->reading_up = false;
+    wg_pool_release(c->px->pool, c->up, reusable && c->pending[SIDE_UP] == 0);
+    c->up = NULL;
+    c->up_gen++;
+    c->pending[SIDE_UP] = 0;
+    c->up_eof = false;
+}
+
+/* Reached from client EOF/errors, timeouts, write failures, the end of a
+ * linger, gateway shutdown and proxy free: idempotent. */
+static void conn_close(struct wg_conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    release_upstream(c, false);
+    wg_list_remove(&c->link);
+    c->px->stats.connections_open--;
+    uv_close((uv_handle_t *)&c->timer, handle_closed);
+    uv_close((uv_handle_t *)&c->client, handle_closed);
+}
+
+/* ---- access log ----------------------------------------------------------- */
+
+static void copy_span(char *dst, size_t dstlen, const char *p, size_t n)
+{
+    if (p == NULL)
+        n = 0;
+    if (n >= dstlen)
+        n = dstlen - 1;
+    memcpy(dst, p ? p : "", n);
+    dst[n] = '\0';
+}
+
+static void access_log(struct wg_conn *c)
+{
+    struct wg_proxy *px = c->px;
+    uint64_t now = now_ms(c);
+    char qhost[128], qpath[300];
+
+    if (c->status >= 100 && c->status < 600)
+        px->stats.responses_by_class[c->status / 100]++;
+    if (!px->cfg->access_log || !wg_log_enabled(px->log, WG_LOG_INFO))
+        return;
+    wg_log_quote(qhost, sizeof(qhost), c->log_host, strlen(c->log_host));
+    wg_log_quote(qpath, sizeof(qpath), c->log_path, strlen(c->log_path));
+    wg_log_write(px->log, WG_LOG_INFO, "access", "request",
+                 "conn=%" PRIu64 " method=%s host=%s path=%s status=%d bytes_in=%" PRIu64
+                 " bytes_out=%" PRIu64 " upstream=%s upstream_ms=%" PRId64 " total_ms=%" PRIu64,
+                 c->id, c->log_method[0] ? c->log_method : "-", qhost[0] ? qhost : "-",
+                 qpath[0] ? qpath : "-", c->status, c->req_bytes_in, c->resp_bytes_out,
+                 c->up_name[0] ? c->up_name : "-",
+                 c->up_first_byte_ms ? (int64_t)(c->up_first_byte_ms - c->up_start_ms) : (int64_t)-1,
+                 now - c->req_start_ms);
+}
+
+/* ---- writes ------------------------------------------------------------- */
+
+static uv_stream_t *side_stream(struct wg_conn *c, int side)
+{
+    if (side == SIDE_CLIENT)
+        return (uv_stream_t *)&c->client;
+    return c->up ? wg_upconn_stream(c->up) : NULL;
+}
+
+static void side_failed(struct wg_conn *c, int side, int err)
+{
+    if (side == SIDE_CLIENT) {
+        WG_DEBUG(c->px->log, "conn", "client write failed", "conn=%" PRIu64 " err=%s", c->id,
+                 uv_err_name(err));
+        conn_close(c);
+    } else {
+        /* A pooled connection that died under us is the stale keep-alive
+         * race: worth one retry when the request can be replayed. */
+        upstream_failed(c, 502, uv_err_name(err), c->up_reused || !c->req_head_written);
+    }
+}
+
+static void write_cb(uv_write_t *req, int status)
+{
+    struct wreq *w = (struct wreq *)req;
+    struct wg_conn *c = w->c;
+    bool stale = w->side == SIDE_UP && w->gen != c->up_gen;
+
+    if (!stale && !c->closing) {
+        c->pending[w->side] -= w->len;
+        if (status < 0) {
+            side_failed(c, w->side, status);
+        } else {
+            if (w->side == SIDE_CLIENT)
+                c->last_client_write_ms = now_ms(c);
+            else
+                c->last_up_write_ms = now_ms(c);
+            if (w->side == SIDE_CLIENT && c->pending[SIDE_CLIENT] == 0 && c->close_after_flush)
+                begin_close(c);
+            else if (c->state == CS_TUNNEL && c->client_eof && c->up_eof &&
+                     c->pending[SIDE_CLIENT] == 0 && c->pending[SIDE_UP] == 0)
+                conn_close(c);
+            else
+                update_reading(c);
+        }
+    }
+    free(w);
+    conn_unref(c);
+}
+
+/* Writes bufs to one side: straight to the socket when nothing is queued,
+ * the rest copied into a write request. Failures are handled here; callers
+ * check c->closing (and the upstream generation) afterwards. */
+static void conn_write(struct wg_conn *c, int side, uv_buf_t *bufs, unsigned nbufs)
+{
+    uv_stream_t *s = side_stream(c, side);
+    size_t total = 0, off = 0;
+    int r;
+
+    if (c->closing || s == NULL)
+        return;
+    for (unsigned i = 0; i < nbufs; i++)
+        total += bufs[i].len;
+    if (total == 0)
+        return;
+    if (side == SIDE_CLIENT) {
+        c->resp_bytes_out += total;
+        c->px->stats.bytes_out += total;
+    }
+
+    if (c->pending[side] == 0) {
+        r = uv_try_write(s, bufs, nbufs);
+        if (r > 0 && side == SIDE_UP)
+            c->req_head_written = true;
+        if (r == (int)total) {
+            if (side == SIDE_UP)
+                c->last_up_write_ms = now_ms(c);
+            return;
+        }
+        if (r < 0 && r != UV_EAGAIN) {
+            side_failed(c, side, r);
+            return;
+        }
+        if (r > 0)
+            off = (size_t)r;
+    }
+
+    struct wreq *w = malloc(sizeof(*w) + (total - off));
+    if (w == NULL) {
+        side_failed(c, side, UV_ENOMEM);
+        return;
+    }
+    size_t o = 0, skip = off;
+    for (unsigned i = 0; i < nbufs; i++) {
+        size_t len = bufs[i].len;
+        const char *p = bufs[i].base;
+        if (skip >= len) {
+            skip -= len;
+            continue;
+        }
+        p += skip;
+        len -= skip;
+        skip = 0;
+        memcpy(w->data + o, p, len);
+        o += len;
+    }
+    w->c = c;
+    w->gen = c->up_gen;
+    w->len = total - off;
+    w->side = side;
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
+    r = uv_write(&w->req, s, &b, 1, write_cb);
+    if (r < 0) {
+        free(w);
+        side_failed(c, side, r);
+        return;
+    }
+    c->refs++;
+    if (side == SIDE_UP)
+        c->req_head_written = true;
+    bool was_empty = c->pending[side] == 0;
+    c->pending[side] += w->len;
+    if (side == SIDE_CLIENT && was_empty) {
+        c->last_client_write_ms = now_ms(c);
+        conn_arm(c);
+    }
+    if (c->pending[side] > limits(c)->buffer_high_water)
+        update_reading(c);
+}
+
+static void write_str(struct wg_conn *c, int side, const char *s, size_t n)
+{
+    uv_buf_t b = uv_buf_init((char *)s, (unsigned)n);
+    conn_write(c, side, &b, 1);
+}
+
+/* Writes one body span with the given framing. */
+static void write_body(struct wg_conn *c, int side, enum wg_http_framing framing, const char *at,
+                       size_t len)
+{
+    if (framing == WG_HTTP_FRAME_CHUNKED) {
+        char hdr[24];
+        int n = snprintf(hdr, sizeof(hdr), "%zx\r\n", len);
+        uv_buf_t b[3] = {uv_buf_init(hdr, (unsigned)n), uv_buf_init((char *)at, (unsigned)len),
+                         uv_buf_init("\r\n", 2)};
+        conn_write(c, side, b, 3);
+    } else {
+        write_str(c, side, at, len);
+    }
+}
+
+/* ---- reading control and timers ------------------------------------------ */
+
+static void client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
+static void up_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
+
+/* Reading resumes below half the high-water mark, so a slow peer does not
+ * toggle it on every write. */
+static bool below_mark(const struct wg_conn *c, int side, bool reading)
+{
+    size_t hw = limits(c)->buffer_high_water;
+    return c->pending[side] < (reading ? hw : hw / 2);
+}
+
+static void update_reading(struct wg_conn *c)
+{
+    bool want_client = false, want_up = false;
+
+    if (!c->closing) {
+        switch (c->state) {
+        case CS_HEAD:
+            want_client = !c->client_eof;
+            break;
+        case CS_CONNECTING:
+            break;
+        case CS_PROXY:
+            want_client = !c->client_eof && !c->req.complete &&
+                          below_mark(c, SIDE_UP, c->reading_client);
+            want_up = c->up != NULL && !c->resp.complete &&
+                      below_mark(c, SIDE_CLIENT, c->reading_up);
+            break;
+        case CS_TUNNEL:
+            want_client = !c->client_eof && below_mark(c, SIDE_UP, c->reading_client);
+            want_up = c->up != NULL && !c->up_eof && below_mark(c, SIDE_CLIENT, c->reading_up);
+            break;
+        case CS_LINGER:
+            want_client = !c->client_eof;
+            break;
+        }
+    }
+    if (want_client != c->reading_client && !c->closing) {
+        if (want_client)
+            uv_read_start((uv_stream_t *)&c->client, client_alloc, client_read);
+        else
+            uv_read_stop((uv_stream_t *)&c->client);
+        c->reading_client = want_client;
+    }
+    if (c->up != NULL && want_up != c->reading_up) {
+        if (want_up)
+            uv_read_start(wg_upconn_stream(c->up), up_alloc, up_read);
+        else
+            uv_read_stop(wg_upconn_stream(c->up));
+        c->reading_up = want_up;
+    }
+}
+
+static uint64_t max_u64(uint64_t a, uint64_t b)
+{
+    return a > b ? a : b;
+}
+
+static void take_earlier(uint64_t *d, enum deadline_kind *k, uint64_t cand, enum deadline_kind ck)
+{
+    if (cand < *d) {
+        *d = cand;
+        *k = ck;
+    }
+}
+
+static uint64_t conn_deadline(const struct wg_conn *c, enum deadline_kind *ret_kind)
+{
+    const struct wg_limits *lim = limits(c);
+    const struct wg_upstream_cfg *ucfg = &c->px->cfg->upstream;
+    uint64_t d = UINT64_MAX;
+    enum deadline_kind k = DL_NONE;
+
+    switch (c->state) {
+    case CS_HEAD:
+        if (c->head_started)
+            take_earlier(&d, &k, c->head_start_ms + lim->head_timeout_ms, DL_HEAD);
+        else
+            take_earlier(&d, &k,
+                         c->idle_since +
+                             (c->requests == 0 ? lim->head_timeout_ms : lim->keepalive_idle_ms),
+                         DL_IDLE);
+        break;
+    case CS_CONNECTING:
+        take_earlier(&d, &k, c->up_start_ms + ucfg->connect_timeout_ms, DL_CONNECT);
+        break;
+    case CS_PROXY:
+        /* A body stalled by our own backpressure is not idle. */
+        if (!c->req.complete && c->reading_client)
+            take_earlier(&d, &k,
+                         max_u64(c->last_client_read_ms, c->last_up_write_ms) + lim->body_idle_ms,
+                         DL_BODY_IDLE);
+        if (!c->resp_head_received)
+            take_earlier(&d, &k,
+                         max_u64(c->last_up_write_ms, c->up_start_ms) + ucfg->response_timeout_ms,
+                         DL_RESPONSE);
+        break;
+    case CS_TUNNEL:
+        take_earlier(&d, &k,
+                     max_u64(max_u64(c->last_client_read_ms, c->last_up_read_ms),
+                             max_u64(c->last_client_write_ms, c->last_up_write_ms)) +
+                         lim->tunnel_idle_ms,
+                     DL_TUNNEL_IDLE);
+        break;
+    case CS_LINGER:
+        take_earlier(&d, &k, c->linger_start_ms + LINGER_MS, DL_LINGER);
+        break;
+    }
+    if (c->pending[SIDE_CLIENT] > 0 && c->state != CS_LINGER)
+        take_earlier(&d, &k, c->last_client_write_ms + lim->send_idle_ms, DL_SEND_IDLE);
+    if (ret_kind)
+        *ret_kind = k;
+    return d;
+}
+
+static void timer_cb(uv_timer_t *t);
+
+static void conn_arm(struct wg_conn *c)
+{
+    if (c->closing)
+        return;
+    uint64_t now = now_ms(c);
+    uint64_t d = conn_deadline(c, NULL);
+    if (d == UINT64_MAX) {
+        uv_timer_stop(&c->timer);
+        return;
+    }
+    uv_timer_start(&c->timer, timer_cb, d > now ? d - now : 0, 0);
+}
+
+static void timer_cb(uv_timer_t *t)
+{
+    struct wg_conn *c = t->data;
+    enum deadline_kind k;
+    uint64_t now = now_ms(c);
+    uint64_t d = conn_deadline(c, &k);
+
+    if (d > now) {
+        if (d != UINT64_MAX)
+            uv_timer_start(&c->timer, timer_cb, d - now, 0);
+        return;
+    }
+    switch (k) {
+    case DL_NONE:
+        break;
+    case DL_IDLE:
+        conn_close(c);
+        break;
+    case DL_HEAD:
+        WG_INFO(c->px->log, "conn", "request head timeout, returning 408", "conn=%" PRIu64,
+                c->id);
+        send_error(c, 408);
+        break;
+    case DL_CONNECT:
+        upstream_failed(c, 504, "connect timeout", false);
+        break;
+    case DL_RESPONSE:
+        upstream_failed(c, 504, "response header timeout", false);
+        break;
+    case DL_BODY_IDLE:
+        WG_INFO(c->px->log, "conn", "request body idle, closing", "conn=%" PRIu64, c->id);
+        conn_close(c);
+        break;
+    case DL_SEND_IDLE:
+        WG_INFO(c->px->log, "conn", "client reads nothing, closing", "conn=%" PRIu64 " queued=%zu",
+                c->id, c->pending[SIDE_CLIENT]);
+        conn_close(c);
+        break;
+    case DL_TUNNEL_IDLE:
+        WG_INFO(c->px->log, "conn", "tunnel idle, closing", "conn=%" PRIu64, c->id);
+        conn_close(c);
+        break;
+    case DL_LINGER:
+        conn_close(c);
+        break;
+    }
+}
+
+/* ---- closing gracefully ---------------------------------------------------- */
+
+static void client_shutdown_cb(uv_shutdown_t *req, int status)
+{
+    struct wg_conn *c = req->data;
+    if (status < 0 && !c->closing && c->state == CS_LINGER)
+        conn_close(c);
+    conn_unref(c);
+}
+
+/* Sends FIN once our last response is flushed, then reads and discards
+ * what the client still sends for a short while: closing with unread input
+ * would reset the connection and could destroy the response in flight. */
+static void begin_close(struct wg_conn *c)
+{
+    if (c->closing || c->state == CS_LINGER)
+        return;
+    c->close_after_flush = true;
+    if (c->pending[SIDE_CLIENT] > 0)
+        return;
+    release_upstream(c, false);
+    c->state = CS_LINGER;
+    c->linger_start_ms = now_ms(c);
+    c->client_shut.data = c;
+    if (uv_shutdown(&c->client_shut, (uv_stream_t *)&c->client, client_shutdown_cb) < 0) {
+        conn_close(c);
+        return;
+    }
+    c->refs++;
+    if (c->client_eof) {
+        conn_close(c);
+        return;
+    }
+    update_reading(c);
+    conn_arm(c);
+}
+
+/* Our own response (errors, 404): always the last on the connection. */
+static void send_error(struct wg_conn *c, int status)
+{
+    char buf[512];
+    const char *reason = wg_http_reason(status);
+    const char *extra = (status == 503 || status == 504) ? "Retry-After: 1\r\n" : "";
+
+    if (c->closing)
+        return;
+    if (c->resp_head_sent) {
+        conn_close(c);
+        return;
+    }
+    release_upstream(c, false);
+    int n = snprintf(buf, sizeof(buf),
+                     "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                     "Content-Length: %zu\r\nConnection: close\r\n%s\r\n%s\n",
+                     status, reason, strlen(reason) + 1, extra, reason);
+    c->status = status;
+    c->resp_head_sent = true;
+    if (c->state == CS_HEAD && !c->req_start_ms)
+        c->req_start_ms = now_ms(c);
+    c->state = CS_PROXY; /* leaves CS_HEAD so no further head is parsed */
+    write_str(c, SIDE_CLIENT, buf, (size_t)n);
+    access_log(c);
+    begin_close(c);
+}
+
+/* ---- the request ----------------------------------------------------------- */
+
+static int on_req_body(llhttp_t *p, const char *at, size_t len)
+{
+    struct wg_http_msg *m = p->data;
+    struct wg_conn *c = m->owner;
+    const struct wg_limits *lim = limits(c);
+
+    c->req_body_bytes += len;
+    if (lim->body_max && c->req_body_bytes > lim->body_max) {
+        c->body_too_large = true;
+        return -1;
+    }
+    write_body(c, SIDE_UP, c->req_framing, at, len);
+    return c->closing || c->up == NULL ? -1 : 0;
+}
+
+static int on_resp_body(llhttp_t *p, const char *at, size_t len);
+
+static int on_message_complete_pause(llhttp_t *p)
+{
+    struct wg_http_msg *m = p->data;
+    m->complete = true;
+    /* Stop right after this message: what follows is the next message, and
+     * it waits for this exchange to end. */
+    return HPE_PAUSED;
+}
+
+void wg_conn_settings_init(struct wg_proxy *px)
+{
+    wg_http_settings_init(&px->req_settings);
+    px->req_settings.on_body = on_req_body;
+    px->req_settings.on_message_complete = on_message_complete_pause;
+    wg_http_settings_init(&px->resp_settings);
+    px->resp_settings.on_body = on_resp_body;
+    px->resp_settings.on_message_complete = on_message_complete_pause;
+}
+
+static void request_body_done(struct wg_conn *c)
+{
+    if (c->req_framing == WG_HTTP_FRAME_CHUNKED)
+        write_str(c, SIDE_UP, "0\r\n\r\n", 5);
+    update_reading(c);
+    conn_arm(c);
+}
+
+static void on_upstream_ready(struct wg_conn *c)
+{
+    c->state = CS_PROXY;
+    c->resp_head_received = false;
+    c->up_first_byte_ms = 0;
+    c->resp.fields = NULL;
+    c->resp.fields_cap = 0;
+    wg_http_msg_begin(&c->resp);
+    wg_http_scan_reset(&c->resp_scan, true);
+    wg_buf_reset(&c->up_in);
+    c->last_up_write_ms = now_ms(c);
+    c->req_head_written = false;
+    write_str(c, SIDE_UP, wg_buf_head(&c->up_head), wg_buf_size(&c->up_head));
+    if (c->closing || c->up == NULL)
+        return;
+    /* We removed Expect from the forwarded head, so the 100 is ours. */
+    if (c->req.expect_continue && !c->req.complete && !c->sent_100) {
+        c->sent_100 = true;
+        write_str(c, SIDE_CLIENT, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    }
+    update_reading(c);
+    conn_arm(c);
+    client_drain_inbuf(c);
+}
+
+static void upstream_connected(struct wg_upconn *uc, int status, void *user)
+{
+    struct wg_conn *c = user;
+    if (status < 0) {
+        char why[96];
+        snprintf(why, sizeof(why), "connect: %s", uv_err_name(status));
+        /* Nothing was sent: any method may be retried on a fresh connection. */
+        upstream_failed(c, 502, why, true);
+        return;
+    }
+    c->up_reused = false;
+    on_upstream_ready(c);
+}
+
+static void connect_upstream(struct wg_conn *c, bool fresh)
+{
+    bool reused = false;
+    struct wg_upconn *uc = NULL;
+
+    c->state = CS_CONNECTING;
+    c->up_start_ms = now_ms(c);
+    update_reading(c);
+    int r = wg_pool_acquire(c->px->pool, (const struct sockaddr *)&c->up_addr, fresh,
+                            upstream_connected, c, &uc, &reused);
+    if (r < 0) {
+        char why[96];
+        snprintf(why, sizeof(why), "connect: %s", uv_err_name(r));
+        upstream_failed(c, 502, why, false);
+        return;
+    }
+    c->up = uc;
+    c->up_gen++;
+    c->pending[SIDE_UP] = 0;
+    c->up_eof = false;
+    if (reused) {
+        c->up_reused = true;
+        on_upstream_ready(c);
+        return;
+    }
+    conn_arm(c);
+}
+
+/* Failure talking to the upstream: retried once on a fresh connection when
+ * nothing was sent, or when a reused connection died before any response
+ * byte for a replayable request; otherwise the client gets `status`, or a
+ * close if the response had started. */
+static void upstream_failed(struct wg_conn *c, int status, const char *why, bool retryable)
+{
+    struct wg_proxy *px = c->px;
+    bool replayable = !c->req_head_written ||
+                      (c->req_framing == WG_HTTP_FRAME_NONE && wg_http_method_idempotent(c->req.method_id));
+
+    if (c->closing)
+        return;
+    px->stats.upstream_errors++;
+    release_upstream(c, false);
+    if (retryable && replayable && !c->resp_head_received && c->retries < MAX_RETRIES) {
+        c->retries++;
+        px->stats.upstream_retries++;
+        WG_INFO(px->log, "conn", "upstream failed, retrying on a fresh connection",
+                "conn=%" PRIu64 " upstream=%s error=\"%s\"", c->id, c->up_name, why);
+        connect_upstream(c, true);
+        return;
+    }
+    WG_WARN(px->log, "conn", c->resp_head_sent ? "upstream failed, closing" : "upstream failed",
+            "conn=%" PRIu64 " upstream=%s error=\"%s\" status=%d", c->id, c->up_name, why,
+            c->resp_head_sent ? 0 : status);
+    if (c->resp_head_sent) {
+        conn_close(c);
+        return;
+    }
+    send_error(c, status);
+}
+
+static void record_request_for_log(struct wg_conn *c)
+{
+    const struct wg_http_msg *m = &c->req;
+    size_t plen = m->target_len;
+    copy_span(c->log_method, sizeof(c->log_method), m->method, m->method_len);
+    copy_span(c->log_host, sizeof(c->log_host), m->host, m->host_len);
+    if (m->target) {
+        const char *q = memchr(m->target, '?', plen);
+        if (q)
+            plen = (size_t)(q - m->target);
+    }
+    copy_span(c->log_path, sizeof(c->log_path), m->target, plen);
+}
+
+/* A complete head sits in head[0, head_len): parse, check, route, rebuild,
+ * then go upstream. On any refusal the client gets the status and the
+ * connection closes; nothing reaches an upstream. */
+static void start_request(struct wg_conn *c, const char *head, size_t head_len)
+{
+    struct wg_proxy *px = c->px;
+    const struct wg_limits *lim = limits(c);
+    struct wg_route_match m;
+    int r;
+
+    c->head_started = false;
+    c->req_start_ms = c->head_start_ms ? c->head_start_ms : now_ms(c);
+    c->head_start_ms = 0;
+    c->status = 0;
+    c->req_bytes_in = head_len;
+    c->resp_bytes_out = 0;
+    c->req_body_bytes = 0;
+    c->body_too_large = false;
+    c->sent_100 = false;
+    c->resp_head_sent = false;
+    c->resp_head_received = false;
+    c->retries = 0;
+    c->up_name[0] = '\0';
+    c->up_start_ms = 0;
+    c->up_first_byte_ms = 0;
+    c->requests++;
+    px->stats.requests++;
+
+    llhttp_reset(&c->req_parser);
+    c->req.fields = px->fields;
+    c->req.fields_cap = lim->header_count_max;
+    c->req.owner = c;
+    wg_http_msg_begin(&c->req);
+    r = wg_http_parse_head(&c->req_parser, &c->req, head, head_len);
+    record_request_for_log(c);
+    if (r != 0) {
+        WG_DEBUG(px->log, "conn", "request refused", "conn=%" PRIu64 " status=%d llhttp=\"%s\"",
+                 c->id, r, llhttp_get_error_reason(&c->req_parser) ? llhttp_get_error_reason(&c->req_parser) : "");
+        send_error(c, r);
+        return;
+    }
+    if (lim->body_max && c->req.has_content_length && c->req.content_length > lim->body_max) {
+        send_error(c, 413);
+        return;
+    }
+
+    struct wg_route_input in = {
+        .host = c->req.host,
+        .host_len = c->req.host_len,
+        .target = c->req.target,
+        .target_len = c->req.target_len,
+        .fields = c->req.fields,
+        .fields_len = c->req.fields_len,
+    };
+    if (px->router == NULL || wg_router_match(px->router, &in, &m) != 0) {
+        send_error(c, 404);
+        return;
+    }
+    if (!m.route->has_upstream) {
+        /* Session routes are served by the orchestrator's state; a proxy
+         * without it cannot reach a session. */
+        send_error(c, 503);
+        return;
+    }
+
+    const char *target = c->req.target + m.strip_len;
+    size_t target_len = c->req.target_len - m.strip_len;
+
+    c->req_keep_alive = !c->req.conn_close;
+    if (llhttp_get_upgrade(&c->req_parser) && !c->req.upgrade_websocket)
+        c->req_keep_alive = false; /* an upgrade we do not tunnel ends the connection */
+    c->req_framing = c->req.chunked              ? WG_HTTP_FRAME_CHUNKED
+                     : c->req.has_content_length ? WG_HTTP_FRAME_LENGTH
+                                                 : WG_HTTP_FRAME_NONE;
+
+    wg_buf_reset(&c->up_head);
+    struct wg_http_request_out o = {
+        .target = target,
+        .target_len = target_len,
+        .peer = (const struct sockaddr *)&c->peer,
+        .peer_trusted = c->peer_trusted,
+        .framing = c->req_framing,
+        .content_length = c->req.content_length,
+        .upgrade = c->req.upgrade_websocket,
+    };
+    /* "/prefix" stripped from "/prefix" or "/prefix?q" leaves no path. */
+    if (m.strip_len > 0 && (target_len == 0 || target[0] != '/'))
+        o.slash_prefix = true;
+    r = wg_http_request_rebuild(&c->req, &o, &c->up_head);
+    /* The fields live in the loop's scratch: not valid past this point. */
+    c->req.fields_len = 0;
+    c->req.fields = NULL;
+    if (r < 0) {
+        send_error(c, r == -E2BIG ? 431 : 500);
+        return;
+    }
+    memcpy(&c->up_addr, &m.route->upstream, m.route->upstream_len);
+    snprintf(c->up_name, sizeof(c->up_name), "%s", m.route->upstream_text);
+    connect_upstream(c, false);
+}
+
+/* Handles client bytes in data[0, len) for the current state. Returns how
+ * many were used; the caller keeps the rest for later. */
+static size_t client_process(struct wg_conn *c, const char *data, size_t len)
+{
+    size_t used = 0;
+
+    while (used < len && !c->closing) {
+        switch (c->state) {
+        case CS_HEAD: {
+            size_t head_len = 0;
+            if (!c->head_started) {
+                c->head_started = true;
+                c->log_method[0] = c->log_host[0] = c->log_path[0] = '\0';
+                c->up_name[0] = '\0';
+                c->head_start_ms = now_ms(c);
+                wg_http_scan_reset(&c->req_scan, false);
+                conn_arm(c);
+            }
+            int r = wg_http_scan(&c->req_scan, data + used, len - used, limits(c), &head_len);
+            if (r == WG_HTTP_SCAN_MORE)
+                return used;
+            if (r != WG_HTTP_SCAN_DONE) {
+                c->req_start_ms = c->head_start_ms;
+                send_error(c, r);
+                return len;
+            }
+            start_request(c, data + used, head_len);
+            used += head_len;
+            break;
+        }
+        case CS_PROXY: {
+            if (c->req.complete || c->up == NULL)
+                return used; /* pipelined: waits for this exchange */
+            uint64_t gen = c->up_gen;
+            llhttp_errno_t e = llhttp_execute(&c->req_parser, data + used, len - used);
+            size_t n = len - used;
+            if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE)
+                n = (size_t)(llhttp_get_error_pos(&c->req_parser) - (data + used));
+            c->req_bytes_in += n;
+            used += n;
+            if (c->closing)
+                return len;
+            if (e != HPE_OK && e != HPE_PAUSED && e != HPE_PAUSED_UPGRADE) {
+                if (c->body_too_large) {
+                    WG_INFO(c->px->log, "conn", "request body over limits.body_max, returning 413",
+                            "conn=%" PRIu64, c->id);
+                    send_error(c, 413);
+                } else if (gen == c->up_gen && c->up != NULL) {
+                    WG_INFO(c->px->log, "conn", "bad request body framing, returning 400",
+                            "conn=%" PRIu64 " llhttp=\"%s\"", c->id,
+                            llhttp_errno_name(e));
+                    send_error(c, 400);
+                }
+                return len;
+            }
+            if (c->req.complete)
+                request_body_done(c);
+            break;
+        }
+        case CS_TUNNEL:
+            write_str(c, SIDE_UP, data + used, len - used);
+            c->req_bytes_in += len - used;
+            return len;
+        case CS_LINGER:
+            return len;
+        case CS_CONNECTING:
+            return used;
+        }
+    }
+    return used;
+}
+
+/* Processes bytes kept in c->in after a state change made them usable. */
+static void client_drain_inbuf(struct wg_conn *c)
+{
+    if (c->in_process || c->closing || wg_buf_size(&c->in) == 0)
+        return;
+    c->in_process = true;
+    size_t used = client_process(c, wg_buf_head(&c->in), wg_buf_size(&c->in));
+    c->in_process = false;
+    if (!c->closing)
+        wg_buf_consume(&c->in, used);
+    if (wg_buf_size(&c->in) == 0)
+        wg_buf_release(&c->in);
+}
+
+static void client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct wg_conn *c = h->data;
+    buf->base = c->px->readbuf;
+    buf->len = sizeof(c->px->readbuf);
+}
+
+static void client_eof(struct wg_conn *c)
+{
+    c->client_eof = true;
+    switch (c->state) {
+    case CS_HEAD:
+    case CS_LINGER:
+    case CS_CONNECTING:
+        conn_close(c);
+        return;
+    case CS_PROXY:
+        if (!c->req.complete) {
+            /* Aborted upload: the upstream connection saw a partial body. */
+            WG_INFO(c->px->log, "conn", "client closed mid-request", "conn=%" PRIu64, c->id);
+            conn_close(c);
+            return;
+        }
+        c->req_keep_alive = false;
+        update_reading(c);
+        return;
+    case CS_TUNNEL:
+        if (c->up_eof && c->pending[SIDE_UP] == 0 && c->pending[SIDE_CLIENT] == 0) {
+            conn_close(c);
+            return;
+        }
+        if (c->up != NULL) {
+            c->up_shut.data = c;
+            if (uv_shutdown(&c->up_shut, wg_upconn_stream(c->up), client_shutdown_cb) == 0)
+                c->refs++;
+        }
+        update_reading(c);
+        return;
+    }
+}
+
+static void client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct wg_conn *c = s->data;
+
+    if (n == 0 || c->closing)
+        return;
+    if (n < 0) {
+        if (n == UV_EOF)
+            client_eof(c);
+        else
+            conn_close(c);
+        return;
+    }
+    c->last_client_read_ms = now_ms(c);
+    c->px->stats.bytes_in += (uint64_t)n;
+
+    if (wg_buf_size(&c->in) == 0) {
+        c->in_process = true;
+        size_t used = client_process(c, buf->base, (size_t)n);
+        c->in_process = false;
+        if (c->closing || used == (size_t)n)
+            return;
+        if (wg_buf_append(&c->in, buf->base + used, (size_t)n - used) < 0) {
+            send_error(c, 431);
+            return;
+        }
+        update_reading(c);
+        return;
+    }
+    if (wg_buf_append(&c->in, buf->base, (size_t)n) < 0) {
+        send_error(c, 431);
+        return;
+    }
+    client_drain_inbuf(c);
+}
+
+/* ---- the response ---------------------------------------------------------- */
+
+static int on_resp_body(llhttp_t *p, const char *at, size_t len)
+{
+    struct wg_http_msg *m = p->data;
+    struct wg_conn *c = m->owner;
+    write_body(c, SIDE_CLIENT, c->resp_framing, at, len);
+    return c->closing ? -1 : 0;
+}
+
+/* The next exchange starts: what the client pipelined is processed now. */
+static void finish_exchange(struct wg_conn *c)
+{
+    bool up_reusable = !c->resp.conn_close && c->req.complete && c->pending[SIDE_UP] == 0 &&
+                       !c->up_eof && c->resp_framing != WG_HTTP_FRAME_CLOSE;
+    access_log(c);
+    release_upstream(c, up_reusable);
+    wg_buf_release(&c->up_head);
+    wg_buf_release(&c->up_in);
+
+    if (!c->resp_keep_alive || !c->req.complete) {
+        begin_close(c);
+        return;
+    }
+    c->state = CS_HEAD;
+    c->head_started = false;
+    c->req_start_ms = 0;
+    c->idle_since = now_ms(c);
+    c->req.complete = false;
+    update_reading(c);
+    conn_arm(c);
+    client_drain_inbuf(c);
+}
+
+static void response_done(struct wg_conn *c)
+{
+    if (c->resp_framing == WG_HTTP_FRAME_CHUNKED)
+        write_str(c, SIDE_CLIENT, "0\r\n\r\n", 5);
+    if (c->closing)
+        return;
+    finish_exchange(c);
+}
+
+static void start_tunnel(struct wg_conn *c)
+{
+    c->state = CS_TUNNEL;
+    c->last_up_read_ms = c->last_client_read_ms = now_ms(c);
+    update_reading(c);
+    conn_arm(c);
+}
+
+/* A whole response head sits in head[0, head_len). */
+static void handle_response_head(struct wg_conn *c, const char *head, size_t head_len)
+{
+    struct wg_proxy *px = c->px;
+    struct wg_buf hb;
+    int status;
+    int r;
+
+    llhttp_reset(&c->resp_parser);
+    c->resp.fields = px->fields;
+    c->resp.fields_cap = limits(c)->header_count_max;
+    c->resp.owner = c;
+    c->resp.skip_body = c->req.method_id == HTTP_HEAD;
+    wg_http_msg_begin(&c->resp);
+    r = wg_http_parse_head(&c->resp_parser, &c->resp, head, head_len);
+    if (r != 0) {
+        WG_DEBUG(px->log, "conn", "invalid response head", "conn=%" PRIu64 " status=%d llhttp=%s reason=\"%s\"",
+                 c->id, r, llhttp_errno_name(llhttp_get_errno(&c->resp_parser)),
+                 llhttp_get_error_reason(&c->resp_parser) ? llhttp_get_error_reason(&c->resp_parser) : "");
+        upstream_failed(c, 502, "invalid response head", false);
+        return;
+    }
+    status = c->resp.status;
+    wg_buf_init(&hb, limits(c)->head_max * 2);
+
+    if (status == 101) {
+        if (!c->req.upgrade_websocket || !c->resp.upgrade_websocket) {
+            wg_buf_release(&hb);
+            upstream_failed(c, 502, "101 without a WebSocket upgrade", false);
+            return;
+        }
+        struct wg_http_response_out o = {.client_minor = c->req.minor, .upgrade = true};
+        r = wg_http_response_rebuild(&c->resp, &o, &hb);
+        c->resp.fields_len = 0;
+        if (r < 0) {
+            wg_buf_release(&hb);
+            upstream_failed(c, 502, "response head too large", false);
+            return;
+        }
+        c->status = 101;
+        c->resp_head_sent = true;
+        c->resp_head_received = true;
+        write_str(c, SIDE_CLIENT, wg_buf_head(&hb), wg_buf_size(&hb));
+        wg_buf_release(&hb);
+        access_log(c);
+        start_tunnel(c);
+        return;
+    }
+
+    if (status < 200) {
+        /* 1xx: relayed to 1.1 clients (once for 100), then the final head follows. */
+        bool relay = c->req.minor >= 1 && !(status == 100 && c->sent_100);
+        if (status == 100)
+            c->sent_100 = true;
+        if (relay) {
+            struct wg_http_response_out o = {.client_minor = c->req.minor, .keep_alive = true};
+            if (wg_http_response_rebuild(&c->resp, &o, &hb) == 0)
+                write_str(c, SIDE_CLIENT, wg_buf_head(&hb), wg_buf_size(&hb));
+        }
+        c->resp.fields_len = 0;
+        c->resp.complete = false; /* llhttp completed the 1xx message, not the response */
+        wg_buf_release(&hb);
+        wg_http_scan_reset(&c->resp_scan, true);
+        return;
+    }
+
+    bool no_body = c->resp.skip_body || status == 204 || status == 304;
+    enum wg_http_framing framing;
+    if (no_body)
+        framing = (c->resp.has_content_length && status != 204) ? WG_HTTP_FRAME_LENGTH
+                                                                 : WG_HTTP_FRAME_NONE;
+    else if (c->resp.has_content_length)
+        framing = WG_HTTP_FRAME_LENGTH;
+    else if (c->req.minor >= 1)
+        framing = WG_HTTP_FRAME_CHUNKED;
+    else
+        framing = WG_HTTP_FRAME_CLOSE;
+    c->resp_framing = no_body ? WG_HTTP_FRAME_NONE : framing;
+    c->resp_keep_alive = c->req_keep_alive && !c->draining && !c->client_eof &&
+                         framing != WG_HTTP_FRAME_CLOSE && !c->req.upgrade_websocket &&
+                         c->req.complete && c->requests < limits(c)->keepalive_requests_max;
+
+    struct wg_http_response_out o = {
+        .client_minor = c->req.minor,
+        .framing = framing,
+        .content_length = c->resp.content_length,
+        .keep_alive = c->resp_keep_alive,
+    };
+    r = wg_http_response_rebuild(&c->resp, &o, &hb);
+    c->resp.fields_len = 0;
+    c->resp.fields = NULL;
+    if (r < 0) {
+        wg_buf_release(&hb);
+        upstream_failed(c, 502, "response head too large", false);
+        return;
+    }
+    c->status = status;
+    c->resp_head_received = true;
+    c->resp_head_sent = true;
+    write_str(c, SIDE_CLIENT, wg_buf_head(&hb), wg_buf_size(&hb));
+    wg_buf_release(&hb);
+    conn_arm(c);
+}
+
+static void up_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct wg_conn *c = wg_upconn_user((struct wg_upconn *)h->data);
+    if (c == NULL) {
+        buf->base = NULL;
+        buf->len = 0;
+        return;
+    }
+    buf->base = c->px->readbuf;
+    buf->len = sizeof(c->px->readbuf);
+}
+
+/* Handles upstream bytes. Whatever is not used (a partial head) is kept in
+ * c->up_in. */
+static void up_process(struct wg_conn *c, const char *data, size_t len)
+{
+    uint64_t gen = c->up_gen;
+    size_t used = 0;
+
+    while (used < len && !c->closing && gen == c->up_gen) {
+        if (c->state == CS_TUNNEL) {
+            write_str(c, SIDE_CLIENT, data + used, len - used);
+            return;
+        }
+        if (c->state != CS_PROXY)
+            return;
+        if (!c->resp_head_received) {
+            size_t head_len = 0;
+            int r = wg_http_scan(&c->resp_scan, data + used, len - used, limits(c), &head_len);
+            if (r == WG_HTTP_SCAN_MORE)
+                break;
+            if (r != WG_HTTP_SCAN_DONE) {
+                upstream_failed(c, 502, "invalid or oversized response head", false);
+                return;
+            }
+            handle_response_head(c, data + used, head_len);
+            used += head_len;
+            if (c->closing || gen != c->up_gen)
+                return;
+            if (c->state == CS_TUNNEL)
+                continue;
+            if (c->resp.complete) {
+                if (used < len)
+                    c->resp.conn_close = true; /* bytes after a response: not reusable */
+                response_done(c);
+                return;
+            }
+            continue;
+        }
+        llhttp_errno_t e = llhttp_execute(&c->resp_parser, data + used, len - used);
+        size_t n = len - used;
+        if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE)
+            n = (size_t)(llhttp_get_error_pos(&c->resp_parser) - (data + used));
+        used += n;
+        if (c->closing || gen != c->up_gen)
+            return;
+        if (e != HPE_OK && e != HPE_PAUSED && e != HPE_PAUSED_UPGRADE) {
+            upstream_failed(c, 502, llhttp_errno_name(e), false);
+            return;
+        }
+        if (c->resp.complete) {
+            if (used < len)
+                c->resp.conn_close = true;
+            response_done(c);
+            return;
+        }
+    }
+    if (used < len && !c->closing && gen == c->up_gen && c->state == CS_PROXY &&
+        !c->resp_head_received) {
+        if (wg_buf_append(&c->up_in, data + used, len - used) < 0)
+            upstream_failed(c, 502, "response head too large", false);
+    }
+}
+
+static void up_eof(struct wg_conn *c)
+{
+    c->up_eof = true;
+    if (c->state == CS_TUNNEL) {
+        if (c->client_eof && c->pending[SIDE_UP] == 0 && c->pending[SIDE_CLIENT] == 0) {
+            conn_close(c);
+            return;
+        }
+        c->client_shut.data = c;
+        if (uv_shutdown(&c->client_shut, (uv_stream_t *)&c->client, client_shutdown_cb) == 0)
+            c->refs++;
+        update_reading(c);
+        return;
+    }
+    if (c->resp_head_received) {
+        /* A close-delimited body ends here; any other framing was cut short. */
+        llhttp_finish(&c->resp_parser);
+        if (c->resp.complete) {
+            response_done(c);
+            return;
+        }
+        upstream_failed(c, 502, "upstream closed mid-response", false);
+        return;
+    }
+    bool nothing_received = c->resp_scan.pos == 0 && wg_buf_size(&c->up_in) == 0;
+    upstream_failed(c, 502, "upstream closed before responding", c->up_reused && nothing_received);
+}
+
+static void up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct wg_conn *c = wg_upconn_user((struct wg_upconn *)s->data);
+
+    if (c == NULL || c->closing || n == 0)
+        return;
+    if (n < 0) {
+        if (n == UV_EOF) {
+            up_eof(c);
+        } else {
+            bool nothing_received = !c->resp_head_received && c->resp_scan.pos == 0 &&
+                                    wg_buf_size(&c->up_in) == 0;
+            upstream_failed(c, 502, uv_err_name((int)n), c->up_reused && nothing_received);
+        }
+        return;
+    }
+    c->last_up_read_ms = now_ms(c);
+    if (!c->up_first_byte_ms)
+        c->up_first_byte_ms = c->last_up_read_ms;
+
+    if (wg_buf_size(&c->up_in) > 0 && !c->resp_head_received && c->state == CS_PROXY) {
+        if (wg_buf_append(&c->up_in, buf->base, (size_t)n) < 0) {
+            upstream_failed(c, 502, "response head too large", false);
+            return;
+        }
+        /* Take the bytes out of up_in first: processing may reuse it. */
+        struct wg_buf held = c->up_in;
+        wg_buf_init(&c->up_in, held.max);
+        up_process(c, wg_buf_head(&held), wg_buf_size(&held));
+        wg_buf_release(&held);
+        return;
+    }
+    up_process(c, buf->base, (size_t)n);
+}
+
+/* ---- accept, drain ---------------------------------------------------------- */
+
+void wg_conn_accept(struct wg_proxy *px)
+{
+    const struct wg_config *cfg = px->cfg;
+    struct wg_conn *c = calloc(1, sizeof(*c));
+    int namelen = sizeof(c->peer);
+    int r;
+
+    if (c == NULL)
+        return;
+    if ((r = uv_tcp_init(px->loop, &c->client)) < 0) {
+        free(c);
+        return;
+    }
+    px->live_conns++;
+    c->client.data = c;
+    c->px = px;
+    c->refs = 1;
+    wg_list_init(&c->link);
+    if (uv_accept((uv_stream_t *)&px->listener, (uv_stream_t *)&c->client) < 0) {
+        c->closing = true;
+        uv_close((uv_handle_t *)&c->client, handle_closed);
+        return;
+    }
+    px->stats.connections_open++;
+    if (px->stats.connections_open > cfg->limits.connections_max || px->shutting_down) {
+        /* Over the cap: refuse this one; existing traffic is unaffected. */
+        px->stats.connections_refused++;
+        px->stats.connections_open--;
+        c->closing = true;
+        uv_close((uv_handle_t *)&c->client, handle_closed);
+        return;
+    }
+    px->stats.connections_accepted++;
+    uv_timer_init(px->loop, &c->timer);
+    c->timer.data = c;
+    c->refs++;
+    c->id = ++px->next_conn_id;
+    wg_list_push_back(&px->conns, &c->link);
+    uv_tcp_getpeername(&c->client, (struct sockaddr *)&c->peer, &namelen);
+    c->peer_trusted = cfg->trusted_proxies_len > 0 &&
+                      wg_cidr_contains_any(cfg->trusted_proxies, cfg->trusted_proxies_len,
+                                           (const struct sockaddr *)&c->peer);
+    uv_tcp_nodelay(&c->client, 1);
+    llhttp_init(&c->req_parser, HTTP_REQUEST, &px->req_settings);
+    c->req_parser.data = &c->req;
+    llhttp_init(&c->resp_parser, HTTP_RESPONSE, &px->resp_settings);
+    c->resp_parser.data = &c->resp;
+    c->resp.is_response = true;
+    wg_buf_init(&c->in, cfg->limits.head_max + WG_READ_BUF_SIZE);
+    wg_buf_init(&c->up_in, cfg->limits.head_max + WG_READ_BUF_SIZE);
+    wg_buf_init(&c->up_head, cfg->limits.head_max * 2 + 1024);
+    c->state = CS_HEAD;
+    c->idle_since = now_ms(c);
+    c->draining = px->shutting_down;
+    update_reading(c);
+    conn_arm(c);
+}
+
+void wg_conn_drain_all(struct wg_proxy *px)
+{
+    struct wg_list *n = px->conns.next;
+    while (n != &px->conns) {
+        struct wg_conn *c = wg_container_of(n, struct wg_conn, link);
+        n = n->next;
+        c->draining = true;
+        if (c->state == CS_HEAD && !c->head_started && wg_buf_size(&c->in) == 0)
+            conn_close(c);
+    }
+}
+
+void wg_conn_close_all(struct wg_proxy *px)
+{
+    while (!wg_list_empty(&px->conns))
+        conn_close(wg_container_of(px->conns.next, struct wg_conn, link));
+}

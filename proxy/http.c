@@ -1,0 +1,763 @@
+/* proxy/http.c - see http.h. The rules implemented here are those of
+ * PROXY-RULES.md; each check names the row it enforces. */
+#include "proxy/http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+/* ---- scanning ----------------------------------------------------------- */
+
+int wg_http_scan(struct wg_http_scan *s, const char *buf, size_t len, const struct wg_limits *lim,
+                 size_t *ret_head_len)
+{
+    /* Responses come from upstreams we chose: an oversized one is a 502 at
+     * the caller, so every limit maps to the same status there. */
+    const int line_too_long = s->is_response ? 502 : 414;
+    const int head_too_big = s->is_response ? 502 : 431;
+    size_t pos = s->pos;
+
+    while (pos < len) {
+        const char *lf = memchr(buf + pos, '\n', len - pos);
+        if (lf == NULL)
+            break;
+        size_t j = (size_t)(lf - buf);
+        /* A bare LF line end: 400, then close. */
+        if (j == s->line_start || buf[j - 1] != '\r')
+            return s->is_response ? 502 : 400;
+        size_t line_len = j - 1 - s->line_start;
+        const char *line = buf + s->line_start;
+        if (s->line_start == 0) {
+            /* An empty first line: we do not skip leading blank lines. */
+            if (line_len == 0)
+                return s->is_response ? 502 : 400;
+            if (line_len > lim->request_line_max)
+                return line_too_long;
+        } else if (line_len == 0) {
+            *ret_head_len = j + 1;
+            s->pos = j + 1;
+            return WG_HTTP_SCAN_DONE;
+        } else {
+            if (line_len > lim->header_line_max)
+                return head_too_big;
+            /* obs-fold (a line starting with SP or HTAB) and an empty field
+             * name: llhttp accepts both even in strict mode. */
+            if (line[0] == ' ' || line[0] == '\t' || line[0] == ':')
+                return s->is_response ? 502 : 400;
+            if (++s->fields > lim->header_count_max)
+                return head_too_big;
+        }
+        pos = j + 1;
+        s->line_start = pos;
+        if (pos > lim->head_max)
+            return head_too_big;
+    }
+    s->pos = pos;
+    /* Partial line: enforce the limits before the line ends, so a peer cannot
+     * make us buffer more than the cap. */
+    size_t partial = len - s->line_start;
+    if (s->line_start == 0 && partial > lim->request_line_max + 1)
+        return line_too_long;
+    if (s->line_start > 0 && partial > lim->header_line_max + 1)
+        return head_too_big;
+    if (len > lim->head_max)
+        return head_too_big;
+    return WG_HTTP_SCAN_MORE;
+}
+
+/* ---- parsing ------------------------------------------------------------ */
+
+void wg_http_msg_begin(struct wg_http_msg *msg)
+{
+    void *owner = msg->owner;
+    struct wg_http_field *fields = msg->fields;
+    size_t cap = msg->fields_cap;
+    bool is_response = msg->is_response;
+    bool skip_body = msg->skip_body;
+
+    memset(msg, 0, sizeof(*msg));
+    msg->owner = owner;
+    msg->fields = fields;
+    msg->fields_cap = cap;
+    msg->is_response = is_response;
+    msg->skip_body = skip_body;
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+    wg_http_msg_begin(p->data);
+    return 0;
+}
+
+/* The whole head is parsed in one call, so a span callback runs once; a
+ * second call continues the same span. */
+static void span_extend(const char **sp, size_t *slen, const char *at, size_t len)
+{
+    if (*sp == NULL)
+        *sp = at;
+    *slen += len;
+}
+
+static int on_method(llhttp_t *p, const char *at, size_t len)
+{
+    struct wg_http_msg *m = p->data;
+    span_extend(&m->method, &m->method_len, at, len);
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    struct wg_http_msg *m = p->data;
+    span_extend(&m->target, &m->target_len, at, len);
+    return 0;
+}
+
+static int on_status(llhttp_t *p, const char *at, size_t len)
+{
+    struct wg_http_msg *m = p->data;
+    span_extend(&m->reason, &m->reason_len, at, len);
+    return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    struct wg_http_msg *m = p->data;
+    if (m->fields_len > 0 && m->fields[m->fields_len - 1].value == NULL &&
+        m->fields[m->fields_len - 1].name + m->fields[m->fields_len - 1].name_len == at) {
+        m->fields[m->fields_len - 1].name_len += len;
+        return 0;
+    }
+    if (m->fields_len >= m->fields_cap) {
+        m->error = m->is_response ? 502 : 431;
+        return -1;
+    }
+    struct wg_http_field *f = &m->fields[m->fields_len++];
+    f->name = at;
+    f->name_len = len;
+    f->value = NULL;
+    f->value_len = 0;
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    struct wg_http_msg *m = p->data;
+    if (m->fields_len == 0) {
+        m->error = m->is_response ? 502 : 400;
+        return -1;
+    }
+    struct wg_http_field *f = &m->fields[m->fields_len - 1];
+    if (f->value != NULL && f->value + f->value_len != at) {
+        /* A second value span with no field between: obs-fold. */
+        m->error = m->is_response ? 502 : 400;
+        return -1;
+    }
+    span_extend(&f->value, &f->value_len, at, len);
+    return 0;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    struct wg_http_msg *m = p->data;
+    if (m->fields_len == 0)
+        return 0;
+    struct wg_http_field *f = &m->fields[m->fields_len - 1];
+    if (f->value == NULL) {
+        f->value = f->name + f->name_len; /* empty value: any non-NULL span */
+        f->value_len = 0;
+    }
+    while (f->value_len > 0 && (f->value[0] == ' ' || f->value[0] == '\t')) {
+        f->value++;
+        f->value_len--;
+    }
+    while (f->value_len > 0 &&
+           (f->value[f->value_len - 1] == ' ' || f->value[f->value_len - 1] == '\t'))
+        f->value_len--;
+    return 0;
+}
+
+static bool name_is(const struct wg_http_field *f, const char *name, size_t len)
+{
+    return f->name_len == len && strncasecmp(f->name, name, len) == 0;
+}
+#define NAME_IS(f, lit) name_is((f), lit, sizeof(lit) - 1)
+
+static bool value_is(const char *v, size_t vlen, const char *lit)
+{
+    size_t n = strlen(lit);
+    return vlen == n && strncasecmp(v, lit, n) == 0;
+}
+
+static bool is_tchar(unsigned char c)
+{
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+        return true;
+    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/* Calls fn on each trimmed, non-empty token of a comma list. Returns false
+ * if fn does. */
+static bool list_each(const char *v, size_t len, bool (*fn)(const char *, size_t, void *),
+                      void *arg)
+{
+    size_t i = 0;
+    while (i < len) {
+        while (i < len && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+            i++;
+        size_t start = i;
+        while (i < len && v[i] != ',')
+            i++;
+        size_t end = i;
+        while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t'))
+            end--;
+        if (end > start && !fn(v + start, end - start, arg))
+            return false;
+    }
+    return true;
+}
+
+struct token_find {
+    const char *token;
+    bool found;
+};
+
+static bool token_find_cb(const char *t, size_t n, void *arg)
+{
+    struct token_find *tf = arg;
+    if (value_is(t, n, tf->token)) {
+        tf->found = true;
+        return false;
+    }
+    return true;
+}
+
+bool wg_http_list_has(const char *value, size_t len, const char *token)
+{
+    struct token_find tf = {token, false};
+    list_each(value, len, token_find_cb, &tf);
+    return tf.found;
+}
+
+struct te_check {
+    unsigned count;
+    bool chunked_last;
+    bool bad; /* malformed, identity, or chunked not last */
+    bool chunked_seen;
+};
+
+static bool te_check_cb(const char *t, size_t n, void *arg)
+{
+    struct te_check *c = arg;
+    c->count++;
+    if (c->chunked_seen)
+        c->bad = true; /* anything after chunked */
+    for (size_t i = 0; i < n; i++) {
+        if (!is_tchar((unsigned char)t[i]))
+            c->bad = true;
+    }
+    if (value_is(t, n, "chunked")) {
+        c->chunked_seen = true;
+        c->chunked_last = true;
+    } else {
+        c->chunked_last = false;
+        if (value_is(t, n, "identity"))
+            c->bad = true;
+    }
+    return true;
+}
+
+/* Transfer-Encoding must be exactly "chunked". Anything else is refused:
+ * 400 when malformed or ambiguous, 501 for a well-formed coding we lack. */
+static int check_transfer_encoding(const struct wg_http_field *f)
+{
+    if (value_is(f->value, f->value_len, "chunked"))
+        return 0;
+    struct te_check c = {0};
+    list_each(f->value, f->value_len, te_check_cb, &c);
+    if (c.count == 0 || c.bad)
+        return 400;
+    return 501;
+}
+
+/* A Host value: reg-name or IP literal, optional port. No spaces, CTLs or
+ * userinfo. */
+static bool host_valid(const char *h, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)h[i];
+        if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+            continue;
+        if (strchr("-._~%!$&'()*+,;=:[]", c) != NULL && c != 0)
+            continue;
+        return false;
+    }
+    return true;
+}
+
+static int validate_request(llhttp_t *p, struct wg_http_msg *m)
+{
+    unsigned host_count = 0;
+    unsigned te_count = 0;
+    const struct wg_http_field *te = NULL;
+    const struct wg_http_field *upgrade = NULL;
+    const struct wg_http_field *expect = NULL;
+    bool ws_key = false;
+
+    if (m->major != 1 || m->minor > 1)
+        return 505;
+    if (m->method_id == HTTP_CONNECT || m->method_id == HTTP_TRACE)
+        return 405;
+    if (m->target_len == 0)
+        return 400;
+    /* Origin-form only; "*" for OPTIONS. Absolute-form means a forward
+     * proxy, which we are not. */
+    if (m->target[0] != '/') {
+        if (!(m->target_len == 1 && m->target[0] == '*' && m->method_id == HTTP_OPTIONS))
+            return 400;
+    }
+
+    for (size_t i = 0; i < m->fields_len; i++) {
+        const struct wg_http_field *f = &m->fields[i];
+        if (f->name_len == 0)
+            return 400;
+        if (NAME_IS(f, "host")) {
+            host_count++;
+            m->host = f->value;
+            m->host_len = f->value_len;
+        } else if (NAME_IS(f, "transfer-encoding")) {
+            te_count++;
+            te = f;
+        } else if (NAME_IS(f, "connection")) {
+            if (wg_http_list_has(f->value, f->value_len, "close"))
+                m->conn_close = true;
+            if (wg_http_list_has(f->value, f->value_len, "keep-alive"))
+                m->conn_keep_alive = true;
+            if (wg_http_list_has(f->value, f->value_len, "upgrade"))
+                m->conn_upgrade = true;
+        } else if (NAME_IS(f, "upgrade")) {
+            upgrade = f;
+        } else if (NAME_IS(f, "sec-websocket-key")) {
+            ws_key = f->value_len > 0;
+        } else if (NAME_IS(f, "expect")) {
+            if (expect != NULL)
+                return 400;
+            expect = f;
+        }
+    }
+
+    /* Host is required on 1.1 and must appear only once. */
+    if (host_count > 1 || (host_count == 0 && m->minor == 1))
+        return 400;
+    if (m->host != NULL && !host_valid(m->host, m->host_len))
+        return 400;
+
+    if (te_count > 0) {
+        /* Transfer-Encoding on HTTP/1.0 is a smuggling shape. */
+        if (te_count > 1 || m->minor == 0)
+            return 400;
+        int r = check_transfer_encoding(te);
+        if (r != 0)
+            return r;
+    }
+
+    if (expect != NULL) {
+        if (!value_is(expect->value, expect->value_len, "100-continue"))
+            return 417;
+        /* Never send 1xx to a 1.0 client: the expectation is ignored. */
+        m->expect_continue = m->minor >= 1;
+    }
+
+    if (m->conn_upgrade && upgrade != NULL &&
+        wg_http_list_has(upgrade->value, upgrade->value_len, "websocket")) {
+        if (m->method_id != HTTP_GET || m->minor == 0)
+            return 400;
+        if (!ws_key)
+            return 400;
+        m->upgrade_websocket = true;
+    }
+
+    m->chunked = (p->flags & F_CHUNKED) != 0;
+    m->has_content_length = (p->flags & F_CONTENT_LENGTH) != 0;
+    m->content_length = m->has_content_length ? p->content_length : 0;
+    if (!llhttp_should_keep_alive(p))
+        m->conn_close = true;
+    return 0;
+}
+
+static int validate_response(llhttp_t *p, struct wg_http_msg *m)
+{
+    unsigned te_count = 0;
+    const struct wg_http_field *te = NULL;
+    const struct wg_http_field *upgrade = NULL;
+
+    if (m->major != 1 || m->minor > 1)
+        return 502;
+    for (size_t i = 0; i < m->fields_len; i++) {
+        const struct wg_http_field *f = &m->fields[i];
+        if (f->name_len == 0)
+            return 502;
+        if (NAME_IS(f, "transfer-encoding")) {
+            te_count++;
+            te = f;
+        } else if (NAME_IS(f, "connection")) {
+            if (wg_http_list_has(f->value, f->value_len, "close"))
+                m->conn_close = true;
+            if (wg_http_list_has(f->value, f->value_len, "keep-alive"))
+                m->conn_keep_alive = true;
+            if (wg_http_list_has(f->value, f->value_len, "upgrade"))
+                m->conn_upgrade = true;
+        } else if (NAME_IS(f, "upgrade")) {
+            upgrade = f;
+        }
+    }
+    if (te_count > 1 || (te != NULL && !value_is(te->value, te->value_len, "chunked")))
+        return 502;
+    if (m->status == 101)
+        m->upgrade_websocket =
+            upgrade != NULL && wg_http_list_has(upgrade->value, upgrade->value_len, "websocket");
+    m->chunked = (p->flags & F_CHUNKED) != 0;
+    m->has_content_length = (p->flags & F_CONTENT_LENGTH) != 0;
+    m->content_length = m->has_content_length ? p->content_length : 0;
+    if (!llhttp_should_keep_alive(p))
+        m->conn_close = true;
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    struct wg_http_msg *m = p->data;
+    int r;
+
+    m->major = llhttp_get_http_major(p);
+    m->minor = llhttp_get_http_minor(p);
+    if (m->is_response) {
+        m->status = llhttp_get_status_code(p);
+        r = validate_response(p, m);
+    } else {
+        m->method_id = llhttp_get_method(p);
+        r = validate_request(p, m);
+    }
+    m->headers_done = true;
+    if (r != 0) {
+        m->error = r;
+        return -1;
+    }
+    if (m->is_response && m->skip_body)
+        return 1;
+    /* A 101 ends HTTP on this connection: what follows is the tunnel. */
+    if (m->is_response && m->status == 101)
+        return 2;
+    return 0;
+}
+
+void wg_http_settings_init(llhttp_settings_t *s)
+{
+    llhttp_settings_init(s);
+    s->on_message_begin = on_message_begin;
+    s->on_method = on_method;
+    s->on_url = on_url;
+    s->on_status = on_status;
+    s->on_header_field = on_header_field;
+    s->on_header_value = on_header_value;
+    s->on_header_value_complete = on_header_value_complete;
+    s->on_headers_complete = on_headers_complete;
+}
+
+int wg_http_parse_head(llhttp_t *parser, struct wg_http_msg *msg, const char *head,
+                       size_t head_len)
+{
+    const int bad = msg->is_response ? 502 : 400;
+    llhttp_errno_t e = llhttp_execute(parser, head, head_len);
+
+    if (msg->error)
+        return msg->error;
+    switch (e) {
+    case HPE_OK:
+    case HPE_PAUSED:
+    case HPE_PAUSED_UPGRADE:
+        break;
+    case HPE_INVALID_VERSION:
+        return msg->is_response ? 502 : 505;
+    case HPE_INVALID_METHOD:
+        return msg->is_response ? 502 : 501;
+    case HPE_INVALID_URL:
+        return 400;
+    default:
+        return bad;
+    }
+    if (!msg->headers_done)
+        return bad;
+    return 0;
+}
+
+/* ---- head rebuilding ---------------------------------------------------- */
+
+/* Hop-by-hop in both directions; Transfer-Encoding and Content-Length are
+ * re-framed by the proxy, Upgrade is re-added only on an upgrade. */
+static bool hop_fixed(const struct wg_http_field *f)
+{
+    return NAME_IS(f, "connection") || NAME_IS(f, "keep-alive") ||
+           NAME_IS(f, "proxy-connection") || NAME_IS(f, "te") || NAME_IS(f, "trailer") ||
+           NAME_IS(f, "transfer-encoding") || NAME_IS(f, "upgrade") ||
+           NAME_IS(f, "content-length");
+}
+
+struct named_find {
+    const struct wg_http_field *f;
+    bool found;
+};
+
+static bool named_find_cb(const char *t, size_t n, void *arg)
+{
+    struct named_find *nf = arg;
+    if (nf->f->name_len == n && strncasecmp(nf->f->name, t, n) == 0) {
+        nf->found = true;
+        return false;
+    }
+    return true;
+}
+
+bool wg_http_field_is_hop(const struct wg_http_msg *msg, const struct wg_http_field *f)
+{
+    if (hop_fixed(f))
+        return true;
+    for (size_t i = 0; i < msg->fields_len; i++) {
+        const struct wg_http_field *c = &msg->fields[i];
+        if (!NAME_IS(c, "connection"))
+            continue;
+        struct named_find nf = {f, false};
+        list_each(c->value, c->value_len, named_find_cb, &nf);
+        if (nf.found)
+            return true;
+    }
+    return false;
+}
+
+const struct wg_http_field *wg_http_find(const struct wg_http_msg *msg, const char *name)
+{
+    size_t n = strlen(name);
+    for (size_t i = 0; i < msg->fields_len; i++) {
+        if (name_is(&msg->fields[i], name, n))
+            return &msg->fields[i];
+    }
+    return NULL;
+}
+
+bool wg_http_method_idempotent(uint8_t method_id)
+{
+    switch (method_id) {
+    case HTTP_GET:
+    case HTTP_HEAD:
+    case HTTP_OPTIONS:
+    case HTTP_PUT:
+    case HTTP_DELETE:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static bool is_forwarding_field(const struct wg_http_field *f)
+{
+    return NAME_IS(f, "x-forwarded-for") || NAME_IS(f, "x-forwarded-host") ||
+           NAME_IS(f, "x-forwarded-proto") || NAME_IS(f, "forwarded") ||
+           NAME_IS(f, "x-real-ip");
+}
+
+static int append_field(struct wg_buf *out, const char *name, size_t name_len, const char *value,
+                        size_t value_len)
+{
+    int r = wg_buf_reserve(out, name_len + value_len + 4);
+    if (r < 0)
+        return r;
+    char *p = out->data + out->len;
+    memcpy(p, name, name_len);
+    p += name_len;
+    *p++ = ':';
+    *p++ = ' ';
+    memcpy(p, value, value_len);
+    p += value_len;
+    *p++ = '\r';
+    *p++ = '\n';
+    out->len = (size_t)(p - out->data);
+    return 0;
+}
+#define APPEND_LIT(out, s) wg_buf_append((out), s, sizeof(s) - 1)
+
+static int append_framing(struct wg_buf *out, enum wg_http_framing framing, uint64_t length)
+{
+    if (framing == WG_HTTP_FRAME_LENGTH)
+        return wg_buf_appendf(out, "Content-Length: %llu\r\n", (unsigned long long)length);
+    if (framing == WG_HTTP_FRAME_CHUNKED)
+        return APPEND_LIT(out, "Transfer-Encoding: chunked\r\n");
+    return 0;
+}
+
+static void peer_text(const struct sockaddr *sa, char *dst, size_t len)
+{
+    dst[0] = '\0';
+    if (sa == NULL)
+        return;
+    if (sa->sa_family == AF_INET) {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, dst, (socklen_t)len);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(a))
+            inet_ntop(AF_INET, &a->s6_addr[12], dst, (socklen_t)len);
+        else
+            inet_ntop(AF_INET6, a, dst, (socklen_t)len);
+    }
+}
+
+int wg_http_request_rebuild(const struct wg_http_msg *req, const struct wg_http_request_out *o,
+                            struct wg_buf *out)
+{
+    int r;
+    char peer[INET6_ADDRSTRLEN];
+    const struct wg_http_field *xfh = NULL;
+    const struct wg_http_field *xfp = NULL;
+    bool xff_open = false;
+
+    peer_text(o->peer, peer, sizeof(peer));
+    if ((r = wg_buf_append(out, req->method, req->method_len)) < 0 ||
+        (r = wg_buf_append(out, " /", o->slash_prefix ? 2 : 1)) < 0 ||
+        (r = wg_buf_append(out, o->target, o->target_len)) < 0 ||
+        (r = APPEND_LIT(out, " HTTP/1.1\r\n")) < 0)
+        goto out;
+    if (req->host != NULL && (r = append_field(out, "Host", 4, req->host, req->host_len)) < 0)
+        goto out;
+
+    for (size_t i = 0; i < req->fields_len; i++) {
+        const struct wg_http_field *f = &req->fields[i];
+        if (NAME_IS(f, "host") || NAME_IS(f, "expect") || wg_http_field_is_hop(req, f))
+            continue;
+        if (is_forwarding_field(f)) {
+            if (!o->peer_trusted)
+                continue;
+            if (NAME_IS(f, "x-forwarded-host")) {
+                xfh = f;
+                continue;
+            }
+            if (NAME_IS(f, "x-forwarded-proto")) {
+                xfp = f;
+                continue;
+            }
+            if (NAME_IS(f, "x-forwarded-for")) {
+                /* Fold every X-Forwarded-For of a trusted peer into one list. */
+                if (!xff_open)
+                    r = APPEND_LIT(out, "X-Forwarded-For: ");
+                else
+                    r = APPEND_LIT(out, ", ");
+                if (r < 0 || (r = wg_buf_append(out, f->value, f->value_len)) < 0)
+                    goto out;
+                xff_open = true;
+                continue;
+            }
+        }
+        if ((r = append_field(out, f->name, f->name_len, f->value, f->value_len)) < 0)
+            goto out;
+    }
+
+    if (xff_open)
+        r = wg_buf_appendf(out, ", %s\r\n", peer);
+    else
+        r = wg_buf_appendf(out, "X-Forwarded-For: %s\r\n", peer);
+    if (r < 0)
+        goto out;
+    if (xfh != NULL)
+        r = append_field(out, "X-Forwarded-Host", 16, xfh->value, xfh->value_len);
+    else if (req->host != NULL)
+        r = append_field(out, "X-Forwarded-Host", 16, req->host, req->host_len);
+    if (r < 0)
+        goto out;
+    if (xfp != NULL)
+        r = append_field(out, "X-Forwarded-Proto", 17, xfp->value, xfp->value_len);
+    else
+        r = APPEND_LIT(out, "X-Forwarded-Proto: http\r\n");
+    if (r < 0)
+        goto out;
+    if ((r = append_framing(out, o->framing, o->content_length)) < 0)
+        goto out;
+    if (o->upgrade)
+        r = APPEND_LIT(out, "Connection: upgrade\r\nUpgrade: websocket\r\n");
+    if (r < 0)
+        goto out;
+    r = APPEND_LIT(out, "\r\n");
+out:
+    return r;
+}
+
+int wg_http_response_rebuild(const struct wg_http_msg *resp, const struct wg_http_response_out *o,
+                             struct wg_buf *out)
+{
+    int r = wg_buf_appendf(out, "HTTP/1.1 %d ", resp->status);
+    if (r < 0)
+        goto out;
+    if (resp->reason_len > 0)
+        r = wg_buf_append(out, resp->reason, resp->reason_len);
+    else
+        r = wg_buf_append(out, wg_http_reason(resp->status), strlen(wg_http_reason(resp->status)));
+    if (r < 0 || (r = APPEND_LIT(out, "\r\n")) < 0)
+        goto out;
+
+    for (size_t i = 0; i < resp->fields_len; i++) {
+        const struct wg_http_field *f = &resp->fields[i];
+        if (wg_http_field_is_hop(resp, f))
+            continue;
+        if ((r = append_field(out, f->name, f->name_len, f->value, f->value_len)) < 0)
+            goto out;
+    }
+    if ((r = append_framing(out, o->framing, o->content_length)) < 0)
+        goto out;
+    if (o->upgrade) {
+        r = APPEND_LIT(out, "Connection: upgrade\r\nUpgrade: websocket\r\n");
+    } else if (resp->status >= 200) {
+        if (!o->keep_alive)
+            r = APPEND_LIT(out, "Connection: close\r\n");
+        else if (o->client_minor == 0)
+            r = APPEND_LIT(out, "Connection: keep-alive\r\n");
+    }
+    if (r < 0)
+        goto out;
+    r = APPEND_LIT(out, "\r\n");
+out:
+    return r;
+}
+
+const char *wg_http_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 103: return "Early Hints";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 417: return "Expectation Failed";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}

@@ -1,0 +1,613 @@
+/* proxy/route.c - compiling the routes list and matching requests against it. */
+#include "proxy/route.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MARK "{session}"
+#define MARK_LEN (sizeof(MARK) - 1)
+#define NO_MARK SIZE_MAX
+
+enum value_kind {
+    VALUE_ANY = 0, /* the field is present, any value */
+    VALUE_EXACT,
+    VALUE_SESSION, /* present, non-empty, captured */
+};
+
+/* A literal, or literal + {session} + literal. Both literals point into the
+ * router's own block. */
+struct pattern {
+    bool set;
+    bool capture;
+    bool ends_slash; /* path: the whole pattern ends in '/' */
+    const char *pre;
+    size_t pre_len;
+    const char *post;
+    size_t post_len;
+};
+
+struct compiled {
+    struct wg_route pub; /* what wg_router_match hands out */
+    struct pattern host;
+    struct pattern path;
+    const char *header_name; /* NULL: no header condition */
+    size_t header_name_len;
+    enum value_kind header_kind;
+    const char *header_value;
+    size_t header_value_len;
+};
+
+/* One block: this header, the compiled routes, then the copied strings. */
+struct wg_router {
+    size_t len;
+    struct compiled routes[];
+};
+
+/* A span of the input that {session} matched. */
+struct capture {
+    const char *p;
+    size_t len;
+};
+
+static bool is_alnum(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+static bool is_session_char(unsigned char c)
+{
+    return is_alnum(c) || c == '-' || c == '_';
+}
+
+static bool all_session_chars(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (!is_session_char((unsigned char)s[i]))
+            return false;
+    }
+    return true;
+}
+
+/* ASCII only: locale-dependent tolower() would let a Turkish locale fold 'I'
+ * differently from the peer. */
+static unsigned char ascii_lower(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + ('a' - 'A')) : c;
+}
+
+static bool ascii_ieq(const char *a, const char *b, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (ascii_lower((unsigned char)a[i]) != ascii_lower((unsigned char)b[i]))
+            return false;
+    }
+    return true;
+}
+
+static bool is_tchar(unsigned char c)
+{
+    return is_alnum(c) || (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+static bool is_hex(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (ascii_lower(c) >= 'a' && ascii_lower(c) <= 'f');
+}
+
+/* ---- compiling ---------------------------------------------------------- */
+
+static void route_error(char *err, size_t errlen, size_t index, const struct wg_route_cfg *cfg,
+                        const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+static void route_error(char *err, size_t errlen, size_t index, const struct wg_route_cfg *cfg,
+                        const char *key, const char *fmt, ...)
+{
+    int n;
+    va_list ap;
+
+    if (err == NULL || errlen == 0)
+        return;
+    if (cfg->line > 0)
+        n = snprintf(err, errlen, "routes[%zu] (line %d): %s: ", index, cfg->line, key);
+    else
+        n = snprintf(err, errlen, "routes[%zu]: %s: ", index, key);
+    if (n < 0 || (size_t)n >= errlen)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+    va_end(ap);
+}
+
+/* Finds the one "{session}" in s; any other brace is an error. */
+static const char *find_mark(const char *s, size_t len, size_t *ret_at)
+{
+    size_t at = NO_MARK;
+
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] != '{' && s[i] != '}')
+            continue;
+        if (s[i] == '}' || len - i < MARK_LEN || memcmp(s + i, MARK, MARK_LEN) != 0)
+            return "'{' and '}' may appear only as {session}";
+        if (at != NO_MARK)
+            return "holds {session} more than once";
+        at = i;
+        i += MARK_LEN - 1;
+    }
+    *ret_at = at;
+    return NULL;
+}
+
+static const char *check_host(const char *s, size_t len, size_t mark_at)
+{
+    bool label_empty = true;
+
+    if (len == 0)
+        return "must not be empty";
+    if (s[0] == '[') {
+        if (mark_at != NO_MARK)
+            return "an IP literal cannot hold {session}";
+        if (len < 3 || s[len - 1] != ']')
+            return "an IPv6 literal must be \"[address]\", without a port";
+        for (size_t i = 1; i < len - 1; i++) {
+            if (!is_hex((unsigned char)s[i]) && s[i] != ':' && s[i] != '.')
+                return "invalid character in IPv6 literal";
+        }
+        return NULL;
+    }
+    /* The capture itself never holds a '.', so a mark with literal text on
+     * either side is always confined to one label; only the literal labels
+     * need checking. */
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if (i == mark_at) {
+            i += MARK_LEN - 1;
+            label_empty = false;
+            continue;
+        }
+        if (c == '.') {
+            if (label_empty)
+                return "has an empty label";
+            label_empty = true;
+            continue;
+        }
+        if (c == ':')
+            return "must not hold a port; the port of the Host header is ignored";
+        if (c == '*')
+            return "'*' wildcards are not supported; use one {session} label";
+        if (!is_session_char(c))
+            return "may hold only letters, digits, '-', '_', '.' and {session}";
+        label_empty = false;
+    }
+    if (label_empty)
+        return "has an empty label";
+    return NULL;
+}
+
+static const char *check_path(const char *s, size_t len, size_t mark_at)
+{
+    if (len == 0 || s[0] != '/')
+        return "must start with '/'";
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if (i == mark_at) {
+            i += MARK_LEN - 1;
+            continue;
+        }
+        /* Targets on the wire are visible ASCII; anything else never matches. */
+        if (c <= 0x20 || c >= 0x7f)
+            return "may hold only visible ASCII characters";
+        if (c == '?' || c == '#')
+            return "must not hold '?' or '#'; only the path is matched";
+    }
+    if (mark_at != NO_MARK) {
+        size_t end = mark_at + MARK_LEN;
+
+        if (s[mark_at - 1] != '/' || (end < len && s[end] != '/'))
+            return "{session} must be a whole path segment";
+    }
+    return NULL;
+}
+
+static const char *check_header_name(const char *s, size_t len)
+{
+    if (len == 0)
+        return "the field name must not be empty";
+    for (size_t i = 0; i < len; i++) {
+        if (!is_tchar((unsigned char)s[i]))
+            return "the field name is not a valid HTTP token";
+    }
+    return NULL;
+}
+
+static const char *check_header_value(const char *s, size_t len)
+{
+    size_t at;
+    const char *msg = find_mark(s, len, &at);
+
+    if (msg != NULL)
+        return msg;
+    if (at != NO_MARK)
+        return "{session} must be the whole value";
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return "the value holds a control character";
+    }
+    /* Received values are trimmed, so padding could never match. */
+    if (len > 0 && (s[0] == ' ' || s[0] == '\t' || s[len - 1] == ' ' || s[len - 1] == '\t'))
+        return "the value must not start or end with whitespace";
+    return NULL;
+}
+
+/* Copies s[0, len) and a NUL to *cursor, advancing it. */
+static const char *arena_copy(char **cursor, const char *s, size_t len)
+{
+    char *p = *cursor;
+
+    memcpy(p, s, len);
+    p[len] = '\0';
+    *cursor = p + len + 1;
+    return p;
+}
+
+/* Splits a checked pattern s[0, len) with the mark at mark_at into p. */
+static void pattern_set(struct pattern *p, const char *copy, size_t len, size_t mark_at)
+{
+    p->set = true;
+    p->ends_slash = len > 0 && copy[len - 1] == '/';
+    if (mark_at == NO_MARK) {
+        p->pre = copy;
+        p->pre_len = len;
+        p->post = copy + len;
+        p->post_len = 0;
+        return;
+    }
+    p->capture = true;
+    p->pre = copy;
+    p->pre_len = mark_at;
+    p->post = copy + mark_at + MARK_LEN;
+    p->post_len = len - mark_at - MARK_LEN;
+}
+
+static size_t cfg_strings_size(const struct wg_route_cfg *c)
+{
+    size_t n = 0;
+
+    n += c->host ? strlen(c->host) + 1 : 0;
+    n += c->path_prefix ? strlen(c->path_prefix) + 1 : 0;
+    n += c->header_name ? strlen(c->header_name) + 1 : 0;
+    n += c->header_value ? strlen(c->header_value) + 1 : 0;
+    return n;
+}
+
+/* Checks one route and copies it into *out, its strings to *cursor.
+ * Returns 0 or -EINVAL with err written. */
+static int compile_route(struct compiled *out, char **cursor, const struct wg_route_cfg *c,
+                         size_t index, char *err, size_t errlen)
+{
+    const char *capture_key = NULL;
+    const char *msg;
+    size_t at;
+    int result = 0;
+
+    out->pub.index = index;
+    out->pub.line = c->line;
+    out->pub.strip_prefix = c->strip_prefix;
+    out->pub.has_upstream = c->has_upstream;
+    out->pub.port = c->port;
+    if (c->has_upstream) {
+        if (c->upstream.salen > sizeof(out->pub.upstream)) {
+            route_error(err, errlen, index, c, "upstream", "address length is invalid");
+            result = -EINVAL;
+            goto out;
+        }
+        memcpy(&out->pub.upstream, &c->upstream.sa, c->upstream.salen);
+        out->pub.upstream_len = c->upstream.salen;
+        /* Only for log lines, so a long name is cut rather than refused. */
+        snprintf(out->pub.upstream_text, sizeof(out->pub.upstream_text), "%s",
+                 c->upstream.text ? c->upstream.text : "");
+    }
+
+    if (c->host != NULL) {
+        size_t len = strlen(c->host);
+
+        /* A Host of "example.com." names the same host; it is dropped on
+         * input too. */
+        if (len > 1 && c->host[len - 1] == '.')
+            len--;
+        msg = find_mark(c->host, len, &at);
+        if (msg == NULL)
+            msg = check_host(c->host, len, at);
+        if (msg != NULL) {
+            route_error(err, errlen, index, c, "match.host", "\"%s\": %s", c->host, msg);
+            result = -EINVAL;
+            goto out;
+        }
+        pattern_set(&out->host, arena_copy(cursor, c->host, len), len, at);
+        if (at != NO_MARK)
+            capture_key = "match.host";
+    }
+
+    if (c->path_prefix != NULL) {
+        size_t len = strlen(c->path_prefix);
+
+        msg = find_mark(c->path_prefix, len, &at);
+        if (msg == NULL)
+            msg = check_path(c->path_prefix, len, at);
+        if (msg == NULL && at != NO_MARK && capture_key != NULL)
+            msg = "{session} is already captured by match.host";
+        if (msg != NULL) {
+            route_error(err, errlen, index, c, "match.path_prefix", "\"%s\": %s", c->path_prefix,
+                        msg);
+            result = -EINVAL;
+            goto out;
+        }
+        pattern_set(&out->path, arena_copy(cursor, c->path_prefix, len), len, at);
+        if (at != NO_MARK)
+            capture_key = "match.path_prefix";
+    }
+
+    if (c->header_name == NULL && c->header_value != NULL) {
+        route_error(err, errlen, index, c, "match.header", "a value needs a field name");
+        result = -EINVAL;
+        goto out;
+    }
+    if (c->header_name != NULL) {
+        size_t name_len = strlen(c->header_name);
+        const char *v = c->header_value;
+
+        msg = check_header_name(c->header_name, name_len);
+        if (msg != NULL) {
+            route_error(err, errlen, index, c, "match.header", "\"%s\": %s", c->header_name, msg);
+            result = -EINVAL;
+            goto out;
+        }
+        out->header_name = arena_copy(cursor, c->header_name, name_len);
+        out->header_name_len = name_len;
+        if (v == NULL || strcmp(v, "*") == 0) {
+            out->header_kind = VALUE_ANY;
+        } else if (strcmp(v, MARK) == 0) {
+            if (capture_key != NULL) {
+                route_error(err, errlen, index, c, "match.header",
+                            "{session} is already captured by %s", capture_key);
+                result = -EINVAL;
+                goto out;
+            }
+            out->header_kind = VALUE_SESSION;
+            capture_key = "match.header";
+        } else {
+            size_t len = strlen(v);
+
+            msg = check_header_value(v, len);
+            if (msg != NULL) {
+                route_error(err, errlen, index, c, "match.header", "\"%s\": %s", v, msg);
+                result = -EINVAL;
+                goto out;
+            }
+            out->header_kind = VALUE_EXACT;
+            out->header_value = arena_copy(cursor, v, len);
+            out->header_value_len = len;
+        }
+    }
+    out->pub.captures_session = capture_key != NULL;
+out:
+    return result;
+}
+
+int wg_router_new(const struct wg_route_cfg *routes, size_t n, struct wg_router **ret_router,
+                  char *err, size_t errlen)
+{
+    struct wg_router *r = NULL;
+    size_t head = offsetof(struct wg_router, routes);
+    size_t size;
+    char *cursor;
+    int result = 0;
+
+    if (n > (SIZE_MAX - head) / sizeof(struct compiled)) {
+        result = -ENOMEM;
+        goto out;
+    }
+    size = head + n * sizeof(struct compiled);
+    for (size_t i = 0; i < n; i++) {
+        size_t s = cfg_strings_size(&routes[i]);
+
+        if (s > SIZE_MAX - size) {
+            result = -ENOMEM;
+            goto out;
+        }
+        size += s;
+    }
+    r = calloc(1, size);
+    if (r == NULL) {
+        result = -ENOMEM;
+        goto out;
+    }
+    r->len = n;
+    cursor = (char *)&r->routes[n];
+    for (size_t i = 0; i < n; i++) {
+        result = compile_route(&r->routes[i], &cursor, &routes[i], i, err, errlen);
+        if (result < 0)
+            goto out;
+    }
+    *ret_router = r;
+    r = NULL;
+out:
+    if (result == -ENOMEM && err != NULL && errlen > 0)
+        snprintf(err, errlen, "routes: out of memory");
+    free(r);
+    return result;
+}
+
+void wg_router_free(struct wg_router *router)
+{
+    free(router);
+}
+
+size_t wg_router_len(const struct wg_router *router)
+{
+    return router ? router->len : 0;
+}
+
+/* ---- matching ----------------------------------------------------------- */
+
+/* Reduces a Host value to the name that patterns see: no ":port", at most
+ * one trailing '.' dropped. Returns false when the value is not a host[:port]
+ * shape, so that no host pattern matches it. */
+static bool host_normalize(const char *h, size_t len, const char **ret_h, size_t *ret_len)
+{
+    size_t end;
+
+    if (h == NULL || len == 0)
+        return false;
+    if (h[0] == '[') {
+        const char *close = memchr(h, ']', len);
+
+        if (close == NULL)
+            return false;
+        end = (size_t)(close - h) + 1;
+    } else {
+        const char *colon = memchr(h, ':', len);
+
+        end = colon ? (size_t)(colon - h) : len;
+    }
+    if (end < len) {
+        /* RFC 3986 allows an empty port after the colon. */
+        if (h[end] != ':')
+            return false;
+        for (size_t i = end + 1; i < len; i++) {
+            if (h[i] < '0' || h[i] > '9')
+                return false;
+        }
+    }
+    if (end > 1 && h[end - 1] == '.')
+        end--;
+    if (end == 0)
+        return false;
+    *ret_h = h;
+    *ret_len = end;
+    return true;
+}
+
+static bool match_host(const struct pattern *p, const char *h, size_t len, struct capture *cap)
+{
+    size_t mid;
+
+    if (!p->capture)
+        return len == p->pre_len && ascii_ieq(h, p->pre, len);
+    if (len <= p->pre_len + p->post_len)
+        return false;
+    if (!ascii_ieq(h, p->pre, p->pre_len) ||
+        !ascii_ieq(h + len - p->post_len, p->post, p->post_len))
+        return false;
+    mid = len - p->pre_len - p->post_len;
+    if (!all_session_chars(h + p->pre_len, mid))
+        return false;
+    cap->p = h + p->pre_len;
+    cap->len = mid;
+    return true;
+}
+
+/* On a match, *ret_covered is the number of path bytes the prefix spans. */
+static bool match_path(const struct pattern *p, const char *path, size_t len, struct capture *cap,
+                       size_t *ret_covered)
+{
+    size_t at = p->pre_len;
+
+    if (len < p->pre_len || memcmp(path, p->pre, p->pre_len) != 0)
+        return false;
+    if (p->capture) {
+        size_t start = at;
+
+        while (at < len && path[at] != '/') {
+            if (!is_session_char((unsigned char)path[at]))
+                return false;
+            at++;
+        }
+        if (at == start)
+            return false;
+        cap->p = path + start;
+        cap->len = at - start;
+        if (len - at < p->post_len || memcmp(path + at, p->post, p->post_len) != 0)
+            return false;
+        at += p->post_len;
+    }
+    /* "/static" covers "/static" and "/static/x" but not "/staticfoo". */
+    if (!p->ends_slash && at < len && path[at] != '/')
+        return false;
+    *ret_covered = at;
+    return true;
+}
+
+/* The first field with the name decides: a second copy cannot override it. */
+static bool match_header(const struct compiled *r, const struct wg_http_field *fields, size_t n,
+                         struct capture *cap)
+{
+    const struct wg_http_field *f = NULL;
+
+    for (size_t i = 0; i < n; i++) {
+        if (fields[i].name_len == r->header_name_len &&
+            ascii_ieq(fields[i].name, r->header_name, r->header_name_len)) {
+            f = &fields[i];
+            break;
+        }
+    }
+    if (f == NULL)
+        return false;
+    switch (r->header_kind) {
+    case VALUE_ANY:
+        return true;
+    case VALUE_EXACT:
+        return f->value_len == r->header_value_len &&
+               (f->value_len == 0 || memcmp(f->value, r->header_value, f->value_len) == 0);
+    case VALUE_SESSION:
+        if (f->value_len == 0 || !all_session_chars(f->value, f->value_len))
+            return false;
+        cap->p = f->value;
+        cap->len = f->value_len;
+        return true;
+    }
+    return false;
+}
+
+int wg_router_match(const struct wg_router *router, const struct wg_route_input *in,
+                    struct wg_route_match *m)
+{
+    const char *host = NULL;
+    size_t host_len = 0;
+    bool host_ok = host_normalize(in->host, in->host_len, &host, &host_len);
+    size_t path_len = 0;
+
+    if (in->target != NULL) {
+        while (path_len < in->target_len && in->target[path_len] != '?' &&
+               in->target[path_len] != '#')
+            path_len++;
+    }
+    for (size_t i = 0; router != NULL && i < router->len; i++) {
+        const struct compiled *r = &router->routes[i];
+        struct capture cap = {NULL, 0};
+        size_t covered = 0;
+
+        if (r->host.set && !(host_ok && match_host(&r->host, host, host_len, &cap)))
+            continue;
+        if (r->path.set && !match_path(&r->path, in->target, path_len, &cap, &covered))
+            continue;
+        if (r->header_name != NULL && !match_header(r, in->fields, in->fields_len, &cap))
+            continue;
+        m->route = &r->pub;
+        m->session = cap.p;
+        m->session_len = cap.len;
+        m->strip_len = r->pub.strip_prefix ? covered : 0;
+        return 0;
+    }
+    memset(m, 0, sizeof(*m));
+    return WG_ROUTE_NO_MATCH;
+}

@@ -1,0 +1,191 @@
+/* proxy/server.c - the public listener and the per-loop proxy context. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy/server.h"
+
+static void maybe_finish(struct wg_proxy *px);
+
+int wg_proxy_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log,
+                 struct wg_router *router, struct wg_proxy **ret_proxy)
+{
+    struct wg_proxy *px = calloc(1, sizeof(*px));
+    int r = -ENOMEM;
+
+    if (px == NULL)
+        goto out;
+    px->loop = loop;
+    px->cfg = cfg;
+    px->log = log;
+    wg_list_init(&px->conns);
+    px->fields = calloc(cfg->limits.header_count_max + 1, sizeof(*px->fields));
+    if (px->fields == NULL)
+        goto out_free;
+    r = wg_pool_new(loop, &cfg->upstream, log, &px->pool);
+    if (r < 0)
+        goto out_fields;
+    r = uv_tcp_init(loop, &px->listener);
+    if (r < 0)
+        goto out_pool;
+    px->listener.data = px;
+    r = uv_timer_init(loop, &px->grace_timer);
+    if (r < 0) {
+        /* The listener is initialised: it must be closed, not freed. */
+        px->open_handles = 1;
+        px->freeing = true;
+        px->router = router;
+        wg_pool_free(px->pool);
+        px->pool = NULL;
+        uv_close((uv_handle_t *)&px->listener, NULL);
+        return r;
+    }
+    px->grace_timer.data = px;
+    px->open_handles = 2;
+    wg_conn_settings_init(px);
+    px->router = router;
+    *ret_proxy = px;
+    return 0;
+
+out_pool:
+    wg_pool_free(px->pool);
+out_fields:
+    free(px->fields);
+out_free:
+    free(px);
+out:
+    return r;
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct wg_proxy *px = server->data;
+    if (status < 0) {
+        WG_WARN(px->log, "proxy", "accept failed", "error=%s", uv_strerror(status));
+        return;
+    }
+    wg_conn_accept(px);
+}
+
+int wg_proxy_listen(struct wg_proxy *px, int *ret_port)
+{
+    const struct wg_addr *a = &px->cfg->listen;
+    struct sockaddr_storage bound;
+    int len = sizeof(bound);
+    int r;
+
+    r = uv_tcp_bind(&px->listener, (const struct sockaddr *)&a->sa, 0);
+    if (r < 0)
+        return r;
+    r = uv_listen((uv_stream_t *)&px->listener, 4096, on_connection);
+    if (r < 0)
+        return r;
+    px->listening = true;
+    if (ret_port != NULL) {
+        *ret_port = 0;
+        if (uv_tcp_getsockname(&px->listener, (struct sockaddr *)&bound, &len) == 0)
+            *ret_port = ntohs(bound.ss_family == AF_INET6
+                                  ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                  : ((struct sockaddr_in *)&bound)->sin_port);
+    }
+    return 0;
+}
+
+void wg_proxy_set_router(struct wg_proxy *px, struct wg_router *router)
+{
+    /* Connections copy the upstream they were routed to, so the old table
+     * can go at once. */
+    wg_router_free(px->router);
+    px->router = router;
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    struct wg_proxy *px = h->data;
+    px->open_handles--;
+    maybe_finish(px);
+}
+
+static void grace_expired(uv_timer_t *t)
+{
+    struct wg_proxy *px = t->data;
+    WG_WARN(px->log, "proxy", "shutdown grace expired, closing remaining connections",
+            "open=%" PRIu64, px->stats.connections_open);
+    wg_conn_close_all(px);
+}
+
+static void maybe_finish(struct wg_proxy *px)
+{
+    if (px->shutting_down && px->done_cb != NULL && px->live_conns == 0) {
+        wg_proxy_done_cb *cb = px->done_cb;
+        px->done_cb = NULL;
+        if (!px->freeing)
+            uv_timer_stop(&px->grace_timer);
+        cb(px->done_arg);
+        return; /* cb may have freed px */
+    }
+    if (px->freeing && px->open_handles == 0 && px->live_conns == 0) {
+        wg_router_free(px->router);
+        free(px->fields);
+        free(px);
+    }
+}
+
+void wg_proxy_conn_gone(struct wg_proxy *px)
+{
+    px->live_conns--;
+    maybe_finish(px);
+}
+
+static void stop_listening(struct wg_proxy *px)
+{
+    if (!px->listening)
+        return;
+    px->listening = false;
+    uv_read_stop((uv_stream_t *)&px->listener);
+    /* Closing the socket makes new connects fail fast instead of queueing. */
+    uv_close((uv_handle_t *)&px->listener, handle_closed);
+}
+
+void wg_proxy_shutdown(struct wg_proxy *px, uint64_t grace_ms, wg_proxy_done_cb *done, void *arg)
+{
+    if (px->shutting_down)
+        return;
+    px->shutting_down = true;
+    px->done_cb = done;
+    px->done_arg = arg;
+    stop_listening(px);
+    WG_INFO(px->log, "proxy", "draining connections", "open=%" PRIu64 " grace_ms=%" PRIu64,
+            px->stats.connections_open, grace_ms);
+    wg_conn_drain_all(px);
+    uv_timer_start(&px->grace_timer, grace_expired, grace_ms, 0);
+    maybe_finish(px);
+}
+
+const struct wg_proxy_stats *wg_proxy_stats(const struct wg_proxy *px)
+{
+    return &px->stats;
+}
+
+int wg_proxy_listening(const struct wg_proxy *px)
+{
+    return px->listening;
+}
+
+void wg_proxy_free(struct wg_proxy *px)
+{
+    if (px == NULL || px->freeing)
+        return;
+    px->freeing = true;
+    px->done_cb = NULL;
+    wg_conn_close_all(px);
+    wg_pool_free(px->pool);
+    px->pool = NULL;
+    if (px->listening) {
+        stop_listening(px);
+    } else if (!uv_is_closing((uv_handle_t *)&px->listener)) {
+        uv_close((uv_handle_t *)&px->listener, handle_closed);
+    }
+    uv_close((uv_handle_t *)&px->grace_timer, handle_closed);
+}

@@ -1,0 +1,60 @@
+/* proxy/server.h - internal to proxy/: the per-loop data plane context that
+ * server.c owns and conn.c reads. Not part of the public API (proxy.h). */
+#ifndef WG_PROXY_SERVER_H
+#define WG_PROXY_SERVER_H
+
+#include <llhttp.h>
+#include <uv.h>
+
+#include "common/config.h"
+#include "common/list.h"
+#include "common/log.h"
+#include "proxy/http.h"
+#include "proxy/proxy.h"
+#include "proxy/route.h"
+#include "proxy/upstream.h"
+
+#define WG_READ_BUF_SIZE (64 * 1024)
+
+struct wg_proxy {
+    uv_loop_t *loop;
+    const struct wg_config *cfg;
+    struct wg_log *log;
+    struct wg_router *router;
+    struct wg_pool *pool;
+
+    uv_tcp_t listener;
+    bool listening;
+    bool shutting_down;
+    bool freeing;
+    int open_handles; /* listener, grace timer */
+    uv_timer_t grace_timer;
+    wg_proxy_done_cb *done_cb;
+    void *done_arg;
+
+    struct wg_list conns;
+    size_t live_conns; /* allocated, including ones still closing */
+    uint64_t next_conn_id;
+    struct wg_proxy_stats stats;
+
+    llhttp_settings_t req_settings;
+    llhttp_settings_t resp_settings;
+
+    /* Scratch shared by every connection of this loop: a read lands here and
+     * is processed before the next read, and a head's fields are used only
+     * while the head is rebuilt. */
+    char readbuf[WG_READ_BUF_SIZE];
+    struct wg_http_field *fields; /* limits.header_count_max entries */
+};
+
+/* conn.c */
+void wg_conn_accept(struct wg_proxy *px);
+/* Closes idle connections now; busy ones close after their response. */
+void wg_conn_drain_all(struct wg_proxy *px);
+/* Closes every connection now. */
+void wg_conn_close_all(struct wg_proxy *px);
+void wg_conn_settings_init(struct wg_proxy *px);
+/* server.c: a connection freed its memory. */
+void wg_proxy_conn_gone(struct wg_proxy *px);
+
+#endif

@@ -1,0 +1,346 @@
+/* proxy/upstream.c - see upstream.h. */
+#include "proxy/upstream.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/list.h"
+
+#define POOL_BUCKETS 256
+#define SWEEP_INTERVAL_MS 1000
+
+struct bucket {
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    struct wg_list idle; /* most recently used first */
+    size_t nidle;
+    struct bucket *next;
+};
+
+struct wg_upconn {
+    uv_tcp_t tcp; /* first: handle callbacks cast back */
+    uv_connect_t creq;
+    struct wg_pool *pool;
+    struct bucket *bucket; /* set while idle */
+    struct wg_list idle_link;
+    struct sockaddr_storage addr;
+    wg_upconn_connect_cb *cb;
+    void *user;
+    uint64_t idle_since;
+    bool connecting;
+    bool closing;
+};
+
+struct wg_pool {
+    uv_loop_t *loop;
+    const struct wg_upstream_cfg *cfg;
+    struct wg_log *log;
+    uv_timer_t sweep;
+    struct bucket *table[POOL_BUCKETS];
+    size_t nidle;
+    size_t live; /* upconns not yet freed */
+    int open_handles;
+    bool freeing;
+    char drain[64]; /* idle reads land here and are discarded */
+};
+
+static socklen_t addr_len(const struct sockaddr *sa)
+{
+    return sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+}
+
+/* Compares family, address and port only: sockaddrs carry padding. */
+static bool addr_equal(const struct sockaddr *a, const struct sockaddr *b)
+{
+    if (a->sa_family != b->sa_family)
+        return false;
+    if (a->sa_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+    return x->sin6_port == y->sin6_port &&
+           memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+}
+
+static unsigned addr_hash(const struct sockaddr *sa)
+{
+    const unsigned char *p;
+    size_t n;
+    uint32_t h = 2166136261u;
+    uint16_t port;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *s = (const void *)sa;
+        p = (const unsigned char *)&s->sin_addr;
+        n = sizeof(s->sin_addr);
+        port = s->sin_port;
+    } else {
+        const struct sockaddr_in6 *s = (const void *)sa;
+        p = (const unsigned char *)&s->sin6_addr;
+        n = sizeof(s->sin6_addr);
+        port = s->sin6_port;
+    }
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 16777619u;
+    h = (h ^ (port & 0xff)) * 16777619u;
+    h = (h ^ (port >> 8)) * 16777619u;
+    return h % POOL_BUCKETS;
+}
+
+static struct bucket *bucket_find(struct wg_pool *pool, const struct sockaddr *sa, bool create)
+{
+    unsigned h = addr_hash(sa);
+    for (struct bucket *b = pool->table[h]; b; b = b->next) {
+        if (addr_equal((const struct sockaddr *)&b->addr, sa))
+            return b;
+    }
+    if (!create)
+        return NULL;
+    struct bucket *b = calloc(1, sizeof(*b));
+    if (b == NULL)
+        return NULL;
+    memcpy(&b->addr, sa, addr_len(sa));
+    b->addrlen = addr_len(sa);
+    wg_list_init(&b->idle);
+    b->next = pool->table[h];
+    pool->table[h] = b;
+    return b;
+}
+
+static void maybe_free_pool(struct wg_pool *pool)
+{
+    if (!pool->freeing || pool->live > 0 || pool->open_handles > 0)
+        return;
+    for (size_t i = 0; i < POOL_BUCKETS; i++) {
+        struct bucket *b = pool->table[i];
+        while (b) {
+            struct bucket *next = b->next;
+            free(b);
+            b = next;
+        }
+        pool->table[i] = NULL;
+    }
+    free(pool);
+}
+
+static void upconn_closed(uv_handle_t *h)
+{
+    struct wg_upconn *uc = (struct wg_upconn *)h;
+    struct wg_pool *pool = uc->pool;
+    free(uc);
+    pool->live--;
+    maybe_free_pool(pool);
+}
+
+static void unlink_idle(struct wg_upconn *uc)
+{
+    if (uc->bucket == NULL)
+        return;
+    wg_list_remove(&uc->idle_link);
+    uc->bucket->nidle--;
+    uc->pool->nidle--;
+    uc->bucket = NULL;
+}
+
+/* Reached from release (not reusable), idle EOF/data, sweep, drop and
+ * pool free: idempotent through uc->closing. */
+static void upconn_close(struct wg_upconn *uc)
+{
+    if (uc->closing)
+        return;
+    uc->closing = true;
+    unlink_idle(uc);
+    uc->cb = NULL;
+    uc->user = NULL;
+    uv_close((uv_handle_t *)&uc->tcp, upconn_closed);
+}
+
+static void sweep_closed(uv_handle_t *h)
+{
+    struct wg_pool *pool = h->data;
+    pool->open_handles--;
+    maybe_free_pool(pool);
+}
+
+static void sweep_cb(uv_timer_t *t)
+{
+    struct wg_pool *pool = t->data;
+    uint64_t now = uv_now(pool->loop);
+    for (size_t i = 0; i < POOL_BUCKETS; i++) {
+        for (struct bucket *b = pool->table[i]; b; b = b->next) {
+            /* Oldest idle connections sit at the tail. */
+            while (!wg_list_empty(&b->idle)) {
+                struct wg_upconn *uc = wg_container_of(b->idle.prev, struct wg_upconn, idle_link);
+                if (now - uc->idle_since < pool->cfg->keepalive_idle_ms)
+                    break;
+                upconn_close(uc);
+            }
+        }
+    }
+}
+
+int wg_pool_new(uv_loop_t *loop, const struct wg_upstream_cfg *cfg, struct wg_log *log,
+                struct wg_pool **ret_pool)
+{
+    struct wg_pool *pool = calloc(1, sizeof(*pool));
+    int r;
+    if (pool == NULL)
+        return -ENOMEM;
+    pool->loop = loop;
+    pool->cfg = cfg;
+    pool->log = log;
+    r = uv_timer_init(loop, &pool->sweep);
+    if (r < 0) {
+        free(pool);
+        return r;
+    }
+    pool->open_handles = 1;
+    pool->sweep.data = pool;
+    uv_timer_start(&pool->sweep, sweep_cb, SWEEP_INTERVAL_MS, SWEEP_INTERVAL_MS);
+    /* The sweep alone must not keep the loop alive at shutdown. */
+    uv_unref((uv_handle_t *)&pool->sweep);
+    *ret_pool = pool;
+    return 0;
+}
+
+void wg_pool_free(struct wg_pool *pool)
+{
+    if (pool == NULL || pool->freeing)
+        return;
+    pool->freeing = true;
+    for (size_t i = 0; i < POOL_BUCKETS; i++) {
+        for (struct bucket *b = pool->table[i]; b; b = b->next) {
+            while (!wg_list_empty(&b->idle))
+                upconn_close(wg_container_of(b->idle.next, struct wg_upconn, idle_link));
+        }
+    }
+    uv_close((uv_handle_t *)&pool->sweep, sweep_closed);
+}
+
+static void connect_cb(uv_connect_t *req, int status)
+{
+    struct wg_upconn *uc = req->data;
+    wg_upconn_connect_cb *cb = uc->cb;
+    uc->connecting = false;
+    uc->cb = NULL;
+    if (cb != NULL && !uc->closing)
+        cb(uc, status, uc->user);
+}
+
+int wg_pool_acquire(struct wg_pool *pool, const struct sockaddr *addr, bool fresh,
+                    wg_upconn_connect_cb *cb, void *user, struct wg_upconn **ret_uc,
+                    bool *ret_reused)
+{
+    struct wg_upconn *uc = NULL;
+    int r;
+
+    if (!fresh) {
+        struct bucket *b = bucket_find(pool, addr, false);
+        if (b != NULL && !wg_list_empty(&b->idle)) {
+            uc = wg_container_of(b->idle.next, struct wg_upconn, idle_link);
+            unlink_idle(uc);
+            uv_read_stop((uv_stream_t *)&uc->tcp);
+            uc->user = user;
+            *ret_uc = uc;
+            *ret_reused = true;
+            return 0;
+        }
+    }
+
+    uc = calloc(1, sizeof(*uc));
+    if (uc == NULL)
+        return UV_ENOMEM;
+    uc->pool = pool;
+    wg_list_init(&uc->idle_link);
+    memcpy(&uc->addr, addr, addr_len(addr));
+    r = uv_tcp_init(pool->loop, &uc->tcp);
+    if (r < 0) {
+        free(uc);
+        return r;
+    }
+    pool->live++;
+    uc->tcp.data = uc;
+    uc->creq.data = uc;
+    uc->cb = cb;
+    uc->user = user;
+    uv_tcp_nodelay(&uc->tcp, 1);
+    r = uv_tcp_connect(&uc->creq, &uc->tcp, addr, connect_cb);
+    if (r < 0) {
+        upconn_close(uc);
+        return r;
+    }
+    uc->connecting = true;
+    *ret_uc = uc;
+    *ret_reused = false;
+    return 0;
+}
+
+static void idle_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct wg_upconn *uc = (struct wg_upconn *)h;
+    buf->base = uc->pool->drain;
+    buf->len = sizeof(uc->pool->drain);
+}
+
+static void idle_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct wg_upconn *uc = (struct wg_upconn *)s;
+    /* An idle upstream has nothing to say: EOF, an error or stray bytes all
+     * end the connection. */
+    if (n != 0)
+        upconn_close(uc);
+}
+
+void wg_pool_release(struct wg_pool *pool, struct wg_upconn *uc, bool reusable)
+{
+    if (uc == NULL)
+        return;
+    uc->cb = NULL;
+    uc->user = NULL;
+    if (!reusable || pool->freeing || uc->connecting || uc->closing ||
+        pool->cfg->keepalive_max == 0) {
+        upconn_close(uc);
+        return;
+    }
+    struct bucket *b = bucket_find(pool, (const struct sockaddr *)&uc->addr, true);
+    if (b == NULL || uv_read_start((uv_stream_t *)&uc->tcp, idle_alloc, idle_read) < 0) {
+        upconn_close(uc);
+        return;
+    }
+    if (b->nidle >= pool->cfg->keepalive_max) {
+        /* Full: the oldest gives way to the newest. */
+        upconn_close(wg_container_of(b->idle.prev, struct wg_upconn, idle_link));
+    }
+    uc->bucket = b;
+    uc->idle_since = uv_now(pool->loop);
+    wg_list_push_front(&b->idle, &uc->idle_link);
+    b->nidle++;
+    pool->nidle++;
+}
+
+void wg_pool_drop(struct wg_pool *pool, const struct sockaddr *addr)
+{
+    struct bucket *b = bucket_find(pool, addr, false);
+    if (b == NULL)
+        return;
+    while (!wg_list_empty(&b->idle))
+        upconn_close(wg_container_of(b->idle.next, struct wg_upconn, idle_link));
+}
+
+uv_stream_t *wg_upconn_stream(struct wg_upconn *uc)
+{
+    return (uv_stream_t *)&uc->tcp;
+}
+
+void *wg_upconn_user(const struct wg_upconn *uc)
+{
+    return uc->user;
+}
+
+size_t wg_pool_idle_count(const struct wg_pool *pool)
+{
+    return pool->nidle;
+}

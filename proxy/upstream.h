@@ -1,0 +1,55 @@
+/* proxy/upstream.h - upstream TCP connections and their keep-alive pool.
+ *
+ * Idle connections are kept per upstream address (IP and port), most
+ * recently used first, up to upstream.keepalive_max each, and closed after
+ * upstream.keepalive_idle. While idle a connection is read from, so that a
+ * close or stray bytes from the upstream remove it from the pool at once.
+ *
+ * A struct wg_upconn is owned by the pool. The user (a client connection)
+ * borrows it between wg_pool_acquire() and wg_pool_release(); while
+ * borrowed, its tcp handle's reads and writes belong to the user, and
+ * wg_upconn_user() gives the user pointer back in callbacks. */
+#ifndef WG_PROXY_UPSTREAM_H
+#define WG_PROXY_UPSTREAM_H
+
+#include <stdbool.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include "common/config.h"
+#include "common/log.h"
+
+struct wg_pool;   /* opaque */
+struct wg_upconn; /* opaque */
+
+/* status is 0, or a negative libuv error (UV_ECONNREFUSED, UV_ECANCELED...). */
+typedef void wg_upconn_connect_cb(struct wg_upconn *uc, int status, void *user);
+
+int wg_pool_new(uv_loop_t *loop, const struct wg_upstream_cfg *cfg, struct wg_log *log,
+                struct wg_pool **ret_pool);
+/* Closes every idle connection; borrowed ones are closed when released.
+ * The pool frees itself once all its handles are closed. NULL-safe. */
+void wg_pool_free(struct wg_pool *pool);
+
+/* Borrows a connection to addr for user. If an idle one is pooled (and
+ * fresh is false) it is returned at once with *ret_reused = true and cb is
+ * never called. Otherwise a connect starts, *ret_reused = false, and cb runs
+ * once, never inside this call. Returns 0 or a negative libuv error. */
+int wg_pool_acquire(struct wg_pool *pool, const struct sockaddr *addr, bool fresh,
+                    wg_upconn_connect_cb *cb, void *user, struct wg_upconn **ret_uc,
+                    bool *ret_reused);
+
+/* Gives a borrowed connection back: pooled if reusable (the user has
+ * stopped reading and has no write in flight), else closed. The user must
+ * not touch uc afterwards. */
+void wg_pool_release(struct wg_pool *pool, struct wg_upconn *uc, bool reusable);
+
+/* Drops the idle connections to addr (its container moved or stopped). */
+void wg_pool_drop(struct wg_pool *pool, const struct sockaddr *addr);
+
+uv_stream_t *wg_upconn_stream(struct wg_upconn *uc);
+void *wg_upconn_user(const struct wg_upconn *uc);
+/* Idle connections held, for metrics and tests. */
+size_t wg_pool_idle_count(const struct wg_pool *pool);
+
+#endif

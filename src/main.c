@@ -1,0 +1,271 @@
+/* src/main.c - the wakegate binary: configuration, the loop, signals. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "common/config.h"
+#include "common/log.h"
+#include "proxy/admin.h"
+#include "proxy/proxy.h"
+#include "proxy/route.h"
+
+/* Exit codes, documented in README.md. */
+#define EXIT_OK 0
+#define EXIT_RUNTIME 1
+#define EXIT_USAGE 2
+#define EXIT_CONFIG 3
+#define EXIT_LISTEN 4
+
+struct app {
+    uv_loop_t loop;
+    struct wg_config cfg;
+    struct wg_config_flags flags;
+    struct wg_log log;
+    struct wg_proxy *px;
+    struct wg_admin *admin;
+    uv_signal_t sig_term, sig_int, sig_hup;
+    bool stopping;
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: wakegate [OPTIONS]\n"
+            "\n"
+            "An ingress for per-session containers: routes requests, wakes sleeping\n"
+            "containers on demand and puts idle ones to sleep after saving their work.\n"
+            "\n"
+            "Options:\n"
+            "  -c, --config FILE        YAML configuration file (env WAKEGATE_CONFIG)\n"
+            "      --role ROLE          all (default), proxy or orchestrator\n"
+            "      --log-level LEVEL    debug, info, warn or error\n"
+            "      --listen ADDR        public listener, e.g. 0.0.0.0:8080 (env WAKEGATE_LISTEN)\n"
+            "      --admin-listen ADDR  admin listener, e.g. 127.0.0.1:8081 (env WAKEGATE_ADMIN_LISTEN)\n"
+            "      --check-config       validate the configuration, print a summary and exit\n"
+            "  -h, --help               show this help\n"
+            "  -V, --version            show the version\n"
+            "\n"
+            "Environment: WAKEGATE_CONFIG, WAKEGATE_REDIS_URL, WAKEGATE_DOCKER_HOST,\n"
+            "WAKEGATE_ADMIN_TOKEN, WAKEGATE_LISTEN, WAKEGATE_ADMIN_LISTEN, WAKEGATE_LOG_LEVEL.\n"
+            "Precedence: defaults < file < environment < flags.\n"
+            "\n"
+            "Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP reloads the routes.\n"
+            "Exit codes: 0 ok, 1 runtime failure, 2 usage, 3 configuration, 4 cannot listen.\n");
+}
+
+static void free_app(struct app *app);
+
+static void proxy_drained(void *arg)
+{
+    struct app *app = arg;
+    WG_INFO(&app->log, "main", "all connections closed, exiting", "%s", "");
+    free_app(app);
+}
+
+static void close_signal(uv_signal_t *s)
+{
+    if (!uv_is_closing((uv_handle_t *)s))
+        uv_close((uv_handle_t *)s, NULL);
+}
+
+static void free_app(struct app *app)
+{
+    close_signal(&app->sig_term);
+    close_signal(&app->sig_int);
+    close_signal(&app->sig_hup);
+    wg_admin_free(app->admin);
+    app->admin = NULL;
+    wg_proxy_free(app->px);
+    app->px = NULL;
+}
+
+static void on_stop_signal(uv_signal_t *s, int signum)
+{
+    struct app *app = s->data;
+    if (app->stopping) {
+        WG_WARN(&app->log, "main", "second stop signal, closing everything now", "signal=%d",
+                signum);
+        free_app(app);
+        return;
+    }
+    app->stopping = true;
+    WG_INFO(&app->log, "main", "stop signal, draining", "signal=%s grace_ms=%" PRIu64,
+            signum == SIGTERM ? "SIGTERM" : "SIGINT", app->cfg.shutdown_grace_ms);
+    wg_admin_set_draining(app->admin);
+    wg_proxy_shutdown(app->px, app->cfg.shutdown_grace_ms, proxy_drained, app);
+}
+
+/* SIGHUP: only the routes change; a bad file leaves everything as it was. */
+static void on_hup(uv_signal_t *s, int signum)
+{
+    struct app *app = s->data;
+    struct wg_config fresh;
+    struct wg_router *router = NULL;
+    char err[WG_CONFIG_ERR_MAX];
+
+    memset(&fresh, 0, sizeof(fresh));
+    if (wg_config_load(&fresh, &app->flags, err, sizeof(err)) < 0) {
+        WG_ERROR(&app->log, "main", "reload failed, keeping the current routes", "error=\"%s\"",
+                 err);
+        goto out;
+    }
+    if (wg_router_new(fresh.routes, fresh.routes_len, &router, err, sizeof(err)) < 0) {
+        WG_ERROR(&app->log, "main", "reload failed, keeping the current routes", "error=\"%s\"",
+                 err);
+        goto out;
+    }
+    wg_proxy_set_router(app->px, router);
+    WG_INFO(&app->log, "main", "routes reloaded", "routes=%zu", fresh.routes_len);
+out:
+    wg_config_free(&fresh);
+}
+
+static void print_summary(const struct wg_config *cfg)
+{
+    printf("configuration OK: %s\n", cfg->path ? cfg->path : "(defaults, no file)");
+    printf("  listen        %s\n", cfg->listen.text ? cfg->listen.text : "-");
+    printf("  admin.listen  %s\n", cfg->admin_listen.text ? cfg->admin_listen.text : "-");
+    printf("  redis.url     %s\n", cfg->redis_url ? cfg->redis_url : "(none)");
+    printf("  docker.host   %s\n", cfg->docker_host ? cfg->docker_host : "-");
+    printf("  routes        %zu\n", cfg->routes_len);
+    for (size_t i = 0; i < cfg->routes_len; i++) {
+        const struct wg_route_cfg *r = &cfg->routes[i];
+        printf("    [%zu] host=%s path_prefix=%s%s -> %s\n", i, r->host ? r->host : "*",
+               r->path_prefix ? r->path_prefix : "*", r->strip_prefix ? " (stripped)" : "",
+               r->has_upstream ? r->upstream.text : "session");
+    }
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"role", required_argument, NULL, 'r'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"listen", required_argument, NULL, 'L'},
+        {"admin-listen", required_argument, NULL, 'A'},
+        {"check-config", no_argument, NULL, 'k'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    struct app app;
+    struct wg_router *router = NULL;
+    char err[WG_CONFIG_ERR_MAX];
+    bool check_only = false;
+    int port = 0, admin_port = 0;
+    int rc = EXIT_RUNTIME;
+    int r, opt;
+
+    memset(&app, 0, sizeof(app));
+    while ((opt = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'c': app.flags.config_path = optarg; break;
+        case 'r': app.flags.role = optarg; break;
+        case 'l': app.flags.log_level = optarg; break;
+        case 'L': app.flags.listen = optarg; break;
+        case 'A': app.flags.admin_listen = optarg; break;
+        case 'k': check_only = true; break;
+        case 'h': usage(stdout); return EXIT_OK;
+        case 'V': printf("wakegate %s\n", WG_VERSION); return EXIT_OK;
+        default: usage(stderr); return EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "wakegate: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+
+    if (wg_config_load(&app.cfg, &app.flags, err, sizeof(err)) < 0) {
+        fprintf(stderr, "wakegate: configuration error: %s\n", err);
+        wg_config_free(&app.cfg);
+        return EXIT_CONFIG;
+    }
+    if (wg_router_new(app.cfg.routes, app.cfg.routes_len, &router, err, sizeof(err)) < 0) {
+        fprintf(stderr, "wakegate: configuration error: %s%s%s\n", app.cfg.path ? app.cfg.path : "",
+                app.cfg.path ? ": " : "", err);
+        wg_config_free(&app.cfg);
+        return EXIT_CONFIG;
+    }
+    if (check_only) {
+        print_summary(&app.cfg);
+        wg_router_free(router);
+        wg_config_free(&app.cfg);
+        return EXIT_OK;
+    }
+
+    /* One line per write, so lines from a crash are never half-flushed. */
+    setvbuf(stderr, NULL, _IOLBF, 0);
+    signal(SIGPIPE, SIG_IGN);
+    app.log.level = app.cfg.log_level;
+    app.log.format = app.cfg.log_format;
+    app.log.out = stderr;
+
+    r = uv_loop_init(&app.loop);
+    if (r < 0) {
+        fprintf(stderr, "wakegate: event loop: %s\n", uv_strerror(r));
+        wg_router_free(router);
+        wg_config_free(&app.cfg);
+        return EXIT_RUNTIME;
+    }
+    r = wg_proxy_new(&app.loop, &app.cfg, &app.log, router, &app.px);
+    if (r < 0) {
+        WG_ERROR(&app.log, "main", "cannot create the proxy", "error=%s", uv_strerror(r));
+        wg_router_free(router);
+        goto out_loop;
+    }
+    r = wg_admin_new(&app.loop, &app.cfg, &app.log, app.px, &app.admin);
+    if (r < 0) {
+        WG_ERROR(&app.log, "main", "cannot create the admin listener", "error=%s", uv_strerror(r));
+        goto out_free;
+    }
+    r = wg_proxy_listen(app.px, &port);
+    if (r < 0) {
+        WG_ERROR(&app.log, "main", "cannot listen", "listen=%s error=\"%s\"", app.cfg.listen.text,
+                 uv_strerror(r));
+        rc = EXIT_LISTEN;
+        goto out_free;
+    }
+    r = wg_admin_listen(app.admin, &admin_port);
+    if (r < 0) {
+        WG_ERROR(&app.log, "main", "cannot listen", "admin_listen=%s error=\"%s\"",
+                 app.cfg.admin_listen.text, uv_strerror(r));
+        rc = EXIT_LISTEN;
+        goto out_free;
+    }
+
+    uv_signal_init(&app.loop, &app.sig_term);
+    uv_signal_init(&app.loop, &app.sig_int);
+    uv_signal_init(&app.loop, &app.sig_hup);
+    app.sig_term.data = app.sig_int.data = app.sig_hup.data = &app;
+    uv_signal_start(&app.sig_term, on_stop_signal, SIGTERM);
+    uv_signal_start(&app.sig_int, on_stop_signal, SIGINT);
+    uv_signal_start(&app.sig_hup, on_hup, SIGHUP);
+
+    WG_INFO(&app.log, "main", "wakegate started",
+            "version=%s listen=%s port=%d admin_listen=%s admin_port=%d routes=%zu config=%s",
+            WG_VERSION, app.cfg.listen.text, port, app.cfg.admin_listen.text, admin_port,
+            app.cfg.routes_len, app.cfg.path ? app.cfg.path : "-");
+
+    uv_run(&app.loop, UV_RUN_DEFAULT);
+    rc = EXIT_OK;
+    goto out_loop;
+
+out_free:
+    free_app(&app);
+    uv_run(&app.loop, UV_RUN_DEFAULT);
+out_loop:
+    if (uv_loop_close(&app.loop) == UV_EBUSY) {
+        /* Handles still open: run once more so their close callbacks free them. */
+        uv_run(&app.loop, UV_RUN_NOWAIT);
+        uv_loop_close(&app.loop);
+    }
+    wg_config_free(&app.cfg);
+    return rc;
+}

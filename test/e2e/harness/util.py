@@ -1,0 +1,90 @@
+"""Small helpers shared by every fixture: ports, polling, paths, log tails."""
+
+import os
+import pathlib
+import socket
+import time
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]
+
+
+class HarnessError(RuntimeError):
+    """A real dependency could not be started or stopped. Tests fail on it, never skip."""
+
+
+def free_port(host="127.0.0.1"):
+    """A TCP port that was free a moment ago on host.
+
+    The kernel picks it from the ephemeral range, so two calls in one run
+    rarely collide; the caller binds it soon after. SO_REUSEADDR is not set so
+    a port in TIME_WAIT is not handed out.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def free_ports(n, host="127.0.0.1"):
+    """n distinct free ports, all held open until every one is chosen."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def wait_until(fn, timeout=10.0, interval=0.02, what=None):
+    """Call fn until it returns a truthy value; return that value.
+
+    Exceptions from fn count as "not yet". On timeout raise TimeoutError whose
+    message names `what` and the last exception seen.
+    """
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while True:
+        try:
+            v = fn()
+            if v:
+                return v
+        except Exception as e:  # noqa: BLE001 - polling treats errors as "not yet"
+            last_exc = e
+        if time.monotonic() >= deadline:
+            msg = "timed out after %.1fs waiting for %s" % (timeout, what or getattr(fn, "__name__", "condition"))
+            if last_exc is not None:
+                msg += " (last error: %r)" % (last_exc,)
+            raise TimeoutError(msg)
+        time.sleep(interval)
+
+
+def tail(path, lines=40):
+    """The last `lines` lines of a text file, or a note that it is missing."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 64 * 1024))
+            data = f.read().decode("utf-8", "replace")
+    except OSError as e:
+        return "<%s: %s>" % (path, e)
+    return "\n".join(data.splitlines()[-lines:])
+
+
+def artifacts_dir():
+    """Where logs are kept after the run: $WAKEGATE_ARTIFACTS or <repo>/test-artifacts/e2e."""
+    d = pathlib.Path(os.environ.get("WAKEGATE_ARTIFACTS") or (REPO_ROOT / "test-artifacts")) / "e2e"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def tcp_connectable(host, port, timeout=0.05):
+    """True if a TCP connect to host:port succeeds within timeout."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

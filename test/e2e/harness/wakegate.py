@@ -1,0 +1,259 @@
+"""Start the real wakegate binary with a generated configuration.
+
+    gw = start_wakegate({"routes": [...]})          # dict -> YAML, ports filled in
+    gw = start_wakegate(yaml_text)                  # str: {{port}}, {{admin_port}},
+                                                    # {{listen}}, {{admin_listen}} substituted
+    gw.port, gw.admin_port, gw.log_lines(), gw.stop() -> exit code
+
+Listening addresses: for a dict, "listen" and "admin.listen" are set to
+127.0.0.1 and harness-chosen free ports unless the dict already has them.
+For a YAML string, every placeholder above is substituted; when the text has
+no {{listen}}/{{port}} (or no {{admin_listen}}/{{admin_port}}) the address is
+passed through WAKEGATE_LISTEN (WAKEGATE_ADMIN_LISTEN) instead.
+
+The process environment is the test's environment without any WAKEGATE_*
+variable, plus the ones the harness sets, plus `env` (a value of None
+removes a variable). stderr and stdout go to files under the artifacts
+directory.
+"""
+
+import copy
+import http.client
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import time
+
+import yaml
+
+from .procs import REGISTRY
+from .util import REPO_ROOT, HarnessError, free_ports, tail
+
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "SUMMARY: UndefinedBehaviorSanitizer")
+
+
+def wakegate_bin():
+    return pathlib.Path(os.environ.get("WAKEGATE_BIN") or (REPO_ROOT / "build" / "src" / "wakegate"))
+
+
+def _port_of(addr):
+    return int(str(addr).rsplit(":", 1)[1])
+
+
+class Wakegate:
+    """One running wakegate process."""
+
+    def __init__(self, proc, port, admin_port, config_path, stderr_path, stdout_path):
+        self.proc = proc
+        self.port = port
+        self.admin_port = admin_port
+        self.config_path = config_path
+        self.stderr_path = stderr_path
+        self.stdout_path = stdout_path
+        self.exit_code = None
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def url(self, path="/"):
+        return "http://127.0.0.1:%d%s" % (self.port, path)
+
+    def admin_url(self, path="/"):
+        return "http://127.0.0.1:%d%s" % (self.admin_port, path)
+
+    def log_lines(self):
+        """stderr so far, as a list of lines."""
+        try:
+            return pathlib.Path(self.stderr_path).read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return []
+
+    def stdout_lines(self):
+        try:
+            return pathlib.Path(self.stdout_path).read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return []
+
+    def log_tail(self, n=40):
+        return tail(self.stderr_path, n)
+
+    def wait_log(self, pattern, timeout=5.0):
+        """Wait until a stderr line matches the regex pattern; return the line."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.log_lines():
+                if rx.search(line):
+                    return line
+            if time.monotonic() > deadline:
+                raise TimeoutError("no log line matching %r in %.1fs; tail:\n%s" % (pattern, timeout, self.log_tail()))
+            time.sleep(0.02)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def rss_kib(self):
+        """VmRSS of the process in KiB, from /proc/PID/status."""
+        with open("/proc/%d/status" % self.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise HarnessError("no VmRSS for pid %d" % self.pid)
+
+    def fd_count(self):
+        return len(os.listdir("/proc/%d/fd" % self.pid))
+
+    def send_signal(self, sig):
+        os.kill(self.pid, sig)
+
+    def stop(self, sig=signal.SIGTERM, timeout=10.0):
+        """Send sig by pid, wait up to timeout (then SIGKILL). Returns the exit
+        code: 0.. for a normal exit, -N when killed by signal N. Idempotent."""
+        if self.exit_code is None:
+            self.exit_code = REGISTRY.stop(self.proc, sig=sig, timeout=timeout)
+        return self.exit_code
+
+    def wait_exit(self, timeout=10.0):
+        """Wait for the process to exit on its own; returns the exit code."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError("wakegate pid %d still running after %.1fs; tail:\n%s" % (self.pid, timeout, self.log_tail())) from None
+        return self.stop()
+
+    def healthz(self, timeout=1.0):
+        """Status of GET /healthz on the admin listener, or None if it does not answer."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=timeout)
+        try:
+            conn.request("GET", "/healthz")
+            r = conn.getresponse()
+            r.read()
+            return r.status
+        except (OSError, http.client.HTTPException):
+            return None
+        finally:
+            conn.close()
+
+    def sanitizer_reports(self):
+        return [line for line in self.log_lines() if any(m in line for m in SANITIZER_MARKERS)]
+
+
+class WakegateFactory:
+    """Callable: start_wakegate(config=None, env=None, args=None, wait=True, timeout=10)."""
+
+    def __init__(self, base_dir, log_dir):
+        self.dir = pathlib.Path(base_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir = pathlib.Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.instances = []
+        self.label = "wakegate"
+        self._n = 0
+
+    @property
+    def bin(self):
+        return wakegate_bin()
+
+    def _check_bin(self):
+        b = self.bin
+        if not os.access(b, os.X_OK):
+            raise HarnessError("wakegate binary %s not found or not executable; build it (meson compile -C build) or set WAKEGATE_BIN" % b)
+        return b
+
+    def _env(self, extra):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WAKEGATE_")}
+        for k, v in (extra or {}).items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = str(v)
+        return env
+
+    def _next_paths(self):
+        self._n += 1
+        stem = "%s-%d" % (re.sub(r"[^A-Za-z0-9_.-]+", "_", self.label)[:80], self._n)
+        return self.dir / (stem + ".yaml"), self.log_dir / (stem + ".stderr.log"), self.log_dir / (stem + ".stdout.log")
+
+    def write_config(self, config, path):
+        """Write config to path; returns (port, admin_port, extra_env)."""
+        port, admin_port = free_ports(2)
+        extra_env = {}
+        if config is None:
+            config = {}
+        if isinstance(config, dict):
+            cfg = copy.deepcopy(config)
+            if "listen" in cfg:
+                port = _port_of(cfg["listen"])
+            else:
+                cfg["listen"] = "127.0.0.1:%d" % port
+            admin = cfg.setdefault("admin", {}) or {}
+            cfg["admin"] = admin
+            if "listen" in admin:
+                admin_port = _port_of(admin["listen"])
+            else:
+                admin["listen"] = "127.0.0.1:%d" % admin_port
+            text = yaml.safe_dump(cfg, sort_keys=False, default_flow_style=False)
+        else:
+            text = str(config)
+            has_listen = "{{listen}}" in text or "{{port}}" in text
+            has_admin = "{{admin_listen}}" in text or "{{admin_port}}" in text
+            text = (text.replace("{{listen}}", "127.0.0.1:%d" % port).replace("{{port}}", str(port))
+                        .replace("{{admin_listen}}", "127.0.0.1:%d" % admin_port).replace("{{admin_port}}", str(admin_port)))
+            if not has_listen:
+                extra_env["WAKEGATE_LISTEN"] = "127.0.0.1:%d" % port
+            if not has_admin:
+                extra_env["WAKEGATE_ADMIN_LISTEN"] = "127.0.0.1:%d" % admin_port
+        pathlib.Path(path).write_text(text)
+        return port, admin_port, extra_env
+
+    def __call__(self, config=None, env=None, args=None, wait=True, timeout=10.0):
+        """Start wakegate; with wait, block until admin /healthz answers 200.
+
+        On timeout or early exit raise HarnessError with the stderr tail. The
+        listen ports from the env (WAKEGATE_LISTEN...) win over the file's,
+        as in the binary itself.
+        """
+        b = self._check_bin()
+        config_path, stderr_path, stdout_path = self._next_paths()
+        port, admin_port, extra_env = self.write_config(config, config_path)
+        merged = dict(extra_env)
+        merged.update(env or {})
+        if merged.get("WAKEGATE_LISTEN"):
+            port = _port_of(merged["WAKEGATE_LISTEN"])
+        if merged.get("WAKEGATE_ADMIN_LISTEN"):
+            admin_port = _port_of(merged["WAKEGATE_ADMIN_LISTEN"])
+        argv = [b, "--config", config_path, *(args or [])]
+        with open(stderr_path, "ab") as f:
+            f.write(("--- harness: %s\n" % " ".join(str(a) for a in argv)).encode())
+        proc = REGISTRY.spawn("wakegate", argv, stdout_path=stdout_path, stderr_path=stderr_path, env=self._env(merged))
+        gw = Wakegate(proc, port, admin_port, config_path, stderr_path, stdout_path)
+        self.instances.append(gw)
+        if wait:
+            deadline = time.monotonic() + timeout
+            while gw.healthz(timeout=0.5) != 200:
+                if proc.poll() is not None:
+                    code = gw.stop()
+                    raise HarnessError("wakegate exited with code %s before /healthz answered 200\n--- stderr tail:\n%s" % (code, gw.log_tail()))
+                if time.monotonic() > deadline:
+                    gw.stop()
+                    raise HarnessError("wakegate /healthz on 127.0.0.1:%d did not answer 200 within %.1fs\n--- stderr tail:\n%s" % (admin_port, timeout, gw.log_tail()))
+                time.sleep(0.02)
+        return gw
+
+    def run(self, args, env=None, timeout=10.0, input=None):
+        """Run the binary to completion (e.g. --check-config); returns CompletedProcess (text)."""
+        b = self._check_bin()
+        return subprocess.run([str(b), *[str(a) for a in args]], env=self._env(env), capture_output=True, text=True,
+                              timeout=timeout, input=input)
+
+    def stop_all(self):
+        """Stop every instance this factory started; return their sanitizer reports."""
+        reports = []
+        for gw in self.instances:
+            gw.stop()
+            reports += gw.sanitizer_reports()
+        self.instances = []
+        return reports
