@@ -1,17 +1,18 @@
 /* common/redis.c - one Redis connection on a libuv loop; see redis.h.
  *
  * Ownership, written down once:
- * - r owns three handles (conn_timer, cmd_timer, defer) and, while a name
- *   lookup runs, one uv_getaddrinfo_t. r->refs counts them; r is freed when
- *   the count reaches 0 after wg_redis_free(). Its memory therefore outlives
+ * - r owns three handles (conn_timer, cmd_timer, defer), the poll handle of
+ *   each hiredis context (struct watch) until it has closed, and, while a
+ *   name lookup runs, one uv_getaddrinfo_t. r->refs counts them; r is freed
+ *   when the count reaches 0 after wg_redis_free(). Its memory therefore outlives
  *   every callback that runs inside a loop turn, so code that calls out to
  *   user code only needs to re-check r->state == ST_CLOSED afterwards (this
  *   is our `disposed` guard; r itself cannot vanish under us).
  * - The hiredis context is owned by r while r->ac points at it. hiredis may
  *   free it itself (I/O error, failed connect), telling us through a NULL
  *   reply, on_connect() or on_disconnect(); conn_end() detaches it first, so
- *   each context is ended once. The libuv adapter owns its poll handle and
- *   closes it from redisAsyncFree().
+ *   each context is ended once. hiredis closes the context's poll handle
+ *   through watch_cleanup() when it frees the context.
  * - A struct req handed to hiredis stays allocated until hiredis calls
  *   reply_cb() for it, even after its outcome was delivered (timeout, loss,
  *   cancel): `done` marks that, and the late call only frees it.
@@ -24,7 +25,16 @@
  *   not be freed from inside them, and after a failed connect or a
  *   disconnect hiredis frees it right after the callback.
  * - Replies arrive in command order; pub/sub messages go to per-channel
- *   callbacks instead. */
+ *   callbacks instead.
+ *
+ * Why not hiredis 0.14's adapters/libuv.h: when libuv reports a socket error
+ * on a poll handle (a TCP reset, or a unix socket whose server died with
+ * unread data: EPOLLERR), it stops the handle and calls back with UV_EBADF;
+ * that adapter returns without telling hiredis, so the connection hangs for
+ * good, and a subscriber, which has no command timeout, never recovers. The
+ * few lines of struct watch below hand such an error to hiredis as the I/O
+ * it was waiting for, so its read or write fails and it reports the loss.
+ * (test_server_reset covers it.) */
 #include "common/redis.h"
 
 #include <arpa/inet.h>
@@ -39,7 +49,6 @@
 #include <sys/un.h>
 
 #include <hiredis/async.h>
-#include <hiredis/adapters/libuv.h>
 
 #include "common/log.h"
 
@@ -777,6 +786,101 @@ static void send_subscribe(struct wg_redis *r, struct sub *s)
         WG_DEBUG(r->log, SUBSYS, "subscribe not sent, context closing", "name=%s", r->qname);
 }
 
+/* ---- the context's poll handle -------------------------------------------------------------- */
+
+struct watch {
+    uv_poll_t poll;
+    redisAsyncContext *ac; /* NULL once hiredis let go of the context */
+    struct wg_redis *r;
+    int events;
+};
+
+static void watch_cb(uv_poll_t *h, int status, int events)
+{
+    struct watch *w = h->data;
+    /* On an error libuv has stopped the handle and says nothing about the
+     * events: retry what hiredis waits for, so that it meets the error. */
+    int ev = status < 0 ? w->events : events;
+
+    if (w->ac && (ev & UV_READABLE))
+        redisAsyncHandleRead(w->ac);
+    /* The read may have freed the context (cleanup cleared w->ac). */
+    if (w->ac && (ev & UV_WRITABLE))
+        redisAsyncHandleWrite(w->ac);
+}
+
+static void watch_update(struct watch *w, int add, int del)
+{
+    w->events = (w->events | add) & ~del;
+    if (w->events)
+        uv_poll_start(&w->poll, w->events, watch_cb);
+    else
+        uv_poll_stop(&w->poll);
+}
+
+static void watch_add_read(void *p)
+{
+    watch_update(p, UV_READABLE, 0);
+}
+
+static void watch_del_read(void *p)
+{
+    watch_update(p, 0, UV_READABLE);
+}
+
+static void watch_add_write(void *p)
+{
+    watch_update(p, UV_WRITABLE, 0);
+}
+
+static void watch_del_write(void *p)
+{
+    watch_update(p, 0, UV_WRITABLE);
+}
+
+static void watch_closed(uv_handle_t *h)
+{
+    struct watch *w = h->data;
+    struct wg_redis *r = w->r;
+
+    free(w);
+    release(r);
+}
+
+/* hiredis calls this from inside redisAsyncFree(), before it closes the fd. */
+static void watch_cleanup(void *p)
+{
+    struct watch *w = p;
+
+    w->ac = NULL;
+    uv_close((uv_handle_t *)&w->poll, watch_closed);
+}
+
+static int watch_attach(struct wg_redis *r, redisAsyncContext *ac)
+{
+    struct watch *w = calloc(1, sizeof(*w));
+    int rc;
+
+    if (!w)
+        return -ENOMEM;
+    rc = uv_poll_init(r->loop, &w->poll, ac->c.fd);
+    if (rc < 0) {
+        free(w);
+        return rc;
+    }
+    w->poll.data = w;
+    w->ac = ac;
+    w->r = r;
+    r->refs++;
+    ac->ev.data = w;
+    ac->ev.addRead = watch_add_read;
+    ac->ev.delRead = watch_del_read;
+    ac->ev.addWrite = watch_add_write;
+    ac->ev.delWrite = watch_del_write;
+    ac->ev.cleanup = watch_cleanup;
+    return 0;
+}
+
 /* ---- connecting ----------------------------------------------------------------------------- */
 
 static void go_ready(struct wg_redis *r)
@@ -839,6 +943,7 @@ static void connect_to(struct wg_redis *r, const char *addr)
     redisAsyncContext *ac;
     char why[128];
     struct req *q, *next;
+    int rc;
 
     ac = r->t.is_unix ? redisAsyncConnectUnix(addr) : redisAsyncConnect(addr, r->t.port);
     if (!ac) {
@@ -851,12 +956,9 @@ static void connect_to(struct wg_redis *r, const char *addr)
         fail_attempt(r, "connect to", why);
         return;
     }
-    if (redisLibuvAttach(ac, r->loop) != REDIS_OK) {
-        /* 0.14's adapter installs its cleanup hook before it can fail. */
-        if (!ac->ev.data)
-            ac->ev.cleanup = NULL;
+    if ((rc = watch_attach(r, ac)) < 0) {
         redisAsyncFree(ac);
-        fail_attempt(r, "connect to", "cannot watch the socket");
+        fail_attempt(r, "connect to", uv_strerror(rc));
         return;
     }
     ac->data = r;

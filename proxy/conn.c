@@ -23,6 +23,9 @@
 #define SIDE_UP 1
 #define LINGER_MS 2000
 #define MAX_RETRIES 1
+/* Bytes a client may send ahead (pipelined requests, an early body) before
+ * we stop reading it. */
+#define PIPELINE_BUFFER_MAX (64 * 1024)
 
 enum conn_state {
     CS_HEAD,       /* waiting for a request head; [transient] once bytes arrive */
@@ -58,7 +61,6 @@ struct wg_conn {
     bool client_eof;
     bool up_eof;
     bool reading_client;
-    bool reading_up;
     bool draining;          /* gateway shutting down: close after this response */
     bool close_after_flush; /* shut down once the client write queue is empty */
     bool in_process;        /* guards client_process against re-entry */
@@ -91,6 +93,7 @@ struct wg_conn {
     struct wg_http_msg resp;
     struct wg_http_scan resp_scan;
     struct wg_buf up_in; /* a partial response head */
+    struct wg_buf held_head; /* response head waiting to go out with the first body bytes */
     bool resp_head_received;
     bool resp_head_sent;
     bool resp_keep_alive;
@@ -156,6 +159,7 @@ static void conn_unref(struct wg_conn *c)
     wg_buf_release(&c->in);
     wg_buf_release(&c->up_in);
     wg_buf_release(&c->up_head);
+    wg_buf_release(&c->held_head);
     free(c);
     wg_proxy_conn_gone(px);
 }
@@ -169,9 +173,6 @@ static void release_upstream(struct wg_conn *c, bool reusable)
 {
     if (c->up == NULL)
         return;
-    if (c->reading_up)
-        uv_read_stop(wg_upconn_stream(c->up));
-    c->reading_up = false;
     wg_pool_release(c->px->pool, c->up, reusable && c->pending[SIDE_UP] == 0);
     c->up = NULL;
     c->up_gen++;
@@ -283,11 +284,21 @@ static void write_cb(uv_write_t *req, int status)
 static void conn_write(struct wg_conn *c, int side, uv_buf_t *bufs, unsigned nbufs)
 {
     uv_stream_t *s = side_stream(c, side);
+    uv_buf_t iov[8];
     size_t total = 0, off = 0;
     int r;
 
     if (c->closing || s == NULL)
         return;
+    if (side == SIDE_CLIENT && wg_buf_size(&c->held_head) > 0 && nbufs < 8) {
+        /* One write for head and body: a small response is one syscall. */
+        iov[0] = uv_buf_init(c->held_head.data + c->held_head.off,
+                             (unsigned)wg_buf_size(&c->held_head));
+        for (unsigned i = 0; i < nbufs; i++)
+            iov[i + 1] = bufs[i];
+        bufs = iov;
+        nbufs++;
+    }
     for (unsigned i = 0; i < nbufs; i++)
         total += bufs[i].len;
     if (total == 0)
@@ -304,6 +315,8 @@ static void conn_write(struct wg_conn *c, int side, uv_buf_t *bufs, unsigned nbu
         if (r == (int)total) {
             if (side == SIDE_UP)
                 c->last_up_write_ms = now_ms(c);
+            else
+                wg_buf_reset(&c->held_head);
             return;
         }
         if (r < 0 && r != UV_EAGAIN) {
@@ -333,6 +346,8 @@ static void conn_write(struct wg_conn *c, int side, uv_buf_t *bufs, unsigned nbu
         memcpy(w->data + o, p, len);
         o += len;
     }
+    if (side == SIDE_CLIENT)
+        wg_buf_reset(&c->held_head);
     w->c = c;
     w->gen = c->up_gen;
     w->len = total - off;
@@ -355,6 +370,13 @@ static void conn_write(struct wg_conn *c, int side, uv_buf_t *bufs, unsigned nbu
     }
     if (c->pending[side] > limits(c)->buffer_high_water)
         update_reading(c);
+}
+
+/* Sends a response head kept back for coalescing, if any. */
+static void flush_held_head(struct wg_conn *c)
+{
+    if (wg_buf_size(&c->held_head) > 0)
+        conn_write(c, SIDE_CLIENT, NULL, 0);
 }
 
 static void write_str(struct wg_conn *c, int side, const char *s, size_t n)
@@ -382,8 +404,9 @@ static void write_body(struct wg_conn *c, int side, enum wg_http_framing framing
 
 static void client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
-static void up_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
-static void up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
+static void up_alloc(void *user, uv_buf_t *buf);
+static void up_read(void *user, ssize_t n, const uv_buf_t *buf);
+static const struct wg_upconn_reader up_reader = {up_alloc, up_read};
 
 /* Reading resumes below half the high-water mark, so a slow peer does not
  * toggle it on every write. */
@@ -403,16 +426,21 @@ static void update_reading(struct wg_conn *c)
             want_client = !c->client_eof;
             break;
         case CS_CONNECTING:
+            /* Keep reading (bytes wait in c->in), so the read interest does
+             * not change per request and an early client close is seen. */
+            want_client = !c->client_eof && wg_buf_size(&c->in) < PIPELINE_BUFFER_MAX;
             break;
         case CS_PROXY:
-            want_client = !c->client_eof && !c->req.complete &&
-                          below_mark(c, SIDE_UP, c->reading_client);
+            if (c->req.complete)
+                want_client = !c->client_eof && wg_buf_size(&c->in) < PIPELINE_BUFFER_MAX;
+            else
+                want_client = !c->client_eof && below_mark(c, SIDE_UP, c->reading_client);
             want_up = c->up != NULL && !c->resp.complete &&
-                      below_mark(c, SIDE_CLIENT, c->reading_up);
+                      below_mark(c, SIDE_CLIENT, true);
             break;
         case CS_TUNNEL:
             want_client = !c->client_eof && below_mark(c, SIDE_UP, c->reading_client);
-            want_up = c->up != NULL && !c->up_eof && below_mark(c, SIDE_CLIENT, c->reading_up);
+            want_up = c->up != NULL && !c->up_eof && below_mark(c, SIDE_CLIENT, true);
             break;
         case CS_LINGER:
             want_client = !c->client_eof;
@@ -426,13 +454,8 @@ static void update_reading(struct wg_conn *c)
             uv_read_stop((uv_stream_t *)&c->client);
         c->reading_client = want_client;
     }
-    if (c->up != NULL && want_up != c->reading_up) {
-        if (want_up)
-            uv_read_start(wg_upconn_stream(c->up), up_alloc, up_read);
-        else
-            uv_read_stop(wg_upconn_stream(c->up));
-        c->reading_up = want_up;
-    }
+    if (c->up != NULL)
+        wg_upconn_read(c->up, want_up);
 }
 
 static uint64_t max_u64(uint64_t a, uint64_t b)
@@ -577,6 +600,7 @@ static void begin_close(struct wg_conn *c)
 {
     if (c->closing || c->state == CS_LINGER)
         return;
+    flush_held_head(c);
     c->close_after_flush = true;
     if (c->pending[SIDE_CLIENT] > 0)
         return;
@@ -719,7 +743,7 @@ static void connect_upstream(struct wg_conn *c, bool fresh)
     c->up_start_ms = now_ms(c);
     update_reading(c);
     int r = wg_pool_acquire(c->px->pool, (const struct sockaddr *)&c->up_addr, fresh,
-                            upstream_connected, c, &uc, &reused);
+                            &up_reader, upstream_connected, c, &uc, &reused);
     if (r < 0) {
         char why[96];
         snprintf(why, sizeof(why), "connect: %s", uv_err_name(r));
@@ -984,9 +1008,9 @@ static void client_eof(struct wg_conn *c)
     switch (c->state) {
     case CS_HEAD:
     case CS_LINGER:
-    case CS_CONNECTING:
         conn_close(c);
         return;
+    case CS_CONNECTING:
     case CS_PROXY:
         if (!c->req.complete) {
             /* Aborted upload: the upstream connection saw a partial body. */
@@ -1086,6 +1110,8 @@ static void response_done(struct wg_conn *c)
 {
     if (c->resp_framing == WG_HTTP_FRAME_CHUNKED)
         write_str(c, SIDE_CLIENT, "0\r\n\r\n", 5);
+    else
+        flush_held_head(c);
     if (c->closing)
         return;
     finish_exchange(c);
@@ -1198,19 +1224,15 @@ static void handle_response_head(struct wg_conn *c, const char *head, size_t hea
     c->status = status;
     c->resp_head_received = true;
     c->resp_head_sent = true;
-    write_str(c, SIDE_CLIENT, wg_buf_head(&hb), wg_buf_size(&hb));
-    wg_buf_release(&hb);
+    /* Held until the end of this read, to leave with the first body bytes. */
+    wg_buf_release(&c->held_head);
+    c->held_head = hb;
     conn_arm(c);
 }
 
-static void up_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+static void up_alloc(void *user, uv_buf_t *buf)
 {
-    struct wg_conn *c = wg_upconn_user((struct wg_upconn *)h->data);
-    if (c == NULL) {
-        buf->base = NULL;
-        buf->len = 0;
-        return;
-    }
+    struct wg_conn *c = user;
     buf->base = c->px->readbuf;
     buf->len = sizeof(c->px->readbuf);
 }
@@ -1275,6 +1297,8 @@ static void up_process(struct wg_conn *c, const char *data, size_t len)
         if (wg_buf_append(&c->up_in, data + used, len - used) < 0)
             upstream_failed(c, 502, "response head too large", false);
     }
+    if (!c->closing)
+        flush_held_head(c);
 }
 
 static void up_eof(struct wg_conn *c)
@@ -1305,9 +1329,9 @@ static void up_eof(struct wg_conn *c)
     upstream_failed(c, 502, "upstream closed before responding", c->up_reused && nothing_received);
 }
 
-static void up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+static void up_read(void *user, ssize_t n, const uv_buf_t *buf)
 {
-    struct wg_conn *c = wg_upconn_user((struct wg_upconn *)s->data);
+    struct wg_conn *c = user;
 
     if (c == NULL || c->closing || n == 0)
         return;
@@ -1393,6 +1417,7 @@ void wg_conn_accept(struct wg_proxy *px)
     wg_buf_init(&c->in, cfg->limits.head_max + WG_READ_BUF_SIZE);
     wg_buf_init(&c->up_in, cfg->limits.head_max + WG_READ_BUF_SIZE);
     wg_buf_init(&c->up_head, cfg->limits.head_max * 2 + 1024);
+    wg_buf_init(&c->held_head, cfg->limits.head_max * 2 + 1024);
     c->state = CS_HEAD;
     c->idle_since = now_ms(c);
     c->draining = px->shutting_down;

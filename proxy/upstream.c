@@ -28,10 +28,12 @@ struct wg_upconn {
     struct wg_list idle_link;
     struct sockaddr_storage addr;
     wg_upconn_connect_cb *cb;
+    const struct wg_upconn_reader *reader;
     void *user;
     uint64_t idle_since;
     bool connecting;
     bool closing;
+    bool reading;
 };
 
 struct wg_pool {
@@ -155,6 +157,7 @@ static void upconn_close(struct wg_upconn *uc)
     unlink_idle(uc);
     uc->cb = NULL;
     uc->user = NULL;
+    uc->reader = NULL;
     uv_close((uv_handle_t *)&uc->tcp, upconn_closed);
 }
 
@@ -220,19 +223,60 @@ void wg_pool_free(struct wg_pool *pool)
     uv_close((uv_handle_t *)&pool->sweep, sweep_closed);
 }
 
+static void upconn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct wg_upconn *uc = (struct wg_upconn *)h;
+    if (uc->reader != NULL) {
+        uc->reader->alloc(uc->user, buf);
+        return;
+    }
+    buf->base = uc->pool->drain;
+    buf->len = sizeof(uc->pool->drain);
+}
+
+static void upconn_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct wg_upconn *uc = (struct wg_upconn *)s;
+    if (uc->reader != NULL) {
+        uc->reader->read(uc->user, n, buf);
+        return;
+    }
+    /* An idle upstream has nothing to say: EOF, an error or stray bytes all
+     * end the connection. */
+    if (n != 0)
+        upconn_close(uc);
+}
+
+void wg_upconn_read(struct wg_upconn *uc, bool on)
+{
+    if (uc->closing || uc->connecting || uc->reading == on)
+        return;
+    if (on) {
+        if (uv_read_start((uv_stream_t *)&uc->tcp, upconn_alloc, upconn_read_cb) < 0)
+            return;
+    } else {
+        uv_read_stop((uv_stream_t *)&uc->tcp);
+    }
+    uc->reading = on;
+}
+
 static void connect_cb(uv_connect_t *req, int status)
 {
     struct wg_upconn *uc = req->data;
     wg_upconn_connect_cb *cb = uc->cb;
     uc->connecting = false;
     uc->cb = NULL;
-    if (cb != NULL && !uc->closing)
+    if (uc->closing)
+        return;
+    if (status == 0)
+        wg_upconn_read(uc, true);
+    if (cb != NULL)
         cb(uc, status, uc->user);
 }
 
 int wg_pool_acquire(struct wg_pool *pool, const struct sockaddr *addr, bool fresh,
-                    wg_upconn_connect_cb *cb, void *user, struct wg_upconn **ret_uc,
-                    bool *ret_reused)
+                    const struct wg_upconn_reader *reader, wg_upconn_connect_cb *cb, void *user,
+                    struct wg_upconn **ret_uc, bool *ret_reused)
 {
     struct wg_upconn *uc = NULL;
     int r;
@@ -242,8 +286,8 @@ int wg_pool_acquire(struct wg_pool *pool, const struct sockaddr *addr, bool fres
         if (b != NULL && !wg_list_empty(&b->idle)) {
             uc = wg_container_of(b->idle.next, struct wg_upconn, idle_link);
             unlink_idle(uc);
-            uv_read_stop((uv_stream_t *)&uc->tcp);
             uc->user = user;
+            uc->reader = reader;
             *ret_uc = uc;
             *ret_reused = true;
             return 0;
@@ -266,6 +310,7 @@ int wg_pool_acquire(struct wg_pool *pool, const struct sockaddr *addr, bool fres
     uc->creq.data = uc;
     uc->cb = cb;
     uc->user = user;
+    uc->reader = reader;
     uv_tcp_nodelay(&uc->tcp, 1);
     r = uv_tcp_connect(&uc->creq, &uc->tcp, addr, connect_cb);
     if (r < 0) {
@@ -278,35 +323,21 @@ int wg_pool_acquire(struct wg_pool *pool, const struct sockaddr *addr, bool fres
     return 0;
 }
 
-static void idle_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    struct wg_upconn *uc = (struct wg_upconn *)h;
-    buf->base = uc->pool->drain;
-    buf->len = sizeof(uc->pool->drain);
-}
-
-static void idle_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
-{
-    struct wg_upconn *uc = (struct wg_upconn *)s;
-    /* An idle upstream has nothing to say: EOF, an error or stray bytes all
-     * end the connection. */
-    if (n != 0)
-        upconn_close(uc);
-}
-
 void wg_pool_release(struct wg_pool *pool, struct wg_upconn *uc, bool reusable)
 {
     if (uc == NULL)
         return;
     uc->cb = NULL;
     uc->user = NULL;
+    uc->reader = NULL;
     if (!reusable || pool->freeing || uc->connecting || uc->closing ||
         pool->cfg->keepalive_max == 0) {
         upconn_close(uc);
         return;
     }
     struct bucket *b = bucket_find(pool, (const struct sockaddr *)&uc->addr, true);
-    if (b == NULL || uv_read_start((uv_stream_t *)&uc->tcp, idle_alloc, idle_read) < 0) {
+    wg_upconn_read(uc, true);
+    if (b == NULL || !uc->reading) {
         upconn_close(uc);
         return;
     }
@@ -333,11 +364,6 @@ void wg_pool_drop(struct wg_pool *pool, const struct sockaddr *addr)
 uv_stream_t *wg_upconn_stream(struct wg_upconn *uc)
 {
     return (uv_stream_t *)&uc->tcp;
-}
-
-void *wg_upconn_user(const struct wg_upconn *uc)
-{
-    return uc->user;
 }
 
 size_t wg_pool_idle_count(const struct wg_pool *pool)

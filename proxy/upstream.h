@@ -24,6 +24,16 @@ struct wg_upconn; /* opaque */
 
 /* status is 0, or a negative libuv error (UV_ECONNREFUSED, UV_ECANCELED...). */
 typedef void wg_upconn_connect_cb(struct wg_upconn *uc, int status, void *user);
+/* The borrower's read callbacks. A connection keeps reading for its whole
+ * life (no epoll change per request); the pool hands reads to the borrower
+ * while borrowed, and treats any read while idle as the end. */
+typedef void wg_upconn_alloc_cb(void *user, uv_buf_t *buf);
+typedef void wg_upconn_read_cb(void *user, ssize_t nread, const uv_buf_t *buf);
+
+struct wg_upconn_reader {
+    wg_upconn_alloc_cb *alloc;
+    wg_upconn_read_cb *read;
+};
 
 int wg_pool_new(uv_loop_t *loop, const struct wg_upstream_cfg *cfg, struct wg_log *log,
                 struct wg_pool **ret_pool);
@@ -36,11 +46,14 @@ void wg_pool_free(struct wg_pool *pool);
  * never called. Otherwise a connect starts, *ret_reused = false, and cb runs
  * once, never inside this call. Returns 0 or a negative libuv error. */
 int wg_pool_acquire(struct wg_pool *pool, const struct sockaddr *addr, bool fresh,
-                    wg_upconn_connect_cb *cb, void *user, struct wg_upconn **ret_uc,
-                    bool *ret_reused);
+                    const struct wg_upconn_reader *reader, wg_upconn_connect_cb *cb, void *user,
+                    struct wg_upconn **ret_uc, bool *ret_reused);
 
-/* Gives a borrowed connection back: pooled if reusable (the user has
- * stopped reading and has no write in flight), else closed. The user must
+/* Flow control for the borrower: stop or resume reading (idempotent). */
+void wg_upconn_read(struct wg_upconn *uc, bool on);
+
+/* Gives a borrowed connection back: pooled if reusable (the user has no
+ * write in flight), else closed. The user must
  * not touch uc afterwards. */
 void wg_pool_release(struct wg_pool *pool, struct wg_upconn *uc, bool reusable);
 
@@ -48,7 +61,6 @@ void wg_pool_release(struct wg_pool *pool, struct wg_upconn *uc, bool reusable);
 void wg_pool_drop(struct wg_pool *pool, const struct sockaddr *addr);
 
 uv_stream_t *wg_upconn_stream(struct wg_upconn *uc);
-void *wg_upconn_user(const struct wg_upconn *uc);
 /* Idle connections held, for metrics and tests. */
 size_t wg_pool_idle_count(const struct wg_pool *pool);
 

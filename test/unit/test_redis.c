@@ -545,6 +545,33 @@ static void test_server_restart(void **state)
     free_and_close(fx, r);
 }
 
+/* The server dies with our command unread: the kernel resets the socket
+ * (EPOLLERR, as a TCP reset would), which must count as a loss like EOF. */
+static void test_server_reset(void **state)
+{
+    struct fx *fx = *state;
+    struct wg_redis_opts opts = {.reconnect_min_ms = 10, .reconnect_max_ms = 100};
+    struct result ping = {.fx = fx}, after = {.fx = fx};
+    struct wg_redis *r = open_connected(fx, &opts);
+
+    assert_int_equal(kill(fx->srv.pid, SIGSTOP), 0);
+    CMD(fx, r, &ping, "PING");
+    run_for(fx, 50);
+    assert_int_equal(ping.calls, 0);
+    server_stop(&fx->srv);
+    assert_true(run_until(fx, &fx->downs, 1, 1000));
+    assert_int_equal(ping.calls, 1);
+    assert_int_equal(ping.status, -ECONNRESET);
+    assert_non_null(strstr(fx->reason, "lost"));
+
+    assert_int_equal(server_start(&fx->srv), 0);
+    assert_true(run_until(fx, &fx->ups, 2, 3000));
+    CMD(fx, r, &after, "PING");
+    assert_true(run_until(fx, &after.calls, 1, 2000));
+    assert_int_equal(after.status, 0);
+    free_and_close(fx, r);
+}
+
 static void test_connect_timeout(void **state)
 {
     struct fx *fx = *state;
@@ -776,7 +803,8 @@ static void test_free_in_callbacks(void **state)
 
     /* From the state callback when the server goes away, with a command
      * in flight. */
-    lost = open_connected(fx, NULL);
+    struct wg_redis_opts lopts = {.name = "lost"};
+    lost = open_connected(fx, &lopts);
     wg_redis_on_state(lost, free_in_state_cb, &f3);
     CMD(fx, lost, &held, "DEBUG SLEEP 1");
     uv_run(&fx->loop, UV_RUN_NOWAIT);
@@ -819,6 +847,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pipeline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_command_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_server_reset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_subscribe, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_pending, setup, teardown),
@@ -826,5 +855,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_no_server, setup, teardown),
     };
 
+    /* WG_TEST_FILTER=test_subscribe runs one test (a glob). */
+    if (getenv("WG_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("WG_TEST_FILTER"));
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -91,6 +91,7 @@ class Registry:
                 os.killpg(p.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+            _reap_group(p.pid)
             return p.returncode
         finally:
             self.forget(p)
@@ -138,7 +139,7 @@ def become_subreaper():
 
 
 def _proc_stat(pid):
-    """(comm, state, ppid) of pid from /proc, or None if it is gone."""
+    """(comm, state, ppid, pgrp) of pid from /proc, or None if it is gone."""
     try:
         with open("/proc/%d/stat" % pid, "rb") as f:
             data = f.read().decode("utf-8", "replace")
@@ -147,7 +148,32 @@ def _proc_stat(pid):
     lpar, rpar = data.index("("), data.rindex(")")
     comm = data[lpar + 1 : rpar]
     rest = data[rpar + 2 :].split()
-    return comm, rest[0], int(rest[1])
+    return comm, rest[0], int(rest[1]), int(rest[2])
+
+
+def _reap_group(pgid, timeout=2.0):
+    """Reap members of process group pgid that were re-parented to us (we are a
+    subreaper) after their leader died; they are ours and nobody else waits
+    for them."""
+    me = os.getpid()
+    deadline = time.monotonic() + timeout
+    while True:
+        pending = False
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            st = _proc_stat(int(name))
+            if st is None or st[2] != me or st[3] != pgid:
+                continue
+            try:
+                done, _ = os.waitpid(int(name), os.WNOHANG)
+            except ChildProcessError:
+                continue
+            if done == 0:
+                pending = True
+        if not pending or time.monotonic() > deadline:
+            return
+        time.sleep(0.02)
 
 
 def _cmdline(pid):
