@@ -892,6 +892,7 @@ static void start_request(struct wg_conn *c, const char *head, size_t head_len)
         .framing = c->req_framing,
         .content_length = c->req.content_length,
         .upgrade = c->req.upgrade_websocket,
+        .default_host = m.route->upstream_text,
     };
     /* "/prefix" stripped from "/prefix" or "/prefix?q" leaves no path. */
     if (m.strip_len > 0 && (target_len == 0 || target[0] != '/'))

@@ -627,7 +627,14 @@ int wg_http_request_rebuild(const struct wg_http_msg *req, const struct wg_http_
         (r = wg_buf_append(out, o->target, o->target_len)) < 0 ||
         (r = APPEND_LIT(out, " HTTP/1.1\r\n")) < 0)
         goto out;
-    if (req->host != NULL && (r = append_field(out, "Host", 4, req->host, req->host_len)) < 0)
+    /* Upstream requests are HTTP/1.1, which requires a Host. */
+    const char *host = req->host;
+    size_t host_len = req->host_len;
+    if (host == NULL && o->default_host != NULL) {
+        host = o->default_host;
+        host_len = strlen(host);
+    }
+    if (host != NULL && (r = append_field(out, "Host", 4, host, host_len)) < 0)
         goto out;
 
     for (size_t i = 0; i < req->fields_len; i++) {
@@ -669,8 +676,8 @@ int wg_http_request_rebuild(const struct wg_http_msg *req, const struct wg_http_
         goto out;
     if (xfh != NULL)
         r = append_field(out, "X-Forwarded-Host", 16, xfh->value, xfh->value_len);
-    else if (req->host != NULL)
-        r = append_field(out, "X-Forwarded-Host", 16, req->host, req->host_len);
+    else if (host != NULL)
+        r = append_field(out, "X-Forwarded-Host", 16, host, host_len);
     if (r < 0)
         goto out;
     if (xfp != NULL)

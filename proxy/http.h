@@ -128,6 +128,7 @@ struct wg_http_request_out {
     const char *target; /* rewritten target, e.g. after strip_prefix */
     size_t target_len;
     bool slash_prefix; /* write "/" before target (a stripped prefix took the path) */
+    const char *default_host; /* Host for a 1.0 request that sent none (the upstream) */
     const struct sockaddr *peer; /* client address */
     bool peer_trusted;           /* keep and append to its X-Forwarded-* */
     enum wg_http_framing framing;

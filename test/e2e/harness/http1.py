@@ -25,12 +25,12 @@ class Reader:
         self.on_bytes = on_bytes
         self.bufsize = bufsize
 
-    def fill(self):
-        """Receive once into the buffer. False on EOF or reset."""
+    def fill(self, size=None):
+        """Receive once (up to size bytes) into the buffer. False on EOF or reset."""
         if self.eof:
             return False
         try:
-            data = self.sock.recv(self.bufsize)
+            data = self.sock.recv(size or self.bufsize)
         except ConnectionResetError:
             self.eof = self.reset = True
             return False
@@ -69,7 +69,7 @@ class Reader:
         """Consume n bytes; return only the first `keep` of them (for huge bodies)."""
         kept = bytearray()
         while n > 0:
-            if not self.buf and not self.fill():
+            if not self.buf and not self.fill(min(n, 1 << 20)):
                 raise Incomplete("EOF with %d bytes still expected" % n)
             take = min(n, len(self.buf))
             if len(kept) < keep:

@@ -14,12 +14,22 @@ from . import http1
 from .http1 import Incomplete, parse_requests, parse_responses  # noqa: F401 - re-exported
 
 
+RECEIVED_LIMIT = 16 * 1024 * 1024
+
+
 class RawConnection:
     def __init__(self, port, host="127.0.0.1", timeout=5.0):
         self.sock = http1.connect(host, port, timeout)
         self.timeout = timeout
-        self.received = bytearray()
-        self.reader = http1.Reader(self.sock, on_bytes=self.received.extend)
+        self.received = bytearray()  # the first RECEIVED_LIMIT bytes that arrived
+        self.received_total = 0
+        self.reader = http1.Reader(self.sock, on_bytes=self._record, bufsize=256 * 1024)
+
+    def _record(self, data):
+        self.received_total += len(data)
+        room = RECEIVED_LIMIT - len(self.received)
+        if room > 0:
+            self.received += data[:room]
 
     def send(self, data):
         if isinstance(data, str):
@@ -72,7 +82,7 @@ class RawConnection:
                 return bytes(out), "reset"
             if not data:
                 return bytes(out), "eof"
-            self.received.extend(data)
+            self._record(data)
             out += data
 
     def close_state(self, timeout=1.0):

@@ -60,7 +60,7 @@ class RedisServer:
         self.proc = REGISTRY.spawn("redis-server", self.argv(), log_path=self.log_path)
         try:
             wait_until(self._pong, timeout=timeout, what="redis-server PING on %s" % self.unix_path)
-        except TimeoutError as e:
+        except (TimeoutError, HarnessError) as e:
             code = self.proc.poll()
             self.stop()
             raise HarnessError("redis-server did not answer (exit code %s): %s\n--- log tail:\n%s" % (code, e, tail(self.log_path))) from None

@@ -41,8 +41,9 @@ def free_ports(n, host="127.0.0.1"):
 def wait_until(fn, timeout=10.0, interval=0.02, what=None):
     """Call fn until it returns a truthy value; return that value.
 
-    Exceptions from fn count as "not yet". On timeout raise TimeoutError whose
-    message names `what` and the last exception seen.
+    Exceptions from fn count as "not yet", except HarnessError, which means it
+    never will be (a daemon exited) and propagates at once. On timeout raise
+    TimeoutError whose message names `what` and the last exception seen.
     """
     deadline = time.monotonic() + timeout
     last_exc = None
@@ -51,6 +52,8 @@ def wait_until(fn, timeout=10.0, interval=0.02, what=None):
             v = fn()
             if v:
                 return v
+        except HarnessError:
+            raise
         except Exception as e:  # noqa: BLE001 - polling treats errors as "not yet"
             last_exc = e
         if time.monotonic() >= deadline:
