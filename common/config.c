@@ -109,7 +109,10 @@ int wg_config_parse_size(const char *s, uint64_t *ret_bytes)
 {
     /* Only binary units: "KB" means 1000 to some readers and 1024 to others. */
     static const struct unit units[] = {
-        {"KiB", 1ull << 10}, {"MiB", 1ull << 20}, {"GiB", 1ull << 30}, {NULL, 0},
+        {"KiB", 1ull << 10},
+        {"MiB", 1ull << 20},
+        {"GiB", 1ull << 30},
+        {NULL, 0},
     };
 
     return parse_with_unit(s, units, true, ret_bytes);
@@ -222,8 +225,7 @@ int wg_config_parse_cidr(const char *s, struct wg_cidr *ret_cidr)
     if (slash != NULL) {
         uint64_t p;
 
-        if (strlen(slash + 1) > 3 || parse_digits(slash + 1, strlen(slash + 1), &p) < 0 ||
-            p > max)
+        if (strlen(slash + 1) > 3 || parse_digits(slash + 1, strlen(slash + 1), &p) < 0 || p > max)
             return -EINVAL;
         c.prefix = (unsigned)p;
     }
@@ -467,20 +469,29 @@ struct name_value {
 };
 
 static const struct name_value roles[] = {
-    {"all", WG_ROLE_ALL}, {"proxy", WG_ROLE_PROXY}, {"orchestrator", WG_ROLE_ORCHESTRATOR},
+    {"all", WG_ROLE_ALL},
+    {"proxy", WG_ROLE_PROXY},
+    {"orchestrator", WG_ROLE_ORCHESTRATOR},
     {NULL, 0},
 };
 /* The log module has its own parsers; these tables keep the config's error
  * text ("use debug, info, warn or error") next to the names it lists. */
 static const struct name_value levels[] = {
-    {"debug", WG_LOG_DEBUG}, {"info", WG_LOG_INFO}, {"warn", WG_LOG_WARN},
-    {"error", WG_LOG_ERROR}, {NULL, 0},
+    {"debug", WG_LOG_DEBUG},
+    {"info", WG_LOG_INFO},
+    {"warn", WG_LOG_WARN},
+    {"error", WG_LOG_ERROR},
+    {NULL, 0},
 };
 static const struct name_value formats[] = {
-    {"logfmt", WG_LOG_LOGFMT}, {"json", WG_LOG_JSON}, {NULL, 0},
+    {"logfmt", WG_LOG_LOGFMT},
+    {"json", WG_LOG_JSON},
+    {NULL, 0},
 };
 static const struct name_value on_failures[] = {
-    {"keep_awake", WG_SAVE_KEEP_AWAKE}, {"stop", WG_SAVE_STOP}, {NULL, 0},
+    {"keep_awake", WG_SAVE_KEEP_AWAKE},
+    {"stop", WG_SAVE_STOP},
+    {NULL, 0},
 };
 static const struct name_value bools[] = {
     {"true", 1}, {"True", 1}, {"TRUE", 1}, {"false", 0}, {"False", 0}, {"FALSE", 0}, {NULL, 0},
@@ -658,14 +669,13 @@ static int set_scalar(const struct field *f, void *base, const char *s, char *ms
         return 0;
     case K_ROLE:
         if (lookup(roles, s, &v) < 0)
-            return problem(msg, msglen, "unknown role \"%s\" (use all, proxy or orchestrator)",
-                           s);
+            return problem(msg, msglen, "unknown role \"%s\" (use all, proxy or orchestrator)", s);
         *(enum wg_role *)dst = (enum wg_role)v;
         return 0;
     case K_LEVEL:
         if (lookup(levels, s, &v) < 0)
-            return problem(msg, msglen,
-                           "unknown log level \"%s\" (use debug, info, warn or error)", s);
+            return problem(msg, msglen, "unknown log level \"%s\" (use debug, info, warn or error)",
+                           s);
         *(enum wg_log_level *)dst = (enum wg_log_level)v;
         return 0;
     case K_FORMAT:
@@ -805,58 +815,72 @@ static int fail_unknown(struct walk *w, const yaml_node_t *key, const struct fie
     return fail_node(w, key, "unknown key (expected one of: %s)", known);
 }
 
+/* One key of a mapping, p, of the pairs from start: it must be a known key,
+ * given once. */
+static int walk_pair(struct walk *w, yaml_node_t *map, yaml_node_pair_t *start, yaml_node_pair_t *p,
+                     const struct field *fields, void *base)
+{
+    yaml_node_t *key = yaml_document_get_node(w->doc, p->key);
+    yaml_node_t *value = yaml_document_get_node(w->doc, p->value);
+    const struct field *f;
+    const char *name;
+    size_t old;
+    int r = 0;
+
+    if (key == NULL || value == NULL || key->type != YAML_SCALAR_NODE || is_null(key))
+        return fail_node(w, key != NULL ? key : map, "keys must be plain names");
+    name = (const char *)key->data.scalar.value;
+    for (f = fields; f->key != NULL; f++)
+        if (strcmp(f->key, name) == 0)
+            break;
+    old = push_path(w, w->pathlen > 0 ? ".%s" : "%s", name);
+    if (f->key == NULL) {
+        r = fail_unknown(w, key, fields);
+        goto out;
+    }
+    /* Every earlier key is a known one, so this loop stays short. */
+    for (yaml_node_pair_t *q = start; q < p; q++) {
+        yaml_node_t *prev = yaml_document_get_node(w->doc, q->key);
+
+        if (strcmp((const char *)prev->data.scalar.value, name) == 0) {
+            r = fail_node(w, key, "duplicate key (first set on line %zu)",
+                          prev->start_mark.line + 1);
+            goto out;
+        }
+    }
+    r = walk_value(w, value, f, base);
+out:
+    pop_path(w, old);
+    return r;
+}
+
 /* Walks a mapping whose keys are described by fields; null is an empty
  * mapping, so "admin:" with nothing under it keeps the defaults. */
 static int walk_map(struct walk *w, yaml_node_t *map, const struct field *fields, void *base)
 {
-    yaml_node_pair_t *start, *top;
-    int r = 0;
+    yaml_node_pair_t *start;
+    int r;
 
     if (is_null(map))
         return 0;
     if (map->type != YAML_MAPPING_NODE)
         return fail_node(w, map, "expected a mapping, got %s", node_kind(map));
     start = map->data.mapping.pairs.start;
-    top = map->data.mapping.pairs.top;
-    for (yaml_node_pair_t *p = start; p < top; p++) {
-        yaml_node_t *key = yaml_document_get_node(w->doc, p->key);
-        yaml_node_t *value = yaml_document_get_node(w->doc, p->value);
-        const struct field *f;
-        const char *name;
-        size_t old;
-
-        if (key == NULL || value == NULL || key->type != YAML_SCALAR_NODE || is_null(key))
-            return fail_node(w, key != NULL ? key : map, "keys must be plain names");
-        name = (const char *)key->data.scalar.value;
-        for (f = fields; f->key != NULL; f++)
-            if (strcmp(f->key, name) == 0)
-                break;
-        old = push_path(w, w->pathlen > 0 ? ".%s" : "%s", name);
-        if (f->key == NULL) {
-            r = fail_unknown(w, key, fields);
-            goto out;
-        }
-        /* Every earlier key is a known one, so this loop stays short. */
-        for (yaml_node_pair_t *q = start; q < p; q++) {
-            yaml_node_t *prev = yaml_document_get_node(w->doc, q->key);
-
-            if (strcmp((const char *)prev->data.scalar.value, name) == 0) {
-                r = fail_node(w, key, "duplicate key (first set on line %zu)",
-                              prev->start_mark.line + 1);
-                goto out;
-            }
-        }
-        r = walk_value(w, value, f, base);
-out:
-        pop_path(w, old);
+    for (yaml_node_pair_t *p = start; p < map->data.mapping.pairs.top; p++) {
+        r = walk_pair(w, map, start, p, fields, base);
         if (r < 0)
             return r;
     }
     return 0;
 }
 
+/* The length of a list; null is an empty list. */
 static int seq_items(struct walk *w, yaml_node_t *n, size_t *ret_len)
 {
+    if (is_null(n)) {
+        *ret_len = 0;
+        return 0;
+    }
     if (n->type != YAML_SEQUENCE_NODE)
         return fail_node(w, n, "expected a list, got %s", node_kind(n));
     *ret_len = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
@@ -924,8 +948,6 @@ static int walk_cidrs(struct walk *w, yaml_node_t *n, const struct field *f, voi
     size_t len = 0;
     int r = 0;
 
-    if (is_null(n))
-        goto swap;
     r = seq_items(w, n, &len);
     if (r < 0)
         goto out;
@@ -949,7 +971,6 @@ static int walk_cidrs(struct walk *w, yaml_node_t *n, const struct field *f, voi
     }
     if (r < 0)
         goto out;
-swap:
     free(*dst);
     *dst = v;
     *dst_len = len;
@@ -988,8 +1009,6 @@ static int walk_routes(struct walk *w, yaml_node_t *n, const struct field *f, vo
     size_t len = 0;
     int r = 0;
 
-    if (is_null(n))
-        goto swap;
     r = seq_items(w, n, &len);
     if (r < 0)
         goto out;
@@ -1013,7 +1032,6 @@ static int walk_routes(struct walk *w, yaml_node_t *n, const struct field *f, vo
     }
     if (r < 0)
         goto out;
-swap:
     free_routes(*dst, *dst_len);
     *dst = v;
     *dst_len = len;
@@ -1088,24 +1106,37 @@ static const struct field redis_fields[] = {
 static const struct field docker_fields[] = {
     {.key = "host", .kind = K_DOCKER_HOST, IN_CFG(docker_host)},
     {.key = "name", .kind = K_STR, IN_CFG(docker_name)},
-    {.key = "max_concurrent_starts", .kind = K_UINT, IN_CFG(max_concurrent_starts), .min = 1,
+    {.key = "max_concurrent_starts",
+     .kind = K_UINT,
+     IN_CFG(max_concurrent_starts),
+     .min = 1,
      .max = 65535},
     {.key = NULL},
 };
 
 static const struct field idle_fields[] = {
-    {.key = "pause_after", .kind = K_DURATION, IN_CFG(sessions.idle.pause_after_ms),
+    {.key = "pause_after",
+     .kind = K_DURATION,
+     IN_CFG(sessions.idle.pause_after_ms),
      .max = DURATION_MAX_MS},
-    {.key = "stop_after", .kind = K_DURATION, IN_CFG(sessions.idle.stop_after_ms),
+    {.key = "stop_after",
+     .kind = K_DURATION,
+     IN_CFG(sessions.idle.stop_after_ms),
      .max = DURATION_MAX_MS},
     {.key = NULL},
 };
 
 static const struct field save_fields[] = {
-    {.key = "command", .kind = K_COMMAND, IN_CFG(sessions.save.command),
-     LEN_IN_CFG(sessions.save.command_len), .nullable = true},
+    {.key = "command",
+     .kind = K_COMMAND,
+     IN_CFG(sessions.save.command),
+     LEN_IN_CFG(sessions.save.command_len),
+     .nullable = true},
     {.key = "path", .kind = K_STR, IN_CFG(sessions.save.path)},
-    {.key = "timeout", .kind = K_DURATION, IN_CFG(sessions.save.timeout_ms), .min = 1,
+    {.key = "timeout",
+     .kind = K_DURATION,
+     IN_CFG(sessions.save.timeout_ms),
+     .min = 1,
      .max = DURATION_MAX_MS},
     {.key = "on_failure", .kind = K_ON_FAILURE, IN_CFG(sessions.save.on_failure)},
     {.key = NULL},
@@ -1114,7 +1145,10 @@ static const struct field save_fields[] = {
 static const struct field sessions_fields[] = {
     {.key = "image", .kind = K_STR, IN_CFG(sessions.image)},
     {.key = "port", .kind = K_UINT, IN_CFG(sessions.port), .min = 1, .max = 65535},
-    {.key = "wake_timeout", .kind = K_DURATION, IN_CFG(sessions.wake_timeout_ms), .min = 1,
+    {.key = "wake_timeout",
+     .kind = K_DURATION,
+     IN_CFG(sessions.wake_timeout_ms),
+     .min = 1,
      .max = DURATION_MAX_MS},
     {.key = "idle", .kind = K_MAP, .sub = idle_fields, .check = check_idle},
     {.key = "save", .kind = K_MAP, .sub = save_fields},
@@ -1123,15 +1157,25 @@ static const struct field sessions_fields[] = {
 
 static const struct field non_waking_fields[] = {
     {.key = "paths", .kind = K_PATHS, IN_CFG(non_waking_paths), LEN_IN_CFG(non_waking_paths_len)},
-    {.key = "user_agents", .kind = K_STRLIST, IN_CFG(non_waking_user_agents),
+    {.key = "user_agents",
+     .kind = K_STRLIST,
+     IN_CFG(non_waking_user_agents),
      LEN_IN_CFG(non_waking_user_agents_len)},
     {.key = NULL},
 };
 
-#define LIMIT_SIZE(k, m, lo, hi) {.key = k, .kind = K_SIZE, IN_CFG(limits.m), .min = lo, .max = hi}
-#define LIMIT_UINT(k, m, lo, hi) {.key = k, .kind = K_UINT, IN_CFG(limits.m), .min = lo, .max = hi}
+#define LIMIT_SIZE(k, m, lo, hi)                                                                   \
+    {                                                                                              \
+        .key = k, .kind = K_SIZE, IN_CFG(limits.m), .min = lo, .max = hi                           \
+    }
+#define LIMIT_UINT(k, m, lo, hi)                                                                   \
+    {                                                                                              \
+        .key = k, .kind = K_UINT, IN_CFG(limits.m), .min = lo, .max = hi                           \
+    }
 #define LIMIT_TIME(k, m)                                                                           \
-    {.key = k, .kind = K_DURATION, IN_CFG(limits.m), .min = 1, .max = DURATION_MAX_MS}
+    {                                                                                              \
+        .key = k, .kind = K_DURATION, IN_CFG(limits.m), .min = 1, .max = DURATION_MAX_MS           \
+    }
 
 static const struct field limits_fields[] = {
     LIMIT_SIZE("request_line_max", request_line_max, 1, SIZE_LIMIT_MAX),
@@ -1151,11 +1195,20 @@ static const struct field limits_fields[] = {
 };
 
 static const struct field upstream_fields[] = {
-    {.key = "connect_timeout", .kind = K_DURATION, IN_CFG(upstream.connect_timeout_ms), .min = 1,
+    {.key = "connect_timeout",
+     .kind = K_DURATION,
+     IN_CFG(upstream.connect_timeout_ms),
+     .min = 1,
      .max = DURATION_MAX_MS},
-    {.key = "response_timeout", .kind = K_DURATION, IN_CFG(upstream.response_timeout_ms),
-     .min = 1, .max = DURATION_MAX_MS},
-    {.key = "keepalive_idle", .kind = K_DURATION, IN_CFG(upstream.keepalive_idle_ms), .min = 1,
+    {.key = "response_timeout",
+     .kind = K_DURATION,
+     IN_CFG(upstream.response_timeout_ms),
+     .min = 1,
+     .max = DURATION_MAX_MS},
+    {.key = "keepalive_idle",
+     .kind = K_DURATION,
+     IN_CFG(upstream.keepalive_idle_ms),
+     .min = 1,
      .max = DURATION_MAX_MS},
     {.key = "keepalive_max", .kind = K_UINT, IN_CFG(upstream.keepalive_max), .max = 65535},
     {.key = NULL},
@@ -1177,12 +1230,16 @@ static const struct field top_fields[] = {
     {.key = "sessions", .kind = K_MAP, .sub = sessions_fields},
     {.key = "routes", .kind = K_ROUTES, IN_CFG(routes), LEN_IN_CFG(routes_len)},
     {.key = "non_waking", .kind = K_MAP, .sub = non_waking_fields},
-    {.key = "trusted_proxies", .kind = K_CIDRS, IN_CFG(trusted_proxies),
+    {.key = "trusted_proxies",
+     .kind = K_CIDRS,
+     IN_CFG(trusted_proxies),
      LEN_IN_CFG(trusted_proxies_len)},
     {.key = "limits", .kind = K_MAP, .sub = limits_fields},
     {.key = "upstream", .kind = K_MAP, .sub = upstream_fields},
     {.key = "log", .kind = K_MAP, .sub = log_fields},
-    {.key = "shutdown_grace", .kind = K_DURATION, IN_CFG(shutdown_grace_ms),
+    {.key = "shutdown_grace",
+     .kind = K_DURATION,
+     IN_CFG(shutdown_grace_ms),
      .max = DURATION_MAX_MS},
     {.key = NULL},
 };
@@ -1247,8 +1304,9 @@ static int yaml_fail(const yaml_parser_t *p, const char *name, const char *yaml,
                        "YAML syntax error", "%s", what);
     line = p->problem_mark.line + 1;
     if (p->context != NULL)
-        return fail_at(err, errlen, name, line, "YAML syntax error", "%s %s that started on line %zu", what,
-                       p->context, p->context_mark.line + 1);
+        return fail_at(err, errlen, name, line, "YAML syntax error",
+                       "%s %s that started on line %zu", what, p->context,
+                       p->context_mark.line + 1);
     return fail_at(err, errlen, name, line, "YAML syntax error", "%s", what);
 }
 
@@ -1310,8 +1368,8 @@ out:
         yaml_document_delete(&doc);
     if (parser_live)
         yaml_parser_delete(&parser);
-    if (r == -ENOMEM && err != NULL && errlen > 0)
-        snprintf(err, errlen, "%s: out of memory", name);
+    if (r == -ENOMEM)
+        fail_at(err, errlen, NULL, 0, name, "out of memory");
     return r;
 }
 
@@ -1326,7 +1384,7 @@ int wg_config_load_file(struct wg_config *cfg, const char *path, char *err, size
     f = fopen(path, "re");
     if (f == NULL) {
         r = -errno;
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        fail_at(err, errlen, NULL, 0, path, "cannot open: %s", strerror(-r));
         goto out;
     }
     for (;;) {
@@ -1335,16 +1393,17 @@ int wg_config_load_file(struct wg_config *cfg, const char *path, char *err, size
         if (len == cap) {
             char *grown;
 
-            if (cap >= FILE_MAX) {
+            /* Room for one byte past the cap tells "too big" from "exactly the cap". */
+            if (cap > FILE_MAX) {
                 r = -EFBIG;
-                snprintf(err, errlen, "%s: file is larger than %u MiB", path, FILE_MAX >> 20);
+                fail_at(err, errlen, NULL, 0, path, "file is larger than %u MiB", FILE_MAX >> 20);
                 goto out;
             }
-            cap = cap == 0 ? 16384 : cap * 2;
-            grown = realloc(buf, cap + 1);
+            cap = cap == 0 ? 16384 : cap * 2 > FILE_MAX ? FILE_MAX + 1 : cap * 2;
+            grown = realloc(buf, cap);
             if (grown == NULL) {
                 r = -ENOMEM;
-                snprintf(err, errlen, "%s: out of memory", path);
+                fail_at(err, errlen, NULL, 0, path, "out of memory");
                 goto out;
             }
             buf = grown;
@@ -1354,7 +1413,7 @@ int wg_config_load_file(struct wg_config *cfg, const char *path, char *err, size
         if (n == 0) {
             if (ferror(f)) {
                 r = errno != 0 ? -errno : -EIO;
-                snprintf(err, errlen, "%s: cannot read: %s", path, strerror(-r));
+                fail_at(err, errlen, NULL, 0, path, "cannot read: %s", strerror(-r));
                 goto out;
             }
             break;
@@ -1564,14 +1623,13 @@ static int check_path(const struct wg_config *cfg, size_t i, char *err, size_t e
     const char *cap = strstr(pp, SESSION_TOKEN);
 
     if (pp[0] != '/')
-        return fail_route(cfg, i, "match.path_prefix", err, errlen,
-                          "\"%s\" must start with /", pp);
+        return fail_route(cfg, i, "match.path_prefix", err, errlen, "\"%s\" must start with /", pp);
     if (has_ctl_or_space(pp) || strpbrk(pp, "?#") != NULL)
         return fail_route(cfg, i, "match.path_prefix", err, errlen,
                           "\"%s\" must be a plain path (no spaces, ? or #)", pp);
     /* The router captures a whole segment, so a partial one would never match as written. */
-    if (cap != NULL && (cap[-1] != '/' || (cap[strlen(SESSION_TOKEN)] != '/' &&
-                                           cap[strlen(SESSION_TOKEN)] != '\0')))
+    if (cap != NULL && (cap[-1] != '/' ||
+                        (cap[strlen(SESSION_TOKEN)] != '/' && cap[strlen(SESSION_TOKEN)] != '\0')))
         return fail_route(cfg, i, "match.path_prefix", err, errlen,
                           "{session} must be a whole path segment, as in /s/{session}/");
     return 0;
@@ -1611,8 +1669,8 @@ static int check_route(const struct wg_config *cfg, size_t i, char *err, size_t 
         return fail_route(cfg, i, "", err, errlen,
                           "a route needs at least one match condition (match.host, "
                           "match.path_prefix or match.header)");
-    captures = count_session(r->host) + count_session(r->path_prefix) +
-               count_session(r->header_value);
+    captures =
+        count_session(r->host) + count_session(r->path_prefix) + count_session(r->header_value);
     if (captures > 1)
         return fail_route(cfg, i, "", err, errlen,
                           "{session} appears %zu times; a route captures it once", captures);
@@ -1626,8 +1684,7 @@ static int check_route(const struct wg_config *cfg, size_t i, char *err, size_t 
     if (r->strip_prefix && r->path_prefix == NULL)
         return fail_route(cfg, i, "strip_prefix", err, errlen, "requires match.path_prefix");
     if (r->port > 65535)
-        return fail_route(cfg, i, "port", err, errlen, "%u is out of range (1 to 65535)",
-                          r->port);
+        return fail_route(cfg, i, "port", err, errlen, "%u is out of range (1 to 65535)", r->port);
     if (r->has_upstream) {
         const struct sockaddr *sa = (const struct sockaddr *)&r->upstream.sa;
         unsigned port = 0;
@@ -1755,7 +1812,7 @@ int wg_config_load(struct wg_config *cfg, const struct wg_config_flags *flags, c
         flags = &no_flags;
     r = wg_config_init_defaults(cfg);
     if (r < 0) {
-        snprintf(err, errlen, "out of memory");
+        fail_at(err, errlen, NULL, 0, "configuration", "out of memory");
         goto out;
     }
     path = flags->config_path;

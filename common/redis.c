@@ -149,6 +149,8 @@ struct wg_redis {
 };
 
 static void start_attempt(struct wg_redis *r);
+static void go_ready(struct wg_redis *r);
+static void cmd_timer_cb(uv_timer_t *t);
 static void release(struct wg_redis *r);
 static void conn_end(struct wg_redis *r, int status, uint64_t expired, const char *reason,
                      bool hiredis_frees);
@@ -445,9 +447,8 @@ static void notify(struct wg_redis *r, bool connected, bool was_ready, const cha
                 "name=%s url=%s reason=%s", r->qname, r->qurl,
                 quote(qreason, sizeof(qreason), reason));
     else
-        WG_WARN(r->log, SUBSYS, "cannot connect, retrying with backoff",
-                "name=%s url=%s reason=%s", r->qname, r->qurl,
-                quote(qreason, sizeof(qreason), reason));
+        WG_WARN(r->log, SUBSYS, "cannot connect, retrying with backoff", "name=%s url=%s reason=%s",
+                r->qname, r->qurl, quote(qreason, sizeof(qreason), reason));
     if (r->state_cb)
         r->state_cb(r, connected, reason, r->state_arg);
 }
@@ -537,7 +538,7 @@ static void conn_lost(struct wg_redis *r, const redisAsyncContext *ac)
         snprintf(reason, sizeof(reason), "connection to %s lost: %s", r->t.display, why);
         conn_end(r, -ECONNRESET, 0, reason, true);
     } else {
-        snprintf(reason, sizeof(reason), "connect to %s failed: %s", r->t.display, why);
+        snprintf(reason, sizeof(reason), "connect to %s: %s", r->t.display, why);
         conn_end(r, -ENOTCONN, 0, reason, true);
     }
 }
@@ -559,8 +560,8 @@ static void on_connect(const redisAsyncContext *ac, int status)
     if (!r)
         return;
     if (status == REDIS_OK) {
-        WG_DEBUG(r->log, SUBSYS, "socket connected, handshake pending", "name=%s url=%s",
-                 r->qname, r->qurl);
+        WG_DEBUG(r->log, SUBSYS, "socket connected, handshake pending", "name=%s url=%s", r->qname,
+                 r->qurl);
         return;
     }
     conn_lost(r, ac);
@@ -573,10 +574,6 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     if (r)
         conn_lost(r, ac);
 }
-
-static void cmd_timer_cb(uv_timer_t *t);
-
-static void go_ready(struct wg_redis *r);
 
 static void handshake_reply(struct wg_redis *r, const struct req *q, const redisReply *reply)
 {
@@ -642,8 +639,8 @@ static void sub_cb(redisAsyncContext *ac, void *reply_, void *privdata)
     m.channel_len = reply->element[1]->len;
     if (strcasecmp(reply->element[0]->str, "subscribe") == 0) {
         m.kind = WG_REDIS_SUBSCRIBED;
-        WG_DEBUG(s->r->log, SUBSYS, "subscribed", "name=%s channel=%.*s", s->r->qname,
-                 (int)s->len, s->channel);
+        WG_DEBUG(s->r->log, SUBSYS, "subscribed", "name=%s channel=%.*s", s->r->qname, (int)s->len,
+                 s->channel);
     } else if (strcasecmp(reply->element[0]->str, "message") == 0 &&
                reply->element[2]->type == REDIS_REPLY_STRING) {
         m.kind = WG_REDIS_MESSAGE;
@@ -708,7 +705,7 @@ static void send_req(struct wg_redis *r, struct req *q)
  * replies: those go through wg_redis_subscribe() or are not supported. */
 static bool forbidden(const char *cmd, size_t len)
 {
-    static const char *const deny[] = {"subscribe",   "psubscribe",   "ssubscribe", "unsubscribe",
+    static const char *const deny[] = {"subscribe",    "psubscribe",   "ssubscribe", "unsubscribe",
                                        "punsubscribe", "sunsubscribe", "monitor"};
     const char *nl = memchr(cmd, '\n', len);
     const char *name;
@@ -906,6 +903,7 @@ static void connect_timeout_cb(uv_timer_t *t)
     struct wg_redis *r = t->data;
     char why[64];
 
+    assert(ST_IN(r, ST_ATTEMPT));
     snprintf(why, sizeof(why), "timed out after %u ms", r->connect_timeout_ms);
     fail_attempt(r, r->state == ST_RESOLVING ? "name lookup for" : "connect to", why);
 }
@@ -1072,8 +1070,7 @@ static void cmd_timer_cb(uv_timer_t *t)
         uv_timer_start(t, cmd_timer_cb, head->deadline - now, 0);
         return;
     }
-    snprintf(reason, sizeof(reason),
-             "command timed out after %u ms on %s, dropping the connection",
+    snprintf(reason, sizeof(reason), "command timed out after %u ms on %s, dropping the connection",
              r->command_timeout_ms, r->t.display);
     conn_end(r, -ECONNRESET, now, reason, false);
 }
@@ -1105,7 +1102,7 @@ int wg_redis_new(uv_loop_t *loop, const char *url, const struct wg_redis_opts *o
                  struct wg_log *log, struct wg_redis **ret)
 {
     struct wg_redis *r;
-    char err[REASON_MAX];
+    char err[REASON_MAX], qerr[QUOTED_MAX];
     const char *name = opts && opts->name ? opts->name : "redis";
     int rc;
 
@@ -1114,16 +1111,17 @@ int wg_redis_new(uv_loop_t *loop, const char *url, const struct wg_redis_opts *o
     r = calloc(1, sizeof(*r));
     if (!r)
         return -ENOMEM;
+    quote(r->qname, sizeof(r->qname), name);
     rc = parse_url(url, &r->t, err, sizeof(err));
     if (rc < 0) {
-        WG_DEBUG(log, SUBSYS, "bad url", "name=%s reason=%s", quote(r->qname, sizeof(r->qname), name),
-                 quote(r->qurl, sizeof(r->qurl), err));
+        WG_DEBUG(log, SUBSYS, "bad url", "name=%s reason=%s", r->qname,
+                 quote(qerr, sizeof(qerr), err));
         goto out;
     }
-    r->connect_timeout_ms = opts && opts->connect_timeout_ms ? opts->connect_timeout_ms
-                                                             : WG_REDIS_CONNECT_TIMEOUT_MS;
-    r->command_timeout_ms = opts && opts->command_timeout_ms ? opts->command_timeout_ms
-                                                             : WG_REDIS_COMMAND_TIMEOUT_MS;
+    r->connect_timeout_ms =
+        opts && opts->connect_timeout_ms ? opts->connect_timeout_ms : WG_REDIS_CONNECT_TIMEOUT_MS;
+    r->command_timeout_ms =
+        opts && opts->command_timeout_ms ? opts->command_timeout_ms : WG_REDIS_COMMAND_TIMEOUT_MS;
     r->reconnect_min_ms =
         opts && opts->reconnect_min_ms ? opts->reconnect_min_ms : WG_REDIS_RECONNECT_MIN_MS;
     r->reconnect_max_ms =
@@ -1134,7 +1132,6 @@ int wg_redis_new(uv_loop_t *loop, const char *url, const struct wg_redis_opts *o
     }
     r->loop = loop;
     r->log = log;
-    quote(r->qname, sizeof(r->qname), name);
     quote(r->qurl, sizeof(r->qurl), r->t.display);
     r->rng = uv_hrtime() ^ (uint64_t)(uintptr_t)r;
     if (!r->rng)

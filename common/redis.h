@@ -132,15 +132,16 @@ void wg_redis_on_state(struct wg_redis *r, wg_redis_state_cb *cb, void *arg);
 /* True after the handshake answered and until the connection is lost. */
 bool wg_redis_connected(const struct wg_redis *r);
 
-/* The reason of the last failure ("" if none); valid until the next call
- * into r. */
+/* The reason of the last failure ("" if none); valid until r's next state
+ * change. */
 const char *wg_redis_last_error(const struct wg_redis *r);
 
 /* Sends a command; fmt is hiredis's: %s for a C string, %b for a binary
  * (pointer, size_t length) pair. cb may be NULL (no one is told). Returns 0
  * when cb will run; otherwise cb will not run and the result is -EINVAL (bad
  * format, a (P)SUBSCRIBE/(P)UNSUBSCRIBE/MONITOR command, or r is a
- * subscriber), -ECANCELED (after wg_redis_free), or -ENOMEM. */
+ * subscriber), -ECANCELED (from a callback that runs inside wg_redis_free()),
+ * or -ENOMEM. */
 int wg_redis_command(struct wg_redis *r, wg_redis_reply_cb *cb, void *arg, const char *fmt, ...);
 int wg_redis_vcommand(struct wg_redis *r, wg_redis_reply_cb *cb, void *arg, const char *fmt,
                       va_list ap);

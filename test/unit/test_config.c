@@ -337,9 +337,8 @@ static void test_reload_over_values(void **state)
 
     (void)state;
     assert_int_equal(load(&cfg, full_yaml, err, sizeof err), 0);
-    assert_int_equal(wg_config_load_string(&cfg, "second.yaml", second, strlen(second), err,
-                                           sizeof err),
-                     0);
+    assert_int_equal(
+        wg_config_load_string(&cfg, "second.yaml", second, strlen(second), err, sizeof err), 0);
     assert_string_equal(cfg.path, "second.yaml");
     assert_string_equal(cfg.listen.text, ":7000");
     /* token_file set by a later file drops the earlier inline token. */
@@ -359,8 +358,8 @@ static void test_reload_over_values(void **state)
     /* Untouched keys keep the first file's values. */
     assert_int_equal(cfg.limits.head_max, 65536);
     /* A failed load leaves a config that still frees cleanly. */
-    assert_int_equal(wg_config_load_string(&cfg, "bad.yaml", "routes: [{match: {x: 1}}]", strlen("routes: [{match: {x: 1}}]"), err,
-                                           sizeof err),
+    assert_int_equal(wg_config_load_string(&cfg, "bad.yaml", "routes: [{match: {x: 1}}]",
+                                           strlen("routes: [{match: {x: 1}}]"), err, sizeof err),
                      -EINVAL);
     wg_config_free(&cfg);
     wg_config_free(&cfg);
@@ -419,8 +418,7 @@ static const struct error_case error_cases[] = {
     {"docker: {name: \"a\\0b\"}\n", "t.yaml:1: docker.name: contains a NUL character"},
     {"non_waking: {paths: [healthz]}\n",
      "t.yaml:1: non_waking.paths[0]: path \"healthz\" must start with /"},
-    {"sessions:\n  save:\n    command: []\n",
-     "t.yaml:3: sessions.save.command: must not be empty"},
+    {"sessions:\n  save:\n    command: []\n", "t.yaml:3: sessions.save.command: must not be empty"},
     /* enumerations */
     {"log:\n  level: loud\n",
      "t.yaml:2: log.level: unknown log level \"loud\" (use debug, info, warn or error)"},
@@ -583,8 +581,7 @@ static void test_env_errors(void **state)
         {"WAKEGATE_ADMIN_LISTEN=1.2.3.4", "environment WAKEGATE_ADMIN_LISTEN: invalid address"},
         {"WAKEGATE_REDIS_URL=localhost:6379",
          "environment WAKEGATE_REDIS_URL: invalid Redis URL \"localhost:6379\""},
-        {"WAKEGATE_DOCKER_HOST=http://x",
-         "environment WAKEGATE_DOCKER_HOST: invalid Docker host"},
+        {"WAKEGATE_DOCKER_HOST=http://x", "environment WAKEGATE_DOCKER_HOST: invalid Docker host"},
         {"WAKEGATE_LOG_LEVEL=verbose",
          "environment WAKEGATE_LOG_LEVEL: unknown log level \"verbose\""},
     };
@@ -667,9 +664,8 @@ static void test_flag_errors(void **state)
 static void unset_wakegate_env(void)
 {
     static const char *const vars[] = {
-        "WAKEGATE_CONFIG",     "WAKEGATE_REDIS_URL", "WAKEGATE_DOCKER_HOST",
-        "WAKEGATE_ADMIN_TOKEN", "WAKEGATE_LISTEN",   "WAKEGATE_ADMIN_LISTEN",
-        "WAKEGATE_LOG_LEVEL",
+        "WAKEGATE_CONFIG", "WAKEGATE_REDIS_URL",    "WAKEGATE_DOCKER_HOST", "WAKEGATE_ADMIN_TOKEN",
+        "WAKEGATE_LISTEN", "WAKEGATE_ADMIN_LISTEN", "WAKEGATE_LOG_LEVEL",
     };
 
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
@@ -818,9 +814,27 @@ static void test_parse_duration(void **state)
         {"5124095576030h", 5124095576030ull * 3600000},
     };
     static const char *const bad[] = {
-        "", "s", "ms", "-1s", "+1s", "1", "30", "1.5s", "1 s", " 1s", "1s ", "1S", "1d",
-        "1hh", "1h30m", "1sm", "0x10s", "18446744073709551616ms", "18446744073709551615s",
-        "5124095576031h", "1e3ms",
+        "",
+        "s",
+        "ms",
+        "-1s",
+        "+1s",
+        "1",
+        "30",
+        "1.5s",
+        "1 s",
+        " 1s",
+        "1s ",
+        "1S",
+        "1d",
+        "1hh",
+        "1h30m",
+        "1sm",
+        "0x10s",
+        "18446744073709551616ms",
+        "18446744073709551615s",
+        "5124095576031h",
+        "1e3ms",
     };
     uint64_t v;
 
@@ -856,8 +870,22 @@ static void test_parse_size(void **state)
         {"17179869183GiB", 17179869183ull << 30},
     };
     static const char *const bad[] = {
-        "", "KiB", "8KB", "8kib", "8K", "8B", "1 KiB", "-1", "+1", "1.5MiB", "0x10",
-        "18446744073709551616", "17179869184GiB", "1TiB", " 1", "1 ",
+        "",
+        "KiB",
+        "8KB",
+        "8kib",
+        "8K",
+        "8B",
+        "1 KiB",
+        "-1",
+        "+1",
+        "1.5MiB",
+        "0x10",
+        "18446744073709551616",
+        "17179869184GiB",
+        "1TiB",
+        " 1",
+        "1 ",
     };
     uint64_t v;
 
@@ -894,10 +922,28 @@ static void test_parse_addr(void **state)
         {"10.1.2.3:080", AF_INET, "10.1.2.3", 80},
     };
     static const char *const bad[] = {
-        "", "8080", ":", "127.0.0.1", "127.0.0.1:", "127.0.0.1:65536", "127.0.0.1:-1",
-        "127.0.0.1:+80", "127.0.0.1:000080", "127.0.0.1:80 ", " 127.0.0.1:80", "::1:80",
-        "[::1]", "[::1]80", "[]:80", "[127.0.0.1]:80", "[::1:80", "example.com:80",
-        "1.2.3:80", "256.0.0.1:80", "[fe80::1%eth0]:80", "localhost",
+        "",
+        "8080",
+        ":",
+        "127.0.0.1",
+        "127.0.0.1:",
+        "127.0.0.1:65536",
+        "127.0.0.1:-1",
+        "127.0.0.1:+80",
+        "127.0.0.1:000080",
+        "127.0.0.1:80 ",
+        " 127.0.0.1:80",
+        "::1:80",
+        "[::1]",
+        "[::1]80",
+        "[]:80",
+        "[127.0.0.1]:80",
+        "[::1:80",
+        "example.com:80",
+        "1.2.3:80",
+        "256.0.0.1:80",
+        "[fe80::1%eth0]:80",
+        "localhost",
     };
     struct wg_addr a;
     char ip[64];
@@ -950,8 +996,19 @@ static void test_parse_cidr(void **state)
         {"::ffff:10.0.0.7", AF_INET, "10.0.0.7", 32},
     };
     static const char *const bad[] = {
-        "", "10.0.0.0/33", "::/129", "10.0.0.0/", "10.0.0.0/-1", "10.0.0.0/+8", "/8",
-        "10.0.0/8", "10.0.0.0/8/8", "hostname", "10.0.0.0/ 8", "10.0.0.0/0008", "10.0.0.0 /8",
+        "",
+        "10.0.0.0/33",
+        "::/129",
+        "10.0.0.0/",
+        "10.0.0.0/-1",
+        "10.0.0.0/+8",
+        "/8",
+        "10.0.0/8",
+        "10.0.0.0/8/8",
+        "hostname",
+        "10.0.0.0/ 8",
+        "10.0.0.0/0008",
+        "10.0.0.0 /8",
         "1.2.3.4.5",
     };
     struct wg_cidr c;
@@ -993,8 +1050,8 @@ static bool contains(const struct wg_cidr *nets, size_t n, const char *ip)
 
 static void test_cidr_contains(void **state)
 {
-    static const char *const spec[] = {"10.0.0.0/8", "fd00::/8", "192.168.1.5",
-                                       "172.16.0.0/12", "::ffff:100.64.0.0/106"};
+    static const char *const spec[] = {"10.0.0.0/8", "fd00::/8", "192.168.1.5", "172.16.0.0/12",
+                                       "::ffff:100.64.0.0/106"};
     struct wg_cidr nets[5];
     struct sockaddr_un un;
 
@@ -1018,7 +1075,7 @@ static void test_cidr_contains(void **state)
     assert_true(contains(nets, 5, "::ffff:10.9.9.9"));
     assert_true(contains(nets, 5, "::ffff:192.168.1.5"));
     assert_false(contains(nets, 5, "::ffff:192.168.1.6"));
-    assert_true(contains(nets, 5, "100.64.0.1"));  /* written as a v4-mapped network */
+    assert_true(contains(nets, 5, "100.64.0.1")); /* written as a v4-mapped network */
     assert_true(contains(nets, 5, "::ffff:100.127.255.255"));
     assert_false(contains(nets, 5, "100.128.0.0"));
     /* v4-compatible (not mapped) v6 is not v4 */

@@ -79,9 +79,8 @@ static int server_ping(const char *path)
         return -1;
     snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0 &&
-        write(fd, "PING\r\n", 6) == 6 && read(fd, buf, sizeof(buf) - 1) > 0 &&
-        strncmp(buf, "+PONG", 5) == 0)
+    if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0 && write(fd, "PING\r\n", 6) == 6 &&
+        read(fd, buf, sizeof(buf) - 1) > 0 && strncmp(buf, "+PONG", 5) == 0)
         ok = 0;
     close(fd);
     return ok;
@@ -261,13 +260,12 @@ static void record_cb(int status, redisReply *reply, void *arg)
 #define CMD(fx, r, res, ...)                                                                       \
     do {                                                                                           \
         (fx)->in_call = true;                                                                      \
-        int rc_ = wg_redis_command((r), record_cb, (res), __VA_ARGS__);                           \
+        int rc_ = wg_redis_command((r), record_cb, (res), __VA_ARGS__);                            \
         (fx)->in_call = false;                                                                     \
         assert_int_equal(rc_, 0);                                                                  \
     } while (0)
 
-static struct wg_redis *open_redis(struct fx *fx, const char *url,
-                                   const struct wg_redis_opts *opts)
+static struct wg_redis *open_redis(struct fx *fx, const char *url, const struct wg_redis_opts *opts)
 {
     struct wg_redis *r = NULL;
 
@@ -638,7 +636,8 @@ static void test_subscribe(void **state)
 {
     struct fx *fx = *state;
     struct wg_redis_opts opts = {.reconnect_min_ms = 10, .reconnect_max_ms = 100};
-    struct wg_redis_opts sopts = {.name = "pubsub", .reconnect_min_ms = 10, .reconnect_max_ms = 100};
+    struct wg_redis_opts sopts = {
+        .name = "pubsub", .reconnect_min_ms = 10, .reconnect_max_ms = 100};
     struct subs_seen seen = {0}, other = {0};
     struct result pub = {.fx = fx}, pub2 = {.fx = fx}, pub3 = {.fx = fx}, nope = {.fx = fx};
     struct wg_redis *r = open_connected(fx, &opts);
@@ -835,6 +834,27 @@ static void test_no_server(void **state)
     assert_true(run_until(fx, &later.calls, 1, 500));
     assert_int_equal(later.status, -ENOTCONN);
     assert_false(held.inside || later.inside);
+    wg_redis_free(r);
+
+    /* A TCP port with nobody listening: refused, reported the same way. */
+    {
+        struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t slen = sizeof(sin);
+        struct result tcp = {.fx = fx};
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+        assert_true(fd >= 0);
+        assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+        assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &slen), 0);
+        close(fd); /* the port is now (very likely) free and closed */
+        snprintf(url, sizeof(url), "redis://127.0.0.1:%u", ntohs(sin.sin_port));
+        r = open_redis(fx, url, &opts);
+        CMD(fx, r, &tcp, "PING");
+        assert_true(run_until(fx, &fx->downs, 2, 2000));
+        assert_non_null(strstr(fx->reason, "refused"));
+        assert_int_equal(tcp.calls, 1);
+        assert_int_equal(tcp.status, -ENOTCONN);
+    }
     free_and_close(fx, r);
 }
 

@@ -26,7 +26,8 @@ class Reader:
         self.bufsize = bufsize
 
     def fill(self, size=None):
-        """Receive once (up to size bytes) into the buffer. False on EOF or reset."""
+        """Receive once (up to size bytes) into the buffer. False on EOF or reset.
+        on_bytes may get bytes or a memoryview; it must copy what it keeps."""
         if self.eof:
             return False
         try:
@@ -66,16 +67,34 @@ class Reader:
         return out
 
     def skip_exact(self, n, keep=0):
-        """Consume n bytes; return only the first `keep` of them (for huge bodies)."""
+        """Consume n bytes; return only the first `keep` of them (for huge bodies).
+        Reads straight into a reused buffer so a GiB costs no allocations."""
         kept = bytearray()
-        while n > 0:
-            if not self.buf and not self.fill(min(n, 1 << 20)):
-                raise Incomplete("EOF with %d bytes still expected" % n)
+        if self.buf:
             take = min(n, len(self.buf))
-            if len(kept) < keep:
-                kept += self.buf[: min(take, keep - len(kept))]
+            kept += self.buf[: min(take, keep)]
             del self.buf[:take]
             n -= take
+        scratch = None
+        while n > 0:
+            if self.eof:
+                raise Incomplete("EOF with %d bytes still expected" % n)
+            if scratch is None:
+                scratch = memoryview(bytearray(256 * 1024))
+            try:
+                k = self.sock.recv_into(scratch[: min(n, len(scratch))])
+            except ConnectionResetError:
+                self.eof = self.reset = True
+                k = 0
+            if k == 0:
+                self.eof = True
+                raise Incomplete("EOF with %d bytes still expected" % n)
+            chunk = scratch[:k]
+            if self.on_bytes:
+                self.on_bytes(chunk)
+            if len(kept) < keep:
+                kept += chunk[: keep - len(kept)]
+            n -= k
         return bytes(kept)
 
     def read_to_eof(self):
@@ -284,11 +303,17 @@ class _BytesSock:
     """A socket stand-in that yields a fixed byte string, for parsing captured data."""
 
     def __init__(self, data):
-        self.data = data
+        self.data = memoryview(data)
 
     def recv(self, n):
-        out, self.data = self.data[:n], self.data[n:]
+        out, self.data = bytes(self.data[:n]), self.data[n:]
         return out
+
+    def recv_into(self, buf):
+        k = min(len(buf), len(self.data))
+        buf[:k] = self.data[:k]
+        self.data = self.data[k:]
+        return k
 
 
 def parse_responses(data, methods=None):
