@@ -1091,6 +1091,24 @@ static int check_idle(struct walk *w, yaml_node_t *map, void *base)
     return 0;
 }
 
+/* One table entry for a number of wg_config; m is the member path. */
+#define F_TIME(k, m, lo)                                                                           \
+    {                                                                                              \
+        .key = k, .kind = K_DURATION, IN_CFG(m), .min = lo, .max = DURATION_MAX_MS                 \
+    }
+#define F_SIZE(k, m, lo, hi)                                                                       \
+    {                                                                                              \
+        .key = k, .kind = K_SIZE, IN_CFG(m), .min = lo, .max = hi                                  \
+    }
+#define F_COUNT(k, m, lo, hi)                                                                      \
+    {                                                                                              \
+        .key = k, .kind = K_UINT, IN_CFG(m), .min = lo, .max = hi                                  \
+    }
+#define F_LIST(k, kd, m)                                                                           \
+    {                                                                                              \
+        .key = k, .kind = kd, IN_CFG(m), LEN_IN_CFG(m##_len)                                       \
+    }
+
 static const struct field admin_fields[] = {
     {.key = "listen", .kind = K_ADDR, IN_CFG(admin_listen)},
     {.key = "token", .kind = K_STR, IN_CFG(admin_token), .nullable = true},
@@ -1106,23 +1124,13 @@ static const struct field redis_fields[] = {
 static const struct field docker_fields[] = {
     {.key = "host", .kind = K_DOCKER_HOST, IN_CFG(docker_host)},
     {.key = "name", .kind = K_STR, IN_CFG(docker_name)},
-    {.key = "max_concurrent_starts",
-     .kind = K_UINT,
-     IN_CFG(max_concurrent_starts),
-     .min = 1,
-     .max = 65535},
+    F_COUNT("max_concurrent_starts", max_concurrent_starts, 1, 65535),
     {.key = NULL},
 };
 
 static const struct field idle_fields[] = {
-    {.key = "pause_after",
-     .kind = K_DURATION,
-     IN_CFG(sessions.idle.pause_after_ms),
-     .max = DURATION_MAX_MS},
-    {.key = "stop_after",
-     .kind = K_DURATION,
-     IN_CFG(sessions.idle.stop_after_ms),
-     .max = DURATION_MAX_MS},
+    F_TIME("pause_after", sessions.idle.pause_after_ms, 0),
+    F_TIME("stop_after", sessions.idle.stop_after_ms, 0),
     {.key = NULL},
 };
 
@@ -1133,84 +1141,48 @@ static const struct field save_fields[] = {
      LEN_IN_CFG(sessions.save.command_len),
      .nullable = true},
     {.key = "path", .kind = K_STR, IN_CFG(sessions.save.path)},
-    {.key = "timeout",
-     .kind = K_DURATION,
-     IN_CFG(sessions.save.timeout_ms),
-     .min = 1,
-     .max = DURATION_MAX_MS},
+    F_TIME("timeout", sessions.save.timeout_ms, 1),
     {.key = "on_failure", .kind = K_ON_FAILURE, IN_CFG(sessions.save.on_failure)},
     {.key = NULL},
 };
 
 static const struct field sessions_fields[] = {
     {.key = "image", .kind = K_STR, IN_CFG(sessions.image)},
-    {.key = "port", .kind = K_UINT, IN_CFG(sessions.port), .min = 1, .max = 65535},
-    {.key = "wake_timeout",
-     .kind = K_DURATION,
-     IN_CFG(sessions.wake_timeout_ms),
-     .min = 1,
-     .max = DURATION_MAX_MS},
+    F_COUNT("port", sessions.port, 1, 65535),
+    F_TIME("wake_timeout", sessions.wake_timeout_ms, 1),
     {.key = "idle", .kind = K_MAP, .sub = idle_fields, .check = check_idle},
     {.key = "save", .kind = K_MAP, .sub = save_fields},
     {.key = NULL},
 };
 
 static const struct field non_waking_fields[] = {
-    {.key = "paths", .kind = K_PATHS, IN_CFG(non_waking_paths), LEN_IN_CFG(non_waking_paths_len)},
-    {.key = "user_agents",
-     .kind = K_STRLIST,
-     IN_CFG(non_waking_user_agents),
-     LEN_IN_CFG(non_waking_user_agents_len)},
+    F_LIST("paths", K_PATHS, non_waking_paths),
+    F_LIST("user_agents", K_STRLIST, non_waking_user_agents),
     {.key = NULL},
 };
 
-#define LIMIT_SIZE(k, m, lo, hi)                                                                   \
-    {                                                                                              \
-        .key = k, .kind = K_SIZE, IN_CFG(limits.m), .min = lo, .max = hi                           \
-    }
-#define LIMIT_UINT(k, m, lo, hi)                                                                   \
-    {                                                                                              \
-        .key = k, .kind = K_UINT, IN_CFG(limits.m), .min = lo, .max = hi                           \
-    }
-#define LIMIT_TIME(k, m)                                                                           \
-    {                                                                                              \
-        .key = k, .kind = K_DURATION, IN_CFG(limits.m), .min = 1, .max = DURATION_MAX_MS           \
-    }
-
 static const struct field limits_fields[] = {
-    LIMIT_SIZE("request_line_max", request_line_max, 1, SIZE_LIMIT_MAX),
-    LIMIT_SIZE("header_line_max", header_line_max, 1, SIZE_LIMIT_MAX),
-    LIMIT_SIZE("head_max", head_max, 1, SIZE_LIMIT_MAX),
-    LIMIT_UINT("header_count_max", header_count_max, 1, 65535),
-    LIMIT_TIME("head_timeout", head_timeout_ms),
-    LIMIT_TIME("body_idle", body_idle_ms),
-    LIMIT_TIME("send_idle", send_idle_ms),
-    LIMIT_TIME("keepalive_idle", keepalive_idle_ms),
-    LIMIT_UINT("keepalive_requests_max", keepalive_requests_max, 1, UINT_MAX),
-    LIMIT_SIZE("body_max", body_max, 0, UINT64_MAX),
-    LIMIT_UINT("connections_max", connections_max, 1, UINT_MAX),
-    LIMIT_SIZE("buffer_high_water", buffer_high_water, 1, SIZE_LIMIT_MAX),
-    LIMIT_TIME("tunnel_idle", tunnel_idle_ms),
+    F_SIZE("request_line_max", limits.request_line_max, 1, SIZE_LIMIT_MAX),
+    F_SIZE("header_line_max", limits.header_line_max, 1, SIZE_LIMIT_MAX),
+    F_SIZE("head_max", limits.head_max, 1, SIZE_LIMIT_MAX),
+    F_COUNT("header_count_max", limits.header_count_max, 1, 65535),
+    F_TIME("head_timeout", limits.head_timeout_ms, 1),
+    F_TIME("body_idle", limits.body_idle_ms, 1),
+    F_TIME("send_idle", limits.send_idle_ms, 1),
+    F_TIME("keepalive_idle", limits.keepalive_idle_ms, 1),
+    F_COUNT("keepalive_requests_max", limits.keepalive_requests_max, 1, UINT_MAX),
+    F_SIZE("body_max", limits.body_max, 0, UINT64_MAX),
+    F_COUNT("connections_max", limits.connections_max, 1, UINT_MAX),
+    F_SIZE("buffer_high_water", limits.buffer_high_water, 1, SIZE_LIMIT_MAX),
+    F_TIME("tunnel_idle", limits.tunnel_idle_ms, 1),
     {.key = NULL},
 };
 
 static const struct field upstream_fields[] = {
-    {.key = "connect_timeout",
-     .kind = K_DURATION,
-     IN_CFG(upstream.connect_timeout_ms),
-     .min = 1,
-     .max = DURATION_MAX_MS},
-    {.key = "response_timeout",
-     .kind = K_DURATION,
-     IN_CFG(upstream.response_timeout_ms),
-     .min = 1,
-     .max = DURATION_MAX_MS},
-    {.key = "keepalive_idle",
-     .kind = K_DURATION,
-     IN_CFG(upstream.keepalive_idle_ms),
-     .min = 1,
-     .max = DURATION_MAX_MS},
-    {.key = "keepalive_max", .kind = K_UINT, IN_CFG(upstream.keepalive_max), .max = 65535},
+    F_TIME("connect_timeout", upstream.connect_timeout_ms, 1),
+    F_TIME("response_timeout", upstream.response_timeout_ms, 1),
+    F_TIME("keepalive_idle", upstream.keepalive_idle_ms, 1),
+    F_COUNT("keepalive_max", upstream.keepalive_max, 0, 65535),
     {.key = NULL},
 };
 
@@ -1228,19 +1200,13 @@ static const struct field top_fields[] = {
     {.key = "redis", .kind = K_MAP, .sub = redis_fields},
     {.key = "docker", .kind = K_MAP, .sub = docker_fields},
     {.key = "sessions", .kind = K_MAP, .sub = sessions_fields},
-    {.key = "routes", .kind = K_ROUTES, IN_CFG(routes), LEN_IN_CFG(routes_len)},
+    F_LIST("routes", K_ROUTES, routes),
     {.key = "non_waking", .kind = K_MAP, .sub = non_waking_fields},
-    {.key = "trusted_proxies",
-     .kind = K_CIDRS,
-     IN_CFG(trusted_proxies),
-     LEN_IN_CFG(trusted_proxies_len)},
+    F_LIST("trusted_proxies", K_CIDRS, trusted_proxies),
     {.key = "limits", .kind = K_MAP, .sub = limits_fields},
     {.key = "upstream", .kind = K_MAP, .sub = upstream_fields},
     {.key = "log", .kind = K_MAP, .sub = log_fields},
-    {.key = "shutdown_grace",
-     .kind = K_DURATION,
-     IN_CFG(shutdown_grace_ms),
-     .max = DURATION_MAX_MS},
+    F_TIME("shutdown_grace", shutdown_grace_ms, 0),
     {.key = NULL},
 };
 

@@ -10,6 +10,7 @@
 
 #include "common/config.h"
 #include "common/log.h"
+#include "common/redis.h"
 #include "proxy/admin.h"
 #include "proxy/proxy.h"
 #include "proxy/route.h"
@@ -28,6 +29,7 @@ struct app {
     struct wg_log log;
     struct wg_proxy *px;
     struct wg_admin *admin;
+    struct wg_redis *redis; /* NULL when no Redis is configured */
     uv_signal_t sig_term, sig_int, sig_hup;
     bool stopping;
 };
@@ -80,6 +82,8 @@ static void free_app(struct app *app)
     close_signal(&app->sig_hup);
     wg_admin_free(app->admin);
     app->admin = NULL;
+    wg_redis_free(app->redis);
+    app->redis = NULL;
     wg_proxy_free(app->px);
     app->px = NULL;
 }
@@ -123,6 +127,17 @@ static void on_hup(uv_signal_t *s, int signum)
     WG_INFO(&app->log, "main", "routes reloaded", "routes=%zu", fresh.routes_len);
 out:
     wg_config_free(&fresh);
+}
+
+/* /readyz: once Redis is configured, it must be reachable. */
+static bool redis_ready(void *arg, char *why, size_t whylen)
+{
+    struct app *app = arg;
+    if (app->redis != NULL && wg_redis_connected(app->redis))
+        return true;
+    const char *e = app->redis ? wg_redis_last_error(app->redis) : NULL;
+    snprintf(why, whylen, "redis unreachable%s%s", e ? ": " : "", e ? e : "");
+    return false;
 }
 
 static void print_summary(const struct wg_config *cfg)
@@ -224,6 +239,17 @@ int main(int argc, char **argv)
     if (r < 0) {
         WG_ERROR(&app.log, "main", "cannot create the admin listener", "error=%s", uv_strerror(r));
         goto out_free;
+    }
+    if (app.cfg.redis_url != NULL) {
+        struct wg_redis_opts ropts = {.name = "main"};
+        r = wg_redis_new(&app.loop, app.cfg.redis_url, &ropts, &app.log, &app.redis);
+        if (r < 0) {
+            WG_ERROR(&app.log, "main", "cannot set up Redis", "url=%s error=%s",
+                     app.cfg.redis_url, strerror(-r));
+            rc = EXIT_CONFIG;
+            goto out_free;
+        }
+        wg_admin_add_ready_check(app.admin, redis_ready, &app);
     }
     r = wg_proxy_listen(app.px, &port);
     if (r < 0) {
