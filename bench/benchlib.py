@@ -7,8 +7,9 @@ Subcommands:
   wait URL TIMEOUT                poll URL until it answers 200 (or fail)
   check-wrk FILE SIZE             exit 1 (and print why) if a wrk run had
                                   socket errors, non-2xx/3xx or short bodies
-  idle HOST PORT PATH COUNT PIDS.. idle keep-alive connection memory test;
-                                  prints one JSON object
+  idle LABEL PORT PATH COUNT PID [RSS_KIB_AFTER_MATRIX]
+                                  idle keep-alive connection memory test
+                                  against 127.0.0.1:PORT; prints one JSON object
   report MANIFEST OUTJSON META    print the result table, write OUTJSON
 
 Nothing here talks to anything but 127.0.0.1.
@@ -21,6 +22,7 @@ import socket
 import statistics
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 UNIT_S = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -209,11 +211,14 @@ async def _idle(host, port, path, count, pids, deadline_s):
     }
 
 
-def cmd_idle(host, port, path, count, *pids):
-    pids = [int(p) for p in pids]
+def cmd_idle(label, port, path, count, pid, rss_after_matrix=None):
+    pids = [int(pid)]
     base = {str(p): rss_kib(p) for p in pids}
-    res = asyncio.run(_idle(host, int(port), path, int(count), pids, deadline_s=60))
+    res = asyncio.run(_idle("127.0.0.1", int(port), path, int(count), pids, deadline_s=60))
     res["rss_kib_idle0"] = base
+    res["label"] = label
+    res["measured_pid"] = int(pid)
+    res["rss_kib_after_matrix"] = int(rss_after_matrix) if rss_after_matrix else None
     print(json.dumps(res))
     return 0
 
@@ -275,9 +280,10 @@ def cmd_report(manifest, outjson, metajson):
             }
         out_cells.append(cell)
 
-    idle = None
-    if meta.get("idle_file") and os.path.exists(meta["idle_file"]):
-        idle = json.load(open(meta["idle_file"]))
+    idle = {}
+    for name, path in (meta.get("idle_files") or {}).items():
+        if os.path.exists(path) and os.path.getsize(path) > 0:
+            idle[name] = json.load(open(path))
 
     # ---- table
     p = print

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common/list.h"
+#include "common/net.h"
 #include "proxy/http.h"
 #include "proxy/proxy.h"
 
@@ -448,23 +449,11 @@ int wg_admin_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *lo
 
 int wg_admin_listen(struct wg_admin *a, int *ret_port)
 {
-    struct sockaddr_storage bound;
-    int len = sizeof(bound);
-    int r = uv_tcp_bind(&a->listener, (const struct sockaddr *)&a->cfg->admin_listen.sa, 0);
-    if (r < 0)
-        return r;
-    r = uv_listen((uv_stream_t *)&a->listener, 128, admin_on_connection);
-    if (r < 0)
-        return r;
-    a->listening = true;
-    if (ret_port != NULL) {
-        *ret_port = 0;
-        if (uv_tcp_getsockname(&a->listener, (struct sockaddr *)&bound, &len) == 0)
-            *ret_port = ntohs(bound.ss_family == AF_INET6
-                                  ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                                  : ((struct sockaddr_in *)&bound)->sin_port);
-    }
-    return 0;
+    int r = wg_net_listen(&a->listener, (const struct sockaddr *)&a->cfg->admin_listen.sa, 128,
+                          admin_on_connection, ret_port);
+    if (r == 0)
+        a->listening = true;
+    return r;
 }
 
 int wg_admin_add_ready_check(struct wg_admin *a, wg_admin_ready_fn *fn, void *arg)

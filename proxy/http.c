@@ -297,6 +297,16 @@ static bool host_valid(const char *h, size_t len)
     return true;
 }
 
+static void note_connection(struct wg_http_msg *m, const struct wg_http_field *f)
+{
+    if (wg_http_list_has(f->value, f->value_len, "close"))
+        m->conn_close = true;
+    if (wg_http_list_has(f->value, f->value_len, "keep-alive"))
+        m->conn_keep_alive = true;
+    if (wg_http_list_has(f->value, f->value_len, "upgrade"))
+        m->conn_upgrade = true;
+}
+
 static int validate_request(llhttp_t *p, struct wg_http_msg *m)
 {
     unsigned host_count = 0;
@@ -331,12 +341,7 @@ static int validate_request(llhttp_t *p, struct wg_http_msg *m)
             te_count++;
             te = f;
         } else if (NAME_IS(f, "connection")) {
-            if (wg_http_list_has(f->value, f->value_len, "close"))
-                m->conn_close = true;
-            if (wg_http_list_has(f->value, f->value_len, "keep-alive"))
-                m->conn_keep_alive = true;
-            if (wg_http_list_has(f->value, f->value_len, "upgrade"))
-                m->conn_upgrade = true;
+            note_connection(m, f);
         } else if (NAME_IS(f, "upgrade")) {
             upgrade = f;
         } else if (NAME_IS(f, "sec-websocket-key")) {
@@ -403,12 +408,7 @@ static int validate_response(llhttp_t *p, struct wg_http_msg *m)
             te_count++;
             te = f;
         } else if (NAME_IS(f, "connection")) {
-            if (wg_http_list_has(f->value, f->value_len, "close"))
-                m->conn_close = true;
-            if (wg_http_list_has(f->value, f->value_len, "keep-alive"))
-                m->conn_keep_alive = true;
-            if (wg_http_list_has(f->value, f->value_len, "upgrade"))
-                m->conn_upgrade = true;
+            note_connection(m, f);
         } else if (NAME_IS(f, "upgrade")) {
             upgrade = f;
         }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/net.h"
 #include "proxy/server.h"
 
 static void maybe_finish(struct wg_proxy *px);
@@ -70,26 +71,11 @@ static void on_connection(uv_stream_t *server, int status)
 
 int wg_proxy_listen(struct wg_proxy *px, int *ret_port)
 {
-    const struct wg_addr *a = &px->cfg->listen;
-    struct sockaddr_storage bound;
-    int len = sizeof(bound);
-    int r;
-
-    r = uv_tcp_bind(&px->listener, (const struct sockaddr *)&a->sa, 0);
-    if (r < 0)
-        return r;
-    r = uv_listen((uv_stream_t *)&px->listener, 4096, on_connection);
-    if (r < 0)
-        return r;
-    px->listening = true;
-    if (ret_port != NULL) {
-        *ret_port = 0;
-        if (uv_tcp_getsockname(&px->listener, (struct sockaddr *)&bound, &len) == 0)
-            *ret_port = ntohs(bound.ss_family == AF_INET6
-                                  ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                                  : ((struct sockaddr_in *)&bound)->sin_port);
-    }
-    return 0;
+    int r = wg_net_listen(&px->listener, (const struct sockaddr *)&px->cfg->listen.sa, 4096,
+                          on_connection, ret_port);
+    if (r == 0)
+        px->listening = true;
+    return r;
 }
 
 void wg_proxy_set_router(struct wg_proxy *px, struct wg_router *router)

@@ -20,7 +20,6 @@ Only the standard library talks to it: http.client over the unix socket for
 the Engine API, and Debian's /usr/bin/docker CLI with -H for builds.
 """
 
-import ctypes
 import http.client
 import ipaddress
 import json
@@ -34,14 +33,13 @@ import time
 import urllib.parse
 
 from .procs import REGISTRY, reap_adopted
-from .util import HarnessError, tail, wait_until
+from .util import HarnessError, mounts_under, tail, umount_all, wait_until
 
 DOCKERD = "/usr/sbin/dockerd"
 CONTAINERD = "/usr/bin/containerd"
 DOCKER_CLI = "/usr/bin/docker"  # Debian's docker.io CLI; never a docker from /usr/local
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 BRIDGE_PREFIX = "wgt"
-MNT_DETACH = 2
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -137,29 +135,6 @@ def remove_stale_bridges():
                 subprocess.run(["ip", "link", "del", name], capture_output=True)
                 removed.append(name)
     return removed
-
-
-# ---------------------------------------------------------------- mounts
-
-def _mounts_under(path):
-    """Mount points at or below path, deepest first (from /proc/self/mountinfo)."""
-    prefix = str(path).rstrip("/") + "/"
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mp = line.split()[4].encode().decode("unicode_escape")
-            if mp == prefix[:-1] or mp.startswith(prefix):
-                out.append(mp)
-    return sorted(set(out), key=len, reverse=True)
-
-
-def _umount_all(path):
-    libc = ctypes.CDLL(None, use_errno=True)
-    left = []
-    for mp in _mounts_under(path):
-        if libc.umount2(mp.encode(), MNT_DETACH) != 0:
-            left.append("%s (%s)" % (mp, os.strerror(ctypes.get_errno())))
-    return left
 
 
 # ---------------------------------------------------------------- the daemon
@@ -319,13 +294,13 @@ class Dockerd:
         if self._containerd is not None:
             REGISTRY.stop(self._containerd, timeout=10)
         reap_adopted(str(self.dir))
-        left = _umount_all(self.dir) if self.dir.exists() else []
+        left = umount_all(self.dir) if self.dir.exists() else []
         if left:
             errors.append("could not unmount: %s" % ", ".join(left))
         if self._bridge_made:
             subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
             self._bridge_made = False
-        if not _mounts_under(self.dir):
+        if not mounts_under(self.dir):
             shutil.rmtree(self.dir, ignore_errors=True)
         return errors
 

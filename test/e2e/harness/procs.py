@@ -233,3 +233,43 @@ def reap_adopted(cmdline_marker, comm_prefixes=("containerd-shim",), kill_after=
                 if e.errno != errno.ECHILD:
                     raise
     return killed
+
+
+OWNER_FILE = "owner.pid"
+
+
+def cleanup_stale_sessions(parent="/tmp", prefix="wg-e2e-"):
+    """Clean up after harness sessions that died without teardown (SIGKILL, OOM).
+
+    A session directory holds owner.pid, the pid of its pytest. If that pid is
+    gone, every process whose command line names the directory (its dockerd,
+    containerd, shims, redis, nginx, wakegate: they all got paths inside it)
+    is killed by pid, its mounts are detached and the directory is removed.
+    Returns the directories cleaned.
+    """
+    import shutil
+
+    from .util import umount_all
+
+    cleaned = []
+    for name in sorted(os.listdir(parent)):
+        d = os.path.join(parent, name)
+        if not name.startswith(prefix) or not os.path.isdir(d):
+            continue
+        try:
+            with open(os.path.join(d, OWNER_FILE)) as f:
+                owner = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if os.path.exists("/proc/%d" % owner):
+            continue
+        for pid in processes_matching(d + "/"):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+        umount_all(d)
+        shutil.rmtree(d, ignore_errors=True)
+        cleaned.append(d)
+    return cleaned

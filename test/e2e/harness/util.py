@@ -1,5 +1,6 @@
 """Small helpers shared by every fixture: ports, polling, paths, log tails."""
 
+import ctypes
 import os
 import pathlib
 import socket
@@ -91,3 +92,28 @@ def tcp_connectable(host, port, timeout=0.05):
             return True
     except OSError:
         return False
+
+
+MNT_DETACH = 2
+
+
+def mounts_under(path):
+    """Mount points at or below path, deepest first (from /proc/self/mountinfo)."""
+    prefix = str(path).rstrip("/") + "/"
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mp = line.split()[4].encode().decode("unicode_escape")
+            if mp == prefix[:-1] or mp.startswith(prefix):
+                out.append(mp)
+    return sorted(set(out), key=len, reverse=True)
+
+
+def umount_all(path):
+    """Lazily unmount everything at or below path; return what could not be unmounted."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    left = []
+    for mp in mounts_under(path):
+        if libc.umount2(mp.encode(), MNT_DETACH) != 0:
+            left.append("%s (%s)" % (mp, os.strerror(ctypes.get_errno())))
+    return left

@@ -1,0 +1,13 @@
+/* common/net.h - small socket helpers shared by the listeners. */
+#ifndef WG_COMMON_NET_H
+#define WG_COMMON_NET_H
+
+#include <uv.h>
+
+/* Binds tcp to sa and listens. On success *ret_port (may be NULL) gets the
+ * bound port, which matters when sa asked for port 0. Returns 0 or a
+ * negative libuv error. */
+int wg_net_listen(uv_tcp_t *tcp, const struct sockaddr *sa, int backlog, uv_connection_cb cb,
+                  int *ret_port);
+
+#endif
