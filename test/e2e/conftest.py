@@ -52,7 +52,12 @@ def _session_tmp():
     # Short path under /tmp: unix socket paths must stay under 108 bytes.
     global _TMP
     if _TMP is None:
+        cleaned = procs.cleanup_stale_sessions("/tmp", "wg-e2e-")
+        if cleaned:
+            sys.stderr.write("harness: cleaned up after dead sessions: %s\n" % ", ".join(cleaned))
         _TMP = tempfile.mkdtemp(prefix="wg-e2e-", dir="/tmp")
+        with open(os.path.join(_TMP, procs.OWNER_FILE), "w") as f:
+            f.write("%d\n" % os.getpid())
     return _TMP
 
 

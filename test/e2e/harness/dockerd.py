@@ -32,7 +32,7 @@ import subprocess
 import time
 import urllib.parse
 
-from .procs import REGISTRY, reap_adopted
+from .procs import REGISTRY, cgroup_parent_name, reap_adopted, remove_cgroup_dirs
 from .util import HarnessError, mounts_under, tail, umount_all, wait_until
 
 DOCKERD = "/usr/sbin/dockerd"
@@ -160,6 +160,7 @@ class Dockerd:
         self.subnet = None
         self.gateway = None
         self.api_version = None
+        self.cgroup_parent = cgroup_parent_name(os.getpid())
         self.dockerd_log = self.log_dir / "dockerd.log"
         self.containerd_log = self.log_dir / "containerd.log"
         self._dockerd = None
@@ -229,6 +230,9 @@ class Dockerd:
             "--ip-forward=false",
             "--userland-proxy=false",
             "--shutdown-timeout", "3",
+            # Containers go under a cgroup named after us, so a later run can
+            # find (and kill) them if this one dies without its teardown.
+            "--cgroup-parent", "/" + self.cgroup_parent,
             "--log-level", "info",
             *self.extra_args,
         ]
@@ -294,6 +298,7 @@ class Dockerd:
         if self._containerd is not None:
             REGISTRY.stop(self._containerd, timeout=10)
         reap_adopted(str(self.dir))
+        remove_cgroup_dirs(self.cgroup_parent)
         left = umount_all(self.dir) if self.dir.exists() else []
         if left:
             errors.append("could not unmount: %s" % ", ".join(left))

@@ -263,13 +263,62 @@ def cleanup_stale_sessions(parent="/tmp", prefix="wg-e2e-"):
             continue
         if os.path.exists("/proc/%d" % owner):
             continue
-        for pid in processes_matching(d + "/"):
+        victims = set(processes_matching(d + "/")) | set(processes_in_cgroup(cgroup_parent_name(owner)))
+        for pid in victims:
             try:
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
+                # Our processes lead their own group; take helpers such as
+                # nginx workers, whose command lines do not name the directory.
+                if os.getpgid(pid) == pid:
+                    os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
                 pass
         time.sleep(0.2)
+        remove_cgroup_dirs(cgroup_parent_name(owner))
         umount_all(d)
         shutil.rmtree(d, ignore_errors=True)
         cleaned.append(d)
     return cleaned
+
+
+def cgroup_parent_name(owner_pid):
+    """The cgroup parent our dockerd gives its containers (--cgroup-parent)."""
+    return "wg-e2e-docker-%d" % owner_pid
+
+
+def processes_in_cgroup(name):
+    """Pids whose cgroup path contains /name/ (containers of a given dockerd)."""
+    out = []
+    needle = "/%s/" % name
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/cgroup" % entry) as f:
+                    if needle in f.read():
+                        out.append(int(entry))
+            except OSError:
+                pass
+    return out
+
+
+def remove_cgroup_dirs(name):
+    """rmdir the (now empty) cgroup directories called name under every hierarchy."""
+    base = "/sys/fs/cgroup"
+    candidates = [os.path.join(base, name)]
+    try:
+        candidates += [os.path.join(base, h, name) for h in os.listdir(base)]
+    except OSError:
+        pass
+    for d in candidates:
+        if os.path.isdir(d):
+            for sub in os.listdir(d):
+                p = os.path.join(d, sub)
+                if os.path.isdir(p):
+                    try:
+                        os.rmdir(p)
+                    except OSError:
+                        pass
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
