@@ -10,6 +10,10 @@ Subcommands:
   idle LABEL PORT PATH COUNT PID [RSS_KIB_AFTER_MATRIX]
                                   idle keep-alive connection memory test
                                   against 127.0.0.1:PORT; prints one JSON object
+  rusage CPUFILE CMD...           run CMD, write its user+system CPU seconds
+                                  to CPUFILE, exit with its status
+  busy SECONDS                    CPU used by the whole machine over SECONDS
+                                  (percent of one CPU) and its top processes
   report MANIFEST OUTJSON META    print the result table, write OUTJSON
 
 Nothing here talks to anything but 127.0.0.1.
@@ -150,6 +154,64 @@ def cmd_check_wrk(path, size):
     return 0
 
 
+# ---------------------------------------------------------------- rusage
+
+def cmd_rusage(cpufile, *cmd):
+    import subprocess
+    p = subprocess.Popen(list(cmd))
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    with open(cpufile, "w") as f:
+        f.write("%.3f\n" % (ru.ru_utime + ru.ru_stime))
+    rc = p.returncode
+    return rc if rc >= 0 else 128 - rc
+
+
+# ---------------------------------------------------------------- background load
+
+def _proc_ticks():
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                st = f.read()
+        except OSError:
+            continue
+        comm = st[st.index("(") + 1:st.rindex(")")]
+        fields = st[st.rindex(")") + 2:].split()
+        out[int(d)] = (comm, int(fields[11]) + int(fields[12]))
+    return out
+
+
+def _sys_busy_ticks():
+    with open("/proc/stat") as f:
+        v = list(map(int, f.readline().split()[1:]))
+    idle = v[3] + v[4]  # idle + iowait
+    return sum(v[:8]) - idle
+
+
+def cmd_busy(seconds):
+    """While our servers are idle, anything busy is someone else's load."""
+    hz = os.sysconf("SC_CLK_TCK")
+    p0, b0, t0 = _proc_ticks(), _sys_busy_ticks(), time.monotonic()
+    time.sleep(float(seconds))
+    p1, b1, t1 = _proc_ticks(), _sys_busy_ticks(), time.monotonic()
+    wall = t1 - t0
+    top = []
+    for pid, (comm, ticks) in p1.items():
+        if pid in p0 and pid != os.getpid():
+            d = ticks - p0[pid][1]
+            if d > 0:
+                top.append((d / hz / wall * 100, pid, comm))
+    top.sort(reverse=True)
+    print(json.dumps({"busy_pct": round((b1 - b0) / hz / wall * 100, 1),
+                      "top": ["%s[%d] %.0f%%" % (c, pid, pct) for pct, pid, c in top[:3]
+                              if pct >= 5]}))
+    return 0
+
+
 # ---------------------------------------------------------------- idle memory
 
 def rss_kib(pid):
@@ -239,13 +301,14 @@ def _fmt_kib(k):
 def cmd_report(manifest, outjson, metajson):
     meta = json.load(open(metajson))
     rows = [l.rstrip("\n").split("\t") for l in open(manifest) if l.strip()]
-    # size_label body_bytes conns round target file proxy_cpu_pct upstream_cpu_pct
+    # size_label body_bytes conns round target file proxy_cpu_pct upstream_cpu_pct wrk_cpu_pct
     cells, errors = {}, []
-    for label, body, conns, rnd, target, path, pcpu, ucpu in rows:
+    for label, body, conns, rnd, target, path, pcpu, ucpu, wcpu in rows:
         r = parse_wrk(open(path).read())
         r["round"] = int(rnd)
         r["proxy_cpu_pct"] = float(pcpu) if pcpu != "-" else None
         r["upstream_cpu_pct"] = float(ucpu) if ucpu != "-" else None
+        r["wrk_cpu_pct"] = float(wcpu) if wcpu != "-" else None
         probs = wrk_problems(r, int(body))
         if probs:
             errors.append({"size": label, "connections": int(conns), "round": int(rnd),
@@ -256,9 +319,21 @@ def cmd_report(manifest, outjson, metajson):
                                       "targets": {t: {"rounds": []} for t in TARGETS}})
         cell["targets"][target]["rounds"].append(r)
 
+    busy = {}
+    if meta.get("busy_file") and os.path.exists(meta["busy_file"]):
+        for line in open(meta["busy_file"]):
+            if line.strip():
+                b, c, j = line.rstrip("\n").split("\t", 2)
+                busy[(int(b), int(c))] = json.loads(j)
+    meta.pop("busy_file", None)
+    noisy = []
+
     out_cells = []
     for key in sorted(cells):
         cell = cells[key]
+        cell["background_load_before"] = busy.get(key)
+        if busy.get(key) and busy[key]["busy_pct"] > 20:
+            noisy.append((cell["size"], cell["connections"], busy[key]))
         for t in TARGETS:
             rr = cell["targets"][t]["rounds"]
             if not rr:
@@ -267,21 +342,21 @@ def cmd_report(manifest, outjson, metajson):
             agg["rps"] = statistics.median(x["rps"] for x in rr)
             agg["p50_ms"] = statistics.median(x["p50_ms"] for x in rr)
             agg["p99_ms"] = statistics.median(x["p99_ms"] for x in rr)
-            pc = [x["proxy_cpu_pct"] for x in rr if x["proxy_cpu_pct"] is not None]
-            uc = [x["upstream_cpu_pct"] for x in rr if x["upstream_cpu_pct"] is not None]
-            agg["proxy_cpu_pct"] = statistics.median(pc) if pc else None
-            agg["upstream_cpu_pct"] = statistics.median(uc) if uc else None
+            for k in ("proxy_cpu_pct", "upstream_cpu_pct", "wrk_cpu_pct"):
+                v = [x[k] for x in rr if x[k] is not None]
+                agg[k] = statistics.median(v) if v else None
         T = cell["targets"]
         if all("rps" in T[t] for t in TARGETS):
             cell["ratios"] = {
                 "rps_wakegate_over_nginx": T["wakegate"]["rps"] / T["nginx"]["rps"],
                 "rps_wakegate_over_direct": T["wakegate"]["rps"] / T["direct"]["rps"],
+                "rps_nginx_over_direct": T["nginx"]["rps"] / T["direct"]["rps"],
                 "p99_wakegate_over_nginx": T["wakegate"]["p99_ms"] / T["nginx"]["p99_ms"],
             }
         out_cells.append(cell)
 
     idle = {}
-    for name, path in (meta.get("idle_files") or {}).items():
+    for name, path in (meta.pop("idle_files", None) or {}).items():
         if os.path.exists(path) and os.path.getsize(path) > 0:
             idle[name] = json.load(open(path))
 
@@ -297,8 +372,8 @@ def cmd_report(manifest, outjson, metajson):
       " medians over rounds" % (meta.get("rounds"), meta.get("duration_s")))
     p("  pinning: %s" % meta.get("pinning"))
     p()
-    hdr = "%-6s %5s  %-9s %11s %10s %10s %9s %9s" % ("size", "conns", "target", "req/s", "p50",
-                                                    "p99", "proxyCPU", "upstrCPU")
+    hdr = "%-6s %5s  %-9s %11s %10s %10s %9s %9s %9s" % (
+        "size", "conns", "target", "req/s", "p50", "p99", "proxyCPU", "upstrCPU", "wrkCPU")
     p(hdr)
     p("-" * len(hdr))
     for cell in out_cells:
@@ -307,17 +382,22 @@ def cmd_report(manifest, outjson, metajson):
             a = cell["targets"][t]
             if "rps" not in a:
                 continue
-            pc = "%.0f%%" % a["proxy_cpu_pct"] if a["proxy_cpu_pct"] is not None else "-"
-            uc = "%.0f%%" % a["upstream_cpu_pct"] if a["upstream_cpu_pct"] is not None else "-"
-            p("%-6s %5s  %-9s %11.0f %10s %10s %9s %9s" % (
+            pc, uc, wc = ("%.0f%%" % a[k] if a[k] is not None else "-"
+                          for k in ("proxy_cpu_pct", "upstream_cpu_pct", "wrk_cpu_pct"))
+            p("%-6s %5s  %-9s %11.0f %10s %10s %9s %9s %9s" % (
                 cell["size"] if first else "", cell["connections"] if first else "", t,
-                a["rps"], _fmt_ms(a["p50_ms"]), _fmt_ms(a["p99_ms"]), pc, uc))
+                a["rps"], _fmt_ms(a["p50_ms"]), _fmt_ms(a["p99_ms"]), pc, uc, wc))
             first = False
+        bl = cell.get("background_load_before")
+        if bl and bl["busy_pct"] > 20:
+            p("%13s  !! background load before this cell: %.0f%% of a CPU %s" % (
+                "", bl["busy_pct"], ", ".join(bl["top"])))
         if "ratios" in cell:
             rt = cell["ratios"]
-            p("%13s  req/s wakegate/nginx %.2f   wakegate/direct %.2f   p99 wakegate/nginx %.2f"
+            p("%13s  req/s wakegate/nginx %.2f   wakegate/direct %.2f (nginx/direct %.2f)"
+              "   p99 wakegate/nginx %.2f"
               % ("", rt["rps_wakegate_over_nginx"], rt["rps_wakegate_over_direct"],
-                 rt["p99_wakegate_over_nginx"]))
+                 rt["rps_nginx_over_direct"], rt["p99_wakegate_over_nginx"]))
         p()
 
     if idle:
@@ -348,6 +428,10 @@ def cmd_report(manifest, outjson, metajson):
         f.write("\n")
     p("wrote %s" % outjson)
 
+    if noisy:
+        p()
+        p("WARNING: other processes used CPU during this run (%s); treat the numbers as noisy."
+          % "; ".join("%s c=%d: %.0f%%" % (a, b, c["busy_pct"]) for a, b, c in noisy))
     bad = list(errors)
     if idle:
         for name in ("nginx", "wakegate"):
@@ -374,7 +458,7 @@ def main(argv):
         sys.exit(__doc__)
     cmd, args = argv[1], argv[2:]
     fn = {"freeports": cmd_freeports, "get": cmd_get, "wait": cmd_wait,
-          "check-wrk": cmd_check_wrk, "idle": cmd_idle, "report": cmd_report}.get(cmd)
+          "check-wrk": cmd_check_wrk, "idle": cmd_idle, "busy": cmd_busy, "rusage": cmd_rusage, "report": cmd_report}.get(cmd)
     if fn is None:
         sys.exit(__doc__)
     return fn(*args) or 0

@@ -9,7 +9,7 @@
 #   BENCH_ROUNDS=N         rounds per cell (default 3)
 #   BENCH_DURATION=S       seconds per wrk run (default 5)
 #   BENCH_IDLE_CONNS=N     idle connections for the memory test (default 5000)
-#   BENCH_PIN=0            do not pin processes to CPUs
+#   BENCH_PIN=split        CPU pinning: split (default), colocate or 0 (see README)
 #   BENCH_WAKEGATE=PATH    wakegate binary (default build-bench/src/wakegate, built here)
 #   BENCH_NO_BUILD=1       do not run meson/ninja
 #   BENCH_KEEP_TMP=1       keep the temp dir (it is also kept when a run had problems)
@@ -58,14 +58,20 @@ NEED=$((IDLE_CONNS * 2 + 1024))
 ((NOFILE >= NEED)) || die "RLIMIT_NOFILE is $NOFILE, the idle test needs $NEED (lower BENCH_IDLE_CONNS)"
 
 NCPU=$(nproc)
-if [[ ${BENCH_PIN:-1} == 1 && $NCPU -ge 2 ]]; then
-    CPU_LOAD=0; CPU_PROXY=1
-    PIN_LOAD=(taskset -c $CPU_LOAD); PIN_PROXY=(taskset -c $CPU_PROXY)
-    PINNING="wrk + upstream nginx + idle client on CPU $CPU_LOAD; nginx-proxy and wakegate on CPU $CPU_PROXY"
-else
-    PIN_LOAD=(); PIN_PROXY=()
-    PINNING="none"
-fi
+PIN=${BENCH_PIN:-split}
+((NCPU >= 2)) || PIN=0
+case $PIN in
+split)      # the proxy under test gets a core of its own
+    PIN_LOAD=(taskset -c 0); PIN_UP=(taskset -c 0); PIN_PROXY=(taskset -c 1)
+    PINNING="split: wrk + upstream nginx + idle client on CPU 0; nginx-proxy / wakegate on CPU 1" ;;
+colocate)   # wrk gets a core of its own; proxy and upstream share the other
+    PIN_LOAD=(taskset -c 0); PIN_UP=(taskset -c 1); PIN_PROXY=(taskset -c 1)
+    PINNING="colocate: wrk + idle client on CPU 0; upstream nginx and nginx-proxy / wakegate on CPU 1" ;;
+0 | none)
+    PIN_LOAD=(); PIN_UP=(); PIN_PROXY=()
+    PINNING="none" ;;
+*) die "BENCH_PIN must be split, colocate or 0" ;;
+esac
 
 # ---------------------------------------------------------------- temp dir, cleanup
 TMP=$(mktemp -d /tmp/wakegate-bench.XXXXXX)
@@ -73,17 +79,30 @@ chmod 755 "$TMP"   # nginx workers may run as nobody and must read the docroot
 PIDS=()
 KEEP_TMP=${BENCH_KEEP_TMP:-0}
 
+running() {   # a live process (a zombie child is not), by PID
+    local st
+    st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    st=${st##*) }
+    [[ ${st:0:1} != Z ]]
+}
+
 stop_pid() {
     local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-        sleep 0.1
-    done
-    log "pid $pid did not stop on SIGTERM in 5 s, sending SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
+    if running "$pid"; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < 50; i++)); do
+            running "$pid" || break
+            sleep 0.1
+        done
+        if running "$pid"; then
+            log "pid $pid did not stop on SIGTERM in 5 s, sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
     wait "$pid" 2>/dev/null || true
+    local keep=() p
+    for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
 }
 
 cleanup() {
@@ -212,10 +231,10 @@ start_nginx() {   # dir pin... ; sets REPLY to the master pid
     PIDS+=("$REPLY")
 }
 
-UP_PID= NGX_PID= WG_PID= UP_W= NGX_W=
+UP_PID="" NGX_PID="" WG_PID="" UP_W="" NGX_W=""
 
 start_upstream() {
-    start_nginx "$UPD" "${PIN_LOAD[@]}"; UP_PID=$REPLY
+    start_nginx "$UPD" "${PIN_UP[@]}"; UP_PID=$REPLY
     "${LIB[@]}" wait "http://127.0.0.1:$P_UP/100b.txt" 10 || { cat "$UPD/logs/error.log" >&2; die "upstream nginx did not start"; }
     UP_W=$(nginx_worker "$UP_PID") || die "no upstream nginx worker"
 }
@@ -234,10 +253,11 @@ start_wakegate() {
 }
 
 check_alive() {
-    kill -0 "$UP_PID" 2>/dev/null || { tail -20 "$UPD/logs/error.log" >&2; die "upstream nginx died"; }
-    kill -0 "$NGX_PID" 2>/dev/null || { tail -20 "$NXD/logs/error.log" >&2; die "nginx proxy died"; }
-    if ! kill -0 "$WG_PID" 2>/dev/null; then
-        wait "$WG_PID" 2>/dev/null; local st=$?
+    running "$UP_PID" || { tail -20 "$UPD/logs/error.log" >&2; die "upstream nginx died"; }
+    running "$NGX_PID" || { tail -20 "$NXD/logs/error.log" >&2; die "nginx proxy died"; }
+    if ! running "$WG_PID"; then
+        local st=0
+        wait "$WG_PID" 2>/dev/null || st=$?
         log "wakegate DIED (wait status $st); last stderr lines:"
         tail -40 "$WGD/stderr.log" >&2
         log "config: $WGD/wakegate.yaml; last wrk output: ${LAST_WRK:-none}"
@@ -271,15 +291,17 @@ MANIFEST=$TMP/manifest.tsv
 PROBLEMS=0
 LAST_WRK=
 
-# run_wrk target conns dur file bytes outfile -> prints "proxy_cpu upstream_cpu"
+# run_wrk target conns dur file bytes outfile
+# sets CPU_RES to "proxy_cpu%<TAB>upstream_cpu%<TAB>wrk_cpu%" (percent of one CPU)
 run_wrk() {
     local t=$1 c=$2 d=$3 file=$4 bytes=$5 out=$6 ppid upid p0 p1 u0 u1 t0 t1 rc=0 why
     ppid=$(proxy_pid_of "$t"); upid=$UP_W
     [[ -n $ppid ]] && p0=$(cpu_ticks "$ppid")
     u0=$(cpu_ticks "$upid"); t0=$(date +%s.%N)
     LAST_WRK=$out
-    timeout $((d + 30)) "${PIN_LOAD[@]}" wrk -t1 -c"$c" -d"${d}s" --latency \
-        "http://127.0.0.1:$(port_of "$t")/$file" >"$out" 2>&1 || rc=$?
+    echo - >"$TMP/wrk.cpu"
+    timeout $((d + 30)) "${PIN_LOAD[@]}" "${LIB[@]}" rusage "$TMP/wrk.cpu" \
+        wrk -t1 -c"$c" -d"${d}s" --latency "http://127.0.0.1:$(port_of "$t")/$file" >"$out" 2>&1 || rc=$?
     t1=$(date +%s.%N); u1=$(cpu_ticks "$upid")
     [[ -n $ppid ]] && p1=$(cpu_ticks "$ppid")
     check_alive
@@ -297,27 +319,42 @@ run_wrk() {
         } >&2
     fi
     local hz; hz=$(getconf CLK_TCK)
-    awk -v p0="${p0:-}" -v p1="${p1:-}" -v u0="$u0" -v u1="$u1" -v t0="$t0" -v t1="$t1" -v hz="$hz" \
+    CPU_RES=$(awk -v p0="${p0:-}" -v p1="${p1:-}" -v u0="$u0" -v u1="$u1" -v t0="$t0" -v t1="$t1" \
+        -v hz="$hz" -v wc="$(cat "$TMP/wrk.cpu")" -v d="$d" \
         'BEGIN { w = t1 - t0;
                  pc = (p0 == "") ? "-" : sprintf("%.1f", (p1 - p0) / hz / w * 100);
-                 printf "%s\t%.1f\n", pc, (u1 - u0) / hz / w * 100 }'
+                 wp = (wc == "-") ? "-" : sprintf("%.1f", wc / d * 100);
+                 printf "%s\t%.1f\t%s\n", pc, (u1 - u0) / hz / w * 100, wp }')
+}
+
+BUSY_FILE=$TMP/busy.tsv
+: >"$BUSY_FILE"
+# CPU the machine spends while our servers are idle: someone else's load.
+check_background() {
+    local b
+    b=$("${LIB[@]}" busy 0.5)
+    printf '%s\t%s\t%s\n' "$1" "$2" "$b" >>"$BUSY_FILE"
+    if awk -v j="$b" 'BEGIN { match(j, /"busy_pct": [0-9.]+/); exit !(substr(j, RSTART + 12, RLENGTH - 12) + 0 > 20) }'; then
+        log "WARNING: background load while idle before this cell: $b - numbers will be noisy"
+    fi
 }
 
 START=$(date +%s)
 for s in "${SIZES[@]}"; do
     IFS=: read -r label bytes file <<<"$s"
     for c in "${CONNS[@]}"; do
+        check_background "$bytes" "$c"
         if [[ $WARM == 1 ]]; then
             for t in "${TARGETS[@]}"; do
-                run_wrk "$t" "$c" 1 "$file" "$bytes" "$RAW/warm-$label-c$c-$t.txt" >/dev/null
+                run_wrk "$t" "$c" 1 "$file" "$bytes" "$RAW/warm-$label-c$c-$t.txt"
             done
         fi
         for ((r = 0; r < ROUNDS; r++)); do
             for ((k = 0; k < ${#TARGETS[@]}; k++)); do
                 t=${TARGETS[$(((k + r) % ${#TARGETS[@]}))]}
                 out=$RAW/$label-c$c-r$r-$t.txt
-                cpu=$(run_wrk "$t" "$c" "$DUR" "$file" "$bytes" "$out")
-                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$bytes" "$c" "$r" "$t" "$out" "$cpu" >>"$MANIFEST"
+                run_wrk "$t" "$c" "$DUR" "$file" "$bytes" "$out"
+                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$bytes" "$c" "$r" "$t" "$out" "$CPU_RES" >>"$MANIFEST"
                 rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
                 p99=$(awk '$1 == "99%" {print $2}' "$out")
                 log "$(printf '%-6s c=%-3s round %d %-8s %10s req/s  p99 %s' "$label" "$c" "$r" "$t" "$rps" "$p99")"
@@ -358,7 +395,7 @@ else
 fi
 export GIT_COMMIT GIT_STATE PINNING ROUNDS DUR QUICK IDLE_CONNS NOFILE BUFFERED WG TMP
 export NGINX_VERSION; NGINX_VERSION=$(nginx -v 2>&1 | sed 's/^nginx version: //')
-export WRK_VERSION; WRK_VERSION=$(wrk --version 2>&1 | head -1 | awk '{print $2}')
+export WRK_VERSION; WRK_VERSION=$({ wrk --version 2>&1 || true; } | awk 'NR == 1 {print $2}')
 "$PY" - "$TMP/meta.json" <<'EOF'
 import json, os, platform, sys, time
 e = os.environ
@@ -370,6 +407,7 @@ json.dump({
     "rounds": int(e["ROUNDS"]), "duration_s": int(e["DUR"]), "quick": e["QUICK"] == "1",
     "idle_connections": int(e["IDLE_CONNS"]), "rlimit_nofile": int(e["NOFILE"]),
     "nginx_proxy_buffered_to_temp_file_warnings": int(e["BUFFERED"] or 0),
+    "busy_file": e["TMP"] + "/busy.tsv",
     "idle_files": {"nginx": e["TMP"] + "/idle-nginx.json",
                    "wakegate": e["TMP"] + "/idle-wakegate.json"},
 }, open(sys.argv[1], "w"))

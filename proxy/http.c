@@ -125,6 +125,8 @@ static int on_status(llhttp_t *p, const char *at, size_t len)
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     struct wg_http_msg *m = p->data;
+    if (m->headers_done)
+        return 0; /* a chunked trailer: dropped, as the Trailer header is */
     if (m->fields_len > 0 && m->fields[m->fields_len - 1].value == NULL &&
         m->fields[m->fields_len - 1].name + m->fields[m->fields_len - 1].name_len == at) {
         m->fields[m->fields_len - 1].name_len += len;
@@ -145,6 +147,8 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     struct wg_http_msg *m = p->data;
+    if (m->headers_done)
+        return 0;
     if (m->fields_len == 0) {
         m->error = m->is_response ? 502 : 400;
         return -1;
@@ -162,7 +166,7 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
 static int on_header_value_complete(llhttp_t *p)
 {
     struct wg_http_msg *m = p->data;
-    if (m->fields_len == 0)
+    if (m->headers_done || m->fields_len == 0)
         return 0;
     struct wg_http_field *f = &m->fields[m->fields_len - 1];
     if (f->value == NULL) {

@@ -14,7 +14,7 @@ import tempfile
 import pytest
 
 from harness import image, procs, rawhttp
-from harness.dockerd import Dockerd
+from harness.dockerd import Dockerd, remove_stale_bridges
 from harness.nginx import NginxUpstream
 from harness.procs import REGISTRY
 from harness.redis_server import RedisServer
@@ -52,7 +52,7 @@ def _session_tmp():
     # Short path under /tmp: unix socket paths must stay under 108 bytes.
     global _TMP
     if _TMP is None:
-        cleaned = procs.cleanup_stale_sessions("/tmp", "wg-e2e-")
+        cleaned = procs.cleanup_stale_sessions("/tmp", "wg-e2e-") + remove_stale_bridges()
         if cleaned:
             sys.stderr.write("harness: cleaned up after dead sessions: %s\n" % ", ".join(cleaned))
         _TMP = tempfile.mkdtemp(prefix="wg-e2e-", dir="/tmp")

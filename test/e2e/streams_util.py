@@ -145,8 +145,34 @@ def parse_logfmt(line):
 
 
 def program_lines(gw):
-    """stderr lines written by wakegate (the harness's own "--- harness" line left out)."""
-    return [line for line in gw.log_lines() if not line.startswith("--- harness:")]
+    """stderr lines written by this wakegate process: the lines after the
+    "--- harness:" marker that names its config file, up to the next marker.
+    The harness appends to a file named after the test, so earlier (or
+    concurrent) runs of the same test leave their lines in it too."""
+    lines = gw.log_lines()
+    mine = " %s" % gw.config_path  # the marker names this run's private config file
+    start, end = 0, len(lines)
+    for i, line in enumerate(lines):
+        if line.startswith("--- harness:"):
+            if line.endswith(mine) or mine + " " in line:
+                start, end = i + 1, len(lines)
+            elif start and end == len(lines) and i >= start:
+                end = i
+    return lines[start:end]
+
+
+def wait_log(gw, rx, n=1, timeout=5.0):
+    """Wait until at least n of this process's stderr lines match regex rx; return the matches."""
+    rx = re.compile(rx)
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [line for line in program_lines(gw) if rx.search(line)]
+        if len(found) >= n:
+            return found
+        if time.monotonic() > deadline:
+            raise TimeoutError("%d of %d log lines matching %r in %.1fs; tail:\n%s"
+                               % (len(found), n, rx.pattern, timeout, "\n".join(program_lines(gw)[-30:])))
+        time.sleep(0.02)
 
 
 def access_lines(gw):
@@ -212,8 +238,10 @@ class BodyReader:
     """Receives a response body from a socket without keeping it: counts bytes
     and keeps a CRC32. Handles Content-Length and chunked framing."""
 
-    def __init__(self, sock, rest=b""):
+    def __init__(self, sock, rest=b"", keep=0):
         self.sock = sock
+        self.keep = keep
+        self.kept = bytearray()  # the first `keep` body bytes
         self.pending = bytearray(rest)
         self.count = 0
         self.crc = 0
@@ -221,6 +249,8 @@ class BodyReader:
         self.view = memoryview(self.scratch)
 
     def _take(self, data):
+        if len(self.kept) < self.keep:
+            self.kept += data[: self.keep - len(self.kept)]
         self.count += len(data)
         self.crc = zlib.crc32(data, self.crc)
 

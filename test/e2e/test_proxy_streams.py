@@ -16,7 +16,7 @@ from harness import rawhttp, upstream
 from harness.upstream import pattern, response_bytes
 from streams_util import (GIB, MIB, BodyReader, CountingLargeBody, KeepaliveThenDrop, RssSampler,
                           WsEchoServer, close_after_each_response, connect, crc32_of_pattern,
-                          crc32_of_zeros, metrics, proxy_config, read_head, run_async, send_pattern,
+                          crc32_of_zeros, metrics, program_lines, proxy_config, read_head, run_async, send_pattern,
                           tunnel_echo_until_eof, tunnel_hold, upgrade_then, ws_request)
 
 RSS_LIMIT_KIB = 64 * 1024
@@ -99,27 +99,51 @@ def _upload(port, n, chunked, path="/upload", timeout=120):
         sent = send_pattern(s, n, chunked=chunked)
         buf = bytearray()
         status, headers, rest = read_head(s, buf)
-        body = BodyReader(s, rest)
-        cl = headers.get("content-length")
-        body_bytes = bytearray(rest)
-        if cl is not None:
-            want = int(cl) - len(rest)
-            while want > 0:
-                d = s.recv(want)
-                assert d, "EOF in upload response body"
-                body_bytes += d
-                want -= len(d)
-        elif (headers.get("transfer-encoding") or "").lower() == "chunked":
+        body = BodyReader(s, rest, keep=4096)
+        if (headers.get("transfer-encoding") or "").lower() == "chunked":
             body.read_chunked()
-            body_bytes = None
-        return status, headers, bytes(body_bytes) if body_bytes is not None else None, sent, time.monotonic() - t0
+        else:
+            body.read_length(int(headers.get("content-length") or 0))
+        return status, headers, bytes(body.kept), sent, time.monotonic() - t0
     finally:
         s.close()
+
+
+def _warm_pool(gw, path="/small.txt"):
+    """One request so that wakegate holds a pooled upstream connection."""
+    r = rawhttp.send(gw.port, _get(path, extra="Connection: close\r\n"), timeout=5)
+    assert r.status in (200, 404), r
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("n", [100_000, MIB], ids=["100k", "1m"])
+def test_upload_sent_with_head_to_fresh_upstream_connection(start_wakegate, make_upstream, n, chunked):
+    """A client that sends its body right behind the head (what every client
+    does without Expect) while wakegate is still connecting upstream: the body
+    must be forwarded, not refused."""
+    up = make_upstream(upstream.count_body())
+    gw = start_wakegate(proxy_config(up.address))
+    s = connect(gw.port, timeout=10)
+    try:
+        head = "POST /sink HTTP/1.1\r\nHost: a\r\n"
+        head += "Transfer-Encoding: chunked\r\n\r\n" if chunked else "Content-Length: %d\r\n\r\n" % n
+        s.sendall(head.encode())
+        try:
+            send_pattern(s, n, chunked=chunked, chunk_size=64 * 1024)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        status, headers, rest = read_head(s, bytearray())
+    finally:
+        s.close()
+    assert status == 200, "POST with a %d-byte %s body sent right after the head got %d" % (
+        n, "chunked" if chunked else "Content-Length", status)
+    assert up.wait_for_requests(1)[0].body_len == n
 
 
 @pytest.mark.slow
 def test_upload_1gib_content_length_streams_with_flat_rss(start_wakegate, nginx_upstream):
     gw = start_wakegate(proxy_config(nginx_upstream.address))
+    _warm_pool(gw)
     base = gw.rss_kib()
     with RssSampler(gw.pid) as rss:
         status, headers, body, sent, secs = _upload(gw.port, GIB, chunked=False)
@@ -136,6 +160,7 @@ def test_upload_1gib_content_length_streams_with_flat_rss(start_wakegate, nginx_
 def test_upload_chunked_256mib_streams_with_flat_rss(start_wakegate, nginx_upstream):
     n = 256 * MIB
     gw = start_wakegate(proxy_config(nginx_upstream.address))
+    _warm_pool(gw)
     with RssSampler(gw.pid) as rss:
         status, headers, body, sent, secs = _upload(gw.port, n, chunked=True)
     print("upload chunked 256 MiB: %.1fs, wakegate RSS max %d KiB over %d samples" % (secs, rss.max_kib, len(rss.samples)))
@@ -153,6 +178,7 @@ def test_upload_chunked_body_arrives_chunked_and_intact(start_wakegate, make_ups
     n = 8 * MIB + 12345
     up = make_upstream(upstream.count_body())
     gw = start_wakegate(proxy_config(up.address))
+    _warm_pool(gw)
     s = connect(gw.port)
     try:
         s.sendall(b"POST /sink HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
@@ -161,9 +187,12 @@ def test_upload_chunked_body_arrives_chunked_and_intact(start_wakegate, make_ups
     finally:
         s.close()
     assert status == 200
-    reqs = up.wait_for_requests(1)
-    assert reqs[0].chunked and reqs[0].body_len == n
-    assert "content-length" not in reqs[0].headers
+    post = [q for q in up.wait_for_requests(2) if q.method == "POST"]
+    assert len(post) == 1
+    assert post[0].chunked and post[0].body_len == n
+    assert "content-length" not in post[0].headers
+    assert len(up.connections) == 1, "the warm pooled connection was not reused"
+
 
 
 @pytest.mark.slow
@@ -241,9 +270,7 @@ def test_slow_reader_backpressure_keeps_rss_flat_and_completes(start_wakegate, m
             for _ in range(1000):
                 if time.monotonic() > end:
                     break
-                k = s.recv_into(body.view[: 16 * 1024])
-                assert k > 0
-                body._take(body.view[:k])
+                body.read_length(16 * 1024)
                 time.sleep(0.02)
             sent_while_slow = src.sent
             # Resume at full speed.
@@ -507,7 +534,7 @@ def test_connection_refused_gives_502_after_one_retry(start_wakegate):
     after = metrics(gw)
     assert after["wakegate_upstream_retries_total"] - before["wakegate_upstream_retries_total"] == 1
     assert after["wakegate_upstream_errors_total"] - before["wakegate_upstream_errors_total"] == 2
-    assert any("retrying" in line for line in gw.log_lines())
+    assert any("retrying" in line for line in program_lines(gw))
 
 
 def test_get_on_dead_pooled_connection_is_retried_and_succeeds(start_wakegate, make_upstream):
@@ -596,3 +623,92 @@ def test_upstream_connection_with_framing_error_is_never_reused(start_wakegate, 
     assert len(up.connections[0].requests) == 1, "the connection that sent bad framing got another request"
     assert len(up.connections) == 2
     assert b"reused-after-error" not in r2.data
+
+
+def test_bytes_after_a_complete_response_poison_the_connection(start_wakegate, make_upstream):
+    """An upstream that sends a second, unrequested response right behind the
+    first: those bytes must never be handed to the next request."""
+    extra = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nsmuggled\n"
+
+    def handler(conn):
+        req = conn.read_request()
+        if req is None:
+            return
+        conn.send(response_bytes(200, b"first\n") + extra)
+        for _ in range(10):
+            req = conn.read_request()
+            if req is None:
+                return
+            conn.send(response_bytes(200, b"same-connection\n"))
+
+    up = make_upstream(handler)
+    gw = start_wakegate(proxy_config(up.address))
+    with rawhttp.connect(gw.port) as c:
+        c.send(_get("/one"))
+        r1 = c.read_response()
+        assert r1.status == 200 and r1.body == b"first\n"
+        time.sleep(0.2)
+        c.send(_get("/two"))
+        r2 = c.read_response()
+    assert r2.body != b"smuggled\n", "the unrequested response was delivered to the next request"
+    assert r2.status == 200 and r2.body == b"first\n"
+    assert len(up.connections) == 2
+    assert len(up.connections[0].requests) == 1
+
+
+@pytest.mark.slow
+def test_slow_upstream_reader_backpressure_on_upload(start_wakegate, make_upstream):
+    """The upstream reads nothing for 3 s while the client uploads 200 MiB as
+    fast as it can: wakegate stops reading the client, memory stays flat, and
+    the whole body arrives once the upstream reads again."""
+    n = 200 * MIB
+    state = {"stalled_until": None}
+
+    def handler(conn):
+        for _ in range(5):
+            # Read the head only (the reader fills at most its buffer).
+            head = conn.reader.read_until(b"\r\n\r\n")
+            if head.startswith(b"GET"):
+                conn.send(response_bytes(200, b"warm\n"))
+                continue
+            state["stalled_until"] = time.monotonic() + 3.0
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            time.sleep(3.0)
+            conn.reader.skip_exact(n, keep=0)
+            conn.send(response_bytes(200, b"received=%d\n" % n))
+            return
+
+    up = make_upstream(handler, record_limit=0)
+    gw = start_wakegate(proxy_config(up.address))
+    _warm_pool(gw)
+    s = connect(gw.port, timeout=60)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+    progress = {"sent": 0}
+
+    def sender():
+        s.sendall(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % n)
+        view = memoryview(pattern(0, MIB))
+        for _ in range(n // MIB):
+            s.sendall(view)
+            progress["sent"] += MIB
+
+    t = threading.Thread(target=sender, daemon=True)
+    try:
+        with RssSampler(gw.pid) as rss:
+            t.start()
+            deadline = time.monotonic() + 5
+            while state["stalled_until"] is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert state["stalled_until"] is not None, "the upload never reached the upstream"
+            time.sleep(max(0.0, state["stalled_until"] - time.monotonic() - 0.3))
+            sent_during_stall = progress["sent"]
+            t.join(timeout=60)
+            assert not t.is_alive(), "upload did not finish"
+            status, headers, rest = read_head(s, bytearray())
+    finally:
+        s.close()
+    print("slow upstream reader: client got %.1f MiB out during the 3 s stall; RSS max %d KiB"
+          % (sent_during_stall / MIB, rss.max_kib))
+    assert status == 200
+    assert sent_during_stall < 48 * MIB, sent_during_stall
+    assert rss.max_kib < RSS_LIMIT_KIB, rss

@@ -32,7 +32,7 @@ import subprocess
 import time
 import urllib.parse
 
-from .procs import REGISTRY, cgroup_parent_name, reap_adopted, remove_cgroup_dirs
+from .procs import REGISTRY, cgroup_parent_name, reap_adopted, reap_zombies, remove_cgroup_dirs
 from .util import HarnessError, mounts_under, tail, umount_all, wait_until
 
 DOCKERD = "/usr/sbin/dockerd"
@@ -208,7 +208,8 @@ class Dockerd:
             '[debug]\n  address = "{d}/debug.sock"\n  level = "info"\n'
             '[metrics]\n  address = ""\n'.format(d=self.dir / "containerd", sock=self.containerd_sock)
         )
-        self._containerd = REGISTRY.spawn("containerd", [CONTAINERD, "--config", cfg], log_path=self.containerd_log, env=env)
+        self._containerd = REGISTRY.spawn("containerd", [CONTAINERD, "--config", cfg], log_path=self.containerd_log, env=env,
+                                         cwd=self.dir)
         try:
             wait_until(lambda: self._alive(self._containerd, "containerd") and os.path.exists(self.containerd_sock),
                        timeout=timeout, what="containerd socket %s" % self.containerd_sock)
@@ -236,7 +237,7 @@ class Dockerd:
             "--log-level", "info",
             *self.extra_args,
         ]
-        self._dockerd = REGISTRY.spawn("dockerd", argv, log_path=self.dockerd_log, env=env)
+        self._dockerd = REGISTRY.spawn("dockerd", argv, log_path=self.dockerd_log, env=env, cwd=self.dir)
         try:
             wait_until(self._ping_ok, timeout=timeout, interval=0.05, what="dockerd /_ping on %s" % self.sock)
         except (TimeoutError, HarnessError) as e:
@@ -374,6 +375,7 @@ class Dockerd:
 
     def start_container(self, cid):
         self.api_json("POST", "/containers/%s/start" % cid)
+        reap_zombies()
 
     def stop_container(self, cid, t=1):
         self.api_json("POST", "/containers/%s/stop" % cid, params={"t": str(t)}, timeout=t + 30)

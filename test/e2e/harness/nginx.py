@@ -108,7 +108,7 @@ http {{
         conf = self.dir / "nginx.conf"
         conf.write_text(self._config())
         argv = [NGINX, "-p", str(self.dir) + "/", "-c", str(conf), "-e", str(self.error_log), "-g", "daemon off;"]
-        self.proc = REGISTRY.spawn("nginx", argv, log_path=self.stdout_log)
+        self.proc = REGISTRY.spawn("nginx", argv, log_path=self.stdout_log, cwd=self.dir)
         try:
             wait_until(self._up, timeout=timeout, what="nginx on port %d" % self.port)
         except (TimeoutError, HarnessError) as e:

@@ -219,6 +219,15 @@ def reap_adopted(cmdline_marker, comm_prefixes=("containerd-shim",), kill_after=
         if time.monotonic() > deadline + 2:
             break
         time.sleep(0.1)
+    reap_zombies(comm_prefixes)
+    return killed
+
+
+def reap_zombies(comm_prefixes=("containerd-shim",)):
+    """Reap our zombie children whose comm starts with one of comm_prefixes.
+    The short-lived `containerd-shim-runc-v2 start` process exits after
+    daemonizing, and as a subreaper we inherit it; we never start such
+    programs ourselves, so no one else waits for them."""
     me = os.getpid()
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -232,7 +241,6 @@ def reap_adopted(cmdline_marker, comm_prefixes=("containerd-shim",), kill_after=
             except OSError as e:
                 if e.errno != errno.ECHILD:
                     raise
-    return killed
 
 
 OWNER_FILE = "owner.pid"
@@ -242,9 +250,11 @@ def cleanup_stale_sessions(parent="/tmp", prefix="wg-e2e-"):
     """Clean up after harness sessions that died without teardown (SIGKILL, OOM).
 
     A session directory holds owner.pid, the pid of its pytest. If that pid is
-    gone, every process whose command line names the directory (its dockerd,
-    containerd, shims, redis, nginx, wakegate: they all got paths inside it)
-    is killed by pid, its mounts are detached and the directory is removed.
+    gone, these are killed by pid: every process whose command line names the
+    directory (dockerd, containerd, shims, nginx, wakegate) or whose working
+    directory is inside it (redis-server, which rewrites its command line;
+    every spawned process starts in the session tree), plus the containers in
+    its cgroup. Then its mounts are detached and the directory is removed.
     Returns the directories cleaned.
     """
     import shutil
@@ -263,7 +273,8 @@ def cleanup_stale_sessions(parent="/tmp", prefix="wg-e2e-"):
             continue
         if os.path.exists("/proc/%d" % owner):
             continue
-        victims = set(processes_matching(d + "/")) | set(processes_in_cgroup(cgroup_parent_name(owner)))
+        victims = (set(processes_matching(d + "/")) | set(processes_with_cwd_under(d))
+                   | set(processes_in_cgroup(cgroup_parent_name(owner))))
         for pid in victims:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -279,6 +290,22 @@ def cleanup_stale_sessions(parent="/tmp", prefix="wg-e2e-"):
         shutil.rmtree(d, ignore_errors=True)
         cleaned.append(d)
     return cleaned
+
+
+def processes_with_cwd_under(path):
+    """Pids whose working directory is path or below (it may be deleted already).
+    Catches programs that rewrite their command line, such as redis-server."""
+    prefix = path.rstrip("/") + "/"
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                cwd = os.readlink("/proc/%s/cwd" % entry)
+            except OSError:
+                continue
+            if cwd == prefix[:-1] or cwd.startswith(prefix):
+                out.append(int(entry))
+    return out
 
 
 def cgroup_parent_name(owner_pid):

@@ -57,7 +57,7 @@ class RedisServer:
             raise HarnessError("%s not found: install the Debian package redis-server (scripts/install-deps.sh)" % REDIS_SERVER)
         with open(self.log_path, "ab") as f:
             f.write(b"--- harness: starting redis-server at %.3f\n" % time.time())
-        self.proc = REGISTRY.spawn("redis-server", self.argv(), log_path=self.log_path)
+        self.proc = REGISTRY.spawn("redis-server", self.argv(), log_path=self.log_path, cwd=self.dir)
         try:
             wait_until(self._pong, timeout=timeout, what="redis-server PING on %s" % self.unix_path)
         except (TimeoutError, HarnessError) as e:

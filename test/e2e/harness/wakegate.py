@@ -28,7 +28,7 @@ import time
 
 import yaml
 
-from .procs import REGISTRY
+from .procs import REGISTRY, reap_zombies
 from .util import REPO_ROOT, HarnessError, free_ports, tail
 
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "SUMMARY: UndefinedBehaviorSanitizer")
@@ -228,7 +228,8 @@ class WakegateFactory:
         argv = [b, "--config", config_path, *(args or [])]
         with open(stderr_path, "ab") as f:
             f.write(("--- harness: %s\n" % " ".join(str(a) for a in argv)).encode())
-        proc = REGISTRY.spawn("wakegate", argv, stdout_path=stdout_path, stderr_path=stderr_path, env=self._env(merged))
+        proc = REGISTRY.spawn("wakegate", argv, stdout_path=stdout_path, stderr_path=stderr_path, env=self._env(merged),
+                              cwd=self.dir)
         gw = Wakegate(proc, port, admin_port, config_path, stderr_path, stdout_path)
         self.instances.append(gw)
         if wait:
@@ -256,4 +257,5 @@ class WakegateFactory:
             gw.stop()
             reports += gw.sanitizer_reports()
         self.instances = []
+        reap_zombies()  # shims of containers wakegate started (we are their subreaper)
         return reports
