@@ -93,6 +93,23 @@ char *wg_log_quote(char *dst, size_t dstlen, const char *src, size_t len)
     return dst;
 }
 
+/* -?(0|[1-9][0-9]*): only these may be written as bare JSON numbers. */
+static bool is_json_integer(const char *v, size_t n)
+{
+    size_t i = 0;
+    if (i < n && v[i] == '-')
+        i++;
+    if (i >= n || n - i > 18)
+        return false;
+    if (v[i] == '0')
+        return i + 1 == n;
+    for (; i < n; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return false;
+    }
+    return true;
+}
+
 /* Converts logfmt pairs (key=value key2="quoted value") into JSON members.
  * Values that look like plain integers stay numbers. */
 static void kv_to_json(FILE *out, const char *kv)
@@ -134,14 +151,10 @@ static void kv_to_json(FILE *out, const char *kv)
             fputc('"', out);
         } else {
             const char *v = p;
-            bool numeric = (*p == '-' || (*p >= '0' && *p <= '9'));
-            while (*p && *p != ' ') {
-                if (!((*p >= '0' && *p <= '9') || (p == v && *p == '-') || *p == '.'))
-                    numeric = false;
+            while (*p && *p != ' ')
                 p++;
-            }
             size_t vlen = (size_t)(p - v);
-            if (numeric && vlen > 0 && !(vlen == 1 && *v == '-'))
+            if (is_json_integer(v, vlen))
                 fprintf(out, "%.*s", (int)vlen, v);
             else {
                 fputc('"', out);

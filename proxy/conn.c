@@ -23,9 +23,9 @@
 #define SIDE_UP 1
 #define LINGER_MS 2000
 #define MAX_RETRIES 1
-/* Bytes a client may send ahead (pipelined requests, an early body) before
- * we stop reading it. */
-#define PIPELINE_BUFFER_MAX (64 * 1024)
+/* Room in c->in beyond a full head: a client may send this much ahead
+ * (pipelined requests, an early body) before we stop reading it. */
+#define PIPELINE_BUFFER_MAX (2 * WG_READ_BUF_SIZE)
 
 enum conn_state {
     CS_HEAD,       /* waiting for a request head; [transient] once bytes arrive */
@@ -416,6 +416,12 @@ static bool below_mark(const struct wg_conn *c, int side, bool reading)
     return c->pending[side] < (reading ? hw : hw / 2);
 }
 
+/* Whether one more full read fits in c->in. */
+static bool inbuf_has_room(const struct wg_conn *c)
+{
+    return wg_buf_size(&c->in) + WG_READ_BUF_SIZE <= c->in.max;
+}
+
 static void update_reading(struct wg_conn *c)
 {
     bool want_client = false, want_up = false;
@@ -428,11 +434,11 @@ static void update_reading(struct wg_conn *c)
         case CS_CONNECTING:
             /* Keep reading (bytes wait in c->in), so the read interest does
              * not change per request and an early client close is seen. */
-            want_client = !c->client_eof && wg_buf_size(&c->in) < PIPELINE_BUFFER_MAX;
+            want_client = !c->client_eof && inbuf_has_room(c);
             break;
         case CS_PROXY:
             if (c->req.complete)
-                want_client = !c->client_eof && wg_buf_size(&c->in) < PIPELINE_BUFFER_MAX;
+                want_client = !c->client_eof && inbuf_has_room(c);
             else
                 want_client = !c->client_eof && below_mark(c, SIDE_UP, c->reading_client);
             want_up = c->up != NULL && !c->resp.complete &&
@@ -1071,6 +1077,7 @@ static void client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         return;
     }
     client_drain_inbuf(c);
+    update_reading(c);
 }
 
 /* ---- the response ---------------------------------------------------------- */
@@ -1124,6 +1131,8 @@ static void start_tunnel(struct wg_conn *c)
     c->last_up_read_ms = c->last_client_read_ms = now_ms(c);
     update_reading(c);
     conn_arm(c);
+    /* Bytes the client sent right after the upgrade request go now. */
+    client_drain_inbuf(c);
 }
 
 /* A whole response head sits in head[0, head_len). */
@@ -1415,7 +1424,7 @@ void wg_conn_accept(struct wg_proxy *px)
     llhttp_init(&c->resp_parser, HTTP_RESPONSE, &px->resp_settings);
     c->resp_parser.data = &c->resp;
     c->resp.is_response = true;
-    wg_buf_init(&c->in, cfg->limits.head_max + WG_READ_BUF_SIZE);
+    wg_buf_init(&c->in, cfg->limits.head_max + PIPELINE_BUFFER_MAX);
     wg_buf_init(&c->up_in, cfg->limits.head_max + WG_READ_BUF_SIZE);
     wg_buf_init(&c->up_head, cfg->limits.head_max * 2 + 1024);
     wg_buf_init(&c->held_head, cfg->limits.head_max * 2 + 1024);

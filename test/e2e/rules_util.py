@@ -161,16 +161,22 @@ def per_connection(*handlers):
     return handler
 
 
-def bad_once(raw, then_wait=True):
-    """Read one request, send raw bytes, then keep the connection open until
-    the proxy closes it (so "closed" at the upstream means the proxy closed it)."""
-    if isinstance(raw, str):
-        raw = raw.encode("latin-1")
+def bad_once(raw, then_wait=True, gap=0.2):
+    """Read one request, send raw bytes (a list: pieces `gap` seconds apart),
+    then keep the connection open until the proxy closes it (so "closed" at
+    the upstream means the proxy closed it), or close at once with
+    then_wait=False."""
+    pieces = raw if isinstance(raw, list) else [raw]
+    pieces = [p.encode("latin-1") if isinstance(p, str) else p for p in pieces]
 
     def handler(conn):
         if conn.read_request(body_keep=1 << 20) is None:
             return
-        conn.send(raw)
+        for i, p in enumerate(pieces):
+            if i and conn.wait(gap):
+                return
+            if p:
+                conn.send(p)
         if then_wait:
             conn.wait_peer_close(timeout=10)
     return handler

@@ -13,7 +13,7 @@ import yaml
 
 from harness import rawhttp, upstream
 from harness.upstream import pattern
-from streams_util import (access_lines, admin_get, connect, metrics, parse_logfmt, program_lines,
+from streams_util import (admin_get, connect, metrics, parse_logfmt, program_lines,
                           proxy_config, read_head, wait_access, wait_log)
 
 

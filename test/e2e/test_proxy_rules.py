@@ -9,8 +9,6 @@ recording upstream behind it that keeps the exact bytes it received.
 Every timeout is configured short so the whole file stays bounded in time.
 """
 
-import glob
-import re
 import time
 
 import pytest
@@ -41,20 +39,6 @@ from rules_util import (
 )
 
 H = b"GET / HTTP/1.1\r\nHost: a\r\n"  # a valid request line + Host, to extend
-
-
-@pytest.fixture(autouse=True)
-def _fresh_wakegate_logs(artifacts, request):
-    """The factory appends to <artifacts>/wakegate/<test name>-N.stderr.log and
-    fails the test on any sanitizer line in it, including lines left by an
-    earlier run of the same test. Start each test from empty logs."""
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)[:80]
-    d = artifacts / "wakegate"
-    if d.is_dir():
-        for f in d.glob(glob.escape(stem) + "-*.log"):
-            if re.fullmatch(re.escape(stem) + r"-\d+\.std(err|out)\.log", f.name):
-                f.unlink()
-    yield
 
 
 @pytest.fixture
@@ -214,6 +198,41 @@ HOST_TABLE = [
 @pytest.mark.parametrize("name,data", HOST_TABLE, ids=_ids(HOST_TABLE))
 def test_host_rules_refuse(gw, up, name, data):
     assert_refused(gw, up, data, (400,))
+
+
+# The same refusals on the second request of a kept-alive connection: the
+# answer must not depend on what came before on the connection.
+SECOND_REQUEST_REFUSALS = [
+    ("bare-lf", b"GET /2 HTTP/1.1\nHost: a\r\n\r\n", 400),
+    ("obs-fold", b"GET /2 HTTP/1.1\r\nHost: a\r\n b\r\n\r\n", 400),
+    ("empty-name", b"GET /2 HTTP/1.1\r\nHost: a\r\n: b\r\n\r\n", 400),
+    ("ctl-in-target", b"GET /2\x01 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("missing-host", b"GET /2 HTTP/1.1\r\n\r\n", 400),
+    ("trace", b"TRACE /2 HTTP/1.1\r\nHost: a\r\n\r\n", 405),
+    ("request-line-too-long", b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414),
+    ("header-line-too-long", b"GET /2 HTTP/1.1\r\nHost: a\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n", 431),
+]
+
+
+@pytest.mark.parametrize("mode", ["sequential", "pipelined"])
+@pytest.mark.parametrize("name,second,status", SECOND_REQUEST_REFUSALS, ids=_ids(SECOND_REQUEST_REFUSALS))
+def test_refusal_on_kept_alive_connection(gw, up, name, second, status, mode):
+    first = b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n"
+    with rawhttp.connect(gw.port) as c:
+        if mode == "sequential":
+            c.send(first)
+            assert c.read_response().status == 200
+            c.send(second)
+        else:
+            c.send(first + second)
+            assert c.read_response().status == 200
+        data, how = c.read_until_close(timeout=5)
+    r = rawhttp.RawResult(data, how, None)
+    assert r.responses, "no %d for the second request, connection closed silently (%s, %r)" % (status, how, data[:200])
+    assert r.status == status
+    assert_clean_close_after(r, 1)
+    time.sleep(0.1)
+    assert [q.target for q in up.requests] == ["/1"]
 
 
 # ======================================================================
@@ -813,6 +832,8 @@ BAD_UPSTREAM = [
     ("two-cl-same", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello", False),
     ("cl-malformed", b"HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\nhello", False),
     ("bad-chunk-size", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", False),
+    ("bad-chunk-after-bytes-sent", [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", b"zz\r\n"], False),
+    ("bad-chunk-size-after-head-sent", [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"zz\r\nhello\r\n0\r\n\r\n"], False),
     ("chunk-data-no-crlf", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n", False),
     ("te-not-chunked", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\nhello", False),
     ("oversized-head-line", b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 40000 + b"\r\nContent-Length: 2\r\n\r\nok", False),
@@ -871,3 +892,21 @@ def test_client_abort_mid_upload_closes_upstream(start_wakegate, up, how, framin
     r2 = send(gw.port, b"GET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
     assert r2.status == 200
     assert len(up.connections) == 2, "upstream connection of an aborted upload was reused"
+
+
+def test_bytes_after_upstream_response_not_relayed_and_not_reused(start_wakegate, up):
+    """A response followed by stray bytes is complete and relayed as such;
+    the stray bytes are never relayed and that connection is not pooled."""
+    up.set_handler(per_connection(bad_once(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!"),
+                                  default_handler))
+    gw = start_wakegate(proxy_config(up))
+    with rawhttp.connect(gw.port) as c:
+        c.send(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n")
+        resp = c.read_response(timeout=3)
+        assert resp.status == 200 and resp.body == b"ok"
+        c.send(b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n")
+        resp2 = c.read_response(timeout=3)
+    assert resp2.status == 200 and resp2.body == b"ok GET /2\n", "stray upstream bytes relayed as the next response"
+    assert up.connections[0].closed.wait(3)
+    assert len(up.connections) == 2
+    assert [q.target for q in up.connections[0].requests] == ["/1"]

@@ -110,24 +110,36 @@ def _upload(port, n, chunked, path="/upload", timeout=120):
 
 
 def _warm_pool(gw, path="/small.txt"):
-    """One request so that wakegate holds a pooled upstream connection."""
+    """One request so that wakegate holds a pooled upstream connection.
+
+    The big-body tests below measure streaming and memory, so they start on a
+    warm pool; a body that arrives while the first upstream connection is
+    still being set up is the subject of the two tests that follow."""
     r = rawhttp.send(gw.port, _get(path, extra="Connection: close\r\n"), timeout=5)
     assert r.status in (200, 404), r
 
 
+def _post_head(n, chunked, path="/sink"):
+    head = "POST %s HTTP/1.1\r\nHost: a\r\n" % path
+    head += "Transfer-Encoding: chunked\r\n\r\n" if chunked else "Content-Length: %d\r\n\r\n" % n
+    return head.encode()
+
+
+def _chunk_frame(data):
+    return b"%x\r\n" % len(data) + data + b"\r\n"
+
+
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
-@pytest.mark.parametrize("n", [100_000, MIB], ids=["100k", "1m"])
-def test_upload_sent_with_head_to_fresh_upstream_connection(start_wakegate, make_upstream, n, chunked):
+def test_upload_sent_with_head_to_fresh_upstream_connection(start_wakegate, make_upstream, chunked):
     """A client that sends its body right behind the head (what every client
     does without Expect) while wakegate is still connecting upstream: the body
     must be forwarded, not refused."""
+    n = MIB
     up = make_upstream(upstream.count_body())
     gw = start_wakegate(proxy_config(up.address))
     s = connect(gw.port, timeout=10)
     try:
-        head = "POST /sink HTTP/1.1\r\nHost: a\r\n"
-        head += "Transfer-Encoding: chunked\r\n\r\n" if chunked else "Content-Length: %d\r\n\r\n" % n
-        s.sendall(head.encode())
+        s.sendall(_post_head(n, chunked))
         try:
             send_pattern(s, n, chunked=chunked, chunk_size=64 * 1024)
         except (BrokenPipeError, ConnectionResetError):
@@ -137,6 +149,50 @@ def test_upload_sent_with_head_to_fresh_upstream_connection(start_wakegate, make
         s.close()
     assert status == 200, "POST with a %d-byte %s body sent right after the head got %d" % (
         n, "chunked" if chunked else "Content-Length", status)
+    assert up.wait_for_requests(1)[0].body_len == n
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_upload_already_buffered_when_proxy_first_reads(start_wakegate, make_upstream, chunked):
+    """Deterministic form of the test above: wakegate is stopped (SIGSTOP)
+    while the client's head and the first ~100+ KiB of body land in its socket
+    buffer, so its first reads see head and body together before any upstream
+    connection exists. The body must be forwarded, not refused."""
+    import os
+    import signal as sig
+    n = 512 * 1024
+    body = pattern(0, n)
+    wire = _chunk_frame(body) + b"0\r\n\r\n" if chunked else body
+    up = make_upstream(upstream.count_body())
+    gw = start_wakegate(proxy_config(up.address))
+    s = connect(gw.port, timeout=10)
+    os.kill(gw.pid, sig.SIGSTOP)
+    try:
+        data = _post_head(n, chunked) + wire
+        s.setblocking(False)
+        off = 0
+        for _ in range(1000):
+            try:
+                k = s.send(data[off:])
+            except BlockingIOError:
+                break
+            off += k
+            if off >= 200 * 1024 or off == len(data):
+                break
+        assert off > 100 * 1024, "could only queue %d bytes" % off
+    finally:
+        os.kill(gw.pid, sig.SIGCONT)
+    try:
+        s.settimeout(10)
+        try:
+            s.sendall(data[off:])
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        status, headers, rest = read_head(s, bytearray())
+    finally:
+        s.close()
+    assert status == 200, "POST (%s, %d bytes of head and body queued before wakegate read) got %d %s" % (
+        "chunked" if chunked else "Content-Length", off, status, rest[:60])
     assert up.wait_for_requests(1)[0].body_len == n
 
 
@@ -491,6 +547,7 @@ def test_response_timeout_gives_504(start_wakegate, make_upstream):
     assert r.status == 504
     assert 0.5 <= took <= 3.0, took
     up.wait_for_requests(1)
+    assert any("response header timeout" in line for line in program_lines(gw))
 
 
 def test_connect_timeout_gives_504(start_wakegate):
@@ -521,6 +578,7 @@ def test_connect_timeout_gives_504(start_wakegate):
         lsock.close()
     assert r.status == 504, r
     assert 0.5 <= took <= 3.5, took
+    assert any("connect timeout" in line for line in program_lines(gw))
 
 
 def test_connection_refused_gives_502_after_one_retry(start_wakegate):

@@ -226,7 +226,8 @@ class WakegateFactory:
         if merged.get("WAKEGATE_ADMIN_LISTEN"):
             admin_port = _port_of(merged["WAKEGATE_ADMIN_LISTEN"])
         argv = [b, "--config", config_path, *(args or [])]
-        with open(stderr_path, "ab") as f:
+        # Truncate: artifacts outlive a run, and log_lines() must see this run only.
+        with open(stderr_path, "wb") as f:
             f.write(("--- harness: %s\n" % " ".join(str(a) for a in argv)).encode())
         proc = REGISTRY.spawn("wakegate", argv, stdout_path=stdout_path, stderr_path=stderr_path, env=self._env(merged),
                               cwd=self.dir)
