@@ -372,6 +372,16 @@ static void conn_write(struct wg_conn *c, int side, uv_buf_t *bufs, unsigned nbu
         update_reading(c);
 }
 
+/* A held head never reached the client, so an error can still be answered
+ * in its place. */
+static void drop_held_head(struct wg_conn *c)
+{
+    if (wg_buf_size(&c->held_head) == 0)
+        return;
+    wg_buf_reset(&c->held_head);
+    c->resp_head_sent = false;
+}
+
 /* Sends a response head kept back for coalescing, if any. */
 static void flush_held_head(struct wg_conn *c)
 {
@@ -636,6 +646,7 @@ static void send_error(struct wg_conn *c, int status)
 
     if (c->closing)
         return;
+    drop_held_head(c);
     if (c->resp_head_sent) {
         conn_close(c);
         return;
@@ -781,6 +792,7 @@ static void upstream_failed(struct wg_conn *c, int status, const char *why, bool
     if (c->closing)
         return;
     px->stats.upstream_errors++;
+    drop_held_head(c);
     release_upstream(c, false);
     if (retryable && replayable && !c->resp_head_received && c->retries < MAX_RETRIES) {
         c->retries++;
@@ -1109,6 +1121,9 @@ static void finish_exchange(struct wg_conn *c)
     c->req_start_ms = 0;
     c->idle_since = now_ms(c);
     c->req.complete = false;
+    c->resp_head_sent = false;
+    c->resp_head_received = false;
+    c->status = 0;
     update_reading(c);
     conn_arm(c);
     client_drain_inbuf(c);

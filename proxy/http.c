@@ -30,6 +30,9 @@ int wg_http_scan(struct wg_http_scan *s, const char *buf, size_t len, const stru
             return s->is_response ? 502 : 400;
         size_t line_len = j - 1 - s->line_start;
         const char *line = buf + s->line_start;
+        /* A bare CR inside a line: refuse now rather than when the head ends. */
+        if (memchr(line, '\r', line_len) != NULL)
+            return s->is_response ? 502 : 400;
         if (s->line_start == 0) {
             /* An empty first line: we do not skip leading blank lines. */
             if (line_len == 0)
@@ -59,6 +62,9 @@ int wg_http_scan(struct wg_http_scan *s, const char *buf, size_t len, const stru
     /* Partial line: enforce the limits before the line ends, so a peer cannot
      * make us buffer more than the cap. */
     size_t partial = len - s->line_start;
+    const char *cr = memchr(buf + s->line_start, '\r', partial);
+    if (cr != NULL && cr + 1 < buf + len)
+        return s->is_response ? 502 : 400; /* CR not followed by LF */
     if (s->line_start == 0 && partial > lim->request_line_max + 1)
         return line_too_long;
     if (s->line_start > 0 && partial > lim->header_line_max + 1)
@@ -449,7 +455,9 @@ static int on_headers_complete(llhttp_t *p)
         m->error = r;
         return -1;
     }
-    if (m->is_response && m->skip_body)
+    /* HEAD, 204 and 304 have no body whatever Content-Length says; llhttp
+     * skips it on its own only when there is no Content-Length. */
+    if (m->is_response && (m->skip_body || m->status == 204 || m->status == 304))
         return 1;
     /* A 101 ends HTTP on this connection: what follows is the tunnel. */
     if (m->is_response && m->status == 101)
@@ -623,7 +631,6 @@ int wg_http_request_rebuild(const struct wg_http_msg *req, const struct wg_http_
     char peer[INET6_ADDRSTRLEN];
     const struct wg_http_field *xfh = NULL;
     const struct wg_http_field *xfp = NULL;
-    bool xff_open = false;
 
     peer_text(o->peer, peer, sizeof(peer));
     if ((r = wg_buf_append(out, req->method, req->method_len)) < 0 ||
@@ -656,27 +663,26 @@ int wg_http_request_rebuild(const struct wg_http_msg *req, const struct wg_http_
                 xfp = f;
                 continue;
             }
-            if (NAME_IS(f, "x-forwarded-for")) {
-                /* Fold every X-Forwarded-For of a trusted peer into one list. */
-                if (!xff_open)
-                    r = APPEND_LIT(out, "X-Forwarded-For: ");
-                else
-                    r = APPEND_LIT(out, ", ");
-                if (r < 0 || (r = wg_buf_append(out, f->value, f->value_len)) < 0)
-                    goto out;
-                xff_open = true;
-                continue;
-            }
+            if (NAME_IS(f, "x-forwarded-for"))
+                continue; /* folded into ours below */
         }
         if ((r = append_field(out, f->name, f->name_len, f->value, f->value_len)) < 0)
             goto out;
     }
 
-    if (xff_open)
-        r = wg_buf_appendf(out, ", %s\r\n", peer);
-    else
-        r = wg_buf_appendf(out, "X-Forwarded-For: %s\r\n", peer);
-    if (r < 0)
+    /* One X-Forwarded-For: a trusted peer's list (all its fields, in
+     * order), then the peer itself. */
+    if ((r = APPEND_LIT(out, "X-Forwarded-For: ")) < 0)
+        goto out;
+    for (size_t i = 0; o->peer_trusted && i < req->fields_len; i++) {
+        const struct wg_http_field *f = &req->fields[i];
+        if (!NAME_IS(f, "x-forwarded-for") || f->value_len == 0 || wg_http_field_is_hop(req, f))
+            continue;
+        if ((r = wg_buf_append(out, f->value, f->value_len)) < 0 ||
+            (r = APPEND_LIT(out, ", ")) < 0)
+            goto out;
+    }
+    if ((r = wg_buf_appendf(out, "%s\r\n", peer)) < 0)
         goto out;
     if (xfh != NULL)
         r = append_field(out, "X-Forwarded-Host", 16, xfh->value, xfh->value_len);
