@@ -9,7 +9,7 @@
 #   BENCH_ROUNDS=N         rounds per cell (default 3)
 #   BENCH_DURATION=S       seconds per wrk run (default 5)
 #   BENCH_IDLE_CONNS=N     idle connections for the memory test (default 5000)
-#   BENCH_PIN=split        CPU pinning: split (default), colocate or 0 (see README)
+#   BENCH_PIN=0            CPU pinning: 0 (default, none), split or colocate (see README)
 #   BENCH_WAKEGATE=PATH    wakegate binary (default build-bench/src/wakegate, built here)
 #   BENCH_NO_BUILD=1       do not run meson/ninja
 #   BENCH_KEEP_TMP=1       keep the temp dir (it is also kept when a run had problems)
@@ -58,7 +58,7 @@ NEED=$((IDLE_CONNS * 2 + 1024))
 ((NOFILE >= NEED)) || die "RLIMIT_NOFILE is $NOFILE, the idle test needs $NEED (lower BENCH_IDLE_CONNS)"
 
 NCPU=$(nproc)
-PIN=${BENCH_PIN:-split}
+PIN=${BENCH_PIN:-0}
 ((NCPU >= 2)) || PIN=0
 case $PIN in
 split)      # the proxy under test gets a core of its own
@@ -385,6 +385,16 @@ check_alive
     >"$TMP/idle-wakegate.json" || die "idle test against wakegate failed"
 check_alive
 
+# Anything the servers logged (wakegate at warn, nginx at warn) is worth a look.
+for f in "$WGD/stderr.log" "$NXD/logs/error.log" "$UPD/logs/error.log"; do
+    if [[ -s $f ]]; then
+        log "note: $(wc -l <"$f") line(s) in ${f#"$TMP"/}, first 10:"
+        head -10 "$f" | sed 's/^/bench:   /' >&2
+    fi
+done
+WG_LOG_LINES=$(wc -l <"$WGD/stderr.log")
+NGX_LOG_LINES=$(wc -l <"$NXD/logs/error.log")
+
 # ---------------------------------------------------------------- report
 mkdir -p "$RESULTS"
 GIT_COMMIT=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)
@@ -393,7 +403,7 @@ if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]
 else
     GIT_STATE="clean tree"
 fi
-export GIT_COMMIT GIT_STATE PINNING ROUNDS DUR QUICK IDLE_CONNS NOFILE BUFFERED WG TMP
+export GIT_COMMIT GIT_STATE PINNING ROUNDS DUR QUICK IDLE_CONNS NOFILE BUFFERED WG TMP WG_LOG_LINES NGX_LOG_LINES
 export NGINX_VERSION; NGINX_VERSION=$(nginx -v 2>&1 | sed 's/^nginx version: //')
 export WRK_VERSION; WRK_VERSION=$({ wrk --version 2>&1 || true; } | awk 'NR == 1 {print $2}')
 "$PY" - "$TMP/meta.json" <<'EOF'
@@ -408,6 +418,7 @@ json.dump({
     "idle_connections": int(e["IDLE_CONNS"]), "rlimit_nofile": int(e["NOFILE"]),
     "nginx_proxy_buffered_to_temp_file_warnings": int(e["BUFFERED"] or 0),
     "busy_file": e["TMP"] + "/busy.tsv",
+    "wakegate_log_lines": int(e["WG_LOG_LINES"]), "nginx_proxy_error_log_lines": int(e["NGX_LOG_LINES"]),
     "idle_files": {"nginx": e["TMP"] + "/idle-nginx.json",
                    "wakegate": e["TMP"] + "/idle-wakegate.json"},
 }, open(sys.argv[1], "w"))
