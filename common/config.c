@@ -940,6 +940,23 @@ out:
     return r;
 }
 
+/* Reads a sequence's length and allocates that many zeroed elements (none
+ * for an empty sequence). Returns 0, -EINVAL (with the error written) or
+ * -ENOMEM. */
+static int seq_alloc(struct walk *w, yaml_node_t *n, size_t elem, void **ret_v, size_t *ret_len)
+{
+    size_t len = 0;
+    int r = seq_items(w, n, &len);
+    if (r < 0)
+        return r;
+    *ret_v = NULL;
+    *ret_len = len;
+    if (len == 0)
+        return 0;
+    *ret_v = calloc(len, elem);
+    return *ret_v == NULL ? -ENOMEM : 0;
+}
+
 static int walk_cidrs(struct walk *w, yaml_node_t *n, const struct field *f, void *base)
 {
     struct wg_cidr **dst = (struct wg_cidr **)((char *)base + f->off);
@@ -948,16 +965,9 @@ static int walk_cidrs(struct walk *w, yaml_node_t *n, const struct field *f, voi
     size_t len = 0;
     int r = 0;
 
-    r = seq_items(w, n, &len);
+    r = seq_alloc(w, n, sizeof *v, (void **)&v, &len);
     if (r < 0)
         goto out;
-    if (len > 0) {
-        v = calloc(len, sizeof *v);
-        if (v == NULL) {
-            r = -ENOMEM;
-            goto out;
-        }
-    }
     for (size_t i = 0; i < len && r == 0; i++) {
         yaml_node_t *item = yaml_document_get_node(w->doc, n->data.sequence.items.start[i]);
         size_t old = push_path(w, "[%zu]", i);
@@ -1009,16 +1019,9 @@ static int walk_routes(struct walk *w, yaml_node_t *n, const struct field *f, vo
     size_t len = 0;
     int r = 0;
 
-    r = seq_items(w, n, &len);
+    r = seq_alloc(w, n, sizeof *v, (void **)&v, &len);
     if (r < 0)
         goto out;
-    if (len > 0) {
-        v = calloc(len, sizeof *v);
-        if (v == NULL) {
-            r = -ENOMEM;
-            goto out;
-        }
-    }
     for (size_t i = 0; i < len && r == 0; i++) {
         yaml_node_t *item = yaml_document_get_node(w->doc, n->data.sequence.items.start[i]);
         size_t old = push_path(w, "[%zu]", i);
