@@ -47,12 +47,37 @@ enum deadline_kind {
     DL_LINGER,
 };
 
+/* What one request/response exchange needs. Allocated when a head starts
+ * and returned when the exchange ends, so an idle keep-alive connection
+ * holds only struct wg_conn. */
+struct exchange {
+    llhttp_t req_parser;
+    struct wg_http_msg req;
+    llhttp_t resp_parser;
+    struct wg_http_msg resp;
+    struct wg_http_scan resp_scan;
+    struct wg_buf up_head;   /* rebuilt request head, kept for a retry */
+    struct wg_buf up_in;     /* a partial response head */
+    struct wg_buf held_head; /* response head waiting to go out with the first body bytes */
+    struct sockaddr_storage up_addr;
+    char up_name[80];
+    char log_method[16];
+    char log_host[96];
+    char log_path[256];
+    struct exchange *next_free;
+};
+
+union peer_addr {
+    struct sockaddr sa;
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
+};
+
 struct wg_conn {
     uv_tcp_t client; /* first: handle callbacks cast back */
     uv_timer_t timer;
-    uv_shutdown_t client_shut;
-    uv_shutdown_t up_shut;
     struct wg_proxy *px;
+    struct exchange *x; /* NULL while idle */
     struct wg_list link;
     uint64_t id;
     int refs;
@@ -65,38 +90,29 @@ struct wg_conn {
     bool close_after_flush; /* shut down once the client write queue is empty */
     bool in_process;        /* guards client_process against re-entry */
     bool peer_trusted;
-    struct sockaddr_storage peer;
+    bool client_shut_sent;
+    union peer_addr peer;
 
     /* request side */
-    llhttp_t req_parser;
-    struct wg_http_msg req;
     struct wg_http_scan req_scan;
     struct wg_buf in; /* client bytes not yet processed */
     bool head_started;
     bool req_keep_alive;
     bool body_too_large;
     bool req_head_written; /* some request byte reached the upstream socket */
+    bool sent_100;
     enum wg_http_framing req_framing;
     uint64_t req_body_bytes;
     unsigned requests;
-    bool sent_100;
 
     /* upstream side */
     struct wg_upconn *up;
     uint64_t up_gen; /* changes with every upstream borrowed */
     bool up_reused;
-    unsigned retries;
-    struct sockaddr_storage up_addr;
-    char up_name[80];
-    struct wg_buf up_head; /* rebuilt request head, kept for a retry */
-    llhttp_t resp_parser;
-    struct wg_http_msg resp;
-    struct wg_http_scan resp_scan;
-    struct wg_buf up_in; /* a partial response head */
-    struct wg_buf held_head; /* response head waiting to go out with the first body bytes */
     bool resp_head_received;
     bool resp_head_sent;
     bool resp_keep_alive;
+    unsigned retries;
     enum wg_http_framing resp_framing;
     size_t pending[2];
 
@@ -116,9 +132,12 @@ struct wg_conn {
     int status;
     uint64_t req_bytes_in;
     uint64_t resp_bytes_out;
-    char log_method[16];
-    char log_host[96];
-    char log_path[256];
+};
+
+/* A shutdown request; allocated per use, so two can never share one. */
+struct shut {
+    uv_shutdown_t req; /* first */
+    struct wg_conn *c;
 };
 
 struct wreq {
@@ -149,6 +168,70 @@ static inline const struct wg_limits *limits(const struct wg_conn *c)
     return &c->px->cfg->limits;
 }
 
+/* ---- exchanges ----------------------------------------------------------- */
+
+/* Exchanges kept for reuse per loop: enough for a burst, bounded so a spike
+ * of connections does not pin memory after it. */
+#define EXCHANGE_CACHE_MAX 256
+
+static struct exchange *exchange_get(struct wg_conn *c)
+{
+    struct wg_proxy *px = c->px;
+    const struct wg_limits *lim = &px->cfg->limits;
+    struct exchange *x = px->exchange_cache;
+
+    if (x != NULL) {
+        px->exchange_cache = x->next_free;
+        px->exchange_cache_len--;
+    } else {
+        x = malloc(sizeof(*x));
+        if (x == NULL)
+            return NULL;
+    }
+    memset(x, 0, offsetof(struct exchange, up_addr));
+    x->up_name[0] = x->log_method[0] = x->log_host[0] = x->log_path[0] = '\0';
+    x->next_free = NULL;
+    llhttp_init(&x->req_parser, HTTP_REQUEST, &px->req_settings);
+    x->req_parser.data = &x->req;
+    llhttp_init(&x->resp_parser, HTTP_RESPONSE, &px->resp_settings);
+    x->resp_parser.data = &x->resp;
+    x->resp.is_response = true;
+    wg_buf_init(&x->up_in, lim->head_max + WG_READ_BUF_SIZE);
+    wg_buf_init(&x->up_head, lim->head_max * 2 + 1024);
+    wg_buf_init(&x->held_head, lim->head_max * 2 + 1024);
+    return x;
+}
+
+/* Ends the exchange: its buffers are released, the struct is cached. */
+static void exchange_put(struct wg_conn *c)
+{
+    struct wg_proxy *px = c->px;
+    struct exchange *x = c->x;
+    if (x == NULL)
+        return;
+    c->x = NULL;
+    wg_buf_release(&x->up_in);
+    wg_buf_release(&x->up_head);
+    wg_buf_release(&x->held_head);
+    if (px->exchange_cache_len >= EXCHANGE_CACHE_MAX) {
+        free(x);
+        return;
+    }
+    x->next_free = px->exchange_cache;
+    px->exchange_cache = x;
+    px->exchange_cache_len++;
+}
+
+void wg_conn_free_cache(struct wg_proxy *px)
+{
+    while (px->exchange_cache != NULL) {
+        struct exchange *x = px->exchange_cache;
+        px->exchange_cache = x->next_free;
+        free(x);
+    }
+    px->exchange_cache_len = 0;
+}
+
 /* ---- lifetime ----------------------------------------------------------- */
 
 static void conn_unref(struct wg_conn *c)
@@ -157,9 +240,7 @@ static void conn_unref(struct wg_conn *c)
         return;
     struct wg_proxy *px = c->px;
     wg_buf_release(&c->in);
-    wg_buf_release(&c->up_in);
-    wg_buf_release(&c->up_head);
-    wg_buf_release(&c->held_head);
+    exchange_put(c);
     free(c);
     wg_proxy_conn_gone(px);
 }
@@ -214,16 +295,16 @@ static void access_log(struct wg_conn *c)
 
     if (c->status >= 100 && c->status < 600)
         px->stats.responses_by_class[c->status / 100]++;
-    if (!px->cfg->access_log || !wg_log_enabled(px->log, WG_LOG_INFO))
+    if (!px->cfg->access_log || !wg_log_enabled(px->log, WG_LOG_INFO) || c->x == NULL)
         return;
-    wg_log_quote(qhost, sizeof(qhost), c->log_host, strlen(c->log_host));
-    wg_log_quote(qpath, sizeof(qpath), c->log_path, strlen(c->log_path));
+    wg_log_quote(qhost, sizeof(qhost), c->x->log_host, strlen(c->x->log_host));
+    wg_log_quote(qpath, sizeof(qpath), c->x->log_path, strlen(c->x->log_path));
     wg_log_write(px->log, WG_LOG_INFO, "access", "request",
                  "conn=%" PRIu64 " method=%s host=%s path=%s status=%d bytes_in=%" PRIu64
                  " bytes_out=%" PRIu64 " upstream=%s upstream_ms=%" PRId64 " total_ms=%" PRIu64,
-                 c->id, c->log_method[0] ? c->log_method : "-", qhost[0] ? qhost : "-",
+                 c->id, c->x->log_method[0] ? c->x->log_method : "-", qhost[0] ? qhost : "-",
                  qpath[0] ? qpath : "-", c->status, c->req_bytes_in, c->resp_bytes_out,
-                 c->up_name[0] ? c->up_name : "-",
+                 c->x->up_name[0] ? c->x->up_name : "-",
                  c->up_first_byte_ms ? (int64_t)(c->up_first_byte_ms - c->up_start_ms) : (int64_t)-1,
                  now - c->req_start_ms);
 }
@@ -290,10 +371,10 @@ static void conn_write(struct wg_conn *c, int side, uv_buf_t *bufs, unsigned nbu
 
     if (c->closing || s == NULL)
         return;
-    if (side == SIDE_CLIENT && wg_buf_size(&c->held_head) > 0 && nbufs < 8) {
+    if (side == SIDE_CLIENT && c->x != NULL && wg_buf_size(&c->x->held_head) > 0 && nbufs < 8) {
         /* One write for head and body: a small response is one syscall. */
-        iov[0] = uv_buf_init(c->held_head.data + c->held_head.off,
-                             (unsigned)wg_buf_size(&c->held_head));
+        iov[0] = uv_buf_init(c->x->held_head.data + c->x->held_head.off,
+                             (unsigned)wg_buf_size(&c->x->held_head));
         for (unsigned i = 0; i < nbufs; i++)
             iov[i + 1] = bufs[i];
         bufs = iov;
@@ -315,8 +396,8 @@ static void conn_write(struct wg_conn *c, int side, uv_buf_t *bufs, unsigned nbu
         if (r == (int)total) {
             if (side == SIDE_UP)
                 c->last_up_write_ms = now_ms(c);
-            else
-                wg_buf_reset(&c->held_head);
+            else if (c->x != NULL)
+                wg_buf_reset(&c->x->held_head);
             return;
         }
         if (r < 0 && r != UV_EAGAIN) {
@@ -346,8 +427,8 @@ static void conn_write(struct wg_conn *c, int side, uv_buf_t *bufs, unsigned nbu
         memcpy(w->data + o, p, len);
         o += len;
     }
-    if (side == SIDE_CLIENT)
-        wg_buf_reset(&c->held_head);
+    if (side == SIDE_CLIENT && c->x != NULL)
+        wg_buf_reset(&c->x->held_head);
     w->c = c;
     w->gen = c->up_gen;
     w->len = total - off;
@@ -376,16 +457,16 @@ static void conn_write(struct wg_conn *c, int side, uv_buf_t *bufs, unsigned nbu
  * in its place. */
 static void drop_held_head(struct wg_conn *c)
 {
-    if (wg_buf_size(&c->held_head) == 0)
+    if (c->x == NULL || wg_buf_size(&c->x->held_head) == 0)
         return;
-    wg_buf_reset(&c->held_head);
+    wg_buf_reset(&c->x->held_head);
     c->resp_head_sent = false;
 }
 
 /* Sends a response head kept back for coalescing, if any. */
 static void flush_held_head(struct wg_conn *c)
 {
-    if (wg_buf_size(&c->held_head) > 0)
+    if (c->x != NULL && wg_buf_size(&c->x->held_head) > 0)
         conn_write(c, SIDE_CLIENT, NULL, 0);
 }
 
@@ -447,11 +528,11 @@ static void update_reading(struct wg_conn *c)
             want_client = !c->client_eof && inbuf_has_room(c);
             break;
         case CS_PROXY:
-            if (c->req.complete)
+            if (c->x->req.complete)
                 want_client = !c->client_eof && inbuf_has_room(c);
             else
                 want_client = !c->client_eof && below_mark(c, SIDE_UP, c->reading_client);
-            want_up = c->up != NULL && !c->resp.complete &&
+            want_up = c->up != NULL && !c->x->resp.complete &&
                       below_mark(c, SIDE_CLIENT, true);
             break;
         case CS_TUNNEL:
@@ -509,7 +590,7 @@ static uint64_t conn_deadline(const struct wg_conn *c, enum deadline_kind *ret_k
         break;
     case CS_PROXY:
         /* A body stalled by our own backpressure is not idle. */
-        if (!c->req.complete && c->reading_client)
+        if (!c->x->req.complete && c->reading_client)
             take_earlier(&d, &k,
                          max_u64(c->last_client_read_ms, c->last_up_write_ms) + lim->body_idle_ms,
                          DL_BODY_IDLE);
@@ -601,12 +682,31 @@ static void timer_cb(uv_timer_t *t)
 
 /* ---- closing gracefully ---------------------------------------------------- */
 
-static void client_shutdown_cb(uv_shutdown_t *req, int status)
+static void shutdown_cb(uv_shutdown_t *req, int status)
 {
-    struct wg_conn *c = req->data;
+    struct shut *sh = (struct shut *)req;
+    struct wg_conn *c = sh->c;
+    free(sh);
     if (status < 0 && !c->closing && c->state == CS_LINGER)
         conn_close(c);
     conn_unref(c);
+}
+
+/* Half-closes a stream (FIN after the queued writes). Returns 0 or a
+ * negative libuv error. */
+static int conn_shutdown(struct wg_conn *c, uv_stream_t *s)
+{
+    struct shut *sh = malloc(sizeof(*sh));
+    if (sh == NULL)
+        return UV_ENOMEM;
+    sh->c = c;
+    int r = uv_shutdown(&sh->req, s, shutdown_cb);
+    if (r < 0) {
+        free(sh);
+        return r;
+    }
+    c->refs++;
+    return 0;
 }
 
 /* Sends FIN once our last response is flushed, then reads and discards
@@ -623,12 +723,11 @@ static void begin_close(struct wg_conn *c)
     release_upstream(c, false);
     c->state = CS_LINGER;
     c->linger_start_ms = now_ms(c);
-    c->client_shut.data = c;
-    if (uv_shutdown(&c->client_shut, (uv_stream_t *)&c->client, client_shutdown_cb) < 0) {
+    if (c->client_shut_sent || conn_shutdown(c, (uv_stream_t *)&c->client) < 0) {
         conn_close(c);
         return;
     }
-    c->refs++;
+    c->client_shut_sent = true;
     if (c->client_eof) {
         conn_close(c);
         return;
@@ -717,18 +816,18 @@ static void on_upstream_ready(struct wg_conn *c)
     c->state = CS_PROXY;
     c->resp_head_received = false;
     c->up_first_byte_ms = 0;
-    c->resp.fields = NULL;
-    c->resp.fields_cap = 0;
-    wg_http_msg_begin(&c->resp);
-    wg_http_scan_reset(&c->resp_scan, true);
-    wg_buf_reset(&c->up_in);
+    c->x->resp.fields = NULL;
+    c->x->resp.fields_cap = 0;
+    wg_http_msg_begin(&c->x->resp);
+    wg_http_scan_reset(&c->x->resp_scan, true);
+    wg_buf_reset(&c->x->up_in);
     c->last_up_write_ms = now_ms(c);
     c->req_head_written = false;
-    write_str(c, SIDE_UP, wg_buf_head(&c->up_head), wg_buf_size(&c->up_head));
+    write_str(c, SIDE_UP, wg_buf_head(&c->x->up_head), wg_buf_size(&c->x->up_head));
     if (c->closing || c->up == NULL)
         return;
     /* We removed Expect from the forwarded head, so the 100 is ours. */
-    if (c->req.expect_continue && !c->req.complete && !c->sent_100) {
+    if (c->x->req.expect_continue && !c->x->req.complete && !c->sent_100) {
         c->sent_100 = true;
         write_str(c, SIDE_CLIENT, "HTTP/1.1 100 Continue\r\n\r\n", 25);
     }
@@ -759,7 +858,7 @@ static void connect_upstream(struct wg_conn *c, bool fresh)
     c->state = CS_CONNECTING;
     c->up_start_ms = now_ms(c);
     update_reading(c);
-    int r = wg_pool_acquire(c->px->pool, (const struct sockaddr *)&c->up_addr, fresh,
+    int r = wg_pool_acquire(c->px->pool, (const struct sockaddr *)&c->x->up_addr, fresh,
                             &up_reader, upstream_connected, c, &uc, &reused);
     if (r < 0) {
         char why[96];
@@ -787,7 +886,7 @@ static void upstream_failed(struct wg_conn *c, int status, const char *why, bool
 {
     struct wg_proxy *px = c->px;
     bool replayable = !c->req_head_written ||
-                      (c->req_framing == WG_HTTP_FRAME_NONE && wg_http_method_idempotent(c->req.method_id));
+                      (c->req_framing == WG_HTTP_FRAME_NONE && wg_http_method_idempotent(c->x->req.method_id));
 
     if (c->closing)
         return;
@@ -798,12 +897,12 @@ static void upstream_failed(struct wg_conn *c, int status, const char *why, bool
         c->retries++;
         px->stats.upstream_retries++;
         WG_INFO(px->log, "conn", "upstream failed, retrying on a fresh connection",
-                "conn=%" PRIu64 " upstream=%s error=\"%s\"", c->id, c->up_name, why);
+                "conn=%" PRIu64 " upstream=%s error=\"%s\"", c->id, c->x->up_name, why);
         connect_upstream(c, true);
         return;
     }
     WG_WARN(px->log, "conn", c->resp_head_sent ? "upstream failed, closing" : "upstream failed",
-            "conn=%" PRIu64 " upstream=%s error=\"%s\" status=%d", c->id, c->up_name, why,
+            "conn=%" PRIu64 " upstream=%s error=\"%s\" status=%d", c->id, c->x->up_name, why,
             c->resp_head_sent ? 0 : status);
     if (c->resp_head_sent) {
         conn_close(c);
@@ -814,16 +913,16 @@ static void upstream_failed(struct wg_conn *c, int status, const char *why, bool
 
 static void record_request_for_log(struct wg_conn *c)
 {
-    const struct wg_http_msg *m = &c->req;
+    const struct wg_http_msg *m = &c->x->req;
     size_t plen = m->target_len;
-    copy_span(c->log_method, sizeof(c->log_method), m->method, m->method_len);
-    copy_span(c->log_host, sizeof(c->log_host), m->host, m->host_len);
+    copy_span(c->x->log_method, sizeof(c->x->log_method), m->method, m->method_len);
+    copy_span(c->x->log_host, sizeof(c->x->log_host), m->host, m->host_len);
     if (m->target) {
         const char *q = memchr(m->target, '?', plen);
         if (q)
             plen = (size_t)(q - m->target);
     }
-    copy_span(c->log_path, sizeof(c->log_path), m->target, plen);
+    copy_span(c->x->log_path, sizeof(c->x->log_path), m->target, plen);
 }
 
 /* A complete head sits in head[0, head_len): parse, check, route, rebuild,
@@ -848,37 +947,37 @@ static void start_request(struct wg_conn *c, const char *head, size_t head_len)
     c->resp_head_sent = false;
     c->resp_head_received = false;
     c->retries = 0;
-    c->up_name[0] = '\0';
+    c->x->up_name[0] = '\0';
     c->up_start_ms = 0;
     c->up_first_byte_ms = 0;
     c->requests++;
     px->stats.requests++;
 
-    llhttp_reset(&c->req_parser);
-    c->req.fields = px->fields;
-    c->req.fields_cap = lim->header_count_max;
-    c->req.owner = c;
-    wg_http_msg_begin(&c->req);
-    r = wg_http_parse_head(&c->req_parser, &c->req, head, head_len);
+    llhttp_reset(&c->x->req_parser);
+    c->x->req.fields = px->fields;
+    c->x->req.fields_cap = lim->header_count_max;
+    c->x->req.owner = c;
+    wg_http_msg_begin(&c->x->req);
+    r = wg_http_parse_head(&c->x->req_parser, &c->x->req, head, head_len);
     record_request_for_log(c);
     if (r != 0) {
         WG_DEBUG(px->log, "conn", "request refused", "conn=%" PRIu64 " status=%d llhttp=\"%s\"",
-                 c->id, r, llhttp_get_error_reason(&c->req_parser) ? llhttp_get_error_reason(&c->req_parser) : "");
+                 c->id, r, llhttp_get_error_reason(&c->x->req_parser) ? llhttp_get_error_reason(&c->x->req_parser) : "");
         send_error(c, r);
         return;
     }
-    if (lim->body_max && c->req.has_content_length && c->req.content_length > lim->body_max) {
+    if (lim->body_max && c->x->req.has_content_length && c->x->req.content_length > lim->body_max) {
         send_error(c, 413);
         return;
     }
 
     struct wg_route_input in = {
-        .host = c->req.host,
-        .host_len = c->req.host_len,
-        .target = c->req.target,
-        .target_len = c->req.target_len,
-        .fields = c->req.fields,
-        .fields_len = c->req.fields_len,
+        .host = c->x->req.host,
+        .host_len = c->x->req.host_len,
+        .target = c->x->req.target,
+        .target_len = c->x->req.target_len,
+        .fields = c->x->req.fields,
+        .fields_len = c->x->req.fields_len,
     };
     if (px->router == NULL || wg_router_match(px->router, &in, &m) != 0) {
         send_error(c, 404);
@@ -891,40 +990,40 @@ static void start_request(struct wg_conn *c, const char *head, size_t head_len)
         return;
     }
 
-    const char *target = c->req.target + m.strip_len;
-    size_t target_len = c->req.target_len - m.strip_len;
+    const char *target = c->x->req.target + m.strip_len;
+    size_t target_len = c->x->req.target_len - m.strip_len;
 
-    c->req_keep_alive = !c->req.conn_close;
-    if (llhttp_get_upgrade(&c->req_parser) && !c->req.upgrade_websocket)
+    c->req_keep_alive = !c->x->req.conn_close;
+    if (llhttp_get_upgrade(&c->x->req_parser) && !c->x->req.upgrade_websocket)
         c->req_keep_alive = false; /* an upgrade we do not tunnel ends the connection */
-    c->req_framing = c->req.chunked              ? WG_HTTP_FRAME_CHUNKED
-                     : c->req.has_content_length ? WG_HTTP_FRAME_LENGTH
+    c->req_framing = c->x->req.chunked              ? WG_HTTP_FRAME_CHUNKED
+                     : c->x->req.has_content_length ? WG_HTTP_FRAME_LENGTH
                                                  : WG_HTTP_FRAME_NONE;
 
-    wg_buf_reset(&c->up_head);
+    wg_buf_reset(&c->x->up_head);
     struct wg_http_request_out o = {
         .target = target,
         .target_len = target_len,
-        .peer = (const struct sockaddr *)&c->peer,
+        .peer = &c->peer.sa,
         .peer_trusted = c->peer_trusted,
         .framing = c->req_framing,
-        .content_length = c->req.content_length,
-        .upgrade = c->req.upgrade_websocket,
+        .content_length = c->x->req.content_length,
+        .upgrade = c->x->req.upgrade_websocket,
         .default_host = m.route->upstream_text,
     };
     /* "/prefix" stripped from "/prefix" or "/prefix?q" leaves no path. */
     if (m.strip_len > 0 && (target_len == 0 || target[0] != '/'))
         o.slash_prefix = true;
-    r = wg_http_request_rebuild(&c->req, &o, &c->up_head);
+    r = wg_http_request_rebuild(&c->x->req, &o, &c->x->up_head);
     /* The fields live in the loop's scratch: not valid past this point. */
-    c->req.fields_len = 0;
-    c->req.fields = NULL;
+    c->x->req.fields_len = 0;
+    c->x->req.fields = NULL;
     if (r < 0) {
         send_error(c, r == -E2BIG ? 431 : 500);
         return;
     }
-    memcpy(&c->up_addr, &m.route->upstream, m.route->upstream_len);
-    snprintf(c->up_name, sizeof(c->up_name), "%s", m.route->upstream_text);
+    memcpy(&c->x->up_addr, &m.route->upstream, m.route->upstream_len);
+    snprintf(c->x->up_name, sizeof(c->x->up_name), "%s", m.route->upstream_text);
     connect_upstream(c, false);
 }
 
@@ -939,9 +1038,13 @@ static size_t client_process(struct wg_conn *c, const char *data, size_t len)
         case CS_HEAD: {
             size_t head_len = 0;
             if (!c->head_started) {
+                if (c->x == NULL && (c->x = exchange_get(c)) == NULL) {
+                    conn_close(c);
+                    return len;
+                }
                 c->head_started = true;
-                c->log_method[0] = c->log_host[0] = c->log_path[0] = '\0';
-                c->up_name[0] = '\0';
+                c->x->log_method[0] = c->x->log_host[0] = c->x->log_path[0] = '\0';
+                c->x->up_name[0] = '\0';
                 c->head_start_ms = now_ms(c);
                 wg_http_scan_reset(&c->req_scan, false);
                 conn_arm(c);
@@ -959,13 +1062,13 @@ static size_t client_process(struct wg_conn *c, const char *data, size_t len)
             break;
         }
         case CS_PROXY: {
-            if (c->req.complete || c->up == NULL)
+            if (c->x->req.complete || c->up == NULL)
                 return used; /* pipelined: waits for this exchange */
             uint64_t gen = c->up_gen;
-            llhttp_errno_t e = llhttp_execute(&c->req_parser, data + used, len - used);
+            llhttp_errno_t e = llhttp_execute(&c->x->req_parser, data + used, len - used);
             size_t n = len - used;
             if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE)
-                n = (size_t)(llhttp_get_error_pos(&c->req_parser) - (data + used));
+                n = (size_t)(llhttp_get_error_pos(&c->x->req_parser) - (data + used));
             c->req_bytes_in += n;
             used += n;
             if (c->closing)
@@ -983,7 +1086,7 @@ static size_t client_process(struct wg_conn *c, const char *data, size_t len)
                 }
                 return len;
             }
-            if (c->req.complete)
+            if (c->x->req.complete)
                 request_body_done(c);
             break;
         }
@@ -1031,7 +1134,7 @@ static void client_eof(struct wg_conn *c)
         return;
     case CS_CONNECTING:
     case CS_PROXY:
-        if (!c->req.complete) {
+        if (!c->x->req.complete) {
             /* Aborted upload: the upstream connection saw a partial body. */
             WG_INFO(c->px->log, "conn", "client closed mid-request", "conn=%" PRIu64, c->id);
             conn_close(c);
@@ -1045,11 +1148,8 @@ static void client_eof(struct wg_conn *c)
             conn_close(c);
             return;
         }
-        if (c->up != NULL) {
-            c->up_shut.data = c;
-            if (uv_shutdown(&c->up_shut, wg_upconn_stream(c->up), client_shutdown_cb) == 0)
-                c->refs++;
-        }
+        if (c->up != NULL)
+            conn_shutdown(c, wg_upconn_stream(c->up));
         update_reading(c);
         return;
     }
@@ -1105,22 +1205,21 @@ static int on_resp_body(llhttp_t *p, const char *at, size_t len)
 /* The next exchange starts: what the client pipelined is processed now. */
 static void finish_exchange(struct wg_conn *c)
 {
-    bool up_reusable = !c->resp.conn_close && c->req.complete && c->pending[SIDE_UP] == 0 &&
+    bool req_complete = c->x->req.complete;
+    bool up_reusable = !c->x->resp.conn_close && req_complete && c->pending[SIDE_UP] == 0 &&
                        !c->up_eof && c->resp_framing != WG_HTTP_FRAME_CLOSE;
     access_log(c);
     release_upstream(c, up_reusable);
-    wg_buf_release(&c->up_head);
-    wg_buf_release(&c->up_in);
 
-    if (!c->resp_keep_alive || !c->req.complete) {
+    if (!c->resp_keep_alive || !req_complete) {
         begin_close(c);
         return;
     }
+    exchange_put(c);
     c->state = CS_HEAD;
     c->head_started = false;
     c->req_start_ms = 0;
     c->idle_since = now_ms(c);
-    c->req.complete = false;
     c->resp_head_sent = false;
     c->resp_head_received = false;
     c->status = 0;
@@ -1158,32 +1257,32 @@ static void handle_response_head(struct wg_conn *c, const char *head, size_t hea
     int status;
     int r;
 
-    llhttp_reset(&c->resp_parser);
-    c->resp.fields = px->fields;
-    c->resp.fields_cap = limits(c)->header_count_max;
-    c->resp.owner = c;
-    c->resp.skip_body = c->req.method_id == HTTP_HEAD;
-    wg_http_msg_begin(&c->resp);
-    r = wg_http_parse_head(&c->resp_parser, &c->resp, head, head_len);
+    llhttp_reset(&c->x->resp_parser);
+    c->x->resp.fields = px->fields;
+    c->x->resp.fields_cap = limits(c)->header_count_max;
+    c->x->resp.owner = c;
+    c->x->resp.skip_body = c->x->req.method_id == HTTP_HEAD;
+    wg_http_msg_begin(&c->x->resp);
+    r = wg_http_parse_head(&c->x->resp_parser, &c->x->resp, head, head_len);
     if (r != 0) {
         WG_DEBUG(px->log, "conn", "invalid response head", "conn=%" PRIu64 " status=%d llhttp=%s reason=\"%s\"",
-                 c->id, r, llhttp_errno_name(llhttp_get_errno(&c->resp_parser)),
-                 llhttp_get_error_reason(&c->resp_parser) ? llhttp_get_error_reason(&c->resp_parser) : "");
+                 c->id, r, llhttp_errno_name(llhttp_get_errno(&c->x->resp_parser)),
+                 llhttp_get_error_reason(&c->x->resp_parser) ? llhttp_get_error_reason(&c->x->resp_parser) : "");
         upstream_failed(c, 502, "invalid response head", false);
         return;
     }
-    status = c->resp.status;
+    status = c->x->resp.status;
     wg_buf_init(&hb, limits(c)->head_max * 2);
 
     if (status == 101) {
-        if (!c->req.upgrade_websocket || !c->resp.upgrade_websocket) {
+        if (!c->x->req.upgrade_websocket || !c->x->resp.upgrade_websocket) {
             wg_buf_release(&hb);
             upstream_failed(c, 502, "101 without a WebSocket upgrade", false);
             return;
         }
-        struct wg_http_response_out o = {.client_minor = c->req.minor, .upgrade = true};
-        r = wg_http_response_rebuild(&c->resp, &o, &hb);
-        c->resp.fields_len = 0;
+        struct wg_http_response_out o = {.client_minor = c->x->req.minor, .upgrade = true};
+        r = wg_http_response_rebuild(&c->x->resp, &o, &hb);
+        c->x->resp.fields_len = 0;
         if (r < 0) {
             wg_buf_release(&hb);
             upstream_failed(c, 502, "response head too large", false);
@@ -1201,46 +1300,46 @@ static void handle_response_head(struct wg_conn *c, const char *head, size_t hea
 
     if (status < 200) {
         /* 1xx: relayed to 1.1 clients (once for 100), then the final head follows. */
-        bool relay = c->req.minor >= 1 && !(status == 100 && c->sent_100);
+        bool relay = c->x->req.minor >= 1 && !(status == 100 && c->sent_100);
         if (status == 100)
             c->sent_100 = true;
         if (relay) {
-            struct wg_http_response_out o = {.client_minor = c->req.minor, .keep_alive = true};
-            if (wg_http_response_rebuild(&c->resp, &o, &hb) == 0)
+            struct wg_http_response_out o = {.client_minor = c->x->req.minor, .keep_alive = true};
+            if (wg_http_response_rebuild(&c->x->resp, &o, &hb) == 0)
                 write_str(c, SIDE_CLIENT, wg_buf_head(&hb), wg_buf_size(&hb));
         }
-        c->resp.fields_len = 0;
-        c->resp.complete = false; /* llhttp completed the 1xx message, not the response */
+        c->x->resp.fields_len = 0;
+        c->x->resp.complete = false; /* llhttp completed the 1xx message, not the response */
         wg_buf_release(&hb);
-        wg_http_scan_reset(&c->resp_scan, true);
+        wg_http_scan_reset(&c->x->resp_scan, true);
         return;
     }
 
-    bool no_body = c->resp.skip_body || status == 204 || status == 304;
+    bool no_body = c->x->resp.skip_body || status == 204 || status == 304;
     enum wg_http_framing framing;
     if (no_body)
-        framing = (c->resp.has_content_length && status != 204) ? WG_HTTP_FRAME_LENGTH
+        framing = (c->x->resp.has_content_length && status != 204) ? WG_HTTP_FRAME_LENGTH
                                                                  : WG_HTTP_FRAME_NONE;
-    else if (c->resp.has_content_length)
+    else if (c->x->resp.has_content_length)
         framing = WG_HTTP_FRAME_LENGTH;
-    else if (c->req.minor >= 1)
+    else if (c->x->req.minor >= 1)
         framing = WG_HTTP_FRAME_CHUNKED;
     else
         framing = WG_HTTP_FRAME_CLOSE;
     c->resp_framing = no_body ? WG_HTTP_FRAME_NONE : framing;
     c->resp_keep_alive = c->req_keep_alive && !c->draining && !c->client_eof &&
-                         framing != WG_HTTP_FRAME_CLOSE && !c->req.upgrade_websocket &&
-                         c->req.complete && c->requests < limits(c)->keepalive_requests_max;
+                         framing != WG_HTTP_FRAME_CLOSE && !c->x->req.upgrade_websocket &&
+                         c->x->req.complete && c->requests < limits(c)->keepalive_requests_max;
 
     struct wg_http_response_out o = {
-        .client_minor = c->req.minor,
+        .client_minor = c->x->req.minor,
         .framing = framing,
-        .content_length = c->resp.content_length,
+        .content_length = c->x->resp.content_length,
         .keep_alive = c->resp_keep_alive,
     };
-    r = wg_http_response_rebuild(&c->resp, &o, &hb);
-    c->resp.fields_len = 0;
-    c->resp.fields = NULL;
+    r = wg_http_response_rebuild(&c->x->resp, &o, &hb);
+    c->x->resp.fields_len = 0;
+    c->x->resp.fields = NULL;
     if (r < 0) {
         wg_buf_release(&hb);
         upstream_failed(c, 502, "response head too large", false);
@@ -1250,8 +1349,8 @@ static void handle_response_head(struct wg_conn *c, const char *head, size_t hea
     c->resp_head_received = true;
     c->resp_head_sent = true;
     /* Held until the end of this read, to leave with the first body bytes. */
-    wg_buf_release(&c->held_head);
-    c->held_head = hb;
+    wg_buf_release(&c->x->held_head);
+    c->x->held_head = hb;
     conn_arm(c);
 }
 
@@ -1263,7 +1362,7 @@ static void up_alloc(void *user, uv_buf_t *buf)
 }
 
 /* Handles upstream bytes. Whatever is not used (a partial head) is kept in
- * c->up_in. */
+ * c->x->up_in. */
 static void up_process(struct wg_conn *c, const char *data, size_t len)
 {
     uint64_t gen = c->up_gen;
@@ -1278,7 +1377,7 @@ static void up_process(struct wg_conn *c, const char *data, size_t len)
             return;
         if (!c->resp_head_received) {
             size_t head_len = 0;
-            int r = wg_http_scan(&c->resp_scan, data + used, len - used, limits(c), &head_len);
+            int r = wg_http_scan(&c->x->resp_scan, data + used, len - used, limits(c), &head_len);
             if (r == WG_HTTP_SCAN_MORE)
                 break;
             if (r != WG_HTTP_SCAN_DONE) {
@@ -1291,18 +1390,18 @@ static void up_process(struct wg_conn *c, const char *data, size_t len)
                 return;
             if (c->state == CS_TUNNEL)
                 continue;
-            if (c->resp.complete) {
+            if (c->x->resp.complete) {
                 if (used < len)
-                    c->resp.conn_close = true; /* bytes after a response: not reusable */
+                    c->x->resp.conn_close = true; /* bytes after a response: not reusable */
                 response_done(c);
                 return;
             }
             continue;
         }
-        llhttp_errno_t e = llhttp_execute(&c->resp_parser, data + used, len - used);
+        llhttp_errno_t e = llhttp_execute(&c->x->resp_parser, data + used, len - used);
         size_t n = len - used;
         if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE)
-            n = (size_t)(llhttp_get_error_pos(&c->resp_parser) - (data + used));
+            n = (size_t)(llhttp_get_error_pos(&c->x->resp_parser) - (data + used));
         used += n;
         if (c->closing || gen != c->up_gen)
             return;
@@ -1310,16 +1409,16 @@ static void up_process(struct wg_conn *c, const char *data, size_t len)
             upstream_failed(c, 502, llhttp_errno_name(e), false);
             return;
         }
-        if (c->resp.complete) {
+        if (c->x->resp.complete) {
             if (used < len)
-                c->resp.conn_close = true;
+                c->x->resp.conn_close = true;
             response_done(c);
             return;
         }
     }
     if (used < len && !c->closing && gen == c->up_gen && c->state == CS_PROXY &&
         !c->resp_head_received) {
-        if (wg_buf_append(&c->up_in, data + used, len - used) < 0)
+        if (wg_buf_append(&c->x->up_in, data + used, len - used) < 0)
             upstream_failed(c, 502, "response head too large", false);
     }
     if (!c->closing)
@@ -1334,23 +1433,22 @@ static void up_eof(struct wg_conn *c)
             conn_close(c);
             return;
         }
-        c->client_shut.data = c;
-        if (uv_shutdown(&c->client_shut, (uv_stream_t *)&c->client, client_shutdown_cb) == 0)
-            c->refs++;
+        if (!c->client_shut_sent && conn_shutdown(c, (uv_stream_t *)&c->client) == 0)
+            c->client_shut_sent = true;
         update_reading(c);
         return;
     }
     if (c->resp_head_received) {
         /* A close-delimited body ends here; any other framing was cut short. */
-        llhttp_finish(&c->resp_parser);
-        if (c->resp.complete) {
+        llhttp_finish(&c->x->resp_parser);
+        if (c->x->resp.complete) {
             response_done(c);
             return;
         }
         upstream_failed(c, 502, "upstream closed mid-response", false);
         return;
     }
-    bool nothing_received = c->resp_scan.pos == 0 && wg_buf_size(&c->up_in) == 0;
+    bool nothing_received = c->x->resp_scan.pos == 0 && wg_buf_size(&c->x->up_in) == 0;
     upstream_failed(c, 502, "upstream closed before responding", c->up_reused && nothing_received);
 }
 
@@ -1364,8 +1462,8 @@ static void up_read(void *user, ssize_t n, const uv_buf_t *buf)
         if (n == UV_EOF) {
             up_eof(c);
         } else {
-            bool nothing_received = !c->resp_head_received && c->resp_scan.pos == 0 &&
-                                    wg_buf_size(&c->up_in) == 0;
+            bool nothing_received = !c->resp_head_received && c->x->resp_scan.pos == 0 &&
+                                    wg_buf_size(&c->x->up_in) == 0;
             upstream_failed(c, 502, uv_err_name((int)n), c->up_reused && nothing_received);
         }
         return;
@@ -1374,14 +1472,14 @@ static void up_read(void *user, ssize_t n, const uv_buf_t *buf)
     if (!c->up_first_byte_ms)
         c->up_first_byte_ms = c->last_up_read_ms;
 
-    if (wg_buf_size(&c->up_in) > 0 && !c->resp_head_received && c->state == CS_PROXY) {
-        if (wg_buf_append(&c->up_in, buf->base, (size_t)n) < 0) {
+    if (wg_buf_size(&c->x->up_in) > 0 && !c->resp_head_received && c->state == CS_PROXY) {
+        if (wg_buf_append(&c->x->up_in, buf->base, (size_t)n) < 0) {
             upstream_failed(c, 502, "response head too large", false);
             return;
         }
         /* Take the bytes out of up_in first: processing may reuse it. */
-        struct wg_buf held = c->up_in;
-        wg_buf_init(&c->up_in, held.max);
+        struct wg_buf held = c->x->up_in;
+        wg_buf_init(&c->x->up_in, held.max);
         up_process(c, wg_buf_head(&held), wg_buf_size(&held));
         wg_buf_release(&held);
         return;
@@ -1429,20 +1527,12 @@ void wg_conn_accept(struct wg_proxy *px)
     c->refs++;
     c->id = ++px->next_conn_id;
     wg_list_push_back(&px->conns, &c->link);
-    uv_tcp_getpeername(&c->client, (struct sockaddr *)&c->peer, &namelen);
+    uv_tcp_getpeername(&c->client, &c->peer.sa, &namelen);
     c->peer_trusted = cfg->trusted_proxies_len > 0 &&
                       wg_cidr_contains_any(cfg->trusted_proxies, cfg->trusted_proxies_len,
-                                           (const struct sockaddr *)&c->peer);
+                                           &c->peer.sa);
     uv_tcp_nodelay(&c->client, 1);
-    llhttp_init(&c->req_parser, HTTP_REQUEST, &px->req_settings);
-    c->req_parser.data = &c->req;
-    llhttp_init(&c->resp_parser, HTTP_RESPONSE, &px->resp_settings);
-    c->resp_parser.data = &c->resp;
-    c->resp.is_response = true;
     wg_buf_init(&c->in, cfg->limits.head_max + PIPELINE_BUFFER_MAX);
-    wg_buf_init(&c->up_in, cfg->limits.head_max + WG_READ_BUF_SIZE);
-    wg_buf_init(&c->up_head, cfg->limits.head_max * 2 + 1024);
-    wg_buf_init(&c->held_head, cfg->limits.head_max * 2 + 1024);
     c->state = CS_HEAD;
     c->idle_since = now_ms(c);
     c->draining = px->shutting_down;

@@ -112,6 +112,7 @@ static void maybe_finish(struct wg_proxy *px)
         return; /* cb may have freed px */
     }
     if (px->freeing && px->open_handles == 0 && px->live_conns == 0) {
+        wg_conn_free_cache(px);
         wg_router_free(px->router);
         free(px->fields);
         free(px);

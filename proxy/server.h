@@ -16,6 +16,8 @@
 
 #define WG_READ_BUF_SIZE (64 * 1024)
 
+struct exchange;
+
 struct wg_proxy {
     uv_loop_t *loop;
     const struct wg_config *cfg;
@@ -45,6 +47,10 @@ struct wg_proxy {
      * while the head is rebuilt. */
     char readbuf[WG_READ_BUF_SIZE];
     struct wg_http_field *fields; /* limits.header_count_max entries */
+
+    /* Per-exchange state kept for reuse (conn.c owns the type). */
+    struct exchange *exchange_cache;
+    unsigned exchange_cache_len;
 };
 
 /* conn.c */
@@ -54,6 +60,8 @@ void wg_conn_drain_all(struct wg_proxy *px);
 /* Closes every connection now. */
 void wg_conn_close_all(struct wg_proxy *px);
 void wg_conn_settings_init(struct wg_proxy *px);
+/* Frees the cached per-exchange state. */
+void wg_conn_free_cache(struct wg_proxy *px);
 /* server.c: a connection freed its memory. */
 void wg_proxy_conn_gone(struct wg_proxy *px);
 

@@ -1,0 +1,854 @@
+/* orchestrator/session.c - the session model; see session.h. */
+#include "orchestrator/session.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- states ------------------------------------------------------------------------------------ */
+
+static const char *const state_names[WG_SESSION_STATE_COUNT] = {
+    [WG_SESSION_CREATING] = "creating", [WG_SESSION_STARTING] = "starting",
+    [WG_SESSION_RUNNING] = "running",   [WG_SESSION_DRAINING] = "draining",
+    [WG_SESSION_SAVING] = "saving",     [WG_SESSION_STOPPING] = "stopping",
+    [WG_SESSION_ASLEEP] = "asleep",     [WG_SESSION_PAUSED] = "paused",
+    [WG_SESSION_FAILED] = "failed",     [WG_SESSION_DESTROYED] = "destroyed",
+};
+
+const char *wg_session_state_name(enum wg_session_state s)
+{
+    if ((unsigned)s >= WG_SESSION_STATE_COUNT)
+        return "?";
+    return state_names[s];
+}
+
+int wg_session_state_parse(const char *s, size_t len, enum wg_session_state *ret_state)
+{
+    if (!s)
+        return -EINVAL;
+    for (unsigned i = 0; i < WG_SESSION_STATE_COUNT; i++) {
+        if (strlen(state_names[i]) == len && memcmp(state_names[i], s, len) == 0) {
+            *ret_state = (enum wg_session_state)i;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+bool wg_session_state_transient(enum wg_session_state s)
+{
+    return (unsigned)s < WG_SESSION_STATE_COUNT && WG_SESSION_IN(s, WG_SESSION_TRANSIENT);
+}
+
+/* ---- the table of valid moves ------------------------------------------------------------------ */
+
+#define S(x) WG_SESSION_##x
+
+struct move {
+    enum wg_session_state from, to;
+    const char *reason;
+};
+
+/* Derived from DESIGN.md "Session lifecycle". Three kinds of move:
+ * the lifecycle's own steps (wake, sleep, save), cancellations (a request
+ * during draining/saving keeps the session awake), and corrections, where
+ * Docker's truth wins over Redis (reconciliation at startup and from the
+ * /events stream, and recovery of a session stuck in a transient state).
+ * Corrections are listed so that they are visible and logged as moves, not
+ * written around the table. `stopping` has no way back to running: a request
+ * during a stop is held and wakes the session after `asleep`. Every state but
+ * destroyed may go to destroyed; nothing leaves destroyed. */
+static const struct move moves[] = {
+    {S(CREATING), S(STARTING), "first wake: create and start the container"},
+    {S(CREATING), S(ASLEEP), "created without a wake, or adopted a stopped container"},
+    {S(CREATING), S(RUNNING), "adopted a running container labelled wakegate.session"},
+    {S(CREATING), S(PAUSED), "adopted a paused container labelled wakegate.session"},
+    {S(CREATING), S(FAILED), "docker create failed, or creating stuck past its deadline"},
+
+    {S(STARTING), S(RUNNING), "ready: Docker health is healthy, or the probe answered"},
+    {S(STARTING), S(FAILED), "start failed, or not ready by the wake deadline"},
+
+    {S(RUNNING), S(DRAINING), "idle past a tier: let in-flight requests finish first"},
+    {S(RUNNING), S(PAUSED), "short-idle tier: freeze; memory and files are kept"},
+    {S(RUNNING), S(STOPPING), "forced sleep or delete (force=1): no save"},
+    {S(RUNNING), S(FAILED), "the container died or was OOM-killed (Docker events)"},
+    {S(RUNNING), S(ASLEEP), "the container was stopped outside wakegate"},
+
+    {S(DRAINING), S(SAVING), "in-flight work done (or drain deadline): run the save hook"},
+    {S(DRAINING), S(RUNNING), "a request arrived: sleep cancelled, or drain stuck"},
+    {S(DRAINING), S(FAILED), "the container died while draining"},
+    {S(DRAINING), S(ASLEEP), "the container was stopped outside wakegate while draining"},
+
+    {S(SAVING), S(STOPPING), "saved; long-idle tier: stop"},
+    {S(SAVING), S(PAUSED), "saved; short-idle tier: freeze"},
+    {S(SAVING), S(RUNNING), "a request arrived, or the save failed: keep the container awake"},
+    {S(SAVING), S(FAILED), "the container died during the save"},
+    {S(SAVING), S(ASLEEP), "the container was stopped outside wakegate while saving"},
+
+    {S(STOPPING), S(ASLEEP), "stopped"},
+    {S(STOPPING), S(FAILED), "stop failed, or stopping stuck past its deadline"},
+
+    {S(ASLEEP), S(STARTING), "wake: start the container (re-create it when missing)"},
+    {S(ASLEEP), S(RUNNING), "Docker says running while Redis said asleep"},
+    {S(ASLEEP), S(PAUSED), "Docker says paused while Redis said asleep"},
+
+    {S(PAUSED), S(STARTING), "wake: unpause"},
+    {S(PAUSED), S(SAVING), "long-idle tier while paused without a save: unpause and save"},
+    {S(PAUSED), S(STOPPING), "long-idle tier while paused after a save: stop"},
+    {S(PAUSED), S(RUNNING), "unpaused outside wakegate"},
+    {S(PAUSED), S(ASLEEP), "stopped outside wakegate while paused"},
+    {S(PAUSED), S(FAILED), "the container died or vanished while paused"},
+
+    {S(FAILED), S(STARTING), "retry after the crash-loop cooldown, or an explicit wake"},
+    {S(FAILED), S(STOPPING), "stop a container that a failed start left running"},
+    {S(FAILED), S(ASLEEP), "Docker shows the container stopped: failure cleared"},
+
+    {S(CREATING), S(DESTROYED), "deleted"},
+    {S(STARTING), S(DESTROYED), "deleted"},
+    {S(RUNNING), S(DESTROYED), "deleted"},
+    {S(DRAINING), S(DESTROYED), "deleted"},
+    {S(SAVING), S(DESTROYED), "deleted"},
+    {S(STOPPING), S(DESTROYED), "deleted"},
+    {S(ASLEEP), S(DESTROYED), "deleted (saved before it slept)"},
+    {S(PAUSED), S(DESTROYED), "deleted"},
+    {S(FAILED), S(DESTROYED), "deleted"},
+};
+
+#undef S
+
+static const struct move *find_move(enum wg_session_state from, enum wg_session_state to)
+{
+    for (size_t i = 0; i < sizeof(moves) / sizeof(moves[0]); i++)
+        if (moves[i].from == from && moves[i].to == to)
+            return &moves[i];
+    return NULL;
+}
+
+bool wg_session_can_move(enum wg_session_state from, enum wg_session_state to)
+{
+    return find_move(from, to) != NULL;
+}
+
+unsigned wg_session_allowed_from(enum wg_session_state to)
+{
+    unsigned mask = 0;
+
+    for (size_t i = 0; i < sizeof(moves) / sizeof(moves[0]); i++)
+        if (moves[i].to == to)
+            mask |= WG_SESSION_BIT(moves[i].from);
+    return mask;
+}
+
+const char *wg_session_move_reason(enum wg_session_state from, enum wg_session_state to)
+{
+    const struct move *m = find_move(from, to);
+
+    return m ? m->reason : NULL;
+}
+
+/* ---- ids --------------------------------------------------------------------------------------- */
+
+static bool is_lower_alnum(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+static bool is_alnum(char c)
+{
+    return is_lower_alnum(c) || (c >= 'A' && c <= 'Z');
+}
+
+bool wg_session_id_valid(const char *s, size_t len)
+{
+    if (!s || len == 0 || len > WG_SESSION_ID_MAX || !is_lower_alnum(s[0]))
+        return false;
+    for (size_t i = 1; i < len; i++)
+        if (!is_lower_alnum(s[i]) && s[i] != '_' && s[i] != '-')
+            return false;
+    return true;
+}
+
+bool wg_session_host_valid(const char *s, size_t len)
+{
+    if (!s || len == 0 || len > WG_SESSION_HOST_MAX || !is_alnum(s[0]))
+        return false;
+    for (size_t i = 1; i < len; i++)
+        if (!is_alnum(s[i]) && s[i] != '.' && s[i] != '_' && s[i] != '-')
+            return false;
+    return true;
+}
+
+/* ---- text -------------------------------------------------------------------------------------- */
+
+/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if invalid:
+ * no overlong forms, no surrogates, nothing past U+10FFFF. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    size_t len;
+    uint32_t cp;
+
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2;
+        cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return len;
+}
+
+static bool text_char_ok(unsigned char c)
+{
+    return c >= 0x20 ? c != 0x7f : (c == '\n' || c == '\t');
+}
+
+/* Free text as stored: valid UTF-8, no NUL, no control byte but \n and \t. */
+static bool text_valid(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+
+    for (size_t i = 0; i < len;) {
+        size_t n = utf8_seq(p + i, len - i);
+        if (n == 0 || (n == 1 && !text_char_ok(p[i])))
+            return false;
+        i += n;
+    }
+    return true;
+}
+
+char *wg_session_clean_text(char *dst, size_t dstlen, const char *src, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)src;
+    size_t start = 0, o = 0;
+
+    if (dstlen == 0)
+        return dst;
+    if (!src)
+        len = 0;
+    if (len > dstlen - 1) {
+        start = len - (dstlen - 1);
+        /* Do not begin inside a character: skip its continuation bytes. */
+        for (int k = 0; k < 3 && start < len && (p[start] & 0xc0) == 0x80; k++)
+            start++;
+    }
+    for (size_t i = start; i < len;) {
+        size_t n = utf8_seq(p + i, len - i);
+        if (n == 0 || (n == 1 && !text_char_ok(p[i]))) {
+            dst[o++] = '?';
+            i++;
+            continue;
+        }
+        memcpy(dst + o, p + i, n);
+        o += n;
+        i += n;
+    }
+    dst[o] = '\0';
+    return dst;
+}
+
+/* ---- field rules ------------------------------------------------------------------------------- */
+
+enum kind {
+    K_ID,    /* session id pattern */
+    K_STATE, /* a state name */
+    K_UINT,  /* decimal, 0..max */
+    K_INT,   /* decimal with optional '-', INT32 range */
+    K_BOOL,  /* "0" or "1" */
+    K_PORT,  /* 1..65535 */
+    K_HOST,  /* wg_session_host_valid */
+    K_HEX,   /* lowercase hex, min..max bytes */
+    K_IP,    /* textual IPv4 or IPv6 */
+    K_IMAGE, /* printable ASCII without space, 1..max */
+    K_TEXT,  /* text_valid, 1..max */
+};
+
+enum fidx {
+    F_ID,
+    F_STATE,
+    F_STATE_SINCE,
+    F_HOST,
+    F_CONTAINER_ID,
+    F_IP,
+    F_PORT,
+    F_IMAGE,
+    F_CREATED,
+    F_LAST_ACTIVE,
+    F_RESTARTS,
+    F_SAVE_AT,
+    F_SAVE_OK,
+    F_SAVE_EXIT,
+    F_SAVE_COMMIT,
+    F_SAVE_OUTPUT,
+    F_ERROR,
+    F_V,
+    F_IDLE_STOP,
+    F_IDLE_PAUSE,
+    F__COUNT
+};
+
+_Static_assert(F__COUNT == WG_SESSION_FIELDS, "session.h lists every hash field");
+_Static_assert(F__COUNT <= 32, "seen[] is a 32-bit mask");
+
+struct field_def {
+    const char *name;
+    enum kind kind;
+    size_t min, max;   /* bytes, for K_HEX, K_IMAGE, K_TEXT */
+    uint64_t nmax;     /* K_UINT */
+};
+
+static const struct field_def fields[F__COUNT] = {
+    [F_ID] = {"id", K_ID, 0, 0, 0},
+    [F_STATE] = {"state", K_STATE, 0, 0, 0},
+    [F_STATE_SINCE] = {"state_since", K_UINT, 0, 0, INT64_MAX},
+    [F_HOST] = {"host", K_HOST, 0, 0, 0},
+    [F_CONTAINER_ID] = {"container_id", K_HEX, 1, WG_SESSION_CONTAINER_ID_MAX, 0},
+    [F_IP] = {"ip", K_IP, 0, 0, 0},
+    [F_PORT] = {"port", K_PORT, 0, 0, 0},
+    [F_IMAGE] = {"image", K_IMAGE, 1, WG_SESSION_IMAGE_MAX, 0},
+    [F_CREATED] = {"created", K_UINT, 0, 0, INT64_MAX},
+    [F_LAST_ACTIVE] = {"last_active", K_UINT, 0, 0, INT64_MAX},
+    [F_RESTARTS] = {"restarts", K_UINT, 0, 0, UINT32_MAX},
+    [F_SAVE_AT] = {"save_at", K_UINT, 0, 0, INT64_MAX},
+    [F_SAVE_OK] = {"save_ok", K_BOOL, 0, 0, 0},
+    [F_SAVE_EXIT] = {"save_exit_code", K_INT, 0, 0, 0},
+    [F_SAVE_COMMIT] = {"save_commit", K_HEX, 4, WG_SESSION_COMMIT_MAX, 0},
+    [F_SAVE_OUTPUT] = {"save_output", K_TEXT, 1, WG_SESSION_OUTPUT_MAX, 0},
+    [F_ERROR] = {"error", K_TEXT, 1, WG_SESSION_ERROR_MAX, 0},
+    [F_V] = {"v", K_UINT, 0, 0, INT64_MAX},
+    [F_IDLE_STOP] = {"idle_stop_after_ms", K_UINT, 0, 0, INT64_MAX},
+    [F_IDLE_PAUSE] = {"idle_pause_after_ms", K_UINT, 0, 0, INT64_MAX},
+};
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!err || errlen == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* Plain decimal: 1-20 digits, no sign, no leading zero (but "0"), <= max. */
+static int parse_uint(const char *s, size_t len, uint64_t max, uint64_t *ret)
+{
+    uint64_t v = 0;
+
+    if (len == 0 || len > 20 || (len > 1 && s[0] == '0'))
+        return -EINVAL;
+    for (size_t i = 0; i < len; i++) {
+        unsigned d = (unsigned)(s[i] - '0');
+        if (s[i] < '0' || s[i] > '9' || v > (UINT64_MAX - d) / 10)
+            return -EINVAL;
+        v = v * 10 + d;
+    }
+    if (v > max)
+        return -EINVAL;
+    *ret = v;
+    return 0;
+}
+
+static int parse_int(const char *s, size_t len, int *ret)
+{
+    uint64_t v;
+    bool neg = len > 0 && s[0] == '-';
+
+    if (parse_uint(s + neg, len - neg, neg ? (uint64_t)INT32_MAX + 1 : INT32_MAX, &v) < 0 ||
+        (neg && v == 0))
+        return -EINVAL;
+    *ret = neg ? (int)(-(int64_t)v) : (int)v;
+    return 0;
+}
+
+static bool ip_valid(const char *s, size_t len)
+{
+    char tmp[WG_SESSION_IP_MAX + 1];
+    unsigned char addr[16];
+
+    if (len == 0 || len > WG_SESSION_IP_MAX || memchr(s, '\0', len))
+        return false;
+    memcpy(tmp, s, len);
+    tmp[len] = '\0';
+    return inet_pton(AF_INET, tmp, addr) == 1 || inet_pton(AF_INET6, tmp, addr) == 1;
+}
+
+/* The one check both directions use. Returns a short problem text, or NULL
+ * when the value is acceptable. Never echoes the value: it may be hostile. */
+static const char *field_problem(enum fidx f, const char *v, size_t len)
+{
+    const struct field_def *d = &fields[f];
+    uint64_t u;
+    int i;
+    enum wg_session_state st;
+
+    switch (d->kind) {
+    case K_ID:
+        return wg_session_id_valid(v, len) ? NULL : "not a valid session id";
+    case K_STATE:
+        return wg_session_state_parse(v, len, &st) == 0 ? NULL : "unknown state";
+    case K_UINT:
+        return parse_uint(v, len, d->nmax, &u) == 0 ? NULL : "not a number in range";
+    case K_INT:
+        return parse_int(v, len, &i) == 0 ? NULL : "not an integer in range";
+    case K_BOOL:
+        return len == 1 && (v[0] == '0' || v[0] == '1') ? NULL : "not 0 or 1";
+    case K_PORT:
+        return parse_uint(v, len, 65535, &u) == 0 && u > 0 ? NULL : "not a port 1-65535";
+    case K_HOST:
+        return wg_session_host_valid(v, len) ? NULL : "not a valid host name";
+    case K_HEX:
+        if (len < d->min || len > d->max)
+            return "bad length";
+        for (size_t k = 0; k < len; k++)
+            if (!((v[k] >= '0' && v[k] <= '9') || (v[k] >= 'a' && v[k] <= 'f')))
+                return "not lowercase hex";
+        return NULL;
+    case K_IP:
+        return ip_valid(v, len) ? NULL : "not an IP address";
+    case K_IMAGE:
+        if (len < d->min || len > d->max)
+            return "bad length";
+        for (size_t k = 0; k < len; k++)
+            if (v[k] <= 0x20 || v[k] >= 0x7f)
+                return "not printable ASCII";
+        return NULL;
+    case K_TEXT:
+        if (len < d->min || len > d->max)
+            return "bad length";
+        return text_valid(v, len) ? NULL : "not clean UTF-8 text";
+    }
+    return "unknown kind";
+}
+
+static int field_lookup(const char *name, size_t len)
+{
+    for (int f = 0; f < F__COUNT; f++)
+        if (strlen(fields[f].name) == len && memcmp(fields[f].name, name, len) == 0)
+            return f;
+    return -1;
+}
+
+/* ---- record ------------------------------------------------------------------------------------ */
+
+void wg_session_init(struct wg_session *rec)
+{
+    memset(rec, 0, sizeof(*rec));
+}
+
+void wg_session_release(struct wg_session *rec)
+{
+    if (!rec)
+        return;
+    free(rec->error);
+    rec->error = NULL;
+    free(rec->last_save.output);
+    rec->last_save.output = NULL;
+    wg_session_init(rec);
+}
+
+int wg_session_copy(struct wg_session *dst, const struct wg_session *src)
+{
+    *dst = *src;
+    dst->error = NULL;
+    dst->last_save.output = NULL;
+    if (src->error && !(dst->error = strdup(src->error)))
+        goto nomem;
+    if (src->last_save.output && !(dst->last_save.output = strdup(src->last_save.output)))
+        goto nomem;
+    return 0;
+nomem:
+    wg_session_release(dst);
+    return -ENOMEM;
+}
+
+/* Copies a checked value into a fixed array of size cap (> len). */
+static void set_fixed(char *dst, size_t cap, const char *v, size_t len)
+{
+    if (len >= cap)
+        len = cap - 1; /* not reached: the rules bound every fixed field */
+    memcpy(dst, v, len);
+    dst[len] = '\0';
+}
+
+/* Stores one checked value into rec. Owned strings it allocates are
+ * released with rec. */
+static int field_store(struct wg_session *rec, enum fidx f, const char *v, size_t len)
+{
+    uint64_t u = 0;
+    char **owned = NULL;
+
+    if (fields[f].kind == K_UINT || fields[f].kind == K_PORT)
+        parse_uint(v, len, fields[f].kind == K_PORT ? 65535 : fields[f].nmax, &u);
+    switch (f) {
+    case F_ID:
+        set_fixed(rec->id, sizeof(rec->id), v, len);
+        break;
+    case F_STATE:
+        wg_session_state_parse(v, len, &rec->state);
+        break;
+    case F_STATE_SINCE:
+        rec->state_since = (int64_t)u;
+        break;
+    case F_HOST:
+        set_fixed(rec->host, sizeof(rec->host), v, len);
+        break;
+    case F_CONTAINER_ID:
+        set_fixed(rec->container_id, sizeof(rec->container_id), v, len);
+        break;
+    case F_IP:
+        set_fixed(rec->ip, sizeof(rec->ip), v, len);
+        break;
+    case F_PORT:
+        rec->port = (uint16_t)u;
+        break;
+    case F_IMAGE:
+        set_fixed(rec->image, sizeof(rec->image), v, len);
+        break;
+    case F_CREATED:
+        rec->created = (int64_t)u;
+        break;
+    case F_LAST_ACTIVE:
+        rec->last_active = (int64_t)u;
+        break;
+    case F_RESTARTS:
+        rec->restarts = (uint32_t)u;
+        break;
+    case F_SAVE_AT:
+        rec->last_save.at = (int64_t)u;
+        break;
+    case F_SAVE_OK:
+        rec->last_save.ok = v[0] == '1';
+        break;
+    case F_SAVE_EXIT:
+        parse_int(v, len, &rec->last_save.exit_code);
+        break;
+    case F_SAVE_COMMIT:
+        set_fixed(rec->last_save.commit, sizeof(rec->last_save.commit), v, len);
+        break;
+    case F_SAVE_OUTPUT:
+        owned = &rec->last_save.output;
+        break;
+    case F_ERROR:
+        owned = &rec->error;
+        break;
+    case F_V:
+        rec->version = u;
+        break;
+    case F_IDLE_STOP:
+        rec->has_idle_stop_after = true;
+        rec->idle_stop_after_ms = u;
+        break;
+    case F_IDLE_PAUSE:
+        rec->has_idle_pause_after = true;
+        rec->idle_pause_after_ms = u;
+        break;
+    case F__COUNT:
+        break;
+    }
+    if (owned) {
+        *owned = strndup(v, len);
+        if (!*owned)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+int wg_session_decode(const struct wg_session_kv *kv, size_t n, struct wg_session *ret_rec,
+                      char *err, size_t errlen)
+{
+    struct wg_session rec;
+    uint32_t seen = 0;
+    int rc = 0;
+
+    wg_session_init(&rec);
+    seterr(err, errlen, "%s", "");
+    if (!kv && n > 0) {
+        rc = -EINVAL;
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int f = kv[i].name ? field_lookup(kv[i].name, kv[i].name_len) : -1;
+        const char *problem;
+
+        if (f < 0)
+            continue; /* a newer writer's field */
+        if (seen & (1u << f)) {
+            seterr(err, errlen, "field %s: given twice", fields[f].name);
+            rc = -EBADMSG;
+            goto out;
+        }
+        seen |= 1u << f;
+        problem = kv[i].value ? field_problem((enum fidx)f, kv[i].value, kv[i].value_len)
+                              : "missing value";
+        if (problem) {
+            seterr(err, errlen, "field %s: %s", fields[f].name, problem);
+            rc = -EBADMSG;
+            goto out;
+        }
+        if ((rc = field_store(&rec, (enum fidx)f, kv[i].value, kv[i].value_len)) < 0)
+            goto out;
+    }
+    if (!(seen & (1u << F_ID)) || !(seen & (1u << F_STATE))) {
+        seterr(err, errlen, "field %s: missing", !(seen & (1u << F_ID)) ? "id" : "state");
+        rc = -EBADMSG;
+        goto out;
+    }
+    *ret_rec = rec;
+    return 0;
+out:
+    if (rc == -ENOMEM)
+        seterr(err, errlen, "out of memory");
+    wg_session_release(&rec);
+    return rc;
+}
+
+/* Appends one field to out after checking it; len 0 with allow_empty means
+ * "remove" (updates only). */
+static int put(struct wg_session_hash *out, enum fidx f, const char *v, size_t len,
+               bool allow_empty, char *err, size_t errlen)
+{
+    const char *problem;
+
+    if (!(allow_empty && len == 0) && (problem = field_problem(f, v, len)) != NULL) {
+        seterr(err, errlen, "field %s: %s", fields[f].name, problem);
+        return -EINVAL;
+    }
+    if (out->n >= WG_SESSION_FIELDS) {
+        seterr(err, errlen, "too many fields");
+        return -EINVAL;
+    }
+    out->kv[out->n] = (struct wg_session_kv){
+        .name = fields[f].name, .name_len = strlen(fields[f].name), .value = v, .value_len = len};
+    out->n++;
+    return 0;
+}
+
+static int put_str(struct wg_session_hash *out, enum fidx f, const char *s, bool allow_empty,
+                   char *err, size_t errlen)
+{
+    return put(out, f, s ? s : "", s ? strlen(s) : 0, allow_empty, err, errlen);
+}
+
+static int put_u64(struct wg_session_hash *out, enum fidx f, uint64_t v, char *err,
+                   size_t errlen)
+{
+    char *buf = out->num[out->n < WG_SESSION_FIELDS ? out->n : 0];
+    int n = snprintf(buf, sizeof(out->num[0]), "%" PRIu64, v);
+
+    return put(out, f, buf, (size_t)n, false, err, errlen);
+}
+
+static int put_i64(struct wg_session_hash *out, enum fidx f, int64_t v, char *err,
+                   size_t errlen)
+{
+    char *buf = out->num[out->n < WG_SESSION_FIELDS ? out->n : 0];
+    int n = snprintf(buf, sizeof(out->num[0]), "%" PRId64, v);
+
+    return put(out, f, buf, (size_t)n, false, err, errlen);
+}
+
+#define TRY(expr)                                                                                  \
+    do {                                                                                           \
+        if ((rc = (expr)) < 0)                                                                     \
+            goto out;                                                                              \
+    } while (0)
+
+int wg_session_encode(const struct wg_session *rec, struct wg_session_hash *out, char *err,
+                      size_t errlen)
+{
+    int rc = 0;
+
+    out->n = 0;
+    seterr(err, errlen, "%s", "");
+    TRY(put_str(out, F_ID, rec->id, false, err, errlen));
+    TRY(put_str(out, F_STATE, wg_session_state_name(rec->state), false, err, errlen));
+    if (rec->state_since)
+        TRY(put_i64(out, F_STATE_SINCE, rec->state_since, err, errlen));
+    if (rec->host[0])
+        TRY(put_str(out, F_HOST, rec->host, false, err, errlen));
+    if (rec->container_id[0])
+        TRY(put_str(out, F_CONTAINER_ID, rec->container_id, false, err, errlen));
+    if (rec->ip[0])
+        TRY(put_str(out, F_IP, rec->ip, false, err, errlen));
+    if (rec->port)
+        TRY(put_u64(out, F_PORT, rec->port, err, errlen));
+    if (rec->image[0])
+        TRY(put_str(out, F_IMAGE, rec->image, false, err, errlen));
+    if (rec->created)
+        TRY(put_i64(out, F_CREATED, rec->created, err, errlen));
+    if (rec->last_active)
+        TRY(put_i64(out, F_LAST_ACTIVE, rec->last_active, err, errlen));
+    if (rec->restarts)
+        TRY(put_u64(out, F_RESTARTS, rec->restarts, err, errlen));
+    if (rec->last_save.at) {
+        TRY(put_i64(out, F_SAVE_AT, rec->last_save.at, err, errlen));
+        TRY(put_str(out, F_SAVE_OK, rec->last_save.ok ? "1" : "0", false, err, errlen));
+        TRY(put_i64(out, F_SAVE_EXIT, rec->last_save.exit_code, err, errlen));
+        if (rec->last_save.commit[0])
+            TRY(put_str(out, F_SAVE_COMMIT, rec->last_save.commit, false, err, errlen));
+        if (rec->last_save.output && rec->last_save.output[0])
+            TRY(put_str(out, F_SAVE_OUTPUT, rec->last_save.output, false, err, errlen));
+    }
+    if (rec->error && rec->error[0])
+        TRY(put_str(out, F_ERROR, rec->error, false, err, errlen));
+    if (rec->version)
+        TRY(put_u64(out, F_V, rec->version, err, errlen));
+    if (rec->has_idle_stop_after)
+        TRY(put_u64(out, F_IDLE_STOP, rec->idle_stop_after_ms, err, errlen));
+    if (rec->has_idle_pause_after)
+        TRY(put_u64(out, F_IDLE_PAUSE, rec->idle_pause_after_ms, err, errlen));
+out:
+    return rc;
+}
+
+int wg_session_update_encode(const struct wg_session_update *u, struct wg_session_hash *out,
+                             char *err, size_t errlen)
+{
+    int rc = 0;
+
+    out->n = 0;
+    seterr(err, errlen, "%s", "");
+    if (!u)
+        goto out;
+    if ((u->set & WG_SF_RESTARTS) && (u->set & WG_SF_RESTARTS_INCR)) {
+        seterr(err, errlen, "restarts: both set and increment");
+        rc = -EINVAL;
+        goto out;
+    }
+    if (u->set & WG_SF_HOST)
+        TRY(put_str(out, F_HOST, u->host, true, err, errlen));
+    if (u->set & WG_SF_CONTAINER_ID)
+        TRY(put_str(out, F_CONTAINER_ID, u->container_id, true, err, errlen));
+    if (u->set & WG_SF_IP)
+        TRY(put_str(out, F_IP, u->ip, true, err, errlen));
+    if ((u->set & WG_SF_PORT) && u->port)
+        TRY(put_u64(out, F_PORT, u->port, err, errlen));
+    else if (u->set & WG_SF_PORT)
+        TRY(put_str(out, F_PORT, NULL, true, err, errlen));
+    if (u->set & WG_SF_IMAGE)
+        TRY(put_str(out, F_IMAGE, u->image, true, err, errlen));
+    if (u->set & WG_SF_RESTARTS)
+        TRY(put_u64(out, F_RESTARTS, u->restarts, err, errlen));
+    if ((u->set & WG_SF_LAST_SAVE) && u->last_save.at > 0) {
+        TRY(put_i64(out, F_SAVE_AT, u->last_save.at, err, errlen));
+        TRY(put_str(out, F_SAVE_OK, u->last_save.ok ? "1" : "0", false, err, errlen));
+        TRY(put_i64(out, F_SAVE_EXIT, u->last_save.exit_code, err, errlen));
+        TRY(put_str(out, F_SAVE_COMMIT, u->last_save.commit, true, err, errlen));
+        TRY(put_str(out, F_SAVE_OUTPUT, u->last_save.output, true, err, errlen));
+    } else if (u->set & WG_SF_LAST_SAVE) {
+        if (u->last_save.at < 0) {
+            seterr(err, errlen, "field save_at: negative");
+            rc = -EINVAL;
+            goto out;
+        }
+        for (enum fidx f = F_SAVE_AT; f <= F_SAVE_OUTPUT; f++)
+            TRY(put_str(out, f, NULL, true, err, errlen));
+    }
+    if (u->set & WG_SF_ERROR)
+        TRY(put_str(out, F_ERROR, u->error, true, err, errlen));
+    if ((u->set & WG_SF_IDLE_STOP_AFTER) && u->has_idle_stop_after)
+        TRY(put_u64(out, F_IDLE_STOP, u->idle_stop_after_ms, err, errlen));
+    else if (u->set & WG_SF_IDLE_STOP_AFTER)
+        TRY(put_str(out, F_IDLE_STOP, NULL, true, err, errlen));
+    if ((u->set & WG_SF_IDLE_PAUSE_AFTER) && u->has_idle_pause_after)
+        TRY(put_u64(out, F_IDLE_PAUSE, u->idle_pause_after_ms, err, errlen));
+    else if (u->set & WG_SF_IDLE_PAUSE_AFTER)
+        TRY(put_str(out, F_IDLE_PAUSE, NULL, true, err, errlen));
+out:
+    return rc;
+}
+
+#undef TRY
+
+/* ---- JSON -------------------------------------------------------------------------------------- */
+
+/* NULL (out of memory, or text that is not UTF-8) poisons the object build. */
+static json_t *str_or_null(const char *s)
+{
+    return s && s[0] ? json_string(s) : json_null();
+}
+
+static json_t *time_or_null(int64_t ms)
+{
+    return ms > 0 ? json_integer(ms) : json_null();
+}
+
+/* Sets key to v; a NULL v (failed constructor) fails the build. */
+static int set(json_t *obj, const char *key, json_t *v)
+{
+    return v && json_object_set_new(obj, key, v) == 0 ? 0 : -ENOMEM;
+}
+
+json_t *wg_session_to_json(const struct wg_session *rec)
+{
+    json_t *o = json_object(), *save = NULL, *idle = NULL;
+    int rc = 0;
+
+    if (!o)
+        return NULL;
+    rc |= set(o, "id", json_string(rec->id));
+    rc |= set(o, "state", json_string(wg_session_state_name(rec->state)));
+    rc |= set(o, "state_since", time_or_null(rec->state_since));
+    rc |= set(o, "host", str_or_null(rec->host));
+    rc |= set(o, "container_id", str_or_null(rec->container_id));
+    rc |= set(o, "ip", str_or_null(rec->ip));
+    rc |= set(o, "port", rec->port ? json_integer(rec->port) : json_null());
+    rc |= set(o, "last_active", time_or_null(rec->last_active));
+    if (rec->last_save.at > 0) {
+        save = json_object();
+        if (save) {
+            rc |= set(save, "at", json_integer(rec->last_save.at));
+            rc |= set(save, "ok", json_boolean(rec->last_save.ok));
+            rc |= set(save, "exit_code", json_integer(rec->last_save.exit_code));
+            rc |= set(save, "commit", str_or_null(rec->last_save.commit));
+            rc |= set(save, "output", str_or_null(rec->last_save.output));
+        }
+        rc |= set(o, "last_save", save);
+    } else {
+        rc |= set(o, "last_save", json_null());
+    }
+    rc |= set(o, "error", str_or_null(rec->error));
+    rc |= set(o, "image", str_or_null(rec->image));
+    rc |= set(o, "created", time_or_null(rec->created));
+    rc |= set(o, "restarts", json_integer(rec->restarts));
+    rc |= set(o, "version", json_integer((json_int_t)rec->version));
+    if (rec->has_idle_stop_after || rec->has_idle_pause_after) {
+        idle = json_object();
+        if (idle && rec->has_idle_stop_after)
+            rc |= set(idle, "stop_after_ms", json_integer((json_int_t)rec->idle_stop_after_ms));
+        if (idle && rec->has_idle_pause_after)
+            rc |= set(idle, "pause_after_ms", json_integer((json_int_t)rec->idle_pause_after_ms));
+        rc |= set(o, "idle", idle);
+    }
+    if (rc != 0) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
