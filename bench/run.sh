@@ -15,6 +15,12 @@
 #   BENCH_KEEP_TMP=1       keep the temp dir (it is also kept when a run had problems)
 set -euo pipefail
 
+# Idle upstream connections each proxy keeps (nginx `keepalive`, wakegate
+# `upstream.keepalive_max`): the same number for both. Below the client
+# connection count, both proxies reconnect to the upstream constantly and
+# their tail latency measures that churn.
+UP_KEEPALIVE=${BENCH_UPSTREAM_KEEPALIVE:-256}
+
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
 PY=/usr/bin/python3
@@ -195,7 +201,7 @@ $(nginx_temp_paths "$NXD")
     keepalive_timeout 75s;
     upstream up {
         server 127.0.0.1:$P_UP;
-        keepalive 64;
+        keepalive $UP_KEEPALIVE;
         keepalive_requests 1000000;
     }
     server {
@@ -216,7 +222,7 @@ listen: "127.0.0.1:$P_WG"
 admin: { listen: "127.0.0.1:$P_WGADM" }
 log: { level: warn, access: false }
 limits: { keepalive_requests_max: 1000000 }
-upstream: { keepalive_max: 64 }
+upstream: { keepalive_max: $UP_KEEPALIVE }
 shutdown_grace: 2s
 routes:
   - match: { path_prefix: "/" }

@@ -1450,7 +1450,7 @@ int wg_config_init_defaults(struct wg_config *cfg)
     cfg->upstream.connect_timeout_ms = 5 * 1000;
     cfg->upstream.response_timeout_ms = 60 * 1000;
     cfg->upstream.keepalive_idle_ms = 60 * 1000;
-    cfg->upstream.keepalive_max = 64;
+    cfg->upstream.keepalive_max = 256;
 
     cfg->log_level = WG_LOG_INFO;
     cfg->log_format = WG_LOG_LOGFMT;

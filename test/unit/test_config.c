@@ -131,7 +131,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.upstream.connect_timeout_ms, 5000);
     assert_int_equal(cfg.upstream.response_timeout_ms, 60000);
     assert_int_equal(cfg.upstream.keepalive_idle_ms, 60000);
-    assert_int_equal(cfg.upstream.keepalive_max, 64);
+    assert_int_equal(cfg.upstream.keepalive_max, 256);
 
     assert_int_equal(cfg.log_level, WG_LOG_INFO);
     assert_int_equal(cfg.log_format, WG_LOG_LOGFMT);
