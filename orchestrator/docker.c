@@ -122,6 +122,10 @@ typedef void finish_fn(struct req *q, int status, struct wg_docker_reply *r);
 struct req {
     struct wg_list node;
     struct wg_docker *d;
+    /* Texts a finishing request builds for its reply: they must outlive the
+     * finish function's frame while the reply is delivered. */
+    char finish_msg[MESSAGE_MAX];
+    char finish_error[ERROR_MAX];
     enum req_kind kind;
     enum req_where where;
     uint64_t seq;
@@ -133,13 +137,14 @@ struct req {
     CURL *easy;
     struct curl_slist *hdrs;
     struct curl_slist *resolve;
-    uint32_t timeout_ms; /* 0: none */
-    uint64_t deadline;   /* uv_now() ms; 0: none */
-    uint64_t not_before; /* RQ_DELAYED: when to queue it */
-    uint64_t t_sent;     /* uv_hrtime() */
-    long code;           /* response status, once known */
-    struct wg_buf resp;  /* JSON body, error body, or the events line */
-    struct wg_buf out;   /* logs, exec start: output tail */
+    uint32_t timeout_ms;   /* 0: none */
+    uint64_t deadline;     /* uv_now() ms; 0: none */
+    uint64_t not_before;   /* RQ_DELAYED: when to queue it */
+    uint64_t t_sent;       /* uv_hrtime() */
+    uint32_t timeout_used; /* what curl was given, ms (0: none) */
+    long code;             /* response status, once known */
+    struct wg_buf resp;    /* JSON body, error body, or the events line */
+    struct wg_buf out;     /* logs, exec start: output tail */
     bool out_truncated;
     struct demux dm;
     bool versioned, ok_304, streamed;
@@ -430,7 +435,8 @@ static int host_parse(const char *s, bool tls, struct host *h, char *err, size_t
             HOST_FAIL("not an IPv6 address inside [ ]");
         if (*p != '[' && strchr(h->name, ':'))
             HOST_FAIL("write an IPv6 address as tcp://[address]:port");
-        h->numeric = inet_pton(AF_INET, h->name, addr) == 1 || inet_pton(AF_INET6, h->name, addr) == 1;
+        h->numeric =
+            inet_pton(AF_INET, h->name, addr) == 1 || inet_pton(AF_INET6, h->name, addr) == 1;
         h->port = (uint16_t)port;
         h->tls = tls;
         h->display = strf(*p == '[' ? "tcp://[%s]:%u" : "tcp://%s:%u", h->name, h->port);
@@ -640,8 +646,8 @@ static void demux_feed(struct demux *m, const char *p, size_t n, demux_fn *fn, v
             continue;
         m->mode = DM_MUX;
         m->stream = m->hdr[0];
-        m->left = (uint32_t)m->hdr[4] << 24 | (uint32_t)m->hdr[5] << 16 |
-                  (uint32_t)m->hdr[6] << 8 | (uint32_t)m->hdr[7];
+        m->left = (uint32_t)m->hdr[4] << 24 | (uint32_t)m->hdr[5] << 16 | (uint32_t)m->hdr[6] << 8 |
+                  (uint32_t)m->hdr[7];
         m->have = 0;
     }
 }
@@ -679,8 +685,7 @@ typedef int line_fn(void *arg, const char *line, size_t len);
 /* Splits p into '\n'-terminated lines, calling fn for each complete one; a
  * partial line waits in b. Returns 0, -EMSGSIZE when a line grows past cap,
  * -ENOMEM, or fn's non-zero answer (which stops the feed). */
-static int lines_feed(struct wg_buf *b, size_t cap, const char *p, size_t n, line_fn *fn,
-                      void *arg)
+static int lines_feed(struct wg_buf *b, size_t cap, const char *p, size_t n, line_fn *fn, void *arg)
 {
     while (n > 0) {
         const char *nl = memchr(p, '\n', n);
@@ -883,8 +888,8 @@ static int summaries_from_json(json_t *root, struct wg_docker_summary **ret, siz
     } while (0)
 
 /* A JSON array of the NULL-terminated strings, each checked by text_ok(). */
-static int string_array(const char *const *v, const char *what, bool empty_items_ok,
-                        json_t **ret, char *err, size_t errlen)
+static int string_array(const char *const *v, const char *what, bool empty_items_ok, json_t **ret,
+                        char *err, size_t errlen)
 {
     json_t *a = json_array();
     int rc = 0;
@@ -913,7 +918,7 @@ out:
 static int create_body(const struct wg_docker_spec *s, json_t **ret, char *err, size_t errlen)
 {
     json_t *body = NULL, *hc, *labels, *a = NULL;
-    int rc = 0;
+    int rc = 0, bad = 0;
 
     if (errlen > 0)
         err[0] = '\0';
@@ -936,20 +941,21 @@ static int create_body(const struct wg_docker_spec *s, json_t **ret, char *err, 
     body = json_object();
     hc = json_object();
     labels = json_object();
-    if (!body || !hc || !labels || json_object_set_new(body, "HostConfig", hc) < 0 ||
-        json_object_set_new(body, "Labels", labels) < 0) {
-        if (body && !json_object_get(body, "HostConfig"))
-            json_decref(hc);
-        if (body && !json_object_get(body, "Labels"))
-            json_decref(labels);
+    if (!body || !hc || !labels) {
+        json_decref(hc);
+        json_decref(labels);
         rc = -ENOMEM;
         goto out;
     }
-    rc |= json_object_set_new(body, "Image", json_string(s->image));
+    /* json_object_set_new() takes the value even when it fails (and fails
+     * on a NULL value): collect failures in `bad`, check once. */
+    bad |= json_object_set_new(body, "HostConfig", hc);
+    bad |= json_object_set_new(body, "Labels", labels);
+    bad |= json_object_set_new(body, "Image", json_string(s->image));
     if (s->cmd) {
         if ((rc = string_array(s->cmd, "cmd", true, &a, err, errlen)) < 0)
             goto out;
-        rc |= json_object_set_new(body, "Cmd", a);
+        bad |= json_object_set_new(body, "Cmd", a);
     }
     if (s->env) {
         for (size_t i = 0; s->env[i]; i++) {
@@ -959,28 +965,28 @@ static int create_body(const struct wg_docker_spec *s, json_t **ret, char *err, 
         }
         if ((rc = string_array(s->env, "env", false, &a, err, errlen)) < 0)
             goto out;
-        rc |= json_object_set_new(body, "Env", a);
+        bad |= json_object_set_new(body, "Env", a);
     }
-    rc |= json_object_set_new(labels, WG_DOCKER_SESSION_LABEL, json_string(s->session));
+    bad |= json_object_set_new(labels, WG_DOCKER_SESSION_LABEL, json_string(s->session));
     for (size_t i = 0; s->labels && s->labels[i].key; i++) {
         const struct wg_docker_label *l = &s->labels[i];
         if (!text_ok(l->key, 256, false) || !l->value || !text_ok(l->value, TEXT_MAX, true))
             SPEC_FAIL("labels[%zu] needs a printable key and value", i);
         if (json_object_get(labels, l->key))
             SPEC_FAIL("label \"%s\" is given twice or is reserved", l->key);
-        rc |= json_object_set_new(labels, l->key, json_string(l->value));
+        bad |= json_object_set_new(labels, l->key, json_string(l->value));
     }
     if (s->port) {
         char key[16];
         json_t *ports = json_object();
         snprintf(key, sizeof(key), "%u/tcp", (unsigned)s->port);
-        rc |= json_object_set_new(ports, key, json_object());
-        rc |= json_object_set_new(body, "ExposedPorts", ports);
+        bad |= json_object_set_new(ports, key, json_object());
+        bad |= json_object_set_new(body, "ExposedPorts", ports);
     }
-    rc |= json_object_set_new(body, "Tty", json_false());
-    rc |= json_object_set_new(body, "OpenStdin", json_false());
-    rc |= json_object_set_new(body, "AttachStdin", json_false());
-    rc |= json_object_set_new(hc, "Init", json_true());
+    bad |= json_object_set_new(body, "Tty", json_false());
+    bad |= json_object_set_new(body, "OpenStdin", json_false());
+    bad |= json_object_set_new(body, "AttachStdin", json_false());
+    bad |= json_object_set_new(hc, "Init", json_true());
     if (s->binds) {
         for (size_t i = 0; s->binds[i]; i++) {
             const char *colon = strchr(s->binds[i], ':');
@@ -989,15 +995,15 @@ static int create_body(const struct wg_docker_spec *s, json_t **ret, char *err, 
         }
         if ((rc = string_array(s->binds, "binds", false, &a, err, errlen)) < 0)
             goto out;
-        rc |= json_object_set_new(hc, "Binds", a);
+        bad |= json_object_set_new(hc, "Binds", a);
     }
     if (s->network_mode)
-        rc |= json_object_set_new(hc, "NetworkMode", json_string(s->network_mode));
+        bad |= json_object_set_new(hc, "NetworkMode", json_string(s->network_mode));
     if (s->memory_bytes)
-        rc |= json_object_set_new(hc, "Memory", json_integer(s->memory_bytes));
+        bad |= json_object_set_new(hc, "Memory", json_integer(s->memory_bytes));
     if (s->nano_cpus)
-        rc |= json_object_set_new(hc, "NanoCpus", json_integer(s->nano_cpus));
-    if (rc) { /* every string was checked above: only memory can fail here */
+        bad |= json_object_set_new(hc, "NanoCpus", json_integer(s->nano_cpus));
+    if (bad) { /* every string was checked above: only memory can fail here */
         rc = -ENOMEM;
         goto out;
     }
@@ -1012,8 +1018,8 @@ out:
 
 /* ---- requests ------------------------------------------------------------------------------- */
 
-static struct req *req_new(struct wg_docker *d, enum req_kind kind, const char *method,
-                           char *path, finish_fn *finish, wg_docker_cb *cb, void *arg)
+static struct req *req_new(struct wg_docker *d, enum req_kind kind, const char *method, char *path,
+                           finish_fn *finish, wg_docker_cb *cb, void *arg)
 {
     struct req *q;
 
@@ -1100,7 +1106,7 @@ static int curl_status(struct req *q, CURLcode cc, char *msg, size_t msglen)
         snprintf(msg, msglen, "cannot resolve %s", d->h.display);
         return -EHOSTUNREACH;
     case CURLE_OPERATION_TIMEDOUT:
-        snprintf(msg, msglen, "%s", q->errbuf[0] ? q->errbuf : "timed out");
+        snprintf(msg, msglen, "timed out after %u ms", (unsigned)q->timeout_used);
         return -ETIMEDOUT;
     case CURLE_OUT_OF_MEMORY:
         snprintf(msg, msglen, "out of memory");
@@ -1152,9 +1158,12 @@ static void forget_engine(struct wg_docker *d)
     d->resolve_entry = NULL;
 }
 
-static void format_error(char *out, size_t outlen, const struct wg_docker_reply *r)
+/* The HTTP status is shown only when it is the outcome (status > 0): a
+ * transfer may fail after a 200 head, e.g. an exec that outlives its
+ * timeout. */
+static void format_error(char *out, size_t outlen, const struct wg_docker_reply *r, int status)
 {
-    if (r->http_status)
+    if (status > 0)
         snprintf(out, outlen, "%s %s: %ld %s", r->method, r->path, r->http_status, r->message);
     else
         snprintf(out, outlen, "%s %s: %s", r->method, r->path, r->message);
@@ -1175,7 +1184,7 @@ static void req_fail(struct req *q, int status, const char *message)
     r.error = error;
     r.body = "";
     r.api_version = d->neg == NEG_DONE ? d->version : NULL;
-    format_error(error, sizeof(error), &r);
+    format_error(error, sizeof(error), &r, status);
     q->finish(q, status, &r);
 }
 
@@ -1200,13 +1209,11 @@ static void req_done(struct req *q, CURLcode cc)
     if (q->easy)
         curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &code);
     r.http_status = code;
-    if (q->streamed)
-        demux_end(&q->dm, NULL, NULL); /* handled by the kind's own finish */
 
     if (q->overflow) {
         snprintf(msg, sizeof(msg), "answer larger than %zu bytes",
                  q->kind == RK_EVENTS && code / 100 == 2 ? (size_t)WG_DOCKER_MAX_EVENT_LINE
-                                                          : d->max_body);
+                                                         : d->max_body);
         status = -EMSGSIZE;
     } else if (cc != CURLE_OK) {
         status = curl_status(q, cc, msg, sizeof(msg));
@@ -1225,8 +1232,9 @@ static void req_done(struct req *q, CURLcode cc)
             status = 0;
         } else {
             const char *m = json_string_value(json_object_get(json, "message"));
-            status = code == 404 ? WG_DOCKER_ENOTFOUND
-                                 : code == 409 ? WG_DOCKER_ECONFLICT : WG_DOCKER_EHTTP;
+            status = code == 404   ? WG_DOCKER_ENOTFOUND
+                     : code == 409 ? WG_DOCKER_ECONFLICT
+                                   : WG_DOCKER_EHTTP;
             if (m)
                 r.message = m;
             else if (r.body_len > 0)
@@ -1237,8 +1245,9 @@ static void req_done(struct req *q, CURLcode cc)
     }
     r.api_version = d->neg == NEG_DONE ? d->version : NULL;
     if (status != 0)
-        format_error(error, sizeof(error), &r);
-    WG_DEBUG(d->log, SUBSYS, "request done", "req=%llu method=%s path=%s http=%ld status=%d us=%llu%s%s",
+        format_error(error, sizeof(error), &r, status);
+    WG_DEBUG(d->log, SUBSYS, "request done",
+             "req=%llu method=%s path=%s http=%ld status=%d us=%llu%s%s",
              (unsigned long long)q->seq, q->method, r.path, code, status,
              (unsigned long long)r.elapsed_us, status ? " error=" : "",
              status ? quote(qerr, sizeof(qerr), error) : "");
@@ -1324,7 +1333,8 @@ static size_t header_cb(char *p, size_t size, size_t nmemb, void *arg)
         memcpy(q->server_version, v, (size_t)vn);
         q->server_version[vn] = '\0';
     }
-    if (q->kind == RK_EVENTS && !q->opened && (n == 2 || n == 1) && (p[0] == '\r' || p[0] == '\n')) {
+    if (q->kind == RK_EVENTS && !q->opened && (n == 2 || n == 1) &&
+        (p[0] == '\r' || p[0] == '\n')) {
         long code = 0;
         curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &code);
         if (code / 100 == 2) {
@@ -1434,6 +1444,7 @@ static void activate(struct req *q)
     }
     q->sent = q->versioned ? strf("/v%s%s", d->version, q->path) : strdup(q->path);
     url = q->sent ? strf("%s%s", d->h.base, q->sent) : NULL;
+    q->timeout_used = timeout;
     rc = url ? setup_easy(q, url, timeout) : -ENOMEM;
     if (rc == 0 && curl_multi_add_handle(d->multi, q->easy) != CURLM_OK)
         rc = -ENOMEM;
@@ -1506,18 +1517,18 @@ static void neg_failed(struct wg_docker *d, int status, const char *why)
 static void finish_ping(struct req *q, int status, struct wg_docker_reply *r)
 {
     struct wg_docker *d = q->d;
-    char version[VERSION_MAX], msg[MESSAGE_MAX], error[ERROR_MAX];
+    char version[VERSION_MAX];
 
     if (status == 0) {
         int rc = version_negotiate(q->server_version, d->max_major, d->max_minor, version,
                                    sizeof(version));
         if (rc < 0) {
             status = rc == -EINVAL ? -EBADMSG : rc;
-            snprintf(msg, sizeof(msg), "engine API version \"%s\" is %s", q->server_version,
-                     rc == -EINVAL ? "malformed" : "older than " WG_DOCKER_API_MIN);
-            r->message = msg;
-            format_error(error, sizeof(error), r);
-            r->error = error;
+            snprintf(q->finish_msg, sizeof(q->finish_msg), "engine API version \"%s\" is %s",
+                     q->server_version, rc == -EINVAL ? "malformed" : "older than " WG_DOCKER_API_MIN);
+            r->message = q->finish_msg;
+            format_error(q->finish_error, sizeof(q->finish_error), r, status);
+            r->error = q->finish_error;
         } else if (!d->closed) {
             snprintf(d->version, sizeof(d->version), "%s", version);
             if (d->neg != NEG_DONE)
@@ -1582,8 +1593,8 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
             uv_ip6_name((const struct sockaddr_in6 *)ai->ai_addr, addr, sizeof(addr));
         else
             continue;
-        if (wg_buf_appendf(&b, ai->ai_family == AF_INET6 ? "%s[%s]" : "%s%s", n ? "," : "",
-                           addr) == 0)
+        if (wg_buf_appendf(&b, ai->ai_family == AF_INET6 ? "%s[%s]" : "%s%s", n ? "," : "", addr) ==
+            0)
             n++;
     }
     uv_freeaddrinfo(res);
@@ -1856,7 +1867,8 @@ static int socket_cb(CURL *e, curl_socket_t s, int what, void *userp, void *sock
         d->refs++;
         curl_multi_assign(d->multi, s, k);
     }
-    k->events = ((what & CURL_POLL_IN) ? UV_READABLE : 0) | ((what & CURL_POLL_OUT) ? UV_WRITABLE : 0);
+    k->events =
+        ((what & CURL_POLL_IN) ? UV_READABLE : 0) | ((what & CURL_POLL_OUT) ? UV_WRITABLE : 0);
     if (k->events)
         uv_poll_start(&k->poll, k->events, poll_cb);
     else
@@ -2017,7 +2029,8 @@ int wg_docker_new(uv_loop_t *loop, const struct wg_docker_opts *opts, struct wg_
     }
     d->tls_skip_verify = o.tls_skip_verify;
     d->timeout_ms = o.timeout_ms ? o.timeout_ms : WG_DOCKER_TIMEOUT_MS;
-    d->connect_timeout_ms = o.connect_timeout_ms ? o.connect_timeout_ms : WG_DOCKER_CONNECT_TIMEOUT_MS;
+    d->connect_timeout_ms =
+        o.connect_timeout_ms ? o.connect_timeout_ms : WG_DOCKER_CONNECT_TIMEOUT_MS;
     d->max_body = o.max_body ? o.max_body : WG_DOCKER_MAX_BODY;
     d->max_output = o.max_output ? o.max_output : WG_DOCKER_MAX_OUTPUT;
     quote(d->qhost, sizeof(d->qhost), d->h.display);
@@ -2284,8 +2297,8 @@ int wg_docker_remove(struct wg_docker *d, const char *ref, bool force, bool volu
  * with_type): {"label":["k=v"]}, percent-encoded. NULL when out of memory. */
 static char *label_filters(const char *label, bool with_type)
 {
-    json_t *f = json_pack(with_type ? "{s:[s],s:[s]}" : "{s:[s]}", "label", label, "type",
-                          "container");
+    json_t *f =
+        json_pack(with_type ? "{s:[s],s:[s]}" : "{s:[s]}", "label", label, "type", "container");
     char *s = f ? json_dumps(f, JSON_COMPACT) : NULL, *esc, *out;
 
     json_decref(f);
@@ -2321,8 +2334,7 @@ int wg_docker_list(struct wg_docker *d, const char *label, wg_docker_cb *cb, voi
     return simple_call(d, RK_LIST, "GET", path, finish_list, cb, arg, NULL);
 }
 
-int wg_docker_logs(struct wg_docker *d, const char *ref, unsigned tail, wg_docker_cb *cb,
-                   void *arg)
+int wg_docker_logs(struct wg_docker *d, const char *ref, unsigned tail, wg_docker_cb *cb, void *arg)
 {
     struct req *q;
     int rc;
@@ -2330,8 +2342,8 @@ int wg_docker_logs(struct wg_docker *d, const char *ref, unsigned tail, wg_docke
     if (!wg_docker_ref_valid(ref))
         return -EINVAL;
     rc = simple_call(d, RK_LOGS, "GET",
-                     strf("/containers/%s/logs?stdout=1&stderr=1&tail=%u", ref, tail),
-                     finish_logs, cb, arg, &q);
+                     strf("/containers/%s/logs?stdout=1&stderr=1&tail=%u", ref, tail), finish_logs,
+                     cb, arg, &q);
     if (rc < 0)
         return rc;
     q->streamed = true;
@@ -2403,6 +2415,13 @@ static void exec_step(struct req *q, int status, struct wg_docker_reply *r)
     if (q->delivered || !op)
         return;
     q->delivered = true;
+    if (q->kind == RK_EXEC_START) {
+        /* Keep what it printed, also when the step failed (a timeout). */
+        demux_end(&q->dm, out_sink, q);
+        op->out = q->out;
+        op->truncated = q->out_truncated;
+        wg_buf_init(&q->out, 0);
+    }
     if (status != 0) {
         exec_deliver(op, status, r);
         return;
@@ -2421,10 +2440,6 @@ static void exec_step(struct req *q, int status, struct wg_docker_reply *r)
         break;
     }
     case RK_EXEC_START:
-        demux_end(&q->dm, out_sink, q);
-        op->out = q->out; /* hand the tail over */
-        op->truncated = q->out_truncated;
-        wg_buf_init(&q->out, 0);
         rc = exec_next(op, RK_EXEC_INSPECT, "GET", strf("/exec/%s/json", op->exec_id), NULL, 0);
         break;
     case RK_EXEC_INSPECT:
@@ -2451,11 +2466,10 @@ static void exec_step(struct req *q, int status, struct wg_docker_reply *r)
         return;
     if (status == 0) {
         status = rc;
-        r->message = rc == -ECANCELED ? "canceled: the Docker client is shutting down"
-                                      : "out of memory";
+        r->message =
+            rc == -ECANCELED ? "canceled: the Docker client is shutting down" : "out of memory";
     }
-    r->http_status = status < 0 && rc ? 0 : r->http_status;
-    format_error(error, sizeof(error), r);
+    format_error(error, sizeof(error), r, status);
     r->error = error;
     exec_deliver(op, status, r);
 }
@@ -2501,13 +2515,11 @@ int wg_docker_exec(struct wg_docker *d, const char *ref, const char *const *argv
 
 static void finish_events(struct req *q, int status, struct wg_docker_reply *r)
 {
-    char error[ERROR_MAX];
-
     if (status == 0) { /* a 2xx stream that ended: the engine closed it */
         status = -ECONNRESET;
         r->message = "the engine closed the events stream";
-        format_error(error, sizeof(error), r);
-        r->error = error;
+        format_error(q->finish_error, sizeof(q->finish_error), r, status);
+        r->error = q->finish_error;
     }
     deliver(q, status, r);
 }
@@ -2539,7 +2551,10 @@ int wg_docker_events_start(struct wg_docker *d, const struct wg_docker_events_op
     q->ev_cb = ev_cb;
     q->streamed = true;
     q->timeout_ms = 0;
-    wg_buf_init(&q->resp, d->max_body + 1); /* error bodies; lines are capped separately */
+    /* The buffer holds an error body or one partial line. */
+    wg_buf_init(&q->resp,
+                (d->max_body > WG_DOCKER_MAX_EVENT_LINE ? d->max_body : WG_DOCKER_MAX_EVENT_LINE) +
+                    1);
     if ((rc = submit(q)) < 0) {
         req_free(q);
         return rc;

@@ -112,11 +112,11 @@ struct wg_docker_container {
     bool running, paused, restarting, oom_killed, dead;
     int exit_code;
     int pid;
-    const char *error;  /* State.Error */
-    const char *health; /* State.Health.Status (starting, healthy, unhealthy);
-                           NULL when the image has no health check */
-    const char *ip;     /* default bridge address (NetworkSettings.IPAddress, else
-                           Networks.bridge, else the first network's) */
+    const char *error;                    /* State.Error */
+    const char *health;                   /* State.Health.Status (starting, healthy, unhealthy);
+                                             NULL when the image has no health check */
+    const char *ip;                       /* default bridge address (NetworkSettings.IPAddress, else
+                                             Networks.bridge, else the first network's) */
     const char *started_at, *finished_at; /* RFC 3339 as Docker wrote them */
     int64_t started_ms, finished_ms;      /* ms since the epoch; 0 for Docker's zero time */
     bool tty;
@@ -135,21 +135,21 @@ struct wg_docker_summary {
 };
 
 struct wg_docker_reply {
-    const char *method;      /* "GET" ... */
-    const char *path;        /* as sent, e.g. "/v1.41/containers/ab12/start" */
-    long http_status;        /* 0 when no HTTP answer came */
-    const char *message;     /* Docker's "message", else the transport's text; "" if none */
-    const char *error;       /* "METHOD PATH: STATUS MESSAGE", "" on success */
-    const char *body;        /* raw body (not for streamed calls); NUL-terminated */
+    const char *method;  /* "GET" ... */
+    const char *path;    /* as sent, e.g. "/v1.41/containers/ab12/start" */
+    long http_status;    /* 0 when no HTTP answer came */
+    const char *message; /* Docker's "message", else the transport's text; "" if none */
+    const char *error;   /* "METHOD PATH: STATUS MESSAGE", "" on success */
+    const char *body;    /* raw body (not for streamed calls); NUL-terminated */
     size_t body_len;
     json_t *json;            /* the body parsed, or NULL; borrowed */
     const char *api_version; /* the negotiated version, or NULL */
     uint64_t elapsed_us;     /* from sending to the answer */
 
     /* Per call, filled on success: */
-    const char *id;                               /* create: the new container's id */
-    const struct wg_docker_container *container;  /* inspect */
-    const struct wg_docker_summary *containers;   /* list */
+    const char *id;                              /* create: the new container's id */
+    const struct wg_docker_container *container; /* inspect */
+    const struct wg_docker_summary *containers;  /* list */
     size_t n_containers;
     const char *output; /* logs, exec: stdout and stderr interleaved, demultiplexed */
     size_t output_len;
@@ -167,18 +167,18 @@ struct wg_docker_label {
 /* What wg_docker_create() builds the body from. Every field is checked; NULL
  * arrays are absent, non-NULL ones end with a NULL entry. */
 struct wg_docker_spec {
-    const char *session;    /* required: becomes label wakegate.session=<session>;
-                               [A-Za-z0-9_-], 1-128 bytes */
-    const char *name;       /* container name, or NULL (Docker picks one) */
-    const char *image;      /* required */
-    const char *const *cmd; /* argv; NULL: the image's CMD */
-    const char *const *env; /* "KEY=value" */
+    const char *session;                  /* required: becomes label wakegate.session=<session>;
+                                             [A-Za-z0-9_-], 1-128 bytes */
+    const char *name;                     /* container name, or NULL (Docker picks one) */
+    const char *image;                    /* required */
+    const char *const *cmd;               /* argv; NULL: the image's CMD */
+    const char *const *env;               /* "KEY=value" */
     const struct wg_docker_label *labels; /* more labels; key NULL ends the array */
-    uint16_t port;          /* exposed TCP port, 0: none */
-    const char *const *binds; /* "host-path:container-path[:options]" */
-    const char *network_mode; /* NULL: the default bridge */
-    int64_t memory_bytes;     /* 0: no limit */
-    int64_t nano_cpus;        /* 0: no limit */
+    uint16_t port;                        /* exposed TCP port, 0: none */
+    const char *const *binds;             /* "host-path:container-path[:options]" */
+    const char *network_mode;             /* NULL: the default bridge */
+    int64_t memory_bytes;                 /* 0: no limit */
+    int64_t nano_cpus;                    /* 0: no limit */
     /* Always set: HostConfig.Init (an init as PID 1, so stop is fast; see
      * DESIGN.md), Tty false, no stdin. */
 };
@@ -270,7 +270,8 @@ int wg_docker_logs(struct wg_docker *d, const char *ref, unsigned tail, wg_docke
  * gives r->exit_code and the tail of its output. timeout_ms (0: opts'
  * timeout) bounds the whole call; the engine cannot kill an exec, so on
  * -ETIMEDOUT the process runs on: wrap argv in an in-container `timeout`.
- * On an HTTP error r describes the step that failed. */
+ * On an HTTP error r describes the step that failed. r->output holds what
+ * the exec printed, also when it failed after it started (a timeout). */
 int wg_docker_exec(struct wg_docker *d, const char *ref, const char *const *argv,
                    uint32_t timeout_ms, wg_docker_cb *cb, void *arg);
 

@@ -1,4 +1,4 @@
-/* orchestrator/session.h - the session model: lifecycle states, the table of
+/* common/session.h - the session model: lifecycle states, the table of
  * valid moves, session ids, and the record with its codecs (Redis hash, JSON).
  *
  * Pure code: no I/O, no loop. orchestrator/store does the Redis side.
@@ -45,8 +45,8 @@ enum wg_session_state {
 
 #define WG_SESSION_BIT(s) (1u << (unsigned)(s))
 #define WG_SESSION_TRANSIENT                                                                       \
-    (WG_SESSION_BIT(WG_SESSION_CREATING) | WG_SESSION_BIT(WG_SESSION_STARTING) |                  \
-     WG_SESSION_BIT(WG_SESSION_DRAINING) | WG_SESSION_BIT(WG_SESSION_SAVING) |                    \
+    (WG_SESSION_BIT(WG_SESSION_CREATING) | WG_SESSION_BIT(WG_SESSION_STARTING) |                   \
+     WG_SESSION_BIT(WG_SESSION_DRAINING) | WG_SESSION_BIT(WG_SESSION_SAVING) |                     \
      WG_SESSION_BIT(WG_SESSION_STOPPING))
 #define WG_SESSION_ANY ((1u << WG_SESSION_STATE_COUNT) - 1u)
 /* True when s is one of the states in mask (WG_SESSION_BIT()s or'ed). */
@@ -78,20 +78,20 @@ bool wg_session_host_valid(const char *s, size_t len);
 
 /* Bounds of the record's text fields, in bytes (without the NUL). Decoding
  * rejects longer values; the store refuses to write them. */
-#define WG_SESSION_HOST_MAX 253         /* orchestrator host name (docker.name), see below */
-#define WG_SESSION_CONTAINER_ID_MAX 64  /* Docker ids: 64 lowercase hex (12+ when short) */
-#define WG_SESSION_IP_MAX 45            /* textual IPv4 or IPv6 */
-#define WG_SESSION_IMAGE_MAX 255        /* image reference */
-#define WG_SESSION_COMMIT_MAX 64        /* git object name: SHA-1 (40) or SHA-256 (64) hex */
-#define WG_SESSION_OUTPUT_MAX 4096      /* tail of the save hook's output */
-#define WG_SESSION_ERROR_MAX 1024       /* last error text */
+#define WG_SESSION_HOST_MAX 253        /* orchestrator host name (docker.name), see below */
+#define WG_SESSION_CONTAINER_ID_MAX 64 /* Docker ids: 64 lowercase hex (12+ when short) */
+#define WG_SESSION_IP_MAX 45           /* textual IPv4 or IPv6 */
+#define WG_SESSION_IMAGE_MAX 255       /* image reference */
+#define WG_SESSION_COMMIT_MAX 64       /* git object name: SHA-1 (40) or SHA-256 (64) hex */
+#define WG_SESSION_OUTPUT_MAX 4096     /* tail of the save hook's output */
+#define WG_SESSION_ERROR_MAX 1024      /* last error text */
 
 struct wg_session_save {
-    int64_t at;    /* ms since the epoch; 0: never saved (then the rest is unset) */
+    int64_t at; /* ms since the epoch; 0: never saved (then the rest is unset) */
     bool ok;
     int exit_code; /* the hook's exit status; negative: killed (timeout, signal) */
     char commit[WG_SESSION_COMMIT_MAX + 1]; /* "" when nothing was committed */
-    char *output;  /* owned, UTF-8, NULL when none */
+    char *output;                           /* owned, UTF-8, NULL when none */
 };
 
 /* A session record. Times are ms since the epoch, 0 when unknown. Strings
@@ -110,7 +110,7 @@ struct wg_session {
     int64_t last_active;
     uint32_t restarts; /* consecutive crash restarts, for the backoff */
     struct wg_session_save last_save;
-    char *error; /* owned, UTF-8, NULL when none */
+    char *error;      /* owned, UTF-8, NULL when none */
     uint64_t version; /* bumped by every write through the store; 1 after create */
     /* Per-session overrides from labels (wakegate.idle.stop_after, ...);
      * unset: the configured default applies. 0 disables the tier. */
@@ -165,7 +165,8 @@ int wg_session_encode(const struct wg_session *rec, struct wg_session_hash *out,
  * given twice is an error; unknown fields are ignored (newer writers may add
  * some). On success *ret_rec is filled (it must hold nothing owned); on
  * failure it is left alone and the result is -EBADMSG (err names the field
- * and the problem, never echoing the value) or -ENOMEM. */
+ * and the problem, never echoing the value), -ENOMEM, or -EINVAL (kv NULL
+ * with n > 0). */
 int wg_session_decode(const struct wg_session_kv *kv, size_t n, struct wg_session *ret_rec,
                       char *err, size_t errlen);
 

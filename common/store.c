@@ -18,7 +18,7 @@
  * one Lua script (EVAL), so Redis runs it whole. Redis caches compiled
  * scripts by their SHA, so EVAL costs the script text on the wire only; the
  * texts are small. */
-#include "orchestrator/store.h"
+#include "common/store.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -41,7 +41,8 @@
 #define HASH_FIELDS_MAX 256 /* pairs of a record's HGETALL we accept */
 #define TOUCH_CHUNK 256     /* sessions per ZADD */
 
-/* ---- Lua --------------------------------------------------------------------------------------- */
+/* ---- Lua ---------------------------------------------------------------------------------------
+ */
 
 /* Moves (or, with ARGV[3] == "", updates) one record. See
  * wg_store_transition() for the contract; the replies are
@@ -138,13 +139,13 @@ static const char script_create[] =
 static const char script_unlock[] =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end\n"
     "return 0\n";
-static const char script_extend[] =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
-    "  return redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
-    "end\n"
-    "return 0\n";
+static const char script_extend[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+                                    "  return redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+                                    "end\n"
+                                    "return 0\n";
 
-/* ---- objects ----------------------------------------------------------------------------------- */
+/* ---- objects -----------------------------------------------------------------------------------
+ */
 
 enum op_kind {
     OP_CREATE,
@@ -172,7 +173,7 @@ struct op {
     void *arg;
     unsigned outstanding; /* parts whose reply is due */
     bool delivered;
-    int status;           /* first failure, or the outcome */
+    int status; /* first failure, or the outcome */
     char error[ERR_MAX];
     char id[WG_SESSION_ID_MAX + 1];
 
@@ -232,7 +233,8 @@ static int64_t now_ms(const struct wg_store *s)
     return s->clock_ms(s->clock_arg);
 }
 
-/* ---- argv builder ------------------------------------------------------------------------------ */
+/* ---- argv builder ------------------------------------------------------------------------------
+ */
 
 /* Arguments for one command. Formatted numbers are owned here until the
  * command is handed to wg_redis, which copies it at once. */
@@ -311,7 +313,8 @@ static void av_release(struct argv *a)
     memset(a, 0, sizeof(*a));
 }
 
-/* ---- ops --------------------------------------------------------------------------------------- */
+/* ---- ops ---------------------------------------------------------------------------------------
+ */
 
 static void op_fail(struct op *op, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -496,8 +499,7 @@ static void part_cb(int status, redisReply *reply, void *arg)
 }
 
 /* Sends one command of op on r. On success the reply will come to part_cb. */
-static int send_part(struct op *op, struct wg_redis *r, enum role role, size_t idx,
-                     struct argv *a)
+static int send_part(struct op *op, struct wg_redis *r, enum role role, size_t idx, struct argv *a)
 {
     struct part *p;
     int rc;
@@ -534,7 +536,8 @@ static int op_abort(struct op *op, int rc)
     return rc;
 }
 
-/* ---- reply helpers ----------------------------------------------------------------------------- */
+/* ---- reply helpers -----------------------------------------------------------------------------
+ */
 
 static bool is_str(const redisReply *r)
 {
@@ -585,8 +588,8 @@ static int copy_stream_id(const redisReply *r, char *dst)
 
 /* Decodes a record's HGETALL reply, checking that it belongs to `id`.
  * Returns 0, -ENOENT (empty), -EPROTO, -EBADMSG or -ENOMEM with err set. */
-static int decode_hash(const redisReply *flat, const char *id, struct wg_session *ret,
-                       char *err, size_t errlen)
+static int decode_hash(const redisReply *flat, const char *id, struct wg_session *ret, char *err,
+                       size_t errlen)
 {
     struct wg_session_kv *kv = NULL;
     struct wg_session rec;
@@ -884,7 +887,8 @@ static void handle_reply(struct op *op, enum role role, size_t idx, const redisR
     }
 }
 
-/* ---- life -------------------------------------------------------------------------------------- */
+/* ---- life --------------------------------------------------------------------------------------
+ */
 
 int wg_store_new(struct wg_redis *redis, const struct wg_store_opts *opts,
                  struct wg_store **ret_store)
@@ -926,7 +930,8 @@ void wg_store_free(struct wg_store *s)
     free(s);
 }
 
-/* ---- checks ------------------------------------------------------------------------------------ */
+/* ---- checks ------------------------------------------------------------------------------------
+ */
 
 static bool id_ok(const char *id)
 {
@@ -1002,7 +1007,8 @@ static bool event_type_ok(const char *t)
     return true;
 }
 
-/* ---- records ----------------------------------------------------------------------------------- */
+/* ---- records -----------------------------------------------------------------------------------
+ */
 
 static void av_fields(struct argv *a, const struct wg_session_hash *h)
 {
@@ -1160,14 +1166,14 @@ int wg_store_update(struct wg_store *s, const char *id, unsigned state_mask,
     return run_script(s, id, allowed, "", fields, NULL, cb, arg);
 }
 
-int wg_store_delete(struct wg_store *s, const char *id, unsigned from_mask,
-                    const char *detail_json, wg_store_cb *cb, void *arg)
+int wg_store_delete(struct wg_store *s, const char *id, unsigned from_mask, const char *detail_json,
+                    wg_store_cb *cb, void *arg)
 {
-    return wg_store_transition(s, id, from_mask, WG_SESSION_DESTROYED, NULL, detail_json, cb,
-                               arg);
+    return wg_store_transition(s, id, from_mask, WG_SESSION_DESTROYED, NULL, detail_json, cb, arg);
 }
 
-/* ---- activity ---------------------------------------------------------------------------------- */
+/* ---- activity ----------------------------------------------------------------------------------
+ */
 
 int wg_store_touch(struct wg_store *s, const struct wg_store_activity *acts, size_t n,
                    wg_store_cb *cb, void *arg)
@@ -1224,7 +1230,8 @@ int wg_store_range_idle(struct wg_store *s, int64_t cutoff_ms, size_t offset, si
     return rc < 0 ? op_abort(op, rc) : 0;
 }
 
-/* ---- events ------------------------------------------------------------------------------------ */
+/* ---- events ------------------------------------------------------------------------------------
+ */
 
 int wg_store_event_add(struct wg_store *s, const char *id, const char *type,
                        const char *detail_json, wg_store_cb *cb, void *arg)
@@ -1258,7 +1265,8 @@ int wg_store_event_add(struct wg_store *s, const char *id, const char *type,
     return rc < 0 ? op_abort(op, rc) : 0;
 }
 
-/* ---- locks ------------------------------------------------------------------------------------- */
+/* ---- locks -------------------------------------------------------------------------------------
+ */
 
 int wg_store_lock_token(char out[WG_STORE_TOKEN_LEN + 1])
 {
@@ -1283,8 +1291,8 @@ int wg_store_lock_token(char out[WG_STORE_TOKEN_LEN + 1])
     return 0;
 }
 
-int wg_store_lock_acquire(struct wg_store *s, const char *id, const char *token,
-                          uint32_t ttl_ms, wg_store_cb *cb, void *arg)
+int wg_store_lock_acquire(struct wg_store *s, const char *id, const char *token, uint32_t ttl_ms,
+                          wg_store_cb *cb, void *arg)
 {
     struct argv a = {0};
     struct op *op;
@@ -1328,21 +1336,22 @@ static int lock_eval(struct wg_store *s, const char *script, const char *id, con
     return rc < 0 ? op_abort(op, rc) : 0;
 }
 
-int wg_store_lock_release(struct wg_store *s, const char *id, const char *token,
-                          wg_store_cb *cb, void *arg)
+int wg_store_lock_release(struct wg_store *s, const char *id, const char *token, wg_store_cb *cb,
+                          void *arg)
 {
     return lock_eval(s, script_unlock, id, token, 0, cb, arg);
 }
 
-int wg_store_lock_extend(struct wg_store *s, const char *id, const char *token,
-                         uint32_t ttl_ms, wg_store_cb *cb, void *arg)
+int wg_store_lock_extend(struct wg_store *s, const char *id, const char *token, uint32_t ttl_ms,
+                         wg_store_cb *cb, void *arg)
 {
     if (ttl_ms == 0)
         return -EINVAL;
     return lock_eval(s, script_extend, id, token, ttl_ms, cb, arg);
 }
 
-/* ---- wake streams ------------------------------------------------------------------------------ */
+/* ---- wake streams ------------------------------------------------------------------------------
+ */
 
 static const char *const wake_op_names[] = {
     [WG_WAKE_OP_WAKE] = "wake", [WG_WAKE_OP_SLEEP] = "sleep", [WG_WAKE_OP_DESTROY] = "destroy"};
@@ -1352,8 +1361,8 @@ const char *wg_wake_op_name(enum wg_wake_op op)
     return (unsigned)op <= WG_WAKE_OP_DESTROY ? wake_op_names[op] : "?";
 }
 
-int wg_store_wake_group(struct wg_store *s, const char *host, const char *group,
-                        wg_store_cb *cb, void *arg)
+int wg_store_wake_group(struct wg_store *s, const char *host, const char *group, wg_store_cb *cb,
+                        void *arg)
 {
     struct argv a = {0};
     struct op *op;
@@ -1413,8 +1422,8 @@ int wg_store_wake_add(struct wg_store *s, const char *host, const struct wg_wake
 }
 
 /* An op that collects up to count wake entries. */
-static int wake_op(struct wg_store *s, enum op_kind kind, size_t count, wg_store_cb *cb,
-                   void *arg, struct op **ret_op)
+static int wake_op(struct wg_store *s, enum op_kind kind, size_t count, wg_store_cb *cb, void *arg,
+                   struct op **ret_op)
 {
     struct op *op;
     int rc = op_start(s, kind, NULL, cb, arg, &op);
@@ -1489,8 +1498,8 @@ int wg_store_wake_ack(struct wg_store *s, const char *host, const char *group,
 }
 
 int wg_store_wake_claim(struct wg_store *s, const char *host, const char *group,
-                        const char *consumer, uint64_t min_idle_ms, const char *start,
-                        size_t count, wg_store_cb *cb, void *arg)
+                        const char *consumer, uint64_t min_idle_ms, const char *start, size_t count,
+                        wg_store_cb *cb, void *arg)
 {
     struct argv a = {0};
     struct op *op;
@@ -1515,7 +1524,8 @@ int wg_store_wake_claim(struct wg_store *s, const char *host, const char *group,
     return rc < 0 ? op_abort(op, rc) : 0;
 }
 
-/* ---- parsers ----------------------------------------------------------------------------------- */
+/* ---- parsers -----------------------------------------------------------------------------------
+ */
 
 static bool reply_eq(const redisReply *r, const char *s)
 {
@@ -1624,7 +1634,8 @@ int wg_store_parse_xreadgroup(const redisReply *reply, struct wg_wake_cmd *out, 
 
     if (!reply)
         return -EPROTO;
-    if (reply->type == REDIS_REPLY_NIL || (reply->type == REDIS_REPLY_ARRAY && reply->elements == 0)) {
+    if (reply->type == REDIS_REPLY_NIL ||
+        (reply->type == REDIS_REPLY_ARRAY && reply->elements == 0)) {
         *ret_n = 0;
         return 0;
     }
@@ -1668,8 +1679,8 @@ int wg_store_parse_state_msg(const char *data, size_t len, struct wg_state_msg *
     if (!json_is_string(id) || !wg_session_id_valid(json_string_value(id), json_string_length(id)))
         goto out;
     memcpy(m.id, json_string_value(id), json_string_length(id) + 1);
-    if (!json_is_string(state) || wg_session_state_parse(json_string_value(state),
-                                                         json_string_length(state), &m.state) < 0)
+    if (!json_is_string(state) ||
+        wg_session_state_parse(json_string_value(state), json_string_length(state), &m.state) < 0)
         goto out;
     if (!json_is_integer(v) || json_integer_value(v) < 0)
         goto out;

@@ -1,5 +1,5 @@
 /* orchestrator/session.c - the session model; see session.h. */
-#include "orchestrator/session.h"
+#include "common/session.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -9,7 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- states ------------------------------------------------------------------------------------ */
+/* ---- states ------------------------------------------------------------------------------------
+ */
 
 static const char *const state_names[WG_SESSION_STATE_COUNT] = {
     [WG_SESSION_CREATING] = "creating", [WG_SESSION_STARTING] = "starting",
@@ -44,7 +45,8 @@ bool wg_session_state_transient(enum wg_session_state s)
     return (unsigned)s < WG_SESSION_STATE_COUNT && WG_SESSION_IN(s, WG_SESSION_TRANSIENT);
 }
 
-/* ---- the table of valid moves ------------------------------------------------------------------ */
+/* ---- the table of valid moves ------------------------------------------------------------------
+ */
 
 #define S(x) WG_SESSION_##x
 
@@ -150,7 +152,8 @@ const char *wg_session_move_reason(enum wg_session_state from, enum wg_session_s
     return m ? m->reason : NULL;
 }
 
-/* ---- ids --------------------------------------------------------------------------------------- */
+/* ---- ids ---------------------------------------------------------------------------------------
+ */
 
 static bool is_lower_alnum(char c)
 {
@@ -182,7 +185,8 @@ bool wg_session_host_valid(const char *s, size_t len)
     return true;
 }
 
-/* ---- text -------------------------------------------------------------------------------------- */
+/* ---- text --------------------------------------------------------------------------------------
+ */
 
 /* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if invalid:
  * no overlong forms, no surrogates, nothing past U+10FFFF. */
@@ -268,7 +272,8 @@ char *wg_session_clean_text(char *dst, size_t dstlen, const char *src, size_t le
     return dst;
 }
 
-/* ---- field rules ------------------------------------------------------------------------------- */
+/* ---- field rules -------------------------------------------------------------------------------
+ */
 
 enum kind {
     K_ID,    /* session id pattern */
@@ -314,8 +319,8 @@ _Static_assert(F__COUNT <= 32, "seen[] is a 32-bit mask");
 struct field_def {
     const char *name;
     enum kind kind;
-    size_t min, max;   /* bytes, for K_HEX, K_IMAGE, K_TEXT */
-    uint64_t nmax;     /* K_UINT */
+    size_t min, max; /* bytes, for K_HEX, K_IMAGE, K_TEXT */
+    uint64_t nmax;   /* K_UINT */
 };
 
 static const struct field_def fields[F__COUNT] = {
@@ -454,7 +459,8 @@ static int field_lookup(const char *name, size_t len)
     return -1;
 }
 
-/* ---- record ------------------------------------------------------------------------------------ */
+/* ---- record ------------------------------------------------------------------------------------
+ */
 
 void wg_session_init(struct wg_session *rec)
 {
@@ -655,8 +661,7 @@ static int put_str(struct wg_session_hash *out, enum fidx f, const char *s, bool
     return put(out, f, s ? s : "", s ? strlen(s) : 0, allow_empty, err, errlen);
 }
 
-static int put_u64(struct wg_session_hash *out, enum fidx f, uint64_t v, char *err,
-                   size_t errlen)
+static int put_u64(struct wg_session_hash *out, enum fidx f, uint64_t v, char *err, size_t errlen)
 {
     char *buf = out->num[out->n < WG_SESSION_FIELDS ? out->n : 0];
     int n = snprintf(buf, sizeof(out->num[0]), "%" PRIu64, v);
@@ -664,8 +669,7 @@ static int put_u64(struct wg_session_hash *out, enum fidx f, uint64_t v, char *e
     return put(out, f, buf, (size_t)n, false, err, errlen);
 }
 
-static int put_i64(struct wg_session_hash *out, enum fidx f, int64_t v, char *err,
-                   size_t errlen)
+static int put_i64(struct wg_session_hash *out, enum fidx f, int64_t v, char *err, size_t errlen)
 {
     char *buf = out->num[out->n < WG_SESSION_FIELDS ? out->n : 0];
     int n = snprintf(buf, sizeof(out->num[0]), "%" PRId64, v);
@@ -786,7 +790,8 @@ out:
 
 #undef TRY
 
-/* ---- JSON -------------------------------------------------------------------------------------- */
+/* ---- JSON --------------------------------------------------------------------------------------
+ */
 
 /* NULL (out of memory, or text that is not UTF-8) poisons the object build. */
 static json_t *str_or_null(const char *s)

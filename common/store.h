@@ -1,4 +1,4 @@
-/* orchestrator/store.h - session records and their bus in Redis.
+/* common/store.h - session records and their bus in Redis.
  *
  * Keys (ARCHITECTURE.md "Redis keys" has the full story):
  *
@@ -59,7 +59,7 @@
 
 #include <hiredis/hiredis.h>
 
-#include "orchestrator/session.h"
+#include "common/session.h"
 
 struct wg_log;
 struct wg_redis;
@@ -73,14 +73,14 @@ struct wg_store; /* opaque */
 #define WG_STORE_KEY_WAKE_PREFIX "wg:wake:"
 #define WG_STORE_KEY_LOCK_PREFIX "wg:lock:"
 
-#define WG_STORE_EVENTS_MAX 10000   /* default approximate cap of wg:events */
-#define WG_STORE_WAKE_MAX 10000     /* default approximate cap of each wg:wake:{host} */
-#define WG_STORE_LIST_MAX 100000    /* sessions wg_store_list() accepts */
-#define WG_STORE_BATCH_MAX 1000     /* entries per wake read/claim, ids per range */
-#define WG_STORE_DETAIL_MAX 16384   /* bytes of an event's detail JSON */
-#define WG_STORE_TOKEN_LEN 32       /* lock tokens: 128 random bits in hex */
-#define WG_STORE_STREAM_ID_MAX 41   /* "<ms>-<seq>", both up to 20 digits */
-#define WG_STORE_NAME_MAX 63        /* group, consumer and requester names */
+#define WG_STORE_EVENTS_MAX 10000 /* default approximate cap of wg:events */
+#define WG_STORE_WAKE_MAX 10000   /* default approximate cap of each wg:wake:{host} */
+#define WG_STORE_LIST_MAX 100000  /* sessions wg_store_list() accepts */
+#define WG_STORE_BATCH_MAX 1000   /* entries per wake read/claim, ids per range */
+#define WG_STORE_DETAIL_MAX 16384 /* bytes of an event's detail JSON */
+#define WG_STORE_TOKEN_LEN 32     /* lock tokens: 128 random bits in hex */
+#define WG_STORE_STREAM_ID_MAX 41 /* "<ms>-<seq>", both up to 20 digits */
+#define WG_STORE_NAME_MAX 63      /* group, consumer and requester names */
 
 /* Positive outcomes. */
 enum {
@@ -115,10 +115,10 @@ struct wg_wake_cmd {
     char entry_id[WG_STORE_STREAM_ID_MAX + 1]; /* set by the parsers, ignored by wake_add */
     char session[WG_SESSION_ID_MAX + 1];
     enum wg_wake_op op;
-    bool force;    /* sleep/destroy without the save */
-    int64_t at;    /* ms; wake_add stamps it when 0 */
+    bool force;                       /* sleep/destroy without the save */
+    int64_t at;                       /* ms; wake_add stamps it when 0 */
     char from[WG_STORE_NAME_MAX + 1]; /* who asked (a gateway name); may be "" */
-    bool bad;      /* parsers: garbled or deleted entry; ack it, do not act on it */
+    bool bad; /* parsers: garbled or deleted entry; ack it, do not act on it */
 };
 
 /* A wg:state message as published. */
@@ -140,7 +140,7 @@ struct wg_store_res {
     int status;
     const char *error;
     const struct wg_session *rec;
-    const char *event_id; /* stream entry id, "" when none */
+    const char *event_id;          /* stream entry id, "" when none */
     const struct wg_session *recs; /* list: sorted by id */
     size_t n_recs;
     size_t n_bad; /* list, range_idle: entries skipped as garbled */
@@ -164,7 +164,8 @@ int wg_store_new(struct wg_redis *redis, const struct wg_store_opts *opts,
  * replies that arrive later are dropped. May be called from a callback. */
 void wg_store_free(struct wg_store *s);
 
-/* ---- records ---------------------------------------------------------------------------------- */
+/* ---- records ----------------------------------------------------------------------------------
+ */
 
 /* Get-or-create, atomically: when wg:session:{id} does not exist it is
  * written in state creating with created = state_since = now, v = 1, and
@@ -215,10 +216,11 @@ int wg_store_update(struct wg_store *s, const char *id, unsigned state_mask,
  * from_mask is WG_SESSION_ANY), deletes wg:session:{id} and its wg:sessions
  * and wg:active entries, appends the event and publishes. Status 0: res->rec
  * is the last record, in state destroyed. The id may then be created anew. */
-int wg_store_delete(struct wg_store *s, const char *id, unsigned from_mask,
-                    const char *detail_json, wg_store_cb *cb, void *arg);
+int wg_store_delete(struct wg_store *s, const char *id, unsigned from_mask, const char *detail_json,
+                    wg_store_cb *cb, void *arg);
 
-/* ---- activity --------------------------------------------------------------------------------- */
+/* ---- activity ---------------------------------------------------------------------------------
+ */
 
 /* Records activity for many sessions: ZADD wg:active XX GT CH, up to 256
  * sessions per command, pipelined. XX: only awake sessions are in wg:active,
@@ -235,7 +237,8 @@ int wg_store_touch(struct wg_store *s, const struct wg_store_activity *acts, siz
 int wg_store_range_idle(struct wg_store *s, int64_t cutoff_ms, size_t offset, size_t limit,
                         wg_store_cb *cb, void *arg);
 
-/* ---- events ----------------------------------------------------------------------------------- */
+/* ---- events -----------------------------------------------------------------------------------
+ */
 
 /* Appends a non-transition event {id, type, at, detail?} to wg:events (hook
  * results and the like). type: ^[a-z][a-z0-9_.]{0,31}$, not "transition".
@@ -243,7 +246,8 @@ int wg_store_range_idle(struct wg_store *s, int64_t cutoff_ms, size_t offset, si
 int wg_store_event_add(struct wg_store *s, const char *id, const char *type,
                        const char *detail_json, wg_store_cb *cb, void *arg);
 
-/* ---- locks ------------------------------------------------------------------------------------ */
+/* ---- locks ------------------------------------------------------------------------------------
+ */
 
 /* Fills out with WG_STORE_TOKEN_LEN random hex digits and a NUL. Returns 0
  * or -errno from getrandom(). */
@@ -252,17 +256,18 @@ int wg_store_lock_token(char out[WG_STORE_TOKEN_LEN + 1]);
 /* SET wg:lock:{id} token NX PX ttl_ms. Status 0: held by token until ttl_ms
  * pass; WG_STORE_BUSY: held by someone else. token: 1..64 of [A-Za-z0-9_-].
  * ttl_ms > 0. */
-int wg_store_lock_acquire(struct wg_store *s, const char *id, const char *token,
-                          uint32_t ttl_ms, wg_store_cb *cb, void *arg);
-/* Deletes the lock if it holds token. Status 0 or WG_STORE_NOT_HELD. */
-int wg_store_lock_release(struct wg_store *s, const char *id, const char *token,
+int wg_store_lock_acquire(struct wg_store *s, const char *id, const char *token, uint32_t ttl_ms,
                           wg_store_cb *cb, void *arg);
+/* Deletes the lock if it holds token. Status 0 or WG_STORE_NOT_HELD. */
+int wg_store_lock_release(struct wg_store *s, const char *id, const char *token, wg_store_cb *cb,
+                          void *arg);
 /* Resets the lock's TTL to ttl_ms if it holds token. Status 0 or
  * WG_STORE_NOT_HELD. */
-int wg_store_lock_extend(struct wg_store *s, const char *id, const char *token,
-                         uint32_t ttl_ms, wg_store_cb *cb, void *arg);
+int wg_store_lock_extend(struct wg_store *s, const char *id, const char *token, uint32_t ttl_ms,
+                         wg_store_cb *cb, void *arg);
 
-/* ---- wake streams ----------------------------------------------------------------------------- */
+/* ---- wake streams -----------------------------------------------------------------------------
+ */
 
 /* Names (group, consumer, requester): ^[A-Za-z0-9][A-Za-z0-9._:-]{0,62}$. */
 bool wg_store_name_valid(const char *s);
@@ -272,8 +277,8 @@ const char *wg_wake_op_name(enum wg_wake_op op);
  * stream, so wakes sent before the first orchestrator ran are not lost
  * (consumers skip entries older than they care for, by `at`). Status 0:
  * created; WG_STORE_EXISTS: it was there. */
-int wg_store_wake_group(struct wg_store *s, const char *host, const char *group,
-                        wg_store_cb *cb, void *arg);
+int wg_store_wake_group(struct wg_store *s, const char *host, const char *group, wg_store_cb *cb,
+                        void *arg);
 
 /* XADD wg:wake:{host} MAXLEN ~ wake_max * session .. op .. at .. [from ..]
  * [force 1]. res->event_id is the entry id. */
@@ -299,8 +304,8 @@ int wg_store_wake_ack(struct wg_store *s, const char *host, const char *group,
  * start: "0-0" at first, then res->next_id until that is "0-0" again.
  * res->wake/n_wake, res->next_id. */
 int wg_store_wake_claim(struct wg_store *s, const char *host, const char *group,
-                        const char *consumer, uint64_t min_idle_ms, const char *start,
-                        size_t count, wg_store_cb *cb, void *arg);
+                        const char *consumer, uint64_t min_idle_ms, const char *start, size_t count,
+                        wg_store_cb *cb, void *arg);
 
 /* Reply parsers, for callers that send the commands themselves. They fill at
  * most max entries of out and set *ret_n. A garbled entry (bad fields, or
