@@ -310,6 +310,7 @@ enum fidx {
     F_V,
     F_IDLE_STOP,
     F_IDLE_PAUSE,
+    F_SPEC,
     F__COUNT
 };
 
@@ -344,6 +345,7 @@ static const struct field_def fields[F__COUNT] = {
     [F_V] = {"v", K_UINT, 0, 0, INT64_MAX},
     [F_IDLE_STOP] = {"idle_stop_after_ms", K_UINT, 0, 0, INT64_MAX},
     [F_IDLE_PAUSE] = {"idle_pause_after_ms", K_UINT, 0, 0, INT64_MAX},
+    [F_SPEC] = {"spec", K_TEXT, 2, WG_SESSION_SPEC_MAX, 0},
 };
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...)
@@ -473,6 +475,8 @@ void wg_session_release(struct wg_session *rec)
         return;
     free(rec->error);
     rec->error = NULL;
+    free(rec->spec);
+    rec->spec = NULL;
     free(rec->last_save.output);
     rec->last_save.output = NULL;
     wg_session_init(rec);
@@ -482,8 +486,11 @@ int wg_session_copy(struct wg_session *dst, const struct wg_session *src)
 {
     *dst = *src;
     dst->error = NULL;
+    dst->spec = NULL;
     dst->last_save.output = NULL;
     if (src->error && !(dst->error = strdup(src->error)))
+        goto nomem;
+    if (src->spec && !(dst->spec = strdup(src->spec)))
         goto nomem;
     if (src->last_save.output && !(dst->last_save.output = strdup(src->last_save.output)))
         goto nomem;
@@ -562,6 +569,9 @@ static int field_store(struct wg_session *rec, enum fidx f, const char *v, size_
         break;
     case F_ERROR:
         owned = &rec->error;
+        break;
+    case F_SPEC:
+        owned = &rec->spec;
         break;
     case F_V:
         rec->version = u;
@@ -721,6 +731,8 @@ int wg_session_encode(const struct wg_session *rec, struct wg_session_hash *out,
     }
     if (rec->error && rec->error[0])
         TRY(put_str(out, F_ERROR, rec->error, false, err, errlen));
+    if (rec->spec && rec->spec[0])
+        TRY(put_str(out, F_SPEC, rec->spec, false, err, errlen));
     if (rec->version)
         TRY(put_u64(out, F_V, rec->version, err, errlen));
     if (rec->has_idle_stop_after)
@@ -776,6 +788,8 @@ int wg_session_update_encode(const struct wg_session_update *u, struct wg_sessio
     }
     if (u->set & WG_SF_ERROR)
         TRY(put_str(out, F_ERROR, u->error, true, err, errlen));
+    if (u->set & WG_SF_SPEC)
+        TRY(put_str(out, F_SPEC, u->spec, true, err, errlen));
     if ((u->set & WG_SF_IDLE_STOP_AFTER) && u->has_idle_stop_after)
         TRY(put_u64(out, F_IDLE_STOP, u->idle_stop_after_ms, err, errlen));
     else if (u->set & WG_SF_IDLE_STOP_AFTER)

@@ -85,6 +85,7 @@ bool wg_session_host_valid(const char *s, size_t len);
 #define WG_SESSION_COMMIT_MAX 64       /* git object name: SHA-1 (40) or SHA-256 (64) hex */
 #define WG_SESSION_OUTPUT_MAX 4096     /* tail of the save hook's output */
 #define WG_SESSION_ERROR_MAX 1024      /* last error text */
+#define WG_SESSION_SPEC_MAX 16384      /* the container spec, JSON text */
 
 struct wg_session_save {
     int64_t at; /* ms since the epoch; 0: never saved (then the rest is unset) */
@@ -111,6 +112,10 @@ struct wg_session {
     uint32_t restarts; /* consecutive crash restarts, for the backoff */
     struct wg_session_save last_save;
     char *error;      /* owned, UTF-8, NULL when none */
+    /* Owned JSON text: what the container is created from on its first wake
+     * ({"cmd":[...],"env":[...],"labels":{...},"binds":[...]}, all optional),
+     * written by the admin API from a validated request; NULL when none. */
+    char *spec;
     uint64_t version; /* bumped by every write through the store; 1 after create */
     /* Per-session overrides from labels (wakegate.idle.stop_after, ...);
      * unset: the configured default applies. 0 disables the tier. */
@@ -139,10 +144,10 @@ struct wg_session_kv {
 /* The Redis hash fields of a record, names as stored:
  *   id state state_since host container_id ip port image created last_active
  *   restarts save_at save_ok save_exit_code save_commit save_output error v
- *   idle_stop_after_ms idle_pause_after_ms
+ *   idle_stop_after_ms idle_pause_after_ms spec
  * Numbers are plain decimal (no sign except save_exit_code, no leading
  * zeros, no spaces); save_ok is "0" or "1". An unset field is absent. */
-#define WG_SESSION_FIELDS 20
+#define WG_SESSION_FIELDS 21
 
 /* Encoded fields. Values point into the record and into num[], so they are
  * valid while both live and are unchanged. */
@@ -195,6 +200,7 @@ enum wg_session_field {
     WG_SF_ERROR = 1u << 8,
     WG_SF_IDLE_STOP_AFTER = 1u << 9,
     WG_SF_IDLE_PAUSE_AFTER = 1u << 10,
+    WG_SF_SPEC = 1u << 11,
 };
 
 struct wg_session_update {
@@ -213,6 +219,7 @@ struct wg_session_update {
         const char *output;
     } last_save;
     const char *error;
+    const char *spec;
     bool has_idle_stop_after;
     uint64_t idle_stop_after_ms;
     bool has_idle_pause_after;

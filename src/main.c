@@ -9,11 +9,13 @@
 #include <uv.h>
 
 #include "common/config.h"
+#include "common/store.h"
 #include "common/log.h"
 #include "common/redis.h"
 #include "proxy/admin.h"
 #include "proxy/proxy.h"
 #include "proxy/route.h"
+#include "src/app.h"
 
 /* Exit codes, documented in README.md. */
 #define EXIT_OK 0
@@ -22,17 +24,7 @@
 #define EXIT_CONFIG 3
 #define EXIT_LISTEN 4
 
-struct app {
-    uv_loop_t loop;
-    struct wg_config cfg;
-    struct wg_config_flags flags;
-    struct wg_log log;
-    struct wg_proxy *px;
-    struct wg_admin *admin;
-    struct wg_redis *redis; /* NULL when no Redis is configured */
-    uv_signal_t sig_term, sig_int, sig_hup;
-    bool stopping;
-};
+
 
 static void usage(FILE *out)
 {
@@ -82,6 +74,8 @@ static void free_app(struct app *app)
     close_signal(&app->sig_hup);
     wg_admin_free(app->admin);
     app->admin = NULL;
+    wg_store_free(app->store);
+    app->store = NULL;
     wg_redis_free(app->redis);
     app->redis = NULL;
     wg_proxy_free(app->px);
@@ -101,7 +95,10 @@ static void on_stop_signal(uv_signal_t *s, int signum)
     WG_INFO(&app->log, "main", "stop signal, draining", "signal=%s grace_ms=%" PRIu64,
             signum == SIGTERM ? "SIGTERM" : "SIGINT", app->cfg.shutdown_grace_ms);
     wg_admin_set_draining(app->admin);
-    wg_proxy_shutdown(app->px, app->cfg.shutdown_grace_ms, proxy_drained, app);
+    if (app->px != NULL)
+        wg_proxy_shutdown(app->px, app->cfg.shutdown_grace_ms, proxy_drained, app);
+    else
+        proxy_drained(app);
 }
 
 /* SIGHUP: only the routes change; a bad file leaves everything as it was. */
@@ -123,7 +120,10 @@ static void on_hup(uv_signal_t *s, int signum)
                  err);
         goto out;
     }
-    wg_proxy_set_router(app->px, router);
+    if (app->px != NULL)
+        wg_proxy_set_router(app->px, router);
+    else
+        wg_router_free(router);
     WG_INFO(&app->log, "main", "routes reloaded", "routes=%zu", fresh.routes_len);
 out:
     wg_config_free(&fresh);
@@ -229,11 +229,15 @@ int main(int argc, char **argv)
         wg_config_free(&app.cfg);
         return EXIT_RUNTIME;
     }
-    r = wg_proxy_new(&app.loop, &app.cfg, &app.log, router, &app.px);
-    if (r < 0) {
-        WG_ERROR(&app.log, "main", "cannot create the proxy", "error=%s", uv_strerror(r));
+    if (app_has_proxy(&app)) {
+        r = wg_proxy_new(&app.loop, &app.cfg, &app.log, router, &app.px);
+        if (r < 0) {
+            WG_ERROR(&app.log, "main", "cannot create the proxy", "error=%s", uv_strerror(r));
+            wg_router_free(router);
+            goto out_loop;
+        }
+    } else {
         wg_router_free(router);
-        goto out_loop;
     }
     r = wg_admin_new(&app.loop, &app.cfg, &app.log, app.px, &app.admin);
     if (r < 0) {
@@ -249,9 +253,15 @@ int main(int argc, char **argv)
             rc = EXIT_CONFIG;
             goto out_free;
         }
+        r = wg_store_new(app.redis, NULL, &app.store);
+        if (r < 0) {
+            WG_ERROR(&app.log, "main", "cannot set up the session store", "error=%s",
+                     strerror(-r));
+            goto out_free;
+        }
         wg_admin_add_ready_check(app.admin, redis_ready, &app);
     }
-    r = wg_proxy_listen(app.px, &port);
+    r = app.px != NULL ? wg_proxy_listen(app.px, &port) : 0;
     if (r < 0) {
         WG_ERROR(&app.log, "main", "cannot listen", "listen=%s error=\"%s\"", app.cfg.listen.text,
                  uv_strerror(r));

@@ -247,6 +247,7 @@ static void full_record(struct wg_session *r)
     strcpy(r->last_save.commit, "0123456789abcdef0123456789abcdef01234567");
     r->last_save.output = strdup("error: failed to push\n\ttab ok, ünïcödé ✓\n");
     r->error = strdup("save failed: exit 1");
+    r->spec = strdup("{\"cmd\":[\"sh\",\"-c\",\"httpd -f\"],\"env\":[\"A=1\"]}");
     r->version = 17;
     r->has_idle_stop_after = true;
     r->idle_stop_after_ms = 0; /* 0 = tier disabled, distinct from unset */
@@ -275,6 +276,8 @@ static void assert_same(const struct wg_session *a, const struct wg_session *b)
         assert_string_equal(a->last_save.output, b->last_save.output);
     if (a->error || b->error)
         assert_string_equal(a->error, b->error);
+    if (a->spec || b->spec)
+        assert_string_equal(a->spec, b->spec);
     assert_int_equal(a->version, b->version);
     assert_int_equal(a->has_idle_stop_after, b->has_idle_stop_after);
     assert_int_equal(a->idle_stop_after_ms, b->idle_stop_after_ms);

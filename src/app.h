@@ -1,0 +1,46 @@
+/* src/app.h - the process: what main() builds for the configured role.
+ *
+ * Each part of the binary that needs wiring has its own src/<part>.c with an
+ * app_<part>_start() called from main() and an app_<part>_free() called from
+ * free_app(); they keep their objects in struct app. Shared by src/ only. */
+#ifndef WG_SRC_APP_H
+#define WG_SRC_APP_H
+
+#include <stdbool.h>
+#include <uv.h>
+
+#include "common/config.h"
+#include "common/log.h"
+
+struct wg_admin;
+struct wg_proxy;
+struct wg_redis;
+struct wg_store;
+
+struct app {
+    uv_loop_t loop;
+    struct wg_config cfg;
+    struct wg_config_flags flags;
+    struct wg_log log;
+    struct wg_proxy *px;     /* role all|proxy */
+    struct wg_admin *admin;  /* every role */
+    struct wg_redis *redis;  /* commands; NULL when no Redis is configured */
+    struct wg_store *store;  /* on redis; NULL without Redis */
+    struct wg_orch *orch;    /* role all|orchestrator (src/orch.c) */
+    struct wg_api *api;      /* admin API, role all|orchestrator (src/api.c) */
+    struct wg_sessions *sessions; /* proxy's session routes (src/sessions.c) */
+    uv_signal_t sig_term, sig_int, sig_hup;
+    bool stopping;
+};
+
+static inline bool app_has_proxy(const struct app *app)
+{
+    return app->cfg.role != WG_ROLE_ORCHESTRATOR;
+}
+
+static inline bool app_has_orchestrator(const struct app *app)
+{
+    return app->cfg.role != WG_ROLE_PROXY;
+}
+
+#endif
