@@ -1,8 +1,21 @@
 /* proxy/admin.h - the admin listener: a small HTTP/1.1 server, separate
- * from the public one, for /healthz (liveness), /readyz (readiness) and
- * /metrics. Other parts register handlers for their own paths.
+ * from the public one, for /healthz (liveness), /readyz (readiness),
+ * /metrics and the admin API under /v1/. Other parts register handlers for
+ * their own paths.
  *
- * The public listener never routes here, whatever the Host. */
+ * The public listener never routes here, whatever the Host.
+ *
+ * Authentication. Every path under /v1/ (and /v1 itself) needs
+ * "Authorization: Bearer <admin token>"; the token is compared in constant
+ * time. Missing or wrong: 401 with WWW-Authenticate. When no token is
+ * configured (admin.token, admin.token_file, WAKEGATE_ADMIN_TOKEN), /v1/ is
+ * refused with 503 "admin token not configured" - even from loopback: the
+ * API can start containers with host bind mounts, so it is never open by
+ * accident. /healthz, /readyz and /metrics need no token.
+ *
+ * Requests on one connection are answered in order, one at a time: while a
+ * handler has not answered, later pipelined requests wait in the connection's
+ * buffer and the idle timeout is off (the handler owns the deadline). */
 #ifndef WG_PROXY_ADMIN_H
 #define WG_PROXY_ADMIN_H
 
@@ -15,13 +28,24 @@
 #include "common/log.h"
 
 struct wg_admin; /* opaque */
+struct wg_admin_req; /* opaque: one request handed to an async handler */
 struct wg_proxy;
+
+/* Bytes a streamed response may have queued to a client that does not
+ * read; a write past it drops the client (wg_admin_stream_write()). */
+#define WG_ADMIN_STREAM_QUEUE_MAX (1024 * 1024)
+/* Request bodies larger than this are refused with 413. */
+#define WG_ADMIN_BODY_MAX (1024 * 1024)
+/* Bytes of Last-Event-ID kept; a longer value is passed on as invalid. */
+#define WG_ADMIN_LAST_EVENT_ID_MAX 63
 
 /* Readiness: return true when ready; else write a short reason. */
 typedef bool wg_admin_ready_fn(void *arg, char *why, size_t whylen);
 /* Appends Prometheus text exposition lines to out. */
 typedef void wg_admin_metrics_fn(void *arg, struct wg_buf *out);
 
+/* A request as the handler sees it. Spans are not NUL-terminated and are
+ * valid only during the handler call: copy what you keep. */
 struct wg_admin_request {
     const char *method;
     size_t method_len;
@@ -31,12 +55,28 @@ struct wg_admin_request {
     size_t query_len;
     const char *body;
     size_t body_len;
+    /* The Last-Event-ID header, or NULL. A value longer than
+     * WG_ADMIN_LAST_EVENT_ID_MAX is given as "" (len 0, non-NULL). */
+    const char *last_event_id;
+    size_t last_event_id_len;
 };
 
-/* A handler writes its body to out and sets *content_type; returns the
- * HTTP status. Runs synchronously. */
+/* A synchronous handler writes its body to out and sets *content_type;
+ * returns the HTTP status. */
 typedef int wg_admin_handler_fn(void *arg, const struct wg_admin_request *req,
                                 struct wg_buf *out, const char **content_type);
+
+/* An async handler. From this call on it owns req and must finish it exactly
+ * once, now or later: wg_admin_respond*() or, after wg_admin_stream_begin(),
+ * wg_admin_stream_end(). The connection stays open meanwhile. If the client
+ * goes away first (EOF, error, the admin is freed), req is marked dead, the
+ * cancel callback (wg_admin_req_on_cancel) runs once from the loop, and the
+ * eventual finish only frees req: nothing is sent. */
+typedef void wg_admin_async_fn(void *arg, struct wg_admin_req *req,
+                               const struct wg_admin_request *info);
+/* Runs at most once, never inside a wg_admin_* call made with req. It may
+ * finish req. */
+typedef void wg_admin_cancel_fn(struct wg_admin_req *req, void *arg);
 
 /* px may be NULL (no proxy metrics). cfg, log and px must outlive it. */
 int wg_admin_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log,
@@ -46,12 +86,54 @@ int wg_admin_listen(struct wg_admin *admin, int *ret_port);
 /* Adds a readiness condition; all must hold for /readyz to answer 200. */
 int wg_admin_add_ready_check(struct wg_admin *admin, wg_admin_ready_fn *fn, void *arg);
 int wg_admin_add_metrics(struct wg_admin *admin, wg_admin_metrics_fn *fn, void *arg);
-/* Serves requests whose path starts with prefix. */
+/* Serves requests whose path starts with prefix; the first registered match
+ * wins. */
 int wg_admin_add_handler(struct wg_admin *admin, const char *prefix, wg_admin_handler_fn *fn,
                          void *arg);
+int wg_admin_add_async_handler(struct wg_admin *admin, const char *prefix, wg_admin_async_fn *fn,
+                               void *arg);
 /* From now on /readyz answers 503 "shutting down". */
 void wg_admin_set_draining(struct wg_admin *admin);
-/* Closes the listener and connections; frees itself when they are closed. */
+/* Closes the listener and connections (their pending requests are cancelled
+ * first, see wg_admin_async_fn); frees itself when they are closed. After it
+ * no handler is called again. */
 void wg_admin_free(struct wg_admin *admin);
+
+/* ---- async requests ----------------------------------------------------- */
+
+/* False once the client has gone (the answer would be dropped). */
+bool wg_admin_req_alive(const struct wg_admin_req *req);
+/* Sets (or with fn NULL clears) the cancel callback. */
+void wg_admin_req_on_cancel(struct wg_admin_req *req, wg_admin_cancel_fn *fn, void *arg);
+
+/* Finishes req with a whole response (Content-Length framing; no body for
+ * HEAD). headers: extra "Name: value\r\n" lines, or NULL. Frees req. */
+void wg_admin_respond(struct wg_admin_req *req, int status, const char *content_type,
+                      const char *body, size_t len);
+void wg_admin_respond_headers(struct wg_admin_req *req, int status, const char *content_type,
+                              const char *headers, const char *body, size_t len);
+/* JSON {"error": msg} with the given status; headers as above. Frees req. */
+void wg_admin_respond_error(struct wg_admin_req *req, int status, const char *headers,
+                            const char *msg);
+
+/* Starts a streamed response: chunked to HTTP/1.1 clients, delimited by
+ * closing the connection for HTTP/1.0 ones. headers as above. Returns 0, or
+ * -EPIPE when the client is gone (req still needs wg_admin_stream_end()). */
+int wg_admin_stream_begin(struct wg_admin_req *req, int status, const char *content_type,
+                          const char *headers);
+/* Queues data (copied). Returns 0, or -EPIPE when the client is gone - also
+ * when this write would take the bytes queued to the client past
+ * WG_ADMIN_STREAM_QUEUE_MAX: the slow client is then dropped. A failure
+ * reported here is not reported again through the cancel callback. */
+int wg_admin_stream_write(struct wg_admin_req *req, const void *data, size_t len);
+/* Bytes queued to the client and not yet taken by the kernel. */
+size_t wg_admin_stream_queued(const struct wg_admin_req *req);
+/* Ends the stream (last chunk, or the close for HTTP/1.0). Frees req. */
+void wg_admin_stream_end(struct wg_admin_req *req);
+
+/* Whether an Authorization value (len bytes, trimmed) is "Bearer <token>"
+ * (scheme case-insensitive) with token equal to `token`, compared in time
+ * independent of where they differ. False when token is NULL or "". */
+bool wg_admin_bearer_ok(const char *token, const char *value, size_t len);
 
 #endif

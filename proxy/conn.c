@@ -18,6 +18,7 @@
 #include "common/buf.h"
 #include "common/list.h"
 #include "proxy/server.h"
+#include "proxy/sessions.h"
 
 #define SIDE_CLIENT 0
 #define SIDE_UP 1
@@ -29,6 +30,7 @@
 
 enum conn_state {
     CS_HEAD,       /* waiting for a request head; [transient] once bytes arrive */
+    CS_WAITING,    /* [transient] held until its session runs (or the wake deadline) */
     CS_CONNECTING, /* [transient] head parsed, waiting for the upstream */
     CS_PROXY,      /* [transient] request forwarded, body and response flowing */
     CS_TUNNEL,     /* upgraded: bytes both ways */
@@ -45,6 +47,14 @@ enum deadline_kind {
     DL_SEND_IDLE,
     DL_TUNNEL_IDLE,
     DL_LINGER,
+    DL_WAKE,
+};
+
+/* How a request for a session that is not running is answered. */
+enum req_class {
+    RC_HOLD = 0, /* API, fetch, WebSocket: wake and hold until ready */
+    RC_NAVIGATE, /* a browser navigation: wake and answer the waking page */
+    RC_PROBE,    /* probes, non-waking paths and user agents: status, no wake */
 };
 
 /* What one request/response exchange needs. Allocated when a head starts
@@ -64,6 +74,17 @@ struct exchange {
     char log_method[16];
     char log_host[96];
     char log_path[256];
+    /* session routes */
+    struct wg_conn *conn;
+    struct wg_sess_waiter waiter;
+    char session_id[WG_SESSION_ID_MAX + 1];
+    char status_url[128];
+    uint16_t session_port;
+    enum req_class req_class;
+    bool is_session;
+    bool status_path;
+    bool waited;
+    uint64_t wait_start_ms;
     struct exchange *next_free;
 };
 
@@ -157,6 +178,7 @@ static void upstream_failed(struct wg_conn *c, int status, const char *why, bool
 static void send_error(struct wg_conn *c, int status);
 static void begin_close(struct wg_conn *c);
 static void up_process(struct wg_conn *c, const char *data, size_t len);
+static void finish_exchange(struct wg_conn *c);
 
 static inline uint64_t now_ms(const struct wg_conn *c)
 {
@@ -191,6 +213,13 @@ static struct exchange *exchange_get(struct wg_conn *c)
     memset(x, 0, offsetof(struct exchange, up_addr));
     x->up_name[0] = x->log_method[0] = x->log_host[0] = x->log_path[0] = '\0';
     x->next_free = NULL;
+    x->conn = c;
+    x->waiter.entry = NULL;
+    x->session_id[0] = x->status_url[0] = '\0';
+    x->session_port = 0;
+    x->req_class = RC_HOLD;
+    x->is_session = x->status_path = x->waited = false;
+    x->wait_start_ms = 0;
     llhttp_init(&x->req_parser, HTTP_REQUEST, &px->req_settings);
     x->req_parser.data = &x->req;
     llhttp_init(&x->resp_parser, HTTP_RESPONSE, &px->resp_settings);
@@ -210,6 +239,8 @@ static void exchange_put(struct wg_conn *c)
     if (x == NULL)
         return;
     c->x = NULL;
+    if (px->sessions != NULL)
+        wg_sessions_unwait(px->sessions, &x->waiter);
     wg_buf_release(&x->up_in);
     wg_buf_release(&x->up_head);
     wg_buf_release(&x->held_head);
@@ -268,6 +299,8 @@ static void conn_close(struct wg_conn *c)
     if (c->closing)
         return;
     c->closing = true;
+    if (c->x != NULL && c->px->sessions != NULL)
+        wg_sessions_unwait(c->px->sessions, &c->x->waiter);
     release_upstream(c, false);
     wg_list_remove(&c->link);
     c->px->stats.connections_open--;
@@ -522,6 +555,7 @@ static void update_reading(struct wg_conn *c)
         case CS_HEAD:
             want_client = !c->client_eof;
             break;
+        case CS_WAITING:
         case CS_CONNECTING:
             /* Keep reading (bytes wait in c->in), so the read interest does
              * not change per request and an early client close is seen. */
@@ -584,6 +618,9 @@ static uint64_t conn_deadline(const struct wg_conn *c, enum deadline_kind *ret_k
                          c->idle_since +
                              (c->requests == 0 ? lim->head_timeout_ms : lim->keepalive_idle_ms),
                          DL_IDLE);
+        break;
+    case CS_WAITING:
+        take_earlier(&d, &k, c->x->wait_start_ms + c->px->cfg->sessions.wake_timeout_ms, DL_WAKE);
         break;
     case CS_CONNECTING:
         take_earlier(&d, &k, c->up_start_ms + ucfg->connect_timeout_ms, DL_CONNECT);
@@ -676,6 +713,12 @@ static void timer_cb(uv_timer_t *t)
         break;
     case DL_LINGER:
         conn_close(c);
+        break;
+    case DL_WAKE:
+        WG_INFO(c->px->log, "conn", "session not ready by the wake deadline, returning 504",
+                "conn=%" PRIu64 " session=%s", c->id, c->x->session_id);
+        wg_sessions_unwait(c->px->sessions, &c->x->waiter);
+        send_error(c, 504);
         break;
     }
 }
@@ -925,6 +968,269 @@ static void record_request_for_log(struct wg_conn *c)
     copy_span(c->x->log_path, sizeof(c->x->log_path), m->target, plen);
 }
 
+/* ---- session routes ---------------------------------------------------------- */
+
+static bool span_contains_nocase(const char *hay, size_t n, const char *needle)
+{
+    size_t m = strlen(needle);
+    if (m == 0 || m > n)
+        return m == 0;
+    for (size_t i = 0; i + m <= n; i++) {
+        if (strncasecmp(hay + i, needle, m) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Decided while the head's fields are still readable. */
+static enum req_class classify(const struct wg_conn *c)
+{
+    const struct wg_config *cfg = c->px->cfg;
+    const struct wg_http_msg *req = &c->x->req;
+    const struct wg_http_field *ua = wg_http_find(req, "user-agent");
+    size_t plen = req->target_len;
+    const char *q = memchr(req->target, '?', plen);
+    if (q)
+        plen = (size_t)(q - req->target);
+
+    for (size_t i = 0; ua && i < cfg->non_waking_user_agents_len; i++) {
+        if (span_contains_nocase(ua->value, ua->value_len, cfg->non_waking_user_agents[i]))
+            return RC_PROBE;
+    }
+    for (size_t i = 0; i < cfg->non_waking_paths_len; i++) {
+        const char *p = cfg->non_waking_paths[i];
+        if (strlen(p) == plen && memcmp(p, req->target, plen) == 0)
+            return RC_PROBE;
+    }
+    if (req->upgrade_websocket)
+        return RC_HOLD;
+    const struct wg_http_field *mode = wg_http_find(req, "sec-fetch-mode");
+    if (mode != NULL)
+        return mode->value_len == 8 && strncasecmp(mode->value, "navigate", 8) == 0 ? RC_NAVIGATE
+                                                                                    : RC_HOLD;
+    const struct wg_http_field *accept = wg_http_find(req, "accept");
+    if (req->method_id == HTTP_GET && accept != NULL &&
+        span_contains_nocase(accept->value, accept->value_len, "text/html"))
+        return RC_NAVIGATE;
+    return RC_HOLD;
+}
+
+/* Fills the exchange's session facts from the route match. Returns false
+ * when the request was answered (bad id, no session support). */
+static bool session_prepare(struct wg_conn *c, const struct wg_route_match *m)
+{
+    struct exchange *x = c->x;
+    const struct wg_http_msg *req = &x->req;
+    size_t n = m->session_len;
+
+    if (c->px->sessions == NULL) {
+        /* A proxy without Redis cannot know where sessions are. */
+        send_error(c, 503);
+        return false;
+    }
+    if (m->session == NULL || n == 0 || n > WG_SESSION_ID_MAX) {
+        send_error(c, 404);
+        return false;
+    }
+    /* Hosts compare without case, so ids are lowercase throughout. */
+    for (size_t i = 0; i < n; i++) {
+        char ch = m->session[i];
+        x->session_id[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch - 'A' + 'a') : ch;
+    }
+    x->session_id[n] = '\0';
+    if (!wg_session_id_valid(x->session_id, n)) {
+        send_error(c, 404);
+        return false;
+    }
+    x->is_session = true;
+    x->session_port = (uint16_t)m->route->port;
+    x->req_class = classify(c);
+
+    size_t plen = req->target_len;
+    const char *q = memchr(req->target, '?', plen);
+    if (q)
+        plen = (size_t)(q - req->target);
+    static const char status_suffix[] = "/_wakegate/status";
+    size_t sl = sizeof(status_suffix) - 1;
+    x->status_path = plen >= sl && memcmp(req->target + plen - sl, status_suffix, sl) == 0;
+    /* Where the waking page polls: under the matched path prefix, if any. */
+    size_t pre = m->prefix_len;
+    while (pre > 0 && req->target[pre - 1] == '/')
+        pre--;
+    if (pre + sl + 1 < sizeof(x->status_url)) {
+        memcpy(x->status_url, req->target, pre);
+        memcpy(x->status_url + pre, status_suffix, sl + 1);
+    } else {
+        memcpy(x->status_url, status_suffix, sl + 1);
+    }
+    return true;
+}
+
+/* A response of our own that may keep the connection: status JSON, the
+ * waking page. */
+static void send_local(struct wg_conn *c, int status, const char *ctype, const char *extra,
+                       const char *body, size_t body_len)
+{
+    char head[512];
+    bool head_only = c->x->req.method_id == HTTP_HEAD;
+
+    c->resp_keep_alive = c->req_keep_alive && c->x->req.complete && !c->draining &&
+                         !c->client_eof && c->requests < limits(c)->keepalive_requests_max;
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                     "Cache-Control: no-store\r\n%s%s\r\n",
+                     status, wg_http_reason(status), ctype, body_len, extra ? extra : "",
+                     c->resp_keep_alive ? (c->x->req.minor == 0 ? "Connection: keep-alive\r\n" : "")
+                                        : "Connection: close\r\n");
+    uv_buf_t b[2] = {uv_buf_init(head, (unsigned)n),
+                     uv_buf_init((char *)body, head_only ? 0 : (unsigned)body_len)};
+    c->status = status;
+    c->resp_head_sent = true;
+    c->resp_framing = WG_HTTP_FRAME_NONE;
+    c->state = CS_PROXY;
+    conn_write(c, SIDE_CLIENT, b, 2);
+    if (!c->closing)
+        finish_exchange(c);
+}
+
+static void send_session_status(struct wg_conn *c, int status, const char *state)
+{
+    char body[160];
+    int n = snprintf(body, sizeof(body), "{\"session\":\"%s\",\"state\":\"%s\"}\n",
+                     c->x->session_id, state);
+    send_local(c, status, "application/json", status == 503 ? "Retry-After: 1\r\n" : NULL, body,
+               (size_t)n);
+}
+
+/* The page a browser gets while its session wakes: it polls the status
+ * endpoint and reloads itself once the session runs. Nothing external. */
+static void send_waking_page(struct wg_conn *c, const char *state)
+{
+    char body[2048];
+    int n = snprintf(
+        body, sizeof(body),
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width\">"
+        "<title>Waking %s</title>"
+        "<style>body{font:16px system-ui,sans-serif;margin:20vh auto;max-width:32em;"
+        "text-align:center;color:#333}.d{display:inline-block;width:.6em;height:.6em;"
+        "border-radius:50%%;background:#48c;animation:p 1s infinite alternate}"
+        "@keyframes p{from{opacity:.2}to{opacity:1}}</style></head>\n"
+        "<body><p><span class=\"d\"></span></p><h1>Waking up %s</h1>"
+        "<p id=\"s\">state: %s</p>\n"
+        "<script>(function(){var u=%s%s%s,t=Date.now();function poll(){"
+        "fetch(u,{cache:'no-store'}).then(function(r){return r.json()}).then(function(j){"
+        "document.getElementById('s').textContent='state: '+j.state;"
+        "if(j.state==='running'){location.reload();return}"
+        "if(j.state==='failed'&&Date.now()-t>3000){document.getElementById('s').textContent="
+        "'this session failed to start';return}setTimeout(poll,300)})"
+        ".catch(function(){setTimeout(poll,1000)})}setTimeout(poll,200)})();</script>"
+        "</body></html>\n",
+        c->x->session_id, c->x->session_id, state, "'", c->x->status_url, "'");
+    if (n < 0 || (size_t)n >= sizeof(body))
+        n = snprintf(body, sizeof(body), "waking %s\n", c->x->session_id);
+    send_local(c, 200, "text/html; charset=utf-8", "Retry-After: 1\r\n", body, (size_t)n);
+}
+
+static void session_decide(struct wg_conn *c);
+
+static void session_changed(struct wg_sess_waiter *w)
+{
+    struct exchange *x = wg_container_of(w, struct exchange, waiter);
+    struct wg_conn *c = x->conn;
+    if (!c->closing && c->state == CS_WAITING)
+        session_decide(c);
+}
+
+static void session_wait(struct wg_conn *c)
+{
+    struct exchange *x = c->x;
+    if (!x->waited) {
+        x->waited = true;
+        x->wait_start_ms = now_ms(c);
+    }
+    x->waiter.changed = session_changed;
+    if (wg_sessions_wait(c->px->sessions, x->session_id, &x->waiter) < 0) {
+        WG_WARN(c->px->log, "conn", "too many requests held, returning 503",
+                "conn=%" PRIu64 " session=%s", c->id, x->session_id);
+        send_error(c, 503);
+        return;
+    }
+    if (c->state != CS_WAITING) {
+        c->state = CS_WAITING;
+        update_reading(c);
+        conn_arm(c);
+    }
+}
+
+/* Looks at the session and acts: proxy, wait, wake, or answer. Runs when
+ * the head is parsed and again each time the session's entry changes. */
+static void session_decide(struct wg_conn *c)
+{
+    struct wg_proxy *px = c->px;
+    struct exchange *x = c->x;
+    struct wg_sess_view v;
+
+    wg_sessions_lookup(px->sessions, x->session_id, x->session_port, &v);
+    if (x->status_path) {
+        switch (v.status) {
+        case WG_SESS_PENDING:
+            session_wait(c);
+            return;
+        case WG_SESS_NOT_FOUND:
+            send_session_status(c, 404, "unknown");
+            return;
+        case WG_SESS_UNAVAILABLE:
+            send_session_status(c, 503, "unavailable");
+            return;
+        default:
+            send_session_status(c, 200, wg_session_state_name(v.state));
+            return;
+        }
+    }
+    switch (v.status) {
+    case WG_SESS_READY:
+        memcpy(&x->up_addr, &v.addr, v.addr_len);
+        snprintf(x->up_name, sizeof(x->up_name), "%s", v.addr_text);
+        connect_upstream(c, false);
+        return;
+    case WG_SESS_PENDING:
+        session_wait(c);
+        return;
+    case WG_SESS_NOT_FOUND:
+        send_error(c, 404);
+        return;
+    case WG_SESS_UNAVAILABLE:
+        send_error(c, 503);
+        return;
+    case WG_SESS_NOT_RUNNING:
+        break;
+    }
+    const char *state = wg_session_state_name(v.state);
+    if (x->req_class == RC_PROBE) {
+        wg_sessions_note_suppressed(px->sessions);
+        send_session_status(c, 503, state);
+        return;
+    }
+    if (v.state == WG_SESSION_FAILED &&
+        (x->waited || v.failed_for_ms < WG_SESSIONS_FAILED_COOLDOWN_MS)) {
+        /* The wake we waited for failed, or it failed moments ago. */
+        send_error(c, x->waited ? 504 : 503);
+        return;
+    }
+    if (v.state != WG_SESSION_STARTING && wg_sessions_wake(px->sessions, x->session_id) < 0) {
+        WG_WARN(px->log, "conn", "cannot request a wake, returning 503",
+                "conn=%" PRIu64 " session=%s", c->id, x->session_id);
+        send_error(c, 503);
+        return;
+    }
+    if (x->req_class == RC_NAVIGATE) {
+        send_waking_page(c, state);
+        return;
+    }
+    session_wait(c);
+}
+
 /* A complete head sits in head[0, head_len): parse, check, route, rebuild,
  * then go upstream. On any refusal the client gets the status and the
  * connection closes; nothing reaches an upstream. */
@@ -983,12 +1289,8 @@ static void start_request(struct wg_conn *c, const char *head, size_t head_len)
         send_error(c, 404);
         return;
     }
-    if (!m.route->has_upstream) {
-        /* Session routes are served by the orchestrator's state; a proxy
-         * without it cannot reach a session. */
-        send_error(c, 503);
+    if (!m.route->has_upstream && !session_prepare(c, &m))
         return;
-    }
 
     const char *target = c->x->req.target + m.strip_len;
     size_t target_len = c->x->req.target_len - m.strip_len;
@@ -1009,7 +1311,7 @@ static void start_request(struct wg_conn *c, const char *head, size_t head_len)
         .framing = c->req_framing,
         .content_length = c->x->req.content_length,
         .upgrade = c->x->req.upgrade_websocket,
-        .default_host = m.route->upstream_text,
+        .default_host = m.route->has_upstream ? m.route->upstream_text : c->x->session_id,
     };
     /* "/prefix" stripped from "/prefix" or "/prefix?q" leaves no path. */
     if (m.strip_len > 0 && (target_len == 0 || target[0] != '/'))
@@ -1020,6 +1322,10 @@ static void start_request(struct wg_conn *c, const char *head, size_t head_len)
     c->x->req.fields = NULL;
     if (r < 0) {
         send_error(c, r == -E2BIG ? 431 : 500);
+        return;
+    }
+    if (c->x->is_session) {
+        session_decide(c);
         return;
     }
     memcpy(&c->x->up_addr, &m.route->upstream, m.route->upstream_len);
@@ -1096,6 +1402,7 @@ static size_t client_process(struct wg_conn *c, const char *data, size_t len)
             return len;
         case CS_LINGER:
             return len;
+        case CS_WAITING:
         case CS_CONNECTING:
             return used;
         }
@@ -1132,6 +1439,7 @@ static void client_eof(struct wg_conn *c)
     case CS_LINGER:
         conn_close(c);
         return;
+    case CS_WAITING:
     case CS_CONNECTING:
     case CS_PROXY:
         if (!c->x->req.complete) {

@@ -605,6 +605,7 @@ int wg_router_match(const struct wg_router *router, const struct wg_route_input 
         m->route = &r->pub;
         m->session = cap.p;
         m->session_len = cap.len;
+        m->prefix_len = covered;
         m->strip_len = r->pub.strip_prefix ? covered : 0;
         return 0;
     }

@@ -64,6 +64,7 @@ struct wg_route_match {
     const char *session; /* span of the captured {session}, or NULL */
     size_t session_len;
     size_t strip_len; /* leading target bytes to drop (strip_prefix), else 0 */
+    size_t prefix_len; /* leading target bytes the path prefix covered (0: no path condition) */
 };
 /* strip_len counts the target bytes the matched path_prefix covers. The
  * caller removes them, and when what remains does not start with '/' it

@@ -150,6 +150,11 @@ void wg_proxy_shutdown(struct wg_proxy *px, uint64_t grace_ms, wg_proxy_done_cb 
     maybe_finish(px);
 }
 
+void wg_proxy_set_sessions(struct wg_proxy *px, struct wg_sessions *sessions)
+{
+    px->sessions = sessions;
+}
+
 const struct wg_proxy_stats *wg_proxy_stats(const struct wg_proxy *px)
 {
     return &px->stats;

@@ -43,4 +43,8 @@ static inline bool app_has_orchestrator(const struct app *app)
     return app->cfg.role != WG_ROLE_PROXY;
 }
 
+/* src/sessions.c: the proxy's session cache (needs px and store). */
+int app_sessions_start(struct app *app);
+void app_sessions_free(struct app *app);
+
 #endif

@@ -74,12 +74,14 @@ static void free_app(struct app *app)
     close_signal(&app->sig_hup);
     wg_admin_free(app->admin);
     app->admin = NULL;
+    /* Connections first: they may wait on the session cache. */
+    wg_proxy_free(app->px);
+    app->px = NULL;
+    app_sessions_free(app);
     wg_store_free(app->store);
     app->store = NULL;
     wg_redis_free(app->redis);
     app->redis = NULL;
-    wg_proxy_free(app->px);
-    app->px = NULL;
 }
 
 static void on_stop_signal(uv_signal_t *s, int signum)
@@ -260,6 +262,8 @@ int main(int argc, char **argv)
             goto out_free;
         }
         wg_admin_add_ready_check(app.admin, redis_ready, &app);
+        if (app_sessions_start(&app) < 0)
+            goto out_free;
     }
     r = app.px != NULL ? wg_proxy_listen(app.px, &port) : 0;
     if (r < 0) {

@@ -1,0 +1,503 @@
+/* proxy/sessions.c - see sessions.h. */
+#include "proxy/sessions.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/redis.h"
+#include "common/store.h"
+
+#define BUCKETS 16384
+/* Entries at most; past it unknown ids are refused rather than cached, so a
+ * spray of random ids cannot grow memory without bound. */
+#define ENTRIES_MAX 200000
+/* How long "no such session" is believed before asking again. */
+#define NOT_FOUND_TTL_MS 1000
+#define WAKE_REPEAT_MS 1000
+
+struct sess_entry {
+    struct sess_entry *next;
+    char id[WG_SESSION_ID_MAX + 1];
+    bool known;     /* a fetch or a state message filled it */
+    bool fetching;
+    bool not_found;
+    bool stale; /* messages may have been missed: fetch again on next use */
+    enum wg_session_state state;
+    char ip[WG_SESSION_IP_MAX + 1];
+    uint16_t port;
+    char host[WG_SESSION_HOST_MAX + 1];
+    uint64_t version;
+    uint64_t state_at_ms;  /* loop time the state was learnt */
+    int64_t failed_since;  /* loop ms the entry entered failed */
+    uint64_t fetched_at_ms;
+    uint64_t last_wake_ms;
+    bool woken;
+    struct wg_list waiters;
+    unsigned nwaiters;
+};
+
+/* A callback context that outlives the cache: a store callback may run after
+ * wg_sessions_free(), and then finds s == NULL. */
+struct pending {
+    struct wg_list link;
+    struct wg_sessions *s;
+    char id[WG_SESSION_ID_MAX + 1];
+};
+
+struct wg_sessions {
+    uv_loop_t *loop;
+    const struct wg_config *cfg;
+    struct wg_log *log;
+    struct wg_store *store;
+    struct wg_redis *sub;
+    bool sub_up;
+    uint64_t down_since_ms;
+    char from[WG_STORE_NAME_MAX + 1];
+    struct sess_entry *table[BUCKETS];
+    size_t nentries;
+    struct wg_list pending; /* struct pending, for fetches and wakes in flight */
+    struct wg_sessions_stats stats;
+};
+
+static uint64_t now_ms(const struct wg_sessions *s)
+{
+    return uv_now(s->loop);
+}
+
+static unsigned hash_id(const char *id)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h % BUCKETS;
+}
+
+static struct sess_entry *find(struct wg_sessions *s, const char *id)
+{
+    for (struct sess_entry *e = s->table[hash_id(id)]; e; e = e->next) {
+        if (strcmp(e->id, id) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+static struct sess_entry *create(struct wg_sessions *s, const char *id)
+{
+    if (s->nentries >= ENTRIES_MAX)
+        return NULL;
+    struct sess_entry *e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        return NULL;
+    snprintf(e->id, sizeof(e->id), "%s", id);
+    wg_list_init(&e->waiters);
+    unsigned h = hash_id(id);
+    e->next = s->table[h];
+    s->table[h] = e;
+    s->nentries++;
+    return e;
+}
+
+/* Tells every waiter of e to look again. A waiter may wait again from its
+ * callback: the list is detached first. */
+static void notify(struct wg_sessions *s, struct sess_entry *e)
+{
+    struct wg_list todo;
+    wg_list_init(&todo);
+    if (wg_list_empty(&e->waiters))
+        return;
+    /* Splice e->waiters into todo. */
+    todo.next = e->waiters.next;
+    todo.prev = e->waiters.prev;
+    todo.next->prev = &todo;
+    todo.prev->next = &todo;
+    wg_list_init(&e->waiters);
+    s->stats.held -= e->nwaiters;
+    e->nwaiters = 0;
+    while (!wg_list_empty(&todo)) {
+        struct wg_sess_waiter *w = wg_container_of(todo.next, struct wg_sess_waiter, link);
+        wg_list_remove(&w->link);
+        w->entry = NULL;
+        w->changed(w);
+    }
+}
+
+static void set_state(struct wg_sessions *s, struct sess_entry *e, enum wg_session_state state)
+{
+    if (state == WG_SESSION_FAILED && (e->state != WG_SESSION_FAILED || !e->known))
+        e->failed_since = (int64_t)now_ms(s);
+    if (state != e->state)
+        e->woken = false;
+    e->state = state;
+    e->state_at_ms = now_ms(s);
+    e->known = true;
+}
+
+static struct pending *pending_new(struct wg_sessions *s, const char *id)
+{
+    struct pending *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    p->s = s;
+    snprintf(p->id, sizeof(p->id), "%s", id);
+    wg_list_push_back(&s->pending, &p->link);
+    return p;
+}
+
+/* Returns the cache, or NULL when it is gone; frees p either way. */
+static struct wg_sessions *pending_end(struct pending *p)
+{
+    struct wg_sessions *s = p->s;
+    if (s != NULL)
+        wg_list_remove(&p->link);
+    free(p);
+    return s;
+}
+
+static void fetch_done(const struct wg_store_res *res, void *arg)
+{
+    struct pending *p = arg;
+    char id[WG_SESSION_ID_MAX + 1];
+    snprintf(id, sizeof(id), "%s", p->id);
+    struct wg_sessions *s = pending_end(p);
+    if (s == NULL)
+        return;
+    struct sess_entry *e = find(s, id);
+    if (e == NULL)
+        return;
+    e->fetching = false;
+    e->fetched_at_ms = now_ms(s);
+    if (res->status == 0 && res->rec != NULL) {
+        const struct wg_session *r = res->rec;
+        e->not_found = false;
+        e->stale = false;
+        /* A state message newer than this read may have arrived meanwhile. */
+        if (!e->known || r->version >= e->version) {
+            set_state(s, e, r->state);
+            snprintf(e->ip, sizeof(e->ip), "%s", r->ip);
+            snprintf(e->host, sizeof(e->host), "%s", r->host);
+            e->port = r->port;
+            e->version = r->version;
+        }
+    } else if (res->status == -ENOENT) {
+        e->not_found = true;
+        e->known = false;
+        e->stale = false;
+    } else {
+        /* Redis trouble: keep what we had; the next lookup asks again. */
+        WG_WARN(s->log, "sessions", "session fetch failed", "session=%s error=\"%s\"", id,
+                res->error);
+        e->stale = true;
+    }
+    notify(s, e);
+}
+
+static void fetch(struct wg_sessions *s, struct sess_entry *e)
+{
+    if (e->fetching)
+        return;
+    struct pending *p = pending_new(s, e->id);
+    if (p == NULL)
+        return;
+    if (wg_store_get(s->store, e->id, fetch_done, p) < 0) {
+        pending_end(p);
+        return;
+    }
+    e->fetching = true;
+    s->stats.fetches++;
+}
+
+static void fill_addr(struct wg_sessions *s, const struct sess_entry *e, uint16_t port,
+                      struct wg_sess_view *v)
+{
+    uint16_t p = port ? port : e->port ? e->port : (uint16_t)s->cfg->sessions.port;
+    struct sockaddr_in *in4 = (struct sockaddr_in *)&v->addr;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&v->addr;
+
+    if (uv_ip4_addr(e->ip, p, in4) == 0) {
+        v->addr_len = sizeof(*in4);
+        snprintf(v->addr_text, sizeof(v->addr_text), "%s:%u", e->ip, p);
+    } else if (uv_ip6_addr(e->ip, p, in6) == 0) {
+        v->addr_len = sizeof(*in6);
+        snprintf(v->addr_text, sizeof(v->addr_text), "[%s]:%u", e->ip, p);
+    } else {
+        v->addr_len = 0;
+    }
+}
+
+void wg_sessions_lookup(struct wg_sessions *s, const char *id, uint16_t port,
+                        struct wg_sess_view *v)
+{
+    uint64_t now = now_ms(s);
+    struct sess_entry *e = find(s, id);
+
+    memset(v, 0, sizeof(*v));
+    s->stats.lookups++;
+    if (e == NULL) {
+        if (!s->sub_up || (e = create(s, id)) == NULL) {
+            v->status = WG_SESS_UNAVAILABLE;
+            return;
+        }
+        fetch(s, e);
+        v->status = e->fetching ? WG_SESS_PENDING : WG_SESS_UNAVAILABLE;
+        return;
+    }
+    if (!s->sub_up) {
+        /* Redis is gone: only running sessions, and only for a while. */
+        bool usable = e->known && e->state == WG_SESSION_RUNNING && e->ip[0] &&
+                      now - s->down_since_ms < WG_SESSIONS_STALE_GRACE_MS;
+        if (usable) {
+            fill_addr(s, e, port, v);
+            v->state = e->state;
+            v->status = v->addr_len ? WG_SESS_READY : WG_SESS_UNAVAILABLE;
+            return;
+        }
+        v->status = WG_SESS_UNAVAILABLE;
+        return;
+    }
+    if (e->not_found && !e->fetching && now - e->fetched_at_ms >= NOT_FOUND_TTL_MS)
+        fetch(s, e);
+    if (e->stale)
+        fetch(s, e);
+    if (!e->known) {
+        v->status = e->fetching ? WG_SESS_PENDING : e->not_found ? WG_SESS_NOT_FOUND
+                                                                 : WG_SESS_UNAVAILABLE;
+        return;
+    }
+    v->state = e->state;
+    if (e->state == WG_SESSION_RUNNING && e->ip[0]) {
+        fill_addr(s, e, port, v);
+        if (v->addr_len) {
+            v->status = WG_SESS_READY;
+            return;
+        }
+    }
+    /* A stale entry that is not running is read again before anyone acts on it. */
+    if (e->stale && e->fetching) {
+        v->status = WG_SESS_PENDING;
+        return;
+    }
+    v->status = WG_SESS_NOT_RUNNING;
+    if (e->state == WG_SESSION_FAILED)
+        v->failed_for_ms = (int64_t)now - e->failed_since;
+}
+
+int wg_sessions_wait(struct wg_sessions *s, const char *id, struct wg_sess_waiter *w)
+{
+    struct sess_entry *e = find(s, id);
+    if (e == NULL)
+        return -ENOENT;
+    if (e->nwaiters >= WG_SESSIONS_HOLD_PER_SESSION_MAX ||
+        s->stats.held >= WG_SESSIONS_HOLD_TOTAL_MAX) {
+        s->stats.hold_refused++;
+        return -ENOSPC;
+    }
+    w->entry = e;
+    wg_list_push_back(&e->waiters, &w->link);
+    e->nwaiters++;
+    s->stats.held++;
+    return 0;
+}
+
+void wg_sessions_unwait(struct wg_sessions *s, struct wg_sess_waiter *w)
+{
+    if (w == NULL || w->entry == NULL)
+        return;
+    wg_list_remove(&w->link);
+    w->entry->nwaiters--;
+    s->stats.held--;
+    w->entry = NULL;
+}
+
+static void wake_done(const struct wg_store_res *res, void *arg)
+{
+    struct pending *p = arg;
+    char id[WG_SESSION_ID_MAX + 1];
+    snprintf(id, sizeof(id), "%s", p->id);
+    struct wg_sessions *s = pending_end(p);
+    if (s == NULL || res->status == 0)
+        return;
+    WG_WARN(s->log, "sessions", "wake command not sent", "session=%s error=\"%s\"", id,
+            res->error);
+    struct sess_entry *e = find(s, id);
+    if (e != NULL)
+        e->last_wake_ms = 0; /* let the next request try again */
+}
+
+int wg_sessions_wake(struct wg_sessions *s, const char *id)
+{
+    struct sess_entry *e = find(s, id);
+    uint64_t now = now_ms(s);
+    struct wg_wake_cmd cmd;
+
+    if (!s->sub_up)
+        return -ENOTCONN;
+    if (e == NULL)
+        return -ENOENT;
+    /* One command per session per second: the herd of requests of one
+     * gateway becomes one command, and orchestrators coalesce the rest. */
+    if (e->woken && now - e->last_wake_ms < WAKE_REPEAT_MS)
+        return 0;
+    memset(&cmd, 0, sizeof(cmd));
+    snprintf(cmd.session, sizeof(cmd.session), "%s", id);
+    cmd.op = WG_WAKE_OP_WAKE;
+    snprintf(cmd.from, sizeof(cmd.from), "%s", s->from);
+    struct pending *p = pending_new(s, id);
+    if (p == NULL)
+        return -ENOMEM;
+    const char *host = e->host[0] ? e->host : s->cfg->docker_name;
+    int r = wg_store_wake_add(s->store, host, &cmd, wake_done, p);
+    if (r < 0) {
+        pending_end(p);
+        return r;
+    }
+    e->woken = true;
+    e->last_wake_ms = now;
+    s->stats.wakes_sent++;
+    WG_INFO(s->log, "sessions", "wake requested", "session=%s host=%s state=%s", id, host,
+            wg_session_state_name(e->state));
+    return 0;
+}
+
+void wg_sessions_note_suppressed(struct wg_sessions *s)
+{
+    s->stats.wakes_suppressed++;
+}
+
+static void on_state_msg(const struct wg_redis_msg *msg, void *arg)
+{
+    struct wg_sessions *s = arg;
+
+    if (msg->kind == WG_REDIS_SUBSCRIBED) {
+        /* (Re)subscribed: whatever was published meanwhile is lost. */
+        bool was_up = s->sub_up;
+        s->sub_up = true;
+        for (size_t i = 0; i < BUCKETS; i++) {
+            for (struct sess_entry *e = s->table[i]; e; e = e->next) {
+                e->stale = true;
+                if (e->nwaiters > 0)
+                    fetch(s, e);
+            }
+        }
+        WG_INFO(s->log, "sessions", was_up ? "state channel renewed" : "state channel live",
+                "entries=%zu", s->nentries);
+        return;
+    }
+    struct wg_state_msg m;
+    if (wg_store_parse_state_msg(msg->data, msg->len, &m) < 0) {
+        WG_WARN(s->log, "sessions", "bad state message ignored", "len=%zu", msg->len);
+        return;
+    }
+    s->stats.state_messages++;
+    struct sess_entry *e = find(s, m.id);
+    if (e == NULL)
+        return; /* not cached here: nothing to update */
+    if (e->known && m.version < e->version)
+        return; /* older than what we hold */
+    if (m.state == WG_SESSION_DESTROYED) {
+        e->known = false;
+        e->not_found = true;
+        e->fetched_at_ms = now_ms(s);
+    } else {
+        set_state(s, e, m.state);
+        e->not_found = false;
+        if (m.ip[0] || m.state != WG_SESSION_RUNNING)
+            snprintf(e->ip, sizeof(e->ip), "%s", m.ip);
+        if (m.port)
+            e->port = m.port;
+    }
+    e->version = m.version;
+    notify(s, e);
+}
+
+static void on_sub_state(struct wg_redis *r, bool connected, const char *reason, void *arg)
+{
+    struct wg_sessions *s = arg;
+    if (connected)
+        return; /* live once the subscription is confirmed */
+    if (s->sub_up) {
+        s->sub_up = false;
+        s->down_since_ms = now_ms(s);
+        WG_WARN(s->log, "sessions",
+                "state channel lost: serving running sessions from cache, refusing wakes",
+                "reason=\"%s\" grace_ms=%d", reason ? reason : "", WG_SESSIONS_STALE_GRACE_MS);
+        /* Waiters learn that nothing will come for now. */
+        for (size_t i = 0; i < BUCKETS; i++) {
+            for (struct sess_entry *e = s->table[i]; e; e = e->next)
+                notify(s, e);
+        }
+    }
+}
+
+int wg_sessions_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log,
+                    struct wg_store *store, struct wg_sessions **ret)
+{
+    struct wg_sessions *s = calloc(1, sizeof(*s));
+    struct wg_redis_opts ropts = {.name = "state-sub"};
+    int r;
+
+    if (s == NULL)
+        return -ENOMEM;
+    s->loop = loop;
+    s->cfg = cfg;
+    s->log = log;
+    s->store = store;
+    wg_list_init(&s->pending);
+    snprintf(s->from, sizeof(s->from), "gw-%ld", (long)getpid());
+    r = wg_redis_new(loop, cfg->redis_url, &ropts, log, &s->sub);
+    if (r < 0)
+        goto out_free;
+    wg_redis_on_state(s->sub, on_sub_state, s);
+    r = wg_redis_subscribe(s->sub, WG_STORE_CHANNEL_STATE, on_state_msg, s);
+    if (r < 0)
+        goto out_redis;
+    *ret = s;
+    return 0;
+
+out_redis:
+    wg_redis_free(s->sub);
+out_free:
+    free(s);
+    return r;
+}
+
+void wg_sessions_free(struct wg_sessions *s)
+{
+    if (s == NULL)
+        return;
+    wg_redis_free(s->sub);
+    s->sub = NULL;
+    while (!wg_list_empty(&s->pending)) {
+        struct pending *p = wg_container_of(s->pending.next, struct pending, link);
+        wg_list_remove(&p->link);
+        p->s = NULL; /* its callback frees it */
+    }
+    for (size_t i = 0; i < BUCKETS; i++) {
+        struct sess_entry *e = s->table[i];
+        while (e) {
+            struct sess_entry *next = e->next;
+            while (!wg_list_empty(&e->waiters)) {
+                struct wg_sess_waiter *w =
+                    wg_container_of(e->waiters.next, struct wg_sess_waiter, link);
+                wg_list_remove(&w->link);
+                w->entry = NULL;
+            }
+            free(e);
+            e = next;
+        }
+    }
+    free(s);
+}
+
+bool wg_sessions_connected(const struct wg_sessions *s)
+{
+    return s->sub_up;
+}
+
+const struct wg_sessions_stats *wg_sessions_stats(const struct wg_sessions *s)
+{
+    return &s->stats;
+}

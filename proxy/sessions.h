@@ -1,0 +1,104 @@
+/* proxy/sessions.h - the proxy's view of sessions.
+ *
+ * An in-process cache of session id -> state and container address, so that
+ * a request for a running session costs no Redis round trip. It is filled on
+ * first use (one HGETALL per session, shared by every request that waits
+ * for it) and kept fresh by the wg:state channel, which the orchestrators
+ * publish on for every change. When the subscription is (re)established
+ * every entry is marked stale and fetched again on its next use, because
+ * messages may have been missed.
+ *
+ * While Redis is unreachable, sessions known to be running keep being
+ * served from the cache for WG_SESSIONS_STALE_GRACE_MS after the loss;
+ * wakes and unknown sessions are refused (the caller answers 503).
+ *
+ * Waiting: a request for a session that is not running registers a waiter
+ * and is told every time the entry changes; it then looks again. The
+ * caller enforces its own deadline. Waiters are counted per session and in
+ * total, against caps. */
+#ifndef WG_PROXY_SESSIONS_H
+#define WG_PROXY_SESSIONS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include "common/config.h"
+#include "common/list.h"
+#include "common/log.h"
+#include "common/session.h"
+
+struct wg_sessions; /* opaque */
+struct wg_store;
+struct sess_entry;
+
+#define WG_SESSIONS_STALE_GRACE_MS (5 * 60 * 1000)
+/* How long after entering failed a session refuses wakes at once. */
+#define WG_SESSIONS_FAILED_COOLDOWN_MS (30 * 1000)
+#define WG_SESSIONS_HOLD_PER_SESSION_MAX 1024
+#define WG_SESSIONS_HOLD_TOTAL_MAX 10000
+
+enum wg_sess_status {
+    WG_SESS_READY = 0,    /* running, with an address: proxy now */
+    WG_SESS_PENDING,      /* being fetched from Redis: wait */
+    WG_SESS_NOT_RUNNING,  /* known and not running; view.state says which */
+    WG_SESS_NOT_FOUND,    /* no such session */
+    WG_SESS_UNAVAILABLE,  /* Redis unreachable and nothing usable cached */
+};
+
+struct wg_sess_view {
+    enum wg_sess_status status;
+    enum wg_session_state state; /* valid unless PENDING, NOT_FOUND or UNAVAILABLE */
+    struct sockaddr_storage addr; /* READY: ip and port */
+    socklen_t addr_len;
+    char addr_text[64];
+    int64_t failed_for_ms; /* NOT_RUNNING in failed: time since it failed */
+};
+
+struct wg_sess_waiter {
+    struct wg_list link;
+    struct sess_entry *entry; /* private */
+    /* The session's entry changed; look again (wg_sessions_lookup). The
+     * waiter is already removed: wait again to keep waiting. */
+    void (*changed)(struct wg_sess_waiter *w);
+};
+
+struct wg_sessions_stats {
+    uint64_t lookups;
+    uint64_t fetches;
+    uint64_t wakes_sent;
+    uint64_t wakes_suppressed; /* probes and non-waking requests */
+    uint64_t held;             /* waiters now */
+    uint64_t hold_refused;     /* over the caps */
+    uint64_t state_messages;
+};
+
+/* store is borrowed and must outlive the cache. cfg->redis_url is used for
+ * a subscriber connection of the cache's own. */
+int wg_sessions_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log,
+                    struct wg_store *store, struct wg_sessions **ret);
+/* Waiters still registered are dropped without a call. NULL-safe. */
+void wg_sessions_free(struct wg_sessions *s);
+
+/* id must pass wg_session_id_valid(). port overrides the record's port when
+ * non-zero (a route's port). Starts a fetch when the session is not cached. */
+void wg_sessions_lookup(struct wg_sessions *s, const char *id, uint16_t port,
+                        struct wg_sess_view *v);
+
+/* Registers w on the session. Returns 0, or -ENOSPC over the hold caps. */
+int wg_sessions_wait(struct wg_sessions *s, const char *id, struct wg_sess_waiter *w);
+/* NULL-safe and idempotent. */
+void wg_sessions_unwait(struct wg_sessions *s, struct wg_sess_waiter *w);
+
+/* Asks the session's orchestrator to wake it. Repeats within a second are
+ * coalesced into the one already sent. Returns 0, or -ENOTCONN when Redis is
+ * unreachable. */
+int wg_sessions_wake(struct wg_sessions *s, const char *id);
+/* Counts a request that could have woken a session but was not allowed to. */
+void wg_sessions_note_suppressed(struct wg_sessions *s);
+
+bool wg_sessions_connected(const struct wg_sessions *s);
+const struct wg_sessions_stats *wg_sessions_stats(const struct wg_sessions *s);
+
+#endif
