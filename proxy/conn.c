@@ -1440,6 +1440,9 @@ static void client_eof(struct wg_conn *c)
         conn_close(c);
         return;
     case CS_WAITING:
+        /* Nobody to answer: free the hold slot now, not at the deadline. */
+        conn_close(c);
+        return;
     case CS_CONNECTING:
     case CS_PROXY:
         if (!c->x->req.complete) {

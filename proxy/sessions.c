@@ -25,7 +25,10 @@ struct sess_entry {
     bool known;     /* a fetch or a state message filled it */
     bool fetching;
     bool not_found;
-    bool stale; /* messages may have been missed: fetch again on next use */
+    bool stale; /* messages may have been missed: fetch again on next use, and
+                 * believe the next read or message whatever its version (Redis
+                 * may have lost its data and numbered records anew) */
+    uint64_t fetch_failed_ms; /* loop time the last fetch failed, 0: it did not */
     enum wg_session_state state;
     char ip[WG_SESSION_IP_MAX + 1];
     uint16_t port;
@@ -172,10 +175,13 @@ static void fetch_done(const struct wg_store_res *res, void *arg)
     e->fetched_at_ms = now_ms(s);
     if (res->status == 0 && res->rec != NULL) {
         const struct wg_session *r = res->rec;
+        bool was_stale = e->stale;
         e->not_found = false;
         e->stale = false;
-        /* A state message newer than this read may have arrived meanwhile. */
-        if (!e->known || r->version >= e->version) {
+        e->fetch_failed_ms = 0;
+        /* A state message newer than this read may have arrived meanwhile;
+         * after a resubscription any read is newer than what we held. */
+        if (!e->known || was_stale || r->version >= e->version) {
             set_state(s, e, r->state);
             snprintf(e->ip, sizeof(e->ip), "%s", r->ip);
             snprintf(e->host, sizeof(e->host), "%s", r->host);
@@ -186,11 +192,13 @@ static void fetch_done(const struct wg_store_res *res, void *arg)
         e->not_found = true;
         e->known = false;
         e->stale = false;
+        e->fetch_failed_ms = 0;
     } else {
         /* Redis trouble: keep what we had; the next lookup asks again. */
         WG_WARN(s->log, "sessions", "session fetch failed", "session=%s error=\"%s\"", id,
                 res->error);
         e->stale = true;
+        e->fetch_failed_ms = now_ms(s);
     }
     notify(s, e);
 }
@@ -245,10 +253,13 @@ void wg_sessions_lookup(struct wg_sessions *s, const char *id, uint16_t port,
         v->status = e->fetching ? WG_SESS_PENDING : WG_SESS_UNAVAILABLE;
         return;
     }
-    if (!s->sub_up) {
-        /* Redis is gone: only running sessions, and only for a while. */
+    /* Redis gone, or answering this entry's read with errors: only running
+     * sessions, and only for a while. */
+    bool fetch_failing = e->stale && e->fetch_failed_ms && now - e->fetch_failed_ms < 1000;
+    if (!s->sub_up || fetch_failing) {
+        uint64_t since = !s->sub_up ? s->down_since_ms : e->fetch_failed_ms;
         bool usable = e->known && e->state == WG_SESSION_RUNNING && e->ip[0] &&
-                      now - s->down_since_ms < WG_SESSIONS_STALE_GRACE_MS;
+                      now - since < WG_SESSIONS_STALE_GRACE_MS;
         if (usable) {
             fill_addr(s, e, port, v);
             v->state = e->state;
@@ -260,8 +271,15 @@ void wg_sessions_lookup(struct wg_sessions *s, const char *id, uint16_t port,
     }
     if (e->not_found && !e->fetching && now - e->fetched_at_ms >= NOT_FOUND_TTL_MS)
         fetch(s, e);
-    if (e->stale)
+    if (e->stale) {
+        /* Not served before it is read again: the container may be gone and
+         * its address given to another session. */
         fetch(s, e);
+        if (e->fetching) {
+            v->status = WG_SESS_PENDING;
+            return;
+        }
+    }
     if (!e->known) {
         v->status = e->fetching ? WG_SESS_PENDING : e->not_found ? WG_SESS_NOT_FOUND
                                                                  : WG_SESS_UNAVAILABLE;
@@ -274,11 +292,6 @@ void wg_sessions_lookup(struct wg_sessions *s, const char *id, uint16_t port,
             v->status = WG_SESS_READY;
             return;
         }
-    }
-    /* A stale entry that is not running is read again before anyone acts on it. */
-    if (e->stale && e->fetching) {
-        v->status = WG_SESS_PENDING;
-        return;
     }
     v->status = WG_SESS_NOT_RUNNING;
     if (e->state == WG_SESSION_FAILED)
@@ -395,7 +408,7 @@ static void on_state_msg(const struct wg_redis_msg *msg, void *arg)
     struct sess_entry *e = find(s, m.id);
     if (e == NULL)
         return; /* not cached here: nothing to update */
-    if (e->known && m.version < e->version)
+    if (e->known && !e->stale && m.version < e->version)
         return; /* older than what we hold */
     if (m.state == WG_SESSION_DESTROYED) {
         e->known = false;
@@ -410,6 +423,8 @@ static void on_state_msg(const struct wg_redis_msg *msg, void *arg)
             e->port = m.port;
     }
     e->version = m.version;
+    /* Fresh news after a resubscription: versions compare again from here. */
+    e->stale = false;
     notify(s, e);
 }
 
