@@ -42,8 +42,8 @@ struct metrics_hook {
 };
 struct handler_hook {
     char *prefix;
-    wg_admin_handler_fn *fn;   /* synchronous, or NULL */
-    wg_admin_async_fn *afn;    /* asynchronous, or NULL */
+    wg_admin_handler_fn *fn; /* synchronous, or NULL */
+    wg_admin_async_fn *afn;  /* asynchronous, or NULL */
     void *arg;
 };
 
@@ -283,7 +283,8 @@ static void proxy_metrics(struct wg_admin *a, struct wg_buf *out)
                    "# HELP wakegate_connections_accepted_total Client connections accepted.\n"
                    "# TYPE wakegate_connections_accepted_total counter\n"
                    "wakegate_connections_accepted_total %" PRIu64 "\n"
-                   "# HELP wakegate_connections_refused_total Client connections refused over limits.connections_max.\n"
+                   "# HELP wakegate_connections_refused_total Client connections refused over "
+                   "limits.connections_max.\n"
                    "# TYPE wakegate_connections_refused_total counter\n"
                    "wakegate_connections_refused_total %" PRIu64 "\n"
                    "# HELP wakegate_requests_total Request heads received.\n"
@@ -296,20 +297,21 @@ static void proxy_metrics(struct wg_admin *a, struct wg_buf *out)
     for (int k = 1; k <= 5; k++)
         wg_buf_appendf(out, "wakegate_responses_total{class=\"%dxx\"} %" PRIu64 "\n", k,
                        s->responses_by_class[k]);
-    wg_buf_appendf(out,
-                   "# HELP wakegate_upstream_errors_total Upstream connect failures, resets and bad framing.\n"
-                   "# TYPE wakegate_upstream_errors_total counter\n"
-                   "wakegate_upstream_errors_total %" PRIu64 "\n"
-                   "# HELP wakegate_upstream_retries_total Requests retried on a fresh upstream connection.\n"
-                   "# TYPE wakegate_upstream_retries_total counter\n"
-                   "wakegate_upstream_retries_total %" PRIu64 "\n"
-                   "# HELP wakegate_client_bytes_received_total Bytes read from clients.\n"
-                   "# TYPE wakegate_client_bytes_received_total counter\n"
-                   "wakegate_client_bytes_received_total %" PRIu64 "\n"
-                   "# HELP wakegate_client_bytes_sent_total Bytes written to clients.\n"
-                   "# TYPE wakegate_client_bytes_sent_total counter\n"
-                   "wakegate_client_bytes_sent_total %" PRIu64 "\n",
-                   s->upstream_errors, s->upstream_retries, s->bytes_in, s->bytes_out);
+    wg_buf_appendf(
+        out,
+        "# HELP wakegate_upstream_errors_total Upstream connect failures, resets and bad framing.\n"
+        "# TYPE wakegate_upstream_errors_total counter\n"
+        "wakegate_upstream_errors_total %" PRIu64 "\n"
+        "# HELP wakegate_upstream_retries_total Requests retried on a fresh upstream connection.\n"
+        "# TYPE wakegate_upstream_retries_total counter\n"
+        "wakegate_upstream_retries_total %" PRIu64 "\n"
+        "# HELP wakegate_client_bytes_received_total Bytes read from clients.\n"
+        "# TYPE wakegate_client_bytes_received_total counter\n"
+        "wakegate_client_bytes_received_total %" PRIu64 "\n"
+        "# HELP wakegate_client_bytes_sent_total Bytes written to clients.\n"
+        "# TYPE wakegate_client_bytes_sent_total counter\n"
+        "wakegate_client_bytes_sent_total %" PRIu64 "\n",
+        s->upstream_errors, s->upstream_retries, s->bytes_in, s->bytes_out);
 }
 
 /* ---- async requests ----------------------------------------------------- */
@@ -486,8 +488,7 @@ bool wg_admin_bearer_ok(const char *token, const char *value, size_t len)
 
     if (token == NULL || token[0] == '\0' || value == NULL)
         return false;
-    if (len <= sl || strncasecmp(value, scheme, sl) != 0 ||
-        (value[sl] != ' ' && value[sl] != '\t'))
+    if (len <= sl || strncasecmp(value, scheme, sl) != 0 || (value[sl] != ' ' && value[sl] != '\t'))
         return false;
     for (i = sl; i < len && (value[i] == ' ' || value[i] == '\t'); i++)
         ;
@@ -698,8 +699,7 @@ static void ac_take_fields(struct admin_conn *ac)
 static void ac_process(struct admin_conn *ac)
 {
     struct wg_admin *a = ac->admin;
-    while (!ac->closing && ac->req == NULL && !ac->close_when_drained &&
-           wg_buf_size(&ac->in) > 0) {
+    while (!ac->closing && ac->req == NULL && !ac->close_when_drained && wg_buf_size(&ac->in) > 0) {
         const char *data = wg_buf_head(&ac->in);
         size_t len = wg_buf_size(&ac->in);
         if (!ac->head_done) {
@@ -894,8 +894,7 @@ static int add_hook(struct wg_admin *a, const char *prefix, wg_admin_handler_fn 
     return 0;
 }
 
-int wg_admin_add_handler(struct wg_admin *a, const char *prefix, wg_admin_handler_fn *fn,
-                         void *arg)
+int wg_admin_add_handler(struct wg_admin *a, const char *prefix, wg_admin_handler_fn *fn, void *arg)
 {
     return add_hook(a, prefix, fn, NULL, arg);
 }
@@ -904,6 +903,30 @@ int wg_admin_add_async_handler(struct wg_admin *a, const char *prefix, wg_admin_
                                void *arg)
 {
     return add_hook(a, prefix, NULL, fn, arg);
+}
+
+void wg_admin_remove_hooks(struct wg_admin *a, const void *arg)
+{
+    size_t k = 0;
+    if (a == NULL)
+        return;
+    for (size_t i = 0; i < a->nready; i++)
+        if (a->ready[i].arg != arg)
+            a->ready[k++] = a->ready[i];
+    a->nready = k;
+    k = 0;
+    for (size_t i = 0; i < a->nmetrics; i++)
+        if (a->metrics[i].arg != arg)
+            a->metrics[k++] = a->metrics[i];
+    a->nmetrics = k;
+    k = 0;
+    for (size_t i = 0; i < a->nhandlers; i++) {
+        if (a->handlers[i].arg != arg)
+            a->handlers[k++] = a->handlers[i];
+        else
+            free(a->handlers[i].prefix);
+    }
+    a->nhandlers = k;
 }
 
 void wg_admin_set_draining(struct wg_admin *a)

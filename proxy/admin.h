@@ -27,7 +27,7 @@
 #include "common/config.h"
 #include "common/log.h"
 
-struct wg_admin; /* opaque */
+struct wg_admin;     /* opaque */
 struct wg_admin_req; /* opaque: one request handed to an async handler */
 struct wg_proxy;
 
@@ -63,8 +63,8 @@ struct wg_admin_request {
 
 /* A synchronous handler writes its body to out and sets *content_type;
  * returns the HTTP status. */
-typedef int wg_admin_handler_fn(void *arg, const struct wg_admin_request *req,
-                                struct wg_buf *out, const char **content_type);
+typedef int wg_admin_handler_fn(void *arg, const struct wg_admin_request *req, struct wg_buf *out,
+                                const char **content_type);
 
 /* An async handler. From this call on it owns req and must finish it exactly
  * once, now or later: wg_admin_respond*() or, after wg_admin_stream_begin(),
@@ -92,6 +92,10 @@ int wg_admin_add_handler(struct wg_admin *admin, const char *prefix, wg_admin_ha
                          void *arg);
 int wg_admin_add_async_handler(struct wg_admin *admin, const char *prefix, wg_admin_async_fn *fn,
                                void *arg);
+/* Removes every ready check, metrics hook and handler registered with arg,
+ * so that arg may be freed while the admin lives on. Requests already handed
+ * to an async handler stay its own. */
+void wg_admin_remove_hooks(struct wg_admin *admin, const void *arg);
 /* From now on /readyz answers 503 "shutting down". */
 void wg_admin_set_draining(struct wg_admin *admin);
 /* Closes the listener and connections (their pending requests are cancelled

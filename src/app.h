@@ -43,6 +43,14 @@ static inline bool app_has_orchestrator(const struct app *app)
     return app->cfg.role != WG_ROLE_PROXY;
 }
 
+/* src/api.c: the admin API (needs admin, redis and store). */
+int app_api_start(struct app *app);
+void app_api_free(struct app *app);
+
+/* src/orch.c: the orchestrator runtime (needs redis; before the store is freed). */
+int app_orch_start(struct app *app);
+void app_orch_free(struct app *app);
+
 /* src/sessions.c: the proxy's session cache (needs px and store). */
 int app_sessions_start(struct app *app);
 void app_sessions_free(struct app *app);

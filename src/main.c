@@ -78,6 +78,8 @@ static void free_app(struct app *app)
     wg_proxy_free(app->px);
     app->px = NULL;
     app_sessions_free(app);
+    app_api_free(app);
+    app_orch_free(app);
     wg_store_free(app->store);
     app->store = NULL;
     wg_redis_free(app->redis);
@@ -261,6 +263,10 @@ int main(int argc, char **argv)
                      strerror(-r));
             goto out_free;
         }
+        if (app_orch_start(&app) < 0)
+            goto out_free;
+        if (app_api_start(&app) < 0)
+            goto out_free;
         wg_admin_add_ready_check(app.admin, redis_ready, &app);
         if (app_sessions_start(&app) < 0)
             goto out_free;

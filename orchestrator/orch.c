@@ -1,0 +1,1052 @@
+/* orchestrator/orch.c - the orchestrator runtime: boot, the wake consumer,
+ * the Docker events stream, heartbeat, metrics, and the task table shared
+ * by waker.c and reconcile.c. See orch.h for the behaviour and orch_int.h
+ * for ownership. */
+#include "orchestrator/orch_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/buf.h"
+#include "common/redis.h"
+
+#define TICK_MS 1000
+#define EVENTS_BACKOFF_MIN_MS 100
+#define EVENTS_BACKOFF_MAX_MS 5000
+#define READ_RETRY_MS 500
+#define MARK_TTL_MS 60000
+#define LOCK_TTL_MIN_MS 5000
+
+static void tick_cb(uv_timer_t *h);
+static void read_next(struct wg_orch *o);
+static void events_connect(struct wg_orch *o);
+
+/* ---- small helpers ----------------------------------------------------------------------------
+ */
+
+static int64_t realtime_ms(void *arg)
+{
+    struct timespec ts;
+
+    (void)arg;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t orch_now_ms(const struct wg_orch *o)
+{
+    return o->clock_ms(o->clock_arg);
+}
+
+const char *orch_q(char *buf, size_t len, const char *v)
+{
+    if (!v)
+        v = "";
+    return wg_log_quote(buf, len, v, strlen(v));
+}
+
+void orch_docker_error(struct wg_orch *o, int status)
+{
+    if (status != 0 && status != -ECANCELED)
+        o->st.docker_errors++;
+}
+
+static void orch_unref(struct wg_orch *o)
+{
+    if (--o->refs == 0)
+        free(o);
+}
+
+static void orch_handle_closed(uv_handle_t *h)
+{
+    orch_unref(h->data);
+}
+
+/* The lock token of this host: stable across restarts, so a restarted
+ * orchestrator can take back the locks its previous life held (a wake in
+ * progress when it crashed). Tokens are not secrets: anyone who can write
+ * to Redis can delete a lock. */
+static void make_token(struct wg_orch *o)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a 64 */
+    char safe[33];
+    size_t n = 0;
+
+    for (const char *p = o->name; *p; p++) {
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
+        if (n < sizeof(safe) - 1)
+            safe[n++] = (*p == '.' || *p == ':') ? '_' : *p;
+    }
+    safe[n] = '\0';
+    snprintf(o->token, sizeof(o->token), "orch-%s-%016" PRIx64, safe, h);
+}
+
+/* ---- marks: kills and OOMs seen before a die ----------------------------------------------- */
+
+void orch_mark(struct wg_orch *o, const char *container, bool kill, bool oom, bool ours)
+{
+    struct orch_mark *m = NULL;
+    uint64_t now = uv_now(o->loop);
+
+    if (!container || !container[0])
+        return;
+    for (unsigned i = 0; i < ORCH_MARKS; i++) {
+        if (strcmp(o->marks[i].container, container) == 0 && now - o->marks[i].at < MARK_TTL_MS) {
+            m = &o->marks[i];
+            break;
+        }
+    }
+    if (!m) {
+        m = &o->marks[o->marks_next];
+        o->marks_next = (o->marks_next + 1) % ORCH_MARKS;
+        memset(m, 0, sizeof(*m));
+        snprintf(m->container, sizeof(m->container), "%s", container);
+    }
+    m->at = now;
+    m->kill |= kill;
+    m->oom |= oom;
+    m->ours |= ours;
+}
+
+bool orch_mark_take(struct wg_orch *o, const char *container, bool *kill, bool *oom, bool *ours)
+{
+    uint64_t now = uv_now(o->loop);
+
+    *kill = *oom = *ours = false;
+    if (!container || !container[0])
+        return false;
+    for (unsigned i = 0; i < ORCH_MARKS; i++) {
+        struct orch_mark *m = &o->marks[i];
+        if (strcmp(m->container, container) != 0)
+            continue;
+        if (now - m->at < MARK_TTL_MS) {
+            *kill = m->kill;
+            *oom = m->oom;
+            *ours = m->ours;
+        }
+        memset(m, 0, sizeof(*m));
+        return *kill || *oom || *ours;
+    }
+    return false;
+}
+
+/* ---- tasks --------------------------------------------------------------------------------------
+ */
+
+static void task_free(struct orch_task *t)
+{
+    struct wg_orch *o = t->o;
+
+    wg_session_release(&t->rec);
+    free(t);
+    orch_unref(o);
+}
+
+void orch_task_unref(struct orch_task *t)
+{
+    if (--t->refs == 0)
+        task_free(t);
+}
+
+static void task_timer_closed(uv_handle_t *h)
+{
+    orch_task_unref(h->data);
+}
+
+struct orch_task *orch_task_find(struct wg_orch *o, const char *id, enum orch_task_kind kind)
+{
+    struct wg_list *it;
+
+    for (it = o->tasks.next; it != &o->tasks; it = it->next) {
+        struct orch_task *t = wg_container_of(it, struct orch_task, link);
+        if (t->kind == kind && strcmp(t->id, id) == 0)
+            return t;
+    }
+    return NULL;
+}
+
+/* Whether a task of session id is at work (not waiting for its turn). */
+static bool session_busy(struct wg_orch *o, const char *id, const struct orch_task *except)
+{
+    struct wg_list *it;
+
+    for (it = o->tasks.next; it != &o->tasks; it = it->next) {
+        struct orch_task *t = wg_container_of(it, struct orch_task, link);
+        if (t != except && t->phase != PH_WAIT_TURN && strcmp(t->id, id) == 0)
+            return true;
+    }
+    return false;
+}
+
+static bool session_has_tasks(struct wg_orch *o, const char *id)
+{
+    struct wg_list *it;
+
+    for (it = o->tasks.next; it != &o->tasks; it = it->next)
+        if (strcmp(wg_container_of(it, struct orch_task, link)->id, id) == 0)
+            return true;
+    return false;
+}
+
+struct orch_task *orch_task_new(struct wg_orch *o, enum orch_task_kind kind, const char *id)
+{
+    struct orch_task *t;
+
+    if (o->closing)
+        return NULL;
+    t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    t->o = o;
+    t->kind = kind;
+    snprintf(t->id, sizeof(t->id), "%s", id);
+    wg_session_init(&t->rec);
+    t->fail_exit = -1;
+    t->death_exit = -1;
+    wg_list_init(&t->qlink);
+    uv_timer_init(o->loop, &t->deadline);
+    uv_timer_init(o->loop, &t->timer);
+    uv_timer_init(o->loop, &t->extend);
+    t->deadline.data = t->timer.data = t->extend.data = t;
+    t->refs = 1 + 3;
+    o->refs++;
+    t->phase = session_has_tasks(o, id) ? PH_WAIT_TURN : PH_NEW;
+    wg_list_push_back(&o->tasks, &t->link);
+    return t;
+}
+
+void orch_task_begin(struct orch_task *t)
+{
+    if (t->finished || t->phase == PH_WAIT_TURN)
+        return;
+    switch (t->kind) {
+    case TK_WAKE:
+        waker_begin(t);
+        break;
+    case TK_RECHECK:
+        recheck_begin(t);
+        break;
+    case TK_DEATH:
+        death_begin(t);
+        break;
+    case TK_STOP:
+    case TK_DESTROY:
+        stopper_begin(t);
+        break;
+    }
+}
+
+void orch_task_call(struct orch_task *t)
+{
+    t->busy = true;
+    t->refs++;
+}
+
+bool orch_task_returned(struct orch_task *t)
+{
+    bool stop = t->finished || t->o->closing;
+
+    t->busy = false;
+    if (stop) {
+        orch_task_unref(t);
+        return true;
+    }
+    t->refs--; /* the live reference remains */
+    return false;
+}
+
+static void on_lock_released(const struct wg_store_res *res, void *arg)
+{
+    struct orch_task *t = arg;
+
+    if (res->status == WG_STORE_NOT_HELD && !t->o->closing)
+        WG_DEBUG(t->o->log, ORCH_SUBSYS, "lock already gone at release", "session=%s", t->id);
+    orch_task_unref(t);
+}
+
+void orch_task_unlock(struct orch_task *t)
+{
+    struct wg_orch *o = t->o;
+
+    if (!t->locked)
+        return;
+    t->locked = false;
+    uv_timer_stop(&t->extend);
+    if (!o->closing && wg_store_lock_release(o->store, t->id, o->token, on_lock_released, t) == 0)
+        t->refs++;
+}
+
+void orch_task_release_slot(struct orch_task *t)
+{
+    struct wg_orch *o = t->o;
+
+    if (t->slot) {
+        t->slot = false;
+        o->rechecks_running--;
+        reconcile_next(o);
+    }
+    if (t->round) {
+        t->round = false;
+        if (--o->round_left == 0 && !o->closing)
+            orch_reconciled(o);
+    }
+}
+
+void orch_task_finish(struct orch_task *t)
+{
+    struct wg_orch *o = t->o;
+    bool was_admitted = t->admitted, had_slot = t->slot;
+
+    if (t->finished)
+        return;
+    t->finished = true;
+    t->phase = PH_DONE;
+    wg_list_remove(&t->link);
+    if (t->in_queue) {
+        wg_list_remove(&t->qlink);
+        t->in_queue = false;
+        if (t->kind == TK_WAKE)
+            o->queued--;
+    }
+    if (t->admitted) {
+        t->admitted = false;
+        o->in_flight--;
+    }
+    wg_probe_stop(t->probe);
+    t->probe = NULL;
+    orch_task_unlock(t);
+    uv_close((uv_handle_t *)&t->deadline, task_timer_closed);
+    uv_close((uv_handle_t *)&t->timer, task_timer_closed);
+    uv_close((uv_handle_t *)&t->extend, task_timer_closed);
+    if (t->slot) {
+        t->slot = false;
+        o->rechecks_running--;
+    }
+    if (t->round) {
+        t->round = false;
+        if (--o->round_left == 0 && !o->closing)
+            orch_reconciled(o);
+    }
+    if (!o->closing) {
+        if (had_slot)
+            reconcile_next(o);
+        /* The next task of this session, in arrival order. */
+        if (!session_busy(o, t->id, t)) {
+            struct wg_list *it;
+            for (it = o->tasks.next; it != &o->tasks; it = it->next) {
+                struct orch_task *n = wg_container_of(it, struct orch_task, link);
+                if (strcmp(n->id, t->id) == 0 && n->phase == PH_WAIT_TURN) {
+                    n->phase = PH_NEW;
+                    orch_task_begin(n);
+                    break;
+                }
+            }
+        }
+        if (was_admitted)
+            waker_admit_next(o);
+    }
+    orch_task_unref(t); /* the live reference */
+}
+
+/* ---- locks --------------------------------------------------------------------------------------
+ */
+
+static uint32_t lock_ttl(const struct wg_orch *o)
+{
+    uint64_t ttl = 2 * o->cfg->sessions.wake_timeout_ms;
+
+    if (ttl < LOCK_TTL_MIN_MS)
+        ttl = LOCK_TTL_MIN_MS;
+    return ttl > UINT32_MAX ? UINT32_MAX : (uint32_t)ttl;
+}
+
+static void on_lock_extended(const struct wg_store_res *res, void *arg)
+{
+    struct orch_task *t = arg;
+
+    t->extend_busy = false;
+    if (!t->finished && !t->o->closing && res->status == WG_STORE_NOT_HELD)
+        WG_WARN(t->o->log, ORCH_SUBSYS, "lost the session lock while working, going on",
+                "session=%s", t->id);
+    orch_task_unref(t);
+}
+
+static void extend_cb(uv_timer_t *h)
+{
+    struct orch_task *t = h->data;
+
+    if (t->finished || !t->locked || t->extend_busy)
+        return;
+    if (wg_store_lock_extend(t->o->store, t->id, t->o->token, lock_ttl(t->o), on_lock_extended,
+                             t) == 0) {
+        t->extend_busy = true;
+        t->refs++;
+    }
+}
+
+static void lock_held(struct orch_task *t)
+{
+    uint32_t every = lock_ttl(t->o) / 3;
+
+    t->locked = true;
+    uv_timer_start(&t->extend, extend_cb, every, every);
+}
+
+static void on_lock_takeover(const struct wg_store_res *res, void *arg);
+
+static void on_lock(const struct wg_store_res *res, void *arg)
+{
+    struct orch_task *t = arg;
+
+    if (orch_task_returned(t))
+        return;
+    if (res->status == 0) {
+        lock_held(t);
+        t->lock_next(t, true, "");
+    } else if (res->status == WG_STORE_BUSY) {
+        /* Ours from a previous life? Extending succeeds only for our token. */
+        orch_task_call(t);
+        if (wg_store_lock_extend(t->o->store, t->id, t->o->token, lock_ttl(t->o), on_lock_takeover,
+                                 t) < 0) {
+            orch_task_returned(t);
+            t->lock_next(t, false, "locked by another actor");
+        }
+    } else {
+        t->lock_next(t, false, res->error[0] ? res->error : strerror(-res->status));
+    }
+}
+
+static void on_lock_takeover(const struct wg_store_res *res, void *arg)
+{
+    struct orch_task *t = arg;
+
+    if (orch_task_returned(t))
+        return;
+    if (res->status == 0) {
+        WG_INFO(t->o->log, ORCH_SUBSYS, "took back this host's lock from a previous run",
+                "session=%s", t->id);
+        lock_held(t);
+        t->lock_next(t, true, "");
+    } else if (res->status == WG_STORE_NOT_HELD) {
+        t->lock_next(t, false, "locked by another actor");
+    } else {
+        t->lock_next(t, false, res->error[0] ? res->error : strerror(-res->status));
+    }
+}
+
+void orch_task_lock(struct orch_task *t, orch_lock_next *next)
+{
+    t->lock_next = next;
+    t->phase = t->phase == PH_NEW ? PH_LOCK : t->phase;
+    if (t->locked) {
+        next(t, true, "");
+        return;
+    }
+    orch_task_call(t);
+    if (wg_store_lock_acquire(t->o->store, t->id, t->o->token, lock_ttl(t->o), on_lock, t) < 0) {
+        orch_task_returned(t);
+        next(t, false, "cannot send the lock command");
+    }
+}
+
+/* ---- acks and events ----------------------------------------------------------------------------
+ */
+
+static void on_acked(const struct wg_store_res *res, void *arg)
+{
+    struct wg_orch *o = arg;
+
+    if (res->status < 0 && !o->closing)
+        WG_WARN(o->log, ORCH_SUBSYS, "wake command ack failed, it will be claimed again",
+                "error=%s", strerror(-res->status));
+}
+
+void orch_ack(struct wg_orch *o, const char *entry_id)
+{
+    const char *ids[1] = {entry_id};
+
+    if (!entry_id || !entry_id[0] || o->closing)
+        return;
+    wg_store_wake_ack(o->store, o->name, WG_ORCH_GROUP, ids, 1, on_acked, o);
+}
+
+static void on_event_added(const struct wg_store_res *res, void *arg)
+{
+    struct wg_orch *o = arg;
+
+    if (res->status < 0 && !o->closing)
+        WG_DEBUG(o->log, ORCH_SUBSYS, "event append failed", "error=%s", strerror(-res->status));
+}
+
+void orch_event(struct wg_orch *o, const char *id, const char *type, const char *detail)
+{
+    if (o->closing)
+        return;
+    if (wg_store_event_add(o->store, id, type, detail, on_event_added, o) < 0)
+        WG_DEBUG(o->log, ORCH_SUBSYS, "event not appended", "session=%s type=%s", id, type);
+}
+
+/* ---- the wake consumer --------------------------------------------------------------------------
+ */
+
+static void handle_cmds(struct wg_orch *o, const struct wg_wake_cmd *cmds, size_t n)
+{
+    for (size_t i = 0; i < n && !o->closing; i++) {
+        const struct wg_wake_cmd *c = &cmds[i];
+        o->st.commands++;
+        if (c->bad) {
+            WG_WARN(o->log, ORCH_SUBSYS, "garbled wake command, acknowledging it unread",
+                    "entry=%s", c->entry_id);
+            orch_ack(o, c->entry_id);
+        } else if (c->op == WG_WAKE_OP_WAKE) {
+            waker_command(o, c);
+        } else {
+            waker_op_command(o, c);
+        }
+    }
+}
+
+static void read_retry_cb(uv_timer_t *h)
+{
+    read_next(h->data);
+}
+
+static void read_failed(struct wg_orch *o, const struct wg_store_res *res, const char *what)
+{
+    if (res->status == -EIO && strstr(res->error, "NOGROUP"))
+        o->group_ok = false; /* the stream or group was deleted: make it again */
+    if (!o->read_err_logged)
+        WG_WARN(o->log, ORCH_SUBSYS, "reading wake commands failed, retrying",
+                "what=%s error=\"%s\" retry_ms=%d", what,
+                res->error[0] ? res->error : strerror(-res->status), READ_RETRY_MS);
+    o->read_err_logged = true;
+    uv_timer_start(&o->read_timer, read_retry_cb, READ_RETRY_MS, 0);
+}
+
+static void on_read(const struct wg_store_res *res, void *arg)
+{
+    struct wg_orch *o = arg;
+
+    o->read_busy = false;
+    if (o->closing)
+        return;
+    if (res->status < 0) {
+        read_failed(o, res, o->pending_read_done ? "XREADGROUP" : "XREADGROUP pending");
+        return;
+    }
+    if (o->read_err_logged)
+        WG_INFO(o->log, ORCH_SUBSYS, "reading wake commands again", "stream=%s%s",
+                WG_STORE_KEY_WAKE_PREFIX, o->name);
+    o->read_err_logged = false;
+    if (!o->pending_read_done) {
+        o->pending_read_done = true;
+        if (res->n_wake)
+            WG_INFO(o->log, ORCH_SUBSYS, "re-reading wake commands left pending by a previous run",
+                    "count=%zu", res->n_wake);
+    }
+    handle_cmds(o, res->wake, res->n_wake);
+    read_next(o);
+}
+
+static void read_next(struct wg_orch *o)
+{
+    int rc;
+
+    if (o->closing || !o->consuming || o->read_busy)
+        return;
+    if (!o->group_ok) {
+        uv_timer_start(&o->read_timer, read_retry_cb, READ_RETRY_MS, 0);
+        return;
+    }
+    if (!o->pending_read_done)
+        rc = wg_store_wake_read(o->store, o->blocking, o->name, WG_ORCH_GROUP, o->name,
+                                WG_STORE_BATCH_MAX, 0, true, on_read, o);
+    else
+        rc = wg_store_wake_read(o->store, o->blocking, o->name, WG_ORCH_GROUP, o->name,
+                                WG_ORCH_READ_COUNT, WG_ORCH_READ_BLOCK_MS, false, on_read, o);
+    if (rc < 0) {
+        WG_ERROR(o->log, ORCH_SUBSYS, "cannot send XREADGROUP, retrying", "error=%s",
+                 strerror(-rc));
+        uv_timer_start(&o->read_timer, read_retry_cb, READ_RETRY_MS, 0);
+        return;
+    }
+    o->read_busy = true;
+}
+
+static void on_claimed(const struct wg_store_res *res, void *arg)
+{
+    struct wg_orch *o = arg;
+
+    o->claim_busy = false;
+    if (o->closing)
+        return;
+    if (res->status < 0) {
+        WG_WARN(o->log, ORCH_SUBSYS, "claiming idle wake commands failed", "error=\"%s\"",
+                res->error[0] ? res->error : strerror(-res->status));
+        return;
+    }
+    if (res->n_wake)
+        WG_INFO(o->log, ORCH_SUBSYS, "claimed wake commands left unacknowledged",
+                "count=%zu min_idle_ms=%d", res->n_wake, WG_ORCH_CLAIM_MIN_IDLE_MS);
+    snprintf(o->claim_next, sizeof(o->claim_next), "%s", res->next_id);
+    handle_cmds(o, res->wake, res->n_wake);
+}
+
+static void claim(struct wg_orch *o)
+{
+    if (o->claim_busy || !o->group_ok)
+        return;
+    o->last_claim = uv_now(o->loop);
+    if (wg_store_wake_claim(o->store, o->name, WG_ORCH_GROUP, o->name, WG_ORCH_CLAIM_MIN_IDLE_MS,
+                            o->claim_next[0] ? o->claim_next : "0-0", 100, on_claimed, o) == 0)
+        o->claim_busy = true;
+}
+
+void orch_reconciled(struct wg_orch *o)
+{
+    o->reconcile_busy = false;
+    o->last_scan = uv_now(o->loop);
+    if (!o->reconciled)
+        WG_INFO(o->log, ORCH_SUBSYS, "startup reconciliation done, consuming wake commands",
+                "stream=%s%s group=%s consumer=%s", WG_STORE_KEY_WAKE_PREFIX, o->name,
+                WG_ORCH_GROUP, o->name);
+    o->reconciled = true;
+    if (!o->consuming) {
+        o->consuming = true;
+        read_next(o);
+        claim(o);
+    }
+    if (o->reconcile_again) {
+        o->reconcile_again = false;
+        reconcile_round(o);
+    }
+}
+
+static void on_group(const struct wg_store_res *res, void *arg)
+{
+    struct wg_orch *o = arg;
+
+    o->group_busy = false;
+    if (o->closing)
+        return;
+    if (res->status < 0) {
+        WG_WARN(o->log, ORCH_SUBSYS, "cannot create the wake consumer group, retrying",
+                "stream=%s%s error=\"%s\"", WG_STORE_KEY_WAKE_PREFIX, o->name,
+                res->error[0] ? res->error : strerror(-res->status));
+        return;
+    }
+    o->group_ok = true;
+    WG_DEBUG(o->log, ORCH_SUBSYS, "wake consumer group ready", "stream=%s%s created=%d",
+             WG_STORE_KEY_WAKE_PREFIX, o->name, res->status == 0);
+}
+
+/* ---- Docker: ping and events --------------------------------------------------------------------
+ */
+
+static void on_ping(int status, const struct wg_docker_reply *r, void *arg)
+{
+    struct wg_orch *o = arg;
+
+    o->ping_busy = false;
+    if (o->closing)
+        return;
+    if (status == 0) {
+        if (!o->docker_ok) {
+            WG_INFO(o->log, ORCH_SUBSYS, "Docker engine answered", "host=%s api=%s",
+                    o->cfg->docker_host, r->api_version ? r->api_version : "?");
+            o->docker_ok = true;
+            o->last_heartbeat = 0;
+            tick_cb(&o->tick); /* group and heartbeat now, not at the next tick */
+        }
+        o->ping_err_logged = false;
+        if (!o->events && !uv_is_active((uv_handle_t *)&o->events_timer))
+            events_connect(o);
+        return;
+    }
+    orch_docker_error(o, status);
+    if (o->docker_ok || !o->ping_err_logged)
+        WG_WARN(o->log, ORCH_SUBSYS, "Docker engine does not answer, not ready",
+                "host=%s error=\"%s\"", o->cfg->docker_host, r->error);
+    o->ping_err_logged = true;
+    o->docker_ok = false;
+}
+
+static void ping(struct wg_orch *o)
+{
+    if (o->ping_busy)
+        return;
+    o->last_ping = uv_now(o->loop);
+    if (wg_docker_ping(o->docker, on_ping, o) == 0)
+        o->ping_busy = true;
+}
+
+static void on_docker_event(const struct wg_docker_event *ev, void *arg)
+{
+    struct wg_orch *o = arg;
+
+    if (o->closing)
+        return;
+    if (ev->kind == WG_DOCKER_EVENTS_OPEN) {
+        WG_INFO(o->log, ORCH_SUBSYS, "Docker events stream open", "label=%s since_ns=%" PRId64,
+                WG_DOCKER_SESSION_LABEL, o->events_since_ns);
+        o->events_open = true;
+        o->events_backoff_ms = 0;
+        if (o->events_since_ns == 0)
+            o->events_since_ns = orch_now_ms(o) * 1000000;
+        /* Startup, or catching up after a gap: Docker's truth again. */
+        reconcile_round(o);
+        return;
+    }
+    if (ev->time_ns >= o->events_since_ns)
+        o->events_since_ns = ev->time_ns + 1;
+    reconcile_on_event(o, ev);
+}
+
+static void events_retry_cb(uv_timer_t *h)
+{
+    struct wg_orch *o = h->data;
+
+    if (!o->docker_ok) {
+        ping(o); /* reconnects from on_ping */
+        return;
+    }
+    events_connect(o);
+}
+
+static void on_events_end(int status, const struct wg_docker_reply *r, void *arg)
+{
+    struct wg_orch *o = arg;
+
+    o->events = NULL;
+    o->events_open = false;
+    if (o->closing)
+        return;
+    orch_docker_error(o, status);
+    if (status < 0 && status != -ECONNRESET)
+        o->docker_ok = false;
+    o->events_backoff_ms = o->events_backoff_ms ? o->events_backoff_ms * 2 : EVENTS_BACKOFF_MIN_MS;
+    if (o->events_backoff_ms > EVENTS_BACKOFF_MAX_MS)
+        o->events_backoff_ms = EVENTS_BACKOFF_MAX_MS;
+    WG_WARN(o->log, ORCH_SUBSYS, "Docker events stream ended, reconnecting, not ready meanwhile",
+            "error=\"%s\" retry_ms=%" PRIu32, r->error, o->events_backoff_ms);
+    uv_timer_start(&o->events_timer, events_retry_cb, o->events_backoff_ms, 0);
+}
+
+static void events_connect(struct wg_orch *o)
+{
+    struct wg_docker_events_opts eo = {.label = WG_DOCKER_SESSION_LABEL,
+                                       .since_ns = o->events_since_ns};
+    int rc;
+
+    if (o->closing || o->events)
+        return;
+    rc = wg_docker_events_start(o->docker, &eo, on_docker_event, on_events_end, o, &o->events);
+    if (rc < 0) {
+        WG_ERROR(o->log, ORCH_SUBSYS, "cannot open the Docker events stream, retrying", "error=%s",
+                 strerror(-rc));
+        o->events = NULL;
+        uv_timer_start(&o->events_timer, events_retry_cb, EVENTS_BACKOFF_MAX_MS, 0);
+    }
+}
+
+/* ---- Redis coming back ---------------------------------------------------------------------- */
+
+/* The wake connection's state: after a loss, Redis may be back empty (a
+ * restart without persistence, a failover): Docker's truth again, so the
+ * records of running containers are re-adopted at once, and the consumer
+ * group is made again. */
+static void on_redis_state(struct wg_redis *r, bool connected, const char *reason, void *arg)
+{
+    struct wg_orch *o = arg;
+
+    (void)r;
+    if (o->closing)
+        return;
+    if (!connected) {
+        o->redis_lost = true;
+        return;
+    }
+    if (!o->redis_lost)
+        return;
+    o->redis_lost = false;
+    o->group_ok = false;
+    (void)reason;
+    WG_INFO(o->log, ORCH_SUBSYS, "Redis is back, reconciling with Docker again", "name=%s",
+            o->name);
+    tick_cb(&o->tick);
+    if (o->events_open)
+        reconcile_round(o);
+}
+
+/* ---- heartbeat and the tick --------------------------------------------------------------------
+ */
+
+static void heartbeat(struct wg_orch *o)
+{
+    char key[sizeof(WG_ORCH_KEY_HOST_PREFIX) + WG_SESSION_HOST_MAX + 1];
+    char val[512];
+    char ttl[16];
+
+    o->last_heartbeat = uv_now(o->loop);
+    if (wg_orch_heartbeat_json(val, sizeof(val), o->name, o->in_flight,
+                               o->cfg->max_concurrent_starts, o->queued, orch_now_ms(o)) < 0)
+        return;
+    snprintf(key, sizeof(key), WG_ORCH_KEY_HOST_PREFIX "%s", o->name);
+    snprintf(ttl, sizeof(ttl), "%d", WG_ORCH_HEARTBEAT_TTL_MS);
+    const char *argv[] = {"SET", key, val, "PX", ttl};
+    wg_redis_command_argv(o->redis, NULL, NULL, 5, argv, NULL);
+}
+
+static void tick_cb(uv_timer_t *h)
+{
+    struct wg_orch *o = h->data;
+    uint64_t now = uv_now(o->loop);
+
+    if (o->closing)
+        return;
+    if (!o->docker_ok || now - o->last_ping >= WG_ORCH_HEARTBEAT_EVERY_MS)
+        ping(o);
+    /* Nothing is written to Redis while the engine does not answer: no
+     * heartbeat (placement must not pick a host that cannot start
+     * anything), no consumer group (nothing consumes yet). */
+    if (!o->docker_ok)
+        return;
+    if (!o->group_ok && !o->group_busy &&
+        wg_store_wake_group(o->store, o->name, WG_ORCH_GROUP, on_group, o) == 0)
+        o->group_busy = true;
+    if (now - o->last_heartbeat >= WG_ORCH_HEARTBEAT_EVERY_MS)
+        heartbeat(o);
+    if (o->consuming && now - o->last_claim >= WG_ORCH_CLAIM_EVERY_MS)
+        claim(o);
+    /* A round that failed (Redis or Docker away) is tried again here. */
+    if (o->events_open && o->reconcile_again && !o->reconcile_busy)
+        reconcile_round(o);
+    if (o->reconciled && !o->reconcile_busy && now - o->last_scan >= WG_ORCH_STUCK_SCAN_EVERY_MS) {
+        o->last_scan = now;
+        reconcile_scan_stuck(o);
+    }
+}
+
+/* ---- public -------------------------------------------------------------------------------------
+ */
+
+int wg_orch_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log,
+                struct wg_redis *redis, const struct wg_orch_opts *opts, struct wg_orch **ret,
+                char *err, size_t errlen)
+{
+    struct wg_docker_opts dopts = {0};
+    struct wg_redis_opts ropts = {0};
+    struct wg_store_opts sopts = {0};
+    struct wg_orch *o = NULL;
+    int rc;
+
+    if (errlen > 0)
+        err[0] = '\0';
+    if (!loop || !cfg || !redis || !ret || !cfg->redis_url) {
+        snprintf(err, errlen, "the orchestrator needs Redis (redis.url)");
+        return -EINVAL;
+    }
+    if (!cfg->docker_name || !wg_session_host_valid(cfg->docker_name, strlen(cfg->docker_name)) ||
+        !wg_store_name_valid(cfg->docker_name)) {
+        snprintf(err, errlen,
+                 "docker.name must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$ (it names this host's "
+                 "wake stream and its consumer)");
+        return -EINVAL;
+    }
+    o = calloc(1, sizeof(*o));
+    if (!o)
+        return -ENOMEM;
+    o->loop = loop;
+    o->cfg = cfg;
+    o->log = log;
+    o->name = cfg->docker_name;
+    o->redis = redis;
+    o->clock_ms = opts && opts->clock_ms ? opts->clock_ms : realtime_ms;
+    o->clock_arg = opts ? opts->clock_arg : NULL;
+    wg_list_init(&o->tasks);
+    wg_list_init(&o->admit_q);
+    wg_list_init(&o->recheck_q);
+    make_token(o);
+    snprintf(o->container_prefix, sizeof(o->container_prefix), "wg-");
+
+    dopts.host = opts && opts->docker_host ? opts->docker_host : cfg->docker_host;
+    rc = wg_docker_new(loop, &dopts, log, &o->docker, err, errlen);
+    if (rc < 0)
+        goto fail;
+    sopts.log = log;
+    sopts.clock_ms = o->clock_ms;
+    sopts.clock_arg = o->clock_arg;
+    if ((rc = wg_store_new(redis, &sopts, &o->store)) < 0) {
+        snprintf(err, errlen, "cannot create the session store: %s", strerror(-rc));
+        goto fail;
+    }
+    ropts.name = "wake";
+    ropts.command_timeout_ms = WG_ORCH_READ_BLOCK_MS + WG_REDIS_COMMAND_TIMEOUT_MS;
+    if ((rc = wg_redis_new(loop, cfg->redis_url, &ropts, log, &o->blocking)) < 0) {
+        snprintf(err, errlen, "cannot set up the wake stream connection: %s", strerror(-rc));
+        goto fail;
+    }
+    wg_redis_on_state(o->blocking, on_redis_state, o);
+
+    o->refs = 1 + 3;
+    uv_timer_init(loop, &o->tick);
+    uv_timer_init(loop, &o->events_timer);
+    uv_timer_init(loop, &o->read_timer);
+    o->tick.data = o->events_timer.data = o->read_timer.data = o;
+    uv_timer_start(&o->tick, tick_cb, 0, TICK_MS);
+    WG_INFO(log, ORCH_SUBSYS, "orchestrator starting",
+            "name=%s docker=%s max_concurrent_starts=%u wake_timeout_ms=%" PRIu64, o->name,
+            dopts.host, cfg->max_concurrent_starts, cfg->sessions.wake_timeout_ms);
+    *ret = o;
+    return 0;
+
+fail:
+    wg_redis_free(o->blocking);
+    wg_store_free(o->store);
+    wg_docker_free(o->docker);
+    free(o);
+    return rc;
+}
+
+void wg_orch_free(struct wg_orch *o)
+{
+    struct wg_list *it;
+
+    if (!o || o->closing)
+        return;
+    o->closing = true;
+    WG_INFO(o->log, ORCH_SUBSYS, "orchestrator stopping",
+            "starts_in_flight=%u queued=%u tasks_cancelled=%s", o->in_flight, o->queued,
+            wg_list_empty(&o->tasks) ? "0" : "some");
+    while ((it = o->tasks.next) != &o->tasks)
+        orch_task_finish(wg_container_of(it, struct orch_task, link));
+    if (o->events)
+        wg_docker_events_stop(o->events);
+    o->events = NULL;
+    /* Pending callbacks run now with -ECANCELED and drop their references. */
+    wg_store_free(o->store);
+    o->store = NULL;
+    wg_docker_free(o->docker);
+    o->docker = NULL;
+    wg_redis_free(o->blocking);
+    o->blocking = NULL;
+    uv_close((uv_handle_t *)&o->tick, orch_handle_closed);
+    uv_close((uv_handle_t *)&o->events_timer, orch_handle_closed);
+    uv_close((uv_handle_t *)&o->read_timer, orch_handle_closed);
+    orch_unref(o);
+}
+
+bool wg_orch_ready(const struct wg_orch *o, char *why, size_t whylen)
+{
+    if (!o)
+        return false;
+    if (!o->docker_ok) {
+        snprintf(why, whylen, "Docker engine at %s does not answer", o->cfg->docker_host);
+        return false;
+    }
+    if (!o->events_open) {
+        snprintf(why, whylen, "Docker events stream is not open");
+        return false;
+    }
+    return true;
+}
+
+void wg_orch_get_stats(const struct wg_orch *o, struct wg_orch_stats *ret)
+{
+    *ret = o->st;
+    ret->starts_in_flight = o->in_flight;
+    ret->queued = o->queued;
+    ret->docker_ok = o->docker_ok;
+    ret->events_open = o->events_open;
+    ret->reconciled = o->reconciled;
+    ret->consuming = o->consuming;
+}
+
+static void hist_out(struct wg_buf *out, const char *name, const char *phase,
+                     const struct wg_orch_hist *h)
+{
+    uint64_t cum = 0;
+
+    for (size_t i = 0; i < WG_ORCH_HIST_BUCKETS; i++) {
+        cum += h->counts[i];
+        wg_buf_appendf(out, "%s_bucket{phase=\"%s\",le=\"%g\"} %" PRIu64 "\n", name, phase,
+                       wg_orch_hist_bounds[i], cum);
+    }
+    cum += h->counts[WG_ORCH_HIST_BUCKETS];
+    wg_buf_appendf(out, "%s_bucket{phase=\"%s\",le=\"+Inf\"} %" PRIu64 "\n", name, phase, cum);
+    wg_buf_appendf(out, "%s_sum{phase=\"%s\"} %.6f\n", name, phase, h->sum);
+    wg_buf_appendf(out, "%s_count{phase=\"%s\"} %" PRIu64 "\n", name, phase, h->n);
+}
+
+void wg_orch_metrics(const struct wg_orch *o, struct wg_buf *out)
+{
+    static const char hname[] = "wakegate_wake_duration_seconds";
+
+    if (!o)
+        return;
+    wg_buf_appendf(out,
+                   "# HELP wakegate_wakes_total Wakes that reached an end, by outcome.\n"
+                   "# TYPE wakegate_wakes_total counter\n"
+                   "wakegate_wakes_total{outcome=\"ready\"} %" PRIu64 "\n"
+                   "wakegate_wakes_total{outcome=\"failed\"} %" PRIu64 "\n"
+                   "wakegate_wakes_total{outcome=\"timeout\"} %" PRIu64 "\n",
+                   o->st.wakes_ready, o->st.wakes_failed, o->st.wakes_timeout);
+    wg_buf_appendf(out,
+                   "# HELP %s Time a wake spent in each phase (queue: waiting for "
+                   "admission; docker_start: create/start/unpause; ready: start returned "
+                   "to ready; total: the move to starting to ready).\n# TYPE %s histogram\n",
+                   hname, hname);
+    hist_out(out, hname, "queue", &o->m.queue);
+    hist_out(out, hname, "docker_start", &o->m.docker_start);
+    hist_out(out, hname, "ready", &o->m.ready);
+    hist_out(out, hname, "total", &o->m.total);
+    wg_buf_appendf(
+        out,
+        "# HELP wakegate_docker_errors_total Docker Engine calls that failed.\n"
+        "# TYPE wakegate_docker_errors_total counter\n"
+        "wakegate_docker_errors_total %" PRIu64 "\n"
+        "# HELP wakegate_starts_in_flight Container starts in progress on this host.\n"
+        "# TYPE wakegate_starts_in_flight gauge\n"
+        "wakegate_starts_in_flight %u\n"
+        "# HELP wakegate_starts_queued Wakes waiting for admission on this host.\n"
+        "# TYPE wakegate_starts_queued gauge\n"
+        "wakegate_starts_queued %u\n"
+        "# HELP wakegate_wake_commands_total Commands read from this host's wake stream.\n"
+        "# TYPE wakegate_wake_commands_total counter\n"
+        "wakegate_wake_commands_total %" PRIu64 "\n"
+        "# HELP wakegate_wake_commands_coalesced_total Wake commands joined to a wake in "
+        "progress.\n"
+        "# TYPE wakegate_wake_commands_coalesced_total counter\n"
+        "wakegate_wake_commands_coalesced_total %" PRIu64 "\n"
+        "# HELP wakegate_wake_commands_stale_total Wake commands skipped as older than the wake "
+        "timeout.\n"
+        "# TYPE wakegate_wake_commands_stale_total counter\n"
+        "wakegate_wake_commands_stale_total %" PRIu64 "\n"
+        "# HELP wakegate_reconcile_corrections_total Records corrected from Docker's truth.\n"
+        "# TYPE wakegate_reconcile_corrections_total counter\n"
+        "wakegate_reconcile_corrections_total %" PRIu64 "\n"
+        "# HELP wakegate_sessions_adopted_total Labelled containers adopted as sessions.\n"
+        "# TYPE wakegate_sessions_adopted_total counter\n"
+        "wakegate_sessions_adopted_total %" PRIu64 "\n"
+        "# HELP wakegate_crash_restarts_total Containers restarted after a crash.\n"
+        "# TYPE wakegate_crash_restarts_total counter\n"
+        "wakegate_crash_restarts_total %" PRIu64 "\n"
+        "# HELP wakegate_docker_events_open Whether the Docker events stream is open.\n"
+        "# TYPE wakegate_docker_events_open gauge\n"
+        "wakegate_docker_events_open %d\n",
+        o->st.docker_errors, o->in_flight, o->queued, o->st.commands, o->st.coalesced, o->st.stale,
+        o->st.corrections, o->st.adopted, o->st.restarts, o->events_open ? 1 : 0);
+}
+
+int wg_orch_set_op_handler(struct wg_orch *o, enum wg_wake_op op, wg_orch_op_fn *fn, void *arg)
+{
+    if (!o || (op != WG_WAKE_OP_SLEEP && op != WG_WAKE_OP_DESTROY))
+        return -EINVAL;
+    o->op_fn[op] = fn;
+    o->op_arg[op] = arg;
+    return 0;
+}

@@ -1,0 +1,511 @@
+/* orchestrator/orch_policy.c - the orchestrator's decisions; see orch_policy.h. */
+#include "orchestrator/orch_policy.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#define S(x) WG_SESSION_##x
+#define B(x) WG_SESSION_BIT(WG_SESSION_##x)
+
+/* ---- wakes ------------------------------------------------------------------------------- */
+
+enum wg_orch_wake_action wg_orch_wake_decide(enum wg_session_state state, int64_t state_since,
+                                             int64_t now, uint64_t cooldown_ms, bool force)
+{
+    switch (state) {
+    case S(RUNNING):
+        return WG_ORCH_WAKE_NOOP;
+    case S(STARTING):
+        return WG_ORCH_WAKE_RESUME;
+    case S(CREATING):
+    case S(ASLEEP):
+    case S(PAUSED):
+        return WG_ORCH_WAKE_START;
+    case S(FAILED):
+        /* A clock that went back (state_since in the future) must not
+         * block retries for ever: only a measured recent failure counts. */
+        if (!force && now >= state_since && (uint64_t)(now - state_since) < cooldown_ms)
+            return WG_ORCH_WAKE_COOLDOWN;
+        return WG_ORCH_WAKE_START;
+    case S(DRAINING):
+    case S(SAVING):
+    case S(STOPPING):
+        return WG_ORCH_WAKE_WAIT;
+    case S(DESTROYED):
+    default:
+        return WG_ORCH_WAKE_REFUSE;
+    }
+}
+
+const char *wg_orch_wake_action_name(enum wg_orch_wake_action a)
+{
+    switch (a) {
+    case WG_ORCH_WAKE_NOOP:
+        return "noop";
+    case WG_ORCH_WAKE_START:
+        return "start";
+    case WG_ORCH_WAKE_RESUME:
+        return "resume";
+    case WG_ORCH_WAKE_COOLDOWN:
+        return "cooldown";
+    case WG_ORCH_WAKE_WAIT:
+        return "wait";
+    case WG_ORCH_WAKE_REFUSE:
+        return "refuse";
+    }
+    return "?";
+}
+
+bool wg_orch_wake_stale(int64_t at, int64_t now, uint64_t wake_timeout_ms)
+{
+    if (at <= 0)
+        return false; /* no stamp: act on it */
+    return now > at && (uint64_t)(now - at) > wake_timeout_ms;
+}
+
+uint32_t wg_orch_backoff_ms(unsigned restarts)
+{
+    uint64_t ms = WG_ORCH_BACKOFF_BASE_MS;
+
+    for (unsigned i = 0; i < restarts && ms < WG_ORCH_BACKOFF_MAX_MS; i++)
+        ms *= 2;
+    return ms > WG_ORCH_BACKOFF_MAX_MS ? WG_ORCH_BACKOFF_MAX_MS : (uint32_t)ms;
+}
+
+/* ---- deaths ------------------------------------------------------------------------------ */
+
+enum wg_orch_death_action wg_orch_death_decide(const struct wg_orch_death *d,
+                                               uint32_t crash_window_ms, unsigned max_restarts,
+                                               const char **ret_reason)
+{
+    const char *reason = "";
+    enum wg_orch_death_action a = WG_ORCH_DEATH_IGNORE;
+
+    /* Only states where the container is supposed to be up are corrected;
+     * starting belongs to the waker, stopping to whoever stops it. */
+    if (!WG_SESSION_IN(d->state, B(RUNNING) | B(PAUSED) | B(DRAINING) | B(SAVING)))
+        goto out;
+    if (d->oom) {
+        reason = "oom";
+        a = WG_ORCH_DEATH_FAILED;
+    } else if (d->by_hand) {
+        reason = "stopped";
+        a = WG_ORCH_DEATH_ASLEEP;
+    } else if (d->exit_code == 0) {
+        reason = "exited";
+        a = WG_ORCH_DEATH_ASLEEP;
+    } else if (d->state == S(RUNNING) && d->uptime_ms >= 0 &&
+               (uint64_t)d->uptime_ms < crash_window_ms) {
+        if (d->restarts < max_restarts) {
+            reason = "exit";
+            a = WG_ORCH_DEATH_RESTART;
+        } else {
+            reason = "crash loop";
+            a = WG_ORCH_DEATH_FAILED;
+        }
+    } else {
+        reason = "exit";
+        a = WG_ORCH_DEATH_FAILED;
+    }
+out:
+    if (ret_reason)
+        *ret_reason = reason;
+    return a;
+}
+
+const char *wg_orch_death_action_name(enum wg_orch_death_action a)
+{
+    switch (a) {
+    case WG_ORCH_DEATH_IGNORE:
+        return "ignore";
+    case WG_ORCH_DEATH_ASLEEP:
+        return "asleep";
+    case WG_ORCH_DEATH_FAILED:
+        return "failed";
+    case WG_ORCH_DEATH_RESTART:
+        return "restart";
+    }
+    return "?";
+}
+
+/* ---- reconciliation ------------------------------------------------------------------- */
+
+enum wg_orch_docker_state wg_orch_docker_state_of(const char *status)
+{
+    if (!status)
+        return WG_ORCH_DOCKER_MISSING;
+    if (strcmp(status, "running") == 0 || strcmp(status, "restarting") == 0)
+        return WG_ORCH_DOCKER_RUNNING;
+    if (strcmp(status, "paused") == 0)
+        return WG_ORCH_DOCKER_PAUSED;
+    return WG_ORCH_DOCKER_STOPPED;
+}
+
+const char *wg_orch_docker_state_name(enum wg_orch_docker_state s)
+{
+    switch (s) {
+    case WG_ORCH_DOCKER_MISSING:
+        return "missing";
+    case WG_ORCH_DOCKER_RUNNING:
+        return "running";
+    case WG_ORCH_DOCKER_PAUSED:
+        return "paused";
+    case WG_ORCH_DOCKER_STOPPED:
+        return "stopped";
+    }
+    return "?";
+}
+
+static void fix_set(struct wg_orch_fix *f, enum wg_orch_fix_kind kind, enum wg_session_state to,
+                    const char *why)
+{
+    f->kind = kind;
+    f->to = to;
+    f->why = why;
+}
+
+void wg_orch_reconcile_decide(const struct wg_orch_observed *ob, struct wg_orch_fix *f)
+{
+    const enum wg_session_state st = ob->state;
+    const bool transient = wg_session_state_transient(st);
+
+    memset(f, 0, sizeof(*f));
+    f->kind = WG_ORCH_FIX_NONE;
+    f->to = st;
+    f->why = "in agreement";
+    if (st == S(DESTROYED) || (transient && !ob->stuck))
+        return;
+
+    switch (ob->docker) {
+    case WG_ORCH_DOCKER_MISSING:
+        switch (st) {
+        case S(STARTING):
+            fix_set(f, WG_ORCH_FIX_RESUME, st, "starting with no container: wake again");
+            break;
+        case S(CREATING):
+            fix_set(f, WG_ORCH_FIX_MOVE, S(ASLEEP), "creating stuck with no container");
+            f->clear_container = true;
+            break;
+        case S(ASLEEP):
+        case S(FAILED):
+            if (ob->record_has_container) {
+                fix_set(f, WG_ORCH_FIX_UPDATE, st, "the container is gone");
+                f->clear_container = true;
+            }
+            break;
+        default: /* running, paused, draining, saving, stopping */
+            fix_set(f, WG_ORCH_FIX_MOVE, S(ASLEEP), "the container is gone");
+            f->clear_container = true;
+            break;
+        }
+        break;
+
+    case WG_ORCH_DOCKER_RUNNING:
+        switch (st) {
+        case S(STARTING):
+            fix_set(f, WG_ORCH_FIX_RESUME, st, "starting with nobody waking it");
+            break;
+        case S(FAILED):
+            fix_set(f, WG_ORCH_FIX_RESUME, st, "Docker says running while Redis says failed");
+            break;
+        case S(RUNNING):
+            if (!ob->same_container || ob->ip_differs) {
+                fix_set(f, WG_ORCH_FIX_UPDATE, st, "container id or address changed");
+                f->set_container = true;
+            }
+            break;
+        case S(STOPPING):
+            fix_set(f, WG_ORCH_FIX_STOP, S(ASLEEP), "stopping stuck with the container running");
+            f->set_container = true;
+            break;
+        default: /* creating, asleep, paused, draining, saving */
+            fix_set(f, WG_ORCH_FIX_MOVE, S(RUNNING), "Docker says running");
+            f->set_container = true;
+            break;
+        }
+        break;
+
+    case WG_ORCH_DOCKER_PAUSED:
+        switch (st) {
+        case S(STARTING):
+            fix_set(f, WG_ORCH_FIX_RESUME, st, "starting with nobody waking it");
+            break;
+        case S(PAUSED):
+            if (!ob->same_container) {
+                fix_set(f, WG_ORCH_FIX_UPDATE, st, "container id changed");
+                f->set_container = true;
+            }
+            break;
+        case S(FAILED):
+            break; /* the next wake unpauses it */
+        case S(DRAINING):
+            /* draining cannot move to paused; failed lets the next wake unpause */
+            fix_set(f, WG_ORCH_FIX_MOVE, S(FAILED), "draining stuck with the container paused");
+            f->set_container = true;
+            break;
+        case S(STOPPING):
+            fix_set(f, WG_ORCH_FIX_STOP, S(ASLEEP), "stopping stuck with the container paused");
+            f->set_container = true;
+            break;
+        default: /* creating, running, saving, asleep */
+            fix_set(f, WG_ORCH_FIX_MOVE, S(PAUSED), "Docker says paused");
+            f->set_container = true;
+            break;
+        }
+        break;
+
+    case WG_ORCH_DOCKER_STOPPED:
+        switch (st) {
+        case S(STARTING):
+            fix_set(f, WG_ORCH_FIX_RESUME, st, "starting with nobody waking it");
+            break;
+        case S(ASLEEP):
+        case S(FAILED):
+            if (!ob->same_container) {
+                fix_set(f, WG_ORCH_FIX_UPDATE, st, "container id changed");
+                f->set_container = true;
+            }
+            break;
+        case S(CREATING):
+        case S(STOPPING):
+            fix_set(f, WG_ORCH_FIX_MOVE, S(ASLEEP), "Docker says stopped");
+            f->set_container = true;
+            break;
+        default: /* running, paused, draining, saving */
+            if (ob->clean_exit)
+                fix_set(f, WG_ORCH_FIX_MOVE, S(ASLEEP), "Docker says stopped");
+            else
+                fix_set(f, WG_ORCH_FIX_MOVE, S(FAILED), "Docker says exited with an error");
+            f->set_container = true;
+            break;
+        }
+        break;
+    }
+}
+
+const char *wg_orch_fix_name(enum wg_orch_fix_kind k)
+{
+    switch (k) {
+    case WG_ORCH_FIX_NONE:
+        return "none";
+    case WG_ORCH_FIX_UPDATE:
+        return "update";
+    case WG_ORCH_FIX_MOVE:
+        return "move";
+    case WG_ORCH_FIX_RESUME:
+        return "resume";
+    case WG_ORCH_FIX_STOP:
+        return "stop";
+    }
+    return "?";
+}
+
+uint64_t wg_orch_stuck_after_ms(enum wg_session_state state, const struct wg_orch_deadlines *d)
+{
+    uint64_t twice_wake = 2 * d->wake_timeout_ms;
+
+    if (twice_wake < 60000)
+        twice_wake = 60000;
+    switch (state) {
+    case S(STARTING):
+        return d->wake_timeout_ms + 1000;
+    case S(CREATING):
+    case S(DRAINING):
+    case S(STOPPING):
+        return twice_wake;
+    case S(SAVING):
+        return d->save_timeout_ms ? 2 * d->save_timeout_ms : twice_wake;
+    default:
+        return 0;
+    }
+}
+
+/* ---- readiness -------------------------------------------------------------------------- */
+
+enum wg_orch_ready_mode wg_orch_ready_mode_of(const char *health)
+{
+    return health && health[0] ? WG_ORCH_READY_HEALTH : WG_ORCH_READY_TCP;
+}
+
+bool wg_orch_health_ready(const char *health)
+{
+    return health && strcmp(health, "healthy") == 0;
+}
+
+/* ---- spec ---------------------------------------------------------------------------------- */
+
+static void strv_free(char **v)
+{
+    if (!v)
+        return;
+    for (size_t i = 0; v[i]; i++)
+        free(v[i]);
+    free(v);
+}
+
+void wg_orch_spec_release(struct wg_orch_spec *spec)
+{
+    if (!spec)
+        return;
+    strv_free(spec->cmd);
+    strv_free(spec->env);
+    strv_free(spec->labels);
+    strv_free(spec->binds);
+    memset(spec, 0, sizeof(*spec));
+}
+
+#define SPEC_ERR(...)                                                                              \
+    do {                                                                                           \
+        if (errlen > 0)                                                                            \
+            snprintf(err, errlen, __VA_ARGS__);                                                    \
+        rc = -EINVAL;                                                                              \
+        goto out;                                                                                  \
+    } while (0)
+
+/* A JSON array of strings into a NULL-terminated vector. */
+static int strv_from(json_t *a, const char *what, char ***ret, char *err, size_t errlen)
+{
+    char **v = NULL;
+    size_t n;
+    int rc = 0;
+
+    if (!json_is_array(a))
+        SPEC_ERR("spec.%s must be an array of strings", what);
+    n = json_array_size(a);
+    if (n > WG_ORCH_SPEC_ITEMS_MAX)
+        SPEC_ERR("spec.%s has more than %d entries", what, WG_ORCH_SPEC_ITEMS_MAX);
+    v = calloc(n + 1, sizeof(*v));
+    if (!v) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *s = json_string_value(json_array_get(a, i));
+        if (!s)
+            SPEC_ERR("spec.%s[%zu] must be a string", what, i);
+        if (!(v[i] = strdup(s))) {
+            rc = -ENOMEM;
+            goto out;
+        }
+    }
+    *ret = v;
+    v = NULL;
+out:
+    strv_free(v);
+    return rc;
+}
+
+static bool reserved_label(const char *k)
+{
+    return strcmp(k, "wakegate.session") == 0 || strcmp(k, "wakegate.port") == 0;
+}
+
+int wg_orch_spec_parse(const char *json_text, struct wg_orch_spec *ret_spec, char *err,
+                       size_t errlen)
+{
+    struct wg_orch_spec sp = {0};
+    json_error_t jerr;
+    json_t *root = NULL, *v;
+    int rc = 0;
+
+    if (errlen > 0)
+        err[0] = '\0';
+    if (!json_text || !json_text[0])
+        goto done;
+    root = json_loads(json_text, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root)
+        SPEC_ERR("spec is not JSON: %s", jerr.text);
+    if (!json_is_object(root))
+        SPEC_ERR("spec must be a JSON object");
+    if ((v = json_object_get(root, "cmd")) && !json_is_null(v)) {
+        if ((rc = strv_from(v, "cmd", &sp.cmd, err, errlen)) < 0)
+            goto out;
+        if (!sp.cmd[0]) { /* [] means the image's CMD, as absent */
+            strv_free(sp.cmd);
+            sp.cmd = NULL;
+        }
+    }
+    if ((v = json_object_get(root, "env")) && !json_is_null(v) &&
+        (rc = strv_from(v, "env", &sp.env, err, errlen)) < 0)
+        goto out;
+    if ((v = json_object_get(root, "binds")) && !json_is_null(v) &&
+        (rc = strv_from(v, "binds", &sp.binds, err, errlen)) < 0)
+        goto out;
+    if ((v = json_object_get(root, "labels")) && !json_is_null(v)) {
+        const char *k;
+        json_t *lv;
+        size_t n = 0;
+
+        if (!json_is_object(v))
+            SPEC_ERR("spec.labels must be an object of strings");
+        if (json_object_size(v) > WG_ORCH_SPEC_ITEMS_MAX)
+            SPEC_ERR("spec.labels has more than %d entries", WG_ORCH_SPEC_ITEMS_MAX);
+        sp.labels = calloc(2 * json_object_size(v) + 1, sizeof(char *));
+        if (!sp.labels) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        json_object_foreach(v, k, lv)
+        {
+            const char *s = json_string_value(lv);
+            if (!s)
+                SPEC_ERR("spec.labels.%s must be a string", k);
+            if (reserved_label(k))
+                continue;
+            if (!(sp.labels[n] = strdup(k)) || !(sp.labels[n + 1] = strdup(s))) {
+                rc = -ENOMEM;
+                goto out;
+            }
+            n += 2;
+        }
+    }
+done:
+    *ret_spec = sp;
+    memset(&sp, 0, sizeof(sp));
+out:
+    wg_orch_spec_release(&sp);
+    json_decref(root);
+    return rc;
+}
+
+/* ---- metrics ------------------------------------------------------------------------------ */
+
+const double wg_orch_hist_bounds[WG_ORCH_HIST_BUCKETS] = {
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120,
+};
+
+void wg_orch_hist_add(struct wg_orch_hist *h, double seconds)
+{
+    size_t i = 0;
+
+    if (seconds < 0)
+        seconds = 0;
+    while (i < WG_ORCH_HIST_BUCKETS && seconds > wg_orch_hist_bounds[i])
+        i++;
+    h->counts[i]++;
+    h->n++;
+    h->sum += seconds;
+}
+
+int wg_orch_heartbeat_json(char *out, size_t outlen, const char *name, unsigned in_flight,
+                           unsigned max_starts, unsigned queued, int64_t at_ms)
+{
+    json_t *o = json_pack("{s:s, s:I, s:I, s:I, s:I}", "name", name, "starts_in_flight",
+                          (json_int_t)in_flight, "max_concurrent_starts", (json_int_t)max_starts,
+                          "queued", (json_int_t)queued, "at", (json_int_t)at_ms);
+    int n;
+
+    if (!o)
+        return -ENOMEM;
+    n = (int)json_dumpb(o, out, outlen, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    if (n <= 0 || (size_t)n >= outlen)
+        return -ENOSPC;
+    out[n] = '\0';
+    return n;
+}

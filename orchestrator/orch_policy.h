@@ -1,0 +1,187 @@
+/* orchestrator/orch_policy.h - the orchestrator's decisions as pure functions.
+ *
+ * Everything here is free of I/O and loops, so the unit tests (test/unit/
+ * test_orch.c) can walk every case: what a wake command does to a session in
+ * each state, what a container's death means, how reconciliation corrects a
+ * record from Docker's truth, when a transient state is stuck, the crash-loop
+ * backoff, the container spec of a record, and the wake-duration histogram.
+ * orchestrator/orch.c and its parts act on these answers and log them. */
+#ifndef WG_ORCHESTRATOR_ORCH_POLICY_H
+#define WG_ORCHESTRATOR_ORCH_POLICY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/session.h"
+
+#define WG_ORCH_CRASH_WINDOW_MS 10000u /* a death this soon after a start is a crash loop */
+#define WG_ORCH_MAX_RESTARTS 3u        /* crash restarts before giving up */
+#define WG_ORCH_BACKOFF_BASE_MS 1000u  /* 1 s, 2 s, 4 s, ... */
+#define WG_ORCH_BACKOFF_MAX_MS 60000u
+#define WG_ORCH_FAILED_COOLDOWN_MS 30000u /* a failed session is not retried sooner */
+
+/* ---- wakes ------------------------------------------------------------------------------- */
+
+enum wg_orch_wake_action {
+    WG_ORCH_WAKE_NOOP,     /* running already: nothing to do */
+    WG_ORCH_WAKE_START,    /* move to starting (CAS), then create/start/unpause */
+    WG_ORCH_WAKE_RESUME,   /* starting, and nobody works on it (we hold the lock): take over */
+    WG_ORCH_WAKE_COOLDOWN, /* failed too recently: refuse until the cool-down passed */
+    WG_ORCH_WAKE_WAIT,     /* draining, saving or stopping: try again shortly */
+    WG_ORCH_WAKE_REFUSE,   /* destroyed or out of range: drop the command */
+};
+
+/* What a wake of a session in `state` (since state_since, ms) does at `now`.
+ * force (the command's force flag, or a crash restart) skips the cool-down
+ * of a failed session. */
+enum wg_orch_wake_action wg_orch_wake_decide(enum wg_session_state state, int64_t state_since,
+                                             int64_t now, uint64_t cooldown_ms, bool force);
+const char *wg_orch_wake_action_name(enum wg_orch_wake_action a);
+
+/* A command stamped `at` (ms) is too old to act on at `now`: whoever asked
+ * has given up (its hold ended with a 504). A command from the future (clock
+ * skew between hosts) is not stale. */
+bool wg_orch_wake_stale(int64_t at, int64_t now, uint64_t wake_timeout_ms);
+
+/* Delay before crash restart number restarts+1: base << restarts, capped. */
+uint32_t wg_orch_backoff_ms(unsigned restarts);
+
+/* ---- a container's death (Docker "die" events) ---------------------------------------- */
+
+struct wg_orch_death {
+    enum wg_session_state state; /* the record's state when the death is handled */
+    bool by_hand;                /* a kill/stop through the Engine API preceded it (not ours) */
+    bool oom;                    /* OOM-killed (the oom event, or State.OOMKilled) */
+    int exit_code;               /* -1: unknown */
+    int64_t uptime_ms;           /* from its start to its death; -1: unknown */
+    unsigned restarts;           /* the record's consecutive crash restarts */
+};
+
+enum wg_orch_death_action {
+    WG_ORCH_DEATH_IGNORE,  /* not ours to correct (asleep, failed, stopping, ...) */
+    WG_ORCH_DEATH_ASLEEP,  /* stopped by hand, or a clean exit: asleep */
+    WG_ORCH_DEATH_FAILED,  /* OOM, a crash, or a crash loop past its restarts */
+    WG_ORCH_DEATH_RESTART, /* crash soon after its start: failed now, restart after backoff */
+};
+
+/* *ret_reason (may be NULL) gets "oom", "exit", "stopped", "exited" or
+ * "crash loop" for the event detail. A death while starting is the wake's
+ * own business (orchestrator/waker): this answers IGNORE for it. */
+enum wg_orch_death_action wg_orch_death_decide(const struct wg_orch_death *d,
+                                               uint32_t crash_window_ms, unsigned max_restarts,
+                                               const char **ret_reason);
+const char *wg_orch_death_action_name(enum wg_orch_death_action a);
+
+/* ---- reconciliation ------------------------------------------------------------------- */
+
+enum wg_orch_docker_state {
+    WG_ORCH_DOCKER_MISSING, /* no container (never created, removed, 404) */
+    WG_ORCH_DOCKER_RUNNING,
+    WG_ORCH_DOCKER_PAUSED,
+    WG_ORCH_DOCKER_STOPPED, /* created, exited, dead */
+};
+
+/* Maps Docker's State.Status ("running", "paused", "restarting", "exited",
+ * "created", "dead", "removing") to the above; restarting counts as running
+ * and anything unknown as stopped. NULL: missing. */
+enum wg_orch_docker_state wg_orch_docker_state_of(const char *status);
+const char *wg_orch_docker_state_name(enum wg_orch_docker_state s);
+
+enum wg_orch_fix_kind {
+    WG_ORCH_FIX_NONE,   /* Redis agrees with Docker */
+    WG_ORCH_FIX_UPDATE, /* fields only (container id, ip), no move */
+    WG_ORCH_FIX_MOVE,   /* a transition to `to` */
+    WG_ORCH_FIX_RESUME, /* a wake takes over (starting, or failed with a live container) */
+    WG_ORCH_FIX_STOP,   /* stopping stuck with the container up: stop it, then asleep */
+};
+
+struct wg_orch_fix {
+    enum wg_orch_fix_kind kind;
+    enum wg_session_state to; /* MOVE */
+    bool set_container;       /* write the container's id (and its ip when running) */
+    bool clear_container;     /* remove container_id and ip from the record */
+    const char *why;          /* for the log line and the event */
+};
+
+struct wg_orch_observed {
+    enum wg_session_state state; /* the record's */
+    bool stuck;                  /* a transient state past its deadline */
+    bool record_has_container;   /* container_id is set */
+    bool same_container;         /* ... and is the container Docker showed */
+    bool ip_differs;             /* running, and the record's ip is not Docker's */
+    enum wg_orch_docker_state docker;
+    bool clean_exit; /* stopped: exit 0, or killed by a signal (137/143), not OOM */
+};
+
+/* Docker's truth wins. Transient states (creating, draining, saving,
+ * stopping) that are not stuck are left alone: an actor is at work. Moves
+ * are always allowed by the table (wg_session_can_move()). */
+void wg_orch_reconcile_decide(const struct wg_orch_observed *ob, struct wg_orch_fix *ret_fix);
+const char *wg_orch_fix_name(enum wg_orch_fix_kind k);
+
+struct wg_orch_deadlines {
+    uint64_t wake_timeout_ms; /* starting */
+    uint64_t save_timeout_ms; /* saving */
+};
+
+/* How long a session may stay in `state` before it counts as stuck; 0 for
+ * resting states (never stuck). starting: wake_timeout (plus a second, so
+ * the waker's own deadline fires first); creating, draining, stopping:
+ * twice the wake timeout, at least 60 s; saving: twice the save timeout. */
+uint64_t wg_orch_stuck_after_ms(enum wg_session_state state, const struct wg_orch_deadlines *d);
+
+/* ---- readiness -------------------------------------------------------------------------- */
+
+enum wg_orch_ready_mode {
+    WG_ORCH_READY_TCP,    /* no HEALTHCHECK: connect probe to ip:port */
+    WG_ORCH_READY_HEALTH, /* HEALTHCHECK: wait for Docker's health = healthy */
+};
+/* health: State.Health.Status of an inspect after the start (NULL: none). */
+enum wg_orch_ready_mode wg_orch_ready_mode_of(const char *health);
+bool wg_orch_health_ready(const char *health);
+
+/* ---- the container spec of a record ------------------------------------------------------ */
+
+#define WG_ORCH_SPEC_ITEMS_MAX 256 /* entries in each of cmd, env, labels, binds */
+
+/* The record's spec JSON text, decoded. Arrays end with NULL; label keys and
+ * values alternate (key, value, ..., NULL). Everything is owned; release
+ * with wg_orch_spec_release(). */
+struct wg_orch_spec {
+    char **cmd;
+    char **env;
+    char **labels;
+    char **binds;
+};
+
+/* Decodes {"cmd":[...],"env":["K=V"],"labels":{...},"binds":["/h:/c"]} (all
+ * optional; NULL or "" text is an empty spec). Unknown members are ignored.
+ * Labels wakegate.session and wakegate.port are dropped: the orchestrator
+ * sets them. Returns 0, -EINVAL with err naming the problem, or -ENOMEM. */
+int wg_orch_spec_parse(const char *json_text, struct wg_orch_spec *ret_spec, char *err,
+                       size_t errlen);
+void wg_orch_spec_release(struct wg_orch_spec *spec);
+
+/* ---- metrics ------------------------------------------------------------------------------ */
+
+#define WG_ORCH_HIST_BUCKETS 14
+extern const double wg_orch_hist_bounds[WG_ORCH_HIST_BUCKETS]; /* seconds, ascending */
+
+/* A Prometheus histogram: counts[i] are per bucket (not cumulative); the
+ * +Inf bucket is counts[WG_ORCH_HIST_BUCKETS]. */
+struct wg_orch_hist {
+    uint64_t counts[WG_ORCH_HIST_BUCKETS + 1];
+    uint64_t n;
+    double sum;
+};
+
+void wg_orch_hist_add(struct wg_orch_hist *h, double seconds);
+
+/* Label values of the orchestrator's state for the heartbeat:
+ * {"name","starts_in_flight","max_concurrent_starts","queued","at"} into
+ * out. Returns the length, or -ENOSPC. */
+int wg_orch_heartbeat_json(char *out, size_t outlen, const char *name, unsigned in_flight,
+                           unsigned max_starts, unsigned queued, int64_t at_ms);
+
+#endif

@@ -1,0 +1,910 @@
+/* orchestrator/reconcile.c - keeping Redis truthful about this host's
+ * containers: reconcile rounds (startup, and after the events stream
+ * reconnects), rechecks of one session, the handling of deaths from the
+ * events stream, and the recovery of sessions stuck in transient states.
+ *
+ * A round lists the labelled containers and the records; every record of
+ * this host that may disagree with Docker, and every labelled container
+ * without a record (adopted), gets a recheck task. A recheck takes the
+ * session's lock (a holder is at work: skip), reads the record again,
+ * inspects the container, asks wg_orch_reconcile_decide() and applies the
+ * answer with a compare-and-set from the state it read, so a concurrent
+ * move is never overwritten. Each correction is logged and appended to
+ * wg:events as type "reconcile". At most WG_ORCH_RECHECK_MAX run at once. */
+#include "orchestrator/orch_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+struct seen_container {
+    char id[WG_SESSION_CONTAINER_ID_MAX + 1];
+    char session[WG_SESSION_ID_MAX + 1];
+    char image[WG_SESSION_IMAGE_MAX + 1];
+    enum wg_orch_docker_state state;
+    uint16_t port; /* label wakegate.port, 0 when absent or bad */
+    bool claimed;  /* matched to a record (or adopted) */
+};
+
+/* A round in progress: the container list, until the records arrive. */
+struct round {
+    struct wg_orch *o;
+    struct seen_container *c;
+    size_t n;
+};
+
+static void recheck_locked(struct orch_task *t, bool held, const char *why);
+static void recheck_get(struct orch_task *t);
+static void recheck_decide(struct orch_task *t);
+
+static bool live_task(struct wg_orch *o, const char *id)
+{
+    return orch_task_find(o, id, TK_WAKE) || orch_task_find(o, id, TK_RECHECK) ||
+           orch_task_find(o, id, TK_DEATH) || orch_task_find(o, id, TK_STOP) ||
+           orch_task_find(o, id, TK_DESTROY);
+}
+
+static uint16_t label_port(json_t *labels)
+{
+    const char *v = json_string_value(json_object_get(labels, "wakegate.port"));
+    unsigned long p;
+    char *end;
+
+    if (!v || !*v)
+        return 0;
+    p = strtoul(v, &end, 10);
+    return (*end || p == 0 || p > 65535) ? 0 : (uint16_t)p;
+}
+
+/* ---- rechecks ------------------------------------------------------------------------------ */
+
+void reconcile_next(struct wg_orch *o)
+{
+    while (!o->closing && o->rechecks_running < WG_ORCH_RECHECK_MAX &&
+           !wg_list_empty(&o->recheck_q)) {
+        struct orch_task *t = wg_container_of(o->recheck_q.next, struct orch_task, qlink);
+        wg_list_remove(&t->qlink);
+        t->in_queue = false;
+        t->slot = true;
+        o->rechecks_running++;
+        t->phase = PH_WORK;
+        if (t->adopt) {
+            struct wg_session_update u = {0};
+            char detail[160];
+            u.set = WG_SF_HOST | WG_SF_IMAGE | WG_SF_PORT | WG_SF_CONTAINER_ID;
+            u.host = o->name;
+            u.image = t->adopt_image[0] ? t->adopt_image : o->cfg->sessions.image;
+            u.port = t->adopt_port;
+            u.container_id = t->hint;
+            snprintf(detail, sizeof(detail), "{\"reason\":\"adopt\",\"container\":\"%s\"}",
+                     t->hint);
+            recheck_adopt(t, &u, detail);
+        } else {
+            orch_task_lock(t, recheck_locked);
+        }
+    }
+}
+
+void recheck_begin(struct orch_task *t)
+{
+    struct wg_orch *o = t->o;
+
+    wg_list_push_back(&o->recheck_q, &t->qlink);
+    t->in_queue = true;
+    reconcile_next(o);
+}
+
+void reconcile_recheck(struct wg_orch *o, const char *id, const char *container, bool startup)
+{
+    struct orch_task *t;
+
+    if (o->closing || live_task(o, id))
+        return;
+    t = orch_task_new(o, TK_RECHECK, id);
+    if (!t)
+        return;
+    snprintf(t->hint, sizeof(t->hint), "%s", container ? container : "");
+    t->startup = startup;
+    orch_task_begin(t);
+}
+
+static void on_adopt_created(const struct wg_store_res *res, void *arg)
+{
+    struct orch_task *t = arg;
+    struct wg_orch *o = t->o;
+
+    if (orch_task_returned(t))
+        return;
+    if (res->status == 0) {
+        o->st.adopted++;
+        WG_INFO(o->log, ORCH_SUBSYS, "adopting a labelled container that had no record",
+                "session=%s container=%.12s image=%s port=%u", t->id, t->hint, t->adopt_image,
+                (unsigned)t->adopt_port);
+        orch_event(o, t->id, "reconcile",
+                   "{\"action\":\"adopt\",\"why\":\"a container labelled wakegate.session had no "
+                   "record\"}");
+    } else if (res->status == WG_STORE_EXISTS) {
+        if (!res->rec || strcmp(res->rec->host, o->name) != 0) {
+            WG_WARN(o->log, ORCH_SUBSYS,
+                    "labelled container belongs to a session of another host, leaving it",
+                    "session=%s container=%.12s host=%s", t->id, t->hint,
+                    res->rec ? res->rec->host : "-");
+            orch_task_finish(t);
+            return;
+        }
+    } else {
+        WG_WARN(o->log, ORCH_SUBSYS, "cannot adopt the labelled container, will try again",
+                "session=%s container=%.12s error=\"%s\"", t->id, t->hint, res->error);
+        orch_task_finish(t);
+        return;
+    }
+    t->adopt = false;
+    t->adopted = true;
+    orch_task_lock(t, recheck_locked);
+}
+
+void recheck_adopt(struct orch_task *t, const struct wg_session_update *u, const char *detail)
+{
+    orch_task_call(t);
+    if (wg_store_create(t->o->store, t->id, u, detail, on_adopt_created, t) < 0) {
+        orch_task_returned(t);
+        WG_WARN(t->o->log, ORCH_SUBSYS, "cannot adopt the labelled container: bad fields",
+                "session=%s container=%.12s", t->id, t->hint);
+        orch_task_finish(t);
+    }
+}
+
+static void recheck_locked(struct orch_task *t, bool held, const char *why)
+{
+    if (!held) {
+        WG_DEBUG(t->o->log, ORCH_SUBSYS, "session locked, skipping its recheck",
+                 "session=%s why=\"%s\"", t->id, why);
+        orch_task_finish(t);
+        return;
+    }
+    recheck_get(t);
+}
+
+static void on_recheck_inspect(int status, const struct wg_docker_reply *r, void *arg)
+{
+    struct orch_task *t = arg;
+    struct wg_orch *o = t->o;
+
+    if (orch_task_returned(t))
+        return;
+    memset(&t->seen, 0, sizeof(t->seen));
+    if (status == 0) {
+        const struct wg_docker_container *c = r->container;
+        const char *lab = json_string_value(json_object_get(c->labels, WG_DOCKER_SESSION_LABEL));
+        if (lab && strcmp(lab, t->id) == 0) {
+            t->seen.found = true;
+            snprintf(t->seen.id, sizeof(t->seen.id), "%s", c->id);
+            snprintf(t->seen.status, sizeof(t->seen.status), "%s", c->status);
+            snprintf(t->seen.ip, sizeof(t->seen.ip), "%s", c->ip ? c->ip : "");
+            t->seen.exit_code = c->exit_code;
+            t->seen.oom = c->oom_killed;
+            t->seen.started_ms = c->started_ms;
+            t->seen.finished_ms = c->finished_ms;
+        }
+    } else if (status != WG_DOCKER_ENOTFOUND) {
+        orch_docker_error(o, status);
+        WG_WARN(o->log, ORCH_SUBSYS, "cannot inspect the session's container, recheck later",
+                "session=%s container=%.12s docker=\"%s\"", t->id, t->hint, r->error);
+        orch_task_finish(t);
+        return;
+    }
+    recheck_decide(t);
+}
+
+static void on_recheck_list(int status, const struct wg_docker_reply *r, void *arg)
+{
+    struct orch_task *t = arg;
+    const struct wg_docker_summary *best = NULL;
+
+    if (orch_task_returned(t))
+        return;
+    if (status != 0) {
+        orch_docker_error(t->o, status);
+        orch_task_finish(t);
+        return;
+    }
+    for (size_t i = 0; i < r->n_containers; i++) {
+        const struct wg_docker_summary *s = &r->containers[i];
+        if (!best || wg_orch_docker_state_of(s->state) == WG_ORCH_DOCKER_RUNNING)
+            best = s;
+    }
+    if (!best) {
+        memset(&t->seen, 0, sizeof(t->seen));
+        recheck_decide(t);
+        return;
+    }
+    snprintf(t->hint, sizeof(t->hint), "%s", best->id);
+    orch_task_call(t);
+    if (wg_docker_inspect(t->o->docker, t->hint, on_recheck_inspect, t) < 0) {
+        orch_task_returned(t);
+        orch_task_finish(t);
+    }
+}
+
+static void on_recheck_get(const struct wg_store_res *res, void *arg)
+{
+    struct orch_task *t = arg;
+    struct wg_orch *o = t->o;
+    char label[WG_SESSION_ID_MAX + 32];
+    int rc;
+
+    if (orch_task_returned(t))
+        return;
+    if (res->status != 0) {
+        if (res->status != -ENOENT)
+            WG_WARN(o->log, ORCH_SUBSYS, "cannot read the session for a recheck",
+                    "session=%s error=\"%s\"", t->id, res->error);
+        orch_task_finish(t);
+        return;
+    }
+    wg_session_release(&t->rec);
+    if (wg_session_copy(&t->rec, res->rec) < 0 || strcmp(t->rec.host, o->name) != 0) {
+        orch_task_finish(t);
+        return;
+    }
+    t->have_rec = true;
+    if (!t->hint[0])
+        snprintf(t->hint, sizeof(t->hint), "%s", t->rec.container_id);
+    orch_task_call(t);
+    if (t->hint[0]) {
+        rc = wg_docker_inspect(o->docker, t->hint, on_recheck_inspect, t);
+    } else {
+        /* No id anywhere: look for a container labelled for this session. */
+        snprintf(label, sizeof(label), "%s=%s", WG_DOCKER_SESSION_LABEL, t->id);
+        rc = wg_docker_list(o->docker, label, on_recheck_list, t);
+    }
+    if (rc < 0) {
+        orch_task_returned(t);
+        WG_WARN(o->log, ORCH_SUBSYS, "cannot send the docker call of a recheck",
+                "session=%s container=%.12s error=%s", t->id, t->hint, strerror(-rc));
+        orch_task_finish(t);
+    }
+}
+
+static void recheck_get(struct orch_task *t)
+{
+    orch_task_call(t);
+    if (wg_store_get(t->o->store, t->id, on_recheck_get, t) < 0) {
+        orch_task_returned(t);
+        orch_task_finish(t);
+    }
+}
+
+static void on_fix_applied(const struct wg_store_res *res, void *arg)
+{
+    struct orch_task *t = arg;
+
+    if (orch_task_returned(t))
+        return;
+    if (res->status != 0)
+        WG_WARN(t->o->log, ORCH_SUBSYS, "correction not applied",
+                "session=%s state=%s error=\"%s\"", t->id,
+                res->rec ? wg_session_state_name(res->rec->state) : "-",
+                res->error[0] ? res->error : "the state changed meanwhile");
+    orch_task_finish(t);
+}
+
+static void fix_event(struct orch_task *t, const struct wg_orch_fix *f,
+                      enum wg_orch_docker_state ds)
+{
+    json_t *d = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "action", wg_orch_fix_name(f->kind),
+                          "was", wg_session_state_name(t->rec.state), "to",
+                          wg_session_state_name(f->to), "docker", wg_orch_docker_state_name(ds),
+                          "container", t->seen.found ? t->seen.id : "", "why", f->why);
+    char *text = d ? json_dumps(d, JSON_COMPACT) : NULL;
+
+    orch_event(t->o, t->id, "reconcile", text);
+    free(text);
+    json_decref(d);
+}
+
+static void on_stuck_stopped(int status, const struct wg_docker_reply *r, void *arg)
+{
+    struct orch_task *t = arg;
+    struct wg_session_update u = {.set = WG_SF_IP, .ip = NULL};
+
+    if (orch_task_returned(t))
+        return;
+    if (status != 0 && status != WG_DOCKER_ENOTFOUND) {
+        orch_docker_error(t->o, status);
+        WG_WARN(t->o->log, ORCH_SUBSYS, "cannot stop the container of a stuck session",
+                "session=%s container=%.12s docker=\"%s\"", t->id, t->seen.id, r->error);
+        orch_task_finish(t);
+        return;
+    }
+    orch_task_call(t);
+    if (wg_store_transition(
+            t->o->store, t->id, WG_SESSION_BIT(WG_SESSION_STOPPING), WG_SESSION_ASLEEP, &u,
+            "{\"reason\":\"reconcile\",\"why\":\"stopping stuck\"}", on_fix_applied, t) < 0) {
+        orch_task_returned(t);
+        orch_task_finish(t);
+    }
+}
+
+static void recheck_decide(struct orch_task *t)
+{
+    struct wg_orch *o = t->o;
+    struct wg_orch_deadlines dl = {o->cfg->sessions.wake_timeout_ms,
+                                   o->cfg->sessions.save.timeout_ms};
+    struct wg_orch_observed ob = {0};
+    struct wg_orch_fix f;
+    struct wg_session_update u = {0};
+    char detail[512], err[WG_SESSION_ERROR_MAX + 1];
+    const enum wg_session_state st = t->rec.state;
+    uint64_t after = wg_orch_stuck_after_ms(st, &dl);
+    int64_t age = orch_now_ms(o) - t->rec.state_since;
+    enum wg_orch_docker_state ds =
+        t->seen.found ? wg_orch_docker_state_of(t->seen.status) : WG_ORCH_DOCKER_MISSING;
+    int rc;
+
+    ob.state = st;
+    /* At startup no actor of this process works on anything yet: every
+     * transient state is orphaned, except creating (the admin API, maybe
+     * in another process, may be mid-create). */
+    ob.stuck = wg_session_state_transient(st) &&
+               ((t->startup && st != WG_SESSION_CREATING) || t->adopted ||
+                (after && age >= 0 && (uint64_t)age > after));
+    ob.record_has_container = t->rec.container_id[0] != '\0';
+    ob.same_container = t->seen.found && strcmp(t->rec.container_id, t->seen.id) == 0;
+    ob.ip_differs = ds == WG_ORCH_DOCKER_RUNNING && strcmp(t->rec.ip, t->seen.ip) != 0;
+    ob.docker = ds;
+    ob.clean_exit = !t->seen.oom && (t->seen.exit_code == 0 || t->seen.exit_code == 137 ||
+                                     t->seen.exit_code == 143);
+    wg_orch_reconcile_decide(&ob, &f);
+    if (f.kind == WG_ORCH_FIX_NONE) {
+        WG_DEBUG(o->log, ORCH_SUBSYS, "session agrees with Docker", "session=%s state=%s docker=%s",
+                 t->id, wg_session_state_name(st), wg_orch_docker_state_name(ds));
+        orch_task_finish(t);
+        return;
+    }
+    o->st.corrections++;
+    WG_INFO(o->log, ORCH_SUBSYS, "reconciling session with Docker",
+            "session=%s state=%s docker=%s container=%.12s action=%s to=%s why=\"%s\"", t->id,
+            wg_session_state_name(st), wg_orch_docker_state_name(ds),
+            t->seen.found ? t->seen.id : (t->rec.container_id[0] ? t->rec.container_id : "-"),
+            wg_orch_fix_name(f.kind), wg_session_state_name(f.to), f.why);
+    fix_event(t, &f, ds);
+
+    switch (f.kind) {
+    case WG_ORCH_FIX_NONE:
+        break;
+    case WG_ORCH_FIX_RESUME:
+        if (t->seen.found)
+            snprintf(t->rec.container_id, sizeof(t->rec.container_id), "%s", t->seen.id);
+        orch_task_release_slot(t);
+        /* A stuck start whose container is not up fails now (the deadline
+         * passed); otherwise the wake gets a fresh deadline. */
+        waker_take_over(t, t->startup || ds == WG_ORCH_DOCKER_RUNNING ||
+                               ds == WG_ORCH_DOCKER_PAUSED || st == WG_SESSION_FAILED);
+        return;
+    case WG_ORCH_FIX_STOP:
+        orch_mark(o, t->seen.id, false, false, true);
+        orch_task_call(t);
+        if (wg_docker_stop(o->docker, t->seen.id, 10, on_stuck_stopped, t) < 0) {
+            orch_task_returned(t);
+            orch_task_finish(t);
+        }
+        return;
+    case WG_ORCH_FIX_UPDATE:
+    case WG_ORCH_FIX_MOVE:
+        break;
+    }
+
+    if (f.clear_container) {
+        u.set |= WG_SF_CONTAINER_ID | WG_SF_IP;
+        u.container_id = NULL;
+        u.ip = NULL;
+    }
+    if (f.set_container && t->seen.found) {
+        u.set |= WG_SF_CONTAINER_ID;
+        u.container_id = t->seen.id;
+        if (ds == WG_ORCH_DOCKER_RUNNING || ds == WG_ORCH_DOCKER_PAUSED) {
+            u.set |= WG_SF_IP;
+            u.ip = t->seen.ip;
+            if (!t->rec.port) {
+                u.set |= WG_SF_PORT;
+                u.port = (uint16_t)o->cfg->sessions.port;
+            }
+        }
+    }
+    if (f.kind == WG_ORCH_FIX_MOVE && (f.to == WG_SESSION_ASLEEP || f.to == WG_SESSION_FAILED)) {
+        u.set |= WG_SF_IP;
+        u.ip = NULL;
+    }
+    if (f.kind == WG_ORCH_FIX_MOVE && f.to == WG_SESSION_FAILED) {
+        snprintf(err, sizeof(err), "reconcile: %s (exit code %d%s)", f.why, t->seen.exit_code,
+                 t->seen.oom ? ", OOM-killed" : "");
+        u.set |= WG_SF_ERROR;
+        u.error = err;
+    }
+    if (f.kind == WG_ORCH_FIX_MOVE && f.to == WG_SESSION_RUNNING) {
+        u.set |= WG_SF_ERROR;
+        u.error = NULL;
+    }
+    snprintf(detail, sizeof(detail),
+             "{\"reason\":\"reconcile\",\"docker\":\"%s\",\"exit_code\":%d}",
+             wg_orch_docker_state_name(ds), t->seen.found ? t->seen.exit_code : -1);
+    orch_task_call(t);
+    if (f.kind == WG_ORCH_FIX_UPDATE)
+        rc = wg_store_update(o->store, t->id, WG_SESSION_BIT(st), &u, on_fix_applied, t);
+    else
+        rc = wg_store_transition(o->store, t->id, WG_SESSION_BIT(st), f.to, &u, detail,
+                                 on_fix_applied, t);
+    if (rc < 0) {
+        orch_task_returned(t);
+        WG_WARN(o->log, ORCH_SUBSYS, "cannot send the correction", "session=%s error=%s", t->id,
+                strerror(-rc));
+        orch_task_finish(t);
+    }
+}
+
+/* ---- rounds -----------------------------------------------------------------------------------
+ */
+
+static struct seen_container *best_for(struct round *rd, const char *id, const char *prefer)
+{
+    struct seen_container *best = NULL;
+
+    for (size_t i = 0; i < rd->n; i++) {
+        struct seen_container *c = &rd->c[i];
+        if (strcmp(c->session, id) != 0)
+            continue;
+        if (prefer && prefer[0] && strcmp(c->id, prefer) == 0)
+            return c;
+        if (!best || (c->state == WG_ORCH_DOCKER_RUNNING && best->state != WG_ORCH_DOCKER_RUNNING))
+            best = c;
+    }
+    return best;
+}
+
+static void round_task(struct wg_orch *o, const char *id, const struct seen_container *c,
+                       bool adopt)
+{
+    struct orch_task *t = orch_task_new(o, TK_RECHECK, id);
+
+    if (!t)
+        return;
+    if (c)
+        snprintf(t->hint, sizeof(t->hint), "%s", c->id);
+    t->startup = !o->reconciled;
+    t->adopt = adopt;
+    if (adopt) {
+        snprintf(t->adopt_image, sizeof(t->adopt_image), "%s", c->image);
+        t->adopt_port = c->port ? c->port : (uint16_t)o->cfg->sessions.port;
+    }
+    t->round = true;
+    o->round_left++;
+    orch_task_begin(t);
+}
+
+static bool round_sessions_contain(const struct wg_store_res *res, const char *id)
+{
+    size_t lo = 0, hi = res->n_recs;
+
+    while (lo < hi) { /* recs are sorted by id */
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(res->recs[mid].id, id);
+        if (c == 0)
+            return true;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return false;
+}
+
+static void round_end(struct round *rd)
+{
+    free(rd->c);
+    free(rd);
+}
+
+static void round_failed(struct wg_orch *o, const char *what, const char *error)
+{
+    WG_WARN(o->log, ORCH_SUBSYS, "reconciliation failed, retrying at the next tick",
+            "step=%s error=\"%s\"", what, error);
+    o->reconcile_busy = false;
+    o->reconcile_again = true;
+}
+
+static void on_round_records(const struct wg_store_res *res, void *arg)
+{
+    struct round *rd = arg;
+    struct wg_orch *o = rd->o;
+    unsigned mine = 0;
+
+    if (o->closing) {
+        round_end(rd);
+        return;
+    }
+    if (res->status != 0) {
+        round_failed(o, "list records", res->error);
+        round_end(rd);
+        return;
+    }
+    o->round_left++; /* held while the tasks are made */
+    for (size_t i = 0; i < res->n_recs; i++) {
+        const struct wg_session *rec = &res->recs[i];
+        struct seen_container *c;
+        struct wg_orch_observed ob = {0};
+        struct wg_orch_fix f;
+
+        if (strcmp(rec->host, o->name) != 0)
+            continue;
+        mine++;
+        c = best_for(rd, rec->id, rec->container_id);
+        for (size_t k = 0; k < rd->n; k++)
+            if (strcmp(rd->c[k].session, rec->id) == 0)
+                rd->c[k].claimed = true;
+        if (live_task(o, rec->id))
+            continue; /* its actor is at work */
+        /* A first look from the lists; the recheck decides again from an
+         * inspect under the lock. Sessions that agree are left alone. */
+        ob.state = rec->state;
+        ob.stuck = wg_session_state_transient(rec->state);
+        ob.record_has_container = rec->container_id[0] != '\0';
+        ob.same_container = c && strcmp(c->id, rec->container_id) == 0;
+        ob.docker = c ? c->state : WG_ORCH_DOCKER_MISSING;
+        ob.clean_exit = true;
+        wg_orch_reconcile_decide(&ob, &f);
+        if (f.kind == WG_ORCH_FIX_NONE &&
+            !(ob.docker == WG_ORCH_DOCKER_RUNNING && rec->state == WG_SESSION_RUNNING))
+            continue;
+        round_task(o, rec->id, c, false);
+    }
+    for (size_t k = 0; k < rd->n; k++) {
+        struct seen_container *c = &rd->c[k];
+        if (c->claimed)
+            continue;
+        if (!wg_session_id_valid(c->session, strlen(c->session))) {
+            WG_WARN(o->log, ORCH_SUBSYS,
+                    "container labelled with an invalid session id, ignoring it", "container=%.12s",
+                    c->id);
+            continue;
+        }
+        if (round_sessions_contain(res, c->session)) {
+            WG_WARN(o->log, ORCH_SUBSYS,
+                    "labelled container of a session owned by another host, ignoring it",
+                    "session=%s container=%.12s", c->session, c->id);
+            continue;
+        }
+        c = best_for(rd, c->session, NULL);
+        for (size_t j = 0; j < rd->n; j++)
+            if (strcmp(rd->c[j].session, c->session) == 0)
+                rd->c[j].claimed = true;
+        if (!live_task(o, c->session))
+            round_task(o, c->session, c, true);
+    }
+    WG_INFO(o->log, ORCH_SUBSYS, "reconciling with Docker",
+            "containers=%zu records=%zu records_here=%u garbled=%zu checks=%u", rd->n, res->n_recs,
+            mine, res->n_bad, o->round_left - 1);
+    round_end(rd);
+    if (--o->round_left == 0)
+        orch_reconciled(o);
+}
+
+static void on_round_containers(int status, const struct wg_docker_reply *r, void *arg)
+{
+    struct round *rd = arg;
+    struct wg_orch *o = rd->o;
+
+    if (o->closing) {
+        round_end(rd);
+        return;
+    }
+    if (status != 0) {
+        orch_docker_error(o, status);
+        round_failed(o, "docker list", r->error);
+        round_end(rd);
+        return;
+    }
+    rd->c = calloc(r->n_containers ? r->n_containers : 1, sizeof(*rd->c));
+    if (!rd->c) {
+        round_failed(o, "docker list", "out of memory");
+        round_end(rd);
+        return;
+    }
+    for (size_t i = 0; i < r->n_containers; i++) {
+        const struct wg_docker_summary *s = &r->containers[i];
+        const char *sess = json_string_value(json_object_get(s->labels, WG_DOCKER_SESSION_LABEL));
+        struct seen_container *c = &rd->c[rd->n];
+        if (!sess || strlen(sess) > WG_SESSION_ID_MAX ||
+            strlen(s->id) > WG_SESSION_CONTAINER_ID_MAX)
+            continue;
+        snprintf(c->id, sizeof(c->id), "%s", s->id);
+        snprintf(c->session, sizeof(c->session), "%s", sess);
+        if (strlen(s->image) <= WG_SESSION_IMAGE_MAX)
+            snprintf(c->image, sizeof(c->image), "%s", s->image);
+        c->state = wg_orch_docker_state_of(s->state);
+        c->port = label_port(s->labels);
+        rd->n++;
+    }
+    if (wg_store_list(o->store, on_round_records, rd) < 0) {
+        round_failed(o, "list records", "cannot send");
+        round_end(rd);
+    }
+}
+
+void reconcile_round(struct wg_orch *o)
+{
+    struct round *rd;
+
+    if (o->closing)
+        return;
+    if (o->reconcile_busy) {
+        o->reconcile_again = true;
+        return;
+    }
+    rd = calloc(1, sizeof(*rd));
+    if (!rd)
+        return;
+    rd->o = o;
+    o->reconcile_busy = true;
+    o->reconcile_again = false;
+    if (wg_docker_list(o->docker, NULL, on_round_containers, rd) < 0) {
+        round_failed(o, "docker list", "cannot send");
+        round_end(rd);
+    }
+}
+
+/* ---- stuck states ------------------------------------------------------------------------- */
+
+static void on_scan(const struct wg_store_res *res, void *arg)
+{
+    struct wg_orch *o = arg;
+    struct wg_orch_deadlines dl;
+    int64_t now;
+
+    o->scan_busy = false;
+    if (o->closing)
+        return;
+    if (res->status != 0) {
+        WG_DEBUG(o->log, ORCH_SUBSYS, "stuck-state scan failed", "error=\"%s\"", res->error);
+        return;
+    }
+    dl.wake_timeout_ms = o->cfg->sessions.wake_timeout_ms;
+    dl.save_timeout_ms = o->cfg->sessions.save.timeout_ms;
+    now = orch_now_ms(o);
+    for (size_t i = 0; i < res->n_recs; i++) {
+        const struct wg_session *rec = &res->recs[i];
+        uint64_t after = wg_orch_stuck_after_ms(rec->state, &dl);
+        int64_t age = now - rec->state_since;
+
+        if (!after || strcmp(rec->host, o->name) != 0 || age < 0 || (uint64_t)age <= after)
+            continue;
+        if (live_task(o, rec->id))
+            continue;
+        WG_WARN(o->log, ORCH_SUBSYS, "session stuck in a transient state, rechecking it",
+                "session=%s state=%s for_ms=%" PRId64 " limit_ms=%" PRIu64, rec->id,
+                wg_session_state_name(rec->state), age, after);
+        reconcile_recheck(o, rec->id, rec->container_id, false);
+    }
+    if (o->reconcile_again && !o->reconcile_busy)
+        reconcile_round(o);
+}
+
+void reconcile_scan_stuck(struct wg_orch *o)
+{
+    if (o->scan_busy || o->closing)
+        return;
+    if (wg_store_list(o->store, on_scan, o) == 0)
+        o->scan_busy = true;
+}
+
+/* ---- deaths ---------------------------------------------------------------------------------- */
+
+static void on_death_moved(const struct wg_store_res *res, void *arg)
+{
+    struct orch_task *t = arg;
+
+    if (orch_task_returned(t))
+        return;
+    if (res->status != 0)
+        WG_WARN(t->o->log, ORCH_SUBSYS, "cannot record the container's death",
+                "session=%s error=\"%s\"", t->id,
+                res->error[0] ? res->error : "the state changed meanwhile");
+    orch_task_finish(t);
+}
+
+static void on_death_get(const struct wg_store_res *res, void *arg)
+{
+    struct orch_task *t = arg;
+    struct wg_orch *o = t->o;
+    struct wg_orch_death d = {0};
+    struct wg_session_update u = {0};
+    enum wg_orch_death_action a;
+    enum wg_session_state to;
+    const char *reason;
+    char detail[256], err[256];
+    uint32_t backoff = 0;
+
+    if (orch_task_returned(t))
+        return;
+    if (res->status != 0 || strcmp(res->rec->host, o->name) != 0) {
+        orch_task_finish(t);
+        return;
+    }
+    if (res->rec->container_id[0] && strcmp(res->rec->container_id, t->hint) != 0) {
+        WG_DEBUG(o->log, ORCH_SUBSYS, "death of a container the session no longer uses",
+                 "session=%s container=%.12s current=%.12s", t->id, t->hint,
+                 res->rec->container_id);
+        orch_task_finish(t);
+        return;
+    }
+    d.state = res->rec->state;
+    d.by_hand = t->death_by_hand;
+    d.oom = t->death_oom || t->seen.oom;
+    d.exit_code = t->death_exit;
+    d.uptime_ms = t->seen.started_ms && t->seen.finished_ms >= t->seen.started_ms
+                      ? t->seen.finished_ms - t->seen.started_ms
+                      : -1;
+    if (d.uptime_ms < 0 && d.state == WG_SESSION_RUNNING && t->death_ns > 0)
+        d.uptime_ms = t->death_ns / 1000000 - res->rec->state_since;
+    d.restarts = res->rec->restarts;
+    a = wg_orch_death_decide(&d, WG_ORCH_CRASH_WINDOW_MS, WG_ORCH_MAX_RESTARTS, &reason);
+    if (a == WG_ORCH_DEATH_IGNORE) {
+        WG_DEBUG(o->log, ORCH_SUBSYS, "container died, session state needs no change",
+                 "session=%s container=%.12s state=%s exit_code=%d", t->id, t->hint,
+                 wg_session_state_name(d.state), d.exit_code);
+        orch_task_finish(t);
+        return;
+    }
+    u.set = WG_SF_IP | WG_SF_CONTAINER_ID;
+    u.ip = NULL;
+    u.container_id = t->hint;
+    if (a == WG_ORCH_DEATH_RESTART)
+        backoff = wg_orch_backoff_ms(d.restarts);
+    if (backoff)
+        snprintf(detail, sizeof(detail),
+                 "{\"reason\":\"%s\",\"exit_code\":%d,\"restart_in_ms\":%" PRIu32 "}", reason,
+                 d.exit_code, backoff);
+    else
+        snprintf(detail, sizeof(detail), "{\"reason\":\"%s\",\"exit_code\":%d}", reason,
+                 d.exit_code);
+    if (a == WG_ORCH_DEATH_ASLEEP) {
+        to = WG_SESSION_ASLEEP;
+        WG_INFO(o->log, ORCH_SUBSYS, "container stopped outside wakegate, session asleep",
+                "session=%s container=%.12s was=%s exit_code=%d reason=%s", t->id, t->hint,
+                wg_session_state_name(d.state), d.exit_code, reason);
+    } else {
+        to = WG_SESSION_FAILED;
+        if (a == WG_ORCH_DEATH_RESTART)
+            snprintf(err, sizeof(err),
+                     "the container exited with %d after %" PRId64 " ms, restarting it in %u ms",
+                     d.exit_code, d.uptime_ms, backoff);
+        else if (d.oom)
+            snprintf(err, sizeof(err), "the container was OOM-killed");
+        else
+            snprintf(err, sizeof(err), "the container exited with %d%s", d.exit_code,
+                     strcmp(reason, "crash loop") == 0 ? " (crash loop: restarts exhausted)" : "");
+        u.set |= WG_SF_ERROR;
+        u.error = err;
+        WG_WARN(o->log, ORCH_SUBSYS,
+                a == WG_ORCH_DEATH_RESTART ? "container crashed, marking session failed and "
+                                             "restarting it after a backoff"
+                                           : "container died, marking session failed",
+                "session=%s container=%.12s was=%s exit_code=%d oom=%d uptime_ms=%" PRId64
+                " restarts=%u backoff_ms=%u",
+                t->id, t->hint, wg_session_state_name(d.state), d.exit_code, d.oom, d.uptime_ms,
+                d.restarts, backoff);
+    }
+    if (a == WG_ORCH_DEATH_RESTART) {
+        o->st.restarts++;
+        waker_restart_later(o, t->id, backoff);
+    }
+    orch_task_call(t);
+    if (wg_store_transition(o->store, t->id, WG_SESSION_BIT(d.state), to, &u, detail,
+                            on_death_moved, t) < 0) {
+        orch_task_returned(t);
+        orch_task_finish(t);
+    }
+}
+
+static void death_get(struct orch_task *t)
+{
+    orch_task_call(t);
+    if (wg_store_get(t->o->store, t->id, on_death_get, t) < 0) {
+        orch_task_returned(t);
+        orch_task_finish(t);
+    }
+}
+
+static void on_death_inspect(int status, const struct wg_docker_reply *r, void *arg)
+{
+    struct orch_task *t = arg;
+
+    if (orch_task_returned(t))
+        return;
+    memset(&t->seen, 0, sizeof(t->seen));
+    if (status == 0) {
+        const struct wg_docker_container *c = r->container;
+        t->seen.found = true;
+        t->seen.oom = c->oom_killed;
+        t->seen.started_ms = c->started_ms;
+        t->seen.finished_ms = c->finished_ms;
+        if (t->death_exit < 0)
+            t->death_exit = c->exit_code;
+        if (c->running) {
+            /* Restarted meanwhile (by hand, or by us): nothing died for good. */
+            WG_DEBUG(t->o->log, ORCH_SUBSYS, "container died but runs again",
+                     "session=%s container=%.12s", t->id, t->hint);
+            orch_task_finish(t);
+            return;
+        }
+    }
+    death_get(t);
+}
+
+void death_begin(struct orch_task *t)
+{
+    t->phase = PH_WORK;
+    orch_task_call(t);
+    if (wg_docker_inspect(t->o->docker, t->hint, on_death_inspect, t) < 0) {
+        orch_task_returned(t);
+        death_get(t);
+    }
+}
+
+/* ---- the events stream --------------------------------------------------------------------- */
+
+static struct orch_task *wake_of(struct wg_orch *o, const char *session, const char *container)
+{
+    struct orch_task *t = orch_task_find(o, session, TK_WAKE);
+
+    if (!t || !t->container[0] || strcmp(t->container, container) != 0)
+        return NULL;
+    return t;
+}
+
+void reconcile_on_event(struct wg_orch *o, const struct wg_docker_event *ev)
+{
+    const char *a = ev->action;
+    struct orch_task *t;
+
+    if (!ev->session || !wg_session_id_valid(ev->session, strlen(ev->session)) || !ev->id[0] ||
+        strlen(ev->id) > WG_SESSION_CONTAINER_ID_MAX || strcmp(ev->type, "container") != 0)
+        return;
+    WG_DEBUG(o->log, ORCH_SUBSYS, "docker event", "session=%s container=%.12s action=\"%s\"",
+             ev->session, ev->id, a);
+    if (strcmp(a, "kill") == 0) {
+        orch_mark(o, ev->id, true, false, false);
+    } else if (strcmp(a, "oom") == 0) {
+        orch_mark(o, ev->id, false, true, false);
+    } else if (strcmp(a, "die") == 0) {
+        bool kill, oom, ours;
+        orch_mark_take(o, ev->id, &kill, &oom, &ours);
+        if ((t = wake_of(o, ev->session, ev->id))) {
+            waker_on_death(t, ev->exit_code, oom, ev->time_ns);
+            return;
+        }
+        if (ours)
+            return; /* our own stop: whoever stopped it moves the session */
+        t = orch_task_new(o, TK_DEATH, ev->session);
+        if (!t)
+            return;
+        snprintf(t->hint, sizeof(t->hint), "%s", ev->id);
+        t->death_exit = ev->exit_code;
+        t->death_by_hand = kill;
+        t->death_oom = oom;
+        t->death_ns = ev->time_ns;
+        orch_task_begin(t);
+    } else if (ev->health) {
+        if (wg_orch_health_ready(ev->health) && (t = wake_of(o, ev->session, ev->id)))
+            waker_on_healthy(t);
+    } else if (strcmp(a, "start") == 0 || strcmp(a, "unpause") == 0 || strcmp(a, "pause") == 0 ||
+               strcmp(a, "destroy") == 0) {
+        /* Done outside wakegate when no task of ours works on the session. */
+        if (o->reconciled && !live_task(o, ev->session))
+            reconcile_recheck(o, ev->session, strcmp(a, "destroy") == 0 ? "" : ev->id, false);
+    }
+}

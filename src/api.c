@@ -1,0 +1,34 @@
+/* src/api.c - wires the admin API (orchestrator/api) onto the admin
+ * listener, for roles all and orchestrator when Redis is configured. */
+#include <string.h>
+
+#include "orchestrator/api.h"
+#include "proxy/admin.h"
+#include "src/app.h"
+
+int app_api_start(struct app *app)
+{
+    if (!app_has_orchestrator(app) || app->store == NULL)
+        return 0;
+    int r = wg_api_new(&app->loop, &app->cfg, &app->log, app->admin, app->redis, app->store, NULL,
+                       &app->api);
+    if (r < 0) {
+        WG_ERROR(&app->log, "main", "cannot set up the admin API", "error=%s docker_name=%s",
+                 strerror(-r), app->cfg.docker_name ? app->cfg.docker_name : "-");
+        return r;
+    }
+    if (app->cfg.admin_token == NULL || app->cfg.admin_token[0] == '\0')
+        WG_WARN(&app->log, "main", "no admin token configured, /v1/ answers 503", "hint=%s",
+                "set admin.token_file or WAKEGATE_ADMIN_TOKEN");
+    return 0;
+}
+
+void app_api_free(struct app *app)
+{
+    /* The admin may outlive the API (free_app frees it first today, which
+     * makes this a no-op): it must not call into a freed one. */
+    if (app->admin != NULL && app->api != NULL)
+        wg_admin_remove_hooks(app->admin, app->api);
+    wg_api_free(app->api);
+    app->api = NULL;
+}

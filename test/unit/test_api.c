@@ -1,0 +1,409 @@
+/* test/unit/test_api.c - the pure parts of the admin API (orchestrator/api)
+ * and the admin listener's token check (proxy/admin): routing, request
+ * validation, stream ids, query flags, SSE framing. No sockets, no Redis:
+ * test/e2e/test_admin_api.py drives the rest against the real binary. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "common/config.h"
+#include "orchestrator/api.h"
+#include "proxy/admin.h"
+
+/* ---- routes ------------------------------------------------------------ */
+
+struct route_case {
+    const char *method, *path;
+    int status;
+    enum wg_api_route_kind kind;
+    const char *id;
+    const char *allow; /* for 405 */
+};
+
+static void test_route_table(void **state)
+{
+    static const struct route_case cases[] = {
+        {"GET", "/v1/sessions", 0, WG_API_SESSIONS, NULL, NULL},
+        {"HEAD", "/v1/sessions", 0, WG_API_SESSIONS, NULL, NULL},
+        {"POST", "/v1/sessions", 0, WG_API_SESSIONS, NULL, NULL},
+        {"PUT", "/v1/sessions", 405, 0, NULL, "GET, HEAD, POST"},
+        {"GET", "/v1/sessions/s-1", 0, WG_API_SESSION, "s-1", NULL},
+        {"DELETE", "/v1/sessions/s_1", 0, WG_API_SESSION, "s_1", NULL},
+        {"POST", "/v1/sessions/s1", 405, 0, NULL, "GET, HEAD, DELETE"},
+        {"POST", "/v1/sessions/s1/wake", 0, WG_API_WAKE, "s1", NULL},
+        {"POST", "/v1/sessions/s1/sleep", 0, WG_API_SLEEP, "s1", NULL},
+        {"GET", "/v1/sessions/s1/wake", 405, 0, NULL, "POST"},
+        {"GET", "/v1/events", 0, WG_API_EVENTS, NULL, NULL},
+        {"HEAD", "/v1/events", 405, 0, NULL, "GET"},
+        {"POST", "/v1/events", 405, 0, NULL, "GET"},
+        /* ids are checked (400) once the shape and method are right */
+        {"GET", "/v1/sessions/S1", 400, 0, NULL, NULL},
+        {"GET", "/v1/sessions/a.b", 400, 0, NULL, NULL},
+        {"GET", "/v1/sessions/%2e%2e", 400, 0, NULL, NULL},
+        {"POST", "/v1/sessions/-x/wake", 400, 0, NULL, NULL},
+        {"GET", "/v1/sessions/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+         400, 0, NULL, NULL},
+        /* not ours */
+        {"GET", "/v1/sessions/", 404, 0, NULL, NULL},
+        {"GET", "/v1/sessions//wake", 404, 0, NULL, NULL},
+        {"POST", "/v1/sessions/s1/poke", 404, 0, NULL, NULL},
+        {"POST", "/v1/sessions/s1/wake/", 404, 0, NULL, NULL},
+        {"GET", "/v1/sessionsX", 404, 0, NULL, NULL},
+        {"GET", "/v1/events/", 404, 0, NULL, NULL},
+        {"GET", "/v1", 404, 0, NULL, NULL},
+        {"GET", "/v2/sessions", 404, 0, NULL, NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct route_case *c = &cases[i];
+        enum wg_api_route_kind kind = 99;
+        char id[WG_SESSION_ID_MAX + 1] = "";
+        const char *allow = NULL;
+        int st =
+            wg_api_route(c->method, strlen(c->method), c->path, strlen(c->path), &kind, id, &allow);
+        if (st != c->status)
+            fail_msg("%s %s: %d, want %d", c->method, c->path, st, c->status);
+        if (st == 0) {
+            assert_int_equal(kind, c->kind);
+            assert_string_equal(id, c->id ? c->id : "");
+        }
+        if (st == 405)
+            assert_string_equal(allow, c->allow);
+    }
+}
+
+/* ---- POST /v1/sessions validation --------------------------------------- */
+
+static struct wg_config cfg;
+
+static int setup_cfg(void **state)
+{
+    memset(&cfg, 0, sizeof(cfg));
+    return wg_config_init_defaults(&cfg);
+}
+
+static int teardown_cfg(void **state)
+{
+    wg_config_free(&cfg);
+    return 0;
+}
+
+struct bad_case {
+    const char *body;
+    const char *err; /* must appear in the message */
+};
+
+static void test_create_rejects(void **state)
+{
+    static const struct bad_case cases[] = {
+        {"", "body: must be a JSON object"},
+        {"{", "body: invalid JSON"},
+        {"[]", "body: must be a JSON object"},
+        {"null", "body: invalid JSON"},
+        {"{\"id\":\"a\",\"id\":\"b\"}", "body: invalid JSON"},
+        {"{\"id\":\"a\"} x", "body: invalid JSON"},
+        {"{}", "field \"id\": required"},
+        {"{\"id\":null}", "field \"id\": required"},
+        {"{\"id\":1}", "field \"id\": must be"},
+        {"{\"id\":\"A\"}", "field \"id\": must be"},
+        {"{\"id\":\"a/b\"}", "field \"id\": must be"},
+        {"{\"id\":\"a\",\"imagee\":\"x\"}", "unknown field \"imagee\""},
+        {"{\"imagee\":\"x\"}", "unknown field \"imagee\""},
+        {"{\"id\":\"a\",\"x\\\"y\":1}", "unknown field \"x?y\""},
+        {"{\"id\":\"a\",\"image\":\"\"}", "field \"image\""},
+        {"{\"id\":\"a\",\"image\":\"a b\"}", "field \"image\""},
+        {"{\"id\":\"a\",\"image\":[]}", "field \"image\""},
+        {"{\"id\":\"a\",\"port\":0}", "field \"port\": must be an integer 1..65535"},
+        {"{\"id\":\"a\",\"port\":65536}", "field \"port\""},
+        {"{\"id\":\"a\",\"port\":-1}", "field \"port\""},
+        {"{\"id\":\"a\",\"port\":\"80\"}", "field \"port\""},
+        {"{\"id\":\"a\",\"port\":80.0}", "field \"port\""},
+        {"{\"id\":\"a\",\"port\":true}", "field \"port\""},
+        {"{\"id\":\"a\",\"cmd\":\"sh\"}", "field \"cmd\": must be an array of strings"},
+        {"{\"id\":\"a\",\"cmd\":[\"sh\",2]}", "field \"cmd[1]\": must be a string"},
+        {"{\"id\":\"a\",\"cmd\":[\"\"]}", "field \"cmd[0]\""},
+        {"{\"id\":\"a\",\"env\":[\"A\"]}", "field \"env[0]\": must be \"NAME=value\""},
+        {"{\"id\":\"a\",\"env\":[\"=1\"]}", "field \"env[0]\""},
+        {"{\"id\":\"a\",\"env\":{\"A\":\"1\"}}", "field \"env\""},
+        {"{\"id\":\"a\",\"labels\":[]}", "field \"labels\""},
+        {"{\"id\":\"a\",\"labels\":{\"k\":1}}", "field \"labels.k\": must be a string"},
+        {"{\"id\":\"a\",\"labels\":{\"\":\"v\"}}", "field \"labels\": keys must not be empty"},
+        {"{\"id\":\"a\",\"labels\":{\"wakegate.port\":\"1\"}}", "field \"labels.wakegate.port\""},
+        {"{\"id\":\"a\",\"binds\":[\"/a\"]}", "field \"binds[0]\""},
+        {"{\"id\":\"a\",\"binds\":[\"/a:b\"]}", "field \"binds[0]\""},
+        {"{\"id\":\"a\",\"binds\":[\":/b\"]}", "field \"binds[0]\""},
+        {"{\"id\":\"a\",\"binds\":[\"/a:/b:rx\"]}", "field \"binds[0]\""},
+        {"{\"id\":\"a\",\"binds\":[\"-v:/b\"]}", "field \"binds[0]\""},
+        {"{\"id\":\"a\",\"binds\":[\"/a:/b\",5]}", "field \"binds[1]\": must be a string"},
+        {"{\"id\":\"a\",\"idle\":1}", "field \"idle\": must be an object"},
+        {"{\"id\":\"a\",\"idle\":{\"stop_after\":\"x\"}}", "field \"idle.stop_after\""},
+        {"{\"id\":\"a\",\"idle\":{\"pause_after\":30}}", "field \"idle.pause_after\""},
+        {"{\"id\":\"a\",\"idle\":{\"nap\":\"1s\"}}", "unknown field \"idle.nap\""},
+        {"{\"id\":\"a\",\"save\":[]}", "field \"save\": must be an object"},
+        {"{\"id\":\"a\",\"save\":{\"command\":\"git\"}}", "field \"save.command\""},
+        {"{\"id\":\"a\",\"save\":{\"command\":[]}}", "field \"save.command\": must not be empty"},
+        {"{\"id\":\"a\",\"save\":{\"timeout\":\"0s\"}}", "field \"save.timeout\""},
+        {"{\"id\":\"a\",\"save\":{\"path\":\"rel\"}}", "field \"save.path\""},
+        {"{\"id\":\"a\",\"save\":{\"on_failure\":\"x\"}}", "field \"save.on_failure\""},
+        {"{\"id\":\"a\",\"save\":{\"hook\":1}}", "unknown field \"save.hook\""},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct wg_api_create c;
+        char err[256] = "";
+        memset(&c, 0x5a, sizeof(c));
+        int rc =
+            wg_api_parse_create(cases[i].body, strlen(cases[i].body), &cfg, &c, err, sizeof(err));
+        if (rc != -EINVAL)
+            fail_msg("case %zu (%s): rc %d", i, cases[i].body, rc);
+        if (strstr(err, cases[i].err) == NULL)
+            fail_msg("case %zu (%s): error \"%s\" lacks \"%s\"", i, cases[i].body, err,
+                     cases[i].err);
+    }
+}
+
+static void test_create_spec_too_large(void **state)
+{
+    size_t n = WG_SESSION_SPEC_MAX + 100;
+    char *body = malloc(n + 64);
+    struct wg_api_create c;
+    char err[256];
+    assert_non_null(body);
+    int k = snprintf(body, n + 64, "{\"id\":\"a\",\"cmd\":[\"");
+    memset(body + k, 'x', n);
+    strcpy(body + k + n, "\"]}");
+    assert_int_equal(wg_api_parse_create(body, strlen(body), &cfg, &c, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "16384"));
+    free(body);
+}
+
+static void test_create_defaults(void **state)
+{
+    static const char body[] = "{\"id\":\"s1\"}";
+    struct wg_api_create c;
+    struct wg_session_update u;
+    char err[256];
+    assert_int_equal(wg_api_parse_create(body, strlen(body), &cfg, &c, err, sizeof(err)), 0);
+    assert_string_equal(c.id, "s1");
+    assert_string_equal(c.image, cfg.sessions.image);
+    assert_int_equal(c.port, cfg.sessions.port);
+    assert_null(c.spec);
+    assert_false(c.has_pause_after);
+    assert_false(c.has_stop_after);
+    wg_api_create_fields(&c, "host-a", &u);
+    assert_int_equal(u.set, WG_SF_HOST | WG_SF_IMAGE | WG_SF_PORT);
+    assert_string_equal(u.host, "host-a");
+    wg_api_create_release(&c);
+    wg_api_create_release(&c); /* idempotent */
+}
+
+static void test_create_full(void **state)
+{
+    static const char body[] =
+        "{\"id\":\"s-2\",\"image\":\"reg.local:5000/app@sha256:ab\",\"port\":3000,"
+        "\"cmd\":[\"sh\",\"-c\",\"echo \\u00e9\\n\"],\"env\":[\"A=1\",\"B=\"],"
+        "\"labels\":{\"team\":\"x\",\"z\":\"\"},\"binds\":[\"/srv/x:/w\",\"vol_1:/c:ro\",\"/a:/"
+        "b:rw\"],"
+        "\"idle\":{\"pause_after\":\"30s\",\"stop_after\":\"0s\"},"
+        "\"save\":{\"command\":[\"git\",\"push\"],\"timeout\":\"1m\",\"path\":\"/w\","
+        "\"on_failure\":\"stop\"}}";
+    struct wg_api_create c;
+    struct wg_session_update u;
+    char err[256] = "";
+    int rc = wg_api_parse_create(body, strlen(body), &cfg, &c, err, sizeof(err));
+    if (rc != 0)
+        fail_msg("rc %d: %s", rc, err);
+    assert_string_equal(c.image, "reg.local:5000/app@sha256:ab");
+    assert_int_equal(c.port, 3000);
+    assert_true(c.has_pause_after);
+    assert_int_equal(c.pause_after_ms, 30000);
+    assert_true(c.has_stop_after);
+    assert_int_equal(c.stop_after_ms, 0);
+    assert_non_null(c.spec);
+    /* Compact, ASCII, and only the container fields. */
+    for (const char *p = c.spec; *p; p++)
+        assert_true(*p >= 0x20 && *p < 0x7f);
+    assert_null(strstr(c.spec, "\": "));
+    json_error_t je;
+    json_t *spec = json_loads(c.spec, 0, &je);
+    assert_non_null(spec);
+    assert_int_equal(json_object_size(spec), 5);
+    assert_null(json_object_get(spec, "id"));
+    assert_null(json_object_get(spec, "idle"));
+    assert_string_equal(json_string_value(json_array_get(json_object_get(spec, "cmd"), 2)),
+                        "echo \xc3\xa9\n");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(spec, "save"), "on_failure")), "stop");
+    json_decref(spec);
+    wg_api_create_fields(&c, "h", &u);
+    assert_true(u.set & WG_SF_SPEC);
+    assert_true(u.set & WG_SF_IDLE_PAUSE_AFTER);
+    assert_true(u.set & WG_SF_IDLE_STOP_AFTER);
+    assert_int_equal(u.idle_stop_after_ms, 0);
+    wg_api_create_release(&c);
+}
+
+static void test_create_nulls_are_absent(void **state)
+{
+    static const char body[] = "{\"id\":\"n\",\"image\":null,\"port\":null,\"cmd\":null,"
+                               "\"idle\":{\"stop_after\":null},\"save\":null}";
+    struct wg_api_create c;
+    char err[256] = "";
+    assert_int_equal(wg_api_parse_create(body, strlen(body), &cfg, &c, err, sizeof(err)), 0);
+    assert_string_equal(c.image, cfg.sessions.image);
+    assert_null(c.spec);
+    assert_false(c.has_stop_after);
+    wg_api_create_release(&c);
+}
+
+/* ---- stream ids, queries ------------------------------------------------ */
+
+static void test_sid(void **state)
+{
+    struct wg_api_sid a, b;
+    assert_int_equal(wg_api_sid_parse("1-2", 3, &a), 0);
+    assert_true(a.ms == 1 && a.seq == 2);
+    assert_int_equal(wg_api_sid_parse("1700000000000", 13, &b), 0);
+    assert_true(b.ms == 1700000000000ull && b.seq == 0);
+    assert_int_equal(wg_api_sid_parse("0", 1, &a), 0);
+    assert_int_equal(wg_api_sid_parse("18446744073709551615-18446744073709551615", 41, &a), 0);
+    const char *bad[] = {"",   "-",  "1-", "-1", "a", "1-2-3", "1 -2", "18446744073709551616",
+                         "+1", "1-x"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (wg_api_sid_parse(bad[i], strlen(bad[i]), &a) != -EINVAL)
+            fail_msg("accepted \"%s\"", bad[i]);
+    struct wg_api_sid x = {5, 1}, y = {5, 2}, z = {6, 0};
+    assert_true(wg_api_sid_cmp(&x, &y) < 0);
+    assert_true(wg_api_sid_cmp(&y, &z) < 0);
+    assert_true(wg_api_sid_cmp(&z, &x) > 0);
+    assert_int_equal(wg_api_sid_cmp(&x, &x), 0);
+}
+
+static void test_query(void **state)
+{
+    static const char q[] = "since=1-2&wait&force=0&x=&waitx=1";
+    const char *v;
+    size_t vl;
+    bool f;
+    assert_true(wg_api_query_get(q, strlen(q), "since", &v, &vl));
+    assert_int_equal(vl, 3);
+    assert_memory_equal(v, "1-2", 3);
+    assert_true(wg_api_query_get(q, strlen(q), "x", &v, &vl));
+    assert_int_equal(vl, 0);
+    assert_false(wg_api_query_get(q, strlen(q), "sinc", &v, &vl));
+    assert_false(wg_api_query_get(NULL, 0, "since", &v, &vl));
+    assert_int_equal(wg_api_query_flag(q, strlen(q), "wait", &f), 0);
+    assert_true(f);
+    assert_int_equal(wg_api_query_flag(q, strlen(q), "force", &f), 0);
+    assert_false(f);
+    assert_int_equal(wg_api_query_flag(q, strlen(q), "absent", &f), 0);
+    assert_false(f);
+    assert_int_equal(wg_api_query_flag("wait=true", 9, "wait", &f), 0);
+    assert_true(f);
+    assert_int_equal(wg_api_query_flag("wait=yes", 8, "wait", &f), -EINVAL);
+    assert_int_equal(wg_api_query_flag("wait=10", 7, "wait", &f), -EINVAL);
+}
+
+/* ---- SSE ----------------------------------------------------------------- */
+
+#define KV(n, v)                                                                                   \
+    {                                                                                              \
+        n, sizeof(n) - 1, v, sizeof(v) - 1                                                         \
+    }
+
+static void test_sse_event(void **state)
+{
+    struct wg_buf out;
+    const struct wg_session_kv kv[] = {
+        KV("id", "s1"),
+        KV("type", "transition"),
+        KV("from", ""),
+        KV("to", "creating"),
+        KV("at", "1700000000123"),
+        KV("v", "1"),
+        KV("detail", "{\"by\":\"api\"}"),
+    };
+    wg_buf_init(&out, 1 << 20);
+    assert_int_equal(wg_api_sse_event(&out, "1700000000123-0", kv, 7), 0);
+    static const char want[] =
+        "id: 1700000000123-0\nevent: transition\n"
+        "data: {\"id\":\"s1\",\"type\":\"transition\",\"from\":\"\",\"to\":\"creating\","
+        "\"at\":1700000000123,\"v\":1,\"detail\":{\"by\":\"api\"}}\n\n";
+    assert_int_equal(wg_buf_size(&out), sizeof(want) - 1);
+    assert_memory_equal(wg_buf_head(&out), want, sizeof(want) - 1);
+
+    /* Hostile entries stay one message: no raw newline in the data, a type
+     * that could break the event line becomes "message", bad numbers and
+     * detail stay strings, invalid UTF-8 is replaced. */
+    const struct wg_session_kv evil[] = {
+        KV("id", "x\n\ndata: fake"),  KV("type", "a\nb"),        KV("at", "-1"),
+        KV("detail", "not json\r\n"), KV("note", "\xff\xfe ok"),
+    };
+    wg_buf_reset(&out);
+    assert_int_equal(wg_api_sse_event(&out, "1-1", evil, 5), 0);
+    char *text = strndup(wg_buf_head(&out), wg_buf_size(&out));
+    assert_non_null(text);
+    assert_non_null(strstr(text, "\nevent: message\n"));
+    char *data = strstr(text, "data: ");
+    assert_non_null(data);
+    char *end = strchr(data, '\n');
+    assert_string_equal(end, "\n\n");
+    json_t *j = json_loadb(data + 6, (size_t)(end - data - 6), 0, NULL);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "at")), "-1");
+    assert_string_equal(json_string_value(json_object_get(j, "detail")), "not json\r\n");
+    assert_string_equal(json_string_value(json_object_get(j, "id")), "x\n\ndata: fake");
+    assert_non_null(json_object_get(j, "note"));
+    json_decref(j);
+    free(text);
+    wg_buf_release(&out);
+}
+
+/* ---- the admin token ---------------------------------------------------- */
+
+static void test_bearer(void **state)
+{
+    struct {
+        const char *value;
+        bool ok;
+    } cases[] = {
+        {"Bearer t0k", true},        {"bearer t0k", true}, {"BEARER \t t0k", true},
+        {"Bearer t0k0", false},      {"Bearer t0", false}, {"Bearer T0K", false},
+        {"Bearer", false},           {"Bearer ", false},   {"Bearert0k", false},
+        {"Basic t0k", false},        {"t0k", false},       {"", false},
+        {"Bearer t0k extra", false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        if (wg_admin_bearer_ok("t0k", cases[i].value, strlen(cases[i].value)) != cases[i].ok)
+            fail_msg("\"%s\": want %d", cases[i].value, cases[i].ok);
+    assert_false(wg_admin_bearer_ok(NULL, "Bearer x", 8));
+    assert_false(wg_admin_bearer_ok("", "Bearer ", 7));
+    /* A value with an embedded NUL never matches a shorter token. */
+    assert_false(wg_admin_bearer_ok("t0k", "Bearer t0k\0x", 12));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_route_table),
+        cmocka_unit_test(test_create_rejects),
+        cmocka_unit_test(test_create_spec_too_large),
+        cmocka_unit_test(test_create_defaults),
+        cmocka_unit_test(test_create_full),
+        cmocka_unit_test(test_create_nulls_are_absent),
+        cmocka_unit_test(test_sid),
+        cmocka_unit_test(test_query),
+        cmocka_unit_test(test_sse_event),
+        cmocka_unit_test(test_bearer),
+    };
+    return cmocka_run_group_tests(tests, setup_cfg, teardown_cfg);
+}

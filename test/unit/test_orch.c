@@ -1,0 +1,646 @@
+/* test/unit/test_orch.c - the orchestrator's decisions (orchestrator/orch_policy)
+ * and its TCP probe (orchestrator/probe).
+ *
+ * The decisions are walked case by case: a wake in every state, the
+ * failed cool-down, stale commands, the crash-loop backoff, what a
+ * container's death means, the reconcile table (and, for every input, that
+ * each move it asks for is one the lifecycle table allows), stuck-state
+ * limits, readiness modes, the record's container spec, the histogram and
+ * the heartbeat. The probe runs on a private loop against loopback sockets
+ * and each test ends by asserting that the loop closes with no live handle.
+ * The runtime itself (Redis, Docker) is exercised by
+ * test/e2e/test_orchestrator.py. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <uv.h>
+
+#include "orchestrator/orch_policy.h"
+#include "orchestrator/probe.h"
+
+#define S(x) WG_SESSION_##x
+
+/* ---- wakes ---------------------------------------------------------------------------------- */
+
+static void test_wake_decide_by_state(void **state)
+{
+    (void)state;
+    const int64_t now = 1000000;
+    struct {
+        enum wg_session_state st;
+        enum wg_orch_wake_action want;
+    } cases[] = {
+        {S(CREATING), WG_ORCH_WAKE_START},   {S(STARTING), WG_ORCH_WAKE_RESUME},
+        {S(RUNNING), WG_ORCH_WAKE_NOOP},     {S(DRAINING), WG_ORCH_WAKE_WAIT},
+        {S(SAVING), WG_ORCH_WAKE_WAIT},      {S(STOPPING), WG_ORCH_WAKE_WAIT},
+        {S(ASLEEP), WG_ORCH_WAKE_START},     {S(PAUSED), WG_ORCH_WAKE_START},
+        {S(DESTROYED), WG_ORCH_WAKE_REFUSE},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        enum wg_orch_wake_action a = wg_orch_wake_decide(cases[i].st, now - 5, now, 30000, false);
+        if (a != cases[i].want)
+            fail_msg("%s: %s, expected %s", wg_session_state_name(cases[i].st),
+                     wg_orch_wake_action_name(a), wg_orch_wake_action_name(cases[i].want));
+        /* START is only answered where the table lets the state move to starting. */
+        if (a == WG_ORCH_WAKE_START)
+            assert_true(wg_session_can_move(cases[i].st, S(STARTING)));
+    }
+    assert_int_equal(wg_orch_wake_decide((enum wg_session_state)77, 0, now, 30000, false),
+                     WG_ORCH_WAKE_REFUSE);
+}
+
+static void test_wake_failed_cooldown(void **state)
+{
+    (void)state;
+    const int64_t now = 1000000;
+    assert_int_equal(wg_orch_wake_decide(S(FAILED), now - 1, now, 30000, false),
+                     WG_ORCH_WAKE_COOLDOWN);
+    assert_int_equal(wg_orch_wake_decide(S(FAILED), now - 29999, now, 30000, false),
+                     WG_ORCH_WAKE_COOLDOWN);
+    assert_int_equal(wg_orch_wake_decide(S(FAILED), now - 30000, now, 30000, false),
+                     WG_ORCH_WAKE_START);
+    /* force (an explicit wake, a crash restart) skips it */
+    assert_int_equal(wg_orch_wake_decide(S(FAILED), now - 1, now, 30000, true), WG_ORCH_WAKE_START);
+    /* a clock that went back never blocks retries for ever */
+    assert_int_equal(wg_orch_wake_decide(S(FAILED), now + 60000, now, 30000, false),
+                     WG_ORCH_WAKE_START);
+    assert_int_equal(wg_orch_wake_decide(S(FAILED), now, now, 0, false), WG_ORCH_WAKE_START);
+    assert_true(wg_session_can_move(S(FAILED), S(STARTING)));
+}
+
+static void test_wake_stale(void **state)
+{
+    (void)state;
+    assert_false(wg_orch_wake_stale(1000, 1000, 30000));
+    assert_false(wg_orch_wake_stale(1000, 31000, 30000));
+    assert_true(wg_orch_wake_stale(1000, 31001, 30000));
+    assert_false(wg_orch_wake_stale(50000, 1000, 30000)); /* from the future: skew */
+    assert_false(wg_orch_wake_stale(0, 99999999, 30000)); /* no stamp */
+    assert_false(wg_orch_wake_stale(-5, 99999999, 30000));
+}
+
+static void test_backoff(void **state)
+{
+    (void)state;
+    assert_int_equal(wg_orch_backoff_ms(0), 1000);
+    assert_int_equal(wg_orch_backoff_ms(1), 2000);
+    assert_int_equal(wg_orch_backoff_ms(2), 4000);
+    assert_int_equal(wg_orch_backoff_ms(3), 8000);
+    assert_int_equal(wg_orch_backoff_ms(6), WG_ORCH_BACKOFF_MAX_MS); /* 64 s capped at 60 s */
+    assert_int_equal(wg_orch_backoff_ms(100), WG_ORCH_BACKOFF_MAX_MS);
+    assert_int_equal(wg_orch_backoff_ms(~0u), WG_ORCH_BACKOFF_MAX_MS);
+}
+
+/* ---- deaths --------------------------------------------------------------------------------- */
+
+static enum wg_orch_death_action death(enum wg_session_state st, bool by_hand, bool oom, int code,
+                                       int64_t up, unsigned restarts, const char **why)
+{
+    struct wg_orch_death d = {st, by_hand, oom, code, up, restarts};
+    return wg_orch_death_decide(&d, WG_ORCH_CRASH_WINDOW_MS, WG_ORCH_MAX_RESTARTS, why);
+}
+
+static void test_death_decide(void **state)
+{
+    const char *why = NULL;
+
+    (void)state;
+    /* by hand: asleep, whatever the code */
+    assert_int_equal(death(S(RUNNING), true, false, 137, 500, 0, &why), WG_ORCH_DEATH_ASLEEP);
+    assert_string_equal(why, "stopped");
+    assert_int_equal(death(S(PAUSED), true, false, 143, -1, 0, &why), WG_ORCH_DEATH_ASLEEP);
+    /* OOM wins over everything, even by hand */
+    assert_int_equal(death(S(RUNNING), true, true, 137, 500, 0, &why), WG_ORCH_DEATH_FAILED);
+    assert_string_equal(why, "oom");
+    /* a clean exit on its own: asleep */
+    assert_int_equal(death(S(RUNNING), false, false, 0, 500, 0, &why), WG_ORCH_DEATH_ASLEEP);
+    assert_string_equal(why, "exited");
+    /* a crash soon after the start: restart while restarts remain */
+    assert_int_equal(death(S(RUNNING), false, false, 3, 9999, 0, &why), WG_ORCH_DEATH_RESTART);
+    assert_string_equal(why, "exit");
+    assert_int_equal(death(S(RUNNING), false, false, 3, 100, 2, &why), WG_ORCH_DEATH_RESTART);
+    assert_int_equal(death(S(RUNNING), false, false, 3, 100, 3, &why), WG_ORCH_DEATH_FAILED);
+    assert_string_equal(why, "crash loop");
+    /* a crash long after the start, or of unknown age: failed, no restart */
+    assert_int_equal(death(S(RUNNING), false, false, 3, 10000, 0, &why), WG_ORCH_DEATH_FAILED);
+    assert_string_equal(why, "exit");
+    assert_int_equal(death(S(RUNNING), false, false, 1, -1, 0, &why), WG_ORCH_DEATH_FAILED);
+    /* only running restarts; paused, draining, saving fail */
+    assert_int_equal(death(S(PAUSED), false, false, 3, 100, 0, &why), WG_ORCH_DEATH_FAILED);
+    assert_int_equal(death(S(DRAINING), false, false, 3, 100, 0, &why), WG_ORCH_DEATH_FAILED);
+    assert_int_equal(death(S(SAVING), false, false, 0, 100, 0, &why), WG_ORCH_DEATH_ASLEEP);
+    /* not ours to correct */
+    enum wg_session_state ignored[] = {S(CREATING), S(STARTING), S(STOPPING),
+                                       S(ASLEEP),   S(FAILED),   S(DESTROYED)};
+    for (size_t i = 0; i < sizeof(ignored) / sizeof(ignored[0]); i++)
+        assert_int_equal(death(ignored[i], false, true, 137, 10, 0, &why), WG_ORCH_DEATH_IGNORE);
+    assert_int_equal(death(S(RUNNING), false, false, 3, 100, 0, NULL), WG_ORCH_DEATH_RESTART);
+}
+
+static void test_death_moves_are_allowed(void **state)
+{
+    (void)state;
+    /* Every move a death asks for exists in the lifecycle table. */
+    for (int s = 0; s < WG_SESSION_STATE_COUNT; s++) {
+        for (int bits = 0; bits < 8; bits++) {
+            int codes[] = {0, 1, 137};
+            for (size_t c = 0; c < 3; c++) {
+                for (unsigned r = 0; r < 5; r++) {
+                    enum wg_orch_death_action a =
+                        death((enum wg_session_state)s, bits & 1, bits & 2, codes[c],
+                              (bits & 4) ? 100 : 60000, r, NULL);
+                    if (a == WG_ORCH_DEATH_ASLEEP)
+                        assert_true(wg_session_can_move((enum wg_session_state)s, S(ASLEEP)));
+                    else if (a != WG_ORCH_DEATH_IGNORE)
+                        assert_true(wg_session_can_move((enum wg_session_state)s, S(FAILED)));
+                    if (a == WG_ORCH_DEATH_RESTART) /* via failed -> starting */
+                        assert_true(wg_session_can_move(S(FAILED), S(STARTING)));
+                }
+            }
+        }
+    }
+}
+
+/* ---- reconciliation ---------------------------------------------------------------------- */
+
+static void test_docker_state_of(void **state)
+{
+    (void)state;
+    assert_int_equal(wg_orch_docker_state_of(NULL), WG_ORCH_DOCKER_MISSING);
+    assert_int_equal(wg_orch_docker_state_of("running"), WG_ORCH_DOCKER_RUNNING);
+    assert_int_equal(wg_orch_docker_state_of("restarting"), WG_ORCH_DOCKER_RUNNING);
+    assert_int_equal(wg_orch_docker_state_of("paused"), WG_ORCH_DOCKER_PAUSED);
+    assert_int_equal(wg_orch_docker_state_of("exited"), WG_ORCH_DOCKER_STOPPED);
+    assert_int_equal(wg_orch_docker_state_of("created"), WG_ORCH_DOCKER_STOPPED);
+    assert_int_equal(wg_orch_docker_state_of("dead"), WG_ORCH_DOCKER_STOPPED);
+    assert_int_equal(wg_orch_docker_state_of("something new"), WG_ORCH_DOCKER_STOPPED);
+    assert_string_equal(wg_orch_docker_state_name(WG_ORCH_DOCKER_PAUSED), "paused");
+}
+
+static struct wg_orch_fix fix(enum wg_session_state st, enum wg_orch_docker_state ds, bool stuck,
+                              bool has, bool same, bool clean)
+{
+    struct wg_orch_observed ob = {.state = st,
+                                  .stuck = stuck,
+                                  .record_has_container = has,
+                                  .same_container = same,
+                                  .docker = ds,
+                                  .clean_exit = clean};
+    struct wg_orch_fix f;
+
+    wg_orch_reconcile_decide(&ob, &f);
+    return f;
+}
+
+#define EXPECT_MOVE(f, state_to)                                                                   \
+    do {                                                                                           \
+        assert_int_equal((f).kind, WG_ORCH_FIX_MOVE);                                              \
+        assert_int_equal((f).to, (state_to));                                                      \
+    } while (0)
+
+static void test_reconcile_table(void **state)
+{
+    struct wg_orch_fix f;
+
+    (void)state;
+    /* Docker says running while Redis says asleep or paused: running. */
+    f = fix(S(ASLEEP), WG_ORCH_DOCKER_RUNNING, false, true, true, true);
+    EXPECT_MOVE(f, S(RUNNING));
+    assert_true(f.set_container);
+    EXPECT_MOVE(fix(S(PAUSED), WG_ORCH_DOCKER_RUNNING, false, true, true, true), S(RUNNING));
+    /* failed or starting with a live container: a wake takes over (failed
+     * cannot move straight to running) */
+    assert_int_equal(fix(S(FAILED), WG_ORCH_DOCKER_RUNNING, false, true, true, true).kind,
+                     WG_ORCH_FIX_RESUME);
+    assert_int_equal(fix(S(STARTING), WG_ORCH_DOCKER_RUNNING, true, true, true, true).kind,
+                     WG_ORCH_FIX_RESUME);
+    assert_int_equal(fix(S(STARTING), WG_ORCH_DOCKER_MISSING, true, false, false, true).kind,
+                     WG_ORCH_FIX_RESUME);
+    assert_int_equal(fix(S(STARTING), WG_ORCH_DOCKER_STOPPED, true, true, true, true).kind,
+                     WG_ORCH_FIX_RESUME);
+    /* container missing: asleep, id cleared */
+    f = fix(S(RUNNING), WG_ORCH_DOCKER_MISSING, false, true, false, true);
+    EXPECT_MOVE(f, S(ASLEEP));
+    assert_true(f.clear_container);
+    f = fix(S(ASLEEP), WG_ORCH_DOCKER_MISSING, false, true, false, true);
+    assert_int_equal(f.kind, WG_ORCH_FIX_UPDATE);
+    assert_true(f.clear_container);
+    f = fix(S(FAILED), WG_ORCH_DOCKER_MISSING, false, true, false, true); /* stays failed */
+    assert_int_equal(f.kind, WG_ORCH_FIX_UPDATE);
+    assert_int_equal(fix(S(ASLEEP), WG_ORCH_DOCKER_MISSING, false, false, false, true).kind,
+                     WG_ORCH_FIX_NONE);
+    /* stopped while running: asleep when clean, failed otherwise */
+    EXPECT_MOVE(fix(S(RUNNING), WG_ORCH_DOCKER_STOPPED, false, true, true, true), S(ASLEEP));
+    EXPECT_MOVE(fix(S(RUNNING), WG_ORCH_DOCKER_STOPPED, false, true, true, false), S(FAILED));
+    /* paused by hand */
+    EXPECT_MOVE(fix(S(RUNNING), WG_ORCH_DOCKER_PAUSED, false, true, true, true), S(PAUSED));
+    assert_int_equal(fix(S(FAILED), WG_ORCH_DOCKER_PAUSED, false, true, true, true).kind,
+                     WG_ORCH_FIX_NONE);
+    /* agreement, or only the id/address drifted */
+    assert_int_equal(fix(S(RUNNING), WG_ORCH_DOCKER_RUNNING, false, true, true, true).kind,
+                     WG_ORCH_FIX_NONE);
+    assert_int_equal(fix(S(RUNNING), WG_ORCH_DOCKER_RUNNING, false, false, false, true).kind,
+                     WG_ORCH_FIX_UPDATE);
+    assert_int_equal(fix(S(ASLEEP), WG_ORCH_DOCKER_STOPPED, false, true, true, true).kind,
+                     WG_ORCH_FIX_NONE);
+    assert_int_equal(fix(S(ASLEEP), WG_ORCH_DOCKER_STOPPED, false, false, false, true).kind,
+                     WG_ORCH_FIX_UPDATE);
+    /* adoption: a record just made in creating */
+    EXPECT_MOVE(fix(S(CREATING), WG_ORCH_DOCKER_RUNNING, true, true, true, true), S(RUNNING));
+    EXPECT_MOVE(fix(S(CREATING), WG_ORCH_DOCKER_PAUSED, true, true, true, true), S(PAUSED));
+    EXPECT_MOVE(fix(S(CREATING), WG_ORCH_DOCKER_STOPPED, true, true, true, false), S(ASLEEP));
+    /* transient states that are not stuck are left to their actor */
+    enum wg_session_state tr[] = {S(CREATING), S(STARTING), S(DRAINING), S(SAVING), S(STOPPING)};
+    for (size_t i = 0; i < 5; i++)
+        for (int ds = 0; ds < 4; ds++)
+            assert_int_equal(
+                fix(tr[i], (enum wg_orch_docker_state)ds, false, true, false, false).kind,
+                WG_ORCH_FIX_NONE);
+    /* stopping stuck with the container up: stop it */
+    assert_int_equal(fix(S(STOPPING), WG_ORCH_DOCKER_RUNNING, true, true, true, true).kind,
+                     WG_ORCH_FIX_STOP);
+    EXPECT_MOVE(fix(S(STOPPING), WG_ORCH_DOCKER_STOPPED, true, true, true, true), S(ASLEEP));
+    EXPECT_MOVE(fix(S(DRAINING), WG_ORCH_DOCKER_RUNNING, true, true, true, true), S(RUNNING));
+    EXPECT_MOVE(fix(S(SAVING), WG_ORCH_DOCKER_PAUSED, true, true, true, true), S(PAUSED));
+    EXPECT_MOVE(fix(S(DRAINING), WG_ORCH_DOCKER_PAUSED, true, true, true, true), S(FAILED));
+    assert_int_equal(fix(S(DESTROYED), WG_ORCH_DOCKER_RUNNING, true, true, true, true).kind,
+                     WG_ORCH_FIX_NONE);
+}
+
+static void test_reconcile_moves_are_allowed(void **state)
+{
+    (void)state;
+    /* Exhaustive: whatever Redis and Docker say, a MOVE is in the table, a
+     * RESUME comes from a state that can (be) start(ing), a STOP only from
+     * stopping. */
+    for (int s = 0; s < WG_SESSION_STATE_COUNT; s++) {
+        for (int ds = 0; ds < 4; ds++) {
+            for (int bits = 0; bits < 32; bits++) {
+                struct wg_orch_fix f = fix((enum wg_session_state)s, (enum wg_orch_docker_state)ds,
+                                           bits & 1, bits & 2, bits & 4, bits & 8);
+                assert_non_null(f.why);
+                switch (f.kind) {
+                case WG_ORCH_FIX_MOVE:
+                    if (!wg_session_can_move((enum wg_session_state)s, f.to))
+                        fail_msg("%s -> %s (docker %s) is not in the table",
+                                 wg_session_state_name((enum wg_session_state)s),
+                                 wg_session_state_name(f.to),
+                                 wg_orch_docker_state_name((enum wg_orch_docker_state)ds));
+                    break;
+                case WG_ORCH_FIX_RESUME:
+                    assert_true(s == S(STARTING) || s == S(FAILED));
+                    break;
+                case WG_ORCH_FIX_STOP:
+                    assert_int_equal(s, S(STOPPING));
+                    assert_true(wg_session_can_move(S(STOPPING), S(ASLEEP)));
+                    break;
+                default:
+                    break;
+                }
+                assert_false(f.set_container && f.clear_container);
+            }
+        }
+    }
+}
+
+static void test_stuck_after(void **state)
+{
+    struct wg_orch_deadlines d = {.wake_timeout_ms = 10000, .save_timeout_ms = 60000};
+
+    (void)state;
+    assert_int_equal(wg_orch_stuck_after_ms(S(STARTING), &d), 11000);
+    assert_int_equal(wg_orch_stuck_after_ms(S(CREATING), &d), 60000); /* at least 60 s */
+    assert_int_equal(wg_orch_stuck_after_ms(S(DRAINING), &d), 60000);
+    assert_int_equal(wg_orch_stuck_after_ms(S(STOPPING), &d), 60000);
+    assert_int_equal(wg_orch_stuck_after_ms(S(SAVING), &d), 120000);
+    d.wake_timeout_ms = 45000;
+    assert_int_equal(wg_orch_stuck_after_ms(S(STOPPING), &d), 90000);
+    for (int s = 0; s < WG_SESSION_STATE_COUNT; s++)
+        if (!wg_session_state_transient((enum wg_session_state)s))
+            assert_int_equal(wg_orch_stuck_after_ms((enum wg_session_state)s, &d), 0);
+}
+
+static void test_readiness(void **state)
+{
+    (void)state;
+    assert_int_equal(wg_orch_ready_mode_of(NULL), WG_ORCH_READY_TCP);
+    assert_int_equal(wg_orch_ready_mode_of(""), WG_ORCH_READY_TCP);
+    assert_int_equal(wg_orch_ready_mode_of("starting"), WG_ORCH_READY_HEALTH);
+    assert_int_equal(wg_orch_ready_mode_of("unhealthy"), WG_ORCH_READY_HEALTH);
+    assert_true(wg_orch_health_ready("healthy"));
+    assert_false(wg_orch_health_ready("starting"));
+    assert_false(wg_orch_health_ready("unhealthy"));
+    assert_false(wg_orch_health_ready(NULL));
+}
+
+/* ---- spec ------------------------------------------------------------------------------------ */
+
+static void test_spec_parse(void **state)
+{
+    struct wg_orch_spec sp;
+    char err[256];
+
+    (void)state;
+    assert_int_equal(wg_orch_spec_parse(
+                         "{\"cmd\":[\"sh\",\"-c\",\"x\"],\"env\":[\"A=1\",\"B=\"],\"labels\":{"
+                         "\"team\":\"e2e\",\"wakegate.session\":\"evil\",\"wakegate.port\":\"1\"},"
+                         "\"binds\":[\"/h:/c:ro\"],\"future\":{\"x\":1}}",
+                         &sp, err, sizeof(err)),
+                     0);
+    assert_string_equal(sp.cmd[0], "sh");
+    assert_string_equal(sp.cmd[2], "x");
+    assert_null(sp.cmd[3]);
+    assert_string_equal(sp.env[1], "B=");
+    assert_null(sp.env[2]);
+    assert_string_equal(sp.labels[0], "team"); /* reserved labels dropped */
+    assert_string_equal(sp.labels[1], "e2e");
+    assert_null(sp.labels[2]);
+    assert_string_equal(sp.binds[0], "/h:/c:ro");
+    wg_orch_spec_release(&sp);
+    assert_null(sp.cmd);
+
+    /* absent, empty, null members, [] cmd: the image's defaults */
+    const char *empties[] = {NULL, "", "{}", "{\"cmd\":null,\"env\":null,\"labels\":null}",
+                             "{\"cmd\":[]}"};
+    for (size_t i = 0; i < sizeof(empties) / sizeof(empties[0]); i++) {
+        assert_int_equal(wg_orch_spec_parse(empties[i], &sp, err, sizeof(err)), 0);
+        assert_null(sp.cmd);
+        assert_null(sp.labels);
+        wg_orch_spec_release(&sp);
+    }
+    assert_int_equal(wg_orch_spec_parse("{\"env\":[]}", &sp, err, sizeof(err)), 0);
+    assert_non_null(sp.env);
+    assert_null(sp.env[0]);
+    wg_orch_spec_release(&sp);
+
+    const char *bad[] = {"not json",
+                         "[]",
+                         "{\"cmd\":\"sh\"}",
+                         "{\"cmd\":[1]}",
+                         "{\"env\":{\"A\":\"1\"}}",
+                         "{\"labels\":[\"a\"]}",
+                         "{\"labels\":{\"a\":1}}",
+                         "{\"binds\":[null]}",
+                         "{\"cmd\":[\"a\"],\"cmd\":[\"b\"]}"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        memset(&sp, 0x5a, sizeof(sp));
+        err[0] = '\0';
+        if (wg_orch_spec_parse(bad[i], &sp, err, sizeof(err)) != -EINVAL)
+            fail_msg("accepted %s", bad[i]);
+        assert_true(err[0] != '\0');
+    }
+
+    /* the entry cap */
+    json_t *a = json_array();
+    for (int i = 0; i <= WG_ORCH_SPEC_ITEMS_MAX; i++)
+        json_array_append_new(a, json_string("K=V"));
+    json_t *o = json_pack("{s:o}", "env", a);
+    char *text = json_dumps(o, JSON_COMPACT);
+    assert_int_equal(wg_orch_spec_parse(text, &sp, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "more than"));
+    free(text);
+    json_decref(o);
+}
+
+/* ---- metrics --------------------------------------------------------------------------------- */
+
+static void test_histogram(void **state)
+{
+    struct wg_orch_hist h = {0};
+
+    (void)state;
+    for (size_t i = 1; i < WG_ORCH_HIST_BUCKETS; i++)
+        assert_true(wg_orch_hist_bounds[i] > wg_orch_hist_bounds[i - 1]);
+    wg_orch_hist_add(&h, 0.005); /* on a bound: le is inclusive */
+    wg_orch_hist_add(&h, 0.0051);
+    wg_orch_hist_add(&h, 0.3);
+    wg_orch_hist_add(&h, -1);  /* clamped to 0 */
+    wg_orch_hist_add(&h, 1e6); /* +Inf */
+    assert_int_equal(h.counts[0], 2);
+    assert_int_equal(h.counts[1], 1);
+    assert_int_equal(h.counts[6], 1); /* 0.5 */
+    assert_int_equal(h.counts[WG_ORCH_HIST_BUCKETS], 1);
+    assert_int_equal(h.n, 5);
+    assert_true(h.sum > 1e6 && h.sum < 1e6 + 1);
+}
+
+static void test_heartbeat_json(void **state)
+{
+    char buf[256], small[16];
+    json_error_t jerr;
+
+    (void)state;
+    int n = wg_orch_heartbeat_json(buf, sizeof(buf), "host-a", 3, 8, 5, 1795283000123);
+    assert_true(n > 0 && (size_t)n == strlen(buf));
+    json_t *o = json_loads(buf, 0, &jerr);
+    assert_non_null(o);
+    assert_string_equal(json_string_value(json_object_get(o, "name")), "host-a");
+    assert_int_equal(json_integer_value(json_object_get(o, "starts_in_flight")), 3);
+    assert_int_equal(json_integer_value(json_object_get(o, "max_concurrent_starts")), 8);
+    assert_int_equal(json_integer_value(json_object_get(o, "queued")), 5);
+    assert_int_equal(json_integer_value(json_object_get(o, "at")), 1795283000123);
+    json_decref(o);
+    assert_int_equal(wg_orch_heartbeat_json(small, sizeof(small), "host-a", 0, 8, 0, 1), -ENOSPC);
+}
+
+/* ---- probe (private loop, loopback) ------------------------------------------------------ */
+
+struct probe_ctx {
+    int calls;
+    unsigned attempts;
+    uint64_t at;
+    uv_loop_t *loop;
+};
+
+static void probe_done(int status, unsigned attempts, void *arg)
+{
+    struct probe_ctx *c = arg;
+    assert_int_equal(status, 0);
+    c->calls++;
+    c->attempts = attempts;
+    c->at = uv_now(c->loop);
+}
+
+static void on_conn(uv_stream_t *server, int status)
+{
+    uv_tcp_t *c;
+
+    if (status < 0)
+        return;
+    c = malloc(sizeof(*c));
+    uv_tcp_init(server->loop, c);
+    if (uv_accept(server, (uv_stream_t *)c) == 0)
+        uv_close((uv_handle_t *)c, (uv_close_cb)free);
+    else
+        uv_close((uv_handle_t *)c, (uv_close_cb)free);
+}
+
+static int listen_on(uv_loop_t *loop, uv_tcp_t *srv, int port)
+{
+    struct sockaddr_in sa;
+    struct sockaddr_storage got;
+    int len = sizeof(got);
+
+    uv_ip4_addr("127.0.0.1", port, &sa);
+    uv_tcp_init(loop, srv);
+    assert_int_equal(uv_tcp_bind(srv, (const struct sockaddr *)&sa, 0), 0);
+    assert_int_equal(uv_listen((uv_stream_t *)srv, 16, on_conn), 0);
+    uv_tcp_getsockname(srv, (struct sockaddr *)&got, &len);
+    return ntohs(((struct sockaddr_in *)&got)->sin_port);
+}
+
+/* Runs the loop out; every handle must be closed by then. */
+static void loop_close_clean(uv_loop_t *loop)
+{
+    uv_run(loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(loop), 0);
+}
+
+static void test_probe_connects(void **state)
+{
+    uv_loop_t loop;
+    uv_tcp_t srv;
+    struct probe_ctx c = {.loop = &loop};
+    struct wg_probe *p = NULL;
+
+    (void)state;
+    uv_loop_init(&loop);
+    int port = listen_on(&loop, &srv, 0);
+    assert_int_equal(wg_probe_start(&loop, "127.0.0.1", (uint16_t)port, 0, 0, probe_done, &c, &p),
+                     0);
+    assert_int_equal(c.calls, 0); /* never inside the call */
+    while (c.calls == 0)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(c.calls, 1);
+    assert_int_equal(c.attempts, 1);
+    uv_close((uv_handle_t *)&srv, NULL);
+    loop_close_clean(&loop);
+}
+
+struct late {
+    uv_tcp_t *srv;
+    int port;
+};
+
+static void late_listen(uv_timer_t *t)
+{
+    struct late *l = t->data;
+    listen_on(t->loop, l->srv, l->port);
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+static void test_probe_retries_until_listening(void **state)
+{
+    uv_loop_t loop;
+    uv_tcp_t srv, tmp;
+    uv_timer_t later;
+    struct probe_ctx c = {.loop = &loop};
+    struct wg_probe *p = NULL;
+    struct late l = {.srv = &srv};
+
+    (void)state;
+    uv_loop_init(&loop);
+    /* A free port: bind, read it, close; nobody listens on it for 120 ms. */
+    l.port = listen_on(&loop, &tmp, 0);
+    uv_close((uv_handle_t *)&tmp, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    uv_timer_init(&loop, &later);
+    later.data = &l;
+    uv_timer_start(&later, late_listen, 120, 0);
+    uint64_t t0 = uv_now(&loop);
+    assert_int_equal(
+        wg_probe_start(&loop, "127.0.0.1", (uint16_t)l.port, 10, 50, probe_done, &c, &p), 0);
+    while (c.calls == 0)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_true(c.attempts >= 3); /* refused, refused, ..., connected */
+    assert_true(c.at - t0 >= 110);
+    assert_true(c.at - t0 < 1000); /* short attempts, no long connect */
+    uv_close((uv_handle_t *)&srv, NULL);
+    loop_close_clean(&loop);
+}
+
+static void stop_it(uv_timer_t *t)
+{
+    wg_probe_stop(t->data);
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+static void test_probe_stop_without_callback(void **state)
+{
+    uv_loop_t loop;
+    uv_tcp_t tmp;
+    uv_timer_t stopper;
+    struct probe_ctx c = {.loop = &loop};
+    struct wg_probe *p = NULL;
+
+    (void)state;
+    uv_loop_init(&loop);
+    int port = listen_on(&loop, &tmp, 0);
+    uv_close((uv_handle_t *)&tmp, NULL);
+    assert_int_equal(wg_probe_start(&loop, "127.0.0.1", (uint16_t)port, 5, 20, probe_done, &c, &p),
+                     0);
+    uv_timer_init(&loop, &stopper);
+    stopper.data = p;
+    uv_timer_start(&stopper, stop_it, 80, 0);
+    uv_run(&loop, UV_RUN_DEFAULT); /* ends once the probe closed its handles */
+    assert_int_equal(c.calls, 0);
+    loop_close_clean(&loop);
+
+    /* Stopped at once, before any attempt. */
+    uv_loop_init(&loop);
+    assert_int_equal(wg_probe_start(&loop, "127.0.0.1", 9, 5, 20, probe_done, &c, &p), 0);
+    wg_probe_stop(p);
+    loop_close_clean(&loop);
+    assert_int_equal(c.calls, 0);
+}
+
+static void test_probe_bad_args(void **state)
+{
+    uv_loop_t loop;
+    struct wg_probe *p = NULL;
+    struct probe_ctx c = {.loop = &loop};
+
+    (void)state;
+    uv_loop_init(&loop);
+    assert_int_equal(wg_probe_start(&loop, "not-an-ip", 80, 0, 0, probe_done, &c, &p), -EINVAL);
+    assert_int_equal(wg_probe_start(&loop, "10.0.0.1", 0, 0, 0, probe_done, &c, &p), -EINVAL);
+    assert_int_equal(wg_probe_start(&loop, NULL, 80, 0, 0, probe_done, &c, &p), -EINVAL);
+    assert_int_equal(wg_probe_start(&loop, "10.0.0.1", 80, 0, 0, NULL, &c, &p), -EINVAL);
+    wg_probe_stop(NULL);
+    loop_close_clean(&loop);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_wake_decide_by_state),
+        cmocka_unit_test(test_wake_failed_cooldown),
+        cmocka_unit_test(test_wake_stale),
+        cmocka_unit_test(test_backoff),
+        cmocka_unit_test(test_death_decide),
+        cmocka_unit_test(test_death_moves_are_allowed),
+        cmocka_unit_test(test_docker_state_of),
+        cmocka_unit_test(test_reconcile_table),
+        cmocka_unit_test(test_reconcile_moves_are_allowed),
+        cmocka_unit_test(test_stuck_after),
+        cmocka_unit_test(test_readiness),
+        cmocka_unit_test(test_spec_parse),
+        cmocka_unit_test(test_histogram),
+        cmocka_unit_test(test_heartbeat_json),
+        cmocka_unit_test(test_probe_connects),
+        cmocka_unit_test(test_probe_retries_until_listening),
+        cmocka_unit_test(test_probe_stop_without_callback),
+        cmocka_unit_test(test_probe_bad_args),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
