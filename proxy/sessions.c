@@ -18,6 +18,10 @@
 /* How long "no such session" is believed before asking again. */
 #define NOT_FOUND_TTL_MS 1000
 #define WAKE_REPEAT_MS 1000
+/* After a resubscription, how long a running session whose record is missing
+ * is still served: Redis may have restarted empty, and the orchestrator
+ * re-adopts running containers within moments. */
+#define RESUBSCRIBE_GRACE_MS 10000
 
 struct sess_entry {
     struct sess_entry *next;
@@ -59,6 +63,7 @@ struct wg_sessions {
     struct wg_redis *sub;
     bool sub_up;
     uint64_t down_since_ms;
+    uint64_t resubscribed_ms; /* loop time of the last (re)subscription */
     char from[WG_STORE_NAME_MAX + 1];
     struct sess_entry *table[BUCKETS];
     size_t nentries;
@@ -188,6 +193,12 @@ static void fetch_done(const struct wg_store_res *res, void *arg)
             e->port = r->port;
             e->version = r->version;
         }
+    } else if (res->status == -ENOENT && e->stale && e->known && e->state == WG_SESSION_RUNNING &&
+               e->ip[0] && now_ms(s) - s->resubscribed_ms < RESUBSCRIBE_GRACE_MS) {
+        /* Keep serving the cached address; read again in a moment. */
+        WG_INFO(s->log, "sessions", "record missing after resubscription, serving from cache",
+                "session=%s ip=%s", id, e->ip);
+        e->fetch_failed_ms = now_ms(s);
     } else if (res->status == -ENOENT) {
         e->not_found = true;
         e->known = false;
@@ -388,6 +399,7 @@ static void on_state_msg(const struct wg_redis_msg *msg, void *arg)
         /* (Re)subscribed: whatever was published meanwhile is lost. */
         bool was_up = s->sub_up;
         s->sub_up = true;
+        s->resubscribed_ms = now_ms(s);
         for (size_t i = 0; i < BUCKETS; i++) {
             for (struct sess_entry *e = s->table[i]; e; e = e->next) {
                 e->stale = true;
