@@ -31,21 +31,14 @@
 #include <uv.h>
 
 #include "common/log.h"
+#include "redis_fixture.h"
 #include "common/redis.h"
 
-#define REDIS_SERVER "/usr/bin/redis-server"
-
-struct server {
-    pid_t pid;
-    char dir[64];
-    char sock[100];
-    char logfile[128];
-};
 
 struct fx {
     uv_loop_t loop;
     bool loop_closed;
-    struct server srv;
+    struct wg_test_redis srv;
     char url[256];
     struct wg_log log;
     bool in_call; /* set around each API call: callbacks must not see it */
@@ -65,74 +58,7 @@ struct result {
     uint64_t at_ms;
 };
 
-/* ---- redis-server ------------------------------------------------------------------------- */
 
-static int server_ping(const char *path)
-{
-    struct sockaddr_un sun = {.sun_family = AF_UNIX};
-    struct timeval tv = {.tv_sec = 0, .tv_usec = 200000};
-    char buf[16] = "";
-    int fd, ok = -1;
-
-    fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0 && write(fd, "PING\r\n", 6) == 6 &&
-        read(fd, buf, sizeof(buf) - 1) > 0 && strncmp(buf, "+PONG", 5) == 0)
-        ok = 0;
-    close(fd);
-    return ok;
-}
-
-static void server_stop(struct server *s)
-{
-    if (s->pid > 0) {
-        kill(s->pid, SIGKILL);
-        waitpid(s->pid, NULL, 0);
-        s->pid = 0;
-    }
-}
-
-/* Starts redis-server on s->sock and waits until it answers PING. */
-static int server_start(struct server *s)
-{
-    pid_t pid;
-
-    if (access(REDIS_SERVER, X_OK) != 0) {
-        fprintf(stderr, "%s is missing: apt-get install redis-server\n", REDIS_SERVER);
-        return -1;
-    }
-    pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        int fd = open(s->logfile, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execl(REDIS_SERVER, "redis-server", "--port", "0", "--unixsocket", s->sock,
-              "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir", s->dir,
-              "--enable-debug-command", "yes", (char *)NULL);
-        _exit(127);
-    }
-    s->pid = pid;
-    for (int i = 0; i < 500; i++) {
-        if (waitpid(pid, NULL, WNOHANG) == pid) {
-            s->pid = 0;
-            fprintf(stderr, "redis-server exited early; see %s\n", s->logfile);
-            return -1;
-        }
-        if (server_ping(s->sock) == 0)
-            return 0;
-        usleep(10000);
-    }
-    server_stop(s);
-    return -1;
-}
 
 /* ---- fixture ------------------------------------------------------------------------------ */
 
@@ -157,7 +83,7 @@ static int setup(void **state)
     snprintf(fx->url, sizeof(fx->url), "unix://%s", fx->srv.sock);
     if (uv_loop_init(&fx->loop) != 0)
         return -1;
-    return server_start(&fx->srv);
+    return wg_test_redis_start(&fx->srv);
 }
 
 static int teardown(void **state)
@@ -167,7 +93,7 @@ static int teardown(void **state)
 
     if (!fx)
         return 0;
-    server_stop(&fx->srv);
+    wg_test_redis_stop(&fx->srv);
     if (!fx->loop_closed) {
         /* A failed test may leave handles: the process ends soon anyway. */
         uv_run(&fx->loop, UV_RUN_NOWAIT);
@@ -515,7 +441,7 @@ static void test_server_restart(void **state)
     assert_true(run_until(fx, &before.calls, 1, 2000));
     assert_int_equal(before.status, 0);
 
-    server_stop(&fx->srv);
+    wg_test_redis_stop(&fx->srv);
     assert_true(run_until(fx, &fx->downs, 1, 2000));
     assert_false(wg_redis_connected(r));
     assert_non_null(strstr(fx->reason, fx->srv.sock));
@@ -533,7 +459,7 @@ static void test_server_restart(void **state)
     run_for(fx, 200);
     assert_int_equal(fx->downs, 1);
 
-    assert_int_equal(server_start(&fx->srv), 0);
+    assert_int_equal(wg_test_redis_start(&fx->srv), 0);
     assert_true(run_until(fx, &fx->ups, 2, 3000));
     CMD(fx, r, &set, "SET k %s", "v");
     CMD(fx, r, &get, "GET k");
@@ -556,13 +482,13 @@ static void test_server_reset(void **state)
     CMD(fx, r, &ping, "PING");
     run_for(fx, 50);
     assert_int_equal(ping.calls, 0);
-    server_stop(&fx->srv);
+    wg_test_redis_stop(&fx->srv);
     assert_true(run_until(fx, &fx->downs, 1, 1000));
     assert_int_equal(ping.calls, 1);
     assert_int_equal(ping.status, -ECONNRESET);
     assert_non_null(strstr(fx->reason, "lost"));
 
-    assert_int_equal(server_start(&fx->srv), 0);
+    assert_int_equal(wg_test_redis_start(&fx->srv), 0);
     assert_true(run_until(fx, &fx->ups, 2, 3000));
     CMD(fx, r, &after, "PING");
     assert_true(run_until(fx, &after.calls, 1, 2000));
@@ -658,10 +584,10 @@ static void test_subscribe(void **state)
 
     /* Restart: both reconnect, and the subscriber renews its channels,
      * including one added while the server was down. */
-    server_stop(&fx->srv);
+    wg_test_redis_stop(&fx->srv);
     assert_true(run_until(fx, &fx->downs, 2, 2000));
     assert_int_equal(wg_redis_subscribe(sub, "wg:other", msg_cb, &other), 0);
-    assert_int_equal(server_start(&fx->srv), 0);
+    assert_int_equal(wg_test_redis_start(&fx->srv), 0);
     assert_true(run_until(fx, &seen.subscribed, 2, 3000));
     assert_true(run_until(fx, &other.subscribed, 1, 3000));
     assert_true(run_until(fx, &fx->ups, 4, 3000));
@@ -807,7 +733,7 @@ static void test_free_in_callbacks(void **state)
     wg_redis_on_state(lost, free_in_state_cb, &f3);
     CMD(fx, lost, &held, "DEBUG SLEEP 1");
     uv_run(&fx->loop, UV_RUN_NOWAIT);
-    server_stop(&fx->srv);
+    wg_test_redis_stop(&fx->srv);
     assert_true(run_until(fx, &f3.calls, 1, 2000));
     assert_int_equal(held.calls, 1);
     assert_int_equal(held.status, -ECONNRESET);

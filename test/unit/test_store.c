@@ -28,24 +28,17 @@
 #include <uv.h>
 
 #include "common/log.h"
+#include "redis_fixture.h"
 #include "common/redis.h"
 #include "common/session.h"
 #include "common/store.h"
 
-#define REDIS_SERVER "/usr/bin/redis-server"
 #define B(x) WG_SESSION_BIT(WG_SESSION_##x)
-
-struct server {
-    pid_t pid;
-    char dir[64];
-    char sock[100];
-    char logfile[128];
-};
 
 struct fx {
     uv_loop_t loop;
     bool loop_closed;
-    struct server srv;
+    struct wg_test_redis srv;
     char url[256];
     struct wg_log log;
     bool in_call;  /* set around each API call: callbacks must not see it */
@@ -54,73 +47,7 @@ struct fx {
     struct wg_store *st;
 };
 
-/* ---- redis-server (as in test_redis.c) ------------------------------------------------------- */
 
-static int server_ping(const char *path)
-{
-    struct sockaddr_un sun = {.sun_family = AF_UNIX};
-    struct timeval tv = {.tv_sec = 0, .tv_usec = 200000};
-    char buf[16] = "";
-    int fd, ok = -1;
-
-    fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0 && write(fd, "PING\r\n", 6) == 6 &&
-        read(fd, buf, sizeof(buf) - 1) > 0 && strncmp(buf, "+PONG", 5) == 0)
-        ok = 0;
-    close(fd);
-    return ok;
-}
-
-static void server_stop(struct server *s)
-{
-    if (s->pid > 0) {
-        kill(s->pid, SIGKILL);
-        waitpid(s->pid, NULL, 0);
-        s->pid = 0;
-    }
-}
-
-static int server_start(struct server *s)
-{
-    pid_t pid;
-
-    if (access(REDIS_SERVER, X_OK) != 0) {
-        fprintf(stderr, "%s is missing: apt-get install redis-server\n", REDIS_SERVER);
-        return -1;
-    }
-    pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        int fd = open(s->logfile, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execl(REDIS_SERVER, "redis-server", "--port", "0", "--unixsocket", s->sock,
-              "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir", s->dir,
-              (char *)NULL);
-        _exit(127);
-    }
-    s->pid = pid;
-    for (int i = 0; i < 500; i++) {
-        if (waitpid(pid, NULL, WNOHANG) == pid) {
-            s->pid = 0;
-            fprintf(stderr, "redis-server exited early; see %s\n", s->logfile);
-            return -1;
-        }
-        if (server_ping(s->sock) == 0)
-            return 0;
-        usleep(10000);
-    }
-    server_stop(s);
-    return -1;
-}
 
 /* ---- fixture --------------------------------------------------------------------------------- */
 
@@ -209,7 +136,7 @@ static int setup(void **state)
     snprintf(fx->url, sizeof(fx->url), "unix://%s", fx->srv.sock);
     if (uv_loop_init(&fx->loop) != 0)
         return -1;
-    if (server_start(&fx->srv) != 0)
+    if (wg_test_redis_start(&fx->srv) != 0)
         return -1;
     fx->r = open_connected(fx, "store", 0);
     fx->st = open_store(fx, fx->r, 0);
@@ -223,7 +150,7 @@ static int teardown(void **state)
 
     if (!fx)
         return 0;
-    server_stop(&fx->srv);
+    wg_test_redis_stop(&fx->srv);
     if (!fx->loop_closed) {
         /* A failed test may leave handles: the process ends soon anyway. */
         uv_run(&fx->loop, UV_RUN_NOWAIT);
@@ -1234,7 +1161,7 @@ static void test_errors(void **state)
     assert_true(strlen(g.error) > 0);
 
     /* Redis gone: transport errors pass through. */
-    server_stop(&fx->srv);
+    wg_test_redis_stop(&fx->srv);
     run_for(fx, 50);
     DO(fx, &g, wg_store_get(fx->st, "g1", got_cb, &g));
     assert_true(g.status == -ENOTCONN || g.status == -ECONNRESET);
