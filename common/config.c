@@ -34,6 +34,11 @@
 /* Head and buffer limits feed size_t arithmetic in the proxy. */
 #define SIZE_LIMIT_MAX (1ull << 30)
 #define PATH_MAX_KEY 256
+/* A readiness request path goes into one request line; real ones are short. */
+#define HTTP_PATH_MAX 1024
+/* The probe takes 32-bit milliseconds; a readiness attempt or pause of more
+ * than a minute is a mistake, not a tuning. */
+#define PROBE_MS_MAX (60u * 1000)
 
 #define SESSION_TOKEN "{session}"
 
@@ -327,8 +332,12 @@ void wg_config_free(struct wg_config *cfg)
     free(cfg->admin_token_file);
     free(cfg->redis_url);
     free(cfg->docker_host);
+    free(cfg->docker_tls.ca);
+    free(cfg->docker_tls.cert);
+    free(cfg->docker_tls.key);
     free(cfg->docker_name);
     free(cfg->sessions.image);
+    free(cfg->sessions.readiness.http_path);
     free_strv(cfg->sessions.save.command, cfg->sessions.save.command_len);
     free(cfg->sessions.save.path);
     free_routes(cfg->routes, cfg->routes_len);
@@ -436,6 +445,7 @@ enum kind {
     K_ON_FAILURE,  /* enum wg_save_failure */
     K_REDIS_URL,   /* char * */
     K_DOCKER_HOST, /* char * */
+    K_HTTP_PATH,   /* char *: an origin-form request target, "/healthz" */
     K_PATHS,       /* char ** + size_t, each starting with '/' */
     K_STRLIST,     /* char ** + size_t, each non-empty */
     K_COMMAND,     /* NULL-terminated char ** + size_t, non-empty */
@@ -579,6 +589,28 @@ static int set_docker_host(char **dst, const char *s, char *msg, size_t msglen)
     return set_str(dst, s, msg, msglen);
 }
 
+static int set_http_path(char **dst, const char *s, char *msg, size_t msglen)
+{
+    size_t n;
+
+    if (s == NULL)
+        return set_str(dst, NULL, msg, msglen);
+    n = strlen(s);
+    if (s[0] != '/' || n > HTTP_PATH_MAX)
+        return problem(msg, msglen,
+                       "invalid request path \"%s\" (use a path starting with /, like /healthz, "
+                       "of at most %u bytes)",
+                       s, HTTP_PATH_MAX);
+    /* It is sent as is in a request line: visible ASCII only, no fragment. */
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] <= ' ' || (unsigned char)s[i] >= 0x7f || s[i] == '#')
+            return problem(msg, msglen,
+                           "invalid request path \"%s\" (no spaces, control characters, # or "
+                           "bytes above 127: percent-encode them)",
+                           s);
+    return set_str(dst, s, msg, msglen);
+}
+
 static void store_number(void *dst, size_t size, uint64_t v)
 {
     if (size == sizeof(uint64_t)) {
@@ -692,6 +724,8 @@ static int set_scalar(const struct field *f, void *base, const char *s, char *ms
         return set_redis_url(dst, s, msg, msglen);
     case K_DOCKER_HOST:
         return set_docker_host(dst, s, msg, msglen);
+    case K_HTTP_PATH:
+        return set_http_path(dst, s, msg, msglen);
     default:
         assert(!"not a scalar kind");
         return -EINVAL;
@@ -1094,6 +1128,73 @@ static int check_idle(struct walk *w, yaml_node_t *map, void *base)
     return 0;
 }
 
+/* A regular file that can be opened for reading; else why not, in msg. */
+static int check_readable(const char *path, char *msg, size_t msglen)
+{
+    struct stat st;
+    int fd, r = 0;
+
+    /* O_NONBLOCK so a FIFO put there by mistake cannot hang startup. */
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0 || fstat(fd, &st) < 0)
+        r = problem(msg, msglen, "cannot read \"%s\": %s", path, strerror(errno));
+    else if (!S_ISREG(st.st_mode))
+        r = problem(msg, msglen, "cannot read \"%s\": not a regular file", path);
+    if (fd >= 0)
+        close(fd);
+    return r;
+}
+
+/* docker.tls given as a mapping turns TLS on. The files are opened here,
+ * where their lines are known, so a typo stops startup instead of the first
+ * Docker call; the environment cannot set them, so nothing later changes
+ * them. Whether the host is tcp:// is checked by wg_config_validate(), after
+ * WAKEGATE_DOCKER_HOST. */
+static int check_docker_tls(struct walk *w, yaml_node_t *map, void *base)
+{
+    static const char *const files[] = {"ca", "cert", "key"};
+    struct wg_config *cfg = base;
+    struct wg_docker_tls_cfg *tls = &cfg->docker_tls;
+    char msg[WG_CONFIG_ERR_MAX];
+    size_t old;
+    int r = 0;
+
+    tls->enabled = !is_null(map);
+    tls->line = map->start_mark.line + 1 > INT_MAX ? 0 : (int)map->start_mark.line + 1;
+    if ((tls->cert != NULL) != (tls->key != NULL)) {
+        const char *given = tls->cert != NULL ? "cert" : "key";
+
+        old = push_path(w, ".%s", given);
+        r = fail_node(w, map_get(w, map, given),
+                      "set docker.tls.cert and docker.tls.key together (a client certificate "
+                      "goes with its key)");
+        pop_path(w, old);
+        return r;
+    }
+    for (size_t i = 0; i < sizeof files / sizeof files[0] && r == 0; i++) {
+        yaml_node_t *n = map_get(w, map, files[i]);
+
+        if (n == NULL || is_null(n))
+            continue;
+        old = push_path(w, ".%s", files[i]);
+        if (check_readable((const char *)n->data.scalar.value, msg, sizeof msg) < 0)
+            r = fail_node(w, n, "%s", msg);
+        pop_path(w, old);
+    }
+    return r;
+}
+
+/* Remembers docker.host's line for wg_config_check_docker_host(). */
+static int check_docker(struct walk *w, yaml_node_t *map, void *base)
+{
+    struct wg_config *cfg = base;
+    yaml_node_t *n = map_get(w, map, "host");
+
+    if (n != NULL)
+        cfg->docker_host_line = n->start_mark.line + 1 > INT_MAX ? 0 : (int)n->start_mark.line + 1;
+    return 0;
+}
+
 /* One table entry for a number of wg_config; m is the member path. */
 #define F_TIME(k, m, lo)                                                                           \
     {                                                                                              \
@@ -1124,8 +1225,17 @@ static const struct field redis_fields[] = {
     {.key = NULL},
 };
 
+static const struct field docker_tls_fields[] = {
+    {.key = "ca", .kind = K_STR, IN_CFG(docker_tls.ca)},
+    {.key = "cert", .kind = K_STR, IN_CFG(docker_tls.cert)},
+    {.key = "key", .kind = K_STR, IN_CFG(docker_tls.key)},
+    {.key = "verify", .kind = K_BOOL, IN_CFG(docker_tls.verify)},
+    {.key = NULL},
+};
+
 static const struct field docker_fields[] = {
     {.key = "host", .kind = K_DOCKER_HOST, IN_CFG(docker_host)},
+    {.key = "tls", .kind = K_MAP, .sub = docker_tls_fields, .check = check_docker_tls},
     {.key = "name", .kind = K_STR, IN_CFG(docker_name)},
     F_COUNT("max_concurrent_starts", max_concurrent_starts, 1, 65535),
     {.key = NULL},
@@ -1149,12 +1259,31 @@ static const struct field save_fields[] = {
     {.key = NULL},
 };
 
+static const struct field readiness_fields[] = {
+    {.key = "http_path",
+     .kind = K_HTTP_PATH,
+     IN_CFG(sessions.readiness.http_path),
+     .nullable = true},
+    {.key = "interval",
+     .kind = K_DURATION,
+     IN_CFG(sessions.readiness.interval_ms),
+     .min = 1,
+     .max = PROBE_MS_MAX},
+    {.key = "timeout",
+     .kind = K_DURATION,
+     IN_CFG(sessions.readiness.timeout_ms),
+     .min = 1,
+     .max = PROBE_MS_MAX},
+    {.key = NULL},
+};
+
 static const struct field sessions_fields[] = {
     {.key = "image", .kind = K_STR, IN_CFG(sessions.image)},
     F_COUNT("port", sessions.port, 1, 65535),
     F_TIME("wake_timeout", sessions.wake_timeout_ms, 1),
     {.key = "idle", .kind = K_MAP, .sub = idle_fields, .check = check_idle},
     {.key = "save", .kind = K_MAP, .sub = save_fields},
+    {.key = "readiness", .kind = K_MAP, .sub = readiness_fields},
     {.key = NULL},
 };
 
@@ -1201,7 +1330,7 @@ static const struct field top_fields[] = {
     {.key = "role", .kind = K_ROLE, IN_CFG(role)},
     {.key = "admin", .kind = K_MAP, .sub = admin_fields, .check = check_admin},
     {.key = "redis", .kind = K_MAP, .sub = redis_fields},
-    {.key = "docker", .kind = K_MAP, .sub = docker_fields},
+    {.key = "docker", .kind = K_MAP, .sub = docker_fields, .check = check_docker},
     {.key = "sessions", .kind = K_MAP, .sub = sessions_fields},
     F_LIST("routes", K_ROUTES, routes),
     {.key = "non_waking", .kind = K_MAP, .sub = non_waking_fields},
@@ -1420,6 +1549,7 @@ int wg_config_init_defaults(struct wg_config *cfg)
     host[sizeof host - 1] = '\0';
     if (replace_str(&cfg->docker_name, host) < 0)
         goto out;
+    cfg->docker_tls.verify = true;
     cfg->max_concurrent_starts = 8;
 
     if (replace_str(&cfg->sessions.image, "wakegate-demo:latest") < 0)
@@ -1432,6 +1562,9 @@ int wg_config_init_defaults(struct wg_config *cfg)
         goto out;
     cfg->sessions.save.timeout_ms = 60 * 1000;
     cfg->sessions.save.on_failure = WG_SAVE_KEEP_AWAKE;
+    /* Those of orchestrator/probe.h (WG_PROBE_INTERVAL_MS, ..._CONNECT_TIMEOUT_MS). */
+    cfg->sessions.readiness.interval_ms = 2;
+    cfg->sessions.readiness.timeout_ms = 50;
 
     cfg->limits.request_line_max = 8 * 1024;
     cfg->limits.header_line_max = 8 * 1024;
@@ -1493,6 +1626,8 @@ int wg_config_apply_env(struct wg_config *cfg, char *(*getenv_fn)(const char *),
             fail_at(err, errlen, NULL, 0, key, "%s", msg);
             goto out;
         }
+        if (f->kind == K_DOCKER_HOST)
+            cfg->docker_host_line = -1;
     }
 out:
     return r;
@@ -1759,6 +1894,14 @@ int wg_config_validate(struct wg_config *cfg, char *err, size_t errlen)
         r = fail_at(err, errlen, NULL, 0, "admin.listen", "not set");
         goto out;
     }
+    if (cfg->docker_tls.enabled && cfg->docker_host != NULL &&
+        strncmp(cfg->docker_host, "unix://", 7) == 0) {
+        r = fail_at(err, errlen, cfg->docker_tls.line > 0 ? cfg->path : NULL,
+                    cfg->docker_tls.line > 0 ? (size_t)cfg->docker_tls.line : 0, "docker.tls",
+                    "needs a tcp:// docker.host (\"%s\" is a unix socket, which takes no TLS)",
+                    cfg->docker_host);
+        goto out;
+    }
     /* The environment's token wins over the file's token_file; read the
      * file only when nothing set the token itself. */
     if (cfg->admin_token == NULL && cfg->admin_token_file != NULL) {
@@ -1768,6 +1911,26 @@ int wg_config_validate(struct wg_config *cfg, char *err, size_t errlen)
     }
 out:
     return r;
+}
+
+int wg_config_check_docker_host(const struct wg_config *cfg, wg_config_docker_host_check_fn *check,
+                                char *err, size_t errlen)
+{
+    char msg[WG_CONFIG_ERR_MAX];
+    int r;
+
+    msg[0] = '\0';
+    r = check(cfg->docker_host, cfg->docker_tls.enabled, msg, sizeof msg);
+    if (r == 0)
+        return 0;
+    if (cfg->docker_host_line > 0)
+        fail_at(err, errlen, cfg->path, (size_t)cfg->docker_host_line, "docker.host",
+                "invalid Docker host \"%s\": %s", cfg->docker_host, msg);
+    else
+        fail_at(err, errlen, NULL, 0,
+                cfg->docker_host_line < 0 ? "environment WAKEGATE_DOCKER_HOST" : "docker.host",
+                "invalid Docker host \"%s\": %s", cfg->docker_host, msg);
+    return r < 0 ? r : -EINVAL;
 }
 
 int wg_config_load(struct wg_config *cfg, const struct wg_config_flags *flags, char *err,
@@ -1799,6 +1962,10 @@ int wg_config_load(struct wg_config *cfg, const struct wg_config_flags *flags, c
     if (r < 0)
         goto out;
     r = wg_config_validate(cfg, err, errlen);
+    if (r < 0)
+        goto out;
+    if (flags->docker_host_check != NULL)
+        r = wg_config_check_docker_host(cfg, flags->docker_host_check, err, errlen);
 out:
     if (r < 0)
         wg_config_free(cfg);

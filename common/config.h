@@ -93,12 +93,31 @@ struct wg_save_cfg {
     enum wg_save_failure on_failure;
 };
 
+/* How the orchestrator decides that a started container without a Docker
+ * HEALTHCHECK is ready (one with a HEALTHCHECK waits for "healthy"). */
+struct wg_readiness_cfg {
+    char *http_path;      /* NULL: a TCP connect is enough; else GET it, ready on 2xx/3xx */
+    uint64_t interval_ms; /* 2 ms between a failed attempt and the next */
+    uint64_t timeout_ms;  /* 50 ms per attempt (connect, and the status line for HTTP) */
+};
+
 struct wg_sessions_cfg {
     char *image;
     unsigned port;
     uint64_t wake_timeout_ms;
     struct wg_idle_cfg idle;
     struct wg_save_cfg save;
+    struct wg_readiness_cfg readiness;
+};
+
+/* docker.tls: https to a tcp:// engine (Docker's --tlsverify). */
+struct wg_docker_tls_cfg {
+    bool enabled; /* docker.tls was given as a mapping */
+    char *ca;     /* PEM CA bundle; NULL: the system's */
+    char *cert;   /* PEM client certificate; set together with key */
+    char *key;    /* PEM client key */
+    bool verify;  /* check the engine's certificate and name (default true) */
+    int line;     /* line of docker.tls in path, 0 if not from a file */
 };
 
 struct wg_config {
@@ -113,6 +132,10 @@ struct wg_config {
 
     char *redis_url; /* NULL: no Redis configured */
     char *docker_host;
+    /* Where docker_host came from, for errors found after loading: its
+     * line in path, 0 for the default, -1 for WAKEGATE_DOCKER_HOST. */
+    int docker_host_line;
+    struct wg_docker_tls_cfg docker_tls;
     char *docker_name;
     unsigned max_concurrent_starts;
 
@@ -139,6 +162,10 @@ struct wg_config {
     uint64_t shutdown_grace_ms; /* 10 s for requests in flight on SIGTERM */
 };
 
+/* Checks a Docker host string as the Docker client will parse it, tls
+ * meaning https. Returns 0, or -EINVAL with a reason in err (no location). */
+typedef int wg_config_docker_host_check_fn(const char *host, bool tls, char *err, size_t errlen);
+
 /* Command-line values that override everything else. NULL/unset fields do
  * not override. */
 struct wg_config_flags {
@@ -147,6 +174,11 @@ struct wg_config_flags {
     const char *log_level;
     const char *listen;
     const char *admin_listen;
+    /* Not a flag: the binary's wg_docker_host_check() (orchestrator/docker),
+     * which common/ cannot link, so that wg_config_load() refuses a
+     * docker.host the Docker client would refuse ("FILE:LINE: docker.host:
+     * bad port ..."). NULL: only the syntax check of the setter. */
+    wg_config_docker_host_check_fn *docker_host_check;
 };
 
 /* Fills cfg with the documented defaults. Returns 0 or -ENOMEM. */
@@ -168,12 +200,21 @@ int wg_config_apply_env(struct wg_config *cfg, char *(*getenv_fn)(const char *),
 int wg_config_apply_flags(struct wg_config *cfg, const struct wg_config_flags *flags, char *err,
                           size_t errlen);
 
-/* Checks cross-field rules and resolves addresses; reads admin.token_file.
- * Returns 0 or -EINVAL with err set. */
+/* Checks cross-field rules (docker.tls needs a tcp:// docker.host, ...) and
+ * resolves addresses; reads admin.token_file. Returns 0 or -EINVAL with err
+ * set. */
 int wg_config_validate(struct wg_config *cfg, char *err, size_t errlen);
 
+/* Runs check on cfg->docker_host (with cfg->docker_tls.enabled); on failure
+ * writes the reason where docker.host came from: "FILE:LINE: docker.host:
+ * ...", "environment WAKEGATE_DOCKER_HOST: ..." or "docker.host: ...".
+ * Returns 0 or -EINVAL. */
+int wg_config_check_docker_host(const struct wg_config *cfg, wg_config_docker_host_check_fn *check,
+                                char *err, size_t errlen);
+
 /* The full sequence used by the binary: defaults, file (flags->config_path,
- * else WAKEGATE_CONFIG, else none), environment, flags, validation.
+ * else WAKEGATE_CONFIG, else none), environment, flags, validation, and
+ * flags->docker_host_check when set.
  * flags may be NULL. On error cfg has been released with wg_config_free(). */
 int wg_config_load(struct wg_config *cfg, const struct wg_config_flags *flags, char *err,
                    size_t errlen);

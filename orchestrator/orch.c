@@ -834,6 +834,13 @@ static void tick_cb(uv_timer_t *h)
 /* ---- public -------------------------------------------------------------------------------------
  */
 
+static const char *tls_mode(const struct wg_docker_opts *d)
+{
+    if (!d->tls)
+        return "off";
+    return d->tls_skip_verify ? "unverified" : "on";
+}
+
 int wg_orch_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log,
                 struct wg_redis *redis, const struct wg_orch_opts *opts, struct wg_orch **ret,
                 char *err, size_t errlen)
@@ -874,6 +881,11 @@ int wg_orch_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log
     snprintf(o->container_prefix, sizeof(o->container_prefix), "wg-");
 
     dopts.host = opts && opts->docker_host ? opts->docker_host : cfg->docker_host;
+    dopts.tls = cfg->docker_tls.enabled;
+    dopts.tls_ca = cfg->docker_tls.ca;
+    dopts.tls_cert = cfg->docker_tls.cert;
+    dopts.tls_key = cfg->docker_tls.key;
+    dopts.tls_skip_verify = !cfg->docker_tls.verify;
     rc = wg_docker_new(loop, &dopts, log, &o->docker, err, errlen);
     if (rc < 0)
         goto fail;
@@ -899,8 +911,9 @@ int wg_orch_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log
     o->tick.data = o->events_timer.data = o->read_timer.data = o;
     uv_timer_start(&o->tick, tick_cb, 0, TICK_MS);
     WG_INFO(log, ORCH_SUBSYS, "orchestrator starting",
-            "name=%s docker=%s max_concurrent_starts=%u wake_timeout_ms=%" PRIu64, o->name,
-            dopts.host, cfg->max_concurrent_starts, cfg->sessions.wake_timeout_ms);
+            "name=%s docker=%s tls=%s max_concurrent_starts=%u wake_timeout_ms=%" PRIu64, o->name,
+            dopts.host, tls_mode(&dopts), cfg->max_concurrent_starts,
+            cfg->sessions.wake_timeout_ms);
     *ret = o;
     return 0;
 

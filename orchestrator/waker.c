@@ -7,7 +7,7 @@
  *        -> QUEUED (admission: docker.max_concurrent_starts)
  *        -> DOCKER (inspect | create + record the id; start | unpause;
  *                   inspect the started container for its address and health)
- *        -> READY_WAIT (TCP probe, or Docker health: events + polling)
+ *        -> READY_WAIT (TCP or HTTP probe, or Docker health: events + polling)
  *        -> PUBLISH (starting -> running with ip and port)
  *
  * Two things can interrupt it: the wake deadline (sessions.wake_timeout after
@@ -800,6 +800,15 @@ static void wake_unpause(struct orch_task *t)
 /* ---- readiness --------------------------------------------------------------------------------
  */
 
+/* How readiness was decided, for the "session ready" line and event:
+ * Docker health, the HTTP probe (sessions.readiness.http_path) or a connect. */
+static const char *ready_via(const struct orch_task *t)
+{
+    if (t->health)
+        return "health";
+    return t->o->cfg->sessions.readiness.http_path ? "http" : "tcp";
+}
+
 static void on_probe(int status, unsigned attempts, void *arg)
 {
     struct orch_task *t = arg;
@@ -807,7 +816,7 @@ static void on_probe(int status, unsigned attempts, void *arg)
     (void)status;
     t->probe = NULL; /* it frees itself after calling back */
     t->probe_attempts = attempts;
-    wake_ready(t, "tcp");
+    wake_ready(t, ready_via(t));
 }
 
 static void health_poll_cb(uv_timer_t *h);
@@ -815,6 +824,7 @@ static void health_poll_cb(uv_timer_t *h);
 static void after_inspect(struct orch_task *t, const struct wg_docker_container *c)
 {
     struct wg_orch *o = t->o;
+    const struct wg_readiness_cfg *rd = &o->cfg->sessions.readiness;
     int rc;
 
     if (c->paused) {
@@ -844,8 +854,12 @@ static void after_inspect(struct orch_task *t, const struct wg_docker_container 
                   "failed");
         return;
     }
-    rc = wg_probe_start(o->loop, t->ip, t->port, WG_PROBE_INTERVAL_MS, WG_PROBE_CONNECT_TIMEOUT_MS,
-                        on_probe, t, &t->probe);
+    if (rd->http_path)
+        rc = wg_probe_start_http(o->loop, t->ip, t->port, rd->http_path, (uint32_t)rd->interval_ms,
+                                 (uint32_t)rd->timeout_ms, on_probe, t, &t->probe);
+    else
+        rc = wg_probe_start(o->loop, t->ip, t->port, (uint32_t)rd->interval_ms,
+                            (uint32_t)rd->timeout_ms, on_probe, t, &t->probe);
     if (rc < 0)
         wake_fail(t, "failed", "probe", -1, "cannot probe %s:%u: %s, marking session failed", t->ip,
                   (unsigned)t->port, strerror(-rc));
@@ -949,7 +963,7 @@ static void on_running(const struct wg_store_res *res, void *arg)
         WG_INFO(o->log, ORCH_SUBSYS, "session ready",
                 "session=%s container=%.12s ip=%s port=%u via=%s queue_ms=%u docker_ms=%u "
                 "ready_ms=%u total_ms=%u probes=%u polls=%u restarts=%u",
-                t->id, t->container, t->ip, (unsigned)t->port, t->health ? "health" : "tcp",
+                t->id, t->container, t->ip, (unsigned)t->port, ready_via(t),
                 ms_between(t->t_starting, t->t_admitted), ms_between(t->t_admitted, t->t_docker),
                 ms_between(t->t_docker, t->t_ready), ms_between(t->t_starting, now),
                 t->probe_attempts, t->polls, t->restarts);
@@ -992,7 +1006,7 @@ static void wake_publish(struct orch_task *t)
     snprintf(detail, sizeof(detail),
              "{\"reason\":\"ready\",\"via\":\"%s\",\"queue_ms\":%u,\"docker_ms\":%u,"
              "\"ready_ms\":%u}",
-             t->health ? "health" : "tcp", ms_between(t->t_starting, t->t_admitted),
+             ready_via(t), ms_between(t->t_starting, t->t_admitted),
              ms_between(t->t_admitted, t->t_docker), ms_between(t->t_docker, t->t_ready));
     orch_task_call(t);
     if (wg_store_transition(t->o->store, t->id, WG_SESSION_BIT(WG_SESSION_STARTING),

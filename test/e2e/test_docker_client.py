@@ -17,13 +17,11 @@ import json
 import os
 import pathlib
 import socket
-import ssl
-import subprocess
-import threading
 import time
 
 import pytest
 
+from docker_tls_util import TcpRelay, TlsRelay, make_tls_files
 from harness import REGISTRY
 from harness.dockerd import http_get_container
 from harness.util import HarnessError
@@ -427,60 +425,6 @@ def test_body_cap(dockerd, artifacts):
 
 # ---------------------------------------------------------------- tcp:// through a relay to the engine
 
-class TcpRelay:
-    """127.0.0.1:port -> the engine's unix socket, one thread pair per connection."""
-
-    def __init__(self, unix_path):
-        self.unix_path = unix_path
-        self.srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.srv.bind(("127.0.0.1", 0))
-        self.srv.listen(16)
-        self.port = self.srv.getsockname()[1]
-        self.conns = 0
-        self.stopping = False
-        self.socks = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self):
-        while not self.stopping:
-            try:
-                c, _ = self.srv.accept()
-            except OSError:
-                return
-            u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            u.connect(self.unix_path)
-            self.conns += 1
-            self.socks += [c, u]
-            for a, b in ((c, u), (u, c)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(a, b):
-        try:
-            while True:
-                data = a.recv(65536)
-                if not data:
-                    break
-                b.sendall(data)
-        except OSError:
-            pass
-        finally:
-            try:
-                b.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-
-    def stop(self):
-        self.stopping = True
-        self.srv.close()
-        for s in self.socks:
-            try:
-                s.close()
-            except OSError:
-                pass
-
-
 @pytest.mark.parametrize("hostname", ["127.0.0.1", "localhost"])
 def test_tcp_host(dockerd, artifacts, hostname):
     relay = TcpRelay(dockerd.sock)
@@ -498,66 +442,11 @@ def test_tcp_host(dockerd, artifacts, hostname):
 
 # ---------------------------------------------------------------- tcp:// with TLS through a relay
 
-def _openssl(*args, cwd):
-    r = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
-    if r.returncode != 0:
-        raise HarnessError("openssl %s failed: %s" % (" ".join(args), r.stderr[-2000:]))
-
-
 @pytest.fixture(scope="module")
 def tls_files(e2e_tmp):
     """A CA, a server certificate for localhost/127.0.0.1, a client certificate,
     and a second CA that signed nothing of ours."""
-    d = pathlib.Path(e2e_tmp) / "tls"
-    d.mkdir(exist_ok=True)
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    for ca in ("ca", "other-ca"):
-        _openssl("req", "-x509", *ec, "-keyout", ca + ".key", "-out", ca + ".pem", "-days", "1",
-                 "-subj", "/CN=wakegate test " + ca, cwd=d)
-    (d / "server.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
-    (d / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
-    for who in ("server", "client"):
-        _openssl("req", *ec, "-keyout", who + ".key", "-out", who + ".csr", "-subj", "/CN=" + who, cwd=d)
-        _openssl("x509", "-req", "-in", who + ".csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-out", who + ".pem", "-days", "1", "-extfile", who + ".ext", cwd=d)
-    return d
-
-
-class TlsRelay(TcpRelay):
-    """Like TcpRelay, but TLS on the TCP side, with client certificates required
-    (Docker's --tlsverify)."""
-
-    def __init__(self, unix_path, files):
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(str(files / "server.pem"), str(files / "server.key"))
-        self.ctx.load_verify_locations(str(files / "ca.pem"))
-        self.ctx.verify_mode = ssl.CERT_REQUIRED
-        self.handshakes_failed = 0
-        super().__init__(unix_path)
-
-    def _accept(self):
-        while not self.stopping:
-            try:
-                raw, _ = self.srv.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
-
-    def _serve(self, raw):
-        raw.settimeout(10)
-        try:
-            c = self.ctx.wrap_socket(raw, server_side=True)
-        except (ssl.SSLError, OSError):
-            self.handshakes_failed += 1
-            raw.close()
-            return
-        c.settimeout(None)
-        u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        u.connect(self.unix_path)
-        self.conns += 1
-        self.socks += [c, u]
-        threading.Thread(target=self._pipe, args=(u, c), daemon=True).start()
-        self._pipe(c, u)
+    return make_tls_files(pathlib.Path(e2e_tmp) / "tls")
 
 
 def test_tls_host(dockerd, artifacts, tls_files):

@@ -107,6 +107,15 @@ static void test_defaults(void **state)
     assert_string_equal(cfg.sessions.save.path, "/workspace");
     assert_int_equal(cfg.sessions.save.timeout_ms, 60000);
     assert_int_equal(cfg.sessions.save.on_failure, WG_SAVE_KEEP_AWAKE);
+    assert_null(cfg.sessions.readiness.http_path);
+    assert_int_equal(cfg.sessions.readiness.interval_ms, 2);
+    assert_int_equal(cfg.sessions.readiness.timeout_ms, 50);
+    assert_false(cfg.docker_tls.enabled);
+    assert_null(cfg.docker_tls.ca);
+    assert_null(cfg.docker_tls.cert);
+    assert_null(cfg.docker_tls.key);
+    assert_true(cfg.docker_tls.verify);
+    assert_int_equal(cfg.docker_host_line, 0);
 
     assert_null(cfg.routes);
     assert_int_equal(cfg.routes_len, 0);
@@ -480,6 +489,48 @@ static const struct error_case error_cases[] = {
      "t.yaml:2: routes[0].upstream: \"127.0.0.1:0\" needs an address and a port other than 0"},
     {"routes:\n  - match: {host: a.com}\n    upstream: \"a.com:80\"\n",
      "t.yaml:3: routes[0].upstream: invalid address \"a.com:80\""},
+    /* docker.tls: files opened while loading, the host checked by validate */
+    {"docker:\n  host: \"unix:///x.sock\"\n  tls: {}\n",
+     "t.yaml:3: docker.tls: needs a tcp:// docker.host (\"unix:///x.sock\" is a unix socket, "
+     "which takes no TLS)"},
+    {"docker:\n  tls:\n    verify: false\n",
+     "t.yaml:3: docker.tls: needs a tcp:// docker.host (\"unix:///var/run/docker.sock\""},
+    {"docker:\n  host: \"tcp://h:2376\"\n  tls:\n    cert: /nonexistent/cert.pem\n"
+     "    key: /nonexistent/key.pem\n",
+     "t.yaml:4: docker.tls.cert: cannot read \"/nonexistent/cert.pem\": No such file or directory"},
+    {"docker:\n  host: \"tcp://h:2376\"\n  tls:\n    ca: /nonexistent/ca.pem\n",
+     "t.yaml:4: docker.tls.ca: cannot read \"/nonexistent/ca.pem\": No such file or directory"},
+    {"docker: {host: \"tcp://h:2376\", tls: {ca: /}}\n",
+     "t.yaml:1: docker.tls.ca: cannot read \"/\": not a regular file"},
+    {"docker:\n  host: \"tcp://h:2376\"\n  tls:\n    verify: true\n    key: /nonexistent/key.pem\n",
+     "t.yaml:5: docker.tls.key: set docker.tls.cert and docker.tls.key together"},
+    {"docker:\n  tls:\n    cert: \"\"\n", "t.yaml:3: docker.tls.cert: must not be empty"},
+    {"docker: {tls: {verify: maybe}}\n",
+     "t.yaml:1: docker.tls.verify: invalid boolean \"maybe\" (use true or false)"},
+    {"docker:\n  tls:\n    pin: abc\n",
+     "t.yaml:3: docker.tls.pin: unknown key (expected one of: ca, cert, key, verify)"},
+    {"docker: {tls: [a]}\n", "t.yaml:1: docker.tls: expected a mapping, got a list"},
+    /* sessions.readiness */
+    {"sessions:\n  readiness:\n    http_path: healthz\n",
+     "t.yaml:3: sessions.readiness.http_path: invalid request path \"healthz\" (use a path "
+     "starting with /"},
+    {"sessions: {readiness: {http_path: \"/a b\"}}\n",
+     "t.yaml:1: sessions.readiness.http_path: invalid request path \"/a b\" (no spaces"},
+    {"sessions: {readiness: {http_path: \"/ready#x\"}}\n",
+     "t.yaml:1: sessions.readiness.http_path: invalid request path \"/ready#x\""},
+    {"sessions: {readiness: {http_path: \"/caf\xc3\xa9\"}}\n",
+     "t.yaml:1: sessions.readiness.http_path: invalid request path"},
+    {"sessions: {readiness: {http_path: \"\"}}\n",
+     "t.yaml:1: sessions.readiness.http_path: invalid request path \"\""},
+    {"sessions:\n  readiness:\n    interval: 0s\n",
+     "t.yaml:3: sessions.readiness.interval: must be more than 0"},
+    {"sessions:\n  readiness:\n    timeout: 2m\n",
+     "t.yaml:3: sessions.readiness.timeout: 2m is longer than the maximum of 1m"},
+    {"sessions:\n  readiness:\n    timeout: 50\n",
+     "t.yaml:3: sessions.readiness.timeout: invalid duration \"50\""},
+    {"sessions:\n  readiness:\n    path: /x\n",
+     "t.yaml:3: sessions.readiness.path: unknown key (expected one of: http_path, interval, "
+     "timeout)"},
     /* admin.token_file is read by validate */
     {"admin:\n  token_file: /nonexistent/token\n",
      "t.yaml:2: admin.token_file: cannot read \"/nonexistent/token\": No such file or directory"},
@@ -791,6 +842,179 @@ static void test_token_file(void **state)
     assert_non_null(strstr(err, "is larger than 4096 bytes"));
     wg_config_free(&cfg);
     unlink(path);
+}
+
+/* ------------------------------------------------------------------------ */
+/* docker.tls, docker.host with the Docker client's check, readiness.        */
+
+static void test_docker_tls(void **state)
+{
+    char ca[PATH_MAX], cert[PATH_MAX], key[PATH_MAX], yaml[4 * PATH_MAX];
+    char err[WG_CONFIG_ERR_MAX];
+    struct wg_config cfg;
+
+    (void)state;
+    write_temp(ca, sizeof ca, "ca\n", 3);
+    write_temp(cert, sizeof cert, "cert\n", 5);
+    write_temp(key, sizeof key, "key\n", 4);
+
+    /* Everything set. */
+    snprintf(yaml, sizeof yaml,
+             "docker:\n  host: \"tcp://10.0.0.6:2376\"\n  tls:\n    ca: \"%s\"\n"
+             "    cert: \"%s\"\n    key: \"%s\"\n    verify: true\n",
+             ca, cert, key);
+    assert_int_equal(load(&cfg, yaml, err, sizeof err), 0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), 0);
+    assert_true(cfg.docker_tls.enabled);
+    assert_string_equal(cfg.docker_tls.ca, ca);
+    assert_string_equal(cfg.docker_tls.cert, cert);
+    assert_string_equal(cfg.docker_tls.key, key);
+    assert_true(cfg.docker_tls.verify);
+    assert_int_equal(cfg.docker_tls.line, 4);
+    assert_int_equal(cfg.docker_host_line, 2);
+    wg_config_free(&cfg);
+
+    /* An empty mapping is TLS with the system's CAs and no client certificate. */
+    assert_int_equal(load(&cfg, "docker: {host: \"tcp://d:2376\", tls: {}}\n", err, sizeof err), 0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), 0);
+    assert_true(cfg.docker_tls.enabled);
+    assert_null(cfg.docker_tls.ca);
+    assert_null(cfg.docker_tls.cert);
+    assert_true(cfg.docker_tls.verify);
+    wg_config_free(&cfg);
+
+    /* verify: false with a client certificate (no CA needed). */
+    snprintf(yaml, sizeof yaml,
+             "docker:\n  host: \"tcp://[::1]:2376\"\n  tls: {cert: \"%s\", key: \"%s\", verify: "
+             "false}\n",
+             cert, key);
+    assert_int_equal(load(&cfg, yaml, err, sizeof err), 0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), 0);
+    assert_true(cfg.docker_tls.enabled);
+    assert_false(cfg.docker_tls.verify);
+    assert_null(cfg.docker_tls.ca);
+    wg_config_free(&cfg);
+
+    /* "tls:" with nothing under it leaves TLS off, like any empty section. */
+    assert_int_equal(load(&cfg, "docker:\n  tls:\n", err, sizeof err), 0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), 0);
+    assert_false(cfg.docker_tls.enabled);
+    wg_config_free(&cfg);
+
+    /* A unix:// host from the environment meets the file's TLS in validate. */
+    {
+        static const char *const env[] = {"WAKEGATE_DOCKER_HOST=unix:///run/docker.sock", NULL};
+
+        assert_int_equal(
+            load(&cfg, "docker:\n  host: \"tcp://d:2376\"\n  tls: {}\n", err, sizeof err), 0);
+        fake_env = env;
+        assert_int_equal(wg_config_apply_env(&cfg, fake_getenv, err, sizeof err), 0);
+        assert_int_equal(cfg.docker_host_line, -1);
+        assert_int_equal(wg_config_validate(&cfg, err, sizeof err), -EINVAL);
+        assert_prefix(err, "t.yaml:3: docker.tls: needs a tcp:// docker.host "
+                           "(\"unix:///run/docker.sock\"");
+        wg_config_free(&cfg);
+    }
+
+    unlink(ca);
+    unlink(cert);
+    unlink(key);
+}
+
+/* Stands for wg_docker_host_check(): refuses port 99999 and TLS, remembers
+ * what it was asked. */
+static const char *checked_host;
+static bool checked_tls;
+
+static int fake_host_check(const char *host, bool tls, char *err, size_t errlen)
+{
+    checked_host = host;
+    checked_tls = tls;
+    if (strstr(host, ":99999") != NULL) {
+        snprintf(err, errlen, "bad port in the Docker host: expected 1-65535");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static void test_docker_host_check(void **state)
+{
+    static const char file[] = "listen: \":1111\"\ndocker:\n  name: a\n  host: "
+                               "\"tcp://127.0.0.1:99999\"\n";
+    static const char *const env_bad[] = {"WAKEGATE_DOCKER_HOST=tcp://10.0.0.1:99999", NULL};
+    char path[PATH_MAX], err[WG_CONFIG_ERR_MAX], want[PATH_MAX + 128];
+    struct wg_config_flags flags = {.docker_host_check = fake_host_check};
+    struct wg_config cfg;
+
+    (void)state;
+    /* From the file: its line. */
+    assert_int_equal(load(&cfg, file, err, sizeof err), 0);
+    assert_int_equal(cfg.docker_host_line, 4);
+    assert_int_equal(wg_config_check_docker_host(&cfg, fake_host_check, err, sizeof err), -EINVAL);
+    assert_string_equal(err, "t.yaml:4: docker.host: invalid Docker host "
+                             "\"tcp://127.0.0.1:99999\": bad port in the Docker host: expected "
+                             "1-65535");
+    assert_false(checked_tls);
+    wg_config_free(&cfg);
+
+    /* From the environment. */
+    assert_int_equal(wg_config_init_defaults(&cfg), 0);
+    fake_env = env_bad;
+    assert_int_equal(wg_config_apply_env(&cfg, fake_getenv, err, sizeof err), 0);
+    assert_int_equal(wg_config_check_docker_host(&cfg, fake_host_check, err, sizeof err), -EINVAL);
+    assert_prefix(err, "environment WAKEGATE_DOCKER_HOST: invalid Docker host "
+                       "\"tcp://10.0.0.1:99999\": bad port");
+    wg_config_free(&cfg);
+
+    /* The default passes, and TLS is passed on. */
+    assert_int_equal(
+        load(&cfg, "docker: {host: \"tcp://d:1\", tls: {verify: false}}\n", err, sizeof err), 0);
+    assert_int_equal(wg_config_check_docker_host(&cfg, fake_host_check, err, sizeof err), 0);
+    assert_string_equal(checked_host, "tcp://d:1");
+    assert_true(checked_tls);
+    wg_config_free(&cfg);
+
+    /* wg_config_load() runs it last, when given, and releases cfg on failure. */
+    unset_wakegate_env();
+    write_temp(path, sizeof path, file, strlen(file));
+    flags.config_path = path;
+    assert_int_equal(wg_config_load(&cfg, &flags, err, sizeof err), -EINVAL);
+    snprintf(want, sizeof want, "%s:4: docker.host: invalid Docker host", path);
+    assert_prefix(err, want);
+    assert_null(cfg.docker_host);
+    flags.docker_host_check = NULL; /* without it, only the setter's syntax check */
+    assert_int_equal(wg_config_load(&cfg, &flags, err, sizeof err), 0);
+    assert_string_equal(cfg.docker_host, "tcp://127.0.0.1:99999");
+    wg_config_free(&cfg);
+    unlink(path);
+}
+
+static void test_readiness(void **state)
+{
+    struct wg_config cfg;
+    char err[WG_CONFIG_ERR_MAX];
+
+    (void)state;
+    assert_int_equal(load(&cfg,
+                          "sessions:\n  readiness:\n    http_path: \"/healthz?full=1&x=%20\"\n"
+                          "    interval: 20ms\n    timeout: 1s\n",
+                          err, sizeof err),
+                     0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), 0);
+    assert_string_equal(cfg.sessions.readiness.http_path, "/healthz?full=1&x=%20");
+    assert_int_equal(cfg.sessions.readiness.interval_ms, 20);
+    assert_int_equal(cfg.sessions.readiness.timeout_ms, 1000);
+    wg_config_free(&cfg);
+
+    /* null is the TCP probe; the bounds are inclusive. */
+    assert_int_equal(load(&cfg,
+                          "sessions: {readiness: {http_path: null, interval: 1ms, timeout: 1m}}\n",
+                          err, sizeof err),
+                     0);
+    assert_null(cfg.sessions.readiness.http_path);
+    assert_int_equal(cfg.sessions.readiness.interval_ms, 1);
+    assert_int_equal(cfg.sessions.readiness.timeout_ms, 60000);
+    wg_config_free(&cfg);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1159,6 +1383,12 @@ static void test_example_file(void **state)
     assert_string_equal(cfg.sessions.save.path, def.sessions.save.path);
     assert_int_equal(cfg.sessions.save.timeout_ms, def.sessions.save.timeout_ms);
     assert_int_equal(cfg.sessions.save.on_failure, def.sessions.save.on_failure);
+    assert_null(cfg.sessions.readiness.http_path);
+    assert_int_equal(cfg.sessions.readiness.interval_ms, def.sessions.readiness.interval_ms);
+    assert_int_equal(cfg.sessions.readiness.timeout_ms, def.sessions.readiness.timeout_ms);
+    assert_int_equal(cfg.docker_tls.enabled, def.docker_tls.enabled);
+    assert_int_equal(cfg.docker_tls.verify, def.docker_tls.verify);
+    assert_null(cfg.docker_tls.ca);
     assert_memory_equal(&cfg.limits, &def.limits, sizeof def.limits);
     assert_memory_equal(&cfg.upstream, &def.upstream, sizeof def.upstream);
     assert_int_equal(cfg.log_level, def.log_level);
@@ -1192,6 +1422,9 @@ int main(void)
         cmocka_unit_test(test_load_sequence),
         cmocka_unit_test(test_load_file_errors),
         cmocka_unit_test(test_token_file),
+        cmocka_unit_test(test_docker_tls),
+        cmocka_unit_test(test_docker_host_check),
+        cmocka_unit_test(test_readiness),
         cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_parse_size),
         cmocka_unit_test(test_parse_addr),
