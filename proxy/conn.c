@@ -1329,7 +1329,9 @@ static void start_request(struct wg_conn *c, const char *head, size_t head_len)
         return;
     }
     memcpy(&c->x->up_addr, &m.route->upstream, m.route->upstream_len);
-    snprintf(c->x->up_name, sizeof(c->x->up_name), "%s", m.route->upstream_text);
+    size_t nl = strnlen(m.route->upstream_text, sizeof(c->x->up_name) - 1);
+    memcpy(c->x->up_name, m.route->upstream_text, nl);
+    c->x->up_name[nl] = '\0';
     connect_upstream(c, false);
 }
 

@@ -599,10 +599,35 @@ static int append_field(struct wg_buf *out, const char *name, size_t name_len, c
 }
 #define APPEND_LIT(out, s) wg_buf_append((out), s, sizeof(s) - 1)
 
+/* Decimal digits of v into dst (no NUL); returns how many. printf is
+ * measurable on the per-request path, so heads are formatted by hand. */
+static size_t u64_digits(char dst[20], uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++)
+        dst[i] = tmp[n - 1 - i];
+    return n;
+}
+
+static int append_u64(struct wg_buf *out, uint64_t v)
+{
+    char d[20];
+    return wg_buf_append(out, d, u64_digits(d, v));
+}
+
 static int append_framing(struct wg_buf *out, enum wg_http_framing framing, uint64_t length)
 {
-    if (framing == WG_HTTP_FRAME_LENGTH)
-        return wg_buf_appendf(out, "Content-Length: %llu\r\n", (unsigned long long)length);
+    int r;
+    if (framing == WG_HTTP_FRAME_LENGTH) {
+        if ((r = APPEND_LIT(out, "Content-Length: ")) < 0 || (r = append_u64(out, length)) < 0)
+            return r;
+        return APPEND_LIT(out, "\r\n");
+    }
     if (framing == WG_HTTP_FRAME_CHUNKED)
         return APPEND_LIT(out, "Transfer-Encoding: chunked\r\n");
     return 0;
@@ -682,7 +707,7 @@ int wg_http_request_rebuild(const struct wg_http_msg *req, const struct wg_http_
             (r = APPEND_LIT(out, ", ")) < 0)
             goto out;
     }
-    if ((r = wg_buf_appendf(out, "%s\r\n", peer)) < 0)
+    if ((r = wg_buf_append(out, peer, strlen(peer))) < 0 || (r = APPEND_LIT(out, "\r\n")) < 0)
         goto out;
     if (xfh != NULL)
         r = append_field(out, "X-Forwarded-Host", 16, xfh->value, xfh->value_len);
@@ -710,8 +735,9 @@ out:
 int wg_http_response_rebuild(const struct wg_http_msg *resp, const struct wg_http_response_out *o,
                              struct wg_buf *out)
 {
-    int r = wg_buf_appendf(out, "HTTP/1.1 %d ", resp->status);
-    if (r < 0)
+    int r;
+    if ((r = APPEND_LIT(out, "HTTP/1.1 ")) < 0 || (r = append_u64(out, (uint64_t)resp->status)) < 0 ||
+        (r = APPEND_LIT(out, " ")) < 0)
         goto out;
     if (resp->reason_len > 0)
         r = wg_buf_append(out, resp->reason, resp->reason_len);
