@@ -1,5 +1,6 @@
 /* orchestrator/session.c - the session model; see session.h. */
 #include "common/session.h"
+#include "common/utf8.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -188,41 +189,6 @@ bool wg_session_host_valid(const char *s, size_t len)
 /* ---- text --------------------------------------------------------------------------------------
  */
 
-/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if invalid:
- * no overlong forms, no surrogates, nothing past U+10FFFF. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0];
-    size_t len;
-    uint32_t cp;
-
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return len;
-}
-
 static bool text_char_ok(unsigned char c)
 {
     return c >= 0x20 ? c != 0x7f : (c == '\n' || c == '\t');
@@ -234,7 +200,7 @@ static bool text_valid(const char *s, size_t len)
     const unsigned char *p = (const unsigned char *)s;
 
     for (size_t i = 0; i < len;) {
-        size_t n = utf8_seq(p + i, len - i);
+        size_t n = wg_utf8_seq(p + i, len - i);
         if (n == 0 || (n == 1 && !text_char_ok(p[i])))
             return false;
         i += n;
@@ -258,7 +224,7 @@ char *wg_session_clean_text(char *dst, size_t dstlen, const char *src, size_t le
             start++;
     }
     for (size_t i = start; i < len;) {
-        size_t n = utf8_seq(p + i, len - i);
+        size_t n = wg_utf8_seq(p + i, len - i);
         if (n == 0 || (n == 1 && !text_char_ok(p[i]))) {
             dst[o++] = '?';
             i++;

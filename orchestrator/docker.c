@@ -32,6 +32,7 @@
  *   CURL_CSELECT_ERR, so it reads or writes, meets the real error and
  *   reports it, and we re-arm the handle if curl still wants it. */
 #include "orchestrator/docker.h"
+#include "common/utf8.h"
 
 #include <arpa/inet.h>
 #include <assert.h>
@@ -304,37 +305,8 @@ static bool text_ok(const char *s, size_t max, bool empty_ok)
     if ((n == 0 && !empty_ok) || n > max)
         return false;
     for (size_t i = 0; i < n;) {
-        unsigned char c = p[i];
-        size_t len;
-        uint32_t cp;
-
-        if (c < 0x20 || c == 0x7f)
-            return false;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xc2 && c <= 0xdf) {
-            len = 2;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            len = 3;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            len = 4;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (i + len > n)
-            return false;
-        for (size_t k = 1; k < len; k++) {
-            if ((p[i + k] & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (p[i + k] & 0x3f);
-        }
-        if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-            (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+        size_t len = wg_utf8_seq(p + i, n - i);
+        if (len == 0 || (len == 1 && (p[i] < 0x20 || p[i] == 0x7f)))
             return false;
         i += len;
     }
