@@ -31,6 +31,7 @@
 #include <uv.h>
 
 #include "common/log.h"
+#include "loop_fixture.h"
 #include "redis_fixture.h"
 #include "common/redis.h"
 
@@ -114,31 +115,14 @@ static uint64_t now_ms(void)
     return uv_hrtime() / 1000000;
 }
 
-static void guard_cb(uv_timer_t *t)
-{
-    *(bool *)t->data = true;
-}
-
-/* Runs the loop until *counter >= target or ms pass; true if reached. */
 static bool run_until(struct fx *fx, const int *counter, int target, uint64_t ms)
 {
-    uv_timer_t guard;
-    bool expired = false;
-
-    uv_timer_init(&fx->loop, &guard);
-    guard.data = &expired;
-    uv_timer_start(&guard, guard_cb, ms, 0);
-    while (*counter < target && !expired)
-        uv_run(&fx->loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&guard, NULL);
-    uv_run(&fx->loop, UV_RUN_NOWAIT);
-    return *counter >= target;
+    return wg_test_run_until(&fx->loop, counter, target, ms);
 }
 
 static void run_for(struct fx *fx, uint64_t ms)
 {
-    int never = 0;
-    run_until(fx, &never, 1, ms);
+    wg_test_run_for(&fx->loop, ms);
 }
 
 /* Frees r, runs the loop dry and checks that nothing is left on it. */

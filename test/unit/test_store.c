@@ -28,6 +28,7 @@
 #include <uv.h>
 
 #include "common/log.h"
+#include "loop_fixture.h"
 #include "redis_fixture.h"
 #include "common/redis.h"
 #include "common/session.h"
@@ -56,31 +57,14 @@ static int64_t fake_clock(void *arg)
     return ((struct fx *)arg)->clock;
 }
 
-static void guard_cb(uv_timer_t *t)
-{
-    *(bool *)t->data = true;
-}
-
-/* Runs the loop until *counter >= target or ms pass; true if reached. */
 static bool run_until(struct fx *fx, const int *counter, int target, uint64_t ms)
 {
-    uv_timer_t guard;
-    bool expired = false;
-
-    uv_timer_init(&fx->loop, &guard);
-    guard.data = &expired;
-    uv_timer_start(&guard, guard_cb, ms, 0);
-    while (*counter < target && !expired)
-        uv_run(&fx->loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&guard, NULL);
-    uv_run(&fx->loop, UV_RUN_NOWAIT);
-    return *counter >= target;
+    return wg_test_run_until(&fx->loop, counter, target, ms);
 }
 
 static void run_for(struct fx *fx, uint64_t ms)
 {
-    int never = 0;
-    run_until(fx, &never, 1, ms);
+    wg_test_run_for(&fx->loop, ms);
 }
 
 static void state_cb(struct wg_redis *r, bool connected, const char *reason, void *arg)
