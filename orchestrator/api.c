@@ -1148,6 +1148,21 @@ static void waiter_check(struct call *c)
     }
 }
 
+/* The start of a store callback that carries on a call: false when the call
+ * is over (the client left, or the failure was just answered), in which case
+ * the call has been released as far as this callback goes. */
+static bool call_resume(struct call *c, const struct wg_store_res *res, const char *doing)
+{
+    c->pending--;
+    if (call_live(c) && res->status != 0)
+        call_fail(c, res->status, res->error, doing);
+    if (!call_live(c) || res->status != 0) {
+        call_maybe_free(c);
+        return false;
+    }
+    return true;
+}
+
 static const char *op_verb(enum wg_wake_op op)
 {
     return op == WG_WAKE_OP_WAKE ? "running" : op == WG_WAKE_OP_SLEEP ? "asleep or paused" : "gone";
@@ -1156,17 +1171,9 @@ static const char *op_verb(enum wg_wake_op op)
 static void on_cmd_added(const struct wg_store_res *res, void *arg)
 {
     struct call *c = arg;
-    c->pending--;
-    if (!call_live(c)) {
-        call_maybe_free(c);
+    if (!call_resume(c, res, wg_wake_op_name(c->op)))
         return;
-    }
     struct wg_api *api = c->api;
-    if (res->status != 0) {
-        call_fail(c, res->status, res->error, wg_wake_op_name(c->op));
-        call_maybe_free(c);
-        return;
-    }
     api->commands[c->op]++;
     snprintf(c->cmd_id, sizeof(c->cmd_id), "%s", res->event_id ? res->event_id : "");
     WG_INFO(api->log, SUBSYS, "command queued", "id=%s op=%s force=%d wait=%d entry=%s", c->id,
@@ -1198,17 +1205,9 @@ static void on_cmd_added(const struct wg_store_res *res, void *arg)
 static void on_cmd_get(const struct wg_store_res *res, void *arg)
 {
     struct call *c = arg;
-    c->pending--;
-    if (!call_live(c)) {
-        call_maybe_free(c);
+    if (!call_resume(c, res, "get"))
         return;
-    }
     struct wg_api *api = c->api;
-    if (res->status != 0) {
-        call_fail(c, res->status, res->error, "get");
-        call_maybe_free(c);
-        return;
-    }
     const struct wg_session *rec = res->rec;
     c->state = rec->state;
     c->seen_v = rec->version;
