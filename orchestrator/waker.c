@@ -714,6 +714,17 @@ static void forget_marks(struct orch_task *t)
     orch_mark_take(t->o, t->container, &kill, &oom, &ours);
 }
 
+/* The container runs (start or unpause answered): on to readiness. */
+static void wake_docker_answered(struct orch_task *t, const struct wg_docker_reply *r,
+                                 const char *call)
+{
+    t->t_docker = uv_hrtime();
+    WG_DEBUG(t->o->log, ORCH_SUBSYS, "docker call answered",
+             "session=%s container=%.12s call=%s http=%ld docker_ms=%" PRIu64, t->id,
+             t->container, call, r->http_status, r->elapsed_us / 1000);
+    wake_inspect_started(t);
+}
+
 static void on_wake_started(int status, const struct wg_docker_reply *r, void *arg)
 {
     struct orch_task *t = arg;
@@ -722,11 +733,7 @@ static void on_wake_started(int status, const struct wg_docker_reply *r, void *a
     if (wake_returned(t))
         return;
     if (status == 0) {
-        t->t_docker = uv_hrtime();
-        WG_DEBUG(o->log, ORCH_SUBSYS, "docker start answered",
-                 "session=%s container=%.12s http=%ld docker_ms=%" PRIu64, t->id, t->container,
-                 r->http_status, r->elapsed_us / 1000);
-        wake_inspect_started(t);
+        wake_docker_answered(t, r, "start");
         return;
     }
     if (status == WG_DOCKER_ENOTFOUND && !t->recreated) {
@@ -763,11 +770,7 @@ static void on_wake_unpaused(int status, const struct wg_docker_reply *r, void *
     if (wake_returned(t))
         return;
     if (status == 0) {
-        t->t_docker = uv_hrtime();
-        WG_DEBUG(o->log, ORCH_SUBSYS, "docker unpause answered",
-                 "session=%s container=%.12s http=%ld docker_ms=%" PRIu64, t->id, t->container,
-                 r->http_status, r->elapsed_us / 1000);
-        wake_inspect_started(t);
+        wake_docker_answered(t, r, "unpause");
         return;
     }
     if (status == WG_DOCKER_ECONFLICT) { /* not paused (any more): start it */
