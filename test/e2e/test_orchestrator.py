@@ -24,6 +24,7 @@ import time
 import pytest
 import redis
 
+import bus_util
 from harness import build_image
 from harness.dockerd import http_get_container
 from harness.util import artifacts_dir
@@ -98,7 +99,7 @@ class Env:
         p.execute()
 
     def record(self, sid):
-        return self.r.hgetall("wg:session:" + sid)
+        return bus_util.record(self.r, sid)
 
     def wake(self, sid, frm="gw1", at=None, op="wake", force=False):
         fields = {"session": sid, "op": op, "at": str(at if at is not None else now_ms())}
@@ -109,34 +110,14 @@ class Env:
         return self.r.xadd(WAKE_KEY, fields, maxlen=10000, approximate=True)
 
     def wait_state(self, sid, states, timeout=15.0, poll=0.005):
-        """Polls the record until its state is in states; returns (record,
-        seconds waited)."""
-        if isinstance(states, str):
-            states = (states,)
-        t0 = time.monotonic()
-        deadline = t0 + timeout
-        rec = {}
-        while time.monotonic() < deadline:
-            rec = self.record(sid)
-            if rec.get("state") in states:
-                return rec, time.monotonic() - t0
-            time.sleep(poll)
-        raise AssertionError("session %s never reached %s in %.1fs; record=%r\nwakegate tail:\n%s"
-                             % (sid, states, timeout, rec, self.gw.log_tail(60) if self.gw else ""))
+        """(record, seconds waited) once the state is in states."""
+        return bus_util.wait_state(self.r, sid, states, timeout, poll, self.gw)
 
     def events(self, sid, type_=None):
-        out = []
-        for eid, f in self.r.xrange("wg:events"):
-            if f.get("id") == sid and (type_ is None or f.get("type") == type_):
-                f = dict(f)
-                f["_id"] = eid
-                if "detail" in f:
-                    f["detail_json"] = json.loads(f["detail"])
-                out.append(f)
-        return out
+        return bus_util.events(self.r, sid, type_)
 
     def transitions(self, sid):
-        return [(e["from"], e["to"]) for e in self.events(sid, "transition")]
+        return bus_util.transitions(self.r, sid)
 
     def pending(self):
         try:
@@ -150,17 +131,7 @@ class Env:
         return self.dockerd.inspect(rec["container_id"])
 
     def docker_events(self, since_s, sid=None, actions=None):
-        """The engine's own event log between since_s and now (returns at once)."""
-        filters = {"type": ["container"]}
-        if sid:
-            filters["label"] = ["wakegate.session=%s" % sid]
-        if actions:
-            filters["event"] = list(actions)
-        r = self.dockerd.api("GET", "/events", params={
-            "since": "%.9f" % since_s, "until": "%.9f" % (time.time() + 0.001),
-            "filters": json.dumps(filters)}, timeout=10)
-        assert r.status == 200, r
-        return [json.loads(line) for line in r.body.decode().splitlines() if line.strip()]
+        return bus_util.engine_events(self.dockerd, since_s, sid, actions)
 
     def metrics(self):
         import http.client

@@ -29,6 +29,7 @@ import time
 import pytest
 import redis
 
+import bus_util
 from harness import build_image, rawhttp
 from harness.util import artifacts_dir
 from browser_util import Cdp, CdpError, Chromium
@@ -192,34 +193,16 @@ class Stack:
 
     # ---- records and events
     def record(self, sid):
-        return self.r.hgetall("wg:session:" + sid)
+        return bus_util.record(self.r, sid)
 
     def wait_state(self, sid, states, timeout=15.0, poll=0.01):
-        if isinstance(states, str):
-            states = (states,)
-        t0 = time.monotonic()
-        rec = {}
-        while time.monotonic() - t0 < timeout:
-            rec = self.record(sid)
-            if rec.get("state") in states:
-                return rec
-            time.sleep(poll)
-        raise AssertionError("session %s never reached %s in %.1fs; record=%r\nwakegate tail:\n%s"
-                             % (sid, states, timeout, rec, self.gw.log_tail(60) if self.gw else ""))
+        return bus_util.wait_state(self.r, sid, states, timeout, poll, self.gw)[0]
 
     def events(self, sid, type_=None):
-        out = []
-        for eid, f in self.r.xrange("wg:events"):
-            if f.get("id") == sid and (type_ is None or f.get("type") == type_):
-                f = dict(f)
-                f["_id"] = eid
-                if "detail" in f:
-                    f["detail_json"] = json.loads(f["detail"])
-                out.append(f)
-        return out
+        return bus_util.events(self.r, sid, type_)
 
     def transitions(self, sid):
-        return [(e["from"], e["to"]) for e in self.events(sid, "transition")]
+        return bus_util.transitions(self.r, sid)
 
     def wake_commands(self, sid, since_ms=0):
         return [f for _, f in self.r.xrange("wg:wake:" + HOST)
@@ -227,16 +210,7 @@ class Stack:
 
     # ---- Docker
     def docker_events(self, since_s, sid, actions=None):
-        """The engine's own event log for the session's containers, from
-        since_s (wall clock, seconds) until now."""
-        filters = {"type": ["container"], "label": ["wakegate.session=%s" % sid]}
-        if actions:
-            filters["event"] = list(actions)
-        r = self.dockerd.api("GET", "/events", params={
-            "since": "%.9f" % since_s, "until": "%.9f" % (time.time() + 0.001),
-            "filters": json.dumps(filters)}, timeout=10)
-        assert r.status == 200, r
-        return [json.loads(line) for line in r.body.decode().splitlines() if line.strip()]
+        return bus_util.engine_events(self.dockerd, since_s, sid, actions)
 
     def actions(self, since_s, sid, interesting=("create", "start", "restart", "unpause", "pause", "stop", "die", "kill")):
         return [e["Action"] for e in self.docker_events(since_s, sid) if e["Action"] in interesting]
