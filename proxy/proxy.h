@@ -53,6 +53,8 @@ typedef void wg_proxy_done_cb(void *arg);
 void wg_proxy_shutdown(struct wg_proxy *px, uint64_t grace_ms, wg_proxy_done_cb *done, void *arg);
 
 const struct wg_proxy_stats *wg_proxy_stats(const struct wg_proxy *px);
+/* Idle upstream connections in the keep-alive pool now. */
+size_t wg_proxy_upstream_idle(const struct wg_proxy *px);
 /* Whether the public listener is bound and accepting. */
 int wg_proxy_listening(const struct wg_proxy *px);
 

@@ -6,6 +6,7 @@
 
 #include "common/net.h"
 #include "proxy/server.h"
+#include "proxy/sessions.h"
 
 static void maybe_finish(struct wg_proxy *px);
 
@@ -150,14 +151,34 @@ void wg_proxy_shutdown(struct wg_proxy *px, uint64_t grace_ms, wg_proxy_done_cb 
     maybe_finish(px);
 }
 
+static void session_addr_gone(void *arg, const char *ip)
+{
+    struct wg_proxy *px = arg;
+    struct sockaddr_storage sa;
+    if (uv_ip4_addr(ip, 0, (struct sockaddr_in *)&sa) != 0 &&
+        uv_ip6_addr(ip, 0, (struct sockaddr_in6 *)&sa) != 0)
+        return;
+    size_t before = wg_pool_idle_count(px->pool);
+    wg_pool_drop_ip(px->pool, (const struct sockaddr *)&sa);
+    WG_DEBUG(px->log, "proxy", "pooled connections dropped: session left its address",
+             "ip=%s dropped=%zu", ip, before - wg_pool_idle_count(px->pool));
+}
+
 void wg_proxy_set_sessions(struct wg_proxy *px, struct wg_sessions *sessions)
 {
     px->sessions = sessions;
+    if (sessions != NULL)
+        wg_sessions_on_addr_gone(sessions, session_addr_gone, px);
 }
 
 const struct wg_proxy_stats *wg_proxy_stats(const struct wg_proxy *px)
 {
     return &px->stats;
+}
+
+size_t wg_proxy_upstream_idle(const struct wg_proxy *px)
+{
+    return px->pool != NULL ? wg_pool_idle_count(px->pool) : 0;
 }
 
 int wg_proxy_listening(const struct wg_proxy *px)

@@ -68,6 +68,8 @@ struct wg_sessions {
     struct sess_entry *table[BUCKETS];
     size_t nentries;
     struct wg_list pending; /* struct pending, for fetches and wakes in flight */
+    wg_sessions_addr_gone_fn *addr_gone;
+    void *addr_gone_arg;
     struct wg_sessions_stats stats;
 };
 
@@ -144,6 +146,20 @@ static void set_state(struct wg_sessions *s, struct sess_entry *e, enum wg_sessi
     e->known = true;
 }
 
+/* Where the session is now. A container that left its address (stopped,
+ * moved, gone) leaves pooled connections to a dead or reused address: the
+ * proxy is told to drop them. */
+static void place(struct wg_sessions *s, struct sess_entry *e, enum wg_session_state state,
+                  const char *ip)
+{
+    bool was_there = e->known && e->state == WG_SESSION_RUNNING && e->ip[0];
+    bool moved = state != WG_SESSION_RUNNING || strcmp(ip, e->ip) != 0;
+    if (was_there && moved && s->addr_gone != NULL)
+        s->addr_gone(s->addr_gone_arg, e->ip);
+    set_state(s, e, state);
+    snprintf(e->ip, sizeof(e->ip), "%s", ip);
+}
+
 static struct pending *pending_new(struct wg_sessions *s, const char *id)
 {
     struct pending *p = calloc(1, sizeof(*p));
@@ -187,8 +203,7 @@ static void fetch_done(const struct wg_store_res *res, void *arg)
         /* A state message newer than this read may have arrived meanwhile;
          * after a resubscription any read is newer than what we held. */
         if (!e->known || was_stale || r->version >= e->version) {
-            set_state(s, e, r->state);
-            snprintf(e->ip, sizeof(e->ip), "%s", r->ip);
+            place(s, e, r->state, r->ip);
             snprintf(e->host, sizeof(e->host), "%s", r->host);
             e->port = r->port;
             e->version = r->version;
@@ -423,14 +438,14 @@ static void on_state_msg(const struct wg_redis_msg *msg, void *arg)
     if (e->known && !e->stale && m.version < e->version)
         return; /* older than what we hold */
     if (m.state == WG_SESSION_DESTROYED) {
+        place(s, e, m.state, "");
         e->known = false;
         e->not_found = true;
         e->fetched_at_ms = now_ms(s);
     } else {
-        set_state(s, e, m.state);
+        /* A running message without an address keeps the one we know. */
+        place(s, e, m.state, m.ip[0] || m.state != WG_SESSION_RUNNING ? m.ip : e->ip);
         e->not_found = false;
-        if (m.ip[0] || m.state != WG_SESSION_RUNNING)
-            snprintf(e->ip, sizeof(e->ip), "%s", m.ip);
         if (m.port)
             e->port = m.port;
     }
@@ -517,6 +532,12 @@ void wg_sessions_free(struct wg_sessions *s)
         }
     }
     free(s);
+}
+
+void wg_sessions_on_addr_gone(struct wg_sessions *s, wg_sessions_addr_gone_fn *fn, void *arg)
+{
+    s->addr_gone = fn;
+    s->addr_gone_arg = arg;
 }
 
 bool wg_sessions_connected(const struct wg_sessions *s)

@@ -98,6 +98,11 @@ int wg_sessions_wake(struct wg_sessions *s, const char *id);
 /* Counts a request that could have woken a session but was not allowed to. */
 void wg_sessions_note_suppressed(struct wg_sessions *s);
 
+/* Called with the IP (text) a session's container had when it leaves it:
+ * no longer running there, or running elsewhere. */
+typedef void wg_sessions_addr_gone_fn(void *arg, const char *ip);
+void wg_sessions_on_addr_gone(struct wg_sessions *s, wg_sessions_addr_gone_fn *fn, void *arg);
+
 bool wg_sessions_connected(const struct wg_sessions *s);
 const struct wg_sessions_stats *wg_sessions_stats(const struct wg_sessions *s);
 

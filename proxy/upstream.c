@@ -352,13 +352,27 @@ void wg_pool_release(struct wg_pool *pool, struct wg_upconn *uc, bool reusable)
     pool->nidle++;
 }
 
-void wg_pool_drop(struct wg_pool *pool, const struct sockaddr *addr)
+static bool same_ip(const struct sockaddr *a, const struct sockaddr *b)
 {
-    struct bucket *b = bucket_find(pool, addr, false);
-    if (b == NULL)
-        return;
-    while (!wg_list_empty(&b->idle))
-        upconn_close(wg_container_of(b->idle.next, struct wg_upconn, idle_link));
+    if (a->sa_family != b->sa_family)
+        return false;
+    if (a->sa_family == AF_INET)
+        return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+               ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+    return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                  &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
+}
+
+void wg_pool_drop_ip(struct wg_pool *pool, const struct sockaddr *addr)
+{
+    for (size_t i = 0; i < POOL_BUCKETS; i++) {
+        for (struct bucket *b = pool->table[i]; b; b = b->next) {
+            if (!same_ip((const struct sockaddr *)&b->addr, addr))
+                continue;
+            while (!wg_list_empty(&b->idle))
+                upconn_close(wg_container_of(b->idle.next, struct wg_upconn, idle_link));
+        }
+    }
 }
 
 uv_stream_t *wg_upconn_stream(struct wg_upconn *uc)

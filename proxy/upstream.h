@@ -57,8 +57,9 @@ void wg_upconn_read(struct wg_upconn *uc, bool on);
  * not touch uc afterwards. */
 void wg_pool_release(struct wg_pool *pool, struct wg_upconn *uc, bool reusable);
 
-/* Drops the idle connections to addr (its container moved or stopped). */
-void wg_pool_drop(struct wg_pool *pool, const struct sockaddr *addr);
+/* Drops the idle connections to addr's IP, whatever the port (a container
+ * moved or stopped; routes may reach it on several ports). */
+void wg_pool_drop_ip(struct wg_pool *pool, const struct sockaddr *addr);
 
 uv_stream_t *wg_upconn_stream(struct wg_upconn *uc);
 /* Idle connections held, for metrics and tests. */

@@ -773,3 +773,30 @@ def test_state_messages_release_and_ordering(env, make_upstream):
     assert r.status == 200
     assert [q.target for q in other.requests] == ["/moved"]
     assert len(env.orch.wakes()) == 1
+
+
+# ================================================================ pooled connections
+
+def test_pooled_connections_dropped_when_a_session_leaves_its_address(env):
+    """PROXY-RULES: when a session's container changes address, its pooled
+    connections are dropped. Both routes' ports go (the host route reaches the
+    record's port, the path route its own)."""
+    env.running("s1")
+    assert one(env.port, api_get("s1", "/a")).status == 200
+    assert one(env.port, api_get("s1", "/b", route="path")).status == 200
+    wait_for(lambda: env.metric("wakegate_upstream_idle_connections") == 2, 3,
+             "two pooled upstream connections")
+    conns = list(env.up.connections) + list(env.up_path.connections)
+    assert len(conns) == 2 and not any(c.closed.is_set() for c in conns), conns
+
+    env.orch.put("s1", "asleep")  # the container left 127.0.0.1: stopped
+    wait_for(lambda: env.metric("wakegate_upstream_idle_connections") == 0, 3,
+             "pooled connections dropped")
+    for c in conns:
+        assert c.closed.wait(3), "upstream connection still open after the session left: %r" % c
+        assert c.close_reason == "eof", c
+
+    # Back at the same address: new connections, nothing stale reused.
+    env.running("s1")
+    assert one(env.port, api_get("s1", "/c")).status == 200
+    assert len(env.up.connections) == 2
