@@ -42,8 +42,7 @@ struct metrics_hook {
 };
 struct handler_hook {
     char *prefix;
-    wg_admin_handler_fn *fn; /* synchronous, or NULL */
-    wg_admin_async_fn *afn;  /* asynchronous, or NULL */
+    wg_admin_async_fn *afn;
     void *arg;
 };
 
@@ -524,9 +523,9 @@ static bool path_is_builtin(const struct wg_admin_request *r)
     return path_is(r, "/healthz") || path_is(r, "/readyz") || path_is(r, "/metrics");
 }
 
-/* The built-in paths, or a synchronous handler (hook; NULL: 404). */
-static void ac_dispatch_sync(struct admin_conn *ac, const struct wg_admin_request *req,
-                             const struct handler_hook *hook, bool close_after)
+/* The built-in paths, or 404. */
+static void ac_dispatch_builtin(struct admin_conn *ac, const struct wg_admin_request *req,
+                                bool close_after)
 {
     struct wg_admin *a = ac->admin;
     struct wg_buf out;
@@ -565,10 +564,7 @@ static void ac_dispatch_sync(struct admin_conn *ac, const struct wg_admin_reques
         for (size_t i = 0; i < a->nmetrics; i++)
             a->metrics[i].fn(a->metrics[i].arg, &out);
     } else {
-        if (hook != NULL)
-            status = hook->fn(hook->arg, req, &out, &ctype);
-        if (status == 404 && wg_buf_size(&out) == 0)
-            wg_buf_appendf(&out, "{\"error\":\"not found\"}\n");
+        wg_buf_appendf(&out, "{\"error\":\"not found\"}\n");
     }
     if (status == 405)
         headers = "Allow: GET, HEAD\r\n";
@@ -631,7 +627,7 @@ static void ac_dispatch(struct admin_conn *ac)
         if (req.path_len >= pl && memcmp(req.path, a->handlers[i].prefix, pl) == 0)
             h = &a->handlers[i];
     }
-    if (h != NULL && h->afn != NULL) {
+    if (h != NULL) {
         struct wg_admin_req *r = calloc(1, sizeof(*r));
         if (r == NULL) {
             ac_error(ac, 500);
@@ -647,7 +643,7 @@ static void ac_dispatch(struct admin_conn *ac)
         ac->in_dispatch = false;
         return;
     }
-    ac_dispatch_sync(ac, &req, h, close_after);
+    ac_dispatch_builtin(ac, &req, close_after);
 }
 
 static int ac_on_body(llhttp_t *p, const char *at, size_t len)
@@ -886,27 +882,16 @@ int wg_admin_add_metrics(struct wg_admin *a, wg_admin_metrics_fn *fn, void *arg)
     return 0;
 }
 
-static int add_hook(struct wg_admin *a, const char *prefix, wg_admin_handler_fn *fn,
-                    wg_admin_async_fn *afn, void *arg)
+int wg_admin_add_async_handler(struct wg_admin *a, const char *prefix, wg_admin_async_fn *fn,
+                               void *arg)
 {
     if (a->nhandlers >= ADMIN_MAX_HOOKS)
         return -ENOSPC;
     char *p = strdup(prefix);
     if (p == NULL)
         return -ENOMEM;
-    a->handlers[a->nhandlers++] = (struct handler_hook){p, fn, afn, arg};
+    a->handlers[a->nhandlers++] = (struct handler_hook){p, fn, arg};
     return 0;
-}
-
-int wg_admin_add_handler(struct wg_admin *a, const char *prefix, wg_admin_handler_fn *fn, void *arg)
-{
-    return add_hook(a, prefix, fn, NULL, arg);
-}
-
-int wg_admin_add_async_handler(struct wg_admin *a, const char *prefix, wg_admin_async_fn *fn,
-                               void *arg)
-{
-    return add_hook(a, prefix, NULL, fn, arg);
 }
 
 void wg_admin_remove_hooks(struct wg_admin *a, const void *arg)

@@ -61,11 +61,6 @@ struct wg_admin_request {
     size_t last_event_id_len;
 };
 
-/* A synchronous handler writes its body to out and sets *content_type;
- * returns the HTTP status. */
-typedef int wg_admin_handler_fn(void *arg, const struct wg_admin_request *req, struct wg_buf *out,
-                                const char **content_type);
-
 /* An async handler. From this call on it owns req and must finish it exactly
  * once, now or later: wg_admin_respond*() or, after wg_admin_stream_begin(),
  * wg_admin_stream_end(). The connection stays open meanwhile. If the client
@@ -88,8 +83,6 @@ int wg_admin_add_ready_check(struct wg_admin *admin, wg_admin_ready_fn *fn, void
 int wg_admin_add_metrics(struct wg_admin *admin, wg_admin_metrics_fn *fn, void *arg);
 /* Serves requests whose path starts with prefix; the first registered match
  * wins. */
-int wg_admin_add_handler(struct wg_admin *admin, const char *prefix, wg_admin_handler_fn *fn,
-                         void *arg);
 int wg_admin_add_async_handler(struct wg_admin *admin, const char *prefix, wg_admin_async_fn *fn,
                                void *arg);
 /* Removes every ready check, metrics hook and handler registered with arg,
