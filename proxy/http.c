@@ -311,8 +311,6 @@ static void note_connection(struct wg_http_msg *m, const struct wg_http_field *f
 {
     if (wg_http_list_has(f->value, f->value_len, "close"))
         m->conn_close = true;
-    if (wg_http_list_has(f->value, f->value_len, "keep-alive"))
-        m->conn_keep_alive = true;
     if (wg_http_list_has(f->value, f->value_len, "upgrade"))
         m->conn_upgrade = true;
 }

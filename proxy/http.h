@@ -82,7 +82,6 @@ struct wg_http_msg {
     bool has_content_length;
     uint64_t content_length;
     bool conn_close;      /* Connection: close, or 1.0 without keep-alive */
-    bool conn_keep_alive; /* Connection: keep-alive */
     bool conn_upgrade;    /* Connection names upgrade */
     bool upgrade_websocket; /* a valid WebSocket upgrade request, or a 101 */
     bool expect_continue;
