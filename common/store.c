@@ -44,17 +44,23 @@
 /* ---- Lua ---------------------------------------------------------------------------------------
  */
 
+/* The transient states, as wg_session_state_transient() has them: a session
+ * in one of them sits in wg:transient, scored by state_since. */
+#define TRANSIENT_LUA                                                                          \
+    "local TRANSIENT = {creating = true, starting = true, draining = true, saving = true,\n"   \
+    "                   stopping = true}\n"
+
 /* Moves (or, with ARGV[3] == "", updates) one record. See
  * wg_store_transition() for the contract; the replies are
  *   {'missing'} | {'rejected', '', HGETALL, ZSCORE} | {'ok', event id, HGETALL, ZSCORE}.
- * KEYS: record, wg:events, wg:active, wg:sessions.
+ * KEYS: record, wg:events, wg:active, wg:sessions, wg:transient.
  * ARGV: id, allowed current states ("*" = any value, else names separated by
  * spaces), new state ("" = no move), now (ms), events cap, detail ("" =
  * none), state channel, "1" to add one to restarts, then field/value pairs
  * (an empty value removes the field).
  * The record read back for the reply is taken before a destroyed record is
  * deleted, with its final state. */
-static const char script_transition[] =
+static const char script_transition[] = TRANSIENT_LUA
     "local h, id = KEYS[1], ARGV[1]\n"
     "if redis.call('EXISTS', h) == 0 then return {'missing'} end\n"
     "local cur = redis.call('HGET', h, 'state') or ''\n"
@@ -78,6 +84,10 @@ static const char script_transition[] =
     "end\n"
     "if ARGV[8] == '1' then redis.call('HINCRBY', h, 'restarts', 1) end\n"
     "if move then redis.call('HSET', h, 'state', to, 'state_since', now) end\n"
+    "if move then\n"
+    "  if TRANSIENT[to] then redis.call('ZADD', KEYS[5], now, id)\n"
+    "  else redis.call('ZREM', KEYS[5], id) end\n"
+    "end\n"
     "if move and to == 'running' then\n"
     "  redis.call('ZADD', KEYS[3], 'GT', now, id)\n"
     "elseif move and (to == 'asleep' or to == 'failed' or to == 'destroyed') then\n"
@@ -109,7 +119,7 @@ static const char script_transition[] =
 
 /* Get-or-create. Replies {'exists', '', HGETALL, ZSCORE} or
  * {'created', event id, HGETALL, nil}.
- * KEYS: record, wg:events, wg:sessions, wg:active.
+ * KEYS: record, wg:events, wg:sessions, wg:active, wg:transient.
  * ARGV: id, now, events cap, detail, state channel, then field/value pairs
  * (empty values skipped). */
 static const char script_create[] =
@@ -123,6 +133,7 @@ static const char script_create[] =
     "  if ARGV[i + 1] ~= '' then redis.call('HSET', h, ARGV[i], ARGV[i + 1]) end\n"
     "end\n"
     "redis.call('SADD', KEYS[3], id)\n"
+    "redis.call('ZADD', KEYS[5], now, id)\n"
     "local ev = {'id', id, 'type', 'transition', 'from', '', 'to', 'creating', 'at', now,\n"
     "            'v', '1'}\n"
     "if ARGV[4] ~= '' then ev[#ev + 1] = 'detail'; ev[#ev + 1] = ARGV[4] end\n"
@@ -1036,11 +1047,12 @@ int wg_store_create(struct wg_store *s, const char *id, const struct wg_session_
         return rc;
     av_str(&a, "EVAL");
     av_str(&a, script_create);
-    av_str(&a, "4");
+    av_str(&a, "5");
     av_fmt(&a, WG_STORE_KEY_SESSION_PREFIX "%s", id);
     av_str(&a, WG_STORE_KEY_EVENTS);
     av_str(&a, WG_STORE_KEY_SESSIONS);
     av_str(&a, WG_STORE_KEY_ACTIVE);
+    av_str(&a, WG_STORE_KEY_TRANSIENT);
     av_str(&a, id);
     av_fmt(&a, "%" PRId64, now_ms(s));
     av_fmt(&a, "%" PRIu32, s->events_max);
@@ -1120,11 +1132,12 @@ static int run_script(struct wg_store *s, const char *id, unsigned allowed, cons
         return rc;
     av_str(&a, "EVAL");
     av_str(&a, script_transition);
-    av_str(&a, "4");
+    av_str(&a, "5");
     av_fmt(&a, WG_STORE_KEY_SESSION_PREFIX "%s", id);
     av_str(&a, WG_STORE_KEY_EVENTS);
     av_str(&a, WG_STORE_KEY_ACTIVE);
     av_str(&a, WG_STORE_KEY_SESSIONS);
+    av_str(&a, WG_STORE_KEY_TRANSIENT);
     av_str(&a, id);
     av_str(&a, names);
     av_str(&a, to_name);
@@ -1206,8 +1219,10 @@ int wg_store_touch(struct wg_store *s, const struct wg_store_activity *acts, siz
     return rc < 0 ? op_abort(op, rc) : 0;
 }
 
-int wg_store_range_idle(struct wg_store *s, int64_t cutoff_ms, size_t offset, size_t limit,
-                        wg_store_cb *cb, void *arg)
+/* Members of a score index (wg:active, wg:transient) scored at or before
+ * cutoff_ms, oldest first. */
+static int range_index(struct wg_store *s, const char *key, int64_t cutoff_ms, size_t offset,
+                       size_t limit, wg_store_cb *cb, void *arg)
 {
     struct argv a = {0};
     struct op *op;
@@ -1218,7 +1233,7 @@ int wg_store_range_idle(struct wg_store *s, int64_t cutoff_ms, size_t offset, si
     if ((rc = op_start(s, OP_RANGE, NULL, cb, arg, &op)) < 0)
         return rc;
     av_str(&a, "ZRANGEBYSCORE");
-    av_str(&a, WG_STORE_KEY_ACTIVE);
+    av_str(&a, key);
     av_str(&a, "-inf");
     av_fmt(&a, "%" PRId64, cutoff_ms);
     av_str(&a, "WITHSCORES");
@@ -1228,6 +1243,18 @@ int wg_store_range_idle(struct wg_store *s, int64_t cutoff_ms, size_t offset, si
     rc = send_part(op, s->redis, R_MAIN, 0, &a);
     av_release(&a);
     return rc < 0 ? op_abort(op, rc) : 0;
+}
+
+int wg_store_range_idle(struct wg_store *s, int64_t cutoff_ms, size_t offset, size_t limit,
+                        wg_store_cb *cb, void *arg)
+{
+    return range_index(s, WG_STORE_KEY_ACTIVE, cutoff_ms, offset, limit, cb, arg);
+}
+
+int wg_store_range_transient(struct wg_store *s, int64_t cutoff_ms, size_t offset, size_t limit,
+                             wg_store_cb *cb, void *arg)
+{
+    return range_index(s, WG_STORE_KEY_TRANSIENT, cutoff_ms, offset, limit, cb, arg);
 }
 
 /* ---- events ------------------------------------------------------------------------------------

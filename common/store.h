@@ -8,6 +8,11 @@
  *                            added on entering running, removed on entering
  *                            asleep, failed or destroyed (its score is then
  *                            kept in the record's last_active)
+ *   wg:transient     zset    id -> state_since (ms) while the session is in a
+ *                            transient state (creating, starting, draining,
+ *                            saving, stopping), kept by the create and
+ *                            transition scripts: finding stuck sessions reads
+ *                            only these, never every record
  *   wg:events        stream  capped (XADD MAXLEN ~ events_max): one entry per
  *                            transition {id, type=transition, from, to, at, v,
  *                            detail?} (from is "" on creation) and per other
@@ -68,6 +73,7 @@ struct wg_store; /* opaque */
 #define WG_STORE_KEY_SESSION_PREFIX "wg:session:"
 #define WG_STORE_KEY_SESSIONS "wg:sessions"
 #define WG_STORE_KEY_ACTIVE "wg:active"
+#define WG_STORE_KEY_TRANSIENT "wg:transient"
 #define WG_STORE_KEY_EVENTS "wg:events"
 #define WG_STORE_CHANNEL_STATE "wg:state"
 #define WG_STORE_KEY_WAKE_PREFIX "wg:wake:"
@@ -236,6 +242,12 @@ int wg_store_touch(struct wg_store *s, const struct wg_store_activity *acts, siz
  * skipped and counted in n_bad. */
 int wg_store_range_idle(struct wg_store *s, int64_t cutoff_ms, size_t offset, size_t limit,
                         wg_store_cb *cb, void *arg);
+
+/* Sessions in a transient state since cutoff_ms or earlier, oldest first:
+ * ZRANGEBYSCORE wg:transient -inf cutoff WITHSCORES LIMIT offset limit.
+ * res->idle/n_idle, with last_active holding state_since. */
+int wg_store_range_transient(struct wg_store *s, int64_t cutoff_ms, size_t offset, size_t limit,
+                             wg_store_cb *cb, void *arg);
 
 /* ---- events -----------------------------------------------------------------------------------
  */

@@ -184,6 +184,7 @@ struct wg_orch {
     bool reconciled, reconcile_busy, reconcile_again;
     unsigned round_left;
     bool consuming, read_busy, pending_read_done, claim_busy, scan_busy;
+    unsigned scan_pending; /* stuck-scan record reads in flight */
     char claim_next[WG_STORE_STREAM_ID_MAX + 1];
     uint64_t last_heartbeat, last_ping, last_claim, last_scan; /* uv_now */
     bool read_err_logged, ping_err_logged;

@@ -659,11 +659,44 @@ void reconcile_round(struct wg_orch *o)
 
 /* ---- stuck states ------------------------------------------------------------------------- */
 
-static void on_scan(const struct wg_store_res *res, void *arg)
+static void scan_deadlines(const struct wg_orch *o, struct wg_orch_deadlines *dl)
+{
+    dl->wake_timeout_ms = o->cfg->sessions.wake_timeout_ms;
+    dl->save_timeout_ms = o->cfg->sessions.save.timeout_ms;
+}
+
+/* One candidate's record: is it still stuck, and ours? */
+static void on_scan_record(const struct wg_store_res *res, void *arg)
 {
     struct wg_orch *o = arg;
     struct wg_orch_deadlines dl;
-    int64_t now;
+
+    if (--o->scan_pending == 0)
+        o->scan_busy = false;
+    if (o->closing || res->status != 0 || res->rec == NULL)
+        return;
+    const struct wg_session *rec = res->rec;
+    scan_deadlines(o, &dl);
+    uint64_t after = wg_orch_stuck_after_ms(rec->state, &dl);
+    int64_t age = orch_now_ms(o) - rec->state_since;
+
+    if (!after || strcmp(rec->host, o->name) != 0 || age < 0 || (uint64_t)age <= after)
+        return;
+    if (live_task(o, rec->id))
+        return;
+    WG_WARN(o->log, ORCH_SUBSYS, "session stuck in a transient state, rechecking it",
+            "session=%s state=%s for_ms=%" PRId64 " limit_ms=%" PRIu64, rec->id,
+            wg_session_state_name(rec->state), age, after);
+    reconcile_recheck(o, rec->id, rec->container_id, false);
+    if (o->scan_pending == 0 && o->reconcile_again && !o->reconcile_busy)
+        reconcile_round(o);
+}
+
+/* The sessions in a transient state for longer than the shortest deadline
+ * (from wg:transient, never every record); each is read and judged. */
+static void on_scan(const struct wg_store_res *res, void *arg)
+{
+    struct wg_orch *o = arg;
 
     o->scan_busy = false;
     if (o->closing)
@@ -672,32 +705,39 @@ static void on_scan(const struct wg_store_res *res, void *arg)
         WG_DEBUG(o->log, ORCH_SUBSYS, "stuck-state scan failed", "error=\"%s\"", res->error);
         return;
     }
-    dl.wake_timeout_ms = o->cfg->sessions.wake_timeout_ms;
-    dl.save_timeout_ms = o->cfg->sessions.save.timeout_ms;
-    now = orch_now_ms(o);
-    for (size_t i = 0; i < res->n_recs; i++) {
-        const struct wg_session *rec = &res->recs[i];
-        uint64_t after = wg_orch_stuck_after_ms(rec->state, &dl);
-        int64_t age = now - rec->state_since;
-
-        if (!after || strcmp(rec->host, o->name) != 0 || age < 0 || (uint64_t)age <= after)
+    for (size_t i = 0; i < res->n_idle; i++) {
+        if (live_task(o, res->idle[i].id))
             continue;
-        if (live_task(o, rec->id))
-            continue;
-        WG_WARN(o->log, ORCH_SUBSYS, "session stuck in a transient state, rechecking it",
-                "session=%s state=%s for_ms=%" PRId64 " limit_ms=%" PRIu64, rec->id,
-                wg_session_state_name(rec->state), age, after);
-        reconcile_recheck(o, rec->id, rec->container_id, false);
+        if (wg_store_get(o->store, res->idle[i].id, on_scan_record, o) == 0) {
+            o->scan_pending++;
+            o->scan_busy = true;
+        }
     }
-    if (o->reconcile_again && !o->reconcile_busy)
+    if (o->scan_pending == 0 && o->reconcile_again && !o->reconcile_busy)
         reconcile_round(o);
 }
 
 void reconcile_scan_stuck(struct wg_orch *o)
 {
+    static const enum wg_session_state transient[] = {
+        WG_SESSION_CREATING, WG_SESSION_STARTING, WG_SESSION_DRAINING,
+        WG_SESSION_SAVING,   WG_SESSION_STOPPING,
+    };
+    struct wg_orch_deadlines dl;
+    uint64_t shortest = UINT64_MAX;
+
     if (o->scan_busy || o->closing)
         return;
-    if (wg_store_list(o->store, on_scan, o) == 0)
+    scan_deadlines(o, &dl);
+    for (size_t i = 0; i < sizeof(transient) / sizeof(transient[0]); i++) {
+        uint64_t after = wg_orch_stuck_after_ms(transient[i], &dl);
+        if (after && after < shortest)
+            shortest = after;
+    }
+    if (shortest == UINT64_MAX)
+        return;
+    if (wg_store_range_transient(o->store, orch_now_ms(o) - (int64_t)shortest, 0,
+                                 WG_STORE_BATCH_MAX, on_scan, o) == 0)
         o->scan_busy = true;
 }
 

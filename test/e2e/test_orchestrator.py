@@ -31,6 +31,8 @@ from harness.util import artifacts_dir
 
 pytestmark = pytest.mark.docker
 
+# orchestrator/orch.h WG_ORCH_STUCK_SCAN_EVERY_MS
+WG_STUCK_SCAN_S = 5.0
 HOST = "h1"
 WAKE_KEY = "wg:wake:" + HOST
 GROUP = "orchestrators"
@@ -738,3 +740,32 @@ def test_record_without_a_host_is_claimed_by_the_stream_owner(env):
     rec, _ = env.wait_state("s-nohost", "running", timeout=15)
     assert rec["host"] == HOST
     env.stop()
+
+
+def test_periodic_scan_recovers_a_session_stuck_in_a_transient_state(env):
+    """While running, the orchestrator finds sessions stuck in a transient
+    state through wg:transient (not by reading every record) and recovers
+    them; a fresh transient session is left alone."""
+    for i in range(50):
+        env.make_record("calm%d" % i, state="asleep")
+    env.start()
+    old = now_ms() - 10 * 60 * 1000
+    env.make_record("stuck1", state="creating", state_since=str(old))
+    env.make_record("fresh1", state="creating")
+    # As the store's create script indexes them.
+    env.r.zadd("wg:transient", {"stuck1": old, "fresh1": now_ms()})
+
+    rec, waited = env.wait_state("stuck1", "asleep", timeout=WG_STUCK_SCAN_S + 5)
+    assert env.r.zscore("wg:transient", "stuck1") is None  # the move took it out
+    moves = env.transitions("stuck1")
+    assert moves[-1] == ("creating", "asleep"), moves
+    assert env.record("fresh1")["state"] == "creating"
+    assert env.r.zscore("wg:transient", "fresh1") is not None
+    # A window in which only wakegate talks to Redis: at least one more scan,
+    # with 53 records in Redis and nothing stuck.
+    env.r.config_resetstat()
+    time.sleep(WG_STUCK_SCAN_S + 0.5)
+    stats = env.r.info("commandstats")
+    hgetall = stats.get("cmdstat_hgetall", {}).get("calls", 0)
+    assert "cmdstat_smembers" not in stats, stats.get("cmdstat_smembers")
+    assert hgetall < 10, "the scan read %d records; only stuck candidates may be read" % hgetall

@@ -924,6 +924,43 @@ static void test_activity(void **state)
     close_all(fx);
 }
 
+/* wg:transient holds exactly the sessions in a transient state, scored by
+ * state_since, so stuck sessions are found without reading every record. */
+static void test_transient_index(void **state)
+{
+    struct fx *fx = *state;
+    struct got g;
+
+    got_init(&g, fx);
+    fx->clock = 1000;
+    create(fx, "t1"); /* creating */
+    fx->clock = 2000;
+    create(fx, "t2");
+    assert_int_equal(raw_int(fx, "ZCARD %s", WG_STORE_KEY_TRANSIENT), 2);
+    fx->clock = 3000;
+    move(fx, "t1", WG_SESSION_ASLEEP);
+    assert_int_equal(raw_int(fx, "ZCARD %s", WG_STORE_KEY_TRANSIENT), 1);
+    fx->clock = 4000;
+    move(fx, "t1", WG_SESSION_STARTING);
+
+    DO(fx, &g, wg_store_range_transient(fx->st, 3500, 0, 10, got_cb, &g));
+    assert_int_equal(g.status, 0);
+    assert_int_equal(g.n_idle, 1);
+    assert_string_equal(g.idle[0].id, "t2");
+    assert_int_equal(g.idle[0].last_active, 2000);
+    DO(fx, &g, wg_store_range_transient(fx->st, 5000, 0, 10, got_cb, &g));
+    assert_int_equal(g.n_idle, 2);
+    assert_string_equal(g.idle[1].id, "t1");
+    assert_int_equal(g.idle[1].last_active, 4000); /* the new state_since */
+
+    move(fx, "t1", WG_SESSION_RUNNING);
+    assert_int_equal(raw_int(fx, "ZCARD %s", WG_STORE_KEY_TRANSIENT), 1);
+    DO(fx, &g, wg_store_delete(fx->st, "t2", WG_SESSION_ANY, NULL, got_cb, &g));
+    assert_int_equal(g.status, 0);
+    assert_int_equal(raw_int(fx, "ZCARD %s", WG_STORE_KEY_TRANSIENT), 0);
+    got_reset(&g);
+}
+
 static void test_list(void **state)
 {
     struct fx *fx = *state;
@@ -1293,6 +1330,7 @@ int main(void)
         cmocka_unit_test(test_state_msg),
         cmocka_unit_test_setup_teardown(test_get_or_create, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transition_chain, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_transient_index, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transition_rejected, setup, teardown),
         cmocka_unit_test_setup_teardown(test_race, setup, teardown),
         cmocka_unit_test_setup_teardown(test_update, setup, teardown),
