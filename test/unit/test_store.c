@@ -959,6 +959,7 @@ static void test_transient_index(void **state)
     assert_int_equal(g.status, 0);
     assert_int_equal(raw_int(fx, "ZCARD %s", WG_STORE_KEY_TRANSIENT), 0);
     got_reset(&g);
+    close_all(fx);
 }
 
 static void test_list(void **state)
