@@ -1125,6 +1125,19 @@ static int check_idle(struct walk *w, yaml_node_t *map, void *base)
     if (idle->pause_after_ms != 0 && idle->stop_after_ms != 0 &&
         idle->pause_after_ms >= idle->stop_after_ms)
         return fail_node(w, map, "pause_after must be shorter than stop_after (or 0s)");
+    /* Touches written just before the drain began must land before the save. */
+    if (idle->drain_ms < idle->activity_interval_ms)
+        return fail_node(w, map, "drain must be at least activity_interval");
+    return 0;
+}
+
+static int check_save(struct walk *w, yaml_node_t *map, void *base)
+{
+    const struct wg_config *cfg = base;
+    const struct wg_save_cfg *save = &cfg->sessions.save;
+
+    if (save->retry_max_ms < save->retry_backoff_ms)
+        return fail_node(w, map, "retry_max must be at least retry_backoff");
     return 0;
 }
 
@@ -1244,6 +1257,9 @@ static const struct field docker_fields[] = {
 static const struct field idle_fields[] = {
     F_TIME("pause_after", sessions.idle.pause_after_ms, 0),
     F_TIME("stop_after", sessions.idle.stop_after_ms, 0),
+    F_TIME("activity_interval", sessions.idle.activity_interval_ms, 10),
+    F_TIME("reap_every", sessions.idle.reap_every_ms, 10),
+    F_TIME("drain", sessions.idle.drain_ms, 0),
     {.key = NULL},
 };
 
@@ -1256,6 +1272,9 @@ static const struct field save_fields[] = {
     {.key = "path", .kind = K_STR, IN_CFG(sessions.save.path)},
     F_TIME("timeout", sessions.save.timeout_ms, 1),
     {.key = "on_failure", .kind = K_ON_FAILURE, IN_CFG(sessions.save.on_failure)},
+    {.key = "before_pause", .kind = K_BOOL, IN_CFG(sessions.save.before_pause)},
+    F_TIME("retry_backoff", sessions.save.retry_backoff_ms, 1),
+    F_TIME("retry_max", sessions.save.retry_max_ms, 1),
     {.key = NULL},
 };
 
@@ -1282,7 +1301,7 @@ static const struct field sessions_fields[] = {
     F_COUNT("port", sessions.port, 1, 65535),
     F_TIME("wake_timeout", sessions.wake_timeout_ms, 1),
     {.key = "idle", .kind = K_MAP, .sub = idle_fields, .check = check_idle},
-    {.key = "save", .kind = K_MAP, .sub = save_fields},
+    {.key = "save", .kind = K_MAP, .sub = save_fields, .check = check_save},
     {.key = "readiness", .kind = K_MAP, .sub = readiness_fields},
     {.key = NULL},
 };
@@ -1558,10 +1577,16 @@ int wg_config_init_defaults(struct wg_config *cfg)
     cfg->sessions.wake_timeout_ms = 30 * 1000;
     cfg->sessions.idle.pause_after_ms = 0;
     cfg->sessions.idle.stop_after_ms = 20 * 60 * 1000;
+    cfg->sessions.idle.activity_interval_ms = 1000;
+    cfg->sessions.idle.reap_every_ms = 1000;
+    cfg->sessions.idle.drain_ms = 2000;
     if (replace_str(&cfg->sessions.save.path, "/workspace") < 0)
         goto out;
     cfg->sessions.save.timeout_ms = 60 * 1000;
     cfg->sessions.save.on_failure = WG_SAVE_KEEP_AWAKE;
+    cfg->sessions.save.before_pause = false;
+    cfg->sessions.save.retry_backoff_ms = 10 * 1000;
+    cfg->sessions.save.retry_max_ms = 10 * 60 * 1000;
     /* Those of orchestrator/probe.h (WG_PROBE_INTERVAL_MS, ..._CONNECT_TIMEOUT_MS). */
     cfg->sessions.readiness.interval_ms = 2;
     cfg->sessions.readiness.timeout_ms = 50;

@@ -81,6 +81,12 @@ struct wg_upstream_cfg {
 struct wg_idle_cfg {
     uint64_t pause_after_ms; /* 0 = tier disabled */
     uint64_t stop_after_ms;  /* 0 = tier disabled */
+    /* Proxies write a session's activity to Redis at most this often. */
+    uint64_t activity_interval_ms; /* 1 s */
+    uint64_t reap_every_ms;        /* 1 s between reaper passes */
+    /* Between running -> draining and the save: requests in flight finish
+     * and activity not yet written by the proxies lands (> activity_interval). */
+    uint64_t drain_ms; /* 2 s */
 };
 
 enum wg_save_failure { WG_SAVE_KEEP_AWAKE = 0, WG_SAVE_STOP };
@@ -91,6 +97,9 @@ struct wg_save_cfg {
     char *path;     /* work tree inside the container */
     uint64_t timeout_ms;
     enum wg_save_failure on_failure;
+    bool before_pause;         /* run the hook before the pause tier too (default false) */
+    uint64_t retry_backoff_ms; /* first wait after a failed save; doubles per failure */
+    uint64_t retry_max_ms;     /* cap of that wait */
 };
 
 /* How the orchestrator decides that a started container without a Docker
