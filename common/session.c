@@ -82,6 +82,7 @@ static const struct move moves[] = {
     {S(RUNNING), S(ASLEEP), "the container was stopped outside wakegate"},
 
     {S(DRAINING), S(SAVING), "in-flight work done (or drain deadline): run the save hook"},
+    {S(DRAINING), S(PAUSED), "drained; short-idle tier without a save: freeze"},
     {S(DRAINING), S(RUNNING), "a request arrived: sleep cancelled, or drain stuck"},
     {S(DRAINING), S(FAILED), "the container died while draining"},
     {S(DRAINING), S(ASLEEP), "the container was stopped outside wakegate while draining"},

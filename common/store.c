@@ -50,17 +50,33 @@
     "local TRANSIENT = {creating = true, starting = true, draining = true, saving = true,\n"   \
     "                   stopping = true}\n"
 
+/* Keeps wg:idle_short (KEYS[6]) true for record h: the session's shortest
+ * idle override that is on, so the reaper can widen its range for sessions
+ * whose tiers are shorter than the configured ones. */
+#define IDLE_SHORT_LUA                                                                         \
+    "local function idle_short(h, id)\n"                                                       \
+    "  local best = nil\n"                                                                     \
+    "  for _, f in ipairs({'idle_pause_after_ms', 'idle_stop_after_ms'}) do\n"                 \
+    "    local v = tonumber(redis.call('HGET', h, f) or '')\n"                                 \
+    "    if v and v > 0 and (best == nil or v < best) then best = v end\n"                     \
+    "  end\n"                                                                                  \
+    "  if best then redis.call('ZADD', KEYS[6], best, id)\n"                                   \
+    "  else redis.call('ZREM', KEYS[6], id) end\n"                                             \
+    "end\n"
+
 /* Moves (or, with ARGV[3] == "", updates) one record. See
  * wg_store_transition() for the contract; the replies are
- *   {'missing'} | {'rejected', '', HGETALL, ZSCORE} | {'ok', event id, HGETALL, ZSCORE}.
- * KEYS: record, wg:events, wg:active, wg:sessions, wg:transient.
+ *   {'missing'} | {'rejected', '', HGETALL, ZSCORE} | {'active', '', HGETALL, ZSCORE}
+ *   | {'ok', event id, HGETALL, ZSCORE}.
+ * KEYS: record, wg:events, wg:active, wg:sessions, wg:transient, wg:idle_short.
  * ARGV: id, allowed current states ("*" = any value, else names separated by
  * spaces), new state ("" = no move), now (ms), events cap, detail ("" =
- * none), state channel, "1" to add one to restarts, then field/value pairs
- * (an empty value removes the field).
+ * none), state channel, "1" to add one to restarts, idle cutoff ("" = none:
+ * else the move is refused as 'active' when the wg:active score is later),
+ * then field/value pairs (an empty value removes the field).
  * The record read back for the reply is taken before a destroyed record is
  * deleted, with its final state. */
-static const char script_transition[] = TRANSIENT_LUA
+static const char script_transition[] = TRANSIENT_LUA IDLE_SHORT_LUA
     "local h, id = KEYS[1], ARGV[1]\n"
     "if redis.call('EXISTS', h) == 0 then return {'missing'} end\n"
     "local cur = redis.call('HGET', h, 'state') or ''\n"
@@ -73,12 +89,18 @@ static const char script_transition[] = TRANSIENT_LUA
     "if not ok then\n"
     "  return {'rejected', '', redis.call('HGETALL', h), redis.call('ZSCORE', KEYS[3], id)}\n"
     "end\n"
+    "if ARGV[9] ~= '' then\n"
+    "  local sc = redis.call('ZSCORE', KEYS[3], id)\n"
+    "  if sc and tonumber(sc) > tonumber(ARGV[9]) then\n"
+    "    return {'active', '', redis.call('HGETALL', h), sc}\n"
+    "  end\n"
+    "end\n"
     "local to, now = ARGV[3], ARGV[4]\n"
     "local move = to ~= ''\n"
     "if not move then to = cur end\n"
     "local v = (tonumber(redis.call('HGET', h, 'v') or '') or 0) + 1\n"
     "redis.call('HSET', h, 'v', string.format('%d', v))\n"
-    "for i = 9, #ARGV, 2 do\n"
+    "for i = 10, #ARGV, 2 do\n"
     "  if ARGV[i + 1] == '' then redis.call('HDEL', h, ARGV[i])\n"
     "  else redis.call('HSET', h, ARGV[i], ARGV[i + 1]) end\n"
     "end\n"
@@ -88,7 +110,7 @@ static const char script_transition[] = TRANSIENT_LUA
     "  if TRANSIENT[to] then redis.call('ZADD', KEYS[5], now, id)\n"
     "  else redis.call('ZREM', KEYS[5], id) end\n"
     "end\n"
-    "if move and to == 'running' then\n"
+    "if move and to == 'running' and cur ~= 'draining' and cur ~= 'saving' then\n"
     "  redis.call('ZADD', KEYS[3], 'GT', now, id)\n"
     "elseif move and (to == 'asleep' or to == 'failed' or to == 'destroyed') then\n"
     "  local sc = tonumber(redis.call('ZSCORE', KEYS[3], id) or '')\n"
@@ -103,7 +125,9 @@ static const char script_transition[] = TRANSIENT_LUA
     "if to == 'destroyed' then\n"
     "  redis.call('DEL', h)\n"
     "  redis.call('SREM', KEYS[4], id)\n"
+    "  redis.call('ZREM', KEYS[6], id)\n"
     "else\n"
+    "  idle_short(h, id)\n"
     "  msg.ip = redis.call('HGET', h, 'ip') or nil\n"
     "  msg.port = tonumber(redis.call('HGET', h, 'port') or '')\n"
     "end\n"
@@ -119,10 +143,10 @@ static const char script_transition[] = TRANSIENT_LUA
 
 /* Get-or-create. Replies {'exists', '', HGETALL, ZSCORE} or
  * {'created', event id, HGETALL, nil}.
- * KEYS: record, wg:events, wg:sessions, wg:active, wg:transient.
+ * KEYS: record, wg:events, wg:sessions, wg:active, wg:transient, wg:idle_short.
  * ARGV: id, now, events cap, detail, state channel, then field/value pairs
  * (empty values skipped). */
-static const char script_create[] =
+static const char script_create[] = IDLE_SHORT_LUA
     "local h, id, now = KEYS[1], ARGV[1], ARGV[2]\n"
     "if redis.call('EXISTS', h) == 1 then\n"
     "  return {'exists', '', redis.call('HGETALL', h), redis.call('ZSCORE', KEYS[4], id)}\n"
@@ -134,6 +158,7 @@ static const char script_create[] =
     "end\n"
     "redis.call('SADD', KEYS[3], id)\n"
     "redis.call('ZADD', KEYS[5], now, id)\n"
+    "idle_short(h, id)\n"
     "local ev = {'id', id, 'type', 'transition', 'from', '', 'to', 'creating', 'at', now,\n"
     "            'v', '1'}\n"
     "if ARGV[4] ~= '' then ev[#ev + 1] = 'detail'; ev[#ev + 1] = ARGV[4] end\n"
@@ -165,6 +190,7 @@ enum op_kind {
     OP_LIST,
     OP_TOUCH,
     OP_RANGE,
+    OP_REAP,
     OP_XADD, /* event_add, wake_add */
     OP_LOCK_SET,
     OP_LOCK_EVAL,
@@ -206,6 +232,13 @@ struct op {
     /* OP_RANGE */
     struct wg_store_idle *idle;
     size_t n_idle;
+
+    /* OP_REAP */
+    struct wg_store_reap *reap;
+    bool *reap_have;
+    uint64_t tier_ms;
+    size_t offset, limit;
+    int64_t cutoff;
 
     /* OP_WAKE_READ, OP_WAKE_CLAIM */
     struct wg_wake_cmd *wake;
@@ -396,6 +429,8 @@ static void op_free(struct op *op)
     free(op->scores);
     free(op->ids);
     free(op->idle);
+    free(op->reap);
+    free(op->reap_have);
     free(op->wake);
     free(op);
 }
@@ -452,6 +487,22 @@ static void op_result(struct op *op, struct wg_store_res *res)
     }
     res->idle = op->idle;
     res->n_idle = op->n_idle;
+    if (op->kind == OP_REAP) {
+        size_t k = 0;
+
+        for (size_t i = 0; i < op->n_idle; i++) {
+            if (!op->reap_have[i])
+                continue;
+            if (k != i)
+                op->reap[k] = op->reap[i];
+            k++;
+        }
+        res->reap = op->reap;
+        res->n_reap = k;
+        res->count = op->cutoff;
+        res->idle = NULL;
+        res->n_idle = 0;
+    }
     res->wake = op->wake;
     res->n_wake = op->n_wake;
 }
@@ -679,6 +730,8 @@ static void handle_script(struct op *op, const redisReply *reply)
         op->status = WG_STORE_EXISTS;
     else if (str_eq(tag, "rejected"))
         op->status = WG_STORE_REJECTED;
+    else if (str_eq(tag, "active"))
+        op->status = WG_STORE_ACTIVE;
     else
         goto proto;
     if (reply->element[1]->len > 0 && copy_stream_id(reply->element[1], op->event_id) < 0)
@@ -695,6 +748,9 @@ static void handle_script(struct op *op, const redisReply *reply)
     if (op->status == WG_STORE_REJECTED)
         snprintf(op->error, sizeof(op->error), "session %s is %s", op->id,
                  wg_session_state_name(op->rec.state));
+    else if (op->status == WG_STORE_ACTIVE)
+        snprintf(op->error, sizeof(op->error), "session %s was active at %" PRId64, op->id,
+                 op->score);
     else if (op->status == WG_STORE_EXISTS)
         snprintf(op->error, sizeof(op->error), "session %s exists", op->id);
     return;
@@ -821,6 +877,130 @@ static void handle_range(struct op *op, const redisReply *reply)
     }
 }
 
+/* The fields a reaper pass reads of each candidate, in HMGET order. */
+static const char *const reap_fields[] = {
+    "state",   "host",    "idle_stop_after_ms", "idle_pause_after_ms",
+    "save_at", "save_ok", "state_since",
+};
+#define REAP_FIELDS (sizeof(reap_fields) / sizeof(reap_fields[0]))
+
+/* A decimal field of HMGET: nil gives def, junk gives false. */
+static bool reap_num(const redisReply *r, int64_t def, int64_t *out)
+{
+    char buf[24], *end;
+    long long v;
+
+    if (r->type == REDIS_REPLY_NIL) {
+        *out = def;
+        return true;
+    }
+    if (!is_str(r) || r->len == 0 || r->len >= sizeof(buf))
+        return false;
+    memcpy(buf, r->str, r->len);
+    buf[r->len] = '\0';
+    errno = 0;
+    v = strtoll(buf, &end, 10);
+    if (errno || *end != '\0' || v < 0)
+        return false;
+    *out = v;
+    return true;
+}
+
+static void handle_reap_hash(struct op *op, size_t idx, const redisReply *reply)
+{
+    struct wg_store_reap *e = &op->reap[idx];
+    const redisReply *const *f;
+    int64_t stop = -1, pause = -1, save_at = 0, save_ok = 0, since = 0;
+
+    if (idx >= op->n_idle || reply->type != REDIS_REPLY_ARRAY || reply->elements != REAP_FIELDS) {
+        op_fail(op, -EPROTO, "HMGET: unexpected reply");
+        return;
+    }
+    f = (const redisReply *const *)reply->element;
+    if (f[0]->type == REDIS_REPLY_NIL)
+        return; /* the record went away since the range read: not idle any more */
+    if (!is_str(f[0]) || wg_session_state_parse(f[0]->str, f[0]->len, &e->state) < 0 ||
+        !is_str(f[1]) || f[1]->len > WG_SESSION_HOST_MAX || !reap_num(f[2], -1, &stop) ||
+        !reap_num(f[3], -1, &pause) || !reap_num(f[4], 0, &save_at) ||
+        !reap_num(f[5], 0, &save_ok) || save_ok > 1 || !reap_num(f[6], 0, &since)) {
+        op->n_bad++;
+        return;
+    }
+    memcpy(e->host, f[1]->str, f[1]->len);
+    e->host[f[1]->len] = '\0';
+    e->has_stop_after = stop >= 0;
+    e->stop_after_ms = stop >= 0 ? (uint64_t)stop : 0;
+    e->has_pause_after = pause >= 0;
+    e->pause_after_ms = pause >= 0 ? (uint64_t)pause : 0;
+    e->save_at = save_at;
+    e->save_ok = save_ok == 1;
+    e->state_since = since;
+    op->reap_have[idx] = true;
+}
+
+/* wg:active members scored at or before the cutoff: one HMGET each. */
+static void handle_reap_range(struct op *op, const redisReply *reply)
+{
+    int rc = 0;
+
+    handle_range(op, reply);
+    if (op->status < 0 || op->n_idle == 0)
+        return;
+    op->reap = calloc(op->n_idle, sizeof(*op->reap));
+    op->reap_have = calloc(op->n_idle, sizeof(*op->reap_have));
+    if (!op->reap || !op->reap_have) {
+        op_fail(op, -ENOMEM, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < op->n_idle && rc == 0; i++) {
+        struct argv a = {0};
+
+        memcpy(op->reap[i].id, op->idle[i].id, sizeof(op->reap[i].id));
+        op->reap[i].last_active = op->idle[i].last_active;
+        av_str(&a, "HMGET");
+        av_fmt(&a, WG_STORE_KEY_SESSION_PREFIX "%s", op->idle[i].id);
+        for (size_t k = 0; k < REAP_FIELDS; k++)
+            av_str(&a, reap_fields[k]);
+        rc = send_part(op, op->s->redis, R_HASH, i, &a);
+        av_release(&a);
+    }
+    if (rc < 0)
+        op_fail(op, rc, "sending the record reads: %s", strerror(-rc));
+}
+
+/* The shortest idle override: widens the range to read. */
+static void handle_reap_short(struct op *op, const redisReply *reply)
+{
+    uint64_t tier = op->tier_ms;
+    struct argv a = {0};
+    int rc;
+
+    if (reply->type != REDIS_REPLY_ARRAY || (reply->elements != 0 && reply->elements != 2)) {
+        op_fail(op, -EPROTO, "ZRANGE %s: unexpected reply", WG_STORE_KEY_IDLE_SHORT);
+        return;
+    }
+    if (reply->elements == 2) {
+        int64_t shortest = parse_score(reply->element[1]);
+        if (shortest > 0 && (tier == 0 || (uint64_t)shortest < tier))
+            tier = (uint64_t)shortest;
+    }
+    if (tier == 0)
+        return; /* no tier is on anywhere: nothing can be idle */
+    op->cutoff = now_ms(op->s) - (int64_t)tier;
+    av_str(&a, "ZRANGEBYSCORE");
+    av_str(&a, WG_STORE_KEY_ACTIVE);
+    av_str(&a, "-inf");
+    av_fmt(&a, "%" PRId64, op->cutoff);
+    av_str(&a, "WITHSCORES");
+    av_str(&a, "LIMIT");
+    av_fmt(&a, "%zu", op->offset);
+    av_fmt(&a, "%zu", op->limit);
+    rc = send_part(op, op->s->redis, R_SCORE, 0, &a);
+    av_release(&a);
+    if (rc < 0)
+        op_fail(op, rc, "sending the range read: %s", strerror(-rc));
+}
+
 static void handle_reply(struct op *op, enum role role, size_t idx, const redisReply *reply)
 {
     char err[ERR_MAX];
@@ -855,6 +1035,14 @@ static void handle_reply(struct op *op, enum role role, size_t idx, const redisR
         return;
     case OP_RANGE:
         handle_range(op, reply);
+        return;
+    case OP_REAP:
+        if (role == R_MEMBERS)
+            handle_reap_short(op, reply);
+        else if (role == R_SCORE)
+            handle_reap_range(op, reply);
+        else
+            handle_reap_hash(op, idx, reply);
         return;
     case OP_XADD:
         if (copy_stream_id(reply, op->event_id) < 0)
@@ -1047,12 +1235,13 @@ int wg_store_create(struct wg_store *s, const char *id, const struct wg_session_
         return rc;
     av_str(&a, "EVAL");
     av_str(&a, script_create);
-    av_str(&a, "5");
+    av_str(&a, "6");
     av_fmt(&a, WG_STORE_KEY_SESSION_PREFIX "%s", id);
     av_str(&a, WG_STORE_KEY_EVENTS);
     av_str(&a, WG_STORE_KEY_SESSIONS);
     av_str(&a, WG_STORE_KEY_ACTIVE);
     av_str(&a, WG_STORE_KEY_TRANSIENT);
+    av_str(&a, WG_STORE_KEY_IDLE_SHORT);
     av_str(&a, id);
     av_fmt(&a, "%" PRId64, now_ms(s));
     av_fmt(&a, "%" PRIu32, s->events_max);
@@ -1108,8 +1297,8 @@ int wg_store_list(struct wg_store *s, wg_store_cb *cb, void *arg)
 /* Sends the transition script. to_name "" updates in place; allowed is the
  * mask of current states accepted, or ~0u for any value (destroy only). */
 static int run_script(struct wg_store *s, const char *id, unsigned allowed, const char *to_name,
-                      const struct wg_session_update *fields, const char *detail_json,
-                      wg_store_cb *cb, void *arg)
+                      int64_t idle_cutoff_ms, const struct wg_session_update *fields,
+                      const char *detail_json, wg_store_cb *cb, void *arg)
 {
     struct wg_session_hash h;
     struct argv a = {0};
@@ -1132,12 +1321,13 @@ static int run_script(struct wg_store *s, const char *id, unsigned allowed, cons
         return rc;
     av_str(&a, "EVAL");
     av_str(&a, script_transition);
-    av_str(&a, "5");
+    av_str(&a, "6");
     av_fmt(&a, WG_STORE_KEY_SESSION_PREFIX "%s", id);
     av_str(&a, WG_STORE_KEY_EVENTS);
     av_str(&a, WG_STORE_KEY_ACTIVE);
     av_str(&a, WG_STORE_KEY_SESSIONS);
     av_str(&a, WG_STORE_KEY_TRANSIENT);
+    av_str(&a, WG_STORE_KEY_IDLE_SHORT);
     av_str(&a, id);
     av_str(&a, names);
     av_str(&a, to_name);
@@ -1146,6 +1336,10 @@ static int run_script(struct wg_store *s, const char *id, unsigned allowed, cons
     av_str(&a, detail_json ? detail_json : "");
     av_str(&a, WG_STORE_CHANNEL_STATE);
     av_str(&a, fields && (fields->set & WG_SF_RESTARTS_INCR) ? "1" : "0");
+    if (idle_cutoff_ms >= 0)
+        av_fmt(&a, "%" PRId64, idle_cutoff_ms);
+    else
+        av_str(&a, "");
     av_fields(&a, &h);
     rc = send_part(op, s->redis, R_MAIN, 0, &a);
     av_release(&a);
@@ -1155,6 +1349,14 @@ static int run_script(struct wg_store *s, const char *id, unsigned allowed, cons
 int wg_store_transition(struct wg_store *s, const char *id, unsigned from_mask,
                         enum wg_session_state to, const struct wg_session_update *fields,
                         const char *detail_json, wg_store_cb *cb, void *arg)
+{
+    return wg_store_transition_idle(s, id, from_mask, to, -1, fields, detail_json, cb, arg);
+}
+
+int wg_store_transition_idle(struct wg_store *s, const char *id, unsigned from_mask,
+                             enum wg_session_state to, int64_t idle_cutoff_ms,
+                             const struct wg_session_update *fields, const char *detail_json,
+                             wg_store_cb *cb, void *arg)
 {
     unsigned allowed;
 
@@ -1166,7 +1368,8 @@ int wg_store_transition(struct wg_store *s, const char *id, unsigned from_mask,
         return -EINVAL;
     if (to == WG_SESSION_DESTROYED && (from_mask & WG_SESSION_ANY) == WG_SESSION_ANY)
         allowed = ~0u;
-    return run_script(s, id, allowed, wg_session_state_name(to), fields, detail_json, cb, arg);
+    return run_script(s, id, allowed, wg_session_state_name(to), idle_cutoff_ms, fields,
+                      detail_json, cb, arg);
 }
 
 int wg_store_update(struct wg_store *s, const char *id, unsigned state_mask,
@@ -1176,7 +1379,7 @@ int wg_store_update(struct wg_store *s, const char *id, unsigned state_mask,
 
     if (!s || !cb || !id_ok(id) || allowed == 0)
         return -EINVAL;
-    return run_script(s, id, allowed, "", fields, NULL, cb, arg);
+    return run_script(s, id, allowed, "", -1, fields, NULL, cb, arg);
 }
 
 int wg_store_delete(struct wg_store *s, const char *id, unsigned from_mask, const char *detail_json,
@@ -1255,6 +1458,31 @@ int wg_store_range_transient(struct wg_store *s, int64_t cutoff_ms, size_t offse
                              wg_store_cb *cb, void *arg)
 {
     return range_index(s, WG_STORE_KEY_TRANSIENT, cutoff_ms, offset, limit, cb, arg);
+}
+
+int wg_store_reap_scan(struct wg_store *s, uint64_t tier_ms, size_t offset, size_t limit,
+                       wg_store_cb *cb, void *arg)
+{
+    struct argv a = {0};
+    struct op *op;
+    int rc;
+
+    if (!s || !cb || limit == 0 || limit > WG_STORE_BATCH_MAX)
+        return -EINVAL;
+    if ((rc = op_start(s, OP_REAP, NULL, cb, arg, &op)) < 0)
+        return rc;
+    op->tier_ms = tier_ms;
+    op->offset = offset;
+    op->limit = limit;
+    op->cutoff = -1;
+    av_str(&a, "ZRANGE");
+    av_str(&a, WG_STORE_KEY_IDLE_SHORT);
+    av_str(&a, "0");
+    av_str(&a, "0");
+    av_str(&a, "WITHSCORES");
+    rc = send_part(op, s->redis, R_MEMBERS, 0, &a);
+    av_release(&a);
+    return rc < 0 ? op_abort(op, rc) : 0;
 }
 
 /* ---- events ------------------------------------------------------------------------------------

@@ -8,6 +8,11 @@
  *                            added on entering running, removed on entering
  *                            asleep, failed or destroyed (its score is then
  *                            kept in the record's last_active)
+ *   wg:idle_short    zset    id -> the shortest idle tier override that is on
+ *                            (idle_pause_after_ms / idle_stop_after_ms > 0), for
+ *                            sessions that have one; kept by the create and
+ *                            transition scripts, so the reaper learns the
+ *                            widest idle range it must read with one ZRANGE
  *   wg:transient     zset    id -> state_since (ms) while the session is in a
  *                            transient state (creating, starting, draining,
  *                            saving, stopping), kept by the create and
@@ -74,6 +79,7 @@ struct wg_store; /* opaque */
 #define WG_STORE_KEY_SESSIONS "wg:sessions"
 #define WG_STORE_KEY_ACTIVE "wg:active"
 #define WG_STORE_KEY_TRANSIENT "wg:transient"
+#define WG_STORE_KEY_IDLE_SHORT "wg:idle_short"
 #define WG_STORE_KEY_EVENTS "wg:events"
 #define WG_STORE_CHANNEL_STATE "wg:state"
 #define WG_STORE_KEY_WAKE_PREFIX "wg:wake:"
@@ -98,6 +104,9 @@ enum {
     WG_STORE_BUSY = 3,     /* lock_acquire: someone else holds the lock */
     WG_STORE_NOT_HELD = 4, /* lock_release/extend: not held with that token (expired,
                             * or another holder's); nothing changed */
+    WG_STORE_ACTIVE = 5,   /* transition_idle: the session was active after the cutoff;
+                            * res->rec is the current record (last_active says when),
+                            * nothing was written */
 };
 
 struct wg_store_opts {
@@ -136,6 +145,19 @@ struct wg_state_msg {
     uint64_t version;
 };
 
+/* What a reaper pass reads of one idle candidate (wg_store_reap_scan()). */
+struct wg_store_reap {
+    char id[WG_SESSION_ID_MAX + 1];
+    int64_t last_active; /* its wg:active score, ms */
+    enum wg_session_state state;
+    char host[WG_SESSION_HOST_MAX + 1];
+    bool has_stop_after, has_pause_after; /* per-session overrides */
+    uint64_t stop_after_ms, pause_after_ms;
+    int64_t save_at; /* last save, 0: never */
+    bool save_ok;
+    int64_t state_since;
+};
+
 struct wg_store_activity {
     const char *id;
     int64_t at_ms;
@@ -154,6 +176,8 @@ struct wg_store_res {
     size_t n_idle;
     const struct wg_wake_cmd *wake;
     size_t n_wake;
+    const struct wg_store_reap *reap; /* reap_scan */
+    size_t n_reap;
     const char *next_id; /* wake_claim: where the next claim starts; "0-0" when done */
     long long count;
 };
@@ -210,6 +234,17 @@ int wg_store_transition(struct wg_store *s, const char *id, unsigned from_mask,
                         enum wg_session_state to, const struct wg_session_update *fields,
                         const char *detail_json, wg_store_cb *cb, void *arg);
 
+/* wg_store_transition(), refused with WG_STORE_ACTIVE (nothing written)
+ * when the session's wg:active score is later than idle_cutoff_ms: someone
+ * used it after the caller decided it was idle. The check and the move are
+ * one script, so a touch lands either before (refused) or after the move.
+ * idle_cutoff_ms < 0: no check. A move to running from draining or saving
+ * (a cancelled sleep) keeps the wg:active score: cancelling is not use. */
+int wg_store_transition_idle(struct wg_store *s, const char *id, unsigned from_mask,
+                             enum wg_session_state to, int64_t idle_cutoff_ms,
+                             const struct wg_session_update *fields, const char *detail_json,
+                             wg_store_cb *cb, void *arg);
+
 /* Writes fields without a move, when the current state is in state_mask
  * (e.g. the container id learnt while starting). Bumps v and publishes on
  * wg:state (ip or port may have changed); appends no event. Outcomes as
@@ -242,6 +277,19 @@ int wg_store_touch(struct wg_store *s, const struct wg_store_activity *acts, siz
  * skipped and counted in n_bad. */
 int wg_store_range_idle(struct wg_store *s, int64_t cutoff_ms, size_t offset, size_t limit,
                         wg_store_cb *cb, void *arg);
+
+/* One reaper pass's read, touching only idle sessions: ZRANGE
+ * wg:idle_short 0 0 WITHSCORES (the shortest per-session override); then,
+ * with tier = the smaller of tier_ms (the shortest configured tier; 0: none)
+ * and that override, ZRANGEBYSCORE wg:active -inf now-tier WITHSCORES LIMIT
+ * offset limit; then one pipelined HMGET per member (state, host, idle
+ * overrides, last save, state_since). Commands: 2 + the members in range (1
+ * when no tier is on). res->reap/n_reap, oldest first (records deleted
+ * meanwhile are left out, garbled ones counted in n_bad); res->count is the
+ * cutoff used (ms), -1 when no tier is on. Whether each one is due is the
+ * caller's decision (its own host, its own overrides). */
+int wg_store_reap_scan(struct wg_store *s, uint64_t tier_ms, size_t offset, size_t limit,
+                       wg_store_cb *cb, void *arg);
 
 /* Sessions in a transient state since cutoff_ms or earlier, oldest first:
  * ZRANGEBYSCORE wg:transient -inf cutoff WITHSCORES LIMIT offset limit.

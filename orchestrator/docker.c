@@ -294,7 +294,9 @@ static bool session_valid(const char *s)
 
 /* Valid UTF-8 without control characters, 1..max bytes (0 allowed when
  * empty_ok): what may go into a JSON string we build. */
-static bool text_ok(const char *s, size_t max, bool empty_ok)
+/* Printable UTF-8 up to max bytes; lines lets newlines and tabs through
+ * (scripts in a command line). */
+static bool text_ok_lines(const char *s, size_t max, bool empty_ok, bool lines)
 {
     const unsigned char *p = (const unsigned char *)s;
     size_t n;
@@ -306,11 +308,17 @@ static bool text_ok(const char *s, size_t max, bool empty_ok)
         return false;
     for (size_t i = 0; i < n;) {
         size_t len = wg_utf8_seq(p + i, n - i);
-        if (len == 0 || (len == 1 && (p[i] < 0x20 || p[i] == 0x7f)))
+        if (len == 0 ||
+            (len == 1 && (p[i] < 0x20 || p[i] == 0x7f) && !(lines && (p[i] == '\n' || p[i] == '\t'))))
             return false;
         i += len;
     }
     return true;
+}
+
+static bool text_ok(const char *s, size_t max, bool empty_ok)
+{
+    return text_ok_lines(s, max, empty_ok, false);
 }
 
 static const char *json_str(const json_t *o, const char *key)
@@ -868,8 +876,10 @@ static int string_array(const char *const *v, const char *what, bool empty_items
 
     if (!a)
         return -ENOMEM;
+    bool lines = strcmp(what, "argv") == 0 || strcmp(what, "cmd") == 0;
+
     for (size_t i = 0; v[i]; i++) {
-        if (!text_ok(v[i], TEXT_MAX, empty_items_ok))
+        if (!text_ok_lines(v[i], TEXT_MAX, empty_items_ok, lines))
             SPEC_FAIL("%s[%zu] is empty, too long, or not printable UTF-8", what, i);
         if (json_array_append_new(a, json_string(v[i])) < 0) {
             rc = -ENOMEM;

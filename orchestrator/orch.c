@@ -57,8 +57,10 @@ void orch_docker_error(struct wg_orch *o, int status)
 
 static void orch_unref(struct wg_orch *o)
 {
-    if (--o->refs == 0)
+    if (--o->refs == 0) {
+        sleeper_free(o);
         free(o);
+    }
 }
 
 static void orch_handle_closed(uv_handle_t *h)
@@ -236,6 +238,9 @@ void orch_task_begin(struct orch_task *t)
     case TK_STOP:
     case TK_DESTROY:
         stopper_begin(t);
+        break;
+    case TK_SLEEP:
+        sleeper_begin(t);
         break;
     }
 }
@@ -495,7 +500,8 @@ void orch_event(struct wg_orch *o, const char *id, const char *type, const char 
 
 static void handle_cmds(struct wg_orch *o, const struct wg_wake_cmd *cmds, size_t n)
 {
-    for (size_t i = 0; i < n && !o->closing; i++) {
+    /* Commands read during a shutdown stay pending for the next run. */
+    for (size_t i = 0; i < n && !o->closing && !o->shutting_down; i++) {
         const struct wg_wake_cmd *c = &cmds[i];
         o->st.commands++;
         if (c->bad) {
@@ -556,7 +562,7 @@ static void read_next(struct wg_orch *o)
 {
     int rc;
 
-    if (o->closing || !o->consuming || o->read_busy)
+    if (o->closing || o->shutting_down || !o->consuming || o->read_busy)
         return;
     if (!o->group_ok) {
         uv_timer_start(&o->read_timer, read_retry_cb, READ_RETRY_MS, 0);
@@ -615,6 +621,8 @@ void orch_reconciled(struct wg_orch *o)
                 "stream=%s%s group=%s consumer=%s", WG_STORE_KEY_WAKE_PREFIX, o->name,
                 WG_ORCH_GROUP, o->name);
     o->reconciled = true;
+    if (!o->shutting_down)
+        reaper_start(o);
     if (!o->consuming) {
         o->consuming = true;
         read_next(o);
@@ -904,11 +912,14 @@ int wg_orch_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log
     }
     wg_redis_on_state(o->blocking, on_redis_state, o);
 
-    o->refs = 1 + 3;
+    o->refs = 1 + 5;
     uv_timer_init(loop, &o->tick);
     uv_timer_init(loop, &o->events_timer);
     uv_timer_init(loop, &o->read_timer);
+    uv_timer_init(loop, &o->reap_timer);
+    uv_timer_init(loop, &o->shutdown_timer);
     o->tick.data = o->events_timer.data = o->read_timer.data = o;
+    o->reap_timer.data = o->shutdown_timer.data = o;
     uv_timer_start(&o->tick, tick_cb, 0, TICK_MS);
     WG_INFO(log, ORCH_SUBSYS, "orchestrator starting",
             "name=%s docker=%s tls=%s max_concurrent_starts=%u wake_timeout_ms=%" PRIu64, o->name,
@@ -950,7 +961,52 @@ void wg_orch_free(struct wg_orch *o)
     uv_close((uv_handle_t *)&o->tick, orch_handle_closed);
     uv_close((uv_handle_t *)&o->events_timer, orch_handle_closed);
     uv_close((uv_handle_t *)&o->read_timer, orch_handle_closed);
+    uv_close((uv_handle_t *)&o->reap_timer, orch_handle_closed);
+    uv_close((uv_handle_t *)&o->shutdown_timer, orch_handle_closed);
     orch_unref(o);
+}
+
+/* ---- graceful shutdown ------------------------------------------------------------------------
+ */
+
+static void shutdown_finish(struct wg_orch *o)
+{
+    wg_orch_shutdown_cb *cb = o->shutdown_cb;
+
+    o->shutdown_cb = NULL;
+    uv_timer_stop(&o->shutdown_timer);
+    if (cb)
+        cb(o->shutdown_arg);
+}
+
+/* Polls until the sleeps are over; at the grace deadline rolls back the
+ * saves still in flight and waits for those writes. */
+static void shutdown_poll_cb(uv_timer_t *h)
+{
+    struct wg_orch *o = h->data;
+    bool late = uv_now(o->loop) >= o->shutdown_deadline;
+
+    if (o->closing || !o->shutdown_cb)
+        return;
+    if (sleeper_shutdown(o, late) == 0 || uv_now(o->loop) >= o->shutdown_deadline + 2000) {
+        shutdown_finish(o);
+        return;
+    }
+    uv_timer_start(&o->shutdown_timer, shutdown_poll_cb, 20, 0);
+}
+
+void wg_orch_shutdown(struct wg_orch *o, uint64_t grace_ms, wg_orch_shutdown_cb *done, void *arg)
+{
+    if (!o || o->closing || o->shutting_down)
+        return;
+    o->shutting_down = true;
+    o->shutdown_cb = done;
+    o->shutdown_arg = arg;
+    o->shutdown_deadline = uv_now(o->loop) + grace_ms;
+    reaper_stop(o);
+    WG_INFO(o->log, ORCH_SUBSYS, "orchestrator shutting down: no new work, finishing sleeps",
+            "sleeps=%u grace_ms=%" PRIu64, sleeper_shutdown(o, false), grace_ms);
+    uv_timer_start(&o->shutdown_timer, shutdown_poll_cb, 0, 0);
 }
 
 bool wg_orch_ready(const struct wg_orch *o, char *why, size_t whylen)
@@ -1053,13 +1109,5 @@ void wg_orch_metrics(const struct wg_orch *o, struct wg_buf *out)
         "wakegate_docker_events_open %d\n",
         o->st.docker_errors, o->in_flight, o->queued, o->st.commands, o->st.coalesced, o->st.stale,
         o->st.corrections, o->st.adopted, o->st.restarts, o->events_open ? 1 : 0);
-}
-
-int wg_orch_set_op_handler(struct wg_orch *o, enum wg_wake_op op, wg_orch_op_fn *fn, void *arg)
-{
-    if (!o || (op != WG_WAKE_OP_SLEEP && op != WG_WAKE_OP_DESTROY))
-        return -EINVAL;
-    o->op_fn[op] = fn;
-    o->op_arg[op] = arg;
-    return 0;
+    sleeper_metrics(o, out);
 }

@@ -41,11 +41,20 @@
  *  - A heartbeat: wg:host:{docker.name} = {"name","starts_in_flight",
  *    "max_concurrent_starts","queued","at"} with a TTL.
  *
+ *  - The reaper and the sleeps (orchestrator/sleeper.c). Every
+ *    sessions.idle.reap_every, idle sessions of this host are read from
+ *    wg:active (a range, never every session) and put to sleep by tier:
+ *    draining, the save hook (docker exec, git add/commit/push by default),
+ *    then paused or stopping -> asleep. Activity after the decision, or a
+ *    request during draining or saving, calls the sleep off; a failed save
+ *    keeps the container awake and is retried with backoff.
+ *
  * Sleep and destroy commands: with force=1 the orchestrator stops (sleep) or
- * removes the container and deletes the record (destroy). Without force the
- * save hook must run first; a module that provides it registers with
- * wg_orch_set_op_handler(). Without one the command is refused with an event
- * ("sleep_refused"/"destroy_refused"), never run without the save.
+ * removes the container and deletes the record (destroy) without a save.
+ * Without force they go through the sleeper: the save runs first, and a
+ * destroy whose save failed, or of a container that cannot be saved (not
+ * running, not saved before it stopped), is refused with a destroy_refused
+ * event.
  *
  * Locks: multi-step work on a session holds wg:lock:{id} with this host's
  * token (one per docker.name, so a restarted orchestrator can take back the
@@ -126,13 +135,15 @@ void wg_orch_metrics(const struct wg_orch *o, struct wg_buf *out);
 
 void wg_orch_get_stats(const struct wg_orch *o, struct wg_orch_stats *ret);
 
-/* A handler for sleep or destroy commands without force (the save hook's
- * module). It owns the command from then on; done must be called exactly
- * once (possibly later) so the entry is acknowledged. */
-typedef void wg_orch_op_done(struct wg_orch *o, const char *entry_id);
-typedef void wg_orch_op_fn(struct wg_orch *o, const struct wg_wake_cmd *cmd, wg_orch_op_done *done,
-                           void *arg);
-/* op: WG_WAKE_OP_SLEEP or WG_WAKE_OP_DESTROY. Returns 0 or -EINVAL. */
-int wg_orch_set_op_handler(struct wg_orch *o, enum wg_wake_op op, wg_orch_op_fn *fn, void *arg);
+
+/* Graceful shutdown, before wg_orch_free(): no new work is taken (no wake
+ * reads, no reaper pass, no new tasks); a sleep still draining is rolled
+ * back to running at once; a save in flight may finish (and its stop or
+ * pause with it) until grace_ms, after which the sleeps still saving are
+ * rolled back to running. done runs once (never inside this call) when no
+ * sleep is left in a transient state, or at the grace deadline once the
+ * rollbacks are written. NULL-safe: with o NULL, done is not called. */
+typedef void wg_orch_shutdown_cb(void *arg);
+void wg_orch_shutdown(struct wg_orch *o, uint64_t grace_ms, wg_orch_shutdown_cb *done, void *arg);
 
 #endif

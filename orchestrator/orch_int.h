@@ -43,6 +43,7 @@ enum orch_task_kind {
     TK_DEATH,   /* reconcile.c: a container of a session died */
     TK_STOP,    /* waker.c: sleep with force */
     TK_DESTROY, /* waker.c: destroy with force */
+    TK_SLEEP,   /* sleeper.c: drain, save, then pause, stop or destroy */
 };
 
 enum orch_phase {
@@ -130,6 +131,23 @@ struct orch_task {
     int death_exit;
     bool death_by_hand, death_oom;
     int64_t death_ns;
+    /* sleep (sleeper.c) */
+    enum wg_orch_tier tier;
+    bool by_api;         /* a sleep/destroy command, else the reaper */
+    int64_t idle_cutoff; /* the last_active the decision saw: later activity cancels */
+    bool from_paused;    /* the container was unpaused for the save */
+    bool shutdown_rollback;
+    bool rollback_done; /* the shutdown's move back to running is written */
+    uint64_t save_started; /* uv_hrtime() */
+    struct {
+        bool ok, timeout;
+        int exit_code;
+        int64_t at;
+        char commit[WG_SESSION_COMMIT_MAX + 1];
+        char output[WG_SESSION_OUTPUT_MAX + 1];
+    } save;
+    bool saved; /* save holds a result to record */
+
     struct {
         bool found;
         char status[16];
@@ -150,6 +168,19 @@ struct orch_mark {
 
 struct orch_metrics {
     struct wg_orch_hist queue, docker_start, ready, total;
+    struct wg_orch_hist save;
+    uint64_t sleeps[2][3];  /* [by_api][tier]: reached paused, asleep or destroyed */
+    uint64_t cancelled[2];  /* [0] during draining, [1] during saving */
+    uint64_t saves_ok, saves_failed, saves_timeout;
+    uint64_t reap_passes, reap_candidates, reap_due, reap_errors;
+    uint64_t rollbacks; /* sleeps rolled back by a shutdown */
+};
+
+/* A session whose last save failed: how many times in a row, for the
+ * retry backoff. Forgotten on a successful save. */
+struct orch_save_fail {
+    char id[WG_SESSION_ID_MAX + 1];
+    unsigned failures;
 };
 
 struct wg_orch {
@@ -198,8 +229,19 @@ struct wg_orch {
     struct orch_mark marks[ORCH_MARKS];
     unsigned marks_next;
 
-    wg_orch_op_fn *op_fn[3];
-    void *op_arg[3];
+    /* reaper (sleeper.c) */
+    uv_timer_t reap_timer;
+    bool reap_busy;
+    size_t reap_offset;
+    struct orch_save_fail *fails;
+    size_t n_fails, cap_fails;
+
+    /* graceful shutdown (wg_orch_shutdown) */
+    bool shutting_down;
+    uv_timer_t shutdown_timer;
+    wg_orch_shutdown_cb *shutdown_cb;
+    void *shutdown_arg;
+    uint64_t shutdown_deadline; /* uv_now */
 
     struct wg_orch_stats st;
     struct orch_metrics m;
@@ -272,6 +314,24 @@ void waker_admit_next(struct wg_orch *o);
 /* Docker events for the session's wake. */
 void waker_on_death(struct orch_task *t, int exit_code, bool oom, int64_t time_ns);
 void waker_on_healthy(struct orch_task *t);
+
+/* ---- sleeper.c ------------------------------------------------------------------------------ */
+
+/* A sleep or destroy command without force: drain, save, then stop or
+ * remove. The command is acknowledged when the task ends. */
+void sleeper_command(struct wg_orch *o, const struct wg_wake_cmd *cmd);
+void sleeper_begin(struct orch_task *t);
+/* A request (a wake command) for a session: cancels its sleep while it is
+ * draining or saving. */
+void sleeper_request(struct wg_orch *o, const char *id);
+/* Starts the reaper timer (once reconciled) and stops it. */
+void reaper_start(struct wg_orch *o);
+void reaper_stop(struct wg_orch *o);
+/* Shutdown: rolls back every sleep still draining (now) or saving (force:
+ * at the grace deadline). Returns the sleeps still at work. */
+unsigned sleeper_shutdown(struct wg_orch *o, bool force);
+void sleeper_metrics(const struct wg_orch *o, struct wg_buf *out);
+void sleeper_free(struct wg_orch *o);
 
 /* ---- reconcile.c ---------------------------------------------------------------------------- */
 

@@ -9,6 +9,8 @@
 
 #include <jansson.h>
 
+#include "common/config.h"
+
 #define S(x) WG_SESSION_##x
 #define B(x) WG_SESSION_BIT(WG_SESSION_##x)
 
@@ -243,16 +245,11 @@ void wg_orch_reconcile_decide(const struct wg_orch_observed *ob, struct wg_orch_
             break;
         case S(FAILED):
             break; /* the next wake unpauses it */
-        case S(DRAINING):
-            /* draining cannot move to paused; failed lets the next wake unpause */
-            fix_set(f, WG_ORCH_FIX_MOVE, S(FAILED), "draining stuck with the container paused");
-            f->set_container = true;
-            break;
         case S(STOPPING):
             fix_set(f, WG_ORCH_FIX_STOP, S(ASLEEP), "stopping stuck with the container paused");
             f->set_container = true;
             break;
-        default: /* creating, running, saving, asleep */
+        default: /* creating, running, draining, saving, asleep */
             fix_set(f, WG_ORCH_FIX_MOVE, S(PAUSED), "Docker says paused");
             f->set_container = true;
             break;
@@ -323,6 +320,186 @@ uint64_t wg_orch_stuck_after_ms(enum wg_session_state state, const struct wg_orc
     default:
         return 0;
     }
+}
+
+/* ---- sleep ------------------------------------------------------------------------------ */
+
+const char *wg_orch_tier_name(enum wg_orch_tier t)
+{
+    switch (t) {
+    case WG_ORCH_TIER_PAUSE:
+        return "pause";
+    case WG_ORCH_TIER_STOP:
+        return "stop";
+    case WG_ORCH_TIER_DESTROY:
+        return "destroy";
+    }
+    return "?";
+}
+
+static bool idle_past(const struct wg_orch_reap_in *in, uint64_t tier_ms)
+{
+    return tier_ms > 0 && in->now >= in->last_active &&
+           (uint64_t)(in->now - in->last_active) >= tier_ms;
+}
+
+enum wg_orch_reap_action wg_orch_reap_decide(const struct wg_orch_reap_in *in, const char **why)
+{
+    const char *w;
+    enum wg_orch_reap_action a = WG_ORCH_REAP_NONE;
+
+    if (!WG_SESSION_IN(in->state, B(RUNNING) | B(PAUSED))) {
+        w = "not awake and at rest";
+    } else if (idle_past(in, in->stop_after_ms)) {
+        bool failed_now = in->save_at > 0 && !in->save_ok && in->save_at >= in->last_active;
+        if (failed_now && in->now < in->save_at + (int64_t)in->retry_wait_ms) {
+            w = "the last save failed: waiting for the retry backoff";
+        } else {
+            w = failed_now ? "idle past stop_after: retrying the failed save" : "idle past stop_after";
+            a = WG_ORCH_REAP_STOP;
+        }
+    } else if (in->state == S(RUNNING) && idle_past(in, in->pause_after_ms)) {
+        w = "idle past pause_after";
+        a = WG_ORCH_REAP_PAUSE;
+    } else {
+        w = "not idle long enough";
+    }
+    if (why)
+        *why = w;
+    return a;
+}
+
+uint64_t wg_orch_save_backoff_ms(unsigned failures, uint64_t first_ms, uint64_t max_ms)
+{
+    uint64_t wait = first_ms;
+
+    if (failures == 0)
+        return 0;
+    for (unsigned i = 1; i < failures && wait < max_ms; i++)
+        wait = wait > UINT64_MAX / 2 ? UINT64_MAX : wait * 2;
+    return wait < max_ms ? wait : max_ms;
+}
+
+/* The built-in hook. $1 work tree, $2 session, $3 time. Commits only a dirty
+ * tree; pushes whenever a remote exists, so a commit whose push failed last
+ * time goes out on the next attempt. The identity is the repository's own
+ * when it has one. */
+static const char save_script[] =
+    "cd \"$1\" 2>/dev/null || { echo \"wakegate-save: no directory $1: nothing to save\"; exit 0; }\n"
+    "git rev-parse --is-inside-work-tree >/dev/null 2>&1 || {\n"
+    "  echo \"wakegate-save: $1 is not a git work tree: nothing to save\"; exit 0; }\n"
+    "set -e\n"
+    "if [ -n \"$(git status --porcelain)\" ]; then\n"
+    "  who=\n"
+    "  git config user.email >/dev/null || who=\"-c user.email=wakegate@localhost\"\n"
+    "  git config user.name >/dev/null || who=\"$who -c user.name=wakegate\"\n"
+    "  git add -A\n"
+    "  git $who commit -q -m \"wakegate auto-save: session $2 at $3\"\n"
+    "  echo \"wakegate-save: committed the changes\"\n"
+    "else\n"
+    "  echo \"wakegate-save: work tree clean\"\n"
+    "fi\n"
+    "if git rev-parse -q --verify HEAD >/dev/null; then\n"
+    "  if git rev-parse -q --abbrev-ref '@{upstream}' >/dev/null 2>&1; then\n"
+    "    git push -q\n"
+    "    echo \"wakegate-save: pushed to the upstream\"\n"
+    "  elif git remote get-url origin >/dev/null 2>&1; then\n"
+    "    git push -q origin HEAD\n"
+    "    echo \"wakegate-save: pushed to origin\"\n"
+    "  else\n"
+    "    echo \"wakegate-save: no remote: the commit stays in the container\"\n"
+    "  fi\n"
+    "  echo \"wakegate-commit: $(git rev-parse HEAD)\"\n"
+    "fi\n";
+
+int wg_orch_save_argv(const char *const *command, const char *path, const char *session,
+                      const char *when, uint64_t timeout_ms, const char **argv, size_t max,
+                      char *secs, size_t secs_len)
+{
+    static char kill_after[] = {'0' + WG_ORCH_SAVE_KILL_AFTER_S, '\0'};
+    size_t n = 0;
+
+    _Static_assert(WG_ORCH_SAVE_KILL_AFTER_S < 10, "one digit");
+#define PUSH(v)                                                                                    \
+    do {                                                                                           \
+        if (n + 1 >= max)                                                                          \
+            return -ENOSPC;                                                                        \
+        argv[n++] = (v);                                                                           \
+    } while (0)
+    snprintf(secs, secs_len, "%" PRIu64, (timeout_ms + 999) / 1000);
+    PUSH("timeout");
+    PUSH("-s");
+    PUSH("TERM");
+    PUSH("-k");
+    PUSH(kill_after);
+    PUSH(secs);
+    if (command) {
+        for (size_t i = 0; command[i]; i++)
+            PUSH(command[i]);
+    } else {
+        PUSH("sh");
+        PUSH("-c");
+        PUSH(save_script);
+        PUSH("wakegate-save");
+        PUSH(path);
+        PUSH(session);
+        PUSH(when);
+    }
+#undef PUSH
+    argv[n] = NULL;
+    return (int)n;
+}
+
+bool wg_orch_save_commit(const char *output, size_t len, char *commit, size_t commit_len)
+{
+    static const char tag[] = "wakegate-commit: ";
+    const size_t tl = sizeof(tag) - 1;
+    bool found = false;
+    size_t i = 0;
+
+    while (i < len) {
+        const char *nl = memchr(output + i, '\n', len - i);
+        size_t end = nl ? (size_t)(nl - output) : len, hex = 0;
+
+        if (end - i > tl && memcmp(output + i, tag, tl) == 0) {
+            const char *h = output + i + tl;
+            size_t hl = end - i - tl;
+            while (hex < hl && ((h[hex] >= '0' && h[hex] <= '9') || (h[hex] >= 'a' && h[hex] <= 'f')))
+                hex++;
+            if (hex == hl && hl >= 7 && hl <= 64 && hl < commit_len) {
+                memcpy(commit, h, hl);
+                commit[hl] = '\0';
+                found = true;
+            }
+        }
+        i = end + 1;
+    }
+    return found;
+}
+
+int wg_orch_idle_labels(const char *const *labels, bool *has_stop, uint64_t *stop_ms,
+                        bool *has_pause, uint64_t *pause_ms, char *err, size_t errlen)
+{
+    for (size_t i = 0; labels && labels[i] && labels[i + 1]; i += 2) {
+        bool stop = strcmp(labels[i], "wakegate.idle.stop_after") == 0;
+        uint64_t ms;
+
+        if (!stop && strcmp(labels[i], "wakegate.idle.pause_after") != 0)
+            continue;
+        if (wg_config_parse_duration(labels[i + 1], &ms) < 0) {
+            snprintf(err, errlen, "label %s: must be a duration such as \"30s\" or \"20m\"",
+                     labels[i]);
+            return -EINVAL;
+        }
+        if (stop) {
+            *has_stop = true;
+            *stop_ms = ms;
+        } else {
+            *has_pause = true;
+            *pause_ms = ms;
+        }
+    }
+    return 0;
 }
 
 /* ---- readiness -------------------------------------------------------------------------- */

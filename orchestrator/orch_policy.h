@@ -163,6 +163,61 @@ int wg_orch_spec_parse(const char *json_text, struct wg_orch_spec *ret_spec, cha
                        size_t errlen);
 void wg_orch_spec_release(struct wg_orch_spec *spec);
 
+/* ---- sleep -------------------------------------------------------------------------------- */
+
+enum wg_orch_tier { WG_ORCH_TIER_PAUSE = 0, WG_ORCH_TIER_STOP, WG_ORCH_TIER_DESTROY };
+const char *wg_orch_tier_name(enum wg_orch_tier t); /* "pause", "stop", "destroy" */
+
+/* One idle candidate as the reaper sees it. Tiers are the effective ones
+ * (the session's override, else the configured default); 0 is off. */
+struct wg_orch_reap_in {
+    enum wg_session_state state;
+    int64_t now, last_active; /* ms */
+    uint64_t pause_after_ms, stop_after_ms;
+    int64_t save_at; /* last save (ms), 0: never */
+    bool save_ok;
+    uint64_t retry_wait_ms; /* the backoff owed after a failed save */
+};
+
+enum wg_orch_reap_action { WG_ORCH_REAP_NONE = 0, WG_ORCH_REAP_PAUSE, WG_ORCH_REAP_STOP };
+
+/* Whether a candidate is due, and for which tier. running: stop when idle
+ * past stop_after, else pause when past pause_after; paused: stop when past
+ * stop_after; any other state: none (an actor is at work, or it sleeps).
+ * A stop whose last save failed during this idle spell (save_at at or after
+ * last_active) waits until save_at + retry_wait_ms. *why says why. */
+enum wg_orch_reap_action wg_orch_reap_decide(const struct wg_orch_reap_in *in, const char **why);
+
+/* The wait after `failures` consecutive failed saves (1 = first_ms, then
+ * doubled), capped at max_ms. 0 failures: 0. */
+uint64_t wg_orch_save_backoff_ms(unsigned failures, uint64_t first_ms, uint64_t max_ms);
+
+/* The save hook's argv for docker exec: the in-container `timeout -s TERM
+ * -k 5 SECS` (the engine cannot kill an exec; TERM first so git removes its
+ * lock files) around `command`, or, when command is NULL, the built-in hook:
+ * sh -c SCRIPT wakegate-save PATH SESSION WHEN, which commits a dirty work
+ * tree at PATH ("wakegate auto-save: session SESSION at WHEN"), pushes to
+ * the upstream (or origin) when there is one, and prints
+ * "wakegate-commit: <HEAD>". A PATH that is missing or not a git work tree
+ * has nothing to save (exit 0). argv gets at most max entries including the
+ * terminating NULL; secs is the buffer for the timeout's text. Returns the
+ * count (without the NULL) or -ENOSPC. */
+#define WG_ORCH_SAVE_KILL_AFTER_S 5
+int wg_orch_save_argv(const char *const *command, const char *path, const char *session,
+                      const char *when, uint64_t timeout_ms, const char **argv, size_t max,
+                      char *secs, size_t secs_len);
+
+/* The commit the hook reported: the last "wakegate-commit: <hex>" line of
+ * output, 7..64 lowercase hex. Returns true with commit filled. */
+bool wg_orch_save_commit(const char *output, size_t len, char *commit, size_t commit_len);
+
+/* Idle overrides from container labels wakegate.idle.stop_after and
+ * wakegate.idle.pause_after (durations as in the config: "90s", "20m";
+ * "0s" turns the tier off). labels: key, value, key, value, ..., NULL.
+ * Returns 0, or -EINVAL with err naming the label. */
+int wg_orch_idle_labels(const char *const *labels, bool *has_stop, uint64_t *stop_ms,
+                        bool *has_pause, uint64_t *pause_ms, char *err, size_t errlen);
+
 /* ---- metrics ------------------------------------------------------------------------------ */
 
 #define WG_ORCH_HIST_BUCKETS 14

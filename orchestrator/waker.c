@@ -142,6 +142,8 @@ void waker_command(struct wg_orch *o, const struct wg_wake_cmd *cmd)
         orch_ack(o, cmd->entry_id);
         return;
     }
+    /* A request reached a proxy: a sleep still draining or saving is off. */
+    sleeper_request(o, cmd->session);
     t = orch_task_find(o, cmd->session, TK_WAKE);
     if (t) {
         o->st.coalesced++;
@@ -666,8 +668,10 @@ static void wake_create(struct orch_task *t)
     struct wg_orch_spec sp = {0};
     struct wg_docker_label labels[WG_ORCH_SPEC_ITEMS_MAX + 2];
     struct wg_docker_spec ds = {0};
+    const char *env[WG_ORCH_SPEC_ITEMS_MAX + 2];
     char err[256], name[WG_SESSION_ID_MAX + 16], port[8];
-    size_t nl = 0;
+    char session_env[WG_SESSION_ID_MAX + 32];
+    size_t nl = 0, ne = 0;
     int rc;
 
     if (wg_orch_spec_parse(t->rec.spec, &sp, err, sizeof(err)) < 0) {
@@ -687,7 +691,18 @@ static void wake_create(struct orch_task *t)
     ds.name = name;
     ds.image = t->rec.image[0] ? t->rec.image : o->cfg->sessions.image;
     ds.cmd = (const char *const *)sp.cmd;
-    ds.env = (const char *const *)sp.env;
+    /* The app and the save hook learn which session they serve; the spec's
+     * own value wins. */
+    bool own_session_env = false;
+    for (size_t i = 0; sp.env && sp.env[i] && ne < WG_ORCH_SPEC_ITEMS_MAX; i++) {
+        own_session_env |= strncmp(sp.env[i], "WAKEGATE_SESSION=", 17) == 0;
+        env[ne++] = sp.env[i];
+    }
+    snprintf(session_env, sizeof(session_env), "WAKEGATE_SESSION=%s", t->id);
+    if (!own_session_env)
+        env[ne++] = session_env;
+    env[ne] = NULL;
+    ds.env = env;
     ds.binds = (const char *const *)sp.binds;
     ds.labels = labels;
     ds.port = t->port;
@@ -1290,33 +1305,13 @@ void waker_take_over(struct orch_task *t, bool fresh_deadline)
 /* ---- sleep and destroy with force -------------------------------------------------------------
  */
 
-static void op_done(struct wg_orch *o, const char *entry_id)
-{
-    orch_ack(o, entry_id);
-}
-
 void waker_op_command(struct wg_orch *o, const struct wg_wake_cmd *cmd)
 {
     const char *op = wg_wake_op_name(cmd->op);
     struct orch_task *t;
 
     if (!cmd->force) {
-        if (o->op_fn[cmd->op]) {
-            o->op_fn[cmd->op](o, cmd, op_done, o->op_arg[cmd->op]);
-            return;
-        }
-        char type[32], detail[256];
-        snprintf(type, sizeof(type), "%s_refused", op);
-        snprintf(detail, sizeof(detail),
-                 "{\"reason\":\"the save hook is not available in this build: send force=1 to "
-                 "%s without saving\"}",
-                 op);
-        WG_WARN(o->log, ORCH_SUBSYS,
-                "command needs the save hook, which this build does not have, refusing it",
-                "session=%s op=%s entry=%s from=%s", cmd->session, op, cmd->entry_id,
-                cmd->from[0] ? cmd->from : "-");
-        orch_event(o, cmd->session, type, detail);
-        orch_ack(o, cmd->entry_id);
+        sleeper_command(o, cmd);
         return;
     }
     t = orch_task_new(o, cmd->op == WG_WAKE_OP_SLEEP ? TK_STOP : TK_DESTROY, cmd->session);

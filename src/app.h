@@ -31,6 +31,7 @@ struct app {
     struct wg_sessions *sessions; /* proxy's session routes (src/sessions.c) */
     uv_signal_t sig_term, sig_int, sig_hup;
     bool stopping;
+    unsigned stop_waits; /* parts still draining after a stop signal, plus one */
 };
 
 static inline bool app_has_proxy(const struct app *app)

@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/redis.h"
 #include "orchestrator/docker.h"
+#include "orchestrator/orch.h"
 #include "proxy/admin.h"
 #include "proxy/proxy.h"
 #include "proxy/route.h"
@@ -55,11 +56,24 @@ static void usage(FILE *out)
 
 static void free_app(struct app *app);
 
+/* Each part that drains on a stop signal calls this once when it is done;
+ * the last one frees everything. */
+static void part_stopped(struct app *app)
+{
+    if (app->stop_waits > 0 && --app->stop_waits > 0)
+        return;
+    WG_INFO(&app->log, "main", "connections closed and sleeps settled, exiting", "%s", "");
+    free_app(app);
+}
+
 static void proxy_drained(void *arg)
 {
-    struct app *app = arg;
-    WG_INFO(&app->log, "main", "all connections closed, exiting", "%s", "");
-    free_app(app);
+    part_stopped(arg);
+}
+
+static void orch_settled(void *arg)
+{
+    part_stopped(arg);
 }
 
 static void close_signal(uv_signal_t *s)
@@ -100,10 +114,14 @@ static void on_stop_signal(uv_signal_t *s, int signum)
     WG_INFO(&app->log, "main", "stop signal, draining", "signal=%s grace_ms=%" PRIu64,
             signum == SIGTERM ? "SIGTERM" : "SIGINT", app->cfg.shutdown_grace_ms);
     wg_admin_set_draining(app->admin);
+    /* The proxy drains its connections while the orchestrator finishes or
+     * rolls back the sleeps in flight; both within shutdown_grace. */
+    app->stop_waits = 1 + (app->px != NULL) + (app->orch != NULL);
     if (app->px != NULL)
         wg_proxy_shutdown(app->px, app->cfg.shutdown_grace_ms, proxy_drained, app);
-    else
-        proxy_drained(app);
+    if (app->orch != NULL)
+        wg_orch_shutdown(app->orch, app->cfg.shutdown_grace_ms, orch_settled, app);
+    part_stopped(app);
 }
 
 /* SIGHUP: only the routes change; a bad file leaves everything as it was. */

@@ -272,7 +272,7 @@ static void test_reconcile_table(void **state)
     EXPECT_MOVE(fix(S(STOPPING), WG_ORCH_DOCKER_STOPPED, true, true, true, true), S(ASLEEP));
     EXPECT_MOVE(fix(S(DRAINING), WG_ORCH_DOCKER_RUNNING, true, true, true, true), S(RUNNING));
     EXPECT_MOVE(fix(S(SAVING), WG_ORCH_DOCKER_PAUSED, true, true, true, true), S(PAUSED));
-    EXPECT_MOVE(fix(S(DRAINING), WG_ORCH_DOCKER_PAUSED, true, true, true, true), S(FAILED));
+    EXPECT_MOVE(fix(S(DRAINING), WG_ORCH_DOCKER_PAUSED, true, true, true, true), S(PAUSED));
     assert_int_equal(fix(S(DESTROYED), WG_ORCH_DOCKER_RUNNING, true, true, true, true).kind,
                      WG_ORCH_FIX_NONE);
 }

@@ -70,7 +70,7 @@ static const char *const valid_moves[] = {
     "creating>starting",  "creating>asleep",   "creating>running",   "creating>paused",
     "creating>failed",    "starting>running",  "starting>failed",    "running>draining",
     "running>paused",     "running>stopping",  "running>failed",     "running>asleep",
-    "draining>saving",    "draining>running",  "draining>failed",    "draining>asleep",
+    "draining>saving",    "draining>paused",   "draining>running",  "draining>failed",    "draining>asleep",
     "saving>stopping",    "saving>paused",     "saving>running",     "saving>failed",
     "saving>asleep",      "stopping>asleep",   "stopping>failed",    "asleep>starting",
     "asleep>running",     "asleep>paused",     "paused>starting",    "paused>saving",
