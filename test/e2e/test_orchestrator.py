@@ -592,9 +592,10 @@ def test_forced_sleep_and_destroy(env):
     got, _ = env.wait_state("s-sleep", "asleep", timeout=10)
     assert env.dockerd.inspect(rec["container_id"])["State"]["Running"] is False
     assert env.transitions("s-sleep")[-2:] == [("running", "stopping"), ("stopping", "asleep")]
-    # Without force the save hook must run first: refused, with an event.
+    # Without force the save must run first, and a stopped container that was
+    # never saved cannot be: refused, with an event, and nothing removed.
     env.wake("s-sleep", op="destroy")
-    env.gw.wait_log(r"needs the save hook.*session=s-sleep", timeout=5)
+    env.gw.wait_log(r"destroy without force refused.*session=s-sleep", timeout=5)
     deadline = time.monotonic() + 5
     while not env.events("s-sleep", "destroy_refused") and time.monotonic() < deadline:
         time.sleep(0.02)
