@@ -920,14 +920,17 @@ static void handle_reap_hash(struct op *op, size_t idx, const redisReply *reply)
     if (f[0]->type == REDIS_REPLY_NIL)
         return; /* the record went away since the range read: not idle any more */
     if (!is_str(f[0]) || wg_session_state_parse(f[0]->str, f[0]->len, &e->state) < 0 ||
-        !is_str(f[1]) || f[1]->len > WG_SESSION_HOST_MAX || !reap_num(f[2], -1, &stop) ||
+        (f[1]->type != REDIS_REPLY_NIL && (!is_str(f[1]) || f[1]->len > WG_SESSION_HOST_MAX)) ||
+        !reap_num(f[2], -1, &stop) ||
         !reap_num(f[3], -1, &pause) || !reap_num(f[4], 0, &save_at) ||
         !reap_num(f[5], 0, &save_ok) || save_ok > 1 || !reap_num(f[6], 0, &since)) {
         op->n_bad++;
         return;
     }
-    memcpy(e->host, f[1]->str, f[1]->len);
-    e->host[f[1]->len] = '\0';
+    if (is_str(f[1])) { /* no host: a record no orchestrator owns yet */
+        memcpy(e->host, f[1]->str, f[1]->len);
+        e->host[f[1]->len] = '\0';
+    }
     e->has_stop_after = stop >= 0;
     e->stop_after_ms = stop >= 0 ? (uint64_t)stop : 0;
     e->has_pause_after = pause >= 0;

@@ -128,6 +128,8 @@ struct orch_task {
     bool startup;                               /* at startup every transient state is orphaned */
     char adopt_image[WG_SESSION_IMAGE_MAX + 1];
     uint16_t adopt_port;
+    bool adopt_has_stop, adopt_has_pause; /* idle labels of the adopted container */
+    uint64_t adopt_stop_ms, adopt_pause_ms;
     int death_exit;
     bool death_by_hand, death_oom;
     int64_t death_ns;

@@ -28,6 +28,8 @@ struct seen_container {
     enum wg_orch_docker_state state;
     uint16_t port; /* label wakegate.port, 0 when absent or bad */
     bool claimed;  /* matched to a record (or adopted) */
+    bool has_stop, has_pause; /* labels wakegate.idle.stop_after / pause_after */
+    uint64_t stop_ms, pause_ms;
 };
 
 /* A round in progress: the container list, until the records arrive. */
@@ -45,7 +47,29 @@ static bool live_task(struct wg_orch *o, const char *id)
 {
     return orch_task_find(o, id, TK_WAKE) || orch_task_find(o, id, TK_RECHECK) ||
            orch_task_find(o, id, TK_DEATH) || orch_task_find(o, id, TK_STOP) ||
-           orch_task_find(o, id, TK_DESTROY);
+           orch_task_find(o, id, TK_DESTROY) || orch_task_find(o, id, TK_SLEEP);
+}
+
+/* The idle tiers a container's labels set for its session; a bad value is
+ * ignored (logged), the configured default then applies. */
+static void label_idle(struct wg_orch *o, json_t *labels, struct seen_container *c)
+{
+    const char *kv[5] = {NULL};
+    size_t n = 0;
+    char err[160];
+
+    for (int i = 0; i < 2; i++) {
+        const char *k = i ? "wakegate.idle.pause_after" : "wakegate.idle.stop_after";
+        const char *v = json_string_value(json_object_get(labels, k));
+        if (v) {
+            kv[n++] = k;
+            kv[n++] = v;
+        }
+    }
+    if (n && wg_orch_idle_labels(kv, &c->has_stop, &c->stop_ms, &c->has_pause, &c->pause_ms, err,
+                                 sizeof(err)) < 0)
+        WG_WARN(o->log, ORCH_SUBSYS, "ignoring a bad idle label", "session=%s container=%.12s "
+                "error=\"%s\"", c->session, c->id, err);
 }
 
 static uint16_t label_port(json_t *labels)
@@ -80,6 +104,16 @@ void reconcile_next(struct wg_orch *o)
             u.image = t->adopt_image[0] ? t->adopt_image : o->cfg->sessions.image;
             u.port = t->adopt_port;
             u.container_id = t->hint;
+            if (t->adopt_has_stop) {
+                u.set |= WG_SF_IDLE_STOP_AFTER;
+                u.has_idle_stop_after = true;
+                u.idle_stop_after_ms = t->adopt_stop_ms;
+            }
+            if (t->adopt_has_pause) {
+                u.set |= WG_SF_IDLE_PAUSE_AFTER;
+                u.has_idle_pause_after = true;
+                u.idle_pause_after_ms = t->adopt_pause_ms;
+            }
             snprintf(detail, sizeof(detail), "{\"reason\":\"adopt\",\"container\":\"%s\"}",
                      t->hint);
             recheck_adopt(t, &u, detail);
@@ -480,6 +514,10 @@ static void round_task(struct wg_orch *o, const char *id, const struct seen_cont
     if (adopt) {
         snprintf(t->adopt_image, sizeof(t->adopt_image), "%s", c->image);
         t->adopt_port = c->port ? c->port : (uint16_t)o->cfg->sessions.port;
+        t->adopt_has_stop = c->has_stop;
+        t->adopt_stop_ms = c->stop_ms;
+        t->adopt_has_pause = c->has_pause;
+        t->adopt_pause_ms = c->pause_ms;
     }
     t->round = true;
     o->round_left++;
@@ -627,6 +665,7 @@ static void on_round_containers(int status, const struct wg_docker_reply *r, voi
             snprintf(c->image, sizeof(c->image), "%s", s->image);
         c->state = wg_orch_docker_state_of(s->state);
         c->port = label_port(s->labels);
+        label_idle(o, s->labels, c);
         rd->n++;
     }
     if (wg_store_list(o->store, on_round_records, rd) < 0) {

@@ -454,3 +454,18 @@ def test_reaper_leaves_other_hosts_sessions_alone(stack, tmp_path):
     assert not stack.r.exists("wg:lock:s-other")
     assert metric(stack, "wakegate_reaper_passes_total") >= 5
     assert stack.gw.stop() == 0
+
+
+def test_label_override_shorter_than_the_default_tier(stack, tmp_path):
+    # The default tier is a minute; the container's label says one second.
+    bare = bare_repo(tmp_path, "s-label")
+    cid = stack.dockerd.run(IMAGE, init=True, binds=["%s:/remote" % bare],
+                            labels={"wakegate.session": "s-label", "wakegate.idle.stop_after": "1s"})
+    stack.start(config=sleep_config(stack, stop_after="60s"))
+    rec = stack.wait_state("s-label", ("running", "draining", "saving"), timeout=20)  # adopted at startup
+    assert rec["container_id"] == cid and rec["idle_stop_after_ms"] == "1000", rec
+    assert stack.r.zscore("wg:idle_short", "s-label") == 1000
+    got = stack.wait_state("s-label", "asleep", timeout=20)
+    assert last_save(stack, "s-label")["ok"] is True
+    assert last_save(stack, "s-label")["commit"] == remote_head(bare)
+    assert stack.gw.stop() == 0

@@ -620,6 +620,145 @@ static void test_probe_bad_args(void **state)
     loop_close_clean(&loop);
 }
 
+/* ---- sleep ---------------------------------------------------------------------------------- */
+
+static enum wg_orch_reap_action reap(enum wg_session_state st, int64_t idle, uint64_t pause,
+                                     uint64_t stop, int64_t save_ago, bool save_ok, uint64_t wait)
+{
+    struct wg_orch_reap_in in = {.state = st,
+                                 .now = 1000000,
+                                 .last_active = 1000000 - idle,
+                                 .pause_after_ms = pause,
+                                 .stop_after_ms = stop,
+                                 .save_at = save_ago >= 0 ? 1000000 - save_ago : 0,
+                                 .save_ok = save_ok,
+                                 .retry_wait_ms = wait};
+    const char *why = NULL;
+    enum wg_orch_reap_action a = wg_orch_reap_decide(&in, &why);
+
+    assert_non_null(why);
+    return a;
+}
+
+static void test_reap_decide(void **state)
+{
+    (void)state;
+    /* Tiers. */
+    assert_int_equal(reap(S(RUNNING), 999, 0, 1000, -1, false, 0), WG_ORCH_REAP_NONE);
+    assert_int_equal(reap(S(RUNNING), 1000, 0, 1000, -1, false, 0), WG_ORCH_REAP_STOP);
+    assert_int_equal(reap(S(RUNNING), 600, 500, 1000, -1, false, 0), WG_ORCH_REAP_PAUSE);
+    assert_int_equal(reap(S(RUNNING), 1500, 500, 1000, -1, false, 0), WG_ORCH_REAP_STOP);
+    assert_int_equal(reap(S(PAUSED), 600, 500, 1000, -1, false, 0), WG_ORCH_REAP_NONE);
+    assert_int_equal(reap(S(PAUSED), 1000, 500, 1000, -1, false, 0), WG_ORCH_REAP_STOP);
+    assert_int_equal(reap(S(PAUSED), 99999, 500, 0, -1, false, 0), WG_ORCH_REAP_NONE);
+    assert_int_equal(reap(S(RUNNING), 99999, 0, 0, -1, false, 0), WG_ORCH_REAP_NONE); /* all off */
+    /* Only sessions at rest and awake. */
+    enum wg_session_state busy[] = {S(CREATING), S(STARTING), S(DRAINING), S(SAVING),
+                                    S(STOPPING), S(ASLEEP),   S(FAILED)};
+    for (size_t i = 0; i < sizeof(busy) / sizeof(busy[0]); i++)
+        assert_int_equal(reap(busy[i], 99999, 1, 1, -1, false, 0), WG_ORCH_REAP_NONE);
+    /* A failed save during this idle spell waits for its backoff... */
+    assert_int_equal(reap(S(RUNNING), 5000, 0, 1000, 100, false, 500), WG_ORCH_REAP_NONE);
+    assert_int_equal(reap(S(RUNNING), 5000, 0, 1000, 500, false, 500), WG_ORCH_REAP_STOP);
+    /* ...one before the last activity does not, nor does a good save. */
+    assert_int_equal(reap(S(RUNNING), 5000, 0, 1000, 6000, false, 500000), WG_ORCH_REAP_STOP);
+    assert_int_equal(reap(S(RUNNING), 5000, 0, 1000, 100, true, 500000), WG_ORCH_REAP_STOP);
+    /* The pause tier ignores the save backoff (it does not save by default). */
+    assert_int_equal(reap(S(RUNNING), 600, 500, 1000, 100, false, 500000), WG_ORCH_REAP_PAUSE);
+    /* A clock that went back never makes a session idle. */
+    assert_int_equal(reap(S(RUNNING), -5000, 0, 1, -1, false, 0), WG_ORCH_REAP_NONE);
+}
+
+static void test_save_backoff(void **state)
+{
+    (void)state;
+    assert_int_equal(wg_orch_save_backoff_ms(0, 10000, 600000), 0);
+    assert_int_equal(wg_orch_save_backoff_ms(1, 10000, 600000), 10000);
+    assert_int_equal(wg_orch_save_backoff_ms(2, 10000, 600000), 20000);
+    assert_int_equal(wg_orch_save_backoff_ms(4, 10000, 600000), 80000);
+    assert_int_equal(wg_orch_save_backoff_ms(10, 10000, 600000), 600000);
+    assert_int_equal(wg_orch_save_backoff_ms(64, 10000, 600000), 600000);
+}
+
+static void test_save_argv(void **state)
+{
+    const char *argv[32];
+    char secs[16];
+    const char *cmd[] = {"/bin/save", "--all", NULL};
+    int n;
+
+    (void)state;
+    n = wg_orch_save_argv(NULL, "/work", "s-1", "2026-01-01T00:00:00Z", 60000, argv, 32, secs,
+                          sizeof(secs));
+    assert_int_equal(n, 13);
+    assert_string_equal(argv[0], "timeout");
+    assert_string_equal(argv[1], "-s");
+    assert_string_equal(argv[2], "TERM");
+    assert_string_equal(argv[3], "-k");
+    assert_string_equal(argv[4], "5");
+    assert_string_equal(argv[5], "60");
+    assert_string_equal(argv[6], "sh");
+    assert_string_equal(argv[7], "-c");
+    assert_non_null(strstr(argv[8], "git add -A"));
+    assert_non_null(strstr(argv[8], "wakegate-commit: "));
+    assert_string_equal(argv[9], "wakegate-save");
+    assert_string_equal(argv[10], "/work");
+    assert_string_equal(argv[11], "s-1");
+    assert_string_equal(argv[12], "2026-01-01T00:00:00Z");
+    assert_null(argv[13]);
+    /* Seconds round up: a 1.5 s timeout is 2 s, never 1. */
+    n = wg_orch_save_argv(cmd, "/work", "s-1", "t", 1500, argv, 32, secs, sizeof(secs));
+    assert_int_equal(n, 8);
+    assert_string_equal(argv[5], "2");
+    assert_string_equal(argv[6], "/bin/save");
+    assert_string_equal(argv[7], "--all");
+    assert_null(argv[8]);
+    assert_int_equal(wg_orch_save_argv(cmd, "/w", "s", "t", 1000, argv, 8, secs, sizeof(secs)),
+                     -ENOSPC);
+}
+
+static void test_save_commit(void **state)
+{
+    char c[65];
+    const char out[] = "wakegate-save: committed the changes\n"
+                       "wakegate-commit: 0123456789abcdef0123456789abcdef01234567\n";
+    const char last[] = "wakegate-commit: aaaaaaa\nwakegate-commit: bbbbbbbb\n";
+    const char bad[] = "wakegate-commit: XYZ\nwakegate-commit: 123\nwakegate-commit: abc def0\n";
+
+    (void)state;
+    assert_true(wg_orch_save_commit(out, strlen(out), c, sizeof(c)));
+    assert_string_equal(c, "0123456789abcdef0123456789abcdef01234567");
+    assert_true(wg_orch_save_commit(last, strlen(last), c, sizeof(c)));
+    assert_string_equal(c, "bbbbbbbb");
+    assert_false(wg_orch_save_commit(bad, strlen(bad), c, sizeof(c)));
+    assert_false(wg_orch_save_commit("", 0, c, sizeof(c)));
+    /* No terminating newline. */
+    assert_true(wg_orch_save_commit("wakegate-commit: abcdef1", 24, c, sizeof(c)));
+    assert_string_equal(c, "abcdef1");
+}
+
+static void test_idle_labels(void **state)
+{
+    const char *labels[] = {"app", "x", "wakegate.idle.stop_after", "90s",
+                            "wakegate.idle.pause_after", "0s", NULL};
+    const char *bad[] = {"wakegate.idle.stop_after", "soon", NULL};
+    bool hs = false, hp = false;
+    uint64_t stop = 0, pause = 7;
+    char err[128];
+
+    (void)state;
+    assert_int_equal(wg_orch_idle_labels(labels, &hs, &stop, &hp, &pause, err, sizeof(err)), 0);
+    assert_true(hs);
+    assert_int_equal(stop, 90000);
+    assert_true(hp);
+    assert_int_equal(pause, 0);
+    hs = hp = false;
+    assert_int_equal(wg_orch_idle_labels(bad, &hs, &stop, &hp, &pause, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "wakegate.idle.stop_after"));
+    assert_false(hs);
+    assert_int_equal(wg_orch_idle_labels(NULL, &hs, &stop, &hp, &pause, err, sizeof(err)), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -637,6 +776,11 @@ int main(void)
         cmocka_unit_test(test_spec_parse),
         cmocka_unit_test(test_histogram),
         cmocka_unit_test(test_heartbeat_json),
+        cmocka_unit_test(test_reap_decide),
+        cmocka_unit_test(test_save_backoff),
+        cmocka_unit_test(test_save_argv),
+        cmocka_unit_test(test_save_commit),
+        cmocka_unit_test(test_idle_labels),
         cmocka_unit_test(test_probe_connects),
         cmocka_unit_test(test_probe_retries_until_listening),
         cmocka_unit_test(test_probe_stop_without_callback),

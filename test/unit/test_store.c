@@ -182,6 +182,8 @@ struct got {
     int64_t actives[KEEP];
     struct wg_store_idle idle[KEEP];
     struct wg_wake_cmd wake[KEEP];
+    size_t n_reap;
+    struct wg_store_reap reap[KEEP];
     char next_id[64];
     long long count;
 };
@@ -230,6 +232,9 @@ static void got_cb(const struct wg_store_res *res, void *arg)
     g->n_wake = res->n_wake;
     for (size_t i = 0; i < res->n_wake && i < KEEP; i++)
         g->wake[i] = res->wake[i];
+    g->n_reap = res->n_reap;
+    for (size_t i = 0; i < res->n_reap && i < KEEP; i++)
+        g->reap[i] = res->reap[i];
     g->count = res->count;
 }
 
@@ -349,6 +354,16 @@ static long long raw_int(struct fx *fx, const char *fmt, const char *arg)
     raw(fx, &w, fmt, arg);
     assert_int_equal(w.type, REDIS_REPLY_INTEGER);
     return w.integer;
+}
+
+/* A sorted-set score (ZSCORE replies with a string). */
+static long long raw_score(struct fx *fx, const char *fmt, const char *arg)
+{
+    struct raw w;
+
+    raw(fx, &w, fmt, arg);
+    assert_int_equal(w.type, REDIS_REPLY_STRING);
+    return atoll(w.str);
 }
 
 static long long xlen(struct fx *fx)
@@ -962,6 +977,139 @@ static void test_transient_index(void **state)
     close_all(fx);
 }
 
+/* A move refused when the session was used after the caller's cutoff: the
+ * check and the move are one script. Leaving draining or saving for running
+ * (a cancelled sleep) keeps the activity score. */
+static void test_transition_idle(void **state)
+{
+    struct fx *fx = *state;
+    struct got g;
+    struct wg_store_activity act = {"i1", 0};
+
+    got_init(&g, fx);
+    fx->clock = 1000;
+    create(fx, "i1");
+    move(fx, "i1", WG_SESSION_RUNNING); /* wg:active = 1000 */
+    fx->clock = 5000;
+    DO(fx, &g, wg_store_transition_idle(fx->st, "i1", B(RUNNING), WG_SESSION_DRAINING, 1000, NULL,
+                                        NULL, got_cb, &g));
+    assert_int_equal(g.status, 0);
+    assert_int_equal(g.rec.state, WG_SESSION_DRAINING);
+
+    act.at_ms = 5500; /* a request while draining */
+    DO(fx, &g, wg_store_touch(fx->st, &act, 1, got_cb, &g));
+    assert_int_equal(g.count, 1);
+    DO(fx, &g, wg_store_transition_idle(fx->st, "i1", B(DRAINING), WG_SESSION_SAVING, 1000, NULL,
+                                        NULL, got_cb, &g));
+    assert_int_equal(g.status, WG_STORE_ACTIVE);
+    assert_true(g.has_rec);
+    assert_int_equal(g.rec.state, WG_SESSION_DRAINING); /* nothing written */
+    assert_int_equal(g.rec.last_active, 5500);
+    assert_non_null(strstr(g.error, "active"));
+
+    fx->clock = 6000;
+    DO(fx, &g, wg_store_transition(fx->st, "i1", B(DRAINING) | B(SAVING), WG_SESSION_RUNNING, NULL,
+                                   NULL, got_cb, &g));
+    assert_int_equal(g.status, 0);
+    assert_int_equal(raw_score(fx, "ZSCORE %s i1", WG_STORE_KEY_ACTIVE), 5500);
+    /* With a cutoff at or after the last activity the move goes through. */
+    DO(fx, &g, wg_store_transition_idle(fx->st, "i1", B(RUNNING), WG_SESSION_PAUSED, 5500, NULL,
+                                        NULL, got_cb, &g));
+    assert_int_equal(g.status, 0);
+    /* No cutoff: no check. */
+    act.at_ms = 9000;
+    DO(fx, &g, wg_store_touch(fx->st, &act, 1, got_cb, &g));
+    DO(fx, &g, wg_store_transition_idle(fx->st, "i1", B(PAUSED), WG_SESSION_STOPPING, -1, NULL,
+                                        NULL, got_cb, &g));
+    assert_int_equal(g.status, 0);
+    got_reset(&g);
+    close_all(fx);
+}
+
+static void set_override(struct fx *fx, const char *id, bool stop, uint64_t ms, bool on)
+{
+    struct wg_session_update u = {0};
+    struct got g;
+
+    got_init(&g, fx);
+    u.set = stop ? WG_SF_IDLE_STOP_AFTER : WG_SF_IDLE_PAUSE_AFTER;
+    u.has_idle_stop_after = stop && on;
+    u.idle_stop_after_ms = ms;
+    u.has_idle_pause_after = !stop && on;
+    u.idle_pause_after_ms = ms;
+    DO(fx, &g, wg_store_update(fx->st, id, WG_SESSION_ANY, &u, got_cb, &g));
+    assert_int_equal(g.status, 0);
+    got_reset(&g);
+}
+
+/* One reaper pass reads the idle range only; per-session overrides shorter
+ * than the configured tier widen it through wg:idle_short. */
+static void test_reap_scan(void **state)
+{
+    struct fx *fx = *state;
+    struct got g;
+    struct wg_store_activity acts[3] = {{"r-busy", 0}, {"r-idle", 0}, {"r-short", 0}};
+
+    got_init(&g, fx);
+    fx->clock = 1000;
+    create(fx, "r-busy");
+    create(fx, "r-idle");
+    create(fx, "r-short");
+    create(fx, "r-asleep");
+    move(fx, "r-busy", WG_SESSION_RUNNING);
+    move(fx, "r-idle", WG_SESSION_RUNNING);
+    move(fx, "r-short", WG_SESSION_RUNNING);
+    acts[0].at_ms = 99000;
+    acts[1].at_ms = 10000;
+    acts[2].at_ms = 80000;
+    DO(fx, &g, wg_store_touch(fx->st, acts, 3, got_cb, &g));
+    fx->clock = 100000;
+
+    /* Tier 60 s: cutoff 40000: only r-idle. */
+    DO(fx, &g, wg_store_reap_scan(fx->st, 60000, 0, 10, got_cb, &g));
+    assert_int_equal(g.status, 0);
+    assert_int_equal(g.count, 40000);
+    assert_int_equal(g.n_reap, 1);
+    assert_string_equal(g.reap[0].id, "r-idle");
+    assert_int_equal(g.reap[0].last_active, 10000);
+    assert_int_equal(g.reap[0].state, WG_SESSION_RUNNING);
+    assert_false(g.reap[0].has_stop_after);
+    assert_int_equal(g.reap[0].save_at, 0);
+
+    /* A 15 s override on r-short widens the range to cutoff 85000. */
+    set_override(fx, "r-short", true, 15000, true);
+    assert_int_equal(raw_score(fx, "ZSCORE %s r-short", WG_STORE_KEY_IDLE_SHORT), 15000);
+    DO(fx, &g, wg_store_reap_scan(fx->st, 60000, 0, 10, got_cb, &g));
+    assert_int_equal(g.count, 85000);
+    assert_int_equal(g.n_reap, 2);
+    assert_string_equal(g.reap[0].id, "r-idle");
+    assert_string_equal(g.reap[1].id, "r-short");
+    assert_true(g.reap[1].has_stop_after);
+    assert_int_equal(g.reap[1].stop_after_ms, 15000);
+    /* A pause override of 0 is off: it does not count. */
+    set_override(fx, "r-busy", false, 0, true);
+    assert_int_equal(raw_int(fx, "ZCARD %s", WG_STORE_KEY_IDLE_SHORT), 1);
+    /* Removing the override, then deleting, drop the index entry. */
+    set_override(fx, "r-short", true, 0, false);
+    assert_int_equal(raw_int(fx, "ZCARD %s", WG_STORE_KEY_IDLE_SHORT), 0);
+    set_override(fx, "r-short", false, 5000, true);
+    assert_int_equal(raw_score(fx, "ZSCORE %s r-short", WG_STORE_KEY_IDLE_SHORT), 5000);
+    DO(fx, &g, wg_store_delete(fx->st, "r-short", WG_SESSION_ANY, NULL, got_cb, &g));
+    assert_int_equal(raw_int(fx, "ZCARD %s", WG_STORE_KEY_IDLE_SHORT), 0);
+
+    /* Paging, and no tier at all. */
+    DO(fx, &g, wg_store_reap_scan(fx->st, 1, 1, 10, got_cb, &g));
+    assert_int_equal(g.n_reap, 1);
+    assert_string_equal(g.reap[0].id, "r-busy");
+    DO(fx, &g, wg_store_reap_scan(fx->st, 0, 0, 10, got_cb, &g));
+    assert_int_equal(g.status, 0);
+    assert_int_equal(g.count, -1);
+    assert_int_equal(g.n_reap, 0);
+    assert_int_equal(wg_store_reap_scan(fx->st, 1, 0, 0, got_cb, &g), -EINVAL);
+    got_reset(&g);
+    close_all(fx);
+}
+
 static void test_list(void **state)
 {
     struct fx *fx = *state;
@@ -1338,6 +1486,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_activity, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_transition_idle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reap_scan, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events_capped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wake_stream, setup, teardown),
