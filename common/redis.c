@@ -146,6 +146,7 @@ struct wg_redis {
     wg_redis_state_cb *state_cb;
     void *state_arg;
     char last_error[REASON_MAX];
+    struct wg_redis_stats st;
 };
 
 static void start_attempt(struct wg_redis *r);
@@ -197,7 +198,18 @@ static void req_free(struct req *q)
 
 static void deliver(struct req *q, int status, redisReply *reply)
 {
-    if (q->kind == REQ_USER && q->cb)
+    if (q->kind != REQ_USER)
+        return;
+    if (q->r) {
+        q->r->st.commands++;
+        if (status == -ETIMEDOUT)
+            q->r->st.timeouts++;
+        else if (status < 0 && status != -ECANCELED)
+            q->r->st.failed++;
+        else if (status == 0 && reply && reply->type == REDIS_REPLY_ERROR)
+            q->r->st.error_replies++;
+    }
+    if (q->cb)
         q->cb(status, reply, q->arg);
 }
 
@@ -887,6 +899,7 @@ static void go_ready(struct wg_redis *r)
 
     r->state = ST_READY;
     r->failures = 0;
+    r->st.connects++;
     uv_timer_stop(&r->conn_timer);
     /* Commands held during the attempt start their clock now, not when
      * issued: the attempt had its own deadline. */
@@ -1268,4 +1281,10 @@ int wg_redis_subscribe(struct wg_redis *r, const char *channel, wg_redis_msg_cb 
     if (r->state == ST_READY)
         send_subscribe(r, s);
     return 0;
+}
+
+void wg_redis_get_stats(const struct wg_redis *r, struct wg_redis_stats *ret)
+{
+    *ret = r->st;
+    ret->connected = r->state == ST_READY;
 }

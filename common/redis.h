@@ -156,4 +156,16 @@ int wg_redis_command_argv(struct wg_redis *r, wg_redis_reply_cb *cb, void *arg, 
  * (already subscribed on r), -ECANCELED or -ENOMEM. */
 int wg_redis_subscribe(struct wg_redis *r, const char *channel, wg_redis_msg_cb *cb, void *arg);
 
+/* Counters for /metrics: commands whose outcome was delivered, and how they
+ * failed (-ECANCELED at free is not a failure); successful handshakes. */
+struct wg_redis_stats {
+    uint64_t commands;
+    uint64_t timeouts;      /* -ETIMEDOUT */
+    uint64_t failed;        /* -ECONNRESET, -ENOTCONN */
+    uint64_t error_replies; /* Redis answered with an error */
+    uint64_t connects;
+    bool connected;
+};
+void wg_redis_get_stats(const struct wg_redis *r, struct wg_redis_stats *ret);
+
 #endif

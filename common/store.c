@@ -68,7 +68,8 @@
  * wg_store_transition() for the contract; the replies are
  *   {'missing'} | {'rejected', '', HGETALL, ZSCORE} | {'active', '', HGETALL, ZSCORE}
  *   | {'ok', event id, HGETALL, ZSCORE}.
- * KEYS: record, wg:events, wg:active, wg:sessions, wg:transient, wg:idle_short.
+ * KEYS: record, wg:events, wg:active, wg:sessions, wg:transient, wg:idle_short,
+ * wg:counts.
  * ARGV: id, allowed current states ("*" = any value, else names separated by
  * spaces), new state ("" = no move), now (ms), events cap, detail ("" =
  * none), state channel, "1" to add one to restarts, idle cutoff ("" = none:
@@ -109,6 +110,8 @@ static const char script_transition[] = TRANSIENT_LUA IDLE_SHORT_LUA
     "if move then\n"
     "  if TRANSIENT[to] then redis.call('ZADD', KEYS[5], now, id)\n"
     "  else redis.call('ZREM', KEYS[5], id) end\n"
+    "  redis.call('HINCRBY', KEYS[7], cur, -1)\n"
+    "  if to ~= 'destroyed' then redis.call('HINCRBY', KEYS[7], to, 1) end\n"
     "end\n"
     "if move and to == 'running' and cur ~= 'draining' and cur ~= 'saving' then\n"
     "  redis.call('ZADD', KEYS[3], 'GT', now, id)\n"
@@ -143,7 +146,8 @@ static const char script_transition[] = TRANSIENT_LUA IDLE_SHORT_LUA
 
 /* Get-or-create. Replies {'exists', '', HGETALL, ZSCORE} or
  * {'created', event id, HGETALL, nil}.
- * KEYS: record, wg:events, wg:sessions, wg:active, wg:transient, wg:idle_short.
+ * KEYS: record, wg:events, wg:sessions, wg:active, wg:transient, wg:idle_short,
+ * wg:counts.
  * ARGV: id, now, events cap, detail, state channel, then field/value pairs
  * (empty values skipped). */
 static const char script_create[] = IDLE_SHORT_LUA
@@ -158,6 +162,7 @@ static const char script_create[] = IDLE_SHORT_LUA
     "end\n"
     "redis.call('SADD', KEYS[3], id)\n"
     "redis.call('ZADD', KEYS[5], now, id)\n"
+    "redis.call('HINCRBY', KEYS[7], 'creating', 1)\n"
     "idle_short(h, id)\n"
     "local ev = {'id', id, 'type', 'transition', 'from', '', 'to', 'creating', 'at', now,\n"
     "            'v', '1'}\n"
@@ -191,6 +196,7 @@ enum op_kind {
     OP_TOUCH,
     OP_RANGE,
     OP_REAP,
+    OP_COUNTS,
     OP_XADD, /* event_add, wake_add */
     OP_LOCK_SET,
     OP_LOCK_EVAL,
@@ -232,6 +238,9 @@ struct op {
     /* OP_RANGE */
     struct wg_store_idle *idle;
     size_t n_idle;
+
+    /* OP_COUNTS */
+    long long state_counts[WG_SESSION_STATE_COUNT];
 
     /* OP_REAP */
     struct wg_store_reap *reap;
@@ -487,6 +496,8 @@ static void op_result(struct op *op, struct wg_store_res *res)
     }
     res->idle = op->idle;
     res->n_idle = op->n_idle;
+    if (op->kind == OP_COUNTS)
+        res->state_counts = op->state_counts;
     if (op->kind == OP_REAP) {
         size_t k = 0;
 
@@ -877,6 +888,36 @@ static void handle_range(struct op *op, const redisReply *reply)
     }
 }
 
+/* HGETALL wg:counts: state name -> count; unknown names and junk are
+ * skipped (counted in n_bad). */
+static void handle_counts(struct op *op, const redisReply *reply)
+{
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements % 2 != 0) {
+        op_fail(op, -EPROTO, "HGETALL %s: unexpected reply", WG_STORE_KEY_COUNTS);
+        return;
+    }
+    for (size_t i = 0; i + 1 < reply->elements; i += 2) {
+        const redisReply *k = reply->element[i], *v = reply->element[i + 1];
+        enum wg_session_state st;
+        char buf[24], *end;
+        long long n;
+
+        if (!is_str(k) || wg_session_state_parse(k->str, k->len, &st) < 0 || !is_str(v) ||
+            v->len == 0 || v->len >= sizeof(buf)) {
+            op->n_bad++;
+            continue;
+        }
+        memcpy(buf, v->str, v->len);
+        buf[v->len] = '\0';
+        n = strtoll(buf, &end, 10);
+        if (*end) {
+            op->n_bad++;
+            continue;
+        }
+        op->state_counts[st] = n;
+    }
+}
+
 /* The fields a reaper pass reads of each candidate, in HMGET order. */
 static const char *const reap_fields[] = {
     "state",   "host",    "idle_stop_after_ms", "idle_pause_after_ms",
@@ -1038,6 +1079,9 @@ static void handle_reply(struct op *op, enum role role, size_t idx, const redisR
         return;
     case OP_RANGE:
         handle_range(op, reply);
+        return;
+    case OP_COUNTS:
+        handle_counts(op, reply);
         return;
     case OP_REAP:
         if (role == R_MEMBERS)
@@ -1238,13 +1282,14 @@ int wg_store_create(struct wg_store *s, const char *id, const struct wg_session_
         return rc;
     av_str(&a, "EVAL");
     av_str(&a, script_create);
-    av_str(&a, "6");
+    av_str(&a, "7");
     av_fmt(&a, WG_STORE_KEY_SESSION_PREFIX "%s", id);
     av_str(&a, WG_STORE_KEY_EVENTS);
     av_str(&a, WG_STORE_KEY_SESSIONS);
     av_str(&a, WG_STORE_KEY_ACTIVE);
     av_str(&a, WG_STORE_KEY_TRANSIENT);
     av_str(&a, WG_STORE_KEY_IDLE_SHORT);
+    av_str(&a, WG_STORE_KEY_COUNTS);
     av_str(&a, id);
     av_fmt(&a, "%" PRId64, now_ms(s));
     av_fmt(&a, "%" PRIu32, s->events_max);
@@ -1324,13 +1369,14 @@ static int run_script(struct wg_store *s, const char *id, unsigned allowed, cons
         return rc;
     av_str(&a, "EVAL");
     av_str(&a, script_transition);
-    av_str(&a, "6");
+    av_str(&a, "7");
     av_fmt(&a, WG_STORE_KEY_SESSION_PREFIX "%s", id);
     av_str(&a, WG_STORE_KEY_EVENTS);
     av_str(&a, WG_STORE_KEY_ACTIVE);
     av_str(&a, WG_STORE_KEY_SESSIONS);
     av_str(&a, WG_STORE_KEY_TRANSIENT);
     av_str(&a, WG_STORE_KEY_IDLE_SHORT);
+    av_str(&a, WG_STORE_KEY_COUNTS);
     av_str(&a, id);
     av_str(&a, names);
     av_str(&a, to_name);
@@ -1461,6 +1507,23 @@ int wg_store_range_transient(struct wg_store *s, int64_t cutoff_ms, size_t offse
                              wg_store_cb *cb, void *arg)
 {
     return range_index(s, WG_STORE_KEY_TRANSIENT, cutoff_ms, offset, limit, cb, arg);
+}
+
+int wg_store_counts(struct wg_store *s, wg_store_cb *cb, void *arg)
+{
+    struct argv a = {0};
+    struct op *op;
+    int rc;
+
+    if (!s || !cb)
+        return -EINVAL;
+    if ((rc = op_start(s, OP_COUNTS, NULL, cb, arg, &op)) < 0)
+        return rc;
+    av_str(&a, "HGETALL");
+    av_str(&a, WG_STORE_KEY_COUNTS);
+    rc = send_part(op, s->redis, R_MAIN, 0, &a);
+    av_release(&a);
+    return rc < 0 ? op_abort(op, rc) : 0;
 }
 
 int wg_store_reap_scan(struct wg_store *s, uint64_t tier_ms, size_t offset, size_t limit,

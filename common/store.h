@@ -13,6 +13,11 @@
  *                            sessions that have one; kept by the create and
  *                            transition scripts, so the reaper learns the
  *                            widest idle range it must read with one ZRANGE
+ *   wg:counts        hash    state -> number of sessions in it, kept by the
+ *                            create and transition scripts (HINCRBY on
+ *                            every move), so "sessions by state" costs one
+ *                            HGETALL, never a scan; records written around
+ *                            the scripts are not counted
  *   wg:transient     zset    id -> state_since (ms) while the session is in a
  *                            transient state (creating, starting, draining,
  *                            saving, stopping), kept by the create and
@@ -80,6 +85,7 @@ struct wg_store; /* opaque */
 #define WG_STORE_KEY_ACTIVE "wg:active"
 #define WG_STORE_KEY_TRANSIENT "wg:transient"
 #define WG_STORE_KEY_IDLE_SHORT "wg:idle_short"
+#define WG_STORE_KEY_COUNTS "wg:counts"
 #define WG_STORE_KEY_EVENTS "wg:events"
 #define WG_STORE_CHANNEL_STATE "wg:state"
 #define WG_STORE_KEY_WAKE_PREFIX "wg:wake:"
@@ -178,6 +184,7 @@ struct wg_store_res {
     size_t n_wake;
     const struct wg_store_reap *reap; /* reap_scan */
     size_t n_reap;
+    const long long *state_counts; /* counts: WG_SESSION_STATE_COUNT entries */
     const char *next_id; /* wake_claim: where the next claim starts; "0-0" when done */
     long long count;
 };
@@ -277,6 +284,9 @@ int wg_store_touch(struct wg_store *s, const struct wg_store_activity *acts, siz
  * skipped and counted in n_bad. */
 int wg_store_range_idle(struct wg_store *s, int64_t cutoff_ms, size_t offset, size_t limit,
                         wg_store_cb *cb, void *arg);
+
+/* Sessions per state, from wg:counts (HGETALL): res->state_counts. */
+int wg_store_counts(struct wg_store *s, wg_store_cb *cb, void *arg);
 
 /* One reaper pass's read, touching only idle sessions: ZRANGE
  * wg:idle_short 0 0 WITHSCORES (the shortest per-session override); then,

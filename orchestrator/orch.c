@@ -809,6 +809,17 @@ static void heartbeat(struct wg_orch *o)
     wg_redis_command_argv(o->redis, NULL, NULL, 5, argv, NULL);
 }
 
+static void on_counts(const struct wg_store_res *res, void *arg)
+{
+    struct wg_orch *o = arg;
+
+    o->counts_busy = false;
+    if (o->closing || res->status != 0)
+        return;
+    memcpy(o->state_counts, res->state_counts, sizeof(o->state_counts));
+    o->have_counts = true;
+}
+
 static void tick_cb(uv_timer_t *h)
 {
     struct wg_orch *o = h->data;
@@ -828,6 +839,11 @@ static void tick_cb(uv_timer_t *h)
         o->group_busy = true;
     if (now - o->last_heartbeat >= WG_ORCH_HEARTBEAT_EVERY_MS)
         heartbeat(o);
+    if (!o->counts_busy && now - o->last_counts >= WG_ORCH_COUNTS_EVERY_MS &&
+        wg_store_counts(o->store, on_counts, o) == 0) {
+        o->counts_busy = true;
+        o->last_counts = now;
+    }
     if (o->consuming && now - o->last_claim >= WG_ORCH_CLAIM_EVERY_MS)
         claim(o);
     /* A round that failed (Redis or Docker away) is tried again here. */
@@ -1109,5 +1125,17 @@ void wg_orch_metrics(const struct wg_orch *o, struct wg_buf *out)
         "wakegate_docker_events_open %d\n",
         o->st.docker_errors, o->in_flight, o->queued, o->st.commands, o->st.coalesced, o->st.stale,
         o->st.corrections, o->st.adopted, o->st.restarts, o->events_open ? 1 : 0);
+    if (o->have_counts) {
+        wg_buf_appendf(out, "# HELP wakegate_sessions Sessions in each state, all hosts (from "
+                            "wg:counts, refreshed every %d s).\n# TYPE wakegate_sessions gauge\n",
+                       WG_ORCH_COUNTS_EVERY_MS / 1000);
+        for (int st = 0; st < WG_SESSION_STATE_COUNT; st++) {
+            if (st == WG_SESSION_DESTROYED)
+                continue;
+            wg_buf_appendf(out, "wakegate_sessions{state=\"%s\"} %lld\n",
+                           wg_session_state_name((enum wg_session_state)st),
+                           o->state_counts[st] > 0 ? o->state_counts[st] : 0);
+        }
+    }
     sleeper_metrics(o, out);
 }

@@ -92,6 +92,7 @@ struct wg_orch; /* opaque */
 #define WG_ORCH_LOG_TAIL_LINES 20
 #define WG_ORCH_RECHECK_MAX 16 /* reconcile tasks at once */
 #define WG_ORCH_KEY_HOST_PREFIX "wg:host:"
+#define WG_ORCH_COUNTS_EVERY_MS 5000 /* sessions-by-state gauge refresh */
 
 struct wg_orch_opts {
     /* The docker client's host; NULL: cfg->docker_host. */

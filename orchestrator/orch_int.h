@@ -231,6 +231,11 @@ struct wg_orch {
     struct orch_mark marks[ORCH_MARKS];
     unsigned marks_next;
 
+    /* sessions by state, from wg:counts (refreshed by the tick) */
+    long long state_counts[WG_SESSION_STATE_COUNT];
+    bool have_counts, counts_busy;
+    uint64_t last_counts; /* uv_now */
+
     /* reaper (sleeper.c) */
     uv_timer_t reap_timer;
     bool reap_busy;

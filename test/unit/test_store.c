@@ -977,6 +977,19 @@ static void test_transient_index(void **state)
     close_all(fx);
 }
 
+static void counts_cb(const struct wg_store_res *res, void *arg)
+{
+    struct {
+        int calls;
+        long long v[WG_SESSION_STATE_COUNT];
+    } *cg = arg;
+
+    cg->calls++;
+    assert_int_equal(res->status, 0);
+    assert_non_null(res->state_counts);
+    memcpy(cg->v, res->state_counts, sizeof(cg->v));
+}
+
 /* A move refused when the session was used after the caller's cutoff: the
  * check and the move are one script. Leaving draining or saving for running
  * (a cancelled sleep) keeps the activity score. */
@@ -1107,6 +1120,43 @@ static void test_reap_scan(void **state)
     assert_int_equal(g.n_reap, 0);
     assert_int_equal(wg_store_reap_scan(fx->st, 1, 0, 0, got_cb, &g), -EINVAL);
     got_reset(&g);
+    close_all(fx);
+}
+
+/* wg:counts follows every create, move and delete. */
+static void test_counts(void **state)
+{
+    struct fx *fx = *state;
+    struct got g;
+    struct {
+        int calls;
+        long long v[WG_SESSION_STATE_COUNT];
+    } cg;
+
+    got_init(&g, fx);
+    create(fx, "c1");
+    create(fx, "c2");
+    create(fx, "c3");
+    move(fx, "c1", WG_SESSION_RUNNING);
+    move(fx, "c2", WG_SESSION_RUNNING);
+    move(fx, "c2", WG_SESSION_DRAINING);
+    DO(fx, &g, wg_store_delete(fx->st, "c3", WG_SESSION_ANY, NULL, got_cb, &g));
+    /* A refused move changes nothing. */
+    DO(fx, &g, wg_store_transition(fx->st, "c1", B(ASLEEP), WG_SESSION_STARTING, NULL, NULL,
+                                   got_cb, &g));
+    assert_int_equal(g.status, WG_STORE_REJECTED);
+    got_reset(&g);
+
+    memset(&cg, 0, sizeof(cg));
+    fx->in_call = true;
+    assert_int_equal(wg_store_counts(fx->st, counts_cb, &cg), 0);
+    fx->in_call = false;
+    assert_true(run_until(fx, &cg.calls, 1, 3000));
+    assert_int_equal(cg.v[WG_SESSION_CREATING], 0);
+    assert_int_equal(cg.v[WG_SESSION_RUNNING], 1);
+    assert_int_equal(cg.v[WG_SESSION_DRAINING], 1);
+    assert_int_equal(cg.v[WG_SESSION_ASLEEP], 0);
+    assert_int_equal(cg.v[WG_SESSION_DESTROYED], 0);
     close_all(fx);
 }
 
@@ -1488,6 +1538,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_activity, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transition_idle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reap_scan, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_counts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events_capped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wake_stream, setup, teardown),
