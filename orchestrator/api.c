@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <hiredis/hiredis.h>
 #include <jansson.h>
@@ -676,7 +677,7 @@ out:
 
 /* ---- runtime ----------------------------------------------------------- */
 
-enum call_kind { C_CREATE, C_LIST, C_GET, C_COMMAND, C_EVENTS };
+enum call_kind { C_CREATE, C_LIST, C_GET, C_COMMAND, C_EVENTS, C_KEEPALIVE };
 
 struct call {
     struct wg_list link;      /* api->plain, ->waiters or ->streams */
@@ -702,6 +703,9 @@ struct call {
     uint64_t deadline; /* uv_now() ms */
     uint64_t next_poll;
     char cmd_id[WG_STORE_STREAM_ID_MAX + 1];
+    /* keepalive */
+    int64_t ka_until; /* wall ms asked for */
+    bool ka_moved;    /* the touch moved the score */
     /* events */
     bool streaming;                /* on api->streams */
     bool live;                     /* caught up: the reader feeds it */
@@ -1265,6 +1269,180 @@ static void handle_command(struct wg_api *api, struct wg_admin_req *req,
     call_maybe_free(c);
 }
 
+/* ---- POST /v1/sessions/{id}/keepalive --------------------------------- */
+
+/* For work that sends no requests (a build, an agent in the background):
+ * the session's wg:active score becomes now + duration with the same
+ * ZADD XX GT as the proxies' activity, so it never moves activity back and
+ * never touches a session that is not awake. */
+
+#define KEEPALIVE_MAX_MS (24ull * 60 * 60 * 1000)
+/* In wg:active (ARCHITECTURE.md "Activity"): from entering running until
+ * asleep, failed or destroyed. */
+#define AWAKE_MASK                                                                                 \
+    (WG_SESSION_BIT(WG_SESSION_RUNNING) | WG_SESSION_BIT(WG_SESSION_PAUSED) |                      \
+     WG_SESSION_BIT(WG_SESSION_DRAINING) | WG_SESSION_BIT(WG_SESSION_SAVING) |                     \
+     WG_SESSION_BIT(WG_SESSION_STOPPING))
+
+/* /v1/sessions/{id}/keepalive, which wg_api_route() does not know. Returns
+ * 0 with id set, 404 for any other path, 405 for a method other than POST,
+ * 400 for an invalid id. */
+static int keepalive_route(const struct wg_admin_request *info, char id[WG_SESSION_ID_MAX + 1])
+{
+    static const char pfx[] = "/v1/sessions/", sfx[] = "/keepalive";
+    const size_t pl = sizeof(pfx) - 1, sl = sizeof(sfx) - 1;
+
+    if (info->path_len <= pl + sl || memcmp(info->path, pfx, pl) != 0 ||
+        memcmp(info->path + info->path_len - sl, sfx, sl) != 0)
+        return 404;
+    const char *sid = info->path + pl;
+    size_t n = info->path_len - pl - sl;
+    if (memchr(sid, '/', n) != NULL)
+        return 404;
+    if (!seg_is(info->method, info->method_len, "POST"))
+        return 405;
+    if (!wg_session_id_valid(sid, n))
+        return 400;
+    memcpy(id, sid, n);
+    id[n] = '\0';
+    return 0;
+}
+
+/* {"duration": "10m"} or {"duration_ms": 600000}: exactly one, more than
+ * 0 and at most 24 h. Returns 0 with *ret_ms, or -EINVAL with err. */
+static int parse_keepalive(const char *body, size_t len, uint64_t *ret_ms, char *err, size_t errlen)
+{
+    json_error_t je;
+    json_t *root = NULL, *v;
+    const char *k, *given = NULL;
+    char name[FIELD_SHOW_MAX + 1];
+    uint64_t ms = 0;
+    int rc = -EINVAL;
+
+    if (body == NULL || len == 0) {
+        seterr(err, errlen, "body: must be a JSON object with \"duration\"");
+        goto out;
+    }
+    root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    if (root == NULL) {
+        seterr(err, errlen, "body: invalid JSON at line %d column %d: %s", je.line, je.column,
+               je.text);
+        goto out;
+    }
+    if (!json_is_object(root)) {
+        seterr(err, errlen, "body: must be a JSON object with \"duration\"");
+        goto out;
+    }
+    json_object_foreach(root, k, v)
+    {
+        bool text = strcmp(k, "duration") == 0;
+        if (!text && strcmp(k, "duration_ms") != 0) {
+            show_name(name, sizeof(name), k);
+            seterr(err, errlen, "unknown field \"%s\"", name);
+            goto out;
+        }
+        if (json_is_null(v))
+            continue;
+        if (given != NULL) {
+            seterr(err, errlen, "fields \"duration\" and \"duration_ms\": give one");
+            goto out;
+        }
+        given = text ? "duration" : "duration_ms";
+        if (text) {
+            if (check_duration(v, "duration", NULL, &ms, err, errlen) < 0)
+                goto out;
+        } else if (!json_is_integer(v) || json_integer_value(v) < 0) {
+            seterr(err, errlen, "field \"duration_ms\": must be an integer (milliseconds)");
+            goto out;
+        } else {
+            ms = (uint64_t)json_integer_value(v);
+        }
+    }
+    if (given == NULL) {
+        seterr(err, errlen, "field \"duration\": required");
+        goto out;
+    }
+    if (ms == 0 || ms > KEEPALIVE_MAX_MS) {
+        seterr(err, errlen, "field \"%s\": must be more than 0 and at most 24h", given);
+        goto out;
+    }
+    *ret_ms = ms;
+    rc = 0;
+out:
+    json_decref(root);
+    return rc;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void on_ka_get(const struct wg_store_res *res, void *arg)
+{
+    struct call *c = arg;
+    if (!call_resume(c, res, "get"))
+        return;
+    const struct wg_session *rec = res->rec;
+    const char *state = wg_session_state_name(rec->state);
+    bool awake = (WG_SESSION_BIT(rec->state) & AWAKE_MASK) != 0;
+    /* Not moved: not in wg:active, or its score was already later (an
+     * earlier, longer keepalive). */
+    if (c->ka_moved || (awake && rec->last_active >= c->ka_until)) {
+        int64_t until = c->ka_moved ? c->ka_until : rec->last_active;
+        WG_INFO(c->api->log, SUBSYS, "session kept alive", "id=%s until=%" PRId64 " state=%s",
+                c->id, until, state);
+        call_respond(c, 200, NULL,
+                     json_pack("{s:s, s:I, s:s}", "id", c->id, "keepalive_until", (json_int_t)until,
+                               "state", state));
+    } else {
+        call_respond(c, 409, NULL,
+                     json_pack("{s:s, s:s, s:s}", "error", "session is not awake", "id", c->id,
+                               "state", state));
+    }
+    call_maybe_free(c);
+}
+
+static void on_ka_touched(const struct wg_store_res *res, void *arg)
+{
+    struct call *c = arg;
+    if (!call_resume(c, res, "keepalive"))
+        return;
+    c->ka_moved = res->count > 0;
+    /* The record says whether the session exists and what state it is in
+     * (and, after the touch on the same connection, its score). */
+    int rc = wg_store_get(c->api->store, c->id, on_ka_get, c);
+    if (rc == 0)
+        c->pending++;
+    else
+        call_fail(c, rc, "", "get");
+    call_maybe_free(c);
+}
+
+static void handle_keepalive(struct wg_api *api, struct wg_admin_req *req,
+                             const struct wg_admin_request *info, const char *id)
+{
+    uint64_t ms = 0;
+    char err[ERR_MAX];
+    if (parse_keepalive(info->body, info->body_len, &ms, err, sizeof(err)) < 0) {
+        wg_admin_respond_error(req, 400, NULL, err);
+        return;
+    }
+    struct call *c = call_new(api, req, C_KEEPALIVE, id);
+    if (c == NULL)
+        return;
+    c->ka_until = wall_ms() + (int64_t)ms;
+    struct wg_store_activity act = {.id = c->id, .at_ms = c->ka_until};
+    int rc = wg_store_touch(api->store, &act, 1, on_ka_touched, c);
+    if (rc == 0)
+        c->pending++;
+    else
+        call_fail(c, rc, "wg_store_touch refused the activity", "keepalive");
+    call_maybe_free(c);
+}
+
 /* ---- GET /v1/events ---------------------------------------------------- */
 
 static void reader_read(struct wg_api *api);
@@ -1687,13 +1865,20 @@ static void tick_ensure(struct wg_api *api)
 static void api_handle(void *arg, struct wg_admin_req *req, const struct wg_admin_request *info)
 {
     struct wg_api *api = arg;
-    enum wg_api_route_kind kind;
+    enum wg_api_route_kind kind = WG_API_SESSIONS;
     char id[WG_SESSION_ID_MAX + 1] = "";
     const char *allow = NULL;
     char hdr[96];
+    bool keepalive = false;
 
-    int st =
-        wg_api_route(info->method, info->method_len, info->path, info->path_len, &kind, id, &allow);
+    int st = keepalive_route(info, id);
+    if (st != 404) {
+        keepalive = true;
+        allow = "POST";
+    } else {
+        st = wg_api_route(info->method, info->method_len, info->path, info->path_len, &kind, id,
+                          &allow);
+    }
     if (st == 405) {
         snprintf(hdr, sizeof(hdr), "Allow: %s\r\n", allow);
         wg_admin_respond_error(req, 405, hdr, "method not allowed");
@@ -1709,6 +1894,10 @@ static void api_handle(void *arg, struct wg_admin_req *req, const struct wg_admi
     }
     if (api->freeing) {
         wg_admin_respond_error(req, 503, NULL, "shutting down");
+        return;
+    }
+    if (keepalive) {
+        handle_keepalive(api, req, info, id);
         return;
     }
     bool post = info->method_len == 4 && memcmp(info->method, "POST", 4) == 0;

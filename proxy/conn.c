@@ -85,6 +85,7 @@ struct exchange {
     bool status_path;
     bool waited;
     uint64_t wait_start_ms;
+    struct sess_entry *activity; /* the session counts as active while set */
     struct exchange *next_free;
 };
 
@@ -220,6 +221,7 @@ static struct exchange *exchange_get(struct wg_conn *c)
     x->req_class = RC_HOLD;
     x->is_session = x->status_path = x->waited = false;
     x->wait_start_ms = 0;
+    x->activity = NULL;
     llhttp_init(&x->req_parser, HTTP_REQUEST, &px->req_settings);
     x->req_parser.data = &x->req;
     llhttp_init(&x->resp_parser, HTTP_RESPONSE, &px->resp_settings);
@@ -231,6 +233,15 @@ static struct exchange *exchange_get(struct wg_conn *c)
     return x;
 }
 
+/* The exchange no longer keeps its session active. Reached from the end of
+ * an exchange (finish_exchange, exchange_put) and from conn_close, which
+ * runs before the session cache can be freed: idempotent. */
+static void activity_end(struct wg_conn *c)
+{
+    if (c->x != NULL && c->x->activity != NULL)
+        wg_sessions_activity_end(c->px->sessions, &c->x->activity);
+}
+
 /* Ends the exchange: its buffers are released, the struct is cached. */
 static void exchange_put(struct wg_conn *c)
 {
@@ -238,6 +249,7 @@ static void exchange_put(struct wg_conn *c)
     struct exchange *x = c->x;
     if (x == NULL)
         return;
+    activity_end(c);
     c->x = NULL;
     if (px->sessions != NULL)
         wg_sessions_unwait(px->sessions, &x->waiter);
@@ -301,6 +313,7 @@ static void conn_close(struct wg_conn *c)
     c->closing = true;
     if (c->x != NULL && c->px->sessions != NULL)
         wg_sessions_unwait(c->px->sessions, &c->x->waiter);
+    activity_end(c);
     release_upstream(c, false);
     wg_list_remove(&c->link);
     c->px->stats.connections_open--;
@@ -1134,6 +1147,11 @@ static void send_waking_page(struct wg_conn *c, const char *state)
 
 static void session_decide(struct wg_conn *c);
 
+/* The sleep sequence after running: requests during it are held. */
+#define SLEEPING_MASK                                                                              \
+    (WG_SESSION_BIT(WG_SESSION_DRAINING) | WG_SESSION_BIT(WG_SESSION_SAVING) |                     \
+     WG_SESSION_BIT(WG_SESSION_STOPPING))
+
 static void session_changed(struct wg_sess_waiter *w)
 {
     struct exchange *x = wg_container_of(w, struct exchange, waiter);
@@ -1190,6 +1208,10 @@ static void session_decide(struct wg_conn *c)
     }
     switch (v.status) {
     case WG_SESS_READY:
+        /* Probes do not keep a session awake; everything else proxied does,
+         * for as long as its exchange lasts (a stream: its whole life). */
+        if (x->req_class != RC_PROBE && x->activity == NULL)
+            x->activity = wg_sessions_activity_begin(px->sessions, &v);
         memcpy(&x->up_addr, &v.addr, v.addr_len);
         snprintf(x->up_name, sizeof(x->up_name), "%s", v.addr_text);
         connect_upstream(c, false);
@@ -1224,7 +1246,10 @@ static void session_decide(struct wg_conn *c)
         send_error(c, 503);
         return;
     }
-    if (x->req_class == RC_NAVIGATE) {
+    /* Going to sleep: the wake cancels the sleep (draining, saving) or
+     * wakes it again once stopped, usually within moments, so even a
+     * browser navigation is held rather than shown the waking page. */
+    if (x->req_class == RC_NAVIGATE && !(WG_SESSION_BIT(v.state) & SLEEPING_MASK)) {
         send_waking_page(c, state);
         return;
     }
@@ -1523,6 +1548,7 @@ static void finish_exchange(struct wg_conn *c)
                        !c->up_eof && c->resp_framing != WG_HTTP_FRAME_CLOSE;
     access_log(c);
     release_upstream(c, up_reusable);
+    activity_end(c);
 
     if (!c->resp_keep_alive || !req_complete) {
         begin_close(c);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/redis.h"
@@ -13,7 +14,10 @@
 
 #define BUCKETS 16384
 /* Entries at most; past it unknown ids are refused rather than cached, so a
- * spray of random ids cannot grow memory without bound. */
+ * spray of random ids cannot grow memory without bound. Entries are never
+ * freed while the cache lives: exchanges hold pointers to them for their
+ * activity (an eviction would have to skip entries with act_listed or
+ * act_open, and any in the batch in flight). */
 #define ENTRIES_MAX 200000
 /* How long "no such session" is believed before asking again. */
 #define NOT_FOUND_TTL_MS 1000
@@ -45,6 +49,22 @@ struct sess_entry {
     bool woken;
     struct wg_list waiters;
     unsigned nwaiters;
+    /* activity (see sessions.h) */
+    struct wg_list act_link; /* on s->act_list while act_listed */
+    bool act_listed;         /* act_open > 0 or act_dirty */
+    bool act_dirty;          /* act_ms not written yet */
+    unsigned act_open;       /* exchanges open now */
+    uint64_t act_ms;         /* loop time of the last activity */
+};
+
+/* The batch of activity in flight; outlives the cache like struct pending. */
+struct act_flush {
+    struct wg_sessions *s;
+    size_t n;
+    struct {
+        struct sess_entry *e;
+        uint64_t at; /* loop time written */
+    } items[];
 };
 
 /* A callback context that outlives the cache: a store callback may run after
@@ -71,6 +91,14 @@ struct wg_sessions {
     wg_sessions_addr_gone_fn *addr_gone;
     void *addr_gone_arg;
     struct wg_sessions_stats stats;
+    /* activity */
+    uv_timer_t act_timer;
+    struct wg_list act_list;           /* entries to write on the next flush */
+    size_t act_listed;                 /* entries on it */
+    struct act_flush *act_inflight;    /* NULL when no batch is out */
+    struct wg_store_activity *act_buf; /* reused by every flush */
+    size_t act_cap;
+    bool act_failing; /* the last batch failed: log the next failure only after a success */
 };
 
 static uint64_t now_ms(const struct wg_sessions *s)
@@ -104,6 +132,7 @@ static struct sess_entry *create(struct wg_sessions *s, const char *id)
         return NULL;
     snprintf(e->id, sizeof(e->id), "%s", id);
     wg_list_init(&e->waiters);
+    wg_list_init(&e->act_link);
     unsigned h = hash_id(id);
     e->next = s->table[h];
     s->table[h] = e;
@@ -290,6 +319,7 @@ void wg_sessions_lookup(struct wg_sessions *s, const char *id, uint16_t port,
             fill_addr(s, e, port, v);
             v->state = e->state;
             v->status = v->addr_len ? WG_SESS_READY : WG_SESS_UNAVAILABLE;
+            v->entry = e;
             return;
         }
         v->status = WG_SESS_UNAVAILABLE;
@@ -316,6 +346,7 @@ void wg_sessions_lookup(struct wg_sessions *s, const char *id, uint16_t port,
         fill_addr(s, e, port, v);
         if (v->addr_len) {
             v->status = WG_SESS_READY;
+            v->entry = e;
             return;
         }
     }
@@ -406,6 +437,168 @@ void wg_sessions_note_suppressed(struct wg_sessions *s)
     s->stats.wakes_suppressed++;
 }
 
+/* ---- activity ------------------------------------------------------------ */
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void act_tick(uv_timer_t *t);
+
+static void act_list_add(struct wg_sessions *s, struct sess_entry *e)
+{
+    if (!e->act_listed) {
+        e->act_listed = true;
+        wg_list_push_back(&s->act_list, &e->act_link);
+        s->act_listed++;
+    }
+    /* Started by the first mark after a quiet spell, so the first write of
+     * a session comes at most one interval after its first request. */
+    if (!uv_is_active((uv_handle_t *)&s->act_timer))
+        uv_timer_start(&s->act_timer, act_tick, s->cfg->sessions.idle.activity_interval_ms, 0);
+}
+
+static void act_list_remove(struct wg_sessions *s, struct sess_entry *e)
+{
+    if (!e->act_listed)
+        return;
+    e->act_listed = false;
+    wg_list_remove(&e->act_link);
+    s->act_listed--;
+}
+
+/* The hot path: no allocation, no syscall (uv_now is the loop's cached
+ * time), and no Redis call. */
+static void act_mark(struct wg_sessions *s, struct sess_entry *e)
+{
+    e->act_dirty = true;
+    e->act_ms = now_ms(s);
+    if (!e->act_listed || !uv_is_active((uv_handle_t *)&s->act_timer))
+        act_list_add(s, e);
+}
+
+struct sess_entry *wg_sessions_activity_begin(struct wg_sessions *s, const struct wg_sess_view *v)
+{
+    struct sess_entry *e = v->entry;
+    if (e == NULL)
+        return NULL;
+    e->act_open++;
+    s->stats.activity_open++;
+    act_mark(s, e);
+    return e;
+}
+
+void wg_sessions_activity_end(struct wg_sessions *s, struct sess_entry **handle)
+{
+    if (handle == NULL || *handle == NULL)
+        return;
+    struct sess_entry *e = *handle;
+    *handle = NULL;
+    e->act_open--;
+    s->stats.activity_open--;
+    act_mark(s, e);
+}
+
+static void act_done(const struct wg_store_res *res, void *arg)
+{
+    struct act_flush *f = arg;
+    struct wg_sessions *s = f->s;
+
+    if (s == NULL) {
+        free(f);
+        return;
+    }
+    s->act_inflight = NULL;
+    if (res->status == 0) {
+        s->stats.activity_batches++;
+        s->stats.activity_touches += f->n;
+        if (s->act_failing) {
+            s->act_failing = false;
+            WG_INFO(s->log, "sessions", "activity written again", "sessions=%zu", f->n);
+        }
+        free(f);
+        return;
+    }
+    s->stats.activity_errors++;
+    if (!s->act_failing) {
+        s->act_failing = true;
+        WG_WARN(s->log, "sessions", "activity not written, keeping it for the next flush",
+                "sessions=%zu status=%d error=\"%s\"", f->n, res->status, res->error);
+    }
+    /* Marked again, unless a later activity did so meanwhile: ZADD GT makes
+     * the retry of an older time harmless either way. */
+    for (size_t i = 0; i < f->n; i++) {
+        struct sess_entry *e = f->items[i].e;
+        if (!e->act_dirty) {
+            e->act_dirty = true;
+            e->act_ms = f->items[i].at;
+        }
+        act_list_add(s, e);
+    }
+    free(f);
+}
+
+/* Writes every marked entry in one batch: open exchanges as of now, ended
+ * ones with their last activity. One batch in flight at a time; a flush
+ * that finds one out waits for the next tick. */
+static void act_flush(struct wg_sessions *s)
+{
+    uint64_t now = now_ms(s);
+    int64_t offset = wall_ms() - (int64_t)now; /* loop time -> wall clock, once per flush */
+    size_t n = 0;
+    struct act_flush *f;
+
+    if (s->act_inflight != NULL || s->act_listed == 0)
+        return;
+    if (s->act_cap < s->act_listed) {
+        struct wg_store_activity *b = realloc(s->act_buf, s->act_listed * sizeof(*b));
+        if (b == NULL)
+            return; /* the marks stay for the next tick */
+        s->act_buf = b;
+        s->act_cap = s->act_listed;
+    }
+    f = malloc(sizeof(*f) + s->act_listed * sizeof(f->items[0]));
+    if (f == NULL)
+        return;
+    f->s = s;
+    struct wg_list *l = s->act_list.next;
+    while (l != &s->act_list) {
+        struct sess_entry *e = wg_container_of(l, struct sess_entry, act_link);
+        l = l->next;
+        uint64_t at = e->act_open > 0 ? now : e->act_ms;
+        f->items[n].e = e;
+        f->items[n].at = at;
+        s->act_buf[n].id = e->id;
+        s->act_buf[n].at_ms = (int64_t)at + offset;
+        n++;
+        e->act_dirty = false;
+        if (e->act_open == 0)
+            act_list_remove(s, e);
+    }
+    f->n = n;
+    int r = wg_store_touch(s->store, s->act_buf, n, act_done, f);
+    if (r < 0) {
+        struct wg_store_res res = {.status = r, .error = "not sent"};
+        s->act_inflight = f;
+        act_done(&res, f);
+        return;
+    }
+    s->act_inflight = f;
+}
+
+static void act_tick(uv_timer_t *t)
+{
+    struct wg_sessions *s = t->data;
+    act_flush(s);
+    /* Open exchanges are written again next time; so are marks kept by a
+     * failure or left by a batch still out. */
+    if (s->act_listed > 0)
+        uv_timer_start(&s->act_timer, act_tick, s->cfg->sessions.idle.activity_interval_ms, 0);
+}
+
 static void on_state_msg(const struct wg_redis_msg *msg, void *arg)
 {
     struct wg_sessions *s = arg;
@@ -488,6 +681,7 @@ int wg_sessions_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log 
     s->log = log;
     s->store = store;
     wg_list_init(&s->pending);
+    wg_list_init(&s->act_list);
     snprintf(s->from, sizeof(s->from), "gw-%ld", (long)getpid());
     r = wg_redis_new(loop, cfg->redis_url, &ropts, log, &s->sub);
     if (r < 0)
@@ -496,6 +690,12 @@ int wg_sessions_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log 
     r = wg_redis_subscribe(s->sub, WG_STORE_CHANNEL_STATE, on_state_msg, s);
     if (r < 0)
         goto out_redis;
+    /* Last: once the timer is initialised the memory goes only in its close
+     * callback. */
+    r = uv_timer_init(loop, &s->act_timer);
+    if (r < 0)
+        goto out_redis;
+    s->act_timer.data = s;
     *ret = s;
     return 0;
 
@@ -504,6 +704,13 @@ out_redis:
 out_free:
     free(s);
     return r;
+}
+
+static void act_timer_closed(uv_handle_t *h)
+{
+    struct wg_sessions *s = h->data;
+    free(s->act_buf);
+    free(s);
 }
 
 void wg_sessions_free(struct wg_sessions *s)
@@ -530,8 +737,16 @@ void wg_sessions_free(struct wg_sessions *s)
             free(e);
             e = next;
         }
+        s->table[i] = NULL;
     }
-    free(s);
+    /* The batch out ends in act_done with s == NULL; unwritten marks go. */
+    if (s->act_inflight != NULL) {
+        s->act_inflight->s = NULL;
+        s->act_inflight = NULL;
+    }
+    wg_list_init(&s->act_list);
+    s->act_listed = 0;
+    uv_close((uv_handle_t *)&s->act_timer, act_timer_closed);
 }
 
 void wg_sessions_on_addr_gone(struct wg_sessions *s, wg_sessions_addr_gone_fn *fn, void *arg)

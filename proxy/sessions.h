@@ -15,7 +15,20 @@
  * Waiting: a request for a session that is not running registers a waiter
  * and is told every time the entry changes; it then looks again. The
  * caller enforces its own deadline. Waiters are counted per session and in
- * total, against caps. */
+ * total, against caps.
+ *
+ * Activity: an exchange proxied to a session (a request, a long response, a
+ * WebSocket or SSE stream) is bracketed by wg_sessions_activity_begin() and
+ * _end(). That only marks the cache entry (loop time, no syscall, no
+ * allocation); one flush timer per cache writes every marked entry to
+ * wg:active in one wg_store_touch() batch each sessions.idle.
+ * activity_interval: an entry with exchanges still open is written with the
+ * flush's time on every flush, one whose exchanges ended with the time of
+ * the last end. So a session is written at most once per interval by this
+ * gateway. A failed batch is logged once per failure streak and its marks
+ * are kept for the next flush; the entries themselves are the bound (an
+ * entry with open exchanges or unwritten activity is never dropped from the
+ * cache: entries live as long as the cache). */
 #ifndef WG_PROXY_SESSIONS_H
 #define WG_PROXY_SESSIONS_H
 
@@ -53,7 +66,8 @@ struct wg_sess_view {
     struct sockaddr_storage addr; /* READY: ip and port */
     socklen_t addr_len;
     char addr_text[64];
-    int64_t failed_for_ms; /* NOT_RUNNING in failed: time since it failed */
+    int64_t failed_for_ms;    /* NOT_RUNNING in failed: time since it failed */
+    struct sess_entry *entry; /* private: READY, for wg_sessions_activity_begin() */
 };
 
 struct wg_sess_waiter {
@@ -72,13 +86,21 @@ struct wg_sessions_stats {
     uint64_t held;             /* waiters now */
     uint64_t hold_refused;     /* over the caps */
     uint64_t state_messages;
+    uint64_t activity_open;    /* exchanges to sessions open now (streams included) */
+    uint64_t activity_batches; /* wg_store_touch() batches that succeeded */
+    uint64_t activity_touches; /* session activity entries written by them */
+    uint64_t activity_errors;  /* batches that failed (their marks were kept) */
 };
 
 /* store is borrowed and must outlive the cache. cfg->redis_url is used for
- * a subscriber connection of the cache's own. */
+ * a subscriber connection of the cache's own; the flush timer of activity
+ * is a handle on loop. */
 int wg_sessions_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log,
                     struct wg_store *store, struct wg_sessions **ret);
-/* Waiters still registered are dropped without a call. NULL-safe. */
+/* Waiters still registered are dropped without a call; activity not yet
+ * written is dropped (no final flush). Every exchange must have ended its
+ * activity before. The memory goes when the flush timer has closed, so the
+ * loop must run on. NULL-safe. */
 void wg_sessions_free(struct wg_sessions *s);
 
 /* id must pass wg_session_id_valid(). port overrides the record's port when
@@ -97,6 +119,17 @@ void wg_sessions_unwait(struct wg_sessions *s, struct wg_sess_waiter *w);
 int wg_sessions_wake(struct wg_sessions *s, const char *id);
 /* Counts a request that could have woken a session but was not allowed to. */
 void wg_sessions_note_suppressed(struct wg_sessions *s);
+
+/* An exchange proxied to the session of v (a READY view from
+ * wg_sessions_lookup(), taken in the same callback) begins: the session counts
+ * as active until wg_sessions_activity_end(). Returns the handle to give
+ * back, or NULL when v has no entry (nothing to end then). Probes and status
+ * requests must not call it. */
+struct sess_entry *wg_sessions_activity_begin(struct wg_sessions *s, const struct wg_sess_view *v);
+/* Ends what *handle began, marks the session active now, and sets *handle
+ * to NULL. NULL-safe (handle or *handle), so it may be called from every
+ * path that ends an exchange. */
+void wg_sessions_activity_end(struct wg_sessions *s, struct sess_entry **handle);
 
 /* Called with the IP (text) a session's container had when it leaves it:
  * no longer running there, or running elsewhere. */

@@ -12,7 +12,7 @@ PKGS=(
   python3 python3-pytest python3-pytest-timeout python3-requests python3-redis
   python3-websockets python3-yaml
   wrk procps iproute2
-  chromium
+  chromium systemd
 )
 
 missing=()

@@ -56,4 +56,9 @@ void app_orch_free(struct app *app);
 int app_sessions_start(struct app *app);
 void app_sessions_free(struct app *app);
 
+/* src/dashboard.c: the dashboard on the admin listener, every role. Call it
+ * after every other admin handler is registered: it answers the paths they
+ * leave. It keeps no state, so there is nothing to free. */
+int app_dashboard_start(struct app *app);
+
 #endif

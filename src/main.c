@@ -18,6 +18,7 @@
 #include "proxy/proxy.h"
 #include "proxy/route.h"
 #include "src/app.h"
+#include "src/ctl.h"
 
 /* Exit codes, documented in README.md. */
 #define EXIT_OK 0
@@ -78,7 +79,9 @@ static void orch_settled(void *arg)
 
 static void close_signal(uv_signal_t *s)
 {
-    if (!uv_is_closing((uv_handle_t *)s))
+    /* An early failure (config, listen) frees the app before the handlers
+     * were set up: a zeroed handle has no loop. */
+    if (s->loop != NULL && !uv_is_closing((uv_handle_t *)s))
         uv_close((uv_handle_t *)s, NULL);
 }
 
@@ -181,6 +184,8 @@ static void print_summary(const struct wg_config *cfg)
 
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "ctl") == 0)
+        return wg_ctl_main(argc - 1, argv + 1);
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"role", required_argument, NULL, 'r'},
@@ -299,6 +304,8 @@ int main(int argc, char **argv)
         rc = EXIT_LISTEN;
         goto out_free;
     }
+    if (app_dashboard_start(&app) < 0)
+        goto out_free;
     r = wg_admin_listen(app.admin, &admin_port);
     if (r < 0) {
         WG_ERROR(&app.log, "main", "cannot listen", "admin_listen=%s error=\"%s\"",
