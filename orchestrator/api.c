@@ -697,6 +697,7 @@ struct call {
     bool checking;               /* a read of the record is in flight */
     bool recheck;                /* read it again when that one is back */
     bool seen_other;             /* saw a state other than failed since the command */
+    bool seen_sleeping;          /* sleep: saw draining, saving or stopping */
     unsigned target;             /* states that end the wait */
     enum wg_session_state state; /* the last one seen */
     uint64_t seen_v;
@@ -1040,6 +1041,17 @@ static void handle_read(struct wg_api *api, struct wg_admin_req *req, const char
 
 static void waiter_check(struct call *c);
 
+#define SLEEPING_STATES                                                                            \
+    (WG_SESSION_BIT(WG_SESSION_DRAINING) | WG_SESSION_BIT(WG_SESSION_SAVING) |                     \
+     WG_SESSION_BIT(WG_SESSION_STOPPING))
+
+/* A sleep that was under way and is back in running was called off: the
+ * session was used, or its save failed. The wait ends there. */
+static bool sleep_called_off(const struct call *c, enum wg_session_state state)
+{
+    return c->op == WG_WAKE_OP_SLEEP && c->seen_sleeping && state == WG_SESSION_RUNNING;
+}
+
 static void sub_on_msg(const struct wg_redis_msg *msg, void *arg)
 {
     struct wg_api *api = arg;
@@ -1063,8 +1075,10 @@ static void sub_on_msg(const struct wg_redis_msg *msg, void *arg)
         next = n->next;
         if (strcmp(c->id, m.id) != 0 || m.version < c->seen_v)
             continue;
+        if (WG_SESSION_IN(m.state, SLEEPING_STATES))
+            c->seen_sleeping = true;
         if (WG_SESSION_IN(m.state, c->target) || m.state == WG_SESSION_FAILED ||
-            m.state == WG_SESSION_DESTROYED) {
+            m.state == WG_SESSION_DESTROYED || sleep_called_off(c, m.state)) {
             /* Answer from the record itself (its error, its ip...). */
             waiter_check(c);
         } else {
@@ -1101,6 +1115,16 @@ static void waiter_answer(struct call *c, const struct wg_session *rec)
         call_respond(c, 200, NULL, session_json(rec));
         return;
     }
+    if (sleep_called_off(c, rec->state)) {
+        bool save_failed = rec->last_save.at > 0 && !rec->last_save.ok;
+        json_t *j = json_pack("{s:s, s:o*}", "error",
+                              save_failed ? "sleep called off: the save failed, the container is "
+                                            "kept awake"
+                                          : "sleep called off: the session was used",
+                              "session", session_json(rec));
+        call_respond(c, 409, NULL, j);
+        return;
+    }
     json_t *j = json_pack("{s:s, s:o*}", "error",
                           rec->error && rec->error[0] ? rec->error : "session failed", "session",
                           session_json(rec));
@@ -1114,7 +1138,10 @@ static void waiter_eval(struct call *c, const struct wg_session *rec)
         return; /* older than what a message told */
     c->seen_v = rec->version;
     c->state = rec->state;
-    if (WG_SESSION_IN(rec->state, c->target) || (rec->state == WG_SESSION_FAILED && c->seen_other))
+    if (WG_SESSION_IN(rec->state, SLEEPING_STATES))
+        c->seen_sleeping = true;
+    if (WG_SESSION_IN(rec->state, c->target) || (rec->state == WG_SESSION_FAILED && c->seen_other) ||
+        sleep_called_off(c, rec->state))
         waiter_answer(c, rec);
     else if (rec->state != WG_SESSION_FAILED)
         c->seen_other = true;
@@ -1247,7 +1274,7 @@ static void handle_command(struct wg_api *api, struct wg_admin_req *req,
         wg_admin_respond_error(req, 400, NULL, "query wait: must be 0, 1, false or true");
         return;
     }
-    if (op == WG_WAKE_OP_DESTROY &&
+    if (op != WG_WAKE_OP_WAKE &&
         wg_api_query_flag(info->query, info->query_len, "force", &force) < 0) {
         wg_admin_respond_error(req, 400, NULL, "query force: must be 0, 1, false or true");
         return;

@@ -687,8 +687,10 @@ static void on_sleep_get(const struct wg_store_res *res, void *arg)
     }
     t->have_rec = true;
     snprintf(t->container, sizeof(t->container), "%s", rec->container_id);
+    /* A request after the command cancels it; one before it, whose
+     * activity a proxy writes a moment later, does not. */
     if (t->by_api)
-        t->idle_cutoff = rec->last_active; /* a request from now on cancels it */
+        t->idle_cutoff = rec->last_active > t->cmd_at ? rec->last_active : t->cmd_at;
     saved_since = rec->last_save.at > 0 && rec->last_save.ok &&
                   rec->last_save.at >= rec->last_active;
     switch (rec->state) {
@@ -780,6 +782,7 @@ void sleeper_command(struct wg_orch *o, const struct wg_wake_cmd *cmd)
     t->tier = cmd->op == WG_WAKE_OP_DESTROY ? WG_ORCH_TIER_DESTROY : WG_ORCH_TIER_STOP;
     t->by_api = true;
     t->idle_cutoff = -1;
+    t->cmd_at = cmd->at > 0 ? cmd->at : orch_now_ms(o);
     snprintf(t->entry_id, sizeof(t->entry_id), "%s", cmd->entry_id);
     snprintf(t->from, sizeof(t->from), "%s", cmd->from);
     WG_INFO(o->log, ORCH_SUBSYS, "sleep command", "session=%s op=%s entry=%s from=%s",

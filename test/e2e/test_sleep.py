@@ -469,3 +469,60 @@ def test_label_override_shorter_than_the_default_tier(stack, tmp_path):
     assert last_save(stack, "s-label")["ok"] is True
     assert last_save(stack, "s-label")["commit"] == remote_head(bare)
     assert stack.gw.stop() == 0
+
+
+# ================================================================ by command
+
+def test_api_sleep_saves_force_skips_and_delete_saves_before_removing(stack, tmp_path):
+    stack.start(config=sleep_config(stack, stop_after="0s"))  # no idle tier: only commands
+    sid = "s-api"
+    bare = bare_repo(tmp_path, sid)
+    create(stack, sid, bare)
+    rec = wake_running(stack, sid)
+    write_in(stack, rec, "/www/repo/notes.txt", "saved by sleep")
+    st, body = stack.api("POST", "/v1/sessions/%s/sleep?wait=1" % sid)
+    assert st == 200 and body["state"] == "asleep", (st, body)
+    assert body["last_save"]["ok"] is True and body["last_save"]["commit"] == remote_head(bare)
+    assert remote_show(bare) == "saved by sleep\n"
+    assert [to for _, to in stack.transitions(sid)][-4:] == ["draining", "saving", "stopping", "asleep"]
+    assert stack.events(sid, "save")[-1]["detail_json"]["reason"] == "api"
+
+    # force=1: no save, straight to stopping.
+    wake_running(stack, sid)
+    write_in(stack, rec, "/www/repo/notes.txt", "not saved")
+    n_saves = len(stack.events(sid, "save"))
+    st, body = stack.api("POST", "/v1/sessions/%s/sleep?wait=1&force=1" % sid)
+    assert st == 200 and body["state"] == "asleep", (st, body)
+    assert len(stack.events(sid, "save")) == n_saves
+    assert stack.transitions(sid)[-2:] == [("running", "stopping"), ("stopping", "asleep")]
+    assert remote_show(bare) == "saved by sleep\n"
+
+    # DELETE without force: the save runs first, then the container and record go.
+    wake_running(stack, sid)
+    st, _ = stack.api("DELETE", "/v1/sessions/%s" % sid)
+    assert st == 202, st
+    wait_for(lambda: not stack.r.exists("wg:session:" + sid), 20, "the record to go")
+    assert remote_show(bare) == "not saved\n"  # the destroy saved the work first
+    assert stack.dockerd.api("GET", "/containers/%s/json" % rec["container_id"]).status == 404
+    assert stack.gw.stop() == 0
+
+
+def test_api_sleep_wait_answers_409_when_the_save_fails(stack, tmp_path):
+    stack.start(config=sleep_config(stack, stop_after="0s"))
+    sid = "s-api-fail"
+    bare = bare_repo(tmp_path, sid)
+    hook(bare, "pre-receive", "echo refused >&2; exit 1")
+    create(stack, sid, bare)
+    rec = wake_running(stack, sid)
+    write_in(stack, rec, "/www/repo/notes.txt", "kept")
+    st, body = stack.api("POST", "/v1/sessions/%s/sleep?wait=1" % sid)
+    assert st == 409, (st, body)
+    assert "save failed" in body["error"] and body["session"]["state"] == "running", body
+    assert body["session"]["last_save"]["ok"] is False
+    # A destroy is refused too, and removes nothing.
+    st, _ = stack.api("DELETE", "/v1/sessions/%s" % sid)
+    assert st == 202
+    wait_for(lambda: stack.events(sid, "destroy_refused"), 20, "destroy_refused")
+    assert stack.record(sid)["state"] == "running"
+    assert stack.dockerd.inspect(rec["container_id"])["State"]["Running"] is True
+    assert stack.gw.stop() == 0
