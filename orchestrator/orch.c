@@ -235,10 +235,6 @@ void orch_task_begin(struct orch_task *t)
     case TK_DEATH:
         death_begin(t);
         break;
-    case TK_STOP:
-    case TK_DESTROY:
-        stopper_begin(t);
-        break;
     case TK_SLEEP:
         sleeper_begin(t);
         break;
@@ -511,7 +507,7 @@ static void handle_cmds(struct wg_orch *o, const struct wg_wake_cmd *cmds, size_
         } else if (c->op == WG_WAKE_OP_WAKE) {
             waker_command(o, c);
         } else {
-            waker_op_command(o, c);
+            sleeper_command(o, c);
         }
     }
 }

@@ -41,9 +41,7 @@ enum orch_task_kind {
     TK_WAKE,    /* waker.c */
     TK_RECHECK, /* reconcile.c: compare one record with Docker and correct it */
     TK_DEATH,   /* reconcile.c: a container of a session died */
-    TK_STOP,    /* waker.c: sleep with force */
-    TK_DESTROY, /* waker.c: destroy with force */
-    TK_SLEEP,   /* sleeper.c: drain, save, then pause, stop or destroy */
+    TK_SLEEP,   /* sleeper.c: drain, save, then pause, stop or destroy (or at once, forced) */
 };
 
 enum orch_phase {
@@ -136,6 +134,7 @@ struct orch_task {
     /* sleep (sleeper.c) */
     enum wg_orch_tier tier;
     bool by_api;         /* a sleep/destroy command, else the reaper */
+    bool forced;         /* force=1: no drain, no save */
     int64_t idle_cutoff; /* the last_active the decision saw: later activity cancels */
     bool from_paused;    /* the container was unpaused for the save */
     bool shutdown_rollback;
@@ -306,10 +305,7 @@ void orch_reconciled(struct wg_orch *o);
 
 /* A wake command: coalesces into the session's wake, or starts one. */
 void waker_command(struct wg_orch *o, const struct wg_wake_cmd *cmd);
-/* A sleep or destroy command. */
-void waker_op_command(struct wg_orch *o, const struct wg_wake_cmd *cmd);
 void waker_begin(struct orch_task *t);
-void stopper_begin(struct orch_task *t);
 /* A recheck that holds the lock hands over to a wake: t->rec is the record
  * (starting, or failed with a live container). */
 void waker_take_over(struct orch_task *t, bool fresh_deadline);
@@ -324,8 +320,9 @@ void waker_on_healthy(struct orch_task *t);
 
 /* ---- sleeper.c ------------------------------------------------------------------------------ */
 
-/* A sleep or destroy command without force: drain, save, then stop or
- * remove. The command is acknowledged when the task ends. */
+/* A sleep or destroy command: drain, save, then stop or remove; with
+ * force, stop or remove at once. The command is acknowledged when the task
+ * ends. */
 void sleeper_command(struct wg_orch *o, const struct wg_wake_cmd *cmd);
 void sleeper_begin(struct orch_task *t);
 /* A request (a wake command) for a session: cancels its sleep while it is

@@ -46,8 +46,7 @@ static void recheck_decide(struct orch_task *t);
 static bool live_task(struct wg_orch *o, const char *id)
 {
     return orch_task_find(o, id, TK_WAKE) || orch_task_find(o, id, TK_RECHECK) ||
-           orch_task_find(o, id, TK_DEATH) || orch_task_find(o, id, TK_STOP) ||
-           orch_task_find(o, id, TK_DESTROY) || orch_task_find(o, id, TK_SLEEP);
+           orch_task_find(o, id, TK_DEATH) || orch_task_find(o, id, TK_SLEEP);
 }
 
 /* The idle tiers a container's labels set for its session; a bad value is

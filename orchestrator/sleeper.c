@@ -17,6 +17,8 @@
  *   paused, stop tier: saved since the pause -> stopping; else -> saving
  *      (docker unpause first) -> ...
  *   destroy (API, no force): as stop, then docker remove and the record goes
+ *   force=1 (sleep or destroy): no drain, no save: -> stopping -> asleep, or
+ *      docker remove and the record goes
  *
  * "Idle check": the move is made with wg_store_transition_idle() against the
  * last_active the decision saw, so activity written by any proxy after that
@@ -61,7 +63,7 @@ static const char *reason_of(const struct orch_task *t)
  * off by a request. */
 static int64_t cutoff_of(const struct orch_task *t)
 {
-    return t->tier == WG_ORCH_TIER_DESTROY ? -1 : t->idle_cutoff;
+    return t->tier == WG_ORCH_TIER_DESTROY || t->forced ? -1 : t->idle_cutoff;
 }
 
 /* ---- failure memory (retry backoff) ---------------------------------------------------------- */
@@ -115,8 +117,9 @@ static void fail_forget(struct wg_orch *o, const char *id)
 
 static void sleep_detail(const struct orch_task *t, const char *extra, char *out, size_t len)
 {
-    snprintf(out, len, "{\"reason\":\"%s\",\"tier\":\"%s\"%s%s}", reason_of(t),
-             wg_orch_tier_name(t->tier), extra ? "," : "", extra ? extra : "");
+    snprintf(out, len, "{\"reason\":\"%s\",\"tier\":\"%s\"%s%s%s}", reason_of(t),
+             wg_orch_tier_name(t->tier), t->forced ? ",\"force\":true" : "", extra ? "," : "",
+             extra ? extra : "");
 }
 
 /* The task's last_save as a record update. */
@@ -256,6 +259,10 @@ static void on_final_docker(int status, const struct wg_docker_reply *r, void *a
         WG_ERROR(o->log, ORCH_SUBSYS, "docker call of the sleep failed",
                  "session=%s container=%.12s tier=%s docker=\"%s\"", t->id, t->container,
                  wg_orch_tier_name(t->tier), r->error);
+        if (t->tier == WG_ORCH_TIER_DESTROY) {
+            sleep_done(t); /* the session and its container stay */
+            return;
+        }
         u.set = WG_SF_ERROR;
         u.error = r->error;
         orch_task_call(t);
@@ -660,6 +667,27 @@ static void refuse_destroy(struct orch_task *t, const char *why)
     sleep_done(t);
 }
 
+/* force=1: the operator discards what is not saved. Destroy removes
+ * whatever is there; sleep stops a container that runs (or is paused, or
+ * was left by a failed start). */
+static void forced_start(struct orch_task *t, const struct wg_session *rec)
+{
+    const unsigned can_stop = WG_SESSION_BIT(WG_SESSION_RUNNING) |
+                              WG_SESSION_BIT(WG_SESSION_PAUSED) | WG_SESSION_BIT(WG_SESSION_FAILED);
+
+    if (t->tier == WG_ORCH_TIER_DESTROY) {
+        sleep_docker_final(t);
+        return;
+    }
+    if (!WG_SESSION_IN(rec->state, can_stop) || !t->container[0]) {
+        WG_INFO(t->o->log, ORCH_SUBSYS, "nothing to stop", "session=%s state=%s", t->id,
+                wg_session_state_name(rec->state));
+        sleep_done(t);
+        return;
+    }
+    move_to_final(t, can_stop, WG_SESSION_STOPPING, NULL);
+}
+
 static void on_sleep_get(const struct wg_store_res *res, void *arg)
 {
     struct orch_task *t = arg;
@@ -687,6 +715,10 @@ static void on_sleep_get(const struct wg_store_res *res, void *arg)
     }
     t->have_rec = true;
     snprintf(t->container, sizeof(t->container), "%s", rec->container_id);
+    if (t->forced) {
+        forced_start(t, rec);
+        return;
+    }
     /* A request after the command cancels it; one before it, whose
      * activity a proxy writes a moment later, does not. */
     if (t->by_api)
@@ -781,13 +813,14 @@ void sleeper_command(struct wg_orch *o, const struct wg_wake_cmd *cmd)
     }
     t->tier = cmd->op == WG_WAKE_OP_DESTROY ? WG_ORCH_TIER_DESTROY : WG_ORCH_TIER_STOP;
     t->by_api = true;
+    t->forced = cmd->force;
     t->idle_cutoff = -1;
     t->cmd_at = cmd->at > 0 ? cmd->at : orch_now_ms(o);
     snprintf(t->entry_id, sizeof(t->entry_id), "%s", cmd->entry_id);
     snprintf(t->from, sizeof(t->from), "%s", cmd->from);
-    WG_INFO(o->log, ORCH_SUBSYS, "sleep command", "session=%s op=%s entry=%s from=%s",
-            cmd->session, wg_wake_op_name(cmd->op), cmd->entry_id,
-            cmd->from[0] ? cmd->from : "-");
+    WG_INFO(o->log, ORCH_SUBSYS, cmd->force ? "forced command" : "sleep command",
+            "session=%s op=%s entry=%s from=%s", cmd->session, wg_wake_op_name(cmd->op),
+            cmd->entry_id, cmd->from[0] ? cmd->from : "-");
     orch_task_begin(t);
 }
 
@@ -811,7 +844,8 @@ void sleeper_request(struct wg_orch *o, const char *id)
     unsigned from = WG_SESSION_BIT(WG_SESSION_DRAINING) | WG_SESSION_BIT(WG_SESSION_SAVING);
     char detail[256];
 
-    if (!t || t->finished || t->tier == WG_ORCH_TIER_DESTROY || !WG_SESSION_IN(t->rec.state, from))
+    if (!t || t->finished || t->tier == WG_ORCH_TIER_DESTROY || t->forced ||
+        !WG_SESSION_IN(t->rec.state, from))
         return;
     /* The task's own next move is refused once this lands (the state is no
      * longer draining or saving); a save in flight finishes and is kept. */
@@ -847,8 +881,7 @@ static void reap_one(struct wg_orch *o, const struct wg_store_reap *e, int64_t n
     a = wg_orch_reap_decide(&in, &why);
     if (a == WG_ORCH_REAP_NONE)
         return;
-    if (orch_task_find(o, e->id, TK_SLEEP) || orch_task_find(o, e->id, TK_WAKE) ||
-        orch_task_find(o, e->id, TK_STOP) || orch_task_find(o, e->id, TK_DESTROY))
+    if (orch_task_find(o, e->id, TK_SLEEP) || orch_task_find(o, e->id, TK_WAKE))
         return; /* an actor is at work; the next pass looks again */
     t = orch_task_new(o, TK_SLEEP, e->id);
     if (!t)
