@@ -355,31 +355,45 @@ static json_t *member(const json_t *o, const char *k)
     return json_is_null(v) ? NULL : v;
 }
 
+/* A request body that must be one JSON object (duplicate keys refused).
+ * NULL with err set (not_object when it is empty or not an object). */
+static json_t *load_object(const char *body, size_t len, const char *not_object, char *err,
+                           size_t errlen)
+{
+    json_error_t je;
+    json_t *root;
+
+    if (body == NULL || len == 0) {
+        seterr(err, errlen, "%s", not_object);
+        return NULL;
+    }
+    root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    if (root == NULL) {
+        seterr(err, errlen, "body: invalid JSON at line %d column %d: %s", je.line, je.column,
+               je.text);
+        return NULL;
+    }
+    if (!json_is_object(root)) {
+        json_decref(root);
+        seterr(err, errlen, "%s", not_object);
+        return NULL;
+    }
+    return root;
+}
+
 int wg_api_parse_create(const char *body, size_t len, const struct wg_config *cfg,
                         struct wg_api_create *out, char *err, size_t errlen)
 {
     struct wg_api_create c;
-    json_error_t je;
     json_t *root = NULL, *spec = NULL, *v;
     const char *k;
     char name[FIELD_SHOW_MAX + 1];
     int rc = -EINVAL;
 
     memset(&c, 0, sizeof(c));
-    if (body == NULL || len == 0) {
-        seterr(err, errlen, "body: must be a JSON object");
+    root = load_object(body, len, "body: must be a JSON object", err, errlen);
+    if (root == NULL)
         goto out;
-    }
-    root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
-    if (root == NULL) {
-        seterr(err, errlen, "body: invalid JSON at line %d column %d: %s", je.line, je.column,
-               je.text);
-        goto out;
-    }
-    if (!json_is_object(root)) {
-        seterr(err, errlen, "body: must be a JSON object");
-        goto out;
-    }
     json_object_foreach(root, k, v)
     {
         bool known = false;
@@ -1339,27 +1353,15 @@ static int keepalive_route(const struct wg_admin_request *info, char id[WG_SESSI
  * 0 and at most 24 h. Returns 0 with *ret_ms, or -EINVAL with err. */
 static int parse_keepalive(const char *body, size_t len, uint64_t *ret_ms, char *err, size_t errlen)
 {
-    json_error_t je;
     json_t *root = NULL, *v;
     const char *k, *given = NULL;
     char name[FIELD_SHOW_MAX + 1];
     uint64_t ms = 0;
     int rc = -EINVAL;
 
-    if (body == NULL || len == 0) {
-        seterr(err, errlen, "body: must be a JSON object with \"duration\"");
+    root = load_object(body, len, "body: must be a JSON object with \"duration\"", err, errlen);
+    if (root == NULL)
         goto out;
-    }
-    root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
-    if (root == NULL) {
-        seterr(err, errlen, "body: invalid JSON at line %d column %d: %s", je.line, je.column,
-               je.text);
-        goto out;
-    }
-    if (!json_is_object(root)) {
-        seterr(err, errlen, "body: must be a JSON object with \"duration\"");
-        goto out;
-    }
     json_object_foreach(root, k, v)
     {
         bool text = strcmp(k, "duration") == 0;
