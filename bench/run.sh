@@ -224,6 +224,8 @@ log: { level: warn, access: false }
 limits: { keepalive_requests_max: 1000000 }
 upstream: { keepalive_max: $UP_KEEPALIVE }
 shutdown_grace: 2s
+# The static route needs no Redis (none configured would start a private one).
+redis: { private: { enabled: false } }
 routes:
   - match: { path_prefix: "/" }
     upstream: "127.0.0.1:$P_UP"

@@ -39,6 +39,14 @@
 /* The probe takes 32-bit milliseconds; a readiness attempt or pause of more
  * than a minute is a mistake, not a tuning. */
 #define PROBE_MS_MAX (60u * 1000)
+/* Starting or stopping the private redis-server for longer than an hour is a
+ * mistake, not a tuning. */
+#define REDIS_PRIVATE_TIMEOUT_MAX_MS (3600u * 1000)
+/* A unix socket path, NUL included, fits in sockaddr_un.sun_path. */
+#define SUN_PATH_MAX 108
+#define REDIS_SOCKET_SUFFIX "/run/redis.sock"
+/* Where a redis-server named without a slash is looked for when PATH is unset. */
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 #define SESSION_TOKEN "{session}"
 
@@ -331,6 +339,10 @@ void wg_config_free(struct wg_config *cfg)
     free(cfg->admin_token);
     free(cfg->admin_token_file);
     free(cfg->redis_url);
+    free(cfg->redis_private.server);
+    free(cfg->redis_private.dir);
+    free(cfg->redis_private.server_path);
+    free(cfg->redis_private.socket_path);
     free(cfg->docker_host);
     free(cfg->docker_tls.ca);
     free(cfg->docker_tls.cert);
@@ -1197,6 +1209,20 @@ static int check_docker_tls(struct walk *w, yaml_node_t *map, void *base)
     return r;
 }
 
+/* Remembers the lines of redis.private.server and .dir for the errors of
+ * wg_config_validate(), which finds the server and checks the socket path. */
+static int check_redis_private(struct walk *w, yaml_node_t *map, void *base)
+{
+    struct wg_redis_private_cfg *p = &((struct wg_config *)base)->redis_private;
+    yaml_node_t *n;
+
+    if ((n = map_get(w, map, "server")) != NULL)
+        p->server_line = n->start_mark.line + 1 > INT_MAX ? 0 : (int)n->start_mark.line + 1;
+    if ((n = map_get(w, map, "dir")) != NULL)
+        p->dir_line = n->start_mark.line + 1 > INT_MAX ? 0 : (int)n->start_mark.line + 1;
+    return 0;
+}
+
 /* Remembers docker.host's line for wg_config_check_docker_host(). */
 static int check_docker(struct walk *w, yaml_node_t *map, void *base)
 {
@@ -1233,8 +1259,27 @@ static const struct field admin_fields[] = {
     {.key = NULL},
 };
 
+static const struct field redis_private_fields[] = {
+    {.key = "enabled", .kind = K_BOOL, IN_CFG(redis_private.enabled)},
+    {.key = "server", .kind = K_STR, IN_CFG(redis_private.server)},
+    {.key = "dir", .kind = K_STR, IN_CFG(redis_private.dir), .nullable = true},
+    {.key = "appendonly", .kind = K_BOOL, IN_CFG(redis_private.appendonly)},
+    {.key = "start_timeout",
+     .kind = K_DURATION,
+     IN_CFG(redis_private.start_timeout_ms),
+     .min = 1,
+     .max = REDIS_PRIVATE_TIMEOUT_MAX_MS},
+    {.key = "stop_timeout",
+     .kind = K_DURATION,
+     IN_CFG(redis_private.stop_timeout_ms),
+     .min = 1,
+     .max = REDIS_PRIVATE_TIMEOUT_MAX_MS},
+    {.key = NULL},
+};
+
 static const struct field redis_fields[] = {
     {.key = "url", .kind = K_REDIS_URL, IN_CFG(redis_url), .nullable = true},
+    {.key = "private", .kind = K_MAP, .sub = redis_private_fields, .check = check_redis_private},
     {.key = NULL},
 };
 
@@ -1571,6 +1616,13 @@ int wg_config_init_defaults(struct wg_config *cfg)
     cfg->docker_tls.verify = true;
     cfg->max_concurrent_starts = 8;
 
+    cfg->redis_private.enabled = true;
+    if (replace_str(&cfg->redis_private.server, "redis-server") < 0)
+        goto out;
+    cfg->redis_private.appendonly = true;
+    cfg->redis_private.start_timeout_ms = 5 * 1000;
+    cfg->redis_private.stop_timeout_ms = 5 * 1000;
+
     if (replace_str(&cfg->sessions.image, "wakegate-demo:latest") < 0)
         goto out;
     cfg->sessions.port = 8080;
@@ -1902,6 +1954,219 @@ out:
     return r;
 }
 
+/* ------------------------------------------------------------------------ */
+/* The private redis-server (redis.private).                                 */
+
+/* An error about a redis.private key, at its line when the file set it. */
+static int fail_private(const struct wg_config *cfg, const char *key, int line, char *err,
+                        size_t errlen, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static int fail_private(const struct wg_config *cfg, const char *key, int line, char *err,
+                        size_t errlen, const char *fmt, ...)
+{
+    char msg[WG_CONFIG_ERR_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return fail_at(err, errlen, line > 0 ? cfg->path : NULL, line > 0 ? (size_t)line : 0, key, "%s",
+                   msg);
+}
+
+/* 0 when path is a regular file we may execute; else -errno. */
+static int check_executable(const char *path)
+{
+    struct stat st;
+
+    if (stat(path, &st) < 0)
+        return -errno;
+    if (!S_ISREG(st.st_mode))
+        return -EACCES;
+    return access(path, X_OK) < 0 ? -errno : 0;
+}
+
+/* dir + "/" + name (or name alone when dir is NULL) in a new string. */
+static char *join_path(const char *dir, size_t dirlen, const char *name)
+{
+    size_t n = dirlen + 1 + strlen(name) + 1;
+    char *s = malloc(n);
+
+    if (s != NULL)
+        snprintf(s, n, "%.*s/%s", (int)dirlen, dir, name);
+    return s;
+}
+
+/* Finds redis.private.server as exec would: a name with a slash is a path
+ * (made absolute, symlinks kept: redis-server picks its mode from argv[0],
+ * and Debian's is a link to redis-check-rdb); a bare name is looked up in
+ * PATH. Returns 0 with *ret_path, -ENOMEM, or -EINVAL with the reason in msg. */
+static int find_server(const char *name, char **ret_path, char *msg, size_t msglen)
+{
+    static const char hint[] =
+        "install it with \"apt-get install redis-server\", set redis.url to use another "
+        "Redis, or set redis.private.enabled: false to run without Redis";
+    char cwd[PATH_MAX];
+    const char *path, *p;
+    char *cand;
+    int r;
+
+    if (strchr(name, '/') != NULL) {
+        if (name[0] == '/') {
+            cand = strdup(name);
+        } else {
+            if (getcwd(cwd, sizeof cwd) == NULL)
+                return problem(msg, msglen, "cannot resolve \"%s\": %s", name, strerror(errno));
+            cand = join_path(cwd, strlen(cwd), name);
+        }
+        if (cand == NULL)
+            return -ENOMEM;
+        r = check_executable(cand);
+        if (r < 0) {
+            problem(msg, msglen, "redis-server \"%s\" cannot be run: %s; %s", cand,
+                    r == -EACCES ? "not an executable file" : strerror(-r), hint);
+            free(cand);
+            return -EINVAL;
+        }
+        *ret_path = cand;
+        return 0;
+    }
+    path = getenv("PATH");
+    if (path == NULL || path[0] == '\0')
+        path = DEFAULT_PATH;
+    for (p = path; *p != '\0'; p += *p == ':') {
+        size_t n = strcspn(p, ":");
+
+        /* Relative PATH entries would depend on the working directory. */
+        if (n > 0 && p[0] == '/') {
+            cand = join_path(p, n, name);
+            if (cand == NULL)
+                return -ENOMEM;
+            if (check_executable(cand) == 0) {
+                *ret_path = cand;
+                return 0;
+            }
+            free(cand);
+        }
+        p += n;
+    }
+    return problem(msg, msglen, "\"%s\" not found in PATH (%s); %s", name, path, hint);
+}
+
+/* The default redis.private.dir: systemd's StateDirectory=, then
+ * /var/lib/wakegate/redis for root, then the XDG state directory, then a
+ * directory of our own under the temporary directory. */
+static int default_private_dir(char *buf, size_t len)
+{
+    const char *s;
+    int n;
+
+    if ((s = getenv("STATE_DIRECTORY")) != NULL && s[0] == '/')
+        n = snprintf(buf, len, "%.*s/redis", (int)strcspn(s, ":"), s);
+    else if (geteuid() == 0)
+        n = snprintf(buf, len, "/var/lib/wakegate/redis");
+    else if ((s = getenv("XDG_STATE_HOME")) != NULL && s[0] == '/')
+        n = snprintf(buf, len, "%s/wakegate/redis", s);
+    else if ((s = getenv("HOME")) != NULL && s[0] == '/' && s[1] != '\0')
+        n = snprintf(buf, len, "%s/.local/state/wakegate/redis", s);
+    else if ((s = getenv("TMPDIR")) != NULL && s[0] == '/')
+        n = snprintf(buf, len, "%s/wakegate-%u/redis", s, (unsigned)geteuid());
+    else
+        n = snprintf(buf, len, "/tmp/wakegate-%u/redis", (unsigned)geteuid());
+    return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+/* Without redis.url, points redis_url at the private server's socket. */
+static int resolve_redis_private(struct wg_config *cfg, char *err, size_t errlen)
+{
+    struct wg_redis_private_cfg *p = &cfg->redis_private;
+    const char *key = "redis.private.dir";
+    char msg[WG_CONFIG_ERR_MAX], dir[PATH_MAX], cwd[PATH_MAX];
+    char *server = NULL, *sock = NULL, *url = NULL;
+    size_t n;
+    int r = 0;
+
+    /* A second validation of the same configuration starts over. */
+    if (p->active && cfg->redis_url != NULL && p->socket_path != NULL &&
+        strncmp(cfg->redis_url, "unix://", 7) == 0 &&
+        strcmp(cfg->redis_url + 7, p->socket_path) == 0) {
+        free(cfg->redis_url);
+        cfg->redis_url = NULL;
+    }
+    p->active = false;
+    free(p->server_path);
+    p->server_path = NULL;
+    free(p->socket_path);
+    p->socket_path = NULL;
+    if (cfg->redis_url != NULL || !p->enabled)
+        return 0;
+
+    msg[0] = '\0';
+    r = find_server(p->server, &server, msg, sizeof msg);
+    if (r == -EINVAL)
+        r = fail_private(cfg, "redis.private.server", p->server_line, err, errlen, "%s", msg);
+    if (r < 0)
+        goto out;
+
+    if (p->dir == NULL) {
+        if (default_private_dir(dir, sizeof dir) < 0) {
+            r = fail_private(cfg, key, 0, err, errlen,
+                             "the default directory is too long; set redis.private.dir");
+            goto out;
+        }
+    } else if (p->dir[0] == '/') {
+        snprintf(dir, sizeof dir, "%s", p->dir);
+    } else if (getcwd(cwd, sizeof cwd) == NULL ||
+               (size_t)snprintf(dir, sizeof dir, "%s/%s", cwd, p->dir) >= sizeof dir) {
+        r = fail_private(cfg, key, p->dir_line, err, errlen, "cannot make \"%s\" absolute", p->dir);
+        goto out;
+    }
+    n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/')
+        dir[--n] = '\0';
+    /* The path goes into a unix:// URL and a generated redis.conf. */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)dir[i];
+
+        if (c <= ' ' || c == 0x7f || strchr("\"\\?#'", c) != NULL) {
+            r = fail_private(cfg, key, p->dir_line, err, errlen,
+                             "\"%s\" must not contain spaces, control characters, quotes, "
+                             "backslashes, ? or #",
+                             dir);
+            goto out;
+        }
+    }
+    if (strcmp(dir, "/") == 0) {
+        r = fail_private(cfg, key, p->dir_line, err, errlen,
+                         "must be a directory of its own, not /");
+        goto out;
+    }
+    if (n + strlen(REDIS_SOCKET_SUFFIX) >= SUN_PATH_MAX) {
+        r = fail_private(cfg, key, p->dir_line, err, errlen,
+                         "the socket \"%s%s\" would be longer than the %d bytes a unix socket "
+                         "path may have; choose a shorter directory",
+                         dir, REDIS_SOCKET_SUFFIX, SUN_PATH_MAX - 1);
+        goto out;
+    }
+    r = -ENOMEM;
+    sock = join_path(dir, n, REDIS_SOCKET_SUFFIX + 1);
+    if (sock == NULL || (url = malloc(strlen(sock) + 8)) == NULL || replace_str(&p->dir, dir) < 0)
+        goto out;
+    snprintf(url, strlen(sock) + 8, "unix://%s", sock);
+    p->server_path = server;
+    p->socket_path = sock;
+    cfg->redis_url = url;
+    p->active = true;
+    server = sock = url = NULL;
+    r = 0;
+out:
+    free(server);
+    free(sock);
+    free(url);
+    if (r == -ENOMEM)
+        fail_at(err, errlen, NULL, 0, "configuration", "out of memory");
+    return r;
+}
+
 int wg_config_validate(struct wg_config *cfg, char *err, size_t errlen)
 {
     int r = 0;
@@ -1934,6 +2199,7 @@ int wg_config_validate(struct wg_config *cfg, char *err, size_t errlen)
         if (r < 0)
             goto out;
     }
+    r = resolve_redis_private(cfg, err, errlen);
 out:
     return r;
 }

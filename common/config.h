@@ -129,6 +129,23 @@ struct wg_docker_tls_cfg {
     int line;     /* line of docker.tls in path, 0 if not from a file */
 };
 
+/* redis.private: the redis-server wakegate starts and supervises itself
+ * when no redis.url is set (src/redis_child.c). */
+struct wg_redis_private_cfg {
+    bool enabled;              /* default true; false without redis.url: no Redis at all */
+    char *server;              /* "redis-server": a path, or a name looked up in PATH */
+    char *dir;                 /* data; NULL: the default for the user (docs/configuration.md) */
+    bool appendonly;           /* AOF persistence (default true); false: memory only */
+    uint64_t start_timeout_ms; /* 5 s for the first PING to answer at startup */
+    uint64_t stop_timeout_ms;  /* 5 s between SIGTERM and SIGKILL at shutdown */
+    int server_line, dir_line; /* their lines in path, 0 if not from a file */
+    /* Filled by wg_config_validate(): */
+    bool active;       /* no redis.url and enabled: redis_url is this server's socket */
+    char *server_path; /* the executable found, absolute, symlinks kept (redis-server
+                        * picks its mode from argv[0]) */
+    char *socket_path; /* <dir>/run/redis.sock */
+};
+
 struct wg_config {
     char *path; /* the file read (or the name given to load_string), or NULL */
     enum wg_role role;
@@ -139,7 +156,11 @@ struct wg_config {
     char *admin_token_file;
     int admin_token_file_line; /* line of admin.token_file in path, 0 if none */
 
-    char *redis_url; /* NULL: no Redis configured */
+    /* After wg_config_validate(): the Redis everything connects to: redis.url,
+     * or the private server's "unix://<dir>/run/redis.sock" (redis_private.active),
+     * or NULL for no Redis (redis.private.enabled false). */
+    char *redis_url;
+    struct wg_redis_private_cfg redis_private;
     char *docker_host;
     /* Where docker_host came from, for errors found after loading: its
      * line in path, 0 for the default, -1 for WAKEGATE_DOCKER_HOST. */
@@ -210,8 +231,11 @@ int wg_config_apply_flags(struct wg_config *cfg, const struct wg_config_flags *f
                           size_t errlen);
 
 /* Checks cross-field rules (docker.tls needs a tcp:// docker.host, ...) and
- * resolves addresses; reads admin.token_file. Returns 0 or -EINVAL with err
- * set. */
+ * resolves addresses; reads admin.token_file. Without redis.url and with
+ * redis.private.enabled, finds redis.private.server (an error names the
+ * Debian package when it is missing), fills redis.private.dir's default and
+ * points redis_url at the private server's socket; it creates nothing.
+ * Returns 0 or -EINVAL with err set. */
 int wg_config_validate(struct wg_config *cfg, char *err, size_t errlen);
 
 /* Runs check on cfg->docker_host (with cfg->docker_tls.enabled); on failure

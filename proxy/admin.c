@@ -23,6 +23,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/hist.h"
 #include "common/list.h"
 #include "common/net.h"
 #include "proxy/http.h"
@@ -270,6 +271,25 @@ static void ac_answered(struct admin_conn *ac)
     uv_timer_start(&ac->timer, ac_timer_cb, 0, ADMIN_IDLE_MS);
 }
 
+/* wakegate_route_requests_total: every class of every row, zeros included,
+ * so a series exists before its first request. */
+static void route_metrics(const struct wg_proxy *px, struct wg_buf *out)
+{
+    const char *label;
+    const uint64_t *by_class;
+
+    wg_hist_family(out, "wakegate_route_requests_total", "counter",
+                   "Responses sent, by route and status class (route \"none\": no route "
+                   "matched, or the request was refused before routing).");
+    for (size_t i = 0; wg_proxy_route_stats(px, i, &label, &by_class); i++) {
+        for (int k = 1; k <= 5; k++) {
+            wg_buf_appendf(out, "wakegate_route_requests_total{route=\"");
+            wg_hist_label_escape(out, label);
+            wg_buf_appendf(out, "\",class=\"%dxx\"} %" PRIu64 "\n", k, by_class[k]);
+        }
+    }
+}
+
 static void proxy_metrics(struct wg_admin *a, struct wg_buf *out)
 {
     if (a->px == NULL)
@@ -315,6 +335,30 @@ static void proxy_metrics(struct wg_admin *a, struct wg_buf *out)
         "wakegate_upstream_idle_connections %zu\n",
         s->upstream_errors, s->upstream_retries, s->bytes_in, s->bytes_out,
         wg_proxy_upstream_idle(a->px));
+    route_metrics(a->px, out);
+    wg_hist_family(out, "wakegate_request_duration_seconds", "histogram",
+                   "Time from the first byte of a request head to the end of its response "
+                   "(an upgrade: to the 101 head); one per response counted in "
+                   "wakegate_responses_total.");
+    wg_hist_write(out, "wakegate_request_duration_seconds", NULL, &s->request_duration);
+    wg_hist_family(out, "wakegate_upstream_latency_seconds", "histogram",
+                   "Time from taking an upstream connection (its connect included when not "
+                   "pooled) to the first byte of the upstream's answer.");
+    wg_hist_write(out, "wakegate_upstream_latency_seconds", NULL, &s->upstream_latency);
+    wg_hist_family(out, "wakegate_wake_first_byte_seconds", "histogram",
+                   "Requests held while their session woke: time from the start of the hold "
+                   "to the first byte from the session.");
+    wg_hist_write(out, "wakegate_wake_first_byte_seconds", NULL, &s->wake_first_byte);
+    wg_buf_appendf(out,
+                   "# HELP wakegate_held_requests_released_total Requests held while their "
+                   "session woke, by how the hold ended.\n"
+                   "# TYPE wakegate_held_requests_released_total counter\n"
+                   "wakegate_held_requests_released_total{outcome=\"served\"} %" PRIu64 "\n"
+                   "wakegate_held_requests_released_total{outcome=\"timeout\"} %" PRIu64 "\n"
+                   "wakegate_held_requests_released_total{outcome=\"failed\"} %" PRIu64 "\n"
+                   "wakegate_held_requests_released_total{outcome=\"abandoned\"} %" PRIu64 "\n",
+                   s->held_released[WG_HOLD_SERVED], s->held_released[WG_HOLD_TIMEOUT],
+                   s->held_released[WG_HOLD_FAILED], s->held_released[WG_HOLD_ABANDONED]);
 }
 
 /* ---- async requests ----------------------------------------------------- */

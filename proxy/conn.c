@@ -84,7 +84,14 @@ struct exchange {
     bool is_session;
     bool status_path;
     bool waited;
+    bool held_wake;    /* held while its session was not running */
+    bool hold_counted; /* held_released counted */
+    bool ttfb_counted; /* upstream_latency (and wake_first_byte) observed */
     uint64_t wait_start_ms;
+    /* For the histograms (uv_hrtime(): finer than loop time, no syscall). */
+    uint64_t head_ns;            /* first byte of the head */
+    uint64_t up_ns;              /* upstream connection taken */
+    uint64_t wait_ns;            /* hold started */
     struct sess_entry *activity; /* the session counts as active while set */
     struct exchange *next_free;
 };
@@ -152,6 +159,7 @@ struct wg_conn {
 
     /* for the access log */
     int status;
+    uint32_t route_slot; /* row of px->route_rows the response is counted in */
     uint64_t req_bytes_in;
     uint64_t resp_bytes_out;
 };
@@ -220,7 +228,9 @@ static struct exchange *exchange_get(struct wg_conn *c)
     x->session_port = 0;
     x->req_class = RC_HOLD;
     x->is_session = x->status_path = x->waited = false;
+    x->held_wake = x->hold_counted = x->ttfb_counted = false;
     x->wait_start_ms = 0;
+    x->head_ns = x->up_ns = x->wait_ns = 0;
     x->activity = NULL;
     llhttp_init(&x->req_parser, HTTP_REQUEST, &px->req_settings);
     x->req_parser.data = &x->req;
@@ -304,6 +314,18 @@ static void release_upstream(struct wg_conn *c, bool reusable)
     c->up_eof = false;
 }
 
+/* A request held for a wake leaves the hold: counted once, at the first of
+ * the release (served), the wake deadline, a close while held, or the end of
+ * its exchange (failed: answered while not served). */
+static void hold_end(struct wg_conn *c, enum wg_proxy_hold_outcome outcome)
+{
+    struct exchange *x = c->x;
+    if (x == NULL || !x->held_wake || x->hold_counted)
+        return;
+    x->hold_counted = true;
+    c->px->stats.held_released[outcome]++;
+}
+
 /* Reached from client EOF/errors, timeouts, write failures, the end of a
  * linger, gateway shutdown and proxy free: idempotent. */
 static void conn_close(struct wg_conn *c)
@@ -311,6 +333,8 @@ static void conn_close(struct wg_conn *c)
     if (c->closing)
         return;
     c->closing = true;
+    if (c->state == CS_WAITING)
+        hold_end(c, WG_HOLD_ABANDONED);
     if (c->x != NULL && c->px->sessions != NULL)
         wg_sessions_unwait(c->px->sessions, &c->x->waiter);
     activity_end(c);
@@ -333,14 +357,24 @@ static void copy_span(char *dst, size_t dstlen, const char *p, size_t n)
     dst[n] = '\0';
 }
 
+/* The end of an exchange's response (or its 101 head): the counters, then
+ * the access line. No allocation: array increments and one histogram. */
 static void access_log(struct wg_conn *c)
 {
     struct wg_proxy *px = c->px;
     uint64_t now = now_ms(c);
     char qhost[128], qpath[300];
 
-    if (c->status >= 100 && c->status < 600)
-        px->stats.responses_by_class[c->status / 100]++;
+    if (c->status >= 100 && c->status < 600) {
+        unsigned k = (unsigned)c->status / 100;
+        uint64_t end_ns = uv_hrtime();
+        uint64_t start_ns = c->x != NULL && c->x->head_ns != 0 ? c->x->head_ns : end_ns;
+        px->stats.responses_by_class[k]++;
+        if (c->route_slot < px->route_nrows)
+            px->route_rows[c->route_slot].by_class[k]++;
+        wg_hist_observe_ns(&px->stats.request_duration, end_ns - start_ns);
+    }
+    hold_end(c, WG_HOLD_FAILED);
     if (!px->cfg->access_log || !wg_log_enabled(px->log, WG_LOG_INFO) || c->x == NULL)
         return;
     wg_log_quote(qhost, sizeof(qhost), c->x->log_host, strlen(c->x->log_host));
@@ -730,6 +764,7 @@ static void timer_cb(uv_timer_t *t)
     case DL_WAKE:
         WG_INFO(c->px->log, "conn", "session not ready by the wake deadline, returning 504",
                 "conn=%" PRIu64 " session=%s", c->id, c->x->session_id);
+        hold_end(c, WG_HOLD_TIMEOUT);
         wg_sessions_unwait(c->px->sessions, &c->x->waiter);
         send_error(c, 504);
         break;
@@ -913,6 +948,7 @@ static void connect_upstream(struct wg_conn *c, bool fresh)
 
     c->state = CS_CONNECTING;
     c->up_start_ms = now_ms(c);
+    c->x->up_ns = uv_hrtime();
     update_reading(c);
     int r = wg_pool_acquire(c->px->pool, (const struct sockaddr *)&c->x->up_addr, fresh,
                             &up_reader, upstream_connected, c, &uc, &reused);
@@ -1166,6 +1202,7 @@ static void session_wait(struct wg_conn *c)
     if (!x->waited) {
         x->waited = true;
         x->wait_start_ms = now_ms(c);
+        x->wait_ns = uv_hrtime();
     }
     x->waiter.changed = session_changed;
     if (wg_sessions_wait(c->px->sessions, x->session_id, &x->waiter) < 0) {
@@ -1212,6 +1249,7 @@ static void session_decide(struct wg_conn *c)
          * for as long as its exchange lasts (a stream: its whole life). */
         if (x->req_class != RC_PROBE && x->activity == NULL)
             x->activity = wg_sessions_activity_begin(px->sessions, &v);
+        hold_end(c, WG_HOLD_SERVED);
         memcpy(&x->up_addr, &v.addr, v.addr_len);
         snprintf(x->up_name, sizeof(x->up_name), "%s", v.addr_text);
         connect_upstream(c, false);
@@ -1253,6 +1291,8 @@ static void session_decide(struct wg_conn *c)
         send_waking_page(c, state);
         return;
     }
+    /* From here the hold waits for a wake, not only for a record. */
+    x->held_wake = true;
     session_wait(c);
 }
 
@@ -1314,6 +1354,7 @@ static void start_request(struct wg_conn *c, const char *head, size_t head_len)
         send_error(c, 404);
         return;
     }
+    c->route_slot = (uint32_t)m.route->index + 1;
     if (!m.route->has_upstream && !session_prepare(c, &m))
         return;
 
@@ -1379,6 +1420,8 @@ static size_t client_process(struct wg_conn *c, const char *data, size_t len)
                 c->x->log_method[0] = c->x->log_host[0] = c->x->log_path[0] = '\0';
                 c->x->up_name[0] = '\0';
                 c->head_start_ms = now_ms(c);
+                c->x->head_ns = uv_hrtime();
+                c->route_slot = 0; /* "none" until routed */
                 wg_http_scan_reset(&c->req_scan, false);
                 conn_arm(c);
             }
@@ -1562,6 +1605,7 @@ static void finish_exchange(struct wg_conn *c)
     c->resp_head_sent = false;
     c->resp_head_received = false;
     c->status = 0;
+    c->route_slot = 0;
     update_reading(c);
     conn_arm(c);
     client_drain_inbuf(c);
@@ -1791,6 +1835,22 @@ static void up_eof(struct wg_conn *c)
     upstream_failed(c, 502, "upstream closed before responding", c->up_reused && nothing_received);
 }
 
+/* The first byte of the upstream's answer to this request (once, even
+ * across a retry). */
+static void first_byte_observe(struct wg_conn *c)
+{
+    struct wg_proxy *px = c->px;
+    struct exchange *x = c->x;
+    uint64_t now = uv_hrtime();
+
+    if (x->ttfb_counted)
+        return;
+    x->ttfb_counted = true;
+    wg_hist_observe_ns(&px->stats.upstream_latency, now - x->up_ns);
+    if (x->held_wake)
+        wg_hist_observe_ns(&px->stats.wake_first_byte, now - x->wait_ns);
+}
+
 static void up_read(void *user, ssize_t n, const uv_buf_t *buf)
 {
     struct wg_conn *c = user;
@@ -1808,8 +1868,10 @@ static void up_read(void *user, ssize_t n, const uv_buf_t *buf)
         return;
     }
     c->last_up_read_ms = now_ms(c);
-    if (!c->up_first_byte_ms)
+    if (!c->up_first_byte_ms) {
         c->up_first_byte_ms = c->last_up_read_ms;
+        first_byte_observe(c);
+    }
 
     if (wg_buf_size(&c->x->up_in) > 0 && !c->resp_head_received && c->state == CS_PROXY) {
         if (wg_buf_append(&c->x->up_in, buf->base, (size_t)n) < 0) {
@@ -1888,6 +1950,15 @@ void wg_conn_drain_all(struct wg_proxy *px)
         c->draining = true;
         if (c->state == CS_HEAD && !c->head_started && wg_buf_size(&c->in) == 0)
             conn_close(c);
+    }
+}
+
+void wg_conn_remap_routes(struct wg_proxy *px, const uint32_t *map, size_t n)
+{
+    for (struct wg_list *l = px->conns.next; l != &px->conns; l = l->next) {
+        struct wg_conn *c = wg_container_of(l, struct wg_conn, link);
+        c->route_slot = map != NULL && c->route_slot < n ? map[c->route_slot]
+                                                        : WG_ROUTE_SLOT_UNCOUNTED;
     }
 }
 

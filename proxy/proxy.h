@@ -6,14 +6,25 @@
 #ifndef WG_PROXY_PROXY_H
 #define WG_PROXY_PROXY_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
 
 #include "common/config.h"
+#include "common/hist.h"
 #include "common/log.h"
 
 struct wg_proxy; /* opaque */
 struct wg_router;
+
+/* How a request held for a session's wake left the hold. */
+enum wg_proxy_hold_outcome {
+    WG_HOLD_SERVED = 0, /* the session ran: sent to its upstream */
+    WG_HOLD_TIMEOUT,    /* sessions.wake_timeout passed: 504 */
+    WG_HOLD_FAILED,     /* answered otherwise: the wake failed, the session went away, Redis */
+    WG_HOLD_ABANDONED,  /* the client closed (or shutdown closed it) while held */
+    WG_HOLD_OUTCOMES,
+};
 
 /* Counters for health and metrics; read-only for callers. */
 struct wg_proxy_stats {
@@ -26,6 +37,17 @@ struct wg_proxy_stats {
     uint64_t upstream_retries;
     uint64_t bytes_in;  /* from clients */
     uint64_t bytes_out; /* to clients */
+    /* One observation per response counted in responses_by_class: from the
+     * first byte of the head to the end of the response (a 101: its head). */
+    struct wg_hist request_duration;
+    /* One per request that got a response byte from an upstream: from taking
+     * the upstream connection (its connect included when not pooled) to the
+     * first byte read from it; the span of upstream_ms in the access log. */
+    struct wg_hist upstream_latency;
+    /* Requests held while their session woke (not running when they came):
+     * from the start of the hold to the first byte from the session. */
+    struct wg_hist wake_first_byte;
+    uint64_t held_released[WG_HOLD_OUTCOMES]; /* the same requests, by outcome */
 };
 
 /* cfg and log must outlive the proxy. Takes ownership of router. On success
@@ -53,6 +75,17 @@ typedef void wg_proxy_done_cb(void *arg);
 void wg_proxy_shutdown(struct wg_proxy *px, uint64_t grace_ms, wg_proxy_done_cb *done, void *arg);
 
 const struct wg_proxy_stats *wg_proxy_stats(const struct wg_proxy *px);
+/* Responses by route and status class (by_class[1]..[5], index status/100).
+ * Row 0 is route "none": no route matched, or the request was refused before
+ * it was routed. Row i > 0 is routes[i - 1] of the current table, labelled
+ * with wg_router_label(). Sums over the rows equal responses_by_class, except
+ * for responses of requests in flight across a reload whose route changed.
+ * On a reload (wg_proxy_set_router) a route whose label is unchanged keeps its
+ * totals (and its requests in flight are counted in it); a changed, moved or
+ * new route starts at 0, and the rows of removed routes are dropped. Returns
+ * false when i is past the last row. */
+bool wg_proxy_route_stats(const struct wg_proxy *px, size_t i, const char **ret_label,
+                          const uint64_t **ret_by_class);
 /* Idle upstream connections in the keep-alive pool now. */
 size_t wg_proxy_upstream_idle(const struct wg_proxy *px);
 /* Whether the public listener is bound and accepting. */

@@ -40,6 +40,7 @@ struct compiled {
     enum value_kind header_kind;
     const char *header_value;
     size_t header_value_len;
+    char label[WG_ROUTE_LABEL_MAX]; /* wg_router_label() */
 };
 
 /* One block: this header, the compiled routes, then the copied strings. */
@@ -289,6 +290,67 @@ static size_t cfg_strings_size(const struct wg_route_cfg *c)
     return n;
 }
 
+/* Appends s to the label being built in dst (used bytes *n), "{session}"
+ * written as "<session>"; past the room the label ends in "...". */
+static void label_add(char *dst, size_t *n, const char *s)
+{
+    static const char repl[] = "<session>";
+    const size_t room = WG_ROUTE_LABEL_MAX - 1;
+
+    while (*s != '\0' && *n <= room) {
+        const char *piece = s;
+        size_t len = 1;
+        if (strncmp(s, MARK, MARK_LEN) == 0) {
+            piece = repl;
+            len = sizeof(repl) - 1;
+        }
+        if (*n + len > room) {
+            size_t at = *n < room - 3 ? *n : room - 3;
+            memcpy(dst + at, "...", 4);
+            *n = room + 1; /* full: nothing more goes in */
+            return;
+        }
+        memcpy(dst + *n, piece, len);
+        *n += len;
+        s += piece == repl ? MARK_LEN : 1;
+    }
+    if (*n <= room)
+        dst[*n] = '\0';
+}
+
+/* "<index>:host=...,path=...,header=name:value", or "<index>:any". */
+static void label_make(char *dst, size_t index, const struct wg_route_cfg *c)
+{
+    char head[32];
+    size_t n = 0;
+    const char *sep = "";
+
+    snprintf(head, sizeof(head), "%zu:", index);
+    dst[0] = '\0';
+    label_add(dst, &n, head);
+    if (c->host != NULL) {
+        label_add(dst, &n, "host=");
+        label_add(dst, &n, c->host);
+        sep = ",";
+    }
+    if (c->path_prefix != NULL) {
+        label_add(dst, &n, sep);
+        label_add(dst, &n, "path=");
+        label_add(dst, &n, c->path_prefix);
+        sep = ",";
+    }
+    if (c->header_name != NULL) {
+        label_add(dst, &n, sep);
+        label_add(dst, &n, "header=");
+        label_add(dst, &n, c->header_name);
+        label_add(dst, &n, ":");
+        label_add(dst, &n, c->header_value != NULL ? c->header_value : "*");
+        sep = ",";
+    }
+    if (sep[0] == '\0')
+        label_add(dst, &n, "any");
+}
+
 /* Checks one route and copies it into *out, its strings to *cursor.
  * Returns 0 or -EINVAL with err written. */
 static int compile_route(struct compiled *out, char **cursor, const struct wg_route_cfg *c,
@@ -399,6 +461,7 @@ static int compile_route(struct compiled *out, char **cursor, const struct wg_ro
         }
     }
     out->pub.captures_session = capture_key != NULL;
+    label_make(out->label, index, c);
 out:
     return result;
 }
@@ -455,6 +518,11 @@ void wg_router_free(struct wg_router *router)
 size_t wg_router_len(const struct wg_router *router)
 {
     return router ? router->len : 0;
+}
+
+const char *wg_router_label(const struct wg_router *router, size_t i)
+{
+    return router != NULL && i < router->len ? router->routes[i].label : NULL;
 }
 
 /* ---- matching ----------------------------------------------------------- */

@@ -73,6 +73,9 @@ struct wg_route_match {
 
 #define WG_ROUTE_NO_MATCH 1
 
+/* Bytes of a route's label, with its NUL (wg_router_label()). */
+#define WG_ROUTE_LABEL_MAX 160
+
 /* Compiles n routes. On success *ret_router is live (free with
  * wg_router_free()); on error returns -EINVAL/-ENOMEM and writes a message
  * naming the route ("routes[2] (line 14): match.host: ...") to err. */
@@ -81,6 +84,13 @@ int wg_router_new(const struct wg_route_cfg *routes, size_t n, struct wg_router 
 /* NULL-safe. */
 void wg_router_free(struct wg_router *router);
 size_t wg_router_len(const struct wg_router *router);
+/* A readable name of routes[i] for metrics and logs, made when the router is
+ * built: the index and the conditions as configured, "{session}" written as
+ * "<session>" (a '}' inside a label value trips simple scrapers):
+ * "0:host=<session>.preview.localhost", "2:path=/static/,header=X-Mode:canary",
+ * "3:any". Cut with "..." past WG_ROUTE_LABEL_MAX - 1 bytes. Not escaped for
+ * any format. NULL when i is out of range. */
+const char *wg_router_label(const struct wg_router *router, size_t i);
 
 /* Returns 0 with *m filled, or WG_ROUTE_NO_MATCH with *m zeroed. Allocates
  * nothing; the spans in *m point into in's buffers and live as long as they

@@ -25,9 +25,18 @@ int wg_proxy_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *lo
     px->fields = calloc(cfg->limits.header_count_max + 1, sizeof(*px->fields));
     if (px->fields == NULL)
         goto out_free;
+    px->route_nrows = wg_router_len(router) + 1;
+    px->route_rows = calloc(px->route_nrows, sizeof(*px->route_rows));
+    if (px->route_rows == NULL)
+        goto out_fields;
+    wg_hist_init(&px->stats.request_duration, wg_hist_latency_bounds,
+                 WG_HIST_LEN(wg_hist_latency_bounds));
+    wg_hist_init(&px->stats.upstream_latency, wg_hist_latency_bounds,
+                 WG_HIST_LEN(wg_hist_latency_bounds));
+    wg_hist_init(&px->stats.wake_first_byte, wg_hist_wake_bounds, WG_HIST_LEN(wg_hist_wake_bounds));
     r = wg_pool_new(loop, &cfg->upstream, log, &px->pool);
     if (r < 0)
-        goto out_fields;
+        goto out_rows;
     r = uv_tcp_init(loop, &px->listener);
     if (r < 0)
         goto out_pool;
@@ -52,6 +61,8 @@ int wg_proxy_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *lo
 
 out_pool:
     wg_pool_free(px->pool);
+out_rows:
+    free(px->route_rows);
 out_fields:
     free(px->fields);
 out_free:
@@ -79,12 +90,66 @@ int wg_proxy_listen(struct wg_proxy *px, int *ret_port)
     return r;
 }
 
+/* The old row of the route labelled like routes[i] of the new table, or 0
+ * (none is row 0 of both, so 0 never names a route here). Reloads are rare
+ * and tables small: a linear search per route. */
+static size_t old_row_of(const struct wg_proxy *px, const char *label)
+{
+    for (size_t j = 1; j < px->route_nrows; j++) {
+        const char *old = wg_router_label(px->router, j - 1);
+        if (old != NULL && strcmp(old, label) == 0)
+            return j;
+    }
+    return 0;
+}
+
 void wg_proxy_set_router(struct wg_proxy *px, struct wg_router *router)
 {
+    size_t n = wg_router_len(router) + 1;
+    struct wg_route_row *rows = calloc(n, sizeof(*rows));
+    uint32_t *map = px->route_nrows > 0 ? calloc(px->route_nrows, sizeof(*map)) : NULL;
+
+    if (rows == NULL || (px->route_nrows > 0 && map == NULL)) {
+        WG_WARN(px->log, "proxy", "out of memory, counting no more requests per route",
+                "routes=%zu", n - 1);
+        free(rows);
+        rows = NULL;
+        n = 0;
+        wg_conn_remap_routes(px, NULL, px->route_nrows);
+    } else if (px->route_nrows > 0) {
+        /* Totals follow their label: an unchanged route keeps counting. */
+        rows[0] = px->route_rows[0];
+        for (size_t j = 1; j < px->route_nrows; j++)
+            map[j] = WG_ROUTE_SLOT_UNCOUNTED;
+        for (size_t i = 1; i < n; i++) {
+            size_t j = old_row_of(px, wg_router_label(router, i - 1));
+            if (j > 0) {
+                rows[i] = px->route_rows[j];
+                map[j] = (uint32_t)i;
+            }
+        }
+        wg_conn_remap_routes(px, map, px->route_nrows);
+    }
+    free(map);
+    free(px->route_rows);
+    px->route_rows = rows;
+    px->route_nrows = n;
     /* Connections copy the upstream they were routed to, so the old table
      * can go at once. */
     wg_router_free(px->router);
     px->router = router;
+}
+
+bool wg_proxy_route_stats(const struct wg_proxy *px, size_t i, const char **ret_label,
+                          const uint64_t **ret_by_class)
+{
+    const char *label = i == 0 ? "none" : wg_router_label(px->router, i - 1);
+
+    if (i >= px->route_nrows || label == NULL)
+        return false;
+    *ret_label = label;
+    *ret_by_class = px->route_rows[i].by_class;
+    return true;
 }
 
 static void handle_closed(uv_handle_t *h)
@@ -114,6 +179,7 @@ static void maybe_finish(struct wg_proxy *px)
     }
     if (px->freeing && px->open_handles == 0 && px->live_conns == 0) {
         wg_conn_free_cache(px);
+        free(px->route_rows);
         wg_router_free(px->router);
         free(px->fields);
         free(px);

@@ -18,6 +18,13 @@
 
 struct exchange;
 
+/* Responses of one route by status class, [1]..[5] (wg_proxy_route_stats()). */
+struct wg_route_row {
+    uint64_t by_class[6];
+};
+/* A connection's route_slot when its request is counted in no row. */
+#define WG_ROUTE_SLOT_UNCOUNTED UINT32_MAX
+
 struct wg_proxy {
     uv_loop_t *loop;
     const struct wg_config *cfg;
@@ -39,6 +46,10 @@ struct wg_proxy {
     size_t live_conns; /* allocated, including ones still closing */
     uint64_t next_conn_id;
     struct wg_proxy_stats stats;
+    /* Row 0 "none", row k + 1 routes[k] of router; NULL (and 0) after an
+     * allocation failure on reload: nothing is counted per route then. */
+    struct wg_route_row *route_rows;
+    size_t route_nrows;
 
     llhttp_settings_t req_settings;
     llhttp_settings_t resp_settings;
@@ -61,6 +72,10 @@ void wg_conn_drain_all(struct wg_proxy *px);
 /* Closes every connection now. */
 void wg_conn_close_all(struct wg_proxy *px);
 void wg_conn_settings_init(struct wg_proxy *px);
+/* A reload replaced the route rows: a request in flight counted in old row
+ * j is counted in row map[j] from now on (WG_ROUTE_SLOT_UNCOUNTED: in none);
+ * n is the old row count, map NULL means none for all. */
+void wg_conn_remap_routes(struct wg_proxy *px, const uint32_t *map, size_t n);
 /* Frees the cached per-exchange state. */
 void wg_conn_free_cache(struct wg_proxy *px);
 /* server.c: a connection freed its memory. */

@@ -1,68 +1,165 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds, and starts wakegate in the foreground
-# with a demo upstream behind a static route. Ctrl-C (or SIGTERM) stops both.
+# The quickstart: everything needed to watch a session go through its whole
+# life in about a minute, on a fresh Debian 12 machine, as root.
 #
-#   WAKEGATE_DEMO_PORT   public port (default 8080)
-#   WAKEGATE_DEMO_ADMIN  admin port (default 8081)
+#   ./scripts/demo.sh
+#
+# It installs what is missing, builds wakegate (release), finds a Docker
+# engine (or starts one), builds the demo session image, starts wakegate in
+# the foreground with a private redis-server it supervises and short idle
+# timeouts, creates the session "s-demo" whose work is saved to a bare git
+# repository on this machine, and prints what to try. Ctrl-C stops wakegate
+# (and the Docker engine, when this script started it).
+#
+# Settings (environment):
+#   WAKEGATE_DEMO_DIR         state: config, token, git remotes, Redis data,
+#                             the engine it starts (default /var/lib/wakegate-demo)
+#   WAKEGATE_DEMO_PORT        public port (default 8080)
+#   WAKEGATE_DEMO_ADMIN       admin port (default 8081)
+#   WAKEGATE_DEMO_STOP_AFTER  idle time before a session is saved and stopped (20s)
+#   WAKEGATE_DEMO_SESSION     the session created (s-demo)
+#   WAKEGATE_DOCKER_HOST      the engine to use (default: /var/run/docker.sock
+#                             when it answers, else one this script starts)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$(pwd)
+root=$PWD
 
+state=${WAKEGATE_DEMO_DIR:-/var/lib/wakegate-demo}
+port=${WAKEGATE_DEMO_PORT:-8080}
+admin=${WAKEGATE_DEMO_ADMIN:-8081}
+stop_after=${WAKEGATE_DEMO_STOP_AFTER:-20s}
+session=${WAKEGATE_DEMO_SESSION:-s-demo}
+image=wakegate-demo:latest
+
+say() { printf 'quickstart: %s\n' "$*"; }
+die() { printf 'quickstart: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run me as root: I install packages and may start a Docker engine"
+
+# ---------------------------------------------------------------- install and build
 ./scripts/install-deps.sh
-
 if [ ! -f build-demo/build.ninja ]; then
   meson setup build-demo --buildtype=release >/dev/null
 fi
-ninja -C build-demo >/dev/null
-echo "demo: built $root/build-demo/src/wakegate"
+ninja -C build-demo src/wakegate src/wakegatectl >/dev/null
+bin=$root/build-demo/src/wakegate
+ctl=$root/build-demo/src/wakegatectl
+say "built $bin"
 
-port=${WAKEGATE_DEMO_PORT:-8080}
-admin=${WAKEGATE_DEMO_ADMIN:-8081}
-upstream_port=${WAKEGATE_DEMO_UPSTREAM_PORT:-9000}
-run=$(mktemp -d /tmp/wakegate-demo.XXXXXX)
-
-busybox httpd -f -p "127.0.0.1:$upstream_port" -h "$root/deploy/demo/www" &
-upstream_pid=$!
+mkdir -p "$state"
+chmod 0700 "$state"
+dockerd_pid=
 wg_pid=
 cleanup() {
-  [ -n "$wg_pid" ] && kill -TERM "$wg_pid" 2>/dev/null && wait "$wg_pid" 2>/dev/null
-  kill -TERM "$upstream_pid" 2>/dev/null && wait "$upstream_pid" 2>/dev/null
-  rm -rf "$run"
+  if [ -n "$wg_pid" ] && kill -0 "$wg_pid" 2>/dev/null; then
+    kill -TERM "$wg_pid" 2>/dev/null || true
+    wait "$wg_pid" 2>/dev/null || true
+  fi
+  if [ -n "$dockerd_pid" ] && kill -0 "$dockerd_pid" 2>/dev/null; then
+    say "stopping the Docker engine it started (pid $dockerd_pid)"
+    kill -TERM "$dockerd_pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.1; done
+  fi
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 0' INT TERM
 
-cat > "$run/wakegate.yaml" <<YAML
+# ---------------------------------------------------------------- a Docker engine
+ping_engine() { # unix:///path
+  curl -fsS --max-time 2 --unix-socket "${1#unix://}" http://docker/_ping >/dev/null 2>&1
+}
+docker_host=${WAKEGATE_DOCKER_HOST:-}
+if [ -z "$docker_host" ] && ping_engine unix:///var/run/docker.sock; then
+  docker_host=unix:///var/run/docker.sock
+fi
+if [ -z "$docker_host" ]; then
+  command -v dockerd >/dev/null || die "dockerd not found after installing docker.io"
+  # Short paths: containerd's sockets live under the exec root.
+  mkdir -p "$state/docker" /run/wgdemo
+  say "no Docker engine answers: starting dockerd (log $state/docker/dockerd.log)"
+  dockerd --host "unix://$state/docker/docker.sock" --data-root "$state/docker/data" \
+    --exec-root /run/wgdemo --pidfile "$state/docker/dockerd.pid" \
+    >"$state/docker/dockerd.log" 2>&1 &
+  dockerd_pid=$!
+  docker_host=unix://$state/docker/docker.sock
+  for _ in $(seq 1 300); do ping_engine "$docker_host" && break; sleep 0.2; done
+  ping_engine "$docker_host" || { tail -20 "$state/docker/dockerd.log" >&2; die "dockerd did not answer in 60 s"; }
+fi
+say "Docker engine: $docker_host"
+
+# ---------------------------------------------------------------- the demo image
+if [ "${WAKEGATE_DEMO_REBUILD:-0}" = 1 ] || ! DOCKER_HOST=$docker_host docker image inspect "$image" >/dev/null 2>&1; then
+  say "building the demo session image $image (FROM scratch: busybox + git)"
+  deploy/demo-image/build.sh -H "$docker_host" -t "$image" >/dev/null
+fi
+
+# ---------------------------------------------------------------- config, token, remote
+token_file=$state/admin.token
+[ -s "$token_file" ] || (umask 077; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$token_file")
+chmod 0600 "$token_file"
+token=$(cat "$token_file")
+remote=$state/remotes/$session.git
+if [ ! -d "$remote" ]; then
+  mkdir -p "$state/remotes"
+  git init -q --bare -b main "$remote"
+fi
+
+config=$state/wakegate.yaml
+cat >"$config" <<YAML
+# Written by scripts/demo.sh: short timeouts so the whole cycle shows in a
+# minute. Every key: docs/configuration.md.
 listen: "127.0.0.1:$port"
-admin: { listen: "127.0.0.1:$admin" }
+admin: { listen: "127.0.0.1:$admin", token_file: "$token_file" }
+# No redis.url: wakegate starts and supervises its own redis-server.
+redis: { private: { dir: "$state/redis" } }
+docker: { host: "$docker_host", name: demo, max_concurrent_starts: 8 }
+sessions:
+  image: "$image"
+  port: 8080
+  wake_timeout: 30s
+  idle: { pause_after: 0s, stop_after: $stop_after, activity_interval: 1s, reap_every: 1s, drain: 2s }
+  save: { path: /work/repo, timeout: 30s, on_failure: keep_awake, retry_backoff: 5s, retry_max: 30s }
 routes:
-  - match: { host: "demo.localhost" }
-    upstream: "127.0.0.1:$upstream_port"
-  - match: { path_prefix: "/demo/" }
+  - match: { host: "{session}.localhost" }
+  - match: { path_prefix: "/s/{session}/" }
     strip_prefix: true
-    upstream: "127.0.0.1:$upstream_port"
+non_waking: { paths: ["/favicon.ico"], user_agents: ["kube-probe"] }
+log: { level: info, access: true }
 YAML
+"$bin" --config "$config" --check-config >/dev/null
 
-"$root/build-demo/src/wakegate" --config "$run/wakegate.yaml" &
+# ---------------------------------------------------------------- start
+"$bin" --config "$config" 2> >(tee -a "$state/wakegate.log" >&2) &
 wg_pid=$!
-for _ in $(seq 1 50); do
-  curl -fsS "http://127.0.0.1:$admin/healthz" >/dev/null 2>&1 && break
-  sleep 0.1
+for _ in $(seq 1 150); do
+  curl -fsS --max-time 1 "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1 && break
+  kill -0 "$wg_pid" 2>/dev/null || die "wakegate exited; see $state/wakegate.log"
+  sleep 0.2
 done
-curl -fsS "http://127.0.0.1:$admin/healthz" >/dev/null
+curl -fsS --max-time 2 "http://127.0.0.1:$admin/readyz" >/dev/null || die "wakegate is not ready after 30 s"
+
+code=$(curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" \
+  -d "{\"id\":\"$session\",\"binds\":[\"$remote:/remote\"]}" "http://127.0.0.1:$admin/v1/sessions")
+case $code in 200|201) ;; *) die "cannot create the session $session: HTTP $code" ;; esac
 
 cat <<MSG
 
-wakegate is running (pid $wg_pid), config $run/wakegate.yaml
+wakegate is running (pid $wg_pid); state in $state
 
-  curl -H 'Host: demo.localhost' http://127.0.0.1:$port/     # routed by Host
-  curl http://127.0.0.1:$port/demo/                          # routed by path, prefix stripped
-  curl http://127.0.0.1:$port/nowhere                        # no route: 404 from wakegate
-  curl http://127.0.0.1:$admin/healthz                       # liveness
-  curl http://127.0.0.1:$admin/readyz                        # readiness
-  curl http://127.0.0.1:$admin/metrics                       # Prometheus metrics
-  kill -HUP $wg_pid                                          # reload routes from the file
+  1. Open the session in a browser (a waking page, then the app):
+       http://$session.localhost:$port/
+     or without DNS:  curl http://127.0.0.1:$port/s/$session/
+  2. Count something (the counter lives in the session's git work tree):
+       curl 'http://127.0.0.1:$port/s/$session/?incr=1'
+  3. Watch it: after $stop_after without requests it saves the counter to git
+     and stops the container:
+       $ctl --config $config ls
+       $ctl --config $config events -f
+       git --git-dir $remote log --stat
+     Dashboard: http://127.0.0.1:$admin/dashboard#token=$token
+  4. Reload the page: the session wakes with its counter intact.
 
-Ctrl-C stops the demo.
+Ctrl-C stops wakegate.
 MSG
+say "ready"
 wait "$wg_pid"

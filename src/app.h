@@ -15,6 +15,7 @@
 struct wg_admin;
 struct wg_proxy;
 struct wg_redis;
+struct app_redis_child;
 struct wg_store;
 
 struct app {
@@ -29,6 +30,7 @@ struct app {
     struct wg_orch *orch;    /* role all|orchestrator (src/orch.c) */
     struct wg_api *api;      /* admin API, role all|orchestrator (src/api.c) */
     struct wg_sessions *sessions; /* proxy's session routes (src/sessions.c) */
+    struct app_redis_child *redis_child; /* private redis-server (src/redis_child.c) */
     uv_signal_t sig_term, sig_int, sig_hup;
     bool stopping;
     unsigned stop_waits; /* parts still draining after a stop signal, plus one */
@@ -55,6 +57,10 @@ void app_orch_free(struct app *app);
 /* src/sessions.c: the proxy's session cache (needs px and store). */
 int app_sessions_start(struct app *app);
 void app_sessions_free(struct app *app);
+
+/* src/metrics.c: /metrics of the shared Redis command connection (app->redis;
+ * nothing without Redis). Never fails the start: returns 0. */
+int app_metrics_start(struct app *app);
 
 /* src/dashboard.c: the dashboard on the admin listener, every role. Call it
  * after every other admin handler is registered: it answers the paths they

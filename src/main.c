@@ -19,6 +19,7 @@
 #include "proxy/route.h"
 #include "src/app.h"
 #include "src/ctl.h"
+#include "src/redis_child.h"
 
 /* Exit codes, documented in README.md. */
 #define EXIT_OK 0
@@ -102,6 +103,8 @@ static void free_app(struct app *app)
     app->store = NULL;
     wg_redis_free(app->redis);
     app->redis = NULL;
+    /* After the clients: it waits for the child to exit. */
+    app_redis_child_free(app);
 }
 
 static void on_stop_signal(uv_signal_t *s, int signum)
@@ -171,7 +174,12 @@ static void print_summary(const struct wg_config *cfg)
     printf("configuration OK: %s\n", cfg->path ? cfg->path : "(defaults, no file)");
     printf("  listen        %s\n", cfg->listen.text ? cfg->listen.text : "-");
     printf("  admin.listen  %s\n", cfg->admin_listen.text ? cfg->admin_listen.text : "-");
-    printf("  redis.url     %s\n", cfg->redis_url ? cfg->redis_url : "(none)");
+    if (cfg->redis_private.active)
+        printf("  redis         private: %s, dir %s, %s\n", cfg->redis_private.server_path,
+               cfg->redis_private.dir, cfg->redis_url);
+    else
+        printf("  redis         %s\n",
+               cfg->redis_url ? cfg->redis_url : "none (redis.private.enabled is false)");
     printf("  docker.host   %s\n", cfg->docker_host ? cfg->docker_host : "-");
     printf("  routes        %zu\n", cfg->routes_len);
     for (size_t i = 0; i < cfg->routes_len; i++) {
@@ -274,6 +282,11 @@ int main(int argc, char **argv)
         WG_ERROR(&app.log, "main", "cannot create the admin listener", "error=%s", uv_strerror(r));
         goto out_free;
     }
+    r = app_redis_child_start(&app); /* when it is the configured Redis */
+    if (r < 0) {
+        rc = app_redis_child_config_error(r) ? EXIT_CONFIG : EXIT_RUNTIME;
+        goto out_free;
+    }
     if (app.cfg.redis_url != NULL) {
         struct wg_redis_opts ropts = {.name = "main"};
         r = wg_redis_new(&app.loop, app.cfg.redis_url, &ropts, &app.log, &app.redis);
@@ -304,6 +317,7 @@ int main(int argc, char **argv)
         rc = EXIT_LISTEN;
         goto out_free;
     }
+    app_metrics_start(&app); /* the shared Redis connection's, when there is one */
     if (app_dashboard_start(&app) < 0)
         goto out_free;
     r = wg_admin_listen(app.admin, &admin_port);

@@ -221,12 +221,16 @@ def test_restart_prevent_codes_are_the_binarys_usage_and_config_errors(start_wak
     r = run([binary, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
             env=dict(env, WAKEGATE_REDIS_URL="redis://[bad"), timeout=10)
     assert r.returncode == 3, (r.returncode, r.stderr[-500:])
+    # No Redis here: without one configured wakegate would start its own.
+    norecfg = os.path.join(e2e_tmp, "no-redis.yaml")
+    with open(norecfg, "w") as f:
+        f.write("redis: { private: { enabled: false } }\n")
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
     busy.listen(1)
     try:
-        r = run([binary, "--listen", "127.0.0.1:%d" % busy.getsockname()[1], "--admin-listen", "127.0.0.1:0"],
-                env=env, timeout=10)
+        r = run([binary, "--config", norecfg, "--listen", "127.0.0.1:%d" % busy.getsockname()[1],
+                 "--admin-listen", "127.0.0.1:0"], env=env, timeout=10)
     finally:
         busy.close()
     assert r.returncode == 4, (r.returncode, r.stderr[-500:])

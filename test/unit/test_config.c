@@ -90,6 +90,13 @@ static void test_defaults(void **state)
     assert_null(cfg.admin_token);
     assert_null(cfg.admin_token_file);
     assert_null(cfg.redis_url);
+    assert_true(cfg.redis_private.enabled);
+    assert_string_equal(cfg.redis_private.server, "redis-server");
+    assert_null(cfg.redis_private.dir);
+    assert_true(cfg.redis_private.appendonly);
+    assert_int_equal(cfg.redis_private.start_timeout_ms, 5000);
+    assert_int_equal(cfg.redis_private.stop_timeout_ms, 5000);
+    assert_false(cfg.redis_private.active);
     assert_string_equal(cfg.docker_host, "unix:///var/run/docker.sock");
     if (gethostname(host, sizeof host) == 0 && host[0] != '\0')
         assert_string_equal(cfg.docker_name, host);
@@ -535,6 +542,37 @@ static const struct error_case error_cases[] = {
     {"admin:\n  token_file: /nonexistent/token\n",
      "t.yaml:2: admin.token_file: cannot read \"/nonexistent/token\": No such file or directory"},
     {"admin:\n  token_file: /\n", "t.yaml:2: admin.token_file: cannot read \"/\": not a regular"},
+    /* redis.private */
+    {"redis: {private: {enabled: maybe}}\n",
+     "t.yaml:1: redis.private.enabled: invalid boolean \"maybe\" (use true or false)"},
+    {"redis:\n  private:\n    port: 6379\n",
+     "t.yaml:3: redis.private.port: unknown key (expected one of: enabled, server, dir, "
+     "appendonly, start_timeout, stop_timeout)"},
+    {"redis: {private: {start_timeout: 0s}}\n",
+     "t.yaml:1: redis.private.start_timeout: must be more than 0"},
+    {"redis: {private: {stop_timeout: 2h}}\n",
+     "t.yaml:1: redis.private.stop_timeout: 2h is longer than the maximum of 1h"},
+    {"redis: {private: {server: \"\"}}\n", "t.yaml:1: redis.private.server: must not be empty"},
+    {"redis: {private: []}\n", "t.yaml:1: redis.private: expected a mapping, got a list"},
+    /* ... checked by validate: the server is found, the socket path fits */
+    {"redis:\n  private:\n    server: /nonexistent/redis-server\n",
+     "t.yaml:3: redis.private.server: redis-server \"/nonexistent/redis-server\" cannot be run: "
+     "No such file or directory; install it with \"apt-get install redis-server\", set "
+     "redis.url to use another Redis, or set redis.private.enabled: false to run without Redis"},
+    {"redis:\n  private:\n    server: /\n",
+     "t.yaml:3: redis.private.server: redis-server \"/\" cannot be run: not an executable file"},
+    {"redis:\n  private:\n    server: no-such-redis-server-here\n",
+     "t.yaml:3: redis.private.server: \"no-such-redis-server-here\" not found in PATH ("},
+    {"redis:\n  private:\n    server: /bin/sh\n    dir: \"/tmp/a b\"\n",
+     "t.yaml:4: redis.private.dir: \"/tmp/a b\" must not contain spaces"},
+    {"redis:\n  private: {server: /bin/sh, dir: \"/tmp/a?b\"}\n",
+     "t.yaml:2: redis.private.dir: \"/tmp/a?b\" must not contain"},
+    {"redis:\n  private: {server: /bin/sh, dir: /}\n",
+     "t.yaml:2: redis.private.dir: must be a directory of its own, not /"},
+    {"redis:\n  private:\n    server: /bin/sh\n    dir: "
+     "/tmp/0123456789012345678901234567890123456789"
+     "01234567890123456789012345678901234567890123456789\n",
+     "t.yaml:4: redis.private.dir: the socket \"/tmp/0123456789"},
 };
 
 static void test_error_cases(void **state)
@@ -554,6 +592,147 @@ static void test_error_cases(void **state)
         assert_prefix(err, c->want);
         wg_config_free(&cfg);
     }
+}
+
+/* Without redis.url, validation points redis_url at the private server. */
+static void test_redis_private(void **state)
+{
+    static const char file[] = "redis:\n"
+                               "  private:\n"
+                               "    server: /bin/sh\n"
+                               "    dir: /tmp/wg-priv/\n"
+                               "    appendonly: false\n"
+                               "    start_timeout: 2s\n"
+                               "    stop_timeout: 250ms\n";
+    struct wg_config cfg;
+    char err[WG_CONFIG_ERR_MAX];
+
+    (void)state;
+    assert_int_equal(load(&cfg, file, err, sizeof err), 0);
+    assert_false(cfg.redis_private.active);
+    assert_null(cfg.redis_url);
+    assert_false(cfg.redis_private.appendonly);
+    assert_int_equal(cfg.redis_private.start_timeout_ms, 2000);
+    assert_int_equal(cfg.redis_private.stop_timeout_ms, 250);
+    assert_int_equal(cfg.redis_private.server_line, 3);
+    assert_int_equal(cfg.redis_private.dir_line, 4);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), 0);
+    assert_true(cfg.redis_private.active);
+    assert_string_equal(cfg.redis_private.server_path, "/bin/sh");
+    /* The trailing slash is dropped. */
+    assert_string_equal(cfg.redis_private.dir, "/tmp/wg-priv");
+    assert_string_equal(cfg.redis_private.socket_path, "/tmp/wg-priv/run/redis.sock");
+    assert_string_equal(cfg.redis_url, "unix:///tmp/wg-priv/run/redis.sock");
+    /* Validating again gives the same result, not "a URL was configured". */
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), 0);
+    assert_true(cfg.redis_private.active);
+    assert_string_equal(cfg.redis_url, "unix:///tmp/wg-priv/run/redis.sock");
+    wg_config_free(&cfg);
+
+    /* A URL wins: nothing private, even a missing server is not looked for. */
+    assert_int_equal(
+        load(&cfg, "redis:\n  url: \"redis://r:6379/0\"\n  private: {server: /nonexistent}\n", err,
+             sizeof err),
+        0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), 0);
+    assert_false(cfg.redis_private.active);
+    assert_null(cfg.redis_private.socket_path);
+    assert_string_equal(cfg.redis_url, "redis://r:6379/0");
+    wg_config_free(&cfg);
+
+    /* Disabled: no Redis at all. */
+    assert_int_equal(
+        load(&cfg, "redis: {private: {enabled: false, server: /nonexistent}}\n", err, sizeof err),
+        0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), 0);
+    assert_false(cfg.redis_private.active);
+    assert_null(cfg.redis_url);
+    wg_config_free(&cfg);
+
+    /* An explicit null dir is the default. */
+    assert_int_equal(load(&cfg, "redis: {private: {dir: null}}\n", err, sizeof err), 0);
+    assert_null(cfg.redis_private.dir);
+    wg_config_free(&cfg);
+}
+
+/* The server is looked up in PATH; a relative dir is made absolute; the
+ * default dir follows systemd, root, XDG and HOME, in that order. */
+static void test_redis_private_lookup(void **state)
+{
+    char bin[PATH_MAX], tmpl[] = "/tmp/wg-config-path-XXXXXX", err[WG_CONFIG_ERR_MAX];
+    char cwd[PATH_MAX], want[2 * PATH_MAX], *old_path = NULL, *old_home = NULL;
+    const char *p;
+    struct wg_config cfg;
+    FILE *f;
+
+    (void)state;
+    if ((p = getenv("PATH")) != NULL)
+        old_path = strdup(p);
+    if ((p = getenv("HOME")) != NULL)
+        old_home = strdup(p);
+    assert_non_null(mkdtemp(tmpl));
+    snprintf(bin, sizeof bin, "%s/my-redis", tmpl);
+    f = fopen(bin, "w");
+    assert_non_null(f);
+    fputs("#!/bin/sh\n", f);
+    fclose(f);
+
+    /* Not executable: skipped, so not found. */
+    chmod(bin, 0644);
+    setenv("PATH", tmpl, 1);
+    assert_int_equal(load(&cfg, "redis: {private: {server: my-redis}}\n", err, sizeof err), 0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), -EINVAL);
+    snprintf(want, sizeof want,
+             "t.yaml:1: redis.private.server: \"my-redis\" not found in PATH (%s); install it "
+             "with \"apt-get install redis-server\"",
+             tmpl);
+    assert_prefix(err, want);
+    wg_config_free(&cfg);
+
+    /* Executable in the second PATH entry: found there, link-free path kept. */
+    chmod(bin, 0755);
+    snprintf(want, sizeof want, "/nonexistent:relative:%s", tmpl);
+    setenv("PATH", want, 1);
+    assert_int_equal(
+        load(&cfg, "redis: {private: {server: my-redis, dir: rel/dir}}\n", err, sizeof err), 0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), 0);
+    assert_string_equal(cfg.redis_private.server_path, bin);
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    snprintf(want, sizeof want, "%s/rel/dir", cwd);
+    if (strlen(want) + strlen("/run/redis.sock") < 108)
+        assert_string_equal(cfg.redis_private.dir, want);
+    wg_config_free(&cfg);
+
+    /* The default directory. */
+    setenv("PATH", tmpl, 1);
+    setenv("STATE_DIRECTORY", "/var/lib/wg-state:/var/lib/other", 1);
+    assert_int_equal(load(&cfg, "redis: {private: {server: my-redis}}\n", err, sizeof err), 0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), 0);
+    assert_string_equal(cfg.redis_private.dir, "/var/lib/wg-state/redis");
+    assert_string_equal(cfg.redis_url, "unix:///var/lib/wg-state/redis/run/redis.sock");
+    wg_config_free(&cfg);
+    unsetenv("STATE_DIRECTORY");
+    setenv("XDG_STATE_HOME", "/xdg/state", 1);
+    setenv("HOME", "/home/someone", 1);
+    assert_int_equal(load(&cfg, "redis: {private: {server: my-redis}}\n", err, sizeof err), 0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), 0);
+    assert_string_equal(cfg.redis_private.dir,
+                        geteuid() == 0 ? "/var/lib/wakegate/redis" : "/xdg/state/wakegate/redis");
+    wg_config_free(&cfg);
+    unsetenv("XDG_STATE_HOME");
+
+    unlink(bin);
+    rmdir(tmpl);
+    if (old_path != NULL)
+        setenv("PATH", old_path, 1);
+    else
+        unsetenv("PATH");
+    if (old_home != NULL)
+        setenv("HOME", old_home, 1);
+    else
+        unsetenv("HOME");
+    free(old_path);
+    free(old_home);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1376,6 +1555,12 @@ static void test_example_file(void **state)
     assert_string_equal(cfg.admin_listen.text, def.admin_listen.text);
     assert_string_equal(cfg.docker_host, def.docker_host);
     assert_int_equal(cfg.max_concurrent_starts, def.max_concurrent_starts);
+    assert_int_equal(cfg.redis_private.enabled, def.redis_private.enabled);
+    assert_string_equal(cfg.redis_private.server, def.redis_private.server);
+    assert_null(cfg.redis_private.dir);
+    assert_int_equal(cfg.redis_private.appendonly, def.redis_private.appendonly);
+    assert_int_equal(cfg.redis_private.start_timeout_ms, def.redis_private.start_timeout_ms);
+    assert_int_equal(cfg.redis_private.stop_timeout_ms, def.redis_private.stop_timeout_ms);
     assert_string_equal(cfg.sessions.image, def.sessions.image);
     assert_int_equal(cfg.sessions.port, def.sessions.port);
     assert_int_equal(cfg.sessions.wake_timeout_ms, def.sessions.wake_timeout_ms);
@@ -1414,6 +1599,8 @@ int main(void)
         cmocka_unit_test(test_empty_files_keep_defaults),
         cmocka_unit_test(test_reload_over_values),
         cmocka_unit_test(test_error_cases),
+        cmocka_unit_test(test_redis_private),
+        cmocka_unit_test(test_redis_private_lookup),
         cmocka_unit_test(test_env_overrides_file),
         cmocka_unit_test(test_env_empty_is_unset),
         cmocka_unit_test(test_env_errors),

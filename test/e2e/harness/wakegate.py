@@ -11,6 +11,13 @@ For a YAML string, every placeholder above is substituted; when the text has
 no {{listen}}/{{port}} (or no {{admin_listen}}/{{admin_port}}) the address is
 passed through WAKEGATE_LISTEN (WAKEGATE_ADMIN_LISTEN) instead.
 
+No Redis unless the test asks: wakegate's default without redis.url is a
+private redis-server of its own, but most tests run static routes only. So
+a config (dict, or YAML string whose top level is a mapping) without a
+top-level "redis" key gets NO_REDIS added; a test that wants the private
+server or an external one says so with its own "redis" key (or with
+WAKEGATE_REDIS_URL, which wins over the file anyway).
+
 The process environment is the test's environment without any WAKEGATE_*
 variable, plus the ones the harness sets, plus `env` (a value of None
 removes a variable). stderr and stdout go to files under the artifacts
@@ -31,15 +38,34 @@ import yaml
 from .procs import REGISTRY, reap_zombies
 from .util import REPO_ROOT, HarnessError, free_ports, tail
 
+# Added to configs that have no top-level "redis" key (see the docstring).
+NO_REDIS = {"private": {"enabled": False}}
+
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "SUMMARY: UndefinedBehaviorSanitizer")
 
 
 def wakegate_bin():
-    return pathlib.Path(os.environ.get("WAKEGATE_BIN") or (REPO_ROOT / "build" / "src" / "wakegate"))
+    # Absolute: gateways are started from their own temporary directories.
+    return pathlib.Path(os.environ.get("WAKEGATE_BIN") or (REPO_ROOT / "build" / "src" / "wakegate")).resolve()
 
 
 def _port_of(addr):
     return int(str(addr).rsplit(":", 1)[1])
+
+
+def _add_no_redis(text):
+    """Appends NO_REDIS to a block-style YAML mapping without a top-level
+    "redis" key. Anything else (flow style, not a mapping, YAML a test made
+    invalid on purpose) is left as it is."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if doc is not None and (not isinstance(doc, dict) or "redis" in doc):
+        return text
+    if text.lstrip().startswith("{"):
+        return text
+    return text + ("" if text.endswith("\n") or not text else "\n") + "redis: {private: {enabled: false}}\n"
 
 
 class Wakegate:
@@ -195,6 +221,8 @@ class WakegateFactory:
                 admin_port = _port_of(admin["listen"])
             else:
                 admin["listen"] = "127.0.0.1:%d" % admin_port
+            if "redis" not in cfg:
+                cfg["redis"] = copy.deepcopy(NO_REDIS)
             text = yaml.safe_dump(cfg, sort_keys=False, default_flow_style=False)
         else:
             text = str(config)
@@ -206,6 +234,7 @@ class WakegateFactory:
                 extra_env["WAKEGATE_LISTEN"] = "127.0.0.1:%d" % port
             if not has_admin:
                 extra_env["WAKEGATE_ADMIN_LISTEN"] = "127.0.0.1:%d" % admin_port
+            text = _add_no_redis(text)
         pathlib.Path(path).write_text(text)
         return port, admin_port, extra_env
 

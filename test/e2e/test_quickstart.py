@@ -1,0 +1,195 @@
+"""The README's quickstart, end to end: `scripts/demo.sh` as a user runs it.
+
+The script installs (a no-op here), builds the release binary, builds the
+demo image, starts wakegate with its own private redis-server, and creates
+the session s-demo whose work goes to a bare git repository. The engine is
+the test's private dockerd (WAKEGATE_DOCKER_HOST), so no traffic leaves the
+machine. Then the story a reader follows: a browser opens the session (the
+waking page, then the app), the counter is bumped, the idle session saves
+the counter to git and stops, and the next visit wakes it with the counter
+intact. Ctrl-C ends the script, and nothing it started is left running.
+"""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from browser_util import Cdp, CdpError, Chromium
+
+pytestmark = pytest.mark.docker
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SESSION = "s-demo"
+GIT = "/usr/bin/git"
+
+
+def free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Script:
+    """scripts/demo.sh in its own process group; stdout collected."""
+
+    def __init__(self, env, log_path):
+        self.lines = []
+        self.log = open(log_path, "w")
+        self.p = subprocess.Popen(["bash", os.path.join(ROOT, "scripts/demo.sh")], cwd=ROOT, env=env,
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.log,
+                                  text=True, start_new_session=True)
+        self.t = threading.Thread(target=self._read, daemon=True)
+        self.t.start()
+
+    def _read(self):
+        for line in self.p.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_line(self, text, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in ln for ln in self.lines):
+                return
+            if self.p.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise AssertionError("demo.sh never printed %r (exit %r); stdout:\n%s" % (
+            text, self.p.poll(), "\n".join(self.lines[-40:])))
+
+    def interrupt(self, timeout=30):
+        os.killpg(self.p.pid, signal.SIGINT)
+        return self.p.wait(timeout)
+
+    def kill(self):
+        if self.p.poll() is None:
+            os.killpg(self.p.pid, signal.SIGKILL)
+            self.p.wait(10)
+        self.log.close()
+
+
+def http(url, host=None, timeout=15):
+    req = urllib.request.Request(url, headers={"Host": host} if host else {})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return r.status, r.read().decode()
+
+
+def ctl_json(ctl, config, *args):
+    out = subprocess.run([ctl, "--config", config, "--json"] + list(args), capture_output=True,
+                         text=True, timeout=20)
+    assert out.returncode == 0, (out.returncode, out.stderr)
+    return json.loads(out.stdout)
+
+
+async def browse(ws_url, url, want, timeout=40.0):
+    """Navigate once; poll the DOM until `want` is in the page. Returns the
+    titles seen and the final text."""
+    titles = []
+    async with Cdp(ws_url) as cdp:
+        await cdp.send("Page.enable")
+        nav = await cdp.send("Page.navigate", url=url)
+        assert not nav.get("errorText"), nav
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                v = await cdp.evaluate("JSON.stringify({t: document.title, b: document.body ? "
+                                       "document.body.innerText : ''})", timeout=3)
+            except (CdpError, asyncio.TimeoutError):
+                await asyncio.sleep(0.1)
+                continue
+            page = json.loads(v) if v else {}
+            if not titles or titles[-1] != page.get("t"):
+                titles.append(page.get("t"))
+            if want in page.get("b", ""):
+                return titles, page["b"]
+            await asyncio.sleep(0.1)
+    raise AssertionError("the page never showed %r; titles %r" % (want, titles))
+
+
+def test_quickstart_shows_the_whole_story(dockerd, e2e_tmp, artifacts):
+    state = tempfile.mkdtemp(prefix="quickstart-", dir=e2e_tmp)
+    port, admin = free_port(), free_port()
+    env = dict(os.environ, WAKEGATE_DEMO_DIR=state, WAKEGATE_DEMO_PORT=str(port),
+               WAKEGATE_DEMO_ADMIN=str(admin), WAKEGATE_DEMO_STOP_AFTER="4s",
+               WAKEGATE_DOCKER_HOST=dockerd.host)
+    script = Script(env, artifacts / "quickstart.log")
+    browser = None
+    try:
+        script.wait_line("quickstart: ready", timeout=900)  # a fresh release build on CI
+        out = "\n".join(script.lines)
+        assert "http://%s.localhost:%d/" % (SESSION, port) in out, out
+        config = os.path.join(state, "wakegate.yaml")
+        ctl = os.path.join(ROOT, "build-demo/src/wakegatectl")
+        remote = os.path.join(state, "remotes", SESSION + ".git")
+
+        # Its own Redis: a redis-server child of wakegate on a unix socket.
+        assert os.path.exists(os.path.join(state, "redis")), os.listdir(state)
+        rec = ctl_json(ctl, config, "show", SESSION)
+        assert rec["state"] == "asleep" and not rec.get("container_id"), rec
+
+        # A browser wakes it: the waking page, then the app with the session id.
+        browser = Chromium(tempfile.mkdtemp(prefix="chromium-", dir=e2e_tmp),
+                           artifacts / "chromium-quickstart.log")
+        url = "http://%s.localhost:%d/" % (SESSION, port)
+        titles, body = asyncio.run(browse(browser.page_ws_url(), url, "Counter"))
+        assert SESSION in body, body
+        assert any(t and t.startswith("Waking") for t in titles), titles
+        assert ctl_json(ctl, config, "show", SESSION)["state"] == "running"
+
+        # Count twice; nothing is saved yet.
+        base = "http://127.0.0.1:%d/s/%s/" % (port, SESSION)
+        for _ in range(2):
+            st, page = http(base + "?incr=1")
+            assert st == 200
+        assert 'id="counter">2<' in page, page
+
+        # Idle: saved to git, then stopped.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            rec = ctl_json(ctl, config, "show", SESSION)
+            if rec["state"] == "asleep":
+                break
+            time.sleep(0.5)
+        assert rec["state"] == "asleep", rec
+        assert rec["last_save"]["ok"] is True, rec
+        saved = subprocess.run([GIT, "--git-dir", remote, "show", "main:counter.txt"], check=True,
+                               capture_output=True, text=True).stdout
+        assert saved.strip() == "2"
+        head = subprocess.run([GIT, "--git-dir", remote, "rev-parse", "main"], check=True,
+                              capture_output=True, text=True).stdout.strip()
+        assert rec["last_save"]["commit"] == head
+        assert not dockerd.inspect(rec["container_id"])["State"]["Running"]
+
+        # The next visit wakes it, counter intact.
+        titles, body = asyncio.run(browse(browser.page_ws_url(), url, "Counter"))
+        assert "Counter: 2" in body, body
+        listing = subprocess.run([ctl, "--config", config, "ls"], capture_output=True, text=True, timeout=20)
+        assert listing.returncode == 0 and SESSION in listing.stdout and "running" in listing.stdout, listing
+    finally:
+        if browser:
+            browser.stop()
+        rc = script.interrupt() if script.p.poll() is None else script.p.returncode
+        script.kill()
+    assert rc == 0, rc
+    # Nothing it started is left: no wakegate or redis-server using its state dir.
+    leftovers = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = open("/proc/%s/cmdline" % pid, "rb").read().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if state in cmd:
+            leftovers.append(cmd)
+    assert not leftovers, leftovers
