@@ -541,6 +541,24 @@ out:
     return ok;
 }
 
+/* /proc/PID/<what> into buf, NUL-terminated. Returns the bytes read, or
+ * <= 0 when the process is gone or the file unreadable. */
+static ssize_t read_proc(int pid, const char *what, char *buf, size_t len)
+{
+    char path[64];
+    ssize_t n;
+    int fd;
+
+    snprintf(path, sizeof path, "/proc/%d/%s", pid, what);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    n = read(fd, buf, len - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = '\0';
+    return n;
+}
+
 /* Whether /proc/PID is a redis-server set up as this directory's server:
  * its executable is a redis binary and its command line names our socket
  * (the process title we configure: "redis-server unixsocket:PATH") or our
@@ -551,7 +569,6 @@ static bool is_our_server(const struct app_redis_child *rc, int pid)
     const char *base, *hit;
     size_t want;
     ssize_t n;
-    int fd;
 
     snprintf(path, sizeof path, "/proc/%d/exe", pid);
     n = readlink(path, exe, sizeof exe - 1);
@@ -563,12 +580,7 @@ static bool is_our_server(const struct app_redis_child *rc, int pid)
     /* Debian's redis-server is a link to redis-check-rdb. */
     if (strncmp(base, "redis-", 6) != 0)
         return false;
-    snprintf(path, sizeof path, "/proc/%d/cmdline", pid);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return false;
-    n = read(fd, cmd, sizeof cmd - 1);
-    close(fd);
+    n = read_proc(pid, "cmdline", cmd, sizeof cmd);
     if (n <= 0)
         return false;
     for (ssize_t i = 0; i < n; i++)
@@ -591,21 +603,12 @@ static bool is_our_server(const struct app_redis_child *rc, int pid)
 /* Gone, or a zombie (dead; its parent reaps it). */
 static bool process_gone(int pid)
 {
-    char path[64], buf[256], *p;
-    ssize_t n;
-    int fd;
+    char buf[256], *p;
 
     if (kill(pid, 0) < 0 && errno == ESRCH)
         return true;
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (read_proc(pid, "stat", buf, sizeof buf) <= 0)
         return true;
-    n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return true;
-    buf[n] = '\0';
     p = strrchr(buf, ')');
     return p != NULL && p[1] == ' ' && p[2] == 'Z';
 }
