@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -76,4 +77,12 @@ int wg_test_redis_start(struct wg_test_redis *r)
     }
     wg_test_redis_stop(r);
     return -1;
+}
+
+void wg_test_redis_remove_files(struct wg_test_redis *r)
+{
+    unlink(r->sock);
+    if (getenv("WG_TEST_KEEP_LOG") == NULL)
+        unlink(r->logfile);
+    rmdir(r->dir);
 }

@@ -21,6 +21,9 @@ struct wg_test_redis {
 int wg_test_redis_start(struct wg_test_redis *r);
 /* Kills it by pid and reaps it; idempotent. */
 void wg_test_redis_stop(struct wg_test_redis *r);
+/* Removes the socket, the log (unless WG_TEST_KEEP_LOG is set) and the
+ * directory, once the server is stopped. */
+void wg_test_redis_remove_files(struct wg_test_redis *r);
 /* 0 when the server at the unix socket path answers PING. */
 int wg_test_redis_ping(const char *path);
 

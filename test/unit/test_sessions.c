@@ -106,7 +106,6 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fx *fx = *state;
-    char path[256];
 
     if (fx == NULL)
         return 0;
@@ -118,11 +117,7 @@ static int teardown(void **state)
     if (fx->log.out != NULL)
         fclose(fx->log.out);
     free(fx->log_buf);
-    snprintf(path, sizeof(path), "%s", fx->srv.sock);
-    unlink(path);
-    snprintf(path, sizeof(path), "%s", fx->srv.logfile);
-    unlink(path);
-    rmdir(fx->srv.dir);
+    wg_test_redis_remove_files(&fx->srv);
     free(fx);
     return 0;
 }

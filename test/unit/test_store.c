@@ -130,7 +130,6 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fx *fx = *state;
-    char path[256];
 
     if (!fx)
         return 0;
@@ -140,12 +139,7 @@ static int teardown(void **state)
         uv_run(&fx->loop, UV_RUN_NOWAIT);
         uv_loop_close(&fx->loop);
     }
-    snprintf(path, sizeof(path), "%s", fx->srv.sock);
-    unlink(path);
-    snprintf(path, sizeof(path), "%s", fx->srv.logfile);
-    if (getenv("WG_TEST_KEEP_LOG") == NULL)
-        unlink(path);
-    rmdir(fx->srv.dir);
+    wg_test_redis_remove_files(&fx->srv);
     free(fx);
     return 0;
 }
