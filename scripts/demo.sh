@@ -20,6 +20,9 @@
 #   WAKEGATE_DEMO_SESSION     the session created (s-demo)
 #   WAKEGATE_DOCKER_HOST      the engine to use (default: /var/run/docker.sock
 #                             when it answers, else one this script starts)
+#   WAKEGATE_DEMO_OWN_DOCKERD=1  always start a Docker engine of its own
+#   WAKEGATE_DEMO_DOCKERD_FLAGS  extra dockerd flags for that engine (e.g.
+#                             --bridge=NAME --iptables=false)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -69,17 +72,18 @@ ping_engine() { # unix:///path
   curl -fsS --max-time 2 --unix-socket "${1#unix://}" http://docker/_ping >/dev/null 2>&1
 }
 docker_host=${WAKEGATE_DOCKER_HOST:-}
-if [ -z "$docker_host" ] && ping_engine unix:///var/run/docker.sock; then
+if [ -z "$docker_host" ] && [ "${WAKEGATE_DEMO_OWN_DOCKERD:-0}" != 1 ] &&
+  ping_engine unix:///var/run/docker.sock; then
   docker_host=unix:///var/run/docker.sock
 fi
 if [ -z "$docker_host" ]; then
   command -v dockerd >/dev/null || die "dockerd not found after installing docker.io"
-  # Short paths: containerd's sockets live under the exec root.
-  mkdir -p "$state/docker" /run/wgdemo
-  say "no Docker engine answers: starting dockerd (log $state/docker/dockerd.log)"
+  mkdir -p "$state/docker"
+  say "starting a Docker engine of its own (log $state/docker/dockerd.log)"
+  # shellcheck disable=SC2086 # the extra flags are words on purpose
   dockerd --host "unix://$state/docker/docker.sock" --data-root "$state/docker/data" \
-    --exec-root /run/wgdemo --pidfile "$state/docker/dockerd.pid" \
-    >"$state/docker/dockerd.log" 2>&1 &
+    --exec-root "$state/docker/exec" --pidfile "$state/docker/dockerd.pid" \
+    ${WAKEGATE_DEMO_DOCKERD_FLAGS:-} >"$state/docker/dockerd.log" 2>&1 &
   dockerd_pid=$!
   docker_host=unix://$state/docker/docker.sock
   for _ in $(seq 1 300); do ping_engine "$docker_host" && break; sleep 0.2; done

@@ -193,3 +193,52 @@ def test_quickstart_shows_the_whole_story(dockerd, e2e_tmp, artifacts):
         if state in cmd:
             leftovers.append(cmd)
     assert not leftovers, leftovers
+
+
+def test_quickstart_starts_a_docker_engine_of_its_own(e2e_tmp, artifacts):
+    """No engine given: demo.sh starts dockerd itself, serves the session, and
+    stops that engine on Ctrl-C. Its engine gets a bridge of the test's (no
+    iptables), so nothing outside this machine is touched."""
+    from harness.dockerd import pick_subnet
+    bridge = "wgq%dn0" % os.getpid()
+    subnet = pick_subnet()
+    gateway = next(subnet.hosts())
+    subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+    for cmd in (["ip", "link", "add", "name", bridge, "type", "bridge"],
+                ["ip", "addr", "add", "%s/%d" % (gateway, subnet.prefixlen), "dev", bridge],
+                ["ip", "link", "set", bridge, "up"]):
+        subprocess.run(cmd, check=True, capture_output=True)
+    # A short path: containerd's sockets live under the engine's exec root.
+    state = tempfile.mkdtemp(prefix="qs-", dir="/tmp")
+    port, admin = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("WAKEGATE_DOCKER_HOST", "DOCKER_HOST")}
+    env.update(WAKEGATE_DEMO_DIR=state, WAKEGATE_DEMO_PORT=str(port), WAKEGATE_DEMO_ADMIN=str(admin),
+               WAKEGATE_DEMO_OWN_DOCKERD="1",
+               WAKEGATE_DEMO_DOCKERD_FLAGS="--bridge=%s --iptables=false --ip-masq=false "
+                                           "--ip-forward=false --userland-proxy=false" % bridge)
+    script = Script(env, artifacts / "quickstart-own-engine.log")
+    dockerd_pid = None
+    try:
+        script.wait_line("quickstart: ready", timeout=900)
+        cfg = open(os.path.join(state, "wakegate.yaml")).read()
+        assert 'host: "unix://%s/docker/docker.sock"' % state in cfg, cfg
+        dockerd_pid = int(open(os.path.join(state, "docker", "dockerd.pid")).read())
+        st, page = http("http://127.0.0.1:%d/s/%s/?incr=1" % (port, SESSION), timeout=60)
+        assert st == 200 and 'id="counter">1<' in page, page
+        assert SESSION in page
+    finally:
+        rc = script.interrupt(timeout=60) if script.p.poll() is None else script.p.returncode
+        script.kill()
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+    assert rc == 0, rc
+    assert dockerd_pid and not os.path.exists("/proc/%d" % dockerd_pid), "dockerd left running"
+    leftovers = []
+    for pid in os.listdir("/proc"):
+        try:
+            cmd = open("/proc/%s/cmdline" % pid, "rb").read().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if state in cmd:
+            leftovers.append(cmd)
+    assert not leftovers, leftovers
+    subprocess.run(["rm", "-rf", state], capture_output=True)
