@@ -312,6 +312,25 @@ static void on_final_docker(int status, const struct wg_docker_reply *r, void *a
     }
 }
 
+static void sleep_docker_final(struct orch_task *t);
+
+/* A frozen process cannot act on SIGTERM: a paused container is thawed
+ * before its stop, so the stop is the clean one it would have been. The
+ * unpause's own failure (not paused any more) does not matter. */
+static void on_thawed_for_stop(int status, const struct wg_docker_reply *r, void *arg)
+{
+    struct orch_task *t = arg;
+
+    (void)r;
+    if (orch_task_returned(t))
+        return;
+    if (status != 0)
+        WG_DEBUG(t->o->log, ORCH_SUBSYS, "unpause before the stop failed, stopping anyway",
+                 "session=%s status=%d", t->id, status);
+    t->rec.state = WG_SESSION_STOPPING;
+    sleep_docker_final(t);
+}
+
 static void sleep_docker_final(struct orch_task *t)
 {
     struct wg_orch *o = t->o;
@@ -324,7 +343,9 @@ static void sleep_docker_final(struct orch_task *t)
         return;
     }
     orch_task_call(t);
-    if (t->tier == WG_ORCH_TIER_PAUSE) {
+    if (t->tier == WG_ORCH_TIER_STOP && t->rec.state == WG_SESSION_PAUSED && !t->from_paused) {
+        rc = wg_docker_unpause(o->docker, t->container, on_thawed_for_stop, t);
+    } else if (t->tier == WG_ORCH_TIER_PAUSE) {
         rc = wg_docker_pause(o->docker, t->container, on_final_docker, t);
     } else {
         orch_mark(o, t->container, false, false, true);

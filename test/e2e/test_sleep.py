@@ -526,3 +526,26 @@ def test_api_sleep_wait_answers_409_when_the_save_fails(stack, tmp_path):
     assert stack.record(sid)["state"] == "running"
     assert stack.dockerd.inspect(rec["container_id"])["State"]["Running"] is True
     assert stack.gw.stop() == 0
+
+
+def test_saved_before_the_pause_then_stopped_without_a_second_save(stack, tmp_path):
+    stack.start(config=sleep_config(stack, pause_after="500ms", stop_after="3s",
+                                    save={"before_pause": True}))
+    sid = "s-prepaused"
+    bare = bare_repo(tmp_path, sid)
+    create(stack, sid, bare)
+    rec = wake_running(stack, sid)
+    write_in(stack, rec, "/www/repo/notes.txt", "saved before the pause")
+    stack.wait_state(sid, "paused", timeout=10)
+    assert stack.transitions(sid)[-3:] == [("running", "draining"), ("draining", "saving"),
+                                          ("saving", "paused")]
+    assert remote_show(bare) == "saved before the pause\n"
+    got = stack.wait_state(sid, "asleep", timeout=20)
+    assert stack.transitions(sid)[-2:] == [("paused", "stopping"), ("stopping", "asleep")]
+    assert len(stack.events(sid, "save")) == 1  # nothing ran in the frozen container since
+    c = stack.dockerd.inspect(rec["container_id"])["State"]
+    assert c["Running"] is False and c["Paused"] is False, c
+    # It was thawed for a clean stop: a SIGTERM exit, not a kill after the timeout.
+    stop_ms = int(got["state_since"]) - int(stack.events(sid, "transition")[-2]["at"])
+    assert stop_ms < 5000, stop_ms
+    assert stack.gw.stop() == 0
