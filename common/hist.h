@@ -34,8 +34,8 @@ struct wg_hist {
 /* Buckets for a proxy's latencies: 0.5 ms, 1, 2.5, 5, 10, 25, 50, 100,
  * 250, 500 ms, 1 s, 2.5, 5, 10, 30 s. */
 extern const uint64_t wg_hist_latency_bounds[15];
-/* Buckets for wakes (container starts): 10 ms ... 120 s. */
-extern const uint64_t wg_hist_wake_bounds[13];
+/* Buckets for wakes and their phases, saves: 5 ms ... 120 s. */
+extern const uint64_t wg_hist_wake_bounds[14];
 
 #define WG_HIST_LEN(a) (sizeof(a) / sizeof((a)[0]))
 

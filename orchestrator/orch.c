@@ -924,6 +924,11 @@ int wg_orch_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log
     }
     wg_redis_on_state(o->blocking, on_redis_state, o);
 
+    wg_hist_init(&o->m.queue, wg_hist_wake_bounds, WG_HIST_LEN(wg_hist_wake_bounds));
+    wg_hist_init(&o->m.docker_start, wg_hist_wake_bounds, WG_HIST_LEN(wg_hist_wake_bounds));
+    wg_hist_init(&o->m.ready, wg_hist_wake_bounds, WG_HIST_LEN(wg_hist_wake_bounds));
+    wg_hist_init(&o->m.total, wg_hist_wake_bounds, WG_HIST_LEN(wg_hist_wake_bounds));
+    wg_hist_init(&o->m.save, wg_hist_wake_bounds, WG_HIST_LEN(wg_hist_wake_bounds));
     o->refs = 1 + 5;
     uv_timer_init(loop, &o->tick);
     uv_timer_init(loop, &o->events_timer);
@@ -1047,22 +1052,6 @@ void wg_orch_get_stats(const struct wg_orch *o, struct wg_orch_stats *ret)
     ret->consuming = o->consuming;
 }
 
-static void hist_out(struct wg_buf *out, const char *name, const char *phase,
-                     const struct wg_orch_hist *h)
-{
-    uint64_t cum = 0;
-
-    for (size_t i = 0; i < WG_ORCH_HIST_BUCKETS; i++) {
-        cum += h->counts[i];
-        wg_buf_appendf(out, "%s_bucket{phase=\"%s\",le=\"%g\"} %" PRIu64 "\n", name, phase,
-                       wg_orch_hist_bounds[i], cum);
-    }
-    cum += h->counts[WG_ORCH_HIST_BUCKETS];
-    wg_buf_appendf(out, "%s_bucket{phase=\"%s\",le=\"+Inf\"} %" PRIu64 "\n", name, phase, cum);
-    wg_buf_appendf(out, "%s_sum{phase=\"%s\"} %.6f\n", name, phase, h->sum);
-    wg_buf_appendf(out, "%s_count{phase=\"%s\"} %" PRIu64 "\n", name, phase, h->n);
-}
-
 void wg_orch_metrics(const struct wg_orch *o, struct wg_buf *out)
 {
     static const char hname[] = "wakegate_wake_duration_seconds";
@@ -1076,15 +1065,14 @@ void wg_orch_metrics(const struct wg_orch *o, struct wg_buf *out)
                    "wakegate_wakes_total{outcome=\"failed\"} %" PRIu64 "\n"
                    "wakegate_wakes_total{outcome=\"timeout\"} %" PRIu64 "\n",
                    o->st.wakes_ready, o->st.wakes_failed, o->st.wakes_timeout);
-    wg_buf_appendf(out,
-                   "# HELP %s Time a wake spent in each phase (queue: waiting for "
-                   "admission; docker_start: create/start/unpause; ready: start returned "
-                   "to ready; total: the move to starting to ready).\n# TYPE %s histogram\n",
-                   hname, hname);
-    hist_out(out, hname, "queue", &o->m.queue);
-    hist_out(out, hname, "docker_start", &o->m.docker_start);
-    hist_out(out, hname, "ready", &o->m.ready);
-    hist_out(out, hname, "total", &o->m.total);
+    wg_hist_family(out, hname, "histogram",
+                   "Time a wake spent in each phase (queue: waiting for admission; docker_start: "
+                   "create/start/unpause; ready: start returned to ready; total: the move to "
+                   "starting to ready).");
+    wg_hist_write(out, hname, "phase=\"queue\"", &o->m.queue);
+    wg_hist_write(out, hname, "phase=\"docker_start\"", &o->m.docker_start);
+    wg_hist_write(out, hname, "phase=\"ready\"", &o->m.ready);
+    wg_hist_write(out, hname, "phase=\"total\"", &o->m.total);
     wg_buf_appendf(
         out,
         "# HELP wakegate_docker_errors_total Docker Engine calls that failed.\n"

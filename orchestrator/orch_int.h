@@ -25,6 +25,7 @@
 #include <uv.h>
 
 #include "common/config.h"
+#include "common/hist.h"
 #include "common/list.h"
 #include "common/log.h"
 #include "common/session.h"
@@ -168,8 +169,8 @@ struct orch_mark {
 };
 
 struct orch_metrics {
-    struct wg_orch_hist queue, docker_start, ready, total;
-    struct wg_orch_hist save;
+    struct wg_hist queue, docker_start, ready, total;
+    struct wg_hist save;
     uint64_t sleeps[2][3];  /* [by_api][tier]: reached paused, asleep or destroyed */
     uint64_t cancelled[2];  /* [0] during draining, [1] during saving */
     uint64_t saves_ok, saves_failed, saves_timeout;

@@ -652,23 +652,6 @@ out:
 
 /* ---- metrics ------------------------------------------------------------------------------ */
 
-const double wg_orch_hist_bounds[WG_ORCH_HIST_BUCKETS] = {
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120,
-};
-
-void wg_orch_hist_add(struct wg_orch_hist *h, double seconds)
-{
-    size_t i = 0;
-
-    if (seconds < 0)
-        seconds = 0;
-    while (i < WG_ORCH_HIST_BUCKETS && seconds > wg_orch_hist_bounds[i])
-        i++;
-    h->counts[i]++;
-    h->n++;
-    h->sum += seconds;
-}
-
 int wg_orch_heartbeat_json(char *out, size_t outlen, const char *name, unsigned in_flight,
                            unsigned max_starts, unsigned queued, int64_t at_ms)
 {

@@ -4,7 +4,7 @@
  * test_orch.c) can walk every case: what a wake command does to a session in
  * each state, what a container's death means, how reconciliation corrects a
  * record from Docker's truth, when a transient state is stuck, the crash-loop
- * backoff, the container spec of a record, and the wake-duration histogram.
+ * backoff and the container spec of a record.
  * orchestrator/orch.c and its parts act on these answers and log them. */
 #ifndef WG_ORCHESTRATOR_ORCH_POLICY_H
 #define WG_ORCHESTRATOR_ORCH_POLICY_H
@@ -218,20 +218,7 @@ bool wg_orch_save_commit(const char *output, size_t len, char *commit, size_t co
 int wg_orch_idle_labels(const char *const *labels, bool *has_stop, uint64_t *stop_ms,
                         bool *has_pause, uint64_t *pause_ms, char *err, size_t errlen);
 
-/* ---- metrics ------------------------------------------------------------------------------ */
-
-#define WG_ORCH_HIST_BUCKETS 14
-extern const double wg_orch_hist_bounds[WG_ORCH_HIST_BUCKETS]; /* seconds, ascending */
-
-/* A Prometheus histogram: counts[i] are per bucket (not cumulative); the
- * +Inf bucket is counts[WG_ORCH_HIST_BUCKETS]. */
-struct wg_orch_hist {
-    uint64_t counts[WG_ORCH_HIST_BUCKETS + 1];
-    uint64_t n;
-    double sum;
-};
-
-void wg_orch_hist_add(struct wg_orch_hist *h, double seconds);
+/* ---- heartbeat ---------------------------------------------------------------------------- */
 
 /* Label values of the orchestrator's state for the heartbeat:
  * {"name","starts_in_flight","max_concurrent_starts","queued","at"} into

@@ -464,7 +464,7 @@ static void on_save_exec(int status, const struct wg_docker_reply *r, void *arg)
     if (orch_task_returned(t))
         return;
     seconds = (double)(uv_hrtime() - t->save_started) / 1e9;
-    wg_orch_hist_add(&o->m.save, seconds);
+    wg_hist_observe_ns(&o->m.save, uv_hrtime() - t->save_started);
     t->saved = true;
     t->save.at = orch_now_ms(o);
     t->save.exit_code = status == 0 ? r->exit_code : -1;
@@ -1098,17 +1098,6 @@ void sleeper_metrics(const struct wg_orch *o, struct wg_buf *out)
         o->m.cancelled[0], o->m.cancelled[1], o->m.rollbacks, o->m.saves_ok, o->m.saves_failed,
         o->m.saves_timeout, o->n_fails, o->m.reap_passes, o->m.reap_candidates, o->m.reap_due,
         o->m.reap_errors);
-    wg_buf_appendf(out, "# HELP %s Time the save hook took.\n# TYPE %s histogram\n", hname, hname);
-    {
-        uint64_t cum = 0;
-        const struct wg_orch_hist *h = &o->m.save;
-        for (size_t i = 0; i < WG_ORCH_HIST_BUCKETS; i++) {
-            cum += h->counts[i];
-            wg_buf_appendf(out, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", hname, wg_orch_hist_bounds[i],
-                           cum);
-        }
-        cum += h->counts[WG_ORCH_HIST_BUCKETS];
-        wg_buf_appendf(out, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n%s_sum %.6f\n%s_count %" PRIu64 "\n",
-                       hname, cum, hname, h->sum, hname, h->n);
-    }
+    wg_hist_family(out, hname, "histogram", "Time the save hook took.");
+    wg_hist_write(out, hname, NULL, &o->m.save);
 }

@@ -54,14 +54,14 @@ static uint64_t wake_timeout_ms(const struct wg_orch *o)
     return o->cfg->sessions.wake_timeout_ms;
 }
 
-static double secs(uint64_t from_ns, uint64_t to_ns)
+static uint64_t ns_between(uint64_t from_ns, uint64_t to_ns)
 {
-    return to_ns > from_ns && from_ns ? (double)(to_ns - from_ns) / 1e9 : 0.0;
+    return to_ns > from_ns && from_ns ? to_ns - from_ns : 0;
 }
 
 static unsigned ms_between(uint64_t from_ns, uint64_t to_ns)
 {
-    return to_ns > from_ns && from_ns ? (unsigned)((to_ns - from_ns) / 1000000) : 0;
+    return (unsigned)(ns_between(from_ns, to_ns) / 1000000);
 }
 
 /* Whether the command that made this task has outlived the wake timeout
@@ -973,10 +973,10 @@ static void on_running(const struct wg_store_res *res, void *arg)
     if (res->status == 0) {
         uint64_t now = uv_hrtime();
         o->st.wakes_ready++;
-        wg_orch_hist_add(&o->m.queue, secs(t->t_starting, t->t_admitted));
-        wg_orch_hist_add(&o->m.docker_start, secs(t->t_admitted, t->t_docker));
-        wg_orch_hist_add(&o->m.ready, secs(t->t_docker, t->t_ready));
-        wg_orch_hist_add(&o->m.total, secs(t->t_starting, now));
+        wg_hist_observe_ns(&o->m.queue, ns_between(t->t_starting, t->t_admitted));
+        wg_hist_observe_ns(&o->m.docker_start, ns_between(t->t_admitted, t->t_docker));
+        wg_hist_observe_ns(&o->m.ready, ns_between(t->t_docker, t->t_ready));
+        wg_hist_observe_ns(&o->m.total, ns_between(t->t_starting, now));
         WG_INFO(o->log, ORCH_SUBSYS, "session ready",
                 "session=%s container=%.12s ip=%s port=%u via=%s queue_ms=%u docker_ms=%u "
                 "ready_ms=%u total_ms=%u probes=%u polls=%u restarts=%u",

@@ -414,26 +414,6 @@ static void test_spec_parse(void **state)
 
 /* ---- metrics --------------------------------------------------------------------------------- */
 
-static void test_histogram(void **state)
-{
-    struct wg_orch_hist h = {0};
-
-    (void)state;
-    for (size_t i = 1; i < WG_ORCH_HIST_BUCKETS; i++)
-        assert_true(wg_orch_hist_bounds[i] > wg_orch_hist_bounds[i - 1]);
-    wg_orch_hist_add(&h, 0.005); /* on a bound: le is inclusive */
-    wg_orch_hist_add(&h, 0.0051);
-    wg_orch_hist_add(&h, 0.3);
-    wg_orch_hist_add(&h, -1);  /* clamped to 0 */
-    wg_orch_hist_add(&h, 1e6); /* +Inf */
-    assert_int_equal(h.counts[0], 2);
-    assert_int_equal(h.counts[1], 1);
-    assert_int_equal(h.counts[6], 1); /* 0.5 */
-    assert_int_equal(h.counts[WG_ORCH_HIST_BUCKETS], 1);
-    assert_int_equal(h.n, 5);
-    assert_true(h.sum > 1e6 && h.sum < 1e6 + 1);
-}
-
 static void test_heartbeat_json(void **state)
 {
     char buf[256], small[16];
@@ -774,7 +754,6 @@ int main(void)
         cmocka_unit_test(test_stuck_after),
         cmocka_unit_test(test_readiness),
         cmocka_unit_test(test_spec_parse),
-        cmocka_unit_test(test_histogram),
         cmocka_unit_test(test_heartbeat_json),
         cmocka_unit_test(test_reap_decide),
         cmocka_unit_test(test_save_backoff),
