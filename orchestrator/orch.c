@@ -241,6 +241,15 @@ void orch_task_begin(struct orch_task *t)
     }
 }
 
+bool orch_task_keep_rec(struct orch_task *t, const struct wg_session *rec)
+{
+    if (!rec)
+        return false;
+    wg_session_release(&t->rec);
+    t->have_rec = wg_session_copy(&t->rec, rec) == 0;
+    return t->have_rec;
+}
+
 void orch_task_call(struct orch_task *t)
 {
     t->busy = true;

@@ -144,11 +144,10 @@ struct orch_task {
     struct {
         bool ok, timeout;
         int exit_code;
-        int64_t at;
+        int64_t at; /* 0 until the hook answered: nothing to record */
         char commit[WG_SESSION_COMMIT_MAX + 1];
         char output[WG_SESSION_OUTPUT_MAX + 1];
     } save;
-    bool saved; /* save holds a result to record */
 
     struct {
         bool found;
@@ -277,6 +276,9 @@ bool orch_task_returned(struct orch_task *t);
 void orch_task_unlock(struct orch_task *t);
 /* A recheck that becomes a wake leaves its reconcile slot and round. */
 void orch_task_release_slot(struct orch_task *t);
+/* Replaces t->rec with a copy of rec (have_rec then true). Returns false
+ * when rec is NULL or out of memory (t->rec is then empty). */
+bool orch_task_keep_rec(struct orch_task *t, const struct wg_session *rec);
 /* Drops a reference taken for something else than a call. */
 void orch_task_unref(struct orch_task *t);
 

@@ -279,12 +279,10 @@ static void on_recheck_get(const struct wg_store_res *res, void *arg)
         orch_task_finish(t);
         return;
     }
-    wg_session_release(&t->rec);
-    if (wg_session_copy(&t->rec, res->rec) < 0 || strcmp(t->rec.host, o->name) != 0) {
+    if (!orch_task_keep_rec(t, res->rec) || strcmp(t->rec.host, o->name) != 0) {
         orch_task_finish(t);
         return;
     }
-    t->have_rec = true;
     if (!t->hint[0])
         snprintf(t->hint, sizeof(t->hint), "%s", t->rec.container_id);
     orch_task_call(t);

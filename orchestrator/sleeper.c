@@ -125,7 +125,7 @@ static void sleep_detail(const struct orch_task *t, const char *extra, char *out
 /* The task's last_save as a record update. */
 static void save_update(const struct orch_task *t, struct wg_session_update *u)
 {
-    if (!t->saved)
+    if (!t->save.at)
         return;
     u->set |= WG_SF_LAST_SAVE;
     u->last_save.at = t->save.at;
@@ -235,7 +235,7 @@ static void on_final_state(const struct wg_store_res *res, void *arg)
                 : t->tier == WG_ORCH_TIER_PAUSE ? "session paused"
                                                 : "session asleep",
                 "session=%s container=%.12s reason=%s saved=%s commit=%s", t->id, t->container,
-                reason_of(t), t->saved ? (t->save.ok ? "ok" : "failed") : "no",
+                reason_of(t), t->save.at ? (t->save.ok ? "ok" : "failed") : "no",
                 t->save.commit[0] ? t->save.commit : "-");
     } else {
         WG_WARN(o->log, ORCH_SUBSYS, "cannot record the end of the sleep",
@@ -465,7 +465,6 @@ static void on_save_exec(int status, const struct wg_docker_reply *r, void *arg)
         return;
     seconds = (double)(uv_hrtime() - t->save_started) / 1e9;
     wg_hist_observe_ns(&o->m.save, uv_hrtime() - t->save_started);
-    t->saved = true;
     t->save.at = orch_now_ms(o);
     t->save.exit_code = status == 0 ? r->exit_code : -1;
     t->save.timeout = status == -ETIMEDOUT ||
@@ -729,12 +728,10 @@ static void on_sleep_get(const struct wg_store_res *res, void *arg)
         sleep_done(t);
         return;
     }
-    wg_session_release(&t->rec);
-    if (wg_session_copy(&t->rec, rec) < 0) {
+    if (!orch_task_keep_rec(t, rec)) {
         sleep_done(t);
         return;
     }
-    t->have_rec = true;
     snprintf(t->container, sizeof(t->container), "%s", rec->container_id);
     if (t->forced) {
         forced_start(t, rec);

@@ -86,15 +86,6 @@ static void wake_drop(struct orch_task *t)
     orch_task_finish(t);
 }
 
-static void keep_rec(struct orch_task *t, const struct wg_session *rec)
-{
-    if (!rec)
-        return;
-    wg_session_release(&t->rec);
-    if (wg_session_copy(&t->rec, rec) == 0)
-        t->have_rec = true;
-}
-
 /* In a wake's callbacks, after orch_task_returned(): a deadline or a death
  * noted while the call was in flight is taken now. */
 static bool wake_diverted(struct orch_task *t)
@@ -270,7 +261,7 @@ static void on_wake_get(const struct wg_store_res *res, void *arg)
         uv_timer_start(&t->timer, regets_cb, STORE_RETRY_MS, 0);
         return;
     }
-    keep_rec(t, res->rec);
+    orch_task_keep_rec(t, res->rec);
     /* A record without a host (made by hand) is claimed by the host whose
      * stream carried the wake: the move to starting writes our name. */
     if (t->rec.host[0] && strcmp(t->rec.host, o->name) != 0) {
@@ -402,7 +393,7 @@ static void on_wake_cas(const struct wg_store_res *res, void *arg)
         return;
     if (res->status == 0) {
         enum wg_session_state was = t->rec.state;
-        keep_rec(t, res->rec);
+        orch_task_keep_rec(t, res->rec);
         t->t_starting = uv_hrtime();
         wake_ack(t);
         arm_deadline(t, t->rec.state_since);
@@ -416,7 +407,7 @@ static void on_wake_cas(const struct wg_store_res *res, void *arg)
     if (res->status == WG_STORE_REJECTED && !t->cas_retried) {
         /* Another actor moved it first: decide again from what it did. */
         t->cas_retried = true;
-        keep_rec(t, res->rec);
+        orch_task_keep_rec(t, res->rec);
         WG_DEBUG(o->log, ORCH_SUBSYS, "move to starting refused, deciding again",
                  "session=%s state=%s", t->id, wg_session_state_name(t->rec.state));
         wake_decide(t);
