@@ -303,6 +303,58 @@ def test_open_websocket_keeps_the_session_awake(stack, tmp_path):
     assert stack.gw.stop() == 0
 
 
+def test_streams_on_two_gateways_each_keep_the_session_awake(stack, tmp_path):
+    import asyncio
+    import websockets
+
+    cfg = sleep_config(stack, stop_after="1s")
+    stack.start(config=cfg)
+    proxy = stack.start(config=cfg, role="proxy")  # a second gateway on the same Redis
+    sid = "s-ws2"
+    bare = bare_repo(tmp_path, sid)
+    create(stack, sid, bare)
+    wake_running(stack, sid)
+
+    async def hold(gw, seconds):
+        url = "ws://127.0.0.1:%d/ws/%s/" % (gw.port, sid)
+        async with websockets.connect(url, ping_interval=None, open_timeout=10) as ws:
+            t_end = time.monotonic() + seconds
+            while time.monotonic() < t_end:
+                await asyncio.sleep(0.2)
+                assert stack.record(sid)["state"] == "running", stack.record(sid)
+            assert ws.open
+
+    async def both():
+        # The first gateway's stream closes after 1 s; the second one's alone
+        # then keeps the session awake for 3x the idle timeout.
+        await asyncio.gather(hold(stack.gw, 1.0), hold(proxy, 4.0))
+
+    asyncio.run(both())
+    assert "draining" not in states_seen(stack, sid)
+    stack.wait_state(sid, "asleep", timeout=15)
+    assert proxy.stop() == 0
+    assert stack.gw.stop() == 0
+
+
+def test_keepalive_holds_off_the_reaper_for_its_duration(stack, tmp_path):
+    stack.start(config=sleep_config(stack, stop_after="1s"))
+    sid = "s-keep"
+    bare = bare_repo(tmp_path, sid)
+    create(stack, sid, bare)
+    wake_running(stack, sid)
+    t0 = time.monotonic()
+    st, body = stack.api("POST", "/v1/sessions/%s/keepalive" % sid, {"duration": "3s"})
+    assert st == 200 and body["state"] == "running", (st, body)
+    # No request is sent: the keepalive alone keeps it awake past the tier.
+    while time.monotonic() - t0 < 3.0:
+        assert stack.record(sid)["state"] == "running", stack.record(sid)
+        time.sleep(0.1)
+    assert "draining" not in states_seen(stack, sid)
+    # Then the usual idle time, and it sleeps.
+    stack.wait_state(sid, "asleep", timeout=15)
+    assert stack.gw.stop() == 0
+
+
 # ================================================================ requests during a sleep
 
 def test_request_during_saving_cancels_the_sleep_and_is_served(stack, tmp_path):
