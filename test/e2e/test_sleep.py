@@ -11,7 +11,6 @@ Timeouts are short (idle tiers of seconds) so that each cycle runs in a few
 seconds; every wait is bounded.
 """
 
-import json
 import os
 import signal
 import subprocess
@@ -20,8 +19,8 @@ import time
 
 import pytest
 
-from harness import build_image, rawhttp
-from test_wake_e2e import HOST, Stack, gw_config, req
+from harness import build_image
+from test_wake_e2e import Stack, gw_config
 
 pytestmark = pytest.mark.docker
 
@@ -135,6 +134,19 @@ def hook(bare, name, body):
     return p
 
 
+def session_with_work(stack, tmp_path, sid, work, pre_receive=None):
+    """A running session whose work tree (a clone of its own bare remote)
+    holds unsaved work in notes.txt; pre_receive, when given, is the body of
+    the remote's pre-receive hook. Returns (bare, record)."""
+    bare = bare_repo(tmp_path, sid)
+    if pre_receive is not None:
+        hook(bare, "pre-receive", pre_receive)
+    create(stack, sid, bare)
+    rec = wake_running(stack, sid)
+    write_in(stack, rec, "/www/repo/notes.txt", work)
+    return bare, rec
+
+
 def metric(stack, name):
     import http.client
     c = http.client.HTTPConnection("127.0.0.1", stack.gw.admin_port, timeout=5)
@@ -207,7 +219,7 @@ def test_idle_session_saves_its_work_then_stops_and_wakes_with_it(stack, tmp_pat
     assert r.status == 200 and r.body == b"work of the session\n", (r.status, r.body)
     assert stack.record(sid)["state"] == "running"
     # A clean tree saves nothing new the next time: same commit, no new one.
-    got2 = stack.wait_state(sid, "asleep", timeout=20)
+    stack.wait_state(sid, "asleep", timeout=20)
     assert remote_head(bare) == head and last_save(stack, sid)["commit"] == head
     assert "work tree clean" in last_save(stack, sid)["output"]
     assert stack.gw.stop() == 0
@@ -218,11 +230,9 @@ def test_idle_session_saves_its_work_then_stops_and_wakes_with_it(stack, tmp_pat
 def test_rejected_push_keeps_the_container_awake_until_fixed(stack, tmp_path):
     stack.start(config=sleep_config(stack))
     sid = "s-reject"
-    bare = bare_repo(tmp_path, sid)
-    reject = hook(bare, "pre-receive", "echo 'push refused by policy' >&2; exit 1")
-    create(stack, sid, bare)
-    rec = wake_running(stack, sid)
-    write_in(stack, rec, "/www/repo/notes.txt", "unsaved work")
+    bare, rec = session_with_work(stack, tmp_path, sid, "unsaved work",
+                                  pre_receive="echo 'push refused by policy' >&2; exit 1")
+    reject = bare / "hooks" / "pre-receive"
 
     fails = wait_for(lambda: stack.events(sid, "save_failed"), 20, "a save_failed event")
     d = fails[0]["detail_json"]
@@ -244,7 +254,7 @@ def test_rejected_push_keeps_the_container_awake_until_fixed(stack, tmp_path):
     assert r.status == 200 and r.body == b"unsaved work\n"
 
     reject.unlink()  # the cause is fixed
-    got = stack.wait_state(sid, "asleep", timeout=20)
+    stack.wait_state(sid, "asleep", timeout=20)
     assert last_save(stack, sid)["ok"] is True
     assert remote_show(bare) == "unsaved work\n"
     assert metric(stack, "wakegate_save_failing_sessions") == 0
@@ -254,22 +264,19 @@ def test_rejected_push_keeps_the_container_awake_until_fixed(stack, tmp_path):
 def test_hanging_save_times_out_and_keeps_the_container_awake(stack, tmp_path):
     stack.start(config=sleep_config(stack, save={"timeout": "1s"}))
     sid = "s-hang"
-    bare = bare_repo(tmp_path, sid)
-    hang = hook(bare, "pre-receive", "sleep 4")
-    create(stack, sid, bare)
-    rec = wake_running(stack, sid)
-    write_in(stack, rec, "/www/repo/notes.txt", "slow work")
+    bare, rec = session_with_work(stack, tmp_path, sid, "slow work", pre_receive="sleep 4")
+    hang = bare / "hooks" / "pre-receive"
 
     fails = wait_for(lambda: stack.events(sid, "save_failed"), 30, "a save_failed event")
     assert fails[0]["detail_json"].get("timeout") is True, fails[0]
-    got = stack.wait_state(sid, "running", timeout=15)
+    stack.wait_state(sid, "running", timeout=15)
     assert last_save(stack, sid)["ok"] is False
     assert stack.dockerd.inspect(rec["container_id"])["State"]["Running"] is True
     assert metric(stack, 'wakegate_saves_total{result="timeout"}') >= 1
     assert "stopping" not in states_seen(stack, sid)
 
     hang.unlink()
-    got = stack.wait_state(sid, "asleep", timeout=40)
+    stack.wait_state(sid, "asleep", timeout=40)
     assert last_save(stack, sid)["ok"] is True
     assert remote_show(bare) == "slow work\n"
     assert stack.gw.stop() == 0
@@ -360,11 +367,8 @@ def test_keepalive_holds_off_the_reaper_for_its_duration(stack, tmp_path):
 def test_request_during_saving_cancels_the_sleep_and_is_served(stack, tmp_path):
     stack.start(config=sleep_config(stack))
     sid = "s-cancel"
-    bare = bare_repo(tmp_path, sid)
-    hook(bare, "pre-receive", "sleep 3")  # a slow push keeps the session in saving
-    create(stack, sid, bare)
-    rec = wake_running(stack, sid)
-    write_in(stack, rec, "/www/repo/notes.txt", "saved while used")
+    # A slow push keeps the session in saving.
+    bare, rec = session_with_work(stack, tmp_path, sid, "saved while used", pre_receive="sleep 3")
 
     stack.wait_state(sid, "saving", timeout=20)
     stack.wait_gateway_sees(sid, "saving")
@@ -433,12 +437,9 @@ def test_pause_tier_freezes_and_unpauses_on_the_first_request(stack, tmp_path):
 def test_paused_session_is_saved_then_stopped_at_the_stop_tier(stack, tmp_path):
     stack.start(config=sleep_config(stack, pause_after="500ms", stop_after="3s"))
     sid = "s-tiers"
-    bare = bare_repo(tmp_path, sid)
-    create(stack, sid, bare)
-    rec = wake_running(stack, sid)
-    write_in(stack, rec, "/www/repo/notes.txt", "paused work")
+    bare, rec = session_with_work(stack, tmp_path, sid, "paused work")
     stack.wait_state(sid, "paused", timeout=10)
-    got = stack.wait_state(sid, "asleep", timeout=20)
+    stack.wait_state(sid, "asleep", timeout=20)
     seen = states_seen(stack, sid)
     assert seen[-4:] == ["paused", "saving", "stopping", "asleep"], seen
     assert last_save(stack, sid)["ok"] is True
@@ -452,11 +453,8 @@ def test_kill_during_save_then_restart_loses_no_work(stack, tmp_path):
     cfg = sleep_config(stack)
     gw = stack.start(config=cfg)
     sid = "s-crash"
-    bare = bare_repo(tmp_path, sid)
-    slow = hook(bare, "pre-receive", "sleep 2")
-    create(stack, sid, bare)
-    rec = wake_running(stack, sid)
-    write_in(stack, rec, "/www/repo/notes.txt", "work before the crash")
+    bare, rec = session_with_work(stack, tmp_path, sid, "work before the crash", pre_receive="sleep 2")
+    slow = bare / "hooks" / "pre-receive"
     stack.wait_state(sid, "saving", timeout=20)
     gw.send_signal(signal.SIGKILL)
     gw.wait_exit(timeout=5)
@@ -464,7 +462,7 @@ def test_kill_during_save_then_restart_loses_no_work(stack, tmp_path):
     slow.unlink()
 
     stack.start(config=cfg)
-    got = stack.wait_state(sid, "asleep", timeout=30)
+    stack.wait_state(sid, "asleep", timeout=30)
     assert last_save(stack, sid)["ok"] is True
     assert remote_show(bare) == "work before the crash\n"
     recs = [e for e in stack.events(sid, "reconcile")]
@@ -479,11 +477,7 @@ def test_sigterm_rolls_back_a_sleep_in_flight(stack, tmp_path):
     cfg["shutdown_grace"] = "1s"
     gw = stack.start(config=cfg)
     sid = "s-term"
-    bare = bare_repo(tmp_path, sid)
-    hook(bare, "pre-receive", "sleep 5")
-    create(stack, sid, bare)
-    rec = wake_running(stack, sid)
-    write_in(stack, rec, "/www/repo/notes.txt", "in flight")
+    bare, rec = session_with_work(stack, tmp_path, sid, "in flight", pre_receive="sleep 5")
     stack.wait_state(sid, "saving", timeout=20)
     t0 = time.monotonic()
     assert gw.stop() == 0
@@ -517,7 +511,7 @@ def test_label_override_shorter_than_the_default_tier(stack, tmp_path):
     rec = stack.wait_state("s-label", ("running", "draining", "saving"), timeout=20)  # adopted at startup
     assert rec["container_id"] == cid and rec["idle_stop_after_ms"] == "1000", rec
     assert stack.r.zscore("wg:idle_short", "s-label") == 1000
-    got = stack.wait_state("s-label", "asleep", timeout=20)
+    stack.wait_state("s-label", "asleep", timeout=20)
     assert last_save(stack, "s-label")["ok"] is True
     assert last_save(stack, "s-label")["commit"] == remote_head(bare)
     assert stack.gw.stop() == 0
@@ -528,10 +522,7 @@ def test_label_override_shorter_than_the_default_tier(stack, tmp_path):
 def test_api_sleep_saves_force_skips_and_delete_saves_before_removing(stack, tmp_path):
     stack.start(config=sleep_config(stack, stop_after="0s"))  # no idle tier: only commands
     sid = "s-api"
-    bare = bare_repo(tmp_path, sid)
-    create(stack, sid, bare)
-    rec = wake_running(stack, sid)
-    write_in(stack, rec, "/www/repo/notes.txt", "saved by sleep")
+    bare, rec = session_with_work(stack, tmp_path, sid, "saved by sleep")
     st, body = stack.api("POST", "/v1/sessions/%s/sleep?wait=1" % sid)
     assert st == 200 and body["state"] == "asleep", (st, body)
     assert body["last_save"]["ok"] is True and body["last_save"]["commit"] == remote_head(bare)
@@ -562,11 +553,8 @@ def test_api_sleep_saves_force_skips_and_delete_saves_before_removing(stack, tmp
 def test_api_sleep_wait_answers_409_when_the_save_fails(stack, tmp_path):
     stack.start(config=sleep_config(stack, stop_after="0s"))
     sid = "s-api-fail"
-    bare = bare_repo(tmp_path, sid)
-    hook(bare, "pre-receive", "echo refused >&2; exit 1")
-    create(stack, sid, bare)
-    rec = wake_running(stack, sid)
-    write_in(stack, rec, "/www/repo/notes.txt", "kept")
+    bare, rec = session_with_work(stack, tmp_path, sid, "kept",
+                                  pre_receive="echo refused >&2; exit 1")
     st, body = stack.api("POST", "/v1/sessions/%s/sleep?wait=1" % sid)
     assert st == 409, (st, body)
     assert "save failed" in body["error"] and body["session"]["state"] == "running", body
@@ -584,10 +572,7 @@ def test_saved_before_the_pause_then_stopped_without_a_second_save(stack, tmp_pa
     stack.start(config=sleep_config(stack, pause_after="500ms", stop_after="3s",
                                     save={"before_pause": True}))
     sid = "s-prepaused"
-    bare = bare_repo(tmp_path, sid)
-    create(stack, sid, bare)
-    rec = wake_running(stack, sid)
-    write_in(stack, rec, "/www/repo/notes.txt", "saved before the pause")
+    bare, rec = session_with_work(stack, tmp_path, sid, "saved before the pause")
     stack.wait_state(sid, "paused", timeout=10)
     assert stack.transitions(sid)[-3:] == [("running", "draining"), ("draining", "saving"),
                                           ("saving", "paused")]
