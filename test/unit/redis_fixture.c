@@ -86,3 +86,15 @@ void wg_test_redis_remove_files(struct wg_test_redis *r)
         unlink(r->logfile);
     rmdir(r->dir);
 }
+
+int wg_test_redis_start_in_tmp(struct wg_test_redis *r, const char *name, char *url,
+                               size_t urllen)
+{
+    snprintf(r->dir, sizeof(r->dir), "/tmp/wg-%s-test-XXXXXX", name);
+    if (!mkdtemp(r->dir))
+        return -1;
+    snprintf(r->sock, sizeof(r->sock), "%s/redis.sock", r->dir);
+    snprintf(r->logfile, sizeof(r->logfile), "%s/redis.log", r->dir);
+    snprintf(url, urllen, "unix://%s", r->sock);
+    return wg_test_redis_start(r);
+}

@@ -76,15 +76,9 @@ static int setup(void **state)
         wg_log_level_parse(lvl, &fx->log.level);
     fx->log.format = WG_LOG_LOGFMT;
     fx->log.out = stderr;
-    snprintf(fx->srv.dir, sizeof(fx->srv.dir), "/tmp/wg-redis-test-XXXXXX");
-    if (!mkdtemp(fx->srv.dir))
-        return -1;
-    snprintf(fx->srv.sock, sizeof(fx->srv.sock), "%s/redis.sock", fx->srv.dir);
-    snprintf(fx->srv.logfile, sizeof(fx->srv.logfile), "%s/redis.log", fx->srv.dir);
-    snprintf(fx->url, sizeof(fx->url), "unix://%s", fx->srv.sock);
     if (uv_loop_init(&fx->loop) != 0)
         return -1;
-    return wg_test_redis_start(&fx->srv);
+    return wg_test_redis_start_in_tmp(&fx->srv, "redis", fx->url, sizeof(fx->url));
 }
 
 static int teardown(void **state)

@@ -74,17 +74,12 @@ static int setup(void **state)
     if (fx->log.out == NULL)
         return -1;
     fx->clock = OLD_MS;
-    snprintf(fx->srv.dir, sizeof(fx->srv.dir), "/tmp/wg-sessions-test-XXXXXX");
-    if (!mkdtemp(fx->srv.dir))
-        return -1;
-    snprintf(fx->srv.sock, sizeof(fx->srv.sock), "%s/redis.sock", fx->srv.dir);
-    snprintf(fx->srv.logfile, sizeof(fx->srv.logfile), "%s/redis.log", fx->srv.dir);
-    snprintf(fx->url, sizeof(fx->url), "unix://%s", fx->srv.sock);
     fx->cfg.redis_url = fx->url;
     fx->cfg.docker_name = "h1";
     fx->cfg.sessions.port = 8080;
     fx->cfg.sessions.idle.activity_interval_ms = INTERVAL_MS;
-    if (uv_loop_init(&fx->loop) != 0 || wg_test_redis_start(&fx->srv) != 0)
+    if (uv_loop_init(&fx->loop) != 0 ||
+        wg_test_redis_start_in_tmp(&fx->srv, "sessions", fx->url, sizeof(fx->url)) != 0)
         return -1;
     if (wg_redis_new(&fx->loop, fx->url, &ro, &fx->log, &fx->r) != 0)
         return -1;

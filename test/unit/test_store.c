@@ -112,15 +112,9 @@ static int setup(void **state)
     fx->log.format = WG_LOG_LOGFMT;
     fx->log.out = stderr;
     fx->clock = 1700000000000;
-    snprintf(fx->srv.dir, sizeof(fx->srv.dir), "/tmp/wg-store-test-XXXXXX");
-    if (!mkdtemp(fx->srv.dir))
-        return -1;
-    snprintf(fx->srv.sock, sizeof(fx->srv.sock), "%s/redis.sock", fx->srv.dir);
-    snprintf(fx->srv.logfile, sizeof(fx->srv.logfile), "%s/redis.log", fx->srv.dir);
-    snprintf(fx->url, sizeof(fx->url), "unix://%s", fx->srv.sock);
     if (uv_loop_init(&fx->loop) != 0)
         return -1;
-    if (wg_test_redis_start(&fx->srv) != 0)
+    if (wg_test_redis_start_in_tmp(&fx->srv, "store", fx->url, sizeof(fx->url)) != 0)
         return -1;
     fx->r = open_connected(fx, "store", 0);
     fx->st = open_store(fx, fx->r, 0);
