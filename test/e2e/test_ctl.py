@@ -25,7 +25,7 @@ import pytest
 import redis
 
 from harness.procs import REGISTRY
-from harness.wakegate import SANITIZER_MARKERS, wakegate_bin
+from harness.wakegate import SANITIZER_MARKERS, clean_env, wakegate_bin
 
 pytestmark = pytest.mark.docker
 
@@ -40,14 +40,7 @@ def ctl_bin():
     return pathlib.Path(wakegate_bin()).parent / "wakegatectl"
 
 
-def ctl_env(extra=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WAKEGATE_")}
-    for k, v in (extra or {}).items():
-        if v is None:
-            env.pop(k, None)
-        else:
-            env[k] = str(v)
-    return env
+ctl_env = clean_env
 
 
 def no_sanitizer_reports(text):

@@ -633,14 +633,9 @@ def test_reload_keeps_the_totals_of_unchanged_routes(make_upstream, start_wakega
 
 @pytest.fixture
 def stack(redis_server, dockerd, test_image, start_wakegate):
-    from test_wake_e2e import IMAGE, Stack
+    from test_wake_e2e import IMAGE, clean_stack
     assert test_image == IMAGE
-    dockerd.remove_all_containers()
-    s = Stack(redis_server, dockerd, start_wakegate)
-    try:
-        yield s
-    finally:
-        dockerd.remove_all_containers()
+    yield from clean_stack(redis_server, dockerd, start_wakegate)
 
 
 @pytest.mark.docker

@@ -78,6 +78,21 @@ class Script:
         self.log.close()
 
 
+def processes_naming(text):
+    """Command lines of the processes on this machine that contain text."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = open("/proc/%s/cmdline" % pid, "rb").read().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmd:
+            found.append(cmd)
+    return found
+
+
 def http(url, host=None, timeout=15):
     req = urllib.request.Request(url, headers={"Host": host} if host else {})
     with urllib.request.urlopen(req, timeout=timeout) as r:
@@ -182,17 +197,7 @@ def test_quickstart_shows_the_whole_story(dockerd, e2e_tmp, artifacts):
         script.kill()
     assert rc == 0, rc
     # Nothing it started is left: no wakegate or redis-server using its state dir.
-    leftovers = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = open("/proc/%s/cmdline" % pid, "rb").read().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if state in cmd:
-            leftovers.append(cmd)
-    assert not leftovers, leftovers
+    assert not processes_naming(state)
 
 
 def test_quickstart_starts_a_docker_engine_of_its_own(e2e_tmp, artifacts):
@@ -232,13 +237,5 @@ def test_quickstart_starts_a_docker_engine_of_its_own(e2e_tmp, artifacts):
         subprocess.run(["ip", "link", "del", bridge], capture_output=True)
     assert rc == 0, rc
     assert dockerd_pid and not os.path.exists("/proc/%d" % dockerd_pid), "dockerd left running"
-    leftovers = []
-    for pid in os.listdir("/proc"):
-        try:
-            cmd = open("/proc/%s/cmdline" % pid, "rb").read().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if state in cmd:
-            leftovers.append(cmd)
-    assert not leftovers, leftovers
+    assert not processes_naming(state)
     subprocess.run(["rm", "-rf", state], capture_output=True)

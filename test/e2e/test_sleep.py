@@ -11,6 +11,7 @@ Timeouts are short (idle tiers of seconds) so that each cycle runs in a few
 seconds; every wait is bounded.
 """
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ import time
 import pytest
 
 from harness import build_image
-from test_wake_e2e import Stack, gw_config
+from test_wake_e2e import clean_stack, gw_config
 
 pytestmark = pytest.mark.docker
 
@@ -62,12 +63,7 @@ def sleep_image(dockerd, test_image):
 
 @pytest.fixture
 def stack(redis_server, dockerd, sleep_image, start_wakegate):
-    dockerd.remove_all_containers()
-    s = Stack(redis_server, dockerd, start_wakegate)
-    try:
-        yield s
-    finally:
-        dockerd.remove_all_containers()
+    yield from clean_stack(redis_server, dockerd, start_wakegate)
 
 
 def sleep_config(stack, stop_after="2s", pause_after="0s", save=None, wake_timeout="30s", **idle):
@@ -145,6 +141,20 @@ def session_with_work(stack, tmp_path, sid, work, pre_receive=None):
     rec = wake_running(stack, sid)
     write_in(stack, rec, "/www/repo/notes.txt", work)
     return bare, rec
+
+
+async def hold_websocket(stack, gw, sid, seconds):
+    """Holds a WebSocket to the session open through gateway gw for seconds,
+    sending nothing, and asserts the session stays running all along."""
+    import websockets
+
+    url = "ws://127.0.0.1:%d/ws/%s/" % (gw.port, sid)
+    async with websockets.connect(url, ping_interval=None, open_timeout=10) as ws:
+        t_end = time.monotonic() + seconds
+        while time.monotonic() < t_end:
+            await asyncio.sleep(0.2)
+            assert stack.record(sid)["state"] == "running", stack.record(sid)
+        assert ws.open
 
 
 def metric(stack, name):
@@ -285,25 +295,13 @@ def test_hanging_save_times_out_and_keeps_the_container_awake(stack, tmp_path):
 # ================================================================ open streams
 
 def test_open_websocket_keeps_the_session_awake(stack, tmp_path):
-    import asyncio
-    import websockets
-
     stack.start(config=sleep_config(stack, stop_after="1s"))
     sid = "s-ws"
     bare = bare_repo(tmp_path, sid)
     create(stack, sid, bare)
     wake_running(stack, sid)
 
-    async def hold(seconds):
-        url = "ws://127.0.0.1:%d/ws/%s/" % (stack.gw.port, sid)
-        async with websockets.connect(url, ping_interval=None, open_timeout=10) as ws:
-            t_end = time.monotonic() + seconds
-            while time.monotonic() < t_end:
-                await asyncio.sleep(0.2)
-                assert stack.record(sid)["state"] == "running", stack.record(sid)
-            assert ws.open
-
-    asyncio.run(hold(3.0))  # 3x the idle timeout, with no message sent
+    asyncio.run(hold_websocket(stack, stack.gw, sid, 3.0))  # 3x the idle timeout, with no message sent
     assert "draining" not in states_seen(stack, sid)
     # Closed: the session goes to sleep.
     stack.wait_state(sid, "asleep", timeout=15)
@@ -311,9 +309,6 @@ def test_open_websocket_keeps_the_session_awake(stack, tmp_path):
 
 
 def test_streams_on_two_gateways_each_keep_the_session_awake(stack, tmp_path):
-    import asyncio
-    import websockets
-
     cfg = sleep_config(stack, stop_after="1s")
     stack.start(config=cfg)
     proxy = stack.start(config=cfg, role="proxy")  # a second gateway on the same Redis
@@ -322,19 +317,11 @@ def test_streams_on_two_gateways_each_keep_the_session_awake(stack, tmp_path):
     create(stack, sid, bare)
     wake_running(stack, sid)
 
-    async def hold(gw, seconds):
-        url = "ws://127.0.0.1:%d/ws/%s/" % (gw.port, sid)
-        async with websockets.connect(url, ping_interval=None, open_timeout=10) as ws:
-            t_end = time.monotonic() + seconds
-            while time.monotonic() < t_end:
-                await asyncio.sleep(0.2)
-                assert stack.record(sid)["state"] == "running", stack.record(sid)
-            assert ws.open
-
     async def both():
         # The first gateway's stream closes after 1 s; the second one's alone
         # then keeps the session awake for 3x the idle timeout.
-        await asyncio.gather(hold(stack.gw, 1.0), hold(proxy, 4.0))
+        await asyncio.gather(hold_websocket(stack, stack.gw, sid, 1.0),
+                             hold_websocket(stack, proxy, sid, 4.0))
 
     asyncio.run(both())
     assert "draining" not in states_seen(stack, sid)

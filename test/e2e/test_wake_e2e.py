@@ -216,17 +216,22 @@ class Stack:
         return [e["Action"] for e in self.docker_events(since_s, sid) if e["Action"] in interesting]
 
 
-@pytest.fixture
-def stack(redis_server, dockerd, test_image, start_wakegate):
-    # The engine is shared by the pytest session: start from no containers so
-    # nothing of another test is adopted here, and leave none behind.
-    assert test_image == IMAGE
+def clean_stack(redis_server, dockerd, start_wakegate):
+    """A Stack on an engine with no containers, and none left behind. The
+    engine is shared by the pytest session, so nothing of another test is
+    adopted here. A generator: yield from it in a fixture."""
     dockerd.remove_all_containers()
     s = Stack(redis_server, dockerd, start_wakegate)
     try:
         yield s
     finally:
         dockerd.remove_all_containers()
+
+
+@pytest.fixture
+def stack(redis_server, dockerd, test_image, start_wakegate):
+    assert test_image == IMAGE
+    yield from clean_stack(redis_server, dockerd, start_wakegate)
 
 
 def sse_read(gw, since="0", timeout=5.0, until=None):

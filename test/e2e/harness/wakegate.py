@@ -44,6 +44,19 @@ NO_REDIS = {"private": {"enabled": False}}
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "SUMMARY: UndefinedBehaviorSanitizer")
 
 
+def clean_env(extra=None):
+    """The test process's environment without WAKEGATE_* (so nothing of the
+    caller's leaks into a gateway or CLI), plus extra; a None value removes
+    the variable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WAKEGATE_")}
+    for k, v in (extra or {}).items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = str(v)
+    return env
+
+
 def wakegate_bin():
     # Absolute: gateways are started from their own temporary directories.
     return pathlib.Path(os.environ.get("WAKEGATE_BIN") or (REPO_ROOT / "build" / "src" / "wakegate")).resolve()
@@ -189,15 +202,6 @@ class WakegateFactory:
             raise HarnessError("wakegate binary %s not found or not executable; build it (meson compile -C build) or set WAKEGATE_BIN" % b)
         return b
 
-    def _env(self, extra):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("WAKEGATE_")}
-        for k, v in (extra or {}).items():
-            if v is None:
-                env.pop(k, None)
-            else:
-                env[k] = str(v)
-        return env
-
     def _next_paths(self):
         self._n += 1
         stem = "%s-%d" % (re.sub(r"[^A-Za-z0-9_.-]+", "_", self.label)[:80], self._n)
@@ -258,7 +262,7 @@ class WakegateFactory:
         # Truncate: artifacts outlive a run, and log_lines() must see this run only.
         with open(stderr_path, "wb") as f:
             f.write(("--- harness: %s\n" % " ".join(str(a) for a in argv)).encode())
-        proc = REGISTRY.spawn("wakegate", argv, stdout_path=stdout_path, stderr_path=stderr_path, env=self._env(merged),
+        proc = REGISTRY.spawn("wakegate", argv, stdout_path=stdout_path, stderr_path=stderr_path, env=clean_env(merged),
                               cwd=self.dir)
         gw = Wakegate(proc, port, admin_port, config_path, stderr_path, stdout_path)
         self.instances.append(gw)
@@ -277,7 +281,7 @@ class WakegateFactory:
     def run(self, args, env=None, timeout=10.0, input=None):
         """Run the binary to completion (e.g. --check-config); returns CompletedProcess (text)."""
         b = self._check_bin()
-        return subprocess.run([str(b), *[str(a) for a in args]], env=self._env(env), capture_output=True, text=True,
+        return subprocess.run([str(b), *[str(a) for a in args]], env=clean_env(env), capture_output=True, text=True,
                               timeout=timeout, input=input)
 
     def stop_all(self):
