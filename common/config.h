@@ -42,33 +42,33 @@ struct wg_cidr {
 struct wg_route_cfg {
     int line; /* line of the entry in the file, 0 if not from a file */
     /* match */
-    char *host;        /* exact host, or one label holding "{session}"; NULL: any */
-    char *path_prefix; /* "/x/", may hold one "{session}" segment; NULL: any */
-    char *header_name; /* NULL: no header condition */
+    char *host;         /* exact host, or one label holding "{session}"; NULL: any */
+    char *path_prefix;  /* "/x/", may hold one "{session}" segment; NULL: any */
+    char *header_name;  /* NULL: no header condition */
     char *header_value; /* exact value, "*" for presence, or "{session}"; NULL with a name: "*" */
     /* action */
-    bool strip_prefix;   /* remove the matched path_prefix before forwarding */
-    bool has_upstream;   /* static reverse proxy to upstream */
+    bool strip_prefix; /* remove the matched path_prefix before forwarding */
+    bool has_upstream; /* static reverse proxy to upstream */
     struct wg_addr upstream;
-    unsigned port;       /* session routes: container port; 0 = sessions.port */
+    unsigned port; /* session routes: container port; 0 = sessions.port */
 };
 
 /* Limits of PROXY-RULES.md. Durations are in milliseconds; 0 disables a
  * limit only where said. */
 struct wg_limits {
-    size_t request_line_max;   /* 8 KiB, else 414 */
-    size_t header_line_max;    /* 8 KiB, else 431 */
-    size_t head_max;           /* 32 KiB, else 431 */
-    unsigned header_count_max; /* 100, else 431 */
-    uint64_t head_timeout_ms;  /* 20 s total to receive the head, else 408 */
-    uint64_t body_idle_ms;     /* 30 s without a body byte: close */
-    uint64_t send_idle_ms;     /* 60 s with the client reading nothing: close */
-    uint64_t keepalive_idle_ms;        /* 60 s between requests: close quietly */
-    unsigned keepalive_requests_max;   /* 10,000 requests per connection */
-    uint64_t body_max;         /* request body bytes; 0 = no limit (default), else 413 */
-    unsigned connections_max;  /* client connections at once; new ones are refused */
-    size_t buffer_high_water;  /* bytes queued to a slow peer before reading pauses */
-    uint64_t tunnel_idle_ms;   /* WebSocket/Upgrade tunnel with no byte either way */
+    size_t request_line_max;         /* 8 KiB, else 414 */
+    size_t header_line_max;          /* 8 KiB, else 431 */
+    size_t head_max;                 /* 32 KiB, else 431 */
+    unsigned header_count_max;       /* 100, else 431 */
+    uint64_t head_timeout_ms;        /* 20 s total to receive the head, else 408 */
+    uint64_t body_idle_ms;           /* 30 s without a body byte: close */
+    uint64_t send_idle_ms;           /* 60 s with the client reading nothing: close */
+    uint64_t keepalive_idle_ms;      /* 60 s between requests: close quietly */
+    unsigned keepalive_requests_max; /* 10,000 requests per connection */
+    uint64_t body_max;               /* request body bytes; 0 = no limit (default), else 413 */
+    unsigned connections_max;        /* client connections at once; new ones are refused */
+    size_t buffer_high_water;        /* bytes queued to a slow peer before reading pauses */
+    uint64_t tunnel_idle_ms;         /* WebSocket/Upgrade tunnel with no byte either way */
 };
 
 struct wg_upstream_cfg {
@@ -94,7 +94,7 @@ enum wg_save_failure { WG_SAVE_KEEP_AWAKE = 0, WG_SAVE_STOP };
 struct wg_save_cfg {
     char **command; /* argv, NULL-terminated; NULL = built-in git hook */
     size_t command_len;
-    char *path;     /* work tree inside the container */
+    char *path; /* work tree inside the container */
     uint64_t timeout_ms;
     enum wg_save_failure on_failure;
     bool before_pause;         /* run the hook before the pause tier too (default false) */
@@ -152,7 +152,7 @@ struct wg_config {
 
     struct wg_addr listen;
     struct wg_addr admin_listen;
-    char *admin_token;      /* from token_file or WAKEGATE_ADMIN_TOKEN */
+    char *admin_token; /* from token_file or WAKEGATE_ADMIN_TOKEN */
     char *admin_token_file;
     int admin_token_file_line; /* line of admin.token_file in path, 0 if none */
 

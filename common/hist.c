@@ -14,8 +14,8 @@ const uint64_t wg_hist_latency_bounds[15] = {
 };
 
 const uint64_t wg_hist_wake_bounds[14] = {
-    5 * MS,   10 * MS,   25 * MS, 50 * MS, 100 * MS, 250 * MS, 500 * MS,
-    S,        5 * S / 2, 5 * S,   10 * S,  30 * S,   60 * S,   120 * S,
+    5 * MS, 10 * MS,   25 * MS, 50 * MS, 100 * MS, 250 * MS, 500 * MS,
+    S,      5 * S / 2, 5 * S,   10 * S,  30 * S,   60 * S,   120 * S,
 };
 
 void wg_hist_init(struct wg_hist *h, const uint64_t *bounds_ns, size_t nbounds)

@@ -10,7 +10,7 @@ struct wg_list {
     struct wg_list *prev, *next;
 };
 
-#define wg_container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define wg_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 static inline void wg_list_init(struct wg_list *h)
 {

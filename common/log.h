@@ -30,8 +30,7 @@ const char *wg_log_level_name(enum wg_log_level level);
  * a member. Values with spaces must be quoted by the caller with %s of
  * wg_log_quote() output, or passed through the "%q"-free helpers below. */
 void wg_log_write(const struct wg_log *log, enum wg_log_level level, const char *subsys,
-                  const char *msg, const char *kvfmt, ...)
-    __attribute__((format(printf, 5, 6)));
+                  const char *msg, const char *kvfmt, ...) __attribute__((format(printf, 5, 6)));
 
 #define wg_log_enabled(log, lvl) ((log) != NULL && (lvl) >= (log)->level)
 
@@ -39,7 +38,7 @@ void wg_log_write(const struct wg_log *log, enum wg_log_level level, const char 
 #define WG_LOG(log, lvl, subsys, msg, ...)                                                         \
     do {                                                                                           \
         if (wg_log_enabled((log), (lvl)))                                                          \
-            wg_log_write((log), (lvl), (subsys), (msg), __VA_ARGS__);                             \
+            wg_log_write((log), (lvl), (subsys), (msg), __VA_ARGS__);                              \
     } while (0)
 
 #define WG_DEBUG(log, subsys, msg, ...) WG_LOG(log, WG_LOG_DEBUG, subsys, msg, __VA_ARGS__)

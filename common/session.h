@@ -111,7 +111,7 @@ struct wg_session {
     int64_t last_active;
     uint32_t restarts; /* consecutive crash restarts, for the backoff */
     struct wg_session_save last_save;
-    char *error;      /* owned, UTF-8, NULL when none */
+    char *error; /* owned, UTF-8, NULL when none */
     /* Owned JSON text: what the container is created from on its first wake
      * ({"cmd":[...],"env":[...],"labels":{...},"binds":[...]}, all optional),
      * written by the admin API from a validated request; NULL when none. */

@@ -46,22 +46,22 @@
 
 /* The transient states, as wg_session_state_transient() has them: a session
  * in one of them sits in wg:transient, scored by state_since. */
-#define TRANSIENT_LUA                                                                          \
-    "local TRANSIENT = {creating = true, starting = true, draining = true, saving = true,\n"   \
+#define TRANSIENT_LUA                                                                              \
+    "local TRANSIENT = {creating = true, starting = true, draining = true, saving = true,\n"       \
     "                   stopping = true}\n"
 
 /* Keeps wg:idle_short (KEYS[6]) true for record h: the session's shortest
  * idle override that is on, so the reaper can widen its range for sessions
  * whose tiers are shorter than the configured ones. */
-#define IDLE_SHORT_LUA                                                                         \
-    "local function idle_short(h, id)\n"                                                       \
-    "  local best = nil\n"                                                                     \
-    "  for _, f in ipairs({'idle_pause_after_ms', 'idle_stop_after_ms'}) do\n"                 \
-    "    local v = tonumber(redis.call('HGET', h, f) or '')\n"                                 \
-    "    if v and v > 0 and (best == nil or v < best) then best = v end\n"                     \
-    "  end\n"                                                                                  \
-    "  if best then redis.call('ZADD', KEYS[6], best, id)\n"                                   \
-    "  else redis.call('ZREM', KEYS[6], id) end\n"                                             \
+#define IDLE_SHORT_LUA                                                                             \
+    "local function idle_short(h, id)\n"                                                           \
+    "  local best = nil\n"                                                                         \
+    "  for _, f in ipairs({'idle_pause_after_ms', 'idle_stop_after_ms'}) do\n"                     \
+    "    local v = tonumber(redis.call('HGET', h, f) or '')\n"                                     \
+    "    if v and v > 0 and (best == nil or v < best) then best = v end\n"                         \
+    "  end\n"                                                                                      \
+    "  if best then redis.call('ZADD', KEYS[6], best, id)\n"                                       \
+    "  else redis.call('ZREM', KEYS[6], id) end\n"                                                 \
     "end\n"
 
 /* Moves (or, with ARGV[3] == "", updates) one record. See
@@ -962,8 +962,7 @@ static void handle_reap_hash(struct op *op, size_t idx, const redisReply *reply)
         return; /* the record went away since the range read: not idle any more */
     if (!is_str(f[0]) || wg_session_state_parse(f[0]->str, f[0]->len, &e->state) < 0 ||
         (f[1]->type != REDIS_REPLY_NIL && (!is_str(f[1]) || f[1]->len > WG_SESSION_HOST_MAX)) ||
-        !reap_num(f[2], -1, &stop) ||
-        !reap_num(f[3], -1, &pause) || !reap_num(f[4], 0, &save_at) ||
+        !reap_num(f[2], -1, &stop) || !reap_num(f[3], -1, &pause) || !reap_num(f[4], 0, &save_at) ||
         !reap_num(f[5], 0, &save_ok) || save_ok > 1 || !reap_num(f[6], 0, &since)) {
         op->n_bad++;
         return;

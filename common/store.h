@@ -185,7 +185,7 @@ struct wg_store_res {
     const struct wg_store_reap *reap; /* reap_scan */
     size_t n_reap;
     const long long *state_counts; /* counts: WG_SESSION_STATE_COUNT entries */
-    const char *next_id; /* wake_claim: where the next claim starts; "0-0" when done */
+    const char *next_id;           /* wake_claim: where the next claim starts; "0-0" when done */
     long long count;
 };
 

@@ -1154,8 +1154,8 @@ static void waiter_eval(struct call *c, const struct wg_session *rec)
     c->state = rec->state;
     if (WG_SESSION_IN(rec->state, SLEEPING_STATES))
         c->seen_sleeping = true;
-    if (WG_SESSION_IN(rec->state, c->target) || (rec->state == WG_SESSION_FAILED && c->seen_other) ||
-        sleep_called_off(c, rec->state))
+    if (WG_SESSION_IN(rec->state, c->target) ||
+        (rec->state == WG_SESSION_FAILED && c->seen_other) || sleep_called_off(c, rec->state))
         waiter_answer(c, rec);
     else if (rec->state != WG_SESSION_FAILED)
         c->seen_other = true;

@@ -308,8 +308,8 @@ static bool text_ok_lines(const char *s, size_t max, bool empty_ok, bool lines)
         return false;
     for (size_t i = 0; i < n;) {
         size_t len = wg_utf8_seq(p + i, n - i);
-        if (len == 0 ||
-            (len == 1 && (p[i] < 0x20 || p[i] == 0x7f) && !(lines && (p[i] == '\n' || p[i] == '\t'))))
+        if (len == 0 || (len == 1 && (p[i] < 0x20 || p[i] == 0x7f) &&
+                         !(lines && (p[i] == '\n' || p[i] == '\t'))))
             return false;
         i += len;
     }
@@ -1507,7 +1507,8 @@ static void finish_ping(struct req *q, int status, struct wg_docker_reply *r)
         if (rc < 0) {
             status = rc == -EINVAL ? -EBADMSG : rc;
             snprintf(q->finish_msg, sizeof(q->finish_msg), "engine API version \"%s\" is %s",
-                     q->server_version, rc == -EINVAL ? "malformed" : "older than " WG_DOCKER_API_MIN);
+                     q->server_version,
+                     rc == -EINVAL ? "malformed" : "older than " WG_DOCKER_API_MIN);
             r->message = q->finish_msg;
             format_error(q->finish_error, sizeof(q->finish_error), r, status);
             r->error = q->finish_error;

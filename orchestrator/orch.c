@@ -1119,8 +1119,9 @@ void wg_orch_metrics(const struct wg_orch *o, struct wg_buf *out)
         o->st.docker_errors, o->in_flight, o->queued, o->st.commands, o->st.coalesced, o->st.stale,
         o->st.corrections, o->st.adopted, o->st.restarts, o->events_open ? 1 : 0);
     if (o->have_counts) {
-        wg_buf_appendf(out, "# HELP wakegate_sessions Sessions in each state, all hosts (from "
-                            "wg:counts, refreshed every %d s).\n# TYPE wakegate_sessions gauge\n",
+        wg_buf_appendf(out,
+                       "# HELP wakegate_sessions Sessions in each state, all hosts (from "
+                       "wg:counts, refreshed every %d s).\n# TYPE wakegate_sessions gauge\n",
                        WG_ORCH_COUNTS_EVERY_MS / 1000);
         for (int st = 0; st < WG_SESSION_STATE_COUNT; st++) {
             if (st == WG_SESSION_DESTROYED)

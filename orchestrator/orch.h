@@ -136,7 +136,6 @@ void wg_orch_metrics(const struct wg_orch *o, struct wg_buf *out);
 
 void wg_orch_get_stats(const struct wg_orch *o, struct wg_orch_stats *ret);
 
-
 /* Graceful shutdown, before wg_orch_free(): no new work is taken (no wake
  * reads, no reaper pass, no new tasks); a sleep still draining is rolled
  * back to running at once; a save in flight may finish (and its stop or

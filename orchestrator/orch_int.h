@@ -139,7 +139,7 @@ struct orch_task {
     int64_t idle_cutoff; /* the last_active the decision saw: later activity cancels */
     bool from_paused;    /* the container was unpaused for the save */
     bool shutdown_rollback;
-    bool rollback_done; /* the shutdown's move back to running is written */
+    bool rollback_done;    /* the shutdown's move back to running is written */
     uint64_t save_started; /* uv_hrtime() */
     struct {
         bool ok, timeout;
@@ -170,8 +170,8 @@ struct orch_mark {
 struct orch_metrics {
     struct wg_hist queue, docker_start, ready, total;
     struct wg_hist save;
-    uint64_t sleeps[2][3];  /* [by_api][tier]: reached paused, asleep or destroyed */
-    uint64_t cancelled[2];  /* [0] during draining, [1] during saving */
+    uint64_t sleeps[2][3]; /* [by_api][tier]: reached paused, asleep or destroyed */
+    uint64_t cancelled[2]; /* [0] during draining, [1] during saving */
     uint64_t saves_ok, saves_failed, saves_timeout;
     uint64_t reap_passes, reap_candidates, reap_due, reap_errors;
     uint64_t rollbacks; /* sleeps rolled back by a shutdown */

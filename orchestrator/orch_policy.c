@@ -355,7 +355,8 @@ enum wg_orch_reap_action wg_orch_reap_decide(const struct wg_orch_reap_in *in, c
         if (failed_now && in->now < in->save_at + (int64_t)in->retry_wait_ms) {
             w = "the last save failed: waiting for the retry backoff";
         } else {
-            w = failed_now ? "idle past stop_after: retrying the failed save" : "idle past stop_after";
+            w = failed_now ? "idle past stop_after: retrying the failed save"
+                           : "idle past stop_after";
             a = WG_ORCH_REAP_STOP;
         }
     } else if (in->state == S(RUNNING) && idle_past(in, in->pause_after_ms)) {
@@ -385,7 +386,8 @@ uint64_t wg_orch_save_backoff_ms(unsigned failures, uint64_t first_ms, uint64_t 
  * time goes out on the next attempt. The identity is the repository's own
  * when it has one. */
 static const char save_script[] =
-    "cd \"$1\" 2>/dev/null || { echo \"wakegate-save: no directory $1: nothing to save\"; exit 0; }\n"
+    "cd \"$1\" 2>/dev/null || { echo \"wakegate-save: no directory $1: nothing to save\"; exit 0; "
+    "}\n"
     "git rev-parse --is-inside-work-tree >/dev/null 2>&1 || {\n"
     "  echo \"wakegate-save: $1 is not a git work tree: nothing to save\"; exit 0; }\n"
     "set -e\n"
@@ -464,7 +466,8 @@ bool wg_orch_save_commit(const char *output, size_t len, char *commit, size_t co
         if (end - i > tl && memcmp(output + i, tag, tl) == 0) {
             const char *h = output + i + tl;
             size_t hl = end - i - tl;
-            while (hex < hl && ((h[hex] >= '0' && h[hex] <= '9') || (h[hex] >= 'a' && h[hex] <= 'f')))
+            while (hex < hl &&
+                   ((h[hex] >= '0' && h[hex] <= '9') || (h[hex] >= 'a' && h[hex] <= 'f')))
                 hex++;
             if (hex == hl && hl >= 7 && hl <= 64 && hl < commit_len) {
                 memcpy(commit, h, hl);

@@ -26,8 +26,8 @@ struct seen_container {
     char session[WG_SESSION_ID_MAX + 1];
     char image[WG_SESSION_IMAGE_MAX + 1];
     enum wg_orch_docker_state state;
-    uint16_t port; /* label wakegate.port, 0 when absent or bad */
-    bool claimed;  /* matched to a record (or adopted) */
+    uint16_t port;            /* label wakegate.port, 0 when absent or bad */
+    bool claimed;             /* matched to a record (or adopted) */
     bool has_stop, has_pause; /* labels wakegate.idle.stop_after / pause_after */
     uint64_t stop_ms, pause_ms;
 };
@@ -67,8 +67,10 @@ static void label_idle(struct wg_orch *o, json_t *labels, struct seen_container 
     }
     if (n && wg_orch_idle_labels(kv, &c->has_stop, &c->stop_ms, &c->has_pause, &c->pause_ms, err,
                                  sizeof(err)) < 0)
-        WG_WARN(o->log, ORCH_SUBSYS, "ignoring a bad idle label", "session=%s container=%.12s "
-                "error=\"%s\"", c->session, c->id, err);
+        WG_WARN(o->log, ORCH_SUBSYS, "ignoring a bad idle label",
+                "session=%s container=%.12s "
+                "error=\"%s\"",
+                c->session, c->id, err);
 }
 
 static uint16_t label_port(json_t *labels)

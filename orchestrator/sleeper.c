@@ -45,8 +45,9 @@
 #include "orchestrator/orch_int.h"
 
 #define SLEEP_STOP_TIMEOUT_S 10
-#define SAVE_EXEC_SLACK_MS ((WG_ORCH_SAVE_KILL_AFTER_S + 5) * 1000) /* beyond the in-container timeout */
-#define SAVE_EVENT_OUTPUT_MAX 1024 /* bytes of hook output in an event */
+#define SAVE_EXEC_SLACK_MS                                                                         \
+    ((WG_ORCH_SAVE_KILL_AFTER_S + 5) * 1000) /* beyond the in-container timeout */
+#define SAVE_EVENT_OUTPUT_MAX 1024           /* bytes of hook output in an event */
 #define SAVE_ARGV_MAX 80
 
 static void sleep_done(struct orch_task *t);
@@ -157,8 +158,8 @@ static void on_saved_kept(const struct wg_store_res *res, void *arg)
     if (orch_task_returned(t))
         return;
     if (res->status != 0)
-        WG_DEBUG(t->o->log, ORCH_SUBSYS, "cannot record the save result",
-                 "session=%s error=\"%s\"", t->id, res->error[0] ? res->error : "refused");
+        WG_DEBUG(t->o->log, ORCH_SUBSYS, "cannot record the save result", "session=%s error=\"%s\"",
+                 t->id, res->error[0] ? res->error : "refused");
     sleep_done(t);
 }
 
@@ -362,7 +363,8 @@ static void sleep_docker_final(struct orch_task *t)
     }
 }
 
-/* ---- the move before the docker step ---------------------------------------------------------- */
+/* ---- the move before the docker step ----------------------------------------------------------
+ */
 
 static void on_pre_final(const struct wg_store_res *res, void *arg)
 {
@@ -386,8 +388,9 @@ static void on_pre_final(const struct wg_store_res *res, void *arg)
         keep_save_and_finish(t); /* cancelled by a request: sleeper_request() */
         return;
     }
-    WG_WARN(t->o->log, ORCH_SUBSYS, "cannot go on with the sleep", "session=%s state=%s error=\"%s\"",
-            t->id, res->rec ? wg_session_state_name(res->rec->state) : "-",
+    WG_WARN(t->o->log, ORCH_SUBSYS, "cannot go on with the sleep",
+            "session=%s state=%s error=\"%s\"", t->id,
+            res->rec ? wg_session_state_name(res->rec->state) : "-",
             res->error[0] ? res->error : "refused");
     sleep_done(t);
 }
@@ -402,14 +405,15 @@ static void move_to_final(struct orch_task *t, unsigned from, enum wg_session_st
     save_update(t, &u);
     sleep_detail(t, extra, detail, sizeof(detail));
     orch_task_call(t);
-    if (wg_store_transition_idle(t->o->store, t->id, from, to, cutoff_of(t), &u, detail, on_pre_final,
-                                 t) < 0) {
+    if (wg_store_transition_idle(t->o->store, t->id, from, to, cutoff_of(t), &u, detail,
+                                 on_pre_final, t) < 0) {
         orch_task_returned(t);
         sleep_done(t);
     }
 }
 
-/* ---- the save --------------------------------------------------------------------------------- */
+/* ---- the save ---------------------------------------------------------------------------------
+ */
 
 static void on_save_event(const struct wg_store_res *res, void *arg)
 {
@@ -467,9 +471,9 @@ static void on_save_exec(int status, const struct wg_docker_reply *r, void *arg)
     wg_hist_observe_ns(&o->m.save, uv_hrtime() - t->save_started);
     t->save.at = orch_now_ms(o);
     t->save.exit_code = status == 0 ? r->exit_code : -1;
-    t->save.timeout = status == -ETIMEDOUT ||
-                      (status == 0 && r->exit_code != 0 &&
-                       seconds * 1000 >= (double)o->cfg->sessions.save.timeout_ms);
+    t->save.timeout =
+        status == -ETIMEDOUT || (status == 0 && r->exit_code != 0 &&
+                                 seconds * 1000 >= (double)o->cfg->sessions.save.timeout_ms);
     t->save.ok = status == 0 && r->exit_code == 0;
     if (r && r->output_len)
         wg_session_clean_text(t->save.output, sizeof(t->save.output), r->output, r->output_len);
@@ -591,7 +595,8 @@ static void on_unpaused_for_save(int status, const struct wg_docker_reply *r, vo
     sleep_save(t);
 }
 
-/* ---- into saving ------------------------------------------------------------------------------ */
+/* ---- into saving ------------------------------------------------------------------------------
+ */
 
 static void on_saving(const struct wg_store_res *res, void *arg)
 {
@@ -607,9 +612,8 @@ static void on_saving(const struct wg_store_res *res, void *arg)
         return;
     }
     if (res->status != 0) {
-        WG_INFO(t->o->log, ORCH_SUBSYS, "sleep called off before the save",
-                "session=%s state=%s", t->id,
-                res->rec ? wg_session_state_name(res->rec->state) : "-");
+        WG_INFO(t->o->log, ORCH_SUBSYS, "sleep called off before the save", "session=%s state=%s",
+                t->id, res->rec ? wg_session_state_name(res->rec->state) : "-");
         sleep_done(t);
         return;
     }
@@ -631,14 +635,15 @@ static void to_saving(struct orch_task *t, unsigned from)
 
     sleep_detail(t, NULL, detail, sizeof(detail));
     orch_task_call(t);
-    if (wg_store_transition_idle(t->o->store, t->id, from, WG_SESSION_SAVING, cutoff_of(t), NULL, detail,
-                                 on_saving, t) < 0) {
+    if (wg_store_transition_idle(t->o->store, t->id, from, WG_SESSION_SAVING, cutoff_of(t), NULL,
+                                 detail, on_saving, t) < 0) {
         orch_task_returned(t);
         sleep_done(t);
     }
 }
 
-/* ---- draining --------------------------------------------------------------------------------- */
+/* ---- draining ---------------------------------------------------------------------------------
+ */
 
 static void drained_cb(uv_timer_t *h)
 {
@@ -664,8 +669,8 @@ static void on_draining(const struct wg_store_res *res, void *arg)
     if (orch_task_returned(t))
         return;
     if (res->status != 0) {
-        WG_DEBUG(t->o->log, ORCH_SUBSYS, "not draining", "session=%s status=%d error=\"%s\"",
-                 t->id, res->status, res->error);
+        WG_DEBUG(t->o->log, ORCH_SUBSYS, "not draining", "session=%s status=%d error=\"%s\"", t->id,
+                 res->status, res->error);
         sleep_done(t);
         return;
     }
@@ -674,7 +679,8 @@ static void on_draining(const struct wg_store_res *res, void *arg)
     uv_timer_start(&t->timer, drained_cb, t->o->cfg->sessions.idle.drain_ms, 0);
 }
 
-/* ---- start -------------------------------------------------------------------------------------- */
+/* ---- start --------------------------------------------------------------------------------------
+ */
 
 static void refuse_destroy(struct orch_task *t, const char *why)
 {
@@ -741,19 +747,18 @@ static void on_sleep_get(const struct wg_store_res *res, void *arg)
      * activity a proxy writes a moment later, does not. */
     if (t->by_api)
         t->idle_cutoff = rec->last_active > t->cmd_at ? rec->last_active : t->cmd_at;
-    saved_since = rec->last_save.at > 0 && rec->last_save.ok &&
-                  rec->last_save.at >= rec->last_active;
+    saved_since =
+        rec->last_save.at > 0 && rec->last_save.ok && rec->last_save.at >= rec->last_active;
     switch (rec->state) {
     case WG_SESSION_RUNNING:
         if (!t->container[0])
             break;
-        snprintf(extra, sizeof(extra), "\"idle_ms\":%" PRId64,
-                 orch_now_ms(o) - rec->last_active);
+        snprintf(extra, sizeof(extra), "\"idle_ms\":%" PRId64, orch_now_ms(o) - rec->last_active);
         sleep_detail(t, extra, detail, sizeof(detail));
         orch_task_call(t);
         if (wg_store_transition_idle(o->store, t->id, WG_SESSION_BIT(WG_SESSION_RUNNING),
-                                     WG_SESSION_DRAINING, cutoff_of(t), NULL, detail,
-                                     on_draining, t) < 0) {
+                                     WG_SESSION_DRAINING, cutoff_of(t), NULL, detail, on_draining,
+                                     t) < 0) {
             orch_task_returned(t);
             sleep_done(t);
         }
@@ -842,7 +847,8 @@ void sleeper_command(struct wg_orch *o, const struct wg_wake_cmd *cmd)
     orch_task_begin(t);
 }
 
-/* ---- cancel on request ------------------------------------------------------------------------- */
+/* ---- cancel on request -------------------------------------------------------------------------
+ */
 
 static void on_request_cancel(const struct wg_store_res *res, void *arg)
 {
@@ -850,8 +856,8 @@ static void on_request_cancel(const struct wg_store_res *res, void *arg)
 
     if (!t->finished && !t->o->closing && res->status == 0) {
         t->o->m.cancelled[t->rec.state == WG_SESSION_SAVING ? 1 : 0]++;
-        WG_INFO(t->o->log, ORCH_SUBSYS, "a request arrived: sleep cancelled",
-                "session=%s was=%s", t->id, wg_session_state_name(t->rec.state));
+        WG_INFO(t->o->log, ORCH_SUBSYS, "a request arrived: sleep cancelled", "session=%s was=%s",
+                t->id, wg_session_state_name(t->rec.state));
     }
     orch_task_unref(t);
 }
@@ -873,7 +879,8 @@ void sleeper_request(struct wg_orch *o, const char *id)
         t->refs++;
 }
 
-/* ---- the reaper --------------------------------------------------------------------------------- */
+/* ---- the reaper ---------------------------------------------------------------------------------
+ */
 
 static void reap_one(struct wg_orch *o, const struct wg_store_reap *e, int64_t now)
 {
@@ -908,9 +915,9 @@ static void reap_one(struct wg_orch *o, const struct wg_store_reap *e, int64_t n
     t->tier = a == WG_ORCH_REAP_PAUSE ? WG_ORCH_TIER_PAUSE : WG_ORCH_TIER_STOP;
     t->idle_cutoff = e->last_active;
     snprintf(t->from, sizeof(t->from), "reaper");
-    WG_INFO(o->log, ORCH_SUBSYS, "idle session", "session=%s state=%s idle_ms=%" PRId64
-            " tier=%s why=\"%s\"", e->id, wg_session_state_name(e->state), now - e->last_active,
-            wg_orch_tier_name(t->tier), why);
+    WG_INFO(o->log, ORCH_SUBSYS, "idle session",
+            "session=%s state=%s idle_ms=%" PRId64 " tier=%s why=\"%s\"", e->id,
+            wg_session_state_name(e->state), now - e->last_active, wg_orch_tier_name(t->tier), why);
     orch_task_begin(t);
 }
 
@@ -953,7 +960,8 @@ static void reap_pass(struct wg_orch *o)
         tier = idle->stop_after_ms;
     if (o->reap_offset == 0)
         o->m.reap_passes++;
-    if (wg_store_reap_scan(o->store, tier, o->reap_offset, WG_STORE_BATCH_MAX, on_reap_scan, o) == 0)
+    if (wg_store_reap_scan(o->store, tier, o->reap_offset, WG_STORE_BATCH_MAX, on_reap_scan, o) ==
+        0)
         o->reap_busy = true;
 }
 
@@ -976,7 +984,8 @@ void reaper_stop(struct wg_orch *o)
     uv_timer_stop(&o->reap_timer);
 }
 
-/* ---- shutdown and metrics ---------------------------------------------------------------------- */
+/* ---- shutdown and metrics ----------------------------------------------------------------------
+ */
 
 static void on_rolled_back(const struct wg_store_res *res, void *arg)
 {
@@ -1060,8 +1069,7 @@ void sleeper_metrics(const struct wg_orch *o, struct wg_buf *out)
     for (int r = 0; r < 2; r++)
         for (int tier = 0; tier < 3; tier++)
             wg_buf_appendf(out, "wakegate_sleeps_total{reason=\"%s\",tier=\"%s\"} %" PRIu64 "\n",
-                           by[r], wg_orch_tier_name((enum wg_orch_tier)tier),
-                           o->m.sleeps[r][tier]);
+                           by[r], wg_orch_tier_name((enum wg_orch_tier)tier), o->m.sleeps[r][tier]);
     wg_buf_appendf(
         out,
         "# HELP wakegate_sleeps_cancelled_total Sleeps called off because the session was used, "

@@ -31,7 +31,7 @@
 
 #define RETRY_MS 100
 #define STORE_RETRY_MS 200
-#define STOP_TIMEOUT_S 2 /* sessions have an init: a stop takes ~130 ms */
+#define STOP_TIMEOUT_S 2    /* sessions have an init: a stop takes ~130 ms */
 #define LOG_DETAIL_MAX 6000 /* bytes of log tail in an event: JSON escaping stays under the cap */
 
 static void wake_locked(struct orch_task *t, bool held, const char *why);
@@ -725,8 +725,8 @@ static void wake_docker_answered(struct orch_task *t, const struct wg_docker_rep
 {
     t->t_docker = uv_hrtime();
     WG_DEBUG(t->o->log, ORCH_SUBSYS, "docker call answered",
-             "session=%s container=%.12s call=%s http=%ld docker_ms=%" PRIu64, t->id,
-             t->container, call, r->http_status, r->elapsed_us / 1000);
+             "session=%s container=%.12s call=%s http=%ld docker_ms=%" PRIu64, t->id, t->container,
+             call, r->http_status, r->elapsed_us / 1000);
     wake_inspect_started(t);
 }
 

@@ -330,7 +330,8 @@ static void proxy_metrics(struct wg_admin *a, struct wg_buf *out)
         "# HELP wakegate_client_bytes_sent_total Bytes written to clients.\n"
         "# TYPE wakegate_client_bytes_sent_total counter\n"
         "wakegate_client_bytes_sent_total %" PRIu64 "\n"
-        "# HELP wakegate_upstream_idle_connections Idle upstream connections in the keep-alive pool.\n"
+        "# HELP wakegate_upstream_idle_connections Idle upstream connections in the keep-alive "
+        "pool.\n"
         "# TYPE wakegate_upstream_idle_connections gauge\n"
         "wakegate_upstream_idle_connections %zu\n",
         s->upstream_errors, s->upstream_retries, s->bytes_in, s->bytes_out,

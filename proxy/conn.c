@@ -385,7 +385,8 @@ static void access_log(struct wg_conn *c)
                  c->id, c->x->log_method[0] ? c->x->log_method : "-", qhost[0] ? qhost : "-",
                  qpath[0] ? qpath : "-", c->status, c->req_bytes_in, c->resp_bytes_out,
                  c->x->up_name[0] ? c->x->up_name : "-",
-                 c->up_first_byte_ms ? (int64_t)(c->up_first_byte_ms - c->up_start_ms) : (int64_t)-1,
+                 c->up_first_byte_ms ? (int64_t)(c->up_first_byte_ms - c->up_start_ms)
+                                     : (int64_t)-1,
                  now - c->req_start_ms);
 }
 
@@ -613,8 +614,7 @@ static void update_reading(struct wg_conn *c)
                 want_client = !c->client_eof && inbuf_has_room(c);
             else
                 want_client = !c->client_eof && below_mark(c, SIDE_UP, c->reading_client);
-            want_up = c->up != NULL && !c->x->resp.complete &&
-                      below_mark(c, SIDE_CLIENT, true);
+            want_up = c->up != NULL && !c->x->resp.complete && below_mark(c, SIDE_CLIENT, true);
             break;
         case CS_TUNNEL:
             want_client = !c->client_eof && below_mark(c, SIDE_UP, c->reading_client);
@@ -735,8 +735,7 @@ static void timer_cb(uv_timer_t *t)
         conn_close(c);
         break;
     case DL_HEAD:
-        WG_INFO(c->px->log, "conn", "request head timeout, returning 408", "conn=%" PRIu64,
-                c->id);
+        WG_INFO(c->px->log, "conn", "request head timeout, returning 408", "conn=%" PRIu64, c->id);
         send_error(c, 408);
         break;
     case DL_CONNECT:
@@ -950,8 +949,8 @@ static void connect_upstream(struct wg_conn *c, bool fresh)
     c->up_start_ms = now_ms(c);
     c->x->up_ns = uv_hrtime();
     update_reading(c);
-    int r = wg_pool_acquire(c->px->pool, (const struct sockaddr *)&c->x->up_addr, fresh,
-                            &up_reader, upstream_connected, c, &uc, &reused);
+    int r = wg_pool_acquire(c->px->pool, (const struct sockaddr *)&c->x->up_addr, fresh, &up_reader,
+                            upstream_connected, c, &uc, &reused);
     if (r < 0) {
         char why[96];
         snprintf(why, sizeof(why), "connect: %s", uv_err_name(r));
@@ -977,8 +976,8 @@ static void connect_upstream(struct wg_conn *c, bool fresh)
 static void upstream_failed(struct wg_conn *c, int status, const char *why, bool retryable)
 {
     struct wg_proxy *px = c->px;
-    bool replayable = !c->req_head_written ||
-                      (c->req_framing == WG_HTTP_FRAME_NONE && wg_http_method_idempotent(c->x->req.method_id));
+    bool replayable = !c->req_head_written || (c->req_framing == WG_HTTP_FRAME_NONE &&
+                                               wg_http_method_idempotent(c->x->req.method_id));
 
     if (c->closing)
         return;
@@ -1333,7 +1332,10 @@ static void start_request(struct wg_conn *c, const char *head, size_t head_len)
     record_request_for_log(c);
     if (r != 0) {
         WG_DEBUG(px->log, "conn", "request refused", "conn=%" PRIu64 " status=%d llhttp=\"%s\"",
-                 c->id, r, llhttp_get_error_reason(&c->x->req_parser) ? llhttp_get_error_reason(&c->x->req_parser) : "");
+                 c->id, r,
+                 llhttp_get_error_reason(&c->x->req_parser)
+                     ? llhttp_get_error_reason(&c->x->req_parser)
+                     : "");
         send_error(c, r);
         return;
     }
@@ -1366,7 +1368,7 @@ static void start_request(struct wg_conn *c, const char *head, size_t head_len)
         c->req_keep_alive = false; /* an upgrade we do not tunnel ends the connection */
     c->req_framing = c->x->req.chunked              ? WG_HTTP_FRAME_CHUNKED
                      : c->x->req.has_content_length ? WG_HTTP_FRAME_LENGTH
-                                                 : WG_HTTP_FRAME_NONE;
+                                                    : WG_HTTP_FRAME_NONE;
 
     wg_buf_reset(&c->x->up_head);
     struct wg_http_request_out o = {
@@ -1456,8 +1458,7 @@ static size_t client_process(struct wg_conn *c, const char *data, size_t len)
                     send_error(c, 413);
                 } else if (gen == c->up_gen && c->up != NULL) {
                     WG_INFO(c->px->log, "conn", "bad request body framing, returning 400",
-                            "conn=%" PRIu64 " llhttp=\"%s\"", c->id,
-                            llhttp_errno_name(e));
+                            "conn=%" PRIu64 " llhttp=\"%s\"", c->id, llhttp_errno_name(e));
                     send_error(c, 400);
                 }
                 return len;
@@ -1648,9 +1649,12 @@ static void handle_response_head(struct wg_conn *c, const char *head, size_t hea
     wg_http_msg_begin(&c->x->resp);
     r = wg_http_parse_head(&c->x->resp_parser, &c->x->resp, head, head_len);
     if (r != 0) {
-        WG_DEBUG(px->log, "conn", "invalid response head", "conn=%" PRIu64 " status=%d llhttp=%s reason=\"%s\"",
-                 c->id, r, llhttp_errno_name(llhttp_get_errno(&c->x->resp_parser)),
-                 llhttp_get_error_reason(&c->x->resp_parser) ? llhttp_get_error_reason(&c->x->resp_parser) : "");
+        WG_DEBUG(px->log, "conn", "invalid response head",
+                 "conn=%" PRIu64 " status=%d llhttp=%s reason=\"%s\"", c->id, r,
+                 llhttp_errno_name(llhttp_get_errno(&c->x->resp_parser)),
+                 llhttp_get_error_reason(&c->x->resp_parser)
+                     ? llhttp_get_error_reason(&c->x->resp_parser)
+                     : "");
         upstream_failed(c, 502, "invalid response head", false);
         return;
     }
@@ -1702,7 +1706,7 @@ static void handle_response_head(struct wg_conn *c, const char *head, size_t hea
     enum wg_http_framing framing;
     if (no_body)
         framing = (c->x->resp.has_content_length && status != 204) ? WG_HTTP_FRAME_LENGTH
-                                                                 : WG_HTTP_FRAME_NONE;
+                                                                   : WG_HTTP_FRAME_NONE;
     else if (c->x->resp.has_content_length)
         framing = WG_HTTP_FRAME_LENGTH;
     else if (c->x->req.minor >= 1)
@@ -1929,9 +1933,9 @@ void wg_conn_accept(struct wg_proxy *px)
     c->id = ++px->next_conn_id;
     wg_list_push_back(&px->conns, &c->link);
     uv_tcp_getpeername(&c->client, &c->peer.sa, &namelen);
-    c->peer_trusted = cfg->trusted_proxies_len > 0 &&
-                      wg_cidr_contains_any(cfg->trusted_proxies, cfg->trusted_proxies_len,
-                                           &c->peer.sa);
+    c->peer_trusted =
+        cfg->trusted_proxies_len > 0 &&
+        wg_cidr_contains_any(cfg->trusted_proxies, cfg->trusted_proxies_len, &c->peer.sa);
     uv_tcp_nodelay(&c->client, 1);
     wg_buf_init(&c->in, cfg->limits.head_max + PIPELINE_BUFFER_MAX);
     c->state = CS_HEAD;
@@ -1957,8 +1961,8 @@ void wg_conn_remap_routes(struct wg_proxy *px, const uint32_t *map, size_t n)
 {
     for (struct wg_list *l = px->conns.next; l != &px->conns; l = l->next) {
         struct wg_conn *c = wg_container_of(l, struct wg_conn, link);
-        c->route_slot = map != NULL && c->route_slot < n ? map[c->route_slot]
-                                                        : WG_ROUTE_SLOT_UNCOUNTED;
+        c->route_slot =
+            map != NULL && c->route_slot < n ? map[c->route_slot] : WG_ROUTE_SLOT_UNCOUNTED;
     }
 }
 

@@ -476,8 +476,7 @@ void wg_http_settings_init(llhttp_settings_t *s)
     s->on_headers_complete = on_headers_complete;
 }
 
-int wg_http_parse_head(llhttp_t *parser, struct wg_http_msg *msg, const char *head,
-                       size_t head_len)
+int wg_http_parse_head(llhttp_t *parser, struct wg_http_msg *msg, const char *head, size_t head_len)
 {
     const int bad = msg->is_response ? 502 : 400;
     llhttp_errno_t e = llhttp_execute(parser, head, head_len);
@@ -509,10 +508,9 @@ int wg_http_parse_head(llhttp_t *parser, struct wg_http_msg *msg, const char *he
  * re-framed by the proxy, Upgrade is re-added only on an upgrade. */
 static bool hop_fixed(const struct wg_http_field *f)
 {
-    return NAME_IS(f, "connection") || NAME_IS(f, "keep-alive") ||
-           NAME_IS(f, "proxy-connection") || NAME_IS(f, "te") || NAME_IS(f, "trailer") ||
-           NAME_IS(f, "transfer-encoding") || NAME_IS(f, "upgrade") ||
-           NAME_IS(f, "content-length");
+    return NAME_IS(f, "connection") || NAME_IS(f, "keep-alive") || NAME_IS(f, "proxy-connection") ||
+           NAME_IS(f, "te") || NAME_IS(f, "trailer") || NAME_IS(f, "transfer-encoding") ||
+           NAME_IS(f, "upgrade") || NAME_IS(f, "content-length");
 }
 
 struct named_find {
@@ -573,8 +571,7 @@ bool wg_http_method_idempotent(uint8_t method_id)
 static bool is_forwarding_field(const struct wg_http_field *f)
 {
     return NAME_IS(f, "x-forwarded-for") || NAME_IS(f, "x-forwarded-host") ||
-           NAME_IS(f, "x-forwarded-proto") || NAME_IS(f, "forwarded") ||
-           NAME_IS(f, "x-real-ip");
+           NAME_IS(f, "x-forwarded-proto") || NAME_IS(f, "forwarded") || NAME_IS(f, "x-real-ip");
 }
 
 static int append_field(struct wg_buf *out, const char *name, size_t name_len, const char *value,
@@ -701,8 +698,7 @@ int wg_http_request_rebuild(const struct wg_http_msg *req, const struct wg_http_
         const struct wg_http_field *f = &req->fields[i];
         if (!NAME_IS(f, "x-forwarded-for") || f->value_len == 0 || wg_http_field_is_hop(req, f))
             continue;
-        if ((r = wg_buf_append(out, f->value, f->value_len)) < 0 ||
-            (r = APPEND_LIT(out, ", ")) < 0)
+        if ((r = wg_buf_append(out, f->value, f->value_len)) < 0 || (r = APPEND_LIT(out, ", ")) < 0)
             goto out;
     }
     if ((r = wg_buf_append(out, peer, strlen(peer))) < 0 || (r = APPEND_LIT(out, "\r\n")) < 0)
@@ -734,8 +730,8 @@ int wg_http_response_rebuild(const struct wg_http_msg *resp, const struct wg_htt
                              struct wg_buf *out)
 {
     int r;
-    if ((r = APPEND_LIT(out, "HTTP/1.1 ")) < 0 || (r = append_u64(out, (uint64_t)resp->status)) < 0 ||
-        (r = APPEND_LIT(out, " ")) < 0)
+    if ((r = APPEND_LIT(out, "HTTP/1.1 ")) < 0 ||
+        (r = append_u64(out, (uint64_t)resp->status)) < 0 || (r = APPEND_LIT(out, " ")) < 0)
         goto out;
     if (resp->reason_len > 0)
         r = wg_buf_append(out, resp->reason, resp->reason_len);
@@ -771,34 +767,63 @@ out:
 const char *wg_http_reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 103: return "Early Hints";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 417: return "Expectation Failed";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+        return "Continue";
+    case 101:
+        return "Switching Protocols";
+    case 103:
+        return "Early Hints";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 417:
+        return "Expectation Failed";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
     }
 }

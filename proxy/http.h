@@ -81,8 +81,8 @@ struct wg_http_msg {
     bool chunked;
     bool has_content_length;
     uint64_t content_length;
-    bool conn_close;      /* Connection: close, or 1.0 without keep-alive */
-    bool conn_upgrade;    /* Connection names upgrade */
+    bool conn_close;        /* Connection: close, or 1.0 without keep-alive */
+    bool conn_upgrade;      /* Connection names upgrade */
     bool upgrade_websocket; /* a valid WebSocket upgrade request, or a 101 */
     bool expect_continue;
     bool headers_done;
@@ -117,17 +117,17 @@ bool wg_http_list_has(const char *value, size_t len, const char *token);
 bool wg_http_method_idempotent(uint8_t method_id);
 
 enum wg_http_framing {
-    WG_HTTP_FRAME_NONE = 0,   /* no body */
-    WG_HTTP_FRAME_LENGTH,     /* Content-Length */
-    WG_HTTP_FRAME_CHUNKED,    /* re-framed as chunked */
-    WG_HTTP_FRAME_CLOSE,      /* delimited by closing the connection */
+    WG_HTTP_FRAME_NONE = 0, /* no body */
+    WG_HTTP_FRAME_LENGTH,   /* Content-Length */
+    WG_HTTP_FRAME_CHUNKED,  /* re-framed as chunked */
+    WG_HTTP_FRAME_CLOSE,    /* delimited by closing the connection */
 };
 
 struct wg_http_request_out {
     const char *target; /* rewritten target, e.g. after strip_prefix */
     size_t target_len;
-    bool slash_prefix; /* write "/" before target (a stripped prefix took the path) */
-    const char *default_host; /* Host for a 1.0 request that sent none (the upstream) */
+    bool slash_prefix;           /* write "/" before target (a stripped prefix took the path) */
+    const char *default_host;    /* Host for a 1.0 request that sent none (the upstream) */
     const struct sockaddr *peer; /* client address */
     bool peer_trusted;           /* keep and append to its X-Forwarded-* */
     enum wg_http_framing framing;

@@ -42,12 +42,12 @@ struct wg_route {
     size_t index; /* position in the routes list */
     int line;     /* config line, 0 if unknown */
     bool strip_prefix;
-    bool has_upstream;             /* static upstream route */
+    bool has_upstream; /* static upstream route */
     struct sockaddr_storage upstream;
     socklen_t upstream_len;
-    char upstream_text[80];        /* "127.0.0.1:9000", for logs */
-    unsigned port;                 /* session routes: container port (0 = default) */
-    bool captures_session;         /* some condition holds {session} */
+    char upstream_text[80]; /* "127.0.0.1:9000", for logs */
+    unsigned port;          /* session routes: container port (0 = default) */
+    bool captures_session;  /* some condition holds {session} */
 };
 
 struct wg_route_input {
@@ -63,7 +63,7 @@ struct wg_route_match {
     const struct wg_route *route;
     const char *session; /* span of the captured {session}, or NULL */
     size_t session_len;
-    size_t strip_len; /* leading target bytes to drop (strip_prefix), else 0 */
+    size_t strip_len;  /* leading target bytes to drop (strip_prefix), else 0 */
     size_t prefix_len; /* leading target bytes the path prefix covered (0: no path condition) */
 };
 /* strip_len counts the target bytes the matched path_prefix covers. The

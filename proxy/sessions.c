@@ -30,20 +30,20 @@
 struct sess_entry {
     struct sess_entry *next;
     char id[WG_SESSION_ID_MAX + 1];
-    bool known;     /* a fetch or a state message filled it */
+    bool known; /* a fetch or a state message filled it */
     bool fetching;
     bool not_found;
-    bool stale; /* messages may have been missed: fetch again on next use, and
-                 * believe the next read or message whatever its version (Redis
-                 * may have lost its data and numbered records anew) */
+    bool stale;               /* messages may have been missed: fetch again on next use, and
+                               * believe the next read or message whatever its version (Redis
+                               * may have lost its data and numbered records anew) */
     uint64_t fetch_failed_ms; /* loop time the last fetch failed, 0: it did not */
     enum wg_session_state state;
     char ip[WG_SESSION_IP_MAX + 1];
     uint16_t port;
     char host[WG_SESSION_HOST_MAX + 1];
     uint64_t version;
-    uint64_t state_at_ms;  /* loop time the state was learnt */
-    int64_t failed_since;  /* loop ms the entry entered failed */
+    uint64_t state_at_ms; /* loop time the state was learnt */
+    int64_t failed_since; /* loop ms the entry entered failed */
     uint64_t fetched_at_ms;
     uint64_t last_wake_ms;
     bool woken;
@@ -337,8 +337,9 @@ void wg_sessions_lookup(struct wg_sessions *s, const char *id, uint16_t port,
         }
     }
     if (!e->known) {
-        v->status = e->fetching ? WG_SESS_PENDING : e->not_found ? WG_SESS_NOT_FOUND
-                                                                 : WG_SESS_UNAVAILABLE;
+        v->status = e->fetching    ? WG_SESS_PENDING
+                    : e->not_found ? WG_SESS_NOT_FOUND
+                                   : WG_SESS_UNAVAILABLE;
         return;
     }
     v->state = e->state;
@@ -390,8 +391,7 @@ static void wake_done(const struct wg_store_res *res, void *arg)
     struct wg_sessions *s = pending_end(p);
     if (s == NULL || res->status == 0)
         return;
-    WG_WARN(s->log, "sessions", "wake command not sent", "session=%s error=\"%s\"", id,
-            res->error);
+    WG_WARN(s->log, "sessions", "wake command not sent", "session=%s error=\"%s\"", id, res->error);
     struct sess_entry *e = find(s, id);
     if (e != NULL)
         e->last_wake_ms = 0; /* let the next request try again */

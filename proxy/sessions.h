@@ -53,16 +53,16 @@ struct sess_entry;
 #define WG_SESSIONS_HOLD_TOTAL_MAX 10000
 
 enum wg_sess_status {
-    WG_SESS_READY = 0,    /* running, with an address: proxy now */
-    WG_SESS_PENDING,      /* being fetched from Redis: wait */
-    WG_SESS_NOT_RUNNING,  /* known and not running; view.state says which */
-    WG_SESS_NOT_FOUND,    /* no such session */
-    WG_SESS_UNAVAILABLE,  /* Redis unreachable and nothing usable cached */
+    WG_SESS_READY = 0,   /* running, with an address: proxy now */
+    WG_SESS_PENDING,     /* being fetched from Redis: wait */
+    WG_SESS_NOT_RUNNING, /* known and not running; view.state says which */
+    WG_SESS_NOT_FOUND,   /* no such session */
+    WG_SESS_UNAVAILABLE, /* Redis unreachable and nothing usable cached */
 };
 
 struct wg_sess_view {
     enum wg_sess_status status;
-    enum wg_session_state state; /* valid unless PENDING, NOT_FOUND or UNAVAILABLE */
+    enum wg_session_state state;  /* valid unless PENDING, NOT_FOUND or UNAVAILABLE */
     struct sockaddr_storage addr; /* READY: ip and port */
     socklen_t addr_len;
     char addr_text[64];

@@ -23,13 +23,13 @@ struct app {
     struct wg_config cfg;
     struct wg_config_flags flags;
     struct wg_log log;
-    struct wg_proxy *px;     /* role all|proxy */
-    struct wg_admin *admin;  /* every role */
-    struct wg_redis *redis;  /* commands; NULL when no Redis is configured */
-    struct wg_store *store;  /* on redis; NULL without Redis */
-    struct wg_orch *orch;    /* role all|orchestrator (src/orch.c) */
-    struct wg_api *api;      /* admin API, role all|orchestrator (src/api.c) */
-    struct wg_sessions *sessions; /* proxy's session routes (src/sessions.c) */
+    struct wg_proxy *px;                 /* role all|proxy */
+    struct wg_admin *admin;              /* every role */
+    struct wg_redis *redis;              /* commands; NULL when no Redis is configured */
+    struct wg_store *store;              /* on redis; NULL without Redis */
+    struct wg_orch *orch;                /* role all|orchestrator (src/orch.c) */
+    struct wg_api *api;                  /* admin API, role all|orchestrator (src/api.c) */
+    struct wg_sessions *sessions;        /* proxy's session routes (src/sessions.c) */
     struct app_redis_child *redis_child; /* private redis-server (src/redis_child.c) */
     uv_signal_t sig_term, sig_int, sig_hup;
     bool stopping;

@@ -28,8 +28,6 @@
 #define EXIT_CONFIG 3
 #define EXIT_LISTEN 4
 
-
-
 static void usage(FILE *out)
 {
     fprintf(out,
@@ -43,7 +41,8 @@ static void usage(FILE *out)
             "      --role ROLE          all (default), proxy or orchestrator\n"
             "      --log-level LEVEL    debug, info, warn or error\n"
             "      --listen ADDR        public listener, e.g. 0.0.0.0:8080 (env WAKEGATE_LISTEN)\n"
-            "      --admin-listen ADDR  admin listener, e.g. 127.0.0.1:8081 (env WAKEGATE_ADMIN_LISTEN)\n"
+            "      --admin-listen ADDR  admin listener, e.g. 127.0.0.1:8081 (env "
+            "WAKEGATE_ADMIN_LISTEN)\n"
             "      --check-config       validate the configuration, print a summary and exit\n"
             "  -h, --help               show this help\n"
             "  -V, --version            show the version\n"
@@ -218,15 +217,33 @@ int main(int argc, char **argv)
     app.flags.docker_host_check = wg_docker_host_check;
     while ((opt = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
         switch (opt) {
-        case 'c': app.flags.config_path = optarg; break;
-        case 'r': app.flags.role = optarg; break;
-        case 'l': app.flags.log_level = optarg; break;
-        case 'L': app.flags.listen = optarg; break;
-        case 'A': app.flags.admin_listen = optarg; break;
-        case 'k': check_only = true; break;
-        case 'h': usage(stdout); return EXIT_OK;
-        case 'V': printf("wakegate %s\n", WG_VERSION); return EXIT_OK;
-        default: usage(stderr); return EXIT_USAGE;
+        case 'c':
+            app.flags.config_path = optarg;
+            break;
+        case 'r':
+            app.flags.role = optarg;
+            break;
+        case 'l':
+            app.flags.log_level = optarg;
+            break;
+        case 'L':
+            app.flags.listen = optarg;
+            break;
+        case 'A':
+            app.flags.admin_listen = optarg;
+            break;
+        case 'k':
+            check_only = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return EXIT_OK;
+        case 'V':
+            printf("wakegate %s\n", WG_VERSION);
+            return EXIT_OK;
+        default:
+            usage(stderr);
+            return EXIT_USAGE;
         }
     }
     if (optind < argc) {
@@ -291,15 +308,14 @@ int main(int argc, char **argv)
         struct wg_redis_opts ropts = {.name = "main"};
         r = wg_redis_new(&app.loop, app.cfg.redis_url, &ropts, &app.log, &app.redis);
         if (r < 0) {
-            WG_ERROR(&app.log, "main", "cannot set up Redis", "url=%s error=%s",
-                     app.cfg.redis_url, strerror(-r));
+            WG_ERROR(&app.log, "main", "cannot set up Redis", "url=%s error=%s", app.cfg.redis_url,
+                     strerror(-r));
             rc = EXIT_CONFIG;
             goto out_free;
         }
         r = wg_store_new(app.redis, NULL, &app.store);
         if (r < 0) {
-            WG_ERROR(&app.log, "main", "cannot set up the session store", "error=%s",
-                     strerror(-r));
+            WG_ERROR(&app.log, "main", "cannot set up the session store", "error=%s", strerror(-r));
             goto out_free;
         }
         if (app_orch_start(&app) < 0)

@@ -33,32 +33,37 @@ static void sessions_metrics(void *arg, struct wg_buf *out)
                    "# HELP wakegate_wake_requests_total Wake commands this gateway sent.\n"
                    "# TYPE wakegate_wake_requests_total counter\n"
                    "wakegate_wake_requests_total %" PRIu64 "\n"
-                   "# HELP wakegate_wakes_suppressed_total Requests for a sleeping session that did not wake it (probes, non-waking paths and user agents).\n"
+                   "# HELP wakegate_wakes_suppressed_total Requests for a sleeping session that "
+                   "did not wake it (probes, non-waking paths and user agents).\n"
                    "# TYPE wakegate_wakes_suppressed_total counter\n"
                    "wakegate_wakes_suppressed_total %" PRIu64 "\n"
-                   "# HELP wakegate_session_fetches_total Session records read from Redis into the route cache.\n"
+                   "# HELP wakegate_session_fetches_total Session records read from Redis into the "
+                   "route cache.\n"
                    "# TYPE wakegate_session_fetches_total counter\n"
                    "wakegate_session_fetches_total %" PRIu64 "\n"
                    "# HELP wakegate_state_messages_total Session state messages received.\n"
                    "# TYPE wakegate_state_messages_total counter\n"
                    "wakegate_state_messages_total %" PRIu64 "\n",
-                   st->held, st->hold_refused, st->wakes_sent, st->wakes_suppressed,
-                   st->fetches, st->state_messages);
-    wg_buf_appendf(out,
-                   "# HELP wakegate_activity_writes_total Session activity entries written to wg:active.\n"
-                   "# TYPE wakegate_activity_writes_total counter\n"
-                   "wakegate_activity_writes_total %" PRIu64 "\n"
-                   "# HELP wakegate_activity_batches_total Batches of session activity written (one per flush).\n"
-                   "# TYPE wakegate_activity_batches_total counter\n"
-                   "wakegate_activity_batches_total %" PRIu64 "\n"
-                   "# HELP wakegate_activity_write_errors_total Batches of session activity that failed (kept for the next flush).\n"
-                   "# TYPE wakegate_activity_write_errors_total counter\n"
-                   "wakegate_activity_write_errors_total %" PRIu64 "\n"
-                   "# HELP wakegate_session_exchanges_open Requests and streams proxied to sessions now (they keep their session active).\n"
-                   "# TYPE wakegate_session_exchanges_open gauge\n"
-                   "wakegate_session_exchanges_open %" PRIu64 "\n",
-                   st->activity_touches, st->activity_batches, st->activity_errors,
-                   st->activity_open);
+                   st->held, st->hold_refused, st->wakes_sent, st->wakes_suppressed, st->fetches,
+                   st->state_messages);
+    wg_buf_appendf(
+        out,
+        "# HELP wakegate_activity_writes_total Session activity entries written to wg:active.\n"
+        "# TYPE wakegate_activity_writes_total counter\n"
+        "wakegate_activity_writes_total %" PRIu64 "\n"
+        "# HELP wakegate_activity_batches_total Batches of session activity written (one per "
+        "flush).\n"
+        "# TYPE wakegate_activity_batches_total counter\n"
+        "wakegate_activity_batches_total %" PRIu64 "\n"
+        "# HELP wakegate_activity_write_errors_total Batches of session activity that failed (kept "
+        "for the next flush).\n"
+        "# TYPE wakegate_activity_write_errors_total counter\n"
+        "wakegate_activity_write_errors_total %" PRIu64 "\n"
+        "# HELP wakegate_session_exchanges_open Requests and streams proxied to sessions now (they "
+        "keep their session active).\n"
+        "# TYPE wakegate_session_exchanges_open gauge\n"
+        "wakegate_session_exchanges_open %" PRIu64 "\n",
+        st->activity_touches, st->activity_batches, st->activity_errors, st->activity_open);
 }
 
 int app_sessions_start(struct app *app)

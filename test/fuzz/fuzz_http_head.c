@@ -93,8 +93,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (parse_one(buf, size, false, &limits, &p, &settings, &m, fields) > 0) {
         rebuild_request(&m, &out1);
-        if (parse_one(wg_buf_head(&out1), wg_buf_size(&out1), false, &rebuilt_limits, &p2, &settings, &m2,
-                      fields2) != wg_buf_size(&out1))
+        if (parse_one(wg_buf_head(&out1), wg_buf_size(&out1), false, &rebuilt_limits, &p2,
+                      &settings, &m2, fields2) != wg_buf_size(&out1))
             abort(); /* a rebuilt head must be accepted whole */
         rebuild_request(&m2, &out2);
         if (wg_buf_size(&out1) != wg_buf_size(&out2) ||
@@ -115,8 +115,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         };
         if (wg_http_response_rebuild(&m, &o, &out1) < 0)
             abort();
-        if (parse_one(wg_buf_head(&out1), wg_buf_size(&out1), true, &rebuilt_limits, &p2, &settings, &m2,
-                      fields2) != wg_buf_size(&out1))
+        if (parse_one(wg_buf_head(&out1), wg_buf_size(&out1), true, &rebuilt_limits, &p2, &settings,
+                      &m2, fields2) != wg_buf_size(&out1))
             abort();
         if (m2.status != m.status)
             abort();

@@ -87,8 +87,7 @@ void wg_test_redis_remove_files(struct wg_test_redis *r)
     rmdir(r->dir);
 }
 
-int wg_test_redis_start_in_tmp(struct wg_test_redis *r, const char *name, char *url,
-                               size_t urllen)
+int wg_test_redis_start_in_tmp(struct wg_test_redis *r, const char *name, char *url, size_t urllen)
 {
     snprintf(r->dir, sizeof(r->dir), "/tmp/wg-%s-test-XXXXXX", name);
     if (!mkdtemp(r->dir))

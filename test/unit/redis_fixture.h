@@ -22,8 +22,7 @@ int wg_test_redis_start(struct wg_test_redis *r);
 /* Makes /tmp/wg-<name>-test-XXXXXX with redis.sock and redis.log in it,
  * writes "unix://<socket>" into url and starts the server there. Returns 0
  * or -1. */
-int wg_test_redis_start_in_tmp(struct wg_test_redis *r, const char *name, char *url,
-                               size_t urllen);
+int wg_test_redis_start_in_tmp(struct wg_test_redis *r, const char *name, char *url, size_t urllen);
 /* Kills it by pid and reaps it; idempotent. */
 void wg_test_redis_stop(struct wg_test_redis *r);
 /* Removes the socket, the log (unless WG_TEST_KEEP_LOG is set) and the

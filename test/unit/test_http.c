@@ -135,14 +135,24 @@ static void test_request_rules(void **state)
 {
     (void)state;
     /* Transfer-Encoding */
-    assert_int_equal(req_status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"), 0);
-    assert_int_equal(req_status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity, chunked\r\n\r\n"), 400);
-    assert_int_equal(req_status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), 501);
-    assert_int_equal(req_status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
+    assert_int_equal(req_status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"),
+                     0);
+    assert_int_equal(
+        req_status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity, chunked\r\n\r\n"),
+        400);
+    assert_int_equal(
+        req_status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), 501);
+    assert_int_equal(req_status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: "
+                                "chunked\r\nTransfer-Encoding: chunked\r\n\r\n"),
+                     400);
     assert_int_equal(req_status("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
     /* llhttp strict: CL with TE, two CLs, malformed CL */
-    assert_int_equal(req_status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
-    assert_int_equal(req_status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"), 400);
+    assert_int_equal(req_status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: "
+                                "3\r\nTransfer-Encoding: chunked\r\n\r\n"),
+                     400);
+    assert_int_equal(
+        req_status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"),
+        400);
     assert_int_equal(req_status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3x\r\n\r\n"), 400);
     /* versions */
     assert_int_equal(req_status("GET / HTTP/2.0\r\nHost: a\r\n\r\n"), 505);
@@ -161,12 +171,24 @@ static void test_request_rules(void **state)
     assert_int_equal(req_status("GET / HTTP/1.0\r\n\r\n"), 0);
     assert_int_equal(req_status("GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n"), 0);
     /* Expect */
-    assert_int_equal(req_status("PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n"), 0);
-    assert_int_equal(req_status("PUT / HTTP/1.1\r\nHost: a\r\nExpect: something\r\nContent-Length: 1\r\n\r\n"), 417);
+    assert_int_equal(
+        req_status(
+            "PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n"),
+        0);
+    assert_int_equal(
+        req_status("PUT / HTTP/1.1\r\nHost: a\r\nExpect: something\r\nContent-Length: 1\r\n\r\n"),
+        417);
     /* WebSocket */
-    assert_int_equal(req_status("GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"), 400);
+    assert_int_equal(
+        req_status(
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"),
+        400);
     struct parsed ps;
-    assert_int_equal(parse(&ps, "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n", false), 0);
+    assert_int_equal(parse(&ps,
+                           "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, "
+                           "Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n",
+                           false),
+                     0);
     assert_true(ps.msg.upgrade_websocket);
 }
 
@@ -174,7 +196,12 @@ static void test_request_facts(void **state)
 {
     (void)state;
     struct parsed ps;
-    assert_int_equal(parse(&ps, "POST /p?q HTTP/1.1\r\nHost: h:1\r\nContent-Length: 12\r\nExpect: 100-Continue\r\n\r\n", false), 0);
+    assert_int_equal(
+        parse(
+            &ps,
+            "POST /p?q HTTP/1.1\r\nHost: h:1\r\nContent-Length: 12\r\nExpect: 100-Continue\r\n\r\n",
+            false),
+        0);
     assert_true(ps.msg.has_content_length);
     assert_int_equal(ps.msg.content_length, 12);
     assert_true(ps.msg.expect_continue);
@@ -186,11 +213,14 @@ static void test_request_facts(void **state)
     assert_true(ps.msg.conn_close); /* 1.0 without keep-alive */
     assert_int_equal(parse(&ps, "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", false), 0);
     assert_false(ps.msg.conn_close);
-    assert_int_equal(parse(&ps, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", false), 0);
+    assert_int_equal(parse(&ps, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", false),
+                     0);
     assert_true(ps.msg.conn_close);
     assert_true(ps.msg.complete); /* no body: the message ends with the head */
     /* Expect on 1.0 is ignored: never a 1xx to a 1.0 client */
-    assert_int_equal(parse(&ps, "PUT / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n", false), 0);
+    assert_int_equal(
+        parse(&ps, "PUT / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n", false),
+        0);
     assert_false(ps.msg.expect_continue);
 }
 
@@ -208,31 +238,43 @@ static void test_request_rebuild(void **state)
     inet_pton(AF_INET, "10.1.2.3", &peer.sin_addr);
     wg_buf_init(&out, 1 << 16);
 
-    assert_int_equal(parse(&ps,
-        "POST /x HTTP/1.1\r\nHost: a.example\r\nConnection: close, X-Forwarded-For, X-Secret\r\n"
-        "X-Secret: s\r\nKeep-Alive: 5\r\nTE: trailers\r\nTrailer: X\r\nProxy-Connection: x\r\n"
-        "Upgrade: h2c\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Host: evil\r\nForwarded: for=x\r\n"
-        "X-Real-IP: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nTransfer-Encoding: chunked\r\n"
-        "Expect: 100-continue\r\nX-Keep:  v  \r\n\r\n", false), 0);
+    assert_int_equal(
+        parse(
+            &ps,
+            "POST /x HTTP/1.1\r\nHost: a.example\r\nConnection: close, X-Forwarded-For, "
+            "X-Secret\r\n"
+            "X-Secret: s\r\nKeep-Alive: 5\r\nTE: trailers\r\nTrailer: X\r\nProxy-Connection: x\r\n"
+            "Upgrade: h2c\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Host: evil\r\nForwarded: "
+            "for=x\r\n"
+            "X-Real-IP: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nTransfer-Encoding: chunked\r\n"
+            "Expect: 100-continue\r\nX-Keep:  v  \r\n\r\n",
+            false),
+        0);
     struct wg_http_request_out o = {
-        .target = ps.msg.target, .target_len = ps.msg.target_len,
-        .peer = (struct sockaddr *)&peer, .framing = WG_HTTP_FRAME_CHUNKED,
+        .target = ps.msg.target,
+        .target_len = ps.msg.target_len,
+        .peer = (struct sockaddr *)&peer,
+        .framing = WG_HTTP_FRAME_CHUNKED,
     };
     assert_int_equal(wg_http_request_rebuild(&ps.msg, &o, &out), 0);
     const char *h = wg_buf_head(&out);
     size_t n = wg_buf_size(&out);
     const char *want =
         "POST /x HTTP/1.1\r\nHost: a.example\r\nX-Keep: v\r\nX-Forwarded-For: 10.1.2.3\r\n"
-        "X-Forwarded-Host: a.example\r\nX-Forwarded-Proto: http\r\nTransfer-Encoding: chunked\r\n\r\n";
+        "X-Forwarded-Host: a.example\r\nX-Forwarded-Proto: http\r\nTransfer-Encoding: "
+        "chunked\r\n\r\n";
     assert_int_equal(n, strlen(want));
     assert_memory_equal(h, want, n);
 
     /* a trusted peer: its X-Forwarded-* are kept and extended */
     wg_buf_reset(&out);
-    assert_int_equal(parse(&ps, "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.1.1.1\r\n"
-                                "X-Forwarded-For: 2.2.2.2\r\nX-Forwarded-Proto: https\r\n\r\n", false), 0);
-    o = (struct wg_http_request_out){.target = "/", .target_len = 1,
-                                     .peer = (struct sockaddr *)&peer, .peer_trusted = true};
+    assert_int_equal(parse(&ps,
+                           "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.1.1.1\r\n"
+                           "X-Forwarded-For: 2.2.2.2\r\nX-Forwarded-Proto: https\r\n\r\n",
+                           false),
+                     0);
+    o = (struct wg_http_request_out){
+        .target = "/", .target_len = 1, .peer = (struct sockaddr *)&peer, .peer_trusted = true};
     assert_int_equal(wg_http_request_rebuild(&ps.msg, &o, &out), 0);
     assert_non_null(find(wg_buf_head(&out), wg_buf_size(&out),
                          "X-Forwarded-For: 1.1.1.1, 2.2.2.2, 10.1.2.3\r\n"));
@@ -240,20 +282,27 @@ static void test_request_rebuild(void **state)
 
     /* an upgrade keeps Upgrade, a stripped prefix keeps a leading slash */
     wg_buf_reset(&out);
-    assert_int_equal(parse(&ps, "GET /api?x HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n"
-                                "Upgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n", false), 0);
-    o = (struct wg_http_request_out){.target = "?x", .target_len = 2, .slash_prefix = true,
-                                     .peer = (struct sockaddr *)&peer, .upgrade = true};
+    assert_int_equal(parse(&ps,
+                           "GET /api?x HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n"
+                           "Upgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n",
+                           false),
+                     0);
+    o = (struct wg_http_request_out){.target = "?x",
+                                     .target_len = 2,
+                                     .slash_prefix = true,
+                                     .peer = (struct sockaddr *)&peer,
+                                     .upgrade = true};
     assert_int_equal(wg_http_request_rebuild(&ps.msg, &o, &out), 0);
     assert_memory_equal(wg_buf_head(&out), "GET /?x HTTP/1.1\r\n", 18);
-    assert_non_null(find(wg_buf_head(&out), wg_buf_size(&out), "Connection: upgrade\r\nUpgrade: websocket\r\n"));
+    assert_non_null(find(wg_buf_head(&out), wg_buf_size(&out),
+                         "Connection: upgrade\r\nUpgrade: websocket\r\n"));
     assert_non_null(find(wg_buf_head(&out), wg_buf_size(&out), "Sec-WebSocket-Key: k\r\n"));
 
     /* HTTP/1.0 without Host gets the upstream as Host */
     wg_buf_reset(&out);
     assert_int_equal(parse(&ps, "GET / HTTP/1.0\r\n\r\n", false), 0);
-    o = (struct wg_http_request_out){.target = "/", .target_len = 1,
-                                     .peer = (struct sockaddr *)&peer, .default_host = "up:80"};
+    o = (struct wg_http_request_out){
+        .target = "/", .target_len = 1, .peer = (struct sockaddr *)&peer, .default_host = "up:80"};
     assert_int_equal(wg_http_request_rebuild(&ps.msg, &o, &out), 0);
     assert_non_null(find(wg_buf_head(&out), wg_buf_size(&out), "\r\nHost: up:80\r\n"));
     wg_buf_release(&out);
@@ -266,13 +315,20 @@ static void test_response(void **state)
     struct wg_buf out;
     wg_buf_init(&out, 1 << 16);
 
-    assert_int_equal(parse(&ps, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", true), 502);
-    assert_int_equal(parse(&ps, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", true), 502);
+    assert_int_equal(
+        parse(&ps, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+              true),
+        502);
+    assert_int_equal(
+        parse(&ps, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", true), 502);
     assert_int_equal(parse(&ps, "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", true), 502);
     assert_int_equal(parse(&ps, "HTTP/2.0 200 OK\r\n\r\n", true), 502);
 
-    assert_int_equal(parse(&ps, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: X-Hop\r\n"
-                                "X-Hop: 1\r\nKeep-Alive: t\r\nX-End: e\r\n\r\n", true), 0);
+    assert_int_equal(parse(&ps,
+                           "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: X-Hop\r\n"
+                           "X-Hop: 1\r\nKeep-Alive: t\r\nX-End: e\r\n\r\n",
+                           true),
+                     0);
     assert_true(ps.msg.chunked);
     /* a 1.0 client gets no chunking: close-delimited */
     struct wg_http_response_out o = {.client_minor = 0, .framing = WG_HTTP_FRAME_CLOSE};
@@ -283,10 +339,13 @@ static void test_response(void **state)
 
     /* a keep-alive 1.0 client with a length hears keep-alive */
     wg_buf_reset(&out);
-    o = (struct wg_http_response_out){.client_minor = 0, .framing = WG_HTTP_FRAME_LENGTH,
-                                      .content_length = 7, .keep_alive = true};
+    o = (struct wg_http_response_out){.client_minor = 0,
+                                      .framing = WG_HTTP_FRAME_LENGTH,
+                                      .content_length = 7,
+                                      .keep_alive = true};
     assert_int_equal(wg_http_response_rebuild(&ps.msg, &o, &out), 0);
-    assert_non_null(find(wg_buf_head(&out), wg_buf_size(&out), "Content-Length: 7\r\nConnection: keep-alive\r\n"));
+    assert_non_null(find(wg_buf_head(&out), wg_buf_size(&out),
+                         "Content-Length: 7\r\nConnection: keep-alive\r\n"));
 
     /* a 1xx head carries no Connection */
     wg_buf_reset(&out);
@@ -298,7 +357,12 @@ static void test_response(void **state)
     assert_memory_equal(wg_buf_head(&out), want, strlen(want));
 
     /* 101 with websocket */
-    assert_int_equal(parse(&ps, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", true), 0);
+    assert_int_equal(
+        parse(
+            &ps,
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            true),
+        0);
     assert_true(ps.msg.upgrade_websocket);
     wg_buf_release(&out);
 }
@@ -316,8 +380,8 @@ static void test_helpers(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_scan_rules),    cmocka_unit_test(test_scan_limits),
-        cmocka_unit_test(test_request_rules), cmocka_unit_test(test_request_facts),
+        cmocka_unit_test(test_scan_rules),      cmocka_unit_test(test_scan_limits),
+        cmocka_unit_test(test_request_rules),   cmocka_unit_test(test_request_facts),
         cmocka_unit_test(test_request_rebuild), cmocka_unit_test(test_response),
         cmocka_unit_test(test_helpers),
     };

@@ -719,8 +719,8 @@ static void test_save_commit(void **state)
 
 static void test_idle_labels(void **state)
 {
-    const char *labels[] = {"app", "x", "wakegate.idle.stop_after", "90s",
-                            "wakegate.idle.pause_after", "0s", NULL};
+    const char *labels[] = {
+        "app", "x", "wakegate.idle.stop_after", "90s", "wakegate.idle.pause_after", "0s", NULL};
     const char *bad[] = {"wakegate.idle.stop_after", "soon", NULL};
     bool hs = false, hp = false;
     uint64_t stop = 0, pause = 7;

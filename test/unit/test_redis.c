@@ -35,7 +35,6 @@
 #include "redis_fixture.h"
 #include "common/redis.h"
 
-
 struct fx {
     uv_loop_t loop;
     bool loop_closed;
@@ -58,8 +57,6 @@ struct result {
     bool inside; /* the callback ran inside the issuing call */
     uint64_t at_ms;
 };
-
-
 
 /* ---- fixture ------------------------------------------------------------------------------ */
 

@@ -48,8 +48,6 @@ struct fx {
     struct wg_store *st;
 };
 
-
-
 /* ---- fixture --------------------------------------------------------------------------------- */
 
 static int64_t fake_clock(void *arg)
@@ -992,16 +990,18 @@ static void test_transition_idle(void **state)
     create(fx, "i1");
     move(fx, "i1", WG_SESSION_RUNNING); /* wg:active = 1000 */
     fx->clock = 5000;
-    DO(fx, &g, wg_store_transition_idle(fx->st, "i1", B(RUNNING), WG_SESSION_DRAINING, 1000, NULL,
-                                        NULL, got_cb, &g));
+    DO(fx, &g,
+       wg_store_transition_idle(fx->st, "i1", B(RUNNING), WG_SESSION_DRAINING, 1000, NULL, NULL,
+                                got_cb, &g));
     assert_int_equal(g.status, 0);
     assert_int_equal(g.rec.state, WG_SESSION_DRAINING);
 
     act.at_ms = 5500; /* a request while draining */
     DO(fx, &g, wg_store_touch(fx->st, &act, 1, got_cb, &g));
     assert_int_equal(g.count, 1);
-    DO(fx, &g, wg_store_transition_idle(fx->st, "i1", B(DRAINING), WG_SESSION_SAVING, 1000, NULL,
-                                        NULL, got_cb, &g));
+    DO(fx, &g,
+       wg_store_transition_idle(fx->st, "i1", B(DRAINING), WG_SESSION_SAVING, 1000, NULL, NULL,
+                                got_cb, &g));
     assert_int_equal(g.status, WG_STORE_ACTIVE);
     assert_true(g.has_rec);
     assert_int_equal(g.rec.state, WG_SESSION_DRAINING); /* nothing written */
@@ -1009,19 +1009,22 @@ static void test_transition_idle(void **state)
     assert_non_null(strstr(g.error, "active"));
 
     fx->clock = 6000;
-    DO(fx, &g, wg_store_transition(fx->st, "i1", B(DRAINING) | B(SAVING), WG_SESSION_RUNNING, NULL,
-                                   NULL, got_cb, &g));
+    DO(fx, &g,
+       wg_store_transition(fx->st, "i1", B(DRAINING) | B(SAVING), WG_SESSION_RUNNING, NULL, NULL,
+                           got_cb, &g));
     assert_int_equal(g.status, 0);
     assert_int_equal(raw_score(fx, "ZSCORE %s i1", WG_STORE_KEY_ACTIVE), 5500);
     /* With a cutoff at or after the last activity the move goes through. */
-    DO(fx, &g, wg_store_transition_idle(fx->st, "i1", B(RUNNING), WG_SESSION_PAUSED, 5500, NULL,
-                                        NULL, got_cb, &g));
+    DO(fx, &g,
+       wg_store_transition_idle(fx->st, "i1", B(RUNNING), WG_SESSION_PAUSED, 5500, NULL, NULL,
+                                got_cb, &g));
     assert_int_equal(g.status, 0);
     /* No cutoff: no check. */
     act.at_ms = 9000;
     DO(fx, &g, wg_store_touch(fx->st, &act, 1, got_cb, &g));
-    DO(fx, &g, wg_store_transition_idle(fx->st, "i1", B(PAUSED), WG_SESSION_STOPPING, -1, NULL,
-                                        NULL, got_cb, &g));
+    DO(fx, &g,
+       wg_store_transition_idle(fx->st, "i1", B(PAUSED), WG_SESSION_STOPPING, -1, NULL, NULL,
+                                got_cb, &g));
     assert_int_equal(g.status, 0);
     got_reset(&g);
     close_all(fx);
@@ -1130,8 +1133,8 @@ static void test_counts(void **state)
     move(fx, "c2", WG_SESSION_DRAINING);
     DO(fx, &g, wg_store_delete(fx->st, "c3", WG_SESSION_ANY, NULL, got_cb, &g));
     /* A refused move changes nothing. */
-    DO(fx, &g, wg_store_transition(fx->st, "c1", B(ASLEEP), WG_SESSION_STARTING, NULL, NULL,
-                                   got_cb, &g));
+    DO(fx, &g,
+       wg_store_transition(fx->st, "c1", B(ASLEEP), WG_SESSION_STARTING, NULL, NULL, got_cb, &g));
     assert_int_equal(g.status, WG_STORE_REJECTED);
     got_reset(&g);
 
