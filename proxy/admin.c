@@ -26,7 +26,7 @@
 #include "common/hist.h"
 #include "common/list.h"
 #include "common/net.h"
-#include "proxy/http.h"
+#include "common/http_head.h"
 #include "proxy/proxy.h"
 
 #define ADMIN_MAX_HOOKS 16

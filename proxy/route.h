@@ -33,7 +33,7 @@
 #include <sys/socket.h>
 
 #include "common/config.h"
-#include "proxy/http.h"
+#include "common/http_head.h"
 
 struct wg_router; /* opaque */
 

@@ -9,7 +9,7 @@
 #include "common/config.h"
 #include "common/list.h"
 #include "common/log.h"
-#include "proxy/http.h"
+#include "proxy/http_rebuild.h"
 #include "proxy/proxy.h"
 #include "proxy/route.h"
 #include "proxy/upstream.h"

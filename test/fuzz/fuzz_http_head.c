@@ -10,7 +10,7 @@
 
 #include "common/buf.h"
 #include "common/config.h"
-#include "proxy/http.h"
+#include "proxy/http_rebuild.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

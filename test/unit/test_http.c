@@ -10,7 +10,7 @@
 #include <netinet/in.h>
 #include <string.h>
 
-#include "proxy/http.h"
+#include "proxy/http_rebuild.h"
 
 static struct wg_limits lim = {
     .request_line_max = 8192,

@@ -1,5 +1,7 @@
-/* proxy/http.h - HTTP/1.1 message heads: scanning, strict parsing with
- * llhttp, validation against PROXY-RULES.md, and rebuilding canonical heads.
+/* common/http_head.h - HTTP/1.1 message heads: scanning and strict parsing
+ * with llhttp, validated against PROXY-RULES.md. Both listeners (the public
+ * proxy and the admin listener) read heads through it; the proxy's
+ * canonical head rebuilders are in proxy/http_rebuild.h.
  *
  * Pure code: no sockets, no allocation except into caller-owned buffers.
  * A head is first scanned as bytes arrive (line ends, obs-fold, empty names,
@@ -10,8 +12,8 @@
  * Return codes: 0 is success, a positive value is the HTTP status to answer
  * with (400, 405, 413, 414, 417, 431, 501, 505 for requests; 502 for
  * responses), a negative value is -errno. */
-#ifndef WG_PROXY_HTTP_H
-#define WG_PROXY_HTTP_H
+#ifndef WG_COMMON_HTTP_HEAD_H
+#define WG_COMMON_HTTP_HEAD_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -107,6 +109,9 @@ int wg_http_parse_head(llhttp_t *parser, struct wg_http_msg *msg, const char *he
  * msg's Connection headers. */
 bool wg_http_field_is_hop(const struct wg_http_msg *msg, const struct wg_http_field *f);
 
+/* Whether f's name is name[0, len) (no case). */
+bool wg_http_field_named(const struct wg_http_field *f, const char *name, size_t len);
+
 /* Finds the first field with this name (no case); NULL if none. */
 const struct wg_http_field *wg_http_find(const struct wg_http_msg *msg, const char *name);
 
@@ -115,44 +120,6 @@ bool wg_http_list_has(const char *value, size_t len, const char *token);
 
 /* Whether a method may be retried on a fresh connection. */
 bool wg_http_method_idempotent(uint8_t method_id);
-
-enum wg_http_framing {
-    WG_HTTP_FRAME_NONE = 0, /* no body */
-    WG_HTTP_FRAME_LENGTH,   /* Content-Length */
-    WG_HTTP_FRAME_CHUNKED,  /* re-framed as chunked */
-    WG_HTTP_FRAME_CLOSE,    /* delimited by closing the connection */
-};
-
-struct wg_http_request_out {
-    const char *target; /* rewritten target, e.g. after strip_prefix */
-    size_t target_len;
-    bool slash_prefix;           /* write "/" before target (a stripped prefix took the path) */
-    const char *default_host;    /* Host for a 1.0 request that sent none (the upstream) */
-    const struct sockaddr *peer; /* client address */
-    bool peer_trusted;           /* keep and append to its X-Forwarded-* */
-    enum wg_http_framing framing;
-    uint64_t content_length;
-    bool upgrade; /* forward Connection: upgrade / Upgrade: websocket */
-};
-
-/* Writes the canonical upstream request head: "METHOD target HTTP/1.1",
- * Host, the end-to-end fields, X-Forwarded-For/-Host/-Proto, framing.
- * Returns 0 or -E2BIG/-ENOMEM. */
-int wg_http_request_rebuild(const struct wg_http_msg *req, const struct wg_http_request_out *o,
-                            struct wg_buf *out);
-
-struct wg_http_response_out {
-    uint8_t client_minor; /* client's HTTP/1.minor */
-    enum wg_http_framing framing;
-    uint64_t content_length;
-    bool keep_alive; /* else Connection: close */
-    bool upgrade;    /* a 101 to relay with Connection/Upgrade */
-};
-
-/* Writes the client response head: "HTTP/1.1 status reason", end-to-end
- * fields, framing and Connection. Returns 0 or -E2BIG/-ENOMEM. */
-int wg_http_response_rebuild(const struct wg_http_msg *resp, const struct wg_http_response_out *o,
-                             struct wg_buf *out);
 
 /* Standard reason phrase for our own responses ("Bad Request"). */
 const char *wg_http_reason(int status);
