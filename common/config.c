@@ -23,6 +23,8 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "common/docker_host.h"
+
 /* A config file is written by an operator, but pointing --config at a huge
  * file by mistake should fail fast instead of filling memory. */
 #define FILE_MAX (4u << 20)
@@ -587,17 +589,12 @@ static int set_redis_url(char **dst, const char *s, char *msg, size_t msglen)
 
 static int set_docker_host(char **dst, const char *s, char *msg, size_t msglen)
 {
-    bool ok = false;
+    char why[256];
 
-    if (strncmp(s, "unix://", 7) == 0)
-        ok = s[7] == '/' && s[8] != '\0';
-    else if (strncmp(s, "tcp://", 6) == 0)
-        ok = s[6] != '\0' && s[6] != '/';
-    if (!ok || has_ctl_or_space(s))
-        return problem(msg, msglen,
-                       "invalid Docker host \"%s\" (use unix:///var/run/docker.sock or "
-                       "tcp://host:2376)",
-                       s);
+    /* The whole grammar is checked again with the TLS setting once the file
+     * is read (wg_config_check_docker_host); here TLS is not known yet. */
+    if (wg_docker_host_check(s, false, why, sizeof why) < 0)
+        return problem(msg, msglen, "invalid Docker host \"%s\": %s", s, why);
     return set_str(dst, s, msg, msglen);
 }
 
@@ -2204,14 +2201,13 @@ out:
     return r;
 }
 
-int wg_config_check_docker_host(const struct wg_config *cfg, wg_config_docker_host_check_fn *check,
-                                char *err, size_t errlen)
+int wg_config_check_docker_host(const struct wg_config *cfg, char *err, size_t errlen)
 {
     char msg[WG_CONFIG_ERR_MAX];
     int r;
 
     msg[0] = '\0';
-    r = check(cfg->docker_host, cfg->docker_tls.enabled, msg, sizeof msg);
+    r = wg_docker_host_check(cfg->docker_host, cfg->docker_tls.enabled, msg, sizeof msg);
     if (r == 0)
         return 0;
     if (cfg->docker_host_line > 0)
@@ -2255,8 +2251,7 @@ int wg_config_load(struct wg_config *cfg, const struct wg_config_flags *flags, c
     r = wg_config_validate(cfg, err, errlen);
     if (r < 0)
         goto out;
-    if (flags->docker_host_check != NULL)
-        r = wg_config_check_docker_host(cfg, flags->docker_host_check, err, errlen);
+    r = wg_config_check_docker_host(cfg, err, errlen);
 out:
     if (r < 0)
         wg_config_free(cfg);

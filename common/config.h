@@ -192,10 +192,6 @@ struct wg_config {
     uint64_t shutdown_grace_ms; /* 10 s for requests in flight on SIGTERM */
 };
 
-/* Checks a Docker host string as the Docker client will parse it, tls
- * meaning https. Returns 0, or -EINVAL with a reason in err (no location). */
-typedef int wg_config_docker_host_check_fn(const char *host, bool tls, char *err, size_t errlen);
-
 /* Command-line values that override everything else. NULL/unset fields do
  * not override. */
 struct wg_config_flags {
@@ -204,11 +200,6 @@ struct wg_config_flags {
     const char *log_level;
     const char *listen;
     const char *admin_listen;
-    /* Not a flag: the binary's wg_docker_host_check() (orchestrator/docker),
-     * which common/ cannot link, so that wg_config_load() refuses a
-     * docker.host the Docker client would refuse ("FILE:LINE: docker.host:
-     * bad port ..."). NULL: only the syntax check of the setter. */
-    wg_config_docker_host_check_fn *docker_host_check;
 };
 
 /* Fills cfg with the documented defaults. Returns 0 or -ENOMEM. */
@@ -238,16 +229,16 @@ int wg_config_apply_flags(struct wg_config *cfg, const struct wg_config_flags *f
  * Returns 0 or -EINVAL with err set. */
 int wg_config_validate(struct wg_config *cfg, char *err, size_t errlen);
 
-/* Runs check on cfg->docker_host (with cfg->docker_tls.enabled); on failure
+/* Checks cfg->docker_host with the Docker host grammar
+ * (common/docker_host.h) and cfg->docker_tls.enabled; on failure
  * writes the reason where docker.host came from: "FILE:LINE: docker.host:
  * ...", "environment WAKEGATE_DOCKER_HOST: ..." or "docker.host: ...".
  * Returns 0 or -EINVAL. */
-int wg_config_check_docker_host(const struct wg_config *cfg, wg_config_docker_host_check_fn *check,
-                                char *err, size_t errlen);
+int wg_config_check_docker_host(const struct wg_config *cfg, char *err, size_t errlen);
 
 /* The full sequence used by the binary: defaults, file (flags->config_path,
  * else WAKEGATE_CONFIG, else none), environment, flags, validation, and
- * flags->docker_host_check when set.
+ * wg_config_check_docker_host().
  * flags may be NULL. On error cfg has been released with wg_config_free(). */
 int wg_config_load(struct wg_config *cfg, const struct wg_config_flags *flags, char *err,
                    size_t errlen);

@@ -51,6 +51,7 @@
 #include <curl/curl.h>
 
 #include "common/buf.h"
+#include "common/docker_host.h"
 #include "common/list.h"
 #include "common/log.h"
 
@@ -64,17 +65,6 @@
 #define TEXT_MAX 4096     /* one string of a create spec, exec argv... */
 
 /* ---- types --------------------------------------------------------------------------------- */
-
-struct host {
-    bool is_unix;
-    bool tls;
-    bool numeric; /* tcp: an IP literal, no lookup needed */
-    char *path;   /* unix: socket path */
-    char *name;   /* tcp: host name or address, without brackets */
-    uint16_t port;
-    char *display; /* "unix:///x.sock", "tcp://h:2376" */
-    char *base;    /* URL up to the path: "http://docker", "https://h:2376" */
-};
 
 enum neg {
     NEG_NONE,      /* version unknown; the first versioned call starts negotiation */
@@ -188,7 +178,7 @@ struct sock {
 struct wg_docker {
     uv_loop_t *loop;
     struct wg_log *log;
-    struct host h;
+    struct wg_docker_host h;
     char *tls_ca, *tls_cert, *tls_key;
     bool tls_skip_verify;
     int max_major, max_minor;
@@ -328,122 +318,6 @@ static const char *json_str(const json_t *o, const char *key)
 }
 
 /* ---- host strings --------------------------------------------------------------------------- */
-
-static void host_release(struct host *h)
-{
-    free(h->path);
-    free(h->name);
-    free(h->display);
-    free(h->base);
-    memset(h, 0, sizeof(*h));
-}
-
-#define HOST_FAIL(...)                                                                             \
-    do {                                                                                           \
-        snprintf(err, errlen, __VA_ARGS__);                                                        \
-        rc = -EINVAL;                                                                              \
-        goto out;                                                                                  \
-    } while (0)
-
-/* Fills h from s. On failure h holds nothing and err says why. */
-static int host_parse(const char *s, bool tls, struct host *h, char *err, size_t errlen)
-{
-    struct sockaddr_un sun;
-    unsigned char addr[sizeof(struct in6_addr)];
-    int rc = 0;
-
-    memset(h, 0, sizeof(*h));
-    if (errlen > 0)
-        err[0] = '\0';
-    if (!s)
-        s = WG_DOCKER_DEFAULT_HOST;
-    for (const char *c = s; *c; c++)
-        if ((unsigned char)*c <= ' ' || *c == 0x7f)
-            HOST_FAIL("Docker host has a space or control character");
-    if (strncmp(s, "unix://", 7) == 0) {
-        const char *p = s + 7;
-        if (p[0] != '/')
-            HOST_FAIL("unix host needs an absolute path: unix:///var/run/docker.sock");
-        if (strlen(p) >= sizeof(sun.sun_path))
-            HOST_FAIL("unix socket path is longer than %zu bytes", sizeof(sun.sun_path) - 1);
-        if (strpbrk(p, "?#"))
-            HOST_FAIL("unix host takes no query or fragment");
-        if (tls)
-            HOST_FAIL("TLS is for tcp:// hosts only");
-        h->is_unix = true;
-        h->path = strdup(p);
-        h->display = strf("unix://%s", p);
-        /* The host name is not looked up on a unix socket; Docker ignores it. */
-        h->base = strdup("http://docker");
-    } else if (strncmp(s, "tcp://", 6) == 0) {
-        const char *p = s + 6, *name, *name_end, *after;
-        unsigned long port = tls ? 2376 : 2375;
-
-        if (*p == '[') {
-            name = p + 1;
-            name_end = strchr(name, ']');
-            if (!name_end)
-                HOST_FAIL("unterminated [ in the Docker host");
-            after = name_end + 1;
-        } else {
-            name = p;
-            name_end = p + strcspn(p, ":/?#");
-            after = name_end;
-        }
-        if (name_end == name)
-            HOST_FAIL("Docker host has no host name: use tcp://host:port");
-        if (*after == ':') {
-            char *end;
-            if (!isdigit((unsigned char)after[1]))
-                HOST_FAIL("bad port in the Docker host: expected 1-65535");
-            errno = 0;
-            port = strtoul(after + 1, &end, 10);
-            if (errno || port == 0 || port > 65535 || (*end && strcmp(end, "/") != 0))
-                HOST_FAIL("bad port in the Docker host: expected 1-65535");
-        } else if (*after && strcmp(after, "/") != 0) {
-            HOST_FAIL("Docker host takes no path, query or fragment: use tcp://host:port");
-        }
-        h->name = strndup(name, (size_t)(name_end - name));
-        if (!h->name) {
-            rc = -ENOMEM;
-            goto out;
-        }
-        for (const char *c = h->name; *c; c++)
-            if (!is_alnum((unsigned char)*c) && !strchr(".-_:%", *c))
-                HOST_FAIL("bad character in the Docker host name");
-        if (*p == '[' && inet_pton(AF_INET6, h->name, addr) != 1)
-            HOST_FAIL("not an IPv6 address inside [ ]");
-        if (*p != '[' && strchr(h->name, ':'))
-            HOST_FAIL("write an IPv6 address as tcp://[address]:port");
-        h->numeric =
-            inet_pton(AF_INET, h->name, addr) == 1 || inet_pton(AF_INET6, h->name, addr) == 1;
-        h->port = (uint16_t)port;
-        h->tls = tls;
-        h->display = strf(*p == '[' ? "tcp://[%s]:%u" : "tcp://%s:%u", h->name, h->port);
-        h->base = strf(*p == '[' ? "%s://[%s]:%u" : "%s://%s:%u", tls ? "https" : "http", h->name,
-                       h->port);
-    } else {
-        HOST_FAIL("Docker host must be unix:///path/to/docker.sock or tcp://host:port");
-    }
-    if (!h->display || !h->base || (h->is_unix && !h->path))
-        rc = -ENOMEM;
-out:
-    if (rc == -ENOMEM)
-        snprintf(err, errlen, "out of memory");
-    if (rc < 0)
-        host_release(h);
-    return rc;
-}
-
-int wg_docker_host_check(const char *host, bool tls, char *err, size_t errlen)
-{
-    struct host h;
-    int rc = host_parse(host, tls, &h, err, errlen);
-
-    if (rc == 0)
-        host_release(&h);
-    return rc;
-}
 
 /* ---- API version ---------------------------------------------------------------------------- */
 
@@ -1894,7 +1768,7 @@ static void release(struct wg_docker *d)
 {
     if (--d->refs > 0)
         return;
-    host_release(&d->h);
+    wg_docker_host_release(&d->h);
     free(d->tls_ca);
     free(d->tls_cert);
     free(d->tls_key);
@@ -1984,7 +1858,7 @@ int wg_docker_new(uv_loop_t *loop, const struct wg_docker_opts *opts, struct wg_
     d = calloc(1, sizeof(*d));
     if (!d)
         return -ENOMEM;
-    rc = host_parse(o.host, o.tls, &d->h, err, errlen);
+    rc = wg_docker_host_parse(o.host, o.tls, &d->h, err, errlen);
     if (rc < 0)
         goto out;
     if (version_parse(o.api_version ? o.api_version : WG_DOCKER_API_MAX,
@@ -2051,7 +1925,7 @@ int wg_docker_new(uv_loop_t *loop, const struct wg_docker_opts *opts, struct wg_
 out:
     if (rc == -ENOMEM && !err[0])
         snprintf(err, errlen, "out of memory");
-    host_release(&d->h);
+    wg_docker_host_release(&d->h);
     free(d->tls_ca);
     free(d->tls_cert);
     free(d->tls_key);

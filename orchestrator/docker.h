@@ -63,11 +63,12 @@
 #include <jansson.h>
 #include <uv.h>
 
+#include "common/docker_host.h"
+
 struct wg_log;
 struct wg_docker;        /* opaque */
 struct wg_docker_events; /* opaque: one events stream */
 
-#define WG_DOCKER_DEFAULT_HOST "unix:///var/run/docker.sock"
 #define WG_DOCKER_API_MAX "1.41" /* what this client speaks (Debian 12's engine) */
 #define WG_DOCKER_API_MIN "1.25" /* HostConfig.Init, filters as JSON */
 #define WG_DOCKER_SESSION_LABEL "wakegate.session"
@@ -213,10 +214,6 @@ struct wg_docker_events_opts {
 };
 
 /* ---- setup ------------------------------------------------------------------------------- */
-
-/* Checks a host string without connecting. Returns 0, or -EINVAL with a
- * reason in err (NUL-terminated when errlen > 0). */
-int wg_docker_host_check(const char *host, bool tls, char *err, size_t errlen);
 
 /* Nothing is sent until the first call. log may be NULL and must outlive d.
  * Returns 0 with *ret set, -EINVAL (reason in err) or -ENOMEM. */

@@ -764,7 +764,6 @@ static void ctl_load_config(struct ctl *c)
 {
     struct wg_config_flags flags = {
         .config_path = c->o.config,
-        .docker_host_check = wg_docker_host_check,
     };
     memset(&c->cfg, 0, sizeof(c->cfg));
     c->cfg_ok = wg_config_load(&c->cfg, &flags, c->cfg_err, sizeof(c->cfg_err)) == 0;
@@ -1719,28 +1718,27 @@ out:
 static int docker_ep_init(struct docker_ep *e, const char *host,
                           const struct wg_docker_tls_cfg *tls)
 {
+    struct wg_docker_host h;
+    char why[256];
+    bool use_tls = tls && tls->enabled;
+    int r;
+
     memset(e, 0, sizeof(*e));
     snprintf(e->version, sizeof(e->version), "%s", WG_DOCKER_API_MAX);
-    if (strncmp(host, "unix://", 7) == 0) {
-        if (strlen(host + 7) == 0 || strlen(host + 7) >= sizeof(e->unix_path))
-            return -EINVAL;
-        snprintf(e->unix_path, sizeof(e->unix_path), "%s", host + 7);
-        snprintf(e->base, sizeof(e->base), "http://localhost");
-        return 0;
+    r = wg_docker_host_parse(host, use_tls, &h, why, sizeof why);
+    if (r < 0)
+        return r;
+    if (h.is_unix && strlen(h.path) >= sizeof(e->unix_path))
+        r = -EINVAL;
+    else if (strlen(h.base) >= sizeof(e->base))
+        r = -EINVAL;
+    if (r == 0) {
+        snprintf(e->unix_path, sizeof(e->unix_path), "%s", h.is_unix ? h.path : "");
+        snprintf(e->base, sizeof(e->base), "%s", h.base);
+        e->tls = use_tls ? tls : NULL;
     }
-    if (strncmp(host, "tcp://", 6) != 0)
-        return -EINVAL;
-    const char *hp = host + 6;
-    size_t len = strcspn(hp, "/");
-    const char *rb = hp[0] == '[' ? memchr(hp, ']', len) : NULL;
-    const char *after = rb ? rb + 1 : hp;
-    bool has_port = memchr(after, ':', len - (size_t)(after - hp)) != NULL;
-    e->tls = tls && tls->enabled ? tls : NULL;
-    snprintf(e->base, sizeof(e->base), "%s://%.*s%s", e->tls ? "https" : "http", (int)len, hp,
-             has_port ? ""
-             : e->tls ? ":2376"
-                      : ":2375");
-    return 0;
+    wg_docker_host_release(&h);
+    return r;
 }
 
 /* One Engine API call; versioned paths get /v<version>. */

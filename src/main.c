@@ -213,8 +213,6 @@ int main(int argc, char **argv)
     int r, opt;
 
     memset(&app, 0, sizeof(app));
-    /* docker.host is refused at startup (exit 3) by the Docker client's own grammar. */
-    app.flags.docker_host_check = wg_docker_host_check;
     while ((opt = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
         switch (opt) {
         case 'c':

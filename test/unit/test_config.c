@@ -1100,60 +1100,48 @@ static void test_docker_tls(void **state)
     unlink(key);
 }
 
-/* Stands for wg_docker_host_check(): refuses port 99999 and TLS, remembers
- * what it was asked. */
-static const char *checked_host;
-static bool checked_tls;
-
-static int fake_host_check(const char *host, bool tls, char *err, size_t errlen)
-{
-    checked_host = host;
-    checked_tls = tls;
-    if (strstr(host, ":99999") != NULL) {
-        snprintf(err, errlen, "bad port in the Docker host: expected 1-65535");
-        return -EINVAL;
-    }
-    return 0;
-}
-
 static void test_docker_host_check(void **state)
 {
     static const char file[] = "listen: \":1111\"\ndocker:\n  name: a\n  host: "
                                "\"tcp://127.0.0.1:99999\"\n";
     static const char *const env_bad[] = {"WAKEGATE_DOCKER_HOST=tcp://10.0.0.1:99999", NULL};
+    struct wg_config_flags flags = {0};
     char path[PATH_MAX], err[WG_CONFIG_ERR_MAX], want[PATH_MAX + 128];
-    struct wg_config_flags flags = {.docker_host_check = fake_host_check};
     struct wg_config cfg;
 
     (void)state;
-    /* From the file: its line. */
-    assert_int_equal(load(&cfg, file, err, sizeof err), 0);
-    assert_int_equal(cfg.docker_host_line, 4);
-    assert_int_equal(wg_config_check_docker_host(&cfg, fake_host_check, err, sizeof err), -EINVAL);
+    /* From the file: the Docker host grammar refuses it with its line. */
+    assert_int_equal(load(&cfg, file, err, sizeof err), -EINVAL);
     assert_string_equal(err, "t.yaml:4: docker.host: invalid Docker host "
                              "\"tcp://127.0.0.1:99999\": bad port in the Docker host: expected "
                              "1-65535");
-    assert_false(checked_tls);
-    wg_config_free(&cfg);
 
     /* From the environment. */
     assert_int_equal(wg_config_init_defaults(&cfg), 0);
     fake_env = env_bad;
-    assert_int_equal(wg_config_apply_env(&cfg, fake_getenv, err, sizeof err), 0);
-    assert_int_equal(wg_config_check_docker_host(&cfg, fake_host_check, err, sizeof err), -EINVAL);
+    assert_int_equal(wg_config_apply_env(&cfg, fake_getenv, err, sizeof err), -EINVAL);
     assert_prefix(err, "environment WAKEGATE_DOCKER_HOST: invalid Docker host "
                        "\"tcp://10.0.0.1:99999\": bad port");
     wg_config_free(&cfg);
 
-    /* The default passes, and TLS is passed on. */
+    /* A tcp host with TLS passes the check made once TLS is known. */
     assert_int_equal(
         load(&cfg, "docker: {host: \"tcp://d:1\", tls: {verify: false}}\n", err, sizeof err), 0);
-    assert_int_equal(wg_config_check_docker_host(&cfg, fake_host_check, err, sizeof err), 0);
-    assert_string_equal(checked_host, "tcp://d:1");
-    assert_true(checked_tls);
+    assert_true(cfg.docker_tls.enabled);
+    assert_int_equal(wg_config_check_docker_host(&cfg, err, sizeof err), 0);
     wg_config_free(&cfg);
 
-    /* wg_config_load() runs it last, when given, and releases cfg on failure. */
+    /* A value set around the setters is still checked, and located. */
+    assert_int_equal(wg_config_init_defaults(&cfg), 0);
+    free(cfg.docker_host);
+    cfg.docker_host = strdup("tcp://h:0");
+    assert_non_null(cfg.docker_host);
+    assert_int_equal(wg_config_check_docker_host(&cfg, err, sizeof err), -EINVAL);
+    assert_string_equal(err, "docker.host: invalid Docker host \"tcp://h:0\": bad port in the "
+                             "Docker host: expected 1-65535");
+    wg_config_free(&cfg);
+
+    /* wg_config_load() refuses it and releases cfg. */
     unset_wakegate_env();
     write_temp(path, sizeof path, file, strlen(file));
     flags.config_path = path;
@@ -1161,10 +1149,6 @@ static void test_docker_host_check(void **state)
     snprintf(want, sizeof want, "%s:4: docker.host: invalid Docker host", path);
     assert_prefix(err, want);
     assert_null(cfg.docker_host);
-    flags.docker_host_check = NULL; /* without it, only the setter's syntax check */
-    assert_int_equal(wg_config_load(&cfg, &flags, err, sizeof err), 0);
-    assert_string_equal(cfg.docker_host, "tcp://127.0.0.1:99999");
-    wg_config_free(&cfg);
     unlink(path);
 }
 

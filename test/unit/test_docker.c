@@ -79,85 +79,6 @@ static void test_text_ok(void **state)
     assert_false(text_ok("abcdef", 5, false));
 }
 
-/* ---- host strings ------------------------------------------------------------------------- */
-
-static void test_host_parse(void **state)
-{
-    struct host h;
-    char err[256];
-
-    (void)state;
-    assert_int_equal(host_parse(NULL, false, &h, err, sizeof(err)), 0);
-    assert_true(h.is_unix);
-    assert_string_equal(h.path, "/var/run/docker.sock");
-    assert_string_equal(h.display, "unix:///var/run/docker.sock");
-    assert_string_equal(h.base, "http://docker");
-    host_release(&h);
-
-    assert_int_equal(host_parse("tcp://docker.example.com:2376", true, &h, err, sizeof(err)), 0);
-    assert_false(h.is_unix);
-    assert_false(h.numeric);
-    assert_true(h.tls);
-    assert_string_equal(h.name, "docker.example.com");
-    assert_int_equal(h.port, 2376);
-    assert_string_equal(h.base, "https://docker.example.com:2376");
-    host_release(&h);
-
-    assert_int_equal(host_parse("tcp://10.0.0.5", false, &h, err, sizeof(err)), 0);
-    assert_true(h.numeric);
-    assert_int_equal(h.port, 2375);
-    assert_string_equal(h.base, "http://10.0.0.5:2375");
-    host_release(&h);
-
-    assert_int_equal(host_parse("tcp://10.0.0.5", true, &h, err, sizeof(err)), 0);
-    assert_int_equal(h.port, 2376);
-    host_release(&h);
-
-    assert_int_equal(host_parse("tcp://[::1]:2375/", false, &h, err, sizeof(err)), 0);
-    assert_true(h.numeric);
-    assert_string_equal(h.name, "::1");
-    assert_string_equal(h.display, "tcp://[::1]:2375");
-    assert_string_equal(h.base, "http://[::1]:2375");
-    host_release(&h);
-
-    const char *bad[] = {
-        "unix://relative.sock",
-        "unix://",
-        "unix:///x.sock?a=1",
-        "tcp://",
-        "tcp://:2375",
-        "tcp://h:0",
-        "tcp://h:65536",
-        "tcp://h:abc",
-        "tcp://h:-1",
-        "tcp://h:2375/path",
-        "tcp://h?x",
-        "tcp://::1:2375",
-        "tcp://[::1",
-        "tcp://[nothex]:1",
-        "http://h:2375",
-        "ssh://h",
-        "tcp://h h:1",
-        "tcp://h\n:1",
-        "",
-        "tcp://h@x:1",
-    };
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        err[0] = '\0';
-        assert_int_equal(host_parse(bad[i], false, &h, err, sizeof(err)), -EINVAL);
-        assert_true(err[0] != '\0');
-        assert_null(h.display);
-    }
-    assert_int_equal(wg_docker_host_check("unix:///x.sock", true, err, sizeof(err)), -EINVAL);
-    assert_non_null(strstr(err, "TLS"));
-
-    char longpath[200] = "unix:///";
-    memset(longpath + 8, 'a', 150);
-    longpath[158] = '\0';
-    assert_int_equal(wg_docker_host_check(longpath, false, err, sizeof(err)), -EINVAL);
-    assert_int_equal(wg_docker_host_check("unix:///run/docker.sock", false, err, sizeof(err)), 0);
-}
-
 /* ---- API version -------------------------------------------------------------------------- */
 
 static void test_version_negotiate(void **state)
@@ -1369,7 +1290,6 @@ int main(void)
         cmocka_unit_test(test_ref_valid),
         cmocka_unit_test(test_full_id_and_session),
         cmocka_unit_test(test_text_ok),
-        cmocka_unit_test(test_host_parse),
         cmocka_unit_test(test_version_negotiate),
         cmocka_unit_test(test_header_value),
         cmocka_unit_test(test_rfc3339),
