@@ -4,7 +4,7 @@
  * test_orch.c) can walk every case: what a wake command does to a session in
  * each state, what a container's death means, how reconciliation corrects a
  * record from Docker's truth, when a transient state is stuck, the crash-loop
- * backoff and the container spec of a record.
+ * backoff. The container spec of a record is common/container_spec.
  * orchestrator/orch.c and its parts act on these answers and log them. */
 #ifndef WG_ORCHESTRATOR_ORCH_POLICY_H
 #define WG_ORCHESTRATOR_ORCH_POLICY_H
@@ -140,28 +140,6 @@ enum wg_orch_ready_mode {
 /* health: State.Health.Status of an inspect after the start (NULL: none). */
 enum wg_orch_ready_mode wg_orch_ready_mode_of(const char *health);
 bool wg_orch_health_ready(const char *health);
-
-/* ---- the container spec of a record ------------------------------------------------------ */
-
-#define WG_ORCH_SPEC_ITEMS_MAX 256 /* entries in each of cmd, env, labels, binds */
-
-/* The record's spec JSON text, decoded. Arrays end with NULL; label keys and
- * values alternate (key, value, ..., NULL). Everything is owned; release
- * with wg_orch_spec_release(). */
-struct wg_orch_spec {
-    char **cmd;
-    char **env;
-    char **labels;
-    char **binds;
-};
-
-/* Decodes {"cmd":[...],"env":["K=V"],"labels":{...},"binds":["/h:/c"]} (all
- * optional; NULL or "" text is an empty spec). Unknown members are ignored.
- * Labels wakegate.session and wakegate.port are dropped: the orchestrator
- * sets them. Returns 0, -EINVAL with err naming the problem, or -ENOMEM. */
-int wg_orch_spec_parse(const char *json_text, struct wg_orch_spec *ret_spec, char *err,
-                       size_t errlen);
-void wg_orch_spec_release(struct wg_orch_spec *spec);
 
 /* ---- sleep -------------------------------------------------------------------------------- */
 

@@ -29,6 +29,8 @@
 
 #include <jansson.h>
 
+#include "common/container_spec.h"
+
 #define RETRY_MS 100
 #define STORE_RETRY_MS 200
 #define STOP_TIMEOUT_S 2    /* sessions have an init: a stop takes ~130 ms */
@@ -655,23 +657,23 @@ static void on_wake_created(int status, const struct wg_docker_reply *r, void *a
 static void wake_create(struct orch_task *t)
 {
     struct wg_orch *o = t->o;
-    struct wg_orch_spec sp = {0};
-    struct wg_docker_label labels[WG_ORCH_SPEC_ITEMS_MAX + 2];
+    struct wg_container_spec sp = {0};
+    struct wg_docker_label labels[WG_CONTAINER_SPEC_ITEMS_MAX + 2];
     struct wg_docker_spec ds = {0};
-    const char *env[WG_ORCH_SPEC_ITEMS_MAX + 2];
+    const char *env[WG_CONTAINER_SPEC_ITEMS_MAX + 2];
     char err[256], name[WG_SESSION_ID_MAX + 16], port[8];
     char session_env[WG_SESSION_ID_MAX + 32];
     size_t nl = 0, ne = 0;
     int rc;
 
-    if (wg_orch_spec_parse(t->rec.spec, &sp, err, sizeof(err)) < 0) {
+    if (wg_container_spec_decode(t->rec.spec, &sp, err, sizeof(err)) < 0) {
         wake_fail(t, "failed", "bad spec", -1,
                   "the session's spec is invalid: %s, marking "
                   "session failed",
                   err);
         return;
     }
-    for (size_t i = 0; sp.labels && sp.labels[i] && nl < WG_ORCH_SPEC_ITEMS_MAX; i += 2)
+    for (size_t i = 0; sp.labels && sp.labels[i] && nl < WG_CONTAINER_SPEC_ITEMS_MAX; i += 2)
         labels[nl++] = (struct wg_docker_label){sp.labels[i], sp.labels[i + 1]};
     snprintf(port, sizeof(port), "%u", (unsigned)t->port);
     labels[nl++] = (struct wg_docker_label){"wakegate.port", port};
@@ -684,7 +686,7 @@ static void wake_create(struct orch_task *t)
     /* The app and the save hook learn which session they serve; the spec's
      * own value wins. */
     bool own_session_env = false;
-    for (size_t i = 0; sp.env && sp.env[i] && ne < WG_ORCH_SPEC_ITEMS_MAX; i++) {
+    for (size_t i = 0; sp.env && sp.env[i] && ne < WG_CONTAINER_SPEC_ITEMS_MAX; i++) {
         own_session_env |= strncmp(sp.env[i], "WAKEGATE_SESSION=", 17) == 0;
         env[ne++] = sp.env[i];
     }
@@ -699,7 +701,7 @@ static void wake_create(struct orch_task *t)
     t->phase = PH_DOCKER;
     orch_task_call(t);
     rc = wg_docker_create(o->docker, &ds, on_wake_created, t, err, sizeof(err));
-    wg_orch_spec_release(&sp);
+    wg_container_spec_release(&sp);
     if (rc == -EINVAL) {
         orch_task_returned(t);
         wake_fail(t, "failed", "bad spec", -1,

@@ -1,9 +1,9 @@
-/* src/api.c - wires the admin API (orchestrator/api) onto the admin
- * listener, for roles all and orchestrator when Redis is configured. */
+/* src/api.c - wires the admin API (admin/api) onto the admin listener,
+ * for roles all and orchestrator when Redis is configured. */
 #include <string.h>
 
-#include "orchestrator/api.h"
-#include "proxy/admin.h"
+#include "admin/api.h"
+#include "admin/listener.h"
 #include "src/app.h"
 
 int app_api_start(struct app *app)

@@ -62,9 +62,9 @@ void app_sessions_free(struct app *app);
  * nothing without Redis). Never fails the start: returns 0. */
 int app_metrics_start(struct app *app);
 
-/* src/dashboard.c: the dashboard on the admin listener, every role. Call it
- * after every other admin handler is registered: it answers the paths they
- * leave. It keeps no state, so there is nothing to free. */
-int app_dashboard_start(struct app *app);
+/* src/proxy.c: the proxy's readiness check and metrics on the admin
+ * listener (role all|proxy; needs px and admin). Call it first, so that
+ * /readyz and /metrics begin with the proxy. */
+int app_proxy_start(struct app *app);
 
 #endif

@@ -8,13 +8,14 @@
 #include <string.h>
 #include <uv.h>
 
+#include "admin/dashboard.h"
+#include "admin/listener.h"
 #include "common/config.h"
 #include "common/store.h"
 #include "common/log.h"
 #include "common/redis.h"
 #include "orchestrator/docker.h"
 #include "orchestrator/orch.h"
-#include "proxy/admin.h"
 #include "proxy/proxy.h"
 #include "proxy/route.h"
 #include "src/app.h"
@@ -292,11 +293,13 @@ int main(int argc, char **argv)
     } else {
         wg_router_free(router);
     }
-    r = wg_admin_new(&app.loop, &app.cfg, &app.log, app.px, &app.admin);
+    r = wg_admin_new(&app.loop, &app.cfg, &app.log, &app.admin);
     if (r < 0) {
         WG_ERROR(&app.log, "main", "cannot create the admin listener", "error=%s", uv_strerror(r));
         goto out_free;
     }
+    if (app_proxy_start(&app) < 0) /* first: /readyz and /metrics begin with the proxy */
+        goto out_free;
     r = app_redis_child_start(&app); /* when it is the configured Redis */
     if (r < 0) {
         rc = app_redis_child_config_error(r) ? EXIT_CONFIG : EXIT_RUNTIME;
@@ -332,8 +335,12 @@ int main(int argc, char **argv)
         goto out_free;
     }
     app_metrics_start(&app); /* the shared Redis connection's, when there is one */
-    if (app_dashboard_start(&app) < 0)
+    /* Last: it answers the paths every other admin handler leaves. */
+    r = wg_dashboard_register(app.admin);
+    if (r < 0) {
+        WG_ERROR(&app.log, "main", "cannot serve the dashboard", "error=%s", strerror(-r));
         goto out_free;
+    }
     r = wg_admin_listen(app.admin, &admin_port);
     if (r < 0) {
         WG_ERROR(&app.log, "main", "cannot listen", "admin_listen=%s error=\"%s\"",

@@ -6,10 +6,10 @@
 #include <inttypes.h>
 #include <string.h>
 
+#include "admin/listener.h"
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/redis.h"
-#include "proxy/admin.h"
 #include "src/app.h"
 
 static void redis_metrics(void *arg, struct wg_buf *out)

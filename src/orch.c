@@ -3,9 +3,9 @@
  * the heartbeat, its readiness check and its metrics. */
 #include <string.h>
 
+#include "admin/listener.h"
 #include "common/config.h"
 #include "orchestrator/orch.h"
-#include "proxy/admin.h"
 #include "src/app.h"
 
 static bool orch_ready(void *arg, char *why, size_t whylen)

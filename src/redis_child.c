@@ -24,7 +24,7 @@
 #include "common/buf.h"
 #include "common/config.h"
 #include "common/log.h"
-#include "proxy/admin.h"
+#include "admin/listener.h"
 #include "src/app.h"
 
 #define SUBSYS "redis-server"

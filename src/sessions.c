@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "common/buf.h"
-#include "proxy/admin.h"
+#include "admin/listener.h"
 #include "proxy/proxy.h"
 #include "proxy/sessions.h"
 #include "src/app.h"

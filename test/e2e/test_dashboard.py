@@ -1,5 +1,5 @@
-"""End-to-end tests of the dashboard on the admin listener (src/dashboard.c,
-src/dashboard/*).
+"""End-to-end tests of the dashboard on the admin listener (admin/dashboard.c,
+admin/dashboard/*).
 
 Plain HTTP: the embedded files are served byte for byte with their content
 types and security headers, unknown paths get 404, / redirects, and the
@@ -32,7 +32,7 @@ from harness.util import REPO_ROOT, free_port
 TOKEN = "dash-token-7"
 HOST = "h-dash"
 IMAGE = "wakegate-test:latest"
-ASSETS = REPO_ROOT / "src" / "dashboard"
+ASSETS = REPO_ROOT / "admin" / "dashboard"
 METRIC = "wakegate_wake_duration_seconds"
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 

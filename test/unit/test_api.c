@@ -1,5 +1,5 @@
-/* test/unit/test_api.c - the pure parts of the admin API (orchestrator/api)
- * and the admin listener's token check (proxy/admin): routing, request
+/* test/unit/test_api.c - the pure parts of the admin API (admin/api) and
+ * the admin listener's token check (admin/listener): routing, request
  * validation, stream ids, query flags, SSE framing. No sockets, no Redis:
  * test/e2e/test_admin_api.py drives the rest against the real binary. */
 #include <setjmp.h>
@@ -17,9 +17,9 @@
 
 #include <jansson.h>
 
+#include "admin/api.h"
+#include "admin/listener.h"
 #include "common/config.h"
-#include "orchestrator/api.h"
-#include "proxy/admin.h"
 
 /* ---- routes ------------------------------------------------------------ */
 

@@ -5,9 +5,10 @@
  * failed cool-down, stale commands, the crash-loop backoff, what a
  * container's death means, the reconcile table (and, for every input, that
  * each move it asks for is one the lifecycle table allows), stuck-state
- * limits, readiness modes, the record's container spec, the histogram and
- * the heartbeat. The probe runs on a private loop against loopback sockets
- * and each test ends by asserting that the loop closes with no live handle.
+ * limits, readiness modes, the histogram and the heartbeat (the record's
+ * container spec: test_container_spec.c). The probe runs on a private loop
+ * against loopback sockets and each test ends by asserting that the loop
+ * closes with no live handle.
  * The runtime itself (Redis, Docker) is exercised by
  * test/e2e/test_orchestrator.py. */
 #include <setjmp.h>
@@ -341,75 +342,6 @@ static void test_readiness(void **state)
     assert_false(wg_orch_health_ready("starting"));
     assert_false(wg_orch_health_ready("unhealthy"));
     assert_false(wg_orch_health_ready(NULL));
-}
-
-/* ---- spec ------------------------------------------------------------------------------------ */
-
-static void test_spec_parse(void **state)
-{
-    struct wg_orch_spec sp;
-    char err[256];
-
-    (void)state;
-    assert_int_equal(wg_orch_spec_parse(
-                         "{\"cmd\":[\"sh\",\"-c\",\"x\"],\"env\":[\"A=1\",\"B=\"],\"labels\":{"
-                         "\"team\":\"e2e\",\"wakegate.session\":\"evil\",\"wakegate.port\":\"1\"},"
-                         "\"binds\":[\"/h:/c:ro\"],\"future\":{\"x\":1}}",
-                         &sp, err, sizeof(err)),
-                     0);
-    assert_string_equal(sp.cmd[0], "sh");
-    assert_string_equal(sp.cmd[2], "x");
-    assert_null(sp.cmd[3]);
-    assert_string_equal(sp.env[1], "B=");
-    assert_null(sp.env[2]);
-    assert_string_equal(sp.labels[0], "team"); /* reserved labels dropped */
-    assert_string_equal(sp.labels[1], "e2e");
-    assert_null(sp.labels[2]);
-    assert_string_equal(sp.binds[0], "/h:/c:ro");
-    wg_orch_spec_release(&sp);
-    assert_null(sp.cmd);
-
-    /* absent, empty, null members, [] cmd: the image's defaults */
-    const char *empties[] = {NULL, "", "{}", "{\"cmd\":null,\"env\":null,\"labels\":null}",
-                             "{\"cmd\":[]}"};
-    for (size_t i = 0; i < sizeof(empties) / sizeof(empties[0]); i++) {
-        assert_int_equal(wg_orch_spec_parse(empties[i], &sp, err, sizeof(err)), 0);
-        assert_null(sp.cmd);
-        assert_null(sp.labels);
-        wg_orch_spec_release(&sp);
-    }
-    assert_int_equal(wg_orch_spec_parse("{\"env\":[]}", &sp, err, sizeof(err)), 0);
-    assert_non_null(sp.env);
-    assert_null(sp.env[0]);
-    wg_orch_spec_release(&sp);
-
-    const char *bad[] = {"not json",
-                         "[]",
-                         "{\"cmd\":\"sh\"}",
-                         "{\"cmd\":[1]}",
-                         "{\"env\":{\"A\":\"1\"}}",
-                         "{\"labels\":[\"a\"]}",
-                         "{\"labels\":{\"a\":1}}",
-                         "{\"binds\":[null]}",
-                         "{\"cmd\":[\"a\"],\"cmd\":[\"b\"]}"};
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        memset(&sp, 0x5a, sizeof(sp));
-        err[0] = '\0';
-        if (wg_orch_spec_parse(bad[i], &sp, err, sizeof(err)) != -EINVAL)
-            fail_msg("accepted %s", bad[i]);
-        assert_true(err[0] != '\0');
-    }
-
-    /* the entry cap */
-    json_t *a = json_array();
-    for (int i = 0; i <= WG_ORCH_SPEC_ITEMS_MAX; i++)
-        json_array_append_new(a, json_string("K=V"));
-    json_t *o = json_pack("{s:o}", "env", a);
-    char *text = json_dumps(o, JSON_COMPACT);
-    assert_int_equal(wg_orch_spec_parse(text, &sp, err, sizeof(err)), -EINVAL);
-    assert_non_null(strstr(err, "more than"));
-    free(text);
-    json_decref(o);
 }
 
 /* ---- metrics --------------------------------------------------------------------------------- */
@@ -753,7 +685,6 @@ int main(void)
         cmocka_unit_test(test_reconcile_moves_are_allowed),
         cmocka_unit_test(test_stuck_after),
         cmocka_unit_test(test_readiness),
-        cmocka_unit_test(test_spec_parse),
         cmocka_unit_test(test_heartbeat_json),
         cmocka_unit_test(test_reap_decide),
         cmocka_unit_test(test_save_backoff),

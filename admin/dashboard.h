@@ -1,6 +1,6 @@
-/* src/dashboard.h - the operator dashboard on the admin listener.
+/* admin/dashboard.h - the operator dashboard on the admin listener.
  *
- * Static HTML, JS and CSS from src/dashboard/, embedded in the binary at
+ * Static HTML, JS and CSS from admin/dashboard/, embedded in the binary at
  * build time (tools/embed.py writes dashboard_assets.c), served in every
  * role:
  *
@@ -13,8 +13,8 @@
  * URL fragment, which browsers never send, or a form; kept in the tab's
  * sessionStorage) and /metrics, which needs none. Every answer carries a
  * Content-Security-Policy that allows nothing but this origin. */
-#ifndef WG_SRC_DASHBOARD_H
-#define WG_SRC_DASHBOARD_H
+#ifndef WG_ADMIN_DASHBOARD_H
+#define WG_ADMIN_DASHBOARD_H
 
 #include <stddef.h>
 

@@ -1,13 +1,12 @@
-/* src/dashboard.c - see dashboard.h. Serving is a table lookup: the assets
+/* admin/dashboard.c - see dashboard.h. Serving is a table lookup: the assets
  * are constant bytes in the binary, so there is nothing to open, allocate
  * or free, and no path ever reaches the file system. */
-#include "src/dashboard.h"
+#include "admin/dashboard.h"
 
 #include <stdbool.h>
 #include <string.h>
 
-#include "proxy/admin.h"
-#include "src/app.h"
+#include "admin/listener.h"
 
 #define DASHBOARD_PATH "/dashboard"
 
@@ -114,14 +113,4 @@ int wg_dashboard_register(struct wg_admin *admin)
      * it in place. */
     static char tag;
     return wg_admin_add_async_handler(admin, "/", dashboard_handle, &tag);
-}
-
-int app_dashboard_start(struct app *app)
-{
-    int r = wg_dashboard_register(app->admin);
-    if (r < 0) {
-        WG_ERROR(&app->log, "main", "cannot serve the dashboard", "error=%s", strerror(-r));
-        return r;
-    }
-    return 0;
 }

@@ -1,5 +1,5 @@
-/* orchestrator/api.h - the admin API (/v1/...), served on the admin
- * listener (proxy/admin) with Redis as its only backend.
+/* admin/api.h - the admin API (/v1/...), served on the admin listener
+ * (admin/listener) with Redis as its only backend.
  *
  *   POST   /v1/sessions               get-or-create: 201 + session when
  *                                     created, 200 + the existing session
@@ -23,9 +23,9 @@
  * Sessions are created in Redis only: creating then asleep at once, with
  * host = docker.name, the image and port (defaults: sessions.image,
  * sessions.port), the idle overrides, and spec = compact JSON of
- * {cmd, env, labels, binds, save} (those given). The orchestrator makes the
- * container on the first wake. Commands go to wg:wake:{record's host} with
- * from = "api".
+ * {cmd, env, labels, binds, save} (those given; common/container_spec).
+ * The orchestrator makes the container on the first wake. Commands go to
+ * wg:wake:{record's host} with from = "api".
  *
  * Errors are JSON {"error": "..."}; a bad request body names the field:
  * {"error":"field \"port\": must be an integer 1..65535"} or
@@ -47,8 +47,8 @@
  *
  * ?wait=1 follows wg:state on a subscriber connection of the API's (made on
  * the first wait) and re-reads the record after every (re)subscription. */
-#ifndef WG_ORCH_API_H
-#define WG_ORCH_API_H
+#ifndef WG_ADMIN_API_H
+#define WG_ADMIN_API_H
 
 #include <stdbool.h>
 #include <stddef.h>

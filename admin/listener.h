@@ -1,7 +1,8 @@
-/* proxy/admin.h - the admin listener: a small HTTP/1.1 server, separate
+/* admin/listener.h - the admin listener: a small HTTP/1.1 server, separate
  * from the public one, for /healthz (liveness), /readyz (readiness),
- * /metrics and the admin API under /v1/. Other parts register handlers for
- * their own paths.
+ * /metrics and the admin API under /v1/. It knows no part of wakegate: the
+ * parts that own a readiness condition, a metrics family or a path register
+ * it here (the binary wires them, src/).
  *
  * The public listener never routes here, whatever the Host.
  *
@@ -13,11 +14,17 @@
  * API can start containers with host bind mounts, so it is never open by
  * accident. /healthz, /readyz and /metrics need no token.
  *
+ * /readyz answers 200 when every registered check holds, in the order they
+ * were registered (the first that fails gives the reason), and 503 "shutting
+ * down" after wg_admin_set_draining(). /metrics is the concatenation of the
+ * registered writers' text, in the order they were registered: each family
+ * must come from exactly one of them.
+ *
  * Requests on one connection are answered in order, one at a time: while a
  * handler has not answered, later pipelined requests wait in the connection's
  * buffer and the idle timeout is off (the handler owns the deadline). */
-#ifndef WG_PROXY_ADMIN_H
-#define WG_PROXY_ADMIN_H
+#ifndef WG_ADMIN_LISTENER_H
+#define WG_ADMIN_LISTENER_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -29,7 +36,6 @@
 
 struct wg_admin;     /* opaque */
 struct wg_admin_req; /* opaque: one request handed to an async handler */
-struct wg_proxy;
 
 /* Bytes a streamed response may have queued to a client that does not
  * read; a write past it drops the client (wg_admin_stream_write()). */
@@ -73,13 +79,16 @@ typedef void wg_admin_async_fn(void *arg, struct wg_admin_req *req,
  * finish req. */
 typedef void wg_admin_cancel_fn(struct wg_admin_req *req, void *arg);
 
-/* px may be NULL (no proxy metrics). cfg, log and px must outlive it. */
+/* cfg and log must outlive it. */
 int wg_admin_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log,
-                 struct wg_proxy *px, struct wg_admin **ret_admin);
+                 struct wg_admin **ret_admin);
 /* Binds cfg->admin_listen; *ret_port (may be NULL) gets the bound port. */
 int wg_admin_listen(struct wg_admin *admin, int *ret_port);
-/* Adds a readiness condition; all must hold for /readyz to answer 200. */
+/* Adds a readiness condition; all must hold for /readyz to answer 200.
+ * 0 or -ENOSPC. */
 int wg_admin_add_ready_check(struct wg_admin *admin, wg_admin_ready_fn *fn, void *arg);
+/* Adds a writer of /metrics text after those registered before. 0 or
+ * -ENOSPC. */
 int wg_admin_add_metrics(struct wg_admin *admin, wg_admin_metrics_fn *fn, void *arg);
 /* Serves requests whose path starts with prefix; the first registered match
  * wins. */

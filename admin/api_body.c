@@ -1,0 +1,297 @@
+/* admin/api_body.c - request bodies of the admin API: loaded as one JSON
+ * object and validated strictly, so that a 400 names the field and nothing
+ * is written for a bad request. The container spec's members follow the
+ * rules of common/container_spec, the ones the waker reads them with. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "admin/api_int.h"
+#include "common/container_spec.h"
+
+#define KEEPALIVE_MAX_MS (24ull * 60 * 60 * 1000)
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    if (err == NULL || errlen == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* The member, or NULL when absent or null. */
+static json_t *member(const json_t *o, const char *k)
+{
+    json_t *v = json_object_get(o, k);
+    return json_is_null(v) ? NULL : v;
+}
+
+/* A request body that must be one JSON object (duplicate keys refused).
+ * NULL with err set (not_object when it is empty or not an object). */
+static json_t *load_object(const char *body, size_t len, const char *not_object, char *err,
+                           size_t errlen)
+{
+    json_error_t je;
+    json_t *root;
+
+    if (body == NULL || len == 0) {
+        seterr(err, errlen, "%s", not_object);
+        return NULL;
+    }
+    root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    if (root == NULL) {
+        seterr(err, errlen, "body: invalid JSON at line %d column %d: %s", je.line, je.column,
+               je.text);
+        return NULL;
+    }
+    if (!json_is_object(root)) {
+        json_decref(root);
+        seterr(err, errlen, "%s", not_object);
+        return NULL;
+    }
+    return root;
+}
+
+/* ---- POST /v1/sessions --------------------------------------------------------------------- */
+
+static int check_known(const json_t *root, char *err, size_t errlen)
+{
+    static const char *const known[] = {"id",   "image", "cmd",  "env",  "labels",
+                                        "port", "binds", "idle", "save", NULL};
+    const char *k;
+    json_t *v;
+    char name[WG_CONTAINER_SPEC_NAME_SHOW_MAX + 1];
+    json_object_foreach((json_t *)root, k, v)
+    {
+        bool is_known = false;
+        for (size_t i = 0; known[i] && !is_known; i++)
+            is_known = strcmp(k, known[i]) == 0;
+        if (!is_known) {
+            wg_container_spec_show_name(name, sizeof(name), k);
+            seterr(err, errlen, "unknown field \"%s\"", name);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+static bool image_valid(const char *s)
+{
+    size_t len = strlen(s);
+    if (len == 0 || len > WG_SESSION_IMAGE_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f)
+            return false;
+    return true;
+}
+
+/* id (required), image and port (defaults from cfg). */
+static int take_identity(const json_t *root, const struct wg_config *cfg, struct wg_api_create *c,
+                         char *err, size_t errlen)
+{
+    json_t *v = member(root, "id");
+    if (v == NULL) {
+        seterr(err, errlen, "field \"id\": required");
+        return -EINVAL;
+    }
+    if (!json_is_string(v) || !wg_session_id_valid(json_string_value(v), json_string_length(v))) {
+        seterr(err, errlen, "field \"id\": must be a string matching ^[a-z0-9][a-z0-9_-]{0,62}$");
+        return -EINVAL;
+    }
+    memcpy(c->id, json_string_value(v), json_string_length(v) + 1);
+
+    v = member(root, "image");
+    const char *image = v ? json_string_value(v) : cfg->sessions.image;
+    if (v != NULL && (image == NULL || !image_valid(image))) {
+        seterr(err, errlen,
+               "field \"image\": must be a string of 1..255 printable ASCII characters");
+        return -EINVAL;
+    }
+    if (image == NULL || !image_valid(image)) {
+        seterr(err, errlen, "field \"image\": required (sessions.image is not usable)");
+        return -EINVAL;
+    }
+    snprintf(c->image, sizeof(c->image), "%s", image);
+
+    v = member(root, "port");
+    if (v == NULL) {
+        c->port = (uint16_t)cfg->sessions.port;
+        return 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 65535) {
+        seterr(err, errlen, "field \"port\": must be an integer 1..65535");
+        return -EINVAL;
+    }
+    c->port = (uint16_t)json_integer_value(v);
+    return 0;
+}
+
+/* The idle overrides: {"pause_after": DURATION, "stop_after": DURATION}. */
+static int take_idle(const json_t *v, struct wg_api_create *c, char *err, size_t errlen)
+{
+    const char *k;
+    json_t *e;
+    char name[WG_CONTAINER_SPEC_NAME_SHOW_MAX + 1];
+    if (!json_is_object(v)) {
+        seterr(err, errlen, "field \"idle\": must be an object");
+        return -EINVAL;
+    }
+    json_object_foreach((json_t *)v, k, e)
+    {
+        if (json_is_null(e))
+            continue;
+        if (strcmp(k, "pause_after") == 0) {
+            if (wg_container_spec_duration(e, "idle.pause_after", &c->pause_after_ms, err, errlen) <
+                0)
+                return -EINVAL;
+            c->has_pause_after = true;
+        } else if (strcmp(k, "stop_after") == 0) {
+            if (wg_container_spec_duration(e, "idle.stop_after", &c->stop_after_ms, err, errlen) <
+                0)
+                return -EINVAL;
+            c->has_stop_after = true;
+        } else {
+            wg_container_spec_show_name(name, sizeof(name), k);
+            seterr(err, errlen, "unknown field \"idle.%s\"", name);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+int wg_api_parse_create(const char *body, size_t len, const struct wg_config *cfg,
+                        struct wg_api_create *out, char *err, size_t errlen)
+{
+    struct wg_api_create c;
+    struct wg_session_update u;
+    struct wg_session_hash h;
+    char why[API_ERR_MAX];
+    json_t *root = NULL, *v;
+    int rc = -EINVAL;
+
+    memset(&c, 0, sizeof(c));
+    root = load_object(body, len, "body: must be a JSON object", err, errlen);
+    if (root == NULL || check_known(root, err, errlen) < 0 ||
+        take_identity(root, cfg, &c, err, errlen) < 0)
+        goto out;
+    rc = wg_container_spec_encode(root, &c.spec, err, errlen);
+    if (rc < 0)
+        goto out;
+    rc = -EINVAL;
+    if ((v = member(root, "idle")) && take_idle(v, &c, err, errlen) < 0)
+        goto out;
+    /* What the store will check again; a failure here is ours to report. */
+    wg_api_create_fields(&c, "localhost", &u);
+    if (wg_session_update_encode(&u, &h, why, sizeof(why)) < 0) {
+        seterr(err, errlen, "body: %s", why);
+        goto out;
+    }
+    *out = c;
+    memset(&c, 0, sizeof(c));
+    rc = 0;
+out:
+    json_decref(root);
+    wg_api_create_release(&c);
+    return rc;
+}
+
+void wg_api_create_release(struct wg_api_create *c)
+{
+    if (c == NULL)
+        return;
+    free(c->spec);
+    c->spec = NULL;
+}
+
+void wg_api_create_fields(const struct wg_api_create *c, const char *host,
+                          struct wg_session_update *u)
+{
+    memset(u, 0, sizeof(*u));
+    u->set = WG_SF_HOST | WG_SF_IMAGE | WG_SF_PORT;
+    u->host = host;
+    u->image = c->image;
+    u->port = c->port;
+    if (c->spec != NULL) {
+        u->set |= WG_SF_SPEC;
+        u->spec = c->spec;
+    }
+    if (c->has_pause_after) {
+        u->set |= WG_SF_IDLE_PAUSE_AFTER;
+        u->has_idle_pause_after = true;
+        u->idle_pause_after_ms = c->pause_after_ms;
+    }
+    if (c->has_stop_after) {
+        u->set |= WG_SF_IDLE_STOP_AFTER;
+        u->has_idle_stop_after = true;
+        u->idle_stop_after_ms = c->stop_after_ms;
+    }
+}
+
+/* ---- POST /v1/sessions/{id}/keepalive ------------------------------------------------------ */
+
+/* One member of a keepalive body; *given names the one seen before, if
+ * any. Returns 0 (with *ms set unless v is null) or -EINVAL. */
+static int keepalive_member(const char *k, const json_t *v, const char **given, uint64_t *ms,
+                            char *err, size_t errlen)
+{
+    char name[WG_CONTAINER_SPEC_NAME_SHOW_MAX + 1];
+    bool text = strcmp(k, "duration") == 0;
+    if (!text && strcmp(k, "duration_ms") != 0) {
+        wg_container_spec_show_name(name, sizeof(name), k);
+        seterr(err, errlen, "unknown field \"%s\"", name);
+        return -EINVAL;
+    }
+    if (json_is_null(v))
+        return 0;
+    if (*given != NULL) {
+        seterr(err, errlen, "fields \"duration\" and \"duration_ms\": give one");
+        return -EINVAL;
+    }
+    *given = text ? "duration" : "duration_ms";
+    if (text)
+        return wg_container_spec_duration(v, "duration", ms, err, errlen);
+    if (!json_is_integer(v) || json_integer_value(v) < 0) {
+        seterr(err, errlen, "field \"duration_ms\": must be an integer (milliseconds)");
+        return -EINVAL;
+    }
+    *ms = (uint64_t)json_integer_value(v);
+    return 0;
+}
+
+int api_parse_keepalive(const char *body, size_t len, uint64_t *ret_ms, char *err, size_t errlen)
+{
+    json_t *root = NULL, *v;
+    const char *k, *given = NULL;
+    uint64_t ms = 0;
+    int rc = -EINVAL;
+
+    root = load_object(body, len, "body: must be a JSON object with \"duration\"", err, errlen);
+    if (root == NULL)
+        goto out;
+    json_object_foreach(root, k, v)
+    {
+        if (keepalive_member(k, v, &given, &ms, err, errlen) < 0)
+            goto out;
+    }
+    if (given == NULL) {
+        seterr(err, errlen, "field \"duration\": required");
+        goto out;
+    }
+    if (ms == 0 || ms > KEEPALIVE_MAX_MS) {
+        seterr(err, errlen, "field \"%s\": must be more than 0 and at most 24h", given);
+        goto out;
+    }
+    *ret_ms = ms;
+    rc = 0;
+out:
+    json_decref(root);
+    return rc;
+}

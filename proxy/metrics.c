@@ -1,0 +1,126 @@
+/* proxy/metrics.c - the proxy's /metrics text and /readyz condition; see
+ * metrics.h. Everything is read through proxy.h: the counters live in
+ * struct wg_proxy (per loop), this file only formats them. */
+#include "proxy/metrics.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "common/hist.h"
+#include "proxy/proxy.h"
+
+/* The counters and gauges of connections, requests, responses, upstreams
+ * and bytes. */
+static void counter_metrics(const struct wg_proxy *px, struct wg_buf *out)
+{
+    const struct wg_proxy_stats *s = wg_proxy_stats(px);
+    wg_buf_appendf(out,
+                   "# HELP wakegate_connections_open Client connections open now.\n"
+                   "# TYPE wakegate_connections_open gauge\n"
+                   "wakegate_connections_open %" PRIu64 "\n"
+                   "# HELP wakegate_connections_accepted_total Client connections accepted.\n"
+                   "# TYPE wakegate_connections_accepted_total counter\n"
+                   "wakegate_connections_accepted_total %" PRIu64 "\n"
+                   "# HELP wakegate_connections_refused_total Client connections refused over "
+                   "limits.connections_max.\n"
+                   "# TYPE wakegate_connections_refused_total counter\n"
+                   "wakegate_connections_refused_total %" PRIu64 "\n"
+                   "# HELP wakegate_requests_total Request heads received.\n"
+                   "# TYPE wakegate_requests_total counter\n"
+                   "wakegate_requests_total %" PRIu64 "\n"
+                   "# HELP wakegate_responses_total Responses sent, by status class.\n"
+                   "# TYPE wakegate_responses_total counter\n",
+                   s->connections_open, s->connections_accepted, s->connections_refused,
+                   s->requests);
+    for (int k = 1; k <= 5; k++)
+        wg_buf_appendf(out, "wakegate_responses_total{class=\"%dxx\"} %" PRIu64 "\n", k,
+                       s->responses_by_class[k]);
+    wg_buf_appendf(
+        out,
+        "# HELP wakegate_upstream_errors_total Upstream connect failures, resets and bad framing.\n"
+        "# TYPE wakegate_upstream_errors_total counter\n"
+        "wakegate_upstream_errors_total %" PRIu64 "\n"
+        "# HELP wakegate_upstream_retries_total Requests retried on a fresh upstream connection.\n"
+        "# TYPE wakegate_upstream_retries_total counter\n"
+        "wakegate_upstream_retries_total %" PRIu64 "\n"
+        "# HELP wakegate_client_bytes_received_total Bytes read from clients.\n"
+        "# TYPE wakegate_client_bytes_received_total counter\n"
+        "wakegate_client_bytes_received_total %" PRIu64 "\n"
+        "# HELP wakegate_client_bytes_sent_total Bytes written to clients.\n"
+        "# TYPE wakegate_client_bytes_sent_total counter\n"
+        "wakegate_client_bytes_sent_total %" PRIu64 "\n"
+        "# HELP wakegate_upstream_idle_connections Idle upstream connections in the keep-alive "
+        "pool.\n"
+        "# TYPE wakegate_upstream_idle_connections gauge\n"
+        "wakegate_upstream_idle_connections %zu\n",
+        s->upstream_errors, s->upstream_retries, s->bytes_in, s->bytes_out,
+        wg_proxy_upstream_idle(px));
+}
+
+/* wakegate_route_requests_total: every class of every row, zeros included,
+ * so a series exists before its first request. */
+static void route_metrics(const struct wg_proxy *px, struct wg_buf *out)
+{
+    const char *label;
+    const uint64_t *by_class;
+
+    wg_hist_family(out, "wakegate_route_requests_total", "counter",
+                   "Responses sent, by route and status class (route \"none\": no route "
+                   "matched, or the request was refused before routing).");
+    for (size_t i = 0; wg_proxy_route_stats(px, i, &label, &by_class); i++) {
+        for (int k = 1; k <= 5; k++) {
+            wg_buf_appendf(out, "wakegate_route_requests_total{route=\"");
+            wg_hist_label_escape(out, label);
+            wg_buf_appendf(out, "\",class=\"%dxx\"} %" PRIu64 "\n", k, by_class[k]);
+        }
+    }
+}
+
+/* The latency histograms. */
+static void histogram_metrics(const struct wg_proxy_stats *s, struct wg_buf *out)
+{
+    wg_hist_family(out, "wakegate_request_duration_seconds", "histogram",
+                   "Time from the first byte of a request head to the end of its response "
+                   "(an upgrade: to the 101 head); one per response counted in "
+                   "wakegate_responses_total.");
+    wg_hist_write(out, "wakegate_request_duration_seconds", NULL, &s->request_duration);
+    wg_hist_family(out, "wakegate_upstream_latency_seconds", "histogram",
+                   "Time from taking an upstream connection (its connect included when not "
+                   "pooled) to the first byte of the upstream's answer.");
+    wg_hist_write(out, "wakegate_upstream_latency_seconds", NULL, &s->upstream_latency);
+    wg_hist_family(out, "wakegate_wake_first_byte_seconds", "histogram",
+                   "Requests held while their session woke: time from the start of the hold "
+                   "to the first byte from the session.");
+    wg_hist_write(out, "wakegate_wake_first_byte_seconds", NULL, &s->wake_first_byte);
+}
+
+static void held_metrics(const struct wg_proxy_stats *s, struct wg_buf *out)
+{
+    wg_buf_appendf(out,
+                   "# HELP wakegate_held_requests_released_total Requests held while their "
+                   "session woke, by how the hold ended.\n"
+                   "# TYPE wakegate_held_requests_released_total counter\n"
+                   "wakegate_held_requests_released_total{outcome=\"served\"} %" PRIu64 "\n"
+                   "wakegate_held_requests_released_total{outcome=\"timeout\"} %" PRIu64 "\n"
+                   "wakegate_held_requests_released_total{outcome=\"failed\"} %" PRIu64 "\n"
+                   "wakegate_held_requests_released_total{outcome=\"abandoned\"} %" PRIu64 "\n",
+                   s->held_released[WG_HOLD_SERVED], s->held_released[WG_HOLD_TIMEOUT],
+                   s->held_released[WG_HOLD_FAILED], s->held_released[WG_HOLD_ABANDONED]);
+}
+
+void wg_proxy_metrics_write(const struct wg_proxy *px, struct wg_buf *out)
+{
+    const struct wg_proxy_stats *s = wg_proxy_stats(px);
+    counter_metrics(px, out);
+    route_metrics(px, out);
+    histogram_metrics(s, out);
+    held_metrics(s, out);
+}
+
+bool wg_proxy_ready(const struct wg_proxy *px, char *why, size_t whylen)
+{
+    if (wg_proxy_listening(px))
+        return true;
+    snprintf(why, whylen, "public listener not bound");
+    return false;
+}
