@@ -1,0 +1,3 @@
+/* allowed */
+#include "admin/listener.h"
+#include "common/buf.h"

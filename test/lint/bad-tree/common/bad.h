@@ -1,0 +1,2 @@
+/* common/ may include only common/. */
+#include "proxy/conn.h"

@@ -1,0 +1,2 @@
+/* allowed */
+#include "orchestrator/orch.h"
