@@ -18,7 +18,7 @@
 #include "common/buf.h"
 #include "common/list.h"
 #include "proxy/server.h"
-#include "proxy/sessions.h"
+#include "proxy/session_cache.h"
 
 #define SIDE_CLIENT 0
 #define SIDE_UP 1
@@ -89,10 +89,10 @@ struct exchange {
     bool ttfb_counted; /* upstream_latency (and wake_first_byte) observed */
     uint64_t wait_start_ms;
     /* For the histograms (uv_hrtime(): finer than loop time, no syscall). */
-    uint64_t head_ns;            /* first byte of the head */
-    uint64_t up_ns;              /* upstream connection taken */
-    uint64_t wait_ns;            /* hold started */
-    struct sess_entry *activity; /* the session counts as active while set */
+    uint64_t head_ns;               /* first byte of the head */
+    uint64_t up_ns;                 /* upstream connection taken */
+    uint64_t wait_ns;               /* hold started */
+    struct wg_sess_entry *activity; /* the session counts as active while set */
     struct exchange *next_free;
 };
 
@@ -249,7 +249,7 @@ static struct exchange *exchange_get(struct wg_conn *c)
 static void activity_end(struct wg_conn *c)
 {
     if (c->x != NULL && c->x->activity != NULL)
-        wg_sessions_activity_end(c->px->sessions, &c->x->activity);
+        wg_session_cache_activity_end(c->px->session_cache, &c->x->activity);
 }
 
 /* Ends the exchange: its buffers are released, the struct is cached. */
@@ -261,8 +261,8 @@ static void exchange_put(struct wg_conn *c)
         return;
     activity_end(c);
     c->x = NULL;
-    if (px->sessions != NULL)
-        wg_sessions_unwait(px->sessions, &x->waiter);
+    if (px->session_cache != NULL)
+        wg_session_cache_unwait(px->session_cache, &x->waiter);
     wg_buf_release(&x->up_in);
     wg_buf_release(&x->up_head);
     wg_buf_release(&x->held_head);
@@ -335,8 +335,8 @@ static void conn_close(struct wg_conn *c)
     c->closing = true;
     if (c->state == CS_WAITING)
         hold_end(c, WG_HOLD_ABANDONED);
-    if (c->x != NULL && c->px->sessions != NULL)
-        wg_sessions_unwait(c->px->sessions, &c->x->waiter);
+    if (c->x != NULL && c->px->session_cache != NULL)
+        wg_session_cache_unwait(c->px->session_cache, &c->x->waiter);
     activity_end(c);
     release_upstream(c, false);
     wg_list_remove(&c->link);
@@ -764,7 +764,7 @@ static void timer_cb(uv_timer_t *t)
         WG_INFO(c->px->log, "conn", "session not ready by the wake deadline, returning 504",
                 "conn=%" PRIu64 " session=%s", c->id, c->x->session_id);
         hold_end(c, WG_HOLD_TIMEOUT);
-        wg_sessions_unwait(c->px->sessions, &c->x->waiter);
+        wg_session_cache_unwait(c->px->session_cache, &c->x->waiter);
         send_error(c, 504);
         break;
     }
@@ -1071,7 +1071,7 @@ static bool session_prepare(struct wg_conn *c, const struct wg_route_match *m)
     const struct wg_http_msg *req = &x->req;
     size_t n = m->session_len;
 
-    if (c->px->sessions == NULL) {
+    if (c->px->session_cache == NULL) {
         /* A proxy without Redis cannot know where sessions are. */
         send_error(c, 503);
         return false;
@@ -1204,7 +1204,7 @@ static void session_wait(struct wg_conn *c)
         x->wait_ns = uv_hrtime();
     }
     x->waiter.changed = session_changed;
-    if (wg_sessions_wait(c->px->sessions, x->session_id, &x->waiter) < 0) {
+    if (wg_session_cache_wait(c->px->session_cache, x->session_id, &x->waiter) < 0) {
         WG_WARN(c->px->log, "conn", "too many requests held, returning 503",
                 "conn=%" PRIu64 " session=%s", c->id, x->session_id);
         send_error(c, 503);
@@ -1225,7 +1225,7 @@ static void session_decide(struct wg_conn *c)
     struct exchange *x = c->x;
     struct wg_sess_view v;
 
-    wg_sessions_lookup(px->sessions, x->session_id, x->session_port, &v);
+    wg_session_cache_lookup(px->session_cache, x->session_id, x->session_port, &v);
     if (x->status_path) {
         switch (v.status) {
         case WG_SESS_PENDING:
@@ -1247,7 +1247,7 @@ static void session_decide(struct wg_conn *c)
         /* Probes do not keep a session awake; everything else proxied does,
          * for as long as its exchange lasts (a stream: its whole life). */
         if (x->req_class != RC_PROBE && x->activity == NULL)
-            x->activity = wg_sessions_activity_begin(px->sessions, &v);
+            x->activity = wg_session_cache_activity_begin(px->session_cache, &v);
         hold_end(c, WG_HOLD_SERVED);
         memcpy(&x->up_addr, &v.addr, v.addr_len);
         snprintf(x->up_name, sizeof(x->up_name), "%s", v.addr_text);
@@ -1267,17 +1267,18 @@ static void session_decide(struct wg_conn *c)
     }
     const char *state = wg_session_state_name(v.state);
     if (x->req_class == RC_PROBE) {
-        wg_sessions_note_suppressed(px->sessions);
+        wg_session_cache_note_suppressed(px->session_cache);
         send_session_status(c, 503, state);
         return;
     }
     if (v.state == WG_SESSION_FAILED &&
-        (x->waited || v.failed_for_ms < WG_SESSIONS_FAILED_COOLDOWN_MS)) {
+        (x->waited || v.failed_for_ms < WG_SESSION_CACHE_FAILED_COOLDOWN_MS)) {
         /* The wake we waited for failed, or it failed moments ago. */
         send_error(c, x->waited ? 504 : 503);
         return;
     }
-    if (v.state != WG_SESSION_STARTING && wg_sessions_wake(px->sessions, x->session_id) < 0) {
+    if (v.state != WG_SESSION_STARTING &&
+        wg_session_cache_wake(px->session_cache, x->session_id) < 0) {
         WG_WARN(px->log, "conn", "cannot request a wake, returning 503",
                 "conn=%" PRIu64 " session=%s", c->id, x->session_id);
         send_error(c, 503);

@@ -31,7 +31,7 @@ struct wg_proxy {
     struct wg_log *log;
     struct wg_router *router;
     struct wg_pool *pool;
-    struct wg_sessions *sessions; /* NULL without Redis: session routes answer 503 */
+    struct wg_session_cache *session_cache; /* NULL without Redis: session routes answer 503 */
 
     uv_tcp_t listener;
     bool listening;
