@@ -153,7 +153,7 @@ struct wg_conn {
     uv_tcp_t client; /* first: handle callbacks cast back */
     uv_timer_t timer;
     struct wg_proxy *px;
-    struct exchange *x; /* NULL while idle: in CS_HEAD, non-NULL once a head started */
+    struct exchange *x; /* NULL while idle; in CS_HEAD set exactly once a head started */
     struct wg_list link;
     uint64_t id;
     int refs;
