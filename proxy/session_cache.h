@@ -1,5 +1,5 @@
 /* proxy/session_cache.h - the proxy's session route cache: its view of
- * sessions.
+ * sessions (not the session model, which is common/session.h).
  *
  * An in-process cache of session id -> state and container address, so that
  * a request for a running session costs no Redis round trip. It is filled on
@@ -19,17 +19,17 @@
  * total, against caps.
  *
  * Activity: an exchange proxied to a session (a request, a long response, a
- * WebSocket or SSE stream) is bracketed by wg_session_cache_activity_begin() and
- * _end(). That only marks the cache entry (loop time, no syscall, no
+ * WebSocket or SSE stream) is bracketed by wg_session_cache_activity_begin()
+ * and _end(). That only marks the cache entry (loop time, no syscall, no
  * allocation); one flush timer per cache writes every marked entry to
- * wg:active in one wg_store_touch() batch each sessions.idle.
- * activity_interval: an entry with exchanges still open is written with the
- * flush's time on every flush, one whose exchanges ended with the time of
- * the last end. So a session is written at most once per interval by this
- * gateway. A failed batch is logged once per failure streak and its marks
- * are kept for the next flush; the entries themselves are the bound (an
- * entry with open exchanges or unwritten activity is never dropped from the
- * cache: entries live as long as the cache). */
+ * wg:active in one wg_store_touch() batch each
+ * sessions.idle.activity_interval: an entry with exchanges still open is
+ * written with the flush's time on every flush, one whose exchanges ended
+ * with the time of the last end. So a session is written at most once per
+ * interval by this gateway. A failed batch is logged once per failure streak
+ * and its marks are kept for the next flush; the entries themselves are the
+ * bound (an entry with open exchanges or unwritten activity is never dropped
+ * from the cache: entries live as long as the cache). */
 #ifndef WG_PROXY_SESSION_CACHE_H
 #define WG_PROXY_SESSION_CACHE_H
 
