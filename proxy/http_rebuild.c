@@ -86,29 +86,15 @@ static void peer_text(const struct sockaddr *sa, char *dst, size_t len)
     }
 }
 
-int wg_http_request_rebuild(const struct wg_http_msg *req, const struct wg_http_request_out *o,
-                            struct wg_buf *out)
+/* The request's end-to-end fields, less Host and Expect; forwarding fields
+ * only from a trusted peer, and its X-Forwarded-Host and -Proto are kept
+ * aside (*ret_xfh, *ret_xfp) to replace ours. */
+static int append_request_fields(struct wg_buf *out, const struct wg_http_msg *req,
+                                 const struct wg_http_request_out *o,
+                                 const struct wg_http_field **ret_xfh,
+                                 const struct wg_http_field **ret_xfp)
 {
-    int r;
-    char peer[INET6_ADDRSTRLEN];
-    const struct wg_http_field *xfh = NULL;
-    const struct wg_http_field *xfp = NULL;
-
-    peer_text(o->peer, peer, sizeof(peer));
-    if ((r = wg_buf_append(out, req->method, req->method_len)) < 0 ||
-        (r = wg_buf_append(out, " /", o->slash_prefix ? 2 : 1)) < 0 ||
-        (r = wg_buf_append(out, o->target, o->target_len)) < 0 ||
-        (r = APPEND_LIT(out, " HTTP/1.1\r\n")) < 0)
-        goto out;
-    /* Upstream requests are HTTP/1.1, which requires a Host. */
-    const char *host = req->host;
-    size_t host_len = req->host_len;
-    if (host == NULL && o->default_host != NULL) {
-        host = o->default_host;
-        host_len = strlen(host);
-    }
-    if (host != NULL && (r = append_field(out, "Host", 4, host, host_len)) < 0)
-        goto out;
+    int r = 0;
 
     for (size_t i = 0; i < req->fields_len; i++) {
         const struct wg_http_field *f = &req->fields[i];
@@ -118,20 +104,31 @@ int wg_http_request_rebuild(const struct wg_http_msg *req, const struct wg_http_
             if (!o->peer_trusted)
                 continue;
             if (NAME_IS(f, "x-forwarded-host")) {
-                xfh = f;
+                *ret_xfh = f;
                 continue;
             }
             if (NAME_IS(f, "x-forwarded-proto")) {
-                xfp = f;
+                *ret_xfp = f;
                 continue;
             }
             if (NAME_IS(f, "x-forwarded-for"))
                 continue; /* folded into ours below */
         }
         if ((r = append_field(out, f->name, f->name_len, f->value, f->value_len)) < 0)
-            goto out;
+            break;
     }
+    return r;
+}
 
+/* X-Forwarded-For, -Host and -Proto. */
+static int append_forwarded(struct wg_buf *out, const struct wg_http_msg *req,
+                            const struct wg_http_request_out *o, const char *host, size_t host_len,
+                            const struct wg_http_field *xfh, const struct wg_http_field *xfp)
+{
+    char peer[INET6_ADDRSTRLEN];
+    int r;
+
+    peer_text(o->peer, peer, sizeof(peer));
     /* One X-Forwarded-For: a trusted peer's list (all its fields, in
      * order), then the peer itself. */
     if ((r = APPEND_LIT(out, "X-Forwarded-For: ")) < 0)
@@ -155,9 +152,34 @@ int wg_http_request_rebuild(const struct wg_http_msg *req, const struct wg_http_
         r = append_field(out, "X-Forwarded-Proto", 17, xfp->value, xfp->value_len);
     else
         r = APPEND_LIT(out, "X-Forwarded-Proto: http\r\n");
-    if (r < 0)
+out:
+    return r;
+}
+
+int wg_http_request_rebuild(const struct wg_http_msg *req, const struct wg_http_request_out *o,
+                            struct wg_buf *out)
+{
+    int r;
+    const struct wg_http_field *xfh = NULL;
+    const struct wg_http_field *xfp = NULL;
+
+    if ((r = wg_buf_append(out, req->method, req->method_len)) < 0 ||
+        (r = wg_buf_append(out, " /", o->slash_prefix ? 2 : 1)) < 0 ||
+        (r = wg_buf_append(out, o->target, o->target_len)) < 0 ||
+        (r = APPEND_LIT(out, " HTTP/1.1\r\n")) < 0)
         goto out;
-    if ((r = append_framing(out, o->framing, o->content_length)) < 0)
+    /* Upstream requests are HTTP/1.1, which requires a Host. */
+    const char *host = req->host;
+    size_t host_len = req->host_len;
+    if (host == NULL && o->default_host != NULL) {
+        host = o->default_host;
+        host_len = strlen(host);
+    }
+    if (host != NULL && (r = append_field(out, "Host", 4, host, host_len)) < 0)
+        goto out;
+    if ((r = append_request_fields(out, req, o, &xfh, &xfp)) < 0 ||
+        (r = append_forwarded(out, req, o, host, host_len, xfh, xfp)) < 0 ||
+        (r = append_framing(out, o->framing, o->content_length)) < 0)
         goto out;
     if (o->upgrade)
         r = APPEND_LIT(out, "Connection: upgrade\r\nUpgrade: websocket\r\n");

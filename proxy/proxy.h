@@ -63,10 +63,10 @@ int wg_proxy_listen(struct wg_proxy *px, int *ret_port);
  * upstream they were given; new heads use the new table. Takes ownership. */
 void wg_proxy_set_router(struct wg_proxy *px, struct wg_router *router);
 
-struct wg_sessions;
+struct wg_session_cache;
 /* Gives the proxy the session cache that session routes resolve through
  * (borrowed; must outlive the proxy's connections). */
-void wg_proxy_set_sessions(struct wg_proxy *px, struct wg_sessions *sessions);
+void wg_proxy_set_session_cache(struct wg_proxy *px, struct wg_session_cache *cache);
 
 typedef void wg_proxy_done_cb(void *arg);
 /* Stops accepting, closes idle connections, lets requests in flight finish

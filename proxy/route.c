@@ -351,115 +351,161 @@ static void label_make(char *dst, size_t index, const struct wg_route_cfg *c)
         label_add(dst, &n, "any");
 }
 
+/* The route's fixed upstream, if it has one. Returns 0 or -EINVAL with err
+ * written. */
+static int compile_upstream(struct compiled *out, const struct wg_route_cfg *c, size_t index,
+                            char *err, size_t errlen)
+{
+    if (!c->has_upstream)
+        return 0;
+    if (c->upstream.salen > sizeof(out->pub.upstream)) {
+        route_error(err, errlen, index, c, "upstream", "address length is invalid");
+        return -EINVAL;
+    }
+    memcpy(&out->pub.upstream, &c->upstream.sa, c->upstream.salen);
+    out->pub.upstream_len = c->upstream.salen;
+    /* Only for log lines, so a long name is cut rather than refused. */
+    snprintf(out->pub.upstream_text, sizeof(out->pub.upstream_text), "%s",
+             c->upstream.text ? c->upstream.text : "");
+    return 0;
+}
+
+/* match.host; *capture_key names it when it captures {session}. Returns 0
+ * or -EINVAL with err written. */
+static int compile_host(struct compiled *out, char **cursor, const struct wg_route_cfg *c,
+                        size_t index, const char **capture_key, char *err, size_t errlen)
+{
+    size_t len, at;
+    const char *msg;
+
+    if (c->host == NULL)
+        return 0;
+    len = strlen(c->host);
+    /* A Host of "example.com." names the same host; it is dropped on
+     * input too. */
+    if (len > 1 && c->host[len - 1] == '.')
+        len--;
+    msg = find_mark(c->host, len, &at);
+    if (msg == NULL)
+        msg = check_host(c->host, len, at);
+    if (msg != NULL) {
+        route_error(err, errlen, index, c, "match.host", "\"%s\": %s", c->host, msg);
+        return -EINVAL;
+    }
+    pattern_set(&out->host, arena_copy(cursor, c->host, len), len, at);
+    if (at != NO_MARK)
+        *capture_key = "match.host";
+    return 0;
+}
+
+/* match.path_prefix, like compile_host(). */
+static int compile_path(struct compiled *out, char **cursor, const struct wg_route_cfg *c,
+                        size_t index, const char **capture_key, char *err, size_t errlen)
+{
+    size_t len, at;
+    const char *msg;
+
+    if (c->path_prefix == NULL)
+        return 0;
+    len = strlen(c->path_prefix);
+    msg = find_mark(c->path_prefix, len, &at);
+    if (msg == NULL)
+        msg = check_path(c->path_prefix, len, at);
+    if (msg == NULL && at != NO_MARK && *capture_key != NULL)
+        msg = "{session} is already captured by match.host";
+    if (msg != NULL) {
+        route_error(err, errlen, index, c, "match.path_prefix", "\"%s\": %s", c->path_prefix, msg);
+        return -EINVAL;
+    }
+    pattern_set(&out->path, arena_copy(cursor, c->path_prefix, len), len, at);
+    if (at != NO_MARK)
+        *capture_key = "match.path_prefix";
+    return 0;
+}
+
+/* match.header's value: any, {session}, or exact. */
+static int compile_header_value(struct compiled *out, char **cursor, const struct wg_route_cfg *c,
+                                size_t index, const char **capture_key, char *err, size_t errlen)
+{
+    const char *v = c->header_value;
+    size_t len;
+    const char *msg;
+
+    if (v == NULL || strcmp(v, "*") == 0) {
+        out->header_kind = VALUE_ANY;
+        return 0;
+    }
+    if (strcmp(v, MARK) == 0) {
+        if (*capture_key != NULL) {
+            route_error(err, errlen, index, c, "match.header",
+                        "{session} is already captured by %s", *capture_key);
+            return -EINVAL;
+        }
+        out->header_kind = VALUE_SESSION;
+        *capture_key = "match.header";
+        return 0;
+    }
+    len = strlen(v);
+    msg = check_header_value(v, len);
+    if (msg != NULL) {
+        route_error(err, errlen, index, c, "match.header", "\"%s\": %s", v, msg);
+        return -EINVAL;
+    }
+    out->header_kind = VALUE_EXACT;
+    out->header_value = arena_copy(cursor, v, len);
+    out->header_value_len = len;
+    return 0;
+}
+
+/* match.header, like compile_host(). */
+static int compile_header(struct compiled *out, char **cursor, const struct wg_route_cfg *c,
+                          size_t index, const char **capture_key, char *err, size_t errlen)
+{
+    size_t name_len;
+    const char *msg;
+
+    if (c->header_name == NULL && c->header_value != NULL) {
+        route_error(err, errlen, index, c, "match.header", "a value needs a field name");
+        return -EINVAL;
+    }
+    if (c->header_name == NULL)
+        return 0;
+    name_len = strlen(c->header_name);
+    msg = check_header_name(c->header_name, name_len);
+    if (msg != NULL) {
+        route_error(err, errlen, index, c, "match.header", "\"%s\": %s", c->header_name, msg);
+        return -EINVAL;
+    }
+    out->header_name = arena_copy(cursor, c->header_name, name_len);
+    out->header_name_len = name_len;
+    return compile_header_value(out, cursor, c, index, capture_key, err, errlen);
+}
+
 /* Checks one route and copies it into *out, its strings to *cursor.
  * Returns 0 or -EINVAL with err written. */
 static int compile_route(struct compiled *out, char **cursor, const struct wg_route_cfg *c,
                          size_t index, char *err, size_t errlen)
 {
     const char *capture_key = NULL;
-    const char *msg;
-    size_t at;
-    int result = 0;
+    int result;
 
     out->pub.index = index;
     out->pub.line = c->line;
     out->pub.strip_prefix = c->strip_prefix;
     out->pub.has_upstream = c->has_upstream;
     out->pub.port = c->port;
-    if (c->has_upstream) {
-        if (c->upstream.salen > sizeof(out->pub.upstream)) {
-            route_error(err, errlen, index, c, "upstream", "address length is invalid");
-            result = -EINVAL;
-            goto out;
-        }
-        memcpy(&out->pub.upstream, &c->upstream.sa, c->upstream.salen);
-        out->pub.upstream_len = c->upstream.salen;
-        /* Only for log lines, so a long name is cut rather than refused. */
-        snprintf(out->pub.upstream_text, sizeof(out->pub.upstream_text), "%s",
-                 c->upstream.text ? c->upstream.text : "");
-    }
-
-    if (c->host != NULL) {
-        size_t len = strlen(c->host);
-
-        /* A Host of "example.com." names the same host; it is dropped on
-         * input too. */
-        if (len > 1 && c->host[len - 1] == '.')
-            len--;
-        msg = find_mark(c->host, len, &at);
-        if (msg == NULL)
-            msg = check_host(c->host, len, at);
-        if (msg != NULL) {
-            route_error(err, errlen, index, c, "match.host", "\"%s\": %s", c->host, msg);
-            result = -EINVAL;
-            goto out;
-        }
-        pattern_set(&out->host, arena_copy(cursor, c->host, len), len, at);
-        if (at != NO_MARK)
-            capture_key = "match.host";
-    }
-
-    if (c->path_prefix != NULL) {
-        size_t len = strlen(c->path_prefix);
-
-        msg = find_mark(c->path_prefix, len, &at);
-        if (msg == NULL)
-            msg = check_path(c->path_prefix, len, at);
-        if (msg == NULL && at != NO_MARK && capture_key != NULL)
-            msg = "{session} is already captured by match.host";
-        if (msg != NULL) {
-            route_error(err, errlen, index, c, "match.path_prefix", "\"%s\": %s", c->path_prefix,
-                        msg);
-            result = -EINVAL;
-            goto out;
-        }
-        pattern_set(&out->path, arena_copy(cursor, c->path_prefix, len), len, at);
-        if (at != NO_MARK)
-            capture_key = "match.path_prefix";
-    }
-
-    if (c->header_name == NULL && c->header_value != NULL) {
-        route_error(err, errlen, index, c, "match.header", "a value needs a field name");
-        result = -EINVAL;
+    result = compile_upstream(out, c, index, err, errlen);
+    if (result < 0)
         goto out;
-    }
-    if (c->header_name != NULL) {
-        size_t name_len = strlen(c->header_name);
-        const char *v = c->header_value;
-
-        msg = check_header_name(c->header_name, name_len);
-        if (msg != NULL) {
-            route_error(err, errlen, index, c, "match.header", "\"%s\": %s", c->header_name, msg);
-            result = -EINVAL;
-            goto out;
-        }
-        out->header_name = arena_copy(cursor, c->header_name, name_len);
-        out->header_name_len = name_len;
-        if (v == NULL || strcmp(v, "*") == 0) {
-            out->header_kind = VALUE_ANY;
-        } else if (strcmp(v, MARK) == 0) {
-            if (capture_key != NULL) {
-                route_error(err, errlen, index, c, "match.header",
-                            "{session} is already captured by %s", capture_key);
-                result = -EINVAL;
-                goto out;
-            }
-            out->header_kind = VALUE_SESSION;
-            capture_key = "match.header";
-        } else {
-            size_t len = strlen(v);
-
-            msg = check_header_value(v, len);
-            if (msg != NULL) {
-                route_error(err, errlen, index, c, "match.header", "\"%s\": %s", v, msg);
-                result = -EINVAL;
-                goto out;
-            }
-            out->header_kind = VALUE_EXACT;
-            out->header_value = arena_copy(cursor, v, len);
-            out->header_value_len = len;
-        }
-    }
+    result = compile_host(out, cursor, c, index, &capture_key, err, errlen);
+    if (result < 0)
+        goto out;
+    result = compile_path(out, cursor, c, index, &capture_key, err, errlen);
+    if (result < 0)
+        goto out;
+    result = compile_header(out, cursor, c, index, &capture_key, err, errlen);
+    if (result < 0)
+        goto out;
     out->pub.captures_session = capture_key != NULL;
     label_make(out->label, index, c);
 out:

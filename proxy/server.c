@@ -6,7 +6,7 @@
 
 #include "common/net.h"
 #include "proxy/server.h"
-#include "proxy/sessions.h"
+#include "proxy/session_cache.h"
 
 static void maybe_finish(struct wg_proxy *px);
 
@@ -230,11 +230,11 @@ static void session_addr_gone(void *arg, const char *ip)
              "ip=%s dropped=%zu", ip, before - wg_pool_idle_count(px->pool));
 }
 
-void wg_proxy_set_sessions(struct wg_proxy *px, struct wg_sessions *sessions)
+void wg_proxy_set_session_cache(struct wg_proxy *px, struct wg_session_cache *cache)
 {
-    px->sessions = sessions;
-    if (sessions != NULL)
-        wg_sessions_on_addr_gone(sessions, session_addr_gone, px);
+    px->session_cache = cache;
+    if (cache != NULL)
+        wg_session_cache_on_addr_gone(cache, session_addr_gone, px);
 }
 
 const struct wg_proxy_stats *wg_proxy_stats(const struct wg_proxy *px)

@@ -1,5 +1,6 @@
 /* proxy/server.h - internal to proxy/: the per-loop data plane context that
- * server.c owns and conn.c reads. Not part of the public API (proxy.h). */
+ * server.c owns and the connection (conn*.c) reads. Not part of the public
+ * API (proxy.h). */
 #ifndef WG_PROXY_SERVER_H
 #define WG_PROXY_SERVER_H
 
@@ -31,7 +32,7 @@ struct wg_proxy {
     struct wg_log *log;
     struct wg_router *router;
     struct wg_pool *pool;
-    struct wg_sessions *sessions; /* NULL without Redis: session routes answer 503 */
+    struct wg_session_cache *session_cache; /* NULL without Redis: session routes answer 503 */
 
     uv_tcp_t listener;
     bool listening;
@@ -60,12 +61,12 @@ struct wg_proxy {
     char readbuf[WG_READ_BUF_SIZE];
     struct wg_http_field *fields; /* limits.header_count_max entries */
 
-    /* Per-exchange state kept for reuse (conn.c owns the type). */
+    /* Per-exchange state kept for reuse (conn.c; the type is in conn_int.h). */
     struct exchange *exchange_cache;
     unsigned exchange_cache_len;
 };
 
-/* conn.c */
+/* conn.c: client connections */
 void wg_conn_accept(struct wg_proxy *px);
 /* Closes idle connections now; busy ones close after their response. */
 void wg_conn_drain_all(struct wg_proxy *px);

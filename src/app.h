@@ -29,7 +29,7 @@ struct app {
     struct wg_store *store;              /* on redis; NULL without Redis */
     struct wg_orch *orch;                /* role all|orchestrator (src/orch.c) */
     struct wg_api *api;                  /* admin API, role all|orchestrator (src/api.c) */
-    struct wg_sessions *sessions;        /* proxy's session routes (src/sessions.c) */
+    struct wg_session_cache *sessions;   /* proxy's session route cache (src/session_cache.c) */
     struct app_redis_child *redis_child; /* private redis-server (src/redis_child.c) */
     uv_signal_t sig_term, sig_int, sig_hup;
     bool stopping;
@@ -54,9 +54,9 @@ void app_api_free(struct app *app);
 int app_orch_start(struct app *app);
 void app_orch_free(struct app *app);
 
-/* src/sessions.c: the proxy's session cache (needs px and store). */
-int app_sessions_start(struct app *app);
-void app_sessions_free(struct app *app);
+/* src/session_cache.c: the proxy's session cache (needs px and store). */
+int app_session_cache_start(struct app *app);
+void app_session_cache_free(struct app *app);
 
 /* src/metrics.c: /metrics of the shared Redis command connection (app->redis;
  * nothing without Redis). Never fails the start: returns 0. */

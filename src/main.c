@@ -96,7 +96,7 @@ static void free_app(struct app *app)
     /* Connections first: they may wait on the session cache. */
     wg_proxy_free(app->px);
     app->px = NULL;
-    app_sessions_free(app);
+    app_session_cache_free(app);
     app_api_free(app);
     app_orch_free(app);
     wg_store_free(app->store);
@@ -324,7 +324,7 @@ int main(int argc, char **argv)
         if (app_api_start(&app) < 0)
             goto out_free;
         wg_admin_add_ready_check(app.admin, redis_ready, &app);
-        if (app_sessions_start(&app) < 0)
+        if (app_session_cache_start(&app) < 0)
             goto out_free;
     }
     r = app.px != NULL ? wg_proxy_listen(app.px, &port) : 0;

@@ -537,7 +537,7 @@ def _hold_cap(env, fast):
     wait_for(lambda: env.metric("wakegate_held_requests") == 10, 5, "held == 10")
     assert_silent(first, 0.2)
     assert env.metric("wakegate_held_requests") == 10
-    cap = 1024  # WG_SESSIONS_HOLD_PER_SESSION_MAX in proxy/sessions.h
+    cap = 1024  # WG_SESSION_CACHE_HOLD_PER_SESSION_MAX in proxy/session_cache.h
     rest = [Pending(env.port, api_get(sid, "/c%d" % i), name="c%d" % i) for i in range(10, cap)]
     ps = first + rest
     wait_for(lambda: env.metric("wakegate_held_requests") == cap, 10, "held == %d" % cap)

@@ -1,5 +1,6 @@
-/* Unit tests for proxy/http.c: the head scanner, the strict parser with the
- * checks of PROXY-RULES.md, and the head rebuilders. */
+/* test/unit/test_http.c - the HTTP head module (common/http_head: the head
+ * scanner, the strict parser with the checks of PROXY-RULES.md) and the
+ * proxy's head rebuilders (proxy/http_rebuild). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>

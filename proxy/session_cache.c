@@ -1,14 +1,14 @@
-/* proxy/sessions.c - see sessions.h. */
-#include "proxy/sessions.h"
+/* proxy/session_cache.c - see session_cache.h. */
+#include "proxy/session_cache.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/redis.h"
 #include "common/store.h"
 
@@ -27,8 +27,8 @@
  * re-adopts running containers within moments. */
 #define RESUBSCRIBE_GRACE_MS 10000
 
-struct sess_entry {
-    struct sess_entry *next;
+struct wg_sess_entry {
+    struct wg_sess_entry *next;
     char id[WG_SESSION_ID_MAX + 1];
     bool known; /* a fetch or a state message filled it */
     bool fetching;
@@ -49,7 +49,7 @@ struct sess_entry {
     bool woken;
     struct wg_list waiters;
     unsigned nwaiters;
-    /* activity (see sessions.h) */
+    /* activity (see session_cache.h) */
     struct wg_list act_link; /* on s->act_list while act_listed */
     bool act_listed;         /* act_open > 0 or act_dirty */
     bool act_dirty;          /* act_ms not written yet */
@@ -59,23 +59,23 @@ struct sess_entry {
 
 /* The batch of activity in flight; outlives the cache like struct pending. */
 struct act_flush {
-    struct wg_sessions *s;
+    struct wg_session_cache *s;
     size_t n;
     struct {
-        struct sess_entry *e;
+        struct wg_sess_entry *e;
         uint64_t at; /* loop time written */
     } items[];
 };
 
 /* A callback context that outlives the cache: a store callback may run after
- * wg_sessions_free(), and then finds s == NULL. */
+ * wg_session_cache_free(), and then finds s == NULL. */
 struct pending {
     struct wg_list link;
-    struct wg_sessions *s;
+    struct wg_session_cache *s;
     char id[WG_SESSION_ID_MAX + 1];
 };
 
-struct wg_sessions {
+struct wg_session_cache {
     uv_loop_t *loop;
     const struct wg_config *cfg;
     struct wg_log *log;
@@ -85,12 +85,12 @@ struct wg_sessions {
     uint64_t down_since_ms;
     uint64_t resubscribed_ms; /* loop time of the last (re)subscription */
     char from[WG_STORE_NAME_MAX + 1];
-    struct sess_entry *table[BUCKETS];
+    struct wg_sess_entry *table[BUCKETS];
     size_t nentries;
     struct wg_list pending; /* struct pending, for fetches and wakes in flight */
-    wg_sessions_addr_gone_fn *addr_gone;
+    wg_session_cache_addr_gone_fn *addr_gone;
     void *addr_gone_arg;
-    struct wg_sessions_stats stats;
+    struct wg_session_cache_stats stats;
     /* activity */
     uv_timer_t act_timer;
     struct wg_list act_list;           /* entries to write on the next flush */
@@ -101,7 +101,7 @@ struct wg_sessions {
     bool act_failing; /* the last batch failed: log the next failure only after a success */
 };
 
-static uint64_t now_ms(const struct wg_sessions *s)
+static uint64_t now_ms(const struct wg_session_cache *s)
 {
     return uv_now(s->loop);
 }
@@ -114,20 +114,20 @@ static unsigned hash_id(const char *id)
     return h % BUCKETS;
 }
 
-static struct sess_entry *find(struct wg_sessions *s, const char *id)
+static struct wg_sess_entry *find(struct wg_session_cache *s, const char *id)
 {
-    for (struct sess_entry *e = s->table[hash_id(id)]; e; e = e->next) {
+    for (struct wg_sess_entry *e = s->table[hash_id(id)]; e; e = e->next) {
         if (strcmp(e->id, id) == 0)
             return e;
     }
     return NULL;
 }
 
-static struct sess_entry *create(struct wg_sessions *s, const char *id)
+static struct wg_sess_entry *create(struct wg_session_cache *s, const char *id)
 {
     if (s->nentries >= ENTRIES_MAX)
         return NULL;
-    struct sess_entry *e = calloc(1, sizeof(*e));
+    struct wg_sess_entry *e = calloc(1, sizeof(*e));
     if (e == NULL)
         return NULL;
     snprintf(e->id, sizeof(e->id), "%s", id);
@@ -142,7 +142,7 @@ static struct sess_entry *create(struct wg_sessions *s, const char *id)
 
 /* Tells every waiter of e to look again. A waiter may wait again from its
  * callback: the list is detached first. */
-static void notify(struct wg_sessions *s, struct sess_entry *e)
+static void notify(struct wg_session_cache *s, struct wg_sess_entry *e)
 {
     struct wg_list todo;
     wg_list_init(&todo);
@@ -164,7 +164,8 @@ static void notify(struct wg_sessions *s, struct sess_entry *e)
     }
 }
 
-static void set_state(struct wg_sessions *s, struct sess_entry *e, enum wg_session_state state)
+static void set_state(struct wg_session_cache *s, struct wg_sess_entry *e,
+                      enum wg_session_state state)
 {
     if (state == WG_SESSION_FAILED && (e->state != WG_SESSION_FAILED || !e->known))
         e->failed_since = (int64_t)now_ms(s);
@@ -178,7 +179,7 @@ static void set_state(struct wg_sessions *s, struct sess_entry *e, enum wg_sessi
 /* Where the session is now. A container that left its address (stopped,
  * moved, gone) leaves pooled connections to a dead or reused address: the
  * proxy is told to drop them. */
-static void place(struct wg_sessions *s, struct sess_entry *e, enum wg_session_state state,
+static void place(struct wg_session_cache *s, struct wg_sess_entry *e, enum wg_session_state state,
                   const char *ip)
 {
     bool was_there = e->known && e->state == WG_SESSION_RUNNING && e->ip[0];
@@ -189,7 +190,7 @@ static void place(struct wg_sessions *s, struct sess_entry *e, enum wg_session_s
     snprintf(e->ip, sizeof(e->ip), "%s", ip);
 }
 
-static struct pending *pending_new(struct wg_sessions *s, const char *id)
+static struct pending *pending_new(struct wg_session_cache *s, const char *id)
 {
     struct pending *p = calloc(1, sizeof(*p));
     if (p == NULL)
@@ -201,9 +202,9 @@ static struct pending *pending_new(struct wg_sessions *s, const char *id)
 }
 
 /* Returns the cache, or NULL when it is gone; frees p either way. */
-static struct wg_sessions *pending_end(struct pending *p)
+static struct wg_session_cache *pending_end(struct pending *p)
 {
-    struct wg_sessions *s = p->s;
+    struct wg_session_cache *s = p->s;
     if (s != NULL)
         wg_list_remove(&p->link);
     free(p);
@@ -215,10 +216,10 @@ static void fetch_done(const struct wg_store_res *res, void *arg)
     struct pending *p = arg;
     char id[WG_SESSION_ID_MAX + 1];
     snprintf(id, sizeof(id), "%s", p->id);
-    struct wg_sessions *s = pending_end(p);
+    struct wg_session_cache *s = pending_end(p);
     if (s == NULL)
         return;
-    struct sess_entry *e = find(s, id);
+    struct wg_sess_entry *e = find(s, id);
     if (e == NULL)
         return;
     e->fetching = false;
@@ -258,7 +259,7 @@ static void fetch_done(const struct wg_store_res *res, void *arg)
     notify(s, e);
 }
 
-static void fetch(struct wg_sessions *s, struct sess_entry *e)
+static void fetch(struct wg_session_cache *s, struct wg_sess_entry *e)
 {
     if (e->fetching)
         return;
@@ -273,7 +274,7 @@ static void fetch(struct wg_sessions *s, struct sess_entry *e)
     s->stats.fetches++;
 }
 
-static void fill_addr(struct wg_sessions *s, const struct sess_entry *e, uint16_t port,
+static void fill_addr(struct wg_session_cache *s, const struct wg_sess_entry *e, uint16_t port,
                       struct wg_sess_view *v)
 {
     uint16_t p = port ? port : e->port ? e->port : (uint16_t)s->cfg->sessions.port;
@@ -291,11 +292,11 @@ static void fill_addr(struct wg_sessions *s, const struct sess_entry *e, uint16_
     }
 }
 
-void wg_sessions_lookup(struct wg_sessions *s, const char *id, uint16_t port,
-                        struct wg_sess_view *v)
+void wg_session_cache_lookup(struct wg_session_cache *s, const char *id, uint16_t port,
+                             struct wg_sess_view *v)
 {
     uint64_t now = now_ms(s);
-    struct sess_entry *e = find(s, id);
+    struct wg_sess_entry *e = find(s, id);
 
     memset(v, 0, sizeof(*v));
     s->stats.lookups++;
@@ -314,7 +315,7 @@ void wg_sessions_lookup(struct wg_sessions *s, const char *id, uint16_t port,
     if (!s->sub_up || fetch_failing) {
         uint64_t since = !s->sub_up ? s->down_since_ms : e->fetch_failed_ms;
         bool usable = e->known && e->state == WG_SESSION_RUNNING && e->ip[0] &&
-                      now - since < WG_SESSIONS_STALE_GRACE_MS;
+                      now - since < WG_SESSION_CACHE_STALE_GRACE_MS;
         if (usable) {
             fill_addr(s, e, port, v);
             v->state = e->state;
@@ -356,13 +357,13 @@ void wg_sessions_lookup(struct wg_sessions *s, const char *id, uint16_t port,
         v->failed_for_ms = (int64_t)now - e->failed_since;
 }
 
-int wg_sessions_wait(struct wg_sessions *s, const char *id, struct wg_sess_waiter *w)
+int wg_session_cache_wait(struct wg_session_cache *s, const char *id, struct wg_sess_waiter *w)
 {
-    struct sess_entry *e = find(s, id);
+    struct wg_sess_entry *e = find(s, id);
     if (e == NULL)
         return -ENOENT;
-    if (e->nwaiters >= WG_SESSIONS_HOLD_PER_SESSION_MAX ||
-        s->stats.held >= WG_SESSIONS_HOLD_TOTAL_MAX) {
+    if (e->nwaiters >= WG_SESSION_CACHE_HOLD_PER_SESSION_MAX ||
+        s->stats.held >= WG_SESSION_CACHE_HOLD_TOTAL_MAX) {
         s->stats.hold_refused++;
         return -ENOSPC;
     }
@@ -373,7 +374,7 @@ int wg_sessions_wait(struct wg_sessions *s, const char *id, struct wg_sess_waite
     return 0;
 }
 
-void wg_sessions_unwait(struct wg_sessions *s, struct wg_sess_waiter *w)
+void wg_session_cache_unwait(struct wg_session_cache *s, struct wg_sess_waiter *w)
 {
     if (w == NULL || w->entry == NULL)
         return;
@@ -388,18 +389,18 @@ static void wake_done(const struct wg_store_res *res, void *arg)
     struct pending *p = arg;
     char id[WG_SESSION_ID_MAX + 1];
     snprintf(id, sizeof(id), "%s", p->id);
-    struct wg_sessions *s = pending_end(p);
+    struct wg_session_cache *s = pending_end(p);
     if (s == NULL || res->status == 0)
         return;
     WG_WARN(s->log, "sessions", "wake command not sent", "session=%s error=\"%s\"", id, res->error);
-    struct sess_entry *e = find(s, id);
+    struct wg_sess_entry *e = find(s, id);
     if (e != NULL)
         e->last_wake_ms = 0; /* let the next request try again */
 }
 
-int wg_sessions_wake(struct wg_sessions *s, const char *id)
+int wg_session_cache_wake(struct wg_session_cache *s, const char *id)
 {
-    struct sess_entry *e = find(s, id);
+    struct wg_sess_entry *e = find(s, id);
     uint64_t now = now_ms(s);
     struct wg_wake_cmd cmd;
 
@@ -432,23 +433,16 @@ int wg_sessions_wake(struct wg_sessions *s, const char *id)
     return 0;
 }
 
-void wg_sessions_note_suppressed(struct wg_sessions *s)
+void wg_session_cache_note_suppressed(struct wg_session_cache *s)
 {
     s->stats.wakes_suppressed++;
 }
 
 /* ---- activity ------------------------------------------------------------ */
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void act_tick(uv_timer_t *t);
 
-static void act_list_add(struct wg_sessions *s, struct sess_entry *e)
+static void act_list_add(struct wg_session_cache *s, struct wg_sess_entry *e)
 {
     if (!e->act_listed) {
         e->act_listed = true;
@@ -461,7 +455,7 @@ static void act_list_add(struct wg_sessions *s, struct sess_entry *e)
         uv_timer_start(&s->act_timer, act_tick, s->cfg->sessions.idle.activity_interval_ms, 0);
 }
 
-static void act_list_remove(struct wg_sessions *s, struct sess_entry *e)
+static void act_list_remove(struct wg_session_cache *s, struct wg_sess_entry *e)
 {
     if (!e->act_listed)
         return;
@@ -472,7 +466,7 @@ static void act_list_remove(struct wg_sessions *s, struct sess_entry *e)
 
 /* The hot path: no allocation, no syscall (uv_now is the loop's cached
  * time), and no Redis call. */
-static void act_mark(struct wg_sessions *s, struct sess_entry *e)
+static void act_mark(struct wg_session_cache *s, struct wg_sess_entry *e)
 {
     e->act_dirty = true;
     e->act_ms = now_ms(s);
@@ -480,9 +474,10 @@ static void act_mark(struct wg_sessions *s, struct sess_entry *e)
         act_list_add(s, e);
 }
 
-struct sess_entry *wg_sessions_activity_begin(struct wg_sessions *s, const struct wg_sess_view *v)
+struct wg_sess_entry *wg_session_cache_activity_begin(struct wg_session_cache *s,
+                                                      const struct wg_sess_view *v)
 {
-    struct sess_entry *e = v->entry;
+    struct wg_sess_entry *e = v->entry;
     if (e == NULL)
         return NULL;
     e->act_open++;
@@ -491,11 +486,11 @@ struct sess_entry *wg_sessions_activity_begin(struct wg_sessions *s, const struc
     return e;
 }
 
-void wg_sessions_activity_end(struct wg_sessions *s, struct sess_entry **handle)
+void wg_session_cache_activity_end(struct wg_session_cache *s, struct wg_sess_entry **handle)
 {
     if (handle == NULL || *handle == NULL)
         return;
-    struct sess_entry *e = *handle;
+    struct wg_sess_entry *e = *handle;
     *handle = NULL;
     e->act_open--;
     s->stats.activity_open--;
@@ -505,7 +500,7 @@ void wg_sessions_activity_end(struct wg_sessions *s, struct sess_entry **handle)
 static void act_done(const struct wg_store_res *res, void *arg)
 {
     struct act_flush *f = arg;
-    struct wg_sessions *s = f->s;
+    struct wg_session_cache *s = f->s;
 
     if (s == NULL) {
         free(f);
@@ -531,7 +526,7 @@ static void act_done(const struct wg_store_res *res, void *arg)
     /* Marked again, unless a later activity did so meanwhile: ZADD GT makes
      * the retry of an older time harmless either way. */
     for (size_t i = 0; i < f->n; i++) {
-        struct sess_entry *e = f->items[i].e;
+        struct wg_sess_entry *e = f->items[i].e;
         if (!e->act_dirty) {
             e->act_dirty = true;
             e->act_ms = f->items[i].at;
@@ -544,10 +539,11 @@ static void act_done(const struct wg_store_res *res, void *arg)
 /* Writes every marked entry in one batch: open exchanges as of now, ended
  * ones with their last activity. One batch in flight at a time; a flush
  * that finds one out waits for the next tick. */
-static void act_flush(struct wg_sessions *s)
+static void act_flush(struct wg_session_cache *s)
 {
     uint64_t now = now_ms(s);
-    int64_t offset = wall_ms() - (int64_t)now; /* loop time -> wall clock, once per flush */
+    int64_t offset =
+        wg_clock_wall_ms() - (int64_t)now; /* loop time -> wall clock, once per flush */
     size_t n = 0;
     struct act_flush *f;
 
@@ -566,7 +562,7 @@ static void act_flush(struct wg_sessions *s)
     f->s = s;
     struct wg_list *l = s->act_list.next;
     while (l != &s->act_list) {
-        struct sess_entry *e = wg_container_of(l, struct sess_entry, act_link);
+        struct wg_sess_entry *e = wg_container_of(l, struct wg_sess_entry, act_link);
         l = l->next;
         uint64_t at = e->act_open > 0 ? now : e->act_ms;
         f->items[n].e = e;
@@ -591,7 +587,7 @@ static void act_flush(struct wg_sessions *s)
 
 static void act_tick(uv_timer_t *t)
 {
-    struct wg_sessions *s = t->data;
+    struct wg_session_cache *s = t->data;
     act_flush(s);
     /* Open exchanges are written again next time; so are marks kept by a
      * failure or left by a batch still out. */
@@ -601,7 +597,7 @@ static void act_tick(uv_timer_t *t)
 
 static void on_state_msg(const struct wg_redis_msg *msg, void *arg)
 {
-    struct wg_sessions *s = arg;
+    struct wg_session_cache *s = arg;
 
     if (msg->kind == WG_REDIS_SUBSCRIBED) {
         /* (Re)subscribed: whatever was published meanwhile is lost. */
@@ -609,7 +605,7 @@ static void on_state_msg(const struct wg_redis_msg *msg, void *arg)
         s->sub_up = true;
         s->resubscribed_ms = now_ms(s);
         for (size_t i = 0; i < BUCKETS; i++) {
-            for (struct sess_entry *e = s->table[i]; e; e = e->next) {
+            for (struct wg_sess_entry *e = s->table[i]; e; e = e->next) {
                 e->stale = true;
                 if (e->nwaiters > 0)
                     fetch(s, e);
@@ -625,7 +621,7 @@ static void on_state_msg(const struct wg_redis_msg *msg, void *arg)
         return;
     }
     s->stats.state_messages++;
-    struct sess_entry *e = find(s, m.id);
+    struct wg_sess_entry *e = find(s, m.id);
     if (e == NULL)
         return; /* not cached here: nothing to update */
     if (e->known && !e->stale && m.version < e->version)
@@ -650,7 +646,7 @@ static void on_state_msg(const struct wg_redis_msg *msg, void *arg)
 
 static void on_sub_state(struct wg_redis *r, bool connected, const char *reason, void *arg)
 {
-    struct wg_sessions *s = arg;
+    struct wg_session_cache *s = arg;
     if (connected)
         return; /* live once the subscription is confirmed */
     if (s->sub_up) {
@@ -658,19 +654,19 @@ static void on_sub_state(struct wg_redis *r, bool connected, const char *reason,
         s->down_since_ms = now_ms(s);
         WG_WARN(s->log, "sessions",
                 "state channel lost: serving running sessions from cache, refusing wakes",
-                "reason=\"%s\" grace_ms=%d", reason ? reason : "", WG_SESSIONS_STALE_GRACE_MS);
+                "reason=\"%s\" grace_ms=%d", reason ? reason : "", WG_SESSION_CACHE_STALE_GRACE_MS);
         /* Waiters learn that nothing will come for now. */
         for (size_t i = 0; i < BUCKETS; i++) {
-            for (struct sess_entry *e = s->table[i]; e; e = e->next)
+            for (struct wg_sess_entry *e = s->table[i]; e; e = e->next)
                 notify(s, e);
         }
     }
 }
 
-int wg_sessions_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log,
-                    struct wg_store *store, struct wg_sessions **ret)
+int wg_session_cache_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log,
+                         struct wg_store *store, struct wg_session_cache **ret)
 {
-    struct wg_sessions *s = calloc(1, sizeof(*s));
+    struct wg_session_cache *s = calloc(1, sizeof(*s));
     struct wg_redis_opts ropts = {.name = "state-sub"};
     int r;
 
@@ -708,12 +704,12 @@ out_free:
 
 static void act_timer_closed(uv_handle_t *h)
 {
-    struct wg_sessions *s = h->data;
+    struct wg_session_cache *s = h->data;
     free(s->act_buf);
     free(s);
 }
 
-void wg_sessions_free(struct wg_sessions *s)
+void wg_session_cache_free(struct wg_session_cache *s)
 {
     if (s == NULL)
         return;
@@ -725,9 +721,9 @@ void wg_sessions_free(struct wg_sessions *s)
         p->s = NULL; /* its callback frees it */
     }
     for (size_t i = 0; i < BUCKETS; i++) {
-        struct sess_entry *e = s->table[i];
+        struct wg_sess_entry *e = s->table[i];
         while (e) {
-            struct sess_entry *next = e->next;
+            struct wg_sess_entry *next = e->next;
             while (!wg_list_empty(&e->waiters)) {
                 struct wg_sess_waiter *w =
                     wg_container_of(e->waiters.next, struct wg_sess_waiter, link);
@@ -749,18 +745,19 @@ void wg_sessions_free(struct wg_sessions *s)
     uv_close((uv_handle_t *)&s->act_timer, act_timer_closed);
 }
 
-void wg_sessions_on_addr_gone(struct wg_sessions *s, wg_sessions_addr_gone_fn *fn, void *arg)
+void wg_session_cache_on_addr_gone(struct wg_session_cache *s, wg_session_cache_addr_gone_fn *fn,
+                                   void *arg)
 {
     s->addr_gone = fn;
     s->addr_gone_arg = arg;
 }
 
-bool wg_sessions_connected(const struct wg_sessions *s)
+bool wg_session_cache_connected(const struct wg_session_cache *s)
 {
     return s->sub_up;
 }
 
-const struct wg_sessions_stats *wg_sessions_stats(const struct wg_sessions *s)
+const struct wg_session_cache_stats *wg_session_cache_stats(const struct wg_session_cache *s)
 {
     return &s->stats;
 }

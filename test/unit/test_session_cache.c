@@ -1,4 +1,4 @@
-/* test/unit/test_sessions.c - the proxy's session cache (proxy/sessions),
+/* test/unit/test_session_cache.c - the proxy's session cache (proxy/session_cache),
  * its activity writes in particular, against a real redis-server.
  *
  * The .c file is included to look at entries and to flush at a chosen
@@ -13,8 +13,9 @@
 
 #include <cmocka.h>
 
-#include "proxy/sessions.c"
+#include "proxy/session_cache.c"
 
+#include "common/clock.h"
 #include "loop_fixture.h"
 #include "redis_fixture.h"
 
@@ -33,7 +34,7 @@ struct fx {
     int64_t clock;
     struct wg_redis *r;
     struct wg_store *st;
-    struct wg_sessions *s;
+    struct wg_session_cache *s;
 };
 
 /* ---- fixture --------------------------------------------------------------------------------- */
@@ -41,13 +42,6 @@ struct fx {
 static int64_t fake_clock(void *arg)
 {
     return ((struct fx *)arg)->clock;
-}
-
-static int64_t wall_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void count_up(struct wg_redis *r, bool connected, const char *reason, void *arg)
@@ -79,7 +73,7 @@ static int setup(void **state)
     fx->cfg.sessions.port = 8080;
     fx->cfg.sessions.idle.activity_interval_ms = INTERVAL_MS;
     if (uv_loop_init(&fx->loop) != 0 ||
-        wg_test_redis_start_in_tmp(&fx->srv, "sessions", fx->url, sizeof(fx->url)) != 0)
+        wg_test_redis_start_in_tmp(&fx->srv, "session_cache", fx->url, sizeof(fx->url)) != 0)
         return -1;
     if (wg_redis_new(&fx->loop, fx->url, &ro, &fx->log, &fx->r) != 0)
         return -1;
@@ -91,11 +85,11 @@ static int setup(void **state)
     so.clock_arg = fx;
     if (wg_store_new(fx->r, &so, &fx->st) != 0)
         return -1;
-    if (wg_sessions_new(&fx->loop, &fx->cfg, &fx->log, fx->st, &fx->s) != 0)
+    if (wg_session_cache_new(&fx->loop, &fx->cfg, &fx->log, fx->st, &fx->s) != 0)
         return -1;
-    for (int i = 0; i < 300 && !wg_sessions_connected(fx->s); i++)
+    for (int i = 0; i < 300 && !wg_session_cache_connected(fx->s); i++)
         wg_test_run_for(&fx->loop, 10);
-    return wg_sessions_connected(fx->s) ? 0 : -1;
+    return wg_session_cache_connected(fx->s) ? 0 : -1;
 }
 
 static int teardown(void **state)
@@ -119,7 +113,7 @@ static int teardown(void **state)
 
 static void close_all(struct fx *fx)
 {
-    wg_sessions_free(fx->s);
+    wg_session_cache_free(fx->s);
     fx->s = NULL;
     wg_store_free(fx->st);
     fx->st = NULL;
@@ -215,7 +209,7 @@ static void make_running(struct fx *fx, const char *id)
 static void ready(struct fx *fx, const char *id, struct wg_sess_view *v)
 {
     for (int i = 0; i < 300; i++) {
-        wg_sessions_lookup(fx->s, id, 0, v);
+        wg_session_cache_lookup(fx->s, id, 0, v);
         if (v->status != WG_SESS_PENDING)
             break;
         wg_test_run_for(&fx->loop, 10);
@@ -227,9 +221,9 @@ static void ready(struct fx *fx, const char *id, struct wg_sess_view *v)
 /* One short exchange, as conn.c brackets it. */
 static void request(struct fx *fx, const struct wg_sess_view *v)
 {
-    struct sess_entry *h = wg_sessions_activity_begin(fx->s, v);
+    struct wg_sess_entry *h = wg_session_cache_activity_begin(fx->s, v);
     assert_non_null(h);
-    wg_sessions_activity_end(fx->s, &h);
+    wg_session_cache_activity_end(fx->s, &h);
     assert_null(h);
 }
 
@@ -242,13 +236,13 @@ static void test_requests_batched(void **state)
     struct fx *fx = *state;
     static const char *const ids[] = {"a", "b", "c"};
     struct wg_sess_view v[3];
-    const struct wg_sessions_stats *st = wg_sessions_stats(fx->s);
+    const struct wg_session_cache_stats *st = wg_session_cache_stats(fx->s);
 
     for (int i = 0; i < 3; i++) {
         make_running(fx, ids[i]);
         ready(fx, ids[i], &v[i]);
     }
-    int64_t before = wall_now();
+    int64_t before = wg_clock_wall_ms();
     for (int k = 0; k < 100; k++)
         for (int i = 0; i < 3; i++)
             request(fx, &v[i]);
@@ -264,7 +258,7 @@ static void test_requests_batched(void **state)
     assert_int_equal(st->activity_open, 0);
     for (int i = 0; i < 3; i++) {
         int64_t sc = score(fx, ids[i]);
-        assert_true(sc >= before - 50 && sc <= wall_now() + 50);
+        assert_true(sc >= before - 50 && sc <= wg_clock_wall_ms() + 50);
     }
     assert_int_equal(fx->s->act_listed, 0);
 
@@ -283,10 +277,10 @@ static void test_requests_batched(void **state)
 
     /* Views without an entry (not running) begin nothing. */
     struct wg_sess_view none = {.status = WG_SESS_NOT_RUNNING};
-    struct sess_entry *h = wg_sessions_activity_begin(fx->s, &none);
+    struct wg_sess_entry *h = wg_session_cache_activity_begin(fx->s, &none);
     assert_null(h);
-    wg_sessions_activity_end(fx->s, &h);
-    wg_sessions_activity_end(fx->s, NULL);
+    wg_session_cache_activity_end(fx->s, &h);
+    wg_session_cache_activity_end(fx->s, NULL);
     close_all(fx);
 }
 
@@ -296,11 +290,11 @@ static void test_open_exchange(void **state)
 {
     struct fx *fx = *state;
     struct wg_sess_view v;
-    const struct wg_sessions_stats *st = wg_sessions_stats(fx->s);
+    const struct wg_session_cache_stats *st = wg_session_cache_stats(fx->s);
 
     make_running(fx, "ws");
     ready(fx, "ws", &v);
-    struct sess_entry *h = wg_sessions_activity_begin(fx->s, &v);
+    struct wg_sess_entry *h = wg_session_cache_activity_begin(fx->s, &v);
     assert_int_equal(st->activity_open, 1);
     int64_t last = OLD_MS;
     for (int i = 0; i < 3; i++) {
@@ -310,7 +304,7 @@ static void test_open_exchange(void **state)
         last = sc;
     }
     assert_true(st->activity_batches >= 3 && st->activity_batches <= 4);
-    wg_sessions_activity_end(fx->s, &h);
+    wg_session_cache_activity_end(fx->s, &h);
     assert_int_equal(st->activity_open, 0);
     wg_test_run_for(&fx->loop, INTERVAL_MS * 3 / 2);
     uint64_t batches = st->activity_batches;
@@ -329,20 +323,20 @@ static void test_failure_keeps_marks(void **state)
     struct fx *fx = *state;
     struct wg_sess_view v;
     struct raw w;
-    const struct wg_sessions_stats *st = wg_sessions_stats(fx->s);
+    const struct wg_session_cache_stats *st = wg_session_cache_stats(fx->s);
 
     make_running(fx, "a");
     ready(fx, "a", &v);
     /* ZADD on a string: WRONGTYPE. */
     raw(fx, &w, "DEL %s", WG_STORE_KEY_ACTIVE);
     raw(fx, &w, "SET %s x", WG_STORE_KEY_ACTIVE);
-    int64_t before = wall_now();
+    int64_t before = wg_clock_wall_ms();
     request(fx, &v);
     wg_test_run_for(&fx->loop, INTERVAL_MS * 3 + INTERVAL_MS / 2);
     assert_true(st->activity_errors >= 2);
     assert_int_equal(st->activity_batches, 0);
     assert_int_equal(log_count(fx, "activity not written"), 1);
-    struct sess_entry *e = find(fx->s, "a");
+    struct wg_sess_entry *e = find(fx->s, "a");
     assert_true(e->act_listed && e->act_dirty);
     assert_true(uv_is_active((uv_handle_t *)&fx->s->act_timer));
 

@@ -1,4 +1,4 @@
-/* src/sessions.c - wires the proxy's session cache: session routes resolve
+/* src/session_cache.c - wires the proxy's session cache: session routes resolve
  * through it, /readyz needs its state channel, /metrics shows what it holds. */
 #include <inttypes.h>
 #include <stdio.h>
@@ -7,13 +7,13 @@
 #include "common/buf.h"
 #include "admin/listener.h"
 #include "proxy/proxy.h"
-#include "proxy/sessions.h"
+#include "proxy/session_cache.h"
 #include "src/app.h"
 
 static bool sessions_ready(void *arg, char *why, size_t whylen)
 {
     struct app *app = arg;
-    if (wg_sessions_connected(app->sessions))
+    if (wg_session_cache_connected(app->sessions))
         return true;
     snprintf(why, whylen, "session state channel (redis pub/sub) not subscribed");
     return false;
@@ -22,7 +22,7 @@ static bool sessions_ready(void *arg, char *why, size_t whylen)
 static void sessions_metrics(void *arg, struct wg_buf *out)
 {
     struct app *app = arg;
-    const struct wg_sessions_stats *st = wg_sessions_stats(app->sessions);
+    const struct wg_session_cache_stats *st = wg_session_cache_stats(app->sessions);
     wg_buf_appendf(out,
                    "# HELP wakegate_held_requests Requests held until their session is ready.\n"
                    "# TYPE wakegate_held_requests gauge\n"
@@ -66,23 +66,23 @@ static void sessions_metrics(void *arg, struct wg_buf *out)
         st->activity_touches, st->activity_batches, st->activity_errors, st->activity_open);
 }
 
-int app_sessions_start(struct app *app)
+int app_session_cache_start(struct app *app)
 {
     if (app->px == NULL || app->store == NULL)
         return 0;
-    int r = wg_sessions_new(&app->loop, &app->cfg, &app->log, app->store, &app->sessions);
+    int r = wg_session_cache_new(&app->loop, &app->cfg, &app->log, app->store, &app->sessions);
     if (r < 0) {
         WG_ERROR(&app->log, "main", "cannot set up the session cache", "error=%s", strerror(-r));
         return r;
     }
-    wg_proxy_set_sessions(app->px, app->sessions);
+    wg_proxy_set_session_cache(app->px, app->sessions);
     wg_admin_add_ready_check(app->admin, sessions_ready, app);
     wg_admin_add_metrics(app->admin, sessions_metrics, app);
     return 0;
 }
 
-void app_sessions_free(struct app *app)
+void app_session_cache_free(struct app *app)
 {
-    wg_sessions_free(app->sessions);
+    wg_session_cache_free(app->sessions);
     app->sessions = NULL;
 }

@@ -1,4 +1,5 @@
-/* proxy/sessions.h - the proxy's view of sessions.
+/* proxy/session_cache.h - the proxy's session route cache: its view of
+ * sessions (not the session model, which is common/session.h).
  *
  * An in-process cache of session id -> state and container address, so that
  * a request for a running session costs no Redis round trip. It is filled on
@@ -9,7 +10,7 @@
  * messages may have been missed.
  *
  * While Redis is unreachable, sessions known to be running keep being
- * served from the cache for WG_SESSIONS_STALE_GRACE_MS after the loss;
+ * served from the cache for WG_SESSION_CACHE_STALE_GRACE_MS after the loss;
  * wakes and unknown sessions are refused (the caller answers 503).
  *
  * Waiting: a request for a session that is not running registers a waiter
@@ -18,19 +19,19 @@
  * total, against caps.
  *
  * Activity: an exchange proxied to a session (a request, a long response, a
- * WebSocket or SSE stream) is bracketed by wg_sessions_activity_begin() and
- * _end(). That only marks the cache entry (loop time, no syscall, no
+ * WebSocket or SSE stream) is bracketed by wg_session_cache_activity_begin()
+ * and _end(). That only marks the cache entry (loop time, no syscall, no
  * allocation); one flush timer per cache writes every marked entry to
- * wg:active in one wg_store_touch() batch each sessions.idle.
- * activity_interval: an entry with exchanges still open is written with the
- * flush's time on every flush, one whose exchanges ended with the time of
- * the last end. So a session is written at most once per interval by this
- * gateway. A failed batch is logged once per failure streak and its marks
- * are kept for the next flush; the entries themselves are the bound (an
- * entry with open exchanges or unwritten activity is never dropped from the
- * cache: entries live as long as the cache). */
-#ifndef WG_PROXY_SESSIONS_H
-#define WG_PROXY_SESSIONS_H
+ * wg:active in one wg_store_touch() batch each
+ * sessions.idle.activity_interval: an entry with exchanges still open is
+ * written with the flush's time on every flush, one whose exchanges ended
+ * with the time of the last end. So a session is written at most once per
+ * interval by this gateway. A failed batch is logged once per failure streak
+ * and its marks are kept for the next flush; the entries themselves are the
+ * bound (an entry with open exchanges or unwritten activity is never dropped
+ * from the cache: entries live as long as the cache). */
+#ifndef WG_PROXY_SESSION_CACHE_H
+#define WG_PROXY_SESSION_CACHE_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -42,15 +43,15 @@
 #include "common/log.h"
 #include "common/session.h"
 
-struct wg_sessions; /* opaque */
+struct wg_session_cache; /* opaque */
 struct wg_store;
-struct sess_entry;
+struct wg_sess_entry;
 
-#define WG_SESSIONS_STALE_GRACE_MS (5 * 60 * 1000)
+#define WG_SESSION_CACHE_STALE_GRACE_MS (5 * 60 * 1000)
 /* How long after entering failed a session refuses wakes at once. */
-#define WG_SESSIONS_FAILED_COOLDOWN_MS (30 * 1000)
-#define WG_SESSIONS_HOLD_PER_SESSION_MAX 1024
-#define WG_SESSIONS_HOLD_TOTAL_MAX 10000
+#define WG_SESSION_CACHE_FAILED_COOLDOWN_MS (30 * 1000)
+#define WG_SESSION_CACHE_HOLD_PER_SESSION_MAX 1024
+#define WG_SESSION_CACHE_HOLD_TOTAL_MAX 10000
 
 enum wg_sess_status {
     WG_SESS_READY = 0,   /* running, with an address: proxy now */
@@ -66,19 +67,19 @@ struct wg_sess_view {
     struct sockaddr_storage addr; /* READY: ip and port */
     socklen_t addr_len;
     char addr_text[64];
-    int64_t failed_for_ms;    /* NOT_RUNNING in failed: time since it failed */
-    struct sess_entry *entry; /* private: READY, for wg_sessions_activity_begin() */
+    int64_t failed_for_ms;       /* NOT_RUNNING in failed: time since it failed */
+    struct wg_sess_entry *entry; /* private: READY, for wg_session_cache_activity_begin() */
 };
 
 struct wg_sess_waiter {
     struct wg_list link;
-    struct sess_entry *entry; /* private */
-    /* The session's entry changed; look again (wg_sessions_lookup). The
+    struct wg_sess_entry *entry; /* private */
+    /* The session's entry changed; look again (wg_session_cache_lookup). The
      * waiter is already removed: wait again to keep waiting. */
     void (*changed)(struct wg_sess_waiter *w);
 };
 
-struct wg_sessions_stats {
+struct wg_session_cache_stats {
     uint64_t lookups;
     uint64_t fetches;
     uint64_t wakes_sent;
@@ -95,48 +96,50 @@ struct wg_sessions_stats {
 /* store is borrowed and must outlive the cache. cfg->redis_url is used for
  * a subscriber connection of the cache's own; the flush timer of activity
  * is a handle on loop. */
-int wg_sessions_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log,
-                    struct wg_store *store, struct wg_sessions **ret);
+int wg_session_cache_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log,
+                         struct wg_store *store, struct wg_session_cache **ret);
 /* Waiters still registered are dropped without a call; activity not yet
  * written is dropped (no final flush). Every exchange must have ended its
  * activity before. The memory goes when the flush timer has closed, so the
  * loop must run on. NULL-safe. */
-void wg_sessions_free(struct wg_sessions *s);
+void wg_session_cache_free(struct wg_session_cache *s);
 
 /* id must pass wg_session_id_valid(). port overrides the record's port when
  * non-zero (a route's port). Starts a fetch when the session is not cached. */
-void wg_sessions_lookup(struct wg_sessions *s, const char *id, uint16_t port,
-                        struct wg_sess_view *v);
+void wg_session_cache_lookup(struct wg_session_cache *s, const char *id, uint16_t port,
+                             struct wg_sess_view *v);
 
 /* Registers w on the session. Returns 0, or -ENOSPC over the hold caps. */
-int wg_sessions_wait(struct wg_sessions *s, const char *id, struct wg_sess_waiter *w);
+int wg_session_cache_wait(struct wg_session_cache *s, const char *id, struct wg_sess_waiter *w);
 /* NULL-safe and idempotent. */
-void wg_sessions_unwait(struct wg_sessions *s, struct wg_sess_waiter *w);
+void wg_session_cache_unwait(struct wg_session_cache *s, struct wg_sess_waiter *w);
 
 /* Asks the session's orchestrator to wake it. Repeats within a second are
  * coalesced into the one already sent. Returns 0, or -ENOTCONN when Redis is
  * unreachable. */
-int wg_sessions_wake(struct wg_sessions *s, const char *id);
+int wg_session_cache_wake(struct wg_session_cache *s, const char *id);
 /* Counts a request that could have woken a session but was not allowed to. */
-void wg_sessions_note_suppressed(struct wg_sessions *s);
+void wg_session_cache_note_suppressed(struct wg_session_cache *s);
 
 /* An exchange proxied to the session of v (a READY view from
- * wg_sessions_lookup(), taken in the same callback) begins: the session counts
- * as active until wg_sessions_activity_end(). Returns the handle to give
+ * wg_session_cache_lookup(), taken in the same callback) begins: the session counts
+ * as active until wg_session_cache_activity_end(). Returns the handle to give
  * back, or NULL when v has no entry (nothing to end then). Probes and status
  * requests must not call it. */
-struct sess_entry *wg_sessions_activity_begin(struct wg_sessions *s, const struct wg_sess_view *v);
+struct wg_sess_entry *wg_session_cache_activity_begin(struct wg_session_cache *s,
+                                                      const struct wg_sess_view *v);
 /* Ends what *handle began, marks the session active now, and sets *handle
  * to NULL. NULL-safe (handle or *handle), so it may be called from every
  * path that ends an exchange. */
-void wg_sessions_activity_end(struct wg_sessions *s, struct sess_entry **handle);
+void wg_session_cache_activity_end(struct wg_session_cache *s, struct wg_sess_entry **handle);
 
 /* Called with the IP (text) a session's container had when it leaves it:
  * no longer running there, or running elsewhere. */
-typedef void wg_sessions_addr_gone_fn(void *arg, const char *ip);
-void wg_sessions_on_addr_gone(struct wg_sessions *s, wg_sessions_addr_gone_fn *fn, void *arg);
+typedef void wg_session_cache_addr_gone_fn(void *arg, const char *ip);
+void wg_session_cache_on_addr_gone(struct wg_session_cache *s, wg_session_cache_addr_gone_fn *fn,
+                                   void *arg);
 
-bool wg_sessions_connected(const struct wg_sessions *s);
-const struct wg_sessions_stats *wg_sessions_stats(const struct wg_sessions *s);
+bool wg_session_cache_connected(const struct wg_session_cache *s);
+const struct wg_session_cache_stats *wg_session_cache_stats(const struct wg_session_cache *s);
 
 #endif

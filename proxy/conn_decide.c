@@ -1,0 +1,138 @@
+/* proxy/conn_decide.c - the connection's pure decisions: the class of a
+ * request for a session, and what a request on a session route gets from
+ * the session's state. No I/O, no clock: test/unit/test_conn_decide.c
+ * covers every row. */
+#include <string.h>
+#include <strings.h>
+
+#include "proxy/conn_int.h"
+
+/* The sleep sequence after running: requests during it are held. */
+#define SLEEPING_MASK                                                                              \
+    (WG_SESSION_BIT(WG_SESSION_DRAINING) | WG_SESSION_BIT(WG_SESSION_SAVING) |                     \
+     WG_SESSION_BIT(WG_SESSION_STOPPING))
+
+static bool span_contains_nocase(const char *hay, size_t n, const char *needle)
+{
+    size_t m = strlen(needle);
+    if (m == 0 || m > n)
+        return m == 0;
+    for (size_t i = 0; i + m <= n; i++) {
+        if (strncasecmp(hay + i, needle, m) == 0)
+            return true;
+    }
+    return false;
+}
+
+enum conn_req_class conn_classify(const struct wg_config *cfg, const struct wg_http_msg *req)
+{
+    const struct wg_http_field *ua = wg_http_find(req, "user-agent");
+    size_t plen = req->target_len;
+    const char *q = memchr(req->target, '?', plen);
+    if (q)
+        plen = (size_t)(q - req->target);
+
+    for (size_t i = 0; ua && i < cfg->non_waking_user_agents_len; i++) {
+        if (span_contains_nocase(ua->value, ua->value_len, cfg->non_waking_user_agents[i]))
+            return RC_PROBE;
+    }
+    for (size_t i = 0; i < cfg->non_waking_paths_len; i++) {
+        const char *p = cfg->non_waking_paths[i];
+        if (strlen(p) == plen && memcmp(p, req->target, plen) == 0)
+            return RC_PROBE;
+    }
+    if (req->upgrade_websocket)
+        return RC_HOLD;
+    const struct wg_http_field *mode = wg_http_find(req, "sec-fetch-mode");
+    if (mode != NULL)
+        return mode->value_len == 8 && strncasecmp(mode->value, "navigate", 8) == 0 ? RC_NAVIGATE
+                                                                                    : RC_HOLD;
+    const struct wg_http_field *accept = wg_http_find(req, "accept");
+    if (req->method_id == HTTP_GET && accept != NULL &&
+        span_contains_nocase(accept->value, accept->value_len, "text/html"))
+        return RC_NAVIGATE;
+    return RC_HOLD;
+}
+
+static void answer(struct conn_session_decision *d, enum conn_session_action action, int status,
+                   const char *state)
+{
+    d->action = action;
+    d->status = status;
+    d->state = state;
+}
+
+/* .../_wakegate/status: the state, never a wake. */
+static void decide_status_path(const struct conn_session_facts *f, struct conn_session_decision *d)
+{
+    switch (f->status) {
+    case WG_SESS_PENDING:
+        d->action = SA_WAIT;
+        return;
+    case WG_SESS_NOT_FOUND:
+        answer(d, SA_STATUS, 404, "unknown");
+        return;
+    case WG_SESS_UNAVAILABLE:
+        answer(d, SA_STATUS, 503, "unavailable");
+        return;
+    case WG_SESS_READY:
+    case WG_SESS_NOT_RUNNING:
+        answer(d, SA_STATUS, 200, wg_session_state_name(f->state));
+        return;
+    }
+}
+
+/* Known and not running: by request class and state. */
+static void decide_not_running(const struct conn_session_facts *f, struct conn_session_decision *d)
+{
+    const char *state = wg_session_state_name(f->state);
+
+    if (f->req_class == RC_PROBE) {
+        d->suppressed = true;
+        answer(d, SA_STATUS, 503, state);
+        return;
+    }
+    if (f->state == WG_SESSION_FAILED &&
+        (f->waited || f->failed_for_ms < WG_SESSION_CACHE_FAILED_COOLDOWN_MS)) {
+        /* The wake we waited for failed, or it failed moments ago. */
+        answer(d, SA_ERROR, f->waited ? 504 : 503, NULL);
+        return;
+    }
+    /* A start is under way: its end releases the hold. */
+    d->wake = f->state != WG_SESSION_STARTING;
+    /* Going to sleep: the wake cancels the sleep (draining, saving) or
+     * wakes it again once stopped, usually within moments, so even a
+     * browser navigation is held rather than shown the waking page. */
+    if (f->req_class == RC_NAVIGATE && !(WG_SESSION_BIT(f->state) & SLEEPING_MASK)) {
+        answer(d, SA_PAGE, 0, state);
+        return;
+    }
+    d->action = SA_HOLD;
+}
+
+void conn_decide_session(const struct conn_session_facts *f, struct conn_session_decision *d)
+{
+    memset(d, 0, sizeof(*d));
+    if (f->status_path) {
+        decide_status_path(f, d);
+        return;
+    }
+    switch (f->status) {
+    case WG_SESS_READY:
+        d->action = SA_PROXY;
+        d->activity = f->req_class != RC_PROBE;
+        return;
+    case WG_SESS_PENDING:
+        d->action = SA_WAIT;
+        return;
+    case WG_SESS_NOT_FOUND:
+        answer(d, SA_ERROR, 404, NULL);
+        return;
+    case WG_SESS_UNAVAILABLE:
+        answer(d, SA_ERROR, 503, NULL);
+        return;
+    case WG_SESS_NOT_RUNNING:
+        decide_not_running(f, d);
+        return;
+    }
+}

@@ -1,0 +1,312 @@
+/* proxy/conn_int.h - what the files of one client connection share. Not an
+ * API: only proxy/conn*.c and their unit tests include it.
+ *
+ *   conn.c          lifetime, the exchange cache, client reads, writes and
+ *                   backpressure, the timer, our errors, close and linger
+ *   conn_request.c  the request: head, parse, route, rebuild, body, and the
+ *                   upstream connection it goes to (connect, retry, release)
+ *   conn_response.c the response: head, body, 1xx, the switch to a tunnel,
+ *                   the end of the exchange and its access line
+ *   conn_session.c  session routes: the session's facts, acting on the
+ *                   decision (proxy, hold, wake, answer), the hold's outcome
+ *   conn_decide.c   the pure decisions: request class, session action
+ *
+ * Ownership: a connection owns its client handle, its timer and the write
+ * requests it queued; it borrows one upstream connection at a time from the
+ * pool. `refs` counts open handles plus write requests and shutdowns in
+ * flight; the memory is freed when it reaches zero, never earlier, so a
+ * libuv callback never sees a freed connection. Every close path goes
+ * through conn_close(), which is idempotent.
+ *
+ * One exchange (struct exchange) holds everything about one request and
+ * its response; the connection holds only what outlives an exchange. */
+#ifndef WG_PROXY_CONN_INT_H
+#define WG_PROXY_CONN_INT_H
+
+#include <llhttp.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include "common/buf.h"
+#include "common/config.h"
+#include "common/http_head.h"
+#include "common/list.h"
+#include "common/session.h"
+#include "proxy/http_rebuild.h"
+#include "proxy/route.h"
+#include "proxy/server.h"
+#include "proxy/session_cache.h"
+#include "proxy/upstream.h"
+
+#define SIDE_CLIENT 0
+#define SIDE_UP 1
+
+enum conn_state {
+    CS_HEAD,       /* waiting for a request head; [transient] once bytes arrive */
+    CS_WAITING,    /* [transient] held until its session runs (or the wake deadline) */
+    CS_CONNECTING, /* [transient] head parsed, waiting for the upstream */
+    CS_PROXY,      /* [transient] request forwarded, body and response flowing */
+    CS_TUNNEL,     /* upgraded: bytes both ways */
+    CS_LINGER,     /* final response sent and FIN sent; discarding input */
+};
+
+/* How a request for a session that is not running is answered. */
+enum conn_req_class {
+    RC_HOLD = 0, /* API, fetch, WebSocket: wake and hold until ready */
+    RC_NAVIGATE, /* a browser navigation: wake and answer the waking page */
+    RC_PROBE,    /* probes, non-waking paths and user agents: status, no wake */
+};
+
+/* One request/response exchange: from the first byte of a request head to
+ * the end of its response (or of the connection, for a tunnel). Taken from
+ * the loop's cache when a head starts and given back when the exchange
+ * ends, so an idle keep-alive connection holds only struct wg_conn.
+ * exchange_init() (conn.c) is the one place that sets every field. */
+struct exchange {
+    /* Zeroed by exchange_init(): every field before up_addr. */
+    struct wg_conn *conn;
+    llhttp_t req_parser;
+    struct wg_http_msg req;
+    struct wg_http_scan req_scan;
+    llhttp_t resp_parser;
+    struct wg_http_msg resp;
+    struct wg_http_scan resp_scan;
+    struct wg_buf up_head;   /* rebuilt request head, kept for a retry */
+    struct wg_buf up_in;     /* a partial response head */
+    struct wg_buf held_head; /* response head waiting to go out with the first body bytes */
+
+    /* the request */
+    enum wg_http_framing req_framing;
+    uint64_t req_body_bytes;
+    bool req_keep_alive;
+    bool body_too_large;
+    bool sent_100;
+
+    /* the upstream connection borrowed (a retry borrows another) */
+    struct wg_upconn *up;
+    size_t up_pending;     /* bytes queued to it */
+    bool up_reused;        /* taken from the pool */
+    bool up_eof;           /* it sent FIN */
+    bool req_head_written; /* some request byte reached its socket */
+    unsigned retries;
+
+    /* the response */
+    enum wg_http_framing resp_framing;
+    bool resp_head_received;
+    bool resp_head_sent;
+    bool resp_keep_alive;
+
+    /* times (loop ms) */
+    uint64_t head_start_ms; /* first byte of the head */
+    uint64_t req_start_ms;  /* for the access line's total_ms */
+    uint64_t up_start_ms;
+    uint64_t up_first_byte_ms;
+    uint64_t last_up_read_ms;
+    uint64_t last_up_write_ms;
+    /* For the histograms (uv_hrtime(): finer than loop time, no syscall). */
+    uint64_t head_ns; /* first byte of the head */
+    uint64_t up_ns;   /* upstream connection taken */
+    uint64_t wait_ns; /* hold started */
+
+    /* for the access log and the counters */
+    int status;
+    uint32_t route_slot; /* row of px->route_rows the response is counted in; 0 "none" */
+    uint64_t req_bytes_in;
+    uint64_t resp_bytes_out;
+
+    /* session routes */
+    struct wg_sess_waiter waiter;
+    struct wg_sess_entry *activity; /* the session counts as active while set */
+    uint64_t wait_start_ms;
+    uint16_t session_port;
+    enum conn_req_class req_class;
+    bool is_session;
+    bool status_path;
+    bool waited;
+    bool held_wake;    /* held while its session was not running */
+    bool hold_counted; /* held_released counted */
+    bool ttfb_counted; /* upstream_latency (and wake_first_byte) observed */
+
+    /* Set by exchange_init() to empty strings; not zeroed (size). */
+    struct sockaddr_storage up_addr;
+    char up_name[80];
+    char log_method[16];
+    char log_host[96];
+    char log_path[256];
+    char session_id[WG_SESSION_ID_MAX + 1];
+    char status_url[128];
+
+    struct exchange *next_free; /* in the loop's cache */
+};
+
+union peer_addr {
+    struct sockaddr sa;
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
+};
+
+/* What outlives an exchange: an idle keep-alive connection is this alone. */
+struct wg_conn {
+    uv_tcp_t client; /* first: handle callbacks cast back */
+    uv_timer_t timer;
+    struct wg_proxy *px;
+    struct exchange *x; /* NULL while idle; in CS_HEAD set exactly once a head started */
+    struct wg_list link;
+    uint64_t id;
+    int refs;
+    enum conn_state state;
+    bool closing;
+    bool client_eof;
+    bool reading_client;
+    bool draining;          /* gateway shutting down: close after this response */
+    bool close_after_flush; /* shut down once the client write queue is empty */
+    bool in_process;        /* guards conn_request_process against re-entry */
+    bool peer_trusted;
+    bool client_shut_sent;
+    unsigned requests;
+    uint64_t up_gen;       /* changes with every upstream borrowed or given back */
+    size_t client_pending; /* bytes queued to the client */
+    struct wg_buf in;      /* client bytes not yet processed */
+
+    /* times (loop ms) */
+    uint64_t idle_since;
+    uint64_t last_client_read_ms;
+    uint64_t last_client_write_ms;
+    uint64_t linger_start_ms;
+
+    union peer_addr peer;
+};
+
+/* Loop time: no syscall. */
+static inline uint64_t conn_now_ms(const struct wg_conn *c)
+{
+    return uv_now(c->px->loop);
+}
+
+static inline const struct wg_limits *conn_limits(const struct wg_conn *c)
+{
+    return &c->px->cfg->limits;
+}
+
+/* ---- conn.c ---- */
+
+/* Takes an exchange for a head that starts now; NULL when out of memory. */
+struct exchange *conn_exchange_get(struct wg_conn *c);
+/* Ends the exchange: its buffers are released, the struct is cached. */
+void conn_exchange_put(struct wg_conn *c);
+/* Reached from client EOF/errors, timeouts, write failures, the end of a
+ * linger, gateway shutdown and proxy free: idempotent. */
+void conn_close(struct wg_conn *c);
+/* Re-arms the timer for the earliest deadline of the current state. */
+void conn_arm(struct wg_conn *c);
+/* Starts or stops reading each side for the state and the queues. */
+void conn_update_reading(struct wg_conn *c);
+/* Writes bufs to one side: straight to the socket when nothing is queued,
+ * the rest copied into a write request. Failures are handled here; callers
+ * check c->closing (and the upstream generation) afterwards. */
+void conn_write(struct wg_conn *c, int side, uv_buf_t *bufs, unsigned nbufs);
+void conn_write_str(struct wg_conn *c, int side, const char *s, size_t n);
+/* Writes one body span with the given framing. */
+void conn_write_body(struct wg_conn *c, int side, enum wg_http_framing framing, const char *at,
+                     size_t len);
+/* A held head never reached the client, so an error can still be answered
+ * in its place. */
+void conn_drop_held_head(struct wg_conn *c);
+/* Sends a response head kept back for coalescing, if any. */
+void conn_flush_held_head(struct wg_conn *c);
+/* Half-closes a stream (FIN after the queued writes). Returns 0 or a
+ * negative libuv error. */
+int conn_shutdown(struct wg_conn *c, uv_stream_t *s);
+/* FIN once our last response is flushed, then a linger. */
+void conn_begin_close(struct wg_conn *c);
+/* Our own response (errors, 404): always the last on the connection. */
+void conn_send_error(struct wg_conn *c, int status);
+/* Processes bytes kept in c->in after a state change made them usable. */
+void conn_drain_inbuf(struct wg_conn *c);
+
+/* ---- conn_request.c ---- */
+
+/* Handles client bytes in data[0, len) for the current state. Returns how
+ * many were used; the caller keeps the rest for later. */
+size_t conn_request_process(struct wg_conn *c, const char *data, size_t len);
+/* llhttp on_body of requests. */
+int conn_on_request_body(llhttp_t *p, const char *at, size_t len);
+/* Borrows a connection to x->up_addr (fresh: never a pooled one) and sends
+ * the request once it is ready. */
+void conn_connect_upstream(struct wg_conn *c, bool fresh);
+/* Failure talking to the upstream: a retry, our error status, or a close. */
+void conn_upstream_failed(struct wg_conn *c, int status, const char *why, bool retryable);
+/* Gives the borrowed upstream connection back (pooled if reusable and
+ * nothing is queued to it). NULL-safe on both c->x and the upstream. */
+void conn_release_upstream(struct wg_conn *c, bool reusable);
+
+/* ---- conn_response.c ---- */
+
+extern const struct wg_upconn_reader conn_up_reader;
+/* llhttp on_body of responses. */
+int conn_on_response_body(llhttp_t *p, const char *at, size_t len);
+/* The end of an exchange's response (or its 101 head): the counters, then
+ * the access line. */
+void conn_access_log(struct wg_conn *c);
+/* The response is complete: the next exchange starts, or the connection
+ * closes. */
+void conn_finish_exchange(struct wg_conn *c);
+
+/* ---- conn_session.c ---- */
+
+/* Fills the exchange's session facts from the route match. Returns false
+ * when the request was answered (bad id, no session support). */
+bool conn_session_prepare(struct wg_conn *c, const struct wg_route_match *m);
+/* Looks at the session and acts: proxy, wait, wake, or answer. Runs when
+ * the head is parsed and again each time the session's entry changes. */
+void conn_session_route(struct wg_conn *c);
+/* The request leaves its hold for a wake (counted once). */
+void conn_hold_end(struct wg_conn *c, enum wg_proxy_hold_outcome outcome);
+/* No longer waiting on the session's entry. Idempotent. */
+void conn_session_unwait(struct wg_conn *c);
+/* The exchange no longer keeps its session active. Idempotent. */
+void conn_activity_end(struct wg_conn *c);
+
+/* ---- conn_decide.c: pure, no I/O ---- */
+
+/* The class of a request for a session that is not running, decided while
+ * the head's fields are readable: non-waking user agents and paths are
+ * probes; a WebSocket is held; Sec-Fetch-Mode navigate, or (without
+ * Sec-Fetch-Mode) a GET accepting text/html, is a navigation; the rest is
+ * held. */
+enum conn_req_class conn_classify(const struct wg_config *cfg, const struct wg_http_msg *req);
+
+/* What a request on a session route gets. */
+enum conn_session_action {
+    SA_PROXY,  /* running: to its upstream */
+    SA_WAIT,   /* the record is being read: wait for it, no wake */
+    SA_HOLD,   /* (wake,) then hold until the session runs */
+    SA_PAGE,   /* (wake,) then the waking page */
+    SA_STATUS, /* the status JSON: status, state */
+    SA_ERROR,  /* our error response: status */
+};
+
+struct conn_session_facts {
+    enum wg_sess_status status;  /* the cache's view */
+    enum wg_session_state state; /* READY and NOT_RUNNING */
+    int64_t failed_for_ms;       /* NOT_RUNNING in failed: time since it failed */
+    enum conn_req_class req_class;
+    bool status_path; /* .../_wakegate/status */
+    bool waited;      /* held before: a look again after a change */
+};
+
+struct conn_session_decision {
+    enum conn_session_action action;
+    int status;        /* SA_STATUS, SA_ERROR */
+    const char *state; /* SA_STATUS, SA_PAGE: the state shown (static) */
+    bool wake;         /* SA_HOLD, SA_PAGE: send a wake first; 503 when it cannot go */
+    bool activity;     /* SA_PROXY: the exchange keeps the session active */
+    bool suppressed;   /* could have woken the session and must not */
+};
+
+void conn_decide_session(const struct conn_session_facts *f, struct conn_session_decision *d);
+
+#endif

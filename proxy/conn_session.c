@@ -1,0 +1,242 @@
+/* proxy/conn_session.c - requests on session routes: the session's id and
+ * the request's facts are taken from the head, the session cache is asked,
+ * and the connection does what conn_decide_session() says: proxy, hold
+ * until the session runs (with a wake), or answer by itself (the status
+ * JSON, the waking page, an error). Also the hold's outcome and the
+ * session's activity, which last as long as the exchange. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "proxy/conn_int.h"
+#include "proxy/pages.h"
+
+/* ---- the session's facts -------------------------------------------------------- */
+
+/* Copies the captured id, lowercased (hosts compare without case, so ids
+ * are lowercase throughout). Returns false when it is no valid id. */
+static bool take_session_id(struct exchange *x, const struct wg_route_match *m)
+{
+    size_t n = m->session_len;
+
+    if (m->session == NULL || n == 0 || n > WG_SESSION_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = m->session[i];
+        x->session_id[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch - 'A' + 'a') : ch;
+    }
+    x->session_id[n] = '\0';
+    return wg_session_id_valid(x->session_id, n);
+}
+
+/* Whether the request is for .../_wakegate/status, and where the waking
+ * page polls: under the matched path prefix, if any. */
+static void take_status_url(struct exchange *x, const struct wg_route_match *m)
+{
+    static const char status_suffix[] = "/_wakegate/status";
+    const struct wg_http_msg *req = &x->req;
+    size_t plen = req->target_len;
+    const char *q = memchr(req->target, '?', plen);
+    if (q)
+        plen = (size_t)(q - req->target);
+    size_t sl = sizeof(status_suffix) - 1;
+    x->status_path = plen >= sl && memcmp(req->target + plen - sl, status_suffix, sl) == 0;
+    size_t pre = m->prefix_len;
+    while (pre > 0 && req->target[pre - 1] == '/')
+        pre--;
+    if (pre + sl + 1 < sizeof(x->status_url)) {
+        memcpy(x->status_url, req->target, pre);
+        memcpy(x->status_url + pre, status_suffix, sl + 1);
+    } else {
+        memcpy(x->status_url, status_suffix, sl + 1);
+    }
+}
+
+bool conn_session_prepare(struct wg_conn *c, const struct wg_route_match *m)
+{
+    struct exchange *x = c->x;
+
+    if (c->px->session_cache == NULL) {
+        /* A proxy without Redis cannot know where sessions are. */
+        conn_send_error(c, 503);
+        return false;
+    }
+    if (!take_session_id(x, m)) {
+        conn_send_error(c, 404);
+        return false;
+    }
+    x->is_session = true;
+    x->session_port = (uint16_t)m->route->port;
+    x->req_class = conn_classify(c->px->cfg, &x->req);
+    take_status_url(x, m);
+    return true;
+}
+
+/* ---- answers of our own ------------------------------------------------------------ */
+
+/* A response of our own that may keep the connection: status JSON, the
+ * waking page. */
+static void send_local(struct wg_conn *c, int status, const char *ctype, const char *extra,
+                       const char *body, size_t body_len)
+{
+    struct exchange *x = c->x;
+    char head[512];
+    bool head_only = x->req.method_id == HTTP_HEAD;
+
+    x->resp_keep_alive = x->req_keep_alive && x->req.complete && !c->draining && !c->client_eof &&
+                         c->requests < conn_limits(c)->keepalive_requests_max;
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                     "Cache-Control: no-store\r\n%s%s\r\n",
+                     status, wg_http_reason(status), ctype, body_len, extra ? extra : "",
+                     x->resp_keep_alive ? (x->req.minor == 0 ? "Connection: keep-alive\r\n" : "")
+                                        : "Connection: close\r\n");
+    uv_buf_t b[2] = {uv_buf_init(head, (unsigned)n),
+                     uv_buf_init((char *)body, head_only ? 0 : (unsigned)body_len)};
+    x->status = status;
+    x->resp_head_sent = true;
+    x->resp_framing = WG_HTTP_FRAME_NONE;
+    c->state = CS_PROXY;
+    conn_write(c, SIDE_CLIENT, b, 2);
+    if (!c->closing)
+        conn_finish_exchange(c);
+}
+
+static void send_session_status(struct wg_conn *c, int status, const char *state)
+{
+    char body[160];
+    size_t n = wg_pages_status(body, sizeof(body), c->x->session_id, state);
+    send_local(c, status, "application/json", status == 503 ? "Retry-After: 1\r\n" : NULL, body, n);
+}
+
+static void send_waking_page(struct wg_conn *c, const char *state)
+{
+    char body[2048];
+    size_t n = wg_pages_waking(body, sizeof(body), c->x->session_id, state, c->x->status_url);
+    send_local(c, 200, "text/html; charset=utf-8", "Retry-After: 1\r\n", body, n);
+}
+
+/* ---- holding --------------------------------------------------------------------- */
+
+/* Counted once, at the first of the release (served), the wake deadline,
+ * a close while held, or the end of its exchange (failed: answered while
+ * not served). */
+void conn_hold_end(struct wg_conn *c, enum wg_proxy_hold_outcome outcome)
+{
+    struct exchange *x = c->x;
+    if (x == NULL || !x->held_wake || x->hold_counted)
+        return;
+    x->hold_counted = true;
+    c->px->stats.held_released[outcome]++;
+}
+
+void conn_session_unwait(struct wg_conn *c)
+{
+    if (c->x != NULL && c->px->session_cache != NULL)
+        wg_session_cache_unwait(c->px->session_cache, &c->x->waiter);
+}
+
+/* Reached from the end of an exchange (conn_finish_exchange,
+ * conn_exchange_put) and from conn_close, which runs before the session
+ * cache can be freed. */
+void conn_activity_end(struct wg_conn *c)
+{
+    if (c->x != NULL && c->x->activity != NULL)
+        wg_session_cache_activity_end(c->px->session_cache, &c->x->activity);
+}
+
+static void session_changed(struct wg_sess_waiter *w)
+{
+    struct exchange *x = wg_container_of(w, struct exchange, waiter);
+    struct wg_conn *c = x->conn;
+    if (!c->closing && c->state == CS_WAITING)
+        conn_session_route(c);
+}
+
+static void session_wait(struct wg_conn *c)
+{
+    struct exchange *x = c->x;
+    if (!x->waited) {
+        x->waited = true;
+        x->wait_start_ms = conn_now_ms(c);
+        x->wait_ns = uv_hrtime();
+    }
+    x->waiter.changed = session_changed;
+    if (wg_session_cache_wait(c->px->session_cache, x->session_id, &x->waiter) < 0) {
+        WG_WARN(c->px->log, "conn", "too many requests held, returning 503",
+                "conn=%" PRIu64 " session=%s", c->id, x->session_id);
+        conn_send_error(c, 503);
+        return;
+    }
+    if (c->state != CS_WAITING) {
+        c->state = CS_WAITING;
+        conn_update_reading(c);
+        conn_arm(c);
+    }
+}
+
+/* ---- acting on the decision ------------------------------------------------------ */
+
+/* The session runs at v's address: to its upstream. */
+static void session_proxy(struct wg_conn *c, const struct wg_sess_view *v, bool activity)
+{
+    struct exchange *x = c->x;
+
+    /* Probes do not keep a session awake; everything else proxied does,
+     * for as long as its exchange lasts (a stream: its whole life). */
+    if (activity && x->activity == NULL)
+        x->activity = wg_session_cache_activity_begin(c->px->session_cache, v);
+    conn_hold_end(c, WG_HOLD_SERVED);
+    memcpy(&x->up_addr, &v->addr, v->addr_len);
+    snprintf(x->up_name, sizeof(x->up_name), "%s", v->addr_text);
+    conn_connect_upstream(c, false);
+}
+
+void conn_session_route(struct wg_conn *c)
+{
+    struct wg_proxy *px = c->px;
+    struct exchange *x = c->x;
+    struct wg_sess_view v;
+    struct conn_session_decision d;
+
+    wg_session_cache_lookup(px->session_cache, x->session_id, x->session_port, &v);
+    struct conn_session_facts f = {
+        .status = v.status,
+        .state = v.state,
+        .failed_for_ms = v.failed_for_ms,
+        .req_class = x->req_class,
+        .status_path = x->status_path,
+        .waited = x->waited,
+    };
+    conn_decide_session(&f, &d);
+    if (d.suppressed)
+        wg_session_cache_note_suppressed(px->session_cache);
+    if (d.wake && wg_session_cache_wake(px->session_cache, x->session_id) < 0) {
+        WG_WARN(px->log, "conn", "cannot request a wake, returning 503",
+                "conn=%" PRIu64 " session=%s", c->id, x->session_id);
+        conn_send_error(c, 503);
+        return;
+    }
+    switch (d.action) {
+    case SA_PROXY:
+        session_proxy(c, &v, d.activity);
+        return;
+    case SA_HOLD:
+        /* From here the hold waits for a wake, not only for a record. */
+        x->held_wake = true;
+        session_wait(c);
+        return;
+    case SA_WAIT:
+        session_wait(c);
+        return;
+    case SA_PAGE:
+        send_waking_page(c, d.state);
+        return;
+    case SA_STATUS:
+        send_session_status(c, d.status, d.state);
+        return;
+    case SA_ERROR:
+        conn_send_error(c, d.status);
+        return;
+    }
+}

@@ -1,0 +1,325 @@
+/* test/unit/test_conn_decide.c - the connection's pure decisions
+ * (proxy/conn_decide.c): the class of a request for a session, from real
+ * heads parsed by common/http_head, and every row of the session decision
+ * (state, request class, status path, held before -> action). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <string.h>
+
+#include "proxy/conn_int.h"
+
+/* ---- request class ------------------------------------------------------------------- */
+
+static struct wg_limits lim = {
+    .request_line_max = 8192,
+    .header_line_max = 8192,
+    .head_max = 32768,
+    .header_count_max = 100,
+};
+
+struct parsed {
+    llhttp_settings_t settings;
+    llhttp_t parser;
+    struct wg_http_msg msg;
+    struct wg_http_field fields[64];
+};
+
+static void parse(struct parsed *ps, const char *raw)
+{
+    struct wg_http_scan scan;
+    size_t head_len = 0;
+
+    memset(ps, 0, sizeof(*ps));
+    wg_http_scan_reset(&scan, false);
+    assert_int_equal(wg_http_scan(&scan, raw, strlen(raw), &lim, &head_len), WG_HTTP_SCAN_DONE);
+    wg_http_settings_init(&ps->settings);
+    llhttp_init(&ps->parser, HTTP_REQUEST, &ps->settings);
+    ps->msg.fields = ps->fields;
+    ps->msg.fields_cap = 64;
+    ps->parser.data = &ps->msg;
+    assert_int_equal(wg_http_parse_head(&ps->parser, &ps->msg, raw, head_len), 0);
+}
+
+static char *probe_paths[] = {"/healthz", "/api/ping"};
+static char *probe_agents[] = {"kube-probe", "UptimeRobot"};
+
+static struct wg_config probe_cfg = {
+    .non_waking_paths = probe_paths,
+    .non_waking_paths_len = 2,
+    .non_waking_user_agents = probe_agents,
+    .non_waking_user_agents_len = 2,
+};
+
+#define WS_FIELDS                                                                                  \
+    "Connection: Upgrade\r\nUpgrade: websocket\r\n"                                                \
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+
+static const struct {
+    const char *name;
+    const char *head;
+    enum conn_req_class want;
+} class_rows[] = {
+    {"bare GET is held", "GET / HTTP/1.1\r\nHost: a\r\n\r\n", RC_HOLD},
+    {"GET accepting html navigates", "GET / HTTP/1.1\r\nHost: a\r\nAccept: text/html\r\n\r\n",
+     RC_NAVIGATE},
+    {"Accept compared without case",
+     "GET /x HTTP/1.1\r\nHost: a\r\nAccept: application/xhtml+xml, TEXT/HTML;q=0.9\r\n\r\n",
+     RC_NAVIGATE},
+    {"GET accepting json is held", "GET / HTTP/1.1\r\nHost: a\r\nAccept: application/json\r\n\r\n",
+     RC_HOLD},
+    {"POST accepting html is held",
+     "POST / HTTP/1.1\r\nHost: a\r\nAccept: text/html\r\nContent-Length: 0\r\n\r\n", RC_HOLD},
+    {"HEAD accepting html is held", "HEAD / HTTP/1.1\r\nHost: a\r\nAccept: text/html\r\n\r\n",
+     RC_HOLD},
+    {"Sec-Fetch-Mode navigate", "GET / HTTP/1.1\r\nHost: a\r\nSec-Fetch-Mode: navigate\r\n\r\n",
+     RC_NAVIGATE},
+    {"Sec-Fetch-Mode compared without case",
+     "GET / HTTP/1.1\r\nHost: a\r\nSec-Fetch-Mode: NaviGate\r\n\r\n", RC_NAVIGATE},
+    {"Sec-Fetch-Mode navigate on a POST",
+     "POST / HTTP/1.1\r\nHost: a\r\nSec-Fetch-Mode: navigate\r\nContent-Length: 0\r\n\r\n",
+     RC_NAVIGATE},
+    {"Sec-Fetch-Mode other than navigate wins over Accept",
+     "GET / HTTP/1.1\r\nHost: a\r\nSec-Fetch-Mode: cors\r\nAccept: text/html\r\n\r\n", RC_HOLD},
+    {"Sec-Fetch-Mode is the whole value",
+     "GET / HTTP/1.1\r\nHost: a\r\nSec-Fetch-Mode: navigates\r\n\r\n", RC_HOLD},
+    {"WebSocket is held, even as a navigation",
+     "GET /ws HTTP/1.1\r\nHost: a\r\n" WS_FIELDS "Sec-Fetch-Mode: navigate\r\n"
+     "Accept: text/html\r\n\r\n",
+     RC_HOLD},
+    {"non-waking path", "GET /healthz HTTP/1.1\r\nHost: a\r\nAccept: text/html\r\n\r\n", RC_PROBE},
+    {"non-waking path without its query",
+     "GET /api/ping?x=1 HTTP/1.1\r\nHost: a\r\nSec-Fetch-Mode: navigate\r\n\r\n", RC_PROBE},
+    {"non-waking path is exact, not a prefix", "GET /healthz/x HTTP/1.1\r\nHost: a\r\n\r\n",
+     RC_HOLD},
+    {"non-waking path is whole", "GET /health HTTP/1.1\r\nHost: a\r\nAccept: text/html\r\n\r\n",
+     RC_NAVIGATE},
+    {"non-waking path before WebSocket", "GET /healthz HTTP/1.1\r\nHost: a\r\n" WS_FIELDS "\r\n",
+     RC_PROBE},
+    {"non-waking user agent, anywhere in it and without case",
+     "GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: Mozilla/5.0 Kube-Probe/1.29\r\n"
+     "Sec-Fetch-Mode: navigate\r\n\r\n",
+     RC_PROBE},
+    {"second non-waking user agent",
+     "GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: uptimerobot/2.0\r\n\r\n", RC_PROBE},
+    {"other user agent", "GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: curl/8.0\r\n\r\n", RC_HOLD},
+};
+
+static void test_classify(void **state)
+{
+    (void)state;
+    struct parsed ps;
+
+    for (size_t i = 0; i < sizeof(class_rows) / sizeof(class_rows[0]); i++) {
+        parse(&ps, class_rows[i].head);
+        enum conn_req_class got = conn_classify(&probe_cfg, &ps.msg);
+        if (got != class_rows[i].want)
+            fail_msg("%s: got %d, want %d", class_rows[i].name, got, class_rows[i].want);
+    }
+}
+
+static void test_classify_no_lists(void **state)
+{
+    (void)state;
+    struct wg_config cfg = {0};
+    struct parsed ps;
+
+    parse(&ps, "GET /healthz HTTP/1.1\r\nHost: a\r\nUser-Agent: kube-probe\r\n"
+               "Accept: text/html\r\n\r\n");
+    assert_int_equal(conn_classify(&cfg, &ps.msg), RC_NAVIGATE);
+}
+
+/* ---- session decision ------------------------------------------------------------------ */
+
+#define COOLDOWN WG_SESSION_CACHE_FAILED_COOLDOWN_MS
+
+struct decide_row {
+    const char *name;
+    struct conn_session_facts f;
+    enum conn_session_action action;
+    int status;
+    const char *state;
+    bool wake, activity, suppressed;
+};
+
+#define FACTS(st, sta, cls, path, wt, failed)                                                      \
+    {                                                                                              \
+        .status = (st), .state = (sta), .req_class = (cls), .status_path = (path), .waited = (wt), \
+        .failed_for_ms = (failed)                                                                  \
+    }
+
+/* name, facts, then the decision: action, status, state, wake, activity,
+ * suppressed. */
+#define ROW(name, facts, action, status, state, wake, activity, suppressed)                        \
+    {                                                                                              \
+        name, facts, action, status, state, wake, activity, suppressed                             \
+    }
+
+static const struct decide_row decide_rows[] = {
+    /* .../_wakegate/status: the state, whatever the class; never a wake */
+    ROW("status: pending waits", FACTS(WG_SESS_PENDING, 0, RC_HOLD, true, false, 0), SA_WAIT, 0,
+        NULL, false, false, false),
+    ROW("status: unknown", FACTS(WG_SESS_NOT_FOUND, 0, RC_HOLD, true, false, 0), SA_STATUS, 404,
+        "unknown", false, false, false),
+    ROW("status: unavailable", FACTS(WG_SESS_UNAVAILABLE, 0, RC_NAVIGATE, true, false, 0),
+        SA_STATUS, 503, "unavailable", false, false, false),
+    ROW("status: running", FACTS(WG_SESS_READY, WG_SESSION_RUNNING, RC_HOLD, true, false, 0),
+        SA_STATUS, 200, "running", false, false, false),
+    ROW("status: asleep",
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_ASLEEP, RC_NAVIGATE, true, false, 0), SA_STATUS, 200,
+        "asleep", false, false, false),
+    ROW("status: asleep, probe",
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_ASLEEP, RC_PROBE, true, false, 0), SA_STATUS, 200,
+        "asleep", false, false, false),
+    ROW("status: failed just now",
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_FAILED, RC_HOLD, true, true, 0), SA_STATUS, 200,
+        "failed", false, false, false),
+    /* running: proxied; probes do not count as activity */
+    ROW("ready, held class", FACTS(WG_SESS_READY, WG_SESSION_RUNNING, RC_HOLD, false, false, 0),
+        SA_PROXY, 0, NULL, false, true, false),
+    ROW("ready, navigation", FACTS(WG_SESS_READY, WG_SESSION_RUNNING, RC_NAVIGATE, false, true, 0),
+        SA_PROXY, 0, NULL, false, true, false),
+    ROW("ready, probe", FACTS(WG_SESS_READY, WG_SESSION_RUNNING, RC_PROBE, false, false, 0),
+        SA_PROXY, 0, NULL, false, false, false),
+    /* not known yet, unknown, Redis gone */
+    ROW("pending waits", FACTS(WG_SESS_PENDING, 0, RC_HOLD, false, false, 0), SA_WAIT, 0, NULL,
+        false, false, false),
+    ROW("pending probe waits", FACTS(WG_SESS_PENDING, 0, RC_PROBE, false, false, 0), SA_WAIT, 0,
+        NULL, false, false, false),
+    ROW("not found", FACTS(WG_SESS_NOT_FOUND, 0, RC_NAVIGATE, false, true, 0), SA_ERROR, 404, NULL,
+        false, false, false),
+    ROW("unavailable", FACTS(WG_SESS_UNAVAILABLE, 0, RC_HOLD, false, false, 0), SA_ERROR, 503, NULL,
+        false, false, false),
+    /* probes: the state with 503, no wake */
+    ROW("probe, asleep", FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_ASLEEP, RC_PROBE, false, false, 0),
+        SA_STATUS, 503, "asleep", false, false, true),
+    ROW("probe, starting",
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_STARTING, RC_PROBE, false, false, 0), SA_STATUS, 503,
+        "starting", false, false, true),
+    ROW("probe, failed just now",
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_FAILED, RC_PROBE, false, true, 0), SA_STATUS, 503,
+        "failed", false, false, true),
+    /* failed */
+    ROW("failed while held", FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_FAILED, RC_HOLD, false, true, 0),
+        SA_ERROR, 504, NULL, false, false, false),
+    ROW("failed while held, navigation",
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_FAILED, RC_NAVIGATE, false, true, COOLDOWN * 2),
+        SA_ERROR, 504, NULL, false, false, false),
+    ROW("failed moments ago",
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_FAILED, RC_HOLD, false, false, COOLDOWN - 1),
+        SA_ERROR, 503, NULL, false, false, false),
+    ROW("failed moments ago, navigation",
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_FAILED, RC_NAVIGATE, false, false, 0), SA_ERROR, 503,
+        NULL, false, false, false),
+    ROW("failed long ago: wake and hold",
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_FAILED, RC_HOLD, false, false, COOLDOWN), SA_HOLD, 0,
+        NULL, true, false, false),
+    ROW("failed long ago, navigation: wake and page",
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_FAILED, RC_NAVIGATE, false, false, COOLDOWN), SA_PAGE,
+        0, "failed", true, false, false),
+    /* asleep, paused, creating: wake, then hold or the page */
+    ROW("asleep: wake and hold",
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_ASLEEP, RC_HOLD, false, false, 0), SA_HOLD, 0, NULL,
+        true, false, false),
+    ROW("asleep, held before: wake and hold again",
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_ASLEEP, RC_HOLD, false, true, 0), SA_HOLD, 0, NULL,
+        true, false, false),
+    ROW("asleep, navigation: wake and page",
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_ASLEEP, RC_NAVIGATE, false, false, 0), SA_PAGE, 0,
+        "asleep", true, false, false),
+    ROW("paused: wake and hold",
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_PAUSED, RC_HOLD, false, false, 0), SA_HOLD, 0, NULL,
+        true, false, false),
+    ROW("paused, navigation: wake and page",
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_PAUSED, RC_NAVIGATE, false, false, 0), SA_PAGE, 0,
+        "paused", true, false, false),
+    ROW("creating, navigation: wake and page",
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_CREATING, RC_NAVIGATE, false, false, 0), SA_PAGE, 0,
+        "creating", true, false, false),
+    /* starting: no second wake */
+    ROW("starting: hold", FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_STARTING, RC_HOLD, false, false, 0),
+        SA_HOLD, 0, NULL, false, false, false),
+    ROW("starting, navigation: page",
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_STARTING, RC_NAVIGATE, false, false, 0), SA_PAGE, 0,
+        "starting", false, false, false),
+    /* going to sleep: wake (cancels or repeats the sleep), everything held */
+    ROW("draining: wake and hold",
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_DRAINING, RC_HOLD, false, false, 0), SA_HOLD, 0, NULL,
+        true, false, false),
+    ROW("draining, navigation: held too",
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_DRAINING, RC_NAVIGATE, false, false, 0), SA_HOLD, 0,
+        NULL, true, false, false),
+    ROW("saving, navigation: held too",
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_SAVING, RC_NAVIGATE, false, false, 0), SA_HOLD, 0,
+        NULL, true, false, false),
+    ROW("stopping, navigation: held too",
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_STOPPING, RC_NAVIGATE, false, true, 0), SA_HOLD, 0,
+        NULL, true, false, false),
+    ROW("stopping: wake and hold",
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_STOPPING, RC_HOLD, false, false, 0), SA_HOLD, 0, NULL,
+        true, false, false),
+};
+
+static void test_decide_session(void **state)
+{
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(decide_rows) / sizeof(decide_rows[0]); i++) {
+        const struct decide_row *r = &decide_rows[i];
+        struct conn_session_decision d;
+        memset(&d, 0xa5, sizeof(d));
+        conn_decide_session(&r->f, &d);
+        if (d.action != r->action || d.status != r->status || d.wake != r->wake ||
+            d.activity != r->activity || d.suppressed != r->suppressed)
+            fail_msg("%s: got action=%d status=%d wake=%d activity=%d suppressed=%d", r->name,
+                     d.action, d.status, d.wake, d.activity, d.suppressed);
+        if (r->state != NULL && (d.state == NULL || strcmp(d.state, r->state) != 0))
+            fail_msg("%s: state %s, want %s", r->name, d.state ? d.state : "(null)", r->state);
+    }
+}
+
+/* Every class and held-before flag over every state the cache can report
+ * as not running: the status path never wakes, probes never wake, and
+ * nothing but a running session is proxied. */
+static void test_decide_invariants(void **state)
+{
+    (void)state;
+
+    for (int st = 0; st < WG_SESSION_STATE_COUNT; st++) {
+        for (int cls = RC_HOLD; cls <= RC_PROBE; cls++) {
+            for (int bits = 0; bits < 4; bits++) {
+                struct conn_session_facts f = {
+                    .status = WG_SESS_NOT_RUNNING,
+                    .state = (enum wg_session_state)st,
+                    .req_class = (enum conn_req_class)cls,
+                    .status_path = bits & 1,
+                    .waited = bits & 2,
+                    .failed_for_ms = COOLDOWN,
+                };
+                struct conn_session_decision d;
+                conn_decide_session(&f, &d);
+                assert_int_not_equal(d.action, SA_PROXY);
+                if (f.status_path || cls == RC_PROBE)
+                    assert_false(d.wake);
+                if (f.status_path)
+                    assert_int_equal(d.action, SA_STATUS);
+                assert_int_equal(d.suppressed, !f.status_path && cls == RC_PROBE);
+            }
+        }
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_classify),
+        cmocka_unit_test(test_classify_no_lists),
+        cmocka_unit_test(test_decide_session),
+        cmocka_unit_test(test_decide_invariants),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
