@@ -24,6 +24,7 @@
 #include <yaml.h>
 
 #include "common/docker_host.h"
+#include "common/redis_url.h"
 
 /* A config file is written by an operator, but pointing --config at a huge
  * file by mistake should fail fast instead of filling memory. */
@@ -572,15 +573,19 @@ static int set_addr(struct wg_addr *dst, const char *s, char *msg, size_t msglen
 
 static int set_redis_url(char **dst, const char *s, char *msg, size_t msglen)
 {
-    bool ok = false;
+    char why[256];
+    int r;
 
     if (s == NULL)
         return set_str(dst, NULL, msg, msglen);
-    if (strncmp(s, "redis://", 8) == 0)
-        ok = s[8] != '\0' && s[8] != '/';
-    else if (strncmp(s, "unix://", 7) == 0)
-        ok = s[7] == '/' && s[8] != '\0';
-    if (!ok || has_ctl_or_space(s))
+    /* The grammar of the connection itself, so what loads also connects;
+     * the message stays the configuration's own. */
+    r = wg_redis_url_check(s, why, sizeof why);
+    if (r == -ENOMEM) {
+        problem(msg, msglen, "out of memory");
+        return r;
+    }
+    if (r < 0)
         return problem(msg, msglen,
                        "invalid Redis URL \"%s\" (use redis://host:port/db or unix:///path.sock)",
                        s);

@@ -42,6 +42,7 @@
 
 #include "common/buf.h"
 #include "common/config.h"
+#include "common/redis_url.h"
 #include "common/session.h"
 #include "orchestrator/docker.h"
 
@@ -1571,127 +1572,52 @@ static void check_admin(struct doctor *d)
 
 /* ---- doctor: Redis ---- */
 
-struct redis_target {
-    bool is_unix;
-    char host[256];
-    int port;
-    char path[108];
-    char user[128];
-    char pass[256];
-    char shown[400]; /* for messages: no password */
-};
-
-static int hexval(int ch)
+/* How a Redis target is named in doctor's lines: no password, no db. */
+static void redis_shown(const struct wg_redis_url *u, char *out, size_t outlen)
 {
-    return isdigit(ch) ? ch - '0' : isxdigit(ch) ? (tolower(ch) - 'a' + 10) : -1;
-}
-
-static void pct_decode(char *dst, size_t dstlen, const char *src, size_t len)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < len && o + 1 < dstlen; i++) {
-        if (src[i] == '%' && i + 2 < len && hexval((unsigned char)src[i + 1]) >= 0 &&
-            hexval((unsigned char)src[i + 2]) >= 0) {
-            dst[o++] =
-                (char)(hexval((unsigned char)src[i + 1]) * 16 + hexval((unsigned char)src[i + 2]));
-            i += 2;
-        } else {
-            dst[o++] = src[i];
-        }
-    }
-    dst[o] = '\0';
-}
-
-/* The URL grammar of common/redis.h; it was validated with the
- * configuration, so this only takes it apart. Returns 0 or -EINVAL. */
-static int redis_target_parse(const char *url, struct redis_target *t)
-{
-    memset(t, 0, sizeof(*t));
-    if (strncmp(url, "unix://", 7) == 0) {
-        size_t len = strcspn(url + 7, "?");
-        if (len == 0 || len >= sizeof(t->path))
-            return -EINVAL;
-        t->is_unix = true;
-        memcpy(t->path, url + 7, len);
-        snprintf(t->shown, sizeof(t->shown), "unix:%s", t->path);
-        return 0;
-    }
-    if (strncmp(url, "redis://", 8) != 0)
-        return -EINVAL;
-    const char *auth = url + 8;
-    size_t alen = strcspn(auth, "/?");
-    const char *at = NULL;
-    for (size_t i = 0; i < alen; i++)
-        if (auth[i] == '@')
-            at = auth + i;
-    const char *hp = auth;
-    if (at != NULL) {
-        const char *colon = memchr(auth, ':', (size_t)(at - auth));
-        if (colon != NULL) {
-            pct_decode(t->user, sizeof(t->user), auth, (size_t)(colon - auth));
-            pct_decode(t->pass, sizeof(t->pass), colon + 1, (size_t)(at - colon - 1));
-        } else {
-            pct_decode(t->pass, sizeof(t->pass), auth, (size_t)(at - auth));
-        }
-        hp = at + 1;
-    }
-    size_t hlen = alen - (size_t)(hp - auth);
-    const char *port = NULL;
-    if (hlen > 0 && hp[0] == '[') {
-        const char *rb = memchr(hp, ']', hlen);
-        if (rb == NULL || (size_t)(rb - hp - 1) >= sizeof(t->host))
-            return -EINVAL;
-        memcpy(t->host, hp + 1, (size_t)(rb - hp - 1));
-        if (rb + 1 < hp + hlen && rb[1] == ':')
-            port = rb + 2;
-    } else {
-        const char *colon = memchr(hp, ':', hlen);
-        size_t n = colon ? (size_t)(colon - hp) : hlen;
-        if (n == 0 || n >= sizeof(t->host))
-            return -EINVAL;
-        memcpy(t->host, hp, n);
-        if (colon != NULL)
-            port = colon + 1;
-    }
-    t->port = port ? atoi(port) : 6379;
-    if (t->port <= 0 || t->port > 65535)
-        return -EINVAL;
-    snprintf(t->shown, sizeof(t->shown), "%s%s%s:%d", strchr(t->host, ':') ? "[" : "", t->host,
-             strchr(t->host, ':') ? "]" : "", t->port);
-    return 0;
+    if (u->is_unix)
+        snprintf(out, outlen, "unix:%s", u->path);
+    else if (strchr(u->host, ':') != NULL)
+        snprintf(out, outlen, "[%s]:%u", u->host, u->port);
+    else
+        snprintf(out, outlen, "%s:%u", u->host, u->port);
 }
 
 static void check_redis(struct doctor *d)
 {
     const char *url = d->c->cfg.redis_url;
-    struct redis_target t;
+    struct wg_redis_url t;
     struct timeval tv = {DOCTOR_REDIS_MS / 1000, (DOCTOR_REDIS_MS % 1000) * 1000};
     redisContext *rc = NULL;
     redisReply *reply = NULL;
+    char shown[400];
     int64_t t0;
 
+    memset(&t, 0, sizeof(t));
     if (url == NULL) {
         report(d, "redis", LV_WARN, "redis.url is not set: no sessions, no admin API");
         return;
     }
-    if (redis_target_parse(url, &t) < 0) {
+    /* It was validated with the configuration: this only takes it apart. */
+    if (wg_redis_url_parse(url, &t, NULL, 0) < 0) {
         report(d, "redis", LV_FAIL, "redis.url cannot be taken apart");
         goto out;
     }
+    redis_shown(&t, shown, sizeof(shown));
     t0 = mono_ms();
     rc = t.is_unix ? redisConnectUnixWithTimeout(t.path, tv)
                    : redisConnectWithTimeout(t.host, t.port, tv);
     if (rc == NULL || rc->err) {
-        report(d, "redis", LV_FAIL, "cannot connect to %s: %s", t.shown,
+        report(d, "redis", LV_FAIL, "cannot connect to %s: %s", shown,
                rc ? rc->errstr : "out of memory");
         goto out;
     }
     redisSetTimeout(rc, tv);
-    if (t.pass[0]) {
-        reply = t.user[0] ? redisCommand(rc, "AUTH %s %s", t.user, t.pass)
-                          : redisCommand(rc, "AUTH %s", t.pass);
+    if (t.password != NULL) {
+        reply = t.user != NULL ? redisCommand(rc, "AUTH %s %s", t.user, t.password)
+                               : redisCommand(rc, "AUTH %s", t.password);
         if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-            report(d, "redis", LV_FAIL, "%s refused AUTH: %s", t.shown,
+            report(d, "redis", LV_FAIL, "%s refused AUTH: %s", shown,
                    reply ? reply->str : rc->errstr);
             goto out;
         }
@@ -1700,17 +1626,17 @@ static void check_redis(struct doctor *d)
     }
     reply = redisCommand(rc, "PING");
     if (reply == NULL) {
-        report(d, "redis", LV_FAIL, "%s: PING: %s", t.shown, rc->errstr);
+        report(d, "redis", LV_FAIL, "%s: PING: %s", shown, rc->errstr);
     } else if (reply->type != REDIS_REPLY_STATUS || strcmp(reply->str, "PONG") != 0) {
-        report(d, "redis", LV_FAIL, "%s answered PING with %s", t.shown,
+        report(d, "redis", LV_FAIL, "%s answered PING with %s", shown,
                reply->str ? reply->str : "something else");
     } else {
-        report(d, "redis", LV_OK, "%s answered PING (%" PRId64 " ms)", t.shown, mono_ms() - t0);
+        report(d, "redis", LV_OK, "%s answered PING (%" PRId64 " ms)", shown, mono_ms() - t0);
     }
 out:
     freeReplyObject(reply);
     redisFree(rc);
-    explicit_bzero(t.pass, sizeof(t.pass));
+    wg_redis_url_release(&t);
 }
 
 /* ---- doctor: Docker ---- */
@@ -2046,35 +1972,37 @@ static void isolation_report(struct doctor *d, const struct probe_target *t, con
  * was reported). */
 static bool redis_probe_target(struct doctor *d, struct probe_target *t, const char *gw)
 {
-    struct redis_target r;
+    struct wg_redis_url r;
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
     struct addrinfo *res = NULL;
-    char port[8];
+    char port[8], shown[400];
+    bool probe = false;
 
     if (d->c->cfg.redis_url == NULL) {
         report(d, "isolation redis", LV_OK, "no redis.url configured");
         return false;
     }
-    if (redis_target_parse(d->c->cfg.redis_url, &r) < 0) {
+    if (wg_redis_url_parse(d->c->cfg.redis_url, &r, NULL, 0) < 0) {
         report(d, "isolation redis", LV_WARN, "redis.url cannot be taken apart");
         return false;
     }
-    explicit_bzero(r.pass, sizeof(r.pass));
-    if (r.is_unix) {
+    redis_shown(&r, shown, sizeof(shown));
+    snprintf(port, sizeof(port), "%u", r.port);
+    if (r.is_unix)
         report(d, "isolation redis", LV_OK,
                "%s is a unix socket: containers reach it only if it is bind-mounted into them",
-               r.shown);
-        return false;
-    }
-    snprintf(port, sizeof(port), "%d", r.port);
-    if (getaddrinfo(r.host, port, &hints, &res) != 0 || res == NULL) {
+               shown);
+    else if (getaddrinfo(r.host, port, &hints, &res) != 0 || res == NULL)
         report(d, "isolation redis", LV_WARN, "cannot resolve %s", r.host);
-        return false;
+    else
+        probe = true;
+    if (probe) {
+        t->check = "isolation redis";
+        target_from_sa(t, res->ai_addr, gw);
+        freeaddrinfo(res);
     }
-    t->check = "isolation redis";
-    target_from_sa(t, res->ai_addr, gw);
-    freeaddrinfo(res);
-    return true;
+    wg_redis_url_release(&r);
+    return probe;
 }
 
 static void check_isolation(struct doctor *d)

@@ -418,6 +418,12 @@ static const struct error_case error_cases[] = {
     {"admin: {listen: \"example.com:80\"}\n",
      "t.yaml:1: admin.listen: invalid address \"example.com:80\""},
     {"redis:\n  url: http://x\n", "t.yaml:2: redis.url: invalid Redis URL \"http://x\""},
+    /* The connection's own grammar (common/redis_url.h): refused at load. */
+    {"redis:\n  url: \"redis://h:99999\"\n",
+     "t.yaml:2: redis.url: invalid Redis URL \"redis://h:99999\" (use redis://host:port/db or "
+     "unix:///path.sock)"},
+    {"redis: {url: \"redis://pw@h\"}\n", "t.yaml:1: redis.url: invalid Redis URL"},
+    {"redis: {url: \"unix:///\"}\n", "t.yaml:1: redis.url: invalid Redis URL"},
     {"docker: {host: /var/run/docker.sock}\n",
      "t.yaml:1: docker.host: invalid Docker host \"/var/run/docker.sock\""},
     {"trusted_proxies: [10.0.0.0/8, 10.0.0.0/33]\n",

@@ -34,6 +34,7 @@
 #include "loop_fixture.h"
 #include "redis_fixture.h"
 #include "common/redis.h"
+#include "common/redis_url.h"
 
 struct fx {
     uv_loop_t loop;
@@ -212,6 +213,11 @@ static void test_url_check(void **state)
         "unix:///p?foo=1",
         "unix:///aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock",
+        "unix:///",
+        "unix:///tmp/r sock",
+        "redis://h :1",
+        "redis://h\t",
+        "redis://:pw@h\x7f",
     };
     char err[256];
     struct wg_redis *r = NULL;
@@ -232,6 +238,10 @@ static void test_url_check(void **state)
     }
     wg_redis_url_check("rediss://h", err, sizeof(err));
     assert_non_null(strstr(err, "TLS"));
+    assert_int_equal(wg_redis_url_check(NULL, err, sizeof(err)), -EINVAL);
+    /* The reason never repeats the password. */
+    assert_int_equal(wg_redis_url_check("redis://:s3cret@h:0", err, sizeof(err)), -EINVAL);
+    assert_null(strstr(err, "s3cret"));
 
     assert_int_equal(uv_loop_init(&loop), 0);
     assert_int_equal(wg_redis_new(&loop, "http://x", NULL, NULL, &r), -EINVAL);
@@ -240,6 +250,66 @@ static void test_url_check(void **state)
     wg_redis_free(NULL);
     assert_false(wg_redis_connected(NULL));
     assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* What the parser takes apart: the one grammar of the configuration, the
+ * connection and wakegatectl's doctor. */
+static void test_url_parse(void **state)
+{
+    static const struct {
+        const char *url;
+        bool is_unix;
+        const char *host_or_path;
+        unsigned port;
+        int db;
+        const char *user, *password, *display;
+    } cases[] = {
+        {"redis://127.0.0.1:6379/0", false, "127.0.0.1", 6379, 0, NULL, NULL,
+         "redis://127.0.0.1:6379/0"},
+        {"redis://localhost", false, "localhost", 6379, 0, NULL, NULL, "redis://localhost:6379/0"},
+        {"redis://h/", false, "h", 6379, 0, NULL, NULL, "redis://h:6379/0"},
+        {"redis://[::1]:7000/2", false, "::1", 7000, 2, NULL, NULL, "redis://[::1]:7000/2"},
+        {"redis://:p%40ss@h:1/0", false, "h", 1, 0, NULL, "p@ss", "redis://h:1/0"},
+        {"redis://us%65r:pw@h", false, "h", 6379, 0, "user", "pw", "redis://user@h:6379/0"},
+        {"REDIS://H:6380", false, "H", 6380, 0, NULL, NULL, "redis://H:6380/0"},
+        {"redis://:@h", false, "h", 6379, 0, NULL, "", "redis://h:6379/0"},
+        {"unix:///tmp/r.sock", true, "/tmp/r.sock", 0, 0, NULL, NULL, "unix:///tmp/r.sock"},
+        {"unix:///tmp/r.sock?db=3", true, "/tmp/r.sock", 0, 3, NULL, NULL,
+         "unix:///tmp/r.sock?db=3"},
+    };
+    struct wg_redis_url u;
+    char err[256];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (wg_redis_url_parse(cases[i].url, &u, err, sizeof(err)) != 0)
+            fail_msg("%s rejected: %s", cases[i].url, err);
+        assert_int_equal(u.is_unix, cases[i].is_unix);
+        assert_string_equal(u.is_unix ? u.path : u.host, cases[i].host_or_path);
+        assert_null(u.is_unix ? u.host : u.path);
+        assert_int_equal(u.port, cases[i].port);
+        assert_int_equal(u.db, cases[i].db);
+        if (cases[i].user)
+            assert_string_equal(u.user, cases[i].user);
+        else
+            assert_null(u.user);
+        if (cases[i].password)
+            assert_string_equal(u.password, cases[i].password);
+        else
+            assert_null(u.password);
+        assert_string_equal(u.display, cases[i].display);
+        wg_redis_url_release(&u);
+        assert_null(u.display);
+    }
+    /* A refused URL leaves nothing to release, and says why. */
+    assert_int_equal(wg_redis_url_parse("redis://u:pw@h:99999", &u, err, sizeof(err)), -EINVAL);
+    assert_string_equal(err, "bad port: expected 1-65535");
+    assert_null(u.user);
+    assert_null(u.password);
+    assert_int_equal(wg_redis_url_parse("redis://u@h", &u, err, sizeof(err)), -EINVAL);
+    assert_string_equal(err, "credentials must be written user:password@ or :password@");
+    assert_int_equal(wg_redis_url_parse("unix:///", &u, NULL, 0), -EINVAL);
+    wg_redis_url_release(&u);
 }
 
 static void test_connect_ping(void **state)
@@ -757,6 +827,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_url_check),
+        cmocka_unit_test(test_url_parse),
         cmocka_unit_test_setup_teardown(test_connect_ping, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_get, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pipeline, setup, teardown),
