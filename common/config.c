@@ -48,8 +48,6 @@
 /* A unix socket path, NUL included, fits in sockaddr_un.sun_path. */
 #define SUN_PATH_MAX 108
 #define REDIS_SOCKET_SUFFIX "/run/redis.sock"
-/* Where a redis-server named without a slash is looked for when PATH is unset. */
-#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 #define SESSION_TOKEN "{session}"
 
@@ -344,7 +342,6 @@ void wg_config_free(struct wg_config *cfg)
     free(cfg->redis_url);
     free(cfg->redis_private.server);
     free(cfg->redis_private.dir);
-    free(cfg->redis_private.server_path);
     free(cfg->redis_private.socket_path);
     free(cfg->docker_host);
     free(cfg->docker_tls.ca);
@@ -1211,8 +1208,9 @@ static int check_docker_tls(struct walk *w, yaml_node_t *map, void *base)
     return r;
 }
 
-/* Remembers the lines of redis.private.server and .dir for the errors of
- * wg_config_validate(), which finds the server and checks the socket path. */
+/* Remembers the lines of redis.private.server and .dir for later errors:
+ * wg_config_validate() checks the socket path, the binary finds the server
+ * (src/redis_child.h). */
 static int check_redis_private(struct walk *w, yaml_node_t *map, void *base)
 {
     struct wg_redis_private_cfg *p = &((struct wg_config *)base)->redis_private;
@@ -1975,18 +1973,6 @@ static int fail_private(const struct wg_config *cfg, const char *key, int line, 
                    msg);
 }
 
-/* 0 when path is a regular file we may execute; else -errno. */
-static int check_executable(const char *path)
-{
-    struct stat st;
-
-    if (stat(path, &st) < 0)
-        return -errno;
-    if (!S_ISREG(st.st_mode))
-        return -EACCES;
-    return access(path, X_OK) < 0 ? -errno : 0;
-}
-
 /* dir + "/" + name (or name alone when dir is NULL) in a new string. */
 static char *join_path(const char *dir, size_t dirlen, const char *name)
 {
@@ -1996,62 +1982,6 @@ static char *join_path(const char *dir, size_t dirlen, const char *name)
     if (s != NULL)
         snprintf(s, n, "%.*s/%s", (int)dirlen, dir, name);
     return s;
-}
-
-/* Finds redis.private.server as exec would: a name with a slash is a path
- * (made absolute, symlinks kept: redis-server picks its mode from argv[0],
- * and Debian's is a link to redis-check-rdb); a bare name is looked up in
- * PATH. Returns 0 with *ret_path, -ENOMEM, or -EINVAL with the reason in msg. */
-static int find_server(const char *name, char **ret_path, char *msg, size_t msglen)
-{
-    static const char hint[] =
-        "install it with \"apt-get install redis-server\", set redis.url to use another "
-        "Redis, or set redis.private.enabled: false to run without Redis";
-    char cwd[PATH_MAX];
-    const char *path, *p;
-    char *cand;
-    int r;
-
-    if (strchr(name, '/') != NULL) {
-        if (name[0] == '/') {
-            cand = strdup(name);
-        } else {
-            if (getcwd(cwd, sizeof cwd) == NULL)
-                return problem(msg, msglen, "cannot resolve \"%s\": %s", name, strerror(errno));
-            cand = join_path(cwd, strlen(cwd), name);
-        }
-        if (cand == NULL)
-            return -ENOMEM;
-        r = check_executable(cand);
-        if (r < 0) {
-            problem(msg, msglen, "redis-server \"%s\" cannot be run: %s; %s", cand,
-                    r == -EACCES ? "not an executable file" : strerror(-r), hint);
-            free(cand);
-            return -EINVAL;
-        }
-        *ret_path = cand;
-        return 0;
-    }
-    path = getenv("PATH");
-    if (path == NULL || path[0] == '\0')
-        path = DEFAULT_PATH;
-    for (p = path; *p != '\0'; p += *p == ':') {
-        size_t n = strcspn(p, ":");
-
-        /* Relative PATH entries would depend on the working directory. */
-        if (n > 0 && p[0] == '/') {
-            cand = join_path(p, n, name);
-            if (cand == NULL)
-                return -ENOMEM;
-            if (check_executable(cand) == 0) {
-                *ret_path = cand;
-                return 0;
-            }
-            free(cand);
-        }
-        p += n;
-    }
-    return problem(msg, msglen, "\"%s\" not found in PATH (%s); %s", name, path, hint);
 }
 
 /* The default redis.private.dir: systemd's StateDirectory=, then
@@ -2082,8 +2012,8 @@ static int resolve_redis_private(struct wg_config *cfg, char *err, size_t errlen
 {
     struct wg_redis_private_cfg *p = &cfg->redis_private;
     const char *key = "redis.private.dir";
-    char msg[WG_CONFIG_ERR_MAX], dir[PATH_MAX], cwd[PATH_MAX];
-    char *server = NULL, *sock = NULL, *url = NULL;
+    char dir[PATH_MAX], cwd[PATH_MAX];
+    char *sock = NULL, *url = NULL;
     size_t n;
     int r = 0;
 
@@ -2095,19 +2025,10 @@ static int resolve_redis_private(struct wg_config *cfg, char *err, size_t errlen
         cfg->redis_url = NULL;
     }
     p->active = false;
-    free(p->server_path);
-    p->server_path = NULL;
     free(p->socket_path);
     p->socket_path = NULL;
     if (cfg->redis_url != NULL || !p->enabled)
         return 0;
-
-    msg[0] = '\0';
-    r = find_server(p->server, &server, msg, sizeof msg);
-    if (r == -EINVAL)
-        r = fail_private(cfg, "redis.private.server", p->server_line, err, errlen, "%s", msg);
-    if (r < 0)
-        goto out;
 
     if (p->dir == NULL) {
         if (default_private_dir(dir, sizeof dir) < 0) {
@@ -2154,14 +2075,12 @@ static int resolve_redis_private(struct wg_config *cfg, char *err, size_t errlen
     if (sock == NULL || (url = malloc(strlen(sock) + 8)) == NULL || replace_str(&p->dir, dir) < 0)
         goto out;
     snprintf(url, strlen(sock) + 8, "unix://%s", sock);
-    p->server_path = server;
     p->socket_path = sock;
     cfg->redis_url = url;
     p->active = true;
-    server = sock = url = NULL;
+    sock = url = NULL;
     r = 0;
 out:
-    free(server);
     free(sock);
     free(url);
     if (r == -ENOMEM)

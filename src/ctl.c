@@ -45,6 +45,7 @@
 #include "common/redis_url.h"
 #include "common/session.h"
 #include "orchestrator/docker.h"
+#include "src/redis_child.h"
 
 #define PROG "wakegatectl"
 
@@ -759,15 +760,20 @@ static void admin_url_from_listen(struct ctl *c, const struct wg_addr *a)
 }
 
 /* Loads the configuration as the daemon does (file from --config or
- * WAKEGATE_CONFIG, then the environment, then validation). Failure is kept
- * in c->cfg_err: doctor reports it, the other commands exit 3. */
+ * WAKEGATE_CONFIG, then the environment, then validation, then the private
+ * redis-server's program). Failure is kept in c->cfg_err: doctor reports
+ * it, the other commands exit 3. */
 static void ctl_load_config(struct ctl *c)
 {
     struct wg_config_flags flags = {
         .config_path = c->o.config,
     };
+    char *server = NULL;
+
     memset(&c->cfg, 0, sizeof(c->cfg));
-    c->cfg_ok = wg_config_load(&c->cfg, &flags, c->cfg_err, sizeof(c->cfg_err)) == 0;
+    c->cfg_ok = wg_config_load(&c->cfg, &flags, c->cfg_err, sizeof(c->cfg_err)) == 0 &&
+                app_redis_child_find_server(&c->cfg, &server, c->cfg_err, sizeof(c->cfg_err)) == 0;
+    free(server);
     if (!c->cfg_ok)
         wg_config_free(&c->cfg);
 }
