@@ -1,4 +1,4 @@
-/* orchestrator/session.c - the session model; see session.h. */
+/* common/session.c - the session model; see session.h. */
 #include "common/session.h"
 #include "common/utf8.h"
 
