@@ -21,6 +21,7 @@
 
 #define ERR_MAX 256
 
+/* What a call is; it picks the reply function of the op (store.c). */
 enum op_kind {
     OP_CREATE,
     OP_SCRIPT, /* transition, update, delete */
@@ -39,8 +40,11 @@ enum op_kind {
     OP_WAKE_CLAIM,
 };
 
+/* What one command of an op reads: its main answer, a wg:active score (or
+ * range), a member list, or one record (idx says which). */
 enum role { R_MAIN, R_SCORE, R_MEMBERS, R_HASH };
 
+/* One call, from store_op_start() until its callback ran and no reply is due. */
 struct op {
     struct op *prev, *next; /* on s->ops until delivered */
     struct wg_store *s;     /* NULL once delivered or cancelled */
@@ -87,6 +91,7 @@ struct op {
     size_t n_wake, max_wake;
 };
 
+/* One command of an op: the argument wg_redis calls back with. */
 struct part {
     struct op *op;
     struct wg_redis *r; /* the connection it went out on, for the failure text */
@@ -99,7 +104,7 @@ struct wg_store {
     struct wg_log *log;
     uint32_t events_max;
     uint32_t wake_max;
-    int64_t (*clock_ms)(void *arg);
+    int64_t (*clock_ms)(void *arg); /* NULL: wg_clock_wall_ms() */
     void *clock_arg;
     struct op *ops;
     bool closing; /* wg_store_free() runs: callbacks it calls may not start calls */
