@@ -18,7 +18,7 @@
 #include "proxy/proxy.h"
 #include "proxy/route.h"
 #include "src/app.h"
-#include "src/ctl.h"
+#include "src/ctl/ctl.h"
 #include "src/redis_child.h"
 
 /* Exit codes, documented in README.md. */
