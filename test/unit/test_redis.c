@@ -30,6 +30,7 @@
 
 #include <uv.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "loop_fixture.h"
 #include "redis_fixture.h"
@@ -96,11 +97,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static uint64_t now_ms(void)
-{
-    return uv_hrtime() / 1000000;
-}
-
 static bool run_until(struct fx *fx, const int *counter, int target, uint64_t ms)
 {
     return wg_test_run_until(&fx->loop, counter, target, ms);
@@ -139,7 +135,7 @@ static void record_cb(int status, redisReply *reply, void *arg)
     res->calls++;
     res->status = status;
     res->inside = res->inside || res->fx->in_call;
-    res->at_ms = now_ms();
+    res->at_ms = (uint64_t)wg_clock_mono_ms();
     if (reply) {
         res->type = reply->type;
         res->integer = reply->integer;
@@ -417,12 +413,12 @@ static void test_pipeline(void **state)
     for (int i = 0; i < PIPELINE; i++)
         assert_int_equal(wg_redis_command(r, incr_cb, ps, "INCR counter"), 0);
     fx->in_call = false;
-    t0 = now_ms();
+    t0 = (uint64_t)wg_clock_mono_ms();
     assert_true(run_until(fx, &ps->calls, PIPELINE, 5000));
     assert_int_equal(ps->bad, 0);
     for (int i = 0; i < PIPELINE; i++)
         assert_int_equal(ps->got[i], i + 1);
-    assert_true(now_ms() - t0 < 2000);
+    assert_true((uint64_t)wg_clock_mono_ms() - t0 < 2000);
     free(ps);
     free_and_close(fx, r);
 }
@@ -437,7 +433,7 @@ static void test_command_timeout(void **state)
                                  .reconnect_max_ms = 100};
     struct result slow = {.fx = fx}, behind = {.fx = fx}, set = {.fx = fx}, get = {.fx = fx};
     struct wg_redis *r = open_connected(fx, &opts);
-    uint64_t t0 = now_ms();
+    uint64_t t0 = (uint64_t)wg_clock_mono_ms();
 
     CMD(fx, r, &slow, "DEBUG SLEEP 0.5");
     CMD(fx, r, &behind, "PING");
@@ -487,7 +483,7 @@ static void test_server_restart(void **state)
     assert_string_equal(wg_redis_last_error(r), fx->reason);
 
     /* Fails fast, but never inside the call. */
-    t0 = now_ms();
+    t0 = (uint64_t)wg_clock_mono_ms();
     CMD(fx, r, &down, "GET k");
     assert_int_equal(down.calls, 0);
     assert_true(run_until(fx, &down.calls, 1, 1000));
@@ -556,12 +552,12 @@ static void test_connect_timeout(void **state)
     assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin, &slen), 0);
     snprintf(url, sizeof(url), "redis://127.0.0.1:%u/0", ntohs(sin.sin_port));
 
-    t0 = now_ms();
+    t0 = (uint64_t)wg_clock_mono_ms();
     r = open_redis(fx, url, &opts);
     CMD(fx, r, &ping, "PING");
     assert_true(run_until(fx, &fx->downs, 1, 3000));
-    assert_true(now_ms() - t0 >= 190);
-    assert_true(now_ms() - t0 < 1500);
+    assert_true((uint64_t)wg_clock_mono_ms() - t0 >= 190);
+    assert_true((uint64_t)wg_clock_mono_ms() - t0 < 1500);
     assert_non_null(strstr(fx->reason, "timed out"));
     assert_non_null(strstr(fx->reason, url));
     assert_int_equal(fx->ups, 0);
