@@ -17,6 +17,7 @@
 
 #include "common/buf.h"
 #include "common/clock.h"
+#include "common/labels.h"
 #include "common/redis_url.h"
 #include "src/ctl/ctl_int.h"
 
@@ -123,7 +124,7 @@ static void probe_script(const struct probe_target *t, size_t n, struct wg_buf *
 static char *probe_body(const char *image, const char *script)
 {
     json_t *b = json_pack("{s:s, s:[s,s,s], s:[], s:{s:s}, s:b, s:{s:b}}", "Image", image,
-                          "Entrypoint", "/bin/sh", "-c", script, "Cmd", "Labels", "wakegate.doctor",
+                          "Entrypoint", "/bin/sh", "-c", script, "Cmd", "Labels", WG_LABEL_DOCTOR,
                           "1", "Tty", 0, "HostConfig", "AutoRemove", 0);
     char *text = b ? json_dumps(b, JSON_COMPACT) : NULL;
     json_decref(b);
@@ -189,8 +190,8 @@ out_remove:
     snprintf(path, sizeof(path), "/containers/%s?force=1", id);
     if (ctl_docker_call(d, &hc, "DELETE", path, true, NULL, DOCTOR_HTTP_MS) < 0 ||
         (hc.status != 204 && hc.status != 404))
-        fprintf(stderr, PROG ": doctor: probe container %s not removed (label wakegate.doctor=1)\n",
-                name);
+        fprintf(stderr, PROG ": doctor: probe container %s not removed (label %s=1)\n", name,
+                WG_LABEL_DOCTOR);
 out_call:
     ctl_http_release(&hc);
 out:
