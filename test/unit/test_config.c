@@ -1,5 +1,5 @@
 /* test/unit/test_config.c - defaults, the YAML file, environment, flags,
- * validation and the scalar parsers of common/config.c. */
+ * validation and the scalar parsers of common/config*.c. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
