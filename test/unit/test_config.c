@@ -1079,6 +1079,7 @@ static void test_docker_host_check(void **state)
     assert_string_equal(err, "t.yaml:4: docker.host: invalid Docker host "
                              "\"tcp://127.0.0.1:99999\": bad port in the Docker host: expected "
                              "1-65535");
+    wg_config_free(&cfg);
 
     /* From the environment. */
     assert_int_equal(wg_config_init_defaults(&cfg), 0);
