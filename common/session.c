@@ -476,39 +476,65 @@ static void set_fixed(char *dst, size_t cap, const char *v, size_t len)
     dst[len] = '\0';
 }
 
-/* Stores one checked value into rec. Owned strings it allocates are
- * released with rec. */
-static int field_store(struct wg_session *rec, enum fidx f, const char *v, size_t len)
+/* The fixed-size text member that field f fills, with its size; NULL for
+ * other fields. */
+static char *fixed_text(struct wg_session *rec, enum fidx f, size_t *ret_size)
+{
+    switch (f) {
+    case F_ID:
+        *ret_size = sizeof(rec->id);
+        return rec->id;
+    case F_HOST:
+        *ret_size = sizeof(rec->host);
+        return rec->host;
+    case F_CONTAINER_ID:
+        *ret_size = sizeof(rec->container_id);
+        return rec->container_id;
+    case F_IP:
+        *ret_size = sizeof(rec->ip);
+        return rec->ip;
+    case F_IMAGE:
+        *ret_size = sizeof(rec->image);
+        return rec->image;
+    case F_SAVE_COMMIT:
+        *ret_size = sizeof(rec->last_save.commit);
+        return rec->last_save.commit;
+    default:
+        return NULL;
+    }
+}
+
+/* The allocated text member that field f fills; NULL for other fields. */
+static char **owned_text(struct wg_session *rec, enum fidx f)
+{
+    switch (f) {
+    case F_SAVE_OUTPUT:
+        return &rec->last_save.output;
+    case F_ERROR:
+        return &rec->error;
+    case F_SPEC:
+        return &rec->spec;
+    default:
+        return NULL;
+    }
+}
+
+/* A field that is neither kind of text: a number, the state or a flag. */
+static void store_value(struct wg_session *rec, enum fidx f, const char *v, size_t len)
 {
     uint64_t u = 0;
-    char **owned = NULL;
 
     if (fields[f].kind == K_UINT || fields[f].kind == K_PORT)
         parse_uint(v, len, fields[f].kind == K_PORT ? 65535 : fields[f].nmax, &u);
     switch (f) {
-    case F_ID:
-        set_fixed(rec->id, sizeof(rec->id), v, len);
-        break;
     case F_STATE:
         wg_session_state_parse(v, len, &rec->state);
         break;
     case F_STATE_SINCE:
         rec->state_since = (int64_t)u;
         break;
-    case F_HOST:
-        set_fixed(rec->host, sizeof(rec->host), v, len);
-        break;
-    case F_CONTAINER_ID:
-        set_fixed(rec->container_id, sizeof(rec->container_id), v, len);
-        break;
-    case F_IP:
-        set_fixed(rec->ip, sizeof(rec->ip), v, len);
-        break;
     case F_PORT:
         rec->port = (uint16_t)u;
-        break;
-    case F_IMAGE:
-        set_fixed(rec->image, sizeof(rec->image), v, len);
         break;
     case F_CREATED:
         rec->created = (int64_t)u;
@@ -528,18 +554,6 @@ static int field_store(struct wg_session *rec, enum fidx f, const char *v, size_
     case F_SAVE_EXIT:
         parse_int(v, len, &rec->last_save.exit_code);
         break;
-    case F_SAVE_COMMIT:
-        set_fixed(rec->last_save.commit, sizeof(rec->last_save.commit), v, len);
-        break;
-    case F_SAVE_OUTPUT:
-        owned = &rec->last_save.output;
-        break;
-    case F_ERROR:
-        owned = &rec->error;
-        break;
-    case F_SPEC:
-        owned = &rec->spec;
-        break;
     case F_V:
         rec->version = u;
         break;
@@ -551,14 +565,28 @@ static int field_store(struct wg_session *rec, enum fidx f, const char *v, size_
         rec->has_idle_pause_after = true;
         rec->idle_pause_after_ms = u;
         break;
-    case F__COUNT:
+    default:
         break;
+    }
+}
+
+/* Stores one checked value into rec. Owned strings it allocates are
+ * released with rec. */
+static int field_store(struct wg_session *rec, enum fidx f, const char *v, size_t len)
+{
+    size_t size = 0;
+    char *fixed = fixed_text(rec, f, &size);
+    char **owned = owned_text(rec, f);
+
+    if (fixed) {
+        set_fixed(fixed, size, v, len);
+        return 0;
     }
     if (owned) {
         *owned = strndup(v, len);
-        if (!*owned)
-            return -ENOMEM;
+        return *owned ? 0 : -ENOMEM;
     }
+    store_value(rec, f, v, len);
     return 0;
 }
 
