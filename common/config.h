@@ -133,7 +133,8 @@ struct wg_docker_tls_cfg {
  * when no redis.url is set (src/redis_child.c). */
 struct wg_redis_private_cfg {
     bool enabled;              /* default true; false without redis.url: no Redis at all */
-    char *server;              /* "redis-server": a path, or a name looked up in PATH */
+    char *server;              /* "redis-server": a path, or a name; as written (the binary
+                                * finds the program: src/redis_child.h) */
     char *dir;                 /* data; NULL: the default for the user (docs/configuration.md) */
     bool appendonly;           /* AOF persistence (default true); false: memory only */
     uint64_t start_timeout_ms; /* 5 s for the first PING to answer at startup */
@@ -141,8 +142,6 @@ struct wg_redis_private_cfg {
     int server_line, dir_line; /* their lines in path, 0 if not from a file */
     /* Filled by wg_config_validate(): */
     bool active;       /* no redis.url and enabled: redis_url is this server's socket */
-    char *server_path; /* the executable found, absolute, symlinks kept (redis-server
-                        * picks its mode from argv[0]) */
     char *socket_path; /* <dir>/run/redis.sock */
 };
 
@@ -223,10 +222,10 @@ int wg_config_apply_flags(struct wg_config *cfg, const struct wg_config_flags *f
 
 /* Checks cross-field rules (docker.tls needs a tcp:// docker.host, ...) and
  * resolves addresses; reads admin.token_file. Without redis.url and with
- * redis.private.enabled, finds redis.private.server (an error names the
- * Debian package when it is missing), fills redis.private.dir's default and
- * points redis_url at the private server's socket; it creates nothing.
- * Returns 0 or -EINVAL with err set. */
+ * redis.private.enabled, fills redis.private.dir's default and points
+ * redis_url at the private server's socket; it creates nothing, and leaves
+ * finding redis.private.server's program to the binary. Returns 0 or
+ * -EINVAL with err set. */
 int wg_config_validate(struct wg_config *cfg, char *err, size_t errlen);
 
 /* Checks cfg->docker_host with the Docker host grammar

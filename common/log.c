@@ -7,6 +7,8 @@
 #include <strings.h>
 #include <time.h>
 
+#include "common/clock.h"
+
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
 int wg_log_level_parse(const char *s, enum wg_log_level *ret_level)
@@ -174,7 +176,8 @@ void wg_log_write(const struct wg_log *log, enum wg_log_level level, const char 
 {
     char kv[2048];
     char ts[64];
-    struct timespec now;
+    int64_t now = wg_clock_wall_ms();
+    time_t sec = (time_t)(now / 1000);
     struct tm tm;
     FILE *out = log->out ? log->out : stderr;
     va_list ap;
@@ -185,11 +188,9 @@ void wg_log_write(const struct wg_log *log, enum wg_log_level level, const char 
     if (n < 0)
         kv[0] = '\0';
 
-    clock_gettime(CLOCK_REALTIME, &now);
-    gmtime_r(&now.tv_sec, &tm);
-    snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec % 61,
-             (now.tv_nsec / 1000000) % 1000);
+    gmtime_r(&sec, &tm);
+    snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec % 61, (int)(now % 1000));
 
     /* One fprintf-run under the stream lock so concurrent writers never interleave. */
     flockfile(out);

@@ -46,11 +46,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/un.h>
 
 #include <hiredis/async.h>
 
 #include "common/log.h"
+#include "common/redis_url.h"
 
 #define SUBSYS "redis"
 #define REASON_MAX 256
@@ -104,20 +104,10 @@ struct sub {
     char channel[];
 };
 
-struct target {
-    bool is_unix;
-    char *host; /* name or address; for unix, the socket path */
-    uint16_t port;
-    int db;
-    char *user;     /* NULL: AUTH without a user name */
-    char *password; /* NULL: no AUTH */
-    char *display;  /* the URL without the password, for logs and reasons */
-};
-
 struct wg_redis {
     uv_loop_t *loop;
     struct wg_log *log;
-    struct target t;
+    struct wg_redis_url t;
     char qname[QUOTED_MAX]; /* name and URL, quoted once for log lines */
     char qurl[QUOTED_MAX];
     uint32_t connect_timeout_ms;
@@ -225,217 +215,6 @@ static uint64_t next_random(struct wg_redis *r)
 static const char *quote(char *dst, size_t dstlen, const char *s)
 {
     return wg_log_quote(dst, dstlen, s, strlen(s));
-}
-
-/* ---- URL ------------------------------------------------------------------------------------ */
-
-static int parse_uint(const char *s, size_t n, unsigned long max, unsigned long *ret)
-{
-    unsigned long v = 0;
-
-    if (n == 0 || n > 10)
-        return -EINVAL;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -EINVAL;
-        v = v * 10 + (unsigned long)(s[i] - '0');
-        if (v > max)
-            return -EINVAL;
-    }
-    *ret = v;
-    return 0;
-}
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Percent-decodes s[0..n) into a new string. -EINVAL on a bad escape or %00. */
-static int pct_decode(const char *s, size_t n, char **ret)
-{
-    char *out = malloc(n + 1);
-    size_t o = 0;
-
-    if (!out)
-        return -ENOMEM;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] != '%') {
-            out[o++] = s[i];
-            continue;
-        }
-        int hi = i + 2 < n ? hexval(s[i + 1]) : -1;
-        int lo = hi >= 0 ? hexval(s[i + 2]) : -1;
-        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
-            free(out);
-            return -EINVAL;
-        }
-        out[o++] = (char)(hi * 16 + lo);
-        i += 2;
-    }
-    out[o] = '\0';
-    *ret = out;
-    return 0;
-}
-
-static void target_release(struct target *t)
-{
-    free(t->host);
-    free(t->user);
-    if (t->password)
-        explicit_bzero(t->password, strlen(t->password));
-    free(t->password);
-    free(t->display);
-    memset(t, 0, sizeof(*t));
-}
-
-#define URL_FAIL(...)                                                                              \
-    do {                                                                                           \
-        snprintf(err, errlen, __VA_ARGS__);                                                        \
-        rc = -EINVAL;                                                                              \
-        goto out;                                                                                  \
-    } while (0)
-
-static int parse_unix(const char *p, struct target *t, char *err, size_t errlen)
-{
-    const char *q = strchr(p, '?');
-    size_t n = q ? (size_t)(q - p) : strlen(p);
-    struct sockaddr_un sun;
-    unsigned long db = 0;
-    int rc = 0;
-
-    if (n == 0 || p[0] != '/')
-        URL_FAIL("unix URL needs an absolute path: unix:///path/to/redis.sock");
-    if (n >= sizeof(sun.sun_path))
-        URL_FAIL("unix socket path is longer than %zu bytes", sizeof(sun.sun_path) - 1);
-    if (memchr(p, '#', n))
-        URL_FAIL("fragments are not supported");
-    if (q && (strncmp(q, "?db=", 4) != 0 || parse_uint(q + 4, strlen(q + 4), INT_MAX, &db) < 0))
-        URL_FAIL("the only unix URL parameter is ?db=N");
-    t->is_unix = true;
-    t->db = (int)db;
-    t->host = strndup(p, n);
-    if (!t->host)
-        rc = -ENOMEM;
-out:
-    return rc;
-}
-
-static int parse_tcp(const char *p, struct target *t, char *err, size_t errlen)
-{
-    const char *end = p + strcspn(p, "/?#");
-    const char *at = NULL, *host, *host_end, *after;
-    unsigned long port = 6379, db = 0;
-    int rc = 0;
-
-    if (*end == '?' || *end == '#')
-        URL_FAIL("query and fragment are not supported in redis:// URLs");
-    for (const char *c = p; c < end; c++)
-        if (*c == '@')
-            at = c;
-    if (at) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        if (!colon)
-            URL_FAIL("credentials must be written user:password@ or :password@");
-        if (colon > p && (rc = pct_decode(p, (size_t)(colon - p), &t->user)) < 0)
-            URL_FAIL("bad percent-escape in the user name");
-        if ((rc = pct_decode(colon + 1, (size_t)(at - colon - 1), &t->password)) < 0)
-            URL_FAIL("bad percent-escape in the password");
-        host = at + 1;
-    } else {
-        host = p;
-    }
-    if (*host == '[') {
-        host_end = memchr(host, ']', (size_t)(end - host));
-        if (!host_end)
-            URL_FAIL("unterminated [ in the host");
-        host++;
-        after = host_end + 1;
-    } else {
-        host_end = host;
-        while (host_end < end && *host_end != ':')
-            host_end++;
-        after = host_end;
-    }
-    if (host_end == host)
-        URL_FAIL("missing host");
-    if (after < end) {
-        if (*after != ':' || parse_uint(after + 1, (size_t)(end - after - 1), 65535, &port) < 0 ||
-            port == 0)
-            URL_FAIL("bad port: expected 1-65535");
-    }
-    if (*end == '/' && end[1] != '\0' && parse_uint(end + 1, strlen(end + 1), INT_MAX, &db) < 0)
-        URL_FAIL("bad database number after the host: expected /N");
-    t->host = strndup(host, (size_t)(host_end - host));
-    if (!t->host)
-        rc = -ENOMEM;
-    t->port = (uint16_t)port;
-    t->db = (int)db;
-out:
-    return rc;
-}
-
-/* Fills t from url. On failure t holds nothing and err says why. */
-static int parse_url(const char *url, struct target *t, char *err, size_t errlen)
-{
-    int rc;
-    int n;
-
-    memset(t, 0, sizeof(*t));
-    if (errlen > 0)
-        err[0] = '\0';
-    if (strncasecmp(url, "unix://", 7) == 0) {
-        rc = parse_unix(url + 7, t, err, errlen);
-    } else if (strncasecmp(url, "redis://", 8) == 0) {
-        rc = parse_tcp(url + 8, t, err, errlen);
-    } else if (strncasecmp(url, "rediss://", 9) == 0) {
-        snprintf(err, errlen, "TLS (rediss://) is not supported");
-        rc = -EINVAL;
-    } else {
-        snprintf(err, errlen, "expected redis://host:port/db or unix:///path.sock");
-        rc = -EINVAL;
-    }
-    if (rc < 0)
-        goto out;
-
-    if (t->is_unix)
-        n = t->db ? asprintf(&t->display, "unix://%s?db=%d", t->host, t->db)
-                  : asprintf(&t->display, "unix://%s", t->host);
-    else
-        n = asprintf(&t->display, "redis://%s%s%s%s%s:%u/%d", t->user ? t->user : "",
-                     t->user ? "@" : "", strchr(t->host, ':') ? "[" : "", t->host,
-                     strchr(t->host, ':') ? "]" : "", t->port, t->db);
-    if (n < 0) {
-        t->display = NULL;
-        rc = -ENOMEM;
-    }
-out:
-    if (rc == -ENOMEM)
-        snprintf(err, errlen, "out of memory");
-    if (rc < 0)
-        target_release(t);
-    return rc;
-}
-
-int wg_redis_url_check(const char *url, char *err, size_t errlen)
-{
-    struct target t;
-    int rc;
-
-    if (!url) {
-        snprintf(err, errlen, "no URL");
-        return -EINVAL;
-    }
-    rc = parse_url(url, &t, err, errlen);
-    if (rc == 0)
-        target_release(&t);
-    return rc;
 }
 
 /* ---- state reporting and backoff ------------------------------------------------------------ */
@@ -1047,7 +826,7 @@ static void start_attempt(struct wg_redis *r)
     WG_DEBUG(r->log, SUBSYS, "connecting", "name=%s url=%s", r->qname, r->qurl);
     uv_timer_start(&r->conn_timer, connect_timeout_cb, r->connect_timeout_ms, 0);
     if (r->t.is_unix || is_numeric(r->t.host)) {
-        connect_to(r, r->t.host);
+        connect_to(r, r->t.is_unix ? r->t.path : r->t.host);
         return;
     }
     if (r->gai_busy) {
@@ -1107,7 +886,7 @@ static void release(struct wg_redis *r)
         r->subs = s->next;
         free(s);
     }
-    target_release(&r->t);
+    wg_redis_url_release(&r->t);
     free(r);
 }
 
@@ -1125,7 +904,7 @@ int wg_redis_new(uv_loop_t *loop, const char *url, const struct wg_redis_opts *o
     if (!r)
         return -ENOMEM;
     quote(r->qname, sizeof(r->qname), name);
-    rc = parse_url(url, &r->t, err, sizeof(err));
+    rc = wg_redis_url_parse(url, &r->t, err, sizeof(err));
     if (rc < 0) {
         WG_DEBUG(log, SUBSYS, "bad url", "name=%s reason=%s", r->qname,
                  quote(qerr, sizeof(qerr), err));
@@ -1163,7 +942,7 @@ int wg_redis_new(uv_loop_t *loop, const char *url, const struct wg_redis_opts *o
     *ret = r;
     return 0;
 out:
-    target_release(&r->t);
+    wg_redis_url_release(&r->t);
     free(r);
     return rc;
 }

@@ -4,12 +4,9 @@
  * restarts: it connects, reconnects with jittered exponential backoff after a
  * loss, and enforces the connect and command timeouts that hiredis 0.14 lacks.
  *
- * URLs:
- *   redis://[[user]:password@]host[:port][/db]    port 6379, db 0 by default;
- *                                                 host may be "[v6 address]"
- *   unix:///path/to/redis.sock[?db=N]
- * Host names are resolved with uv_getaddrinfo() on every attempt, so the loop
- * never blocks in DNS. The password may be percent-encoded; it never appears
+ * URLs: common/redis_url.h (redis://[[user]:password@]host[:port][/db] or
+ * unix:///path/to/redis.sock[?db=N]). Host names are resolved with uv_getaddrinfo() on every
+ * attempt, so the loop never blocks in DNS. The password may be percent-encoded; it never appears
  * in logs or in reasons.
  *
  * Connecting. An attempt is: name lookup, TCP/unix connect, then a handshake
@@ -109,14 +106,11 @@ struct wg_redis_msg {
 
 typedef void wg_redis_msg_cb(const struct wg_redis_msg *msg, void *arg);
 
-/* Checks a URL without connecting (for configuration validation). Returns 0,
- * or -EINVAL with a reason in err (always NUL-terminated when errlen > 0). */
-int wg_redis_url_check(const char *url, char *err, size_t errlen);
-
 /* Starts connecting at once; failures are retried for the object's lifetime
  * and reported through the state callback, never here. log may be NULL and
  * must outlive r. opts may be NULL. Returns 0 with *ret set, -EINVAL (bad
- * URL or opts; run wg_redis_url_check() for the reason), or -ENOMEM. */
+ * URL or opts; wg_redis_url_check() of common/redis_url.h gives the
+ * reason), or -ENOMEM. */
 int wg_redis_new(uv_loop_t *loop, const char *url, const struct wg_redis_opts *opts,
                  struct wg_log *log, struct wg_redis **ret);
 

@@ -1,4 +1,4 @@
-/* orchestrator/session.c - the session model; see session.h. */
+/* common/session.c - the session model; see session.h. */
 #include "common/session.h"
 #include "common/utf8.h"
 
@@ -476,39 +476,65 @@ static void set_fixed(char *dst, size_t cap, const char *v, size_t len)
     dst[len] = '\0';
 }
 
-/* Stores one checked value into rec. Owned strings it allocates are
- * released with rec. */
-static int field_store(struct wg_session *rec, enum fidx f, const char *v, size_t len)
+/* The fixed-size text member that field f fills, with its size; NULL for
+ * other fields. */
+static char *fixed_text(struct wg_session *rec, enum fidx f, size_t *ret_size)
+{
+    switch (f) {
+    case F_ID:
+        *ret_size = sizeof(rec->id);
+        return rec->id;
+    case F_HOST:
+        *ret_size = sizeof(rec->host);
+        return rec->host;
+    case F_CONTAINER_ID:
+        *ret_size = sizeof(rec->container_id);
+        return rec->container_id;
+    case F_IP:
+        *ret_size = sizeof(rec->ip);
+        return rec->ip;
+    case F_IMAGE:
+        *ret_size = sizeof(rec->image);
+        return rec->image;
+    case F_SAVE_COMMIT:
+        *ret_size = sizeof(rec->last_save.commit);
+        return rec->last_save.commit;
+    default:
+        return NULL;
+    }
+}
+
+/* The allocated text member that field f fills; NULL for other fields. */
+static char **owned_text(struct wg_session *rec, enum fidx f)
+{
+    switch (f) {
+    case F_SAVE_OUTPUT:
+        return &rec->last_save.output;
+    case F_ERROR:
+        return &rec->error;
+    case F_SPEC:
+        return &rec->spec;
+    default:
+        return NULL;
+    }
+}
+
+/* A field that is neither kind of text: a number, the state or a flag. */
+static void store_value(struct wg_session *rec, enum fidx f, const char *v, size_t len)
 {
     uint64_t u = 0;
-    char **owned = NULL;
 
     if (fields[f].kind == K_UINT || fields[f].kind == K_PORT)
         parse_uint(v, len, fields[f].kind == K_PORT ? 65535 : fields[f].nmax, &u);
     switch (f) {
-    case F_ID:
-        set_fixed(rec->id, sizeof(rec->id), v, len);
-        break;
     case F_STATE:
         wg_session_state_parse(v, len, &rec->state);
         break;
     case F_STATE_SINCE:
         rec->state_since = (int64_t)u;
         break;
-    case F_HOST:
-        set_fixed(rec->host, sizeof(rec->host), v, len);
-        break;
-    case F_CONTAINER_ID:
-        set_fixed(rec->container_id, sizeof(rec->container_id), v, len);
-        break;
-    case F_IP:
-        set_fixed(rec->ip, sizeof(rec->ip), v, len);
-        break;
     case F_PORT:
         rec->port = (uint16_t)u;
-        break;
-    case F_IMAGE:
-        set_fixed(rec->image, sizeof(rec->image), v, len);
         break;
     case F_CREATED:
         rec->created = (int64_t)u;
@@ -528,18 +554,6 @@ static int field_store(struct wg_session *rec, enum fidx f, const char *v, size_
     case F_SAVE_EXIT:
         parse_int(v, len, &rec->last_save.exit_code);
         break;
-    case F_SAVE_COMMIT:
-        set_fixed(rec->last_save.commit, sizeof(rec->last_save.commit), v, len);
-        break;
-    case F_SAVE_OUTPUT:
-        owned = &rec->last_save.output;
-        break;
-    case F_ERROR:
-        owned = &rec->error;
-        break;
-    case F_SPEC:
-        owned = &rec->spec;
-        break;
     case F_V:
         rec->version = u;
         break;
@@ -551,14 +565,28 @@ static int field_store(struct wg_session *rec, enum fidx f, const char *v, size_
         rec->has_idle_pause_after = true;
         rec->idle_pause_after_ms = u;
         break;
-    case F__COUNT:
+    default:
         break;
+    }
+}
+
+/* Stores one checked value into rec. Owned strings it allocates are
+ * released with rec. */
+static int field_store(struct wg_session *rec, enum fidx f, const char *v, size_t len)
+{
+    size_t size = 0;
+    char *fixed = fixed_text(rec, f, &size);
+    char **owned = owned_text(rec, f);
+
+    if (fixed) {
+        set_fixed(fixed, size, v, len);
+        return 0;
     }
     if (owned) {
         *owned = strndup(v, len);
-        if (!*owned)
-            return -ENOMEM;
+        return *owned ? 0 : -ENOMEM;
     }
+    store_value(rec, f, v, len);
     return 0;
 }
 
@@ -611,165 +639,170 @@ out:
     return rc;
 }
 
-/* Appends one field to out after checking it; len 0 with allow_empty means
+/* A hash being encoded. The first failure sticks: later puts do nothing,
+ * so an encoder puts every field and checks rc once at the end. */
+struct enc {
+    struct wg_session_hash *out;
+    char *err;
+    size_t errlen;
+    int rc; /* 0, or the first failure (-EINVAL, with err set) */
+};
+
+/* Appends one field after checking it; len 0 with allow_empty means
  * "remove" (updates only). */
-static int put(struct wg_session_hash *out, enum fidx f, const char *v, size_t len,
-               bool allow_empty, char *err, size_t errlen)
+static void put(struct enc *e, enum fidx f, const char *v, size_t len, bool allow_empty)
 {
+    struct wg_session_hash *out = e->out;
     const char *problem;
 
+    if (e->rc < 0)
+        return;
     if (!(allow_empty && len == 0) && (problem = field_problem(f, v, len)) != NULL) {
-        seterr(err, errlen, "field %s: %s", fields[f].name, problem);
-        return -EINVAL;
+        seterr(e->err, e->errlen, "field %s: %s", fields[f].name, problem);
+        e->rc = -EINVAL;
+        return;
     }
     if (out->n >= WG_SESSION_FIELDS) {
-        seterr(err, errlen, "too many fields");
-        return -EINVAL;
+        seterr(e->err, e->errlen, "too many fields");
+        e->rc = -EINVAL;
+        return;
     }
     out->kv[out->n] = (struct wg_session_kv){
         .name = fields[f].name, .name_len = strlen(fields[f].name), .value = v, .value_len = len};
     out->n++;
-    return 0;
 }
 
-static int put_str(struct wg_session_hash *out, enum fidx f, const char *s, bool allow_empty,
-                   char *err, size_t errlen)
+static void put_str(struct enc *e, enum fidx f, const char *s, bool allow_empty)
 {
-    return put(out, f, s ? s : "", s ? strlen(s) : 0, allow_empty, err, errlen);
+    put(e, f, s ? s : "", s ? strlen(s) : 0, allow_empty);
 }
 
-static int put_u64(struct wg_session_hash *out, enum fidx f, uint64_t v, char *err, size_t errlen)
+static void put_u64(struct enc *e, enum fidx f, uint64_t v)
 {
-    char *buf = out->num[out->n < WG_SESSION_FIELDS ? out->n : 0];
-    int n = snprintf(buf, sizeof(out->num[0]), "%" PRIu64, v);
+    char *buf = e->out->num[e->out->n < WG_SESSION_FIELDS ? e->out->n : 0];
+    int n;
 
-    return put(out, f, buf, (size_t)n, false, err, errlen);
+    if (e->rc < 0)
+        return;
+    n = snprintf(buf, sizeof(e->out->num[0]), "%" PRIu64, v);
+    put(e, f, buf, (size_t)n, false);
 }
 
-static int put_i64(struct wg_session_hash *out, enum fidx f, int64_t v, char *err, size_t errlen)
+static void put_i64(struct enc *e, enum fidx f, int64_t v)
 {
-    char *buf = out->num[out->n < WG_SESSION_FIELDS ? out->n : 0];
-    int n = snprintf(buf, sizeof(out->num[0]), "%" PRId64, v);
+    char *buf = e->out->num[e->out->n < WG_SESSION_FIELDS ? e->out->n : 0];
+    int n;
 
-    return put(out, f, buf, (size_t)n, false, err, errlen);
+    if (e->rc < 0)
+        return;
+    n = snprintf(buf, sizeof(e->out->num[0]), "%" PRId64, v);
+    put(e, f, buf, (size_t)n, false);
 }
-
-#define TRY(expr)                                                                                  \
-    do {                                                                                           \
-        if ((rc = (expr)) < 0)                                                                     \
-            goto out;                                                                              \
-    } while (0)
 
 int wg_session_encode(const struct wg_session *rec, struct wg_session_hash *out, char *err,
                       size_t errlen)
 {
-    int rc = 0;
+    struct enc e = {.out = out, .err = err, .errlen = errlen};
 
     out->n = 0;
     seterr(err, errlen, "%s", "");
-    TRY(put_str(out, F_ID, rec->id, false, err, errlen));
-    TRY(put_str(out, F_STATE, wg_session_state_name(rec->state), false, err, errlen));
+    put_str(&e, F_ID, rec->id, false);
+    put_str(&e, F_STATE, wg_session_state_name(rec->state), false);
     if (rec->state_since)
-        TRY(put_i64(out, F_STATE_SINCE, rec->state_since, err, errlen));
+        put_i64(&e, F_STATE_SINCE, rec->state_since);
     if (rec->host[0])
-        TRY(put_str(out, F_HOST, rec->host, false, err, errlen));
+        put_str(&e, F_HOST, rec->host, false);
     if (rec->container_id[0])
-        TRY(put_str(out, F_CONTAINER_ID, rec->container_id, false, err, errlen));
+        put_str(&e, F_CONTAINER_ID, rec->container_id, false);
     if (rec->ip[0])
-        TRY(put_str(out, F_IP, rec->ip, false, err, errlen));
+        put_str(&e, F_IP, rec->ip, false);
     if (rec->port)
-        TRY(put_u64(out, F_PORT, rec->port, err, errlen));
+        put_u64(&e, F_PORT, rec->port);
     if (rec->image[0])
-        TRY(put_str(out, F_IMAGE, rec->image, false, err, errlen));
+        put_str(&e, F_IMAGE, rec->image, false);
     if (rec->created)
-        TRY(put_i64(out, F_CREATED, rec->created, err, errlen));
+        put_i64(&e, F_CREATED, rec->created);
     if (rec->last_active)
-        TRY(put_i64(out, F_LAST_ACTIVE, rec->last_active, err, errlen));
+        put_i64(&e, F_LAST_ACTIVE, rec->last_active);
     if (rec->restarts)
-        TRY(put_u64(out, F_RESTARTS, rec->restarts, err, errlen));
+        put_u64(&e, F_RESTARTS, rec->restarts);
     if (rec->last_save.at) {
-        TRY(put_i64(out, F_SAVE_AT, rec->last_save.at, err, errlen));
-        TRY(put_str(out, F_SAVE_OK, rec->last_save.ok ? "1" : "0", false, err, errlen));
-        TRY(put_i64(out, F_SAVE_EXIT, rec->last_save.exit_code, err, errlen));
+        put_i64(&e, F_SAVE_AT, rec->last_save.at);
+        put_str(&e, F_SAVE_OK, rec->last_save.ok ? "1" : "0", false);
+        put_i64(&e, F_SAVE_EXIT, rec->last_save.exit_code);
         if (rec->last_save.commit[0])
-            TRY(put_str(out, F_SAVE_COMMIT, rec->last_save.commit, false, err, errlen));
+            put_str(&e, F_SAVE_COMMIT, rec->last_save.commit, false);
         if (rec->last_save.output && rec->last_save.output[0])
-            TRY(put_str(out, F_SAVE_OUTPUT, rec->last_save.output, false, err, errlen));
+            put_str(&e, F_SAVE_OUTPUT, rec->last_save.output, false);
     }
     if (rec->error && rec->error[0])
-        TRY(put_str(out, F_ERROR, rec->error, false, err, errlen));
+        put_str(&e, F_ERROR, rec->error, false);
     if (rec->spec && rec->spec[0])
-        TRY(put_str(out, F_SPEC, rec->spec, false, err, errlen));
+        put_str(&e, F_SPEC, rec->spec, false);
     if (rec->version)
-        TRY(put_u64(out, F_V, rec->version, err, errlen));
+        put_u64(&e, F_V, rec->version);
     if (rec->has_idle_stop_after)
-        TRY(put_u64(out, F_IDLE_STOP, rec->idle_stop_after_ms, err, errlen));
+        put_u64(&e, F_IDLE_STOP, rec->idle_stop_after_ms);
     if (rec->has_idle_pause_after)
-        TRY(put_u64(out, F_IDLE_PAUSE, rec->idle_pause_after_ms, err, errlen));
-out:
-    return rc;
+        put_u64(&e, F_IDLE_PAUSE, rec->idle_pause_after_ms);
+    return e.rc;
 }
 
 int wg_session_update_encode(const struct wg_session_update *u, struct wg_session_hash *out,
                              char *err, size_t errlen)
 {
-    int rc = 0;
+    struct enc e = {.out = out, .err = err, .errlen = errlen};
 
     out->n = 0;
     seterr(err, errlen, "%s", "");
     if (!u)
-        goto out;
+        return 0;
     if ((u->set & WG_SF_RESTARTS) && (u->set & WG_SF_RESTARTS_INCR)) {
         seterr(err, errlen, "restarts: both set and increment");
-        rc = -EINVAL;
-        goto out;
+        return -EINVAL;
     }
     if (u->set & WG_SF_HOST)
-        TRY(put_str(out, F_HOST, u->host, true, err, errlen));
+        put_str(&e, F_HOST, u->host, true);
     if (u->set & WG_SF_CONTAINER_ID)
-        TRY(put_str(out, F_CONTAINER_ID, u->container_id, true, err, errlen));
+        put_str(&e, F_CONTAINER_ID, u->container_id, true);
     if (u->set & WG_SF_IP)
-        TRY(put_str(out, F_IP, u->ip, true, err, errlen));
+        put_str(&e, F_IP, u->ip, true);
     if ((u->set & WG_SF_PORT) && u->port)
-        TRY(put_u64(out, F_PORT, u->port, err, errlen));
+        put_u64(&e, F_PORT, u->port);
     else if (u->set & WG_SF_PORT)
-        TRY(put_str(out, F_PORT, NULL, true, err, errlen));
+        put_str(&e, F_PORT, NULL, true);
     if (u->set & WG_SF_IMAGE)
-        TRY(put_str(out, F_IMAGE, u->image, true, err, errlen));
+        put_str(&e, F_IMAGE, u->image, true);
     if (u->set & WG_SF_RESTARTS)
-        TRY(put_u64(out, F_RESTARTS, u->restarts, err, errlen));
+        put_u64(&e, F_RESTARTS, u->restarts);
     if ((u->set & WG_SF_LAST_SAVE) && u->last_save.at > 0) {
-        TRY(put_i64(out, F_SAVE_AT, u->last_save.at, err, errlen));
-        TRY(put_str(out, F_SAVE_OK, u->last_save.ok ? "1" : "0", false, err, errlen));
-        TRY(put_i64(out, F_SAVE_EXIT, u->last_save.exit_code, err, errlen));
-        TRY(put_str(out, F_SAVE_COMMIT, u->last_save.commit, true, err, errlen));
-        TRY(put_str(out, F_SAVE_OUTPUT, u->last_save.output, true, err, errlen));
+        put_i64(&e, F_SAVE_AT, u->last_save.at);
+        put_str(&e, F_SAVE_OK, u->last_save.ok ? "1" : "0", false);
+        put_i64(&e, F_SAVE_EXIT, u->last_save.exit_code);
+        put_str(&e, F_SAVE_COMMIT, u->last_save.commit, true);
+        put_str(&e, F_SAVE_OUTPUT, u->last_save.output, true);
     } else if (u->set & WG_SF_LAST_SAVE) {
         if (u->last_save.at < 0) {
             seterr(err, errlen, "field save_at: negative");
-            rc = -EINVAL;
-            goto out;
+            return -EINVAL;
         }
         for (enum fidx f = F_SAVE_AT; f <= F_SAVE_OUTPUT; f++)
-            TRY(put_str(out, f, NULL, true, err, errlen));
+            put_str(&e, f, NULL, true);
     }
     if (u->set & WG_SF_ERROR)
-        TRY(put_str(out, F_ERROR, u->error, true, err, errlen));
+        put_str(&e, F_ERROR, u->error, true);
     if (u->set & WG_SF_SPEC)
-        TRY(put_str(out, F_SPEC, u->spec, true, err, errlen));
+        put_str(&e, F_SPEC, u->spec, true);
     if ((u->set & WG_SF_IDLE_STOP_AFTER) && u->has_idle_stop_after)
-        TRY(put_u64(out, F_IDLE_STOP, u->idle_stop_after_ms, err, errlen));
+        put_u64(&e, F_IDLE_STOP, u->idle_stop_after_ms);
     else if (u->set & WG_SF_IDLE_STOP_AFTER)
-        TRY(put_str(out, F_IDLE_STOP, NULL, true, err, errlen));
+        put_str(&e, F_IDLE_STOP, NULL, true);
     if ((u->set & WG_SF_IDLE_PAUSE_AFTER) && u->has_idle_pause_after)
-        TRY(put_u64(out, F_IDLE_PAUSE, u->idle_pause_after_ms, err, errlen));
+        put_u64(&e, F_IDLE_PAUSE, u->idle_pause_after_ms);
     else if (u->set & WG_SF_IDLE_PAUSE_AFTER)
-        TRY(put_str(out, F_IDLE_PAUSE, NULL, true, err, errlen));
-out:
-    return rc;
+        put_str(&e, F_IDLE_PAUSE, NULL, true);
+    return e.rc;
 }
-
-#undef TRY
 
 /* ---- JSON --------------------------------------------------------------------------------------
  */

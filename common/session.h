@@ -1,7 +1,7 @@
 /* common/session.h - the session model: lifecycle states, the table of
  * valid moves, session ids, and the record with its codecs (Redis hash, JSON).
  *
- * Pure code: no I/O, no loop. orchestrator/store does the Redis side.
+ * Pure code: no I/O, no loop. common/store does the Redis side.
  *
  * Session ids. One strict pattern, everywhere an id enters the system:
  *
@@ -16,8 +16,8 @@
  * receive mixed case (Host headers) decide themselves whether to fold it.
  *
  * Errors: 0, -errno, or a positive outcome documented at the function. */
-#ifndef WG_ORCH_SESSION_H
-#define WG_ORCH_SESSION_H
+#ifndef WG_COMMON_SESSION_H
+#define WG_COMMON_SESSION_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -183,7 +183,7 @@ int wg_session_decode(const struct wg_session_kv *kv, size_t n, struct wg_sessio
  * reference, or NULL when out of memory. */
 json_t *wg_session_to_json(const struct wg_session *rec);
 
-/* Field changes carried by a transition or an update (see orchestrator/store).
+/* Field changes carried by a transition or an update (see common/store).
  * Only the fields whose WG_SF_ bit is in `set` are written. A string field
  * that is set to NULL or "" is removed from the record; so is a port of 0
  * and an idle override with has_ false. Values must pass the same checks as

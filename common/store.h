@@ -2,7 +2,7 @@
  *
  * Keys (ARCHITECTURE.md "Redis keys" has the full story):
  *
- *   wg:session:{id}  hash    the record; fields in orchestrator/session.h
+ *   wg:session:{id}  hash    the record; fields in common/session.h
  *   wg:sessions      set     every id with a record (listing without SCAN)
  *   wg:active        zset    id -> last activity (ms), for awake sessions only:
  *                            added on entering running, removed on entering
@@ -62,11 +62,11 @@
  * wg_store_free().
  *
  * Time. Stamps (state_since, created, event "at") come from the caller's wall
- * clock (opts.clock_ms, CLOCK_REALTIME by default), in ms since the epoch.
+ * clock (opts.clock_ms, wg_clock_wall_ms() by default), in ms since the epoch.
  *
  * Logging: none above debug; the caller logs outcomes. */
-#ifndef WG_ORCH_STORE_H
-#define WG_ORCH_STORE_H
+#ifndef WG_COMMON_STORE_H
+#define WG_COMMON_STORE_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -118,7 +118,7 @@ enum {
 struct wg_store_opts {
     uint32_t events_max; /* 0: WG_STORE_EVENTS_MAX */
     uint32_t wake_max;   /* 0: WG_STORE_WAKE_MAX */
-    /* Wall clock in ms since the epoch; NULL: CLOCK_REALTIME. */
+    /* Wall clock in ms since the epoch; NULL: wg_clock_wall_ms(). */
     int64_t (*clock_ms)(void *arg);
     void *clock_arg;
     struct wg_log *log; /* debug lines only; may be NULL */

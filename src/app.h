@@ -31,6 +31,7 @@ struct app {
     struct wg_api *api;                  /* admin API, role all|orchestrator (src/api.c) */
     struct wg_session_cache *sessions;   /* proxy's session route cache (src/session_cache.c) */
     struct app_redis_child *redis_child; /* private redis-server (src/redis_child.c) */
+    char *redis_server;                  /* its program, found before the start; or NULL */
     uv_signal_t sig_term, sig_int, sig_hup;
     bool stopping;
     unsigned stop_waits; /* parts still draining after a stop signal, plus one */

@@ -19,7 +19,7 @@
 #include "proxy/proxy.h"
 #include "proxy/route.h"
 #include "src/app.h"
-#include "src/ctl.h"
+#include "src/ctl/ctl.h"
 #include "src/redis_child.h"
 
 /* Exit codes, documented in README.md. */
@@ -169,14 +169,22 @@ static bool redis_ready(void *arg, char *why, size_t whylen)
     return false;
 }
 
-static void print_summary(const struct wg_config *cfg)
+/* The configuration and what was found from it. */
+static void free_config(struct app *app)
+{
+    wg_config_free(&app->cfg);
+    free(app->redis_server);
+    app->redis_server = NULL;
+}
+
+static void print_summary(const struct wg_config *cfg, const char *redis_server)
 {
     printf("configuration OK: %s\n", cfg->path ? cfg->path : "(defaults, no file)");
     printf("  listen        %s\n", cfg->listen.text ? cfg->listen.text : "-");
     printf("  admin.listen  %s\n", cfg->admin_listen.text ? cfg->admin_listen.text : "-");
     if (cfg->redis_private.active)
-        printf("  redis         private: %s, dir %s, %s\n", cfg->redis_private.server_path,
-               cfg->redis_private.dir, cfg->redis_url);
+        printf("  redis         private: %s, dir %s, %s\n", redis_server, cfg->redis_private.dir,
+               cfg->redis_url);
     else
         printf("  redis         %s\n",
                cfg->redis_url ? cfg->redis_url : "none (redis.private.enabled is false)");
@@ -251,21 +259,22 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
 
-    if (wg_config_load(&app.cfg, &app.flags, err, sizeof(err)) < 0) {
+    if (wg_config_load(&app.cfg, &app.flags, err, sizeof(err)) < 0 ||
+        app_redis_child_find_server(&app.cfg, &app.redis_server, err, sizeof(err)) < 0) {
         fprintf(stderr, "wakegate: configuration error: %s\n", err);
-        wg_config_free(&app.cfg);
+        free_config(&app);
         return EXIT_CONFIG;
     }
     if (wg_router_new(app.cfg.routes, app.cfg.routes_len, &router, err, sizeof(err)) < 0) {
         fprintf(stderr, "wakegate: configuration error: %s%s%s\n", app.cfg.path ? app.cfg.path : "",
                 app.cfg.path ? ": " : "", err);
-        wg_config_free(&app.cfg);
+        free_config(&app);
         return EXIT_CONFIG;
     }
     if (check_only) {
-        print_summary(&app.cfg);
+        print_summary(&app.cfg, app.redis_server);
         wg_router_free(router);
-        wg_config_free(&app.cfg);
+        free_config(&app);
         return EXIT_OK;
     }
 
@@ -280,7 +289,7 @@ int main(int argc, char **argv)
     if (r < 0) {
         fprintf(stderr, "wakegate: event loop: %s\n", uv_strerror(r));
         wg_router_free(router);
-        wg_config_free(&app.cfg);
+        free_config(&app);
         return EXIT_RUNTIME;
     }
     if (app_has_proxy(&app)) {
@@ -375,6 +384,6 @@ out_loop:
         uv_run(&app.loop, UV_RUN_NOWAIT);
         uv_loop_close(&app.loop);
     }
-    wg_config_free(&app.cfg);
+    free_config(&app);
     return rc;
 }

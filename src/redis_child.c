@@ -22,6 +22,7 @@
 #include <uv.h>
 
 #include "common/buf.h"
+#include "common/clock.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "admin/listener.h"
@@ -113,11 +114,6 @@ struct app_redis_child {
     uint64_t suppressed;
 };
 
-static uint64_t now_ms(void)
-{
-    return uv_hrtime() / 1000000u;
-}
-
 /* ------------------------------------------------------------------------ */
 /* Output.                                                                   */
 
@@ -202,7 +198,7 @@ static void emit_line(struct child_run *run, char *line, size_t len, bool cut)
     const char *text;
     char level;
     long pid;
-    uint64_t now = now_ms();
+    uint64_t now = (uint64_t)wg_clock_mono_ms();
 
     if (len > 0 && line[len - 1] == '\r')
         len--;
@@ -615,10 +611,10 @@ static bool process_gone(int pid)
 
 static bool wait_gone(int pid, uint64_t ms)
 {
-    uint64_t deadline = now_ms() + ms;
+    uint64_t deadline = (uint64_t)wg_clock_mono_ms() + ms;
 
     while (!process_gone(pid)) {
-        if (now_ms() >= deadline)
+        if ((uint64_t)wg_clock_mono_ms() >= deadline)
             return false;
         poll(NULL, 0, PING_EVERY_MS);
     }
@@ -791,7 +787,7 @@ static int spawn_run(struct app_redis_child *rc)
         return r;
     }
     run->pid = run->proc.pid;
-    run->started_ms = now_ms();
+    run->started_ms = (uint64_t)wg_clock_mono_ms();
     for (int i = 0; i < 2; i++)
         if (uv_read_start((uv_stream_t *)&run->out[i].pipe, on_alloc, on_read) < 0)
             stream_close(&run->out[i]);
@@ -839,7 +835,7 @@ static void run_settle(struct child_run *run)
 {
     struct app_redis_child *rc = run->rc;
     char tail[TAIL_LINES * (TAIL_LINE_MAX + 3) * 2 + 8];
-    uint64_t uptime = now_ms() - run->started_ms;
+    uint64_t uptime = (uint64_t)wg_clock_mono_ms() - run->started_ms;
 
     if (run->settled)
         return;
@@ -916,7 +912,7 @@ static void on_stop_deadline(uv_timer_t *t)
  * timeout passes. */
 static int wait_ready(struct app_redis_child *rc, uint64_t timeout_ms)
 {
-    uint64_t t0 = now_ms(), deadline = t0 + timeout_ms;
+    uint64_t t0 = (uint64_t)wg_clock_mono_ms(), deadline = t0 + timeout_ms;
     char tail[TAIL_LINES * (TAIL_LINE_MAX + 3) * 2 + 8];
 
     for (;;) {
@@ -926,10 +922,11 @@ static int wait_ready(struct app_redis_child *rc, uint64_t timeout_ms)
         if (rc->run != NULL && !rc->run->exited && socket_answers(rc->sock, true)) {
             WG_INFO(rc->log, SUBSYS, "private redis-server ready",
                     "pid=%d socket=%s dir=%s appendonly=%s startup_ms=%" PRIu64, rc->run->pid,
-                    rc->sock, rc->dir, rc->appendonly ? "true" : "false", now_ms() - t0);
+                    rc->sock, rc->dir, rc->appendonly ? "true" : "false",
+                    (uint64_t)wg_clock_mono_ms() - t0);
             return 0;
         }
-        if (now_ms() >= deadline) {
+        if ((uint64_t)wg_clock_mono_ms() >= deadline) {
             tail_quoted(rc, tail, sizeof tail);
             WG_ERROR(rc->log, SUBSYS, "redis-server did not answer PING in time",
                      "socket=%s start_timeout_ms=%" PRIu64 " last_output=%s", rc->sock, timeout_ms,
@@ -1036,7 +1033,7 @@ int app_redis_child_start(struct app *app)
     rc->stop_timeout_ms = p->stop_timeout_ms;
     rc->backoff_ms = APP_REDIS_CHILD_BACKOFF_MIN_MS;
     rc->setpriv = access(SETPRIV, X_OK) == 0;
-    rc->server = strdup(p->server_path);
+    rc->server = app->redis_server != NULL ? strdup(app->redis_server) : NULL;
     rc->app = app;
     uv_timer_init(rc->loop, &rc->timer);
     rc->timer.data = rc;

@@ -4,7 +4,9 @@
  *
  * The configuration has already pointed cfg.redis_url at the server's socket
  * (wg_config_validate()), so every Redis client of the process connects
- * there without knowing that the server is private.
+ * there without knowing that the server is private. It records
+ * redis.private.server as written; app_redis_child_find_server() finds the
+ * program, before anything starts (and for --check-config).
  *
  * redis.private.dir holds (both directories mode 0700 and ours):
  *   appendonlydir/          the AOF, with appendonly: true
@@ -47,9 +49,11 @@
 
 #include <errno.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 struct app;
 struct app_redis_child; /* opaque */
+struct wg_config;
 
 #define APP_REDIS_CHILD_BACKOFF_MIN_MS 100
 #define APP_REDIS_CHILD_BACKOFF_MAX_MS 5000
@@ -57,7 +61,18 @@ struct app_redis_child; /* opaque */
 #define APP_REDIS_CHILD_LINE_MAX 1024
 #define APP_REDIS_CHILD_LINES_PER_S 100
 
+/* Finds redis.private.server as exec would (src/redis_child_find.c): a name
+ * with a slash is a path, made absolute with its symlinks kept (redis-server
+ * picks its mode from argv[0], and Debian's is a link to redis-check-rdb); a
+ * bare name is looked up in PATH. Returns 0 with *ret_path set (malloc'd;
+ * NULL unless cfg->redis_private.active), -EINVAL with
+ * "FILE:LINE: redis.private.server: ..." in err (naming the Debian package),
+ * or -ENOMEM. Creates and starts nothing. */
+int app_redis_child_find_server(const struct wg_config *cfg, char **ret_path, char *err,
+                                size_t errlen);
+
 /* Does nothing unless app->cfg.redis_private.active; else starts the server
+ * app->redis_server (app_redis_child_find_server()'s)
  * as described above. Call it before anything connects to Redis. Returns 0;
  * -EBUSY when the directory belongs to another wakegate or a server wakegate
  * did not start answers on the socket (a configuration conflict: exit 3);

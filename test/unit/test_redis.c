@@ -30,10 +30,12 @@
 
 #include <uv.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "loop_fixture.h"
 #include "redis_fixture.h"
 #include "common/redis.h"
+#include "common/redis_url.h"
 
 struct fx {
     uv_loop_t loop;
@@ -95,11 +97,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static uint64_t now_ms(void)
-{
-    return uv_hrtime() / 1000000;
-}
-
 static bool run_until(struct fx *fx, const int *counter, int target, uint64_t ms)
 {
     return wg_test_run_until(&fx->loop, counter, target, ms);
@@ -138,7 +135,7 @@ static void record_cb(int status, redisReply *reply, void *arg)
     res->calls++;
     res->status = status;
     res->inside = res->inside || res->fx->in_call;
-    res->at_ms = now_ms();
+    res->at_ms = (uint64_t)wg_clock_mono_ms();
     if (reply) {
         res->type = reply->type;
         res->integer = reply->integer;
@@ -212,6 +209,11 @@ static void test_url_check(void **state)
         "unix:///p?foo=1",
         "unix:///aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock",
+        "unix:///",
+        "unix:///tmp/r sock",
+        "redis://h :1",
+        "redis://h\t",
+        "redis://:pw@h\x7f",
     };
     char err[256];
     struct wg_redis *r = NULL;
@@ -232,6 +234,10 @@ static void test_url_check(void **state)
     }
     wg_redis_url_check("rediss://h", err, sizeof(err));
     assert_non_null(strstr(err, "TLS"));
+    assert_int_equal(wg_redis_url_check(NULL, err, sizeof(err)), -EINVAL);
+    /* The reason never repeats the password. */
+    assert_int_equal(wg_redis_url_check("redis://:s3cret@h:0", err, sizeof(err)), -EINVAL);
+    assert_null(strstr(err, "s3cret"));
 
     assert_int_equal(uv_loop_init(&loop), 0);
     assert_int_equal(wg_redis_new(&loop, "http://x", NULL, NULL, &r), -EINVAL);
@@ -240,6 +246,66 @@ static void test_url_check(void **state)
     wg_redis_free(NULL);
     assert_false(wg_redis_connected(NULL));
     assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* What the parser takes apart: the one grammar of the configuration, the
+ * connection and wakegatectl's doctor. */
+static void test_url_parse(void **state)
+{
+    static const struct {
+        const char *url;
+        bool is_unix;
+        const char *host_or_path;
+        unsigned port;
+        int db;
+        const char *user, *password, *display;
+    } cases[] = {
+        {"redis://127.0.0.1:6379/0", false, "127.0.0.1", 6379, 0, NULL, NULL,
+         "redis://127.0.0.1:6379/0"},
+        {"redis://localhost", false, "localhost", 6379, 0, NULL, NULL, "redis://localhost:6379/0"},
+        {"redis://h/", false, "h", 6379, 0, NULL, NULL, "redis://h:6379/0"},
+        {"redis://[::1]:7000/2", false, "::1", 7000, 2, NULL, NULL, "redis://[::1]:7000/2"},
+        {"redis://:p%40ss@h:1/0", false, "h", 1, 0, NULL, "p@ss", "redis://h:1/0"},
+        {"redis://us%65r:pw@h", false, "h", 6379, 0, "user", "pw", "redis://user@h:6379/0"},
+        {"REDIS://H:6380", false, "H", 6380, 0, NULL, NULL, "redis://H:6380/0"},
+        {"redis://:@h", false, "h", 6379, 0, NULL, "", "redis://h:6379/0"},
+        {"unix:///tmp/r.sock", true, "/tmp/r.sock", 0, 0, NULL, NULL, "unix:///tmp/r.sock"},
+        {"unix:///tmp/r.sock?db=3", true, "/tmp/r.sock", 0, 3, NULL, NULL,
+         "unix:///tmp/r.sock?db=3"},
+    };
+    struct wg_redis_url u;
+    char err[256];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (wg_redis_url_parse(cases[i].url, &u, err, sizeof(err)) != 0)
+            fail_msg("%s rejected: %s", cases[i].url, err);
+        assert_int_equal(u.is_unix, cases[i].is_unix);
+        assert_string_equal(u.is_unix ? u.path : u.host, cases[i].host_or_path);
+        assert_null(u.is_unix ? u.host : u.path);
+        assert_int_equal(u.port, cases[i].port);
+        assert_int_equal(u.db, cases[i].db);
+        if (cases[i].user)
+            assert_string_equal(u.user, cases[i].user);
+        else
+            assert_null(u.user);
+        if (cases[i].password)
+            assert_string_equal(u.password, cases[i].password);
+        else
+            assert_null(u.password);
+        assert_string_equal(u.display, cases[i].display);
+        wg_redis_url_release(&u);
+        assert_null(u.display);
+    }
+    /* A refused URL leaves nothing to release, and says why. */
+    assert_int_equal(wg_redis_url_parse("redis://u:pw@h:99999", &u, err, sizeof(err)), -EINVAL);
+    assert_string_equal(err, "bad port: expected 1-65535");
+    assert_null(u.user);
+    assert_null(u.password);
+    assert_int_equal(wg_redis_url_parse("redis://u@h", &u, err, sizeof(err)), -EINVAL);
+    assert_string_equal(err, "credentials must be written user:password@ or :password@");
+    assert_int_equal(wg_redis_url_parse("unix:///", &u, NULL, 0), -EINVAL);
+    wg_redis_url_release(&u);
 }
 
 static void test_connect_ping(void **state)
@@ -347,12 +413,12 @@ static void test_pipeline(void **state)
     for (int i = 0; i < PIPELINE; i++)
         assert_int_equal(wg_redis_command(r, incr_cb, ps, "INCR counter"), 0);
     fx->in_call = false;
-    t0 = now_ms();
+    t0 = (uint64_t)wg_clock_mono_ms();
     assert_true(run_until(fx, &ps->calls, PIPELINE, 5000));
     assert_int_equal(ps->bad, 0);
     for (int i = 0; i < PIPELINE; i++)
         assert_int_equal(ps->got[i], i + 1);
-    assert_true(now_ms() - t0 < 2000);
+    assert_true((uint64_t)wg_clock_mono_ms() - t0 < 2000);
     free(ps);
     free_and_close(fx, r);
 }
@@ -367,7 +433,7 @@ static void test_command_timeout(void **state)
                                  .reconnect_max_ms = 100};
     struct result slow = {.fx = fx}, behind = {.fx = fx}, set = {.fx = fx}, get = {.fx = fx};
     struct wg_redis *r = open_connected(fx, &opts);
-    uint64_t t0 = now_ms();
+    uint64_t t0 = (uint64_t)wg_clock_mono_ms();
 
     CMD(fx, r, &slow, "DEBUG SLEEP 0.5");
     CMD(fx, r, &behind, "PING");
@@ -417,7 +483,7 @@ static void test_server_restart(void **state)
     assert_string_equal(wg_redis_last_error(r), fx->reason);
 
     /* Fails fast, but never inside the call. */
-    t0 = now_ms();
+    t0 = (uint64_t)wg_clock_mono_ms();
     CMD(fx, r, &down, "GET k");
     assert_int_equal(down.calls, 0);
     assert_true(run_until(fx, &down.calls, 1, 1000));
@@ -486,12 +552,12 @@ static void test_connect_timeout(void **state)
     assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin, &slen), 0);
     snprintf(url, sizeof(url), "redis://127.0.0.1:%u/0", ntohs(sin.sin_port));
 
-    t0 = now_ms();
+    t0 = (uint64_t)wg_clock_mono_ms();
     r = open_redis(fx, url, &opts);
     CMD(fx, r, &ping, "PING");
     assert_true(run_until(fx, &fx->downs, 1, 3000));
-    assert_true(now_ms() - t0 >= 190);
-    assert_true(now_ms() - t0 < 1500);
+    assert_true((uint64_t)wg_clock_mono_ms() - t0 >= 190);
+    assert_true((uint64_t)wg_clock_mono_ms() - t0 < 1500);
     assert_non_null(strstr(fx->reason, "timed out"));
     assert_non_null(strstr(fx->reason, url));
     assert_int_equal(fx->ups, 0);
@@ -757,6 +823,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_url_check),
+        cmocka_unit_test(test_url_parse),
         cmocka_unit_test_setup_teardown(test_connect_ping, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_get, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pipeline, setup, teardown),

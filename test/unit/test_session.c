@@ -1,4 +1,4 @@
-/* test/unit/test_session.c - orchestrator/session: states, the table of
+/* test/unit/test_session.c - common/session: states, the table of
  * moves, ids, the hash codec and JSON. Pure: no sockets, no loop. */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,4 +1,4 @@
-/* test/unit/test_store.c - orchestrator/store against a real redis-server.
+/* test/unit/test_store.c - common/store against a real redis-server.
  *
  * As test_redis.c: each test starts its own redis-server on a unix socket
  * in a mkdtemp() directory and kills it by pid in the teardown (cmocka runs

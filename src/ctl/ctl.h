@@ -1,4 +1,5 @@
-/* src/ctl.h - wakegatectl, the operator CLI (also `wakegate ctl ...`).
+/* src/ctl/ctl.h - wakegatectl, the operator CLI (also `wakegate ctl ...`):
+ * what the wakegatectl executable and `wakegate ctl` call.
  *
  * It talks to a running gateway's admin API over HTTP (libcurl) and, for
  * `doctor`, to Redis (hiredis, synchronous) and the Docker engine (libcurl)
@@ -6,8 +7,8 @@
  * timeouts are fine here, unlike in the proxy.
  *
  * Exit codes (also in `wakegatectl --help` and docs/cli.md): */
-#ifndef WG_SRC_CTL_H
-#define WG_SRC_CTL_H
+#ifndef WG_SRC_CTL_CTL_H
+#define WG_SRC_CTL_CTL_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,0 +1,136 @@
+/* common/config_int.h - what the files of the configuration share (config.c,
+ * config_parse.c, config_yaml.c, config_keys.c, config_routes.c,
+ * config_env.c, config_validate.c). Not an API: nothing outside
+ * common/config*.c includes it.
+ *
+ * Keys are described by tables of struct field (config_keys.c, and the
+ * routes[] entries in config_routes.c). The YAML walk (config_yaml.c) and
+ * the environment and flags (config_env.c) give every value to the same
+ * setter, config_set_scalar(), which writes a problem without a location;
+ * its caller knows where the text came from and adds "FILE:LINE: KEY",
+ * "environment X" or "flag --x" in front (config_fail_at()). */
+#ifndef WG_COMMON_CONFIG_INT_H
+#define WG_COMMON_CONFIG_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <yaml.h>
+
+#include "common/config.h"
+
+/* The longest dotted key the walk builds ("routes[12].match.header.value"). */
+#define PATH_MAX_KEY 256
+
+/* What a key holds, so which setter or walk it takes. */
+enum kind {
+    K_MAP,         /* a nested mapping: sub */
+    K_STR,         /* a non-empty string */
+    K_ADDR,        /* struct wg_addr */
+    K_UPSTREAM,    /* K_ADDR that also sets the route's has_upstream */
+    K_DURATION,    /* uint64_t ms */
+    K_SIZE,        /* size_t or uint64_t bytes */
+    K_UINT,        /* unsigned */
+    K_BOOL,        /* bool */
+    K_ROLE,        /* enum wg_role */
+    K_LEVEL,       /* enum wg_log_level */
+    K_FORMAT,      /* enum wg_log_format */
+    K_ON_FAILURE,  /* enum wg_save_failure */
+    K_REDIS_URL,   /* char * */
+    K_DOCKER_HOST, /* char * */
+    K_HTTP_PATH,   /* char *: an origin-form request target, "/healthz" */
+    K_PATHS,       /* char ** + size_t, each starting with '/' */
+    K_STRLIST,     /* char ** + size_t, each non-empty */
+    K_COMMAND,     /* NULL-terminated char ** + size_t, non-empty */
+    K_CIDRS,       /* struct wg_cidr * + size_t */
+    K_ROUTES,      /* struct wg_route_cfg * + size_t */
+};
+
+struct walk;
+
+/* One key of a mapping: where its value lives (off from the base the walk
+ * or the setter is given: struct wg_config, or a struct wg_route_cfg), and
+ * its bounds. A table ends with a NULL key. */
+struct field {
+    const char *key;
+    enum kind kind;
+    size_t off;     /* in the struct the field lives in */
+    size_t size;    /* sizeof the member, for numbers */
+    size_t off_len; /* lists: the length member */
+    uint64_t min, max;
+    bool nullable; /* null (or "~") clears the value instead of being an error */
+    const struct field *sub;
+    /* K_MAP: cross-field rules of that mapping, run after its keys. */
+    int (*check)(struct walk *w, yaml_node_t *map, void *base);
+};
+
+/* A member of struct wg_config or struct wg_route_cfg, for struct field. */
+#define IN_CFG(m) .off = offsetof(struct wg_config, m), .size = sizeof(((struct wg_config *)0)->m)
+#define IN_ROUTE(m)                                                                                \
+    .off = offsetof(struct wg_route_cfg, m), .size = sizeof(((struct wg_route_cfg *)0)->m)
+#define LEN_IN_CFG(m) .off_len = offsetof(struct wg_config, m)
+
+/* Where the YAML walk is: the document, and the dotted key of the node. */
+struct walk {
+    struct wg_config *cfg;
+    yaml_document_t *doc;
+    const char *file;
+    char *err;
+    size_t errlen;
+    char path[PATH_MAX_KEY]; /* dotted key of the node being walked */
+    size_t pathlen;
+};
+
+/* ---- config.c: ownership and error text ---- */
+
+void config_free_strv(char **v, size_t n);
+void config_free_routes(struct wg_route_cfg *routes, size_t n);
+/* Replaces *dst with a copy of s (NULL clears it). Returns 0 or -ENOMEM. */
+int config_replace_str(char **dst, const char *s);
+bool config_has_ctl_or_space(const char *s);
+/* Writes a problem, without a location, to msg. Returns -EINVAL. */
+int config_problem(char *msg, size_t msglen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* "FILE:LINE: KEY: msg", "FILE: KEY: msg" without a line, "KEY: msg"
+ * without a file. Returns -EINVAL. */
+int config_fail_at(char *err, size_t errlen, const char *file, size_t line, const char *key,
+                   const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+/* ---- config_parse.c ---- */
+
+/* Decimal digits only: no sign, no spaces, no base prefix. */
+int config_parse_digits(const char *s, size_t n, uint64_t *ret);
+
+/* ---- config_yaml.c: the walk, for the per-mapping checks ---- */
+
+/* Appends to the dotted key of the node being walked; returns the length to
+ * give back to config_walk_pop(). */
+size_t config_walk_push(struct walk *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void config_walk_pop(struct walk *w, size_t old);
+/* Writes "FILE:LINE: KEY: msg" for node n at the current key. Returns -EINVAL. */
+int config_walk_fail(struct walk *w, const yaml_node_t *n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* A plain null: "", "~" or "null". */
+bool config_walk_null(const yaml_node_t *n);
+/* The value of key in a mapping node, or NULL. */
+yaml_node_t *config_walk_get(struct walk *w, yaml_node_t *map, const char *key);
+/* Walks a mapping whose keys are described by fields. */
+int config_walk_map(struct walk *w, yaml_node_t *map, const struct field *fields, void *base);
+
+/* ---- config_keys.c ---- */
+
+/* The keys of the file's top level. */
+extern const struct field config_top_fields[];
+/* Sets one scalar field of base from text s (NULL only for nullable fields).
+ * On failure writes the problem, without a location, to msg. */
+int config_set_scalar(const struct field *f, void *base, const char *s, char *msg, size_t msglen);
+
+/* ---- config_routes.c ---- */
+
+/* The keys of one routes[] entry. */
+extern const struct field config_route_fields[];
+/* Checks routes[i] as a whole; the error names its line when it came from a
+ * file. Returns 0 or -EINVAL. */
+int config_check_route(const struct wg_config *cfg, size_t i, char *err, size_t errlen);
+
+#endif

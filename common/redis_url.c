@@ -1,0 +1,242 @@
+/* common/redis_url.c - the Redis URL grammar; see redis_url.h. */
+#include "common/redis_url.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/un.h>
+
+#include "common/str.h"
+
+/* Writes the reason to err; returns -EINVAL. */
+static int url_fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int url_fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (errlen > 0) {
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -EINVAL;
+}
+
+static int parse_uint(const char *s, size_t n, unsigned long max, unsigned long *ret)
+{
+    unsigned long v = 0;
+
+    if (n == 0 || n > 10)
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -EINVAL;
+        v = v * 10 + (unsigned long)(s[i] - '0');
+        if (v > max)
+            return -EINVAL;
+    }
+    *ret = v;
+    return 0;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes s[0..n) into a new string. -EINVAL on a bad escape or %00. */
+static int pct_decode(const char *s, size_t n, char **ret)
+{
+    char *out = malloc(n + 1);
+    size_t o = 0;
+
+    if (!out)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] != '%') {
+            out[o++] = s[i];
+            continue;
+        }
+        int hi = i + 2 < n ? hexval(s[i + 1]) : -1;
+        int lo = hi >= 0 ? hexval(s[i + 2]) : -1;
+        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+            explicit_bzero(out, o);
+            free(out);
+            return -EINVAL;
+        }
+        out[o++] = (char)(hi * 16 + lo);
+        i += 2;
+    }
+    out[o] = '\0';
+    *ret = out;
+    return 0;
+}
+
+static bool has_ctl_or_space(const char *s)
+{
+    for (; *s != '\0'; s++)
+        if ((unsigned char)*s <= ' ' || *s == 0x7f)
+            return true;
+    return false;
+}
+
+void wg_redis_url_release(struct wg_redis_url *u)
+{
+    free(u->host);
+    free(u->path);
+    free(u->user);
+    if (u->password)
+        explicit_bzero(u->password, strlen(u->password));
+    free(u->password);
+    free(u->display);
+    memset(u, 0, sizeof(*u));
+}
+
+/* p is what follows "unix://". */
+static int parse_unix(const char *p, struct wg_redis_url *u, char *err, size_t errlen)
+{
+    const char *q = strchr(p, '?');
+    size_t n = q ? (size_t)(q - p) : strlen(p);
+    struct sockaddr_un sun;
+    unsigned long db = 0;
+
+    /* "/" alone is a directory, never a socket. */
+    if (n < 2 || p[0] != '/')
+        return url_fail(err, errlen, "unix URL needs an absolute path: unix:///path/to/redis.sock");
+    if (n >= sizeof(sun.sun_path))
+        return url_fail(err, errlen, "unix socket path is longer than %zu bytes",
+                        sizeof(sun.sun_path) - 1);
+    if (memchr(p, '#', n))
+        return url_fail(err, errlen, "fragments are not supported");
+    if (q && (strncmp(q, "?db=", 4) != 0 || parse_uint(q + 4, strlen(q + 4), INT_MAX, &db) < 0))
+        return url_fail(err, errlen, "the only unix URL parameter is ?db=N");
+    u->is_unix = true;
+    u->db = (int)db;
+    u->path = strndup(p, n);
+    return u->path ? 0 : -ENOMEM;
+}
+
+/* The user:password@ of a redis:// URL, p..at. */
+static int parse_credentials(const char *p, const char *at, struct wg_redis_url *u, char *err,
+                             size_t errlen)
+{
+    const char *colon = memchr(p, ':', (size_t)(at - p));
+    int rc;
+
+    if (!colon)
+        return url_fail(err, errlen, "credentials must be written user:password@ or :password@");
+    if (colon > p && (rc = pct_decode(p, (size_t)(colon - p), &u->user)) < 0)
+        return rc == -EINVAL ? url_fail(err, errlen, "bad percent-escape in the user name") : rc;
+    rc = pct_decode(colon + 1, (size_t)(at - colon - 1), &u->password);
+    if (rc == -EINVAL)
+        return url_fail(err, errlen, "bad percent-escape in the password");
+    return rc;
+}
+
+/* p is what follows "redis://". */
+static int parse_tcp(const char *p, struct wg_redis_url *u, char *err, size_t errlen)
+{
+    const char *end = p + strcspn(p, "/?#");
+    const char *at = NULL, *host, *host_end, *after;
+    unsigned long port = WG_REDIS_URL_DEFAULT_PORT, db = 0;
+    int rc;
+
+    if (*end == '?' || *end == '#')
+        return url_fail(err, errlen, "query and fragment are not supported in redis:// URLs");
+    for (const char *c = p; c < end; c++)
+        if (*c == '@')
+            at = c;
+    host = p;
+    if (at) {
+        rc = parse_credentials(p, at, u, err, errlen);
+        if (rc < 0)
+            return rc;
+        host = at + 1;
+    }
+    if (*host == '[') {
+        host_end = memchr(host, ']', (size_t)(end - host));
+        if (!host_end)
+            return url_fail(err, errlen, "unterminated [ in the host");
+        host++;
+        after = host_end + 1;
+    } else {
+        host_end = host;
+        while (host_end < end && *host_end != ':')
+            host_end++;
+        after = host_end;
+    }
+    if (host_end == host)
+        return url_fail(err, errlen, "missing host");
+    if (after < end &&
+        (*after != ':' || parse_uint(after + 1, (size_t)(end - after - 1), 65535, &port) < 0 ||
+         port == 0))
+        return url_fail(err, errlen, "bad port: expected 1-65535");
+    if (*end == '/' && end[1] != '\0' && parse_uint(end + 1, strlen(end + 1), INT_MAX, &db) < 0)
+        return url_fail(err, errlen, "bad database number after the host: expected /N");
+    u->port = (uint16_t)port;
+    u->db = (int)db;
+    u->host = strndup(host, (size_t)(host_end - host));
+    return u->host ? 0 : -ENOMEM;
+}
+
+static char *make_display(const struct wg_redis_url *u)
+{
+    bool v6 = !u->is_unix && strchr(u->host, ':') != NULL;
+
+    if (u->is_unix)
+        return u->db ? wg_strf("unix://%s?db=%d", u->path, u->db) : wg_strf("unix://%s", u->path);
+    return wg_strf("redis://%s%s%s%s%s:%u/%d", u->user ? u->user : "", u->user ? "@" : "",
+                   v6 ? "[" : "", u->host, v6 ? "]" : "", u->port, u->db);
+}
+
+int wg_redis_url_parse(const char *url, struct wg_redis_url *u, char *err, size_t errlen)
+{
+    int rc;
+
+    memset(u, 0, sizeof(*u));
+    if (errlen > 0)
+        err[0] = '\0';
+    if (!url)
+        rc = url_fail(err, errlen, "no URL");
+    else if (has_ctl_or_space(url))
+        rc = url_fail(err, errlen, "contains spaces or control characters");
+    else if (strncasecmp(url, "unix://", 7) == 0)
+        rc = parse_unix(url + 7, u, err, errlen);
+    else if (strncasecmp(url, "redis://", 8) == 0)
+        rc = parse_tcp(url + 8, u, err, errlen);
+    else if (strncasecmp(url, "rediss://", 9) == 0)
+        rc = url_fail(err, errlen, "TLS (rediss://) is not supported");
+    else
+        rc = url_fail(err, errlen, "expected redis://host:port/db or unix:///path.sock");
+    if (rc == 0) {
+        u->display = make_display(u);
+        if (!u->display)
+            rc = -ENOMEM;
+    }
+    if (rc == -ENOMEM && errlen > 0)
+        snprintf(err, errlen, "out of memory");
+    if (rc < 0)
+        wg_redis_url_release(u);
+    return rc;
+}
+
+int wg_redis_url_check(const char *url, char *err, size_t errlen)
+{
+    struct wg_redis_url u;
+    int rc = wg_redis_url_parse(url, &u, err, errlen);
+
+    if (rc == 0)
+        wg_redis_url_release(&u);
+    return rc;
+}

@@ -1,0 +1,241 @@
+/* src/ctl/api.c - the commands that call the admin API: ls, show, wake,
+ * sleep and rm, and how an answer that is not 2xx is reported. */
+#include "src/ctl/ctl.h"
+
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "src/ctl/ctl_int.h"
+
+#define CALL_TIMEOUT_MS 30000L /* one admin API call without ?wait */
+#define WAIT_MARGIN_MS 30000L  /* beyond the server's own wait deadline */
+
+static const char *reason_phrase(long status)
+{
+    switch (status) {
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 500:
+        return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "";
+    }
+}
+
+void ctl_api_error_text(struct ctl_http *hc, char *out, size_t outlen)
+{
+    json_t *j = json_loads(ctl_http_body(hc), 0, NULL);
+    const char *e = json_is_object(j) ? ctl_jstr(j, "error") : NULL;
+    ctl_clean_copy(out, outlen, e ? e : "");
+    json_decref(j);
+}
+
+int ctl_api_report(struct ctl *c, struct ctl_http *hc)
+{
+    char err[512];
+    ctl_api_error_text(hc, err, sizeof(err));
+    int rc = wg_ctl_exit_for_status(hc->status, err);
+    if (c->o.json && wg_buf_size(&hc->body) > 0 && hc->body.data[hc->body.off] == '{')
+        fwrite(wg_buf_head(&hc->body), 1, wg_buf_size(&hc->body), stdout);
+    fprintf(stderr, PROG ": %s %s: %ld %s%s%s\n", hc->method, hc->url, hc->status,
+            reason_phrase(hc->status), err[0] ? ": " : "", err);
+    if (rc == WG_CTL_AUTH && hc->status != 503) {
+        if (c->token != NULL)
+            fprintf(stderr, PROG ": the token from %s was refused\n", c->token_src);
+        else
+            fprintf(stderr, PROG ": no token was sent: pass --token, set WAKEGATE_ADMIN_TOKEN or "
+                                 "admin.token_file\n");
+    }
+    return rc;
+}
+
+int ctl_api_call(struct ctl *c, struct ctl_http *hc, const char *path, long total_ms)
+{
+    ctl_http_url(hc, "%s%s", c->base, path);
+    hc->token = c->token;
+    hc->total_ms = total_ms;
+    if (ctl_http_run(hc) < 0) {
+        fprintf(stderr, PROG ": cannot reach the admin API (%s): %s\n", c->base_src, hc->err);
+        return WG_CTL_UNREACHABLE;
+    }
+    if (hc->status < 200 || hc->status >= 300)
+        return ctl_api_report(c, hc);
+    return WG_CTL_OK;
+}
+
+/* The answer as JSON of the expected type; prints why not. */
+static json_t *api_json(struct ctl_http *hc, bool array)
+{
+    json_error_t jerr;
+    json_t *j = json_loadb(wg_buf_head(&hc->body), wg_buf_size(&hc->body), 0, &jerr);
+    if (j == NULL || (array ? !json_is_array(j) : !json_is_object(j))) {
+        fprintf(stderr, PROG ": %s %s: unexpected answer (%s)\n", hc->method, hc->url,
+                j ? "wrong JSON type" : jerr.text);
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
+
+static void print_raw(struct ctl_http *hc)
+{
+    fwrite(wg_buf_head(&hc->body), 1, wg_buf_size(&hc->body), stdout);
+}
+
+int ctl_cmd_ls(struct ctl *c, const char *unused)
+{
+    struct ctl_http hc;
+    json_t *j = NULL;
+    int rc;
+
+    ctl_http_init(&hc, "GET");
+    rc = ctl_api_call(c, &hc, "/v1/sessions", CALL_TIMEOUT_MS);
+    if (rc != WG_CTL_OK)
+        goto out;
+    if (c->o.json) {
+        print_raw(&hc);
+        goto out;
+    }
+    rc = WG_CTL_FAILED;
+    j = api_json(&hc, true);
+    if (j == NULL || ctl_print_sessions(j) < 0)
+        goto out;
+    rc = WG_CTL_OK;
+out:
+    json_decref(j);
+    ctl_http_release(&hc);
+    return rc;
+}
+
+int ctl_cmd_show(struct ctl *c, const char *id)
+{
+    struct ctl_http hc;
+    char path[128];
+    json_t *j = NULL;
+    int rc;
+
+    ctl_http_init(&hc, "GET");
+    snprintf(path, sizeof(path), "/v1/sessions/%s", id);
+    rc = ctl_api_call(c, &hc, path, CALL_TIMEOUT_MS);
+    if (rc != WG_CTL_OK)
+        goto out;
+    if (c->o.json) {
+        print_raw(&hc);
+        goto out;
+    }
+    j = api_json(&hc, false);
+    if (j == NULL) {
+        rc = WG_CTL_FAILED;
+        goto out;
+    }
+    ctl_print_record(j);
+out:
+    json_decref(j);
+    ctl_http_release(&hc);
+    return rc;
+}
+
+/* The server waits up to wake_timeout (+ the save timeout for a sleep):
+ * give it that and a margin, as far as our copy of the configuration
+ * knows. */
+static long wait_timeout_ms(const struct ctl *c)
+{
+    uint64_t ms = 10 * 60 * 1000;
+    if (c->cfg_ok)
+        ms = c->cfg.sessions.wake_timeout_ms + c->cfg.sessions.save.timeout_ms;
+    return (long)(ms > 3600000 ? 3600000 : ms) + WAIT_MARGIN_MS;
+}
+
+static void command_done(const char *op, const char *id, bool waited, const json_t *j)
+{
+    const char *state = ctl_jstr(j, "state");
+    if (!waited) {
+        printf("%s queued for %s (state %s, command %s)\n", op, id, state ? state : "?",
+               ctl_jstr(j, "command_id") ? ctl_jstr(j, "command_id") : "?");
+    } else if (ctl_jstr(j, "ip") != NULL && state != NULL && strcmp(state, "running") == 0) {
+        printf("%s is running at %s:%" PRId64 "\n", id, ctl_jstr(j, "ip"), ctl_jint(j, "port"));
+    } else {
+        printf("%s is %s\n", id, state ? state : "?");
+    }
+}
+
+/* wake, sleep, rm: one queued command, maybe waited for. */
+static int run_command(struct ctl *c, const char *method, const char *op, const char *id, bool wait,
+                       bool force)
+{
+    struct ctl_http hc;
+    char path[160];
+    json_t *j = NULL;
+    int rc;
+
+    ctl_http_init(&hc, method);
+    if (strcmp(op, "destroy") == 0)
+        snprintf(path, sizeof(path), "/v1/sessions/%s%s", id, force ? "?force=1" : "");
+    else
+        snprintf(path, sizeof(path), "/v1/sessions/%s/%s%s%s", id, op, wait || force ? "?" : "",
+                 wait && force ? "wait=1&force=1"
+                 : wait        ? "wait=1"
+                 : force       ? "force=1"
+                               : "");
+    rc = ctl_api_call(c, &hc, path, wait ? wait_timeout_ms(c) : CALL_TIMEOUT_MS);
+    if (rc != WG_CTL_OK)
+        goto out;
+    if (c->o.json) {
+        print_raw(&hc);
+        goto out;
+    }
+    j = api_json(&hc, false);
+    if (j == NULL) {
+        rc = WG_CTL_FAILED;
+        goto out;
+    }
+    command_done(op, id, wait, j);
+out:
+    json_decref(j);
+    ctl_http_release(&hc);
+    return rc;
+}
+
+int ctl_cmd_wake(struct ctl *c, const char *id)
+{
+    return run_command(c, "POST", "wake", id, c->o.flags & F_WAIT, false);
+}
+
+int ctl_cmd_sleep(struct ctl *c, const char *id)
+{
+    return run_command(c, "POST", "sleep", id, c->o.flags & F_WAIT, c->o.flags & F_FORCE);
+}
+
+int ctl_cmd_rm(struct ctl *c, const char *id)
+{
+    return run_command(c, "DELETE", "destroy", id, false, c->o.flags & F_FORCE);
+}

@@ -1,0 +1,214 @@
+/* src/ctl/ctl_int.h - what the files of wakegatectl share (main.c, api.c,
+ * table.c, http_client.c, sse.c, doctor.c, doctor_probe.c). Not an API:
+ * nothing outside src/ctl/ includes it.
+ *
+ * Ownership: struct ctl owns the loaded configuration and the admin base
+ * URL; a struct ctl_http owns its response body until ctl_http_release().
+ * Everything a peer sends is capped (API bodies, one SSE message, Docker
+ * bodies) and every call has a timeout, except `events -f`, which runs
+ * until interrupted.
+ *
+ * Output: tables and key/value lines on stdout; errors on stderr, each
+ * naming the URL, the status and the API's own error text. Text that comes
+ * from sessions (save output, errors, event details) is printed with
+ * control bytes replaced, so a container cannot drive the terminal. */
+#ifndef WG_SRC_CTL_CTL_INT_H
+#define WG_SRC_CTL_CTL_INT_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include "common/buf.h"
+#include "common/config.h"
+#include "src/ctl/ctl.h"
+
+struct wg_redis_url;
+
+#define PROG "wakegatectl"
+
+#define POLL_MS 100          /* how often a transfer looks at the stop flag */
+#define DOCTOR_HTTP_MS 5000L /* each doctor HTTP check */
+#define URL_MAX 1024
+#define CHECKS_MAX 16
+
+/* Options that apply to some commands only. */
+enum {
+    F_WAIT = 1u << 0,
+    F_FORCE = 1u << 1,
+    F_FOLLOW = 1u << 2,
+    F_SINCE = 1u << 3,
+};
+
+/* The command line, as given. */
+struct ctl_opts {
+    const char *admin;  /* --admin */
+    const char *token;  /* --token */
+    const char *config; /* --config */
+    const char *since;  /* --since */
+    bool json, help, version;
+    unsigned flags; /* F_* given */
+};
+
+/* One run of the CLI: its options, the configuration read as the daemon
+ * reads it, and where the admin API is and with which token. */
+struct ctl {
+    struct ctl_opts o;
+    struct wg_config cfg;
+    bool cfg_ok;
+    char cfg_err[WG_CONFIG_ERR_MAX];
+    char base[URL_MAX]; /* admin API base URL, no trailing '/' */
+    const char *base_src;
+    const char *token; /* borrowed: the flag, or cfg.admin_token */
+    const char *token_src;
+    bool env_token; /* WAKEGATE_ADMIN_TOKEN was set by the user (not by --token) */
+};
+
+/* The stop flag of `events -f` (sse.c): a signal handler has no argument,
+ * so this one is global. Nothing else is. */
+extern volatile sig_atomic_t ctl_interrupted;
+
+/* ---- main.c ---- */
+
+/* Prints "wakegatectl: ..." and the --help hint to stderr; returns
+ * WG_CTL_USAGE. */
+int ctl_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* The commands (api.c, sse.c, doctor.c); id is the session id for those
+ * that take one. Each returns one of enum wg_ctl_exit. */
+int ctl_cmd_ls(struct ctl *c, const char *id);
+int ctl_cmd_show(struct ctl *c, const char *id);
+int ctl_cmd_wake(struct ctl *c, const char *id);
+int ctl_cmd_sleep(struct ctl *c, const char *id);
+int ctl_cmd_rm(struct ctl *c, const char *id);
+int ctl_cmd_events(struct ctl *c, const char *id);
+int ctl_cmd_doctor(struct ctl *c, const char *id);
+
+/* ---- table.c: readable output ---- */
+
+/* "2026-11-21T19:10:39Z", with milliseconds when with_ms. */
+char *ctl_fmt_time(int64_t ms, bool with_ms, char *out, size_t outlen);
+/* Text from a session or a peer, made safe for a terminal: control bytes
+ * (but newline and tab where allowed) become '?'. */
+void ctl_put_clean(FILE *f, const char *s, bool keep_newlines);
+void ctl_clean_copy(char *dst, size_t dstlen, const char *src);
+/* snprintf for messages, where a cut is acceptable (and not worth a
+ * warning at every call). */
+void ctl_msgf(char *out, size_t outlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+const char *ctl_jstr(const json_t *o, const char *key);
+int64_t ctl_jint(const json_t *o, const char *key);
+/* `ls`: the sessions of the API's array, one row each. Returns 0 or -ENOMEM. */
+int ctl_print_sessions(const json_t *sessions);
+/* `show`: one record, key by key. */
+void ctl_print_record(const json_t *rec);
+/* `events`: one event's JSON text as a line. */
+void ctl_print_event(const char *data);
+
+/* ---- http_client.c: one request with libcurl ---- */
+
+struct ctl_http;
+/* Body bytes of a 2xx answer, for streams. Returns 0, or <0 to abort. */
+typedef int ctl_http_bytes_fn(struct ctl_http *hc, const char *p, size_t n);
+/* Asked every POLL_MS and after each read: true ends the transfer (not an
+ * error; hc->stopped tells). */
+typedef bool ctl_http_stop_fn(struct ctl_http *hc);
+
+struct ctl_http {
+    /* request */
+    const char *method;
+    char url[URL_MAX];
+    bool url_bad;                        /* it did not fit: the call fails */
+    const char *unix_socket;             /* Docker over a unix socket, else NULL */
+    const struct wg_docker_tls_cfg *tls; /* https to Docker, else NULL */
+    const char *token;                   /* bearer token, or NULL */
+    const char *json_body;               /* request body (application/json), or NULL */
+    const char *last_event_id;           /* SSE resume point, or NULL */
+    long total_ms;                       /* 0: no total timeout (streams) */
+    ctl_http_bytes_fn *on_bytes;         /* streams: 2xx body bytes go here */
+    ctl_http_stop_fn *should_stop;
+    void *arg;
+    /* response */
+    long status;          /* 0 until a status line came */
+    struct wg_buf body;   /* the body (non-2xx bodies of streams too), capped */
+    char api_version[32]; /* Docker's Api-Version header */
+    char server[96];      /* the Server header */
+    int64_t started;      /* wg_clock_mono_ms() when it was sent */
+    int64_t last_byte;    /* wg_clock_mono_ms() of the last body byte */
+    bool got_bytes;
+    bool stopped; /* should_stop ended it */
+    int cb_error; /* what on_bytes returned, when it aborted */
+    char err[CURL_ERROR_SIZE + URL_MAX + 64];
+};
+
+void ctl_http_init(struct ctl_http *hc, const char *method);
+void ctl_http_release(struct ctl_http *hc);
+/* Sets the URL; one that does not fit makes the call fail, never go to a
+ * cut address. */
+void ctl_http_url(struct ctl_http *hc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The body as a C string (it is kept NUL-terminated past its size). */
+const char *ctl_http_body(struct ctl_http *hc);
+/* Runs one request to its end, or until should_stop says so. Returns 0 when
+ * an answer came (hc->status, any value) or the transfer was stopped, and
+ * -1 when none came (hc->err says why: connect, timeout, ...). */
+int ctl_http_run(struct ctl_http *hc);
+
+/* ---- api.c: the admin API ---- */
+
+/* The API's {"error": ...}, copied (cleaned) into out; "" if none. */
+void ctl_api_error_text(struct ctl_http *hc, char *out, size_t outlen);
+/* Prints the failure of an answered call; returns its exit code. */
+int ctl_api_report(struct ctl *c, struct ctl_http *hc);
+/* One call to the admin API. Returns WG_CTL_OK with a 2xx answer in hc, or
+ * an exit code after printing the error. hc is the caller's to release. */
+int ctl_api_call(struct ctl *c, struct ctl_http *hc, const char *path, long total_ms);
+
+/* ---- doctor.c and doctor_probe.c ---- */
+
+enum level { LV_OK, LV_WARN, LV_FAIL };
+
+/* One line of doctor's report. */
+struct check {
+    char name[24];
+    enum level lv;
+    char detail[768];
+};
+
+/* Where the Docker engine is, as the daemon would reach it. */
+struct docker_ep {
+    char base[URL_MAX];  /* http://localhost for a unix socket */
+    char unix_path[108]; /* "" for tcp */
+    const struct wg_docker_tls_cfg *tls;
+    char version[16]; /* negotiated from /_ping: "1.41" */
+};
+
+/* One doctor run: its checks so far, and what later checks need to know. */
+struct doctor {
+    struct ctl *c;
+    struct check v[CHECKS_MAX];
+    size_t n;
+    bool admin_up;
+    bool docker_up;
+    struct docker_ep dk;
+};
+
+/* Records one check's outcome; prints it at once (the probe takes seconds,
+ * so the lines before it should not wait), unless --json. */
+void ctl_report(struct doctor *d, const char *name, enum level lv, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* One Engine API call; versioned paths get /v<version>. */
+int ctl_docker_call(struct doctor *d, struct ctl_http *hc, const char *method, const char *path,
+                    bool versioned, const char *body, long total_ms);
+/* Docker's {"message": ...} of an error answer. */
+void ctl_docker_message(struct ctl_http *hc, char *out, size_t outlen);
+/* How a Redis target is named in doctor's lines: no password, no db. */
+void ctl_redis_shown(const struct wg_redis_url *u, char *out, size_t outlen);
+/* Can a session container reach Redis or the admin listener? A probe
+ * container tells (doctor_probe.c). */
+void ctl_check_isolation(struct doctor *d);
+
+#endif

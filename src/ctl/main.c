@@ -1,0 +1,421 @@
+/* src/ctl/main.c - wakegatectl, the operator CLI (also `wakegate ctl ...`):
+ * the command line, the commands and their exit codes, and where the admin
+ * API is (configuration, flags, environment). See ctl.h and docs/cli.md;
+ * ctl_int.h for the other files. */
+#include "src/ctl/ctl.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "common/config.h"
+#include "common/session.h"
+#include "src/ctl/ctl_int.h"
+#include "src/redis_child.h"
+
+struct cmd {
+    const char *name;
+    unsigned flags; /* F_* it accepts */
+    int nargs;      /* 0 or 1 (the session id) */
+    int (*run)(struct ctl *c, const char *id);
+    const char *usage;
+    const char *help;
+};
+
+static const struct cmd commands[] = {
+    {"ls", 0, 0, ctl_cmd_ls, "ls",
+     "List the sessions: id, state, host, IP, idle time (now - last activity) and\n"
+     "the last save. --json prints the API's array as is.\n"},
+    {"show", 0, 1, ctl_cmd_show, "show ID",
+     "Show one session's record, with the last save's output tail and the last\n"
+     "error. --json prints the API's record as is.\n"},
+    {"wake", F_WAIT, 1, ctl_cmd_wake, "wake ID [--wait]",
+     "Queue a wake. With --wait, return once the session runs (exit 1 if it\n"
+     "failed or did not run within the gateway's sessions.wake_timeout).\n"},
+    {"sleep", F_WAIT | F_FORCE, 1, ctl_cmd_sleep, "sleep ID [--wait] [--force]",
+     "Queue a sleep. Without --force the orchestrator saves the work first (and\n"
+     "refuses while no save hook exists); --force stops without saving. With\n"
+     "--wait, return once the session is asleep or paused.\n"},
+    {"rm", F_FORCE, 1, ctl_cmd_rm, "rm ID [--force]",
+     "Queue the destruction of a session and its container. Without --force the\n"
+     "orchestrator saves first (and refuses while no save hook exists).\n"},
+    {"events", F_FOLLOW | F_SINCE, 0, ctl_cmd_events, "events [-f] [--since ID|MS|DURATION]",
+     "Print session events, one per line: time, session, transition (from -> to)\n"
+     "or event type, detail. Without -f: the stored events (all of them, or those\n"
+     "after --since), then exit. With -f: only new events (after --since when\n"
+     "given) until interrupted; SIGINT or SIGTERM exits 0. --since takes a stream\n"
+     "id (1700000000000-0), a time in ms since the epoch, or a duration (10m).\n"
+     "--json prints each event's JSON as the API sends it, one per line.\n"},
+    {"doctor", 0, 0, ctl_cmd_doctor, "doctor",
+     "Check the installation, one line per check (OK, WARN or FAIL and why): the\n"
+     "configuration, the admin token's file permissions, the admin API\n"
+     "(/healthz, /readyz, the token), Redis (PING), the Docker engine (/_ping,\n"
+     "API version, socket permissions), and that a session container can reach\n"
+     "neither Redis nor the admin listener (a probe container from\n"
+     "sessions.image, labelled wakegate.doctor=1, removed afterwards).\n"
+     "Exit 0 when nothing FAILed (WARN does not fail), else 1. --json prints an\n"
+     "array of {\"check\", \"status\", \"detail\"}.\n"},
+};
+
+static const char global_help[] =
+    "Usage: " PROG " [OPTIONS] COMMAND [ARGS]     (also: wakegate ctl ...)\n"
+    "\n"
+    "The operator CLI of wakegate: talks to a running gateway's admin API.\n"
+    "\n"
+    "Commands:\n"
+    "  ls                        list sessions\n"
+    "  show ID                   one session's record\n"
+    "  wake ID [--wait]          wake a session\n"
+    "  sleep ID [--wait] [--force]  put a session to sleep\n"
+    "  rm ID [--force]           destroy a session\n"
+    "  events [-f] [--since X]   session events; -f follows\n"
+    "  doctor                    check the installation\n"
+    "  help [COMMAND]            this help, or a command's\n"
+    "\n"
+    "Options:\n"
+    "      --admin URL     admin API (env WAKEGATE_ADMIN_URL; default from the\n"
+    "                      configuration's admin.listen, 127.0.0.1:8081)\n"
+    "      --token TOKEN   admin token (env WAKEGATE_ADMIN_TOKEN; default from the\n"
+    "                      configuration's admin.token or admin.token_file)\n"
+    "  -c, --config FILE   configuration file (env WAKEGATE_CONFIG), read as the\n"
+    "                      daemon reads it, environment overrides included\n"
+    "      --json          machine output: the API's JSON as is\n"
+    "  -h, --help          help (COMMAND --help: the command's)\n"
+    "  -V, --version       the version\n"
+    "\n"
+    "Exit codes: 0 ok, 1 operation or check failed, 2 usage, 3 configuration,\n"
+    "4 admin API unreachable, 5 not found, 6 conflict/refused, 7 auth.\n";
+
+static const struct cmd *cmd_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+static void cmd_help(const struct cmd *cmd, FILE *out)
+{
+    fprintf(out, "Usage: " PROG " [OPTIONS] %s\n\n%s\nOptions: see " PROG " --help.\n", cmd->usage,
+            cmd->help);
+}
+
+int ctl_usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, PROG ": ");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry '" PROG " --help'.\n");
+    return WG_CTL_USAGE;
+}
+
+static const char *flag_name(unsigned f)
+{
+    switch (f) {
+    case F_WAIT:
+        return "--wait";
+    case F_FORCE:
+        return "--force";
+    case F_FOLLOW:
+        return "-f";
+    default:
+        return "--since";
+    }
+}
+
+/* Options may come before or after the command (getopt permutes);
+ * positional holds the rest, in order. Returns 0 or WG_CTL_USAGE. */
+static int parse_args(int argc, char **argv, struct ctl_opts *o, char **positional, int *npos)
+{
+    static const struct option longs[] = {
+        {"admin", required_argument, NULL, 'a'},
+        {"token", required_argument, NULL, 't'},
+        {"config", required_argument, NULL, 'c'},
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {"wait", no_argument, NULL, 'w'},
+        {"force", no_argument, NULL, 'F'},
+        {"follow", no_argument, NULL, 'f'},
+        {"since", required_argument, NULL, 's'},
+        {NULL, 0, NULL, 0},
+    };
+    int opt;
+
+    *npos = 0;
+    opterr = 0;
+    optind = 0; /* glibc: start over, whatever parsed before us */
+    while ((opt = getopt_long(argc, argv, ":c:hVf", longs, NULL)) != -1) {
+        switch (opt) {
+        case 'a':
+            o->admin = optarg;
+            break;
+        case 't':
+            o->token = optarg;
+            break;
+        case 'c':
+            o->config = optarg;
+            break;
+        case 'j':
+            o->json = true;
+            break;
+        case 'h':
+            o->help = true;
+            break;
+        case 'V':
+            o->version = true;
+            break;
+        case 'w':
+            o->flags |= F_WAIT;
+            break;
+        case 'F':
+            o->flags |= F_FORCE;
+            break;
+        case 'f':
+            o->flags |= F_FOLLOW;
+            break;
+        case 's':
+            o->flags |= F_SINCE;
+            o->since = optarg;
+            break;
+        case ':':
+            return ctl_usage_error("option '%s' needs a value", argv[optind - 1]);
+        default:
+            return ctl_usage_error("unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    for (int i = optind; i < argc; i++) {
+        if (*npos >= 3)
+            return ctl_usage_error("unexpected argument '%s'", argv[i]);
+        positional[(*npos)++] = argv[i];
+    }
+    return 0;
+}
+
+int wg_ctl_exit_for_status(long status, const char *err)
+{
+    if (status >= 200 && status < 300)
+        return WG_CTL_OK;
+    switch (status) {
+    case 400:
+        return WG_CTL_USAGE;
+    case 401:
+    case 403:
+        return WG_CTL_AUTH;
+    case 404:
+        return WG_CTL_NOT_FOUND;
+    case 409:
+        return WG_CTL_CONFLICT;
+    case 503:
+        /* A gateway without a token refuses every /v1 call: an auth
+         * problem, not a transient one. */
+        if (err != NULL && strcmp(err, "admin token not configured") == 0)
+            return WG_CTL_AUTH;
+        return WG_CTL_FAILED;
+    default:
+        return WG_CTL_FAILED;
+    }
+}
+
+/* "host:port" or "http(s)://host:port[/]" -> base URL without a trailing
+ * '/'. Returns 0 or -EINVAL. */
+static int admin_url_set(struct ctl *c, const char *u)
+{
+    const char *scheme = "";
+    size_t len;
+    if (u == NULL || u[0] == '\0' || strlen(u) >= URL_MAX - 16)
+        return -EINVAL;
+    for (const char *p = u; *p; p++)
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f)
+            return -EINVAL;
+    if (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0) {
+        if (strstr(u, "://") != NULL)
+            return -EINVAL;
+        scheme = "http://";
+    }
+    snprintf(c->base, sizeof(c->base), "%s%s", scheme, u);
+    /* A path is kept: a reverse proxy may serve the API under a prefix. */
+    len = strlen(c->base);
+    while (len > 0 && c->base[len - 1] == '/')
+        c->base[--len] = '\0';
+    return 0;
+}
+
+/* Where to reach a listener bound to sa: the wildcard means loopback. */
+static void admin_url_from_listen(struct ctl *c, const struct wg_addr *a)
+{
+    char ip[INET6_ADDRSTRLEN] = "127.0.0.1";
+    unsigned port = 8081;
+    if (a->sa.ss_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)&a->sa;
+        if (s4->sin_addr.s_addr != htonl(INADDR_ANY))
+            inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
+        port = ntohs(s4->sin_port);
+        snprintf(c->base, sizeof(c->base), "http://%s:%u", ip, port);
+    } else if (a->sa.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&a->sa;
+        snprintf(ip, sizeof(ip), "::1");
+        if (!IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr))
+            inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
+        port = ntohs(s6->sin6_port);
+        snprintf(c->base, sizeof(c->base), "http://[%s]:%u", ip, port);
+    } else {
+        snprintf(c->base, sizeof(c->base), "http://127.0.0.1:8081");
+    }
+}
+
+/* Loads the configuration as the daemon does (file from --config or
+ * WAKEGATE_CONFIG, then the environment, then validation, then the private
+ * redis-server's program). Failure is kept in c->cfg_err: doctor reports
+ * it, the other commands exit 3. */
+static void ctl_load_config(struct ctl *c)
+{
+    struct wg_config_flags flags = {
+        .config_path = c->o.config,
+    };
+    char *server = NULL;
+
+    memset(&c->cfg, 0, sizeof(c->cfg));
+    c->cfg_ok = wg_config_load(&c->cfg, &flags, c->cfg_err, sizeof(c->cfg_err)) == 0 &&
+                app_redis_child_find_server(&c->cfg, &server, c->cfg_err, sizeof(c->cfg_err)) == 0;
+    free(server);
+    if (!c->cfg_ok)
+        wg_config_free(&c->cfg);
+}
+
+/* Returns 0, or an exit code after printing why. */
+static int ctl_resolve(struct ctl *c)
+{
+    const char *env_url = getenv("WAKEGATE_ADMIN_URL");
+    const char *env_token = getenv("WAKEGATE_ADMIN_TOKEN");
+
+    if (c->o.admin != NULL) {
+        c->base_src = "--admin";
+        if (admin_url_set(c, c->o.admin) < 0)
+            return ctl_usage_error("--admin '%s': expected http://HOST:PORT or HOST:PORT",
+                                   c->o.admin);
+    } else if (env_url != NULL && env_url[0] != '\0') {
+        c->base_src = "WAKEGATE_ADMIN_URL";
+        if (admin_url_set(c, env_url) < 0)
+            return ctl_usage_error("environment WAKEGATE_ADMIN_URL '%s': expected http://HOST:PORT",
+                                   env_url);
+    } else if (c->cfg_ok) {
+        c->base_src = "admin.listen";
+        admin_url_from_listen(c, &c->cfg.admin_listen);
+    } else {
+        c->base_src = "default";
+        snprintf(c->base, sizeof(c->base), "http://127.0.0.1:8081");
+    }
+    if (c->o.token != NULL) {
+        c->token = c->o.token;
+        c->token_src = "--token";
+    } else if (c->cfg_ok && c->cfg.admin_token != NULL && c->cfg.admin_token[0]) {
+        c->token = c->cfg.admin_token;
+        c->token_src = env_token && env_token[0] ? "WAKEGATE_ADMIN_TOKEN"
+                       : c->cfg.admin_token_file ? "admin.token_file"
+                                                 : "admin.token";
+    }
+    return 0;
+}
+
+static bool id_ok(const char *id)
+{
+    return id != NULL && wg_session_id_valid(id, strlen(id));
+}
+
+/* Checks the command line against the command; returns 0 or WG_CTL_USAGE. */
+static int check_command(const struct cmd *cmd, char **pos, int npos, unsigned flags)
+{
+    if (npos - 1 < cmd->nargs)
+        return ctl_usage_error("%s: missing session ID (usage: " PROG " %s)", cmd->name,
+                               cmd->usage);
+    if (npos - 1 > cmd->nargs)
+        return ctl_usage_error("%s: unexpected argument '%s' (usage: " PROG " %s)", cmd->name,
+                               pos[cmd->nargs + 1], cmd->usage);
+    for (unsigned f = F_WAIT; f <= F_SINCE; f <<= 1)
+        if ((flags & f) && !(cmd->flags & f))
+            return ctl_usage_error("%s: option %s does not apply (usage: " PROG " %s)", cmd->name,
+                                   flag_name(f), cmd->usage);
+    if (cmd->nargs == 1 && !id_ok(pos[1])) {
+        char shown[80];
+        ctl_clean_copy(shown, sizeof(shown), pos[1]);
+        return ctl_usage_error("invalid session id '%s': 1 to 63 of a-z 0-9 _ -, starting with a "
+                               "letter or digit",
+                               shown);
+    }
+    return 0;
+}
+
+int wg_ctl_main(int argc, char **argv)
+{
+    struct ctl c;
+    char *pos[3];
+    int npos = 0, rc;
+    const struct cmd *cmd;
+
+    memset(&c, 0, sizeof(c));
+    rc = parse_args(argc, argv, &c.o, pos, &npos);
+    if (rc != 0)
+        return rc;
+    if (c.o.version) {
+        printf(PROG " %s\n", WG_VERSION);
+        return WG_CTL_OK;
+    }
+    if (npos == 0 || (strcmp(pos[0], "help") == 0 && npos == 1)) {
+        if (!c.o.help && npos == 0)
+            return ctl_usage_error("no command given");
+        fputs(global_help, stdout);
+        return WG_CTL_OK;
+    }
+    bool help_cmd = strcmp(pos[0], "help") == 0;
+    cmd = cmd_find(help_cmd ? pos[1] : pos[0]);
+    if (cmd == NULL)
+        return ctl_usage_error("unknown command '%s'", help_cmd ? pos[1] : pos[0]);
+    if (help_cmd || c.o.help) {
+        cmd_help(cmd, stdout);
+        return WG_CTL_OK;
+    }
+    rc = check_command(cmd, pos, npos, c.o.flags);
+    if (rc != 0)
+        return rc;
+
+    const char *env_token = getenv("WAKEGATE_ADMIN_TOKEN");
+    c.env_token = env_token != NULL && env_token[0] != '\0';
+    /* --token wins over the environment and the file, as the environment
+     * wins over the file in wg_config_load(): set it there, so a token file
+     * this user cannot read does not stop a CLI that was given the token. */
+    if (c.o.token != NULL && setenv("WAKEGATE_ADMIN_TOKEN", c.o.token, 1) < 0)
+        return WG_CTL_FAILED;
+    signal(SIGPIPE, SIG_IGN);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, PROG ": cannot initialise libcurl\n");
+        return WG_CTL_FAILED;
+    }
+    ctl_load_config(&c);
+    if (!c.cfg_ok && cmd->run != ctl_cmd_doctor) {
+        fprintf(stderr, PROG ": configuration error: %s\n", c.cfg_err);
+        rc = WG_CTL_CONFIG;
+        goto out;
+    }
+    rc = ctl_resolve(&c);
+    if (rc == 0)
+        rc = cmd->run(&c, cmd->nargs ? pos[1] : NULL);
+out:
+    if (c.cfg_ok)
+        wg_config_free(&c.cfg);
+    curl_global_cleanup();
+    if (fflush(stdout) != 0 && rc == WG_CTL_OK && !ctl_interrupted)
+        rc = WG_CTL_FAILED;
+    return rc;
+}
