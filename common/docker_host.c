@@ -43,12 +43,107 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
 }
 
 /* Fills h from s. On failure h holds nothing and err says why. */
+/* "unix://" + p: an absolute socket path that fits sun_path. */
+static int parse_unix(const char *p, bool tls, struct wg_docker_host *h, char *err, size_t errlen)
+{
+    struct sockaddr_un sun;
+
+    if (p[0] != '/')
+        return fail(err, errlen, "unix host needs an absolute path: unix:///var/run/docker.sock");
+    if (strlen(p) >= sizeof(sun.sun_path))
+        return fail(err, errlen, "unix socket path is longer than %zu bytes",
+                    sizeof(sun.sun_path) - 1);
+    if (strpbrk(p, "?#"))
+        return fail(err, errlen, "unix host takes no query or fragment");
+    if (tls)
+        return fail(err, errlen, "TLS is for tcp:// hosts only");
+    h->is_unix = true;
+    h->path = strdup(p);
+    h->display = wg_strf("unix://%s", p);
+    /* The host name is not looked up on a unix socket; Docker ignores it. */
+    h->base = strdup("http://docker");
+    return 0;
+}
+
+/* What follows the host name of a tcp host: "", "/", ":PORT" or ":PORT/". */
+static int parse_port(const char *after, unsigned long *port, char *err, size_t errlen)
+{
+    char *end;
+
+    if (*after != ':') {
+        if (*after && strcmp(after, "/") != 0)
+            return fail(err, errlen,
+                        "Docker host takes no path, query or fragment: use tcp://host:port");
+        return 0;
+    }
+    if (!isdigit((unsigned char)after[1]))
+        return fail(err, errlen, "bad port in the Docker host: expected 1-65535");
+    errno = 0;
+    *port = strtoul(after + 1, &end, 10);
+    if (errno || *port == 0 || *port > 65535 || (*end && strcmp(end, "/") != 0))
+        return fail(err, errlen, "bad port in the Docker host: expected 1-65535");
+    return 0;
+}
+
+/* The host name of a tcp host (h->name is set): a name or an IPv4 address,
+ * or an IPv6 address only inside brackets. */
+static int check_name(const struct wg_docker_host *h, bool bracketed, char *err, size_t errlen)
+{
+    unsigned char addr[sizeof(struct in6_addr)];
+
+    for (const char *c = h->name; *c; c++)
+        if (!is_alnum((unsigned char)*c) && !strchr(".-_:%", *c))
+            return fail(err, errlen, "bad character in the Docker host name");
+    if (bracketed && inet_pton(AF_INET6, h->name, addr) != 1)
+        return fail(err, errlen, "not an IPv6 address inside [ ]");
+    if (!bracketed && strchr(h->name, ':'))
+        return fail(err, errlen, "write an IPv6 address as tcp://[address]:port");
+    return 0;
+}
+
+/* "tcp://" + p: host[:port] or [v6]:port, an optional trailing "/". */
+static int parse_tcp(const char *p, bool tls, struct wg_docker_host *h, char *err, size_t errlen)
+{
+    unsigned char addr[sizeof(struct in6_addr)];
+    const char *name = p, *name_end, *after;
+    unsigned long port = tls ? 2376 : 2375;
+    bool bracketed = *p == '[';
+    int rc;
+
+    if (bracketed) {
+        name = p + 1;
+        name_end = strchr(name, ']');
+        if (!name_end)
+            return fail(err, errlen, "unterminated [ in the Docker host");
+        after = name_end + 1;
+    } else {
+        name_end = p + strcspn(p, ":/?#");
+        after = name_end;
+    }
+    if (name_end == name)
+        return fail(err, errlen, "Docker host has no host name: use tcp://host:port");
+    rc = parse_port(after, &port, err, errlen);
+    if (rc < 0)
+        return rc;
+    h->name = strndup(name, (size_t)(name_end - name));
+    if (!h->name)
+        return -ENOMEM;
+    rc = check_name(h, bracketed, err, errlen);
+    if (rc < 0)
+        return rc;
+    h->numeric = inet_pton(AF_INET, h->name, addr) == 1 || inet_pton(AF_INET6, h->name, addr) == 1;
+    h->port = (uint16_t)port;
+    h->tls = tls;
+    h->display = wg_strf(bracketed ? "tcp://[%s]:%u" : "tcp://%s:%u", h->name, h->port);
+    h->base = wg_strf(bracketed ? "%s://[%s]:%u" : "%s://%s:%u", tls ? "https" : "http", h->name,
+                      h->port);
+    return 0;
+}
+
 int wg_docker_host_parse(const char *s, bool tls, struct wg_docker_host *h, char *err,
                          size_t errlen)
 {
-    struct sockaddr_un sun;
-    unsigned char addr[sizeof(struct in6_addr)];
-    int rc = 0;
+    int rc;
 
     memset(h, 0, sizeof(*h));
     if (errlen > 0)
@@ -60,103 +155,14 @@ int wg_docker_host_parse(const char *s, bool tls, struct wg_docker_host *h, char
             rc = fail(err, errlen, "Docker host has a space or control character");
             goto out;
         }
-    if (strncmp(s, "unix://", 7) == 0) {
-        const char *p = s + 7;
-        if (p[0] != '/') {
-            rc = fail(err, errlen, "unix host needs an absolute path: unix:///var/run/docker.sock");
-            goto out;
-        }
-        if (strlen(p) >= sizeof(sun.sun_path)) {
-            rc = fail(err, errlen, "unix socket path is longer than %zu bytes",
-                      sizeof(sun.sun_path) - 1);
-            goto out;
-        }
-        if (strpbrk(p, "?#")) {
-            rc = fail(err, errlen, "unix host takes no query or fragment");
-            goto out;
-        }
-        if (tls) {
-            rc = fail(err, errlen, "TLS is for tcp:// hosts only");
-            goto out;
-        }
-        h->is_unix = true;
-        h->path = strdup(p);
-        h->display = wg_strf("unix://%s", p);
-        /* The host name is not looked up on a unix socket; Docker ignores it. */
-        h->base = strdup("http://docker");
-    } else if (strncmp(s, "tcp://", 6) == 0) {
-        const char *p = s + 6, *name, *name_end, *after;
-        unsigned long port = tls ? 2376 : 2375;
-
-        if (*p == '[') {
-            name = p + 1;
-            name_end = strchr(name, ']');
-            if (!name_end) {
-                rc = fail(err, errlen, "unterminated [ in the Docker host");
-                goto out;
-            }
-            after = name_end + 1;
-        } else {
-            name = p;
-            name_end = p + strcspn(p, ":/?#");
-            after = name_end;
-        }
-        if (name_end == name) {
-            rc = fail(err, errlen, "Docker host has no host name: use tcp://host:port");
-            goto out;
-        }
-        if (*after == ':') {
-            char *end;
-            if (!isdigit((unsigned char)after[1])) {
-                rc = fail(err, errlen, "bad port in the Docker host: expected 1-65535");
-                goto out;
-            }
-            errno = 0;
-            port = strtoul(after + 1, &end, 10);
-            if (errno || port == 0 || port > 65535 || (*end && strcmp(end, "/") != 0)) {
-                rc = fail(err, errlen, "bad port in the Docker host: expected 1-65535");
-                goto out;
-            }
-        } else if (*after && strcmp(after, "/") != 0) {
-            {
-                rc = fail(err, errlen,
-                          "Docker host takes no path, query or fragment: use tcp://host:port");
-                goto out;
-            }
-        }
-        h->name = strndup(name, (size_t)(name_end - name));
-        if (!h->name) {
-            rc = -ENOMEM;
-            goto out;
-        }
-        for (const char *c = h->name; *c; c++)
-            if (!is_alnum((unsigned char)*c) && !strchr(".-_:%", *c)) {
-                rc = fail(err, errlen, "bad character in the Docker host name");
-                goto out;
-            }
-        if (*p == '[' && inet_pton(AF_INET6, h->name, addr) != 1) {
-            rc = fail(err, errlen, "not an IPv6 address inside [ ]");
-            goto out;
-        }
-        if (*p != '[' && strchr(h->name, ':')) {
-            rc = fail(err, errlen, "write an IPv6 address as tcp://[address]:port");
-            goto out;
-        }
-        h->numeric =
-            inet_pton(AF_INET, h->name, addr) == 1 || inet_pton(AF_INET6, h->name, addr) == 1;
-        h->port = (uint16_t)port;
-        h->tls = tls;
-        h->display = wg_strf(*p == '[' ? "tcp://[%s]:%u" : "tcp://%s:%u", h->name, h->port);
-        h->base = wg_strf(*p == '[' ? "%s://[%s]:%u" : "%s://%s:%u", tls ? "https" : "http",
-                          h->name, h->port);
-    } else {
-        {
-            rc = fail(err, errlen,
-                      "Docker host must be unix:///path/to/docker.sock or tcp://host:port");
-            goto out;
-        }
-    }
-    if (!h->display || !h->base || (h->is_unix && !h->path))
+    if (strncmp(s, "unix://", 7) == 0)
+        rc = parse_unix(s + 7, tls, h, err, errlen);
+    else if (strncmp(s, "tcp://", 6) == 0)
+        rc = parse_tcp(s + 6, tls, h, err, errlen);
+    else
+        rc =
+            fail(err, errlen, "Docker host must be unix:///path/to/docker.sock or tcp://host:port");
+    if (rc == 0 && (!h->display || !h->base || (h->is_unix && !h->path)))
         rc = -ENOMEM;
 out:
     if (rc == -ENOMEM)

@@ -315,15 +315,9 @@ static void note_connection(struct wg_http_msg *m, const struct wg_http_field *f
         m->conn_upgrade = true;
 }
 
-static int validate_request(llhttp_t *p, struct wg_http_msg *m)
+/* Version, method and target form. Returns 0 or the status to answer. */
+static int check_request_line(const struct wg_http_msg *m)
 {
-    unsigned host_count = 0;
-    unsigned te_count = 0;
-    const struct wg_http_field *te = NULL;
-    const struct wg_http_field *upgrade = NULL;
-    const struct wg_http_field *expect = NULL;
-    bool ws_key = false;
-
     if (m->major != 1 || m->minor > 1)
         return 505;
     if (m->method_id == HTTP_CONNECT || m->method_id == HTTP_TRACE)
@@ -336,7 +330,21 @@ static int validate_request(llhttp_t *p, struct wg_http_msg *m)
         if (!(m->target_len == 1 && m->target[0] == '*' && m->method_id == HTTP_OPTIONS))
             return 400;
     }
+    return 0;
+}
 
+static int validate_request(llhttp_t *p, struct wg_http_msg *m)
+{
+    unsigned host_count = 0;
+    unsigned te_count = 0;
+    const struct wg_http_field *te = NULL;
+    const struct wg_http_field *upgrade = NULL;
+    const struct wg_http_field *expect = NULL;
+    bool ws_key = false;
+    int r = check_request_line(m);
+
+    if (r != 0)
+        return r;
     for (size_t i = 0; i < m->fields_len; i++) {
         const struct wg_http_field *f = &m->fields[i];
         if (f->name_len == 0)
@@ -371,7 +379,7 @@ static int validate_request(llhttp_t *p, struct wg_http_msg *m)
         /* Transfer-Encoding on HTTP/1.0 is a smuggling shape. */
         if (te_count > 1 || m->minor == 0)
             return 400;
-        int r = check_transfer_encoding(te);
+        r = check_transfer_encoding(te);
         if (r != 0)
             return r;
     }

@@ -198,10 +198,10 @@ static void print_summary(const struct wg_config *cfg, const char *redis_server)
     }
 }
 
-int main(int argc, char **argv)
+/* Reads the flags into app->flags. Returns -1 to go on, else the exit code
+ * (after --help, --version or a usage error). */
+static int parse_flags(struct app *app, int argc, char **argv, bool *ret_check_only)
 {
-    if (argc > 1 && strcmp(argv[1], "ctl") == 0)
-        return wg_ctl_main(argc - 1, argv + 1);
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"role", required_argument, NULL, 'r'},
@@ -213,34 +213,27 @@ int main(int argc, char **argv)
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
-    struct app app;
-    struct wg_router *router = NULL;
-    char err[WG_CONFIG_ERR_MAX];
-    bool check_only = false;
-    int port = 0, admin_port = 0;
-    int rc = EXIT_RUNTIME;
-    int r, opt;
+    int opt;
 
-    memset(&app, 0, sizeof(app));
     while ((opt = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
         switch (opt) {
         case 'c':
-            app.flags.config_path = optarg;
+            app->flags.config_path = optarg;
             break;
         case 'r':
-            app.flags.role = optarg;
+            app->flags.role = optarg;
             break;
         case 'l':
-            app.flags.log_level = optarg;
+            app->flags.log_level = optarg;
             break;
         case 'L':
-            app.flags.listen = optarg;
+            app->flags.listen = optarg;
             break;
         case 'A':
-            app.flags.admin_listen = optarg;
+            app->flags.admin_listen = optarg;
             break;
         case 'k':
-            check_only = true;
+            *ret_check_only = true;
             break;
         case 'h':
             usage(stdout);
@@ -258,19 +251,126 @@ int main(int argc, char **argv)
         usage(stderr);
         return EXIT_USAGE;
     }
+    return -1;
+}
 
-    if (wg_config_load(&app.cfg, &app.flags, err, sizeof(err)) < 0 ||
-        app_redis_child_find_server(&app.cfg, &app.redis_server, err, sizeof(err)) < 0) {
+/* Loads and checks the configuration and builds the router from it.
+ * Returns 0 with *ret_router set, or EXIT_CONFIG after saying why (the
+ * configuration is then released). */
+static int load_config(struct app *app, struct wg_router **ret_router)
+{
+    char err[WG_CONFIG_ERR_MAX];
+
+    if (wg_config_load(&app->cfg, &app->flags, err, sizeof(err)) < 0 ||
+        app_redis_child_find_server(&app->cfg, &app->redis_server, err, sizeof(err)) < 0) {
         fprintf(stderr, "wakegate: configuration error: %s\n", err);
-        free_config(&app);
+        free_config(app);
         return EXIT_CONFIG;
     }
-    if (wg_router_new(app.cfg.routes, app.cfg.routes_len, &router, err, sizeof(err)) < 0) {
-        fprintf(stderr, "wakegate: configuration error: %s%s%s\n", app.cfg.path ? app.cfg.path : "",
-                app.cfg.path ? ": " : "", err);
-        free_config(&app);
+    if (wg_router_new(app->cfg.routes, app->cfg.routes_len, ret_router, err, sizeof(err)) < 0) {
+        fprintf(stderr, "wakegate: configuration error: %s%s%s\n",
+                app->cfg.path ? app->cfg.path : "", app->cfg.path ? ": " : "", err);
+        free_config(app);
         return EXIT_CONFIG;
     }
+    return 0;
+}
+
+/* Redis and what lives on it: the store, the orchestrator, the admin API
+ * and the proxy's session cache. Returns 0 or the exit code. */
+static int start_redis_parts(struct app *app)
+{
+    struct wg_redis_opts ropts = {.name = "main"};
+    int r;
+
+    r = wg_redis_new(&app->loop, app->cfg.redis_url, &ropts, &app->log, &app->redis);
+    if (r < 0) {
+        WG_ERROR(&app->log, "main", "cannot set up Redis", "url=%s error=%s", app->cfg.redis_url,
+                 strerror(-r));
+        return EXIT_CONFIG;
+    }
+    r = wg_store_new(app->redis, NULL, &app->store);
+    if (r < 0) {
+        WG_ERROR(&app->log, "main", "cannot set up the session store", "error=%s", strerror(-r));
+        return EXIT_RUNTIME;
+    }
+    if (app_orch_start(app) < 0 || app_api_start(app) < 0)
+        return EXIT_RUNTIME;
+    wg_admin_add_ready_check(app->admin, redis_ready, app);
+    if (app_session_cache_start(app) < 0)
+        return EXIT_RUNTIME;
+    return 0;
+}
+
+/* Everything after the proxy object: the admin listener and what registers
+ * on it, Redis and its parts, both listeners bound. Returns 0 with the
+ * bound ports, or the exit code (the caller frees the app). */
+static int start_parts(struct app *app, int *ret_port, int *ret_admin_port)
+{
+    int r;
+
+    r = wg_admin_new(&app->loop, &app->cfg, &app->log, &app->admin);
+    if (r < 0) {
+        WG_ERROR(&app->log, "main", "cannot create the admin listener", "error=%s", uv_strerror(r));
+        return EXIT_RUNTIME;
+    }
+    if (app_proxy_start(app) < 0) /* first: /readyz and /metrics begin with the proxy */
+        return EXIT_RUNTIME;
+    r = app_redis_child_start(app); /* when it is the configured Redis */
+    if (r < 0)
+        return app_redis_child_config_error(r) ? EXIT_CONFIG : EXIT_RUNTIME;
+    if (app->cfg.redis_url != NULL && (r = start_redis_parts(app)) != 0)
+        return r;
+    r = app->px != NULL ? wg_proxy_listen(app->px, ret_port) : 0;
+    if (r < 0) {
+        WG_ERROR(&app->log, "main", "cannot listen", "listen=%s error=\"%s\"", app->cfg.listen.text,
+                 uv_strerror(r));
+        return EXIT_LISTEN;
+    }
+    app_metrics_start(app); /* the shared Redis connection's, when there is one */
+    /* Last: it answers the paths every other admin handler leaves. */
+    r = wg_dashboard_register(app->admin);
+    if (r < 0) {
+        WG_ERROR(&app->log, "main", "cannot serve the dashboard", "error=%s", strerror(-r));
+        return EXIT_RUNTIME;
+    }
+    r = wg_admin_listen(app->admin, ret_admin_port);
+    if (r < 0) {
+        WG_ERROR(&app->log, "main", "cannot listen", "admin_listen=%s error=\"%s\"",
+                 app->cfg.admin_listen.text, uv_strerror(r));
+        return EXIT_LISTEN;
+    }
+    return 0;
+}
+
+static void start_signals(struct app *app)
+{
+    uv_signal_init(&app->loop, &app->sig_term);
+    uv_signal_init(&app->loop, &app->sig_int);
+    uv_signal_init(&app->loop, &app->sig_hup);
+    app->sig_term.data = app->sig_int.data = app->sig_hup.data = app;
+    uv_signal_start(&app->sig_term, on_stop_signal, SIGTERM);
+    uv_signal_start(&app->sig_int, on_stop_signal, SIGINT);
+    uv_signal_start(&app->sig_hup, on_hup, SIGHUP);
+}
+
+int main(int argc, char **argv)
+{
+    struct app app;
+    struct wg_router *router = NULL;
+    bool check_only = false;
+    int port = 0, admin_port = 0;
+    int rc, r;
+
+    if (argc > 1 && strcmp(argv[1], "ctl") == 0)
+        return wg_ctl_main(argc - 1, argv + 1);
+    memset(&app, 0, sizeof(app));
+    rc = parse_flags(&app, argc, argv, &check_only);
+    if (rc >= 0)
+        return rc;
+    rc = load_config(&app, &router);
+    if (rc != 0)
+        return rc;
     if (check_only) {
         print_summary(&app.cfg, app.redis_server);
         wg_router_free(router);
@@ -292,6 +392,7 @@ int main(int argc, char **argv)
         free_config(&app);
         return EXIT_RUNTIME;
     }
+    rc = EXIT_RUNTIME;
     if (app_has_proxy(&app)) {
         r = wg_proxy_new(&app.loop, &app.cfg, &app.log, router, &app.px);
         if (r < 0) {
@@ -302,69 +403,10 @@ int main(int argc, char **argv)
     } else {
         wg_router_free(router);
     }
-    r = wg_admin_new(&app.loop, &app.cfg, &app.log, &app.admin);
-    if (r < 0) {
-        WG_ERROR(&app.log, "main", "cannot create the admin listener", "error=%s", uv_strerror(r));
+    rc = start_parts(&app, &port, &admin_port);
+    if (rc != 0)
         goto out_free;
-    }
-    if (app_proxy_start(&app) < 0) /* first: /readyz and /metrics begin with the proxy */
-        goto out_free;
-    r = app_redis_child_start(&app); /* when it is the configured Redis */
-    if (r < 0) {
-        rc = app_redis_child_config_error(r) ? EXIT_CONFIG : EXIT_RUNTIME;
-        goto out_free;
-    }
-    if (app.cfg.redis_url != NULL) {
-        struct wg_redis_opts ropts = {.name = "main"};
-        r = wg_redis_new(&app.loop, app.cfg.redis_url, &ropts, &app.log, &app.redis);
-        if (r < 0) {
-            WG_ERROR(&app.log, "main", "cannot set up Redis", "url=%s error=%s", app.cfg.redis_url,
-                     strerror(-r));
-            rc = EXIT_CONFIG;
-            goto out_free;
-        }
-        r = wg_store_new(app.redis, NULL, &app.store);
-        if (r < 0) {
-            WG_ERROR(&app.log, "main", "cannot set up the session store", "error=%s", strerror(-r));
-            goto out_free;
-        }
-        if (app_orch_start(&app) < 0)
-            goto out_free;
-        if (app_api_start(&app) < 0)
-            goto out_free;
-        wg_admin_add_ready_check(app.admin, redis_ready, &app);
-        if (app_session_cache_start(&app) < 0)
-            goto out_free;
-    }
-    r = app.px != NULL ? wg_proxy_listen(app.px, &port) : 0;
-    if (r < 0) {
-        WG_ERROR(&app.log, "main", "cannot listen", "listen=%s error=\"%s\"", app.cfg.listen.text,
-                 uv_strerror(r));
-        rc = EXIT_LISTEN;
-        goto out_free;
-    }
-    app_metrics_start(&app); /* the shared Redis connection's, when there is one */
-    /* Last: it answers the paths every other admin handler leaves. */
-    r = wg_dashboard_register(app.admin);
-    if (r < 0) {
-        WG_ERROR(&app.log, "main", "cannot serve the dashboard", "error=%s", strerror(-r));
-        goto out_free;
-    }
-    r = wg_admin_listen(app.admin, &admin_port);
-    if (r < 0) {
-        WG_ERROR(&app.log, "main", "cannot listen", "admin_listen=%s error=\"%s\"",
-                 app.cfg.admin_listen.text, uv_strerror(r));
-        rc = EXIT_LISTEN;
-        goto out_free;
-    }
-
-    uv_signal_init(&app.loop, &app.sig_term);
-    uv_signal_init(&app.loop, &app.sig_int);
-    uv_signal_init(&app.loop, &app.sig_hup);
-    app.sig_term.data = app.sig_int.data = app.sig_hup.data = &app;
-    uv_signal_start(&app.sig_term, on_stop_signal, SIGTERM);
-    uv_signal_start(&app.sig_int, on_stop_signal, SIGINT);
-    uv_signal_start(&app.sig_hup, on_hup, SIGHUP);
+    start_signals(&app);
 
     WG_INFO(&app.log, "main", "wakegate started",
             "version=%s listen=%s port=%d admin_listen=%s admin_port=%d routes=%zu config=%s",
