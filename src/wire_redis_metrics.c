@@ -1,4 +1,4 @@
-/* src/metrics.c - /metrics of the process's own parts that have no
+/* src/wire_redis_metrics.c - /metrics of the process's own parts that have no
  * exporter of their own: the shared Redis command connection (app->redis,
  * which every part's store uses). Other Redis connections (the session
  * cache's subscriber, the orchestrator's blocking reader) are not counted

@@ -1,4 +1,4 @@
-/* src/proxy.c - wires the proxy's report onto the admin listener, for
+/* src/wire_proxy.c - wires the proxy's report onto the admin listener, for
  * roles all and proxy: /readyz needs its public listener bound, /metrics
  * shows its counters (proxy/metrics). */
 #include <string.h>

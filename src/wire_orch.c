@@ -1,4 +1,4 @@
-/* src/orch.c - wires the orchestrator runtime (orchestrator/orch) for roles
+/* src/wire_orch.c - wires the orchestrator runtime (orchestrator/orch) for roles
  * all and orchestrator when Redis is configured: the waker, Docker's truth,
  * the heartbeat, its readiness check and its metrics. */
 #include <string.h>

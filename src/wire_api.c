@@ -1,4 +1,4 @@
-/* src/api.c - wires the admin API (admin/api) onto the admin listener,
+/* src/wire_api.c - wires the admin API (admin/api) onto the admin listener,
  * for roles all and orchestrator when Redis is configured. */
 #include <string.h>
 

@@ -1,4 +1,4 @@
-/* src/session_cache.c - wires the proxy's session cache: session routes resolve
+/* src/wire_session_cache.c - wires the proxy's session cache: session routes resolve
  * through it, /readyz needs its state channel, /metrics shows what it holds. */
 #include <inttypes.h>
 #include <stdio.h>
