@@ -705,7 +705,7 @@ static void on_docker_event(const struct wg_docker_event *ev, void *arg)
         return;
     if (ev->kind == WG_DOCKER_EVENTS_OPEN) {
         WG_INFO(o->log, ORCH_SUBSYS, "Docker events stream open", "label=%s since_ns=%" PRId64,
-                WG_DOCKER_SESSION_LABEL, o->events_since_ns);
+                WG_LABEL_SESSION, o->events_since_ns);
         o->events_open = true;
         o->events_backoff_ms = 0;
         if (o->events_since_ns == 0)
@@ -751,7 +751,7 @@ static void on_events_end(int status, const struct wg_docker_reply *r, void *arg
 
 static void events_connect(struct wg_orch *o)
 {
-    struct wg_docker_events_opts eo = {.label = WG_DOCKER_SESSION_LABEL,
+    struct wg_docker_events_opts eo = {.label = WG_LABEL_SESSION,
                                        .since_ns = o->events_since_ns};
     int rc;
 

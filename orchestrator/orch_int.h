@@ -26,6 +26,7 @@
 
 #include "common/config.h"
 #include "common/hist.h"
+#include "common/labels.h"
 #include "common/list.h"
 #include "common/log.h"
 #include "common/session.h"

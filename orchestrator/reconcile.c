@@ -214,7 +214,7 @@ static void on_recheck_inspect(int status, const struct wg_docker_reply *r, void
     memset(&t->seen, 0, sizeof(t->seen));
     if (status == 0) {
         const struct wg_docker_container *c = r->container;
-        const char *lab = json_string_value(json_object_get(c->labels, WG_DOCKER_SESSION_LABEL));
+        const char *lab = json_string_value(json_object_get(c->labels, WG_LABEL_SESSION));
         if (lab && strcmp(lab, t->id) == 0) {
             t->seen.found = true;
             snprintf(t->seen.id, sizeof(t->seen.id), "%s", c->id);
@@ -292,7 +292,7 @@ static void on_recheck_get(const struct wg_store_res *res, void *arg)
         rc = wg_docker_inspect(o->docker, t->hint, on_recheck_inspect, t);
     } else {
         /* No id anywhere: look for a container labelled for this session. */
-        snprintf(label, sizeof(label), "%s=%s", WG_DOCKER_SESSION_LABEL, t->id);
+        snprintf(label, sizeof(label), "%s=%s", WG_LABEL_SESSION, t->id);
         rc = wg_docker_list(o->docker, label, on_recheck_list, t);
     }
     if (rc < 0) {
@@ -653,7 +653,7 @@ static void on_round_containers(int status, const struct wg_docker_reply *r, voi
     }
     for (size_t i = 0; i < r->n_containers; i++) {
         const struct wg_docker_summary *s = &r->containers[i];
-        const char *sess = json_string_value(json_object_get(s->labels, WG_DOCKER_SESSION_LABEL));
+        const char *sess = json_string_value(json_object_get(s->labels, WG_LABEL_SESSION));
         struct seen_container *c = &rd->c[rd->n];
         if (!sess || strlen(sess) > WG_SESSION_ID_MAX ||
             strlen(s->id) > WG_SESSION_CONTAINER_ID_MAX)

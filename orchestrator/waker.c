@@ -527,7 +527,7 @@ static void wake_run(struct orch_task *t)
 
 static bool labelled_for(const struct wg_docker_container *c, const char *id)
 {
-    const char *v = json_string_value(json_object_get(c->labels, WG_DOCKER_SESSION_LABEL));
+    const char *v = json_string_value(json_object_get(c->labels, WG_LABEL_SESSION));
     return v && strcmp(v, id) == 0;
 }
 
