@@ -1,7 +1,7 @@
 /* orchestrator/orch.c - the orchestrator runtime: boot, the wake consumer,
- * the Docker events stream, heartbeat, metrics, and the task table shared
- * by waker.c and reconcile.c. See orch.h for the behaviour and orch_int.h
- * for ownership. */
+ * the Docker events stream, heartbeat, metrics, graceful shutdown, and the
+ * task table every kind of task runs in (turns, locks, references). See
+ * orch.h for the behaviour and orch_int.h for the task model. */
 #include "orchestrator/orch_int.h"
 
 #include <errno.h>
@@ -9,9 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/buf.h"
+#include "common/clock.h"
 #include "common/redis.h"
 
 #define TICK_MS 1000
@@ -25,16 +25,12 @@ static void tick_cb(uv_timer_t *h);
 static void read_next(struct wg_orch *o);
 static void events_connect(struct wg_orch *o);
 
-/* ---- small helpers ----------------------------------------------------------------------------
- */
+/* ---- small helpers ------------------------------------------------------------------------ */
 
-static int64_t realtime_ms(void *arg)
+static int64_t wall_ms(void *arg)
 {
-    struct timespec ts;
-
     (void)arg;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return wg_clock_wall_ms();
 }
 
 int64_t orch_now_ms(const struct wg_orch *o)
@@ -136,8 +132,7 @@ bool orch_mark_take(struct wg_orch *o, const char *container, bool *kill, bool *
     return false;
 }
 
-/* ---- tasks --------------------------------------------------------------------------------------
- */
+/* ---- tasks ------------------------------------------------------------------------------- */
 
 static void task_free(struct orch_task *t)
 {
@@ -159,13 +154,25 @@ static void task_timer_closed(uv_handle_t *h)
     orch_task_unref(h->data);
 }
 
-struct orch_task *orch_task_find(struct wg_orch *o, const char *id, enum orch_task_kind kind)
+void orch_task_init_timer(struct orch_task *t, uv_timer_t *timer)
+{
+    uv_timer_init(t->o->loop, timer);
+    timer->data = t;
+    t->refs++;
+}
+
+void orch_task_close_timer(struct orch_task *t, uv_timer_t *timer)
+{
+    uv_close((uv_handle_t *)timer, task_timer_closed);
+}
+
+struct orch_task *orch_task_find(struct wg_orch *o, const char *id, const struct orch_task_ops *ops)
 {
     struct wg_list *it;
 
     for (it = o->tasks.next; it != &o->tasks; it = it->next) {
         struct orch_task *t = wg_container_of(it, struct orch_task, link);
-        if (t->kind == kind && strcmp(t->id, id) == 0)
+        if (t->ops == ops && strcmp(t->id, id) == 0)
             return t;
     }
     return NULL;
@@ -184,7 +191,7 @@ static bool session_busy(struct wg_orch *o, const char *id, const struct orch_ta
     return false;
 }
 
-static bool session_has_tasks(struct wg_orch *o, const char *id)
+bool orch_session_live(struct wg_orch *o, const char *id)
 {
     struct wg_list *it;
 
@@ -194,30 +201,65 @@ static bool session_has_tasks(struct wg_orch *o, const char *id)
     return false;
 }
 
-struct orch_task *orch_task_new(struct wg_orch *o, enum orch_task_kind kind, const char *id)
+/* A task's memory with its head set up and its two timers open; not
+ * linked yet. */
+static struct orch_task *task_alloc(struct wg_orch *o, const struct orch_task_ops *ops,
+                                    const char *id)
 {
     struct orch_task *t;
 
     if (o->closing)
         return NULL;
-    t = calloc(1, sizeof(*t));
+    t = calloc(1, ops->size);
     if (!t)
         return NULL;
     t->o = o;
-    t->kind = kind;
+    t->ops = ops;
     snprintf(t->id, sizeof(t->id), "%s", id);
     wg_session_init(&t->rec);
-    t->fail_exit = -1;
-    t->death_exit = -1;
     wg_list_init(&t->qlink);
-    uv_timer_init(o->loop, &t->deadline);
-    uv_timer_init(o->loop, &t->timer);
-    uv_timer_init(o->loop, &t->extend);
-    t->deadline.data = t->timer.data = t->extend.data = t;
-    t->refs = 1 + 3;
+    t->refs = 1;
     o->refs++;
-    t->phase = session_has_tasks(o, id) ? PH_WAIT_TURN : PH_NEW;
+    orch_task_init_timer(t, &t->timer);
+    orch_task_init_timer(t, &t->extend);
+    return t;
+}
+
+struct orch_task *orch_task_new(struct wg_orch *o, const struct orch_task_ops *ops, const char *id)
+{
+    struct orch_task *t = task_alloc(o, ops, id);
+
+    if (!t)
+        return NULL;
+    t->phase = orch_session_live(o, id) ? PH_WAIT_TURN : PH_NEW;
     wg_list_push_back(&o->tasks, &t->link);
+    return t;
+}
+
+static void lock_held(struct orch_task *t, uint64_t first_ms);
+
+struct orch_task *orch_task_successor(struct orch_task *from, const struct orch_task_ops *ops)
+{
+    struct orch_task *t = task_alloc(from->o, ops, from->id);
+    uint64_t due;
+
+    if (!t)
+        return NULL;
+    if (from->have_rec && !orch_task_keep_rec(t, &from->rec)) {
+        t->refs--; /* never linked: only the timers keep it until they close */
+        orch_task_close_timer(t, &t->timer);
+        orch_task_close_timer(t, &t->extend);
+        return NULL;
+    }
+    t->phase = PH_NEW;
+    wg_list_insert_after(&from->link, &t->link);
+    if (from->locked) {
+        /* The lock's TTL runs on: the next extension keeps its time. */
+        due = uv_timer_get_due_in(&from->extend);
+        from->locked = false;
+        uv_timer_stop(&from->extend);
+        lock_held(t, due);
+    }
     return t;
 }
 
@@ -225,20 +267,7 @@ void orch_task_begin(struct orch_task *t)
 {
     if (t->finished || t->phase == PH_WAIT_TURN)
         return;
-    switch (t->kind) {
-    case TK_WAKE:
-        waker_begin(t);
-        break;
-    case TK_RECHECK:
-        recheck_begin(t);
-        break;
-    case TK_DEATH:
-        death_begin(t);
-        break;
-    case TK_SLEEP:
-        sleeper_begin(t);
-        break;
-    }
+    t->ops->start(t);
 }
 
 bool orch_task_keep_rec(struct orch_task *t, const struct wg_session *rec)
@@ -290,80 +319,58 @@ void orch_task_unlock(struct orch_task *t)
         t->refs++;
 }
 
-void orch_task_release_slot(struct orch_task *t)
+bool orch_task_dequeue(struct orch_task *t)
+{
+    if (!t->in_queue)
+        return false;
+    wg_list_remove(&t->qlink);
+    t->in_queue = false;
+    return true;
+}
+
+/* The next task of t's session, in arrival order, when none is at work. */
+static void begin_next_of_session(struct orch_task *t)
 {
     struct wg_orch *o = t->o;
+    struct wg_list *it;
 
-    if (t->slot) {
-        t->slot = false;
-        o->rechecks_running--;
-        reconcile_next(o);
-    }
-    if (t->round) {
-        t->round = false;
-        if (--o->round_left == 0 && !o->closing)
-            orch_reconciled(o);
+    if (session_busy(o, t->id, t))
+        return;
+    for (it = o->tasks.next; it != &o->tasks; it = it->next) {
+        struct orch_task *n = wg_container_of(it, struct orch_task, link);
+        if (strcmp(n->id, t->id) == 0 && n->phase == PH_WAIT_TURN) {
+            n->phase = PH_NEW;
+            orch_task_begin(n);
+            return;
+        }
     }
 }
 
 void orch_task_finish(struct orch_task *t)
 {
     struct wg_orch *o = t->o;
-    bool was_admitted = t->admitted, had_slot = t->slot;
 
     if (t->finished)
         return;
     t->finished = true;
     t->phase = PH_DONE;
     wg_list_remove(&t->link);
-    if (t->in_queue) {
-        wg_list_remove(&t->qlink);
-        t->in_queue = false;
-        if (t->kind == TK_WAKE)
-            o->queued--;
-    }
-    if (t->admitted) {
-        t->admitted = false;
-        o->in_flight--;
-    }
-    wg_probe_stop(t->probe);
-    t->probe = NULL;
     orch_task_unlock(t);
-    uv_close((uv_handle_t *)&t->deadline, task_timer_closed);
-    uv_close((uv_handle_t *)&t->timer, task_timer_closed);
-    uv_close((uv_handle_t *)&t->extend, task_timer_closed);
-    if (t->slot) {
-        t->slot = false;
-        o->rechecks_running--;
-    }
-    if (t->round) {
-        t->round = false;
-        if (--o->round_left == 0 && !o->closing)
-            orch_reconciled(o);
-    }
+    orch_task_close_timer(t, &t->timer);
+    orch_task_close_timer(t, &t->extend);
+    if (t->ops->cancel)
+        t->ops->cancel(t);
     if (!o->closing) {
-        if (had_slot)
-            reconcile_next(o);
-        /* The next task of this session, in arrival order. */
-        if (!session_busy(o, t->id, t)) {
-            struct wg_list *it;
-            for (it = o->tasks.next; it != &o->tasks; it = it->next) {
-                struct orch_task *n = wg_container_of(it, struct orch_task, link);
-                if (strcmp(n->id, t->id) == 0 && n->phase == PH_WAIT_TURN) {
-                    n->phase = PH_NEW;
-                    orch_task_begin(n);
-                    break;
-                }
-            }
-        }
-        if (was_admitted)
-            waker_admit_next(o);
+        begin_next_of_session(t);
+        /* A wake's admission or a recheck's slot may have been freed: these
+         * act only when a queued task finds room. */
+        reconcile_next(o);
+        waker_admit_next(o);
     }
     orch_task_unref(t); /* the live reference */
 }
 
-/* ---- locks --------------------------------------------------------------------------------------
- */
+/* ---- locks ----------------------------------------------------------------------------------- */
 
 static uint32_t lock_ttl(const struct wg_orch *o)
 {
@@ -398,12 +405,14 @@ static void extend_cb(uv_timer_t *h)
     }
 }
 
-static void lock_held(struct orch_task *t)
+/* Extends the lock every third of its TTL, the first time after
+ * first_ms (0: a full third). */
+static void lock_held(struct orch_task *t, uint64_t first_ms)
 {
     uint32_t every = lock_ttl(t->o) / 3;
 
     t->locked = true;
-    uv_timer_start(&t->extend, extend_cb, every, every);
+    uv_timer_start(&t->extend, extend_cb, first_ms ? first_ms : every, every);
 }
 
 static void on_lock_takeover(const struct wg_store_res *res, void *arg);
@@ -415,7 +424,7 @@ static void on_lock(const struct wg_store_res *res, void *arg)
     if (orch_task_returned(t))
         return;
     if (res->status == 0) {
-        lock_held(t);
+        lock_held(t, 0);
         t->lock_next(t, true, "");
     } else if (res->status == WG_STORE_BUSY) {
         /* Ours from a previous life? Extending succeeds only for our token. */
@@ -439,7 +448,7 @@ static void on_lock_takeover(const struct wg_store_res *res, void *arg)
     if (res->status == 0) {
         WG_INFO(t->o->log, ORCH_SUBSYS, "took back this host's lock from a previous run",
                 "session=%s", t->id);
-        lock_held(t);
+        lock_held(t, 0);
         t->lock_next(t, true, "");
     } else if (res->status == WG_STORE_NOT_HELD) {
         t->lock_next(t, false, "locked by another actor");
@@ -463,8 +472,7 @@ void orch_task_lock(struct orch_task *t, orch_lock_next *next)
     }
 }
 
-/* ---- acks and events ----------------------------------------------------------------------------
- */
+/* ---- acks and events ------------------------------------------------------------------------- */
 
 static void on_acked(const struct wg_store_res *res, void *arg)
 {
@@ -500,8 +508,7 @@ void orch_event(struct wg_orch *o, const char *id, const char *type, const char 
         WG_DEBUG(o->log, ORCH_SUBSYS, "event not appended", "session=%s type=%s", id, type);
 }
 
-/* ---- the wake consumer --------------------------------------------------------------------------
- */
+/* ---- the wake consumer ----------------------------------------------------------------------- */
 
 static void handle_cmds(struct wg_orch *o, const struct wg_wake_cmd *cmds, size_t n)
 {
@@ -657,8 +664,7 @@ static void on_group(const struct wg_store_res *res, void *arg)
              WG_STORE_KEY_WAKE_PREFIX, o->name, res->status == 0);
 }
 
-/* ---- Docker: ping and events --------------------------------------------------------------------
- */
+/* ---- Docker: ping and events ----------------------------------------------------------------- */
 
 static void on_ping(int status, const struct wg_docker_reply *r, void *arg)
 {
@@ -751,8 +757,7 @@ static void on_events_end(int status, const struct wg_docker_reply *r, void *arg
 
 static void events_connect(struct wg_orch *o)
 {
-    struct wg_docker_events_opts eo = {.label = WG_LABEL_SESSION,
-                                       .since_ns = o->events_since_ns};
+    struct wg_docker_events_opts eo = {.label = WG_LABEL_SESSION, .since_ns = o->events_since_ns};
     int rc;
 
     if (o->closing || o->events)
@@ -795,8 +800,7 @@ static void on_redis_state(struct wg_redis *r, bool connected, const char *reaso
         reconcile_round(o);
 }
 
-/* ---- heartbeat and the tick --------------------------------------------------------------------
- */
+/* ---- heartbeat and the tick ------------------------------------------------------------------ */
 
 static void heartbeat(struct wg_orch *o)
 {
@@ -860,8 +864,7 @@ static void tick_cb(uv_timer_t *h)
     }
 }
 
-/* ---- public -------------------------------------------------------------------------------------
- */
+/* ---- public ---------------------------------------------------------------------------------- */
 
 static const char *tls_mode(const struct wg_docker_opts *d)
 {
@@ -901,7 +904,7 @@ int wg_orch_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log
     o->log = log;
     o->name = cfg->docker_name;
     o->redis = redis;
-    o->clock_ms = opts && opts->clock_ms ? opts->clock_ms : realtime_ms;
+    o->clock_ms = opts && opts->clock_ms ? opts->clock_ms : wall_ms;
     o->clock_arg = opts ? opts->clock_arg : NULL;
     wg_list_init(&o->tasks);
     wg_list_init(&o->admit_q);
@@ -992,8 +995,7 @@ void wg_orch_free(struct wg_orch *o)
     orch_unref(o);
 }
 
-/* ---- graceful shutdown ------------------------------------------------------------------------
- */
+/* ---- graceful shutdown ----------------------------------------------------------------------- */
 
 static void shutdown_finish(struct wg_orch *o)
 {
