@@ -1,25 +1,29 @@
 /* orchestrator/orch_int.h - what the files of the orchestrator runtime
- * share (orch.c, waker.c, wake_ready.c, sleeper.c, reconcile.c). Not an
- * API: nothing outside them (and their unit test) includes it.
+ * share: orch.c (boot, wake consumer, events stream, heartbeat, metrics,
+ * shutdown), orch_task.c (the task table and the session lock), waker.c,
+ * wake_ready.c and wake_fail.c (the wake), reaper.c and sleeper.c (idle
+ * sessions and the sleep), reconcile.c and reconcile_events.c (Docker's
+ * truth). Not an API: nothing outside them includes it.
  *
  * Tasks. A task is one piece of work on one session. There are four kinds;
  * each is a struct that embeds the common head, struct orch_task, as its
  * first member, and has a table of operations (struct orch_task_ops) that
- * the task table in orch.c calls instead of switching on a kind:
+ * the task table (orch_task.c) calls instead of switching on a kind:
  *
- *   wake     struct orch_wake (waker.c, wake_ready.c): a wake command, a
- *            crash restart, or a recheck's hand-over. Lock, read the record,
- *            move it to starting (the command is acknowledged then), wait
- *            for admission, create / start / unpause, readiness (probe or
- *            Docker health), then starting -> running. On its deadline or
- *            after too many crashes it fails instead: the log tail,
- *            starting -> failed, and a stop of the container.
+ *   wake     struct orch_wake (waker.c, wake_ready.c, wake_fail.c): a wake
+ *            command, a crash restart, or a recheck's hand-over. Lock, read
+ *            the record, move it to starting (the command is acknowledged
+ *            then), wait for admission, create / start / unpause, readiness
+ *            (probe or Docker health), then starting -> running. On its
+ *            deadline or after too many crashes it fails instead: the log
+ *            tail, starting -> failed, and a stop of the container.
  *   recheck  struct orch_recheck (reconcile.c): compare one record with
  *            Docker under the lock and correct it, or first adopt a
  *            labelled container that has no record. A record left starting
  *            is handed over to a wake, with the lock.
- *   death    struct orch_death (reconcile.c): a container of a session
- *            died; the session moves (asleep, failed, or a crash restart).
+ *   death    struct orch_death (reconcile_events.c): a container of a
+ *            session died; the session moves (asleep, failed, or a crash
+ *            restart).
  *   sleep    struct orch_sleep (sleeper.c): drain, save, then pause, stop
  *            or remove (or, forced, stop or remove at once).
  *
@@ -31,9 +35,13 @@
  * Phases. t->phase says where a task is, for the decisions that depend on it
  * (a wake's deadline fails it only while it waits for admission, Docker or
  * readiness; a shutdown rolls back only the sleeps that have begun):
- *   NEW -> LOCK -> GET -> CAS -> QUEUED -> DOCKER -> READY_WAIT -> PUBLISH
- *   (a wake; BACKOFF between crash restarts, FAILING once it fails), or
- *   NEW -> LOCK -> WORK (recheck, death, sleep), then DONE.
+ *   a wake     NEW -> LOCK -> GET -> CAS -> QUEUED -> DOCKER -> READY_WAIT
+ *              -> PUBLISH (BACKOFF between crash restarts, FAILING once it
+ *              fails);
+ *   a sleep    NEW -> LOCK -> WORK;
+ *   a recheck  NEW -> WORK (it takes the lock from there), a death NEW ->
+ *              WORK (no lock);
+ *   every task DONE once it ended.
  *
  * The lock. Multi-step work on a session holds wg:lock:{id} with this host's
  * token (orch_task_lock()), extended every third of its TTL while held and
@@ -151,7 +159,7 @@ struct orch_seen {
     int64_t started_ms, finished_ms;
 };
 
-/* A wake (waker.c, wake_ready.c). */
+/* A wake (waker.c, wake_ready.c, wake_fail.c). */
 struct orch_wake {
     struct orch_task t;
     uv_timer_t deadline; /* the wake deadline */
@@ -206,7 +214,7 @@ struct orch_recheck {
     struct orch_seen seen;
 };
 
-/* The death of a session's container (reconcile.c). */
+/* The death of a session's container (reconcile_events.c). */
 struct orch_death {
     struct orch_task t;
     char hint[WG_SESSION_CONTAINER_ID_MAX + 1]; /* the container that died */
@@ -337,7 +345,7 @@ struct wg_orch {
     bool have_counts, counts_busy;
     uint64_t last_counts; /* uv_now */
 
-    /* reaper (sleeper.c) */
+    /* reaper (reaper.c) */
     uv_timer_t reap_timer;
     bool reap_busy;
     size_t reap_offset;
@@ -355,9 +363,8 @@ struct wg_orch {
     struct orch_metrics m;
 };
 
-/* ---- orch.c: the task table ------------------------------------------------------------- */
+/* ---- orch_task.c: the task table --------------------------------------------------------- */
 
-int64_t orch_now_ms(const struct wg_orch *o);
 /* A new task of a kind for session id, linked into o->tasks (waiting its
  * turn when another task of the session is there). Returns NULL when out
  * of memory or closing. */
@@ -403,6 +410,12 @@ void orch_task_init_timer(struct orch_task *t, uv_timer_t *timer);
  * from a previous life; next(t, held, why) runs when it is settled. */
 void orch_task_lock(struct orch_task *t, orch_lock_next *next);
 
+/* ---- orch.c ---------------------------------------------------------------------------------- */
+
+int64_t orch_now_ms(const struct wg_orch *o);
+/* Drops a reference to o's memory (a handle or a task's memory); the last
+ * frees it. */
+void orch_unref(struct wg_orch *o);
 void orch_ack(struct wg_orch *o, const char *entry_id);
 /* Records a correction, decision or failure as a wg:events entry (fire and
  * forget; failures logged at debug). detail: JSON text or NULL. */
@@ -419,7 +432,7 @@ const char *orch_q(char *buf, size_t len, const char *v);
 /* Called by reconcile.c when a reconcile round is over. */
 void orch_reconciled(struct wg_orch *o);
 
-/* ---- waker.c, wake_ready.c ------------------------------------------------------------------ */
+/* ---- waker.c, wake_ready.c, wake_fail.c ----------------------------------------------------- */
 
 /* A wake command: coalesces into the session's wake, or starts one. */
 void waker_command(struct wg_orch *o, const struct wg_wake_cmd *cmd);
@@ -441,7 +454,7 @@ bool waker_on_death(struct wg_orch *o, const char *id, const char *container, in
 /* A healthy event of a session's container: ready, when a wake waits on it. */
 void waker_on_healthy(struct wg_orch *o, const char *id, const char *container);
 
-/* Between waker.c and wake_ready.c. */
+/* Between waker.c, wake_ready.c and wake_fail.c. */
 uint64_t wake_timeout_ms(const struct wg_orch *o);
 /* After a call's callback: a deadline or a death noted while it was in
  * flight is taken now. Returns true when the task must not go on. */
@@ -453,6 +466,7 @@ void wake_fail(struct orch_wake *w, const char *outcome, const char *reason, int
                const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 /* A death while starting: restart after a backoff, or fail. */
 void wake_crash(struct orch_wake *w);
+void wake_start(struct orch_wake *w);
 void wake_unpause(struct orch_wake *w);
 /* wake_ready.c: the container runs (start or unpause answered, or it ran
  * already): its address and readiness from the inspect c (NULL: inspect
@@ -472,16 +486,26 @@ void sleeper_command(struct wg_orch *o, const struct wg_wake_cmd *cmd);
 void sleeper_request(struct wg_orch *o, const char *id);
 /* The live sleep of session id, or NULL. */
 struct orch_sleep *sleeper_find(struct wg_orch *o, const char *id);
-/* Starts the reaper timer (once reconciled) and stops it. */
-void reaper_start(struct wg_orch *o);
-void reaper_stop(struct wg_orch *o);
+/* A new sleep task for session id (the caller sets its tier and begins
+ * it), or NULL when out of memory. */
+struct orch_sleep *sleeper_new(struct wg_orch *o, const char *id);
 /* Shutdown: rolls back every sleep still draining (now) or saving (force:
  * at the grace deadline). Returns the sleeps still at work. */
 unsigned sleeper_shutdown(struct wg_orch *o, bool force);
 void sleeper_metrics(const struct wg_orch *o, struct wg_buf *out);
-void sleeper_free(struct wg_orch *o);
 
-/* ---- reconcile.c ---------------------------------------------------------------------------- */
+/* ---- reaper.c ------------------------------------------------------------------------------- */
+
+/* Starts the reaper timer (once reconciled) and stops it. */
+void reaper_start(struct wg_orch *o);
+void reaper_stop(struct wg_orch *o);
+/* Failed saves in a row of session id (0: none, or the last was good). */
+unsigned reaper_save_failures(const struct wg_orch *o, const char *id);
+/* A save of session id ended: ok forgets its failures, else one more. */
+void reaper_save_result(struct wg_orch *o, const char *id, bool ok);
+void reaper_free(struct wg_orch *o);
+
+/* ---- reconcile.c, reconcile_events.c -------------------------------------------------------- */
 
 void reconcile_round(struct wg_orch *o);
 void reconcile_scan_stuck(struct wg_orch *o);

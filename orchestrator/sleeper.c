@@ -1,12 +1,7 @@
 /* orchestrator/sleeper.c - idle sessions go to sleep without losing work:
- * the reaper finds them, a sleep task drains, saves and then pauses, stops
- * or removes the container.
- *
- * The reaper. Every sessions.idle.reap_every it reads the idle candidates
- * with wg_store_reap_scan() (a range of wg:active, never every session),
- * keeps those of this host, decides each with wg_orch_reap_decide() and
- * starts a sleep task for those due (none when a task of the session is
- * already live).
+ * the reaper (reaper.c) finds them, or a sleep or destroy command names
+ * one; a sleep task drains, saves and then pauses, stops or removes the
+ * container.
  *
  * A sleep task (struct orch_sleep), under the session lock; which step
  * follows which is decided by the pure wg_orch_sleep_*() of orch_policy.h:
@@ -69,53 +64,6 @@ static const char *reason_of(const struct orch_sleep *s)
 static int64_t cutoff_of(const struct orch_sleep *s)
 {
     return s->tier == WG_ORCH_TIER_DESTROY || s->forced ? -1 : s->idle_cutoff;
-}
-
-/* ---- failure memory (retry backoff) ---------------------------------------------------------- */
-
-static struct orch_save_fail *fail_find(const struct wg_orch *o, const char *id)
-{
-    for (size_t i = 0; i < o->n_fails; i++)
-        if (strcmp(o->fails[i].id, id) == 0)
-            return &o->fails[i];
-    return NULL;
-}
-
-static unsigned fail_count(const struct wg_orch *o, const char *id)
-{
-    const struct orch_save_fail *f = fail_find(o, id);
-
-    return f ? f->failures : 0;
-}
-
-static void fail_note(struct wg_orch *o, const char *id)
-{
-    struct orch_save_fail *f = fail_find(o, id);
-
-    if (f) {
-        if (f->failures < 64)
-            f->failures++;
-        return;
-    }
-    if (o->n_fails == o->cap_fails) {
-        size_t cap = o->cap_fails ? o->cap_fails * 2 : 16;
-        struct orch_save_fail *n = realloc(o->fails, cap * sizeof(*n));
-        if (!n)
-            return; /* the backoff falls back to its first step */
-        o->fails = n;
-        o->cap_fails = cap;
-    }
-    f = &o->fails[o->n_fails++];
-    snprintf(f->id, sizeof(f->id), "%s", id);
-    f->failures = 1;
-}
-
-static void fail_forget(struct wg_orch *o, const char *id)
-{
-    struct orch_save_fail *f = fail_find(o, id);
-
-    if (f)
-        *f = o->fails[--o->n_fails];
 }
 
 /* ---- small helpers --------------------------------------------------------------------------- */
@@ -462,7 +410,7 @@ static void record_save_event(struct orch_sleep *s, double seconds, const char *
     if (docker_error && docker_error[0])
         json_object_set_new(d, "error", json_string(docker_error));
     if (!s->save.ok)
-        json_object_set_new(d, "failures", json_integer(fail_count(s->t.o, s->t.id)));
+        json_object_set_new(d, "failures", json_integer(reaper_save_failures(s->t.o, s->t.id)));
     if (out[0]) {
         char clean[SAVE_EVENT_OUTPUT_MAX + 1];
         wg_session_clean_text(clean, sizeof(clean), out, strlen(out));
@@ -496,13 +444,13 @@ static const char *save_take_result(struct orch_sleep *s, int status,
                             sizeof(s->save.commit));
     if (s->save.ok) {
         o->m.saves_ok++;
-        fail_forget(o, s->t.id);
+        reaper_save_result(o, s->t.id, true);
     } else {
         if (s->save.timeout)
             o->m.saves_timeout++;
         else
             o->m.saves_failed++;
-        fail_note(o, s->t.id);
+        reaper_save_result(o, s->t.id, false);
     }
     if (status == 0)
         return "";
@@ -537,8 +485,9 @@ static void on_save_exec(int status, const struct wg_docker_reply *r, void *arg)
         WG_WARN(o->log, ORCH_SUBSYS, "save failed",
                 "session=%s container=%.12s exit_code=%d timeout=%d failures=%u docker=%s "
                 "output=%s",
-                s->t.id, s->container, s->save.exit_code, s->save.timeout, fail_count(o, s->t.id),
-                orch_q(q, 256, err[0] ? err : "-"), orch_q(q + 256, sizeof(q) - 256, tail));
+                s->t.id, s->container, s->save.exit_code, s->save.timeout,
+                reaper_save_failures(o, s->t.id), orch_q(q, 256, err[0] ? err : "-"),
+                orch_q(q + 256, sizeof(q) - 256, tail));
     }
     sleep_after_save(s);
 }
@@ -866,7 +815,7 @@ struct orch_sleep *sleeper_find(struct wg_orch *o, const char *id)
     return t ? orch_sleep_of(t) : NULL;
 }
 
-static struct orch_sleep *sleep_new(struct wg_orch *o, const char *id)
+struct orch_sleep *sleeper_new(struct wg_orch *o, const char *id)
 {
     struct orch_task *t = orch_task_new(o, &orch_sleep_ops, id);
 
@@ -875,7 +824,7 @@ static struct orch_sleep *sleep_new(struct wg_orch *o, const char *id)
 
 void sleeper_command(struct wg_orch *o, const struct wg_wake_cmd *cmd)
 {
-    struct orch_sleep *s = sleep_new(o, cmd->session);
+    struct orch_sleep *s = sleeper_new(o, cmd->session);
 
     if (!s) {
         WG_ERROR(o->log, ORCH_SUBSYS, "out of memory, leaving the command pending",
@@ -923,110 +872,6 @@ void sleeper_request(struct wg_orch *o, const char *id)
     if (wg_store_transition(o->store, id, from, WG_SESSION_RUNNING, NULL, detail, on_request_cancel,
                             s) == 0)
         s->t.refs++;
-}
-
-/* ---- the reaper ------------------------------------------------------------------------------ */
-
-static void reap_one(struct wg_orch *o, const struct wg_store_reap *e, int64_t now)
-{
-    const struct wg_idle_cfg *idle = &o->cfg->sessions.idle;
-    const struct wg_save_cfg *save = &o->cfg->sessions.save;
-    struct wg_orch_reap_in in = {0};
-    enum wg_orch_reap_action a;
-    struct orch_sleep *s;
-    const char *why;
-
-    if (strcmp(e->host, o->name) != 0)
-        return;
-    o->m.reap_candidates++;
-    in.state = e->state;
-    in.now = now;
-    in.last_active = e->last_active;
-    in.pause_after_ms = e->has_pause_after ? e->pause_after_ms : idle->pause_after_ms;
-    in.stop_after_ms = e->has_stop_after ? e->stop_after_ms : idle->stop_after_ms;
-    in.save_at = e->save_at;
-    in.save_ok = e->save_ok;
-    in.retry_wait_ms = wg_orch_save_backoff_ms(fail_count(o, e->id) ? fail_count(o, e->id) : 1,
-                                               save->retry_backoff_ms, save->retry_max_ms);
-    a = wg_orch_reap_decide(&in, &why);
-    if (a == WG_ORCH_REAP_NONE)
-        return;
-    if (sleeper_find(o, e->id) || waker_find(o, e->id))
-        return; /* an actor is at work; the next pass looks again */
-    s = sleep_new(o, e->id);
-    if (!s)
-        return;
-    o->m.reap_due++;
-    s->tier = a == WG_ORCH_REAP_PAUSE ? WG_ORCH_TIER_PAUSE : WG_ORCH_TIER_STOP;
-    s->idle_cutoff = e->last_active;
-    snprintf(s->from, sizeof(s->from), "reaper");
-    WG_INFO(o->log, ORCH_SUBSYS, "idle session",
-            "session=%s state=%s idle_ms=%" PRId64 " tier=%s why=\"%s\"", e->id,
-            wg_session_state_name(e->state), now - e->last_active, wg_orch_tier_name(s->tier), why);
-    orch_task_begin(&s->t);
-}
-
-static void reap_pass(struct wg_orch *o);
-
-static void on_reap_scan(const struct wg_store_res *res, void *arg)
-{
-    struct wg_orch *o = arg;
-    int64_t now;
-
-    o->reap_busy = false;
-    if (o->closing)
-        return;
-    if (res->status != 0) {
-        o->m.reap_errors++;
-        WG_DEBUG(o->log, ORCH_SUBSYS, "reaper pass failed", "error=\"%s\"", res->error);
-        o->reap_offset = 0;
-        return;
-    }
-    now = orch_now_ms(o);
-    for (size_t i = 0; i < res->n_reap && !o->shutting_down; i++)
-        reap_one(o, &res->reap[i], now);
-    /* A full page: more idle sessions wait beyond it. */
-    if (res->n_reap + res->n_bad == WG_STORE_BATCH_MAX && res->count >= 0) {
-        o->reap_offset += WG_STORE_BATCH_MAX;
-        reap_pass(o);
-    } else {
-        o->reap_offset = 0;
-    }
-}
-
-static void reap_pass(struct wg_orch *o)
-{
-    const struct wg_idle_cfg *idle = &o->cfg->sessions.idle;
-    uint64_t tier = idle->pause_after_ms;
-
-    if (o->reap_busy || o->closing || o->shutting_down || !o->docker_ok || !o->reconciled)
-        return;
-    if (idle->stop_after_ms && (tier == 0 || idle->stop_after_ms < tier))
-        tier = idle->stop_after_ms;
-    if (o->reap_offset == 0)
-        o->m.reap_passes++;
-    if (wg_store_reap_scan(o->store, tier, o->reap_offset, WG_STORE_BATCH_MAX, on_reap_scan, o) ==
-        0)
-        o->reap_busy = true;
-}
-
-static void reap_cb(uv_timer_t *h)
-{
-    reap_pass(h->data);
-}
-
-void reaper_start(struct wg_orch *o)
-{
-    uint64_t every = o->cfg->sessions.idle.reap_every_ms;
-
-    if (o->closing || uv_is_active((uv_handle_t *)&o->reap_timer))
-        return;
-    uv_timer_start(&o->reap_timer, reap_cb, every, every);
-}
-
-void reaper_stop(struct wg_orch *o)
-{
-    uv_timer_stop(&o->reap_timer);
 }
 
 /* ---- shutdown and metrics -------------------------------------------------------------------- */
@@ -1102,13 +947,6 @@ unsigned sleeper_shutdown(struct wg_orch *o, bool force)
         left++;
     }
     return left;
-}
-
-void sleeper_free(struct wg_orch *o)
-{
-    free(o->fails);
-    o->fails = NULL;
-    o->n_fails = o->cap_fails = 0;
 }
 
 void sleeper_metrics(const struct wg_orch *o, struct wg_buf *out)
