@@ -71,7 +71,6 @@ struct wg_docker_events; /* opaque: one events stream */
 
 #define WG_DOCKER_API_MAX "1.41" /* what this client speaks (Debian 12's engine) */
 #define WG_DOCKER_API_MIN "1.25" /* HostConfig.Init, filters as JSON */
-#define WG_DOCKER_SESSION_LABEL "wakegate.session"
 
 #define WG_DOCKER_TIMEOUT_MS 30000        /* per call, from when it is sent */
 #define WG_DOCKER_CONNECT_TIMEOUT_MS 5000 /* connect (+ TLS handshake) */
@@ -209,7 +208,7 @@ struct wg_docker_event {
 typedef void wg_docker_event_cb(const struct wg_docker_event *ev, void *arg);
 
 struct wg_docker_events_opts {
-    const char *label; /* filter, "key" or "key=value"; NULL: WG_DOCKER_SESSION_LABEL */
+    const char *label; /* filter, "key" or "key=value"; NULL: WG_LABEL_SESSION */
     int64_t since_ns;  /* replay events from this time (ns since the epoch); 0: from now */
 };
 
@@ -258,7 +257,7 @@ int wg_docker_inspect(struct wg_docker *d, const char *ref, wg_docker_cb *cb, vo
 int wg_docker_remove(struct wg_docker *d, const char *ref, bool force, bool volumes,
                      wg_docker_cb *cb, void *arg);
 /* All containers (running or not) carrying label ("key" or "key=value";
- * NULL: WG_DOCKER_SESSION_LABEL): r->containers. */
+ * NULL: WG_LABEL_SESSION): r->containers. */
 int wg_docker_list(struct wg_docker *d, const char *label, wg_docker_cb *cb, void *arg);
 /* The last `tail` lines of stdout and stderr: r->output. */
 int wg_docker_logs(struct wg_docker *d, const char *ref, unsigned tail, wg_docker_cb *cb,

@@ -1,7 +1,7 @@
 /* orchestrator/orch.c - the orchestrator runtime: boot, the wake consumer,
- * the Docker events stream, heartbeat, metrics, and the task table shared
- * by waker.c and reconcile.c. See orch.h for the behaviour and orch_int.h
- * for ownership. */
+ * the Docker events stream, heartbeat, metrics and graceful shutdown. See
+ * orch.h for the behaviour, orch_int.h for the task model and orch_task.c
+ * for the task table. */
 #include "orchestrator/orch_int.h"
 
 #include <errno.h>
@@ -9,9 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/buf.h"
+#include "common/clock.h"
 #include "common/redis.h"
 
 #define TICK_MS 1000
@@ -19,22 +19,17 @@
 #define EVENTS_BACKOFF_MAX_MS 5000
 #define READ_RETRY_MS 500
 #define MARK_TTL_MS 60000
-#define LOCK_TTL_MIN_MS 5000
 
 static void tick_cb(uv_timer_t *h);
 static void read_next(struct wg_orch *o);
 static void events_connect(struct wg_orch *o);
 
-/* ---- small helpers ----------------------------------------------------------------------------
- */
+/* ---- small helpers ------------------------------------------------------------------------ */
 
-static int64_t realtime_ms(void *arg)
+static int64_t wall_ms(void *arg)
 {
-    struct timespec ts;
-
     (void)arg;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return wg_clock_wall_ms();
 }
 
 int64_t orch_now_ms(const struct wg_orch *o)
@@ -55,10 +50,10 @@ void orch_docker_error(struct wg_orch *o, int status)
         o->st.docker_errors++;
 }
 
-static void orch_unref(struct wg_orch *o)
+void orch_unref(struct wg_orch *o)
 {
     if (--o->refs == 0) {
-        sleeper_free(o);
+        reaper_free(o);
         free(o);
     }
 }
@@ -136,335 +131,7 @@ bool orch_mark_take(struct wg_orch *o, const char *container, bool *kill, bool *
     return false;
 }
 
-/* ---- tasks --------------------------------------------------------------------------------------
- */
-
-static void task_free(struct orch_task *t)
-{
-    struct wg_orch *o = t->o;
-
-    wg_session_release(&t->rec);
-    free(t);
-    orch_unref(o);
-}
-
-void orch_task_unref(struct orch_task *t)
-{
-    if (--t->refs == 0)
-        task_free(t);
-}
-
-static void task_timer_closed(uv_handle_t *h)
-{
-    orch_task_unref(h->data);
-}
-
-struct orch_task *orch_task_find(struct wg_orch *o, const char *id, enum orch_task_kind kind)
-{
-    struct wg_list *it;
-
-    for (it = o->tasks.next; it != &o->tasks; it = it->next) {
-        struct orch_task *t = wg_container_of(it, struct orch_task, link);
-        if (t->kind == kind && strcmp(t->id, id) == 0)
-            return t;
-    }
-    return NULL;
-}
-
-/* Whether a task of session id is at work (not waiting for its turn). */
-static bool session_busy(struct wg_orch *o, const char *id, const struct orch_task *except)
-{
-    struct wg_list *it;
-
-    for (it = o->tasks.next; it != &o->tasks; it = it->next) {
-        struct orch_task *t = wg_container_of(it, struct orch_task, link);
-        if (t != except && t->phase != PH_WAIT_TURN && strcmp(t->id, id) == 0)
-            return true;
-    }
-    return false;
-}
-
-static bool session_has_tasks(struct wg_orch *o, const char *id)
-{
-    struct wg_list *it;
-
-    for (it = o->tasks.next; it != &o->tasks; it = it->next)
-        if (strcmp(wg_container_of(it, struct orch_task, link)->id, id) == 0)
-            return true;
-    return false;
-}
-
-struct orch_task *orch_task_new(struct wg_orch *o, enum orch_task_kind kind, const char *id)
-{
-    struct orch_task *t;
-
-    if (o->closing)
-        return NULL;
-    t = calloc(1, sizeof(*t));
-    if (!t)
-        return NULL;
-    t->o = o;
-    t->kind = kind;
-    snprintf(t->id, sizeof(t->id), "%s", id);
-    wg_session_init(&t->rec);
-    t->fail_exit = -1;
-    t->death_exit = -1;
-    wg_list_init(&t->qlink);
-    uv_timer_init(o->loop, &t->deadline);
-    uv_timer_init(o->loop, &t->timer);
-    uv_timer_init(o->loop, &t->extend);
-    t->deadline.data = t->timer.data = t->extend.data = t;
-    t->refs = 1 + 3;
-    o->refs++;
-    t->phase = session_has_tasks(o, id) ? PH_WAIT_TURN : PH_NEW;
-    wg_list_push_back(&o->tasks, &t->link);
-    return t;
-}
-
-void orch_task_begin(struct orch_task *t)
-{
-    if (t->finished || t->phase == PH_WAIT_TURN)
-        return;
-    switch (t->kind) {
-    case TK_WAKE:
-        waker_begin(t);
-        break;
-    case TK_RECHECK:
-        recheck_begin(t);
-        break;
-    case TK_DEATH:
-        death_begin(t);
-        break;
-    case TK_SLEEP:
-        sleeper_begin(t);
-        break;
-    }
-}
-
-bool orch_task_keep_rec(struct orch_task *t, const struct wg_session *rec)
-{
-    if (!rec)
-        return false;
-    wg_session_release(&t->rec);
-    t->have_rec = wg_session_copy(&t->rec, rec) == 0;
-    return t->have_rec;
-}
-
-void orch_task_call(struct orch_task *t)
-{
-    t->busy = true;
-    t->refs++;
-}
-
-bool orch_task_returned(struct orch_task *t)
-{
-    bool stop = t->finished || t->o->closing;
-
-    t->busy = false;
-    if (stop) {
-        orch_task_unref(t);
-        return true;
-    }
-    t->refs--; /* the live reference remains */
-    return false;
-}
-
-static void on_lock_released(const struct wg_store_res *res, void *arg)
-{
-    struct orch_task *t = arg;
-
-    if (res->status == WG_STORE_NOT_HELD && !t->o->closing)
-        WG_DEBUG(t->o->log, ORCH_SUBSYS, "lock already gone at release", "session=%s", t->id);
-    orch_task_unref(t);
-}
-
-void orch_task_unlock(struct orch_task *t)
-{
-    struct wg_orch *o = t->o;
-
-    if (!t->locked)
-        return;
-    t->locked = false;
-    uv_timer_stop(&t->extend);
-    if (!o->closing && wg_store_lock_release(o->store, t->id, o->token, on_lock_released, t) == 0)
-        t->refs++;
-}
-
-void orch_task_release_slot(struct orch_task *t)
-{
-    struct wg_orch *o = t->o;
-
-    if (t->slot) {
-        t->slot = false;
-        o->rechecks_running--;
-        reconcile_next(o);
-    }
-    if (t->round) {
-        t->round = false;
-        if (--o->round_left == 0 && !o->closing)
-            orch_reconciled(o);
-    }
-}
-
-void orch_task_finish(struct orch_task *t)
-{
-    struct wg_orch *o = t->o;
-    bool was_admitted = t->admitted, had_slot = t->slot;
-
-    if (t->finished)
-        return;
-    t->finished = true;
-    t->phase = PH_DONE;
-    wg_list_remove(&t->link);
-    if (t->in_queue) {
-        wg_list_remove(&t->qlink);
-        t->in_queue = false;
-        if (t->kind == TK_WAKE)
-            o->queued--;
-    }
-    if (t->admitted) {
-        t->admitted = false;
-        o->in_flight--;
-    }
-    wg_probe_stop(t->probe);
-    t->probe = NULL;
-    orch_task_unlock(t);
-    uv_close((uv_handle_t *)&t->deadline, task_timer_closed);
-    uv_close((uv_handle_t *)&t->timer, task_timer_closed);
-    uv_close((uv_handle_t *)&t->extend, task_timer_closed);
-    if (t->slot) {
-        t->slot = false;
-        o->rechecks_running--;
-    }
-    if (t->round) {
-        t->round = false;
-        if (--o->round_left == 0 && !o->closing)
-            orch_reconciled(o);
-    }
-    if (!o->closing) {
-        if (had_slot)
-            reconcile_next(o);
-        /* The next task of this session, in arrival order. */
-        if (!session_busy(o, t->id, t)) {
-            struct wg_list *it;
-            for (it = o->tasks.next; it != &o->tasks; it = it->next) {
-                struct orch_task *n = wg_container_of(it, struct orch_task, link);
-                if (strcmp(n->id, t->id) == 0 && n->phase == PH_WAIT_TURN) {
-                    n->phase = PH_NEW;
-                    orch_task_begin(n);
-                    break;
-                }
-            }
-        }
-        if (was_admitted)
-            waker_admit_next(o);
-    }
-    orch_task_unref(t); /* the live reference */
-}
-
-/* ---- locks --------------------------------------------------------------------------------------
- */
-
-static uint32_t lock_ttl(const struct wg_orch *o)
-{
-    uint64_t ttl = 2 * o->cfg->sessions.wake_timeout_ms;
-
-    if (ttl < LOCK_TTL_MIN_MS)
-        ttl = LOCK_TTL_MIN_MS;
-    return ttl > UINT32_MAX ? UINT32_MAX : (uint32_t)ttl;
-}
-
-static void on_lock_extended(const struct wg_store_res *res, void *arg)
-{
-    struct orch_task *t = arg;
-
-    t->extend_busy = false;
-    if (!t->finished && !t->o->closing && res->status == WG_STORE_NOT_HELD)
-        WG_WARN(t->o->log, ORCH_SUBSYS, "lost the session lock while working, going on",
-                "session=%s", t->id);
-    orch_task_unref(t);
-}
-
-static void extend_cb(uv_timer_t *h)
-{
-    struct orch_task *t = h->data;
-
-    if (t->finished || !t->locked || t->extend_busy)
-        return;
-    if (wg_store_lock_extend(t->o->store, t->id, t->o->token, lock_ttl(t->o), on_lock_extended,
-                             t) == 0) {
-        t->extend_busy = true;
-        t->refs++;
-    }
-}
-
-static void lock_held(struct orch_task *t)
-{
-    uint32_t every = lock_ttl(t->o) / 3;
-
-    t->locked = true;
-    uv_timer_start(&t->extend, extend_cb, every, every);
-}
-
-static void on_lock_takeover(const struct wg_store_res *res, void *arg);
-
-static void on_lock(const struct wg_store_res *res, void *arg)
-{
-    struct orch_task *t = arg;
-
-    if (orch_task_returned(t))
-        return;
-    if (res->status == 0) {
-        lock_held(t);
-        t->lock_next(t, true, "");
-    } else if (res->status == WG_STORE_BUSY) {
-        /* Ours from a previous life? Extending succeeds only for our token. */
-        orch_task_call(t);
-        if (wg_store_lock_extend(t->o->store, t->id, t->o->token, lock_ttl(t->o), on_lock_takeover,
-                                 t) < 0) {
-            orch_task_returned(t);
-            t->lock_next(t, false, "locked by another actor");
-        }
-    } else {
-        t->lock_next(t, false, res->error[0] ? res->error : strerror(-res->status));
-    }
-}
-
-static void on_lock_takeover(const struct wg_store_res *res, void *arg)
-{
-    struct orch_task *t = arg;
-
-    if (orch_task_returned(t))
-        return;
-    if (res->status == 0) {
-        WG_INFO(t->o->log, ORCH_SUBSYS, "took back this host's lock from a previous run",
-                "session=%s", t->id);
-        lock_held(t);
-        t->lock_next(t, true, "");
-    } else if (res->status == WG_STORE_NOT_HELD) {
-        t->lock_next(t, false, "locked by another actor");
-    } else {
-        t->lock_next(t, false, res->error[0] ? res->error : strerror(-res->status));
-    }
-}
-
-void orch_task_lock(struct orch_task *t, orch_lock_next *next)
-{
-    t->lock_next = next;
-    t->phase = t->phase == PH_NEW ? PH_LOCK : t->phase;
-    if (t->locked) {
-        next(t, true, "");
-        return;
-    }
-    orch_task_call(t);
-    if (wg_store_lock_acquire(t->o->store, t->id, t->o->token, lock_ttl(t->o), on_lock, t) < 0) {
-        orch_task_returned(t);
-        next(t, false, "cannot send the lock command");
-    }
-}
-
-/* ---- acks and events ----------------------------------------------------------------------------
- */
+/* ---- acks and events ------------------------------------------------------------------------- */
 
 static void on_acked(const struct wg_store_res *res, void *arg)
 {
@@ -500,8 +167,7 @@ void orch_event(struct wg_orch *o, const char *id, const char *type, const char 
         WG_DEBUG(o->log, ORCH_SUBSYS, "event not appended", "session=%s type=%s", id, type);
 }
 
-/* ---- the wake consumer --------------------------------------------------------------------------
- */
+/* ---- the wake consumer ----------------------------------------------------------------------- */
 
 static void handle_cmds(struct wg_orch *o, const struct wg_wake_cmd *cmds, size_t n)
 {
@@ -657,8 +323,7 @@ static void on_group(const struct wg_store_res *res, void *arg)
              WG_STORE_KEY_WAKE_PREFIX, o->name, res->status == 0);
 }
 
-/* ---- Docker: ping and events --------------------------------------------------------------------
- */
+/* ---- Docker: ping and events ----------------------------------------------------------------- */
 
 static void on_ping(int status, const struct wg_docker_reply *r, void *arg)
 {
@@ -705,7 +370,7 @@ static void on_docker_event(const struct wg_docker_event *ev, void *arg)
         return;
     if (ev->kind == WG_DOCKER_EVENTS_OPEN) {
         WG_INFO(o->log, ORCH_SUBSYS, "Docker events stream open", "label=%s since_ns=%" PRId64,
-                WG_DOCKER_SESSION_LABEL, o->events_since_ns);
+                WG_LABEL_SESSION, o->events_since_ns);
         o->events_open = true;
         o->events_backoff_ms = 0;
         if (o->events_since_ns == 0)
@@ -751,8 +416,7 @@ static void on_events_end(int status, const struct wg_docker_reply *r, void *arg
 
 static void events_connect(struct wg_orch *o)
 {
-    struct wg_docker_events_opts eo = {.label = WG_DOCKER_SESSION_LABEL,
-                                       .since_ns = o->events_since_ns};
+    struct wg_docker_events_opts eo = {.label = WG_LABEL_SESSION, .since_ns = o->events_since_ns};
     int rc;
 
     if (o->closing || o->events)
@@ -795,8 +459,7 @@ static void on_redis_state(struct wg_redis *r, bool connected, const char *reaso
         reconcile_round(o);
 }
 
-/* ---- heartbeat and the tick --------------------------------------------------------------------
- */
+/* ---- heartbeat and the tick ------------------------------------------------------------------ */
 
 static void heartbeat(struct wg_orch *o)
 {
@@ -860,8 +523,7 @@ static void tick_cb(uv_timer_t *h)
     }
 }
 
-/* ---- public -------------------------------------------------------------------------------------
- */
+/* ---- public ---------------------------------------------------------------------------------- */
 
 static const char *tls_mode(const struct wg_docker_opts *d)
 {
@@ -870,19 +532,9 @@ static const char *tls_mode(const struct wg_docker_opts *d)
     return d->tls_skip_verify ? "unverified" : "on";
 }
 
-int wg_orch_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log,
-                struct wg_redis *redis, const struct wg_orch_opts *opts, struct wg_orch **ret,
-                char *err, size_t errlen)
+static int check_cfg(const struct wg_config *cfg, char *err, size_t errlen)
 {
-    struct wg_docker_opts dopts = {0};
-    struct wg_redis_opts ropts = {0};
-    struct wg_store_opts sopts = {0};
-    struct wg_orch *o = NULL;
-    int rc;
-
-    if (errlen > 0)
-        err[0] = '\0';
-    if (!loop || !cfg || !redis || !ret || !cfg->redis_url) {
+    if (!cfg->redis_url) {
         snprintf(err, errlen, "the orchestrator needs Redis (redis.url)");
         return -EINVAL;
     }
@@ -893,6 +545,74 @@ int wg_orch_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log
                  "wake stream and its consumer)");
         return -EINVAL;
     }
+    return 0;
+}
+
+/* The Docker client, the store on the shared connection, and the blocking
+ * connection for the wake stream. Returns 0, or < 0 with the reason in err
+ * (the caller frees what was made). */
+static int make_clients(struct wg_orch *o, const struct wg_docker_opts *dopts, char *err,
+                        size_t errlen)
+{
+    struct wg_redis_opts ropts = {0};
+    struct wg_store_opts sopts = {0};
+    int rc;
+
+    rc = wg_docker_new(o->loop, dopts, o->log, &o->docker, err, errlen);
+    if (rc < 0)
+        return rc;
+    sopts.log = o->log;
+    sopts.clock_ms = o->clock_ms;
+    sopts.clock_arg = o->clock_arg;
+    if ((rc = wg_store_new(o->redis, &sopts, &o->store)) < 0) {
+        snprintf(err, errlen, "cannot create the session store: %s", strerror(-rc));
+        return rc;
+    }
+    ropts.name = "wake";
+    ropts.command_timeout_ms = WG_ORCH_READ_BLOCK_MS + WG_REDIS_COMMAND_TIMEOUT_MS;
+    if ((rc = wg_redis_new(o->loop, o->cfg->redis_url, &ropts, o->log, &o->blocking)) < 0) {
+        snprintf(err, errlen, "cannot set up the wake stream connection: %s", strerror(-rc));
+        return rc;
+    }
+    wg_redis_on_state(o->blocking, on_redis_state, o);
+    return 0;
+}
+
+/* The histograms and the five timers (o->refs counts them), then the tick. */
+static void start_handles(struct wg_orch *o)
+{
+    wg_hist_init(&o->m.queue, wg_hist_wake_bounds, WG_HIST_LEN(wg_hist_wake_bounds));
+    wg_hist_init(&o->m.docker_start, wg_hist_wake_bounds, WG_HIST_LEN(wg_hist_wake_bounds));
+    wg_hist_init(&o->m.ready, wg_hist_wake_bounds, WG_HIST_LEN(wg_hist_wake_bounds));
+    wg_hist_init(&o->m.total, wg_hist_wake_bounds, WG_HIST_LEN(wg_hist_wake_bounds));
+    wg_hist_init(&o->m.save, wg_hist_wake_bounds, WG_HIST_LEN(wg_hist_wake_bounds));
+    o->refs = 1 + 5;
+    uv_timer_init(o->loop, &o->tick);
+    uv_timer_init(o->loop, &o->events_timer);
+    uv_timer_init(o->loop, &o->read_timer);
+    uv_timer_init(o->loop, &o->reap_timer);
+    uv_timer_init(o->loop, &o->shutdown_timer);
+    o->tick.data = o->events_timer.data = o->read_timer.data = o;
+    o->reap_timer.data = o->shutdown_timer.data = o;
+    uv_timer_start(&o->tick, tick_cb, 0, TICK_MS);
+}
+
+int wg_orch_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log,
+                struct wg_redis *redis, const struct wg_orch_opts *opts, struct wg_orch **ret,
+                char *err, size_t errlen)
+{
+    struct wg_docker_opts dopts = {0};
+    struct wg_orch *o = NULL;
+    int rc;
+
+    if (errlen > 0)
+        err[0] = '\0';
+    if (!loop || !cfg || !redis || !ret) {
+        snprintf(err, errlen, "the orchestrator needs Redis (redis.url)");
+        return -EINVAL;
+    }
+    if ((rc = check_cfg(cfg, err, errlen)) < 0)
+        return rc;
     o = calloc(1, sizeof(*o));
     if (!o)
         return -ENOMEM;
@@ -901,7 +621,7 @@ int wg_orch_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log
     o->log = log;
     o->name = cfg->docker_name;
     o->redis = redis;
-    o->clock_ms = opts && opts->clock_ms ? opts->clock_ms : realtime_ms;
+    o->clock_ms = opts && opts->clock_ms ? opts->clock_ms : wall_ms;
     o->clock_arg = opts ? opts->clock_arg : NULL;
     wg_list_init(&o->tasks);
     wg_list_init(&o->admit_q);
@@ -915,38 +635,9 @@ int wg_orch_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log
     dopts.tls_cert = cfg->docker_tls.cert;
     dopts.tls_key = cfg->docker_tls.key;
     dopts.tls_skip_verify = !cfg->docker_tls.verify;
-    rc = wg_docker_new(loop, &dopts, log, &o->docker, err, errlen);
-    if (rc < 0)
+    if ((rc = make_clients(o, &dopts, err, errlen)) < 0)
         goto fail;
-    sopts.log = log;
-    sopts.clock_ms = o->clock_ms;
-    sopts.clock_arg = o->clock_arg;
-    if ((rc = wg_store_new(redis, &sopts, &o->store)) < 0) {
-        snprintf(err, errlen, "cannot create the session store: %s", strerror(-rc));
-        goto fail;
-    }
-    ropts.name = "wake";
-    ropts.command_timeout_ms = WG_ORCH_READ_BLOCK_MS + WG_REDIS_COMMAND_TIMEOUT_MS;
-    if ((rc = wg_redis_new(loop, cfg->redis_url, &ropts, log, &o->blocking)) < 0) {
-        snprintf(err, errlen, "cannot set up the wake stream connection: %s", strerror(-rc));
-        goto fail;
-    }
-    wg_redis_on_state(o->blocking, on_redis_state, o);
-
-    wg_hist_init(&o->m.queue, wg_hist_wake_bounds, WG_HIST_LEN(wg_hist_wake_bounds));
-    wg_hist_init(&o->m.docker_start, wg_hist_wake_bounds, WG_HIST_LEN(wg_hist_wake_bounds));
-    wg_hist_init(&o->m.ready, wg_hist_wake_bounds, WG_HIST_LEN(wg_hist_wake_bounds));
-    wg_hist_init(&o->m.total, wg_hist_wake_bounds, WG_HIST_LEN(wg_hist_wake_bounds));
-    wg_hist_init(&o->m.save, wg_hist_wake_bounds, WG_HIST_LEN(wg_hist_wake_bounds));
-    o->refs = 1 + 5;
-    uv_timer_init(loop, &o->tick);
-    uv_timer_init(loop, &o->events_timer);
-    uv_timer_init(loop, &o->read_timer);
-    uv_timer_init(loop, &o->reap_timer);
-    uv_timer_init(loop, &o->shutdown_timer);
-    o->tick.data = o->events_timer.data = o->read_timer.data = o;
-    o->reap_timer.data = o->shutdown_timer.data = o;
-    uv_timer_start(&o->tick, tick_cb, 0, TICK_MS);
+    start_handles(o);
     WG_INFO(log, ORCH_SUBSYS, "orchestrator starting",
             "name=%s docker=%s tls=%s max_concurrent_starts=%u wake_timeout_ms=%" PRIu64, o->name,
             dopts.host, tls_mode(&dopts), cfg->max_concurrent_starts,
@@ -992,8 +683,7 @@ void wg_orch_free(struct wg_orch *o)
     orch_unref(o);
 }
 
-/* ---- graceful shutdown ------------------------------------------------------------------------
- */
+/* ---- graceful shutdown ----------------------------------------------------------------------- */
 
 static void shutdown_finish(struct wg_orch *o)
 {

@@ -11,7 +11,7 @@
  *    claimed (XAUTOCLAIM), so no wake is lost after a crash. Entries older
  *    than sessions.wake_timeout are acknowledged and skipped.
  *
- *  - The waker (orchestrator/waker.c). A wake of a session moves it to
+ *  - The waker (orchestrator/waker.c, wake_ready.c, wake_fail.c). A wake of a session moves it to
  *    starting with a compare-and-set (the herd of wakes from many gateways
  *    makes exactly one Docker start: concurrent commands for one session
  *    coalesce in this process, and the CAS settles races between
@@ -28,9 +28,9 @@
  *    soon after its start is restarted with backoff (1 s, 2 s, 4 s), up to
  *    WG_ORCH_MAX_RESTARTS times.
  *
- *  - Docker's truth (orchestrator/reconcile.c). The /events stream
- *    (label wakegate.session) runs for the process's life, reconnecting
- *    with backoff from the last event's time. A container that dies,
+ *  - Docker's truth (orchestrator/reconcile.c, reconcile_events.c). The
+ *    /events stream (label wakegate.session) runs for the process's life,
+ *    reconnecting with backoff from the last event's time. A container that dies,
  *    is OOM-killed or is stopped by hand moves its session (asleep, or
  *    failed with {"reason":"oom"|"exit","exit_code":N}). At startup, and
  *    after each reconnect of the stream, the records of this host are
@@ -41,7 +41,7 @@
  *  - A heartbeat: wg:host:{docker.name} = {"name","starts_in_flight",
  *    "max_concurrent_starts","queued","at"} with a TTL.
  *
- *  - The reaper and the sleeps (orchestrator/sleeper.c). Every
+ *  - The reaper and the sleeps (orchestrator/reaper.c, sleeper.c). Every
  *    sessions.idle.reap_every, idle sessions of this host are read from
  *    wg:active (a range, never every session) and put to sleep by tier:
  *    draining, the save hook (docker exec, git add/commit/push by default),

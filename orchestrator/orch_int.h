@@ -1,31 +1,78 @@
-/* orchestrator/orch_int.h - what orch.c, waker.c and reconcile.c share.
- * Not an API: nothing outside orchestrator/orch*.c, waker.c and reconcile.c
- * includes it.
+/* orchestrator/orch_int.h - what the files of the orchestrator runtime
+ * share: orch.c (boot, wake consumer, events stream, heartbeat, metrics,
+ * shutdown), orch_task.c (the task table and the session lock), waker.c,
+ * wake_ready.c and wake_fail.c (the wake), reaper.c and sleeper.c (idle
+ * sessions and the sleep), reconcile.c and reconcile_events.c (Docker's
+ * truth). Not an API: nothing outside them includes it.
  *
- * Tasks. Every piece of work on one session is a struct orch_task: a wake
- * (waker.c), a recheck against Docker or an adoption (reconcile.c), the
- * handling of a container's death (reconcile.c), a forced sleep or destroy
- * (waker.c). Tasks of one session run one after the other, in arrival
- * order (waiting_turn), except that wakes coalesce into the wake in
- * progress. A task has at most one store or Docker call in flight (busy),
- * plus its timers and probe.
+ * Tasks. A task is one piece of work on one session. There are four kinds;
+ * each is a struct that embeds the common head, struct orch_task, as its
+ * first member, and has a table of operations (struct orch_task_ops) that
+ * the task table (orch_task.c) calls instead of switching on a kind:
+ *
+ *   wake     struct orch_wake (waker.c, wake_ready.c, wake_fail.c): a wake
+ *            command, a crash restart, or a recheck's hand-over. Lock, read
+ *            the record, move it to starting (the command is acknowledged
+ *            then), wait for admission, create / start / unpause, readiness
+ *            (probe or Docker health), then starting -> running. On its
+ *            deadline or after too many crashes it fails instead: the log
+ *            tail, starting -> failed, and a stop of the container.
+ *   recheck  struct orch_recheck (reconcile.c): compare one record with
+ *            Docker under the lock and correct it, or first adopt a
+ *            labelled container that has no record. A record left starting
+ *            is handed over to a wake, with the lock.
+ *   death    struct orch_death (reconcile_events.c): a container of a
+ *            session died; the session moves (asleep, failed, or a crash
+ *            restart).
+ *   sleep    struct orch_sleep (sleeper.c): drain, save, then pause, stop
+ *            or remove (or, forced, stop or remove at once).
+ *
+ * Turns. Tasks of one session run one after the other, in arrival order: a
+ * task made while another task of its session is live waits (PH_WAIT_TURN),
+ * and its ops->start runs when the ones before it have ended. Wake commands
+ * coalesce into the session's wake instead of queueing behind it.
+ *
+ * Phases. t->phase says where a task is, for the decisions that depend on it
+ * (a wake's deadline fails it only while it waits for admission, Docker or
+ * readiness; a shutdown rolls back only the sleeps that have begun):
+ *   a wake     NEW -> LOCK -> GET -> CAS -> QUEUED -> DOCKER -> READY_WAIT
+ *              -> PUBLISH (BACKOFF between crash restarts, FAILING once it
+ *              fails);
+ *   a sleep    NEW -> LOCK -> WORK;
+ *   a recheck  NEW -> WORK (it takes the lock from there), a death NEW ->
+ *              WORK (no lock);
+ *   every task DONE once it ended.
+ *
+ * The lock. Multi-step work on a session holds wg:lock:{id} with this host's
+ * token (orch_task_lock()), extended every third of its TTL while held and
+ * released when the task ends. A wake and a sleep hold it for their whole
+ * run, a recheck while it looks and corrects; a death takes none (its move
+ * is one compare-and-set).
+ *
+ * Calls. A task has at most one store or Docker call in flight (busy), plus
+ * its timers and a probe. A deadline or a death that arrives while a wake's
+ * call is in flight is noted (pend) and taken when the call returns.
  *
  * Ownership. A task counts references: 1 while it is live (in o->tasks),
- * one per call in flight, one per open timer handle. orch_task_finish()
- * only marks it, unlinks it and starts the closes; the last reference frees
- * it. The orchestrator counts its own open handles plus live task memory
- * the same way, so it outlives every task. After wg_orch_free() set
- * o->closing, callbacks only drop their reference. */
+ * one per call in flight, one per open timer handle (the head's two, and a
+ * wake's deadline). orch_task_finish() only marks it, unlinks it and starts
+ * the closes; the last reference frees it. The orchestrator counts its own
+ * open handles plus live task memory the same way, so it outlives every
+ * task. After wg_orch_free() set o->closing, callbacks only drop their
+ * reference. */
 #ifndef WG_ORCHESTRATOR_ORCH_INT_H
 #define WG_ORCHESTRATOR_ORCH_INT_H
 
+#include <assert.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <uv.h>
 
 #include "common/config.h"
 #include "common/hist.h"
+#include "common/labels.h"
 #include "common/list.h"
 #include "common/log.h"
 #include "common/session.h"
@@ -37,13 +84,6 @@
 
 #define ORCH_SUBSYS "orch"
 #define ORCH_MARKS 128 /* recent kill/oom/self-stop marks kept */
-
-enum orch_task_kind {
-    TK_WAKE,    /* waker.c */
-    TK_RECHECK, /* reconcile.c: compare one record with Docker and correct it */
-    TK_DEATH,   /* reconcile.c: a container of a session died */
-    TK_SLEEP,   /* sleeper.c: drain, save, then pause, stop or destroy (or at once, forced) */
-};
 
 enum orch_phase {
     PH_NEW,
@@ -64,12 +104,33 @@ enum orch_phase {
 enum orch_pend { PEND_NONE, PEND_CRASH, PEND_DEADLINE };
 
 struct wg_orch;
+struct orch_task;
 
+/* What a kind of task does at the moments the task table decides. */
+struct orch_task_ops {
+    const char *name; /* "wake", "recheck", "death", "sleep" */
+    size_t size;      /* of the kind's struct, which begins with struct orch_task */
+    /* Its turn came: it was the session's first task, or the ones before
+     * it ended. Not called for a task that ended while it waited. */
+    void (*start)(struct orch_task *t);
+    /* The task ends (orch_task_finish(), also from wg_orch_free()): leave
+     * the kind's queue and counts, stop its probe, close its own handles
+     * (each holds a reference). NULL when the kind holds nothing more. */
+    void (*cancel)(struct orch_task *t);
+};
+
+extern const struct orch_task_ops orch_wake_ops, orch_recheck_ops, orch_death_ops, orch_sleep_ops;
+
+/* Runs with held false when someone else holds the lock or Redis failed
+ * (why says which; the caller logs it). */
+typedef void orch_lock_next(struct orch_task *t, bool held, const char *why);
+
+/* The head every kind of task begins with. */
 struct orch_task {
     struct wg_list link;  /* o->tasks, in arrival order */
-    struct wg_list qlink; /* o->admit_q (PH_QUEUED) or o->recheck_q */
+    struct wg_list qlink; /* o->admit_q (a wake waiting for admission) or o->recheck_q */
     struct wg_orch *o;
-    enum orch_task_kind kind;
+    const struct orch_task_ops *ops;
     enum orch_phase phase;
     char id[WG_SESSION_ID_MAX + 1];
     unsigned refs;
@@ -77,29 +138,46 @@ struct orch_task {
     bool busy;        /* a call of this task is in flight */
     bool locked;      /* holds wg:lock:{id} */
     bool extend_busy; /* a lock extension is in flight */
-    bool admitted;    /* counted in o->in_flight */
     bool in_queue;    /* qlink is linked */
-    bool round;       /* part of a reconcile round (o->round_left) */
-    bool slot;        /* counted in o->rechecks_running */
-    void (*lock_next)(struct orch_task *t, bool held, const char *why);
+    orch_lock_next *lock_next;
 
-    uv_timer_t deadline; /* wake deadline */
-    uv_timer_t timer;    /* retries, health polling, backoff, delayed start */
-    uv_timer_t extend;   /* lock extension */
-    struct wg_probe *probe;
+    uv_timer_t timer;  /* retries, health polling, backoff, delayed start, drain */
+    uv_timer_t extend; /* lock extension */
 
     struct wg_session rec; /* the record as last read or written (owned) */
     bool have_rec;
+};
+
+/* A container as a recheck or a death saw it (inspect). */
+struct orch_seen {
+    bool found;
+    char status[16];
+    char ip[WG_SESSION_IP_MAX + 1];
+    char id[WG_SESSION_CONTAINER_ID_MAX + 1];
+    int exit_code;
+    bool oom;
+    int64_t started_ms, finished_ms;
+};
+
+/* A wake (waker.c, wake_ready.c, wake_fail.c). */
+struct orch_wake {
+    struct orch_task t;
+    uv_timer_t deadline; /* the wake deadline */
+    struct wg_probe *probe;
     char container[WG_SESSION_CONTAINER_ID_MAX + 1];
     char ip[WG_SESSION_IP_MAX + 1];
     uint16_t port; /* effective container port */
+    bool admitted; /* counted in o->in_flight */
 
-    /* wake */
+    /* the command */
     char entry_id[WG_STORE_STREAM_ID_MAX + 1]; /* to acknowledge; "" when none or done */
     char from[WG_STORE_NAME_MAX + 1];
     int64_t cmd_at;     /* the command's stamp (ms wall) */
     bool force;         /* skip the failed cool-down */
     bool crash_restart; /* a restart after a crash while running: keeps restarts */
+    uint32_t delay_ms;  /* crash restart: wait before the wake */
+
+    /* on the way */
     bool cas_retried;
     bool recreated; /* a create after start said 404: once only */
     bool health;    /* readiness from Docker health */
@@ -110,7 +188,6 @@ struct orch_task {
     int64_t start_issued_ns; /* wall ns when start/unpause was sent (for late die events) */
     uint64_t t_starting, t_admitted, t_docker, t_ready; /* uv_hrtime() */
     int64_t deadline_wall;                              /* ms wall */
-    uint32_t delay_ms;                                  /* crash restart: wait before the wake */
     unsigned probe_attempts;
     unsigned polls;
 
@@ -119,20 +196,41 @@ struct orch_task {
     char fail_reason[32];     /* event detail "reason" */
     char fail_error[WG_SESSION_ERROR_MAX + 1];
     int fail_exit; /* -1: none */
+};
 
-    /* recheck / death */
+/* A recheck against Docker, or an adoption (reconcile.c). */
+struct orch_recheck {
+    struct orch_task t;
     char hint[WG_SESSION_CONTAINER_ID_MAX + 1]; /* the container to look at */
+    bool startup;                               /* at startup every transient state is orphaned */
+    bool round;                                 /* part of a reconcile round (o->round_left) */
+    bool slot;                                  /* counted in o->rechecks_running */
     bool adopt;                                 /* no record: create it first */
     bool adopted;                               /* we created its record (in creating) */
-    bool startup;                               /* at startup every transient state is orphaned */
     char adopt_image[WG_SESSION_IMAGE_MAX + 1];
     uint16_t adopt_port;
     bool adopt_has_stop, adopt_has_pause; /* idle labels of the adopted container */
     uint64_t adopt_stop_ms, adopt_pause_ms;
-    int death_exit;
+    struct orch_seen seen;
+};
+
+/* The death of a session's container (reconcile_events.c). */
+struct orch_death {
+    struct orch_task t;
+    char hint[WG_SESSION_CONTAINER_ID_MAX + 1]; /* the container that died */
+    int death_exit;                             /* -1: unknown */
     bool death_by_hand, death_oom;
     int64_t death_ns;
-    /* sleep (sleeper.c) */
+    struct orch_seen seen;
+};
+
+/* A sleep or destroy (sleeper.c). */
+struct orch_sleep {
+    struct orch_task t;
+    char container[WG_SESSION_CONTAINER_ID_MAX + 1];
+    char entry_id[WG_STORE_STREAM_ID_MAX + 1]; /* to acknowledge; "" when none or done */
+    char from[WG_STORE_NAME_MAX + 1];
+    int64_t cmd_at;
     enum wg_orch_tier tier;
     bool by_api;         /* a sleep/destroy command, else the reaper */
     bool forced;         /* force=1: no drain, no save */
@@ -148,17 +246,29 @@ struct orch_task {
         char commit[WG_SESSION_COMMIT_MAX + 1];
         char output[WG_SESSION_OUTPUT_MAX + 1];
     } save;
-
-    struct {
-        bool found;
-        char status[16];
-        char ip[WG_SESSION_IP_MAX + 1];
-        char id[WG_SESSION_CONTAINER_ID_MAX + 1];
-        int exit_code;
-        bool oom;
-        int64_t started_ms, finished_ms;
-    } seen;
 };
+
+/* The kind's struct of a task; t must be of that kind. */
+static inline struct orch_wake *orch_wake_of(struct orch_task *t)
+{
+    assert(t->ops == &orch_wake_ops);
+    return (struct orch_wake *)t;
+}
+static inline struct orch_recheck *orch_recheck_of(struct orch_task *t)
+{
+    assert(t->ops == &orch_recheck_ops);
+    return (struct orch_recheck *)t;
+}
+static inline struct orch_death *orch_death_of(struct orch_task *t)
+{
+    assert(t->ops == &orch_death_ops);
+    return (struct orch_death *)t;
+}
+static inline struct orch_sleep *orch_sleep_of(struct orch_task *t)
+{
+    assert(t->ops == &orch_sleep_ops);
+    return (struct orch_sleep *)t;
+}
 
 /* A kill, oom or self-stop seen for a container, for the next die event. */
 struct orch_mark {
@@ -235,7 +345,7 @@ struct wg_orch {
     bool have_counts, counts_busy;
     uint64_t last_counts; /* uv_now */
 
-    /* reaper (sleeper.c) */
+    /* reaper (reaper.c) */
     uv_timer_t reap_timer;
     bool reap_busy;
     size_t reap_offset;
@@ -253,20 +363,31 @@ struct wg_orch {
     struct orch_metrics m;
 };
 
-/* ---- orch.c --------------------------------------------------------------------------------- */
+/* ---- orch_task.c: the task table --------------------------------------------------------- */
 
-int64_t orch_now_ms(const struct wg_orch *o);
-/* A new task for session id, linked into o->tasks (waiting its turn when
- * another task of the session is there). Returns NULL when out of memory. */
-struct orch_task *orch_task_new(struct wg_orch *o, enum orch_task_kind kind, const char *id);
+/* A new task of a kind for session id, linked into o->tasks (waiting its
+ * turn when another task of the session is there). Returns NULL when out
+ * of memory or closing. */
+struct orch_task *orch_task_new(struct wg_orch *o, const struct orch_task_ops *ops, const char *id);
+/* A new task of a kind that takes over from `from` (which must then end):
+ * it takes from's place in the session's turn, its lock (and the lock's
+ * extension) and a copy of its record. Returns NULL when out of memory. */
+struct orch_task *orch_task_successor(struct orch_task *from, const struct orch_task_ops *ops);
 /* Starts (or leaves waiting) a task made by orch_task_new(). */
 void orch_task_begin(struct orch_task *t);
-/* The live task of kind for id, or NULL. */
-struct orch_task *orch_task_find(struct wg_orch *o, const char *id, enum orch_task_kind kind);
-/* Idempotent: unlinks, releases the lock (unless closing), leaves the
- * admission count and queues, closes the timers, stops the probe, and lets
- * the next task of the session begin. */
+/* The live task of a kind for id, or NULL. */
+struct orch_task *orch_task_find(struct wg_orch *o, const char *id,
+                                 const struct orch_task_ops *ops);
+/* Whether any task of session id is live (waiting or at work). */
+bool orch_session_live(struct wg_orch *o, const char *id);
+/* Idempotent: unlinks, releases the lock (unless closing), closes the
+ * head's timers, lets the kind leave what it holds (ops->cancel), lets the
+ * next task of the session begin, and starts what the freed room allows
+ * (queued wakes and rechecks). */
 void orch_task_finish(struct orch_task *t);
+/* Takes t out of its queue (admission or rechecks). Returns whether it was
+ * in one. */
+bool orch_task_dequeue(struct orch_task *t);
 /* Before a call: marks the task busy and takes a reference. */
 void orch_task_call(struct orch_task *t);
 /* First thing in a call's callback: drops the reference; true when the task
@@ -274,20 +395,27 @@ void orch_task_call(struct orch_task *t);
 bool orch_task_returned(struct orch_task *t);
 /* Releases the lock now (fire and forget) and stops extending it. */
 void orch_task_unlock(struct orch_task *t);
-/* A recheck that becomes a wake leaves its reconcile slot and round. */
-void orch_task_release_slot(struct orch_task *t);
 /* Replaces t->rec with a copy of rec (have_rec then true). Returns false
  * when rec is NULL or out of memory (t->rec is then empty). */
 bool orch_task_keep_rec(struct orch_task *t, const struct wg_session *rec);
 /* Drops a reference taken for something else than a call. */
 void orch_task_unref(struct orch_task *t);
+/* Closes a timer handle a kind owns beside the head's; the task's
+ * reference for it is dropped in the close callback. */
+void orch_task_close_timer(struct orch_task *t, uv_timer_t *timer);
+/* Inits a timer handle a kind owns beside the head's; takes a reference. */
+void orch_task_init_timer(struct orch_task *t, uv_timer_t *timer);
 
 /* Lock steps shared by the task kinds: acquire, or take back our own lock
- * from a previous life; next(t, held) runs with held false when someone
- * else holds it or Redis failed (reason logged by the caller). */
-typedef void orch_lock_next(struct orch_task *t, bool held, const char *why);
+ * from a previous life; next(t, held, why) runs when it is settled. */
 void orch_task_lock(struct orch_task *t, orch_lock_next *next);
 
+/* ---- orch.c ---------------------------------------------------------------------------------- */
+
+int64_t orch_now_ms(const struct wg_orch *o);
+/* Drops a reference to o's memory (a handle or a task's memory); the last
+ * frees it. */
+void orch_unref(struct wg_orch *o);
 void orch_ack(struct wg_orch *o, const char *entry_id);
 /* Records a correction, decision or failure as a wg:events entry (fire and
  * forget; failures logged at debug). detail: JSON text or NULL. */
@@ -304,22 +432,48 @@ const char *orch_q(char *buf, size_t len, const char *v);
 /* Called by reconcile.c when a reconcile round is over. */
 void orch_reconciled(struct wg_orch *o);
 
-/* ---- waker.c -------------------------------------------------------------------------------- */
+/* ---- waker.c, wake_ready.c, wake_fail.c ----------------------------------------------------- */
 
 /* A wake command: coalesces into the session's wake, or starts one. */
 void waker_command(struct wg_orch *o, const struct wg_wake_cmd *cmd);
-void waker_begin(struct orch_task *t);
-/* A recheck that holds the lock hands over to a wake: t->rec is the record
- * (starting, or failed with a live container). */
-void waker_take_over(struct orch_task *t, bool fresh_deadline);
+/* A recheck that holds the lock hands over to a wake, which takes its lock
+ * and record (starting, or failed with a live container); `from` ends.
+ * fresh_deadline: the wake deadline runs from now, else from state_since. */
+void waker_take_over(struct orch_task *from, bool fresh_deadline);
 /* A session's crash restart: a wake task that waits delay_ms, then moves
  * failed -> starting without the cool-down. */
 void waker_restart_later(struct wg_orch *o, const char *id, uint32_t delay_ms);
 /* Starts queued wakes while there is room. */
 void waker_admit_next(struct wg_orch *o);
-/* Docker events for the session's wake. */
-void waker_on_death(struct orch_task *t, int exit_code, bool oom, int64_t time_ns);
-void waker_on_healthy(struct orch_task *t);
+/* The live wake of session id, or NULL. */
+struct orch_wake *waker_find(struct wg_orch *o, const char *id);
+/* A die event of a session's container. Returns whether a wake works on
+ * that container (the event is then the wake's business). */
+bool waker_on_death(struct wg_orch *o, const char *id, const char *container, int exit_code,
+                    bool oom, int64_t time_ns);
+/* A healthy event of a session's container: ready, when a wake waits on it. */
+void waker_on_healthy(struct wg_orch *o, const char *id, const char *container);
+
+/* Between waker.c, wake_ready.c and wake_fail.c. */
+uint64_t wake_timeout_ms(const struct wg_orch *o);
+/* After a call's callback: a deadline or a death noted while it was in
+ * flight is taken now. Returns true when the task must not go on. */
+bool wake_returned(struct orch_wake *w);
+/* A Docker call could not be sent: the wake fails. */
+void wake_send_failed(struct orch_wake *w, const char *what, int rc);
+/* The wake fails: the log tail, starting -> failed, the container stopped. */
+void wake_fail(struct orch_wake *w, const char *outcome, const char *reason, int exit_code,
+               const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* A death while starting: restart after a backoff, or fail. */
+void wake_crash(struct orch_wake *w);
+void wake_start(struct orch_wake *w);
+void wake_unpause(struct orch_wake *w);
+/* wake_ready.c: the container runs (start or unpause answered, or it ran
+ * already): its address and readiness from the inspect c (NULL: inspect
+ * it first). */
+void wake_started(struct orch_wake *w, const struct wg_docker_container *c);
+/* wake_ready.c: Docker says healthy. */
+void wake_healthy(struct orch_wake *w);
 
 /* ---- sleeper.c ------------------------------------------------------------------------------ */
 
@@ -327,29 +481,37 @@ void waker_on_healthy(struct orch_task *t);
  * force, stop or remove at once. The command is acknowledged when the task
  * ends. */
 void sleeper_command(struct wg_orch *o, const struct wg_wake_cmd *cmd);
-void sleeper_begin(struct orch_task *t);
 /* A request (a wake command) for a session: cancels its sleep while it is
  * draining or saving. */
 void sleeper_request(struct wg_orch *o, const char *id);
-/* Starts the reaper timer (once reconciled) and stops it. */
-void reaper_start(struct wg_orch *o);
-void reaper_stop(struct wg_orch *o);
+/* The live sleep of session id, or NULL. */
+struct orch_sleep *sleeper_find(struct wg_orch *o, const char *id);
+/* A new sleep task for session id (the caller sets its tier and begins
+ * it), or NULL when out of memory. */
+struct orch_sleep *sleeper_new(struct wg_orch *o, const char *id);
 /* Shutdown: rolls back every sleep still draining (now) or saving (force:
  * at the grace deadline). Returns the sleeps still at work. */
 unsigned sleeper_shutdown(struct wg_orch *o, bool force);
 void sleeper_metrics(const struct wg_orch *o, struct wg_buf *out);
-void sleeper_free(struct wg_orch *o);
 
-/* ---- reconcile.c ---------------------------------------------------------------------------- */
+/* ---- reaper.c ------------------------------------------------------------------------------- */
+
+/* Starts the reaper timer (once reconciled) and stops it. */
+void reaper_start(struct wg_orch *o);
+void reaper_stop(struct wg_orch *o);
+/* Failed saves in a row of session id (0: none, or the last was good). */
+unsigned reaper_save_failures(const struct wg_orch *o, const char *id);
+/* A save of session id ended: ok forgets its failures, else one more. */
+void reaper_save_result(struct wg_orch *o, const char *id, bool ok);
+void reaper_free(struct wg_orch *o);
+
+/* ---- reconcile.c, reconcile_events.c -------------------------------------------------------- */
 
 void reconcile_round(struct wg_orch *o);
 void reconcile_scan_stuck(struct wg_orch *o);
 /* Asks for a recheck of one session (skipped when a task of it is live). */
 void reconcile_recheck(struct wg_orch *o, const char *id, const char *container, bool startup);
-void recheck_begin(struct orch_task *t);
-/* Creates the record of an adopted container, then rechecks it. */
-void recheck_adopt(struct orch_task *t, const struct wg_session_update *u, const char *detail);
-void death_begin(struct orch_task *t);
+/* Starts queued rechecks while there is room. */
 void reconcile_next(struct wg_orch *o);
 void reconcile_on_event(struct wg_orch *o, const struct wg_docker_event *ev);
 

@@ -10,6 +10,8 @@
 #include <jansson.h>
 
 #include "common/config.h"
+#include "common/labels.h"
+#include "orchestrator/docker.h"
 
 #define S(x) WG_SESSION_##x
 #define B(x) WG_SESSION_BIT(WG_SESSION_##x)
@@ -77,6 +79,98 @@ uint32_t wg_orch_backoff_ms(unsigned restarts)
     for (unsigned i = 0; i < restarts && ms < WG_ORCH_BACKOFF_MAX_MS; i++)
         ms *= 2;
     return ms > WG_ORCH_BACKOFF_MAX_MS ? WG_ORCH_BACKOFF_MAX_MS : (uint32_t)ms;
+}
+
+/* ---- the steps of a wake --------------------------------------------------------------- */
+
+bool wg_orch_admit_now(unsigned in_flight, unsigned max_starts, bool queue_empty)
+{
+    return in_flight < max_starts && queue_empty;
+}
+
+const char *wg_orch_wake_step_name(enum wg_orch_wake_step s)
+{
+    switch (s) {
+    case WG_ORCH_STEP_CREATE:
+        return "create";
+    case WG_ORCH_STEP_FIND:
+        return "find";
+    case WG_ORCH_STEP_START:
+        return "start";
+    case WG_ORCH_STEP_UNPAUSE:
+        return "unpause";
+    case WG_ORCH_STEP_STARTED:
+        return "started";
+    case WG_ORCH_STEP_READY:
+        return "ready";
+    case WG_ORCH_STEP_CRASH:
+        return "crash";
+    case WG_ORCH_STEP_FAIL:
+        return "fail";
+    }
+    return "?";
+}
+
+enum wg_orch_wake_step wg_orch_step_after_inspect(int status, bool labelled, bool paused,
+                                                  bool running)
+{
+    if (status == WG_DOCKER_ENOTFOUND || (status == 0 && !labelled))
+        return WG_ORCH_STEP_CREATE;
+    if (status != 0)
+        return WG_ORCH_STEP_FAIL;
+    if (paused)
+        return WG_ORCH_STEP_UNPAUSE;
+    return running ? WG_ORCH_STEP_READY : WG_ORCH_STEP_START;
+}
+
+enum wg_orch_wake_step wg_orch_step_after_create(int status)
+{
+    if (status == 0)
+        return WG_ORCH_STEP_START;
+    /* The name is taken: a crash between create and recording the id. */
+    return status == WG_DOCKER_ECONFLICT ? WG_ORCH_STEP_FIND : WG_ORCH_STEP_FAIL;
+}
+
+enum wg_orch_wake_step wg_orch_step_after_start(int status, bool recreated)
+{
+    if (status == 0)
+        return WG_ORCH_STEP_STARTED;
+    if (status == WG_DOCKER_ENOTFOUND && !recreated)
+        return WG_ORCH_STEP_CREATE;
+    return WG_ORCH_STEP_FAIL;
+}
+
+enum wg_orch_wake_step wg_orch_step_after_unpause(int status)
+{
+    switch (status) {
+    case 0:
+        return WG_ORCH_STEP_STARTED;
+    case WG_DOCKER_ECONFLICT: /* not paused (any more): start it */
+        return WG_ORCH_STEP_START;
+    case WG_DOCKER_ENOTFOUND:
+        return WG_ORCH_STEP_CREATE;
+    default:
+        return WG_ORCH_STEP_FAIL;
+    }
+}
+
+enum wg_orch_wake_step wg_orch_step_after_started(bool paused, bool running)
+{
+    if (paused)
+        return WG_ORCH_STEP_UNPAUSE;
+    return running ? WG_ORCH_STEP_READY : WG_ORCH_STEP_CRASH;
+}
+
+enum wg_orch_crash_action wg_orch_wake_crash(bool oom, unsigned restarts, unsigned max_restarts)
+{
+    if (oom)
+        return WG_ORCH_CRASH_FAIL_OOM;
+    return restarts >= max_restarts ? WG_ORCH_CRASH_FAIL_LOOP : WG_ORCH_CRASH_RESTART;
+}
+
+bool wg_orch_death_is_this_run(int64_t start_ns, int64_t time_ns)
+{
+    return start_ns != 0 && !(time_ns > 0 && time_ns < start_ns);
 }
 
 /* ---- deaths ------------------------------------------------------------------------------ */
@@ -171,6 +265,109 @@ static void fix_set(struct wg_orch_fix *f, enum wg_orch_fix_kind kind, enum wg_s
     f->why = why;
 }
 
+static void fix_missing(const struct wg_orch_observed *ob, struct wg_orch_fix *f)
+{
+    switch (ob->state) {
+    case S(STARTING):
+        fix_set(f, WG_ORCH_FIX_RESUME, ob->state, "starting with no container: wake again");
+        break;
+    case S(CREATING):
+        fix_set(f, WG_ORCH_FIX_MOVE, S(ASLEEP), "creating stuck with no container");
+        f->clear_container = true;
+        break;
+    case S(ASLEEP):
+    case S(FAILED):
+        if (ob->record_has_container) {
+            fix_set(f, WG_ORCH_FIX_UPDATE, ob->state, "the container is gone");
+            f->clear_container = true;
+        }
+        break;
+    default: /* running, paused, draining, saving, stopping */
+        fix_set(f, WG_ORCH_FIX_MOVE, S(ASLEEP), "the container is gone");
+        f->clear_container = true;
+        break;
+    }
+}
+
+static void fix_running(const struct wg_orch_observed *ob, struct wg_orch_fix *f)
+{
+    switch (ob->state) {
+    case S(STARTING):
+        fix_set(f, WG_ORCH_FIX_RESUME, ob->state, "starting with nobody waking it");
+        break;
+    case S(FAILED):
+        fix_set(f, WG_ORCH_FIX_RESUME, ob->state, "Docker says running while Redis says failed");
+        break;
+    case S(RUNNING):
+        if (!ob->same_container || ob->ip_differs) {
+            fix_set(f, WG_ORCH_FIX_UPDATE, ob->state, "container id or address changed");
+            f->set_container = true;
+        }
+        break;
+    case S(STOPPING):
+        fix_set(f, WG_ORCH_FIX_STOP, S(ASLEEP), "stopping stuck with the container running");
+        f->set_container = true;
+        break;
+    default: /* creating, asleep, paused, draining, saving */
+        fix_set(f, WG_ORCH_FIX_MOVE, S(RUNNING), "Docker says running");
+        f->set_container = true;
+        break;
+    }
+}
+
+static void fix_paused(const struct wg_orch_observed *ob, struct wg_orch_fix *f)
+{
+    switch (ob->state) {
+    case S(STARTING):
+        fix_set(f, WG_ORCH_FIX_RESUME, ob->state, "starting with nobody waking it");
+        break;
+    case S(PAUSED):
+        if (!ob->same_container) {
+            fix_set(f, WG_ORCH_FIX_UPDATE, ob->state, "container id changed");
+            f->set_container = true;
+        }
+        break;
+    case S(FAILED):
+        break; /* the next wake unpauses it */
+    case S(STOPPING):
+        fix_set(f, WG_ORCH_FIX_STOP, S(ASLEEP), "stopping stuck with the container paused");
+        f->set_container = true;
+        break;
+    default: /* creating, running, draining, saving, asleep */
+        fix_set(f, WG_ORCH_FIX_MOVE, S(PAUSED), "Docker says paused");
+        f->set_container = true;
+        break;
+    }
+}
+
+static void fix_stopped(const struct wg_orch_observed *ob, struct wg_orch_fix *f)
+{
+    switch (ob->state) {
+    case S(STARTING):
+        fix_set(f, WG_ORCH_FIX_RESUME, ob->state, "starting with nobody waking it");
+        break;
+    case S(ASLEEP):
+    case S(FAILED):
+        if (!ob->same_container) {
+            fix_set(f, WG_ORCH_FIX_UPDATE, ob->state, "container id changed");
+            f->set_container = true;
+        }
+        break;
+    case S(CREATING):
+    case S(STOPPING):
+        fix_set(f, WG_ORCH_FIX_MOVE, S(ASLEEP), "Docker says stopped");
+        f->set_container = true;
+        break;
+    default: /* running, paused, draining, saving */
+        if (ob->clean_exit)
+            fix_set(f, WG_ORCH_FIX_MOVE, S(ASLEEP), "Docker says stopped");
+        else
+            fix_set(f, WG_ORCH_FIX_MOVE, S(FAILED), "Docker says exited with an error");
+        f->set_container = true;
+        break;
+    }
+}
+
 void wg_orch_reconcile_decide(const struct wg_orch_observed *ob, struct wg_orch_fix *f)
 {
     const enum wg_session_state st = ob->state;
@@ -182,105 +379,18 @@ void wg_orch_reconcile_decide(const struct wg_orch_observed *ob, struct wg_orch_
     f->why = "in agreement";
     if (st == S(DESTROYED) || (transient && !ob->stuck))
         return;
-
     switch (ob->docker) {
     case WG_ORCH_DOCKER_MISSING:
-        switch (st) {
-        case S(STARTING):
-            fix_set(f, WG_ORCH_FIX_RESUME, st, "starting with no container: wake again");
-            break;
-        case S(CREATING):
-            fix_set(f, WG_ORCH_FIX_MOVE, S(ASLEEP), "creating stuck with no container");
-            f->clear_container = true;
-            break;
-        case S(ASLEEP):
-        case S(FAILED):
-            if (ob->record_has_container) {
-                fix_set(f, WG_ORCH_FIX_UPDATE, st, "the container is gone");
-                f->clear_container = true;
-            }
-            break;
-        default: /* running, paused, draining, saving, stopping */
-            fix_set(f, WG_ORCH_FIX_MOVE, S(ASLEEP), "the container is gone");
-            f->clear_container = true;
-            break;
-        }
+        fix_missing(ob, f);
         break;
-
     case WG_ORCH_DOCKER_RUNNING:
-        switch (st) {
-        case S(STARTING):
-            fix_set(f, WG_ORCH_FIX_RESUME, st, "starting with nobody waking it");
-            break;
-        case S(FAILED):
-            fix_set(f, WG_ORCH_FIX_RESUME, st, "Docker says running while Redis says failed");
-            break;
-        case S(RUNNING):
-            if (!ob->same_container || ob->ip_differs) {
-                fix_set(f, WG_ORCH_FIX_UPDATE, st, "container id or address changed");
-                f->set_container = true;
-            }
-            break;
-        case S(STOPPING):
-            fix_set(f, WG_ORCH_FIX_STOP, S(ASLEEP), "stopping stuck with the container running");
-            f->set_container = true;
-            break;
-        default: /* creating, asleep, paused, draining, saving */
-            fix_set(f, WG_ORCH_FIX_MOVE, S(RUNNING), "Docker says running");
-            f->set_container = true;
-            break;
-        }
+        fix_running(ob, f);
         break;
-
     case WG_ORCH_DOCKER_PAUSED:
-        switch (st) {
-        case S(STARTING):
-            fix_set(f, WG_ORCH_FIX_RESUME, st, "starting with nobody waking it");
-            break;
-        case S(PAUSED):
-            if (!ob->same_container) {
-                fix_set(f, WG_ORCH_FIX_UPDATE, st, "container id changed");
-                f->set_container = true;
-            }
-            break;
-        case S(FAILED):
-            break; /* the next wake unpauses it */
-        case S(STOPPING):
-            fix_set(f, WG_ORCH_FIX_STOP, S(ASLEEP), "stopping stuck with the container paused");
-            f->set_container = true;
-            break;
-        default: /* creating, running, draining, saving, asleep */
-            fix_set(f, WG_ORCH_FIX_MOVE, S(PAUSED), "Docker says paused");
-            f->set_container = true;
-            break;
-        }
+        fix_paused(ob, f);
         break;
-
     case WG_ORCH_DOCKER_STOPPED:
-        switch (st) {
-        case S(STARTING):
-            fix_set(f, WG_ORCH_FIX_RESUME, st, "starting with nobody waking it");
-            break;
-        case S(ASLEEP):
-        case S(FAILED):
-            if (!ob->same_container) {
-                fix_set(f, WG_ORCH_FIX_UPDATE, st, "container id changed");
-                f->set_container = true;
-            }
-            break;
-        case S(CREATING):
-        case S(STOPPING):
-            fix_set(f, WG_ORCH_FIX_MOVE, S(ASLEEP), "Docker says stopped");
-            f->set_container = true;
-            break;
-        default: /* running, paused, draining, saving */
-            if (ob->clean_exit)
-                fix_set(f, WG_ORCH_FIX_MOVE, S(ASLEEP), "Docker says stopped");
-            else
-                fix_set(f, WG_ORCH_FIX_MOVE, S(FAILED), "Docker says exited with an error");
-            f->set_container = true;
-            break;
-        }
+        fix_stopped(ob, f);
         break;
     }
 }
@@ -381,6 +491,157 @@ uint64_t wg_orch_save_backoff_ms(unsigned failures, uint64_t first_ms, uint64_t 
     return wait < max_ms ? wait : max_ms;
 }
 
+/* ---- the steps of a sleep ------------------------------------------------------------- */
+
+const char *wg_orch_sleep_step_name(enum wg_orch_sleep_step s)
+{
+    switch (s) {
+    case WG_ORCH_SLEEP_NOTHING:
+        return "nothing";
+    case WG_ORCH_SLEEP_DRAIN:
+        return "drain";
+    case WG_ORCH_SLEEP_SAVE:
+        return "save";
+    case WG_ORCH_SLEEP_PAUSE:
+        return "pause";
+    case WG_ORCH_SLEEP_STOP:
+        return "stop";
+    case WG_ORCH_SLEEP_DOCKER:
+        return "docker";
+    case WG_ORCH_SLEEP_REFUSE:
+        return "refuse";
+    case WG_ORCH_SLEEP_KEEP_AWAKE:
+        return "keep awake";
+    }
+    return "?";
+}
+
+/* force=1: the operator discards what is not saved. Destroy removes
+ * whatever is there; sleep stops a container that runs (or is paused, or
+ * was left by a failed start). */
+static enum wg_orch_sleep_step sleep_forced(const struct wg_orch_sleep_in *in, const char **why)
+{
+    if (in->tier == WG_ORCH_TIER_DESTROY)
+        return WG_ORCH_SLEEP_DOCKER;
+    if (!WG_SESSION_IN(in->state, B(RUNNING) | B(PAUSED) | B(FAILED)) || !in->has_container) {
+        *why = "nothing to stop";
+        return WG_ORCH_SLEEP_NOTHING;
+    }
+    return WG_ORCH_SLEEP_STOP;
+}
+
+enum wg_orch_sleep_step wg_orch_sleep_first(const struct wg_orch_sleep_in *in, const char **why)
+{
+    const char *w = "nothing to put to sleep";
+    enum wg_orch_sleep_step step = WG_ORCH_SLEEP_NOTHING;
+
+    if (in->forced) {
+        step = sleep_forced(in, &w);
+        goto out;
+    }
+    switch (in->state) {
+    case S(RUNNING):
+        if (in->has_container)
+            step = WG_ORCH_SLEEP_DRAIN;
+        break;
+    case S(PAUSED):
+        /* Nothing runs in a frozen container: a save made before the pause
+         * still holds everything. Otherwise thaw it for the save. */
+        if (in->tier != WG_ORCH_TIER_PAUSE && in->has_container)
+            step = in->saved_since ? WG_ORCH_SLEEP_STOP : WG_ORCH_SLEEP_SAVE;
+        break;
+    case S(CREATING):
+    case S(ASLEEP):
+    case S(FAILED):
+        if (in->tier != WG_ORCH_TIER_DESTROY)
+            break;
+        if (!in->has_container || (in->state == S(ASLEEP) && in->saved_since)) {
+            step = WG_ORCH_SLEEP_DOCKER; /* remove what is there, then the record */
+            break;
+        }
+        step = WG_ORCH_SLEEP_REFUSE;
+        w = "the container is not running, so it cannot be saved: send force=1 to destroy "
+            "without saving";
+        break;
+    default:
+        if (in->tier == WG_ORCH_TIER_DESTROY) {
+            step = WG_ORCH_SLEEP_REFUSE;
+            w = "the session is busy in a transient state: try again";
+        }
+        break;
+    }
+out:
+    if (why)
+        *why = w;
+    return step;
+}
+
+enum wg_orch_sleep_step wg_orch_sleep_after_drain(enum wg_orch_tier tier, bool save_before_pause,
+                                                  bool shutdown)
+{
+    if (shutdown)
+        return WG_ORCH_SLEEP_KEEP_AWAKE;
+    if (tier == WG_ORCH_TIER_PAUSE && !save_before_pause)
+        return WG_ORCH_SLEEP_PAUSE;
+    return WG_ORCH_SLEEP_SAVE;
+}
+
+enum wg_orch_sleep_step wg_orch_sleep_after_save(enum wg_orch_tier tier, bool saved,
+                                                 bool stop_on_failure, bool shutdown)
+{
+    if (shutdown)
+        return WG_ORCH_SLEEP_KEEP_AWAKE;
+    if (saved)
+        return tier == WG_ORCH_TIER_PAUSE ? WG_ORCH_SLEEP_PAUSE : WG_ORCH_SLEEP_STOP;
+    if (tier == WG_ORCH_TIER_STOP && stop_on_failure)
+        return WG_ORCH_SLEEP_STOP;
+    /* A destroy is never carried out after a failed save. */
+    return tier == WG_ORCH_TIER_DESTROY ? WG_ORCH_SLEEP_REFUSE : WG_ORCH_SLEEP_KEEP_AWAKE;
+}
+
+enum wg_orch_sleep_call wg_orch_sleep_call(enum wg_orch_tier tier, enum wg_session_state state,
+                                           bool thawed, bool has_container)
+{
+    if (!has_container)
+        return WG_ORCH_CALL_NONE;
+    if (tier == WG_ORCH_TIER_STOP && state == S(PAUSED) && !thawed)
+        return WG_ORCH_CALL_THAW;
+    if (tier == WG_ORCH_TIER_PAUSE)
+        return WG_ORCH_CALL_PAUSE;
+    return tier == WG_ORCH_TIER_STOP ? WG_ORCH_CALL_STOP : WG_ORCH_CALL_REMOVE;
+}
+
+bool wg_orch_sleep_cancellable(enum wg_orch_tier tier, bool forced, enum wg_session_state state)
+{
+    return tier != WG_ORCH_TIER_DESTROY && !forced && WG_SESSION_IN(state, B(DRAINING) | B(SAVING));
+}
+
+void wg_orch_save_result(int status, int exit_code, uint64_t elapsed_ms, uint64_t timeout_ms,
+                         bool *ret_ok, bool *ret_timeout)
+{
+    *ret_ok = status == 0 && exit_code == 0;
+    *ret_timeout =
+        status == -ETIMEDOUT || (status == 0 && exit_code != 0 && elapsed_ms >= timeout_ms);
+}
+
+enum wg_orch_sleep_shutdown wg_orch_sleep_on_shutdown(const struct wg_orch_sleep_shutdown_in *in)
+{
+    if (!in->begun)
+        return WG_ORCH_SHUTDOWN_END;
+    if (in->rolled_back)
+        return WG_ORCH_SHUTDOWN_DONE; /* written: the exec in flight no longer matters */
+    if (in->rolling_back)
+        return WG_ORCH_SHUTDOWN_WAIT;
+    /* Waiting out the drain: roll back now. */
+    if (in->state == S(DRAINING) && !in->busy)
+        return WG_ORCH_SHUTDOWN_ROLLBACK;
+    /* The save in flight runs on in the container; the session is awake
+     * again and the next run saves it anew. */
+    if (in->late && in->state == S(SAVING))
+        return in->busy ? WG_ORCH_SHUTDOWN_BESIDE : WG_ORCH_SHUTDOWN_ROLLBACK;
+    return WG_ORCH_SHUTDOWN_WAIT;
+}
+
 /* The built-in hook. $1 work tree, $2 session, $3 time. Commits only a dirty
  * tree; pushes whenever a remote exists, so a commit whose push failed last
  * time goes out on the next attempt. The identity is the repository's own
@@ -419,35 +680,23 @@ int wg_orch_save_argv(const char *const *command, const char *path, const char *
                       char *secs, size_t secs_len)
 {
     static char kill_after[] = {'0' + WG_ORCH_SAVE_KILL_AFTER_S, '\0'};
-    size_t n = 0;
+    const char *const prefix[] = {"timeout", "-s", "TERM", "-k", kill_after, secs};
+    const char *const built_in[] = {"sh", "-c",    save_script, "wakegate-save",
+                                    path, session, when,        NULL};
+    const char *const *tail = command ? command : built_in;
+    const size_t np = sizeof(prefix) / sizeof(prefix[0]);
+    size_t nt = 0, n = 0;
 
     _Static_assert(WG_ORCH_SAVE_KILL_AFTER_S < 10, "one digit");
-#define PUSH(v)                                                                                    \
-    do {                                                                                           \
-        if (n + 1 >= max)                                                                          \
-            return -ENOSPC;                                                                        \
-        argv[n++] = (v);                                                                           \
-    } while (0)
+    while (tail[nt])
+        nt++;
+    if (np + nt + 1 > max)
+        return -ENOSPC;
     snprintf(secs, secs_len, "%" PRIu64, (timeout_ms + 999) / 1000);
-    PUSH("timeout");
-    PUSH("-s");
-    PUSH("TERM");
-    PUSH("-k");
-    PUSH(kill_after);
-    PUSH(secs);
-    if (command) {
-        for (size_t i = 0; command[i]; i++)
-            PUSH(command[i]);
-    } else {
-        PUSH("sh");
-        PUSH("-c");
-        PUSH(save_script);
-        PUSH("wakegate-save");
-        PUSH(path);
-        PUSH(session);
-        PUSH(when);
-    }
-#undef PUSH
+    for (size_t i = 0; i < np; i++)
+        argv[n++] = prefix[i];
+    for (size_t i = 0; i < nt; i++)
+        argv[n++] = tail[i];
     argv[n] = NULL;
     return (int)n;
 }
@@ -484,10 +733,10 @@ int wg_orch_idle_labels(const char *const *labels, bool *has_stop, uint64_t *sto
                         bool *has_pause, uint64_t *pause_ms, char *err, size_t errlen)
 {
     for (size_t i = 0; labels && labels[i] && labels[i + 1]; i += 2) {
-        bool stop = strcmp(labels[i], "wakegate.idle.stop_after") == 0;
+        bool stop = strcmp(labels[i], WG_LABEL_IDLE_STOP_AFTER) == 0;
         uint64_t ms;
 
-        if (!stop && strcmp(labels[i], "wakegate.idle.pause_after") != 0)
+        if (!stop && strcmp(labels[i], WG_LABEL_IDLE_PAUSE_AFTER) != 0)
             continue;
         if (wg_config_parse_duration(labels[i + 1], &ms) < 0) {
             snprintf(err, errlen, "label %s: must be a duration such as \"30s\" or \"20m\"",

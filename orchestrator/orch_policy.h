@@ -2,9 +2,11 @@
  *
  * Everything here is free of I/O and loops, so the unit tests (test/unit/
  * test_orch.c) can walk every case: what a wake command does to a session in
- * each state, what a container's death means, how reconciliation corrects a
- * record from Docker's truth, when a transient state is stuck, the crash-loop
- * backoff. The container spec of a record is common/container_spec.
+ * each state, which Docker step of a wake follows which, what a container's
+ * death means, how reconciliation corrects a record from Docker's truth,
+ * when a transient state is stuck, the crash-loop backoff, the idle reaper
+ * and which step of a sleep follows which. The container spec of a record
+ * is common/container_spec.
  * orchestrator/orch.c and its parts act on these answers and log them. */
 #ifndef WG_ORCHESTRATOR_ORCH_POLICY_H
 #define WG_ORCHESTRATOR_ORCH_POLICY_H
@@ -46,6 +48,53 @@ bool wg_orch_wake_stale(int64_t at, int64_t now, uint64_t wake_timeout_ms);
 
 /* Delay before crash restart number restarts+1: base << restarts, capped. */
 uint32_t wg_orch_backoff_ms(unsigned restarts);
+
+/* ---- the steps of a wake --------------------------------------------------------------- */
+
+/* Whether a wake that moved to starting runs its Docker steps now: the
+ * starts in flight are below the cap and no wake queued before it. */
+bool wg_orch_admit_now(unsigned in_flight, unsigned max_starts, bool queue_empty);
+
+enum wg_orch_wake_step {
+    WG_ORCH_STEP_CREATE,  /* create a container: none, gone, or not this session's */
+    WG_ORCH_STEP_FIND,    /* the create found the name taken: look the container up by name */
+    WG_ORCH_STEP_START,   /* docker start */
+    WG_ORCH_STEP_UNPAUSE, /* docker unpause */
+    WG_ORCH_STEP_STARTED, /* start or unpause answered: inspect the started container */
+    WG_ORCH_STEP_READY,   /* it runs: on to readiness */
+    WG_ORCH_STEP_CRASH,   /* it stopped after our start: a crash while starting */
+    WG_ORCH_STEP_FAIL,    /* a Docker error: the wake fails */
+};
+const char *wg_orch_wake_step_name(enum wg_orch_wake_step s);
+
+/* What follows each Docker call of a wake. status is the call's (0,
+ * WG_DOCKER_E*, or -errno; see orchestrator/docker.h). */
+/* The first look at the record's container: labelled for this session,
+ * paused, running, as the inspect showed. */
+enum wg_orch_wake_step wg_orch_step_after_inspect(int status, bool labelled, bool paused,
+                                                  bool running);
+/* Create answered (on success the id is recorded, then the start). */
+enum wg_orch_wake_step wg_orch_step_after_create(int status);
+/* Start answered; recreated: a container that vanished was created anew
+ * once already in this wake. */
+enum wg_orch_wake_step wg_orch_step_after_start(int status, bool recreated);
+/* Unpause answered (a conflict: it was not paused any more). */
+enum wg_orch_wake_step wg_orch_step_after_unpause(int status);
+/* The inspect of the container after start or unpause answered. */
+enum wg_orch_wake_step wg_orch_step_after_started(bool paused, bool running);
+
+enum wg_orch_crash_action {
+    WG_ORCH_CRASH_RESTART,   /* start it again after wg_orch_backoff_ms(restarts) */
+    WG_ORCH_CRASH_FAIL_OOM,  /* OOM-killed: restarting would not help */
+    WG_ORCH_CRASH_FAIL_LOOP, /* max_restarts restarts did not help */
+};
+/* A container that died while its wake waited for it, after `restarts`
+ * crash restarts in this wake. */
+enum wg_orch_crash_action wg_orch_wake_crash(bool oom, unsigned restarts, unsigned max_restarts);
+
+/* Whether a die event (time_ns, 0: unknown) is the death of the run a wake
+ * started at start_ns (0: nothing started yet), not of an earlier one. */
+bool wg_orch_death_is_this_run(int64_t start_ns, int64_t time_ns);
 
 /* ---- a container's death (Docker "die" events) ---------------------------------------- */
 
@@ -195,6 +244,90 @@ bool wg_orch_save_commit(const char *output, size_t len, char *commit, size_t co
  * Returns 0, or -EINVAL with err naming the label. */
 int wg_orch_idle_labels(const char *const *labels, bool *has_stop, uint64_t *stop_ms,
                         bool *has_pause, uint64_t *pause_ms, char *err, size_t errlen);
+
+/* ---- the steps of a sleep ------------------------------------------------------------- */
+
+/* Every step of a sleep task is one of these; which one follows which is
+ * decided by the functions below:
+ *   first (the record read):  DRAIN, SAVE (paused: unpause, then the hook),
+ *                             STOP, DOCKER, REFUSE or NOTHING
+ *   after the drain:          SAVE, PAUSE or KEEP_AWAKE
+ *   after the save:           PAUSE, STOP, REFUSE or KEEP_AWAKE
+ * PAUSE and STOP move the record, then make the Docker call (DOCKER makes
+ * only the call, then moves or deletes the record). */
+enum wg_orch_sleep_step {
+    WG_ORCH_SLEEP_NOTHING,    /* nothing to put to sleep: the task ends */
+    WG_ORCH_SLEEP_DRAIN,      /* running -> draining, then wait sessions.idle.drain */
+    WG_ORCH_SLEEP_SAVE,       /* -> saving, then the save hook */
+    WG_ORCH_SLEEP_PAUSE,      /* -> paused, then docker pause */
+    WG_ORCH_SLEEP_STOP,       /* -> stopping, then docker stop, then asleep */
+    WG_ORCH_SLEEP_DOCKER,     /* the Docker call at once (a destroy: remove, then the record) */
+    WG_ORCH_SLEEP_REFUSE,     /* a destroy that cannot save: destroy_refused (and keep awake) */
+    WG_ORCH_SLEEP_KEEP_AWAKE, /* back to running: a failed save, or a shutdown */
+};
+const char *wg_orch_sleep_step_name(enum wg_orch_sleep_step s);
+
+/* A sleep task's view of the session when it read the record. */
+struct wg_orch_sleep_in {
+    enum wg_session_state state;
+    enum wg_orch_tier tier;
+    bool forced;        /* force=1: no drain, no save */
+    bool has_container; /* the record names a container */
+    bool saved_since;   /* its last save was good and is not older than its last activity */
+};
+
+/* The first step. *why (may be NULL) gets the reason of a REFUSE (the
+ * destroy_refused event's text) or of NOTHING. */
+enum wg_orch_sleep_step wg_orch_sleep_first(const struct wg_orch_sleep_in *in, const char **why);
+/* After the drain: shutdown is a graceful stop rolling the sleep back;
+ * save_before_pause is sessions.save.before_pause. */
+enum wg_orch_sleep_step wg_orch_sleep_after_drain(enum wg_orch_tier tier, bool save_before_pause,
+                                                  bool shutdown);
+/* After the save hook answered: saved is its result; stop_on_failure is
+ * sessions.save.on_failure == stop (the stop tier only). */
+enum wg_orch_sleep_step wg_orch_sleep_after_save(enum wg_orch_tier tier, bool saved,
+                                                 bool stop_on_failure, bool shutdown);
+
+enum wg_orch_sleep_call {
+    WG_ORCH_CALL_NONE,   /* no container: only the record moves */
+    WG_ORCH_CALL_THAW,   /* unpause first (a frozen process cannot act on SIGTERM), then stop */
+    WG_ORCH_CALL_PAUSE,  /* docker pause */
+    WG_ORCH_CALL_STOP,   /* docker stop */
+    WG_ORCH_CALL_REMOVE, /* docker remove (force, volumes) */
+};
+/* The Docker call of the last step: state is the record's (as the task
+ * knows it), thawed: the container was unpaused for the save already. */
+enum wg_orch_sleep_call wg_orch_sleep_call(enum wg_orch_tier tier, enum wg_session_state state,
+                                           bool thawed, bool has_container);
+
+/* Whether a request (a wake command) cancels a sleep task: only one that is
+ * draining or saving, and never a destroy or a forced one. */
+bool wg_orch_sleep_cancellable(enum wg_orch_tier tier, bool forced, enum wg_session_state state);
+
+/* The save hook's result: the exec's status (0, WG_DOCKER_E*, -errno), its
+ * exit code and how long it took. A non-zero exit at or past the save
+ * timeout is the in-container `timeout` killing it: a timeout. */
+void wg_orch_save_result(int status, int exit_code, uint64_t elapsed_ms, uint64_t timeout_ms,
+                         bool *ret_ok, bool *ret_timeout);
+
+/* A graceful shutdown's look at one sleep task. */
+struct wg_orch_sleep_shutdown_in {
+    bool begun;        /* it got past its lock (it may have moved the record) */
+    bool rolled_back;  /* the move back to running is written */
+    bool rolling_back; /* the move back to running is under way */
+    bool busy;         /* a call is in flight */
+    bool late;         /* the grace period is over */
+    enum wg_session_state state;
+};
+enum wg_orch_sleep_shutdown {
+    WG_ORCH_SHUTDOWN_END,      /* not begun: end it, nothing to roll back */
+    WG_ORCH_SHUTDOWN_DONE,     /* rolled back: nothing left to wait for */
+    WG_ORCH_SHUTDOWN_WAIT,     /* at work (a save may finish): wait */
+    WG_ORCH_SHUTDOWN_ROLLBACK, /* move it back to running now */
+    WG_ORCH_SHUTDOWN_BESIDE,   /* move it back to running beside the call in flight */
+};
+/* DONE and END are not counted as sleeps still at work. */
+enum wg_orch_sleep_shutdown wg_orch_sleep_on_shutdown(const struct wg_orch_sleep_shutdown_in *in);
 
 /* ---- heartbeat ---------------------------------------------------------------------------- */
 

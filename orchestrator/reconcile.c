@@ -1,7 +1,8 @@
 /* orchestrator/reconcile.c - keeping Redis truthful about this host's
  * containers: reconcile rounds (startup, and after the events stream
- * reconnects), rechecks of one session, the handling of deaths from the
- * events stream, and the recovery of sessions stuck in transient states.
+ * reconnects), rechecks of one session (struct orch_recheck), and the
+ * recovery of sessions stuck in transient states. What the events stream
+ * says is handled in reconcile_events.c.
  *
  * A round lists the labelled containers and the records; every record of
  * this host that may disagree with Docker, and every labelled container
@@ -40,14 +41,9 @@ struct round {
 };
 
 static void recheck_locked(struct orch_task *t, bool held, const char *why);
-static void recheck_get(struct orch_task *t);
-static void recheck_decide(struct orch_task *t);
-
-static bool live_task(struct wg_orch *o, const char *id)
-{
-    return orch_task_find(o, id, TK_WAKE) || orch_task_find(o, id, TK_RECHECK) ||
-           orch_task_find(o, id, TK_DEATH) || orch_task_find(o, id, TK_SLEEP);
-}
+static void recheck_get(struct orch_recheck *k);
+static void recheck_decide(struct orch_recheck *k);
+static void recheck_adopt(struct orch_recheck *k);
 
 /* The idle tiers a container's labels set for its session; a bad value is
  * ignored (logged), the configured default then applies. */
@@ -58,7 +54,7 @@ static void label_idle(struct wg_orch *o, json_t *labels, struct seen_container 
     char err[160];
 
     for (int i = 0; i < 2; i++) {
-        const char *k = i ? "wakegate.idle.pause_after" : "wakegate.idle.stop_after";
+        const char *k = i ? WG_LABEL_IDLE_PAUSE_AFTER : WG_LABEL_IDLE_STOP_AFTER;
         const char *v = json_string_value(json_object_get(labels, k));
         if (v) {
             kv[n++] = k;
@@ -75,7 +71,7 @@ static void label_idle(struct wg_orch *o, json_t *labels, struct seen_container 
 
 static uint16_t label_port(json_t *labels)
 {
-    const char *v = json_string_value(json_object_get(labels, "wakegate.port"));
+    const char *v = json_string_value(json_object_get(labels, WG_LABEL_PORT));
     unsigned long p;
     char *end;
 
@@ -85,113 +81,154 @@ static uint16_t label_port(json_t *labels)
     return (*end || p == 0 || p > 65535) ? 0 : (uint16_t)p;
 }
 
-/* ---- rechecks ------------------------------------------------------------------------------ */
+/* ---- the recheck kind ---------------------------------------------------------------------- */
 
 void reconcile_next(struct wg_orch *o)
 {
     while (!o->closing && o->rechecks_running < WG_ORCH_RECHECK_MAX &&
            !wg_list_empty(&o->recheck_q)) {
         struct orch_task *t = wg_container_of(o->recheck_q.next, struct orch_task, qlink);
-        wg_list_remove(&t->qlink);
-        t->in_queue = false;
-        t->slot = true;
+        struct orch_recheck *k = orch_recheck_of(t);
+
+        orch_task_dequeue(t);
+        k->slot = true;
         o->rechecks_running++;
         t->phase = PH_WORK;
-        if (t->adopt) {
-            struct wg_session_update u = {0};
-            char detail[160];
-            u.set = WG_SF_HOST | WG_SF_IMAGE | WG_SF_PORT | WG_SF_CONTAINER_ID;
-            u.host = o->name;
-            u.image = t->adopt_image[0] ? t->adopt_image : o->cfg->sessions.image;
-            u.port = t->adopt_port;
-            u.container_id = t->hint;
-            if (t->adopt_has_stop) {
-                u.set |= WG_SF_IDLE_STOP_AFTER;
-                u.has_idle_stop_after = true;
-                u.idle_stop_after_ms = t->adopt_stop_ms;
-            }
-            if (t->adopt_has_pause) {
-                u.set |= WG_SF_IDLE_PAUSE_AFTER;
-                u.has_idle_pause_after = true;
-                u.idle_pause_after_ms = t->adopt_pause_ms;
-            }
-            snprintf(detail, sizeof(detail), "{\"reason\":\"adopt\",\"container\":\"%s\"}",
-                     t->hint);
-            recheck_adopt(t, &u, detail);
-        } else {
+        if (k->adopt)
+            recheck_adopt(k);
+        else
             orch_task_lock(t, recheck_locked);
-        }
     }
 }
 
-void recheck_begin(struct orch_task *t)
+static void recheck_begin(struct orch_task *t)
 {
-    struct wg_orch *o = t->o;
-
-    wg_list_push_back(&o->recheck_q, &t->qlink);
+    wg_list_push_back(&t->o->recheck_q, &t->qlink);
     t->in_queue = true;
-    reconcile_next(o);
+    reconcile_next(t->o);
+}
+
+/* Leaves its reconcile slot and round (the last one of a round ends it). */
+static void recheck_release(struct orch_recheck *k)
+{
+    struct wg_orch *o = k->t.o;
+
+    if (k->slot) {
+        k->slot = false;
+        o->rechecks_running--;
+    }
+    if (k->round) {
+        k->round = false;
+        if (--o->round_left == 0 && !o->closing)
+            orch_reconciled(o);
+    }
+}
+
+static void recheck_cancel(struct orch_task *t)
+{
+    orch_task_dequeue(t);
+    recheck_release(orch_recheck_of(t));
+}
+
+const struct orch_task_ops orch_recheck_ops = {
+    .name = "recheck",
+    .size = sizeof(struct orch_recheck),
+    .start = recheck_begin,
+    .cancel = recheck_cancel,
+};
+
+static struct orch_recheck *recheck_new(struct wg_orch *o, const char *id)
+{
+    struct orch_task *t = orch_task_new(o, &orch_recheck_ops, id);
+
+    return t ? orch_recheck_of(t) : NULL;
 }
 
 void reconcile_recheck(struct wg_orch *o, const char *id, const char *container, bool startup)
 {
-    struct orch_task *t;
+    struct orch_recheck *k;
 
-    if (o->closing || live_task(o, id))
+    if (o->closing || orch_session_live(o, id))
         return;
-    t = orch_task_new(o, TK_RECHECK, id);
-    if (!t)
+    k = recheck_new(o, id);
+    if (!k)
         return;
-    snprintf(t->hint, sizeof(t->hint), "%s", container ? container : "");
-    t->startup = startup;
-    orch_task_begin(t);
+    snprintf(k->hint, sizeof(k->hint), "%s", container ? container : "");
+    k->startup = startup;
+    orch_task_begin(&k->t);
 }
+
+/* ---- adoption ------------------------------------------------------------------------------ */
 
 static void on_adopt_created(const struct wg_store_res *res, void *arg)
 {
-    struct orch_task *t = arg;
-    struct wg_orch *o = t->o;
+    struct orch_recheck *k = arg;
+    struct wg_orch *o = k->t.o;
 
-    if (orch_task_returned(t))
+    if (orch_task_returned(&k->t))
         return;
     if (res->status == 0) {
         o->st.adopted++;
         WG_INFO(o->log, ORCH_SUBSYS, "adopting a labelled container that had no record",
-                "session=%s container=%.12s image=%s port=%u", t->id, t->hint, t->adopt_image,
-                (unsigned)t->adopt_port);
-        orch_event(o, t->id, "reconcile",
+                "session=%s container=%.12s image=%s port=%u", k->t.id, k->hint, k->adopt_image,
+                (unsigned)k->adopt_port);
+        orch_event(o, k->t.id, "reconcile",
                    "{\"action\":\"adopt\",\"why\":\"a container labelled wakegate.session had no "
                    "record\"}");
     } else if (res->status == WG_STORE_EXISTS) {
         if (!res->rec || strcmp(res->rec->host, o->name) != 0) {
             WG_WARN(o->log, ORCH_SUBSYS,
                     "labelled container belongs to a session of another host, leaving it",
-                    "session=%s container=%.12s host=%s", t->id, t->hint,
+                    "session=%s container=%.12s host=%s", k->t.id, k->hint,
                     res->rec ? res->rec->host : "-");
-            orch_task_finish(t);
+            orch_task_finish(&k->t);
             return;
         }
     } else {
         WG_WARN(o->log, ORCH_SUBSYS, "cannot adopt the labelled container, will try again",
-                "session=%s container=%.12s error=\"%s\"", t->id, t->hint, res->error);
-        orch_task_finish(t);
+                "session=%s container=%.12s error=\"%s\"", k->t.id, k->hint, res->error);
+        orch_task_finish(&k->t);
         return;
     }
-    t->adopt = false;
-    t->adopted = true;
-    orch_task_lock(t, recheck_locked);
+    k->adopt = false;
+    k->adopted = true;
+    orch_task_lock(&k->t, recheck_locked);
 }
 
-void recheck_adopt(struct orch_task *t, const struct wg_session_update *u, const char *detail)
+/* The record of a labelled container without one: this host, its image,
+ * port and idle labels. */
+static void recheck_adopt(struct orch_recheck *k)
 {
-    orch_task_call(t);
-    if (wg_store_create(t->o->store, t->id, u, detail, on_adopt_created, t) < 0) {
-        orch_task_returned(t);
-        WG_WARN(t->o->log, ORCH_SUBSYS, "cannot adopt the labelled container: bad fields",
-                "session=%s container=%.12s", t->id, t->hint);
-        orch_task_finish(t);
+    struct wg_orch *o = k->t.o;
+    struct wg_session_update u = {0};
+    char detail[160];
+
+    u.set = WG_SF_HOST | WG_SF_IMAGE | WG_SF_PORT | WG_SF_CONTAINER_ID;
+    u.host = o->name;
+    u.image = k->adopt_image[0] ? k->adopt_image : o->cfg->sessions.image;
+    u.port = k->adopt_port;
+    u.container_id = k->hint;
+    if (k->adopt_has_stop) {
+        u.set |= WG_SF_IDLE_STOP_AFTER;
+        u.has_idle_stop_after = true;
+        u.idle_stop_after_ms = k->adopt_stop_ms;
+    }
+    if (k->adopt_has_pause) {
+        u.set |= WG_SF_IDLE_PAUSE_AFTER;
+        u.has_idle_pause_after = true;
+        u.idle_pause_after_ms = k->adopt_pause_ms;
+    }
+    snprintf(detail, sizeof(detail), "{\"reason\":\"adopt\",\"container\":\"%s\"}", k->hint);
+    orch_task_call(&k->t);
+    if (wg_store_create(o->store, k->t.id, &u, detail, on_adopt_created, k) < 0) {
+        orch_task_returned(&k->t);
+        WG_WARN(o->log, ORCH_SUBSYS, "cannot adopt the labelled container: bad fields",
+                "session=%s container=%.12s", k->t.id, k->hint);
+        orch_task_finish(&k->t);
     }
 }
+
+/* ---- rechecks ------------------------------------------------------------------------------ */
 
 static void recheck_locked(struct orch_task *t, bool held, const char *why)
 {
@@ -201,50 +238,50 @@ static void recheck_locked(struct orch_task *t, bool held, const char *why)
         orch_task_finish(t);
         return;
     }
-    recheck_get(t);
+    recheck_get(orch_recheck_of(t));
 }
 
 static void on_recheck_inspect(int status, const struct wg_docker_reply *r, void *arg)
 {
-    struct orch_task *t = arg;
-    struct wg_orch *o = t->o;
+    struct orch_recheck *k = arg;
+    struct wg_orch *o = k->t.o;
 
-    if (orch_task_returned(t))
+    if (orch_task_returned(&k->t))
         return;
-    memset(&t->seen, 0, sizeof(t->seen));
+    memset(&k->seen, 0, sizeof(k->seen));
     if (status == 0) {
         const struct wg_docker_container *c = r->container;
-        const char *lab = json_string_value(json_object_get(c->labels, WG_DOCKER_SESSION_LABEL));
-        if (lab && strcmp(lab, t->id) == 0) {
-            t->seen.found = true;
-            snprintf(t->seen.id, sizeof(t->seen.id), "%s", c->id);
-            snprintf(t->seen.status, sizeof(t->seen.status), "%s", c->status);
-            snprintf(t->seen.ip, sizeof(t->seen.ip), "%s", c->ip ? c->ip : "");
-            t->seen.exit_code = c->exit_code;
-            t->seen.oom = c->oom_killed;
-            t->seen.started_ms = c->started_ms;
-            t->seen.finished_ms = c->finished_ms;
+        const char *lab = json_string_value(json_object_get(c->labels, WG_LABEL_SESSION));
+        if (lab && strcmp(lab, k->t.id) == 0) {
+            k->seen.found = true;
+            snprintf(k->seen.id, sizeof(k->seen.id), "%s", c->id);
+            snprintf(k->seen.status, sizeof(k->seen.status), "%s", c->status);
+            snprintf(k->seen.ip, sizeof(k->seen.ip), "%s", c->ip ? c->ip : "");
+            k->seen.exit_code = c->exit_code;
+            k->seen.oom = c->oom_killed;
+            k->seen.started_ms = c->started_ms;
+            k->seen.finished_ms = c->finished_ms;
         }
     } else if (status != WG_DOCKER_ENOTFOUND) {
         orch_docker_error(o, status);
         WG_WARN(o->log, ORCH_SUBSYS, "cannot inspect the session's container, recheck later",
-                "session=%s container=%.12s docker=\"%s\"", t->id, t->hint, r->error);
-        orch_task_finish(t);
+                "session=%s container=%.12s docker=\"%s\"", k->t.id, k->hint, r->error);
+        orch_task_finish(&k->t);
         return;
     }
-    recheck_decide(t);
+    recheck_decide(k);
 }
 
 static void on_recheck_list(int status, const struct wg_docker_reply *r, void *arg)
 {
-    struct orch_task *t = arg;
+    struct orch_recheck *k = arg;
     const struct wg_docker_summary *best = NULL;
 
-    if (orch_task_returned(t))
+    if (orch_task_returned(&k->t))
         return;
     if (status != 0) {
-        orch_docker_error(t->o, status);
-        orch_task_finish(t);
+        orch_docker_error(k->t.o, status);
+        orch_task_finish(&k->t);
         return;
     }
     for (size_t i = 0; i < r->n_containers; i++) {
@@ -253,230 +290,258 @@ static void on_recheck_list(int status, const struct wg_docker_reply *r, void *a
             best = s;
     }
     if (!best) {
-        memset(&t->seen, 0, sizeof(t->seen));
-        recheck_decide(t);
+        memset(&k->seen, 0, sizeof(k->seen));
+        recheck_decide(k);
         return;
     }
-    snprintf(t->hint, sizeof(t->hint), "%s", best->id);
-    orch_task_call(t);
-    if (wg_docker_inspect(t->o->docker, t->hint, on_recheck_inspect, t) < 0) {
-        orch_task_returned(t);
-        orch_task_finish(t);
+    snprintf(k->hint, sizeof(k->hint), "%s", best->id);
+    orch_task_call(&k->t);
+    if (wg_docker_inspect(k->t.o->docker, k->hint, on_recheck_inspect, k) < 0) {
+        orch_task_returned(&k->t);
+        orch_task_finish(&k->t);
     }
 }
 
 static void on_recheck_get(const struct wg_store_res *res, void *arg)
 {
-    struct orch_task *t = arg;
-    struct wg_orch *o = t->o;
+    struct orch_recheck *k = arg;
+    struct wg_orch *o = k->t.o;
     char label[WG_SESSION_ID_MAX + 32];
     int rc;
 
-    if (orch_task_returned(t))
+    if (orch_task_returned(&k->t))
         return;
     if (res->status != 0) {
         if (res->status != -ENOENT)
             WG_WARN(o->log, ORCH_SUBSYS, "cannot read the session for a recheck",
-                    "session=%s error=\"%s\"", t->id, res->error);
-        orch_task_finish(t);
+                    "session=%s error=\"%s\"", k->t.id, res->error);
+        orch_task_finish(&k->t);
         return;
     }
-    if (!orch_task_keep_rec(t, res->rec) || strcmp(t->rec.host, o->name) != 0) {
-        orch_task_finish(t);
+    if (!orch_task_keep_rec(&k->t, res->rec) || strcmp(k->t.rec.host, o->name) != 0) {
+        orch_task_finish(&k->t);
         return;
     }
-    if (!t->hint[0])
-        snprintf(t->hint, sizeof(t->hint), "%s", t->rec.container_id);
-    orch_task_call(t);
-    if (t->hint[0]) {
-        rc = wg_docker_inspect(o->docker, t->hint, on_recheck_inspect, t);
+    if (!k->hint[0])
+        snprintf(k->hint, sizeof(k->hint), "%s", k->t.rec.container_id);
+    orch_task_call(&k->t);
+    if (k->hint[0]) {
+        rc = wg_docker_inspect(o->docker, k->hint, on_recheck_inspect, k);
     } else {
         /* No id anywhere: look for a container labelled for this session. */
-        snprintf(label, sizeof(label), "%s=%s", WG_DOCKER_SESSION_LABEL, t->id);
-        rc = wg_docker_list(o->docker, label, on_recheck_list, t);
+        snprintf(label, sizeof(label), "%s=%s", WG_LABEL_SESSION, k->t.id);
+        rc = wg_docker_list(o->docker, label, on_recheck_list, k);
     }
     if (rc < 0) {
-        orch_task_returned(t);
+        orch_task_returned(&k->t);
         WG_WARN(o->log, ORCH_SUBSYS, "cannot send the docker call of a recheck",
-                "session=%s container=%.12s error=%s", t->id, t->hint, strerror(-rc));
-        orch_task_finish(t);
+                "session=%s container=%.12s error=%s", k->t.id, k->hint, strerror(-rc));
+        orch_task_finish(&k->t);
     }
 }
 
-static void recheck_get(struct orch_task *t)
+static void recheck_get(struct orch_recheck *k)
 {
-    orch_task_call(t);
-    if (wg_store_get(t->o->store, t->id, on_recheck_get, t) < 0) {
-        orch_task_returned(t);
-        orch_task_finish(t);
+    orch_task_call(&k->t);
+    if (wg_store_get(k->t.o->store, k->t.id, on_recheck_get, k) < 0) {
+        orch_task_returned(&k->t);
+        orch_task_finish(&k->t);
     }
 }
 
 static void on_fix_applied(const struct wg_store_res *res, void *arg)
 {
-    struct orch_task *t = arg;
+    struct orch_recheck *k = arg;
 
-    if (orch_task_returned(t))
+    if (orch_task_returned(&k->t))
         return;
     if (res->status != 0)
-        WG_WARN(t->o->log, ORCH_SUBSYS, "correction not applied",
-                "session=%s state=%s error=\"%s\"", t->id,
+        WG_WARN(k->t.o->log, ORCH_SUBSYS, "correction not applied",
+                "session=%s state=%s error=\"%s\"", k->t.id,
                 res->rec ? wg_session_state_name(res->rec->state) : "-",
                 res->error[0] ? res->error : "the state changed meanwhile");
-    orch_task_finish(t);
+    orch_task_finish(&k->t);
 }
 
-static void fix_event(struct orch_task *t, const struct wg_orch_fix *f,
+static void fix_event(struct orch_recheck *k, const struct wg_orch_fix *f,
                       enum wg_orch_docker_state ds)
 {
     json_t *d = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "action", wg_orch_fix_name(f->kind),
-                          "was", wg_session_state_name(t->rec.state), "to",
+                          "was", wg_session_state_name(k->t.rec.state), "to",
                           wg_session_state_name(f->to), "docker", wg_orch_docker_state_name(ds),
-                          "container", t->seen.found ? t->seen.id : "", "why", f->why);
+                          "container", k->seen.found ? k->seen.id : "", "why", f->why);
     char *text = d ? json_dumps(d, JSON_COMPACT) : NULL;
 
-    orch_event(t->o, t->id, "reconcile", text);
+    orch_event(k->t.o, k->t.id, "reconcile", text);
     free(text);
     json_decref(d);
 }
 
 static void on_stuck_stopped(int status, const struct wg_docker_reply *r, void *arg)
 {
-    struct orch_task *t = arg;
+    struct orch_recheck *k = arg;
     struct wg_session_update u = {.set = WG_SF_IP, .ip = NULL};
 
-    if (orch_task_returned(t))
+    if (orch_task_returned(&k->t))
         return;
     if (status != 0 && status != WG_DOCKER_ENOTFOUND) {
-        orch_docker_error(t->o, status);
-        WG_WARN(t->o->log, ORCH_SUBSYS, "cannot stop the container of a stuck session",
-                "session=%s container=%.12s docker=\"%s\"", t->id, t->seen.id, r->error);
-        orch_task_finish(t);
+        orch_docker_error(k->t.o, status);
+        WG_WARN(k->t.o->log, ORCH_SUBSYS, "cannot stop the container of a stuck session",
+                "session=%s container=%.12s docker=\"%s\"", k->t.id, k->seen.id, r->error);
+        orch_task_finish(&k->t);
         return;
     }
-    orch_task_call(t);
+    orch_task_call(&k->t);
     if (wg_store_transition(
-            t->o->store, t->id, WG_SESSION_BIT(WG_SESSION_STOPPING), WG_SESSION_ASLEEP, &u,
-            "{\"reason\":\"reconcile\",\"why\":\"stopping stuck\"}", on_fix_applied, t) < 0) {
-        orch_task_returned(t);
-        orch_task_finish(t);
+            k->t.o->store, k->t.id, WG_SESSION_BIT(WG_SESSION_STOPPING), WG_SESSION_ASLEEP, &u,
+            "{\"reason\":\"reconcile\",\"why\":\"stopping stuck\"}", on_fix_applied, k) < 0) {
+        orch_task_returned(&k->t);
+        orch_task_finish(&k->t);
     }
 }
 
-static void recheck_decide(struct orch_task *t)
+/* What the recheck saw, as wg_orch_reconcile_decide() takes it. */
+static void recheck_observe(const struct orch_recheck *k, enum wg_orch_docker_state ds,
+                            struct wg_orch_observed *ob)
 {
-    struct wg_orch *o = t->o;
+    const struct wg_orch *o = k->t.o;
+    const struct wg_session *rec = &k->t.rec;
     struct wg_orch_deadlines dl = {o->cfg->sessions.wake_timeout_ms,
                                    o->cfg->sessions.save.timeout_ms};
-    struct wg_orch_observed ob = {0};
-    struct wg_orch_fix f;
-    struct wg_session_update u = {0};
-    char detail[512], err[WG_SESSION_ERROR_MAX + 1];
-    const enum wg_session_state st = t->rec.state;
-    uint64_t after = wg_orch_stuck_after_ms(st, &dl);
-    int64_t age = orch_now_ms(o) - t->rec.state_since;
-    enum wg_orch_docker_state ds =
-        t->seen.found ? wg_orch_docker_state_of(t->seen.status) : WG_ORCH_DOCKER_MISSING;
-    int rc;
+    uint64_t after = wg_orch_stuck_after_ms(rec->state, &dl);
+    int64_t age = orch_now_ms(o) - rec->state_since;
 
-    ob.state = st;
+    memset(ob, 0, sizeof(*ob));
+    ob->state = rec->state;
     /* At startup no actor of this process works on anything yet: every
      * transient state is orphaned, except creating (the admin API, maybe
      * in another process, may be mid-create). */
-    ob.stuck = wg_session_state_transient(st) &&
-               ((t->startup && st != WG_SESSION_CREATING) || t->adopted ||
-                (after && age >= 0 && (uint64_t)age > after));
-    ob.record_has_container = t->rec.container_id[0] != '\0';
-    ob.same_container = t->seen.found && strcmp(t->rec.container_id, t->seen.id) == 0;
-    ob.ip_differs = ds == WG_ORCH_DOCKER_RUNNING && strcmp(t->rec.ip, t->seen.ip) != 0;
-    ob.docker = ds;
-    ob.clean_exit = !t->seen.oom && (t->seen.exit_code == 0 || t->seen.exit_code == 137 ||
-                                     t->seen.exit_code == 143);
+    ob->stuck = wg_session_state_transient(rec->state) &&
+                ((k->startup && rec->state != WG_SESSION_CREATING) || k->adopted ||
+                 (after && age >= 0 && (uint64_t)age > after));
+    ob->record_has_container = rec->container_id[0] != '\0';
+    ob->same_container = k->seen.found && strcmp(rec->container_id, k->seen.id) == 0;
+    ob->ip_differs = ds == WG_ORCH_DOCKER_RUNNING && strcmp(rec->ip, k->seen.ip) != 0;
+    ob->docker = ds;
+    ob->clean_exit = !k->seen.oom && (k->seen.exit_code == 0 || k->seen.exit_code == 137 ||
+                                      k->seen.exit_code == 143);
+}
+
+/* The record fields a correction writes; err is the buffer of the error
+ * text of a move to failed. */
+static void fix_fields(const struct orch_recheck *k, const struct wg_orch_fix *f,
+                       enum wg_orch_docker_state ds, struct wg_session_update *u, char *err,
+                       size_t errlen)
+{
+    if (f->clear_container) {
+        u->set |= WG_SF_CONTAINER_ID | WG_SF_IP;
+        u->container_id = NULL;
+        u->ip = NULL;
+    }
+    if (f->set_container && k->seen.found) {
+        u->set |= WG_SF_CONTAINER_ID;
+        u->container_id = k->seen.id;
+        if (ds == WG_ORCH_DOCKER_RUNNING || ds == WG_ORCH_DOCKER_PAUSED) {
+            u->set |= WG_SF_IP;
+            u->ip = k->seen.ip;
+            if (!k->t.rec.port) {
+                u->set |= WG_SF_PORT;
+                u->port = (uint16_t)k->t.o->cfg->sessions.port;
+            }
+        }
+    }
+    if (f->kind != WG_ORCH_FIX_MOVE)
+        return;
+    if (f->to == WG_SESSION_ASLEEP || f->to == WG_SESSION_FAILED) {
+        u->set |= WG_SF_IP;
+        u->ip = NULL;
+    }
+    if (f->to == WG_SESSION_FAILED) {
+        snprintf(err, errlen, "reconcile: %s (exit code %d%s)", f->why, k->seen.exit_code,
+                 k->seen.oom ? ", OOM-killed" : "");
+        u->set |= WG_SF_ERROR;
+        u->error = err;
+    }
+    if (f->to == WG_SESSION_RUNNING) {
+        u->set |= WG_SF_ERROR;
+        u->error = NULL;
+    }
+}
+
+/* An update or a move, as one compare-and-set from the state read. */
+static void fix_apply(struct orch_recheck *k, const struct wg_orch_fix *f,
+                      enum wg_orch_docker_state ds)
+{
+    struct wg_orch *o = k->t.o;
+    const enum wg_session_state st = k->t.rec.state;
+    struct wg_session_update u = {0};
+    char detail[512], err[WG_SESSION_ERROR_MAX + 1];
+    int rc;
+
+    fix_fields(k, f, ds, &u, err, sizeof(err));
+    snprintf(detail, sizeof(detail),
+             "{\"reason\":\"reconcile\",\"docker\":\"%s\",\"exit_code\":%d}",
+             wg_orch_docker_state_name(ds), k->seen.found ? k->seen.exit_code : -1);
+    orch_task_call(&k->t);
+    if (f->kind == WG_ORCH_FIX_UPDATE)
+        rc = wg_store_update(o->store, k->t.id, WG_SESSION_BIT(st), &u, on_fix_applied, k);
+    else
+        rc = wg_store_transition(o->store, k->t.id, WG_SESSION_BIT(st), f->to, &u, detail,
+                                 on_fix_applied, k);
+    if (rc < 0) {
+        orch_task_returned(&k->t);
+        WG_WARN(o->log, ORCH_SUBSYS, "cannot send the correction", "session=%s error=%s", k->t.id,
+                strerror(-rc));
+        orch_task_finish(&k->t);
+    }
+}
+
+static void recheck_decide(struct orch_recheck *k)
+{
+    struct wg_orch *o = k->t.o;
+    const enum wg_session_state st = k->t.rec.state;
+    enum wg_orch_docker_state ds =
+        k->seen.found ? wg_orch_docker_state_of(k->seen.status) : WG_ORCH_DOCKER_MISSING;
+    struct wg_orch_observed ob;
+    struct wg_orch_fix f;
+
+    recheck_observe(k, ds, &ob);
     wg_orch_reconcile_decide(&ob, &f);
     if (f.kind == WG_ORCH_FIX_NONE) {
         WG_DEBUG(o->log, ORCH_SUBSYS, "session agrees with Docker", "session=%s state=%s docker=%s",
-                 t->id, wg_session_state_name(st), wg_orch_docker_state_name(ds));
-        orch_task_finish(t);
+                 k->t.id, wg_session_state_name(st), wg_orch_docker_state_name(ds));
+        orch_task_finish(&k->t);
         return;
     }
     o->st.corrections++;
     WG_INFO(o->log, ORCH_SUBSYS, "reconciling session with Docker",
-            "session=%s state=%s docker=%s container=%.12s action=%s to=%s why=\"%s\"", t->id,
+            "session=%s state=%s docker=%s container=%.12s action=%s to=%s why=\"%s\"", k->t.id,
             wg_session_state_name(st), wg_orch_docker_state_name(ds),
-            t->seen.found ? t->seen.id : (t->rec.container_id[0] ? t->rec.container_id : "-"),
+            k->seen.found ? k->seen.id : (k->t.rec.container_id[0] ? k->t.rec.container_id : "-"),
             wg_orch_fix_name(f.kind), wg_session_state_name(f.to), f.why);
-    fix_event(t, &f, ds);
-
+    fix_event(k, &f, ds);
     switch (f.kind) {
-    case WG_ORCH_FIX_NONE:
-        break;
     case WG_ORCH_FIX_RESUME:
-        if (t->seen.found)
-            snprintf(t->rec.container_id, sizeof(t->rec.container_id), "%s", t->seen.id);
-        orch_task_release_slot(t);
+        if (k->seen.found)
+            snprintf(k->t.rec.container_id, sizeof(k->t.rec.container_id), "%s", k->seen.id);
+        recheck_release(k);
         /* A stuck start whose container is not up fails now (the deadline
-         * passed); otherwise the wake gets a fresh deadline. */
-        waker_take_over(t, t->startup || ds == WG_ORCH_DOCKER_RUNNING ||
-                               ds == WG_ORCH_DOCKER_PAUSED || st == WG_SESSION_FAILED);
+         * passed); otherwise the wake gets a fresh deadline. The wake takes
+         * this task's lock and ends it. */
+        waker_take_over(&k->t, k->startup || ds == WG_ORCH_DOCKER_RUNNING ||
+                                   ds == WG_ORCH_DOCKER_PAUSED || st == WG_SESSION_FAILED);
         return;
     case WG_ORCH_FIX_STOP:
-        orch_mark(o, t->seen.id, false, false, true);
-        orch_task_call(t);
-        if (wg_docker_stop(o->docker, t->seen.id, 10, on_stuck_stopped, t) < 0) {
-            orch_task_returned(t);
-            orch_task_finish(t);
+        orch_mark(o, k->seen.id, false, false, true);
+        orch_task_call(&k->t);
+        if (wg_docker_stop(o->docker, k->seen.id, 10, on_stuck_stopped, k) < 0) {
+            orch_task_returned(&k->t);
+            orch_task_finish(&k->t);
         }
         return;
-    case WG_ORCH_FIX_UPDATE:
-    case WG_ORCH_FIX_MOVE:
-        break;
-    }
-
-    if (f.clear_container) {
-        u.set |= WG_SF_CONTAINER_ID | WG_SF_IP;
-        u.container_id = NULL;
-        u.ip = NULL;
-    }
-    if (f.set_container && t->seen.found) {
-        u.set |= WG_SF_CONTAINER_ID;
-        u.container_id = t->seen.id;
-        if (ds == WG_ORCH_DOCKER_RUNNING || ds == WG_ORCH_DOCKER_PAUSED) {
-            u.set |= WG_SF_IP;
-            u.ip = t->seen.ip;
-            if (!t->rec.port) {
-                u.set |= WG_SF_PORT;
-                u.port = (uint16_t)o->cfg->sessions.port;
-            }
-        }
-    }
-    if (f.kind == WG_ORCH_FIX_MOVE && (f.to == WG_SESSION_ASLEEP || f.to == WG_SESSION_FAILED)) {
-        u.set |= WG_SF_IP;
-        u.ip = NULL;
-    }
-    if (f.kind == WG_ORCH_FIX_MOVE && f.to == WG_SESSION_FAILED) {
-        snprintf(err, sizeof(err), "reconcile: %s (exit code %d%s)", f.why, t->seen.exit_code,
-                 t->seen.oom ? ", OOM-killed" : "");
-        u.set |= WG_SF_ERROR;
-        u.error = err;
-    }
-    if (f.kind == WG_ORCH_FIX_MOVE && f.to == WG_SESSION_RUNNING) {
-        u.set |= WG_SF_ERROR;
-        u.error = NULL;
-    }
-    snprintf(detail, sizeof(detail),
-             "{\"reason\":\"reconcile\",\"docker\":\"%s\",\"exit_code\":%d}",
-             wg_orch_docker_state_name(ds), t->seen.found ? t->seen.exit_code : -1);
-    orch_task_call(t);
-    if (f.kind == WG_ORCH_FIX_UPDATE)
-        rc = wg_store_update(o->store, t->id, WG_SESSION_BIT(st), &u, on_fix_applied, t);
-    else
-        rc = wg_store_transition(o->store, t->id, WG_SESSION_BIT(st), f.to, &u, detail,
-                                 on_fix_applied, t);
-    if (rc < 0) {
-        orch_task_returned(t);
-        WG_WARN(o->log, ORCH_SUBSYS, "cannot send the correction", "session=%s error=%s", t->id,
-                strerror(-rc));
-        orch_task_finish(t);
+    default:
+        fix_apply(k, &f, ds);
+        return;
     }
 }
 
@@ -502,25 +567,25 @@ static struct seen_container *best_for(struct round *rd, const char *id, const c
 static void round_task(struct wg_orch *o, const char *id, const struct seen_container *c,
                        bool adopt)
 {
-    struct orch_task *t = orch_task_new(o, TK_RECHECK, id);
+    struct orch_recheck *k = recheck_new(o, id);
 
-    if (!t)
+    if (!k)
         return;
     if (c)
-        snprintf(t->hint, sizeof(t->hint), "%s", c->id);
-    t->startup = !o->reconciled;
-    t->adopt = adopt;
+        snprintf(k->hint, sizeof(k->hint), "%s", c->id);
+    k->startup = !o->reconciled;
+    k->adopt = adopt;
     if (adopt) {
-        snprintf(t->adopt_image, sizeof(t->adopt_image), "%s", c->image);
-        t->adopt_port = c->port ? c->port : (uint16_t)o->cfg->sessions.port;
-        t->adopt_has_stop = c->has_stop;
-        t->adopt_stop_ms = c->stop_ms;
-        t->adopt_has_pause = c->has_pause;
-        t->adopt_pause_ms = c->pause_ms;
+        snprintf(k->adopt_image, sizeof(k->adopt_image), "%s", c->image);
+        k->adopt_port = c->port ? c->port : (uint16_t)o->cfg->sessions.port;
+        k->adopt_has_stop = c->has_stop;
+        k->adopt_stop_ms = c->stop_ms;
+        k->adopt_has_pause = c->has_pause;
+        k->adopt_pause_ms = c->pause_ms;
     }
-    t->round = true;
+    k->round = true;
     o->round_left++;
-    orch_task_begin(t);
+    orch_task_begin(&k->t);
 }
 
 static bool round_sessions_contain(const struct wg_store_res *res, const char *id)
@@ -554,22 +619,20 @@ static void round_failed(struct wg_orch *o, const char *what, const char *error)
     o->reconcile_again = true;
 }
 
-static void on_round_records(const struct wg_store_res *res, void *arg)
+static void claim_session(struct round *rd, const char *id)
 {
-    struct round *rd = arg;
+    for (size_t k = 0; k < rd->n; k++)
+        if (strcmp(rd->c[k].session, id) == 0)
+            rd->c[k].claimed = true;
+}
+
+/* The records of this host that may disagree with Docker get a recheck.
+ * Returns how many records are this host's. */
+static unsigned round_records(struct round *rd, const struct wg_store_res *res)
+{
     struct wg_orch *o = rd->o;
     unsigned mine = 0;
 
-    if (o->closing) {
-        round_end(rd);
-        return;
-    }
-    if (res->status != 0) {
-        round_failed(o, "list records", res->error);
-        round_end(rd);
-        return;
-    }
-    o->round_left++; /* held while the tasks are made */
     for (size_t i = 0; i < res->n_recs; i++) {
         const struct wg_session *rec = &res->recs[i];
         struct seen_container *c;
@@ -580,10 +643,8 @@ static void on_round_records(const struct wg_store_res *res, void *arg)
             continue;
         mine++;
         c = best_for(rd, rec->id, rec->container_id);
-        for (size_t k = 0; k < rd->n; k++)
-            if (strcmp(rd->c[k].session, rec->id) == 0)
-                rd->c[k].claimed = true;
-        if (live_task(o, rec->id))
+        claim_session(rd, rec->id);
+        if (orch_session_live(o, rec->id))
             continue; /* its actor is at work */
         /* A first look from the lists; the recheck decides again from an
          * inspect under the lock. Sessions that agree are left alone. */
@@ -599,6 +660,15 @@ static void on_round_records(const struct wg_store_res *res, void *arg)
             continue;
         round_task(o, rec->id, c, false);
     }
+    return mine;
+}
+
+/* Labelled containers that no record claimed are adopted (one per
+ * session: the running one first). */
+static void round_orphans(struct round *rd, const struct wg_store_res *res)
+{
+    struct wg_orch *o = rd->o;
+
     for (size_t k = 0; k < rd->n; k++) {
         struct seen_container *c = &rd->c[k];
         if (c->claimed)
@@ -616,12 +686,30 @@ static void on_round_records(const struct wg_store_res *res, void *arg)
             continue;
         }
         c = best_for(rd, c->session, NULL);
-        for (size_t j = 0; j < rd->n; j++)
-            if (strcmp(rd->c[j].session, c->session) == 0)
-                rd->c[j].claimed = true;
-        if (!live_task(o, c->session))
+        claim_session(rd, c->session);
+        if (!orch_session_live(o, c->session))
             round_task(o, c->session, c, true);
     }
+}
+
+static void on_round_records(const struct wg_store_res *res, void *arg)
+{
+    struct round *rd = arg;
+    struct wg_orch *o = rd->o;
+    unsigned mine;
+
+    if (o->closing) {
+        round_end(rd);
+        return;
+    }
+    if (res->status != 0) {
+        round_failed(o, "list records", res->error);
+        round_end(rd);
+        return;
+    }
+    o->round_left++; /* held while the tasks are made */
+    mine = round_records(rd, res);
+    round_orphans(rd, res);
     WG_INFO(o->log, ORCH_SUBSYS, "reconciling with Docker",
             "containers=%zu records=%zu records_here=%u garbled=%zu checks=%u", rd->n, res->n_recs,
             mine, res->n_bad, o->round_left - 1);
@@ -653,7 +741,7 @@ static void on_round_containers(int status, const struct wg_docker_reply *r, voi
     }
     for (size_t i = 0; i < r->n_containers; i++) {
         const struct wg_docker_summary *s = &r->containers[i];
-        const char *sess = json_string_value(json_object_get(s->labels, WG_DOCKER_SESSION_LABEL));
+        const char *sess = json_string_value(json_object_get(s->labels, WG_LABEL_SESSION));
         struct seen_container *c = &rd->c[rd->n];
         if (!sess || strlen(sess) > WG_SESSION_ID_MAX ||
             strlen(s->id) > WG_SESSION_CONTAINER_ID_MAX)
@@ -720,7 +808,7 @@ static void on_scan_record(const struct wg_store_res *res, void *arg)
 
     if (!after || strcmp(rec->host, o->name) != 0 || age < 0 || (uint64_t)age <= after)
         return;
-    if (live_task(o, rec->id))
+    if (orch_session_live(o, rec->id))
         return;
     WG_WARN(o->log, ORCH_SUBSYS, "session stuck in a transient state, rechecking it",
             "session=%s state=%s for_ms=%" PRId64 " limit_ms=%" PRIu64, rec->id,
@@ -744,7 +832,7 @@ static void on_scan(const struct wg_store_res *res, void *arg)
         return;
     }
     for (size_t i = 0; i < res->n_idle; i++) {
-        if (live_task(o, res->idle[i].id))
+        if (orch_session_live(o, res->idle[i].id))
             continue;
         if (wg_store_get(o->store, res->idle[i].id, on_scan_record, o) == 0) {
             o->scan_pending++;
@@ -777,212 +865,4 @@ void reconcile_scan_stuck(struct wg_orch *o)
     if (wg_store_range_transient(o->store, orch_now_ms(o) - (int64_t)shortest, 0,
                                  WG_STORE_BATCH_MAX, on_scan, o) == 0)
         o->scan_busy = true;
-}
-
-/* ---- deaths ---------------------------------------------------------------------------------- */
-
-static void on_death_moved(const struct wg_store_res *res, void *arg)
-{
-    struct orch_task *t = arg;
-
-    if (orch_task_returned(t))
-        return;
-    if (res->status != 0)
-        WG_WARN(t->o->log, ORCH_SUBSYS, "cannot record the container's death",
-                "session=%s error=\"%s\"", t->id,
-                res->error[0] ? res->error : "the state changed meanwhile");
-    orch_task_finish(t);
-}
-
-static void on_death_get(const struct wg_store_res *res, void *arg)
-{
-    struct orch_task *t = arg;
-    struct wg_orch *o = t->o;
-    struct wg_orch_death d = {0};
-    struct wg_session_update u = {0};
-    enum wg_orch_death_action a;
-    enum wg_session_state to;
-    const char *reason;
-    char detail[256], err[256];
-    uint32_t backoff = 0;
-
-    if (orch_task_returned(t))
-        return;
-    if (res->status != 0 || strcmp(res->rec->host, o->name) != 0) {
-        orch_task_finish(t);
-        return;
-    }
-    if (res->rec->container_id[0] && strcmp(res->rec->container_id, t->hint) != 0) {
-        WG_DEBUG(o->log, ORCH_SUBSYS, "death of a container the session no longer uses",
-                 "session=%s container=%.12s current=%.12s", t->id, t->hint,
-                 res->rec->container_id);
-        orch_task_finish(t);
-        return;
-    }
-    d.state = res->rec->state;
-    d.by_hand = t->death_by_hand;
-    d.oom = t->death_oom || t->seen.oom;
-    d.exit_code = t->death_exit;
-    d.uptime_ms = t->seen.started_ms && t->seen.finished_ms >= t->seen.started_ms
-                      ? t->seen.finished_ms - t->seen.started_ms
-                      : -1;
-    if (d.uptime_ms < 0 && d.state == WG_SESSION_RUNNING && t->death_ns > 0)
-        d.uptime_ms = t->death_ns / 1000000 - res->rec->state_since;
-    d.restarts = res->rec->restarts;
-    a = wg_orch_death_decide(&d, WG_ORCH_CRASH_WINDOW_MS, WG_ORCH_MAX_RESTARTS, &reason);
-    if (a == WG_ORCH_DEATH_IGNORE) {
-        WG_DEBUG(o->log, ORCH_SUBSYS, "container died, session state needs no change",
-                 "session=%s container=%.12s state=%s exit_code=%d", t->id, t->hint,
-                 wg_session_state_name(d.state), d.exit_code);
-        orch_task_finish(t);
-        return;
-    }
-    u.set = WG_SF_IP | WG_SF_CONTAINER_ID;
-    u.ip = NULL;
-    u.container_id = t->hint;
-    if (a == WG_ORCH_DEATH_RESTART)
-        backoff = wg_orch_backoff_ms(d.restarts);
-    if (backoff)
-        snprintf(detail, sizeof(detail),
-                 "{\"reason\":\"%s\",\"exit_code\":%d,\"restart_in_ms\":%" PRIu32 "}", reason,
-                 d.exit_code, backoff);
-    else
-        snprintf(detail, sizeof(detail), "{\"reason\":\"%s\",\"exit_code\":%d}", reason,
-                 d.exit_code);
-    if (a == WG_ORCH_DEATH_ASLEEP) {
-        to = WG_SESSION_ASLEEP;
-        WG_INFO(o->log, ORCH_SUBSYS, "container stopped outside wakegate, session asleep",
-                "session=%s container=%.12s was=%s exit_code=%d reason=%s", t->id, t->hint,
-                wg_session_state_name(d.state), d.exit_code, reason);
-    } else {
-        to = WG_SESSION_FAILED;
-        if (a == WG_ORCH_DEATH_RESTART)
-            snprintf(err, sizeof(err),
-                     "the container exited with %d after %" PRId64 " ms, restarting it in %u ms",
-                     d.exit_code, d.uptime_ms, backoff);
-        else if (d.oom)
-            snprintf(err, sizeof(err), "the container was OOM-killed");
-        else
-            snprintf(err, sizeof(err), "the container exited with %d%s", d.exit_code,
-                     strcmp(reason, "crash loop") == 0 ? " (crash loop: restarts exhausted)" : "");
-        u.set |= WG_SF_ERROR;
-        u.error = err;
-        WG_WARN(o->log, ORCH_SUBSYS,
-                a == WG_ORCH_DEATH_RESTART ? "container crashed, marking session failed and "
-                                             "restarting it after a backoff"
-                                           : "container died, marking session failed",
-                "session=%s container=%.12s was=%s exit_code=%d oom=%d uptime_ms=%" PRId64
-                " restarts=%u backoff_ms=%u",
-                t->id, t->hint, wg_session_state_name(d.state), d.exit_code, d.oom, d.uptime_ms,
-                d.restarts, backoff);
-    }
-    if (a == WG_ORCH_DEATH_RESTART) {
-        o->st.restarts++;
-        waker_restart_later(o, t->id, backoff);
-    }
-    orch_task_call(t);
-    if (wg_store_transition(o->store, t->id, WG_SESSION_BIT(d.state), to, &u, detail,
-                            on_death_moved, t) < 0) {
-        orch_task_returned(t);
-        orch_task_finish(t);
-    }
-}
-
-static void death_get(struct orch_task *t)
-{
-    orch_task_call(t);
-    if (wg_store_get(t->o->store, t->id, on_death_get, t) < 0) {
-        orch_task_returned(t);
-        orch_task_finish(t);
-    }
-}
-
-static void on_death_inspect(int status, const struct wg_docker_reply *r, void *arg)
-{
-    struct orch_task *t = arg;
-
-    if (orch_task_returned(t))
-        return;
-    memset(&t->seen, 0, sizeof(t->seen));
-    if (status == 0) {
-        const struct wg_docker_container *c = r->container;
-        t->seen.found = true;
-        t->seen.oom = c->oom_killed;
-        t->seen.started_ms = c->started_ms;
-        t->seen.finished_ms = c->finished_ms;
-        if (t->death_exit < 0)
-            t->death_exit = c->exit_code;
-        if (c->running) {
-            /* Restarted meanwhile (by hand, or by us): nothing died for good. */
-            WG_DEBUG(t->o->log, ORCH_SUBSYS, "container died but runs again",
-                     "session=%s container=%.12s", t->id, t->hint);
-            orch_task_finish(t);
-            return;
-        }
-    }
-    death_get(t);
-}
-
-void death_begin(struct orch_task *t)
-{
-    t->phase = PH_WORK;
-    orch_task_call(t);
-    if (wg_docker_inspect(t->o->docker, t->hint, on_death_inspect, t) < 0) {
-        orch_task_returned(t);
-        death_get(t);
-    }
-}
-
-/* ---- the events stream --------------------------------------------------------------------- */
-
-static struct orch_task *wake_of(struct wg_orch *o, const char *session, const char *container)
-{
-    struct orch_task *t = orch_task_find(o, session, TK_WAKE);
-
-    if (!t || !t->container[0] || strcmp(t->container, container) != 0)
-        return NULL;
-    return t;
-}
-
-void reconcile_on_event(struct wg_orch *o, const struct wg_docker_event *ev)
-{
-    const char *a = ev->action;
-    struct orch_task *t;
-
-    if (!ev->session || !wg_session_id_valid(ev->session, strlen(ev->session)) || !ev->id[0] ||
-        strlen(ev->id) > WG_SESSION_CONTAINER_ID_MAX || strcmp(ev->type, "container") != 0)
-        return;
-    WG_DEBUG(o->log, ORCH_SUBSYS, "docker event", "session=%s container=%.12s action=\"%s\"",
-             ev->session, ev->id, a);
-    if (strcmp(a, "kill") == 0) {
-        orch_mark(o, ev->id, true, false, false);
-    } else if (strcmp(a, "oom") == 0) {
-        orch_mark(o, ev->id, false, true, false);
-    } else if (strcmp(a, "die") == 0) {
-        bool kill, oom, ours;
-        orch_mark_take(o, ev->id, &kill, &oom, &ours);
-        if ((t = wake_of(o, ev->session, ev->id))) {
-            waker_on_death(t, ev->exit_code, oom, ev->time_ns);
-            return;
-        }
-        if (ours)
-            return; /* our own stop: whoever stopped it moves the session */
-        t = orch_task_new(o, TK_DEATH, ev->session);
-        if (!t)
-            return;
-        snprintf(t->hint, sizeof(t->hint), "%s", ev->id);
-        t->death_exit = ev->exit_code;
-        t->death_by_hand = kill;
-        t->death_oom = oom;
-        t->death_ns = ev->time_ns;
-        orch_task_begin(t);
-    } else if (ev->health) {
-        if (wg_orch_health_ready(ev->health) && (t = wake_of(o, ev->session, ev->id)))
-            waker_on_healthy(t);
-    } else if (strcmp(a, "start") == 0 || strcmp(a, "unpause") == 0 || strcmp(a, "pause") == 0 ||
-               strcmp(a, "destroy") == 0) {
-        /* Done outside wakegate when no task of ours works on the session. */
-        if (o->reconciled && !live_task(o, ev->session))
-            reconcile_recheck(o, ev->session, strcmp(a, "destroy") == 0 ? "" : ev->id, false);
-    }
 }

@@ -1,14 +1,10 @@
 /* orchestrator/sleeper.c - idle sessions go to sleep without losing work:
- * the reaper finds them, a sleep task drains, saves and then pauses, stops
- * or removes the container.
+ * the reaper (reaper.c) finds them, or a sleep or destroy command names
+ * one; a sleep task drains, saves and then pauses, stops or removes the
+ * container.
  *
- * The reaper. Every sessions.idle.reap_every it reads the idle candidates
- * with wg_store_reap_scan() (a range of wg:active, never every session),
- * keeps those of this host, decides each with wg_orch_reap_decide() and
- * starts a sleep task for those due (none when a task of the session is
- * already live).
- *
- * A sleep task, under the session lock:
+ * A sleep task (struct orch_sleep), under the session lock; which step
+ * follows which is decided by the pure wg_orch_sleep_*() of orch_policy.h:
  *
  *   running --(idle check)--> draining --drain--(idle check)--> saving
  *      --exec hook--(idle check)--> stopping --docker stop--> asleep
@@ -45,178 +41,134 @@
 #include "orchestrator/orch_int.h"
 
 #define SLEEP_STOP_TIMEOUT_S 10
-#define SAVE_EXEC_SLACK_MS                                                                         \
-    ((WG_ORCH_SAVE_KILL_AFTER_S + 5) * 1000) /* beyond the in-container timeout */
-#define SAVE_EVENT_OUTPUT_MAX 1024           /* bytes of hook output in an event */
+/* The exec call's bound beyond the in-container timeout. */
+#define SAVE_EXEC_SLACK_MS ((WG_ORCH_SAVE_KILL_AFTER_S + 5) * 1000)
+#define SAVE_EVENT_OUTPUT_MAX 1024 /* bytes of hook output in an event */
 #define SAVE_ARGV_MAX 80
 
-static void sleep_done(struct orch_task *t);
-static void sleep_after_save(struct orch_task *t);
-static void sleep_save(struct orch_task *t);
-static void sleep_docker_final(struct orch_task *t);
+static void sleep_done(struct orch_sleep *s);
+static void sleep_after_save(struct orch_sleep *s);
+static void sleep_save(struct orch_sleep *s);
+static void sleep_docker_final(struct orch_sleep *s);
+static void move_to_final(struct orch_sleep *s, unsigned from, enum wg_session_state to,
+                          const char *extra);
+static void to_saving(struct orch_sleep *s, unsigned from);
 
-static const char *reason_of(const struct orch_task *t)
+static const char *reason_of(const struct orch_sleep *s)
 {
-    return t->by_api ? "api" : "idle";
+    return s->by_api ? "api" : "idle";
 }
 
 /* The activity check of each move: the operator's destroy is not called
  * off by a request. */
-static int64_t cutoff_of(const struct orch_task *t)
+static int64_t cutoff_of(const struct orch_sleep *s)
 {
-    return t->tier == WG_ORCH_TIER_DESTROY || t->forced ? -1 : t->idle_cutoff;
-}
-
-/* ---- failure memory (retry backoff) ---------------------------------------------------------- */
-
-static struct orch_save_fail *fail_find(const struct wg_orch *o, const char *id)
-{
-    for (size_t i = 0; i < o->n_fails; i++)
-        if (strcmp(o->fails[i].id, id) == 0)
-            return &o->fails[i];
-    return NULL;
-}
-
-static unsigned fail_count(const struct wg_orch *o, const char *id)
-{
-    const struct orch_save_fail *f = fail_find(o, id);
-
-    return f ? f->failures : 0;
-}
-
-static void fail_note(struct wg_orch *o, const char *id)
-{
-    struct orch_save_fail *f = fail_find(o, id);
-
-    if (f) {
-        if (f->failures < 64)
-            f->failures++;
-        return;
-    }
-    if (o->n_fails == o->cap_fails) {
-        size_t cap = o->cap_fails ? o->cap_fails * 2 : 16;
-        struct orch_save_fail *n = realloc(o->fails, cap * sizeof(*n));
-        if (!n)
-            return; /* the backoff falls back to its first step */
-        o->fails = n;
-        o->cap_fails = cap;
-    }
-    f = &o->fails[o->n_fails++];
-    snprintf(f->id, sizeof(f->id), "%s", id);
-    f->failures = 1;
-}
-
-static void fail_forget(struct wg_orch *o, const char *id)
-{
-    struct orch_save_fail *f = fail_find(o, id);
-
-    if (f)
-        *f = o->fails[--o->n_fails];
+    return s->tier == WG_ORCH_TIER_DESTROY || s->forced ? -1 : s->idle_cutoff;
 }
 
 /* ---- small helpers --------------------------------------------------------------------------- */
 
-static void sleep_detail(const struct orch_task *t, const char *extra, char *out, size_t len)
+static void sleep_detail(const struct orch_sleep *s, const char *extra, char *out, size_t len)
 {
-    snprintf(out, len, "{\"reason\":\"%s\",\"tier\":\"%s\"%s%s%s}", reason_of(t),
-             wg_orch_tier_name(t->tier), t->forced ? ",\"force\":true" : "", extra ? "," : "",
+    snprintf(out, len, "{\"reason\":\"%s\",\"tier\":\"%s\"%s%s%s}", reason_of(s),
+             wg_orch_tier_name(s->tier), s->forced ? ",\"force\":true" : "", extra ? "," : "",
              extra ? extra : "");
 }
 
 /* The task's last_save as a record update. */
-static void save_update(const struct orch_task *t, struct wg_session_update *u)
+static void save_update(const struct orch_sleep *s, struct wg_session_update *u)
 {
-    if (!t->save.at)
+    if (!s->save.at)
         return;
     u->set |= WG_SF_LAST_SAVE;
-    u->last_save.at = t->save.at;
-    u->last_save.ok = t->save.ok;
-    u->last_save.exit_code = t->save.exit_code;
-    u->last_save.commit = t->save.commit;
-    u->last_save.output = t->save.output[0] ? t->save.output : NULL;
-    if (t->save.ok) { /* the failure it may have left is over */
+    u->last_save.at = s->save.at;
+    u->last_save.ok = s->save.ok;
+    u->last_save.exit_code = s->save.exit_code;
+    u->last_save.commit = s->save.commit;
+    u->last_save.output = s->save.output[0] ? s->save.output : NULL;
+    if (s->save.ok) { /* the failure it may have left is over */
         u->set |= WG_SF_ERROR;
         u->error = NULL;
     }
 }
 
-static void sleep_done(struct orch_task *t)
+static void sleep_done(struct orch_sleep *s)
 {
-    if (t->entry_id[0]) {
-        orch_ack(t->o, t->entry_id);
-        t->entry_id[0] = '\0';
+    if (s->entry_id[0]) {
+        orch_ack(s->t.o, s->entry_id);
+        s->entry_id[0] = '\0';
     }
-    orch_task_finish(t);
+    orch_task_finish(&s->t);
 }
 
 /* The store refused a step: say why, and stop. A record already running
  * means a request cancelled the sleep; the save result is kept anyway. */
 static void on_saved_kept(const struct wg_store_res *res, void *arg)
 {
-    struct orch_task *t = arg;
+    struct orch_sleep *s = arg;
 
-    if (orch_task_returned(t))
+    if (orch_task_returned(&s->t))
         return;
     if (res->status != 0)
-        WG_DEBUG(t->o->log, ORCH_SUBSYS, "cannot record the save result", "session=%s error=\"%s\"",
-                 t->id, res->error[0] ? res->error : "refused");
-    sleep_done(t);
+        WG_DEBUG(s->t.o->log, ORCH_SUBSYS, "cannot record the save result",
+                 "session=%s error=\"%s\"", s->t.id, res->error[0] ? res->error : "refused");
+    sleep_done(s);
 }
 
-static void keep_save_and_finish(struct orch_task *t)
+static void keep_save_and_finish(struct orch_sleep *s)
 {
     struct wg_session_update u = {0};
     const unsigned awake = WG_SESSION_BIT(WG_SESSION_RUNNING) | WG_SESSION_BIT(WG_SESSION_PAUSED) |
                            WG_SESSION_BIT(WG_SESSION_DRAINING);
 
-    save_update(t, &u);
+    save_update(s, &u);
     if (!u.set) {
-        sleep_done(t);
+        sleep_done(s);
         return;
     }
-    orch_task_call(t);
-    if (wg_store_update(t->o->store, t->id, awake, &u, on_saved_kept, t) < 0) {
-        orch_task_returned(t);
-        sleep_done(t);
+    orch_task_call(&s->t);
+    if (wg_store_update(s->t.o->store, s->t.id, awake, &u, on_saved_kept, s) < 0) {
+        orch_task_returned(&s->t);
+        sleep_done(s);
     }
 }
 
 static void on_back_to_running(const struct wg_store_res *res, void *arg)
 {
-    struct orch_task *t = arg;
+    struct orch_sleep *s = arg;
 
-    if (orch_task_returned(t))
+    if (orch_task_returned(&s->t))
         return;
     if (res->status == WG_STORE_REJECTED && res->rec && res->rec->state == WG_SESSION_RUNNING) {
-        keep_save_and_finish(t); /* a request cancelled it first */
+        keep_save_and_finish(s); /* a request cancelled it first */
         return;
     }
     if (res->status != 0)
-        WG_WARN(t->o->log, ORCH_SUBSYS, "cannot move the session back to running",
-                "session=%s error=\"%s\"", t->id, res->error[0] ? res->error : "refused");
-    sleep_done(t);
+        WG_WARN(s->t.o->log, ORCH_SUBSYS, "cannot move the session back to running",
+                "session=%s error=\"%s\"", s->t.id, res->error[0] ? res->error : "refused");
+    sleep_done(s);
 }
 
 /* Back to running from draining or saving (activity, a failed save, a
  * shutdown), with the save result when there is one. */
-static void back_to_running(struct orch_task *t, const char *why, const char *error)
+static void back_to_running(struct orch_sleep *s, const char *why, const char *error)
 {
     struct wg_session_update u = {0};
     char extra[256], detail[400], clean[WG_SESSION_ERROR_MAX + 1];
     unsigned from = WG_SESSION_BIT(WG_SESSION_DRAINING) | WG_SESSION_BIT(WG_SESSION_SAVING);
 
-    save_update(t, &u);
+    save_update(s, &u);
     if (error) {
         u.set |= WG_SF_ERROR;
         u.error = wg_session_clean_text(clean, sizeof(clean), error, strlen(error));
     }
     snprintf(extra, sizeof(extra), "\"cancelled\":\"%s\"", why); /* why: a constant word */
-    sleep_detail(t, extra, detail, sizeof(detail));
-    orch_task_call(t);
-    if (wg_store_transition(t->o->store, t->id, from, WG_SESSION_RUNNING, &u, detail,
-                            on_back_to_running, t) < 0) {
-        orch_task_returned(t);
-        sleep_done(t);
+    sleep_detail(s, extra, detail, sizeof(detail));
+    orch_task_call(&s->t);
+    if (wg_store_transition(s->t.o->store, s->t.id, from, WG_SESSION_RUNNING, &u, detail,
+                            on_back_to_running, s) < 0) {
+        orch_task_returned(&s->t);
+        sleep_done(s);
     }
 }
 
@@ -224,196 +176,210 @@ static void back_to_running(struct orch_task *t, const char *why, const char *er
 
 static void on_final_state(const struct wg_store_res *res, void *arg)
 {
-    struct orch_task *t = arg;
-    struct wg_orch *o = t->o;
+    struct orch_sleep *s = arg;
+    struct wg_orch *o = s->t.o;
 
-    if (orch_task_returned(t))
+    if (orch_task_returned(&s->t))
         return;
     if (res->status == 0) {
-        o->m.sleeps[t->by_api][t->tier]++;
+        o->m.sleeps[s->by_api][s->tier]++;
         WG_INFO(o->log, ORCH_SUBSYS,
-                t->tier == WG_ORCH_TIER_DESTROY ? "session destroyed after its save"
-                : t->tier == WG_ORCH_TIER_PAUSE ? "session paused"
+                s->tier == WG_ORCH_TIER_DESTROY ? "session destroyed after its save"
+                : s->tier == WG_ORCH_TIER_PAUSE ? "session paused"
                                                 : "session asleep",
-                "session=%s container=%.12s reason=%s saved=%s commit=%s", t->id, t->container,
-                reason_of(t), t->save.at ? (t->save.ok ? "ok" : "failed") : "no",
-                t->save.commit[0] ? t->save.commit : "-");
+                "session=%s container=%.12s reason=%s saved=%s commit=%s", s->t.id, s->container,
+                reason_of(s), s->save.at ? (s->save.ok ? "ok" : "failed") : "no",
+                s->save.commit[0] ? s->save.commit : "-");
     } else {
         WG_WARN(o->log, ORCH_SUBSYS, "cannot record the end of the sleep",
-                "session=%s error=\"%s\"", t->id, res->error[0] ? res->error : "refused");
+                "session=%s error=\"%s\"", s->t.id, res->error[0] ? res->error : "refused");
     }
-    sleep_done(t);
+    sleep_done(s);
 }
 
-static void on_final_docker(int status, const struct wg_docker_reply *r, void *arg)
+/* The Docker call of the sleep failed: a destroy leaves everything as it
+ * is; a pause goes back to running, a stop to failed, with the error. */
+static void final_failed(struct orch_sleep *s, const struct wg_docker_reply *r)
 {
-    struct orch_task *t = arg;
-    struct wg_orch *o = t->o;
+    struct wg_orch *o = s->t.o;
+    struct wg_session_update u = {.set = WG_SF_ERROR, .error = r->error};
+    int rc;
+
+    WG_ERROR(o->log, ORCH_SUBSYS, "docker call of the sleep failed",
+             "session=%s container=%.12s tier=%s docker=\"%s\"", s->t.id, s->container,
+             wg_orch_tier_name(s->tier), r->error);
+    if (s->tier == WG_ORCH_TIER_DESTROY) {
+        sleep_done(s); /* the session and its container stay */
+        return;
+    }
+    orch_task_call(&s->t);
+    if (s->tier == WG_ORCH_TIER_PAUSE)
+        rc = wg_store_transition(o->store, s->t.id, WG_SESSION_BIT(WG_SESSION_PAUSED),
+                                 WG_SESSION_RUNNING, &u, "{\"reason\":\"pause failed\"}",
+                                 on_final_state, s);
+    else
+        rc = wg_store_transition(o->store, s->t.id, WG_SESSION_BIT(WG_SESSION_STOPPING),
+                                 WG_SESSION_FAILED, &u, "{\"reason\":\"stop failed\"}",
+                                 on_final_state, s);
+    if (rc < 0) {
+        orch_task_returned(&s->t);
+        sleep_done(s);
+    }
+}
+
+/* The container stopped or is gone: stopping -> asleep, or, for a destroy,
+ * the record is deleted. gone: Docker said it does not exist. */
+static void final_record(struct orch_sleep *s, bool gone)
+{
+    struct wg_orch *o = s->t.o;
     struct wg_session_update u = {0};
     char detail[256];
     int rc;
 
-    if (orch_task_returned(t))
-        return;
-    if (status != 0 && status != WG_DOCKER_ENOTFOUND) {
-        orch_docker_error(o, status);
-        WG_ERROR(o->log, ORCH_SUBSYS, "docker call of the sleep failed",
-                 "session=%s container=%.12s tier=%s docker=\"%s\"", t->id, t->container,
-                 wg_orch_tier_name(t->tier), r->error);
-        if (t->tier == WG_ORCH_TIER_DESTROY) {
-            sleep_done(t); /* the session and its container stay */
-            return;
-        }
-        u.set = WG_SF_ERROR;
-        u.error = r->error;
-        orch_task_call(t);
-        if (t->tier == WG_ORCH_TIER_PAUSE)
-            rc = wg_store_transition(o->store, t->id, WG_SESSION_BIT(WG_SESSION_PAUSED),
-                                     WG_SESSION_RUNNING, &u, "{\"reason\":\"pause failed\"}",
-                                     on_final_state, t);
-        else
-            rc = wg_store_transition(o->store, t->id, WG_SESSION_BIT(WG_SESSION_STOPPING),
-                                     WG_SESSION_FAILED, &u, "{\"reason\":\"stop failed\"}",
-                                     on_final_state, t);
-        if (rc < 0) {
-            orch_task_returned(t);
-            sleep_done(t);
-        }
-        return;
-    }
-    if (t->tier == WG_ORCH_TIER_PAUSE) {
-        /* The record said paused before the freeze. */
-        o->m.sleeps[t->by_api][t->tier]++;
-        WG_INFO(o->log, ORCH_SUBSYS, "session paused", "session=%s container=%.12s reason=%s",
-                t->id, t->container, reason_of(t));
-        sleep_done(t);
-        return;
-    }
-    sleep_detail(t, NULL, detail, sizeof(detail));
-    orch_task_call(t);
-    switch (t->tier) {
-    case WG_ORCH_TIER_STOP:
+    sleep_detail(s, NULL, detail, sizeof(detail));
+    orch_task_call(&s->t);
+    if (s->tier == WG_ORCH_TIER_STOP) {
         u.set = WG_SF_IP;
         u.ip = NULL;
-        if (status == WG_DOCKER_ENOTFOUND) {
+        if (gone) {
             u.set |= WG_SF_CONTAINER_ID;
             u.container_id = NULL;
         }
-        rc = wg_store_transition(o->store, t->id, WG_SESSION_BIT(WG_SESSION_STOPPING),
-                                 WG_SESSION_ASLEEP, &u, detail, on_final_state, t);
-        break;
-    case WG_ORCH_TIER_DESTROY:
-    default:
-        rc = wg_store_delete(o->store, t->id, WG_SESSION_ANY, detail, on_final_state, t);
-        break;
+        rc = wg_store_transition(o->store, s->t.id, WG_SESSION_BIT(WG_SESSION_STOPPING),
+                                 WG_SESSION_ASLEEP, &u, detail, on_final_state, s);
+    } else {
+        rc = wg_store_delete(o->store, s->t.id, WG_SESSION_ANY, detail, on_final_state, s);
     }
     if (rc < 0) {
-        orch_task_returned(t);
-        sleep_done(t);
+        orch_task_returned(&s->t);
+        sleep_done(s);
     }
 }
 
-static void sleep_docker_final(struct orch_task *t);
+static void on_final_docker(int status, const struct wg_docker_reply *r, void *arg)
+{
+    struct orch_sleep *s = arg;
+    struct wg_orch *o = s->t.o;
+
+    if (orch_task_returned(&s->t))
+        return;
+    if (status != 0 && status != WG_DOCKER_ENOTFOUND) {
+        orch_docker_error(o, status);
+        final_failed(s, r);
+        return;
+    }
+    if (s->tier == WG_ORCH_TIER_PAUSE) {
+        /* The record said paused before the freeze. */
+        o->m.sleeps[s->by_api][s->tier]++;
+        WG_INFO(o->log, ORCH_SUBSYS, "session paused", "session=%s container=%.12s reason=%s",
+                s->t.id, s->container, reason_of(s));
+        sleep_done(s);
+        return;
+    }
+    final_record(s, status == WG_DOCKER_ENOTFOUND);
+}
 
 /* A frozen process cannot act on SIGTERM: a paused container is thawed
  * before its stop, so the stop is the clean one it would have been. The
  * unpause's own failure (not paused any more) does not matter. */
 static void on_thawed_for_stop(int status, const struct wg_docker_reply *r, void *arg)
 {
-    struct orch_task *t = arg;
+    struct orch_sleep *s = arg;
 
     (void)r;
-    if (orch_task_returned(t))
+    if (orch_task_returned(&s->t))
         return;
     if (status != 0)
-        WG_DEBUG(t->o->log, ORCH_SUBSYS, "unpause before the stop failed, stopping anyway",
-                 "session=%s status=%d", t->id, status);
-    t->rec.state = WG_SESSION_STOPPING;
-    sleep_docker_final(t);
+        WG_DEBUG(s->t.o->log, ORCH_SUBSYS, "unpause before the stop failed, stopping anyway",
+                 "session=%s status=%d", s->t.id, status);
+    s->t.rec.state = WG_SESSION_STOPPING;
+    sleep_docker_final(s);
 }
 
-static void sleep_docker_final(struct orch_task *t)
+static void sleep_docker_final(struct orch_sleep *s)
 {
-    struct wg_orch *o = t->o;
-    int rc;
+    struct wg_orch *o = s->t.o;
+    int rc = 0;
 
-    t->phase = PH_WORK;
-    if (!t->container[0]) {
-        orch_task_call(t);
-        on_final_docker(0, NULL, t); /* nothing to stop: only the record moves */
+    s->t.phase = PH_WORK;
+    orch_task_call(&s->t);
+    switch (wg_orch_sleep_call(s->tier, s->t.rec.state, s->from_paused, s->container[0] != '\0')) {
+    case WG_ORCH_CALL_NONE:
+        on_final_docker(0, NULL, s); /* nothing to stop: only the record moves */
         return;
-    }
-    orch_task_call(t);
-    if (t->tier == WG_ORCH_TIER_STOP && t->rec.state == WG_SESSION_PAUSED && !t->from_paused) {
-        rc = wg_docker_unpause(o->docker, t->container, on_thawed_for_stop, t);
-    } else if (t->tier == WG_ORCH_TIER_PAUSE) {
-        rc = wg_docker_pause(o->docker, t->container, on_final_docker, t);
-    } else {
-        orch_mark(o, t->container, false, false, true);
-        if (t->tier == WG_ORCH_TIER_STOP)
-            rc = wg_docker_stop(o->docker, t->container, SLEEP_STOP_TIMEOUT_S, on_final_docker, t);
-        else
-            rc = wg_docker_remove(o->docker, t->container, true, true, on_final_docker, t);
+    case WG_ORCH_CALL_THAW:
+        rc = wg_docker_unpause(o->docker, s->container, on_thawed_for_stop, s);
+        break;
+    case WG_ORCH_CALL_PAUSE:
+        rc = wg_docker_pause(o->docker, s->container, on_final_docker, s);
+        break;
+    case WG_ORCH_CALL_STOP:
+        orch_mark(o, s->container, false, false, true);
+        rc = wg_docker_stop(o->docker, s->container, SLEEP_STOP_TIMEOUT_S, on_final_docker, s);
+        break;
+    case WG_ORCH_CALL_REMOVE:
+        orch_mark(o, s->container, false, false, true);
+        rc = wg_docker_remove(o->docker, s->container, true, true, on_final_docker, s);
+        break;
     }
     if (rc < 0) {
-        orch_task_returned(t);
-        WG_ERROR(o->log, ORCH_SUBSYS, "cannot send the docker call", "session=%s error=%s", t->id,
+        orch_task_returned(&s->t);
+        WG_ERROR(o->log, ORCH_SUBSYS, "cannot send the docker call", "session=%s error=%s", s->t.id,
                  strerror(-rc));
-        sleep_done(t);
+        sleep_done(s);
     }
 }
 
-/* ---- the move before the docker step ----------------------------------------------------------
- */
+/* ---- the move before the docker step --------------------------------------------------------- */
 
 static void on_pre_final(const struct wg_store_res *res, void *arg)
 {
-    struct orch_task *t = arg;
+    struct orch_sleep *s = arg;
 
-    if (orch_task_returned(t))
+    if (orch_task_returned(&s->t))
         return;
     if (res->status == 0) {
-        sleep_docker_final(t);
+        sleep_docker_final(s);
         return;
     }
     if (res->status == WG_STORE_ACTIVE) {
-        t->o->m.cancelled[t->rec.state == WG_SESSION_SAVING ? 1 : 0]++;
-        WG_INFO(t->o->log, ORCH_SUBSYS, "session used while it was put to sleep, keeping it awake",
-                "session=%s last_active=%" PRId64 " decided_at=%" PRId64, t->id,
-                res->rec ? res->rec->last_active : 0, t->idle_cutoff);
-        back_to_running(t, "activity", NULL);
+        s->t.o->m.cancelled[s->t.rec.state == WG_SESSION_SAVING ? 1 : 0]++;
+        WG_INFO(s->t.o->log, ORCH_SUBSYS,
+                "session used while it was put to sleep, keeping it awake",
+                "session=%s last_active=%" PRId64 " decided_at=%" PRId64, s->t.id,
+                res->rec ? res->rec->last_active : 0, s->idle_cutoff);
+        back_to_running(s, "activity", NULL);
         return;
     }
     if (res->status == WG_STORE_REJECTED && res->rec && res->rec->state == WG_SESSION_RUNNING) {
-        keep_save_and_finish(t); /* cancelled by a request: sleeper_request() */
+        keep_save_and_finish(s); /* cancelled by a request: sleeper_request() */
         return;
     }
-    WG_WARN(t->o->log, ORCH_SUBSYS, "cannot go on with the sleep",
-            "session=%s state=%s error=\"%s\"", t->id,
+    WG_WARN(s->t.o->log, ORCH_SUBSYS, "cannot go on with the sleep",
+            "session=%s state=%s error=\"%s\"", s->t.id,
             res->rec ? wg_session_state_name(res->rec->state) : "-",
             res->error[0] ? res->error : "refused");
-    sleep_done(t);
+    sleep_done(s);
 }
 
 /* from -> to (stopping or paused), refused when used since the decision. */
-static void move_to_final(struct orch_task *t, unsigned from, enum wg_session_state to,
+static void move_to_final(struct orch_sleep *s, unsigned from, enum wg_session_state to,
                           const char *extra)
 {
     struct wg_session_update u = {0};
     char detail[512];
 
-    save_update(t, &u);
-    sleep_detail(t, extra, detail, sizeof(detail));
-    orch_task_call(t);
-    if (wg_store_transition_idle(t->o->store, t->id, from, to, cutoff_of(t), &u, detail,
-                                 on_pre_final, t) < 0) {
-        orch_task_returned(t);
-        sleep_done(t);
+    save_update(s, &u);
+    sleep_detail(s, extra, detail, sizeof(detail));
+    orch_task_call(&s->t);
+    if (wg_store_transition_idle(s->t.o->store, s->t.id, from, to, cutoff_of(s), &u, detail,
+                                 on_pre_final, s) < 0) {
+        orch_task_returned(&s->t);
+        sleep_done(s);
     }
 }
 
-/* ---- the save ---------------------------------------------------------------------------------
- */
+/* ---- the save -------------------------------------------------------------------------------- */
 
 static void on_save_event(const struct wg_store_res *res, void *arg)
 {
@@ -421,30 +387,30 @@ static void on_save_event(const struct wg_store_res *res, void *arg)
     (void)arg;
 }
 
-static void record_save_event(struct orch_task *t, double seconds, const char *docker_error)
+static void record_save_event(struct orch_sleep *s, double seconds, const char *docker_error)
 {
     json_t *d = json_object();
     char *text = NULL;
-    const char *out = t->save.output;
+    const char *out = s->save.output;
     size_t olen = strlen(out);
 
     if (!d)
         return;
     if (olen > SAVE_EVENT_OUTPUT_MAX) /* the tail says why; the record keeps more */
         out += olen - SAVE_EVENT_OUTPUT_MAX;
-    json_object_set_new(d, "ok", json_boolean(t->save.ok));
-    json_object_set_new(d, "exit_code", json_integer(t->save.exit_code));
-    json_object_set_new(d, "tier", json_string(wg_orch_tier_name(t->tier)));
-    json_object_set_new(d, "reason", json_string(reason_of(t)));
+    json_object_set_new(d, "ok", json_boolean(s->save.ok));
+    json_object_set_new(d, "exit_code", json_integer(s->save.exit_code));
+    json_object_set_new(d, "tier", json_string(wg_orch_tier_name(s->tier)));
+    json_object_set_new(d, "reason", json_string(reason_of(s)));
     json_object_set_new(d, "duration_ms", json_integer((json_int_t)(seconds * 1000)));
-    if (t->save.commit[0])
-        json_object_set_new(d, "commit", json_string(t->save.commit));
-    if (t->save.timeout)
+    if (s->save.commit[0])
+        json_object_set_new(d, "commit", json_string(s->save.commit));
+    if (s->save.timeout)
         json_object_set_new(d, "timeout", json_true());
     if (docker_error && docker_error[0])
         json_object_set_new(d, "error", json_string(docker_error));
-    if (!t->save.ok)
-        json_object_set_new(d, "failures", json_integer(fail_count(t->o, t->id)));
+    if (!s->save.ok)
+        json_object_set_new(d, "failures", json_integer(reaper_save_failures(s->t.o, s->t.id)));
     if (out[0]) {
         char clean[SAVE_EVENT_OUTPUT_MAX + 1];
         wg_session_clean_text(clean, sizeof(clean), out, strlen(out));
@@ -452,102 +418,117 @@ static void record_save_event(struct orch_task *t, double seconds, const char *d
     }
     text = json_dumps(d, JSON_COMPACT);
     json_decref(d);
-    if (text && wg_store_event_add(t->o->store, t->id, t->save.ok ? "save" : "save_failed", text,
-                                   on_save_event, NULL) < 0)
-        WG_DEBUG(t->o->log, ORCH_SUBSYS, "cannot append the save event", "session=%s", t->id);
+    if (text && wg_store_event_add(s->t.o->store, s->t.id, s->save.ok ? "save" : "save_failed",
+                                   text, on_save_event, NULL) < 0)
+        WG_DEBUG(s->t.o->log, ORCH_SUBSYS, "cannot append the save event", "session=%s", s->t.id);
     free(text);
+}
+
+/* Fills s->save from the exec's answer, counts it, and remembers a failure
+ * for the retry backoff. Returns the Docker error ("" when the exec ran). */
+static const char *save_take_result(struct orch_sleep *s, int status,
+                                    const struct wg_docker_reply *r, uint64_t elapsed_ns)
+{
+    struct wg_orch *o = s->t.o;
+
+    s->save.at = orch_now_ms(o);
+    s->save.exit_code = status == 0 ? r->exit_code : -1;
+    wg_orch_save_result(status, s->save.exit_code, elapsed_ns / 1000000,
+                        o->cfg->sessions.save.timeout_ms, &s->save.ok, &s->save.timeout);
+    if (r && r->output_len)
+        wg_session_clean_text(s->save.output, sizeof(s->save.output), r->output, r->output_len);
+    else if (status != 0 && r && r->error[0])
+        wg_session_clean_text(s->save.output, sizeof(s->save.output), r->error, strlen(r->error));
+    if (s->save.ok && r)
+        wg_orch_save_commit(r->output ? r->output : "", r->output_len, s->save.commit,
+                            sizeof(s->save.commit));
+    if (s->save.ok) {
+        o->m.saves_ok++;
+        reaper_save_result(o, s->t.id, true);
+    } else {
+        if (s->save.timeout)
+            o->m.saves_timeout++;
+        else
+            o->m.saves_failed++;
+        reaper_save_result(o, s->t.id, false);
+    }
+    if (status == 0)
+        return "";
+    orch_docker_error(o, status);
+    return r && r->error[0] ? r->error : strerror(-status);
 }
 
 static void on_save_exec(int status, const struct wg_docker_reply *r, void *arg)
 {
-    struct orch_task *t = arg;
-    struct wg_orch *o = t->o;
+    struct orch_sleep *s = arg;
+    struct wg_orch *o = s->t.o;
+    uint64_t elapsed_ns;
     double seconds;
-    const char *err = "";
+    const char *err;
 
-    if (orch_task_returned(t))
+    if (orch_task_returned(&s->t))
         return;
-    seconds = (double)(uv_hrtime() - t->save_started) / 1e9;
-    wg_hist_observe_ns(&o->m.save, uv_hrtime() - t->save_started);
-    t->save.at = orch_now_ms(o);
-    t->save.exit_code = status == 0 ? r->exit_code : -1;
-    t->save.timeout =
-        status == -ETIMEDOUT || (status == 0 && r->exit_code != 0 &&
-                                 seconds * 1000 >= (double)o->cfg->sessions.save.timeout_ms);
-    t->save.ok = status == 0 && r->exit_code == 0;
-    if (r && r->output_len)
-        wg_session_clean_text(t->save.output, sizeof(t->save.output), r->output, r->output_len);
-    else if (status != 0 && r && r->error[0])
-        wg_session_clean_text(t->save.output, sizeof(t->save.output), r->error, strlen(r->error));
-    if (t->save.ok && r)
-        wg_orch_save_commit(r->output ? r->output : "", r->output_len, t->save.commit,
-                            sizeof(t->save.commit));
-    if (status != 0) {
-        orch_docker_error(o, status);
-        err = r && r->error[0] ? r->error : strerror(-status);
-    }
-    if (t->save.ok) {
-        o->m.saves_ok++;
-        fail_forget(o, t->id);
-    } else {
-        if (t->save.timeout)
-            o->m.saves_timeout++;
-        else
-            o->m.saves_failed++;
-        fail_note(o, t->id);
-    }
-    record_save_event(t, seconds, err);
-    if (t->save.ok) {
-        WG_INFO(o->log, ORCH_SUBSYS, "saved", "session=%s container=%.12s commit=%s ms=%.0f", t->id,
-                t->container, t->save.commit[0] ? t->save.commit : "-", seconds * 1000);
+    elapsed_ns = uv_hrtime() - s->save_started;
+    seconds = (double)elapsed_ns / 1e9;
+    wg_hist_observe_ns(&o->m.save, elapsed_ns);
+    err = save_take_result(s, status, r, elapsed_ns);
+    record_save_event(s, seconds, err);
+    if (s->save.ok) {
+        WG_INFO(o->log, ORCH_SUBSYS, "saved", "session=%s container=%.12s commit=%s ms=%.0f",
+                s->t.id, s->container, s->save.commit[0] ? s->save.commit : "-", seconds * 1000);
     } else {
         char q[WG_SESSION_OUTPUT_MAX + 3];
-        const char *tail = t->save.output;
+        const char *tail = s->save.output;
         size_t tl = strlen(tail);
         if (tl > 300)
             tail += tl - 300;
         WG_WARN(o->log, ORCH_SUBSYS, "save failed",
                 "session=%s container=%.12s exit_code=%d timeout=%d failures=%u docker=%s "
                 "output=%s",
-                t->id, t->container, t->save.exit_code, t->save.timeout, fail_count(o, t->id),
-                orch_q(q, 256, err[0] ? err : "-"), orch_q(q + 256, sizeof(q) - 256, tail));
+                s->t.id, s->container, s->save.exit_code, s->save.timeout,
+                reaper_save_failures(o, s->t.id), orch_q(q, 256, err[0] ? err : "-"),
+                orch_q(q + 256, sizeof(q) - 256, tail));
     }
-    sleep_after_save(t);
+    sleep_after_save(s);
 }
 
-static void sleep_after_save(struct orch_task *t)
+static void sleep_after_save(struct orch_sleep *s)
 {
-    struct wg_orch *o = t->o;
+    struct wg_orch *o = s->t.o;
     const unsigned saving = WG_SESSION_BIT(WG_SESSION_SAVING);
-    char extra[160];
+    bool stop_anyway = o->cfg->sessions.save.on_failure == WG_SAVE_STOP;
 
-    if (t->shutdown_rollback) {
-        back_to_running(t, "shutdown", NULL);
+    switch (wg_orch_sleep_after_save(s->tier, s->save.ok, stop_anyway, s->shutdown_rollback)) {
+    case WG_ORCH_SLEEP_PAUSE:
+        move_to_final(s, saving, WG_SESSION_PAUSED, "\"saved\":true");
         return;
-    }
-    if (t->save.ok) {
-        move_to_final(t, saving,
-                      t->tier == WG_ORCH_TIER_PAUSE ? WG_SESSION_PAUSED : WG_SESSION_STOPPING,
-                      "\"saved\":true");
-        return;
-    }
-    if (t->tier == WG_ORCH_TIER_STOP && o->cfg->sessions.save.on_failure == WG_SAVE_STOP) {
+    case WG_ORCH_SLEEP_STOP:
+        if (s->save.ok) {
+            move_to_final(s, saving, WG_SESSION_STOPPING, "\"saved\":true");
+            return;
+        }
         WG_WARN(o->log, ORCH_SUBSYS, "stopping although the save failed (on_failure: stop)",
-                "session=%s", t->id);
-        snprintf(extra, sizeof(extra), "\"saved\":false,\"on_failure\":\"stop\"");
-        move_to_final(t, saving, WG_SESSION_STOPPING, extra);
+                "session=%s", s->t.id);
+        move_to_final(s, saving, WG_SESSION_STOPPING, "\"saved\":false,\"on_failure\":\"stop\"");
         return;
-    }
-    if (t->tier == WG_ORCH_TIER_DESTROY)
-        orch_event(o, t->id, "destroy_refused",
+    case WG_ORCH_SLEEP_REFUSE:
+        orch_event(o, s->t.id, "destroy_refused",
                    "{\"reason\":\"the save failed: the container is kept; send force=1 to "
                    "destroy without saving\"}");
-    back_to_running(t, "save failed", "the save hook failed: the container is kept awake");
+        back_to_running(s, "save failed", "the save hook failed: the container is kept awake");
+        return;
+    default:
+        if (s->shutdown_rollback)
+            back_to_running(s, "shutdown", NULL);
+        else
+            back_to_running(s, "save failed", "the save hook failed: the container is kept awake");
+        return;
+    }
 }
 
-static void sleep_save(struct orch_task *t)
+static void sleep_save(struct orch_sleep *s)
 {
-    struct wg_orch *o = t->o;
+    struct wg_orch *o = s->t.o;
     const struct wg_save_cfg *sc = &o->cfg->sessions.save;
     const char *argv[SAVE_ARGV_MAX];
     char secs[24], when[32];
@@ -555,462 +536,370 @@ static void sleep_save(struct orch_task *t)
     struct tm tm;
     int rc;
 
-    t->phase = PH_WORK;
+    s->t.phase = PH_WORK;
     gmtime_r(&now, &tm);
     strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    rc = wg_orch_save_argv((const char *const *)sc->command, sc->path, t->id, when, sc->timeout_ms,
-                           argv, SAVE_ARGV_MAX, secs, sizeof(secs));
+    rc = wg_orch_save_argv((const char *const *)sc->command, sc->path, s->t.id, when,
+                           sc->timeout_ms, argv, SAVE_ARGV_MAX, secs, sizeof(secs));
     if (rc < 0) {
-        WG_ERROR(o->log, ORCH_SUBSYS, "save command too long", "session=%s", t->id);
-        back_to_running(t, "save failed", "the save command has too many arguments");
+        WG_ERROR(o->log, ORCH_SUBSYS, "save command too long", "session=%s", s->t.id);
+        back_to_running(s, "save failed", "the save command has too many arguments");
         return;
     }
-    WG_INFO(o->log, ORCH_SUBSYS, "saving", "session=%s container=%.12s tier=%s reason=%s", t->id,
-            t->container, wg_orch_tier_name(t->tier), reason_of(t));
-    t->save_started = uv_hrtime();
-    orch_task_call(t);
-    rc = wg_docker_exec(o->docker, t->container, argv,
-                        (uint32_t)(sc->timeout_ms + SAVE_EXEC_SLACK_MS), on_save_exec, t);
+    WG_INFO(o->log, ORCH_SUBSYS, "saving", "session=%s container=%.12s tier=%s reason=%s", s->t.id,
+            s->container, wg_orch_tier_name(s->tier), reason_of(s));
+    s->save_started = uv_hrtime();
+    orch_task_call(&s->t);
+    rc = wg_docker_exec(o->docker, s->container, argv,
+                        (uint32_t)(sc->timeout_ms + SAVE_EXEC_SLACK_MS), on_save_exec, s);
     if (rc < 0) {
-        orch_task_returned(t);
-        WG_ERROR(o->log, ORCH_SUBSYS, "cannot send the save exec", "session=%s error=%s", t->id,
+        orch_task_returned(&s->t);
+        WG_ERROR(o->log, ORCH_SUBSYS, "cannot send the save exec", "session=%s error=%s", s->t.id,
                  strerror(-rc));
-        back_to_running(t, "save failed", "cannot send the save exec");
+        back_to_running(s, "save failed", "cannot send the save exec");
     }
 }
 
 static void on_unpaused_for_save(int status, const struct wg_docker_reply *r, void *arg)
 {
-    struct orch_task *t = arg;
+    struct orch_sleep *s = arg;
 
-    if (orch_task_returned(t))
+    if (orch_task_returned(&s->t))
         return;
     if (status != 0) {
-        orch_docker_error(t->o, status);
-        WG_ERROR(t->o->log, ORCH_SUBSYS, "cannot unpause the container for its save",
-                 "session=%s container=%.12s docker=\"%s\"", t->id, t->container, r->error);
-        back_to_running(t, "save failed", r->error[0] ? r->error : "cannot unpause");
+        orch_docker_error(s->t.o, status);
+        WG_ERROR(s->t.o->log, ORCH_SUBSYS, "cannot unpause the container for its save",
+                 "session=%s container=%.12s docker=\"%s\"", s->t.id, s->container, r->error);
+        back_to_running(s, "save failed", r->error[0] ? r->error : "cannot unpause");
         return;
     }
-    sleep_save(t);
+    sleep_save(s);
 }
 
-/* ---- into saving ------------------------------------------------------------------------------
- */
+/* ---- into saving ----------------------------------------------------------------------------- */
 
 static void on_saving(const struct wg_store_res *res, void *arg)
 {
-    struct orch_task *t = arg;
+    struct orch_sleep *s = arg;
 
-    if (orch_task_returned(t))
+    if (orch_task_returned(&s->t))
         return;
     if (res->status == WG_STORE_ACTIVE) {
-        t->o->m.cancelled[0]++;
-        WG_INFO(t->o->log, ORCH_SUBSYS, "session used while draining, keeping it awake",
-                "session=%s", t->id);
-        back_to_running(t, "activity", NULL);
+        s->t.o->m.cancelled[0]++;
+        WG_INFO(s->t.o->log, ORCH_SUBSYS, "session used while draining, keeping it awake",
+                "session=%s", s->t.id);
+        back_to_running(s, "activity", NULL);
         return;
     }
     if (res->status != 0) {
-        WG_INFO(t->o->log, ORCH_SUBSYS, "sleep called off before the save", "session=%s state=%s",
-                t->id, res->rec ? wg_session_state_name(res->rec->state) : "-");
-        sleep_done(t);
+        WG_INFO(s->t.o->log, ORCH_SUBSYS, "sleep called off before the save", "session=%s state=%s",
+                s->t.id, res->rec ? wg_session_state_name(res->rec->state) : "-");
+        sleep_done(s);
         return;
     }
-    t->rec.state = WG_SESSION_SAVING;
-    if (t->from_paused) {
-        orch_task_call(t);
-        if (wg_docker_unpause(t->o->docker, t->container, on_unpaused_for_save, t) < 0) {
-            orch_task_returned(t);
-            back_to_running(t, "save failed", "cannot send the unpause");
+    s->t.rec.state = WG_SESSION_SAVING;
+    if (s->from_paused) {
+        orch_task_call(&s->t);
+        if (wg_docker_unpause(s->t.o->docker, s->container, on_unpaused_for_save, s) < 0) {
+            orch_task_returned(&s->t);
+            back_to_running(s, "save failed", "cannot send the unpause");
         }
         return;
     }
-    sleep_save(t);
+    sleep_save(s);
 }
 
-static void to_saving(struct orch_task *t, unsigned from)
+static void to_saving(struct orch_sleep *s, unsigned from)
 {
     char detail[256];
 
-    sleep_detail(t, NULL, detail, sizeof(detail));
-    orch_task_call(t);
-    if (wg_store_transition_idle(t->o->store, t->id, from, WG_SESSION_SAVING, cutoff_of(t), NULL,
-                                 detail, on_saving, t) < 0) {
-        orch_task_returned(t);
-        sleep_done(t);
+    sleep_detail(s, NULL, detail, sizeof(detail));
+    orch_task_call(&s->t);
+    if (wg_store_transition_idle(s->t.o->store, s->t.id, from, WG_SESSION_SAVING, cutoff_of(s),
+                                 NULL, detail, on_saving, s) < 0) {
+        orch_task_returned(&s->t);
+        sleep_done(s);
     }
 }
 
-/* ---- draining ---------------------------------------------------------------------------------
- */
+/* ---- draining -------------------------------------------------------------------------------- */
 
 static void drained_cb(uv_timer_t *h)
 {
-    struct orch_task *t = h->data;
+    struct orch_sleep *s = h->data;
     const unsigned draining = WG_SESSION_BIT(WG_SESSION_DRAINING);
 
-    if (t->finished || t->o->closing)
+    if (s->t.finished || s->t.o->closing)
         return;
-    if (t->shutdown_rollback) {
-        back_to_running(t, "shutdown", NULL);
+    switch (wg_orch_sleep_after_drain(s->tier, s->t.o->cfg->sessions.save.before_pause,
+                                      s->shutdown_rollback)) {
+    case WG_ORCH_SLEEP_KEEP_AWAKE:
+        back_to_running(s, "shutdown", NULL);
+        return;
+    case WG_ORCH_SLEEP_PAUSE:
+        move_to_final(s, draining, WG_SESSION_PAUSED, "\"saved\":false");
+        return;
+    default:
+        to_saving(s, draining);
         return;
     }
-    if (t->tier == WG_ORCH_TIER_PAUSE && !t->o->cfg->sessions.save.before_pause)
-        move_to_final(t, draining, WG_SESSION_PAUSED, "\"saved\":false");
-    else
-        to_saving(t, draining);
 }
 
 static void on_draining(const struct wg_store_res *res, void *arg)
 {
-    struct orch_task *t = arg;
+    struct orch_sleep *s = arg;
 
-    if (orch_task_returned(t))
+    if (orch_task_returned(&s->t))
         return;
     if (res->status != 0) {
-        WG_DEBUG(t->o->log, ORCH_SUBSYS, "not draining", "session=%s status=%d error=\"%s\"", t->id,
-                 res->status, res->error);
-        sleep_done(t);
+        WG_DEBUG(s->t.o->log, ORCH_SUBSYS, "not draining", "session=%s status=%d error=\"%s\"",
+                 s->t.id, res->status, res->error);
+        sleep_done(s);
         return;
     }
-    t->rec.state = WG_SESSION_DRAINING;
-    t->phase = PH_WORK;
-    uv_timer_start(&t->timer, drained_cb, t->o->cfg->sessions.idle.drain_ms, 0);
+    s->t.rec.state = WG_SESSION_DRAINING;
+    s->t.phase = PH_WORK;
+    uv_timer_start(&s->t.timer, drained_cb, s->t.o->cfg->sessions.idle.drain_ms, 0);
 }
 
-/* ---- start --------------------------------------------------------------------------------------
- */
+/* ---- start ----------------------------------------------------------------------------------- */
 
-static void refuse_destroy(struct orch_task *t, const char *why)
+static void refuse_destroy(struct orch_sleep *s, const char *why)
 {
     char detail[300], q[200];
 
-    WG_WARN(t->o->log, ORCH_SUBSYS, "destroy without force refused", "session=%s why=%s", t->id,
+    WG_WARN(s->t.o->log, ORCH_SUBSYS, "destroy without force refused", "session=%s why=%s", s->t.id,
             orch_q(q, sizeof(q), why));
     snprintf(detail, sizeof(detail), "{\"reason\":\"%s\"}", why);
-    orch_event(t->o, t->id, "destroy_refused", detail);
-    sleep_done(t);
+    orch_event(s->t.o, s->t.id, "destroy_refused", detail);
+    sleep_done(s);
 }
 
-/* force=1: the operator discards what is not saved. Destroy removes
- * whatever is there; sleep stops a container that runs (or is paused, or
- * was left by a failed start). */
-static void forced_start(struct orch_task *t, const struct wg_session *rec)
+static void sleep_drain(struct orch_sleep *s, const struct wg_session *rec)
 {
+    struct wg_orch *o = s->t.o;
+    char detail[256], extra[64];
+
+    snprintf(extra, sizeof(extra), "\"idle_ms\":%" PRId64, orch_now_ms(o) - rec->last_active);
+    sleep_detail(s, extra, detail, sizeof(detail));
+    orch_task_call(&s->t);
+    if (wg_store_transition_idle(o->store, s->t.id, WG_SESSION_BIT(WG_SESSION_RUNNING),
+                                 WG_SESSION_DRAINING, cutoff_of(s), NULL, detail, on_draining,
+                                 s) < 0) {
+        orch_task_returned(&s->t);
+        sleep_done(s);
+    }
+}
+
+/* The first step, from the record just read (and kept in s->t.rec). */
+static void sleep_first(struct orch_sleep *s, const struct wg_session *rec)
+{
+    /* force=1 stops a container that runs, or is paused, or was left by a
+     * failed start. */
     const unsigned can_stop = WG_SESSION_BIT(WG_SESSION_RUNNING) |
                               WG_SESSION_BIT(WG_SESSION_PAUSED) | WG_SESSION_BIT(WG_SESSION_FAILED);
+    struct wg_orch_sleep_in in = {
+        .state = rec->state,
+        .tier = s->tier,
+        .forced = s->forced,
+        .has_container = s->container[0] != '\0',
+        .saved_since =
+            rec->last_save.at > 0 && rec->last_save.ok && rec->last_save.at >= rec->last_active,
+    };
+    const char *why;
 
-    if (t->tier == WG_ORCH_TIER_DESTROY) {
-        sleep_docker_final(t);
+    switch (wg_orch_sleep_first(&in, &why)) {
+    case WG_ORCH_SLEEP_DRAIN:
+        sleep_drain(s, rec);
+        return;
+    case WG_ORCH_SLEEP_SAVE: /* paused: thawed for the save */
+        s->from_paused = true;
+        to_saving(s, WG_SESSION_BIT(WG_SESSION_PAUSED));
+        return;
+    case WG_ORCH_SLEEP_STOP:
+        if (s->forced)
+            move_to_final(s, can_stop, WG_SESSION_STOPPING, NULL);
+        else
+            move_to_final(s, WG_SESSION_BIT(WG_SESSION_PAUSED), WG_SESSION_STOPPING,
+                          "\"saved\":\"before the pause\"");
+        return;
+    case WG_ORCH_SLEEP_DOCKER:
+        sleep_docker_final(s);
+        return;
+    case WG_ORCH_SLEEP_REFUSE:
+        refuse_destroy(s, why);
+        return;
+    default:
+        if (s->forced)
+            WG_INFO(s->t.o->log, ORCH_SUBSYS, "nothing to stop", "session=%s state=%s", s->t.id,
+                    wg_session_state_name(rec->state));
+        else
+            WG_DEBUG(s->t.o->log, ORCH_SUBSYS, "nothing to put to sleep",
+                     "session=%s state=%s tier=%s", s->t.id, wg_session_state_name(rec->state),
+                     wg_orch_tier_name(s->tier));
+        sleep_done(s);
         return;
     }
-    if (!WG_SESSION_IN(rec->state, can_stop) || !t->container[0]) {
-        WG_INFO(t->o->log, ORCH_SUBSYS, "nothing to stop", "session=%s state=%s", t->id,
-                wg_session_state_name(rec->state));
-        sleep_done(t);
-        return;
-    }
-    move_to_final(t, can_stop, WG_SESSION_STOPPING, NULL);
 }
 
 static void on_sleep_get(const struct wg_store_res *res, void *arg)
 {
-    struct orch_task *t = arg;
-    struct wg_orch *o = t->o;
+    struct orch_sleep *s = arg;
+    struct wg_orch *o = s->t.o;
     const struct wg_session *rec = res->rec;
-    bool saved_since;
-    char detail[256], extra[64];
 
-    if (orch_task_returned(t))
+    if (orch_task_returned(&s->t))
         return;
     if (res->status != 0 || strcmp(rec->host, o->name) != 0) {
         if (res->status == 0)
             WG_DEBUG(o->log, ORCH_SUBSYS, "session of another host, not ours to put to sleep",
-                     "session=%s host=%s", t->id, rec->host);
-        else if (t->by_api)
+                     "session=%s host=%s", s->t.id, rec->host);
+        else if (s->by_api)
             WG_WARN(o->log, ORCH_SUBSYS, "cannot read the session, dropping the command",
-                    "session=%s error=\"%s\"", t->id, res->error);
-        sleep_done(t);
+                    "session=%s error=\"%s\"", s->t.id, res->error);
+        sleep_done(s);
         return;
     }
-    if (!orch_task_keep_rec(t, rec)) {
-        sleep_done(t);
+    if (!orch_task_keep_rec(&s->t, rec)) {
+        sleep_done(s);
         return;
     }
-    snprintf(t->container, sizeof(t->container), "%s", rec->container_id);
-    if (t->forced) {
-        forced_start(t, rec);
-        return;
-    }
+    snprintf(s->container, sizeof(s->container), "%s", rec->container_id);
     /* A request after the command cancels it; one before it, whose
      * activity a proxy writes a moment later, does not. */
-    if (t->by_api)
-        t->idle_cutoff = rec->last_active > t->cmd_at ? rec->last_active : t->cmd_at;
-    saved_since =
-        rec->last_save.at > 0 && rec->last_save.ok && rec->last_save.at >= rec->last_active;
-    switch (rec->state) {
-    case WG_SESSION_RUNNING:
-        if (!t->container[0])
-            break;
-        snprintf(extra, sizeof(extra), "\"idle_ms\":%" PRId64, orch_now_ms(o) - rec->last_active);
-        sleep_detail(t, extra, detail, sizeof(detail));
-        orch_task_call(t);
-        if (wg_store_transition_idle(o->store, t->id, WG_SESSION_BIT(WG_SESSION_RUNNING),
-                                     WG_SESSION_DRAINING, cutoff_of(t), NULL, detail, on_draining,
-                                     t) < 0) {
-            orch_task_returned(t);
-            sleep_done(t);
-        }
-        return;
-    case WG_SESSION_PAUSED:
-        if (t->tier == WG_ORCH_TIER_PAUSE || !t->container[0])
-            break;
-        /* Nothing runs in a frozen container: a save made before the pause
-         * still holds everything. Otherwise thaw it for the save. */
-        if (saved_since) {
-            move_to_final(t, WG_SESSION_BIT(WG_SESSION_PAUSED), WG_SESSION_STOPPING,
-                          "\"saved\":\"before the pause\"");
-        } else {
-            t->from_paused = true;
-            to_saving(t, WG_SESSION_BIT(WG_SESSION_PAUSED));
-        }
-        return;
-    case WG_SESSION_CREATING:
-    case WG_SESSION_ASLEEP:
-    case WG_SESSION_FAILED:
-        if (t->tier != WG_ORCH_TIER_DESTROY)
-            break;
-        if (!t->container[0] || (rec->state == WG_SESSION_ASLEEP && saved_since)) {
-            sleep_docker_final(t); /* remove what is there, then the record */
-            return;
-        }
-        refuse_destroy(t, "the container is not running, so it cannot be saved: send force=1 to "
-                          "destroy without saving");
-        return;
-    default:
-        if (t->tier == WG_ORCH_TIER_DESTROY) {
-            refuse_destroy(t, "the session is busy in a transient state: try again");
-            return;
-        }
-        break;
-    }
-    WG_DEBUG(o->log, ORCH_SUBSYS, "nothing to put to sleep", "session=%s state=%s tier=%s", t->id,
-             wg_session_state_name(rec->state), wg_orch_tier_name(t->tier));
-    sleep_done(t);
+    if (s->by_api && !s->forced)
+        s->idle_cutoff = rec->last_active > s->cmd_at ? rec->last_active : s->cmd_at;
+    sleep_first(s, rec);
 }
 
 static void sleep_locked(struct orch_task *t, bool held, const char *why)
 {
+    struct orch_sleep *s = orch_sleep_of(t);
+
     if (!held) {
-        if (t->by_api)
+        if (s->by_api)
             WG_WARN(t->o->log, ORCH_SUBSYS, "session is locked, dropping the sleep command",
                     "session=%s why=\"%s\"", t->id, why);
-        sleep_done(t);
+        sleep_done(s);
         return;
     }
     orch_task_call(t);
-    if (wg_store_get(t->o->store, t->id, on_sleep_get, t) < 0) {
+    if (wg_store_get(t->o->store, t->id, on_sleep_get, s) < 0) {
         orch_task_returned(t);
-        sleep_done(t);
+        sleep_done(s);
     }
 }
 
-void sleeper_begin(struct orch_task *t)
+/* ---- the kind ------------------------------------------------------------------------------ */
+
+static void sleep_begin(struct orch_task *t)
 {
     if (t->o->shutting_down) {
-        sleep_done(t);
+        sleep_done(orch_sleep_of(t));
         return;
     }
     orch_task_lock(t, sleep_locked);
 }
 
+const struct orch_task_ops orch_sleep_ops = {
+    .name = "sleep",
+    .size = sizeof(struct orch_sleep),
+    .start = sleep_begin,
+    .cancel = NULL,
+};
+
+struct orch_sleep *sleeper_find(struct wg_orch *o, const char *id)
+{
+    struct orch_task *t = orch_task_find(o, id, &orch_sleep_ops);
+
+    return t ? orch_sleep_of(t) : NULL;
+}
+
+struct orch_sleep *sleeper_new(struct wg_orch *o, const char *id)
+{
+    struct orch_task *t = orch_task_new(o, &orch_sleep_ops, id);
+
+    return t ? orch_sleep_of(t) : NULL;
+}
+
 void sleeper_command(struct wg_orch *o, const struct wg_wake_cmd *cmd)
 {
-    struct orch_task *t = orch_task_new(o, TK_SLEEP, cmd->session);
+    struct orch_sleep *s = sleeper_new(o, cmd->session);
 
-    if (!t) {
+    if (!s) {
         WG_ERROR(o->log, ORCH_SUBSYS, "out of memory, leaving the command pending",
                  "session=%s op=%s", cmd->session, wg_wake_op_name(cmd->op));
         return;
     }
-    t->tier = cmd->op == WG_WAKE_OP_DESTROY ? WG_ORCH_TIER_DESTROY : WG_ORCH_TIER_STOP;
-    t->by_api = true;
-    t->forced = cmd->force;
-    t->idle_cutoff = -1;
-    t->cmd_at = cmd->at > 0 ? cmd->at : orch_now_ms(o);
-    snprintf(t->entry_id, sizeof(t->entry_id), "%s", cmd->entry_id);
-    snprintf(t->from, sizeof(t->from), "%s", cmd->from);
+    s->tier = cmd->op == WG_WAKE_OP_DESTROY ? WG_ORCH_TIER_DESTROY : WG_ORCH_TIER_STOP;
+    s->by_api = true;
+    s->forced = cmd->force;
+    s->idle_cutoff = -1;
+    s->cmd_at = cmd->at > 0 ? cmd->at : orch_now_ms(o);
+    snprintf(s->entry_id, sizeof(s->entry_id), "%s", cmd->entry_id);
+    snprintf(s->from, sizeof(s->from), "%s", cmd->from);
     WG_INFO(o->log, ORCH_SUBSYS, cmd->force ? "forced command" : "sleep command",
             "session=%s op=%s entry=%s from=%s", cmd->session, wg_wake_op_name(cmd->op),
             cmd->entry_id, cmd->from[0] ? cmd->from : "-");
-    orch_task_begin(t);
+    orch_task_begin(&s->t);
 }
 
-/* ---- cancel on request -------------------------------------------------------------------------
- */
+/* ---- cancel on request ----------------------------------------------------------------------- */
 
 static void on_request_cancel(const struct wg_store_res *res, void *arg)
 {
-    struct orch_task *t = arg;
+    struct orch_sleep *s = arg;
 
-    if (!t->finished && !t->o->closing && res->status == 0) {
-        t->o->m.cancelled[t->rec.state == WG_SESSION_SAVING ? 1 : 0]++;
-        WG_INFO(t->o->log, ORCH_SUBSYS, "a request arrived: sleep cancelled", "session=%s was=%s",
-                t->id, wg_session_state_name(t->rec.state));
+    if (!s->t.finished && !s->t.o->closing && res->status == 0) {
+        s->t.o->m.cancelled[s->t.rec.state == WG_SESSION_SAVING ? 1 : 0]++;
+        WG_INFO(s->t.o->log, ORCH_SUBSYS, "a request arrived: sleep cancelled", "session=%s was=%s",
+                s->t.id, wg_session_state_name(s->t.rec.state));
     }
-    orch_task_unref(t);
+    orch_task_unref(&s->t);
 }
 
 void sleeper_request(struct wg_orch *o, const char *id)
 {
-    struct orch_task *t = orch_task_find(o, id, TK_SLEEP);
+    struct orch_sleep *s = sleeper_find(o, id);
     unsigned from = WG_SESSION_BIT(WG_SESSION_DRAINING) | WG_SESSION_BIT(WG_SESSION_SAVING);
     char detail[256];
 
-    if (!t || t->finished || t->tier == WG_ORCH_TIER_DESTROY || t->forced ||
-        !WG_SESSION_IN(t->rec.state, from))
+    if (!s || s->t.finished || !wg_orch_sleep_cancellable(s->tier, s->forced, s->t.rec.state))
         return;
     /* The task's own next move is refused once this lands (the state is no
      * longer draining or saving); a save in flight finishes and is kept. */
-    sleep_detail(t, "\"cancelled\":\"request\"", detail, sizeof(detail));
+    sleep_detail(s, "\"cancelled\":\"request\"", detail, sizeof(detail));
     if (wg_store_transition(o->store, id, from, WG_SESSION_RUNNING, NULL, detail, on_request_cancel,
-                            t) == 0)
-        t->refs++;
+                            s) == 0)
+        s->t.refs++;
 }
 
-/* ---- the reaper ---------------------------------------------------------------------------------
- */
-
-static void reap_one(struct wg_orch *o, const struct wg_store_reap *e, int64_t now)
-{
-    const struct wg_idle_cfg *idle = &o->cfg->sessions.idle;
-    const struct wg_save_cfg *save = &o->cfg->sessions.save;
-    struct wg_orch_reap_in in = {0};
-    enum wg_orch_reap_action a;
-    struct orch_task *t;
-    const char *why;
-
-    if (strcmp(e->host, o->name) != 0)
-        return;
-    o->m.reap_candidates++;
-    in.state = e->state;
-    in.now = now;
-    in.last_active = e->last_active;
-    in.pause_after_ms = e->has_pause_after ? e->pause_after_ms : idle->pause_after_ms;
-    in.stop_after_ms = e->has_stop_after ? e->stop_after_ms : idle->stop_after_ms;
-    in.save_at = e->save_at;
-    in.save_ok = e->save_ok;
-    in.retry_wait_ms = wg_orch_save_backoff_ms(fail_count(o, e->id) ? fail_count(o, e->id) : 1,
-                                               save->retry_backoff_ms, save->retry_max_ms);
-    a = wg_orch_reap_decide(&in, &why);
-    if (a == WG_ORCH_REAP_NONE)
-        return;
-    if (orch_task_find(o, e->id, TK_SLEEP) || orch_task_find(o, e->id, TK_WAKE))
-        return; /* an actor is at work; the next pass looks again */
-    t = orch_task_new(o, TK_SLEEP, e->id);
-    if (!t)
-        return;
-    o->m.reap_due++;
-    t->tier = a == WG_ORCH_REAP_PAUSE ? WG_ORCH_TIER_PAUSE : WG_ORCH_TIER_STOP;
-    t->idle_cutoff = e->last_active;
-    snprintf(t->from, sizeof(t->from), "reaper");
-    WG_INFO(o->log, ORCH_SUBSYS, "idle session",
-            "session=%s state=%s idle_ms=%" PRId64 " tier=%s why=\"%s\"", e->id,
-            wg_session_state_name(e->state), now - e->last_active, wg_orch_tier_name(t->tier), why);
-    orch_task_begin(t);
-}
-
-static void reap_pass(struct wg_orch *o);
-
-static void on_reap_scan(const struct wg_store_res *res, void *arg)
-{
-    struct wg_orch *o = arg;
-    int64_t now;
-
-    o->reap_busy = false;
-    if (o->closing)
-        return;
-    if (res->status != 0) {
-        o->m.reap_errors++;
-        WG_DEBUG(o->log, ORCH_SUBSYS, "reaper pass failed", "error=\"%s\"", res->error);
-        o->reap_offset = 0;
-        return;
-    }
-    now = orch_now_ms(o);
-    for (size_t i = 0; i < res->n_reap && !o->shutting_down; i++)
-        reap_one(o, &res->reap[i], now);
-    /* A full page: more idle sessions wait beyond it. */
-    if (res->n_reap + res->n_bad == WG_STORE_BATCH_MAX && res->count >= 0) {
-        o->reap_offset += WG_STORE_BATCH_MAX;
-        reap_pass(o);
-    } else {
-        o->reap_offset = 0;
-    }
-}
-
-static void reap_pass(struct wg_orch *o)
-{
-    const struct wg_idle_cfg *idle = &o->cfg->sessions.idle;
-    uint64_t tier = idle->pause_after_ms;
-
-    if (o->reap_busy || o->closing || o->shutting_down || !o->docker_ok || !o->reconciled)
-        return;
-    if (idle->stop_after_ms && (tier == 0 || idle->stop_after_ms < tier))
-        tier = idle->stop_after_ms;
-    if (o->reap_offset == 0)
-        o->m.reap_passes++;
-    if (wg_store_reap_scan(o->store, tier, o->reap_offset, WG_STORE_BATCH_MAX, on_reap_scan, o) ==
-        0)
-        o->reap_busy = true;
-}
-
-static void reap_cb(uv_timer_t *h)
-{
-    reap_pass(h->data);
-}
-
-void reaper_start(struct wg_orch *o)
-{
-    uint64_t every = o->cfg->sessions.idle.reap_every_ms;
-
-    if (o->closing || uv_is_active((uv_handle_t *)&o->reap_timer))
-        return;
-    uv_timer_start(&o->reap_timer, reap_cb, every, every);
-}
-
-void reaper_stop(struct wg_orch *o)
-{
-    uv_timer_stop(&o->reap_timer);
-}
-
-/* ---- shutdown and metrics ----------------------------------------------------------------------
- */
+/* ---- shutdown and metrics -------------------------------------------------------------------- */
 
 static void on_rolled_back(const struct wg_store_res *res, void *arg)
 {
-    struct orch_task *t = arg;
+    struct orch_sleep *s = arg;
 
-    t->rollback_done = true;
-    if (!t->o->closing)
-        WG_INFO(t->o->log, ORCH_SUBSYS,
+    s->rollback_done = true;
+    if (!s->t.o->closing)
+        WG_INFO(s->t.o->log, ORCH_SUBSYS,
                 res->status == 0 ? "sleep rolled back: session running again"
                                  : "sleep not rolled back: the state moved on",
-                "session=%s error=\"%s\"", t->id, res->error);
-    orch_task_unref(t);
+                "session=%s error=\"%s\"", s->t.id, res->error);
+    orch_task_unref(&s->t);
 }
 
 /* A move back to running beside the task's own call in flight. */
-static void rollback_now(struct orch_task *t)
+static void rollback_now(struct orch_sleep *s)
 {
     char detail[256];
 
-    sleep_detail(t, "\"cancelled\":\"shutdown\"", detail, sizeof(detail));
-    if (wg_store_transition(t->o->store, t->id, WG_SESSION_BIT(WG_SESSION_SAVING),
-                            WG_SESSION_RUNNING, NULL, detail, on_rolled_back, t) == 0)
-        t->refs++;
+    sleep_detail(s, "\"cancelled\":\"shutdown\"", detail, sizeof(detail));
+    if (wg_store_transition(s->t.o->store, s->t.id, WG_SESSION_BIT(WG_SESSION_SAVING),
+                            WG_SESSION_RUNNING, NULL, detail, on_rolled_back, s) == 0)
+        s->t.refs++;
     else
-        t->rollback_done = true;
+        s->rollback_done = true;
 }
 
 unsigned sleeper_shutdown(struct wg_orch *o, bool force)
@@ -1020,43 +909,44 @@ unsigned sleeper_shutdown(struct wg_orch *o, bool force)
 
     for (it = o->tasks.next; it != &o->tasks; it = next) {
         struct orch_task *t = wg_container_of(it, struct orch_task, link);
+        struct orch_sleep *s;
+        struct wg_orch_sleep_shutdown_in in;
+
         next = it->next;
-        if (t->kind != TK_SLEEP || t->finished)
+        if (t->ops != &orch_sleep_ops || t->finished)
             continue;
-        if (t->phase == PH_WAIT_TURN || t->phase == PH_NEW || t->phase == PH_LOCK) {
-            sleep_done(t); /* not begun: nothing to roll back */
+        s = orch_sleep_of(t);
+        in = (struct wg_orch_sleep_shutdown_in){
+            .begun = !(t->phase == PH_WAIT_TURN || t->phase == PH_NEW || t->phase == PH_LOCK),
+            .rolled_back = s->rollback_done,
+            .rolling_back = s->shutdown_rollback,
+            .busy = t->busy,
+            .late = force,
+            .state = t->rec.state,
+        };
+        switch (wg_orch_sleep_on_shutdown(&in)) {
+        case WG_ORCH_SHUTDOWN_END:
+            sleep_done(s); /* not begun: nothing to roll back */
             continue;
+        case WG_ORCH_SHUTDOWN_DONE:
+            continue;
+        case WG_ORCH_SHUTDOWN_WAIT:
+            break;
+        case WG_ORCH_SHUTDOWN_ROLLBACK:
+            s->shutdown_rollback = true;
+            o->m.rollbacks++;
+            uv_timer_stop(&t->timer); /* a drain waited out */
+            back_to_running(s, "shutdown", NULL);
+            break;
+        case WG_ORCH_SHUTDOWN_BESIDE:
+            s->shutdown_rollback = true;
+            o->m.rollbacks++;
+            rollback_now(s); /* the exec may outlive the process */
+            break;
         }
-        if (t->rollback_done)
-            continue; /* written: the exec in flight no longer matters */
         left++;
-        if (t->shutdown_rollback)
-            continue;
-        if (t->rec.state == WG_SESSION_DRAINING && !t->busy) {
-            /* Waiting out the drain: roll back now. */
-            t->shutdown_rollback = true;
-            o->m.rollbacks++;
-            uv_timer_stop(&t->timer);
-            back_to_running(t, "shutdown", NULL);
-        } else if (force && t->rec.state == WG_SESSION_SAVING) {
-            /* The save in flight runs on in the container; the session is
-             * awake again and the next run saves it anew. */
-            t->shutdown_rollback = true;
-            o->m.rollbacks++;
-            if (t->busy)
-                rollback_now(t); /* the exec may outlive the process */
-            else
-                back_to_running(t, "shutdown", NULL);
-        }
     }
     return left;
-}
-
-void sleeper_free(struct wg_orch *o)
-{
-    free(o->fails);
-    o->fails = NULL;
-    o->n_fails = o->cap_fails = 0;
 }
 
 void sleeper_metrics(const struct wg_orch *o, struct wg_buf *out)

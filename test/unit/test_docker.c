@@ -1,9 +1,9 @@
 /* test/unit/test_docker.c - orchestrator/docker: the pure parts, and the loop plumbing.
  *
- * The file under test is included so its static helpers (host parsing,
- * version negotiation, the stream demultiplexer, the events line parser,
- * the create-body builder, the inspect and list parsers) can be called
- * directly. The loop tests need no engine: a missing socket, a socket
+ * The pure parts (version negotiation, the stream demultiplexer, the
+ * events line parser, the create-body builder, the inspect and list
+ * parsers) are called through the client's private header,
+ * orchestrator/docker_int.h. The loop tests need no engine: a missing socket, a socket
  * nobody listens on, a peer that accepts and never answers, and a small
  * scripted peer for answers a real engine does not give on demand (an old
  * API version, an oversized event line, a stream that ends). The real
@@ -16,9 +16,14 @@
 
 #include <cmocka.h>
 
-#include "orchestrator/docker.c"
+#include "orchestrator/docker_int.h"
 
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 /* ---- ids, sessions, text ------------------------------------------------------------------ */
@@ -50,65 +55,67 @@ static void test_ref_valid(void **state)
 static void test_full_id_and_session(void **state)
 {
     (void)state;
-    assert_true(is_full_id("73664a59c1110d042b19abc6afaa8cc734254ec13b9312ea9eca991042fae858"));
-    assert_false(is_full_id("73664A59c1110d042b19abc6afaa8cc734254ec13b9312ea9eca991042fae858"));
-    assert_false(is_full_id("73664a59c111"));
-    assert_false(is_full_id(NULL));
-    assert_true(session_valid("42"));
-    assert_true(session_valid("s-42_a"));
-    assert_false(session_valid(""));
-    assert_false(session_valid("a.b"));
-    assert_false(session_valid("a b"));
-    assert_false(session_valid(NULL));
+    assert_true(
+        docker_is_full_id("73664a59c1110d042b19abc6afaa8cc734254ec13b9312ea9eca991042fae858"));
+    assert_false(
+        docker_is_full_id("73664A59c1110d042b19abc6afaa8cc734254ec13b9312ea9eca991042fae858"));
+    assert_false(docker_is_full_id("73664a59c111"));
+    assert_false(docker_is_full_id(NULL));
+    assert_true(docker_session_valid("42"));
+    assert_true(docker_session_valid("s-42_a"));
+    assert_false(docker_session_valid(""));
+    assert_false(docker_session_valid("a.b"));
+    assert_false(docker_session_valid("a b"));
+    assert_false(docker_session_valid(NULL));
 }
 
 static void test_text_ok(void **state)
 {
     (void)state;
-    assert_true(text_ok("plain", 100, false));
-    assert_true(text_ok("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 100, false));
-    assert_true(text_ok("", 100, true));
-    assert_false(text_ok("", 100, false));
-    assert_false(text_ok("tab\there", 100, false));
-    assert_false(text_ok("nl\n", 100, false));
-    assert_false(text_ok("del\x7f", 100, false));
-    assert_false(text_ok("\xc3", 100, false));         /* truncated sequence */
-    assert_false(text_ok("\xc0\xaf", 100, false));     /* overlong */
-    assert_false(text_ok("\xed\xa0\x80", 100, false)); /* surrogate */
-    assert_false(text_ok("\xf4\x90\x80\x80", 100, false));
-    assert_false(text_ok("abcdef", 5, false));
+    assert_true(docker_text_ok("plain", 100, false));
+    assert_true(docker_text_ok("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 100, false));
+    assert_true(docker_text_ok("", 100, true));
+    assert_false(docker_text_ok("", 100, false));
+    assert_false(docker_text_ok("tab\there", 100, false));
+    assert_false(docker_text_ok("nl\n", 100, false));
+    assert_false(docker_text_ok("del\x7f", 100, false));
+    assert_false(docker_text_ok("\xc3", 100, false));         /* truncated sequence */
+    assert_false(docker_text_ok("\xc0\xaf", 100, false));     /* overlong */
+    assert_false(docker_text_ok("\xed\xa0\x80", 100, false)); /* surrogate */
+    assert_false(docker_text_ok("\xf4\x90\x80\x80", 100, false));
+    assert_false(docker_text_ok("abcdef", 5, false));
 }
 
 /* ---- API version -------------------------------------------------------------------------- */
 
 static void test_version_negotiate(void **state)
 {
-    char v[VERSION_MAX];
+    char v[DOCKER_VERSION_MAX];
     int maj, min;
 
     (void)state;
-    assert_int_equal(version_parse("1.41", 4, &maj, &min), 0);
+    assert_int_equal(docker_version_parse("1.41", 4, &maj, &min), 0);
     assert_int_equal(maj, 1);
     assert_int_equal(min, 41);
     const char *bad[] = {"", "1", "1.", ".1", "1.4x", "1.41.2", "a.b", " 1.41", "1.1000"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        assert_int_equal(version_parse(bad[i], strlen(bad[i]), &maj, &min), -EINVAL);
+        assert_int_equal(docker_version_parse(bad[i], strlen(bad[i]), &maj, &min), -EINVAL);
 
-    assert_int_equal(version_negotiate("1.41", 1, 41, v, sizeof(v)), 0);
+    assert_int_equal(docker_version_negotiate("1.41", 1, 41, v, sizeof(v)), 0);
     assert_string_equal(v, "1.41");
-    assert_int_equal(version_negotiate("1.43", 1, 41, v, sizeof(v)), 0);
+    assert_int_equal(docker_version_negotiate("1.43", 1, 41, v, sizeof(v)), 0);
     assert_string_equal(v, "1.41");
-    assert_int_equal(version_negotiate("1.40", 1, 41, v, sizeof(v)), 0);
+    assert_int_equal(docker_version_negotiate("1.40", 1, 41, v, sizeof(v)), 0);
     assert_string_equal(v, "1.40");
-    assert_int_equal(version_negotiate("2.0", 1, 41, v, sizeof(v)), 0);
+    assert_int_equal(docker_version_negotiate("2.0", 1, 41, v, sizeof(v)), 0);
     assert_string_equal(v, "1.41");
-    assert_int_equal(version_negotiate("1.25", 1, 41, v, sizeof(v)), 0);
+    assert_int_equal(docker_version_negotiate("1.25", 1, 41, v, sizeof(v)), 0);
     assert_string_equal(v, "1.25");
-    assert_int_equal(version_negotiate("1.24", 1, 41, v, sizeof(v)), -EPROTONOSUPPORT);
-    assert_int_equal(version_negotiate("0.99", 1, 41, v, sizeof(v)), -EPROTONOSUPPORT);
-    assert_int_equal(version_negotiate("", 1, 41, v, sizeof(v)), 0);
+    assert_int_equal(docker_version_negotiate("1.24", 1, 41, v, sizeof(v)), -EPROTONOSUPPORT);
+    assert_int_equal(docker_version_negotiate("0.99", 1, 41, v, sizeof(v)), -EPROTONOSUPPORT);
+    assert_int_equal(docker_version_negotiate("", 1, 41, v, sizeof(v)), 0);
     assert_string_equal(v, "1.41");
-    assert_int_equal(version_negotiate("junk", 1, 41, v, sizeof(v)), -EINVAL);
+    assert_int_equal(docker_version_negotiate("junk", 1, 41, v, sizeof(v)), -EINVAL);
 }
 
 static void test_header_value(void **state)
@@ -117,14 +124,14 @@ static void test_header_value(void **state)
     const char *l1 = "Api-Version: 1.41\r\n", *l2 = "api-version:1.40  \r\n";
 
     (void)state;
-    assert_int_equal(header_value(l1, strlen(l1), "Api-Version", &v), 4);
+    assert_int_equal(docker_header_value(l1, strlen(l1), "Api-Version", &v), 4);
     assert_memory_equal(v, "1.41", 4);
-    assert_int_equal(header_value(l2, strlen(l2), "Api-Version", &v), 4);
+    assert_int_equal(docker_header_value(l2, strlen(l2), "Api-Version", &v), 4);
     assert_memory_equal(v, "1.40", 4);
-    assert_int_equal(header_value("Api-Versions: 1\r\n", 17, "Api-Version", &v), -1);
-    assert_int_equal(header_value("Server: Docker\r\n", 16, "Api-Version", &v), -1);
-    assert_int_equal(header_value("\r\n", 2, "Api-Version", &v), -1);
-    assert_int_equal(header_value("Api-Version:\r\n", 14, "Api-Version", &v), 0);
+    assert_int_equal(docker_header_value("Api-Versions: 1\r\n", 17, "Api-Version", &v), -1);
+    assert_int_equal(docker_header_value("Server: Docker\r\n", 16, "Api-Version", &v), -1);
+    assert_int_equal(docker_header_value("\r\n", 2, "Api-Version", &v), -1);
+    assert_int_equal(docker_header_value("Api-Version:\r\n", 14, "Api-Version", &v), 0);
 }
 
 /* ---- time --------------------------------------------------------------------------------- */
@@ -133,19 +140,19 @@ static void test_rfc3339(void **state)
 {
     (void)state;
     /* 2024-05-01T10:20:30Z is 1714558830 s after the epoch. */
-    assert_int_equal(rfc3339_ms("2024-05-01T10:20:30Z"), 1714558830000LL);
-    assert_int_equal(rfc3339_ms("2024-05-01T10:20:30.123456789Z"), 1714558830123LL);
-    assert_int_equal(rfc3339_ms("2024-05-01T10:20:30.5Z"), 1714558830500LL);
-    assert_int_equal(rfc3339_ms("2024-05-01T12:20:30.000+02:00"), 1714558830000LL);
-    assert_int_equal(rfc3339_ms("2024-05-01T08:20:30-02:00"), 1714558830000LL);
-    assert_int_equal(rfc3339_ms("0001-01-01T00:00:00Z"), 0);
-    assert_int_equal(rfc3339_ms(""), 0);
-    assert_int_equal(rfc3339_ms(NULL), 0);
-    assert_int_equal(rfc3339_ms("2024-05-01 10:20:30Z"), 0);
-    assert_int_equal(rfc3339_ms("2024-05-01T10:20:30"), 0);
-    assert_int_equal(rfc3339_ms("2024-13-01T10:20:30Z"), 0);
-    assert_int_equal(rfc3339_ms("2024-05-01T10:20:30.Z"), 0);
-    assert_int_equal(rfc3339_ms("2024-05-01T10:20:30Zjunk"), 0);
+    assert_int_equal(docker_rfc3339_ms("2024-05-01T10:20:30Z"), 1714558830000LL);
+    assert_int_equal(docker_rfc3339_ms("2024-05-01T10:20:30.123456789Z"), 1714558830123LL);
+    assert_int_equal(docker_rfc3339_ms("2024-05-01T10:20:30.5Z"), 1714558830500LL);
+    assert_int_equal(docker_rfc3339_ms("2024-05-01T12:20:30.000+02:00"), 1714558830000LL);
+    assert_int_equal(docker_rfc3339_ms("2024-05-01T08:20:30-02:00"), 1714558830000LL);
+    assert_int_equal(docker_rfc3339_ms("0001-01-01T00:00:00Z"), 0);
+    assert_int_equal(docker_rfc3339_ms(""), 0);
+    assert_int_equal(docker_rfc3339_ms(NULL), 0);
+    assert_int_equal(docker_rfc3339_ms("2024-05-01 10:20:30Z"), 0);
+    assert_int_equal(docker_rfc3339_ms("2024-05-01T10:20:30"), 0);
+    assert_int_equal(docker_rfc3339_ms("2024-13-01T10:20:30Z"), 0);
+    assert_int_equal(docker_rfc3339_ms("2024-05-01T10:20:30.Z"), 0);
+    assert_int_equal(docker_rfc3339_ms("2024-05-01T10:20:30Zjunk"), 0);
 }
 
 /* ---- demultiplexer, tail, lines ----------------------------------------------------------- */
@@ -187,7 +194,7 @@ static void test_demux(void **state)
 {
     char stream[256];
     size_t n = 0;
-    struct demux m;
+    struct docker_demux m;
     struct sink s;
 
     (void)state;
@@ -199,8 +206,8 @@ static void test_demux(void **state)
     /* In one piece. */
     memset(&m, 0, sizeof(m));
     memset(&s, 0, sizeof(s));
-    demux_feed(&m, stream, n, sink_fn, &s);
-    demux_end(&m, sink_fn, &s);
+    docker_demux_feed(&m, stream, n, sink_fn, &s);
+    docker_demux_end(&m, sink_fn, &s);
     assert_int_equal(s.len, strlen("hello err\nworld\n"));
     assert_memory_equal(s.data, "hello err\nworld\n", s.len);
     assert_int_equal(s.streams[0], 1);
@@ -211,8 +218,8 @@ static void test_demux(void **state)
     memset(&m, 0, sizeof(m));
     memset(&s, 0, sizeof(s));
     for (size_t i = 0; i < n; i++)
-        demux_feed(&m, stream + i, 1, sink_fn, &s);
-    demux_end(&m, sink_fn, &s);
+        docker_demux_feed(&m, stream + i, 1, sink_fn, &s);
+    docker_demux_end(&m, sink_fn, &s);
     assert_int_equal(s.len, strlen("hello err\nworld\n"));
     assert_memory_equal(s.data, "hello err\nworld\n", s.len);
 
@@ -220,8 +227,8 @@ static void test_demux(void **state)
     for (size_t cut = 0; cut <= n; cut++) {
         memset(&m, 0, sizeof(m));
         memset(&s, 0, sizeof(s));
-        demux_feed(&m, stream, cut, sink_fn, &s);
-        demux_feed(&m, stream + cut, n - cut, sink_fn, &s);
+        docker_demux_feed(&m, stream, cut, sink_fn, &s);
+        docker_demux_feed(&m, stream + cut, n - cut, sink_fn, &s);
         assert_int_equal(s.len, strlen("hello err\nworld\n"));
         assert_memory_equal(s.data, "hello err\nworld\n", s.len);
     }
@@ -229,7 +236,7 @@ static void test_demux(void **state)
     /* A TTY stream is raw from its first byte. */
     memset(&m, 0, sizeof(m));
     memset(&s, 0, sizeof(s));
-    demux_feed(&m, "plain text\n", 11, sink_fn, &s);
+    docker_demux_feed(&m, "plain text\n", 11, sink_fn, &s);
     assert_int_equal(m.mode, DM_RAW);
     assert_int_equal(s.len, 11);
     assert_memory_equal(s.data, "plain text\n", 11);
@@ -237,9 +244,9 @@ static void test_demux(void **state)
     /* ... also when it starts like a header and is not one. */
     memset(&m, 0, sizeof(m));
     memset(&s, 0, sizeof(s));
-    demux_feed(&m, "\x01", 1, sink_fn, &s);
-    demux_feed(&m, "\x00x", 2, sink_fn, &s);
-    demux_feed(&m, "yz", 2, sink_fn, &s);
+    docker_demux_feed(&m, "\x01", 1, sink_fn, &s);
+    docker_demux_feed(&m, "\x00x", 2, sink_fn, &s);
+    docker_demux_feed(&m, "yz", 2, sink_fn, &s);
     assert_int_equal(m.mode, DM_RAW);
     assert_int_equal(s.len, 5);
     assert_memory_equal(s.data, "\x01\x00xyz", 5);
@@ -247,9 +254,9 @@ static void test_demux(void **state)
     /* A raw stream shorter than a header is given back at the end. */
     memset(&m, 0, sizeof(m));
     memset(&s, 0, sizeof(s));
-    demux_feed(&m, "\x02\x00", 2, sink_fn, &s);
+    docker_demux_feed(&m, "\x02\x00", 2, sink_fn, &s);
     assert_int_equal(s.len, 0);
-    demux_end(&m, sink_fn, &s);
+    docker_demux_end(&m, sink_fn, &s);
     assert_int_equal(s.len, 2);
 }
 
@@ -260,15 +267,15 @@ static void test_tail(void **state)
 
     (void)state;
     wg_buf_init(&b, 11);
-    tail_append(&b, 10, "abc", 3, &trunc);
-    tail_append(&b, 10, "defg", 4, &trunc);
+    docker_tail_append(&b, 10, "abc", 3, &trunc);
+    docker_tail_append(&b, 10, "defg", 4, &trunc);
     assert_false(trunc);
     assert_int_equal(wg_buf_size(&b), 7);
-    tail_append(&b, 10, "hijkl", 5, &trunc);
+    docker_tail_append(&b, 10, "hijkl", 5, &trunc);
     assert_true(trunc);
     assert_int_equal(wg_buf_size(&b), 10);
     assert_memory_equal(wg_buf_head(&b), "cdefghijkl", 10);
-    tail_append(&b, 10, "0123456789ABC", 13, &trunc);
+    docker_tail_append(&b, 10, "0123456789ABC", 13, &trunc);
     assert_int_equal(wg_buf_size(&b), 10);
     assert_memory_equal(wg_buf_head(&b), "3456789ABC", 10);
     wg_buf_release(&b);
@@ -276,7 +283,7 @@ static void test_tail(void **state)
     /* Exactly the cap into an empty buffer is not a truncation. */
     trunc = false;
     wg_buf_init(&b, 11);
-    tail_append(&b, 10, "0123456789", 10, &trunc);
+    docker_tail_append(&b, 10, "0123456789", 10, &trunc);
     assert_false(trunc);
     wg_buf_release(&b);
 }
@@ -306,30 +313,30 @@ static void test_lines(void **state)
     (void)state;
     memset(&l, 0, sizeof(l));
     wg_buf_init(&b, 33);
-    assert_int_equal(lines_feed(&b, 32, "one\ntw", 6, line_cb, &l), 0);
+    assert_int_equal(docker_lines_feed(&b, 32, "one\ntw", 6, line_cb, &l), 0);
     assert_int_equal(l.n, 1);
-    assert_int_equal(lines_feed(&b, 32, "o\n\nthree", 8, line_cb, &l), 0);
+    assert_int_equal(docker_lines_feed(&b, 32, "o\n\nthree", 8, line_cb, &l), 0);
     assert_int_equal(l.n, 3);
     assert_string_equal(l.got[0], "one");
     assert_string_equal(l.got[1], "two");
     assert_string_equal(l.got[2], "");
-    assert_int_equal(lines_feed(&b, 32, "\n", 1, line_cb, &l), 0);
+    assert_int_equal(docker_lines_feed(&b, 32, "\n", 1, line_cb, &l), 0);
     assert_string_equal(l.got[3], "three");
     assert_int_equal(wg_buf_size(&b), 0);
 
     /* A line past the cap, whole or in pieces. */
     char big[40];
     memset(big, 'x', sizeof(big));
-    assert_int_equal(lines_feed(&b, 32, big, sizeof(big), line_cb, &l), -EMSGSIZE);
+    assert_int_equal(docker_lines_feed(&b, 32, big, sizeof(big), line_cb, &l), -EMSGSIZE);
     wg_buf_reset(&b);
-    assert_int_equal(lines_feed(&b, 32, big, 20, line_cb, &l), 0);
-    assert_int_equal(lines_feed(&b, 32, big, 20, line_cb, &l), -EMSGSIZE);
+    assert_int_equal(docker_lines_feed(&b, 32, big, 20, line_cb, &l), 0);
+    assert_int_equal(docker_lines_feed(&b, 32, big, 20, line_cb, &l), -EMSGSIZE);
     wg_buf_reset(&b);
 
     /* The callback stops the feed. */
     memset(&l, 0, sizeof(l));
     l.stop_after = 1;
-    assert_int_equal(lines_feed(&b, 32, "a\nb\nc\n", 6, line_cb, &l), 1);
+    assert_int_equal(docker_lines_feed(&b, 32, "a\nb\nc\n", 6, line_cb, &l), 1);
     assert_int_equal(l.n, 1);
     wg_buf_release(&b);
 }
@@ -350,7 +357,7 @@ static void test_event_parse(void **state)
 
     (void)state;
     root = json_loads(EV_DIE, 0, NULL);
-    assert_int_equal(event_from_json(root, &ev), 0);
+    assert_int_equal(docker_event_from_json(root, &ev), 0);
     assert_int_equal(ev.kind, WG_DOCKER_EVENT);
     assert_string_equal(ev.type, "container");
     assert_string_equal(ev.action, "die");
@@ -367,7 +374,7 @@ static void test_event_parse(void **state)
     root = json_loads("{\"Type\":\"container\",\"Action\":\"health_status: healthy\","
                       "\"Actor\":{\"ID\":\"abc\",\"Attributes\":{}},\"time\":5}",
                       0, NULL);
-    assert_int_equal(event_from_json(root, &ev), 0);
+    assert_int_equal(docker_event_from_json(root, &ev), 0);
     assert_string_equal(ev.health, "healthy");
     assert_null(ev.session);
     assert_int_equal(ev.exit_code, -1);
@@ -376,7 +383,7 @@ static void test_event_parse(void **state)
 
     /* The old shape: status and id only. */
     root = json_loads("{\"status\":\"oom\",\"id\":\"abc\"}", 0, NULL);
-    assert_int_equal(event_from_json(root, &ev), 0);
+    assert_int_equal(docker_event_from_json(root, &ev), 0);
     assert_string_equal(ev.action, "oom");
     assert_string_equal(ev.id, "abc");
     assert_string_equal(ev.type, "container");
@@ -390,9 +397,9 @@ static void test_event_parse(void **state)
         root = json_loads(bad[i], 0, NULL);
         assert_non_null(root);
         if (i < 4)
-            assert_int_equal(event_from_json(root, &ev), -EBADMSG);
+            assert_int_equal(docker_event_from_json(root, &ev), -EBADMSG);
         else {
-            assert_int_equal(event_from_json(root, &ev), 0);
+            assert_int_equal(docker_event_from_json(root, &ev), 0);
             assert_int_equal(ev.exit_code, -1); /* a malformed exit code is absent */
         }
         json_decref(root);
@@ -439,7 +446,7 @@ static void test_create_body(void **state)
     json_t *body = NULL;
 
     (void)state;
-    assert_int_equal(create_body(&s, &body, err, sizeof(err)), 0);
+    assert_int_equal(docker_create_body(&s, &body, err, sizeof(err)), 0);
     assert_json_equal(body, "{\"Image\":\"wakegate-demo:latest\","
                             "\"Cmd\":[\"sh\",\"-c\",\"echo \\\"$X\\\"; exec httpd\"],"
                             "\"Env\":[\"X=1\",\"EMPTY=\",\"Q=\\\"quoted\\\" {json}\"],"
@@ -454,7 +461,7 @@ static void test_create_body(void **state)
 
     /* The least: session and image; init is always on. */
     struct wg_docker_spec min = {.session = "s1", .image = "img"};
-    assert_int_equal(create_body(&min, &body, err, sizeof(err)), 0);
+    assert_int_equal(docker_create_body(&min, &body, err, sizeof(err)), 0);
     assert_json_equal(body, "{\"Image\":\"img\",\"Labels\":{\"wakegate.session\":\"s1\"},"
                             "\"Tty\":false,\"OpenStdin\":false,\"AttachStdin\":false,"
                             "\"HostConfig\":{\"Init\":true}}");
@@ -482,13 +489,13 @@ static void test_create_body_refusals(void **state)
         s = base;                                                                                  \
         field_assign;                                                                              \
         err[0] = '\0';                                                                             \
-        assert_int_equal(create_body(&s, &body, err, sizeof(err)), -EINVAL);                       \
+        assert_int_equal(docker_create_body(&s, &body, err, sizeof(err)), -EINVAL);                \
         if (!strstr(err, fragment))                                                                \
             fail_msg("error \"%s\" lacks \"%s\"", err, fragment);                                  \
     } while (0)
 
     (void)state;
-    assert_int_equal(create_body(NULL, &body, err, sizeof(err)), -EINVAL);
+    assert_int_equal(docker_create_body(NULL, &body, err, sizeof(err)), -EINVAL);
     REFUSED(s.session = NULL, "session");
     REFUSED(s.session = "a b", "session");
     REFUSED(s.session = "a/b", "session");
@@ -530,8 +537,8 @@ static void test_inspect_parse(void **state)
     json_t *root = json_loads(INSPECT, 0, NULL);
 
     (void)state;
-    assert_int_equal(container_from_json(root, &c), 0);
-    assert_true(is_full_id(c.id));
+    assert_int_equal(docker_container_from_json(root, &c), 0);
+    assert_true(docker_is_full_id(c.id));
     assert_string_equal(c.name, "wg-42");
     assert_string_equal(c.image, "wakegate-test:latest");
     assert_string_equal(c.status, "running");
@@ -551,7 +558,7 @@ static void test_inspect_parse(void **state)
                    "\"ExitCode\":137,\"OOMKilled\":true},\"Config\":{\"Labels\":null},"
                    "\"NetworkSettings\":{\"Networks\":{\"mynet\":{\"IPAddress\":\"10.9.0.3\"}}}}",
                    0, NULL);
-    assert_int_equal(container_from_json(root, &c), 0);
+    assert_int_equal(docker_container_from_json(root, &c), 0);
     assert_null(c.health);
     assert_true(c.oom_killed);
     assert_int_equal(c.exit_code, 137);
@@ -561,12 +568,12 @@ static void test_inspect_parse(void **state)
     json_decref(root);
 
     root = json_loads("{\"Id\":\"abc\"}", 0, NULL);
-    assert_int_equal(container_from_json(root, &c), -EBADMSG);
+    assert_int_equal(docker_container_from_json(root, &c), -EBADMSG);
     json_decref(root);
     root = json_loads("[1]", 0, NULL);
-    assert_int_equal(container_from_json(root, &c), -EBADMSG);
+    assert_int_equal(docker_container_from_json(root, &c), -EBADMSG);
     json_decref(root);
-    assert_int_equal(container_from_json(NULL, &c), -EBADMSG);
+    assert_int_equal(docker_container_from_json(NULL, &c), -EBADMSG);
 }
 
 static void test_list_parse(void **state)
@@ -581,7 +588,7 @@ static void test_list_parse(void **state)
                    0, NULL);
 
     (void)state;
-    assert_int_equal(summaries_from_json(root, &v, &n), 0);
+    assert_int_equal(docker_summaries_from_json(root, &v, &n), 0);
     assert_int_equal(n, 2);
     assert_string_equal(v[0].id, "aaa");
     assert_string_equal(v[0].name, "wg-1");
@@ -594,22 +601,22 @@ static void test_list_parse(void **state)
     json_decref(root);
 
     root = json_loads("[]", 0, NULL);
-    assert_int_equal(summaries_from_json(root, &v, &n), 0);
+    assert_int_equal(docker_summaries_from_json(root, &v, &n), 0);
     assert_int_equal(n, 0);
     assert_null(v);
     json_decref(root);
 
     root = json_loads("[{\"Names\":[]}]", 0, NULL);
-    assert_int_equal(summaries_from_json(root, &v, &n), -EBADMSG);
+    assert_int_equal(docker_summaries_from_json(root, &v, &n), -EBADMSG);
     json_decref(root);
     root = json_loads("{}", 0, NULL);
-    assert_int_equal(summaries_from_json(root, &v, &n), -EBADMSG);
+    assert_int_equal(docker_summaries_from_json(root, &v, &n), -EBADMSG);
     json_decref(root);
 }
 
 static void test_label_filters(void **state)
 {
-    char *f = label_filters("wakegate.session=a b&c", true), *dec;
+    char *f = docker_label_filters("wakegate.session=a b&c", true), *dec;
     int declen;
     json_t *root;
 
@@ -622,10 +629,10 @@ static void test_label_filters(void **state)
     json_decref(root);
     curl_free(dec);
     free(f);
-    assert_true(label_ok("wakegate.session"));
-    assert_false(label_ok(""));
-    assert_false(label_ok("=x"));
-    assert_false(label_ok("a\nb"));
+    assert_true(docker_label_ok("wakegate.session"));
+    assert_false(docker_label_ok(""));
+    assert_false(docker_label_ok("=x"));
+    assert_false(docker_label_ok("a\nb"));
 }
 
 /* ---- the loop: no engine ------------------------------------------------------------------ */

@@ -2,14 +2,16 @@
  * and its TCP probe (orchestrator/probe).
  *
  * The decisions are walked case by case: a wake in every state, the
- * failed cool-down, stale commands, the crash-loop backoff, what a
- * container's death means, the reconcile table (and, for every input, that
- * each move it asks for is one the lifecycle table allows), stuck-state
- * limits, readiness modes, the histogram and the heartbeat (the record's
- * container spec: test_container_spec.c). The probe runs on a private loop
- * against loopback sockets and each test ends by asserting that the loop
- * closes with no live handle.
- * The runtime itself (Redis, Docker) is exercised by
+ * failed cool-down, stale commands, the crash-loop backoff, admission and
+ * which Docker step of a wake follows each answer, what a container's
+ * death means, the reconcile table (and, for every input, that each move
+ * it asks for is one the lifecycle table allows), stuck-state limits,
+ * readiness modes, the idle reaper, which step of a sleep follows which
+ * (and that its moves are allowed), a save's result, a shutdown's rollback
+ * of the sleeps, and the heartbeat (the record's container spec:
+ * test_container_spec.c). The probe runs on a private loop against
+ * loopback sockets and each test ends by asserting that the loop closes
+ * with no live handle. The runtime itself (Redis, Docker) is exercised by
  * test/e2e/test_orchestrator.py. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -26,6 +28,7 @@
 #include <jansson.h>
 #include <uv.h>
 
+#include "orchestrator/docker.h"
 #include "orchestrator/orch_policy.h"
 #include "orchestrator/probe.h"
 
@@ -671,6 +674,376 @@ static void test_idle_labels(void **state)
     assert_int_equal(wg_orch_idle_labels(NULL, &hs, &stop, &hp, &pause, err, sizeof(err)), 0);
 }
 
+/* ---- the steps of a wake ------------------------------------------------------------------ */
+
+static void test_admit_now(void **state)
+{
+    (void)state;
+    assert_true(wg_orch_admit_now(0, 8, true));
+    assert_true(wg_orch_admit_now(7, 8, true));
+    assert_false(wg_orch_admit_now(8, 8, true));  /* at the cap */
+    assert_false(wg_orch_admit_now(9, 8, true));  /* above it (the cap went down) */
+    assert_false(wg_orch_admit_now(0, 8, false)); /* someone queued first: FIFO */
+    assert_false(wg_orch_admit_now(0, 0, true));
+}
+
+#define STEP(x) WG_ORCH_STEP_##x
+
+static void expect_step(const char *what, enum wg_orch_wake_step got, enum wg_orch_wake_step want)
+{
+    if (got != want)
+        fail_msg("%s: %s, expected %s", what, wg_orch_wake_step_name(got),
+                 wg_orch_wake_step_name(want));
+}
+
+static void test_step_after_inspect(void **state)
+{
+    static const struct {
+        int status;
+        bool labelled, paused, running;
+        enum wg_orch_wake_step want;
+    } rows[] = {
+        {WG_DOCKER_ENOTFOUND, false, false, false, STEP(CREATE)}, /* gone */
+        {0, false, false, true, STEP(CREATE)},                    /* not this session's */
+        {0, false, true, false, STEP(CREATE)},
+        {0, true, true, false, STEP(UNPAUSE)},
+        {0, true, true, true, STEP(UNPAUSE)}, /* paused wins over running */
+        {0, true, false, true, STEP(READY)},  /* already running: readiness */
+        {0, true, false, false, STEP(START)}, /* created or exited */
+        {WG_DOCKER_ECONFLICT, false, false, false, STEP(FAIL)},
+        {WG_DOCKER_EHTTP, false, false, false, STEP(FAIL)},
+        {-ECONNREFUSED, false, false, false, STEP(FAIL)},
+        {-ETIMEDOUT, false, false, false, STEP(FAIL)},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        char what[64];
+        snprintf(what, sizeof(what), "row %zu", i);
+        expect_step(what,
+                    wg_orch_step_after_inspect(rows[i].status, rows[i].labelled, rows[i].paused,
+                                               rows[i].running),
+                    rows[i].want);
+    }
+}
+
+static void test_step_after_calls(void **state)
+{
+    (void)state;
+    /* create */
+    expect_step("create ok", wg_orch_step_after_create(0), STEP(START));
+    expect_step("create name taken", wg_orch_step_after_create(WG_DOCKER_ECONFLICT), STEP(FIND));
+    expect_step("create 404 (image)", wg_orch_step_after_create(WG_DOCKER_ENOTFOUND), STEP(FAIL));
+    expect_step("create http", wg_orch_step_after_create(WG_DOCKER_EHTTP), STEP(FAIL));
+    expect_step("create timeout", wg_orch_step_after_create(-ETIMEDOUT), STEP(FAIL));
+    /* start: a container that vanished is created anew once */
+    expect_step("start ok", wg_orch_step_after_start(0, false), STEP(STARTED));
+    expect_step("start ok again", wg_orch_step_after_start(0, true), STEP(STARTED));
+    expect_step("start 404", wg_orch_step_after_start(WG_DOCKER_ENOTFOUND, false), STEP(CREATE));
+    expect_step("start 404 twice", wg_orch_step_after_start(WG_DOCKER_ENOTFOUND, true), STEP(FAIL));
+    expect_step("start 409", wg_orch_step_after_start(WG_DOCKER_ECONFLICT, false), STEP(FAIL));
+    expect_step("start http", wg_orch_step_after_start(WG_DOCKER_EHTTP, false), STEP(FAIL));
+    expect_step("start lost", wg_orch_step_after_start(-ECONNRESET, false), STEP(FAIL));
+    /* unpause: not paused any more means start it */
+    expect_step("unpause ok", wg_orch_step_after_unpause(0), STEP(STARTED));
+    expect_step("unpause 409", wg_orch_step_after_unpause(WG_DOCKER_ECONFLICT), STEP(START));
+    expect_step("unpause 404", wg_orch_step_after_unpause(WG_DOCKER_ENOTFOUND), STEP(CREATE));
+    expect_step("unpause http", wg_orch_step_after_unpause(WG_DOCKER_EHTTP), STEP(FAIL));
+    expect_step("unpause lost", wg_orch_step_after_unpause(-ECONNRESET), STEP(FAIL));
+    /* the inspect after start or unpause answered */
+    expect_step("started paused", wg_orch_step_after_started(true, false), STEP(UNPAUSE));
+    expect_step("started paused running", wg_orch_step_after_started(true, true), STEP(UNPAUSE));
+    expect_step("started running", wg_orch_step_after_started(false, true), STEP(READY));
+    expect_step("started exited", wg_orch_step_after_started(false, false), STEP(CRASH));
+    for (int s = STEP(CREATE); s <= STEP(FAIL); s++)
+        assert_string_not_equal(wg_orch_wake_step_name((enum wg_orch_wake_step)s), "?");
+}
+
+static void test_wake_crash(void **state)
+{
+    (void)state;
+    /* Restarts 1, 2, 3 after 1 s, 2 s, 4 s; then the wake fails. */
+    for (unsigned r = 0; r < WG_ORCH_MAX_RESTARTS; r++)
+        assert_int_equal(wg_orch_wake_crash(false, r, WG_ORCH_MAX_RESTARTS), WG_ORCH_CRASH_RESTART);
+    assert_int_equal(wg_orch_backoff_ms(0), 1000);
+    assert_int_equal(wg_orch_backoff_ms(WG_ORCH_MAX_RESTARTS - 1), 4000);
+    assert_int_equal(wg_orch_wake_crash(false, WG_ORCH_MAX_RESTARTS, WG_ORCH_MAX_RESTARTS),
+                     WG_ORCH_CRASH_FAIL_LOOP);
+    assert_int_equal(wg_orch_wake_crash(false, 99, WG_ORCH_MAX_RESTARTS), WG_ORCH_CRASH_FAIL_LOOP);
+    /* An OOM kill fails at once: a restart would not help. */
+    assert_int_equal(wg_orch_wake_crash(true, 0, WG_ORCH_MAX_RESTARTS), WG_ORCH_CRASH_FAIL_OOM);
+    assert_int_equal(wg_orch_wake_crash(true, 99, WG_ORCH_MAX_RESTARTS), WG_ORCH_CRASH_FAIL_OOM);
+    assert_int_equal(wg_orch_wake_crash(false, 0, 0), WG_ORCH_CRASH_FAIL_LOOP);
+}
+
+static void test_death_is_this_run(void **state)
+{
+    (void)state;
+    assert_false(wg_orch_death_is_this_run(0, 0)); /* nothing started yet */
+    assert_false(wg_orch_death_is_this_run(0, 500));
+    assert_true(wg_orch_death_is_this_run(100, 0));   /* no time: believed */
+    assert_false(wg_orch_death_is_this_run(100, 99)); /* an earlier run's */
+    assert_true(wg_orch_death_is_this_run(100, 100));
+    assert_true(wg_orch_death_is_this_run(100, 101));
+}
+
+/* ---- the steps of a sleep ----------------------------------------------------------------- */
+
+#define SL(x) WG_ORCH_SLEEP_##x
+#define TIER(x) WG_ORCH_TIER_##x
+
+static void expect_sleep(const char *what, enum wg_orch_sleep_step got,
+                         enum wg_orch_sleep_step want)
+{
+    if (got != want)
+        fail_msg("%s: %s, expected %s", what, wg_orch_sleep_step_name(got),
+                 wg_orch_sleep_step_name(want));
+}
+
+static void test_sleep_first(void **state)
+{
+    static const struct {
+        enum wg_session_state st;
+        enum wg_orch_tier tier;
+        bool forced, container, saved;
+        enum wg_orch_sleep_step want;
+        const char *why; /* a fragment of the reason, or NULL */
+    } rows[] = {
+        /* running: drain first, whatever the tier */
+        {S(RUNNING), TIER(STOP), false, true, false, SL(DRAIN), NULL},
+        {S(RUNNING), TIER(PAUSE), false, true, true, SL(DRAIN), NULL},
+        {S(RUNNING), TIER(DESTROY), false, true, false, SL(DRAIN), NULL},
+        {S(RUNNING), TIER(STOP), false, false, false, SL(NOTHING), "nothing"},
+        /* paused: the stop tier saves (thawed) unless saved before the pause */
+        {S(PAUSED), TIER(PAUSE), false, true, false, SL(NOTHING), "nothing"},
+        {S(PAUSED), TIER(STOP), false, true, true, SL(STOP), NULL},
+        {S(PAUSED), TIER(STOP), false, true, false, SL(SAVE), NULL},
+        {S(PAUSED), TIER(DESTROY), false, true, true, SL(STOP), NULL},
+        {S(PAUSED), TIER(DESTROY), false, true, false, SL(SAVE), NULL},
+        {S(PAUSED), TIER(STOP), false, false, false, SL(NOTHING), "nothing"},
+        /* at rest: only a destroy acts, and only without unsaved work */
+        {S(ASLEEP), TIER(STOP), false, true, false, SL(NOTHING), "nothing"},
+        {S(ASLEEP), TIER(DESTROY), false, true, true, SL(DOCKER), NULL},
+        {S(ASLEEP), TIER(DESTROY), false, true, false, SL(REFUSE), "cannot be saved"},
+        {S(ASLEEP), TIER(DESTROY), false, false, false, SL(DOCKER), NULL},
+        {S(FAILED), TIER(DESTROY), false, true, true, SL(REFUSE), "cannot be saved"},
+        {S(FAILED), TIER(DESTROY), false, false, false, SL(DOCKER), NULL},
+        {S(CREATING), TIER(DESTROY), false, true, true, SL(REFUSE), "cannot be saved"},
+        {S(CREATING), TIER(DESTROY), false, false, false, SL(DOCKER), NULL},
+        {S(FAILED), TIER(STOP), false, true, false, SL(NOTHING), "nothing"},
+        /* busy: a destroy is refused, a sleep has nothing to do */
+        {S(STARTING), TIER(DESTROY), false, true, false, SL(REFUSE), "busy"},
+        {S(DRAINING), TIER(DESTROY), false, true, false, SL(REFUSE), "busy"},
+        {S(SAVING), TIER(DESTROY), false, true, true, SL(REFUSE), "busy"},
+        {S(STOPPING), TIER(DESTROY), false, true, false, SL(REFUSE), "busy"},
+        {S(DRAINING), TIER(STOP), false, true, false, SL(NOTHING), "nothing"},
+        {S(STOPPING), TIER(PAUSE), false, true, false, SL(NOTHING), "nothing"},
+        /* forced: a destroy removes whatever is there; a sleep stops what runs */
+        {S(RUNNING), TIER(DESTROY), true, true, false, SL(DOCKER), NULL},
+        {S(SAVING), TIER(DESTROY), true, true, false, SL(DOCKER), NULL},
+        {S(ASLEEP), TIER(DESTROY), true, false, false, SL(DOCKER), NULL},
+        {S(RUNNING), TIER(STOP), true, true, false, SL(STOP), NULL},
+        {S(PAUSED), TIER(STOP), true, true, false, SL(STOP), NULL},
+        {S(FAILED), TIER(STOP), true, true, false, SL(STOP), NULL},
+        {S(RUNNING), TIER(STOP), true, false, false, SL(NOTHING), "nothing to stop"},
+        {S(ASLEEP), TIER(STOP), true, true, false, SL(NOTHING), "nothing to stop"},
+        {S(DRAINING), TIER(STOP), true, true, false, SL(NOTHING), "nothing to stop"},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        struct wg_orch_sleep_in in = {rows[i].st, rows[i].tier, rows[i].forced, rows[i].container,
+                                      rows[i].saved};
+        const char *why = NULL;
+        char what[96];
+        enum wg_orch_sleep_step got = wg_orch_sleep_first(&in, &why);
+
+        snprintf(what, sizeof(what), "row %zu (%s, %s%s)", i, wg_session_state_name(rows[i].st),
+                 wg_orch_tier_name(rows[i].tier), rows[i].forced ? ", forced" : "");
+        expect_sleep(what, got, rows[i].want);
+        assert_non_null(why);
+        if (rows[i].why && !strstr(why, rows[i].why))
+            fail_msg("%s: why \"%s\" lacks \"%s\"", what, why, rows[i].why);
+    }
+}
+
+/* Every first step asks only for moves the lifecycle table allows. */
+static void test_sleep_first_moves_are_allowed(void **state)
+{
+    (void)state;
+    for (int st = 0; st < WG_SESSION_STATE_COUNT; st++)
+        for (int tier = TIER(PAUSE); tier <= TIER(DESTROY); tier++)
+            for (int bits = 0; bits < 8; bits++) {
+                struct wg_orch_sleep_in in = {(enum wg_session_state)st, (enum wg_orch_tier)tier,
+                                              bits & 1, (bits & 2) != 0, (bits & 4) != 0};
+                enum wg_orch_sleep_step s = wg_orch_sleep_first(&in, NULL);
+                enum wg_session_state to;
+
+                if (s == SL(DRAIN))
+                    to = S(DRAINING);
+                else if (s == SL(SAVE))
+                    to = S(SAVING);
+                else if (s == SL(STOP))
+                    to = S(STOPPING);
+                else if (s == SL(PAUSE) || s == SL(KEEP_AWAKE))
+                    fail_msg("%s is not a first step", wg_orch_sleep_step_name(s));
+                else
+                    continue; /* no move: nothing, a refusal, or the Docker call first */
+                if (!wg_session_can_move((enum wg_session_state)st, to))
+                    fail_msg("%s -> %s (%s) is not a valid move",
+                             wg_session_state_name((enum wg_session_state)st),
+                             wg_session_state_name(to), wg_orch_sleep_step_name(s));
+            }
+}
+
+static void test_sleep_after_drain_and_save(void **state)
+{
+    (void)state;
+    /* After the drain: the pause tier saves only with save.before_pause. */
+    expect_sleep("pause", wg_orch_sleep_after_drain(TIER(PAUSE), false, false), SL(PAUSE));
+    expect_sleep("pause, save first", wg_orch_sleep_after_drain(TIER(PAUSE), true, false),
+                 SL(SAVE));
+    expect_sleep("stop", wg_orch_sleep_after_drain(TIER(STOP), false, false), SL(SAVE));
+    expect_sleep("destroy", wg_orch_sleep_after_drain(TIER(DESTROY), false, false), SL(SAVE));
+    for (int tier = TIER(PAUSE); tier <= TIER(DESTROY); tier++)
+        expect_sleep("drain, shutdown",
+                     wg_orch_sleep_after_drain((enum wg_orch_tier)tier, true, true),
+                     SL(KEEP_AWAKE));
+    /* After a good save: on to the tier's end. */
+    expect_sleep("saved pause", wg_orch_sleep_after_save(TIER(PAUSE), true, false, false),
+                 SL(PAUSE));
+    expect_sleep("saved stop", wg_orch_sleep_after_save(TIER(STOP), true, false, false), SL(STOP));
+    expect_sleep("saved destroy", wg_orch_sleep_after_save(TIER(DESTROY), true, false, false),
+                 SL(STOP));
+    /* After a failed save: kept awake; on_failure: stop applies to the stop
+     * tier only; a destroy is refused. */
+    expect_sleep("failed stop", wg_orch_sleep_after_save(TIER(STOP), false, false, false),
+                 SL(KEEP_AWAKE));
+    expect_sleep("failed stop, on_failure stop",
+                 wg_orch_sleep_after_save(TIER(STOP), false, true, false), SL(STOP));
+    expect_sleep("failed pause", wg_orch_sleep_after_save(TIER(PAUSE), false, true, false),
+                 SL(KEEP_AWAKE));
+    expect_sleep("failed destroy", wg_orch_sleep_after_save(TIER(DESTROY), false, false, false),
+                 SL(REFUSE));
+    expect_sleep("failed destroy, on_failure stop",
+                 wg_orch_sleep_after_save(TIER(DESTROY), false, true, false), SL(REFUSE));
+    /* A shutdown rolls back whatever the save said. */
+    expect_sleep("saved, shutdown", wg_orch_sleep_after_save(TIER(STOP), true, false, true),
+                 SL(KEEP_AWAKE));
+    expect_sleep("failed, shutdown", wg_orch_sleep_after_save(TIER(DESTROY), false, true, true),
+                 SL(KEEP_AWAKE));
+    for (int s = SL(NOTHING); s <= SL(KEEP_AWAKE); s++)
+        assert_string_not_equal(wg_orch_sleep_step_name((enum wg_orch_sleep_step)s), "?");
+}
+
+static void test_sleep_call(void **state)
+{
+    (void)state;
+    assert_int_equal(wg_orch_sleep_call(TIER(STOP), S(STOPPING), false, false), WG_ORCH_CALL_NONE);
+    assert_int_equal(wg_orch_sleep_call(TIER(DESTROY), S(ASLEEP), false, false), WG_ORCH_CALL_NONE);
+    /* A frozen container is thawed before its stop, unless the save did. */
+    assert_int_equal(wg_orch_sleep_call(TIER(STOP), S(PAUSED), false, true), WG_ORCH_CALL_THAW);
+    assert_int_equal(wg_orch_sleep_call(TIER(STOP), S(PAUSED), true, true), WG_ORCH_CALL_STOP);
+    assert_int_equal(wg_orch_sleep_call(TIER(STOP), S(STOPPING), false, true), WG_ORCH_CALL_STOP);
+    assert_int_equal(wg_orch_sleep_call(TIER(PAUSE), S(PAUSED), false, true), WG_ORCH_CALL_PAUSE);
+    assert_int_equal(wg_orch_sleep_call(TIER(DESTROY), S(STOPPING), false, true),
+                     WG_ORCH_CALL_REMOVE);
+    assert_int_equal(wg_orch_sleep_call(TIER(DESTROY), S(PAUSED), false, true),
+                     WG_ORCH_CALL_REMOVE);
+    assert_int_equal(wg_orch_sleep_call(TIER(DESTROY), S(RUNNING), false, true),
+                     WG_ORCH_CALL_REMOVE);
+}
+
+static void test_sleep_cancellable(void **state)
+{
+    (void)state;
+    for (int st = 0; st < WG_SESSION_STATE_COUNT; st++)
+        for (int tier = TIER(PAUSE); tier <= TIER(DESTROY); tier++)
+            for (int forced = 0; forced < 2; forced++) {
+                bool want =
+                    (st == S(DRAINING) || st == S(SAVING)) && tier != TIER(DESTROY) && !forced;
+                if (wg_orch_sleep_cancellable((enum wg_orch_tier)tier, forced,
+                                              (enum wg_session_state)st) != want)
+                    fail_msg("%s %s forced=%d: expected %d",
+                             wg_session_state_name((enum wg_session_state)st),
+                             wg_orch_tier_name((enum wg_orch_tier)tier), forced, want);
+                /* A cancel is the move back to running. */
+                if (want)
+                    assert_true(wg_session_can_move((enum wg_session_state)st, S(RUNNING)));
+            }
+}
+
+static void test_save_result(void **state)
+{
+    bool ok, timeout;
+
+    (void)state;
+    wg_orch_save_result(0, 0, 1200, 60000, &ok, &timeout);
+    assert_true(ok);
+    assert_false(timeout);
+    wg_orch_save_result(0, 1, 1200, 60000, &ok, &timeout);
+    assert_false(ok);
+    assert_false(timeout);
+    /* The in-container timeout killed it (124 from TERM, 137 from KILL). */
+    wg_orch_save_result(0, 124, 60000, 60000, &ok, &timeout);
+    assert_false(ok);
+    assert_true(timeout);
+    wg_orch_save_result(0, 137, 65000, 60000, &ok, &timeout);
+    assert_true(timeout);
+    wg_orch_save_result(0, 124, 59999, 60000, &ok, &timeout); /* its own exit code 124 */
+    assert_false(timeout);
+    /* The exec call's own bound. */
+    wg_orch_save_result(-ETIMEDOUT, -1, 70000, 60000, &ok, &timeout);
+    assert_false(ok);
+    assert_true(timeout);
+    /* Docker errors are failures, not timeouts. */
+    wg_orch_save_result(WG_DOCKER_ENOTFOUND, -1, 5, 60000, &ok, &timeout);
+    assert_false(ok);
+    assert_false(timeout);
+    wg_orch_save_result(WG_DOCKER_ECONFLICT, -1, 5, 60000, &ok, &timeout);
+    assert_false(timeout);
+    wg_orch_save_result(-ECONNRESET, -1, 60000, 60000, &ok, &timeout);
+    assert_false(ok);
+    assert_false(timeout);
+}
+
+static void test_sleep_on_shutdown(void **state)
+{
+    static const struct {
+        bool begun, rolled_back, rolling_back, busy, late;
+        enum wg_session_state st;
+        enum wg_orch_sleep_shutdown want;
+    } rows[] = {
+        {false, false, false, false, false, S(RUNNING), WG_ORCH_SHUTDOWN_END},
+        {false, false, false, true, true, S(SAVING), WG_ORCH_SHUTDOWN_END},
+        {true, true, true, true, true, S(SAVING), WG_ORCH_SHUTDOWN_DONE},
+        {true, false, true, true, true, S(SAVING), WG_ORCH_SHUTDOWN_WAIT},
+        /* a drain waited out is rolled back at once */
+        {true, false, false, false, false, S(DRAINING), WG_ORCH_SHUTDOWN_ROLLBACK},
+        {true, false, false, true, false, S(DRAINING), WG_ORCH_SHUTDOWN_WAIT},
+        /* a save may finish until the grace period ends */
+        {true, false, false, true, false, S(SAVING), WG_ORCH_SHUTDOWN_WAIT},
+        {true, false, false, true, true, S(SAVING), WG_ORCH_SHUTDOWN_BESIDE},
+        {true, false, false, false, true, S(SAVING), WG_ORCH_SHUTDOWN_ROLLBACK},
+        /* a stop or pause in flight finishes */
+        {true, false, false, true, true, S(STOPPING), WG_ORCH_SHUTDOWN_WAIT},
+        {true, false, false, true, true, S(RUNNING), WG_ORCH_SHUTDOWN_WAIT},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        struct wg_orch_sleep_shutdown_in in = {rows[i].begun,        rows[i].rolled_back,
+                                               rows[i].rolling_back, rows[i].busy,
+                                               rows[i].late,         rows[i].st};
+        enum wg_orch_sleep_shutdown got = wg_orch_sleep_on_shutdown(&in);
+        if (got != rows[i].want)
+            fail_msg("row %zu: %d, expected %d", i, got, rows[i].want);
+        /* A rollback is the move back to running. */
+        if (got == WG_ORCH_SHUTDOWN_ROLLBACK || got == WG_ORCH_SHUTDOWN_BESIDE)
+            assert_true(wg_session_can_move(rows[i].st, S(RUNNING)));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -695,6 +1068,18 @@ int main(void)
         cmocka_unit_test(test_probe_retries_until_listening),
         cmocka_unit_test(test_probe_stop_without_callback),
         cmocka_unit_test(test_probe_bad_args),
+        cmocka_unit_test(test_admit_now),
+        cmocka_unit_test(test_step_after_inspect),
+        cmocka_unit_test(test_step_after_calls),
+        cmocka_unit_test(test_wake_crash),
+        cmocka_unit_test(test_death_is_this_run),
+        cmocka_unit_test(test_sleep_first),
+        cmocka_unit_test(test_sleep_first_moves_are_allowed),
+        cmocka_unit_test(test_sleep_after_drain_and_save),
+        cmocka_unit_test(test_sleep_call),
+        cmocka_unit_test(test_sleep_cancellable),
+        cmocka_unit_test(test_save_result),
+        cmocka_unit_test(test_sleep_on_shutdown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -27,6 +27,7 @@
 #include <jansson.h>
 #include <uv.h>
 
+#include "common/labels.h"
 #include "common/log.h"
 #include "orchestrator/docker.h"
 
@@ -358,7 +359,7 @@ static int scenario_full(const char *image)
 
     snprintf(session, sizeof(session), "probe-%d", (int)getpid());
     snprintf(name, sizeof(name), "wg-probe-%d", (int)getpid());
-    snprintf(label, sizeof(label), "%s=%s", WG_DOCKER_SESSION_LABEL, session);
+    snprintf(label, sizeof(label), "%s=%s", WG_LABEL_SESSION, session);
 
     /* The stream opens first, so start and die are in it. */
     memset(&eo, 0, sizeof(eo));
