@@ -10,21 +10,9 @@
 
 #include "admin/api_int.h"
 #include "common/container_spec.h"
+#include "common/str.h"
 
 #define KEEPALIVE_MAX_MS (24ull * 60 * 60 * 1000)
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* The member, or NULL when absent or null. */
 static json_t *member(const json_t *o, const char *k)
@@ -42,18 +30,18 @@ static json_t *load_object(const char *body, size_t len, const char *not_object,
     json_t *root;
 
     if (body == NULL || len == 0) {
-        seterr(err, errlen, "%s", not_object);
+        wg_errf(err, errlen, "%s", not_object);
         return NULL;
     }
     root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
     if (root == NULL) {
-        seterr(err, errlen, "body: invalid JSON at line %d column %d: %s", je.line, je.column,
-               je.text);
+        wg_errf(err, errlen, "body: invalid JSON at line %d column %d: %s", je.line, je.column,
+                je.text);
         return NULL;
     }
     if (!json_is_object(root)) {
         json_decref(root);
-        seterr(err, errlen, "%s", not_object);
+        wg_errf(err, errlen, "%s", not_object);
         return NULL;
     }
     return root;
@@ -75,7 +63,7 @@ static int check_known(const json_t *root, char *err, size_t errlen)
             is_known = strcmp(k, known[i]) == 0;
         if (!is_known) {
             wg_container_spec_show_name(name, sizeof(name), k);
-            seterr(err, errlen, "unknown field \"%s\"", name);
+            wg_errf(err, errlen, "unknown field \"%s\"", name);
             return -EINVAL;
         }
     }
@@ -99,11 +87,11 @@ static int take_identity(const json_t *root, const struct wg_config *cfg, struct
 {
     json_t *v = member(root, "id");
     if (v == NULL) {
-        seterr(err, errlen, "field \"id\": required");
+        wg_errf(err, errlen, "field \"id\": required");
         return -EINVAL;
     }
     if (!json_is_string(v) || !wg_session_id_valid(json_string_value(v), json_string_length(v))) {
-        seterr(err, errlen, "field \"id\": must be a string matching ^[a-z0-9][a-z0-9_-]{0,62}$");
+        wg_errf(err, errlen, "field \"id\": must be a string matching ^[a-z0-9][a-z0-9_-]{0,62}$");
         return -EINVAL;
     }
     memcpy(c->id, json_string_value(v), json_string_length(v) + 1);
@@ -111,12 +99,12 @@ static int take_identity(const json_t *root, const struct wg_config *cfg, struct
     v = member(root, "image");
     const char *image = v ? json_string_value(v) : cfg->sessions.image;
     if (v != NULL && (image == NULL || !image_valid(image))) {
-        seterr(err, errlen,
-               "field \"image\": must be a string of 1..255 printable ASCII characters");
+        wg_errf(err, errlen,
+                "field \"image\": must be a string of 1..255 printable ASCII characters");
         return -EINVAL;
     }
     if (image == NULL || !image_valid(image)) {
-        seterr(err, errlen, "field \"image\": required (sessions.image is not usable)");
+        wg_errf(err, errlen, "field \"image\": required (sessions.image is not usable)");
         return -EINVAL;
     }
     snprintf(c->image, sizeof(c->image), "%s", image);
@@ -127,7 +115,7 @@ static int take_identity(const json_t *root, const struct wg_config *cfg, struct
         return 0;
     }
     if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 65535) {
-        seterr(err, errlen, "field \"port\": must be an integer 1..65535");
+        wg_errf(err, errlen, "field \"port\": must be an integer 1..65535");
         return -EINVAL;
     }
     c->port = (uint16_t)json_integer_value(v);
@@ -141,7 +129,7 @@ static int take_idle(const json_t *v, struct wg_api_create *c, char *err, size_t
     json_t *e;
     char name[WG_CONTAINER_SPEC_NAME_SHOW_MAX + 1];
     if (!json_is_object(v)) {
-        seterr(err, errlen, "field \"idle\": must be an object");
+        wg_errf(err, errlen, "field \"idle\": must be an object");
         return -EINVAL;
     }
     json_object_foreach((json_t *)v, k, e)
@@ -160,7 +148,7 @@ static int take_idle(const json_t *v, struct wg_api_create *c, char *err, size_t
             c->has_stop_after = true;
         } else {
             wg_container_spec_show_name(name, sizeof(name), k);
-            seterr(err, errlen, "unknown field \"idle.%s\"", name);
+            wg_errf(err, errlen, "unknown field \"idle.%s\"", name);
             return -EINVAL;
         }
     }
@@ -191,7 +179,7 @@ int wg_api_parse_create(const char *body, size_t len, const struct wg_config *cf
     /* What the store will check again; a failure here is ours to report. */
     wg_api_create_fields(&c, "localhost", &u);
     if (wg_session_update_encode(&u, &h, why, sizeof(why)) < 0) {
-        seterr(err, errlen, "body: %s", why);
+        wg_errf(err, errlen, "body: %s", why);
         goto out;
     }
     *out = c;
@@ -246,20 +234,20 @@ static int keepalive_member(const char *k, const json_t *v, const char **given, 
     bool text = strcmp(k, "duration") == 0;
     if (!text && strcmp(k, "duration_ms") != 0) {
         wg_container_spec_show_name(name, sizeof(name), k);
-        seterr(err, errlen, "unknown field \"%s\"", name);
+        wg_errf(err, errlen, "unknown field \"%s\"", name);
         return -EINVAL;
     }
     if (json_is_null(v))
         return 0;
     if (*given != NULL) {
-        seterr(err, errlen, "fields \"duration\" and \"duration_ms\": give one");
+        wg_errf(err, errlen, "fields \"duration\" and \"duration_ms\": give one");
         return -EINVAL;
     }
     *given = text ? "duration" : "duration_ms";
     if (text)
         return wg_container_spec_duration(v, "duration", ms, err, errlen);
     if (!json_is_integer(v) || json_integer_value(v) < 0) {
-        seterr(err, errlen, "field \"duration_ms\": must be an integer (milliseconds)");
+        wg_errf(err, errlen, "field \"duration_ms\": must be an integer (milliseconds)");
         return -EINVAL;
     }
     *ms = (uint64_t)json_integer_value(v);
@@ -282,11 +270,11 @@ int api_parse_keepalive(const char *body, size_t len, uint64_t *ret_ms, char *er
             goto out;
     }
     if (given == NULL) {
-        seterr(err, errlen, "field \"duration\": required");
+        wg_errf(err, errlen, "field \"duration\": required");
         goto out;
     }
     if (ms == 0 || ms > KEEPALIVE_MAX_MS) {
-        seterr(err, errlen, "field \"%s\": must be more than 0 and at most 24h", given);
+        wg_errf(err, errlen, "field \"%s\": must be more than 0 and at most 24h", given);
         goto out;
     }
     *ret_ms = ms;

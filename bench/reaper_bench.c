@@ -31,6 +31,7 @@
 #include "common/redis.h"
 #include "common/session.h"
 #include "common/store.h"
+#include "common/clock.h"
 
 #define HOST "bench-host"
 #define IMAGE "registry.example.com/preview/app:2024-06-01"
@@ -106,21 +107,13 @@ struct bench {
     bool more;
 };
 
-static int64_t realtime_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* The store's clock: fixed while records are made through the store's own
  * scripts (their stamps are in the past), the wall clock for the passes. */
 static int64_t bench_clock(void *arg)
 {
     const struct bench *b = arg;
 
-    return b->clock_fixed ? b->clock : realtime_ms();
+    return b->clock_fixed ? b->clock : wg_clock_wall_ms();
 }
 
 static bool run_until_done(struct bench *b)
@@ -489,7 +482,7 @@ static int fill(struct bench *b, struct bcase *c)
     if (!(rep = sync_cmd(b, "FLUSHALL", NULL)))
         return -1;
     freeReplyObject(rep);
-    c->now = realtime_ms();
+    c->now = wg_clock_wall_ms();
     while (i < c->sessions) {
         size_t end = i + FILL_BATCH < c->sessions ? i + FILL_BATCH : c->sessions;
         int pending = 0;
@@ -594,7 +587,7 @@ static int64_t tier_of(const struct wg_session *rec)
 static void on_list(const struct wg_store_res *res, void *arg)
 {
     struct bench *b = arg;
-    int64_t now = realtime_ms();
+    int64_t now = wg_clock_wall_ms();
 
     b->status = res->status;
     snprintf(b->error, sizeof(b->error), "%s", res->error);

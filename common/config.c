@@ -101,16 +101,6 @@ bool config_has_ctl_or_space(const char *s)
     return false;
 }
 
-int config_problem(char *msg, size_t msglen, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(msg, msglen, fmt, ap);
-    va_end(ap);
-    return -EINVAL;
-}
-
 /* "FILE:LINE: KEY: msg", "FILE: KEY: msg" without a line, "KEY: msg"
  * without a file. Returns -EINVAL. */
 int config_fail_at(char *err, size_t errlen, const char *file, size_t line, const char *key,

@@ -88,9 +88,6 @@ void config_free_routes(struct wg_route_cfg *routes, size_t n);
 /* Replaces *dst with a copy of s (NULL clears it). Returns 0 or -ENOMEM. */
 int config_replace_str(char **dst, const char *s);
 bool config_has_ctl_or_space(const char *s);
-/* Writes a problem, without a location, to msg. Returns -EINVAL. */
-int config_problem(char *msg, size_t msglen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 /* "FILE:LINE: KEY: msg", "FILE: KEY: msg" without a line, "KEY: msg"
  * without a file. Returns -EINVAL. */
 int config_fail_at(char *err, size_t errlen, const char *file, size_t line, const char *key,

@@ -18,6 +18,7 @@
 #include "common/config_int.h"
 #include "common/docker_host.h"
 #include "common/redis_url.h"
+#include "common/str.h"
 
 /* Consumers add durations to a monotonic clock in ms; a year keeps that far
  * from overflow while allowing any sensible timeout. */
@@ -105,9 +106,9 @@ static int lookup(const struct name_value *t, const char *s, int *ret)
 static int set_str(char **dst, const char *s, char *msg, size_t msglen)
 {
     if (s != NULL && s[0] == '\0')
-        return config_problem(msg, msglen, "must not be empty");
+        return wg_errf(msg, msglen, "must not be empty");
     if (config_replace_str(dst, s) < 0) {
-        config_problem(msg, msglen, "out of memory");
+        wg_errf(msg, msglen, "out of memory");
         return -ENOMEM;
     }
     return 0;
@@ -120,13 +121,13 @@ static int set_addr(struct wg_addr *dst, const char *s, char *msg, size_t msglen
 
     r = wg_config_parse_addr(s, &a);
     if (r == -ENOMEM) {
-        config_problem(msg, msglen, "out of memory");
+        wg_errf(msg, msglen, "out of memory");
         return -ENOMEM;
     }
     if (r < 0)
-        return config_problem(
-            msg, msglen,
-            "invalid address \"%s\" (use IP:port, [IPv6]:port, :port or localhost:port)", s);
+        return wg_errf(msg, msglen,
+                       "invalid address \"%s\" (use IP:port, [IPv6]:port, :port or localhost:port)",
+                       s);
     free(dst->text);
     *dst = a;
     return 0;
@@ -143,13 +144,13 @@ static int set_redis_url(char **dst, const char *s, char *msg, size_t msglen)
      * the message stays the configuration's own. */
     r = wg_redis_url_check(s, why, sizeof why);
     if (r == -ENOMEM) {
-        config_problem(msg, msglen, "out of memory");
+        wg_errf(msg, msglen, "out of memory");
         return r;
     }
     if (r < 0)
-        return config_problem(
-            msg, msglen, "invalid Redis URL \"%s\" (use redis://host:port/db or unix:///path.sock)",
-            s);
+        return wg_errf(msg, msglen,
+                       "invalid Redis URL \"%s\" (use redis://host:port/db or unix:///path.sock)",
+                       s);
     return set_str(dst, s, msg, msglen);
 }
 
@@ -160,7 +161,7 @@ static int set_docker_host(char **dst, const char *s, char *msg, size_t msglen)
     /* The whole grammar is checked again with the TLS setting once the file
      * is read (wg_config_check_docker_host); here TLS is not known yet. */
     if (wg_docker_host_check(s, false, why, sizeof why) < 0)
-        return config_problem(msg, msglen, "invalid Docker host \"%s\": %s", s, why);
+        return wg_errf(msg, msglen, "invalid Docker host \"%s\": %s", s, why);
     return set_str(dst, s, msg, msglen);
 }
 
@@ -172,19 +173,17 @@ static int set_http_path(char **dst, const char *s, char *msg, size_t msglen)
         return set_str(dst, NULL, msg, msglen);
     n = strlen(s);
     if (s[0] != '/' || n > HTTP_PATH_MAX)
-        return config_problem(
-            msg, msglen,
-            "invalid request path \"%s\" (use a path starting with /, like /healthz, "
-            "of at most %u bytes)",
-            s, HTTP_PATH_MAX);
+        return wg_errf(msg, msglen,
+                       "invalid request path \"%s\" (use a path starting with /, like /healthz, "
+                       "of at most %u bytes)",
+                       s, HTTP_PATH_MAX);
     /* It is sent as is in a request line: visible ASCII only, no fragment. */
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)s[i] <= ' ' || (unsigned char)s[i] >= 0x7f || s[i] == '#')
-            return config_problem(
-                msg, msglen,
-                "invalid request path \"%s\" (no spaces, control characters, # or "
-                "bytes above 127: percent-encode them)",
-                s);
+            return wg_errf(msg, msglen,
+                           "invalid request path \"%s\" (no spaces, control characters, # or "
+                           "bytes above 127: percent-encode them)",
+                           s);
     return set_str(dst, s, msg, msglen);
 }
 
@@ -208,13 +207,12 @@ static int set_duration(const struct field *f, void *dst, const char *s, char *m
     uint64_t v;
 
     if (wg_config_parse_duration(s, &v) < 0)
-        return config_problem(msg, msglen, "invalid duration \"%s\" (use 250ms, 30s, 20m or 1h)",
-                              s);
+        return wg_errf(msg, msglen, "invalid duration \"%s\" (use 250ms, 30s, 20m or 1h)", s);
     if (v < f->min)
-        return config_problem(msg, msglen, "must be more than 0");
+        return wg_errf(msg, msglen, "must be more than 0");
     if (v > f->max) {
         fmt_duration(f->max, max, sizeof max);
-        return config_problem(msg, msglen, "%s is longer than the maximum of %s", s, max);
+        return wg_errf(msg, msglen, "%s is longer than the maximum of %s", s, max);
     }
     store_number(dst, sizeof(uint64_t), v);
     return 0;
@@ -226,11 +224,11 @@ static int set_size(const struct field *f, void *dst, const char *s, char *msg, 
     uint64_t v;
 
     if (wg_config_parse_size(s, &v) < 0)
-        return config_problem(msg, msglen, "invalid size \"%s\" (use 512, 64KiB, 1MiB or 1GiB)", s);
+        return wg_errf(msg, msglen, "invalid size \"%s\" (use 512, 64KiB, 1MiB or 1GiB)", s);
     if (v < f->min || v > f->max) {
         fmt_size(f->min, lo, sizeof lo);
         fmt_size(f->max, hi, sizeof hi);
-        return config_problem(msg, msglen, "%s is out of range (%s to %s)", s, lo, hi);
+        return wg_errf(msg, msglen, "%s is out of range (%s to %s)", s, lo, hi);
     }
     store_number(dst, f->size, v);
     return 0;
@@ -241,16 +239,16 @@ static int set_uint(const struct field *f, void *dst, const char *s, char *msg, 
     uint64_t v;
 
     if (config_parse_digits(s, strlen(s), &v) < 0)
-        return config_problem(msg, msglen, "invalid number \"%s\"", s);
+        return wg_errf(msg, msglen, "invalid number \"%s\"", s);
     if (v < f->min || v > f->max)
-        return config_problem(msg, msglen, "%s is out of range (%llu to %llu)", s,
-                              (unsigned long long)f->min, (unsigned long long)f->max);
+        return wg_errf(msg, msglen, "%s is out of range (%llu to %llu)", s,
+                       (unsigned long long)f->min, (unsigned long long)f->max);
     store_number(dst, f->size, v);
     return 0;
 }
 
 /* Sets one scalar field of base from text s (NULL only for nullable fields).
- * On failure writes the config_problem, without a location, to msg. */
+ * On failure writes the problem, without a location, to msg. */
 int config_set_scalar(const struct field *f, void *base, const char *s, char *msg, size_t msglen)
 {
     void *dst = (char *)base + f->off;
@@ -274,29 +272,28 @@ int config_set_scalar(const struct field *f, void *base, const char *s, char *ms
         return set_uint(f, dst, s, msg, msglen);
     case K_BOOL:
         if (lookup(bools, s, &v) < 0)
-            return config_problem(msg, msglen, "invalid boolean \"%s\" (use true or false)", s);
+            return wg_errf(msg, msglen, "invalid boolean \"%s\" (use true or false)", s);
         *(bool *)dst = v != 0;
         return 0;
     case K_ROLE:
         if (lookup(roles, s, &v) < 0)
-            return config_problem(msg, msglen,
-                                  "unknown role \"%s\" (use all, proxy or orchestrator)", s);
+            return wg_errf(msg, msglen, "unknown role \"%s\" (use all, proxy or orchestrator)", s);
         *(enum wg_role *)dst = (enum wg_role)v;
         return 0;
     case K_LEVEL:
         if (lookup(levels, s, &v) < 0)
-            return config_problem(msg, msglen,
-                                  "unknown log level \"%s\" (use debug, info, warn or error)", s);
+            return wg_errf(msg, msglen, "unknown log level \"%s\" (use debug, info, warn or error)",
+                           s);
         *(enum wg_log_level *)dst = (enum wg_log_level)v;
         return 0;
     case K_FORMAT:
         if (lookup(formats, s, &v) < 0)
-            return config_problem(msg, msglen, "unknown log format \"%s\" (use logfmt or json)", s);
+            return wg_errf(msg, msglen, "unknown log format \"%s\" (use logfmt or json)", s);
         *(enum wg_log_format *)dst = (enum wg_log_format)v;
         return 0;
     case K_ON_FAILURE:
         if (lookup(on_failures, s, &v) < 0)
-            return config_problem(msg, msglen, "unknown value \"%s\" (use keep_awake or stop)", s);
+            return wg_errf(msg, msglen, "unknown value \"%s\" (use keep_awake or stop)", s);
         *(enum wg_save_failure *)dst = (enum wg_save_failure)v;
         return 0;
     case K_REDIS_URL:
@@ -383,9 +380,9 @@ static int check_readable(const char *path, char *msg, size_t msglen)
     /* O_NONBLOCK so a FIFO put there by mistake cannot hang startup. */
     fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0 || fstat(fd, &st) < 0)
-        r = config_problem(msg, msglen, "cannot read \"%s\": %s", path, strerror(errno));
+        r = wg_errf(msg, msglen, "cannot read \"%s\": %s", path, strerror(errno));
     else if (!S_ISREG(st.st_mode))
-        r = config_problem(msg, msglen, "cannot read \"%s\": not a regular file", path);
+        r = wg_errf(msg, msglen, "cannot read \"%s\": not a regular file", path);
     if (fd >= 0)
         close(fd);
     return r;

@@ -12,19 +12,7 @@
 #include "common/config.h"
 #include "common/labels.h"
 #include "common/session.h"
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
+#include "common/str.h"
 
 void wg_container_spec_show_name(char *dst, size_t dstlen, const char *name)
 {
@@ -42,7 +30,7 @@ int wg_container_spec_duration(const json_t *v, const char *field, uint64_t *ret
                                size_t errlen)
 {
     if (!json_is_string(v) || wg_config_parse_duration(json_string_value(v), ret_ms) < 0) {
-        seterr(err, errlen, "field \"%s\": must be a duration such as \"30s\" or \"20m\"", field);
+        wg_errf(err, errlen, "field \"%s\": must be a duration such as \"30s\" or \"20m\"", field);
         return -EINVAL;
     }
     return 0;
@@ -112,22 +100,22 @@ static int check_strings(const json_t *v, const char *field, bool (*ok)(const ch
     size_t i;
     json_t *e;
     if (!json_is_array(v)) {
-        seterr(err, errlen, "field \"%s\": must be an array of strings", field);
+        wg_errf(err, errlen, "field \"%s\": must be an array of strings", field);
         return -EINVAL;
     }
     if (json_array_size(v) > WG_CONTAINER_SPEC_ITEMS_MAX) {
-        seterr(err, errlen, "field \"%s\": has more than %d entries", field,
-               WG_CONTAINER_SPEC_ITEMS_MAX);
+        wg_errf(err, errlen, "field \"%s\": has more than %d entries", field,
+                WG_CONTAINER_SPEC_ITEMS_MAX);
         return -EINVAL;
     }
     json_array_foreach(v, i, e)
     {
         if (!json_is_string(e)) {
-            seterr(err, errlen, "field \"%s[%zu]\": must be a string", field, i);
+            wg_errf(err, errlen, "field \"%s[%zu]\": must be a string", field, i);
             return -EINVAL;
         }
         if (!ok(json_string_value(e))) {
-            seterr(err, errlen, "field \"%s[%zu]\": must be %s", field, i, shape);
+            wg_errf(err, errlen, "field \"%s[%zu]\": must be %s", field, i, shape);
             return -EINVAL;
         }
     }
@@ -158,29 +146,29 @@ static int check_labels(const json_t *v, char *err, size_t errlen)
     json_t *e;
     char name[WG_CONTAINER_SPEC_NAME_SHOW_MAX + 1];
     if (!json_is_object(v)) {
-        seterr(err, errlen, "field \"labels\": must be an object of strings");
+        wg_errf(err, errlen, "field \"labels\": must be an object of strings");
         return -EINVAL;
     }
     if (json_object_size(v) > WG_CONTAINER_SPEC_ITEMS_MAX) {
-        seterr(err, errlen, "field \"labels\": has more than %d entries",
-               WG_CONTAINER_SPEC_ITEMS_MAX);
+        wg_errf(err, errlen, "field \"labels\": has more than %d entries",
+                WG_CONTAINER_SPEC_ITEMS_MAX);
         return -EINVAL;
     }
     json_object_foreach((json_t *)v, k, e)
     {
         wg_container_spec_show_name(name, sizeof(name), k);
         if (k[0] == '\0') {
-            seterr(err, errlen, "field \"labels\": keys must not be empty");
+            wg_errf(err, errlen, "field \"labels\": keys must not be empty");
             return -EINVAL;
         }
         if (strncmp(k, prefix, sizeof(prefix) - 1) == 0) {
-            seterr(err, errlen,
-                   "field \"labels.%s\": keys starting with \"" WG_LABEL_PREFIX "\" are reserved",
-                   name);
+            wg_errf(err, errlen,
+                    "field \"labels.%s\": keys starting with \"" WG_LABEL_PREFIX "\" are reserved",
+                    name);
             return -EINVAL;
         }
         if (!json_is_string(e)) {
-            seterr(err, errlen, "field \"labels.%s\": must be a string", name);
+            wg_errf(err, errlen, "field \"labels.%s\": must be a string", name);
             return -EINVAL;
         }
     }
@@ -195,26 +183,26 @@ static int check_save_member(const char *k, const json_t *e, char *err, size_t e
         if (check_strings(e, "save.command", nonempty_ok, "a non-empty string", err, errlen) < 0)
             return -EINVAL;
         if (json_array_size(e) == 0) {
-            seterr(err, errlen, "field \"save.command\": must not be empty");
+            wg_errf(err, errlen, "field \"save.command\": must not be empty");
             return -EINVAL;
         }
     } else if (strcmp(k, "timeout") == 0) {
         if (wg_container_spec_duration(e, "save.timeout", &ms, err, errlen) < 0)
             return -EINVAL;
         if (ms == 0) {
-            seterr(err, errlen, "field \"save.timeout\": must be more than 0s");
+            wg_errf(err, errlen, "field \"save.timeout\": must be more than 0s");
             return -EINVAL;
         }
     } else if (strcmp(k, "path") == 0) {
         const char *s = json_string_value(e);
         if (s == NULL || !is_abs_path(s, strlen(s))) {
-            seterr(err, errlen, "field \"save.path\": must be an absolute path");
+            wg_errf(err, errlen, "field \"save.path\": must be an absolute path");
             return -EINVAL;
         }
     } else {
         const char *s = json_string_value(e);
         if (s == NULL || (strcmp(s, "keep_awake") != 0 && strcmp(s, "stop") != 0)) {
-            seterr(err, errlen, "field \"save.on_failure\": must be \"keep_awake\" or \"stop\"");
+            wg_errf(err, errlen, "field \"save.on_failure\": must be \"keep_awake\" or \"stop\"");
             return -EINVAL;
         }
     }
@@ -228,7 +216,7 @@ static int check_save(const json_t *v, char *err, size_t errlen)
     json_t *e;
     char name[WG_CONTAINER_SPEC_NAME_SHOW_MAX + 1];
     if (!json_is_object(v)) {
-        seterr(err, errlen, "field \"save\": must be an object");
+        wg_errf(err, errlen, "field \"save\": must be an object");
         return -EINVAL;
     }
     json_object_foreach((json_t *)v, k, e)
@@ -240,7 +228,7 @@ static int check_save(const json_t *v, char *err, size_t errlen)
             is_known = strcmp(k, known[i]) == 0;
         if (!is_known) {
             wg_container_spec_show_name(name, sizeof(name), k);
-            seterr(err, errlen, "unknown field \"save.%s\"", name);
+            wg_errf(err, errlen, "unknown field \"save.%s\"", name);
             return -EINVAL;
         }
         if (check_save_member(k, e, err, errlen) < 0)
@@ -302,9 +290,9 @@ int wg_container_spec_encode(const json_t *obj, char **ret_text, char *err, size
             goto out;
         }
         if (strlen(text) > WG_SESSION_SPEC_MAX) {
-            seterr(err, errlen,
-                   "body: cmd, env, labels, binds and save together are over %d bytes of JSON",
-                   WG_SESSION_SPEC_MAX);
+            wg_errf(err, errlen,
+                    "body: cmd, env, labels, binds and save together are over %d bytes of JSON",
+                    WG_SESSION_SPEC_MAX);
             rc = -EINVAL;
             goto out;
         }
@@ -410,12 +398,12 @@ int wg_container_spec_decode(const char *text, struct wg_container_spec *ret_spe
         goto done;
     root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
-        seterr(err, errlen, "spec is not JSON: %s", jerr.text);
+        wg_errf(err, errlen, "spec is not JSON: %s", jerr.text);
         rc = -EINVAL;
         goto out;
     }
     if (!json_is_object(root)) {
-        seterr(err, errlen, "spec must be a JSON object");
+        wg_errf(err, errlen, "spec must be a JSON object");
         rc = -EINVAL;
         goto out;
     }

@@ -27,21 +27,6 @@ void wg_docker_host_release(struct wg_docker_host *h)
     memset(h, 0, sizeof(*h));
 }
 
-/* Writes the reason into err and returns -EINVAL, for "rc = fail(...)". */
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (errlen > 0) {
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -EINVAL;
-}
-
 /* Fills h from s. On failure h holds nothing and err says why. */
 /* "unix://" + p: an absolute socket path that fits sun_path. */
 static int parse_unix(const char *p, bool tls, struct wg_docker_host *h, char *err, size_t errlen)
@@ -49,14 +34,15 @@ static int parse_unix(const char *p, bool tls, struct wg_docker_host *h, char *e
     struct sockaddr_un sun;
 
     if (p[0] != '/')
-        return fail(err, errlen, "unix host needs an absolute path: unix:///var/run/docker.sock");
+        return wg_errf(err, errlen,
+                       "unix host needs an absolute path: unix:///var/run/docker.sock");
     if (strlen(p) >= sizeof(sun.sun_path))
-        return fail(err, errlen, "unix socket path is longer than %zu bytes",
-                    sizeof(sun.sun_path) - 1);
+        return wg_errf(err, errlen, "unix socket path is longer than %zu bytes",
+                       sizeof(sun.sun_path) - 1);
     if (strpbrk(p, "?#"))
-        return fail(err, errlen, "unix host takes no query or fragment");
+        return wg_errf(err, errlen, "unix host takes no query or fragment");
     if (tls)
-        return fail(err, errlen, "TLS is for tcp:// hosts only");
+        return wg_errf(err, errlen, "TLS is for tcp:// hosts only");
     h->is_unix = true;
     h->path = strdup(p);
     h->display = wg_strf("unix://%s", p);
@@ -72,16 +58,16 @@ static int parse_port(const char *after, unsigned long *port, char *err, size_t 
 
     if (*after != ':') {
         if (*after && strcmp(after, "/") != 0)
-            return fail(err, errlen,
-                        "Docker host takes no path, query or fragment: use tcp://host:port");
+            return wg_errf(err, errlen,
+                           "Docker host takes no path, query or fragment: use tcp://host:port");
         return 0;
     }
     if (!isdigit((unsigned char)after[1]))
-        return fail(err, errlen, "bad port in the Docker host: expected 1-65535");
+        return wg_errf(err, errlen, "bad port in the Docker host: expected 1-65535");
     errno = 0;
     *port = strtoul(after + 1, &end, 10);
     if (errno || *port == 0 || *port > 65535 || (*end && strcmp(end, "/") != 0))
-        return fail(err, errlen, "bad port in the Docker host: expected 1-65535");
+        return wg_errf(err, errlen, "bad port in the Docker host: expected 1-65535");
     return 0;
 }
 
@@ -93,11 +79,11 @@ static int check_name(const struct wg_docker_host *h, bool bracketed, char *err,
 
     for (const char *c = h->name; *c; c++)
         if (!is_alnum((unsigned char)*c) && !strchr(".-_:%", *c))
-            return fail(err, errlen, "bad character in the Docker host name");
+            return wg_errf(err, errlen, "bad character in the Docker host name");
     if (bracketed && inet_pton(AF_INET6, h->name, addr) != 1)
-        return fail(err, errlen, "not an IPv6 address inside [ ]");
+        return wg_errf(err, errlen, "not an IPv6 address inside [ ]");
     if (!bracketed && strchr(h->name, ':'))
-        return fail(err, errlen, "write an IPv6 address as tcp://[address]:port");
+        return wg_errf(err, errlen, "write an IPv6 address as tcp://[address]:port");
     return 0;
 }
 
@@ -114,14 +100,14 @@ static int parse_tcp(const char *p, bool tls, struct wg_docker_host *h, char *er
         name = p + 1;
         name_end = strchr(name, ']');
         if (!name_end)
-            return fail(err, errlen, "unterminated [ in the Docker host");
+            return wg_errf(err, errlen, "unterminated [ in the Docker host");
         after = name_end + 1;
     } else {
         name_end = p + strcspn(p, ":/?#");
         after = name_end;
     }
     if (name_end == name)
-        return fail(err, errlen, "Docker host has no host name: use tcp://host:port");
+        return wg_errf(err, errlen, "Docker host has no host name: use tcp://host:port");
     rc = parse_port(after, &port, err, errlen);
     if (rc < 0)
         return rc;
@@ -152,7 +138,7 @@ int wg_docker_host_parse(const char *s, bool tls, struct wg_docker_host *h, char
         s = WG_DOCKER_DEFAULT_HOST;
     for (const char *c = s; *c; c++)
         if ((unsigned char)*c <= ' ' || *c == 0x7f) {
-            rc = fail(err, errlen, "Docker host has a space or control character");
+            rc = wg_errf(err, errlen, "Docker host has a space or control character");
             goto out;
         }
     if (strncmp(s, "unix://", 7) == 0)
@@ -160,8 +146,8 @@ int wg_docker_host_parse(const char *s, bool tls, struct wg_docker_host *h, char
     else if (strncmp(s, "tcp://", 6) == 0)
         rc = parse_tcp(s + 6, tls, h, err, errlen);
     else
-        rc =
-            fail(err, errlen, "Docker host must be unix:///path/to/docker.sock or tcp://host:port");
+        rc = wg_errf(err, errlen,
+                     "Docker host must be unix:///path/to/docker.sock or tcp://host:port");
     if (rc == 0 && (!h->display || !h->base || (h->is_unix && !h->path)))
         rc = -ENOMEM;
 out:

@@ -12,21 +12,6 @@
 
 #include "common/str.h"
 
-/* Writes the reason to err; returns -EINVAL. */
-static int url_fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int url_fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (errlen > 0) {
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -EINVAL;
-}
-
 static int parse_uint(const char *s, size_t n, unsigned long max, unsigned long *ret)
 {
     unsigned long v = 0;
@@ -113,14 +98,14 @@ static int parse_unix(const char *p, struct wg_redis_url *u, char *err, size_t e
 
     /* "/" alone is a directory, never a socket. */
     if (n < 2 || p[0] != '/')
-        return url_fail(err, errlen, "unix URL needs an absolute path: unix:///path/to/redis.sock");
+        return wg_errf(err, errlen, "unix URL needs an absolute path: unix:///path/to/redis.sock");
     if (n >= sizeof(sun.sun_path))
-        return url_fail(err, errlen, "unix socket path is longer than %zu bytes",
-                        sizeof(sun.sun_path) - 1);
+        return wg_errf(err, errlen, "unix socket path is longer than %zu bytes",
+                       sizeof(sun.sun_path) - 1);
     if (memchr(p, '#', n))
-        return url_fail(err, errlen, "fragments are not supported");
+        return wg_errf(err, errlen, "fragments are not supported");
     if (q && (strncmp(q, "?db=", 4) != 0 || parse_uint(q + 4, strlen(q + 4), INT_MAX, &db) < 0))
-        return url_fail(err, errlen, "the only unix URL parameter is ?db=N");
+        return wg_errf(err, errlen, "the only unix URL parameter is ?db=N");
     u->is_unix = true;
     u->db = (int)db;
     u->path = strndup(p, n);
@@ -135,12 +120,12 @@ static int parse_credentials(const char *p, const char *at, struct wg_redis_url 
     int rc;
 
     if (!colon)
-        return url_fail(err, errlen, "credentials must be written user:password@ or :password@");
+        return wg_errf(err, errlen, "credentials must be written user:password@ or :password@");
     if (colon > p && (rc = pct_decode(p, (size_t)(colon - p), &u->user)) < 0)
-        return rc == -EINVAL ? url_fail(err, errlen, "bad percent-escape in the user name") : rc;
+        return rc == -EINVAL ? wg_errf(err, errlen, "bad percent-escape in the user name") : rc;
     rc = pct_decode(colon + 1, (size_t)(at - colon - 1), &u->password);
     if (rc == -EINVAL)
-        return url_fail(err, errlen, "bad percent-escape in the password");
+        return wg_errf(err, errlen, "bad percent-escape in the password");
     return rc;
 }
 
@@ -153,7 +138,7 @@ static int parse_tcp(const char *p, struct wg_redis_url *u, char *err, size_t er
     int rc;
 
     if (*end == '?' || *end == '#')
-        return url_fail(err, errlen, "query and fragment are not supported in redis:// URLs");
+        return wg_errf(err, errlen, "query and fragment are not supported in redis:// URLs");
     for (const char *c = p; c < end; c++)
         if (*c == '@')
             at = c;
@@ -167,7 +152,7 @@ static int parse_tcp(const char *p, struct wg_redis_url *u, char *err, size_t er
     if (*host == '[') {
         host_end = memchr(host, ']', (size_t)(end - host));
         if (!host_end)
-            return url_fail(err, errlen, "unterminated [ in the host");
+            return wg_errf(err, errlen, "unterminated [ in the host");
         host++;
         after = host_end + 1;
     } else {
@@ -177,13 +162,13 @@ static int parse_tcp(const char *p, struct wg_redis_url *u, char *err, size_t er
         after = host_end;
     }
     if (host_end == host)
-        return url_fail(err, errlen, "missing host");
+        return wg_errf(err, errlen, "missing host");
     if (after < end &&
         (*after != ':' || parse_uint(after + 1, (size_t)(end - after - 1), 65535, &port) < 0 ||
          port == 0))
-        return url_fail(err, errlen, "bad port: expected 1-65535");
+        return wg_errf(err, errlen, "bad port: expected 1-65535");
     if (*end == '/' && end[1] != '\0' && parse_uint(end + 1, strlen(end + 1), INT_MAX, &db) < 0)
-        return url_fail(err, errlen, "bad database number after the host: expected /N");
+        return wg_errf(err, errlen, "bad database number after the host: expected /N");
     u->port = (uint16_t)port;
     u->db = (int)db;
     u->host = strndup(host, (size_t)(host_end - host));
@@ -208,17 +193,17 @@ int wg_redis_url_parse(const char *url, struct wg_redis_url *u, char *err, size_
     if (errlen > 0)
         err[0] = '\0';
     if (!url)
-        rc = url_fail(err, errlen, "no URL");
+        rc = wg_errf(err, errlen, "no URL");
     else if (has_ctl_or_space(url))
-        rc = url_fail(err, errlen, "contains spaces or control characters");
+        rc = wg_errf(err, errlen, "contains spaces or control characters");
     else if (strncasecmp(url, "unix://", 7) == 0)
         rc = parse_unix(url + 7, u, err, errlen);
     else if (strncasecmp(url, "redis://", 8) == 0)
         rc = parse_tcp(url + 8, u, err, errlen);
     else if (strncasecmp(url, "rediss://", 9) == 0)
-        rc = url_fail(err, errlen, "TLS (rediss://) is not supported");
+        rc = wg_errf(err, errlen, "TLS (rediss://) is not supported");
     else
-        rc = url_fail(err, errlen, "expected redis://host:port/db or unix:///path.sock");
+        rc = wg_errf(err, errlen, "expected redis://host:port/db or unix:///path.sock");
     if (rc == 0) {
         u->display = make_display(u);
         if (!u->display)

@@ -1,6 +1,7 @@
 /* common/session.c - the session model; see session.h. */
 #include "common/session.h"
 #include "common/utf8.h"
+#include "common/str.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -315,20 +316,6 @@ static const struct field_def fields[F__COUNT] = {
     [F_SPEC] = {"spec", K_TEXT, 2, WG_SESSION_SPEC_MAX, 0},
 };
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!err || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* Plain decimal: 1-20 digits, no sign, no leading zero (but "0"), <= max. */
 static int parse_uint(const char *s, size_t len, uint64_t max, uint64_t *ret)
 {
@@ -598,7 +585,7 @@ int wg_session_decode(const struct wg_session_kv *kv, size_t n, struct wg_sessio
     int rc = 0;
 
     wg_session_init(&rec);
-    seterr(err, errlen, "%s", "");
+    wg_errf(err, errlen, "%s", "");
     if (!kv && n > 0) {
         rc = -EINVAL;
         goto out;
@@ -610,7 +597,7 @@ int wg_session_decode(const struct wg_session_kv *kv, size_t n, struct wg_sessio
         if (f < 0)
             continue; /* a newer writer's field */
         if (seen & (1u << f)) {
-            seterr(err, errlen, "field %s: given twice", fields[f].name);
+            wg_errf(err, errlen, "field %s: given twice", fields[f].name);
             rc = -EBADMSG;
             goto out;
         }
@@ -618,7 +605,7 @@ int wg_session_decode(const struct wg_session_kv *kv, size_t n, struct wg_sessio
         problem = kv[i].value ? field_problem((enum fidx)f, kv[i].value, kv[i].value_len)
                               : "missing value";
         if (problem) {
-            seterr(err, errlen, "field %s: %s", fields[f].name, problem);
+            wg_errf(err, errlen, "field %s: %s", fields[f].name, problem);
             rc = -EBADMSG;
             goto out;
         }
@@ -626,7 +613,7 @@ int wg_session_decode(const struct wg_session_kv *kv, size_t n, struct wg_sessio
             goto out;
     }
     if (!(seen & (1u << F_ID)) || !(seen & (1u << F_STATE))) {
-        seterr(err, errlen, "field %s: missing", !(seen & (1u << F_ID)) ? "id" : "state");
+        wg_errf(err, errlen, "field %s: missing", !(seen & (1u << F_ID)) ? "id" : "state");
         rc = -EBADMSG;
         goto out;
     }
@@ -634,7 +621,7 @@ int wg_session_decode(const struct wg_session_kv *kv, size_t n, struct wg_sessio
     return 0;
 out:
     if (rc == -ENOMEM)
-        seterr(err, errlen, "out of memory");
+        wg_errf(err, errlen, "out of memory");
     wg_session_release(&rec);
     return rc;
 }
@@ -658,12 +645,12 @@ static void put(struct enc *e, enum fidx f, const char *v, size_t len, bool allo
     if (e->rc < 0)
         return;
     if (!(allow_empty && len == 0) && (problem = field_problem(f, v, len)) != NULL) {
-        seterr(e->err, e->errlen, "field %s: %s", fields[f].name, problem);
+        wg_errf(e->err, e->errlen, "field %s: %s", fields[f].name, problem);
         e->rc = -EINVAL;
         return;
     }
     if (out->n >= WG_SESSION_FIELDS) {
-        seterr(e->err, e->errlen, "too many fields");
+        wg_errf(e->err, e->errlen, "too many fields");
         e->rc = -EINVAL;
         return;
     }
@@ -705,7 +692,7 @@ int wg_session_encode(const struct wg_session *rec, struct wg_session_hash *out,
     struct enc e = {.out = out, .err = err, .errlen = errlen};
 
     out->n = 0;
-    seterr(err, errlen, "%s", "");
+    wg_errf(err, errlen, "%s", "");
     put_str(&e, F_ID, rec->id, false);
     put_str(&e, F_STATE, wg_session_state_name(rec->state), false);
     if (rec->state_since)
@@ -754,11 +741,11 @@ int wg_session_update_encode(const struct wg_session_update *u, struct wg_sessio
     struct enc e = {.out = out, .err = err, .errlen = errlen};
 
     out->n = 0;
-    seterr(err, errlen, "%s", "");
+    wg_errf(err, errlen, "%s", "");
     if (!u)
         return 0;
     if ((u->set & WG_SF_RESTARTS) && (u->set & WG_SF_RESTARTS_INCR)) {
-        seterr(err, errlen, "restarts: both set and increment");
+        wg_errf(err, errlen, "restarts: both set and increment");
         return -EINVAL;
     }
     if (u->set & WG_SF_HOST)
@@ -783,7 +770,7 @@ int wg_session_update_encode(const struct wg_session_update *u, struct wg_sessio
         put_str(&e, F_SAVE_OUTPUT, u->last_save.output, true);
     } else if (u->set & WG_SF_LAST_SAVE) {
         if (u->last_save.at < 0) {
-            seterr(err, errlen, "field save_at: negative");
+            wg_errf(err, errlen, "field save_at: negative");
             return -EINVAL;
         }
         for (enum fidx f = F_SAVE_AT; f <= F_SAVE_OUTPUT; f++)

@@ -13,6 +13,7 @@
 #include "common/labels.h"
 #include "common/utf8.h"
 #include "orchestrator/docker_int.h"
+#include "common/str.h"
 
 /* ---- what may go into a request ------------------------------------------------------------ */
 
@@ -331,18 +332,6 @@ const char *docker_id_from_json(json_t *root)
 
 /* ---- request bodies ------------------------------------------------------------------------- */
 
-/* Formats a refusal of a spec into err; returns -EINVAL. */
-static __attribute__((format(printf, 3, 4))) int spec_error(char *err, size_t errlen,
-                                                            const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -EINVAL;
-}
-
 /* A JSON array of the NULL-terminated strings, each checked by docker_text_ok(). */
 static int string_array(const char *const *v, const char *what, bool empty_items_ok, json_t **ret,
                         char *err, size_t errlen)
@@ -356,8 +345,8 @@ static int string_array(const char *const *v, const char *what, bool empty_items
 
     for (size_t i = 0; v[i]; i++) {
         if (!text_ok_lines(v[i], DOCKER_TEXT_MAX, empty_items_ok, lines)) {
-            rc = spec_error(err, errlen, "%s[%zu] is empty, too long, or not printable UTF-8", what,
-                            i);
+            rc =
+                wg_errf(err, errlen, "%s[%zu] is empty, too long, or not printable UTF-8", what, i);
             goto out;
         }
         if (json_array_append_new(a, json_string(v[i])) < 0) {
@@ -388,24 +377,24 @@ static int set_strings(json_t *obj, const char *key, const char *const *v, const
 static int check_spec(const struct wg_docker_spec *s, char *err, size_t errlen)
 {
     if (!s)
-        return spec_error(err, errlen, "no spec");
+        return wg_errf(err, errlen, "no spec");
     if (!docker_session_valid(s->session))
-        return spec_error(err, errlen, "session id must be 1-128 characters of [A-Za-z0-9_-]");
+        return wg_errf(err, errlen, "session id must be 1-128 characters of [A-Za-z0-9_-]");
     if (!docker_text_ok(s->image, 512, false) || strpbrk(s->image, " "))
-        return spec_error(err, errlen,
-                          "image must be a non-empty name without spaces or control characters");
+        return wg_errf(err, errlen,
+                       "image must be a non-empty name without spaces or control characters");
     if (s->name && !wg_docker_ref_valid(s->name))
-        return spec_error(err, errlen,
-                          "container name must match [A-Za-z0-9][A-Za-z0-9_.-]* (up to %d bytes)",
-                          WG_DOCKER_REF_MAX);
+        return wg_errf(err, errlen,
+                       "container name must match [A-Za-z0-9][A-Za-z0-9_.-]* (up to %d bytes)",
+                       WG_DOCKER_REF_MAX);
     if (s->network_mode &&
         (!docker_text_ok(s->network_mode, 256, false) || strchr(s->network_mode, ' ')))
-        return spec_error(err, errlen,
-                          "network mode must be a name without spaces or control characters");
+        return wg_errf(err, errlen,
+                       "network mode must be a name without spaces or control characters");
     if (s->memory_bytes < 0 || s->nano_cpus < 0)
-        return spec_error(err, errlen, "memory and CPU limits cannot be negative");
+        return wg_errf(err, errlen, "memory and CPU limits cannot be negative");
     if (s->cmd && !s->cmd[0])
-        return spec_error(err, errlen, "cmd is empty: pass NULL for the image's CMD");
+        return wg_errf(err, errlen, "cmd is empty: pass NULL for the image's CMD");
     return 0;
 }
 
@@ -421,7 +410,7 @@ static int add_process(json_t *body, const struct wg_docker_spec *s, char *err, 
     for (size_t i = 0; s->env[i]; i++) {
         const char *eq = strchr(s->env[i], '=');
         if (!eq || eq == s->env[i])
-            return spec_error(err, errlen, "env[%zu] must be KEY=value", i);
+            return wg_errf(err, errlen, "env[%zu] must be KEY=value", i);
     }
     return set_strings(body, "Env", s->env, "env", false, err, errlen);
 }
@@ -435,9 +424,9 @@ static int add_labels(json_t *labels, const struct wg_docker_spec *s, char *err,
         const struct wg_docker_label *l = &s->labels[i];
         if (!docker_text_ok(l->key, 256, false) || !l->value ||
             !docker_text_ok(l->value, DOCKER_TEXT_MAX, true))
-            return spec_error(err, errlen, "labels[%zu] needs a printable key and value", i);
+            return wg_errf(err, errlen, "labels[%zu] needs a printable key and value", i);
         if (json_object_get(labels, l->key))
-            return spec_error(err, errlen, "label \"%s\" is given twice or is reserved", l->key);
+            return wg_errf(err, errlen, "label \"%s\" is given twice or is reserved", l->key);
         bad |= json_object_set_new(labels, l->key, json_string(l->value));
     }
     return bad ? -ENOMEM : 0;
@@ -465,8 +454,8 @@ static int add_config(json_t *body, json_t *hc, const struct wg_docker_spec *s, 
         for (size_t i = 0; s->binds[i]; i++) {
             const char *colon = strchr(s->binds[i], ':');
             if (!colon || colon == s->binds[i] || !colon[1])
-                return spec_error(err, errlen,
-                                  "binds[%zu] must be host-path:container-path[:options]", i);
+                return wg_errf(err, errlen, "binds[%zu] must be host-path:container-path[:options]",
+                               i);
         }
         if ((rc = set_strings(hc, "Binds", s->binds, "binds", false, err, errlen)) < 0)
             return rc;

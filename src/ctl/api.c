@@ -11,45 +11,10 @@
 #include <jansson.h>
 
 #include "src/ctl/ctl_int.h"
+#include "common/http_head.h"
 
 #define CALL_TIMEOUT_MS 30000L /* one admin API call without ?wait */
 #define WAIT_MARGIN_MS 30000L  /* beyond the server's own wait deadline */
-
-static const char *reason_phrase(long status)
-{
-    switch (status) {
-    case 200:
-        return "OK";
-    case 201:
-        return "Created";
-    case 202:
-        return "Accepted";
-    case 204:
-        return "No Content";
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 409:
-        return "Conflict";
-    case 500:
-        return "Internal Server Error";
-    case 502:
-        return "Bad Gateway";
-    case 503:
-        return "Service Unavailable";
-    case 504:
-        return "Gateway Timeout";
-    default:
-        return "";
-    }
-}
 
 void ctl_api_error_text(struct ctl_http *hc, char *out, size_t outlen)
 {
@@ -67,7 +32,7 @@ int ctl_api_report(struct ctl *c, struct ctl_http *hc)
     if (c->o.json && wg_buf_size(&hc->body) > 0 && hc->body.data[hc->body.off] == '{')
         fwrite(wg_buf_head(&hc->body), 1, wg_buf_size(&hc->body), stdout);
     fprintf(stderr, PROG ": %s %s: %ld %s%s%s\n", hc->method, hc->url, hc->status,
-            reason_phrase(hc->status), err[0] ? ": " : "", err);
+            wg_http_reason((int)hc->status), err[0] ? ": " : "", err);
     if (rc == WG_CTL_AUTH && hc->status != 503) {
         if (c->token != NULL)
             fprintf(stderr, PROG ": the token from %s was refused\n", c->token_src);
