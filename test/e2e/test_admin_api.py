@@ -370,23 +370,18 @@ def test_wake_wait_answers_when_running(api):
     api.put_record("ww", "starting", v=2, publish=True)
     time.sleep(0.2)
     assert t.is_alive(), out
-    t0 = time.monotonic()
     api.r.hset("wg:session:ww", mapping={"ip": "10.1.2.3", "port": "8080"})
     api.put_record("ww", "running", v=3, publish=True)
     t.join(5)
-    took = time.monotonic() - t0
     st, _, body = out["result"]
     assert st == 200, body
     assert body["state"] == "running" and body["ip"] == "10.1.2.3"
-    assert took < 1.0, took
 
 
 def test_wake_wait_already_running_answers_at_once(api):
     api.put_record("wr", "running")
-    t0 = time.monotonic()
     st, _, body = api.call("POST", "/v1/sessions/wr/wake?wait=1")
     assert st == 200 and body["state"] == "running"
-    assert time.monotonic() - t0 < 1.0
     assert [e["op"] for e in api.wakes(ELSEWHERE)] == ["wake"]
 
 
@@ -569,11 +564,9 @@ def test_events_replay_after_last_event_id_then_live(api):
         assert got[0]["event"] == "transition"
         assert got[0]["json"] == {"id": "e1", "type": "transition", "from": "creating", "to": "asleep",
                                   "at": int(evs[1]["at"]), "v": 2, "detail": {"by": "api"}}
-        # Live: a transition shows up within about a second.
-        t0 = time.monotonic()
+        # Live: a transition shows up on the open stream.
         assert api.call("POST", "/v1/sessions", {"id": "e3"})[0] == 201
         sse.wait_for(lambda ms: sum(1 for m in ms if m.get("json", {}).get("id") == "e3") >= 2, timeout=3)
-        assert time.monotonic() - t0 < 1.5
         ids = [m["id"] for m in sse.events()]
         assert ids == [e["_id"] for e in api.events()[1:]]
         assert len(ids) == len(set(ids))

@@ -430,7 +430,15 @@ def test_crash_loop_restarts_with_backoff_then_fails(env):
 
 # ---------------------------------------------------------------- Docker's truth
 
-def test_docker_kill_or_stop_by_hand_leaves_running_within_1s(env):
+def _moved_by_the_die_event(gw, sid, cid, how):
+    """The orchestrator moved the record off running because the engine's
+    events stream said the container died (its death path runs on nothing
+    else), not because a later recheck found it so."""
+    gw.wait_log(r'msg="docker event" session=%s container=%s action="die"' % (sid, cid[:12]), timeout=5)
+    gw.wait_log(r'msg="container %s[^"]*" session=%s container=%s' % (how, sid, cid[:12]), timeout=5)
+
+
+def test_docker_kill_or_stop_by_hand_leaves_running(env):
     gw = env.start()
     rec, _ = wake_to_running(env, "s-kill")
     time.sleep(0.2)
@@ -438,31 +446,31 @@ def test_docker_kill_or_stop_by_hand_leaves_running_within_1s(env):
     env.dockerd.api_json("POST", "/containers/%s/kill" % rec["container_id"])
     got, _ = env.wait_state("s-kill", ("asleep", "failed"), timeout=2, poll=0.002)
     took = time.monotonic() - t0
-    assert took < 1.0, took
     assert got["state"] == "asleep" and "ip" not in got, got
     ev = env.events("s-kill", "transition")[-1]
     assert (ev["from"], ev["to"]) == ("running", "asleep")
     assert ev["detail_json"] == {"reason": "stopped", "exit_code": 137}
+    _moved_by_the_die_event(gw, "s-kill", rec["container_id"], "stopped outside wakegate")
     record_timing("docker kill -> record asleep", ms=round(took * 1000))
 
     rec, _ = wake_to_running(env, "s-stop")
-    t0 = time.monotonic()
     env.dockerd.stop_container(rec["container_id"], t=5)
     got, _ = env.wait_state("s-stop", ("asleep", "failed"), timeout=2, poll=0.002)
     assert got["state"] == "asleep"
-    assert time.monotonic() - t0 < 1.5
+    # Ended by the SIGTERM through the init (128 + 15), not killed at -t 5.
+    assert env.events("s-stop", "transition")[-1]["detail_json"]["exit_code"] == 143
+    _moved_by_the_die_event(gw, "s-stop", rec["container_id"], "stopped outside wakegate")
 
     # A crash (non-zero exit, no kill): failed, with the code.
     spec = {"cmd": ["/bin/sh", "-c",
                     "rm -f /tmp/die; httpd -p 8080 -h /www; while [ ! -f /tmp/die ]; do sleep 0.05; done; exit 7"]}
     rec, _ = wake_to_running(env, "s-exit", spec=spec)
-    gw_start = time.monotonic()
     env.dockerd.exec(rec["container_id"], "touch", "/tmp/die")
     got, _ = env.wait_state("s-exit", ("asleep", "failed"), timeout=3, poll=0.002)
     assert got["state"] == "failed" and "exited with 7" in got["error"], got
     d = env.events("s-exit", "transition")[-1]["detail_json"]
     assert d["reason"] == "exit" and d["exit_code"] == 7
-    assert time.monotonic() - gw_start < 1.5
+    _moved_by_the_die_event(gw, "s-exit", rec["container_id"], "crashed")
     # Within 10 s of its start that was a crash: it is restarted after 1 s.
     got, _ = env.wait_state("s-exit", "running", timeout=10)
     assert got["restarts"] == "1" and got["container_id"] == rec["container_id"]

@@ -146,21 +146,20 @@ def test_sigterm_exits_at_grace_deadline_with_long_request(start_wakegate, make_
     assert any("grace expired" in line for line in program_lines(gw))
 
 
-def test_sigterm_with_idle_keepalive_connection_exits_promptly(start_wakegate, recording_upstream):
+def test_sigterm_with_idle_keepalive_connection_does_not_wait_for_the_grace(start_wakegate, recording_upstream):
     gw = start_wakegate(proxy_config(recording_upstream.address, shutdown_grace="10s"))
     c = rawhttp.connect(gw.port)
     try:
         c.send(_get("/idle"))
         assert c.read_response().status == 200
-        t0 = time.monotonic()
         gw.send_signal(signal.SIGTERM)
-        code = gw.wait_exit(timeout=5)
-        took = time.monotonic() - t0
+        code = gw.wait_exit(timeout=5)  # well inside the 10 s grace
         assert c.close_state(timeout=2) in ("eof", "reset")
     finally:
         c.close()
     assert code == 0
-    assert took < 2.0, "an idle keep-alive connection held the drain for %.1fs" % took
+    # The idle connection was closed at once, not at the end of the grace.
+    assert not any("grace expired" in line for line in program_lines(gw)), program_lines(gw)
 
 
 # ================================================================ SIGHUP

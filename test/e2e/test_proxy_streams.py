@@ -491,7 +491,8 @@ def test_tunnel_idle_timeout_closes_both_sides(start_wakegate, make_upstream):
 
 def test_sse_events_arrive_as_sent(start_wakegate, make_upstream):
     events = ["data: event %d\n\n" % i for i in range(5)]
-    up = make_upstream(upstream.sse(events, interval=0.3, keep_open=True))
+    sent_at = []
+    up = make_upstream(upstream.sse(events, interval=0.3, keep_open=True, sent_at=sent_at))
     gw = start_wakegate(proxy_config(up.address))
     s = connect(gw.port)
     arrivals = []
@@ -531,9 +532,12 @@ def test_sse_events_arrive_as_sent(start_wakegate, make_upstream):
         s.close()
     gaps = [round(b - a, 3) for a, b in zip(arrivals, arrivals[1:])]
     print("SSE head after %.3fs, events at %s, gaps %s" % (head_at, [round(a, 3) for a in arrivals], gaps))
-    assert arrivals[0] < 0.8, arrivals
+    # Each event reached the client before the upstream sent the next one:
+    # relayed as it came, not held back for more.
+    sent = [t - t0 for t in sent_at]
+    assert all(a < n for a, n in zip(arrivals, sent[1:])), (arrivals, sent)
     for g in gaps:
-        assert 0.15 <= g <= 0.6, gaps
+        assert 0.15 <= g, gaps
 
 
 # ================================================================ pool, timeouts, retries

@@ -359,11 +359,10 @@ def test_request_during_saving_cancels_the_sleep_and_is_served(stack, tmp_path):
 
     stack.wait_state(sid, "saving", timeout=20)
     stack.wait_gateway_sees(sid, "saving")
-    t0 = time.monotonic()
     r = stack.get(sid, "/repo/notes.txt")
-    waited = time.monotonic() - t0
     assert r.status == 200 and r.body == b"saved while used\n", (r.status, r.body)
-    assert waited < 2.5, "the request waited for the save (%.2fs)" % waited
+    # Answered while the push was still in flight (its hook sleeps 3 s).
+    assert remote_show(bare) == "first\n", "the request waited for the save"
     assert stack.transitions(sid)[-1] == ("saving", "running"), stack.transitions(sid)[-3:]
     assert stack.dockerd.inspect(rec["container_id"])["State"]["Running"] is True
     # The save in flight still finishes and is recorded.
@@ -569,7 +568,7 @@ def test_saved_before_the_pause_then_stopped_without_a_second_save(stack, tmp_pa
     assert len(stack.events(sid, "save")) == 1  # nothing ran in the frozen container since
     c = stack.dockerd.inspect(rec["container_id"])["State"]
     assert c["Running"] is False and c["Paused"] is False, c
-    # It was thawed for a clean stop: a SIGTERM exit, not a kill after the timeout.
-    stop_ms = int(got["state_since"]) - int(stack.events(sid, "transition")[-2]["at"])
-    assert stop_ms < 5000, stop_ms
+    # It was thawed for a clean stop: a SIGTERM exit through the init (128 +
+    # 15), not a SIGKILL (137) after the stop timeout.
+    assert c["ExitCode"] == 143, (c, got)
     assert stack.gw.stop() == 0

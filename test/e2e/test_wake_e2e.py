@@ -15,11 +15,9 @@ Timings are printed (-s) and saved to test-artifacts/e2e/wake-e2e-timings.json.
 """
 
 import asyncio
-import calendar
 import http.client
 import json
 import os
-import re
 import signal
 import socket
 import tempfile
@@ -31,6 +29,7 @@ import redis
 
 import bus_util
 from harness import build_image, rawhttp
+from harness.dockerd import rfc3339_ns
 from harness.util import artifacts_dir
 from browser_util import Cdp, CdpError, Chromium
 from sessions_util import Pending, collect
@@ -83,15 +82,6 @@ def record_timing(name, **values):
         (artifacts_dir() / "wake-e2e-timings.json").write_text(json.dumps(TIMINGS, indent=2, sort_keys=True) + "\n")
     except OSError:
         pass
-
-
-def rfc3339_ns(s):
-    """Docker's RFC 3339 timestamp with nanoseconds (UTC, "Z") -> ns since the epoch."""
-    m = re.match(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d+))?Z$", s)
-    assert m, s
-    secs = calendar.timegm(tuple(int(x) for x in m.groups()[:6]) + (0, 0, 0))
-    frac = (m.group(7) or "0")[:9].ljust(9, "0")
-    return secs * 1_000_000_000 + int(frac)
 
 
 class Stack:
@@ -665,7 +655,7 @@ def test_never_ready_session_gets_504_and_fails_with_its_log_tail(stack):
     assert gw.stop() == 0
 
 
-def test_docker_kill_moves_the_record_off_running_within_1s(stack):
+def test_docker_kill_moves_the_record_off_running(stack):
     stack.start()
     sid = "s-kill"
     stack.create(sid)
@@ -681,8 +671,13 @@ def test_docker_kill_moves_the_record_off_running_within_1s(stack):
             break
         time.sleep(0.05)
     took = time.monotonic() - t0
-    assert state != "running" and took <= 1.0, (state, took)
+    assert state != "running", (state, took)
     assert state in ("asleep", "failed"), state
+    # Moved by the engine's die event for this container (the death path runs
+    # on nothing else), not found later by a recheck.
+    stack.gw.wait_log(r'msg="docker event" session=%s container=%s action="die"' % (sid, cid[:12]), timeout=5)
+    stack.gw.wait_log(r"msg=\"container (stopped outside wakegate|died|crashed)[^\"]*\" session=%s container=%s"
+                      % (sid, cid[:12]), timeout=5)
     record_timing("docker kill -> record off running", ms=round(took * 1000), state=state)
     # And the next request wakes it again.
     stack.wait_gateway_sees(sid, state)

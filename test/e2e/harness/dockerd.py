@@ -20,6 +20,7 @@ Only the standard library talks to it: http.client over the unix socket for
 the Engine API, and Debian's /usr/bin/docker CLI with -H for builds.
 """
 
+import calendar
 import http.client
 import ipaddress
 import json
@@ -430,6 +431,15 @@ class Dockerd:
     def exec(self, cid, *cmd, check=True, timeout=120):
         """docker exec; returns CompletedProcess."""
         return self.cli("exec", cid, *cmd, check=check, timeout=timeout)
+
+
+def rfc3339_ns(s):
+    """Docker's RFC 3339 timestamp with nanoseconds (UTC, "Z") -> ns since the epoch."""
+    m = re.match(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d+))?Z$", s)
+    assert m, s
+    secs = calendar.timegm(tuple(int(x) for x in m.groups()[:6]) + (0, 0, 0))
+    frac = (m.group(7) or "0")[:9].ljust(9, "0")
+    return secs * 1_000_000_000 + int(frac)
 
 
 def http_get_container(ip, port=8080, path="/", timeout=10.0, connect_timeout=0.05):
