@@ -4,7 +4,6 @@ tests look at what the API writes to Redis and answers, not at containers.
 Where a test needs a session to change state it plays the orchestrator
 through Redis itself, on a record whose host no orchestrator serves."""
 
-import http.client
 import json
 import socket
 import threading
@@ -13,12 +12,13 @@ import time
 import pytest
 import redis
 
+from bus_util import write_record
 from harness import rawhttp
+from harness.util import wait_for
 
 TOKEN = "t0k"
 HOST = "api-host"           # docker.name: where commands for API-made sessions go
 ELSEWHERE = "other-host"    # a host no orchestrator serves, for records made by hand
-AUTH = {"Authorization": "Bearer " + TOKEN}
 
 
 def api_config(redis_url, token=TOKEN, **sessions):
@@ -41,25 +41,8 @@ class Api:
 
     def call(self, method, path, body=None, headers=None, auth=True, timeout=10.0):
         """(status, headers lowercased, parsed JSON or raw bytes)."""
-        h = dict(AUTH) if auth else {}
-        h.update(headers or {})
-        data = None
-        if body is not None:
-            data = body if isinstance(body, (bytes, str)) else json.dumps(body)
-            h.setdefault("Content-Type", "application/json")
-        conn = http.client.HTTPConnection("127.0.0.1", self.gw.admin_port, timeout=timeout)
-        try:
-            conn.request(method, path, body=data, headers=h)
-            resp = conn.getresponse()
-            raw = resp.read()
-            hdrs = {k.lower(): v for k, v in resp.getheaders()}
-        finally:
-            conn.close()
-        try:
-            parsed = json.loads(raw) if raw else None
-        except ValueError:
-            parsed = raw
-        return resp.status, hdrs, parsed
+        r = self.gw.admin(method, path, body=body, token=TOKEN if auth else None, headers=headers, timeout=timeout)
+        return r.status, r.headers, r.json_or_body()
 
     def wakes(self, host=HOST):
         return [dict(f, _id=i) for i, f in self.r.xrange("wg:wake:" + host)]
@@ -69,16 +52,8 @@ class Api:
 
     def put_record(self, sid, state, host=ELSEWHERE, v=1, error=None, publish=False):
         """A record written the way common/store.c writes one."""
-        now = str(int(time.time() * 1000))
-        fields = {"id": sid, "state": state, "state_since": now, "created": now, "host": host, "v": str(v)}
-        p = self.r.pipeline(transaction=True)
-        p.hset("wg:session:" + sid, mapping=fields)
-        if error is not None:
-            p.hset("wg:session:" + sid, "error", error)
-        p.sadd("wg:sessions", sid)
-        if publish:
-            p.publish("wg:state", json.dumps({"id": sid, "state": state, "v": v}))
-        p.execute()
+        extra = {} if error is None else {"error": error}
+        write_record(self.r, sid, state, host, v=v, publish=publish, **extra)
 
 
 @pytest.fixture
@@ -195,10 +170,8 @@ def test_create_for_a_client_that_left_still_ends_asleep(api):
     s.sendall(b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0k\r\n"
               b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
     s.close()
-    deadline = time.monotonic() + 3
-    while api.r.hget("wg:session:left", "state") != "asleep":
-        assert time.monotonic() < deadline, api.r.hgetall("wg:session:left")
-        time.sleep(0.01)
+    wait_for(lambda: api.r.hget("wg:session:left", "state") == "asleep", 3,
+             lambda: "the record to be asleep: %r" % api.r.hgetall("wg:session:left"), interval=0.01)
     assert api.gw.alive()
 
 
@@ -353,12 +326,8 @@ def _in_thread(fn):
 
 
 def _wait_command(api, sid, op, host=ELSEWHERE, timeout=3.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(e["session"] == sid and e["op"] == op for e in api.wakes(host)):
-            return
-        time.sleep(0.01)
-    raise AssertionError("no %s command for %s on wg:wake:%s" % (op, sid, host))
+    wait_for(lambda: any(e["session"] == sid and e["op"] == op for e in api.wakes(host)), timeout,
+             "a %s command for %s on wg:wake:%s" % (op, sid, host), interval=0.01)
 
 
 def test_wake_wait_answers_when_running(api):

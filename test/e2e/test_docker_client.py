@@ -17,14 +17,13 @@ import json
 import os
 import pathlib
 import socket
-import time
 
 import pytest
 
 from docker_tls_util import TcpRelay, TlsRelay, make_tls_files
 from harness import REGISTRY
 from harness.dockerd import http_get_container
-from harness.util import HarnessError
+from harness.util import HarnessError, wait_for
 from harness.wakegate import SANITIZER_MARKERS, wakegate_bin
 
 pytestmark = pytest.mark.docker
@@ -52,6 +51,11 @@ class ProbeRun:
         return self.steps[step]
 
 
+def probe_lines(out):
+    """The probe's JSON lines so far (one object a step)."""
+    return [json.loads(l) for l in out.read_text().splitlines() if l.strip()]
+
+
 def run_probe(artifacts, name, *args, timeout=120):
     """Runs the probe to its end; returns its steps by name."""
     out = artifacts / ("docker-probe-%s.out" % name)
@@ -66,7 +70,7 @@ def run_probe(artifacts, name, *args, timeout=120):
         raise
     REGISTRY.forget(p)
     stderr = err.read_text(errors="replace")
-    lines = [json.loads(l) for l in out.read_text().splitlines() if l.strip()]
+    lines = probe_lines(out)
     for marker in SANITIZER_MARKERS:
         assert marker not in stderr, "sanitizer report from the probe:\n" + stderr[-6000:]
     steps = {l["step"]: l for l in lines}
@@ -299,13 +303,11 @@ def test_created_container_as_the_engine_sees_it(dockerd, test_image, artifacts,
     p = REGISTRY.spawn("docker_probe", [probe_bin(), "up", dockerd.host, test_image, gofile],
                        stdout_path=out, stderr_path=err)
     try:
-        deadline = time.monotonic() + 60
-        steps = {}
-        while "inspect" not in steps:
+        def up():
             assert p.poll() is None, "probe exited early: %s" % err.read_text()[-3000:]
-            assert time.monotonic() < deadline, "probe did not get the container running"
-            time.sleep(0.02)
-            steps = {l["step"]: l for l in map(json.loads, filter(None, out.read_text().splitlines()))}
+            steps = {l["step"]: l for l in probe_lines(out)}
+            return steps if "inspect" in steps else None
+        steps = wait_for(up, 60, "the probe to get the container running")
         assert_ok(steps["create"], 201)
         assert_ok(steps["start"], 204)
         cid = steps["create"]["id"]
@@ -337,7 +339,7 @@ def test_created_container_as_the_engine_sees_it(dockerd, test_image, artifacts,
     stderr = err.read_text(errors="replace")
     for marker in SANITIZER_MARKERS:
         assert marker not in stderr, stderr[-6000:]
-    steps = {l["step"]: l for l in map(json.loads, filter(None, out.read_text().splitlines()))}
+    steps = {l["step"]: l for l in probe_lines(out)}
     assert rc == 0, stderr[-3000:]
     assert_ok(steps["stop"], 204)
     assert_ok(steps["remove"], 204)

@@ -7,7 +7,6 @@ nginx, not wakegate."""
 
 import hashlib
 import os
-import pathlib
 import signal
 import socket
 import subprocess
@@ -25,14 +24,6 @@ from harness.dockerd import Dockerd, http_get_container
 from harness.util import HarnessError, free_port, free_ports, wait_until
 
 GIT = "/usr/bin/git"
-
-
-def _pid_gone(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().split(")")[-1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 # ---------------------------------------------------------------- utilities
@@ -59,7 +50,7 @@ def test_registry_stops_by_pid_and_reaps(tmp_path):
     assert any(q is p for _, q in procs.REGISTRY.alive())
     code = procs.REGISTRY.stop(p, timeout=5)
     assert code == -signal.SIGTERM
-    assert _pid_gone(p.pid)
+    assert procs.pid_gone(p.pid)
     assert not any(q is p for _, q in procs.REGISTRY.alive())
 
 
@@ -96,7 +87,7 @@ def test_redis_stop_and_start_again(redis_server):
     r = redis.Redis.from_url(redis_server.url, socket_connect_timeout=0.5)
     r.set("k", "v")
     assert redis_server.stop() == 0
-    assert _pid_gone(pid1)
+    assert procs.pid_gone(pid1)
     with pytest.raises(redis.exceptions.ConnectionError):
         redis.Redis.from_url(redis_server.url, socket_connect_timeout=0.5).ping()
     redis_server.start()
@@ -134,7 +125,7 @@ def test_dockerd_failure_reports_log_tail(e2e_tmp, tmp_path):
     assert "dockerd did not start" in msg
     assert "no-such-flag-for-test" in msg  # the log tail is in the message
     # Cleaned up: containerd stopped, bridge gone, directory gone.
-    assert bad.containerd_pid is None or _pid_gone(bad.containerd_pid)
+    assert bad.containerd_pid is None or procs.pid_gone(bad.containerd_pid)
     links = subprocess.run(["ip", "-o", "link", "show", bad.bridge], capture_output=True, text=True)
     assert links.returncode != 0
     assert not os.path.exists(bad.dir)
@@ -396,7 +387,7 @@ def test_wakegate_factory_with_stub(stub_bin, start_wakegate):
     assert cfg["routes"][0]["match"]["host"] == "{session}.preview.localhost"
     pid = gw.pid
     assert gw.stop() == 0
-    assert _pid_gone(pid)
+    assert procs.pid_gone(pid)
 
     # YAML text: ports through placeholders or the environment.
     gw2 = start_wakegate("listen: '{{listen}}'\nadmin: {listen: '{{admin_listen}}'}\n")

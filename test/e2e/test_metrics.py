@@ -16,7 +16,6 @@ written to Redis by the test as the orchestrator would, or a real wake in
 role all) and a header route whose value needs escaping in a label.
 """
 
-import http.client
 import math
 import os
 import re
@@ -28,8 +27,8 @@ import yaml
 
 from harness import rawhttp
 from harness.upstream import response_bytes, slow_response
-from sessions_util import (Orchestrator, Pending, collect, host_of, one, readyz, req, wait_for,
-                           wait_subscribed)
+from sessions_util import Orchestrator, Pending, collect, host_of, one, req, start_proxy, wait_for
+from stack_util import APP_TEXT, gw_config
 
 LOCAL = "127.0.0.1"
 HOST = "h1"
@@ -279,16 +278,10 @@ class Scrape:
 
 
 def scrape(gw):
-    c = http.client.HTTPConnection("127.0.0.1", gw.admin_port, timeout=5)
-    try:
-        c.request("GET", "/metrics")
-        r = c.getresponse()
-        body = r.read()
-        assert r.status == 200, (r.status, body[:200])
-        assert r.getheader("Content-Type") == "text/plain; version=0.0.4; charset=utf-8", r.getheader("Content-Type")
-    finally:
-        c.close()
-    return Scrape(body.decode("utf-8"))
+    r = gw.admin("GET", "/metrics", timeout=5)
+    assert r.status == 200, (r.status, r.body[:200])
+    assert r.headers.get("content-type") == "text/plain; version=0.0.4; charset=utf-8", r.headers.get("content-type")
+    return Scrape(r.body.decode("utf-8"))
 
 
 CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
@@ -399,10 +392,8 @@ def proxy(redis_server, make_upstream, start_wakegate):
     p.redis = redis_server
 
     def start(wake_timeout="2s"):
-        p.gw = start_wakegate(proxy_config(redis_server.url, p.up, p.slow, p.sess.port, wake_timeout),
-                              args=["--role", "proxy"])
-        wait_subscribed(p.orch)
-        wait_for(lambda: readyz(p.gw)[0] == 200, 5, "/readyz 200")
+        p.gw = start_proxy(start_wakegate, proxy_config(redis_server.url, p.up, p.slow, p.sess.port, wake_timeout),
+                           p.orch)
         return p.gw
     p.start = start
     return p
@@ -600,7 +591,7 @@ def test_redis_errors_by_kind_and_the_connected_gauge(proxy):
     # 5 s command timeout (the request itself gets 504 at the 2 s wake
     # deadline), then the connection is dropped. First the state channel is
     # back too (/readyz), or the cache would refuse at once, reading nothing.
-    wait_for(lambda: readyz(gw)[0] == 200, 15, "/readyz 200 after the restart")
+    wait_for(lambda: gw.readyz()[0] == 200, 15, "/readyz 200 after the restart")
     proxy.orch.reconnect()
     pid = proxy.redis.pid
     os.kill(pid, signal.SIGSTOP)
@@ -660,16 +651,8 @@ def test_reload_keeps_the_totals_of_unchanged_routes(make_upstream, start_wakega
 
 # ---------------------------------------------------------------- role all and orchestrator
 
-@pytest.fixture
-def stack(redis_server, dockerd, test_image, start_wakegate):
-    from test_wake_e2e import IMAGE, clean_stack
-    assert test_image == IMAGE
-    yield from clean_stack(redis_server, dockerd, start_wakegate)
-
-
 @pytest.mark.docker
 def test_role_all_wake_first_byte_covers_the_wake(stack, redis_server, dockerd, make_upstream):
-    from test_wake_e2e import APP_TEXT, gw_config
     up = make_upstream(status_by_path)
     cfg = gw_config(redis_server.url, dockerd)
     cfg["routes"].append({"match": {"host": "static.test"}, "upstream": "127.0.0.1:%d" % up.port})
@@ -705,7 +688,6 @@ def test_role_all_wake_first_byte_covers_the_wake(stack, redis_server, dockerd, 
 
 @pytest.mark.docker
 def test_role_orchestrator_exposition(stack, redis_server, dockerd):
-    from test_wake_e2e import gw_config
     gw = stack.start(config=gw_config(redis_server.url, dockerd), role="orchestrator")
     gw.wait_log(r"startup reconciliation done", timeout=15)
     s = scrape(gw)

@@ -16,7 +16,7 @@ import pytest
 
 from harness import build_image
 from harness.dockerd import rfc3339_ns
-from test_orchestrator import Env, orch_config
+from stack_util import OrchEnv, orch_config
 
 pytestmark = pytest.mark.docker
 
@@ -40,22 +40,16 @@ def slow_ready_image(dockerd):
 
 
 @pytest.fixture
-def make_env(redis_server, dockerd, test_image, start_wakegate):
-    """make_env(readiness=None, wake_timeout="10s") -> a started Env (test_orchestrator's)."""
-    dockerd.remove_all_containers()
-
+def make_env(redis_server, clean_engine, test_image, start_wakegate):
+    """make_env(readiness=None, wake_timeout="10s") -> a started stack_util.OrchEnv."""
     def make(readiness=None, wake_timeout="10s"):
-        cfg = orch_config(redis_server.url, dockerd, wake_timeout=wake_timeout)
+        cfg = orch_config(redis_server.url, clean_engine, wake_timeout=wake_timeout)
         if readiness is not None:
             cfg["sessions"]["readiness"] = readiness
-        e = Env(redis_server, dockerd, start_wakegate, cfg)
+        e = OrchEnv(redis_server, clean_engine, start_wakegate, cfg)
         e.start()
         return e
-
-    try:
-        yield make
-    finally:
-        dockerd.remove_all_containers()
+    return make
 
 
 def wake_and_wait(env, sid, image, timeout=15):

@@ -33,6 +33,7 @@ import subprocess
 import time
 import urllib.parse
 
+from .http1 import ApiResponse
 from .procs import REGISTRY, cgroup_parent_name, reap_adopted, reap_zombies, remove_cgroup_dirs
 from .util import HarnessError, mounts_under, tail, umount_all, wait_until
 
@@ -59,23 +60,6 @@ class UnixHTTPConnection(http.client.HTTPConnection):
             s.close()
             raise
         self.sock = s
-
-
-class ApiResponse:
-    def __init__(self, status, headers, body):
-        self.status = status
-        self.headers = headers
-        self.body = body
-
-    def json(self):
-        return json.loads(self.body) if self.body else None
-
-    @property
-    def text(self):
-        return self.body.decode("utf-8", "replace")
-
-    def __repr__(self):
-        return "<ApiResponse %d %r>" % (self.status, self.body[:200])
 
 
 class DockerApiError(RuntimeError):
