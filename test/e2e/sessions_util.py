@@ -7,6 +7,7 @@ Nothing here starts processes but through the conftest fixtures. Every loop
 is bounded in count or time.
 """
 
+import dataclasses
 import json
 import re
 import selectors
@@ -130,17 +131,17 @@ def wait_subscribed(orch, n=1, timeout=5.0):
     wait_for(lambda: orch.subscribers() >= n, timeout, "%d subscriber(s) on wg:state" % n, interval=0.01)
 
 
+@dataclasses.dataclass
 class ProxyEnv:
-    """A role-proxy gateway, the Orchestrator the test plays, and the
-    upstreams its records point at: up (a host route reaches the record's
-    port) and up_path (the path route's own port)."""
+    """A role-proxy gateway, the Orchestrator the test plays, the
+    redis-server, and the upstreams its records point at: up (a host route
+    reaches the record's port) and up_path (the path route's own port)."""
 
-    def __init__(self, gw, orch, redis_server, up, up_path=None):
-        self.gw = gw
-        self.orch = orch
-        self.redis = redis_server
-        self.up = up
-        self.up_path = up_path
+    gw: object
+    orch: Orchestrator
+    redis: object
+    up: object
+    up_path: object = None
 
     @property
     def port(self):
@@ -216,6 +217,11 @@ class Monitor:
     def clear(self):
         with self._lock:
             self._cmds = []
+
+    def reset(self, r):
+        """Forgets every command sent before this call (on r or elsewhere)."""
+        self.sync(r)
+        self.clear()
 
     def sync(self, r):
         """Returns once every command sent before this call has been seen;

@@ -190,6 +190,10 @@ class OrchEnv(_Bus):
         self.config = config
 
     # ---- the binary
+    def configure(self, **kw):
+        """The next start's configuration: orch_config(**kw) on this stack."""
+        self.config = orch_config(self.redis_server.url, self.dockerd, **kw)
+
     def start(self, wait_ready=True):
         self.gw = self.start_wakegate(self.config, args=["--role", "orchestrator"])
         if wait_ready:

@@ -20,6 +20,7 @@ import zlib
 
 from harness import http1
 from harness.upstream import pattern, response_bytes
+from harness.util import vm_rss_kib
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -61,14 +62,7 @@ class RssSampler:
         self._thread = threading.Thread(target=self._run, daemon=True, name="rss-%d" % pid)
 
     def _read(self):
-        try:
-            with open("/proc/%d/status" % self.pid) as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1])
-        except OSError:
-            return None
-        return None
+        return vm_rss_kib(self.pid)
 
     def _run(self):
         end = time.monotonic() + self.limit

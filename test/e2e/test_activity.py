@@ -101,8 +101,7 @@ def test_requests_write_at_most_once_per_interval(make_env, monitor):
     env = make_env(interval="1s")
     sid = "busy"
     env.running(sid)
-    monitor.sync(env.r)
-    monitor.clear()
+    monitor.reset(env.r)
 
     c = rawhttp.connect(env.port)
     t0 = time.monotonic()
@@ -230,8 +229,7 @@ def test_websocket_open_keeps_the_session_active(make_env, monitor):
         env = make_env(interval="500ms")
         sid = "wsact"
         env.running(sid, port=ws_up.port)
-        monitor.sync(env.r)
-        monitor.clear()
+        monitor.reset(env.r)
         out = {}
 
         async def main():
@@ -271,8 +269,7 @@ def test_sse_stream_keeps_the_session_active(make_env, monitor):
     env = make_env(interval="500ms", up_handler=sse(events, interval=1.0, framing="chunked"))
     sid = "sseact"
     env.running(sid)
-    monitor.sync(env.r)
-    monitor.clear()
+    monitor.reset(env.r)
     c = rawhttp.connect(env.port)
     c.send(get(sid, "/events", headers=[("Accept", "text/event-stream")]))
     got = b""
@@ -306,8 +303,7 @@ def test_probes_do_not_count_as_activity(make_env, monitor):
     env = make_env(interval="300ms")
     sid = "probed"
     env.running(sid)
-    monitor.sync(env.r)
-    monitor.clear()
+    monitor.reset(env.r)
     probes = [get(sid, "/healthz"), get(sid, "/healthz?deep=1"),
               get(sid, "/data", headers=[("User-Agent", "kube-probe/1.29")]),
               get(sid, "/_wakegate/status")]

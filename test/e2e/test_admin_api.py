@@ -330,10 +330,23 @@ def _wait_command(api, sid, op, host=ELSEWHERE, timeout=3.0):
              "a %s command for %s on wg:wake:%s" % (op, sid, host), interval=0.01)
 
 
+def _waiting(api, sid, op):
+    """POST /v1/sessions/{sid}/{op}?wait=1 in a thread, once its command is
+    queued (the API now waits): (thread, {"result": ...} when answered)."""
+    t, out = _in_thread(lambda: api.call("POST", "/v1/sessions/%s/%s?wait=1" % (sid, op)))
+    _wait_command(api, sid, op)
+    return t, out
+
+
+def _answer(t, out):
+    """The waiting call's (status, headers, body), once it is answered (5 s at most)."""
+    t.join(5)
+    return out["result"]
+
+
 def test_wake_wait_answers_when_running(api):
     api.put_record("ww", "asleep")
-    t, out = _in_thread(lambda: api.call("POST", "/v1/sessions/ww/wake?wait=1"))
-    _wait_command(api, "ww", "wake")
+    t, out = _waiting(api, "ww", "wake")
     time.sleep(0.2)
     assert t.is_alive(), out  # still waiting: asleep is not running
     api.put_record("ww", "starting", v=2, publish=True)
@@ -341,13 +354,12 @@ def test_wake_wait_answers_when_running(api):
     assert t.is_alive(), out
     api.r.hset("wg:session:ww", mapping={"ip": "10.1.2.3", "port": "8080"})
     api.put_record("ww", "running", v=3, publish=True)
-    t.join(5)
-    st, _, body = out["result"]
+    st, _, body = _answer(t, out)
     assert st == 200, body
     assert body["state"] == "running" and body["ip"] == "10.1.2.3"
 
 
-def test_wake_wait_already_running_answers_at_once(api):
+def test_wake_wait_already_running_answers_without_a_change(api):
     api.put_record("wr", "running")
     st, _, body = api.call("POST", "/v1/sessions/wr/wake?wait=1")
     assert st == 200 and body["state"] == "running"
@@ -357,15 +369,13 @@ def test_wake_wait_already_running_answers_at_once(api):
 def test_wake_wait_failed_is_502_with_the_error(api):
     # Failed before the wake: that old failure does not end the wait...
     api.put_record("wf", "failed", error="old failure")
-    t, out = _in_thread(lambda: api.call("POST", "/v1/sessions/wf/wake?wait=1"))
-    _wait_command(api, "wf", "wake")
+    t, out = _waiting(api, "wf", "wake")
     time.sleep(0.3)
     assert t.is_alive(), out
     # ...a new one after a start does.
     api.put_record("wf", "starting", v=2, publish=True)
     api.put_record("wf", "failed", v=3, error="start deadline passed", publish=True)
-    t.join(5)
-    st, _, body = out["result"]
+    st, _, body = _answer(t, out)
     assert st == 502, body
     assert body["error"] == "start deadline passed"
     assert body["session"]["state"] == "failed"
@@ -386,14 +396,12 @@ def test_wake_wait_times_out_with_504_and_retry_after(redis_server, start_wakega
 
 def test_sleep_wait_answers_when_asleep_or_paused(api):
     api.put_record("sl", "running")
-    t, out = _in_thread(lambda: api.call("POST", "/v1/sessions/sl/sleep?wait=1"))
-    _wait_command(api, "sl", "sleep")
+    t, out = _waiting(api, "sl", "sleep")
     api.put_record("sl", "draining", v=2, publish=True)
     time.sleep(0.2)
     assert t.is_alive(), out
     api.put_record("sl", "paused", v=3, publish=True)
-    t.join(5)
-    st, _, body = out["result"]
+    st, _, body = _answer(t, out)
     assert st == 200 and body["state"] == "paused"
 
 
@@ -401,11 +409,9 @@ def test_wait_sees_a_silent_change_by_polling(api):
     # No message at all: the record changes silently. The wait's slow poll
     # of the record still finds it.
     api.put_record("quiet", "asleep")
-    t, out = _in_thread(lambda: api.call("POST", "/v1/sessions/quiet/wake?wait=1"))
-    _wait_command(api, "quiet", "wake")
+    t, out = _waiting(api, "quiet", "wake")
     api.put_record("quiet", "running", v=2, publish=False)
-    t.join(5)
-    st, _, body = out["result"]
+    st, _, body = _answer(t, out)
     assert st == 200 and body["state"] == "running"
 
 

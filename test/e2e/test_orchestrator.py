@@ -219,8 +219,8 @@ def test_healthcheck_image_is_ready_only_when_healthy(env, dockerd, test_image_h
     env.stop()
 
 
-def test_never_listening_container_fails_by_the_deadline_with_its_logs(env, redis_server, dockerd):
-    env.config = orch_config(redis_server.url, dockerd, wake_timeout="3s")
+def test_never_listening_container_fails_by_the_deadline_with_its_logs(env):
+    env.configure(wake_timeout="3s")
     env.start()
     sid = "s-deaf"
     spec = {"cmd": ["/bin/sh", "-c", "echo booting deaf-app; echo 'fatal: cannot bind :8080' >&2; sleep 1000"]}
@@ -429,8 +429,8 @@ def test_wakes_left_pending_by_a_crash_are_taken_again(env):
     env.stop()
 
 
-def test_starts_beyond_the_cap_queue(env, redis_server, dockerd):
-    env.config = orch_config(redis_server.url, dockerd, max_starts=2)
+def test_starts_beyond_the_cap_queue(env):
+    env.configure(max_starts=2)
     env.start()
     sids = ["s-cap-%d" % i for i in range(6)]
     for sid in sids:
@@ -467,8 +467,8 @@ def test_forced_sleep_and_destroy(env):
     env.stop()
 
 
-def test_sigterm_during_a_wake_exits_cleanly_and_the_next_run_finishes_it(env, redis_server, dockerd):
-    env.config = orch_config(redis_server.url, dockerd, wake_timeout="4s")
+def test_sigterm_during_a_wake_exits_cleanly_and_the_next_run_finishes_it(env):
+    env.configure(wake_timeout="4s")
     gw = env.start()
     sid = "s-interrupted"
     slow = {"cmd": ["/bin/sh", "-c", "sleep 1.5; exec httpd -f -p 8080 -h /www"]}
@@ -503,13 +503,13 @@ def test_redis_down_at_start_then_restarted(env, redis_server):
     gw.wait_log(r"reconciliation failed, retrying", timeout=10)
     redis_server.start()
     gw.wait_log(r"startup reconciliation done", timeout=15)
-    env.r = redis.Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=5)
+    env.reconnect_redis()
     rec, _ = wake_to_running(env, "s-redis-a")
     # Redis restarts empty (no persistence): records and the consumer group
     # are gone. Docker's truth brings the running session's record back.
     redis_server.restart()
     t_back = time.monotonic()
-    env.r = redis.Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=5)
+    env.reconnect_redis()
     back, _ = env.wait_state("s-redis-a", "running", timeout=15, poll=0.01)
     record_timing("Redis restarted empty -> running record re-adopted",
                   ms=round((time.monotonic() - t_back) * 1000))
@@ -529,11 +529,11 @@ def test_redis_down_at_start_then_restarted(env, redis_server):
     env.stop()
 
 
-def test_admin_api_create_then_wake_wait(env, redis_server, dockerd):
+def test_admin_api_create_then_wake_wait(env, dockerd):
     """The whole control path through the admin API: POST /v1/sessions
     writes the record, POST .../wake?wait=1 queues the command on
     wg:wake:h1 and answers once the orchestrator published running."""
-    env.config = orch_config(redis_server.url, dockerd, admin={"token": "t0k"})
+    env.configure(admin={"token": "t0k"})
     gw = env.start()
 
     def call(method, path, body=None):
@@ -555,8 +555,8 @@ def test_admin_api_create_then_wake_wait(env, redis_server, dockerd):
     env.stop()
 
 
-def test_container_exiting_while_starting_is_restarted_then_fails(env, redis_server, dockerd):
-    env.config = orch_config(redis_server.url, dockerd, wake_timeout="20s")
+def test_container_exiting_while_starting_is_restarted_then_fails(env):
+    env.configure(wake_timeout="20s")
     env.start()
     sid = "s-early-exit"
     env.make_record(sid, spec={"cmd": ["/bin/sh", "-c", "echo exiting early; exit 5"]})

@@ -14,6 +14,7 @@ import pytest
 
 from harness import rawhttp, upstream
 from harness.upstream import pattern, response_bytes
+from harness.util import wait_for
 from streams_util import (GIB, MIB, BodyReader, CountingLargeBody, KeepaliveThenDrop, RssSampler,
                           WsEchoServer, close_after_each_response, connect, crc32_of_pattern,
                           crc32_of_zeros, first_then, metrics, program_lines, proxy_config, raw_get, read_head,
@@ -430,9 +431,7 @@ def test_upgrade_pipelined_bytes_reach_upstream_after_101(start_wakegate, make_u
         assert r.headers.get("sec-websocket-accept")
         up.wait_for_connections(1)
         rec = up.connections[0]
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and early not in rec.data:
-            time.sleep(0.02)
+        wait_for(lambda: early in rec.data, 3, lambda: "the pipelined frame at the upstream, which got %r" % rec.data)
         data = rec.data
     head_end = data.index(b"\r\n\r\n") + 4
     assert data[head_end:] == early, "upstream got %r after the upgrade head (expected the pipelined frame)" % data[head_end:]
@@ -731,10 +730,7 @@ def test_slow_upstream_reader_backpressure_on_upload(start_wakegate, make_upstre
     try:
         with RssSampler(gw.pid) as rss:
             t.start()
-            deadline = time.monotonic() + 5
-            while state["stalled_until"] is None and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert state["stalled_until"] is not None, "the upload never reached the upstream"
+            wait_for(lambda: state["stalled_until"] is not None, 5, "the upload to reach the upstream", interval=0.01)
             time.sleep(max(0.0, state["stalled_until"] - time.monotonic() - 0.3))
             sent_during_stall = progress["sent"]
             t.join(timeout=60)

@@ -24,7 +24,7 @@ import pytest
 
 from browser_util import Cdp, Chromium, watch_page
 from harness.procs import processes_matching
-from harness.util import free_port
+from harness.util import free_port, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -134,12 +134,13 @@ def test_quickstart_shows_the_whole_story(dockerd, e2e_tmp, artifacts):
         assert 'id="counter">2<' in page, page
 
         # Idle: saved to git, then stopped.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            rec = ctl_json(ctl, config, "show", SESSION)
-            if rec["state"] == "asleep":
-                break
-            time.sleep(0.5)
+        seen = [None]
+
+        def asleep():
+            seen[0] = ctl_json(ctl, config, "show", SESSION)
+            return seen[0]["state"] == "asleep"
+        wait_for(asleep, 60, lambda: "the session to sleep: %r" % (seen[0],), interval=0.5)
+        rec = seen[0]
         assert rec["state"] == "asleep", rec
         assert rec["last_save"]["ok"] is True, rec
         saved = subprocess.run([GIT, "--git-dir", remote, "show", "main:counter.txt"], check=True,

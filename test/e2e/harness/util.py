@@ -108,6 +108,18 @@ def artifacts_dir():
     return d
 
 
+def vm_rss_kib(pid):
+    """VmRSS of pid in KiB (from /proc/PID/status), or None when it is gone."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
 def tcp_connectable(host, port, timeout=0.05):
     """True if a TCP connect to host:port succeeds within timeout."""
     try:

@@ -38,7 +38,7 @@ import yaml
 
 from .http1 import ApiResponse
 from .procs import REGISTRY, reap_zombies
-from .util import REPO_ROOT, HarnessError, free_ports, tail
+from .util import REPO_ROOT, HarnessError, free_ports, tail, vm_rss_kib
 
 # Added to configs that have no top-level "redis" key (see the docstring).
 NO_REDIS = {"private": {"enabled": False}}
@@ -142,11 +142,10 @@ class Wakegate:
 
     def rss_kib(self):
         """VmRSS of the process in KiB, from /proc/PID/status."""
-        with open("/proc/%d/status" % self.pid) as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        raise HarnessError("no VmRSS for pid %d" % self.pid)
+        kib = vm_rss_kib(self.pid)
+        if kib is None:
+            raise HarnessError("no VmRSS for pid %d" % self.pid)
+        return kib
 
     def fd_count(self):
         return len(os.listdir("/proc/%d/fd" % self.pid))
