@@ -6,6 +6,7 @@ tests of test_wake_e2e.py.
     async with Cdp(ws_url) as cdp:       # python3-websockets (asyncio; 10.4 has no sync client)
         await cdp.send("Page.enable")
         ...
+        titles, page = await watch_page(cdp, until, timeout)
     b.stop()                             # by pid (and its own process group)
 
 Chromium is started through the harness's process registry: its own session
@@ -109,6 +110,35 @@ class Chromium:
 
 class CdpError(RuntimeError):
     pass
+
+
+PAGE_JS = ("JSON.stringify({t: document.title, u: location.href, "
+           "b: document.body ? document.body.innerText : ''})")
+
+
+async def watch_page(cdp, until, timeout, interval=0.05, on_page=None):
+    """Reads the page ({"t": title, "u": address, "b": text}) every
+    `interval` seconds until until(page) is true, awaiting on_page(page) for
+    each reading first. Returns the titles it went through, in order, and
+    that page, or None when timeout passed first. A reading that fails (a
+    navigation replacing the context) is skipped."""
+    titles = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            v = await cdp.evaluate(PAGE_JS, timeout=3)
+        except (CdpError, asyncio.TimeoutError):
+            await asyncio.sleep(interval)
+            continue
+        page = json.loads(v) if v else {}
+        if not titles or titles[-1] != page.get("t", ""):
+            titles.append(page.get("t", ""))
+        if on_page:
+            await on_page(page)
+        if until(page):
+            return titles, page
+        await asyncio.sleep(interval)
+    return titles, None
 
 
 class Cdp:

@@ -1,7 +1,30 @@
-"""What end-to-end tests read from the Redis bus and the Docker engine:
-session records, the events stream, and the engine's own event log."""
+"""The Redis bus and the Docker engine as end-to-end tests see them:
+session records (read, and written as the store writes them), the events
+stream, and the engine's own event log."""
 import json
 import time
+
+from harness.util import now_ms
+
+
+def write_record(r, sid, state, host, v=1, fresh=False, publish=False, **fields):
+    """A session record written the way common/store.c leaves one, in one
+    transaction: the hash (id, state, state_since and created now, host, v,
+    then fields, which may override those) and its member in wg:sessions.
+    fresh: the old hash is deleted first; publish: the state message
+    {"id","state","v"} goes out on wg:state too."""
+    now = str(now_ms())
+    rec = {"id": sid, "state": state, "state_since": now, "created": now, "host": host, "v": str(v)}
+    rec.update({k: str(x) for k, x in fields.items()})
+    key = "wg:session:" + sid
+    p = r.pipeline(transaction=True)
+    if fresh:
+        p.delete(key)
+    p.hset(key, mapping=rec)
+    p.sadd("wg:sessions", sid)
+    if publish:
+        p.publish("wg:state", json.dumps({"id": sid, "state": state, "v": v}))
+    p.execute()
 
 
 def record(r, sid):

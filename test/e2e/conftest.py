@@ -13,6 +13,7 @@ import tempfile
 
 import pytest
 
+import stack_util
 from harness import image, procs, rawhttp
 from harness.dockerd import Dockerd, remove_stale_bridges
 from harness.nginx import NginxUpstream
@@ -107,6 +108,26 @@ def dockerd(e2e_tmp, artifacts):
         errors = d.stop()
         if errors:
             sys.stderr.write("harness: dockerd cleanup: %s\n" % "; ".join(errors))
+
+
+@pytest.fixture
+def clean_engine(dockerd):
+    """The session's dockerd with no container when the test starts and none
+    left after it: an orchestrator adopts nothing of another test, and
+    nothing of this one outlives it."""
+    dockerd.remove_all_containers()
+    try:
+        yield dockerd
+    finally:
+        dockerd.remove_all_containers()
+
+
+@pytest.fixture
+def stack(redis_server, clean_engine, test_image, start_wakegate):
+    """A stack_util.Stack (redis-server, the clean engine, role-all gateways
+    the test starts with .start()) on the test image."""
+    assert test_image == stack_util.IMAGE
+    return stack_util.Stack(redis_server, clean_engine, start_wakegate)
 
 
 @pytest.fixture(scope="session")

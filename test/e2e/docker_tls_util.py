@@ -35,12 +35,19 @@ class TcpRelay:
                 c, _ = self.srv.accept()
             except OSError:
                 return
-            u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            u.connect(self.unix_path)
-            self.conns += 1
-            self.socks += [c, u]
-            for a, b in ((c, u), (u, c)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            self._on_accept(c)
+
+    def _on_accept(self, c):
+        self._relay(c)
+
+    def _relay(self, c):
+        """Pipes c both ways to a new connection to the engine's socket."""
+        u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        u.connect(self.unix_path)
+        self.conns += 1
+        self.socks += [c, u]
+        for a, b in ((c, u), (u, c)):
+            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
     @staticmethod
     def _pipe(a, b):
@@ -106,13 +113,9 @@ class TlsRelay(TcpRelay):
         self.handshakes_failed = 0
         super().__init__(unix_path)
 
-    def _accept(self):
-        while not self.stopping:
-            try:
-                raw, _ = self.srv.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+    def _on_accept(self, raw):
+        # The handshake in a thread of its own, so a stuck one blocks no other.
+        threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
 
     def _serve(self, raw):
         raw.settimeout(10)
@@ -123,9 +126,4 @@ class TlsRelay(TcpRelay):
             raw.close()
             return
         c.settimeout(None)
-        u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        u.connect(self.unix_path)
-        self.conns += 1
-        self.socks += [c, u]
-        threading.Thread(target=self._pipe, args=(u, c), daemon=True).start()
-        self._pipe(c, u)
+        self._relay(c)

@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 
+import streams_util
 from harness import http1, rawhttp
 from harness.upstream import default_handler, response_bytes
 
@@ -19,17 +20,9 @@ PEER = "127.0.0.1"  # the address wakegate sees for our client sockets
 # ---------------------------------------------------------------- config
 
 def proxy_config(up, limits=None, upstream=None, **extra):
-    """One catch-all static route to the recording upstream `up`."""
-    cfg = {
-        "routes": [{"match": {"path_prefix": "/"}, "upstream": up.address}],
-        "log": {"level": "debug", "access": True},
-    }
-    if limits:
-        cfg["limits"] = dict(limits)
-    if upstream:
-        cfg["upstream"] = dict(upstream)
-    cfg.update(extra)
-    return cfg
+    """One catch-all static route to the recording upstream `up`, with debug
+    and access logs."""
+    return streams_util.proxy_config(up.address, limits, upstream, log={"level": "debug", "access": True}, **extra)
 
 
 # ---------------------------------------------------------------- canonical heads

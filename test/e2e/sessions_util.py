@@ -1,20 +1,25 @@
-"""Helpers for test_proxy_sessions.py: the test plays the orchestrator
-through Redis (records, wg:state messages, the wake stream) and drives many
-raw client connections at once.
+"""Helpers for the session-route tests (test_proxy_sessions.py,
+test_activity.py, test_metrics.py): the test plays the orchestrator through
+Redis (records, wg:state messages, the wake stream), watches Redis with
+MONITOR, and drives many raw client connections at once.
 
-Nothing here starts processes: the conftest fixtures do. Every loop is
-bounded in count or time.
+Nothing here starts processes but through the conftest fixtures. Every loop
+is bounded in count or time.
 """
 
+import dataclasses
 import json
+import re
 import selectors
 import socket
+import threading
 import time
 
 import redis
 
 from harness import rawhttp
 from harness.http1 import parse_responses
+from harness.util import now_ms, wait_for
 
 HOST = "h1"  # docker.name of the orchestrator the proxy sends wakes to
 WAKE_KEY = "wg:wake:" + HOST
@@ -36,10 +41,6 @@ def session_config(redis_url, port, path_port, wake_timeout="2s", **top):
     }
     cfg.update(top)
     return cfg
-
-
-def now_ms():
-    return int(time.time() * 1000)
 
 
 class Orchestrator:
@@ -127,10 +128,114 @@ class Orchestrator:
 
 def wait_subscribed(orch, n=1, timeout=5.0):
     """Until wg:state has at least n subscribers (the proxy's cache)."""
-    deadline = time.monotonic() + timeout
-    while orch.subscribers() < n:
-        assert time.monotonic() < deadline, "no subscriber on wg:state after %.1fs" % timeout
-        time.sleep(0.01)
+    wait_for(lambda: orch.subscribers() >= n, timeout, "%d subscriber(s) on wg:state" % n, interval=0.01)
+
+
+@dataclasses.dataclass
+class ProxyEnv:
+    """A role-proxy gateway, the Orchestrator the test plays, the
+    redis-server, and the upstreams its records point at: up (a host route
+    reaches the record's port) and up_path (the path route's own port)."""
+
+    gw: object
+    orch: Orchestrator
+    redis: object
+    up: object
+    up_path: object = None
+
+    @property
+    def port(self):
+        return self.gw.port
+
+    def running(self, sid, publish=True, port=None):
+        """A running record at 127.0.0.1:(port or up's); returns the time of the write."""
+        return self.orch.put(sid, "running", ip="127.0.0.1", port=port or self.up.port, publish=publish)
+
+    def metric(self, name):
+        return self.gw.metrics().get(name)
+
+
+def start_proxy(start_wakegate, cfg, orch):
+    """A role-proxy gateway on cfg, once its session cache follows wg:state
+    (orch sees the subscriber) and /readyz answers 200."""
+    gw = start_wakegate(cfg, args=["--role", "proxy"])
+    wait_subscribed(orch)
+    gw.wait_ready(timeout=5)
+    return gw
+
+
+# ---------------------------------------------------------------- MONITOR
+
+_ARG_RX = re.compile(r'"((?:[^"\\]|\\.)*)"')
+
+
+class Monitor:
+    """MONITOR on its own connection, in a thread: every command the server
+    runs, as (server time in s, [args])."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.sock.sendall(b"*1\r\n$7\r\nMONITOR\r\n")
+        buf = b""
+        while b"+OK\r\n" not in buf:
+            chunk = self.sock.recv(4096)
+            assert chunk, "MONITOR connection closed"
+            buf += chunk
+        self._buf = buf.split(b"+OK\r\n", 1)[1]
+        self._lock = threading.Lock()
+        self._cmds = []
+        self._stop = False
+        self.sock.settimeout(0.2)
+        self._thread = threading.Thread(target=self._run, daemon=True, name="monitor")
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop:
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if not chunk:
+                return
+            self._buf += chunk
+            while b"\r\n" in self._buf:
+                line, self._buf = self._buf.split(b"\r\n", 1)
+                text = line.decode("utf-8", "replace")
+                if not text.startswith("+"):
+                    continue
+                ts = float(text[1:].split(" ", 1)[0])
+                args = [a.encode().decode("unicode_escape") for a in _ARG_RX.findall(text)]
+                with self._lock:
+                    self._cmds.append((ts, args))
+
+    def commands(self):
+        with self._lock:
+            return list(self._cmds)
+
+    def clear(self):
+        with self._lock:
+            self._cmds = []
+
+    def reset(self, r):
+        """Forgets every command sent before this call (on r or elsewhere)."""
+        self.sync(r)
+        self.clear()
+
+    def sync(self, r):
+        """Returns once every command sent before this call has been seen;
+        returns the marker (an ECHO argument) that proved it."""
+        marker = "sync-%d" % time.monotonic_ns()
+        r.echo(marker)
+        wait_for(lambda: any(a[:1] == ["ECHO"] and a[1:2] == [marker] for _, a in self.commands()),
+                 5, "MONITOR to show the marker", interval=0.01)
+        return marker
+
+    def close(self):
+        self._stop = True
+        self._thread.join(timeout=5)
+        self.sock.close()
 
 
 # ---------------------------------------------------------------- clients
@@ -247,35 +352,6 @@ def one(port, data, timeout=5.0, methods=None):
     """Send one request on a new connection; the first complete response."""
     r = rawhttp.send(port, data, timeout=timeout, until="responses", methods=methods)
     return r.response
-
-
-def wait_for(pred, timeout, what, interval=0.01):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        assert time.monotonic() < deadline, "timed out after %.1fs waiting for %s" % (timeout, what)
-        time.sleep(interval)
-
-
-def readyz(gw, timeout=1.0):
-    import http.client
-    c = http.client.HTTPConnection("127.0.0.1", gw.admin_port, timeout=timeout)
-    try:
-        c.request("GET", "/readyz")
-        r = c.getresponse()
-        return r.status, r.read()
-    except (OSError, http.client.HTTPException):
-        return None, b""
-    finally:
-        c.close()
-
-
-def free_socket_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class FastUpstream:

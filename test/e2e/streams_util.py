@@ -1,16 +1,16 @@
 """Helpers for test_proxy_streams.py and test_proxy_ops.py.
 
 Nothing here starts wakegate or nginx: the conftest fixtures do. This module
-adds what those two files need on top of the harness: an RSS sampler, a
-/metrics reader, streaming senders and receivers for GiB-sized bodies, a few
-recording-upstream handlers and a websockets echo server run in a thread.
+adds what those two files need on top of the harness: a GET request's bytes,
+an RSS sampler, /metrics and log readers, streaming senders and receivers
+for GiB-sized bodies, a few recording-upstream handlers and a websockets echo
+server run in a thread.
 Every loop is bounded in count or time.
 """
 
 import asyncio
 import base64
 import hashlib
-import http.client
 import json
 import re
 import socket
@@ -20,6 +20,7 @@ import zlib
 
 from harness import http1
 from harness.upstream import pattern, response_bytes
+from harness.util import vm_rss_kib
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -41,6 +42,11 @@ def proxy_config(upstream_addr, limits=None, upstream=None, log=None, routes=Non
     return cfg
 
 
+def raw_get(path, host="app.test", extra=""):
+    """The bytes of a GET request; extra: more header lines, each ending in CRLF."""
+    return ("GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (path, host, extra)).encode()
+
+
 # ---------------------------------------------------------------- memory
 
 class RssSampler:
@@ -56,14 +62,7 @@ class RssSampler:
         self._thread = threading.Thread(target=self._run, daemon=True, name="rss-%d" % pid)
 
     def _read(self):
-        try:
-            with open("/proc/%d/status" % self.pid) as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1])
-        except OSError:
-            return None
-        return None
+        return vm_rss_kib(self.pid)
 
     def _run(self):
         end = time.monotonic() + self.limit
@@ -101,32 +100,15 @@ class RssSampler:
 
 # ---------------------------------------------------------------- admin
 
-_METRIC_RX = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?)\s+(\S+)$')
-
-
 def admin_get(gw, path, timeout=3.0):
     """(status, headers dict lowercased, body bytes) of GET path on the admin listener."""
-    conn = http.client.HTTPConnection("127.0.0.1", gw.admin_port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        r = conn.getresponse()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-    finally:
-        conn.close()
+    r = gw.admin("GET", path, timeout=timeout)
+    return r.status, r.headers, r.body
 
 
 def metrics(gw):
     """/metrics as {"name{labels}": float}."""
-    status, _, body = admin_get(gw, "/metrics")
-    assert status == 200, "/metrics answered %d" % status
-    out = {}
-    for line in body.decode().splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = _METRIC_RX.match(line.strip())
-        assert m, "unparsable metrics line %r" % line
-        out[m.group(1)] = float(m.group(2))
-    return out
+    return gw.metrics()
 
 
 # ---------------------------------------------------------------- logs
@@ -416,6 +398,20 @@ def close_after_each_response(conn):
         return
     conn.send(response_bytes(200, ("once %s\n" % req.target).encode()))
     conn.close()
+
+
+def first_then(first, then, later=10):
+    """Answer a connection's first request with the raw bytes `first` and
+    each later one (up to `later`) with `then`."""
+    def handler(conn):
+        if conn.read_request() is None:
+            return
+        conn.send(first)
+        for _ in range(later):
+            if conn.read_request() is None:
+                return
+            conn.send(then)
+    return handler
 
 
 class CountingLargeBody:

@@ -10,13 +10,11 @@ assertion is on what the CLI printed or its exit code, checked against the
 API, Redis or the engine. Every wait is bounded.
 """
 
-import http.client
 import json
 import os
 import pathlib
 import re
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,7 +22,9 @@ import time
 import pytest
 import redis
 
+from bus_util import write_record
 from harness.procs import REGISTRY
+from harness.util import free_port, now_ms, wait_for
 from harness.wakegate import SANITIZER_MARKERS, clean_env, wakegate_bin
 
 pytestmark = pytest.mark.docker
@@ -57,16 +57,6 @@ def run(argv, env=None, timeout=60):
 def ctl(*args, env=None, timeout=60):
     """wakegatectl ARGS...: CompletedProcess (text)."""
     return run([ctl_bin(), *args], env=env, timeout=timeout)
-
-
-def now_ms():
-    return int(time.time() * 1000)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def table(stdout):
@@ -117,7 +107,6 @@ class CtlStack:
         self.r = redis.Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=5,
                                       socket_connect_timeout=3)
         self.gw = None
-        self.admin_host = "127.0.0.1"
 
     def config(self, admin_listen=None):
         cfg = {
@@ -133,37 +122,19 @@ class CtlStack:
         return cfg
 
     def start(self, admin_listen=None):
-        if admin_listen:
-            self.admin_host = admin_listen.rsplit(":", 1)[0]
-        # The harness polls 127.0.0.1 for /healthz: elsewhere, poll here.
+        # The harness polls 127.0.0.1 for /healthz: elsewhere, wait here.
         gw = self.start_wakegate(self.config(admin_listen), args=["--role", "all"], wait=admin_listen is None)
+        if admin_listen:
+            gw.admin_host = admin_listen.rsplit(":", 1)[0]
         self.gw = gw
         gw.wait_log(r"startup reconciliation done", timeout=15)
-        deadline = time.monotonic() + 15
-        while self.readyz() != 200:
-            assert gw.alive(), gw.log_tail()
-            assert time.monotonic() < deadline, "readyz not 200:\n" + gw.log_tail()
-            time.sleep(0.05)
+        gw.wait_ready(timeout=15)
         return gw
-
-    def readyz(self):
-        try:
-            return self.api("GET", "/readyz", auth=False, timeout=2)[0]
-        except OSError:
-            return None
 
     def api(self, method, path, body=None, auth=True, timeout=20):
         """(status, raw body bytes) from the admin API."""
-        conn = http.client.HTTPConnection(self.admin_host, self.gw.admin_port, timeout=timeout)
-        h = {"Content-Type": "application/json"}
-        if auth:
-            h["Authorization"] = "Bearer " + TOKEN
-        try:
-            conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=h)
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        finally:
-            conn.close()
+        r = self.gw.admin(method, path, body=body, token=TOKEN if auth else None, timeout=timeout)
+        return r.status, r.body
 
     def create(self, sid):
         st, raw = self.api("POST", "/v1/sessions", {"id": sid})
@@ -188,15 +159,9 @@ class CtlStack:
 
 
 @pytest.fixture
-def stack(redis_server, dockerd, test_image, start_wakegate, e2e_tmp):
+def stack(redis_server, clean_engine, test_image, start_wakegate, e2e_tmp):
     assert test_image == IMAGE
-    dockerd.remove_all_containers()
-    tmp = tempfile.mkdtemp(prefix="ctl-", dir=e2e_tmp)
-    s = CtlStack(redis_server, dockerd, start_wakegate, tmp)
-    try:
-        yield s
-    finally:
-        dockerd.remove_all_containers()
+    return CtlStack(redis_server, clean_engine, start_wakegate, tempfile.mkdtemp(prefix="ctl-", dir=e2e_tmp))
 
 
 # ================================================================ ls, show
@@ -317,10 +282,8 @@ def test_wake_sleep_rm_and_events(stack):
     p = stack.ctl("rm", "s1", "--force")
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("destroy queued for s1")
-    deadline = time.monotonic() + 15
-    while stack.api("GET", "/v1/sessions/s1")[0] != 404:
-        assert time.monotonic() < deadline, stack.gw.log_tail(30)
-        time.sleep(0.05)
+    wait_for(lambda: stack.api("GET", "/v1/sessions/s1")[0] == 404, 15,
+             lambda: "s1 to be gone; tail:\n" + stack.gw.log_tail(30), interval=0.05)
     p = stack.ctl("show", "s1")
     assert p.returncode == 5 and "404" in p.stderr and "no such session" in p.stderr
 
@@ -332,29 +295,26 @@ def test_events_follow_gets_a_live_event_and_exits_0_on_sigint(stack):
     err = stack.tmp / "events.err"
     proc = REGISTRY.spawn("wakegatectl-events", [ctl_bin(), "--config", stack.gw.config_path, "events", "-f"],
                           stdout_path=out, stderr_path=err, env=ctl_env())
+    def while_alive(pred):
+        assert proc.poll() is None, err.read_text()
+        return pred()
+
     try:
-        deadline = time.monotonic() + 10
-        while stack.stream_count() != 1:
-            assert proc.poll() is None, err.read_text()
-            assert time.monotonic() < deadline, "the CLI's stream never opened"
-            time.sleep(0.05)
+        wait_for(lambda: while_alive(lambda: stack.stream_count() == 1), 10, "the CLI's stream to open", interval=0.05)
         # Without --since, -f prints only new events: nothing yet.
         time.sleep(0.3)
         assert out.read_text() == ""
         st, raw = stack.api("POST", "/v1/sessions/f1/wake")
         assert st == 202, raw
-        deadline = time.monotonic() + 20
-        while not re.search(r"  f1\s+starting -> running", out.read_text()):
-            assert proc.poll() is None, err.read_text()
-            assert time.monotonic() < deadline, out.read_text()
-            time.sleep(0.05)
+        wait_for(lambda: while_alive(lambda: re.search(r"  f1\s+starting -> running", out.read_text())), 20,
+                 lambda: "f1 starting -> running in:\n" + out.read_text(), interval=0.05)
         assert re.search(r"  f1\s+asleep -> starting", out.read_text())
         os.kill(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=5) == 0, err.read_text()
     finally:
         REGISTRY.stop(proc)
     no_sanitizer_reports(err.read_text())
-    assert stack.stream_count() == 0 or _eventually(lambda: stack.stream_count() == 0, 5)
+    wait_for(lambda: stack.stream_count() == 0, 5, "the CLI's stream to close", interval=0.05)
 
 
 def test_events_follow_resumes_after_a_gateway_restart(stack):
@@ -365,19 +325,21 @@ def test_events_follow_resumes_after_a_gateway_restart(stack):
     proc = REGISTRY.spawn("wakegatectl-events", [ctl_bin(), "--config", gw.config_path, "events", "-f"],
                           stdout_path=out, stderr_path=err, env=ctl_env())
     try:
-        assert _eventually(lambda: stack.stream_count() == 1, 10), err.read_text()
+        wait_for(lambda: stack.stream_count() == 1, 10, lambda: "the CLI's stream to open; " + err.read_text(),
+                 interval=0.05)
         assert stack.api("POST", "/v1/sessions/r1/wake")[0] == 202
-        assert _eventually(lambda: "r1" in out.read_text() and "starting -> running" in out.read_text(), 20), \
-            out.read_text()
+        wait_for(lambda: "r1" in out.read_text() and "starting -> running" in out.read_text(), 20,
+                 lambda: "r1 starting -> running in:\n" + out.read_text(), interval=0.05)
         assert gw.stop() == 0
         # Written while no gateway runs: the CLI must replay it after it
         # reconnects (Last-Event-ID), not skip it.
         stack.r.xadd("wg:events", {"id": "r1", "type": "note", "at": str(now_ms()), "detail": '{"while":"down"}'})
-        assert _eventually(lambda: "reconnecting" in err.read_text(), 10), err.read_text()
+        wait_for(lambda: "reconnecting" in err.read_text(), 10, lambda: "reconnecting in:\n" + err.read_text(),
+                 interval=0.05)
         stack.start(admin_listen="127.0.0.1:%d" % gw.admin_port)
         stack.create("r2")
-        assert _eventually(lambda: re.search(r"  r2\s+\(new\) -> creating", out.read_text()), 20), \
-            (out.read_text(), err.read_text())
+        wait_for(lambda: re.search(r"  r2\s+\(new\) -> creating", out.read_text()), 20,
+                 lambda: "r2 (new) -> creating in:\n%s\n%s" % (out.read_text(), err.read_text()), interval=0.05)
         text = out.read_text()
         assert re.search(r"  r1\s+note \{\"while\":\"down\"\}", text), text
         assert text.index("note") < text.index("  r2 ")
@@ -389,15 +351,6 @@ def test_events_follow_resumes_after_a_gateway_restart(stack):
     e = err.read_text()
     no_sanitizer_reports(e)
     assert e.count("reconnecting") == 1, e
-
-
-def _eventually(pred, timeout):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def test_event_text_cannot_drive_the_terminal(stack):
@@ -464,16 +417,14 @@ def test_wait_that_the_api_refuses_is_exit_6(stack):
     record belongs to a host no orchestrator serves, so the test plays that
     orchestrator through Redis, the way common/store.c writes."""
     stack.start()
-    t = str(now_ms())
-    stack.r.hset("wg:session:c1", mapping={"id": "c1", "state": "asleep", "state_since": t, "created": t,
-                                           "host": "elsewhere", "v": "1"})
-    stack.r.sadd("wg:sessions", "c1")
+    write_record(stack.r, "c1", "asleep", "elsewhere")
     out, err = stack.tmp / "wake.out", stack.tmp / "wake.err"
     proc = REGISTRY.spawn("wakegatectl-wake", [ctl_bin(), "--config", stack.gw.config_path, "wake", "c1", "--wait"],
                           stdout_path=out, stderr_path=err, env=ctl_env())
     try:
         # The command is queued for that host: the API now waits.
-        assert _eventually(lambda: stack.r.xlen("wg:wake:elsewhere") == 1, 10), err.read_text()
+        wait_for(lambda: stack.r.xlen("wg:wake:elsewhere") == 1, 10, lambda: "the wake command; " + err.read_text(),
+                 interval=0.05)
         time.sleep(0.2)
         assert proc.poll() is None, err.read_text()
         p = stack.r.pipeline(transaction=True)

@@ -14,7 +14,6 @@ test-artifacts/e2e/dashboard.png.
 """
 
 import asyncio
-import http.client
 import json
 import re
 import struct
@@ -27,7 +26,7 @@ import pytest
 import redis
 
 from browser_util import Cdp, CdpError, Chromium
-from harness.util import REPO_ROOT, free_port
+from harness.util import REPO_ROOT, free_port, wait_for
 
 TOKEN = "dash-token-7"
 HOST = "h-dash"
@@ -48,25 +47,13 @@ TYPES = {
 
 def admin(gw, method, path, token=None, body=None, headers=None, timeout=20.0):
     """One request to the admin listener -> (status, {lowercase name: value}, body bytes)."""
-    conn = http.client.HTTPConnection("127.0.0.1", gw.admin_port, timeout=timeout)
-    hdrs = dict(headers or {})
-    if token is not None:
-        hdrs["Authorization"] = "Bearer " + token
-    if body is not None:
-        hdrs["Content-Type"] = "application/json"
-        body = json.dumps(body)
-    try:
-        conn.request(method, path, body=body, headers=hdrs)
-        resp = conn.getresponse()
-        data = resp.read()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
-    finally:
-        conn.close()
+    r = gw.admin(method, path, body=body, token=token, headers=headers, timeout=timeout)
+    return r.status, r.headers, r.body
 
 
 def api(gw, method, path, body=None):
-    st, _, data = admin(gw, method, path, token=TOKEN, body=body)
-    return st, (json.loads(data) if data else None)
+    r = gw.admin(method, path, body=body, token=TOKEN, timeout=20.0)
+    return r.status, r.json()
 
 
 def create_and_wake(gw, sid):
@@ -78,13 +65,8 @@ def create_and_wake(gw, sid):
 
 
 def wait_gone(gw, sid, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        st, _ = api(gw, "GET", "/v1/sessions/" + sid)
-        if st == 404:
-            return
-        time.sleep(0.05)
-    raise AssertionError("%s still exists %.0fs after DELETE ?force=1\n%s" % (sid, timeout, gw.log_tail(30)))
+    wait_for(lambda: api(gw, "GET", "/v1/sessions/" + sid)[0] == 404, timeout,
+             lambda: "%s to be gone after DELETE ?force=1\n%s" % (sid, gw.log_tail(30)), interval=0.05)
 
 
 def wake_count(gw):
@@ -94,18 +76,6 @@ def wake_count(gw):
     m = re.search(r'^%s_count\{phase="total"\} (\d+)$' % METRIC, data.decode(), re.M)
     assert m, "no %s_count{phase=\"total\"} in /metrics" % METRIC
     return int(m.group(1))
-
-
-def wait_ready(gw, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if admin(gw, "GET", "/readyz", timeout=2)[0] == 200:
-                return
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "wakegate not ready in %.0fs\n%s" % (timeout, gw.log_tail(30))
-        time.sleep(0.05)
 
 
 def gateway_config(redis_url, dockerd, port=None, admin_port=None):
@@ -347,19 +317,15 @@ def test_v1_answers_503_without_a_token_configured_but_the_page_is_served(start_
 # ================================================================ the browser
 
 @pytest.fixture
-def dash_stack(redis_server, dockerd, test_image, start_wakegate):
+def dash_stack(redis_server, clean_engine, test_image, start_wakegate):
     assert test_image == IMAGE
-    dockerd.remove_all_containers()
-    try:
-        yield redis_server, dockerd
-    finally:
-        dockerd.remove_all_containers()
+    return redis_server, clean_engine
 
 
 def start_gateway(start_wakegate, redis_url, dockerd, port=None, admin_port=None):
     gw = start_wakegate(gateway_config(redis_url, dockerd, port, admin_port), args=["--role", "all"])
     gw.wait_log(r"startup reconciliation done", timeout=15)
-    wait_ready(gw)
+    gw.wait_ready(timeout=15.0)
     return gw
 
 

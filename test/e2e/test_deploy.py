@@ -32,9 +32,10 @@ import time
 import pytest
 import yaml
 
+from harness import rawhttp
 from harness.dockerd import http_get_container
-from harness.util import REPO_ROOT, HarnessError
-from harness.wakegate import wakegate_bin
+from harness.util import REPO_ROOT, HarnessError, wait_for
+from harness.wakegate import clean_env, wakegate_bin
 
 DEPLOY = REPO_ROOT / "deploy"
 UNITS = DEPLOY / "systemd"
@@ -209,7 +210,7 @@ def test_restart_prevent_codes_are_the_binarys_usage_and_config_errors(start_wak
     assert re.search(r"^\| 2 \| bad command-line usage", readme, re.M)
     assert re.search(r"^\| 3 \| configuration error", readme, re.M)
     binary = str(wakegate_bin().resolve())
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WAKEGATE_")}
+    env = clean_env()
     assert run([binary, "--no-such-flag"], env=env, timeout=10).returncode == 2
     bad = os.path.join(e2e_tmp, "bad-unit-config.yaml")
     with open(bad, "w") as f:
@@ -219,7 +220,7 @@ def test_restart_prevent_codes_are_the_binarys_usage_and_config_errors(start_wak
     # A Redis URL refused at setup is a configuration error too (exit 3),
     # found after the event loop is up: this exit goes through the cleanup.
     r = run([binary, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
-            env=dict(env, WAKEGATE_REDIS_URL="redis://[bad"), timeout=10)
+            env=clean_env({"WAKEGATE_REDIS_URL": "redis://[bad"}), timeout=10)
     assert r.returncode == 3, (r.returncode, r.stderr[-500:])
     # No Redis here: without one configured wakegate would start its own.
     norecfg = os.path.join(e2e_tmp, "no-redis.yaml")
@@ -315,8 +316,7 @@ def test_compose_file_parses_and_its_config_validates():
     assert cfg["sessions"]["save"]["path"] == "/work/repo"
 
     # The binary accepts the configuration, with what compose sets.
-    run_env = {k: v for k, v in os.environ.items() if not k.startswith("WAKEGATE_")}
-    run_env.update(WAKEGATE_REDIS_URL=env["WAKEGATE_REDIS_URL"], WAKEGATE_ADMIN_TOKEN="compose-test")
+    run_env = clean_env({"WAKEGATE_REDIS_URL": env["WAKEGATE_REDIS_URL"], "WAKEGATE_ADMIN_TOKEN": "compose-test"})
     r = run([str(wakegate_bin().resolve()), "--config", str(cfg_path), "--role", "all", "--check-config"],
             env=run_env, timeout=10)
     assert r.returncode == 0, r.stderr
@@ -363,8 +363,7 @@ def test_dockerfile_build_commands_work_here_and_runtime_has_every_library(e2e_t
     line = cmd[0].replace(" /build", " %s/build" % tmp).replace("DESTDIR=/out", "DESTDIR=%s/out" % tmp) \
                  .replace(" /out/", " %s/out/" % tmp)
     assert "/build" not in line.replace("%s/build" % tmp, "") and " /out" not in line, line
-    r = run(["sh", "-ec", line], cwd=str(REPO_ROOT), timeout=280,
-            env={k: v for k, v in os.environ.items() if not k.startswith("WAKEGATE_")})
+    r = run(["sh", "-ec", line], cwd=str(REPO_ROOT), timeout=280, env=clean_env())
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     binary = os.path.join(tmp, "out", INSTALLED_BIN.lstrip("/"))
     assert os.access(binary, os.X_OK), binary
@@ -413,15 +412,8 @@ def page(ip, path="/", timeout=15.0):
 
 
 def post(ip, path="/"):
-    with socket.create_connection((ip, 8080), timeout=5) as s:
-        s.sendall(("POST %s HTTP/1.0\r\nHost: %s\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-                   "Content-Length: 0\r\n\r\n" % (path, ip)).encode())
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+    data = rawhttp.send(8080, ("POST %s HTTP/1.0\r\nHost: %s\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                               "Content-Length: 0\r\n\r\n" % (path, ip)).encode(), host=ip, timeout=5).data
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.") and b" 200 " in head.split(b"\r\n")[0], head
     return re.search(rb'id="counter">(\d+)<', body).group(1).decode()
@@ -447,8 +439,8 @@ def test_demo_image_build_sh_refuses_bad_usage(tmp_path):
     assert r.returncode == 0 and "wakegate-demo:latest" in r.stdout
 
 
-def test_demo_image_counter_survives_recreation_through_git(dockerd, demo_image, e2e_tmp):
-    dockerd.remove_all_containers()
+def test_demo_image_counter_survives_recreation_through_git(clean_engine, demo_image, e2e_tmp):
+    dockerd = clean_engine
     img = dockerd.api_json("GET", "/images/%s/json" % demo_image)
     assert img["Config"]["Entrypoint"] == ["/entrypoint.sh"] and "8080/tcp" in img["Config"]["ExposedPorts"], img["Config"]
     assert len(img["RootFS"]["Layers"]) == 2, img["RootFS"]  # FROM scratch: the COPY and the RUN
@@ -458,56 +450,52 @@ def test_demo_image_counter_survives_recreation_through_git(dockerd, demo_image,
     git_host("init", "-q", "--bare", bare)  # the host's default branch: maybe master
     binds = ["%s:/remote" % bare]
     env = {"WAKEGATE_SESSION": "s-demo"}
-    try:
-        cid = dockerd.run(demo_image, name="wg-demo-1", env=env, binds=binds, init=True)
-        ip = dockerd.container_ip(cid)
-        p = page(ip)
-        assert p["session"] == "s-demo" and p["counter"] == "0" and p["tree"] == "clean", (p, dockerd.logs(cid))
-        # The empty bare repository got the first commit, and its HEAD names it.
-        assert bare_counter(bare) == "0"
-        assert git_host("--git-dir", bare, "symbolic-ref", "HEAD").stdout.strip() == "refs/heads/main"
+    cid = dockerd.run(demo_image, name="wg-demo-1", env=env, binds=binds, init=True)
+    ip = dockerd.container_ip(cid)
+    p = page(ip)
+    assert p["session"] == "s-demo" and p["counter"] == "0" and p["tree"] == "clean", (p, dockerd.logs(cid))
+    # The empty bare repository got the first commit, and its HEAD names it.
+    assert bare_counter(bare) == "0"
+    assert git_host("--git-dir", bare, "symbolic-ref", "HEAD").stdout.strip() == "refs/heads/main"
 
-        assert page(ip, "/?incr=1")["counter"] == "1"
-        assert page(ip, "/cgi-bin/index.cgi?incr=1")["counter"] == "2"
-        assert post(ip, "/") == "3"
-        p = page(ip)
-        assert p["counter"] == "3" and p["tree"] == "not saved yet", p
-        # Written, not committed: the work tree is dirty and the remote still says 0.
-        assert dockerd.exec(cid, "cat", "/work/repo/counter.txt").stdout == "3\n"
-        assert dockerd.exec(cid, "git", "-C", "/work/repo", "status", "--porcelain").stdout.split() == ["M", "counter.txt"]
-        assert bare_counter(bare) == "0"
+    assert page(ip, "/?incr=1")["counter"] == "1"
+    assert page(ip, "/cgi-bin/index.cgi?incr=1")["counter"] == "2"
+    assert post(ip, "/") == "3"
+    p = page(ip)
+    assert p["counter"] == "3" and p["tree"] == "not saved yet", p
+    # Written, not committed: the work tree is dirty and the remote still says 0.
+    assert dockerd.exec(cid, "cat", "/work/repo/counter.txt").stdout == "3\n"
+    assert dockerd.exec(cid, "git", "-C", "/work/repo", "status", "--porcelain").stdout.split() == ["M", "counter.txt"]
+    assert bare_counter(bare) == "0"
 
-        # What the save hook does, by hand.
-        dockerd.exec(cid, "sh", "-c", "cd /work/repo && git add -A && git commit -q -m autosave && git push -q")
-        assert bare_counter(bare) == "3"
-        saved = git_host("--git-dir", bare, "rev-parse", "--short", "main").stdout.strip()
-        dockerd.remove(cid)
+    # What the save hook does, by hand.
+    dockerd.exec(cid, "sh", "-c", "cd /work/repo && git add -A && git commit -q -m autosave && git push -q")
+    assert bare_counter(bare) == "3"
+    saved = git_host("--git-dir", bare, "rev-parse", "--short", "main").stdout.strip()
+    dockerd.remove(cid)
 
-        # A new container of the same session gets the saved counter back.
-        cid = dockerd.run(demo_image, name="wg-demo-2", env=env, binds=binds, init=True)
-        p = page(dockerd.container_ip(cid))
-        assert p["counter"] == "3" and p["tree"] == "clean" and saved.startswith(p["commit"][:7]), (p, saved)
-        assert "cloning /remote" in dockerd.logs(cid).decode()
-        dockerd.remove(cid)
+    # A new container of the same session gets the saved counter back.
+    cid = dockerd.run(demo_image, name="wg-demo-2", env=env, binds=binds, init=True)
+    p = page(dockerd.container_ip(cid))
+    assert p["counter"] == "3" and p["tree"] == "clean" and saved.startswith(p["commit"][:7]), (p, saved)
+    assert "cloning /remote" in dockerd.logs(cid).decode()
+    dockerd.remove(cid)
 
-        # No session env and no /remote: the hostname, and a local-only tree.
-        cid = dockerd.run(demo_image, name="wg-demo-3", init=True)
-        p = page(dockerd.container_ip(cid))
-        assert p["session"] == cid[:12] and p["counter"] == "0", (p, cid)
-        assert "no /remote mounted" in dockerd.logs(cid).decode()
-    finally:
-        dockerd.remove_all_containers()
+    # No session env and no /remote: the hostname, and a local-only tree.
+    cid = dockerd.run(demo_image, name="wg-demo-3", init=True)
+    p = page(dockerd.container_ip(cid))
+    assert p["session"] == cid[:12] and p["counter"] == "0", (p, cid)
+    assert "no /remote mounted" in dockerd.logs(cid).decode()
 
 
-def test_demo_image_with_the_gateway_saves_on_sleep_and_restores(dockerd, demo_image, redis_server, start_wakegate,
-                                                                 e2e_tmp):
+def test_demo_image_with_the_gateway_saves_on_sleep_and_restores(clean_engine, demo_image, redis_server,
+                                                                 start_wakegate, e2e_tmp):
     """The whole loop with wakegate: wake through the proxy, count, sleep
     (wakegate's own save hook commits and pushes), destroy, create again:
     the counter is back."""
     import http.client
-    import json
 
-    dockerd.remove_all_containers()
+    dockerd = clean_engine
     token = "deploy-t"
     cfg = yaml.safe_load((DEPLOY / "demo-image" / "wakegate.yaml").read_text())
     cfg.pop("listen")
@@ -519,15 +507,8 @@ def test_demo_image_with_the_gateway_saves_on_sleep_and_restores(dockerd, demo_i
     gw.wait_log(r"startup reconciliation done", timeout=15)
 
     def api(method, path, body=None):
-        c = http.client.HTTPConnection("127.0.0.1", gw.admin_port, timeout=60)
-        try:
-            c.request(method, path, body=json.dumps(body) if body is not None else None,
-                      headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
-            resp = c.getresponse()
-            raw = resp.read()
-            return resp.status, (json.loads(raw) if raw else None)
-        finally:
-            c.close()
+        r = gw.admin(method, path, body=body, token=token, timeout=60)
+        return r.status, r.json()
 
     def through_proxy(method, path):
         c = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
@@ -567,10 +548,8 @@ def test_demo_image_with_the_gateway_saves_on_sleep_and_restores(dockerd, demo_i
 
         st, _ = api("DELETE", "/v1/sessions/s-loop?force=1")
         assert st == 202
-        deadline = time.monotonic() + 15
-        while api("GET", "/v1/sessions/s-loop")[0] != 404:
-            assert time.monotonic() < deadline, gw.log_tail(30)
-            time.sleep(0.05)
+        wait_for(lambda: api("GET", "/v1/sessions/s-loop")[0] == 404, 15,
+                 lambda: "s-loop to be gone; tail:\n" + gw.log_tail(30), interval=0.05)
         st, got = api("POST", "/v1/sessions", spec)
         assert st == 201, (st, got)
         assert through_proxy("GET", "/") == ("2", "s-loop")

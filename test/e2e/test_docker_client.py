@@ -17,14 +17,13 @@ import json
 import os
 import pathlib
 import socket
-import time
 
 import pytest
 
 from docker_tls_util import TcpRelay, TlsRelay, make_tls_files
 from harness import REGISTRY
 from harness.dockerd import http_get_container
-from harness.util import HarnessError
+from harness.util import HarnessError, wait_for
 from harness.wakegate import SANITIZER_MARKERS, wakegate_bin
 
 pytestmark = pytest.mark.docker
@@ -42,15 +41,19 @@ def probe_bin():
 
 
 class ProbeRun:
-    def __init__(self, steps, lines, stderr, wall):
+    def __init__(self, steps, lines, stderr):
         self.steps = steps
         self.lines = lines
         self.stderr = stderr
-        self.wall = wall
 
     def __getitem__(self, step):
         assert step in self.steps, "probe printed no step %r; stderr:\n%s" % (step, self.stderr[-3000:])
         return self.steps[step]
+
+
+def probe_lines(out):
+    """The probe's JSON lines so far (one object a step)."""
+    return [json.loads(l) for l in out.read_text().splitlines() if l.strip()]
 
 
 def run_probe(artifacts, name, *args, timeout=120):
@@ -59,7 +62,6 @@ def run_probe(artifacts, name, *args, timeout=120):
     err = artifacts / ("docker-probe-%s.err" % name)
     for f in (out, err):
         f.unlink(missing_ok=True)
-    t0 = time.monotonic()
     p = REGISTRY.spawn("docker_probe", [probe_bin(), *args], stdout_path=out, stderr_path=err)
     try:
         rc = p.wait(timeout=timeout)
@@ -67,16 +69,15 @@ def run_probe(artifacts, name, *args, timeout=120):
         REGISTRY.stop(p)
         raise
     REGISTRY.forget(p)
-    wall = time.monotonic() - t0
     stderr = err.read_text(errors="replace")
-    lines = [json.loads(l) for l in out.read_text().splitlines() if l.strip()]
+    lines = probe_lines(out)
     for marker in SANITIZER_MARKERS:
         assert marker not in stderr, "sanitizer report from the probe:\n" + stderr[-6000:]
     steps = {l["step"]: l for l in lines}
     assert rc == 0, "probe exited %d; stderr:\n%s\nstdout:\n%s" % (rc, stderr[-3000:], out.read_text()[-3000:])
     assert lines and lines[-1]["step"] == "end", lines[-3:]
     assert lines[-1]["loop_closed"] is True, "the probe's loop did not close cleanly"
-    return ProbeRun(steps, lines, stderr, wall)
+    return ProbeRun(steps, lines, stderr)
 
 
 def assert_ok(step, http=None):
@@ -204,11 +205,10 @@ def test_logs_tail(full_run):
 def test_stop(full_run):
     stop = full_run["stop"]
     assert_ok(stop, 204)
-    # Created with an init, so SIGTERM ends it at once (DESIGN.md: ~130 ms, not the 1 s timeout).
-    assert stop["ms"] < 900, stop
     assert_ok(full_run["stop_again"], 304)
     e = full_run["inspect_exited"]["container"]
     assert e["state"] == "exited" and e["running"] is False
+    # Created with an init, so SIGTERM ends it (128 + 15), not a SIGKILL at the 1 s timeout.
     assert e["exit_code"] == 143  # the init passes on SIGTERM's status
     assert e["finished_ms"] >= e["started_ms"] > 0
     assert e["ip"] == ""
@@ -284,11 +284,6 @@ def test_free_cancels_pending(full_run):
     assert f["inspect_status"] == f["exec_status"] == f["stream_status"] == -errno.ECANCELED
 
 
-def test_full_run_is_quick(full_run):
-    # Everything but the deliberate waits (exec timeout 0.3 s) is milliseconds.
-    assert full_run.wall < 30, full_run.wall
-
-
 def test_nothing_left_behind(full_run, dockerd):
     cid = full_run["create"]["id"]
     assert dockerd.api("GET", "/containers/%s/json" % cid).status == 404
@@ -308,13 +303,11 @@ def test_created_container_as_the_engine_sees_it(dockerd, test_image, artifacts,
     p = REGISTRY.spawn("docker_probe", [probe_bin(), "up", dockerd.host, test_image, gofile],
                        stdout_path=out, stderr_path=err)
     try:
-        deadline = time.monotonic() + 60
-        steps = {}
-        while "inspect" not in steps:
+        def up():
             assert p.poll() is None, "probe exited early: %s" % err.read_text()[-3000:]
-            assert time.monotonic() < deadline, "probe did not get the container running"
-            time.sleep(0.02)
-            steps = {l["step"]: l for l in map(json.loads, filter(None, out.read_text().splitlines()))}
+            steps = {l["step"]: l for l in probe_lines(out)}
+            return steps if "inspect" in steps else None
+        steps = wait_for(up, 60, "the probe to get the container running")
         assert_ok(steps["create"], 201)
         assert_ok(steps["start"], 204)
         cid = steps["create"]["id"]
@@ -346,7 +339,7 @@ def test_created_container_as_the_engine_sees_it(dockerd, test_image, artifacts,
     stderr = err.read_text(errors="replace")
     for marker in SANITIZER_MARKERS:
         assert marker not in stderr, stderr[-6000:]
-    steps = {l["step"]: l for l in map(json.loads, filter(None, out.read_text().splitlines()))}
+    steps = {l["step"]: l for l in probe_lines(out)}
     assert rc == 0, stderr[-3000:]
     assert_ok(steps["stop"], 204)
     assert_ok(steps["remove"], 204)
@@ -373,11 +366,9 @@ def test_socket_path_missing(e2e_tmp, artifacts):
     pair = r["queued_pair"]
     assert pair["status_a"] == pair["status_b"] == -errno.ENOENT, pair
     assert "API version negotiation failed: GET /_ping: cannot connect to " + host in pair["error_a"]
-    assert pair["ms"] < 1000, pair
     assert r["ping"]["status"] == -errno.ENOENT and r["ping"]["http"] == 0
     assert r["inspect"]["status"] == -errno.ENOENT
     assert r["events"]["status"] == -errno.ENOENT and r["events"]["opens"] == 0
-    assert r.wall < 10, r.wall
 
 
 def test_socket_nobody_listening(e2e_tmp, artifacts):
@@ -391,7 +382,6 @@ def test_socket_nobody_listening(e2e_tmp, artifacts):
         os.unlink(path)
     assert r["ping"]["status"] == -errno.ECONNREFUSED, r["ping"]
     assert r["queued_pair"]["status_a"] == -errno.ECONNREFUSED
-    assert r["queued_pair"]["ms"] < 1000
     assert r["events"]["status"] == -errno.ECONNREFUSED
 
 
@@ -412,7 +402,6 @@ def test_silent_engine_times_out(e2e_tmp, artifacts):
     assert r["queued_pair"]["ms"] < 2500
     # The events stream has no timeout once open, but the negotiation ping does.
     assert r["events"]["status"] == -errno.ETIMEDOUT
-    assert r.wall < 15
 
 
 def test_body_cap(dockerd, artifacts):
@@ -479,8 +468,10 @@ def test_tls_host(dockerd, artifacts, tls_files):
 # ---------------------------------------------------------------- latencies on the real engine
 
 def test_call_latencies(dockerd, test_image, artifacts):
-    """Five rounds of create, start, pause, unpause, stop (-t 1), remove,
-    timed from call to callback. Medians land in test-artifacts/docker-latency.json."""
+    """Five rounds of create, start, pause, unpause, stop (-t 1), remove, all
+    answered with success. Each is timed from call to callback; the medians
+    land in test-artifacts/docker-latency.json, for reading, not asserted
+    (speed is bench/'s business)."""
     r = run_probe(artifacts, "cycles5", "cycles", dockerd.host, test_image, "5")
     c = r["cycles"]
     medians = {op: round(c[op + "_median"], 1) for op in ("create", "start", "pause", "unpause", "stop", "remove")}
@@ -488,8 +479,4 @@ def test_call_latencies(dockerd, test_image, artifacts):
         op: [round(t, 1) for t in c[op]] for op in medians}}, indent=2) + "\n")
     print("docker call medians (ms):", medians)
     for op in medians:
-        assert all(t >= 0 for t in c[op]), (op, c[op])
-    # Generous bounds: this checks that nothing waits on a timeout, not speed.
-    assert medians["pause"] < 500 and medians["unpause"] < 500, medians
-    assert medians["stop"] < 900, medians  # with an init, not the whole -t 1
-    assert medians["start"] < 3000, medians
+        assert all(t >= 0 for t in c[op]), (op, c[op])  # -1: the call failed

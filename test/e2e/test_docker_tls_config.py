@@ -17,7 +17,6 @@ import time
 import pytest
 
 from docker_tls_util import TlsRelay, make_tls_files
-from sessions_util import readyz
 
 pytestmark = pytest.mark.docker
 
@@ -30,10 +29,9 @@ def tls_files(e2e_tmp):
 
 
 @pytest.fixture
-def relay(dockerd, tls_files):
+def relay(clean_engine, tls_files):
     # Nothing of another test may be adopted by this orchestrator's reconcile.
-    dockerd.remove_all_containers()
-    r = TlsRelay(dockerd.sock, tls_files)
+    r = TlsRelay(clean_engine.sock, tls_files)
     try:
         yield r
     finally:
@@ -56,18 +54,6 @@ def files_tls(files, ca="ca.pem", client=True, **extra):
     return tls
 
 
-def wait_readyz(gw, want, timeout):
-    """Polls /readyz until it answers want; returns (status, body)."""
-    deadline = time.monotonic() + timeout
-    status, body = None, b""
-    while time.monotonic() < deadline:
-        status, body = readyz(gw)
-        if status == want:
-            return status, body
-        time.sleep(0.05)
-    raise AssertionError("/readyz stayed %r (%r), want %d; tail:\n%s" % (status, body, want, gw.log_tail(40)))
-
-
 def starting_line(gw):
     return gw.wait_log(r"orchestrator starting", timeout=5)
 
@@ -75,14 +61,14 @@ def starting_line(gw):
 def test_readyz_through_tls_with_client_certificate(redis_server, relay, tls_files, start_wakegate):
     gw = start_wakegate(tls_config(redis_server, relay, files_tls(tls_files)), args=["--role", "orchestrator"])
     assert "tls=on" in starting_line(gw)
-    status, body = wait_readyz(gw, 200, timeout=15)
+    gw.wait_ready(timeout=15)
     gw.wait_log(r"Docker engine answered.*host=tcp://127\.0\.0\.1:%d.*api=1\.41" % relay.port, timeout=5)
     gw.wait_log(r"startup reconciliation done", timeout=10)
     assert relay.conns >= 2, relay.conns  # the calls, and the events stream on its own connection
     assert relay.handshakes_failed == 0
     # It stays ready: the events stream is held open through the relay.
     time.sleep(1.0)
-    assert readyz(gw)[0] == 200
+    assert gw.readyz()[0] == 200
     assert gw.stop() == 0
 
 
@@ -95,7 +81,7 @@ def test_wrong_ca_keeps_readyz_503_with_the_tls_error(redis_server, relay, tls_f
     # Not a wait for a slow start: it never becomes ready.
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline:
-        status, body = readyz(gw)
+        status, body = gw.readyz()
         assert status == 503, (status, body)
         time.sleep(0.1)
     assert b"does not answer" in body, body
@@ -111,7 +97,7 @@ def test_missing_client_certificate_is_refused_by_the_engine(redis_server, relay
     # the handshake is done: the client sees the alert or just a reset, as
     # timing has it, so the line's text is not asserted; the relay saw why.
     time.sleep(1.0)
-    assert readyz(gw)[0] == 503
+    assert gw.readyz()[0] == 503
     assert relay.handshakes_failed >= 1 and relay.conns == 0
     assert gw.stop() == 0
 
@@ -120,7 +106,7 @@ def test_verify_false_accepts_an_unknown_engine_certificate(redis_server, relay,
     tls = files_tls(tls_files, ca="other-ca.pem", verify=False)
     gw = start_wakegate(tls_config(redis_server, relay, tls), args=["--role", "orchestrator"])
     assert "tls=unverified" in starting_line(gw)
-    wait_readyz(gw, 200, timeout=15)
+    gw.wait_ready(timeout=15)
     assert gw.stop() == 0
 
 

@@ -1,15 +1,15 @@
 """The harness checked against the real things: redis-server, dockerd, the
-scratch image, git in a container, nginx, the recording upstream, the raw
-client, process cleanup and the wakegate factory (with a stand-in binary, so
-these tests do not depend on the proxy being finished)."""
+scratch image, git in a container, the recording upstream, the raw client,
+process cleanup and the wakegate factory (with a stand-in binary, so these
+tests do not depend on the proxy being finished). Debian's nginx, which the
+proxy tests use as a real upstream, is not tested here: that would test
+nginx, not wakegate."""
 
 import hashlib
 import os
-import pathlib
 import signal
 import socket
 import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -24,14 +24,6 @@ from harness.dockerd import Dockerd, http_get_container
 from harness.util import HarnessError, free_port, free_ports, wait_until
 
 GIT = "/usr/bin/git"
-
-
-def _pid_gone(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().split(")")[-1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 # ---------------------------------------------------------------- utilities
@@ -58,7 +50,7 @@ def test_registry_stops_by_pid_and_reaps(tmp_path):
     assert any(q is p for _, q in procs.REGISTRY.alive())
     code = procs.REGISTRY.stop(p, timeout=5)
     assert code == -signal.SIGTERM
-    assert _pid_gone(p.pid)
+    assert procs.pid_gone(p.pid)
     assert not any(q is p for _, q in procs.REGISTRY.alive())
 
 
@@ -95,7 +87,7 @@ def test_redis_stop_and_start_again(redis_server):
     r = redis.Redis.from_url(redis_server.url, socket_connect_timeout=0.5)
     r.set("k", "v")
     assert redis_server.stop() == 0
-    assert _pid_gone(pid1)
+    assert procs.pid_gone(pid1)
     with pytest.raises(redis.exceptions.ConnectionError):
         redis.Redis.from_url(redis_server.url, socket_connect_timeout=0.5).ping()
     redis_server.start()
@@ -133,7 +125,7 @@ def test_dockerd_failure_reports_log_tail(e2e_tmp, tmp_path):
     assert "dockerd did not start" in msg
     assert "no-such-flag-for-test" in msg  # the log tail is in the message
     # Cleaned up: containerd stopped, bridge gone, directory gone.
-    assert bad.containerd_pid is None or _pid_gone(bad.containerd_pid)
+    assert bad.containerd_pid is None or procs.pid_gone(bad.containerd_pid)
     links = subprocess.run(["ip", "-o", "link", "show", bad.bridge], capture_output=True, text=True)
     assert links.returncode != 0
     assert not os.path.exists(bad.dir)
@@ -168,10 +160,9 @@ def test_container_gets_bridge_ip_and_answers_http(dockerd, test_image):
         assert dockerd.inspect(cid)["State"]["Paused"] is True
         dockerd.unpause(cid)
         assert http_get_container(ip, 8080, "/", timeout=5)[0] == 200
-        t0 = time.monotonic()
         dockerd.stop_container(cid, t=1)
-        stop_s = time.monotonic() - t0
-        assert stop_s < 1.0, "stop of a container with an init took %.2fs" % stop_s
+        # The init passed SIGTERM on (128 + 15): no SIGKILL (137) at -t 1.
+        assert dockerd.inspect(cid)["State"]["ExitCode"] == 143
         dockerd.start_container(cid)
         ip2 = dockerd.container_ip(cid)
         assert http_get_container(ip2, 8080, "/", timeout=10)[0] == 200
@@ -215,55 +206,6 @@ def test_healthcheck_image_becomes_healthy(dockerd, test_image_healthcheck):
                    what="container health to become healthy")
     finally:
         dockerd.remove(cid)
-
-
-# ---------------------------------------------------------------- nginx
-
-def test_nginx_serves_files(nginx_upstream):
-    r = requests.get(nginx_upstream.url("/small.txt"), timeout=5)
-    assert r.status_code == 200 and r.content == b"hello from nginx\n"
-    r = requests.get(nginx_upstream.url("/64k.bin"), timeout=5)
-    assert r.content == upstream.pattern(0, 65536)
-    r = requests.head(nginx_upstream.url("/1g.bin"), timeout=5)
-    assert int(r.headers["Content-Length"]) == 1 << 30
-    assert requests.get(nginx_upstream.url("/missing"), timeout=5).status_code == 404
-    # Sparse: the 1 GiB file takes (almost) no disk.
-    st = os.stat(nginx_upstream.www / "1g.bin")
-    assert st.st_size == 1 << 30 and st.st_blocks * 512 < 1 << 20
-
-
-def test_nginx_upload_counts_bytes(nginx_upstream, raw_http):
-    body = os.urandom(3 * 1024 * 1024)
-    r = requests.put(nginx_upstream.url("/upload"), data=body, timeout=10)
-    assert r.status_code == 200 and r.text.strip() == "received=%d" % len(body)
-    # Chunked: nginx de-chunks and still reports the body size.
-    res = raw_http.send(nginx_upstream.port,
-                        b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-                        b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
-    assert res.status == 200 and res.response.body.strip() == b"received=11"
-    r = requests.post(nginx_upstream.url("/discard"), data=b"x" * 1000, timeout=5)
-    assert r.status_code == 200 and r.text == "discarded\n"
-    assert not any((nginx_upstream.dir / "tmp" / "body").glob("*")), "upload temp files must be removed"
-
-
-@pytest.mark.slow
-def test_nginx_takes_1gib_upload_and_serves_1gib(nginx_upstream):
-    n = 1 << 30
-    chunk = b"\xa5" * (1 << 20)
-    t0 = time.monotonic()
-    with rawhttp.connect(nginx_upstream.port, timeout=60) as c:
-        c.send(b"PUT /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % n)
-        for _ in range(n // len(chunk)):
-            c.sock.sendall(chunk)
-        resp = c.read_response(timeout=60)
-    assert resp.status == 200 and resp.body.strip() == b"received=%d" % n
-    up_s = time.monotonic() - t0
-    t0 = time.monotonic()
-    with rawhttp.connect(nginx_upstream.port, timeout=60) as c:
-        c.send(b"GET /1g.bin HTTP/1.1\r\nHost: x\r\n\r\n")
-        resp = c.read_response(timeout=60, body_keep=16)
-    assert resp.status == 200 and resp.body_len == n and resp.body == b"\0" * 16
-    sys.stderr.write("1 GiB upload %.1fs, download %.1fs\n" % (up_s, time.monotonic() - t0))
 
 
 # ---------------------------------------------------------------- recording upstream + raw client
@@ -445,7 +387,7 @@ def test_wakegate_factory_with_stub(stub_bin, start_wakegate):
     assert cfg["routes"][0]["match"]["host"] == "{session}.preview.localhost"
     pid = gw.pid
     assert gw.stop() == 0
-    assert _pid_gone(pid)
+    assert procs.pid_gone(pid)
 
     # YAML text: ports through placeholders or the environment.
     gw2 = start_wakegate("listen: '{{listen}}'\nadmin: {listen: '{{admin_listen}}'}\n")

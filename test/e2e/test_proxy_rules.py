@@ -15,6 +15,7 @@ import pytest
 
 from harness import http1, rawhttp
 from harness.upstream import count_body, echo_body, informational, large_body
+from harness.util import wait_for
 
 from rules_util import (
     PEER,
@@ -658,13 +659,11 @@ def test_connections_max_refuses_new_keeps_existing(start_wakegate, up):
         assert "/extra" not in [q.target for q in up.requests]
         # A slot frees up when one closes.
         b.close()
-        deadline = time.monotonic() + 3
-        while True:
+
+        def served():
             r = send(gw.port, b"GET /d HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", timeout=2)
-            if r.responses and r.status == 200:
-                break
-            assert time.monotonic() < deadline, "no new connection accepted after one closed"
-            time.sleep(0.1)
+            return r.responses and r.status == 200
+        wait_for(served, 3, "a new connection to be accepted after one closed", interval=0.1)
     finally:
         a.close()
         b.close()
@@ -880,10 +879,7 @@ def test_client_abort_mid_upload_closes_upstream(start_wakegate, up, how, framin
     else:
         c.send(b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n" + b"u" * 1000 + b"\r\n")
     first = up.wait_for_connections(1)[0]
-    deadline = time.monotonic() + 3
-    while first.total_bytes < 1000 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert first.total_bytes >= 1000, "upload did not reach the upstream"
+    wait_for(lambda: first.total_bytes >= 1000, 3, "the upload to reach the upstream")
     if how == "fin":
         c.close()
     else:

@@ -14,16 +14,13 @@ import pytest
 
 from harness import rawhttp, upstream
 from harness.upstream import pattern, response_bytes
+from harness.util import wait_for
 from streams_util import (GIB, MIB, BodyReader, CountingLargeBody, KeepaliveThenDrop, RssSampler,
                           WsEchoServer, close_after_each_response, connect, crc32_of_pattern,
-                          crc32_of_zeros, metrics, program_lines, proxy_config, read_head, run_async, send_pattern,
-                          tunnel_echo_until_eof, tunnel_hold, upgrade_then, ws_request)
+                          crc32_of_zeros, first_then, metrics, program_lines, proxy_config, raw_get, read_head,
+                          run_async, send_pattern, tunnel_echo_until_eof, tunnel_hold, upgrade_then, ws_request)
 
 RSS_LIMIT_KIB = 64 * 1024
-
-
-def _get(path, host="app.test", extra=""):
-    return ("GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (path, host, extra)).encode()
 
 
 # ================================================================ keep-alive, pipelining
@@ -33,7 +30,7 @@ def test_keepalive_reuses_client_and_upstream_connection(start_wakegate, recordi
     n = 6
     with rawhttp.connect(gw.port) as c:
         for i in range(n):
-            c.send(_get("/ka/%d" % i))
+            c.send(raw_get("/ka/%d" % i))
             r = c.read_response()
             assert r.status == 200
             assert r.body == ("ok GET /ka/%d\n" % i).encode()
@@ -48,7 +45,7 @@ def test_keepalive_reuses_client_and_upstream_connection(start_wakegate, recordi
 def test_pooled_upstream_connection_shared_across_client_connections(start_wakegate, recording_upstream):
     gw = start_wakegate(proxy_config(recording_upstream.address))
     for i in range(4):
-        r = rawhttp.send(gw.port, _get("/seq/%d" % i, extra="Connection: close\r\n"))
+        r = rawhttp.send(gw.port, raw_get("/seq/%d" % i, extra="Connection: close\r\n"))
         assert r.status == 200 and r.response.body == ("ok GET /seq/%d\n" % i).encode()
     recording_upstream.wait_for_requests(4)
     # Client connections come and go; the upstream connection stays in the pool.
@@ -70,7 +67,7 @@ def test_pipelined_requests_answered_in_order(start_wakegate, make_upstream):
 
     up = make_upstream(handler)
     gw = start_wakegate(proxy_config(up.address))
-    data = _get("/p/1") + _get("/p/2") + _get("/p/3")
+    data = raw_get("/p/1") + raw_get("/p/2") + raw_get("/p/3")
     r = rawhttp.send(gw.port, data, until="responses", n=3, timeout=5)
     assert [x.status for x in r.responses] == [200, 200, 200], r
     assert [x.body for x in r.responses] == [b"body-of-/p/1\n", b"body-of-/p/2\n", b"body-of-/p/3\n"]
@@ -79,7 +76,7 @@ def test_pipelined_requests_answered_in_order(start_wakegate, make_upstream):
 
 def test_pipelined_after_connection_close_is_ignored(start_wakegate, recording_upstream):
     gw = start_wakegate(proxy_config(recording_upstream.address))
-    data = _get("/first") + _get("/closing", extra="Connection: close\r\n") + _get("/never")
+    data = raw_get("/first") + raw_get("/closing", extra="Connection: close\r\n") + raw_get("/never")
     r = rawhttp.send(gw.port, data, timeout=5)
     assert r.close in ("eof", "reset")
     assert [x.body for x in r.responses] == [b"ok GET /first\n", b"ok GET /closing\n"]
@@ -115,7 +112,7 @@ def _warm_pool(gw, path="/small.txt"):
     The big-body tests below measure streaming and memory, so they start on a
     warm pool; a body that arrives while the first upstream connection is
     still being set up is the subject of the two tests that follow."""
-    r = rawhttp.send(gw.port, _get(path, extra="Connection: close\r\n"), timeout=5)
+    r = rawhttp.send(gw.port, raw_get(path, extra="Connection: close\r\n"), timeout=5)
     assert r.status in (200, 404), r
 
 
@@ -259,7 +256,7 @@ def test_download_1gib_from_nginx_streams_with_flat_rss(start_wakegate, nginx_up
     try:
         with RssSampler(gw.pid) as rss:
             t0 = time.monotonic()
-            s.sendall(_get("/1g.bin", host="nginx.test"))
+            s.sendall(raw_get("/1g.bin", host="nginx.test"))
             status, headers, rest = read_head(s, bytearray())
             assert status == 200
             assert headers.get("content-length") == str(GIB)
@@ -267,7 +264,7 @@ def test_download_1gib_from_nginx_streams_with_flat_rss(start_wakegate, nginx_up
             body.read_length(GIB)
             secs = time.monotonic() - t0
         # The connection is still usable afterwards: the framing was exact.
-        s.sendall(_get("/small.txt", host="nginx.test"))
+        s.sendall(raw_get("/small.txt", host="nginx.test"))
         status2, headers2, rest2 = read_head(s, bytearray())
     finally:
         s.close()
@@ -287,7 +284,7 @@ def test_download_chunked_from_upstream_streams_intact(start_wakegate, make_upst
     s = connect(gw.port, timeout=30)
     try:
         with RssSampler(gw.pid) as rss:
-            s.sendall(_get("/big"))
+            s.sendall(raw_get("/big"))
             status, headers, rest = read_head(s, bytearray())
             assert status == 200
             assert (headers.get("transfer-encoding") or "").lower() == "chunked"
@@ -313,7 +310,7 @@ def test_slow_reader_backpressure_keeps_rss_flat_and_completes(start_wakegate, m
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
     try:
         with RssSampler(gw.pid) as rss:
-            s.sendall(_get("/firehose"))
+            s.sendall(raw_get("/firehose"))
             # Read nothing for 3 s.
             time.sleep(3.0)
             sent_while_paused = src.sent
@@ -434,9 +431,7 @@ def test_upgrade_pipelined_bytes_reach_upstream_after_101(start_wakegate, make_u
         assert r.headers.get("sec-websocket-accept")
         up.wait_for_connections(1)
         rec = up.connections[0]
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and early not in rec.data:
-            time.sleep(0.02)
+        wait_for(lambda: early in rec.data, 3, lambda: "the pipelined frame at the upstream, which got %r" % rec.data)
         data = rec.data
     head_end = data.index(b"\r\n\r\n") + 4
     assert data[head_end:] == early, "upstream got %r after the upgrade head (expected the pipelined frame)" % data[head_end:]
@@ -491,13 +486,14 @@ def test_tunnel_idle_timeout_closes_both_sides(start_wakegate, make_upstream):
 
 def test_sse_events_arrive_as_sent(start_wakegate, make_upstream):
     events = ["data: event %d\n\n" % i for i in range(5)]
-    up = make_upstream(upstream.sse(events, interval=0.3, keep_open=True))
+    sent_at = []
+    up = make_upstream(upstream.sse(events, interval=0.3, keep_open=True, sent_at=sent_at))
     gw = start_wakegate(proxy_config(up.address))
     s = connect(gw.port)
     arrivals = []
     try:
         t0 = time.monotonic()
-        s.sendall(_get("/events", extra="Accept: text/event-stream\r\n"))
+        s.sendall(raw_get("/events", extra="Accept: text/event-stream\r\n"))
         status, headers, rest = read_head(s, bytearray())
         head_at = time.monotonic() - t0
         assert status == 200
@@ -531,9 +527,12 @@ def test_sse_events_arrive_as_sent(start_wakegate, make_upstream):
         s.close()
     gaps = [round(b - a, 3) for a, b in zip(arrivals, arrivals[1:])]
     print("SSE head after %.3fs, events at %s, gaps %s" % (head_at, [round(a, 3) for a in arrivals], gaps))
-    assert arrivals[0] < 0.8, arrivals
+    # Each event reached the client before the upstream sent the next one:
+    # relayed as it came, not held back for more.
+    sent = [t - t0 for t in sent_at]
+    assert all(a < n for a, n in zip(arrivals, sent[1:])), (arrivals, sent)
     for g in gaps:
-        assert 0.15 <= g <= 0.6, gaps
+        assert 0.15 <= g, gaps
 
 
 # ================================================================ pool, timeouts, retries
@@ -542,7 +541,7 @@ def test_response_timeout_gives_504(start_wakegate, make_upstream):
     up = make_upstream(upstream.never_respond())
     gw = start_wakegate(proxy_config(up.address, upstream={"response_timeout": "700ms"}))
     t0 = time.monotonic()
-    r = rawhttp.send(gw.port, _get("/hang"), timeout=5)
+    r = rawhttp.send(gw.port, raw_get("/hang"), timeout=5)
     took = time.monotonic() - t0
     assert r.status == 504
     assert 0.5 <= took <= 3.0, took
@@ -570,7 +569,7 @@ def test_connect_timeout_gives_504(start_wakegate):
         time.sleep(0.2)
         gw = start_wakegate(proxy_config("127.0.0.1:%d" % port, upstream={"connect_timeout": "700ms"}))
         t0 = time.monotonic()
-        r = rawhttp.send(gw.port, _get("/blackhole"), timeout=6)
+        r = rawhttp.send(gw.port, raw_get("/blackhole"), timeout=6)
         took = time.monotonic() - t0
     finally:
         for f in fillers:
@@ -587,7 +586,7 @@ def test_connection_refused_gives_502_after_one_retry(start_wakegate):
         dead = tmp.getsockname()[1]
     gw = start_wakegate(proxy_config("127.0.0.1:%d" % dead))
     before = metrics(gw)
-    r = rawhttp.send(gw.port, _get("/refused"), timeout=5)
+    r = rawhttp.send(gw.port, raw_get("/refused"), timeout=5)
     assert r.status == 502
     after = metrics(gw)
     assert after["wakegate_upstream_retries_total"] - before["wakegate_upstream_retries_total"] == 1
@@ -600,13 +599,13 @@ def test_get_on_dead_pooled_connection_is_retried_and_succeeds(start_wakegate, m
     up = make_upstream(h)
     gw = start_wakegate(proxy_config(up.address))
     with rawhttp.connect(gw.port) as c:
-        c.send(_get("/one"))
+        c.send(raw_get("/one"))
         r1 = c.read_response()
         assert r1.status == 200 and r1.body == b"first GET /one \n"
         before = metrics(gw)
         # The pooled connection is reused for /two; the upstream reads it and
         # closes without answering. wakegate must replay the GET on a fresh one.
-        c.send(_get("/two"))
+        c.send(raw_get("/two"))
         r2 = c.read_response()
     assert r2.status == 200, r2
     assert r2.body == b"first GET /two \n"
@@ -621,7 +620,7 @@ def test_post_on_dead_pooled_connection_is_not_duplicated(start_wakegate, make_u
     up = make_upstream(h)
     gw = start_wakegate(proxy_config(up.address))
     with rawhttp.connect(gw.port) as c:
-        c.send(_get("/prime"))
+        c.send(raw_get("/prime"))
         assert c.read_response().status == 200
         c.send(b"POST /pay HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\npay-me-once")
         r = c.read_response()
@@ -639,7 +638,7 @@ def test_upstream_closing_after_each_response_is_harmless(start_wakegate, make_u
     gw = start_wakegate(proxy_config(up.address))
     with rawhttp.connect(gw.port) as c:
         for i in range(5):
-            c.send(_get("/c/%d" % i))
+            c.send(raw_get("/c/%d" % i))
             r = c.read_response()
             assert r.status == 200 and r.body == ("once /c/%d\n" % i).encode(), r
             time.sleep(0.05 if i % 2 else 0)
@@ -658,25 +657,14 @@ def test_upstream_closing_after_each_response_is_harmless(start_wakegate, make_u
 def test_upstream_connection_with_framing_error_is_never_reused(start_wakegate, make_upstream, bad):
     """The first answer on every upstream connection is broken; later ones are
     fine. A second request must never land on the broken connection."""
-    def handler(conn):
-        req = conn.read_request()
-        if req is None:
-            return
-        conn.send(bad)
-        for _ in range(10):
-            req = conn.read_request()
-            if req is None:
-                return
-            conn.send(response_bytes(200, b"reused-after-error\n"))
-
-    up = make_upstream(handler)
+    up = make_upstream(first_then(bad, response_bytes(200, b"reused-after-error\n")))
     gw = start_wakegate(proxy_config(up.address))
-    r1 = rawhttp.send(gw.port, _get("/broken"), timeout=3)
+    r1 = rawhttp.send(gw.port, raw_get("/broken"), timeout=3)
     if r1.responses:
         assert r1.status == 502, r1
     else:
         assert r1.close in ("eof", "reset"), r1  # the head had gone out: close
-    r2 = rawhttp.send(gw.port, _get("/next", extra="Connection: close\r\n"), timeout=3)
+    r2 = rawhttp.send(gw.port, raw_get("/next", extra="Connection: close\r\n"), timeout=3)
     time.sleep(0.2)
     assert len(up.connections[0].requests) == 1, "the connection that sent bad framing got another request"
     assert len(up.connections) == 2
@@ -687,26 +675,14 @@ def test_bytes_after_a_complete_response_poison_the_connection(start_wakegate, m
     """An upstream that sends a second, unrequested response right behind the
     first: those bytes must never be handed to the next request."""
     extra = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nsmuggled\n"
-
-    def handler(conn):
-        req = conn.read_request()
-        if req is None:
-            return
-        conn.send(response_bytes(200, b"first\n") + extra)
-        for _ in range(10):
-            req = conn.read_request()
-            if req is None:
-                return
-            conn.send(response_bytes(200, b"same-connection\n"))
-
-    up = make_upstream(handler)
+    up = make_upstream(first_then(response_bytes(200, b"first\n") + extra, response_bytes(200, b"same-connection\n")))
     gw = start_wakegate(proxy_config(up.address))
     with rawhttp.connect(gw.port) as c:
-        c.send(_get("/one"))
+        c.send(raw_get("/one"))
         r1 = c.read_response()
         assert r1.status == 200 and r1.body == b"first\n"
         time.sleep(0.2)
-        c.send(_get("/two"))
+        c.send(raw_get("/two"))
         r2 = c.read_response()
     assert r2.body != b"smuggled\n", "the unrequested response was delivered to the next request"
     assert r2.status == 200 and r2.body == b"first\n"
@@ -754,10 +730,7 @@ def test_slow_upstream_reader_backpressure_on_upload(start_wakegate, make_upstre
     try:
         with RssSampler(gw.pid) as rss:
             t.start()
-            deadline = time.monotonic() + 5
-            while state["stalled_until"] is None and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert state["stalled_until"] is not None, "the upload never reached the upstream"
+            wait_for(lambda: state["stalled_until"] is not None, 5, "the upload to reach the upstream", interval=0.01)
             time.sleep(max(0.0, state["stalled_until"] - time.monotonic() - 0.3))
             sent_during_stall = progress["sent"]
             t.join(timeout=60)

@@ -22,22 +22,15 @@ import urllib.request
 
 import pytest
 
-from browser_util import Cdp, CdpError, Chromium
+from browser_util import Cdp, Chromium, watch_page
+from harness.procs import processes_matching
+from harness.util import free_port, wait_for
 
 pytestmark = pytest.mark.docker
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SESSION = "s-demo"
 GIT = "/usr/bin/git"
-
-
-def free_port():
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 class Script:
@@ -78,21 +71,6 @@ class Script:
         self.log.close()
 
 
-def processes_naming(text):
-    """Command lines of the processes on this machine that contain text."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = open("/proc/%s/cmdline" % pid, "rb").read().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if text in cmd:
-            found.append(cmd)
-    return found
-
-
 def http(url, host=None, timeout=15):
     req = urllib.request.Request(url, headers={"Host": host} if host else {})
     with urllib.request.urlopen(req, timeout=timeout) as r:
@@ -109,26 +87,13 @@ def ctl_json(ctl, config, *args):
 async def browse(ws_url, url, want, timeout=40.0):
     """Navigate once; poll the DOM until `want` is in the page. Returns the
     titles seen and the final text."""
-    titles = []
     async with Cdp(ws_url) as cdp:
         await cdp.send("Page.enable")
         nav = await cdp.send("Page.navigate", url=url)
         assert not nav.get("errorText"), nav
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                v = await cdp.evaluate("JSON.stringify({t: document.title, b: document.body ? "
-                                       "document.body.innerText : ''})", timeout=3)
-            except (CdpError, asyncio.TimeoutError):
-                await asyncio.sleep(0.1)
-                continue
-            page = json.loads(v) if v else {}
-            if not titles or titles[-1] != page.get("t"):
-                titles.append(page.get("t"))
-            if want in page.get("b", ""):
-                return titles, page["b"]
-            await asyncio.sleep(0.1)
-    raise AssertionError("the page never showed %r; titles %r" % (want, titles))
+        titles, page = await watch_page(cdp, lambda p: want in p.get("b", ""), timeout, interval=0.1)
+    assert page, "the page never showed %r; titles %r" % (want, titles)
+    return titles, page["b"]
 
 
 def test_quickstart_shows_the_whole_story(dockerd, e2e_tmp, artifacts):
@@ -169,12 +134,13 @@ def test_quickstart_shows_the_whole_story(dockerd, e2e_tmp, artifacts):
         assert 'id="counter">2<' in page, page
 
         # Idle: saved to git, then stopped.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            rec = ctl_json(ctl, config, "show", SESSION)
-            if rec["state"] == "asleep":
-                break
-            time.sleep(0.5)
+        seen = [None]
+
+        def asleep():
+            seen[0] = ctl_json(ctl, config, "show", SESSION)
+            return seen[0]["state"] == "asleep"
+        wait_for(asleep, 60, lambda: "the session to sleep: %r" % (seen[0],), interval=0.5)
+        rec = seen[0]
         assert rec["state"] == "asleep", rec
         assert rec["last_save"]["ok"] is True, rec
         saved = subprocess.run([GIT, "--git-dir", remote, "show", "main:counter.txt"], check=True,
@@ -197,7 +163,7 @@ def test_quickstart_shows_the_whole_story(dockerd, e2e_tmp, artifacts):
         script.kill()
     assert rc == 0, rc
     # Nothing it started is left: no wakegate or redis-server using its state dir.
-    assert not processes_naming(state)
+    assert not processes_matching(state)
 
 
 def test_quickstart_starts_a_docker_engine_of_its_own(e2e_tmp, artifacts):
@@ -237,5 +203,5 @@ def test_quickstart_starts_a_docker_engine_of_its_own(e2e_tmp, artifacts):
         subprocess.run(["ip", "link", "del", bridge], capture_output=True)
     assert rc == 0, rc
     assert dockerd_pid and not os.path.exists("/proc/%d" % dockerd_pid), "dockerd left running"
-    assert not processes_naming(state)
+    assert not processes_matching(state)
     subprocess.run(["rm", "-rf", state], capture_output=True)

@@ -15,7 +15,8 @@ import time
 import pytest
 
 from harness import build_image
-from test_orchestrator import Env, orch_config
+from harness.dockerd import rfc3339_ns
+from stack_util import OrchEnv, orch_config
 
 pytestmark = pytest.mark.docker
 
@@ -39,22 +40,16 @@ def slow_ready_image(dockerd):
 
 
 @pytest.fixture
-def make_env(redis_server, dockerd, test_image, start_wakegate):
-    """make_env(readiness=None, wake_timeout="10s") -> a started Env (test_orchestrator's)."""
-    dockerd.remove_all_containers()
-
+def make_env(redis_server, clean_engine, test_image, start_wakegate):
+    """make_env(readiness=None, wake_timeout="10s") -> a started stack_util.OrchEnv."""
     def make(readiness=None, wake_timeout="10s"):
-        cfg = orch_config(redis_server.url, dockerd, wake_timeout=wake_timeout)
+        cfg = orch_config(redis_server.url, clean_engine, wake_timeout=wake_timeout)
         if readiness is not None:
             cfg["sessions"]["readiness"] = readiness
-        e = Env(redis_server, dockerd, start_wakegate, cfg)
+        e = OrchEnv(redis_server, clean_engine, start_wakegate, cfg)
         e.start()
         return e
-
-    try:
-        yield make
-    finally:
-        dockerd.remove_all_containers()
+    return make
 
 
 def wake_and_wait(env, sid, image, timeout=15):
@@ -88,7 +83,6 @@ def test_http_path_waits_for_2xx(make_env, slow_ready_image):
     assert running["detail_json"]["via"] == "http"
     # 503 for 2 s after the container started, which is after starting.
     assert took_ms >= 2000, took_ms
-    assert took_ms < 6000, took_ms
     fields = env.ready_line(sid)
     assert fields["via"] == "http"
     assert int(fields["probes"]) >= 2, fields
@@ -110,7 +104,10 @@ def test_without_http_path_a_connect_is_enough(make_env, slow_ready_image):
     rec, took_ms, running = wake_and_wait(env, sid, slow_ready_image)
     assert rec["state"] == "running", rec
     assert running["detail_json"]["via"] == "tcp"
-    assert took_ms < 1500, took_ms  # the app listens at once; its /ready says 503 still
+    # The app listens at once: running before its /ready could say 200, which
+    # is 2 s after the container started.
+    started_ms = rfc3339_ns(env.container(sid)["State"]["StartedAt"]) // 1_000_000
+    assert int(running["at"]) < started_ms + 2000, (running, started_ms)
     # No HTTP request was made.
     assert probe_log(env, sid) == []
     assert env.stop() == 0

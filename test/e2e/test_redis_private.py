@@ -7,7 +7,6 @@ through /proc (the redis-server is a child of the wakegate pid) and stopped
 by pid: wakegate's by the harness, the ones a test starts by the test.
 """
 
-import http.client
 import json
 import os
 import re
@@ -19,11 +18,11 @@ import time
 import pytest
 import redis
 
-from harness.procs import REGISTRY
+from harness.procs import REGISTRY, pid_gone, proc_stat
+from harness.util import wait_for
 
 TOKEN = "priv-token"
 HOST = "priv-host"
-AUTH = {"Authorization": "Bearer " + TOKEN}
 
 
 # ---------------------------------------------------------------- helpers
@@ -41,31 +40,10 @@ def private_config(d, dockerd=None, **private):
     return cfg
 
 
-def proc_stat(pid):
-    """(comm, state, ppid) of pid, or None when it is gone."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            data = f.read()
-    except OSError:
-        return None
-    comm = data[data.index("(") + 1:data.rindex(")")]
-    rest = data[data.rindex(")") + 2:].split()
-    return comm, rest[0], int(rest[1])
-
-
 def gone(pid):
     """True when pid has exited. A zombie counts as gone; pytest is a child
     subreaper, so an orphaned one is ours to reap."""
-    st = proc_stat(pid)
-    if st is None:
-        return True
-    if st[1] == "Z":
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        return True
-    return False
+    return pid_gone(pid, reap=True)
 
 
 def redis_children(gw):
@@ -78,17 +56,6 @@ def redis_children(gw):
     return out
 
 
-def wait_for(fn, timeout, what):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
-        time.sleep(0.02)
-
-
 def the_child(gw, timeout=5.0):
     kids = wait_for(lambda: redis_children(gw), timeout, "a redis-server child of wakegate pid %d" % gw.pid)
     assert len(kids) == 1, kids
@@ -97,42 +64,11 @@ def the_child(gw, timeout=5.0):
 
 def admin(gw, method, path, body=None, timeout=5.0):
     """(status, parsed JSON or text) of one admin request."""
-    conn = http.client.HTTPConnection("127.0.0.1", gw.admin_port, timeout=timeout)
+    r = gw.admin(method, path, body=body, token=TOKEN, timeout=timeout)
     try:
-        headers = dict(AUTH)
-        data = None
-        if body is not None:
-            data = json.dumps(body)
-            headers["Content-Type"] = "application/json"
-        conn.request(method, path, body=data, headers=headers)
-        r = conn.getresponse()
-        raw = r.read()
-    finally:
-        conn.close()
-    try:
-        return r.status, json.loads(raw)
+        return r.status, json.loads(r.body)
     except ValueError:
-        return r.status, raw.decode(errors="replace")
-
-
-def readyz(gw):
-    try:
-        return admin(gw, "GET", "/readyz", timeout=2.0)
-    except OSError as e:
-        return None, str(e)
-
-
-def wait_ready(gw, timeout=15.0):
-    last = [None]
-
-    def ok():
-        last[0] = readyz(gw)
-        return last[0][0] == 200
-
-    try:
-        wait_for(ok, timeout, "/readyz 200")
-    except AssertionError:
-        raise AssertionError("/readyz is %r after %.0fs\n%s" % (last[0], timeout, gw.log_tail(30))) from None
+        return r.status, r.body.decode(errors="replace")
 
 
 def metric(gw, name):
@@ -209,7 +145,7 @@ def test_private_redis_is_a_supervised_child_on_a_private_socket_and_keeps_sessi
     with open(os.path.join(run_dir(priv_dir), "redis-server.pid")) as f:
         assert int(f.read()) == child
 
-    wait_ready(gw)
+    gw.wait_ready()
     assert metric(gw, "wakegate_redis_private_up") == 1
     assert metric(gw, "wakegate_redis_private_restarts_total") == 0
     # The child's output is in wakegate's log, one line per line.
@@ -233,7 +169,7 @@ def test_private_redis_is_a_supervised_child_on_a_private_socket_and_keeps_sessi
     gw2 = start_wakegate(private_config(priv_dir, dockerd), args=["--role", "all"])
     child2 = the_child(gw2)
     assert child2 != child
-    wait_ready(gw2)
+    gw2.wait_ready()
     st, body = admin(gw2, "GET", "/v1/sessions/keep-me")
     assert st == 200 and body["id"] == "keep-me" and body["host"] == HOST, (st, body)
 
@@ -241,7 +177,7 @@ def test_private_redis_is_a_supervised_child_on_a_private_socket_and_keeps_sessi
 def test_killed_redis_server_is_logged_and_restarted_with_its_data(start_wakegate, dockerd, priv_dir):
     gw = start_wakegate(private_config(priv_dir, dockerd), args=["--role", "all"])
     child = the_child(gw)
-    wait_ready(gw)
+    gw.wait_ready()
     st, body = admin(gw, "POST", "/v1/sessions", {"id": "survivor"})
     assert st == 201, (st, body)
 
@@ -252,7 +188,7 @@ def test_killed_redis_server_is_logged_and_restarted_with_its_data(start_wakegat
     child2 = wait_for(lambda: [p for p in redis_children(gw) if p != child], 5, "a new redis-server")[0]
     gw.wait_log(r"msg=\"redis-server started again\" pid=%d restarts=1" % child2)
     # The clients reconnect by themselves; readiness comes back.
-    wait_ready(gw, timeout=10)
+    gw.wait_ready(timeout=10)
     assert metric(gw, "wakegate_redis_private_restarts_total") == 1
     assert metric(gw, "wakegate_redis_private_up") == 1
     st, body = admin(gw, "GET", "/v1/sessions/survivor")
@@ -268,14 +204,14 @@ def test_sigkill_of_wakegate_leaves_no_redis_server_behind(start_wakegate, priv_
     cfg = private_config(priv_dir)
     gw = start_wakegate(cfg, args=["--role", "proxy"])
     child = the_child(gw)
-    wait_ready(gw)
+    gw.wait_ready()
     gw.stop(sig=signal.SIGKILL)
     # The kernel sends it SIGTERM (setpriv --pdeathsig); it writes its AOF and exits.
     wait_for(lambda: gone(child), 5, "redis-server pid %d to exit after wakegate's SIGKILL" % child)
 
     gw2 = start_wakegate(cfg, args=["--role", "proxy"])
     assert the_child(gw2) != child
-    wait_ready(gw2)
+    gw2.wait_ready()
 
 
 def test_ctrl_c_then_sigterm_stops_redis_cleanly_before_wakegate_exits(start_wakegate, priv_dir):
@@ -286,7 +222,7 @@ def test_ctrl_c_then_sigterm_stops_redis_cleanly_before_wakegate_exits(start_wak
     gw = start_wakegate(private_config(priv_dir), args=["--role", "proxy"])
     child = the_child(gw)
     assert os.getsid(child) != os.getsid(gw.pid), "redis-server shares wakegate's session"
-    wait_ready(gw)
+    gw.wait_ready()
     os.killpg(gw.pid, signal.SIGINT)  # the harness starts wakegate as a group leader
     os.kill(gw.pid, signal.SIGTERM)
     assert gw.wait_exit(timeout=15) == 0
@@ -319,7 +255,7 @@ def test_stale_redis_server_in_the_pid_file_is_stopped_and_only_that(start_wakeg
         assert stale.wait(timeout=5) == 0, "the stale server did not exit cleanly"
         child = the_child(gw2)
         assert child != stale.pid
-        wait_ready(gw2)
+        gw2.wait_ready()
         assert gw2.stop() == 0
     finally:
         REGISTRY.stop(stale)
@@ -331,7 +267,7 @@ def test_stale_redis_server_in_the_pid_file_is_stopped_and_only_that(start_wakeg
             f.write("%d\n" % bystander.pid)
         gw3 = start_wakegate(cfg, args=["--role", "proxy"])
         gw3.wait_log(r"not our redis-server; leaving it alone\" pidfile=\S+ pid=%d" % bystander.pid)
-        wait_ready(gw3)
+        gw3.wait_ready()
         assert bystander.poll() is None, "wakegate killed a process it did not start"
         assert gw3.stop() == 0
     finally:
@@ -372,7 +308,7 @@ def test_two_wakegates_cannot_share_one_directory(start_wakegate, priv_dir):
                for l in other.log_lines()), other.log_tail()
     # The first one and its server are untouched.
     assert not gone(child) and redis_children(gw) == [child]
-    wait_ready(gw)
+    gw.wait_ready()
 
 
 def test_missing_redis_server_is_a_configuration_error(start_wakegate, priv_dir):
@@ -421,5 +357,5 @@ def test_harness_default_starts_no_redis(start_wakegate, recording_upstream):
     time.sleep(0.2)
     assert redis_children(gw) == []
     assert not any("sub=redis-server" in l for l in gw.log_lines())
-    st, body = readyz(gw)
+    st, body = gw.readyz()
     assert st == 200, body

@@ -21,7 +21,8 @@ import time
 import pytest
 
 from harness import build_image
-from test_wake_e2e import clean_stack, gw_config
+from harness.util import wait_for
+from stack_util import gw_config
 
 pytestmark = pytest.mark.docker
 
@@ -62,8 +63,9 @@ def sleep_image(dockerd, test_image):
 
 
 @pytest.fixture
-def stack(redis_server, dockerd, sleep_image, start_wakegate):
-    yield from clean_stack(redis_server, dockerd, start_wakegate)
+def stack(stack, sleep_image):
+    """The conftest's stack, with the sleep image built."""
+    return stack
 
 
 def sleep_config(stack, stop_after="2s", pause_after="0s", save=None, wake_timeout="30s", **idle):
@@ -130,16 +132,18 @@ def hook(bare, name, body):
     return p
 
 
-def session_with_work(stack, tmp_path, sid, work, pre_receive=None):
-    """A running session whose work tree (a clone of its own bare remote)
-    holds unsaved work in notes.txt; pre_receive, when given, is the body of
-    the remote's pre-receive hook. Returns (bare, record)."""
+def session_with_work(stack, tmp_path, sid, work=None, pre_receive=None, **fields):
+    """A running session (created with fields) whose work tree, a clone of
+    its own bare remote, holds unsaved work in notes.txt when work is given;
+    pre_receive, when given, is the body of the remote's pre-receive hook.
+    Returns (bare, record)."""
     bare = bare_repo(tmp_path, sid)
     if pre_receive is not None:
         hook(bare, "pre-receive", pre_receive)
-    create(stack, sid, bare)
+    create(stack, sid, bare, **fields)
     rec = wake_running(stack, sid)
-    write_in(stack, rec, "/www/repo/notes.txt", work)
+    if work is not None:
+        write_in(stack, rec, "/www/repo/notes.txt", work)
     return bare, rec
 
 
@@ -158,15 +162,7 @@ async def hold_websocket(stack, gw, sid, seconds):
 
 
 def metric(stack, name):
-    import http.client
-    c = http.client.HTTPConnection("127.0.0.1", stack.gw.admin_port, timeout=5)
-    c.request("GET", "/metrics")
-    text = c.getresponse().read().decode()
-    c.close()
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    raise AssertionError("metric %s not found" % name)
+    return stack.gw.metrics()[name]
 
 
 def last_save(stack, sid):
@@ -180,24 +176,12 @@ def states_seen(stack, sid):
     return [to for _, to in stack.transitions(sid)]
 
 
-def wait_for(pred, timeout, what, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(interval)
-    raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
-
-
 # ================================================================ saving work
 
 def test_idle_session_saves_its_work_then_stops_and_wakes_with_it(stack, tmp_path):
     stack.start(config=sleep_config(stack))
     sid = "s-save"
-    bare = bare_repo(tmp_path, sid)
-    create(stack, sid, bare)
-    rec = wake_running(stack, sid)
+    bare, rec = session_with_work(stack, tmp_path, sid)
     r = stack.get(sid, "/repo/notes.txt")
     assert r.status == 200 and r.body == b"first\n", r.body
     write_in(stack, rec, "/www/repo/notes.txt", "work of the session")
@@ -297,9 +281,7 @@ def test_hanging_save_times_out_and_keeps_the_container_awake(stack, tmp_path):
 def test_open_websocket_keeps_the_session_awake(stack, tmp_path):
     stack.start(config=sleep_config(stack, stop_after="1s"))
     sid = "s-ws"
-    bare = bare_repo(tmp_path, sid)
-    create(stack, sid, bare)
-    wake_running(stack, sid)
+    session_with_work(stack, tmp_path, sid)
 
     asyncio.run(hold_websocket(stack, stack.gw, sid, 3.0))  # 3x the idle timeout, with no message sent
     assert "draining" not in states_seen(stack, sid)
@@ -313,9 +295,7 @@ def test_streams_on_two_gateways_each_keep_the_session_awake(stack, tmp_path):
     stack.start(config=cfg)
     proxy = stack.start(config=cfg, role="proxy")  # a second gateway on the same Redis
     sid = "s-ws2"
-    bare = bare_repo(tmp_path, sid)
-    create(stack, sid, bare)
-    wake_running(stack, sid)
+    session_with_work(stack, tmp_path, sid)
 
     async def both():
         # The first gateway's stream closes after 1 s; the second one's alone
@@ -333,9 +313,7 @@ def test_streams_on_two_gateways_each_keep_the_session_awake(stack, tmp_path):
 def test_keepalive_holds_off_the_reaper_for_its_duration(stack, tmp_path):
     stack.start(config=sleep_config(stack, stop_after="1s"))
     sid = "s-keep"
-    bare = bare_repo(tmp_path, sid)
-    create(stack, sid, bare)
-    wake_running(stack, sid)
+    session_with_work(stack, tmp_path, sid)
     t0 = time.monotonic()
     st, body = stack.api("POST", "/v1/sessions/%s/keepalive" % sid, {"duration": "3s"})
     assert st == 200 and body["state"] == "running", (st, body)
@@ -359,11 +337,10 @@ def test_request_during_saving_cancels_the_sleep_and_is_served(stack, tmp_path):
 
     stack.wait_state(sid, "saving", timeout=20)
     stack.wait_gateway_sees(sid, "saving")
-    t0 = time.monotonic()
     r = stack.get(sid, "/repo/notes.txt")
-    waited = time.monotonic() - t0
     assert r.status == 200 and r.body == b"saved while used\n", (r.status, r.body)
-    assert waited < 2.5, "the request waited for the save (%.2fs)" % waited
+    # Answered while the push was still in flight (its hook sleeps 3 s).
+    assert remote_show(bare) == "first\n", "the request waited for the save"
     assert stack.transitions(sid)[-1] == ("saving", "running"), stack.transitions(sid)[-3:]
     assert stack.dockerd.inspect(rec["container_id"])["State"]["Running"] is True
     # The save in flight still finishes and is recorded.
@@ -376,10 +353,8 @@ def test_request_during_saving_cancels_the_sleep_and_is_served(stack, tmp_path):
 def test_request_during_stopping_is_held_and_wakes_the_session_again(stack, tmp_path):
     stack.start(config=sleep_config(stack))
     sid = "s-stopping"
-    bare = bare_repo(tmp_path, sid)
     # The app ignores SIGTERM: the stop takes the whole stop timeout.
-    create(stack, sid, bare, env=["IGNORE_TERM=1"])
-    rec = wake_running(stack, sid)
+    bare, rec = session_with_work(stack, tmp_path, sid, env=["IGNORE_TERM=1"])
     stack.wait_state(sid, "stopping", timeout=20)
     stack.wait_gateway_sees(sid, "stopping")
     results = []
@@ -404,9 +379,7 @@ def test_request_during_stopping_is_held_and_wakes_the_session_again(stack, tmp_
 def test_pause_tier_freezes_and_unpauses_on_the_first_request(stack, tmp_path):
     stack.start(config=sleep_config(stack, pause_after="1s", stop_after="60s"))
     sid = "s-pause"
-    bare = bare_repo(tmp_path, sid)
-    create(stack, sid, bare)
-    rec = wake_running(stack, sid)
+    bare, rec = session_with_work(stack, tmp_path, sid)
     stack.wait_state(sid, "paused", timeout=15)
     assert stack.transitions(sid)[-2:] == [("running", "draining"), ("draining", "paused")]
     wait_for(lambda: stack.dockerd.inspect(rec["container_id"])["State"]["Paused"], 5, "docker pause")
@@ -569,7 +542,7 @@ def test_saved_before_the_pause_then_stopped_without_a_second_save(stack, tmp_pa
     assert len(stack.events(sid, "save")) == 1  # nothing ran in the frozen container since
     c = stack.dockerd.inspect(rec["container_id"])["State"]
     assert c["Running"] is False and c["Paused"] is False, c
-    # It was thawed for a clean stop: a SIGTERM exit, not a kill after the timeout.
-    stop_ms = int(got["state_since"]) - int(stack.events(sid, "transition")[-2]["at"])
-    assert stop_ms < 5000, stop_ms
+    # It was thawed for a clean stop: a SIGTERM exit through the init (128 +
+    # 15), not a SIGKILL (137) after the stop timeout.
+    assert c["ExitCode"] == 143, (c, got)
     assert stack.gw.stop() == 0

@@ -15,11 +15,9 @@ Timings are printed (-s) and saved to test-artifacts/e2e/wake-e2e-timings.json.
 """
 
 import asyncio
-import calendar
 import http.client
 import json
 import os
-import re
 import signal
 import socket
 import tempfile
@@ -27,211 +25,18 @@ import threading
 import time
 
 import pytest
-import redis
 
-import bus_util
-from harness import build_image, rawhttp
-from harness.util import artifacts_dir
-from browser_util import Cdp, CdpError, Chromium
+from browser_util import Cdp, CdpError, Chromium, watch_page
+from harness import build_image
+from harness.dockerd import rfc3339_ns
+from harness.util import now_ms, wait_for
 from sessions_util import Pending, collect
+from stack_util import APP_TEXT, TOKEN, Timings, gw_config, host_of, req
 
 pytestmark = pytest.mark.docker
 
-HOST = "h1"
-DOMAIN = "preview.localhost"
-TOKEN = "t"
-IMAGE = "wakegate-test:latest"
-APP_TEXT = b"wakegate test image"
 SLOW_HEALTH_IMAGE = "wakegate-test-wake-slowhealth:latest"
-TIMINGS = {}
-
-
-# ---------------------------------------------------------------- helpers
-
-def now_ms():
-    return int(time.time() * 1000)
-
-
-def gw_config(redis_url, dockerd, wake_timeout="10s", level="debug"):
-    return {
-        "redis": {"url": redis_url},
-        "docker": {"host": dockerd.host, "name": HOST, "max_concurrent_starts": 8},
-        "admin": {"token": TOKEN},
-        "sessions": {"image": IMAGE, "port": 8080, "wake_timeout": wake_timeout},
-        "non_waking": {"paths": ["/healthz"], "user_agents": ["kube-probe"]},
-        "routes": [{"match": {"host": "{session}." + DOMAIN}}],
-        "log": {"level": level, "access": True},
-    }
-
-
-def host_of(sid):
-    return "%s.%s" % (sid, DOMAIN)
-
-
-def req(sid, path="/", headers=(), method="GET"):
-    """An API-style request (Accept: */*): held while the session wakes."""
-    hdrs = [("Accept", "*/*"), ("User-Agent", "wake-e2e")]
-    names = {k.lower() for k, _ in headers}
-    hdrs = [(k, v) for k, v in hdrs if k.lower() not in names] + list(headers)
-    return rawhttp.request_bytes(method, path, host=host_of(sid), headers=hdrs)
-
-
-def record_timing(name, **values):
-    TIMINGS[name] = values
-    print("\n[timing] %s: %s" % (name, ", ".join("%s=%s" % kv for kv in values.items())))
-    try:
-        (artifacts_dir() / "wake-e2e-timings.json").write_text(json.dumps(TIMINGS, indent=2, sort_keys=True) + "\n")
-    except OSError:
-        pass
-
-
-def rfc3339_ns(s):
-    """Docker's RFC 3339 timestamp with nanoseconds (UTC, "Z") -> ns since the epoch."""
-    m = re.match(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d+))?Z$", s)
-    assert m, s
-    secs = calendar.timegm(tuple(int(x) for x in m.groups()[:6]) + (0, 0, 0))
-    frac = (m.group(7) or "0")[:9].ljust(9, "0")
-    return secs * 1_000_000_000 + int(frac)
-
-
-class Stack:
-    """One test's stack: the redis-server, the shared dockerd, and the
-    wakegate processes this test starts."""
-
-    def __init__(self, redis_server, dockerd, start_wakegate):
-        self.redis_server = redis_server
-        self.dockerd = dockerd
-        self.start_wakegate = start_wakegate
-        self.r = self._redis()
-        self.gw = None
-
-    def _redis(self):
-        return redis.Redis.from_url(self.redis_server.url, decode_responses=True, socket_timeout=5,
-                                    socket_connect_timeout=3)
-
-    def reconnect_redis(self):
-        self.r = self._redis()
-
-    # ---- wakegate
-    def start(self, config=None, role="all", wake_timeout="10s", level="debug"):
-        cfg = config or gw_config(self.redis_server.url, self.dockerd, wake_timeout=wake_timeout, level=level)
-        gw = self.start_wakegate(cfg, args=["--role", role])
-        if role == "all":
-            gw.wait_log(r"startup reconciliation done", timeout=15)
-        self.wait_ready(gw)
-        if role == "all":
-            self.gw = gw
-        return gw
-
-    @staticmethod
-    def readyz(gw):
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", gw.admin_port, timeout=2)
-            c.request("GET", "/readyz")
-            r = c.getresponse()
-            r.read()
-            c.close()
-            return r.status
-        except (OSError, http.client.HTTPException):
-            return None
-
-    def wait_ready(self, gw, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while self.readyz(gw) != 200:
-            assert time.monotonic() < deadline, "wakegate /readyz not 200 in %.0fs; tail:\n%s" % (timeout, gw.log_tail())
-            time.sleep(0.02)
-
-    # ---- the admin API
-    def api(self, method, path, body=None, gw=None, timeout=20.0):
-        gw = gw or self.gw
-        conn = http.client.HTTPConnection("127.0.0.1", gw.admin_port, timeout=timeout)
-        try:
-            conn.request(method, path, body=json.dumps(body) if body is not None else None,
-                         headers={"Authorization": "Bearer " + TOKEN, "Content-Type": "application/json"})
-            resp = conn.getresponse()
-            raw = resp.read()
-        finally:
-            conn.close()
-        try:
-            return resp.status, (json.loads(raw) if raw else None)
-        except ValueError:
-            return resp.status, raw
-
-    def create(self, sid, **fields):
-        body = {"id": sid}
-        body.update(fields)
-        st, got = self.api("POST", "/v1/sessions", body)
-        assert st == 201, (st, got)
-        assert got["id"] == sid and got["state"] == "asleep" and got["host"] == HOST, got
-        return got
-
-    # ---- requests through the public listener
-    def get(self, sid, path="/", headers=(), gw=None, timeout=15.0):
-        gw = gw or self.gw
-        r = rawhttp.send(gw.port, req(sid, path, headers), timeout=timeout, until="responses")
-        rs = r.responses
-        assert rs, "no response for %s%s within %.0fs (close=%s, got %r)\nwakegate tail:\n%s" % (
-            sid, path, timeout, r.close, r.data[:300], gw.log_tail(40))
-        return rs[0]
-
-    def status_state(self, sid, gw=None):
-        """The public listener's /_wakegate/status (never wakes)."""
-        resp = self.get(sid, "/_wakegate/status", gw=gw, timeout=5)
-        return json.loads(resp.body)["state"] if resp.status == 200 else None
-
-    def wait_gateway_sees(self, sid, state, gw=None, timeout=5.0):
-        """Until the gateway's in-process cache shows state (so the next
-        request is decided on it)."""
-        deadline = time.monotonic() + timeout
-        seen = None
-        while time.monotonic() < deadline:
-            seen = self.status_state(sid, gw)
-            if seen == state:
-                return
-            time.sleep(0.01)
-        raise AssertionError("gateway shows %s as %r, not %r, after %.1fs" % (sid, seen, state, timeout))
-
-    # ---- records and events
-    def record(self, sid):
-        return bus_util.record(self.r, sid)
-
-    def wait_state(self, sid, states, timeout=15.0, poll=0.01):
-        return bus_util.wait_state(self.r, sid, states, timeout, poll, self.gw)[0]
-
-    def events(self, sid, type_=None):
-        return bus_util.events(self.r, sid, type_)
-
-    def transitions(self, sid):
-        return bus_util.transitions(self.r, sid)
-
-    def wake_commands(self, sid, since_ms=0):
-        return [f for _, f in self.r.xrange("wg:wake:" + HOST)
-                if f.get("session") == sid and int(f.get("at", "0")) >= since_ms]
-
-    # ---- Docker
-    def docker_events(self, since_s, sid, actions=None):
-        return bus_util.engine_events(self.dockerd, since_s, sid, actions)
-
-    def actions(self, since_s, sid, interesting=("create", "start", "restart", "unpause", "pause", "stop", "die", "kill")):
-        return [e["Action"] for e in self.docker_events(since_s, sid) if e["Action"] in interesting]
-
-
-def clean_stack(redis_server, dockerd, start_wakegate):
-    """A Stack on an engine with no containers, and none left behind. The
-    engine is shared by the pytest session, so nothing of another test is
-    adopted here. A generator: yield from it in a fixture."""
-    dockerd.remove_all_containers()
-    s = Stack(redis_server, dockerd, start_wakegate)
-    try:
-        yield s
-    finally:
-        dockerd.remove_all_containers()
-
-
-@pytest.fixture
-def stack(redis_server, dockerd, test_image, start_wakegate):
-    assert test_image == IMAGE
-    yield from clean_stack(redis_server, dockerd, start_wakegate)
+record_timing = Timings("wake-e2e-timings.json").record
 
 
 def sse_read(gw, since="0", timeout=5.0, until=None):
@@ -278,6 +83,25 @@ def sse_read(gw, since="0", timeout=5.0, until=None):
 
 # ================================================================ 1. stopped and paused
 
+def _request_wakes(stack, sid, path, cid, was, interesting, docker_did):
+    """A request to sid (whose container cid was left `was` by hand) is
+    answered by the app, the record is running on the same container, the
+    engine did exactly docker_did, and the last moves were was -> starting ->
+    running. Returns the seconds the request took (informational)."""
+    t_since = time.time()
+    t0 = time.monotonic()
+    r = stack.get(sid, path)
+    took = time.monotonic() - t0
+    assert r.status == 200 and APP_TEXT in r.body, (r, r.body[:200])
+    rec = stack.record(sid)
+    assert rec["state"] == "running" and rec["container_id"] == cid, rec
+    if was == "paused":
+        assert stack.dockerd.inspect(cid)["State"]["Paused"] is False
+    assert stack.actions(t_since, sid, interesting) == docker_did
+    assert stack.transitions(sid)[-2:] == [(was, "starting"), ("starting", "running")]
+    return took
+
+
 def test_stopped_and_paused_sessions_wake_on_request(stack):
     stack.start()
     sid = "s-ondemand"
@@ -301,30 +125,14 @@ def test_stopped_and_paused_sessions_wake_on_request(stack):
     stack.dockerd.stop_container(cid)
     stack.wait_state(sid, "asleep", timeout=5)
     stack.wait_gateway_sees(sid, "asleep")
-    t_since = time.time()
-    t0 = time.monotonic()
-    r = stack.get(sid, "/?after-stop")
-    warm = time.monotonic() - t0
-    assert r.status == 200 and APP_TEXT in r.body, (r, r.body[:200])
-    rec2 = stack.record(sid)
-    assert rec2["state"] == "running" and rec2["container_id"] == cid, rec2
-    assert stack.actions(t_since, sid, ("create", "start", "unpause")) == ["start"]
-    assert stack.transitions(sid)[-2:] == [("asleep", "starting"), ("starting", "running")]
+    warm = _request_wakes(stack, sid, "/?after-stop", cid, "asleep", ("create", "start", "unpause"), ["start"])
 
     # Paused through the Docker API: the record says paused, the next request unpauses it.
     stack.dockerd.pause(cid)
     stack.wait_state(sid, "paused", timeout=5)
     stack.wait_gateway_sees(sid, "paused")
-    t_since = time.time()
-    t0 = time.monotonic()
-    r = stack.get(sid, "/?after-pause")
-    unpause = time.monotonic() - t0
-    assert r.status == 200 and APP_TEXT in r.body, (r, r.body[:200])
-    rec3 = stack.record(sid)
-    assert rec3["state"] == "running" and rec3["container_id"] == cid, rec3
-    assert stack.dockerd.inspect(cid)["State"]["Paused"] is False
-    assert stack.actions(t_since, sid, ("create", "start", "restart", "unpause")) == ["unpause"]
-    assert stack.transitions(sid)[-2:] == [("paused", "starting"), ("starting", "running")]
+    unpause = _request_wakes(stack, sid, "/?after-pause", cid, "paused", ("create", "start", "restart", "unpause"),
+                             ["unpause"])
     record_timing("request -> 200 through the gateway", create_start_ms=round(cold * 1000),
                   start_ms=round(warm * 1000), unpause_ms=round(unpause * 1000))
     assert stack.gw.stop() == 0
@@ -445,10 +253,8 @@ def test_herd_of_500_requests_across_two_gateways_makes_one_start(stack):
     sid = "s-herd"
     stack.create(sid)
     # Both gateways follow wg:state (plus the API's subscriber, if any).
-    deadline = time.monotonic() + 5
-    while dict(stack.r.pubsub_numsub("wg:state")).get("wg:state", 0) < 2:
-        assert time.monotonic() < deadline, "the gateways are not subscribed to wg:state"
-        time.sleep(0.02)
+    wait_for(lambda: dict(stack.r.pubsub_numsub("wg:state")).get("wg:state", 0) >= 2, 5,
+             "the gateways to subscribe to wg:state")
     # Both see the session asleep, so the herd is decided on the cache.
     stack.wait_gateway_sees(sid, "asleep", gw=gw_a)
     stack.wait_gateway_sees(sid, "asleep", gw=gw_b)
@@ -515,29 +321,16 @@ async def _browse(ws_url, url, shots_dir, timeout=15.0):
         t0 = time.monotonic()
         nav = await cdp.send("Page.navigate", url=url)
         assert not nav.get("errorText"), nav
-        deadline = t0 + timeout
-        final = None
-        while time.monotonic() < deadline:
-            try:
-                v = await cdp.evaluate("JSON.stringify({t: document.title, u: location.href, "
-                                       "b: document.body ? document.body.innerText : ''})", timeout=3)
-            except (CdpError, asyncio.TimeoutError):
-                await asyncio.sleep(0.05)
-                continue
-            page = json.loads(v) if v else {}
-            title = page.get("t", "")
-            if not seen["titles"] or seen["titles"][-1] != title:
-                seen["titles"].append(title)
-            if title.startswith("Waking") and not seen["waking_shot"]:
+
+        async def shoot_waking(page):
+            if page.get("t", "").startswith("Waking") and not seen["waking_shot"]:
                 try:
                     seen["waking_shot"] = await cdp.screenshot(os.path.join(shots_dir, "wake-browser-waking.png"))
                 except (CdpError, asyncio.TimeoutError):
                     pass
-            if "wakegate test image" in page.get("b", ""):
-                final = page
-                seen["ended_after"] = time.monotonic() - t0
-                break
-            await asyncio.sleep(0.05)
+        seen["titles"], final = await watch_page(cdp, lambda p: "wakegate test image" in p.get("b", ""),
+                                                 t0 + timeout - time.monotonic(), on_page=shoot_waking)
+        seen["ended_after"] = time.monotonic() - t0
         seen["final"] = final
         if final:
             seen["final_shot"] = await cdp.screenshot(os.path.join(shots_dir, "wake-browser.png"))
@@ -665,7 +458,7 @@ def test_never_ready_session_gets_504_and_fails_with_its_log_tail(stack):
     assert gw.stop() == 0
 
 
-def test_docker_kill_moves_the_record_off_running_within_1s(stack):
+def test_docker_kill_moves_the_record_off_running(stack):
     stack.start()
     sid = "s-kill"
     stack.create(sid)
@@ -681,8 +474,13 @@ def test_docker_kill_moves_the_record_off_running_within_1s(stack):
             break
         time.sleep(0.05)
     took = time.monotonic() - t0
-    assert state != "running" and took <= 1.0, (state, took)
+    assert state != "running", (state, took)
     assert state in ("asleep", "failed"), state
+    # Moved by the engine's die event for this container (the death path runs
+    # on nothing else), not found later by a recheck.
+    stack.gw.wait_log(r'msg="docker event" session=%s container=%s action="die"' % (sid, cid[:12]), timeout=5)
+    stack.gw.wait_log(r"msg=\"container (stopped outside wakegate|died|crashed)[^\"]*\" session=%s container=%s"
+                      % (sid, cid[:12]), timeout=5)
     record_timing("docker kill -> record off running", ms=round(took * 1000), state=state)
     # And the next request wakes it again.
     stack.wait_gateway_sees(sid, state)
@@ -791,13 +589,12 @@ def test_redis_restart_fails_no_request_to_a_running_session(stack):
     # Once Redis is back, wakes work again: a new session via the API, woken by a request.
     stack.reconnect_redis()
     new = "s-after-redis"
-    deadline = time.monotonic() + 15
-    while True:
-        st, body = stack.api("POST", "/v1/sessions", {"id": new})
-        if st == 201:
-            break
-        assert time.monotonic() < deadline, (st, body)
-        time.sleep(0.1)
+    last = [None]
+
+    def created():
+        last[0] = stack.api("POST", "/v1/sessions", {"id": new})
+        return last[0][0] == 201
+    wait_for(created, 15, lambda: "POST /v1/sessions to answer 201, not %r" % (last[0],), interval=0.1)
     t0 = time.monotonic()
     r = stack.get(new, "/", timeout=20)
     assert r.status == 200 and APP_TEXT in r.body, (r, r.body[:200], gw.log_tail(40))

@@ -20,6 +20,7 @@ Only the standard library talks to it: http.client over the unix socket for
 the Engine API, and Debian's /usr/bin/docker CLI with -H for builds.
 """
 
+import calendar
 import http.client
 import ipaddress
 import json
@@ -32,6 +33,7 @@ import subprocess
 import time
 import urllib.parse
 
+from .http1 import ApiResponse
 from .procs import REGISTRY, cgroup_parent_name, reap_adopted, reap_zombies, remove_cgroup_dirs
 from .util import HarnessError, mounts_under, tail, umount_all, wait_until
 
@@ -58,23 +60,6 @@ class UnixHTTPConnection(http.client.HTTPConnection):
             s.close()
             raise
         self.sock = s
-
-
-class ApiResponse:
-    def __init__(self, status, headers, body):
-        self.status = status
-        self.headers = headers
-        self.body = body
-
-    def json(self):
-        return json.loads(self.body) if self.body else None
-
-    @property
-    def text(self):
-        return self.body.decode("utf-8", "replace")
-
-    def __repr__(self):
-        return "<ApiResponse %d %r>" % (self.status, self.body[:200])
 
 
 class DockerApiError(RuntimeError):
@@ -430,6 +415,15 @@ class Dockerd:
     def exec(self, cid, *cmd, check=True, timeout=120):
         """docker exec; returns CompletedProcess."""
         return self.cli("exec", cid, *cmd, check=check, timeout=timeout)
+
+
+def rfc3339_ns(s):
+    """Docker's RFC 3339 timestamp with nanoseconds (UTC, "Z") -> ns since the epoch."""
+    m = re.match(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d+))?Z$", s)
+    assert m, s
+    secs = calendar.timegm(tuple(int(x) for x in m.groups()[:6]) + (0, 0, 0))
+    frac = (m.group(7) or "0")[:9].ljust(9, "0")
+    return secs * 1_000_000_000 + int(frac)
 
 
 def http_get_container(ip, port=8080, path="/", timeout=10.0, connect_timeout=0.05):

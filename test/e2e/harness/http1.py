@@ -6,6 +6,7 @@ frame. Framing follows RFC 9112: chunked if the last transfer coding is
 chunked, else Content-Length, else (responses only) until close.
 """
 
+import json
 import socket
 
 
@@ -180,6 +181,34 @@ def read_chunked(reader, keep=None):
         k, _, v = line[:-2].decode("latin-1").partition(":")
         trailers.append((k, v.strip()))
     return bytes(body), trailers, total
+
+
+class ApiResponse:
+    """A whole answer of an API (the engine's, wakegate's admin listener):
+    .status, .headers (as its client gives them) and .body (bytes)."""
+
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self):
+        """The body parsed as JSON; None for an empty body."""
+        return json.loads(self.body) if self.body else None
+
+    def json_or_body(self):
+        """The body parsed as JSON, or the raw bytes when it is not JSON."""
+        try:
+            return self.json()
+        except ValueError:
+            return self.body
+
+    @property
+    def text(self):
+        return self.body.decode("utf-8", "replace")
+
+    def __repr__(self):
+        return "<ApiResponse %d %r>" % (self.status, self.body[:200])
 
 
 class Request:

@@ -138,7 +138,7 @@ def become_subreaper():
         return False
 
 
-def _proc_stat(pid):
+def proc_stat(pid):
     """(comm, state, ppid, pgrp) of pid from /proc, or None if it is gone."""
     try:
         with open("/proc/%d/stat" % pid, "rb") as f:
@@ -149,6 +149,22 @@ def _proc_stat(pid):
     comm = data[lpar + 1 : rpar]
     rest = data[rpar + 2 :].split()
     return comm, rest[0], int(rest[1]), int(rest[2])
+
+
+def pid_gone(pid, reap=False):
+    """True when pid has exited: no /proc entry, or a zombie. With reap, a
+    zombie is reaped (pytest is a child subreaper, so an orphan is ours)."""
+    st = proc_stat(pid)
+    if st is None:
+        return True
+    if st[1] != "Z":
+        return False
+    if reap:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+    return True
 
 
 def _reap_group(pgid, timeout=2.0):
@@ -162,7 +178,7 @@ def _reap_group(pgid, timeout=2.0):
         for name in os.listdir("/proc"):
             if not name.isdigit():
                 continue
-            st = _proc_stat(int(name))
+            st = proc_stat(int(name))
             if st is None or st[2] != me or st[3] != pgid:
                 continue
             try:
@@ -232,7 +248,7 @@ def reap_zombies(comm_prefixes=("containerd-shim",)):
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
-        st = _proc_stat(int(name))
+        st = proc_stat(int(name))
         if st and st[2] == me and st[1] == "Z" and st[0].startswith(tuple(comm_prefixes)):
             try:
                 os.waitpid(int(name), os.WNOHANG)

@@ -260,11 +260,12 @@ def close_immediately(read_request=False, reset=False):
     return handler
 
 
-def sse(events, interval=0.1, framing="chunked", keep_open=False):
+def sse(events, interval=0.1, framing="chunked", keep_open=False, sent_at=None):
     """Answer with text/event-stream, sending each event (str or bytes, the
     "data: ...\\n\\n" framing is the caller's) `interval` seconds apart.
     framing "chunked" ends with the last chunk; "close" closes the connection.
-    keep_open: after the events, hold the stream open until the peer closes."""
+    keep_open: after the events, hold the stream open until the peer closes.
+    sent_at: a list that gets the time.monotonic() just before each event goes out."""
     def handler(conn):
         req = conn.read_request(body_keep=1 << 20)
         if req is None:
@@ -276,6 +277,8 @@ def sse(events, interval=0.1, framing="chunked", keep_open=False):
             if conn.wait(interval):
                 return
             ev = ev.encode() if isinstance(ev, str) else ev
+            if sent_at is not None:
+                sent_at.append(time.monotonic())
             conn.send(b"%x\r\n%s\r\n" % (len(ev), ev) if framing == "chunked" else ev)
         if keep_open:
             conn.wait_peer_close()

@@ -65,6 +65,29 @@ def wait_until(fn, timeout=10.0, interval=0.02, what=None):
         time.sleep(interval)
 
 
+def wait_for(pred, timeout, what, interval=0.02):
+    """Call pred until it returns a truthy value; return that value.
+
+    Unlike wait_until, an exception from pred is a failure, not "not yet":
+    these waits check what wakegate answers, and an error there must show.
+    On timeout raise AssertionError naming `what` (a string, or a callable
+    returning one, called only then: a log tail, the last value seen).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what() if callable(what) else what))
+        time.sleep(interval)
+
+
+def now_ms():
+    """The wall clock in milliseconds, as wakegate writes times into Redis."""
+    return int(time.time() * 1000)
+
+
 def tail(path, lines=40):
     """The last `lines` lines of a text file, or a note that it is missing."""
     try:
@@ -83,6 +106,18 @@ def artifacts_dir():
     d = pathlib.Path(os.environ.get("WAKEGATE_ARTIFACTS") or (REPO_ROOT / "test-artifacts")) / "e2e"
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def vm_rss_kib(pid):
+    """VmRSS of pid in KiB (from /proc/PID/status), or None when it is gone."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
 
 
 def tcp_connectable(host, port, timeout=0.05):

@@ -26,6 +26,7 @@ directory.
 
 import copy
 import http.client
+import json
 import os
 import pathlib
 import re
@@ -35,8 +36,9 @@ import time
 
 import yaml
 
+from .http1 import ApiResponse
 from .procs import REGISTRY, reap_zombies
-from .util import REPO_ROOT, HarnessError, free_ports, tail
+from .util import REPO_ROOT, HarnessError, free_ports, tail, vm_rss_kib
 
 # Added to configs that have no top-level "redis" key (see the docstring).
 NO_REDIS = {"private": {"enabled": False}}
@@ -81,6 +83,9 @@ def _add_no_redis(text):
     return text + ("" if text.endswith("\n") or not text else "\n") + "redis: {private: {enabled: false}}\n"
 
 
+_METRIC_RX = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?)\s+(\S+)$')
+
+
 class Wakegate:
     """One running wakegate process."""
 
@@ -92,6 +97,7 @@ class Wakegate:
         self.stderr_path = stderr_path
         self.stdout_path = stdout_path
         self.exit_code = None
+        self.admin_host = "127.0.0.1"  # a test that listens elsewhere sets it
 
     @property
     def pid(self):
@@ -136,11 +142,10 @@ class Wakegate:
 
     def rss_kib(self):
         """VmRSS of the process in KiB, from /proc/PID/status."""
-        with open("/proc/%d/status" % self.pid) as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        raise HarnessError("no VmRSS for pid %d" % self.pid)
+        kib = vm_rss_kib(self.pid)
+        if kib is None:
+            raise HarnessError("no VmRSS for pid %d" % self.pid)
+        return kib
 
     def fd_count(self):
         return len(os.listdir("/proc/%d/fd" % self.pid))
@@ -175,6 +180,66 @@ class Wakegate:
             return None
         finally:
             conn.close()
+
+    def admin(self, method, path, body=None, token=None, headers=None, timeout=10.0):
+        """One request to the admin listener; returns an ApiResponse.
+
+        body: a dict or list goes as JSON, bytes or str as they are, either
+        with Content-Type: application/json; token: sent as a Bearer
+        Authorization; headers: added last, so they win."""
+        h = {}
+        if token is not None:
+            h["Authorization"] = "Bearer " + token
+        data = None
+        if body is not None:
+            data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+            h["Content-Type"] = "application/json"
+        h.update(headers or {})
+        conn = http.client.HTTPConnection(self.admin_host, self.admin_port, timeout=timeout)
+        try:
+            conn.request(method, path, body=data, headers=h)
+            r = conn.getresponse()
+            raw = r.read()
+            hdrs = {}
+            for k, v in r.getheaders():  # a repeated field: its values joined, as getheader() does
+                hdrs[k.lower()] = hdrs[k.lower()] + ", " + v if k.lower() in hdrs else v
+            return ApiResponse(r.status, hdrs, raw)
+        finally:
+            conn.close()
+
+    def readyz(self, timeout=2.0):
+        """(status, body) of GET /readyz, or (None, b"") when it does not answer."""
+        try:
+            r = self.admin("GET", "/readyz", timeout=timeout)
+        except (OSError, http.client.HTTPException):
+            return None, b""
+        return r.status, r.body
+
+    def wait_ready(self, timeout=15.0):
+        """Until /readyz answers 200; an AssertionError with the last answer
+        and the stderr tail when it does not in time or the process exits."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status, body = self.readyz()
+            if status == 200:
+                return
+            if not self.alive() or time.monotonic() >= deadline:
+                raise AssertionError("wakegate pid %d: /readyz %r %r after %.1fs (exit %r); stderr tail:\n%s"
+                                     % (self.pid, status, body[:300], timeout, self.proc.poll(), self.log_tail()))
+            time.sleep(0.02)
+
+    def metrics(self):
+        """/metrics as {"name{labels}": float}."""
+        r = self.admin("GET", "/metrics", timeout=3.0)
+        assert r.status == 200, "/metrics answered %d" % r.status
+        out = {}
+        for line in r.body.decode().splitlines():
+            if not line or line.startswith("#"):
+                continue
+            m = _METRIC_RX.match(line.strip())
+            assert m, "unparsable metrics line %r" % line
+            out[m.group(1)] = float(m.group(2))
+        return out
 
     def sanitizer_reports(self):
         return [line for line in self.log_lines() if any(m in line for m in SANITIZER_MARKERS)]
