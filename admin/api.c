@@ -269,8 +269,8 @@ int wg_api_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log,
         uv_close((uv_handle_t *)&api->tick, tick_closed);
         return rc;
     }
-    /* After the handler: a metrics hook cannot be taken back, so it is
-     * added only once nothing can fail any more (and is not vital). */
+    /* Last, once nothing can fail any more, so a failed start leaves no
+     * hook behind for the caller to remove (and the metrics are not vital). */
     if (wg_admin_add_metrics(admin, api_metrics, api) < 0)
         WG_DEBUG(log, API_SUBSYS, "no room for the API's metrics", "%s", "");
     *ret_api = api;

@@ -1,5 +1,5 @@
 /* bench/reaper_bench.c - one idle-reaper pass, wakegate's range read
- * (wg_store_reap_scan(), paged the way orchestrator/sleeper.c pages it)
+ * (wg_store_reap_scan(), paged the way orchestrator/reaper.c pages it)
  * against the naive peer, a full scan (wg_store_list(): SMEMBERS
  * wg:sessions, one HGETALL per record, one ZMSCORE wg:active, then idle
  * decided from each record's last_active), in the same run on the same

@@ -28,7 +28,7 @@ def proxy_config(up, limits=None, upstream=None, **extra):
 # ---------------------------------------------------------------- canonical heads
 
 def canonical_head(method, target, host, fields=(), framing=None, xff=PEER, xfh=None, xfp="http"):
-    """The exact head wakegate must forward (proxy/http.h, wg_http_request_rebuild):
+    """The exact head wakegate must forward (proxy/http_rebuild.h, wg_http_request_rebuild):
     request line in HTTP/1.1, Host first, the end-to-end fields in client
     order, then X-Forwarded-For/-Host/-Proto, then the framing it chose.
     framing: None, ("length", n) or "chunked"."""
