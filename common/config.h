@@ -207,9 +207,11 @@ struct wg_config_flags {
     const char *log_level;
     const char *listen;
     const char *admin_listen;
-    /* A token file this user may not read (EACCES, EPERM) leaves its token
-     * unset instead of failing: wakegatectl, run by an operator who holds
-     * only the read-only token. The daemon never sets it. */
+    /* For wakegatectl, run by an operator who may hold only the read-only
+     * token: a token file this user may not read (EACCES, EPERM) leaves its
+     * token unset instead of failing, and the two tokens are not required
+     * to differ (--token may be the read-only one). The daemon never sets
+     * it. */
     bool token_files_optional;
 };
 

@@ -118,8 +118,10 @@ static int read_tokens(struct wg_config *cfg, char *err, size_t errlen)
         if (r < 0)
             goto out;
     }
-    /* One secret for both scopes would make the read-only one a lie. */
-    if (cfg->admin_token != NULL && cfg->admin_read_token != NULL &&
+    /* One secret for both scopes would make the read-only one a lie. Not
+     * checked for the CLI, whose --token (set as the admin token) may be
+     * the read-only token itself. */
+    if (!cfg->token_files_optional && cfg->admin_token != NULL && cfg->admin_read_token != NULL &&
         strcmp(cfg->admin_token, cfg->admin_read_token) == 0) {
         if (read_from_env || cfg->admin_read_token_file == NULL)
             r = config_fail_at(err, errlen, NULL, 0, "environment WAKEGATE_ADMIN_READ_TOKEN",

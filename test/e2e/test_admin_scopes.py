@@ -343,6 +343,12 @@ def test_ctl_with_only_the_read_token(stack):
     p = ctl("--config", cfg, "wake", "s-scope-d")
     assert p.returncode == 7 and "the token from admin.read_token_file is read-only" in p.stderr, p.stderr
 
+    # The read token given as --token, with the gateway's own configuration.
+    p = ctl("--config", gw.config_path, "--token", READ, "ls")
+    assert p.returncode == 0 and "s-scope-d" in p.stdout, p.stderr
+    p = ctl("--config", gw.config_path, "--token", READ, "rm", "s-scope-d")
+    assert p.returncode == 7 and "the token from --token is read-only" in p.stderr, p.stderr
+
     # The admin token, when there is one, wins over the read token.
     p = ctl("--config", gw.config_path, "wake", "s-scope-d")
     assert p.returncode == 0 and "wake queued for s-scope-d" in p.stdout, p.stderr
@@ -352,7 +358,7 @@ def test_ctl_with_only_the_read_token(stack):
     # None of the refused commands reached the stream.
     ops = [c["op"] for c in stack.commands()[len(commands):]]
     assert ops == ["wake", "sleep"], ops
-    assert refusals(gw)["read_only"] == 4
+    assert refusals(gw)["read_only"] == 5
 
 
 def test_ctl_as_a_user_who_can_read_only_the_read_token(stack):

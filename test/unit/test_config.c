@@ -1078,6 +1078,14 @@ static void test_read_token_env(void **state)
     assert_string_equal(err,
                         "environment WAKEGATE_ADMIN_READ_TOKEN: must differ from the admin token");
     wg_config_free(&cfg);
+
+    /* The CLI's load: its --token may be the read-only token itself. */
+    assert_int_equal(load(&cfg, "listen: \":1111\"\n", err, sizeof err), 0);
+    assert_int_equal(wg_config_apply_env(&cfg, fake_getenv, err, sizeof err), 0);
+    cfg.token_files_optional = true;
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), 0);
+    assert_string_equal(cfg.admin_read_token, "both");
+    wg_config_free(&cfg);
 }
 
 /* ------------------------------------------------------------------------ */
