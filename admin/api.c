@@ -264,7 +264,10 @@ int wg_api_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log,
     }
     api->tick.data = api;
     rc = wg_admin_add_async_handler(admin, "/v1/", api_handle, api);
+    for (size_t i = 0; rc == 0 && wg_api_read_routes[i] != NULL; i++)
+        rc = wg_admin_add_read_route(admin, wg_api_read_routes[i], api);
     if (rc < 0) {
+        wg_admin_remove_hooks(admin, api);
         api->freeing = true;
         uv_close((uv_handle_t *)&api->tick, tick_closed);
         return rc;

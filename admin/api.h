@@ -45,6 +45,11 @@
  * client; replay uses XRANGE on the shared command connection. A client
  * that lets more than WG_ADMIN_STREAM_QUEUE_MAX bytes pile up is dropped.
  *
+ * Scopes: the read-only token may list, show and follow the events (GET
+ * and HEAD of /v1/sessions, /v1/sessions/{id} and /v1/events:
+ * wg_api_read_routes); everything else needs the admin token. The admin
+ * listener checks that before a request reaches the API.
+ *
  * ?wait=1 follows wg:state on a subscriber connection of the API's (made on
  * the first wait) and re-reads the record after every (re)subscription. */
 #ifndef WG_ADMIN_API_H
@@ -93,6 +98,11 @@ int wg_api_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log,
 void wg_api_free(struct wg_api *api);
 
 /* ---- pure parts (unit-tested) ------------------------------------------ */
+
+/* The routes whose GET (and HEAD) the read-only token may call, as
+ * wg_admin_add_read_route() patterns; NULL-terminated. Every other route
+ * and method of the API needs the admin token. */
+extern const char *const wg_api_read_routes[];
 
 enum wg_api_route_kind {
     WG_API_SESSIONS = 0, /* /v1/sessions: GET list, POST create */

@@ -1,11 +1,18 @@
-/* admin/api_route.c - which handler a /v1/ request goes to, and the query
- * strings they read. The token was checked by the admin listener before
- * any of this runs. */
+/* admin/api_route.c - which handler a /v1/ request goes to, the routes the
+ * read-only token may read, and the query strings the handlers read. The
+ * token was checked by the admin listener before any of this runs. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "admin/api_int.h"
+
+const char *const wg_api_read_routes[] = {
+    "/v1/sessions",
+    "/v1/sessions/{id}",
+    "/v1/events",
+    NULL,
+};
 
 int wg_api_route(const char *method, size_t method_len, const char *path, size_t path_len,
                  enum wg_api_route_kind *kind, char id[WG_SESSION_ID_MAX + 1], const char **allow)

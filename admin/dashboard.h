@@ -9,9 +9,10 @@
  *   GET /dashboard/NAME        the embedded file NAME, else 404
  *
  * The page holds no data, so fetching it needs no token. The script reads
- * /v1/sessions and /v1/events with the token the operator gives it (from the
- * URL fragment, which browsers never send, or a form; kept in the tab's
- * sessionStorage) and /metrics, which needs none. Every answer carries a
+ * /v1/sessions and /v1/events with the token the operator gives it (the
+ * read-only one is enough; from the URL fragment, which browsers never
+ * send, or a form; kept in the tab's sessionStorage) and /metrics, which
+ * needs none. Every answer carries a
  * Content-Security-Policy that allows nothing but this origin. */
 #ifndef WG_ADMIN_DASHBOARD_H
 #define WG_ADMIN_DASHBOARD_H

@@ -1,14 +1,16 @@
 /* admin/listener.c - the admin listener: its life, what the parts register
- * (readiness checks, metrics writers, handlers), the token check and the
- * dispatch of a complete request; see listener.h. Connections are
- * listener_conn.c, answers listener_reply.c. */
+ * (readiness checks, metrics writers, handlers, read routes), the answer to
+ * a request the token check refused and the dispatch of a complete
+ * request; see listener.h. The check itself is listener_auth.c,
+ * connections listener_conn.c, answers listener_reply.c. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "admin/listener_int.h"
+#include "common/log.h"
 #include "common/net.h"
 
 void admin_maybe_free(struct wg_admin *a)
@@ -17,6 +19,8 @@ void admin_maybe_free(struct wg_admin *a)
         return;
     for (size_t i = 0; i < a->nhandlers; i++)
         free(a->handlers[i].prefix);
+    for (size_t i = 0; i < a->nread_routes; i++)
+        free(a->read_routes[i].pattern);
     free(a);
 }
 
@@ -33,29 +37,6 @@ void admin_json_escape(struct wg_buf *out, const char *s)
     }
 }
 
-bool wg_admin_bearer_ok(const char *token, const char *value, size_t len)
-{
-    static const char scheme[] = "bearer";
-    const size_t sl = sizeof(scheme) - 1;
-    size_t i, tl;
-
-    if (token == NULL || token[0] == '\0' || value == NULL)
-        return false;
-    if (len <= sl || strncasecmp(value, scheme, sl) != 0 || (value[sl] != ' ' && value[sl] != '\t'))
-        return false;
-    for (i = sl; i < len && (value[i] == ' ' || value[i] == '\t'); i++)
-        ;
-    const unsigned char *given = (const unsigned char *)value + i;
-    size_t gl = len - i;
-    tl = strlen(token);
-    /* Every byte of the token is compared whatever the input: the time
-     * depends on the token's length, never on where a guess goes wrong. */
-    volatile unsigned diff = gl != tl;
-    for (size_t k = 0; k < tl; k++)
-        diff |= (unsigned char)token[k] ^ (k < gl ? given[k] : 0u);
-    return diff == 0;
-}
-
 /* ---- the built-in paths -------------------------------------------------------------------- */
 
 static bool path_is(const struct wg_admin_request *r, const char *p)
@@ -63,16 +44,21 @@ static bool path_is(const struct wg_admin_request *r, const char *p)
     return r->path_len == strlen(p) && memcmp(r->path, p, r->path_len) == 0;
 }
 
-/* /v1 and everything under /v1/ is the token-protected API. */
-static bool path_needs_token(const struct wg_admin_request *r)
-{
-    return (r->path_len == 3 && memcmp(r->path, "/v1", 3) == 0) ||
-           (r->path_len > 3 && memcmp(r->path, "/v1/", 4) == 0);
-}
-
 static bool path_is_builtin(const struct wg_admin_request *r)
 {
     return path_is(r, "/healthz") || path_is(r, "/readyz") || path_is(r, "/metrics");
+}
+
+/* Writes the /metrics family of the token check's refusals. */
+static void auth_metrics(const struct wg_admin *a, struct wg_buf *out)
+{
+    static const char *const reasons[REFUSED_N] = {"missing", "invalid", "read_only"};
+    wg_buf_appendf(out, "# HELP wakegate_admin_auth_failures_total Admin API requests refused "
+                        "by the token check, by reason.\n"
+                        "# TYPE wakegate_admin_auth_failures_total counter\n");
+    for (int i = 0; i < REFUSED_N; i++)
+        wg_buf_appendf(out, "wakegate_admin_auth_failures_total{reason=\"%s\"} %" PRIu64 "\n",
+                       reasons[i], a->refused[i]);
 }
 
 /* /readyz: the status, with the body written to out. */
@@ -114,6 +100,7 @@ static void dispatch_builtin(struct admin_conn *ac, const struct wg_admin_reques
     } else if (path_is(req, "/metrics")) {
         status = is_get ? 200 : 405;
         ctype = "text/plain; version=0.0.4; charset=utf-8";
+        auth_metrics(a, &out);
         for (size_t i = 0; i < a->nmetrics; i++)
             a->metrics[i].fn(a->metrics[i].arg, &out);
     } else {
@@ -126,26 +113,60 @@ static void dispatch_builtin(struct admin_conn *ac, const struct wg_admin_reques
     wg_buf_release(&out);
 }
 
-/* Answers a /v1/ request that lacks a valid token; true when it did. */
+enum wg_admin_auth admin_auth_of(const struct admin_conn *ac, const char *authz, size_t len)
+{
+    const struct wg_admin *a = ac->admin;
+    const struct wg_admin_tokens tokens = {a->cfg->admin_token, a->cfg->admin_read_token};
+    const char *patterns[ADMIN_MAX_HOOKS];
+    const char *q = strchr(ac->target, '?');
+    size_t path_len = q ? (size_t)(q - ac->target) : strlen(ac->target);
+
+    for (size_t i = 0; i < a->nread_routes; i++)
+        patterns[i] = a->read_routes[i].pattern;
+    return wg_admin_auth_check(&tokens, patterns, a->nread_routes, ac->method, ac->target, path_len,
+                               authz, len);
+}
+
+/* Answers a /v1/ request that the token check refused; true when it did. */
 static bool refuse_unauthenticated(struct admin_conn *ac, bool close_after)
 {
     static const char not_configured[] = "{\"error\":\"admin token not configured\"}\n";
     static const char unauthorized[] = "{\"error\":\"unauthorized\"}\n";
-    const char *token = ac->admin->cfg->admin_token;
+    static const char read_only[] =
+        "{\"error\":\"token is read-only: this request needs the admin token\"}\n";
+    struct wg_admin *a = ac->admin;
     bool head_only = strcmp(ac->method, "HEAD") == 0;
+    char path[96];
 
-    if (token == NULL || token[0] == '\0') {
+    switch (ac->auth) {
+    case WG_ADMIN_AUTH_OK:
+        return false;
+    case WG_ADMIN_AUTH_NOT_CONFIGURED:
         admin_conn_send(ac, 503, "application/json", NULL, not_configured,
                         sizeof(not_configured) - 1, head_only, close_after);
         return true;
+    case WG_ADMIN_AUTH_READ_ONLY:
+        a->refused[REFUSED_READ_ONLY]++;
+        /* A client configured with the wrong token is worth seeing in
+         * the log; 401s are not (anyone can send those). */
+        WG_INFO(a->log, ADMIN_SUBSYS, "refused: read-only token on an admin request",
+                "method=%s path=%s", ac->method,
+                wg_log_quote(path, sizeof(path), ac->target, strcspn(ac->target, "?")));
+        admin_conn_send(ac, 403, "application/json",
+                        "WWW-Authenticate: Bearer realm=\"wakegate\", "
+                        "error=\"insufficient_scope\"\r\n",
+                        read_only, sizeof(read_only) - 1, head_only, close_after);
+        return true;
+    case WG_ADMIN_AUTH_MISSING:
+    case WG_ADMIN_AUTH_INVALID:
+        break;
     }
-    if (ac->auth == AUTH_OK)
-        return false;
+    bool missing = ac->auth == WG_ADMIN_AUTH_MISSING;
+    a->refused[missing ? REFUSED_MISSING : REFUSED_INVALID]++;
     admin_conn_send(
         ac, 401, "application/json",
-        ac->auth == AUTH_MISSING
-            ? "WWW-Authenticate: Bearer realm=\"wakegate\"\r\n"
-            : "WWW-Authenticate: Bearer realm=\"wakegate\", error=\"invalid_token\"\r\n",
+        missing ? "WWW-Authenticate: Bearer realm=\"wakegate\"\r\n"
+                : "WWW-Authenticate: Bearer realm=\"wakegate\", error=\"invalid_token\"\r\n",
         unauthorized, sizeof(unauthorized) - 1, head_only, close_after);
     return true;
 }
@@ -197,7 +218,7 @@ void admin_dispatch(struct admin_conn *ac)
     bool close_after = !ac->keep_alive || a->freeing;
 
     request_of(ac, &req);
-    if (path_needs_token(&req) && refuse_unauthenticated(ac, close_after))
+    if (refuse_unauthenticated(ac, close_after))
         return;
     const struct handler_hook *h = NULL;
     for (size_t i = 0; !path_is_builtin(&req) && h == NULL && i < a->nhandlers; i++) {
@@ -273,6 +294,17 @@ int wg_admin_add_async_handler(struct wg_admin *a, const char *prefix, wg_admin_
     return 0;
 }
 
+int wg_admin_add_read_route(struct wg_admin *a, const char *pattern, void *arg)
+{
+    if (a->nread_routes >= ADMIN_MAX_HOOKS)
+        return -ENOSPC;
+    char *p = strdup(pattern);
+    if (p == NULL)
+        return -ENOMEM;
+    a->read_routes[a->nread_routes++] = (struct read_route){p, arg};
+    return 0;
+}
+
 void wg_admin_remove_hooks(struct wg_admin *a, const void *arg)
 {
     size_t k = 0;
@@ -295,6 +327,14 @@ void wg_admin_remove_hooks(struct wg_admin *a, const void *arg)
             free(a->handlers[i].prefix);
     }
     a->nhandlers = k;
+    k = 0;
+    for (size_t i = 0; i < a->nread_routes; i++) {
+        if (a->read_routes[i].arg != arg)
+            a->read_routes[k++] = a->read_routes[i];
+        else
+            free(a->read_routes[i].pattern);
+    }
+    a->nread_routes = k;
 }
 
 void wg_admin_set_draining(struct wg_admin *a)

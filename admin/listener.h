@@ -7,12 +7,22 @@
  * The public listener never routes here, whatever the Host.
  *
  * Authentication. Every path under /v1/ (and /v1 itself) needs
- * "Authorization: Bearer <admin token>"; the token is compared in constant
- * time. Missing or wrong: 401 with WWW-Authenticate. When no token is
- * configured (admin.token, admin.token_file, WAKEGATE_ADMIN_TOKEN), /v1/ is
- * refused with 503 "admin token not configured" - even from loopback: the
- * API can start containers with host bind mounts, so it is never open by
- * accident. /healthz, /readyz and /metrics need no token.
+ * "Authorization: Bearer <token>", with one of two tokens, each compared in
+ * constant time (both are compared on every request):
+ * - the admin token (admin.token, admin.token_file, WAKEGATE_ADMIN_TOKEN)
+ *   allows everything;
+ * - the read-only token (admin.read_token_file, WAKEGATE_ADMIN_READ_TOKEN)
+ *   allows GET and HEAD on the read routes that handlers declare
+ *   (wg_admin_add_read_route()) and nothing else: on any other method or
+ *   route it gets 403 {"error":"token is read-only: ..."}. A route nobody
+ *   declared needs the admin token, so a new write route is admin-only
+ *   without anyone thinking of it.
+ * Missing or wrong token: 401 with WWW-Authenticate. When neither token is
+ * configured, /v1/ is refused with 503 "admin token not configured" - even
+ * from loopback: the API can start containers with host bind mounts, so it
+ * is never open by accident. /healthz, /readyz, /metrics and the dashboard's
+ * files need no token. Refusals are counted by reason
+ * (wakegate_admin_auth_failures_total, on /metrics).
  *
  * /readyz answers 200 when every registered check holds, in the order they
  * were registered (the first that fails gives the reason), and 503 "shutting
@@ -94,7 +104,11 @@ int wg_admin_add_metrics(struct wg_admin *admin, wg_admin_metrics_fn *fn, void *
  * wins. */
 int wg_admin_add_async_handler(struct wg_admin *admin, const char *prefix, wg_admin_async_fn *fn,
                                void *arg);
-/* Removes every ready check, metrics hook and handler registered with arg,
+/* Declares a read route: GET and HEAD of paths matching pattern (see
+ * wg_admin_route_match()) accept the read-only token too. Registered with
+ * arg like a handler, and removed with it. 0, -ENOSPC or -ENOMEM. */
+int wg_admin_add_read_route(struct wg_admin *admin, const char *pattern, void *arg);
+/* Removes every ready check, metrics hook, handler and read route registered with arg,
  * so that arg may be freed while the admin lives on. Requests already handed
  * to an async handler stay its own. */
 void wg_admin_remove_hooks(struct wg_admin *admin, const void *arg);
@@ -137,9 +151,56 @@ size_t wg_admin_stream_queued(const struct wg_admin_req *req);
 /* Ends the stream (last chunk, or the close for HTTP/1.0). Frees req. */
 void wg_admin_stream_end(struct wg_admin_req *req);
 
+/* ---- the token check (listener_auth.c; pure) ---------------------------- */
+
 /* Whether an Authorization value (len bytes, trimmed) is "Bearer <token>"
  * (scheme case-insensitive) with token equal to `token`, compared in time
  * independent of where they differ. False when token is NULL or "". */
 bool wg_admin_bearer_ok(const char *token, const char *value, size_t len);
+
+/* The token a request needs. */
+enum wg_admin_scope {
+    WG_ADMIN_SCOPE_NONE = 0, /* outside /v1: no token */
+    WG_ADMIN_SCOPE_READ,     /* either token */
+    WG_ADMIN_SCOPE_ADMIN,    /* the admin token only */
+};
+
+/* The outcome of the check, in the order it is made. */
+enum wg_admin_auth {
+    WG_ADMIN_AUTH_OK = 0,
+    WG_ADMIN_AUTH_NOT_CONFIGURED, /* 503: no token configured at all */
+    WG_ADMIN_AUTH_MISSING,        /* 401: no Authorization header */
+    WG_ADMIN_AUTH_INVALID,        /* 401: neither token */
+    WG_ADMIN_AUTH_READ_ONLY,      /* 403: the read-only token on an admin request */
+};
+
+/* The configured tokens; NULL or "" for none. */
+struct wg_admin_tokens {
+    const char *admin;
+    const char *read;
+};
+
+/* Whether path (path_len bytes, no query) matches a read-route pattern:
+ * the same bytes, where a segment "{name}" stands for one non-empty
+ * segment ("/v1/sessions/{id}" matches "/v1/sessions/a", not
+ * "/v1/sessions/a/wake" nor "/v1/sessions/"). */
+bool wg_admin_route_match(const char *pattern, const char *path, size_t path_len);
+/* NONE outside /v1; READ for GET or HEAD of a path matching one of the
+ * nread patterns; ADMIN for everything else. */
+enum wg_admin_scope wg_admin_scope_for(const char *method, size_t method_len, const char *path,
+                                       size_t path_len, const char *const *read_routes,
+                                       size_t nread);
+/* The decision for a request that needs `need`, carrying authz (the
+ * Authorization value, authz_len bytes; NULL when absent). */
+enum wg_admin_auth wg_admin_auth_decide(const struct wg_admin_tokens *tokens,
+                                        enum wg_admin_scope need, const char *authz,
+                                        size_t authz_len);
+/* Both steps: method (NUL-terminated) + path + presented header. */
+enum wg_admin_auth wg_admin_auth_check(const struct wg_admin_tokens *tokens,
+                                       const char *const *read_routes, size_t nread,
+                                       const char *method, const char *path, size_t path_len,
+                                       const char *authz, size_t authz_len);
+/* The HTTP status of a refusal (0 for WG_ADMIN_AUTH_OK). */
+int wg_admin_auth_status(enum wg_admin_auth a);
 
 #endif

@@ -196,12 +196,7 @@ static void ac_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static void ac_take_fields(struct admin_conn *ac)
 {
     const struct wg_http_field *f = wg_http_find(&ac->msg, "authorization");
-    if (f == NULL)
-        ac->auth = AUTH_MISSING;
-    else
-        ac->auth = wg_admin_bearer_ok(ac->admin->cfg->admin_token, f->value, f->value_len)
-                       ? AUTH_OK
-                       : AUTH_BAD;
+    ac->auth = admin_auth_of(ac, f ? f->value : NULL, f ? f->value_len : 0);
     f = wg_http_find(&ac->msg, "last-event-id");
     ac->has_last_event_id = f != NULL;
     ac->last_event_id_len = 0;

@@ -1,5 +1,6 @@
 /* admin/listener_int.h - what the files of the admin listener share:
- * listener.c (the listener, its registrations, dispatch), listener_conn.c
+ * listener.c (the listener, its registrations, dispatch), listener_auth.c
+ * (the token check, pure), listener_conn.c
  * (a connection: reading, parsing, writing, closing) and listener_reply.c
  * (how a handler answers a request). Not an API: only those files include
  * it.
@@ -48,6 +49,13 @@ struct handler_hook {
     wg_admin_async_fn *afn;
     void *arg;
 };
+struct read_route {
+    char *pattern;
+    void *arg;
+};
+
+/* The refusals counted on /metrics, by reason. */
+enum admin_refusal { REFUSED_MISSING = 0, REFUSED_INVALID, REFUSED_READ_ONLY, REFUSED_N };
 
 struct wg_admin {
     uv_loop_t *loop;
@@ -66,10 +74,11 @@ struct wg_admin {
     size_t nmetrics;
     struct handler_hook handlers[ADMIN_MAX_HOOKS];
     size_t nhandlers;
+    struct read_route read_routes[ADMIN_MAX_HOOKS];
+    size_t nread_routes;
+    uint64_t refused[REFUSED_N];
     struct wg_http_field fields[128];
 };
-
-enum admin_auth { AUTH_MISSING = 0, AUTH_BAD, AUTH_OK };
 
 struct admin_conn {
     uv_tcp_t tcp; /* first */
@@ -88,7 +97,7 @@ struct admin_conn {
     char target[1024];
     bool keep_alive;
     uint8_t minor;
-    enum admin_auth auth;
+    enum wg_admin_auth auth; /* the token check of the request's head */
     bool has_last_event_id;
     size_t last_event_id_len;
     char last_event_id[WG_ADMIN_LAST_EVENT_ID_MAX + 1];
@@ -110,6 +119,9 @@ struct wg_admin_req {
 
 /* ---- listener.c ---------------------------------------------------------------------------- */
 
+/* The token check of the request whose method and target ac holds;
+ * authz is the Authorization value (NULL when absent). */
+enum wg_admin_auth admin_auth_of(const struct admin_conn *ac, const char *authz, size_t len);
 /* Answers the complete request in ac (its head fields already taken). */
 void admin_dispatch(struct admin_conn *ac);
 /* Frees the admin once it is being freed and nothing of it is open. */

@@ -56,6 +56,8 @@ void wg_config_free(struct wg_config *cfg)
     free(cfg->admin_listen.text);
     free(cfg->admin_token);
     free(cfg->admin_token_file);
+    free(cfg->admin_read_token);
+    free(cfg->admin_read_token_file);
     free(cfg->redis_url);
     free(cfg->redis_private.server);
     free(cfg->redis_private.dir);
@@ -244,6 +246,7 @@ int wg_config_load(struct wg_config *cfg, const struct wg_config_flags *flags, c
     r = wg_config_apply_flags(cfg, flags, err, errlen);
     if (r < 0)
         goto out;
+    cfg->token_files_optional = flags->token_files_optional;
     r = wg_config_validate(cfg, err, errlen);
     if (r < 0)
         goto out;

@@ -154,6 +154,14 @@ struct wg_config {
     char *admin_token; /* from token_file or WAKEGATE_ADMIN_TOKEN */
     char *admin_token_file;
     int admin_token_file_line; /* line of admin.token_file in path, 0 if none */
+    /* The read-only token: GET and HEAD of the API's read routes only
+     * (admin/listener.h). From read_token_file or WAKEGATE_ADMIN_READ_TOKEN;
+     * never equal to admin_token. */
+    char *admin_read_token;
+    char *admin_read_token_file;
+    int admin_read_token_file_line; /* line of admin.read_token_file in path, 0 if none */
+    /* Set from wg_config_flags.token_files_optional before validation. */
+    bool token_files_optional;
 
     /* After wg_config_validate(): the Redis everything connects to: redis.url,
      * or the private server's "unix://<dir>/run/redis.sock" (redis_private.active),
@@ -199,6 +207,12 @@ struct wg_config_flags {
     const char *log_level;
     const char *listen;
     const char *admin_listen;
+    /* For wakegatectl, run by an operator who may hold only the read-only
+     * token: a token file this user may not read (EACCES, EPERM) leaves its
+     * token unset instead of failing, and the two tokens are not required
+     * to differ (--token may be the read-only one). The daemon never sets
+     * it. */
+    bool token_files_optional;
 };
 
 /* Fills cfg with the documented defaults. Returns 0 or -ENOMEM. */
@@ -221,7 +235,8 @@ int wg_config_apply_flags(struct wg_config *cfg, const struct wg_config_flags *f
                           size_t errlen);
 
 /* Checks cross-field rules (docker.tls needs a tcp:// docker.host, ...) and
- * resolves addresses; reads admin.token_file. Without redis.url and with
+ * resolves addresses; reads admin.token_file and admin.read_token_file
+ * (the two tokens must differ). Without redis.url and with
  * redis.private.enabled, fills redis.private.dir's default and points
  * redis_url at the private server's socket; it creates nothing, and leaves
  * finding redis.private.server's program to the binary. Returns 0 or

@@ -11,6 +11,7 @@ static const struct field env_fields[] = {
     {.key = "WAKEGATE_REDIS_URL", .kind = K_REDIS_URL, IN_CFG(redis_url)},
     {.key = "WAKEGATE_DOCKER_HOST", .kind = K_DOCKER_HOST, IN_CFG(docker_host)},
     {.key = "WAKEGATE_ADMIN_TOKEN", .kind = K_STR, IN_CFG(admin_token)},
+    {.key = "WAKEGATE_ADMIN_READ_TOKEN", .kind = K_STR, IN_CFG(admin_read_token)},
     {.key = "WAKEGATE_LISTEN", .kind = K_ADDR, IN_CFG(listen)},
     {.key = "WAKEGATE_ADMIN_LISTEN", .kind = K_ADDR, IN_CFG(admin_listen)},
     {.key = "WAKEGATE_LOG_LEVEL", .kind = K_LEVEL, IN_CFG(log_level)},

@@ -343,6 +343,16 @@ static int check_admin(struct walk *w, yaml_node_t *map, void *base)
         cfg->admin_token_file = NULL;
         cfg->admin_token_file_line = 0;
     }
+    /* The read-only token comes only from a file (or the environment), so
+     * there is no inline value to drop; its line names it in errors. */
+    if (has_value(w, map, "read_token_file")) {
+        yaml_node_t *n = config_walk_get(w, map, "read_token_file");
+
+        cfg->admin_read_token_file_line =
+            n->start_mark.line + 1 > INT_MAX ? 0 : (int)n->start_mark.line + 1;
+    } else if (config_walk_get(w, map, "read_token_file") != NULL) {
+        cfg->admin_read_token_file_line = 0;
+    }
     return 0;
 }
 
@@ -476,6 +486,7 @@ static const struct field admin_fields[] = {
     {.key = "listen", .kind = K_ADDR, IN_CFG(admin_listen)},
     {.key = "token", .kind = K_STR, IN_CFG(admin_token), .nullable = true},
     {.key = "token_file", .kind = K_STR, IN_CFG(admin_token_file), .nullable = true},
+    {.key = "read_token_file", .kind = K_STR, IN_CFG(admin_read_token_file), .nullable = true},
     {.key = NULL},
 };
 

@@ -1,6 +1,7 @@
 /* common/config_validate.c - the checks of the whole configuration, once
  * the file, the environment and the flags are in: routes, listeners,
- * docker.tls against docker.host, admin.token_file (read here), and where
+ * docker.tls against docker.host, admin.token_file and
+ * admin.read_token_file (read here), and where
  * the private redis-server keeps its data and socket. */
 #include "common/config.h"
 
@@ -24,11 +25,21 @@
 #define SUN_PATH_MAX 108
 #define REDIS_SOCKET_SUFFIX "/run/redis.sock"
 
-static int read_token_file(struct wg_config *cfg, char *err, size_t errlen)
+/* One token file: which key names it, where it was set, where the token
+ * goes. */
+struct token_src {
+    const char *key;  /* "admin.token_file" */
+    const char *file; /* its value */
+    int line;         /* its line in cfg->path, 0 if none */
+    char **dst;       /* the token read */
+};
+
+static int read_token_file(const struct wg_config *cfg, const struct token_src *t, char *err,
+                           size_t errlen)
 {
-    const char *file = cfg->admin_token_file;
-    const char *where = cfg->admin_token_file_line > 0 ? cfg->path : NULL;
-    size_t line = cfg->admin_token_file_line > 0 ? (size_t)cfg->admin_token_file_line : 0;
+    const char *file = t->file;
+    const char *where = t->line > 0 ? cfg->path : NULL;
+    size_t line = t->line > 0 ? (size_t)t->line : 0;
     char buf[TOKEN_FILE_MAX + 1];
     struct stat st;
     size_t len = 0;
@@ -36,13 +47,15 @@ static int read_token_file(struct wg_config *cfg, char *err, size_t errlen)
 
     /* O_NONBLOCK so a FIFO put there by mistake cannot hang startup. */
     fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0 && (errno == EACCES || errno == EPERM) && cfg->token_files_optional)
+        goto out; /* a CLI user who holds only the other token */
     if (fd < 0 || fstat(fd, &st) < 0) {
-        r = config_fail_at(err, errlen, where, line, "admin.token_file", "cannot read \"%s\": %s",
-                           file, strerror(errno));
+        r = config_fail_at(err, errlen, where, line, t->key, "cannot read \"%s\": %s", file,
+                           strerror(errno));
         goto out;
     }
     if (!S_ISREG(st.st_mode)) {
-        r = config_fail_at(err, errlen, where, line, "admin.token_file",
+        r = config_fail_at(err, errlen, where, line, t->key,
                            "cannot read \"%s\": not a regular file", file);
         goto out;
     }
@@ -52,15 +65,15 @@ static int read_token_file(struct wg_config *cfg, char *err, size_t errlen)
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
-            r = config_fail_at(err, errlen, where, line, "admin.token_file",
-                               "cannot read \"%s\": %s", file, strerror(errno));
+            r = config_fail_at(err, errlen, where, line, t->key, "cannot read \"%s\": %s", file,
+                               strerror(errno));
             goto out;
         }
         if (n == 0)
             break;
         len += (size_t)n;
         if (len == sizeof buf) {
-            r = config_fail_at(err, errlen, where, line, "admin.token_file",
+            r = config_fail_at(err, errlen, where, line, t->key,
                                "\"%s\" is larger than %d bytes; it should hold only the token",
                                file, TOKEN_FILE_MAX);
             goto out;
@@ -72,16 +85,57 @@ static int read_token_file(struct wg_config *cfg, char *err, size_t errlen)
     buf[len] = '\0';
     if (len == 0 || strlen(buf) != len || config_has_ctl_or_space(buf)) {
         r = config_fail_at(
-            err, errlen, where, line, "admin.token_file",
+            err, errlen, where, line, t->key,
             "\"%s\" must hold one token: no spaces, control characters or empty file", file);
         goto out;
     }
-    r = config_replace_str(&cfg->admin_token, buf);
+    r = config_replace_str(t->dst, buf);
 out:
     if (fd >= 0)
         close(fd);
     /* The token must not linger on the stack. */
     explicit_bzero(buf, sizeof buf);
+    return r;
+}
+
+/* The admin token and the read-only token, each from the environment or
+ * its file. The environment's token wins over the file: the file is read
+ * only when nothing set the token itself. */
+static int read_tokens(struct wg_config *cfg, char *err, size_t errlen)
+{
+    bool read_from_env = cfg->admin_read_token != NULL;
+    const struct token_src srcs[] = {
+        {"admin.token_file", cfg->admin_token_file, cfg->admin_token_file_line, &cfg->admin_token},
+        {"admin.read_token_file", cfg->admin_read_token_file, cfg->admin_read_token_file_line,
+         &cfg->admin_read_token},
+    };
+    int r = 0;
+
+    for (size_t i = 0; i < sizeof srcs / sizeof srcs[0]; i++) {
+        if (*srcs[i].dst != NULL || srcs[i].file == NULL)
+            continue;
+        r = read_token_file(cfg, &srcs[i], err, errlen);
+        if (r < 0)
+            goto out;
+    }
+    /* One secret for both scopes would make the read-only one a lie. Not
+     * checked for the CLI, whose --token (set as the admin token) may be
+     * the read-only token itself. */
+    if (!cfg->token_files_optional && cfg->admin_token != NULL && cfg->admin_read_token != NULL &&
+        strcmp(cfg->admin_token, cfg->admin_read_token) == 0) {
+        if (read_from_env || cfg->admin_read_token_file == NULL)
+            r = config_fail_at(err, errlen, NULL, 0, "environment WAKEGATE_ADMIN_READ_TOKEN",
+                               "must differ from the admin token");
+        else
+            r = config_fail_at(
+                err, errlen, cfg->admin_read_token_file_line > 0 ? cfg->path : NULL,
+                cfg->admin_read_token_file_line > 0 ? (size_t)cfg->admin_read_token_file_line : 0,
+                "admin.read_token_file",
+                "\"%s\" holds the admin token; the "
+                "read-only token must differ from it",
+                cfg->admin_read_token_file);
+    }
+out:
     return r;
 }
 
@@ -237,13 +291,9 @@ int wg_config_validate(struct wg_config *cfg, char *err, size_t errlen)
             cfg->docker_host);
         goto out;
     }
-    /* The environment's token wins over the file's token_file; read the
-     * file only when nothing set the token itself. */
-    if (cfg->admin_token == NULL && cfg->admin_token_file != NULL) {
-        r = read_token_file(cfg, err, errlen);
-        if (r < 0)
-            goto out;
-    }
+    r = read_tokens(cfg, err, errlen);
+    if (r < 0)
+        goto out;
     r = resolve_redis_private(cfg, err, errlen);
 out:
     return r;

@@ -1,5 +1,6 @@
 /* src/wire_api.c - wires the admin API (admin/api) onto the admin listener,
  * for roles all and orchestrator when Redis is configured. */
+#include <stdbool.h>
 #include <string.h>
 
 #include "admin/api.h"
@@ -17,9 +18,14 @@ int app_api_start(struct app *app)
                  strerror(-r), app->cfg.docker_name ? app->cfg.docker_name : "-");
         return r;
     }
-    if (app->cfg.admin_token == NULL || app->cfg.admin_token[0] == '\0')
+    bool admin_token = app->cfg.admin_token != NULL && app->cfg.admin_token[0] != '\0';
+    bool read_token = app->cfg.admin_read_token != NULL && app->cfg.admin_read_token[0] != '\0';
+    if (!admin_token && !read_token)
         WG_WARN(&app->log, "main", "no admin token configured, /v1/ answers 503", "hint=%s",
                 "set admin.token_file or WAKEGATE_ADMIN_TOKEN");
+    else if (!admin_token)
+        WG_WARN(&app->log, "main", "only a read-only token configured, /v1/ writes are refused",
+                "hint=%s", "set admin.token_file or WAKEGATE_ADMIN_TOKEN");
     return 0;
 }
 

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -33,13 +34,21 @@ int ctl_api_report(struct ctl *c, struct ctl_http *hc)
         fwrite(wg_buf_head(&hc->body), 1, wg_buf_size(&hc->body), stdout);
     fprintf(stderr, PROG ": %s %s: %ld %s%s%s\n", hc->method, hc->url, hc->status,
             wg_http_reason((int)hc->status), err[0] ? ": " : "", err);
-    if (rc == WG_CTL_AUTH && hc->status != 503) {
-        if (c->token != NULL)
-            fprintf(stderr, PROG ": the token from %s was refused\n", c->token_src);
-        else
-            fprintf(stderr, PROG ": no token was sent: pass --token, set WAKEGATE_ADMIN_TOKEN or "
-                                 "admin.token_file\n");
-    }
+    if (rc == WG_CTL_AUTH && hc->status == 403 && c->token != NULL)
+        fprintf(stderr,
+                PROG ": the token from %s is read-only: %s %s needs the admin token (--token, "
+                     "WAKEGATE_ADMIN_TOKEN or admin.token_file)\n",
+                c->token_src, hc->method, hc->url);
+    else if (rc == WG_CTL_AUTH && hc->status != 503 && c->token != NULL)
+        fprintf(stderr, PROG ": the token from %s was refused\n", c->token_src);
+    else if (rc == WG_CTL_AUTH && hc->status != 503)
+        fprintf(stderr,
+                PROG ": no token was sent: pass --token, set WAKEGATE_ADMIN_TOKEN or "
+                     "admin.token_file%s\n",
+                c->cfg_ok && c->cfg.admin_token_file != NULL &&
+                        access(c->cfg.admin_token_file, R_OK) != 0
+                    ? " (which this user cannot read)"
+                    : "");
     return rc;
 }
 

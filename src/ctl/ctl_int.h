@@ -64,9 +64,10 @@ struct ctl {
     char cfg_err[WG_CONFIG_ERR_MAX];
     char base[URL_MAX]; /* admin API base URL, no trailing '/' */
     const char *base_src;
-    const char *token; /* borrowed: the flag, or cfg.admin_token */
+    const char *token; /* borrowed: the flag, cfg.admin_token or cfg.admin_read_token */
     const char *token_src;
-    bool env_token; /* WAKEGATE_ADMIN_TOKEN was set by the user (not by --token) */
+    bool token_read_only; /* token is cfg.admin_read_token: no admin token was found */
+    bool env_token;       /* WAKEGATE_ADMIN_TOKEN was set by the user (not by --token) */
 };
 
 /* The stop flag of `events -f` (sse.c): a signal handler has no argument,

@@ -1,7 +1,7 @@
 /* src/ctl/doctor.c - `doctor`: one line per check of the installation: the
- * configuration, the admin token's file, the admin API, Redis (hiredis,
- * synchronous), the Docker engine and its socket; the isolation probe is
- * doctor_probe.c. */
+ * configuration, the admin token's file (and the read-only token's), the
+ * admin API, Redis (hiredis, synchronous), the Docker engine and its
+ * socket; the isolation probe is doctor_probe.c. */
 #include "src/ctl/ctl.h"
 
 #include <ctype.h>
@@ -97,6 +97,30 @@ static void check_token(struct doctor *d, bool env_token)
                    file, mode, (unsigned)st.st_uid);
 }
 
+/* The read-only token's file, held to the same rule: it lets its holder
+ * read every session's record and event. Only when one is configured. */
+static void check_read_token(struct doctor *d)
+{
+    const char *file = d->c->cfg.admin_read_token_file;
+    struct stat st;
+
+    if (file == NULL)
+        return;
+    if (stat(file, &st) < 0) {
+        ctl_report(d, "read token", LV_FAIL, "admin.read_token_file %s: %s", file, strerror(errno));
+        return;
+    }
+    unsigned mode = (unsigned)st.st_mode & 07777;
+    if (st.st_mode & (S_IROTH | S_IWOTH))
+        ctl_report(d, "read token", LV_FAIL,
+                   "admin.read_token_file %s is world-%s (mode %04o): chmod 600 %s", file,
+                   st.st_mode & S_IROTH ? "readable" : "writable", mode, file);
+    else
+        ctl_report(d, "read token", LV_OK,
+                   "admin.read_token_file %s is not world-readable (mode %04o, owner uid %u)", file,
+                   mode, (unsigned)st.st_uid);
+}
+
 /* GET base+path within DOCTOR_HTTP_MS; returns ctl_http_run()'s result. */
 static int doctor_get(struct doctor *d, struct ctl_http *hc, const char *path, bool auth)
 {
@@ -153,8 +177,9 @@ static void check_admin(struct doctor *d)
     ctl_api_error_text(&hc, err, sizeof(err));
     if (hc.status == 200) {
         json_t *j = json_loadb(wg_buf_head(&hc.body), wg_buf_size(&hc.body), 0, NULL);
-        ctl_report(d, "admin token", LV_OK, "the token from %s is accepted (%zu sessions)",
-                   d->c->token_src, json_array_size(j));
+        ctl_report(d, "admin token", LV_OK, "the token from %s is accepted (%zu sessions)%s",
+                   d->c->token_src, json_array_size(j),
+                   d->c->token_read_only ? "; it is the read-only one: ls, show, events" : "");
         json_decref(j);
     } else if (hc.status == 404) {
         ctl_report(d, "admin token", LV_WARN,
@@ -384,6 +409,7 @@ int ctl_cmd_doctor(struct ctl *c, const char *unused)
     d->c = c;
     if (check_config(d)) {
         check_token(d, c->env_token);
+        check_read_token(d);
         check_admin(d);
         check_redis(d);
         check_docker(d);

@@ -85,7 +85,9 @@ static const char global_help[] =
     "      --admin URL     admin API (env WAKEGATE_ADMIN_URL; default from the\n"
     "                      configuration's admin.listen, 127.0.0.1:8081)\n"
     "      --token TOKEN   admin token (env WAKEGATE_ADMIN_TOKEN; default from the\n"
-    "                      configuration's admin.token or admin.token_file)\n"
+    "                      configuration's admin.token or admin.token_file; else\n"
+    "                      the read-only token, env WAKEGATE_ADMIN_READ_TOKEN or\n"
+    "                      admin.read_token_file: ls, show and events only)\n"
     "  -c, --config FILE   configuration file (env WAKEGATE_CONFIG), read as the\n"
     "                      daemon reads it, environment overrides included\n"
     "      --json          machine output: the API's JSON as is\n"
@@ -281,8 +283,12 @@ static void admin_url_from_listen(struct ctl *c, const struct wg_addr *a)
  * it, the other commands exit 3. */
 static void ctl_load_config(struct ctl *c)
 {
+    /* A token file this user cannot read is not a configuration error
+     * here: an operator may hold only the read-only token (or pass
+     * --token), and the commands say what is missing when the API refuses. */
     struct wg_config_flags flags = {
         .config_path = c->o.config,
+        .token_files_optional = true,
     };
     char *server = NULL;
 
@@ -325,6 +331,14 @@ static int ctl_resolve(struct ctl *c)
         c->token_src = env_token && env_token[0] ? "WAKEGATE_ADMIN_TOKEN"
                        : c->cfg.admin_token_file ? "admin.token_file"
                                                  : "admin.token";
+    } else if (c->cfg_ok && c->cfg.admin_read_token != NULL && c->cfg.admin_read_token[0]) {
+        /* Only the read-only token: ls, show and events work; the others
+         * get the API's 403, reported as such (ctl_api_report()). */
+        const char *env_read = getenv("WAKEGATE_ADMIN_READ_TOKEN");
+        c->token = c->cfg.admin_read_token;
+        c->token_read_only = true;
+        c->token_src =
+            env_read && env_read[0] ? "WAKEGATE_ADMIN_READ_TOKEN" : "admin.read_token_file";
     }
     return 0;
 }

@@ -858,8 +858,9 @@ static void test_flag_errors(void **state)
 static void unset_wakegate_env(void)
 {
     static const char *const vars[] = {
-        "WAKEGATE_CONFIG", "WAKEGATE_REDIS_URL",    "WAKEGATE_DOCKER_HOST", "WAKEGATE_ADMIN_TOKEN",
-        "WAKEGATE_LISTEN", "WAKEGATE_ADMIN_LISTEN", "WAKEGATE_LOG_LEVEL",
+        "WAKEGATE_CONFIG",      "WAKEGATE_REDIS_URL",        "WAKEGATE_DOCKER_HOST",
+        "WAKEGATE_ADMIN_TOKEN", "WAKEGATE_LISTEN",           "WAKEGATE_ADMIN_LISTEN",
+        "WAKEGATE_LOG_LEVEL",   "WAKEGATE_ADMIN_READ_TOKEN",
     };
 
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
@@ -985,6 +986,106 @@ static void test_token_file(void **state)
     assert_non_null(strstr(err, "is larger than 4096 bytes"));
     wg_config_free(&cfg);
     unlink(path);
+}
+
+/* admin.read_token_file: read as the admin token's file is, and never the
+ * admin token itself. */
+static void test_read_token_file(void **state)
+{
+    char path[PATH_MAX], yaml[PATH_MAX + 128], err[WG_CONFIG_ERR_MAX], want[PATH_MAX + 128];
+    struct wg_config cfg;
+
+    (void)state;
+    /* Read with its trailing newline dropped, next to the admin token. */
+    write_temp(path, sizeof path, "r3ad\n", 5);
+    snprintf(yaml, sizeof yaml, "admin:\n  token: s3cret\n  read_token_file: \"%s\"\n", path);
+    assert_int_equal(load(&cfg, yaml, err, sizeof err), 0);
+    assert_string_equal(cfg.admin_read_token_file, path);
+    assert_int_equal(cfg.admin_read_token_file_line, 3);
+    assert_null(cfg.admin_read_token);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), 0);
+    assert_string_equal(cfg.admin_read_token, "r3ad");
+    assert_string_equal(cfg.admin_token, "s3cret");
+    wg_config_free(&cfg);
+    unlink(path);
+
+    /* The same content checks, naming its own key and line. */
+    write_temp(path, sizeof path, "two words\n", 10);
+    snprintf(yaml, sizeof yaml, "admin:\n  token: s3cret\n  read_token_file: \"%s\"\n", path);
+    assert_int_equal(load(&cfg, yaml, err, sizeof err), 0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), -EINVAL);
+    assert_prefix(err, "t.yaml:3: admin.read_token_file: ");
+    assert_non_null(strstr(err, "must hold one token"));
+    wg_config_free(&cfg);
+    unlink(path);
+
+    snprintf(yaml, sizeof yaml, "admin:\n  read_token_file: /nonexistent/read.token\n");
+    assert_int_equal(load(&cfg, yaml, err, sizeof err), 0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), -EINVAL);
+    assert_string_equal(err, "t.yaml:2: admin.read_token_file: cannot read "
+                             "\"/nonexistent/read.token\": No such file or directory");
+    wg_config_free(&cfg);
+
+    /* Equal to the admin token (from a file of its own): refused. */
+    write_temp(path, sizeof path, "s3cret\n", 7);
+    snprintf(yaml, sizeof yaml, "admin:\n  token: s3cret\n  read_token_file: \"%s\"\n", path);
+    assert_int_equal(load(&cfg, yaml, err, sizeof err), 0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), -EINVAL);
+    snprintf(want, sizeof want,
+             "t.yaml:3: admin.read_token_file: \"%s\" holds the admin token; the read-only "
+             "token must differ from it",
+             path);
+    assert_string_equal(err, want);
+    wg_config_free(&cfg);
+    unlink(path);
+
+    /* null clears it, as for token_file. */
+    assert_int_equal(load(&cfg, "admin:\n  read_token_file: /x\n", err, sizeof err), 0);
+    assert_int_equal(
+        wg_config_load_string(&cfg, NAME, "admin:\n  read_token_file: null\n", 31, err, sizeof err),
+        0);
+    assert_null(cfg.admin_read_token_file);
+    assert_int_equal(cfg.admin_read_token_file_line, 0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), 0);
+    assert_null(cfg.admin_read_token);
+    wg_config_free(&cfg);
+}
+
+/* WAKEGATE_ADMIN_READ_TOKEN wins over the file, which is then not read,
+ * and must differ from the admin token too. */
+static void test_read_token_env(void **state)
+{
+    static const char *const env[] = {"WAKEGATE_ADMIN_READ_TOKEN=from-env", NULL};
+    static const char *const same[] = {"WAKEGATE_ADMIN_TOKEN=both",
+                                       "WAKEGATE_ADMIN_READ_TOKEN=both", NULL};
+    struct wg_config cfg;
+    char err[WG_CONFIG_ERR_MAX];
+
+    (void)state;
+    assert_int_equal(
+        load(&cfg, "admin: {token: a, read_token_file: /nonexistent/r}\n", err, sizeof err), 0);
+    fake_env = env;
+    assert_int_equal(wg_config_apply_env(&cfg, fake_getenv, err, sizeof err), 0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), 0);
+    assert_string_equal(cfg.admin_read_token, "from-env");
+    assert_string_equal(cfg.admin_token, "a");
+    wg_config_free(&cfg);
+
+    assert_int_equal(load(&cfg, "listen: \":1111\"\n", err, sizeof err), 0);
+    fake_env = same;
+    assert_int_equal(wg_config_apply_env(&cfg, fake_getenv, err, sizeof err), 0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), -EINVAL);
+    assert_string_equal(err,
+                        "environment WAKEGATE_ADMIN_READ_TOKEN: must differ from the admin token");
+    wg_config_free(&cfg);
+
+    /* The CLI's load: its --token may be the read-only token itself. */
+    assert_int_equal(load(&cfg, "listen: \":1111\"\n", err, sizeof err), 0);
+    assert_int_equal(wg_config_apply_env(&cfg, fake_getenv, err, sizeof err), 0);
+    cfg.token_files_optional = true;
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), 0);
+    assert_string_equal(cfg.admin_read_token, "both");
+    wg_config_free(&cfg);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1558,6 +1659,8 @@ int main(void)
         cmocka_unit_test(test_load_sequence),
         cmocka_unit_test(test_load_file_errors),
         cmocka_unit_test(test_token_file),
+        cmocka_unit_test(test_read_token_file),
+        cmocka_unit_test(test_read_token_env),
         cmocka_unit_test(test_docker_tls),
         cmocka_unit_test(test_docker_host_check),
         cmocka_unit_test(test_readiness),
