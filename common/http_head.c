@@ -11,6 +11,58 @@
 
 /* ---- scanning ----------------------------------------------------------- */
 
+static bool is_tchar(unsigned char c);
+
+/* The method of a request line, as far as it has arrived: tchars, at most
+ * WG_HTTP_METHOD_MAX of them, then one SP. Returns 0 (fine so far) or 400.
+ * Checked before the line ends, so an endless method is refused as such,
+ * not as a long target (414). */
+static int check_method(const char *line, size_t len)
+{
+    size_t i = 0;
+
+    while (i < len && i <= WG_HTTP_METHOD_MAX && line[i] != ' ') {
+        if (!is_tchar((unsigned char)line[i]))
+            return 400;
+        i++;
+    }
+    if (i > WG_HTTP_METHOD_MAX || (i == 0 && len > 0))
+        return 400;
+    return 0;
+}
+
+/* RFC 9112 section 3: method SP request-target SP HTTP-version, exactly.
+ * The target is visible ASCII without a fragment ('#' never travels in a
+ * request) or an encoded NUL; the version is "HTTP/" DIGIT "." DIGIT.
+ * Returns 0, 400 (malformed), or 505 (a well-formed version whose major
+ * is not 1). */
+static int scan_request_line(const char *line, size_t len)
+{
+    const char *sp1 = memchr(line, ' ', len);
+    const char *sp2, *v;
+    size_t vlen;
+    int r = check_method(line, len);
+
+    if (r != 0 || sp1 == NULL)
+        return 400;
+    sp2 = memchr(sp1 + 1, ' ', len - (size_t)(sp1 + 1 - line));
+    if (sp2 == NULL || sp2 == sp1 + 1)
+        return 400;
+    for (const char *t = sp1 + 1; t < sp2; t++) {
+        unsigned char c = (unsigned char)*t;
+        if (c < 0x21 || c > 0x7e || c == '#')
+            return 400;
+        if (c == '%' && sp2 - t > 2 && t[1] == '0' && t[2] == '0')
+            return 400;
+    }
+    v = sp2 + 1;
+    vlen = len - (size_t)(v - line);
+    if (vlen != 8 || memcmp(v, "HTTP/", 5) != 0 || v[5] < '0' || v[5] > '9' || v[6] != '.' ||
+        v[7] < '0' || v[7] > '9')
+        return 400;
+    return v[5] == '1' ? 0 : 505;
+}
+
 int wg_http_scan(struct wg_http_scan *s, const char *buf, size_t len, const struct wg_limits *lim,
                  size_t *ret_head_len)
 {
@@ -37,8 +89,16 @@ int wg_http_scan(struct wg_http_scan *s, const char *buf, size_t len, const stru
             /* An empty first line: we do not skip leading blank lines. */
             if (line_len == 0)
                 return s->is_response ? 502 : 400;
+            /* The method first: an endless method is a 400, not a 414. */
+            if (!s->is_response && check_method(line, line_len) != 0)
+                return 400;
             if (line_len > lim->request_line_max)
                 return line_too_long;
+            if (!s->is_response) {
+                int r = scan_request_line(line, line_len);
+                if (r != 0)
+                    return r;
+            }
         } else if (line_len == 0) {
             *ret_head_len = j + 1;
             s->pos = j + 1;
@@ -65,6 +125,11 @@ int wg_http_scan(struct wg_http_scan *s, const char *buf, size_t len, const stru
     const char *cr = memchr(buf + s->line_start, '\r', partial);
     if (cr != NULL && cr + 1 < buf + len)
         return s->is_response ? 502 : 400; /* CR not followed by LF */
+    if (s->line_start == 0 && !s->is_response) {
+        int r = check_method(buf, partial);
+        if (r != 0)
+            return r;
+    }
     if (s->line_start == 0 && partial > lim->request_line_max + 1)
         return line_too_long;
     if (s->line_start > 0 && partial > lim->header_line_max + 1)
@@ -296,6 +361,9 @@ static int check_transfer_encoding(const struct wg_http_field *f)
  * userinfo. */
 static bool host_valid(const char *h, size_t len)
 {
+    /* An empty Host names no authority: nothing to route by. */
+    if (len == 0)
+        return false;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)h[i];
         if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
@@ -333,6 +401,39 @@ static int check_request_line(const struct wg_http_msg *m)
     return 0;
 }
 
+/* A field name that reads as one the proxy acts on once '_' is taken for
+ * '-' ("Transfer_Encoding", "X_Forwarded_For"). Applications behind
+ * gateways that fold '_' into '-' (CGI, WSGI, PHP) would take it for the
+ * real one: framing beside ours, or a forwarding header we did not write. */
+static bool name_is_lookalike(const struct wg_http_field *f)
+{
+    static const char *const names[] = {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-real-ip",
+    };
+    char folded[32];
+
+    if (f->name_len >= sizeof(folded) || memchr(f->name, '_', f->name_len) == NULL)
+        return false;
+    for (size_t i = 0; i < f->name_len; i++)
+        folded[i] = f->name[i] == '_' ? '-' : f->name[i];
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strlen(names[i]) == f->name_len && strncasecmp(names[i], folded, f->name_len) == 0)
+            return true;
+    return false;
+}
+
 static int validate_request(llhttp_t *p, struct wg_http_msg *m)
 {
     unsigned host_count = 0;
@@ -347,7 +448,7 @@ static int validate_request(llhttp_t *p, struct wg_http_msg *m)
         return r;
     for (size_t i = 0; i < m->fields_len; i++) {
         const struct wg_http_field *f = &m->fields[i];
-        if (f->name_len == 0)
+        if (f->name_len == 0 || name_is_lookalike(f))
             return 400;
         if (NAME_IS(f, "host")) {
             host_count++;
@@ -416,6 +517,13 @@ static int validate_response(llhttp_t *p, struct wg_http_msg *m)
 
     if (m->major != 1 || m->minor > 1)
         return 502;
+    /* reason-phrase = *( HTAB / SP / VCHAR / obs-text ): a NUL or another
+     * control byte is not relayed to the client. */
+    for (size_t i = 0; i < m->reason_len; i++) {
+        unsigned char c = (unsigned char)m->reason[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return 502;
+    }
     for (size_t i = 0; i < m->fields_len; i++) {
         const struct wg_http_field *f = &m->fields[i];
         if (f->name_len == 0)

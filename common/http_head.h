@@ -47,12 +47,19 @@ static inline void wg_http_scan_reset(struct wg_http_scan *s, bool is_response)
     s->is_response = is_response;
 }
 
+/* Longest request method accepted (the longest registered one is 17
+ * bytes); a longer token is 400, not 501. */
+#define WG_HTTP_METHOD_MAX 32
+
 #define WG_HTTP_SCAN_MORE 0
 #define WG_HTTP_SCAN_DONE 1
 /* Scans buf[0, len) (the whole head so far; earlier bytes are not re-read).
  * Returns WG_HTTP_SCAN_MORE, WG_HTTP_SCAN_DONE with *ret_head_len set to the
  * length including the blank line, or an HTTP status: 400 (bare CR or LF,
- * obs-fold, empty field name, leading blank lines), 414 (request line too
+ * obs-fold, empty field name, leading blank lines, a request line that is
+ * not method SP target SP HTTP/d.d, a method over WG_HTTP_METHOD_MAX, a
+ * target with a fragment, "%00" or a byte outside visible ASCII), 505 (a
+ * well-formed version other than 1.x), 414 (request line too
  * long), 431 (header line, head or field count too large). */
 int wg_http_scan(struct wg_http_scan *s, const char *buf, size_t len, const struct wg_limits *lim,
                  size_t *ret_head_len);

@@ -224,6 +224,10 @@ int conn_shutdown(struct wg_conn *c, uv_stream_t *s);
 void conn_begin_close(struct wg_conn *c);
 /* Our own response (errors, 404): always the last on the connection. */
 void conn_send_error(struct wg_conn *c, int status);
+/* Answers the exchange from the gateway itself: status, Content-Type ctype,
+ * extra "Name: value\r\n" lines (or NULL) and body (none for HEAD). */
+void conn_send_local(struct wg_conn *c, int status, const char *ctype, const char *extra,
+                     const char *body, size_t body_len);
 /* Processes bytes kept in c->in after a state change made them usable. */
 void conn_drain_inbuf(struct wg_conn *c);
 

@@ -209,11 +209,20 @@ static bool parse_request(struct wg_conn *c, const char *head, size_t head_len)
         conn_send_error(c, 413);
         return false;
     }
+    /* Known from the head, so an answer of our own (OPTIONS *) keeps the
+     * connection as the upstream's would. */
+    x->req_keep_alive = !x->req.conn_close;
+    if (llhttp_get_upgrade(&x->req_parser) && !x->req.upgrade_websocket)
+        x->req_keep_alive = false; /* an upgrade we do not tunnel ends the connection */
     return true;
 }
 
 /* Routes the request (*m). Returns false when it was answered: no route,
  * or a session route refused it. */
+/* The methods the gateway passes on, for "OPTIONS *"; CONNECT and TRACE
+ * are refused (405). */
+#define WG_PROXY_ALLOW "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"
+
 static bool route_request(struct wg_conn *c, struct wg_route_match *m)
 {
     struct wg_proxy *px = c->px;
@@ -227,6 +236,12 @@ static bool route_request(struct wg_conn *c, struct wg_route_match *m)
         .fields_len = x->req.fields_len,
     };
 
+    /* "OPTIONS *" asks about the gateway itself (RFC 9110, 9.3.7), not any
+     * route's upstream: answered here. */
+    if (x->req.target_len == 1 && x->req.target[0] == '*') {
+        conn_send_local(c, 200, "text/plain", "Allow: " WG_PROXY_ALLOW "\r\n", "", 0);
+        return false;
+    }
     if (px->router == NULL || wg_router_match(px->router, &in, m) != 0) {
         conn_send_error(c, 404);
         return false;
@@ -236,16 +251,13 @@ static bool route_request(struct wg_conn *c, struct wg_route_match *m)
 }
 
 /* Rebuilds the upstream head into x->up_head, and decides the request's
- * framing and keep-alive. Returns false when it was answered. */
+ * framing. Returns false when it was answered. */
 static bool rebuild_request(struct wg_conn *c, const struct wg_route_match *m)
 {
     struct exchange *x = c->x;
     const char *target = x->req.target + m->strip_len;
     size_t target_len = x->req.target_len - m->strip_len;
 
-    x->req_keep_alive = !x->req.conn_close;
-    if (llhttp_get_upgrade(&x->req_parser) && !x->req.upgrade_websocket)
-        x->req_keep_alive = false; /* an upgrade we do not tunnel ends the connection */
     x->req_framing = x->req.chunked              ? WG_HTTP_FRAME_CHUNKED
                      : x->req.has_content_length ? WG_HTTP_FRAME_LENGTH
                                                  : WG_HTTP_FRAME_NONE;

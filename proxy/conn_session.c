@@ -76,8 +76,8 @@ bool conn_session_prepare(struct wg_conn *c, const struct wg_route_match *m)
 
 /* A response of our own that may keep the connection: status JSON, the
  * waking page. */
-static void send_local(struct wg_conn *c, int status, const char *ctype, const char *extra,
-                       const char *body, size_t body_len)
+void conn_send_local(struct wg_conn *c, int status, const char *ctype, const char *extra,
+                     const char *body, size_t body_len)
 {
     struct exchange *x = c->x;
     char head[512];
@@ -106,14 +106,15 @@ static void send_session_status(struct wg_conn *c, int status, const char *state
 {
     char body[160];
     size_t n = wg_pages_status(body, sizeof(body), c->x->session_id, state);
-    send_local(c, status, "application/json", status == 503 ? "Retry-After: 1\r\n" : NULL, body, n);
+    conn_send_local(c, status, "application/json", status == 503 ? "Retry-After: 1\r\n" : NULL,
+                    body, n);
 }
 
 static void send_waking_page(struct wg_conn *c, const char *state)
 {
     char body[2048];
     size_t n = wg_pages_waking(body, sizeof(body), c->x->session_id, state, c->x->status_url);
-    send_local(c, 200, "text/html; charset=utf-8", "Retry-After: 1\r\n", body, n);
+    conn_send_local(c, 200, "text/html; charset=utf-8", "Retry-After: 1\r\n", body, n);
 }
 
 /* ---- holding --------------------------------------------------------------------- */

@@ -80,6 +80,46 @@ static void test_scan_rules(void **state)
     assert_int_equal(req_status("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), 0);
 }
 
+/* RFC 9112 section 3: the request line's shape, checked by the scanner. */
+static void test_request_line(void **state)
+{
+    static const struct {
+        const char *raw;
+        int status;
+    } rows[] = {
+        {"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 0},
+        {"M-SEARCH * HTTP/1.1\r\nHost: a\r\n\r\n", 400}, /* "*" is for OPTIONS only */
+        {"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", 0},
+        {"GET / HTTP/1.10\r\nHost: a\r\n\r\n", 400},
+        {"GET / HTTP/1\r\nHost: a\r\n\r\n", 400},
+        {"GET / http/1.1\r\nHost: a\r\n\r\n", 400},
+        {"GET /\r\nHost: a\r\n\r\n", 400},
+        {"GET / HTTP/1.1 \r\nHost: a\r\n\r\n", 400},
+        {"GET  / HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+        {"GET\t/ HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+        {"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505},
+        {"GET / HTTP/0.9\r\nHost: a\r\n\r\n", 505},
+        {"GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+        {"GET /a%00 HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+        {"GET /a%20b HTTP/1.1\r\nHost: a\r\n\r\n", 0},
+        {"GET /\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+        {"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA / HTTP/1.1\r\nHost: a\r\n\r\n", 400}, /* 33 */
+        {"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", 400}, /* still arriving */
+        {"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", -1},   /* 32: may still end well */
+        {"GET / HTTP/1.1\r\nHost:\r\n\r\n", 400},
+        {"GET / HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\n\r\n", 400},
+        {"GET / HTTP/1.1\r\nHost: a\r\nx_forwarded_for: 1.2.3.4\r\n\r\n", 400},
+        {"GET / HTTP/1.1\r\nHost: a\r\nX_Api_Key: 1\r\n\r\n", 0},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        int got = req_status(rows[i].raw);
+        if (got != rows[i].status)
+            fail_msg("row %zu (%s): got %d, want %d", i, rows[i].raw, got, rows[i].status);
+    }
+}
+
 static void test_scan_limits(void **state)
 {
     (void)state;
@@ -381,10 +421,10 @@ static void test_helpers(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_scan_rules),      cmocka_unit_test(test_scan_limits),
-        cmocka_unit_test(test_request_rules),   cmocka_unit_test(test_request_facts),
-        cmocka_unit_test(test_request_rebuild), cmocka_unit_test(test_response),
-        cmocka_unit_test(test_helpers),
+        cmocka_unit_test(test_scan_rules),    cmocka_unit_test(test_request_line),
+        cmocka_unit_test(test_scan_limits),   cmocka_unit_test(test_request_rules),
+        cmocka_unit_test(test_request_facts), cmocka_unit_test(test_request_rebuild),
+        cmocka_unit_test(test_response),      cmocka_unit_test(test_helpers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
