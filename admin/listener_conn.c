@@ -261,16 +261,16 @@ static int ac_read_step(struct admin_conn *ac)
         wg_buf_consume(&ac->in, head_len);
         return 1;
     }
-    llhttp_errno_t e = llhttp_execute(&ac->parser, data, len);
-    size_t n = len;
-    if (e == HPE_PAUSED)
-        n = (size_t)(llhttp_get_error_pos(&ac->parser) - data);
-    else if (e != HPE_OK) {
+    size_t n;
+    llhttp_errno_t e =
+        wg_http_execute_body(&ac->parser, &ac->msg, data, len, ac->admin->cfg->limits.head_max, &n);
+    if (e != HPE_OK && e != HPE_PAUSED) {
         admin_conn_error(ac, wg_buf_size(&ac->body) >= WG_ADMIN_BODY_MAX ? 413 : 400);
         return -1;
     }
     wg_buf_consume(&ac->in, n);
-    return ac->msg.complete ? 1 : 0;
+    /* Paused before a trailer section that has already arrived: go on. */
+    return ac->msg.complete || (ac->msg.in_trailers && wg_buf_size(&ac->in) > 0) ? 1 : 0;
 }
 
 /* Processes what sits in ac->in: one request at a time, and none while a

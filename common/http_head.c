@@ -579,6 +579,92 @@ static int on_headers_complete(llhttp_t *p)
     return 0;
 }
 
+/* ---- chunked framing ------------------------------------------------------ */
+
+static int chunk_ext(llhttp_t *p, const char *at, size_t len)
+{
+    struct wg_http_msg *m = p->data;
+
+    (void)at;
+    m->chunk_ext_line += len;
+    m->chunk_ext_bytes += len;
+    if (m->chunk_ext_line > WG_HTTP_CHUNK_EXT_LINE_MAX ||
+        m->chunk_ext_bytes > WG_HTTP_CHUNK_EXT_MSG_MAX) {
+        m->error = m->is_response ? 502 : 400;
+        return -1;
+    }
+    return 0;
+}
+
+static int on_chunk_header(llhttp_t *p)
+{
+    struct wg_http_msg *m = p->data;
+
+    m->chunk_ext_line = 0;
+    if (p->content_length != 0)
+        return 0;
+    /* The last chunk: the trailer section follows. Stop here so the caller
+     * checks its line ends before llhttp reads them. */
+    m->in_trailers = true;
+    return HPE_PAUSED;
+}
+
+int wg_http_trailers_scan(struct wg_http_msg *m, const char *data, size_t len, size_t max,
+                          size_t *ret_len)
+{
+    const int bad = m->is_response ? 502 : 400;
+
+    for (size_t i = 0; i < len; i++) {
+        char c = data[i];
+        if (++m->trailer_bytes > max)
+            return bad;
+        if (c == '\n') {
+            if (!m->trailer_cr)
+                return bad; /* a bare LF */
+            m->trailer_cr = false;
+            if (m->trailer_line_len == 0) {
+                m->in_trailers = false;
+                *ret_len = i + 1;
+                return 0;
+            }
+            m->trailer_line_len = 0;
+            continue;
+        }
+        if (m->trailer_cr)
+            return bad; /* a bare CR */
+        if (c == '\r') {
+            m->trailer_cr = true;
+            continue;
+        }
+        m->trailer_line_len++;
+    }
+    *ret_len = len;
+    return 0;
+}
+
+llhttp_errno_t wg_http_execute_body(llhttp_t *p, struct wg_http_msg *m, const char *data,
+                                    size_t len, size_t trailer_max, size_t *ret_used)
+{
+    size_t feed = len;
+    llhttp_errno_t e;
+
+    if (m->in_trailers) {
+        int r = wg_http_trailers_scan(m, data, len, trailer_max, &feed);
+        if (r != 0) {
+            m->error = r;
+            *ret_used = len;
+            return HPE_USER;
+        }
+        if (llhttp_get_errno(p) == HPE_PAUSED)
+            llhttp_resume(p);
+    }
+    e = llhttp_execute(p, data, feed);
+    *ret_used = feed;
+    if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE)
+        *ret_used = (size_t)(llhttp_get_error_pos(p) - data);
+    return e;
+}
+
 void wg_http_settings_init(llhttp_settings_t *s)
 {
     llhttp_settings_init(s);
@@ -590,6 +676,9 @@ void wg_http_settings_init(llhttp_settings_t *s)
     s->on_header_value = on_header_value;
     s->on_header_value_complete = on_header_value_complete;
     s->on_headers_complete = on_headers_complete;
+    s->on_chunk_header = on_chunk_header;
+    s->on_chunk_extension_name = chunk_ext;
+    s->on_chunk_extension_value = chunk_ext;
 }
 
 int wg_http_parse_head(llhttp_t *parser, struct wg_http_msg *msg, const char *head, size_t head_len)

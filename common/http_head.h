@@ -96,7 +96,23 @@ struct wg_http_msg {
     bool expect_continue;
     bool headers_done;
     bool complete; /* on_message_complete ran */
+
+    /* Chunked framing, watched beside llhttp. llhttp stops (HPE_PAUSED)
+     * after the last chunk's size line; the caller then passes the trailer
+     * section through wg_http_trailers_scan() before llhttp sees it, since
+     * llhttp takes a bare LF there for a line end. */
+    bool in_trailers;
+    bool trailer_cr;          /* the last trailer byte was a CR */
+    size_t trailer_line_len;  /* bytes of the current trailer line */
+    size_t trailer_bytes;     /* bytes of the trailer section so far */
+    size_t chunk_ext_line;    /* chunk-extension bytes of the current chunk line */
+    uint64_t chunk_ext_bytes; /* chunk-extension bytes of the message */
 };
+
+/* Chunk extensions: at most this many bytes on one chunk line, and in one
+ * message; more is refused (400 for a request, 502 for a response). */
+#define WG_HTTP_CHUNK_EXT_LINE_MAX 1024
+#define WG_HTTP_CHUNK_EXT_MSG_MAX (64 * 1024)
 
 /* Prepares msg for a new head, keeping owner, fields storage and skip_body. */
 void wg_http_msg_begin(struct wg_http_msg *msg);
@@ -115,6 +131,24 @@ int wg_http_parse_head(llhttp_t *parser, struct wg_http_msg *msg, const char *he
 /* Whether a field is hop-by-hop for msg: the fixed list, or named by one of
  * msg's Connection headers. */
 bool wg_http_field_is_hop(const struct wg_http_msg *msg, const struct wg_http_field *f);
+
+/* The trailer section of a chunked message (msg->in_trailers), as its bytes
+ * arrive in data[0, len): every line must end in CRLF, with no bare CR, and
+ * the section must stay within max bytes. Returns 0 with *ret_len the bytes
+ * to hand to llhttp now (through the blank line that ends the section,
+ * which clears in_trailers, or all of len), or the status to answer: 400
+ * for a request, 502 for a response. The caller resumes the paused parser
+ * (llhttp_resume) and runs it over those bytes. */
+int wg_http_trailers_scan(struct wg_http_msg *msg, const char *data, size_t len, size_t max,
+                          size_t *ret_len);
+
+/* Runs llhttp (p, whose data is msg) over body bytes data[0, len), the
+ * trailer section through wg_http_trailers_scan() first. Returns llhttp's
+ * answer (HPE_OK; HPE_PAUSED at the end of the message, or before a
+ * trailer section still to come; or a failure) with *ret_used the bytes it
+ * took. A refused trailer section is HPE_USER with msg->error set. */
+llhttp_errno_t wg_http_execute_body(llhttp_t *p, struct wg_http_msg *msg, const char *data,
+                                    size_t len, size_t trailer_max, size_t *ret_used);
 
 /* Whether f's name is name[0, len) (no case). */
 bool wg_http_field_named(const struct wg_http_field *f, const char *name, size_t len);

@@ -360,11 +360,10 @@ static void body_refused(struct wg_conn *c, llhttp_errno_t e, uint64_t gen)
 static size_t read_body(struct wg_conn *c, const char *data, size_t len)
 {
     uint64_t gen = c->up_gen;
-    llhttp_errno_t e = llhttp_execute(&c->x->req_parser, data, len);
-    size_t n = len;
+    size_t n;
+    llhttp_errno_t e = wg_http_execute_body(&c->x->req_parser, &c->x->req, data, len,
+                                            conn_limits(c)->head_max, &n);
 
-    if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE)
-        n = (size_t)(llhttp_get_error_pos(&c->x->req_parser) - data);
     c->x->req_bytes_in += n;
     if (c->closing)
         return len;

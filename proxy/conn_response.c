@@ -283,10 +283,9 @@ static void up_process(struct wg_conn *c, const char *data, size_t len)
             }
             continue;
         }
-        llhttp_errno_t e = llhttp_execute(&c->x->resp_parser, data + used, len - used);
-        size_t n = len - used;
-        if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE)
-            n = (size_t)(llhttp_get_error_pos(&c->x->resp_parser) - (data + used));
+        size_t n;
+        llhttp_errno_t e = wg_http_execute_body(&c->x->resp_parser, &c->x->resp, data + used,
+                                                len - used, conn_limits(c)->head_max, &n);
         used += n;
         if (c->closing || gen != c->up_gen)
             return;
