@@ -31,9 +31,44 @@ static int check_method(const char *line, size_t len)
     return 0;
 }
 
+/* Whether the path of target[0, len) (up to '?') has a "." or ".." segment,
+ * also spelt with %2e. Browsers and ordinary clients remove them before
+ * sending; left in, a route's prefix match and what the upstream resolves
+ * would disagree ("/s/a/../b/x" matches session a's prefix, and after the
+ * prefix is stripped the upstream would see "/../b/x"). */
+static bool has_dot_segment(const char *t, size_t len)
+{
+    size_t end = len, i = 0;
+    const char *q = memchr(t, '?', len);
+
+    if (q != NULL)
+        end = (size_t)(q - t);
+    while (i < end) {
+        size_t dots = 0, other = 0;
+        while (i < end && t[i] == '/')
+            i++;
+        while (i < end && t[i] != '/') {
+            if (t[i] == '.') {
+                dots++;
+                i++;
+            } else if (t[i] == '%' && end - i >= 3 && t[i + 1] == '2' &&
+                       (t[i + 2] == 'e' || t[i + 2] == 'E')) {
+                dots++;
+                i += 3;
+            } else {
+                other++;
+                i++;
+            }
+        }
+        if (other == 0 && (dots == 1 || dots == 2))
+            return true;
+    }
+    return false;
+}
+
 /* RFC 9112 section 3: method SP request-target SP HTTP-version, exactly.
  * The target is visible ASCII without a fragment ('#' never travels in a
- * request) or an encoded NUL; the version is "HTTP/" DIGIT "." DIGIT.
+ * request), an encoded NUL or a dot segment; the version is "HTTP/" DIGIT "." DIGIT.
  * Returns 0, 400 (malformed), or 505 (a well-formed version whose major
  * is not 1). */
 static int scan_request_line(const char *line, size_t len)
@@ -55,6 +90,8 @@ static int scan_request_line(const char *line, size_t len)
         if (c == '%' && sp2 - t > 2 && t[1] == '0' && t[2] == '0')
             return 400;
     }
+    if (sp1[1] == '/' && has_dot_segment(sp1 + 1, (size_t)(sp2 - sp1 - 1)))
+        return 400;
     v = sp2 + 1;
     vlen = len - (size_t)(v - line);
     if (vlen != 8 || memcmp(v, "HTTP/", 5) != 0 || v[5] < '0' || v[5] > '9' || v[6] != '.' ||

@@ -260,6 +260,8 @@ def test_ids_in_paths_are_checked_before_redis(api, redis_server):
         st, _, body = api.call(method, path)
         if path.startswith("/v1/sessions/a_/"):
             assert st == 503, (path, body)  # a valid id: Redis is asked, and is down
+        elif "%2e" in path:
+            assert st == 400, (path, body)  # a dot segment: refused with the request line
         else:
             assert st == 400 and body == {"error": "invalid session id"}, path
     st, _, body = api.call("POST", "/v1/sessions", {"id": "BAD"})

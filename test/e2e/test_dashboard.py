@@ -266,7 +266,8 @@ def test_assets_are_served_with_types_and_security_headers(start_wakegate):
     for path in ("/dashboard/nope.js", "/dashboard/../../etc/passwd", "/dashboard/%2e%2e/app.js",
                  "/dashboardx", "/nope", "/dashboard/app.js/"):
         st, h, body = admin(gw, "GET", path)
-        assert st == 404, (path, st, body[:100])
+        # A dot segment is refused with the request line (400), before any handler.
+        assert st == (400 if ".." in path or "%2e" in path else 404), (path, st, body[:100])
         assert b"root:" not in body
     st, h, _ = admin(gw, "POST", "/dashboard", body={})
     assert st == 405 and "GET" in h.get("allow", ""), (st, h)

@@ -60,6 +60,11 @@ REFUSED = [
     ("encoded-nul-in-path", b"GET /a%00b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     ("non-ascii-in-target", b"GET /\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     ("del-in-target", b"GET /a\x7fb HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    # dot segments, also percent-encoded
+    ("dot-dot-segment", b"GET /s/a/../b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("dot-segment", b"GET /s/./b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("encoded-dot-dot", b"GET /s/a/%2E%2e/b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("trailing-dot-dot", b"GET /s/a/.. HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     # Host
     ("empty-host", b"GET / HTTP/1.1\r\nHost: \r\n\r\n", 400),
     ("empty-host-no-space", b"GET / HTTP/1.1\r\nHost:\r\n\r\n", 400),
@@ -132,3 +137,14 @@ def test_reason_phrase_with_tab_and_obs_text_is_relayed(start_wakegate, up):
     gw = start_wakegate(proxy_config(up))
     r = send(gw.port, b"GET /r HTTP/1.1\r\nHost: a\r\n\r\n", until="responses")
     assert r.response.status == 200 and r.response.body == b"hi", r.data[:200]
+
+
+def test_stripped_prefix_never_sends_a_dot_segment_upstream(start_wakegate, up):
+    """With strip_prefix, "/s/a/../x" would match the prefix and reach the
+    upstream as "/../x": refused before routing. Names with dots pass."""
+    routes = [{"match": {"path_prefix": "/s/"}, "strip_prefix": True, "upstream": up.address}]
+    gw = start_wakegate(proxy_config(up, routes=routes))
+    assert_refused(gw, up, b"GET /s/a/../x HTTP/1.1\r\nHost: a\r\n\r\n", 400)
+    r, reqs = accepted(gw, up, b"GET /s/a..b/.well-known/x.y HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert r.responses[0].status == 200, r.data[:200]
+    assert reqs[0].target == "/a..b/.well-known/x.y", reqs[0].target

@@ -102,6 +102,13 @@ static void test_request_line(void **state)
         {"GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n", 400},
         {"GET /a%00 HTTP/1.1\r\nHost: a\r\n\r\n", 400},
         {"GET /a%20b HTTP/1.1\r\nHost: a\r\n\r\n", 0},
+        {"GET /s/a/../b HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+        {"GET /s/a/./b HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+        {"GET /.. HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+        {"GET /a/%2e%2E/b HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+        {"GET /a/.%2e HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+        {"GET /a..b/...x/.git/a. HTTP/1.1\r\nHost: a\r\n\r\n", 0},
+        {"GET /a?p=../x HTTP/1.1\r\nHost: a\r\n\r\n", 0},
         {"GET /\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n", 400},
         {"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA / HTTP/1.1\r\nHost: a\r\n\r\n", 400}, /* 33 */
         {"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", 400}, /* still arriving */
