@@ -515,6 +515,10 @@ def test_held_requests_wake_first_byte_and_release_outcomes(proxy):
     # abandoned: the client goes away while held.
     gone = Pending(gw.port, req("GET", "/", host=host_of("s-gone")), name="gone")
     wait_for(lambda: scrape(gw).value("wakegate_held_requests") == 3, 3, "three requests held")
+    # The gauge also counts a request still waiting for its record: wait until
+    # each is held for a wake (it sent one), or a slow record read would make
+    # the failed session's 504 an answer to a request never held for a wake.
+    assert len(orch.wait_wakes(4)) == 4
     orch.put("s-fail", "failed")
     gone.close()
     assert not collect([late, fail], 5)
