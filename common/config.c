@@ -69,6 +69,7 @@ void wg_config_free(struct wg_config *cfg)
     free(cfg->sessions.readiness.http_path);
     config_free_strv(cfg->sessions.save.command, cfg->sessions.save.command_len);
     free(cfg->sessions.save.path);
+    config_sandbox_free(&cfg->sessions.sandbox);
     config_free_routes(cfg->routes, cfg->routes_len);
     config_free_strv(cfg->non_waking_paths, cfg->non_waking_paths_len);
     config_free_strv(cfg->non_waking_user_agents, cfg->non_waking_user_agents_len);
@@ -152,6 +153,7 @@ static int init_sessions(struct wg_config *cfg)
     /* Those of orchestrator/probe.h (WG_PROBE_INTERVAL_MS, ..._CONNECT_TIMEOUT_MS). */
     cfg->sessions.readiness.interval_ms = 2;
     cfg->sessions.readiness.timeout_ms = 50;
+    config_sandbox_defaults(&cfg->sessions.sandbox);
     return 0;
 }
 

@@ -110,6 +110,19 @@ struct wg_readiness_cfg {
     uint64_t timeout_ms;  /* 50 ms per attempt (connect, and the status line for HTTP) */
 };
 
+/* What a session container may use and do (docs/configuration.md, "Sandbox").
+ * The limits are never "unlimited": each has a default and a bounded range. */
+struct wg_sandbox_cfg {
+    uint64_t memory_bytes; /* HostConfig.Memory, and MemorySwap the same (no swap); 1 GiB */
+    uint64_t nano_cpus;    /* HostConfig.NanoCpus: CPUs x 1e9; 1 CPU */
+    unsigned pids;         /* HostConfig.PidsLimit; 512 */
+    char **cap_add;        /* added after CapDrop ALL: "NET_BIND_SERVICE", ... (no CAP_) */
+    size_t cap_add_len;
+    bool read_only_root; /* ReadonlyRootfs with a tmpfs /tmp (default false) */
+    char *user;          /* Config.User, "uid[:gid]" or a name; NULL: the image's */
+    char *runtime;       /* HostConfig.Runtime ("runsc"); NULL: the engine's default */
+};
+
 struct wg_sessions_cfg {
     char *image;
     unsigned port;
@@ -117,6 +130,7 @@ struct wg_sessions_cfg {
     struct wg_idle_cfg idle;
     struct wg_save_cfg save;
     struct wg_readiness_cfg readiness;
+    struct wg_sandbox_cfg sandbox;
 };
 
 /* docker.tls: https to a tcp:// engine (Docker's --tlsverify). */
@@ -247,6 +261,12 @@ void wg_config_free(struct wg_config *cfg);
 
 /* "250ms", "30s", "20m", "1h", "0s" -> milliseconds. Returns 0 or -EINVAL. */
 int wg_config_parse_duration(const char *s, uint64_t *ret_ms);
+/* "1", "0.5", "2.25" CPUs -> nano CPUs (x 1e9; at most 9 decimals).
+ * Returns 0 or -EINVAL. */
+int wg_config_parse_cpus(const char *s, uint64_t *ret_nano);
+/* A Linux capability name ("NET_ADMIN", "cap_net_admin") -> its canonical
+ * form without "CAP_" in upper case ("NET_ADMIN"), or NULL when unknown. */
+const char *wg_config_capability(const char *s);
 /* "64KiB", "1MiB", "1GiB", "512" -> bytes. Returns 0 or -EINVAL. */
 int wg_config_parse_size(const char *s, uint64_t *ret_bytes);
 /* "127.0.0.1:8080", "[::1]:8080", ":8080" (any address), "localhost:80". */

@@ -42,6 +42,8 @@ enum kind {
     K_PATHS,       /* char ** + size_t, each starting with '/' */
     K_STRLIST,     /* char ** + size_t, each non-empty */
     K_COMMAND,     /* NULL-terminated char ** + size_t, non-empty */
+    K_CAPS,        /* char ** + size_t, Linux capability names, stored canonical */
+    K_CPUS,        /* uint64_t nano CPUs from "0.5" */
     K_CIDRS,       /* struct wg_cidr * + size_t */
     K_ROUTES,      /* struct wg_route_cfg * + size_t */
 };
@@ -121,6 +123,19 @@ extern const struct field config_top_fields[];
 /* Sets one scalar field of base from text s (NULL only for nullable fields).
  * On failure writes the problem, without a location, to msg. */
 int config_set_scalar(const struct field *f, void *base, const char *s, char *msg, size_t msglen);
+
+/* ---- config_sandbox.c ---- */
+
+/* The keys of sessions.limits and sessions.capabilities. */
+extern const struct field config_sandbox_limits_fields[];
+extern const struct field config_sandbox_caps_fields[];
+/* The documented limits (never unlimited). */
+void config_sandbox_defaults(struct wg_sandbox_cfg *sb);
+void config_sandbox_free(struct wg_sandbox_cfg *sb);
+/* Checks user and runtime of the sessions mapping map. Returns 0 or -EINVAL. */
+int config_check_sandbox(struct walk *w, yaml_node_t *map, struct wg_sandbox_cfg *sb);
+/* *dst = the canonical name of capability s; else why not, in msg. */
+int config_set_capability(char **dst, const char *s, char *msg, size_t msglen);
 
 /* ---- config_routes.c ---- */
 

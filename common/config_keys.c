@@ -247,6 +247,20 @@ static int set_uint(const struct field *f, void *dst, const char *s, char *msg, 
     return 0;
 }
 
+static int set_cpus(void *dst, const char *s, char *msg, size_t msglen)
+{
+    uint64_t v;
+
+    if (wg_config_parse_cpus(s, &v) < 0)
+        return wg_errf(msg, msglen, "invalid CPU count \"%s\" (use 1, 0.5 or 2.25)", s);
+    /* Below a hundredth of a CPU a session cannot even start; more than a
+     * host has is no limit. */
+    if (v < 10000000ull || v > 1024ull * 1000000000ull)
+        return wg_errf(msg, msglen, "%s is out of range (0.01 to 1024)", s);
+    store_number(dst, sizeof(uint64_t), v);
+    return 0;
+}
+
 /* Sets one scalar field of base from text s (NULL only for nullable fields).
  * On failure writes the problem, without a location, to msg. */
 int config_set_scalar(const struct field *f, void *base, const char *s, char *msg, size_t msglen)
@@ -302,6 +316,8 @@ int config_set_scalar(const struct field *f, void *base, const char *s, char *ms
         return set_docker_host(dst, s, msg, msglen);
     case K_HTTP_PATH:
         return set_http_path(dst, s, msg, msglen);
+    case K_CPUS:
+        return set_cpus(dst, s, msg, msglen);
     default:
         assert(!"not a scalar kind");
         return -EINVAL;
@@ -561,6 +577,11 @@ static const struct field readiness_fields[] = {
     {.key = NULL},
 };
 
+static int check_sessions(struct walk *w, yaml_node_t *map, void *base)
+{
+    return config_check_sandbox(w, map, &((struct wg_config *)base)->sessions.sandbox);
+}
+
 static const struct field sessions_fields[] = {
     {.key = "image", .kind = K_STR, IN_CFG(sessions.image)},
     F_COUNT("port", sessions.port, 1, 65535),
@@ -568,6 +589,11 @@ static const struct field sessions_fields[] = {
     {.key = "idle", .kind = K_MAP, .sub = idle_fields, .check = check_idle},
     {.key = "save", .kind = K_MAP, .sub = save_fields, .check = check_save},
     {.key = "readiness", .kind = K_MAP, .sub = readiness_fields},
+    {.key = "limits", .kind = K_MAP, .sub = config_sandbox_limits_fields},
+    {.key = "capabilities", .kind = K_MAP, .sub = config_sandbox_caps_fields},
+    {.key = "read_only_root", .kind = K_BOOL, IN_CFG(sessions.sandbox.read_only_root)},
+    {.key = "user", .kind = K_STR, IN_CFG(sessions.sandbox.user), .nullable = true},
+    {.key = "runtime", .kind = K_STR, IN_CFG(sessions.sandbox.runtime), .nullable = true},
     {.key = NULL},
 };
 
@@ -615,7 +641,7 @@ const struct field config_top_fields[] = {
     {.key = "admin", .kind = K_MAP, .sub = admin_fields, .check = check_admin},
     {.key = "redis", .kind = K_MAP, .sub = redis_fields},
     {.key = "docker", .kind = K_MAP, .sub = docker_fields, .check = check_docker},
-    {.key = "sessions", .kind = K_MAP, .sub = sessions_fields},
+    {.key = "sessions", .kind = K_MAP, .sub = sessions_fields, .check = check_sessions},
     F_LIST("routes", K_ROUTES, routes),
     {.key = "non_waking", .kind = K_MAP, .sub = non_waking_fields},
     F_LIST("trusted_proxies", K_CIDRS, trusted_proxies),

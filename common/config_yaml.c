@@ -230,8 +230,15 @@ static int walk_strlist(struct walk *w, yaml_node_t *n, const struct field *f, v
             r = config_walk_fail(w, item, "must not be empty");
         if (r == 0 && f->kind == K_PATHS && s[0] != '/')
             r = config_walk_fail(w, item, "path \"%s\" must start with /", s);
-        if (r == 0 && (v[i] = strdup(s)) == NULL)
+        if (r == 0 && f->kind == K_CAPS) {
+            char msg[WG_CONFIG_ERR_MAX];
+
+            r = config_set_capability(&v[i], s, msg, sizeof msg);
+            if (r == -EINVAL)
+                config_walk_fail(w, item, "%s", msg);
+        } else if (r == 0 && (v[i] = strdup(s)) == NULL) {
             r = -ENOMEM;
+        }
         config_walk_pop(w, old);
     }
     if (r < 0)
@@ -343,6 +350,7 @@ static int walk_value(struct walk *w, yaml_node_t *n, const struct field *f, voi
     case K_PATHS:
     case K_STRLIST:
     case K_COMMAND:
+    case K_CAPS:
         return walk_strlist(w, n, f, base);
     case K_CIDRS:
         return walk_cidrs(w, n, f, base);

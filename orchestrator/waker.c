@@ -701,8 +701,14 @@ static void on_wake_created(int status, const struct wg_docker_reply *r, void *a
         return;
     default:
         orch_docker_error(o, status);
-        wake_fail(w, "failed", "docker create", -1,
-                  "docker create failed: %s, marking session failed", r->error);
+        if (o->cfg->sessions.sandbox.runtime && status > 0 && strstr(r->message, "runtime"))
+            wake_fail(w, "failed", "docker create", -1,
+                      "docker create failed: the engine has no runtime \"%s\" "
+                      "(sessions.runtime): %s, marking session failed",
+                      o->cfg->sessions.sandbox.runtime, r->error);
+        else
+            wake_fail(w, "failed", "docker create", -1,
+                      "docker create failed: %s, marking session failed", r->error);
         return;
     }
 }
@@ -717,6 +723,20 @@ struct wake_spec_bufs {
     char name[WG_SESSION_ID_MAX + 16], port[8];
     char session_env[WG_SESSION_ID_MAX + 32];
 };
+
+/* The limits and the sandbox, from the configuration as it is now: they
+ * are the operator's, not the caller's, so a wake after a change of the
+ * file gets the new ones. */
+static void wake_sandbox_spec(const struct wg_sandbox_cfg *sb, struct wg_docker_spec *ds)
+{
+    ds->memory_bytes = (int64_t)sb->memory_bytes;
+    ds->nano_cpus = (int64_t)sb->nano_cpus;
+    ds->pids_limit = sb->pids;
+    ds->cap_add = (const char *const *)sb->cap_add;
+    ds->read_only_root = sb->read_only_root;
+    ds->user = sb->user;
+    ds->runtime = sb->runtime;
+}
 
 static void wake_docker_spec(const struct orch_wake *w, const struct wg_container_spec *sp,
                              struct wake_spec_bufs *b, struct wg_docker_spec *ds)
@@ -749,6 +769,7 @@ static void wake_docker_spec(const struct orch_wake *w, const struct wg_containe
     ds->binds = (const char *const *)sp->binds;
     ds->labels = b->labels;
     ds->port = w->port;
+    wake_sandbox_spec(&o->cfg->sessions.sandbox, ds);
 }
 
 static void wake_create(struct orch_wake *w)
