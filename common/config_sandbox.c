@@ -208,22 +208,28 @@ void config_sandbox_free(struct wg_sandbox_cfg *sb)
 const struct field config_sandbox_limits_fields[] = {
     {.key = "memory",
      .kind = K_SIZE,
-     IN_CFG(sessions.sandbox.memory_bytes),
+     IN_SESS(sandbox.memory_bytes),
      .min = MEMORY_MIN,
      .max = MEMORY_MAX},
-    {.key = "cpus", .kind = K_CPUS, IN_CFG(sessions.sandbox.nano_cpus)},
-    {.key = "pids",
-     .kind = K_UINT,
-     IN_CFG(sessions.sandbox.pids),
-     .min = PIDS_MIN,
-     .max = PIDS_MAX},
+    {.key = "cpus", .kind = K_CPUS, IN_SESS(sandbox.nano_cpus)},
+    {.key = "pids", .kind = K_UINT, IN_SESS(sandbox.pids), .min = PIDS_MIN, .max = PIDS_MAX},
+    {.key = NULL},
+};
+
+/* The most a caller may ask for (limits_max); unset: the template's own
+ * limit, so a caller can only lower it. */
+const struct field config_sandbox_limits_max_fields[] = {
+    {.key = "memory",
+     .kind = K_SIZE,
+     IN_SESS(limits_max.memory_bytes),
+     .min = MEMORY_MIN,
+     .max = MEMORY_MAX},
+    {.key = "cpus", .kind = K_CPUS, IN_SESS(limits_max.nano_cpus)},
+    {.key = "pids", .kind = K_UINT, IN_SESS(limits_max.pids), .min = PIDS_MIN, .max = PIDS_MAX},
     {.key = NULL},
 };
 
 const struct field config_sandbox_caps_fields[] = {
-    {.key = "add",
-     .kind = K_CAPS,
-     IN_CFG(sessions.sandbox.cap_add),
-     LEN_IN_CFG(sessions.sandbox.cap_add_len)},
+    {.key = "add", .kind = K_CAPS, IN_SESS(sandbox.cap_add), LEN_IN_SESS(sandbox.cap_add_len)},
     {.key = NULL},
 };

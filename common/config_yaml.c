@@ -179,6 +179,11 @@ int config_walk_map(struct walk *w, yaml_node_t *map, const struct field *fields
     return 0;
 }
 
+int config_walk_scalar(struct walk *w, const yaml_node_t *n, bool nullable, const char **ret)
+{
+    return scalar(w, n, nullable, ret);
+}
+
 /* The length of a list; null is an empty list. */
 static int seq_items(struct walk *w, yaml_node_t *n, size_t *ret_len)
 {
@@ -343,10 +348,14 @@ static int walk_value(struct walk *w, yaml_node_t *n, const struct field *f, voi
 
     switch (f->kind) {
     case K_MAP:
-        r = config_walk_map(w, n, f->sub, base);
+        r = config_walk_map(w, n, f->sub, (char *)base + f->rebase);
         if (r == 0 && f->check != NULL)
-            r = f->check(w, n, base);
+            r = f->check(w, n, (char *)base + f->rebase);
         return r;
+    case K_TEMPLATES:
+        return config_walk_templates(w, n, f, base);
+    case K_OVERRIDES:
+        return config_walk_overrides(w, n, f, base);
     case K_PATHS:
     case K_STRLIST:
     case K_COMMAND:

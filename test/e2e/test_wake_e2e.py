@@ -57,7 +57,10 @@ def gw_config(redis_url, dockerd, wake_timeout="10s", level="debug"):
         "redis": {"url": redis_url},
         "docker": {"host": dockerd.host, "name": HOST, "max_concurrent_starts": 8},
         "admin": {"token": TOKEN},
-        "sessions": {"image": IMAGE, "port": 8080, "wake_timeout": wake_timeout},
+        # The other images the tests below create sessions from (issue 10:
+        # a template refuses any image it does not list).
+        "sessions": {"image": IMAGE, "port": 8080, "wake_timeout": wake_timeout,
+                     "images": [SLOW_HEALTH_IMAGE, "wakegate-test-healthcheck:latest"]},
         "non_waking": {"paths": ["/healthz"], "user_agents": ["kube-probe"]},
         "routes": [{"match": {"host": "{session}." + DOMAIN}}],
         "log": {"level": level, "access": True},

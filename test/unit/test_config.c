@@ -561,6 +561,22 @@ static const struct error_case error_cases[] = {
     {"sessions:\n  user: \"a b\"\n", "t.yaml:2: sessions.user: invalid user \"a b\""},
     {"sessions:\n  runtime: \"run/sc\"\n",
      "t.yaml:2: sessions.runtime: invalid runtime \"run/sc\""},
+    /* templates */
+    {"templates:\n  Big: {image: x}\n", "t.yaml:2: templates.Big: invalid template name"},
+    {"templates:\n  default: {image: x}\n",
+     "t.yaml:2: templates.default: \"default\" is the sessions: block"},
+    {"templates: [a]\n", "t.yaml:1: templates: expected a mapping of template names"},
+    {"templates:\n  a:\n    overridable: [cmd, env]\n",
+     "t.yaml:3: templates.a.overridable[1]: unknown field \"env\""},
+    {"templates:\n  a:\n    limits: {pids: 1}\n",
+     "t.yaml:3: templates.a.limits.pids: 1 is out of range"},
+    {"templates:\n  a:\n    binds: {allow: [/srv, /]}\n",
+     "t.yaml:3: templates.a.binds.allow[1]: \"/\" would allow every source"},
+    {"sessions:\n  binds:\n    allow: [\"/./\"]\n",
+     "t.yaml:3: sessions.binds.allow[0]: \"/\" would"},
+    {"sessions: {binds: {allow: [/srv/../etc]}}\n",
+     "t.yaml:1: sessions.binds.allow[0]: a path with \"..\""},
+    {"templates:\n  a:\n    imag: x\n", "t.yaml:3: templates.a.imag: unknown key"},
     /* admin.token_file is read by validate */
     {"admin:\n  token_file: /nonexistent/token\n",
      "t.yaml:2: admin.token_file: cannot read \"/nonexistent/token\": No such file or directory"},
@@ -1162,6 +1178,56 @@ static void test_readiness(void **state)
     wg_config_free(&cfg);
 }
 
+static void test_templates(void **state)
+{
+    struct wg_config cfg;
+    char err[WG_CONFIG_ERR_MAX];
+    const struct wg_sessions_cfg *t;
+
+    (void)state;
+    assert_int_equal(
+        load(&cfg,
+             "templates:\n  small:\n    image: s:1\n    images: [\"s:*\"]\n"
+             "    cmd: [sh, -c, x]\n    env: [A=1]\n    port: 9000\n"
+             "    limits: {memory: 64MiB}\n    limits_max: {memory: 128MiB, pids: 99}\n"
+             "    binds: {allow: [/srv/work/, cache]}\n    overridable: [cmd, limits]\n"
+             "  tiny: {}\n"
+             "sessions:\n  image: d:1\n",
+             err, sizeof err),
+        0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), 0);
+    assert_int_equal(cfg.templates_len, 2);
+    t = wg_config_template(&cfg, "small");
+    assert_non_null(t);
+    assert_string_equal(t->name, "small");
+    assert_string_equal(t->image, "s:1");
+    assert_string_equal(t->images[0], "s:*");
+    assert_string_equal(t->cmd[2], "x");
+    assert_null(t->cmd[3]);
+    assert_string_equal(t->env[0], "A=1");
+    assert_int_equal(t->port, 9000);
+    assert_int_equal(t->sandbox.memory_bytes, 64ull << 20);
+    assert_int_equal(t->sandbox.pids, 512); /* the built-in default, not the sessions: block's */
+    assert_int_equal(t->limits_max.memory_bytes, 128ull << 20);
+    assert_int_equal(t->limits_max.pids, 99);
+    assert_int_equal(t->binds_allow_len, 2);
+    assert_int_equal(t->overridable, WG_OVERRIDE_CMD | WG_OVERRIDE_LIMITS);
+    /* A template starts from the built-in defaults: its own image, env only. */
+    t = wg_config_template(&cfg, "tiny");
+    assert_non_null(t);
+    assert_string_equal(t->image, "wakegate-demo:latest");
+    assert_int_equal(t->overridable, 0);
+    assert_int_equal(t->binds_allow_len, 0);
+    t = wg_config_template(&cfg, "default");
+    assert_ptr_equal(t, &cfg.sessions);
+    assert_string_equal(t->name, "default");
+    assert_string_equal(t->image, "d:1");
+    assert_int_equal(t->overridable, WG_OVERRIDE_DEFAULT);
+    assert_ptr_equal(wg_config_template(&cfg, NULL), &cfg.sessions);
+    assert_null(wg_config_template(&cfg, "nope"));
+    wg_config_free(&cfg);
+}
+
 static void test_sandbox(void **state)
 {
     struct wg_config cfg;
@@ -1591,6 +1657,10 @@ static void test_example_file(void **state)
     assert_false(cfg.sessions.sandbox.read_only_root);
     assert_null(cfg.sessions.sandbox.user);
     assert_null(cfg.sessions.sandbox.runtime);
+    assert_int_equal(cfg.sessions.overridable, def.sessions.overridable);
+    assert_int_equal(cfg.sessions.images_len, 0);
+    assert_int_equal(cfg.sessions.binds_allow_len, 0);
+    assert_int_equal(cfg.templates_len, 0);
     assert_int_equal(cfg.docker_tls.enabled, def.docker_tls.enabled);
     assert_int_equal(cfg.docker_tls.verify, def.docker_tls.verify);
     assert_null(cfg.docker_tls.ca);
@@ -1639,6 +1709,7 @@ int main(void)
         cmocka_unit_test(test_cidr_contains),
         cmocka_unit_test(test_example_file),
         cmocka_unit_test(test_sandbox),
+        cmocka_unit_test(test_templates),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
