@@ -178,3 +178,18 @@ def test_sighup_adds_a_template_for_sessions_created_afterwards(stack, work):
         time.sleep(0.05)
     cid = wake(stack, "h-2", template="late")
     assert stack.dockerd.inspect(cid)["HostConfig"]["PidsLimit"] == 40
+
+    # A session of a template that a reload then removes does not get some
+    # other sandbox: its first wake fails, naming the template.
+    stack.create("h-3", template="late")
+    del cfg["templates"]["late"]
+    with open(gw.config_path, "w") as f:
+        f.write(yaml.safe_dump(cfg, sort_keys=False))
+    gw.send_signal(signal.SIGHUP)
+    gw.wait_log(r"templates reloaded.*templates=1", timeout=5)
+    r = stack.get("h-3", "/")
+    assert r.status >= 500, r
+    rec = stack.wait_state("h-3", "failed", timeout=10)
+    assert 'template "late" is not configured' in rec["error"], rec
+    assert not [c for c in containers(stack.dockerd)
+                if stack.dockerd.inspect(c)["Config"]["Labels"].get("wakegate.session") == "h-3"]
