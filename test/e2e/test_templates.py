@@ -150,6 +150,17 @@ def test_template_image_limits_env_and_binds_reach_the_container(stack, work):
     assert hc["Memory"] == 1 << 30 and hc["PidsLimit"] == 512, hc
 
 
+def test_template_readiness_is_the_sessions_own(stack, work):
+    cfg = templates_config(stack, work)
+    cfg["templates"]["probed"] = {"image": IMAGE, "readiness": {"http_path": "/index.html"}}
+    stack.start(cfg)
+    wake(stack, "rd-http", template="probed")
+    wake(stack, "rd-tcp")
+    via = {sid: [e["detail_json"].get("via") for e in stack.events(sid, "transition")
+                 if e["to"] == "running"][-1] for sid in ("rd-http", "rd-tcp")}
+    assert via == {"rd-http": "http", "rd-tcp": "tcp"}, via
+
+
 # ---------------------------------------------------------------- reload
 
 def test_sighup_adds_a_template_for_sessions_created_afterwards(stack, work):
