@@ -726,16 +726,28 @@ struct wake_spec_bufs {
     char session_env[WG_SESSION_ID_MAX + 32];
 };
 
+/* A caller's limit (0: none) within max (0: the template's own limit). */
+static uint64_t caller_limit(uint64_t asked, uint64_t max, uint64_t own)
+{
+    uint64_t cap = max ? max : own;
+
+    return asked == 0 ? own : asked < cap ? asked : cap;
+}
+
 /* The limits and the sandbox, from the session's template as it is now:
  * they are the operator's, so a container created after a reload gets the
- * new ones; a limit the caller lowered (within the template's maximum when
- * the session was created) is in the spec and wins. */
-static void wake_sandbox_spec(const struct wg_sandbox_cfg *sb, const struct wg_container_spec *sp,
+ * new ones. A limit the caller set at create time is in the spec; it is
+ * held to the template's maximum as it is now too, so a reload that lowers
+ * a maximum applies to sessions made before it. */
+static void wake_sandbox_spec(const struct wg_sessions_cfg *t, const struct wg_container_spec *sp,
                               struct wg_docker_spec *ds)
 {
-    ds->memory_bytes = (int64_t)(sp->memory_bytes ? sp->memory_bytes : sb->memory_bytes);
-    ds->nano_cpus = (int64_t)(sp->nano_cpus ? sp->nano_cpus : sb->nano_cpus);
-    ds->pids_limit = sp->pids ? sp->pids : sb->pids;
+    const struct wg_sandbox_cfg *sb = &t->sandbox;
+
+    ds->memory_bytes =
+        (int64_t)caller_limit(sp->memory_bytes, t->limits_max.memory_bytes, sb->memory_bytes);
+    ds->nano_cpus = (int64_t)caller_limit(sp->nano_cpus, t->limits_max.nano_cpus, sb->nano_cpus);
+    ds->pids_limit = (int64_t)caller_limit(sp->pids, t->limits_max.pids, sb->pids);
     ds->cap_add = (const char *const *)sb->cap_add;
     ds->read_only_root = sb->read_only_root;
     ds->user = sb->user;
@@ -774,7 +786,7 @@ static void wake_docker_spec(const struct orch_wake *w, const struct wg_sessions
     ds->binds = (const char *const *)sp->binds;
     ds->labels = b->labels;
     ds->port = w->port;
-    wake_sandbox_spec(&t->sandbox, sp, ds);
+    wake_sandbox_spec(t, sp, ds);
 }
 
 static void wake_create(struct orch_wake *w)
