@@ -21,11 +21,15 @@ from test_wake_e2e import APP_TEXT, IMAGE, clean_stack, gw_config
 pytestmark = pytest.mark.docker
 
 MiB = 1 << 20
+# The test image under another name: the template "small"'s own image, so
+# what reaches the container is the template's, not sessions.image.
+SMALL_IMAGE = "wakegate-test-small:latest"
 
 
 @pytest.fixture
 def stack(redis_server, dockerd, test_image, start_wakegate):
     assert test_image == IMAGE
+    dockerd.cli("tag", IMAGE, SMALL_IMAGE)
     yield from clean_stack(redis_server, dockerd, start_wakegate)
 
 
@@ -41,7 +45,7 @@ def templates_config(stack, work):
     cfg = gw_config(stack.redis_server.url, stack.dockerd)
     cfg["templates"] = {
         "small": {
-            "image": IMAGE,
+            "image": SMALL_IMAGE,
             "env": ["FROM_TEMPLATE=small", "SHARED=template"],
             "limits": {"memory": "96MiB", "cpus": "0.25", "pids": 48},
             "limits_max": {"memory": "128MiB"},
@@ -105,7 +109,7 @@ def test_each_refusal_is_a_400_naming_the_field_and_creates_nothing(stack, work)
     assert 'template "default"' in why
     why = refused(stack, {"id": "r-image", "template": "small", "image": "busybox:latest"}, "image")
     assert "not allowed" in why
-    refused(stack, {"id": "r-image2", "image": "wakegate-test-other:latest"}, "image")
+    refused(stack, {"id": "r-image2", "image": SMALL_IMAGE}, "image")
     why = refused(stack, {"id": "r-tmpl", "template": "nope"}, "template")
     assert 'unknown template "nope"' in why
     why = refused(stack, {"id": "r-limit", "template": "small", "limits": {"memory": "256MiB"}},
@@ -125,10 +129,10 @@ def test_template_image_limits_env_and_binds_reach_the_container(stack, work):
     cid = wake(stack, "t-small", template="small", env=["SHARED=caller"],
                binds=["%s/./s1/:/data" % work])
     rec = stack.record("t-small")
-    assert rec["template"] == "small" and rec["image"] == IMAGE, rec
+    assert rec["template"] == "small" and rec["image"] == SMALL_IMAGE, rec
     c = stack.dockerd.inspect(cid)
     hc = c["HostConfig"]
-    assert c["Config"]["Image"] == IMAGE
+    assert c["Config"]["Image"] == SMALL_IMAGE
     assert hc["Memory"] == 96 * MiB and hc["NanoCpus"] == 250_000_000 and hc["PidsLimit"] == 48, hc
     assert hc["CapDrop"] == ["ALL"] and hc["SecurityOpt"] == ["no-new-privileges"], hc
     env = c["Config"]["Env"]
@@ -146,6 +150,7 @@ def test_template_image_limits_env_and_binds_reach_the_container(stack, work):
     # The default template is the sessions: block, as before templates.
     cid = wake(stack, "t-default")
     assert stack.record("t-default")["template"] == "default"
+    assert stack.dockerd.inspect(cid)["Config"]["Image"] == IMAGE
     hc = stack.dockerd.inspect(cid)["HostConfig"]
     assert hc["Memory"] == 1 << 30 and hc["PidsLimit"] == 512, hc
 
