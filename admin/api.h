@@ -21,9 +21,11 @@
  *   GET    /v1/events                 server-sent events from wg:events
  *
  * Sessions are created in Redis only: creating then asleep at once, with
- * host = docker.name, the image and port (defaults: sessions.image,
- * sessions.port), the idle overrides, and spec = compact JSON of
- * {cmd, env, labels, binds, save} (those given; common/container_spec).
+ * host = docker.name, the template's name ("template", default "default":
+ * the sessions: block), the image and port (defaults: the template's), the
+ * idle overrides, and spec = compact JSON of {cmd, env, labels, binds,
+ * save, limits} (common/container_spec). The template decides what a
+ * caller may set (admin/api_policy.c); a refusal is a 400 naming the field.
  * The orchestrator makes the container on the first wake. Commands go to
  * wg:wake:{record's host} with from = "api".
  *
@@ -123,8 +125,14 @@ int wg_api_route(const char *method, size_t method_len, const char *path, size_t
 struct wg_api_create {
     char id[WG_SESSION_ID_MAX + 1];
     char image[WG_SESSION_IMAGE_MAX + 1];
+    char template_name[WG_SESSION_TEMPLATE_MAX + 1];
     uint16_t port;
-    char *spec; /* owned compact JSON {cmd,env,labels,binds,save}, NULL when none given */
+    /* owned compact JSON {cmd,env,labels,binds,save[,limits]}: the caller's,
+     * with the template's cmd and env filled in; NULL when none */
+    char *spec;
+    /* The caller's limits (0: the template's), within the template's maxima. */
+    uint64_t memory_bytes, nano_cpus;
+    unsigned pids;
     bool has_pause_after;
     uint64_t pause_after_ms;
     bool has_stop_after;
@@ -141,6 +149,19 @@ void wg_api_create_release(struct wg_api_create *c);
 /* The record fields of c for wg_store_create(); pointers into c and host. */
 void wg_api_create_fields(const struct wg_api_create *c, const char *host,
                           struct wg_session_update *u);
+
+/* ---- the template's policy (admin/api_policy.c) ---- */
+
+#define WG_API_BIND_PATH_MAX 4096
+
+/* Whether template t lets a caller name image: its own image, or one of
+ * its images (exact, or a prefix ending in '*'). */
+bool wg_api_policy_image(const struct wg_sessions_cfg *t, const char *image);
+/* Whether template t lets a caller bind "source:target[:mode]": the
+ * source's normalised path under one of t's binds.allow paths (a volume
+ * name: named there), never "/", the Docker socket, /run or /var/run,
+ * never with "..". Returns 0, or -EINVAL with the reason in why. */
+int wg_api_policy_bind(const struct wg_sessions_cfg *t, const char *bind, char *why, size_t len);
 
 /* A stream id "<ms>-<seq>" or "<ms>" (seq 0). Returns 0 or -EINVAL. */
 struct wg_api_sid {

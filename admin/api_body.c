@@ -51,8 +51,8 @@ static json_t *load_object(const char *body, size_t len, const char *not_object,
 
 static int check_known(const json_t *root, char *err, size_t errlen)
 {
-    static const char *const known[] = {"id",   "image", "cmd",  "env",  "labels",
-                                        "port", "binds", "idle", "save", NULL};
+    static const char *const known[] = {"id",   "template", "image", "cmd",  "env",    "labels",
+                                        "port", "binds",    "idle",  "save", "limits", NULL};
     const char *k;
     json_t *v;
     char name[WG_CONTAINER_SPEC_NAME_SHOW_MAX + 1];
@@ -81,9 +81,32 @@ static bool image_valid(const char *s)
     return true;
 }
 
-/* id (required), image and port (defaults from cfg). */
-static int take_identity(const json_t *root, const struct wg_config *cfg, struct wg_api_create *c,
-                         char *err, size_t errlen)
+/* The template the body names ("template", default "default"). */
+static const struct wg_sessions_cfg *take_template(const json_t *root, const struct wg_config *cfg,
+                                                   struct wg_api_create *c, char *err,
+                                                   size_t errlen)
+{
+    const struct wg_sessions_cfg *t;
+    json_t *v = member(root, "template");
+    char name[WG_CONTAINER_SPEC_NAME_SHOW_MAX + 1];
+
+    if (v != NULL && !json_is_string(v)) {
+        wg_errf(err, errlen, "field \"template\": must be a string");
+        return NULL;
+    }
+    t = wg_config_template(cfg, v ? json_string_value(v) : "default");
+    if (t == NULL) {
+        wg_container_spec_show_name(name, sizeof(name), json_string_value(v));
+        wg_errf(err, errlen, "field \"template\": unknown template \"%s\"", name);
+        return NULL;
+    }
+    snprintf(c->template_name, sizeof(c->template_name), "%s", t->name);
+    return t;
+}
+
+/* id (required), image and port (defaults from the template t). */
+static int take_identity(const json_t *root, const struct wg_sessions_cfg *t,
+                         struct wg_api_create *c, char *err, size_t errlen)
 {
     json_t *v = member(root, "id");
     if (v == NULL) {
@@ -97,7 +120,7 @@ static int take_identity(const json_t *root, const struct wg_config *cfg, struct
     memcpy(c->id, json_string_value(v), json_string_length(v) + 1);
 
     v = member(root, "image");
-    const char *image = v ? json_string_value(v) : cfg->sessions.image;
+    const char *image = v ? json_string_value(v) : t->image;
     if (v != NULL && (image == NULL || !image_valid(image))) {
         wg_errf(err, errlen,
                 "field \"image\": must be a string of 1..255 printable ASCII characters");
@@ -107,11 +130,18 @@ static int take_identity(const json_t *root, const struct wg_config *cfg, struct
         wg_errf(err, errlen, "field \"image\": required (sessions.image is not usable)");
         return -EINVAL;
     }
+    if (!wg_api_policy_image(t, image)) {
+        wg_errf(err, errlen,
+                "field \"image\": \"%s\" is not allowed by template \"%s\" (its image or "
+                "images)",
+                image, t->name);
+        return -EINVAL;
+    }
     snprintf(c->image, sizeof(c->image), "%s", image);
 
     v = member(root, "port");
     if (v == NULL) {
-        c->port = (uint16_t)cfg->sessions.port;
+        c->port = (uint16_t)t->port;
         return 0;
     }
     if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 65535) {
@@ -155,9 +185,86 @@ static int take_idle(const json_t *v, struct wg_api_create *c, char *err, size_t
     return 0;
 }
 
+/* The fields a caller gave that the template does not let it set. */
+static int check_overridable(const json_t *root, const struct wg_sessions_cfg *t, char *err,
+                             size_t errlen)
+{
+    static const struct {
+        const char *field;
+        unsigned bit;
+    } f[] = {
+        {"cmd", WG_OVERRIDE_CMD},   {"labels", WG_OVERRIDE_LABELS}, {"port", WG_OVERRIDE_PORT},
+        {"idle", WG_OVERRIDE_IDLE}, {"save", WG_OVERRIDE_SAVE},     {"limits", WG_OVERRIDE_LIMITS},
+    };
+
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        if (member(root, f[i].field) && !(t->overridable & f[i].bit))
+            return wg_errf(err, errlen,
+                           "field \"%s\": template \"%s\" does not let a caller set it "
+                           "(its overridable list)",
+                           f[i].field, t->name);
+    return 0;
+}
+
+/* Every bind's source against the template's allow-list. The shape of
+ * each entry is the container spec's to check. */
+static int check_binds(const json_t *root, const struct wg_sessions_cfg *t, char *err,
+                       size_t errlen)
+{
+    json_t *binds = member(root, "binds"), *b;
+    char why[API_ERR_MAX];
+    size_t i;
+
+    if (!json_is_array(binds))
+        return 0;
+    json_array_foreach(binds, i, b)
+    {
+        if (!json_is_string(b))
+            continue;
+        if (wg_api_policy_bind(t, json_string_value(b), why, sizeof why) < 0)
+            return wg_errf(err, errlen, "field \"binds[%zu]\": %s", i, why);
+    }
+    return 0;
+}
+
+/* The template's cmd when the caller gave none; its env before the
+ * caller's, a caller's NAME= replacing the template's. */
+static int fill_from_template(json_t *root, const struct wg_sessions_cfg *t)
+{
+    json_t *env = member(root, "env"), *merged, *e;
+    size_t i;
+    int bad = 0;
+
+    if (t->cmd != NULL && member(root, "cmd") == NULL) {
+        json_t *cmd = json_array();
+
+        for (size_t k = 0; k < t->cmd_len; k++)
+            bad |= json_array_append_new(cmd, json_string(t->cmd[k]));
+        bad |= json_object_set_new(root, "cmd", cmd);
+    }
+    if (t->env_len == 0 || (env != NULL && !json_is_array(env)))
+        return bad ? -ENOMEM : 0;
+    merged = json_array();
+    for (size_t k = 0; k < t->env_len; k++) {
+        const char *eq = strchr(t->env[k], '=');
+        size_t n = eq ? (size_t)(eq - t->env[k]) + 1 : strlen(t->env[k]);
+        bool replaced = false;
+
+        json_array_foreach(env, i, e) replaced |=
+            json_is_string(e) && strncmp(json_string_value(e), t->env[k], n) == 0;
+        if (!replaced)
+            bad |= json_array_append_new(merged, json_string(t->env[k]));
+    }
+    if (env != NULL)
+        bad |= json_array_extend(merged, env);
+    bad |= json_object_set_new(root, "env", merged);
+    return bad ? -ENOMEM : 0;
+}
+
 int wg_api_parse_create(const char *body, size_t len, const struct wg_config *cfg,
                         struct wg_api_create *out, char *err, size_t errlen)
 {
+    const struct wg_sessions_cfg *t = NULL;
     struct wg_api_create c;
     struct wg_session_update u;
     struct wg_session_hash h;
@@ -168,14 +275,43 @@ int wg_api_parse_create(const char *body, size_t len, const struct wg_config *cf
     memset(&c, 0, sizeof(c));
     root = load_object(body, len, "body: must be a JSON object", err, errlen);
     if (root == NULL || check_known(root, err, errlen) < 0 ||
-        take_identity(root, cfg, &c, err, errlen) < 0)
+        (t = take_template(root, cfg, &c, err, errlen)) == NULL ||
+        take_identity(root, t, &c, err, errlen) < 0)
         goto out;
+    /* The shape of the caller's members first, so an error names the first
+     * malformed one; then what the template allows. */
     rc = wg_container_spec_encode(root, &c.spec, err, errlen);
+    if (rc < 0)
+        goto out;
+    free(c.spec);
+    c.spec = NULL;
+    rc = -EINVAL;
+    if (check_overridable(root, t, err, errlen) < 0 || check_binds(root, t, err, errlen) < 0)
+        goto out;
+    if ((v = member(root, "limits")) && api_limits_take(v, t, &c, err, errlen) < 0)
+        goto out;
+    if (fill_from_template(root, t) < 0) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    rc = wg_container_spec_encode(root, &c.spec, err, errlen);
+    if (rc == 0)
+        rc = api_limits_into_spec(&c, err, errlen);
     if (rc < 0)
         goto out;
     rc = -EINVAL;
     if ((v = member(root, "idle")) && take_idle(v, &c, err, errlen) < 0)
         goto out;
+    /* A named template's idle tiers are the session's own, so they hold
+     * whatever the sessions: block says. */
+    if (t != &cfg->sessions && !c.has_pause_after) {
+        c.has_pause_after = true;
+        c.pause_after_ms = t->idle.pause_after_ms;
+    }
+    if (t != &cfg->sessions && !c.has_stop_after) {
+        c.has_stop_after = true;
+        c.stop_after_ms = t->idle.stop_after_ms;
+    }
     /* What the store will check again; a failure here is ours to report. */
     wg_api_create_fields(&c, "localhost", &u);
     if (wg_session_update_encode(&u, &h, why, sizeof(why)) < 0) {
@@ -206,6 +342,10 @@ void wg_api_create_fields(const struct wg_api_create *c, const char *host,
     u->set = WG_SF_HOST | WG_SF_IMAGE | WG_SF_PORT;
     u->host = host;
     u->image = c->image;
+    if (c->template_name[0]) {
+        u->set |= WG_SF_TEMPLATE;
+        u->template_name = c->template_name;
+    }
     u->port = c->port;
     if (c->spec != NULL) {
         u->set |= WG_SF_SPEC;

@@ -193,4 +193,15 @@ void api_handle_events(struct wg_api *api, struct wg_admin_req *req,
 /* The tick's part: heartbeats, replay retries, the reader's restarts. */
 void api_events_tick(struct wg_api *api, uint64_t now);
 
+/* ---- api_policy.c: a caller's limits ---- */
+
+/* "limits": {"memory": "256MiB" | bytes, "cpus": "0.5" | number, "pids": N},
+ * each within template t's maximum (limits_max, else its own limit), into
+ * c. Returns 0 or -EINVAL with err naming the field. */
+int api_limits_take(const json_t *v, const struct wg_sessions_cfg *t, struct wg_api_create *c,
+                    char *err, size_t errlen);
+/* Adds the limits of c to its spec text as "limits": {"memory", "nano_cpus",
+ * "pids"} (those set), for the waker. Returns 0, -EINVAL or -ENOMEM. */
+int api_limits_into_spec(struct wg_api_create *c, char *err, size_t errlen);
+
 #endif

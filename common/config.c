@@ -67,10 +67,8 @@ void wg_config_free(struct wg_config *cfg)
     free(cfg->docker_tls.cert);
     free(cfg->docker_tls.key);
     free(cfg->docker_name);
-    free(cfg->sessions.image);
-    free(cfg->sessions.readiness.http_path);
-    config_free_strv(cfg->sessions.save.command, cfg->sessions.save.command_len);
-    free(cfg->sessions.save.path);
+    config_sessions_free(&cfg->sessions);
+    config_free_templates(cfg->templates, cfg->templates_len);
     config_free_routes(cfg->routes, cfg->routes_len);
     config_free_strv(cfg->non_waking_paths, cfg->non_waking_paths_len);
     config_free_strv(cfg->non_waking_user_agents, cfg->non_waking_user_agents_len);
@@ -135,25 +133,9 @@ static int init_sessions(struct wg_config *cfg)
     cfg->redis_private.start_timeout_ms = 5 * 1000;
     cfg->redis_private.stop_timeout_ms = 5 * 1000;
 
-    if (config_replace_str(&cfg->sessions.image, "wakegate-demo:latest") < 0)
+    if (config_sessions_defaults(&cfg->sessions, "default") < 0)
         return -ENOMEM;
-    cfg->sessions.port = 8080;
-    cfg->sessions.wake_timeout_ms = 30 * 1000;
-    cfg->sessions.idle.pause_after_ms = 0;
-    cfg->sessions.idle.stop_after_ms = 20 * 60 * 1000;
-    cfg->sessions.idle.activity_interval_ms = 1000;
-    cfg->sessions.idle.reap_every_ms = 1000;
-    cfg->sessions.idle.drain_ms = 2000;
-    if (config_replace_str(&cfg->sessions.save.path, "/workspace") < 0)
-        return -ENOMEM;
-    cfg->sessions.save.timeout_ms = 60 * 1000;
-    cfg->sessions.save.on_failure = WG_SAVE_KEEP_AWAKE;
-    cfg->sessions.save.before_pause = false;
-    cfg->sessions.save.retry_backoff_ms = 10 * 1000;
-    cfg->sessions.save.retry_max_ms = 10 * 60 * 1000;
-    /* Those of orchestrator/probe.h (WG_PROBE_INTERVAL_MS, ..._CONNECT_TIMEOUT_MS). */
-    cfg->sessions.readiness.interval_ms = 2;
-    cfg->sessions.readiness.timeout_ms = 50;
+    cfg->sessions.overridable = WG_OVERRIDE_DEFAULT;
     return 0;
 }
 

@@ -5,7 +5,7 @@
  * the value came from: "FILE:LINE: KEY: problem" for the YAML file,
  * "environment WAKEGATE_X: problem" or "flag --x: problem" otherwise.
  * After startup a configuration does not change; a SIGHUP reload builds a new
- * one and takes only its routes.
+ * one and takes only its routes and its templates: entries.
  *
  * Ownership: every string and array in struct wg_config is owned by it and
  * released by wg_config_free(). */
@@ -110,13 +110,57 @@ struct wg_readiness_cfg {
     uint64_t timeout_ms;  /* 50 ms per attempt (connect, and the status line for HTTP) */
 };
 
+/* What a session container may use and do (docs/configuration.md, "Sandbox").
+ * The limits are never "unlimited": each has a default and a bounded range. */
+struct wg_sandbox_cfg {
+    uint64_t memory_bytes; /* HostConfig.Memory, and MemorySwap the same (no swap); 1 GiB */
+    uint64_t nano_cpus;    /* HostConfig.NanoCpus: CPUs x 1e9; 1 CPU */
+    unsigned pids;         /* HostConfig.PidsLimit; 512 */
+    char **cap_add;        /* added after CapDrop ALL: "NET_BIND_SERVICE", ... (no CAP_) */
+    size_t cap_add_len;
+    bool read_only_root; /* ReadonlyRootfs with a tmpfs /tmp (default false) */
+    char *user;          /* Config.User, "uid[:gid]" or a name; NULL: the image's */
+    char *runtime;       /* HostConfig.Runtime ("runsc"); NULL: the engine's default */
+};
+
+/* What a caller of POST /v1/sessions may set besides env (always) and
+ * image, binds (by the allow-lists): templates[].overridable. */
+enum wg_override {
+    WG_OVERRIDE_CMD = 1u << 0,
+    WG_OVERRIDE_LABELS = 1u << 1,
+    WG_OVERRIDE_PORT = 1u << 2,
+    WG_OVERRIDE_IDLE = 1u << 3,
+    WG_OVERRIDE_SAVE = 1u << 4,
+    WG_OVERRIDE_LIMITS = 1u << 5, /* up to limits_max */
+};
+/* The sessions: block's, so callers of before templates keep working. */
+#define WG_OVERRIDE_DEFAULT                                                                        \
+    (WG_OVERRIDE_CMD | WG_OVERRIDE_LABELS | WG_OVERRIDE_PORT | WG_OVERRIDE_IDLE | WG_OVERRIDE_SAVE)
+
+/* A session template: the sessions: block is the one named "default", each
+ * templates: entry another (docs/configuration.md, "Templates"). */
 struct wg_sessions_cfg {
+    char *name; /* "default", or the key under templates: */
     char *image;
+    char **images; /* more images a caller may name: exact, or a prefix ending in '*' */
+    size_t images_len;
+    char **cmd; /* NULL-terminated; NULL: the image's CMD */
+    size_t cmd_len;
+    char **env; /* "KEY=value", before the caller's (which win) */
+    size_t env_len;
+    char **binds_allow; /* host path prefixes ("/srv/work/") or volume names a bind may use */
+    size_t binds_allow_len;
+    unsigned overridable; /* enum wg_override */
+    struct {
+        uint64_t memory_bytes, nano_cpus; /* 0: the template's own limit */
+        unsigned pids;
+    } limits_max;
     unsigned port;
     uint64_t wake_timeout_ms;
     struct wg_idle_cfg idle;
     struct wg_save_cfg save;
     struct wg_readiness_cfg readiness;
+    struct wg_sandbox_cfg sandbox;
 };
 
 /* docker.tls: https to a tcp:// engine (Docker's --tlsverify). */
@@ -176,7 +220,9 @@ struct wg_config {
     char *docker_name;
     unsigned max_concurrent_starts;
 
-    struct wg_sessions_cfg sessions;
+    struct wg_sessions_cfg sessions;   /* the template "default" */
+    struct wg_sessions_cfg *templates; /* templates:, in file order */
+    size_t templates_len;
 
     struct wg_route_cfg *routes;
     size_t routes_len;
@@ -262,6 +308,15 @@ void wg_config_free(struct wg_config *cfg);
 
 /* "250ms", "30s", "20m", "1h", "0s" -> milliseconds. Returns 0 or -EINVAL. */
 int wg_config_parse_duration(const char *s, uint64_t *ret_ms);
+/* The template called name ("default": cfg->sessions), or NULL. */
+const struct wg_sessions_cfg *wg_config_template(const struct wg_config *cfg, const char *name);
+
+/* "1", "0.5", "2.25" CPUs -> nano CPUs (x 1e9; at most 9 decimals).
+ * Returns 0 or -EINVAL. */
+int wg_config_parse_cpus(const char *s, uint64_t *ret_nano);
+/* A Linux capability name ("NET_ADMIN", "cap_net_admin") -> its canonical
+ * form without "CAP_" in upper case ("NET_ADMIN"), or NULL when unknown. */
+const char *wg_config_capability(const char *s);
 /* "64KiB", "1MiB", "1GiB", "512" -> bytes. Returns 0 or -EINVAL. */
 int wg_config_parse_size(const char *s, uint64_t *ret_bytes);
 /* "127.0.0.1:8080", "[::1]:8080", ":8080" (any address), "localhost:80". */

@@ -42,6 +42,10 @@ enum kind {
     K_PATHS,       /* char ** + size_t, each starting with '/' */
     K_STRLIST,     /* char ** + size_t, each non-empty */
     K_COMMAND,     /* NULL-terminated char ** + size_t, non-empty */
+    K_CAPS,        /* char ** + size_t, Linux capability names, stored canonical */
+    K_CPUS,        /* uint64_t nano CPUs from "0.5" */
+    K_OVERRIDES,   /* unsigned mask of enum wg_override, from a list of names */
+    K_TEMPLATES,   /* struct wg_sessions_cfg * + size_t, from a mapping of names */
     K_CIDRS,       /* struct wg_cidr * + size_t */
     K_ROUTES,      /* struct wg_route_cfg * + size_t */
 };
@@ -60,6 +64,7 @@ struct field {
     uint64_t min, max;
     bool nullable; /* null (or "~") clears the value instead of being an error */
     const struct field *sub;
+    size_t rebase; /* K_MAP: sub's offsets are from base + rebase */
     /* K_MAP: cross-field rules of that mapping, run after its keys. */
     int (*check)(struct walk *w, yaml_node_t *map, void *base);
 };
@@ -69,6 +74,10 @@ struct field {
 #define IN_ROUTE(m)                                                                                \
     .off = offsetof(struct wg_route_cfg, m), .size = sizeof(((struct wg_route_cfg *)0)->m)
 #define LEN_IN_CFG(m) .off_len = offsetof(struct wg_config, m)
+/* A member of struct wg_sessions_cfg (the sessions: block and templates). */
+#define IN_SESS(m)                                                                                 \
+    .off = offsetof(struct wg_sessions_cfg, m), .size = sizeof(((struct wg_sessions_cfg *)0)->m)
+#define LEN_IN_SESS(m) .off_len = offsetof(struct wg_sessions_cfg, m)
 
 /* Where the YAML walk is: the document, and the dotted key of the node. */
 struct walk {
@@ -114,13 +123,45 @@ yaml_node_t *config_walk_get(struct walk *w, yaml_node_t *map, const char *key);
 /* Walks a mapping whose keys are described by fields. */
 int config_walk_map(struct walk *w, yaml_node_t *map, const struct field *fields, void *base);
 
+/* A scalar's text (nullable: null gives NULL). Returns 0 or -EINVAL. */
+int config_walk_scalar(struct walk *w, const yaml_node_t *n, bool nullable, const char **ret);
+
 /* ---- config_keys.c ---- */
 
-/* The keys of the file's top level. */
+/* The keys of the file's top level, and of one template (relative to a
+ * struct wg_sessions_cfg) with the checks of its mapping. */
 extern const struct field config_top_fields[];
+extern const struct field config_sessions_fields[];
+int config_check_sessions(struct walk *w, yaml_node_t *map, void *base);
 /* Sets one scalar field of base from text s (NULL only for nullable fields).
  * On failure writes the problem, without a location, to msg. */
 int config_set_scalar(const struct field *f, void *base, const char *s, char *msg, size_t msglen);
+
+/* ---- config_templates.c ---- */
+
+/* A template's built-in defaults (those of the sessions: block), named
+ * name, letting a caller override only env. Returns 0 or -ENOMEM. */
+int config_sessions_defaults(struct wg_sessions_cfg *t, const char *name);
+void config_sessions_free(struct wg_sessions_cfg *t);
+void config_free_templates(struct wg_sessions_cfg *t, size_t n);
+int config_walk_templates(struct walk *w, yaml_node_t *n, const struct field *f, void *base);
+int config_walk_overrides(struct walk *w, yaml_node_t *n, const struct field *f, void *base);
+/* Checks t's binds.allow entries (map: the template's mapping). */
+int config_check_binds_allow(struct walk *w, yaml_node_t *map, const struct wg_sessions_cfg *t);
+
+/* ---- config_sandbox.c ---- */
+
+/* The keys of sessions.limits and sessions.capabilities. */
+extern const struct field config_sandbox_limits_fields[];
+extern const struct field config_sandbox_caps_fields[];
+extern const struct field config_sandbox_limits_max_fields[];
+/* The documented limits (never unlimited). */
+void config_sandbox_defaults(struct wg_sandbox_cfg *sb);
+void config_sandbox_free(struct wg_sandbox_cfg *sb);
+/* Checks user and runtime of the sessions mapping map. Returns 0 or -EINVAL. */
+int config_check_sandbox(struct walk *w, yaml_node_t *map, struct wg_sandbox_cfg *sb);
+/* *dst = the canonical name of capability s; else why not, in msg. */
+int config_set_capability(char **dst, const char *s, char *msg, size_t msglen);
 
 /* ---- config_routes.c ---- */
 

@@ -247,6 +247,20 @@ static int set_uint(const struct field *f, void *dst, const char *s, char *msg, 
     return 0;
 }
 
+static int set_cpus(void *dst, const char *s, char *msg, size_t msglen)
+{
+    uint64_t v;
+
+    if (wg_config_parse_cpus(s, &v) < 0)
+        return wg_errf(msg, msglen, "invalid CPU count \"%s\" (use 1, 0.5 or 2.25)", s);
+    /* Below a hundredth of a CPU a session cannot even start; more than a
+     * host has is no limit. */
+    if (v < 10000000ull || v > 1024ull * 1000000000ull)
+        return wg_errf(msg, msglen, "%s is out of range (0.01 to 1024)", s);
+    store_number(dst, sizeof(uint64_t), v);
+    return 0;
+}
+
 /* Sets one scalar field of base from text s (NULL only for nullable fields).
  * On failure writes the problem, without a location, to msg. */
 int config_set_scalar(const struct field *f, void *base, const char *s, char *msg, size_t msglen)
@@ -302,6 +316,8 @@ int config_set_scalar(const struct field *f, void *base, const char *s, char *ms
         return set_docker_host(dst, s, msg, msglen);
     case K_HTTP_PATH:
         return set_http_path(dst, s, msg, msglen);
+    case K_CPUS:
+        return set_cpus(dst, s, msg, msglen);
     default:
         assert(!"not a scalar kind");
         return -EINVAL;
@@ -358,8 +374,7 @@ static int check_admin(struct walk *w, yaml_node_t *map, void *base)
 
 static int check_idle(struct walk *w, yaml_node_t *map, void *base)
 {
-    const struct wg_config *cfg = base;
-    const struct wg_idle_cfg *idle = &cfg->sessions.idle;
+    const struct wg_idle_cfg *idle = base;
 
     /* A pause tier that starts after the stop tier would never run. */
     if (idle->pause_after_ms != 0 && idle->stop_after_ms != 0 &&
@@ -373,8 +388,7 @@ static int check_idle(struct walk *w, yaml_node_t *map, void *base)
 
 static int check_save(struct walk *w, yaml_node_t *map, void *base)
 {
-    const struct wg_config *cfg = base;
-    const struct wg_save_cfg *save = &cfg->sessions.save;
+    const struct wg_save_cfg *save = base;
 
     if (save->retry_max_ms < save->retry_backoff_ms)
         return config_walk_fail(w, map, "retry_max must be at least retry_backoff");
@@ -530,55 +544,101 @@ static const struct field docker_fields[] = {
     {.key = NULL},
 };
 
+/* A member of a sub-struct of struct wg_sessions_cfg, for the idle, save
+ * and readiness mappings (rebased to it). */
+#define IN(type, m) .off = offsetof(type, m), .size = sizeof(((type *)0)->m)
+#define F_STIME(k, type, m, lo)                                                                    \
+    {                                                                                              \
+        .key = k, .kind = K_DURATION, IN(type, m), .min = lo, .max = DURATION_MAX_MS               \
+    }
+
 static const struct field idle_fields[] = {
-    F_TIME("pause_after", sessions.idle.pause_after_ms, 0),
-    F_TIME("stop_after", sessions.idle.stop_after_ms, 0),
-    F_TIME("activity_interval", sessions.idle.activity_interval_ms, 10),
-    F_TIME("reap_every", sessions.idle.reap_every_ms, 10),
-    F_TIME("drain", sessions.idle.drain_ms, 0),
+    F_STIME("pause_after", struct wg_idle_cfg, pause_after_ms, 0),
+    F_STIME("stop_after", struct wg_idle_cfg, stop_after_ms, 0),
+    F_STIME("activity_interval", struct wg_idle_cfg, activity_interval_ms, 10),
+    F_STIME("reap_every", struct wg_idle_cfg, reap_every_ms, 10),
+    F_STIME("drain", struct wg_idle_cfg, drain_ms, 0),
     {.key = NULL},
 };
 
 static const struct field save_fields[] = {
     {.key = "command",
      .kind = K_COMMAND,
-     IN_CFG(sessions.save.command),
-     LEN_IN_CFG(sessions.save.command_len),
+     IN(struct wg_save_cfg, command),
+     .off_len = offsetof(struct wg_save_cfg, command_len),
      .nullable = true},
-    {.key = "path", .kind = K_STR, IN_CFG(sessions.save.path)},
-    F_TIME("timeout", sessions.save.timeout_ms, 1),
-    {.key = "on_failure", .kind = K_ON_FAILURE, IN_CFG(sessions.save.on_failure)},
-    {.key = "before_pause", .kind = K_BOOL, IN_CFG(sessions.save.before_pause)},
-    F_TIME("retry_backoff", sessions.save.retry_backoff_ms, 1),
-    F_TIME("retry_max", sessions.save.retry_max_ms, 1),
+    {.key = "path", .kind = K_STR, IN(struct wg_save_cfg, path)},
+    F_STIME("timeout", struct wg_save_cfg, timeout_ms, 1),
+    {.key = "on_failure", .kind = K_ON_FAILURE, IN(struct wg_save_cfg, on_failure)},
+    {.key = "before_pause", .kind = K_BOOL, IN(struct wg_save_cfg, before_pause)},
+    F_STIME("retry_backoff", struct wg_save_cfg, retry_backoff_ms, 1),
+    F_STIME("retry_max", struct wg_save_cfg, retry_max_ms, 1),
     {.key = NULL},
 };
 
 static const struct field readiness_fields[] = {
     {.key = "http_path",
      .kind = K_HTTP_PATH,
-     IN_CFG(sessions.readiness.http_path),
+     IN(struct wg_readiness_cfg, http_path),
      .nullable = true},
     {.key = "interval",
      .kind = K_DURATION,
-     IN_CFG(sessions.readiness.interval_ms),
+     IN(struct wg_readiness_cfg, interval_ms),
      .min = 1,
      .max = PROBE_MS_MAX},
     {.key = "timeout",
      .kind = K_DURATION,
-     IN_CFG(sessions.readiness.timeout_ms),
+     IN(struct wg_readiness_cfg, timeout_ms),
      .min = 1,
      .max = PROBE_MS_MAX},
     {.key = NULL},
 };
 
-static const struct field sessions_fields[] = {
-    {.key = "image", .kind = K_STR, IN_CFG(sessions.image)},
-    F_COUNT("port", sessions.port, 1, 65535),
-    F_TIME("wake_timeout", sessions.wake_timeout_ms, 1),
-    {.key = "idle", .kind = K_MAP, .sub = idle_fields, .check = check_idle},
-    {.key = "save", .kind = K_MAP, .sub = save_fields, .check = check_save},
-    {.key = "readiness", .kind = K_MAP, .sub = readiness_fields},
+static const struct field binds_fields[] = {
+    {.key = "allow", .kind = K_STRLIST, IN_SESS(binds_allow), LEN_IN_SESS(binds_allow_len)},
+    {.key = NULL},
+};
+
+int config_check_sessions(struct walk *w, yaml_node_t *map, void *base)
+{
+    int r = config_check_sandbox(w, map, &((struct wg_sessions_cfg *)base)->sandbox);
+
+    return r < 0 ? r : config_check_binds_allow(w, map, base);
+}
+
+const struct field config_sessions_fields[] = {
+    {.key = "image", .kind = K_STR, IN_SESS(image)},
+    {.key = "images", .kind = K_STRLIST, IN_SESS(images), LEN_IN_SESS(images_len)},
+    {.key = "cmd", .kind = K_COMMAND, IN_SESS(cmd), LEN_IN_SESS(cmd_len), .nullable = true},
+    {.key = "env", .kind = K_STRLIST, IN_SESS(env), LEN_IN_SESS(env_len)},
+    {.key = "port", .kind = K_UINT, IN_SESS(port), .min = 1, .max = 65535},
+    {.key = "wake_timeout",
+     .kind = K_DURATION,
+     IN_SESS(wake_timeout_ms),
+     .min = 1,
+     .max = DURATION_MAX_MS},
+    {.key = "idle",
+     .kind = K_MAP,
+     .sub = idle_fields,
+     .check = check_idle,
+     .rebase = offsetof(struct wg_sessions_cfg, idle)},
+    {.key = "save",
+     .kind = K_MAP,
+     .sub = save_fields,
+     .check = check_save,
+     .rebase = offsetof(struct wg_sessions_cfg, save)},
+    {.key = "readiness",
+     .kind = K_MAP,
+     .sub = readiness_fields,
+     .rebase = offsetof(struct wg_sessions_cfg, readiness)},
+    {.key = "limits", .kind = K_MAP, .sub = config_sandbox_limits_fields},
+    {.key = "limits_max", .kind = K_MAP, .sub = config_sandbox_limits_max_fields},
+    {.key = "capabilities", .kind = K_MAP, .sub = config_sandbox_caps_fields},
+    {.key = "read_only_root", .kind = K_BOOL, IN_SESS(sandbox.read_only_root)},
+    {.key = "user", .kind = K_STR, IN_SESS(sandbox.user), .nullable = true},
+    {.key = "runtime", .kind = K_STR, IN_SESS(sandbox.runtime), .nullable = true},
+    {.key = "binds", .kind = K_MAP, .sub = binds_fields},
+    {.key = "overridable", .kind = K_OVERRIDES, IN_SESS(overridable)},
     {.key = NULL},
 };
 
@@ -626,7 +686,12 @@ const struct field config_top_fields[] = {
     {.key = "admin", .kind = K_MAP, .sub = admin_fields, .check = check_admin},
     {.key = "redis", .kind = K_MAP, .sub = redis_fields},
     {.key = "docker", .kind = K_MAP, .sub = docker_fields, .check = check_docker},
-    {.key = "sessions", .kind = K_MAP, .sub = sessions_fields},
+    {.key = "sessions",
+     .kind = K_MAP,
+     .sub = config_sessions_fields,
+     .check = config_check_sessions,
+     .rebase = offsetof(struct wg_config, sessions)},
+    {.key = "templates", .kind = K_TEMPLATES, IN_CFG(templates), LEN_IN_CFG(templates_len)},
     F_LIST("routes", K_ROUTES, routes),
     {.key = "non_waking", .kind = K_MAP, .sub = non_waking_fields},
     F_LIST("trusted_proxies", K_CIDRS, trusted_proxies),

@@ -179,6 +179,11 @@ int config_walk_map(struct walk *w, yaml_node_t *map, const struct field *fields
     return 0;
 }
 
+int config_walk_scalar(struct walk *w, const yaml_node_t *n, bool nullable, const char **ret)
+{
+    return scalar(w, n, nullable, ret);
+}
+
 /* The length of a list; null is an empty list. */
 static int seq_items(struct walk *w, yaml_node_t *n, size_t *ret_len)
 {
@@ -230,8 +235,15 @@ static int walk_strlist(struct walk *w, yaml_node_t *n, const struct field *f, v
             r = config_walk_fail(w, item, "must not be empty");
         if (r == 0 && f->kind == K_PATHS && s[0] != '/')
             r = config_walk_fail(w, item, "path \"%s\" must start with /", s);
-        if (r == 0 && (v[i] = strdup(s)) == NULL)
+        if (r == 0 && f->kind == K_CAPS) {
+            char msg[WG_CONFIG_ERR_MAX];
+
+            r = config_set_capability(&v[i], s, msg, sizeof msg);
+            if (r == -EINVAL)
+                config_walk_fail(w, item, "%s", msg);
+        } else if (r == 0 && (v[i] = strdup(s)) == NULL) {
             r = -ENOMEM;
+        }
         config_walk_pop(w, old);
     }
     if (r < 0)
@@ -336,13 +348,18 @@ static int walk_value(struct walk *w, yaml_node_t *n, const struct field *f, voi
 
     switch (f->kind) {
     case K_MAP:
-        r = config_walk_map(w, n, f->sub, base);
+        r = config_walk_map(w, n, f->sub, (char *)base + f->rebase);
         if (r == 0 && f->check != NULL)
-            r = f->check(w, n, base);
+            r = f->check(w, n, (char *)base + f->rebase);
         return r;
+    case K_TEMPLATES:
+        return config_walk_templates(w, n, f, base);
+    case K_OVERRIDES:
+        return config_walk_overrides(w, n, f, base);
     case K_PATHS:
     case K_STRLIST:
     case K_COMMAND:
+    case K_CAPS:
         return walk_strlist(w, n, f, base);
     case K_CIDRS:
         return walk_cidrs(w, n, f, base);

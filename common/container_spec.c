@@ -371,6 +371,23 @@ static int labels_from(json_t *o, char ***ret)
     return 0;
 }
 
+/* The caller's limits the admin API checked against its template's maxima
+ * (admin/api_policy.c); what is not a positive integer is the template's. */
+static void limits_from(const json_t *lim, struct wg_container_spec *sp)
+{
+    json_t *v;
+
+    if (!json_is_object(lim))
+        return;
+    if (json_is_integer(v = json_object_get(lim, "memory")) && json_integer_value(v) > 0)
+        sp->memory_bytes = (uint64_t)json_integer_value(v);
+    if (json_is_integer(v = json_object_get(lim, "nano_cpus")) && json_integer_value(v) > 0)
+        sp->nano_cpus = (uint64_t)json_integer_value(v);
+    if (json_is_integer(v = json_object_get(lim, "pids")) && json_integer_value(v) > 0 &&
+        json_integer_value(v) <= UINT32_MAX)
+        sp->pids = (unsigned)json_integer_value(v);
+}
+
 static int spec_from(json_t *root, struct wg_container_spec *sp)
 {
     json_t *cmd = member(root, "cmd");
@@ -381,6 +398,7 @@ static int spec_from(json_t *root, struct wg_container_spec *sp)
         strv_from(member(root, "binds"), &sp->binds) < 0 ||
         labels_from(member(root, "labels"), &sp->labels) < 0)
         return -ENOMEM;
+    limits_from(member(root, "limits"), sp);
     return 0;
 }
 

@@ -41,6 +41,10 @@ struct wg_container_spec {
     char **env;
     char **labels;
     char **binds;
+    /* "limits" {memory, nano_cpus, pids}: the caller's, written by the admin
+     * API within the template's maxima; 0: the template's own. */
+    uint64_t memory_bytes, nano_cpus;
+    unsigned pids;
 };
 
 /* Checks the spec members (cmd, env, labels, binds, save) of obj, a create
@@ -53,8 +57,8 @@ int wg_container_spec_encode(const json_t *obj, char **ret_text, char *err, size
 /* Decodes a record's spec text (NULL or "" is an empty spec). Members other
  * than the five are ignored, so a newer writer can add some; save is
  * checked but not returned (the save hook takes sessions.save from the
- * configuration). Returns 0 with *ret_spec filled, -EINVAL with err naming
- * the problem, or -ENOMEM; on failure *ret_spec is untouched. */
+ * configuration); limits is read when it is an object. Returns 0 with *ret_spec filled, -EINVAL
+ * with err naming the problem, or -ENOMEM; on failure *ret_spec is untouched. */
 int wg_container_spec_decode(const char *text, struct wg_container_spec *ret_spec, char *err,
                              size_t errlen);
 

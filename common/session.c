@@ -279,6 +279,7 @@ enum fidx {
     F_IDLE_STOP,
     F_IDLE_PAUSE,
     F_SPEC,
+    F_TEMPLATE,
     F__COUNT
 };
 
@@ -314,6 +315,7 @@ static const struct field_def fields[F__COUNT] = {
     [F_IDLE_STOP] = {"idle_stop_after_ms", K_UINT, 0, 0, INT64_MAX},
     [F_IDLE_PAUSE] = {"idle_pause_after_ms", K_UINT, 0, 0, INT64_MAX},
     [F_SPEC] = {"spec", K_TEXT, 2, WG_SESSION_SPEC_MAX, 0},
+    [F_TEMPLATE] = {"template", K_IMAGE, 1, WG_SESSION_TEMPLATE_MAX, 0},
 };
 
 /* Plain decimal: 1-20 digits, no sign, no leading zero (but "0"), <= max. */
@@ -483,6 +485,9 @@ static char *fixed_text(struct wg_session *rec, enum fidx f, size_t *ret_size)
     case F_IMAGE:
         *ret_size = sizeof(rec->image);
         return rec->image;
+    case F_TEMPLATE:
+        *ret_size = sizeof(rec->template_name);
+        return rec->template_name;
     case F_SAVE_COMMIT:
         *ret_size = sizeof(rec->last_save.commit);
         return rec->last_save.commit;
@@ -726,6 +731,8 @@ int wg_session_encode(const struct wg_session *rec, struct wg_session_hash *out,
         put_str(&e, F_ERROR, rec->error, false);
     if (rec->spec && rec->spec[0])
         put_str(&e, F_SPEC, rec->spec, false);
+    if (rec->template_name[0])
+        put_str(&e, F_TEMPLATE, rec->template_name, false);
     if (rec->version)
         put_u64(&e, F_V, rec->version);
     if (rec->has_idle_stop_after)
@@ -780,6 +787,8 @@ int wg_session_update_encode(const struct wg_session_update *u, struct wg_sessio
         put_str(&e, F_ERROR, u->error, true);
     if (u->set & WG_SF_SPEC)
         put_str(&e, F_SPEC, u->spec, true);
+    if (u->set & WG_SF_TEMPLATE)
+        put_str(&e, F_TEMPLATE, u->template_name, true);
     if ((u->set & WG_SF_IDLE_STOP_AFTER) && u->has_idle_stop_after)
         put_u64(&e, F_IDLE_STOP, u->idle_stop_after_ms);
     else if (u->set & WG_SF_IDLE_STOP_AFTER)
@@ -841,6 +850,8 @@ json_t *wg_session_to_json(const struct wg_session *rec)
     }
     rc |= set(o, "error", str_or_null(rec->error));
     rc |= set(o, "image", str_or_null(rec->image));
+    if (rec->template_name[0])
+        rc |= set(o, "template", json_string(rec->template_name));
     rc |= set(o, "created", time_or_null(rec->created));
     rc |= set(o, "restarts", json_integer(rec->restarts));
     rc |= set(o, "version", json_integer((json_int_t)rec->version));

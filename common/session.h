@@ -82,6 +82,7 @@ bool wg_session_host_valid(const char *s, size_t len);
 #define WG_SESSION_CONTAINER_ID_MAX 64 /* Docker ids: 64 lowercase hex (12+ when short) */
 #define WG_SESSION_IP_MAX 45           /* textual IPv4 or IPv6 */
 #define WG_SESSION_IMAGE_MAX 255       /* image reference */
+#define WG_SESSION_TEMPLATE_MAX 63     /* template name (sessions:/templates: in the config) */
 #define WG_SESSION_COMMIT_MAX 64       /* git object name: SHA-1 (40) or SHA-256 (64) hex */
 #define WG_SESSION_OUTPUT_MAX 4096     /* tail of the save hook's output */
 #define WG_SESSION_ERROR_MAX 1024      /* last error text */
@@ -107,6 +108,7 @@ struct wg_session {
     char ip[WG_SESSION_IP_MAX + 1];
     uint16_t port; /* container port routes reach; 0: the configured default */
     char image[WG_SESSION_IMAGE_MAX + 1];
+    char template_name[WG_SESSION_TEMPLATE_MAX + 1]; /* "" for records of before templates */
     int64_t created;
     int64_t last_active;
     uint32_t restarts; /* consecutive crash restarts, for the backoff */
@@ -144,10 +146,10 @@ struct wg_session_kv {
 /* The Redis hash fields of a record, names as stored:
  *   id state state_since host container_id ip port image created last_active
  *   restarts save_at save_ok save_exit_code save_commit save_output error v
- *   idle_stop_after_ms idle_pause_after_ms spec
+ *   idle_stop_after_ms idle_pause_after_ms spec template
  * Numbers are plain decimal (no sign except save_exit_code, no leading
  * zeros, no spaces); save_ok is "0" or "1". An unset field is absent. */
-#define WG_SESSION_FIELDS 21
+#define WG_SESSION_FIELDS 22
 
 /* Encoded fields. Values point into the record and into num[], so they are
  * valid while both live and are unchanged. */
@@ -201,6 +203,7 @@ enum wg_session_field {
     WG_SF_IDLE_STOP_AFTER = 1u << 9,
     WG_SF_IDLE_PAUSE_AFTER = 1u << 10,
     WG_SF_SPEC = 1u << 11,
+    WG_SF_TEMPLATE = 1u << 12,
 };
 
 struct wg_session_update {
@@ -220,6 +223,7 @@ struct wg_session_update {
     } last_save;
     const char *error;
     const char *spec;
+    const char *template_name;
     bool has_idle_stop_after;
     uint64_t idle_stop_after_ms;
     bool has_idle_pause_after;

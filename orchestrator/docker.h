@@ -177,10 +177,16 @@ struct wg_docker_spec {
     uint16_t port;                        /* exposed TCP port, 0: none */
     const char *const *binds;             /* "host-path:container-path[:options]" */
     const char *network_mode;             /* NULL: the default bridge */
-    int64_t memory_bytes;                 /* 0: no limit */
+    int64_t memory_bytes;                 /* 0: no limit; else MemorySwap the same (no swap) */
     int64_t nano_cpus;                    /* 0: no limit */
+    int64_t pids_limit;                   /* 0: no limit */
+    const char *const *cap_add;           /* capability names added after CapDrop ALL */
+    bool read_only_root;                  /* ReadonlyRootfs, with a tmpfs on /tmp */
+    const char *user;                     /* Config.User, or NULL: the image's */
+    const char *runtime;                  /* HostConfig.Runtime, or NULL: the engine's default */
     /* Always set: HostConfig.Init (an init as PID 1, so stop is fast; see
-     * DESIGN.md), Tty false, no stdin. */
+     * DESIGN.md), CapDrop ["ALL"], SecurityOpt ["no-new-privileges"],
+     * Tty false, no stdin. */
 };
 
 /* One event of the /events stream. Strings are "" when absent unless said. */

@@ -391,8 +391,12 @@ static int check_spec(const struct wg_docker_spec *s, char *err, size_t errlen)
         (!docker_text_ok(s->network_mode, 256, false) || strchr(s->network_mode, ' ')))
         return wg_errf(err, errlen,
                        "network mode must be a name without spaces or control characters");
-    if (s->memory_bytes < 0 || s->nano_cpus < 0)
-        return wg_errf(err, errlen, "memory and CPU limits cannot be negative");
+    if (s->memory_bytes < 0 || s->nano_cpus < 0 || s->pids_limit < 0)
+        return wg_errf(err, errlen, "memory, CPU and pids limits cannot be negative");
+    if (s->user && (!docker_text_ok(s->user, 256, false) || strpbrk(s->user, " ")))
+        return wg_errf(err, errlen, "user must be a name or uid without spaces");
+    if (s->runtime && (!docker_text_ok(s->runtime, 128, false) || strpbrk(s->runtime, " ")))
+        return wg_errf(err, errlen, "runtime must be a name without spaces");
     if (s->cmd && !s->cmd[0])
         return wg_errf(err, errlen, "cmd is empty: pass NULL for the image's CMD");
     return 0;
@@ -432,6 +436,38 @@ static int add_labels(json_t *labels, const struct wg_docker_spec *s, char *err,
     return bad ? -ENOMEM : 0;
 }
 
+/* What the code in the container may do: no capability but those added,
+ * no gain of privileges through setuid binaries, and optionally a read-only
+ * root (with a writable /tmp), a user and a runtime. */
+static int add_sandbox(json_t *body, json_t *hc, const struct wg_docker_spec *s, char *err,
+                       size_t errlen)
+{
+    static const char *const drop_all[] = {"ALL", NULL};
+    static const char *const nnp[] = {"no-new-privileges", NULL};
+    int bad = 0, rc;
+
+    if ((rc = set_strings(hc, "CapDrop", drop_all, "cap_drop", false, err, errlen)) < 0)
+        return rc;
+    if (s->cap_add && s->cap_add[0] &&
+        (rc = set_strings(hc, "CapAdd", s->cap_add, "cap_add", false, err, errlen)) < 0)
+        return rc;
+    if ((rc = set_strings(hc, "SecurityOpt", nnp, "security_opt", false, err, errlen)) < 0)
+        return rc;
+    if (s->read_only_root) {
+        json_t *tmpfs = json_object();
+
+        bad |= json_object_set_new(hc, "ReadonlyRootfs", json_true());
+        /* Its pages count against the container's memory limit. */
+        bad |= json_object_set_new(tmpfs, "/tmp", json_string("rw,nosuid,nodev,mode=1777"));
+        bad |= json_object_set_new(hc, "Tmpfs", tmpfs);
+    }
+    if (s->user)
+        bad |= json_object_set_new(body, "User", json_string(s->user));
+    if (s->runtime)
+        bad |= json_object_set_new(hc, "Runtime", json_string(s->runtime));
+    return bad ? -ENOMEM : 0;
+}
+
 /* ExposedPorts, the terminal settings, and HostConfig: always an init (a
  * fast stop, see DESIGN.md), then binds, network and limits. */
 static int add_config(json_t *body, json_t *hc, const struct wg_docker_spec *s, char *err,
@@ -462,11 +498,18 @@ static int add_config(json_t *body, json_t *hc, const struct wg_docker_spec *s, 
     }
     if (s->network_mode)
         bad |= json_object_set_new(hc, "NetworkMode", json_string(s->network_mode));
-    if (s->memory_bytes)
+    if (s->memory_bytes) {
         bad |= json_object_set_new(hc, "Memory", json_integer(s->memory_bytes));
+        /* Swap would let a hog outlive its limit at the host's expense. */
+        bad |= json_object_set_new(hc, "MemorySwap", json_integer(s->memory_bytes));
+    }
     if (s->nano_cpus)
         bad |= json_object_set_new(hc, "NanoCpus", json_integer(s->nano_cpus));
-    return bad ? -ENOMEM : 0;
+    if (s->pids_limit)
+        bad |= json_object_set_new(hc, "PidsLimit", json_integer(s->pids_limit));
+    if (bad)
+        return -ENOMEM;
+    return add_sandbox(body, hc, s, err, errlen);
 }
 
 int docker_create_body(const struct wg_docker_spec *s, json_t **ret, char *err, size_t errlen)

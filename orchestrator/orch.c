@@ -82,6 +82,13 @@ static void make_token(struct wg_orch *o)
     snprintf(o->token, sizeof(o->token), "orch-%s-%016" PRIx64, safe, h);
 }
 
+const struct wg_sessions_cfg *orch_template(const struct wg_orch *o, const struct wg_session *rec)
+{
+    const struct wg_sessions_cfg *t = wg_config_template(o->cfg, rec->template_name);
+
+    return t != NULL ? t : &o->cfg->sessions;
+}
+
 /* ---- marks: kills and OOMs seen before a die ----------------------------------------------- */
 
 void orch_mark(struct wg_orch *o, const char *container, bool kill, bool oom, bool ours)

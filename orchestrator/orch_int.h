@@ -422,6 +422,10 @@ void orch_ack(struct wg_orch *o, const char *entry_id);
 void orch_event(struct wg_orch *o, const char *id, const char *type, const char *detail);
 
 void orch_mark(struct wg_orch *o, const char *container, bool kill, bool oom, bool ours);
+/* The template of rec (its readiness and save hook); the sessions: block
+ * when it names none, or one a reload removed (a wake that creates a
+ * container refuses that case itself: waker.c). */
+const struct wg_sessions_cfg *orch_template(const struct wg_orch *o, const struct wg_session *rec);
 /* Takes (and forgets) the mark of container: *kill / *oom / *ours. */
 bool orch_mark_take(struct wg_orch *o, const char *container, bool *kill, bool *oom, bool *ours);
 

@@ -434,7 +434,8 @@ static const char *save_take_result(struct orch_sleep *s, int status,
     s->save.at = orch_now_ms(o);
     s->save.exit_code = status == 0 ? r->exit_code : -1;
     wg_orch_save_result(status, s->save.exit_code, elapsed_ns / 1000000,
-                        o->cfg->sessions.save.timeout_ms, &s->save.ok, &s->save.timeout);
+                        orch_template(o, &s->t.rec)->save.timeout_ms, &s->save.ok,
+                        &s->save.timeout);
     if (r && r->output_len)
         wg_session_clean_text(s->save.output, sizeof(s->save.output), r->output, r->output_len);
     else if (status != 0 && r && r->error[0])
@@ -496,7 +497,7 @@ static void sleep_after_save(struct orch_sleep *s)
 {
     struct wg_orch *o = s->t.o;
     const unsigned saving = WG_SESSION_BIT(WG_SESSION_SAVING);
-    bool stop_anyway = o->cfg->sessions.save.on_failure == WG_SAVE_STOP;
+    bool stop_anyway = orch_template(o, &s->t.rec)->save.on_failure == WG_SAVE_STOP;
 
     switch (wg_orch_sleep_after_save(s->tier, s->save.ok, stop_anyway, s->shutdown_rollback)) {
     case WG_ORCH_SLEEP_PAUSE:
@@ -529,7 +530,7 @@ static void sleep_after_save(struct orch_sleep *s)
 static void sleep_save(struct orch_sleep *s)
 {
     struct wg_orch *o = s->t.o;
-    const struct wg_save_cfg *sc = &o->cfg->sessions.save;
+    const struct wg_save_cfg *sc = &orch_template(o, &s->t.rec)->save;
     const char *argv[SAVE_ARGV_MAX];
     char secs[24], when[32];
     time_t now = (time_t)(orch_now_ms(o) / 1000);
@@ -631,7 +632,7 @@ static void drained_cb(uv_timer_t *h)
 
     if (s->t.finished || s->t.o->closing)
         return;
-    switch (wg_orch_sleep_after_drain(s->tier, s->t.o->cfg->sessions.save.before_pause,
+    switch (wg_orch_sleep_after_drain(s->tier, orch_template(s->t.o, &s->t.rec)->save.before_pause,
                                       s->shutdown_rollback)) {
     case WG_ORCH_SLEEP_KEEP_AWAKE:
         back_to_running(s, "shutdown", NULL);

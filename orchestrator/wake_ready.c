@@ -25,12 +25,12 @@ static unsigned ms_between(uint64_t from_ns, uint64_t to_ns)
 }
 
 /* How readiness was decided, for the "session ready" line and event:
- * Docker health, the HTTP probe (sessions.readiness.http_path) or a connect. */
+ * Docker health, the HTTP probe (the template's readiness.http_path) or a connect. */
 static const char *ready_via(const struct orch_wake *w)
 {
     if (w->health)
         return "health";
-    return w->t.o->cfg->sessions.readiness.http_path ? "http" : "tcp";
+    return orch_template(w->t.o, &w->t.rec)->readiness.http_path ? "http" : "tcp";
 }
 
 /* ---- readiness ----------------------------------------------------------------------------- */
@@ -50,7 +50,7 @@ static void health_poll_cb(uv_timer_t *h);
 static void wake_probe(struct orch_wake *w)
 {
     struct wg_orch *o = w->t.o;
-    const struct wg_readiness_cfg *rd = &o->cfg->sessions.readiness;
+    const struct wg_readiness_cfg *rd = &orch_template(o, &w->t.rec)->readiness;
     int rc;
 
     if (!w->ip[0]) {

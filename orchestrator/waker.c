@@ -678,6 +678,7 @@ static void on_wake_created(int status, const struct wg_docker_reply *r, void *a
 {
     struct orch_wake *w = arg;
     struct wg_orch *o = w->t.o;
+    const struct wg_sessions_cfg *t = wg_config_template(o->cfg, w->t.rec.template_name);
     char name[WG_SESSION_ID_MAX + 16];
     int rc;
 
@@ -688,7 +689,7 @@ static void on_wake_created(int status, const struct wg_docker_reply *r, void *a
         snprintf(w->container, sizeof(w->container), "%s", r->id);
         WG_INFO(o->log, ORCH_SUBSYS, "container created",
                 "session=%s container=%.12s image=%s docker_ms=%" PRIu64, w->t.id, w->container,
-                w->t.rec.image[0] ? w->t.rec.image : o->cfg->sessions.image, r->elapsed_us / 1000);
+                w->t.rec.image[0] ? w->t.rec.image : (t ? t->image : "-"), r->elapsed_us / 1000);
         wake_save_id(w);
         return;
     case WG_ORCH_STEP_FIND:
@@ -701,8 +702,15 @@ static void on_wake_created(int status, const struct wg_docker_reply *r, void *a
         return;
     default:
         orch_docker_error(o, status);
-        wake_fail(w, "failed", "docker create", -1,
-                  "docker create failed: %s, marking session failed", r->error);
+        if (t != NULL && t->sandbox.runtime && status > 0 && strstr(r->message, "runtime"))
+            wake_fail(w, "failed", "docker create", -1,
+                      "docker create failed: the engine has no runtime \"%s\" (%s%s.runtime): "
+                      "%s, marking session failed",
+                      t->sandbox.runtime, t == &o->cfg->sessions ? "sessions" : "templates.",
+                      t == &o->cfg->sessions ? "" : t->name, r->error);
+        else
+            wake_fail(w, "failed", "docker create", -1,
+                      "docker create failed: %s, marking session failed", r->error);
         return;
     }
 }
@@ -718,8 +726,37 @@ struct wake_spec_bufs {
     char session_env[WG_SESSION_ID_MAX + 32];
 };
 
-static void wake_docker_spec(const struct orch_wake *w, const struct wg_container_spec *sp,
-                             struct wake_spec_bufs *b, struct wg_docker_spec *ds)
+/* A caller's limit (0: none) within max (0: the template's own limit). */
+static uint64_t caller_limit(uint64_t asked, uint64_t max, uint64_t own)
+{
+    uint64_t cap = max ? max : own;
+
+    return asked == 0 ? own : asked < cap ? asked : cap;
+}
+
+/* The limits and the sandbox, from the session's template as it is now:
+ * they are the operator's, so a container created after a reload gets the
+ * new ones. A limit the caller set at create time is in the spec; it is
+ * held to the template's maximum as it is now too, so a reload that lowers
+ * a maximum applies to sessions made before it. */
+static void wake_sandbox_spec(const struct wg_sessions_cfg *t, const struct wg_container_spec *sp,
+                              struct wg_docker_spec *ds)
+{
+    const struct wg_sandbox_cfg *sb = &t->sandbox;
+
+    ds->memory_bytes =
+        (int64_t)caller_limit(sp->memory_bytes, t->limits_max.memory_bytes, sb->memory_bytes);
+    ds->nano_cpus = (int64_t)caller_limit(sp->nano_cpus, t->limits_max.nano_cpus, sb->nano_cpus);
+    ds->pids_limit = (int64_t)caller_limit(sp->pids, t->limits_max.pids, sb->pids);
+    ds->cap_add = (const char *const *)sb->cap_add;
+    ds->read_only_root = sb->read_only_root;
+    ds->user = sb->user;
+    ds->runtime = sb->runtime;
+}
+
+static void wake_docker_spec(const struct orch_wake *w, const struct wg_sessions_cfg *t,
+                             const struct wg_container_spec *sp, struct wake_spec_bufs *b,
+                             struct wg_docker_spec *ds)
 {
     const struct wg_orch *o = w->t.o;
     size_t nl = 0, ne = 0;
@@ -733,7 +770,7 @@ static void wake_docker_spec(const struct orch_wake *w, const struct wg_containe
     snprintf(b->name, sizeof(b->name), "%s%s", o->container_prefix, w->t.id);
     ds->session = w->t.id;
     ds->name = b->name;
-    ds->image = w->t.rec.image[0] ? w->t.rec.image : o->cfg->sessions.image;
+    ds->image = w->t.rec.image[0] ? w->t.rec.image : t->image;
     ds->cmd = (const char *const *)sp->cmd;
     /* The app and the save hook learn which session they serve; the spec's
      * own value wins. */
@@ -749,6 +786,7 @@ static void wake_docker_spec(const struct orch_wake *w, const struct wg_containe
     ds->binds = (const char *const *)sp->binds;
     ds->labels = b->labels;
     ds->port = w->port;
+    wake_sandbox_spec(t, sp, ds);
 }
 
 static void wake_create(struct orch_wake *w)
@@ -757,9 +795,18 @@ static void wake_create(struct orch_wake *w)
     struct wg_container_spec sp = {0};
     struct wake_spec_bufs bufs;
     struct wg_docker_spec ds = {0};
+    const struct wg_sessions_cfg *t = wg_config_template(o->cfg, w->t.rec.template_name);
     char err[256];
     int rc;
 
+    /* Fail closed: a template removed by a reload gives no sandbox to
+     * fall back on that the operator chose for this session. */
+    if (t == NULL) {
+        wake_fail(w, "failed", "template", -1,
+                  "the session's template \"%s\" is not configured, marking session failed",
+                  w->t.rec.template_name);
+        return;
+    }
     if (wg_container_spec_decode(w->t.rec.spec, &sp, err, sizeof(err)) < 0) {
         wake_fail(w, "failed", "bad spec", -1,
                   "the session's spec is invalid: %s, marking "
@@ -767,7 +814,7 @@ static void wake_create(struct orch_wake *w)
                   err);
         return;
     }
-    wake_docker_spec(w, &sp, &bufs, &ds);
+    wake_docker_spec(w, t, &sp, &bufs, &ds);
     w->t.phase = PH_DOCKER;
     orch_task_call(&w->t);
     rc = wg_docker_create(o->docker, &ds, on_wake_created, w, err, sizeof(err));

@@ -123,6 +123,8 @@ sessions:
   wake_timeout: 30s
   idle: { pause_after: 0s, stop_after: $stop_after, activity_interval: 1s, reap_every: 1s, drain: 2s }
   save: { path: /work/repo, timeout: 30s, on_failure: keep_awake, retry_backoff: 5s, retry_max: 30s }
+  # The session's bind of its git remote; any other source is refused.
+  binds: { allow: ["$state/remotes/"] }
 routes:
   - match: { host: "{session}.localhost" }
   - match: { path_prefix: "/s/{session}/" }

@@ -130,7 +130,23 @@ static void on_stop_signal(uv_signal_t *s, int signum)
     part_stopped(app);
 }
 
-/* SIGHUP: only the routes change; a bad file leaves everything as it was. */
+/* Gives cur the templates of fresh, and fresh the old ones to free. */
+static void swap_templates(struct wg_config *cur, struct wg_config *fresh)
+{
+    struct wg_sessions_cfg *t = cur->templates;
+    size_t n = cur->templates_len;
+
+    cur->templates = fresh->templates;
+    cur->templates_len = fresh->templates_len;
+    fresh->templates = t;
+    fresh->templates_len = n;
+}
+
+/* SIGHUP: the routes and the templates: entries change; a bad file leaves
+ * everything as it was. The templates are swapped in place in app->cfg,
+ * which the API and the orchestrator read on each use (they keep no
+ * pointer into a template across a callback), so sessions created from
+ * now on use the new ones. The sessions: block is read at startup only. */
 static void on_hup(uv_signal_t *s, int signum)
 {
     struct app *app = s->data;
@@ -154,6 +170,8 @@ static void on_hup(uv_signal_t *s, int signum)
     else
         wg_router_free(router);
     WG_INFO(&app->log, "main", "routes reloaded", "routes=%zu", fresh.routes_len);
+    swap_templates(&app->cfg, &fresh);
+    WG_INFO(&app->log, "main", "templates reloaded", "templates=%zu", app->cfg.templates_len);
 out:
     wg_config_free(&fresh);
 }

@@ -35,7 +35,10 @@ def gw_config(redis_url, dockerd, wake_timeout="10s", level="debug"):
         "redis": {"url": redis_url},
         "docker": {"host": dockerd.host, "name": HOST, "max_concurrent_starts": 8},
         "admin": {"token": TOKEN},
-        "sessions": {"image": IMAGE, "port": 8080, "wake_timeout": wake_timeout},
+        # The other images test_wake_e2e.py creates sessions from: a template
+        # refuses any image it does not list.
+        "sessions": {"image": IMAGE, "port": 8080, "wake_timeout": wake_timeout,
+                     "images": ["wakegate-test-wake-slowhealth:latest", "wakegate-test-healthcheck:latest"]},
         "non_waking": {"paths": ["/healthz"], "user_agents": ["kube-probe"]},
         "routes": [{"match": {"host": "{session}." + DOMAIN}}],
         "log": {"level": level, "access": True},

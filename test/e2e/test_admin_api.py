@@ -25,7 +25,10 @@ def api_config(redis_url, token=TOKEN, **sessions):
     cfg = {
         "redis": {"url": redis_url},
         "docker": {"host": "unix:///nonexistent/wakegate-test-docker.sock", "name": HOST},
-        "sessions": {"wake_timeout": "2s"},
+        # The images and bind sources the tests below name (issue 10: a
+        # template refuses any other).
+        "sessions": {"wake_timeout": "2s", "images": ["other:1", "registry.local/*"],
+                     "binds": {"allow": ["/srv/", "cache"]}},
         "log": {"level": "debug"},
     }
     cfg["sessions"].update(sessions)

@@ -503,6 +503,9 @@ def test_demo_image_with_the_gateway_saves_on_sleep_and_restores(clean_engine, d
     cfg["redis"] = {"url": redis_server.url}
     cfg["docker"] = {"host": dockerd.host, "name": "deploy"}
     cfg["log"] = {"level": "debug", "access": True}
+    # The session's bare repository is under the test's tmp, not the demo's
+    # /srv/wakegate/remotes/ (binds are refused outside binds.allow).
+    cfg["sessions"]["binds"] = {"allow": [e2e_tmp]}
     gw = start_wakegate(cfg, args=["--role", "all"])
     gw.wait_log(r"startup reconciliation done", timeout=15)
 

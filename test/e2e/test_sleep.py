@@ -15,6 +15,7 @@ import asyncio
 import os
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -78,6 +79,9 @@ def sleep_config(stack, stop_after="2s", pause_after="0s", save=None, wake_timeo
                                     "retry_max": "1s"}, **(save or {}))
     cfg["routes"].append({"match": {"path_prefix": "/ws/{session}/"}, "strip_prefix": True, "port": 8081})
     cfg["shutdown_grace"] = "3s"
+    # Binds are refused unless the template allows their source (issue 10):
+    # the bare repositories live under pytest's tmp_path.
+    cfg["sessions"]["binds"] = {"allow": [tempfile.gettempdir()]}
     return cfg
 
 

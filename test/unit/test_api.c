@@ -85,16 +85,44 @@ static void test_route_table(void **state)
 /* ---- POST /v1/sessions validation --------------------------------------- */
 
 static struct wg_config cfg;
+/* Templates with policies: the default one allows the images and binds of
+ * test_create_full; "small" only env, its own image and /srv/work. */
+static struct wg_config pcfg;
+static const char policy_yaml[] = "sessions:\n"
+                                  "  images: [\"reg.local:5000/app@*\"]\n"
+                                  "  binds: {allow: [/srv/x, vol_1, /a/]}\n"
+                                  "templates:\n"
+                                  "  small:\n"
+                                  "    image: small:1\n"
+                                  "    images: [\"small:*\"]\n"
+                                  "    cmd: [sh, -c, \"exec httpd\"]\n"
+                                  "    env: [A=t, B=t]\n"
+                                  "    port: 9000\n"
+                                  "    idle: {stop_after: 5m}\n"
+                                  "    binds: {allow: [/srv/work/, cache]}\n"
+                                  "    limits: {memory: 512MiB, cpus: 1, pids: 100}\n"
+                                  "    limits_max: {memory: 1GiB}\n"
+                                  "    overridable: [limits]\n";
 
 static int setup_cfg(void **state)
 {
+    char err[WG_CONFIG_ERR_MAX];
+
     memset(&cfg, 0, sizeof(cfg));
-    return wg_config_init_defaults(&cfg);
+    if (wg_config_init_defaults(&cfg) < 0 || wg_config_init_defaults(&pcfg) < 0)
+        return -1;
+    if (wg_config_load_string(&pcfg, "p.yaml", policy_yaml, strlen(policy_yaml), err, sizeof err) <
+        0) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
+    return 0;
 }
 
 static int teardown_cfg(void **state)
 {
     wg_config_free(&cfg);
+    wg_config_free(&pcfg);
     return 0;
 }
 
@@ -200,8 +228,9 @@ static void test_create_defaults(void **state)
     assert_false(c.has_pause_after);
     assert_false(c.has_stop_after);
     wg_api_create_fields(&c, "host-a", &u);
-    assert_int_equal(u.set, WG_SF_HOST | WG_SF_IMAGE | WG_SF_PORT);
+    assert_int_equal(u.set, WG_SF_HOST | WG_SF_IMAGE | WG_SF_PORT | WG_SF_TEMPLATE);
     assert_string_equal(u.host, "host-a");
+    assert_string_equal(u.template_name, "default");
     wg_api_create_release(&c);
     wg_api_create_release(&c); /* idempotent */
 }
@@ -219,7 +248,7 @@ static void test_create_full(void **state)
     struct wg_api_create c;
     struct wg_session_update u;
     char err[256] = "";
-    int rc = wg_api_parse_create(body, strlen(body), &cfg, &c, err, sizeof(err));
+    int rc = wg_api_parse_create(body, strlen(body), &pcfg, &c, err, sizeof(err));
     if (rc != 0)
         fail_msg("rc %d: %s", rc, err);
     assert_string_equal(c.image, "reg.local:5000/app@sha256:ab");
@@ -249,6 +278,97 @@ static void test_create_full(void **state)
     assert_true(u.set & WG_SF_IDLE_PAUSE_AFTER);
     assert_true(u.set & WG_SF_IDLE_STOP_AFTER);
     assert_int_equal(u.idle_stop_after_ms, 0);
+    wg_api_create_release(&c);
+}
+
+/* What a template refuses: each a 400 naming the field. */
+static void test_create_policy_rejects(void **state)
+{
+    static const struct bad_case cases[] = {
+        {"{\"id\":\"a\",\"template\":\"nope\"}", "field \"template\": unknown template \"nope\""},
+        {"{\"id\":\"a\",\"template\":1}", "field \"template\": must be a string"},
+        {"{\"id\":\"a\",\"image\":\"evil:1\"}", "field \"image\": \"evil:1\" is not allowed"},
+        {"{\"id\":\"a\",\"template\":\"small\",\"image\":\"big:1\"}", "field \"image\""},
+        {"{\"id\":\"a\",\"binds\":[\"/:/host\"]}", "field \"binds[0]\": the host's root"},
+        {"{\"id\":\"a\",\"binds\":[\"//./:/host\"]}", "field \"binds[0]\": the host's root"},
+        {"{\"id\":\"a\",\"binds\":[\"/srv/x/../../etc:/e\"]}",
+         "field \"binds[0]\": a source with \"..\""},
+        {"{\"id\":\"a\",\"binds\":[\"/srv/x/y:/w\",\"/var/run/docker.sock:/s\"]}",
+         "field \"binds[1]\": the Docker socket"},
+        {"{\"id\":\"a\",\"binds\":[\"/srv/x/docker.sock:/s\"]}", "the Docker socket"},
+        {"{\"id\":\"a\",\"binds\":[\"/run:/r\"]}", "field \"binds[0]\": \"/run\" is refused"},
+        {"{\"id\":\"a\",\"binds\":[\"/var/run/:/r\"]}", "\"/var/run\" is refused"},
+        {"{\"id\":\"a\",\"binds\":[\"/srv/xy:/w\"]}", "source \"/srv/xy\" is outside"},
+        {"{\"id\":\"a\",\"binds\":[\"vol_2:/w\"]}", "volume \"vol_2\" is not in"},
+        {"{\"id\":\"a\",\"template\":\"small\",\"binds\":[\"/srv/x:/w\"]}",
+         "outside template \"small\""},
+        {"{\"id\":\"a\",\"template\":\"small\",\"cmd\":[\"x\"]}",
+         "field \"cmd\": template \"small\" does not let a caller set it"},
+        {"{\"id\":\"a\",\"template\":\"small\",\"port\":80}", "field \"port\": template"},
+        {"{\"id\":\"a\",\"limits\":{\"memory\":\"64MiB\"}}",
+         "field \"limits\": template \"default\""},
+        {"{\"id\":\"a\",\"template\":\"small\",\"limits\":{\"memory\":\"2GiB\"}}",
+         "field \"limits.memory\": 2147483648 is over template \"small\"'s maximum of 1073741824"},
+        {"{\"id\":\"a\",\"template\":\"small\",\"limits\":{\"pids\":101}}",
+         "field \"limits.pids\": 101 is over"},
+        {"{\"id\":\"a\",\"template\":\"small\",\"limits\":{\"cpus\":2}}", "field \"limits.cpus\""},
+        {"{\"id\":\"a\",\"template\":\"small\",\"limits\":{\"pids\":2}}", "under the minimum"},
+        {"{\"id\":\"a\",\"template\":\"small\",\"limits\":{\"disk\":2}}",
+         "unknown field \"limits.disk\""},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct wg_api_create c;
+        char err[256] = "";
+        int rc =
+            wg_api_parse_create(cases[i].body, strlen(cases[i].body), &pcfg, &c, err, sizeof(err));
+        if (rc != -EINVAL)
+            fail_msg("case %zu (%s): rc %d", i, cases[i].body, rc);
+        if (strstr(err, cases[i].err) == NULL)
+            fail_msg("case %zu (%s): error \"%s\" lacks \"%s\"", i, cases[i].body, err,
+                     cases[i].err);
+    }
+}
+
+/* A named template fills in its image, port, cmd, env (the caller's
+ * NAME= wins) and idle tiers; limits within its maxima go to the spec. */
+static void test_create_template(void **state)
+{
+    static const char body[] = "{\"id\":\"t1\",\"template\":\"small\",\"env\":[\"B=c\",\"C=c\"],"
+                               "\"binds\":[\"/srv/work/./t1/:/w\",\"cache:/c\"],"
+                               "\"limits\":{\"memory\":\"1GiB\",\"cpus\":0.5,\"pids\":8}}";
+    struct wg_api_create c;
+    struct wg_session_update u;
+    char err[256] = "";
+    json_t *spec;
+    (void)state;
+    int rc = wg_api_parse_create(body, strlen(body), &pcfg, &c, err, sizeof(err));
+    if (rc != 0)
+        fail_msg("rc %d: %s", rc, err);
+    assert_string_equal(c.template_name, "small");
+    assert_string_equal(c.image, "small:1");
+    assert_int_equal(c.port, 9000);
+    assert_true(c.has_stop_after);
+    assert_int_equal(c.stop_after_ms, 5 * 60 * 1000);
+    assert_true(c.has_pause_after);
+    assert_int_equal(c.pause_after_ms, 0);
+    spec = json_loads(c.spec, 0, NULL);
+    assert_non_null(spec);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(spec, "cmd"), 2)),
+                        "exec httpd");
+    json_t *env = json_object_get(spec, "env");
+    assert_int_equal(json_array_size(env), 3);
+    assert_string_equal(json_string_value(json_array_get(env, 0)), "A=t");
+    assert_string_equal(json_string_value(json_array_get(env, 1)), "B=c");
+    assert_string_equal(json_string_value(json_array_get(env, 2)), "C=c");
+    json_t *lim = json_object_get(spec, "limits");
+    assert_int_equal(json_integer_value(json_object_get(lim, "memory")), 1ll << 30);
+    assert_int_equal(json_integer_value(json_object_get(lim, "nano_cpus")), 500000000);
+    assert_int_equal(json_integer_value(json_object_get(lim, "pids")), 8);
+    json_decref(spec);
+    wg_api_create_fields(&c, "h", &u);
+    assert_true(u.set & WG_SF_TEMPLATE);
+    assert_string_equal(u.template_name, "small");
     wg_api_create_release(&c);
 }
 
@@ -399,6 +519,8 @@ int main(void)
         cmocka_unit_test(test_create_spec_too_large),
         cmocka_unit_test(test_create_defaults),
         cmocka_unit_test(test_create_full),
+        cmocka_unit_test(test_create_policy_rejects),
+        cmocka_unit_test(test_create_template),
         cmocka_unit_test(test_create_nulls_are_absent),
         cmocka_unit_test(test_sid),
         cmocka_unit_test(test_query),

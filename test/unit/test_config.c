@@ -544,6 +544,39 @@ static const struct error_case error_cases[] = {
     {"sessions:\n  readiness:\n    path: /x\n",
      "t.yaml:3: sessions.readiness.path: unknown key (expected one of: http_path, interval, "
      "timeout)"},
+    /* sessions: the sandbox */
+    {"sessions:\n  limits:\n    memory: 1MiB\n",
+     "t.yaml:3: sessions.limits.memory: 1MiB is out of range (6MiB to 1024GiB)"},
+    {"sessions: {limits: {cpus: 0}}\n",
+     "t.yaml:1: sessions.limits.cpus: 0 is out of range (0.01 to 1024)"},
+    {"sessions: {limits: {cpus: 1.5x}}\n",
+     "t.yaml:1: sessions.limits.cpus: invalid CPU count \"1.5x\""},
+    {"sessions: {limits: {pids: 0}}\n", "t.yaml:1: sessions.limits.pids: 0 is out of range"},
+    {"sessions: {limits: {pids: unlimited}}\n",
+     "t.yaml:1: sessions.limits.pids: invalid number \"unlimited\""},
+    {"sessions:\n  capabilities:\n    add: [CHOWN, SYS_FOO]\n",
+     "t.yaml:3: sessions.capabilities.add[1]: unknown capability \"SYS_FOO\""},
+    {"sessions: {capabilities: {add: [ALL]}}\n",
+     "t.yaml:1: sessions.capabilities.add[0]: \"ALL\" would undo the sandbox's CapDrop ALL"},
+    {"sessions:\n  user: \"a b\"\n", "t.yaml:2: sessions.user: invalid user \"a b\""},
+    {"sessions:\n  runtime: \"run/sc\"\n",
+     "t.yaml:2: sessions.runtime: invalid runtime \"run/sc\""},
+    /* templates */
+    {"templates:\n  Big: {image: x}\n", "t.yaml:2: templates.Big: invalid template name"},
+    {"templates:\n  default: {image: x}\n",
+     "t.yaml:2: templates.default: \"default\" is the sessions: block"},
+    {"templates: [a]\n", "t.yaml:1: templates: expected a mapping of template names"},
+    {"templates:\n  a:\n    overridable: [cmd, env]\n",
+     "t.yaml:3: templates.a.overridable[1]: unknown field \"env\""},
+    {"templates:\n  a:\n    limits: {pids: 1}\n",
+     "t.yaml:3: templates.a.limits.pids: 1 is out of range"},
+    {"templates:\n  a:\n    binds: {allow: [/srv, /]}\n",
+     "t.yaml:3: templates.a.binds.allow[1]: \"/\" would allow every source"},
+    {"sessions:\n  binds:\n    allow: [\"/./\"]\n",
+     "t.yaml:3: sessions.binds.allow[0]: \"/\" would"},
+    {"sessions: {binds: {allow: [/srv/../etc]}}\n",
+     "t.yaml:1: sessions.binds.allow[0]: a path with \"..\""},
+    {"templates:\n  a:\n    imag: x\n", "t.yaml:3: templates.a.imag: unknown key"},
     /* admin.token_file is read by validate */
     {"admin:\n  token_file: /nonexistent/token\n",
      "t.yaml:2: admin.token_file: cannot read \"/nonexistent/token\": No such file or directory"},
@@ -1246,6 +1279,103 @@ static void test_readiness(void **state)
     wg_config_free(&cfg);
 }
 
+static void test_templates(void **state)
+{
+    struct wg_config cfg;
+    char err[WG_CONFIG_ERR_MAX];
+    const struct wg_sessions_cfg *t;
+
+    (void)state;
+    assert_int_equal(
+        load(&cfg,
+             "templates:\n  small:\n    image: s:1\n    images: [\"s:*\"]\n"
+             "    cmd: [sh, -c, x]\n    env: [A=1]\n    port: 9000\n"
+             "    limits: {memory: 64MiB}\n    limits_max: {memory: 128MiB, pids: 99}\n"
+             "    binds: {allow: [/srv/work/, cache]}\n    overridable: [cmd, limits]\n"
+             "  tiny: {}\n"
+             "sessions:\n  image: d:1\n",
+             err, sizeof err),
+        0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), 0);
+    assert_int_equal(cfg.templates_len, 2);
+    t = wg_config_template(&cfg, "small");
+    assert_non_null(t);
+    assert_string_equal(t->name, "small");
+    assert_string_equal(t->image, "s:1");
+    assert_string_equal(t->images[0], "s:*");
+    assert_string_equal(t->cmd[2], "x");
+    assert_null(t->cmd[3]);
+    assert_string_equal(t->env[0], "A=1");
+    assert_int_equal(t->port, 9000);
+    assert_int_equal(t->sandbox.memory_bytes, 64ull << 20);
+    assert_int_equal(t->sandbox.pids, 512); /* the built-in default, not the sessions: block's */
+    assert_int_equal(t->limits_max.memory_bytes, 128ull << 20);
+    assert_int_equal(t->limits_max.pids, 99);
+    assert_int_equal(t->binds_allow_len, 2);
+    assert_int_equal(t->overridable, WG_OVERRIDE_CMD | WG_OVERRIDE_LIMITS);
+    /* A template starts from the built-in defaults: its own image, env only. */
+    t = wg_config_template(&cfg, "tiny");
+    assert_non_null(t);
+    assert_string_equal(t->image, "wakegate-demo:latest");
+    assert_int_equal(t->overridable, 0);
+    assert_int_equal(t->binds_allow_len, 0);
+    t = wg_config_template(&cfg, "default");
+    assert_ptr_equal(t, &cfg.sessions);
+    assert_string_equal(t->name, "default");
+    assert_string_equal(t->image, "d:1");
+    assert_int_equal(t->overridable, WG_OVERRIDE_DEFAULT);
+    assert_ptr_equal(wg_config_template(&cfg, NULL), &cfg.sessions);
+    assert_null(wg_config_template(&cfg, "nope"));
+    wg_config_free(&cfg);
+}
+
+static void test_sandbox(void **state)
+{
+    struct wg_config cfg;
+    char err[WG_CONFIG_ERR_MAX];
+    uint64_t v;
+
+    (void)state;
+    /* The defaults are never unlimited. */
+    assert_int_equal(wg_config_init_defaults(&cfg), 0);
+    assert_int_equal(cfg.sessions.sandbox.memory_bytes, 1ull << 30);
+    assert_int_equal(cfg.sessions.sandbox.nano_cpus, 1000000000ull);
+    assert_int_equal(cfg.sessions.sandbox.pids, 512);
+    assert_null(cfg.sessions.sandbox.cap_add);
+    assert_false(cfg.sessions.sandbox.read_only_root);
+    wg_config_free(&cfg);
+
+    assert_int_equal(load(&cfg,
+                          "sessions:\n  limits: {memory: 64MiB, cpus: 0.25, pids: 64}\n"
+                          "  capabilities: {add: [net_bind_service, CAP_CHOWN]}\n"
+                          "  read_only_root: true\n  user: \"1000:1000\"\n  runtime: runsc\n",
+                          err, sizeof err),
+                     0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), 0);
+    assert_int_equal(cfg.sessions.sandbox.memory_bytes, 64ull << 20);
+    assert_int_equal(cfg.sessions.sandbox.nano_cpus, 250000000ull);
+    assert_int_equal(cfg.sessions.sandbox.pids, 64);
+    assert_int_equal(cfg.sessions.sandbox.cap_add_len, 2);
+    assert_string_equal(cfg.sessions.sandbox.cap_add[0], "NET_BIND_SERVICE");
+    assert_string_equal(cfg.sessions.sandbox.cap_add[1], "CHOWN");
+    assert_null(cfg.sessions.sandbox.cap_add[2]);
+    assert_true(cfg.sessions.sandbox.read_only_root);
+    assert_string_equal(cfg.sessions.sandbox.user, "1000:1000");
+    assert_string_equal(cfg.sessions.sandbox.runtime, "runsc");
+    wg_config_free(&cfg);
+
+    assert_int_equal(wg_config_parse_cpus("2", &v), 0);
+    assert_int_equal(v, 2000000000ull);
+    assert_int_equal(wg_config_parse_cpus("0.000000001", &v), 0);
+    assert_int_equal(v, 1);
+    assert_int_equal(wg_config_parse_cpus("1.", &v), -EINVAL);
+    assert_int_equal(wg_config_parse_cpus(".5", &v), -EINVAL);
+    assert_int_equal(wg_config_parse_cpus("-1", &v), -EINVAL);
+    assert_int_equal(wg_config_parse_cpus("0.0000000001", &v), -EINVAL);
+    assert_string_equal(wg_config_capability("cap_sys_admin"), "SYS_ADMIN");
+    assert_null(wg_config_capability("ALL"));
+}
+
 /* ------------------------------------------------------------------------ */
 /* Scalar parsers.                                                           */
 
@@ -1621,6 +1751,17 @@ static void test_example_file(void **state)
     assert_null(cfg.sessions.readiness.http_path);
     assert_int_equal(cfg.sessions.readiness.interval_ms, def.sessions.readiness.interval_ms);
     assert_int_equal(cfg.sessions.readiness.timeout_ms, def.sessions.readiness.timeout_ms);
+    assert_int_equal(cfg.sessions.sandbox.memory_bytes, def.sessions.sandbox.memory_bytes);
+    assert_int_equal(cfg.sessions.sandbox.nano_cpus, def.sessions.sandbox.nano_cpus);
+    assert_int_equal(cfg.sessions.sandbox.pids, def.sessions.sandbox.pids);
+    assert_int_equal(cfg.sessions.sandbox.cap_add_len, 0);
+    assert_false(cfg.sessions.sandbox.read_only_root);
+    assert_null(cfg.sessions.sandbox.user);
+    assert_null(cfg.sessions.sandbox.runtime);
+    assert_int_equal(cfg.sessions.overridable, def.sessions.overridable);
+    assert_int_equal(cfg.sessions.images_len, 0);
+    assert_int_equal(cfg.sessions.binds_allow_len, 0);
+    assert_int_equal(cfg.templates_len, 0);
     assert_int_equal(cfg.docker_tls.enabled, def.docker_tls.enabled);
     assert_int_equal(cfg.docker_tls.verify, def.docker_tls.verify);
     assert_null(cfg.docker_tls.ca);
@@ -1670,6 +1811,8 @@ int main(void)
         cmocka_unit_test(test_parse_cidr),
         cmocka_unit_test(test_cidr_contains),
         cmocka_unit_test(test_example_file),
+        cmocka_unit_test(test_sandbox),
+        cmocka_unit_test(test_templates),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

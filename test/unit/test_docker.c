@@ -456,7 +456,8 @@ static void test_create_body(void **state)
                             "\"Tty\":false,\"OpenStdin\":false,\"AttachStdin\":false,"
                             "\"HostConfig\":{\"Init\":true,\"Binds\":[\"/srv/repos/42:/work:rw\"],"
                             "\"NetworkMode\":\"bridge\",\"Memory\":536870912,"
-                            "\"NanoCpus\":1500000000}}");
+                            "\"MemorySwap\":536870912,\"NanoCpus\":1500000000,"
+                            "\"CapDrop\":[\"ALL\"],\"SecurityOpt\":[\"no-new-privileges\"]}}");
     json_decref(body);
 
     /* The least: session and image; init is always on. */
@@ -464,7 +465,29 @@ static void test_create_body(void **state)
     assert_int_equal(docker_create_body(&min, &body, err, sizeof(err)), 0);
     assert_json_equal(body, "{\"Image\":\"img\",\"Labels\":{\"wakegate.session\":\"s1\"},"
                             "\"Tty\":false,\"OpenStdin\":false,\"AttachStdin\":false,"
-                            "\"HostConfig\":{\"Init\":true}}");
+                            "\"HostConfig\":{\"Init\":true,\"CapDrop\":[\"ALL\"],"
+                            "\"SecurityOpt\":[\"no-new-privileges\"]}}");
+    json_decref(body);
+
+    /* The whole sandbox: pids, added capabilities, read-only root with a
+     * tmpfs /tmp, user and runtime. */
+    static const char *const caps[] = {"NET_BIND_SERVICE", NULL};
+    struct wg_docker_spec sb = {.session = "s1",
+                                .image = "img",
+                                .pids_limit = 64,
+                                .cap_add = caps,
+                                .read_only_root = true,
+                                .user = "1000:1000",
+                                .runtime = "runsc"};
+    assert_int_equal(docker_create_body(&sb, &body, err, sizeof(err)), 0);
+    assert_json_equal(body, "{\"Image\":\"img\",\"Labels\":{\"wakegate.session\":\"s1\"},"
+                            "\"Tty\":false,\"OpenStdin\":false,\"AttachStdin\":false,"
+                            "\"User\":\"1000:1000\","
+                            "\"HostConfig\":{\"Init\":true,\"PidsLimit\":64,"
+                            "\"CapDrop\":[\"ALL\"],\"CapAdd\":[\"NET_BIND_SERVICE\"],"
+                            "\"SecurityOpt\":[\"no-new-privileges\"],\"ReadonlyRootfs\":true,"
+                            "\"Tmpfs\":{\"/tmp\":\"rw,nosuid,nodev,mode=1777\"},"
+                            "\"Runtime\":\"runsc\"}}");
     json_decref(body);
 }
 
@@ -515,6 +538,9 @@ static void test_create_body_refusals(void **state)
     REFUSED(s.labels = noval, "labels[0]");
     REFUSED(s.memory_bytes = -1, "negative");
     REFUSED(s.network_mode = "a b", "network");
+    REFUSED(s.pids_limit = -1, "negative");
+    REFUSED(s.user = "a b", "user");
+    REFUSED(s.runtime = "run sc", "runtime");
 #undef REFUSED
 }
 

@@ -239,6 +239,7 @@ static void full_record(struct wg_session *r)
     strcpy(r->ip, "172.17.0.5");
     r->port = 8080;
     strcpy(r->image, "registry.local:5000/wakegate-demo:latest");
+    strcpy(r->template_name, "gpu-small");
     r->created = 1690000000000;
     r->last_active = 1700000000456;
     r->restarts = 3;
@@ -279,6 +280,7 @@ static void assert_same(const struct wg_session *a, const struct wg_session *b)
         assert_string_equal(a->error, b->error);
     if (a->spec || b->spec)
         assert_string_equal(a->spec, b->spec);
+    assert_string_equal(a->template_name, b->template_name);
     assert_int_equal(a->version, b->version);
     assert_int_equal(a->has_idle_stop_after, b->has_idle_stop_after);
     assert_int_equal(a->idle_stop_after_ms, b->idle_stop_after_ms);
