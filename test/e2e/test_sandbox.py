@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from test_wake_e2e import APP_TEXT, IMAGE, clean_stack, gw_config
+from stack_util import APP_TEXT, IMAGE, gw_config
 
 pytestmark = pytest.mark.docker
 
@@ -33,12 +33,6 @@ def sandbox_config(stack, **sessions):
     cfg["sessions"]["limits"] = {"memory": "64MiB", "cpus": "0.5", "pids": PIDS}
     cfg["sessions"].update(sessions)
     return cfg
-
-
-@pytest.fixture
-def stack(redis_server, dockerd, test_image, start_wakegate):
-    assert test_image == IMAGE
-    yield from clean_stack(redis_server, dockerd, start_wakegate)
 
 
 def wake(stack, sid, **fields):

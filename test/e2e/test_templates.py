@@ -16,7 +16,7 @@ import time
 import pytest
 import yaml
 
-from test_wake_e2e import APP_TEXT, IMAGE, clean_stack, gw_config
+from stack_util import APP_TEXT, IMAGE, gw_config
 
 pytestmark = pytest.mark.docker
 
@@ -27,10 +27,10 @@ SMALL_IMAGE = "wakegate-test-small:latest"
 
 
 @pytest.fixture
-def stack(redis_server, dockerd, test_image, start_wakegate):
-    assert test_image == IMAGE
-    dockerd.cli("tag", IMAGE, SMALL_IMAGE)
-    yield from clean_stack(redis_server, dockerd, start_wakegate)
+def stack(stack):
+    """conftest's stack, with the test image also tagged as SMALL_IMAGE."""
+    stack.dockerd.cli("tag", IMAGE, SMALL_IMAGE)
+    return stack
 
 
 @pytest.fixture
