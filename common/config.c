@@ -35,6 +35,7 @@ static void free_route(struct wg_route_cfg *r)
     free(r->header_name);
     free(r->header_value);
     free(r->upstream.text);
+    free(r->access);
     memset(r, 0, sizeof *r);
 }
 
@@ -70,6 +71,11 @@ void wg_config_free(struct wg_config *cfg)
     config_free_strv(cfg->sessions.save.command, cfg->sessions.save.command_len);
     free(cfg->sessions.save.path);
     config_free_routes(cfg->routes, cfg->routes_len);
+    free(cfg->access.secret_file);
+    free(cfg->access.link_url);
+    if (cfg->access.secret != NULL)
+        explicit_bzero(cfg->access.secret, cfg->access.secret_len);
+    free(cfg->access.secret);
     config_free_strv(cfg->non_waking_paths, cfg->non_waking_paths_len);
     config_free_strv(cfg->non_waking_user_agents, cfg->non_waking_user_agents_len);
     free(cfg->trusted_proxies);
@@ -181,6 +187,8 @@ static void init_limits(struct wg_config *cfg)
     cfg->log_format = WG_LOG_LOGFMT;
     cfg->access_log = true;
     cfg->shutdown_grace_ms = 10 * 1000;
+    cfg->access.link_ttl_ms = 3600 * 1000;
+    cfg->access.link_ttl_max_ms = 24 * 3600 * 1000;
 }
 
 int wg_config_init_defaults(struct wg_config *cfg)

@@ -50,7 +50,9 @@ struct wg_route_cfg {
     bool strip_prefix; /* remove the matched path_prefix before forwarding */
     bool has_upstream; /* static reverse proxy to upstream */
     struct wg_addr upstream;
-    unsigned port; /* session routes: container port; 0 = sessions.port */
+    unsigned port;      /* session routes: container port; 0 = sessions.port */
+    char *access;       /* "public" or "private" as written; NULL: private */
+    bool access_public; /* session routes: no credentials needed (access: public) */
 };
 
 /* Limits of PROXY-RULES.md. Durations are in milliseconds; 0 disables a
@@ -145,6 +147,18 @@ struct wg_redis_private_cfg {
     char *socket_path; /* <dir>/run/redis.sock */
 };
 
+/* access: private session routes (common/access.h). */
+struct wg_access_cfg {
+    char *secret_file;        /* the HMAC key: a file of random bytes, mode 0600 */
+    int secret_file_line;     /* its line in path, 0 if none */
+    uint64_t link_ttl_ms;     /* a link's lifetime when POST .../links gives none: 1 h */
+    uint64_t link_ttl_max_ms; /* the longest lifetime a link may ask for: 24 h */
+    char *link_url;           /* "https://{session}.preview.example.com/"; NULL: from the routes */
+    /* Filled by wg_config_validate() from secret_file: */
+    unsigned char *secret;
+    size_t secret_len;
+};
+
 struct wg_config {
     char *path; /* the file read (or the name given to load_string), or NULL */
     enum wg_role role;
@@ -172,6 +186,8 @@ struct wg_config {
 
     struct wg_route_cfg *routes;
     size_t routes_len;
+
+    struct wg_access_cfg access;
 
     char **non_waking_paths;
     size_t non_waking_paths_len;
@@ -221,11 +237,11 @@ int wg_config_apply_flags(struct wg_config *cfg, const struct wg_config_flags *f
                           size_t errlen);
 
 /* Checks cross-field rules (docker.tls needs a tcp:// docker.host, ...) and
- * resolves addresses; reads admin.token_file. Without redis.url and with
- * redis.private.enabled, fills redis.private.dir's default and points
- * redis_url at the private server's socket; it creates nothing, and leaves
- * finding redis.private.server's program to the binary. Returns 0 or
- * -EINVAL with err set. */
+ * resolves addresses; reads admin.token_file and access.secret_file (a
+ * private session route needs the latter in roles with a public listener). Without redis.url and
+ * with redis.private.enabled, fills redis.private.dir's default and points redis_url at the private
+ * server's socket; it creates nothing, and leaves finding redis.private.server's program to the
+ * binary. Returns 0 or -EINVAL with err set. */
 int wg_config_validate(struct wg_config *cfg, char *err, size_t errlen);
 
 /* Checks cfg->docker_host with the Docker host grammar
@@ -241,6 +257,9 @@ int wg_config_check_docker_host(const struct wg_config *cfg, char *err, size_t e
  * flags may be NULL. On error cfg has been released with wg_config_free(). */
 int wg_config_load(struct wg_config *cfg, const struct wg_config_flags *flags, char *err,
                    size_t errlen);
+
+/* Whether some session route of cfg is private (no access: public). */
+bool wg_config_has_private_routes(const struct wg_config *cfg);
 
 /* Releases everything cfg owns. NULL-safe; cfg may be loaded again after. */
 void wg_config_free(struct wg_config *cfg);

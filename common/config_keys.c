@@ -617,6 +617,7 @@ const struct field config_top_fields[] = {
     {.key = "docker", .kind = K_MAP, .sub = docker_fields, .check = check_docker},
     {.key = "sessions", .kind = K_MAP, .sub = sessions_fields},
     F_LIST("routes", K_ROUTES, routes),
+    {.key = "access", .kind = K_MAP, .sub = config_access_fields, .check = config_access_check_map},
     {.key = "non_waking", .kind = K_MAP, .sub = non_waking_fields},
     F_LIST("trusted_proxies", K_CIDRS, trusted_proxies),
     {.key = "limits", .kind = K_MAP, .sub = limits_fields},

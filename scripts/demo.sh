@@ -123,10 +123,14 @@ sessions:
   wake_timeout: 30s
   idle: { pause_after: 0s, stop_after: $stop_after, activity_interval: 1s, reap_every: 1s, drain: 2s }
   save: { path: /work/repo, timeout: 30s, on_failure: keep_awake, retry_backoff: 5s, retry_max: 30s }
+# Public, for the demo on loopback: session routes are private by default
+# (signed links, access.secret_file); see docs/configuration.md.
 routes:
   - match: { host: "{session}.localhost" }
+    access: public
   - match: { path_prefix: "/s/{session}/" }
     strip_prefix: true
+    access: public
 non_waking: { paths: ["/favicon.ico"], user_agents: ["kube-probe"] }
 log: { level: info, access: true }
 YAML

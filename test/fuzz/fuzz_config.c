@@ -89,6 +89,8 @@ static void load_config(const uint8_t *data, size_t size)
         /* Never read a file that the input names. */
         free(cfg.admin_token_file);
         cfg.admin_token_file = NULL;
+        free(cfg.access.secret_file);
+        cfg.access.secret_file = NULL;
         err[0] = '\0';
         r = wg_config_validate(&cfg, err, sizeof err);
         CHECK(r == 0 || r == -EINVAL || r == -ENOMEM);
