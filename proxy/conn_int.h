@@ -60,6 +60,14 @@ enum conn_req_class {
     RC_PROBE,    /* probes, non-waking paths and user agents: status, no wake */
 };
 
+/* Where a request on a session route stands with its credentials. */
+enum conn_access {
+    ACCESS_OPEN = 0, /* a public route (or no session route): nothing to check */
+    ACCESS_DENIED,   /* private, and no valid credential: 401, no lookup */
+    ACCESS_CHECK,    /* a credential with a good MAC for this session, not expired: its
+                      * generation is checked against the session cache's */
+};
+
 /* One request/response exchange: from the first byte of a request head to
  * the end of its response (or of the connection, for a tunnel). Taken from
  * the loop's cache when a head starts and given back when the exchange
@@ -129,6 +137,13 @@ struct exchange {
     bool held_wake;    /* held while its session was not running */
     bool hold_counted; /* held_released counted */
     bool ttfb_counted; /* upstream_latency (and wake_first_byte) observed */
+
+    /* private session routes (conn_access.c) */
+    enum conn_access access;
+    bool access_redirect;       /* GET/HEAD with our token in the query: 303 to the URL without */
+    bool access_set_cookie;     /* ... and the query's token becomes the cookie */
+    uint64_t access_gen;        /* the credential's generation, checked against the cache's */
+    struct wg_buf access_reply; /* the redirect's Location and Set-Cookie lines */
 
     /* Set by exchange_init() to empty strings; not zeroed (size). */
     struct sockaddr_storage up_addr;
@@ -269,6 +284,23 @@ void conn_hold_end(struct wg_conn *c, enum wg_proxy_hold_outcome outcome);
 void conn_session_unwait(struct wg_conn *c);
 /* The exchange no longer keeps its session active. Idempotent. */
 void conn_activity_end(struct wg_conn *c);
+
+/* A response of our own that may keep the connection (status JSON, the
+ * waking page, 401, the link's redirect); extra holds whole header lines. */
+void conn_send_local(struct wg_conn *c, int status, const char *ctype, const char *extra,
+                     const char *body, size_t body_len);
+
+/* ---- conn_access.c ---- */
+
+/* Finds our credentials in the head (query, header, cookies) while its
+ * fields are readable and sets x->access: no Redis, no lookup. */
+void conn_access_prepare(struct wg_conn *c, const struct wg_route_match *m);
+/* The 401 of a private route: the sign-in page for a navigation, JSON
+ * otherwise; the same bytes whether or not the session exists. */
+void conn_access_deny(struct wg_conn *c);
+/* With the session's view: true when the request may go on; otherwise it
+ * was answered (401, or the redirect that sets the cookie). */
+bool conn_access_check(struct wg_conn *c, const struct wg_sess_view *v);
 
 /* ---- conn_decide.c: pure, no I/O ---- */
 

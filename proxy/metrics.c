@@ -108,6 +108,20 @@ static void held_metrics(const struct wg_proxy_stats *s, struct wg_buf *out)
                    s->held_released[WG_HOLD_FAILED], s->held_released[WG_HOLD_ABANDONED]);
 }
 
+static void access_metrics(const struct wg_proxy_stats *s, struct wg_buf *out)
+{
+    wg_buf_appendf(out,
+                   "# HELP wakegate_access_denied_total Requests to private session routes "
+                   "answered 401 (no valid link, cookie or header).\n"
+                   "# TYPE wakegate_access_denied_total counter\n"
+                   "wakegate_access_denied_total %" PRIu64 "\n"
+                   "# HELP wakegate_access_links_total Signed link visits exchanged for a "
+                   "cookie (the 303 that sets it).\n"
+                   "# TYPE wakegate_access_links_total counter\n"
+                   "wakegate_access_links_total %" PRIu64 "\n",
+                   s->access_denied, s->access_links);
+}
+
 void wg_proxy_metrics_write(const struct wg_proxy *px, struct wg_buf *out)
 {
     const struct wg_proxy_stats *s = wg_proxy_stats(px);
@@ -115,6 +129,7 @@ void wg_proxy_metrics_write(const struct wg_proxy *px, struct wg_buf *out)
     route_metrics(px, out);
     histogram_metrics(s, out);
     held_metrics(s, out);
+    access_metrics(s, out);
 }
 
 bool wg_proxy_ready(const struct wg_proxy *px, char *why, size_t whylen)

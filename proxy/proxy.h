@@ -48,6 +48,10 @@ struct wg_proxy_stats {
      * from the start of the hold to the first byte from the session. */
     struct wg_hist wake_first_byte;
     uint64_t held_released[WG_HOLD_OUTCOMES]; /* the same requests, by outcome */
+    /* Private session routes: 401s, and link visits turned into a cookie
+     * (the 303 that sets it). */
+    uint64_t access_denied;
+    uint64_t access_links;
 };
 
 /* cfg and log must outlive the proxy. Takes ownership of router. On success

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/access.h"
 #include "common/net.h"
 #include "proxy/server.h"
 #include "proxy/session_cache.h"
@@ -34,9 +35,14 @@ int wg_proxy_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *lo
     wg_hist_init(&px->stats.upstream_latency, wg_hist_latency_bounds,
                  WG_HIST_LEN(wg_hist_latency_bounds));
     wg_hist_init(&px->stats.wake_first_byte, wg_hist_wake_bounds, WG_HIST_LEN(wg_hist_wake_bounds));
+    if (cfg->access.secret != NULL) {
+        r = wg_access_key_new(cfg->access.secret, cfg->access.secret_len, &px->access_key);
+        if (r < 0)
+            goto out_rows;
+    }
     r = wg_pool_new(loop, &cfg->upstream, log, &px->pool);
     if (r < 0)
-        goto out_rows;
+        goto out_key;
     r = uv_tcp_init(loop, &px->listener);
     if (r < 0)
         goto out_pool;
@@ -61,6 +67,8 @@ int wg_proxy_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *lo
 
 out_pool:
     wg_pool_free(px->pool);
+out_key:
+    wg_access_key_free(px->access_key);
 out_rows:
     free(px->route_rows);
 out_fields:
@@ -179,6 +187,7 @@ static void maybe_finish(struct wg_proxy *px)
     }
     if (px->freeing && px->open_handles == 0 && px->live_conns == 0) {
         wg_conn_free_cache(px);
+        wg_access_key_free(px->access_key);
         free(px->route_rows);
         wg_router_free(px->router);
         free(px->fields);
