@@ -11,7 +11,9 @@ through the public listener the way a browser or an API client would:
 - a link gives a 303 with the cookie, then 200 from the app; the header
   works too; session A's cookie on session B's host is refused;
 - expired and revoked links and cookies: 401;
-- a WebSocket upgrade works with the cookie and is refused without it.
+- a WebSocket upgrade works with the cookie and is refused without it;
+- headless Chromium opens a link, lands on the app (through the waking
+  page, whose status polls need the cookie too) and reloads it.
 
 A second part runs a gateway with role proxy in front of the recording
 upstream (the test writes the session records into Redis, as
@@ -469,3 +471,76 @@ def write_yaml(tmp, cfg):
     with open(path, "w") as f:
         yaml.safe_dump(cfg, f)
     return path
+
+
+# ---------------------------------------------------------------- the browser
+
+async def _until_app(cdp, timeout):
+    """Polls the page until it shows the app; returns {t, u, b, c} or None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            v = await cdp.evaluate("JSON.stringify({t: document.title, u: location.href, c: document.cookie, "
+                                   "b: document.body ? document.body.innerText : ''})", timeout=3)
+        except (CdpError, asyncio.TimeoutError):
+            await asyncio.sleep(0.05)
+            continue
+        page = json.loads(v) if v else {}
+        if APP_TEXT.decode() in page.get("b", ""):
+            return page
+        await asyncio.sleep(0.05)
+    return None
+
+
+async def _journey(ws_url, link, timeout=30.0):
+    seen = {}
+    async with Cdp(ws_url) as cdp:
+        await cdp.send("Network.enable")
+        await cdp.send("Page.enable")
+        await cdp.send("Network.setCacheDisabled", cacheDisabled=True)
+        nav = await cdp.send("Page.navigate", url=link)
+        assert not nav.get("errorText"), nav
+        seen["first"] = await _until_app(cdp, timeout)
+        cookies = await cdp.send("Network.getAllCookies")
+        seen["cookies"] = cookies.get("cookies", [])
+        n_docs = len([1 for _, p in cdp.events_named("Network.responseReceived") if p.get("type") == "Document"])
+        await cdp.send("Page.reload", ignoreCache=True)
+        await asyncio.sleep(0.3)
+        seen["reload"] = await _until_app(cdp, 10)
+        seen["documents"] = [
+            (p["response"]["url"], p["response"]["status"])
+            for _, p in cdp.events_named("Network.responseReceived") if p.get("type") == "Document"]
+        seen["n_before_reload"] = n_docs
+        seen["redirects"] = [
+            (p["redirectResponse"]["url"], p["redirectResponse"]["status"], p["request"]["url"])
+            for _, p in cdp.events_named("Network.requestWillBeSent") if p.get("redirectResponse")]
+    return seen
+
+
+def test_browser_opens_the_link_lands_on_the_app_and_reloads(acc, e2e_tmp, artifacts):
+    sid = "b-1"
+    acc.stack.create(sid)
+    link = acc.link(sid, "1h")
+    app_url = "http://%s.%s:%d/" % (sid, DOMAIN, acc.gw.port)
+    b = Chromium(tempfile.mkdtemp(prefix="chromium-", dir=e2e_tmp), artifacts / "chromium-access.log")
+    try:
+        seen = asyncio.run(asyncio.wait_for(_journey(b.page_ws_url(), link["url"]), 90))
+    finally:
+        b.stop()
+    print("\n[browser] redirects=%r documents=%r" % (seen.get("redirects"), seen["documents"]))
+    assert seen["first"], "the link never showed the app: %r\n%s" % (seen, acc.gw.log_tail(40))
+    # Landed on the app, the token gone from the address bar, the cookie not
+    # readable by scripts.
+    assert seen["first"]["u"] == app_url, seen["first"]
+    assert "wg_token" not in seen["first"]["c"], seen["first"]
+    docs = seen["documents"]
+    assert seen["redirects"][0] == (link["url"], 303, app_url), seen["redirects"]
+    assert docs[0] == (app_url, 200), docs
+    # The waking page, whose status polls carried the cookie, then the app.
+    assert seen["n_before_reload"] >= 2, docs
+    ours = [c for c in seen["cookies"] if c["name"] == "wg_token"]
+    assert len(ours) == 1 and ours[0]["httpOnly"] and ours[0]["sameSite"] == "Lax", ours
+    assert ours[0]["domain"] == "%s.%s" % (sid, DOMAIN) and ours[0]["path"] == "/", ours
+    # A reload works with the cookie alone.
+    assert seen["reload"] and seen["reload"]["u"] == app_url, seen
+    assert docs[seen["n_before_reload"]:] and all(s == 200 for _, s in docs[seen["n_before_reload"]:]), docs
