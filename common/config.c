@@ -73,6 +73,10 @@ void wg_config_free(struct wg_config *cfg)
     config_free_routes(cfg->routes, cfg->routes_len);
     free(cfg->access.secret_file);
     free(cfg->access.link_url);
+    free(cfg->access.forward_auth.url);
+    free(cfg->access.forward_auth.addr.text);
+    free(cfg->access.forward_auth.host);
+    free(cfg->access.forward_auth.path);
     if (cfg->access.secret != NULL)
         explicit_bzero(cfg->access.secret, cfg->access.secret_len);
     free(cfg->access.secret);
@@ -189,6 +193,9 @@ static void init_limits(struct wg_config *cfg)
     cfg->shutdown_grace_ms = 10 * 1000;
     cfg->access.link_ttl_ms = 3600 * 1000;
     cfg->access.link_ttl_max_ms = 24 * 3600 * 1000;
+    cfg->access.forward_auth.timeout_ms = 2000;
+    cfg->access.forward_auth.cache_ttl_ms = 10 * 1000;
+    cfg->access.forward_auth.cache_max = 10000;
 }
 
 int wg_config_init_defaults(struct wg_config *cfg)

@@ -147,6 +147,19 @@ struct wg_redis_private_cfg {
     char *socket_path; /* <dir>/run/redis.sock */
 };
 
+/* access.forward_auth: a sub-request to the operator's auth service for
+ * private routes, as nginx's auth_request and Traefik's ForwardAuth do. */
+struct wg_forward_auth_cfg {
+    char *url;             /* "http://127.0.0.1:9091/auth"; NULL: none */
+    uint64_t timeout_ms;   /* 2 s for the whole sub-request, else 503 */
+    uint64_t cache_ttl_ms; /* 10 s an answer is kept per credential; 0: not cached */
+    unsigned cache_max;    /* 10,000 answers kept at most (the oldest go first) */
+    /* Filled by wg_config_validate() from url: */
+    struct wg_addr addr;
+    char *host; /* "127.0.0.1:9091", the Host of the sub-request */
+    char *path; /* "/auth" */
+};
+
 /* access: private session routes (common/access.h). */
 struct wg_access_cfg {
     char *secret_file;        /* the HMAC key: a file of random bytes, mode 0600 */
@@ -154,6 +167,7 @@ struct wg_access_cfg {
     uint64_t link_ttl_ms;     /* a link's lifetime when POST .../links gives none: 1 h */
     uint64_t link_ttl_max_ms; /* the longest lifetime a link may ask for: 24 h */
     char *link_url;           /* "https://{session}.preview.example.com/"; NULL: from the routes */
+    struct wg_forward_auth_cfg forward_auth;
     /* Filled by wg_config_validate() from secret_file: */
     unsigned char *secret;
     size_t secret_len;

@@ -28,6 +28,26 @@ int config_access_check_map(struct walk *w, yaml_node_t *map, void *base)
     return 0;
 }
 
+static const struct field forward_auth_fields[] = {
+    {.key = "url", .kind = K_STR, IN_CFG(access.forward_auth.url), .nullable = true},
+    {.key = "timeout",
+     .kind = K_DURATION,
+     IN_CFG(access.forward_auth.timeout_ms),
+     .min = 1,
+     .max = 60 * 1000},
+    {.key = "cache_ttl",
+     .kind = K_DURATION,
+     IN_CFG(access.forward_auth.cache_ttl_ms),
+     .min = 0,
+     .max = 3600 * 1000},
+    {.key = "cache_max",
+     .kind = K_UINT,
+     IN_CFG(access.forward_auth.cache_max),
+     .min = 1,
+     .max = 1000000},
+    {.key = NULL},
+};
+
 const struct field config_access_fields[] = {
     {.key = "secret_file", .kind = K_STR, IN_CFG(access.secret_file), .nullable = true},
     {.key = "link_ttl",
@@ -41,6 +61,7 @@ const struct field config_access_fields[] = {
      .min = 1000,
      .max = 365ull * 24 * 3600 * 1000},
     {.key = "link_url", .kind = K_STR, IN_CFG(access.link_url), .nullable = true},
+    {.key = "forward_auth", .kind = K_MAP, .sub = forward_auth_fields},
     {.key = NULL},
 };
 
@@ -127,6 +148,39 @@ out:
     return r;
 }
 
+/* "http://HOST:PORT/PATH" (an address wg_config_parse_addr() takes, a path
+ * without spaces or #). */
+static int parse_forward_auth(struct wg_config *cfg, char *err, size_t errlen)
+{
+    struct wg_forward_auth_cfg *fa = &cfg->access.forward_auth;
+    const char *u = fa->url, *hp, *slash;
+    char host[300];
+
+    if (strncmp(u, "http://", 7) != 0)
+        goto bad;
+    hp = u + 7;
+    slash = strchr(hp, '/');
+    size_t hl = slash != NULL ? (size_t)(slash - hp) : strlen(hp);
+    if (hl == 0 || hp[0] == ':' || hl >= sizeof(host) || config_has_ctl_or_space(u) ||
+        strchr(u, '#') != NULL)
+        goto bad;
+    memcpy(host, hp, hl);
+    host[hl] = '\0';
+    free(fa->addr.text);
+    memset(&fa->addr, 0, sizeof(fa->addr));
+    if (wg_config_parse_addr(host, &fa->addr) < 0 || fa->addr.salen == 0)
+        goto bad;
+    if (config_replace_str(&fa->host, host) < 0 ||
+        config_replace_str(&fa->path, slash != NULL ? slash : "/") < 0)
+        return -ENOMEM;
+    return 0;
+bad:
+    return config_fail_at(err, errlen, cfg->path, 0, "access.forward_auth.url",
+                          "\"%s\" must be http://HOST:PORT/PATH (an address and a port; no TLS, "
+                          "no spaces or #)",
+                          u);
+}
+
 int config_check_access(struct wg_config *cfg, char *err, size_t errlen)
 {
     const struct wg_access_cfg *a = &cfg->access;
@@ -149,7 +203,12 @@ int config_check_access(struct wg_config *cfg, char *err, size_t errlen)
                               a->link_url);
     if (a->secret_file != NULL && a->secret == NULL && (r = read_secret(cfg, err, errlen)) < 0)
         return r;
-    if (cfg->access.secret != NULL || cfg->role == WG_ROLE_ORCHESTRATOR)
+    if (a->forward_auth.url != NULL && (r = parse_forward_auth(cfg, err, errlen)) < 0)
+        return r;
+    /* Forward auth alone may guard the routes: links need the key, the
+     * operator's auth service does not. */
+    if (cfg->access.secret != NULL || a->forward_auth.url != NULL ||
+        cfg->role == WG_ROLE_ORCHESTRATOR)
         return 0;
     for (size_t i = 0; i < cfg->routes_len; i++) {
         const struct wg_route_cfg *rt = &cfg->routes[i];

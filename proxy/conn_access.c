@@ -15,6 +15,7 @@
  * the address bar, the history and Referer. Our token, header and cookie
  * never go upstream (http_rebuild strips them); the access line logs the
  * path without the query. */
+#include <arpa/inet.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 #include "common/access.h"
 #include "common/clock.h"
 #include "proxy/conn_int.h"
+#include "proxy/forward_auth.h"
 
 /* A credential: valid MAC, this session, not expired. */
 static bool credential_ok(struct wg_conn *c, const char *tok, size_t len, int64_t now_s)
@@ -123,6 +125,71 @@ static bool build_redirect(struct wg_conn *c, const struct wg_route_match *m, co
            wg_buf_append(b, "", 1) == 0;
 }
 
+/* Appends "Name: value\r\n". */
+static bool put_field(struct wg_buf *b, const char *name, const char *v, size_t n)
+{
+    return wg_buf_append(b, name, strlen(name)) == 0 && wg_buf_append(b, ": ", 2) == 0 &&
+           wg_buf_append(b, v, n) == 0 && wg_buf_append(b, "\r\n", 2) == 0;
+}
+
+/* The sub-request's fields, while the head is readable: the original
+ * method, URI (our token left out), host and client, the cookies (ours left
+ * out) and Authorization; and the credential's cache key. False when out of
+ * memory (then the request is denied). */
+static bool forward_prepare(struct wg_conn *c)
+{
+    struct exchange *x = c->x;
+    const struct wg_http_msg *req = &x->req;
+    struct wg_buf *b = &x->access_reply;
+    const struct wg_http_field *authz = wg_http_find(req, "authorization");
+    char peer[INET6_ADDRSTRLEN] = "";
+
+    if (c->peer.sa.sa_family == AF_INET)
+        inet_ntop(AF_INET, &c->peer.in.sin_addr, peer, sizeof(peer));
+    else if (c->peer.sa.sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &c->peer.in6.sin6_addr, peer, sizeof(peer));
+    wg_buf_reset(b);
+    if (!put_field(b, "X-Forwarded-Method", req->method, req->method_len) ||
+        !put_field(b, "X-Forwarded-Proto", client_https(c) ? "https" : "http",
+                   client_https(c) ? 5 : 4) ||
+        !put_field(b, "X-Forwarded-Host", req->host ? req->host : "",
+                   req->host ? req->host_len : 0) ||
+        !put_field(b, "X-Forwarded-For", peer, strlen(peer)) ||
+        wg_buf_append(b, "X-Forwarded-Uri: ", 17) < 0 || wg_buf_reserve(b, req->target_len) < 0)
+        return false;
+    b->len +=
+        wg_access_query_strip(req->target, req->target_len, WG_ACCESS_QUERY, b->data + b->len);
+    if (wg_buf_append(b, "\r\n", 2) < 0)
+        return false;
+    /* Every Cookie field in one line, ours left out. */
+    size_t line = b->len;
+    if (wg_buf_append(b, "Cookie: ", 8) < 0)
+        return false;
+    size_t ck_at = b->len;
+    for (size_t i = 0; i < req->fields_len; i++) {
+        const struct wg_http_field *f = &req->fields[i];
+        if (!wg_http_field_named(f, "cookie", 6))
+            continue;
+        if (wg_buf_reserve(b, 2 * f->value_len + 2) < 0)
+            return false;
+        size_t sep = b->len > ck_at ? 2 : 0;
+        memcpy(b->data + b->len, "; ", sep);
+        size_t n = wg_access_cookie_strip(f->value, f->value_len, WG_ACCESS_COOKIE,
+                                          b->data + b->len + sep);
+        if (n > 0)
+            b->len += sep + n;
+    }
+    size_t cookie_len = b->len - ck_at;
+    if (cookie_len == 0)
+        b->len = line; /* no cookie left: no field */
+    else if (wg_buf_append(b, "\r\n", 2) < 0)
+        return false;
+    /* The key is taken before Authorization is appended (the buffer may move). */
+    wg_fauth_key(cookie_len > 0 ? b->data + ck_at : "", cookie_len, authz ? authz->value : "",
+                 authz ? authz->value_len : 0, x->fauth_key);
+    return authz == NULL || put_field(b, "Authorization", authz->value, authz->value_len);
+}
+
 void conn_access_prepare(struct wg_conn *c, const struct wg_route_match *m)
 {
     struct exchange *x = c->x;
@@ -136,19 +203,23 @@ void conn_access_prepare(struct wg_conn *c, const struct wg_route_match *m)
         return;
     }
     x->access = ACCESS_DENIED;
-    if (c->px->access_key == NULL)
-        return; /* fail closed: no key to check with (see wg_config_validate) */
     int64_t now_s = wg_clock_wall_ms() / 1000;
     bool in_query =
         wg_access_query_find(req->target, req->target_len, WG_ACCESS_QUERY, &qtok, &qlen);
-    if (in_query && credential_ok(c, qtok, qlen, now_s)) {
-        ok = true;
-        x->access_set_cookie = true;
-    } else {
-        ok = header_credential(c, now_s) || cookie_credential(c, now_s);
+    /* No key, no token can be checked: fail closed (forward auth may still allow). */
+    if (c->px->access_key != NULL) {
+        if (in_query && credential_ok(c, qtok, qlen, now_s)) {
+            ok = true;
+            x->access_set_cookie = true;
+        } else {
+            ok = header_credential(c, now_s) || cookie_credential(c, now_s);
+        }
     }
-    if (!ok)
+    if (!ok) {
+        if (c->px->fauth != NULL && forward_prepare(c))
+            x->access = ACCESS_FORWARD;
         return;
+    }
     x->access = ACCESS_CHECK;
     /* A redirect only where a client follows it with the same request: a
      * WebSocket or a POST keeps its token, stripped upstream. */
@@ -198,6 +269,7 @@ bool conn_access_check(struct wg_conn *c, const struct wg_sess_view *v)
 
     switch (x->access) {
     case ACCESS_OPEN:
+    case ACCESS_FORWARD: /* allowed by the service: ACCESS_OPEN by now */
         return true;
     case ACCESS_DENIED:
         conn_access_deny(c);
@@ -226,4 +298,85 @@ bool conn_access_check(struct wg_conn *c, const struct wg_sess_view *v)
         return false;
     }
     return true;
+}
+
+/* ---- access.forward_auth ----------------------------------------------------- */
+
+/* 401 or 403 from the service, passed back with its WWW-Authenticate and
+ * Location. */
+static void forward_denied(struct wg_conn *c, const struct wg_fauth_answer *a)
+{
+    char extra[2 * WG_FAUTH_HEADER_MAX + 64];
+    int n = 0;
+
+    c->px->stats.access_denied++;
+    if (a->www_authenticate[0])
+        n += snprintf(extra + n, sizeof(extra) - (size_t)n, "WWW-Authenticate: %s\r\n",
+                      a->www_authenticate);
+    if (a->location[0])
+        n += snprintf(extra + n, sizeof(extra) - (size_t)n, "Location: %s\r\n", a->location);
+    if (a->status == 401 && c->x->req_class == RC_NAVIGATE)
+        conn_send_local(c, 401, "text/html; charset=utf-8", extra, signin_page,
+                        sizeof(signin_page) - 1);
+    else if (a->status == 401)
+        conn_send_local(c, 401, "application/json", extra, denied_json, sizeof(denied_json) - 1);
+    else
+        conn_send_local(c, 403, "application/json", extra, "{\"error\":\"forbidden\"}\n", 22);
+}
+
+/* Acts on an answer; true when allowed. */
+static bool forward_answer(struct wg_conn *c, const struct wg_fauth_answer *a)
+{
+    if (a->status == 200) {
+        c->x->access = ACCESS_OPEN;
+        return true;
+    }
+    if (a->status == 401 || a->status == 403)
+        forward_denied(c, a);
+    else
+        conn_send_error(c, 503); /* failed or timed out: deny, never allow */
+    return false;
+}
+
+static void forward_done(void *arg, const struct wg_fauth_answer *a)
+{
+    struct wg_conn *c = arg;
+
+    c->x->fauth_req = NULL;
+    if (c->closing)
+        return;
+    if (forward_answer(c, a))
+        conn_session_route(c);
+}
+
+bool conn_access_forward(struct wg_conn *c)
+{
+    struct exchange *x = c->x;
+    struct wg_fauth_answer a;
+
+    if (x->fauth_req != NULL)
+        return false;
+    if (wg_fauth_cached(c->px->fauth, x->fauth_key, &a))
+        return forward_answer(c, &a);
+    if (wg_fauth_start(c->px->fauth, x->fauth_key, wg_buf_head(&x->access_reply),
+                       wg_buf_size(&x->access_reply), forward_done, c, &x->fauth_req) < 0) {
+        conn_send_error(c, 503);
+        return false;
+    }
+    /* Held (no lookup, no wake) until the service answers; its own timeout
+     * is access.forward_auth.timeout. */
+    if (x->wait_start_ms == 0)
+        x->wait_start_ms = conn_now_ms(c);
+    c->state = CS_WAITING;
+    conn_update_reading(c);
+    conn_arm(c);
+    return false;
+}
+
+void conn_access_cancel(struct wg_conn *c)
+{
+    if (c->x != NULL && c->x->fauth_req != NULL) {
+        wg_fauth_cancel(c->x->fauth_req);
+        c->x->fauth_req = NULL;
+    }
 }

@@ -66,6 +66,7 @@ enum conn_access {
     ACCESS_DENIED,   /* private, and no valid credential: 401, no lookup */
     ACCESS_CHECK,    /* a credential with a good MAC for this session, not expired: its
                       * generation is checked against the session cache's */
+    ACCESS_FORWARD,  /* no token of ours: access.forward_auth decides (proxy/forward_auth) */
 };
 
 /* One request/response exchange: from the first byte of a request head to
@@ -143,7 +144,10 @@ struct exchange {
     bool access_redirect;       /* GET/HEAD with our token in the query: 303 to the URL without */
     bool access_set_cookie;     /* ... and the query's token becomes the cookie */
     uint64_t access_gen;        /* the credential's generation, checked against the cache's */
-    struct wg_buf access_reply; /* the redirect's Location and Set-Cookie lines */
+    struct wg_buf access_reply; /* the redirect's Location and Set-Cookie lines, or the
+                                 * forward auth sub-request's fields */
+    struct wg_fauth_req *fauth_req; /* the sub-request in flight */
+    unsigned char fauth_key[32];    /* its credential's cache key */
 
     /* Set by exchange_init() to empty strings; not zeroed (size). */
     struct sockaddr_storage up_addr;
@@ -301,6 +305,12 @@ void conn_access_deny(struct wg_conn *c);
 /* With the session's view: true when the request may go on; otherwise it
  * was answered (401, or the redirect that sets the cookie). */
 bool conn_access_check(struct wg_conn *c, const struct wg_sess_view *v);
+/* ACCESS_FORWARD, before any lookup: true when the service (or its cached
+ * answer) allowed; otherwise the request was answered or waits for the
+ * sub-request, whose end runs conn_session_route() again. */
+bool conn_access_forward(struct wg_conn *c);
+/* Ends a sub-request in flight without its answer. Idempotent. */
+void conn_access_cancel(struct wg_conn *c);
 
 /* ---- conn_decide.c: pure, no I/O ---- */
 

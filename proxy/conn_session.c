@@ -137,6 +137,7 @@ void conn_hold_end(struct wg_conn *c, enum wg_proxy_hold_outcome outcome)
 
 void conn_session_unwait(struct wg_conn *c)
 {
+    conn_access_cancel(c);
     if (c->x != NULL && c->px->session_cache != NULL)
         wg_session_cache_unwait(c->px->session_cache, &c->x->waiter);
 }
@@ -209,6 +210,8 @@ void conn_session_route(struct wg_conn *c)
         conn_access_deny(c);
         return;
     }
+    if (x->access == ACCESS_FORWARD && !conn_access_forward(c))
+        return;
     wg_session_cache_lookup(px->session_cache, x->session_id, x->session_port, &v);
     if (!conn_access_check(c, &v))
         return;

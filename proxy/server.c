@@ -6,6 +6,7 @@
 
 #include "common/access.h"
 #include "common/net.h"
+#include "proxy/forward_auth.h"
 #include "proxy/server.h"
 #include "proxy/session_cache.h"
 
@@ -40,6 +41,11 @@ int wg_proxy_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *lo
         if (r < 0)
             goto out_rows;
     }
+    if (cfg->access.forward_auth.url != NULL) {
+        r = wg_fauth_new(loop, &cfg->access.forward_auth, log, &px->fauth);
+        if (r < 0)
+            goto out_key;
+    }
     r = wg_pool_new(loop, &cfg->upstream, log, &px->pool);
     if (r < 0)
         goto out_key;
@@ -68,6 +74,7 @@ int wg_proxy_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *lo
 out_pool:
     wg_pool_free(px->pool);
 out_key:
+    wg_fauth_free(px->fauth);
     wg_access_key_free(px->access_key);
 out_rows:
     free(px->route_rows);
@@ -188,6 +195,7 @@ static void maybe_finish(struct wg_proxy *px)
     if (px->freeing && px->open_handles == 0 && px->live_conns == 0) {
         wg_conn_free_cache(px);
         wg_access_key_free(px->access_key);
+        wg_fauth_free(px->fauth);
         free(px->route_rows);
         wg_router_free(px->router);
         free(px->fields);
@@ -244,6 +252,11 @@ void wg_proxy_set_session_cache(struct wg_proxy *px, struct wg_session_cache *ca
     px->session_cache = cache;
     if (cache != NULL)
         wg_session_cache_on_addr_gone(cache, session_addr_gone, px);
+}
+
+struct wg_fauth *wg_proxy_fauth(const struct wg_proxy *px)
+{
+    return px->fauth;
 }
 
 const struct wg_proxy_stats *wg_proxy_stats(const struct wg_proxy *px)

@@ -1039,6 +1039,36 @@ static void test_access(void **state)
     wg_config_free(&cfg);
     assert_int_equal(load(&cfg, "access: { link_ttl: 0s }\n", err, sizeof err), -EINVAL);
     wg_config_free(&cfg);
+
+    /* access.forward_auth: guards private routes without the key; its URL. */
+    snprintf(yaml, sizeof yaml,
+             "%saccess:\n  forward_auth: { url: \"http://127.0.0.1:9091/verify?x=1\", "
+             "timeout: 300ms, cache_ttl: 0s, cache_max: 5 }\n",
+             routes);
+    assert_int_equal(load(&cfg, yaml, err, sizeof err), 0);
+    if (wg_config_validate(&cfg, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_string_equal(cfg.access.forward_auth.host, "127.0.0.1:9091");
+    assert_string_equal(cfg.access.forward_auth.path, "/verify?x=1");
+    assert_int_equal(cfg.access.forward_auth.timeout_ms, 300);
+    assert_int_equal(cfg.access.forward_auth.cache_ttl_ms, 0);
+    assert_int_equal(cfg.access.forward_auth.cache_max, 5);
+    wg_config_free(&cfg);
+    static const char *const bad_urls[] = {"https://a:1/", "http://nohost/", "http://:80/x",
+                                           "http://1.2.3.4:80/a b", "ftp://x:1/"};
+    for (size_t i = 0; i < sizeof bad_urls / sizeof bad_urls[0]; i++) {
+        snprintf(yaml, sizeof yaml, "access:\n  forward_auth: { url: \"%s\" }\n", bad_urls[i]);
+        assert_int_equal(load(&cfg, yaml, err, sizeof err), 0);
+        assert_int_equal(wg_config_validate(&cfg, err, sizeof err), -EINVAL);
+        assert_prefix(err, "t.yaml: access.forward_auth.url: ");
+        wg_config_free(&cfg);
+    }
+    assert_int_equal(load(&cfg,
+                          "access: { forward_auth: { url: \"http://127.0.0.1:1/\", "
+                          "timeout: 0s } }\n",
+                          err, sizeof err),
+                     -EINVAL);
+    wg_config_free(&cfg);
 }
 
 static void test_token_file(void **state)
