@@ -272,9 +272,6 @@ int wg_config_check_docker_host(const struct wg_config *cfg, char *err, size_t e
 int wg_config_load(struct wg_config *cfg, const struct wg_config_flags *flags, char *err,
                    size_t errlen);
 
-/* Whether some session route of cfg is private (no access: public). */
-bool wg_config_has_private_routes(const struct wg_config *cfg);
-
 /* Releases everything cfg owns. NULL-safe; cfg may be loaded again after. */
 void wg_config_free(struct wg_config *cfg);
 

@@ -65,16 +65,6 @@ const struct field config_access_fields[] = {
     {.key = NULL},
 };
 
-bool wg_config_has_private_routes(const struct wg_config *cfg)
-{
-    for (size_t i = 0; i < cfg->routes_len; i++) {
-        const struct wg_route_cfg *r = &cfg->routes[i];
-        if (!r->has_upstream && !r->access_public)
-            return true;
-    }
-    return false;
-}
-
 static int fail_secret(const struct wg_config *cfg, char *err, size_t errlen, const char *fmt,
                        const char *a, const char *b)
 {
