@@ -433,8 +433,14 @@ def test_upstream_never_sees_our_credentials_and_the_log_never_shows_them(redis_
                                                                                 gen + 1)),))
     assert resp.status == 200
 
-    # The access log has the requests, never a token or a cookie.
-    lines = [l for l in gw.log_lines() if "sub=access" in l]
+    # The access log has the requests (a line is written after its
+    # response: wait for the last), never a token or a cookie.
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [l for l in gw.log_lines() if "sub=access" in l]
+        if len(lines) >= 7 or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     assert len(lines) >= 7, lines
     assert not any(tok in l or "wg_token" in l for l in gw.log_lines()), [l for l in lines if "wg_token" in l]
     m = {}
