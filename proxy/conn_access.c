@@ -26,12 +26,21 @@
 #include "proxy/conn_int.h"
 #include "proxy/forward_auth.h"
 
-/* A credential: valid MAC, this session, not expired. */
-static bool credential_ok(struct wg_conn *c, const char *tok, size_t len, int64_t now_s)
+/* Tokens checked per request at most: a head full of wg_token cookies
+ * must not cost hundreds of HMACs. */
+#define TRIES_MAX 8
+
+/* A credential: valid MAC, this session, not expired. *tries counts the
+ * HMACs spent on this request. */
+static bool credential_ok(struct wg_conn *c, const char *tok, size_t len, int64_t now_s,
+                          unsigned *tries)
 {
     struct wg_access_claims cl;
     struct exchange *x = c->x;
 
+    if (*tries >= TRIES_MAX)
+        return false;
+    ++*tries;
     if (wg_access_verify(c->px->access_key, tok, len, &cl) != 0)
         return false;
     if (strcmp(cl.id, x->session_id) != 0 || cl.expires <= now_s)
@@ -40,7 +49,7 @@ static bool credential_ok(struct wg_conn *c, const char *tok, size_t len, int64_
     return true;
 }
 
-static bool header_credential(struct wg_conn *c, int64_t now_s)
+static bool header_credential(struct wg_conn *c, int64_t now_s, unsigned *tries)
 {
     const struct wg_http_msg *req = &c->x->req;
     size_t nl = sizeof(WG_ACCESS_HEADER) - 1;
@@ -48,13 +57,13 @@ static bool header_credential(struct wg_conn *c, int64_t now_s)
     for (size_t i = 0; i < req->fields_len; i++) {
         const struct wg_http_field *f = &req->fields[i];
         if (wg_http_field_named(f, WG_ACCESS_HEADER, nl) &&
-            credential_ok(c, f->value, f->value_len, now_s))
+            credential_ok(c, f->value, f->value_len, now_s, tries))
             return true;
     }
     return false;
 }
 
-static bool cookie_credential(struct wg_conn *c, int64_t now_s)
+static bool cookie_credential(struct wg_conn *c, int64_t now_s, unsigned *tries)
 {
     const struct wg_http_msg *req = &c->x->req;
     size_t cl = sizeof(WG_ACCESS_COOKIE) - 1;
@@ -68,7 +77,7 @@ static bool cookie_credential(struct wg_conn *c, int64_t now_s)
             continue;
         while (wg_access_cookie_next(f->value, f->value_len, &pos, &name, &nlen, &val, &vlen)) {
             if (nlen == cl && memcmp(name, WG_ACCESS_COOKIE, cl) == 0 &&
-                credential_ok(c, val, vlen, now_s))
+                credential_ok(c, val, vlen, now_s, tries))
                 return true;
         }
     }
@@ -208,11 +217,12 @@ void conn_access_prepare(struct wg_conn *c, const struct wg_route_match *m)
         wg_access_query_find(req->target, req->target_len, WG_ACCESS_QUERY, &qtok, &qlen);
     /* No key, no token can be checked: fail closed (forward auth may still allow). */
     if (c->px->access_key != NULL) {
-        if (in_query && credential_ok(c, qtok, qlen, now_s)) {
+        unsigned tries = 0;
+        if (in_query && credential_ok(c, qtok, qlen, now_s, &tries)) {
             ok = true;
             x->access_set_cookie = true;
         } else {
-            ok = header_credential(c, now_s) || cookie_credential(c, now_s);
+            ok = header_credential(c, now_s, &tries) || cookie_credential(c, now_s, &tries);
         }
     }
     if (!ok) {
