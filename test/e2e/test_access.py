@@ -389,6 +389,8 @@ def test_upstream_never_sees_our_credentials_and_the_log_never_shows_them(redis_
         ],
         "access": {"secret_file": secret_file(tempfile.mkdtemp(prefix="access-", dir=e2e_tmp))},
         "log": {"level": "debug", "access": True},
+        # The test plays the TLS-terminating proxy in front (for Secure).
+        "trusted_proxies": ["127.0.0.1/32"],
     }
     gw = start_wakegate(cfg, args=["--role", "proxy"])
     wait_subscribed(Orchestrator(redis_server.url))
@@ -418,6 +420,10 @@ def test_upstream_never_sees_our_credentials_and_the_log_never_shows_them(redis_
     # The link's visit is answered by the gateway (303), never by the app.
     resp, _ = send(gw, "u-1." + DOMAIN, "/e?wg_token=" + tok, NAV)
     assert resp.status == 303 and header(resp, "Location") == "/e"
+    assert "Secure" not in header(resp, "Set-Cookie")
+    # Under TLS (a trusted proxy's X-Forwarded-Proto: https) the cookie is Secure.
+    resp, _ = send(gw, "u-1." + DOMAIN, "/e?wg_token=" + tok, NAV + (("X-Forwarded-Proto", "https"),))
+    assert resp.status == 303 and header(resp, "Set-Cookie").endswith("; HttpOnly; SameSite=Lax; Secure")
 
     seen = b"".join(c.data for c in up.connections)
     assert seen.count(b"\r\n\r\n") >= 5, seen
@@ -445,10 +451,10 @@ def test_upstream_never_sees_our_credentials_and_the_log_never_shows_them(redis_
     deadline = time.monotonic() + 5
     while True:
         lines = [l for l in gw.log_lines() if "sub=access" in l]
-        if len(lines) >= 9 or time.monotonic() > deadline:
+        if len(lines) >= 10 or time.monotonic() > deadline:
             break
         time.sleep(0.02)
-    assert len(lines) >= 9, lines
+    assert len(lines) >= 10, lines
     assert not any(tok in l or "wg_token" in l for l in gw.log_lines()), [l for l in lines if "wg_token" in l]
     m = {}
     text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % gw.admin_port, timeout=5).read().decode()
@@ -456,7 +462,7 @@ def test_upstream_never_sees_our_credentials_and_the_log_never_shows_them(redis_
         if line.startswith("wakegate_access_"):
             k, v = line.split()
             m[k] = int(v)
-    assert m["wakegate_access_links_total"] == 1 and m["wakegate_access_denied_total"] >= 1, m
+    assert m["wakegate_access_links_total"] == 2 and m["wakegate_access_denied_total"] >= 1, m
 
 
 def test_a_private_route_without_a_key_refuses_to_start(start_wakegate, e2e_tmp):
