@@ -18,8 +18,9 @@
  * constant time (CRYPTO_memcmp); expiry and generation are the caller's
  * (the generation comes from the proxy's session cache).
  *
- * A struct wg_access_key holds an OpenSSL MAC context and is not
- * thread-safe: one per event loop. */
+ * A struct wg_access_key holds an OpenSSL MAC context and a small table of
+ * tokens it verified (a repeated cookie costs a constant-time compare, not
+ * an HMAC); it is not thread-safe: one per event loop. */
 #ifndef WG_COMMON_ACCESS_H
 #define WG_COMMON_ACCESS_H
 
