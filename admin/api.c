@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "admin/api_int.h"
+#include "common/access.h"
 #include "common/log.h"
 #include "common/redis.h"
 
@@ -222,13 +223,21 @@ static void api_metrics(void *arg, struct wg_buf *out)
                    "wakegate_api_event_streams %zu\n"
                    "# HELP wakegate_api_waits Requests waiting for a session state (?wait=1).\n"
                    "# TYPE wakegate_api_waits gauge\n"
-                   "wakegate_api_waits %zu\n",
-                   api->n_streams, api->n_waiters);
+                   "wakegate_api_waits %zu\n"
+                   "# HELP wakegate_api_links_total Signed links the admin API made.\n"
+                   "# TYPE wakegate_api_links_total counter\n"
+                   "wakegate_api_links_total %" PRIu64 "\n"
+                   "# HELP wakegate_api_revokes_total Revokes of a session's links and cookies.\n"
+                   "# TYPE wakegate_api_revokes_total counter\n"
+                   "wakegate_api_revokes_total %" PRIu64 "\n",
+                   api->n_streams, api->n_waiters, api->links, api->revokes);
 }
 
 static void tick_closed(uv_handle_t *h)
 {
-    free(h->data);
+    struct wg_api *api = h->data;
+    wg_access_key_free(api->access_key);
+    free(api);
 }
 
 int wg_api_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log,

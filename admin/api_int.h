@@ -9,6 +9,7 @@
  *                   keepalive
  *   api_wait.c      ?wait=1: following a session until a state
  *   api_events.c    GET /v1/events: replay and the shared reader
+ *   api_access.c    signed links of private sessions, and their revoke
  *
  * Ownership, written down once:
  * - Every request the API takes is a struct call, linked on one of the
@@ -48,7 +49,7 @@
 #define API_SID_TEXT_MAX 42
 #define API_ERR_MAX 256
 
-enum call_kind { C_CREATE, C_LIST, C_GET, C_COMMAND, C_EVENTS, C_KEEPALIVE };
+enum call_kind { C_CREATE, C_LIST, C_GET, C_COMMAND, C_EVENTS, C_KEEPALIVE, C_LINKS, C_REVOKE };
 
 struct call {
     struct wg_list link;      /* api->plain, ->waiters or ->streams */
@@ -78,6 +79,8 @@ struct call {
     /* keepalive */
     int64_t ka_until; /* wall ms asked for */
     bool ka_moved;    /* the touch moved the score */
+    /* links */
+    int64_t link_expires; /* unix seconds */
     /* events */
     bool streaming;                /* on api->streams */
     bool live;                     /* caught up: the reader feeds it */
@@ -89,6 +92,8 @@ struct call {
     struct wg_api_sid issued_live; /* ...and had delivered up to this */
     uint64_t next_ping, retry_at;
 };
+
+struct wg_access_key;
 
 struct wg_api {
     uv_loop_t *loop;
@@ -114,6 +119,8 @@ struct wg_api {
     /* metrics */
     uint64_t created;
     uint64_t commands[WG_WAKE_OP_DESTROY + 1];
+    uint64_t links, revokes;
+    struct wg_access_key *access_key; /* made on the first link (api_access.c) */
 };
 
 /* Whether the len bytes at s are the string lit. */
@@ -177,6 +184,13 @@ void api_handle_command(struct wg_api *api, struct wg_admin_req *req,
                         const struct wg_admin_request *info, const char *id, enum wg_wake_op op);
 void api_handle_keepalive(struct wg_api *api, struct wg_admin_req *req,
                           const struct wg_admin_request *info, const char *id);
+
+/* ---- api_access.c ------------------------------------------------------------------------- */
+
+/* POST /v1/sessions/{id}/links {"ttl"} and /v1/sessions/{id}/revoke. */
+void api_handle_links(struct wg_api *api, struct wg_admin_req *req,
+                      const struct wg_admin_request *info, const char *id);
+void api_handle_revoke(struct wg_api *api, struct wg_admin_req *req, const char *id);
 
 /* ---- api_wait.c ---------------------------------------------------------------------------- */
 

@@ -69,13 +69,14 @@ int wg_api_route(const char *method, size_t method_len, const char *path, size_t
     return 0;
 }
 
-/* /v1/sessions/{id}/keepalive, which wg_api_route() does not know. Returns
- * 0 with id set, 404 for any other path, 405 for a method other than POST,
- * 400 for an invalid id. */
-static int keepalive_route(const struct wg_admin_request *info, char id[WG_SESSION_ID_MAX + 1])
+/* /v1/sessions/{id}/SUFFIX (keepalive, links, revoke), which wg_api_route()
+ * does not know. Returns 0 with id set, 404 for any other path, 405 for a
+ * method other than POST, 400 for an invalid id. */
+static int post_route(const struct wg_admin_request *info, const char *sfx,
+                      char id[WG_SESSION_ID_MAX + 1])
 {
-    static const char pfx[] = "/v1/sessions/", sfx[] = "/keepalive";
-    const size_t pl = sizeof(pfx) - 1, sl = sizeof(sfx) - 1;
+    static const char pfx[] = "/v1/sessions/";
+    const size_t pl = sizeof(pfx) - 1, sl = strlen(sfx);
 
     if (info->path_len <= pl + sl || memcmp(info->path, pfx, pl) != 0 ||
         memcmp(info->path + info->path_len - sl, sfx, sl) != 0)
@@ -182,24 +183,31 @@ void api_handle(void *arg, struct wg_admin_req *req, const struct wg_admin_reque
     enum wg_api_route_kind kind = WG_API_SESSIONS;
     char id[WG_SESSION_ID_MAX + 1] = "";
     const char *allow = NULL;
-    bool keepalive = false;
+    static const char *const posts[] = {"/keepalive", "/links", "/revoke"};
+    int post = -1, st = 404;
 
-    int st = keepalive_route(info, id);
-    if (st != 404) {
-        keepalive = true;
-        allow = "POST";
-    } else {
+    for (int i = 0; i < 3 && st == 404; i++) {
+        st = post_route(info, posts[i], id);
+        if (st != 404) {
+            post = i;
+            allow = "POST";
+        }
+    }
+    if (post < 0)
         st = wg_api_route(info->method, info->method_len, info->path, info->path_len, &kind, id,
                           &allow);
-    }
     if (refuse_route(req, st, allow))
         return;
     if (api->freeing) {
         wg_admin_respond_error(req, 503, NULL, "shutting down");
         return;
     }
-    if (keepalive)
+    if (post == 0)
         api_handle_keepalive(api, req, info, id);
+    else if (post == 1)
+        api_handle_links(api, req, info, id);
+    else if (post == 2)
+        api_handle_revoke(api, req, id);
     else
         handle_route(api, req, info, kind, id);
 }

@@ -35,6 +35,7 @@ static void free_route(struct wg_route_cfg *r)
     free(r->header_name);
     free(r->header_value);
     free(r->upstream.text);
+    free(r->access);
     memset(r, 0, sizeof *r);
 }
 
@@ -70,6 +71,15 @@ void wg_config_free(struct wg_config *cfg)
     config_sessions_free(&cfg->sessions);
     config_free_templates(cfg->templates, cfg->templates_len);
     config_free_routes(cfg->routes, cfg->routes_len);
+    free(cfg->access.secret_file);
+    free(cfg->access.link_url);
+    free(cfg->access.forward_auth.url);
+    free(cfg->access.forward_auth.addr.text);
+    free(cfg->access.forward_auth.host);
+    free(cfg->access.forward_auth.path);
+    if (cfg->access.secret != NULL)
+        explicit_bzero(cfg->access.secret, cfg->access.secret_len);
+    free(cfg->access.secret);
     config_free_strv(cfg->non_waking_paths, cfg->non_waking_paths_len);
     config_free_strv(cfg->non_waking_user_agents, cfg->non_waking_user_agents_len);
     free(cfg->trusted_proxies);
@@ -165,6 +175,11 @@ static void init_limits(struct wg_config *cfg)
     cfg->log_format = WG_LOG_LOGFMT;
     cfg->access_log = true;
     cfg->shutdown_grace_ms = 10 * 1000;
+    cfg->access.link_ttl_ms = 3600 * 1000;
+    cfg->access.link_ttl_max_ms = 24 * 3600 * 1000;
+    cfg->access.forward_auth.timeout_ms = 2000;
+    cfg->access.forward_auth.cache_ttl_ms = 10 * 1000;
+    cfg->access.forward_auth.cache_max = 10000;
 }
 
 int wg_config_init_defaults(struct wg_config *cfg)

@@ -50,7 +50,9 @@ struct wg_route_cfg {
     bool strip_prefix; /* remove the matched path_prefix before forwarding */
     bool has_upstream; /* static reverse proxy to upstream */
     struct wg_addr upstream;
-    unsigned port; /* session routes: container port; 0 = sessions.port */
+    unsigned port;      /* session routes: container port; 0 = sessions.port */
+    char *access;       /* "public" or "private" as written; NULL: private */
+    bool access_public; /* session routes: no credentials needed (access: public) */
 };
 
 /* Limits of PROXY-RULES.md. Durations are in milliseconds; 0 disables a
@@ -189,6 +191,32 @@ struct wg_redis_private_cfg {
     char *socket_path; /* <dir>/run/redis.sock */
 };
 
+/* access.forward_auth: a sub-request to the operator's auth service for
+ * private routes, as nginx's auth_request and Traefik's ForwardAuth do. */
+struct wg_forward_auth_cfg {
+    char *url;             /* "http://127.0.0.1:9091/auth"; NULL: none */
+    uint64_t timeout_ms;   /* 2 s for the whole sub-request, else 503 */
+    uint64_t cache_ttl_ms; /* 10 s an answer is kept per credential; 0: not cached */
+    unsigned cache_max;    /* 10,000 answers kept at most (the oldest go first) */
+    /* Filled by wg_config_validate() from url: */
+    struct wg_addr addr;
+    char *host; /* "127.0.0.1:9091", the Host of the sub-request */
+    char *path; /* "/auth" */
+};
+
+/* access: private session routes (common/access.h). */
+struct wg_access_cfg {
+    char *secret_file;        /* the HMAC key: a file of random bytes, mode 0600 */
+    int secret_file_line;     /* its line in path, 0 if none */
+    uint64_t link_ttl_ms;     /* a link's lifetime when POST .../links gives none: 1 h */
+    uint64_t link_ttl_max_ms; /* the longest lifetime a link may ask for: 24 h */
+    char *link_url;           /* "https://{session}.preview.example.com/"; NULL: from the routes */
+    struct wg_forward_auth_cfg forward_auth;
+    /* Filled by wg_config_validate() from secret_file: */
+    unsigned char *secret;
+    size_t secret_len;
+};
+
 struct wg_config {
     char *path; /* the file read (or the name given to load_string), or NULL */
     enum wg_role role;
@@ -226,6 +254,8 @@ struct wg_config {
 
     struct wg_route_cfg *routes;
     size_t routes_len;
+
+    struct wg_access_cfg access;
 
     char **non_waking_paths;
     size_t non_waking_paths_len;
@@ -282,11 +312,12 @@ int wg_config_apply_flags(struct wg_config *cfg, const struct wg_config_flags *f
 
 /* Checks cross-field rules (docker.tls needs a tcp:// docker.host, ...) and
  * resolves addresses; reads admin.token_file and admin.read_token_file
- * (the two tokens must differ). Without redis.url and with
- * redis.private.enabled, fills redis.private.dir's default and points
- * redis_url at the private server's socket; it creates nothing, and leaves
- * finding redis.private.server's program to the binary. Returns 0 or
- * -EINVAL with err set. */
+ * (the two tokens must differ) and access.secret_file (a private session
+ * route needs the latter in roles with a public listener). Without
+ * redis.url and with redis.private.enabled, fills redis.private.dir's
+ * default and points redis_url at the private server's socket; it creates
+ * nothing, and leaves finding redis.private.server's program to the
+ * binary. Returns 0 or -EINVAL with err set. */
 int wg_config_validate(struct wg_config *cfg, char *err, size_t errlen);
 
 /* Checks cfg->docker_host with the Docker host grammar

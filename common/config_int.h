@@ -162,6 +162,16 @@ void config_sandbox_free(struct wg_sandbox_cfg *sb);
 int config_check_sandbox(struct walk *w, yaml_node_t *map, struct wg_sandbox_cfg *sb);
 /* *dst = the canonical name of capability s; else why not, in msg. */
 int config_set_capability(char **dst, const char *s, char *msg, size_t msglen);
+/* ---- config_access.c ---- */
+
+/* The keys of the access: mapping, and its check (keeps the line of
+ * secret_file). */
+extern const struct field config_access_fields[];
+int config_access_check_map(struct walk *w, yaml_node_t *map, void *base);
+/* Sets routes[].access_public; checks access.*, reads access.secret_file;
+ * a private session route needs it outside role orchestrator. Returns 0,
+ * -EINVAL (err set) or -ENOMEM. */
+int config_check_access(struct wg_config *cfg, char *err, size_t errlen);
 
 /* ---- config_routes.c ---- */
 

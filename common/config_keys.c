@@ -693,6 +693,7 @@ const struct field config_top_fields[] = {
      .rebase = offsetof(struct wg_config, sessions)},
     {.key = "templates", .kind = K_TEMPLATES, IN_CFG(templates), LEN_IN_CFG(templates_len)},
     F_LIST("routes", K_ROUTES, routes),
+    {.key = "access", .kind = K_MAP, .sub = config_access_fields, .check = config_access_check_map},
     {.key = "non_waking", .kind = K_MAP, .sub = non_waking_fields},
     F_LIST("trusted_proxies", K_CIDRS, trusted_proxies),
     {.key = "limits", .kind = K_MAP, .sub = limits_fields},

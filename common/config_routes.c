@@ -31,6 +31,7 @@ const struct field config_route_fields[] = {
     {.key = "strip_prefix", .kind = K_BOOL, IN_ROUTE(strip_prefix)},
     {.key = "upstream", .kind = K_UPSTREAM, IN_ROUTE(upstream)},
     {.key = "port", .kind = K_UINT, IN_ROUTE(port), .min = 1, .max = 65535},
+    {.key = "access", .kind = K_STR, IN_ROUTE(access)},
     {.key = NULL},
 };
 
@@ -157,6 +158,12 @@ int config_check_route(const struct wg_config *cfg, size_t i, char *err, size_t 
         return fail_route(cfg, i, "strip_prefix", err, errlen, "requires match.path_prefix");
     if (r->port > 65535)
         return fail_route(cfg, i, "port", err, errlen, "%u is out of range (1 to 65535)", r->port);
+    if (r->access != NULL && strcmp(r->access, "public") != 0 && strcmp(r->access, "private") != 0)
+        return fail_route(cfg, i, "access", err, errlen,
+                          "\"%s\" is not public or private (the default)", r->access);
+    if (r->access != NULL && r->has_upstream)
+        return fail_route(cfg, i, "access", err, errlen,
+                          "applies to session routes only (this route has upstream)");
     if (r->has_upstream) {
         const struct sockaddr *sa = (const struct sockaddr *)&r->upstream.sa;
         unsigned port = 0;

@@ -280,6 +280,7 @@ enum fidx {
     F_IDLE_PAUSE,
     F_SPEC,
     F_TEMPLATE,
+    F_GEN,
     F__COUNT
 };
 
@@ -316,6 +317,7 @@ static const struct field_def fields[F__COUNT] = {
     [F_IDLE_PAUSE] = {"idle_pause_after_ms", K_UINT, 0, 0, INT64_MAX},
     [F_SPEC] = {"spec", K_TEXT, 2, WG_SESSION_SPEC_MAX, 0},
     [F_TEMPLATE] = {"template", K_IMAGE, 1, WG_SESSION_TEMPLATE_MAX, 0},
+    [F_GEN] = {"gen", K_UINT, 0, 0, UINT64_MAX},
 };
 
 /* Plain decimal: 1-20 digits, no sign, no leading zero (but "0"), <= max. */
@@ -549,6 +551,9 @@ static void store_value(struct wg_session *rec, enum fidx f, const char *v, size
     case F_V:
         rec->version = u;
         break;
+    case F_GEN:
+        rec->gen = u;
+        break;
     case F_IDLE_STOP:
         rec->has_idle_stop_after = true;
         rec->idle_stop_after_ms = u;
@@ -735,6 +740,8 @@ int wg_session_encode(const struct wg_session *rec, struct wg_session_hash *out,
         put_str(&e, F_TEMPLATE, rec->template_name, false);
     if (rec->version)
         put_u64(&e, F_V, rec->version);
+    if (rec->gen)
+        put_u64(&e, F_GEN, rec->gen);
     if (rec->has_idle_stop_after)
         put_u64(&e, F_IDLE_STOP, rec->idle_stop_after_ms);
     if (rec->has_idle_pause_after)
@@ -789,6 +796,8 @@ int wg_session_update_encode(const struct wg_session_update *u, struct wg_sessio
         put_str(&e, F_SPEC, u->spec, true);
     if (u->set & WG_SF_TEMPLATE)
         put_str(&e, F_TEMPLATE, u->template_name, true);
+    if (u->set & WG_SF_GEN)
+        put_u64(&e, F_GEN, u->gen);
     if ((u->set & WG_SF_IDLE_STOP_AFTER) && u->has_idle_stop_after)
         put_u64(&e, F_IDLE_STOP, u->idle_stop_after_ms);
     else if (u->set & WG_SF_IDLE_STOP_AFTER)

@@ -119,6 +119,10 @@ struct wg_session {
      * written by the admin API from a validated request; NULL when none. */
     char *spec;
     uint64_t version; /* bumped by every write through the store; 1 after create */
+    /* The access generation: random at creation, replaced by a revoke;
+     * signed links and their cookies carry it (common/access.h). 0 for
+     * records written before it existed. */
+    uint64_t gen;
     /* Per-session overrides from labels (wakegate.idle.stop_after, ...);
      * unset: the configured default applies. 0 disables the tier. */
     bool has_idle_stop_after;
@@ -146,10 +150,10 @@ struct wg_session_kv {
 /* The Redis hash fields of a record, names as stored:
  *   id state state_since host container_id ip port image created last_active
  *   restarts save_at save_ok save_exit_code save_commit save_output error v
- *   idle_stop_after_ms idle_pause_after_ms spec template
+ *   idle_stop_after_ms idle_pause_after_ms spec template gen
  * Numbers are plain decimal (no sign except save_exit_code, no leading
  * zeros, no spaces); save_ok is "0" or "1". An unset field is absent. */
-#define WG_SESSION_FIELDS 22
+#define WG_SESSION_FIELDS 23
 
 /* Encoded fields. Values point into the record and into num[], so they are
  * valid while both live and are unchanged. */
@@ -204,6 +208,7 @@ enum wg_session_field {
     WG_SF_IDLE_PAUSE_AFTER = 1u << 10,
     WG_SF_SPEC = 1u << 11,
     WG_SF_TEMPLATE = 1u << 12,
+    WG_SF_GEN = 1u << 13, /* the access generation (create, revoke) */
 };
 
 struct wg_session_update {
@@ -224,6 +229,7 @@ struct wg_session_update {
     const char *error;
     const char *spec;
     const char *template_name;
+    uint64_t gen;
     bool has_idle_stop_after;
     uint64_t idle_stop_after_ms;
     bool has_idle_pause_after;

@@ -28,7 +28,8 @@
  *                            detail?} (from is "" on creation) and per other
  *                            event {id, type, at, detail?}
  *   wg:state         pub/sub one JSON message per write to a record:
- *                            {"id","state","v"[,"ip","port"]}
+ *                            {"id","state","v"[,"ip","port","gen"]} (gen: the
+ *                            access generation, a decimal string)
  *   wg:wake:{host}   stream  wake/sleep/destroy commands for one host's
  *                            orchestrator, consumed with a consumer group
  *                            {session, op, at, from?, force?}
@@ -149,6 +150,7 @@ struct wg_state_msg {
     char ip[WG_SESSION_IP_MAX + 1]; /* "" when absent */
     uint16_t port;                  /* 0 when absent */
     uint64_t version;
+    uint64_t gen; /* the record's access generation; 0 when absent */
 };
 
 /* What a reaper pass reads of one idle candidate (wg_store_reap_scan()). */

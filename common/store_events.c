@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
@@ -58,7 +59,7 @@ int wg_store_parse_state_msg(const char *data, size_t len, struct wg_state_msg *
 {
     struct wg_state_msg m;
     json_error_t jerr;
-    json_t *root, *id, *state, *v, *ip, *port;
+    json_t *root, *id, *state, *v, *ip, *port, *gen;
     unsigned char addr[16];
     int rc = -EBADMSG;
 
@@ -73,6 +74,7 @@ int wg_store_parse_state_msg(const char *data, size_t len, struct wg_state_msg *
     v = json_object_get(root, "v");
     ip = json_object_get(root, "ip");
     port = json_object_get(root, "port");
+    gen = json_object_get(root, "gen");
     if (!json_is_string(id) || !wg_session_id_valid(json_string_value(id), json_string_length(id)))
         goto out;
     memcpy(m.id, json_string_value(id), json_string_length(id) + 1);
@@ -95,6 +97,18 @@ int wg_store_parse_state_msg(const char *data, size_t len, struct wg_state_msg *
             json_integer_value(port) > 65535)
             goto out;
         m.port = (uint16_t)json_integer_value(port);
+    }
+    /* A decimal string: Lua numbers would round a 64-bit value. */
+    if (gen) {
+        const char *g = json_string_value(gen);
+        char *end = NULL;
+        if (g == NULL || g[0] < '0' || g[0] > '9' || json_string_length(gen) > 20)
+            goto out;
+        errno = 0;
+        unsigned long long u = strtoull(g, &end, 10);
+        if (errno != 0 || end == NULL || *end != '\0')
+            goto out;
+        m.gen = (uint64_t)u;
     }
     *ret_msg = m;
     rc = 0;

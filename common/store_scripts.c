@@ -95,6 +95,7 @@ const char store_script_transition[] = TRANSIENT_LUA IDLE_SHORT_LUA
     "  idle_short(h, id)\n"
     "  msg.ip = redis.call('HGET', h, 'ip') or nil\n"
     "  msg.port = tonumber(redis.call('HGET', h, 'port') or '')\n"
+    "  msg.gen = redis.call('HGET', h, 'gen') or nil\n"
     "end\n"
     "local eid = ''\n"
     "if move then\n"
@@ -133,6 +134,7 @@ const char store_script_create[] = IDLE_SHORT_LUA
     "local msg = {id = id, state = 'creating', v = 1}\n"
     "msg.ip = redis.call('HGET', h, 'ip') or nil\n"
     "msg.port = tonumber(redis.call('HGET', h, 'port') or '')\n"
+    "msg.gen = redis.call('HGET', h, 'gen') or nil\n"
     "redis.call('PUBLISH', ARGV[5], cjson.encode(msg))\n"
     "return {'created', eid, redis.call('HGETALL', h), false}\n";
 

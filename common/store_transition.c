@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/access.h"
 #include "common/store_int.h"
 
 /* {tag, event id, HGETALL, ZSCORE} from the create and transition scripts. */
@@ -72,6 +73,7 @@ int wg_store_create(struct wg_store *s, const char *id, const struct wg_session_
                     const char *detail_json, wg_store_cb *cb, void *arg)
 {
     struct wg_session_hash h;
+    struct wg_session_update u = {0};
     struct store_argv a = {0};
     struct op *op;
     int rc;
@@ -80,7 +82,15 @@ int wg_store_create(struct wg_store *s, const char *id, const struct wg_session_
         return -EINVAL;
     if (fields && (fields->set & WG_SF_RESTARTS_INCR))
         return -EINVAL;
-    if ((rc = wg_session_update_encode(fields, &h, NULL, 0)) < 0)
+    /* Every record starts with a random access generation, so links of an
+     * id that was destroyed and created again never open the new one. */
+    if (fields != NULL)
+        u = *fields;
+    if (!(u.set & WG_SF_GEN)) {
+        u.set |= WG_SF_GEN;
+        u.gen = wg_access_new_gen();
+    }
+    if ((rc = wg_session_update_encode(&u, &h, NULL, 0)) < 0)
         return rc;
     if ((rc = store_op_start(s, OP_CREATE, id, cb, arg, &op)) < 0)
         return rc;

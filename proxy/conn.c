@@ -73,6 +73,7 @@ static void exchange_init(struct exchange *x, struct wg_conn *c)
     wg_buf_init(&x->up_in, lim->head_max + WG_READ_BUF_SIZE);
     wg_buf_init(&x->up_head, lim->head_max * 2 + 1024);
     wg_buf_init(&x->held_head, lim->head_max * 2 + 1024);
+    wg_buf_init(&x->access_reply, lim->head_max + 1024);
     x->head_start_ms = conn_now_ms(c);
     x->head_ns = uv_hrtime();
 }
@@ -106,6 +107,7 @@ void conn_exchange_put(struct wg_conn *c)
     wg_buf_release(&x->up_in);
     wg_buf_release(&x->up_head);
     wg_buf_release(&x->held_head);
+    wg_buf_release(&x->access_reply);
     if (px->exchange_cache_len >= EXCHANGE_CACHE_MAX) {
         free(x);
         return;

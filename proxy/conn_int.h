@@ -60,6 +60,15 @@ enum conn_req_class {
     RC_PROBE,    /* probes, non-waking paths and user agents: status, no wake */
 };
 
+/* Where a request on a session route stands with its credentials. */
+enum conn_access {
+    ACCESS_OPEN = 0, /* a public route (or no session route): nothing to check */
+    ACCESS_DENIED,   /* private, and no valid credential: 401, no lookup */
+    ACCESS_CHECK,    /* a credential with a good MAC for this session, not expired: its
+                      * generation is checked against the session cache's */
+    ACCESS_FORWARD,  /* no token of ours: access.forward_auth decides (proxy/forward_auth) */
+};
+
 /* One request/response exchange: from the first byte of a request head to
  * the end of its response (or of the connection, for a tunnel). Taken from
  * the loop's cache when a head starts and given back when the exchange
@@ -129,6 +138,16 @@ struct exchange {
     bool held_wake;    /* held while its session was not running */
     bool hold_counted; /* held_released counted */
     bool ttfb_counted; /* upstream_latency (and wake_first_byte) observed */
+
+    /* private session routes (conn_access.c) */
+    enum conn_access access;
+    bool access_redirect;       /* GET/HEAD with our token in the query: 303 to the URL without */
+    bool access_set_cookie;     /* ... and the query's token becomes the cookie */
+    uint64_t access_gen;        /* the credential's generation, checked against the cache's */
+    struct wg_buf access_reply; /* the redirect's Location and Set-Cookie lines, or the
+                                 * forward auth sub-request's fields */
+    struct wg_fauth_req *fauth_req; /* the sub-request in flight */
+    unsigned char fauth_key[32];    /* its credential's cache key */
 
     /* Set by exchange_init() to empty strings; not zeroed (size). */
     struct sockaddr_storage up_addr;
@@ -224,10 +243,6 @@ int conn_shutdown(struct wg_conn *c, uv_stream_t *s);
 void conn_begin_close(struct wg_conn *c);
 /* Our own response (errors, 404): always the last on the connection. */
 void conn_send_error(struct wg_conn *c, int status);
-/* Answers the exchange from the gateway itself: status, Content-Type ctype,
- * extra "Name: value\r\n" lines (or NULL) and body (none for HEAD). */
-void conn_send_local(struct wg_conn *c, int status, const char *ctype, const char *extra,
-                     const char *body, size_t body_len);
 /* Processes bytes kept in c->in after a state change made them usable. */
 void conn_drain_inbuf(struct wg_conn *c);
 
@@ -273,6 +288,30 @@ void conn_hold_end(struct wg_conn *c, enum wg_proxy_hold_outcome outcome);
 void conn_session_unwait(struct wg_conn *c);
 /* The exchange no longer keeps its session active. Idempotent. */
 void conn_activity_end(struct wg_conn *c);
+
+/* A response of our own that may keep the connection (status JSON, the
+ * waking page, 401, the link's redirect, OPTIONS *); extra holds whole
+ * "Name: value\r\n" header lines or is NULL; no body for HEAD. */
+void conn_send_local(struct wg_conn *c, int status, const char *ctype, const char *extra,
+                     const char *body, size_t body_len);
+
+/* ---- conn_access.c ---- */
+
+/* Finds our credentials in the head (query, header, cookies) while its
+ * fields are readable and sets x->access: no Redis, no lookup. */
+void conn_access_prepare(struct wg_conn *c, const struct wg_route_match *m);
+/* The 401 of a private route: the sign-in page for a navigation, JSON
+ * otherwise; the same bytes whether or not the session exists. */
+void conn_access_deny(struct wg_conn *c);
+/* With the session's view: true when the request may go on; otherwise it
+ * was answered (401, or the redirect that sets the cookie). */
+bool conn_access_check(struct wg_conn *c, const struct wg_sess_view *v);
+/* ACCESS_FORWARD, before any lookup: true when the service (or its cached
+ * answer) allowed; otherwise the request was answered or waits for the
+ * sub-request, whose end runs conn_session_route() again. */
+bool conn_access_forward(struct wg_conn *c);
+/* Ends a sub-request in flight without its answer. Idempotent. */
+void conn_access_cancel(struct wg_conn *c);
 
 /* ---- conn_decide.c: pure, no I/O ---- */
 

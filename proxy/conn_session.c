@@ -69,6 +69,7 @@ bool conn_session_prepare(struct wg_conn *c, const struct wg_route_match *m)
     x->session_port = (uint16_t)m->route->port;
     x->req_class = conn_classify(c->px->cfg, &x->req);
     take_status_url(x, m);
+    conn_access_prepare(c, m);
     return true;
 }
 
@@ -80,24 +81,29 @@ void conn_send_local(struct wg_conn *c, int status, const char *ctype, const cha
                      const char *body, size_t body_len)
 {
     struct exchange *x = c->x;
-    char head[512];
+    char head[256], tail[64];
     bool head_only = x->req.method_id == HTTP_HEAD;
 
     x->resp_keep_alive = x->req_keep_alive && x->req.complete && !c->draining && !c->client_eof &&
                          c->requests < conn_limits(c)->keepalive_requests_max;
     int n = snprintf(head, sizeof(head),
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                     "Cache-Control: no-store\r\n%s%s\r\n",
-                     status, wg_http_reason(status), ctype, body_len, extra ? extra : "",
+                     "Cache-Control: no-store\r\n",
+                     status, wg_http_reason(status), ctype, body_len);
+    int t = snprintf(tail, sizeof(tail), "%s\r\n",
                      x->resp_keep_alive ? (x->req.minor == 0 ? "Connection: keep-alive\r\n" : "")
                                         : "Connection: close\r\n");
-    uv_buf_t b[2] = {uv_buf_init(head, (unsigned)n),
+    /* The extra lines (a redirect's Location) may be long: written from
+     * where they are, as conn_write copies what the socket does not take. */
+    uv_buf_t b[4] = {uv_buf_init(head, (unsigned)n),
+                     uv_buf_init((char *)(extra ? extra : ""), extra ? (unsigned)strlen(extra) : 0),
+                     uv_buf_init(tail, (unsigned)t),
                      uv_buf_init((char *)body, head_only ? 0 : (unsigned)body_len)};
     x->status = status;
     x->resp_head_sent = true;
     x->resp_framing = WG_HTTP_FRAME_NONE;
     c->state = CS_PROXY;
-    conn_write(c, SIDE_CLIENT, b, 2);
+    conn_write(c, SIDE_CLIENT, b, 4);
     if (!c->closing)
         conn_finish_exchange(c);
 }
@@ -133,6 +139,7 @@ void conn_hold_end(struct wg_conn *c, enum wg_proxy_hold_outcome outcome)
 
 void conn_session_unwait(struct wg_conn *c)
 {
+    conn_access_cancel(c);
     if (c->x != NULL && c->px->session_cache != NULL)
         wg_session_cache_unwait(c->px->session_cache, &c->x->waiter);
 }
@@ -200,7 +207,16 @@ void conn_session_route(struct wg_conn *c)
     struct wg_sess_view v;
     struct conn_session_decision d;
 
+    /* No valid credential: no lookup, so no fetch and no wake. */
+    if (x->access == ACCESS_DENIED) {
+        conn_access_deny(c);
+        return;
+    }
+    if (x->access == ACCESS_FORWARD && !conn_access_forward(c))
+        return;
     wg_session_cache_lookup(px->session_cache, x->session_id, x->session_port, &v);
+    if (!conn_access_check(c, &v))
+        return;
     struct conn_session_facts f = {
         .status = v.status,
         .state = v.state,

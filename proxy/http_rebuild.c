@@ -1,6 +1,8 @@
 /* proxy/http_rebuild.c - see http_rebuild.h. */
 #include "proxy/http_rebuild.h"
 
+#include "common/access.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -86,6 +88,30 @@ static void peer_text(const struct sockaddr *sa, char *dst, size_t len)
     }
 }
 
+/* A Cookie field without our cookie; nothing when none is left. */
+static int append_cookie(struct wg_buf *out, const struct wg_http_field *f)
+{
+    size_t mark = out->len;
+    int r;
+
+    if ((r = wg_buf_reserve(out, f->name_len + 2 * f->value_len + 4)) < 0)
+        return r;
+    memcpy(out->data + out->len, f->name, f->name_len);
+    out->len += f->name_len;
+    memcpy(out->data + out->len, ": ", 2);
+    out->len += 2;
+    size_t n =
+        wg_access_cookie_strip(f->value, f->value_len, WG_ACCESS_COOKIE, out->data + out->len);
+    if (n == 0) {
+        out->len = mark;
+        return 0;
+    }
+    out->len += n;
+    memcpy(out->data + out->len, "\r\n", 2);
+    out->len += 2;
+    return 0;
+}
+
 /* The request's end-to-end fields, less Host and Expect; forwarding fields
  * only from a trusted peer, and its X-Forwarded-Host and -Proto are kept
  * aside (*ret_xfh, *ret_xfp) to replace ours. */
@@ -100,6 +126,13 @@ static int append_request_fields(struct wg_buf *out, const struct wg_http_msg *r
         const struct wg_http_field *f = &req->fields[i];
         if (NAME_IS(f, "host") || NAME_IS(f, "expect") || wg_http_field_is_hop(req, f))
             continue;
+        if (o->strip_access && NAME_IS(f, WG_ACCESS_HEADER))
+            continue;
+        if (o->strip_access && NAME_IS(f, "cookie")) {
+            if ((r = append_cookie(out, f)) < 0)
+                break;
+            continue;
+        }
         if (is_forwarding_field(f)) {
             if (!o->peer_trusted)
                 continue;
@@ -156,6 +189,19 @@ out:
     return r;
 }
 
+static int append_target(struct wg_buf *out, const struct wg_http_request_out *o)
+{
+    int r;
+
+    if (!o->strip_access || memchr(o->target, '?', o->target_len) == NULL)
+        return wg_buf_append(out, o->target, o->target_len);
+    if ((r = wg_buf_reserve(out, o->target_len)) < 0)
+        return r;
+    out->len +=
+        wg_access_query_strip(o->target, o->target_len, WG_ACCESS_QUERY, out->data + out->len);
+    return 0;
+}
+
 int wg_http_request_rebuild(const struct wg_http_msg *req, const struct wg_http_request_out *o,
                             struct wg_buf *out)
 {
@@ -165,8 +211,7 @@ int wg_http_request_rebuild(const struct wg_http_msg *req, const struct wg_http_
 
     if ((r = wg_buf_append(out, req->method, req->method_len)) < 0 ||
         (r = wg_buf_append(out, " /", o->slash_prefix ? 2 : 1)) < 0 ||
-        (r = wg_buf_append(out, o->target, o->target_len)) < 0 ||
-        (r = APPEND_LIT(out, " HTTP/1.1\r\n")) < 0)
+        (r = append_target(out, o)) < 0 || (r = APPEND_LIT(out, " HTTP/1.1\r\n")) < 0)
         goto out;
     /* Upstream requests are HTTP/1.1, which requires a Host. */
     const char *host = req->host;

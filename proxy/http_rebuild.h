@@ -30,6 +30,10 @@ struct wg_http_request_out {
     enum wg_http_framing framing;
     uint64_t content_length;
     bool upgrade; /* forward Connection: upgrade / Upgrade: websocket */
+    /* Leave out our credentials (common/access.h): the wg_token query
+     * parameter, the X-Wakegate-Token field and the wg_token cookies (the
+     * Cookie field is rebuilt without them, and dropped when empty). */
+    bool strip_access;
 };
 
 /* Writes the canonical upstream request head: "METHOD target HTTP/1.1",

@@ -2,6 +2,7 @@
  * metrics.h. Everything is read through proxy.h: the counters live in
  * struct wg_proxy (per loop), this file only formats them. */
 #include "proxy/metrics.h"
+#include "proxy/forward_auth.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -108,6 +109,46 @@ static void held_metrics(const struct wg_proxy_stats *s, struct wg_buf *out)
                    s->held_released[WG_HOLD_FAILED], s->held_released[WG_HOLD_ABANDONED]);
 }
 
+static void access_metrics(const struct wg_proxy_stats *s, struct wg_buf *out)
+{
+    wg_buf_appendf(out,
+                   "# HELP wakegate_access_denied_total Requests to private session routes "
+                   "answered 401 (no valid link, cookie or header).\n"
+                   "# TYPE wakegate_access_denied_total counter\n"
+                   "wakegate_access_denied_total %" PRIu64 "\n"
+                   "# HELP wakegate_access_links_total Signed link visits exchanged for a "
+                   "cookie (the 303 that sets it).\n"
+                   "# TYPE wakegate_access_links_total counter\n"
+                   "wakegate_access_links_total %" PRIu64 "\n",
+                   s->access_denied, s->access_links);
+}
+
+/* Only with access.forward_auth. */
+static void forward_auth_metrics(const struct wg_proxy *px, struct wg_buf *out)
+{
+    const struct wg_fauth *fa = wg_proxy_fauth(px);
+    if (fa == NULL)
+        return;
+    const struct wg_fauth_stats *f = wg_fauth_stats(fa);
+    wg_buf_appendf(out,
+                   "# HELP wakegate_forward_auth_requests_total Sub-requests sent to "
+                   "access.forward_auth.\n"
+                   "# TYPE wakegate_forward_auth_requests_total counter\n"
+                   "wakegate_forward_auth_requests_total %" PRIu64 "\n"
+                   "# HELP wakegate_forward_auth_cache_hits_total Answers taken from the forward "
+                   "auth cache.\n"
+                   "# TYPE wakegate_forward_auth_cache_hits_total counter\n"
+                   "wakegate_forward_auth_cache_hits_total %" PRIu64 "\n"
+                   "# HELP wakegate_forward_auth_failures_total Sub-requests that failed or timed "
+                   "out (answered 503).\n"
+                   "# TYPE wakegate_forward_auth_failures_total counter\n"
+                   "wakegate_forward_auth_failures_total %" PRIu64 "\n"
+                   "# HELP wakegate_forward_auth_cached Answers in the forward auth cache.\n"
+                   "# TYPE wakegate_forward_auth_cached gauge\n"
+                   "wakegate_forward_auth_cached %" PRIu64 "\n",
+                   f->requests, f->cache_hits, f->failures, f->cached);
+}
+
 void wg_proxy_metrics_write(const struct wg_proxy *px, struct wg_buf *out)
 {
     const struct wg_proxy_stats *s = wg_proxy_stats(px);
@@ -115,6 +156,8 @@ void wg_proxy_metrics_write(const struct wg_proxy *px, struct wg_buf *out)
     route_metrics(px, out);
     histogram_metrics(s, out);
     held_metrics(s, out);
+    access_metrics(s, out);
+    forward_auth_metrics(px, out);
 }
 
 bool wg_proxy_ready(const struct wg_proxy *px, char *why, size_t whylen)

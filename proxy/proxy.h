@@ -48,6 +48,10 @@ struct wg_proxy_stats {
      * from the start of the hold to the first byte from the session. */
     struct wg_hist wake_first_byte;
     uint64_t held_released[WG_HOLD_OUTCOMES]; /* the same requests, by outcome */
+    /* Private session routes: 401s, and link visits turned into a cookie
+     * (the 303 that sets it). */
+    uint64_t access_denied;
+    uint64_t access_links;
 };
 
 /* cfg and log must outlive the proxy. Takes ownership of router. On success
@@ -75,6 +79,8 @@ typedef void wg_proxy_done_cb(void *arg);
 void wg_proxy_shutdown(struct wg_proxy *px, uint64_t grace_ms, wg_proxy_done_cb *done, void *arg);
 
 const struct wg_proxy_stats *wg_proxy_stats(const struct wg_proxy *px);
+/* access.forward_auth's client, NULL without it. */
+struct wg_fauth *wg_proxy_fauth(const struct wg_proxy *px);
 /* Responses by route and status class (by_class[1]..[5], index status/100).
  * Row 0 is route "none": no route matched, or the request was refused before
  * it was routed. Row i > 0 is routes[i - 1] of the current table, labelled

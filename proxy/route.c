@@ -494,6 +494,7 @@ static int compile_route(struct compiled *out, char **cursor, const struct wg_ro
     out->pub.strip_prefix = c->strip_prefix;
     out->pub.has_upstream = c->has_upstream;
     out->pub.port = c->port;
+    out->pub.access_public = c->access_public;
     result = compile_upstream(out, c, index, err, errlen);
     if (result < 0)
         goto out;

@@ -48,6 +48,7 @@ struct wg_route {
     char upstream_text[80]; /* "127.0.0.1:9000", for logs */
     unsigned port;          /* session routes: container port (0 = default) */
     bool captures_session;  /* some condition holds {session} */
+    bool access_public;     /* session routes: access: public (no credentials needed) */
 };
 
 struct wg_route_input {

@@ -4,7 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/access.h"
 #include "common/net.h"
+#include "proxy/forward_auth.h"
 #include "proxy/server.h"
 #include "proxy/session_cache.h"
 
@@ -34,9 +36,19 @@ int wg_proxy_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *lo
     wg_hist_init(&px->stats.upstream_latency, wg_hist_latency_bounds,
                  WG_HIST_LEN(wg_hist_latency_bounds));
     wg_hist_init(&px->stats.wake_first_byte, wg_hist_wake_bounds, WG_HIST_LEN(wg_hist_wake_bounds));
+    if (cfg->access.secret != NULL) {
+        r = wg_access_key_new(cfg->access.secret, cfg->access.secret_len, &px->access_key);
+        if (r < 0)
+            goto out_rows;
+    }
+    if (cfg->access.forward_auth.url != NULL) {
+        r = wg_fauth_new(loop, &cfg->access.forward_auth, log, &px->fauth);
+        if (r < 0)
+            goto out_key;
+    }
     r = wg_pool_new(loop, &cfg->upstream, log, &px->pool);
     if (r < 0)
-        goto out_rows;
+        goto out_key;
     r = uv_tcp_init(loop, &px->listener);
     if (r < 0)
         goto out_pool;
@@ -61,6 +73,9 @@ int wg_proxy_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *lo
 
 out_pool:
     wg_pool_free(px->pool);
+out_key:
+    wg_fauth_free(px->fauth);
+    wg_access_key_free(px->access_key);
 out_rows:
     free(px->route_rows);
 out_fields:
@@ -179,6 +194,8 @@ static void maybe_finish(struct wg_proxy *px)
     }
     if (px->freeing && px->open_handles == 0 && px->live_conns == 0) {
         wg_conn_free_cache(px);
+        wg_access_key_free(px->access_key);
+        wg_fauth_free(px->fauth);
         free(px->route_rows);
         wg_router_free(px->router);
         free(px->fields);
@@ -235,6 +252,11 @@ void wg_proxy_set_session_cache(struct wg_proxy *px, struct wg_session_cache *ca
     px->session_cache = cache;
     if (cache != NULL)
         wg_session_cache_on_addr_gone(cache, session_addr_gone, px);
+}
+
+struct wg_fauth *wg_proxy_fauth(const struct wg_proxy *px)
+{
+    return px->fauth;
 }
 
 const struct wg_proxy_stats *wg_proxy_stats(const struct wg_proxy *px)

@@ -33,6 +33,10 @@ struct wg_proxy {
     struct wg_router *router;
     struct wg_pool *pool;
     struct wg_session_cache *session_cache; /* NULL without Redis: session routes answer 503 */
+    /* access.secret_file's key, for the credentials of private session
+     * routes; NULL without one (a private route then refuses everyone). */
+    struct wg_access_key *access_key;
+    struct wg_fauth *fauth; /* access.forward_auth, NULL without it */
 
     uv_tcp_t listener;
     bool listening;

@@ -42,6 +42,7 @@ struct wg_sess_entry {
     uint16_t port;
     char host[WG_SESSION_HOST_MAX + 1];
     uint64_t version;
+    uint64_t gen;         /* the record's access generation (revokes replace it) */
     uint64_t state_at_ms; /* loop time the state was learnt */
     int64_t failed_since; /* loop ms the entry entered failed */
     uint64_t fetched_at_ms;
@@ -237,6 +238,7 @@ static void fetch_done(const struct wg_store_res *res, void *arg)
             snprintf(e->host, sizeof(e->host), "%s", r->host);
             e->port = r->port;
             e->version = r->version;
+            e->gen = r->gen;
         }
     } else if (res->status == -ENOENT && e->stale && e->known && e->state == WG_SESSION_RUNNING &&
                e->ip[0] && now_ms(s) - s->resubscribed_ms < RESUBSCRIBE_GRACE_MS) {
@@ -319,6 +321,7 @@ void wg_session_cache_lookup(struct wg_session_cache *s, const char *id, uint16_
         if (usable) {
             fill_addr(s, e, port, v);
             v->state = e->state;
+            v->gen = e->gen;
             v->status = v->addr_len ? WG_SESS_READY : WG_SESS_UNAVAILABLE;
             v->entry = e;
             return;
@@ -344,6 +347,7 @@ void wg_session_cache_lookup(struct wg_session_cache *s, const char *id, uint16_
         return;
     }
     v->state = e->state;
+    v->gen = e->gen;
     if (e->state == WG_SESSION_RUNNING && e->ip[0]) {
         fill_addr(s, e, port, v);
         if (v->addr_len) {
@@ -637,6 +641,7 @@ static void on_state_msg(const struct wg_redis_msg *msg, void *arg)
         e->not_found = false;
         if (m.port)
             e->port = m.port;
+        e->gen = m.gen;
     }
     e->version = m.version;
     /* Fresh news after a resubscription: versions compare again from here. */

@@ -9,6 +9,10 @@
  * every entry is marked stale and fetched again on its next use, because
  * messages may have been missed.
  *
+ * Each entry also holds the record's access generation (gen), so the
+ * check of a signed link or cookie needs no Redis round trip: a revoke's
+ * wg:state message replaces it on every gateway.
+ *
  * While Redis is unreachable, sessions known to be running keep being
  * served from the cache for WG_SESSION_CACHE_STALE_GRACE_MS after the loss;
  * wakes and unknown sessions are refused (the caller answers 503).
@@ -64,6 +68,7 @@ enum wg_sess_status {
 struct wg_sess_view {
     enum wg_sess_status status;
     enum wg_session_state state;  /* valid unless PENDING, NOT_FOUND or UNAVAILABLE */
+    uint64_t gen;                 /* the access generation, valid with state */
     struct sockaddr_storage addr; /* READY: ip and port */
     socklen_t addr_len;
     char addr_text[64];

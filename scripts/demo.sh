@@ -125,10 +125,14 @@ sessions:
   save: { path: /work/repo, timeout: 30s, on_failure: keep_awake, retry_backoff: 5s, retry_max: 30s }
   # The session's bind of its git remote; any other source is refused.
   binds: { allow: ["$state/remotes/"] }
+# Public, for the demo on loopback: session routes are private by default
+# (signed links, access.secret_file); see docs/configuration.md.
 routes:
   - match: { host: "{session}.localhost" }
+    access: public
   - match: { path_prefix: "/s/{session}/" }
     strip_prefix: true
+    access: public
 non_waking: { paths: ["/favicon.ico"], user_agents: ["kube-probe"] }
 log: { level: info, access: true }
 YAML

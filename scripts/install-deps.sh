@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(
   build-essential pkg-config meson ninja-build clang clang-format libclang-rt-14-dev
-  libuv1-dev libcurl4-openssl-dev libhiredis-dev libjansson-dev libyaml-dev
+  libuv1-dev libcurl4-openssl-dev libhiredis-dev libjansson-dev libyaml-dev libssl-dev
   node-llhttp libcmocka-dev
   redis-server nginx-light libnginx-mod-http-echo haproxy docker.io busybox-static
   git curl

@@ -35,8 +35,11 @@ def session_config(redis_url, port, path_port, wake_timeout="2s", **top):
         "sessions": {"wake_timeout": wake_timeout, "port": port},
         "non_waking": {"paths": ["/healthz"], "user_agents": ["kube-probe"]},
         "routes": [
-            {"match": {"host": "{session}." + DOMAIN}},
-            {"match": {"path_prefix": "/api/sessions/{session}/"}, "strip_prefix": True, "port": path_port},
+            # Public: these tests are about waking and routing, not access
+            # (test_access.py covers private routes, the default).
+            {"match": {"host": "{session}." + DOMAIN}, "access": "public"},
+            {"match": {"path_prefix": "/api/sessions/{session}/"}, "strip_prefix": True, "port": path_port,
+             "access": "public"},
         ],
     }
     cfg.update(top)

@@ -40,7 +40,8 @@ def gw_config(redis_url, dockerd, wake_timeout="10s", level="debug"):
         "sessions": {"image": IMAGE, "port": 8080, "wake_timeout": wake_timeout,
                      "images": ["wakegate-test-wake-slowhealth:latest", "wakegate-test-healthcheck:latest"]},
         "non_waking": {"paths": ["/healthz"], "user_agents": ["kube-probe"]},
-        "routes": [{"match": {"host": "{session}." + DOMAIN}}],
+        # Public: these stacks are about waking (test_access.py covers private routes).
+        "routes": [{"match": {"host": "{session}." + DOMAIN}, "access": "public"}],
         "log": {"level": level, "access": True},
     }
 

@@ -114,7 +114,7 @@ class CtlStack:
             "docker": {"host": self.dockerd.host, "name": HOST},
             "admin": {"token_file": str(self.token_file)},
             "sessions": {"image": IMAGE, "port": 8080, "wake_timeout": "15s", "save": {"timeout": "5s"}},
-            "routes": [{"match": {"host": "{session}.preview.localhost"}}],
+            "routes": [{"match": {"host": "{session}.preview.localhost"}, "access": "public"}],
             "log": {"level": "debug"},
         }
         if admin_listen:

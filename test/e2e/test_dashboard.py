@@ -84,7 +84,7 @@ def gateway_config(redis_url, dockerd, port=None, admin_port=None):
         "docker": {"host": dockerd.host, "name": HOST, "max_concurrent_starts": 4},
         "admin": {"token": TOKEN},
         "sessions": {"image": IMAGE, "port": 8080, "wake_timeout": "15s"},
-        "routes": [{"match": {"host": "{session}.preview.localhost"}}],
+        "routes": [{"match": {"host": "{session}.preview.localhost"}, "access": "public"}],
         "log": {"level": "debug"},
     }
     if port:

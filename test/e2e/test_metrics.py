@@ -368,7 +368,7 @@ def proxy_config(redis_url, up, slow, sess_port, wake_timeout="2s"):
         "routes": [
             {"match": {"host": "static.test"}, "upstream": "127.0.0.1:%d" % up.port},
             {"match": {"host": "slow.test"}, "upstream": "127.0.0.1:%d" % slow.port},
-            {"match": {"host": "{session}.preview.localhost"}},
+            {"match": {"host": "{session}.preview.localhost"}, "access": "public"},
             {"match": {"path_prefix": "/odd/", "header": {"name": "X-Odd", "value": ODD}},
              "upstream": "127.0.0.1:%d" % up.port},
         ],

@@ -77,7 +77,8 @@ def sleep_config(stack, stop_after="2s", pause_after="0s", save=None, wake_timeo
                                     "drain": "300ms"}, **idle)
     cfg["sessions"]["save"] = dict({"path": "/www/repo", "timeout": "5s", "retry_backoff": "500ms",
                                     "retry_max": "1s"}, **(save or {}))
-    cfg["routes"].append({"match": {"path_prefix": "/ws/{session}/"}, "strip_prefix": True, "port": 8081})
+    cfg["routes"].append({"match": {"path_prefix": "/ws/{session}/"}, "strip_prefix": True, "port": 8081,
+                          "access": "public"})
     cfg["shutdown_grace"] = "3s"
     # Binds are refused unless the template allows their source (issue 10):
     # the bare repositories live under pytest's tmp_path.

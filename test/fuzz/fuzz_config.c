@@ -91,6 +91,8 @@ static void load_config(const uint8_t *data, size_t size)
         cfg.admin_token_file = NULL;
         free(cfg.admin_read_token_file);
         cfg.admin_read_token_file = NULL;
+        free(cfg.access.secret_file);
+        cfg.access.secret_file = NULL;
         err[0] = '\0';
         r = wg_config_validate(&cfg, err, sizeof err);
         CHECK(r == 0 || r == -EINVAL || r == -ENOMEM);

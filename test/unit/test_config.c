@@ -185,15 +185,17 @@ static const char full_yaml[] =
     "    timeout: 90s\n"
     "    on_failure: stop\n"
     "routes:\n"
-    "  - match: { host: \"{session}.preview.localhost\" }\n"
+    "  - { access: public, match: { host: \"{session}.preview.localhost\" } }\n"
     "  - match:\n"
     "      path_prefix: \"/api/sessions/{session}/\"\n"
     "    strip_prefix: true\n"
     "    port: 8000\n"
+    "    access: public\n"
     "  - match: { host: static.example.com, header: { name: X-Env, value: prod } }\n"
     "    upstream: \"127.0.0.1:9000\"\n"
     "  - match:\n"
     "      header: { name: X-Session, value: \"{session}\" }\n"
+    "    access: public\n"
     "non_waking:\n"
     "  paths: [\"/healthz\", \"/favicon.ico\"]\n"
     "  user_agents: [kube-probe, Uptime-Kuma]\n"
@@ -221,7 +223,11 @@ static const char full_yaml[] =
     "  level: debug\n"
     "  format: json\n"
     "  access: false\n"
-    "shutdown_grace: 2500ms\n";
+    "shutdown_grace: 2500ms\n"
+    "access:\n"
+    "  link_ttl: 30m\n"
+    "  link_ttl_max: 2h\n"
+    "  link_url: \"https://{session}.preview.example.com/\"\n";
 
 static void test_full_file(void **state)
 {
@@ -270,7 +276,14 @@ static void test_full_file(void **state)
     assert_string_equal(cfg.routes[1].path_prefix, "/api/sessions/{session}/");
     assert_true(cfg.routes[1].strip_prefix);
     assert_int_equal(cfg.routes[1].port, 8000);
-    assert_int_equal(cfg.routes[2].line, 31);
+    assert_true(cfg.routes[0].access_public && cfg.routes[1].access_public);
+    assert_false(cfg.routes[2].access_public);
+    assert_true(cfg.routes[3].access_public);
+    assert_int_equal(cfg.access.link_ttl_ms, 30 * 60 * 1000);
+    assert_int_equal(cfg.access.link_ttl_max_ms, 2 * 3600 * 1000);
+    assert_string_equal(cfg.access.link_url, "https://{session}.preview.example.com/");
+    assert_null(cfg.access.secret);
+    assert_int_equal(cfg.routes[2].line, 32);
     assert_string_equal(cfg.routes[2].host, "static.example.com");
     assert_string_equal(cfg.routes[2].header_name, "X-Env");
     assert_string_equal(cfg.routes[2].header_value, "prod");
@@ -970,6 +983,125 @@ static void test_load_file_errors(void **state)
     assert_int_equal(wg_config_init_defaults(&cfg), 0);
     assert_int_equal(wg_config_load_file(&cfg, "/", err, sizeof err), -EISDIR);
     assert_string_equal(err, "/: cannot read: Is a directory");
+    wg_config_free(&cfg);
+}
+
+/* access.secret_file and the private default of session routes. */
+static void test_access(void **state)
+{
+    char path[PATH_MAX], yaml[PATH_MAX + 256], err[WG_CONFIG_ERR_MAX];
+    struct wg_config cfg;
+    static const char routes[] = "routes:\n"
+                                 "  - match: { host: \"{session}.p.localhost\" }\n";
+
+    (void)state;
+    /* A private session route (the default) without a key: refused, naming the key. */
+    assert_int_equal(load(&cfg, routes, err, sizeof err), 0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), -EINVAL);
+    assert_prefix(err, "t.yaml:2: access.secret_file: not set, and routes[0] is a private");
+    wg_config_free(&cfg);
+    /* Public, or role orchestrator (no public listener): no key needed. */
+    assert_int_equal(load(&cfg,
+                          "routes:\n  - match: { host: \"{session}.p.localhost\" }\n"
+                          "    access: public\n",
+                          err, sizeof err),
+                     0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), 0);
+    assert_true(cfg.routes[0].access_public);
+    wg_config_free(&cfg);
+    assert_int_equal(load(&cfg,
+                          "role: orchestrator\nroutes:\n  - match: { host: \"{session}.x\" }\n",
+                          err, sizeof err),
+                     0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), 0);
+    wg_config_free(&cfg);
+    /* A bad value, and access on a fixed upstream. */
+    assert_int_equal(load(&cfg, "routes:\n  - match: { host: \"{session}.x\" }\n    access: open\n",
+                          err, sizeof err),
+                     0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), -EINVAL);
+    assert_prefix(err, "t.yaml:2: routes[0].access: \"open\" is not public or private");
+    wg_config_free(&cfg);
+    assert_int_equal(load(&cfg,
+                          "routes:\n  - match: { host: a.x }\n    upstream: \"127.0.0.1:9\"\n"
+                          "    access: public\n",
+                          err, sizeof err),
+                     0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), -EINVAL);
+    assert_prefix(err, "t.yaml:2: routes[0].access: applies to session routes only");
+    wg_config_free(&cfg);
+
+    /* The key: read, at least 32 bytes, never readable by others. */
+    write_temp(path, sizeof path, "0123456789abcdef0123456789abcdef", 32);
+    snprintf(yaml, sizeof yaml, "%saccess:\n  secret_file: \"%s\"\n", routes, path);
+    assert_int_equal(load(&cfg, yaml, err, sizeof err), 0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), 0);
+    assert_int_equal(cfg.access.secret_len, 32);
+    assert_memory_equal(cfg.access.secret, "0123456789abcdef", 16);
+    assert_false(cfg.routes[0].access_public);
+    wg_config_free(&cfg);
+    assert_int_equal(chmod(path, 0640), 0);
+    assert_int_equal(load(&cfg, yaml, err, sizeof err), 0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), -EINVAL);
+    assert_prefix(err, "t.yaml:4: access.secret_file: ");
+    assert_non_null(strstr(err, "readable by group or others"));
+    wg_config_free(&cfg);
+    unlink(path);
+    write_temp(path, sizeof path, "short", 5);
+    snprintf(yaml, sizeof yaml, "%saccess:\n  secret_file: \"%s\"\n", routes, path);
+    assert_int_equal(load(&cfg, yaml, err, sizeof err), 0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), -EINVAL);
+    assert_non_null(strstr(err, "fewer than 32 bytes"));
+    wg_config_free(&cfg);
+    unlink(path);
+    snprintf(yaml, sizeof yaml, "%saccess:\n  secret_file: \"%s\"\n", routes, path);
+    assert_int_equal(load(&cfg, yaml, err, sizeof err), 0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), -EINVAL);
+    assert_prefix(err, "t.yaml:4: access.secret_file: cannot read");
+    wg_config_free(&cfg);
+
+    /* Link lifetimes and the link URL. */
+    assert_int_equal(load(&cfg, "access: { link_ttl: 48h, link_ttl_max: 24h }\n", err, sizeof err),
+                     0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), -EINVAL);
+    assert_prefix(err, "t.yaml: access.link_ttl: is longer than access.link_ttl_max");
+    wg_config_free(&cfg);
+    assert_int_equal(
+        load(&cfg, "access: { link_url: \"https://x.example.com/\" }\n", err, sizeof err), 0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), -EINVAL);
+    assert_prefix(err, "t.yaml: access.link_url: ");
+    wg_config_free(&cfg);
+    assert_int_equal(load(&cfg, "access: { link_ttl: 0s }\n", err, sizeof err), -EINVAL);
+    wg_config_free(&cfg);
+
+    /* access.forward_auth: guards private routes without the key; its URL. */
+    snprintf(yaml, sizeof yaml,
+             "%saccess:\n  forward_auth: { url: \"http://127.0.0.1:9091/verify?x=1\", "
+             "timeout: 300ms, cache_ttl: 0s, cache_max: 5 }\n",
+             routes);
+    assert_int_equal(load(&cfg, yaml, err, sizeof err), 0);
+    if (wg_config_validate(&cfg, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_string_equal(cfg.access.forward_auth.host, "127.0.0.1:9091");
+    assert_string_equal(cfg.access.forward_auth.path, "/verify?x=1");
+    assert_int_equal(cfg.access.forward_auth.timeout_ms, 300);
+    assert_int_equal(cfg.access.forward_auth.cache_ttl_ms, 0);
+    assert_int_equal(cfg.access.forward_auth.cache_max, 5);
+    wg_config_free(&cfg);
+    static const char *const bad_urls[] = {"https://a:1/", "http://nohost/", "http://:80/x",
+                                           "http://1.2.3.4:80/a b", "ftp://x:1/"};
+    for (size_t i = 0; i < sizeof bad_urls / sizeof bad_urls[0]; i++) {
+        snprintf(yaml, sizeof yaml, "access:\n  forward_auth: { url: \"%s\" }\n", bad_urls[i]);
+        assert_int_equal(load(&cfg, yaml, err, sizeof err), 0);
+        assert_int_equal(wg_config_validate(&cfg, err, sizeof err), -EINVAL);
+        assert_prefix(err, "t.yaml: access.forward_auth.url: ");
+        wg_config_free(&cfg);
+    }
+    assert_int_equal(load(&cfg,
+                          "access: { forward_auth: { url: \"http://127.0.0.1:1/\", "
+                          "timeout: 0s } }\n",
+                          err, sizeof err),
+                     -EINVAL);
     wg_config_free(&cfg);
 }
 
@@ -1773,11 +1905,21 @@ static void test_example_file(void **state)
     assert_int_equal(cfg.shutdown_grace_ms, def.shutdown_grace_ms);
     assert_true(cfg.routes_len >= 3);
 
-    /* The example's token file is a deployment path that is not here. */
+    /* The example's token and key files are deployment paths that are not
+     * here: a key of the test's stands in for the latter. */
     free(cfg.admin_token_file);
     cfg.admin_token_file = NULL;
+    char key[PATH_MAX];
+    write_temp(key, sizeof key, "0123456789abcdef0123456789abcdef", 32);
+    assert_non_null(cfg.access.secret_file);
+    free(cfg.access.secret_file);
+    cfg.access.secret_file = strdup(key);
     if (wg_config_validate(&cfg, err, sizeof err) != 0)
         fail_msg("%s", err);
+    assert_int_equal(cfg.access.secret_len, 32);
+    assert_int_equal(cfg.access.link_ttl_ms, def.access.link_ttl_ms);
+    assert_int_equal(cfg.access.link_ttl_max_ms, def.access.link_ttl_max_ms);
+    unlink(key);
     wg_config_free(&cfg);
     wg_config_free(&def);
 }
@@ -1802,6 +1944,7 @@ int main(void)
         cmocka_unit_test(test_token_file),
         cmocka_unit_test(test_read_token_file),
         cmocka_unit_test(test_read_token_env),
+        cmocka_unit_test(test_access),
         cmocka_unit_test(test_docker_tls),
         cmocka_unit_test(test_docker_host_check),
         cmocka_unit_test(test_readiness),

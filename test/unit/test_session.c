@@ -255,6 +255,7 @@ static void full_record(struct wg_session *r)
     r->idle_stop_after_ms = 0; /* 0 = tier disabled, distinct from unset */
     r->has_idle_pause_after = true;
     r->idle_pause_after_ms = 30000;
+    r->gen = UINT64_MAX - 7; /* past 2^53: Lua would round it, the codec must not */
 }
 
 static void assert_same(const struct wg_session *a, const struct wg_session *b)
@@ -282,6 +283,7 @@ static void assert_same(const struct wg_session *a, const struct wg_session *b)
         assert_string_equal(a->spec, b->spec);
     assert_string_equal(a->template_name, b->template_name);
     assert_int_equal(a->version, b->version);
+    assert_true(a->gen == b->gen);
     assert_int_equal(a->has_idle_stop_after, b->has_idle_stop_after);
     assert_int_equal(a->idle_stop_after_ms, b->idle_stop_after_ms);
     assert_int_equal(a->has_idle_pause_after, b->has_idle_pause_after);

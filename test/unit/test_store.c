@@ -693,6 +693,19 @@ static void test_update(void **state)
     got_init(&g, fx);
     create(fx, "up");
     move(fx, "up", WG_SESSION_STARTING);
+    /* The access generation: random at creation, replaced by an update. */
+    DO(fx, &g, wg_store_get(fx->st, "up", got_cb, &g));
+    assert_int_equal(g.status, 0);
+    uint64_t gen0 = g.rec.gen;
+    assert_true(gen0 != 0);
+    got_reset(&g);
+    u.set = WG_SF_GEN;
+    u.gen = gen0 + 1;
+    DO(fx, &g, wg_store_update(fx->st, "up", WG_SESSION_ANY, &u, got_cb, &g));
+    assert_int_equal(g.status, 0);
+    assert_true(g.rec.gen == gen0 + 1);
+    got_reset(&g);
+    memset(&u, 0, sizeof(u));
     events = xlen(fx);
     since = fx->clock;
     fx->clock += 777;
@@ -707,7 +720,7 @@ static void test_update(void **state)
     assert_string_equal(g.rec.container_id, "feedface");
     assert_int_equal(g.rec.restarts, 1);
     assert_string_equal(g.rec.error, "first attempt failed");
-    assert_int_equal(g.rec.version, 3);
+    assert_int_equal(g.rec.version, 4);
     assert_string_equal(g.event_id, "");
     assert_int_equal(xlen(fx), events);
 
@@ -722,7 +735,7 @@ static void test_update(void **state)
     /* Only in the states given. */
     DO(fx, &g, wg_store_update(fx->st, "up", B(RUNNING), &u, got_cb, &g));
     assert_int_equal(g.status, WG_STORE_REJECTED);
-    assert_int_equal(g.rec.version, 4);
+    assert_int_equal(g.rec.version, 5);
     assert_int_equal(g.rec.restarts, 2);
     got_reset(&g);
     close_all(fx);
@@ -1493,6 +1506,10 @@ static void test_state_msg(void **state)
         "{\"id\":\"a\",\"state\":\"running\",\"v\":1,\"port\":\"80\"}",
         "{\"id\":\"a\",\"state\":\"running\",\"v\":1,\"ip\":\"x\"}",
         "{\"id\":\"a\",\"state\":\"running\",\"v\":1,\"ip\":\"1.2.3.4\\u0000x\"}",
+        "{\"id\":\"a\",\"state\":\"running\",\"v\":1,\"gen\":5}",
+        "{\"id\":\"a\",\"state\":\"running\",\"v\":1,\"gen\":\"-5\"}",
+        "{\"id\":\"a\",\"state\":\"running\",\"v\":1,\"gen\":\"18446744073709551616\"}",
+        "{\"id\":\"a\",\"state\":\"running\",\"v\":1,\"gen\":\"12x\"}",
     };
     const char *good =
         "{\"v\":7,\"state\":\"running\",\"id\":\"s-1\",\"ip\":\"::1\",\"port\":8080}";
@@ -1504,6 +1521,11 @@ static void test_state_msg(void **state)
     assert_string_equal(m.ip, "::1");
     assert_int_equal(m.port, 8080);
     assert_int_equal(m.version, 7);
+    assert_true(m.gen == 0);
+    const char *with_gen =
+        "{\"v\":7,\"state\":\"asleep\",\"id\":\"s-1\",\"gen\":\"18446744073709551615\"}";
+    assert_int_equal(wg_store_parse_state_msg(with_gen, strlen(with_gen), &m), 0);
+    assert_true(m.gen == UINT64_MAX);
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         if (wg_store_parse_state_msg(bad[i], strlen(bad[i]), &m) != -EBADMSG)
             fail_msg("accepted %s", bad[i]);
