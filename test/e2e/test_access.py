@@ -43,7 +43,7 @@ from harness import build_image, rawhttp
 from browser_util import Cdp, CdpError, Chromium
 from sessions_util import wait_subscribed, Orchestrator
 from streams_util import ws_request
-from test_wake_e2e import HOST, TOKEN, clean_stack, gw_config
+from stack_util import HOST, TOKEN, gw_config
 
 IMAGE = "wakegate-test-access:latest"
 APP_TEXT = b"wakegate test image"
@@ -179,8 +179,9 @@ def access_image(dockerd, test_image):
 
 
 @pytest.fixture
-def stack(redis_server, dockerd, access_image, start_wakegate):
-    yield from clean_stack(redis_server, dockerd, start_wakegate)
+def stack(stack, access_image):
+    """conftest's stack, with the access image built."""
+    return stack
 
 
 @pytest.fixture
