@@ -40,6 +40,7 @@ import pytest
 import redis
 
 from harness import build_image, rawhttp
+from harness.image import WS_SH
 from browser_util import Cdp, CdpError, Chromium
 from sessions_util import wait_subscribed, Orchestrator
 from streams_util import ws_request
@@ -55,19 +56,6 @@ SECRET = b"0123456789abcdef0123456789abcdef-access-test"
 START_SH = """#!/bin/sh
 nc -ll -p 8081 -e /ws.sh &
 exec httpd -f -p 8080 -h /www
-"""
-WS_SH = r"""#!/bin/sh
-key=
-while IFS= read -r line; do
-  line=$(printf '%s' "$line" | tr -d '\r')
-  [ -z "$line" ] && break
-  case "$line" in
-    [Ss]ec-[Ww]eb[Ss]ocket-[Kk]ey:*) key=$(printf '%s' "${line#*:}" | tr -d ' ');;
-  esac
-done
-acc=$(printf '%s' "${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11" | sha1sum | cut -c1-40 | xxd -r -p | base64)
-printf 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n' "$acc"
-exec cat >/dev/null
 """
 
 NAV = (("Accept", "text/html,application/xhtml+xml"), ("Sec-Fetch-Mode", "navigate"),

@@ -151,7 +151,7 @@ class ScopeStack:
             "docker": {"host": self.dockerd.host, "name": HOST},
             "admin": {"token_file": str(self.token_file), "read_token_file": str(self.read_token_file)},
             "sessions": {"image": IMAGE, "port": 8080, "wake_timeout": "15s", "save": {"timeout": "5s"}},
-            "routes": [{"match": {"host": "{session}.preview.localhost"}}],
+            "routes": [{"match": {"host": "{session}.preview.localhost"}, "access": "public"}],
             "log": {"level": "debug"},
         }
 

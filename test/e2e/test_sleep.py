@@ -22,6 +22,7 @@ import time
 import pytest
 
 from harness import build_image
+from harness.image import WS_SH
 from harness.util import wait_for
 from stack_util import gw_config
 
@@ -40,21 +41,6 @@ nc -ll -p 8081 -e /ws.sh &
 exec httpd -f -p 8080 -h /www
 """
 
-# A WebSocket endpoint for one connection: answers the handshake, then
-# holds the connection open, reading whatever comes.
-WS_SH = r"""#!/bin/sh
-key=
-while IFS= read -r line; do
-  line=$(printf '%s' "$line" | tr -d '\r')
-  [ -z "$line" ] && break
-  case "$line" in
-    [Ss]ec-[Ww]eb[Ss]ocket-[Kk]ey:*) key=$(printf '%s' "${line#*:}" | tr -d ' ');;
-  esac
-done
-acc=$(printf '%s' "${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11" | sha1sum | cut -c1-40 | xxd -r -p | base64)
-printf 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n' "$acc"
-exec cat >/dev/null
-"""
 
 
 @pytest.fixture(scope="session")

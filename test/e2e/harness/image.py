@@ -118,3 +118,20 @@ def build_image(docker, tag, dockerfile_extra="", index_html=INDEX_HTML, extra_f
     ctx = make_context(docker.dir / "images" / safe, dockerfile_extra, index_html, extra_files, cmd)
     docker.cli("build", "--force-rm", "-t", tag, str(ctx), timeout=300)
     return tag
+
+
+# A WebSocket endpoint for one connection (run by busybox nc -ll -e): answers the handshake, then
+# holds the connection open, reading whatever comes.
+WS_SH = r"""#!/bin/sh
+key=
+while IFS= read -r line; do
+  line=$(printf '%s' "$line" | tr -d '\r')
+  [ -z "$line" ] && break
+  case "$line" in
+    [Ss]ec-[Ww]eb[Ss]ocket-[Kk]ey:*) key=$(printf '%s' "${line#*:}" | tr -d ' ');;
+  esac
+done
+acc=$(printf '%s' "${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11" | sha1sum | cut -c1-40 | xxd -r -p | base64)
+printf 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n' "$acc"
+exec cat >/dev/null
+"""
