@@ -13,6 +13,7 @@
 #include "common/labels.h"
 #include "common/session.h"
 #include "common/str.h"
+#include "common/utf8.h"
 
 void wg_container_spec_show_name(char *dst, size_t dstlen, const char *name)
 {
@@ -81,6 +82,9 @@ static bool bind_ok(const char *s)
     return true;
 }
 
+/* The text rule of a spec string, for err. */
+#define TEXT_RULE "must be UTF-8 text of at most 4096 bytes without control characters"
+
 static bool env_ok(const char *s)
 {
     const char *eq = strchr(s, '=');
@@ -94,7 +98,7 @@ static bool nonempty_ok(const char *s)
 
 /* An array of at most WG_CONTAINER_SPEC_ITEMS_MAX strings, each passing
  * ok; shape says what ok wants, for err. */
-static int check_strings(const json_t *v, const char *field, bool (*ok)(const char *),
+static int check_strings(const json_t *v, const char *field, bool lines, bool (*ok)(const char *),
                          const char *shape, char *err, size_t errlen)
 {
     size_t i;
@@ -118,23 +122,28 @@ static int check_strings(const json_t *v, const char *field, bool (*ok)(const ch
             wg_errf(err, errlen, "field \"%s[%zu]\": must be %s", field, i, shape);
             return -EINVAL;
         }
+        /* What the Docker client would refuse at the first wake. */
+        if (!wg_text_ok(json_string_value(e), WG_TEXT_MAX, true, lines)) {
+            wg_errf(err, errlen, "field \"%s[%zu]\": %s", field, i, TEXT_RULE);
+            return -EINVAL;
+        }
     }
     return 0;
 }
 
 static int check_cmd(const json_t *v, char *err, size_t errlen)
 {
-    return check_strings(v, "cmd", nonempty_ok, "a non-empty string", err, errlen);
+    return check_strings(v, "cmd", true, nonempty_ok, "a non-empty string", err, errlen);
 }
 
 static int check_env(const json_t *v, char *err, size_t errlen)
 {
-    return check_strings(v, "env", env_ok, "\"NAME=value\"", err, errlen);
+    return check_strings(v, "env", false, env_ok, "\"NAME=value\"", err, errlen);
 }
 
 static int check_binds(const json_t *v, char *err, size_t errlen)
 {
-    return check_strings(v, "binds", bind_ok,
+    return check_strings(v, "binds", false, bind_ok,
                          "\"host:container[:ro|rw]\" (absolute paths, or a volume name for host)",
                          err, errlen);
 }
@@ -171,6 +180,17 @@ static int check_labels(const json_t *v, char *err, size_t errlen)
             wg_errf(err, errlen, "field \"labels.%s\": must be a string", name);
             return -EINVAL;
         }
+        if (!wg_text_ok(k, 256, false, false)) {
+            wg_errf(err, errlen,
+                    "field \"labels.%s\": keys must be UTF-8 text of at most 256 "
+                    "bytes without control characters",
+                    name);
+            return -EINVAL;
+        }
+        if (!wg_text_ok(json_string_value(e), WG_TEXT_MAX, true, false)) {
+            wg_errf(err, errlen, "field \"labels.%s\": " TEXT_RULE, name);
+            return -EINVAL;
+        }
     }
     return 0;
 }
@@ -180,7 +200,8 @@ static int check_save_member(const char *k, const json_t *e, char *err, size_t e
 {
     uint64_t ms;
     if (strcmp(k, "command") == 0) {
-        if (check_strings(e, "save.command", nonempty_ok, "a non-empty string", err, errlen) < 0)
+        if (check_strings(e, "save.command", true, nonempty_ok, "a non-empty string", err, errlen) <
+            0)
             return -EINVAL;
         if (json_array_size(e) == 0) {
             wg_errf(err, errlen, "field \"save.command\": must not be empty");

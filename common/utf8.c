@@ -2,6 +2,7 @@
 #include "common/utf8.h"
 
 #include <stdint.h>
+#include <string.h>
 
 size_t wg_utf8_seq(const unsigned char *s, size_t n)
 {
@@ -34,4 +35,24 @@ size_t wg_utf8_seq(const unsigned char *s, size_t n)
         (cp >= 0xd800 && cp <= 0xdfff))
         return 0;
     return len;
+}
+
+bool wg_text_ok(const char *s, size_t max, bool empty_ok, bool lines)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n;
+
+    if (!s)
+        return false;
+    n = strlen(s);
+    if ((n == 0 && !empty_ok) || n > max)
+        return false;
+    for (size_t i = 0; i < n;) {
+        size_t len = wg_utf8_seq(p + i, n - i);
+        if (len == 0 || (len == 1 && (p[i] < 0x20 || p[i] == 0x7f) &&
+                         !(lines && (p[i] == '\n' || p[i] == '\t'))))
+            return false;
+        i += len;
+    }
+    return true;
 }

@@ -62,6 +62,7 @@
 #include "common/buf.h"
 #include "common/docker_host.h"
 #include "common/list.h"
+#include "common/utf8.h"
 #include "orchestrator/docker.h"
 
 #define DOCKER_SUBSYS "docker"
@@ -69,7 +70,7 @@
 #define DOCKER_VERSION_MAX 16
 #define DOCKER_MESSAGE_MAX 512
 #define DOCKER_ERROR_MAX 1024
-#define DOCKER_TEXT_MAX 4096 /* one string of a create spec, exec argv... */
+#define DOCKER_TEXT_MAX WG_TEXT_MAX /* one string of a create spec, exec argv... */
 #define DOCKER_CANCELED_TEXT "canceled: the Docker client is shutting down"
 
 /* ---- types --------------------------------------------------------------------------------- */

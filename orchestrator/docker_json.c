@@ -65,31 +65,9 @@ bool docker_session_valid(const char *s)
     return true;
 }
 
-/* docker_text_ok(); lines lets newlines and tabs through (scripts in a
- * command line). */
-static bool text_ok_lines(const char *s, size_t max, bool empty_ok, bool lines)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    size_t n;
-
-    if (!s)
-        return false;
-    n = strlen(s);
-    if ((n == 0 && !empty_ok) || n > max)
-        return false;
-    for (size_t i = 0; i < n;) {
-        size_t len = wg_utf8_seq(p + i, n - i);
-        if (len == 0 || (len == 1 && (p[i] < 0x20 || p[i] == 0x7f) &&
-                         !(lines && (p[i] == '\n' || p[i] == '\t'))))
-            return false;
-        i += len;
-    }
-    return true;
-}
-
 bool docker_text_ok(const char *s, size_t max, bool empty_ok)
 {
-    return text_ok_lines(s, max, empty_ok, false);
+    return wg_text_ok(s, max, empty_ok, false);
 }
 
 static const char *json_str(const json_t *o, const char *key)
@@ -344,7 +322,7 @@ static int string_array(const char *const *v, const char *what, bool empty_items
     bool lines = strcmp(what, "argv") == 0 || strcmp(what, "cmd") == 0;
 
     for (size_t i = 0; v[i]; i++) {
-        if (!text_ok_lines(v[i], DOCKER_TEXT_MAX, empty_items_ok, lines)) {
+        if (!wg_text_ok(v[i], DOCKER_TEXT_MAX, empty_items_ok, lines)) {
             rc =
                 wg_errf(err, errlen, "%s[%zu] is empty, too long, or not printable UTF-8", what, i);
             goto out;

@@ -215,7 +215,14 @@ BAD_BODIES = [
     ({"id": "ok", "save": {"timeout": "0s"}}, 'field \\"save.timeout\\"'),
     ({"id": "ok", "save": {"on_failure": "explode"}}, 'field \\"save.on_failure\\"'),
     ({"id": "ok", "save": {"extra": 1}}, 'unknown field \\"save.extra\\"'),
-    ({"id": "ok", "cmd": ["x" * 20000]}, "16384"),
+    ({"id": "ok", "cmd": ["x" * 4000] * 5}, "16384"),
+    # What the Docker client would refuse at the first wake (issue 12): one
+    # string over 4096 bytes, a control character outside a command.
+    ({"id": "ok", "cmd": ["x" * 20000]}, 'field \\"cmd[0]\\": must be UTF-8 text of at most 4096 bytes'),
+    ({"id": "ok", "env": ["A=b\nc"]}, 'field \\"env[0]\\": must be UTF-8 text'),
+    ({"id": "ok", "env": ["A=\u0007"]}, 'field \\"env[0]\\"'),
+    ({"id": "ok", "labels": {"k": "v\r"}}, 'field \\"labels.k\\": must be UTF-8 text'),
+    ({"id": "ok", "binds": ["/srv/a\x7f:/c"]}, 'field \\"binds[0]\\"'),
 ]
 
 

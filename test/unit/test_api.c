@@ -201,14 +201,20 @@ static void test_create_rejects(void **state)
 
 static void test_create_spec_too_large(void **state)
 {
-    size_t n = WG_SESSION_SPEC_MAX + 100;
+    size_t n = 5 * 4100; /* over WG_SESSION_SPEC_MAX */
     char *body = malloc(n + 64);
     struct wg_api_create c;
     char err[256];
     assert_non_null(body);
-    int k = snprintf(body, n + 64, "{\"id\":\"a\",\"cmd\":[\"");
-    memset(body + k, 'x', n);
-    strcpy(body + k + n, "\"]}");
+    size_t k = (size_t)snprintf(body, n + 64, "{\"id\":\"a\",\"cmd\":[");
+    for (int i = 0; i < 5; i++) { /* each string within WG_TEXT_MAX, all over the record's cap */
+        body[k++] = '"';
+        memset(body + k, 'x', 4000);
+        k += 4000;
+        body[k++] = '"';
+        body[k++] = i < 4 ? ',' : ']';
+    }
+    strcpy(body + k, "}");
     assert_int_equal(wg_api_parse_create(body, strlen(body), &cfg, &c, err, sizeof(err)), -EINVAL);
     assert_non_null(strstr(err, "16384"));
     free(body);

@@ -218,15 +218,23 @@ static void test_encode_text(void **state)
 
 static void test_encode_size_limit(void **state)
 {
-    size_t n = WG_SESSION_SPEC_MAX + 100;
+    size_t n = 5 * 4100; /* over WG_SESSION_SPEC_MAX */
     char *body = malloc(n + 64);
     char err[256];
     char *text = NULL;
     (void)state;
     assert_non_null(body);
-    int k = snprintf(body, n + 64, "{\"cmd\":[\"");
-    memset(body + k, 'x', n);
-    strcpy(body + k + n, "\"]}");
+    /* Each string within its own cap (WG_TEXT_MAX), all of them over the
+     * record's. */
+    size_t k = (size_t)snprintf(body, n + 64, "{\"cmd\":[");
+    for (int i = 0; i < 5; i++) {
+        body[k++] = '"';
+        memset(body + k, 'x', 4000);
+        k += 4000;
+        body[k++] = '"';
+        body[k++] = i < 4 ? ',' : ']';
+    }
+    strcpy(body + k, "}");
     assert_int_equal(encode_text(body, &text, err, sizeof(err)), -EINVAL);
     assert_null(text);
     assert_string_equal(err, "body: cmd, env, labels, binds and save together are over 16384 "
@@ -282,6 +290,37 @@ static void test_decode(void **state)
     wg_container_spec_release(&sp);
 }
 
+/* What the Docker client would refuse at the first wake is refused here. */
+static void test_encode_refuses_what_docker_refuses(void **state)
+{
+    static const struct {
+        const char *body, *err;
+    } rows[] = {
+        {"{\"env\":[\"A=b\\nc\"]}", "field \"env[0]\": must be UTF-8 text of at most 4096 bytes "
+                                    "without control characters"},
+        {"{\"env\":[\"A=\\u0001\"]}", "field \"env[0]\": must be UTF-8"},
+        {"{\"cmd\":[\"a\\u001bb\"]}", "field \"cmd[0]\": must be UTF-8"},
+        {"{\"binds\":[\"/a\\u00e9\\u007f:/c\"]}", "field \"binds[0]\": must be"},
+        {"{\"labels\":{\"k\":\"v\\r\"}}", "field \"labels.k\": must be UTF-8"},
+        {"{\"labels\":{\"k\\n\":\"v\"}}", "field \"labels.k?\": keys must be UTF-8"},
+    };
+    char err[256];
+    char *text = NULL;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        err[0] = '\0';
+        assert_int_equal(encode_text(rows[i].body, &text, err, sizeof(err)), -EINVAL);
+        assert_null(text);
+        if (strncmp(err, rows[i].err, strlen(rows[i].err)) != 0)
+            fail_msg("row %zu: got '%s', want '%s...'", i, err, rows[i].err);
+    }
+    /* A tab and a newline pass in a command (scripts). */
+    assert_int_equal(encode_text("{\"cmd\":[\"sh\",\"-c\",\"a\\n\\tb\"]}", &text, err, sizeof(err)),
+                     0);
+    free(text);
+}
+
 /* Whatever the API writes, the waker reads back as given. */
 static void test_round_trip(void **state)
 {
@@ -289,17 +328,17 @@ static void test_round_trip(void **state)
     char err[256] = "";
     char *text = NULL;
     (void)state;
-    assert_int_equal(encode_text("{\"id\":\"r\",\"cmd\":[\"a\\u0001\",\"\\u00e9\"],"
-                                 "\"env\":[\"K=v=w\"],\"labels\":{\"\\u00e9\":\"\\n\"},"
+    assert_int_equal(encode_text("{\"id\":\"r\",\"cmd\":[\"a\\tb\\nc\",\"\\u00e9\"],"
+                                 "\"env\":[\"K=v=w\"],\"labels\":{\"\\u00e9\":\"\"},"
                                  "\"binds\":[\"v:/c\"]}",
                                  &text, err, sizeof(err)),
                      0);
     assert_int_equal(wg_container_spec_decode(text, &sp, err, sizeof(err)), 0);
-    assert_string_equal(sp.cmd[0], "a\x01");
+    assert_string_equal(sp.cmd[0], "a\tb\nc");
     assert_string_equal(sp.cmd[1], "\xc3\xa9");
     assert_string_equal(sp.env[0], "K=v=w");
     assert_string_equal(sp.labels[0], "\xc3\xa9");
-    assert_string_equal(sp.labels[1], "\n");
+    assert_string_equal(sp.labels[1], "");
     assert_string_equal(sp.binds[0], "v:/c");
     wg_container_spec_release(&sp);
     free(text);
@@ -344,6 +383,7 @@ int main(void)
         cmocka_unit_test(test_encode_text),
         cmocka_unit_test(test_encode_size_limit),
         cmocka_unit_test(test_decode),
+        cmocka_unit_test(test_encode_refuses_what_docker_refuses),
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_show_name_and_duration),
     };
