@@ -11,38 +11,15 @@
 
 #include <string.h>
 
+#include "http_fixture.h"
 #include "proxy/conn_int.h"
 
 /* ---- request class ------------------------------------------------------------------- */
 
-static struct wg_limits lim = {
-    .request_line_max = 8192,
-    .header_line_max = 8192,
-    .head_max = 32768,
-    .header_count_max = 100,
-};
-
-struct parsed {
-    llhttp_settings_t settings;
-    llhttp_t parser;
-    struct wg_http_msg msg;
-    struct wg_http_field fields[64];
-};
-
-static void parse(struct parsed *ps, const char *raw)
+/* Parses a request head that must be valid. */
+static void parse(struct wg_test_http *ps, const char *raw)
 {
-    struct wg_http_scan scan;
-    size_t head_len = 0;
-
-    memset(ps, 0, sizeof(*ps));
-    wg_http_scan_reset(&scan, false);
-    assert_int_equal(wg_http_scan(&scan, raw, strlen(raw), &lim, &head_len), WG_HTTP_SCAN_DONE);
-    wg_http_settings_init(&ps->settings);
-    llhttp_init(&ps->parser, HTTP_REQUEST, &ps->settings);
-    ps->msg.fields = ps->fields;
-    ps->msg.fields_cap = 64;
-    ps->parser.data = &ps->msg;
-    assert_int_equal(wg_http_parse_head(&ps->parser, &ps->msg, raw, head_len), 0);
+    assert_int_equal(wg_test_http_parse(ps, raw, false), 0);
 }
 
 static char *probe_paths[] = {"/healthz", "/api/ping"};
@@ -112,7 +89,7 @@ static const struct {
 static void test_classify(void **state)
 {
     (void)state;
-    struct parsed ps;
+    struct wg_test_http ps;
 
     for (size_t i = 0; i < sizeof(class_rows) / sizeof(class_rows[0]); i++) {
         parse(&ps, class_rows[i].head);
@@ -126,7 +103,7 @@ static void test_classify_no_lists(void **state)
 {
     (void)state;
     struct wg_config cfg = {0};
-    struct parsed ps;
+    struct wg_test_http ps;
 
     parse(&ps, "GET /healthz HTTP/1.1\r\nHost: a\r\nUser-Agent: kube-probe\r\n"
                "Accept: text/html\r\n\r\n");

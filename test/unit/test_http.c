@@ -11,55 +11,13 @@
 #include <netinet/in.h>
 #include <string.h>
 
+#include "http_fixture.h"
 #include "proxy/http_rebuild.h"
-
-static struct wg_limits lim = {
-    .request_line_max = 8192,
-    .header_line_max = 8192,
-    .head_max = 32768,
-    .header_count_max = 100,
-};
-
-struct parsed {
-    llhttp_settings_t settings;
-    llhttp_t parser;
-    struct wg_http_msg msg;
-    struct wg_http_field fields[128];
-    size_t head_len;
-};
-
-static int on_complete(llhttp_t *p)
-{
-    ((struct wg_http_msg *)p->data)->complete = true;
-    return HPE_PAUSED;
-}
-
-/* Scans and parses raw as a request (or response). Returns 0 or the status. */
-static int parse(struct parsed *ps, const char *raw, bool response)
-{
-    struct wg_http_scan scan;
-    size_t len = strlen(raw);
-    memset(ps, 0, sizeof(*ps));
-    wg_http_scan_reset(&scan, response);
-    int r = wg_http_scan(&scan, raw, len, &lim, &ps->head_len);
-    if (r == WG_HTTP_SCAN_MORE)
-        return -1;
-    if (r != WG_HTTP_SCAN_DONE)
-        return r;
-    wg_http_settings_init(&ps->settings);
-    ps->settings.on_message_complete = on_complete;
-    llhttp_init(&ps->parser, response ? HTTP_RESPONSE : HTTP_REQUEST, &ps->settings);
-    ps->msg.is_response = response;
-    ps->msg.fields = ps->fields;
-    ps->msg.fields_cap = 128;
-    ps->parser.data = &ps->msg;
-    return wg_http_parse_head(&ps->parser, &ps->msg, raw, ps->head_len);
-}
 
 static int req_status(const char *raw)
 {
-    struct parsed ps;
-    return parse(&ps, raw, false);
+    struct wg_test_http ps;
+    return wg_test_http_parse(&ps, raw, false);
 }
 
 static void test_scan_rules(void **state)
@@ -138,7 +96,7 @@ static void test_scan_limits(void **state)
     memset(big, 'a', sizeof(big));
     memcpy(big, "GET /", 5);
     wg_http_scan_reset(&scan, false);
-    assert_int_equal(wg_http_scan(&scan, big, 9000, &lim, &hl), 414);
+    assert_int_equal(wg_http_scan(&scan, big, 9000, &wg_test_http_limits, &hl), 414);
 
     /* one header line over 8 KiB: 431 */
     char *p = big;
@@ -174,7 +132,7 @@ static void test_scan_limits(void **state)
     size_t n = strlen(raw);
     int r = WG_HTTP_SCAN_MORE;
     for (size_t i = 1; i <= n && r == WG_HTTP_SCAN_MORE; i++)
-        r = wg_http_scan(&scan, raw, i, &lim, &hl);
+        r = wg_http_scan(&scan, raw, i, &wg_test_http_limits, &hl);
     assert_int_equal(r, WG_HTTP_SCAN_DONE);
     assert_int_equal(hl, n);
 }
@@ -231,21 +189,22 @@ static void test_request_rules(void **state)
         req_status(
             "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"),
         400);
-    struct parsed ps;
-    assert_int_equal(parse(&ps,
+    struct wg_test_http ps;
+    assert_int_equal(
+        wg_test_http_parse(&ps,
                            "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, "
                            "Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n",
                            false),
-                     0);
+        0);
     assert_true(ps.msg.upgrade_websocket);
 }
 
 static void test_request_facts(void **state)
 {
     (void)state;
-    struct parsed ps;
+    struct wg_test_http ps;
     assert_int_equal(
-        parse(
+        wg_test_http_parse(
             &ps,
             "POST /p?q HTTP/1.1\r\nHost: h:1\r\nContent-Length: 12\r\nExpect: 100-Continue\r\n\r\n",
             false),
@@ -257,17 +216,20 @@ static void test_request_facts(void **state)
     assert_int_equal(ps.msg.host_len, 3);
     assert_memory_equal(ps.msg.target, "/p?q", 4);
 
-    assert_int_equal(parse(&ps, "GET / HTTP/1.0\r\n\r\n", false), 0);
+    assert_int_equal(wg_test_http_parse(&ps, "GET / HTTP/1.0\r\n\r\n", false), 0);
     assert_true(ps.msg.conn_close); /* 1.0 without keep-alive */
-    assert_int_equal(parse(&ps, "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", false), 0);
+    assert_int_equal(
+        wg_test_http_parse(&ps, "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", false), 0);
     assert_false(ps.msg.conn_close);
-    assert_int_equal(parse(&ps, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", false),
-                     0);
+    assert_int_equal(
+        wg_test_http_parse(&ps, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", false),
+        0);
     assert_true(ps.msg.conn_close);
     assert_true(ps.msg.complete); /* no body: the message ends with the head */
     /* Expect on 1.0 is ignored: never a 1xx to a 1.0 client */
     assert_int_equal(
-        parse(&ps, "PUT / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n", false),
+        wg_test_http_parse(
+            &ps, "PUT / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n", false),
         0);
     assert_false(ps.msg.expect_continue);
 }
@@ -280,14 +242,14 @@ static const char *find(const char *hay, size_t n, const char *needle)
 static void test_request_rebuild(void **state)
 {
     (void)state;
-    struct parsed ps;
+    struct wg_test_http ps;
     struct wg_buf out;
     struct sockaddr_in peer = {.sin_family = AF_INET};
     inet_pton(AF_INET, "10.1.2.3", &peer.sin_addr);
     wg_buf_init(&out, 1 << 16);
 
     assert_int_equal(
-        parse(
+        wg_test_http_parse(
             &ps,
             "POST /x HTTP/1.1\r\nHost: a.example\r\nConnection: close, X-Forwarded-For, "
             "X-Secret\r\n"
@@ -316,11 +278,12 @@ static void test_request_rebuild(void **state)
 
     /* a trusted peer: its X-Forwarded-* are kept and extended */
     wg_buf_reset(&out);
-    assert_int_equal(parse(&ps,
+    assert_int_equal(
+        wg_test_http_parse(&ps,
                            "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.1.1.1\r\n"
                            "X-Forwarded-For: 2.2.2.2\r\nX-Forwarded-Proto: https\r\n\r\n",
                            false),
-                     0);
+        0);
     o = (struct wg_http_request_out){
         .target = "/", .target_len = 1, .peer = (struct sockaddr *)&peer, .peer_trusted = true};
     assert_int_equal(wg_http_request_rebuild(&ps.msg, &o, &out), 0);
@@ -330,10 +293,10 @@ static void test_request_rebuild(void **state)
 
     /* an upgrade keeps Upgrade, a stripped prefix keeps a leading slash */
     wg_buf_reset(&out);
-    assert_int_equal(parse(&ps,
-                           "GET /api?x HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n"
-                           "Upgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n",
-                           false),
+    assert_int_equal(wg_test_http_parse(&ps,
+                                        "GET /api?x HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n"
+                                        "Upgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n",
+                                        false),
                      0);
     o = (struct wg_http_request_out){.target = "?x",
                                      .target_len = 2,
@@ -348,7 +311,7 @@ static void test_request_rebuild(void **state)
 
     /* HTTP/1.0 without Host gets the upstream as Host */
     wg_buf_reset(&out);
-    assert_int_equal(parse(&ps, "GET / HTTP/1.0\r\n\r\n", false), 0);
+    assert_int_equal(wg_test_http_parse(&ps, "GET / HTTP/1.0\r\n\r\n", false), 0);
     o = (struct wg_http_request_out){
         .target = "/", .target_len = 1, .peer = (struct sockaddr *)&peer, .default_host = "up:80"};
     assert_int_equal(wg_http_request_rebuild(&ps.msg, &o, &out), 0);
@@ -359,24 +322,29 @@ static void test_request_rebuild(void **state)
 static void test_response(void **state)
 {
     (void)state;
-    struct parsed ps;
+    struct wg_test_http ps;
     struct wg_buf out;
     wg_buf_init(&out, 1 << 16);
 
     assert_int_equal(
-        parse(&ps, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
-              true),
+        wg_test_http_parse(
+            &ps, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            true),
         502);
     assert_int_equal(
-        parse(&ps, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", true), 502);
-    assert_int_equal(parse(&ps, "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", true), 502);
-    assert_int_equal(parse(&ps, "HTTP/2.0 200 OK\r\n\r\n", true), 502);
+        wg_test_http_parse(&ps, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+                           true),
+        502);
+    assert_int_equal(
+        wg_test_http_parse(&ps, "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", true), 502);
+    assert_int_equal(wg_test_http_parse(&ps, "HTTP/2.0 200 OK\r\n\r\n", true), 502);
 
-    assert_int_equal(parse(&ps,
+    assert_int_equal(
+        wg_test_http_parse(&ps,
                            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: X-Hop\r\n"
                            "X-Hop: 1\r\nKeep-Alive: t\r\nX-End: e\r\n\r\n",
                            true),
-                     0);
+        0);
     assert_true(ps.msg.chunked);
     /* a 1.0 client gets no chunking: close-delimited */
     struct wg_http_response_out o = {.client_minor = 0, .framing = WG_HTTP_FRAME_CLOSE};
@@ -397,7 +365,8 @@ static void test_response(void **state)
 
     /* a 1xx head carries no Connection */
     wg_buf_reset(&out);
-    assert_int_equal(parse(&ps, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n", true), 0);
+    assert_int_equal(
+        wg_test_http_parse(&ps, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n", true), 0);
     assert_int_equal(ps.msg.status, 103);
     o = (struct wg_http_response_out){.client_minor = 1, .keep_alive = true};
     assert_int_equal(wg_http_response_rebuild(&ps.msg, &o, &out), 0);
@@ -406,7 +375,7 @@ static void test_response(void **state)
 
     /* 101 with websocket */
     assert_int_equal(
-        parse(
+        wg_test_http_parse(
             &ps,
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
             true),
