@@ -46,6 +46,7 @@ static bool credential_ok(struct wg_conn *c, const char *tok, size_t len, int64_
     if (strcmp(cl.id, x->session_id) != 0 || cl.expires <= now_s)
         return false;
     x->access_gen = cl.gen;
+    x->access_expires = cl.expires;
     return true;
 }
 
@@ -194,8 +195,8 @@ static bool forward_prepare(struct wg_conn *c)
     else if (wg_buf_append(b, "\r\n", 2) < 0)
         return false;
     /* The key is taken before Authorization is appended (the buffer may move). */
-    wg_fauth_key(cookie_len > 0 ? b->data + ck_at : "", cookie_len, authz ? authz->value : "",
-                 authz ? authz->value_len : 0, x->fauth_key);
+    wg_fauth_key(x->session_id, cookie_len > 0 ? b->data + ck_at : "", cookie_len,
+                 authz ? authz->value : "", authz ? authz->value_len : 0, x->fauth_key);
     return authz == NULL || put_field(b, "Authorization", authz->value, authz->value_len);
 }
 
@@ -235,10 +236,7 @@ void conn_access_prepare(struct wg_conn *c, const struct wg_route_match *m)
      * WebSocket or a POST keeps its token, stripped upstream. */
     if (in_query && (req->method_id == HTTP_GET || req->method_id == HTTP_HEAD) &&
         !req->upgrade_websocket) {
-        int64_t expires = 0;
-        struct wg_access_claims cl;
-        if (x->access_set_cookie && wg_access_verify(c->px->access_key, qtok, qlen, &cl) == 0)
-            expires = cl.expires;
+        int64_t expires = x->access_set_cookie ? x->access_expires : 0;
         x->access_redirect = build_redirect(c, m, qtok, qlen, now_s, expires);
         if (!x->access_redirect)
             wg_buf_reset(&x->access_reply);

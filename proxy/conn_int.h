@@ -144,6 +144,7 @@ struct exchange {
     bool access_redirect;       /* GET/HEAD with our token in the query: 303 to the URL without */
     bool access_set_cookie;     /* ... and the query's token becomes the cookie */
     uint64_t access_gen;        /* the credential's generation, checked against the cache's */
+    int64_t access_expires;     /* the credential's expiry (s since the epoch) */
     struct wg_buf access_reply; /* the redirect's Location and Set-Cookie lines, or the
                                  * forward auth sub-request's fields */
     struct wg_fauth_req *fauth_req; /* the sub-request in flight */

@@ -57,8 +57,8 @@ static unsigned bucket_of(const unsigned char key[WG_FAUTH_KEY_LEN])
     return ((unsigned)key[0] << 8 | key[1]) % BUCKETS;
 }
 
-void wg_fauth_key(const char *cookie, size_t cookie_len, const char *authz, size_t authz_len,
-                  unsigned char key[WG_FAUTH_KEY_LEN])
+void wg_fauth_key(const char *session, const char *cookie, size_t cookie_len, const char *authz,
+                  size_t authz_len, unsigned char key[WG_FAUTH_KEY_LEN])
 {
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     unsigned n = 0;
@@ -66,7 +66,8 @@ void wg_fauth_key(const char *cookie, size_t cookie_len, const char *authz, size
     if (ctx == NULL)
         return;
     if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL))
-        (void)(EVP_DigestUpdate(ctx, cookie, cookie_len) && EVP_DigestUpdate(ctx, "\0", 1) &&
+        (void)(EVP_DigestUpdate(ctx, session, strlen(session) + 1) &&
+               EVP_DigestUpdate(ctx, cookie, cookie_len) && EVP_DigestUpdate(ctx, "\0", 1) &&
                EVP_DigestUpdate(ctx, authz, authz_len) && EVP_DigestFinal_ex(ctx, key, &n));
     EVP_MD_CTX_free(ctx);
 }

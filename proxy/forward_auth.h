@@ -54,9 +54,12 @@ int wg_fauth_new(uv_loop_t *loop, const struct wg_forward_auth_cfg *cfg, struct 
 /* Pending sub-requests end without their callbacks. NULL-safe. */
 void wg_fauth_free(struct wg_fauth *fa);
 
-/* The cache key of a credential: SHA-256 of cookie "\0" authorization. */
-void wg_fauth_key(const char *cookie, size_t cookie_len, const char *authz, size_t authz_len,
-                  unsigned char key[WG_FAUTH_KEY_LEN]);
+/* The cache key of a credential for one session: SHA-256 of session "\0"
+ * cookie "\0" authorization. The session is part of it because the service
+ * decides per request (it is told the host and URI): its yes for one
+ * session is no answer for another. */
+void wg_fauth_key(const char *session, const char *cookie, size_t cookie_len, const char *authz,
+                  size_t authz_len, unsigned char key[WG_FAUTH_KEY_LEN]);
 /* A cached answer for key: true with *a filled. */
 bool wg_fauth_cached(struct wg_fauth *fa, const unsigned char key[WG_FAUTH_KEY_LEN],
                      struct wg_fauth_answer *a);
