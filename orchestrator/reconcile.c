@@ -400,15 +400,28 @@ static void on_stuck_stopped(int status, const struct wg_docker_reply *r, void *
     }
 }
 
+/* A session's deadlines as its tasks keep them: the wake timeout of
+ * sessions: (the waker's, for every template) and its template's save
+ * timeout (the sleeper's), so a long save of a template with a long
+ * save.timeout is not taken for stuck. */
+static void template_deadlines(const struct wg_orch *o, const struct wg_sessions_cfg *t,
+                               struct wg_orch_deadlines *dl)
+{
+    dl->wake_timeout_ms = o->cfg->sessions.wake_timeout_ms;
+    dl->save_timeout_ms = t->save.timeout_ms;
+}
+
 /* What the recheck saw, as wg_orch_reconcile_decide() takes it. */
 static void recheck_observe(const struct orch_recheck *k, enum wg_orch_docker_state ds,
                             struct wg_orch_observed *ob)
 {
     const struct wg_orch *o = k->t.o;
     const struct wg_session *rec = &k->t.rec;
-    struct wg_orch_deadlines dl = {o->cfg->sessions.wake_timeout_ms,
-                                   o->cfg->sessions.save.timeout_ms};
-    uint64_t after = wg_orch_stuck_after_ms(rec->state, &dl);
+    struct wg_orch_deadlines dl;
+    uint64_t after;
+
+    template_deadlines(o, orch_template(o, rec), &dl);
+    after = wg_orch_stuck_after_ms(rec->state, &dl);
     int64_t age = orch_now_ms(o) - rec->state_since;
 
     memset(ob, 0, sizeof(*ob));
@@ -785,12 +798,6 @@ void reconcile_round(struct wg_orch *o)
 
 /* ---- stuck states ------------------------------------------------------------------------- */
 
-static void scan_deadlines(const struct wg_orch *o, struct wg_orch_deadlines *dl)
-{
-    dl->wake_timeout_ms = o->cfg->sessions.wake_timeout_ms;
-    dl->save_timeout_ms = o->cfg->sessions.save.timeout_ms;
-}
-
 /* One candidate's record: is it still stuck, and ours? */
 static void on_scan_record(const struct wg_store_res *res, void *arg)
 {
@@ -802,7 +809,7 @@ static void on_scan_record(const struct wg_store_res *res, void *arg)
     if (o->closing || res->status != 0 || res->rec == NULL)
         return;
     const struct wg_session *rec = res->rec;
-    scan_deadlines(o, &dl);
+    template_deadlines(o, orch_template(o, rec), &dl);
     uint64_t after = wg_orch_stuck_after_ms(rec->state, &dl);
     int64_t age = orch_now_ms(o) - rec->state_since;
 
@@ -854,11 +861,15 @@ void reconcile_scan_stuck(struct wg_orch *o)
 
     if (o->scan_busy || o->closing)
         return;
-    scan_deadlines(o, &dl);
-    for (size_t i = 0; i < sizeof(transient) / sizeof(transient[0]); i++) {
-        uint64_t after = wg_orch_stuck_after_ms(transient[i], &dl);
-        if (after && after < shortest)
-            shortest = after;
+    /* The range read takes every session stuck past the shortest deadline
+     * of any template; each candidate is then judged by its own. */
+    for (size_t k = 0; k <= o->cfg->templates_len; k++) {
+        template_deadlines(o, k == 0 ? &o->cfg->sessions : &o->cfg->templates[k - 1], &dl);
+        for (size_t i = 0; i < sizeof(transient) / sizeof(transient[0]); i++) {
+            uint64_t after = wg_orch_stuck_after_ms(transient[i], &dl);
+            if (after && after < shortest)
+                shortest = after;
+        }
     }
     if (shortest == UINT64_MAX)
         return;
