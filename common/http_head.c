@@ -76,9 +76,9 @@ static int scan_request_line(const char *line, size_t len)
     const char *sp1 = memchr(line, ' ', len);
     const char *sp2, *v;
     size_t vlen;
-    int r = check_method(line, len);
 
-    if (r != 0 || sp1 == NULL)
+    /* The method was checked by the caller (check_method). */
+    if (sp1 == NULL)
         return 400;
     sp2 = memchr(sp1 + 1, ' ', len - (size_t)(sp1 + 1 - line));
     if (sp2 == NULL || sp2 == sp1 + 1)
@@ -646,8 +646,13 @@ static int on_chunk_header(llhttp_t *p)
     return HPE_PAUSED;
 }
 
-int wg_http_trailers_scan(struct wg_http_msg *m, const char *data, size_t len, size_t max,
-                          size_t *ret_len)
+/* The trailer section (msg->in_trailers) as its bytes arrive: every line
+ * ends in CRLF, no bare CR, at most max bytes in all. Returns 0 with
+ * *ret_len the bytes to hand to llhttp now (through the blank line that
+ * ends the section, which clears in_trailers, or all of len), or the
+ * status: 400 for a request, 502 for a response. */
+static int trailers_scan(struct wg_http_msg *m, const char *data, size_t len, size_t max,
+                         size_t *ret_len)
 {
     const int bad = m->is_response ? 502 : 400;
 
@@ -686,7 +691,7 @@ llhttp_errno_t wg_http_execute_body(llhttp_t *p, struct wg_http_msg *m, const ch
     llhttp_errno_t e;
 
     if (m->in_trailers) {
-        int r = wg_http_trailers_scan(m, data, len, trailer_max, &feed);
+        int r = trailers_scan(m, data, len, trailer_max, &feed);
         if (r != 0) {
             m->error = r;
             *ret_used = len;

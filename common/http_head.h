@@ -99,7 +99,7 @@ struct wg_http_msg {
 
     /* Chunked framing, watched beside llhttp. llhttp stops (HPE_PAUSED)
      * after the last chunk's size line; the caller then passes the trailer
-     * section through wg_http_trailers_scan() before llhttp sees it, since
+     * section through the trailer scan before llhttp sees it, since
      * llhttp takes a bare LF there for a line end. */
     bool in_trailers;
     bool trailer_cr;          /* the last trailer byte was a CR */
@@ -132,18 +132,8 @@ int wg_http_parse_head(llhttp_t *parser, struct wg_http_msg *msg, const char *he
  * msg's Connection headers. */
 bool wg_http_field_is_hop(const struct wg_http_msg *msg, const struct wg_http_field *f);
 
-/* The trailer section of a chunked message (msg->in_trailers), as its bytes
- * arrive in data[0, len): every line must end in CRLF, with no bare CR, and
- * the section must stay within max bytes. Returns 0 with *ret_len the bytes
- * to hand to llhttp now (through the blank line that ends the section,
- * which clears in_trailers, or all of len), or the status to answer: 400
- * for a request, 502 for a response. The caller resumes the paused parser
- * (llhttp_resume) and runs it over those bytes. */
-int wg_http_trailers_scan(struct wg_http_msg *msg, const char *data, size_t len, size_t max,
-                          size_t *ret_len);
-
 /* Runs llhttp (p, whose data is msg) over body bytes data[0, len), the
- * trailer section through wg_http_trailers_scan() first. Returns llhttp's
+ * trailer section through the trailer scan first. Returns llhttp's
  * answer (HPE_OK; HPE_PAUSED at the end of the message, or before a
  * trailer section still to come; or a failure) with *ret_used the bytes it
  * took. A refused trailer section is HPE_USER with msg->error set. */
