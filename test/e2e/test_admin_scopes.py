@@ -226,6 +226,7 @@ def test_read_token_reads_and_is_refused_every_write(stack):
 
     # Writes: each 403 with the read-only error, and nothing happens.
     commands = stack.commands()
+    gen = stack.r.hget("wg:session:s-scope-a", "gen")
     last_active = call(gw, "GET", "/v1/sessions/s-scope-a", ADMIN)[2]["last_active"]
     container = session_containers(stack.dockerd, "s-scope-a")
     assert len(container) == 1 and container[0]["State"] == "running", container
@@ -238,6 +239,9 @@ def test_read_token_reads_and_is_refused_every_write(stack):
         ("POST", "/v1/sessions/s-scope-a/keepalive", {"duration": "30m"}),
         ("DELETE", "/v1/sessions/s-scope-a", None),
         ("DELETE", "/v1/sessions/s-scope-a?force=1", None),
+        # Minting a link or revoking every link is a write (admin only).
+        ("POST", "/v1/sessions/s-scope-a/links", {"ttl": "1h"}),
+        ("POST", "/v1/sessions/s-scope-a/revoke", None),
         # Not a route today: admin-only all the same (fail closed).
         ("GET", "/v1/sessions/s-scope-a/links", None),
         ("PUT", "/v1/sessions/s-scope-a", {}),
@@ -249,6 +253,7 @@ def test_read_token_reads_and_is_refused_every_write(stack):
     assert stack.r.exists("wg:session:s-scope-b") == 0
     assert stack.commands() == commands
     assert stack.r.hget("wg:session:s-scope-a", "state") == "running"
+    assert stack.r.hget("wg:session:s-scope-a", "gen") == gen  # no revoke
     assert call(gw, "GET", "/v1/sessions/s-scope-a", ADMIN)[2]["last_active"] == last_active  # no keepalive
     after = session_containers(stack.dockerd, "s-scope-a")
     assert [(c["Id"], c["State"]) for c in after] == [(container[0]["Id"], "running")], after
