@@ -314,7 +314,7 @@ bool conn_access_check(struct wg_conn *c, const struct wg_sess_view *v)
  * Location. */
 static void forward_denied(struct wg_conn *c, const struct wg_fauth_answer *a)
 {
-    char extra[2 * WG_FAUTH_HEADER_MAX + 64];
+    char extra[2 * WG_FAUTH_HEADER_MAX + 64] = ""; /* the service may send neither header */
     int n = 0;
 
     c->px->stats.access_denied++;
