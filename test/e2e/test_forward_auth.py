@@ -241,3 +241,27 @@ def test_the_cache_per_credential_and_its_bound(redis_server, recording_upstream
     tok = mint("c-1", int(time.time()) + 60, 5)
     resp, _ = send(gw, host, "/", API + (("X-Wakegate-Token", tok),))
     assert resp.status == 200 and auth.count() == 5
+
+
+def test_a_yes_for_one_session_is_not_reused_for_another(redis_server, recording_upstream, start_wakegate, auth,
+                                                          e2e_tmp):
+    """The service decides per request (it is told the host): alice may open
+    c-open, not c-closed. Her cached yes for c-open must not open c-closed."""
+    def decide(h):
+        cookie = h.get("Cookie") or ""
+        if "user=alice" in cookie and h.get("X-Forwarded-Host", "").startswith("c-open."):
+            return 200, []
+        return 403, []
+    auth.decide = decide
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=3)
+    gw = start(start_wakegate, redis_server, auth.port, e2e_tmp)
+    for sid in ("c-open", "c-closed"):
+        put_record(r, sid, "running", 5, ip="127.0.0.1", port=recording_upstream.port)
+    alice = API + (("Cookie", "user=alice"),)
+    resp, _ = send(gw, "c-open." + DOMAIN, "/", alice)
+    assert resp.status == 200 and auth.count() == 1, resp
+    resp, _ = send(gw, "c-closed." + DOMAIN, "/", alice)
+    assert resp.status == 403, resp
+    assert auth.count() == 2, "the second session was answered from the first one's cache entry"
+    resp, _ = send(gw, "c-open." + DOMAIN, "/", alice)
+    assert resp.status == 200 and auth.count() == 2  # still cached for its own session
