@@ -280,11 +280,9 @@ int wg_api_parse_create(const char *body, size_t len, const struct wg_config *cf
         goto out;
     /* The shape of the caller's members first, so an error names the first
      * malformed one; then what the template allows. */
-    rc = wg_container_spec_encode(root, &c.spec, err, errlen);
+    rc = wg_container_spec_check(root, err, errlen);
     if (rc < 0)
         goto out;
-    free(c.spec);
-    c.spec = NULL;
     rc = -EINVAL;
     if (check_overridable(root, t, err, errlen) < 0 || check_binds(root, t, err, errlen) < 0)
         goto out;

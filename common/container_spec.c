@@ -287,6 +287,11 @@ static int check_members(const json_t *obj, char *err, size_t errlen)
 
 /* ---- encode ---------------------------------------------------------------------------- */
 
+int wg_container_spec_check(const json_t *obj, char *err, size_t errlen)
+{
+    return check_members(obj, err, errlen);
+}
+
 int wg_container_spec_encode(const json_t *obj, char **ret_text, char *err, size_t errlen)
 {
     json_t *spec = NULL, *v;

@@ -47,6 +47,10 @@ struct wg_container_spec {
     unsigned pids;
 };
 
+/* The checks of wg_container_spec_encode() on obj's members, without
+ * writing the text. Returns 0 or -EINVAL with err naming the field. */
+int wg_container_spec_check(const json_t *obj, char *err, size_t errlen);
+
 /* Checks the spec members (cmd, env, labels, binds, save) of obj, a create
  * request; its other members are not looked at. On success *ret_text gets
  * the compact, ASCII-only JSON of the members given (malloc'ed; NULL when
