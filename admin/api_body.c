@@ -189,20 +189,14 @@ static int take_idle(const json_t *v, struct wg_api_create *c, char *err, size_t
 static int check_overridable(const json_t *root, const struct wg_sessions_cfg *t, char *err,
                              size_t errlen)
 {
-    static const struct {
-        const char *field;
-        unsigned bit;
-    } f[] = {
-        {"cmd", WG_OVERRIDE_CMD},   {"labels", WG_OVERRIDE_LABELS}, {"port", WG_OVERRIDE_PORT},
-        {"idle", WG_OVERRIDE_IDLE}, {"save", WG_OVERRIDE_SAVE},     {"limits", WG_OVERRIDE_LIMITS},
-    };
-
-    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
-        if (member(root, f[i].field) && !(t->overridable & f[i].bit))
+    for (size_t i = 0; i < wg_override_names_len; i++) {
+        const struct wg_override_name *o = &wg_override_names[i];
+        if (member(root, o->name) && !(t->overridable & o->bit))
             return wg_errf(err, errlen,
                            "field \"%s\": template \"%s\" does not let a caller set it "
                            "(its overridable list)",
-                           f[i].field, t->name);
+                           o->name, t->name);
+    }
     return 0;
 }
 

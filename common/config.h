@@ -135,6 +135,14 @@ enum wg_override {
     WG_OVERRIDE_SAVE = 1u << 4,
     WG_OVERRIDE_LIMITS = 1u << 5, /* up to limits_max */
 };
+/* The name of each overridable field (as in the request and in
+ * templates[].overridable) and its bit, for the configuration and the API. */
+struct wg_override_name {
+    const char *name;
+    unsigned bit;
+};
+extern const struct wg_override_name wg_override_names[];
+extern const size_t wg_override_names_len;
 /* The sessions: block's, so callers of before templates keep working. */
 #define WG_OVERRIDE_DEFAULT                                                                        \
     (WG_OVERRIDE_CMD | WG_OVERRIDE_LABELS | WG_OVERRIDE_PORT | WG_OVERRIDE_IDLE | WG_OVERRIDE_SAVE)

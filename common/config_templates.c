@@ -12,16 +12,14 @@
 #include "common/session.h"
 
 /* A template name is what a record stores and a request names: the
- * grammar of a session id, so it needs no escaping anywhere. */
-#define TEMPLATE_NAME_MAX 63
+ * grammar of a session id, so it needs no escaping anywhere; at most
+ * WG_SESSION_TEMPLATE_MAX bytes, as the record keeps it. */
 
-static const struct {
-    const char *name;
-    unsigned bit;
-} overrides[] = {
+const struct wg_override_name wg_override_names[] = {
     {"cmd", WG_OVERRIDE_CMD},   {"labels", WG_OVERRIDE_LABELS}, {"port", WG_OVERRIDE_PORT},
     {"idle", WG_OVERRIDE_IDLE}, {"save", WG_OVERRIDE_SAVE},     {"limits", WG_OVERRIDE_LIMITS},
 };
+const size_t wg_override_names_len = sizeof wg_override_names / sizeof wg_override_names[0];
 
 int config_sessions_defaults(struct wg_sessions_cfg *t, const char *name)
 {
@@ -79,7 +77,7 @@ void config_free_templates(struct wg_sessions_cfg *t, size_t n)
 
 static bool name_ok(const char *s)
 {
-    return wg_session_id_valid(s, strlen(s)) && strlen(s) <= TEMPLATE_NAME_MAX;
+    return wg_session_id_valid(s, strlen(s)) && strlen(s) <= WG_SESSION_TEMPLATE_MAX;
 }
 
 /* templates: {NAME: {keys of sessions:}, ...}. Each starts from the
@@ -111,7 +109,7 @@ int config_walk_templates(struct walk *w, yaml_node_t *n, const struct field *f,
         if (!name_ok(name))
             r = config_walk_fail(w, k,
                                  "invalid template name (use [a-z0-9][a-z0-9_-]*, at most %d)",
-                                 TEMPLATE_NAME_MAX);
+                                 WG_SESSION_TEMPLATE_MAX);
         else if (strcmp(name, "default") == 0)
             r = config_walk_fail(w, k,
                                  "\"default\" is the sessions: block; name this one otherwise");
@@ -159,9 +157,9 @@ int config_walk_overrides(struct walk *w, yaml_node_t *n, const struct field *f,
         bool found = false;
         int r = config_walk_scalar(w, item, false, &s);
 
-        for (size_t i = 0; r == 0 && i < sizeof overrides / sizeof overrides[0]; i++)
-            if (strcmp(s, overrides[i].name) == 0) {
-                mask |= overrides[i].bit;
+        for (size_t i = 0; r == 0 && i < wg_override_names_len; i++)
+            if (strcmp(s, wg_override_names[i].name) == 0) {
+                mask |= wg_override_names[i].bit;
                 found = true;
             }
         if (r == 0 && !found)
