@@ -25,9 +25,6 @@ independent check of the format in common/access.h.
 """
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import json
 import os
 import socket
@@ -45,11 +42,10 @@ from browser_util import Cdp, CdpError, Chromium
 from sessions_util import wait_subscribed, Orchestrator
 from streams_util import ws_request
 from stack_util import HOST, TOKEN, gw_config
+from access_util import API, DOMAIN, NAV, SECRET, header, mint, put_record, secret_file, send
 
 IMAGE = "wakegate-test-access:latest"
 APP_TEXT = b"wakegate test image"
-DOMAIN = "preview.localhost"
-SECRET = b"0123456789abcdef0123456789abcdef-access-test"
 
 # The app on 8080, and a WebSocket endpoint on 8081 (one connection each:
 # the handshake, then it reads until the peer closes).
@@ -58,41 +54,9 @@ nc -ll -p 8081 -e /ws.sh &
 exec httpd -f -p 8080 -h /www
 """
 
-NAV = (("Accept", "text/html,application/xhtml+xml"), ("Sec-Fetch-Mode", "navigate"),
-       ("User-Agent", "access-e2e"))
-API = (("Accept", "*/*"), ("User-Agent", "access-e2e"))
 
 
 # ---------------------------------------------------------------- helpers
-
-def secret_file(tmp):
-    path = os.path.join(tmp, "access.key")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.write(fd, SECRET)
-    os.close(fd)
-    return path
-
-
-def mint(sid, expires, gen, key=SECRET):
-    """A token as common/access.c makes it, computed here independently."""
-    body = "%s.%d.%016x" % (sid, expires, gen)
-    mac = hmac.new(key, b"wakegate-access-v1\n" + body.encode(), hashlib.sha256).digest()
-    return body + "." + base64.urlsafe_b64encode(mac).decode().rstrip("=")
-
-
-def send(gw, host, target, headers=(), method="GET", timeout=20.0):
-    data = rawhttp.request_bytes(method, target, host=host, headers=list(headers))
-    r = rawhttp.send(gw.port, data, timeout=timeout, until="responses", methods=[method])
-    assert r.responses, "no response for %s %s (got %r)\n%s" % (host, target, r.data[:300], gw.log_tail(30))
-    return r.responses[0], r.data
-
-
-def header(resp, name):
-    for k, v in resp.headers:
-        if k.lower() == name.lower():
-            return v
-    return None
-
 
 def ws_handshake(port, host, path, extra=(), timeout=15.0):
     """Sends a WebSocket upgrade; returns (status, raw head bytes)."""
@@ -346,24 +310,6 @@ def test_websocket_needs_the_cookie(acc):
 
 
 # ---------------------------------------------------------------- what the upstream sees
-
-def put_record(r, sid, state, gen, ip=None, port=None, v=1):
-    """The record and its wg:state message, with the access generation, as
-    common/store's scripts write them."""
-    key = "wg:session:" + sid
-    now = str(int(time.time() * 1000))
-    fields = {"id": sid, "state": state, "state_since": now, "created": now, "host": HOST,
-              "v": str(v), "gen": str(gen)}
-    msg = {"id": sid, "state": state, "v": v, "gen": str(gen)}
-    if ip:
-        fields.update(ip=ip, port=str(port))
-        msg.update(ip=ip, port=port)
-    p = r.pipeline(transaction=True)
-    p.hset(key, mapping=fields)
-    p.sadd("wg:sessions", sid)
-    p.publish("wg:state", json.dumps(msg))
-    p.execute()
-
 
 def test_upstream_never_sees_our_credentials_and_the_log_never_shows_them(redis_server, recording_upstream,
                                                                           start_wakegate, e2e_tmp):

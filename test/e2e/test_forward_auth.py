@@ -29,7 +29,7 @@ import pytest
 import redis
 
 from sessions_util import Orchestrator, wait_subscribed
-from test_access import API, DOMAIN, NAV, header, mint, put_record, secret_file, send
+from access_util import API, DOMAIN, NAV, header, mint, put_record, secret_file, send
 
 HOST = "h1"
 
