@@ -131,6 +131,14 @@ def stack(redis_server, clean_engine, test_image, start_wakegate):
 
 
 @pytest.fixture(scope="session")
+def ws_image(dockerd, test_image):
+    """Tag of the test image with a WebSocket endpoint on 8081 (harness/image.py)."""
+    return image.build_image(dockerd, image.WS_IMAGE,
+                             extra_files={"/start.sh": image.WS_START_SH, "/ws.sh": image.WS_SH},
+                             dockerfile_extra="RUN chmod 755 /start.sh /ws.sh\n", cmd=["/start.sh"])
+
+
+@pytest.fixture(scope="session")
 def test_image(dockerd):
     """Tag of the FROM-scratch busybox+git image; CMD serves /www on :8080."""
     return image.build_image(dockerd, image.TEST_IMAGE)

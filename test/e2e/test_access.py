@@ -36,24 +36,16 @@ import urllib.request
 import pytest
 import redis
 
-from harness import build_image, rawhttp
-from harness.image import WS_SH
+from harness.image import WS_IMAGE
 from browser_util import Cdp, CdpError, Chromium
 from sessions_util import wait_subscribed, Orchestrator
 from streams_util import ws_request
 from stack_util import HOST, TOKEN, gw_config
 from access_util import API, DOMAIN, NAV, SECRET, header, mint, put_record, secret_file, send
 
-IMAGE = "wakegate-test-access:latest"
+# The app on 8080, and a WebSocket endpoint on 8081 (harness/image.py).
+IMAGE = WS_IMAGE
 APP_TEXT = b"wakegate test image"
-
-# The app on 8080, and a WebSocket endpoint on 8081 (one connection each:
-# the handshake, then it reads until the peer closes).
-START_SH = """#!/bin/sh
-nc -ll -p 8081 -e /ws.sh &
-exec httpd -f -p 8080 -h /www
-"""
-
 
 
 # ---------------------------------------------------------------- helpers
@@ -124,15 +116,9 @@ class Access:
         assert self.stack.record(sid)["state"] == "asleep"
 
 
-@pytest.fixture(scope="session")
-def access_image(dockerd, test_image):
-    return build_image(dockerd, IMAGE, extra_files={"/start.sh": START_SH, "/ws.sh": WS_SH},
-                       dockerfile_extra="RUN chmod 755 /start.sh /ws.sh\n", cmd=["/start.sh"])
-
-
 @pytest.fixture
-def stack(stack, access_image):
-    """conftest's stack, with the access image built."""
+def stack(stack, ws_image):
+    """conftest's stack, with the WebSocket image built."""
     return stack
 
 

@@ -21,37 +21,21 @@ import time
 
 import pytest
 
-from harness import build_image
-from harness.image import WS_SH
+from harness.image import WS_IMAGE
 from harness.util import wait_for
 from stack_util import gw_config
 
 pytestmark = pytest.mark.docker
 
-IMAGE = "wakegate-test-sleep:latest"
+# The test image with a WebSocket endpoint; with /remote bind-mounted its
+# start script clones the work tree from it (harness/image.py).
+IMAGE = WS_IMAGE
 GIT = "/usr/bin/git"
-
-START_SH = """#!/bin/sh
-# The session's work tree: a clone of the bare repository at /remote.
-if [ -d /remote ] && [ ! -d /www/repo/.git ]; then
-  git clone -q /remote /www/repo
-fi
-nc -ll -p 8081 -e /ws.sh &
-[ -n "$IGNORE_TERM" ] && trap '' TERM
-exec httpd -f -p 8080 -h /www
-"""
-
-
-
-@pytest.fixture(scope="session")
-def sleep_image(dockerd, test_image):
-    return build_image(dockerd, IMAGE, extra_files={"/start.sh": START_SH, "/ws.sh": WS_SH},
-                       dockerfile_extra="RUN chmod 755 /start.sh /ws.sh\n", cmd=["/start.sh"])
 
 
 @pytest.fixture
-def stack(stack, sleep_image):
-    """The conftest's stack, with the sleep image built."""
+def stack(stack, ws_image):
+    """The conftest's stack, with the WebSocket image built."""
     return stack
 
 

@@ -135,3 +135,16 @@ acc=$(printf '%s' "${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11" | sha1sum | cut -
 printf 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n' "$acc"
 exec cat >/dev/null
 """
+
+# The test image plus a WebSocket endpoint on 8081 (one connection at a
+# time) beside the app on 8080. With /remote bind-mounted, the work tree
+# /www/repo is cloned from it first; IGNORE_TERM makes PID 1 ignore SIGTERM.
+WS_IMAGE = "wakegate-test-ws:latest"
+WS_START_SH = """#!/bin/sh
+if [ -d /remote ] && [ ! -d /www/repo/.git ]; then
+  git clone -q /remote /www/repo
+fi
+nc -ll -p 8081 -e /ws.sh &
+[ -n "$IGNORE_TERM" ] && trap '' TERM
+exec httpd -f -p 8080 -h /www
+"""
