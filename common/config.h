@@ -123,6 +123,12 @@ struct wg_sandbox_cfg {
     bool read_only_root; /* ReadonlyRootfs with a tmpfs /tmp (default false) */
     char *user;          /* Config.User, "uid[:gid]" or a name; NULL: the image's */
     char *runtime;       /* HostConfig.Runtime ("runsc"); NULL: the engine's default */
+    /* The session network (common/config_network.c): its name (NULL:
+     * "wakegate-<template>", wg_config_network_name()), its IPv4 subnet
+     * (NULL: the engine's pools) and whether it routes off the host. */
+    char *network;
+    char *subnet;
+    bool egress; /* default false: an Internal network */
 };
 
 /* What a caller of POST /v1/sessions may set besides env (always) and
@@ -347,6 +353,9 @@ void wg_config_free(struct wg_config *cfg);
 
 /* "250ms", "30s", "20m", "1h", "0s" -> milliseconds. Returns 0 or -EINVAL. */
 int wg_config_parse_duration(const char *s, uint64_t *ret_ms);
+/* The name of t's session network: its network.name, else
+ * "wakegate-<template>" written into buf. */
+const char *wg_config_network_name(const struct wg_sessions_cfg *t, char *buf, size_t len);
 /* The template called name ("default": cfg->sessions), or NULL. */
 const struct wg_sessions_cfg *wg_config_template(const struct wg_config *cfg, const char *name);
 

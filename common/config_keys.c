@@ -601,8 +601,11 @@ static const struct field binds_fields[] = {
 
 int config_check_sessions(struct walk *w, yaml_node_t *map, void *base)
 {
-    int r = config_check_sandbox(w, map, &((struct wg_sessions_cfg *)base)->sandbox);
+    struct wg_sandbox_cfg *sb = &((struct wg_sessions_cfg *)base)->sandbox;
+    int r = config_check_sandbox(w, map, sb);
 
+    if (r == 0)
+        r = config_check_network(w, map, sb);
     return r < 0 ? r : config_check_binds_allow(w, map, base);
 }
 
@@ -637,6 +640,7 @@ const struct field config_sessions_fields[] = {
     {.key = "read_only_root", .kind = K_BOOL, IN_SESS(sandbox.read_only_root)},
     {.key = "user", .kind = K_STR, IN_SESS(sandbox.user), .nullable = true},
     {.key = "runtime", .kind = K_STR, IN_SESS(sandbox.runtime), .nullable = true},
+    {.key = "network", .kind = K_MAP, .sub = config_network_fields},
     {.key = "binds", .kind = K_MAP, .sub = binds_fields},
     {.key = "overridable", .kind = K_OVERRIDES, IN_SESS(overridable)},
     {.key = NULL},

@@ -16,6 +16,8 @@
  *                       stream, the output tail, line splitting)
  *   docker_events.c     the /events stream
  *   docker_exec.c       exec: create, start attached, inspect
+ *   docker_network.c    session networks: inspect, create, the rules
+ *                       one must meet
  *
  * Ownership, written down once:
  * - d owns three handles (curl_timer: curl's timeout; wake: delayed
@@ -98,6 +100,8 @@ enum req_kind {
     RK_EXEC_START,
     RK_EXEC_INSPECT,
     RK_EVENTS,
+    RK_NETWORK_INSPECT,
+    RK_NETWORK_CREATE,
 };
 
 enum req_where { RQ_NONE, RQ_QUEUED, RQ_ACTIVE, RQ_DELAYED };
