@@ -264,7 +264,10 @@ class Dockerd:
 
     def _network_args(self):
         if not self.netns:
-            return ["--bridge", self.bridge, "--iptables=false", "--ip-masq=false", "--ip-forward=false"]
+            # Session networks get /24s from a range of their own (the
+            # engine skips any that a host route already covers).
+            return ["--bridge", self.bridge, "--iptables=false", "--ip-masq=false", "--ip-forward=false",
+                    "--default-address-pool", "base=10.214.0.0/16,size=24"]
         # In our namespace the engine's own firewall rules are the subject of
         # the test; its default bridge gets a /24 the namespace alone sees.
         return ["--bip", "172.31.254.1/24"]
@@ -370,6 +373,9 @@ class Dockerd:
     def remove_all_containers(self):
         for c in self.api_json("GET", "/containers/json", params={"all": "1"}):
             self.api("DELETE", "/containers/%s" % c["Id"], params={"force": "1", "v": "1"})
+        # The session networks wakegate made, now empty: their bridges and
+        # subnets go with them.
+        self.api("POST", "/networks/prune", params={"filters": json.dumps({"label": ["wakegate.network"]})})
 
     # ----- Engine API
 
