@@ -80,6 +80,36 @@ static bool name_ok(const char *s)
     return wg_session_id_valid(s, strlen(s)) && strlen(s) <= WG_SESSION_TEMPLATE_MAX;
 }
 
+/* Keys of sessions: that the whole process uses, whatever the template:
+ * the wake deadline (held requests, stale wake commands, locks) and the
+ * reaper's own rhythm. A template that set one would be silently
+ * ignored, so it is refused instead. */
+static const char *const process_keys[][2] = {
+    {"wake_timeout", NULL}, {"idle", "activity_interval"}, {"idle", "reap_every"},
+    {"idle", "drain"},      {"save", "retry_backoff"},     {"save", "retry_max"},
+};
+
+static int refuse_process_keys(struct walk *w, yaml_node_t *map)
+{
+    for (size_t i = 0; i < sizeof process_keys / sizeof process_keys[0]; i++) {
+        const char *k = process_keys[i][0], *sub = process_keys[i][1];
+        yaml_node_t *n = config_walk_get(w, map, k);
+        size_t old;
+        int r;
+
+        if (n != NULL && sub != NULL)
+            n = n->type == YAML_MAPPING_NODE ? config_walk_get(w, n, sub) : NULL;
+        if (n == NULL)
+            continue;
+        old = sub ? config_walk_push(w, ".%s.%s", k, sub) : config_walk_push(w, ".%s", k);
+        r = config_walk_fail(w, n, "one value serves every session: set sessions.%s%s%s instead", k,
+                             sub ? "." : "", sub ? sub : "");
+        config_walk_pop(w, old);
+        return r;
+    }
+    return 0;
+}
+
 /* templates: {NAME: {keys of sessions:}, ...}. Each starts from the
  * built-in defaults, not from the sessions: block, so the order of the
  * file does not matter. */
@@ -124,6 +154,8 @@ int config_walk_templates(struct walk *w, yaml_node_t *n, const struct field *f,
             r = config_walk_map(w, val, config_sessions_fields, &v[i]);
         if (r == 0)
             r = config_check_sessions(w, val, &v[i]);
+        if (r == 0)
+            r = refuse_process_keys(w, val);
         config_walk_pop(w, old);
     }
     if (r < 0) {

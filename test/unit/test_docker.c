@@ -1317,6 +1317,45 @@ static void test_silent_peer_times_out(void **state)
     close(fd);
 }
 
+/* A session network is joined only when it isolates as the template says. */
+static void test_network_check(void **state)
+{
+    struct wg_docker_network_spec spec = {.name = "wakegate-default", .template = "default"};
+    struct wg_docker_network good = {.id = "n1",
+                                     .name = "wakegate-default",
+                                     .driver = "bridge",
+                                     .bridge = "wgs-0a1b2c3d",
+                                     .template = "default",
+                                     .internal = true,
+                                     .icc = false};
+    struct wg_docker_network n;
+    char why[384];
+
+    (void)state;
+    assert_int_equal(wg_docker_network_check(&good, &spec, why, sizeof why), 0);
+    n = good;
+    n.icc = true;
+    assert_int_equal(wg_docker_network_check(&n, &spec, why, sizeof why), -EINVAL);
+    assert_non_null(strstr(why, "lets its containers reach each other"));
+    n = good;
+    n.template = "";
+    assert_int_equal(wg_docker_network_check(&n, &spec, why, sizeof why), -EINVAL);
+    assert_non_null(strstr(why, "was not made by wakegate"));
+    n = good;
+    n.bridge = "br-0a1b2c3d4e5f";
+    assert_int_equal(wg_docker_network_check(&n, &spec, why, sizeof why), -EINVAL);
+    assert_non_null(strstr(why, "does not cover"));
+    n = good;
+    n.driver = "macvlan";
+    assert_int_equal(wg_docker_network_check(&n, &spec, why, sizeof why), -EINVAL);
+    /* The template's egress changed since the network was made. */
+    spec.egress = true;
+    assert_int_equal(wg_docker_network_check(&good, &spec, why, sizeof why), -EINVAL);
+    assert_non_null(strstr(why, "is internal but the template says egress: true"));
+    good.internal = false;
+    assert_int_equal(wg_docker_network_check(&good, &spec, why, sizeof why), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1348,6 +1387,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_events_stop_in_callback, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_free_in_event_callback, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_silent_peer_times_out, fx_setup, fx_teardown),
+        cmocka_unit_test(test_network_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
