@@ -489,6 +489,22 @@ static void test_create_body(void **state)
                             "\"Tmpfs\":{\"/tmp\":\"rw,nosuid,nodev,mode=1777\"},"
                             "\"Runtime\":\"runsc\"}}");
     json_decref(body);
+
+    /* A bind on /tmp is the writable /tmp: no tmpfs beside it (the engine
+     * refuses two mounts on one target). A bind under /tmp keeps it. */
+    static const char *const tmp_bind[] = {"/srv/s1-tmp:/tmp/:rw", NULL};
+    static const char *const under_tmp[] = {"/srv/cache:/tmp/cache", NULL};
+    struct wg_docker_spec ro = {
+        .session = "s1", .image = "img", .read_only_root = true, .binds = tmp_bind};
+    assert_int_equal(docker_create_body(&ro, &body, err, sizeof(err)), 0);
+    assert_true(
+        json_is_true(json_object_get(json_object_get(body, "HostConfig"), "ReadonlyRootfs")));
+    assert_null(json_object_get(json_object_get(body, "HostConfig"), "Tmpfs"));
+    json_decref(body);
+    ro.binds = under_tmp;
+    assert_int_equal(docker_create_body(&ro, &body, err, sizeof(err)), 0);
+    assert_non_null(json_object_get(json_object_get(body, "HostConfig"), "Tmpfs"));
+    json_decref(body);
 }
 
 static void test_create_body_refusals(void **state)
