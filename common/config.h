@@ -51,8 +51,11 @@ struct wg_route_cfg {
     bool has_upstream; /* static reverse proxy to upstream */
     struct wg_addr upstream;
     unsigned port;      /* session routes: container port; 0 = sessions.port */
-    char *access;       /* "public" or "private" as written; NULL: private */
+    char *access;       /* "public" or "private" as written; NULL: the session's template's */
     bool access_public; /* session routes: no credentials needed (access: public) */
+    /* access not written: the session's template decides (private unless it
+     * says access: public), once its record is known */
+    bool access_by_template;
 };
 
 /* Limits of PROXY-RULES.md. Durations are in milliseconds; 0 disables a
@@ -167,6 +170,10 @@ struct wg_sessions_cfg {
     char **binds_allow; /* host path prefixes ("/srv/work/") or volume names a bind may use */
     size_t binds_allow_len;
     unsigned overridable; /* enum wg_override */
+    /* access: "public" or "private" (default) as written; a session route
+     * that says neither follows it (docs/configuration.md, "access") */
+    char *access;
+    bool access_public;
     struct {
         uint64_t memory_bytes, nano_cpus; /* 0: the template's own limit */
         unsigned pids;
@@ -358,6 +365,8 @@ int wg_config_parse_duration(const char *s, uint64_t *ret_ms);
 const char *wg_config_network_name(const struct wg_sessions_cfg *t, char *buf, size_t len);
 /* The template called name ("default": cfg->sessions), or NULL. */
 const struct wg_sessions_cfg *wg_config_template(const struct wg_config *cfg, const char *name);
+/* Whether the sessions: block or a template says access: public. */
+bool wg_config_any_public_template(const struct wg_config *cfg);
 
 /* "1", "0.5", "2.25" CPUs -> nano CPUs (x 1e9; at most 9 decimals).
  * Returns 0 or -EINVAL. */

@@ -161,6 +161,8 @@ void config_sandbox_free(struct wg_sandbox_cfg *sb);
 /* Checks user and runtime of the sessions mapping map. Returns 0 or -EINVAL. */
 int config_check_sandbox(struct walk *w, yaml_node_t *map, struct wg_sandbox_cfg *sb);
 
+int config_check_template_access(struct walk *w, yaml_node_t *map, struct wg_sessions_cfg *t);
+
 /* ---- config_network.c ---- */
 
 extern const struct field config_network_fields[];

@@ -606,6 +606,8 @@ int config_check_sessions(struct walk *w, yaml_node_t *map, void *base)
 
     if (r == 0)
         r = config_check_network(w, map, sb);
+    if (r == 0)
+        r = config_check_template_access(w, map, base);
     return r < 0 ? r : config_check_binds_allow(w, map, base);
 }
 
@@ -643,6 +645,7 @@ const struct field config_sessions_fields[] = {
     {.key = "network", .kind = K_MAP, .sub = config_network_fields},
     {.key = "binds", .kind = K_MAP, .sub = binds_fields},
     {.key = "overridable", .kind = K_OVERRIDES, IN_SESS(overridable)},
+    {.key = "access", .kind = K_STR, IN_SESS(access), .nullable = true},
     {.key = NULL},
 };
 

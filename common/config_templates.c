@@ -64,6 +64,7 @@ void config_sessions_free(struct wg_sessions_cfg *t)
     free(t->readiness.http_path);
     config_free_strv(t->save.command, t->save.command_len);
     free(t->save.path);
+    free(t->access);
     config_sandbox_free(&t->sandbox);
     memset(t, 0, sizeof *t);
 }
@@ -215,6 +216,34 @@ const struct wg_sessions_cfg *wg_config_template(const struct wg_config *cfg, co
         if (strcmp(cfg->templates[i].name, name) == 0)
             return &cfg->templates[i];
     return NULL;
+}
+
+/* access: public or private; the default is private, so an unknown word
+ * is an error rather than a guess. */
+int config_check_template_access(struct walk *w, yaml_node_t *map, struct wg_sessions_cfg *t)
+{
+    if (t->access != NULL && strcmp(t->access, "public") != 0 &&
+        strcmp(t->access, "private") != 0) {
+        yaml_node_t *n = config_walk_get(w, map, "access");
+        size_t old = config_walk_push(w, ".access");
+        int r = config_walk_fail(w, n ? n : map, "\"%s\" is not public or private (the default)",
+                                 t->access);
+
+        config_walk_pop(w, old);
+        return r;
+    }
+    t->access_public = t->access != NULL && strcmp(t->access, "public") == 0;
+    return 0;
+}
+
+bool wg_config_any_public_template(const struct wg_config *cfg)
+{
+    if (cfg->sessions.access_public)
+        return true;
+    for (size_t i = 0; i < cfg->templates_len; i++)
+        if (cfg->templates[i].access_public)
+            return true;
+    return false;
 }
 
 /* binds.allow: a path entry must be absolute, free of "..", and not the

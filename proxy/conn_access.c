@@ -229,6 +229,10 @@ void conn_access_prepare(struct wg_conn *c, const struct wg_route_match *m)
     if (!ok) {
         if (c->px->fauth != NULL && forward_prepare(c))
             x->access = ACCESS_FORWARD;
+        /* A template may open its sessions; that is known from the record
+         * only, so the check waits for the lookup (conn_access_template). */
+        x->access_by_template =
+            m->route->access_by_template && wg_config_any_public_template(c->px->cfg);
         return;
     }
     x->access = ACCESS_CHECK;
@@ -269,6 +273,20 @@ void conn_access_deny(struct wg_conn *c)
     else
         conn_send_local(c, 401, "application/json", challenge, denied_json,
                         sizeof(denied_json) - 1);
+}
+
+bool conn_access_template_open(struct wg_conn *c, const struct wg_sess_view *v)
+{
+    const struct wg_sessions_cfg *t;
+
+    /* Only a record that was read says which template: not found, Redis
+     * away or a template a reload removed all stay private, so a session
+     * that does not exist answers as a private one does. */
+    if ((v->status != WG_SESS_READY && v->status != WG_SESS_NOT_RUNNING) ||
+        v->template_name == NULL)
+        return false;
+    t = wg_config_template(c->px->cfg, v->template_name);
+    return t != NULL && t->access_public;
 }
 
 bool conn_access_check(struct wg_conn *c, const struct wg_sess_view *v)

@@ -42,7 +42,11 @@ struct wg_sess_entry {
     uint16_t port;
     char host[WG_SESSION_HOST_MAX + 1];
     uint64_t version;
-    uint64_t gen;         /* the record's access generation (revokes replace it) */
+    uint64_t gen; /* the record's access generation (revokes replace it) */
+    /* The record's template, from the last read: it is fixed for the
+     * record's life, and state messages do not carry it. */
+    char template_name[WG_SESSION_TEMPLATE_MAX + 1];
+    bool template_known;
     uint64_t state_at_ms; /* loop time the state was learnt */
     int64_t failed_since; /* loop ms the entry entered failed */
     uint64_t fetched_at_ms;
@@ -228,6 +232,8 @@ static void fetch_done(const struct wg_store_res *res, void *arg)
     if (res->status == 0 && res->rec != NULL) {
         const struct wg_session *r = res->rec;
         bool was_stale = e->stale;
+        snprintf(e->template_name, sizeof(e->template_name), "%s", r->template_name);
+        e->template_known = true;
         e->not_found = false;
         e->stale = false;
         e->fetch_failed_ms = 0;
@@ -322,6 +328,8 @@ void wg_session_cache_lookup(struct wg_session_cache *s, const char *id, uint16_
             fill_addr(s, e, port, v);
             v->state = e->state;
             v->gen = e->gen;
+            v->template_name = e->template_known ? e->template_name : NULL;
+            v->template_name = e->template_known ? e->template_name : NULL;
             v->status = v->addr_len ? WG_SESS_READY : WG_SESS_UNAVAILABLE;
             v->entry = e;
             return;
@@ -348,6 +356,7 @@ void wg_session_cache_lookup(struct wg_session_cache *s, const char *id, uint16_
     }
     v->state = e->state;
     v->gen = e->gen;
+    v->template_name = e->template_known ? e->template_name : NULL;
     if (e->state == WG_SESSION_RUNNING && e->ip[0]) {
         fill_addr(s, e, port, v);
         if (v->addr_len) {
@@ -633,6 +642,7 @@ static void on_state_msg(const struct wg_redis_msg *msg, void *arg)
     if (m.state == WG_SESSION_DESTROYED) {
         place(s, e, m.state, "");
         e->known = false;
+        e->template_known = false; /* a session made again under this id may have another */
         e->not_found = true;
         e->fetched_at_ms = now_ms(s);
     } else {

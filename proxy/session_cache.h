@@ -73,6 +73,8 @@ struct wg_sess_view {
     socklen_t addr_len;
     char addr_text[64];
     int64_t failed_for_ms;       /* NOT_RUNNING in failed: time since it failed */
+    const char *template_name;   /* the record's template ("" for "default"), or NULL while no
+                                    read of the record has told it */
     struct wg_sess_entry *entry; /* private: READY, for wg_session_cache_activity_begin() */
 };
 
