@@ -265,3 +265,25 @@ def test_a_yes_for_one_session_is_not_reused_for_another(redis_server, recording
     assert auth.count() == 2, "the second session was answered from the first one's cache entry"
     resp, _ = send(gw, "c-open." + DOMAIN, "/", alice)
     assert resp.status == 200 and auth.count() == 2  # still cached for its own session
+
+
+def test_any_other_answer_of_the_service_means_503_and_no_wake(redis_server, start_wakegate, auth, e2e_tmp):
+    """Only 2xx allows and only 401/403 are passed back: a redirect, a
+    5xx, a 404 or a 1xx-less oddity from the service is a failure (503),
+    fails closed, is never cached and wakes nothing."""
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=3)
+    gw = start(start_wakegate, redis_server, auth.port, e2e_tmp)
+    put_record(r, "o-1", "asleep", 1)
+    for status, extra in ((500, []), (502, []), (302, [("Location", "https://login.example.com/")]),
+                          (404, []), (407, [("Proxy-Authenticate", "Basic")])):
+        auth.decide = lambda h, status=status, extra=extra: (status, extra)
+        before = auth.count()
+        resp, _ = send(gw, "o-1." + DOMAIN, "/", API + (("Cookie", "user=alice"),))
+        assert resp.status == 503, (status, resp)
+        assert header(resp, "Location") is None and header(resp, "Proxy-Authenticate") is None
+        assert auth.count() == before + 1, status  # asked, and not from a cache
+    time.sleep(0.3)
+    assert wakes(r) == []
+    assert r.hget("wg:session:o-1", "state") == "asleep"
+    m = metrics(gw)
+    assert m["wakegate_forward_auth_failures_total"] == 5, m
