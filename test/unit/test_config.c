@@ -141,7 +141,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.limits.keepalive_requests_max, 10000);
     assert_int_equal(cfg.limits.body_max, 0);
     assert_int_equal(cfg.limits.connections_max, 20000);
-    assert_int_equal(cfg.limits.buffer_high_water, 256 * 1024);
+    assert_int_equal(cfg.limits.buffer_high_water, 32 * 1024);
     assert_int_equal(cfg.limits.tunnel_idle_ms, 3600 * 1000);
 
     assert_int_equal(cfg.upstream.connect_timeout_ms, 5000);
