@@ -31,7 +31,7 @@ per reader:
 That is the size of nginx's default proxy buffers (proxy_buffer_size 4k
 plus proxy_buffers 8 x 4k, 36 KiB; nginx then spills the rest to a temp
 file, where wakegate applies backpressure instead). At limits.connections_max
-(20,000) the bound gives 1.25 GiB at most, where the old default gave about
+(20,000) the bound gives 1.2 GiB at most, where the old default gave about
 6 GiB.
 
 While the 300 hang, a normal client gets full, correct answers; after they
