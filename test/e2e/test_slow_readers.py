@@ -24,7 +24,7 @@ per reader:
   about 4 KiB;
 - so about 37 KiB per reader in a release build (measured 35.8 KiB), and
   more under AddressSanitizer, which adds redzones and 1/8 of shadow memory
-  (measured 45.9 KiB). 64 KiB leaves room for allocator rounding without
+  (measured 46-47 KiB). 64 KiB leaves room for allocator rounding without
   letting a larger budget pass: the former default (256 KiB, plus one 64 KiB
   read past it) measured 313 KiB per reader in release, 380 KiB under ASan.
 
@@ -36,7 +36,7 @@ file, where wakegate applies backpressure instead). At limits.connections_max
 
 While the 300 hang, a normal client gets full, correct answers; after they
 close, their connections are gone and the gateway still answers.
-Bounded: about 15 s, 300 client sockets (wakegate holds 600 fds for them).
+Bounded: about 5 s, 300 client sockets (wakegate holds 600 fds for them).
 """
 
 import resource
