@@ -20,6 +20,10 @@
 #include "common/log.h"
 
 #define WG_CONFIG_ERR_MAX 512
+/* limits.buffer_high_water's floor: one page. The proxy's reads toward a
+ * slow peer are cut to what is left under the mark, so a smaller mark would
+ * only mean tiny reads. */
+#define WG_BUFFER_HIGH_WATER_MIN 4096
 
 enum wg_role { WG_ROLE_ALL = 0, WG_ROLE_PROXY, WG_ROLE_ORCHESTRATOR };
 
@@ -72,7 +76,7 @@ struct wg_limits {
     unsigned keepalive_requests_max; /* 10,000 requests per connection */
     uint64_t body_max;               /* request body bytes; 0 = no limit (default), else 413 */
     unsigned connections_max;        /* client connections at once; new ones are refused */
-    size_t buffer_high_water;        /* bytes queued to a slow peer before reading pauses */
+    size_t buffer_high_water;        /* 32 KiB: bytes queued to a slow peer, at most */
     uint64_t tunnel_idle_ms;         /* WebSocket/Upgrade tunnel with no byte either way */
 };
 

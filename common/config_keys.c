@@ -667,7 +667,7 @@ static const struct field limits_fields[] = {
     F_COUNT("keepalive_requests_max", limits.keepalive_requests_max, 1, UINT_MAX),
     F_SIZE("body_max", limits.body_max, 0, UINT64_MAX),
     F_COUNT("connections_max", limits.connections_max, 1, UINT_MAX),
-    F_SIZE("buffer_high_water", limits.buffer_high_water, 1, SIZE_LIMIT_MAX),
+    F_SIZE("buffer_high_water", limits.buffer_high_water, WG_BUFFER_HIGH_WATER_MIN, SIZE_LIMIT_MAX),
     F_TIME("tunnel_idle", limits.tunnel_idle_ms, 1),
     {.key = NULL},
 };

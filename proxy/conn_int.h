@@ -225,6 +225,11 @@ void conn_close(struct wg_conn *c);
 void conn_arm(struct wg_conn *c);
 /* Starts or stops reading each side for the state and the queues. */
 void conn_update_reading(struct wg_conn *c);
+/* The size of the next read whose bytes are queued to `side`: what is left
+ * under limits.buffer_high_water (at most the loop's read buffer), 0 when
+ * nothing is. Reading stops at 0 (conn_update_reading), so a connection never
+ * queues more than the mark plus a response head and chunk framing. */
+size_t conn_read_room(struct wg_conn *c, int side);
 /* Writes bufs to one side: straight to the socket when nothing is queued,
  * the rest copied into a write request. Failures are handled here; callers
  * check c->closing (and the upstream generation) afterwards. */

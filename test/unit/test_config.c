@@ -141,7 +141,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.limits.keepalive_requests_max, 10000);
     assert_int_equal(cfg.limits.body_max, 0);
     assert_int_equal(cfg.limits.connections_max, 20000);
-    assert_int_equal(cfg.limits.buffer_high_water, 256 * 1024);
+    assert_int_equal(cfg.limits.buffer_high_water, 32 * 1024);
     assert_int_equal(cfg.limits.tunnel_idle_ms, 3600 * 1000);
 
     assert_int_equal(cfg.upstream.connect_timeout_ms, 5000);
@@ -423,6 +423,8 @@ static const struct error_case error_cases[] = {
     {"limits:\n  head_max: 8KB\n",
      "t.yaml:2: limits.head_max: invalid size \"8KB\" (use 512, 64KiB, 1MiB or 1GiB)"},
     {"limits: {head_max: 2GiB}\n", "t.yaml:1: limits.head_max: 2GiB is out of range (1 to 1GiB)"},
+    {"limits: {buffer_high_water: 1KiB}\n",
+     "t.yaml:1: limits.buffer_high_water: 1KiB is out of range (4KiB to 1GiB)"},
     {"limits: {header_count_max: 0}\n",
      "t.yaml:1: limits.header_count_max: 0 is out of range (1 to 65535)"},
     {"sessions: {port: 80x}\n", "t.yaml:1: sessions.port: invalid number \"80x\""},
