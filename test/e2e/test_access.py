@@ -81,7 +81,7 @@ class Access:
 
     def __init__(self, stack, tmp):
         self.stack = stack
-        cfg = gw_config(stack.redis_server.url, stack.dockerd, wake_timeout="20s")
+        self.cfg = cfg = gw_config(stack.redis_server.url, stack.dockerd, wake_timeout="20s")
         cfg["sessions"]["image"] = IMAGE
         cfg["routes"] = [
             {"match": {"host": "{session}." + DOMAIN}},
@@ -271,6 +271,28 @@ def test_expired_and_revoked_links_are_refused(acc):
     assert acc.visit(new["url"]).status == 303
     resp, _ = acc.get("e-1", "/", API + (("Cookie", "wg_token=" + new["token"]),))
     assert resp.status == 200 and APP_TEXT in resp.body
+
+
+def test_a_revoke_reaches_every_gateway(acc):
+    """Two gateways on one Redis: a cookie works on both; a revoke made
+    through one's API refuses it on the other at once, with no restart."""
+    second = acc.stack.start_wakegate(acc.cfg, args=["--role", "proxy"])
+    second.wait_ready(timeout=10)
+    acc.stack.create("g-1")
+    tok = acc.link("g-1", "1h")["token"]
+    hdrs = API + (("Cookie", "wg_token=" + tok),)
+    for gw in (acc.gw, second):
+        resp, _ = send(gw, acc.host("g-1"), "/", hdrs)
+        assert resp.status == 200 and APP_TEXT in resp.body, resp
+    acc.revoke("g-1")
+    wait_for(lambda: send(second, acc.host("g-1"), "/", hdrs)[0].status == 401, 3,
+             "the second gateway to refuse the revoked cookie")
+    assert send(acc.gw, acc.host("g-1"), "/", hdrs)[0].status == 401
+    # A link made after the revoke works on both.
+    new = acc.link("g-1", "1h")["token"]
+    for gw in (acc.gw, second):
+        resp, _ = send(gw, acc.host("g-1"), "/", API + (("X-Wakegate-Token", new),))
+        assert resp.status == 200, resp
 
 
 def test_websocket_needs_the_cookie(acc):
