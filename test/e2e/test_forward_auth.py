@@ -104,7 +104,7 @@ def free_port():
 
 
 def start(start_wakegate, redis_server, auth_port, e2e_tmp, cache_ttl="30s", cache_max=100, timeout="500ms",
-          key=False):
+          key=False, trusted=None):
     access = {"forward_auth": {"url": "http://127.0.0.1:%d/verify" % auth_port, "timeout": timeout,
                                "cache_ttl": cache_ttl, "cache_max": cache_max}}
     if key:
@@ -116,6 +116,8 @@ def start(start_wakegate, redis_server, auth_port, e2e_tmp, cache_ttl="30s", cac
         "access": access,
         "log": {"level": "debug", "access": True},
     }
+    if trusted:
+        cfg["trusted_proxies"] = trusted
     gw = start_wakegate(cfg, args=["--role", "proxy"])
     wait_subscribed(Orchestrator(redis_server.url))
     return gw
@@ -287,3 +289,24 @@ def test_any_other_answer_of_the_service_means_503_and_no_wake(redis_server, sta
     assert r.hget("wg:session:o-1", "state") == "asleep"
     m = metrics(gw)
     assert m["wakegate_forward_auth_failures_total"] == 5, m
+
+
+def test_behind_a_trusted_proxy_the_service_sees_the_client_chain(redis_server, recording_upstream, start_wakegate,
+                                                                   auth, e2e_tmp):
+    """The service gets the X-Forwarded-For the upstream gets: the trusted
+    load balancer's list, then the peer; an untrusted client's own list is
+    dropped."""
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=3)
+    gw = start(start_wakegate, redis_server, auth.port, e2e_tmp, trusted=["127.0.0.1/32"])
+    put_record(r, "x-1", "running", 3, ip="127.0.0.1", port=recording_upstream.port)
+    resp, _ = send(gw, "x-1." + DOMAIN, "/", API + (("Cookie", "user=alice"),
+                                                    ("X-Forwarded-For", "203.0.113.9")))
+    assert resp.status == 200, resp
+    assert auth.seen[-1]["headers"]["x-forwarded-for"] == "203.0.113.9, 127.0.0.1", auth.seen[-1]
+    seen = b"".join(c.data for c in recording_upstream.connections)
+    assert b"X-Forwarded-For: 203.0.113.9, 127.0.0.1\r\n" in seen, seen
+    gw.stop()
+    gw = start(start_wakegate, redis_server, auth.port, e2e_tmp)
+    resp, _ = send(gw, "x-1." + DOMAIN, "/", API + (("Cookie", "user=bob"), ("X-Forwarded-For", "203.0.113.9")))
+    assert resp.status == 200, resp
+    assert auth.seen[-1]["headers"]["x-forwarded-for"] == "127.0.0.1", auth.seen[-1]
