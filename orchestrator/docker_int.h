@@ -227,6 +227,11 @@ struct wg_docker {
 int docker_call(struct wg_docker *d, enum req_kind kind, const char *method, char *path,
                 docker_finish_fn *finish, wg_docker_cb *cb, void *arg, struct docker_req **ret);
 
+/* docker_call() with a JSON body (consumed, as path is), submitted at
+ * once. Returns as docker_call() does. */
+int docker_call_json(struct wg_docker *d, enum req_kind kind, const char *method, char *path,
+                     json_t *body, docker_finish_fn *finish, wg_docker_cb *cb, void *arg);
+
 /* Drops one reference (a handle or the name lookup); the last frees d. Only
  * reachable after docker_teardown(). */
 void docker_release(struct wg_docker *d);

@@ -146,7 +146,6 @@ int wg_docker_network_create(struct wg_docker *d, const struct wg_docker_network
     char bridge[16];
     uint32_t rnd;
     json_t *body = NULL;
-    struct docker_req *q;
     int rc;
 
     if (!spec || !wg_docker_ref_valid(spec->name) || !spec->template ||
@@ -161,13 +160,6 @@ int wg_docker_network_create(struct wg_docker *d, const struct wg_docker_network
     rc = network_create_body(spec, bridge, &body);
     if (rc < 0)
         return rc;
-    rc = docker_call(d, RK_NETWORK_CREATE, "POST", strdup("/networks/create"),
-                     finish_network_create, cb, arg, &q);
-    if (rc < 0) {
-        json_decref(body);
-        return rc;
-    }
-    if ((rc = docker_req_set_json(q, body)) < 0 || (rc = docker_submit(q)) < 0)
-        docker_req_free(q);
-    return rc;
+    return docker_call_json(d, RK_NETWORK_CREATE, "POST", strdup("/networks/create"), body,
+                            finish_network_create, cb, arg);
 }

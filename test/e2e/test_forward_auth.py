@@ -28,6 +28,7 @@ import urllib.request
 import pytest
 import redis
 
+from harness.util import TcpServer
 from sessions_util import Orchestrator, wait_subscribed
 from access_util import API, DOMAIN, NAV, header, mint, put_record, secret_file, send
 
@@ -312,38 +313,11 @@ def test_behind_a_trusted_proxy_the_service_sees_the_client_chain(redis_server, 
     assert auth.seen[-1]["headers"]["x-forwarded-for"] == "127.0.0.1", auth.seen[-1]
 
 
-class RawAuth:
-    """An auth service that answers every connection with fixed bytes."""
-
-    def __init__(self, answer):
-        self.answer = answer
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            try:
-                c.settimeout(2)
-                c.recv(65536)
-                c.sendall(self.answer)
-            except OSError:
-                pass
-            finally:
-                c.close()
-
-
 @pytest.mark.parametrize("answer", [b"HTTP/1.1 2001 OK\r\n\r\n", b"HTTP/1.1 20 OK\r\n\r\n",
                                     b"HTTP/1.x 200 OK\r\n\r\n", b"HTTP/2 200\r\n\r\n", b"200 OK\r\n\r\n"])
 def test_a_malformed_status_line_from_the_service_is_a_failure(redis_server, start_wakegate, e2e_tmp, answer):
     r = redis.Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=3)
-    raw = RawAuth(answer)
+    raw = TcpServer("127.0.0.1", answer)
     try:
         gw = start(start_wakegate, redis_server, raw.port, e2e_tmp)
         put_record(r, "m-1", "asleep", 1)
@@ -351,4 +325,4 @@ def test_a_malformed_status_line_from_the_service_is_a_failure(redis_server, sta
         assert resp.status == 503, (answer, resp)
         assert wakes(r) == []
     finally:
-        raw.sock.close()
+        raw.close()
