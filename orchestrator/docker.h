@@ -150,7 +150,8 @@ struct wg_docker_reply {
     const char *id;                              /* create: the new container's id */
     const struct wg_docker_container *container; /* inspect */
     const struct wg_docker_summary *containers;  /* list */
-    const struct wg_docker_network *network;     /* network inspect */
+    const struct wg_docker_network *networks;    /* network list: those named exactly so */
+    size_t n_networks;
     size_t n_containers;
     const char *output; /* logs, exec: stdout and stderr interleaved, demultiplexed */
     size_t output_len;
@@ -280,8 +281,10 @@ bool wg_docker_ref_valid(const char *ref);
 int wg_docker_ping(struct wg_docker *d, wg_docker_cb *cb, void *arg);
 /* GET /version: r->json. */
 int wg_docker_version(struct wg_docker *d, wg_docker_cb *cb, void *arg);
-/* GET /networks/{name}: r->network. */
-int wg_docker_network_inspect(struct wg_docker *d, const char *name, wg_docker_cb *cb, void *arg);
+/* GET /networks filtered by name: r->networks, those named exactly name
+ * (the engine does not keep names unique: two creates that race both
+ * succeed). */
+int wg_docker_network_list(struct wg_docker *d, const char *name, wg_docker_cb *cb, void *arg);
 /* POST /networks/create of a session network (see wg_docker_network_spec),
  * with a new random bridge name. 409 when the name is taken. Returns
  * -EINVAL for a bad spec, with the reason in err. */

@@ -16,8 +16,8 @@
  *                       stream, the output tail, line splitting)
  *   docker_events.c     the /events stream
  *   docker_exec.c       exec: create, start attached, inspect
- *   docker_network.c    session networks: inspect, create, the rules
- *                       one must meet
+ *   docker_network.c    session networks: list by name, create, the
+ *                       rules one must meet
  *
  * Ownership, written down once:
  * - d owns three handles (curl_timer: curl's timeout; wake: delayed
@@ -100,7 +100,7 @@ enum req_kind {
     RK_EXEC_START,
     RK_EXEC_INSPECT,
     RK_EVENTS,
-    RK_NETWORK_INSPECT,
+    RK_NETWORK_LIST,
     RK_NETWORK_CREATE,
 };
 
@@ -168,6 +168,8 @@ struct docker_req {
     bool opened;    /* events: OPEN went out */
     char errbuf[CURL_ERROR_SIZE];
     char server_version[DOCKER_VERSION_MAX];
+    char ref[WG_DOCKER_REF_MAX + 1]; /* what a finish function must know of the call
+                                        (network list: the exact name) */
     docker_finish_fn *finish;
     docker_data_fn *on_data; /* streamed 2xx body; NULL: output (demultiplexed tail) */
     docker_head_fn *on_head; /* streamed 2xx head complete; NULL: nothing */

@@ -179,9 +179,10 @@ struct orch_wake {
 
     /* on the way */
     bool cas_retried;
-    bool recreated;     /* a create after start said 404: once only */
-    bool network_raced; /* the network's create said 409: inspect once more only */
-    bool health;        /* readiness from Docker health */
+    bool recreated;    /* a create after start said 404: once only */
+    bool network_made; /* this wake created the network: listed once more only */
+    char network_id[WG_DOCKER_REF_MAX + 1]; /* the session network the container joins */
+    bool health;                            /* readiness from Docker health */
     enum orch_pend pend;
     int crash_exit;
     bool crash_oom;
@@ -297,6 +298,10 @@ struct orch_save_fail {
 
 struct wg_orch {
     uv_loop_t *loop;
+    /* A session network is being created (wake_network.c): the engine
+     * keeps no name unique, so one create at a time, the others list
+     * again after it. */
+    bool network_creating;
     const struct wg_config *cfg;
     struct wg_log *log;
     const char *name; /* cfg->docker_name */

@@ -814,7 +814,9 @@ void wake_create_container(struct orch_wake *w)
         return;
     }
     wake_docker_spec(w, t, &sp, &bufs, &ds);
-    ds.network_mode = wg_config_network_name(t, net, sizeof(net));
+    /* By id: the engine may hold two networks of the name (wake_network.c). */
+    ds.network_mode =
+        w->network_id[0] ? w->network_id : wg_config_network_name(t, net, sizeof(net));
     w->t.phase = PH_DOCKER;
     orch_task_call(&w->t);
     rc = wg_docker_create(o->docker, &ds, on_wake_created, w, err, sizeof(err));
