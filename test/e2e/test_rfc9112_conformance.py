@@ -13,12 +13,16 @@ Raw bytes to the real binary with a recording upstream behind it:
   field that is not a list. Content-Type (section 8.3) and Authorization
   (section 11.6.2) each hold one value; given twice, the gateway and the
   upstream, or two parsers behind it, act on different ones. 400.
+- RFC 9110 section 10.1.1: a server MAY omit the 100 (Continue) when it has
+  already received the content. A body that came with its head gets only
+  the final response; one still missing gets the 100 first.
 
 Every refusal: Connection: close, a clean FIN, no byte at the upstream.
 """
 
 import pytest
 
+from harness import rawhttp
 from rules_util import accepted, assert_refused, proxy_config
 
 
@@ -99,3 +103,38 @@ def test_singleton_fields_once_pass(gw, up):
     raw = up.connections[0].data
     assert raw.count(b"\r\nAuthorization: Bearer one\r\n") == 1, raw
     assert raw.count(b"\r\nContent-Type: text/plain\r\n") == 1, raw
+
+
+def _expect_request(body, length=None):
+    length = len(body) if length is None else length
+    return (b"POST /e HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % length) + body
+
+
+@pytest.mark.parametrize("warm_pool", [False, True], ids=["fresh-upstream", "pooled-upstream"])
+def test_no_100_continue_when_the_body_came_with_the_head(gw, up, warm_pool):
+    """RFC 9110 section 10.1.1: a server MAY omit sending a 100 (Continue)
+    response if it has already received some or all of the content. When
+    the whole Content-Length body arrives with the head, the only response
+    is the final one (on a new upstream connection and on a pooled one)."""
+    if warm_pool:
+        r, _ = accepted(gw, up, b"GET /warm HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert r.responses[0].status == 200, r.data[:200]
+    with rawhttp.connect(gw.port) as c:
+        c.send(_expect_request(b"hello"))
+        resp = c.read_response(timeout=5, include_interim=True)
+    assert resp.status == 200, resp.raw_head
+    assert resp.interim == [], "a 100 Continue for a body already received: %r" % resp.raw_head
+    assert up.wait_for_requests(2 if warm_pool else 1)[-1].body == b"hello"
+
+
+def test_100_continue_while_the_body_is_still_missing(gw, up):
+    """RFC 9110 section 10.1.1: with part of the body still to come, the
+    client is told to go on (100), then gets the final response."""
+    with rawhttp.connect(gw.port) as c:
+        c.send(_expect_request(b"hel", length=5))
+        first = c.read_response(timeout=5, include_interim=True)
+        assert first.status == 100, first.raw_head
+        c.send(b"lo")
+        resp = c.read_response(timeout=5)
+    assert resp.status == 200 and resp.interim == [], resp.raw_head
+    assert up.wait_for_requests(1)[0].body == b"hello"
