@@ -219,9 +219,6 @@ static bool parse_request(struct wg_conn *c, const char *head, size_t head_len)
 
 /* Routes the request (*m). Returns false when it was answered: no route,
  * or a session route refused it. */
-/* The methods the gateway passes on, for "OPTIONS *"; CONNECT and TRACE
- * are refused (405). */
-#define WG_PROXY_ALLOW "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"
 
 static bool route_request(struct wg_conn *c, struct wg_route_match *m)
 {

@@ -16,6 +16,8 @@ Raw bytes to the real binary with a recording upstream behind it:
 - RFC 9110 section 10.1.1: a server MAY omit the 100 (Continue) when it has
   already received the content. A body that came with its head gets only
   the final response; one still missing gets the 100 first.
+- RFC 9110 section 15.5.6: a 405 carries Allow (CONNECT and TRACE, which
+  the gateway refuses).
 
 Every refusal: Connection: close, a clean FIN, no byte at the upstream.
 """
@@ -138,3 +140,19 @@ def test_100_continue_while_the_body_is_still_missing(gw, up):
         resp = c.read_response(timeout=5)
     assert resp.status == 200 and resp.interim == [], resp.raw_head
     assert up.wait_for_requests(1)[0].body == b"hello"
+
+
+@pytest.mark.parametrize("data", [
+    b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    b"TRACE / HTTP/1.1\r\nHost: a\r\n\r\n",
+], ids=["connect", "trace"])
+def test_405_names_the_allowed_methods(gw, up, data):
+    """RFC 9110 section 15.5.6: the server MUST generate an Allow header
+    field in a 405 (Method Not Allowed) response, listing the methods the
+    target supports. CONNECT (section 9.3.6) and TRACE (section 9.3.8) are
+    refused by the gateway; its Allow names what it passes on, and neither
+    of them."""
+    resp = assert_refused(gw, up, data, 405)
+    allow = [m.strip() for m in (resp.headers.get("allow") or "").split(",") if m.strip()]
+    assert "GET" in allow and "POST" in allow, resp.raw_head
+    assert "CONNECT" not in allow and "TRACE" not in allow, resp.raw_head
