@@ -1,4 +1,4 @@
-"""Request-target bytes and singleton fields, end to end, from RFC 9110/9112.
+"""RFC 9110/9112 conformance, end to end: path bytes, singleton fields, 100 (Continue) and 405.
 
 Raw bytes to the real binary with a recording upstream behind it:
 
