@@ -626,7 +626,9 @@ void conn_send_error(struct wg_conn *c, int status)
     struct exchange *x = c->x;
     char buf[512];
     const char *reason = wg_http_reason(status);
-    const char *extra = (status == 503 || status == 504) ? "Retry-After: 1\r\n" : "";
+    const char *extra = (status == 503 || status == 504) ? "Retry-After: 1\r\n"
+                        : status == 405                  ? "Allow: " WG_PROXY_ALLOW "\r\n"
+                                                         : "";
 
     if (c->closing)
         return;

@@ -44,6 +44,11 @@
 #define SIDE_CLIENT 0
 #define SIDE_UP 1
 
+/* The methods the gateway passes on: the Allow of "OPTIONS *" and of the
+ * 405 that refuses CONNECT and TRACE (RFC 9110 section 15.5.6: a 405 MUST
+ * carry Allow). */
+#define WG_PROXY_ALLOW "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"
+
 enum conn_state {
     CS_HEAD,       /* waiting for a request head; [transient] once bytes arrive */
     CS_WAITING,    /* [transient] held until its session runs (or the wake deadline) */
