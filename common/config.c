@@ -180,6 +180,7 @@ static void init_limits(struct wg_config *cfg)
     cfg->access.forward_auth.timeout_ms = 2000;
     cfg->access.forward_auth.cache_ttl_ms = 10 * 1000;
     cfg->access.forward_auth.cache_max = 10000;
+    cfg->access.forward_auth.max_in_flight = 256;
 }
 
 int wg_config_init_defaults(struct wg_config *cfg)

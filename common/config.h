@@ -219,10 +219,11 @@ struct wg_redis_private_cfg {
 /* access.forward_auth: a sub-request to the operator's auth service for
  * private routes, as nginx's auth_request and Traefik's ForwardAuth do. */
 struct wg_forward_auth_cfg {
-    char *url;             /* "http://127.0.0.1:9091/auth"; NULL: none */
-    uint64_t timeout_ms;   /* 2 s for the whole sub-request, else 503 */
-    uint64_t cache_ttl_ms; /* 10 s an answer is kept per credential; 0: not cached */
-    unsigned cache_max;    /* 10,000 answers kept at most (the oldest go first) */
+    char *url;              /* "http://127.0.0.1:9091/auth"; NULL: none */
+    uint64_t timeout_ms;    /* 2 s for the whole sub-request, else 503 */
+    uint64_t cache_ttl_ms;  /* 10 s an answer is kept per credential; 0: not cached */
+    unsigned cache_max;     /* 10,000 answers kept at most (the oldest go first) */
+    unsigned max_in_flight; /* 256 sub-requests at once per loop; more: 503 at once */
     /* Filled by wg_config_validate() from url: */
     struct wg_addr addr;
     char *host; /* "127.0.0.1:9091", the Host of the sub-request */

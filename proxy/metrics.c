@@ -149,10 +149,14 @@ static void forward_auth_metrics(const struct wg_proxy *px, struct wg_buf *out)
                    "out (answered 503).\n"
                    "# TYPE wakegate_forward_auth_failures_total counter\n"
                    "wakegate_forward_auth_failures_total %" PRIu64 "\n"
+                   "# HELP wakegate_forward_auth_joined_total Requests that waited for a "
+                   "sub-request already in flight for their credential.\n"
+                   "# TYPE wakegate_forward_auth_joined_total counter\n"
+                   "wakegate_forward_auth_joined_total %" PRIu64 "\n"
                    "# HELP wakegate_forward_auth_cached Answers in the forward auth cache.\n"
                    "# TYPE wakegate_forward_auth_cached gauge\n"
                    "wakegate_forward_auth_cached %" PRIu64 "\n",
-                   f->requests, f->cache_hits, f->failures, f->cached);
+                   f->requests, f->cache_hits, f->failures, f->joined, f->cached);
 }
 
 void wg_proxy_metrics_write(const struct wg_proxy *px, struct wg_buf *out)

@@ -105,9 +105,11 @@ def free_port():
 
 
 def start(start_wakegate, redis_server, auth_port, e2e_tmp, cache_ttl="30s", cache_max=100, timeout="500ms",
-          key=False, trusted=None):
+          key=False, trusted=None, max_in_flight=None):
     access = {"forward_auth": {"url": "http://127.0.0.1:%d/verify" % auth_port, "timeout": timeout,
                                "cache_ttl": cache_ttl, "cache_max": cache_max}}
+    if max_in_flight:
+        access["forward_auth"]["max_in_flight"] = max_in_flight
     if key:
         access["secret_file"] = secret_file(tempfile.mkdtemp(prefix="fauth-", dir=e2e_tmp))
     cfg = {
@@ -326,3 +328,42 @@ def test_a_malformed_status_line_from_the_service_is_a_failure(redis_server, sta
         assert wakes(r) == []
     finally:
         raw.close()
+
+
+def test_concurrent_requests_with_one_credential_ask_once(redis_server, recording_upstream, start_wakegate, auth,
+                                                         e2e_tmp):
+    """A page's first load: 20 requests with the same cookie at once, while
+    the service takes 300 ms. One sub-request; all 20 are answered."""
+    import concurrent.futures
+
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=3)
+    gw = start(start_wakegate, redis_server, auth.port, e2e_tmp, cache_ttl="0s")
+    put_record(r, "j-1", "running", 2, ip="127.0.0.1", port=recording_upstream.port)
+    auth.delay = 0.3
+    before = auth.count()
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        got = list(pool.map(lambda i: send(gw, "j-1." + DOMAIN, "/m%d.js" % i, API + (("Cookie", "user=carol"),))[0],
+                            range(20)))
+    assert [g.status for g in got] == [200] * 20, [g.status for g in got]
+    asked = auth.count() - before
+    assert asked < 20, asked  # the requests that arrived while one was in flight joined it
+    m = metrics(gw)
+    assert m["wakegate_forward_auth_joined_total"] == 20 - asked, m
+    assert m["wakegate_forward_auth_requests_total"] == asked, m
+    assert asked <= 3, asked
+
+
+def test_sub_requests_on_the_wire_are_capped(redis_server, recording_upstream, start_wakegate, auth, e2e_tmp):
+    """max_in_flight 2: five requests with five credentials at once while the
+    service is slow; two are asked, three get 503 at once (fail closed)."""
+    import concurrent.futures
+
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=3)
+    gw = start(start_wakegate, redis_server, auth.port, e2e_tmp, cache_ttl="0s", timeout="2s", max_in_flight=2)
+    put_record(r, "k-1", "running", 2, ip="127.0.0.1", port=recording_upstream.port)
+    auth.delay = 0.8
+    users = ["alice", "bob", "carol", "alice; x=1", "bob; x=2"]
+    with concurrent.futures.ThreadPoolExecutor(5) as pool:
+        got = list(pool.map(lambda u: send(gw, "k-1." + DOMAIN, "/", API + (("Cookie", "user=" + u),))[0], users))
+    statuses = sorted(g.status for g in got)
+    assert statuses == [200, 200, 503, 503, 503], statuses
