@@ -247,6 +247,10 @@ struct wg_config {
      * or the private server's "unix://<dir>/run/redis.sock" (redis_private.active),
      * or NULL for no Redis (redis.private.enabled false). */
     char *redis_url;
+    /* redis.outage_grace: how long after losing Redis a gateway still serves
+     * a running session, and then only over connections opened to its
+     * container before (proxy/session_cache.h). 30 s. */
+    uint64_t redis_outage_grace_ms;
     struct wg_redis_private_cfg redis_private;
     char *docker_host;
     /* Where docker_host came from, for errors found after loading: its

@@ -28,8 +28,9 @@
  *                            detail?} (from is "" on creation) and per other
  *                            event {id, type, at, detail?}
  *   wg:state         pub/sub one JSON message per write to a record:
- *                            {"id","state","v"[,"ip","port","gen"]} (gen: the
- *                            access generation, a decimal string)
+ *                            {"id","state","v"[,"ip","port","gen","cid"]} (gen:
+ *                            the access generation, a decimal string; cid: the
+ *                            record's container_id)
  *   wg:wake:{host}   stream  wake/sleep/destroy commands for one host's
  *                            orchestrator, consumed with a consumer group
  *                            {session, op, at, from?, force?}
@@ -151,6 +152,7 @@ struct wg_state_msg {
     uint16_t port;                  /* 0 when absent */
     uint64_t version;
     uint64_t gen; /* the record's access generation; 0 when absent */
+    char container_id[WG_SESSION_CONTAINER_ID_MAX + 1]; /* "cid"; "" when absent */
 };
 
 /* What a reaper pass reads of one idle candidate (wg_store_reap_scan()). */

@@ -59,7 +59,7 @@ int wg_store_parse_state_msg(const char *data, size_t len, struct wg_state_msg *
 {
     struct wg_state_msg m;
     json_error_t jerr;
-    json_t *root, *id, *state, *v, *ip, *port, *gen;
+    json_t *root, *id, *state, *v, *ip, *port, *gen, *cid;
     unsigned char addr[16];
     int rc = -EBADMSG;
 
@@ -75,6 +75,7 @@ int wg_store_parse_state_msg(const char *data, size_t len, struct wg_state_msg *
     ip = json_object_get(root, "ip");
     port = json_object_get(root, "port");
     gen = json_object_get(root, "gen");
+    cid = json_object_get(root, "cid");
     if (!json_is_string(id) || !wg_session_id_valid(json_string_value(id), json_string_length(id)))
         goto out;
     memcpy(m.id, json_string_value(id), json_string_length(id) + 1);
@@ -109,6 +110,15 @@ int wg_store_parse_state_msg(const char *data, size_t len, struct wg_state_msg *
         if (errno != 0 || end == NULL || *end != '\0')
             goto out;
         m.gen = (uint64_t)u;
+    }
+    /* The container the record names: lowercase hex, as the record holds it. */
+    if (cid) {
+        const char *c = json_string_value(cid);
+        size_t n = json_string_length(cid);
+        if (c == NULL || n == 0 || n > WG_SESSION_CONTAINER_ID_MAX || strlen(c) != n ||
+            strspn(c, "0123456789abcdef") != n)
+            goto out;
+        memcpy(m.container_id, c, n + 1);
     }
     *ret_msg = m;
     rc = 0;

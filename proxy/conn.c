@@ -60,7 +60,7 @@ static void exchange_init(struct exchange *x, struct wg_conn *c)
     const struct wg_limits *lim = &px->cfg->limits;
 
     memset(x, 0, offsetof(struct exchange, up_addr));
-    x->up_name[0] = x->log_method[0] = x->log_host[0] = x->log_path[0] = '\0';
+    x->up_name[0] = x->up_owner[0] = x->log_method[0] = x->log_host[0] = x->log_path[0] = '\0';
     x->session_id[0] = x->status_url[0] = '\0';
     x->next_free = NULL;
     x->conn = c;

@@ -100,7 +100,9 @@ struct exchange {
     bool up_reused;        /* taken from the pool */
     bool up_eof;           /* it sent FIN */
     bool req_head_written; /* some request byte reached its socket */
+    bool up_proven;        /* only a pooled connection of up_owner (WG_POOL_PROVEN) */
     unsigned retries;
+    uint64_t up_unconfirmed_ms; /* up_proven: how long Redis has not confirmed the session */
 
     /* the response */
     enum wg_http_framing resp_framing;
@@ -153,6 +155,7 @@ struct exchange {
     /* Set by exchange_init() to empty strings; not zeroed (size). */
     struct sockaddr_storage up_addr;
     char up_name[80];
+    char up_owner[WG_POOL_OWNER_MAX + 1]; /* "" or "<session>/<container id>" */
     char log_method[16];
     char log_host[96];
     char log_path[256];
@@ -340,6 +343,7 @@ struct conn_session_facts {
     enum conn_req_class req_class;
     bool status_path; /* .../_wakegate/status */
     bool waited;      /* held before: a look again after a change */
+    bool confirmed;   /* READY: Redis confirms the entry now */
 };
 
 struct conn_session_decision {
@@ -348,6 +352,8 @@ struct conn_session_decision {
     const char *state; /* SA_STATUS, SA_PAGE: the state shown (static) */
     bool wake;         /* SA_HOLD, SA_PAGE: send a wake first; 503 when it cannot go */
     bool activity;     /* SA_PROXY: the exchange keeps the session active */
+    bool proven_only;  /* SA_PROXY: only over a connection opened while the entry was
+                        * confirmed; none: 503 */
     bool suppressed;   /* could have woken the session and must not */
 };
 

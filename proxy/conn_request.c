@@ -93,6 +93,24 @@ static void upstream_connected(struct wg_upconn *uc, int status, void *user)
     on_upstream_ready(c);
 }
 
+/* Redis cannot confirm that the session's container still runs at the
+ * address, and no connection opened while it could is left: a new one
+ * might reach another session's container. */
+static void unproven(struct wg_conn *c)
+{
+    struct exchange *x = c->x;
+    const char *slash = strchr(x->up_owner, '/');
+
+    c->px->stats.session_unproven++;
+    WG_WARN(c->px->log, "conn",
+            "Redis cannot confirm the session's container at its address and no connection "
+            "opened to it before is idle, returning 503",
+            "conn=%" PRIu64 " session=%s container=%.12s upstream=%s unconfirmed_ms=%" PRIu64,
+            c->id, x->session_id, slash && slash[1] ? slash + 1 : "-", x->up_name,
+            x->up_unconfirmed_ms);
+    conn_send_error(c, 503);
+}
+
 void conn_connect_upstream(struct wg_conn *c, bool fresh)
 {
     struct exchange *x = c->x;
@@ -103,8 +121,13 @@ void conn_connect_upstream(struct wg_conn *c, bool fresh)
     x->up_start_ms = conn_now_ms(c);
     x->up_ns = uv_hrtime();
     conn_update_reading(c);
-    int r = wg_pool_acquire(c->px->pool, (const struct sockaddr *)&x->up_addr, fresh,
+    enum wg_pool_mode mode = x->up_proven ? WG_POOL_PROVEN : fresh ? WG_POOL_FRESH : WG_POOL_ANY;
+    int r = wg_pool_acquire(c->px->pool, (const struct sockaddr *)&x->up_addr, x->up_owner, mode,
                             &conn_up_reader, upstream_connected, c, &uc, &reused);
+    if (r == UV_ENOENT && x->up_proven) {
+        unproven(c);
+        return;
+    }
     if (r < 0) {
         char why[96];
         snprintf(why, sizeof(why), "connect: %s", uv_err_name(r));

@@ -185,10 +185,14 @@ static void session_wait(struct wg_conn *c)
 
 /* ---- acting on the decision ------------------------------------------------------ */
 
-/* The session runs at v's address: to its upstream. */
-static void session_proxy(struct wg_conn *c, const struct wg_sess_view *v, bool activity)
+/* The session runs at v's address: to its upstream, over a connection made
+ * for its container (proven_only: one opened before, see
+ * conn_decide_session). */
+static void session_proxy(struct wg_conn *c, const struct wg_sess_view *v,
+                          const struct conn_session_decision *d)
 {
     struct exchange *x = c->x;
+    bool activity = d->activity;
 
     /* Probes do not keep a session awake; everything else proxied does,
      * for as long as its exchange lasts (a stream: its whole life). */
@@ -197,6 +201,11 @@ static void session_proxy(struct wg_conn *c, const struct wg_sess_view *v, bool 
     conn_hold_end(c, WG_HOLD_SERVED);
     memcpy(&x->up_addr, &v->addr, v->addr_len);
     snprintf(x->up_name, sizeof(x->up_name), "%s", v->addr_text);
+    snprintf(x->up_owner, sizeof(x->up_owner), "%s/%s", x->session_id, v->container_id);
+    x->up_proven = d->proven_only;
+    if (d->proven_only)
+        c->px->stats.session_unconfirmed++;
+    x->up_unconfirmed_ms = v->unconfirmed_ms;
     conn_connect_upstream(c, false);
 }
 
@@ -224,6 +233,7 @@ void conn_session_route(struct wg_conn *c)
         .req_class = x->req_class,
         .status_path = x->status_path,
         .waited = x->waited,
+        .confirmed = v.confirmed,
     };
     conn_decide_session(&f, &d);
     if (d.suppressed)
@@ -236,7 +246,7 @@ void conn_session_route(struct wg_conn *c)
     }
     switch (d.action) {
     case SA_PROXY:
-        session_proxy(c, &v, d.activity);
+        session_proxy(c, &v, &d);
         return;
     case SA_HOLD:
         /* From here the hold waits for a wake, not only for a record. */

@@ -39,6 +39,7 @@ struct wg_sess_entry {
     uint64_t fetch_failed_ms; /* loop time the last fetch failed, 0: it did not */
     enum wg_session_state state;
     char ip[WG_SESSION_IP_MAX + 1];
+    char container_id[WG_SESSION_CONTAINER_ID_MAX + 1]; /* "" when the record names none */
     uint16_t port;
     char host[WG_SESSION_HOST_MAX + 1];
     uint64_t version;
@@ -177,18 +178,20 @@ static void set_state(struct wg_session_cache *s, struct wg_sess_entry *e,
     e->known = true;
 }
 
-/* Where the session is now. A container that left its address (stopped,
- * moved, gone) leaves pooled connections to a dead or reused address: the
- * proxy is told to drop them. */
+/* Where the session is now: state, address and container. A container that
+ * left its address (stopped, moved, gone, replaced) leaves pooled
+ * connections to a dead or reused address: the proxy is told to drop them. */
 static void place(struct wg_session_cache *s, struct wg_sess_entry *e, enum wg_session_state state,
-                  const char *ip)
+                  const char *ip, const char *container_id)
 {
     bool was_there = e->known && e->state == WG_SESSION_RUNNING && e->ip[0];
-    bool moved = state != WG_SESSION_RUNNING || strcmp(ip, e->ip) != 0;
+    bool moved = state != WG_SESSION_RUNNING || strcmp(ip, e->ip) != 0 ||
+                 strcmp(container_id, e->container_id) != 0;
     if (was_there && moved && s->addr_gone != NULL)
         s->addr_gone(s->addr_gone_arg, e->ip);
     set_state(s, e, state);
     snprintf(e->ip, sizeof(e->ip), "%s", ip);
+    snprintf(e->container_id, sizeof(e->container_id), "%s", container_id);
 }
 
 static struct pending *pending_new(struct wg_session_cache *s, const char *id)
@@ -234,7 +237,7 @@ static void fetch_done(const struct wg_store_res *res, void *arg)
         /* A state message newer than this read may have arrived meanwhile;
          * after a resubscription any read is newer than what we held. */
         if (!e->known || was_stale || r->version >= e->version) {
-            place(s, e, r->state, r->ip);
+            place(s, e, r->state, r->ip, r->container_id);
             snprintf(e->host, sizeof(e->host), "%s", r->host);
             e->port = r->port;
             e->version = r->version;
@@ -294,6 +297,16 @@ static void fill_addr(struct wg_session_cache *s, const struct wg_sess_entry *e,
     }
 }
 
+/* A running entry's view: its address, container, state and generation. */
+static void fill_view(struct wg_session_cache *s, struct wg_sess_entry *e, uint16_t port,
+                      struct wg_sess_view *v)
+{
+    fill_addr(s, e, port, v);
+    snprintf(v->container_id, sizeof(v->container_id), "%s", e->container_id);
+    v->state = e->state;
+    v->gen = e->gen;
+}
+
 void wg_session_cache_lookup(struct wg_session_cache *s, const char *id, uint16_t port,
                              struct wg_sess_view *v)
 {
@@ -311,19 +324,20 @@ void wg_session_cache_lookup(struct wg_session_cache *s, const char *id, uint16_
         v->status = e->fetching ? WG_SESS_PENDING : WG_SESS_UNAVAILABLE;
         return;
     }
-    /* Redis gone, or answering this entry's read with errors: only running
-     * sessions, and only for a while. */
+    /* Redis gone, or answering this entry's read with errors: the container
+     * may have left the address meanwhile. Only running sessions, for a
+     * while, and unconfirmed (see session_cache.h). */
     bool fetch_failing = e->stale && e->fetch_failed_ms && now - e->fetch_failed_ms < 1000;
     if (!s->sub_up || fetch_failing) {
         uint64_t since = !s->sub_up ? s->down_since_ms : e->fetch_failed_ms;
         bool usable = e->known && e->state == WG_SESSION_RUNNING && e->ip[0] &&
-                      now - since < WG_SESSION_CACHE_STALE_GRACE_MS;
+                      now - since < s->cfg->redis_outage_grace_ms;
         if (usable) {
-            fill_addr(s, e, port, v);
-            v->state = e->state;
-            v->gen = e->gen;
+            fill_view(s, e, port, v);
+            v->confirmed = false;
+            v->unconfirmed_ms = now - since;
             v->status = v->addr_len ? WG_SESS_READY : WG_SESS_UNAVAILABLE;
-            v->entry = e;
+            v->entry = v->addr_len ? e : NULL;
             return;
         }
         v->status = WG_SESS_UNAVAILABLE;
@@ -349,8 +363,9 @@ void wg_session_cache_lookup(struct wg_session_cache *s, const char *id, uint16_
     v->state = e->state;
     v->gen = e->gen;
     if (e->state == WG_SESSION_RUNNING && e->ip[0]) {
-        fill_addr(s, e, port, v);
+        fill_view(s, e, port, v);
         if (v->addr_len) {
+            v->confirmed = true;
             v->status = WG_SESS_READY;
             v->entry = e;
             return;
@@ -631,13 +646,18 @@ static void on_state_msg(const struct wg_redis_msg *msg, void *arg)
     if (e->known && !e->stale && m.version < e->version)
         return; /* older than what we hold */
     if (m.state == WG_SESSION_DESTROYED) {
-        place(s, e, m.state, "");
+        place(s, e, m.state, "", "");
         e->known = false;
         e->not_found = true;
         e->fetched_at_ms = now_ms(s);
     } else {
-        /* A running message without an address keeps the one we know. */
-        place(s, e, m.state, m.ip[0] || m.state != WG_SESSION_RUNNING ? m.ip : e->ip);
+        /* A running message without an address keeps the one we know (and
+         * its container, unless it names another). */
+        bool keep = !m.ip[0] && m.state == WG_SESSION_RUNNING;
+        char cid[WG_SESSION_CONTAINER_ID_MAX + 1];
+        snprintf(cid, sizeof(cid), "%s",
+                 keep && !m.container_id[0] ? e->container_id : m.container_id);
+        place(s, e, m.state, keep ? e->ip : m.ip, cid);
         e->not_found = false;
         if (m.port)
             e->port = m.port;
@@ -658,8 +678,10 @@ static void on_sub_state(struct wg_redis *r, bool connected, const char *reason,
         s->sub_up = false;
         s->down_since_ms = now_ms(s);
         WG_WARN(s->log, "sessions",
-                "state channel lost: serving running sessions from cache, refusing wakes",
-                "reason=\"%s\" grace_ms=%d", reason ? reason : "", WG_SESSION_CACHE_STALE_GRACE_MS);
+                "state channel lost: running sessions served only over connections opened "
+                "before, refusing wakes",
+                "reason=\"%s\" grace_ms=%" PRIu64, reason ? reason : "",
+                s->cfg->redis_outage_grace_ms);
         /* Waiters learn that nothing will come for now. */
         for (size_t i = 0; i < BUCKETS; i++) {
             for (struct wg_sess_entry *e = s->table[i]; e; e = e->next)

@@ -13,9 +13,19 @@
  * check of a signed link or cookie needs no Redis round trip: a revoke's
  * wg:state message replaces it on every gateway.
  *
- * While Redis is unreachable, sessions known to be running keep being
- * served from the cache for WG_SESSION_CACHE_STALE_GRACE_MS after the loss;
- * wakes and unknown sessions are refused (the caller answers 503).
+ * Each entry is tied to the session's container: the container id comes
+ * with the address (record and state messages), and a change of either
+ * tells the proxy the address is gone (wg_session_cache_on_addr_gone).
+ *
+ * While Redis cannot confirm an entry (the state channel is down, or the
+ * entry's read fails), the cache does not know whether the container still
+ * runs at its address: the orchestrators may have stopped it and given the
+ * address to another session's container. A running entry is then handed
+ * out unconfirmed (view.confirmed false), for redis.outage_grace after the
+ * loss, and the caller may use it only over a connection opened to that
+ * container while the entry was confirmed (proxy/upstream.h,
+ * WG_POOL_PROVEN), never a new one; otherwise it answers 503. Wakes and
+ * unknown sessions are refused (503).
  *
  * Waiting: a request for a session that is not running registers a waiter
  * and is told every time the entry changes; it then looks again. The
@@ -51,7 +61,6 @@ struct wg_session_cache; /* opaque */
 struct wg_store;
 struct wg_sess_entry;
 
-#define WG_SESSION_CACHE_STALE_GRACE_MS (5 * 60 * 1000)
 /* How long after entering failed a session refuses wakes at once. */
 #define WG_SESSION_CACHE_FAILED_COOLDOWN_MS (30 * 1000)
 #define WG_SESSION_CACHE_HOLD_PER_SESSION_MAX 1024
@@ -72,6 +81,13 @@ struct wg_sess_view {
     struct sockaddr_storage addr; /* READY: ip and port */
     socklen_t addr_len;
     char addr_text[64];
+    /* READY: the container the entry is tied to ("" when the record names
+     * none), and whether Redis confirms the entry now. Unconfirmed: only a
+     * connection opened while it was confirmed may carry the request; for
+     * unconfirmed_ms now. */
+    char container_id[WG_SESSION_CONTAINER_ID_MAX + 1];
+    bool confirmed;
+    uint64_t unconfirmed_ms;
     int64_t failed_for_ms;       /* NOT_RUNNING in failed: time since it failed */
     struct wg_sess_entry *entry; /* private: READY, for wg_session_cache_activity_begin() */
 };
@@ -139,7 +155,8 @@ struct wg_sess_entry *wg_session_cache_activity_begin(struct wg_session_cache *s
 void wg_session_cache_activity_end(struct wg_session_cache *s, struct wg_sess_entry **handle);
 
 /* Called with the IP (text) a session's container had when it leaves it:
- * no longer running there, or running elsewhere. */
+ * no longer running there, running elsewhere, or another container of the
+ * session runs there now. */
 typedef void wg_session_cache_addr_gone_fn(void *arg, const char *ip);
 void wg_session_cache_on_addr_gone(struct wg_session_cache *s, wg_session_cache_addr_gone_fn *fn,
                                    void *arg);
