@@ -100,7 +100,7 @@ struct exchange {
     bool up_reused;        /* taken from the pool */
     bool up_eof;           /* it sent FIN */
     bool req_head_written; /* some request byte reached its socket */
-    bool up_proven;        /* only a pooled connection of up_owner (WG_POOL_PROVEN) */
+    bool up_proven;        /* only a connection of up_owner proven alive (WG_POOL_PROVEN) */
     unsigned retries;
     uint64_t up_unconfirmed_ms; /* up_proven: how long Redis has not confirmed the session */
 
@@ -352,8 +352,8 @@ struct conn_session_decision {
     const char *state; /* SA_STATUS, SA_PAGE: the state shown (static) */
     bool wake;         /* SA_HOLD, SA_PAGE: send a wake first; 503 when it cannot go */
     bool activity;     /* SA_PROXY: the exchange keeps the session active */
-    bool proven_only;  /* SA_PROXY: only over a connection opened while the entry was
-                        * confirmed; none: 503 */
+    bool proven_only;  /* SA_PROXY: only while a connection opened when the entry was
+                        * confirmed proves the address (WG_POOL_PROVEN); none: 503 */
     bool suppressed;   /* could have woken the session and must not */
 };
 

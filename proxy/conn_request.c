@@ -94,8 +94,8 @@ static void upstream_connected(struct wg_upconn *uc, int status, void *user)
 }
 
 /* Redis cannot confirm that the session's container still runs at the
- * address, and no connection opened while it could is left: a new one
- * might reach another session's container. */
+ * address, and no connection to it opened while it could is alive to prove
+ * it: a new one might reach another session's container. */
 static void unproven(struct wg_conn *c)
 {
     struct exchange *x = c->x;
@@ -103,8 +103,8 @@ static void unproven(struct wg_conn *c)
 
     c->px->stats.session_unproven++;
     WG_WARN(c->px->log, "conn",
-            "Redis cannot confirm the session's container at its address and no connection "
-            "opened to it before is idle, returning 503",
+            "Redis cannot confirm the session's container at its address and no live "
+            "connection to that container proves it, returning 503",
             "conn=%" PRIu64 " session=%s container=%.12s upstream=%s unconfirmed_ms=%" PRIu64,
             c->id, x->session_id, slash && slash[1] ? slash + 1 : "-", x->up_name,
             x->up_unconfirmed_ms);

@@ -22,10 +22,10 @@
  * runs at its address: the orchestrators may have stopped it and given the
  * address to another session's container. A running entry is then handed
  * out unconfirmed (view.confirmed false), for redis.outage_grace after the
- * loss, and the caller may use it only over a connection opened to that
- * container while the entry was confirmed (proxy/upstream.h,
- * WG_POOL_PROVEN), never a new one; otherwise it answers 503. Wakes and
- * unknown sessions are refused (503).
+ * loss, and the caller may use it only while a connection opened to that
+ * container when the entry was confirmed is alive to prove the address is
+ * still the container's (proxy/upstream.h, WG_POOL_PROVEN); otherwise it
+ * answers 503. Wakes and unknown sessions are refused (503).
  *
  * Waiting: a request for a session that is not running registers a waiter
  * and is told every time the entry changes; it then looks again. The

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,27 +75,24 @@ static bool addr_equal(const struct sockaddr *a, const struct sockaddr *b)
            memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
 }
 
+/* Over the IP and the owner, not the port: the buckets of one owner's IP
+ * share a chain, so ip_proven() finds them all there. */
 static unsigned bucket_hash(const struct sockaddr *sa, const char *owner)
 {
     const unsigned char *p;
     size_t n;
     uint32_t h = 2166136261u;
-    uint16_t port;
     if (sa->sa_family == AF_INET) {
         const struct sockaddr_in *s = (const void *)sa;
         p = (const unsigned char *)&s->sin_addr;
         n = sizeof(s->sin_addr);
-        port = s->sin_port;
     } else {
         const struct sockaddr_in6 *s = (const void *)sa;
         p = (const unsigned char *)&s->sin6_addr;
         n = sizeof(s->sin6_addr);
-        port = s->sin6_port;
     }
     for (size_t i = 0; i < n; i++)
         h = (h ^ p[i]) * 16777619u;
-    h = (h ^ (port & 0xff)) * 16777619u;
-    h = (h ^ (port >> 8)) * 16777619u;
     for (const unsigned char *o = (const unsigned char *)owner; *o; o++)
         h = (h ^ *o) * 16777619u;
     return h % POOL_BUCKETS;
@@ -322,6 +320,63 @@ static void connect_cb(uv_connect_t *req, int status)
         cb(uc, status, uc->user);
 }
 
+/* Whether an idle connection's peer is still there, as of now: the kernel
+ * has neither an EOF, a reset nor stray bytes for it. The idle read would
+ * see those too, but only once the loop gets to them; one recv() says it
+ * now. A container that stops closes its sockets before its address can
+ * be given to another, so a live connection proves the address is its. */
+static bool upconn_alive(struct wg_upconn *uc)
+{
+    uv_os_fd_t fd;
+    char byte;
+
+    if (uc->closing || uv_fileno((const uv_handle_t *)&uc->tcp, &fd) < 0)
+        return false;
+    ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+/* The newest idle connection of b that is alive; dead ones met on the way
+ * are closed. NULL when none is (b may have been freed then). */
+static struct wg_upconn *bucket_alive(struct bucket *b)
+{
+    for (size_t n = b->nidle; n > 0; n--) {
+        struct wg_upconn *uc = wg_container_of(b->idle.next, struct wg_upconn, idle_link);
+        if (upconn_alive(uc))
+            return uc;
+        upconn_close(uc); /* the last one frees b */
+    }
+    return NULL;
+}
+
+/* Whether an idle connection of owner to addr's IP, on any port, is alive:
+ * the IP still belongs to what owner names. */
+static bool ip_proven(struct wg_pool *pool, const struct sockaddr *addr, const char *owner)
+{
+    struct bucket *b = pool->table[bucket_hash(addr, owner)];
+    while (b != NULL) {
+        struct bucket *next = b->next; /* b may be freed */
+        if (same_ip((const struct sockaddr *)&b->addr, addr) && strcmp(b->owner, owner) == 0 &&
+            bucket_alive(b) != NULL)
+            return true;
+        b = next;
+    }
+    return false;
+}
+
+/* An idle connection of owner to addr to lend: the newest; with
+ * WG_POOL_PROVEN only one that is alive now. */
+static struct wg_upconn *take_idle(struct wg_pool *pool, const struct sockaddr *addr,
+                                   const char *owner, enum wg_pool_mode mode)
+{
+    struct bucket *b = bucket_find(pool, addr, owner, false);
+    if (b == NULL || wg_list_empty(&b->idle))
+        return NULL;
+    if (mode == WG_POOL_PROVEN)
+        return bucket_alive(b);
+    return wg_container_of(b->idle.next, struct wg_upconn, idle_link);
+}
+
 int wg_pool_acquire(struct wg_pool *pool, const struct sockaddr *addr, const char *owner,
                     enum wg_pool_mode mode, const struct wg_upconn_reader *reader,
                     wg_upconn_connect_cb *cb, void *user, struct wg_upconn **ret_uc,
@@ -334,19 +389,15 @@ int wg_pool_acquire(struct wg_pool *pool, const struct sockaddr *addr, const cha
         owner = "";
     if (strlen(owner) > WG_POOL_OWNER_MAX)
         return UV_EINVAL;
-    if (mode != WG_POOL_FRESH) {
-        struct bucket *b = bucket_find(pool, addr, owner, false);
-        if (b != NULL && !wg_list_empty(&b->idle)) {
-            uc = wg_container_of(b->idle.next, struct wg_upconn, idle_link);
-            unlink_idle(uc);
-            uc->user = user;
-            uc->reader = reader;
-            *ret_uc = uc;
-            *ret_reused = true;
-            return 0;
-        }
+    if (mode != WG_POOL_FRESH && (uc = take_idle(pool, addr, owner, mode)) != NULL) {
+        unlink_idle(uc);
+        uc->user = user;
+        uc->reader = reader;
+        *ret_uc = uc;
+        *ret_reused = true;
+        return 0;
     }
-    if (mode == WG_POOL_PROVEN)
+    if (mode == WG_POOL_PROVEN && !ip_proven(pool, addr, owner))
         return UV_ENOENT;
 
     uc = calloc(1, sizeof(*uc));

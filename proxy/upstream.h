@@ -11,9 +11,12 @@
  * route (see proxy/session_cache.h). An address can pass from one session's
  * container to another's; a connection is handed out only to a borrower
  * that names the same owner, so one made for a session is never reused for
- * another. An open TCP connection cannot move to another container, so a
- * pooled connection is also proof of where it leads: WG_POOL_PROVEN takes
- * only those.
+ * another. An open TCP connection cannot move to another container, and a
+ * container closes its connections before its address can go to another:
+ * so an idle connection whose peer is still there (checked with one
+ * recv(MSG_PEEK) when it counts) proves that its owner still holds the
+ * address. WG_POOL_PROVEN lends only such a connection, or connects anew
+ * while one proves the IP.
  *
  * A struct wg_upconn is owned by the pool. The user (a client connection)
  * borrows it between wg_pool_acquire() and wg_pool_release(); while
@@ -38,7 +41,9 @@ struct wg_upconn; /* opaque */
 enum wg_pool_mode {
     WG_POOL_ANY = 0, /* a pooled connection of the owner, else a new one */
     WG_POOL_FRESH,   /* always a new connection */
-    WG_POOL_PROVEN,  /* only a pooled connection of the owner; never connect */
+    WG_POOL_PROVEN,  /* a pooled connection of the owner that is alive now, else a new one
+                      * while an idle connection of the owner to the same IP (any port)
+                      * is alive now; else UV_ENOENT */
 };
 
 /* status is 0, or a negative libuv error (UV_ECONNREFUSED, UV_ECANCELED...). */
@@ -61,12 +66,12 @@ int wg_pool_new(uv_loop_t *loop, const struct wg_upstream_cfg *cfg, struct wg_lo
 void wg_pool_free(struct wg_pool *pool);
 
 /* Borrows a connection to addr, made for owner (a string of at most
- * WG_POOL_OWNER_MAX bytes, copied; NULL is ""), for user. If an idle one of
- * that owner is pooled (and mode is not WG_POOL_FRESH) it is returned at
- * once with *ret_reused = true and cb is never called. Otherwise, with
- * WG_POOL_PROVEN, UV_ENOENT; else a connect starts, *ret_reused = false, and
- * cb runs once, never inside this call. Returns 0 or a negative libuv
- * error (UV_EINVAL: the owner is too long). */
+ * WG_POOL_OWNER_MAX bytes, copied; NULL is ""), for user, as mode says. A
+ * pooled one is returned at once with *ret_reused = true and cb is never
+ * called. Otherwise a connect starts, *ret_reused = false, and cb runs
+ * once, never inside this call. Returns 0 or a negative libuv error
+ * (UV_ENOENT: WG_POOL_PROVEN found no proof; UV_EINVAL: the owner is too
+ * long). */
 int wg_pool_acquire(struct wg_pool *pool, const struct sockaddr *addr, const char *owner,
                     enum wg_pool_mode mode, const struct wg_upconn_reader *reader,
                     wg_upconn_connect_cb *cb, void *user, struct wg_upconn **ret_uc,
