@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,6 +24,27 @@ static bool event_type_ok(const char *t)
             return false;
     return true;
 }
+int wg_store_check_publish(struct wg_store *s, const char *token, uint64_t stamp, wg_store_cb *cb,
+                           void *arg)
+{
+    struct store_argv a = {0};
+    struct op *op;
+    char channel[sizeof(WG_STORE_CHANNEL_CHECK) + WG_STORE_TOKEN_LEN];
+    int rc;
+
+    if (!s || !cb || !token || strlen(token) != WG_STORE_TOKEN_LEN)
+        return -EINVAL;
+    if ((rc = store_op_start(s, OP_PUBLISH, NULL, cb, arg, &op)) < 0)
+        return rc;
+    snprintf(channel, sizeof(channel), "%s%s", WG_STORE_CHANNEL_CHECK, token);
+    store_av_str(&a, "PUBLISH");
+    store_av_str(&a, channel);
+    store_av_u64(&a, stamp);
+    rc = store_send(op, s->redis, R_MAIN, 0, &a);
+    store_av_release(&a);
+    return rc < 0 ? store_op_abort(op, rc) : 0;
+}
+
 int wg_store_event_add(struct wg_store *s, const char *id, const char *type,
                        const char *detail_json, wg_store_cb *cb, void *arg)
 {

@@ -101,11 +101,25 @@ struct wg_session_cache {
     struct wg_store_activity *act_buf; /* reused by every flush */
     size_t act_cap;
     bool act_failing; /* the last batch failed: log the next failure only after a success */
+    /* checks of the state channel (see session_cache.h) */
+    uv_timer_t check_timer;
+    char check_token[WG_STORE_TOKEN_LEN + 1]; /* our channel: wg:check:{token} */
+    uint64_t confirmed_ms; /* loop time: all published before it has reached us */
+    bool silent;           /* subscribed, but no check came back within state_timeout */
+    bool check_inflight;
+    int handles; /* timers open; the memory goes with the last close */
 };
 
 static uint64_t now_ms(const struct wg_session_cache *s)
 {
     return uv_now(s->loop);
+}
+
+/* Whether the state channel delivers now: subscribed, and a check of ours
+ * came back within redis.state_timeout. Otherwise entries are unconfirmed. */
+static bool channel_live(const struct wg_session_cache *s, uint64_t now)
+{
+    return s->sub_up && now - s->confirmed_ms < s->cfg->redis_state_timeout_ms;
 }
 
 static unsigned hash_id(const char *id)
@@ -313,10 +327,12 @@ void wg_session_cache_lookup(struct wg_session_cache *s, const char *id, uint16_
     uint64_t now = now_ms(s);
     struct wg_sess_entry *e = find(s, id);
 
+    bool live = channel_live(s, now);
+
     memset(v, 0, sizeof(*v));
     s->stats.lookups++;
     if (e == NULL) {
-        if (!s->sub_up || (e = create(s, id)) == NULL) {
+        if (!live || (e = create(s, id)) == NULL) {
             v->status = WG_SESS_UNAVAILABLE;
             return;
         }
@@ -328,8 +344,11 @@ void wg_session_cache_lookup(struct wg_session_cache *s, const char *id, uint16_
      * may have left the address meanwhile. Only running sessions, for a
      * while, and unconfirmed (see session_cache.h). */
     bool fetch_failing = e->stale && e->fetch_failed_ms && now - e->fetch_failed_ms < 1000;
-    if (!s->sub_up || fetch_failing) {
-        uint64_t since = !s->sub_up ? s->down_since_ms : e->fetch_failed_ms;
+    if (!live || fetch_failing) {
+        /* Since when: the last moment the cache knew. */
+        uint64_t since = !s->sub_up ? s->down_since_ms : !live ? s->confirmed_ms : now;
+        if (fetch_failing && e->fetch_failed_ms < since)
+            since = e->fetch_failed_ms;
         bool usable = e->known && e->state == WG_SESSION_RUNNING && e->ip[0] &&
                       now - since < s->cfg->redis_outage_grace_ms;
         if (usable) {
@@ -623,6 +642,8 @@ static void on_state_msg(const struct wg_redis_msg *msg, void *arg)
         bool was_up = s->sub_up;
         s->sub_up = true;
         s->resubscribed_ms = now_ms(s);
+        s->confirmed_ms = now_ms(s);
+        s->silent = false;
         for (size_t i = 0; i < BUCKETS; i++) {
             for (struct wg_sess_entry *e = s->table[i]; e; e = e->next) {
                 e->stale = true;
@@ -669,6 +690,78 @@ static void on_state_msg(const struct wg_redis_msg *msg, void *arg)
     notify(s, e);
 }
 
+/* ---- checks of the state channel ---------------------------------------------------------- */
+
+/* Waiters learn that nothing will come for now. */
+static void notify_all(struct wg_session_cache *s)
+{
+    for (size_t i = 0; i < BUCKETS; i++) {
+        for (struct wg_sess_entry *e = s->table[i]; e; e = e->next)
+            notify(s, e);
+    }
+}
+
+static void check_done(const struct wg_store_res *res, void *arg)
+{
+    struct wg_session_cache *s = pending_end(arg);
+    (void)res;
+    if (s != NULL)
+        s->check_inflight = false;
+}
+
+/* A subscriber connection that a partition silenced reports nothing for
+ * as long as TCP keepalive takes: publishing on a channel of our own and
+ * reading it back proves, every quarter of redis.state_timeout, that the
+ * channel still delivers. */
+static void check_tick(uv_timer_t *t)
+{
+    struct wg_session_cache *s = t->data;
+    uint64_t now = now_ms(s);
+
+    if (!s->sub_up)
+        return;
+    if (!s->silent && !channel_live(s, now)) {
+        s->silent = true;
+        WG_WARN(s->log, "sessions",
+                "state channel silent: running sessions served only where a live connection "
+                "proves their container's address, refusing wakes",
+                "silent_ms=%" PRIu64 " state_timeout_ms=%" PRIu64, now - s->confirmed_ms,
+                s->cfg->redis_state_timeout_ms);
+        notify_all(s);
+    }
+    if (s->check_inflight)
+        return;
+    struct pending *p = pending_new(s, "");
+    if (p == NULL)
+        return;
+    if (wg_store_check_publish(s->store, s->check_token, now, check_done, p) < 0) {
+        pending_end(p);
+        return;
+    }
+    s->check_inflight = true;
+}
+
+static void on_check_msg(const struct wg_redis_msg *msg, void *arg)
+{
+    struct wg_session_cache *s = arg;
+    uint64_t now = now_ms(s), stamp = 0;
+
+    if (msg->kind != WG_REDIS_MESSAGE || msg->len == 0 || msg->len > 20)
+        return;
+    for (size_t i = 0; i < msg->len; i++) {
+        if (msg->data[i] < '0' || msg->data[i] > '9' || stamp > UINT64_MAX / 10)
+            return;
+        stamp = stamp * 10 + (uint64_t)(msg->data[i] - '0');
+    }
+    if (stamp > now || stamp <= s->confirmed_ms)
+        return;
+    s->confirmed_ms = stamp;
+    if (s->silent && channel_live(s, now)) {
+        s->silent = false;
+        WG_INFO(s->log, "sessions", "state channel delivers again", "entries=%zu", s->nentries);
+    }
+}
+
 static void on_sub_state(struct wg_redis *r, bool connected, const char *reason, void *arg)
 {
     struct wg_session_cache *s = arg;
@@ -678,15 +771,11 @@ static void on_sub_state(struct wg_redis *r, bool connected, const char *reason,
         s->sub_up = false;
         s->down_since_ms = now_ms(s);
         WG_WARN(s->log, "sessions",
-                "state channel lost: running sessions served only over connections opened "
-                "before, refusing wakes",
+                "state channel lost: running sessions served only where a live connection "
+                "proves their container's address, refusing wakes",
                 "reason=\"%s\" grace_ms=%" PRIu64, reason ? reason : "",
                 s->cfg->redis_outage_grace_ms);
-        /* Waiters learn that nothing will come for now. */
-        for (size_t i = 0; i < BUCKETS; i++) {
-            for (struct wg_sess_entry *e = s->table[i]; e; e = e->next)
-                notify(s, e);
-        }
+        notify_all(s);
     }
 }
 
@@ -713,12 +802,22 @@ int wg_session_cache_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg
     r = wg_redis_subscribe(s->sub, WG_STORE_CHANNEL_STATE, on_state_msg, s);
     if (r < 0)
         goto out_redis;
-    /* Last: once the timer is initialised the memory goes only in its close
-     * callback. */
-    r = uv_timer_init(loop, &s->act_timer);
+    char check_channel[sizeof(WG_STORE_CHANNEL_CHECK) + WG_STORE_TOKEN_LEN];
+    if ((r = wg_store_lock_token(s->check_token)) < 0)
+        goto out_redis;
+    snprintf(check_channel, sizeof(check_channel), "%s%s", WG_STORE_CHANNEL_CHECK, s->check_token);
+    r = wg_redis_subscribe(s->sub, check_channel, on_check_msg, s);
     if (r < 0)
         goto out_redis;
-    s->act_timer.data = s;
+    /* Last: uv_timer_init() only fills the handle (it cannot fail), and once
+     * the timers are initialised the memory goes only in the close callback
+     * of the last one. */
+    uv_timer_init(loop, &s->act_timer);
+    uv_timer_init(loop, &s->check_timer);
+    s->act_timer.data = s->check_timer.data = s;
+    s->handles = 2;
+    uint64_t every = cfg->redis_state_timeout_ms / 4 ? cfg->redis_state_timeout_ms / 4 : 1;
+    uv_timer_start(&s->check_timer, check_tick, every, every);
     *ret = s;
     return 0;
 
@@ -729,9 +828,11 @@ out_free:
     return r;
 }
 
-static void act_timer_closed(uv_handle_t *h)
+static void timer_closed(uv_handle_t *h)
 {
     struct wg_session_cache *s = h->data;
+    if (--s->handles > 0)
+        return;
     free(s->act_buf);
     free(s);
 }
@@ -769,7 +870,8 @@ void wg_session_cache_free(struct wg_session_cache *s)
     }
     wg_list_init(&s->act_list);
     s->act_listed = 0;
-    uv_close((uv_handle_t *)&s->act_timer, act_timer_closed);
+    uv_close((uv_handle_t *)&s->check_timer, timer_closed);
+    uv_close((uv_handle_t *)&s->act_timer, timer_closed);
 }
 
 void wg_session_cache_on_addr_gone(struct wg_session_cache *s, wg_session_cache_addr_gone_fn *fn,
@@ -781,7 +883,7 @@ void wg_session_cache_on_addr_gone(struct wg_session_cache *s, wg_session_cache_
 
 bool wg_session_cache_connected(const struct wg_session_cache *s)
 {
-    return s->sub_up;
+    return channel_live(s, now_ms(s));
 }
 
 const struct wg_session_cache_stats *wg_session_cache_stats(const struct wg_session_cache *s)

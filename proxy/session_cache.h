@@ -17,15 +17,25 @@
  * with the address (record and state messages), and a change of either
  * tells the proxy the address is gone (wg_session_cache_on_addr_gone).
  *
- * While Redis cannot confirm an entry (the state channel is down, or the
- * entry's read fails), the cache does not know whether the container still
- * runs at its address: the orchestrators may have stopped it and given the
- * address to another session's container. A running entry is then handed
- * out unconfirmed (view.confirmed false), for redis.outage_grace after the
- * loss, and the caller may use it only while a connection opened to that
- * container when the entry was confirmed is alive to prove the address is
- * still the container's (proxy/upstream.h, WG_POOL_PROVEN); otherwise it
- * answers 503. Wakes and unknown sessions are refused (503).
+ * The state channel is checked as well as kept: a subscriber that a
+ * partition silenced hears nothing and learns of it only when TCP
+ * keepalive gives up. Every quarter of redis.state_timeout the cache
+ * publishes the time on a channel of its own (wg:check:{token}) through
+ * the store and reads it back on the subscriber; what came back proves
+ * that every message published before it has arrived. No check back
+ * within redis.state_timeout counts as a lost channel (and /readyz says
+ * so) until one comes.
+ *
+ * While Redis cannot confirm an entry (the state channel is lost or
+ * silent, or the entry's read fails), the cache does not know whether the
+ * container still runs at its address: the orchestrators may have stopped
+ * it and given the address to another session's container. A running
+ * entry is then handed out unconfirmed (view.confirmed false), for
+ * redis.outage_grace after the last moment the cache knew, and the caller
+ * may use it only while a connection opened to that container when the
+ * entry was confirmed is alive to prove the address is still the
+ * container's (proxy/upstream.h, WG_POOL_PROVEN); otherwise it answers 503.
+ * Wakes and unknown sessions are refused (503).
  *
  * Waiting: a request for a session that is not running registers a waiter
  * and is told every time the entry changes; it then looks again. The
@@ -161,6 +171,7 @@ typedef void wg_session_cache_addr_gone_fn(void *arg, const char *ip);
 void wg_session_cache_on_addr_gone(struct wg_session_cache *s, wg_session_cache_addr_gone_fn *fn,
                                    void *arg);
 
+/* True while the state channel is subscribed and its checks come back. */
 bool wg_session_cache_connected(const struct wg_session_cache *s);
 const struct wg_session_cache_stats *wg_session_cache_stats(const struct wg_session_cache *s);
 

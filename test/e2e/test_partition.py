@@ -57,7 +57,10 @@ def who_image(dockerd, test_image):
 class Relay:
     """A TCP relay on 127.0.0.1 to target (host, port), run by one thread.
     cut() closes every relayed connection and the listening socket (new
-    connections are refused); restore() listens again on the same port."""
+    connections are refused); restore() listens again on the same port.
+    freeze() keeps every connection open but carries nothing any more, and
+    accepts new ones without connecting them: a partition that drops
+    packets, where no peer learns anything."""
 
     def __init__(self, target):
         self.target = target
@@ -70,6 +73,7 @@ class Relay:
         self.peers = {}  # socket -> its other end
         self.ops = []
         self.stopping = False
+        self.frozen = False
         self.accepted = 0
         self._listen()
         self.thread = threading.Thread(target=self._run, name="redis-relay", daemon=True)
@@ -123,7 +127,15 @@ class Relay:
         self._call(self._close_all)
 
     def restore(self):
-        self._call(self._listen)
+        def op():
+            self.frozen = False
+            self._listen()
+        self._call(op)
+
+    def freeze(self):
+        def op():
+            self.frozen = True
+        self._call(op)
 
     def stop(self):
         self.stopping = True
@@ -153,6 +165,11 @@ class Relay:
             c, _ = self.listener.accept()
         except OSError:
             return
+        if self.frozen:
+            c.setblocking(False)
+            self.sel.register(c, selectors.EVENT_READ, ("peer", None))
+            self.peers[c] = None
+            return
         try:
             u = socket.create_connection(self.target, timeout=2)
         except OSError:
@@ -175,6 +192,8 @@ class Relay:
         if not data:
             self._drop(s)
             return
+        if self.frozen or self.peers.get(s) is None:
+            return  # dropped on the floor
         try:
             self.peers[s].setblocking(True)
             self.peers[s].sendall(data)
@@ -221,10 +240,13 @@ def api(orch, method, path):
     return r.status, r.json_or_body()
 
 
-def test_partitioned_gateway_never_answers_with_another_session(redis_server, relay, clean_engine, who_image,
-                                                                start_wakegate):
-    bus = stack_util._Bus(redis_server, clean_engine, start_wakegate)
-    orch = start_wakegate(orch_cfg(redis_server.url, clean_engine), args=["--role", "orchestrator"])
+def start_stack(redis_server, relay, dockerd, start_wakegate):
+    """The orchestrator on Redis, the gateway through the relay, sessions A,
+    B and C, A and C woken by requests through the gateway, which then holds
+    them as running and keeps an idle keep-alive connection to each
+    container. Returns (bus, orchestrator, gateway, A's address)."""
+    bus = stack_util._Bus(redis_server, dockerd, start_wakegate)
+    orch = start_wakegate(orch_cfg(redis_server.url, dockerd), args=["--role", "orchestrator"])
     orch.wait_log(r"startup reconciliation done", timeout=15)
     orch.wait_ready(timeout=10)
     gw = start_wakegate(proxy_cfg(relay.url), args=["--role", "proxy"])
@@ -232,20 +254,15 @@ def test_partitioned_gateway_never_answers_with_another_session(redis_server, re
     for sid in ("a", "b", "c"):
         r = orch.admin("POST", "/v1/sessions", body={"id": sid}, token=stack_util.TOKEN)
         assert r.status == 201, (r.status, r.body)
-
-    # A and C woken by requests through the gateway, which now holds them as
-    # running and keeps an idle keep-alive connection to each container.
     for sid in ("a", "c"):
-        resp = get(gw, sid)
-        assert resp.status == 200 and resp.body == b"session=" + sid.encode(), (resp.status, resp.body)
-        resp = get(gw, sid)
-        assert resp.status == 200 and resp.body == b"session=" + sid.encode(), (resp.status, resp.body)
-    a_ip = bus.record("a")["ip"]
+        for _ in range(2):
+            resp = get(gw, sid)
+            assert resp.status == 200 and resp.body == b"session=" + sid.encode(), (resp.status, resp.body)
+    return bus, orch, gw, bus.record("a")["ip"]
 
-    # The gateway loses Redis; the orchestrator does not.
-    relay.cut()
-    gw.wait_log(r"state channel lost", timeout=10)
 
+def move_a_address_to_b(orch, a_ip):
+    """Through the orchestrator: A forced to sleep, B woken on A's address."""
     st, got = api(orch, "POST", "/v1/sessions/a/sleep?wait=1&force=1")
     assert st == 200 and got["state"] == "asleep", (st, got)
     st, got = api(orch, "POST", "/v1/sessions/b/wake?wait=1")
@@ -253,7 +270,10 @@ def test_partitioned_gateway_never_answers_with_another_session(redis_server, re
     assert got["ip"] == a_ip, "Docker gave B %s, not A's old address %s: the scenario needs the reuse" % (
         got["ip"], a_ip)
 
-    # A's entry in the gateway still says running at a_ip, where B now runs.
+
+def assert_a_refused(gw):
+    """A's entry in the gateway still says running at A's old address,
+    where B now runs: 503 with Retry-After, never B's answer."""
     for _ in range(3):
         resp = get(gw, "a")
         assert resp.body != b"session=b", "B's container answered a request for A"
@@ -262,16 +282,61 @@ def test_partitioned_gateway_never_answers_with_another_session(redis_server, re
     line = gw.wait_log(r"returning 503.*session=a\b", timeout=5)
     assert "redis" in line.lower(), line
 
+
+def test_partitioned_gateway_never_answers_with_another_session(redis_server, relay, clean_engine, who_image,
+                                                                start_wakegate):
+    bus, orch, gw, a_ip = start_stack(redis_server, relay, clean_engine, start_wakegate)
+
+    # The gateway loses Redis; the orchestrator does not.
+    relay.cut()
+    gw.wait_log(r"state channel lost", timeout=10)
+    move_a_address_to_b(orch, a_ip)
+
+    assert_a_refused(gw)
+
     # C: the connection opened while Redis confirmed C's container still
     # reaches that container.
     resp = get(gw, "c")
     assert resp.status == 200 and resp.body == b"session=c", (resp.status, resp.body)
+    m = gw.metrics()
+    assert m['wakegate_session_unconfirmed_requests_total{outcome="refused"}'] == 3, m
+    assert m['wakegate_session_unconfirmed_requests_total{outcome="proven"}'] == 1, m
 
     # Link back: the gateway reads the records again; A wakes and is A.
     relay.restore()
+    assert_recovers(gw, bus)
+
+
+def assert_recovers(gw, bus):
     wait_for(lambda: gw.readyz()[0] == 200, 15, "the gateway ready again")
     resp = get(gw, "b")
     assert resp.status == 200 and resp.body == b"session=b", (resp.status, resp.body)
     resp = get(gw, "a", timeout=20)
     assert resp.status == 200 and resp.body == b"session=a", (resp.status, resp.body)
     assert bus.record("a")["state"] == "running"
+
+
+def test_silent_partition_is_doubt_too(redis_server, relay, clean_engine, who_image, start_wakegate):
+    """The link to Redis stops carrying bytes, and nothing closes: the
+    gateway's subscriber hears nothing and would not notice for as long as
+    TCP keepalive takes. Its own checks on the state channel stop coming
+    back, so after redis.state_timeout (1 s) it is in doubt: not ready, and
+    A's stale entry is refused as when the link is cut."""
+    bus, orch, gw, a_ip = start_stack(redis_server, relay, clean_engine, start_wakegate)
+
+    relay.freeze()
+    noticed = True
+    try:
+        wait_for(lambda: gw.readyz()[0] == 503, 5, "the gateway not ready once its state channel is silent")
+    except (AssertionError, TimeoutError):
+        noticed = False
+    move_a_address_to_b(orch, a_ip)
+    assert_a_refused(gw)
+    assert noticed, "the gateway never noticed its silent state channel"
+    gw.wait_log(r"state channel silent", timeout=1)
+    resp = get(gw, "c")
+    assert resp.status == 200 and resp.body == b"session=c", (resp.status, resp.body)
+
+    relay.cut()  # the held connections go; the gateway connects again
+    relay.restore()
+    assert_recovers(gw, bus)

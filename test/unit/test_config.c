@@ -98,6 +98,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.redis_private.stop_timeout_ms, 5000);
     assert_false(cfg.redis_private.active);
     assert_int_equal(cfg.redis_outage_grace_ms, 30000);
+    assert_int_equal(cfg.redis_state_timeout_ms, 1000);
     assert_string_equal(cfg.docker_host, "unix:///var/run/docker.sock");
     if (gethostname(host, sizeof host) == 0 && host[0] != '\0')
         assert_string_equal(cfg.docker_name, host);

@@ -73,6 +73,7 @@ static int setup(void **state)
     fx->cfg.sessions.port = 8080;
     fx->cfg.sessions.idle.activity_interval_ms = INTERVAL_MS;
     fx->cfg.redis_outage_grace_ms = 30000;
+    fx->cfg.redis_state_timeout_ms = 400;
     if (uv_loop_init(&fx->loop) != 0 ||
         wg_test_redis_start_in_tmp(&fx->srv, "session_cache", fx->url, sizeof(fx->url)) != 0)
         return -1;
@@ -445,6 +446,45 @@ static void test_entry_tied_to_container(void **state)
     close_all(fx);
 }
 
+/* The cache's own checks keep the channel confirmed; when none comes back
+ * within redis.state_timeout (here: none is sent), running entries are
+ * unconfirmed and the gateway is not ready, until one comes back. */
+static void test_silent_channel(void **state)
+{
+    struct fx *fx = *state;
+    struct wg_sess_view v;
+
+    make_running(fx, "quiet");
+    ready(fx, "quiet", &v);
+    assert_true(v.confirmed);
+    wg_test_run_for(&fx->loop, 1000); /* checks come and go */
+    assert_true(wg_session_cache_connected(fx->s));
+    wg_session_cache_lookup(fx->s, "quiet", 0, &v);
+    assert_int_equal(v.status, WG_SESS_READY);
+    assert_true(v.confirmed);
+    assert_int_equal(log_count(fx, "state channel silent"), 0);
+
+    fx->s->check_inflight = true; /* no more checks go out */
+    wg_test_run_for(&fx->loop, 700);
+    assert_false(wg_session_cache_connected(fx->s));
+    assert_int_equal(log_count(fx, "state channel silent"), 1);
+    wg_session_cache_lookup(fx->s, "quiet", 0, &v);
+    assert_int_equal(v.status, WG_SESS_READY);
+    assert_false(v.confirmed);
+    assert_true(v.unconfirmed_ms >= 400);
+    wg_session_cache_lookup(fx->s, "unseen", 0, &v);
+    assert_int_equal(v.status, WG_SESS_UNAVAILABLE);
+
+    fx->s->check_inflight = false;
+    for (int i = 0; i < 100 && !wg_session_cache_connected(fx->s); i++)
+        wg_test_run_for(&fx->loop, 10);
+    assert_true(wg_session_cache_connected(fx->s));
+    assert_int_equal(log_count(fx, "state channel delivers again"), 1);
+    wg_session_cache_lookup(fx->s, "quiet", 0, &v);
+    assert_true(v.confirmed);
+    close_all(fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -453,6 +493,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failure_keeps_marks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_entry_tied_to_container, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_silent_channel, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
