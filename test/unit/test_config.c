@@ -1877,6 +1877,8 @@ static void test_example_file(void **state)
     assert_int_equal(cfg.redis_private.appendonly, def.redis_private.appendonly);
     assert_int_equal(cfg.redis_private.start_timeout_ms, def.redis_private.start_timeout_ms);
     assert_int_equal(cfg.redis_private.stop_timeout_ms, def.redis_private.stop_timeout_ms);
+    assert_int_equal(cfg.redis_outage_grace_ms, def.redis_outage_grace_ms);
+    assert_int_equal(cfg.redis_state_timeout_ms, def.redis_state_timeout_ms);
     assert_string_equal(cfg.sessions.image, def.sessions.image);
     assert_int_equal(cfg.sessions.port, def.sessions.port);
     assert_int_equal(cfg.sessions.wake_timeout_ms, def.sessions.wake_timeout_ms);
