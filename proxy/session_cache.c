@@ -107,7 +107,9 @@ struct wg_session_cache {
     uint64_t confirmed_ms; /* loop time: all published before it has reached us */
     bool silent;           /* subscribed, but no check came back within state_timeout */
     bool check_inflight;
-    int handles; /* timers open; the memory goes with the last close */
+    uint64_t check_every_ms;
+    uint64_t check_tick_ms; /* loop time of the last tick */
+    int handles;            /* timers open; the memory goes with the last close */
 };
 
 static uint64_t now_ms(const struct wg_session_cache *s)
@@ -718,9 +720,14 @@ static void check_tick(uv_timer_t *t)
     struct wg_session_cache *s = t->data;
     uint64_t now = now_ms(s);
 
+    /* A tick long after the last one follows a stall of the loop (the
+     * process stopped, or swapped): the checks that came back meanwhile are
+     * still unread, so silence is judged at the next tick. */
+    bool stalled = now - s->check_tick_ms > 2 * s->check_every_ms;
+    s->check_tick_ms = now;
     if (!s->sub_up)
         return;
-    if (!s->silent && !channel_live(s, now)) {
+    if (!s->silent && !stalled && !channel_live(s, now)) {
         s->silent = true;
         WG_WARN(s->log, "sessions",
                 "state channel silent: running sessions served only where a live connection "
@@ -816,8 +823,9 @@ int wg_session_cache_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg
     uv_timer_init(loop, &s->check_timer);
     s->act_timer.data = s->check_timer.data = s;
     s->handles = 2;
-    uint64_t every = cfg->redis_state_timeout_ms / 4 ? cfg->redis_state_timeout_ms / 4 : 1;
-    uv_timer_start(&s->check_timer, check_tick, every, every);
+    s->check_every_ms = cfg->redis_state_timeout_ms / 4 ? cfg->redis_state_timeout_ms / 4 : 1;
+    s->check_tick_ms = now_ms(s);
+    uv_timer_start(&s->check_timer, check_tick, s->check_every_ms, s->check_every_ms);
     *ret = s;
     return 0;
 
