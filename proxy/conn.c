@@ -530,6 +530,10 @@ static void deadline_passed(struct wg_conn *c, enum deadline_kind k)
         conn_close(c);
         break;
     case DL_WAKE:
+        if (c->x->held_doubt) {
+            conn_session_doubt_expired(c);
+            break;
+        }
         WG_INFO(c->px->log, "conn", "session not ready by the wake deadline, returning 504",
                 "conn=%" PRIu64 " session=%s", c->id, c->x->session_id);
         conn_hold_end(c, WG_HOLD_TIMEOUT);

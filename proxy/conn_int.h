@@ -101,6 +101,8 @@ struct exchange {
     bool up_eof;           /* it sent FIN */
     bool req_head_written; /* some request byte reached its socket */
     bool up_proven;        /* only a connection of up_owner proven alive (WG_POOL_PROVEN) */
+    bool proven_counted;   /* session_unconfirmed_proven counted */
+    bool held_doubt;       /* held because nothing proved the address (conn_session_doubt) */
     unsigned retries;
     uint64_t up_unconfirmed_ms; /* up_proven: how long Redis has not confirmed the session */
 
@@ -260,6 +262,11 @@ int conn_on_request_body(llhttp_t *p, const char *at, size_t len);
 /* Borrows a connection to x->up_addr (fresh: never a pooled one) and sends
  * the request once it is ready. */
 void conn_connect_upstream(struct wg_conn *c, bool fresh);
+/* The session's address is in doubt (WG_POOL_PROVEN found no proof): the
+ * request is held until Redis confirms the session or the wake deadline,
+ * when conn_session_doubt_expired() answers 503. conn_session.c. */
+void conn_session_doubt(struct wg_conn *c);
+void conn_session_doubt_expired(struct wg_conn *c);
 /* Failure talking to the upstream: a retry, our error status, or a close. */
 void conn_upstream_failed(struct wg_conn *c, int status, const char *why, bool retryable);
 /* Gives the borrowed upstream connection back (pooled if reusable and

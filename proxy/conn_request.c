@@ -93,24 +93,6 @@ static void upstream_connected(struct wg_upconn *uc, int status, void *user)
     on_upstream_ready(c);
 }
 
-/* Redis cannot confirm that the session's container still runs at the
- * address, and no connection to it opened while it could is alive to prove
- * it: a new one might reach another session's container. */
-static void unproven(struct wg_conn *c)
-{
-    struct exchange *x = c->x;
-    const char *slash = strchr(x->up_owner, '/');
-
-    c->px->stats.session_unproven++;
-    WG_WARN(c->px->log, "conn",
-            "Redis cannot confirm the session's container at its address and no live "
-            "connection to that container proves it, returning 503",
-            "conn=%" PRIu64 " session=%s container=%.12s upstream=%s unconfirmed_ms=%" PRIu64,
-            c->id, x->session_id, slash && slash[1] ? slash + 1 : "-", x->up_name,
-            x->up_unconfirmed_ms);
-    conn_send_error(c, 503);
-}
-
 void conn_connect_upstream(struct wg_conn *c, bool fresh)
 {
     struct exchange *x = c->x;
@@ -125,7 +107,7 @@ void conn_connect_upstream(struct wg_conn *c, bool fresh)
     int r = wg_pool_acquire(c->px->pool, (const struct sockaddr *)&x->up_addr, x->up_owner, mode,
                             &conn_up_reader, upstream_connected, c, &uc, &reused);
     if (r == UV_ENOENT && x->up_proven) {
-        unproven(c);
+        conn_session_doubt(c);
         return;
     }
     if (r < 0) {
@@ -139,6 +121,10 @@ void conn_connect_upstream(struct wg_conn *c, bool fresh)
     x->up_pending = 0;
     x->up_eof = false;
     x->up_reused = reused;
+    if (x->up_proven && !x->proven_counted) {
+        x->proven_counted = true;
+        c->px->stats.session_unconfirmed_proven++;
+    }
     if (reused) {
         on_upstream_ready(c);
         return;

@@ -113,12 +113,16 @@ static void unconfirmed_metrics(const struct wg_proxy_stats *s, struct wg_buf *o
 {
     wg_buf_appendf(out,
                    "# HELP wakegate_session_unconfirmed_requests_total Requests for a running "
-                   "session that Redis could not confirm (within redis.outage_grace), by "
-                   "outcome: sent over a connection opened to its container before, or 503.\n"
+                   "session that Redis could not confirm (within redis.outage_grace): sent where "
+                   "a live connection proved its container's address, or held for want of one.\n"
                    "# TYPE wakegate_session_unconfirmed_requests_total counter\n"
                    "wakegate_session_unconfirmed_requests_total{outcome=\"proven\"} %" PRIu64 "\n"
-                   "wakegate_session_unconfirmed_requests_total{outcome=\"refused\"} %" PRIu64 "\n",
-                   s->session_unconfirmed - s->session_unproven, s->session_unproven);
+                   "wakegate_session_unconfirmed_requests_total{outcome=\"held\"} %" PRIu64 "\n"
+                   "# HELP wakegate_session_unconfirmed_refused_total Requests held for want of "
+                   "a proof that Redis still could not confirm: answered 503.\n"
+                   "# TYPE wakegate_session_unconfirmed_refused_total counter\n"
+                   "wakegate_session_unconfirmed_refused_total %" PRIu64 "\n",
+                   s->session_unconfirmed_proven, s->session_doubt_held, s->session_doubt_refused);
 }
 
 static void access_metrics(const struct wg_proxy_stats *s, struct wg_buf *out)

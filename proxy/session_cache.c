@@ -766,6 +766,7 @@ static void on_check_msg(const struct wg_redis_msg *msg, void *arg)
     if (s->silent && channel_live(s, now)) {
         s->silent = false;
         WG_INFO(s->log, "sessions", "state channel delivers again", "entries=%zu", s->nentries);
+        notify_all(s); /* requests held in doubt look again */
     }
 }
 

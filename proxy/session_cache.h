@@ -34,7 +34,9 @@
  * redis.outage_grace after the last moment the cache knew, and the caller
  * may use it only while a connection opened to that container when the
  * entry was confirmed is alive to prove the address is still the
- * container's (proxy/upstream.h, WG_POOL_PROVEN); otherwise it answers 503.
+ * container's (proxy/upstream.h, WG_POOL_PROVEN); otherwise it holds the
+ * request until Redis confirms the session (waiters are told when the
+ * channel is back and the entry read again) or its deadline, then 503.
  * Wakes and unknown sessions are refused (503).
  *
  * Waiting: a request for a session that is not running registers a waiter

@@ -222,7 +222,9 @@ def proxy_cfg(redis_url):
     return {
         "redis": {"url": redis_url},
         "docker": {"name": stack_util.HOST},
-        "sessions": {"port": 8080, "wake_timeout": "10s"},
+        # How long a request waits for Redis when nothing proves where its
+        # session's container is, as it would wait for a wake.
+        "sessions": {"port": 8080, "wake_timeout": "3s"},
         "routes": [{"match": {"host": "{session}." + stack_util.DOMAIN}, "access": "public"}],
         "log": {"level": "debug", "access": True},
     }
@@ -273,13 +275,26 @@ def move_a_address_to_b(orch, a_ip):
 
 def assert_a_refused(gw):
     """A's entry in the gateway still says running at A's old address,
-    where B now runs: 503 with Retry-After, never B's answer."""
-    for _ in range(3):
-        resp = get(gw, "a")
+    where B now runs, and no live connection to A's container proves the
+    address A's: three requests at once are held for Redis, then get 503
+    with Retry-After, never B's answer."""
+    got = [None] * 3
+
+    def one(i):
+        got[i] = get(gw, "a", timeout=20)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for resp in got:
+        assert resp is not None, "no answer for A"
         assert resp.body != b"session=b", "B's container answered a request for A"
         assert resp.status == 503, (resp.status, resp.body)
         assert resp.headers.get("retry-after"), resp.headers
-    line = gw.wait_log(r"returning 503.*session=a\b", timeout=5)
+    gw.wait_log(r"holding the request.*session=a\b", timeout=1)
+    line = gw.wait_log(r"returning 503.*session=a\b", timeout=1)
     assert "redis" in line.lower(), line
 
 
@@ -299,7 +314,8 @@ def test_partitioned_gateway_never_answers_with_another_session(redis_server, re
     resp = get(gw, "c")
     assert resp.status == 200 and resp.body == b"session=c", (resp.status, resp.body)
     m = gw.metrics()
-    assert m['wakegate_session_unconfirmed_requests_total{outcome="refused"}'] == 3, m
+    assert m['wakegate_session_unconfirmed_requests_total{outcome="held"}'] == 3, m
+    assert m["wakegate_session_unconfirmed_refused_total"] == 3, m
     assert m['wakegate_session_unconfirmed_requests_total{outcome="proven"}'] == 1, m
 
     # Link back: the gateway reads the records again; A wakes and is A.
