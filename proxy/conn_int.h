@@ -360,7 +360,8 @@ struct conn_session_decision {
     bool wake;         /* SA_HOLD, SA_PAGE: send a wake first; 503 when it cannot go */
     bool activity;     /* SA_PROXY: the exchange keeps the session active */
     bool proven_only;  /* SA_PROXY: only while a connection opened when the entry was
-                        * confirmed proves the address (WG_POOL_PROVEN); none: 503 */
+                        * confirmed proves the address (WG_POOL_PROVEN); none: held
+                        * for Redis (conn_session_doubt) */
     bool suppressed;   /* could have woken the session and must not */
 };
 

@@ -236,8 +236,8 @@ void conn_session_doubt_expired(struct wg_conn *c)
 /* ---- acting on the decision ------------------------------------------------------ */
 
 /* The session runs at v's address: to its upstream, over a connection made
- * for its container (proven_only: one opened before, see
- * conn_decide_session). */
+ * for its container (proven_only: only where a live connection proves the
+ * address the container's, else held for Redis: conn_session_doubt). */
 static void session_proxy(struct wg_conn *c, const struct wg_sess_view *v,
                           const struct conn_session_decision *d)
 {
