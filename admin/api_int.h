@@ -191,6 +191,8 @@ void api_handle_keepalive(struct wg_api *api, struct wg_admin_req *req,
 void api_handle_links(struct wg_api *api, struct wg_admin_req *req,
                       const struct wg_admin_request *info, const char *id);
 void api_handle_revoke(struct wg_api *api, struct wg_admin_req *req, const char *id);
+/* api_openapi.c: docs/openapi.json, embedded (wg_api_openapi, generated). */
+void api_handle_openapi(struct wg_admin_req *req, const struct wg_admin_request *info);
 
 /* ---- api_wait.c ---------------------------------------------------------------------------- */
 

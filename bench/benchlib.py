@@ -10,6 +10,10 @@ Subcommands:
   idle LABEL PORT PATH COUNT PID [RSS_KIB_AFTER_MATRIX]
                                   idle keep-alive connection memory test
                                   against 127.0.0.1:PORT; prints one JSON object
+  slow LABEL PORT PATH COUNT PID
+                                  slow-reader memory test: COUNT clients send
+                                  GET PATH to 127.0.0.1:PORT and read nothing;
+                                  VmRSS of PID before and at its peak, one JSON
   rusage CPUFILE CMD...           run CMD, write its user+system CPU seconds
                                   to CPUFILE, exit with its status
   busy SECONDS                    CPU used by the whole machine over SECONDS
@@ -285,6 +289,60 @@ def cmd_idle(label, port, path, count, pid, rss_after_matrix=None):
     return 0
 
 
+# ---------------------------------------------------------------- slow readers
+
+def _sample_until_flat(pid, flat_s=2.0, limit_s=30.0):
+    """VmRSS of pid every 50 ms until its peak has not grown for flat_s
+    (every slow reader's buffers are full); returns (peak, seconds)."""
+    t0 = time.monotonic()
+    peak, since = rss_kib(pid), t0
+    while time.monotonic() - t0 < limit_s:
+        v = rss_kib(pid)
+        if v > peak:
+            peak, since = v, time.monotonic()
+        elif time.monotonic() - since >= flat_s:
+            break
+        time.sleep(0.05)
+    return peak, round(time.monotonic() - t0, 2)
+
+
+def cmd_slow(label, port, path, count, pid):
+    pid, count = int(pid), int(count)
+    req = ("GET %s HTTP/1.1\r\nHost: bench\r\nUser-Agent: wakegate-bench-slow\r\n\r\n" % path).encode()
+    base = rss_kib(pid)
+    socks, failures = [], []
+    try:
+        for _ in range(count):
+            try:
+                s = socket.create_connection(("127.0.0.1", int(port)), timeout=5)
+                s.sendall(req)
+                socks.append(s)
+            except OSError as e:
+                failures.append("%s: %s" % (type(e).__name__, e))
+        peak, secs = _sample_until_flat(pid)
+        # Still open and still a response in progress: nothing was closed on us.
+        alive = 0
+        for s in socks:
+            s.setblocking(False)
+            try:
+                alive += len(s.recv(1, socket.MSG_PEEK)) == 1
+            except BlockingIOError:
+                pass
+            except OSError:
+                pass
+    finally:
+        for s in socks:
+            s.close()
+    print(json.dumps({
+        "label": label, "measured_pid": pid, "readers": count, "established": len(socks),
+        "with_response_bytes": alive, "failures": len(failures),
+        "failure_samples": sorted(set(failures))[:5], "settle_seconds": secs,
+        "rss_kib_base": base, "rss_kib_peak": peak,
+        "kib_per_reader": round((peak - base) / max(count, 1), 1),
+    }))
+    return 0
+
+
 # ---------------------------------------------------------------- report
 
 TARGETS = ("direct", "nginx", "wakegate")
@@ -458,7 +516,7 @@ def main(argv):
         sys.exit(__doc__)
     cmd, args = argv[1], argv[2:]
     fn = {"freeports": cmd_freeports, "get": cmd_get, "wait": cmd_wait,
-          "check-wrk": cmd_check_wrk, "idle": cmd_idle, "busy": cmd_busy, "rusage": cmd_rusage, "report": cmd_report}.get(cmd)
+          "check-wrk": cmd_check_wrk, "idle": cmd_idle, "slow": cmd_slow, "busy": cmd_busy, "rusage": cmd_rusage, "report": cmd_report}.get(cmd)
     if fn is None:
         sys.exit(__doc__)
     return fn(*args) or 0

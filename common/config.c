@@ -165,7 +165,7 @@ static void init_limits(struct wg_config *cfg)
     cfg->limits.keepalive_requests_max = 10000;
     cfg->limits.body_max = 0;
     cfg->limits.connections_max = 20000;
-    cfg->limits.buffer_high_water = 256 * 1024;
+    cfg->limits.buffer_high_water = 32 * 1024;
     cfg->limits.tunnel_idle_ms = 3600 * 1000;
 
     cfg->upstream.connect_timeout_ms = 5 * 1000;

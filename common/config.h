@@ -20,6 +20,10 @@
 #include "common/log.h"
 
 #define WG_CONFIG_ERR_MAX 512
+/* limits.buffer_high_water's floor: one page. The proxy's reads toward a
+ * slow peer are cut to what is left under the mark, so a smaller mark would
+ * only mean tiny reads. */
+#define WG_BUFFER_HIGH_WATER_MIN 4096
 
 enum wg_role { WG_ROLE_ALL = 0, WG_ROLE_PROXY, WG_ROLE_ORCHESTRATOR };
 
@@ -51,8 +55,11 @@ struct wg_route_cfg {
     bool has_upstream; /* static reverse proxy to upstream */
     struct wg_addr upstream;
     unsigned port;      /* session routes: container port; 0 = sessions.port */
-    char *access;       /* "public" or "private" as written; NULL: private */
+    char *access;       /* "public" or "private" as written; NULL: the session's template's */
     bool access_public; /* session routes: no credentials needed (access: public) */
+    /* access not written: the session's template decides (private unless it
+     * says access: public), once its record is known */
+    bool access_by_template;
 };
 
 /* Limits of PROXY-RULES.md. Durations are in milliseconds; 0 disables a
@@ -69,7 +76,7 @@ struct wg_limits {
     unsigned keepalive_requests_max; /* 10,000 requests per connection */
     uint64_t body_max;               /* request body bytes; 0 = no limit (default), else 413 */
     unsigned connections_max;        /* client connections at once; new ones are refused */
-    size_t buffer_high_water;        /* bytes queued to a slow peer before reading pauses */
+    size_t buffer_high_water;        /* 32 KiB: bytes queued to a slow peer, at most */
     uint64_t tunnel_idle_ms;         /* WebSocket/Upgrade tunnel with no byte either way */
 };
 
@@ -123,6 +130,12 @@ struct wg_sandbox_cfg {
     bool read_only_root; /* ReadonlyRootfs with a tmpfs /tmp (default false) */
     char *user;          /* Config.User, "uid[:gid]" or a name; NULL: the image's */
     char *runtime;       /* HostConfig.Runtime ("runsc"); NULL: the engine's default */
+    /* The session network (common/config_network.c): its name (NULL:
+     * "wakegate-<template>", wg_config_network_name()), its IPv4 subnet
+     * (NULL: the engine's pools) and whether it routes off the host. */
+    char *network;
+    char *subnet;
+    bool egress; /* default false: an Internal network */
 };
 
 /* What a caller of POST /v1/sessions may set besides env (always) and
@@ -161,6 +174,10 @@ struct wg_sessions_cfg {
     char **binds_allow; /* host path prefixes ("/srv/work/") or volume names a bind may use */
     size_t binds_allow_len;
     unsigned overridable; /* enum wg_override */
+    /* access: "public" or "private" (default) as written; a session route
+     * that says neither follows it (docs/configuration.md, "access") */
+    char *access;
+    bool access_public;
     struct {
         uint64_t memory_bytes, nano_cpus; /* 0: the template's own limit */
         unsigned pids;
@@ -355,8 +372,13 @@ void wg_config_free(struct wg_config *cfg);
 
 /* "250ms", "30s", "20m", "1h", "0s" -> milliseconds. Returns 0 or -EINVAL. */
 int wg_config_parse_duration(const char *s, uint64_t *ret_ms);
+/* The name of t's session network: its network.name, else
+ * "wakegate-<template>" written into buf. */
+const char *wg_config_network_name(const struct wg_sessions_cfg *t, char *buf, size_t len);
 /* The template called name ("default": cfg->sessions), or NULL. */
 const struct wg_sessions_cfg *wg_config_template(const struct wg_config *cfg, const char *name);
+/* Whether the sessions: block or a template says access: public. */
+bool wg_config_any_public_template(const struct wg_config *cfg);
 
 /* "1", "0.5", "2.25" CPUs -> nano CPUs (x 1e9; at most 9 decimals).
  * Returns 0 or -EINVAL. */

@@ -171,6 +171,16 @@ bad:
                           u);
 }
 
+static bool all_templates_public(const struct wg_config *cfg)
+{
+    if (!cfg->sessions.access_public)
+        return false;
+    for (size_t i = 0; i < cfg->templates_len; i++)
+        if (!cfg->templates[i].access_public)
+            return false;
+    return true;
+}
+
 int config_check_access(struct wg_config *cfg, char *err, size_t errlen)
 {
     const struct wg_access_cfg *a = &cfg->access;
@@ -179,6 +189,7 @@ int config_check_access(struct wg_config *cfg, char *err, size_t errlen)
     for (size_t i = 0; i < cfg->routes_len; i++) {
         struct wg_route_cfg *rt = &cfg->routes[i];
         rt->access_public = rt->access != NULL && strcmp(rt->access, "public") == 0;
+        rt->access_by_template = rt->access == NULL && !rt->has_upstream;
     }
     if (a->link_ttl_ms > a->link_ttl_max_ms)
         return config_fail_at(err, errlen, cfg->path, 0, "access.link_ttl",
@@ -202,13 +213,15 @@ int config_check_access(struct wg_config *cfg, char *err, size_t errlen)
         return 0;
     for (size_t i = 0; i < cfg->routes_len; i++) {
         const struct wg_route_cfg *rt = &cfg->routes[i];
-        if (rt->has_upstream || rt->access_public)
+        if (rt->has_upstream || rt->access_public ||
+            (rt->access_by_template && all_templates_public(cfg)))
             continue;
         return config_fail_at(err, errlen, cfg->path, rt->line > 0 ? (size_t)rt->line : 0,
                               "access.secret_file",
                               "not set, and routes[%zu] is a private session route (the "
                               "default): give a file of at least 32 random bytes (mode 0600), "
-                              "or set access: public on the routes that need no credentials",
+                              "or set access: public on the routes (or templates) that need "
+                              "no credentials",
                               i);
     }
     return 0;

@@ -160,6 +160,13 @@ void config_sandbox_defaults(struct wg_sandbox_cfg *sb);
 void config_sandbox_free(struct wg_sandbox_cfg *sb);
 /* Checks user and runtime of the sessions mapping map. Returns 0 or -EINVAL. */
 int config_check_sandbox(struct walk *w, yaml_node_t *map, struct wg_sandbox_cfg *sb);
+
+int config_check_template_access(struct walk *w, yaml_node_t *map, struct wg_sessions_cfg *t);
+
+/* ---- config_network.c ---- */
+
+extern const struct field config_network_fields[];
+int config_check_network(struct walk *w, yaml_node_t *map, struct wg_sandbox_cfg *sb);
 /* *dst = the canonical name of capability s; else why not, in msg. */
 int config_set_capability(char **dst, const char *s, char *msg, size_t msglen);
 /* ---- config_access.c ---- */

@@ -603,8 +603,13 @@ static const struct field binds_fields[] = {
 
 int config_check_sessions(struct walk *w, yaml_node_t *map, void *base)
 {
-    int r = config_check_sandbox(w, map, &((struct wg_sessions_cfg *)base)->sandbox);
+    struct wg_sandbox_cfg *sb = &((struct wg_sessions_cfg *)base)->sandbox;
+    int r = config_check_sandbox(w, map, sb);
 
+    if (r == 0)
+        r = config_check_network(w, map, sb);
+    if (r == 0)
+        r = config_check_template_access(w, map, base);
     return r < 0 ? r : config_check_binds_allow(w, map, base);
 }
 
@@ -639,8 +644,10 @@ const struct field config_sessions_fields[] = {
     {.key = "read_only_root", .kind = K_BOOL, IN_SESS(sandbox.read_only_root)},
     {.key = "user", .kind = K_STR, IN_SESS(sandbox.user), .nullable = true},
     {.key = "runtime", .kind = K_STR, IN_SESS(sandbox.runtime), .nullable = true},
+    {.key = "network", .kind = K_MAP, .sub = config_network_fields},
     {.key = "binds", .kind = K_MAP, .sub = binds_fields},
     {.key = "overridable", .kind = K_OVERRIDES, IN_SESS(overridable)},
+    {.key = "access", .kind = K_STR, IN_SESS(access), .nullable = true},
     {.key = NULL},
 };
 
@@ -662,7 +669,7 @@ static const struct field limits_fields[] = {
     F_COUNT("keepalive_requests_max", limits.keepalive_requests_max, 1, UINT_MAX),
     F_SIZE("body_max", limits.body_max, 0, UINT64_MAX),
     F_COUNT("connections_max", limits.connections_max, 1, UINT_MAX),
-    F_SIZE("buffer_high_water", limits.buffer_high_water, 1, SIZE_LIMIT_MAX),
+    F_SIZE("buffer_high_water", limits.buffer_high_water, WG_BUFFER_HIGH_WATER_MIN, SIZE_LIMIT_MAX),
     F_TIME("tunnel_idle", limits.tunnel_idle_ms, 1),
     {.key = NULL},
 };

@@ -203,6 +203,10 @@ void config_sandbox_free(struct wg_sandbox_cfg *sb)
     sb->user = NULL;
     free(sb->runtime);
     sb->runtime = NULL;
+    free(sb->network);
+    sb->network = NULL;
+    free(sb->subnet);
+    sb->subnet = NULL;
 }
 
 const struct field config_sandbox_limits_fields[] = {

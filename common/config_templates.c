@@ -64,6 +64,7 @@ void config_sessions_free(struct wg_sessions_cfg *t)
     free(t->readiness.http_path);
     config_free_strv(t->save.command, t->save.command_len);
     free(t->save.path);
+    free(t->access);
     config_sandbox_free(&t->sandbox);
     memset(t, 0, sizeof *t);
 }
@@ -78,6 +79,36 @@ void config_free_templates(struct wg_sessions_cfg *t, size_t n)
 static bool name_ok(const char *s)
 {
     return wg_session_id_valid(s, strlen(s)) && strlen(s) <= WG_SESSION_TEMPLATE_MAX;
+}
+
+/* Keys of sessions: that the whole process uses, whatever the template:
+ * the wake deadline (held requests, stale wake commands, locks) and the
+ * reaper's own rhythm. A template that set one would be silently
+ * ignored, so it is refused instead. */
+static const char *const process_keys[][2] = {
+    {"wake_timeout", NULL}, {"idle", "activity_interval"}, {"idle", "reap_every"},
+    {"idle", "drain"},      {"save", "retry_backoff"},     {"save", "retry_max"},
+};
+
+static int refuse_process_keys(struct walk *w, yaml_node_t *map)
+{
+    for (size_t i = 0; i < sizeof process_keys / sizeof process_keys[0]; i++) {
+        const char *k = process_keys[i][0], *sub = process_keys[i][1];
+        yaml_node_t *n = config_walk_get(w, map, k);
+        size_t old;
+        int r;
+
+        if (n != NULL && sub != NULL)
+            n = n->type == YAML_MAPPING_NODE ? config_walk_get(w, n, sub) : NULL;
+        if (n == NULL)
+            continue;
+        old = sub ? config_walk_push(w, ".%s.%s", k, sub) : config_walk_push(w, ".%s", k);
+        r = config_walk_fail(w, n, "one value serves every session: set sessions.%s%s%s instead", k,
+                             sub ? "." : "", sub ? sub : "");
+        config_walk_pop(w, old);
+        return r;
+    }
+    return 0;
 }
 
 /* templates: {NAME: {keys of sessions:}, ...}. Each starts from the
@@ -124,6 +155,8 @@ int config_walk_templates(struct walk *w, yaml_node_t *n, const struct field *f,
             r = config_walk_map(w, val, config_sessions_fields, &v[i]);
         if (r == 0)
             r = config_check_sessions(w, val, &v[i]);
+        if (r == 0)
+            r = refuse_process_keys(w, val);
         config_walk_pop(w, old);
     }
     if (r < 0) {
@@ -183,6 +216,34 @@ const struct wg_sessions_cfg *wg_config_template(const struct wg_config *cfg, co
         if (strcmp(cfg->templates[i].name, name) == 0)
             return &cfg->templates[i];
     return NULL;
+}
+
+/* access: public or private; the default is private, so an unknown word
+ * is an error rather than a guess. */
+int config_check_template_access(struct walk *w, yaml_node_t *map, struct wg_sessions_cfg *t)
+{
+    if (t->access != NULL && strcmp(t->access, "public") != 0 &&
+        strcmp(t->access, "private") != 0) {
+        yaml_node_t *n = config_walk_get(w, map, "access");
+        size_t old = config_walk_push(w, ".access");
+        int r = config_walk_fail(w, n ? n : map, "\"%s\" is not public or private (the default)",
+                                 t->access);
+
+        config_walk_pop(w, old);
+        return r;
+    }
+    t->access_public = t->access != NULL && strcmp(t->access, "public") == 0;
+    return 0;
+}
+
+bool wg_config_any_public_template(const struct wg_config *cfg)
+{
+    if (cfg->sessions.access_public)
+        return true;
+    for (size_t i = 0; i < cfg->templates_len; i++)
+        if (cfg->templates[i].access_public)
+            return true;
+    return false;
 }
 
 /* binds.allow: a path entry must be absolute, free of "..", and not the

@@ -14,6 +14,8 @@
 /* Per-session idle tiers, a duration ("90s", "0s" turns the tier off). */
 #define WG_LABEL_IDLE_STOP_AFTER "wakegate.idle.stop_after"
 #define WG_LABEL_IDLE_PAUSE_AFTER "wakegate.idle.pause_after"
+/* On a session network (not a container): the template it was made for. */
+#define WG_LABEL_NETWORK "wakegate.network"
 /* Marks the throwaway probe container of `wakegatectl doctor`. */
 #define WG_LABEL_DOCTOR "wakegate.doctor"
 

@@ -220,12 +220,26 @@ int wg_docker_version(struct wg_docker *d, wg_docker_cb *cb, void *arg)
     return docker_call(d, RK_VERSION, "GET", strdup("/version"), finish_plain, cb, arg, NULL);
 }
 
+int docker_call_json(struct wg_docker *d, enum req_kind kind, const char *method, char *path,
+                     json_t *body, docker_finish_fn *finish, wg_docker_cb *cb, void *arg)
+{
+    struct docker_req *q;
+    int rc = docker_call(d, kind, method, path, finish, cb, arg, &q);
+
+    if (rc < 0) {
+        json_decref(body);
+        return rc;
+    }
+    if ((rc = docker_req_set_json(q, body)) < 0 || (rc = docker_submit(q)) < 0)
+        docker_req_free(q);
+    return rc;
+}
+
 int wg_docker_create(struct wg_docker *d, const struct wg_docker_spec *spec, wg_docker_cb *cb,
                      void *arg, char *err, size_t errlen)
 {
     char dummy[1], *name = NULL, *path;
     json_t *body = NULL;
-    struct docker_req *q;
     int rc;
 
     if (!err || errlen == 0) {
@@ -250,14 +264,7 @@ int wg_docker_create(struct wg_docker *d, const struct wg_docker_spec *spec, wg_
     } else {
         path = strdup("/containers/create");
     }
-    rc = docker_call(d, RK_CREATE, "POST", path, finish_create, cb, arg, &q);
-    if (rc < 0) {
-        json_decref(body);
-        return rc;
-    }
-    if ((rc = docker_req_set_json(q, body)) < 0 || (rc = docker_submit(q)) < 0)
-        docker_req_free(q);
-    return rc;
+    return docker_call_json(d, RK_CREATE, "POST", path, body, finish_create, cb, arg);
 }
 
 static int container_action(struct wg_docker *d, enum req_kind kind, const char *ref,

@@ -150,6 +150,7 @@ struct wg_docker_reply {
     const char *id;                              /* create: the new container's id */
     const struct wg_docker_container *container; /* inspect */
     const struct wg_docker_summary *containers;  /* list */
+    const struct wg_docker_network *network;     /* network inspect */
     size_t n_containers;
     const char *output; /* logs, exec: stdout and stderr interleaved, demultiplexed */
     size_t output_len;
@@ -188,6 +189,38 @@ struct wg_docker_spec {
      * DESIGN.md), CapDrop ["ALL"], SecurityOpt ["no-new-privileges"],
      * Tty false, no stdin. */
 };
+
+/* A session network (docker_network.c): a bridge on which the engine's own
+ * firewall rules keep containers from each other (inter-container traffic
+ * off) and, without egress, from everything but this host (Internal). Its
+ * bridge is named WG_DOCKER_BRIDGE_PREFIX + 8 hex digits, so one host rule
+ * (scripts/session-firewall.sh) covers every session network. */
+#define WG_DOCKER_BRIDGE_PREFIX "wgs-"
+
+struct wg_docker_network_spec {
+    const char *name;     /* required; a Docker network name (wg_docker_ref_valid()) */
+    const char *subnet;   /* IPAM subnet "10.0.0.0/24", or NULL: the engine's pools */
+    const char *template; /* the label wakegate.network=<template> */
+    bool egress;          /* false: Internal (no route off this host) */
+};
+
+/* What a network inspect answers; strings point into the reply. */
+struct wg_docker_network {
+    const char *id;
+    const char *name;
+    const char *driver;   /* "bridge" */
+    const char *bridge;   /* Options com.docker.network.bridge.name, "" if none */
+    const char *template; /* Labels wakegate.network, "" if none */
+    bool internal;
+    bool icc; /* inter-container traffic: on unless enable_icc is "false" */
+};
+
+/* Why the engine's network n cannot hold sessions of spec (written to why),
+ * or 0 when it can: ours (labelled), a bridge with inter-container traffic
+ * off, a bridge name the host rule covers, and Internal exactly when the
+ * spec has no egress. Pure. */
+int wg_docker_network_check(const struct wg_docker_network *n,
+                            const struct wg_docker_network_spec *spec, char *why, size_t whylen);
 
 /* One event of the /events stream. Strings are "" when absent unless said. */
 enum wg_docker_event_kind {
@@ -247,6 +280,13 @@ bool wg_docker_ref_valid(const char *ref);
 int wg_docker_ping(struct wg_docker *d, wg_docker_cb *cb, void *arg);
 /* GET /version: r->json. */
 int wg_docker_version(struct wg_docker *d, wg_docker_cb *cb, void *arg);
+/* GET /networks/{name}: r->network. */
+int wg_docker_network_inspect(struct wg_docker *d, const char *name, wg_docker_cb *cb, void *arg);
+/* POST /networks/create of a session network (see wg_docker_network_spec),
+ * with a new random bridge name. 409 when the name is taken. Returns
+ * -EINVAL for a bad spec, with the reason in err. */
+int wg_docker_network_create(struct wg_docker *d, const struct wg_docker_network_spec *spec,
+                             wg_docker_cb *cb, void *arg, char *err, size_t errlen);
 /* POST /containers/create: r->id. Returns -EINVAL for a bad spec, with the
  * reason in err (may be NULL). */
 int wg_docker_create(struct wg_docker *d, const struct wg_docker_spec *spec, wg_docker_cb *cb,

@@ -16,6 +16,8 @@
  *                       stream, the output tail, line splitting)
  *   docker_events.c     the /events stream
  *   docker_exec.c       exec: create, start attached, inspect
+ *   docker_network.c    session networks: inspect, create, the rules
+ *                       one must meet
  *
  * Ownership, written down once:
  * - d owns three handles (curl_timer: curl's timeout; wake: delayed
@@ -98,6 +100,8 @@ enum req_kind {
     RK_EXEC_START,
     RK_EXEC_INSPECT,
     RK_EVENTS,
+    RK_NETWORK_INSPECT,
+    RK_NETWORK_CREATE,
 };
 
 enum req_where { RQ_NONE, RQ_QUEUED, RQ_ACTIVE, RQ_DELAYED };
@@ -222,6 +226,11 @@ struct wg_docker {
  * *ret is set), -EINVAL (no d), -ECANCELED (d is being freed) or -ENOMEM. */
 int docker_call(struct wg_docker *d, enum req_kind kind, const char *method, char *path,
                 docker_finish_fn *finish, wg_docker_cb *cb, void *arg, struct docker_req **ret);
+
+/* docker_call() with a JSON body (consumed, as path is), submitted at
+ * once. Returns as docker_call() does. */
+int docker_call_json(struct wg_docker *d, enum req_kind kind, const char *method, char *path,
+                     json_t *body, docker_finish_fn *finish, wg_docker_cb *cb, void *arg);
 
 /* Drops one reference (a handle or the name lookup); the last frees d. Only
  * reachable after docker_teardown(). */

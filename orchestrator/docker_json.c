@@ -414,6 +414,27 @@ static int add_labels(json_t *labels, const struct wg_docker_spec *s, char *err,
     return bad ? -ENOMEM : 0;
 }
 
+/* Whether a bind ("source:target[:options]") already mounts /tmp: the
+ * engine refuses a tmpfs and a bind on one target ("Duplicate mount
+ * point"), and the bind gives the writable /tmp already. */
+static bool binds_mount_tmp(const char *const *binds)
+{
+    for (size_t i = 0; binds && binds[i]; i++) {
+        const char *target = strchr(binds[i], ':');
+        size_t n;
+
+        if (target == NULL)
+            continue;
+        target++;
+        n = strcspn(target, ":");
+        while (n > 1 && target[n - 1] == '/')
+            n--;
+        if (n == 4 && strncmp(target, "/tmp", 4) == 0)
+            return true;
+    }
+    return false;
+}
+
 /* What the code in the container may do: no capability but those added,
  * no gain of privileges through setuid binaries, and optionally a read-only
  * root (with a writable /tmp), a user and a runtime. */
@@ -431,10 +452,11 @@ static int add_sandbox(json_t *body, json_t *hc, const struct wg_docker_spec *s,
         return rc;
     if ((rc = set_strings(hc, "SecurityOpt", nnp, "security_opt", false, err, errlen)) < 0)
         return rc;
-    if (s->read_only_root) {
+    if (s->read_only_root)
+        bad |= json_object_set_new(hc, "ReadonlyRootfs", json_true());
+    if (s->read_only_root && !binds_mount_tmp(s->binds)) {
         json_t *tmpfs = json_object();
 
-        bad |= json_object_set_new(hc, "ReadonlyRootfs", json_true());
         /* Its pages count against the container's memory limit. */
         bad |= json_object_set_new(tmpfs, "/tmp", json_string("rw,nosuid,nodev,mode=1777"));
         bad |= json_object_set_new(hc, "Tmpfs", tmpfs);

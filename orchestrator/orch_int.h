@@ -179,8 +179,9 @@ struct orch_wake {
 
     /* on the way */
     bool cas_retried;
-    bool recreated; /* a create after start said 404: once only */
-    bool health;    /* readiness from Docker health */
+    bool recreated;     /* a create after start said 404: once only */
+    bool network_raced; /* the network's create said 409: inspect once more only */
+    bool health;        /* readiness from Docker health */
     enum orch_pend pend;
     int crash_exit;
     bool crash_oom;
@@ -463,6 +464,10 @@ uint64_t wake_timeout_ms(const struct wg_orch *o);
 /* After a call's callback: a deadline or a death noted while it was in
  * flight is taken now. Returns true when the task must not go on. */
 bool wake_returned(struct orch_wake *w);
+/* The container is created on the session's network (wake_network.c
+ * makes or checks it first, then calls wake_create_container()). */
+void wake_create(struct orch_wake *w);
+void wake_create_container(struct orch_wake *w);
 /* A Docker call could not be sent: the wake fails. */
 void wake_send_failed(struct orch_wake *w, const char *what, int rc);
 /* The wake fails: the log tail, starting -> failed, the container stopped. */

@@ -45,7 +45,6 @@ static void wake_decide(struct orch_wake *w);
 static void wake_cas(struct orch_wake *w);
 static void wake_admit(struct orch_wake *w);
 static void wake_run(struct orch_wake *w);
-static void wake_create(struct orch_wake *w);
 
 uint64_t wake_timeout_ms(const struct wg_orch *o)
 {
@@ -789,14 +788,14 @@ static void wake_docker_spec(const struct orch_wake *w, const struct wg_sessions
     wake_sandbox_spec(t, sp, ds);
 }
 
-static void wake_create(struct orch_wake *w)
+void wake_create_container(struct orch_wake *w)
 {
     struct wg_orch *o = w->t.o;
     struct wg_container_spec sp = {0};
     struct wake_spec_bufs bufs;
     struct wg_docker_spec ds = {0};
     const struct wg_sessions_cfg *t = wg_config_template(o->cfg, w->t.rec.template_name);
-    char err[256];
+    char err[256], net[80];
     int rc;
 
     /* Fail closed: a template removed by a reload gives no sandbox to
@@ -815,6 +814,7 @@ static void wake_create(struct orch_wake *w)
         return;
     }
     wake_docker_spec(w, t, &sp, &bufs, &ds);
+    ds.network_mode = wg_config_network_name(t, net, sizeof(net));
     w->t.phase = PH_DOCKER;
     orch_task_call(&w->t);
     rc = wg_docker_create(o->docker, &ds, on_wake_created, w, err, sizeof(err));

@@ -196,6 +196,7 @@ static void write_cb(uv_write_t *req, int status)
     struct wg_conn *c = w->c;
     bool stale = w->side == SIDE_UP && w->gen != c->up_gen;
 
+    c->px->stats.buffered_bytes[w->side] -= w->len;
     if (!stale && !c->closing) {
         *side_pending(c, w->side) -= w->len;
         if (status < 0) {
@@ -257,6 +258,7 @@ static void queue_write(struct wg_conn *c, int side, uv_stream_t *s, const uv_bu
         return;
     }
     c->refs++;
+    c->px->stats.buffered_bytes[side] += w->len;
     if (side == SIDE_UP)
         c->x->req_head_written = true;
     bool was_empty = *pending == 0;
@@ -265,7 +267,7 @@ static void queue_write(struct wg_conn *c, int side, uv_stream_t *s, const uv_bu
         c->last_client_write_ms = conn_now_ms(c);
         conn_arm(c);
     }
-    if (*pending > conn_limits(c)->buffer_high_water)
+    if (*pending >= conn_limits(c)->buffer_high_water)
         conn_update_reading(c);
 }
 
@@ -358,11 +360,20 @@ static void client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
 
 /* Reading resumes below half the high-water mark, so a slow peer does not
- * toggle it on every write. */
+ * toggle it on every write; while reading, it goes on as long as a read has
+ * room under the mark (conn_read_room). */
 static bool below_mark(struct wg_conn *c, int side, bool reading)
 {
     size_t hw = conn_limits(c)->buffer_high_water;
     return *side_pending(c, side) < (reading ? hw : hw / 2);
+}
+
+size_t conn_read_room(struct wg_conn *c, int side)
+{
+    size_t hw = conn_limits(c)->buffer_high_water;
+    size_t pending = *side_pending(c, side);
+    size_t room = pending < hw ? hw - pending : 0;
+    return room < WG_READ_BUF_SIZE ? room : WG_READ_BUF_SIZE;
 }
 
 /* Whether one more full read fits in c->in. */
@@ -663,11 +674,15 @@ void conn_drain_inbuf(struct wg_conn *c)
         wg_buf_release(&c->in);
 }
 
+/* A read that goes on to the upstream (a request body, a tunnel) takes only
+ * what fits under the mark; one that waits in c->in (a head, pipelined
+ * bytes) is bounded by c->in's cap instead. */
 static void client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct wg_conn *c = h->data;
+    bool to_up = c->state == CS_TUNNEL || (c->state == CS_PROXY && !c->x->req.complete);
     buf->base = c->px->readbuf;
-    buf->len = sizeof(c->px->readbuf);
+    buf->len = to_up ? conn_read_room(c, SIDE_UP) : sizeof(c->px->readbuf);
 }
 
 static void client_eof(struct wg_conn *c)
@@ -711,6 +726,11 @@ static void client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 
     if (n == 0 || c->closing)
         return;
+    if (n == UV_ENOBUFS) {
+        /* No room under the mark (client_alloc): stop until the queue drains. */
+        conn_update_reading(c);
+        return;
+    }
     if (n < 0) {
         if (n == UV_EOF)
             client_eof(c);

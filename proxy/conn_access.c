@@ -15,7 +15,6 @@
  * the address bar, the history and Referer. Our token, header and cookie
  * never go upstream (http_rebuild strips them); the access line logs the
  * path without the query. */
-#include <arpa/inet.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -25,6 +24,7 @@
 #include "common/clock.h"
 #include "proxy/conn_int.h"
 #include "proxy/forward_auth.h"
+#include "proxy/http_rebuild.h"
 
 /* Tokens checked per request at most: a head full of wg_token cookies
  * must not cost hundreds of HMACs. */
@@ -152,19 +152,14 @@ static bool forward_prepare(struct wg_conn *c)
     const struct wg_http_msg *req = &x->req;
     struct wg_buf *b = &x->access_reply;
     const struct wg_http_field *authz = wg_http_find(req, "authorization");
-    char peer[INET6_ADDRSTRLEN] = "";
 
-    if (c->peer.sa.sa_family == AF_INET)
-        inet_ntop(AF_INET, &c->peer.in.sin_addr, peer, sizeof(peer));
-    else if (c->peer.sa.sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &c->peer.in6.sin6_addr, peer, sizeof(peer));
     wg_buf_reset(b);
     if (!put_field(b, "X-Forwarded-Method", req->method, req->method_len) ||
         !put_field(b, "X-Forwarded-Proto", client_https(c) ? "https" : "http",
                    client_https(c) ? 5 : 4) ||
         !put_field(b, "X-Forwarded-Host", req->host ? req->host : "",
                    req->host ? req->host_len : 0) ||
-        !put_field(b, "X-Forwarded-For", peer, strlen(peer)) ||
+        wg_http_forwarded_for(b, req, &c->peer.sa, c->peer_trusted) < 0 ||
         wg_buf_append(b, "X-Forwarded-Uri: ", 17) < 0 || wg_buf_reserve(b, req->target_len) < 0)
         return false;
     b->len +=
@@ -229,6 +224,10 @@ void conn_access_prepare(struct wg_conn *c, const struct wg_route_match *m)
     if (!ok) {
         if (c->px->fauth != NULL && forward_prepare(c))
             x->access = ACCESS_FORWARD;
+        /* A template may open its sessions; that is known from the record
+         * only, so the check waits for the lookup (conn_access_template). */
+        x->access_by_template =
+            m->route->access_by_template && wg_config_any_public_template(c->px->cfg);
         return;
     }
     x->access = ACCESS_CHECK;
@@ -269,6 +268,20 @@ void conn_access_deny(struct wg_conn *c)
     else
         conn_send_local(c, 401, "application/json", challenge, denied_json,
                         sizeof(denied_json) - 1);
+}
+
+bool conn_access_template_open(struct wg_conn *c, const struct wg_sess_view *v)
+{
+    const struct wg_sessions_cfg *t;
+
+    /* Only a record that was read says which template: not found, Redis
+     * away or a template a reload removed all stay private, so a session
+     * that does not exist answers as a private one does. */
+    if ((v->status != WG_SESS_READY && v->status != WG_SESS_NOT_RUNNING) ||
+        v->template_name == NULL)
+        return false;
+    t = wg_config_template(c->px->cfg, v->template_name);
+    return t != NULL && t->access_public;
 }
 
 bool conn_access_check(struct wg_conn *c, const struct wg_sess_view *v)

@@ -145,6 +145,7 @@ struct exchange {
 
     /* private session routes (conn_access.c) */
     enum conn_access access;
+    bool access_by_template;    /* no credential, and the route leaves access to the template */
     bool access_redirect;       /* GET/HEAD with our token in the query: 303 to the URL without */
     bool access_set_cookie;     /* ... and the query's token becomes the cookie */
     uint64_t access_gen;        /* the credential's generation, checked against the cache's */
@@ -229,6 +230,11 @@ void conn_close(struct wg_conn *c);
 void conn_arm(struct wg_conn *c);
 /* Starts or stops reading each side for the state and the queues. */
 void conn_update_reading(struct wg_conn *c);
+/* The size of the next read whose bytes are queued to `side`: what is left
+ * under limits.buffer_high_water (at most the loop's read buffer), 0 when
+ * nothing is. Reading stops at 0 (conn_update_reading), so a connection never
+ * queues more than the mark plus a response head and chunk framing. */
+size_t conn_read_room(struct wg_conn *c, int side);
 /* Writes bufs to one side: straight to the socket when nothing is queued,
  * the rest copied into a write request. Failures are handled here; callers
  * check c->closing (and the upstream generation) afterwards. */
@@ -314,6 +320,8 @@ void conn_access_prepare(struct wg_conn *c, const struct wg_route_match *m);
 /* The 401 of a private route: the sign-in page for a navigation, JSON
  * otherwise; the same bytes whether or not the session exists. */
 void conn_access_deny(struct wg_conn *c);
+/* Whether v's record belongs to a template that says access: public. */
+bool conn_access_template_open(struct wg_conn *c, const struct wg_sess_view *v);
 /* With the session's view: true when the request may go on; otherwise it
  * was answered (401, or the redirect that sets the cookie). */
 bool conn_access_check(struct wg_conn *c, const struct wg_sess_view *v);

@@ -232,11 +232,14 @@ static void handle_response_head(struct wg_conn *c, const char *head, size_t hea
 
 /* ---- upstream bytes --------------------------------------------------------------- */
 
+/* A read takes only what fits under the client's mark, so the bytes queued
+ * to a slow reader stay within limits.buffer_high_water (plus the response
+ * head and chunk framing); 0 makes libuv report UV_ENOBUFS (up_read). */
 static void up_alloc(void *user, uv_buf_t *buf)
 {
     struct wg_conn *c = user;
     buf->base = c->px->readbuf;
-    buf->len = sizeof(c->px->readbuf);
+    buf->len = conn_read_room(c, SIDE_CLIENT);
 }
 
 /* The exchange's response is complete with data[used, len) still unread. */
@@ -360,6 +363,11 @@ static void up_read(void *user, ssize_t n, const uv_buf_t *buf)
     if (c == NULL || c->closing || n == 0)
         return;
     struct exchange *x = c->x;
+    if (n == UV_ENOBUFS) {
+        /* No room under the client's mark: stop until its queue drains. */
+        conn_update_reading(c);
+        return;
+    }
     if (n < 0) {
         if (n == UV_EOF) {
             up_eof(c);

@@ -264,6 +264,19 @@ void conn_session_route(struct wg_conn *c)
     struct wg_sess_view v;
     struct conn_session_decision d;
 
+    /* No valid credential on a route that leaves access to the template:
+     * the record says whether its template is public. A lookup, never a
+     * wake, and the same answer for a private session as for none. */
+    if (x->access_by_template) {
+        wg_session_cache_lookup(px->session_cache, x->session_id, x->session_port, &v);
+        if (v.status == WG_SESS_PENDING) {
+            session_wait(c);
+            return;
+        }
+        x->access_by_template = false;
+        if (conn_access_template_open(c, &v))
+            x->access = ACCESS_OPEN;
+    }
     /* No valid credential: no lookup, so no fetch and no wake. */
     if (x->access == ACCESS_DENIED) {
         conn_access_deny(c);

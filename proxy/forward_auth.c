@@ -229,9 +229,11 @@ static void parse_answer(struct wg_fauth_req *r, size_t head_len)
     int st;
 
     memset(&a, 0, sizeof(a));
-    if (head_len < 12 || strncmp(r->in, "HTTP/1.", 7) != 0 || r->in[8] != ' ' || r->in[9] < '1' ||
-        r->in[9] > '5' || r->in[10] < '0' || r->in[10] > '9' || r->in[11] < '0' ||
-        r->in[11] > '9') {
+    /* RFC 9112 status line: exactly three digits, then SP (or the line's
+     * end), so "2001" is not read as an allow. */
+    if (head_len < 14 || strncmp(r->in, "HTTP/1.", 7) != 0 || r->in[7] < '0' || r->in[7] > '9' ||
+        r->in[8] != ' ' || r->in[9] < '1' || r->in[9] > '5' || r->in[10] < '0' || r->in[10] > '9' ||
+        r->in[11] < '0' || r->in[11] > '9' || (r->in[12] != ' ' && r->in[12] != '\r')) {
         fail(r, "not an HTTP/1 answer");
         return;
     }

@@ -53,9 +53,15 @@ static void counter_metrics(const struct wg_proxy *px, struct wg_buf *out)
         "# HELP wakegate_upstream_idle_connections Idle upstream connections in the keep-alive "
         "pool.\n"
         "# TYPE wakegate_upstream_idle_connections gauge\n"
-        "wakegate_upstream_idle_connections %zu\n",
+        "wakegate_upstream_idle_connections %zu\n"
+        "# HELP wakegate_buffered_bytes Bytes queued to slow peers now (what their sockets did "
+        "not take), by direction; at most limits.buffer_high_water per connection and direction, "
+        "plus a response head.\n"
+        "# TYPE wakegate_buffered_bytes gauge\n"
+        "wakegate_buffered_bytes{to=\"client\"} %" PRIu64 "\n"
+        "wakegate_buffered_bytes{to=\"upstream\"} %" PRIu64 "\n",
         s->upstream_errors, s->upstream_retries, s->bytes_in, s->bytes_out,
-        wg_proxy_upstream_idle(px));
+        wg_proxy_upstream_idle(px), s->buffered_bytes[0], s->buffered_bytes[1]);
 }
 
 /* wakegate_route_requests_total: every class of every row, zeros included,

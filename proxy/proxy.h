@@ -44,6 +44,10 @@ struct wg_proxy_stats {
     uint64_t session_doubt_refused;
     uint64_t bytes_in;  /* from clients */
     uint64_t bytes_out; /* to clients */
+    /* Bytes in write requests now, [0] to clients, [1] to upstreams: what
+     * sockets did not take. Each connection keeps its share under
+     * limits.buffer_high_water per direction. */
+    uint64_t buffered_bytes[2];
     /* One observation per response counted in responses_by_class: from the
      * first byte of the head to the end of the response (a 101: its head). */
     struct wg_hist request_duration;

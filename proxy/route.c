@@ -495,6 +495,7 @@ static int compile_route(struct compiled *out, char **cursor, const struct wg_ro
     out->pub.has_upstream = c->has_upstream;
     out->pub.port = c->port;
     out->pub.access_public = c->access_public;
+    out->pub.access_by_template = c->access_by_template;
     result = compile_upstream(out, c, index, err, errlen);
     if (result < 0)
         goto out;

@@ -45,10 +45,11 @@ struct wg_route {
     bool has_upstream; /* static upstream route */
     struct sockaddr_storage upstream;
     socklen_t upstream_len;
-    char upstream_text[80]; /* "127.0.0.1:9000", for logs */
-    unsigned port;          /* session routes: container port (0 = default) */
-    bool captures_session;  /* some condition holds {session} */
-    bool access_public;     /* session routes: access: public (no credentials needed) */
+    char upstream_text[80];  /* "127.0.0.1:9000", for logs */
+    unsigned port;           /* session routes: container port (0 = default) */
+    bool captures_session;   /* some condition holds {session} */
+    bool access_public;      /* session routes: access: public (no credentials needed) */
+    bool access_by_template; /* access not written: the session's template decides */
 };
 
 struct wg_route_input {

@@ -43,7 +43,11 @@ struct wg_sess_entry {
     uint16_t port;
     char host[WG_SESSION_HOST_MAX + 1];
     uint64_t version;
-    uint64_t gen;         /* the record's access generation (revokes replace it) */
+    uint64_t gen; /* the record's access generation (revokes replace it) */
+    /* The record's template, from the last read: it is fixed for the
+     * record's life, and state messages do not carry it. */
+    char template_name[WG_SESSION_TEMPLATE_MAX + 1];
+    bool template_known;
     uint64_t state_at_ms; /* loop time the state was learnt */
     int64_t failed_since; /* loop ms the entry entered failed */
     uint64_t fetched_at_ms;
@@ -247,6 +251,8 @@ static void fetch_done(const struct wg_store_res *res, void *arg)
     if (res->status == 0 && res->rec != NULL) {
         const struct wg_session *r = res->rec;
         bool was_stale = e->stale;
+        snprintf(e->template_name, sizeof(e->template_name), "%s", r->template_name);
+        e->template_known = true;
         e->not_found = false;
         e->stale = false;
         e->fetch_failed_ms = 0;
@@ -321,6 +327,7 @@ static void fill_view(struct wg_session_cache *s, struct wg_sess_entry *e, uint1
     snprintf(v->container_id, sizeof(v->container_id), "%s", e->container_id);
     v->state = e->state;
     v->gen = e->gen;
+    v->template_name = e->template_known ? e->template_name : NULL;
 }
 
 void wg_session_cache_lookup(struct wg_session_cache *s, const char *id, uint16_t port,
@@ -383,6 +390,7 @@ void wg_session_cache_lookup(struct wg_session_cache *s, const char *id, uint16_
     }
     v->state = e->state;
     v->gen = e->gen;
+    v->template_name = e->template_known ? e->template_name : NULL;
     if (e->state == WG_SESSION_RUNNING && e->ip[0]) {
         fill_view(s, e, port, v);
         if (v->addr_len) {
@@ -671,6 +679,7 @@ static void on_state_msg(const struct wg_redis_msg *msg, void *arg)
     if (m.state == WG_SESSION_DESTROYED) {
         place(s, e, m.state, "", "");
         e->known = false;
+        e->template_known = false; /* a session made again under this id may have another */
         e->not_found = true;
         e->fetched_at_ms = now_ms(s);
     } else {

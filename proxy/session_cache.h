@@ -101,6 +101,8 @@ struct wg_sess_view {
     bool confirmed;
     uint64_t unconfirmed_ms;
     int64_t failed_for_ms;       /* NOT_RUNNING in failed: time since it failed */
+    const char *template_name;   /* the record's template ("" for "default"), or NULL while no
+                                    read of the record has told it */
     struct wg_sess_entry *entry; /* private: READY, for wg_session_cache_activity_begin() */
 };
 

@@ -36,7 +36,9 @@ import urllib.request
 import pytest
 import redis
 
+from harness import rawhttp
 from harness.image import WS_IMAGE
+from harness.util import wait_for
 from browser_util import Cdp, CdpError, Chromium
 from sessions_util import wait_subscribed, Orchestrator
 from streams_util import ws_request
@@ -79,7 +81,7 @@ class Access:
 
     def __init__(self, stack, tmp):
         self.stack = stack
-        cfg = gw_config(stack.redis_server.url, stack.dockerd, wake_timeout="20s")
+        self.cfg = cfg = gw_config(stack.redis_server.url, stack.dockerd, wake_timeout="20s")
         cfg["sessions"]["image"] = IMAGE
         cfg["routes"] = [
             {"match": {"host": "{session}." + DOMAIN}},
@@ -271,6 +273,28 @@ def test_expired_and_revoked_links_are_refused(acc):
     assert resp.status == 200 and APP_TEXT in resp.body
 
 
+def test_a_revoke_reaches_every_gateway(acc):
+    """Two gateways on one Redis: a cookie works on both; a revoke made
+    through one's API refuses it on the other at once, with no restart."""
+    second = acc.stack.start_wakegate(acc.cfg, args=["--role", "proxy"])
+    second.wait_ready(timeout=10)
+    acc.stack.create("g-1")
+    tok = acc.link("g-1", "1h")["token"]
+    hdrs = API + (("Cookie", "wg_token=" + tok),)
+    for gw in (acc.gw, second):
+        resp, _ = send(gw, acc.host("g-1"), "/", hdrs)
+        assert resp.status == 200 and APP_TEXT in resp.body, resp
+    acc.revoke("g-1")
+    wait_for(lambda: send(second, acc.host("g-1"), "/", hdrs)[0].status == 401, 3,
+             "the second gateway to refuse the revoked cookie")
+    assert send(acc.gw, acc.host("g-1"), "/", hdrs)[0].status == 401
+    # A link made after the revoke works on both.
+    new = acc.link("g-1", "1h")["token"]
+    for gw in (acc.gw, second):
+        resp, _ = send(gw, acc.host("g-1"), "/", API + (("X-Wakegate-Token", new),))
+        assert resp.status == 200, resp
+
+
 def test_websocket_needs_the_cookie(acc):
     acc.stack.create("w-1")
     got = acc.link("w-1", "1h")
@@ -296,6 +320,56 @@ def test_websocket_needs_the_cookie(acc):
 
 
 # ---------------------------------------------------------------- what the upstream sees
+
+def test_private_route_checks_without_redis_round_trips(redis_server, recording_upstream, start_wakegate, e2e_tmp):
+    """The check is in process: 100 requests with a cookie (and with a
+    revoked one) send Redis nothing (INFO commandstats); the generation
+    comes from the cache, which wg:state keeps current."""
+    up = recording_upstream
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=3)
+    cfg = {
+        "redis": {"url": redis_server.url},
+        "docker": {"name": HOST},
+        "routes": [{"match": {"host": "{session}." + DOMAIN}}],
+        "access": {"secret_file": secret_file(tempfile.mkdtemp(prefix="access-", dir=e2e_tmp))},
+        "log": {"level": "info"},
+    }
+    gw = start_wakegate(cfg, args=["--role", "proxy"])
+    orch = Orchestrator(redis_server.url)
+    wait_subscribed(orch)
+    put_record(r, "n-1", "running", 7, ip="127.0.0.1", port=up.port)
+    tok = mint("n-1", int(time.time()) + 600, 7)
+    hdrs = API + (("Cookie", "wg_token=" + tok),)
+    resp, _ = send(gw, "n-1." + DOMAIN, "/warm", hdrs)
+    assert resp.status == 200, resp
+    before = orch.cmdstats()
+    t0 = time.monotonic()
+    c = rawhttp.connect(gw.port)
+    for i in range(100):
+        c.send(rawhttp.request_bytes("GET", "/k%d" % i, host="n-1." + DOMAIN, headers=list(hdrs)))
+        assert c.read_response().status == 200, i
+    c.close()
+    after = orch.cmdstats()
+    grown = {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
+    grown.pop("info", None)
+    # The checks of the state channel go by time (every quarter of
+    # redis.state_timeout, 1 s), not by request.
+    assert grown.pop("publish", 0) <= (time.monotonic() - t0) / 0.25 + 2, grown
+    # Activity is written once per activity_interval (1 s), not per request.
+    assert grown.get("zadd", 0) <= 2 and not {k for k in grown if k != "zadd"}, grown
+    # A revoke reaches the cache by wg:state: refused at once, still no read.
+    put_record(r, "n-1", "running", 8, ip="127.0.0.1", port=up.port, v=2)
+    wait_for(lambda: send(gw, "n-1." + DOMAIN, "/r", hdrs)[0].status == 401, 5, "the revoke to reach the cache")
+    before = orch.cmdstats()
+    t0 = time.monotonic()
+    for i in range(20):
+        assert send(gw, "n-1." + DOMAIN, "/r%d" % i, hdrs)[0].status == 401
+    after = orch.cmdstats()
+    grown = {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
+    grown.pop("info", None)
+    assert grown.pop("publish", 0) <= (time.monotonic() - t0) / 0.25 + 2, grown
+    assert not {k for k in grown if k != "zadd"}, grown
+
 
 def test_upstream_never_sees_our_credentials_and_the_log_never_shows_them(redis_server, recording_upstream,
                                                                           start_wakegate, e2e_tmp):

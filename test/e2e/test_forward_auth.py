@@ -28,6 +28,7 @@ import urllib.request
 import pytest
 import redis
 
+from harness.util import TcpServer
 from sessions_util import Orchestrator, wait_subscribed
 from access_util import API, DOMAIN, NAV, header, mint, put_record, secret_file, send
 
@@ -104,7 +105,7 @@ def free_port():
 
 
 def start(start_wakegate, redis_server, auth_port, e2e_tmp, cache_ttl="30s", cache_max=100, timeout="500ms",
-          key=False):
+          key=False, trusted=None):
     access = {"forward_auth": {"url": "http://127.0.0.1:%d/verify" % auth_port, "timeout": timeout,
                                "cache_ttl": cache_ttl, "cache_max": cache_max}}
     if key:
@@ -116,6 +117,8 @@ def start(start_wakegate, redis_server, auth_port, e2e_tmp, cache_ttl="30s", cac
         "access": access,
         "log": {"level": "debug", "access": True},
     }
+    if trusted:
+        cfg["trusted_proxies"] = trusted
     gw = start_wakegate(cfg, args=["--role", "proxy"])
     wait_subscribed(Orchestrator(redis_server.url))
     return gw
@@ -265,3 +268,61 @@ def test_a_yes_for_one_session_is_not_reused_for_another(redis_server, recording
     assert auth.count() == 2, "the second session was answered from the first one's cache entry"
     resp, _ = send(gw, "c-open." + DOMAIN, "/", alice)
     assert resp.status == 200 and auth.count() == 2  # still cached for its own session
+
+
+def test_any_other_answer_of_the_service_means_503_and_no_wake(redis_server, start_wakegate, auth, e2e_tmp):
+    """Only 2xx allows and only 401/403 are passed back: a redirect, a
+    5xx, a 404 or a 1xx-less oddity from the service is a failure (503),
+    fails closed, is never cached and wakes nothing."""
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=3)
+    gw = start(start_wakegate, redis_server, auth.port, e2e_tmp)
+    put_record(r, "o-1", "asleep", 1)
+    for status, extra in ((500, []), (502, []), (302, [("Location", "https://login.example.com/")]),
+                          (404, []), (407, [("Proxy-Authenticate", "Basic")])):
+        auth.decide = lambda h, status=status, extra=extra: (status, extra)
+        before = auth.count()
+        resp, _ = send(gw, "o-1." + DOMAIN, "/", API + (("Cookie", "user=alice"),))
+        assert resp.status == 503, (status, resp)
+        assert header(resp, "Location") is None and header(resp, "Proxy-Authenticate") is None
+        assert auth.count() == before + 1, status  # asked, and not from a cache
+    time.sleep(0.3)
+    assert wakes(r) == []
+    assert r.hget("wg:session:o-1", "state") == "asleep"
+    m = metrics(gw)
+    assert m["wakegate_forward_auth_failures_total"] == 5, m
+
+
+def test_behind_a_trusted_proxy_the_service_sees_the_client_chain(redis_server, recording_upstream, start_wakegate,
+                                                                   auth, e2e_tmp):
+    """The service gets the X-Forwarded-For the upstream gets: the trusted
+    load balancer's list, then the peer; an untrusted client's own list is
+    dropped."""
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=3)
+    gw = start(start_wakegate, redis_server, auth.port, e2e_tmp, trusted=["127.0.0.1/32"])
+    put_record(r, "x-1", "running", 3, ip="127.0.0.1", port=recording_upstream.port)
+    resp, _ = send(gw, "x-1." + DOMAIN, "/", API + (("Cookie", "user=alice"),
+                                                    ("X-Forwarded-For", "203.0.113.9")))
+    assert resp.status == 200, resp
+    assert auth.seen[-1]["headers"]["x-forwarded-for"] == "203.0.113.9, 127.0.0.1", auth.seen[-1]
+    seen = b"".join(c.data for c in recording_upstream.connections)
+    assert b"X-Forwarded-For: 203.0.113.9, 127.0.0.1\r\n" in seen, seen
+    gw.stop()
+    gw = start(start_wakegate, redis_server, auth.port, e2e_tmp)
+    resp, _ = send(gw, "x-1." + DOMAIN, "/", API + (("Cookie", "user=bob"), ("X-Forwarded-For", "203.0.113.9")))
+    assert resp.status == 200, resp
+    assert auth.seen[-1]["headers"]["x-forwarded-for"] == "127.0.0.1", auth.seen[-1]
+
+
+@pytest.mark.parametrize("answer", [b"HTTP/1.1 2001 OK\r\n\r\n", b"HTTP/1.1 20 OK\r\n\r\n",
+                                    b"HTTP/1.x 200 OK\r\n\r\n", b"HTTP/2 200\r\n\r\n", b"200 OK\r\n\r\n"])
+def test_a_malformed_status_line_from_the_service_is_a_failure(redis_server, start_wakegate, e2e_tmp, answer):
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=3)
+    raw = TcpServer("127.0.0.1", answer)
+    try:
+        gw = start(start_wakegate, redis_server, raw.port, e2e_tmp)
+        put_record(r, "m-1", "asleep", 1)
+        resp, _ = send(gw, "m-1." + DOMAIN, "/", API + (("Cookie", "user=alice"),))
+        assert resp.status == 503, (answer, resp)
+        assert wakes(r) == []
+    finally:
+        raw.close()

@@ -119,6 +119,18 @@ def test_capabilities_read_only_root_and_user(stack):
     stack.dockerd.exec(cid, "sh", "-c", "touch /tmp/f && chown 65534 /tmp/f")
 
 
+def test_read_only_root_with_a_bind_on_tmp(stack, tmp_path):
+    """The bind is the writable /tmp: no tmpfs beside it, which the engine
+    would refuse as a duplicate mount point and fail the wake."""
+    tmp_path.chmod(0o1777)
+    stack.start(sandbox_config(stack, read_only_root=True, binds={"allow": [str(tmp_path)]}))
+    cid = wake(stack, "sb-ro-tmp", binds=["%s:/tmp" % tmp_path])
+    hc = stack.dockerd.inspect(cid)["HostConfig"]
+    assert hc["ReadonlyRootfs"] is True and not hc.get("Tmpfs"), hc
+    stack.dockerd.exec(cid, "sh", "-c", "echo kept > /tmp/f")
+    assert (tmp_path / "f").read_text() == "kept\n"
+
+
 def test_user_runs_the_app(stack):
     stack.start(sandbox_config(stack, user="65534:65534"))
     cid = wake(stack, "sb-user")

@@ -8,6 +8,7 @@ container was made (`docker ps -a` on the test's dockerd) and Redis that no
 record was. Every wait is bounded.
 """
 
+import json
 import os
 import signal
 import tempfile
@@ -153,6 +154,34 @@ def test_template_image_limits_env_and_binds_reach_the_container(stack, work):
     assert stack.dockerd.inspect(cid)["Config"]["Image"] == IMAGE
     hc = stack.dockerd.inspect(cid)["HostConfig"]
     assert hc["Memory"] == 1 << 30 and hc["PidsLimit"] == 512, hc
+
+
+def test_what_overridable_lets_a_caller_set_reaches_the_container(stack, work):
+    """cmd, labels, port, idle and save pass only where the template's
+    overridable lists them, and an image only where its images list does;
+    what passes is what the engine and the record show."""
+    cfg = templates_config(stack, work)
+    cfg["templates"]["open"] = {"image": IMAGE, "images": ["wakegate-test-small:*"],
+                                "overridable": ["cmd", "labels", "port", "idle", "save"]}
+    stack.start(cfg)
+    asked = {"cmd": ["httpd", "-f", "-p", "8090", "-h", "/www"], "port": 8090,
+             "labels": {"team": "blue"}, "idle": {"stop_after": "7m"},
+             "save": {"command": ["/bin/true"], "timeout": "9s"}}
+    # The template "small" lists only limits: each of these is refused.
+    for field, value in asked.items():
+        why = refused(stack, {"id": "r-ov-" + field, "template": "small", field: value}, field)
+        assert "does not let a caller set it" in why, why
+    refused(stack, {"id": "r-ov-image", "template": "open", "image": "wakegate-test-other:latest"}, "image")
+
+    cid = wake(stack, "o-all", template="open", image=SMALL_IMAGE, **asked)
+    c = stack.dockerd.inspect(cid)
+    assert c["Config"]["Image"] == SMALL_IMAGE
+    assert c["Config"]["Cmd"] == asked["cmd"], c["Config"]
+    assert c["Config"]["Labels"]["team"] == "blue" and c["Config"]["Labels"]["wakegate.port"] == "8090"
+    rec = stack.record("o-all")
+    assert rec["port"] == "8090" and rec["idle_stop_after_ms"] == str(7 * 60 * 1000), rec
+    spec = json.loads(rec["spec"])
+    assert spec["save"]["command"] == ["/bin/true"], spec
 
 
 def test_template_readiness_is_the_sessions_own(stack, work):

@@ -143,7 +143,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.limits.keepalive_requests_max, 10000);
     assert_int_equal(cfg.limits.body_max, 0);
     assert_int_equal(cfg.limits.connections_max, 20000);
-    assert_int_equal(cfg.limits.buffer_high_water, 256 * 1024);
+    assert_int_equal(cfg.limits.buffer_high_water, 32 * 1024);
     assert_int_equal(cfg.limits.tunnel_idle_ms, 3600 * 1000);
 
     assert_int_equal(cfg.upstream.connect_timeout_ms, 5000);
@@ -427,6 +427,8 @@ static const struct error_case error_cases[] = {
     {"limits:\n  head_max: 8KB\n",
      "t.yaml:2: limits.head_max: invalid size \"8KB\" (use 512, 64KiB, 1MiB or 1GiB)"},
     {"limits: {head_max: 2GiB}\n", "t.yaml:1: limits.head_max: 2GiB is out of range (1 to 1GiB)"},
+    {"limits: {buffer_high_water: 1KiB}\n",
+     "t.yaml:1: limits.buffer_high_water: 1KiB is out of range (4KiB to 1GiB)"},
     {"limits: {header_count_max: 0}\n",
      "t.yaml:1: limits.header_count_max: 0 is out of range (1 to 65535)"},
     {"sessions: {port: 80x}\n", "t.yaml:1: sessions.port: invalid number \"80x\""},
@@ -578,6 +580,21 @@ static const struct error_case error_cases[] = {
     {"sessions:\n  user: \"a b\"\n", "t.yaml:2: sessions.user: invalid user \"a b\""},
     {"sessions:\n  runtime: \"run/sc\"\n",
      "t.yaml:2: sessions.runtime: invalid runtime \"run/sc\""},
+    /* the session network */
+    {"sessions:\n  network:\n    name: host\n",
+     "t.yaml:3: sessions.network.name: \"host\" is a network of the engine's own"},
+    {"templates:\n  a:\n    network: {name: Bridge}\n",
+     "t.yaml:3: templates.a.network.name: \"Bridge\" is a network of the engine's own"},
+    {"sessions: {network: {name: \"a b\"}}\n",
+     "t.yaml:1: sessions.network.name: invalid network name \"a b\""},
+    {"sessions:\n  network:\n    subnet: 10.0.0.1\n",
+     "t.yaml:3: sessions.network.subnet: invalid subnet \"10.0.0.1\""},
+    {"sessions: {network: {subnet: \"fd00::/64\"}}\n",
+     "t.yaml:1: sessions.network.subnet: invalid subnet \"fd00::/64\""},
+    {"sessions: {network: {subnet: 10.0.0.0/30}}\n",
+     "t.yaml:1: sessions.network.subnet: invalid subnet \"10.0.0.0/30\""},
+    {"sessions: {network: {egress: sometimes}}\n",
+     "t.yaml:1: sessions.network.egress: invalid boolean \"sometimes\""},
     /* templates */
     {"templates:\n  Big: {image: x}\n", "t.yaml:2: templates.Big: invalid template name"},
     {"templates:\n  default: {image: x}\n",
@@ -594,6 +611,14 @@ static const struct error_case error_cases[] = {
     {"sessions: {binds: {allow: [/srv/../etc]}}\n",
      "t.yaml:1: sessions.binds.allow[0]: a path with \"..\""},
     {"templates:\n  a:\n    imag: x\n", "t.yaml:3: templates.a.imag: unknown key"},
+    {"templates:\n  a:\n    wake_timeout: 5s\n",
+     "t.yaml:3: templates.a.wake_timeout: one value serves every session: set "
+     "sessions.wake_timeout instead"},
+    {"templates:\n  a:\n    idle:\n      stop_after: 5m\n      reap_every: 2s\n",
+     "t.yaml:5: templates.a.idle.reap_every: one value serves every session: set "
+     "sessions.idle.reap_every instead"},
+    {"templates:\n  a: {save: {retry_max: 1h}}\n",
+     "t.yaml:2: templates.a.save.retry_max: one value serves every session"},
     /* admin.token_file is read by validate */
     {"admin:\n  token_file: /nonexistent/token\n",
      "t.yaml:2: admin.token_file: cannot read \"/nonexistent/token\": No such file or directory"},
@@ -1468,7 +1493,7 @@ static void test_templates(void **state)
 static void test_sandbox(void **state)
 {
     struct wg_config cfg;
-    char err[WG_CONFIG_ERR_MAX];
+    char err[WG_CONFIG_ERR_MAX], name[80];
     uint64_t v;
 
     (void)state;
@@ -1498,6 +1523,23 @@ static void test_sandbox(void **state)
     assert_true(cfg.sessions.sandbox.read_only_root);
     assert_string_equal(cfg.sessions.sandbox.user, "1000:1000");
     assert_string_equal(cfg.sessions.sandbox.runtime, "runsc");
+    wg_config_free(&cfg);
+
+    /* The session network: a name of its own unless given, the subnet in
+     * the form the engine shows, no egress unless said. */
+    assert_int_equal(load(&cfg,
+                          "sessions: {network: {subnet: 10.80.3.7/20}}\n"
+                          "templates:\n  web: {network: {name: web-net, egress: true}}\n",
+                          err, sizeof err),
+                     0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), 0);
+    assert_string_equal(cfg.sessions.sandbox.subnet, "10.80.0.0/20");
+    assert_false(cfg.sessions.sandbox.egress);
+    assert_string_equal(wg_config_network_name(&cfg.sessions, name, sizeof name),
+                        "wakegate-default");
+    assert_null(cfg.templates[0].sandbox.subnet);
+    assert_true(cfg.templates[0].sandbox.egress);
+    assert_string_equal(wg_config_network_name(&cfg.templates[0], name, sizeof name), "web-net");
     wg_config_free(&cfg);
 
     assert_int_equal(wg_config_parse_cpus("2", &v), 0);

@@ -489,6 +489,22 @@ static void test_create_body(void **state)
                             "\"Tmpfs\":{\"/tmp\":\"rw,nosuid,nodev,mode=1777\"},"
                             "\"Runtime\":\"runsc\"}}");
     json_decref(body);
+
+    /* A bind on /tmp is the writable /tmp: no tmpfs beside it (the engine
+     * refuses two mounts on one target). A bind under /tmp keeps it. */
+    static const char *const tmp_bind[] = {"/srv/s1-tmp:/tmp/:rw", NULL};
+    static const char *const under_tmp[] = {"/srv/cache:/tmp/cache", NULL};
+    struct wg_docker_spec ro = {
+        .session = "s1", .image = "img", .read_only_root = true, .binds = tmp_bind};
+    assert_int_equal(docker_create_body(&ro, &body, err, sizeof(err)), 0);
+    assert_true(
+        json_is_true(json_object_get(json_object_get(body, "HostConfig"), "ReadonlyRootfs")));
+    assert_null(json_object_get(json_object_get(body, "HostConfig"), "Tmpfs"));
+    json_decref(body);
+    ro.binds = under_tmp;
+    assert_int_equal(docker_create_body(&ro, &body, err, sizeof(err)), 0);
+    assert_non_null(json_object_get(json_object_get(body, "HostConfig"), "Tmpfs"));
+    json_decref(body);
 }
 
 static void test_create_body_refusals(void **state)
@@ -1317,6 +1333,45 @@ static void test_silent_peer_times_out(void **state)
     close(fd);
 }
 
+/* A session network is joined only when it isolates as the template says. */
+static void test_network_check(void **state)
+{
+    struct wg_docker_network_spec spec = {.name = "wakegate-default", .template = "default"};
+    struct wg_docker_network good = {.id = "n1",
+                                     .name = "wakegate-default",
+                                     .driver = "bridge",
+                                     .bridge = "wgs-0a1b2c3d",
+                                     .template = "default",
+                                     .internal = true,
+                                     .icc = false};
+    struct wg_docker_network n;
+    char why[384];
+
+    (void)state;
+    assert_int_equal(wg_docker_network_check(&good, &spec, why, sizeof why), 0);
+    n = good;
+    n.icc = true;
+    assert_int_equal(wg_docker_network_check(&n, &spec, why, sizeof why), -EINVAL);
+    assert_non_null(strstr(why, "lets its containers reach each other"));
+    n = good;
+    n.template = "";
+    assert_int_equal(wg_docker_network_check(&n, &spec, why, sizeof why), -EINVAL);
+    assert_non_null(strstr(why, "was not made by wakegate"));
+    n = good;
+    n.bridge = "br-0a1b2c3d4e5f";
+    assert_int_equal(wg_docker_network_check(&n, &spec, why, sizeof why), -EINVAL);
+    assert_non_null(strstr(why, "does not cover"));
+    n = good;
+    n.driver = "macvlan";
+    assert_int_equal(wg_docker_network_check(&n, &spec, why, sizeof why), -EINVAL);
+    /* The template's egress changed since the network was made. */
+    spec.egress = true;
+    assert_int_equal(wg_docker_network_check(&good, &spec, why, sizeof why), -EINVAL);
+    assert_non_null(strstr(why, "is internal but the template says egress: true"));
+    good.internal = false;
+    assert_int_equal(wg_docker_network_check(&good, &spec, why, sizeof why), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1348,6 +1403,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_events_stop_in_callback, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_free_in_event_callback, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_silent_peer_times_out, fx_setup, fx_teardown),
+        cmocka_unit_test(test_network_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

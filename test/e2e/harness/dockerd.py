@@ -119,6 +119,11 @@ def remove_stale_bridges():
             if pid != os.getpid() and not os.path.exists("/proc/%d" % pid):
                 subprocess.run(["ip", "link", "del", name], capture_output=True)
                 removed.append(name)
+    for name in os.listdir("/run/netns") if os.path.isdir("/run/netns") else []:
+        m = re.fullmatch(BRIDGE_PREFIX + r"(\d+)ns\d+", name)
+        if m and int(m.group(1)) != os.getpid() and not os.path.exists("/proc/%s" % m.group(1)):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+            removed.append(name)
     return removed
 
 
@@ -133,7 +138,7 @@ class Dockerd:
 
     _count = 0
 
-    def __init__(self, base_dir, log_dir, extra_args=()):
+    def __init__(self, base_dir, log_dir, extra_args=(), netns=False):
         self.dir = pathlib.Path(base_dir)
         self.log_dir = pathlib.Path(log_dir)
         self.extra_args = list(extra_args)
@@ -151,6 +156,14 @@ class Dockerd:
         self._dockerd = None
         self._containerd = None
         self._bridge_made = False
+        # With netns, the engine runs in a network namespace of ours with its
+        # own firewall (--iptables on), joined to the host by a veth pair:
+        # host_ip on our side, ns_ip on the engine's.
+        self.netns = ("%s%dns%d" % (BRIDGE_PREFIX, os.getpid(), Dockerd._count)) if netns else None
+        self.veth = "%s%dv%d" % (BRIDGE_PREFIX, os.getpid(), Dockerd._count)
+        self.host_ip = None
+        self.ns_ip = None
+        self._netns_made = False
 
     @property
     def pid(self):
@@ -179,7 +192,10 @@ class Dockerd:
         (self.dir / "containerd").mkdir(parents=True, exist_ok=True)
         (self.dir / "cli").mkdir(exist_ok=True)
         remove_stale_bridges()
-        self._make_bridge()
+        if self.netns:
+            self._make_netns()
+        else:
+            self._make_bridge()
 
         env = {"PATH": SYSTEM_PATH, "HOME": str(self.dir), "LANG": "C.UTF-8"}
         cfg = self.dir / "containerd" / "config.toml"
@@ -210,10 +226,7 @@ class Dockerd:
             "--exec-root", self.dir / "exec",
             "--pidfile", self.dir / "dockerd.pid",
             "--containerd", self.containerd_sock,
-            "--bridge", self.bridge,
-            "--iptables=false",
-            "--ip-masq=false",
-            "--ip-forward=false",
+            *self._network_args(),
             "--userland-proxy=false",
             "--shutdown-timeout", "3",
             # Containers go under a cgroup named after us, so a later run can
@@ -222,6 +235,10 @@ class Dockerd:
             "--log-level", "info",
             *self.extra_args,
         ]
+        if self.netns:
+            # nsenter joins the network namespace only: the engine keeps the
+            # host's mounts, so its mounts under our directory stay ours to see.
+            argv = ["/usr/bin/nsenter", "--net=/run/netns/" + self.netns, "--", *argv]
         self._dockerd = REGISTRY.spawn("dockerd", argv, log_path=self.dockerd_log, env=env, cwd=self.dir)
         try:
             wait_until(self._ping_ok, timeout=timeout, interval=0.05, what="dockerd /_ping on %s" % self.sock)
@@ -244,6 +261,58 @@ class Dockerd:
             if r.returncode != 0:
                 raise HarnessError("%s failed: %s" % (" ".join(cmd), r.stderr.strip()))
             self._bridge_made = True
+
+    def _network_args(self):
+        if not self.netns:
+            # Session networks get /24s from a range of their own (the
+            # engine skips any that a host route already covers).
+            return ["--bridge", self.bridge, "--iptables=false", "--ip-masq=false", "--ip-forward=false",
+                    "--default-address-pool", "base=10.214.0.0/16,size=24"]
+        # In our namespace the engine's own firewall rules are the subject of
+        # the test; its default bridge gets a /24 the namespace alone sees.
+        return ["--bip", "172.31.254.1/24"]
+
+    def _make_netns(self):
+        """A network namespace with a veth to the host on a free /24: the host
+        is .1, the engine's side .2 (ns_ip); the host route to the engine's
+        session networks is added with route_to()."""
+        net = pick_subnet()
+        hosts = list(net.hosts())
+        self.subnet = net
+        self.host_ip, self.ns_ip = str(hosts[0]), str(hosts[1])
+        peer = self.veth + "p"
+        cmds = [
+            ["ip", "netns", "add", self.netns],
+            ["ip", "link", "add", self.veth, "type", "veth", "peer", "name", peer],
+            ["ip", "link", "set", peer, "netns", self.netns],
+            ["ip", "addr", "add", "%s/%d" % (self.host_ip, net.prefixlen), "dev", self.veth],
+            ["ip", "link", "set", self.veth, "up"],
+            ["ip", "-n", self.netns, "link", "set", "lo", "up"],
+            ["ip", "-n", self.netns, "addr", "add", "%s/%d" % (self.ns_ip, net.prefixlen), "dev", peer],
+            ["ip", "-n", self.netns, "link", "set", peer, "up"],
+        ]
+        for i, cmd in enumerate(cmds):
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise HarnessError("%s failed: %s" % (" ".join(cmd), r.stderr.strip()))
+            if i == 0:
+                self._netns_made = True
+
+    def route_to(self, subnet):
+        """Route subnet (a session network of the engine) from the host
+        through the veth, as a gateway on another host would reach it."""
+        r = subprocess.run(["ip", "route", "replace", str(subnet), "via", self.ns_ip, "dev", self.veth],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise HarnessError("ip route replace %s: %s" % (subnet, r.stderr.strip()))
+
+    def in_netns(self, *cmd, check=True, timeout=60):
+        """Run a command in the engine's network namespace (iptables, ss, …)."""
+        r = subprocess.run(["/usr/bin/nsenter", "--net=/run/netns/" + self.netns, "--", *cmd],
+                           capture_output=True, text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise HarnessError("%s in %s: exit %d: %s" % (" ".join(cmd), self.netns, r.returncode, r.stderr.strip()))
+        return r
 
     @staticmethod
     def _alive(p, name):
@@ -291,6 +360,12 @@ class Dockerd:
         if self._bridge_made:
             subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
             self._bridge_made = False
+        if self._netns_made:
+            # Deleting the namespace deletes the veth pair, and with it the
+            # host's routes through it.
+            subprocess.run(["ip", "link", "del", self.veth], capture_output=True)
+            subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
+            self._netns_made = False
         if not mounts_under(self.dir):
             shutil.rmtree(self.dir, ignore_errors=True)
         return errors
@@ -298,6 +373,9 @@ class Dockerd:
     def remove_all_containers(self):
         for c in self.api_json("GET", "/containers/json", params={"all": "1"}):
             self.api("DELETE", "/containers/%s" % c["Id"], params={"force": "1", "v": "1"})
+        # The session networks wakegate made, now empty: their bridges and
+        # subnets go with them.
+        self.api("POST", "/networks/prune", params={"filters": json.dumps({"label": ["wakegate.network"]})})
 
     # ----- Engine API
 
@@ -378,7 +456,15 @@ class Dockerd:
         return self.api_json("GET", "/containers/%s/json" % cid)
 
     def container_ip(self, cid):
-        return self.inspect(cid)["NetworkSettings"]["IPAddress"]
+        """The address on the default bridge, else on the first network that
+        gave one (session containers are on their template's network)."""
+        ns = self.inspect(cid)["NetworkSettings"]
+        if ns.get("IPAddress"):
+            return ns["IPAddress"]
+        for net in (ns.get("Networks") or {}).values():
+            if net.get("IPAddress"):
+                return net["IPAddress"]
+        return ""
 
     def run(self, image, **kw):
         """create_container + start; returns the id."""

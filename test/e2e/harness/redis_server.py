@@ -15,8 +15,9 @@ class RedisServer:
     """One redis-server. start() and stop() may be called again for restart tests;
     the port, the socket path and the log file stay the same across restarts."""
 
-    def __init__(self, base_dir, log_dir, port=None):
+    def __init__(self, base_dir, log_dir, port=None, bind="127.0.0.1"):
         self.dir = pathlib.Path(base_dir)
+        self.bind = bind
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.unix_path = str(self.dir / "redis.sock")
@@ -25,7 +26,7 @@ class RedisServer:
 
     @property
     def url(self):
-        return "redis://127.0.0.1:%d/0" % self.port
+        return "redis://%s:%d/0" % (self.bind, self.port)
 
     @property
     def unix_url(self):
@@ -39,7 +40,10 @@ class RedisServer:
         return [
             REDIS_SERVER,
             "--port", str(self.port),
-            "--bind", "127.0.0.1",
+            "--bind", self.bind,
+            # Off the loopback, Redis's protected mode refuses every client
+            # of a server without a password, ours included.
+            "--protected-mode", "yes" if self.bind == "127.0.0.1" else "no",
             "--unixsocket", self.unix_path,
             "--unixsocketperm", "700",
             "--dir", str(self.dir),
@@ -77,7 +81,7 @@ class RedisServer:
         for a in args:
             a = a if isinstance(a, bytes) else str(a).encode()
             payload += b"$%d\r\n%s\r\n" % (len(a), a)
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+        with socket.create_connection((self.bind, self.port), timeout=timeout) as s:
             s.sendall(payload)
             buf = b""
             while b"\r\n" not in buf:
