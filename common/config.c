@@ -141,6 +141,8 @@ static int init_sessions(struct wg_config *cfg)
         return -ENOMEM;
     cfg->redis_private.appendonly = true;
     cfg->redis_private.start_timeout_ms = 5 * 1000;
+    cfg->redis_outage_grace_ms = 30 * 1000;
+    cfg->redis_state_timeout_ms = 1000;
     cfg->redis_private.stop_timeout_ms = 5 * 1000;
 
     if (config_sessions_defaults(&cfg->sessions, "default") < 0)

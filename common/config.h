@@ -265,6 +265,14 @@ struct wg_config {
      * or the private server's "unix://<dir>/run/redis.sock" (redis_private.active),
      * or NULL for no Redis (redis.private.enabled false). */
     char *redis_url;
+    /* redis.outage_grace: how long after losing Redis a gateway still serves
+     * a running session, and then only over connections opened to its
+     * container before (proxy/session_cache.h). 30 s. */
+    uint64_t redis_outage_grace_ms;
+    /* redis.state_timeout: how long a gateway's state channel may go without
+     * proof that it still delivers (a check of its own coming back) before
+     * the gateway acts as if Redis were lost. 1 s. */
+    uint64_t redis_state_timeout_ms;
     struct wg_redis_private_cfg redis_private;
     char *docker_host;
     /* Where docker_host came from, for errors found after loading: its

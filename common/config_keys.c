@@ -525,6 +525,8 @@ static const struct field redis_private_fields[] = {
 static const struct field redis_fields[] = {
     {.key = "url", .kind = K_REDIS_URL, IN_CFG(redis_url), .nullable = true},
     {.key = "private", .kind = K_MAP, .sub = redis_private_fields, .check = check_redis_private},
+    F_TIME("outage_grace", redis_outage_grace_ms, 0),
+    F_TIME("state_timeout", redis_state_timeout_ms, 4),
     {.key = NULL},
 };
 

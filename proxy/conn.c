@@ -60,7 +60,7 @@ static void exchange_init(struct exchange *x, struct wg_conn *c)
     const struct wg_limits *lim = &px->cfg->limits;
 
     memset(x, 0, offsetof(struct exchange, up_addr));
-    x->up_name[0] = x->log_method[0] = x->log_host[0] = x->log_path[0] = '\0';
+    x->up_name[0] = x->up_owner[0] = x->log_method[0] = x->log_host[0] = x->log_path[0] = '\0';
     x->session_id[0] = x->status_url[0] = '\0';
     x->next_free = NULL;
     x->conn = c;
@@ -541,6 +541,10 @@ static void deadline_passed(struct wg_conn *c, enum deadline_kind k)
         conn_close(c);
         break;
     case DL_WAKE:
+        if (c->x->held_doubt) {
+            conn_session_doubt_expired(c);
+            break;
+        }
         WG_INFO(c->px->log, "conn", "session not ready by the wake deadline, returning 504",
                 "conn=%" PRIu64 " session=%s", c->id, c->x->session_id);
         conn_hold_end(c, WG_HOLD_TIMEOUT);

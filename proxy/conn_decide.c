@@ -119,8 +119,12 @@ void conn_decide_session(const struct conn_session_facts *f, struct conn_session
     }
     switch (f->status) {
     case WG_SESS_READY:
+        /* Unconfirmed, the address may belong to another session's
+         * container by now: only while a connection that leads to this
+         * container proves it may the request go there. */
         d->action = SA_PROXY;
         d->activity = f->req_class != RC_PROBE;
+        d->proven_only = !f->confirmed;
         return;
     case WG_SESS_PENDING:
         d->action = SA_WAIT;

@@ -105,7 +105,11 @@ struct exchange {
     bool up_reused;        /* taken from the pool */
     bool up_eof;           /* it sent FIN */
     bool req_head_written; /* some request byte reached its socket */
+    bool up_proven;        /* only a connection of up_owner proven alive (WG_POOL_PROVEN) */
+    bool proven_counted;   /* session_unconfirmed_proven counted */
+    bool held_doubt;       /* held because nothing proved the address (conn_session_doubt) */
     unsigned retries;
+    uint64_t up_unconfirmed_ms; /* up_proven: how long Redis has not confirmed the session */
 
     /* the response */
     enum wg_http_framing resp_framing;
@@ -159,6 +163,7 @@ struct exchange {
     /* Set by exchange_init() to empty strings; not zeroed (size). */
     struct sockaddr_storage up_addr;
     char up_name[80];
+    char up_owner[WG_POOL_OWNER_MAX + 1]; /* "" or "<session>/<container id>" */
     char log_method[16];
     char log_host[96];
     char log_path[256];
@@ -268,6 +273,11 @@ int conn_on_request_body(llhttp_t *p, const char *at, size_t len);
 /* Borrows a connection to x->up_addr (fresh: never a pooled one) and sends
  * the request once it is ready. */
 void conn_connect_upstream(struct wg_conn *c, bool fresh);
+/* The session's address is in doubt (WG_POOL_PROVEN found no proof): the
+ * request is held until Redis confirms the session or the wake deadline,
+ * when conn_session_doubt_expired() answers 503. conn_session.c. */
+void conn_session_doubt(struct wg_conn *c);
+void conn_session_doubt_expired(struct wg_conn *c);
 /* Failure talking to the upstream: a retry, our error status, or a close. */
 void conn_upstream_failed(struct wg_conn *c, int status, const char *why, bool retryable);
 /* Gives the borrowed upstream connection back (pooled if reusable and
@@ -353,6 +363,7 @@ struct conn_session_facts {
     enum conn_req_class req_class;
     bool status_path; /* .../_wakegate/status */
     bool waited;      /* held before: a look again after a change */
+    bool confirmed;   /* READY: Redis confirms the entry now */
 };
 
 struct conn_session_decision {
@@ -361,6 +372,9 @@ struct conn_session_decision {
     const char *state; /* SA_STATUS, SA_PAGE: the state shown (static) */
     bool wake;         /* SA_HOLD, SA_PAGE: send a wake first; 503 when it cannot go */
     bool activity;     /* SA_PROXY: the exchange keeps the session active */
+    bool proven_only;  /* SA_PROXY: only while a connection opened when the entry was
+                        * confirmed proves the address (WG_POOL_PROVEN); none: held
+                        * for Redis (conn_session_doubt) */
     bool suppressed;   /* could have woken the session and must not */
 };
 

@@ -103,8 +103,13 @@ void conn_connect_upstream(struct wg_conn *c, bool fresh)
     x->up_start_ms = conn_now_ms(c);
     x->up_ns = uv_hrtime();
     conn_update_reading(c);
-    int r = wg_pool_acquire(c->px->pool, (const struct sockaddr *)&x->up_addr, fresh,
+    enum wg_pool_mode mode = x->up_proven ? WG_POOL_PROVEN : fresh ? WG_POOL_FRESH : WG_POOL_ANY;
+    int r = wg_pool_acquire(c->px->pool, (const struct sockaddr *)&x->up_addr, x->up_owner, mode,
                             &conn_up_reader, upstream_connected, c, &uc, &reused);
+    if (r == UV_ENOENT && x->up_proven) {
+        conn_session_doubt(c);
+        return;
+    }
     if (r < 0) {
         char why[96];
         snprintf(why, sizeof(why), "connect: %s", uv_err_name(r));
@@ -116,6 +121,10 @@ void conn_connect_upstream(struct wg_conn *c, bool fresh)
     x->up_pending = 0;
     x->up_eof = false;
     x->up_reused = reused;
+    if (x->up_proven && !x->proven_counted) {
+        x->proven_counted = true;
+        c->px->stats.session_unconfirmed_proven++;
+    }
     if (reused) {
         on_upstream_ready(c);
         return;

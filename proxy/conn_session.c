@@ -183,12 +183,66 @@ static void session_wait(struct wg_conn *c)
     }
 }
 
-/* ---- acting on the decision ------------------------------------------------------ */
+/* ---- doubt ------------------------------------------------------------------------ */
 
-/* The session runs at v's address: to its upstream. */
-static void session_proxy(struct wg_conn *c, const struct wg_sess_view *v, bool activity)
+static const char *owner_container(const struct exchange *x)
+{
+    const char *slash = strchr(x->up_owner, '/');
+    return slash && slash[1] ? slash + 1 : "-";
+}
+
+/* Redis cannot confirm that the session's container still holds its
+ * address, and no live connection to that container proves it: a new
+ * connection might reach another session's container there. The request
+ * waits for Redis as a held request waits for a wake (the state channel's
+ * return re-reads the session and tells its waiters) until the wake
+ * deadline, and then gets 503 (conn_session_doubt_expired). */
+void conn_session_doubt(struct wg_conn *c)
 {
     struct exchange *x = c->x;
+
+    if (!x->held_doubt) {
+        x->held_doubt = true;
+        c->px->stats.session_doubt_held++;
+        WG_INFO(c->px->log, "conn",
+                "Redis cannot confirm the session's container at its address and no live "
+                "connection to that container proves it, holding the request",
+                "conn=%" PRIu64 " session=%s container=%.12s upstream=%s unconfirmed_ms=%" PRIu64,
+                c->id, x->session_id, owner_container(x), x->up_name, x->up_unconfirmed_ms);
+    }
+    session_wait(c);
+}
+
+/* Answers a request held in doubt that Redis did not resolve: at the wake
+ * deadline, or when the cache gives up on the session (redis.outage_grace). */
+static void doubt_refuse(struct wg_conn *c, const char *why)
+{
+    struct exchange *x = c->x;
+
+    c->px->stats.session_doubt_refused++;
+    WG_WARN(c->px->log, "conn", why,
+            "conn=%" PRIu64 " session=%s container=%.12s upstream=%s held_ms=%" PRIu64, c->id,
+            x->session_id, owner_container(x), x->up_name, conn_now_ms(c) - x->wait_start_ms);
+    conn_session_unwait(c);
+    conn_send_error(c, 503);
+}
+
+void conn_session_doubt_expired(struct wg_conn *c)
+{
+    doubt_refuse(c, "Redis did not confirm the session's container at its address by the wake "
+                    "deadline, returning 503");
+}
+
+/* ---- acting on the decision ------------------------------------------------------ */
+
+/* The session runs at v's address: to its upstream, over a connection made
+ * for its container (proven_only: only where a live connection proves the
+ * address the container's, else held for Redis: conn_session_doubt). */
+static void session_proxy(struct wg_conn *c, const struct wg_sess_view *v,
+                          const struct conn_session_decision *d)
+{
+    struct exchange *x = c->x;
+    bool activity = d->activity;
 
     /* Probes do not keep a session awake; everything else proxied does,
      * for as long as its exchange lasts (a stream: its whole life). */
@@ -197,6 +251,9 @@ static void session_proxy(struct wg_conn *c, const struct wg_sess_view *v, bool 
     conn_hold_end(c, WG_HOLD_SERVED);
     memcpy(&x->up_addr, &v->addr, v->addr_len);
     snprintf(x->up_name, sizeof(x->up_name), "%s", v->addr_text);
+    snprintf(x->up_owner, sizeof(x->up_owner), "%s/%s", x->session_id, v->container_id);
+    x->up_proven = d->proven_only;
+    x->up_unconfirmed_ms = v->unconfirmed_ms;
     conn_connect_upstream(c, false);
 }
 
@@ -237,6 +294,7 @@ void conn_session_route(struct wg_conn *c)
         .req_class = x->req_class,
         .status_path = x->status_path,
         .waited = x->waited,
+        .confirmed = v.confirmed,
     };
     conn_decide_session(&f, &d);
     if (d.suppressed)
@@ -249,11 +307,12 @@ void conn_session_route(struct wg_conn *c)
     }
     switch (d.action) {
     case SA_PROXY:
-        session_proxy(c, &v, d.activity);
+        session_proxy(c, &v, &d);
         return;
     case SA_HOLD:
         /* From here the hold waits for a wake, not only for a record. */
         x->held_wake = true;
+        x->held_doubt = false;
         session_wait(c);
         return;
     case SA_WAIT:
@@ -266,6 +325,11 @@ void conn_session_route(struct wg_conn *c)
         send_session_status(c, d.status, d.state);
         return;
     case SA_ERROR:
+        if (x->held_doubt && d.status == 503) {
+            doubt_refuse(c, "Redis cannot confirm the session's container past "
+                            "redis.outage_grace, returning 503");
+            return;
+        }
         conn_send_error(c, d.status);
         return;
     }

@@ -115,6 +115,22 @@ static void held_metrics(const struct wg_proxy_stats *s, struct wg_buf *out)
                    s->held_released[WG_HOLD_FAILED], s->held_released[WG_HOLD_ABANDONED]);
 }
 
+static void unconfirmed_metrics(const struct wg_proxy_stats *s, struct wg_buf *out)
+{
+    wg_buf_appendf(out,
+                   "# HELP wakegate_session_unconfirmed_requests_total Requests for a running "
+                   "session that Redis could not confirm (within redis.outage_grace): sent where "
+                   "a live connection proved its container's address, or held for want of one.\n"
+                   "# TYPE wakegate_session_unconfirmed_requests_total counter\n"
+                   "wakegate_session_unconfirmed_requests_total{outcome=\"proven\"} %" PRIu64 "\n"
+                   "wakegate_session_unconfirmed_requests_total{outcome=\"held\"} %" PRIu64 "\n"
+                   "# HELP wakegate_session_unconfirmed_refused_total Requests held for want of "
+                   "a proof that Redis still could not confirm: answered 503.\n"
+                   "# TYPE wakegate_session_unconfirmed_refused_total counter\n"
+                   "wakegate_session_unconfirmed_refused_total %" PRIu64 "\n",
+                   s->session_unconfirmed_proven, s->session_doubt_held, s->session_doubt_refused);
+}
+
 static void access_metrics(const struct wg_proxy_stats *s, struct wg_buf *out)
 {
     wg_buf_appendf(out,
@@ -166,6 +182,7 @@ void wg_proxy_metrics_write(const struct wg_proxy *px, struct wg_buf *out)
     route_metrics(px, out);
     histogram_metrics(s, out);
     held_metrics(s, out);
+    unconfirmed_metrics(s, out);
     access_metrics(s, out);
     forward_auth_metrics(px, out);
 }

@@ -97,6 +97,8 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.redis_private.start_timeout_ms, 5000);
     assert_int_equal(cfg.redis_private.stop_timeout_ms, 5000);
     assert_false(cfg.redis_private.active);
+    assert_int_equal(cfg.redis_outage_grace_ms, 30000);
+    assert_int_equal(cfg.redis_state_timeout_ms, 1000);
     assert_string_equal(cfg.docker_host, "unix:///var/run/docker.sock");
     if (gethostname(host, sizeof host) == 0 && host[0] != '\0')
         assert_string_equal(cfg.docker_name, host);
@@ -168,6 +170,7 @@ static const char full_yaml[] =
     "  token: \"s3cret\"\n"
     "redis:\n"
     "  url: \"redis://10.0.0.5:6380/2\"\n"
+    "  outage_grace: 5s\n"
     "docker:\n"
     "  host: \"tcp://10.0.0.6:2376\"\n"
     "  name: host-a\n"
@@ -267,12 +270,12 @@ static void test_full_file(void **state)
     assert_int_equal(cfg.sessions.save.on_failure, WG_SAVE_STOP);
 
     assert_int_equal(cfg.routes_len, 4);
-    assert_int_equal(cfg.routes[0].line, 26);
+    assert_int_equal(cfg.routes[0].line, 27);
     assert_string_equal(cfg.routes[0].host, "{session}.preview.localhost");
     assert_null(cfg.routes[0].path_prefix);
     assert_false(cfg.routes[0].has_upstream);
     assert_int_equal(cfg.routes[0].port, 0);
-    assert_int_equal(cfg.routes[1].line, 27);
+    assert_int_equal(cfg.routes[1].line, 28);
     assert_string_equal(cfg.routes[1].path_prefix, "/api/sessions/{session}/");
     assert_true(cfg.routes[1].strip_prefix);
     assert_int_equal(cfg.routes[1].port, 8000);
@@ -283,7 +286,7 @@ static void test_full_file(void **state)
     assert_int_equal(cfg.access.link_ttl_max_ms, 2 * 3600 * 1000);
     assert_string_equal(cfg.access.link_url, "https://{session}.preview.example.com/");
     assert_null(cfg.access.secret);
-    assert_int_equal(cfg.routes[2].line, 32);
+    assert_int_equal(cfg.routes[2].line, 33);
     assert_string_equal(cfg.routes[2].host, "static.example.com");
     assert_string_equal(cfg.routes[2].header_name, "X-Env");
     assert_string_equal(cfg.routes[2].header_value, "prod");
@@ -329,6 +332,7 @@ static void test_full_file(void **state)
     assert_int_equal(cfg.log_format, WG_LOG_JSON);
     assert_false(cfg.access_log);
     assert_int_equal(cfg.shutdown_grace_ms, 2500);
+    assert_int_equal(cfg.redis_outage_grace_ms, 5000);
     wg_config_free(&cfg);
 }
 
@@ -1915,6 +1919,8 @@ static void test_example_file(void **state)
     assert_int_equal(cfg.redis_private.appendonly, def.redis_private.appendonly);
     assert_int_equal(cfg.redis_private.start_timeout_ms, def.redis_private.start_timeout_ms);
     assert_int_equal(cfg.redis_private.stop_timeout_ms, def.redis_private.stop_timeout_ms);
+    assert_int_equal(cfg.redis_outage_grace_ms, def.redis_outage_grace_ms);
+    assert_int_equal(cfg.redis_state_timeout_ms, def.redis_state_timeout_ms);
     assert_string_equal(cfg.sessions.image, def.sessions.image);
     assert_int_equal(cfg.sessions.port, def.sessions.port);
     assert_int_equal(cfg.sessions.wake_timeout_ms, def.sessions.wake_timeout_ms);

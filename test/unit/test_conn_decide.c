@@ -126,7 +126,7 @@ struct decide_row {
 #define FACTS(st, sta, cls, path, wt, failed)                                                      \
     {                                                                                              \
         .status = (st), .state = (sta), .req_class = (cls), .status_path = (path), .waited = (wt), \
-        .failed_for_ms = (failed)                                                                  \
+        .failed_for_ms = (failed), .confirmed = true                                               \
     }
 
 /* name, facts, then the decision: action, status, state, wake, activity,
@@ -251,11 +251,41 @@ static void test_decide_session(void **state)
         memset(&d, 0xa5, sizeof(d));
         conn_decide_session(&r->f, &d);
         if (d.action != r->action || d.status != r->status || d.wake != r->wake ||
-            d.activity != r->activity || d.suppressed != r->suppressed)
+            d.activity != r->activity || d.suppressed != r->suppressed || d.proven_only)
             fail_msg("%s: got action=%d status=%d wake=%d activity=%d suppressed=%d", r->name,
                      d.action, d.status, d.wake, d.activity, d.suppressed);
         if (r->state != NULL && (d.state == NULL || strcmp(d.state, r->state) != 0))
             fail_msg("%s: state %s, want %s", r->name, d.state ? d.state : "(null)", r->state);
+    }
+}
+
+/* A running entry Redis cannot confirm is proxied like a confirmed one,
+ * but only over a connection proven to reach its container; nothing else
+ * is ever marked so. */
+static void test_decide_unconfirmed(void **state)
+{
+    (void)state;
+
+    for (int st = WG_SESS_READY; st <= WG_SESS_UNAVAILABLE; st++) {
+        for (int cls = RC_HOLD; cls <= RC_PROBE; cls++) {
+            for (int bits = 0; bits < 8; bits++) {
+                struct conn_session_facts f = {
+                    .status = st,
+                    .state = st == WG_SESS_READY ? WG_SESSION_RUNNING : WG_SESSION_ASLEEP,
+                    .req_class = cls,
+                    .status_path = bits & 1,
+                    .waited = bits & 2,
+                    .confirmed = bits & 4,
+                };
+                struct conn_session_decision d;
+                conn_decide_session(&f, &d);
+                bool proxy = st == WG_SESS_READY && !f.status_path;
+                assert_int_equal(d.action == SA_PROXY, proxy);
+                assert_int_equal(d.proven_only, proxy && !f.confirmed);
+                if (proxy)
+                    assert_int_equal(d.activity, cls != RC_PROBE);
+            }
+        }
     }
 }
 
@@ -293,10 +323,9 @@ static void test_decide_invariants(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_classify),
-        cmocka_unit_test(test_classify_no_lists),
-        cmocka_unit_test(test_decide_session),
-        cmocka_unit_test(test_decide_invariants),
+        cmocka_unit_test(test_classify),           cmocka_unit_test(test_classify_no_lists),
+        cmocka_unit_test(test_decide_session),     cmocka_unit_test(test_decide_invariants),
+        cmocka_unit_test(test_decide_unconfirmed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1510,6 +1510,12 @@ static void test_state_msg(void **state)
         "{\"id\":\"a\",\"state\":\"running\",\"v\":1,\"gen\":\"-5\"}",
         "{\"id\":\"a\",\"state\":\"running\",\"v\":1,\"gen\":\"18446744073709551616\"}",
         "{\"id\":\"a\",\"state\":\"running\",\"v\":1,\"gen\":\"12x\"}",
+        "{\"id\":\"a\",\"state\":\"running\",\"v\":1,\"cid\":\"\"}",
+        "{\"id\":\"a\",\"state\":\"running\",\"v\":1,\"cid\":\"ABC\"}",
+        "{\"id\":\"a\",\"state\":\"running\",\"v\":1,\"cid\":12}",
+        "{\"id\":\"a\",\"state\":\"running\",\"v\":1,\"cid\":\"ab\\u0000c\"}",
+        "{\"id\":\"a\",\"state\":\"running\",\"v\":1,\"cid\":"
+        "\"00000000000000000000000000000000000000000000000000000000000000000\"}",
     };
     const char *good =
         "{\"v\":7,\"state\":\"running\",\"id\":\"s-1\",\"ip\":\"::1\",\"port\":8080}";
@@ -1526,6 +1532,10 @@ static void test_state_msg(void **state)
         "{\"v\":7,\"state\":\"asleep\",\"id\":\"s-1\",\"gen\":\"18446744073709551615\"}";
     assert_int_equal(wg_store_parse_state_msg(with_gen, strlen(with_gen), &m), 0);
     assert_true(m.gen == UINT64_MAX);
+    assert_string_equal(m.container_id, "");
+    const char *with_cid = "{\"v\":7,\"state\":\"running\",\"id\":\"s-1\",\"cid\":\"0a1b2c\"}";
+    assert_int_equal(wg_store_parse_state_msg(with_cid, strlen(with_cid), &m), 0);
+    assert_string_equal(m.container_id, "0a1b2c");
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         if (wg_store_parse_state_msg(bad[i], strlen(bad[i]), &m) != -EBADMSG)
             fail_msg("accepted %s", bad[i]);
