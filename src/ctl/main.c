@@ -122,7 +122,7 @@ static const char global_help[] =
     "                      admin.read_token_file: ls, show and events only)\n"
     "  -c, --config FILE   configuration file (env WAKEGATE_CONFIG), read as the\n"
     "                      daemon reads it, environment overrides included\n"
-    "      --json          machine output: the API's JSON as is\n"
+    "      --json          machine output: the API's JSON as is (every command)\n"
     "  -h, --help          help (COMMAND --help: the command's)\n"
     "  -V, --version       the version\n"
     "\n"
@@ -467,8 +467,9 @@ int wg_ctl_main(int argc, char **argv)
     if (c.o.cmd_given)
         c.o.flags |= F_CMD;
     rc = check_command(cmd, pos, npos, c.o.flags);
-    if (rc == 0 && (cmd->flags & F_CMD) && cmd->run == ctl_cmd_exec && c.o.ncmd == 0)
-        rc = ctl_usage_error("exec: no command after -- (usage: " PROG " %s)", cmd->usage);
+    if (rc == 0 && (cmd->flags & F_CMD) && c.o.ncmd == 0 &&
+        (c.o.cmd_given || cmd->run == ctl_cmd_exec))
+        rc = ctl_usage_error("%s: no command after -- (usage: " PROG " %s)", cmd->name, cmd->usage);
     if (rc == 0 && cmd->nargs == 2)
         c.o.arg2 = pos[2];
     if (rc != 0)

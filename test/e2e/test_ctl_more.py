@@ -224,13 +224,15 @@ def test_keepalive(stack):
 def test_logs_split_streams_tail_json(stack):
     stack.start()
     rec = running(stack, "l1", "/bin/sh", "-c",
-                  "echo out-1; echo err-1 >&2; echo out-2; printf 'esc\\033[31m\\n'; " + HTTPD)
+                  "echo err-1 >&2; sleep 0.5; echo out-1; echo out-2; printf 'esc\\033[31m\\n'; " + HTTPD)
     p = stack.ctl("logs", "l1")
     assert p.returncode == 0, p.stderr
     assert p.stdout == "out-1\nout-2\nesc?[31m\n", p.stdout
     assert p.stderr == "err-1\n", p.stderr
-    p = stack.ctl("logs", "l1", "--tail", "1")
-    assert p.returncode == 0 and p.stdout == "esc?[31m\n" and p.stderr == "", (p.stdout, p.stderr)
+    # --tail: the last lines of the two streams together (the stderr line
+    # came half a second before the others).
+    p = stack.ctl("logs", "l1", "--tail", "2")
+    assert p.returncode == 0 and p.stdout == "out-2\nesc?[31m\n" and p.stderr == "", (p.stdout, p.stderr)
     pj = stack.ctl("logs", "l1", "--json")
     assert pj.returncode == 0, pj.stderr
     lines = [json.loads(l) for l in pj.stdout.splitlines()]
@@ -316,7 +318,9 @@ def test_exec_output_exit_status_and_events(stack):
     pj = stack.ctl("--json", "exec", "x1", "--", "/bin/sh", "-c", "echo a; echo b >&2; exit 0")
     assert pj.returncode == 0, pj.stderr
     objs = [json.loads(l) for l in pj.stdout.splitlines()]
-    assert objs[:2] == [{"stream": "stdout", "line": "a"}, {"stream": "stderr", "line": "b"}], objs
+    # The two streams in either order (the engine copies each on its own).
+    assert sorted(objs[:2], key=lambda o: o["stream"]) == [{"stream": "stderr", "line": "b"},
+                                                             {"stream": "stdout", "line": "a"}], objs
     assert objs[2]["id"] == "x1" and objs[2]["exit_code"] == 0 and re.fullmatch(r"[0-9a-f]{64}", objs[2]["exec_id"])
     assert objs[2]["event_id"] in [i for i, f in stack.r.xrange("wg:events") if f.get("type") == "exec"]
     # A command the engine cannot start: Docker's status 126/127 style exit, recorded.
