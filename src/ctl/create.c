@@ -54,36 +54,36 @@ int ctl_opt_more(struct ctl_opts *o, int opt, const char *arg)
     char *end;
     long port;
     switch (opt) {
-    case 'n':
+    case O_TAIL:
         return opt_tail(o, arg);
-    case 'T':
+    case O_TEMPLATE:
         o->template_name = arg;
         break;
-    case 'I':
+    case O_IMAGE:
         o->image = arg;
         break;
-    case 'P':
+    case O_PORT:
         port = strtol(arg, &end, 10);
         if (end == arg || *end != '\0' || port < 1 || port > 65535)
             return ctl_usage_error("--port '%s': expected 1..65535", arg);
         o->port = arg;
         break;
-    case 'e':
+    case O_ENV:
         if (list_add(&o->env, "--env", arg, true) != 0)
             return WG_CTL_USAGE;
         break;
-    case 'l':
+    case O_LABEL:
         if (list_add(&o->labels, "--label", arg, true) != 0)
             return WG_CTL_USAGE;
         break;
-    case 'b':
+    case O_BIND:
         if (list_add(&o->binds, "--bind", arg, false) != 0)
             return WG_CTL_USAGE;
         break;
-    case 'p':
+    case O_IDLE_PAUSE:
         o->idle_pause = arg;
         break;
-    case 'S':
+    case O_IDLE_STOP:
         o->idle_stop = arg;
         break;
     default:

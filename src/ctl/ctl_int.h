@@ -49,6 +49,20 @@ enum {
     F_CMD = 1u << 10, /* -- CMD ARGS... */
 };
 
+/* getopt values of the long-only options of create and logs (create.c):
+ * above any character, so they never clash with a short option. */
+enum {
+    O_TAIL = 256,
+    O_TEMPLATE,
+    O_IMAGE,
+    O_PORT,
+    O_ENV,
+    O_LABEL,
+    O_BIND,
+    O_IDLE_PAUSE,
+    O_IDLE_STOP,
+};
+
 #define CTL_LIST_MAX 256 /* --env, --label, --bind: each at most (the API's own cap) */
 
 /* A repeated option's values, borrowed from argv. */

@@ -82,7 +82,8 @@ static const struct cmd commands[] = {
      "the Docker engine of this configuration; its output is printed as logs\n"
      "prints it. The command is recorded as an `exec` event before it runs (no\n"
      "record, no run) and its exit status as `exec_exit`. Exit: the command's\n"
-     "exit status; when it could not run, the codes below (and a message).\n"},
+     "exit status; when it could not run, the exit codes of " PROG " --help (and a\n"
+     "message).\n"},
     {"doctor", 0, 0, ctl_cmd_doctor, "doctor",
      "Check the installation, one line per check (OK, WARN or FAIL and why): the\n"
      "configuration, the admin token's file permissions, the admin API\n"
@@ -189,15 +190,15 @@ static int parse_args(int argc, char **argv, struct ctl_opts *o, char **position
         {"force", no_argument, NULL, 'F'},
         {"follow", no_argument, NULL, 'f'},
         {"since", required_argument, NULL, 's'},
-        {"tail", required_argument, NULL, 'n'},
-        {"template", required_argument, NULL, 'T'},
-        {"image", required_argument, NULL, 'I'},
-        {"port", required_argument, NULL, 'P'},
-        {"env", required_argument, NULL, 'e'},
-        {"label", required_argument, NULL, 'l'},
-        {"bind", required_argument, NULL, 'b'},
-        {"idle-pause-after", required_argument, NULL, 'p'},
-        {"idle-stop-after", required_argument, NULL, 'S'},
+        {"tail", required_argument, NULL, O_TAIL},
+        {"template", required_argument, NULL, O_TEMPLATE},
+        {"image", required_argument, NULL, O_IMAGE},
+        {"port", required_argument, NULL, O_PORT},
+        {"env", required_argument, NULL, O_ENV},
+        {"label", required_argument, NULL, O_LABEL},
+        {"bind", required_argument, NULL, O_BIND},
+        {"idle-pause-after", required_argument, NULL, O_IDLE_PAUSE},
+        {"idle-stop-after", required_argument, NULL, O_IDLE_STOP},
         {NULL, 0, NULL, 0},
     };
     int opt, rc;
