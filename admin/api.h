@@ -114,6 +114,7 @@ enum wg_api_route_kind {
     WG_API_KEEPALIVE,    /* /v1/sessions/{id}/keepalive: POST */
     WG_API_LINKS,        /* /v1/sessions/{id}/links: POST */
     WG_API_REVOKE,       /* /v1/sessions/{id}/revoke: POST */
+    WG_API_RECORD,       /* /v1/sessions/{id}/events: POST (an operator's action) */
     WG_API_EVENTS,       /* /v1/events: GET */
     WG_API_OPENAPI,      /* /v1/openapi.json: GET (docs/openapi.json, embedded) */
 };

@@ -20,6 +20,7 @@ const struct wg_api_op wg_api_ops[] = {
     {"/v1/sessions/{id}/keepalive", WG_API_POST, "POST", WG_API_KEEPALIVE},
     {"/v1/sessions/{id}/links", WG_API_POST, "POST", WG_API_LINKS},
     {"/v1/sessions/{id}/revoke", WG_API_POST, "POST", WG_API_REVOKE},
+    {"/v1/sessions/{id}/events", WG_API_POST, "POST", WG_API_RECORD},
     /* The stream has no HEAD: it would be a stream with no body. */
     {"/v1/events", WG_API_GET, "GET", WG_API_EVENTS},
     {"/v1/openapi.json", WG_API_GET | WG_API_HEAD, "GET, HEAD", WG_API_OPENAPI},
@@ -174,6 +175,9 @@ static void handle_route(struct wg_api *api, struct wg_admin_req *req,
         break;
     case WG_API_REVOKE:
         api_handle_revoke(api, req, id);
+        break;
+    case WG_API_RECORD:
+        api_handle_record_event(api, req, info, id);
         break;
     case WG_API_EVENTS:
         api_handle_events(api, req, info);

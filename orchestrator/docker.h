@@ -337,4 +337,25 @@ int wg_docker_events_start(struct wg_docker *d, const struct wg_docker_events_op
 /* Ends the stream; no callback of it runs afterwards. NULL-safe. */
 void wg_docker_events_stop(struct wg_docker_events *e);
 
+/* ---- the stream demultiplexer (pure; also used by wakegatectl) ---- */
+
+/* Demultiplexes Docker's attach/log stream: frames of an 8-byte header
+ * (stream, 0, 0, 0, big-endian length) and data. A stream whose first bytes
+ * cannot be such a header (a container with a TTY) passes through raw, as
+ * stream 1. Zero it to start. */
+enum wg_docker_demux_mode { WG_DOCKER_DM_DETECT = 0, WG_DOCKER_DM_MUX, WG_DOCKER_DM_RAW };
+struct wg_docker_demux {
+    unsigned char hdr[8];
+    unsigned have;
+    uint32_t left;
+    int stream;
+    enum wg_docker_demux_mode mode;
+};
+/* Data of stream (1 stdout, 2 stderr; 0 stdin). */
+typedef void wg_docker_demux_fn(void *arg, int stream, const char *p, size_t n);
+void wg_docker_demux_feed(struct wg_docker_demux *m, const char *p, size_t n,
+                          wg_docker_demux_fn *fn, void *arg);
+/* At the end of the stream: bytes still held while detecting were raw. */
+void wg_docker_demux_end(struct wg_docker_demux *m, wg_docker_demux_fn *fn, void *arg);
+
 #endif

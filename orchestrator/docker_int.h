@@ -106,19 +106,6 @@ enum req_kind {
 
 enum req_where { RQ_NONE, RQ_QUEUED, RQ_ACTIVE, RQ_DELAYED };
 
-/* Demultiplexes Docker's attach/log stream: frames of an 8-byte header
- * (stream, 0, 0, 0, big-endian length) and data. A stream whose first bytes
- * cannot be such a header (a container with a TTY) passes through raw. */
-enum demux_mode { DM_DETECT = 0, DM_MUX, DM_RAW };
-struct docker_demux {
-    unsigned char hdr[8];
-    unsigned have;
-    uint32_t left;
-    int stream;
-    enum demux_mode mode;
-};
-typedef void docker_demux_fn(void *arg, int stream, const char *p, size_t n);
-
 struct docker_req;
 struct docker_exec;
 /* Settles a request whose transfer ended: decodes the answer into r and
@@ -159,7 +146,7 @@ struct docker_req {
     struct wg_buf resp;    /* JSON body, error body, or the events line */
     struct wg_buf out;     /* logs, exec start: output tail */
     bool out_truncated;
-    struct docker_demux dm;
+    struct wg_docker_demux dm;
     bool versioned, ok_304, streamed;
     bool overflow;  /* a cap was hit; the write callback aborted */
     bool canceled;  /* events stream stopped; no callback runs */
@@ -328,10 +315,6 @@ int docker_version_negotiate(const char *server, int our_major, int our_minor, c
 /* If line (one header line as curl hands it, CRLF included) is `name:
  * value`, points *ret at the trimmed value and returns its length; else -1. */
 long docker_header_value(const char *line, size_t n, const char *name, const char **ret);
-void docker_demux_feed(struct docker_demux *m, const char *p, size_t n, docker_demux_fn *fn,
-                       void *arg);
-/* At the end of the stream: bytes still held while detecting were raw. */
-void docker_demux_end(struct docker_demux *m, docker_demux_fn *fn, void *arg);
 /* Appends p to b keeping only the last cap bytes; *trunc is set when
  * anything was dropped. b must have been initialised with max > cap. */
 void docker_tail_append(struct wg_buf *b, size_t cap, const char *p, size_t n, bool *trunc);

@@ -283,7 +283,7 @@ static void out_sink(void *arg, int stream, const char *p, size_t n)
 
 void docker_output_end(struct docker_req *q)
 {
-    docker_demux_end(&q->dm, out_sink, q);
+    wg_docker_demux_end(&q->dm, out_sink, q);
 }
 
 static size_t write_cb(char *p, size_t size, size_t nmemb, void *arg)
@@ -304,7 +304,7 @@ static size_t write_cb(char *p, size_t size, size_t nmemb, void *arg)
                 q->overflow = true;
             return rc ? 0 : n;
         }
-        docker_demux_feed(&q->dm, p, n, out_sink, q);
+        wg_docker_demux_feed(&q->dm, p, n, out_sink, q);
         return n;
     }
     if (wg_buf_size(&q->resp) + n > d->max_body || wg_buf_append(&q->resp, p, n) < 0) {

@@ -132,6 +132,7 @@ int ctl_cmd_show(struct ctl *c, const char *id)
         goto out;
     }
     ctl_print_record(j);
+    ctl_show_more(c, j);
 out:
     json_decref(j);
     ctl_http_release(&hc);

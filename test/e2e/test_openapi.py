@@ -144,6 +144,12 @@ def test_every_documented_operation_answers_as_documented(api):
     api("POST", "/v1/sessions/nobody/links", {"ttl": "10m"}, template=ID + "/links")  # 404
     r = api("POST", "/v1/sessions/oa-1/revoke", template=ID + "/revoke")
     assert r.status == 200, r
+    r = api("POST", "/v1/sessions/oa-1/events", {"type": "exec", "detail": {"cmd": ["true"]}},
+            template=ID + "/events")
+    assert r.status == 201, r
+    api("POST", "/v1/sessions/oa-1/events", {"type": "save", "detail": {}}, template=ID + "/events")  # 400
+    api("POST", "/v1/sessions/nobody/events", {"type": "exec_exit", "detail": {"exit_code": 0}},
+        template=ID + "/events")  # 404
     r = api("POST", "/v1/sessions/oa-1/sleep", template=ID + "/sleep", query="?wait=1&force=1")
     assert r.status == 200, r
     api("POST", "/v1/sessions/oa-1/sleep", template=ID + "/sleep", query="?wait=maybe")  # 400

@@ -735,6 +735,49 @@ static void test_json(void **state)
     json_decref(j);
 }
 
+/* The spec as the API shows it: members as written, env names only (values
+ * may be secrets), {} for none, null for a text that is not an object. */
+static void test_json_spec(void **state)
+{
+    struct wg_session rec;
+    json_t *j, *spec;
+    char *text;
+
+    (void)state;
+    wg_session_init(&rec);
+    strcpy(rec.id, "sp");
+    rec.state = WG_SESSION_ASLEEP;
+    j = wg_session_to_json(&rec);
+    assert_true(json_is_object(json_object_get(j, "spec")));
+    assert_int_equal(json_object_size(json_object_get(j, "spec")), 0);
+    json_decref(j);
+
+    rec.spec =
+        strdup("{\"cmd\":[\"sh\",\"-c\",\"x\"],\"env\":[\"A=1\",\"API_KEY=s3cret=x\",\"E=\"],"
+               "\"labels\":{\"k\":\"v\"},\"binds\":[\"/srv/a:/a:ro\"],"
+               "\"limits\":{\"memory\":268435456}}");
+    j = wg_session_to_json(&rec);
+    spec = json_object_get(j, "spec");
+    text = json_dumps(spec, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    assert_non_null(text);
+    assert_string_equal(text, "{\"cmd\":[\"sh\",\"-c\",\"x\"],\"env\":[\"A\",\"API_KEY\",\"E\"],"
+                              "\"labels\":{\"k\":\"v\"},\"binds\":[\"/srv/a:/a:ro\"],"
+                              "\"limits\":{\"memory\":268435456}}");
+    free(text);
+    text = json_dumps(j, JSON_COMPACT);
+    assert_null(strstr(text, "s3cret"));
+    free(text);
+    json_decref(j);
+
+    free(rec.spec);
+    rec.spec = strdup("[1,2]");
+    j = wg_session_to_json(&rec);
+    assert_non_null(j);
+    assert_true(json_is_null(json_object_get(j, "spec")));
+    json_decref(j);
+    wg_session_release(&rec);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -750,6 +793,7 @@ int main(void)
         cmocka_unit_test(test_update_encode),
         cmocka_unit_test(test_clean_text),
         cmocka_unit_test(test_json),
+        cmocka_unit_test(test_json_spec),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
