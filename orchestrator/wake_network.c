@@ -57,7 +57,7 @@ static void on_network_inspect(int status, const struct wg_docker_reply *r, void
     char why[384], err[256];
     int rc;
 
-    if (wake_returned(w))
+    if (wake_docker_returned(w, status, r, "network inspect"))
         return;
     t = wake_template(w);
     if (t == NULL) {
@@ -98,7 +98,7 @@ static void on_network_created(int status, const struct wg_docker_reply *r, void
     struct net_names n;
     const struct wg_sessions_cfg *t;
 
-    if (wake_returned(w))
+    if (wake_docker_returned(w, status, r, "network create"))
         return;
     t = wake_template(w);
     /* 409: another wake (or orchestrator) made it first; it is checked
