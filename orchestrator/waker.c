@@ -114,12 +114,30 @@ bool wake_returned(struct orch_wake *w)
 
 /* ---- an unreachable engine ----------------------------------------------------------------- */
 
+/* Docker's truth is known again since the engine went away: the events
+ * stream is open and the reconciliation round its opening began is over. */
+static bool engine_truth_known(const struct wg_orch *o)
+{
+    return o->events_open && !o->reconcile_busy && !o->reconcile_again;
+}
+
 static void engine_retry_cb(uv_timer_t *h)
 {
     struct orch_wake *w = h->data;
+    struct wg_orch *o = w->t.o;
+    uint32_t ms;
 
     if (w->t.finished || w->t.phase != PH_DOCKER || w->t.busy)
         return;
+    /* A restarted engine stops the containers that outlived it (without
+     * live-restore) and frees their addresses. Sessions it stopped leave
+     * running in that round, before this wake's container may be given one
+     * of their addresses, so no gateway sends their requests there. */
+    if (!engine_truth_known(o)) {
+        ms = wg_orch_engine_retry_ms(w->engine_tries, w->deadline_wall - orch_now_ms(o));
+        uv_timer_start(&w->t.timer, engine_retry_cb, ms > 10 ? ms : 10, 0);
+        return;
+    }
     wake_docker_steps(w);
 }
 

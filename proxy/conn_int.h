@@ -135,7 +135,10 @@ struct exchange {
     bool is_session;
     bool status_path;
     bool waited;
-    bool held_wake;    /* held while its session was not running */
+    bool held_wake;            /* held while its session was not running */
+    uint64_t recheck_start_ms; /* the first refused connect to the running session, 0: none */
+    uint64_t recheck_at_ms;    /* when the held request looks at its session again, 0: not */
+    unsigned rechecks;
     bool hold_counted; /* held_released counted */
     bool ttfb_counted; /* upstream_latency (and wake_first_byte) observed */
 
@@ -293,6 +296,13 @@ void conn_session_route(struct wg_conn *c);
 void conn_hold_end(struct wg_conn *c, enum wg_proxy_hold_outcome outcome);
 /* No longer waiting on the session's entry. Idempotent. */
 void conn_session_unwait(struct wg_conn *c);
+/* A connect to the running session's upstream failed (why: for the log)
+ * before anything was sent: the request is held and looks at its session
+ * again after a backoff, within sessions.upstream_recheck. Returns false
+ * (the caller answers) when it cannot be held. */
+bool conn_session_recheck(struct wg_conn *c, const char *why);
+/* The recheck's time came: the session is looked up again. */
+void conn_session_recheck_due(struct wg_conn *c);
 /* The exchange no longer keeps its session active. Idempotent. */
 void conn_activity_end(struct wg_conn *c);
 

@@ -11,6 +11,9 @@
 #include "proxy/conn_int.h"
 #include "proxy/pages.h"
 
+#define RECHECK_FIRST_MS 100 /* then doubled, up to RECHECK_MAX_MS */
+#define RECHECK_MAX_MS 1000
+
 /* ---- the session's facts -------------------------------------------------------- */
 
 /* Copies the captured id, lowercased (hosts compare without case, so ids
@@ -183,6 +186,51 @@ static void session_wait(struct wg_conn *c)
     }
 }
 
+/* ---- a running session that refuses ---------------------------------------------- */
+
+/* The cache says running but the connect failed: the container may have
+ * died or been stopped (an engine restart stops them) a moment before the
+ * orchestrator tells us. Held as a wake would be, the request follows
+ * what the session does next: it is proxied to the address of a new life
+ * of the container, or woken with the others when the session leaves
+ * running, or tried again at the same address after a backoff while the
+ * session stays running, until sessions.upstream_recheck has passed
+ * since the first refusal; then the caller's 502. Only before anything
+ * was sent: a request the application may have seen is never replayed. */
+bool conn_session_recheck(struct wg_conn *c, const char *why)
+{
+    struct exchange *x = c->x;
+    uint64_t bound = c->px->cfg->sessions.upstream_recheck_ms;
+    uint64_t now = conn_now_ms(c), delay = RECHECK_MAX_MS;
+
+    if (!x->is_session || bound == 0 || x->req_head_written || x->resp_head_received ||
+        x->resp_head_sent || c->draining)
+        return false;
+    if (x->recheck_start_ms == 0)
+        x->recheck_start_ms = now;
+    else if (now >= x->recheck_start_ms + bound)
+        return false;
+    if (x->rechecks < 4)
+        delay = (uint64_t)RECHECK_FIRST_MS << x->rechecks;
+    x->rechecks++;
+    x->recheck_at_ms = now + delay;
+    if (x->recheck_at_ms > x->recheck_start_ms + bound)
+        x->recheck_at_ms = x->recheck_start_ms + bound;
+    x->retries = 0; /* the next address gets its own fresh-connection retry */
+    WG_INFO(c->px->log, "conn", "session upstream failed, holding the request and looking again",
+            "conn=%" PRIu64 " session=%s upstream=%s error=\"%s\" recheck=%u retry_ms=%" PRIu64,
+            c->id, x->session_id, x->up_name, why, x->rechecks, x->recheck_at_ms - now);
+    session_wait(c);
+    return true;
+}
+
+void conn_session_recheck_due(struct wg_conn *c)
+{
+    c->x->recheck_at_ms = 0;
+    wg_session_cache_unwait(c->px->session_cache, &c->x->waiter);
+    conn_session_route(c);
+}
+
 /* ---- acting on the decision ------------------------------------------------------ */
 
 /* The session runs at v's address: to its upstream. */
@@ -207,6 +255,7 @@ void conn_session_route(struct wg_conn *c)
     struct wg_sess_view v;
     struct conn_session_decision d;
 
+    x->recheck_at_ms = 0; /* looked at now; a refused connect sets it again */
     /* No valid credential on a route that leaves access to the template:
      * the record says whether its template is public. A lookup, never a
      * wake, and the same answer for a private session as for none. */
