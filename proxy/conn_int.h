@@ -371,4 +371,12 @@ struct conn_session_decision {
 
 void conn_decide_session(const struct conn_session_facts *f, struct conn_session_decision *d);
 
+#define CONN_RECHECK_FIRST_MS 100 /* then doubled, up to CONN_RECHECK_MAX_MS */
+#define CONN_RECHECK_MAX_MS 1000
+/* When a request whose connect to its running session failed looks at the
+ * session again: rechecks earlier looks since the first failure at
+ * start_ms, now is the clock, bound is sessions.upstream_recheck. Returns
+ * that time, or 0 when it is not held (bound 0, or past it: a 502). */
+uint64_t conn_recheck_at(uint64_t start_ms, uint64_t now, unsigned rechecks, uint64_t bound);
+
 #endif

@@ -11,9 +11,6 @@
 #include "proxy/conn_int.h"
 #include "proxy/pages.h"
 
-#define RECHECK_FIRST_MS 100 /* then doubled, up to RECHECK_MAX_MS */
-#define RECHECK_MAX_MS 1000
-
 /* ---- the session's facts -------------------------------------------------------- */
 
 /* Copies the captured id, lowercased (hosts compare without case, so ids
@@ -200,22 +197,19 @@ static void session_wait(struct wg_conn *c)
 bool conn_session_recheck(struct wg_conn *c, const char *why)
 {
     struct exchange *x = c->x;
-    uint64_t bound = c->px->cfg->sessions.upstream_recheck_ms;
-    uint64_t now = conn_now_ms(c), delay = RECHECK_MAX_MS;
+    uint64_t now = conn_now_ms(c), at;
 
-    if (!x->is_session || bound == 0 || x->req_head_written || x->resp_head_received ||
-        x->resp_head_sent || c->draining)
+    if (!x->is_session || x->req_head_written || x->resp_head_received || x->resp_head_sent ||
+        c->draining)
+        return false;
+    at = conn_recheck_at(x->recheck_start_ms ? x->recheck_start_ms : now, now, x->rechecks,
+                         c->px->cfg->sessions.upstream_recheck_ms);
+    if (at == 0)
         return false;
     if (x->recheck_start_ms == 0)
         x->recheck_start_ms = now;
-    else if (now >= x->recheck_start_ms + bound)
-        return false;
-    if (x->rechecks < 4)
-        delay = (uint64_t)RECHECK_FIRST_MS << x->rechecks;
     x->rechecks++;
-    x->recheck_at_ms = now + delay;
-    if (x->recheck_at_ms > x->recheck_start_ms + bound)
-        x->recheck_at_ms = x->recheck_start_ms + bound;
+    x->recheck_at_ms = at;
     x->retries = 0; /* the next address gets its own fresh-connection retry */
     WG_INFO(c->px->log, "conn", "session upstream failed, holding the request and looking again",
             "conn=%" PRIu64 " session=%s upstream=%s error=\"%s\" recheck=%u retry_ms=%" PRIu64,
