@@ -210,6 +210,7 @@ bool conn_session_recheck(struct wg_conn *c, const char *why)
         x->recheck_start_ms = now;
     x->rechecks++;
     x->recheck_at_ms = at;
+    c->px->stats.session_rechecks++;
     x->retries = 0; /* the next address gets its own fresh-connection retry */
     WG_INFO(c->px->log, "conn", "session upstream failed, holding the request and looking again",
             "conn=%" PRIu64 " session=%s upstream=%s error=\"%s\" recheck=%u retry_ms=%" PRIu64,
