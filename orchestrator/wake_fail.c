@@ -297,6 +297,7 @@ void wake_engine_give_up(struct orch_wake *w)
     struct wg_orch *o = w->t.o;
     struct wg_session_update u = {0};
     char err[WG_SESSION_ERROR_MAX + 1], raw[WG_SESSION_ERROR_MAX + 1], q[WG_SESSION_ERROR_MAX + 64];
+    char qc[48];
     char *detail = NULL;
     json_t *d;
 
@@ -318,8 +319,8 @@ void wake_engine_give_up(struct orch_wake *w)
     WG_ERROR(o->log, ORCH_SUBSYS,
              "Docker engine unreachable until the wake deadline, session asleep, not failed",
              "session=%s container=%.12s call=%s tries=%u error=%s", w->t.id,
-             w->container[0] ? w->container : "-", w->engine_call, w->engine_tries,
-             orch_q(q, sizeof(q), w->engine_error));
+             w->container[0] ? w->container : "-", orch_q(qc, sizeof(qc), w->engine_call),
+             w->engine_tries, orch_q(q, sizeof(q), w->engine_error));
     u.set = WG_SF_ERROR | WG_SF_IP;
     u.error = err;
     if (w->container[0]) {

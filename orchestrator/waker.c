@@ -149,19 +149,20 @@ static void wake_engine_retry(struct orch_wake *w)
     struct wg_orch *o = w->t.o;
     int64_t left = w->deadline_wall - orch_now_ms(o);
     uint32_t ms = wg_orch_engine_retry_ms(w->engine_tries, left);
-    char q[300];
+    char q[300], qc[48];
 
     if (w->engine_tries == 0)
         WG_WARN(o->log, ORCH_SUBSYS,
                 "Docker engine unreachable, retrying within the wake deadline, not failing",
                 "session=%s container=%.12s call=%s error=%s retry_ms=%" PRIu32
                 " deadline_in_ms=%" PRId64,
-                w->t.id, w->container[0] ? w->container : "-", w->engine_call,
-                orch_q(q, sizeof(q), w->engine_error), ms, left);
+                w->t.id, w->container[0] ? w->container : "-",
+                orch_q(qc, sizeof(qc), w->engine_call), orch_q(q, sizeof(q), w->engine_error), ms,
+                left);
     else
         WG_DEBUG(o->log, ORCH_SUBSYS, "Docker engine still unreachable, retrying",
-                 "session=%s call=%s tries=%u retry_ms=%" PRIu32, w->t.id, w->engine_call,
-                 w->engine_tries, ms);
+                 "session=%s call=%s tries=%u retry_ms=%" PRIu32, w->t.id,
+                 orch_q(qc, sizeof(qc), w->engine_call), w->engine_tries, ms);
     w->engine_tries++;
     wg_probe_stop(w->probe);
     w->probe = NULL;

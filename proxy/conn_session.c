@@ -192,15 +192,19 @@ static void session_wait(struct wg_conn *c)
  * of the container, or woken with the others when the session leaves
  * running, or tried again at the same address after a backoff while the
  * session stays running, until sessions.upstream_recheck has passed
- * since the first refusal; then the caller's 502. Only before anything
- * was sent: a request the application may have seen is never replayed. */
+ * since the first refusal; then the caller's 502. Only when the request
+ * may be sent again (conn_upstream_failed's rule): nothing was sent, or
+ * it went to a pooled connection that died before answering and it is
+ * idempotent without a body. A request the application may have acted on
+ * is never replayed. */
 bool conn_session_recheck(struct wg_conn *c, const char *why)
 {
     struct exchange *x = c->x;
     uint64_t now = conn_now_ms(c), at;
+    bool replayable = !x->req_head_written || (x->req_framing == WG_HTTP_FRAME_NONE &&
+                                               wg_http_method_idempotent(x->req.method_id));
 
-    if (!x->is_session || x->req_head_written || x->resp_head_received || x->resp_head_sent ||
-        c->draining)
+    if (!x->is_session || !replayable || x->resp_head_received || x->resp_head_sent || c->draining)
         return false;
     at = conn_recheck_at(x->recheck_start_ms ? x->recheck_start_ms : now, now, x->rechecks,
                          c->px->cfg->sessions.upstream_recheck_ms);
