@@ -184,6 +184,8 @@ struct wg_sessions_cfg {
     } limits_max;
     unsigned port;
     uint64_t wake_timeout_ms;
+    uint64_t upstream_recheck_ms; /* a running session's refused connect: held and retried this
+                                     long (0: a 502 at once) */
     struct wg_idle_cfg idle;
     struct wg_save_cfg save;
     struct wg_readiness_cfg readiness;

@@ -32,6 +32,7 @@ int config_sessions_defaults(struct wg_sessions_cfg *t, const char *name)
     }
     t->port = 8080;
     t->wake_timeout_ms = 30 * 1000;
+    t->upstream_recheck_ms = 5 * 1000;
     t->idle.pause_after_ms = 0;
     t->idle.stop_after_ms = 20 * 60 * 1000;
     t->idle.activity_interval_ms = 1000;
@@ -82,12 +83,14 @@ static bool name_ok(const char *s)
 }
 
 /* Keys of sessions: that the whole process uses, whatever the template:
- * the wake deadline (held requests, stale wake commands, locks) and the
- * reaper's own rhythm. A template that set one would be silently
- * ignored, so it is refused instead. */
+ * the wake deadline (held requests, stale wake commands, locks), the
+ * proxy's recheck of a running session that refuses, and the reaper's own
+ * rhythm. A template that set one would be silently ignored, so it is
+ * refused instead. */
 static const char *const process_keys[][2] = {
-    {"wake_timeout", NULL}, {"idle", "activity_interval"}, {"idle", "reap_every"},
-    {"idle", "drain"},      {"save", "retry_backoff"},     {"save", "retry_max"},
+    {"wake_timeout", NULL}, {"upstream_recheck", NULL}, {"idle", "activity_interval"},
+    {"idle", "reap_every"}, {"idle", "drain"},          {"save", "retry_backoff"},
+    {"save", "retry_max"},
 };
 
 static int refuse_process_keys(struct walk *w, yaml_node_t *map)

@@ -75,6 +75,7 @@ static const struct move moves[] = {
 
     {S(STARTING), S(RUNNING), "ready: Docker health is healthy, or the probe answered"},
     {S(STARTING), S(FAILED), "start failed, or not ready by the wake deadline"},
+    {S(STARTING), S(ASLEEP), "the Docker engine was unreachable until the wake deadline"},
 
     {S(RUNNING), S(DRAINING), "idle past a tier: let in-flight requests finish first"},
     {S(RUNNING), S(PAUSED), "short-idle tier: freeze; memory and files are kept"},

@@ -345,6 +345,13 @@ static void on_ping(int status, const struct wg_docker_reply *r, void *arg)
                     o->cfg->docker_host, r->api_version ? r->api_version : "?");
             o->docker_ok = true;
             o->last_heartbeat = 0;
+            /* The engine is back: the events stream (and the reconcile
+             * round that follows it) now, not after the backoff its
+             * failures built up while the engine was away. */
+            if (!o->events) {
+                uv_timer_stop(&o->events_timer);
+                o->events_backoff_ms = 0;
+            }
             tick_cb(&o->tick); /* group and heartbeat now, not at the next tick */
         }
         o->ping_err_logged = false;
@@ -769,8 +776,10 @@ void wg_orch_metrics(const struct wg_orch *o, struct wg_buf *out)
                    "# TYPE wakegate_wakes_total counter\n"
                    "wakegate_wakes_total{outcome=\"ready\"} %" PRIu64 "\n"
                    "wakegate_wakes_total{outcome=\"failed\"} %" PRIu64 "\n"
-                   "wakegate_wakes_total{outcome=\"timeout\"} %" PRIu64 "\n",
-                   o->st.wakes_ready, o->st.wakes_failed, o->st.wakes_timeout);
+                   "wakegate_wakes_total{outcome=\"timeout\"} %" PRIu64 "\n"
+                   "wakegate_wakes_total{outcome=\"engine_unreachable\"} %" PRIu64 "\n",
+                   o->st.wakes_ready, o->st.wakes_failed, o->st.wakes_timeout,
+                   o->st.wakes_unreachable);
     wg_hist_family(out, hname, "histogram",
                    "Time a wake spent in each phase (queue: waiting for admission; docker_start: "
                    "create/start/unpause; ready: start returned to ready; total: the move to "

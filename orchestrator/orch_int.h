@@ -193,6 +193,12 @@ struct orch_wake {
     unsigned probe_attempts;
     unsigned polls;
 
+    /* the engine unreachable: the last Docker call got no answer (cleared
+     * by the next one that does); retried until the deadline */
+    unsigned engine_tries;
+    char engine_call[24];
+    char engine_error[256];
+
     /* failing */
     const char *fail_outcome; /* "failed" or "timeout" */
     char fail_reason[32];     /* event detail "reason" */
@@ -473,6 +479,17 @@ bool wake_returned(struct orch_wake *w);
  * makes or checks it first, then calls wake_create_container()). */
 void wake_create(struct orch_wake *w);
 void wake_create_container(struct orch_wake *w);
+/* wake_returned() for a Docker call's callback: when the engine gave no
+ * answer (wg_orch_engine_unreachable()), the wake retries its Docker steps
+ * after a backoff, or ends without failing the session when its deadline
+ * has passed; true then too. call names the call for the log. */
+bool wake_docker_returned(struct orch_wake *w, int status, const struct wg_docker_reply *r,
+                          const char *call);
+/* The Docker steps of an admitted wake, from the look at its container. */
+void wake_docker_steps(struct orch_wake *w);
+/* The engine stayed unreachable until the deadline: starting -> asleep
+ * with the call and its error, never failed; nothing is stopped. */
+void wake_engine_give_up(struct orch_wake *w);
 /* A Docker call could not be sent: the wake fails. */
 void wake_send_failed(struct orch_wake *w, const char *what, int rc);
 /* The wake fails: the log tail, starting -> failed, the container stopped. */

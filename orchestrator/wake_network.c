@@ -100,7 +100,7 @@ static void on_network_list(int status, const struct wg_docker_reply *r, void *a
     struct net_names names;
     char why[384];
 
-    if (wake_returned(w))
+    if (wake_docker_returned(w, status, r, "network list"))
         return;
     t = wake_template(w);
     if (t == NULL) {
@@ -147,7 +147,7 @@ static void on_network_created(int status, const struct wg_docker_reply *r, void
 
     /* Whatever became of this wake, the next create may go. */
     w->t.o->network_creating = false;
-    if (wake_returned(w))
+    if (wake_docker_returned(w, status, r, "network create"))
         return;
     t = wake_template(w);
     if (t == NULL) {

@@ -32,6 +32,7 @@ enum deadline_kind {
     DL_TUNNEL_IDLE,
     DL_LINGER,
     DL_WAKE,
+    DL_RECHECK,
 };
 
 /* A shutdown request; allocated per use, so two can never share one. */
@@ -460,6 +461,8 @@ static uint64_t conn_deadline(const struct wg_conn *c, enum deadline_kind *ret_k
         break;
     case CS_WAITING:
         take_earlier(&d, &k, x->wait_start_ms + c->px->cfg->sessions.wake_timeout_ms, DL_WAKE);
+        if (x->recheck_at_ms)
+            take_earlier(&d, &k, x->recheck_at_ms, DL_RECHECK);
         break;
     case CS_CONNECTING:
         take_earlier(&d, &k, x->up_start_ms + ucfg->connect_timeout_ms, DL_CONNECT);
@@ -550,6 +553,9 @@ static void deadline_passed(struct wg_conn *c, enum deadline_kind k)
         conn_hold_end(c, WG_HOLD_TIMEOUT);
         conn_session_unwait(c);
         conn_send_error(c, 504);
+        break;
+    case DL_RECHECK:
+        conn_session_recheck_due(c);
         break;
     }
 }
@@ -858,6 +864,33 @@ void wg_conn_remap_routes(struct wg_proxy *px, const uint32_t *map, size_t n)
         if (x != NULL)
             x->route_slot =
                 map != NULL && x->route_slot < n ? map[x->route_slot] : WG_ROUTE_SLOT_UNCOUNTED;
+    }
+}
+
+static bool same_ip(const struct sockaddr_storage *a, const struct sockaddr *b)
+{
+    if (a->ss_family != b->sa_family)
+        return false;
+    if (b->sa_family == AF_INET)
+        return memcmp(&((const struct sockaddr_in *)a)->sin_addr,
+                      &((const struct sockaddr_in *)b)->sin_addr, sizeof(struct in_addr)) == 0;
+    if (b->sa_family == AF_INET6)
+        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                      &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
+    return false;
+}
+
+void wg_conn_addr_gone(struct wg_proxy *px, const struct sockaddr *ip)
+{
+    struct wg_list *n = px->conns.next;
+
+    while (n != &px->conns) {
+        struct wg_conn *c = wg_container_of(n, struct wg_conn, link);
+        n = n->next;
+        if (c->closing || c->state != CS_CONNECTING || c->x == NULL || !c->x->is_session ||
+            !same_ip(&c->x->up_addr, ip))
+            continue;
+        conn_upstream_failed(c, 502, "the session left this address", false);
     }
 }
 

@@ -144,7 +144,10 @@ struct exchange {
     bool is_session;
     bool status_path;
     bool waited;
-    bool held_wake;    /* held while its session was not running */
+    bool held_wake;            /* held while its session was not running */
+    uint64_t recheck_start_ms; /* the first refused connect to the running session, 0: none */
+    uint64_t recheck_at_ms;    /* when the held request looks at its session again, 0: not */
+    unsigned rechecks;
     bool hold_counted; /* held_released counted */
     bool ttfb_counted; /* upstream_latency (and wake_first_byte) observed */
 
@@ -308,6 +311,13 @@ void conn_session_route(struct wg_conn *c);
 void conn_hold_end(struct wg_conn *c, enum wg_proxy_hold_outcome outcome);
 /* No longer waiting on the session's entry. Idempotent. */
 void conn_session_unwait(struct wg_conn *c);
+/* A connect to the running session's upstream failed (why: for the log)
+ * before anything was sent: the request is held and looks at its session
+ * again after a backoff, within sessions.upstream_recheck. Returns false
+ * (the caller answers) when it cannot be held. */
+bool conn_session_recheck(struct wg_conn *c, const char *why);
+/* The recheck's time came: the session is looked up again. */
+void conn_session_recheck_due(struct wg_conn *c);
 /* The exchange no longer keeps its session active. Idempotent. */
 void conn_activity_end(struct wg_conn *c);
 
@@ -379,5 +389,13 @@ struct conn_session_decision {
 };
 
 void conn_decide_session(const struct conn_session_facts *f, struct conn_session_decision *d);
+
+#define CONN_RECHECK_FIRST_MS 100 /* then doubled, up to CONN_RECHECK_MAX_MS */
+#define CONN_RECHECK_MAX_MS 1000
+/* When a request whose connect to its running session failed looks at the
+ * session again: rechecks earlier looks since the first failure at
+ * start_ms, now is the clock, bound is sessions.upstream_recheck. Returns
+ * that time, or 0 when it is not held (bound 0, or past it: a 502). */
+uint64_t conn_recheck_at(uint64_t start_ms, uint64_t now, unsigned rechecks, uint64_t bound);
 
 #endif

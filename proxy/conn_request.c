@@ -156,6 +156,8 @@ void conn_upstream_failed(struct wg_conn *c, int status, const char *why, bool r
         conn_connect_upstream(c, true);
         return;
     }
+    if (conn_session_recheck(c, why))
+        return;
     WG_WARN(px->log, "conn", x->resp_head_sent ? "upstream failed, closing" : "upstream failed",
             "conn=%" PRIu64 " upstream=%s error=\"%s\" status=%d", c->id, x->up_name, why,
             x->resp_head_sent ? 0 : status);

@@ -183,6 +183,53 @@ static void session_wait(struct wg_conn *c)
     }
 }
 
+/* ---- a running session that refuses ---------------------------------------------- */
+
+/* The cache says running but the connect failed: the container may have
+ * died or been stopped (an engine restart stops them) a moment before the
+ * orchestrator tells us. Held as a wake would be, the request follows
+ * what the session does next: it is proxied to the address of a new life
+ * of the container, or woken with the others when the session leaves
+ * running, or tried again at the same address after a backoff while the
+ * session stays running, until sessions.upstream_recheck has passed
+ * since the first refusal; then the caller's 502. Only when the request
+ * may be sent again (conn_upstream_failed's rule): nothing was sent, or
+ * it went to a pooled connection that died before answering and it is
+ * idempotent without a body. A request the application may have acted on
+ * is never replayed. */
+bool conn_session_recheck(struct wg_conn *c, const char *why)
+{
+    struct exchange *x = c->x;
+    uint64_t now = conn_now_ms(c), at;
+    bool replayable = !x->req_head_written || (x->req_framing == WG_HTTP_FRAME_NONE &&
+                                               wg_http_method_idempotent(x->req.method_id));
+
+    if (!x->is_session || !replayable || x->resp_head_received || x->resp_head_sent || c->draining)
+        return false;
+    at = conn_recheck_at(x->recheck_start_ms ? x->recheck_start_ms : now, now, x->rechecks,
+                         c->px->cfg->sessions.upstream_recheck_ms);
+    if (at == 0)
+        return false;
+    if (x->recheck_start_ms == 0)
+        x->recheck_start_ms = now;
+    x->rechecks++;
+    x->recheck_at_ms = at;
+    c->px->stats.session_rechecks++;
+    x->retries = 0; /* the next address gets its own fresh-connection retry */
+    WG_INFO(c->px->log, "conn", "session upstream failed, holding the request and looking again",
+            "conn=%" PRIu64 " session=%s upstream=%s error=\"%s\" recheck=%u retry_ms=%" PRIu64,
+            c->id, x->session_id, x->up_name, why, x->rechecks, x->recheck_at_ms - now);
+    session_wait(c);
+    return true;
+}
+
+void conn_session_recheck_due(struct wg_conn *c)
+{
+    c->x->recheck_at_ms = 0;
+    wg_session_cache_unwait(c->px->session_cache, &c->x->waiter);
+    conn_session_route(c);
+}
+
 /* ---- doubt ------------------------------------------------------------------------ */
 
 static const char *owner_container(const struct exchange *x)
@@ -264,6 +311,7 @@ void conn_session_route(struct wg_conn *c)
     struct wg_sess_view v;
     struct conn_session_decision d;
 
+    x->recheck_at_ms = 0; /* looked at now; a refused connect sets it again */
     /* No valid credential on a route that leaves access to the template:
      * the record says whether its template is public. A lookup, never a
      * wake, and the same answer for a private session as for none. */

@@ -44,6 +44,10 @@ static void counter_metrics(const struct wg_proxy *px, struct wg_buf *out)
         "# HELP wakegate_upstream_retries_total Requests retried on a fresh upstream connection.\n"
         "# TYPE wakegate_upstream_retries_total counter\n"
         "wakegate_upstream_retries_total %" PRIu64 "\n"
+        "# HELP wakegate_session_upstream_rechecks_total Requests to a running session whose "
+        "connect failed, held to look at the session again.\n"
+        "# TYPE wakegate_session_upstream_rechecks_total counter\n"
+        "wakegate_session_upstream_rechecks_total %" PRIu64 "\n"
         "# HELP wakegate_client_bytes_received_total Bytes read from clients.\n"
         "# TYPE wakegate_client_bytes_received_total counter\n"
         "wakegate_client_bytes_received_total %" PRIu64 "\n"
@@ -60,7 +64,7 @@ static void counter_metrics(const struct wg_proxy *px, struct wg_buf *out)
         "# TYPE wakegate_buffered_bytes gauge\n"
         "wakegate_buffered_bytes{to=\"client\"} %" PRIu64 "\n"
         "wakegate_buffered_bytes{to=\"upstream\"} %" PRIu64 "\n",
-        s->upstream_errors, s->upstream_retries, s->bytes_in, s->bytes_out,
+        s->upstream_errors, s->upstream_retries, s->session_rechecks, s->bytes_in, s->bytes_out,
         wg_proxy_upstream_idle(px), s->buffered_bytes[0], s->buffered_bytes[1]);
 }
 

@@ -42,8 +42,9 @@ struct wg_proxy_stats {
     uint64_t session_unconfirmed_proven;
     uint64_t session_doubt_held;
     uint64_t session_doubt_refused;
-    uint64_t bytes_in;  /* from clients */
-    uint64_t bytes_out; /* to clients */
+    uint64_t session_rechecks; /* a running session's failed connect held to look again */
+    uint64_t bytes_in;         /* from clients */
+    uint64_t bytes_out;        /* to clients */
     /* Bytes in write requests now, [0] to clients, [1] to upstreams: what
      * sockets did not take. Each connection keeps its share under
      * limits.buffer_high_water per direction. */

@@ -109,6 +109,7 @@ static void test_defaults(void **state)
     assert_string_equal(cfg.sessions.image, "wakegate-demo:latest");
     assert_int_equal(cfg.sessions.port, 8080);
     assert_int_equal(cfg.sessions.wake_timeout_ms, 30000);
+    assert_int_equal(cfg.sessions.upstream_recheck_ms, 5000);
     assert_int_equal(cfg.sessions.idle.pause_after_ms, 0);
     assert_int_equal(cfg.sessions.idle.stop_after_ms, 20 * 60 * 1000);
     assert_null(cfg.sessions.save.command);
@@ -614,6 +615,9 @@ static const struct error_case error_cases[] = {
     {"templates:\n  a:\n    wake_timeout: 5s\n",
      "t.yaml:3: templates.a.wake_timeout: one value serves every session: set "
      "sessions.wake_timeout instead"},
+    {"templates:\n  a:\n    upstream_recheck: 1s\n",
+     "t.yaml:3: templates.a.upstream_recheck: one value serves every session: set "
+     "sessions.upstream_recheck instead"},
     {"templates:\n  a:\n    idle:\n      stop_after: 5m\n      reap_every: 2s\n",
      "t.yaml:5: templates.a.idle.reap_every: one value serves every session: set "
      "sessions.idle.reap_every instead"},

@@ -292,6 +292,24 @@ static void test_decide_unconfirmed(void **state)
 /* Every class and held-before flag over every state the cache can report
  * as not running: the status path never wakes, probes never wake, and
  * nothing but a running session is proxied. */
+static void test_recheck_at(void **state)
+{
+    (void)state;
+    /* A running session's refused connect: looked at again after 100,
+     * 200, 400, 800 ms, then every second, never past the bound. */
+    assert_int_equal(conn_recheck_at(1000, 1000, 0, 5000), 1100);
+    assert_int_equal(conn_recheck_at(1000, 1100, 1, 5000), 1300);
+    assert_int_equal(conn_recheck_at(1000, 1300, 2, 5000), 1700);
+    assert_int_equal(conn_recheck_at(1000, 1700, 3, 5000), 2500);
+    assert_int_equal(conn_recheck_at(1000, 2500, 4, 5000), 3500);
+    assert_int_equal(conn_recheck_at(1000, 2500, 40, 5000), 3500);
+    assert_int_equal(conn_recheck_at(1000, 5500, 6, 5000), 6000); /* the last look at the bound */
+    /* Past the bound, or no bound: not held (the caller's 502). */
+    assert_int_equal(conn_recheck_at(1000, 6000, 7, 5000), 0);
+    assert_int_equal(conn_recheck_at(1000, 9000, 7, 5000), 0);
+    assert_int_equal(conn_recheck_at(1000, 1000, 0, 0), 0);
+}
+
 static void test_decide_invariants(void **state)
 {
     (void)state;
@@ -325,7 +343,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_classify),           cmocka_unit_test(test_classify_no_lists),
         cmocka_unit_test(test_decide_session),     cmocka_unit_test(test_decide_invariants),
-        cmocka_unit_test(test_decide_unconfirmed),
+        cmocka_unit_test(test_decide_unconfirmed), cmocka_unit_test(test_recheck_at),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
