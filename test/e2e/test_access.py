@@ -476,6 +476,12 @@ def test_a_private_route_without_a_key_refuses_to_start(start_wakegate, e2e_tmp)
     os.chmod(key, 0o600)
     r = start_wakegate.run(["--check-config", "--config", write_yaml(e2e_tmp, cfg)])
     assert r.returncode == 0, r.stderr
+    # A key too short to be a key, or a file too large to hold only one.
+    for content, why in ((b"x" * 31, "fewer than 32 bytes"), (b"x" * 4097, "larger than 4096 bytes")):
+        with open(key, "wb") as f:
+            f.write(content)
+        r = start_wakegate.run(["--check-config", "--config", write_yaml(e2e_tmp, cfg)])
+        assert r.returncode != 0 and why in r.stderr and "access.secret_file" in r.stderr, r.stderr
 
 
 def write_yaml(tmp, cfg):
