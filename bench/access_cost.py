@@ -311,7 +311,10 @@ def main():
                   % (statistics.median(pairs) * 100, " ".join("%+.1f" % (x * 100) for x in pairs)))
     finally:
         stop_all()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if os.environ.get("BENCH_KEEP_TMP") == "1":
+            print("bench: kept %s" % tmp)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     return 0 if ok else 1
 
 
