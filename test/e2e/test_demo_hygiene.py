@@ -128,6 +128,12 @@ def test_demo_ctrl_c_keeps_the_shutdown_log_and_leaves_nothing(e2e_tmp, artifact
         with urllib.request.urlopen("http://127.0.0.1:%d/s/%s/?incr=1" % (port, SESSION), timeout=60) as r:
             assert r.status == 200 and 'id="counter">1<' in r.read().decode()
 
+        # Built without the tests: the demo's packages have no cmocka.
+        deps = subprocess.run(["meson", "introspect", os.path.join(ROOT, "build-demo"), "--dependencies"],
+                              capture_output=True, text=True, timeout=60, check=True).stdout
+        names = {d["name"] for d in json.loads(deps)}
+        assert "libuv" in names and "cmocka" not in names, names
+
         # On PATH as the README writes them: no --config, no WAKEGATE_*.
         shell = clean_env({"PATH": "%s:/usr/bin:/bin:/usr/sbin:/sbin" % bindir})
         ver = subprocess.run(["wakegate", "--version"], capture_output=True, text=True, env=shell, timeout=10)
