@@ -232,7 +232,8 @@ int ctl_api_call(struct ctl *c, struct ctl_http *hc, const char *path, long tota
 
 /* ---- doctor.c and doctor_probe.c ---- */
 
-enum level { LV_OK, LV_WARN, LV_FAIL };
+/* SKIP: the check did not run; its line says why. It does not fail. */
+enum level { LV_OK, LV_WARN, LV_FAIL, LV_SKIP };
 
 /* One line of doctor's report. */
 struct check {

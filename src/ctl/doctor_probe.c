@@ -216,9 +216,9 @@ static void isolation_report(struct doctor *d, const struct probe_target *t, con
         ctl_report(d, t->check, LV_OK, "%s:%u is not reachable from a session container (%s)",
                    t->addr, t->port, image);
     else if (t->loopback)
-        ctl_report(d, t->check, LV_OK,
-                   "%s is loopback: containers cannot reach it (not probed: %s)", t->listen,
-                   cannot);
+        ctl_report(d, t->check, LV_SKIP,
+                   "not probed: %s (%s is loopback: containers should not reach it)", cannot,
+                   t->listen);
     else
         ctl_report(d, t->check, LV_WARN, "%s: cannot tell, %s", t->listen, cannot);
 }
@@ -234,7 +234,8 @@ static bool redis_probe_target(struct doctor *d, struct probe_target *t, const c
     bool probe = false;
 
     if (d->c->cfg.redis_url == NULL) {
-        ctl_report(d, "isolation redis", LV_OK, "no redis.url configured");
+        ctl_report(d, "isolation redis", LV_SKIP,
+                   "no redis.url configured: nothing on TCP to probe");
         return false;
     }
     if (wg_redis_url_parse(d->c->cfg.redis_url, &r, NULL, 0) < 0) {
