@@ -111,6 +111,7 @@ struct wg_session_cache {
     uint64_t confirmed_ms; /* loop time: all published before it has reached us */
     bool silent;           /* subscribed, but no check came back within state_timeout */
     bool check_inflight;
+    uint64_t check_sent_ms; /* loop time the check in flight went out; 0: none out */
     uint64_t check_every_ms;
     uint64_t check_tick_ms; /* loop time of the last tick */
     int handles;            /* timers open; the memory goes with the last close */
@@ -121,11 +122,22 @@ static uint64_t now_ms(const struct wg_session_cache *s)
     return uv_now(s->loop);
 }
 
-/* Whether the state channel delivers now: subscribed, and a check of ours
- * came back within redis.state_timeout. Otherwise entries are unconfirmed. */
+/* Whether the state channel delivers now: subscribed, no check of ours
+ * sent redis.state_timeout ago or more is still out, and something was
+ * confirmed within three times that (whatever kept checks from going out:
+ * the command connection reconnecting after the subscriber, say). A check
+ * is judged from when it was sent, so a subscriber that came back before
+ * the command connection is not taken for a silent one. Otherwise entries
+ * are unconfirmed. */
 static bool channel_live(const struct wg_session_cache *s, uint64_t now)
 {
-    return s->sub_up && now - s->confirmed_ms < s->cfg->redis_state_timeout_ms;
+    uint64_t t = s->cfg->redis_state_timeout_ms;
+
+    if (!s->sub_up)
+        return false;
+    if (s->check_sent_ms > s->confirmed_ms && now - s->check_sent_ms >= t)
+        return false;
+    return now - s->confirmed_ms < 3 * t;
 }
 
 static unsigned hash_id(const char *id)
@@ -715,9 +727,13 @@ static void notify_all(struct wg_session_cache *s)
 static void check_done(const struct wg_store_res *res, void *arg)
 {
     struct wg_session_cache *s = pending_end(arg);
-    (void)res;
-    if (s != NULL)
-        s->check_inflight = false;
+    if (s == NULL)
+        return;
+    s->check_inflight = false;
+    /* Not published (the command connection is away): nothing is out to
+     * wait for; the three-timeout bound of channel_live() still holds. */
+    if (res->status != 0)
+        s->check_sent_ms = 0;
 }
 
 /* A subscriber connection that a partition silenced reports nothing for
@@ -755,6 +771,7 @@ static void check_tick(uv_timer_t *t)
         return;
     }
     s->check_inflight = true;
+    s->check_sent_ms = now;
 }
 
 static void on_check_msg(const struct wg_redis_msg *msg, void *arg)

@@ -446,9 +446,10 @@ static void test_entry_tied_to_container(void **state)
     close_all(fx);
 }
 
-/* The cache's own checks keep the channel confirmed; when none comes back
- * within redis.state_timeout (here: none is sent), running entries are
- * unconfirmed and the gateway is not ready, until one comes back. */
+/* The cache's own checks keep the channel confirmed; when one sent comes
+ * not back within redis.state_timeout, running entries are unconfirmed and
+ * the gateway is not ready, until one comes back. A check that could not
+ * be sent at all is no silence of the channel, for three timeouts. */
 static void test_silent_channel(void **state)
 {
     struct fx *fx = *state;
@@ -464,7 +465,14 @@ static void test_silent_channel(void **state)
     assert_true(v.confirmed);
     assert_int_equal(log_count(fx, "state channel silent"), 0);
 
-    fx->s->check_inflight = true; /* no more checks go out */
+    /* No check can be sent (the command connection away): still live. */
+    fx->s->check_inflight = true;
+    fx->s->check_sent_ms = 0;
+    wg_test_run_for(&fx->loop, 300);
+    assert_true(wg_session_cache_connected(fx->s));
+    /* A check goes out and never comes back (a partition that drops
+     * packets): silent once it is state_timeout old. */
+    fx->s->check_sent_ms = uv_now(&fx->loop);
     wg_test_run_for(&fx->loop, 700);
     assert_false(wg_session_cache_connected(fx->s));
     assert_int_equal(log_count(fx, "state channel silent"), 1);
