@@ -111,7 +111,9 @@ struct wg_session_cache {
     uint64_t confirmed_ms; /* loop time: all published before it has reached us */
     bool silent;           /* subscribed, but no check came back within state_timeout */
     bool check_inflight;
-    uint64_t check_sent_ms; /* loop time the check in flight went out; 0: none out */
+    uint64_t check_sent_ms;       /* loop time the check in flight went out */
+    uint64_t check_unanswered_ms; /* the oldest check Redis took whose message has not come
+                                     back (until confirmed_ms passes it) */
     uint64_t check_every_ms;
     uint64_t check_tick_ms; /* loop time of the last tick */
     int handles;            /* timers open; the memory goes with the last close */
@@ -129,15 +131,26 @@ static uint64_t now_ms(const struct wg_session_cache *s)
  * is judged from when it was sent, so a subscriber that came back before
  * the command connection is not taken for a silent one. Otherwise entries
  * are unconfirmed. */
-static bool channel_live(const struct wg_session_cache *s, uint64_t now)
+static bool checks_current(const struct wg_session_cache *s, uint64_t now)
 {
-    uint64_t t = s->cfg->redis_state_timeout_ms;
+    uint64_t t = s->cfg->redis_state_timeout_ms, oldest = 0;
 
     if (!s->sub_up)
         return false;
-    if (s->check_sent_ms > s->confirmed_ms && now - s->check_sent_ms >= t)
+    if (s->check_unanswered_ms > s->confirmed_ms)
+        oldest = s->check_unanswered_ms;
+    else if (s->check_inflight && s->check_sent_ms > s->confirmed_ms)
+        oldest = s->check_sent_ms;
+    if (oldest != 0 && now - oldest >= t)
         return false;
     return now - s->confirmed_ms < 3 * t;
+}
+
+/* Once judged silent, the channel is live again only when a check comes
+ * back (on_check_msg), not because time passed. */
+static bool channel_live(const struct wg_session_cache *s, uint64_t now)
+{
+    return !s->silent && checks_current(s, now);
 }
 
 static unsigned hash_id(const char *id)
@@ -730,10 +743,11 @@ static void check_done(const struct wg_store_res *res, void *arg)
     if (s == NULL)
         return;
     s->check_inflight = false;
-    /* Not published (the command connection is away): nothing is out to
-     * wait for; the three-timeout bound of channel_live() still holds. */
-    if (res->status != 0)
-        s->check_sent_ms = 0;
+    /* Taken by Redis: its message is due back on the subscriber. Not
+     * published (the command connection is away): nothing is out to wait
+     * for; the three-timeout bound of channel_live() still holds. */
+    if (res->status == 0 && s->check_unanswered_ms <= s->confirmed_ms)
+        s->check_unanswered_ms = s->check_sent_ms;
 }
 
 /* A subscriber connection that a partition silenced reports nothing for
@@ -752,7 +766,7 @@ static void check_tick(uv_timer_t *t)
     s->check_tick_ms = now;
     if (!s->sub_up)
         return;
-    if (!s->silent && !stalled && !channel_live(s, now)) {
+    if (!s->silent && !stalled && !checks_current(s, now)) {
         s->silent = true;
         WG_WARN(s->log, "sessions",
                 "state channel silent: running sessions served only where a live connection "
@@ -789,7 +803,7 @@ static void on_check_msg(const struct wg_redis_msg *msg, void *arg)
     if (stamp > now || stamp <= s->confirmed_ms)
         return;
     s->confirmed_ms = stamp;
-    if (s->silent && channel_live(s, now)) {
+    if (s->silent && checks_current(s, now)) {
         s->silent = false;
         WG_INFO(s->log, "sessions", "state channel delivers again", "entries=%zu", s->nentries);
         notify_all(s); /* requests held in doubt look again */
