@@ -383,6 +383,9 @@ static int check_idle(struct walk *w, yaml_node_t *map, void *base)
     /* Touches written just before the drain began must land before the save. */
     if (idle->drain_ms < idle->activity_interval_ms)
         return config_walk_fail(w, map, "drain must be at least activity_interval");
+    /* Shorter, the sample is mostly noise and the cost per second grows. */
+    if (idle->cpu_interval_ms != 0 && idle->cpu_interval_ms < 100)
+        return config_walk_fail(w, map, "cpu_interval must be 0s (off) or at least 100ms");
     return 0;
 }
 
@@ -560,6 +563,13 @@ static const struct field idle_fields[] = {
     F_STIME("activity_interval", struct wg_idle_cfg, activity_interval_ms, 10),
     F_STIME("reap_every", struct wg_idle_cfg, reap_every_ms, 10),
     F_STIME("drain", struct wg_idle_cfg, drain_ms, 0),
+    F_STIME("cpu_interval", struct wg_idle_cfg, cpu_interval_ms, 0),
+    {.key = "cpu_threshold", .kind = K_CPUS, IN(struct wg_idle_cfg, cpu_threshold_nano)},
+    {.key = "cpu_stats_concurrency",
+     .kind = K_UINT,
+     IN(struct wg_idle_cfg, cpu_stats_concurrency),
+     .min = 1,
+     .max = 256},
     {.key = NULL},
 };
 

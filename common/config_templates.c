@@ -38,6 +38,9 @@ int config_sessions_defaults(struct wg_sessions_cfg *t, const char *name)
     t->idle.activity_interval_ms = 1000;
     t->idle.reap_every_ms = 1000;
     t->idle.drain_ms = 2000;
+    t->idle.cpu_interval_ms = 10 * 1000;
+    t->idle.cpu_threshold_nano = 100000000ull;
+    t->idle.cpu_stats_concurrency = 8;
     t->save.timeout_ms = 60 * 1000;
     t->save.on_failure = WG_SAVE_KEEP_AWAKE;
     t->save.before_pause = false;
@@ -90,7 +93,7 @@ static bool name_ok(const char *s)
 static const char *const process_keys[][2] = {
     {"wake_timeout", NULL}, {"upstream_recheck", NULL}, {"idle", "activity_interval"},
     {"idle", "reap_every"}, {"idle", "drain"},          {"save", "retry_backoff"},
-    {"save", "retry_max"},
+    {"save", "retry_max"},  {"idle", "cpu_interval"},   {"idle", "cpu_stats_concurrency"},
 };
 
 static int refuse_process_keys(struct walk *w, yaml_node_t *map)
