@@ -102,8 +102,9 @@ struct wg_idle_cfg {
      * interval reached cpu_threshold (per template, nano CPUs) is active. */
     uint64_t cpu_interval_ms;    /* 10 s */
     uint64_t cpu_threshold_nano; /* 0.1 CPU */
-    unsigned
-        cpu_stats_concurrency; /* 8 Docker stats calls in flight (engines without cgroup files) */
+    /* Docker stats and inspect calls in flight during a pass: 8. */
+    unsigned cpu_stats_concurrency;
+    bool cpu_cgroup_files; /* true: a local engine's cgroup files; false: stats calls only */
 };
 
 enum wg_save_failure { WG_SAVE_KEEP_AWAKE = 0, WG_SAVE_STOP };

@@ -570,6 +570,7 @@ static const struct field idle_fields[] = {
      IN(struct wg_idle_cfg, cpu_stats_concurrency),
      .min = 1,
      .max = 256},
+    {.key = "cpu_cgroup_files", .kind = K_BOOL, IN(struct wg_idle_cfg, cpu_cgroup_files)},
     {.key = NULL},
 };
 

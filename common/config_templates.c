@@ -41,6 +41,7 @@ int config_sessions_defaults(struct wg_sessions_cfg *t, const char *name)
     t->idle.cpu_interval_ms = 10 * 1000;
     t->idle.cpu_threshold_nano = 100000000ull;
     t->idle.cpu_stats_concurrency = 8;
+    t->idle.cpu_cgroup_files = true;
     t->save.timeout_ms = 60 * 1000;
     t->save.on_failure = WG_SAVE_KEEP_AWAKE;
     t->save.before_pause = false;
@@ -91,9 +92,10 @@ static bool name_ok(const char *s)
  * rhythm. A template that set one would be silently ignored, so it is
  * refused instead. */
 static const char *const process_keys[][2] = {
-    {"wake_timeout", NULL}, {"upstream_recheck", NULL}, {"idle", "activity_interval"},
-    {"idle", "reap_every"}, {"idle", "drain"},          {"save", "retry_backoff"},
-    {"save", "retry_max"},  {"idle", "cpu_interval"},   {"idle", "cpu_stats_concurrency"},
+    {"wake_timeout", NULL},       {"upstream_recheck", NULL}, {"idle", "activity_interval"},
+    {"idle", "reap_every"},       {"idle", "drain"},          {"save", "retry_backoff"},
+    {"save", "retry_max"},        {"idle", "cpu_interval"},   {"idle", "cpu_stats_concurrency"},
+    {"idle", "cpu_cgroup_files"},
 };
 
 static int refuse_process_keys(struct walk *w, yaml_node_t *map)

@@ -227,7 +227,7 @@ int reaper_cpu_new(struct wg_orch *o, const char *docker_host)
     struct wg_cpu_watch_opts co = {
         .interval_ms = idle->cpu_interval_ms,
         .stats_concurrency = idle->cpu_stats_concurrency,
-        .local = docker_host && strncmp(docker_host, "unix://", 7) == 0,
+        .local = idle->cpu_cgroup_files && docker_host && strncmp(docker_host, "unix://", 7) == 0,
         .threshold = cpu_threshold,
         .active = cpu_active,
         .arg = o,

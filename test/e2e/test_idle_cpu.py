@@ -120,3 +120,25 @@ def test_the_threshold_is_the_templates_own(stack):
     stack.wait_state(sid, "asleep", timeout=STOP_AFTER_S + 10)
     job.join(timeout=BURN_S + 30)
     assert stack.gw.stop() == 0
+
+
+def test_the_engines_stats_call_samples_when_files_are_not_used(stack):
+    """idle.cpu_cgroup_files false (as for a remote engine): the same job
+    keeps the session awake through the engine's one-shot stats call."""
+    gw = stack.start(config=cpu_config(stack, cpu_cgroup_files=False))
+    sid = "s-stats"
+    stack.create(sid)
+    assert stack.get(sid, "/").status == 200
+    rec = stack.wait_state(sid, "running", timeout=15)
+    job = threading.Thread(target=burn, args=(stack, rec["container_id"], BURN_S), daemon=True)
+    job.start()
+    while job.is_alive():
+        assert stack.record(sid)["state"] == "running", states_seen(stack, sid)
+        time.sleep(0.1)
+    job.join()
+    stack.wait_state(sid, "asleep", timeout=STOP_AFTER_S + 15)
+    m = gw.metrics()
+    assert m['wakegate_cpu_sample_calls_total{call="stats"}'] >= 3, m
+    assert m['wakegate_cpu_sample_files_total{result="ok"}'] == 0
+    assert m["wakegate_cpu_active_total"] >= 1
+    assert stack.gw.stop() == 0
