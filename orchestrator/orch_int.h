@@ -243,6 +243,7 @@ struct orch_sleep {
     enum wg_orch_tier tier;
     bool by_api;         /* a sleep/destroy command, else the reaper */
     bool forced;         /* force=1: no drain, no save */
+    bool now;            /* now=1: drain, save, stop; activity and requests do not call it off */
     int64_t idle_cutoff; /* the last_active the decision saw: later activity cancels */
     bool from_paused;    /* the container was unpaused for the save */
     bool shutdown_rollback;
