@@ -456,10 +456,13 @@ static void read_work(uv_work_t *req)
         }
         w->pass_files++;
         if (wg_cpu_read_usage(e->path, &e->new_usage) < 0) {
+            /* Mostly a container that stopped since the list: the next
+             * pass that still lists it inspects it again. */
             w->pass_file_errors++;
             free(e->path);
             e->path = NULL;
-            e->api = true;
+            e->pid = 0;
+            e->inspected = false;
             continue;
         }
         e->new_at = uv_hrtime();
