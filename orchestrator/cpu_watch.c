@@ -64,6 +64,7 @@ struct wg_cpu_watch {
     size_t next;        /* the next entry the inspect or stats step looks at */
     unsigned in_flight; /* its calls */
     uint64_t t0;        /* uv_hrtime() at its start */
+    uint64_t read_t0;   /* ... and when its work item was queued */
     unsigned calls;
     uint64_t pass_files, pass_file_errors; /* counted by the work item */
     bool list_failing;
@@ -345,6 +346,7 @@ static void on_list(int status, const struct wg_docker_reply *r, void *arg)
         WG_INFO(w->log, CPU_SUBSYS, "running containers listed again, CPU sampled", "running=%zu",
                 r->n_containers);
     w->list_failing = false;
+    w->st.last_list_ms = (double)(uv_hrtime() - w->t0) / 1e6;
     if (table_merge(w, r->containers, r->n_containers) < 0) {
         pass_end(w, false);
         return;
@@ -477,6 +479,7 @@ static void read_done(uv_work_t *req, int status)
     (void)status;
     if (returned(w))
         return;
+    w->st.last_read_ms = (double)(uv_hrtime() - w->read_t0) / 1e6;
     w->st.files_read += w->pass_files;
     w->st.file_errors += w->pass_file_errors;
     w->pass_files = w->pass_file_errors = 0;
@@ -496,6 +499,7 @@ static void step_read(struct wg_cpu_watch *w)
         return;
     }
     w->work.data = w;
+    w->read_t0 = uv_hrtime();
     if (uv_queue_work(w->loop, &w->work, read_work, read_done) < 0) {
         pass_end(w, false);
         return;
@@ -555,6 +559,7 @@ static int pass_begin(struct wg_cpu_watch *w)
         return -EIO;
     w->busy = true;
     w->t0 = uv_hrtime();
+    w->st.last_list_ms = w->st.last_read_ms = 0;
     w->calls = 1;
     w->st.list_calls++;
     w->refs++;

@@ -69,6 +69,8 @@ struct wg_cpu_watch_stats {
     uint64_t active; /* sessions reported active */
     size_t running;  /* containers the last pass saw */
     double last_pass_ms;
+    double last_list_ms; /* of it: the running list, asked to parsed */
+    double last_read_ms; /* of it: the cgroup files (the work item, queued to done) */
     unsigned last_calls; /* Docker calls of the last pass */
 };
 
