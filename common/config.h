@@ -105,6 +105,10 @@ struct wg_idle_cfg {
     /* Docker stats and inspect calls in flight during a pass: 8. */
     unsigned cpu_stats_concurrency;
     bool cpu_cgroup_files; /* true: a local engine's cgroup files; false: stats calls only */
+    /* Per template: a file in the container whose modification time counts
+     * as the session's activity ("/tmp/wakegate-busy"; NULL: none). Read
+     * with the cgroup files, so a local engine only. */
+    char *busy_file;
 };
 
 enum wg_save_failure { WG_SAVE_KEEP_AWAKE = 0, WG_SAVE_STOP };

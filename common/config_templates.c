@@ -26,7 +26,8 @@ int config_sessions_defaults(struct wg_sessions_cfg *t, const char *name)
     memset(t, 0, sizeof *t);
     if (config_replace_str(&t->name, name) < 0 ||
         config_replace_str(&t->image, "wakegate-demo:latest") < 0 ||
-        config_replace_str(&t->save.path, "/workspace") < 0) {
+        config_replace_str(&t->save.path, "/workspace") < 0 ||
+        config_replace_str(&t->idle.busy_file, "/tmp/wakegate-busy") < 0) {
         config_sessions_free(t);
         return -ENOMEM;
     }
@@ -69,6 +70,7 @@ void config_sessions_free(struct wg_sessions_cfg *t)
     free(t->readiness.http_path);
     config_free_strv(t->save.command, t->save.command_len);
     free(t->save.path);
+    free(t->idle.busy_file);
     free(t->access);
     config_sandbox_free(&t->sandbox);
     memset(t, 0, sizeof *t);

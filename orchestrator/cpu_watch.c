@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,12 +38,14 @@ struct cpu_ent {
     char container[CPU_ID_MAX + 1];
     char session[WG_SESSION_ID_MAX + 1];
     char tmpl[WG_SESSION_TEMPLATE_MAX + 1];
-    char *path;     /* its cgroup file; NULL: not found (yet) */
-    int pid;        /* from the inspect; 0: unknown */
-    bool inspected; /* the inspect answered */
-    bool api;       /* sampled through the stats API */
-    bool have;      /* usage_ns / at_ns hold the previous sample */
-    bool fresh;     /* this pass sampled it: new_* */
+    char *path;                /* its cgroup file; NULL: not found (yet) */
+    const char *busy;          /* its template's busy file (borrowed), or NULL */
+    int64_t busy_ms, busy_new; /* its time as last reported; as read this pass (0: none) */
+    int pid;                   /* from the inspect; 0: unknown */
+    bool inspected;            /* the inspect answered */
+    bool api;                  /* sampled through the stats API */
+    bool have;                 /* usage_ns / at_ns hold the previous sample */
+    bool fresh;                /* this pass sampled it: new_* */
     uint64_t usage_ns, at_ns, new_usage, new_at;
 };
 
@@ -219,6 +222,41 @@ int wg_cpu_cgroup_path(const char *proc_root, const char *cgroup_root, int pid,
     return 0;
 }
 
+int wg_cpu_busy_mtime(const char *proc_root, int pid, const char *path, int64_t *ret_ms)
+{
+    char buf[256], root[PATH_MAX], *comp, *next;
+    struct stat st;
+    int dfd, rc = 0;
+
+    if (pid <= 0 || path[0] != '/' || strlen(path) >= sizeof(buf))
+        return -EINVAL;
+    snprintf(root, sizeof(root), "%s/%d/root", proc_root, pid);
+    dfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return -errno;
+    snprintf(buf, sizeof(buf), "%s", path + 1);
+    for (comp = buf; (next = strchr(comp, '/')) != NULL; comp = next + 1) {
+        int nfd;
+        *next = '\0';
+        nfd = openat(dfd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (nfd < 0) {
+            rc = -errno;
+            goto out;
+        }
+        close(dfd);
+        dfd = nfd;
+    }
+    if (fstatat(dfd, comp, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        rc = -errno;
+    else if (!S_ISREG(st.st_mode))
+        rc = S_ISLNK(st.st_mode) ? -ELOOP : -EINVAL;
+    else
+        *ret_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+out:
+    close(dfd);
+    return rc;
+}
+
 /* ---- the table ------------------------------------------------------------------------------- */
 
 static int ent_cmp(const void *a, const void *b)
@@ -250,6 +288,7 @@ static int table_merge(struct wg_cpu_watch *w, const struct wg_docker_summary *r
         snprintf(nt[n].container, sizeof(nt[n].container), "%s", rows[r].id);
         snprintf(nt[n].session, sizeof(nt[n].session), "%s", sess);
         snprintf(nt[n].tmpl, sizeof(nt[n].tmpl), "%s", tmpl);
+        nt[n].busy = w->o.busy_file ? w->o.busy_file(tmpl, w->o.arg) : NULL;
         n++;
     }
     if (n > 1)
@@ -269,6 +308,7 @@ static int table_merge(struct wg_cpu_watch *w, const struct wg_docker_summary *r
             e->have = old->have;
             e->usage_ns = old->usage_ns;
             e->at_ns = old->at_ns;
+            e->busy_ms = old->busy_ms;
         }
     }
     free(w->ents);
@@ -299,30 +339,44 @@ static void pass_end(struct wg_cpu_watch *w, bool ok)
         done(w->done_arg);
 }
 
+/* One entry's report this pass, if any: its CPU over the threshold, else
+ * a busy file newer than the last one reported. */
+static bool ent_report(struct wg_cpu_watch *w, struct cpu_ent *e, struct wg_cpu_active *out)
+{
+    bool cpu = false, busy = e->busy_new > e->busy_ms;
+    uint64_t avg = 0;
+
+    if (e->have) {
+        uint64_t thr = w->o.threshold ? w->o.threshold(e->tmpl, w->o.arg) : UINT64_MAX;
+        avg = wg_cpu_average(e->usage_ns, e->at_ns, e->new_usage, e->new_at);
+        cpu = avg >= thr;
+    }
+    e->have = true;
+    e->usage_ns = e->new_usage;
+    e->at_ns = e->new_at;
+    if (busy)
+        e->busy_ms = e->busy_new;
+    e->busy_new = 0;
+    if (!cpu && !busy)
+        return false;
+    *out = (struct wg_cpu_active){e->session, e->container, cpu ? avg : 0, cpu ? 0 : e->busy_ms};
+    w->st.active += cpu;
+    w->st.busy += !cpu;
+    return true;
+}
+
 static void decide(struct wg_cpu_watch *w)
 {
-    struct wg_cpu_active *v = NULL;
+    struct wg_cpu_active *v = w->n ? calloc(w->n, sizeof(*v)) : NULL;
     size_t nv = 0;
 
-    for (size_t i = 0; i < w->n; i++) {
+    for (size_t i = 0; v && i < w->n; i++) {
         struct cpu_ent *e = &w->ents[i];
         if (!e->fresh)
             continue;
         e->fresh = false;
-        if (e->have) {
-            uint64_t avg = wg_cpu_average(e->usage_ns, e->at_ns, e->new_usage, e->new_at);
-            uint64_t thr = w->o.threshold ? w->o.threshold(e->tmpl, w->o.arg) : UINT64_MAX;
-            if (avg >= thr) {
-                if (!v && !(v = calloc(w->n, sizeof(*v))))
-                    break;
-                v[nv++] = (struct wg_cpu_active){e->session, e->container, avg};
-            }
-        }
-        e->have = true;
-        e->usage_ns = e->new_usage;
-        e->at_ns = e->new_at;
+        nv += ent_report(w, e, &v[nv]);
     }
-    w->st.active += nv;
     if (nv && w->o.active)
         w->o.active(v, nv, w->o.arg);
     free(v);
@@ -469,6 +523,8 @@ static void read_work(uv_work_t *req)
         }
         e->new_at = uv_hrtime();
         e->fresh = true;
+        if (e->busy && wg_cpu_busy_mtime(w->proc_root, e->pid, e->busy, &e->busy_new) < 0)
+            e->busy_new = 0;
     }
 }
 
@@ -680,6 +736,9 @@ void wg_cpu_watch_metrics(const struct wg_cpu_watch *w, struct wg_buf *out)
         "# HELP wakegate_cpu_active_total Sessions marked active by their CPU use.\n"
         "# TYPE wakegate_cpu_active_total counter\n"
         "wakegate_cpu_active_total %" PRIu64 "\n"
+        "# HELP wakegate_busy_file_active_total Sessions marked active by their busy file.\n"
+        "# TYPE wakegate_busy_file_active_total counter\n"
+        "wakegate_busy_file_active_total %" PRIu64 "\n"
         "# HELP wakegate_cpu_sample_running Running containers the last pass sampled.\n"
         "# TYPE wakegate_cpu_sample_running gauge\n"
         "wakegate_cpu_sample_running %zu\n"
@@ -687,6 +746,6 @@ void wg_cpu_watch_metrics(const struct wg_cpu_watch *w, struct wg_buf *out)
         "# TYPE wakegate_cpu_sample_last_pass_seconds gauge\n"
         "wakegate_cpu_sample_last_pass_seconds %.6f\n",
         s->passes - s->failed_passes, s->failed_passes, s->list_calls, s->inspect_calls,
-        s->stats_calls, s->files_read - s->file_errors, s->file_errors, s->active, s->running,
-        s->last_pass_ms / 1000.0);
+        s->stats_calls, s->files_read - s->file_errors, s->file_errors, s->active, s->busy,
+        s->running, s->last_pass_ms / 1000.0);
 }

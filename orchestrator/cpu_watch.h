@@ -18,6 +18,14 @@
  * threshold (threshold_cb, per container, from its wakegate.template
  * label).
  *
+ * The container can also say it is busy: where its cgroup file is read
+ * (local engine), the modification time of its template's busy file
+ * (busy_cb, e.g. /tmp/wakegate-busy, `touch`ed by a job that waits on
+ * something) is its activity, reported when it changed since the last pass
+ * (a time in the future counts as now). The file is found from
+ * /proc/PID/root one component at a time without following any link, so
+ * the container cannot point it at a file of the host.
+ *
  * Logging: one warning per failure streak of the list call, debug lines
  * otherwise. */
 #ifndef WG_ORCHESTRATOR_CPU_WATCH_H
@@ -38,12 +46,15 @@ struct wg_cpu_watch; /* opaque */
 struct wg_cpu_active {
     const char *session;
     const char *container;
-    uint64_t nano_cpus;
+    uint64_t nano_cpus; /* its average CPU; 0 for a busy file */
+    int64_t at_ms;      /* the busy file's time (ms since the epoch); 0: now (its CPU) */
 };
 
 /* The threshold (nano CPUs) of a container made from template tmpl ("" when
  * it has no label: the sessions: block's). */
 typedef uint64_t wg_cpu_threshold_fn(const char *tmpl, void *arg);
+/* Its busy file, an absolute path, or NULL; the string must outlive w. */
+typedef const char *wg_cpu_busy_file_fn(const char *tmpl, void *arg);
 /* The sessions over their threshold in one pass (n may be 0: not called
  * then). v is valid only inside the call. */
 typedef void wg_cpu_active_fn(const struct wg_cpu_active *v, size_t n, void *arg);
@@ -57,6 +68,7 @@ struct wg_cpu_watch_opts {
     const char *proc_root;      /* "/proc" when NULL */
     const char *cgroup_root;    /* "/sys/fs/cgroup" when NULL */
     wg_cpu_threshold_fn *threshold;
+    wg_cpu_busy_file_fn *busy_file; /* NULL: none */
     wg_cpu_active_fn *active;
     void *arg;
 };
@@ -66,7 +78,8 @@ struct wg_cpu_watch_stats {
     uint64_t passes, failed_passes;
     uint64_t list_calls, inspect_calls, stats_calls;
     uint64_t files_read, file_errors;
-    uint64_t active; /* sessions reported active */
+    uint64_t active; /* sessions reported active by their CPU */
+    uint64_t busy;   /* sessions reported active by their busy file */
     size_t running;  /* containers the last pass saw */
     double last_pass_ms;
     double last_list_ms; /* of it: the running list, asked to parsed */
@@ -98,6 +111,11 @@ int wg_cpu_cgroup_path(const char *proc_root, const char *cgroup_root, int pid,
                        const char *container, char **ret);
 /* The CPU time (ns) in a cgroup file that path names. 0, -errno, -EBADMSG. */
 int wg_cpu_read_usage(const char *path, uint64_t *ret_ns);
+/* The modification time (ms since the epoch) of path (absolute, plain
+ * components) inside the root of process pid: each component opened with
+ * O_NOFOLLOW under PROC/PID/root, the last one a regular file. 0, -errno
+ * (-ELOOP for a link). */
+int wg_cpu_busy_mtime(const char *proc_root, int pid, const char *path, int64_t *ret_ms);
 /* Average CPU in nano CPUs between two samples (0 when the clock did not
  * move or the counter went back). */
 uint64_t wg_cpu_average(uint64_t usage0_ns, uint64_t at0_ns, uint64_t usage1_ns, uint64_t at1_ns);

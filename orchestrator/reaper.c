@@ -212,13 +212,23 @@ static void cpu_active(const struct wg_cpu_active *v, size_t n, void *arg)
         if (sleeper_find(o, v[i].session))
             continue;
         WG_DEBUG(o->log, ORCH_SUBSYS, "container busy, session active",
-                 "session=%s container=%.12s cpus=%.3f", v[i].session, v[i].container,
-                 (double)v[i].nano_cpus / 1e9);
-        acts[k++] = (struct wg_store_activity){v[i].session, now};
+                 "session=%s container=%.12s cpus=%.3f busy_file_ms=%" PRId64, v[i].session,
+                 v[i].container, (double)v[i].nano_cpus / 1e9, v[i].at_ms);
+        /* A busy file's time in the future counts as now. */
+        acts[k++] = (struct wg_store_activity){
+            v[i].session, v[i].at_ms > 0 && v[i].at_ms < now ? v[i].at_ms : now};
     }
     if (k && !o->closing)
         (void)wg_store_touch(o->store, acts, k, on_cpu_touch, o);
     free(acts);
+}
+
+static const char *busy_file(const char *tmpl, void *arg)
+{
+    const struct wg_orch *o = arg;
+    const struct wg_sessions_cfg *t = wg_config_template(o->cfg, tmpl);
+
+    return (t ? t : &o->cfg->sessions)->idle.busy_file;
 }
 
 int reaper_cpu_new(struct wg_orch *o, const char *docker_host)
@@ -229,6 +239,7 @@ int reaper_cpu_new(struct wg_orch *o, const char *docker_host)
         .stats_concurrency = idle->cpu_stats_concurrency,
         .local = idle->cpu_cgroup_files && docker_host && strncmp(docker_host, "unix://", 7) == 0,
         .threshold = cpu_threshold,
+        .busy_file = busy_file,
         .active = cpu_active,
         .arg = o,
     };

@@ -1,4 +1,5 @@
-"""End-to-end tests of "the container's own work counts" (issue 11).
+"""End-to-end tests of "the container's own work counts" (issue 11): its
+CPU use, and its busy file.
 
 Everything is real: the wakegate binary (role all), a redis-server and the
 harness's private dockerd; the orchestrator samples the running
@@ -141,4 +142,56 @@ def test_the_engines_stats_call_samples_when_files_are_not_used(stack):
     assert m['wakegate_cpu_sample_calls_total{call="stats"}'] >= 3, m
     assert m['wakegate_cpu_sample_files_total{result="ok"}'] == 0
     assert m["wakegate_cpu_active_total"] >= 1
+    assert stack.gw.stop() == 0
+
+
+def heartbeat(stack, cid, seconds, path="/tmp/wakegate-busy", prelude="", check=True):
+    """A job that waits (no CPU to speak of) and says it is busy: it touches
+    the busy file once a second, started by docker exec."""
+    script = "%s i=0; while [ $i -lt %d ]; do touch %s; sleep 1; i=$((i+1)); done" % (
+        prelude, seconds, path)
+    return stack.dockerd.exec(cid, "sh", "-c", script, timeout=seconds + 30, check=check)
+
+
+def test_a_busy_file_keeps_a_waiting_job_awake(stack):
+    gw = stack.start(config=cpu_config(stack))
+    sid = "s-busy"
+    stack.create(sid)
+    assert stack.get(sid, "/").status == 200
+    rec = stack.wait_state(sid, "running", timeout=15)
+    t0 = time.monotonic()
+    job = threading.Thread(target=heartbeat, args=(stack, rec["container_id"], BURN_S), daemon=True)
+    job.start()
+    while job.is_alive():
+        assert stack.record(sid)["state"] == "running", (
+            "slept while its container said busy, %.1fs in: %s" % (time.monotonic() - t0,
+                                                                  states_seen(stack, sid)))
+        time.sleep(0.1)
+    job.join()
+    stack.wait_state(sid, "asleep", timeout=STOP_AFTER_S + 15)
+    m = gw.metrics()
+    assert m["wakegate_busy_file_active_total"] >= 3, m
+    assert m["wakegate_cpu_active_total"] == 0, m  # not its CPU
+    assert stack.gw.stop() == 0
+
+
+def test_a_busy_file_that_is_a_link_is_not_followed(stack):
+    """The container cannot point its busy file elsewhere (it could name a
+    file of the host): a link is refused, so touching its target keeps
+    nothing awake."""
+    gw = stack.start(config=cpu_config(stack))
+    sid = "s-link"
+    stack.create(sid)
+    assert stack.get(sid, "/").status == 200
+    rec = stack.wait_state(sid, "running", timeout=15)
+    done = []
+    job = threading.Thread(daemon=True, target=lambda: done.append(heartbeat(
+        stack, rec["container_id"], BURN_S, "/tmp/real", "ln -s /tmp/real /tmp/wakegate-busy;",
+        check=False)))
+    job.start()
+    stack.wait_state(sid, "asleep", timeout=STOP_AFTER_S + 10)
+    assert gw.metrics()["wakegate_busy_file_active_total"] == 0
+    job.join(timeout=BURN_S + 30)
+    # The stop ended the job mid-way: it never ran to its end awake.
+    assert done and done[0].returncode != 0, done
     assert stack.gw.stop() == 0

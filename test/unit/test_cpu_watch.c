@@ -93,6 +93,36 @@ static void test_v2_path(void **state)
     assert_int_equal(wg_cpu_read_usage(proc, &ns), -EBADMSG);
 }
 
+static void test_busy_file(void **state)
+{
+    char proc[300], real[400], link[400];
+    int64_t ms = 0;
+
+    (void)state;
+    snprintf(proc, sizeof(proc), "%s/procb", root);
+    put("procb/9/root/tmp/wakegate-busy", "");
+    put("procb/9/root/etc/secret", "");
+    assert_int_equal(wg_cpu_busy_mtime(proc, 9, "/tmp/wakegate-busy", &ms), 0);
+    assert_true(ms > 1000000000000ll);
+    assert_int_equal(wg_cpu_busy_mtime(proc, 9, "/tmp/none", &ms), -ENOENT);
+    assert_int_equal(wg_cpu_busy_mtime(proc, 10, "/tmp/wakegate-busy", &ms), -ENOENT);
+    /* A link, last or on the way, is never followed (it could name a file
+     * of the host). */
+    snprintf(real, sizeof(real), "%s/procb/9/root/etc/secret", root);
+    snprintf(link, sizeof(link), "%s/procb/9/root/tmp/linked", root);
+    assert_int_equal(symlink(real, link), 0);
+    assert_int_equal(wg_cpu_busy_mtime(proc, 9, "/tmp/linked", &ms), -ELOOP);
+    snprintf(real, sizeof(real), "%s/procb/9/root/tmp", root);
+    snprintf(link, sizeof(link), "%s/procb/9/root/run", root);
+    assert_int_equal(symlink(real, link), 0);
+    {
+        int rc = wg_cpu_busy_mtime(proc, 9, "/run/wakegate-busy", &ms);
+        assert_true(rc == -ELOOP || rc == -ENOTDIR);
+    }
+    /* Not a regular file. */
+    assert_int_equal(wg_cpu_busy_mtime(proc, 9, "/tmp", &ms), -EINVAL);
+}
+
 static void test_average(void **state)
 {
     (void)state;
@@ -141,9 +171,8 @@ static void test_merge(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_v1_path),
-        cmocka_unit_test(test_v2_path),
-        cmocka_unit_test(test_average),
+        cmocka_unit_test(test_v1_path),   cmocka_unit_test(test_v2_path),
+        cmocka_unit_test(test_busy_file), cmocka_unit_test(test_average),
         cmocka_unit_test(test_merge),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
