@@ -195,10 +195,11 @@ static void on_cpu_touch(const struct wg_store_res *res, void *arg)
                 "error=\"%s\"", res->error);
 }
 
-/* Sessions whose container used at least its template's CPU threshold: the
- * same activity a request writes (ZADD wg:active XX GT), so the reaper
- * leaves them awake. A session this host is putting to sleep is left out:
- * the save hook's own work must not call its sleep off. */
+/* Sessions whose container used at least its template's CPU threshold, or
+ * touched its busy file: the same activity a request writes (ZADD
+ * wg:active XX GT), so the reaper leaves them awake, and a sleep still
+ * draining is called off. Once a sleep of this host is past draining the
+ * session is left out: the save hook's own work must not call it off. */
 static void cpu_active(const struct wg_cpu_active *v, size_t n, void *arg)
 {
     struct wg_orch *o = arg;
@@ -209,7 +210,10 @@ static void cpu_active(const struct wg_cpu_active *v, size_t n, void *arg)
     if (!acts)
         return;
     for (size_t i = 0; i < n; i++) {
-        if (sleeper_find(o, v[i].session))
+        const struct orch_sleep *s = sleeper_find(o, v[i].session);
+        if (s && (s->from_paused ||
+                  WG_SESSION_IN(s->t.rec.state, WG_SESSION_BIT(WG_SESSION_SAVING) |
+                                                    WG_SESSION_BIT(WG_SESSION_STOPPING))))
             continue;
         WG_DEBUG(o->log, ORCH_SUBSYS, "container busy, session active",
                  "session=%s container=%.12s cpus=%.3f busy_file_ms=%" PRId64, v[i].session,
