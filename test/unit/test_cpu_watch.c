@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "orchestrator/cpu_watch.c"
+#include "test/unit/loop_fixture.h"
 
 #include <sys/stat.h>
 
@@ -168,12 +169,52 @@ static void test_merge(void **state)
     json_decref(bad);
 }
 
+/* ---- on a loop: no engine at the socket ---------------------------------------------------- */
+
+static void count_done(void *arg)
+{
+    (*(int *)arg)++;
+}
+
+static void test_pass_without_engine(void **state)
+{
+    uv_loop_t loop;
+    struct wg_docker_opts dopts = {0};
+    struct wg_docker *d = NULL;
+    struct wg_cpu_watch *w = NULL;
+    struct wg_cpu_watch_opts o = {.local = true, .interval_ms = 50};
+    struct wg_cpu_watch_stats st;
+    char host[400], err[200];
+    int done = 0;
+
+    (void)state;
+    snprintf(host, sizeof(host), "unix://%s/no-engine.sock", root);
+    dopts.host = host;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(wg_docker_new(&loop, &dopts, NULL, &d, err, sizeof(err)), 0);
+    assert_int_equal(wg_cpu_watch_new(&loop, d, NULL, &o, &w), 0);
+    assert_int_equal(wg_cpu_watch_pass(w, count_done, &done), 0);
+    assert_int_equal(wg_cpu_watch_pass(w, count_done, &done), -EBUSY);
+    assert_true(wg_test_run_until(&loop, &done, 1, 5000));
+    wg_cpu_watch_get_stats(w, &st);
+    assert_int_equal(st.passes, 1);
+    assert_int_equal(st.failed_passes, 1);
+    assert_int_equal(st.list_calls, 1);
+    /* The timer's passes, then a free while one is in flight. */
+    wg_cpu_watch_start(w);
+    wg_test_run_for(&loop, 120);
+    wg_cpu_watch_free(w);
+    wg_docker_free(d);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_v1_path),   cmocka_unit_test(test_v2_path),
         cmocka_unit_test(test_busy_file), cmocka_unit_test(test_average),
-        cmocka_unit_test(test_merge),
+        cmocka_unit_test(test_merge),     cmocka_unit_test(test_pass_without_engine),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
