@@ -195,3 +195,24 @@ def test_a_busy_file_that_is_a_link_is_not_followed(stack):
     # The stop ended the job mid-way: it never ran to its end awake.
     assert done and done[0].returncode != 0, done
     assert stack.gw.stop() == 0
+
+
+def test_the_save_hooks_own_work_does_not_call_the_sleep_off(stack):
+    """The save hook runs in the container, so its CPU is the container's:
+    a hook that works for 2 s (sampled four times a second) still ends in
+    a stop, never back in running."""
+    cfg = cpu_config(stack, cpu_interval="250ms")
+    cfg["sessions"]["save"] = {
+        "command": ["sh", "-c", "end=$(( $(date +%s) + 2 )); while [ $(date +%s) -lt $end ]; do :; done"],
+        "timeout": "20s"}
+    gw = stack.start(config=cfg)
+    sid = "s-hook"
+    stack.create(sid)
+    assert stack.get(sid, "/").status == 200
+    stack.wait_state(sid, "running", timeout=15)
+    stack.wait_state(sid, "asleep", timeout=STOP_AFTER_S + 20)
+    tail = stack.transitions(sid)[-4:]
+    assert tail == [("running", "draining"), ("draining", "saving"), ("saving", "stopping"),
+                    ("stopping", "asleep")], stack.transitions(sid)
+    assert gw.metrics()['wakegate_saves_total{result="ok"}'] == 1
+    assert stack.gw.stop() == 0
