@@ -5,7 +5,8 @@
  *
  * Runs PASSES passes back to back and prints one line per pass: the
  * running containers it saw, its Docker calls by kind, the cgroup files it
- * read and its duration (first call to done, on the loop). Pass 1 also
+ * read (each with the container's busy file) and its duration (first call
+ * to done, on the loop). Pass 1 also
  * finds each container's cgroup file (one inspect each); the later ones
  * are the steady cost per interval. With --api every container is sampled
  * through the stats call instead (a remote engine).
@@ -42,6 +43,13 @@ static uint64_t threshold(const char *tmpl, void *arg)
     return 100000000ull; /* 0.1 CPU, the default */
 }
 
+static const char *busy_file(const char *tmpl, void *arg)
+{
+    (void)tmpl;
+    (void)arg;
+    return "/tmp/wakegate-busy"; /* the default */
+}
+
 static void active(const struct wg_cpu_active *v, size_t n, void *arg)
 {
     struct bench *b = arg;
@@ -69,12 +77,13 @@ static void pass_done(void *arg)
     wg_cpu_watch_get_stats(b->w, &s);
     b->pass++;
     printf("pass=%d running=%zu calls=%u list=%" PRIu64 " inspect=%" PRIu64 " stats=%" PRIu64
-           " files=%" PRIu64 " file_errors=%" PRIu64 " failed=%" PRIu64
+           " files=%" PRIu64 " file_errors=%" PRIu64 " failed=%" PRIu64 " busy=%" PRIu64
            " list_ms=%.2f read_ms=%.2f ms=%.2f\n",
            b->pass, s.running, s.last_calls, s.list_calls - b->prev.list_calls,
            s.inspect_calls - b->prev.inspect_calls, s.stats_calls - b->prev.stats_calls,
            s.files_read - b->prev.files_read, s.file_errors - b->prev.file_errors,
-           s.failed_passes - b->prev.failed_passes, s.last_list_ms, s.last_read_ms, s.last_pass_ms);
+           s.failed_passes - b->prev.failed_passes, s.busy - b->prev.busy, s.last_list_ms,
+           s.last_read_ms, s.last_pass_ms);
     fflush(stdout);
     if (s.failed_passes != b->prev.failed_passes || s.running != b->expect)
         b->status = 1;
@@ -132,6 +141,7 @@ int main(int argc, char **argv)
         .proc_root = proc,
         .cgroup_root = cg,
         .threshold = threshold,
+        .busy_file = busy_file,
         .active = active,
         .arg = &b,
     };

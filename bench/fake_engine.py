@@ -7,7 +7,8 @@ containers that do not exist: GET /_ping, GET /v1.41/containers/json (the
 status=running filter answers the running ones; without it, all),
 GET /v1.41/containers/{id}/json (Pid) and GET /v1.41/containers/{id}/stats.
 It also writes the fake /proc/PID/cgroup and cgroup v1 cpuacct.usage files
-of the running ones under DIR/proc and DIR/cgroup. It counts what it
+of the running ones under DIR/proc and DIR/cgroup, and each one's busy
+file (DIR/proc/PID/root/tmp/wakegate-busy). It counts what it
 answered and prints the counts to stdout when sent SIGUSR1.
 
 Usage: fake_engine.py SOCKET DIR RUNNING STOPPED
@@ -61,6 +62,9 @@ def write_tree():
         os.makedirs(pdir, exist_ok=True)
         with open(os.path.join(pdir, "cgroup"), "w") as f:
             f.write("4:memory:/%s/%s\n2:cpu,cpuacct:/%s/%s\n0::/\n" % (PARENT, cid(i), PARENT, cid(i)))
+        # The container's root, with its busy file (sessions.idle.busy_file).
+        os.makedirs(os.path.join(pdir, "root", "tmp"), exist_ok=True)
+        open(os.path.join(pdir, "root", "tmp", "wakegate-busy"), "w").close()
         cdir = os.path.join(DIR, "cgroup", "cpu,cpuacct", PARENT, cid(i))
         os.makedirs(cdir, exist_ok=True)
         with open(os.path.join(cdir, "cpuacct.usage"), "w") as f:
