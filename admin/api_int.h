@@ -75,6 +75,7 @@ struct call {
     /* wake, sleep, destroy */
     enum wg_wake_op op;
     bool force;
+    bool now; /* sleep: save and stop whatever the activity */
     bool wait;
     bool waiting;                /* on api->waiters */
     bool checking;               /* a read of the record is in flight */

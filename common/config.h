@@ -96,6 +96,19 @@ struct wg_idle_cfg {
     /* Between running -> draining and the save: requests in flight finish
      * and activity not yet written by the proxies lands (> activity_interval). */
     uint64_t drain_ms; /* 2 s */
+    /* The container's own work (orchestrator/cpu_watch.c): every
+     * cpu_interval (process-wide; 0 = off) the CPU time of each running
+     * container of this host is sampled; a session whose average over the
+     * interval reached cpu_threshold (per template, nano CPUs) is active. */
+    uint64_t cpu_interval_ms;    /* 10 s */
+    uint64_t cpu_threshold_nano; /* 0.1 CPU */
+    /* Docker stats and inspect calls in flight during a pass: 8. */
+    unsigned cpu_stats_concurrency;
+    bool cpu_cgroup_files; /* true: a local engine's cgroup files; false: stats calls only */
+    /* Per template: a file in the container whose modification time counts
+     * as the session's activity ("/tmp/wakegate-busy"; NULL: none). Read
+     * with the cgroup files, so a local engine only. */
+    char *busy_file;
 };
 
 enum wg_save_failure { WG_SAVE_KEEP_AWAKE = 0, WG_SAVE_STOP };

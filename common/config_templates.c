@@ -26,7 +26,8 @@ int config_sessions_defaults(struct wg_sessions_cfg *t, const char *name)
     memset(t, 0, sizeof *t);
     if (config_replace_str(&t->name, name) < 0 ||
         config_replace_str(&t->image, "wakegate-demo:latest") < 0 ||
-        config_replace_str(&t->save.path, "/workspace") < 0) {
+        config_replace_str(&t->save.path, "/workspace") < 0 ||
+        config_replace_str(&t->idle.busy_file, "/tmp/wakegate-busy") < 0) {
         config_sessions_free(t);
         return -ENOMEM;
     }
@@ -38,6 +39,10 @@ int config_sessions_defaults(struct wg_sessions_cfg *t, const char *name)
     t->idle.activity_interval_ms = 1000;
     t->idle.reap_every_ms = 1000;
     t->idle.drain_ms = 2000;
+    t->idle.cpu_interval_ms = 10 * 1000;
+    t->idle.cpu_threshold_nano = 100000000ull;
+    t->idle.cpu_stats_concurrency = 8;
+    t->idle.cpu_cgroup_files = true;
     t->save.timeout_ms = 60 * 1000;
     t->save.on_failure = WG_SAVE_KEEP_AWAKE;
     t->save.before_pause = false;
@@ -65,6 +70,7 @@ void config_sessions_free(struct wg_sessions_cfg *t)
     free(t->readiness.http_path);
     config_free_strv(t->save.command, t->save.command_len);
     free(t->save.path);
+    free(t->idle.busy_file);
     free(t->access);
     config_sandbox_free(&t->sandbox);
     memset(t, 0, sizeof *t);
@@ -88,9 +94,10 @@ static bool name_ok(const char *s)
  * rhythm. A template that set one would be silently ignored, so it is
  * refused instead. */
 static const char *const process_keys[][2] = {
-    {"wake_timeout", NULL}, {"upstream_recheck", NULL}, {"idle", "activity_interval"},
-    {"idle", "reap_every"}, {"idle", "drain"},          {"save", "retry_backoff"},
-    {"save", "retry_max"},
+    {"wake_timeout", NULL},       {"upstream_recheck", NULL}, {"idle", "activity_interval"},
+    {"idle", "reap_every"},       {"idle", "drain"},          {"save", "retry_backoff"},
+    {"save", "retry_max"},        {"idle", "cpu_interval"},   {"idle", "cpu_stats_concurrency"},
+    {"idle", "cpu_cgroup_files"},
 };
 
 static int refuse_process_keys(struct walk *w, yaml_node_t *map)

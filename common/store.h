@@ -36,7 +36,7 @@
  *                            delivers (wg_store_check_publish)
  *   wg:wake:{host}   stream  wake/sleep/destroy commands for one host's
  *                            orchestrator, consumed with a consumer group
- *                            {session, op, at, from?, force?}
+ *                            {session, op, at, from?, force?, now?}
  *   wg:lock:{id}     string  a random token, SET NX PX; released and extended
  *                            only by the holder (compare-and-delete/-pexpire)
  *
@@ -145,6 +145,7 @@ struct wg_wake_cmd {
     char session[WG_SESSION_ID_MAX + 1];
     enum wg_wake_op op;
     bool force;                       /* sleep/destroy without the save */
+    bool now;                         /* sleep: save and stop, whatever the activity */
     int64_t at;                       /* ms; wake_add stamps it when 0 */
     char from[WG_STORE_NAME_MAX + 1]; /* who asked (a gateway name); may be "" */
     bool bad; /* parsers: garbled or deleted entry; ack it, do not act on it */
@@ -369,7 +370,7 @@ int wg_store_wake_group(struct wg_store *s, const char *host, const char *group,
                         void *arg);
 
 /* XADD wg:wake:{host} MAXLEN ~ wake_max * session .. op .. at .. [from ..]
- * [force 1]. res->event_id is the entry id. */
+ * [force 1] [now 1]. res->event_id is the entry id. */
 int wg_store_wake_add(struct wg_store *s, const char *host, const struct wg_wake_cmd *cmd,
                       wg_store_cb *cb, void *arg);
 

@@ -72,10 +72,11 @@ struct wg_docker_events; /* opaque: one events stream */
 #define WG_DOCKER_API_MAX "1.41" /* what this client speaks (Debian 12's engine) */
 #define WG_DOCKER_API_MIN "1.25" /* HostConfig.Init, filters as JSON */
 
-#define WG_DOCKER_TIMEOUT_MS 30000        /* per call, from when it is sent */
-#define WG_DOCKER_CONNECT_TIMEOUT_MS 5000 /* connect (+ TLS handshake) */
-#define WG_DOCKER_MAX_BODY (8u << 20)     /* JSON answers */
-#define WG_DOCKER_MAX_OUTPUT (64u << 10)  /* exec and log output: tail kept */
+#define WG_DOCKER_TIMEOUT_MS 30000          /* per call, from when it is sent */
+#define WG_DOCKER_CONNECT_TIMEOUT_MS 5000   /* connect (+ TLS handshake) */
+#define WG_DOCKER_MAX_BODY (8u << 20)       /* JSON answers */
+#define WG_DOCKER_MAX_LIST_BODY (64u << 20) /* the running list: ~6 KiB a row at 10,000 */
+#define WG_DOCKER_MAX_OUTPUT (64u << 10)    /* exec and log output: tail kept */
 #define WG_DOCKER_MAX_EVENT_LINE (64u << 10)
 #define WG_DOCKER_REF_MAX 128 /* longest id or name accepted */
 
@@ -157,6 +158,7 @@ struct wg_docker_reply {
     size_t output_len;
     bool output_truncated; /* only the last max_output bytes are here */
     int exit_code;         /* exec */
+    uint64_t cpu_usage_ns; /* stats: the container's CPU time so far */
 };
 
 typedef void wg_docker_cb(int status, const struct wg_docker_reply *r, void *arg);
@@ -308,6 +310,14 @@ int wg_docker_remove(struct wg_docker *d, const char *ref, bool force, bool volu
 /* All containers (running or not) carrying label ("key" or "key=value";
  * NULL: WG_LABEL_SESSION): r->containers. */
 int wg_docker_list(struct wg_docker *d, const char *label, wg_docker_cb *cb, void *arg);
+/* The running containers (not paused) carrying label (NULL:
+ * WG_LABEL_SESSION): r->containers. Its answer may reach
+ * WG_DOCKER_MAX_LIST_BODY. */
+int wg_docker_list_running(struct wg_docker *d, const char *label, wg_docker_cb *cb, void *arg);
+/* GET /containers/{ref}/stats?stream=false&one-shot=true: r->cpu_usage_ns.
+ * Slow on some engines (dockerd 20.10: ~1-2 s), so callers bound how many
+ * they have in flight. */
+int wg_docker_stats(struct wg_docker *d, const char *ref, wg_docker_cb *cb, void *arg);
 /* The last `tail` lines of stdout and stderr: r->output. */
 int wg_docker_logs(struct wg_docker *d, const char *ref, unsigned tail, wg_docker_cb *cb,
                    void *arg);

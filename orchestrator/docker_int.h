@@ -102,6 +102,7 @@ enum req_kind {
     RK_EVENTS,
     RK_NETWORK_LIST,
     RK_NETWORK_CREATE,
+    RK_STATS,
 };
 
 enum req_where { RQ_NONE, RQ_QUEUED, RQ_ACTIVE, RQ_DELAYED };
@@ -161,6 +162,7 @@ struct docker_req {
     docker_data_fn *on_data; /* streamed 2xx body; NULL: output (demultiplexed tail) */
     docker_head_fn *on_head; /* streamed 2xx head complete; NULL: nothing */
     size_t data_cap;         /* the cap on_data enforces, for the overflow message */
+    size_t body_cap;         /* a body cap of its own (the running list); 0: d->max_body */
     wg_docker_cb *cb;
     void *arg;
     struct docker_exec *op;
@@ -301,6 +303,9 @@ int docker_summaries_from_json(json_t *root, struct wg_docker_summary **ret, siz
 /* The Id of a create answer (a container) or an exec create answer when it
  * is a full id (docker_is_full_id()), else NULL. */
 const char *docker_id_from_json(json_t *root);
+/* cpu_stats.cpu_usage.total_usage (ns) of a stats answer. -EBADMSG when
+ * absent. */
+int docker_stats_cpu_from_json(json_t *root, uint64_t *ret_ns);
 
 /* ---- docker_wire.c (pure) ------------------------------------------------------------------ */
 

@@ -651,6 +651,10 @@ int wg_orch_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log
     dopts.tls_skip_verify = !cfg->docker_tls.verify;
     if ((rc = make_clients(o, &dopts, err, errlen)) < 0)
         goto fail;
+    if ((rc = reaper_cpu_new(o, dopts.host)) < 0) {
+        snprintf(err, errlen, "cannot set up the CPU sampler: %s", strerror(-rc));
+        goto fail;
+    }
     start_handles(o);
     WG_INFO(log, ORCH_SUBSYS, "orchestrator starting",
             "name=%s docker=%s tls=%s max_concurrent_starts=%u wake_timeout_ms=%" PRIu64, o->name,
@@ -682,6 +686,8 @@ void wg_orch_free(struct wg_orch *o)
     if (o->events)
         wg_docker_events_stop(o->events);
     o->events = NULL;
+    wg_cpu_watch_free(o->cpu);
+    o->cpu = NULL;
     /* Pending callbacks run now with -ECANCELED and drop their references. */
     wg_store_free(o->store);
     o->store = NULL;
@@ -838,4 +844,6 @@ void wg_orch_metrics(const struct wg_orch *o, struct wg_buf *out)
         }
     }
     sleeper_metrics(o, out);
+    if (o->cpu)
+        wg_cpu_watch_metrics(o->cpu, out);
 }

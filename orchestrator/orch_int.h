@@ -77,6 +77,7 @@
 #include "common/log.h"
 #include "common/session.h"
 #include "common/store.h"
+#include "orchestrator/cpu_watch.h"
 #include "orchestrator/docker.h"
 #include "orchestrator/orch.h"
 #include "orchestrator/orch_policy.h"
@@ -242,6 +243,7 @@ struct orch_sleep {
     enum wg_orch_tier tier;
     bool by_api;         /* a sleep/destroy command, else the reaper */
     bool forced;         /* force=1: no drain, no save */
+    bool now;            /* now=1: drain, save, stop; activity and requests do not call it off */
     int64_t idle_cutoff; /* the last_active the decision saw: later activity cancels */
     bool from_paused;    /* the container was unpaused for the save */
     bool shutdown_rollback;
@@ -321,6 +323,7 @@ struct wg_orch {
     struct wg_store *store;    /* owned, on redis */
     struct wg_docker *docker;  /* owned */
     struct wg_docker_events *events;
+    struct wg_cpu_watch *cpu; /* owned; NULL when idle.cpu_interval is 0s */
 
     unsigned refs; /* open handles + live tasks' memory + 1 until freed */
     bool closing;
@@ -535,6 +538,9 @@ unsigned reaper_save_failures(const struct wg_orch *o, const char *id);
 /* A save of session id ended: ok forgets its failures, else one more. */
 void reaper_save_result(struct wg_orch *o, const char *id, bool ok);
 void reaper_free(struct wg_orch *o);
+/* The CPU sampler of this host's running containers (cpu_watch.h): made
+ * with the Docker client, started and stopped with the reaper. */
+int reaper_cpu_new(struct wg_orch *o, const char *docker_host);
 
 /* ---- reconcile.c, reconcile_events.c -------------------------------------------------------- */
 

@@ -79,7 +79,7 @@ _wakegatectl() {
     local flags=""
     case $cmd in
     wake) flags="--wait" ;;
-    sleep) flags="--wait --force" ;;
+    sleep) flags="--wait --force --now" ;;
     rm) flags="--force" ;;
     events) flags="-f --since" ;;
     create) flags="--template --image --port --env --label --bind --idle-pause-after --idle-stop-after --wait --" ;;

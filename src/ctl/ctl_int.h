@@ -43,6 +43,7 @@ enum {
     F_FORCE = 1u << 1,
     F_FOLLOW = 1u << 2,
     F_SINCE = 1u << 3,
+    F_NOW = 1u << 4,
     /* create, logs, exec (create.c, container.c) */
     F_TAIL = 1u << 8, /* --tail N */
     F_SPEC = 1u << 9, /* --template, --image, --port, --env, --label, --bind, --idle-* */

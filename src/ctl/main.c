@@ -44,10 +44,14 @@ static const struct cmd commands[] = {
     {"wake", F_WAIT, 1, ctl_cmd_wake, "wake ID [--wait]",
      "Queue a wake. With --wait, return once the session runs (exit 1 if it\n"
      "failed or did not run within the gateway's sessions.wake_timeout).\n"},
-    {"sleep", F_WAIT | F_FORCE, 1, ctl_cmd_sleep, "sleep ID [--wait] [--force]",
+    {"sleep", F_WAIT | F_FORCE | F_NOW, 1, ctl_cmd_sleep, "sleep ID [--wait] [--force | --now]",
      "Queue a sleep. Without --force the orchestrator saves the work first (and\n"
      "refuses while no save hook exists); --force stops without saving. With\n"
-     "--wait, return once the session is asleep or paused.\n"},
+     "--wait, return once the session is asleep or paused. A sleep is called off\n"
+     "when the session is in use (exit 6); --now saves and stops it although it\n"
+     "is (open WebSockets, requests: the gateways close its streams) and waits\n"
+     "for the outcome: exit 0 once asleep, 6 when the save failed (the container\n"
+     "is kept awake; the save's output is printed).\n"},
     {"rm", F_FORCE, 1, ctl_cmd_rm, "rm ID [--force]",
      "Queue the destruction of a session and its container. Without --force the\n"
      "orchestrator saves first (and refuses while no save hook exists).\n"},
@@ -104,7 +108,7 @@ static const char global_help[] =
     "  ls                        list sessions\n"
     "  show ID                   one session's record\n"
     "  wake ID [--wait]          wake a session\n"
-    "  sleep ID [--wait] [--force]  put a session to sleep\n"
+    "  sleep ID [--wait] [--force | --now]  put a session to sleep\n"
     "  rm ID [--force]           destroy a session\n"
     "  events [-f] [--since X]   session events; -f follows\n"
     "  create ID [...]           create a session (create --help)\n"
@@ -162,6 +166,8 @@ static const char *flag_name(unsigned f)
         return "--wait";
     case F_FORCE:
         return "--force";
+    case F_NOW:
+        return "--now";
     case F_FOLLOW:
         return "-f";
     case F_SINCE:
@@ -188,6 +194,7 @@ static int parse_args(int argc, char **argv, struct ctl_opts *o, char **position
         {"version", no_argument, NULL, 'V'},
         {"wait", no_argument, NULL, 'w'},
         {"force", no_argument, NULL, 'F'},
+        {"now", no_argument, NULL, 'N'},
         {"follow", no_argument, NULL, 'f'},
         {"since", required_argument, NULL, 's'},
         {"tail", required_argument, NULL, O_TAIL},
@@ -241,6 +248,9 @@ static int parse_args(int argc, char **argv, struct ctl_opts *o, char **position
             break;
         case 'F':
             o->flags |= F_FORCE;
+            break;
+        case 'N':
+            o->flags |= F_NOW;
             break;
         case 'f':
             o->flags |= F_FOLLOW;

@@ -623,6 +623,22 @@ static const struct error_case error_cases[] = {
      "sessions.idle.reap_every instead"},
     {"templates:\n  a: {save: {retry_max: 1h}}\n",
      "t.yaml:2: templates.a.save.retry_max: one value serves every session"},
+    {"templates:\n  a: {idle: {cpu_interval: 1s}}\n",
+     "t.yaml:2: templates.a.idle.cpu_interval: one value serves every session"},
+    {"templates:\n  a: {idle: {cpu_stats_concurrency: 2}}\n",
+     "t.yaml:2: templates.a.idle.cpu_stats_concurrency: one value serves every session"},
+    {"sessions: {idle: {cpu_interval: 50ms}}\n",
+     "t.yaml:1: sessions.idle: cpu_interval must be 0s (off) or at least 100ms"},
+    {"sessions: {idle: {cpu_threshold: 0}}\n",
+     "t.yaml:1: sessions.idle.cpu_threshold: 0 is out of range"},
+    {"sessions: {idle: {cpu_stats_concurrency: 0}}\n",
+     "t.yaml:1: sessions.idle.cpu_stats_concurrency: 0 is out of range"},
+    {"sessions: {idle: {busy_file: tmp/busy}}\n",
+     "t.yaml:1: sessions.idle: busy_file must be an absolute path"},
+    {"templates:\n  a: {idle: {busy_file: /tmp/../etc/x}}\n",
+     "t.yaml:2: templates.a.idle: busy_file must be an absolute path"},
+    {"sessions: {idle: {busy_file: /tmp/}}\n",
+     "t.yaml:1: sessions.idle: busy_file must be an absolute path"},
     /* admin.token_file is read by validate */
     {"admin:\n  token_file: /nonexistent/token\n",
      "t.yaml:2: admin.token_file: cannot read \"/nonexistent/token\": No such file or directory"},
@@ -1928,7 +1944,12 @@ static void test_example_file(void **state)
     assert_string_equal(cfg.sessions.image, def.sessions.image);
     assert_int_equal(cfg.sessions.port, def.sessions.port);
     assert_int_equal(cfg.sessions.wake_timeout_ms, def.sessions.wake_timeout_ms);
-    assert_memory_equal(&cfg.sessions.idle, &def.sessions.idle, sizeof def.sessions.idle);
+    {
+        struct wg_idle_cfg a = cfg.sessions.idle, b = def.sessions.idle;
+        assert_string_equal(a.busy_file, b.busy_file);
+        a.busy_file = b.busy_file = NULL;
+        assert_memory_equal(&a, &b, sizeof a);
+    }
     assert_string_equal(cfg.sessions.save.path, def.sessions.save.path);
     assert_int_equal(cfg.sessions.save.timeout_ms, def.sessions.save.timeout_ms);
     assert_int_equal(cfg.sessions.save.on_failure, def.sessions.save.on_failure);

@@ -1261,6 +1261,7 @@ static void test_wake_stream(void **state)
     assert_true(strlen(g.event_id) > 2);
     cmd.op = WG_WAKE_OP_SLEEP;
     cmd.force = true;
+    cmd.now = true;
     cmd.at = 42;
     cmd.from[0] = '\0';
     snprintf(cmd.session, sizeof(cmd.session), "s2");
@@ -1277,11 +1278,13 @@ static void test_wake_stream(void **state)
     assert_int_equal(g.wake[0].at, fx->clock);
     assert_string_equal(g.wake[0].from, "gw-1");
     assert_false(g.wake[0].force);
+    assert_false(g.wake[0].now);
     assert_false(g.wake[0].bad);
     assert_string_equal(g.wake[1].session, "s2");
     assert_int_equal(g.wake[1].op, WG_WAKE_OP_SLEEP);
     assert_int_equal(g.wake[1].at, 42);
     assert_true(g.wake[1].force);
+    assert_true(g.wake[1].now);
     assert_false(g.wake[1].bad);
     assert_true(g.wake[2].bad);
     snprintf(keep, sizeof(keep), "%s", g.wake[1].entry_id);
