@@ -14,14 +14,17 @@
 #define POOL_BUCKETS 256
 #define SWEEP_INTERVAL_MS 1000
 
-/* The idle connections of one address and owner. A bucket lives while it
- * holds one: the owners an address sees over a gateway's life (one per
- * session container there) would otherwise pile up. */
+/* The idle connections of one address and owner. An empty bucket is kept
+ * until the next sweep finds it still empty, so a connection borrowed and
+ * given back per request finds its bucket again (no allocation on the
+ * hot path); the sweep frees the rest, or the owners an address sees over
+ * a gateway's life (one per session container there) would pile up. */
 struct bucket {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     struct wg_list idle; /* most recently used first */
     size_t nidle;
+    uint64_t empty_since; /* loop time + 1 it became empty; 0: holds connections */
     struct bucket *next;
     char owner[WG_POOL_OWNER_MAX + 1];
 };
@@ -123,14 +126,27 @@ static struct bucket *bucket_find(struct wg_pool *pool, const struct sockaddr *s
 /* Frees b once it holds nothing. */
 static void bucket_put(struct wg_pool *pool, struct bucket *b)
 {
-    if (b->nidle > 0)
-        return;
-    struct bucket **p = &pool->table[bucket_hash((const struct sockaddr *)&b->addr, b->owner)];
-    while (*p != NULL && *p != b)
-        p = &(*p)->next;
-    if (*p == b)
-        *p = b->next;
-    free(b);
+    if (b->nidle == 0 && b->empty_since == 0)
+        b->empty_since = uv_now(pool->loop) + 1;
+}
+
+/* Frees the buckets empty since before the last sweep. */
+static void free_empty(struct wg_pool *pool)
+{
+    uint64_t now = uv_now(pool->loop) + 1;
+
+    for (size_t i = 0; i < POOL_BUCKETS; i++) {
+        struct bucket **p = &pool->table[i];
+        while (*p != NULL) {
+            struct bucket *b = *p;
+            if (b->nidle == 0 && b->empty_since != 0 && now - b->empty_since >= SWEEP_INTERVAL_MS) {
+                *p = b->next;
+                free(b);
+            } else {
+                p = &b->next;
+            }
+        }
+    }
 }
 
 static void maybe_free_pool(struct wg_pool *pool)
@@ -203,8 +219,7 @@ static bool same_ip(const struct sockaddr *a, const struct sockaddr *b)
 }
 
 /* Closes b's idle connections, oldest first: all of them, or (all false)
- * those idle for keepalive_idle. Closing the last one frees b, so b is not
- * touched after it. */
+ * those idle for keepalive_idle. An emptied b stays until a sweep frees it. */
 static void bucket_close_idle(struct wg_pool *pool, struct bucket *b, bool all)
 {
     uint64_t now = uv_now(pool->loop);
@@ -223,7 +238,7 @@ static void close_idle(struct wg_pool *pool, const struct sockaddr *ip, bool all
     for (size_t i = 0; i < POOL_BUCKETS; i++) {
         struct bucket *b = pool->table[i];
         while (b != NULL) {
-            struct bucket *next = b->next; /* b may be freed */
+            struct bucket *next = b->next;
             if (ip == NULL || same_ip((const struct sockaddr *)&b->addr, ip))
                 bucket_close_idle(pool, b, all);
             b = next;
@@ -234,6 +249,7 @@ static void close_idle(struct wg_pool *pool, const struct sockaddr *ip, bool all
 static void sweep_cb(uv_timer_t *t)
 {
     close_idle(t->data, NULL, false);
+    free_empty(t->data);
 }
 
 int wg_pool_new(uv_loop_t *loop, const struct wg_upstream_cfg *cfg, struct wg_log *log,
@@ -337,14 +353,14 @@ static bool upconn_alive(struct wg_upconn *uc)
 }
 
 /* The newest idle connection of b that is alive; dead ones met on the way
- * are closed. NULL when none is (b may have been freed then). */
+ * are closed. NULL when none is. */
 static struct wg_upconn *bucket_alive(struct bucket *b)
 {
     for (size_t n = b->nidle; n > 0; n--) {
         struct wg_upconn *uc = wg_container_of(b->idle.next, struct wg_upconn, idle_link);
         if (upconn_alive(uc))
             return uc;
-        upconn_close(uc); /* the last one frees b */
+        upconn_close(uc);
     }
     return NULL;
 }
@@ -355,7 +371,7 @@ static bool ip_proven(struct wg_pool *pool, const struct sockaddr *addr, const c
 {
     struct bucket *b = pool->table[bucket_hash(addr, owner)];
     while (b != NULL) {
-        struct bucket *next = b->next; /* b may be freed */
+        struct bucket *next = b->next;
         if (same_ip((const struct sockaddr *)&b->addr, addr) && strcmp(b->owner, owner) == 0 &&
             bucket_alive(b) != NULL)
             return true;
@@ -445,7 +461,7 @@ void wg_pool_release(struct wg_pool *pool, struct wg_upconn *uc, bool reusable)
     const struct sockaddr *sa = (const struct sockaddr *)&uc->addr;
     struct bucket *b = bucket_find(pool, sa, uc->owner, false);
     if (b != NULL && b->nidle >= pool->cfg->keepalive_max) {
-        /* Full: the oldest gives way to the newest (and may take b along). */
+        /* Full: the oldest gives way to the newest. */
         upconn_close(wg_container_of(b->idle.prev, struct wg_upconn, idle_link));
     }
     b = bucket_find(pool, sa, uc->owner, true);
@@ -460,6 +476,7 @@ void wg_pool_release(struct wg_pool *pool, struct wg_upconn *uc, bool reusable)
     uc->idle_since = uv_now(pool->loop);
     wg_list_push_front(&b->idle, &uc->idle_link);
     b->nidle++;
+    b->empty_since = 0;
     pool->nidle++;
 }
 
