@@ -26,7 +26,7 @@ import pytest
 from browser_util import Chromium
 from harness.dockerd import pick_subnet
 from harness.procs import processes_matching
-from harness.util import free_port, mounts_under, umount_all
+from harness.util import free_port, mounts_under, terminal_signals, umount_all
 from harness.wakegate import clean_env, wakegate_bin
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -41,7 +41,7 @@ class Demo:
         self.err = open(log_path, "w")
         self.p = subprocess.Popen(["bash", os.path.join(ROOT, "scripts/demo.sh")], cwd=ROOT, env=env,
                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.err,
-                                  text=True, start_new_session=True)
+                                  text=True, start_new_session=True, preexec_fn=terminal_signals)
         self.t = threading.Thread(target=self._read, daemon=True)
         self.t.start()
 

@@ -28,7 +28,7 @@ import pytest
 
 from browser_util import Cdp, Chromium, watch_page
 from harness.procs import processes_matching
-from harness.util import free_port, wait_for
+from harness.util import free_port, terminal_signals, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -45,7 +45,7 @@ class Script:
         self.log = open(log_path, "w")
         self.p = subprocess.Popen(["bash", os.path.join(ROOT, "scripts/demo.sh")], cwd=ROOT, env=env,
                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.log,
-                                  text=True, start_new_session=True)
+                                  text=True, start_new_session=True, preexec_fn=terminal_signals)
         self.t = threading.Thread(target=self._read, daemon=True)
         self.t.start()
 

@@ -191,3 +191,14 @@ class TcpServer:
 
     def close(self):
         self.sock.close()
+
+
+def terminal_signals():
+    """preexec_fn: SIGINT and SIGQUIT as a terminal gives them. A run started
+    in the background (`cmd &`, nohup) hands its children SIGINT ignored,
+    and a shell cannot trap a signal ignored when it started, so a test of
+    Ctrl-C would prove nothing there."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
