@@ -129,10 +129,19 @@ cleanup() {
     for _ in $(seq 1 50); do kill -0 "$tee_pid" 2>/dev/null || break; sleep 0.1; done
   fi
   if [ -n "$dockerd_pid" ]; then
+    # The session networks' bridges outlive a stopped engine; its next start
+    # makes them again from its data root, so none is left on the host.
+    local bridges
+    bridges=$(DOCKER_HOST=$docker_host timeout 10 docker network ls -q --filter label=wakegate.network 2>/dev/null |
+      xargs -r env DOCKER_HOST="$docker_host" timeout 10 docker network inspect \
+        -f '{{index .Options "com.docker.network.bridge.name"}}' 2>/dev/null || true)
     say "stopping the Docker engine it started (pid $dockerd_pid)"
     stop_pid "$dockerd_pid" dockerd 60
     wait "$dockerd_pid" 2>/dev/null || true
     unmount_under "$state/docker"
+    for b in $bridges; do
+      case $b in wgs-*) ip link del "$b" 2>/dev/null || true ;; esac
+    done
   fi
 }
 trap cleanup EXIT

@@ -17,60 +17,24 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import threading
-import time
 import urllib.request
 
 import pytest
 
 from browser_util import Chromium
+from demo_util import DemoScript
 from harness.dockerd import pick_subnet
 from harness.procs import processes_matching
-from harness.util import free_port, mounts_under, terminal_signals, umount_all
+from harness.util import free_port, mounts_under, umount_all
 from harness.wakegate import clean_env, wakegate_bin
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SESSION = "s-demo"
 
 
-class Demo:
-    """scripts/demo.sh in its own process group; stdout collected."""
-
-    def __init__(self, env, log_path):
-        self.lines = []
-        self.err = open(log_path, "w")
-        self.p = subprocess.Popen(["bash", os.path.join(ROOT, "scripts/demo.sh")], cwd=ROOT, env=env,
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.err,
-                                  text=True, start_new_session=True, preexec_fn=terminal_signals)
-        self.t = threading.Thread(target=self._read, daemon=True)
-        self.t.start()
-
-    def _read(self):
-        for line in self.p.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_line(self, text, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(text in ln for ln in self.lines):
-                return
-            if self.p.poll() is not None:
-                break
-            time.sleep(0.2)
-        raise AssertionError("demo.sh never printed %r (exit %r); stdout:\n%s" % (
-            text, self.p.poll(), "\n".join(self.lines[-40:])))
-
+class Demo(DemoScript):
     def ctrl_c(self, timeout=120):
-        os.killpg(self.p.pid, signal.SIGINT)
-        rc = self.p.wait(timeout)
-        self.t.join(10)
-        return rc
-
-    def kill(self):
-        if self.p.poll() is None:
-            os.killpg(self.p.pid, signal.SIGKILL)
-            self.p.wait(10)
-        self.err.close()
+        return super().ctrl_c(timeout)
 
 
 def tcp_listeners():
@@ -164,13 +128,24 @@ def test_demo_ctrl_c_keeps_the_shutdown_log_and_leaves_nothing(e2e_tmp, artifact
         leftover = os.path.join(state, "docker", "exec", "leftover")
         os.makedirs(leftover)
         subprocess.run(["mount", "--bind", leftover, leftover], check=True)
+        # The session network the wake made: its bridge must not outlive
+        # the engine on the host.
+        nets = subprocess.run(["docker", "-H", "unix://%s/docker/docker.sock" % state, "network", "ls", "-q",
+                               "--filter", "label=wakegate.network"], capture_output=True, text=True, timeout=30)
+        bridges = [subprocess.run(["docker", "-H", "unix://%s/docker/docker.sock" % state, "network", "inspect",
+                                   "-f", '{{index .Options "com.docker.network.bridge.name"}}', n],
+                                  capture_output=True, text=True, timeout=30).stdout.strip()
+                   for n in nets.stdout.split()]
+        assert bridges and all(b.startswith("wgs-") for b in bridges), (nets.stdout, bridges)
         rc = demo.ctrl_c()
+        left = [b for b in bridges if os.path.exists("/sys/class/net/" + b)]
+        assert not left, "the demo left its session network's bridge on the host: %s" % left
     finally:
         if rc is None:
             demo.kill()
             for pid in processes_matching(state):
                 os.kill(pid, signal.SIGKILL)
-        demo.err.close()
+        demo.log.close()
         subprocess.run(["ip", "link", "del", bridge], capture_output=True)
         mounted = mounts_under(state)
         umount_all(state)  # also when a check below fails: the test leaves nothing

@@ -17,18 +17,16 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
-import threading
-import time
 import urllib.request
 
 import pytest
 
 from browser_util import Cdp, Chromium, watch_page
+from demo_util import DemoScript
 from harness.procs import processes_matching
-from harness.util import free_port, terminal_signals, wait_for
+from harness.util import free_port, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -37,42 +35,9 @@ SESSION = "s-demo"
 GIT = "/usr/bin/git"
 
 
-class Script:
-    """scripts/demo.sh in its own process group; stdout collected."""
-
-    def __init__(self, env, log_path):
-        self.lines = []
-        self.log = open(log_path, "w")
-        self.p = subprocess.Popen(["bash", os.path.join(ROOT, "scripts/demo.sh")], cwd=ROOT, env=env,
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.log,
-                                  text=True, start_new_session=True, preexec_fn=terminal_signals)
-        self.t = threading.Thread(target=self._read, daemon=True)
-        self.t.start()
-
-    def _read(self):
-        for line in self.p.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_line(self, text, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(text in ln for ln in self.lines):
-                return
-            if self.p.poll() is not None:
-                break
-            time.sleep(0.2)
-        raise AssertionError("demo.sh never printed %r (exit %r); stdout:\n%s" % (
-            text, self.p.poll(), "\n".join(self.lines[-40:])))
-
+class Script(DemoScript):
     def interrupt(self, timeout=30):
-        os.killpg(self.p.pid, signal.SIGINT)
-        return self.p.wait(timeout)
-
-    def kill(self):
-        if self.p.poll() is None:
-            os.killpg(self.p.pid, signal.SIGKILL)
-            self.p.wait(10)
-        self.log.close()
+        return self.ctrl_c(timeout)
 
 
 def http(url, host=None, timeout=15):
