@@ -96,6 +96,13 @@ struct wg_idle_cfg {
     /* Between running -> draining and the save: requests in flight finish
      * and activity not yet written by the proxies lands (> activity_interval). */
     uint64_t drain_ms; /* 2 s */
+    /* A stream (WebSocket, SSE, a long response) that carried only control
+     * frames or heartbeats this long stops counting as activity; 0: an open
+     * stream counts all its life. Read per template by the proxy. */
+    uint64_t stream_after_ms; /* 2 min */
+    /* A WebSocket message or SSE event of at most this many payload bytes
+     * is a heartbeat, not use (proxy/stream_use.h). */
+    uint64_t stream_heartbeat; /* 16 bytes */
 };
 
 enum wg_save_failure { WG_SAVE_KEEP_AWAKE = 0, WG_SAVE_STOP };

@@ -37,6 +37,8 @@ int config_sessions_defaults(struct wg_sessions_cfg *t, const char *name)
     t->idle.activity_interval_ms = 1000;
     t->idle.reap_every_ms = 1000;
     t->idle.drain_ms = 2000;
+    t->idle.stream_after_ms = 2 * 60 * 1000;
+    t->idle.stream_heartbeat = 16;
     t->save.timeout_ms = 60 * 1000;
     t->save.on_failure = WG_SAVE_KEEP_AWAKE;
     t->save.before_pause = false;

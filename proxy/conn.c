@@ -32,6 +32,7 @@ enum deadline_kind {
     DL_TUNNEL_IDLE,
     DL_LINGER,
     DL_WAKE,
+    DL_STREAM_QUIET,
 };
 
 /* A shutdown request; allocated per use, so two can never share one. */
@@ -102,6 +103,7 @@ void conn_exchange_put(struct wg_conn *c)
     if (x == NULL)
         return;
     conn_activity_end(c);
+    conn_stream_end(c);
     conn_session_unwait(c);
     c->x = NULL;
     wg_buf_release(&x->up_in);
@@ -154,6 +156,7 @@ void conn_close(struct wg_conn *c)
         conn_hold_end(c, WG_HOLD_ABANDONED);
     conn_session_unwait(c);
     conn_activity_end(c);
+    conn_stream_end(c);
     conn_release_upstream(c, false);
     wg_list_remove(&c->link);
     c->px->stats.connections_open--;
@@ -474,6 +477,7 @@ static uint64_t conn_deadline(const struct wg_conn *c, enum deadline_kind *ret_k
             take_earlier(&d, &k,
                          max_u64(x->last_up_write_ms, x->up_start_ms) + ucfg->response_timeout_ms,
                          DL_RESPONSE);
+        take_earlier(&d, &k, conn_stream_deadline(c), DL_STREAM_QUIET);
         break;
     case CS_TUNNEL:
         take_earlier(&d, &k,
@@ -481,6 +485,7 @@ static uint64_t conn_deadline(const struct wg_conn *c, enum deadline_kind *ret_k
                              max_u64(c->last_client_write_ms, x->last_up_write_ms)) +
                          lim->tunnel_idle_ms,
                      DL_TUNNEL_IDLE);
+        take_earlier(&d, &k, conn_stream_deadline(c), DL_STREAM_QUIET);
         break;
     case CS_LINGER:
         take_earlier(&d, &k, c->linger_start_ms + LINGER_MS, DL_LINGER);
@@ -539,6 +544,9 @@ static void deadline_passed(struct wg_conn *c, enum deadline_kind k)
     case DL_TUNNEL_IDLE:
         WG_INFO(c->px->log, "conn", "tunnel idle, closing", "conn=%" PRIu64, c->id);
         conn_close(c);
+        break;
+    case DL_STREAM_QUIET:
+        conn_stream_quiet(c);
         break;
     case DL_WAKE:
         WG_INFO(c->px->log, "conn", "session not ready by the wake deadline, returning 504",

@@ -10,6 +10,8 @@
  *   conn_session.c  session routes: the session's facts, acting on the
  *                   decision (proxy, hold, wake, answer), the hold's outcome
  *   conn_decide.c   the pure decisions: request class, session action
+ *   conn_stream.c   streams on session routes: whether they still count as
+ *                   use, and their end when the session leaves running
  *
  * Ownership: a connection owns its client handle, its timer and the write
  * requests it queued; it borrows one upstream connection at a time from the
@@ -39,6 +41,7 @@
 #include "proxy/route.h"
 #include "proxy/server.h"
 #include "proxy/session_cache.h"
+#include "proxy/stream_use.h"
 #include "proxy/upstream.h"
 
 #define SIDE_CLIENT 0
@@ -138,6 +141,20 @@ struct exchange {
     bool held_wake;    /* held while its session was not running */
     bool hold_counted; /* held_released counted */
     bool ttfb_counted; /* upstream_latency (and wake_first_byte) observed */
+
+    /* streams on session routes (conn_stream.c) */
+    struct wg_sess_entry *stream_entry; /* the session's entry: the activity can begin again */
+    struct wg_sess_stream stream;       /* told when the session leaves running */
+    struct wg_ws_parser ws[2];          /* tunnel frames, by the side they come from */
+    struct wg_ws_use ws_use[2];
+    struct wg_sse_scan sse;
+    uint64_t stream_after_ms;  /* the template's idle.stream_after; 0: streams always count */
+    uint64_t stream_heartbeat; /* the template's idle.stream_heartbeat */
+    uint64_t stream_use_ms;    /* loop time of the stream's last use */
+    uint64_t tunnel_start_ms;  /* the 101 */
+    bool resp_sse;             /* the response body is text/event-stream */
+    bool stream_left;          /* its session left running: it never counts again */
+    bool stream_logged;        /* a tunnel's access line was written */
 
     /* private session routes (conn_access.c) */
     enum conn_access access;
@@ -274,9 +291,12 @@ void conn_release_upstream(struct wg_conn *c, bool reusable);
 extern const struct wg_upconn_reader conn_up_reader;
 /* llhttp on_body of responses. */
 int conn_on_response_body(llhttp_t *p, const char *at, size_t len);
-/* The end of an exchange's response (or its 101 head): the counters, then
- * the access line. */
+/* The end of an exchange's response: the counters, then the access line. */
 void conn_access_log(struct wg_conn *c);
+/* The counters alone (a 101, whose line waits for the tunnel's end). */
+void conn_access_count(struct wg_conn *c);
+/* The access line alone; a tunnel's says how long it lasted. */
+void conn_access_line(struct wg_conn *c);
 /* The response is complete: the next exchange starts, or the connection
  * closes. */
 void conn_finish_exchange(struct wg_conn *c);
@@ -321,6 +341,31 @@ bool conn_access_check(struct wg_conn *c, const struct wg_sess_view *v);
 bool conn_access_forward(struct wg_conn *c);
 /* Ends a sub-request in flight without its answer. Idempotent. */
 void conn_access_cancel(struct wg_conn *c);
+
+/* ---- conn_stream.c ---- */
+
+/* The exchange was proxied to v's session with activity: it becomes a
+ * stream of that session (the template's stream settings, the session
+ * cache's notice when the session leaves running). */
+void conn_stream_begin(struct wg_conn *c, const struct wg_sess_view *v);
+/* No longer a stream of its session; a tunnel's access line is written.
+ * Reached from conn_close, conn_finish_exchange and conn_exchange_put:
+ * idempotent. */
+void conn_stream_end(struct wg_conn *c);
+/* The stream starts (a 101, a response head): its quiet time runs from now. */
+void conn_stream_started(struct wg_conn *c);
+/* A response head while its fields are readable: SSE or not, and started. */
+void conn_stream_response_head(struct wg_conn *c);
+/* The stream carried use now (it counts again if it had stopped). */
+void conn_stream_used(struct wg_conn *c);
+/* Tunnel bytes from side, before they go to the other side. */
+void conn_stream_tunnel_bytes(struct wg_conn *c, int side, const char *data, size_t len);
+/* A span of a streamed response body. */
+void conn_stream_body(struct wg_conn *c, const char *at, size_t len);
+/* When the stream stops counting (UINT64_MAX: it does not). */
+uint64_t conn_stream_deadline(const struct wg_conn *c);
+/* That deadline passed: the stream no longer counts as activity. */
+void conn_stream_quiet(struct wg_conn *c);
 
 /* ---- conn_decide.c: pure, no I/O ---- */
 

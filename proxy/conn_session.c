@@ -192,8 +192,10 @@ static void session_proxy(struct wg_conn *c, const struct wg_sess_view *v, bool 
 
     /* Probes do not keep a session awake; everything else proxied does,
      * for as long as its exchange lasts (a stream: its whole life). */
-    if (activity && x->activity == NULL)
+    if (activity && x->activity == NULL) {
         x->activity = wg_session_cache_activity_begin(c->px->session_cache, v);
+        conn_stream_begin(c, v);
+    }
     conn_hold_end(c, WG_HOLD_SERVED);
     memcpy(&x->up_addr, &v->addr, v->addr_len);
     snprintf(x->up_name, sizeof(x->up_name), "%s", v->addr_text);

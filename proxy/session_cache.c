@@ -60,6 +60,7 @@ struct wg_sess_entry {
     bool act_dirty;          /* act_ms not written yet */
     unsigned act_open;       /* exchanges open now */
     uint64_t act_ms;         /* loop time of the last activity */
+    struct wg_list streams;  /* struct wg_sess_stream */
 };
 
 /* The batch of activity in flight; outlives the cache like struct pending. */
@@ -138,6 +139,7 @@ static struct wg_sess_entry *create(struct wg_session_cache *s, const char *id)
     snprintf(e->id, sizeof(e->id), "%s", id);
     wg_list_init(&e->waiters);
     wg_list_init(&e->act_link);
+    wg_list_init(&e->streams);
     unsigned h = hash_id(id);
     e->next = s->table[h];
     s->table[h] = e;
@@ -181,18 +183,50 @@ static void set_state(struct wg_session_cache *s, struct wg_sess_entry *e,
     e->known = true;
 }
 
+/* The states in which a session's container still serves its streams. */
+#define STREAMS_KEPT                                                                               \
+    (WG_SESSION_BIT(WG_SESSION_RUNNING) | WG_SESSION_BIT(WG_SESSION_DRAINING) |                    \
+     WG_SESSION_BIT(WG_SESSION_SAVING))
+
+/* Tells every stream of e that its session left; each may close its
+ * connection (and so remove itself): the list is detached first. */
+static void streams_left(struct wg_session_cache *s, struct wg_sess_entry *e)
+{
+    struct wg_list todo;
+    if (wg_list_empty(&e->streams))
+        return;
+    todo.next = e->streams.next;
+    todo.prev = e->streams.prev;
+    todo.next->prev = &todo;
+    todo.prev->next = &todo;
+    wg_list_init(&e->streams);
+    while (!wg_list_empty(&todo)) {
+        struct wg_sess_stream *st = wg_container_of(todo.next, struct wg_sess_stream, link);
+        wg_list_remove(&st->link);
+        wg_list_init(&st->link);
+        st->entry = NULL;
+        s->stats.streams_open--;
+        s->stats.streams_ended++;
+        st->left(st);
+    }
+}
+
 /* Where the session is now. A container that left its address (stopped,
  * moved, gone) leaves pooled connections to a dead or reused address: the
- * proxy is told to drop them. */
+ * proxy is told to drop them. Streams are told when the session leaves
+ * the states that serve them. */
 static void place(struct wg_session_cache *s, struct wg_sess_entry *e, enum wg_session_state state,
                   const char *ip)
 {
     bool was_there = e->known && e->state == WG_SESSION_RUNNING && e->ip[0];
     bool moved = state != WG_SESSION_RUNNING || strcmp(ip, e->ip) != 0;
+    bool streams_go = !(WG_SESSION_BIT(state) & STREAMS_KEPT);
     if (was_there && moved && s->addr_gone != NULL)
         s->addr_gone(s->addr_gone_arg, e->ip);
     set_state(s, e, state);
     snprintf(e->ip, sizeof(e->ip), "%s", ip);
+    if (streams_go)
+        streams_left(s, e);
 }
 
 static struct pending *pending_new(struct wg_session_cache *s, const char *id)
@@ -510,6 +544,35 @@ void wg_session_cache_activity_end(struct wg_session_cache *s, struct wg_sess_en
     act_mark(s, e);
 }
 
+struct wg_sess_entry *wg_session_cache_activity_resume(struct wg_session_cache *s,
+                                                       struct wg_sess_entry *e)
+{
+    e->act_open++;
+    s->stats.activity_open++;
+    act_mark(s, e);
+    return e;
+}
+
+void wg_session_cache_stream_add(struct wg_session_cache *s, struct wg_sess_entry *e,
+                                 struct wg_sess_stream *st)
+{
+    if (e == NULL)
+        return;
+    st->entry = e;
+    wg_list_push_back(&e->streams, &st->link);
+    s->stats.streams_open++;
+}
+
+void wg_session_cache_stream_remove(struct wg_session_cache *s, struct wg_sess_stream *st)
+{
+    if (st == NULL || st->entry == NULL)
+        return;
+    wg_list_remove(&st->link);
+    wg_list_init(&st->link);
+    st->entry = NULL;
+    s->stats.streams_open--;
+}
+
 static void act_done(const struct wg_store_res *res, void *arg)
 {
     struct act_flush *f = arg;
@@ -744,6 +807,13 @@ void wg_session_cache_free(struct wg_session_cache *s)
                     wg_container_of(e->waiters.next, struct wg_sess_waiter, link);
                 wg_list_remove(&w->link);
                 w->entry = NULL;
+            }
+            while (!wg_list_empty(&e->streams)) {
+                struct wg_sess_stream *st =
+                    wg_container_of(e->streams.next, struct wg_sess_stream, link);
+                wg_list_remove(&st->link);
+                wg_list_init(&st->link);
+                st->entry = NULL;
             }
             free(e);
             e = next;

@@ -1436,6 +1436,38 @@ static void test_readiness(void **state)
     wg_config_free(&cfg);
 }
 
+/* idle.stream_after and idle.stream_heartbeat: per template, with their
+ * defaults where a template says nothing. */
+static void test_idle_stream_keys(void **state)
+{
+    struct wg_config cfg;
+    char err[WG_CONFIG_ERR_MAX];
+    const struct wg_sessions_cfg *t;
+
+    (void)state;
+    assert_int_equal(load(&cfg,
+                          "sessions:\n  idle: {stream_after: 0s}\n"
+                          "templates:\n  dev:\n    idle: {stream_after: 30s, stream_heartbeat: 0}\n"
+                          "  plain: {}\n",
+                          err, sizeof err),
+                     0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), 0);
+    assert_int_equal(cfg.sessions.idle.stream_after_ms, 0);
+    assert_int_equal(cfg.sessions.idle.stream_heartbeat, 16);
+    t = wg_config_template(&cfg, "dev");
+    assert_int_equal(t->idle.stream_after_ms, 30000);
+    assert_int_equal(t->idle.stream_heartbeat, 0);
+    t = wg_config_template(&cfg, "plain");
+    assert_int_equal(t->idle.stream_after_ms, 120000);
+    assert_int_equal(t->idle.stream_heartbeat, 16);
+    wg_config_free(&cfg);
+
+    assert_int_not_equal(
+        load(&cfg, "sessions:\n  idle: {stream_heartbeat: 65537}\n", err, sizeof err), 0);
+    assert_prefix(err, NAME ":2: sessions.idle.stream_heartbeat");
+    wg_config_free(&cfg);
+}
+
 static void test_templates(void **state)
 {
     struct wg_config cfg;
@@ -1998,6 +2030,7 @@ int main(void)
         cmocka_unit_test(test_example_file),
         cmocka_unit_test(test_sandbox),
         cmocka_unit_test(test_templates),
+        cmocka_unit_test(test_idle_stream_keys),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
