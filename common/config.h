@@ -167,6 +167,17 @@ extern const size_t wg_override_names_len;
 #define WG_OVERRIDE_DEFAULT                                                                        \
     (WG_OVERRIDE_CMD | WG_OVERRIDE_LABELS | WG_OVERRIDE_PORT | WG_OVERRIDE_IDLE | WG_OVERRIDE_SAVE)
 
+/* The request classes that may wake a sleeping session: a template's
+ * wake_on. A class not listed gets 503 with the state and wakes nothing. */
+enum wg_wake_class {
+    WG_WAKE_NAVIGATION = 1u << 0, /* a browser navigation (Sec-Fetch-Mode: navigate, ...) */
+    WG_WAKE_API = 1u << 1,        /* fetch, XHR, scripts, curl: everything else */
+    WG_WAKE_WEBSOCKET = 1u << 2,  /* a WebSocket upgrade */
+};
+#define WG_WAKE_ALL (WG_WAKE_NAVIGATION | WG_WAKE_API | WG_WAKE_WEBSOCKET)
+extern const struct wg_override_name wg_wake_class_names[];
+extern const size_t wg_wake_class_names_len;
+
 /* A session template: the sessions: block is the one named "default", each
  * templates: entry another (docs/configuration.md, "Templates"). */
 struct wg_sessions_cfg {
@@ -181,6 +192,7 @@ struct wg_sessions_cfg {
     char **binds_allow; /* host path prefixes ("/srv/work/") or volume names a bind may use */
     size_t binds_allow_len;
     unsigned overridable; /* enum wg_override */
+    unsigned wake_on;     /* enum wg_wake_class: the classes that wake (default all) */
     /* access: "public" or "private" (default) as written; a session route
      * that says neither follows it (docs/configuration.md, "access") */
     char *access;

@@ -651,6 +651,7 @@ const struct field config_sessions_fields[] = {
     {.key = "network", .kind = K_MAP, .sub = config_network_fields},
     {.key = "binds", .kind = K_MAP, .sub = binds_fields},
     {.key = "overridable", .kind = K_OVERRIDES, IN_SESS(overridable)},
+    {.key = "wake_on", .kind = K_WAKE_ON, IN_SESS(wake_on)},
     {.key = "access", .kind = K_STR, IN_SESS(access), .nullable = true},
     {.key = NULL},
 };

@@ -135,6 +135,7 @@ struct exchange {
     uint64_t wait_start_ms;
     uint16_t session_port;
     enum conn_req_class req_class;
+    unsigned wake_class; /* WG_WAKE_NAVIGATION, _API or _WEBSOCKET */
     bool is_session;
     bool status_path;
     bool waited;
@@ -375,6 +376,11 @@ void conn_stream_quiet(struct wg_conn *c);
  * Sec-Fetch-Mode) a GET accepting text/html, is a navigation; the rest is
  * held. */
 enum conn_req_class conn_classify(const struct wg_config *cfg, const struct wg_http_msg *req);
+/* Which class of a template's wake_on the request is: a WebSocket
+ * (Upgrade, or Sec-Fetch-Mode: websocket), a navigation (Sec-Fetch-Mode
+ * navigate or nested-navigate; without it Sec-Fetch-Dest document, iframe
+ * or frame; without either a GET accepting text/html), else an API call. */
+unsigned conn_wake_class(const struct wg_http_msg *req);
 
 /* What a request on a session route gets. */
 enum conn_session_action {
@@ -393,6 +399,7 @@ struct conn_session_facts {
     enum conn_req_class req_class;
     bool status_path; /* .../_wakegate/status */
     bool waited;      /* held before: a look again after a change */
+    bool no_wake;     /* the template's wake_on leaves out the request's class */
 };
 
 struct conn_session_decision {

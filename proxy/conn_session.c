@@ -68,6 +68,7 @@ bool conn_session_prepare(struct wg_conn *c, const struct wg_route_match *m)
     x->is_session = true;
     x->session_port = (uint16_t)m->route->port;
     x->req_class = conn_classify(c->px->cfg, &x->req);
+    x->wake_class = conn_wake_class(&x->req);
     take_status_url(x, m);
     conn_access_prepare(c, m);
     return true;
@@ -232,6 +233,10 @@ void conn_session_route(struct wg_conn *c)
     wg_session_cache_lookup(px->session_cache, x->session_id, x->session_port, &v);
     if (!conn_access_check(c, &v))
         return;
+    /* The record's template says which classes wake (sessions: while no
+     * read told the template, or when a reload removed it). */
+    const struct wg_sessions_cfg *t = wg_config_template(px->cfg, v.template_name);
+    unsigned wake_on = t != NULL ? t->wake_on : px->cfg->sessions.wake_on;
     struct conn_session_facts f = {
         .status = v.status,
         .state = v.state,
@@ -239,6 +244,7 @@ void conn_session_route(struct wg_conn *c)
         .req_class = x->req_class,
         .status_path = x->status_path,
         .waited = x->waited,
+        .no_wake = (wake_on & x->wake_class) == 0,
     };
     conn_decide_session(&f, &d);
     if (d.suppressed)

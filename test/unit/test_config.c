@@ -1468,6 +1468,29 @@ static void test_idle_stream_keys(void **state)
     wg_config_free(&cfg);
 }
 
+static void test_wake_on(void **state)
+{
+    struct wg_config cfg;
+    char err[WG_CONFIG_ERR_MAX];
+
+    (void)state;
+    assert_int_equal(load(&cfg,
+                          "templates:\n  dev:\n    wake_on: [navigation]\n"
+                          "  quiet:\n    wake_on: []\n  all: {}\n",
+                          err, sizeof err),
+                     0);
+    assert_int_equal(cfg.sessions.wake_on, WG_WAKE_ALL);
+    assert_int_equal(wg_config_template(&cfg, "dev")->wake_on, WG_WAKE_NAVIGATION);
+    assert_int_equal(wg_config_template(&cfg, "quiet")->wake_on, 0);
+    assert_int_equal(wg_config_template(&cfg, "all")->wake_on, WG_WAKE_ALL);
+    wg_config_free(&cfg);
+
+    assert_int_not_equal(load(&cfg, "sessions:\n  wake_on: [navigation, tabs]\n", err, sizeof err),
+                         0);
+    assert_prefix(err, NAME ":2: sessions.wake_on[1]: unknown request class \"tabs\"");
+    wg_config_free(&cfg);
+}
+
 static void test_templates(void **state)
 {
     struct wg_config cfg;
@@ -2031,6 +2054,7 @@ int main(void)
         cmocka_unit_test(test_sandbox),
         cmocka_unit_test(test_templates),
         cmocka_unit_test(test_idle_stream_keys),
+        cmocka_unit_test(test_wake_on),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
