@@ -178,6 +178,9 @@ enum wg_wake_class {
 extern const struct wg_override_name wg_wake_class_names[];
 extern const size_t wg_wake_class_names_len;
 
+/* The largest operator waking page (sessions.waking_page). */
+#define WG_WAKING_PAGE_MAX 65536
+
 /* A session template: the sessions: block is the one named "default", each
  * templates: entry another (docs/configuration.md, "Templates"). */
 struct wg_sessions_cfg {
@@ -193,6 +196,16 @@ struct wg_sessions_cfg {
     size_t binds_allow_len;
     unsigned overridable; /* enum wg_override */
     unsigned wake_on;     /* enum wg_wake_class: the classes that wake (default all) */
+    /* A navigation is held this long for its session to run (the app
+     * answers); only a longer wake shows the waking page. 0: the page at
+     * once. */
+    uint64_t page_after_ms; /* 1 s */
+    /* The operator's waking page (a path), read at load into
+     * waking_page_html (NUL-terminated, at most WG_WAKING_PAGE_MAX bytes);
+     * NULL: the built-in page. */
+    char *waking_page;
+    char *waking_page_html;
+    size_t waking_page_len;
     /* access: "public" or "private" (default) as written; a session route
      * that says neither follows it (docs/configuration.md, "access") */
     char *access;

@@ -164,6 +164,8 @@ void config_sandbox_free(struct wg_sandbox_cfg *sb);
 int config_check_sandbox(struct walk *w, yaml_node_t *map, struct wg_sandbox_cfg *sb);
 
 int config_check_template_access(struct walk *w, yaml_node_t *map, struct wg_sessions_cfg *t);
+/* sessions.waking_page: reads the file into t->waking_page_html. */
+int config_check_waking_page(struct walk *w, yaml_node_t *map, struct wg_sessions_cfg *t);
 
 /* ---- config_network.c ---- */
 

@@ -614,6 +614,8 @@ int config_check_sessions(struct walk *w, yaml_node_t *map, void *base)
         r = config_check_network(w, map, sb);
     if (r == 0)
         r = config_check_template_access(w, map, base);
+    if (r == 0)
+        r = config_check_waking_page(w, map, base);
     return r < 0 ? r : config_check_binds_allow(w, map, base);
 }
 
@@ -652,6 +654,12 @@ const struct field config_sessions_fields[] = {
     {.key = "binds", .kind = K_MAP, .sub = binds_fields},
     {.key = "overridable", .kind = K_OVERRIDES, IN_SESS(overridable)},
     {.key = "wake_on", .kind = K_WAKE_ON, IN_SESS(wake_on)},
+    {.key = "page_after",
+     .kind = K_DURATION,
+     IN_SESS(page_after_ms),
+     .min = 0,
+     .max = DURATION_MAX_MS},
+    {.key = "waking_page", .kind = K_STR, IN_SESS(waking_page), .nullable = true},
     {.key = "access", .kind = K_STR, IN_SESS(access), .nullable = true},
     {.key = NULL},
 };

@@ -39,6 +39,7 @@ int config_sessions_defaults(struct wg_sessions_cfg *t, const char *name)
     }
     t->port = 8080;
     t->wake_on = WG_WAKE_ALL;
+    t->page_after_ms = 1000;
     t->wake_timeout_ms = 30 * 1000;
     t->idle.pause_after_ms = 0;
     t->idle.stop_after_ms = 20 * 60 * 1000;
@@ -75,6 +76,8 @@ void config_sessions_free(struct wg_sessions_cfg *t)
     config_free_strv(t->save.command, t->save.command_len);
     free(t->save.path);
     free(t->access);
+    free(t->waking_page);
+    free(t->waking_page_html);
     config_sandbox_free(&t->sandbox);
     memset(t, 0, sizeof *t);
 }

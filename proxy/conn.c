@@ -33,6 +33,7 @@ enum deadline_kind {
     DL_LINGER,
     DL_WAKE,
     DL_STREAM_QUIET,
+    DL_PAGE,
 };
 
 /* A shutdown request; allocated per use, so two can never share one. */
@@ -463,6 +464,8 @@ static uint64_t conn_deadline(const struct wg_conn *c, enum deadline_kind *ret_k
         break;
     case CS_WAITING:
         take_earlier(&d, &k, x->wait_start_ms + c->px->cfg->sessions.wake_timeout_ms, DL_WAKE);
+        if (x->page_after_ms > 0)
+            take_earlier(&d, &k, x->wait_start_ms + x->page_after_ms, DL_PAGE);
         break;
     case CS_CONNECTING:
         take_earlier(&d, &k, x->up_start_ms + ucfg->connect_timeout_ms, DL_CONNECT);
@@ -547,6 +550,9 @@ static void deadline_passed(struct wg_conn *c, enum deadline_kind k)
         break;
     case DL_STREAM_QUIET:
         conn_stream_quiet(c);
+        break;
+    case DL_PAGE:
+        conn_session_page_due(c);
         break;
     case DL_WAKE:
         WG_INFO(c->px->log, "conn", "session not ready by the wake deadline, returning 504",

@@ -121,8 +121,12 @@ static void decide_not_running(const struct conn_session_facts *f, struct conn_s
     }
     if (f->state == WG_SESSION_FAILED &&
         (f->waited || f->failed_for_ms < WG_SESSION_CACHE_FAILED_COOLDOWN_MS)) {
-        /* The wake we waited for failed, or it failed moments ago. */
-        answer(d, SA_ERROR, f->waited ? 504 : 503, NULL);
+        /* The wake we waited for failed, or it failed moments ago: a
+         * browser gets the page that says why, and a way to try again. */
+        if (f->req_class == RC_NAVIGATE)
+            answer(d, SA_PAGE, 503, state);
+        else
+            answer(d, SA_ERROR, f->waited ? 504 : 503, NULL);
         return;
     }
     /* A class the template does not let wake: the state, and no wake, so
@@ -139,7 +143,14 @@ static void decide_not_running(const struct conn_session_facts *f, struct conn_s
      * wakes it again once stopped, usually within moments, so even a
      * browser navigation is held rather than shown the waking page. */
     if (f->req_class == RC_NAVIGATE && !(WG_SESSION_BIT(f->state) & SLEEPING_MASK)) {
-        answer(d, SA_PAGE, 0, state);
+        /* A fast wake (an unpause, a quick start) is answered by the app
+         * itself: the page only after the template's page_after. */
+        if (f->page_after) {
+            d->action = SA_HOLD;
+            d->page_later = true;
+            return;
+        }
+        answer(d, SA_PAGE, 503, state);
         return;
     }
     d->action = SA_HOLD;

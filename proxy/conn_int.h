@@ -133,6 +133,7 @@ struct exchange {
     struct wg_sess_waiter waiter;
     struct wg_sess_entry *activity; /* the session counts as active while set */
     uint64_t wait_start_ms;
+    uint64_t page_after_ms; /* held navigation: the waking page this long after the hold began */
     uint16_t session_port;
     enum conn_req_class req_class;
     unsigned wake_class; /* WG_WAKE_NAVIGATION, _API or _WEBSOCKET */
@@ -310,6 +311,9 @@ bool conn_session_prepare(struct wg_conn *c, const struct wg_route_match *m);
 /* Looks at the session and acts: proxy, wait, wake, or answer. Runs when
  * the head is parsed and again each time the session's entry changes. */
 void conn_session_route(struct wg_conn *c);
+/* A navigation held past its template's page_after: the waking page (or
+ * the app, when the session runs by now). */
+void conn_session_page_due(struct wg_conn *c);
 /* The request leaves its hold for a wake (counted once). */
 void conn_hold_end(struct wg_conn *c, enum wg_proxy_hold_outcome outcome);
 /* No longer waiting on the session's entry. Idempotent. */
@@ -400,6 +404,7 @@ struct conn_session_facts {
     bool status_path; /* .../_wakegate/status */
     bool waited;      /* held before: a look again after a change */
     bool no_wake;     /* the template's wake_on leaves out the request's class */
+    bool page_after;  /* the template holds a navigation before its page (page_after > 0) */
 };
 
 struct conn_session_decision {
@@ -409,6 +414,7 @@ struct conn_session_decision {
     bool wake;         /* SA_HOLD, SA_PAGE: send a wake first; 503 when it cannot go */
     bool activity;     /* SA_PROXY: the exchange keeps the session active */
     bool suppressed;   /* could have woken the session and must not */
+    bool page_later;   /* SA_HOLD of a navigation: the waking page after page_after */
 };
 
 void conn_decide_session(const struct conn_session_facts *f, struct conn_session_decision *d);

@@ -61,6 +61,7 @@ struct wg_sess_entry {
     unsigned act_open;       /* exchanges open now */
     uint64_t act_ms;         /* loop time of the last activity */
     struct wg_list streams;  /* struct wg_sess_stream */
+    char *error;             /* in failed: the record's error (the waking page says it) */
 };
 
 /* The batch of activity in flight; outlives the cache like struct pending. */
@@ -178,6 +179,10 @@ static void set_state(struct wg_session_cache *s, struct wg_sess_entry *e,
         e->failed_since = (int64_t)now_ms(s);
     if (state != e->state)
         e->woken = false;
+    if (state != WG_SESSION_FAILED) {
+        free(e->error);
+        e->error = NULL;
+    }
     e->state = state;
     e->state_at_ms = now_ms(s);
     e->known = true;
@@ -275,6 +280,11 @@ static void fetch_done(const struct wg_store_res *res, void *arg)
          * after a resubscription any read is newer than what we held. */
         if (!e->known || was_stale || r->version >= e->version) {
             place(s, e, r->state, r->ip);
+            if (r->state == WG_SESSION_FAILED && r->error != NULL) {
+                /* Kept for the waking page; a failed copy shows none. */
+                free(e->error);
+                e->error = strndup(r->error, WG_SESSION_CACHE_ERROR_MAX);
+            }
             snprintf(e->host, sizeof(e->host), "%s", r->host);
             e->port = r->port;
             e->version = r->version;
@@ -400,8 +410,10 @@ void wg_session_cache_lookup(struct wg_session_cache *s, const char *id, uint16_
         }
     }
     v->status = WG_SESS_NOT_RUNNING;
-    if (e->state == WG_SESSION_FAILED)
+    if (e->state == WG_SESSION_FAILED) {
         v->failed_for_ms = (int64_t)now - e->failed_since;
+        v->error = e->error;
+    }
 }
 
 int wg_session_cache_wait(struct wg_session_cache *s, const char *id, struct wg_sess_waiter *w)
@@ -719,6 +731,9 @@ static void on_state_msg(const struct wg_redis_msg *msg, void *arg)
     e->version = m.version;
     /* Fresh news after a resubscription: versions compare again from here. */
     e->stale = false;
+    /* Messages carry no error: a read tells the waking page why it failed. */
+    if (m.state == WG_SESSION_FAILED)
+        fetch(s, e);
     notify(s, e);
 }
 
@@ -815,6 +830,7 @@ void wg_session_cache_free(struct wg_session_cache *s)
                 wg_list_init(&st->link);
                 st->entry = NULL;
             }
+            free(e->error);
             free(e);
             e = next;
         }

@@ -56,6 +56,8 @@ struct wg_sess_entry;
 #define WG_SESSION_CACHE_FAILED_COOLDOWN_MS (30 * 1000)
 #define WG_SESSION_CACHE_HOLD_PER_SESSION_MAX 1024
 #define WG_SESSION_CACHE_HOLD_TOTAL_MAX 10000
+/* The part of a failed session's error kept for the waking page. */
+#define WG_SESSION_CACHE_ERROR_MAX 512
 
 enum wg_sess_status {
     WG_SESS_READY = 0,   /* running, with an address: proxy now */
@@ -76,6 +78,8 @@ struct wg_sess_view {
     const char *template_name;   /* the record's template ("" for "default"), or NULL while no
                                     read of the record has told it */
     struct wg_sess_entry *entry; /* private: READY, for wg_session_cache_activity_begin() */
+    const char *error; /* NOT_RUNNING in failed: the record's error (valid until the callback
+                          returns), or NULL while not read */
 };
 
 struct wg_sess_waiter {

@@ -1491,6 +1491,55 @@ static void test_wake_on(void **state)
     wg_config_free(&cfg);
 }
 
+/* waking_page: read at load (UTF-8 text, at most WG_WAKING_PAGE_MAX bytes),
+ * per template; page_after per template, 1 s by default. */
+static void test_waking_page(void **state)
+{
+    struct wg_config cfg;
+    char err[WG_CONFIG_ERR_MAX], page[256], big[256], bad[256], yaml[1024];
+    static const char html[] = "<h1>{{session}}: {{state}}</h1>\n";
+    char *large = malloc(WG_WAKING_PAGE_MAX + 2);
+
+    (void)state;
+    assert_non_null(large);
+    memset(large, 'a', WG_WAKING_PAGE_MAX + 1);
+    write_temp(page, sizeof page, html, sizeof(html) - 1);
+    write_temp(big, sizeof big, large, WG_WAKING_PAGE_MAX + 1);
+    write_temp(bad, sizeof bad, "<p>\x01</p>", 8);
+    free(large);
+
+    snprintf(yaml, sizeof yaml,
+             "templates:\n  dev:\n    waking_page: %s\n    page_after: 250ms\n  plain: {}\n", page);
+    assert_int_equal(load(&cfg, yaml, err, sizeof err), 0);
+    const struct wg_sessions_cfg *t = wg_config_template(&cfg, "dev");
+    assert_string_equal(t->waking_page_html, html);
+    assert_int_equal(t->waking_page_len, sizeof(html) - 1);
+    assert_int_equal(t->page_after_ms, 250);
+    t = wg_config_template(&cfg, "plain");
+    assert_null(t->waking_page_html);
+    assert_int_equal(t->page_after_ms, 1000);
+    assert_null(cfg.sessions.waking_page_html);
+    wg_config_free(&cfg);
+
+    snprintf(yaml, sizeof yaml, "sessions:\n  waking_page: %s\n", big);
+    assert_int_not_equal(load(&cfg, yaml, err, sizeof err), 0);
+    assert_prefix(err, NAME ":2: sessions.waking_page: ");
+    assert_non_null(strstr(err, "is larger than 65536 bytes"));
+    wg_config_free(&cfg);
+    snprintf(yaml, sizeof yaml, "sessions:\n  waking_page: %s\n", bad);
+    assert_int_not_equal(load(&cfg, yaml, err, sizeof err), 0);
+    assert_non_null(strstr(err, "is not UTF-8 text"));
+    wg_config_free(&cfg);
+    assert_int_not_equal(
+        load(&cfg, "templates:\n  x:\n    waking_page: /nonexistent/page.html\n", err, sizeof err),
+        0);
+    assert_prefix(err, NAME ":3: templates.x.waking_page: cannot read /nonexistent/page.html");
+    wg_config_free(&cfg);
+    unlink(page);
+    unlink(big);
+    unlink(bad);
+}
+
 static void test_templates(void **state)
 {
     struct wg_config cfg;
@@ -2055,6 +2104,7 @@ int main(void)
         cmocka_unit_test(test_templates),
         cmocka_unit_test(test_idle_stream_keys),
         cmocka_unit_test(test_wake_on),
+        cmocka_unit_test(test_waking_page),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -229,21 +229,21 @@ static const struct decide_row decide_rows[] = {
     /* failed */
     ROW("failed while held", FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_FAILED, RC_HOLD, false, true, 0),
         SA_ERROR, 504, NULL, false, false, false),
-    ROW("failed while held, navigation",
+    ROW("failed while held, navigation: the page that says why",
         FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_FAILED, RC_NAVIGATE, false, true, COOLDOWN * 2),
-        SA_ERROR, 504, NULL, false, false, false),
+        SA_PAGE, 503, "failed", false, false, false),
     ROW("failed moments ago",
         FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_FAILED, RC_HOLD, false, false, COOLDOWN - 1),
         SA_ERROR, 503, NULL, false, false, false),
-    ROW("failed moments ago, navigation",
-        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_FAILED, RC_NAVIGATE, false, false, 0), SA_ERROR, 503,
-        NULL, false, false, false),
+    ROW("failed moments ago, navigation: the page that says why",
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_FAILED, RC_NAVIGATE, false, false, 0), SA_PAGE, 503,
+        "failed", false, false, false),
     ROW("failed long ago: wake and hold",
         FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_FAILED, RC_HOLD, false, false, COOLDOWN), SA_HOLD, 0,
         NULL, true, false, false),
     ROW("failed long ago, navigation: wake and page",
         FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_FAILED, RC_NAVIGATE, false, false, COOLDOWN), SA_PAGE,
-        0, "failed", true, false, false),
+        503, "failed", true, false, false),
     /* asleep, paused, creating: wake, then hold or the page */
     ROW("asleep: wake and hold",
         FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_ASLEEP, RC_HOLD, false, false, 0), SA_HOLD, 0, NULL,
@@ -252,22 +252,22 @@ static const struct decide_row decide_rows[] = {
         FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_ASLEEP, RC_HOLD, false, true, 0), SA_HOLD, 0, NULL,
         true, false, false),
     ROW("asleep, navigation: wake and page",
-        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_ASLEEP, RC_NAVIGATE, false, false, 0), SA_PAGE, 0,
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_ASLEEP, RC_NAVIGATE, false, false, 0), SA_PAGE, 503,
         "asleep", true, false, false),
     ROW("paused: wake and hold",
         FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_PAUSED, RC_HOLD, false, false, 0), SA_HOLD, 0, NULL,
         true, false, false),
     ROW("paused, navigation: wake and page",
-        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_PAUSED, RC_NAVIGATE, false, false, 0), SA_PAGE, 0,
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_PAUSED, RC_NAVIGATE, false, false, 0), SA_PAGE, 503,
         "paused", true, false, false),
     ROW("creating, navigation: wake and page",
-        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_CREATING, RC_NAVIGATE, false, false, 0), SA_PAGE, 0,
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_CREATING, RC_NAVIGATE, false, false, 0), SA_PAGE, 503,
         "creating", true, false, false),
     /* starting: no second wake */
     ROW("starting: hold", FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_STARTING, RC_HOLD, false, false, 0),
         SA_HOLD, 0, NULL, false, false, false),
     ROW("starting, navigation: page",
-        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_STARTING, RC_NAVIGATE, false, false, 0), SA_PAGE, 0,
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_STARTING, RC_NAVIGATE, false, false, 0), SA_PAGE, 503,
         "starting", false, false, false),
     /* going to sleep: wake (cancels or repeats the sleep), everything held */
     ROW("draining: wake and hold",
@@ -363,6 +363,48 @@ static void test_decide_no_wake(void **state)
     }
 }
 
+/* With page_after, a navigation is held (the app answers a fast wake) and
+ * marked for the page later; the sleep sequence's holds stay plain. */
+static void test_decide_page_after(void **state)
+{
+    (void)state;
+    static const struct {
+        enum wg_session_state state;
+        enum conn_session_action action;
+        bool wake, page_later;
+    } rows[] = {
+        {WG_SESSION_ASLEEP, SA_HOLD, true, true},    {WG_SESSION_PAUSED, SA_HOLD, true, true},
+        {WG_SESSION_CREATING, SA_HOLD, true, true},  {WG_SESSION_STARTING, SA_HOLD, false, true},
+        {WG_SESSION_DRAINING, SA_HOLD, true, false}, {WG_SESSION_STOPPING, SA_HOLD, true, false},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        struct conn_session_facts f = {.status = WG_SESS_NOT_RUNNING,
+                                       .state = rows[i].state,
+                                       .req_class = RC_NAVIGATE,
+                                       .failed_for_ms = COOLDOWN,
+                                       .page_after = true};
+        struct conn_session_decision d;
+        conn_decide_session(&f, &d);
+        assert_int_equal(d.action, rows[i].action);
+        assert_int_equal(d.wake, rows[i].wake);
+        assert_int_equal(d.page_later, rows[i].page_later);
+    }
+    /* Other classes are never marked; a failure's page comes at once. */
+    struct conn_session_facts f = {.status = WG_SESS_NOT_RUNNING,
+                                   .state = WG_SESSION_ASLEEP,
+                                   .req_class = RC_HOLD,
+                                   .page_after = true};
+    struct conn_session_decision d;
+    conn_decide_session(&f, &d);
+    assert_false(d.page_later);
+    f.state = WG_SESSION_FAILED;
+    f.req_class = RC_NAVIGATE;
+    f.failed_for_ms = 0;
+    conn_decide_session(&f, &d);
+    assert_int_equal(d.action, SA_PAGE);
+    assert_int_equal(d.status, 503);
+}
+
 static void test_decide_session(void **state)
 {
     (void)state;
@@ -415,9 +457,10 @@ static void test_decide_invariants(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_classify),       cmocka_unit_test(test_classify_no_lists),
-        cmocka_unit_test(test_decide_session), cmocka_unit_test(test_decide_invariants),
-        cmocka_unit_test(test_wake_class),     cmocka_unit_test(test_decide_no_wake),
+        cmocka_unit_test(test_classify),          cmocka_unit_test(test_classify_no_lists),
+        cmocka_unit_test(test_decide_session),    cmocka_unit_test(test_decide_invariants),
+        cmocka_unit_test(test_wake_class),        cmocka_unit_test(test_decide_no_wake),
+        cmocka_unit_test(test_decide_page_after),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
