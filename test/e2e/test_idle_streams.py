@@ -232,3 +232,106 @@ def test_a_forced_sleep_closes_the_websocket_with_1001(stack):
     stack.wait_state(sid, "asleep", timeout=15)
     assert stack.gw.wait_log(r"session left running, closing its WebSocket with 1001", timeout=5)
     assert stack.gw.stop() == 0
+
+
+# ---------------------------------------------------------------- server-sent events
+
+SSE_IMAGE = "wakegate-test-sse:latest"
+# A CGI of busybox httpd: an event stream of comment heartbeats every 0.5 s,
+# or (?data) of real events.
+SSE_CGI = r"""#!/bin/sh
+printf 'Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n\r\n'
+if [ "$QUERY_STRING" = data ]; then
+  while :; do printf 'event: tick\ndata: {"at": "%s", "pad": "0123456789abcdef"}\n\n' "$(date +%s)"; sleep 0.5; done
+fi
+while :; do printf ': ping\n\n'; sleep 0.5; done
+"""
+
+
+@pytest.fixture(scope="module")
+def sse_image(dockerd, test_image):
+    from harness import image
+    return image.build_image(dockerd, SSE_IMAGE, extra_files={"/www/cgi-bin/sse": SSE_CGI},
+                             dockerfile_extra="RUN chmod 755 /www/cgi-bin/sse\n")
+
+
+class EventStream:
+    """GET /cgi-bin/sse on the session's host, read as it comes."""
+
+    def __init__(self, port, sid, query=""):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=15)
+        self.s.sendall(("GET /cgi-bin/sse%s HTTP/1.1\r\nHost: %s.preview.localhost\r\n"
+                        "Accept: text/event-stream\r\n\r\n" % (query, sid)).encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.s.recv(4096)
+            assert chunk, "closed before the head: %r" % self.buf
+            self.buf += chunk
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        assert b"\r\nTransfer-Encoding: chunked" in head, head
+        self.eof = False
+
+    def pump(self, timeout=0.05):
+        """Reads what arrived; True once the connection ended."""
+        self.s.settimeout(timeout)
+        try:
+            chunk = self.s.recv(65536)
+        except socket.timeout:
+            return False
+        if not chunk:
+            self.eof = True
+            return True
+        self.buf += chunk
+        return False
+
+    def close(self):
+        self.s.close()
+
+
+def test_an_event_stream_of_comments_lets_its_session_sleep_and_is_ended(stack, sse_image):
+    cfg = idle_config(stack)
+    cfg["sessions"]["image"] = SSE_IMAGE
+    stack.start(config=cfg)
+    sid = "s-sse"
+    running_session(stack, sid)
+
+    es = EventStream(stack.gw.port, sid)
+    t0 = time.monotonic()
+    stayed = None
+    while time.monotonic() - t0 < 30 and stayed is None:
+        es.pump()
+        if stack.record(sid)["state"] != "running":
+            stayed = time.monotonic() - t0
+    assert stayed is not None, "the session never left running while its event stream sent comments"
+    assert stayed > STOP_AFTER_S + 0.5, stayed
+    assert b": ping" in es.buf
+    print("\ncomment-only SSE: the session left running %.2f s after the stream began" % stayed)
+    # The stream is ended, not cut: the last chunk, then the connection closes.
+    end = time.monotonic() + 15
+    while not es.eof and time.monotonic() < end:
+        es.pump(0.2)
+    assert es.eof, "the stream did not end"
+    assert es.buf.endswith(b"\r\n0\r\n\r\n"), es.buf[-80:]
+    es.close()
+    stack.wait_state(sid, "asleep", timeout=15)
+    assert stack.gw.stop() == 0
+
+
+def test_an_event_stream_with_data_keeps_its_session_awake(stack, sse_image):
+    cfg = idle_config(stack)
+    cfg["sessions"]["image"] = SSE_IMAGE
+    stack.start(config=cfg)
+    sid = "s-sse-data"
+    running_session(stack, sid)
+
+    es = EventStream(stack.gw.port, sid, "?data")
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 9:
+        es.pump()
+        assert stack.record(sid)["state"] == "running", stack.record(sid)
+    assert b"event: tick" in es.buf
+    es.close()
+    # Closed: the session sleeps after its tier.
+    stack.wait_state(sid, "asleep", timeout=20)
+    assert stack.gw.stop() == 0
