@@ -103,6 +103,9 @@ struct wg_idle_cfg {
     /* A WebSocket message or SSE event of at most this many payload bytes
      * is a heartbeat, not use (proxy/stream_use.h). */
     uint64_t stream_heartbeat; /* 16 bytes */
+    /* A stream counts at most this long after it began, data or not (the
+     * session then sleeps unless requests keep it awake); 0: no cap. */
+    uint64_t stream_max_ms; /* 0 */
 };
 
 enum wg_save_failure { WG_SAVE_KEEP_AWAKE = 0, WG_SAVE_STOP };

@@ -559,6 +559,7 @@ static const struct field idle_fields[] = {
     F_STIME("reap_every", struct wg_idle_cfg, reap_every_ms, 10),
     F_STIME("drain", struct wg_idle_cfg, drain_ms, 0),
     F_STIME("stream_after", struct wg_idle_cfg, stream_after_ms, 0),
+    F_STIME("stream_max", struct wg_idle_cfg, stream_max_ms, 0),
     {.key = "stream_heartbeat",
      .kind = K_SIZE,
      IN(struct wg_idle_cfg, stream_heartbeat),

@@ -152,6 +152,8 @@ struct exchange {
     struct wg_sse_scan sse;
     uint64_t stream_after_ms;  /* the template's idle.stream_after; 0: streams always count */
     uint64_t stream_heartbeat; /* the template's idle.stream_heartbeat */
+    uint64_t stream_max_ms;    /* the template's idle.stream_max; 0: no cap */
+    uint64_t stream_start_ms;  /* the 101 or the response head */
     uint64_t stream_use_ms;    /* loop time of the stream's last use */
     uint64_t tunnel_start_ms;  /* the 101 */
     bool resp_sse;             /* the response body is text/event-stream */

@@ -35,6 +35,7 @@ void conn_stream_begin(struct wg_conn *c, const struct wg_sess_view *v)
     x->stream_entry = x->activity;
     x->stream_after_ms = t->idle.stream_after_ms;
     x->stream_heartbeat = t->idle.stream_heartbeat;
+    x->stream_max_ms = t->idle.stream_max_ms;
     x->stream.left = stream_left;
     wg_session_cache_stream_add(c->px->session_cache, v->entry, &x->stream);
 }
@@ -56,7 +57,15 @@ void conn_stream_end(struct wg_conn *c)
 void conn_stream_started(struct wg_conn *c)
 {
     struct exchange *x = c->x;
-    x->stream_use_ms = conn_now_ms(c);
+    x->stream_use_ms = x->stream_start_ms = conn_now_ms(c);
+}
+
+/* Past the template's idle.stream_max, the stream never counts again. */
+static bool stream_capped(const struct wg_conn *c)
+{
+    const struct exchange *x = c->x;
+    return x->stream_max_ms > 0 && x->stream_start_ms > 0 &&
+           conn_now_ms(c) >= x->stream_start_ms + x->stream_max_ms;
 }
 
 /* The stream carried use: it counts again if it had stopped. */
@@ -66,7 +75,7 @@ void conn_stream_used(struct wg_conn *c)
 
     x->stream_use_ms = conn_now_ms(c);
     if (x->activity != NULL || x->stream_entry == NULL || x->stream_left ||
-        c->px->session_cache == NULL)
+        c->px->session_cache == NULL || stream_capped(c))
         return;
     x->activity = wg_session_cache_activity_resume(c->px->session_cache, x->stream_entry);
     WG_DEBUG(c->px->log, "conn", "stream carries data again, counting as activity",
@@ -78,18 +87,30 @@ uint64_t conn_stream_deadline(const struct wg_conn *c)
 {
     const struct exchange *x = c->x;
 
-    if (x == NULL || x->activity == NULL || x->stream_entry == NULL || x->stream_after_ms == 0)
+    uint64_t d = UINT64_MAX;
+
+    if (x == NULL || x->activity == NULL || x->stream_entry == NULL)
         return UINT64_MAX;
-    if (c->state == CS_TUNNEL || (c->state == CS_PROXY && x->resp_head_received))
-        return x->stream_use_ms + x->stream_after_ms;
-    return UINT64_MAX;
+    if (c->state != CS_TUNNEL && !(c->state == CS_PROXY && x->resp_head_received))
+        return UINT64_MAX;
+    if (x->stream_after_ms > 0)
+        d = x->stream_use_ms + x->stream_after_ms;
+    if (x->stream_max_ms > 0 && x->stream_start_ms + x->stream_max_ms < d)
+        d = x->stream_start_ms + x->stream_max_ms;
+    return d;
 }
 
 void conn_stream_quiet(struct wg_conn *c)
 {
-    WG_DEBUG(c->px->log, "conn", "stream carried only heartbeats, no longer counting as activity",
-             "conn=%" PRIu64 " session=%s quiet_ms=%" PRIu64, c->id, c->x->session_id,
-             conn_now_ms(c) - c->x->stream_use_ms);
+    if (stream_capped(c))
+        WG_DEBUG(c->px->log, "conn", "stream open past idle.stream_max, no longer counting",
+                 "conn=%" PRIu64 " session=%s open_ms=%" PRIu64, c->id, c->x->session_id,
+                 conn_now_ms(c) - c->x->stream_start_ms);
+    else
+        WG_DEBUG(c->px->log, "conn",
+                 "stream carried only heartbeats, no longer counting as activity",
+                 "conn=%" PRIu64 " session=%s quiet_ms=%" PRIu64, c->id, c->x->session_id,
+                 conn_now_ms(c) - c->x->stream_use_ms);
     conn_activity_end(c);
     conn_arm(c);
 }
@@ -141,6 +162,8 @@ void conn_stream_response_head(struct wg_conn *c)
     const struct wg_http_field *ct = wg_http_find(&x->resp, "content-type");
     static const char sse[] = "text/event-stream";
 
+    if (x->stream_entry == NULL)
+        return; /* not a session's stream: no look at its fields */
     x->resp_sse = ct != NULL && ct->value_len >= sizeof(sse) - 1 &&
                   strncasecmp(ct->value, sse, sizeof(sse) - 1) == 0;
     conn_stream_started(c);

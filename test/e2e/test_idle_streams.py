@@ -217,6 +217,24 @@ def test_a_websocket_that_sends_data_keeps_its_session_awake(stack):
     assert stack.gw.stop() == 0
 
 
+def test_stream_max_caps_a_stream_that_sends_data(stack):
+    stack.start(config=idle_config(stack, stream_max="2s"))
+    sid = "s-capped"
+    running_session(stack, sid)
+
+    tab = Tab(stack.gw.port, sid)
+    # Data all along: the stream counts for stream_max, then the tier runs.
+    stayed = keep_until_leaves_running(stack, sid, tab, real_data, limit_s=30)
+    assert stayed is not None, "the session never left running"
+    assert stayed > STOP_AFTER_S + 0.5, stayed
+    print("\nstream_max 2 s, data all along: the session left running %.2f s after the WebSocket opened"
+          % stayed)
+    assert tab.read_close(timeout=15) == (1001, "going away")
+    tab.close()
+    stack.wait_state(sid, "asleep", timeout=15)
+    assert stack.gw.stop() == 0
+
+
 def test_a_forced_sleep_closes_the_websocket_with_1001(stack):
     # Streams never stop counting here: only the sleep command ends it.
     stack.start(config=idle_config(stack, stream_after="0s", stop_after="20m"))

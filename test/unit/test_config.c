@@ -1447,7 +1447,8 @@ static void test_idle_stream_keys(void **state)
     (void)state;
     assert_int_equal(load(&cfg,
                           "sessions:\n  idle: {stream_after: 0s}\n"
-                          "templates:\n  dev:\n    idle: {stream_after: 30s, stream_heartbeat: 0}\n"
+                          "templates:\n  dev:\n    idle: {stream_after: 30s, stream_heartbeat: 0, "
+                          "stream_max: 1h}\n"
                           "  plain: {}\n",
                           err, sizeof err),
                      0);
@@ -1457,9 +1458,11 @@ static void test_idle_stream_keys(void **state)
     t = wg_config_template(&cfg, "dev");
     assert_int_equal(t->idle.stream_after_ms, 30000);
     assert_int_equal(t->idle.stream_heartbeat, 0);
+    assert_int_equal(t->idle.stream_max_ms, 3600000);
     t = wg_config_template(&cfg, "plain");
     assert_int_equal(t->idle.stream_after_ms, 120000);
     assert_int_equal(t->idle.stream_heartbeat, 16);
+    assert_int_equal(t->idle.stream_max_ms, 0);
     wg_config_free(&cfg);
 
     assert_int_not_equal(
