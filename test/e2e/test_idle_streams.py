@@ -60,11 +60,11 @@ class Tab:
     """A WebSocket to /ws/{sid}/ through the gateway, spoken by hand: frames
     masked as a browser masks them, the gateway's frames read back."""
 
-    def __init__(self, port, sid):
+    def __init__(self, port, sid, path=""):
         self.s = socket.create_connection(("127.0.0.1", port), timeout=15)
-        self.s.sendall(("GET /ws/%s/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        self.s.sendall(("GET /ws/%s/%s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                         "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-                        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n" % sid).encode())
+                        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n" % (sid, path)).encode())
         buf = b""
         while b"\r\n\r\n" not in buf:
             chunk = self.s.recv(4096)
@@ -92,14 +92,19 @@ class Tab:
         self.send(0x1, payload)
 
     def read_close(self, timeout):
-        """The first frame the gateway sends, which must be a close: (code,
-        reason). Then the connection must end."""
+        """The gateway's close frame, after whatever frames the app sent
+        before it: (code, reason). Then the connection must end."""
         self.s.settimeout(timeout)
         buf = self.rest
-        while len(buf) < 2 or len(buf) < 2 + (buf[1] & 0x7F):
-            chunk = self.s.recv(4096)
-            assert chunk, "the connection ended without a close frame (got %r)" % buf
-            buf += chunk
+        while True:
+            while len(buf) < 2 or len(buf) < 2 + (buf[1] & 0x7F):
+                chunk = self.s.recv(4096)
+                assert chunk, "the connection ended without a close frame (got %r)" % buf[-32:]
+                buf += chunk
+            if buf[0] == 0x88:
+                break
+            assert buf[0] in (0x81, 0x82, 0x89, 0x8A) and buf[1] & 0x7F < 126, buf[:16]
+            buf = buf[2 + (buf[1] & 0x7F):]  # the app's own frame
         assert buf[0] == 0x88, "not a close frame: %r" % buf[:16]
         n = buf[1] & 0x7F
         assert not buf[1] & 0x80, "a server frame must not be masked"
@@ -352,4 +357,73 @@ def test_an_event_stream_with_data_keeps_its_session_awake(stack, sse_image):
     es.close()
     # Closed: the session sleeps after its tier.
     stack.wait_state(sid, "asleep", timeout=20)
+    assert stack.gw.stop() == 0
+
+
+# ---------------------------------------------------------------- what the app sends
+
+WS_PUSH_IMAGE = "wakegate-test-wspush:latest"
+# The WebSocket endpoint of the test image, whose app sends after the
+# handshake: /push a 64-byte text message every 0.5 s, /pings a ping every
+# 0.5 s (unmasked, as a server sends them), anything else nothing.
+WS_PUSH_SH = r"""#!/bin/sh
+key=
+path=
+while IFS= read -r line; do
+  line=$(printf '%s' "$line" | tr -d '\r')
+  [ -z "$line" ] && break
+  case "$line" in
+    GET\ *) path=${line#GET }; path=${path%% *};;
+    [Ss]ec-[Ww]eb[Ss]ocket-[Kk]ey:*) key=$(printf '%s' "${line#*:}" | tr -d ' ');;
+  esac
+done
+acc=$(printf '%s' "${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11" | sha1sum | cut -c1-40 | xxd -r -p | base64)
+printf 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n' "$acc"
+case "$path" in
+  /push*) while :; do printf '\201\100'; printf '0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef'; sleep 0.5; done;;
+  /pings*) while :; do printf '\211\000'; sleep 0.5; done;;
+esac
+exec cat >/dev/null
+"""
+
+
+@pytest.fixture(scope="module")
+def ws_push_image(dockerd, test_image):
+    from harness import image
+    return image.build_image(dockerd, WS_PUSH_IMAGE,
+                             extra_files={"/start.sh": image.WS_START_SH, "/ws.sh": WS_PUSH_SH},
+                             dockerfile_extra="RUN chmod 755 /start.sh /ws.sh\n", cmd=["/start.sh"])
+
+
+def drain(tab, i):
+    """The tab reads what comes and sends nothing."""
+    tab.s.settimeout(0.01)
+    try:
+        tab.rest += tab.s.recv(65536)
+    except socket.timeout:
+        pass
+
+
+def test_an_app_that_sends_data_keeps_its_session_awake_and_its_pings_do_not(stack, ws_push_image):
+    cfg = idle_config(stack)
+    cfg["sessions"]["image"] = WS_PUSH_IMAGE
+    stack.start(config=cfg)
+
+    sid = "s-push"
+    running_session(stack, sid)
+    tab = Tab(stack.gw.port, sid, "push")
+    assert keep_until_leaves_running(stack, sid, tab, drain, limit_s=9) is None
+    assert b"0123456789abcdef" in tab.rest
+    tab.close()
+
+    sid = "s-app-pings"
+    running_session(stack, sid)
+    tab = Tab(stack.gw.port, sid, "pings")
+    stayed = keep_until_leaves_running(stack, sid, tab, lambda t, i: None, limit_s=30)
+    assert stayed is not None, "the session never left running while its app only pinged"
+    assert stayed > STOP_AFTER_S + 0.5, stayed
+    print("\napp pings only: the session left running %.2f s after the WebSocket opened" % stayed)
+    assert tab.read_close(timeout=15) == (1001, "going away")
+    tab.close()
+    stack.wait_state(sid, "asleep", timeout=15)
     assert stack.gw.stop() == 0
