@@ -24,6 +24,7 @@ static void call_free(struct call *c)
     wg_list_remove(&c->link);
     wg_api_create_release(&c->create);
     json_decref(c->created);
+    json_decref(c->ev_detail);
     free(c);
 }
 

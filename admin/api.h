@@ -111,8 +111,31 @@ enum wg_api_route_kind {
     WG_API_SESSION,      /* /v1/sessions/{id}: GET, DELETE */
     WG_API_WAKE,         /* /v1/sessions/{id}/wake: POST */
     WG_API_SLEEP,        /* /v1/sessions/{id}/sleep: POST */
+    WG_API_KEEPALIVE,    /* /v1/sessions/{id}/keepalive: POST */
+    WG_API_LINKS,        /* /v1/sessions/{id}/links: POST */
+    WG_API_REVOKE,       /* /v1/sessions/{id}/revoke: POST */
+    WG_API_RECORD,       /* /v1/sessions/{id}/events: POST (an operator's action) */
     WG_API_EVENTS,       /* /v1/events: GET */
+    WG_API_OPENAPI,      /* /v1/openapi.json: GET (docs/openapi.json, embedded) */
 };
+
+/* The methods of a route, as bits. */
+#define WG_API_GET (1u << 0)
+#define WG_API_HEAD (1u << 1)
+#define WG_API_POST (1u << 2)
+#define WG_API_DELETE (1u << 3)
+
+/* One route of the API: the one table the dispatch reads, and that the
+ * reference (docs/openapi.json) is checked against (test_api.c). {id} is
+ * one path segment, a session id. */
+struct wg_api_op {
+    const char *path;
+    unsigned methods;
+    const char *allow; /* the Allow value of a 405 */
+    enum wg_api_route_kind kind;
+};
+/* Ends with an entry whose path is NULL. */
+extern const struct wg_api_op wg_api_ops[];
 
 /* Maps method + path (without the query) to a route. Returns 0 with *kind
  * (and id, NUL-terminated, for the session routes), or the status to answer:

@@ -3,6 +3,7 @@
  * is written for a bad request. The container spec's members follow the
  * rules of common/container_spec, the ones the waker reads them with. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -303,6 +304,16 @@ int wg_api_parse_create(const char *body, size_t len, const struct wg_config *cf
     if (t != &cfg->sessions && !c.has_stop_after) {
         c.has_stop_after = true;
         c.stop_after_ms = t->idle.stop_after_ms;
+    }
+    /* The configuration's own rule, for the tiers as they will apply. */
+    uint64_t pause = c.has_pause_after ? c.pause_after_ms : t->idle.pause_after_ms;
+    uint64_t stop = c.has_stop_after ? c.stop_after_ms : t->idle.stop_after_ms;
+    if (pause > 0 && stop > 0 && pause >= stop) {
+        wg_errf(err, errlen,
+                "field \"idle.pause_after\": %" PRIu64 "ms is not shorter than idle.stop_after "
+                "(%" PRIu64 "ms), so the pause would never happen",
+                pause, stop);
+        goto out;
     }
     /* What the store will check again; a failure here is ours to report. */
     wg_api_create_fields(&c, "localhost", &u);

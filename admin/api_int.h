@@ -10,6 +10,7 @@
  *   api_wait.c      ?wait=1: following a session until a state
  *   api_events.c    GET /v1/events: replay and the shared reader
  *   api_access.c    signed links of private sessions, and their revoke
+ *   api_record.c    POST /v1/sessions/{id}/events: an operator's action
  *
  * Ownership, written down once:
  * - Every request the API takes is a struct call, linked on one of the
@@ -49,7 +50,17 @@
 #define API_SID_TEXT_MAX 42
 #define API_ERR_MAX 256
 
-enum call_kind { C_CREATE, C_LIST, C_GET, C_COMMAND, C_EVENTS, C_KEEPALIVE, C_LINKS, C_REVOKE };
+enum call_kind {
+    C_CREATE,
+    C_LIST,
+    C_GET,
+    C_COMMAND,
+    C_EVENTS,
+    C_KEEPALIVE,
+    C_LINKS,
+    C_REVOKE,
+    C_RECORD,
+};
 
 struct call {
     struct wg_list link;      /* api->plain, ->waiters or ->streams */
@@ -64,6 +75,7 @@ struct call {
     /* wake, sleep, destroy */
     enum wg_wake_op op;
     bool force;
+    bool now; /* sleep: save and stop whatever the activity */
     bool wait;
     bool waiting;                /* on api->waiters */
     bool checking;               /* a read of the record is in flight */
@@ -81,6 +93,9 @@ struct call {
     bool ka_moved;    /* the touch moved the score */
     /* links */
     int64_t link_expires; /* unix seconds */
+    /* an operator's event (api_record.c): its type and detail, owned */
+    const char *ev_type;
+    json_t *ev_detail;
     /* events */
     bool streaming;                /* on api->streams */
     bool live;                     /* caught up: the reader feeds it */
@@ -191,6 +206,11 @@ void api_handle_keepalive(struct wg_api *api, struct wg_admin_req *req,
 void api_handle_links(struct wg_api *api, struct wg_admin_req *req,
                       const struct wg_admin_request *info, const char *id);
 void api_handle_revoke(struct wg_api *api, struct wg_admin_req *req, const char *id);
+/* api_record.c: POST /v1/sessions/{id}/events {"type", "detail"}. */
+void api_handle_record_event(struct wg_api *api, struct wg_admin_req *req,
+                             const struct wg_admin_request *info, const char *id);
+/* api_openapi.c: docs/openapi.json, embedded (wg_api_openapi, generated). */
+void api_handle_openapi(struct wg_admin_req *req, const struct wg_admin_request *info);
 
 /* ---- api_wait.c ---------------------------------------------------------------------------- */
 

@@ -8,90 +8,86 @@
 #include "admin/api_int.h"
 
 const char *const wg_api_read_routes[] = {
-    "/v1/sessions",
-    "/v1/sessions/{id}",
-    "/v1/events",
-    NULL,
+    "/v1/sessions", "/v1/sessions/{id}", "/v1/events", "/v1/openapi.json", NULL,
 };
+
+const struct wg_api_op wg_api_ops[] = {
+    {"/v1/sessions", WG_API_GET | WG_API_HEAD | WG_API_POST, "GET, HEAD, POST", WG_API_SESSIONS},
+    {"/v1/sessions/{id}", WG_API_GET | WG_API_HEAD | WG_API_DELETE, "GET, HEAD, DELETE",
+     WG_API_SESSION},
+    {"/v1/sessions/{id}/wake", WG_API_POST, "POST", WG_API_WAKE},
+    {"/v1/sessions/{id}/sleep", WG_API_POST, "POST", WG_API_SLEEP},
+    {"/v1/sessions/{id}/keepalive", WG_API_POST, "POST", WG_API_KEEPALIVE},
+    {"/v1/sessions/{id}/links", WG_API_POST, "POST", WG_API_LINKS},
+    {"/v1/sessions/{id}/revoke", WG_API_POST, "POST", WG_API_REVOKE},
+    {"/v1/sessions/{id}/events", WG_API_POST, "POST", WG_API_RECORD},
+    /* The stream has no HEAD: it would be a stream with no body. */
+    {"/v1/events", WG_API_GET, "GET", WG_API_EVENTS},
+    {"/v1/openapi.json", WG_API_GET | WG_API_HEAD, "GET, HEAD", WG_API_OPENAPI},
+    {NULL, 0, NULL, 0},
+};
+
+static unsigned method_bit(const char *m, size_t n)
+{
+    return api_span_is(m, n, "GET")      ? WG_API_GET
+           : api_span_is(m, n, "HEAD")   ? WG_API_HEAD
+           : api_span_is(m, n, "POST")   ? WG_API_POST
+           : api_span_is(m, n, "DELETE") ? WG_API_DELETE
+                                         : 0;
+}
+
+/* Whether path has the pattern's shape; *sid and *sid_len get the {id}
+ * segment (any non-empty segment: it is checked after the method). */
+static bool op_match(const char *pat, const char *path, size_t len, const char **sid,
+                     size_t *sid_len)
+{
+    const char *s = path, *end = path + len;
+
+    while (*pat != '\0') {
+        if (strncmp(pat, "{id}", 4) == 0) {
+            const char *slash = memchr(s, '/', (size_t)(end - s));
+            const char *seg_end = slash ? slash : end;
+            if (seg_end == s)
+                return false;
+            *sid = s;
+            *sid_len = (size_t)(seg_end - s);
+            s = seg_end;
+            pat += 4;
+            continue;
+        }
+        if (s == end || *pat != *s)
+            return false;
+        pat++;
+        s++;
+    }
+    return s == end;
+}
 
 int wg_api_route(const char *method, size_t method_len, const char *path, size_t path_len,
                  enum wg_api_route_kind *kind, char id[WG_SESSION_ID_MAX + 1], const char **allow)
 {
-    static const char pfx[] = "/v1/sessions";
-    const size_t pl = sizeof(pfx) - 1;
-    bool get = api_span_is(method, method_len, "GET") || api_span_is(method, method_len, "HEAD");
-    bool post = api_span_is(method, method_len, "POST");
-    bool del = api_span_is(method, method_len, "DELETE");
-    const char *sid = NULL;
-    size_t sid_len = 0;
+    unsigned m = method_bit(method, method_len);
 
     *allow = NULL;
-    if (api_span_is(path, path_len, "/v1/events")) {
-        *kind = WG_API_EVENTS;
-        *allow = "GET";
-        return api_span_is(method, method_len, "GET") ? 0 : 405;
-    }
-    if (api_span_is(path, path_len, pfx)) {
-        *kind = WG_API_SESSIONS;
-        *allow = "GET, HEAD, POST";
-        return get || post ? 0 : 405;
-    }
-    if (path_len <= pl + 1 || memcmp(path, pfx, pl) != 0 || path[pl] != '/')
-        return 404;
-    sid = path + pl + 1;
-    const char *slash = memchr(sid, '/', path_len - pl - 1);
-    if (slash == NULL) {
-        sid_len = path_len - pl - 1;
-        *kind = WG_API_SESSION;
-        *allow = "GET, HEAD, DELETE";
-        if (!get && !del)
-            return 405;
-    } else {
-        sid_len = (size_t)(slash - sid);
-        const char *rest = slash + 1;
-        size_t rest_len = path_len - (size_t)(rest - path);
-        if (api_span_is(rest, rest_len, "wake"))
-            *kind = WG_API_WAKE;
-        else if (api_span_is(rest, rest_len, "sleep"))
-            *kind = WG_API_SLEEP;
-        else
-            return 404;
-        if (sid_len == 0)
-            return 404;
-        *allow = "POST";
-        if (!post)
-            return 405;
-    }
-    if (!wg_session_id_valid(sid, sid_len))
-        return 400;
-    memcpy(id, sid, sid_len);
-    id[sid_len] = '\0';
-    return 0;
-}
+    for (const struct wg_api_op *op = wg_api_ops; op->path != NULL; op++) {
+        const char *sid = NULL;
+        size_t sid_len = 0;
 
-/* /v1/sessions/{id}/SUFFIX (keepalive, links, revoke), which wg_api_route()
- * does not know. Returns 0 with id set, 404 for any other path, 405 for a
- * method other than POST, 400 for an invalid id. */
-static int post_route(const struct wg_admin_request *info, const char *sfx,
-                      char id[WG_SESSION_ID_MAX + 1])
-{
-    static const char pfx[] = "/v1/sessions/";
-    const size_t pl = sizeof(pfx) - 1, sl = strlen(sfx);
-
-    if (info->path_len <= pl + sl || memcmp(info->path, pfx, pl) != 0 ||
-        memcmp(info->path + info->path_len - sl, sfx, sl) != 0)
-        return 404;
-    const char *sid = info->path + pl;
-    size_t n = info->path_len - pl - sl;
-    if (memchr(sid, '/', n) != NULL)
-        return 404;
-    if (!api_span_is(info->method, info->method_len, "POST"))
-        return 405;
-    if (!wg_session_id_valid(sid, n))
-        return 400;
-    memcpy(id, sid, n);
-    id[n] = '\0';
-    return 0;
+        if (!op_match(op->path, path, path_len, &sid, &sid_len))
+            continue;
+        *kind = op->kind;
+        *allow = op->allow;
+        if (!(op->methods & m))
+            return 405;
+        if (sid == NULL)
+            return 0;
+        if (!wg_session_id_valid(sid, sid_len))
+            return 400;
+        memcpy(id, sid, sid_len);
+        id[sid_len] = '\0';
+        return 0;
+    }
+    return 404;
 }
 
 bool wg_api_query_get(const char *q, size_t qlen, const char *key, const char **val, size_t *vlen)
@@ -171,8 +167,23 @@ static void handle_route(struct wg_api *api, struct wg_admin_req *req,
     case WG_API_SLEEP:
         api_handle_command(api, req, info, id, WG_WAKE_OP_SLEEP);
         break;
+    case WG_API_KEEPALIVE:
+        api_handle_keepalive(api, req, info, id);
+        break;
+    case WG_API_LINKS:
+        api_handle_links(api, req, info, id);
+        break;
+    case WG_API_REVOKE:
+        api_handle_revoke(api, req, id);
+        break;
+    case WG_API_RECORD:
+        api_handle_record_event(api, req, info, id);
+        break;
     case WG_API_EVENTS:
         api_handle_events(api, req, info);
+        break;
+    case WG_API_OPENAPI:
+        api_handle_openapi(req, info);
         break;
     }
 }
@@ -183,31 +194,14 @@ void api_handle(void *arg, struct wg_admin_req *req, const struct wg_admin_reque
     enum wg_api_route_kind kind = WG_API_SESSIONS;
     char id[WG_SESSION_ID_MAX + 1] = "";
     const char *allow = NULL;
-    static const char *const posts[] = {"/keepalive", "/links", "/revoke"};
-    int post = -1, st = 404;
+    int st =
+        wg_api_route(info->method, info->method_len, info->path, info->path_len, &kind, id, &allow);
 
-    for (int i = 0; i < 3 && st == 404; i++) {
-        st = post_route(info, posts[i], id);
-        if (st != 404) {
-            post = i;
-            allow = "POST";
-        }
-    }
-    if (post < 0)
-        st = wg_api_route(info->method, info->method_len, info->path, info->path_len, &kind, id,
-                          &allow);
     if (refuse_route(req, st, allow))
         return;
     if (api->freeing) {
         wg_admin_respond_error(req, 503, NULL, "shutting down");
         return;
     }
-    if (post == 0)
-        api_handle_keepalive(api, req, info, id);
-    else if (post == 1)
-        api_handle_links(api, req, info, id);
-    else if (post == 2)
-        api_handle_revoke(api, req, id);
-    else
-        handle_route(api, req, info, kind, id);
+    handle_route(api, req, info, kind, id);
 }

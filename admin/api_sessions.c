@@ -155,14 +155,16 @@ static void on_cmd_added(const struct wg_store_res *res, void *arg)
     struct wg_api *api = c->api;
     api->commands[c->op]++;
     snprintf(c->cmd_id, sizeof(c->cmd_id), "%s", res->event_id ? res->event_id : "");
-    WG_INFO(api->log, API_SUBSYS, "command queued", "id=%s op=%s force=%d wait=%d entry=%s", c->id,
-            wg_wake_op_name(c->op), c->force, c->wait, c->cmd_id);
+    WG_INFO(api->log, API_SUBSYS, "command queued", "id=%s op=%s force=%d now=%d wait=%d entry=%s",
+            c->id, wg_wake_op_name(c->op), c->force, c->now, c->wait, c->cmd_id);
     if (!c->wait) {
         json_t *j =
             json_pack("{s:s, s:s, s:s, s:s}", "id", c->id, "state", wg_session_state_name(c->state),
                       "op", wg_wake_op_name(c->op), "command_id", c->cmd_id);
         if (j != NULL && c->op == WG_WAKE_OP_DESTROY)
             json_object_set_new(j, "force", json_boolean(c->force));
+        if (j != NULL && c->now)
+            json_object_set_new(j, "now", json_true());
         api_call_respond(c, 202, NULL, j);
     } else {
         api_wait_begin(c);
@@ -190,6 +192,7 @@ static void on_cmd_get(const struct wg_store_res *res, void *arg)
     snprintf(cmd.session, sizeof(cmd.session), "%s", c->id);
     cmd.op = c->op;
     cmd.force = c->force;
+    cmd.now = c->now;
     snprintf(cmd.from, sizeof(cmd.from), "api");
     /* The record's host owns the container; a record without one (made by
      * hand) goes to ours. */
@@ -205,7 +208,7 @@ static void on_cmd_get(const struct wg_store_res *res, void *arg)
 void api_handle_command(struct wg_api *api, struct wg_admin_req *req,
                         const struct wg_admin_request *info, const char *id, enum wg_wake_op op)
 {
-    bool wait = false, force = false;
+    bool wait = false, force = false, now = false;
     if (op != WG_WAKE_OP_DESTROY &&
         wg_api_query_flag(info->query, info->query_len, "wait", &wait) < 0) {
         wg_admin_respond_error(req, 400, NULL, "query wait: must be 0, 1, false or true");
@@ -216,12 +219,27 @@ void api_handle_command(struct wg_api *api, struct wg_admin_req *req,
         wg_admin_respond_error(req, 400, NULL, "query force: must be 0, 1, false or true");
         return;
     }
+    /* now=1: the save and the stop happen although the session is in use
+     * (open streams, requests); force=1 skips the save, so both make no
+     * sense together. */
+    if (op == WG_WAKE_OP_SLEEP &&
+        wg_api_query_flag(info->query, info->query_len, "now", &now) < 0) {
+        wg_admin_respond_error(req, 400, NULL, "query now: must be 0, 1, false or true");
+        return;
+    }
+    if (now && force) {
+        wg_admin_respond_error(req, 400, NULL,
+                               "query now and force: now saves then stops, force stops without "
+                               "saving; send one");
+        return;
+    }
     struct call *c = api_call_new(api, req, C_COMMAND, id);
     if (c == NULL)
         return;
     c->op = op;
     c->wait = wait;
     c->force = force;
+    c->now = now;
     c->target = op == WG_WAKE_OP_WAKE
                     ? WG_SESSION_BIT(WG_SESSION_RUNNING)
                     : WG_SESSION_BIT(WG_SESSION_ASLEEP) | WG_SESSION_BIT(WG_SESSION_PAUSED);

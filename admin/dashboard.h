@@ -31,6 +31,8 @@ struct wg_asset {
 
 /* Generated (dashboard_assets.c); the last entry has name NULL. */
 extern const struct wg_asset wg_dashboard_assets[];
+/* Generated (api_openapi_doc.c): docs/openapi.json, then the end entry. */
+extern const struct wg_asset wg_api_openapi[];
 
 /* The asset a request path names (path_len bytes, no query), or NULL.
  * "/dashboard" and "/dashboard/" name index.html. */

@@ -20,6 +20,14 @@ Every process started here is stopped by PID.
 
     bench/access_cost.py                      # 6 rounds x 5 s
     BENCH_ROUNDS=2 BENCH_DURATION=2 bench/access_cost.py
+    BENCH_CALLGRIND=1 bench/access_cost.py    # instructions per request instead
+
+With BENCH_CALLGRIND=1 each gateway runs under valgrind's callgrind, which
+counts the instructions wakegate executes: a count that does not depend on
+what else the machine is doing. Each route is driven twice, by a fresh
+process each time, with BENCH_CG_SHORT and BENCH_CG_LONG keep-alive
+requests (default 1,000 and 3,000); the difference of the two totals over
+the difference of the counts is the cost of one request, without startup.
 
 Environment: BENCH_WAKEGATE (default build-bench/src/wakegate, built here
 with meson --buildtype=release unless BENCH_NO_BUILD=1), BENCH_ROUNDS,
@@ -127,6 +135,75 @@ def wrk(port, host, cookie):
     return int(m.group(1)) if m else 0, bool(clean), text
 
 
+def keepalive_requests(port, host, cookie, n):
+    """n GETs on one keep-alive connection; every answer must be 200."""
+    req = ("GET / HTTP/1.1\r\nHost: %s\r\nCookie: theme=dark; wg_token=%s\r\n\r\n" % (host, cookie)).encode()
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    buf = b""
+    try:
+        for _ in range(n):
+            s.sendall(req)
+            while True:
+                head, sep, rest = buf.partition(b"\r\n\r\n")
+                if sep:
+                    m = re.search(rb"(?i)content-length: *(\d+)", head)
+                    need = int(m.group(1)) if m else 0
+                    if len(rest) >= need:
+                        if not head.startswith(b"HTTP/1.1 200"):
+                            raise SystemExit("bench: not 200: %r" % head[:80])
+                        buf = rest[need:]
+                        break
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise SystemExit("bench: the gateway closed the connection")
+                buf += chunk
+    finally:
+        s.close()
+
+
+def callgrind_total(wg, cfg, port, host, cookie, n, out, log):
+    """Instructions wakegate executed from start to exit with n requests."""
+    p = start(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out, wg, "--config", cfg,
+               "--role", "proxy"], log)
+    wait_port(port, timeout=60)
+    # Until the gateway has subscribed and read the record (slow under
+    # valgrind), then the pool warm.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            keepalive_requests(port, host, cookie, 1)
+            break
+        except SystemExit:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    keepalive_requests(port, host, cookie, 20)
+    keepalive_requests(port, host, cookie, n)
+    p.send_signal(signal.SIGTERM)
+    p.wait(60)
+    for line in open(out):
+        if line.startswith("summary:") or line.startswith("totals:"):
+            return int(line.split()[1])
+    raise SystemExit("bench: no total in %s" % out)
+
+
+def callgrind_compare(wg, tmp, configs, targets, token):
+    short = int(os.environ.get("BENCH_CG_SHORT", "1000"))
+    long_ = int(os.environ.get("BENCH_CG_LONG", "3000"))
+    per = {}
+    for name in ("public", "private"):
+        cfg, port = configs[name]
+        a = callgrind_total(wg, cfg, port, targets[name], token, short, os.path.join(tmp, "cg.%s.short" % name),
+                            os.path.join(tmp, "cg-%s.log" % name))
+        b = callgrind_total(wg, cfg, port, targets[name], token, long_, os.path.join(tmp, "cg.%s.long" % name),
+                            os.path.join(tmp, "cg-%s.log" % name))
+        per[name] = (b - a) / (long_ - short)
+        print("%-7s %d requests: %d instructions; %d requests: %d; per request: %.0f"
+              % (name, short, a, long_, b, per[name]))
+    print("\ninstructions per request: public %.0f, private (cookie checked) %.0f: %+.1f%%"
+          % (per["public"], per["private"], (per["private"] - per["public"]) / per["public"] * 100))
+
+
 def main():
     wg = wakegate_binary()
     for tool in ("wrk", "nginx", "redis-server"):
@@ -174,10 +251,15 @@ def main():
             cfg = os.path.join(tmp, "wakegate-%s.yaml" % name)
             open(cfg, "w").write(json.dumps({
                 "listen": "127.0.0.1:%d" % port, "admin": {"listen": "127.0.0.1:%d" % admin},
-                "redis": {"url": "unix://" + sock}, "docker": {"name": "h1"},
+                # Under callgrind the loop runs many times slower: the
+                # state channel's check must not take that for silence.
+                "redis": {"url": "unix://" + sock, "state_timeout": "30s"}, "docker": {"name": "h1"},
                 "routes": [route], "access": {"secret_file": key},
                 "log": {"level": "warn", "access": False},
             }))
+            if os.environ.get("BENCH_CALLGRIND") == "1":
+                gws[name] = (cfg, port)
+                continue
             p = start([wg, "--config", cfg, "--role", "proxy"], os.path.join(tmp, "wakegate-%s.log" % name))
             wait_port(port)
             gws[name] = (p, port)
@@ -188,6 +270,9 @@ def main():
         r.sadd("wg:sessions", SID)
         token = mint(SID, int(time.time()) + 3600, GEN)
         targets = {"public": SID + ".pub.test", "private": SID + ".priv.test"}
+        if os.environ.get("BENCH_CALLGRIND") == "1":
+            callgrind_compare(wg, tmp, gws, targets, token)
+            return 0
         # warm-up, and a check that both routes answer 200 through the session
         for name, host in targets.items():
             n, clean, text = wrk(gws[name][1], host, token)
@@ -226,7 +311,10 @@ def main():
                   % (statistics.median(pairs) * 100, " ".join("%+.1f" % (x * 100) for x in pairs)))
     finally:
         stop_all()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if os.environ.get("BENCH_KEEP_TMP") == "1":
+            print("bench: kept %s" % tmp)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     return 0 if ok else 1
 
 

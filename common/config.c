@@ -141,6 +141,8 @@ static int init_sessions(struct wg_config *cfg)
         return -ENOMEM;
     cfg->redis_private.appendonly = true;
     cfg->redis_private.start_timeout_ms = 5 * 1000;
+    cfg->redis_outage_grace_ms = 30 * 1000;
+    cfg->redis_state_timeout_ms = 1000;
     cfg->redis_private.stop_timeout_ms = 5 * 1000;
 
     if (config_sessions_defaults(&cfg->sessions, "default") < 0)
@@ -180,6 +182,7 @@ static void init_limits(struct wg_config *cfg)
     cfg->access.forward_auth.timeout_ms = 2000;
     cfg->access.forward_auth.cache_ttl_ms = 10 * 1000;
     cfg->access.forward_auth.cache_max = 10000;
+    cfg->access.forward_auth.max_in_flight = 256;
 }
 
 int wg_config_init_defaults(struct wg_config *cfg)

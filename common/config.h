@@ -106,6 +106,19 @@ struct wg_idle_cfg {
     /* A stream counts at most this long after it began, data or not (the
      * session then sleeps unless requests keep it awake); 0: no cap. */
     uint64_t stream_max_ms; /* 0 */
+    /* The container's own work (orchestrator/cpu_watch.c): every
+     * cpu_interval (process-wide; 0 = off) the CPU time of each running
+     * container of this host is sampled; a session whose average over the
+     * interval reached cpu_threshold (per template, nano CPUs) is active. */
+    uint64_t cpu_interval_ms;    /* 10 s */
+    uint64_t cpu_threshold_nano; /* 0.1 CPU */
+    /* Docker stats and inspect calls in flight during a pass: 8. */
+    unsigned cpu_stats_concurrency;
+    bool cpu_cgroup_files; /* true: a local engine's cgroup files; false: stats calls only */
+    /* Per template: a file in the container whose modification time counts
+     * as the session's activity ("/tmp/wakegate-busy"; NULL: none). Read
+     * with the cgroup files, so a local engine only. */
+    char *busy_file;
 };
 
 enum wg_save_failure { WG_SAVE_KEEP_AWAKE = 0, WG_SAVE_STOP };
@@ -219,6 +232,8 @@ struct wg_sessions_cfg {
     } limits_max;
     unsigned port;
     uint64_t wake_timeout_ms;
+    uint64_t upstream_recheck_ms; /* a running session's refused connect: held and retried this
+                                     long (0: a 502 at once) */
     struct wg_idle_cfg idle;
     struct wg_save_cfg save;
     struct wg_readiness_cfg readiness;
@@ -254,10 +269,11 @@ struct wg_redis_private_cfg {
 /* access.forward_auth: a sub-request to the operator's auth service for
  * private routes, as nginx's auth_request and Traefik's ForwardAuth do. */
 struct wg_forward_auth_cfg {
-    char *url;             /* "http://127.0.0.1:9091/auth"; NULL: none */
-    uint64_t timeout_ms;   /* 2 s for the whole sub-request, else 503 */
-    uint64_t cache_ttl_ms; /* 10 s an answer is kept per credential; 0: not cached */
-    unsigned cache_max;    /* 10,000 answers kept at most (the oldest go first) */
+    char *url;              /* "http://127.0.0.1:9091/auth"; NULL: none */
+    uint64_t timeout_ms;    /* 2 s for the whole sub-request, else 503 */
+    uint64_t cache_ttl_ms;  /* 10 s an answer is kept per credential; 0: not cached */
+    unsigned cache_max;     /* 10,000 answers kept at most (the oldest go first) */
+    unsigned max_in_flight; /* 256 sub-requests at once per loop; more: 503 at once */
     /* Filled by wg_config_validate() from url: */
     struct wg_addr addr;
     char *host; /* "127.0.0.1:9091", the Host of the sub-request */
@@ -299,6 +315,14 @@ struct wg_config {
      * or the private server's "unix://<dir>/run/redis.sock" (redis_private.active),
      * or NULL for no Redis (redis.private.enabled false). */
     char *redis_url;
+    /* redis.outage_grace: how long after losing Redis a gateway still serves
+     * a running session, and then only over connections opened to its
+     * container before (proxy/session_cache.h). 30 s. */
+    uint64_t redis_outage_grace_ms;
+    /* redis.state_timeout: how long a gateway's state channel may go without
+     * proof that it still delivers (a check of its own coming back) before
+     * the gateway acts as if Redis were lost. 1 s. */
+    uint64_t redis_state_timeout_ms;
     struct wg_redis_private_cfg redis_private;
     char *docker_host;
     /* Where docker_host came from, for errors found after loading: its

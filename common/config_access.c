@@ -45,6 +45,11 @@ static const struct field forward_auth_fields[] = {
      IN_CFG(access.forward_auth.cache_max),
      .min = 1,
      .max = 1000000},
+    {.key = "max_in_flight",
+     .kind = K_UINT,
+     IN_CFG(access.forward_auth.max_in_flight),
+     .min = 1,
+     .max = 100000},
     {.key = NULL},
 };
 

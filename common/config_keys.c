@@ -372,6 +372,24 @@ static int check_admin(struct walk *w, yaml_node_t *map, void *base)
     return 0;
 }
 
+/* An absolute path of plain components: the orchestrator opens it one
+ * component at a time, never following a link, under a container's root. */
+static bool busy_path_valid(const char *p)
+{
+    size_t len = strlen(p);
+
+    if (len < 2 || len > 255 || p[0] != '/' || p[len - 1] == '/')
+        return false;
+    for (const char *c = p + 1; *c;) {
+        const char *e = strchr(c, '/');
+        size_t n = e ? (size_t)(e - c) : strlen(c);
+        if (n == 0 || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
+            return false;
+        c += n + (e ? 1 : 0);
+    }
+    return true;
+}
+
 static int check_idle(struct walk *w, yaml_node_t *map, void *base)
 {
     const struct wg_idle_cfg *idle = base;
@@ -383,6 +401,14 @@ static int check_idle(struct walk *w, yaml_node_t *map, void *base)
     /* Touches written just before the drain began must land before the save. */
     if (idle->drain_ms < idle->activity_interval_ms)
         return config_walk_fail(w, map, "drain must be at least activity_interval");
+    /* Walked one component at a time inside the container's root. */
+    if (idle->busy_file && !busy_path_valid(idle->busy_file))
+        return config_walk_fail(w, map,
+                                "busy_file must be an absolute path of at most 255 bytes, without "
+                                "\".\", \"..\" or empty components (or null)");
+    /* Shorter, the sample is mostly noise and the cost per second grows. */
+    if (idle->cpu_interval_ms != 0 && idle->cpu_interval_ms < 100)
+        return config_walk_fail(w, map, "cpu_interval must be 0s (off) or at least 100ms");
     return 0;
 }
 
@@ -525,6 +551,8 @@ static const struct field redis_private_fields[] = {
 static const struct field redis_fields[] = {
     {.key = "url", .kind = K_REDIS_URL, IN_CFG(redis_url), .nullable = true},
     {.key = "private", .kind = K_MAP, .sub = redis_private_fields, .check = check_redis_private},
+    F_TIME("outage_grace", redis_outage_grace_ms, 0),
+    F_TIME("state_timeout", redis_state_timeout_ms, 4),
     {.key = NULL},
 };
 
@@ -565,6 +593,15 @@ static const struct field idle_fields[] = {
      IN(struct wg_idle_cfg, stream_heartbeat),
      .min = 0,
      .max = 65536},
+    F_STIME("cpu_interval", struct wg_idle_cfg, cpu_interval_ms, 0),
+    {.key = "cpu_threshold", .kind = K_CPUS, IN(struct wg_idle_cfg, cpu_threshold_nano)},
+    {.key = "cpu_stats_concurrency",
+     .kind = K_UINT,
+     IN(struct wg_idle_cfg, cpu_stats_concurrency),
+     .min = 1,
+     .max = 256},
+    {.key = "cpu_cgroup_files", .kind = K_BOOL, IN(struct wg_idle_cfg, cpu_cgroup_files)},
+    {.key = "busy_file", .kind = K_STR, IN(struct wg_idle_cfg, busy_file), .nullable = true},
     {.key = NULL},
 };
 
@@ -630,6 +667,11 @@ const struct field config_sessions_fields[] = {
      .kind = K_DURATION,
      IN_SESS(wake_timeout_ms),
      .min = 1,
+     .max = DURATION_MAX_MS},
+    {.key = "upstream_recheck",
+     .kind = K_DURATION,
+     IN_SESS(upstream_recheck_ms),
+     .min = 0,
      .max = DURATION_MAX_MS},
     {.key = "idle",
      .kind = K_MAP,

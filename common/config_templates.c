@@ -33,7 +33,8 @@ int config_sessions_defaults(struct wg_sessions_cfg *t, const char *name)
     memset(t, 0, sizeof *t);
     if (config_replace_str(&t->name, name) < 0 ||
         config_replace_str(&t->image, "wakegate-demo:latest") < 0 ||
-        config_replace_str(&t->save.path, "/workspace") < 0) {
+        config_replace_str(&t->save.path, "/workspace") < 0 ||
+        config_replace_str(&t->idle.busy_file, "/tmp/wakegate-busy") < 0) {
         config_sessions_free(t);
         return -ENOMEM;
     }
@@ -41,6 +42,7 @@ int config_sessions_defaults(struct wg_sessions_cfg *t, const char *name)
     t->wake_on = WG_WAKE_ALL;
     t->page_after_ms = 1000;
     t->wake_timeout_ms = 30 * 1000;
+    t->upstream_recheck_ms = 5 * 1000;
     t->idle.pause_after_ms = 0;
     t->idle.stop_after_ms = 20 * 60 * 1000;
     t->idle.activity_interval_ms = 1000;
@@ -48,6 +50,10 @@ int config_sessions_defaults(struct wg_sessions_cfg *t, const char *name)
     t->idle.drain_ms = 2000;
     t->idle.stream_after_ms = 2 * 60 * 1000;
     t->idle.stream_heartbeat = 16;
+    t->idle.cpu_interval_ms = 10 * 1000;
+    t->idle.cpu_threshold_nano = 100000000ull;
+    t->idle.cpu_stats_concurrency = 8;
+    t->idle.cpu_cgroup_files = true;
     t->save.timeout_ms = 60 * 1000;
     t->save.on_failure = WG_SAVE_KEEP_AWAKE;
     t->save.before_pause = false;
@@ -75,6 +81,7 @@ void config_sessions_free(struct wg_sessions_cfg *t)
     free(t->readiness.http_path);
     config_free_strv(t->save.command, t->save.command_len);
     free(t->save.path);
+    free(t->idle.busy_file);
     free(t->access);
     free(t->waking_page);
     free(t->waking_page_html);
@@ -95,12 +102,15 @@ static bool name_ok(const char *s)
 }
 
 /* Keys of sessions: that the whole process uses, whatever the template:
- * the wake deadline (held requests, stale wake commands, locks) and the
- * reaper's own rhythm. A template that set one would be silently
- * ignored, so it is refused instead. */
+ * the wake deadline (held requests, stale wake commands, locks), the
+ * proxy's recheck of a running session that refuses, and the reaper's own
+ * rhythm. A template that set one would be silently ignored, so it is
+ * refused instead. */
 static const char *const process_keys[][2] = {
-    {"wake_timeout", NULL}, {"idle", "activity_interval"}, {"idle", "reap_every"},
-    {"idle", "drain"},      {"save", "retry_backoff"},     {"save", "retry_max"},
+    {"wake_timeout", NULL},       {"upstream_recheck", NULL}, {"idle", "activity_interval"},
+    {"idle", "reap_every"},       {"idle", "drain"},          {"save", "retry_backoff"},
+    {"save", "retry_max"},        {"idle", "cpu_interval"},   {"idle", "cpu_stats_concurrency"},
+    {"idle", "cpu_cgroup_files"},
 };
 
 static int refuse_process_keys(struct walk *w, yaml_node_t *map)

@@ -3,6 +3,7 @@
 #include "common/http_head.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -66,11 +67,38 @@ static bool has_dot_segment(const char *t, size_t len)
     return false;
 }
 
+/* Bytes in the path (up to '?') that an upstream reads as something other
+ * than what our prefix match saw:
+ * - a backslash, which some servers and frameworks take for '/', so that
+ *   "/s/a\..\b" would slip past the dot-segment rule;
+ * - an encoded control byte ("%0d%0a", %00-%1f, %7f), which an upstream that
+ *   decodes the path into a header (a redirect's Location) turns into a line
+ *   break.
+ * RFC 3986 section 3.3 allows neither in a path (a backslash is not a pchar), and
+ * browsers send neither: a backslash in an http URL becomes '/'. The query is not
+ * checked: a form sent by GET encodes a textarea's line breaks there. */
+static bool path_has_unsafe_byte(const char *t, size_t len)
+{
+    const char *q = memchr(t, '?', len);
+    size_t end = q != NULL ? (size_t)(q - t) : len;
+
+    for (size_t i = 0; i < end; i++) {
+        if (t[i] == '\\')
+            return true;
+        if (t[i] != '%' || end - i < 3)
+            continue;
+        if ((t[i + 1] == '0' || t[i + 1] == '1') && isxdigit((unsigned char)t[i + 2]))
+            return true;
+        if (t[i + 1] == '7' && (t[i + 2] == 'f' || t[i + 2] == 'F'))
+            return true;
+    }
+    return false;
+}
+
 /* RFC 9112 section 3: method SP request-target SP HTTP-version, exactly.
  * The target is visible ASCII without a fragment ('#' never travels in a
- * request), an encoded NUL or a dot segment; the version is "HTTP/" DIGIT "." DIGIT.
- * Returns 0, 400 (malformed), or 505 (a well-formed version whose major
- * is not 1). */
+ * request), an encoded NUL, a dot segment or an unsafe path byte; the version is "HTTP/" DIGIT "."
+ * DIGIT. Returns 0, 400 (malformed), or 505 (a well-formed version whose major is not 1). */
 static int scan_request_line(const char *line, size_t len)
 {
     const char *sp1 = memchr(line, ' ', len);
@@ -90,7 +118,8 @@ static int scan_request_line(const char *line, size_t len)
         if (c == '%' && sp2 - t > 2 && t[1] == '0' && t[2] == '0')
             return 400;
     }
-    if (sp1[1] == '/' && has_dot_segment(sp1 + 1, (size_t)(sp2 - sp1 - 1)))
+    if (sp1[1] == '/' && (has_dot_segment(sp1 + 1, (size_t)(sp2 - sp1 - 1)) ||
+                          path_has_unsafe_byte(sp1 + 1, (size_t)(sp2 - sp1 - 1))))
         return 400;
     v = sp2 + 1;
     vlen = len - (size_t)(v - line);
@@ -471,6 +500,25 @@ static bool name_is_lookalike(const struct wg_http_field *f)
     return false;
 }
 
+/* Fields defined as one value that decide what the request means (RFC 9110
+ * section 5.3: a sender MUST NOT send such a field line twice). Given twice,
+ * we and the upstream, or two layers behind us, may act on different ones:
+ * forward auth is asked about the first Authorization while an application
+ * may read the last; one parser takes the first Content-Type, another the
+ * last. */
+static bool has_duplicate_singleton(const struct wg_http_msg *m)
+{
+    unsigned content_type = 0, authorization = 0;
+
+    for (size_t i = 0; i < m->fields_len; i++) {
+        if (NAME_IS(&m->fields[i], "content-type"))
+            content_type++;
+        else if (NAME_IS(&m->fields[i], "authorization"))
+            authorization++;
+    }
+    return content_type > 1 || authorization > 1;
+}
+
 static int validate_request(llhttp_t *p, struct wg_http_msg *m)
 {
     unsigned host_count = 0;
@@ -511,6 +559,8 @@ static int validate_request(llhttp_t *p, struct wg_http_msg *m)
     if (host_count > 1 || (host_count == 0 && m->minor == 1))
         return 400;
     if (m->host != NULL && !host_valid(m->host, m->host_len))
+        return 400;
+    if (has_duplicate_singleton(m))
         return 400;
 
     if (te_count > 0) {

@@ -58,7 +58,8 @@ static inline void wg_http_scan_reset(struct wg_http_scan *s, bool is_response)
  * length including the blank line, or an HTTP status: 400 (bare CR or LF,
  * obs-fold, empty field name, leading blank lines, a request line that is
  * not method SP target SP HTTP/d.d, a method over WG_HTTP_METHOD_MAX, a
- * target with a fragment, "%00" or a byte outside visible ASCII), 505 (a
+ * target with a fragment, "%00" or a byte outside visible ASCII, a path
+ * with a dot segment, a backslash or an encoded control byte), 505 (a
  * well-formed version other than 1.x), 414 (request line too
  * long), 431 (header line, head or field count too large). */
 int wg_http_scan(struct wg_http_scan *s, const char *buf, size_t len, const struct wg_limits *lim,

@@ -11,6 +11,8 @@
 #define WG_LABEL_SESSION "wakegate.session"
 /* The container port that routes reach. */
 #define WG_LABEL_PORT "wakegate.port"
+/* The template the container was made from (its idle.cpu_threshold). */
+#define WG_LABEL_TEMPLATE "wakegate.template"
 /* Per-session idle tiers, a duration ("90s", "0s" turns the tier off). */
 #define WG_LABEL_IDLE_STOP_AFTER "wakegate.idle.stop_after"
 #define WG_LABEL_IDLE_PAUSE_AFTER "wakegate.idle.pause_after"

@@ -75,6 +75,7 @@ static const struct move moves[] = {
 
     {S(STARTING), S(RUNNING), "ready: Docker health is healthy, or the probe answered"},
     {S(STARTING), S(FAILED), "start failed, or not ready by the wake deadline"},
+    {S(STARTING), S(ASLEEP), "the Docker engine was unreachable until the wake deadline"},
 
     {S(RUNNING), S(DRAINING), "idle past a tier: let in-flight requests finish first"},
     {S(RUNNING), S(PAUSED), "short-idle tier: freeze; memory and files are kept"},
@@ -829,6 +830,40 @@ static int set(json_t *obj, const char *key, json_t *v)
     return v && json_object_set_new(obj, key, v) == 0 ? 0 : -ENOMEM;
 }
 
+/* The record's container spec as the admin API shows it: its members as
+ * written, but env as the variables' names only - values may be secrets,
+ * and the read-only token reads every record. {} for none, null for a text
+ * that is not a JSON object (a record written by hand). */
+static json_t *spec_json(const char *text)
+{
+    json_t *spec = text && text[0] ? json_loads(text, 0, NULL) : json_object();
+    json_t *env, *names, *e;
+    size_t i;
+
+    if (spec == NULL || !json_is_object(spec)) {
+        json_decref(spec);
+        return json_null();
+    }
+    env = json_object_get(spec, "env");
+    if (env == NULL)
+        return spec;
+    names = json_array();
+    json_array_foreach(env, i, e)
+    {
+        const char *v = json_string_value(e), *eq = v ? strchr(v, '=') : NULL;
+        if (names != NULL && v != NULL &&
+            json_array_append_new(names, json_stringn(v, eq ? (size_t)(eq - v) : strlen(v))) < 0) {
+            json_decref(names);
+            names = NULL;
+        }
+    }
+    if (names == NULL || json_object_set_new(spec, "env", names) < 0) {
+        json_decref(spec);
+        return NULL;
+    }
+    return spec;
+}
+
 json_t *wg_session_to_json(const struct wg_session *rec)
 {
     json_t *o = json_object(), *save = NULL, *idle = NULL;
@@ -864,6 +899,7 @@ json_t *wg_session_to_json(const struct wg_session *rec)
     rc |= set(o, "created", time_or_null(rec->created));
     rc |= set(o, "restarts", json_integer(rec->restarts));
     rc |= set(o, "version", json_integer((json_int_t)rec->version));
+    rc |= set(o, "spec", spec_json(rec->spec));
     if (rec->has_idle_stop_after || rec->has_idle_pause_after) {
         idle = json_object();
         if (idle && rec->has_idle_stop_after)

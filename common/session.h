@@ -184,7 +184,9 @@ int wg_session_decode(const struct wg_session_kv *kv, size_t n, struct wg_sessio
 /* Admin API shape: {"id", "state", "state_since", "host", "container_id",
  * "ip", "port", "last_active", "last_save": {"at", "ok", "exit_code",
  * "commit", "output"} | null, "error"}, plus "image", "created", "restarts",
- * "version" and "idle": {"stop_after_ms", "pause_after_ms"} (overrides only).
+ * "version", "spec" (the container spec as written, but "env" as the names
+ * only: {} for none, null when unreadable) and "idle": {"stop_after_ms",
+ * "pause_after_ms"} (overrides only).
  * Unset strings, a 0 port and unknown times are null. Returns a new
  * reference, or NULL when out of memory. */
 json_t *wg_session_to_json(const struct wg_session *rec);

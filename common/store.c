@@ -314,6 +314,10 @@ static void handle_reply(struct op *op, enum role role, size_t idx, const redisR
     case OP_WAKE_CLAIM:
         store_wake_reply(op, reply);
         return;
+    case OP_PUBLISH:
+        if (reply->type != REDIS_REPLY_INTEGER)
+            store_op_fail(op, -EPROTO, "unexpected reply to PUBLISH");
+        return;
     }
 }
 

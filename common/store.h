@@ -28,11 +28,15 @@
  *                            detail?} (from is "" on creation) and per other
  *                            event {id, type, at, detail?}
  *   wg:state         pub/sub one JSON message per write to a record:
- *                            {"id","state","v"[,"ip","port","gen"]} (gen: the
- *                            access generation, a decimal string)
+ *                            {"id","state","v"[,"ip","port","gen","cid"]} (gen:
+ *                            the access generation, a decimal string; cid: the
+ *                            record's container_id)
+ *   wg:check:{token} pub/sub a gateway's own channel: the loop time it
+ *                            published, to prove its subscriber still
+ *                            delivers (wg_store_check_publish)
  *   wg:wake:{host}   stream  wake/sleep/destroy commands for one host's
  *                            orchestrator, consumed with a consumer group
- *                            {session, op, at, from?, force?}
+ *                            {session, op, at, from?, force?, now?}
  *   wg:lock:{id}     string  a random token, SET NX PX; released and extended
  *                            only by the holder (compare-and-delete/-pexpire)
  *
@@ -89,6 +93,9 @@ struct wg_store; /* opaque */
 #define WG_STORE_KEY_COUNTS "wg:counts"
 #define WG_STORE_KEY_EVENTS "wg:events"
 #define WG_STORE_CHANNEL_STATE "wg:state"
+/* wg:check:{token}: a subscriber's own channel, to prove its subscription
+ * still delivers (wg_store_check_publish). */
+#define WG_STORE_CHANNEL_CHECK "wg:check:"
 #define WG_STORE_KEY_WAKE_PREFIX "wg:wake:"
 #define WG_STORE_KEY_LOCK_PREFIX "wg:lock:"
 
@@ -138,6 +145,7 @@ struct wg_wake_cmd {
     char session[WG_SESSION_ID_MAX + 1];
     enum wg_wake_op op;
     bool force;                       /* sleep/destroy without the save */
+    bool now;                         /* sleep: save and stop, whatever the activity */
     int64_t at;                       /* ms; wake_add stamps it when 0 */
     char from[WG_STORE_NAME_MAX + 1]; /* who asked (a gateway name); may be "" */
     bool bad; /* parsers: garbled or deleted entry; ack it, do not act on it */
@@ -151,6 +159,7 @@ struct wg_state_msg {
     uint16_t port;                  /* 0 when absent */
     uint64_t version;
     uint64_t gen; /* the record's access generation; 0 when absent */
+    char container_id[WG_SESSION_CONTAINER_ID_MAX + 1]; /* "cid"; "" when absent */
 };
 
 /* What a reaper pass reads of one idle candidate (wg_store_reap_scan()). */
@@ -312,6 +321,14 @@ int wg_store_range_transient(struct wg_store *s, int64_t cutoff_ms, size_t offse
 /* ---- events -----------------------------------------------------------------------------------
  */
 
+/* Publishes stamp (a decimal u64) on wg:check:{token}, token being
+ * WG_STORE_TOKEN_LEN hex digits (wg_store_lock_token()). A subscriber of
+ * that channel that gets it back knows that everything published before
+ * the call has reached it: Redis delivers to a subscriber in the order it
+ * ran the PUBLISH commands. */
+int wg_store_check_publish(struct wg_store *s, const char *token, uint64_t stamp, wg_store_cb *cb,
+                           void *arg);
+
 /* Appends a non-transition event {id, type, at, detail?} to wg:events (hook
  * results and the like). type: ^[a-z][a-z0-9_.]{0,31}$, not "transition".
  * res->event_id. */
@@ -353,7 +370,7 @@ int wg_store_wake_group(struct wg_store *s, const char *host, const char *group,
                         void *arg);
 
 /* XADD wg:wake:{host} MAXLEN ~ wake_max * session .. op .. at .. [from ..]
- * [force 1]. res->event_id is the entry id. */
+ * [force 1] [now 1]. res->event_id is the entry id. */
 int wg_store_wake_add(struct wg_store *s, const char *host, const struct wg_wake_cmd *cmd,
                       wg_store_cb *cb, void *arg);
 

@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,6 +24,27 @@ static bool event_type_ok(const char *t)
             return false;
     return true;
 }
+int wg_store_check_publish(struct wg_store *s, const char *token, uint64_t stamp, wg_store_cb *cb,
+                           void *arg)
+{
+    struct store_argv a = {0};
+    struct op *op;
+    char channel[sizeof(WG_STORE_CHANNEL_CHECK) + WG_STORE_TOKEN_LEN];
+    int rc;
+
+    if (!s || !cb || !token || strlen(token) != WG_STORE_TOKEN_LEN)
+        return -EINVAL;
+    if ((rc = store_op_start(s, OP_PUBLISH, NULL, cb, arg, &op)) < 0)
+        return rc;
+    snprintf(channel, sizeof(channel), "%s%s", WG_STORE_CHANNEL_CHECK, token);
+    store_av_str(&a, "PUBLISH");
+    store_av_str(&a, channel);
+    store_av_u64(&a, stamp);
+    rc = store_send(op, s->redis, R_MAIN, 0, &a);
+    store_av_release(&a);
+    return rc < 0 ? store_op_abort(op, rc) : 0;
+}
+
 int wg_store_event_add(struct wg_store *s, const char *id, const char *type,
                        const char *detail_json, wg_store_cb *cb, void *arg)
 {
@@ -59,7 +81,7 @@ int wg_store_parse_state_msg(const char *data, size_t len, struct wg_state_msg *
 {
     struct wg_state_msg m;
     json_error_t jerr;
-    json_t *root, *id, *state, *v, *ip, *port, *gen;
+    json_t *root, *id, *state, *v, *ip, *port, *gen, *cid;
     unsigned char addr[16];
     int rc = -EBADMSG;
 
@@ -75,6 +97,7 @@ int wg_store_parse_state_msg(const char *data, size_t len, struct wg_state_msg *
     ip = json_object_get(root, "ip");
     port = json_object_get(root, "port");
     gen = json_object_get(root, "gen");
+    cid = json_object_get(root, "cid");
     if (!json_is_string(id) || !wg_session_id_valid(json_string_value(id), json_string_length(id)))
         goto out;
     memcpy(m.id, json_string_value(id), json_string_length(id) + 1);
@@ -109,6 +132,15 @@ int wg_store_parse_state_msg(const char *data, size_t len, struct wg_state_msg *
         if (errno != 0 || end == NULL || *end != '\0')
             goto out;
         m.gen = (uint64_t)u;
+    }
+    /* The container the record names: lowercase hex, as the record holds it. */
+    if (cid) {
+        const char *c = json_string_value(cid);
+        size_t n = json_string_length(cid);
+        if (c == NULL || n == 0 || n > WG_SESSION_CONTAINER_ID_MAX || strlen(c) != n ||
+            strspn(c, "0123456789abcdef") != n)
+            goto out;
+        memcpy(m.container_id, c, n + 1);
     }
     *ret_msg = m;
     rc = 0;

@@ -38,6 +38,7 @@ enum op_kind {
     OP_WAKE_READ,
     OP_WAKE_ACK,
     OP_WAKE_CLAIM,
+    OP_PUBLISH,
 };
 
 /* What one command of an op reads: its main answer, a wg:active score (or

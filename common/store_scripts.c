@@ -96,6 +96,7 @@ const char store_script_transition[] = TRANSIENT_LUA IDLE_SHORT_LUA
     "  msg.ip = redis.call('HGET', h, 'ip') or nil\n"
     "  msg.port = tonumber(redis.call('HGET', h, 'port') or '')\n"
     "  msg.gen = redis.call('HGET', h, 'gen') or nil\n"
+    "  msg.cid = redis.call('HGET', h, 'container_id') or nil\n"
     "end\n"
     "local eid = ''\n"
     "if move then\n"
@@ -135,6 +136,7 @@ const char store_script_create[] = IDLE_SHORT_LUA
     "msg.ip = redis.call('HGET', h, 'ip') or nil\n"
     "msg.port = tonumber(redis.call('HGET', h, 'port') or '')\n"
     "msg.gen = redis.call('HGET', h, 'gen') or nil\n"
+    "msg.cid = redis.call('HGET', h, 'container_id') or nil\n"
     "redis.call('PUBLISH', ARGV[5], cjson.encode(msg))\n"
     "return {'created', eid, redis.call('HGETALL', h), false}\n";
 

@@ -74,6 +74,10 @@ int wg_store_wake_add(struct wg_store *s, const char *host, const struct wg_wake
         store_av_str(&a, "force");
         store_av_str(&a, "1");
     }
+    if (cmd->now) {
+        store_av_str(&a, "now");
+        store_av_str(&a, "1");
+    }
     rc = store_send(op, s->redis, R_MAIN, 0, &a);
     store_av_release(&a);
     return rc < 0 ? store_op_abort(op, rc) : 0;
@@ -285,6 +289,10 @@ static void parse_wake_fields(const redisReply *f, struct wg_wake_cmd *e)
             if (!store_reply_eq(v, "0") && !store_reply_eq(v, "1"))
                 goto bad;
             e->force = v->str[0] == '1';
+        } else if (store_reply_eq(k, "now")) {
+            if (!store_reply_eq(v, "0") && !store_reply_eq(v, "1"))
+                goto bad;
+            e->now = v->str[0] == '1';
         }
     }
     if (have_session && have_op && have_at)

@@ -220,12 +220,26 @@ int wg_docker_version(struct wg_docker *d, wg_docker_cb *cb, void *arg)
     return docker_call(d, RK_VERSION, "GET", strdup("/version"), finish_plain, cb, arg, NULL);
 }
 
+int docker_call_json(struct wg_docker *d, enum req_kind kind, const char *method, char *path,
+                     json_t *body, docker_finish_fn *finish, wg_docker_cb *cb, void *arg)
+{
+    struct docker_req *q;
+    int rc = docker_call(d, kind, method, path, finish, cb, arg, &q);
+
+    if (rc < 0) {
+        json_decref(body);
+        return rc;
+    }
+    if ((rc = docker_req_set_json(q, body)) < 0 || (rc = docker_submit(q)) < 0)
+        docker_req_free(q);
+    return rc;
+}
+
 int wg_docker_create(struct wg_docker *d, const struct wg_docker_spec *spec, wg_docker_cb *cb,
                      void *arg, char *err, size_t errlen)
 {
     char dummy[1], *name = NULL, *path;
     json_t *body = NULL;
-    struct docker_req *q;
     int rc;
 
     if (!err || errlen == 0) {
@@ -250,14 +264,7 @@ int wg_docker_create(struct wg_docker *d, const struct wg_docker_spec *spec, wg_
     } else {
         path = strdup("/containers/create");
     }
-    rc = docker_call(d, RK_CREATE, "POST", path, finish_create, cb, arg, &q);
-    if (rc < 0) {
-        json_decref(body);
-        return rc;
-    }
-    if ((rc = docker_req_set_json(q, body)) < 0 || (rc = docker_submit(q)) < 0)
-        docker_req_free(q);
-    return rc;
+    return docker_call_json(d, RK_CREATE, "POST", path, body, finish_create, cb, arg);
 }
 
 static int container_action(struct wg_docker *d, enum req_kind kind, const char *ref,
@@ -346,6 +353,54 @@ int wg_docker_list(struct wg_docker *d, const char *label, wg_docker_cb *cb, voi
     path = wg_strf("/containers/json?all=1&filters=%s", f);
     free(f);
     return docker_call(d, RK_LIST, "GET", path, finish_list, cb, arg, NULL);
+}
+
+int wg_docker_list_running(struct wg_docker *d, const char *label, wg_docker_cb *cb, void *arg)
+{
+    json_t *fj;
+    char *f, *esc, *path;
+    struct docker_req *q;
+    int rc;
+
+    if (!label)
+        label = WG_LABEL_SESSION;
+    if (!d || !docker_label_ok(label))
+        return -EINVAL;
+    fj = json_pack("{s:[s],s:[s]}", "label", label, "status", "running");
+    f = fj ? json_dumps(fj, JSON_COMPACT) : NULL;
+    json_decref(fj);
+    esc = f ? curl_easy_escape(NULL, f, 0) : NULL;
+    free(f);
+    if (!esc)
+        return -ENOMEM;
+    path = wg_strf("/containers/json?filters=%s", esc);
+    curl_free(esc);
+    rc = docker_call(d, RK_LIST, "GET", path, finish_list, cb, arg, &q);
+    if (rc < 0)
+        return rc;
+    q->body_cap = WG_DOCKER_MAX_LIST_BODY;
+    wg_buf_init(&q->resp, q->body_cap + 1);
+    if ((rc = docker_submit(q)) < 0)
+        docker_req_free(q);
+    return rc;
+}
+
+static void finish_stats(struct docker_req *q, int status, struct wg_docker_reply *r)
+{
+    if (status == 0 && docker_stats_cpu_from_json(r->json, &r->cpu_usage_ns) < 0) {
+        status = -EBADMSG;
+        r->message = "the answer has no cpu_stats.cpu_usage.total_usage";
+    }
+    docker_deliver(q, status, r);
+}
+
+int wg_docker_stats(struct wg_docker *d, const char *ref, wg_docker_cb *cb, void *arg)
+{
+    if (!wg_docker_ref_valid(ref))
+        return -EINVAL;
+    return docker_call(d, RK_STATS, "GET",
+                       wg_strf("/containers/%s/stats?stream=false&one-shot=true", ref),
+                       finish_stats, cb, arg, NULL);
 }
 
 int wg_docker_logs(struct wg_docker *d, const char *ref, unsigned tail, wg_docker_cb *cb, void *arg)

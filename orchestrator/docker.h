@@ -72,10 +72,11 @@ struct wg_docker_events; /* opaque: one events stream */
 #define WG_DOCKER_API_MAX "1.41" /* what this client speaks (Debian 12's engine) */
 #define WG_DOCKER_API_MIN "1.25" /* HostConfig.Init, filters as JSON */
 
-#define WG_DOCKER_TIMEOUT_MS 30000        /* per call, from when it is sent */
-#define WG_DOCKER_CONNECT_TIMEOUT_MS 5000 /* connect (+ TLS handshake) */
-#define WG_DOCKER_MAX_BODY (8u << 20)     /* JSON answers */
-#define WG_DOCKER_MAX_OUTPUT (64u << 10)  /* exec and log output: tail kept */
+#define WG_DOCKER_TIMEOUT_MS 30000          /* per call, from when it is sent */
+#define WG_DOCKER_CONNECT_TIMEOUT_MS 5000   /* connect (+ TLS handshake) */
+#define WG_DOCKER_MAX_BODY (8u << 20)       /* JSON answers */
+#define WG_DOCKER_MAX_LIST_BODY (64u << 20) /* the running list: ~6 KiB a row at 10,000 */
+#define WG_DOCKER_MAX_OUTPUT (64u << 10)    /* exec and log output: tail kept */
 #define WG_DOCKER_MAX_EVENT_LINE (64u << 10)
 #define WG_DOCKER_REF_MAX 128 /* longest id or name accepted */
 
@@ -150,12 +151,14 @@ struct wg_docker_reply {
     const char *id;                              /* create: the new container's id */
     const struct wg_docker_container *container; /* inspect */
     const struct wg_docker_summary *containers;  /* list */
-    const struct wg_docker_network *network;     /* network inspect */
+    const struct wg_docker_network *networks;    /* network list: those named exactly so */
+    size_t n_networks;
     size_t n_containers;
     const char *output; /* logs, exec: stdout and stderr interleaved, demultiplexed */
     size_t output_len;
     bool output_truncated; /* only the last max_output bytes are here */
     int exit_code;         /* exec */
+    uint64_t cpu_usage_ns; /* stats: the container's CPU time so far */
 };
 
 typedef void wg_docker_cb(int status, const struct wg_docker_reply *r, void *arg);
@@ -280,8 +283,10 @@ bool wg_docker_ref_valid(const char *ref);
 int wg_docker_ping(struct wg_docker *d, wg_docker_cb *cb, void *arg);
 /* GET /version: r->json. */
 int wg_docker_version(struct wg_docker *d, wg_docker_cb *cb, void *arg);
-/* GET /networks/{name}: r->network. */
-int wg_docker_network_inspect(struct wg_docker *d, const char *name, wg_docker_cb *cb, void *arg);
+/* GET /networks filtered by name: r->networks, those named exactly name
+ * (the engine does not keep names unique: two creates that race both
+ * succeed). */
+int wg_docker_network_list(struct wg_docker *d, const char *name, wg_docker_cb *cb, void *arg);
 /* POST /networks/create of a session network (see wg_docker_network_spec),
  * with a new random bridge name. 409 when the name is taken. Returns
  * -EINVAL for a bad spec, with the reason in err. */
@@ -305,6 +310,14 @@ int wg_docker_remove(struct wg_docker *d, const char *ref, bool force, bool volu
 /* All containers (running or not) carrying label ("key" or "key=value";
  * NULL: WG_LABEL_SESSION): r->containers. */
 int wg_docker_list(struct wg_docker *d, const char *label, wg_docker_cb *cb, void *arg);
+/* The running containers (not paused) carrying label (NULL:
+ * WG_LABEL_SESSION): r->containers. Its answer may reach
+ * WG_DOCKER_MAX_LIST_BODY. */
+int wg_docker_list_running(struct wg_docker *d, const char *label, wg_docker_cb *cb, void *arg);
+/* GET /containers/{ref}/stats?stream=false&one-shot=true: r->cpu_usage_ns.
+ * Slow on some engines (dockerd 20.10: ~1-2 s), so callers bound how many
+ * they have in flight. */
+int wg_docker_stats(struct wg_docker *d, const char *ref, wg_docker_cb *cb, void *arg);
 /* The last `tail` lines of stdout and stderr: r->output. */
 int wg_docker_logs(struct wg_docker *d, const char *ref, unsigned tail, wg_docker_cb *cb,
                    void *arg);
@@ -333,5 +346,26 @@ int wg_docker_events_start(struct wg_docker *d, const struct wg_docker_events_op
 
 /* Ends the stream; no callback of it runs afterwards. NULL-safe. */
 void wg_docker_events_stop(struct wg_docker_events *e);
+
+/* ---- the stream demultiplexer (pure; also used by wakegatectl) ---- */
+
+/* Demultiplexes Docker's attach/log stream: frames of an 8-byte header
+ * (stream, 0, 0, 0, big-endian length) and data. A stream whose first bytes
+ * cannot be such a header (a container with a TTY) passes through raw, as
+ * stream 1. Zero it to start. */
+enum wg_docker_demux_mode { WG_DOCKER_DM_DETECT = 0, WG_DOCKER_DM_MUX, WG_DOCKER_DM_RAW };
+struct wg_docker_demux {
+    unsigned char hdr[8];
+    unsigned have;
+    uint32_t left;
+    int stream;
+    enum wg_docker_demux_mode mode;
+};
+/* Data of stream (1 stdout, 2 stderr; 0 stdin). */
+typedef void wg_docker_demux_fn(void *arg, int stream, const char *p, size_t n);
+void wg_docker_demux_feed(struct wg_docker_demux *m, const char *p, size_t n,
+                          wg_docker_demux_fn *fn, void *arg);
+/* At the end of the stream: bytes still held while detecting were raw. */
+void wg_docker_demux_end(struct wg_docker_demux *m, wg_docker_demux_fn *fn, void *arg);
 
 #endif

@@ -16,8 +16,8 @@
  *                       stream, the output tail, line splitting)
  *   docker_events.c     the /events stream
  *   docker_exec.c       exec: create, start attached, inspect
- *   docker_network.c    session networks: inspect, create, the rules
- *                       one must meet
+ *   docker_network.c    session networks: list by name, create, the
+ *                       rules one must meet
  *
  * Ownership, written down once:
  * - d owns three handles (curl_timer: curl's timeout; wake: delayed
@@ -100,24 +100,12 @@ enum req_kind {
     RK_EXEC_START,
     RK_EXEC_INSPECT,
     RK_EVENTS,
-    RK_NETWORK_INSPECT,
+    RK_NETWORK_LIST,
     RK_NETWORK_CREATE,
+    RK_STATS,
 };
 
 enum req_where { RQ_NONE, RQ_QUEUED, RQ_ACTIVE, RQ_DELAYED };
-
-/* Demultiplexes Docker's attach/log stream: frames of an 8-byte header
- * (stream, 0, 0, 0, big-endian length) and data. A stream whose first bytes
- * cannot be such a header (a container with a TTY) passes through raw. */
-enum demux_mode { DM_DETECT = 0, DM_MUX, DM_RAW };
-struct docker_demux {
-    unsigned char hdr[8];
-    unsigned have;
-    uint32_t left;
-    int stream;
-    enum demux_mode mode;
-};
-typedef void docker_demux_fn(void *arg, int stream, const char *p, size_t n);
 
 struct docker_req;
 struct docker_exec;
@@ -159,7 +147,7 @@ struct docker_req {
     struct wg_buf resp;    /* JSON body, error body, or the events line */
     struct wg_buf out;     /* logs, exec start: output tail */
     bool out_truncated;
-    struct docker_demux dm;
+    struct wg_docker_demux dm;
     bool versioned, ok_304, streamed;
     bool overflow;  /* a cap was hit; the write callback aborted */
     bool canceled;  /* events stream stopped; no callback runs */
@@ -168,10 +156,13 @@ struct docker_req {
     bool opened;    /* events: OPEN went out */
     char errbuf[CURL_ERROR_SIZE];
     char server_version[DOCKER_VERSION_MAX];
+    char ref[WG_DOCKER_REF_MAX + 1]; /* what a finish function must know of the call
+                                        (network list: the exact name) */
     docker_finish_fn *finish;
     docker_data_fn *on_data; /* streamed 2xx body; NULL: output (demultiplexed tail) */
     docker_head_fn *on_head; /* streamed 2xx head complete; NULL: nothing */
     size_t data_cap;         /* the cap on_data enforces, for the overflow message */
+    size_t body_cap;         /* a body cap of its own (the running list); 0: d->max_body */
     wg_docker_cb *cb;
     void *arg;
     struct docker_exec *op;
@@ -226,6 +217,11 @@ struct wg_docker {
  * *ret is set), -EINVAL (no d), -ECANCELED (d is being freed) or -ENOMEM. */
 int docker_call(struct wg_docker *d, enum req_kind kind, const char *method, char *path,
                 docker_finish_fn *finish, wg_docker_cb *cb, void *arg, struct docker_req **ret);
+
+/* docker_call() with a JSON body (consumed, as path is), submitted at
+ * once. Returns as docker_call() does. */
+int docker_call_json(struct wg_docker *d, enum req_kind kind, const char *method, char *path,
+                     json_t *body, docker_finish_fn *finish, wg_docker_cb *cb, void *arg);
 
 /* Drops one reference (a handle or the name lookup); the last frees d. Only
  * reachable after docker_teardown(). */
@@ -307,6 +303,9 @@ int docker_summaries_from_json(json_t *root, struct wg_docker_summary **ret, siz
 /* The Id of a create answer (a container) or an exec create answer when it
  * is a full id (docker_is_full_id()), else NULL. */
 const char *docker_id_from_json(json_t *root);
+/* cpu_stats.cpu_usage.total_usage (ns) of a stats answer. -EBADMSG when
+ * absent. */
+int docker_stats_cpu_from_json(json_t *root, uint64_t *ret_ns);
 
 /* ---- docker_wire.c (pure) ------------------------------------------------------------------ */
 
@@ -321,10 +320,6 @@ int docker_version_negotiate(const char *server, int our_major, int our_minor, c
 /* If line (one header line as curl hands it, CRLF included) is `name:
  * value`, points *ret at the trimmed value and returns its length; else -1. */
 long docker_header_value(const char *line, size_t n, const char *name, const char **ret);
-void docker_demux_feed(struct docker_demux *m, const char *p, size_t n, docker_demux_fn *fn,
-                       void *arg);
-/* At the end of the stream: bytes still held while detecting were raw. */
-void docker_demux_end(struct docker_demux *m, docker_demux_fn *fn, void *arg);
 /* Appends p to b keeping only the last cap bytes; *trunc is set when
  * anything was dropped. b must have been initialised with max > cap. */
 void docker_tail_append(struct wg_buf *b, size_t cap, const char *p, size_t n, bool *trunc);

@@ -566,6 +566,17 @@ int docker_exec_body(const char *const *argv, json_t **ret)
     return 0;
 }
 
+int docker_stats_cpu_from_json(json_t *root, uint64_t *ret_ns)
+{
+    json_t *v = json_object_get(json_object_get(json_object_get(root, "cpu_stats"), "cpu_usage"),
+                                "total_usage");
+
+    if (!json_is_integer(v) || json_integer_value(v) < 0)
+        return -EBADMSG;
+    *ret_ns = (uint64_t)json_integer_value(v);
+    return 0;
+}
+
 char *docker_label_filters(const char *label, bool with_type)
 {
     json_t *f =

@@ -74,27 +74,56 @@ int wg_docker_network_check(const struct wg_docker_network *n,
     return 0;
 }
 
-static void finish_network_inspect(struct docker_req *q, int status, struct wg_docker_reply *r)
+/* The engine's name filter matches substrings: only the networks named
+ * exactly q->ref are kept. */
+static void finish_network_list(struct docker_req *q, int status, struct wg_docker_reply *r)
 {
-    struct wg_docker_network n;
+    struct wg_docker_network *v = NULL;
+    const char *name = q->ref;
+    size_t n = 0;
 
     if (status == 0) {
-        if (network_from_json(r->json, &n) < 0) {
-            status = -EBADMSG;
-            r->message = "the answer is not a network";
-        } else {
-            r->network = &n;
+        size_t len = json_array_size(r->json);
+        v = calloc(len ? len : 1, sizeof(*v));
+        if (!json_is_array(r->json) || v == NULL) {
+            status = v ? -EBADMSG : -ENOMEM;
+            r->message = v ? "the answer is not a list of networks" : "out of memory";
         }
+        for (size_t i = 0; status == 0 && i < len; i++)
+            if (network_from_json(json_array_get(r->json, i), &v[n]) == 0 &&
+                strcmp(v[n].name, name) == 0)
+                n++;
+        r->networks = v;
+        r->n_networks = n;
     }
     docker_deliver(q, status, r);
+    free(v);
 }
 
-int wg_docker_network_inspect(struct wg_docker *d, const char *name, wg_docker_cb *cb, void *arg)
+int wg_docker_network_list(struct wg_docker *d, const char *name, wg_docker_cb *cb, void *arg)
 {
+    char *filters, *path;
+    struct docker_req *q;
+    int rc;
+
     if (!wg_docker_ref_valid(name))
         return -EINVAL;
-    return docker_call(d, RK_NETWORK_INSPECT, "GET", wg_strf("/networks/%s", name),
-                       finish_network_inspect, cb, arg, NULL);
+    filters = wg_strf("{\"name\":[\"%s\"]}", name);
+    char *esc = filters ? curl_easy_escape(NULL, filters, 0) : NULL;
+    free(filters);
+    if (esc == NULL)
+        return -ENOMEM;
+    path = wg_strf("/networks?filters=%s", esc);
+    curl_free(esc);
+    if (path == NULL)
+        return -ENOMEM;
+    rc = docker_call(d, RK_NETWORK_LIST, "GET", path, finish_network_list, cb, arg, &q);
+    if (rc < 0)
+        return rc;
+    snprintf(q->ref, sizeof(q->ref), "%s", name);
+    if ((rc = docker_submit(q)) < 0)
+        docker_req_free(q);
+    return rc;
 }
 
 static void finish_network_create(struct docker_req *q, int status, struct wg_docker_reply *r)
@@ -146,7 +175,6 @@ int wg_docker_network_create(struct wg_docker *d, const struct wg_docker_network
     char bridge[16];
     uint32_t rnd;
     json_t *body = NULL;
-    struct docker_req *q;
     int rc;
 
     if (!spec || !wg_docker_ref_valid(spec->name) || !spec->template ||
@@ -161,13 +189,6 @@ int wg_docker_network_create(struct wg_docker *d, const struct wg_docker_network
     rc = network_create_body(spec, bridge, &body);
     if (rc < 0)
         return rc;
-    rc = docker_call(d, RK_NETWORK_CREATE, "POST", strdup("/networks/create"),
-                     finish_network_create, cb, arg, &q);
-    if (rc < 0) {
-        json_decref(body);
-        return rc;
-    }
-    if ((rc = docker_req_set_json(q, body)) < 0 || (rc = docker_submit(q)) < 0)
-        docker_req_free(q);
-    return rc;
+    return docker_call_json(d, RK_NETWORK_CREATE, "POST", strdup("/networks/create"), body,
+                            finish_network_create, cb, arg);
 }

@@ -250,7 +250,9 @@ static void req_done(struct docker_req *q, CURLcode cc)
 
     if (q->overflow) {
         snprintf(msg, sizeof(msg), "answer larger than %zu bytes",
-                 q->data_cap && code / 100 == 2 ? q->data_cap : d->max_body);
+                 q->data_cap && code / 100 == 2 ? q->data_cap
+                 : q->body_cap                  ? q->body_cap
+                                                : d->max_body);
         status = -EMSGSIZE;
     } else if (cc != CURLE_OK) {
         status = curl_status(q, cc, msg, sizeof(msg));
@@ -283,7 +285,7 @@ static void out_sink(void *arg, int stream, const char *p, size_t n)
 
 void docker_output_end(struct docker_req *q)
 {
-    docker_demux_end(&q->dm, out_sink, q);
+    wg_docker_demux_end(&q->dm, out_sink, q);
 }
 
 static size_t write_cb(char *p, size_t size, size_t nmemb, void *arg)
@@ -304,10 +306,11 @@ static size_t write_cb(char *p, size_t size, size_t nmemb, void *arg)
                 q->overflow = true;
             return rc ? 0 : n;
         }
-        docker_demux_feed(&q->dm, p, n, out_sink, q);
+        wg_docker_demux_feed(&q->dm, p, n, out_sink, q);
         return n;
     }
-    if (wg_buf_size(&q->resp) + n > d->max_body || wg_buf_append(&q->resp, p, n) < 0) {
+    if (wg_buf_size(&q->resp) + n > (q->body_cap ? q->body_cap : d->max_body) ||
+        wg_buf_append(&q->resp, p, n) < 0) {
         q->overflow = true;
         return 0;
     }

@@ -87,11 +87,11 @@ long docker_header_value(const char *line, size_t n, const char *name, const cha
 
 /* ---- stream helpers: demultiplexer, output tail, lines -------------------------------------- */
 
-void docker_demux_feed(struct docker_demux *m, const char *p, size_t n, docker_demux_fn *fn,
-                       void *arg)
+void wg_docker_demux_feed(struct wg_docker_demux *m, const char *p, size_t n,
+                          wg_docker_demux_fn *fn, void *arg)
 {
     while (n > 0) {
-        if (m->mode == DM_RAW) {
+        if (m->mode == WG_DOCKER_DM_RAW) {
             fn(arg, 1, p, n);
             return;
         }
@@ -105,11 +105,11 @@ void docker_demux_feed(struct docker_demux *m, const char *p, size_t n, docker_d
         }
         m->hdr[m->have++] = (unsigned char)*p++;
         n--;
-        if (m->mode == DM_DETECT) {
+        if (m->mode == WG_DOCKER_DM_DETECT) {
             unsigned i = m->have - 1;
             /* A frame header starts with stream 0-2 and three zero bytes. */
             if ((i == 0 && m->hdr[0] > 2) || (i >= 1 && i <= 3 && m->hdr[i] != 0)) {
-                m->mode = DM_RAW;
+                m->mode = WG_DOCKER_DM_RAW;
                 fn(arg, 1, (const char *)m->hdr, m->have);
                 m->have = 0;
                 continue;
@@ -117,7 +117,7 @@ void docker_demux_feed(struct docker_demux *m, const char *p, size_t n, docker_d
         }
         if (m->have < 8)
             continue;
-        m->mode = DM_MUX;
+        m->mode = WG_DOCKER_DM_MUX;
         m->stream = m->hdr[0];
         m->left = (uint32_t)m->hdr[4] << 24 | (uint32_t)m->hdr[5] << 16 | (uint32_t)m->hdr[6] << 8 |
                   (uint32_t)m->hdr[7];
@@ -125,9 +125,9 @@ void docker_demux_feed(struct docker_demux *m, const char *p, size_t n, docker_d
     }
 }
 
-void docker_demux_end(struct docker_demux *m, docker_demux_fn *fn, void *arg)
+void wg_docker_demux_end(struct wg_docker_demux *m, wg_docker_demux_fn *fn, void *arg)
 {
-    if (m->mode == DM_DETECT && m->have > 0)
+    if (m->mode == WG_DOCKER_DM_DETECT && m->have > 0)
         fn(arg, 1, (const char *)m->hdr, m->have);
     m->have = 0;
 }

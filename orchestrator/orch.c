@@ -345,6 +345,13 @@ static void on_ping(int status, const struct wg_docker_reply *r, void *arg)
                     o->cfg->docker_host, r->api_version ? r->api_version : "?");
             o->docker_ok = true;
             o->last_heartbeat = 0;
+            /* The engine is back: the events stream (and the reconcile
+             * round that follows it) now, not after the backoff its
+             * failures built up while the engine was away. */
+            if (!o->events) {
+                uv_timer_stop(&o->events_timer);
+                o->events_backoff_ms = 0;
+            }
             tick_cb(&o->tick); /* group and heartbeat now, not at the next tick */
         }
         o->ping_err_logged = false;
@@ -644,6 +651,10 @@ int wg_orch_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log
     dopts.tls_skip_verify = !cfg->docker_tls.verify;
     if ((rc = make_clients(o, &dopts, err, errlen)) < 0)
         goto fail;
+    if ((rc = reaper_cpu_new(o, dopts.host)) < 0) {
+        snprintf(err, errlen, "cannot set up the CPU sampler: %s", strerror(-rc));
+        goto fail;
+    }
     start_handles(o);
     WG_INFO(log, ORCH_SUBSYS, "orchestrator starting",
             "name=%s docker=%s tls=%s max_concurrent_starts=%u wake_timeout_ms=%" PRIu64, o->name,
@@ -675,6 +686,8 @@ void wg_orch_free(struct wg_orch *o)
     if (o->events)
         wg_docker_events_stop(o->events);
     o->events = NULL;
+    wg_cpu_watch_free(o->cpu);
+    o->cpu = NULL;
     /* Pending callbacks run now with -ECANCELED and drop their references. */
     wg_store_free(o->store);
     o->store = NULL;
@@ -769,8 +782,10 @@ void wg_orch_metrics(const struct wg_orch *o, struct wg_buf *out)
                    "# TYPE wakegate_wakes_total counter\n"
                    "wakegate_wakes_total{outcome=\"ready\"} %" PRIu64 "\n"
                    "wakegate_wakes_total{outcome=\"failed\"} %" PRIu64 "\n"
-                   "wakegate_wakes_total{outcome=\"timeout\"} %" PRIu64 "\n",
-                   o->st.wakes_ready, o->st.wakes_failed, o->st.wakes_timeout);
+                   "wakegate_wakes_total{outcome=\"timeout\"} %" PRIu64 "\n"
+                   "wakegate_wakes_total{outcome=\"engine_unreachable\"} %" PRIu64 "\n",
+                   o->st.wakes_ready, o->st.wakes_failed, o->st.wakes_timeout,
+                   o->st.wakes_unreachable);
     wg_hist_family(out, hname, "histogram",
                    "Time a wake spent in each phase (queue: waiting for admission; docker_start: "
                    "create/start/unpause; ready: start returned to ready; total: the move to "
@@ -829,4 +844,6 @@ void wg_orch_metrics(const struct wg_orch *o, struct wg_buf *out)
         }
     }
     sleeper_metrics(o, out);
+    if (o->cpu)
+        wg_cpu_watch_metrics(o->cpu, out);
 }

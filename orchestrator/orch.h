@@ -106,7 +106,7 @@ struct wg_orch_opts {
 struct wg_orch_stats {
     unsigned starts_in_flight;
     unsigned queued;
-    uint64_t wakes_ready, wakes_failed, wakes_timeout;
+    uint64_t wakes_ready, wakes_failed, wakes_timeout, wakes_unreachable;
     uint64_t commands, coalesced, stale, docker_errors, corrections, adopted, restarts;
     bool docker_ok, events_open, reconciled, consuming;
 };

@@ -77,6 +77,7 @@
 #include "common/log.h"
 #include "common/session.h"
 #include "common/store.h"
+#include "orchestrator/cpu_watch.h"
 #include "orchestrator/docker.h"
 #include "orchestrator/orch.h"
 #include "orchestrator/orch_policy.h"
@@ -179,9 +180,10 @@ struct orch_wake {
 
     /* on the way */
     bool cas_retried;
-    bool recreated;     /* a create after start said 404: once only */
-    bool network_raced; /* the network's create said 409: inspect once more only */
-    bool health;        /* readiness from Docker health */
+    bool recreated;    /* a create after start said 404: once only */
+    bool network_made; /* this wake created the network: listed once more only */
+    char network_id[WG_DOCKER_REF_MAX + 1]; /* the session network the container joins */
+    bool health;                            /* readiness from Docker health */
     enum orch_pend pend;
     int crash_exit;
     bool crash_oom;
@@ -191,6 +193,12 @@ struct orch_wake {
     int64_t deadline_wall;                              /* ms wall */
     unsigned probe_attempts;
     unsigned polls;
+
+    /* the engine unreachable: the last Docker call got no answer (cleared
+     * by the next one that does); retried until the deadline */
+    unsigned engine_tries;
+    char engine_call[24];
+    char engine_error[256];
 
     /* failing */
     const char *fail_outcome; /* "failed" or "timeout" */
@@ -235,6 +243,7 @@ struct orch_sleep {
     enum wg_orch_tier tier;
     bool by_api;         /* a sleep/destroy command, else the reaper */
     bool forced;         /* force=1: no drain, no save */
+    bool now;            /* now=1: drain, save, stop; activity and requests do not call it off */
     int64_t idle_cutoff; /* the last_active the decision saw: later activity cancels */
     bool from_paused;    /* the container was unpaused for the save */
     bool shutdown_rollback;
@@ -297,6 +306,10 @@ struct orch_save_fail {
 
 struct wg_orch {
     uv_loop_t *loop;
+    /* A session network is being created (wake_network.c): the engine
+     * keeps no name unique, so one create at a time, the others list
+     * again after it. */
+    bool network_creating;
     const struct wg_config *cfg;
     struct wg_log *log;
     const char *name; /* cfg->docker_name */
@@ -310,6 +323,7 @@ struct wg_orch {
     struct wg_store *store;    /* owned, on redis */
     struct wg_docker *docker;  /* owned */
     struct wg_docker_events *events;
+    struct wg_cpu_watch *cpu; /* owned; NULL when idle.cpu_interval is 0s */
 
     unsigned refs; /* open handles + live tasks' memory + 1 until freed */
     bool closing;
@@ -468,6 +482,17 @@ bool wake_returned(struct orch_wake *w);
  * makes or checks it first, then calls wake_create_container()). */
 void wake_create(struct orch_wake *w);
 void wake_create_container(struct orch_wake *w);
+/* wake_returned() for a Docker call's callback: when the engine gave no
+ * answer (wg_orch_engine_unreachable()), the wake retries its Docker steps
+ * after a backoff, or ends without failing the session when its deadline
+ * has passed; true then too. call names the call for the log. */
+bool wake_docker_returned(struct orch_wake *w, int status, const struct wg_docker_reply *r,
+                          const char *call);
+/* The Docker steps of an admitted wake, from the look at its container. */
+void wake_docker_steps(struct orch_wake *w);
+/* The engine stayed unreachable until the deadline: starting -> asleep
+ * with the call and its error, never failed; nothing is stopped. */
+void wake_engine_give_up(struct orch_wake *w);
 /* A Docker call could not be sent: the wake fails. */
 void wake_send_failed(struct orch_wake *w, const char *what, int rc);
 /* The wake fails: the log tail, starting -> failed, the container stopped. */
@@ -513,6 +538,9 @@ unsigned reaper_save_failures(const struct wg_orch *o, const char *id);
 /* A save of session id ended: ok forgets its failures, else one more. */
 void reaper_save_result(struct wg_orch *o, const char *id, bool ok);
 void reaper_free(struct wg_orch *o);
+/* The CPU sampler of this host's running containers (cpu_watch.h): made
+ * with the Docker client, started and stopped with the reaper. */
+int reaper_cpu_new(struct wg_orch *o, const char *docker_host);
 
 /* ---- reconcile.c, reconcile_events.c -------------------------------------------------------- */
 

@@ -161,6 +161,35 @@ enum wg_orch_wake_step wg_orch_step_after_started(bool paused, bool running)
     return running ? WG_ORCH_STEP_READY : WG_ORCH_STEP_CRASH;
 }
 
+bool wg_orch_engine_unreachable(int status, long http_status)
+{
+    switch (status) {
+    case -ECONNREFUSED:
+    case -ENOENT:
+    case -ECONNRESET:
+    case -EPIPE:
+    case -ETIMEDOUT:
+    case -EHOSTUNREACH:
+    case -ENETUNREACH:
+        return true;
+    case WG_DOCKER_EHTTP:
+        return http_status == 502 || http_status == 503 || http_status == 504;
+    default:
+        return false;
+    }
+}
+
+uint32_t wg_orch_engine_retry_ms(unsigned tries, int64_t left_ms)
+{
+    uint32_t ms = WG_ORCH_ENGINE_RETRY_MAX_MS;
+
+    if (tries < 16 && (WG_ORCH_ENGINE_RETRY_MIN_MS << tries) < WG_ORCH_ENGINE_RETRY_MAX_MS)
+        ms = WG_ORCH_ENGINE_RETRY_MIN_MS << tries;
+    if (left_ms <= 0)
+        return 0;
+    return (int64_t)ms > left_ms ? (uint32_t)left_ms : ms;
+}
+
 enum wg_orch_crash_action wg_orch_wake_crash(bool oom, unsigned restarts, unsigned max_restarts)
 {
     if (oom)

@@ -83,6 +83,24 @@ enum wg_orch_wake_step wg_orch_step_after_unpause(int status);
 /* The inspect of the container after start or unpause answered. */
 enum wg_orch_wake_step wg_orch_step_after_started(bool paused, bool running);
 
+/* Whether a Docker call's status (0, WG_DOCKER_E*, -errno) with the HTTP
+ * status it got (0: none) says the engine is unreachable rather than
+ * anything about the container: nobody at the socket (-ECONNREFUSED,
+ * -ENOENT), the connection lost (-ECONNRESET, -EPIPE), no answer in time
+ * (-ETIMEDOUT), the name lookup (-EHOSTUNREACH, -ENETUNREACH), or a 502,
+ * 503 or 504 from whatever answers in front of the engine. A 500 is the
+ * engine's own answer about the container (an OCI runtime error): not
+ * this. Neither are a TLS failure, a malformed answer or a cancel. */
+bool wg_orch_engine_unreachable(int status, long http_status);
+
+#define WG_ORCH_ENGINE_RETRY_MIN_MS 100u /* first retry of an unreachable engine */
+#define WG_ORCH_ENGINE_RETRY_MAX_MS 1000u
+/* Delay before retry number tries+1 of an unreachable engine within a
+ * wake: WG_ORCH_ENGINE_RETRY_MIN_MS doubled per try, capped at
+ * WG_ORCH_ENGINE_RETRY_MAX_MS, and never past the wake's deadline
+ * (left_ms, the time left until it). */
+uint32_t wg_orch_engine_retry_ms(unsigned tries, int64_t left_ms);
+
 enum wg_orch_crash_action {
     WG_ORCH_CRASH_RESTART,   /* start it again after wg_orch_backoff_ms(restarts) */
     WG_ORCH_CRASH_FAIL_OOM,  /* OOM-killed: restarting would not help */

@@ -166,11 +166,91 @@ void reaper_start(struct wg_orch *o)
     if (o->closing || uv_is_active((uv_handle_t *)&o->reap_timer))
         return;
     uv_timer_start(&o->reap_timer, reap_cb, every, every);
+    wg_cpu_watch_start(o->cpu);
 }
 
 void reaper_stop(struct wg_orch *o)
 {
     uv_timer_stop(&o->reap_timer);
+    wg_cpu_watch_stop(o->cpu);
+}
+
+/* ---- the container's own work ---------------------------------------------------------------- */
+
+static uint64_t cpu_threshold(const char *tmpl, void *arg)
+{
+    const struct wg_orch *o = arg;
+    const struct wg_sessions_cfg *t = wg_config_template(o->cfg, tmpl);
+
+    /* A template a reload removed: the sessions: block's rule. */
+    return (t ? t : &o->cfg->sessions)->idle.cpu_threshold_nano;
+}
+
+static void on_cpu_touch(const struct wg_store_res *res, void *arg)
+{
+    struct wg_orch *o = arg;
+
+    if (res->status != 0 && !o->closing)
+        WG_WARN(o->log, ORCH_SUBSYS, "cannot record the activity of busy containers",
+                "error=\"%s\"", res->error);
+}
+
+/* Sessions whose container used at least its template's CPU threshold, or
+ * touched its busy file: the same activity a request writes (ZADD
+ * wg:active XX GT), so the reaper leaves them awake, and a sleep still
+ * draining is called off. Once a sleep of this host is past draining the
+ * session is left out: the save hook's own work must not call it off. */
+static void cpu_active(const struct wg_cpu_active *v, size_t n, void *arg)
+{
+    struct wg_orch *o = arg;
+    struct wg_store_activity *acts = calloc(n, sizeof(*acts));
+    int64_t now = orch_now_ms(o);
+    size_t k = 0;
+
+    if (!acts)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        const struct orch_sleep *s = sleeper_find(o, v[i].session);
+        if (s && (s->from_paused ||
+                  WG_SESSION_IN(s->t.rec.state, WG_SESSION_BIT(WG_SESSION_SAVING) |
+                                                    WG_SESSION_BIT(WG_SESSION_STOPPING))))
+            continue;
+        WG_DEBUG(o->log, ORCH_SUBSYS, "container busy, session active",
+                 "session=%s container=%.12s cpus=%.3f busy_file_ms=%" PRId64, v[i].session,
+                 v[i].container, (double)v[i].nano_cpus / 1e9, v[i].at_ms);
+        /* A busy file's time in the future counts as now. */
+        acts[k++] = (struct wg_store_activity){
+            v[i].session, v[i].at_ms > 0 && v[i].at_ms < now ? v[i].at_ms : now};
+    }
+    if (k && !o->closing)
+        (void)wg_store_touch(o->store, acts, k, on_cpu_touch, o);
+    free(acts);
+}
+
+static const char *busy_file(const char *tmpl, void *arg)
+{
+    const struct wg_orch *o = arg;
+    const struct wg_sessions_cfg *t = wg_config_template(o->cfg, tmpl);
+
+    return (t ? t : &o->cfg->sessions)->idle.busy_file;
+}
+
+int reaper_cpu_new(struct wg_orch *o, const char *docker_host)
+{
+    const struct wg_idle_cfg *idle = &o->cfg->sessions.idle;
+    struct wg_cpu_watch_opts co = {
+        .interval_ms = idle->cpu_interval_ms,
+        .stats_concurrency = idle->cpu_stats_concurrency,
+        .local = idle->cpu_cgroup_files && docker_host && strncmp(docker_host, "unix://", 7) == 0,
+        .threshold = cpu_threshold,
+        .busy_file = busy_file,
+        .active = cpu_active,
+        .arg = o,
+    };
+
+    if (idle->cpu_interval_ms == 0)
+        return 0;
+    return wg_cpu_watch_new(o->loop, o->docker, o->log, &co, &o->cpu);
 }
 
 void reaper_free(struct wg_orch *o)

@@ -15,6 +15,11 @@
  *   destroy (API, no force): as stop, then docker remove and the record goes
  *   force=1 (sleep or destroy): no drain, no save: -> stopping -> asleep, or
  *      docker remove and the record goes
+ *   now=1 (sleep): as the stop tier, but neither activity nor a request
+ *      calls it off (open streams are the reason an operator asks for it:
+ *      the session leaves running at draining, and the proxies close its
+ *      streams then); a failed save keeps the container awake whatever
+ *      sessions.save.on_failure says, and the waiting caller learns why
  *
  * "Idle check": the move is made with wg_store_transition_idle() against the
  * last_active the decision saw, so activity written by any proxy after that
@@ -63,16 +68,16 @@ static const char *reason_of(const struct orch_sleep *s)
  * off by a request. */
 static int64_t cutoff_of(const struct orch_sleep *s)
 {
-    return s->tier == WG_ORCH_TIER_DESTROY || s->forced ? -1 : s->idle_cutoff;
+    return s->tier == WG_ORCH_TIER_DESTROY || s->forced || s->now ? -1 : s->idle_cutoff;
 }
 
 /* ---- small helpers --------------------------------------------------------------------------- */
 
 static void sleep_detail(const struct orch_sleep *s, const char *extra, char *out, size_t len)
 {
-    snprintf(out, len, "{\"reason\":\"%s\",\"tier\":\"%s\"%s%s%s}", reason_of(s),
-             wg_orch_tier_name(s->tier), s->forced ? ",\"force\":true" : "", extra ? "," : "",
-             extra ? extra : "");
+    snprintf(out, len, "{\"reason\":\"%s\",\"tier\":\"%s\"%s%s%s%s}", reason_of(s),
+             wg_orch_tier_name(s->tier), s->forced ? ",\"force\":true" : "",
+             s->now ? ",\"now\":true" : "", extra ? "," : "", extra ? extra : "");
 }
 
 /* The task's last_save as a record update. */
@@ -497,7 +502,8 @@ static void sleep_after_save(struct orch_sleep *s)
 {
     struct wg_orch *o = s->t.o;
     const unsigned saving = WG_SESSION_BIT(WG_SESSION_SAVING);
-    bool stop_anyway = orch_template(o, &s->t.rec)->save.on_failure == WG_SAVE_STOP;
+    /* The operator who asked for a save now is told it failed instead. */
+    bool stop_anyway = !s->now && orch_template(o, &s->t.rec)->save.on_failure == WG_SAVE_STOP;
 
     switch (wg_orch_sleep_after_save(s->tier, s->save.ok, stop_anyway, s->shutdown_rollback)) {
     case WG_ORCH_SLEEP_PAUSE:
@@ -768,7 +774,7 @@ static void on_sleep_get(const struct wg_store_res *res, void *arg)
     snprintf(s->container, sizeof(s->container), "%s", rec->container_id);
     /* A request after the command cancels it; one before it, whose
      * activity a proxy writes a moment later, does not. */
-    if (s->by_api && !s->forced)
+    if (s->by_api && !s->forced && !s->now)
         s->idle_cutoff = rec->last_active > s->cmd_at ? rec->last_active : s->cmd_at;
     sleep_first(s, rec);
 }
@@ -835,11 +841,15 @@ void sleeper_command(struct wg_orch *o, const struct wg_wake_cmd *cmd)
     s->tier = cmd->op == WG_WAKE_OP_DESTROY ? WG_ORCH_TIER_DESTROY : WG_ORCH_TIER_STOP;
     s->by_api = true;
     s->forced = cmd->force;
+    s->now = cmd->op == WG_WAKE_OP_SLEEP && cmd->now && !cmd->force;
     s->idle_cutoff = -1;
     s->cmd_at = cmd->at > 0 ? cmd->at : orch_now_ms(o);
     snprintf(s->entry_id, sizeof(s->entry_id), "%s", cmd->entry_id);
     snprintf(s->from, sizeof(s->from), "%s", cmd->from);
-    WG_INFO(o->log, ORCH_SUBSYS, cmd->force ? "forced command" : "sleep command",
+    WG_INFO(o->log, ORCH_SUBSYS,
+            cmd->force ? "forced command"
+            : s->now   ? "save and stop now"
+                       : "sleep command",
             "session=%s op=%s entry=%s from=%s", cmd->session, wg_wake_op_name(cmd->op),
             cmd->entry_id, cmd->from[0] ? cmd->from : "-");
     orch_task_begin(&s->t);
@@ -865,7 +875,8 @@ void sleeper_request(struct wg_orch *o, const char *id)
     unsigned from = WG_SESSION_BIT(WG_SESSION_DRAINING) | WG_SESSION_BIT(WG_SESSION_SAVING);
     char detail[256];
 
-    if (!s || s->t.finished || !wg_orch_sleep_cancellable(s->tier, s->forced, s->t.rec.state))
+    if (!s || s->t.finished ||
+        !wg_orch_sleep_cancellable(s->tier, s->forced || s->now, s->t.rec.state))
         return;
     /* The task's own next move is refused once this lands (the state is no
      * longer draining or saving); a save in flight finishes and is kept. */

@@ -4,7 +4,8 @@
  * kill, too many restarts, a Docker error or the wake deadline fail the
  * wake: the container's log tail goes into the event, starting -> failed
  * with the reason, and the container is stopped so a later wake starts
- * clean. */
+ * clean. An engine that never answered until the deadline fails nothing:
+ * starting -> asleep, naming the call and its error. */
 #include "orchestrator/orch_int.h"
 
 #include <inttypes.h>
@@ -273,4 +274,72 @@ void wake_fail(struct orch_wake *w, const char *outcome, const char *reason, int
         orch_task_returned(&w->t);
         publish_failed(w, NULL, 0);
     }
+}
+
+/* ---- an engine that never answered --------------------------------------------------------- */
+
+static void on_engine_gave_up(const struct wg_store_res *res, void *arg)
+{
+    struct orch_wake *w = arg;
+
+    if (orch_task_returned(&w->t))
+        return;
+    if (res->status != 0)
+        WG_WARN(w->t.o->log, ORCH_SUBSYS, "cannot move the session to asleep",
+                "session=%s state=%s error=\"%s\"", w->t.id,
+                res->rec ? wg_session_state_name(res->rec->state) : "-",
+                res->error[0] ? res->error : "refused");
+    orch_task_finish(&w->t);
+}
+
+void wake_engine_give_up(struct orch_wake *w)
+{
+    struct wg_orch *o = w->t.o;
+    struct wg_session_update u = {0};
+    char err[WG_SESSION_ERROR_MAX + 1], raw[WG_SESSION_ERROR_MAX + 1], q[WG_SESSION_ERROR_MAX + 64];
+    char qc[48];
+    char *detail = NULL;
+    json_t *d;
+
+    if (w->t.finished || w->t.phase == PH_FAILING)
+        return;
+    if (orch_task_dequeue(&w->t))
+        o->queued--;
+    wg_probe_stop(w->probe);
+    w->probe = NULL;
+    uv_timer_stop(&w->t.timer);
+    uv_timer_stop(&w->deadline);
+    w->t.phase = PH_FAILING;
+    o->st.wakes_unreachable++;
+    snprintf(raw, sizeof(raw), "Docker engine unreachable (docker %s): %s", w->engine_call,
+             w->engine_error);
+    wg_session_clean_text(err, sizeof(err), raw, strlen(raw));
+    /* The container is left as it is: whatever the engine did before it
+     * went away, reconciliation finds when it is back. */
+    WG_ERROR(o->log, ORCH_SUBSYS,
+             "Docker engine unreachable until the wake deadline, session asleep, not failed",
+             "session=%s container=%.12s call=%s tries=%u error=%s", w->t.id,
+             w->container[0] ? w->container : "-", orch_q(qc, sizeof(qc), w->engine_call),
+             w->engine_tries, orch_q(q, sizeof(q), w->engine_error));
+    u.set = WG_SF_ERROR | WG_SF_IP;
+    u.error = err;
+    if (w->container[0]) {
+        u.set |= WG_SF_CONTAINER_ID;
+        u.container_id = w->container;
+    }
+    d = json_pack("{s:s, s:s, s:s}", "reason", "engine unreachable", "call", w->engine_call,
+                  "error", err);
+    if (d)
+        detail = json_dumps(d, JSON_COMPACT);
+    json_decref(d);
+    orch_task_call(&w->t);
+    if (wg_store_transition(o->store, w->t.id, WG_SESSION_BIT(WG_SESSION_STARTING),
+                            WG_SESSION_ASLEEP, &u,
+                            detail && strlen(detail) <= WG_STORE_DETAIL_MAX ? detail : NULL,
+                            on_engine_gave_up, w) < 0) {
+        orch_task_returned(&w->t);
+        WG_ERROR(o->log, ORCH_SUBSYS, "cannot send the move to asleep", "session=%s", w->t.id);
+        orch_task_finish(&w->t);
+    }
+    free(detail);
 }

@@ -103,7 +103,7 @@ static void on_health_inspect(int status, const struct wg_docker_reply *r, void 
 {
     struct orch_wake *w = arg;
 
-    if (wake_returned(w))
+    if (wake_docker_returned(w, status, r, "inspect"))
         return;
     if (status != 0) {
         orch_docker_error(w->t.o, status);
@@ -154,7 +154,7 @@ static void on_inspect_started(int status, const struct wg_docker_reply *r, void
 {
     struct orch_wake *w = arg;
 
-    if (wake_returned(w))
+    if (wake_docker_returned(w, status, r, "inspect"))
         return;
     if (status != 0) {
         orch_docker_error(w->t.o, status);

@@ -75,6 +75,11 @@ static void wake_drop(struct orch_wake *w)
 
 static void wake_fail_timeout(struct orch_wake *w)
 {
+    /* No answer from the engine is not the session's failure. */
+    if (w->engine_error[0]) {
+        wake_engine_give_up(w);
+        return;
+    }
     wake_fail(w, "timeout", "wake timeout", -1,
               "not ready within %" PRIu64 " ms (wake timeout), marking session failed",
               wake_timeout_ms(w->t.o));
@@ -105,6 +110,89 @@ static bool wake_diverted(struct orch_wake *w)
 bool wake_returned(struct orch_wake *w)
 {
     return orch_task_returned(&w->t) || wake_diverted(w);
+}
+
+/* ---- an unreachable engine ----------------------------------------------------------------- */
+
+/* Docker's truth is known again since the engine went away: the events
+ * stream is open and the reconciliation round its opening began is over. */
+static bool engine_truth_known(const struct wg_orch *o)
+{
+    return o->events_open && !o->reconcile_busy && !o->reconcile_again;
+}
+
+static void engine_retry_cb(uv_timer_t *h)
+{
+    struct orch_wake *w = h->data;
+    struct wg_orch *o = w->t.o;
+    uint32_t ms;
+
+    if (w->t.finished || w->t.phase != PH_DOCKER || w->t.busy)
+        return;
+    /* A restarted engine stops the containers that outlived it (without
+     * live-restore) and frees their addresses. Sessions it stopped leave
+     * running in that round, before this wake's container may be given one
+     * of their addresses, so no gateway sends their requests there. */
+    if (!engine_truth_known(o)) {
+        ms = wg_orch_engine_retry_ms(w->engine_tries, w->deadline_wall - orch_now_ms(o));
+        uv_timer_start(&w->t.timer, engine_retry_cb, ms > 10 ? ms : 10, 0);
+        return;
+    }
+    wake_docker_steps(w);
+}
+
+/* Tries the Docker steps again after a backoff, within the deadline. The
+ * steps start over from the look at the container, so a create or start
+ * that the engine carried out before it went away is found, not repeated. */
+static void wake_engine_retry(struct orch_wake *w)
+{
+    struct wg_orch *o = w->t.o;
+    int64_t left = w->deadline_wall - orch_now_ms(o);
+    uint32_t ms = wg_orch_engine_retry_ms(w->engine_tries, left);
+    char q[300], qc[48];
+
+    if (w->engine_tries == 0)
+        WG_WARN(o->log, ORCH_SUBSYS,
+                "Docker engine unreachable, retrying within the wake deadline, not failing",
+                "session=%s container=%.12s call=%s error=%s retry_ms=%" PRIu32
+                " deadline_in_ms=%" PRId64,
+                w->t.id, w->container[0] ? w->container : "-",
+                orch_q(qc, sizeof(qc), w->engine_call), orch_q(q, sizeof(q), w->engine_error), ms,
+                left);
+    else
+        WG_DEBUG(o->log, ORCH_SUBSYS, "Docker engine still unreachable, retrying",
+                 "session=%s call=%s tries=%u retry_ms=%" PRIu32, w->t.id,
+                 orch_q(qc, sizeof(qc), w->engine_call), w->engine_tries, ms);
+    w->engine_tries++;
+    wg_probe_stop(w->probe);
+    w->probe = NULL;
+    w->t.phase = PH_DOCKER;
+    uv_timer_start(&w->t.timer, engine_retry_cb, ms, 0);
+}
+
+bool wake_docker_returned(struct orch_wake *w, int status, const struct wg_docker_reply *r,
+                          const char *call)
+{
+    if (orch_task_returned(&w->t))
+        return true;
+    if (!wg_orch_engine_unreachable(status, r->http_status)) {
+        w->engine_tries = 0;
+        w->engine_error[0] = '\0';
+        return wake_diverted(w);
+    }
+    orch_docker_error(w->t.o, status);
+    snprintf(w->engine_call, sizeof(w->engine_call), "%s", call);
+    snprintf(w->engine_error, sizeof(w->engine_error), "%s", r->error[0] ? r->error : "no answer");
+    /* A death noted meanwhile is seen again by the next look at the
+     * container. */
+    if (w->pend == PEND_DEADLINE) {
+        w->pend = PEND_NONE;
+        wake_engine_give_up(w);
+        return true;
+    }
+    w->pend = PEND_NONE;
+    wake_engine_retry(w);
+    return true;
 }
 
 /* ---- the kind ------------------------------------------------------------------------------ */
@@ -552,11 +640,18 @@ static void on_wake_inspect(int status, const struct wg_docker_reply *r, void *a
 static void wake_run(struct orch_wake *w)
 {
     struct wg_orch *o = w->t.o;
-    int rc;
 
     w->admitted = true;
     o->in_flight++;
     w->t_admitted = uv_hrtime();
+    wake_docker_steps(w);
+}
+
+void wake_docker_steps(struct orch_wake *w)
+{
+    struct wg_orch *o = w->t.o;
+    int rc;
+
     w->t.phase = PH_DOCKER;
     w->port = w->t.rec.port ? w->t.rec.port : (uint16_t)o->cfg->sessions.port;
     /* A recheck that handed over may know a container the record lacks. */
@@ -585,7 +680,7 @@ static void on_wake_inspect(int status, const struct wg_docker_reply *r, void *a
     const struct wg_docker_container *c = r->container;
     bool labelled;
 
-    if (wake_returned(w))
+    if (wake_docker_returned(w, status, r, "inspect"))
         return;
     labelled = status == 0 && labelled_for(c, w->t.id);
     switch (wg_orch_step_after_inspect(status, labelled, labelled && c->paused,
@@ -656,7 +751,7 @@ static void on_name_inspect(int status, const struct wg_docker_reply *r, void *a
 {
     struct orch_wake *w = arg;
 
-    if (wake_returned(w))
+    if (wake_docker_returned(w, status, r, "inspect"))
         return;
     if (status == 0 && labelled_for(r->container, w->t.id)) {
         snprintf(w->container, sizeof(w->container), "%s", r->container->id);
@@ -681,7 +776,7 @@ static void on_wake_created(int status, const struct wg_docker_reply *r, void *a
     char name[WG_SESSION_ID_MAX + 16];
     int rc;
 
-    if (wake_returned(w))
+    if (wake_docker_returned(w, status, r, "create"))
         return;
     switch (wg_orch_step_after_create(status)) {
     case WG_ORCH_STEP_START:
@@ -719,7 +814,7 @@ static void on_wake_created(int status, const struct wg_docker_reply *r, void *a
  * WAKEGATE_SESSION, labels with the port, and binds. The arrays and texts
  * are the caller's buffers. */
 struct wake_spec_bufs {
-    struct wg_docker_label labels[WG_CONTAINER_SPEC_ITEMS_MAX + 2];
+    struct wg_docker_label labels[WG_CONTAINER_SPEC_ITEMS_MAX + 3];
     const char *env[WG_CONTAINER_SPEC_ITEMS_MAX + 2];
     char name[WG_SESSION_ID_MAX + 16], port[8];
     char session_env[WG_SESSION_ID_MAX + 32];
@@ -765,6 +860,7 @@ static void wake_docker_spec(const struct orch_wake *w, const struct wg_sessions
         b->labels[nl++] = (struct wg_docker_label){sp->labels[i], sp->labels[i + 1]};
     snprintf(b->port, sizeof(b->port), "%u", (unsigned)w->port);
     b->labels[nl++] = (struct wg_docker_label){WG_LABEL_PORT, b->port};
+    b->labels[nl++] = (struct wg_docker_label){WG_LABEL_TEMPLATE, t->name};
     b->labels[nl] = (struct wg_docker_label){NULL, NULL};
     snprintf(b->name, sizeof(b->name), "%s%s", o->container_prefix, w->t.id);
     ds->session = w->t.id;
@@ -814,7 +910,9 @@ void wake_create_container(struct orch_wake *w)
         return;
     }
     wake_docker_spec(w, t, &sp, &bufs, &ds);
-    ds.network_mode = wg_config_network_name(t, net, sizeof(net));
+    /* By id: the engine may hold two networks of the name (wake_network.c). */
+    ds.network_mode =
+        w->network_id[0] ? w->network_id : wg_config_network_name(t, net, sizeof(net));
     w->t.phase = PH_DOCKER;
     orch_task_call(&w->t);
     rc = wg_docker_create(o->docker, &ds, on_wake_created, w, err, sizeof(err));
@@ -854,7 +952,7 @@ static void on_wake_started(int status, const struct wg_docker_reply *r, void *a
     struct orch_wake *w = arg;
     struct wg_orch *o = w->t.o;
 
-    if (wake_returned(w))
+    if (wake_docker_returned(w, status, r, "start"))
         return;
     switch (wg_orch_step_after_start(status, w->recreated)) {
     case WG_ORCH_STEP_STARTED:
@@ -893,7 +991,7 @@ static void on_wake_unpaused(int status, const struct wg_docker_reply *r, void *
     struct orch_wake *w = arg;
     struct wg_orch *o = w->t.o;
 
-    if (wake_returned(w))
+    if (wake_docker_returned(w, status, r, "unpause"))
         return;
     switch (wg_orch_step_after_unpause(status)) {
     case WG_ORCH_STEP_STARTED:

@@ -34,6 +34,7 @@ enum deadline_kind {
     DL_WAKE,
     DL_STREAM_QUIET,
     DL_PAGE,
+    DL_RECHECK,
 };
 
 /* A shutdown request; allocated per use, so two can never share one. */
@@ -62,7 +63,7 @@ static void exchange_init(struct exchange *x, struct wg_conn *c)
     const struct wg_limits *lim = &px->cfg->limits;
 
     memset(x, 0, offsetof(struct exchange, up_addr));
-    x->up_name[0] = x->log_method[0] = x->log_host[0] = x->log_path[0] = '\0';
+    x->up_name[0] = x->up_owner[0] = x->log_method[0] = x->log_host[0] = x->log_path[0] = '\0';
     x->session_id[0] = x->status_url[0] = '\0';
     x->next_free = NULL;
     x->conn = c;
@@ -466,6 +467,8 @@ static uint64_t conn_deadline(const struct wg_conn *c, enum deadline_kind *ret_k
         take_earlier(&d, &k, x->wait_start_ms + c->px->cfg->sessions.wake_timeout_ms, DL_WAKE);
         if (x->page_after_ms > 0)
             take_earlier(&d, &k, x->wait_start_ms + x->page_after_ms, DL_PAGE);
+        if (x->recheck_at_ms)
+            take_earlier(&d, &k, x->recheck_at_ms, DL_RECHECK);
         break;
     case CS_CONNECTING:
         take_earlier(&d, &k, x->up_start_ms + ucfg->connect_timeout_ms, DL_CONNECT);
@@ -555,11 +558,18 @@ static void deadline_passed(struct wg_conn *c, enum deadline_kind k)
         conn_session_page_due(c);
         break;
     case DL_WAKE:
+        if (c->x->held_doubt) {
+            conn_session_doubt_expired(c);
+            break;
+        }
         WG_INFO(c->px->log, "conn", "session not ready by the wake deadline, returning 504",
                 "conn=%" PRIu64 " session=%s", c->id, c->x->session_id);
         conn_hold_end(c, WG_HOLD_TIMEOUT);
         conn_session_unwait(c);
         conn_send_error(c, 504);
+        break;
+    case DL_RECHECK:
+        conn_session_recheck_due(c);
         break;
     }
 }
@@ -640,7 +650,9 @@ void conn_send_error(struct wg_conn *c, int status)
     struct exchange *x = c->x;
     char buf[512];
     const char *reason = wg_http_reason(status);
-    const char *extra = (status == 503 || status == 504) ? "Retry-After: 1\r\n" : "";
+    const char *extra = (status == 503 || status == 504) ? "Retry-After: 1\r\n"
+                        : status == 405                  ? "Allow: " WG_PROXY_ALLOW "\r\n"
+                                                         : "";
 
     if (c->closing)
         return;
@@ -866,6 +878,33 @@ void wg_conn_remap_routes(struct wg_proxy *px, const uint32_t *map, size_t n)
         if (x != NULL)
             x->route_slot =
                 map != NULL && x->route_slot < n ? map[x->route_slot] : WG_ROUTE_SLOT_UNCOUNTED;
+    }
+}
+
+static bool same_ip(const struct sockaddr_storage *a, const struct sockaddr *b)
+{
+    if (a->ss_family != b->sa_family)
+        return false;
+    if (b->sa_family == AF_INET)
+        return memcmp(&((const struct sockaddr_in *)a)->sin_addr,
+                      &((const struct sockaddr_in *)b)->sin_addr, sizeof(struct in_addr)) == 0;
+    if (b->sa_family == AF_INET6)
+        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                      &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
+    return false;
+}
+
+void wg_conn_addr_gone(struct wg_proxy *px, const struct sockaddr *ip)
+{
+    struct wg_list *n = px->conns.next;
+
+    while (n != &px->conns) {
+        struct wg_conn *c = wg_container_of(n, struct wg_conn, link);
+        n = n->next;
+        if (c->closing || c->state != CS_CONNECTING || c->x == NULL || !c->x->is_session ||
+            !same_ip(&c->x->up_addr, ip))
+            continue;
+        conn_upstream_failed(c, 502, "the session left this address", false);
     }
 }
 

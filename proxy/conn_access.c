@@ -15,7 +15,6 @@
  * the address bar, the history and Referer. Our token, header and cookie
  * never go upstream (http_rebuild strips them); the access line logs the
  * path without the query. */
-#include <arpa/inet.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -25,6 +24,7 @@
 #include "common/clock.h"
 #include "proxy/conn_int.h"
 #include "proxy/forward_auth.h"
+#include "proxy/http_rebuild.h"
 
 /* Tokens checked per request at most: a head full of wg_token cookies
  * must not cost hundreds of HMACs. */
@@ -152,19 +152,14 @@ static bool forward_prepare(struct wg_conn *c)
     const struct wg_http_msg *req = &x->req;
     struct wg_buf *b = &x->access_reply;
     const struct wg_http_field *authz = wg_http_find(req, "authorization");
-    char peer[INET6_ADDRSTRLEN] = "";
 
-    if (c->peer.sa.sa_family == AF_INET)
-        inet_ntop(AF_INET, &c->peer.in.sin_addr, peer, sizeof(peer));
-    else if (c->peer.sa.sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &c->peer.in6.sin6_addr, peer, sizeof(peer));
     wg_buf_reset(b);
     if (!put_field(b, "X-Forwarded-Method", req->method, req->method_len) ||
         !put_field(b, "X-Forwarded-Proto", client_https(c) ? "https" : "http",
                    client_https(c) ? 5 : 4) ||
         !put_field(b, "X-Forwarded-Host", req->host ? req->host : "",
                    req->host ? req->host_len : 0) ||
-        !put_field(b, "X-Forwarded-For", peer, strlen(peer)) ||
+        wg_http_forwarded_for(b, req, &c->peer.sa, c->peer_trusted) < 0 ||
         wg_buf_append(b, "X-Forwarded-Uri: ", 17) < 0 || wg_buf_reserve(b, req->target_len) < 0)
         return false;
     b->len +=

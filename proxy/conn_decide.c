@@ -156,6 +156,17 @@ static void decide_not_running(const struct conn_session_facts *f, struct conn_s
     d->action = SA_HOLD;
 }
 
+uint64_t conn_recheck_at(uint64_t start_ms, uint64_t now, unsigned rechecks, uint64_t bound)
+{
+    uint64_t delay = CONN_RECHECK_MAX_MS;
+
+    if (bound == 0 || now >= start_ms + bound)
+        return 0;
+    if (rechecks < 4)
+        delay = (uint64_t)CONN_RECHECK_FIRST_MS << rechecks;
+    return now + delay < start_ms + bound ? now + delay : start_ms + bound;
+}
+
 void conn_decide_session(const struct conn_session_facts *f, struct conn_session_decision *d)
 {
     memset(d, 0, sizeof(*d));
@@ -165,8 +176,12 @@ void conn_decide_session(const struct conn_session_facts *f, struct conn_session
     }
     switch (f->status) {
     case WG_SESS_READY:
+        /* Unconfirmed, the address may belong to another session's
+         * container by now: only while a connection that leads to this
+         * container proves it may the request go there. */
         d->action = SA_PROXY;
         d->activity = f->req_class != RC_PROBE;
+        d->proven_only = !f->confirmed;
         return;
     case WG_SESS_PENDING:
         d->action = SA_WAIT;

@@ -47,6 +47,11 @@
 #define SIDE_CLIENT 0
 #define SIDE_UP 1
 
+/* The methods the gateway passes on: the Allow of "OPTIONS *" and of the
+ * 405 that refuses CONNECT and TRACE (RFC 9110 section 15.5.6: a 405 MUST
+ * carry Allow). */
+#define WG_PROXY_ALLOW "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"
+
 enum conn_state {
     CS_HEAD,       /* waiting for a request head; [transient] once bytes arrive */
     CS_WAITING,    /* [transient] held until its session runs (or the wake deadline) */
@@ -103,7 +108,11 @@ struct exchange {
     bool up_reused;        /* taken from the pool */
     bool up_eof;           /* it sent FIN */
     bool req_head_written; /* some request byte reached its socket */
+    bool up_proven;        /* only a connection of up_owner proven alive (WG_POOL_PROVEN) */
+    bool proven_counted;   /* session_unconfirmed_proven counted */
+    bool held_doubt;       /* held because nothing proved the address (conn_session_doubt) */
     unsigned retries;
+    uint64_t up_unconfirmed_ms; /* up_proven: how long Redis has not confirmed the session */
 
     /* the response */
     enum wg_http_framing resp_framing;
@@ -140,7 +149,10 @@ struct exchange {
     bool is_session;
     bool status_path;
     bool waited;
-    bool held_wake;    /* held while its session was not running */
+    bool held_wake;            /* held while its session was not running */
+    uint64_t recheck_start_ms; /* the first refused connect to the running session, 0: none */
+    uint64_t recheck_at_ms;    /* when the held request looks at its session again, 0: not */
+    unsigned rechecks;
     bool hold_counted; /* held_released counted */
     bool ttfb_counted; /* upstream_latency (and wake_first_byte) observed */
 
@@ -175,6 +187,7 @@ struct exchange {
     /* Set by exchange_init() to empty strings; not zeroed (size). */
     struct sockaddr_storage up_addr;
     char up_name[80];
+    char up_owner[WG_POOL_OWNER_MAX + 1]; /* "" or "<session>/<container id>" */
     char log_method[16];
     char log_host[96];
     char log_path[256];
@@ -284,6 +297,11 @@ int conn_on_request_body(llhttp_t *p, const char *at, size_t len);
 /* Borrows a connection to x->up_addr (fresh: never a pooled one) and sends
  * the request once it is ready. */
 void conn_connect_upstream(struct wg_conn *c, bool fresh);
+/* The session's address is in doubt (WG_POOL_PROVEN found no proof): the
+ * request is held until Redis confirms the session or the wake deadline,
+ * when conn_session_doubt_expired() answers 503. conn_session.c. */
+void conn_session_doubt(struct wg_conn *c);
+void conn_session_doubt_expired(struct wg_conn *c);
 /* Failure talking to the upstream: a retry, our error status, or a close. */
 void conn_upstream_failed(struct wg_conn *c, int status, const char *why, bool retryable);
 /* Gives the borrowed upstream connection back (pooled if reusable and
@@ -320,6 +338,13 @@ void conn_session_page_due(struct wg_conn *c);
 void conn_hold_end(struct wg_conn *c, enum wg_proxy_hold_outcome outcome);
 /* No longer waiting on the session's entry. Idempotent. */
 void conn_session_unwait(struct wg_conn *c);
+/* A connect to the running session's upstream failed (why: for the log)
+ * before anything was sent: the request is held and looks at its session
+ * again after a backoff, within sessions.upstream_recheck. Returns false
+ * (the caller answers) when it cannot be held. */
+bool conn_session_recheck(struct wg_conn *c, const char *why);
+/* The recheck's time came: the session is looked up again. */
+void conn_session_recheck_due(struct wg_conn *c);
 /* The exchange no longer keeps its session active. Idempotent. */
 void conn_activity_end(struct wg_conn *c);
 
@@ -407,6 +432,7 @@ struct conn_session_facts {
     bool waited;      /* held before: a look again after a change */
     bool no_wake;     /* the template's wake_on leaves out the request's class */
     bool page_after;  /* the template holds a navigation before its page (page_after > 0) */
+    bool confirmed;   /* READY: Redis confirms the entry now */
 };
 
 struct conn_session_decision {
@@ -415,10 +441,21 @@ struct conn_session_decision {
     const char *state; /* SA_STATUS, SA_PAGE: the state shown (static) */
     bool wake;         /* SA_HOLD, SA_PAGE: send a wake first; 503 when it cannot go */
     bool activity;     /* SA_PROXY: the exchange keeps the session active */
+    bool proven_only;  /* SA_PROXY: only while a connection opened when the entry was
+                        * confirmed proves the address (WG_POOL_PROVEN); none: held
+                        * for Redis (conn_session_doubt) */
     bool suppressed;   /* could have woken the session and must not */
     bool page_later;   /* SA_HOLD of a navigation: the waking page after page_after */
 };
 
 void conn_decide_session(const struct conn_session_facts *f, struct conn_session_decision *d);
+
+#define CONN_RECHECK_FIRST_MS 100 /* then doubled, up to CONN_RECHECK_MAX_MS */
+#define CONN_RECHECK_MAX_MS 1000
+/* When a request whose connect to its running session failed looks at the
+ * session again: rechecks earlier looks since the first failure at
+ * start_ms, now is the clock, bound is sessions.upstream_recheck. Returns
+ * that time, or 0 when it is not held (bound 0, or past it: a 502). */
+uint64_t conn_recheck_at(uint64_t start_ms, uint64_t now, unsigned rechecks, uint64_t bound);
 
 #endif

@@ -103,8 +103,13 @@ void conn_connect_upstream(struct wg_conn *c, bool fresh)
     x->up_start_ms = conn_now_ms(c);
     x->up_ns = uv_hrtime();
     conn_update_reading(c);
-    int r = wg_pool_acquire(c->px->pool, (const struct sockaddr *)&x->up_addr, fresh,
+    enum wg_pool_mode mode = x->up_proven ? WG_POOL_PROVEN : fresh ? WG_POOL_FRESH : WG_POOL_ANY;
+    int r = wg_pool_acquire(c->px->pool, (const struct sockaddr *)&x->up_addr, x->up_owner, mode,
                             &conn_up_reader, upstream_connected, c, &uc, &reused);
+    if (r == UV_ENOENT && x->up_proven) {
+        conn_session_doubt(c);
+        return;
+    }
     if (r < 0) {
         char why[96];
         snprintf(why, sizeof(why), "connect: %s", uv_err_name(r));
@@ -116,6 +121,10 @@ void conn_connect_upstream(struct wg_conn *c, bool fresh)
     x->up_pending = 0;
     x->up_eof = false;
     x->up_reused = reused;
+    if (x->up_proven && !x->proven_counted) {
+        x->proven_counted = true;
+        c->px->stats.session_unconfirmed_proven++;
+    }
     if (reused) {
         on_upstream_ready(c);
         return;
@@ -147,6 +156,8 @@ void conn_upstream_failed(struct wg_conn *c, int status, const char *why, bool r
         conn_connect_upstream(c, true);
         return;
     }
+    if (conn_session_recheck(c, why))
+        return;
     WG_WARN(px->log, "conn", x->resp_head_sent ? "upstream failed, closing" : "upstream failed",
             "conn=%" PRIu64 " upstream=%s error=\"%s\" status=%d", c->id, x->up_name, why,
             x->resp_head_sent ? 0 : status);
@@ -219,9 +230,6 @@ static bool parse_request(struct wg_conn *c, const char *head, size_t head_len)
 
 /* Routes the request (*m). Returns false when it was answered: no route,
  * or a session route refused it. */
-/* The methods the gateway passes on, for "OPTIONS *"; CONNECT and TRACE
- * are refused (405). */
-#define WG_PROXY_ALLOW "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"
 
 static bool route_request(struct wg_conn *c, struct wg_route_match *m)
 {
@@ -292,7 +300,19 @@ static bool rebuild_request(struct wg_conn *c, const struct wg_route_match *m)
 /* A complete head sits in head[0, head_len): parse, check, route, rebuild,
  * then go upstream. On any refusal the client gets the status and the
  * connection closes; nothing reaches an upstream. */
-static void start_request(struct wg_conn *c, const char *head, size_t head_len)
+/* RFC 9110 section 10.1.1: a server MAY omit the 100 (Continue) when it has
+ * already received the content. A Content-Length body that arrived with its
+ * head (`after` bytes follow the head) meets the expectation: a 100 then is
+ * only an extra response that the client has to skip. */
+static void expectation_met(struct exchange *x, size_t after)
+{
+    if (x->req.expect_continue && x->req.has_content_length && !x->req.chunked &&
+        after >= x->req.content_length)
+        x->req.expect_continue = false;
+}
+
+/* The head is data[0, head_len) of the avail bytes that have arrived. */
+static void start_request(struct wg_conn *c, const char *head, size_t head_len, size_t avail)
 {
     struct exchange *x = c->x;
     struct wg_route_match m;
@@ -301,7 +321,10 @@ static void start_request(struct wg_conn *c, const char *head, size_t head_len)
     x->req_bytes_in = head_len;
     c->requests++;
     c->px->stats.requests++;
-    if (!parse_request(c, head, head_len) || !route_request(c, &m) || !rebuild_request(c, &m))
+    if (!parse_request(c, head, head_len))
+        return;
+    expectation_met(x, avail - head_len);
+    if (!route_request(c, &m) || !rebuild_request(c, &m))
         return;
     if (x->is_session) {
         conn_session_route(c);
@@ -339,7 +362,7 @@ static size_t read_head(struct wg_conn *c, const char *data, size_t len)
         conn_send_error(c, r);
         return len;
     }
-    start_request(c, data, head_len);
+    start_request(c, data, head_len, len);
     return head_len;
 }
 

@@ -210,12 +210,113 @@ static void session_wait(struct wg_conn *c)
     }
 }
 
-/* ---- acting on the decision ------------------------------------------------------ */
+/* ---- a running session that refuses ---------------------------------------------- */
 
-/* The session runs at v's address: to its upstream. */
-static void session_proxy(struct wg_conn *c, const struct wg_sess_view *v, bool activity)
+/* The cache says running but the connect failed: the container may have
+ * died or been stopped (an engine restart stops them) a moment before the
+ * orchestrator tells us. Held as a wake would be, the request follows
+ * what the session does next: it is proxied to the address of a new life
+ * of the container, or woken with the others when the session leaves
+ * running, or tried again at the same address after a backoff while the
+ * session stays running, until sessions.upstream_recheck has passed
+ * since the first refusal; then the caller's 502. Only when the request
+ * may be sent again (conn_upstream_failed's rule): nothing was sent, or
+ * it went to a pooled connection that died before answering and it is
+ * idempotent without a body. A request the application may have acted on
+ * is never replayed. */
+bool conn_session_recheck(struct wg_conn *c, const char *why)
 {
     struct exchange *x = c->x;
+    uint64_t now = conn_now_ms(c), at;
+    bool replayable = !x->req_head_written || (x->req_framing == WG_HTTP_FRAME_NONE &&
+                                               wg_http_method_idempotent(x->req.method_id));
+
+    if (!x->is_session || !replayable || x->resp_head_received || x->resp_head_sent || c->draining)
+        return false;
+    at = conn_recheck_at(x->recheck_start_ms ? x->recheck_start_ms : now, now, x->rechecks,
+                         c->px->cfg->sessions.upstream_recheck_ms);
+    if (at == 0)
+        return false;
+    if (x->recheck_start_ms == 0)
+        x->recheck_start_ms = now;
+    x->rechecks++;
+    x->recheck_at_ms = at;
+    c->px->stats.session_rechecks++;
+    x->retries = 0; /* the next address gets its own fresh-connection retry */
+    WG_INFO(c->px->log, "conn", "session upstream failed, holding the request and looking again",
+            "conn=%" PRIu64 " session=%s upstream=%s error=\"%s\" recheck=%u retry_ms=%" PRIu64,
+            c->id, x->session_id, x->up_name, why, x->rechecks, x->recheck_at_ms - now);
+    session_wait(c);
+    return true;
+}
+
+void conn_session_recheck_due(struct wg_conn *c)
+{
+    c->x->recheck_at_ms = 0;
+    wg_session_cache_unwait(c->px->session_cache, &c->x->waiter);
+    conn_session_route(c);
+}
+
+/* ---- doubt ------------------------------------------------------------------------ */
+
+static const char *owner_container(const struct exchange *x)
+{
+    const char *slash = strchr(x->up_owner, '/');
+    return slash && slash[1] ? slash + 1 : "-";
+}
+
+/* Redis cannot confirm that the session's container still holds its
+ * address, and no live connection to that container proves it: a new
+ * connection might reach another session's container there. The request
+ * waits for Redis as a held request waits for a wake (the state channel's
+ * return re-reads the session and tells its waiters) until the wake
+ * deadline, and then gets 503 (conn_session_doubt_expired). */
+void conn_session_doubt(struct wg_conn *c)
+{
+    struct exchange *x = c->x;
+
+    if (!x->held_doubt) {
+        x->held_doubt = true;
+        c->px->stats.session_doubt_held++;
+        WG_INFO(c->px->log, "conn",
+                "Redis cannot confirm the session's container at its address and no live "
+                "connection to that container proves it, holding the request",
+                "conn=%" PRIu64 " session=%s container=%.12s upstream=%s unconfirmed_ms=%" PRIu64,
+                c->id, x->session_id, owner_container(x), x->up_name, x->up_unconfirmed_ms);
+    }
+    session_wait(c);
+}
+
+/* Answers a request held in doubt that Redis did not resolve: at the wake
+ * deadline, or when the cache gives up on the session (redis.outage_grace). */
+static void doubt_refuse(struct wg_conn *c, const char *why)
+{
+    struct exchange *x = c->x;
+
+    c->px->stats.session_doubt_refused++;
+    WG_WARN(c->px->log, "conn", why,
+            "conn=%" PRIu64 " session=%s container=%.12s upstream=%s held_ms=%" PRIu64, c->id,
+            x->session_id, owner_container(x), x->up_name, conn_now_ms(c) - x->wait_start_ms);
+    conn_session_unwait(c);
+    conn_send_error(c, 503);
+}
+
+void conn_session_doubt_expired(struct wg_conn *c)
+{
+    doubt_refuse(c, "Redis did not confirm the session's container at its address by the wake "
+                    "deadline, returning 503");
+}
+
+/* ---- acting on the decision ------------------------------------------------------ */
+
+/* The session runs at v's address: to its upstream, over a connection made
+ * for its container (proven_only: only where a live connection proves the
+ * address the container's, else held for Redis: conn_session_doubt). */
+static void session_proxy(struct wg_conn *c, const struct wg_sess_view *v,
+                          const struct conn_session_decision *d)
+{
+    struct exchange *x = c->x;
+    bool activity = d->activity;
 
     /* Probes do not keep a session awake; everything else proxied does,
      * for as long as its exchange lasts (a stream: its whole life). */
@@ -226,6 +327,9 @@ static void session_proxy(struct wg_conn *c, const struct wg_sess_view *v, bool 
     conn_hold_end(c, WG_HOLD_SERVED);
     memcpy(&x->up_addr, &v->addr, v->addr_len);
     snprintf(x->up_name, sizeof(x->up_name), "%s", v->addr_text);
+    snprintf(x->up_owner, sizeof(x->up_owner), "%s/%s", x->session_id, v->container_id);
+    x->up_proven = d->proven_only;
+    x->up_unconfirmed_ms = v->unconfirmed_ms;
     conn_connect_upstream(c, false);
 }
 
@@ -237,7 +341,7 @@ void conn_session_page_due(struct wg_conn *c)
     conn_session_unwait(c);
     wg_session_cache_lookup(c->px->session_cache, x->session_id, x->session_port, &v);
     if (v.status == WG_SESS_READY) {
-        session_proxy(c, &v, true); /* it runs by now after all */
+        conn_session_route(c); /* it runs by now after all: decided as any request */
         return;
     }
     conn_hold_end(c, WG_HOLD_PAGE);
@@ -252,6 +356,7 @@ void conn_session_route(struct wg_conn *c)
     struct wg_sess_view v;
     struct conn_session_decision d;
 
+    x->recheck_at_ms = 0; /* looked at now; a refused connect sets it again */
     /* No valid credential on a route that leaves access to the template:
      * the record says whether its template is public. A lookup, never a
      * wake, and the same answer for a private session as for none. */
@@ -289,6 +394,7 @@ void conn_session_route(struct wg_conn *c)
         .waited = x->waited,
         .no_wake = (t->wake_on & x->wake_class) == 0,
         .page_after = t->page_after_ms > 0,
+        .confirmed = v.confirmed,
     };
     conn_decide_session(&f, &d);
     if (d.suppressed)
@@ -301,12 +407,13 @@ void conn_session_route(struct wg_conn *c)
     }
     switch (d.action) {
     case SA_PROXY:
-        session_proxy(c, &v, d.activity);
+        session_proxy(c, &v, &d);
         return;
     case SA_HOLD:
         /* From here the hold waits for a wake, not only for a record. */
         x->held_wake = true;
         x->page_after_ms = d.page_later ? t->page_after_ms : 0;
+        x->held_doubt = false;
         session_wait(c);
         /* Held already (for the record): the page's deadline is new. */
         if (d.page_later && !c->closing && c->state == CS_WAITING)
@@ -322,6 +429,11 @@ void conn_session_route(struct wg_conn *c)
         send_session_status(c, d.status, d.state);
         return;
     case SA_ERROR:
+        if (x->held_doubt && d.status == 503) {
+            doubt_refuse(c, "Redis cannot confirm the session's container past "
+                            "redis.outage_grace, returning 503");
+            return;
+        }
         conn_send_error(c, d.status);
         return;
     }

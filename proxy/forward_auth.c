@@ -29,15 +29,20 @@ struct wg_fauth {
     struct wg_log *log;
     struct entry *table[BUCKETS];
     struct wg_list fifo;
-    struct wg_list live; /* sub-requests in flight */
+    struct wg_list live; /* flights on the wire */
+    struct flight *flights[BUCKETS];
+    unsigned n_live;
     struct wg_fauth_stats stats;
 };
 
-struct wg_fauth_req {
-    struct wg_list link; /* on fa->live while fa and cb are set */
+/* One sub-request on the wire. Requests with the same key while one is in
+ * flight wait for its answer instead of sending their own (a page's first
+ * load asks once, not once per subresource). */
+struct flight {
+    struct flight *next; /* fa->flights bucket chain while live */
+    struct wg_list link; /* on fa->live while live */
     struct wg_fauth *fa; /* NULL once the object is freed */
-    wg_fauth_cb *cb;     /* NULL once answered or cancelled */
-    void *arg;
+    struct wg_list waiters;
     unsigned char key[WG_FAUTH_KEY_LEN];
     uv_tcp_t tcp;
     uv_timer_t timer;
@@ -49,7 +54,14 @@ struct wg_fauth_req {
     size_t in_len;
     int open; /* handles not closed yet */
     bool connected;
-    bool closing;
+    bool closing; /* answered, failed or given up: no waiter is added */
+};
+
+/* One caller waiting for a flight's answer. */
+struct wg_fauth_req {
+    struct wg_list link; /* on its flight's waiters until answered or cancelled */
+    wg_fauth_cb *cb;
+    void *arg;
 };
 
 static unsigned bucket_of(const unsigned char key[WG_FAUTH_KEY_LEN])
@@ -144,50 +156,79 @@ static void cache_put(struct wg_fauth *fa, const unsigned char key[WG_FAUTH_KEY_
 
 /* ---- one sub-request ---------------------------------------------------------- */
 
-static void req_closed(uv_handle_t *h)
+static void flight_closed(uv_handle_t *h)
 {
-    struct wg_fauth_req *r = h->data;
-    if (--r->open == 0) {
-        free(r->out);
-        free(r);
+    struct flight *f = h->data;
+    if (--f->open == 0) {
+        free(f->out);
+        free(f);
     }
 }
 
-static void req_close(struct wg_fauth_req *r)
+/* Off the live lists: no later request joins it. */
+static void flight_unlink(struct flight *f)
 {
-    if (r->closing)
+    struct wg_fauth *fa = f->fa;
+    struct flight **pp;
+
+    if (fa == NULL)
         return;
-    r->closing = true;
-    if (r->fa != NULL && r->cb != NULL)
-        wg_list_remove(&r->link);
-    r->cb = NULL;
-    uv_close((uv_handle_t *)&r->tcp, req_closed);
-    uv_close((uv_handle_t *)&r->timer, req_closed);
+    for (pp = &fa->flights[bucket_of(f->key)]; *pp != NULL && *pp != f; pp = &(*pp)->next)
+        ;
+    if (*pp == f)
+        *pp = f->next;
+    wg_list_remove(&f->link);
+    fa->n_live--;
+    f->fa = NULL;
 }
 
-static void finish(struct wg_fauth_req *r, const struct wg_fauth_answer *a, const char *why)
+static void flight_close(struct flight *f)
 {
-    struct wg_fauth *fa = r->fa;
-    wg_fauth_cb *cb = r->cb;
-    void *arg = r->arg;
+    if (f->closing)
+        return;
+    f->closing = true;
+    flight_unlink(f);
+    uv_close((uv_handle_t *)&f->tcp, flight_closed);
+    uv_close((uv_handle_t *)&f->timer, flight_closed);
+}
 
-    if (cb == NULL || r->closing)
+static void finish(struct flight *f, const struct wg_fauth_answer *a, const char *why)
+{
+    struct wg_fauth *fa = f->fa;
+    struct wg_list ready;
+
+    if (f->closing)
         return;
     if (fa != NULL) {
         if (a->status == 503) {
             fa->stats.failures++;
             WG_WARN(fa->log, "access", "forward auth failed, denying (503)", "reason=\"%s\"", why);
         }
-        cache_put(fa, r->key, a);
+        cache_put(fa, f->key, a);
     }
-    req_close(r);
-    cb(arg, a);
+    /* The waiters move to a list of our own first: a callback may cancel
+     * another waiter, which then leaves this list. */
+    wg_list_init(&ready);
+    while (!wg_list_empty(&f->waiters)) {
+        struct wg_list *n = f->waiters.next;
+        wg_list_remove(n);
+        wg_list_push_back(&ready, n);
+    }
+    flight_close(f);
+    while (!wg_list_empty(&ready)) {
+        struct wg_fauth_req *r = wg_container_of(ready.next, struct wg_fauth_req, link);
+        wg_fauth_cb *cb = r->cb;
+        void *arg = r->arg;
+        wg_list_remove(&r->link);
+        free(r);
+        cb(arg, a);
+    }
 }
 
-static void fail(struct wg_fauth_req *r, const char *why)
+static void fail(struct flight *f, const char *why)
 {
     struct wg_fauth_answer a = {.status = 503};
-    finish(r, &a, why);
+    finish(f, &a, why);
 }
 
 /* The value of header name in the head, trimmed, without control bytes. */
@@ -223,15 +264,17 @@ static void header_value(const char *head, size_t len, const char *name, char *o
 }
 
 /* A complete head in r->in: the answer. */
-static void parse_answer(struct wg_fauth_req *r, size_t head_len)
+static void parse_answer(struct flight *r, size_t head_len)
 {
     struct wg_fauth_answer a;
     int st;
 
     memset(&a, 0, sizeof(a));
-    if (head_len < 12 || strncmp(r->in, "HTTP/1.", 7) != 0 || r->in[8] != ' ' || r->in[9] < '1' ||
-        r->in[9] > '5' || r->in[10] < '0' || r->in[10] > '9' || r->in[11] < '0' ||
-        r->in[11] > '9') {
+    /* RFC 9112 status line: exactly three digits, then SP (or the line's
+     * end), so "2001" is not read as an allow. */
+    if (head_len < 14 || strncmp(r->in, "HTTP/1.", 7) != 0 || r->in[7] < '0' || r->in[7] > '9' ||
+        r->in[8] != ' ' || r->in[9] < '1' || r->in[9] > '5' || r->in[10] < '0' || r->in[10] > '9' ||
+        r->in[11] < '0' || r->in[11] > '9' || (r->in[12] != ' ' && r->in[12] != '\r')) {
         fail(r, "not an HTTP/1 answer");
         return;
     }
@@ -252,14 +295,14 @@ static void parse_answer(struct wg_fauth_req *r, size_t head_len)
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
-    struct wg_fauth_req *r = h->data;
+    struct flight *r = h->data;
     (void)suggested;
     *buf = uv_buf_init(r->in + r->in_len, (unsigned)(sizeof(r->in) - r->in_len));
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
-    struct wg_fauth_req *r = s->data;
+    struct flight *r = s->data;
     (void)buf;
     if (n < 0) {
         fail(r, n == UV_EOF ? "closed before its answer's head" : uv_strerror((int)n));
@@ -278,14 +321,14 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 
 static void on_write(uv_write_t *w, int status)
 {
-    struct wg_fauth_req *r = w->data;
+    struct flight *r = w->data;
     if (status < 0)
         fail(r, uv_strerror(status));
 }
 
 static void on_connect(uv_connect_t *c, int status)
 {
-    struct wg_fauth_req *r = c->data;
+    struct flight *r = c->data;
     if (r->closing)
         return;
     if (status < 0) {
@@ -304,54 +347,87 @@ static void on_connect(uv_connect_t *c, int status)
 
 static void on_timer(uv_timer_t *t)
 {
-    struct wg_fauth_req *r = t->data;
+    struct flight *r = t->data;
     fail(r, r->connected ? "no answer within the timeout" : "cannot connect");
+}
+
+static struct flight *flight_find(struct wg_fauth *fa, const unsigned char key[WG_FAUTH_KEY_LEN])
+{
+    for (struct flight *f = fa->flights[bucket_of(key)]; f != NULL; f = f->next)
+        if (memcmp(f->key, key, WG_FAUTH_KEY_LEN) == 0)
+            return f;
+    return NULL;
+}
+
+static struct flight *flight_new(struct wg_fauth *fa, const unsigned char key[WG_FAUTH_KEY_LEN],
+                                 const char *fields, size_t len)
+{
+    static const char tail[] = "Connection: close\r\n\r\n";
+    const struct wg_forward_auth_cfg *cfg = fa->cfg;
+    struct flight *f = calloc(1, sizeof(*f));
+    size_t n = 4 + strlen(cfg->path) + 17 + strlen(cfg->host) + 2 + len + sizeof(tail);
+
+    if (f == NULL || (f->out = malloc(n)) == NULL) {
+        free(f);
+        return NULL;
+    }
+    int h = snprintf(f->out, n, "GET %s HTTP/1.1\r\nHost: %s\r\n", cfg->path, cfg->host);
+    memcpy(f->out + h, fields, len);
+    memcpy(f->out + (size_t)h + len, tail, sizeof(tail) - 1);
+    f->out_len = (size_t)h + len + sizeof(tail) - 1;
+    f->fa = fa;
+    wg_list_init(&f->waiters);
+    memcpy(f->key, key, WG_FAUTH_KEY_LEN);
+    uv_tcp_init(fa->loop, &f->tcp);
+    uv_timer_init(fa->loop, &f->timer);
+    f->tcp.data = f->timer.data = f->connect.data = f;
+    f->open = 2;
+    unsigned b = bucket_of(key);
+    f->next = fa->flights[b];
+    fa->flights[b] = f;
+    wg_list_push_back(&fa->live, &f->link);
+    fa->n_live++;
+    fa->stats.requests++;
+    /* A refused connect is answered from the timer, never inside a call. */
+    uv_timer_start(&f->timer, on_timer, cfg->timeout_ms, 0);
+    if (uv_tcp_connect(&f->connect, &f->tcp, (const struct sockaddr *)&cfg->addr.sa, on_connect) <
+        0)
+        uv_timer_start(&f->timer, on_timer, 0, 0);
+    return f;
 }
 
 int wg_fauth_start(struct wg_fauth *fa, const unsigned char key[WG_FAUTH_KEY_LEN],
                    const char *fields, size_t len, wg_fauth_cb *cb, void *arg,
                    struct wg_fauth_req **ret)
 {
-    static const char tail[] = "Connection: close\r\n\r\n";
-    const struct wg_forward_auth_cfg *cfg = fa->cfg;
-    struct wg_fauth_req *r = calloc(1, sizeof(*r));
-    size_t n;
+    struct flight *f = flight_find(fa, key);
+    struct wg_fauth_req *r;
 
+    if (f == NULL && fa->n_live >= fa->cfg->max_in_flight)
+        return -EBUSY;
+    r = calloc(1, sizeof(*r));
     if (r == NULL)
         return -ENOMEM;
-    n = 4 + strlen(cfg->path) + 17 + strlen(cfg->host) + 2 + len + sizeof(tail);
-    r->out = malloc(n);
-    if (r->out == NULL) {
+    if (f != NULL) {
+        fa->stats.joined++;
+    } else if ((f = flight_new(fa, key, fields, len)) == NULL) {
         free(r);
         return -ENOMEM;
     }
-    int h = snprintf(r->out, n, "GET %s HTTP/1.1\r\nHost: %s\r\n", cfg->path, cfg->host);
-    memcpy(r->out + h, fields, len);
-    memcpy(r->out + (size_t)h + len, tail, sizeof(tail) - 1);
-    r->out_len = (size_t)h + len + sizeof(tail) - 1;
-    r->fa = fa;
     r->cb = cb;
     r->arg = arg;
-    memcpy(r->key, key, WG_FAUTH_KEY_LEN);
-    uv_tcp_init(fa->loop, &r->tcp);
-    uv_timer_init(fa->loop, &r->timer);
-    r->tcp.data = r->timer.data = r->connect.data = r;
-    r->open = 2;
-    wg_list_push_back(&fa->live, &r->link);
-    fa->stats.requests++;
-    /* A refused connect is answered from the timer, never inside this call. */
-    uv_timer_start(&r->timer, on_timer, cfg->timeout_ms, 0);
-    if (uv_tcp_connect(&r->connect, &r->tcp, (const struct sockaddr *)&cfg->addr.sa, on_connect) <
-        0)
-        uv_timer_start(&r->timer, on_timer, 0, 0);
+    wg_list_push_back(&f->waiters, &r->link);
     *ret = r;
     return 0;
 }
 
 void wg_fauth_cancel(struct wg_fauth_req *r)
 {
-    if (r != NULL && !r->closing)
-        req_close(r);
+    /* The flight goes on without it: its answer is cached for the next. */
+    if (r != NULL) {
+        wg_list_remove(&r->link);
+        free(r);
+    }
 }
 
 /* ---- life --------------------------------------------------------------------- */
@@ -380,11 +456,13 @@ void wg_fauth_free(struct wg_fauth *fa)
     if (fa == NULL)
         return;
     while (!wg_list_empty(&fa->live)) {
-        struct wg_fauth_req *r = wg_container_of(fa->live.next, struct wg_fauth_req, link);
-        wg_list_remove(&r->link);
-        r->fa = NULL;
-        r->cb = NULL;
-        req_close(r);
+        struct flight *f = wg_container_of(fa->live.next, struct flight, link);
+        while (!wg_list_empty(&f->waiters)) {
+            struct wg_fauth_req *r = wg_container_of(f->waiters.next, struct wg_fauth_req, link);
+            wg_list_remove(&r->link);
+            free(r);
+        }
+        flight_close(f);
     }
     while (!wg_list_empty(&fa->fifo))
         entry_free(fa, wg_container_of(fa->fifo.next, struct entry, fifo));

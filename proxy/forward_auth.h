@@ -14,7 +14,8 @@
  * Answers are cached per credential (SHA-256 of the Cookie and
  * Authorization sent) for access.forward_auth.cache_ttl, at most
  * access.forward_auth.cache_max of them (the oldest go first); a failure
- * is never cached. One connection per sub-request, Connection: close. */
+ * is never cached. One connection per sub-request, Connection: close; a
+ * request whose credential already has one in flight waits for it. */
 #ifndef WG_PROXY_FORWARD_AUTH_H
 #define WG_PROXY_FORWARD_AUTH_H
 
@@ -45,6 +46,7 @@ struct wg_fauth_stats {
     uint64_t requests;   /* sub-requests sent */
     uint64_t cache_hits; /* answers taken from the cache */
     uint64_t failures;   /* sub-requests that failed or timed out (503) */
+    uint64_t joined;     /* requests that waited for a sub-request already in flight */
     uint64_t cached;     /* answers in the cache now */
 };
 
@@ -64,8 +66,11 @@ void wg_fauth_key(const char *session, const char *cookie, size_t cookie_len, co
 bool wg_fauth_cached(struct wg_fauth *fa, const unsigned char key[WG_FAUTH_KEY_LEN],
                      struct wg_fauth_answer *a);
 /* Sends the sub-request whose head lines (after the request line and Host,
- * before Connection: close) are fields[0, len); cb runs once, never inside
- * this call. Returns 0 with *ret set (for wg_fauth_cancel), or -ENOMEM. */
+ * before Connection: close) are fields[0, len), or, when one for key is in
+ * flight, waits for its answer; cb runs once, never inside this call.
+ * Returns 0 with *ret set (for wg_fauth_cancel), -EBUSY when
+ * access.forward_auth.max_in_flight sub-requests are on the wire already,
+ * or -ENOMEM. */
 int wg_fauth_start(struct wg_fauth *fa, const unsigned char key[WG_FAUTH_KEY_LEN],
                    const char *fields, size_t len, wg_fauth_cb *cb, void *arg,
                    struct wg_fauth_req **ret);

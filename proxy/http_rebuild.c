@@ -153,27 +153,37 @@ static int append_request_fields(struct wg_buf *out, const struct wg_http_msg *r
     return r;
 }
 
+int wg_http_forwarded_for(struct wg_buf *out, const struct wg_http_msg *req,
+                          const struct sockaddr *peer, bool peer_trusted)
+{
+    char text[INET6_ADDRSTRLEN];
+    int r;
+
+    peer_text(peer, text, sizeof(text));
+    /* One X-Forwarded-For: a trusted peer's list (all its fields, in
+     * order), then the peer itself. */
+    if ((r = APPEND_LIT(out, "X-Forwarded-For: ")) < 0)
+        return r;
+    for (size_t i = 0; peer_trusted && i < req->fields_len; i++) {
+        const struct wg_http_field *f = &req->fields[i];
+        if (!NAME_IS(f, "x-forwarded-for") || f->value_len == 0 || wg_http_field_is_hop(req, f))
+            continue;
+        if ((r = wg_buf_append(out, f->value, f->value_len)) < 0 || (r = APPEND_LIT(out, ", ")) < 0)
+            return r;
+    }
+    if ((r = wg_buf_append(out, text, strlen(text))) < 0)
+        return r;
+    return APPEND_LIT(out, "\r\n");
+}
+
 /* X-Forwarded-For, -Host and -Proto. */
 static int append_forwarded(struct wg_buf *out, const struct wg_http_msg *req,
                             const struct wg_http_request_out *o, const char *host, size_t host_len,
                             const struct wg_http_field *xfh, const struct wg_http_field *xfp)
 {
-    char peer[INET6_ADDRSTRLEN];
     int r;
 
-    peer_text(o->peer, peer, sizeof(peer));
-    /* One X-Forwarded-For: a trusted peer's list (all its fields, in
-     * order), then the peer itself. */
-    if ((r = APPEND_LIT(out, "X-Forwarded-For: ")) < 0)
-        goto out;
-    for (size_t i = 0; o->peer_trusted && i < req->fields_len; i++) {
-        const struct wg_http_field *f = &req->fields[i];
-        if (!NAME_IS(f, "x-forwarded-for") || f->value_len == 0 || wg_http_field_is_hop(req, f))
-            continue;
-        if ((r = wg_buf_append(out, f->value, f->value_len)) < 0 || (r = APPEND_LIT(out, ", ")) < 0)
-            goto out;
-    }
-    if ((r = wg_buf_append(out, peer, strlen(peer))) < 0 || (r = APPEND_LIT(out, "\r\n")) < 0)
+    if ((r = wg_http_forwarded_for(out, req, o->peer, o->peer_trusted)) < 0)
         goto out;
     if (xfh != NULL)
         r = append_field(out, "X-Forwarded-Host", 16, xfh->value, xfh->value_len);

@@ -42,6 +42,13 @@ struct wg_http_request_out {
 int wg_http_request_rebuild(const struct wg_http_msg *req, const struct wg_http_request_out *o,
                             struct wg_buf *out);
 
+/* Writes the X-Forwarded-For line of a request from peer: a trusted
+ * peer's own list first, then the peer (a v4-mapped address as IPv4).
+ * What the upstream and the forward-auth service both see. Returns 0 or
+ * -E2BIG/-ENOMEM. */
+int wg_http_forwarded_for(struct wg_buf *out, const struct wg_http_msg *req,
+                          const struct sockaddr *peer, bool peer_trusted);
+
 struct wg_http_response_out {
     uint8_t client_minor; /* client's HTTP/1.minor */
     enum wg_http_framing framing;

@@ -44,6 +44,10 @@ static void counter_metrics(const struct wg_proxy *px, struct wg_buf *out)
         "# HELP wakegate_upstream_retries_total Requests retried on a fresh upstream connection.\n"
         "# TYPE wakegate_upstream_retries_total counter\n"
         "wakegate_upstream_retries_total %" PRIu64 "\n"
+        "# HELP wakegate_session_upstream_rechecks_total Requests to a running session whose "
+        "connect failed, held to look at the session again.\n"
+        "# TYPE wakegate_session_upstream_rechecks_total counter\n"
+        "wakegate_session_upstream_rechecks_total %" PRIu64 "\n"
         "# HELP wakegate_client_bytes_received_total Bytes read from clients.\n"
         "# TYPE wakegate_client_bytes_received_total counter\n"
         "wakegate_client_bytes_received_total %" PRIu64 "\n"
@@ -60,7 +64,7 @@ static void counter_metrics(const struct wg_proxy *px, struct wg_buf *out)
         "# TYPE wakegate_buffered_bytes gauge\n"
         "wakegate_buffered_bytes{to=\"client\"} %" PRIu64 "\n"
         "wakegate_buffered_bytes{to=\"upstream\"} %" PRIu64 "\n",
-        s->upstream_errors, s->upstream_retries, s->bytes_in, s->bytes_out,
+        s->upstream_errors, s->upstream_retries, s->session_rechecks, s->bytes_in, s->bytes_out,
         wg_proxy_upstream_idle(px), s->buffered_bytes[0], s->buffered_bytes[1]);
 }
 
@@ -117,6 +121,22 @@ static void held_metrics(const struct wg_proxy_stats *s, struct wg_buf *out)
                    s->held_released[WG_HOLD_PAGE]);
 }
 
+static void unconfirmed_metrics(const struct wg_proxy_stats *s, struct wg_buf *out)
+{
+    wg_buf_appendf(out,
+                   "# HELP wakegate_session_unconfirmed_requests_total Requests for a running "
+                   "session that Redis could not confirm (within redis.outage_grace): sent where "
+                   "a live connection proved its container's address, or held for want of one.\n"
+                   "# TYPE wakegate_session_unconfirmed_requests_total counter\n"
+                   "wakegate_session_unconfirmed_requests_total{outcome=\"proven\"} %" PRIu64 "\n"
+                   "wakegate_session_unconfirmed_requests_total{outcome=\"held\"} %" PRIu64 "\n"
+                   "# HELP wakegate_session_unconfirmed_refused_total Requests held for want of "
+                   "a proof that Redis still could not confirm: answered 503.\n"
+                   "# TYPE wakegate_session_unconfirmed_refused_total counter\n"
+                   "wakegate_session_unconfirmed_refused_total %" PRIu64 "\n",
+                   s->session_unconfirmed_proven, s->session_doubt_held, s->session_doubt_refused);
+}
+
 static void access_metrics(const struct wg_proxy_stats *s, struct wg_buf *out)
 {
     wg_buf_appendf(out,
@@ -151,10 +171,14 @@ static void forward_auth_metrics(const struct wg_proxy *px, struct wg_buf *out)
                    "out (answered 503).\n"
                    "# TYPE wakegate_forward_auth_failures_total counter\n"
                    "wakegate_forward_auth_failures_total %" PRIu64 "\n"
+                   "# HELP wakegate_forward_auth_joined_total Requests that waited for a "
+                   "sub-request already in flight for their credential.\n"
+                   "# TYPE wakegate_forward_auth_joined_total counter\n"
+                   "wakegate_forward_auth_joined_total %" PRIu64 "\n"
                    "# HELP wakegate_forward_auth_cached Answers in the forward auth cache.\n"
                    "# TYPE wakegate_forward_auth_cached gauge\n"
                    "wakegate_forward_auth_cached %" PRIu64 "\n",
-                   f->requests, f->cache_hits, f->failures, f->cached);
+                   f->requests, f->cache_hits, f->failures, f->joined, f->cached);
 }
 
 void wg_proxy_metrics_write(const struct wg_proxy *px, struct wg_buf *out)
@@ -164,6 +188,7 @@ void wg_proxy_metrics_write(const struct wg_proxy *px, struct wg_buf *out)
     route_metrics(px, out);
     histogram_metrics(s, out);
     held_metrics(s, out);
+    unconfirmed_metrics(s, out);
     access_metrics(s, out);
     forward_auth_metrics(px, out);
 }

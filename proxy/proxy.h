@@ -36,8 +36,16 @@ struct wg_proxy_stats {
     uint64_t responses_by_class[6]; /* index status/100: [1]..[5] */
     uint64_t upstream_errors;       /* connect failures, resets, bad framing */
     uint64_t upstream_retries;
-    uint64_t bytes_in;  /* from clients */
-    uint64_t bytes_out; /* to clients */
+    /* Requests for a running session Redis could not confirm
+     * (redis.outage_grace): sent where a live connection proved the
+     * container's address; held for want of such a proof; and of those,
+     * answered 503 because Redis still could not confirm it. */
+    uint64_t session_unconfirmed_proven;
+    uint64_t session_doubt_held;
+    uint64_t session_doubt_refused;
+    uint64_t session_rechecks; /* a running session's failed connect held to look again */
+    uint64_t bytes_in;         /* from clients */
+    uint64_t bytes_out;        /* to clients */
     /* Bytes in write requests now, [0] to clients, [1] to upstreams: what
      * sockets did not take. Each connection keeps its share under
      * limits.buffer_high_water per direction. */

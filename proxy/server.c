@@ -243,6 +243,7 @@ static void session_addr_gone(void *arg, const char *ip)
         return;
     size_t before = wg_pool_idle_count(px->pool);
     wg_pool_drop_ip(px->pool, (const struct sockaddr *)&sa);
+    wg_conn_addr_gone(px, (const struct sockaddr *)&sa);
     WG_DEBUG(px->log, "proxy", "pooled connections dropped: session left its address",
              "ip=%s dropped=%zu", ip, before - wg_pool_idle_count(px->pool));
 }

@@ -81,6 +81,11 @@ void wg_conn_settings_init(struct wg_proxy *px);
  * j is counted in row map[j] from now on (WG_ROUTE_SLOT_UNCOUNTED: in none);
  * n is the old row count, map NULL means none for all. */
 void wg_conn_remap_routes(struct wg_proxy *px, const uint32_t *map, size_t n);
+/* A session's container left the address ip (port ignored): connects in
+ * flight to it for session routes are given up and their requests look at
+ * their session again (conn_session_recheck), since the address may be
+ * handed to another session's container next. */
+void wg_conn_addr_gone(struct wg_proxy *px, const struct sockaddr *ip);
 /* Frees the cached per-exchange state. */
 void wg_conn_free_cache(struct wg_proxy *px);
 /* server.c: a connection freed its memory. */

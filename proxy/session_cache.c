@@ -39,6 +39,7 @@ struct wg_sess_entry {
     uint64_t fetch_failed_ms; /* loop time the last fetch failed, 0: it did not */
     enum wg_session_state state;
     char ip[WG_SESSION_IP_MAX + 1];
+    char container_id[WG_SESSION_CONTAINER_ID_MAX + 1]; /* "" when the record names none */
     uint16_t port;
     char host[WG_SESSION_HOST_MAX + 1];
     uint64_t version;
@@ -106,11 +107,52 @@ struct wg_session_cache {
     struct wg_store_activity *act_buf; /* reused by every flush */
     size_t act_cap;
     bool act_failing; /* the last batch failed: log the next failure only after a success */
+    /* checks of the state channel (see session_cache.h) */
+    uv_timer_t check_timer;
+    char check_token[WG_STORE_TOKEN_LEN + 1]; /* our channel: wg:check:{token} */
+    uint64_t confirmed_ms; /* loop time: all published before it has reached us */
+    bool silent;           /* subscribed, but no check came back within state_timeout */
+    bool check_inflight;
+    uint64_t check_sent_ms;       /* loop time the check in flight went out */
+    uint64_t check_unanswered_ms; /* the oldest check Redis took whose message has not come
+                                     back (until confirmed_ms passes it) */
+    uint64_t check_every_ms;
+    uint64_t check_tick_ms; /* loop time of the last tick */
+    int handles;            /* timers open; the memory goes with the last close */
 };
 
 static uint64_t now_ms(const struct wg_session_cache *s)
 {
     return uv_now(s->loop);
+}
+
+/* Whether the state channel delivers now: subscribed, no check of ours
+ * sent redis.state_timeout ago or more is still out, and something was
+ * confirmed within three times that (whatever kept checks from going out:
+ * the command connection reconnecting after the subscriber, say). A check
+ * is judged from when it was sent, so a subscriber that came back before
+ * the command connection is not taken for a silent one. Otherwise entries
+ * are unconfirmed. */
+static bool checks_current(const struct wg_session_cache *s, uint64_t now)
+{
+    uint64_t t = s->cfg->redis_state_timeout_ms, oldest = 0;
+
+    if (!s->sub_up)
+        return false;
+    if (s->check_unanswered_ms > s->confirmed_ms)
+        oldest = s->check_unanswered_ms;
+    else if (s->check_inflight && s->check_sent_ms > s->confirmed_ms)
+        oldest = s->check_sent_ms;
+    if (oldest != 0 && now - oldest >= t)
+        return false;
+    return now - s->confirmed_ms < 3 * t;
+}
+
+/* Once judged silent, the channel is live again only when a check comes
+ * back (on_check_msg), not because time passed. */
+static bool channel_live(const struct wg_session_cache *s, uint64_t now)
+{
+    return !s->silent && checks_current(s, now);
 }
 
 static unsigned hash_id(const char *id)
@@ -216,20 +258,22 @@ static void streams_left(struct wg_session_cache *s, struct wg_sess_entry *e)
     }
 }
 
-/* Where the session is now. A container that left its address (stopped,
- * moved, gone) leaves pooled connections to a dead or reused address: the
- * proxy is told to drop them. Streams are told when the session leaves
- * the states that serve them. */
+/* Where the session is now: state, address and container. A container that
+ * left its address (stopped, moved, gone, replaced) leaves pooled
+ * connections to a dead or reused address: the proxy is told to drop them.
+ * Streams are told when the session leaves the states that serve them. */
 static void place(struct wg_session_cache *s, struct wg_sess_entry *e, enum wg_session_state state,
-                  const char *ip)
+                  const char *ip, const char *container_id)
 {
     bool was_there = e->known && e->state == WG_SESSION_RUNNING && e->ip[0];
-    bool moved = state != WG_SESSION_RUNNING || strcmp(ip, e->ip) != 0;
+    bool moved = state != WG_SESSION_RUNNING || strcmp(ip, e->ip) != 0 ||
+                 strcmp(container_id, e->container_id) != 0;
     bool streams_go = !(WG_SESSION_BIT(state) & STREAMS_KEPT);
     if (was_there && moved && s->addr_gone != NULL)
         s->addr_gone(s->addr_gone_arg, e->ip);
     set_state(s, e, state);
     snprintf(e->ip, sizeof(e->ip), "%s", ip);
+    snprintf(e->container_id, sizeof(e->container_id), "%s", container_id);
     if (streams_go)
         streams_left(s, e);
 }
@@ -279,7 +323,7 @@ static void fetch_done(const struct wg_store_res *res, void *arg)
         /* A state message newer than this read may have arrived meanwhile;
          * after a resubscription any read is newer than what we held. */
         if (!e->known || was_stale || r->version >= e->version) {
-            place(s, e, r->state, r->ip);
+            place(s, e, r->state, r->ip, r->container_id);
             if (r->state == WG_SESSION_FAILED && r->error != NULL) {
                 /* Kept for the waking page; a failed copy shows none. */
                 free(e->error);
@@ -344,16 +388,29 @@ static void fill_addr(struct wg_session_cache *s, const struct wg_sess_entry *e,
     }
 }
 
+/* A running entry's view: its address, container, state and generation. */
+static void fill_view(struct wg_session_cache *s, struct wg_sess_entry *e, uint16_t port,
+                      struct wg_sess_view *v)
+{
+    fill_addr(s, e, port, v);
+    snprintf(v->container_id, sizeof(v->container_id), "%s", e->container_id);
+    v->state = e->state;
+    v->gen = e->gen;
+    v->template_name = e->template_known ? e->template_name : NULL;
+}
+
 void wg_session_cache_lookup(struct wg_session_cache *s, const char *id, uint16_t port,
                              struct wg_sess_view *v)
 {
     uint64_t now = now_ms(s);
     struct wg_sess_entry *e = find(s, id);
 
+    bool live = channel_live(s, now);
+
     memset(v, 0, sizeof(*v));
     s->stats.lookups++;
     if (e == NULL) {
-        if (!s->sub_up || (e = create(s, id)) == NULL) {
+        if (!live || (e = create(s, id)) == NULL) {
             v->status = WG_SESS_UNAVAILABLE;
             return;
         }
@@ -361,21 +418,23 @@ void wg_session_cache_lookup(struct wg_session_cache *s, const char *id, uint16_
         v->status = e->fetching ? WG_SESS_PENDING : WG_SESS_UNAVAILABLE;
         return;
     }
-    /* Redis gone, or answering this entry's read with errors: only running
-     * sessions, and only for a while. */
+    /* Redis gone, or answering this entry's read with errors: the container
+     * may have left the address meanwhile. Only running sessions, for a
+     * while, and unconfirmed (see session_cache.h). */
     bool fetch_failing = e->stale && e->fetch_failed_ms && now - e->fetch_failed_ms < 1000;
-    if (!s->sub_up || fetch_failing) {
-        uint64_t since = !s->sub_up ? s->down_since_ms : e->fetch_failed_ms;
+    if (!live || fetch_failing) {
+        /* Since when: the last moment the cache knew. */
+        uint64_t since = !s->sub_up ? s->down_since_ms : !live ? s->confirmed_ms : now;
+        if (fetch_failing && e->fetch_failed_ms < since)
+            since = e->fetch_failed_ms;
         bool usable = e->known && e->state == WG_SESSION_RUNNING && e->ip[0] &&
-                      now - since < WG_SESSION_CACHE_STALE_GRACE_MS;
+                      now - since < s->cfg->redis_outage_grace_ms;
         if (usable) {
-            fill_addr(s, e, port, v);
-            v->state = e->state;
-            v->gen = e->gen;
-            v->template_name = e->template_known ? e->template_name : NULL;
-            v->template_name = e->template_known ? e->template_name : NULL;
+            fill_view(s, e, port, v);
+            v->confirmed = false;
+            v->unconfirmed_ms = now - since;
             v->status = v->addr_len ? WG_SESS_READY : WG_SESS_UNAVAILABLE;
-            v->entry = e;
+            v->entry = v->addr_len ? e : NULL;
             return;
         }
         v->status = WG_SESS_UNAVAILABLE;
@@ -402,8 +461,9 @@ void wg_session_cache_lookup(struct wg_session_cache *s, const char *id, uint16_
     v->gen = e->gen;
     v->template_name = e->template_known ? e->template_name : NULL;
     if (e->state == WG_SESSION_RUNNING && e->ip[0]) {
-        fill_addr(s, e, port, v);
+        fill_view(s, e, port, v);
         if (v->addr_len) {
+            v->confirmed = true;
             v->status = WG_SESS_READY;
             v->entry = e;
             return;
@@ -692,6 +752,8 @@ static void on_state_msg(const struct wg_redis_msg *msg, void *arg)
         bool was_up = s->sub_up;
         s->sub_up = true;
         s->resubscribed_ms = now_ms(s);
+        s->confirmed_ms = now_ms(s);
+        s->silent = false;
         for (size_t i = 0; i < BUCKETS; i++) {
             for (struct wg_sess_entry *e = s->table[i]; e; e = e->next) {
                 e->stale = true;
@@ -715,14 +777,19 @@ static void on_state_msg(const struct wg_redis_msg *msg, void *arg)
     if (e->known && !e->stale && m.version < e->version)
         return; /* older than what we hold */
     if (m.state == WG_SESSION_DESTROYED) {
-        place(s, e, m.state, "");
+        place(s, e, m.state, "", "");
         e->known = false;
         e->template_known = false; /* a session made again under this id may have another */
         e->not_found = true;
         e->fetched_at_ms = now_ms(s);
     } else {
-        /* A running message without an address keeps the one we know. */
-        place(s, e, m.state, m.ip[0] || m.state != WG_SESSION_RUNNING ? m.ip : e->ip);
+        /* A running message without an address keeps the one we know (and
+         * its container, unless it names another). */
+        bool keep = !m.ip[0] && m.state == WG_SESSION_RUNNING;
+        char cid[WG_SESSION_CONTAINER_ID_MAX + 1];
+        snprintf(cid, sizeof(cid), "%s",
+                 keep && !m.container_id[0] ? e->container_id : m.container_id);
+        place(s, e, m.state, keep ? e->ip : m.ip, cid);
         e->not_found = false;
         if (m.port)
             e->port = m.port;
@@ -737,6 +804,90 @@ static void on_state_msg(const struct wg_redis_msg *msg, void *arg)
     notify(s, e);
 }
 
+/* ---- checks of the state channel ---------------------------------------------------------- */
+
+/* Waiters learn that nothing will come for now. */
+static void notify_all(struct wg_session_cache *s)
+{
+    for (size_t i = 0; i < BUCKETS; i++) {
+        for (struct wg_sess_entry *e = s->table[i]; e; e = e->next)
+            notify(s, e);
+    }
+}
+
+static void check_done(const struct wg_store_res *res, void *arg)
+{
+    struct wg_session_cache *s = pending_end(arg);
+    if (s == NULL)
+        return;
+    s->check_inflight = false;
+    /* Taken by Redis: its message is due back on the subscriber. Not
+     * published (the command connection is away): nothing is out to wait
+     * for; the three-timeout bound of channel_live() still holds. */
+    if (res->status == 0 && s->check_unanswered_ms <= s->confirmed_ms)
+        s->check_unanswered_ms = s->check_sent_ms;
+}
+
+/* A subscriber connection that a partition silenced reports nothing for
+ * as long as TCP keepalive takes: publishing on a channel of our own and
+ * reading it back proves, every quarter of redis.state_timeout, that the
+ * channel still delivers. */
+static void check_tick(uv_timer_t *t)
+{
+    struct wg_session_cache *s = t->data;
+    uint64_t now = now_ms(s);
+
+    /* A tick long after the last one follows a stall of the loop (the
+     * process stopped, or swapped): the checks that came back meanwhile are
+     * still unread, so silence is judged at the next tick. */
+    bool stalled = now - s->check_tick_ms > 2 * s->check_every_ms;
+    s->check_tick_ms = now;
+    if (!s->sub_up)
+        return;
+    if (!s->silent && !stalled && !checks_current(s, now)) {
+        s->silent = true;
+        WG_WARN(s->log, "sessions",
+                "state channel silent: running sessions served only where a live connection "
+                "proves their container's address, refusing wakes",
+                "silent_ms=%" PRIu64 " state_timeout_ms=%" PRIu64, now - s->confirmed_ms,
+                s->cfg->redis_state_timeout_ms);
+        notify_all(s);
+    }
+    if (s->check_inflight)
+        return;
+    struct pending *p = pending_new(s, "");
+    if (p == NULL)
+        return;
+    if (wg_store_check_publish(s->store, s->check_token, now, check_done, p) < 0) {
+        pending_end(p);
+        return;
+    }
+    s->check_inflight = true;
+    s->check_sent_ms = now;
+}
+
+static void on_check_msg(const struct wg_redis_msg *msg, void *arg)
+{
+    struct wg_session_cache *s = arg;
+    uint64_t now = now_ms(s), stamp = 0;
+
+    if (msg->kind != WG_REDIS_MESSAGE || msg->len == 0 || msg->len > 20)
+        return;
+    for (size_t i = 0; i < msg->len; i++) {
+        if (msg->data[i] < '0' || msg->data[i] > '9' || stamp > UINT64_MAX / 10)
+            return;
+        stamp = stamp * 10 + (uint64_t)(msg->data[i] - '0');
+    }
+    if (stamp > now || stamp <= s->confirmed_ms)
+        return;
+    s->confirmed_ms = stamp;
+    if (s->silent && checks_current(s, now)) {
+        s->silent = false;
+        WG_INFO(s->log, "sessions", "state channel delivers again", "entries=%zu", s->nentries);
+        notify_all(s); /* requests held in doubt look again */
+    }
+}
+
 static void on_sub_state(struct wg_redis *r, bool connected, const char *reason, void *arg)
 {
     struct wg_session_cache *s = arg;
@@ -746,13 +897,11 @@ static void on_sub_state(struct wg_redis *r, bool connected, const char *reason,
         s->sub_up = false;
         s->down_since_ms = now_ms(s);
         WG_WARN(s->log, "sessions",
-                "state channel lost: serving running sessions from cache, refusing wakes",
-                "reason=\"%s\" grace_ms=%d", reason ? reason : "", WG_SESSION_CACHE_STALE_GRACE_MS);
-        /* Waiters learn that nothing will come for now. */
-        for (size_t i = 0; i < BUCKETS; i++) {
-            for (struct wg_sess_entry *e = s->table[i]; e; e = e->next)
-                notify(s, e);
-        }
+                "state channel lost: running sessions served only where a live connection "
+                "proves their container's address, refusing wakes",
+                "reason=\"%s\" grace_ms=%" PRIu64, reason ? reason : "",
+                s->cfg->redis_outage_grace_ms);
+        notify_all(s);
     }
 }
 
@@ -779,12 +928,23 @@ int wg_session_cache_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg
     r = wg_redis_subscribe(s->sub, WG_STORE_CHANNEL_STATE, on_state_msg, s);
     if (r < 0)
         goto out_redis;
-    /* Last: once the timer is initialised the memory goes only in its close
-     * callback. */
-    r = uv_timer_init(loop, &s->act_timer);
+    char check_channel[sizeof(WG_STORE_CHANNEL_CHECK) + WG_STORE_TOKEN_LEN];
+    if ((r = wg_store_lock_token(s->check_token)) < 0)
+        goto out_redis;
+    snprintf(check_channel, sizeof(check_channel), "%s%s", WG_STORE_CHANNEL_CHECK, s->check_token);
+    r = wg_redis_subscribe(s->sub, check_channel, on_check_msg, s);
     if (r < 0)
         goto out_redis;
-    s->act_timer.data = s;
+    /* Last: uv_timer_init() only fills the handle (it cannot fail), and once
+     * the timers are initialised the memory goes only in the close callback
+     * of the last one. */
+    uv_timer_init(loop, &s->act_timer);
+    uv_timer_init(loop, &s->check_timer);
+    s->act_timer.data = s->check_timer.data = s;
+    s->handles = 2;
+    s->check_every_ms = cfg->redis_state_timeout_ms / 4 ? cfg->redis_state_timeout_ms / 4 : 1;
+    s->check_tick_ms = now_ms(s);
+    uv_timer_start(&s->check_timer, check_tick, s->check_every_ms, s->check_every_ms);
     *ret = s;
     return 0;
 
@@ -795,9 +955,11 @@ out_free:
     return r;
 }
 
-static void act_timer_closed(uv_handle_t *h)
+static void timer_closed(uv_handle_t *h)
 {
     struct wg_session_cache *s = h->data;
+    if (--s->handles > 0)
+        return;
     free(s->act_buf);
     free(s);
 }
@@ -843,7 +1005,8 @@ void wg_session_cache_free(struct wg_session_cache *s)
     }
     wg_list_init(&s->act_list);
     s->act_listed = 0;
-    uv_close((uv_handle_t *)&s->act_timer, act_timer_closed);
+    uv_close((uv_handle_t *)&s->check_timer, timer_closed);
+    uv_close((uv_handle_t *)&s->act_timer, timer_closed);
 }
 
 void wg_session_cache_on_addr_gone(struct wg_session_cache *s, wg_session_cache_addr_gone_fn *fn,
@@ -855,7 +1018,7 @@ void wg_session_cache_on_addr_gone(struct wg_session_cache *s, wg_session_cache_
 
 bool wg_session_cache_connected(const struct wg_session_cache *s)
 {
-    return s->sub_up;
+    return channel_live(s, now_ms(s));
 }
 
 const struct wg_session_cache_stats *wg_session_cache_stats(const struct wg_session_cache *s)

@@ -13,9 +13,31 @@
  * check of a signed link or cookie needs no Redis round trip: a revoke's
  * wg:state message replaces it on every gateway.
  *
- * While Redis is unreachable, sessions known to be running keep being
- * served from the cache for WG_SESSION_CACHE_STALE_GRACE_MS after the loss;
- * wakes and unknown sessions are refused (the caller answers 503).
+ * Each entry is tied to the session's container: the container id comes
+ * with the address (record and state messages), and a change of either
+ * tells the proxy the address is gone (wg_session_cache_on_addr_gone).
+ *
+ * The state channel is checked as well as kept: a subscriber that a
+ * partition silenced hears nothing and learns of it only when TCP
+ * keepalive gives up. Every quarter of redis.state_timeout the cache
+ * publishes the time on a channel of its own (wg:check:{token}) through
+ * the store and reads it back on the subscriber; what came back proves
+ * that every message published before it has arrived. No check back
+ * within redis.state_timeout counts as a lost channel (and /readyz says
+ * so) until one comes.
+ *
+ * While Redis cannot confirm an entry (the state channel is lost or
+ * silent, or the entry's read fails), the cache does not know whether the
+ * container still runs at its address: the orchestrators may have stopped
+ * it and given the address to another session's container. A running
+ * entry is then handed out unconfirmed (view.confirmed false), for
+ * redis.outage_grace after the last moment the cache knew, and the caller
+ * may use it only while a connection opened to that container when the
+ * entry was confirmed is alive to prove the address is still the
+ * container's (proxy/upstream.h, WG_POOL_PROVEN); otherwise it holds the
+ * request until Redis confirms the session (waiters are told when the
+ * channel is back and the entry read again) or its deadline, then 503.
+ * Wakes and unknown sessions are refused (503).
  *
  * Waiting: a request for a session that is not running registers a waiter
  * and is told every time the entry changes; it then looks again. The
@@ -51,7 +73,6 @@ struct wg_session_cache; /* opaque */
 struct wg_store;
 struct wg_sess_entry;
 
-#define WG_SESSION_CACHE_STALE_GRACE_MS (5 * 60 * 1000)
 /* How long after entering failed a session refuses wakes at once. */
 #define WG_SESSION_CACHE_FAILED_COOLDOWN_MS (30 * 1000)
 #define WG_SESSION_CACHE_HOLD_PER_SESSION_MAX 1024
@@ -74,6 +95,13 @@ struct wg_sess_view {
     struct sockaddr_storage addr; /* READY: ip and port */
     socklen_t addr_len;
     char addr_text[64];
+    /* READY: the container the entry is tied to ("" when the record names
+     * none), and whether Redis confirms the entry now. Unconfirmed: only a
+     * connection opened while it was confirmed may carry the request; for
+     * unconfirmed_ms now. */
+    char container_id[WG_SESSION_CONTAINER_ID_MAX + 1];
+    bool confirmed;
+    uint64_t unconfirmed_ms;
     int64_t failed_for_ms;       /* NOT_RUNNING in failed: time since it failed */
     const char *template_name;   /* the record's template ("" for "default"), or NULL while no
                                     read of the record has told it */
@@ -171,11 +199,13 @@ void wg_session_cache_stream_add(struct wg_session_cache *s, struct wg_sess_entr
 void wg_session_cache_stream_remove(struct wg_session_cache *s, struct wg_sess_stream *st);
 
 /* Called with the IP (text) a session's container had when it leaves it:
- * no longer running there, or running elsewhere. */
+ * no longer running there, running elsewhere, or another container of the
+ * session runs there now. */
 typedef void wg_session_cache_addr_gone_fn(void *arg, const char *ip);
 void wg_session_cache_on_addr_gone(struct wg_session_cache *s, wg_session_cache_addr_gone_fn *fn,
                                    void *arg);
 
+/* True while the state channel is subscribed and its checks come back. */
 bool wg_session_cache_connected(const struct wg_session_cache *s);
 const struct wg_session_cache_stats *wg_session_cache_stats(const struct wg_session_cache *s);
 

@@ -3,7 +3,9 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,12 +14,16 @@
 #define POOL_BUCKETS 256
 #define SWEEP_INTERVAL_MS 1000
 
+/* The idle connections of one address and owner. A bucket lives while it
+ * holds one: the owners an address sees over a gateway's life (one per
+ * session container there) would otherwise pile up. */
 struct bucket {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     struct wg_list idle; /* most recently used first */
     size_t nidle;
     struct bucket *next;
+    char owner[WG_POOL_OWNER_MAX + 1];
 };
 
 struct wg_upconn {
@@ -27,6 +33,7 @@ struct wg_upconn {
     struct bucket *bucket; /* set while idle */
     struct wg_list idle_link;
     struct sockaddr_storage addr;
+    char owner[WG_POOL_OWNER_MAX + 1]; /* what addr belonged to when connected */
     wg_upconn_connect_cb *cb;
     const struct wg_upconn_reader *reader;
     void *user;
@@ -68,35 +75,35 @@ static bool addr_equal(const struct sockaddr *a, const struct sockaddr *b)
            memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
 }
 
-static unsigned addr_hash(const struct sockaddr *sa)
+/* Over the IP and the owner, not the port: the buckets of one owner's IP
+ * share a chain, so ip_proven() finds them all there. */
+static unsigned bucket_hash(const struct sockaddr *sa, const char *owner)
 {
     const unsigned char *p;
     size_t n;
     uint32_t h = 2166136261u;
-    uint16_t port;
     if (sa->sa_family == AF_INET) {
         const struct sockaddr_in *s = (const void *)sa;
         p = (const unsigned char *)&s->sin_addr;
         n = sizeof(s->sin_addr);
-        port = s->sin_port;
     } else {
         const struct sockaddr_in6 *s = (const void *)sa;
         p = (const unsigned char *)&s->sin6_addr;
         n = sizeof(s->sin6_addr);
-        port = s->sin6_port;
     }
     for (size_t i = 0; i < n; i++)
         h = (h ^ p[i]) * 16777619u;
-    h = (h ^ (port & 0xff)) * 16777619u;
-    h = (h ^ (port >> 8)) * 16777619u;
+    for (const unsigned char *o = (const unsigned char *)owner; *o; o++)
+        h = (h ^ *o) * 16777619u;
     return h % POOL_BUCKETS;
 }
 
-static struct bucket *bucket_find(struct wg_pool *pool, const struct sockaddr *sa, bool create)
+static struct bucket *bucket_find(struct wg_pool *pool, const struct sockaddr *sa,
+                                  const char *owner, bool create)
 {
-    unsigned h = addr_hash(sa);
+    unsigned h = bucket_hash(sa, owner);
     for (struct bucket *b = pool->table[h]; b; b = b->next) {
-        if (addr_equal((const struct sockaddr *)&b->addr, sa))
+        if (addr_equal((const struct sockaddr *)&b->addr, sa) && strcmp(b->owner, owner) == 0)
             return b;
     }
     if (!create)
@@ -106,10 +113,24 @@ static struct bucket *bucket_find(struct wg_pool *pool, const struct sockaddr *s
         return NULL;
     memcpy(&b->addr, sa, addr_len(sa));
     b->addrlen = addr_len(sa);
+    snprintf(b->owner, sizeof(b->owner), "%s", owner);
     wg_list_init(&b->idle);
     b->next = pool->table[h];
     pool->table[h] = b;
     return b;
+}
+
+/* Frees b once it holds nothing. */
+static void bucket_put(struct wg_pool *pool, struct bucket *b)
+{
+    if (b->nidle > 0)
+        return;
+    struct bucket **p = &pool->table[bucket_hash((const struct sockaddr *)&b->addr, b->owner)];
+    while (*p != NULL && *p != b)
+        p = &(*p)->next;
+    if (*p == b)
+        *p = b->next;
+    free(b);
 }
 
 static void maybe_free_pool(struct wg_pool *pool)
@@ -139,12 +160,14 @@ static void upconn_closed(uv_handle_t *h)
 
 static void unlink_idle(struct wg_upconn *uc)
 {
-    if (uc->bucket == NULL)
+    struct bucket *b = uc->bucket;
+    if (b == NULL)
         return;
     wg_list_remove(&uc->idle_link);
-    uc->bucket->nidle--;
+    b->nidle--;
     uc->pool->nidle--;
     uc->bucket = NULL;
+    bucket_put(uc->pool, b);
 }
 
 /* Reached from release (not reusable), idle EOF/data, sweep, drop and
@@ -168,21 +191,49 @@ static void sweep_closed(uv_handle_t *h)
     maybe_free_pool(pool);
 }
 
-static void sweep_cb(uv_timer_t *t)
+static bool same_ip(const struct sockaddr *a, const struct sockaddr *b)
 {
-    struct wg_pool *pool = t->data;
+    if (a->sa_family != b->sa_family)
+        return false;
+    if (a->sa_family == AF_INET)
+        return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+               ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+    return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                  &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
+}
+
+/* Closes b's idle connections, oldest first: all of them, or (all false)
+ * those idle for keepalive_idle. Closing the last one frees b, so b is not
+ * touched after it. */
+static void bucket_close_idle(struct wg_pool *pool, struct bucket *b, bool all)
+{
     uint64_t now = uv_now(pool->loop);
+    for (size_t n = b->nidle; n > 0; n--) {
+        struct wg_upconn *uc = wg_container_of(b->idle.prev, struct wg_upconn, idle_link);
+        if (!all && now - uc->idle_since < pool->cfg->keepalive_idle_ms)
+            return;
+        upconn_close(uc);
+    }
+}
+
+/* Calls bucket_close_idle on every bucket that holds connections to ip's
+ * address (NULL: every bucket). */
+static void close_idle(struct wg_pool *pool, const struct sockaddr *ip, bool all)
+{
     for (size_t i = 0; i < POOL_BUCKETS; i++) {
-        for (struct bucket *b = pool->table[i]; b; b = b->next) {
-            /* Oldest idle connections sit at the tail. */
-            while (!wg_list_empty(&b->idle)) {
-                struct wg_upconn *uc = wg_container_of(b->idle.prev, struct wg_upconn, idle_link);
-                if (now - uc->idle_since < pool->cfg->keepalive_idle_ms)
-                    break;
-                upconn_close(uc);
-            }
+        struct bucket *b = pool->table[i];
+        while (b != NULL) {
+            struct bucket *next = b->next; /* b may be freed */
+            if (ip == NULL || same_ip((const struct sockaddr *)&b->addr, ip))
+                bucket_close_idle(pool, b, all);
+            b = next;
         }
     }
+}
+
+static void sweep_cb(uv_timer_t *t)
+{
+    close_idle(t->data, NULL, false);
 }
 
 int wg_pool_new(uv_loop_t *loop, const struct wg_upstream_cfg *cfg, struct wg_log *log,
@@ -214,12 +265,7 @@ void wg_pool_free(struct wg_pool *pool)
     if (pool == NULL || pool->freeing)
         return;
     pool->freeing = true;
-    for (size_t i = 0; i < POOL_BUCKETS; i++) {
-        for (struct bucket *b = pool->table[i]; b; b = b->next) {
-            while (!wg_list_empty(&b->idle))
-                upconn_close(wg_container_of(b->idle.next, struct wg_upconn, idle_link));
-        }
-    }
+    close_idle(pool, NULL, true);
     uv_close((uv_handle_t *)&pool->sweep, sweep_closed);
 }
 
@@ -274,25 +320,85 @@ static void connect_cb(uv_connect_t *req, int status)
         cb(uc, status, uc->user);
 }
 
-int wg_pool_acquire(struct wg_pool *pool, const struct sockaddr *addr, bool fresh,
-                    const struct wg_upconn_reader *reader, wg_upconn_connect_cb *cb, void *user,
-                    struct wg_upconn **ret_uc, bool *ret_reused)
+/* Whether an idle connection's peer is still there, as of now: the kernel
+ * has neither an EOF, a reset nor stray bytes for it. The idle read would
+ * see those too, but only once the loop gets to them; one recv() says it
+ * now. A container that stops closes its sockets before its address can
+ * be given to another, so a live connection proves the address is its. */
+static bool upconn_alive(struct wg_upconn *uc)
+{
+    uv_os_fd_t fd;
+    char byte;
+
+    if (uc->closing || uv_fileno((const uv_handle_t *)&uc->tcp, &fd) < 0)
+        return false;
+    ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+/* The newest idle connection of b that is alive; dead ones met on the way
+ * are closed. NULL when none is (b may have been freed then). */
+static struct wg_upconn *bucket_alive(struct bucket *b)
+{
+    for (size_t n = b->nidle; n > 0; n--) {
+        struct wg_upconn *uc = wg_container_of(b->idle.next, struct wg_upconn, idle_link);
+        if (upconn_alive(uc))
+            return uc;
+        upconn_close(uc); /* the last one frees b */
+    }
+    return NULL;
+}
+
+/* Whether an idle connection of owner to addr's IP, on any port, is alive:
+ * the IP still belongs to what owner names. */
+static bool ip_proven(struct wg_pool *pool, const struct sockaddr *addr, const char *owner)
+{
+    struct bucket *b = pool->table[bucket_hash(addr, owner)];
+    while (b != NULL) {
+        struct bucket *next = b->next; /* b may be freed */
+        if (same_ip((const struct sockaddr *)&b->addr, addr) && strcmp(b->owner, owner) == 0 &&
+            bucket_alive(b) != NULL)
+            return true;
+        b = next;
+    }
+    return false;
+}
+
+/* An idle connection of owner to addr to lend: the newest; with
+ * WG_POOL_PROVEN only one that is alive now. */
+static struct wg_upconn *take_idle(struct wg_pool *pool, const struct sockaddr *addr,
+                                   const char *owner, enum wg_pool_mode mode)
+{
+    struct bucket *b = bucket_find(pool, addr, owner, false);
+    if (b == NULL || wg_list_empty(&b->idle))
+        return NULL;
+    if (mode == WG_POOL_PROVEN)
+        return bucket_alive(b);
+    return wg_container_of(b->idle.next, struct wg_upconn, idle_link);
+}
+
+int wg_pool_acquire(struct wg_pool *pool, const struct sockaddr *addr, const char *owner,
+                    enum wg_pool_mode mode, const struct wg_upconn_reader *reader,
+                    wg_upconn_connect_cb *cb, void *user, struct wg_upconn **ret_uc,
+                    bool *ret_reused)
 {
     struct wg_upconn *uc = NULL;
     int r;
 
-    if (!fresh) {
-        struct bucket *b = bucket_find(pool, addr, false);
-        if (b != NULL && !wg_list_empty(&b->idle)) {
-            uc = wg_container_of(b->idle.next, struct wg_upconn, idle_link);
-            unlink_idle(uc);
-            uc->user = user;
-            uc->reader = reader;
-            *ret_uc = uc;
-            *ret_reused = true;
-            return 0;
-        }
+    if (owner == NULL)
+        owner = "";
+    if (strlen(owner) > WG_POOL_OWNER_MAX)
+        return UV_EINVAL;
+    if (mode != WG_POOL_FRESH && (uc = take_idle(pool, addr, owner, mode)) != NULL) {
+        unlink_idle(uc);
+        uc->user = user;
+        uc->reader = reader;
+        *ret_uc = uc;
+        *ret_reused = true;
+        return 0;
     }
+    if (mode == WG_POOL_PROVEN && !ip_proven(pool, addr, owner))
+        return UV_ENOENT;
 
     uc = calloc(1, sizeof(*uc));
     if (uc == NULL)
@@ -300,6 +406,7 @@ int wg_pool_acquire(struct wg_pool *pool, const struct sockaddr *addr, bool fres
     uc->pool = pool;
     wg_list_init(&uc->idle_link);
     memcpy(&uc->addr, addr, addr_len(addr));
+    snprintf(uc->owner, sizeof(uc->owner), "%s", owner);
     r = uv_tcp_init(pool->loop, &uc->tcp);
     if (r < 0) {
         free(uc);
@@ -335,15 +442,19 @@ void wg_pool_release(struct wg_pool *pool, struct wg_upconn *uc, bool reusable)
         upconn_close(uc);
         return;
     }
-    struct bucket *b = bucket_find(pool, (const struct sockaddr *)&uc->addr, true);
+    const struct sockaddr *sa = (const struct sockaddr *)&uc->addr;
+    struct bucket *b = bucket_find(pool, sa, uc->owner, false);
+    if (b != NULL && b->nidle >= pool->cfg->keepalive_max) {
+        /* Full: the oldest gives way to the newest (and may take b along). */
+        upconn_close(wg_container_of(b->idle.prev, struct wg_upconn, idle_link));
+    }
+    b = bucket_find(pool, sa, uc->owner, true);
     wg_upconn_read(uc, true);
     if (b == NULL || !uc->reading) {
+        if (b != NULL)
+            bucket_put(pool, b);
         upconn_close(uc);
         return;
-    }
-    if (b->nidle >= pool->cfg->keepalive_max) {
-        /* Full: the oldest gives way to the newest. */
-        upconn_close(wg_container_of(b->idle.prev, struct wg_upconn, idle_link));
     }
     uc->bucket = b;
     uc->idle_since = uv_now(pool->loop);
@@ -352,27 +463,9 @@ void wg_pool_release(struct wg_pool *pool, struct wg_upconn *uc, bool reusable)
     pool->nidle++;
 }
 
-static bool same_ip(const struct sockaddr *a, const struct sockaddr *b)
-{
-    if (a->sa_family != b->sa_family)
-        return false;
-    if (a->sa_family == AF_INET)
-        return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
-               ((const struct sockaddr_in *)b)->sin_addr.s_addr;
-    return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
-                  &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
-}
-
 void wg_pool_drop_ip(struct wg_pool *pool, const struct sockaddr *addr)
 {
-    for (size_t i = 0; i < POOL_BUCKETS; i++) {
-        for (struct bucket *b = pool->table[i]; b; b = b->next) {
-            if (!same_ip((const struct sockaddr *)&b->addr, addr))
-                continue;
-            while (!wg_list_empty(&b->idle))
-                upconn_close(wg_container_of(b->idle.next, struct wg_upconn, idle_link));
-        }
-    }
+    close_idle(pool, addr, true);
 }
 
 uv_stream_t *wg_upconn_stream(struct wg_upconn *uc)

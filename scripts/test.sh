@@ -38,8 +38,8 @@ finish() {
 }
 
 # ---------------------------------------------------------------- deps
-step "install dependencies"
-if ! ./scripts/install-deps.sh; then
+step "install dependencies (scripts/install-deps.sh test)"
+if ! ./scripts/install-deps.sh test; then
   echo "test.sh: scripts/install-deps.sh failed" >&2
   failed=$((failed + 1))
   finish

@@ -132,6 +132,7 @@ int ctl_cmd_show(struct ctl *c, const char *id)
         goto out;
     }
     ctl_print_record(j);
+    ctl_show_more(c, j);
 out:
     json_decref(j);
     ctl_http_release(&hc);
@@ -162,25 +163,45 @@ static void command_done(const char *op, const char *id, bool waited, const json
     }
 }
 
+/* A sleep called off because its save failed: the tail of the hook's
+ * output, from the record the 409 carries. */
+static void print_save_failure(struct ctl_http *hc)
+{
+    json_t *j = json_loadb(wg_buf_head(&hc->body), wg_buf_size(&hc->body), 0, NULL);
+    json_t *ls = json_object_get(json_object_get(j, "session"), "last_save");
+    const char *out = ctl_jstr(ls, "output");
+    char shown[1024];
+
+    if (json_is_object(ls) && json_is_false(json_object_get(ls, "ok"))) {
+        size_t n = out ? strlen(out) : 0;
+        ctl_clean_copy(shown, sizeof(shown), out && n > 800 ? out + n - 800 : out ? out : "");
+        fprintf(stderr, PROG ": the save failed (exit code %" PRId64 "): %s\n",
+                ctl_jint(ls, "exit_code"), shown);
+    }
+    json_decref(j);
+}
+
 /* wake, sleep, rm: one queued command, maybe waited for. */
-static int run_command(struct ctl *c, const char *method, const char *op, const char *id, bool wait,
-                       bool force)
+static int run_command(struct ctl *c, const char *method, const char *op, const char *id,
+                       unsigned flags)
 {
     struct ctl_http hc;
     char path[160];
     json_t *j = NULL;
+    bool wait = flags & (F_WAIT | F_NOW);
     int rc;
 
     ctl_http_init(&hc, method);
     if (strcmp(op, "destroy") == 0)
-        snprintf(path, sizeof(path), "/v1/sessions/%s%s", id, force ? "?force=1" : "");
+        snprintf(path, sizeof(path), "/v1/sessions/%s%s", id, flags & F_FORCE ? "?force=1" : "");
     else
-        snprintf(path, sizeof(path), "/v1/sessions/%s/%s%s%s", id, op, wait || force ? "?" : "",
-                 wait && force ? "wait=1&force=1"
-                 : wait        ? "wait=1"
-                 : force       ? "force=1"
-                               : "");
+        snprintf(path, sizeof(path), "/v1/sessions/%s/%s?%s%s%s", id, op, wait ? "wait=1&" : "",
+                 flags & F_FORCE ? "force=1&" : "", flags & F_NOW ? "now=1" : "");
+    for (size_t n = strlen(path); n > 0 && (path[n - 1] == '&' || path[n - 1] == '?'); n--)
+        path[n - 1] = '\0';
     rc = ctl_api_call(c, &hc, path, wait ? wait_timeout_ms(c) : CALL_TIMEOUT_MS);
+    if (rc == WG_CTL_CONFLICT && strcmp(op, "sleep") == 0)
+        print_save_failure(&hc);
     if (rc != WG_CTL_OK)
         goto out;
     if (c->o.json) {
@@ -201,15 +222,19 @@ out:
 
 int ctl_cmd_wake(struct ctl *c, const char *id)
 {
-    return run_command(c, "POST", "wake", id, c->o.flags & F_WAIT, false);
+    return run_command(c, "POST", "wake", id, c->o.flags & F_WAIT);
 }
 
 int ctl_cmd_sleep(struct ctl *c, const char *id)
 {
-    return run_command(c, "POST", "sleep", id, c->o.flags & F_WAIT, c->o.flags & F_FORCE);
+    if ((c->o.flags & F_NOW) && (c->o.flags & F_FORCE))
+        return ctl_usage_error("sleep: --now saves then stops, --force stops without saving: "
+                               "give one");
+    /* --now waits: the caller learns whether the save went through. */
+    return run_command(c, "POST", "sleep", id, c->o.flags & (F_WAIT | F_FORCE | F_NOW));
 }
 
 int ctl_cmd_rm(struct ctl *c, const char *id)
 {
-    return run_command(c, "DELETE", "destroy", id, false, c->o.flags & F_FORCE);
+    return run_command(c, "DELETE", "destroy", id, c->o.flags & F_FORCE);
 }

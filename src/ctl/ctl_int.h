@@ -43,6 +43,33 @@ enum {
     F_FORCE = 1u << 1,
     F_FOLLOW = 1u << 2,
     F_SINCE = 1u << 3,
+    F_NOW = 1u << 4,
+    /* create, logs, exec (create.c, container.c) */
+    F_TAIL = 1u << 8, /* --tail N */
+    F_SPEC = 1u << 9, /* --template, --image, --port, --env, --label, --bind, --idle-* */
+    F_CMD = 1u << 10, /* -- CMD ARGS... */
+};
+
+/* getopt values of the long-only options of create and logs (create.c):
+ * above any character, so they never clash with a short option. */
+enum {
+    O_TAIL = 256,
+    O_TEMPLATE,
+    O_IMAGE,
+    O_PORT,
+    O_ENV,
+    O_LABEL,
+    O_BIND,
+    O_IDLE_PAUSE,
+    O_IDLE_STOP,
+};
+
+#define CTL_LIST_MAX 256 /* --env, --label, --bind: each at most (the API's own cap) */
+
+/* A repeated option's values, borrowed from argv. */
+struct ctl_list {
+    const char *v[CTL_LIST_MAX];
+    int n;
 };
 
 /* The command line, as given. */
@@ -52,7 +79,15 @@ struct ctl_opts {
     const char *config; /* --config */
     const char *since;  /* --since */
     bool json, help, version;
-    unsigned flags; /* F_* given */
+    unsigned flags;   /* F_* given */
+    const char *arg2; /* keepalive's DURATION */
+    /* create (F_SPEC) and logs (--tail) */
+    const char *template_name, *image, *port, *idle_pause, *idle_stop, *tail;
+    struct ctl_list env, labels, binds;
+    /* the words after "--" (create, exec) */
+    char **cmd;
+    int ncmd;
+    bool cmd_given;
 };
 
 /* One run of the CLI: its options, the configuration read as the daemon
@@ -89,6 +124,34 @@ int ctl_cmd_sleep(struct ctl *c, const char *id);
 int ctl_cmd_rm(struct ctl *c, const char *id);
 int ctl_cmd_events(struct ctl *c, const char *id);
 int ctl_cmd_doctor(struct ctl *c, const char *id);
+int ctl_cmd_create(struct ctl *c, const char *id);
+int ctl_cmd_keepalive(struct ctl *c, const char *id);
+int ctl_cmd_logs(struct ctl *c, const char *id);
+int ctl_cmd_exec(struct ctl *c, const char *id);
+
+/* ---- sse.c ---- */
+
+typedef void ctl_event_fn(void *arg, const char *data);
+/* The stored events after since_ms (ms since the epoch), each event's data
+ * JSON to fn, nothing printed; the replay ends when the stream goes quiet.
+ * Returns an exit code; prints nothing on failure. */
+int ctl_events_scan(struct ctl *c, int64_t since_ms, ctl_event_fn *fn, void *arg);
+
+/* ---- create.c ---- */
+
+/* The options of create and logs (getopt's value opt, its optarg): 0 when
+ * taken, WG_CTL_USAGE after printing why it is bad, -1 when it is not one
+ * of them. */
+int ctl_opt_more(struct ctl_opts *o, int opt, const char *arg);
+/* GET /v1/sessions/{id}: *ret the record (the caller's), or an exit code
+ * after printing why. */
+int ctl_api_record(struct ctl *c, const char *id, json_t **ret);
+/* `show`: the spec's lines (template, command, env names, labels, binds,
+ * limits, save hook), from the record's "spec". */
+void ctl_print_spec(const json_t *rec);
+/* `show`, after the record: the spec lines, and for a failed session the
+ * log tail of its failure event (read from /v1/events). */
+void ctl_show_more(struct ctl *c, const json_t *rec);
 
 /* ---- table.c: readable output ---- */
 
@@ -170,7 +233,8 @@ int ctl_api_call(struct ctl *c, struct ctl_http *hc, const char *path, long tota
 
 /* ---- doctor.c and doctor_probe.c ---- */
 
-enum level { LV_OK, LV_WARN, LV_FAIL };
+/* SKIP: the check did not run; its line says why. It does not fail. */
+enum level { LV_OK, LV_WARN, LV_FAIL, LV_SKIP };
 
 /* One line of doctor's report. */
 struct check {
@@ -204,6 +268,14 @@ void ctl_report(struct doctor *d, const char *name, enum level lv, const char *f
 /* One Engine API call; versioned paths get /v<version>. */
 int ctl_docker_call(struct doctor *d, struct ctl_http *hc, const char *method, const char *path,
                     bool versioned, const char *body, long total_ms);
+/* Sets up (does not run) one Engine API request to e. */
+void ctl_dk_request(const struct docker_ep *e, struct ctl_http *hc, const char *method,
+                    const char *path, bool versioned, const char *body, long total_ms);
+/* e for docker.host (and docker.tls), API version WG_DOCKER_API_MAX until
+ * negotiated. Returns 0 or -EINVAL. */
+int ctl_docker_ep_init(struct docker_ep *e, const char *host, const struct wg_docker_tls_cfg *tls);
+/* "1.41" -> 41; -1 when it is not 1.N. */
+int ctl_docker_api_minor(const char *v);
 /* Docker's {"message": ...} of an error answer. */
 void ctl_docker_message(struct ctl_http *hc, char *out, size_t outlen);
 /* How a Redis target is named in doctor's lines: no password, no db. */

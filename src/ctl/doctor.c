@@ -26,7 +26,7 @@
 
 #define DOCTOR_REDIS_MS 3000 /* the Redis connect and PING, each */
 
-static const char *const level_names[] = {"OK", "WARN", "FAIL"};
+static const char *const level_names[] = {"OK", "WARN", "FAIL", "SKIP"};
 void ctl_report(struct doctor *d, const char *name, enum level lv, const char *fmt, ...)
 {
     char raw[768];
@@ -146,8 +146,8 @@ static void check_admin(struct doctor *d)
     }
     ctl_http_release(&hc);
     if (!d->admin_up) {
-        ctl_report(d, "admin readyz", LV_WARN, "skipped: the admin API does not answer");
-        ctl_report(d, "admin token", LV_WARN, "skipped: the admin API does not answer");
+        ctl_report(d, "admin readyz", LV_SKIP, "not run: the admin API does not answer");
+        ctl_report(d, "admin token", LV_SKIP, "not run: the admin API does not answer");
         return;
     }
 
@@ -258,8 +258,7 @@ out:
     wg_redis_url_release(&t);
 }
 
-static int docker_ep_init(struct docker_ep *e, const char *host,
-                          const struct wg_docker_tls_cfg *tls)
+int ctl_docker_ep_init(struct docker_ep *e, const char *host, const struct wg_docker_tls_cfg *tls)
 {
     struct wg_docker_host h;
     char why[256];
@@ -284,16 +283,21 @@ static int docker_ep_init(struct docker_ep *e, const char *host,
     return r;
 }
 
+void ctl_dk_request(const struct docker_ep *e, struct ctl_http *hc, const char *method,
+                    const char *path, bool versioned, const char *body, long total_ms)
+{
+    ctl_http_init(hc, method);
+    ctl_http_url(hc, "%s%s%s%s", e->base, versioned ? "/v" : "", versioned ? e->version : "", path);
+    hc->unix_socket = e->unix_path[0] ? e->unix_path : NULL;
+    hc->tls = e->tls;
+    hc->json_body = body;
+    hc->total_ms = total_ms;
+}
+
 int ctl_docker_call(struct doctor *d, struct ctl_http *hc, const char *method, const char *path,
                     bool versioned, const char *body, long total_ms)
 {
-    ctl_http_init(hc, method);
-    ctl_http_url(hc, "%s%s%s%s", d->dk.base, versioned ? "/v" : "", versioned ? d->dk.version : "",
-                 path);
-    hc->unix_socket = d->dk.unix_path[0] ? d->dk.unix_path : NULL;
-    hc->tls = d->dk.tls;
-    hc->json_body = body;
-    hc->total_ms = total_ms;
+    ctl_dk_request(&d->dk, hc, method, path, versioned, body, total_ms);
     return ctl_http_run(hc);
 }
 
@@ -305,8 +309,7 @@ void ctl_docker_message(struct ctl_http *hc, char *out, size_t outlen)
     json_decref(j);
 }
 
-/* "1.41" -> 41; -1 when it is not 1.N. */
-static int api_minor(const char *v)
+int ctl_docker_api_minor(const char *v)
 {
     char *end;
     if (strncmp(v, "1.", 2) != 0 || !isdigit((unsigned char)v[2]))
@@ -321,7 +324,7 @@ static void check_docker(struct doctor *d)
     const char *host = cfg->docker_host ? cfg->docker_host : WG_DOCKER_DEFAULT_HOST;
     struct ctl_http hc;
 
-    if (docker_ep_init(&d->dk, host, &cfg->docker_tls) < 0) {
+    if (ctl_docker_ep_init(&d->dk, host, &cfg->docker_tls) < 0) {
         ctl_report(d, "docker", LV_FAIL, "docker.host %s cannot be taken apart", host);
         return;
     }
@@ -330,7 +333,8 @@ static void check_docker(struct doctor *d)
     } else if (hc.status != 200) {
         ctl_report(d, "docker", LV_FAIL, "%s: GET /_ping answered %ld", host, hc.status);
     } else {
-        int have = api_minor(hc.api_version), min = api_minor(WG_DOCKER_API_MIN);
+        int have = ctl_docker_api_minor(hc.api_version),
+            min = ctl_docker_api_minor(WG_DOCKER_API_MIN);
         if (have < 0) {
             ctl_report(d, "docker", LV_WARN, "%s answered /_ping without an API version", host);
         } else if (have < min) {
@@ -338,7 +342,7 @@ static void check_docker(struct doctor *d)
                        "%s: engine API %s is older than the %s wakegate needs", host,
                        hc.api_version, WG_DOCKER_API_MIN);
         } else {
-            if (have < api_minor(WG_DOCKER_API_MAX))
+            if (have < ctl_docker_api_minor(WG_DOCKER_API_MAX))
                 ctl_msgf(d->dk.version, sizeof(d->dk.version), "%s", hc.api_version);
             ctl_report(d, "docker", LV_OK, "%s answered /_ping: API %s%s%s, using %s", host,
                        hc.api_version, hc.server[0] ? ", " : "", hc.server, d->dk.version);

@@ -13,12 +13,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
 #include <jansson.h>
 
 #include "common/buf.h"
 #include "common/clock.h"
 #include "common/labels.h"
 #include "common/redis_url.h"
+#include "common/str.h"
 #include "src/ctl/ctl_int.h"
 
 #define PROBE_WAIT_MS 20000L /* the probe container, start to exit */
@@ -34,21 +36,55 @@ struct probe_target {
     int open;      /* -1 not probed, 0 refused, 1 reachable */
 };
 
-/* The default bridge's IPv4 gateway: the host as a session container sees
- * it. "" when the engine does not say. */
-static void bridge_gateway(struct doctor *d, char *out, size_t outlen)
+/* The default template's session network as the wakes use it (the
+ * lowest id of those named so, orchestrator/wake_network.c): its id and
+ * its IPv4 gateway, the host as a session container sees it. id is ""
+ * when the engine has no such network yet (the first wake makes it), gw
+ * "" when it names no IPv4 gateway. */
+struct session_net {
+    char name[80];
+    char id[80];
+    char gw[INET6_ADDRSTRLEN];
+};
+
+static void session_network(struct doctor *d, struct session_net *n)
 {
     struct ctl_http hc;
-    out[0] = '\0';
-    if (ctl_docker_call(d, &hc, "GET", "/networks/bridge", true, NULL, DOCTOR_HTTP_MS) == 0 &&
-        hc.status == 200) {
-        json_t *j = json_loads(ctl_http_body(&hc), 0, NULL);
-        json_t *cfgs = json_object_get(json_object_get(j, "IPAM"), "Config");
-        for (size_t i = 0; i < json_array_size(cfgs) && !out[0]; i++) {
-            const char *gw = ctl_jstr(json_array_get(cfgs, i), "Gateway");
-            struct in_addr a;
-            if (gw != NULL && inet_pton(AF_INET, gw, &a) == 1)
-                snprintf(out, outlen, "%s", gw);
+    char *filters, *esc = NULL, path[512];
+
+    memset(n, 0, sizeof(*n));
+    {
+        char buf[sizeof(n->name)];
+        snprintf(n->name, sizeof(n->name), "%s",
+                 wg_config_network_name(&d->c->cfg.sessions, buf, sizeof(buf)));
+    }
+    filters = wg_strf("{\"name\":[\"%s\"]}", n->name);
+    if (filters != NULL)
+        esc = curl_easy_escape(NULL, filters, 0);
+    free(filters);
+    if (esc == NULL)
+        return;
+    snprintf(path, sizeof(path), "/networks?filters=%s", esc);
+    curl_free(esc);
+    if (ctl_docker_call(d, &hc, "GET", path, true, NULL, DOCTOR_HTTP_MS) == 0 && hc.status == 200) {
+        json_t *j = json_loads(ctl_http_body(&hc), 0, NULL), *best = NULL, *v;
+        size_t i;
+        json_array_foreach(j, i, v)
+        {
+            const char *name = ctl_jstr(v, "Name"), *id = ctl_jstr(v, "Id");
+            if (name && id && strcmp(name, n->name) == 0 &&
+                (best == NULL || strcmp(id, ctl_jstr(best, "Id")) < 0))
+                best = v;
+        }
+        if (best != NULL) {
+            json_t *cfgs = json_object_get(json_object_get(best, "IPAM"), "Config");
+            snprintf(n->id, sizeof(n->id), "%s", ctl_jstr(best, "Id"));
+            for (size_t k = 0; k < json_array_size(cfgs) && !n->gw[0]; k++) {
+                const char *gw = ctl_jstr(json_array_get(cfgs, k), "Gateway");
+                struct in_addr a;
+                if (gw != NULL && inet_pton(AF_INET, gw, &a) == 1)
+                    snprintf(n->gw, sizeof(n->gw), "%s", gw);
+            }
         }
         json_decref(j);
     }
@@ -74,7 +110,7 @@ static bool sa_any(const struct sockaddr *sa)
 }
 
 /* Fills t from a configured address. A loopback or wildcard listener is
- * tried at the bridge gateway (a wildcard one answers there; a loopback
+ * tried at the session network's gateway (a wildcard one answers there; a loopback
  * one must not), anything else at its own address. */
 static void target_from_sa(struct probe_target *t, const struct sockaddr *sa, const char *gw)
 {
@@ -121,11 +157,12 @@ static void probe_script(const struct probe_target *t, size_t n, struct wg_buf *
     wg_buf_appendf(out, "exit $r\n");
 }
 
-static char *probe_body(const char *image, const char *script)
+/* The probe joins the session network, where session containers are. */
+static char *probe_body(const char *image, const char *script, const char *network)
 {
-    json_t *b = json_pack("{s:s, s:[s,s,s], s:[], s:{s:s}, s:b, s:{s:b}}", "Image", image,
+    json_t *b = json_pack("{s:s, s:[s,s,s], s:[], s:{s:s}, s:b, s:{s:b, s:s}}", "Image", image,
                           "Entrypoint", "/bin/sh", "-c", script, "Cmd", "Labels", WG_LABEL_DOCTOR,
-                          "1", "Tty", 0, "HostConfig", "AutoRemove", 0);
+                          "1", "Tty", 0, "HostConfig", "AutoRemove", 0, "NetworkMode", network);
     char *text = b ? json_dumps(b, JSON_COMPACT) : NULL;
     json_decref(b);
     return text;
@@ -133,12 +170,12 @@ static char *probe_body(const char *image, const char *script)
 
 /* Creates, runs, waits for and removes one probe container. Returns its
  * exit code, or -1 with why set. */
-static int probe_run(struct doctor *d, const char *image, const char *script, char *why,
-                     size_t whylen)
+static int probe_run(struct doctor *d, const char *image, const char *script, const char *network,
+                     char *why, size_t whylen)
 {
     struct ctl_http hc;
     char path[256], msg[256], name[64], id[80] = "";
-    char *body = probe_body(image, script);
+    char *body = probe_body(image, script, network);
     int code = -1;
 
     snprintf(name, sizeof(name), "wg-doctor-%d-%" PRId64, (int)getpid(), wg_clock_wall_ms());
@@ -216,9 +253,9 @@ static void isolation_report(struct doctor *d, const struct probe_target *t, con
         ctl_report(d, t->check, LV_OK, "%s:%u is not reachable from a session container (%s)",
                    t->addr, t->port, image);
     else if (t->loopback)
-        ctl_report(d, t->check, LV_OK,
-                   "%s is loopback: containers cannot reach it (not probed: %s)", t->listen,
-                   cannot);
+        ctl_report(d, t->check, LV_SKIP,
+                   "not probed: %s (%s is loopback: containers should not reach it)", cannot,
+                   t->listen);
     else
         ctl_report(d, t->check, LV_WARN, "%s: cannot tell, %s", t->listen, cannot);
 }
@@ -234,7 +271,8 @@ static bool redis_probe_target(struct doctor *d, struct probe_target *t, const c
     bool probe = false;
 
     if (d->c->cfg.redis_url == NULL) {
-        ctl_report(d, "isolation redis", LV_OK, "no redis.url configured");
+        ctl_report(d, "isolation redis", LV_SKIP,
+                   "no redis.url configured: nothing on TCP to probe");
         return false;
     }
     if (wg_redis_url_parse(d->c->cfg.redis_url, &r, NULL, 0) < 0) {
@@ -264,23 +302,28 @@ void ctl_check_isolation(struct doctor *d)
 {
     const char *image = d->c->cfg.sessions.image;
     struct probe_target t[PROBE_TARGETS_MAX];
-    char gw[INET6_ADDRSTRLEN] = "", cannot[512] = "", *script = NULL;
+    char cannot[512] = "", *script = NULL;
+    struct session_net net = {.gw = ""};
     struct wg_buf sb;
     size_t n = 0, nprobe = 0;
 
     wg_buf_init(&sb, 64 * 1024);
     if (d->docker_up)
-        bridge_gateway(d, gw, sizeof(gw));
-    if (redis_probe_target(d, &t[n], gw))
+        session_network(d, &net);
+    if (redis_probe_target(d, &t[n], net.gw))
         n++;
     t[n].check = "isolation admin";
-    target_from_sa(&t[n], (const struct sockaddr *)&d->c->cfg.admin_listen.sa, gw);
+    target_from_sa(&t[n], (const struct sockaddr *)&d->c->cfg.admin_listen.sa, net.gw);
     n++;
 
     if (!d->docker_up)
         snprintf(cannot, sizeof(cannot), "the Docker engine does not answer");
-    else if (gw[0] == '\0')
-        snprintf(cannot, sizeof(cannot), "the engine names no IPv4 gateway for its bridge");
+    else if (net.id[0] == '\0')
+        snprintf(cannot, sizeof(cannot),
+                 "the session network %s does not exist yet (the first wake makes it)", net.name);
+    else if (net.gw[0] == '\0')
+        snprintf(cannot, sizeof(cannot),
+                 "the engine names no IPv4 gateway for the session network %s", net.name);
     else if (image == NULL || image[0] == '\0')
         snprintf(cannot, sizeof(cannot), "sessions.image is not set");
     if (cannot[0] == '\0') {
@@ -289,11 +332,11 @@ void ctl_check_isolation(struct doctor *d)
             if (t[i].addr[0] && strchr(t[i].addr, ':') == NULL)
                 nprobe = i + 1;
             else if (t[i].addr[0])
-                t[i].addr[0] = '\0'; /* IPv6: the default bridge has none */
+                t[i].addr[0] = '\0'; /* IPv6: session networks have none */
         probe_script(t, nprobe, &sb);
         if (wg_buf_append(&sb, "", 1) == 0)
             script = sb.data;
-        int code = script ? probe_run(d, image, script, cannot, sizeof(cannot)) : -1;
+        int code = script ? probe_run(d, image, script, net.id, cannot, sizeof(cannot)) : -1;
         if (script == NULL)
             snprintf(cannot, sizeof(cannot), "out of memory");
         else if (code == 3)

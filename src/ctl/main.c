@@ -36,15 +36,22 @@ static const struct cmd commands[] = {
      "List the sessions: id, state, host, IP, idle time (now - last activity) and\n"
      "the last save. --json prints the API's array as is.\n"},
     {"show", 0, 1, ctl_cmd_show, "show ID",
-     "Show one session's record, with the last save's output tail and the last\n"
-     "error. --json prints the API's record as is.\n"},
+     "Show one session's record: its state, container, spec (template, image,\n"
+     "command, env names - never their values -, labels, binds, port, idle,\n"
+     "limits, save), the last save's output tail and the last error; for a failed\n"
+     "session, the log tail its failure event carries. --json prints the API's\n"
+     "record as is.\n"},
     {"wake", F_WAIT, 1, ctl_cmd_wake, "wake ID [--wait]",
      "Queue a wake. With --wait, return once the session runs (exit 1 if it\n"
      "failed or did not run within the gateway's sessions.wake_timeout).\n"},
-    {"sleep", F_WAIT | F_FORCE, 1, ctl_cmd_sleep, "sleep ID [--wait] [--force]",
+    {"sleep", F_WAIT | F_FORCE | F_NOW, 1, ctl_cmd_sleep, "sleep ID [--wait] [--force | --now]",
      "Queue a sleep. Without --force the orchestrator saves the work first (and\n"
      "refuses while no save hook exists); --force stops without saving. With\n"
-     "--wait, return once the session is asleep or paused.\n"},
+     "--wait, return once the session is asleep or paused. A sleep is called off\n"
+     "when the session is in use (exit 6); --now saves and stops it although it\n"
+     "is (open WebSockets, requests: the gateways close its streams) and waits\n"
+     "for the outcome: exit 0 once asleep, 6 when the save failed (the container\n"
+     "is kept awake; the save's output is printed).\n"},
     {"rm", F_FORCE, 1, ctl_cmd_rm, "rm ID [--force]",
      "Queue the destruction of a session and its container. Without --force the\n"
      "orchestrator saves first (and refuses while no save hook exists).\n"},
@@ -55,6 +62,32 @@ static const struct cmd commands[] = {
      "given) until interrupted; SIGINT or SIGTERM exits 0. --since takes a stream\n"
      "id (1700000000000-0), a time in ms since the epoch, or a duration (10m).\n"
      "--json prints each event's JSON as the API sends it, one per line.\n"},
+    {"create", F_WAIT | F_SPEC | F_CMD, 1, ctl_cmd_create,
+     "create ID [--template T] [--image I] [--port N] [--env K=V]... [--label K=V]...\n"
+     "              [--bind SRC:DST[:ro]]... [--idle-pause-after D] [--idle-stop-after D]\n"
+     "              [--wait] [-- CMD ARGS...]",
+     "Create a session (asleep: no container until its first wake) from a\n"
+     "template (default: the sessions: block). --env, --label and --bind may be\n"
+     "given many times; the words after -- are its command. What a caller may set\n"
+     "is the template's to say (the API's 400 names the field). With --wait, wake\n"
+     "it and return once it runs. An id that exists is exit 6, nothing changed.\n"
+     "--json prints the API's record (with --wait: the running record).\n"},
+    {"keepalive", 0, 2, ctl_cmd_keepalive, "keepalive ID DURATION",
+     "Count an awake session as active until now + DURATION (30s, 20m, 2h; at most\n"
+     "24h), for work that sends no requests. Exit 6 when it is not awake.\n"},
+    {"logs", F_FOLLOW | F_TAIL, 1, ctl_cmd_logs, "logs ID [-f] [--tail N]",
+     "Print the session container's output (stdout to stdout, stderr to stderr),\n"
+     "read from the Docker engine of this configuration (docker.host); a session\n"
+     "of another Docker host is exit 6. --tail N: the last N lines only. -f:\n"
+     "follow until SIGINT or SIGTERM (exit 0). --json: one {\"stream\", \"line\"}\n"
+     "object per line.\n"},
+    {"exec", F_CMD, 1, ctl_cmd_exec, "exec ID -- CMD [ARGS...]",
+     "Run a command in the running session's container (no stdin, no TTY), on\n"
+     "the Docker engine of this configuration; its output is printed as logs\n"
+     "prints it. The command is recorded as an `exec` event before it runs (no\n"
+     "record, no run) and its exit status as `exec_exit`. Exit: the command's\n"
+     "exit status; when it could not run, the exit codes of " PROG " --help (and a\n"
+     "message).\n"},
     {"doctor", 0, 0, ctl_cmd_doctor, "doctor",
      "Check the installation, one line per check (OK, WARN or FAIL and why): the\n"
      "configuration, the admin token's file permissions, the admin API\n"
@@ -75,9 +108,13 @@ static const char global_help[] =
     "  ls                        list sessions\n"
     "  show ID                   one session's record\n"
     "  wake ID [--wait]          wake a session\n"
-    "  sleep ID [--wait] [--force]  put a session to sleep\n"
+    "  sleep ID [--wait] [--force | --now]  put a session to sleep\n"
     "  rm ID [--force]           destroy a session\n"
     "  events [-f] [--since X]   session events; -f follows\n"
+    "  create ID [...]           create a session (create --help)\n"
+    "  keepalive ID DURATION     keep an awake session awake\n"
+    "  logs ID [-f] [--tail N]   the container's output\n"
+    "  exec ID -- CMD...         run a command in the container\n"
     "  doctor                    check the installation\n"
     "  help [COMMAND]            this help, or a command's\n"
     "\n"
@@ -90,7 +127,7 @@ static const char global_help[] =
     "                      admin.read_token_file: ls, show and events only)\n"
     "  -c, --config FILE   configuration file (env WAKEGATE_CONFIG), read as the\n"
     "                      daemon reads it, environment overrides included\n"
-    "      --json          machine output: the API's JSON as is\n"
+    "      --json          machine output: the API's JSON as is (every command)\n"
     "  -h, --help          help (COMMAND --help: the command's)\n"
     "  -V, --version       the version\n"
     "\n"
@@ -129,10 +166,18 @@ static const char *flag_name(unsigned f)
         return "--wait";
     case F_FORCE:
         return "--force";
+    case F_NOW:
+        return "--now";
     case F_FOLLOW:
         return "-f";
-    default:
+    case F_SINCE:
         return "--since";
+    case F_TAIL:
+        return "--tail";
+    case F_SPEC:
+        return "--template/--image/--port/--env/--label/--bind/--idle-*";
+    default:
+        return "-- CMD";
     }
 }
 
@@ -149,13 +194,33 @@ static int parse_args(int argc, char **argv, struct ctl_opts *o, char **position
         {"version", no_argument, NULL, 'V'},
         {"wait", no_argument, NULL, 'w'},
         {"force", no_argument, NULL, 'F'},
+        {"now", no_argument, NULL, 'N'},
         {"follow", no_argument, NULL, 'f'},
         {"since", required_argument, NULL, 's'},
+        {"tail", required_argument, NULL, O_TAIL},
+        {"template", required_argument, NULL, O_TEMPLATE},
+        {"image", required_argument, NULL, O_IMAGE},
+        {"port", required_argument, NULL, O_PORT},
+        {"env", required_argument, NULL, O_ENV},
+        {"label", required_argument, NULL, O_LABEL},
+        {"bind", required_argument, NULL, O_BIND},
+        {"idle-pause-after", required_argument, NULL, O_IDLE_PAUSE},
+        {"idle-stop-after", required_argument, NULL, O_IDLE_STOP},
         {NULL, 0, NULL, 0},
     };
-    int opt;
+    int opt, rc;
 
     *npos = 0;
+    /* The words after the first "--" are a command (create, exec): they
+     * are not options, whatever they look like. */
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--") == 0) {
+            o->cmd = argv + i + 1;
+            o->ncmd = argc - i - 1;
+            o->cmd_given = true;
+            argc = i;
+            break;
+        }
     opterr = 0;
     optind = 0; /* glibc: start over, whatever parsed before us */
     while ((opt = getopt_long(argc, argv, ":c:hVf", longs, NULL)) != -1) {
@@ -184,6 +249,9 @@ static int parse_args(int argc, char **argv, struct ctl_opts *o, char **position
         case 'F':
             o->flags |= F_FORCE;
             break;
+        case 'N':
+            o->flags |= F_NOW;
+            break;
         case 'f':
             o->flags |= F_FOLLOW;
             break;
@@ -194,6 +262,11 @@ static int parse_args(int argc, char **argv, struct ctl_opts *o, char **position
         case ':':
             return ctl_usage_error("option '%s' needs a value", argv[optind - 1]);
         default:
+            rc = ctl_opt_more(o, opt, optarg);
+            if (rc == 0)
+                break;
+            if (rc > 0)
+                return rc;
             return ctl_usage_error("unknown option '%s'", argv[optind - 1]);
         }
     }
@@ -351,17 +424,19 @@ static bool id_ok(const char *id)
 /* Checks the command line against the command; returns 0 or WG_CTL_USAGE. */
 static int check_command(const struct cmd *cmd, char **pos, int npos, unsigned flags)
 {
-    if (npos - 1 < cmd->nargs)
+    if (npos - 1 < cmd->nargs && npos < 2)
         return ctl_usage_error("%s: missing session ID (usage: " PROG " %s)", cmd->name,
                                cmd->usage);
     if (npos - 1 > cmd->nargs)
         return ctl_usage_error("%s: unexpected argument '%s' (usage: " PROG " %s)", cmd->name,
                                pos[cmd->nargs + 1], cmd->usage);
-    for (unsigned f = F_WAIT; f <= F_SINCE; f <<= 1)
+    if (npos - 1 < cmd->nargs && npos >= 2)
+        return ctl_usage_error("%s: missing argument (usage: " PROG " %s)", cmd->name, cmd->usage);
+    for (unsigned f = F_WAIT; f <= F_CMD; f <<= 1)
         if ((flags & f) && !(cmd->flags & f))
             return ctl_usage_error("%s: option %s does not apply (usage: " PROG " %s)", cmd->name,
                                    flag_name(f), cmd->usage);
-    if (cmd->nargs == 1 && !id_ok(pos[1])) {
+    if (cmd->nargs >= 1 && !id_ok(pos[1])) {
         char shown[80];
         ctl_clean_copy(shown, sizeof(shown), pos[1]);
         return ctl_usage_error("invalid session id '%s': 1 to 63 of a-z 0-9 _ -, starting with a "
@@ -400,7 +475,14 @@ int wg_ctl_main(int argc, char **argv)
         cmd_help(cmd, stdout);
         return WG_CTL_OK;
     }
+    if (c.o.cmd_given)
+        c.o.flags |= F_CMD;
     rc = check_command(cmd, pos, npos, c.o.flags);
+    if (rc == 0 && (cmd->flags & F_CMD) && c.o.ncmd == 0 &&
+        (c.o.cmd_given || cmd->run == ctl_cmd_exec))
+        rc = ctl_usage_error("%s: no command after -- (usage: " PROG " %s)", cmd->name, cmd->usage);
+    if (rc == 0 && cmd->nargs == 2)
+        c.o.arg2 = pos[2];
     if (rc != 0)
         return rc;
 

@@ -26,11 +26,13 @@ volatile sig_atomic_t ctl_interrupted;
 struct sse {
     struct ctl *c;
     bool follow;
-    struct wg_buf line; /* a partial line, capped at SSE_LINE_MAX */
-    struct wg_buf data; /* the data of the message being read */
-    char id[48];        /* its id */
-    char last_id[48];   /* of the last event printed: the resume point */
-    bool out_gone;      /* stdout closed: stop quietly */
+    struct wg_buf line;     /* a partial line, capped at SSE_LINE_MAX */
+    struct wg_buf data;     /* the data of the message being read */
+    char id[48];            /* its id */
+    char last_id[48];       /* of the last event printed: the resume point */
+    bool out_gone;          /* stdout closed: stop quietly */
+    ctl_event_fn *on_event; /* ctl_events_scan(): each event here, nothing printed */
+    void *on_event_arg;
 };
 
 static void sse_dispatch(struct sse *s)
@@ -40,7 +42,9 @@ static void sse_dispatch(struct sse *s)
     if (wg_buf_append(&s->data, "", 1) < 0)
         return;
     const char *data = wg_buf_head(&s->data);
-    if (s->c->o.json)
+    if (s->on_event != NULL)
+        s->on_event(s->on_event_arg, data);
+    else if (s->c->o.json)
         printf("%s\n", data);
     else
         ctl_print_event(data);
@@ -236,6 +240,28 @@ int ctl_cmd_events(struct ctl *c, const char *unused)
         ctl_http_release(&hc);
         break;
     }
+    wg_buf_release(&s.line);
+    wg_buf_release(&s.data);
+    return rc;
+}
+
+int ctl_events_scan(struct ctl *c, int64_t since_ms, ctl_event_fn *fn, void *arg)
+{
+    struct sse s = {.c = c, .on_event = fn, .on_event_arg = arg};
+    struct ctl_http hc;
+    char since[40];
+    int rc = WG_CTL_OK;
+
+    snprintf(since, sizeof(since), "%" PRId64, since_ms > 0 ? since_ms : 0);
+    wg_buf_init(&s.line, SSE_LINE_MAX);
+    wg_buf_init(&s.data, SSE_LINE_MAX);
+    events_request(&s, &hc, since);
+    int r = ctl_http_run(&hc);
+    if (r < 0 || (hc.stopped && hc.status == 0))
+        rc = WG_CTL_UNREACHABLE;
+    else if (hc.status < 200 || hc.status >= 300)
+        rc = wg_ctl_exit_for_status(hc.status, NULL);
+    ctl_http_release(&hc);
     wg_buf_release(&s.line);
     wg_buf_release(&s.data);
     return rc;

@@ -257,6 +257,7 @@ void ctl_print_record(const json_t *rec)
             wg_ctl_fmt_duration(ctl_jint(idle, "stop_after_ms"), s, sizeof(s));
         printf("%-13s pause after %s, stop after %s\n", "idle policy", p, s);
     }
+    ctl_print_spec(rec);
     show_save(json_object_get(rec, "last_save"), now);
     kv_str("error", ctl_jstr(rec, "error"));
     printf("%-13s %" PRId64 "\n", "version", ctl_jint(rec, "version"));

@@ -7,7 +7,11 @@ tests of test_wake_e2e.py.
         await cdp.send("Page.enable")
         ...
         titles, page = await watch_page(cdp, until, timeout)
-    b.stop()                             # by pid (and its own process group)
+    b.stop()                             # by pid (and its own process group); removes tmp_dir
+
+tmp_dir is Chromium's own: its profile, HOME and TMPDIR (where it makes its
+org.chromium.Chromium.* singleton directories) are inside it, and stop()
+removes it, so no profile or singleton directory is left in /tmp.
 
 Chromium is started through the harness's process registry: its own session
 and process group, stdin from /dev/null, output to a log file, stopped by
@@ -23,6 +27,7 @@ import itertools
 import json
 import os
 import pathlib
+import shutil
 import time
 import urllib.request
 
@@ -55,6 +60,10 @@ class Chromium:
         env = {k: v for k, v in os.environ.items()
                if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
         env["HOME"] = str(self.dir)
+        # Chromium makes a singleton directory in TMPDIR at every start and
+        # leaves it when it is killed: keep it in the directory stop() removes.
+        (self.dir / "tmp").mkdir(exist_ok=True)
+        env["TMPDIR"] = str(self.dir / "tmp")
         with open(self.log_path, "wb") as f:
             f.write(("--- %s\n" % " ".join(self.argv)).encode())
         self.proc = REGISTRY.spawn("chromium", self.argv, log_path=self.log_path, env=env, cwd=str(self.dir))
@@ -102,9 +111,12 @@ class Chromium:
 
     def stop(self):
         """SIGTERM by pid, SIGKILL after 5 s; then its process group (the
-        zygote, renderers and utility processes it forked)."""
+        zygote, renderers and utility processes it forked). Then its
+        directory: profile, HOME and TMPDIR."""
         code = REGISTRY.stop(self.proc, timeout=5.0)
         reap_zombies(comm_prefixes=("chrom",))
+        if not os.environ.get("WAKEGATE_KEEP_TMP"):
+            shutil.rmtree(self.dir, ignore_errors=True)
         return code
 
 

@@ -81,7 +81,7 @@ class Access:
 
     def __init__(self, stack, tmp):
         self.stack = stack
-        cfg = gw_config(stack.redis_server.url, stack.dockerd, wake_timeout="20s")
+        self.cfg = cfg = gw_config(stack.redis_server.url, stack.dockerd, wake_timeout="20s")
         cfg["sessions"]["image"] = IMAGE
         cfg["sessions"]["page_after"] = "0s"  # the waking page at once, however fast the wake
         cfg["routes"] = [
@@ -274,6 +274,28 @@ def test_expired_and_revoked_links_are_refused(acc):
     assert resp.status == 200 and APP_TEXT in resp.body
 
 
+def test_a_revoke_reaches_every_gateway(acc):
+    """Two gateways on one Redis: a cookie works on both; a revoke made
+    through one's API refuses it on the other at once, with no restart."""
+    second = acc.stack.start_wakegate(acc.cfg, args=["--role", "proxy"])
+    second.wait_ready(timeout=10)
+    acc.stack.create("g-1")
+    tok = acc.link("g-1", "1h")["token"]
+    hdrs = API + (("Cookie", "wg_token=" + tok),)
+    for gw in (acc.gw, second):
+        resp, _ = send(gw, acc.host("g-1"), "/", hdrs)
+        assert resp.status == 200 and APP_TEXT in resp.body, resp
+    acc.revoke("g-1")
+    wait_for(lambda: send(second, acc.host("g-1"), "/", hdrs)[0].status == 401, 3,
+             "the second gateway to refuse the revoked cookie")
+    assert send(acc.gw, acc.host("g-1"), "/", hdrs)[0].status == 401
+    # A link made after the revoke works on both.
+    new = acc.link("g-1", "1h")["token"]
+    for gw in (acc.gw, second):
+        resp, _ = send(gw, acc.host("g-1"), "/", API + (("X-Wakegate-Token", new),))
+        assert resp.status == 200, resp
+
+
 def test_websocket_needs_the_cookie(acc):
     acc.stack.create("w-1")
     got = acc.link("w-1", "1h")
@@ -322,6 +344,7 @@ def test_private_route_checks_without_redis_round_trips(redis_server, recording_
     resp, _ = send(gw, "n-1." + DOMAIN, "/warm", hdrs)
     assert resp.status == 200, resp
     before = orch.cmdstats()
+    t0 = time.monotonic()
     c = rawhttp.connect(gw.port)
     for i in range(100):
         c.send(rawhttp.request_bytes("GET", "/k%d" % i, host="n-1." + DOMAIN, headers=list(hdrs)))
@@ -330,17 +353,22 @@ def test_private_route_checks_without_redis_round_trips(redis_server, recording_
     after = orch.cmdstats()
     grown = {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
     grown.pop("info", None)
+    # The checks of the state channel go by time (every quarter of
+    # redis.state_timeout, 1 s), not by request.
+    assert grown.pop("publish", 0) <= (time.monotonic() - t0) / 0.25 + 2, grown
     # Activity is written once per activity_interval (1 s), not per request.
     assert grown.get("zadd", 0) <= 2 and not {k for k in grown if k != "zadd"}, grown
     # A revoke reaches the cache by wg:state: refused at once, still no read.
     put_record(r, "n-1", "running", 8, ip="127.0.0.1", port=up.port, v=2)
     wait_for(lambda: send(gw, "n-1." + DOMAIN, "/r", hdrs)[0].status == 401, 5, "the revoke to reach the cache")
     before = orch.cmdstats()
+    t0 = time.monotonic()
     for i in range(20):
         assert send(gw, "n-1." + DOMAIN, "/r%d" % i, hdrs)[0].status == 401
     after = orch.cmdstats()
     grown = {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
     grown.pop("info", None)
+    assert grown.pop("publish", 0) <= (time.monotonic() - t0) / 0.25 + 2, grown
     assert not {k for k in grown if k != "zadd"}, grown
 
 
@@ -449,6 +477,12 @@ def test_a_private_route_without_a_key_refuses_to_start(start_wakegate, e2e_tmp)
     os.chmod(key, 0o600)
     r = start_wakegate.run(["--check-config", "--config", write_yaml(e2e_tmp, cfg)])
     assert r.returncode == 0, r.stderr
+    # A key too short to be a key, or a file too large to hold only one.
+    for content, why in ((b"x" * 31, "fewer than 32 bytes"), (b"x" * 4097, "larger than 4096 bytes")):
+        with open(key, "wb") as f:
+            f.write(content)
+        r = start_wakegate.run(["--check-config", "--config", write_yaml(e2e_tmp, cfg)])
+        assert r.returncode != 0 and why in r.stderr and "access.secret_file" in r.stderr, r.stderr
 
 
 def write_yaml(tmp, cfg):

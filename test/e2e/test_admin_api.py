@@ -211,6 +211,8 @@ BAD_BODIES = [
     ({"id": "ok", "idle": {"stop_after": 5}}, 'field \\"idle.stop_after\\"'),
     ({"id": "ok", "idle": {"sleep_after": "5s"}}, 'unknown field \\"idle.sleep_after\\"'),
     ({"id": "ok", "idle": "5s"}, 'field \\"idle\\"'),
+    ({"id": "ok", "idle": {"pause_after": "30m", "stop_after": "10m"}},
+     'field \\"idle.pause_after\\": 1800000ms is not shorter than idle.stop_after'),
     ({"id": "ok", "save": {"command": []}}, 'field \\"save.command\\"'),
     ({"id": "ok", "save": {"timeout": "0s"}}, 'field \\"save.timeout\\"'),
     ({"id": "ok", "save": {"on_failure": "explode"}}, 'field \\"save.on_failure\\"'),

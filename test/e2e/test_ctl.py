@@ -457,8 +457,28 @@ CHECKS = ["config", "token", "admin healthz", "admin readyz", "admin token", "re
           "docker access", "isolation redis", "isolation admin"]
 
 
+def session_network_gateway(stack):
+    """Wake a session so that the default template's session network
+    exists; its IPv4 gateway (the host as a session sees it)."""
+    stack.create("dr-net")
+    st, raw = stack.api("POST", "/v1/sessions/dr-net/wake?wait=1", timeout=40)
+    assert st == 200, (st, raw)
+    net = stack.dockerd.api_json("GET", "/networks/wakegate-default")
+    return net["IPAM"]["Config"][0]["Gateway"]
+
+
+def test_doctor_skips_the_probe_before_the_session_network_exists(stack):
+    stack.start()
+    p, lines = doctor(stack)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    for check in ("isolation redis", "isolation admin"):
+        st, detail = lines[check]
+        assert st == "SKIP" and "session network wakegate-default does not exist yet" in detail, p.stdout
+
+
 def test_doctor_all_ok_and_json(stack):
     stack.start()
+    gwip = session_network_gateway(stack)
     p, lines = doctor(stack)
     assert p.returncode == 0, (p.stdout, p.stderr)
     assert list(lines) == CHECKS, p.stdout
@@ -467,8 +487,8 @@ def test_doctor_all_ok_and_json(stack):
     assert "mode 0600" in lines["token"][1]
     assert "127.0.0.1:%d" % stack.redis_server.port in lines["redis"][1]
     assert "API %s" % stack.dockerd.api_version in lines["docker"][1]
-    # Both listeners are on loopback; the probe tried the bridge gateway.
-    gwip = str(stack.dockerd.gateway)
+    # Both listeners are on loopback; the probe, on the session network,
+    # tried its gateway.
     assert "loopback" in lines["isolation redis"][1] and "%s:%d refused" % (gwip, stack.redis_server.port) in lines["isolation redis"][1]
     assert "loopback" in lines["isolation admin"][1] and "%s:%d refused" % (gwip, stack.gw.admin_port) in lines["isolation admin"][1]
     # The probe container is gone.
@@ -503,7 +523,9 @@ def test_doctor_fails_on_a_world_readable_token_file(stack):
 
 
 def test_doctor_fails_when_a_container_can_reach_the_admin_listener(stack):
-    gwip = str(stack.dockerd.gateway)
+    stack.start()
+    gwip = session_network_gateway(stack)
+    stack.gw.stop()
     port = free_port()
     stack.start(admin_listen="%s:%d" % (gwip, port))
     p, lines = doctor(stack)

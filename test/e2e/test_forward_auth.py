@@ -28,6 +28,7 @@ import urllib.request
 import pytest
 import redis
 
+from harness.util import TcpServer
 from sessions_util import Orchestrator, wait_subscribed
 from access_util import API, DOMAIN, NAV, header, mint, put_record, secret_file, send
 
@@ -104,9 +105,11 @@ def free_port():
 
 
 def start(start_wakegate, redis_server, auth_port, e2e_tmp, cache_ttl="30s", cache_max=100, timeout="500ms",
-          key=False):
+          key=False, trusted=None, max_in_flight=None):
     access = {"forward_auth": {"url": "http://127.0.0.1:%d/verify" % auth_port, "timeout": timeout,
                                "cache_ttl": cache_ttl, "cache_max": cache_max}}
+    if max_in_flight:
+        access["forward_auth"]["max_in_flight"] = max_in_flight
     if key:
         access["secret_file"] = secret_file(tempfile.mkdtemp(prefix="fauth-", dir=e2e_tmp))
     cfg = {
@@ -116,6 +119,8 @@ def start(start_wakegate, redis_server, auth_port, e2e_tmp, cache_ttl="30s", cac
         "access": access,
         "log": {"level": "debug", "access": True},
     }
+    if trusted:
+        cfg["trusted_proxies"] = trusted
     gw = start_wakegate(cfg, args=["--role", "proxy"])
     wait_subscribed(Orchestrator(redis_server.url))
     return gw
@@ -287,3 +292,78 @@ def test_any_other_answer_of_the_service_means_503_and_no_wake(redis_server, sta
     assert r.hget("wg:session:o-1", "state") == "asleep"
     m = metrics(gw)
     assert m["wakegate_forward_auth_failures_total"] == 5, m
+
+
+def test_behind_a_trusted_proxy_the_service_sees_the_client_chain(redis_server, recording_upstream, start_wakegate,
+                                                                   auth, e2e_tmp):
+    """The service gets the X-Forwarded-For the upstream gets: the trusted
+    load balancer's list, then the peer; an untrusted client's own list is
+    dropped."""
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=3)
+    gw = start(start_wakegate, redis_server, auth.port, e2e_tmp, trusted=["127.0.0.1/32"])
+    put_record(r, "x-1", "running", 3, ip="127.0.0.1", port=recording_upstream.port)
+    resp, _ = send(gw, "x-1." + DOMAIN, "/", API + (("Cookie", "user=alice"),
+                                                    ("X-Forwarded-For", "203.0.113.9")))
+    assert resp.status == 200, resp
+    assert auth.seen[-1]["headers"]["x-forwarded-for"] == "203.0.113.9, 127.0.0.1", auth.seen[-1]
+    seen = b"".join(c.data for c in recording_upstream.connections)
+    assert b"X-Forwarded-For: 203.0.113.9, 127.0.0.1\r\n" in seen, seen
+    gw.stop()
+    gw = start(start_wakegate, redis_server, auth.port, e2e_tmp)
+    resp, _ = send(gw, "x-1." + DOMAIN, "/", API + (("Cookie", "user=bob"), ("X-Forwarded-For", "203.0.113.9")))
+    assert resp.status == 200, resp
+    assert auth.seen[-1]["headers"]["x-forwarded-for"] == "127.0.0.1", auth.seen[-1]
+
+
+@pytest.mark.parametrize("answer", [b"HTTP/1.1 2001 OK\r\n\r\n", b"HTTP/1.1 20 OK\r\n\r\n",
+                                    b"HTTP/1.x 200 OK\r\n\r\n", b"HTTP/2 200\r\n\r\n", b"200 OK\r\n\r\n"])
+def test_a_malformed_status_line_from_the_service_is_a_failure(redis_server, start_wakegate, e2e_tmp, answer):
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=3)
+    raw = TcpServer("127.0.0.1", answer)
+    try:
+        gw = start(start_wakegate, redis_server, raw.port, e2e_tmp)
+        put_record(r, "m-1", "asleep", 1)
+        resp, _ = send(gw, "m-1." + DOMAIN, "/", API + (("Cookie", "user=alice"),))
+        assert resp.status == 503, (answer, resp)
+        assert wakes(r) == []
+    finally:
+        raw.close()
+
+
+def test_concurrent_requests_with_one_credential_ask_once(redis_server, recording_upstream, start_wakegate, auth,
+                                                         e2e_tmp):
+    """A page's first load: 20 requests with the same cookie at once, while
+    the service takes 300 ms. One sub-request; all 20 are answered."""
+    import concurrent.futures
+
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=3)
+    gw = start(start_wakegate, redis_server, auth.port, e2e_tmp, cache_ttl="0s")
+    put_record(r, "j-1", "running", 2, ip="127.0.0.1", port=recording_upstream.port)
+    auth.delay = 0.3
+    before = auth.count()
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        got = list(pool.map(lambda i: send(gw, "j-1." + DOMAIN, "/m%d.js" % i, API + (("Cookie", "user=carol"),))[0],
+                            range(20)))
+    assert [g.status for g in got] == [200] * 20, [g.status for g in got]
+    asked = auth.count() - before
+    assert asked < 20, asked  # the requests that arrived while one was in flight joined it
+    m = metrics(gw)
+    assert m["wakegate_forward_auth_joined_total"] == 20 - asked, m
+    assert m["wakegate_forward_auth_requests_total"] == asked, m
+    assert asked <= 3, asked
+
+
+def test_sub_requests_on_the_wire_are_capped(redis_server, recording_upstream, start_wakegate, auth, e2e_tmp):
+    """max_in_flight 2: five requests with five credentials at once while the
+    service is slow; two are asked, three get 503 at once (fail closed)."""
+    import concurrent.futures
+
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=3)
+    gw = start(start_wakegate, redis_server, auth.port, e2e_tmp, cache_ttl="0s", timeout="2s", max_in_flight=2)
+    put_record(r, "k-1", "running", 2, ip="127.0.0.1", port=recording_upstream.port)
+    auth.delay = 0.8
+    users = ["alice", "bob", "carol", "alice; x=1", "bob; x=2"]
+    with concurrent.futures.ThreadPoolExecutor(5) as pool:
+        got = list(pool.map(lambda u: send(gw, "k-1." + DOMAIN, "/", API + (("Cookie", "user=" + u),))[0], users))
+    statuses = sorted(g.status for g in got)
+    assert statuses == [200, 200, 503, 503, 503], statuses

@@ -592,16 +592,18 @@ def test_redis_errors_by_kind_and_the_connected_gauge(proxy):
     assert m["connects"] == 2, m
 
     # timeout: Redis stops answering (SIGSTOP); the record read waits out its
-    # 5 s command timeout (the request itself gets 504 at the 2 s wake
-    # deadline), then the connection is dropped. First the state channel is
-    # back too (/readyz), or the cache would refuse at once, reading nothing.
+    # 5 s command timeout, then the connection is dropped. The request itself
+    # gets 503 once the state channel's own checks have not come back for
+    # redis.state_timeout (1 s, before the 2 s wake deadline): the gateway is
+    # in doubt. First the state channel is back too (/readyz), or the cache
+    # would refuse at once, reading nothing.
     wait_for(lambda: gw.readyz()[0] == 200, 15, "/readyz 200 after the restart")
     proxy.orch.reconnect()
     pid = proxy.redis.pid
     os.kill(pid, signal.SIGSTOP)
     try:
         t0 = time.monotonic()
-        assert get(gw.port, host_of("s-unknown-2"), timeout=10).status == 504
+        assert get(gw.port, host_of("s-unknown-2"), timeout=10).status == 503
         wait_for(lambda: redis_counts(gw)["timeout"] > m["timeout"], 8, "a Redis timeout counted")
         assert time.monotonic() - t0 >= 4.5
         after = redis_counts(gw)

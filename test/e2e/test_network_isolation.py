@@ -20,7 +20,6 @@ import pathlib
 import socket
 import subprocess
 import sys
-import threading
 
 import pytest
 
@@ -29,7 +28,7 @@ from harness.dockerd import Dockerd, pick_subnet
 from harness.redis_server import RedisServer
 from stack_util import APP_TEXT, IMAGE, TOKEN, gw_config, host_of
 from harness import rawhttp
-from harness.util import free_port, wait_for
+from harness.util import TcpServer, free_port, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -37,32 +36,6 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 FIREWALL = REPO / "scripts" / "session-firewall.sh"
 DOCKER_API_PORT = 2375
 INTERNET_IP = "203.0.113.1"  # TEST-NET-3: stands for any public address
-
-
-class Listener:
-    """A TCP listener that accepts and closes: something a session might try."""
-
-    def __init__(self, host):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-
-    def _run(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            c.close()
-
-    def close(self):
-        self.sock.close()
 
 
 def run(*cmd):
@@ -97,7 +70,7 @@ def world(e2e_tmp, artifacts):
         redis = RedisServer(base / "redis", logs, bind=d.host_ip)
         redis.start()
         cleanups.insert(0, redis.stop)
-        internet = Listener(INTERNET_IP)
+        internet = TcpServer(INTERNET_IP)
         cleanups.insert(0, internet.close)
         yield {"docker": d, "subnets": subnets, "redis": redis, "internet": internet, "other_ip": other}
     finally:

@@ -238,3 +238,25 @@ def test_sighup_adds_a_template_for_sessions_created_afterwards(stack, work):
     assert 'template "late" is not configured' in rec["error"], rec
     assert not [c for c in containers(stack.dockerd)
                 if stack.dockerd.inspect(c)["Config"]["Labels"].get("wakegate.session") == "h-3"]
+
+
+def test_first_wakes_of_a_template_at_once_all_run(stack, work):
+    """The engine does not keep network names unique: wakes that race to
+    make a template's network may make two. Every wake still runs, on a
+    network of that name that isolates."""
+    cfg = templates_config(stack, work)
+    cfg["templates"]["herd"] = {"image": IMAGE}
+    stack.start(cfg)
+    sids = ["herd-%d" % i for i in range(6)]
+    for sid in sids:
+        stack.create(sid, template="herd")
+    for sid in sids:
+        st, _ = stack.api("POST", "/v1/sessions/%s/wake" % sid)
+        assert st == 202, st
+    for sid in sids:
+        rec = stack.wait_state(sid, "running", timeout=20)
+        nets = stack.dockerd.inspect(rec["container_id"])["NetworkSettings"]["Networks"]
+        assert list(nets) == ["wakegate-herd"], nets
+    for n in stack.dockerd.api_json("GET", "/networks"):
+        if n["Name"] == "wakegate-herd":
+            assert n["Options"]["com.docker.network.bridge.enable_icc"] == "false", n

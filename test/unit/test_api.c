@@ -18,6 +18,7 @@
 #include <jansson.h>
 
 #include "admin/api.h"
+#include "admin/dashboard.h"
 #include "admin/listener.h"
 #include "common/config.h"
 
@@ -44,6 +45,13 @@ static void test_route_table(void **state)
         {"POST", "/v1/sessions/s1/wake", 0, WG_API_WAKE, "s1", NULL},
         {"POST", "/v1/sessions/s1/sleep", 0, WG_API_SLEEP, "s1", NULL},
         {"GET", "/v1/sessions/s1/wake", 405, 0, NULL, "POST"},
+        {"POST", "/v1/sessions/s1/keepalive", 0, WG_API_KEEPALIVE, "s1", NULL},
+        {"POST", "/v1/sessions/s1/links", 0, WG_API_LINKS, "s1", NULL},
+        {"POST", "/v1/sessions/s1/revoke", 0, WG_API_REVOKE, "s1", NULL},
+        {"GET", "/v1/sessions/s1/revoke", 405, 0, NULL, "POST"},
+        {"POST", "/v1/sessions/S1/links", 400, 0, NULL, NULL},
+        {"GET", "/v1/openapi.json", 0, WG_API_OPENAPI, NULL, NULL},
+        {"POST", "/v1/openapi.json", 405, 0, NULL, "GET, HEAD"},
         {"GET", "/v1/events", 0, WG_API_EVENTS, NULL, NULL},
         {"HEAD", "/v1/events", 405, 0, NULL, "GET"},
         {"POST", "/v1/events", 405, 0, NULL, "GET"},
@@ -80,6 +88,74 @@ static void test_route_table(void **state)
         if (st == 405)
             assert_string_equal(allow, c->allow);
     }
+}
+
+/* The reference (docs/openapi.json, embedded as the binary serves it) and
+ * the route table say the same: every route and method the table serves is
+ * documented, and every /v1 path and method documented is served. */
+static void test_openapi_matches_the_route_table(void **state)
+{
+    static const struct {
+        unsigned bit;
+        const char *name;
+    } methods[] = {{WG_API_GET, "get"},
+                   {WG_API_HEAD, "head"},
+                   {WG_API_POST, "post"},
+                   {WG_API_DELETE, "delete"}};
+    static const char *const others[] = {"put", "patch", "options", "trace"};
+    json_error_t jerr;
+    json_t *doc = json_loadb((const char *)wg_api_openapi[0].data, wg_api_openapi[0].len, 0, &jerr);
+    json_t *paths, *item;
+    const char *path;
+    size_t nops = 0;
+
+    (void)state;
+    if (doc == NULL)
+        fail_msg("docs/openapi.json: line %d: %s", jerr.line, jerr.text);
+    assert_string_equal(json_string_value(json_object_get(doc, "openapi")), "3.1.0");
+    paths = json_object_get(doc, "paths");
+    assert_non_null(paths);
+    for (const struct wg_api_op *op = wg_api_ops; op->path != NULL; op++, nops++) {
+        item = json_object_get(paths, op->path);
+        if (item == NULL)
+            fail_msg("%s is served but not in docs/openapi.json", op->path);
+        for (size_t m = 0; m < sizeof methods / sizeof methods[0]; m++) {
+            bool served = (op->methods & methods[m].bit) != 0;
+            bool documented = json_object_get(item, methods[m].name) != NULL;
+            if (served != documented)
+                fail_msg("%s %s: %s", methods[m].name, op->path,
+                         served ? "served but not documented" : "documented but not served");
+        }
+        for (size_t m = 0; m < sizeof others / sizeof others[0]; m++)
+            if (json_object_get(item, others[m]) != NULL)
+                fail_msg("%s %s: documented but not served", others[m], op->path);
+    }
+    json_object_foreach(paths, path, item)
+    {
+        enum wg_api_route_kind kind;
+        char id[WG_SESSION_ID_MAX + 1];
+        const char *allow;
+        char probe[128];
+        bool found = false;
+
+        if (strncmp(path, "/v1/", 4) != 0)
+            continue;
+        for (const struct wg_api_op *op = wg_api_ops; op->path != NULL; op++)
+            found |= strcmp(op->path, path) == 0;
+        if (!found)
+            fail_msg("%s is documented but not in the route table", path);
+        /* And the dispatch takes it: {id} filled with a valid id. */
+        const char *at = strstr(path, "{id}");
+        if (at)
+            snprintf(probe, sizeof probe, "%.*ss-1%s", (int)(at - path), path, at + 4);
+        else
+            snprintf(probe, sizeof probe, "%s", path);
+        int st = wg_api_route("OPTIONS", 7, probe, strlen(probe), &kind, id, &allow);
+        if (st != 405)
+            fail_msg("%s: the dispatch answers %d to a method it does not serve", probe, st);
+    }
+    assert_true(nops >= 9);
+    json_decref(doc);
 }
 
 /* ---- POST /v1/sessions validation --------------------------------------- */
@@ -177,6 +253,10 @@ static void test_create_rejects(void **state)
         {"{\"id\":\"a\",\"idle\":{\"stop_after\":\"x\"}}", "field \"idle.stop_after\""},
         {"{\"id\":\"a\",\"idle\":{\"pause_after\":30}}", "field \"idle.pause_after\""},
         {"{\"id\":\"a\",\"idle\":{\"nap\":\"1s\"}}", "unknown field \"idle.nap\""},
+        {"{\"id\":\"a\",\"idle\":{\"pause_after\":\"10m\",\"stop_after\":\"5m\"}}",
+         "field \"idle.pause_after\": 600000ms is not shorter than idle.stop_after (300000ms)"},
+        {"{\"id\":\"a\",\"idle\":{\"pause_after\":\"1h\"}}",
+         "field \"idle.pause_after\": 3600000ms is not shorter than idle.stop_after"},
         {"{\"id\":\"a\",\"save\":[]}", "field \"save\": must be an object"},
         {"{\"id\":\"a\",\"save\":{\"command\":\"git\"}}", "field \"save.command\""},
         {"{\"id\":\"a\",\"save\":{\"command\":[]}}", "field \"save.command\": must not be empty"},
@@ -521,6 +601,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_route_table),
+        cmocka_unit_test(test_openapi_matches_the_route_table),
         cmocka_unit_test(test_create_rejects),
         cmocka_unit_test(test_create_spec_too_large),
         cmocka_unit_test(test_create_defaults),

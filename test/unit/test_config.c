@@ -97,6 +97,8 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.redis_private.start_timeout_ms, 5000);
     assert_int_equal(cfg.redis_private.stop_timeout_ms, 5000);
     assert_false(cfg.redis_private.active);
+    assert_int_equal(cfg.redis_outage_grace_ms, 30000);
+    assert_int_equal(cfg.redis_state_timeout_ms, 1000);
     assert_string_equal(cfg.docker_host, "unix:///var/run/docker.sock");
     if (gethostname(host, sizeof host) == 0 && host[0] != '\0')
         assert_string_equal(cfg.docker_name, host);
@@ -107,6 +109,7 @@ static void test_defaults(void **state)
     assert_string_equal(cfg.sessions.image, "wakegate-demo:latest");
     assert_int_equal(cfg.sessions.port, 8080);
     assert_int_equal(cfg.sessions.wake_timeout_ms, 30000);
+    assert_int_equal(cfg.sessions.upstream_recheck_ms, 5000);
     assert_int_equal(cfg.sessions.idle.pause_after_ms, 0);
     assert_int_equal(cfg.sessions.idle.stop_after_ms, 20 * 60 * 1000);
     assert_null(cfg.sessions.save.command);
@@ -168,6 +171,7 @@ static const char full_yaml[] =
     "  token: \"s3cret\"\n"
     "redis:\n"
     "  url: \"redis://10.0.0.5:6380/2\"\n"
+    "  outage_grace: 5s\n"
     "docker:\n"
     "  host: \"tcp://10.0.0.6:2376\"\n"
     "  name: host-a\n"
@@ -267,12 +271,12 @@ static void test_full_file(void **state)
     assert_int_equal(cfg.sessions.save.on_failure, WG_SAVE_STOP);
 
     assert_int_equal(cfg.routes_len, 4);
-    assert_int_equal(cfg.routes[0].line, 26);
+    assert_int_equal(cfg.routes[0].line, 27);
     assert_string_equal(cfg.routes[0].host, "{session}.preview.localhost");
     assert_null(cfg.routes[0].path_prefix);
     assert_false(cfg.routes[0].has_upstream);
     assert_int_equal(cfg.routes[0].port, 0);
-    assert_int_equal(cfg.routes[1].line, 27);
+    assert_int_equal(cfg.routes[1].line, 28);
     assert_string_equal(cfg.routes[1].path_prefix, "/api/sessions/{session}/");
     assert_true(cfg.routes[1].strip_prefix);
     assert_int_equal(cfg.routes[1].port, 8000);
@@ -283,7 +287,7 @@ static void test_full_file(void **state)
     assert_int_equal(cfg.access.link_ttl_max_ms, 2 * 3600 * 1000);
     assert_string_equal(cfg.access.link_url, "https://{session}.preview.example.com/");
     assert_null(cfg.access.secret);
-    assert_int_equal(cfg.routes[2].line, 32);
+    assert_int_equal(cfg.routes[2].line, 33);
     assert_string_equal(cfg.routes[2].host, "static.example.com");
     assert_string_equal(cfg.routes[2].header_name, "X-Env");
     assert_string_equal(cfg.routes[2].header_value, "prod");
@@ -329,6 +333,7 @@ static void test_full_file(void **state)
     assert_int_equal(cfg.log_format, WG_LOG_JSON);
     assert_false(cfg.access_log);
     assert_int_equal(cfg.shutdown_grace_ms, 2500);
+    assert_int_equal(cfg.redis_outage_grace_ms, 5000);
     wg_config_free(&cfg);
 }
 
@@ -610,11 +615,30 @@ static const struct error_case error_cases[] = {
     {"templates:\n  a:\n    wake_timeout: 5s\n",
      "t.yaml:3: templates.a.wake_timeout: one value serves every session: set "
      "sessions.wake_timeout instead"},
+    {"templates:\n  a:\n    upstream_recheck: 1s\n",
+     "t.yaml:3: templates.a.upstream_recheck: one value serves every session: set "
+     "sessions.upstream_recheck instead"},
     {"templates:\n  a:\n    idle:\n      stop_after: 5m\n      reap_every: 2s\n",
      "t.yaml:5: templates.a.idle.reap_every: one value serves every session: set "
      "sessions.idle.reap_every instead"},
     {"templates:\n  a: {save: {retry_max: 1h}}\n",
      "t.yaml:2: templates.a.save.retry_max: one value serves every session"},
+    {"templates:\n  a: {idle: {cpu_interval: 1s}}\n",
+     "t.yaml:2: templates.a.idle.cpu_interval: one value serves every session"},
+    {"templates:\n  a: {idle: {cpu_stats_concurrency: 2}}\n",
+     "t.yaml:2: templates.a.idle.cpu_stats_concurrency: one value serves every session"},
+    {"sessions: {idle: {cpu_interval: 50ms}}\n",
+     "t.yaml:1: sessions.idle: cpu_interval must be 0s (off) or at least 100ms"},
+    {"sessions: {idle: {cpu_threshold: 0}}\n",
+     "t.yaml:1: sessions.idle.cpu_threshold: 0 is out of range"},
+    {"sessions: {idle: {cpu_stats_concurrency: 0}}\n",
+     "t.yaml:1: sessions.idle.cpu_stats_concurrency: 0 is out of range"},
+    {"sessions: {idle: {busy_file: tmp/busy}}\n",
+     "t.yaml:1: sessions.idle: busy_file must be an absolute path"},
+    {"templates:\n  a: {idle: {busy_file: /tmp/../etc/x}}\n",
+     "t.yaml:2: templates.a.idle: busy_file must be an absolute path"},
+    {"sessions: {idle: {busy_file: /tmp/}}\n",
+     "t.yaml:1: sessions.idle: busy_file must be an absolute path"},
     /* admin.token_file is read by validate */
     {"admin:\n  token_file: /nonexistent/token\n",
      "t.yaml:2: admin.token_file: cannot read \"/nonexistent/token\": No such file or directory"},
@@ -2022,10 +2046,17 @@ static void test_example_file(void **state)
     assert_int_equal(cfg.redis_private.appendonly, def.redis_private.appendonly);
     assert_int_equal(cfg.redis_private.start_timeout_ms, def.redis_private.start_timeout_ms);
     assert_int_equal(cfg.redis_private.stop_timeout_ms, def.redis_private.stop_timeout_ms);
+    assert_int_equal(cfg.redis_outage_grace_ms, def.redis_outage_grace_ms);
+    assert_int_equal(cfg.redis_state_timeout_ms, def.redis_state_timeout_ms);
     assert_string_equal(cfg.sessions.image, def.sessions.image);
     assert_int_equal(cfg.sessions.port, def.sessions.port);
     assert_int_equal(cfg.sessions.wake_timeout_ms, def.sessions.wake_timeout_ms);
-    assert_memory_equal(&cfg.sessions.idle, &def.sessions.idle, sizeof def.sessions.idle);
+    {
+        struct wg_idle_cfg a = cfg.sessions.idle, b = def.sessions.idle;
+        assert_string_equal(a.busy_file, b.busy_file);
+        a.busy_file = b.busy_file = NULL;
+        assert_memory_equal(&a, &b, sizeof a);
+    }
     assert_string_equal(cfg.sessions.save.path, def.sessions.save.path);
     assert_int_equal(cfg.sessions.save.timeout_ms, def.sessions.save.timeout_ms);
     assert_int_equal(cfg.sessions.save.on_failure, def.sessions.save.on_failure);

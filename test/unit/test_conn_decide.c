@@ -172,7 +172,7 @@ struct decide_row {
 #define FACTS(st, sta, cls, path, wt, failed)                                                      \
     {                                                                                              \
         .status = (st), .state = (sta), .req_class = (cls), .status_path = (path), .waited = (wt), \
-        .failed_for_ms = (failed)                                                                  \
+        .failed_for_ms = (failed), .confirmed = true                                               \
     }
 
 /* name, facts, then the decision: action, status, state, wake, activity,
@@ -415,7 +415,7 @@ static void test_decide_session(void **state)
         memset(&d, 0xa5, sizeof(d));
         conn_decide_session(&r->f, &d);
         if (d.action != r->action || d.status != r->status || d.wake != r->wake ||
-            d.activity != r->activity || d.suppressed != r->suppressed)
+            d.activity != r->activity || d.suppressed != r->suppressed || d.proven_only)
             fail_msg("%s: got action=%d status=%d wake=%d activity=%d suppressed=%d", r->name,
                      d.action, d.status, d.wake, d.activity, d.suppressed);
         if (r->state != NULL && (d.state == NULL || strcmp(d.state, r->state) != 0))
@@ -423,9 +423,57 @@ static void test_decide_session(void **state)
     }
 }
 
+/* A running entry Redis cannot confirm is proxied like a confirmed one,
+ * but only over a connection proven to reach its container; nothing else
+ * is ever marked so. */
+static void test_decide_unconfirmed(void **state)
+{
+    (void)state;
+
+    for (int st = WG_SESS_READY; st <= WG_SESS_UNAVAILABLE; st++) {
+        for (int cls = RC_HOLD; cls <= RC_PROBE; cls++) {
+            for (int bits = 0; bits < 8; bits++) {
+                struct conn_session_facts f = {
+                    .status = st,
+                    .state = st == WG_SESS_READY ? WG_SESSION_RUNNING : WG_SESSION_ASLEEP,
+                    .req_class = cls,
+                    .status_path = bits & 1,
+                    .waited = bits & 2,
+                    .confirmed = bits & 4,
+                };
+                struct conn_session_decision d;
+                conn_decide_session(&f, &d);
+                bool proxy = st == WG_SESS_READY && !f.status_path;
+                assert_int_equal(d.action == SA_PROXY, proxy);
+                assert_int_equal(d.proven_only, proxy && !f.confirmed);
+                if (proxy)
+                    assert_int_equal(d.activity, cls != RC_PROBE);
+            }
+        }
+    }
+}
+
 /* Every class and held-before flag over every state the cache can report
  * as not running: the status path never wakes, probes never wake, and
  * nothing but a running session is proxied. */
+static void test_recheck_at(void **state)
+{
+    (void)state;
+    /* A running session's refused connect: looked at again after 100,
+     * 200, 400, 800 ms, then every second, never past the bound. */
+    assert_int_equal(conn_recheck_at(1000, 1000, 0, 5000), 1100);
+    assert_int_equal(conn_recheck_at(1000, 1100, 1, 5000), 1300);
+    assert_int_equal(conn_recheck_at(1000, 1300, 2, 5000), 1700);
+    assert_int_equal(conn_recheck_at(1000, 1700, 3, 5000), 2500);
+    assert_int_equal(conn_recheck_at(1000, 2500, 4, 5000), 3500);
+    assert_int_equal(conn_recheck_at(1000, 2500, 40, 5000), 3500);
+    assert_int_equal(conn_recheck_at(1000, 5500, 6, 5000), 6000); /* the last look at the bound */
+    /* Past the bound, or no bound: not held (the caller's 502). */
+    assert_int_equal(conn_recheck_at(1000, 6000, 7, 5000), 0);
+    assert_int_equal(conn_recheck_at(1000, 9000, 7, 5000), 0);
+    assert_int_equal(conn_recheck_at(1000, 1000, 0, 0), 0);
+}
+
 static void test_decide_invariants(void **state)
 {
     (void)state;
@@ -460,7 +508,10 @@ int main(void)
         cmocka_unit_test(test_classify),          cmocka_unit_test(test_classify_no_lists),
         cmocka_unit_test(test_decide_session),    cmocka_unit_test(test_decide_invariants),
         cmocka_unit_test(test_wake_class),        cmocka_unit_test(test_decide_no_wake),
-        cmocka_unit_test(test_decide_page_after),
+        cmocka_unit_test(test_decide_page_after), cmocka_unit_test(test_classify),
+        cmocka_unit_test(test_classify_no_lists), cmocka_unit_test(test_decide_session),
+        cmocka_unit_test(test_decide_invariants), cmocka_unit_test(test_decide_unconfirmed),
+        cmocka_unit_test(test_recheck_at),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

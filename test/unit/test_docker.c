@@ -194,7 +194,7 @@ static void test_demux(void **state)
 {
     char stream[256];
     size_t n = 0;
-    struct docker_demux m;
+    struct wg_docker_demux m;
     struct sink s;
 
     (void)state;
@@ -206,20 +206,20 @@ static void test_demux(void **state)
     /* In one piece. */
     memset(&m, 0, sizeof(m));
     memset(&s, 0, sizeof(s));
-    docker_demux_feed(&m, stream, n, sink_fn, &s);
-    docker_demux_end(&m, sink_fn, &s);
+    wg_docker_demux_feed(&m, stream, n, sink_fn, &s);
+    wg_docker_demux_end(&m, sink_fn, &s);
     assert_int_equal(s.len, strlen("hello err\nworld\n"));
     assert_memory_equal(s.data, "hello err\nworld\n", s.len);
     assert_int_equal(s.streams[0], 1);
     assert_int_equal(s.streams[1], 2);
-    assert_int_equal(m.mode, DM_MUX);
+    assert_int_equal(m.mode, WG_DOCKER_DM_MUX);
 
     /* Byte by byte: headers split anywhere. */
     memset(&m, 0, sizeof(m));
     memset(&s, 0, sizeof(s));
     for (size_t i = 0; i < n; i++)
-        docker_demux_feed(&m, stream + i, 1, sink_fn, &s);
-    docker_demux_end(&m, sink_fn, &s);
+        wg_docker_demux_feed(&m, stream + i, 1, sink_fn, &s);
+    wg_docker_demux_end(&m, sink_fn, &s);
     assert_int_equal(s.len, strlen("hello err\nworld\n"));
     assert_memory_equal(s.data, "hello err\nworld\n", s.len);
 
@@ -227,8 +227,8 @@ static void test_demux(void **state)
     for (size_t cut = 0; cut <= n; cut++) {
         memset(&m, 0, sizeof(m));
         memset(&s, 0, sizeof(s));
-        docker_demux_feed(&m, stream, cut, sink_fn, &s);
-        docker_demux_feed(&m, stream + cut, n - cut, sink_fn, &s);
+        wg_docker_demux_feed(&m, stream, cut, sink_fn, &s);
+        wg_docker_demux_feed(&m, stream + cut, n - cut, sink_fn, &s);
         assert_int_equal(s.len, strlen("hello err\nworld\n"));
         assert_memory_equal(s.data, "hello err\nworld\n", s.len);
     }
@@ -236,27 +236,27 @@ static void test_demux(void **state)
     /* A TTY stream is raw from its first byte. */
     memset(&m, 0, sizeof(m));
     memset(&s, 0, sizeof(s));
-    docker_demux_feed(&m, "plain text\n", 11, sink_fn, &s);
-    assert_int_equal(m.mode, DM_RAW);
+    wg_docker_demux_feed(&m, "plain text\n", 11, sink_fn, &s);
+    assert_int_equal(m.mode, WG_DOCKER_DM_RAW);
     assert_int_equal(s.len, 11);
     assert_memory_equal(s.data, "plain text\n", 11);
 
     /* ... also when it starts like a header and is not one. */
     memset(&m, 0, sizeof(m));
     memset(&s, 0, sizeof(s));
-    docker_demux_feed(&m, "\x01", 1, sink_fn, &s);
-    docker_demux_feed(&m, "\x00x", 2, sink_fn, &s);
-    docker_demux_feed(&m, "yz", 2, sink_fn, &s);
-    assert_int_equal(m.mode, DM_RAW);
+    wg_docker_demux_feed(&m, "\x01", 1, sink_fn, &s);
+    wg_docker_demux_feed(&m, "\x00x", 2, sink_fn, &s);
+    wg_docker_demux_feed(&m, "yz", 2, sink_fn, &s);
+    assert_int_equal(m.mode, WG_DOCKER_DM_RAW);
     assert_int_equal(s.len, 5);
     assert_memory_equal(s.data, "\x01\x00xyz", 5);
 
     /* A raw stream shorter than a header is given back at the end. */
     memset(&m, 0, sizeof(m));
     memset(&s, 0, sizeof(s));
-    docker_demux_feed(&m, "\x02\x00", 2, sink_fn, &s);
+    wg_docker_demux_feed(&m, "\x02\x00", 2, sink_fn, &s);
     assert_int_equal(s.len, 0);
-    docker_demux_end(&m, sink_fn, &s);
+    wg_docker_demux_end(&m, sink_fn, &s);
     assert_int_equal(s.len, 2);
 }
 

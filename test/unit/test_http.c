@@ -67,6 +67,16 @@ static void test_request_line(void **state)
         {"GET /a/.%2e HTTP/1.1\r\nHost: a\r\n\r\n", 400},
         {"GET /a..b/...x/.git/a. HTTP/1.1\r\nHost: a\r\n\r\n", 0},
         {"GET /a?p=../x HTTP/1.1\r\nHost: a\r\n\r\n", 0},
+        {"GET /a\\b HTTP/1.1\r\nHost: a\r\n\r\n", 400},          /* backslash in the path */
+        {"GET /a?q=a\\b HTTP/1.1\r\nHost: a\r\n\r\n", 0},        /* ... in the query: passes */
+        {"GET /a%0d%0aX:%20y HTTP/1.1\r\nHost: a\r\n\r\n", 400}, /* encoded CR LF in the path */
+        {"GET /a%1F HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+        {"GET /a%7f HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+        {"GET /a?t=l1%0D%0Al2 HTTP/1.1\r\nHost: a\r\n\r\n", 0}, /* line breaks in the query */
+        {"GET /a%20b%2F%7E%30 HTTP/1.1\r\nHost: a\r\n\r\n", 0},
+        {"POST / HTTP/1.1\r\nHost: a\r\nContent-Type: a/b\r\ncontent-type: c/d\r\n\r\n", 400},
+        {"GET / HTTP/1.1\r\nHost: a\r\nAuthorization: A\r\nAuthorization: B\r\n\r\n", 400},
+        {"GET / HTTP/1.1\r\nHost: a\r\nAuthorization: A\r\nContent-Type: a/b\r\n\r\n", 0},
         {"GET /\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n", 400},
         {"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA / HTTP/1.1\r\nHost: a\r\n\r\n", 400}, /* 33 */
         {"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", 400}, /* still arriving */

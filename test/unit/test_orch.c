@@ -759,6 +759,44 @@ static void test_step_after_calls(void **state)
         assert_string_not_equal(wg_orch_wake_step_name((enum wg_orch_wake_step)s), "?");
 }
 
+static void test_engine_unreachable(void **state)
+{
+    (void)state;
+    /* No engine to talk to: retried within the wake deadline, never the
+     * session's failure. */
+    assert_true(wg_orch_engine_unreachable(-ECONNREFUSED, 0)); /* socket with nobody behind */
+    assert_true(wg_orch_engine_unreachable(-ENOENT, 0));       /* no socket file */
+    assert_true(wg_orch_engine_unreachable(-ECONNRESET, 0));   /* died mid-call */
+    assert_true(wg_orch_engine_unreachable(-EPIPE, 0));
+    assert_true(wg_orch_engine_unreachable(-ETIMEDOUT, 0));
+    assert_true(wg_orch_engine_unreachable(-EHOSTUNREACH, 0));
+    assert_true(wg_orch_engine_unreachable(WG_DOCKER_EHTTP, 502));
+    assert_true(wg_orch_engine_unreachable(WG_DOCKER_EHTTP, 503));
+    assert_true(wg_orch_engine_unreachable(WG_DOCKER_EHTTP, 504));
+    /* The engine answered about the container, or the call itself is wrong. */
+    assert_false(wg_orch_engine_unreachable(0, 200));
+    assert_false(wg_orch_engine_unreachable(WG_DOCKER_EHTTP, 500)); /* OCI runtime error */
+    assert_false(wg_orch_engine_unreachable(WG_DOCKER_EHTTP, 400));
+    assert_false(wg_orch_engine_unreachable(WG_DOCKER_ENOTFOUND, 404));
+    assert_false(wg_orch_engine_unreachable(WG_DOCKER_ECONFLICT, 409));
+    assert_false(wg_orch_engine_unreachable(-EPROTO, 0)); /* TLS: a configuration error */
+    assert_false(wg_orch_engine_unreachable(-EBADMSG, 200));
+    assert_false(wg_orch_engine_unreachable(-EMSGSIZE, 200));
+    assert_false(wg_orch_engine_unreachable(-ECANCELED, 0));
+    assert_false(wg_orch_engine_unreachable(-ENOMEM, 0));
+    assert_false(wg_orch_engine_unreachable(-EPROTONOSUPPORT, 0));
+    /* Retries: 100, 200, 400, 800 ms, then every second, never past the
+     * deadline. */
+    assert_int_equal(wg_orch_engine_retry_ms(0, 20000), 100);
+    assert_int_equal(wg_orch_engine_retry_ms(1, 20000), 200);
+    assert_int_equal(wg_orch_engine_retry_ms(3, 20000), 800);
+    assert_int_equal(wg_orch_engine_retry_ms(4, 20000), 1000);
+    assert_int_equal(wg_orch_engine_retry_ms(40, 20000), 1000);
+    assert_int_equal(wg_orch_engine_retry_ms(4, 300), 300);
+    assert_int_equal(wg_orch_engine_retry_ms(0, 0), 0);
+    assert_int_equal(wg_orch_engine_retry_ms(0, -5), 0);
+}
+
 static void test_wake_crash(void **state)
 {
     (void)state;
@@ -1071,6 +1109,7 @@ int main(void)
         cmocka_unit_test(test_admit_now),
         cmocka_unit_test(test_step_after_inspect),
         cmocka_unit_test(test_step_after_calls),
+        cmocka_unit_test(test_engine_unreachable),
         cmocka_unit_test(test_wake_crash),
         cmocka_unit_test(test_death_is_this_run),
         cmocka_unit_test(test_sleep_first),

@@ -72,6 +72,8 @@ static int setup(void **state)
     fx->cfg.docker_name = "h1";
     fx->cfg.sessions.port = 8080;
     fx->cfg.sessions.idle.activity_interval_ms = INTERVAL_MS;
+    fx->cfg.redis_outage_grace_ms = 30000;
+    fx->cfg.redis_state_timeout_ms = 400;
     if (uv_loop_init(&fx->loop) != 0 ||
         wg_test_redis_start_in_tmp(&fx->srv, "session_cache", fx->url, sizeof(fx->url)) != 0)
         return -1;
@@ -482,6 +484,128 @@ static void test_free_in_flight(void **state)
     close_all(fx);
 }
 
+#define CID_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define CID_B "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+
+struct gone {
+    int calls;
+    char ip[64];
+};
+
+static void on_gone(void *arg, const char *ip)
+{
+    struct gone *g = arg;
+    g->calls++;
+    snprintf(g->ip, sizeof(g->ip), "%s", ip);
+}
+
+/* The entry carries the record's container; another container at the same
+ * address (a state message naming it) is a departure from the address.
+ * Without Redis the entry is handed out unconfirmed, for
+ * redis.outage_grace only. */
+static void test_entry_tied_to_container(void **state)
+{
+    struct fx *fx = *state;
+    struct wg_session_update u = {.set = WG_SF_HOST | WG_SF_IP | WG_SF_PORT | WG_SF_CONTAINER_ID,
+                                  .host = "h1",
+                                  .ip = "127.0.0.1",
+                                  .port = 9,
+                                  .container_id = CID_A};
+    struct wg_sess_view v;
+    struct gone gone = {0};
+    struct got g = {0};
+
+    wg_session_cache_on_addr_gone(fx->s, on_gone, &gone);
+    assert_int_equal(wg_store_create(fx->st, "tied", NULL, NULL, got_cb, &g), 0);
+    assert_true(wg_test_run_until(&fx->loop, &g.calls, 1, 3000));
+    assert_int_equal(wg_store_transition(fx->st, "tied", WG_SESSION_ANY, WG_SESSION_RUNNING, &u,
+                                         NULL, got_cb, &g),
+                     0);
+    assert_true(wg_test_run_until(&fx->loop, &g.calls, 2, 3000));
+    ready(fx, "tied", &v);
+    assert_string_equal(v.container_id, CID_A);
+    assert_true(v.confirmed);
+
+    /* Same address, another container: the message carries it (cid). */
+    u.set = WG_SF_CONTAINER_ID;
+    u.container_id = CID_B;
+    assert_int_equal(wg_store_update(fx->st, "tied", WG_SESSION_ANY, &u, got_cb, &g), 0);
+    assert_true(wg_test_run_until(&fx->loop, &g.calls, 3, 3000));
+    for (int i = 0; i < 100 && gone.calls == 0; i++)
+        wg_test_run_for(&fx->loop, 10);
+    assert_int_equal(gone.calls, 1);
+    assert_string_equal(gone.ip, "127.0.0.1");
+    wg_session_cache_lookup(fx->s, "tied", 0, &v);
+    assert_int_equal(v.status, WG_SESS_READY);
+    assert_string_equal(v.container_id, CID_B);
+    assert_true(v.confirmed);
+
+    /* The state channel goes: unconfirmed, then nothing past the grace. */
+    on_sub_state(NULL, false, "test", fx->s);
+    assert_int_equal(log_count(fx, "state channel lost"), 1);
+    wg_session_cache_lookup(fx->s, "tied", 0, &v);
+    assert_int_equal(v.status, WG_SESS_READY);
+    assert_false(v.confirmed);
+    assert_string_equal(v.container_id, CID_B);
+    assert_non_null(v.entry);
+    fx->cfg.redis_outage_grace_ms = 0;
+    wg_session_cache_lookup(fx->s, "tied", 0, &v);
+    assert_int_equal(v.status, WG_SESS_UNAVAILABLE);
+    assert_null(v.entry);
+    close_all(fx);
+}
+
+/* The cache's own checks keep the channel confirmed; when one sent comes
+ * not back within redis.state_timeout, running entries are unconfirmed and
+ * the gateway is not ready, until one comes back. A check that could not
+ * be sent at all is no silence of the channel, for three timeouts. */
+static void test_silent_channel(void **state)
+{
+    struct fx *fx = *state;
+    struct wg_sess_view v;
+
+    make_running(fx, "quiet");
+    ready(fx, "quiet", &v);
+    assert_true(v.confirmed);
+    wg_test_run_for(&fx->loop, 1000); /* checks come and go */
+    assert_true(wg_session_cache_connected(fx->s));
+    wg_session_cache_lookup(fx->s, "quiet", 0, &v);
+    assert_int_equal(v.status, WG_SESS_READY);
+    assert_true(v.confirmed);
+    assert_int_equal(log_count(fx, "state channel silent"), 0);
+
+    /* No check goes out (here: one seems forever on its way, sent long
+     * before the last confirmation): still live, for three timeouts. */
+    fx->s->check_inflight = true;
+    fx->s->check_sent_ms = 1;
+    wg_test_run_for(&fx->loop, 300);
+    assert_true(wg_session_cache_connected(fx->s));
+    /* A check Redis took whose message never comes back (a subscriber that
+     * a partition silenced; no other check goes out meanwhile): silent
+     * once it is state_timeout old. */
+    fx->s->check_unanswered_ms = uv_now(&fx->loop);
+    wg_test_run_for(&fx->loop, 700);
+    assert_false(wg_session_cache_connected(fx->s));
+    assert_int_equal(log_count(fx, "state channel silent"), 1);
+    wg_session_cache_lookup(fx->s, "quiet", 0, &v);
+    assert_int_equal(v.status, WG_SESS_READY);
+    assert_false(v.confirmed);
+    assert_true(v.unconfirmed_ms >= 400);
+    wg_session_cache_lookup(fx->s, "unseen", 0, &v);
+    assert_int_equal(v.status, WG_SESS_UNAVAILABLE);
+
+    /* Checks go out and come back again. */
+    fx->s->check_unanswered_ms = 0;
+    fx->s->check_inflight = false;
+    for (int i = 0; i < 100 && !wg_session_cache_connected(fx->s); i++)
+        wg_test_run_for(&fx->loop, 10);
+    assert_true(wg_session_cache_connected(fx->s));
+    assert_int_equal(log_count(fx, "state channel delivers again"), 1);
+    wg_session_cache_lookup(fx->s, "quiet", 0, &v);
+    assert_true(v.confirmed);
+    close_all(fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -491,6 +615,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_free_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_resume, setup, teardown),
         cmocka_unit_test_setup_teardown(test_streams_left, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_entry_tied_to_container, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_silent_channel, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1261,6 +1261,7 @@ static void test_wake_stream(void **state)
     assert_true(strlen(g.event_id) > 2);
     cmd.op = WG_WAKE_OP_SLEEP;
     cmd.force = true;
+    cmd.now = true;
     cmd.at = 42;
     cmd.from[0] = '\0';
     snprintf(cmd.session, sizeof(cmd.session), "s2");
@@ -1277,11 +1278,13 @@ static void test_wake_stream(void **state)
     assert_int_equal(g.wake[0].at, fx->clock);
     assert_string_equal(g.wake[0].from, "gw-1");
     assert_false(g.wake[0].force);
+    assert_false(g.wake[0].now);
     assert_false(g.wake[0].bad);
     assert_string_equal(g.wake[1].session, "s2");
     assert_int_equal(g.wake[1].op, WG_WAKE_OP_SLEEP);
     assert_int_equal(g.wake[1].at, 42);
     assert_true(g.wake[1].force);
+    assert_true(g.wake[1].now);
     assert_false(g.wake[1].bad);
     assert_true(g.wake[2].bad);
     snprintf(keep, sizeof(keep), "%s", g.wake[1].entry_id);
@@ -1510,6 +1513,12 @@ static void test_state_msg(void **state)
         "{\"id\":\"a\",\"state\":\"running\",\"v\":1,\"gen\":\"-5\"}",
         "{\"id\":\"a\",\"state\":\"running\",\"v\":1,\"gen\":\"18446744073709551616\"}",
         "{\"id\":\"a\",\"state\":\"running\",\"v\":1,\"gen\":\"12x\"}",
+        "{\"id\":\"a\",\"state\":\"running\",\"v\":1,\"cid\":\"\"}",
+        "{\"id\":\"a\",\"state\":\"running\",\"v\":1,\"cid\":\"ABC\"}",
+        "{\"id\":\"a\",\"state\":\"running\",\"v\":1,\"cid\":12}",
+        "{\"id\":\"a\",\"state\":\"running\",\"v\":1,\"cid\":\"ab\\u0000c\"}",
+        "{\"id\":\"a\",\"state\":\"running\",\"v\":1,\"cid\":"
+        "\"00000000000000000000000000000000000000000000000000000000000000000\"}",
     };
     const char *good =
         "{\"v\":7,\"state\":\"running\",\"id\":\"s-1\",\"ip\":\"::1\",\"port\":8080}";
@@ -1526,6 +1535,10 @@ static void test_state_msg(void **state)
         "{\"v\":7,\"state\":\"asleep\",\"id\":\"s-1\",\"gen\":\"18446744073709551615\"}";
     assert_int_equal(wg_store_parse_state_msg(with_gen, strlen(with_gen), &m), 0);
     assert_true(m.gen == UINT64_MAX);
+    assert_string_equal(m.container_id, "");
+    const char *with_cid = "{\"v\":7,\"state\":\"running\",\"id\":\"s-1\",\"cid\":\"0a1b2c\"}";
+    assert_int_equal(wg_store_parse_state_msg(with_cid, strlen(with_cid), &m), 0);
+    assert_string_equal(m.container_id, "0a1b2c");
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         if (wg_store_parse_state_msg(bad[i], strlen(bad[i]), &m) != -EBADMSG)
             fail_msg("accepted %s", bad[i]);

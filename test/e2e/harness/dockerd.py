@@ -28,6 +28,7 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -239,6 +240,7 @@ class Dockerd:
             # nsenter joins the network namespace only: the engine keeps the
             # host's mounts, so its mounts under our directory stay ours to see.
             argv = ["/usr/bin/nsenter", "--net=/run/netns/" + self.netns, "--", *argv]
+        self._dockerd_argv, self._dockerd_env = argv, env
         self._dockerd = REGISTRY.spawn("dockerd", argv, log_path=self.dockerd_log, env=env, cwd=self.dir)
         try:
             wait_until(self._ping_ok, timeout=timeout, interval=0.05, what="dockerd /_ping on %s" % self.sock)
@@ -335,6 +337,36 @@ class Dockerd:
             return False
         finally:
             conn.close()
+
+    # ----- an engine blip: dockerd killed and started again
+
+    def kill_dockerd(self):
+        """SIGKILL dockerd by its pid, as a crash would, and reap it. containerd
+        and the container shims live on (they are not dockerd's children), so
+        the containers keep running; the socket file stays behind, refusing
+        connections. Returns the old pid."""
+        p = self._dockerd
+        if p is None or p.poll() is not None:
+            raise HarnessError("dockerd is not running")
+        REGISTRY.stop(p, sig=signal.SIGKILL, timeout=10)
+        self._dockerd = None
+        return p.pid
+
+    def restart_dockerd(self, timeout=60.0):
+        """Start dockerd again after kill_dockerd(), with the same arguments (socket,
+        data root, exec root, containerd, bridge), and wait for its /_ping. Without
+        --live-restore (we never pass it) the restarted engine stops the containers
+        that outlived the old one."""
+        if self._dockerd is not None and self._dockerd.poll() is None:
+            raise HarnessError("dockerd is still running (pid %d)" % self._dockerd.pid)
+        self._dockerd = REGISTRY.spawn("dockerd", self._dockerd_argv, log_path=self.dockerd_log,
+                                       env=self._dockerd_env, cwd=self.dir)
+        try:
+            wait_until(self._ping_ok, timeout=timeout, interval=0.05, what="dockerd /_ping on %s" % self.sock)
+        except (TimeoutError, HarnessError) as e:
+            raise HarnessError("dockerd did not start again: %s\n--- dockerd log tail:\n%s"
+                               % (e, tail(self.dockerd_log))) from None
+        return self._dockerd.pid
 
     # ----- stop
 

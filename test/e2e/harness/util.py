@@ -152,3 +152,42 @@ def umount_all(path):
         if libc.umount2(mp.encode(), MNT_DETACH) != 0:
             left.append("%s (%s)" % (mp, os.strerror(ctypes.get_errno())))
     return left
+
+
+class TcpServer:
+    """A TCP listener on host that takes each connection, reads one request's
+    bytes when it has an answer to send, sends answer (bytes) and closes.
+    Without an answer it accepts and closes: something to connect to.
+    .port, .accepted, close()."""
+
+    def __init__(self, host="127.0.0.1", answer=None):
+        import threading
+
+        self.answer = answer
+        self.accepted = 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            try:
+                if self.answer is not None:
+                    c.settimeout(2)
+                    c.recv(65536)
+                    c.sendall(self.answer)
+            except OSError:
+                pass
+            finally:
+                c.close()
+
+    def close(self):
+        self.sock.close()
