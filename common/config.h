@@ -96,6 +96,16 @@ struct wg_idle_cfg {
     /* Between running -> draining and the save: requests in flight finish
      * and activity not yet written by the proxies lands (> activity_interval). */
     uint64_t drain_ms; /* 2 s */
+    /* A stream (WebSocket, SSE, a long response) that carried only control
+     * frames or heartbeats this long stops counting as activity; 0: an open
+     * stream counts all its life. Read per template by the proxy. */
+    uint64_t stream_after_ms; /* 2 min */
+    /* A WebSocket message or SSE event of at most this many payload bytes
+     * is a heartbeat, not use (proxy/stream_use.h). */
+    uint64_t stream_heartbeat; /* 16 bytes */
+    /* A stream counts at most this long after it began, data or not (the
+     * session then sleeps unless requests keep it awake); 0: no cap. */
+    uint64_t stream_max_ms; /* 0 */
     /* The container's own work (orchestrator/cpu_watch.c): every
      * cpu_interval (process-wide; 0 = off) the CPU time of each running
      * container of this host is sampled; a session whose average over the
@@ -173,6 +183,20 @@ extern const size_t wg_override_names_len;
 #define WG_OVERRIDE_DEFAULT                                                                        \
     (WG_OVERRIDE_CMD | WG_OVERRIDE_LABELS | WG_OVERRIDE_PORT | WG_OVERRIDE_IDLE | WG_OVERRIDE_SAVE)
 
+/* The request classes that may wake a sleeping session: a template's
+ * wake_on. A class not listed gets 503 with the state and wakes nothing. */
+enum wg_wake_class {
+    WG_WAKE_NAVIGATION = 1u << 0, /* a browser navigation (Sec-Fetch-Mode: navigate, ...) */
+    WG_WAKE_API = 1u << 1,        /* fetch, XHR, scripts, curl: everything else */
+    WG_WAKE_WEBSOCKET = 1u << 2,  /* a WebSocket upgrade */
+};
+#define WG_WAKE_ALL (WG_WAKE_NAVIGATION | WG_WAKE_API | WG_WAKE_WEBSOCKET)
+extern const struct wg_override_name wg_wake_class_names[];
+extern const size_t wg_wake_class_names_len;
+
+/* The largest operator waking page (sessions.waking_page). */
+#define WG_WAKING_PAGE_MAX 65536
+
 /* A session template: the sessions: block is the one named "default", each
  * templates: entry another (docs/configuration.md, "Templates"). */
 struct wg_sessions_cfg {
@@ -187,6 +211,17 @@ struct wg_sessions_cfg {
     char **binds_allow; /* host path prefixes ("/srv/work/") or volume names a bind may use */
     size_t binds_allow_len;
     unsigned overridable; /* enum wg_override */
+    unsigned wake_on;     /* enum wg_wake_class: the classes that wake (default all) */
+    /* A navigation is held this long for its session to run (the app
+     * answers); only a longer wake shows the waking page. 0: the page at
+     * once. */
+    uint64_t page_after_ms; /* 1 s */
+    /* The operator's waking page (a path), read at load into
+     * waking_page_html (NUL-terminated, at most WG_WAKING_PAGE_MAX bytes);
+     * NULL: the built-in page. */
+    char *waking_page;
+    char *waking_page_html;
+    size_t waking_page_len;
     /* access: "public" or "private" (default) as written; a session route
      * that says neither follows it (docs/configuration.md, "access") */
     char *access;

@@ -45,6 +45,7 @@ enum kind {
     K_CAPS,        /* char ** + size_t, Linux capability names, stored canonical */
     K_CPUS,        /* uint64_t nano CPUs from "0.5" */
     K_OVERRIDES,   /* unsigned mask of enum wg_override, from a list of names */
+    K_WAKE_ON,     /* unsigned mask of enum wg_wake_class, from a list of names */
     K_TEMPLATES,   /* struct wg_sessions_cfg * + size_t, from a mapping of names */
     K_CIDRS,       /* struct wg_cidr * + size_t */
     K_ROUTES,      /* struct wg_route_cfg * + size_t */
@@ -146,6 +147,7 @@ void config_sessions_free(struct wg_sessions_cfg *t);
 void config_free_templates(struct wg_sessions_cfg *t, size_t n);
 int config_walk_templates(struct walk *w, yaml_node_t *n, const struct field *f, void *base);
 int config_walk_overrides(struct walk *w, yaml_node_t *n, const struct field *f, void *base);
+int config_walk_wake_on(struct walk *w, yaml_node_t *n, const struct field *f, void *base);
 /* Checks t's binds.allow entries (map: the template's mapping). */
 int config_check_binds_allow(struct walk *w, yaml_node_t *map, const struct wg_sessions_cfg *t);
 
@@ -162,6 +164,8 @@ void config_sandbox_free(struct wg_sandbox_cfg *sb);
 int config_check_sandbox(struct walk *w, yaml_node_t *map, struct wg_sandbox_cfg *sb);
 
 int config_check_template_access(struct walk *w, yaml_node_t *map, struct wg_sessions_cfg *t);
+/* sessions.waking_page: reads the file into t->waking_page_html. */
+int config_check_waking_page(struct walk *w, yaml_node_t *map, struct wg_sessions_cfg *t);
 
 /* ---- config_network.c ---- */
 

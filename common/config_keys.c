@@ -586,6 +586,13 @@ static const struct field idle_fields[] = {
     F_STIME("activity_interval", struct wg_idle_cfg, activity_interval_ms, 10),
     F_STIME("reap_every", struct wg_idle_cfg, reap_every_ms, 10),
     F_STIME("drain", struct wg_idle_cfg, drain_ms, 0),
+    F_STIME("stream_after", struct wg_idle_cfg, stream_after_ms, 0),
+    F_STIME("stream_max", struct wg_idle_cfg, stream_max_ms, 0),
+    {.key = "stream_heartbeat",
+     .kind = K_SIZE,
+     IN(struct wg_idle_cfg, stream_heartbeat),
+     .min = 0,
+     .max = 65536},
     F_STIME("cpu_interval", struct wg_idle_cfg, cpu_interval_ms, 0),
     {.key = "cpu_threshold", .kind = K_CPUS, IN(struct wg_idle_cfg, cpu_threshold_nano)},
     {.key = "cpu_stats_concurrency",
@@ -645,6 +652,8 @@ int config_check_sessions(struct walk *w, yaml_node_t *map, void *base)
         r = config_check_network(w, map, sb);
     if (r == 0)
         r = config_check_template_access(w, map, base);
+    if (r == 0)
+        r = config_check_waking_page(w, map, base);
     return r < 0 ? r : config_check_binds_allow(w, map, base);
 }
 
@@ -687,6 +696,13 @@ const struct field config_sessions_fields[] = {
     {.key = "network", .kind = K_MAP, .sub = config_network_fields},
     {.key = "binds", .kind = K_MAP, .sub = binds_fields},
     {.key = "overridable", .kind = K_OVERRIDES, IN_SESS(overridable)},
+    {.key = "wake_on", .kind = K_WAKE_ON, IN_SESS(wake_on)},
+    {.key = "page_after",
+     .kind = K_DURATION,
+     IN_SESS(page_after_ms),
+     .min = 0,
+     .max = DURATION_MAX_MS},
+    {.key = "waking_page", .kind = K_STR, IN_SESS(waking_page), .nullable = true},
     {.key = "access", .kind = K_STR, IN_SESS(access), .nullable = true},
     {.key = NULL},
 };

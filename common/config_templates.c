@@ -21,6 +21,13 @@ const struct wg_override_name wg_override_names[] = {
 };
 const size_t wg_override_names_len = sizeof wg_override_names / sizeof wg_override_names[0];
 
+const struct wg_override_name wg_wake_class_names[] = {
+    {"navigation", WG_WAKE_NAVIGATION},
+    {"api", WG_WAKE_API},
+    {"websocket", WG_WAKE_WEBSOCKET},
+};
+const size_t wg_wake_class_names_len = sizeof wg_wake_class_names / sizeof wg_wake_class_names[0];
+
 int config_sessions_defaults(struct wg_sessions_cfg *t, const char *name)
 {
     memset(t, 0, sizeof *t);
@@ -32,6 +39,8 @@ int config_sessions_defaults(struct wg_sessions_cfg *t, const char *name)
         return -ENOMEM;
     }
     t->port = 8080;
+    t->wake_on = WG_WAKE_ALL;
+    t->page_after_ms = 1000;
     t->wake_timeout_ms = 30 * 1000;
     t->upstream_recheck_ms = 5 * 1000;
     t->idle.pause_after_ms = 0;
@@ -39,6 +48,8 @@ int config_sessions_defaults(struct wg_sessions_cfg *t, const char *name)
     t->idle.activity_interval_ms = 1000;
     t->idle.reap_every_ms = 1000;
     t->idle.drain_ms = 2000;
+    t->idle.stream_after_ms = 2 * 60 * 1000;
+    t->idle.stream_heartbeat = 16;
     t->idle.cpu_interval_ms = 10 * 1000;
     t->idle.cpu_threshold_nano = 100000000ull;
     t->idle.cpu_stats_concurrency = 8;
@@ -72,6 +83,8 @@ void config_sessions_free(struct wg_sessions_cfg *t)
     free(t->save.path);
     free(t->idle.busy_file);
     free(t->access);
+    free(t->waking_page);
+    free(t->waking_page_html);
     config_sandbox_free(&t->sandbox);
     memset(t, 0, sizeof *t);
 }
@@ -180,14 +193,15 @@ swap:
     return 0;
 }
 
-/* overridable: [cmd, labels, port, idle, save, limits] -> a mask. */
-int config_walk_overrides(struct walk *w, yaml_node_t *n, const struct field *f, void *base)
+/* A list of names from a table -> a mask; null is the empty mask. hint
+ * says which names exist, for the error. */
+static int walk_name_mask(struct walk *w, yaml_node_t *n, const struct wg_override_name *names,
+                          size_t names_len, const char *what, const char *hint, unsigned *ret)
 {
-    unsigned *dst = (unsigned *)((char *)base + f->off);
     unsigned mask = 0;
 
     if (config_walk_null(n)) {
-        *dst = 0;
+        *ret = 0;
         return 0;
     }
     if (n->type != YAML_SEQUENCE_NODE)
@@ -200,22 +214,35 @@ int config_walk_overrides(struct walk *w, yaml_node_t *n, const struct field *f,
         bool found = false;
         int r = config_walk_scalar(w, item, false, &s);
 
-        for (size_t i = 0; r == 0 && i < wg_override_names_len; i++)
-            if (strcmp(s, wg_override_names[i].name) == 0) {
-                mask |= wg_override_names[i].bit;
+        for (size_t i = 0; r == 0 && i < names_len; i++)
+            if (strcmp(s, names[i].name) == 0) {
+                mask |= names[i].bit;
                 found = true;
             }
         if (r == 0 && !found)
-            r = config_walk_fail(w, item,
-                                 "unknown field \"%s\" (use cmd, labels, port, idle, save or "
-                                 "limits; env is always allowed)",
-                                 s);
+            r = config_walk_fail(w, item, "unknown %s \"%s\" (%s)", what, s, hint);
         config_walk_pop(w, old);
         if (r < 0)
             return r;
     }
-    *dst = mask;
+    *ret = mask;
     return 0;
+}
+
+/* overridable: [cmd, labels, port, idle, save, limits] -> a mask. */
+int config_walk_overrides(struct walk *w, yaml_node_t *n, const struct field *f, void *base)
+{
+    return walk_name_mask(w, n, wg_override_names, wg_override_names_len, "field",
+                          "use cmd, labels, port, idle, save or limits; env is always allowed",
+                          (unsigned *)((char *)base + f->off));
+}
+
+/* wake_on: [navigation, api, websocket] -> a mask; [] or null: nothing
+ * wakes the session but the API. */
+int config_walk_wake_on(struct walk *w, yaml_node_t *n, const struct field *f, void *base)
+{
+    return walk_name_mask(w, n, wg_wake_class_names, wg_wake_class_names_len, "request class",
+                          "use navigation, api or websocket", (unsigned *)((char *)base + f->off));
 }
 
 const struct wg_sessions_cfg *wg_config_template(const struct wg_config *cfg, const char *name)

@@ -356,6 +356,8 @@ static int walk_value(struct walk *w, yaml_node_t *n, const struct field *f, voi
         return config_walk_templates(w, n, f, base);
     case K_OVERRIDES:
         return config_walk_overrides(w, n, f, base);
+    case K_WAKE_ON:
+        return config_walk_wake_on(w, n, f, base);
     case K_PATHS:
     case K_STRLIST:
     case K_COMMAND:

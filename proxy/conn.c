@@ -32,6 +32,8 @@ enum deadline_kind {
     DL_TUNNEL_IDLE,
     DL_LINGER,
     DL_WAKE,
+    DL_STREAM_QUIET,
+    DL_PAGE,
     DL_RECHECK,
 };
 
@@ -103,6 +105,7 @@ void conn_exchange_put(struct wg_conn *c)
     if (x == NULL)
         return;
     conn_activity_end(c);
+    conn_stream_end(c);
     conn_session_unwait(c);
     c->x = NULL;
     wg_buf_release(&x->up_in);
@@ -155,6 +158,7 @@ void conn_close(struct wg_conn *c)
         conn_hold_end(c, WG_HOLD_ABANDONED);
     conn_session_unwait(c);
     conn_activity_end(c);
+    conn_stream_end(c);
     conn_release_upstream(c, false);
     wg_list_remove(&c->link);
     c->px->stats.connections_open--;
@@ -461,6 +465,8 @@ static uint64_t conn_deadline(const struct wg_conn *c, enum deadline_kind *ret_k
         break;
     case CS_WAITING:
         take_earlier(&d, &k, x->wait_start_ms + c->px->cfg->sessions.wake_timeout_ms, DL_WAKE);
+        if (x->page_after_ms > 0)
+            take_earlier(&d, &k, x->wait_start_ms + x->page_after_ms, DL_PAGE);
         if (x->recheck_at_ms)
             take_earlier(&d, &k, x->recheck_at_ms, DL_RECHECK);
         break;
@@ -477,6 +483,7 @@ static uint64_t conn_deadline(const struct wg_conn *c, enum deadline_kind *ret_k
             take_earlier(&d, &k,
                          max_u64(x->last_up_write_ms, x->up_start_ms) + ucfg->response_timeout_ms,
                          DL_RESPONSE);
+        take_earlier(&d, &k, conn_stream_deadline(c), DL_STREAM_QUIET);
         break;
     case CS_TUNNEL:
         take_earlier(&d, &k,
@@ -484,6 +491,7 @@ static uint64_t conn_deadline(const struct wg_conn *c, enum deadline_kind *ret_k
                              max_u64(c->last_client_write_ms, x->last_up_write_ms)) +
                          lim->tunnel_idle_ms,
                      DL_TUNNEL_IDLE);
+        take_earlier(&d, &k, conn_stream_deadline(c), DL_STREAM_QUIET);
         break;
     case CS_LINGER:
         take_earlier(&d, &k, c->linger_start_ms + LINGER_MS, DL_LINGER);
@@ -542,6 +550,12 @@ static void deadline_passed(struct wg_conn *c, enum deadline_kind k)
     case DL_TUNNEL_IDLE:
         WG_INFO(c->px->log, "conn", "tunnel idle, closing", "conn=%" PRIu64, c->id);
         conn_close(c);
+        break;
+    case DL_STREAM_QUIET:
+        conn_stream_quiet(c);
+        break;
+    case DL_PAGE:
+        conn_session_page_due(c);
         break;
     case DL_WAKE:
         if (c->x->held_doubt) {

@@ -54,6 +54,33 @@ enum conn_req_class conn_classify(const struct wg_config *cfg, const struct wg_h
     return RC_HOLD;
 }
 
+static bool field_is(const struct wg_http_field *f, const char *v)
+{
+    size_t n = strlen(v);
+    return f != NULL && f->value_len == n && strncasecmp(f->value, v, n) == 0;
+}
+
+unsigned conn_wake_class(const struct wg_http_msg *req)
+{
+    const struct wg_http_field *mode = wg_http_find(req, "sec-fetch-mode");
+    const struct wg_http_field *dest = wg_http_find(req, "sec-fetch-dest");
+
+    if (req->upgrade_websocket || field_is(mode, "websocket"))
+        return WG_WAKE_WEBSOCKET;
+    if (mode != NULL)
+        return field_is(mode, "navigate") || field_is(mode, "nested-navigate") ? WG_WAKE_NAVIGATION
+                                                                               : WG_WAKE_API;
+    if (dest != NULL)
+        return field_is(dest, "document") || field_is(dest, "iframe") || field_is(dest, "frame")
+                   ? WG_WAKE_NAVIGATION
+                   : WG_WAKE_API;
+    const struct wg_http_field *accept = wg_http_find(req, "accept");
+    if (req->method_id == HTTP_GET && accept != NULL &&
+        span_contains_nocase(accept->value, accept->value_len, "text/html"))
+        return WG_WAKE_NAVIGATION;
+    return WG_WAKE_API;
+}
+
 static void answer(struct conn_session_decision *d, enum conn_session_action action, int status,
                    const char *state)
 {
@@ -94,8 +121,20 @@ static void decide_not_running(const struct conn_session_facts *f, struct conn_s
     }
     if (f->state == WG_SESSION_FAILED &&
         (f->waited || f->failed_for_ms < WG_SESSION_CACHE_FAILED_COOLDOWN_MS)) {
-        /* The wake we waited for failed, or it failed moments ago. */
-        answer(d, SA_ERROR, f->waited ? 504 : 503, NULL);
+        /* The wake we waited for failed, or it failed moments ago: a
+         * browser gets the page that says why, and a way to try again. */
+        if (f->req_class == RC_NAVIGATE)
+            answer(d, SA_PAGE, 503, state);
+        else
+            answer(d, SA_ERROR, f->waited ? 504 : 503, NULL);
+        return;
+    }
+    /* A class the template does not let wake: the state, and no wake, so
+     * a background tab's reconnects do not undo a sleep (nor cancel one
+     * under way). A start already under way it may wait for. */
+    if (f->no_wake && f->state != WG_SESSION_STARTING) {
+        d->suppressed = true;
+        answer(d, SA_STATUS, 503, state);
         return;
     }
     /* A start is under way: its end releases the hold. */
@@ -104,7 +143,14 @@ static void decide_not_running(const struct conn_session_facts *f, struct conn_s
      * wakes it again once stopped, usually within moments, so even a
      * browser navigation is held rather than shown the waking page. */
     if (f->req_class == RC_NAVIGATE && !(WG_SESSION_BIT(f->state) & SLEEPING_MASK)) {
-        answer(d, SA_PAGE, 0, state);
+        /* A fast wake (an unpause, a quick start) is answered by the app
+         * itself: the page only after the template's page_after. */
+        if (f->page_after) {
+            d->action = SA_HOLD;
+            d->page_later = true;
+            return;
+        }
+        answer(d, SA_PAGE, 503, state);
         return;
     }
     d->action = SA_HOLD;

@@ -10,6 +10,8 @@
  *   conn_session.c  session routes: the session's facts, acting on the
  *                   decision (proxy, hold, wake, answer), the hold's outcome
  *   conn_decide.c   the pure decisions: request class, session action
+ *   conn_stream.c   streams on session routes: whether they still count as
+ *                   use, and their end when the session leaves running
  *
  * Ownership: a connection owns its client handle, its timer and the write
  * requests it queued; it borrows one upstream connection at a time from the
@@ -39,6 +41,7 @@
 #include "proxy/route.h"
 #include "proxy/server.h"
 #include "proxy/session_cache.h"
+#include "proxy/stream_use.h"
 #include "proxy/upstream.h"
 
 #define SIDE_CLIENT 0
@@ -139,8 +142,10 @@ struct exchange {
     struct wg_sess_waiter waiter;
     struct wg_sess_entry *activity; /* the session counts as active while set */
     uint64_t wait_start_ms;
+    uint64_t page_after_ms; /* held navigation: the waking page this long after the hold began */
     uint16_t session_port;
     enum conn_req_class req_class;
+    unsigned wake_class; /* WG_WAKE_NAVIGATION, _API or _WEBSOCKET */
     bool is_session;
     bool status_path;
     bool waited;
@@ -150,6 +155,22 @@ struct exchange {
     unsigned rechecks;
     bool hold_counted; /* held_released counted */
     bool ttfb_counted; /* upstream_latency (and wake_first_byte) observed */
+
+    /* streams on session routes (conn_stream.c) */
+    struct wg_sess_entry *stream_entry; /* the session's entry: the activity can begin again */
+    struct wg_sess_stream stream;       /* told when the session leaves running */
+    struct wg_ws_parser ws[2];          /* tunnel frames, by the side they come from */
+    struct wg_ws_use ws_use[2];
+    struct wg_sse_scan sse;
+    uint64_t stream_after_ms;  /* the template's idle.stream_after; 0: streams always count */
+    uint64_t stream_heartbeat; /* the template's idle.stream_heartbeat */
+    uint64_t stream_max_ms;    /* the template's idle.stream_max; 0: no cap */
+    uint64_t stream_start_ms;  /* the 101 or the response head */
+    uint64_t stream_use_ms;    /* loop time of the stream's last use */
+    uint64_t tunnel_start_ms;  /* the 101 */
+    bool resp_sse;             /* the response body is text/event-stream */
+    bool stream_left;          /* its session left running: it never counts again */
+    bool stream_logged;        /* a tunnel's access line was written */
 
     /* private session routes (conn_access.c) */
     enum conn_access access;
@@ -292,9 +313,12 @@ void conn_release_upstream(struct wg_conn *c, bool reusable);
 extern const struct wg_upconn_reader conn_up_reader;
 /* llhttp on_body of responses. */
 int conn_on_response_body(llhttp_t *p, const char *at, size_t len);
-/* The end of an exchange's response (or its 101 head): the counters, then
- * the access line. */
+/* The end of an exchange's response: the counters, then the access line. */
 void conn_access_log(struct wg_conn *c);
+/* The counters alone (a 101, whose line waits for the tunnel's end). */
+void conn_access_count(struct wg_conn *c);
+/* The access line alone; a tunnel's says how long it lasted. */
+void conn_access_line(struct wg_conn *c);
 /* The response is complete: the next exchange starts, or the connection
  * closes. */
 void conn_finish_exchange(struct wg_conn *c);
@@ -307,6 +331,9 @@ bool conn_session_prepare(struct wg_conn *c, const struct wg_route_match *m);
 /* Looks at the session and acts: proxy, wait, wake, or answer. Runs when
  * the head is parsed and again each time the session's entry changes. */
 void conn_session_route(struct wg_conn *c);
+/* A navigation held past its template's page_after: the waking page (or
+ * the app, when the session runs by now). */
+void conn_session_page_due(struct wg_conn *c);
 /* The request leaves its hold for a wake (counted once). */
 void conn_hold_end(struct wg_conn *c, enum wg_proxy_hold_outcome outcome);
 /* No longer waiting on the session's entry. Idempotent. */
@@ -347,6 +374,31 @@ bool conn_access_forward(struct wg_conn *c);
 /* Ends a sub-request in flight without its answer. Idempotent. */
 void conn_access_cancel(struct wg_conn *c);
 
+/* ---- conn_stream.c ---- */
+
+/* The exchange was proxied to v's session with activity: it becomes a
+ * stream of that session (the template's stream settings, the session
+ * cache's notice when the session leaves running). */
+void conn_stream_begin(struct wg_conn *c, const struct wg_sess_view *v);
+/* No longer a stream of its session; a tunnel's access line is written.
+ * Reached from conn_close, conn_finish_exchange and conn_exchange_put:
+ * idempotent. */
+void conn_stream_end(struct wg_conn *c);
+/* The stream starts (a 101, a response head): its quiet time runs from now. */
+void conn_stream_started(struct wg_conn *c);
+/* A response head while its fields are readable: SSE or not, and started. */
+void conn_stream_response_head(struct wg_conn *c);
+/* The stream carried use now (it counts again if it had stopped). */
+void conn_stream_used(struct wg_conn *c);
+/* Tunnel bytes from side, before they go to the other side. */
+void conn_stream_tunnel_bytes(struct wg_conn *c, int side, const char *data, size_t len);
+/* A span of a streamed response body. */
+void conn_stream_body(struct wg_conn *c, const char *at, size_t len);
+/* When the stream stops counting (UINT64_MAX: it does not). */
+uint64_t conn_stream_deadline(const struct wg_conn *c);
+/* That deadline passed: the stream no longer counts as activity. */
+void conn_stream_quiet(struct wg_conn *c);
+
 /* ---- conn_decide.c: pure, no I/O ---- */
 
 /* The class of a request for a session that is not running, decided while
@@ -355,6 +407,11 @@ void conn_access_cancel(struct wg_conn *c);
  * Sec-Fetch-Mode) a GET accepting text/html, is a navigation; the rest is
  * held. */
 enum conn_req_class conn_classify(const struct wg_config *cfg, const struct wg_http_msg *req);
+/* Which class of a template's wake_on the request is: a WebSocket
+ * (Upgrade, or Sec-Fetch-Mode: websocket), a navigation (Sec-Fetch-Mode
+ * navigate or nested-navigate; without it Sec-Fetch-Dest document, iframe
+ * or frame; without either a GET accepting text/html), else an API call. */
+unsigned conn_wake_class(const struct wg_http_msg *req);
 
 /* What a request on a session route gets. */
 enum conn_session_action {
@@ -373,6 +430,8 @@ struct conn_session_facts {
     enum conn_req_class req_class;
     bool status_path; /* .../_wakegate/status */
     bool waited;      /* held before: a look again after a change */
+    bool no_wake;     /* the template's wake_on leaves out the request's class */
+    bool page_after;  /* the template holds a navigation before its page (page_after > 0) */
     bool confirmed;   /* READY: Redis confirms the entry now */
 };
 
@@ -386,6 +445,7 @@ struct conn_session_decision {
                         * confirmed proves the address (WG_POOL_PROVEN); none: held
                         * for Redis (conn_session_doubt) */
     bool suppressed;   /* could have woken the session and must not */
+    bool page_later;   /* SA_HOLD of a navigation: the waking page after page_after */
 };
 
 void conn_decide_session(const struct conn_session_facts *f, struct conn_session_decision *d);

@@ -419,6 +419,7 @@ size_t conn_request_process(struct wg_conn *c, const char *data, size_t len)
             used += read_body(c, data + used, len - used);
             break;
         case CS_TUNNEL:
+            conn_stream_tunnel_bytes(c, SIDE_CLIENT, data + used, len - used);
             conn_write_str(c, SIDE_UP, data + used, len - used);
             c->x->req_bytes_in += len - used;
             return len;

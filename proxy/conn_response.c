@@ -11,12 +11,10 @@
 /* ---- the end of an exchange ---------------------------------------------------- */
 
 /* No allocation: array increments and one histogram. */
-void conn_access_log(struct wg_conn *c)
+void conn_access_count(struct wg_conn *c)
 {
     struct wg_proxy *px = c->px;
     struct exchange *x = c->x;
-    uint64_t now = conn_now_ms(c);
-    char qhost[128], qpath[300];
 
     if (x == NULL)
         return;
@@ -30,19 +28,38 @@ void conn_access_log(struct wg_conn *c)
         wg_hist_observe_ns(&px->stats.request_duration, end_ns - start_ns);
     }
     conn_hold_end(c, WG_HOLD_FAILED);
-    if (!px->cfg->access_log || !wg_log_enabled(px->log, WG_LOG_INFO))
+}
+
+void conn_access_line(struct wg_conn *c)
+{
+    struct wg_proxy *px = c->px;
+    struct exchange *x = c->x;
+    uint64_t now = conn_now_ms(c);
+    char qhost[128], qpath[300], stream[48] = "";
+
+    if (x == NULL || !px->cfg->access_log || !wg_log_enabled(px->log, WG_LOG_INFO))
         return;
     wg_log_quote(qhost, sizeof(qhost), x->log_host, strlen(x->log_host));
     wg_log_quote(qpath, sizeof(qpath), x->log_path, strlen(x->log_path));
-    wg_log_write(px->log, WG_LOG_INFO, "access", "request",
-                 "conn=%" PRIu64 " method=%s host=%s path=%s status=%d bytes_in=%" PRIu64
-                 " bytes_out=%" PRIu64 " upstream=%s upstream_ms=%" PRId64 " total_ms=%" PRIu64,
-                 c->id, x->log_method[0] ? x->log_method : "-", qhost[0] ? qhost : "-",
-                 qpath[0] ? qpath : "-", x->status, x->req_bytes_in, x->resp_bytes_out,
-                 x->up_name[0] ? x->up_name : "-",
-                 x->up_first_byte_ms ? (int64_t)(x->up_first_byte_ms - x->up_start_ms)
-                                     : (int64_t)-1,
-                 now - x->req_start_ms);
+    /* A tunnel's line is written when it closes: bytes both ways, and how
+     * long the stream lasted after its 101. */
+    if (x->status == 101)
+        snprintf(stream, sizeof(stream), " stream_ms=%" PRIu64, now - x->tunnel_start_ms);
+    wg_log_write(
+        px->log, WG_LOG_INFO, "access", "request",
+        "conn=%" PRIu64 " method=%s host=%s path=%s status=%d bytes_in=%" PRIu64
+        " bytes_out=%" PRIu64 " upstream=%s upstream_ms=%" PRId64 " total_ms=%" PRIu64 "%s",
+        c->id, x->log_method[0] ? x->log_method : "-", qhost[0] ? qhost : "-",
+        qpath[0] ? qpath : "-", x->status, x->req_bytes_in, x->resp_bytes_out,
+        x->up_name[0] ? x->up_name : "-",
+        x->up_first_byte_ms ? (int64_t)(x->up_first_byte_ms - x->up_start_ms) : (int64_t)-1,
+        now - x->req_start_ms, stream);
+}
+
+void conn_access_log(struct wg_conn *c)
+{
+    conn_access_count(c);
+    conn_access_line(c);
 }
 
 /* The next exchange starts: what the client pipelined is processed now. */
@@ -55,6 +72,7 @@ void conn_finish_exchange(struct wg_conn *c)
     conn_access_log(c);
     conn_release_upstream(c, up_reusable);
     conn_activity_end(c);
+    conn_stream_end(c);
 
     if (!x->resp_keep_alive || !req_complete) {
         conn_begin_close(c);
@@ -83,6 +101,7 @@ int conn_on_response_body(llhttp_t *p, const char *at, size_t len)
 {
     struct wg_http_msg *m = p->data;
     struct wg_conn *c = m->owner;
+    conn_stream_body(c, at, len);
     conn_write_body(c, SIDE_CLIENT, c->x->resp_framing, at, len);
     return c->closing ? -1 : 0;
 }
@@ -93,6 +112,8 @@ static void start_tunnel(struct wg_conn *c)
 {
     c->state = CS_TUNNEL;
     c->x->last_up_read_ms = c->last_client_read_ms = conn_now_ms(c);
+    c->x->tunnel_start_ms = conn_now_ms(c);
+    conn_stream_started(c);
     conn_update_reading(c);
     conn_arm(c);
     /* Bytes the client sent right after the upgrade request go now. */
@@ -123,7 +144,8 @@ static void response_switch(struct wg_conn *c)
     x->resp_head_received = true;
     conn_write_str(c, SIDE_CLIENT, wg_buf_head(&hb), wg_buf_size(&hb));
     wg_buf_release(&hb);
-    conn_access_log(c);
+    /* The access line is the tunnel's, written when it closes. */
+    conn_access_count(c);
     start_tunnel(c);
 }
 
@@ -184,6 +206,7 @@ static void response_final(struct wg_conn *c, int status)
         .content_length = x->resp.content_length,
         .keep_alive = x->resp_keep_alive,
     };
+    conn_stream_response_head(c);
     wg_buf_init(&hb, conn_limits(c)->head_max * 2);
     int r = wg_http_response_rebuild(&x->resp, &o, &hb);
     x->resp.fields_len = 0;
@@ -259,6 +282,7 @@ static void up_process(struct wg_conn *c, const char *data, size_t len)
 
     while (used < len && !c->closing && gen == c->up_gen) {
         if (c->state == CS_TUNNEL) {
+            conn_stream_tunnel_bytes(c, SIDE_UP, data + used, len - used);
             conn_write_str(c, SIDE_CLIENT, data + used, len - used);
             return;
         }

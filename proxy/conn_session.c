@@ -6,6 +6,7 @@
  * session's activity, which last as long as the exchange. */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "proxy/conn_int.h"
@@ -68,6 +69,7 @@ bool conn_session_prepare(struct wg_conn *c, const struct wg_route_match *m)
     x->is_session = true;
     x->session_port = (uint16_t)m->route->port;
     x->req_class = conn_classify(c->px->cfg, &x->req);
+    x->wake_class = conn_wake_class(&x->req);
     take_status_url(x, m);
     conn_access_prepare(c, m);
     return true;
@@ -116,11 +118,36 @@ static void send_session_status(struct wg_conn *c, int status, const char *state
                     body, n);
 }
 
-static void send_waking_page(struct wg_conn *c, const char *state)
+/* The waking page, 503 with Retry-After (and no-store, as every answer of
+ * ours): the template's own page when it has one, else the built-in. */
+static void send_waking_page(struct wg_conn *c, const struct wg_sess_view *v, const char *state)
 {
-    char body[2048];
-    size_t n = wg_pages_waking(body, sizeof(body), c->x->session_id, state, c->x->status_url);
-    conn_send_local(c, 200, "text/html; charset=utf-8", "Retry-After: 1\r\n", body, n);
+    const struct wg_sessions_cfg *t = wg_config_template(c->px->cfg, v->template_name);
+    struct wg_page_facts f = {
+        .id = c->x->session_id,
+        .state = state,
+        .status_url = c->x->status_url,
+        .reason =
+            v->status == WG_SESS_NOT_RUNNING && v->state == WG_SESSION_FAILED ? v->error : NULL,
+    };
+    static const char ctype[] = "text/html; charset=utf-8";
+
+    if (t == NULL)
+        t = &c->px->cfg->sessions;
+    if (t->waking_page_html != NULL) {
+        size_t n = wg_pages_render(NULL, 0, t->waking_page_html, t->waking_page_len, &f);
+        char *body = malloc(n ? n : 1);
+        if (body != NULL) {
+            wg_pages_render(body, n, t->waking_page_html, t->waking_page_len, &f);
+            conn_send_local(c, 503, ctype, "Retry-After: 1\r\n", body, n);
+            free(body);
+            return;
+        }
+        /* Out of memory: the built-in page, which needs none. */
+    }
+    char body[8192];
+    size_t n = wg_pages_waking(body, sizeof(body), &f);
+    conn_send_local(c, 503, ctype, "Retry-After: 1\r\n", body, n);
 }
 
 /* ---- holding --------------------------------------------------------------------- */
@@ -309,8 +336,10 @@ static void session_proxy(struct wg_conn *c, const struct wg_sess_view *v,
 
     /* Probes do not keep a session awake; everything else proxied does,
      * for as long as its exchange lasts (a stream: its whole life). */
-    if (activity && x->activity == NULL)
+    if (activity && x->activity == NULL) {
         x->activity = wg_session_cache_activity_begin(c->px->session_cache, v);
+        conn_stream_begin(c, v);
+    }
     conn_hold_end(c, WG_HOLD_SERVED);
     memcpy(&x->up_addr, &v->addr, v->addr_len);
     join(x->up_name, sizeof(x->up_name), v->addr_text, NULL);
@@ -318,6 +347,22 @@ static void session_proxy(struct wg_conn *c, const struct wg_sess_view *v,
     x->up_proven = d->proven_only;
     x->up_unconfirmed_ms = v->unconfirmed_ms;
     conn_connect_upstream(c, false);
+}
+
+void conn_session_page_due(struct wg_conn *c)
+{
+    struct exchange *x = c->x;
+    struct wg_sess_view v;
+
+    conn_session_unwait(c);
+    wg_session_cache_lookup(c->px->session_cache, x->session_id, x->session_port, &v);
+    if (v.status == WG_SESS_READY) {
+        conn_session_route(c); /* it runs by now after all: decided as any request */
+        return;
+    }
+    conn_hold_end(c, WG_HOLD_PAGE);
+    send_waking_page(c, &v,
+                     v.status == WG_SESS_NOT_RUNNING ? wg_session_state_name(v.state) : "starting");
 }
 
 void conn_session_route(struct wg_conn *c)
@@ -351,6 +396,11 @@ void conn_session_route(struct wg_conn *c)
     wg_session_cache_lookup(px->session_cache, x->session_id, x->session_port, &v);
     if (!conn_access_check(c, &v))
         return;
+    /* The record's template says which classes wake (sessions: while no
+     * read told the template, or when a reload removed it). */
+    const struct wg_sessions_cfg *t = wg_config_template(px->cfg, v.template_name);
+    if (t == NULL)
+        t = &px->cfg->sessions;
     struct conn_session_facts f = {
         .status = v.status,
         .state = v.state,
@@ -358,6 +408,8 @@ void conn_session_route(struct wg_conn *c)
         .req_class = x->req_class,
         .status_path = x->status_path,
         .waited = x->waited,
+        .no_wake = (t->wake_on & x->wake_class) == 0,
+        .page_after = t->page_after_ms > 0,
         .confirmed = v.confirmed,
     };
     conn_decide_session(&f, &d);
@@ -376,14 +428,18 @@ void conn_session_route(struct wg_conn *c)
     case SA_HOLD:
         /* From here the hold waits for a wake, not only for a record. */
         x->held_wake = true;
+        x->page_after_ms = d.page_later ? t->page_after_ms : 0;
         x->held_doubt = false;
         session_wait(c);
+        /* Held already (for the record): the page's deadline is new. */
+        if (d.page_later && !c->closing && c->state == CS_WAITING)
+            conn_arm(c);
         return;
     case SA_WAIT:
         session_wait(c);
         return;
     case SA_PAGE:
-        send_waking_page(c, d.state);
+        send_waking_page(c, &v, d.state);
         return;
     case SA_STATUS:
         send_session_status(c, d.status, d.state);

@@ -114,9 +114,11 @@ static void held_metrics(const struct wg_proxy_stats *s, struct wg_buf *out)
                    "wakegate_held_requests_released_total{outcome=\"served\"} %" PRIu64 "\n"
                    "wakegate_held_requests_released_total{outcome=\"timeout\"} %" PRIu64 "\n"
                    "wakegate_held_requests_released_total{outcome=\"failed\"} %" PRIu64 "\n"
-                   "wakegate_held_requests_released_total{outcome=\"abandoned\"} %" PRIu64 "\n",
+                   "wakegate_held_requests_released_total{outcome=\"abandoned\"} %" PRIu64 "\n"
+                   "wakegate_held_requests_released_total{outcome=\"page\"} %" PRIu64 "\n",
                    s->held_released[WG_HOLD_SERVED], s->held_released[WG_HOLD_TIMEOUT],
-                   s->held_released[WG_HOLD_FAILED], s->held_released[WG_HOLD_ABANDONED]);
+                   s->held_released[WG_HOLD_FAILED], s->held_released[WG_HOLD_ABANDONED],
+                   s->held_released[WG_HOLD_PAGE]);
 }
 
 static void unconfirmed_metrics(const struct wg_proxy_stats *s, struct wg_buf *out)

@@ -23,6 +23,7 @@ enum wg_proxy_hold_outcome {
     WG_HOLD_TIMEOUT,    /* sessions.wake_timeout passed: 504 */
     WG_HOLD_FAILED,     /* answered otherwise: the wake failed, the session went away, Redis */
     WG_HOLD_ABANDONED,  /* the client closed (or shutdown closed it) while held */
+    WG_HOLD_PAGE,       /* a navigation held past page_after: the waking page */
     WG_HOLD_OUTCOMES,
 };
 

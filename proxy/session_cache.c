@@ -61,6 +61,8 @@ struct wg_sess_entry {
     bool act_dirty;          /* act_ms not written yet */
     unsigned act_open;       /* exchanges open now */
     uint64_t act_ms;         /* loop time of the last activity */
+    struct wg_list streams;  /* struct wg_sess_stream */
+    char *error;             /* in failed: the record's error (the waking page says it) */
 };
 
 /* The batch of activity in flight; outlives the cache like struct pending. */
@@ -180,6 +182,7 @@ static struct wg_sess_entry *create(struct wg_session_cache *s, const char *id)
     snprintf(e->id, sizeof(e->id), "%s", id);
     wg_list_init(&e->waiters);
     wg_list_init(&e->act_link);
+    wg_list_init(&e->streams);
     unsigned h = hash_id(id);
     e->next = s->table[h];
     s->table[h] = e;
@@ -218,25 +221,61 @@ static void set_state(struct wg_session_cache *s, struct wg_sess_entry *e,
         e->failed_since = (int64_t)now_ms(s);
     if (state != e->state)
         e->woken = false;
+    if (state != WG_SESSION_FAILED) {
+        free(e->error);
+        e->error = NULL;
+    }
     e->state = state;
     e->state_at_ms = now_ms(s);
     e->known = true;
 }
 
+/* The states in which a session's container still serves its streams. */
+#define STREAMS_KEPT                                                                               \
+    (WG_SESSION_BIT(WG_SESSION_RUNNING) | WG_SESSION_BIT(WG_SESSION_DRAINING) |                    \
+     WG_SESSION_BIT(WG_SESSION_SAVING))
+
+/* Tells every stream of e that its session left; each may close its
+ * connection (and so remove itself): the list is detached first. */
+static void streams_left(struct wg_session_cache *s, struct wg_sess_entry *e)
+{
+    struct wg_list todo;
+    if (wg_list_empty(&e->streams))
+        return;
+    todo.next = e->streams.next;
+    todo.prev = e->streams.prev;
+    todo.next->prev = &todo;
+    todo.prev->next = &todo;
+    wg_list_init(&e->streams);
+    while (!wg_list_empty(&todo)) {
+        struct wg_sess_stream *st = wg_container_of(todo.next, struct wg_sess_stream, link);
+        wg_list_remove(&st->link);
+        wg_list_init(&st->link);
+        st->entry = NULL;
+        s->stats.streams_open--;
+        s->stats.streams_ended++;
+        st->left(st);
+    }
+}
+
 /* Where the session is now: state, address and container. A container that
  * left its address (stopped, moved, gone, replaced) leaves pooled
- * connections to a dead or reused address: the proxy is told to drop them. */
+ * connections to a dead or reused address: the proxy is told to drop them.
+ * Streams are told when the session leaves the states that serve them. */
 static void place(struct wg_session_cache *s, struct wg_sess_entry *e, enum wg_session_state state,
                   const char *ip, const char *container_id)
 {
     bool was_there = e->known && e->state == WG_SESSION_RUNNING && e->ip[0];
     bool moved = state != WG_SESSION_RUNNING || strcmp(ip, e->ip) != 0 ||
                  strcmp(container_id, e->container_id) != 0;
+    bool streams_go = !(WG_SESSION_BIT(state) & STREAMS_KEPT);
     if (was_there && moved && s->addr_gone != NULL)
         s->addr_gone(s->addr_gone_arg, e->ip);
     set_state(s, e, state);
     snprintf(e->ip, sizeof(e->ip), "%s", ip);
     snprintf(e->container_id, sizeof(e->container_id), "%s", container_id);
+    if (streams_go)
+        streams_left(s, e);
 }
 
 static struct pending *pending_new(struct wg_session_cache *s, const char *id)
@@ -285,6 +324,11 @@ static void fetch_done(const struct wg_store_res *res, void *arg)
          * after a resubscription any read is newer than what we held. */
         if (!e->known || was_stale || r->version >= e->version) {
             place(s, e, r->state, r->ip, r->container_id);
+            if (r->state == WG_SESSION_FAILED && r->error != NULL) {
+                /* Kept for the waking page; a failed copy shows none. */
+                free(e->error);
+                e->error = strndup(r->error, WG_SESSION_CACHE_ERROR_MAX);
+            }
             snprintf(e->host, sizeof(e->host), "%s", r->host);
             e->port = r->port;
             e->version = r->version;
@@ -426,8 +470,10 @@ void wg_session_cache_lookup(struct wg_session_cache *s, const char *id, uint16_
         }
     }
     v->status = WG_SESS_NOT_RUNNING;
-    if (e->state == WG_SESSION_FAILED)
+    if (e->state == WG_SESSION_FAILED) {
         v->failed_for_ms = (int64_t)now - e->failed_since;
+        v->error = e->error;
+    }
 }
 
 int wg_session_cache_wait(struct wg_session_cache *s, const char *id, struct wg_sess_waiter *w)
@@ -568,6 +614,35 @@ void wg_session_cache_activity_end(struct wg_session_cache *s, struct wg_sess_en
     e->act_open--;
     s->stats.activity_open--;
     act_mark(s, e);
+}
+
+struct wg_sess_entry *wg_session_cache_activity_resume(struct wg_session_cache *s,
+                                                       struct wg_sess_entry *e)
+{
+    e->act_open++;
+    s->stats.activity_open++;
+    act_mark(s, e);
+    return e;
+}
+
+void wg_session_cache_stream_add(struct wg_session_cache *s, struct wg_sess_entry *e,
+                                 struct wg_sess_stream *st)
+{
+    if (e == NULL)
+        return;
+    st->entry = e;
+    wg_list_push_back(&e->streams, &st->link);
+    s->stats.streams_open++;
+}
+
+void wg_session_cache_stream_remove(struct wg_session_cache *s, struct wg_sess_stream *st)
+{
+    if (st == NULL || st->entry == NULL)
+        return;
+    wg_list_remove(&st->link);
+    wg_list_init(&st->link);
+    st->entry = NULL;
+    s->stats.streams_open--;
 }
 
 static void act_done(const struct wg_store_res *res, void *arg)
@@ -723,6 +798,9 @@ static void on_state_msg(const struct wg_redis_msg *msg, void *arg)
     e->version = m.version;
     /* Fresh news after a resubscription: versions compare again from here. */
     e->stale = false;
+    /* Messages carry no error: a read tells the waking page why it failed. */
+    if (m.state == WG_SESSION_FAILED)
+        fetch(s, e);
     notify(s, e);
 }
 
@@ -907,6 +985,14 @@ void wg_session_cache_free(struct wg_session_cache *s)
                 wg_list_remove(&w->link);
                 w->entry = NULL;
             }
+            while (!wg_list_empty(&e->streams)) {
+                struct wg_sess_stream *st =
+                    wg_container_of(e->streams.next, struct wg_sess_stream, link);
+                wg_list_remove(&st->link);
+                wg_list_init(&st->link);
+                st->entry = NULL;
+            }
+            free(e->error);
             free(e);
             e = next;
         }

@@ -77,6 +77,8 @@ struct wg_sess_entry;
 #define WG_SESSION_CACHE_FAILED_COOLDOWN_MS (30 * 1000)
 #define WG_SESSION_CACHE_HOLD_PER_SESSION_MAX 1024
 #define WG_SESSION_CACHE_HOLD_TOTAL_MAX 10000
+/* The part of a failed session's error kept for the waking page. */
+#define WG_SESSION_CACHE_ERROR_MAX 512
 
 enum wg_sess_status {
     WG_SESS_READY = 0,   /* running, with an address: proxy now */
@@ -104,6 +106,8 @@ struct wg_sess_view {
     const char *template_name;   /* the record's template ("" for "default"), or NULL while no
                                     read of the record has told it */
     struct wg_sess_entry *entry; /* private: READY, for wg_session_cache_activity_begin() */
+    const char *error; /* NOT_RUNNING in failed: the record's error (valid until the callback
+                          returns), or NULL while not read */
 };
 
 struct wg_sess_waiter {
@@ -126,6 +130,8 @@ struct wg_session_cache_stats {
     uint64_t activity_batches; /* wg_store_touch() batches that succeeded */
     uint64_t activity_touches; /* session activity entries written by them */
     uint64_t activity_errors;  /* batches that failed (their marks were kept) */
+    uint64_t streams_open;     /* streams registered (wg_session_cache_stream_add) now */
+    uint64_t streams_ended;    /* streams told their session left running */
 };
 
 /* store is borrowed and must outlive the cache. cfg->redis_url is used for
@@ -167,6 +173,30 @@ struct wg_sess_entry *wg_session_cache_activity_begin(struct wg_session_cache *s
  * to NULL. NULL-safe (handle or *handle), so it may be called from every
  * path that ends an exchange. */
 void wg_session_cache_activity_end(struct wg_session_cache *s, struct wg_sess_entry **handle);
+
+/* The exchange whose activity ended (wg_session_cache_activity_end) counts
+ * again: a stream that carried use after a quiet spell. e is the handle
+ * activity_begin() returned before (entries live as long as the cache).
+ * Returns e. */
+struct wg_sess_entry *wg_session_cache_activity_resume(struct wg_session_cache *s,
+                                                       struct wg_sess_entry *e);
+
+/* A stream proxied to a session (a WebSocket, a streamed response) is
+ * told when its session leaves the states that keep streams (running,
+ * draining, saving): the container is being stopped or paused, so the
+ * client is better told now (a WebSocket close 1001, the end of a
+ * response) than left hanging. */
+struct wg_sess_stream {
+    struct wg_list link;
+    struct wg_sess_entry *entry; /* private */
+    /* Already removed when called; may close the connection. */
+    void (*left)(struct wg_sess_stream *st);
+};
+/* e: a READY view's entry (v->entry). NULL-safe on e (nothing happens). */
+void wg_session_cache_stream_add(struct wg_session_cache *s, struct wg_sess_entry *e,
+                                 struct wg_sess_stream *st);
+/* NULL-safe and idempotent. */
+void wg_session_cache_stream_remove(struct wg_session_cache *s, struct wg_sess_stream *st);
 
 /* Called with the IP (text) a session's container had when it leaves it:
  * no longer running there, running elsewhere, or another container of the

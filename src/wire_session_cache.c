@@ -59,11 +59,20 @@ static void sessions_metrics(void *arg, struct wg_buf *out)
         "for the next flush).\n"
         "# TYPE wakegate_activity_write_errors_total counter\n"
         "wakegate_activity_write_errors_total %" PRIu64 "\n"
-        "# HELP wakegate_session_exchanges_open Requests and streams proxied to sessions now (they "
-        "keep their session active).\n"
+        "# HELP wakegate_session_exchanges_open Requests and streams proxied to sessions now that "
+        "keep their session active (not the streams quiet past idle.stream_after).\n"
         "# TYPE wakegate_session_exchanges_open gauge\n"
-        "wakegate_session_exchanges_open %" PRIu64 "\n",
-        st->activity_touches, st->activity_batches, st->activity_errors, st->activity_open);
+        "wakegate_session_exchanges_open %" PRIu64 "\n"
+        "# HELP wakegate_session_streams_open Exchanges proxied to sessions now that will be ended "
+        "when their session leaves running (WebSockets, streamed responses, requests).\n"
+        "# TYPE wakegate_session_streams_open gauge\n"
+        "wakegate_session_streams_open %" PRIu64 "\n"
+        "# HELP wakegate_session_streams_left_total Exchanges told that their session left "
+        "running (a WebSocket closed with 1001, a streamed response ended).\n"
+        "# TYPE wakegate_session_streams_left_total counter\n"
+        "wakegate_session_streams_left_total %" PRIu64 "\n",
+        st->activity_touches, st->activity_batches, st->activity_errors, st->activity_open,
+        st->streams_open, st->streams_ended);
 }
 
 int app_session_cache_start(struct app *app)

@@ -357,7 +357,7 @@ def test_asleep_navigation_still_gets_the_waking_page(make_env):
     env = make_env()
     env.orch.put("zzz", "asleep")
     r = one(env.port, get("zzz", "/", headers=[("Sec-Fetch-Mode", "navigate")]))
-    assert r.status == 200 and b"Waking up zzz" in r.body, r
+    assert r.status == 503 and b"Waking up zzz" in r.body, r
     assert len(env.orch.wait_wakes(1)) == 1
 
 

@@ -568,7 +568,7 @@ def test_redis_errors_by_kind_and_the_connected_gauge(proxy):
     assert proxy.redis.command("CONFIG", "SET", "maxmemory", "1") == b"+OK"
     try:
         page = get(gw.port, host_of("s-oom"), headers=[("Accept", "text/html")])
-        assert page.status == 200, page  # the waking page; the wake itself failed
+        assert page.status == 503, page  # the waking page; the wake itself failed
         wait_for(lambda: redis_counts(gw)["reply"] >= 1, 5, "a Redis error reply counted")
     finally:
         assert proxy.redis.command("CONFIG", "SET", "maxmemory", "0") == b"+OK"

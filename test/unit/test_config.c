@@ -1460,6 +1460,113 @@ static void test_readiness(void **state)
     wg_config_free(&cfg);
 }
 
+/* idle.stream_after and idle.stream_heartbeat: per template, with their
+ * defaults where a template says nothing. */
+static void test_idle_stream_keys(void **state)
+{
+    struct wg_config cfg;
+    char err[WG_CONFIG_ERR_MAX];
+    const struct wg_sessions_cfg *t;
+
+    (void)state;
+    assert_int_equal(load(&cfg,
+                          "sessions:\n  idle: {stream_after: 0s}\n"
+                          "templates:\n  dev:\n    idle: {stream_after: 30s, stream_heartbeat: 0, "
+                          "stream_max: 1h}\n"
+                          "  plain: {}\n",
+                          err, sizeof err),
+                     0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), 0);
+    assert_int_equal(cfg.sessions.idle.stream_after_ms, 0);
+    assert_int_equal(cfg.sessions.idle.stream_heartbeat, 16);
+    t = wg_config_template(&cfg, "dev");
+    assert_int_equal(t->idle.stream_after_ms, 30000);
+    assert_int_equal(t->idle.stream_heartbeat, 0);
+    assert_int_equal(t->idle.stream_max_ms, 3600000);
+    t = wg_config_template(&cfg, "plain");
+    assert_int_equal(t->idle.stream_after_ms, 120000);
+    assert_int_equal(t->idle.stream_heartbeat, 16);
+    assert_int_equal(t->idle.stream_max_ms, 0);
+    wg_config_free(&cfg);
+
+    assert_int_not_equal(
+        load(&cfg, "sessions:\n  idle: {stream_heartbeat: 65537}\n", err, sizeof err), 0);
+    assert_prefix(err, NAME ":2: sessions.idle.stream_heartbeat");
+    wg_config_free(&cfg);
+}
+
+static void test_wake_on(void **state)
+{
+    struct wg_config cfg;
+    char err[WG_CONFIG_ERR_MAX];
+
+    (void)state;
+    assert_int_equal(load(&cfg,
+                          "templates:\n  dev:\n    wake_on: [navigation]\n"
+                          "  quiet:\n    wake_on: []\n  all: {}\n",
+                          err, sizeof err),
+                     0);
+    assert_int_equal(cfg.sessions.wake_on, WG_WAKE_ALL);
+    assert_int_equal(wg_config_template(&cfg, "dev")->wake_on, WG_WAKE_NAVIGATION);
+    assert_int_equal(wg_config_template(&cfg, "quiet")->wake_on, 0);
+    assert_int_equal(wg_config_template(&cfg, "all")->wake_on, WG_WAKE_ALL);
+    wg_config_free(&cfg);
+
+    assert_int_not_equal(load(&cfg, "sessions:\n  wake_on: [navigation, tabs]\n", err, sizeof err),
+                         0);
+    assert_prefix(err, NAME ":2: sessions.wake_on[1]: unknown request class \"tabs\"");
+    wg_config_free(&cfg);
+}
+
+/* waking_page: read at load (UTF-8 text, at most WG_WAKING_PAGE_MAX bytes),
+ * per template; page_after per template, 1 s by default. */
+static void test_waking_page(void **state)
+{
+    struct wg_config cfg;
+    char err[WG_CONFIG_ERR_MAX], page[256], big[256], bad[256], yaml[1024];
+    static const char html[] = "<h1>{{session}}: {{state}}</h1>\n";
+    char *large = malloc(WG_WAKING_PAGE_MAX + 2);
+
+    (void)state;
+    assert_non_null(large);
+    memset(large, 'a', WG_WAKING_PAGE_MAX + 1);
+    write_temp(page, sizeof page, html, sizeof(html) - 1);
+    write_temp(big, sizeof big, large, WG_WAKING_PAGE_MAX + 1);
+    write_temp(bad, sizeof bad, "<p>\x01</p>", 8);
+    free(large);
+
+    snprintf(yaml, sizeof yaml,
+             "templates:\n  dev:\n    waking_page: %s\n    page_after: 250ms\n  plain: {}\n", page);
+    assert_int_equal(load(&cfg, yaml, err, sizeof err), 0);
+    const struct wg_sessions_cfg *t = wg_config_template(&cfg, "dev");
+    assert_string_equal(t->waking_page_html, html);
+    assert_int_equal(t->waking_page_len, sizeof(html) - 1);
+    assert_int_equal(t->page_after_ms, 250);
+    t = wg_config_template(&cfg, "plain");
+    assert_null(t->waking_page_html);
+    assert_int_equal(t->page_after_ms, 1000);
+    assert_null(cfg.sessions.waking_page_html);
+    wg_config_free(&cfg);
+
+    snprintf(yaml, sizeof yaml, "sessions:\n  waking_page: %s\n", big);
+    assert_int_not_equal(load(&cfg, yaml, err, sizeof err), 0);
+    assert_prefix(err, NAME ":2: sessions.waking_page: ");
+    assert_non_null(strstr(err, "is larger than 65536 bytes"));
+    wg_config_free(&cfg);
+    snprintf(yaml, sizeof yaml, "sessions:\n  waking_page: %s\n", bad);
+    assert_int_not_equal(load(&cfg, yaml, err, sizeof err), 0);
+    assert_non_null(strstr(err, "is not UTF-8 text"));
+    wg_config_free(&cfg);
+    assert_int_not_equal(
+        load(&cfg, "templates:\n  x:\n    waking_page: /nonexistent/page.html\n", err, sizeof err),
+        0);
+    assert_prefix(err, NAME ":3: templates.x.waking_page: cannot read /nonexistent/page.html");
+    wg_config_free(&cfg);
+    unlink(page);
+    unlink(big);
+    unlink(bad);
+}
+
 static void test_templates(void **state)
 {
     struct wg_config cfg;
@@ -2029,6 +2136,9 @@ int main(void)
         cmocka_unit_test(test_example_file),
         cmocka_unit_test(test_sandbox),
         cmocka_unit_test(test_templates),
+        cmocka_unit_test(test_idle_stream_keys),
+        cmocka_unit_test(test_wake_on),
+        cmocka_unit_test(test_waking_page),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

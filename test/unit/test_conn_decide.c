@@ -110,6 +110,52 @@ static void test_classify_no_lists(void **state)
     assert_int_equal(conn_classify(&cfg, &ps.msg), RC_NAVIGATE);
 }
 
+static const struct {
+    const char *name;
+    const char *head;
+    unsigned want;
+} wake_rows[] = {
+    {"WebSocket upgrade", "GET /ws HTTP/1.1\r\nHost: a\r\n" WS_FIELDS "\r\n", WG_WAKE_WEBSOCKET},
+    {"WebSocket with its fetch metadata",
+     "GET /ws HTTP/1.1\r\nHost: a\r\n" WS_FIELDS "Sec-Fetch-Mode: websocket\r\n"
+     "Sec-Fetch-Dest: websocket\r\n\r\n",
+     WG_WAKE_WEBSOCKET},
+    {"navigation", "GET / HTTP/1.1\r\nHost: a\r\nSec-Fetch-Mode: navigate\r\n\r\n",
+     WG_WAKE_NAVIGATION},
+    {"an iframe, as older browsers say it",
+     "GET / HTTP/1.1\r\nHost: a\r\nSec-Fetch-Mode: nested-navigate\r\n\r\n", WG_WAKE_NAVIGATION},
+    {"fetch() from a page",
+     "GET /api HTTP/1.1\r\nHost: a\r\nSec-Fetch-Mode: cors\r\nSec-Fetch-Dest: empty\r\n"
+     "Accept: text/html\r\n\r\n",
+     WG_WAKE_API},
+    {"a script the page loads",
+     "GET /app.js HTTP/1.1\r\nHost: a\r\nSec-Fetch-Mode: no-cors\r\nSec-Fetch-Dest: "
+     "script\r\n\r\n",
+     WG_WAKE_API},
+    {"Sec-Fetch-Dest document without the mode",
+     "GET / HTTP/1.1\r\nHost: a\r\nSec-Fetch-Dest: document\r\n\r\n", WG_WAKE_NAVIGATION},
+    {"Sec-Fetch-Dest image without the mode",
+     "GET / HTTP/1.1\r\nHost: a\r\nSec-Fetch-Dest: image\r\nAccept: text/html\r\n\r\n",
+     WG_WAKE_API},
+    {"no metadata: a GET accepting html",
+     "GET / HTTP/1.1\r\nHost: a\r\nAccept: text/html,*/*\r\n\r\n", WG_WAKE_NAVIGATION},
+    {"no metadata: curl", "GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n", WG_WAKE_API},
+    {"no metadata: a POST", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", WG_WAKE_API},
+};
+
+static void test_wake_class(void **state)
+{
+    (void)state;
+    struct wg_test_http ps;
+
+    for (size_t i = 0; i < sizeof(wake_rows) / sizeof(wake_rows[0]); i++) {
+        parse(&ps, wake_rows[i].head);
+        unsigned got = conn_wake_class(&ps.msg);
+        if (got != wake_rows[i].want)
+            fail_msg("%s: got %u, want %u", wake_rows[i].name, got, wake_rows[i].want);
+    }
+}
+
 /* ---- session decision ------------------------------------------------------------------ */
 
 #define COOLDOWN WG_SESSION_CACHE_FAILED_COOLDOWN_MS
@@ -183,21 +229,21 @@ static const struct decide_row decide_rows[] = {
     /* failed */
     ROW("failed while held", FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_FAILED, RC_HOLD, false, true, 0),
         SA_ERROR, 504, NULL, false, false, false),
-    ROW("failed while held, navigation",
+    ROW("failed while held, navigation: the page that says why",
         FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_FAILED, RC_NAVIGATE, false, true, COOLDOWN * 2),
-        SA_ERROR, 504, NULL, false, false, false),
+        SA_PAGE, 503, "failed", false, false, false),
     ROW("failed moments ago",
         FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_FAILED, RC_HOLD, false, false, COOLDOWN - 1),
         SA_ERROR, 503, NULL, false, false, false),
-    ROW("failed moments ago, navigation",
-        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_FAILED, RC_NAVIGATE, false, false, 0), SA_ERROR, 503,
-        NULL, false, false, false),
+    ROW("failed moments ago, navigation: the page that says why",
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_FAILED, RC_NAVIGATE, false, false, 0), SA_PAGE, 503,
+        "failed", false, false, false),
     ROW("failed long ago: wake and hold",
         FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_FAILED, RC_HOLD, false, false, COOLDOWN), SA_HOLD, 0,
         NULL, true, false, false),
     ROW("failed long ago, navigation: wake and page",
         FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_FAILED, RC_NAVIGATE, false, false, COOLDOWN), SA_PAGE,
-        0, "failed", true, false, false),
+        503, "failed", true, false, false),
     /* asleep, paused, creating: wake, then hold or the page */
     ROW("asleep: wake and hold",
         FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_ASLEEP, RC_HOLD, false, false, 0), SA_HOLD, 0, NULL,
@@ -206,22 +252,22 @@ static const struct decide_row decide_rows[] = {
         FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_ASLEEP, RC_HOLD, false, true, 0), SA_HOLD, 0, NULL,
         true, false, false),
     ROW("asleep, navigation: wake and page",
-        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_ASLEEP, RC_NAVIGATE, false, false, 0), SA_PAGE, 0,
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_ASLEEP, RC_NAVIGATE, false, false, 0), SA_PAGE, 503,
         "asleep", true, false, false),
     ROW("paused: wake and hold",
         FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_PAUSED, RC_HOLD, false, false, 0), SA_HOLD, 0, NULL,
         true, false, false),
     ROW("paused, navigation: wake and page",
-        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_PAUSED, RC_NAVIGATE, false, false, 0), SA_PAGE, 0,
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_PAUSED, RC_NAVIGATE, false, false, 0), SA_PAGE, 503,
         "paused", true, false, false),
     ROW("creating, navigation: wake and page",
-        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_CREATING, RC_NAVIGATE, false, false, 0), SA_PAGE, 0,
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_CREATING, RC_NAVIGATE, false, false, 0), SA_PAGE, 503,
         "creating", true, false, false),
     /* starting: no second wake */
     ROW("starting: hold", FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_STARTING, RC_HOLD, false, false, 0),
         SA_HOLD, 0, NULL, false, false, false),
     ROW("starting, navigation: page",
-        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_STARTING, RC_NAVIGATE, false, false, 0), SA_PAGE, 0,
+        FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_STARTING, RC_NAVIGATE, false, false, 0), SA_PAGE, 503,
         "starting", false, false, false),
     /* going to sleep: wake (cancels or repeats the sleep), everything held */
     ROW("draining: wake and hold",
@@ -240,6 +286,124 @@ static const struct decide_row decide_rows[] = {
         FACTS(WG_SESS_NOT_RUNNING, WG_SESSION_STOPPING, RC_HOLD, false, false, 0), SA_HOLD, 0, NULL,
         true, false, false),
 };
+
+/* The template's wake_on leaves the request's class out. */
+#define NO_WAKE(st, sta, cls)                                                                      \
+    {                                                                                              \
+        .status = (st), .state = (sta), .req_class = (cls), .no_wake = true,                       \
+        .failed_for_ms = COOLDOWN                                                                  \
+    }
+
+static const struct decide_row no_wake_rows[] = {
+    {"asleep, a reconnect that may not wake: the state",
+     NO_WAKE(WG_SESS_NOT_RUNNING, WG_SESSION_ASLEEP, RC_HOLD), SA_STATUS, 503, "asleep", false,
+     false, true},
+    {"asleep, a navigation that may not wake: the state, no page",
+     NO_WAKE(WG_SESS_NOT_RUNNING, WG_SESSION_ASLEEP, RC_NAVIGATE), SA_STATUS, 503, "asleep", false,
+     false, true},
+    {"paused: the state", NO_WAKE(WG_SESS_NOT_RUNNING, WG_SESSION_PAUSED, RC_HOLD), SA_STATUS, 503,
+     "paused", false, false, true},
+    {"draining: the sleep is not cancelled",
+     NO_WAKE(WG_SESS_NOT_RUNNING, WG_SESSION_DRAINING, RC_HOLD), SA_STATUS, 503, "draining", false,
+     false, true},
+    {"stopping: no wake after it", NO_WAKE(WG_SESS_NOT_RUNNING, WG_SESSION_STOPPING, RC_HOLD),
+     SA_STATUS, 503, "stopping", false, false, true},
+    {"starting: it may wait for the start under way",
+     NO_WAKE(WG_SESS_NOT_RUNNING, WG_SESSION_STARTING, RC_HOLD), SA_HOLD, 0, NULL, false, false,
+     false},
+    {"running: served", NO_WAKE(WG_SESS_READY, WG_SESSION_RUNNING, RC_HOLD), SA_PROXY, 0, NULL,
+     false, true, false},
+    {"failed moments ago: still the 503 of a failure",
+     {.status = WG_SESS_NOT_RUNNING,
+      .state = WG_SESSION_FAILED,
+      .req_class = RC_HOLD,
+      .no_wake = true,
+      .failed_for_ms = 0},
+     SA_ERROR,
+     503,
+     NULL,
+     false,
+     false,
+     false},
+};
+
+static void check_rows(const struct decide_row *rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct decide_row *r = &rows[i];
+        struct conn_session_decision d;
+        memset(&d, 0xa5, sizeof(d));
+        conn_decide_session(&r->f, &d);
+        if (d.action != r->action || d.status != r->status || d.wake != r->wake ||
+            d.activity != r->activity || d.suppressed != r->suppressed)
+            fail_msg("%s: got action=%d status=%d wake=%d activity=%d suppressed=%d", r->name,
+                     d.action, d.status, d.wake, d.activity, d.suppressed);
+        if (r->state != NULL && (d.state == NULL || strcmp(d.state, r->state) != 0))
+            fail_msg("%s: state %s, want %s", r->name, d.state ? d.state : "(null)", r->state);
+    }
+}
+
+static void test_decide_no_wake(void **state)
+{
+    (void)state;
+    check_rows(no_wake_rows, sizeof(no_wake_rows) / sizeof(no_wake_rows[0]));
+    /* Whatever the state and class, no_wake never wakes: the state, but
+     * for a start under way or a failure's own answer. */
+    for (int st = 0; st < WG_SESSION_STATE_COUNT; st++) {
+        for (int cls = RC_HOLD; cls <= RC_PROBE; cls++) {
+            struct conn_session_facts f =
+                NO_WAKE(WG_SESS_NOT_RUNNING, (enum wg_session_state)st, (enum conn_req_class)cls);
+            struct conn_session_decision d;
+            conn_decide_session(&f, &d);
+            assert_false(d.wake);
+            /* A start under way may be waited for (held, or its page). */
+            if (st != WG_SESSION_STARTING && cls != RC_PROBE && st != WG_SESSION_FAILED)
+                assert_int_equal(d.action, SA_STATUS);
+        }
+    }
+}
+
+/* With page_after, a navigation is held (the app answers a fast wake) and
+ * marked for the page later; the sleep sequence's holds stay plain. */
+static void test_decide_page_after(void **state)
+{
+    (void)state;
+    static const struct {
+        enum wg_session_state state;
+        enum conn_session_action action;
+        bool wake, page_later;
+    } rows[] = {
+        {WG_SESSION_ASLEEP, SA_HOLD, true, true},    {WG_SESSION_PAUSED, SA_HOLD, true, true},
+        {WG_SESSION_CREATING, SA_HOLD, true, true},  {WG_SESSION_STARTING, SA_HOLD, false, true},
+        {WG_SESSION_DRAINING, SA_HOLD, true, false}, {WG_SESSION_STOPPING, SA_HOLD, true, false},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        struct conn_session_facts f = {.status = WG_SESS_NOT_RUNNING,
+                                       .state = rows[i].state,
+                                       .req_class = RC_NAVIGATE,
+                                       .failed_for_ms = COOLDOWN,
+                                       .page_after = true};
+        struct conn_session_decision d;
+        conn_decide_session(&f, &d);
+        assert_int_equal(d.action, rows[i].action);
+        assert_int_equal(d.wake, rows[i].wake);
+        assert_int_equal(d.page_later, rows[i].page_later);
+    }
+    /* Other classes are never marked; a failure's page comes at once. */
+    struct conn_session_facts f = {.status = WG_SESS_NOT_RUNNING,
+                                   .state = WG_SESSION_ASLEEP,
+                                   .req_class = RC_HOLD,
+                                   .page_after = true};
+    struct conn_session_decision d;
+    conn_decide_session(&f, &d);
+    assert_false(d.page_later);
+    f.state = WG_SESSION_FAILED;
+    f.req_class = RC_NAVIGATE;
+    f.failed_for_ms = 0;
+    conn_decide_session(&f, &d);
+    assert_int_equal(d.action, SA_PAGE);
+    assert_int_equal(d.status, 503);
+}
 
 static void test_decide_session(void **state)
 {
@@ -341,9 +505,13 @@ static void test_decide_invariants(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_classify),           cmocka_unit_test(test_classify_no_lists),
-        cmocka_unit_test(test_decide_session),     cmocka_unit_test(test_decide_invariants),
-        cmocka_unit_test(test_decide_unconfirmed), cmocka_unit_test(test_recheck_at),
+        cmocka_unit_test(test_classify),          cmocka_unit_test(test_classify_no_lists),
+        cmocka_unit_test(test_decide_session),    cmocka_unit_test(test_decide_invariants),
+        cmocka_unit_test(test_wake_class),        cmocka_unit_test(test_decide_no_wake),
+        cmocka_unit_test(test_decide_page_after), cmocka_unit_test(test_classify),
+        cmocka_unit_test(test_classify_no_lists), cmocka_unit_test(test_decide_session),
+        cmocka_unit_test(test_decide_invariants), cmocka_unit_test(test_decide_unconfirmed),
+        cmocka_unit_test(test_recheck_at),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

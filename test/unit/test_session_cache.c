@@ -357,6 +357,115 @@ static void test_failure_keeps_marks(void **state)
 
 /* Freed with a batch in flight and marks pending: nothing leaks (ASan), the
  * late reply finds no cache, the loop closes. */
+/* A stream whose activity ended (quiet) is written once, then not; resumed
+ * it is written on every flush again. */
+static void test_stream_resume(void **state)
+{
+    struct fx *fx = *state;
+    struct wg_sess_view v;
+    const struct wg_session_cache_stats *st = wg_session_cache_stats(fx->s);
+
+    make_running(fx, "ws");
+    ready(fx, "ws", &v);
+    struct wg_sess_entry *h = wg_session_cache_activity_begin(fx->s, &v);
+    struct wg_sess_entry *e = h;
+    wg_session_cache_activity_end(fx->s, &h);
+    wg_test_run_for(&fx->loop, INTERVAL_MS * 3 / 2);
+    int64_t quiet = score(fx, "ws");
+    wg_test_run_for(&fx->loop, INTERVAL_MS * 2);
+    assert_int_equal(score(fx, "ws"), quiet);
+    h = wg_session_cache_activity_resume(fx->s, e);
+    assert_ptr_equal(h, e);
+    assert_int_equal(st->activity_open, 1);
+    wg_test_run_for(&fx->loop, INTERVAL_MS * 3 / 2);
+    int64_t again = score(fx, "ws");
+    assert_true(again > quiet);
+    wg_test_run_for(&fx->loop, INTERVAL_MS * 3 / 2);
+    assert_true(score(fx, "ws") > again);
+    wg_session_cache_activity_end(fx->s, &h);
+    assert_int_equal(st->activity_open, 0);
+    close_all(fx);
+}
+
+struct left {
+    struct wg_sess_stream st;
+    struct fx *fx;
+    struct left *other; /* removed from inside the callback, when set */
+    int calls;
+};
+
+static void on_left(struct wg_sess_stream *st)
+{
+    struct left *l = wg_container_of(st, struct left, st);
+    l->calls++;
+    assert_null(st->entry);
+    if (l->other != NULL)
+        wg_session_cache_stream_remove(l->fx->s, &l->other->st);
+}
+
+static void move_to(struct fx *fx, const char *id, enum wg_session_state to, const char *error)
+{
+    struct wg_session_update u = {0};
+    struct got g = {0};
+    if (error != NULL) {
+        u.set = WG_SF_ERROR;
+        u.error = error;
+    }
+    assert_int_equal(wg_store_transition(fx->st, id, WG_SESSION_ANY, to, &u, NULL, got_cb, &g), 0);
+    assert_true(wg_test_run_until(&fx->loop, &g.calls, 1, 3000));
+    assert_int_equal(g.status, 0);
+    wg_test_run_for(&fx->loop, 50); /* the state message */
+}
+
+/* Streams are told once when their session leaves running, draining and
+ * saving; one may remove another from its callback; a failed session's
+ * error is read for the waking page. */
+static void test_streams_left(void **state)
+{
+    struct fx *fx = *state;
+    struct wg_sess_view v;
+    const struct wg_session_cache_stats *st = wg_session_cache_stats(fx->s);
+    struct left a = {.fx = fx, .st.left = on_left}, b = {.fx = fx, .st.left = on_left},
+                c = {.fx = fx, .st.left = on_left}, gone = {.fx = fx, .st.left = on_left};
+
+    make_running(fx, "s1");
+    ready(fx, "s1", &v);
+    wg_session_cache_stream_add(fx->s, v.entry, &a.st);
+    wg_session_cache_stream_add(fx->s, v.entry, &b.st);
+    wg_session_cache_stream_add(fx->s, v.entry, &c.st);
+    wg_session_cache_stream_add(fx->s, v.entry, &gone.st);
+    wg_session_cache_stream_add(fx->s, NULL, &gone.st); /* no entry: nothing */
+    assert_int_equal(st->streams_open, 4);
+    wg_session_cache_stream_remove(fx->s, &gone.st);
+    wg_session_cache_stream_remove(fx->s, &gone.st); /* idempotent */
+    assert_int_equal(st->streams_open, 3);
+    a.other = &b; /* a's callback ends b before b is told */
+
+    move_to(fx, "s1", WG_SESSION_DRAINING, NULL);
+    move_to(fx, "s1", WG_SESSION_SAVING, NULL);
+    assert_int_equal(a.calls + b.calls + c.calls, 0);
+    move_to(fx, "s1", WG_SESSION_STOPPING, NULL);
+    assert_int_equal(a.calls, 1);
+    assert_int_equal(b.calls, 0);
+    assert_int_equal(c.calls, 1);
+    assert_int_equal(gone.calls, 0);
+    assert_int_equal(st->streams_open, 0);
+    assert_int_equal(st->streams_ended, 2);
+    wg_session_cache_stream_remove(fx->s, &a.st); /* after the notice: nothing */
+
+    /* Failed: the error is read (messages carry none). */
+    move_to(fx, "s1", WG_SESSION_FAILED, "not ready: <boom>");
+    for (int i = 0; i < 100; i++) {
+        wg_session_cache_lookup(fx->s, "s1", 0, &v);
+        if (v.error != NULL)
+            break;
+        wg_test_run_for(&fx->loop, 10);
+    }
+    assert_int_equal(v.status, WG_SESS_NOT_RUNNING);
+    assert_string_equal(v.error, "not ready: <boom>");
+    close_all(fx);
+}
+
 static void test_free_in_flight(void **state)
 {
     struct fx *fx = *state;
@@ -504,6 +613,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_open_exchange, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failure_keeps_marks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_in_flight, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_resume, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_streams_left, setup, teardown),
         cmocka_unit_test_setup_teardown(test_entry_tied_to_container, setup, teardown),
         cmocka_unit_test_setup_teardown(test_silent_channel, setup, teardown),
     };
