@@ -236,6 +236,23 @@ static void on_fail_logs(int status, const struct wg_docker_reply *r, void *arg)
     publish_failed(w, r->output ? r->output : "", r->output_len);
 }
 
+/* A wake that ends (failed, or given up on an unreachable engine): off the
+ * start queue, no probe, no timers, phase failing. False when it already
+ * ended. */
+static bool wake_end_work(struct orch_wake *w)
+{
+    if (w->t.finished || w->t.phase == PH_FAILING)
+        return false;
+    if (orch_task_dequeue(&w->t))
+        w->t.o->queued--;
+    wg_probe_stop(w->probe);
+    w->probe = NULL;
+    uv_timer_stop(&w->t.timer);
+    uv_timer_stop(&w->deadline);
+    w->t.phase = PH_FAILING;
+    return true;
+}
+
 void wake_fail(struct orch_wake *w, const char *outcome, const char *reason, int exit_code,
                const char *fmt, ...)
 {
@@ -244,15 +261,8 @@ void wake_fail(struct orch_wake *w, const char *outcome, const char *reason, int
     va_list ap;
     int rc;
 
-    if (w->t.finished || w->t.phase == PH_FAILING)
+    if (!wake_end_work(w))
         return;
-    if (orch_task_dequeue(&w->t))
-        o->queued--;
-    wg_probe_stop(w->probe);
-    w->probe = NULL;
-    uv_timer_stop(&w->t.timer);
-    uv_timer_stop(&w->deadline);
-    w->t.phase = PH_FAILING;
     w->fail_outcome = outcome;
     w->fail_exit = exit_code;
     snprintf(w->fail_reason, sizeof(w->fail_reason), "%s", reason);
@@ -301,15 +311,8 @@ void wake_engine_give_up(struct orch_wake *w)
     char *detail = NULL;
     json_t *d;
 
-    if (w->t.finished || w->t.phase == PH_FAILING)
+    if (!wake_end_work(w))
         return;
-    if (orch_task_dequeue(&w->t))
-        o->queued--;
-    wg_probe_stop(w->probe);
-    w->probe = NULL;
-    uv_timer_stop(&w->t.timer);
-    uv_timer_stop(&w->deadline);
-    w->t.phase = PH_FAILING;
     o->st.wakes_unreachable++;
     snprintf(raw, sizeof(raw), "Docker engine unreachable (docker %s): %s", w->engine_call,
              w->engine_error);
