@@ -246,6 +246,7 @@ struct orch_sleep {
     bool now;            /* now=1: drain, save, stop; activity and requests do not call it off */
     int64_t idle_cutoff; /* the last_active the decision saw: later activity cancels */
     bool from_paused;    /* the container was unpaused for the save */
+    bool stop_graced;    /* the proxies had their moment before the stop */
     bool shutdown_rollback;
     bool rollback_done;    /* the shutdown's move back to running is written */
     uint64_t save_started; /* uv_hrtime() */

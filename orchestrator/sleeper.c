@@ -46,6 +46,11 @@
 #include "orchestrator/orch_int.h"
 
 #define SLEEP_STOP_TIMEOUT_S 10
+/* From the stopping message to the stop: the proxies close the session's
+ * streams on that message (WebSocket close 1001 "going away"), which the
+ * tab should get before the app's own end of the socket. Pub/sub takes
+ * well under a millisecond. */
+#define SLEEP_STOP_GRACE_MS 50
 /* The exec call's bound beyond the in-container timeout. */
 #define SAVE_EXEC_SLACK_MS ((WG_ORCH_SAVE_KILL_AFTER_S + 5) * 1000)
 #define SAVE_EVENT_OUTPUT_MAX 1024 /* bytes of hook output in an event */
@@ -301,14 +306,30 @@ static void on_thawed_for_stop(int status, const struct wg_docker_reply *r, void
     sleep_docker_final(s);
 }
 
+static void stop_grace_cb(uv_timer_t *h)
+{
+    struct orch_sleep *s = h->data;
+
+    if (s->t.finished || s->t.o->closing)
+        return;
+    sleep_docker_final(s);
+}
+
 static void sleep_docker_final(struct orch_sleep *s)
 {
     struct wg_orch *o = s->t.o;
     int rc = 0;
+    enum wg_orch_sleep_call call =
+        wg_orch_sleep_call(s->tier, s->t.rec.state, s->from_paused, s->container[0] != '\0');
 
+    if (call == WG_ORCH_CALL_STOP && !s->stop_graced && !o->closing) {
+        s->stop_graced = true;
+        uv_timer_start(&s->t.timer, stop_grace_cb, SLEEP_STOP_GRACE_MS, 0);
+        return;
+    }
     s->t.phase = PH_WORK;
     orch_task_call(&s->t);
-    switch (wg_orch_sleep_call(s->tier, s->t.rec.state, s->from_paused, s->container[0] != '\0')) {
+    switch (call) {
     case WG_ORCH_CALL_NONE:
         on_final_docker(0, NULL, s); /* nothing to stop: only the record moves */
         return;

@@ -120,8 +120,10 @@ def test_save_and_stop_now_with_an_open_websocket(stack, tmp_path):
     assert head != before and body["last_save"]["ok"] is True, body
     assert body["last_save"]["commit"] == head, (body["last_save"], head)
     assert not stack.dockerd.inspect(rec["container_id"])["State"]["Running"]
-    # The client's stream ended with the session.
+    # The client's stream ended with the session: "going away", from the
+    # gateway, before the app's own end of the socket.
     assert sock.closed.wait(10), "the WebSocket is still open"
+    assert sock.close_code == 1001, (sock.close_code, sock.error)
     # In order: drained, saved, stopped, with the command's detail.
     tail = stack.transitions(sid)[-4:]
     assert tail == [("running", "draining"), ("draining", "saving"), ("saving", "stopping"),
