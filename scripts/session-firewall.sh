@@ -25,8 +25,8 @@
 #             3 status: not applied.
 # Run it as root on each Docker host, after dockerd has started (Docker
 # makes DOCKER-USER). The rules are IPv4: session networks are IPv4 only.
-# They do not survive a reboot by themselves: run `apply` from a unit
-# ordered after docker.service.
+# deploy/systemd/wakegate-session-firewall.service applies them after the
+# engine starts and at each engine restart.
 set -eu
 
 IN=WAKEGATE-SESSIONS-IN

@@ -44,6 +44,9 @@ SYSTEMD_ANALYZE = "/usr/bin/systemd-analyze"
 DOCKER_CLI = "/usr/bin/docker"
 DEMO_TAG = "wakegate-demo:latest"
 INSTALLED_BIN = "/usr/local/bin/wakegate"
+FIREWALL_UNIT = "wakegate-session-firewall.service"
+INSTALLED_FIREWALL = "/usr/local/lib/wakegate/session-firewall.sh"
+REPO_FIREWALL = DEPLOY.parent / "scripts" / "session-firewall.sh"
 
 # Each service must carry these exactly.
 HARDENING = {
@@ -160,10 +163,13 @@ def test_units_pass_systemd_analyze_verify(e2e_tmp):
     assert binary.is_file(), binary
     d = tempfile.mkdtemp(prefix="units-", dir=e2e_tmp)
     # verify checks that ExecStart's program exists: point it at the build.
-    names = list(SERVICES) + ["wakegate.target"]
+    names = list(SERVICES) + ["wakegate.target", FIREWALL_UNIT]
     for name in names:
         text = (UNITS / name).read_text()
-        if name.endswith(".service"):
+        if name == FIREWALL_UNIT:
+            assert ("ExecStart=%s apply " % INSTALLED_FIREWALL) in text, name
+            text = text.replace(INSTALLED_FIREWALL, str(REPO_FIREWALL))
+        elif name.endswith(".service"):
             assert ("ExecStart=%s " % INSTALLED_BIN) in text, name
             text = text.replace(INSTALLED_BIN, str(binary))
         with open(os.path.join(d, name), "w") as f:
