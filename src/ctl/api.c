@@ -67,7 +67,7 @@ int ctl_api_call(struct ctl *c, struct ctl_http *hc, const char *path, long tota
 }
 
 /* The answer as JSON of the expected type; prints why not. */
-static json_t *api_json(struct ctl_http *hc, bool array)
+json_t *ctl_api_json(struct ctl_http *hc, bool array)
 {
     json_error_t jerr;
     json_t *j = json_loadb(wg_buf_head(&hc->body), wg_buf_size(&hc->body), 0, &jerr);
@@ -80,9 +80,12 @@ static json_t *api_json(struct ctl_http *hc, bool array)
     return j;
 }
 
-static void print_raw(struct ctl_http *hc)
+void ctl_print_raw(struct ctl_http *hc)
 {
     fwrite(wg_buf_head(&hc->body), 1, wg_buf_size(&hc->body), stdout);
+    if (wg_buf_size(&hc->body) > 0 &&
+        hc->body.data[hc->body.off + wg_buf_size(&hc->body) - 1] != '\n')
+        putchar('\n');
 }
 
 int ctl_cmd_ls(struct ctl *c, const char *unused)
@@ -96,11 +99,11 @@ int ctl_cmd_ls(struct ctl *c, const char *unused)
     if (rc != WG_CTL_OK)
         goto out;
     if (c->o.json) {
-        print_raw(&hc);
+        ctl_print_raw(&hc);
         goto out;
     }
     rc = WG_CTL_FAILED;
-    j = api_json(&hc, true);
+    j = ctl_api_json(&hc, true);
     if (j == NULL || ctl_print_sessions(j) < 0)
         goto out;
     rc = WG_CTL_OK;
@@ -123,10 +126,10 @@ int ctl_cmd_show(struct ctl *c, const char *id)
     if (rc != WG_CTL_OK)
         goto out;
     if (c->o.json) {
-        print_raw(&hc);
+        ctl_print_raw(&hc);
         goto out;
     }
-    j = api_json(&hc, false);
+    j = ctl_api_json(&hc, false);
     if (j == NULL) {
         rc = WG_CTL_FAILED;
         goto out;
@@ -205,10 +208,10 @@ static int run_command(struct ctl *c, const char *method, const char *op, const 
     if (rc != WG_CTL_OK)
         goto out;
     if (c->o.json) {
-        print_raw(&hc);
+        ctl_print_raw(&hc);
         goto out;
     }
-    j = api_json(&hc, false);
+    j = ctl_api_json(&hc, false);
     if (j == NULL) {
         rc = WG_CTL_FAILED;
         goto out;

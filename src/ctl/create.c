@@ -162,26 +162,6 @@ static long wake_wait_ms(const struct ctl *c)
     return (long)(ms > 3600000 ? 3600000 : ms) + WAIT_MARGIN_MS;
 }
 
-static void print_raw_line(struct ctl_http *hc)
-{
-    fwrite(wg_buf_head(&hc->body), 1, wg_buf_size(&hc->body), stdout);
-    if (wg_buf_size(&hc->body) > 0 &&
-        hc->body.data[hc->body.off + wg_buf_size(&hc->body) - 1] != '\n')
-        putchar('\n');
-}
-
-static json_t *answer_object(struct ctl_http *hc)
-{
-    json_t *j = json_loadb(wg_buf_head(&hc->body), wg_buf_size(&hc->body), 0, NULL);
-    if (!json_is_object(j)) {
-        fprintf(stderr, PROG ": %s %s: unexpected answer (not a JSON object)\n", hc->method,
-                hc->url);
-        json_decref(j);
-        return NULL;
-    }
-    return j;
-}
-
 /* create --wait: wake it and wait until it runs. */
 static int create_wake(struct ctl *c, const char *id)
 {
@@ -194,9 +174,9 @@ static int create_wake(struct ctl *c, const char *id)
     snprintf(path, sizeof(path), "/v1/sessions/%s/wake?wait=1", id);
     rc = ctl_api_call(c, &hc, path, wake_wait_ms(c));
     if (rc == WG_CTL_OK && c->o.json) {
-        print_raw_line(&hc);
+        ctl_print_raw(&hc);
     } else if (rc == WG_CTL_OK) {
-        j = answer_object(&hc);
+        j = ctl_api_json(&hc, false);
         if (j == NULL)
             rc = WG_CTL_FAILED;
         else
@@ -228,7 +208,7 @@ int ctl_cmd_create(struct ctl *c, const char *id)
      * what was asked for is not what the session is, so say so. */
     if (hc.status == 200) {
         if (c->o.json)
-            print_raw_line(&hc);
+            ctl_print_raw(&hc);
         fprintf(stderr,
                 PROG ": create %s: the session exists; nothing changed (wake it, or rm it "
                      "first)\n",
@@ -241,10 +221,10 @@ int ctl_cmd_create(struct ctl *c, const char *id)
         goto out;
     }
     if (c->o.json) {
-        print_raw_line(&hc);
+        ctl_print_raw(&hc);
         goto out;
     }
-    j = answer_object(&hc);
+    j = ctl_api_json(&hc, false);
     if (j == NULL) {
         rc = WG_CTL_FAILED;
         goto out;
@@ -282,10 +262,10 @@ int ctl_cmd_keepalive(struct ctl *c, const char *id)
     if (rc != WG_CTL_OK)
         goto out;
     if (c->o.json) {
-        print_raw_line(&hc);
+        ctl_print_raw(&hc);
         goto out;
     }
-    j = answer_object(&hc);
+    j = ctl_api_json(&hc, false);
     if (j == NULL) {
         rc = WG_CTL_FAILED;
         goto out;
@@ -316,7 +296,7 @@ int ctl_api_record(struct ctl *c, const char *id, json_t **ret)
     snprintf(path, sizeof(path), "/v1/sessions/%s", id);
     rc = ctl_api_call(c, &hc, path, CALL_TIMEOUT_MS);
     if (rc == WG_CTL_OK) {
-        *ret = answer_object(&hc);
+        *ret = ctl_api_json(&hc, false);
         if (*ret == NULL)
             rc = WG_CTL_FAILED;
     }
@@ -457,16 +437,7 @@ void ctl_show_more(struct ctl *c, const json_t *rec)
     } else {
         printf("%-13s the container's last lines, in its failure event of %s\n", "log tail",
                ctl_fmt_time(f.at, false, t, sizeof(t)));
-        for (const char *p = f.logs; *p;) {
-            const char *nl = strchr(p, '\n');
-            size_t len = nl ? (size_t)(nl - p) : strlen(p);
-            char *one = strndup(p, len);
-            fputs("    | ", stdout);
-            ctl_put_clean(stdout, one ? one : "", false);
-            putchar('\n');
-            free(one);
-            p += len + (nl ? 1 : 0);
-        }
+        ctl_print_quoted(f.logs);
     }
     free(f.logs);
 }

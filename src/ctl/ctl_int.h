@@ -160,6 +160,9 @@ char *ctl_fmt_time(int64_t ms, bool with_ms, char *out, size_t outlen);
 /* Text from a session or a peer, made safe for a terminal: control bytes
  * (but newline and tab where allowed) become '?'. */
 void ctl_put_clean(FILE *f, const char *s, bool keep_newlines);
+/* Prints text on stdout line by line, each as "    | line" (cleaned):
+ * an output tail read as a quote. */
+void ctl_print_quoted(const char *text);
 void ctl_clean_copy(char *dst, size_t dstlen, const char *src);
 /* snprintf for messages, where a cut is acceptable (and not worth a
  * warning at every call). */
@@ -230,6 +233,11 @@ int ctl_api_report(struct ctl *c, struct ctl_http *hc);
 /* One call to the admin API. Returns WG_CTL_OK with a 2xx answer in hc, or
  * an exit code after printing the error. hc is the caller's to release. */
 int ctl_api_call(struct ctl *c, struct ctl_http *hc, const char *path, long total_ms);
+/* An API answer as JSON of the expected type (array or object); NULL after
+ * saying why on stderr. */
+json_t *ctl_api_json(struct ctl_http *hc, bool array);
+/* --json: the API's answer as it came, ending in a newline. */
+void ctl_print_raw(struct ctl_http *hc);
 
 /* ---- doctor.c and doctor_probe.c ---- */
 

@@ -66,6 +66,21 @@ char *ctl_fmt_time(int64_t ms, bool with_ms, char *out, size_t outlen)
     return out;
 }
 
+void ctl_print_quoted(const char *text)
+{
+    /* Line by line, each prefixed, so the tail reads as a quote. */
+    for (const char *p = text; *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        char *one = strndup(p, len);
+        fputs("    | ", stdout);
+        ctl_put_clean(stdout, one ? one : "", false);
+        putchar('\n');
+        free(one);
+        p += len + (nl ? 1 : 0);
+    }
+}
+
 void ctl_put_clean(FILE *f, const char *s, bool keep_newlines)
 {
     for (; s != NULL && *s; s++) {
@@ -211,17 +226,7 @@ static void show_save(const json_t *save, int64_t now)
     if (output == NULL || output[0] == '\0')
         return;
     printf("  output\n");
-    /* Line by line, each prefixed, so the tail reads as a quote. */
-    for (const char *p = output; *p;) {
-        const char *nl = strchr(p, '\n');
-        size_t len = nl ? (size_t)(nl - p) : strlen(p);
-        char *one = strndup(p, len);
-        fputs("    | ", stdout);
-        ctl_put_clean(stdout, one ? one : "", false);
-        putchar('\n');
-        free(one);
-        p += len + (nl ? 1 : 0);
-    }
+    ctl_print_quoted(output);
 }
 
 void ctl_print_record(const json_t *rec)
