@@ -14,9 +14,6 @@
 #include "src/ctl/ctl_int.h"
 #include "common/http_head.h"
 
-#define CALL_TIMEOUT_MS 30000L /* one admin API call without ?wait */
-#define WAIT_MARGIN_MS 30000L  /* beyond the server's own wait deadline */
-
 void ctl_api_error_text(struct ctl_http *hc, char *out, size_t outlen)
 {
     json_t *j = json_loads(ctl_http_body(hc), 0, NULL);

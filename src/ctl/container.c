@@ -28,7 +28,6 @@
 #define DK_CALL_MS 10000L         /* one engine call that is not a stream */
 #define DK_STALL_MS 30000         /* logs without -f: no byte for this long is a failure */
 #define LINE_MAX_JSON (64u << 10) /* --json: a longer line is cut into several objects */
-#define CALL_TIMEOUT_MS 30000L    /* one admin API call */
 
 /* The container of a session, on our engine. */
 struct target {

@@ -16,8 +16,6 @@
 #include "common/clock.h"
 #include "src/ctl/ctl_int.h"
 
-#define CALL_TIMEOUT_MS 30000L  /* one admin API call without ?wait */
-#define WAIT_MARGIN_MS 30000L   /* beyond the server's own wait deadline */
 #define FAIL_EVENT_BACK_MS 5000 /* the failure event is at about state_since */
 #define TAIL_MAX 1000000
 

@@ -232,6 +232,9 @@ void ctl_api_error_text(struct ctl_http *hc, char *out, size_t outlen);
 int ctl_api_report(struct ctl *c, struct ctl_http *hc);
 /* One call to the admin API. Returns WG_CTL_OK with a 2xx answer in hc, or
  * an exit code after printing the error. hc is the caller's to release. */
+#define CALL_TIMEOUT_MS 30000L /* one admin API call without ?wait */
+#define WAIT_MARGIN_MS 30000L  /* beyond the server's own wait deadline */
+
 int ctl_api_call(struct ctl *c, struct ctl_http *hc, const char *path, long total_ms);
 /* An API answer as JSON of the expected type (array or object); NULL after
  * saying why on stderr. */
