@@ -891,7 +891,7 @@ void wake_create_container(struct orch_wake *w)
     struct wake_spec_bufs bufs;
     struct wg_docker_spec ds = {0};
     const struct wg_sessions_cfg *t = wg_config_template(o->cfg, w->t.rec.template_name);
-    char err[256], net[80];
+    char err[256];
     int rc;
 
     /* Fail closed: a template removed by a reload gives no sandbox to
@@ -910,9 +910,9 @@ void wake_create_container(struct orch_wake *w)
         return;
     }
     wake_docker_spec(w, t, &sp, &bufs, &ds);
-    /* By id: the engine may hold two networks of the name (wake_network.c). */
-    ds.network_mode =
-        w->network_id[0] ? w->network_id : wg_config_network_name(t, net, sizeof(net));
+    /* By id: the engine may hold two networks of the name (wake_network.c),
+     * which always ran before and set it. */
+    ds.network_mode = w->network_id;
     w->t.phase = PH_DOCKER;
     orch_task_call(&w->t);
     rc = wg_docker_create(o->docker, &ds, on_wake_created, w, err, sizeof(err));
