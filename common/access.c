@@ -162,7 +162,7 @@ int wg_access_mint(struct wg_access_key *k, const char *id, int64_t expires, uin
     return n + WG_ACCESS_MAC_LEN;
 }
 
-/* Decimal without sign or leading zeros, at most 19 digits. */
+/* Decimal without sign or leading zeros, at most 18 digits (no overflow). */
 static bool parse_dec(const char *s, size_t n, int64_t *ret)
 {
     int64_t v = 0;
