@@ -2,6 +2,7 @@
 #ifndef WG_COMMON_NET_H
 #define WG_COMMON_NET_H
 
+#include <stdbool.h>
 #include <uv.h>
 
 /* Binds tcp to sa and listens. On success *ret_port (may be NULL) gets the
@@ -9,5 +10,8 @@
  * negative libuv error. */
 int wg_net_listen(uv_tcp_t *tcp, const struct sockaddr *sa, int backlog, uv_connection_cb cb,
                   int *ret_port);
+
+/* Whether a and b (IPv4 or IPv6) hold the same address, ports aside. */
+bool wg_net_same_ip(const struct sockaddr *a, const struct sockaddr *b);
 
 #endif

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/net.h"
 #include "proxy/conn_int.h"
 
 #define LINGER_MS 2000
@@ -881,19 +882,6 @@ void wg_conn_remap_routes(struct wg_proxy *px, const uint32_t *map, size_t n)
     }
 }
 
-static bool same_ip(const struct sockaddr_storage *a, const struct sockaddr *b)
-{
-    if (a->ss_family != b->sa_family)
-        return false;
-    if (b->sa_family == AF_INET)
-        return memcmp(&((const struct sockaddr_in *)a)->sin_addr,
-                      &((const struct sockaddr_in *)b)->sin_addr, sizeof(struct in_addr)) == 0;
-    if (b->sa_family == AF_INET6)
-        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
-                      &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
-    return false;
-}
-
 void wg_conn_addr_gone(struct wg_proxy *px, const struct sockaddr *ip)
 {
     struct wg_list *n = px->conns.next;
@@ -902,7 +890,7 @@ void wg_conn_addr_gone(struct wg_proxy *px, const struct sockaddr *ip)
         struct wg_conn *c = wg_container_of(n, struct wg_conn, link);
         n = n->next;
         if (c->closing || c->state != CS_CONNECTING || c->x == NULL || !c->x->is_session ||
-            !same_ip(&c->x->up_addr, ip))
+            !wg_net_same_ip((const struct sockaddr *)&c->x->up_addr, ip))
             continue;
         conn_upstream_failed(c, 502, "the session left this address", false);
     }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "common/list.h"
+#include "common/net.h"
 
 #define POOL_BUCKETS 256
 #define SWEEP_INTERVAL_MS 1000
@@ -207,17 +208,6 @@ static void sweep_closed(uv_handle_t *h)
     maybe_free_pool(pool);
 }
 
-static bool same_ip(const struct sockaddr *a, const struct sockaddr *b)
-{
-    if (a->sa_family != b->sa_family)
-        return false;
-    if (a->sa_family == AF_INET)
-        return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
-               ((const struct sockaddr_in *)b)->sin_addr.s_addr;
-    return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
-                  &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
-}
-
 /* Closes b's idle connections, oldest first: all of them, or (all false)
  * those idle for keepalive_idle. An emptied b stays until a sweep frees it. */
 static void bucket_close_idle(struct wg_pool *pool, struct bucket *b, bool all)
@@ -239,7 +229,7 @@ static void close_idle(struct wg_pool *pool, const struct sockaddr *ip, bool all
         struct bucket *b = pool->table[i];
         while (b != NULL) {
             struct bucket *next = b->next;
-            if (ip == NULL || same_ip((const struct sockaddr *)&b->addr, ip))
+            if (ip == NULL || wg_net_same_ip((const struct sockaddr *)&b->addr, ip))
                 bucket_close_idle(pool, b, all);
             b = next;
         }
@@ -372,8 +362,8 @@ static bool ip_proven(struct wg_pool *pool, const struct sockaddr *addr, const c
     struct bucket *b = pool->table[bucket_hash(addr, owner)];
     while (b != NULL) {
         struct bucket *next = b->next;
-        if (same_ip((const struct sockaddr *)&b->addr, addr) && strcmp(b->owner, owner) == 0 &&
-            bucket_alive(b) != NULL)
+        if (wg_net_same_ip((const struct sockaddr *)&b->addr, addr) &&
+            strcmp(b->owner, owner) == 0 && bucket_alive(b) != NULL)
             return true;
         b = next;
     }
@@ -458,13 +448,13 @@ void wg_pool_release(struct wg_pool *pool, struct wg_upconn *uc, bool reusable)
         upconn_close(uc);
         return;
     }
-    const struct sockaddr *sa = (const struct sockaddr *)&uc->addr;
-    struct bucket *b = bucket_find(pool, sa, uc->owner, false);
+    /* One lookup: closing the bucket's oldest leaves the bucket in place
+     * (only a sweep frees an empty one). */
+    struct bucket *b = bucket_find(pool, (const struct sockaddr *)&uc->addr, uc->owner, true);
     if (b != NULL && b->nidle >= pool->cfg->keepalive_max) {
         /* Full: the oldest gives way to the newest. */
         upconn_close(wg_container_of(b->idle.prev, struct wg_upconn, idle_link));
     }
-    b = bucket_find(pool, sa, uc->owner, true);
     wg_upconn_read(uc, true);
     if (b == NULL || !uc->reading) {
         if (b != NULL)
