@@ -428,6 +428,12 @@ int wg_config_parse_duration(const char *s, uint64_t *ret_ms);
 const char *wg_config_network_name(const struct wg_sessions_cfg *t, char *buf, size_t len);
 /* The template called name ("default": cfg->sessions), or NULL. */
 const struct wg_sessions_cfg *wg_config_template(const struct wg_config *cfg, const char *name);
+/* The template called name, or the sessions: block when no such template
+ * is configured (a reload removed it, or no record told it yet): for the
+ * settings that have a safe default. The sandbox of a wake never falls
+ * back (wg_config_template). */
+const struct wg_sessions_cfg *wg_config_template_or_default(const struct wg_config *cfg,
+                                                            const char *name);
 /* Whether the sessions: block or a template says access: public. */
 bool wg_config_any_public_template(const struct wg_config *cfg);
 

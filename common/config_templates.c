@@ -273,6 +273,14 @@ int config_check_template_access(struct walk *w, yaml_node_t *map, struct wg_ses
     return 0;
 }
 
+const struct wg_sessions_cfg *wg_config_template_or_default(const struct wg_config *cfg,
+                                                            const char *name)
+{
+    const struct wg_sessions_cfg *t = wg_config_template(cfg, name);
+
+    return t != NULL ? t : &cfg->sessions;
+}
+
 bool wg_config_any_public_template(const struct wg_config *cfg)
 {
     if (cfg->sessions.access_public)

@@ -114,6 +114,11 @@ out:
     return rc;
 }
 
+bool wg_docker_is_local(const struct wg_docker *d)
+{
+    return d != NULL && d->h.is_unix;
+}
+
 const char *wg_docker_api_version(const struct wg_docker *d)
 {
     return d && d->neg == NEG_DONE ? d->version : NULL;

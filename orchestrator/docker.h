@@ -270,6 +270,10 @@ void wg_docker_free(struct wg_docker *d);
 /* The negotiated version ("1.41"), or NULL before negotiation. */
 const char *wg_docker_api_version(const struct wg_docker *d);
 
+/* Whether the engine is reached over a unix socket: on this host, so its
+ * containers' cgroup and /proc files are ours to read. */
+bool wg_docker_is_local(const struct wg_docker *d);
+
 /* A container id (12-64 lowercase hex) or name ([A-Za-z0-9][A-Za-z0-9_.-]*,
  * up to WG_DOCKER_REF_MAX bytes): what may go into a path. */
 bool wg_docker_ref_valid(const char *ref);

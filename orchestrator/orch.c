@@ -84,9 +84,7 @@ static void make_token(struct wg_orch *o)
 
 const struct wg_sessions_cfg *orch_template(const struct wg_orch *o, const struct wg_session *rec)
 {
-    const struct wg_sessions_cfg *t = wg_config_template(o->cfg, rec->template_name);
-
-    return t != NULL ? t : &o->cfg->sessions;
+    return wg_config_template_or_default(o->cfg, rec->template_name);
 }
 
 /* ---- marks: kills and OOMs seen before a die ----------------------------------------------- */
@@ -651,7 +649,7 @@ int wg_orch_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log
     dopts.tls_skip_verify = !cfg->docker_tls.verify;
     if ((rc = make_clients(o, &dopts, err, errlen)) < 0)
         goto fail;
-    if ((rc = reaper_cpu_new(o, dopts.host)) < 0) {
+    if ((rc = reaper_cpu_new(o)) < 0) {
         snprintf(err, errlen, "cannot set up the CPU sampler: %s", strerror(-rc));
         goto fail;
     }

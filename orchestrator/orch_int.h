@@ -541,7 +541,7 @@ void reaper_save_result(struct wg_orch *o, const char *id, bool ok);
 void reaper_free(struct wg_orch *o);
 /* The CPU sampler of this host's running containers (cpu_watch.h): made
  * with the Docker client, started and stopped with the reaper. */
-int reaper_cpu_new(struct wg_orch *o, const char *docker_host);
+int reaper_cpu_new(struct wg_orch *o);
 
 /* ---- reconcile.c, reconcile_events.c -------------------------------------------------------- */
 

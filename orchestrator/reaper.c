@@ -180,10 +180,9 @@ void reaper_stop(struct wg_orch *o)
 static uint64_t cpu_threshold(const char *tmpl, void *arg)
 {
     const struct wg_orch *o = arg;
-    const struct wg_sessions_cfg *t = wg_config_template(o->cfg, tmpl);
 
     /* A template a reload removed: the sessions: block's rule. */
-    return (t ? t : &o->cfg->sessions)->idle.cpu_threshold_nano;
+    return wg_config_template_or_default(o->cfg, tmpl)->idle.cpu_threshold_nano;
 }
 
 static void on_cpu_touch(const struct wg_store_res *res, void *arg)
@@ -230,18 +229,17 @@ static void cpu_active(const struct wg_cpu_active *v, size_t n, void *arg)
 static const char *busy_file(const char *tmpl, void *arg)
 {
     const struct wg_orch *o = arg;
-    const struct wg_sessions_cfg *t = wg_config_template(o->cfg, tmpl);
 
-    return (t ? t : &o->cfg->sessions)->idle.busy_file;
+    return wg_config_template_or_default(o->cfg, tmpl)->idle.busy_file;
 }
 
-int reaper_cpu_new(struct wg_orch *o, const char *docker_host)
+int reaper_cpu_new(struct wg_orch *o)
 {
     const struct wg_idle_cfg *idle = &o->cfg->sessions.idle;
     struct wg_cpu_watch_opts co = {
         .interval_ms = idle->cpu_interval_ms,
         .stats_concurrency = idle->cpu_stats_concurrency,
-        .local = idle->cpu_cgroup_files && docker_host && strncmp(docker_host, "unix://", 7) == 0,
+        .local = idle->cpu_cgroup_files && wg_docker_is_local(o->docker),
         .threshold = cpu_threshold,
         .busy_file = busy_file,
         .active = cpu_active,

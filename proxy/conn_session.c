@@ -122,7 +122,7 @@ static void send_session_status(struct wg_conn *c, int status, const char *state
  * ours): the template's own page when it has one, else the built-in. */
 static void send_waking_page(struct wg_conn *c, const struct wg_sess_view *v, const char *state)
 {
-    const struct wg_sessions_cfg *t = wg_config_template(c->px->cfg, v->template_name);
+    const struct wg_sessions_cfg *t = wg_config_template_or_default(c->px->cfg, v->template_name);
     struct wg_page_facts f = {
         .id = c->x->session_id,
         .state = state,
@@ -132,8 +132,6 @@ static void send_waking_page(struct wg_conn *c, const struct wg_sess_view *v, co
     };
     static const char ctype[] = "text/html; charset=utf-8";
 
-    if (t == NULL)
-        t = &c->px->cfg->sessions;
     if (t->waking_page_html != NULL) {
         size_t n = wg_pages_render(NULL, 0, t->waking_page_html, t->waking_page_len, &f);
         char *body = malloc(n ? n : 1);
@@ -398,9 +396,7 @@ void conn_session_route(struct wg_conn *c)
         return;
     /* The record's template says which classes wake (sessions: while no
      * read told the template, or when a reload removed it). */
-    const struct wg_sessions_cfg *t = wg_config_template(px->cfg, v.template_name);
-    if (t == NULL)
-        t = &px->cfg->sessions;
+    const struct wg_sessions_cfg *t = wg_config_template_or_default(px->cfg, v.template_name);
     struct conn_session_facts f = {
         .status = v.status,
         .state = v.state,

@@ -25,13 +25,12 @@ static void stream_left(struct wg_sess_stream *st);
 void conn_stream_begin(struct wg_conn *c, const struct wg_sess_view *v)
 {
     struct exchange *x = c->x;
-    const struct wg_sessions_cfg *t = wg_config_template(c->px->cfg, v->template_name);
+    const struct wg_sessions_cfg *t;
 
     if (x->activity == NULL || x->stream_entry != NULL)
         return;
     /* A template that a reload removed: the defaults of sessions:. */
-    if (t == NULL)
-        t = &c->px->cfg->sessions;
+    t = wg_config_template_or_default(c->px->cfg, v->template_name);
     x->stream_entry = x->activity;
     x->stream_after_ms = t->idle.stream_after_ms;
     x->stream_heartbeat = t->idle.stream_heartbeat;
