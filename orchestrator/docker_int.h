@@ -267,6 +267,9 @@ const char *docker_quote(char *dst, size_t dstlen, const char *s);
 
 /* ---- docker_json.c (pure) ------------------------------------------------------------------ */
 
+/* The string member key of o, or "" (absent, not a string, o not an
+ * object). */
+const char *docker_json_str(const json_t *o, const char *key);
 /* A container id as Docker returns it: 64 lowercase hex digits. */
 bool docker_is_full_id(const char *s);
 /* A session id for the label: 1-128 bytes of [A-Za-z0-9_-]. */

@@ -70,7 +70,7 @@ bool docker_text_ok(const char *s, size_t max, bool empty_ok)
     return wg_text_ok(s, max, empty_ok, false);
 }
 
-static const char *json_str(const json_t *o, const char *key)
+const char *docker_json_str(const json_t *o, const char *key)
 {
     const char *s = json_string_value(json_object_get(o, key));
     return s ? s : "";
@@ -149,21 +149,21 @@ int docker_event_from_json(json_t *root, struct wg_docker_event *ev)
     if (!json_is_object(root))
         return -EBADMSG;
     ev->kind = WG_DOCKER_EVENT;
-    ev->type = json_str(root, "Type");
-    ev->action = json_str(root, "Action");
+    ev->type = docker_json_str(root, "Type");
+    ev->action = docker_json_str(root, "Action");
     if (!ev->action[0])
-        ev->action = json_str(root, "status"); /* the pre-1.22 field */
+        ev->action = docker_json_str(root, "status"); /* the pre-1.22 field */
     actor = json_object_get(root, "Actor");
-    ev->id = json_str(actor, "ID");
+    ev->id = docker_json_str(actor, "ID");
     if (!ev->id[0])
-        ev->id = json_str(root, "id");
+        ev->id = docker_json_str(root, "id");
     attrs = json_object_get(actor, "Attributes");
     ev->attributes = json_is_object(attrs) ? attrs : NULL;
     if (!ev->action[0] || !ev->id[0])
         return -EBADMSG;
     if (!ev->type[0])
         ev->type = "container";
-    ev->name = json_str(attrs, "name");
+    ev->name = docker_json_str(attrs, "name");
     s = json_string_value(json_object_get(attrs, WG_LABEL_SESSION));
     ev->session = s;
     ev->exit_code = -1;
@@ -204,18 +204,18 @@ static json_t *object_at(json_t *parent, const char *key)
 
 static const char *container_ip(json_t *net)
 {
-    const char *ip = json_str(net, "IPAddress");
+    const char *ip = docker_json_str(net, "IPAddress");
     json_t *nets = json_object_get(net, "Networks"), *v;
     const char *k;
 
     if (ip[0])
         return ip;
-    ip = json_str(json_object_get(nets, "bridge"), "IPAddress");
+    ip = docker_json_str(json_object_get(nets, "bridge"), "IPAddress");
     if (ip[0])
         return ip;
     json_object_foreach(nets, k, v)
     {
-        ip = json_str(v, "IPAddress");
+        ip = docker_json_str(v, "IPAddress");
         if (ip[0])
             return ip;
     }
@@ -229,18 +229,18 @@ int docker_container_from_json(json_t *root, struct wg_docker_container *c)
 
     memset(c, 0, sizeof(*c));
     state = json_object_get(root, "State");
-    c->id = json_str(root, "Id");
+    c->id = docker_json_str(root, "Id");
     if (!json_is_object(state) || !c->id[0])
         return -EBADMSG;
-    name = json_str(root, "Name");
+    name = docker_json_str(root, "Name");
     c->name = name[0] == '/' ? name + 1 : name;
     config = object_at(root, "Config");
-    c->image = json_str(config, "Image");
+    c->image = docker_json_str(config, "Image");
     c->tty = json_is_true(json_object_get(config, "Tty"));
     c->labels = object_at(config, "Labels");
     if (!c->labels)
         return -ENOMEM;
-    c->status = json_str(state, "Status");
+    c->status = docker_json_str(state, "Status");
     c->running = json_is_true(json_object_get(state, "Running"));
     c->paused = json_is_true(json_object_get(state, "Paused"));
     c->restarting = json_is_true(json_object_get(state, "Restarting"));
@@ -248,12 +248,12 @@ int docker_container_from_json(json_t *root, struct wg_docker_container *c)
     c->dead = json_is_true(json_object_get(state, "Dead"));
     c->exit_code = (int)json_integer_value(json_object_get(state, "ExitCode"));
     c->pid = (int)json_integer_value(json_object_get(state, "Pid"));
-    c->error = json_str(state, "Error");
+    c->error = docker_json_str(state, "Error");
     health = json_object_get(state, "Health");
-    c->health = json_is_object(health) ? json_str(health, "Status") : NULL;
+    c->health = json_is_object(health) ? docker_json_str(health, "Status") : NULL;
     c->ip = container_ip(json_object_get(root, "NetworkSettings"));
-    c->started_at = json_str(state, "StartedAt");
-    c->finished_at = json_str(state, "FinishedAt");
+    c->started_at = docker_json_str(state, "StartedAt");
+    c->finished_at = docker_json_str(state, "FinishedAt");
     c->started_ms = docker_rfc3339_ms(c->started_at);
     c->finished_ms = docker_rfc3339_ms(c->finished_at);
     return 0;
@@ -278,16 +278,16 @@ int docker_summaries_from_json(json_t *root, struct wg_docker_summary **ret, siz
     json_array_foreach(root, i, row)
     {
         const char *name = json_string_value(json_array_get(json_object_get(row, "Names"), 0));
-        v[i].id = json_str(row, "Id");
+        v[i].id = docker_json_str(row, "Id");
         if (!json_is_object(row) || !v[i].id[0]) {
             free(v);
             return -EBADMSG;
         }
         name = name ? name : "";
         v[i].name = name[0] == '/' ? name + 1 : name;
-        v[i].image = json_str(row, "Image");
-        v[i].state = json_str(row, "State");
-        v[i].status = json_str(row, "Status");
+        v[i].image = docker_json_str(row, "Image");
+        v[i].state = docker_json_str(row, "State");
+        v[i].status = docker_json_str(row, "Status");
         v[i].created = (int64_t)json_integer_value(json_object_get(row, "Created"));
         v[i].labels = object_at(row, "Labels");
         if (!v[i].labels) {

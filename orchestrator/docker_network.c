@@ -23,27 +23,20 @@
 #define OPT_MASQ "com.docker.network.bridge.enable_ip_masquerade"
 #define OPT_BRIDGE "com.docker.network.bridge.name"
 
-static const char *str_at(json_t *o, const char *key)
-{
-    const char *s = json_string_value(json_object_get(o, key));
-
-    return s ? s : "";
-}
-
 static int network_from_json(json_t *root, struct wg_docker_network *n)
 {
     json_t *opts = json_object_get(root, "Options");
 
     memset(n, 0, sizeof(*n));
-    n->id = str_at(root, "Id");
-    n->name = str_at(root, "Name");
+    n->id = docker_json_str(root, "Id");
+    n->name = docker_json_str(root, "Name");
     if (!json_is_object(root) || !n->id[0])
         return -EBADMSG;
-    n->driver = str_at(root, "Driver");
-    n->bridge = str_at(opts, OPT_BRIDGE);
-    n->template = str_at(json_object_get(root, "Labels"), WG_LABEL_NETWORK);
+    n->driver = docker_json_str(root, "Driver");
+    n->bridge = docker_json_str(opts, OPT_BRIDGE);
+    n->template = docker_json_str(json_object_get(root, "Labels"), WG_LABEL_NETWORK);
     n->internal = json_is_true(json_object_get(root, "Internal"));
-    n->icc = strcmp(str_at(opts, OPT_ICC), "false") != 0;
+    n->icc = strcmp(docker_json_str(opts, OPT_ICC), "false") != 0;
     return 0;
 }
 
@@ -129,7 +122,7 @@ int wg_docker_network_list(struct wg_docker *d, const char *name, wg_docker_cb *
 static void finish_network_create(struct docker_req *q, int status, struct wg_docker_reply *r)
 {
     if (status == 0) {
-        r->id = str_at(r->json, "Id");
+        r->id = docker_json_str(r->json, "Id");
         if (!r->id[0]) {
             status = -EBADMSG;
             r->message = "the answer has no network Id";
