@@ -71,6 +71,7 @@ void wg_config_free(struct wg_config *cfg)
     config_sessions_free(&cfg->sessions);
     config_free_templates(cfg->templates, cfg->templates_len);
     config_free_routes(cfg->routes, cfg->routes_len);
+    config_tls_free(&cfg->tls);
     free(cfg->access.secret_file);
     free(cfg->access.link_url);
     free(cfg->access.forward_auth.url);
@@ -207,6 +208,7 @@ int wg_config_init_defaults(struct wg_config *cfg)
     if (config_replace_str(&cfg->docker_name, host) < 0)
         goto out;
     cfg->docker_tls.verify = true;
+    cfg->tls.ticket_rotate_ms = 3600 * 1000;
     cfg->max_concurrent_starts = 8;
     r = init_sessions(cfg);
     if (r < 0)

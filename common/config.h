@@ -293,6 +293,27 @@ struct wg_access_cfg {
     size_t secret_len;
 };
 
+/* tls: one certificate and key pair of the public listener. */
+struct wg_tls_cert_cfg {
+    char *cert;              /* PEM full chain: the leaf first */
+    char *key;               /* PEM private key */
+    int cert_line, key_line; /* their lines in path, 0 if not from a file */
+};
+
+/* tls: TLS termination on the public listener (proxy/tls.h). The files are
+ * checked readable when the file is read; they are loaded (and the key
+ * matched with its certificate) by the proxy, at startup, on
+ * --check-config and on SIGHUP. */
+struct wg_tls_cfg {
+    bool enabled;                  /* tls: was given as a mapping */
+    struct wg_tls_cert_cfg *certs; /* the first is the default certificate */
+    size_t certs_len;
+    uint64_t ticket_rotate_ms;      /* 1 h: a new session ticket key this often */
+    char *hsts;                     /* Strict-Transport-Security value; NULL: none */
+    struct wg_addr redirect_listen; /* plain listener answering 308; text NULL: none */
+    int line;                       /* line of tls: in path, 0 if not from a file */
+};
+
 struct wg_config {
     char *path; /* the file read (or the name given to load_string), or NULL */
     enum wg_role role;
@@ -340,6 +361,7 @@ struct wg_config {
     size_t routes_len;
 
     struct wg_access_cfg access;
+    struct wg_tls_cfg tls;
 
     char **non_waking_paths;
     size_t non_waking_paths_len;

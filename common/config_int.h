@@ -49,6 +49,7 @@ enum kind {
     K_TEMPLATES,   /* struct wg_sessions_cfg * + size_t, from a mapping of names */
     K_CIDRS,       /* struct wg_cidr * + size_t */
     K_ROUTES,      /* struct wg_route_cfg * + size_t */
+    K_TLS_CERTS,   /* struct wg_tls_cert_cfg * + size_t */
 };
 
 struct walk;
@@ -137,6 +138,18 @@ int config_check_sessions(struct walk *w, yaml_node_t *map, void *base);
 /* Sets one scalar field of base from text s (NULL only for nullable fields).
  * On failure writes the problem, without a location, to msg. */
 int config_set_scalar(const struct field *f, void *base, const char *s, char *msg, size_t msglen);
+
+/* A regular file that can be opened for reading; else why not, in msg.
+ * Returns 0 or -EINVAL. */
+int config_check_readable(const char *path, char *msg, size_t msglen);
+
+/* ---- config_tls.c ---- */
+
+/* The keys of the tls: mapping and its check. */
+extern const struct field config_tls_fields[];
+int config_tls_check_map(struct walk *w, yaml_node_t *map, void *base);
+int config_walk_tls_certs(struct walk *w, yaml_node_t *n, const struct field *f, void *base);
+void config_tls_free(struct wg_tls_cfg *tls);
 
 /* ---- config_templates.c ---- */
 

@@ -421,8 +421,7 @@ static int check_save(struct walk *w, yaml_node_t *map, void *base)
     return 0;
 }
 
-/* A regular file that can be opened for reading; else why not, in msg. */
-static int check_readable(const char *path, char *msg, size_t msglen)
+int config_check_readable(const char *path, char *msg, size_t msglen)
 {
     struct stat st;
     int fd, r = 0;
@@ -471,7 +470,7 @@ static int check_docker_tls(struct walk *w, yaml_node_t *map, void *base)
         if (n == NULL || config_walk_null(n))
             continue;
         old = config_walk_push(w, ".%s", files[i]);
-        if (check_readable((const char *)n->data.scalar.value, msg, sizeof msg) < 0)
+        if (config_check_readable((const char *)n->data.scalar.value, msg, sizeof msg) < 0)
             r = config_walk_fail(w, n, "%s", msg);
         config_walk_pop(w, old);
     }
@@ -759,6 +758,7 @@ const struct field config_top_fields[] = {
     {.key = "templates", .kind = K_TEMPLATES, IN_CFG(templates), LEN_IN_CFG(templates_len)},
     F_LIST("routes", K_ROUTES, routes),
     {.key = "access", .kind = K_MAP, .sub = config_access_fields, .check = config_access_check_map},
+    {.key = "tls", .kind = K_MAP, .sub = config_tls_fields, .check = config_tls_check_map},
     {.key = "non_waking", .kind = K_MAP, .sub = non_waking_fields},
     F_LIST("trusted_proxies", K_CIDRS, trusted_proxies),
     {.key = "limits", .kind = K_MAP, .sub = limits_fields},

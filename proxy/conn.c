@@ -141,6 +141,7 @@ static void conn_unref(struct wg_conn *c)
     struct wg_proxy *px = c->px;
     wg_buf_release(&c->in);
     conn_exchange_put(c);
+    conn_tls_free(c);
     free(c);
     wg_proxy_conn_gone(px);
 }
@@ -277,11 +278,14 @@ static void queue_write(struct wg_conn *c, int side, uv_stream_t *s, const uv_bu
         conn_update_reading(c);
 }
 
+static void write_raw(struct wg_conn *c, int side, uv_stream_t *s, uv_buf_t *bufs, unsigned nbufs,
+                      size_t total);
+
 void conn_write(struct wg_conn *c, int side, uv_buf_t *bufs, unsigned nbufs)
 {
     uv_stream_t *s = side_stream(c, side);
     uv_buf_t iov[WRITE_IOV_MAX];
-    size_t total = 0, off = 0;
+    size_t total = 0;
 
     if (c->closing || s == NULL)
         return;
@@ -303,7 +307,35 @@ void conn_write(struct wg_conn *c, int side, uv_buf_t *bufs, unsigned nbufs)
         if (c->x != NULL)
             c->x->resp_bytes_out += total;
         c->px->stats.bytes_out += total;
+        if (c->tls != NULL) {
+            conn_tls_write(c, bufs, nbufs, total);
+            if (c->x != NULL)
+                wg_buf_reset(&c->x->held_head);
+            return;
+        }
     }
+    write_raw(c, side, s, bufs, nbufs, total);
+}
+
+void conn_write_raw(struct wg_conn *c, int side, uv_buf_t *bufs, unsigned nbufs)
+{
+    uv_stream_t *s = side_stream(c, side);
+    size_t total = 0;
+
+    if (c->closing || s == NULL)
+        return;
+    for (unsigned i = 0; i < nbufs; i++)
+        total += bufs[i].len;
+    if (total > 0)
+        write_raw(c, side, s, bufs, nbufs, total);
+}
+
+/* Straight to the socket when nothing is queued; the rest copied into a
+ * write request. */
+static void write_raw(struct wg_conn *c, int side, uv_stream_t *s, uv_buf_t *bufs, unsigned nbufs,
+                      size_t total)
+{
+    size_t off = 0;
 
     if (*side_pending(c, side) == 0) {
         int r = uv_try_write(s, bufs, nbufs);
@@ -526,6 +558,9 @@ static void deadline_passed(struct wg_conn *c, enum deadline_kind k)
     case DL_NONE:
         break;
     case DL_IDLE:
+        conn_tls_timed_out(c);
+        conn_close(c);
+        break;
     case DL_LINGER:
         conn_close(c);
         break;
@@ -606,6 +641,8 @@ static void shutdown_cb(uv_shutdown_t *req, int status)
 
 int conn_shutdown(struct wg_conn *c, uv_stream_t *s)
 {
+    if (c->tls != NULL && s == (uv_stream_t *)&c->client)
+        conn_tls_close_notify(c); /* queued before the FIN */
     struct shut *sh = malloc(sizeof(*sh));
     if (sh == NULL)
         return UV_ENOMEM;
@@ -649,8 +686,9 @@ void conn_begin_close(struct wg_conn *c)
 void conn_send_error(struct wg_conn *c, int status)
 {
     struct exchange *x = c->x;
-    char buf[512];
+    char buf[512 + 64 + 256]; /* + "Strict-Transport-Security: " + tls.hsts */
     const char *reason = wg_http_reason(status);
+    const char *hsts = c->tls != NULL ? c->px->cfg->tls.hsts : NULL;
     const char *extra = (status == 503 || status == 504) ? "Retry-After: 1\r\n"
                         : status == 405                  ? "Allow: " WG_PROXY_ALLOW "\r\n"
                                                          : "";
@@ -670,8 +708,10 @@ void conn_send_error(struct wg_conn *c, int status)
     conn_release_upstream(c, false);
     int n = snprintf(buf, sizeof(buf),
                      "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                     "Content-Length: %zu\r\nConnection: close\r\n%s\r\n%s\n",
-                     status, reason, strlen(reason) + 1, extra, reason);
+                     "Content-Length: %zu\r\nConnection: close\r\n%s%s%s%s\r\n%s\n",
+                     status, reason, strlen(reason) + 1, extra,
+                     hsts ? "Strict-Transport-Security: " : "", hsts ? hsts : "",
+                     hsts ? "\r\n" : "", reason);
     x->status = status;
     x->resp_head_sent = true;
     if (c->state == CS_HEAD && !x->req_start_ms)
@@ -706,9 +746,11 @@ static void client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     bool to_up = c->state == CS_TUNNEL || (c->state == CS_PROXY && !c->x->req.complete);
     buf->base = c->px->readbuf;
     buf->len = to_up ? conn_read_room(c, SIDE_UP) : sizeof(c->px->readbuf);
+    if (c->tls != NULL)
+        buf->len = conn_tls_read_size(c, to_up, buf->len);
 }
 
-static void client_eof(struct wg_conn *c)
+void conn_client_eof(struct wg_conn *c)
 {
     c->client_eof = true;
     switch (c->state) {
@@ -756,28 +798,35 @@ static void client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     }
     if (n < 0) {
         if (n == UV_EOF)
-            client_eof(c);
+            conn_client_eof(c);
         else
             conn_close(c);
         return;
     }
     c->last_client_read_ms = conn_now_ms(c);
-    c->px->stats.bytes_in += (uint64_t)n;
+    if (c->tls != NULL)
+        conn_tls_read(c, buf->base, (size_t)n);
+    else
+        conn_client_bytes(c, buf->base, (size_t)n);
+}
 
+void conn_client_bytes(struct wg_conn *c, const char *data, size_t n)
+{
+    c->px->stats.bytes_in += (uint64_t)n; /* plaintext, as bytes_out */
     if (wg_buf_size(&c->in) == 0) {
         c->in_process = true;
-        size_t used = conn_request_process(c, buf->base, (size_t)n);
+        size_t used = conn_request_process(c, data, n);
         c->in_process = false;
-        if (c->closing || used == (size_t)n)
+        if (c->closing || used == n)
             return;
-        if (wg_buf_append(&c->in, buf->base + used, (size_t)n - used) < 0) {
+        if (wg_buf_append(&c->in, data + used, n - used) < 0) {
             conn_send_error(c, 431);
             return;
         }
         conn_update_reading(c);
         return;
     }
-    if (wg_buf_append(&c->in, buf->base, (size_t)n) < 0) {
+    if (wg_buf_append(&c->in, data, n) < 0) {
         conn_send_error(c, 431);
         return;
     }
@@ -855,6 +904,10 @@ void wg_conn_accept(struct wg_proxy *px)
     c->state = CS_HEAD;
     c->idle_since = conn_now_ms(c);
     c->draining = px->shutting_down;
+    if (px->tls != NULL && conn_tls_start(c) < 0) {
+        conn_close(c);
+        return;
+    }
     conn_update_reading(c);
     conn_arm(c);
 }

@@ -85,12 +85,14 @@ static bool cookie_credential(struct wg_conn *c, int64_t now_s, unsigned *tries)
     return false;
 }
 
-/* https as the client sees it: only a trusted proxy's X-Forwarded-Proto
- * says so (wakegate's own listener is plain HTTP). */
+/* https as the client sees it: our own TLS listener, or a trusted proxy's
+ * X-Forwarded-Proto. */
 static bool client_https(struct wg_conn *c)
 {
     const struct wg_http_field *f;
 
+    if (c->tls != NULL)
+        return true;
     if (!c->peer_trusted || (f = wg_http_find(&c->x->req, "x-forwarded-proto")) == NULL)
         return false;
     return f->value_len == 5 && strncasecmp(f->value, "https", 5) == 0;

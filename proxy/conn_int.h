@@ -221,6 +221,7 @@ struct wg_conn {
     bool in_process;        /* guards conn_request_process against re-entry */
     bool peer_trusted;
     bool client_shut_sent;
+    struct wg_conn_tls *tls; /* NULL on a plain listener (conn_tls.c) */
     unsigned requests;
     uint64_t up_gen;       /* changes with every upstream borrowed or given back */
     size_t client_pending; /* bytes queued to the client */
@@ -286,6 +287,33 @@ void conn_begin_close(struct wg_conn *c);
 void conn_send_error(struct wg_conn *c, int status);
 /* Processes bytes kept in c->in after a state change made them usable. */
 void conn_drain_inbuf(struct wg_conn *c);
+/* Client bytes as read (plaintext: conn_tls.c hands its decrypted ones). */
+void conn_client_bytes(struct wg_conn *c, const char *data, size_t n);
+/* The client ended its side (FIN, or a TLS close_notify). */
+void conn_client_eof(struct wg_conn *c);
+/* Writes bytes to a side's socket as they are: conn_write() without the
+ * held head, the counters or TLS (conn_tls.c writes its records here). */
+void conn_write_raw(struct wg_conn *c, int side, uv_buf_t *bufs, unsigned nbufs);
+
+/* ---- conn_tls.c: the TLS record layer (c->tls set) ---- */
+
+struct wg_conn_tls;
+/* At accept: an SSL on memory BIOs. Returns 0 or UV_ENOMEM. */
+int conn_tls_start(struct wg_conn *c);
+/* With the connection's memory. NULL-safe (c->tls). */
+void conn_tls_free(struct wg_conn *c);
+/* Ciphertext read: the handshake, then plaintext to conn_client_bytes(). */
+void conn_tls_read(struct wg_conn *c, const char *data, size_t n);
+/* The size of the next ciphertext read, from the plaintext room len. */
+size_t conn_tls_read_size(const struct wg_conn *c, bool to_up, size_t len);
+/* Encrypts bufs (total bytes) and writes the records. */
+void conn_tls_write(struct wg_conn *c, const uv_buf_t *bufs, unsigned nbufs, size_t total);
+/* close_notify, written before the FIN. */
+void conn_tls_close_notify(struct wg_conn *c);
+/* Whether the handshake is not done yet (false on a plain connection). */
+bool conn_tls_handshaking(const struct wg_conn *c);
+/* The idle deadline passed: counted as a handshake timeout if it was one. */
+void conn_tls_timed_out(struct wg_conn *c);
 
 /* ---- conn_request.c ---- */
 

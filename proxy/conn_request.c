@@ -282,6 +282,7 @@ static bool rebuild_request(struct wg_conn *c, const struct wg_route_match *m)
         .default_host = m->route->has_upstream ? m->route->upstream_text : x->session_id,
         /* Our credentials are for us, never for the session's app. */
         .strip_access = x->is_session,
+        .https = c->tls != NULL,
     };
     /* "/prefix" stripped from "/prefix" or "/prefix?q" leaves no path. */
     if (m->strip_len > 0 && (target_len == 0 || target[0] != '/'))

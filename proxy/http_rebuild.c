@@ -194,7 +194,8 @@ static int append_forwarded(struct wg_buf *out, const struct wg_http_msg *req,
     if (xfp != NULL)
         r = append_field(out, "X-Forwarded-Proto", 17, xfp->value, xfp->value_len);
     else
-        r = APPEND_LIT(out, "X-Forwarded-Proto: http\r\n");
+        r = o->https ? APPEND_LIT(out, "X-Forwarded-Proto: https\r\n")
+                     : APPEND_LIT(out, "X-Forwarded-Proto: http\r\n");
 out:
     return r;
 }
@@ -261,11 +262,14 @@ int wg_http_response_rebuild(const struct wg_http_msg *resp, const struct wg_htt
 
     for (size_t i = 0; i < resp->fields_len; i++) {
         const struct wg_http_field *f = &resp->fields[i];
-        if (wg_http_field_is_hop(resp, f))
+        if (wg_http_field_is_hop(resp, f) || (o->hsts && NAME_IS(f, "strict-transport-security")))
             continue;
         if ((r = append_field(out, f->name, f->name_len, f->value, f->value_len)) < 0)
             goto out;
     }
+    if (o->hsts != NULL && resp->status >= 200 &&
+        (r = append_field(out, "Strict-Transport-Security", 25, o->hsts, strlen(o->hsts))) < 0)
+        goto out;
     if ((r = append_framing(out, o->framing, o->content_length)) < 0)
         goto out;
     if (o->upgrade) {

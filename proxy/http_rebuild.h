@@ -34,6 +34,7 @@ struct wg_http_request_out {
      * parameter, the X-Wakegate-Token field and the wg_token cookies (the
      * Cookie field is rebuilt without them, and dropped when empty). */
     bool strip_access;
+    bool https; /* the client came over TLS: X-Forwarded-Proto https unless a trusted peer said */
 };
 
 /* Writes the canonical upstream request head: "METHOD target HTTP/1.1",
@@ -55,6 +56,9 @@ struct wg_http_response_out {
     uint64_t content_length;
     bool keep_alive; /* else Connection: close */
     bool upgrade;    /* a 101 to relay with Connection/Upgrade */
+    /* Strict-Transport-Security value (tls.hsts) replacing the upstream's;
+     * NULL: the upstream's fields pass as they are. */
+    const char *hsts;
 };
 
 /* Writes the client response head: "HTTP/1.1 status reason", end-to-end

@@ -9,6 +9,7 @@
 
 #include "common/hist.h"
 #include "proxy/proxy.h"
+#include "proxy/tls.h"
 
 /* The counters and gauges of connections, requests, responses, upstreams
  * and bytes. */
@@ -181,6 +182,41 @@ static void forward_auth_metrics(const struct wg_proxy *px, struct wg_buf *out)
                    f->requests, f->cache_hits, f->failures, f->joined, f->cached);
 }
 
+/* Only with tls:. */
+static void tls_metrics(const struct wg_proxy *px, struct wg_buf *out)
+{
+    struct wg_tls *t = wg_proxy_tls(px);
+    if (t == NULL)
+        return;
+    const struct wg_tls_stats *s = wg_tls_stats(t);
+    wg_buf_appendf(out,
+                   "# HELP wakegate_tls_handshakes_total TLS handshakes on the public listener, "
+                   "by result (timeout: limits.head_timeout passed first).\n"
+                   "# TYPE wakegate_tls_handshakes_total counter\n"
+                   "wakegate_tls_handshakes_total{result=\"ok\"} %" PRIu64 "\n"
+                   "wakegate_tls_handshakes_total{result=\"failed\"} %" PRIu64 "\n"
+                   "wakegate_tls_handshakes_total{result=\"timeout\"} %" PRIu64 "\n"
+                   "# HELP wakegate_tls_protocol_total TLS handshakes done, by protocol version.\n"
+                   "# TYPE wakegate_tls_protocol_total counter\n"
+                   "wakegate_tls_protocol_total{version=\"TLSv1.2\"} %" PRIu64 "\n"
+                   "wakegate_tls_protocol_total{version=\"TLSv1.3\"} %" PRIu64 "\n"
+                   "# HELP wakegate_tls_resumptions_total TLS handshakes that resumed a session "
+                   "from a ticket.\n"
+                   "# TYPE wakegate_tls_resumptions_total counter\n"
+                   "wakegate_tls_resumptions_total %" PRIu64 "\n"
+                   "# HELP wakegate_tls_certificate_reloads_total Certificate reloads on SIGHUP, "
+                   "by result (failed: the current certificates stay).\n"
+                   "# TYPE wakegate_tls_certificate_reloads_total counter\n"
+                   "wakegate_tls_certificate_reloads_total{result=\"ok\"} %" PRIu64 "\n"
+                   "wakegate_tls_certificate_reloads_total{result=\"failed\"} %" PRIu64 "\n"
+                   "# HELP wakegate_tls_certificates Certificates loaded now.\n"
+                   "# TYPE wakegate_tls_certificates gauge\n"
+                   "wakegate_tls_certificates %" PRIu64 "\n",
+                   s->handshakes[WG_TLS_HS_OK], s->handshakes[WG_TLS_HS_FAILED],
+                   s->handshakes[WG_TLS_HS_TIMEOUT], s->tls12, s->tls13, s->resumptions,
+                   s->reloads_ok, s->reloads_failed, s->certificates);
+}
+
 void wg_proxy_metrics_write(const struct wg_proxy *px, struct wg_buf *out)
 {
     const struct wg_proxy_stats *s = wg_proxy_stats(px);
@@ -191,6 +227,7 @@ void wg_proxy_metrics_write(const struct wg_proxy *px, struct wg_buf *out)
     unconfirmed_metrics(s, out);
     access_metrics(s, out);
     forward_auth_metrics(px, out);
+    tls_metrics(px, out);
 }
 
 bool wg_proxy_ready(const struct wg_proxy *px, char *why, size_t whylen)

@@ -110,6 +110,13 @@ size_t wg_proxy_upstream_idle(const struct wg_proxy *px);
 /* Whether the public listener is bound and accepting. */
 int wg_proxy_listening(const struct wg_proxy *px);
 
+struct wg_tls;
+/* TLS on the public listener (proxy/tls.h): connections accepted from now
+ * on speak TLS. Takes ownership; call before wg_proxy_listen(). */
+void wg_proxy_set_tls(struct wg_proxy *px, struct wg_tls *tls);
+/* The listener's TLS state (for reloads and metrics), NULL: plain HTTP. */
+struct wg_tls *wg_proxy_tls(const struct wg_proxy *px);
+
 /* Closes every handle; the proxy frees itself once they are closed, so run
  * the loop afterwards. NULL-safe. */
 void wg_proxy_free(struct wg_proxy *px);

@@ -9,6 +9,7 @@
 #include "proxy/forward_auth.h"
 #include "proxy/server.h"
 #include "proxy/session_cache.h"
+#include "proxy/tls.h"
 
 static void maybe_finish(struct wg_proxy *px);
 
@@ -196,6 +197,7 @@ static void maybe_finish(struct wg_proxy *px)
         wg_conn_free_cache(px);
         wg_access_key_free(px->access_key);
         wg_fauth_free(px->fauth);
+        wg_tls_free(px->tls);
         free(px->route_rows);
         wg_router_free(px->router);
         free(px->fields);
@@ -268,6 +270,17 @@ const struct wg_proxy_stats *wg_proxy_stats(const struct wg_proxy *px)
 size_t wg_proxy_upstream_idle(const struct wg_proxy *px)
 {
     return px->pool != NULL ? wg_pool_idle_count(px->pool) : 0;
+}
+
+void wg_proxy_set_tls(struct wg_proxy *px, struct wg_tls *tls)
+{
+    wg_tls_free(px->tls);
+    px->tls = tls;
+}
+
+struct wg_tls *wg_proxy_tls(const struct wg_proxy *px)
+{
+    return px->tls;
 }
 
 int wg_proxy_listening(const struct wg_proxy *px)

@@ -37,6 +37,7 @@ struct wg_proxy {
      * routes; NULL without one (a private route then refuses everyone). */
     struct wg_access_key *access_key;
     struct wg_fauth *fauth; /* access.forward_auth, NULL without it */
+    struct wg_tls *tls;     /* tls: of the public listener, NULL: plain HTTP */
 
     uv_tcp_t listener;
     bool listening;

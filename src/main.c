@@ -18,6 +18,7 @@
 #include "orchestrator/orch.h"
 #include "proxy/proxy.h"
 #include "proxy/route.h"
+#include "proxy/tls.h"
 #include "src/app.h"
 #include "src/ctl/ctl.h"
 #include "src/redis_child.h"
@@ -52,7 +53,8 @@ static void usage(FILE *out)
             "WAKEGATE_ADMIN_TOKEN, WAKEGATE_LISTEN, WAKEGATE_ADMIN_LISTEN, WAKEGATE_LOG_LEVEL.\n"
             "Precedence: defaults < file < environment < flags.\n"
             "\n"
-            "Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP reloads the routes.\n"
+            "Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP reloads the routes, templates and\n"
+            "certificates.\n"
             "Exit codes: 0 ok, 1 runtime failure, 2 usage, 3 configuration, 4 cannot listen.\n");
 }
 
@@ -142,6 +144,34 @@ static void swap_templates(struct wg_config *cur, struct wg_config *fresh)
     fresh->templates_len = n;
 }
 
+/* SIGHUP, tls: the certificates only (the listener, tickets, hsts and the
+ * redirect listener stay as started). A certificate that fails to load
+ * keeps the current ones; connections keep the certificate they have. */
+static void reload_certificates(struct app *app, const struct wg_config *fresh)
+{
+    struct wg_tls *tls = app->px != NULL ? wg_proxy_tls(app->px) : NULL;
+    char err[WG_CONFIG_ERR_MAX];
+
+    if (tls == NULL) {
+        if (fresh != NULL && fresh->tls.enabled)
+            WG_WARN(&app->log, "main", "tls: added to the file, turning TLS on needs a restart",
+                    "%s", "");
+        return;
+    }
+    if (fresh == NULL) {
+        wg_tls_stats(tls)->reloads_failed++;
+        WG_ERROR(&app->log, "main", "certificate reload failed, keeping the current certificates",
+                 "error=\"%s\"", "the configuration did not load");
+        return;
+    }
+    if (wg_tls_reload(tls, fresh, err, sizeof(err)) < 0) {
+        WG_ERROR(&app->log, "main", "certificate reload failed, keeping the current certificates",
+                 "error=\"%s\"", err);
+        return;
+    }
+    WG_INFO(&app->log, "main", "certificates reloaded", "certificates=%zu", fresh->tls.certs_len);
+}
+
 /* SIGHUP: the routes and the templates: entries change; a bad file leaves
  * everything as it was. The templates are swapped in place in app->cfg,
  * which the API and the orchestrator read on each use (they keep no
@@ -158,8 +188,10 @@ static void on_hup(uv_signal_t *s, int signum)
     if (wg_config_load(&fresh, &app->flags, err, sizeof(err)) < 0) {
         WG_ERROR(&app->log, "main", "reload failed, keeping the current routes", "error=\"%s\"",
                  err);
+        reload_certificates(app, NULL);
         goto out;
     }
+    reload_certificates(app, &fresh);
     if (wg_router_new(fresh.routes, fresh.routes_len, &router, err, sizeof(err)) < 0) {
         WG_ERROR(&app->log, "main", "reload failed, keeping the current routes", "error=\"%s\"",
                  err);
@@ -207,6 +239,11 @@ static void print_summary(const struct wg_config *cfg, const char *redis_server)
         printf("  redis         %s\n",
                cfg->redis_url ? cfg->redis_url : "none (redis.private.enabled is false)");
     printf("  docker.host   %s\n", cfg->docker_host ? cfg->docker_host : "-");
+    if (cfg->tls.enabled)
+        printf("  tls           %zu certificate%s, default %s%s%s\n", cfg->tls.certs_len,
+               cfg->tls.certs_len == 1 ? "" : "s", cfg->tls.certs[0].cert,
+               cfg->tls.redirect_listen.text ? ", redirect from " : "",
+               cfg->tls.redirect_listen.text ? cfg->tls.redirect_listen.text : "");
     printf("  routes        %zu\n", cfg->routes_len);
     for (size_t i = 0; i < cfg->routes_len; i++) {
         const struct wg_route_cfg *r = &cfg->routes[i];
@@ -272,10 +309,12 @@ static int parse_flags(struct app *app, int argc, char **argv, bool *ret_check_o
     return -1;
 }
 
-/* Loads and checks the configuration and builds the router from it.
- * Returns 0 with *ret_router set, or EXIT_CONFIG after saying why (the
- * configuration is then released). */
-static int load_config(struct app *app, struct wg_router **ret_router)
+/* Loads and checks the configuration and builds the router from it, and
+ * the certificates of tls: (loaded with OpenSSL here, so --check-config
+ * checks them too). Returns 0 with *ret_router and *ret_tls (NULL without
+ * tls:) set, or EXIT_CONFIG after saying why (the configuration is then
+ * released). */
+static int load_config(struct app *app, struct wg_router **ret_router, struct wg_tls **ret_tls)
 {
     char err[WG_CONFIG_ERR_MAX];
 
@@ -288,6 +327,15 @@ static int load_config(struct app *app, struct wg_router **ret_router)
     if (wg_router_new(app->cfg.routes, app->cfg.routes_len, ret_router, err, sizeof(err)) < 0) {
         fprintf(stderr, "wakegate: configuration error: %s%s%s\n",
                 app->cfg.path ? app->cfg.path : "", app->cfg.path ? ": " : "", err);
+        free_config(app);
+        return EXIT_CONFIG;
+    }
+    *ret_tls = NULL;
+    if (app->cfg.tls.enabled && app_has_proxy(app) &&
+        wg_tls_new(&app->cfg, ret_tls, err, sizeof(err)) < 0) {
+        fprintf(stderr, "wakegate: configuration error: %s\n", err);
+        wg_router_free(*ret_router);
+        *ret_router = NULL;
         free_config(app);
         return EXIT_CONFIG;
     }
@@ -376,6 +424,7 @@ int main(int argc, char **argv)
 {
     struct app app;
     struct wg_router *router = NULL;
+    struct wg_tls *tls = NULL;
     bool check_only = false;
     int port = 0, admin_port = 0;
     int rc, r;
@@ -386,11 +435,12 @@ int main(int argc, char **argv)
     rc = parse_flags(&app, argc, argv, &check_only);
     if (rc >= 0)
         return rc;
-    rc = load_config(&app, &router);
+    rc = load_config(&app, &router, &tls);
     if (rc != 0)
         return rc;
     if (check_only) {
         print_summary(&app.cfg, app.redis_server);
+        wg_tls_free(tls);
         wg_router_free(router);
         free_config(&app);
         return EXIT_OK;
@@ -406,6 +456,7 @@ int main(int argc, char **argv)
     r = uv_loop_init(&app.loop);
     if (r < 0) {
         fprintf(stderr, "wakegate: event loop: %s\n", uv_strerror(r));
+        wg_tls_free(tls);
         wg_router_free(router);
         free_config(&app);
         return EXIT_RUNTIME;
@@ -415,9 +466,11 @@ int main(int argc, char **argv)
         r = wg_proxy_new(&app.loop, &app.cfg, &app.log, router, &app.px);
         if (r < 0) {
             WG_ERROR(&app.log, "main", "cannot create the proxy", "error=%s", uv_strerror(r));
+            wg_tls_free(tls);
             wg_router_free(router);
             goto out_loop;
         }
+        wg_proxy_set_tls(app.px, tls);
     } else {
         wg_router_free(router);
     }
@@ -430,6 +483,11 @@ int main(int argc, char **argv)
             "version=%s listen=%s port=%d admin_listen=%s admin_port=%d routes=%zu config=%s",
             WG_VERSION, app.cfg.listen.text, port, app.cfg.admin_listen.text, admin_port,
             app.cfg.routes_len, app.cfg.path ? app.cfg.path : "-");
+    if (app.cfg.tls.enabled && app.px != NULL)
+        WG_INFO(&app.log, "main", "tls on the public listener",
+                "certificates=%zu ticket_rotate_ms=%" PRIu64 " hsts=%d redirect_listen=%s",
+                app.cfg.tls.certs_len, app.cfg.tls.ticket_rotate_ms, app.cfg.tls.hsts != NULL,
+                app.cfg.tls.redirect_listen.text ? app.cfg.tls.redirect_listen.text : "-");
 
     uv_run(&app.loop, UV_RUN_DEFAULT);
     rc = EXIT_OK;
