@@ -10,6 +10,7 @@
 #include "proxy/server.h"
 #include "proxy/session_cache.h"
 #include "proxy/tls.h"
+#include "proxy/tls_redirect.h"
 
 static void maybe_finish(struct wg_proxy *px);
 
@@ -99,11 +100,27 @@ static void on_connection(uv_stream_t *server, int status)
 
 int wg_proxy_listen(struct wg_proxy *px, int *ret_port)
 {
-    int r = wg_net_listen(&px->listener, (const struct sockaddr *)&px->cfg->listen.sa, 4096,
-                          on_connection, ret_port);
-    if (r == 0)
-        px->listening = true;
-    return r;
+    const struct wg_config *cfg = px->cfg;
+    int port = 0;
+    int r = wg_net_listen(&px->listener, (const struct sockaddr *)&cfg->listen.sa, 4096,
+                          on_connection, &port);
+    if (r < 0)
+        return r;
+    px->listening = true;
+    if (ret_port != NULL)
+        *ret_port = port;
+    if (px->tls != NULL && cfg->tls.redirect_listen.text != NULL) {
+        int rport = 0;
+        r = wg_redirect_start(px->loop, cfg, px->log, port, &px->redirect, &rport);
+        if (r < 0) {
+            WG_ERROR(px->log, "proxy", "cannot listen", "tls.redirect_listen=%s error=\"%s\"",
+                     cfg->tls.redirect_listen.text, uv_strerror(r));
+            return r;
+        }
+        WG_INFO(px->log, "proxy", "redirecting plain HTTP to https", "redirect_listen=%s port=%d",
+                cfg->tls.redirect_listen.text, rport);
+    }
+    return 0;
 }
 
 /* The old row of the route labelled like routes[i] of the new table, or 0
@@ -216,6 +233,8 @@ static void stop_listening(struct wg_proxy *px)
     if (!px->listening)
         return;
     px->listening = false;
+    wg_redirect_free(px->redirect);
+    px->redirect = NULL;
     uv_read_stop((uv_stream_t *)&px->listener);
     /* Closing the socket makes new connects fail fast instead of queueing. */
     uv_close((uv_handle_t *)&px->listener, handle_closed);

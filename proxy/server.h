@@ -36,8 +36,9 @@ struct wg_proxy {
     /* access.secret_file's key, for the credentials of private session
      * routes; NULL without one (a private route then refuses everyone). */
     struct wg_access_key *access_key;
-    struct wg_fauth *fauth; /* access.forward_auth, NULL without it */
-    struct wg_tls *tls;     /* tls: of the public listener, NULL: plain HTTP */
+    struct wg_fauth *fauth;       /* access.forward_auth, NULL without it */
+    struct wg_tls *tls;           /* tls: of the public listener, NULL: plain HTTP */
+    struct wg_redirect *redirect; /* tls.redirect_listen, NULL without it */
 
     uv_tcp_t listener;
     bool listening;

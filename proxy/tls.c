@@ -267,8 +267,16 @@ static int load_pair(struct wg_tls *t, const struct wg_config *cfg, size_t i, st
     ERR_clear_error();
     if (SSL_CTX_use_certificate_chain_file(ctx, c->cert) != 1)
         return load_fail(cfg, i, false, "cannot load the certificate chain (PEM)", err, errlen);
-    if (SSL_CTX_use_PrivateKey_file(ctx, c->key, SSL_FILETYPE_PEM) != 1)
-        return load_fail(cfg, i, true, "cannot load the private key (PEM)", err, errlen);
+    if (SSL_CTX_use_PrivateKey_file(ctx, c->key, SSL_FILETYPE_PEM) != 1) {
+        unsigned long e = ERR_peek_last_error();
+        /* OpenSSL checks the pair as it loads the key. */
+        bool mismatch =
+            ERR_GET_LIB(e) == ERR_LIB_X509 && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH;
+        return load_fail(cfg, i, true,
+                         mismatch ? "the key does not match the certificate"
+                                  : "cannot load the private key (PEM)",
+                         err, errlen);
+    }
     if (SSL_CTX_check_private_key(ctx) != 1)
         return load_fail(cfg, i, true, "the key does not match the certificate", err, errlen);
     if (add_names(set, ctx, (unsigned)i) < 0)
