@@ -208,8 +208,12 @@ static int set_duration(const struct field *f, void *dst, const char *s, char *m
 
     if (wg_config_parse_duration(s, &v) < 0)
         return wg_errf(msg, msglen, "invalid duration \"%s\" (use 250ms, 30s, 20m or 1h)", s);
-    if (v < f->min)
+    if (v < f->min && f->min <= 1)
         return wg_errf(msg, msglen, "must be more than 0");
+    if (v < f->min) {
+        fmt_duration(f->min, max, sizeof max);
+        return wg_errf(msg, msglen, "%s is shorter than the minimum of %s", s, max);
+    }
     if (v > f->max) {
         fmt_duration(f->max, max, sizeof max);
         return wg_errf(msg, msglen, "%s is longer than the maximum of %s", s, max);
