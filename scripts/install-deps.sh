@@ -10,7 +10,7 @@
 #          busybox-static and git (the demo session image), curl
 #   build  compiler, meson, ninja, the libraries' -dev packages, llhttp
 #   test   everything scripts/test.sh needs: build + run + the test tools
-#          (cmocka, clang, nginx, haproxy, wrk, Chromium, pytest...)
+#          (cmocka, clang, nginx, haproxy, wrk, Chromium, pytest, openssl...)
 #   --print  print the mode's packages, one a line, and install nothing
 #
 # No service is left running or enabled by the install: while apt-get runs,
@@ -56,6 +56,7 @@ TEST_PKGS=(
   python3 python3-pytest python3-pytest-timeout python3-requests python3-redis
   python3-websockets python3-yaml
   procps iproute2 chromium systemd
+  openssl
 )
 
 case $mode in
