@@ -395,3 +395,72 @@ def test_session_route_over_tls_wakes_the_session(stack, ca):
 def stack_gw_config(stack):
     from stack_util import gw_config
     return gw_config(stack.redis_server.url, stack.dockerd)
+
+
+# ================================================================ more of the connection
+
+def test_pipelined_requests_in_one_record(start_wakegate, recording_upstream, ca):
+    pair = ca.leaf("app", ["app.test"])
+    gw = tls_gw(start_wakegate, recording_upstream.address, [pair])
+    c = TlsConn(gw.port, "app.test", ca.cert)
+    try:
+        # Three requests in one write (one TLS record): three answers, in order.
+        c.sock.sendall(b"".join(b"GET /p%d HTTP/1.1\r\nHost: app.test\r\n\r\n" % i for i in range(3)))
+        for i in range(3):
+            st, _, body = c.read_response()
+            assert st == 200 and body == b"ok GET /p%d\n" % i, (i, st, body)
+    finally:
+        c.close()
+
+
+def test_slow_tls_reader_is_held_to_the_buffer_mark(start_wakegate, make_upstream, ca):
+    n = 256 * MIB
+    up = make_upstream(upstream.large_body(n))
+    pair = ca.leaf("app", ["app.test"])
+    gw = tls_gw(start_wakegate, up.address, [pair], limits={"buffer_high_water": "32KiB"})
+    c = TlsConn(gw.port, "app.test", ca.cert)
+    try:
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        c.sock.sendall(b"GET /big HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        time.sleep(1.5)  # read nothing
+        m = gw.metrics()
+        # The mark, plus one read's records, plus a head.
+        assert m['wakegate_buffered_bytes{to="client"}'] <= 32 * 1024 + 80 * 1024, m
+        got = 0
+        c.sock.settimeout(10)
+        while got < 4 * MIB:
+            d = c.sock.recv(65536)
+            assert d, "closed early"
+            got += len(d)
+    finally:
+        c.close()
+    assert gw.alive()
+
+
+def test_private_route_cookie_is_secure_over_our_tls(redis_server, recording_upstream, start_wakegate, e2e_tmp, ca):
+    import tempfile
+    import redis as redis_mod
+    from access_util import DOMAIN as ADOMAIN, NAV, mint, put_record, secret_file
+    from sessions_util import Orchestrator, wait_subscribed
+    from stack_util import HOST
+
+    r = redis_mod.Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=3)
+    pair = ca.leaf("preview", ["*." + ADOMAIN])
+    cfg = {
+        "redis": {"url": redis_server.url},
+        "docker": {"name": HOST},
+        "routes": [{"match": {"host": "{session}." + ADOMAIN}}],
+        "access": {"secret_file": secret_file(tempfile.mkdtemp(prefix="access-", dir=e2e_tmp))},
+        "tls": tls_block([pair]),
+    }
+    gw = start_wakegate(cfg, args=["--role", "proxy"])
+    wait_subscribed(Orchestrator(redis_server.url))
+    gen = 0x1234_5678_9abc_def0
+    put_record(r, "u-1", "running", gen, ip="127.0.0.1", port=recording_upstream.port)
+    tok = mint("u-1", int(time.time()) + 600, gen)
+    hdrs = []
+    for k, v in NAV:
+        hdrs += ["-H", "%s: %s" % (k, v)]
+    st, h, _ = curl(gw.port, "u-1." + ADOMAIN, "/e?wg_token=" + tok, ca=ca.cert, extra=hdrs)
+    assert st == 303 and h["location"] == "/e", (st, h)
+    assert h["set-cookie"].endswith("; HttpOnly; SameSite=Lax; Secure"), h

@@ -115,6 +115,10 @@ class TlsConn:
 
     def get(self, path):
         self.sock.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (path, self.host)).encode())
+        return self.read_response()
+
+    def read_response(self):
+        """(status, headers, body) of the next Content-Length response."""
         while b"\r\n\r\n" not in self.buf:
             d = self.sock.recv(65536)
             if not d:
