@@ -12,6 +12,8 @@
  *   conn_decide.c   the pure decisions: request class, session action
  *   conn_stream.c   streams on session routes: whether they still count as
  *                   use, and their end when the session leaves running
+ *   conn_tls.c      the TLS record layer of a connection on a tls: listener:
+ *                   ciphertext in and out through conn.c's reads and writes
  *
  * Ownership: a connection owns its client handle, its timer and the write
  * requests it queued; it borrows one upstream connection at a time from the

@@ -111,6 +111,9 @@ static void handshake_done(struct wg_conn *c)
     SSL *s = c->tls->ssl;
 
     c->tls->handshake_done = true;
+    /* The seam for HTTP/2: once tls.c's ALPN list offers "h2", the protocol
+     * chosen is read here (SSL_get0_alpn_selected) and an h2 connection
+     * takes the plaintext instead of conn_client_bytes(). */
     st->handshakes[WG_TLS_HS_OK]++;
     if (SSL_version(s) == TLS1_3_VERSION)
         st->tls13++;

@@ -19,8 +19,9 @@
 #include "common/list.h"
 #include "common/net.h"
 
-/* A redirect needs the request line and Host; more is not read. */
-#define HEAD_MAX 8192
+/* A redirect needs the request line and Host; more is not read. Small, as
+ * a connection holds two of these. */
+#define HEAD_MAX 4096
 #define HOST_MAX 253
 
 struct wg_redirect {
