@@ -83,7 +83,8 @@ void conn_send_local(struct wg_conn *c, int status, const char *ctype, const cha
                      const char *body, size_t body_len)
 {
     struct exchange *x = c->x;
-    char head[256], tail[64];
+    char head[256], tail[64 + 256 + 32]; /* + Strict-Transport-Security: tls.hsts */
+    const char *hsts = c->tls != NULL ? c->px->cfg->tls.hsts : NULL;
     bool head_only = x->req.method_id == HTTP_HEAD;
 
     x->resp_keep_alive = x->req_keep_alive && x->req.complete && !c->draining && !c->client_eof &&
@@ -92,9 +93,11 @@ void conn_send_local(struct wg_conn *c, int status, const char *ctype, const cha
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                      "Cache-Control: no-store\r\n",
                      status, wg_http_reason(status), ctype, body_len);
-    int t = snprintf(tail, sizeof(tail), "%s\r\n",
-                     x->resp_keep_alive ? (x->req.minor == 0 ? "Connection: keep-alive\r\n" : "")
-                                        : "Connection: close\r\n");
+    int t =
+        snprintf(tail, sizeof(tail), "%s%s%s%s\r\n",
+                 x->resp_keep_alive ? (x->req.minor == 0 ? "Connection: keep-alive\r\n" : "")
+                                    : "Connection: close\r\n",
+                 hsts ? "Strict-Transport-Security: " : "", hsts ? hsts : "", hsts ? "\r\n" : "");
     /* The extra lines (a redirect's Location) may be long: written from
      * where they are, as conn_write copies what the socket does not take. */
     uv_buf_t b[4] = {uv_buf_init(head, (unsigned)n),

@@ -451,7 +451,7 @@ def test_private_route_cookie_is_secure_over_our_tls(redis_server, recording_ups
         "docker": {"name": HOST},
         "routes": [{"match": {"host": "{session}." + ADOMAIN}}],
         "access": {"secret_file": secret_file(tempfile.mkdtemp(prefix="access-", dir=e2e_tmp))},
-        "tls": tls_block([pair]),
+        "tls": tls_block([pair], hsts="max-age=600"),
     }
     gw = start_wakegate(cfg, args=["--role", "proxy"])
     wait_subscribed(Orchestrator(redis_server.url))
@@ -464,3 +464,7 @@ def test_private_route_cookie_is_secure_over_our_tls(redis_server, recording_ups
     st, h, _ = curl(gw.port, "u-1." + ADOMAIN, "/e?wg_token=" + tok, ca=ca.cert, extra=hdrs)
     assert st == 303 and h["location"] == "/e", (st, h)
     assert h["set-cookie"].endswith("; HttpOnly; SameSite=Lax; Secure"), h
+    # Our own answers carry HSTS too: the 303, the 401 without a credential.
+    assert h["strict-transport-security"] == "max-age=600", h
+    st, h, _ = curl(gw.port, "u-1." + ADOMAIN, "/e", ca=ca.cert, extra=hdrs)
+    assert st == 401 and h["strict-transport-security"] == "max-age=600", (st, h)
