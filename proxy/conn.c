@@ -108,6 +108,7 @@ void conn_exchange_put(struct wg_conn *c)
     conn_activity_end(c);
     conn_stream_end(c);
     conn_session_unwait(c);
+    conn_tls_trim(c);
     c->x = NULL;
     wg_buf_release(&x->up_in);
     wg_buf_release(&x->up_head);

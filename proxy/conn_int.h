@@ -316,6 +316,8 @@ void conn_tls_close_notify(struct wg_conn *c);
 bool conn_tls_handshaking(const struct wg_conn *c);
 /* The idle deadline passed: counted as a handshake timeout if it was one. */
 void conn_tls_timed_out(struct wg_conn *c);
+/* The exchange ended: large empty BIO buffers are given back. */
+void conn_tls_trim(struct wg_conn *c);
 
 /* ---- conn_request.c ---- */
 

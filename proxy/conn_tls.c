@@ -24,9 +24,11 @@
 #define WG_TLS_CIPHER_MAX (WG_READ_BUF_SIZE + TLS_RECORD_MAX)
 /* Plaintext coalesced into one record before SSL_write. */
 #define COALESCE_MAX 16384
-/* An empty rbio whose buffer grew past this is replaced, so an idle
- * keep-alive connection does not keep a read's worth of memory. */
-#define RBIO_KEEP_MAX (2 * TLS_RECORD_MAX)
+/* At the end of an exchange, an empty BIO whose buffer grew past this is
+ * replaced, so an idle keep-alive connection does not keep a read's (or a
+ * large response's) worth of memory. Not during an exchange: a stream
+ * would grow the buffer again on every read. */
+#define BIO_KEEP_MAX (2 * TLS_RECORD_MAX)
 
 struct wg_conn_tls {
     SSL *ssl;
@@ -154,18 +156,35 @@ static bool drive_handshake(struct wg_conn *c)
     }
 }
 
-/* A fresh rbio when the old one is empty but holds a large buffer. */
-static void rbio_trim(struct wg_conn_tls *t)
+/* A fresh BIO in place of an empty one that holds a large buffer; NULL
+ * when it may stay. */
+static BIO *bio_fresh_for(BIO *b)
 {
     BUF_MEM *bm = NULL;
     BIO *fresh;
 
-    if (BIO_ctrl_pending(t->rbio) != 0 || BIO_get_mem_ptr(t->rbio, &bm) != 1 || bm == NULL ||
-        bm->max <= RBIO_KEEP_MAX || (fresh = BIO_new(BIO_s_mem())) == NULL)
-        return;
+    if (BIO_ctrl_pending(b) != 0 || BIO_get_mem_ptr(b, &bm) != 1 || bm == NULL ||
+        bm->max <= BIO_KEEP_MAX || (fresh = BIO_new(BIO_s_mem())) == NULL)
+        return NULL;
     BIO_set_mem_eof_return(fresh, -1);
-    SSL_set0_rbio(t->ssl, fresh); /* frees the old one */
-    t->rbio = fresh;
+    return fresh;
+}
+
+void conn_tls_trim(struct wg_conn *c)
+{
+    struct wg_conn_tls *t = c->tls;
+    BIO *fresh;
+
+    if (t == NULL || c->closing || t->failed)
+        return;
+    if ((fresh = bio_fresh_for(t->rbio)) != NULL) {
+        SSL_set0_rbio(t->ssl, fresh); /* frees the old one */
+        t->rbio = fresh;
+    }
+    if ((fresh = bio_fresh_for(t->wbio)) != NULL) {
+        SSL_set0_wbio(t->ssl, fresh);
+        t->wbio = fresh;
+    }
 }
 
 void conn_tls_read(struct wg_conn *c, const char *data, size_t n)
@@ -209,10 +228,8 @@ void conn_tls_read(struct wg_conn *c, const char *data, size_t n)
         conn_close(c);
         return;
     }
-    if (!c->closing) {
+    if (!c->closing)
         flush(c);
-        rbio_trim(t);
-    }
 }
 
 size_t conn_tls_read_size(const struct wg_conn *c, bool to_up, size_t len)
