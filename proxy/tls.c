@@ -46,6 +46,9 @@ struct cert_set {
 struct wg_tls {
     struct cert_set *certs;
     struct ticket_key keys[2]; /* [0] encrypts, [1] the previous: decrypts only */
+    /* Fetched once: EVP_aes_256_cbc() would look the cipher up by name on
+     * every ticket. */
+    EVP_CIPHER *ticket_cipher;
     uint64_t rotate_ms;
     struct wg_tls_stats stats;
 };
@@ -117,8 +120,8 @@ static int ticket_cb(SSL *s, unsigned char key_name[16], unsigned char *iv, EVP_
     if (enc) {
         const struct ticket_key *k = &t->keys[0];
         memcpy(key_name, k->name, sizeof k->name);
-        if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) != 1 ||
-            EVP_EncryptInit_ex(ctx, EVP_aes_256_cbc(), NULL, k->aes, iv) != 1 ||
+        if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(t->ticket_cipher)) != 1 ||
+            EVP_EncryptInit_ex(ctx, t->ticket_cipher, NULL, k->aes, iv) != 1 ||
             ticket_mac_init(hctx, k) < 0)
             return -1;
         return 1;
@@ -128,7 +131,7 @@ static int ticket_cb(SSL *s, unsigned char key_name[16], unsigned char *iv, EVP_
         if (!k->valid || memcmp(key_name, k->name, sizeof k->name) != 0)
             continue;
         if (ticket_mac_init(hctx, k) < 0 ||
-            EVP_DecryptInit_ex(ctx, EVP_aes_256_cbc(), NULL, k->aes, iv) != 1)
+            EVP_DecryptInit_ex(ctx, t->ticket_cipher, NULL, k->aes, iv) != 1)
             return -1;
         return i == 0 ? 1 : 2;
     }
@@ -317,6 +320,12 @@ int wg_tls_new(const struct wg_config *cfg, struct wg_tls **ret_tls, char *err, 
         goto out;
     }
     t->rotate_ms = cfg->tls.ticket_rotate_ms;
+    t->ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
+    if (t->ticket_cipher == NULL) {
+        snprintf(err, errlen, "tls: OpenSSL has no AES-256-CBC for session tickets");
+        r = -EINVAL;
+        goto out_free;
+    }
     r = cert_set_load(t, cfg, &t->certs, err, errlen);
     if (r < 0)
         goto out_free;
@@ -324,6 +333,7 @@ int wg_tls_new(const struct wg_config *cfg, struct wg_tls **ret_tls, char *err, 
     *ret_tls = t;
     return 0;
 out_free:
+    EVP_CIPHER_free(t->ticket_cipher);
     free(t);
 out:
     return r;
@@ -367,6 +377,7 @@ void wg_tls_free(struct wg_tls *t)
     if (t == NULL)
         return;
     cert_set_free(t->certs);
+    EVP_CIPHER_free(t->ticket_cipher);
     OPENSSL_cleanse(t->keys, sizeof t->keys);
     free(t);
 }
