@@ -197,6 +197,17 @@ extern const size_t wg_wake_class_names_len;
 /* The largest operator waking page (sessions.waking_page). */
 #define WG_WAKING_PAGE_MAX 65536
 
+/* A named port of a session (a template's ports:): routes reach it by
+ * name through a {port} capture (proxy/route.h). */
+#define WG_PORT_NAME_MAX 32
+struct wg_named_port {
+    char *name;      /* [a-z0-9]{1,32}: wg_port_name_valid() */
+    unsigned port;   /* the container port */
+    bool ready;      /* a wake waits until it accepts too (after the main port) */
+    char *http_path; /* with ready: GET it, ready on 2xx/3xx; NULL: a connect */
+    int line;        /* its line in the file, 0 if none */
+};
+
 /* A session template: the sessions: block is the one named "default", each
  * templates: entry another (docs/configuration.md, "Templates"). */
 struct wg_sessions_cfg {
@@ -231,6 +242,9 @@ struct wg_sessions_cfg {
         unsigned pids;
     } limits_max;
     unsigned port;
+    char *port_name;             /* port: written as a name of ports: (resolved into port) */
+    struct wg_named_port *ports; /* ports:, in the file's order */
+    size_t ports_len;
     uint64_t wake_timeout_ms;
     uint64_t upstream_recheck_ms; /* a running session's refused connect: held and retried this
                                      long (0: a 502 at once) */
@@ -456,6 +470,16 @@ const struct wg_sessions_cfg *wg_config_template(const struct wg_config *cfg, co
  * back (wg_config_template). */
 const struct wg_sessions_cfg *wg_config_template_or_default(const struct wg_config *cfg,
                                                             const char *name);
+/* Whether s[0, len) is a port name: 1 to WG_PORT_NAME_MAX of [a-z0-9]. No
+ * '-' or '_', so a name next to a session id in one host label is
+ * unambiguous (proxy/route.h). */
+bool wg_port_name_valid(const char *s, size_t len);
+/* t's port called name[0, len), or NULL. */
+const struct wg_named_port *wg_config_named_port(const struct wg_sessions_cfg *t, const char *name,
+                                                 size_t len);
+/* Whether the sessions: block or any template has a port called name[0, len):
+ * a name no template has is refused before any lookup. */
+bool wg_config_port_name_known(const struct wg_config *cfg, const char *name, size_t len);
 /* Whether the sessions: block or a template says access: public. */
 bool wg_config_any_public_template(const struct wg_config *cfg);
 

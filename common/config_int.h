@@ -50,6 +50,8 @@ enum kind {
     K_CIDRS,       /* struct wg_cidr * + size_t */
     K_ROUTES,      /* struct wg_route_cfg * + size_t */
     K_TLS_CERTS,   /* struct wg_tls_cert_cfg * + size_t */
+    K_PORTS,       /* struct wg_named_port * + size_t, from a mapping of names */
+    K_MAIN_PORT,   /* a template's port: a number, or a name of its ports: */
 };
 
 struct walk;
@@ -179,6 +181,15 @@ int config_check_sandbox(struct walk *w, yaml_node_t *map, struct wg_sandbox_cfg
 int config_check_template_access(struct walk *w, yaml_node_t *map, struct wg_sessions_cfg *t);
 /* sessions.waking_page: reads the file into t->waking_page_html. */
 int config_check_waking_page(struct walk *w, yaml_node_t *map, struct wg_sessions_cfg *t);
+
+/* ---- config_ports.c ---- */
+
+int config_walk_ports(struct walk *w, yaml_node_t *n, const struct field *f, void *base);
+void config_free_ports(struct wg_named_port *ports, size_t n);
+/* port: as a name: the number of that entry of ports:. */
+int config_check_ports(struct walk *w, yaml_node_t *map, struct wg_sessions_cfg *t);
+/* K_MAIN_PORT: "8080" or a name, resolved by config_check_ports(). */
+int config_set_main_port(struct wg_sessions_cfg *t, const char *s, char *msg, size_t msglen);
 
 /* ---- config_network.c ---- */
 

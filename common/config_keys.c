@@ -322,6 +322,8 @@ int config_set_scalar(const struct field *f, void *base, const char *s, char *ms
         return set_http_path(dst, s, msg, msglen);
     case K_CPUS:
         return set_cpus(dst, s, msg, msglen);
+    case K_MAIN_PORT:
+        return config_set_main_port(base, s, msg, msglen);
     default:
         assert(!"not a scalar kind");
         return -EINVAL;
@@ -657,6 +659,8 @@ int config_check_sessions(struct walk *w, yaml_node_t *map, void *base)
         r = config_check_template_access(w, map, base);
     if (r == 0)
         r = config_check_waking_page(w, map, base);
+    if (r == 0)
+        r = config_check_ports(w, map, base);
     return r < 0 ? r : config_check_binds_allow(w, map, base);
 }
 
@@ -665,7 +669,8 @@ const struct field config_sessions_fields[] = {
     {.key = "images", .kind = K_STRLIST, IN_SESS(images), LEN_IN_SESS(images_len)},
     {.key = "cmd", .kind = K_COMMAND, IN_SESS(cmd), LEN_IN_SESS(cmd_len), .nullable = true},
     {.key = "env", .kind = K_STRLIST, IN_SESS(env), LEN_IN_SESS(env_len)},
-    {.key = "port", .kind = K_UINT, IN_SESS(port), .min = 1, .max = 65535},
+    {.key = "port", .kind = K_MAIN_PORT, IN_SESS(port)},
+    {.key = "ports", .kind = K_PORTS, IN_SESS(ports), LEN_IN_SESS(ports_len)},
     {.key = "wake_timeout",
      .kind = K_DURATION,
      IN_SESS(wake_timeout_ms),

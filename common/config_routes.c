@@ -12,6 +12,7 @@
 #include "common/config_int.h"
 
 #define SESSION_TOKEN "{session}"
+#define PORT_TOKEN "{port}"
 
 static const struct field header_fields[] = {
     {.key = "name", .kind = K_STR, IN_ROUTE(header_name)},
@@ -35,14 +36,36 @@ const struct field config_route_fields[] = {
     {.key = NULL},
 };
 
-static size_t count_session(const char *s)
+static size_t count_token(const char *s, const char *token)
 {
     size_t n = 0;
 
-    for (const char *p = s; p != NULL && (p = strstr(p, SESSION_TOKEN)) != NULL;
-         p += strlen(SESSION_TOKEN))
+    for (const char *p = s; p != NULL && (p = strstr(p, token)) != NULL; p += strlen(token))
         n++;
     return n;
+}
+
+static size_t count_session(const char *s)
+{
+    return count_token(s, SESSION_TOKEN);
+}
+
+/* The length of the capture token at p, or 0. */
+static size_t token_at(const char *p)
+{
+    if (strncmp(p, SESSION_TOKEN, strlen(SESSION_TOKEN)) == 0)
+        return strlen(SESSION_TOKEN);
+    if (strncmp(p, PORT_TOKEN, strlen(PORT_TOKEN)) == 0)
+        return strlen(PORT_TOKEN);
+    return 0;
+}
+
+/* The router (proxy/route.c) checks how {port} sits beside {session}. */
+static bool whole_segment(const char *pp, const char *cap, const char *token)
+{
+    size_t n = strlen(token);
+
+    return cap == NULL || (cap > pp && cap[-1] == '/' && (cap[n] == '/' || cap[n] == '\0'));
 }
 
 /* Characters of RFC 9110 tokens, for header names. */
@@ -73,18 +96,19 @@ static int fail_route(const struct wg_config *cfg, size_t i, const char *sub, ch
 static int check_host(const struct wg_config *cfg, size_t i, char *err, size_t errlen)
 {
     const char *h = cfg->routes[i].host;
-    const char *cap = strstr(h, SESSION_TOKEN);
 
     for (const char *p = h; *p != '\0'; p++) {
-        if (cap != NULL && p == cap) {
-            p += strlen(SESSION_TOKEN) - 1;
+        size_t token = token_at(p);
+
+        if (token > 0) {
+            p += token - 1;
             continue;
         }
         if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
               *p == '-' || *p == '.' || *p == '_'))
             return fail_route(cfg, i, "match.host", err, errlen,
                               "invalid character '%c' in \"%s\" (a host name without port, "
-                              "with at most one {session})",
+                              "with at most one {session} and one {port})",
                               *p, h);
     }
     return 0;
@@ -101,10 +125,12 @@ static int check_path(const struct wg_config *cfg, size_t i, char *err, size_t e
         return fail_route(cfg, i, "match.path_prefix", err, errlen,
                           "\"%s\" must be a plain path (no spaces, ? or #)", pp);
     /* The router captures a whole segment, so a partial one would never match as written. */
-    if (cap != NULL && (cap[-1] != '/' ||
-                        (cap[strlen(SESSION_TOKEN)] != '/' && cap[strlen(SESSION_TOKEN)] != '\0')))
+    if (!whole_segment(pp, cap, SESSION_TOKEN))
         return fail_route(cfg, i, "match.path_prefix", err, errlen,
                           "{session} must be a whole path segment, as in /s/{session}/");
+    if (!whole_segment(pp, strstr(pp, PORT_TOKEN), PORT_TOKEN))
+        return fail_route(cfg, i, "match.path_prefix", err, errlen,
+                          "{port} must be a whole path segment, as in /s/{session}/{port}/");
     return 0;
 }
 
@@ -123,6 +149,9 @@ static int check_header(const struct wg_config *cfg, size_t i, char *err, size_t
             if (((unsigned char)*p < ' ' && *p != '\t') || *p == 0x7f)
                 return fail_route(cfg, i, "match.header.value", err, errlen,
                                   "contains a control character");
+        if (strstr(r->header_value, PORT_TOKEN) != NULL)
+            return fail_route(cfg, i, "match.header.value", err, errlen,
+                              "{port} is taken from match.host or match.path_prefix only");
         if (strstr(r->header_value, SESSION_TOKEN) != NULL &&
             strcmp(r->header_value, SESSION_TOKEN) != 0)
             return fail_route(cfg, i, "match.header.value", err, errlen,
@@ -134,7 +163,7 @@ static int check_header(const struct wg_config *cfg, size_t i, char *err, size_t
 int config_check_route(const struct wg_config *cfg, size_t i, char *err, size_t errlen)
 {
     const struct wg_route_cfg *r = &cfg->routes[i];
-    size_t captures;
+    size_t captures, ports;
     int rc;
 
     if (r->host == NULL && r->path_prefix == NULL && r->header_name == NULL &&
@@ -147,6 +176,16 @@ int config_check_route(const struct wg_config *cfg, size_t i, char *err, size_t 
     if (captures > 1)
         return fail_route(cfg, i, "", err, errlen,
                           "{session} appears %zu times; a route captures it once", captures);
+    ports = count_token(r->host, PORT_TOKEN) + count_token(r->path_prefix, PORT_TOKEN);
+    if (ports > 1)
+        return fail_route(cfg, i, "", err, errlen,
+                          "{port} appears %zu times; a route captures it once", ports);
+    if (ports > 0 && (captures == 0 || r->has_upstream))
+        return fail_route(cfg, i, "", err, errlen,
+                          "{port} names a port of a session: the route must capture {session} "
+                          "too, and have no upstream");
+    if (ports > 0 && r->port != 0)
+        return fail_route(cfg, i, "port", err, errlen, "the port comes from {port}; remove port:");
     if (r->host != NULL && (rc = check_host(cfg, i, err, errlen)) < 0)
         return rc;
     if (r->path_prefix != NULL && (rc = check_path(cfg, i, err, errlen)) < 0)

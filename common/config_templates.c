@@ -79,6 +79,8 @@ void config_sessions_free(struct wg_sessions_cfg *t)
     config_free_strv(t->env, t->env_len);
     config_free_strv(t->binds_allow, t->binds_allow_len);
     free(t->readiness.http_path);
+    free(t->port_name);
+    config_free_ports(t->ports, t->ports_len);
     config_free_strv(t->save.command, t->save.command_len);
     free(t->save.path);
     free(t->idle.busy_file);

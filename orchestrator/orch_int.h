@@ -193,6 +193,7 @@ struct orch_wake {
     int64_t deadline_wall;                              /* ms wall */
     unsigned probe_attempts;
     unsigned polls;
+    size_t next_port; /* the template's ports: from here on may still need probing */
 
     /* the engine unreachable: the last Docker call got no answer (cleared
      * by the next one that does); retried until the deadline */

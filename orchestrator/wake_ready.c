@@ -41,8 +41,42 @@ static void on_probe(int status, unsigned attempts, void *arg)
 
     (void)status;
     w->probe = NULL; /* it frees itself after calling back */
-    w->probe_attempts = attempts;
+    w->probe_attempts += attempts;
     wake_ready(w);
+}
+
+/* The template's ports that say ready: true, after the main port (or
+ * Docker health) is ready: one probe after another, each a connect or its
+ * http_path, all within the wake deadline. Returns true while one runs, or
+ * when the wake failed starting one. */
+static bool probe_next_port(struct orch_wake *w)
+{
+    struct wg_orch *o = w->t.o;
+    const struct wg_sessions_cfg *t = orch_template(o, &w->t.rec);
+    const struct wg_readiness_cfg *rd = &t->readiness;
+
+    if (w->probe != NULL)
+        return true; /* one runs: a second health report waits for it */
+    while (w->next_port < t->ports_len) {
+        const struct wg_named_port *p = &t->ports[w->next_port++];
+        int rc;
+
+        if (!p->ready || p->port == w->port)
+            continue;
+        if (p->http_path)
+            rc = wg_probe_start_http(o->loop, w->ip, (uint16_t)p->port, p->http_path,
+                                     (uint32_t)rd->interval_ms, (uint32_t)rd->timeout_ms, on_probe,
+                                     w, &w->probe);
+        else
+            rc = wg_probe_start(o->loop, w->ip, (uint16_t)p->port, (uint32_t)rd->interval_ms,
+                                (uint32_t)rd->timeout_ms, on_probe, w, &w->probe);
+        if (rc < 0)
+            wake_fail(w, "failed", "probe", -1,
+                      "cannot probe port %s (%s:%u): %s, marking session failed", p->name, w->ip,
+                      p->port, strerror(-rc));
+        return true;
+    }
+    return false;
 }
 
 static void health_poll_cb(uv_timer_t *h);
@@ -87,6 +121,7 @@ static void after_inspect(struct orch_wake *w, const struct wg_docker_container 
     }
     snprintf(w->ip, sizeof(w->ip), "%s", c->ip ? c->ip : "");
     w->health = wg_orch_ready_mode_of(c->health) == WG_ORCH_READY_HEALTH;
+    w->next_port = 0;
     w->t.phase = PH_READY_WAIT;
     if (!w->health) {
         wake_probe(w);
@@ -269,6 +304,8 @@ static void publish_retry_cb(uv_timer_t *h)
 
 static void wake_ready(struct orch_wake *w)
 {
+    if (w->ip[0] && probe_next_port(w))
+        return;
     w->t_ready = uv_hrtime();
     w->t.phase = PH_PUBLISH;
     uv_timer_stop(&w->deadline);

@@ -146,6 +146,9 @@ struct exchange {
     uint64_t wait_start_ms;
     uint64_t page_after_ms; /* held navigation: the waking page this long after the hold began */
     uint16_t session_port;
+    /* A {port} route: the port name, lowercased; "" once resolved to
+     * session_port from the session's template (conn_session_route). */
+    char port_name[WG_PORT_NAME_MAX + 1];
     enum conn_req_class req_class;
     unsigned wake_class; /* WG_WAKE_NAVIGATION, _API or _WEBSOCKET */
     bool is_session;

@@ -30,6 +30,63 @@ static bool take_session_id(struct exchange *x, const struct wg_route_match *m)
     return wg_session_id_valid(x->session_id, n);
 }
 
+/* A {port} route: the port name, lowercased. A name that no template
+ * has gets 404 at once, with no lookup and so no wake. */
+static bool take_port_name(struct wg_conn *c, const struct wg_route_match *m)
+{
+    struct exchange *x = c->x;
+    size_t n = m->port_len;
+
+    x->port_name[0] = '\0';
+    if (m->port == NULL)
+        return true;
+    if (n > WG_PORT_NAME_MAX)
+        goto unknown;
+    for (size_t i = 0; i < n; i++) {
+        char ch = m->port[i];
+        x->port_name[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch - 'A' + 'a') : ch;
+    }
+    x->port_name[n] = '\0';
+    if (wg_port_name_valid(x->port_name, n) &&
+        wg_config_port_name_known(c->px->cfg, x->port_name, n))
+        return true;
+unknown:
+    c->px->stats.port_unknown++;
+    conn_send_error(c, 404);
+    return false;
+}
+
+/* A {port} request of a session whose record is read: the port of that
+ * name in the session's template. Returns false with a 404 sent when the
+ * template has no such port (never a wake); a template that a reload
+ * removed has none. While no read told the template, the sessions: block
+ * stands for it, as for the other settings of a template. */
+static bool resolve_port(struct wg_conn *c, struct wg_sess_view *v)
+{
+    struct exchange *x = c->x;
+    const struct wg_sessions_cfg *t;
+    const struct wg_named_port *np;
+
+    if (x->port_name[0] == '\0' || (v->status != WG_SESS_READY && v->status != WG_SESS_NOT_RUNNING))
+        return true;
+    t = v->template_name != NULL ? wg_config_template(c->px->cfg, v->template_name)
+                                 : &c->px->cfg->sessions;
+    np = wg_config_named_port(t, x->port_name, strlen(x->port_name));
+    if (np == NULL) {
+        c->px->stats.port_unknown++;
+        WG_INFO(
+            c->px->log, "conn", "the session's template has no port of that name, returning 404",
+            "conn=%" PRIu64 " session=%s port=%s template=%s", c->id, x->session_id, x->port_name,
+            v->template_name && v->template_name[0] ? v->template_name : "default");
+        conn_send_error(c, 404);
+        return false;
+    }
+    x->port_name[0] = '\0';
+    x->session_port = (uint16_t)np->port;
+    wg_session_cache_view_port(c->px->session_cache, v, x->session_port);
+    return true;
+}
+
 /* Whether the request is for .../_wakegate/status, and where the waking
  * page polls: under the matched path prefix, if any. */
 static void take_status_url(struct exchange *x, const struct wg_route_match *m)
@@ -68,6 +125,8 @@ bool conn_session_prepare(struct wg_conn *c, const struct wg_route_match *m)
     }
     x->is_session = true;
     x->session_port = (uint16_t)m->route->port;
+    if (!take_port_name(c, m))
+        return false;
     x->req_class = conn_classify(c->px->cfg, &x->req);
     x->wake_class = conn_wake_class(&x->req);
     take_status_url(x, m);
@@ -395,7 +454,7 @@ void conn_session_route(struct wg_conn *c)
     if (x->access == ACCESS_FORWARD && !conn_access_forward(c))
         return;
     wg_session_cache_lookup(px->session_cache, x->session_id, x->session_port, &v);
-    if (!conn_access_check(c, &v))
+    if (!conn_access_check(c, &v) || !resolve_port(c, &v))
         return;
     /* The record's template says which classes wake (sessions: while no
      * read told the template, or when a reload removed it). */

@@ -69,6 +69,16 @@ static void counter_metrics(const struct wg_proxy *px, struct wg_buf *out)
         wg_proxy_upstream_idle(px), s->buffered_bytes[0], s->buffered_bytes[1]);
 }
 
+static void port_metrics(const struct wg_proxy_stats *s, struct wg_buf *out)
+{
+    wg_buf_appendf(out,
+                   "# HELP wakegate_session_port_unknown_total Requests on {port} routes answered "
+                   "404 because no template, or not the session's, has a port of that name.\n"
+                   "# TYPE wakegate_session_port_unknown_total counter\n"
+                   "wakegate_session_port_unknown_total %" PRIu64 "\n",
+                   s->port_unknown);
+}
+
 /* wakegate_route_requests_total: every class of every row, zeros included,
  * so a series exists before its first request. */
 static void route_metrics(const struct wg_proxy *px, struct wg_buf *out)
@@ -224,6 +234,7 @@ void wg_proxy_metrics_write(const struct wg_proxy *px, struct wg_buf *out)
     route_metrics(px, out);
     histogram_metrics(s, out);
     held_metrics(s, out);
+    port_metrics(s, out);
     unconfirmed_metrics(s, out);
     access_metrics(s, out);
     forward_auth_metrics(px, out);

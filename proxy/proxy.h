@@ -44,6 +44,7 @@ struct wg_proxy_stats {
     uint64_t session_doubt_held;
     uint64_t session_doubt_refused;
     uint64_t session_rechecks; /* a running session's failed connect held to look again */
+    uint64_t port_unknown;     /* {port} routes: 404 for a port name the template lacks */
     uint64_t bytes_in;         /* from clients */
     uint64_t bytes_out;        /* to clients */
     /* Bytes in write requests now, [0] to clients, [1] to upstreams: what

@@ -11,7 +11,8 @@
 
 #define MARK "{session}"
 #define MARK_LEN (sizeof(MARK) - 1)
-#define NO_MARK SIZE_MAX
+#define PORT_MARK "{port}"
+#define PORT_MARK_LEN (sizeof(PORT_MARK) - 1)
 
 enum value_kind {
     VALUE_ANY = 0, /* the field is present, any value */
@@ -19,16 +20,31 @@ enum value_kind {
     VALUE_SESSION, /* present, non-empty, captured */
 };
 
-/* A literal, or literal + {session} + literal. Both literals point into the
- * router's own block. */
+enum cap_kind {
+    CAP_NONE = 0,
+    CAP_SESSION, /* {session}: [A-Za-z0-9_-]+ */
+    CAP_PORT,    /* {port}: [A-Za-z0-9]+, a port name (common/config.h) */
+};
+
+/* A literal, or pre + capture + post, or pre + capture + mid + capture +
+ * post. The literals point into the router's own block. */
 struct pattern {
     bool set;
-    bool capture;
-    bool ends_slash; /* path: the whole pattern ends in '/' */
+    bool ends_slash;      /* path: the whole pattern ends in '/' */
+    enum cap_kind cap[2]; /* in the order they appear; CAP_NONE: none */
     const char *pre;
     size_t pre_len;
+    const char *mid; /* between the two captures */
+    size_t mid_len;
     const char *post;
     size_t post_len;
+};
+
+/* Where the marks of a pattern are, in order. */
+struct marks {
+    size_t n;
+    size_t at[2];
+    enum cap_kind kind[2];
 };
 
 struct compiled {
@@ -49,11 +65,20 @@ struct wg_router {
     struct compiled routes[];
 };
 
-/* A span of the input that {session} matched. */
+/* A span of the input that {session} or {port} matched. */
 struct capture {
     const char *p;
     size_t len;
 };
+
+struct captures {
+    struct capture session, port;
+};
+
+static size_t mark_len(enum cap_kind k)
+{
+    return k == CAP_PORT ? PORT_MARK_LEN : MARK_LEN;
+}
 
 static bool is_alnum(unsigned char c)
 {
@@ -88,6 +113,16 @@ static bool ascii_ieq(const char *a, const char *b, size_t len)
             return false;
     }
     return true;
+}
+
+static bool is_port_char(unsigned char c)
+{
+    return is_alnum(c);
+}
+
+static bool is_cap_char(enum cap_kind k, unsigned char c)
+{
+    return k == CAP_PORT ? is_port_char(c) : is_session_char(c);
 }
 
 static bool is_tchar(unsigned char c)
@@ -125,34 +160,76 @@ static void route_error(char *err, size_t errlen, size_t index, const struct wg_
     va_end(ap);
 }
 
-/* Finds the one "{session}" in s; any other brace is an error. */
-static const char *find_mark(const char *s, size_t len, size_t *ret_at)
+/* Finds the one "{session}" and the one "{port}" in s, either or both; any
+ * other brace is an error. */
+static const char *find_marks(const char *s, size_t len, struct marks *ret)
 {
-    size_t at = NO_MARK;
+    struct marks m = {.n = 0};
 
     for (size_t i = 0; i < len; i++) {
+        enum cap_kind k;
+
         if (s[i] != '{' && s[i] != '}')
             continue;
-        if (s[i] == '}' || len - i < MARK_LEN || memcmp(s + i, MARK, MARK_LEN) != 0)
-            return "'{' and '}' may appear only as {session}";
-        if (at != NO_MARK)
-            return "holds {session} more than once";
-        at = i;
-        i += MARK_LEN - 1;
+        if (s[i] == '{' && len - i >= MARK_LEN && memcmp(s + i, MARK, MARK_LEN) == 0)
+            k = CAP_SESSION;
+        else if (s[i] == '{' && len - i >= PORT_MARK_LEN &&
+                 memcmp(s + i, PORT_MARK, PORT_MARK_LEN) == 0)
+            k = CAP_PORT;
+        else
+            return "'{' and '}' may appear only as {session} or {port}";
+        if (m.n == 1 && m.kind[0] == k)
+            return k == CAP_PORT ? "holds {port} more than once" : "holds {session} more than once";
+        m.at[m.n] = i;
+        m.kind[m.n] = k;
+        m.n++;
+        i += mark_len(k) - 1;
     }
-    *ret_at = at;
+    *ret = m;
     return NULL;
 }
 
-static const char *check_host(const char *s, size_t len, size_t mark_at)
+/* Two captures side by side must be told apart: a separator between them,
+ * and one that a port name cannot hold at the port's side. */
+static const char *check_between(const char *s, const struct marks *m)
+{
+    size_t end0, mid_len;
+
+    if (m->n < 2)
+        return NULL;
+    end0 = m->at[0] + mark_len(m->kind[0]);
+    mid_len = m->at[1] - end0;
+    if (mid_len == 0)
+        return "{session} and {port} need a separator between them";
+    if (m->kind[0] == CAP_PORT && is_port_char((unsigned char)s[end0]))
+        return "the separator after {port} must start with a character a port name cannot hold "
+               "('-', '_' or '.')";
+    if (m->kind[1] == CAP_PORT && is_port_char((unsigned char)s[m->at[1] - 1]))
+        return "the separator before {port} must end with a character a port name cannot hold "
+               "('-', '_' or '.')";
+    return NULL;
+}
+
+static bool is_mark_at(const struct marks *m, size_t i, size_t *ret_len)
+{
+    for (size_t k = 0; k < m->n; k++)
+        if (m->at[k] == i) {
+            *ret_len = mark_len(m->kind[k]);
+            return true;
+        }
+    return false;
+}
+
+static const char *check_host(const char *s, size_t len, const struct marks *m)
 {
     bool label_empty = true;
+    size_t mlen;
 
     if (len == 0)
         return "must not be empty";
     if (s[0] == '[') {
-        if (mark_at != NO_MARK)
-            return "an IP literal cannot hold {session}";
+        if (m->n > 0)
+            return "an IP literal cannot hold {session} or {port}";
         if (len < 3 || s[len - 1] != ']')
             return "an IPv6 literal must be \"[address]\", without a port";
         for (size_t i = 1; i < len - 1; i++) {
@@ -161,14 +238,14 @@ static const char *check_host(const char *s, size_t len, size_t mark_at)
         }
         return NULL;
     }
-    /* The capture itself never holds a '.', so a mark with literal text on
-     * either side is always confined to one label; only the literal labels
-     * need checking. */
+    /* A capture never holds a '.', so a mark with literal text on either
+     * side is always confined to one label; only the literal labels need
+     * checking. */
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
 
-        if (i == mark_at) {
-            i += MARK_LEN - 1;
+        if (is_mark_at(m, i, &mlen)) {
+            i += mlen - 1;
             label_empty = false;
             continue;
         }
@@ -188,18 +265,20 @@ static const char *check_host(const char *s, size_t len, size_t mark_at)
     }
     if (label_empty)
         return "has an empty label";
-    return NULL;
+    return check_between(s, m);
 }
 
-static const char *check_path(const char *s, size_t len, size_t mark_at)
+static const char *check_path(const char *s, size_t len, const struct marks *m)
 {
+    size_t mlen;
+
     if (len == 0 || s[0] != '/')
         return "must start with '/'";
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
 
-        if (i == mark_at) {
-            i += MARK_LEN - 1;
+        if (is_mark_at(m, i, &mlen)) {
+            i += mlen - 1;
             continue;
         }
         /* Targets on the wire are visible ASCII; anything else never matches. */
@@ -208,11 +287,12 @@ static const char *check_path(const char *s, size_t len, size_t mark_at)
         if (c == '?' || c == '#')
             return "must not hold '?' or '#'; only the path is matched";
     }
-    if (mark_at != NO_MARK) {
-        size_t end = mark_at + MARK_LEN;
+    for (size_t k = 0; k < m->n; k++) {
+        size_t end = m->at[k] + mark_len(m->kind[k]);
 
-        if (s[mark_at - 1] != '/' || (end < len && s[end] != '/'))
-            return "{session} must be a whole path segment";
+        if (s[m->at[k] - 1] != '/' || (end < len && s[end] != '/'))
+            return m->kind[k] == CAP_PORT ? "{port} must be a whole path segment"
+                                          : "{session} must be a whole path segment";
     }
     return NULL;
 }
@@ -230,12 +310,15 @@ static const char *check_header_name(const char *s, size_t len)
 
 static const char *check_header_value(const char *s, size_t len)
 {
-    size_t at;
-    const char *msg = find_mark(s, len, &at);
+    struct marks m;
+    const char *msg = find_marks(s, len, &m);
 
     if (msg != NULL)
         return msg;
-    if (at != NO_MARK)
+    for (size_t k = 0; k < m.n; k++)
+        if (m.kind[k] == CAP_PORT)
+            return "{port} is taken from the host or the path only";
+    if (m.n > 0)
         return "{session} must be the whole value";
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -260,23 +343,31 @@ static const char *arena_copy(char **cursor, const char *s, size_t len)
     return p;
 }
 
-/* Splits a checked pattern s[0, len) with the mark at mark_at into p. */
-static void pattern_set(struct pattern *p, const char *copy, size_t len, size_t mark_at)
+/* Splits a checked pattern s[0, len) with its marks m into p. */
+static void pattern_set(struct pattern *p, const char *copy, size_t len, const struct marks *m)
 {
+    size_t end;
+
     p->set = true;
     p->ends_slash = len > 0 && copy[len - 1] == '/';
-    if (mark_at == NO_MARK) {
-        p->pre = copy;
+    p->pre = copy;
+    if (m->n == 0) {
         p->pre_len = len;
         p->post = copy + len;
         p->post_len = 0;
         return;
     }
-    p->capture = true;
-    p->pre = copy;
-    p->pre_len = mark_at;
-    p->post = copy + mark_at + MARK_LEN;
-    p->post_len = len - mark_at - MARK_LEN;
+    p->pre_len = m->at[0];
+    p->cap[0] = m->kind[0];
+    end = m->at[0] + mark_len(m->kind[0]);
+    if (m->n == 2) {
+        p->cap[1] = m->kind[1];
+        p->mid = copy + end;
+        p->mid_len = m->at[1] - end;
+        end = m->at[1] + mark_len(m->kind[1]);
+    }
+    p->post = copy + end;
+    p->post_len = len - end;
 }
 
 static size_t cfg_strings_size(const struct wg_route_cfg *c)
@@ -291,18 +382,24 @@ static size_t cfg_strings_size(const struct wg_route_cfg *c)
 }
 
 /* Appends s to the label being built in dst (used bytes *n), "{session}"
- * written as "<session>"; past the room the label ends in "...". */
+ * written as "<session>" and "{port}" as "<port>"; past the room the label
+ * ends in "...". */
 static void label_add(char *dst, size_t *n, const char *s)
 {
-    static const char repl[] = "<session>";
+    static const char repl[] = "<session>", port_repl[] = "<port>";
     const size_t room = WG_ROUTE_LABEL_MAX - 1;
 
     while (*s != '\0' && *n <= room) {
         const char *piece = s;
-        size_t len = 1;
+        size_t len = 1, skip = 1;
         if (strncmp(s, MARK, MARK_LEN) == 0) {
             piece = repl;
             len = sizeof(repl) - 1;
+            skip = MARK_LEN;
+        } else if (strncmp(s, PORT_MARK, PORT_MARK_LEN) == 0) {
+            piece = port_repl;
+            len = sizeof(port_repl) - 1;
+            skip = PORT_MARK_LEN;
         }
         if (*n + len > room) {
             size_t at = *n < room - 3 ? *n : room - 3;
@@ -312,7 +409,7 @@ static void label_add(char *dst, size_t *n, const char *s)
         }
         memcpy(dst + *n, piece, len);
         *n += len;
-        s += piece == repl ? MARK_LEN : 1;
+        s += skip;
     }
     if (*n <= room)
         dst[*n] = '\0';
@@ -370,12 +467,39 @@ static int compile_upstream(struct compiled *out, const struct wg_route_cfg *c, 
     return 0;
 }
 
-/* match.host; *capture_key names it when it captures {session}. Returns 0
- * or -EINVAL with err written. */
-static int compile_host(struct compiled *out, char **cursor, const struct wg_route_cfg *c,
-                        size_t index, const char **capture_key, char *err, size_t errlen)
+/* Which condition captured {session} and {port} so far, for the error
+ * when another would capture one again. */
+struct capture_keys {
+    const char *session;
+    const char *port;
+};
+
+/* Records the captures of key's pattern. Returns 0, or -EINVAL with err
+ * written when another condition captures one of them already. */
+static int take_captures(struct capture_keys *keys, const struct marks *m, const char *key,
+                         const char *pattern, const struct wg_route_cfg *c, size_t index, char *err,
+                         size_t errlen)
 {
-    size_t len, at;
+    for (size_t k = 0; k < m->n; k++) {
+        const char *by = m->kind[k] == CAP_PORT ? keys->port : keys->session;
+        if (by != NULL) {
+            route_error(err, errlen, index, c, key, "\"%s\": %s is already captured by %s", pattern,
+                        m->kind[k] == CAP_PORT ? PORT_MARK : MARK, by);
+            return -EINVAL;
+        }
+    }
+    for (size_t k = 0; k < m->n; k++)
+        *(m->kind[k] == CAP_PORT ? &keys->port : &keys->session) = key;
+    return 0;
+}
+
+/* match.host, with the captures it makes into keys. Returns 0 or -EINVAL
+ * with err written. */
+static int compile_host(struct compiled *out, char **cursor, const struct wg_route_cfg *c,
+                        size_t index, struct capture_keys *keys, char *err, size_t errlen)
+{
+    size_t len;
+    struct marks m;
     const char *msg;
 
     if (c->host == NULL)
@@ -385,47 +509,46 @@ static int compile_host(struct compiled *out, char **cursor, const struct wg_rou
      * input too. */
     if (len > 1 && c->host[len - 1] == '.')
         len--;
-    msg = find_mark(c->host, len, &at);
+    msg = find_marks(c->host, len, &m);
     if (msg == NULL)
-        msg = check_host(c->host, len, at);
+        msg = check_host(c->host, len, &m);
     if (msg != NULL) {
         route_error(err, errlen, index, c, "match.host", "\"%s\": %s", c->host, msg);
         return -EINVAL;
     }
-    pattern_set(&out->host, arena_copy(cursor, c->host, len), len, at);
-    if (at != NO_MARK)
-        *capture_key = "match.host";
+    if (take_captures(keys, &m, "match.host", c->host, c, index, err, errlen) < 0)
+        return -EINVAL;
+    pattern_set(&out->host, arena_copy(cursor, c->host, len), len, &m);
     return 0;
 }
 
 /* match.path_prefix, like compile_host(). */
 static int compile_path(struct compiled *out, char **cursor, const struct wg_route_cfg *c,
-                        size_t index, const char **capture_key, char *err, size_t errlen)
+                        size_t index, struct capture_keys *keys, char *err, size_t errlen)
 {
-    size_t len, at;
+    size_t len;
+    struct marks m;
     const char *msg;
 
     if (c->path_prefix == NULL)
         return 0;
     len = strlen(c->path_prefix);
-    msg = find_mark(c->path_prefix, len, &at);
+    msg = find_marks(c->path_prefix, len, &m);
     if (msg == NULL)
-        msg = check_path(c->path_prefix, len, at);
-    if (msg == NULL && at != NO_MARK && *capture_key != NULL)
-        msg = "{session} is already captured by match.host";
+        msg = check_path(c->path_prefix, len, &m);
     if (msg != NULL) {
         route_error(err, errlen, index, c, "match.path_prefix", "\"%s\": %s", c->path_prefix, msg);
         return -EINVAL;
     }
-    pattern_set(&out->path, arena_copy(cursor, c->path_prefix, len), len, at);
-    if (at != NO_MARK)
-        *capture_key = "match.path_prefix";
+    if (take_captures(keys, &m, "match.path_prefix", c->path_prefix, c, index, err, errlen) < 0)
+        return -EINVAL;
+    pattern_set(&out->path, arena_copy(cursor, c->path_prefix, len), len, &m);
     return 0;
 }
 
 /* match.header's value: any, {session}, or exact. */
 static int compile_header_value(struct compiled *out, char **cursor, const struct wg_route_cfg *c,
-                                size_t index, const char **capture_key, char *err, size_t errlen)
+                                size_t index, struct capture_keys *keys, char *err, size_t errlen)
 {
     const char *v = c->header_value;
     size_t len;
@@ -436,13 +559,13 @@ static int compile_header_value(struct compiled *out, char **cursor, const struc
         return 0;
     }
     if (strcmp(v, MARK) == 0) {
-        if (*capture_key != NULL) {
+        if (keys->session != NULL) {
             route_error(err, errlen, index, c, "match.header",
-                        "{session} is already captured by %s", *capture_key);
+                        "{session} is already captured by %s", keys->session);
             return -EINVAL;
         }
         out->header_kind = VALUE_SESSION;
-        *capture_key = "match.header";
+        keys->session = "match.header";
         return 0;
     }
     len = strlen(v);
@@ -459,7 +582,7 @@ static int compile_header_value(struct compiled *out, char **cursor, const struc
 
 /* match.header, like compile_host(). */
 static int compile_header(struct compiled *out, char **cursor, const struct wg_route_cfg *c,
-                          size_t index, const char **capture_key, char *err, size_t errlen)
+                          size_t index, struct capture_keys *keys, char *err, size_t errlen)
 {
     size_t name_len;
     const char *msg;
@@ -478,7 +601,7 @@ static int compile_header(struct compiled *out, char **cursor, const struct wg_r
     }
     out->header_name = arena_copy(cursor, c->header_name, name_len);
     out->header_name_len = name_len;
-    return compile_header_value(out, cursor, c, index, capture_key, err, errlen);
+    return compile_header_value(out, cursor, c, index, keys, err, errlen);
 }
 
 /* Checks one route and copies it into *out, its strings to *cursor.
@@ -486,7 +609,7 @@ static int compile_header(struct compiled *out, char **cursor, const struct wg_r
 static int compile_route(struct compiled *out, char **cursor, const struct wg_route_cfg *c,
                          size_t index, char *err, size_t errlen)
 {
-    const char *capture_key = NULL;
+    struct capture_keys keys = {NULL, NULL};
     int result;
 
     out->pub.index = index;
@@ -499,16 +622,29 @@ static int compile_route(struct compiled *out, char **cursor, const struct wg_ro
     result = compile_upstream(out, c, index, err, errlen);
     if (result < 0)
         goto out;
-    result = compile_host(out, cursor, c, index, &capture_key, err, errlen);
+    result = compile_host(out, cursor, c, index, &keys, err, errlen);
     if (result < 0)
         goto out;
-    result = compile_path(out, cursor, c, index, &capture_key, err, errlen);
+    result = compile_path(out, cursor, c, index, &keys, err, errlen);
     if (result < 0)
         goto out;
-    result = compile_header(out, cursor, c, index, &capture_key, err, errlen);
+    result = compile_header(out, cursor, c, index, &keys, err, errlen);
     if (result < 0)
         goto out;
-    out->pub.captures_session = capture_key != NULL;
+    if (keys.port != NULL && (keys.session == NULL || c->has_upstream)) {
+        route_error(err, errlen, index, c, keys.port,
+                    "{port} names a port of a session: the route must capture {session} too");
+        result = -EINVAL;
+        goto out;
+    }
+    if (keys.port != NULL && c->port != 0) {
+        route_error(err, errlen, index, c, "port",
+                    "the port comes from {port} in %s; remove port:", keys.port);
+        result = -EINVAL;
+        goto out;
+    }
+    out->pub.captures_session = keys.session != NULL;
+    out->pub.captures_port = keys.port != NULL;
     label_make(out->label, index, c);
 out:
     return result;
@@ -613,11 +749,61 @@ static bool host_normalize(const char *h, size_t len, const char **ret_h, size_t
     return true;
 }
 
-static bool match_host(const struct pattern *p, const char *h, size_t len, struct capture *cap)
+static void set_capture(struct captures *caps, enum cap_kind k, const char *p, size_t len)
+{
+    struct capture *c = k == CAP_PORT ? &caps->port : &caps->session;
+
+    c->p = p;
+    c->len = len;
+}
+
+/* Splits the span between a pattern's literals, m[0, len), into its two
+ * captures. A port name holds no separator character (check_between), so
+ * the longest run of port characters at the port's end of the span is the
+ * port, and the rest after the separator the session. eq compares the
+ * separator (with or without case). */
+static bool split_two(const struct pattern *p, const char *m, size_t len, struct captures *caps,
+                      bool (*eq)(const char *, const char *, size_t))
+{
+    size_t run = 0, rest;
+
+    if (p->cap[0] == CAP_PORT) {
+        while (run < len && is_port_char((unsigned char)m[run]))
+            run++;
+        if (run == 0 || len - run < p->mid_len + 1 || !eq(m + run, p->mid, p->mid_len))
+            return false;
+        rest = len - run - p->mid_len;
+        for (size_t i = 0; i < rest; i++)
+            if (!is_cap_char(p->cap[1], (unsigned char)m[run + p->mid_len + i]))
+                return false;
+        set_capture(caps, p->cap[0], m, run);
+        set_capture(caps, p->cap[1], m + run + p->mid_len, rest);
+        return true;
+    }
+    while (run < len && is_port_char((unsigned char)m[len - 1 - run]))
+        run++;
+    if (run == 0 || len - run < p->mid_len + 1 ||
+        !eq(m + len - run - p->mid_len, p->mid, p->mid_len))
+        return false;
+    rest = len - run - p->mid_len;
+    for (size_t i = 0; i < rest; i++)
+        if (!is_cap_char(p->cap[0], (unsigned char)m[i]))
+            return false;
+    set_capture(caps, p->cap[0], m, rest);
+    set_capture(caps, p->cap[1], m + len - run, run);
+    return true;
+}
+
+static bool bytes_eq(const char *a, const char *b, size_t len)
+{
+    return len == 0 || memcmp(a, b, len) == 0;
+}
+
+static bool match_host(const struct pattern *p, const char *h, size_t len, struct captures *caps)
 {
     size_t mid;
 
-    if (!p->capture)
+    if (!p->cap[0])
         return len == p->pre_len && ascii_ieq(h, p->pre, len);
     if (len <= p->pre_len + p->post_len)
         return false;
@@ -625,34 +811,51 @@ static bool match_host(const struct pattern *p, const char *h, size_t len, struc
         !ascii_ieq(h + len - p->post_len, p->post, p->post_len))
         return false;
     mid = len - p->pre_len - p->post_len;
-    if (!all_session_chars(h + p->pre_len, mid))
+    if (p->cap[1])
+        return split_two(p, h + p->pre_len, mid, caps, ascii_ieq);
+    for (size_t i = 0; i < mid; i++)
+        if (!is_cap_char(p->cap[0], (unsigned char)h[p->pre_len + i]))
+            return false;
+    set_capture(caps, p->cap[0], h + p->pre_len, mid);
+    return true;
+}
+
+/* One capture of a path: a whole segment from path[*at]. */
+static bool match_segment(enum cap_kind k, const char *path, size_t len, size_t *at,
+                          struct captures *caps)
+{
+    size_t start = *at;
+
+    while (*at < len && path[*at] != '/') {
+        if (!is_cap_char(k, (unsigned char)path[*at]))
+            return false;
+        (*at)++;
+    }
+    if (*at == start)
         return false;
-    cap->p = h + p->pre_len;
-    cap->len = mid;
+    set_capture(caps, k, path + start, *at - start);
     return true;
 }
 
 /* On a match, *ret_covered is the number of path bytes the prefix spans. */
-static bool match_path(const struct pattern *p, const char *path, size_t len, struct capture *cap,
+static bool match_path(const struct pattern *p, const char *path, size_t len, struct captures *caps,
                        size_t *ret_covered)
 {
     size_t at = p->pre_len;
 
     if (len < p->pre_len || memcmp(path, p->pre, p->pre_len) != 0)
         return false;
-    if (p->capture) {
-        size_t start = at;
-
-        while (at < len && path[at] != '/') {
-            if (!is_session_char((unsigned char)path[at]))
-                return false;
-            at++;
-        }
-        if (at == start)
+    if (p->cap[0]) {
+        if (!match_segment(p->cap[0], path, len, &at, caps))
             return false;
-        cap->p = path + start;
-        cap->len = at - start;
-        if (len - at < p->post_len || memcmp(path + at, p->post, p->post_len) != 0)
+        if (p->cap[1]) {
+            if (len - at < p->mid_len || !bytes_eq(path + at, p->mid, p->mid_len))
+                return false;
+            at += p->mid_len;
+            if (!match_segment(p->cap[1], path, len, &at, caps))
+                return false;
+        }
+        if (len - at < p->post_len || !bytes_eq(path + at, p->post, p->post_len))
             return false;
         at += p->post_len;
     }
@@ -665,7 +868,7 @@ static bool match_path(const struct pattern *p, const char *path, size_t len, st
 
 /* The first field with the name decides: a second copy cannot override it. */
 static bool match_header(const struct compiled *r, const struct wg_http_field *fields, size_t n,
-                         struct capture *cap)
+                         struct captures *caps)
 {
     const struct wg_http_field *f = NULL;
 
@@ -687,8 +890,7 @@ static bool match_header(const struct compiled *r, const struct wg_http_field *f
     case VALUE_SESSION:
         if (f->value_len == 0 || !all_session_chars(f->value, f->value_len))
             return false;
-        cap->p = f->value;
-        cap->len = f->value_len;
+        set_capture(caps, CAP_SESSION, f->value, f->value_len);
         return true;
     }
     return false;
@@ -709,18 +911,20 @@ int wg_router_match(const struct wg_router *router, const struct wg_route_input 
     }
     for (size_t i = 0; router != NULL && i < router->len; i++) {
         const struct compiled *r = &router->routes[i];
-        struct capture cap = {NULL, 0};
+        struct captures caps = {{NULL, 0}, {NULL, 0}};
         size_t covered = 0;
 
-        if (r->host.set && !(host_ok && match_host(&r->host, host, host_len, &cap)))
+        if (r->host.set && !(host_ok && match_host(&r->host, host, host_len, &caps)))
             continue;
-        if (r->path.set && !match_path(&r->path, in->target, path_len, &cap, &covered))
+        if (r->path.set && !match_path(&r->path, in->target, path_len, &caps, &covered))
             continue;
-        if (r->header_name != NULL && !match_header(r, in->fields, in->fields_len, &cap))
+        if (r->header_name != NULL && !match_header(r, in->fields, in->fields_len, &caps))
             continue;
         m->route = &r->pub;
-        m->session = cap.p;
-        m->session_len = cap.len;
+        m->session = caps.session.p;
+        m->session_len = caps.session.len;
+        m->port = caps.port.p;
+        m->port_len = caps.port.len;
         m->prefix_len = covered;
         m->strip_len = r->pub.strip_prefix ? covered : 0;
         return 0;

@@ -20,9 +20,21 @@
  * "{session}" (present, non-empty; captured). Only the first field with the
  * name is looked at, so a repeated field cannot override it.
  *
- * Every capture is a non-empty run of [A-Za-z0-9_-]; input with any other
- * byte there does not match. The captured span is returned as received
- * (case kept). A route holds at most one "{session}" in all its conditions.
+ * Every {session} capture is a non-empty run of [A-Za-z0-9_-]; input with
+ * any other byte there does not match. The captured span is returned as
+ * received (case kept). A route holds at most one "{session}" in all its
+ * conditions.
+ *
+ * Named ports: a session route may also hold one "{port}", in the host or
+ * the path, which captures a non-empty run of [A-Za-z0-9] (a port name of
+ * the session's template, common/config.h). In a path it is a whole
+ * segment ("/s/{session}/{port}/"). In a host it is a label of its own
+ * ("{port}.{session}.preview.example.com"), or shares the session's label
+ * with a separator that a port name cannot hold on the port's side
+ * ("{port}-{session}.preview.example.com", "{session}--{port}.x"): a port
+ * name holds no '-', '_' or '.', so the split is never in doubt, whatever
+ * '-' the session id holds. One label keeps every port under one wildcard
+ * certificate. A {port} route must capture {session} and set no port:.
  * The Host value loses its ":port" ("[::1]:8080" -> "[::1]") and one
  * trailing '.'; a missing or malformed Host matches no host condition. */
 #ifndef WG_PROXY_ROUTE_H
@@ -48,6 +60,7 @@ struct wg_route {
     char upstream_text[80];  /* "127.0.0.1:9000", for logs */
     unsigned port;           /* session routes: container port (0 = default) */
     bool captures_session;   /* some condition holds {session} */
+    bool captures_port;      /* some condition holds {port}: the session's named port */
     bool access_public;      /* session routes: access: public (no credentials needed) */
     bool access_by_template; /* access not written: the session's template decides */
 };
@@ -65,6 +78,8 @@ struct wg_route_match {
     const struct wg_route *route;
     const char *session; /* span of the captured {session}, or NULL */
     size_t session_len;
+    const char *port; /* span of the captured {port} (a port name, case kept), or NULL */
+    size_t port_len;
     size_t strip_len;  /* leading target bytes to drop (strip_prefix), else 0 */
     size_t prefix_len; /* leading target bytes the path prefix covered (0: no path condition) */
 };

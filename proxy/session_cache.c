@@ -399,6 +399,12 @@ static void fill_view(struct wg_session_cache *s, struct wg_sess_entry *e, uint1
     v->template_name = e->template_known ? e->template_name : NULL;
 }
 
+void wg_session_cache_view_port(struct wg_session_cache *s, struct wg_sess_view *v, uint16_t port)
+{
+    if (v->status == WG_SESS_READY && v->entry != NULL && port != 0)
+        fill_addr(s, v->entry, port, v);
+}
+
 void wg_session_cache_lookup(struct wg_session_cache *s, const char *id, uint16_t port,
                              struct wg_sess_view *v)
 {

@@ -150,6 +150,11 @@ void wg_session_cache_free(struct wg_session_cache *s);
 void wg_session_cache_lookup(struct wg_session_cache *s, const char *id, uint16_t port,
                              struct wg_sess_view *v);
 
+/* Points a READY view at another port of its container (a named port of
+ * the session's template), as a lookup with that port would have; other
+ * views are left as they are. */
+void wg_session_cache_view_port(struct wg_session_cache *s, struct wg_sess_view *v, uint16_t port);
+
 /* Registers w on the session. Returns 0, or -ENOSPC over the hold caps. */
 int wg_session_cache_wait(struct wg_session_cache *s, const char *id, struct wg_sess_waiter *w);
 /* NULL-safe and idempotent. */

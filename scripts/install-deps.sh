@@ -47,6 +47,7 @@ done
 BUILD_PKGS=(
   build-essential pkg-config meson ninja-build
   libuv1-dev libcurl4-openssl-dev libhiredis-dev libjansson-dev libyaml-dev libssl-dev
+  libnghttp2-dev
   node-llhttp
 )
 RUN_PKGS=(redis-server docker.io busybox-static git curl)
@@ -54,7 +55,7 @@ TEST_PKGS=(
   clang clang-format libclang-rt-14-dev libcmocka-dev
   nginx-light libnginx-mod-http-echo haproxy wrk
   python3 python3-pytest python3-pytest-timeout python3-requests python3-redis
-  python3-websockets python3-yaml
+  python3-websockets python3-yaml python3-h2 nghttp2-client
   procps iproute2 chromium systemd
   openssl
 )

@@ -33,11 +33,11 @@ TEST_ONLY = {
     "clang", "clang-format", "libclang-rt-14-dev", "libcmocka-dev", "nginx-light", "nginx",
     "libnginx-mod-http-echo", "haproxy", "wrk", "chromium", "python3-pytest",
     "python3-pytest-timeout", "python3-requests", "python3-redis", "python3-websockets",
-    "python3-yaml", "openssl",
+    "python3-yaml", "python3-h2", "nghttp2-client", "openssl",
 }
 # What scripts/demo.sh runs: the build, wakegate's private redis-server, an
 # engine (dockerd, docker), the demo image's busybox and git, curl.
-DEMO_NEEDS = {"build-essential", "meson", "ninja-build", "pkg-config", "node-llhttp", "libuv1-dev",
+DEMO_NEEDS = {"build-essential", "meson", "ninja-build", "pkg-config", "node-llhttp", "libuv1-dev", "libnghttp2-dev",
               "libcurl4-openssl-dev", "libhiredis-dev", "libjansson-dev", "libyaml-dev", "libssl-dev",
               "redis-server", "docker.io", "busybox-static", "git", "curl"}
 # A PATH without /usr/sbin: no dockerd, so docker.io is wanted.

@@ -432,7 +432,11 @@ static const struct error_case error_cases[] = {
      "t.yaml:1: limits.buffer_high_water: 1KiB is out of range (4KiB to 1GiB)"},
     {"limits: {header_count_max: 0}\n",
      "t.yaml:1: limits.header_count_max: 0 is out of range (1 to 65535)"},
-    {"sessions: {port: 80x}\n", "t.yaml:1: sessions.port: invalid number \"80x\""},
+    {"sessions: {port: 80x}\n",
+     "t.yaml:1: sessions.port: \"80x\" is neither a number nor a name of ports:"},
+    {"sessions: {port: 70000}\n", "t.yaml:1: sessions.port: 70000 is out of range (1 to 65535)"},
+    {"sessions: {port: Web}\n",
+     "t.yaml:1: sessions.port: invalid port \"Web\" (a number, or a name of ports:)"},
     /* addresses and URLs */
     {"listen: 1.2.3:80\n", "t.yaml:1: listen: invalid address \"1.2.3:80\""},
     {"admin: {listen: \"example.com:80\"}\n",
@@ -1567,6 +1571,84 @@ static void test_waking_page(void **state)
     unlink(bad);
 }
 
+/* ports: by name, in short and long form; port: as one of them; the
+ * lookups the proxy's {port} routes make; and the errors. */
+static void test_named_ports(void **state)
+{
+    struct wg_config cfg;
+    char err[WG_CONFIG_ERR_MAX];
+    const struct wg_sessions_cfg *t;
+    const struct wg_named_port *p;
+    static const struct {
+        const char *yaml, *want;
+    } bad[] = {
+        {"sessions:\n  ports: {Web: 80}\n",
+         "t.yaml:2: sessions.ports.Web: invalid port name (use 1 to 32 lowercase letters and "
+         "digits; no '-' or '_', which a host label joins it to a session id by)"},
+        {"sessions:\n  ports: {my-api: 80}\n",
+         "t.yaml:2: sessions.ports.my-api: invalid port name"},
+        {"sessions:\n  ports: {web: 0}\n",
+         "t.yaml:2: sessions.ports.web: 0 is out of range (1 to 65535)"},
+        {"sessions:\n  ports: {web: {ready: true}}\n",
+         "t.yaml:2: sessions.ports.web: needs port: the container port"},
+        {"sessions:\n  ports: {web: {port: 80, http_path: /h}}\n",
+         "t.yaml:2: sessions.ports.web: http_path is the readiness of a port: set ready: true"},
+        {"sessions:\n  ports: {web: {port: 80, colour: red}}\n",
+         "t.yaml:2: sessions.ports.web.colour: unknown key"},
+        {"sessions:\n  ports: [80]\n",
+         "t.yaml:2: sessions.ports: expected a mapping of port names to ports"},
+        {"templates:\n  a:\n    port: api\n    ports: {web: 80}\n",
+         "t.yaml:3: templates.a.port: \"api\" is neither a number nor a name of ports:"},
+        {"templates:\n  a:\n    ports: {web: 80, web: 81}\n",
+         "t.yaml:3: templates.a.ports.web: port \"web\" is given twice"},
+    };
+
+    (void)state;
+    assert_int_equal(load(&cfg,
+                          "sessions:\n  ports: {dash: 9000}\n"
+                          "templates:\n  app:\n    port: web\n"
+                          "    ports:\n      web: 5173\n"
+                          "      api: {port: 8000, ready: true, http_path: /health}\n"
+                          "      docs: {port: 8080}\n",
+                          err, sizeof err),
+                     0);
+    assert_int_equal(wg_config_validate(&cfg, err, sizeof err), 0);
+    t = wg_config_template(&cfg, "app");
+    assert_int_equal(t->port, 5173);
+    assert_int_equal(t->ports_len, 3);
+    p = wg_config_named_port(t, "api", 3);
+    assert_non_null(p);
+    assert_int_equal(p->port, 8000);
+    assert_true(p->ready);
+    assert_string_equal(p->http_path, "/health");
+    assert_int_equal(p->line, 8);
+    p = wg_config_named_port(t, "docs", 4);
+    assert_int_equal(p->port, 8080);
+    assert_false(p->ready);
+    assert_null(p->http_path);
+    assert_false(wg_config_named_port(t, "web", 3)->ready);
+    assert_null(wg_config_named_port(t, "dash", 4));
+    assert_null(wg_config_named_port(t, "ap", 2));
+    assert_true(wg_config_port_name_known(&cfg, "dash", 4));
+    assert_true(wg_config_port_name_known(&cfg, "docs", 4));
+    assert_false(wg_config_port_name_known(&cfg, "nope", 4));
+    assert_true(wg_port_name_valid("8000", 4));
+    assert_false(wg_port_name_valid("a-b", 3));
+    assert_false(wg_port_name_valid("", 0));
+    assert_false(wg_port_name_valid("abcdefghijklmnopqrstuvwxyz0123456", 33));
+    wg_config_free(&cfg);
+
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int r = load(&cfg, bad[i].yaml, err, sizeof err);
+        if (r == 0)
+            r = wg_config_validate(&cfg, err, sizeof err);
+        if (r != -EINVAL)
+            fail_msg("case %zu: accepted, want \"%s\"", i, bad[i].want);
+        assert_prefix(err, bad[i].want);
+        wg_config_free(&cfg);
+    }
+}
+
 static void test_templates(void **state)
 {
     struct wg_config cfg;
@@ -2136,6 +2218,7 @@ int main(void)
         cmocka_unit_test(test_example_file),
         cmocka_unit_test(test_sandbox),
         cmocka_unit_test(test_templates),
+        cmocka_unit_test(test_named_ports),
         cmocka_unit_test(test_idle_stream_keys),
         cmocka_unit_test(test_wake_on),
         cmocka_unit_test(test_waking_page),

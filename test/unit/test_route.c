@@ -220,10 +220,11 @@ static const struct error_case error_cases[] = {
     {{.host = "{session}.{session}.example.com"},
      "match.host: \"{session}.{session}.example.com\": holds {session} more than once"},
     {{.host = "{sess}.example.com"},
-     "match.host: \"{sess}.example.com\": '{' and '}' may appear only as {session}"},
+     "match.host: \"{sess}.example.com\": '{' and '}' may appear only as {session} or {port}"},
     {{.host = "a}.example.com"},
-     "match.host: \"a}.example.com\": '{' and '}' may appear only as {session}"},
-    {{.host = "{session"}, "match.host: \"{session\": '{' and '}' may appear only as {session}"},
+     "match.host: \"a}.example.com\": '{' and '}' may appear only as {session} or {port}"},
+    {{.host = "{session"},
+     "match.host: \"{session\": '{' and '}' may appear only as {session} or {port}"},
     {{.host = "a..example.com"}, "match.host: \"a..example.com\": has an empty label"},
     {{.host = ".example.com"}, "match.host: \".example.com\": has an empty label"},
     {{.host = "example.com.."}, "match.host: \"example.com..\": has an empty label"},
@@ -238,7 +239,8 @@ static const struct error_case error_cases[] = {
      "match.host: \"ex ample.com\": may hold only letters, digits, '-', '_', '.' and {session}"},
     {{.host = "[::1]:80"},
      "match.host: \"[::1]:80\": an IPv6 literal must be \"[address]\", without a port"},
-    {{.host = "[{session}]"}, "match.host: \"[{session}]\": an IP literal cannot hold {session}"},
+    {{.host = "[{session}]"},
+     "match.host: \"[{session}]\": an IP literal cannot hold {session} or {port}"},
     {{.path_prefix = "api/"}, "match.path_prefix: \"api/\": must start with '/'"},
     {{.path_prefix = ""}, "match.path_prefix: \"\": must start with '/'"},
     {{.path_prefix = "/api/s{session}/"},
@@ -252,7 +254,7 @@ static const struct error_case error_cases[] = {
     {{.path_prefix = "/a b/"},
      "match.path_prefix: \"/a b/\": may hold only visible ASCII characters"},
     {{.path_prefix = "/a/{id}/"},
-     "match.path_prefix: \"/a/{id}/\": '{' and '}' may appear only as {session}"},
+     "match.path_prefix: \"/a/{id}/\": '{' and '}' may appear only as {session} or {port}"},
     {{.host = "{session}.example.com", .path_prefix = "/s/{session}/"},
      "match.path_prefix: \"/s/{session}/\": {session} is already captured by match.host"},
     {{.path_prefix = "/s/{session}/", .header_name = "X-S", .header_value = "{session}"},
@@ -262,12 +264,34 @@ static const struct error_case error_cases[] = {
     {{.header_name = "X-S", .header_value = "a{session}"},
      "match.header: \"a{session}\": {session} must be the whole value"},
     {{.header_name = "X-S", .header_value = "{x}"},
-     "match.header: \"{x}\": '{' and '}' may appear only as {session}"},
+     "match.header: \"{x}\": '{' and '}' may appear only as {session} or {port}"},
     {{.header_name = "X-S", .header_value = " v"},
      "match.header: \" v\": the value must not start or end with whitespace"},
     {{.header_name = "X-S", .header_value = "a\nb"},
      "match.header: \"a\nb\": the value holds a control character"},
     {{.header_value = "v"}, "match.header: a value needs a field name"},
+    /* named ports */
+    {{.host = "{port}.example.com"},
+     "match.host: {port} names a port of a session: the route must capture {session} too"},
+    {{.host = "{port}.{session}.x", .has_upstream = true},
+     "match.host: {port} names a port of a session: the route must capture {session} too"},
+    {{.host = "{port}{session}.x"},
+     "match.host: \"{port}{session}.x\": {session} and {port} need a separator between them"},
+    {{.host = "{port}a-{session}.x"},
+     "match.host: \"{port}a-{session}.x\": the separator after {port} must start with a "
+     "character a port name cannot hold ('-', '_' or '.')"},
+    {{.host = "{session}-a{port}.x"},
+     "match.host: \"{session}-a{port}.x\": the separator before {port} must end with a "
+     "character a port name cannot hold ('-', '_' or '.')"},
+    {{.host = "{port}.{port}.x"}, "match.host: \"{port}.{port}.x\": holds {port} more than once"},
+    {{.path_prefix = "/s/{session}/p{port}/"},
+     "match.path_prefix: \"/s/{session}/p{port}/\": {port} must be a whole path segment"},
+    {{.host = "{port}.{session}.x", .path_prefix = "/{port}/"},
+     "match.path_prefix: \"/{port}/\": {port} is already captured by match.host"},
+    {{.header_name = "X-S", .header_value = "{port}"},
+     "match.header: \"{port}\": {port} is taken from the host or the path only"},
+    {{.host = "{port}.{session}.x", .port = 8000},
+     "port: the port comes from {port} in match.host; remove port:"},
 };
 
 /* Each bad route sits second, after a good one, so the message must name
@@ -289,6 +313,87 @@ static void test_compile_errors(void **state)
         assert_null(router);
         assert_string_equal(err, want);
     }
+}
+
+/* {port} beside {session}: a port name holds no '-', '_' or '.', so each
+ * split below has one reading, whatever '-' the session id holds. */
+static void test_named_ports(void **state)
+{
+    /* clang-format off */
+    static const struct wg_route_cfg routes[] = {
+        /* 0 */ {.host = "{port}.{session}.a.test"},
+        /* 1 */ {.host = "{port}-{session}.b.test"},
+        /* 2 */ {.host = "{session}--{port}.c.test"},
+        /* 3 */ {.host = "d.test", .path_prefix = "/s/{session}/{port}/", .strip_prefix = true},
+        /* 4 */ {.host = "e.test", .path_prefix = "/p/{port}", .header_name = "X-S",
+                 .header_value = "{session}"},
+        /* 5 */ {.host = "x{port}.{session}.f.test"},
+    };
+    static const struct {
+        const char *host, *target;
+        int route;
+        const char *session, *port;
+        size_t strip;
+    } cases[] = {
+        {"api.s1.a.test", "/", 0, "s1", "api", 0},
+        {"API.my-app.a.test:443", "/", 0, "my-app", "API", 0},
+        {"api.a.test", "/", NO_MATCH, NULL, NULL, 0},
+        {"a-pi.s1.a.test", "/", NO_MATCH, NULL, NULL, 0},
+        {"api-s1.b.test", "/", 1, "s1", "api", 0},
+        {"api-my-app-8000.b.test", "/", 1, "my-app-8000", "api", 0},
+        {"8000-x.b.test", "/", 1, "x", "8000", 0},
+        {"api-.b.test", "/", NO_MATCH, NULL, NULL, 0},
+        {"-s1.b.test", "/", NO_MATCH, NULL, NULL, 0},
+        {"api_x-s1.b.test", "/", NO_MATCH, NULL, NULL, 0},
+        {"my-app--web.c.test", "/", 2, "my-app", "web", 0},
+        {"my-app---web.c.test", "/", 2, "my-app-", "web", 0},
+        {"my-app-web.c.test", "/", NO_MATCH, NULL, NULL, 0},
+        {"--web.c.test", "/", NO_MATCH, NULL, NULL, 0},
+        {"d.test", "/s/s1/api/x?y", 3, "s1", "api", 10},
+        {"d.test", "/s/s1/api", NO_MATCH, NULL, NULL, 0},
+        {"d.test", "/s/s1//x", NO_MATCH, NULL, NULL, 0},
+        {"d.test", "/s/s1/a-pi/x", NO_MATCH, NULL, NULL, 0},
+        {"e.test", "/p/web/x", 4, "hdr", "web", 0},
+        {"xweb.s1.f.test", "/", 5, "s1", "web", 0},
+        {"web.s1.f.test", "/", NO_MATCH, NULL, NULL, 0},
+    };
+    /* clang-format on */
+    struct wg_router *router = NULL;
+    char err[256] = "";
+
+    assert_int_equal(
+        wg_router_new(routes, sizeof routes / sizeof routes[0], &router, err, sizeof err), 0);
+    assert_true(wg_router_match(router, &(struct wg_route_input){.host = "x", .host_len = 1},
+                                &(struct wg_route_match){0}) == WG_ROUTE_NO_MATCH);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct wg_http_field f = {.name = "X-S", .name_len = 3, .value = "hdr", .value_len = 3};
+        struct wg_route_input in = {.host = cases[i].host,
+                                    .host_len = strlen(cases[i].host),
+                                    .target = cases[i].target,
+                                    .target_len = strlen(cases[i].target),
+                                    .fields = &f,
+                                    .fields_len = 1};
+        struct wg_route_match m;
+        int r = wg_router_match(router, &in, &m);
+
+        if (cases[i].route == NO_MATCH) {
+            if (r != WG_ROUTE_NO_MATCH)
+                fail_msg("case %zu (%s%s): matched route %zu", i, cases[i].host, cases[i].target,
+                         m.route->index);
+            continue;
+        }
+        if (r != 0 || (int)m.route->index != cases[i].route)
+            fail_msg("case %zu (%s%s): want route %d", i, cases[i].host, cases[i].target,
+                     cases[i].route);
+        assert_true(m.route->captures_port);
+        assert_int_equal(m.session_len, strlen(cases[i].session));
+        assert_memory_equal(m.session, cases[i].session, m.session_len);
+        assert_int_equal(m.port_len, strlen(cases[i].port));
+        assert_memory_equal(m.port, cases[i].port, m.port_len);
+        assert_int_equal(m.strip_len, cases[i].strip);
+    }
+    assert_string_equal(wg_router_label(router, 1), "1:host=<port>-<session>.b.test");
+    wg_router_free(router);
 }
 
 static void test_error_without_line(void **state)
@@ -439,6 +544,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_match_table),
         cmocka_unit_test(test_compile_errors),
+        cmocka_unit_test(test_named_ports),
         cmocka_unit_test(test_error_without_line),
         cmocka_unit_test(test_good_patterns),
         cmocka_unit_test(test_copies_config),
