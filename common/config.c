@@ -209,6 +209,12 @@ int wg_config_init_defaults(struct wg_config *cfg)
         goto out;
     cfg->docker_tls.verify = true;
     cfg->tls.ticket_rotate_ms = 3600 * 1000;
+    cfg->http2.enabled = true;
+    cfg->http2.max_concurrent_streams = 100;
+    cfg->http2.reset_burst = 200;
+    cfg->http2.reset_rate = 33;
+    cfg->http2.control_burst = 1000;
+    cfg->http2.control_rate = 100;
     cfg->max_concurrent_starts = 8;
     r = init_sessions(cfg);
     if (r < 0)

@@ -328,6 +328,15 @@ struct wg_tls_cfg {
     int line;                       /* line of tls: in path, 0 if not from a file */
 };
 
+/* http2: HTTP/2 to clients over tls: (proxy/h2.h). The header list, buffer
+ * and idle limits are those of limits:. */
+struct wg_http2_cfg {
+    bool enabled;                         /* offered by ALPN beside http/1.1 (default true) */
+    unsigned max_concurrent_streams;      /* 100 */
+    unsigned reset_burst, reset_rate;     /* RST_STREAM from a client: 200 at once, 33/s */
+    unsigned control_burst, control_rate; /* PING, SETTINGS, empty DATA: 1000 at once, 100/s */
+};
+
 struct wg_config {
     char *path; /* the file read (or the name given to load_string), or NULL */
     enum wg_role role;
@@ -376,6 +385,7 @@ struct wg_config {
 
     struct wg_access_cfg access;
     struct wg_tls_cfg tls;
+    struct wg_http2_cfg http2;
 
     char **non_waking_paths;
     size_t non_waking_paths_len;

@@ -746,6 +746,16 @@ static const struct field upstream_fields[] = {
     {.key = NULL},
 };
 
+static const struct field http2_fields[] = {
+    {.key = "enabled", .kind = K_BOOL, IN_CFG(http2.enabled)},
+    F_COUNT("max_concurrent_streams", http2.max_concurrent_streams, 1, 10000),
+    F_COUNT("reset_burst", http2.reset_burst, 1, 1000000),
+    F_COUNT("reset_rate", http2.reset_rate, 1, 1000000),
+    F_COUNT("control_burst", http2.control_burst, 1, 1000000),
+    F_COUNT("control_rate", http2.control_rate, 1, 1000000),
+    {.key = NULL},
+};
+
 static const struct field log_fields[] = {
     {.key = "level", .kind = K_LEVEL, IN_CFG(log_level)},
     {.key = "format", .kind = K_FORMAT, IN_CFG(log_format)},
@@ -772,6 +782,7 @@ const struct field config_top_fields[] = {
     F_LIST("trusted_proxies", K_CIDRS, trusted_proxies),
     {.key = "limits", .kind = K_MAP, .sub = limits_fields},
     {.key = "upstream", .kind = K_MAP, .sub = upstream_fields},
+    {.key = "http2", .kind = K_MAP, .sub = http2_fields},
     {.key = "log", .kind = K_MAP, .sub = log_fields},
     F_TIME("shutdown_grace", shutdown_grace_ms, 0),
     {.key = NULL},

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/net.h"
 #include "proxy/conn_int.h"
@@ -163,8 +164,11 @@ void conn_close(struct wg_conn *c)
     conn_activity_end(c);
     conn_stream_end(c);
     conn_release_upstream(c, false);
+    wg_h2_free(c->h2); /* its streams' connections see their client leave */
+    c->h2 = NULL;
     wg_list_remove(&c->link);
-    c->px->stats.connections_open--;
+    if (!c->h2_stream)
+        c->px->stats.connections_open--;
     uv_close((uv_handle_t *)&c->timer, handle_closed);
     uv_close((uv_handle_t *)&c->client, handle_closed);
 }
@@ -214,7 +218,11 @@ static void write_cb(uv_write_t *req, int status)
                 c->last_client_write_ms = conn_now_ms(c);
             else
                 c->x->last_up_write_ms = conn_now_ms(c);
-            if (w->side == SIDE_CLIENT && c->client_pending == 0 && c->close_after_flush)
+            if (w->side == SIDE_CLIENT && c->h2 != NULL)
+                conn_h2_drained(c);
+            if (c->closing)
+                ; /* the session ended it */
+            else if (w->side == SIDE_CLIENT && c->client_pending == 0 && c->close_after_flush)
                 conn_begin_close(c);
             else if (c->state == CS_TUNNEL && c->client_eof && c->x->up_eof &&
                      c->client_pending == 0 && c->x->up_pending == 0)
@@ -451,6 +459,9 @@ void conn_update_reading(struct wg_conn *c)
         case CS_LINGER:
             want_client = !c->client_eof;
             break;
+        case CS_H2:
+            want_client = !c->client_eof && wg_h2_reading(c->h2);
+            break;
         }
     }
     if (want_client != c->reading_client && !c->closing) {
@@ -530,6 +541,8 @@ static uint64_t conn_deadline(const struct wg_conn *c, enum deadline_kind *ret_k
     case CS_LINGER:
         take_earlier(&d, &k, c->linger_start_ms + LINGER_MS, DL_LINGER);
         break;
+    case CS_H2:
+        break; /* the session keeps its own idle and stall times */
     }
     if (c->client_pending > 0 && c->state != CS_LINGER)
         take_earlier(&d, &k, c->last_client_write_ms + lim->send_idle_ms, DL_SEND_IDLE);
@@ -689,7 +702,7 @@ void conn_send_error(struct wg_conn *c, int status)
     struct exchange *x = c->x;
     char buf[512 + 64 + 256]; /* + "Strict-Transport-Security: " + tls.hsts */
     const char *reason = wg_http_reason(status);
-    const char *hsts = c->tls != NULL ? c->px->cfg->tls.hsts : NULL;
+    const char *hsts = c->https ? c->px->cfg->tls.hsts : NULL;
     const char *extra = (status == 503 || status == 504) ? "Retry-After: 1\r\n"
                         : status == 405                  ? "Allow: " WG_PROXY_ALLOW "\r\n"
                                                          : "";
@@ -757,6 +770,7 @@ void conn_client_eof(struct wg_conn *c)
     switch (c->state) {
     case CS_HEAD:
     case CS_LINGER:
+    case CS_H2:
         conn_close(c);
         return;
     case CS_WAITING:
@@ -813,6 +827,10 @@ static void client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 
 void conn_client_bytes(struct wg_conn *c, const char *data, size_t n)
 {
+    if (c->h2 != NULL) {
+        conn_h2_bytes(c, data, n);
+        return;
+    }
     c->px->stats.bytes_in += (uint64_t)n; /* plaintext, as bytes_out */
     if (wg_buf_size(&c->in) == 0) {
         c->in_process = true;
@@ -858,24 +876,50 @@ void wg_conn_settings_init(struct wg_proxy *px)
 
 /* ---- accept, drain ---------------------------------------------------------- */
 
-void wg_conn_accept(struct wg_proxy *px)
+/* The part of an accept that every client connection shares, once its
+ * socket is c->client and its peer known. */
+static void conn_begin(struct wg_conn *c)
 {
+    struct wg_proxy *px = c->px;
     const struct wg_config *cfg = px->cfg;
+
+    uv_timer_init(px->loop, &c->timer);
+    c->timer.data = c;
+    c->refs++;
+    c->id = ++px->next_conn_id;
+    wg_list_push_back(&px->conns, &c->link);
+    wg_buf_init(&c->in, cfg->limits.head_max + PIPELINE_BUFFER_MAX);
+    c->state = CS_HEAD;
+    c->idle_since = conn_now_ms(c);
+    c->draining = px->shutting_down;
+}
+
+static struct wg_conn *conn_alloc(struct wg_proxy *px)
+{
     struct wg_conn *c = calloc(1, sizeof(*c));
-    int namelen = sizeof(c->peer);
-    int r;
 
     if (c == NULL)
-        return;
-    if ((r = uv_tcp_init(px->loop, &c->client)) < 0) {
+        return NULL;
+    if (uv_tcp_init(px->loop, &c->client) < 0) {
         free(c);
-        return;
+        return NULL;
     }
     px->live_conns++;
     c->client.data = c;
     c->px = px;
     c->refs = 1;
     wg_list_init(&c->link);
+    return c;
+}
+
+void wg_conn_accept(struct wg_proxy *px)
+{
+    const struct wg_config *cfg = px->cfg;
+    struct wg_conn *c = conn_alloc(px);
+    int namelen = sizeof(c->peer);
+
+    if (c == NULL)
+        return;
     if (uv_accept((uv_stream_t *)&px->listener, (uv_stream_t *)&c->client) < 0) {
         c->closing = true;
         uv_close((uv_handle_t *)&c->client, handle_closed);
@@ -891,26 +935,46 @@ void wg_conn_accept(struct wg_proxy *px)
         return;
     }
     px->stats.connections_accepted++;
-    uv_timer_init(px->loop, &c->timer);
-    c->timer.data = c;
-    c->refs++;
-    c->id = ++px->next_conn_id;
-    wg_list_push_back(&px->conns, &c->link);
     uv_tcp_getpeername(&c->client, &c->peer.sa, &namelen);
     c->peer_trusted =
         cfg->trusted_proxies_len > 0 &&
         wg_cidr_contains_any(cfg->trusted_proxies, cfg->trusted_proxies_len, &c->peer.sa);
     uv_tcp_nodelay(&c->client, 1);
-    wg_buf_init(&c->in, cfg->limits.head_max + PIPELINE_BUFFER_MAX);
-    c->state = CS_HEAD;
-    c->idle_since = conn_now_ms(c);
-    c->draining = px->shutting_down;
+    conn_begin(c);
     if (px->tls != NULL && conn_tls_start(c) < 0) {
         conn_close(c);
         return;
     }
+    c->https = px->tls != NULL;
     conn_update_reading(c);
     conn_arm(c);
+}
+
+int wg_conn_open_stream(struct wg_conn *parent, int fd)
+{
+    struct wg_proxy *px = parent->px;
+    struct wg_conn *c = conn_alloc(px);
+
+    if (c == NULL) {
+        close(fd);
+        return UV_ENOMEM;
+    }
+    /* libuv takes any stream socket here; the TCP options are not set. */
+    int r = uv_tcp_open(&c->client, fd);
+    if (r < 0) {
+        close(fd);
+        c->closing = true;
+        uv_close((uv_handle_t *)&c->client, handle_closed);
+        return r;
+    }
+    c->h2_stream = true;
+    c->https = true;
+    c->peer = parent->peer;
+    c->peer_trusted = parent->peer_trusted;
+    conn_begin(c);
+    conn_update_reading(c);
+    conn_arm(c);
+    return 0;
 }
 
 void wg_conn_drain_all(struct wg_proxy *px)
@@ -920,7 +984,9 @@ void wg_conn_drain_all(struct wg_proxy *px)
         struct wg_conn *c = wg_container_of(n, struct wg_conn, link);
         n = n->next;
         c->draining = true;
-        if (c->state == CS_HEAD && c->x == NULL && wg_buf_size(&c->in) == 0)
+        if (c->h2 != NULL)
+            wg_h2_shutdown(c->h2); /* GOAWAY: its streams finish, then it ends */
+        else if (c->state == CS_HEAD && c->x == NULL && wg_buf_size(&c->in) == 0 && !c->h2_stream)
             conn_close(c);
     }
 }

@@ -91,7 +91,7 @@ static bool client_https(struct wg_conn *c)
 {
     const struct wg_http_field *f;
 
-    if (c->tls != NULL)
+    if (c->https)
         return true;
     if (!c->peer_trusted || (f = wg_http_find(&c->x->req, "x-forwarded-proto")) == NULL)
         return false;

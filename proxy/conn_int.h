@@ -39,6 +39,7 @@
 #include "common/http_head.h"
 #include "common/list.h"
 #include "common/session.h"
+#include "proxy/h2.h"
 #include "proxy/http_rebuild.h"
 #include "proxy/route.h"
 #include "proxy/server.h"
@@ -61,6 +62,7 @@ enum conn_state {
     CS_PROXY,      /* [transient] request forwarded, body and response flowing */
     CS_TUNNEL,     /* upgraded: bytes both ways */
     CS_LINGER,     /* final response sent and FIN sent; discarding input */
+    CS_H2,         /* HTTP/2: c->h2 reads and writes; each stream is a connection of its own */
 };
 
 /* How a request for a session that is not running is answered. */
@@ -227,6 +229,13 @@ struct wg_conn {
     bool peer_trusted;
     bool client_shut_sent;
     struct wg_conn_tls *tls; /* NULL on a plain listener (conn_tls.c) */
+    struct wg_h2 *h2;        /* HTTP/2 chosen by ALPN (conn_h2.c), else NULL */
+    /* https as the client sees it: our TLS, or a stream of our HTTP/2 over
+     * it (X-Forwarded-Proto, Secure cookies, HSTS) */
+    bool https;
+    /* One HTTP/2 stream's request on a socketpair (wg_conn_open_stream):
+     * counted with the streams, not with the connections. */
+    bool h2_stream;
     unsigned requests;
     uint64_t up_gen;       /* changes with every upstream borrowed or given back */
     size_t client_pending; /* bytes queued to the client */
@@ -299,6 +308,20 @@ void conn_client_eof(struct wg_conn *c);
 /* Writes bytes to a side's socket as they are: conn_write() without the
  * held head, the counters or TLS (conn_tls.c writes its records here). */
 void conn_write_raw(struct wg_conn *c, int side, uv_buf_t *bufs, unsigned nbufs);
+
+/* ---- conn_h2.c: HTTP/2 over TLS (c->h2 set) ---- */
+
+/* ALPN chose h2 when the handshake ended: an HTTP/2 session takes the
+ * connection. Returns 0, or < 0 with the connection closed. */
+int conn_h2_start(struct wg_conn *c);
+/* One stream's request: fd, an end of a socketpair, becomes a client
+ * connection of its own, with parent's peer, over https. Returns 0, or
+ * < 0 with fd closed. */
+int wg_conn_open_stream(struct wg_conn *parent, int fd);
+/* Plaintext from the client, for the session. */
+void conn_h2_bytes(struct wg_conn *c, const char *data, size_t n);
+/* Output left the socket: the session may produce more. */
+void conn_h2_drained(struct wg_conn *c);
 
 /* ---- conn_tls.c: the TLS record layer (c->tls set) ---- */
 

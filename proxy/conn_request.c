@@ -282,7 +282,7 @@ static bool rebuild_request(struct wg_conn *c, const struct wg_route_match *m)
         .default_host = m->route->has_upstream ? m->route->upstream_text : x->session_id,
         /* Our credentials are for us, never for the session's app. */
         .strip_access = x->is_session,
-        .https = c->tls != NULL,
+        .https = c->https,
     };
     /* "/prefix" stripped from "/prefix" or "/prefix?q" leaves no path. */
     if (m->strip_len > 0 && (target_len == 0 || target[0] != '/'))
@@ -425,6 +425,7 @@ size_t conn_request_process(struct wg_conn *c, const char *data, size_t len)
             c->x->req_bytes_in += len - used;
             return len;
         case CS_LINGER:
+        case CS_H2: /* conn_client_bytes hands HTTP/2 to its session */
             return len;
         case CS_WAITING:
         case CS_CONNECTING:

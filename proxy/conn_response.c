@@ -205,7 +205,7 @@ static void response_final(struct wg_conn *c, int status)
         .framing = framing,
         .content_length = x->resp.content_length,
         .keep_alive = x->resp_keep_alive,
-        .hsts = c->tls != NULL ? c->px->cfg->tls.hsts : NULL,
+        .hsts = c->https ? c->px->cfg->tls.hsts : NULL,
     };
     conn_stream_response_head(c);
     wg_buf_init(&hb, conn_limits(c)->head_max * 2);

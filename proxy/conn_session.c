@@ -143,7 +143,7 @@ void conn_send_local(struct wg_conn *c, int status, const char *ctype, const cha
 {
     struct exchange *x = c->x;
     char head[256], tail[64 + 256 + 32]; /* + Strict-Transport-Security: tls.hsts */
-    const char *hsts = c->tls != NULL ? c->px->cfg->tls.hsts : NULL;
+    const char *hsts = c->https ? c->px->cfg->tls.hsts : NULL;
     bool head_only = x->req.method_id == HTTP_HEAD;
 
     x->resp_keep_alive = x->req_keep_alive && x->req.complete && !c->draining && !c->client_eof &&

@@ -35,6 +35,7 @@ struct wg_conn_tls {
     BIO *rbio, *wbio; /* owned by ssl */
     bool handshake_done;
     bool failed;
+    bool alpn_h2; /* the client and we agreed on HTTP/2 */
 };
 
 int conn_tls_start(struct wg_conn *c)
@@ -112,11 +113,19 @@ static void handshake_done(struct wg_conn *c)
     struct wg_tls_stats *st = wg_tls_stats(c->px->tls);
     SSL *s = c->tls->ssl;
 
+    const unsigned char *alpn = NULL;
+    unsigned alpn_len = 0;
+
     c->tls->handshake_done = true;
-    /* The seam for HTTP/2: once tls.c's ALPN list offers "h2", the protocol
-     * chosen is read here (SSL_get0_alpn_selected) and an h2 connection
-     * takes the plaintext instead of conn_client_bytes(). */
     st->handshakes[WG_TLS_HS_OK]++;
+    SSL_get0_alpn_selected(s, &alpn, &alpn_len);
+    if (alpn_len == 2 && memcmp(alpn, "h2", 2) == 0) {
+        st->alpn_h2++;
+        c->tls->alpn_h2 = true;
+    } else if (alpn_len == 8 && memcmp(alpn, "http/1.1", 8) == 0)
+        st->alpn_http11++;
+    else
+        st->alpn_none++;
     if (SSL_version(s) == TLS1_3_VERSION)
         st->tls13++;
     else
@@ -141,6 +150,11 @@ static bool drive_handshake(struct wg_conn *c)
     if (r == 1) {
         handshake_done(c);
         flush(c);
+        if (!c->closing && t->alpn_h2) {
+            if (conn_h2_start(c) < 0)
+                return false;
+            conn_h2_drained(c); /* our SETTINGS go out now */
+        }
         return !c->closing;
     }
     switch (SSL_get_error(t->ssl, r)) {

@@ -225,6 +225,51 @@ static void tls_metrics(const struct wg_proxy *px, struct wg_buf *out)
                    s->handshakes[WG_TLS_HS_OK], s->handshakes[WG_TLS_HS_FAILED],
                    s->handshakes[WG_TLS_HS_TIMEOUT], s->tls12, s->tls13, s->resumptions,
                    s->reloads_ok, s->reloads_failed, s->certificates);
+    wg_buf_appendf(out,
+                   "# HELP wakegate_tls_alpn_total TLS handshakes done, by the protocol ALPN "
+                   "chose (none: the client offered none of ours).\n"
+                   "# TYPE wakegate_tls_alpn_total counter\n"
+                   "wakegate_tls_alpn_total{protocol=\"h2\"} %" PRIu64 "\n"
+                   "wakegate_tls_alpn_total{protocol=\"http/1.1\"} %" PRIu64 "\n"
+                   "wakegate_tls_alpn_total{protocol=\"none\"} %" PRIu64 "\n",
+                   s->alpn_h2, s->alpn_http11, s->alpn_none);
+}
+
+/* HTTP/2 sessions and streams (only with tls:). */
+static void h2_metrics(const struct wg_proxy *px, struct wg_buf *out)
+{
+    const struct wg_h2_stats *h = &wg_proxy_stats(px)->h2;
+
+    if (wg_proxy_tls(px) == NULL)
+        return;
+    wg_buf_appendf(
+        out,
+        "# HELP wakegate_http2_connections_total Client connections that spoke HTTP/2.\n"
+        "# TYPE wakegate_http2_connections_total counter\n"
+        "wakegate_http2_connections_total %" PRIu64 "\n"
+        "# HELP wakegate_http2_streams_total HTTP/2 request streams opened by clients.\n"
+        "# TYPE wakegate_http2_streams_total counter\n"
+        "wakegate_http2_streams_total %" PRIu64 "\n"
+        "# HELP wakegate_http2_streams_open HTTP/2 request streams open now.\n"
+        "# TYPE wakegate_http2_streams_open gauge\n"
+        "wakegate_http2_streams_open %" PRIu64 "\n"
+        "# HELP wakegate_http2_resets_received_total RST_STREAM frames from clients.\n"
+        "# TYPE wakegate_http2_resets_received_total counter\n"
+        "wakegate_http2_resets_received_total %" PRIu64 "\n"
+        "# HELP wakegate_http2_resets_sent_total Streams the gateway reset (an answer that "
+        "waited too long for the client's window, a broken answer).\n"
+        "# TYPE wakegate_http2_resets_sent_total counter\n"
+        "wakegate_http2_resets_sent_total %" PRIu64 "\n"
+        "# HELP wakegate_http2_goaways_total HTTP/2 connections the gateway ended, by reason "
+        "(calm: a reset, PING, SETTINGS or header flood; error: a protocol error).\n"
+        "# TYPE wakegate_http2_goaways_total counter\n"
+        "wakegate_http2_goaways_total{reason=\"calm\"} %" PRIu64 "\n"
+        "wakegate_http2_goaways_total{reason=\"error\"} %" PRIu64 "\n"
+        "# HELP wakegate_http2_headers_too_large_total HTTP/2 requests answered 431.\n"
+        "# TYPE wakegate_http2_headers_too_large_total counter\n"
+        "wakegate_http2_headers_too_large_total %" PRIu64 "\n",
+        h->connections, h->streams, h->streams_open, h->resets_received, h->resets_sent,
+        h->goaway_calm, h->goaway_error, h->headers_too_large);
 }
 
 void wg_proxy_metrics_write(const struct wg_proxy *px, struct wg_buf *out)
@@ -239,6 +284,7 @@ void wg_proxy_metrics_write(const struct wg_proxy *px, struct wg_buf *out)
     access_metrics(s, out);
     forward_auth_metrics(px, out);
     tls_metrics(px, out);
+    h2_metrics(px, out);
 }
 
 bool wg_proxy_ready(const struct wg_proxy *px, char *why, size_t whylen)

@@ -13,6 +13,7 @@
 #include "common/config.h"
 #include "common/hist.h"
 #include "common/log.h"
+#include "proxy/h2.h"
 
 struct wg_proxy; /* opaque */
 struct wg_router;
@@ -45,6 +46,7 @@ struct wg_proxy_stats {
     uint64_t session_doubt_refused;
     uint64_t session_rechecks; /* a running session's failed connect held to look again */
     uint64_t port_unknown;     /* {port} routes: 404 for a port name the template lacks */
+    struct wg_h2_stats h2;     /* HTTP/2 sessions and streams (proxy/h2.h) */
     uint64_t bytes_in;         /* from clients */
     uint64_t bytes_out;        /* to clients */
     /* Bytes in write requests now, [0] to clients, [1] to upstreams: what

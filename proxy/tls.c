@@ -25,7 +25,8 @@
 /* ALPN, in our order of preference. Only HTTP/1.1 for now; the HTTP/2
  * part adds "\x02h2" in front (and conn_tls.c reads the choice with
  * SSL_get0_alpn_selected once the handshake is done). */
-static const unsigned char alpn_protos[] = "\x08http/1.1";
+static const unsigned char alpn_protos[] = "\x02h2\x08http/1.1";
+static const unsigned char alpn_protos_h1[] = "\x08http/1.1";
 
 struct ticket_key {
     unsigned char name[16];
@@ -50,6 +51,7 @@ struct wg_tls {
      * every ticket. */
     EVP_CIPHER *ticket_cipher;
     uint64_t rotate_ms;
+    bool h2; /* http2.enabled: "h2" offered first */
     struct wg_tls_stats stats;
 };
 
@@ -162,10 +164,13 @@ static int servername_cb(SSL *s, int *alert, void *arg)
 static int alpn_cb(SSL *s, const unsigned char **out, unsigned char *outlen,
                    const unsigned char *in, unsigned int inlen, void *arg)
 {
+    const struct wg_tls *t = arg;
     unsigned char *sel;
+    const unsigned char *ours = t->h2 ? alpn_protos : alpn_protos_h1;
+    unsigned ours_len = t->h2 ? sizeof alpn_protos - 1 : sizeof alpn_protos_h1 - 1;
 
-    if (SSL_select_next_proto(&sel, outlen, alpn_protos, sizeof alpn_protos - 1, in, inlen) !=
-        OPENSSL_NPN_NEGOTIATED)
+    (void)s;
+    if (SSL_select_next_proto(&sel, outlen, ours, ours_len, in, inlen) != OPENSSL_NPN_NEGOTIATED)
         return SSL_TLSEXT_ERR_NOACK; /* no protocol in common: go on without ALPN */
     *out = sel;
     return SSL_TLSEXT_ERR_OK;
@@ -320,6 +325,7 @@ int wg_tls_new(const struct wg_config *cfg, struct wg_tls **ret_tls, char *err, 
         goto out;
     }
     t->rotate_ms = cfg->tls.ticket_rotate_ms;
+    t->h2 = cfg->http2.enabled;
     t->ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
     if (t->ticket_cipher == NULL) {
         snprintf(err, errlen, "tls: OpenSSL has no AES-256-CBC for session tickets");

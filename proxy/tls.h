@@ -33,7 +33,8 @@ struct wg_tls_stats {
     uint64_t tls12, tls13; /* handshakes done, by version */
     uint64_t resumptions;  /* handshakes done that resumed a session */
     uint64_t reloads_ok, reloads_failed;
-    uint64_t certificates; /* loaded now (gauge) */
+    uint64_t certificates;                    /* loaded now (gauge) */
+    uint64_t alpn_h2, alpn_http11, alpn_none; /* handshakes done, by the protocol ALPN chose */
 };
 
 /* Loads every certificate and key of cfg->tls (which must be enabled):

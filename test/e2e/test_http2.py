@@ -1,0 +1,332 @@
+"""End-to-end: HTTP/2 to clients over TLS (issue 14). Real clients (curl
+--http2, h2load, headless Chromium, and a frame-by-frame client built on
+Debian's python3-h2 for the hostile cases) against the real binary, with a
+test CA made by the openssl CLI in the test's own directory.
+
+Every request stream goes through the HTTP/1.1 pipeline (routing, holds,
+access, limits), so these tests look at what HTTP/2 adds: ALPN, many streams
+on one connection, flow control and the defences. Each hostile test keeps a
+second, well-behaved client getting answers while the attack runs, and
+checks the gateway's memory stays bounded."""
+
+import asyncio
+import json
+import os
+import shutil
+import threading
+import time
+
+import pytest
+
+from browser_util import Cdp, Chromium
+from h2_util import (ENHANCE_YOUR_CALM, ContinuationFrame, DataFrame, GoAwayFrame, HeadersFrame,
+                     RawH2, RstStreamFrame, SettingsFrame, curl2, h2load, rss_kib)
+from harness import upstream
+from stack_util import APP_TEXT, DOMAIN, gw_config
+from streams_util import WsEchoServer, proxy_config
+from tls_util import CA, tls_block
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def ca(e2e_tmp, request):
+    d = os.path.join(e2e_tmp, "h2", request.node.name[:60])
+    shutil.rmtree(d, ignore_errors=True)
+    return CA(d)
+
+
+def h2_gw(start_wakegate, up_addr, ca, limits=None, http2=None, names=("app.test",)):
+    cfg = proxy_config(up_addr, limits=limits)
+    cfg["tls"] = tls_block([ca.leaf("app", list(names))])
+    if http2 is not None:
+        cfg["http2"] = http2
+    return start_wakegate(cfg)
+
+
+# ================================================================ requests
+
+def test_curl_http2_and_http11_on_one_listener(start_wakegate, recording_upstream, ca):
+    gw = h2_gw(start_wakegate, recording_upstream.address, ca)
+    st, hdrs, body, version = curl2(gw.port, "app.test", "/hello?x=1", ca=ca.cert)
+    assert (st, version) == (200, "2"), (st, version)
+    assert body == b"ok GET /hello?x=1\n", body
+    head = recording_upstream.requests[-1].raw_head.decode(errors="replace").lower()
+    # The upstream gets HTTP/1.1 with the authority as Host, https, and the client.
+    assert head.startswith("get /hello?x=1 http/1.1\r\n"), head
+    assert "host: app.test:%d\r\n" % gw.port in head, head
+    assert "x-forwarded-proto: https\r\n" in head, head
+    assert "x-forwarded-for: 127.0.0.1\r\n" in head, head
+    # Hop-by-hop fields never reach an HTTP/2 client.
+    assert "connection" not in hdrs and "keep-alive" not in hdrs, hdrs
+    st, _, body, version = curl2(gw.port, "app.test", "/one", ca=ca.cert, http="--http1.1")
+    assert (st, version) == (200, "1.1") and body == b"ok GET /one\n"
+    # A POST: its body reaches the upstream.
+    st, _, body, version = curl2(gw.port, "app.test", "/post", ca=ca.cert, extra=["--data-binary", "abc"])
+    assert (st, version) == (200, "2")
+    assert recording_upstream.requests[-1].body == b"abc"
+    m = gw.metrics()
+    assert m["wakegate_http2_streams_total"] >= 2, m
+    assert m['wakegate_tls_alpn_total{protocol="h2"}'] >= 2, m
+
+
+def test_uploads_and_large_downloads(start_wakegate, make_upstream, ca):
+    n = 8 * MIB + 13
+    down = make_upstream(upstream.large_body(n))
+    gw = h2_gw(start_wakegate, down.address, ca)
+    st, _, body, version = curl2(gw.port, "app.test", "/big", ca=ca.cert)
+    assert (st, version) == (200, "2") and len(body) == n and body == upstream.pattern(0, n)
+    echo = make_upstream(upstream.echo_body())
+    gw2 = h2_gw(start_wakegate, echo.address, ca)
+    data = os.urandom(3 * MIB + 7)
+    path = os.path.join(ca.d, "upload.bin")
+    with open(path, "wb") as f:
+        f.write(data)
+    st, _, body, version = curl2(gw2.port, "app.test", "/up", ca=ca.cert, extra=["--data-binary", "@" + path])
+    assert (st, version) == (200, "2") and body == data
+    # HEAD: the head's length, no body.
+    st, hdrs, body, _ = curl2(gw.port, "app.test", "/big", ca=ca.cert, extra=["-I"])
+    assert st == 200 and hdrs.get("content-length") == str(n) and body == b""
+
+
+def test_many_streams_on_one_connection(start_wakegate, nginx_upstream, ca):
+    gw = h2_gw(start_wakegate, nginx_upstream.address, ca)
+    r = h2load(gw.port, "app.test", "/small.txt", n=2000, clients=1, streams=100)
+    assert r["protocol"] == "h2", r["text"]
+    assert r["succeeded"] == 2000 and r["2xx"] == 2000, r["text"]
+    m = gw.metrics()
+    assert m['wakegate_tls_handshakes_total{result="ok"}'] == 1, m
+    assert m["wakegate_http2_streams_total"] == 2000, m
+
+
+def test_session_route_with_a_wake_over_http2(stack, ca):
+    cfg = gw_config(stack.redis_server.url, stack.dockerd)
+    cfg["tls"] = tls_block([ca.leaf("preview", ["*." + DOMAIN])])
+    stack.start(cfg)
+    stack.create("s1")
+    st, _, body, version = curl2(stack.gw.port, "s1." + DOMAIN, "/", ca=ca.cert,
+                                 extra=["-H", "Accept: */*"], timeout=30)
+    assert (st, version) == (200, "2") and APP_TEXT in body, (st, version, body[:200])
+    assert stack.record("s1")["state"] == "running"
+    # A navigation to a session that does not exist: the pipeline's 404, over h2.
+    st, _, _, version = curl2(stack.gw.port, "nope." + DOMAIN, "/", ca=ca.cert)
+    assert (st, version) == (404, "2")
+
+
+# ================================================================ browsers
+
+PAGE_N = 200
+
+
+def page_files():
+    imgs = "".join('<script src="/m/%d.js"></script>' % i for i in range(PAGE_N))
+    files = {"/index.html": "<!doctype html><title>h2</title>%s<script>window.done=1</script>" % imgs}
+    for i in range(PAGE_N):
+        files["/m/%d.js" % i] = "window.c=(window.c||0)+1;\n"
+    return files
+
+
+def test_chromium_loads_200_subresources_over_one_h2_connection(start_wakegate, nginx_upstream, ca, e2e_tmp,
+                                                                  artifacts):
+    for path, text in page_files().items():
+        dst = nginx_upstream.www / path.lstrip("/")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_text(text)
+    gw = h2_gw(start_wakegate, nginx_upstream.address, ca)
+    b = Chromium(os.path.join(e2e_tmp, "chromium-h2"), os.path.join(artifacts, "chromium-h2.log"),
+                 extra_args=["--ignore-certificate-errors", "--host-resolver-rules=MAP app.test 127.0.0.1"])
+    try:
+        async def go():
+            async with Cdp(b.page_ws_url()) as cdp:
+                await cdp.send("Page.enable")
+                await cdp.send("Page.navigate", url="https://app.test:%d/index.html" % gw.port)
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    v = await cdp.evaluate("window.done === 1 ? JSON.stringify([window.c, "
+                                           "performance.getEntriesByType('resource').map(e => e.nextHopProtocol),"
+                                           "performance.getEntriesByType('navigation')[0].nextHopProtocol]) : ''")
+                    if v:
+                        return json.loads(v)
+                    await asyncio.sleep(0.1)
+                raise AssertionError("the page did not load")
+        count, protos, nav = asyncio.run(go())
+    finally:
+        b.stop()
+    assert count == PAGE_N, count
+    assert nav == "h2" and len(protos) == PAGE_N and set(protos) == {"h2"}, (nav, set(protos))
+    m = gw.metrics()
+    assert m["wakegate_http2_streams_total"] >= PAGE_N + 1, m
+    assert m["wakegate_http2_connections_total"] == 1, m
+
+
+def test_browser_websocket_falls_back_to_http11(start_wakegate, ca, e2e_tmp, artifacts, nginx_upstream):
+    """Without RFC 8441, a page loaded over h2 opens its WebSocket on an
+    HTTP/1.1 connection: the echo works and the gateway saw one upgrade."""
+    srv = WsEchoServer()
+    try:
+        gw = h2_gw(start_wakegate, srv.address, ca)
+        b = Chromium(os.path.join(e2e_tmp, "chromium-ws"), os.path.join(artifacts, "chromium-ws.log"),
+                     extra_args=["--ignore-certificate-errors", "--host-resolver-rules=MAP app.test 127.0.0.1"])
+        try:
+            async def go():
+                async with Cdp(b.page_ws_url()) as cdp:
+                    await cdp.send("Page.enable")
+                    await cdp.send("Page.navigate", url="https://app.test:%d/page" % gw.port)
+                    await asyncio.sleep(0.5)
+                    js = ("new Promise(r => { const w = new WebSocket('wss://app.test:%d/ws');"
+                          "w.onopen = () => w.send('hi'); w.onmessage = e => r(e.data);"
+                          "w.onerror = () => r('error'); setTimeout(() => r('timeout'), 8000); })" % gw.port)
+                    return await cdp.send("Runtime.evaluate", expression=js, awaitPromise=True, returnByValue=True,
+                                          timeout=15)
+            got = asyncio.run(go())
+        finally:
+            b.stop()
+    finally:
+        srv.stop()
+    assert got["result"]["result"]["value"] == "hi", got
+    m = gw.metrics()
+    assert m['wakegate_tls_alpn_total{protocol="h2"}'] >= 1, m
+    assert m['wakegate_tls_alpn_total{protocol="http/1.1"}'] >= 1, m
+
+
+# ================================================================ hostile clients
+
+def normal_client_keeps_answering(gw, ca, stop, results):
+    while not stop.is_set():
+        try:
+            st, _, _, version = curl2(gw.port, "app.test", "/small.txt", ca=ca.cert, timeout=10)
+            results.append((st, version))
+        except Exception as e:  # noqa: BLE001 - recorded and asserted below
+            results.append(("error", str(e)))
+        time.sleep(0.05)
+
+
+class Bystander:
+    """A well-behaved HTTP/2 client making requests while an attack runs."""
+
+    def __init__(self, gw, ca):
+        self.stop = threading.Event()
+        self.results = []
+        self.t = threading.Thread(target=normal_client_keeps_answering, args=(gw, ca, self.stop, self.results))
+        self.t.start()
+
+    def finish(self):
+        time.sleep(0.3)
+        self.stop.set()
+        self.t.join(30)
+        ok = [r for r in self.results if r == (200, "2")]
+        assert ok and len(ok) == len(self.results), self.results[-5:]
+        return len(ok)
+
+
+def assert_bounded(gw, before_kib, limit_mib=64):
+    after = rss_kib(gw.pid)
+    assert after - before_kib < limit_mib * 1024, (before_kib, after)
+
+
+def test_rapid_reset_ends_the_connection(start_wakegate, nginx_upstream, ca):
+    gw = h2_gw(start_wakegate, nginx_upstream.address, ca)
+    before = rss_kib(gw.pid)
+    by = Bystander(gw, ca)
+    c = RawH2(gw.port, "app.test", ca.cert)
+    try:
+        frames = []
+        for _ in range(5000):
+            sid = c.new_stream()
+            h = HeadersFrame(sid, c.header_block("/small.txt"))
+            h.flags.update(("END_HEADERS", "END_STREAM"))
+            frames += [h, RstStreamFrame(sid, 0x8)]
+            if len(frames) >= 200:
+                try:
+                    c.send(*frames)
+                except OSError:
+                    break
+                frames = []
+        g = c.until_goaway()
+    finally:
+        c.close()
+    assert g is None or g.error_code == ENHANCE_YOUR_CALM, g.error_code
+    by.finish()
+    assert_bounded(gw, before)
+    m = gw.metrics()
+    assert m["wakegate_http2_goaways_total{reason=\"calm\"}"] + m["wakegate_http2_goaways_total{reason=\"error\"}"] >= 1, m
+    assert m["wakegate_http2_resets_received_total"] >= 1, m
+
+
+def test_continuation_flood_ends_the_connection(start_wakegate, nginx_upstream, ca):
+    gw = h2_gw(start_wakegate, nginx_upstream.address, ca)
+    before = rss_kib(gw.pid)
+    by = Bystander(gw, ca)
+    c = RawH2(gw.port, "app.test", ca.cert)
+    try:
+        sid = c.new_stream()
+        c.send(HeadersFrame(sid, c.header_block("/small.txt")))
+        block = c.enc.encode([("x-pad-%d" % i, "v" * 100) for i in range(50)])
+        try:
+            for _ in range(2000):
+                c.send(ContinuationFrame(sid, block))
+        except OSError:
+            pass
+        g = c.until_goaway()
+    finally:
+        c.close()
+    assert g is None or g.error_code != 0, g.error_code
+    by.finish()
+    assert_bounded(gw, before)
+
+
+def test_settings_and_ping_floods_end_the_connection(start_wakegate, nginx_upstream, ca):
+    gw = h2_gw(start_wakegate, nginx_upstream.address, ca)
+    before = rss_kib(gw.pid)
+    by = Bystander(gw, ca)
+    c = RawH2(gw.port, "app.test", ca.cert)
+    try:
+        burst = b"".join(SettingsFrame(0).serialize() for _ in range(500))
+        try:
+            for _ in range(200):  # 100,000 SETTINGS, none of their ACKs read
+                c.send_raw(burst)
+        except OSError:
+            pass
+        g = c.until_goaway()
+    finally:
+        c.close()
+    assert g is None or g.error_code == ENHANCE_YOUR_CALM, g.error_code
+    by.finish()
+    assert_bounded(gw, before)
+
+
+def test_zero_window_stall_is_reset_and_memory_stays_bounded(start_wakegate, make_upstream, ca):
+    big = 16 * MIB
+    down = make_upstream(upstream.large_body(big))
+    gw = h2_gw(start_wakegate, down.address, ca, limits={"send_idle": "2s"})
+    before = rss_kib(gw.pid)
+    by = Bystander(gw, ca)
+    # SETTINGS_INITIAL_WINDOW_SIZE = 0: no stream may send a byte of DATA.
+    c = RawH2(gw.port, "app.test", ca.cert, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 0})
+    try:
+        sids = [c.request("/big%d" % i) for i in range(20)]
+        resets = set()
+        deadline = time.monotonic() + 20
+        while len(resets) < len(sids) and time.monotonic() < deadline:
+            f = c.read_frame(timeout=20)
+            if f is None:
+                break
+            if isinstance(f, SettingsFrame) and "ACK" not in f.flags:
+                ack = SettingsFrame(0)
+                ack.flags.add("ACK")
+                c.send(ack)
+            assert not (isinstance(f, DataFrame) and f.data), "DATA sent into a zero window"
+            if isinstance(f, RstStreamFrame):
+                resets.add(f.stream_id)
+            if isinstance(f, GoAwayFrame):
+                break
+        mid = rss_kib(gw.pid)
+    finally:
+        c.close()
+    assert resets == set(sids), (resets, sids)
+    by.finish()
+    # 20 streams of 16 MiB each did not come into memory: each stream holds
+    # at most its buffer mark, and the upstream reads stopped.
+    assert mid - before < 48 * 1024, (before, mid)
+    m = gw.metrics()
+    assert m["wakegate_http2_resets_sent_total"] >= 20, m
