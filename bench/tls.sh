@@ -15,6 +15,8 @@
 # Environment:
 #   BENCH_SECONDS=N        seconds per wrk run (default 5)
 #   BENCH_CONNS=N          wrk connections (default 50)
+#   BENCH_PIN=split        wrk and the upstream on CPU 0, the proxy under test on CPU 1
+#                          (default 0: no pinning)
 #   BENCH_WAKEGATE=PATH    wakegate binary (default build-bench/src/wakegate, built here)
 #   BENCH_NO_BUILD=1       do not run meson/ninja
 #   BENCH_KEEP_TMP=1       keep the temp dir
@@ -43,6 +45,12 @@ if [[ -z ${BENCH_WAKEGATE:-} && ${BENCH_NO_BUILD:-0} != 1 ]]; then
     ninja -C "$ROOT/build-bench" src/wakegate >/dev/null || die "ninja failed"
 fi
 [[ -x $WG ]] || die "no wakegate binary at $WG"
+
+PIN_LOAD=() PIN_PROXY=()
+if [[ ${BENCH_PIN:-0} == split && $(nproc) -ge 2 ]]; then
+    command -v taskset >/dev/null || die "taskset not found (Debian package util-linux)"
+    PIN_LOAD=(taskset -c 0) PIN_PROXY=(taskset -c 1)
+fi
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 NOFILE=$(ulimit -n)
@@ -174,7 +182,9 @@ routes:
 EOF
 
 start_nginx() {
-    nginx -p "$1/" -c "$1/nginx.conf" -e "$1/logs/error.log" >>"$1/logs/stdout.log" 2>&1 &
+    local pin=("${PIN_PROXY[@]}")
+    [[ $1 == "$UPD" ]] && pin=("${PIN_LOAD[@]}")
+    "${pin[@]}" nginx -p "$1/" -c "$1/nginx.conf" -e "$1/logs/error.log" >>"$1/logs/stdout.log" 2>&1 &
     REPLY=$!
     PIDS+=("$REPLY")
 }
@@ -193,7 +203,7 @@ start_nginx "$UPD"
 start_nginx "$NXD"; NGX_PID=$REPLY
 wait_https "$P_NGX" || die "nginx proxy did not start"
 NGX_W=$(nginx_worker "$NGX_PID") || die "no nginx proxy worker"
-"$WG" -c "$WGD/wakegate.yaml" >>"$WGD/stderr.log" 2>&1 &
+"${PIN_PROXY[@]}" "$WG" -c "$WGD/wakegate.yaml" >>"$WGD/stderr.log" 2>&1 &
 WG_PID=$!
 PIDS+=("$WG_PID")
 wait_https "$P_WG" || { cat "$WGD/stderr.log" >&2; die "wakegate did not start"; }
@@ -205,7 +215,7 @@ run() {
     shift 6
     local out=$TMP/wrk-$label-$kind.txt t0 t1
     t0=$(ticks "$pid")
-    timeout $((SECS + 30)) wrk -t2 -c"$CONNS" -d"${SECS}s" --latency "$@" "https://127.0.0.1:$port$path" >"$out" 2>&1 ||
+    timeout $((SECS + 30)) "${PIN_LOAD[@]}" wrk -t2 -c"$CONNS" -d"${SECS}s" --latency "$@" "https://127.0.0.1:$port$path" >"$out" 2>&1 ||
         die "wrk failed against $label: $(tail -3 "$out")"
     t1=$(ticks "$pid")
     if ! "${LIB[@]}" check-wrk "$out" "$size" >"$out.problems"; then
