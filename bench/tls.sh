@@ -2,8 +2,9 @@
 # bench/tls.sh - TLS termination: wakegate vs nginx as an HTTPS reverse
 # proxy, same certificate (ECDSA P-256), same upstream, same run, TLS 1.3.
 #
-#   new TLS connections per second: wrk with "Connection: close" (a full
-#   handshake per request, /100b.txt)
+#   new TLS connections per second: wrk with "Connection: close" (a
+#   handshake per request, /100b.txt; resumed ones, as wrk offers its last
+#   ticket)
 #   keep-alive requests per second over TLS at 100 B and 64 KiB
 #
 # and the proxy's CPU seconds per 1000 requests (utime + stime of the nginx

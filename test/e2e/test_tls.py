@@ -207,8 +207,16 @@ def test_session_resumption_tls13_and_tls12(start_wakegate, recording_upstream, 
         assert rc == 0 and "New," in text, text[-500:]
         rc, text = s_client(gw.port, "app.test", [version, "-sess_in", sess])
         assert rc == 0 and "Reused," in text, (version, text[-500:])
+    # A resumption gets a fresh ticket, so a client resumes again and again.
+    sess = os.path.join(ca.d, "sess-chain")
+    s_client(gw.port, "app.test", ["-tls1_3", "-sess_out", sess, "-ign_eof"],
+             stdin=b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+    for i in range(3):
+        rc, text = s_client(gw.port, "app.test", ["-tls1_3", "-sess_in", sess, "-sess_out", sess, "-ign_eof"],
+                            stdin=b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+        assert rc == 0 and "Reused," in text, (i, text[-500:])
     m = gw.metrics()
-    assert m["wakegate_tls_resumptions_total"] == 2, m
+    assert m["wakegate_tls_resumptions_total"] == 5, m
 
 
 def test_sighup_swaps_the_certificate_and_keeps_open_connections(start_wakegate, recording_upstream, ca):
