@@ -6,6 +6,7 @@
 #   handshake per request, /100b.txt; resumed ones, as wrk offers its last
 #   ticket)
 #   keep-alive requests per second over TLS at 100 B and 64 KiB
+#   full handshakes per second, one at a time (openssl s_time -new)
 #
 # and the proxy's CPU seconds per 1000 requests (utime + stime of the nginx
 # worker or the wakegate process, from /proc, over each run). See
@@ -235,6 +236,27 @@ print(json.dumps({"label": sys.argv[2], "kind": sys.argv[3], "rps": r["rps"], "r
 ' "$out" "$label" "$kind" $((t1 - t0)) "$(getconf CLK_TCK)" "$HERE" >>"$TMP/runs.jsonl"
 }
 
+# Full handshakes, one connection at a time: openssl s_time -new (no
+# resumption, no request).
+s_time_run() {
+    local label=$1 port=$2 pid=$3 out=$TMP/s_time-$1.txt t0 t1
+    t0=$(ticks "$pid")
+    timeout $((SECS + 30)) "${PIN_LOAD[@]}" openssl s_time -connect "127.0.0.1:$port" -new -time "$SECS" >"$out" 2>&1 ||
+        die "openssl s_time failed against $label: $(tail -3 "$out")"
+    t1=$(ticks "$pid")
+    "$PY" -c '
+import json, re, sys
+text = open(sys.argv[1]).read()
+m = re.search(r"^(\d+) connections in \d+ real seconds", text, re.M)
+n, secs = int(m.group(1)), float(sys.argv[5])
+cpu = int(sys.argv[3]) / int(sys.argv[4])
+print(json.dumps({"label": sys.argv[2], "kind": "full-handshake", "rps": n / secs, "requests": n,
+                  "p99_ms": 0.0, "cpu_s": cpu, "cpu_ms_per_1k": 1e6 * cpu / n if n else None}))
+' "$out" "$label" $((t1 - t0)) "$(getconf CLK_TCK)" "$SECS" >>"$TMP/runs.jsonl"
+}
+s_time_run nginx "$P_NGX" "$NGX_W"
+s_time_run wakegate "$P_WG" "$WG_PID"
+
 log "wrk -t2 -c$CONNS -d${SECS}s, TLS 1.3, nginx (worker $NGX_W) then wakegate (pid $WG_PID)"
 for kind in handshake keepalive-100b keepalive-64k; do
     for target in nginx wakegate; do
@@ -259,7 +281,7 @@ runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 by = {(r["kind"], r["label"]): r for r in runs}
 print("%-16s %-9s %12s %10s %18s" % ("run", "proxy", "req/s", "p99 ms", "CPU ms / 1k req"))
 ratios = {}
-for kind in ("handshake", "keepalive-100b", "keepalive-64k"):
+for kind in ("full-handshake", "handshake", "keepalive-100b", "keepalive-64k"):
     for label in ("nginx", "wakegate"):
         r = by[(kind, label)]
         print("%-16s %-9s %12.0f %10.2f %18.1f" % (kind, label, r["rps"], r["p99_ms"], r["cpu_ms_per_1k"] or 0))
