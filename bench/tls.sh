@@ -2,9 +2,11 @@
 # bench/tls.sh - TLS termination: wakegate vs nginx as an HTTPS reverse
 # proxy, same certificate (ECDSA P-256), same upstream, same run, TLS 1.3.
 #
-#   new TLS connections per second: wrk with "Connection: close" (a full
-#   handshake per request, /100b.txt)
+#   new TLS connections per second: wrk with "Connection: close" (a
+#   handshake per request, /100b.txt; resumed ones, as wrk offers its last
+#   ticket)
 #   keep-alive requests per second over TLS at 100 B and 64 KiB
+#   full handshakes per second, one at a time (openssl s_time -new)
 #
 # and the proxy's CPU seconds per 1000 requests (utime + stime of the nginx
 # worker or the wakegate process, from /proc, over each run). See
@@ -15,6 +17,8 @@
 # Environment:
 #   BENCH_SECONDS=N        seconds per wrk run (default 5)
 #   BENCH_CONNS=N          wrk connections (default 50)
+#   BENCH_PIN=split        wrk and the upstream on CPU 0, the proxy under test on CPU 1
+#                          (default 0: no pinning)
 #   BENCH_WAKEGATE=PATH    wakegate binary (default build-bench/src/wakegate, built here)
 #   BENCH_NO_BUILD=1       do not run meson/ninja
 #   BENCH_KEEP_TMP=1       keep the temp dir
@@ -43,6 +47,12 @@ if [[ -z ${BENCH_WAKEGATE:-} && ${BENCH_NO_BUILD:-0} != 1 ]]; then
     ninja -C "$ROOT/build-bench" src/wakegate >/dev/null || die "ninja failed"
 fi
 [[ -x $WG ]] || die "no wakegate binary at $WG"
+
+PIN_LOAD=() PIN_PROXY=()
+if [[ ${BENCH_PIN:-0} == split && $(nproc) -ge 2 ]]; then
+    command -v taskset >/dev/null || die "taskset not found (Debian package util-linux)"
+    PIN_LOAD=(taskset -c 0) PIN_PROXY=(taskset -c 1)
+fi
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 NOFILE=$(ulimit -n)
@@ -174,7 +184,9 @@ routes:
 EOF
 
 start_nginx() {
-    nginx -p "$1/" -c "$1/nginx.conf" -e "$1/logs/error.log" >>"$1/logs/stdout.log" 2>&1 &
+    local pin=("${PIN_PROXY[@]}")
+    [[ $1 == "$UPD" ]] && pin=("${PIN_LOAD[@]}")
+    "${pin[@]}" nginx -p "$1/" -c "$1/nginx.conf" -e "$1/logs/error.log" >>"$1/logs/stdout.log" 2>&1 &
     REPLY=$!
     PIDS+=("$REPLY")
 }
@@ -193,7 +205,7 @@ start_nginx "$UPD"
 start_nginx "$NXD"; NGX_PID=$REPLY
 wait_https "$P_NGX" || die "nginx proxy did not start"
 NGX_W=$(nginx_worker "$NGX_PID") || die "no nginx proxy worker"
-"$WG" -c "$WGD/wakegate.yaml" >>"$WGD/stderr.log" 2>&1 &
+"${PIN_PROXY[@]}" "$WG" -c "$WGD/wakegate.yaml" >>"$WGD/stderr.log" 2>&1 &
 WG_PID=$!
 PIDS+=("$WG_PID")
 wait_https "$P_WG" || { cat "$WGD/stderr.log" >&2; die "wakegate did not start"; }
@@ -205,7 +217,7 @@ run() {
     shift 6
     local out=$TMP/wrk-$label-$kind.txt t0 t1
     t0=$(ticks "$pid")
-    timeout $((SECS + 30)) wrk -t2 -c"$CONNS" -d"${SECS}s" --latency "$@" "https://127.0.0.1:$port$path" >"$out" 2>&1 ||
+    timeout $((SECS + 30)) "${PIN_LOAD[@]}" wrk -t2 -c"$CONNS" -d"${SECS}s" --latency "$@" "https://127.0.0.1:$port$path" >"$out" 2>&1 ||
         die "wrk failed against $label: $(tail -3 "$out")"
     t1=$(ticks "$pid")
     if ! "${LIB[@]}" check-wrk "$out" "$size" >"$out.problems"; then
@@ -223,6 +235,27 @@ print(json.dumps({"label": sys.argv[2], "kind": sys.argv[3], "rps": r["rps"], "r
                   "cpu_ms_per_1k": 1e6 * cpu / r["requests"] if r["requests"] else None}))
 ' "$out" "$label" "$kind" $((t1 - t0)) "$(getconf CLK_TCK)" "$HERE" >>"$TMP/runs.jsonl"
 }
+
+# Full handshakes, one connection at a time: openssl s_time -new (no
+# resumption, no request).
+s_time_run() {
+    local label=$1 port=$2 pid=$3 out=$TMP/s_time-$1.txt t0 t1
+    t0=$(ticks "$pid")
+    timeout $((SECS + 30)) "${PIN_LOAD[@]}" openssl s_time -connect "127.0.0.1:$port" -new -time "$SECS" >"$out" 2>&1 ||
+        die "openssl s_time failed against $label: $(tail -3 "$out")"
+    t1=$(ticks "$pid")
+    "$PY" -c '
+import json, re, sys
+text = open(sys.argv[1]).read()
+m = re.search(r"^(\d+) connections in \d+ real seconds", text, re.M)
+n, secs = int(m.group(1)), float(sys.argv[5])
+cpu = int(sys.argv[3]) / int(sys.argv[4])
+print(json.dumps({"label": sys.argv[2], "kind": "full-handshake", "rps": n / secs, "requests": n,
+                  "p99_ms": 0.0, "cpu_s": cpu, "cpu_ms_per_1k": 1e6 * cpu / n if n else None}))
+' "$out" "$label" $((t1 - t0)) "$(getconf CLK_TCK)" "$SECS" >>"$TMP/runs.jsonl"
+}
+s_time_run nginx "$P_NGX" "$NGX_W"
+s_time_run wakegate "$P_WG" "$WG_PID"
 
 log "wrk -t2 -c$CONNS -d${SECS}s, TLS 1.3, nginx (worker $NGX_W) then wakegate (pid $WG_PID)"
 for kind in handshake keepalive-100b keepalive-64k; do
@@ -248,7 +281,7 @@ runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 by = {(r["kind"], r["label"]): r for r in runs}
 print("%-16s %-9s %12s %10s %18s" % ("run", "proxy", "req/s", "p99 ms", "CPU ms / 1k req"))
 ratios = {}
-for kind in ("handshake", "keepalive-100b", "keepalive-64k"):
+for kind in ("full-handshake", "handshake", "keepalive-100b", "keepalive-64k"):
     for label in ("nginx", "wakegate"):
         r = by[(kind, label)]
         print("%-16s %-9s %12.0f %10.2f %18.1f" % (kind, label, r["rps"], r["p99_ms"], r["cpu_ms_per_1k"] or 0))

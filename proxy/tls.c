@@ -109,8 +109,11 @@ static int ticket_mac_init(EVP_MAC_CTX *hctx, const struct ticket_key *k)
     return EVP_MAC_CTX_set_params(hctx, params) == 1 ? 0 : -1;
 }
 
-/* OpenSSL's contract: 1 ticket ok, 2 ok but issue a new one (the previous
- * key decrypted it), 0 unknown key (full handshake), -1 error. */
+/* OpenSSL's contract: 1 ticket ok, 2 ok and issue a new one, 0 unknown key
+ * (full handshake), -1 error. Always 2 on success, as OpenSSL's own ticket
+ * handling does: a TLS 1.3 client uses a ticket once, so without a fresh
+ * one every other connection of a client would be a full handshake (and a
+ * ticket of the previous key gets one of the current key). */
 static int ticket_cb(SSL *s, unsigned char key_name[16], unsigned char *iv, EVP_CIPHER_CTX *ctx,
                      EVP_MAC_CTX *hctx, int enc)
 {
@@ -135,7 +138,7 @@ static int ticket_cb(SSL *s, unsigned char key_name[16], unsigned char *iv, EVP_
         if (ticket_mac_init(hctx, k) < 0 ||
             EVP_DecryptInit_ex(ctx, t->ticket_cipher, NULL, k->aes, iv) != 1)
             return -1;
-        return i == 0 ? 1 : 2;
+        return 2;
     }
     return 0;
 }

@@ -8,8 +8,9 @@
  * (TLS 1.2 tickets and TLS 1.3 PSKs alike) encrypted under our own keys
  * (SSL_CTX_set_tlsext_ticket_key_evp_cb): a new key every
  * tls.ticket_rotate, the previous one kept to decrypt for one more period,
- * so a ticket resumes for at most two periods. No server-side session
- * cache. The keys survive certificate reloads. */
+ * so a ticket resumes for at most two periods; every resumption gets a
+ * fresh ticket. No server-side session cache. The keys survive
+ * certificate reloads. */
 #ifndef WG_PROXY_TLS_H
 #define WG_PROXY_TLS_H
 

@@ -207,8 +207,16 @@ def test_session_resumption_tls13_and_tls12(start_wakegate, recording_upstream, 
         assert rc == 0 and "New," in text, text[-500:]
         rc, text = s_client(gw.port, "app.test", [version, "-sess_in", sess])
         assert rc == 0 and "Reused," in text, (version, text[-500:])
+    # A resumption gets a fresh ticket, so a client resumes again and again.
+    sess = os.path.join(ca.d, "sess-chain")
+    s_client(gw.port, "app.test", ["-tls1_3", "-sess_out", sess, "-ign_eof"],
+             stdin=b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+    for i in range(3):
+        rc, text = s_client(gw.port, "app.test", ["-tls1_3", "-sess_in", sess, "-sess_out", sess, "-ign_eof"],
+                            stdin=b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+        assert rc == 0 and "Reused," in text, (i, text[-500:])
     m = gw.metrics()
-    assert m["wakegate_tls_resumptions_total"] == 2, m
+    assert m["wakegate_tls_resumptions_total"] == 5, m
 
 
 def test_sighup_swaps_the_certificate_and_keeps_open_connections(start_wakegate, recording_upstream, ca):
@@ -326,12 +334,48 @@ def test_garbage_and_silence_on_the_tls_port_are_closed_and_counted(start_wakega
     finally:
         s.close()
     assert time.monotonic() - t0 < 4
+    # Nor does trickling a ClientHello a byte at a time push the deadline back.
+    hello = _client_hello_bytes()
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+    t0 = time.monotonic()
+    closed = False
+    try:
+        for b in hello:
+            try:
+                s.sendall(bytes([b]))
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.05)
+            if time.monotonic() - t0 > 4:
+                break
+        if not closed:
+            s.settimeout(3)
+            try:
+                closed = s.recv(10) == b""
+            except ConnectionResetError:
+                closed = True
+    finally:
+        s.close()
+    assert closed and time.monotonic() - t0 < 4.5, time.monotonic() - t0
     st, _, _ = curl(gw.port, "app.test", "/", ca=ca.cert)
     assert st == 200 and gw.alive()
     m = gw.metrics()
     assert m['wakegate_tls_handshakes_total{result="failed"}'] >= 2, m
-    assert m['wakegate_tls_handshakes_total{result="timeout"}'] == 1, m
+    assert m['wakegate_tls_handshakes_total{result="timeout"}'] == 2, m
     assert m['wakegate_tls_handshakes_total{result="ok"}'] == 1, m
+
+
+def _client_hello_bytes():
+    """A real ClientHello, as Python's ssl writes it into a memory BIO."""
+    ctx = ssl.create_default_context()
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname="app.test")
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return out.read()
 
 
 # ================================================================ redirect listener
