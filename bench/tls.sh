@@ -7,6 +7,8 @@
 #   ticket)
 #   keep-alive requests per second over TLS at 100 B and 64 KiB
 #   full handshakes per second, one at a time (openssl s_time -new)
+#   HTTP/2 (ALPN h2) requests per second at 100 B and 64 KiB: h2load with
+#   BENCH_H2_CONNS connections of BENCH_H2_STREAMS concurrent streams each
 #
 # and the proxy's CPU seconds per 1000 requests (utime + stime of the nginx
 # worker or the wakegate process, from /proc, over each run). See
@@ -17,6 +19,8 @@
 # Environment:
 #   BENCH_SECONDS=N        seconds per wrk run (default 5)
 #   BENCH_CONNS=N          wrk connections (default 50)
+#   BENCH_H2_CONNS=N       h2load connections (default 4)
+#   BENCH_H2_STREAMS=N     h2load concurrent streams per connection (default 32)
 #   BENCH_PIN=split        wrk and the upstream on CPU 0, the proxy under test on CPU 1
 #                          (default 0: no pinning)
 #   BENCH_WAKEGATE=PATH    wakegate binary (default build-bench/src/wakegate, built here)
@@ -35,9 +39,11 @@ CONNS=${BENCH_CONNS:-50}
 die() { echo "bench: $*" >&2; exit 1; }
 log() { echo "bench: $*" >&2; }
 
-for tool in nginx wrk openssl curl "$PY"; do
-    command -v "$tool" >/dev/null || die "$tool not found (Debian packages: nginx wrk openssl curl python3)"
+for tool in nginx wrk openssl curl h2load "$PY"; do
+    command -v "$tool" >/dev/null || die "$tool not found (Debian packages: nginx wrk openssl curl nghttp2-client python3)"
 done
+H2_CONNS=${BENCH_H2_CONNS:-4}
+H2_STREAMS=${BENCH_H2_STREAMS:-32}
 
 WG=${BENCH_WAKEGATE:-$ROOT/build-bench/src/wakegate}
 if [[ -z ${BENCH_WAKEGATE:-} && ${BENCH_NO_BUILD:-0} != 1 ]]; then
@@ -152,7 +158,7 @@ $(temp_paths "$NXD")
     keepalive_requests 100000000;
     upstream up { server 127.0.0.1:$P_UP; keepalive 256; }
     server {
-        listen 127.0.0.1:$P_NGX ssl backlog=4096;
+        listen 127.0.0.1:$P_NGX ssl http2 backlog=4096;
         ssl_certificate $CERT;
         ssl_certificate_key $KEY;
         ssl_protocols TLSv1.2 TLSv1.3;
@@ -269,6 +275,40 @@ for kind in handshake keepalive-100b keepalive-64k; do
         sleep 1
     done
 done
+# HTTP/2: h2load for SECS seconds; appends a JSON line like run().
+h2_run() {
+    local label=$1 port=$2 path=$3 pid=$4 kind=$5 out=$TMP/h2load-$1-$5.txt t0 t1
+    t0=$(ticks "$pid")
+    timeout $((SECS + 30)) "${PIN_LOAD[@]}" h2load -t 1 -c "$H2_CONNS" -m "$H2_STREAMS" -D "$SECS" \
+        "https://127.0.0.1:$port$path" >"$out" 2>&1 || die "h2load failed against $label: $(tail -3 "$out")"
+    t1=$(ticks "$pid")
+    "$PY" -c '
+import json, re, sys
+text = open(sys.argv[1]).read()
+proto = re.search(r"Application protocol: (\S+)", text)
+m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed", text)
+st = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text)
+rps = re.search(r"finished in [0-9.]+m?s, ([0-9.]+) req/s", text)
+if not (proto and proto.group(1) == "h2" and m and st and rps):
+    sys.exit("h2load output not understood or not h2:\n" + text[-800:])
+ok, failed = int(m.group(4)), int(m.group(5))
+if failed or int(st.group(4)) or int(st.group(3)):
+    sys.stderr.write("bench: !!! %s %s: %d failed, %s 4xx, %s 5xx\n" % (sys.argv[2], sys.argv[3], failed, st.group(3), st.group(4)))
+cpu = int(sys.argv[4]) / int(sys.argv[5])
+print(json.dumps({"label": sys.argv[2], "kind": sys.argv[3], "rps": float(rps.group(1)), "requests": ok,
+                  "p99_ms": 0.0, "cpu_s": cpu, "cpu_ms_per_1k": 1e6 * cpu / ok if ok else None}))
+' "$out" "$label" "$kind" $((t1 - t0)) "$(getconf CLK_TCK)" >>"$TMP/runs.jsonl" || die "h2load run $label $kind"
+}
+
+log "h2load -c$H2_CONNS -m$H2_STREAMS -D$SECS, HTTP/2 over TLS 1.3"
+for kind in h2-100b h2-64k; do
+    for target in nginx wakegate; do
+        if [[ $target == nginx ]]; then port=$P_NGX pid=$NGX_W; else port=$P_WG pid=$WG_PID; fi
+        if [[ $kind == h2-100b ]]; then path=/100b.txt; else path=/64k.bin; fi
+        h2_run "$target" "$port" "$path" "$pid" "$kind"
+        sleep 1
+    done
+done
 running "$WG_PID" || die "wakegate died"
 running "$NGX_PID" || die "nginx proxy died"
 
@@ -281,7 +321,7 @@ runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 by = {(r["kind"], r["label"]): r for r in runs}
 print("%-16s %-9s %12s %10s %18s" % ("run", "proxy", "req/s", "p99 ms", "CPU ms / 1k req"))
 ratios = {}
-for kind in ("full-handshake", "handshake", "keepalive-100b", "keepalive-64k"):
+for kind in ("full-handshake", "handshake", "keepalive-100b", "keepalive-64k", "h2-100b", "h2-64k"):
     for label in ("nginx", "wakegate"):
         r = by[(kind, label)]
         print("%-16s %-9s %12.0f %10.2f %18.1f" % (kind, label, r["rps"], r["p99_ms"], r["cpu_ms_per_1k"] or 0))
