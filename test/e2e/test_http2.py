@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import threading
 import time
 
@@ -350,3 +351,77 @@ def test_zero_window_stall_is_reset_and_memory_stays_bounded(start_wakegate, mak
     assert mid - before < 48 * 1024, (before, mid)
     m = gw.metrics()
     assert m["wakegate_http2_resets_sent_total"] >= 20, m
+
+
+# ================================================================ edges
+
+def test_header_limits_connect_and_host_fallback(start_wakegate, recording_upstream, ca):
+    gw = h2_gw(start_wakegate, recording_upstream.address, ca, limits={"head_max": "4KiB"})
+    c = RawH2(gw.port, "app.test", ca.cert)
+    try:
+        # Over limits.head_max: 431 on that stream; the connection goes on.
+        sid = c.request("/big-head", extra=[("x-pad", "v" * 6000)])
+        st, _ = c.response(sid)
+        assert st == 431, st
+        sid = c.request("/after")
+        st, body = c.response(sid)
+        assert st == 200 and body == b"ok GET /after\n", (st, body)
+        # CONNECT (no :path) is not proxied.
+        sid = c.new_stream()
+        f = HeadersFrame(sid, c.enc.encode([(":method", "CONNECT"), (":authority", "example.com:443")]))
+        f.flags.add("END_HEADERS")
+        c.send(f)
+        st, _ = c.response(sid)
+        assert st == 405, st
+        # No :authority: the Host field names the host.
+        sid = c.new_stream()
+        f = HeadersFrame(sid, c.enc.encode([(":method", "GET"), (":scheme", "https"), (":path", "/h"),
+                                            ("host", "other.test")]))
+        f.flags.add("END_HEADERS")
+        f.flags.add("END_STREAM")
+        c.send(f)
+        st, _ = c.response(sid)
+        assert st == 200
+        assert "host: other.test\r\n" in recording_upstream.requests[-1].raw_head.decode().lower()
+        # Cookie crumbs are joined into one field (RFC 9113 8.2.3).
+        sid = c.request("/c", extra=[("cookie", "a=1"), ("cookie", "b=2")])
+        st, _ = c.response(sid)
+        assert st == 200
+        assert "cookie: a=1; b=2\r\n" in recording_upstream.requests[-1].raw_head.decode().lower()
+    finally:
+        c.close()
+    m = gw.metrics()
+    assert m["wakegate_http2_headers_too_large_total"] == 1, m
+
+
+def test_sigterm_sends_goaway_and_streams_under_way_finish(start_wakegate, make_upstream, ca):
+    slow = make_upstream(upstream.slow_response(1.0, body=b"finished\n"))
+    gw = h2_gw(start_wakegate, slow.address, ca)
+    c = RawH2(gw.port, "app.test", ca.cert)
+    try:
+        sid = c.request("/slow")
+        time.sleep(0.3)  # the request is at the upstream
+        gw.send_signal(signal.SIGTERM)
+        got_goaway = None
+        status, body = None, b""
+        from hpack import Decoder
+        dec = Decoder()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            f = c.read_frame(timeout=10)
+            if f is None:
+                break
+            if isinstance(f, GoAwayFrame):
+                got_goaway = f
+            if isinstance(f, HeadersFrame) and f.stream_id == sid:
+                status = int(dict(dec.decode(f.data))[":status"])
+            if isinstance(f, DataFrame) and f.stream_id == sid:
+                body += f.data
+                if "END_STREAM" in f.flags:
+                    break
+    finally:
+        c.close()
+    assert got_goaway is not None and got_goaway.error_code == 0, got_goaway
+    assert got_goaway.last_stream_id >= sid
+    assert (status, body) == (200, b"finished\n"), (status, body)
+    assert gw.proc.wait(timeout=10) == 0
