@@ -166,6 +166,11 @@ void conn_close(struct wg_conn *c)
     conn_release_upstream(c, false);
     wg_h2_free(c->h2); /* its streams' connections see their client leave */
     c->h2 = NULL;
+    if (c->vstream != NULL) {
+        struct wg_h2_stream *vs = c->vstream;
+        c->vstream = NULL;
+        wg_h2_stream_detach(vs);
+    }
     wg_list_remove(&c->link);
     if (!c->h2_stream)
         c->px->stats.connections_open--;
@@ -287,6 +292,7 @@ static void queue_write(struct wg_conn *c, int side, uv_stream_t *s, const uv_bu
         conn_update_reading(c);
 }
 
+static bool below_mark(struct wg_conn *c, int side, bool reading);
 static void write_raw(struct wg_conn *c, int side, uv_stream_t *s, uv_buf_t *bufs, unsigned nbufs,
                       size_t total);
 
@@ -346,6 +352,16 @@ static void write_raw(struct wg_conn *c, int side, uv_stream_t *s, uv_buf_t *buf
 {
     size_t off = 0;
 
+    if (side == SIDE_CLIENT && c->vstream != NULL) {
+        /* An HTTP/2 stream's connection: its session takes it all, and
+         * tells the size of what waits (conn_vstream_pending). */
+        c->client_pending = wg_h2_stream_write(c->vstream, bufs, nbufs);
+        if (c->x != NULL)
+            wg_buf_reset(&c->x->held_head);
+        if (!below_mark(c, SIDE_CLIENT, true))
+            conn_update_reading(c);
+        return;
+    }
     if (*side_pending(c, side) == 0) {
         int r = uv_try_write(s, bufs, nbufs);
         if (r > 0 && side == SIDE_UP)
@@ -464,7 +480,10 @@ void conn_update_reading(struct wg_conn *c)
             break;
         }
     }
-    if (want_client != c->reading_client && !c->closing) {
+    if (want_client != c->reading_client && !c->closing && c->vstream != NULL) {
+        c->reading_client = want_client;
+        wg_h2_stream_reading(c->vstream, want_client);
+    } else if (want_client != c->reading_client && !c->closing) {
         if (want_client)
             uv_read_start((uv_stream_t *)&c->client, client_alloc, client_read);
         else
@@ -655,6 +674,10 @@ static void shutdown_cb(uv_shutdown_t *req, int status)
 
 int conn_shutdown(struct wg_conn *c, uv_stream_t *s)
 {
+    if (c->vstream != NULL && s == (uv_stream_t *)&c->client) {
+        wg_h2_stream_shutdown(c->vstream);
+        return 0;
+    }
     if (c->tls != NULL && s == (uv_stream_t *)&c->client)
         conn_tls_close_notify(c); /* queued before the FIN */
     struct shut *sh = malloc(sizeof(*sh));
@@ -689,8 +712,8 @@ void conn_begin_close(struct wg_conn *c)
         return;
     }
     c->client_shut_sent = true;
-    if (c->client_eof) {
-        conn_close(c);
+    if (c->client_eof || c->vstream != NULL) {
+        conn_close(c); /* a stream has no client to linger for */
         return;
     }
     conn_update_reading(c);
@@ -950,23 +973,15 @@ void wg_conn_accept(struct wg_proxy *px)
     conn_arm(c);
 }
 
-int wg_conn_open_stream(struct wg_conn *parent, int fd)
+struct wg_conn *wg_conn_open_vstream(struct wg_conn *parent, struct wg_h2_stream *s)
 {
-    struct wg_proxy *px = parent->px;
-    struct wg_conn *c = conn_alloc(px);
+    struct wg_conn *c = conn_alloc(parent->px);
 
-    if (c == NULL) {
-        close(fd);
-        return UV_ENOMEM;
-    }
-    /* libuv takes any stream socket here; the TCP options are not set. */
-    int r = uv_tcp_open(&c->client, fd);
-    if (r < 0) {
-        close(fd);
-        c->closing = true;
-        uv_close((uv_handle_t *)&c->client, handle_closed);
-        return r;
-    }
+    if (c == NULL)
+        return NULL;
+    /* The handle is never opened: it only keeps the connection's shape
+     * (uv_close on it works as on any other). */
+    c->vstream = s;
     c->h2_stream = true;
     c->https = true;
     c->peer = parent->peer;
@@ -974,7 +989,20 @@ int wg_conn_open_stream(struct wg_conn *parent, int fd)
     conn_begin(c);
     conn_update_reading(c);
     conn_arm(c);
-    return 0;
+    return c;
+}
+
+void conn_vstream_pending(struct wg_conn *c, size_t n)
+{
+    if (c->closing)
+        return;
+    if (n < c->client_pending)
+        c->last_client_write_ms = conn_now_ms(c);
+    c->client_pending = n;
+    if (n == 0 && c->close_after_flush)
+        conn_begin_close(c);
+    else
+        conn_update_reading(c);
 }
 
 void wg_conn_drain_all(struct wg_proxy *px)

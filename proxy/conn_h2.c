@@ -1,7 +1,7 @@
 /* proxy/conn_h2.c - a client connection that chose HTTP/2 by ALPN: the
  * glue between conn.c (its socket, TLS, write queue and timer) and the
  * session of proxy/h2.c, which bridges each stream to a connection of its
- * own (wg_conn_open_stream). */
+ * own (wg_conn_open_vstream). */
 #include <inttypes.h>
 
 #include "proxy/conn_int.h"
@@ -21,9 +21,27 @@ static size_t io_queued(void *arg)
     return c->client_pending;
 }
 
-static int io_open_stream(void *arg, int fd)
+static void *io_open_stream(void *arg, struct wg_h2_stream *s)
 {
-    return wg_conn_open_stream(arg, fd);
+    return wg_conn_open_vstream(arg, s);
+}
+
+static void io_stream_bytes(void *conn, const char *data, size_t n)
+{
+    struct wg_conn *c = conn;
+
+    c->last_client_read_ms = conn_now_ms(c);
+    conn_client_bytes(c, data, n);
+}
+
+static void io_stream_abort(void *conn)
+{
+    conn_close(conn);
+}
+
+static void io_stream_pending(void *conn, size_t n)
+{
+    conn_vstream_pending(conn, n);
 }
 
 static void io_done(void *arg)
@@ -63,6 +81,9 @@ int conn_h2_start(struct wg_conn *c)
         .write = io_write,
         .queued = io_queued,
         .open_stream = io_open_stream,
+        .stream_bytes = io_stream_bytes,
+        .stream_abort = io_stream_abort,
+        .stream_pending = io_stream_pending,
         .done = io_done,
         .reading_changed = io_reading_changed,
     };

@@ -233,8 +233,10 @@ struct wg_conn {
     /* https as the client sees it: our TLS, or a stream of our HTTP/2 over
      * it (X-Forwarded-Proto, Secure cookies, HSTS) */
     bool https;
-    /* One HTTP/2 stream's request on a socketpair (wg_conn_open_stream):
-     * counted with the streams, not with the connections. */
+    /* One HTTP/2 stream's request, in memory (wg_conn_open_vstream): no
+     * socket; its client side is the stream (NULL once detached). Counted
+     * with the streams, not with the connections. */
+    struct wg_h2_stream *vstream;
     bool h2_stream;
     unsigned requests;
     uint64_t up_gen;       /* changes with every upstream borrowed or given back */
@@ -314,10 +316,13 @@ void conn_write_raw(struct wg_conn *c, int side, uv_buf_t *bufs, unsigned nbufs)
 /* ALPN chose h2 when the handshake ended: an HTTP/2 session takes the
  * connection. Returns 0, or < 0 with the connection closed. */
 int conn_h2_start(struct wg_conn *c);
-/* One stream's request: fd, an end of a socketpair, becomes a client
- * connection of its own, with parent's peer, over https. Returns 0, or
- * < 0 with fd closed. */
-int wg_conn_open_stream(struct wg_conn *parent, int fd);
+/* One stream's request becomes a client connection of its own, with
+ * parent's peer, over https, whose client side is the stream s. Returns
+ * it, or NULL. */
+struct wg_conn *wg_conn_open_vstream(struct wg_conn *parent, struct wg_h2_stream *s);
+/* The stream holds n of our response bytes for its client: the
+ * connection's send queue. */
+void conn_vstream_pending(struct wg_conn *c, size_t n);
 /* Plaintext from the client, for the session. */
 void conn_h2_bytes(struct wg_conn *c, const char *data, size_t n);
 /* Output left the socket: the session may produce more. */

@@ -1,6 +1,6 @@
 /* proxy/h2.c - an HTTP/2 server session (nghttp2) whose request streams
- * are bridged, each over a socketpair, to the HTTP/1.1 pipeline
- * (proxy/h2.h says why and what is bounded). */
+ * are bridged, each to a client connection of its own in memory, to the
+ * HTTP/1.1 pipeline (proxy/h2.h says why and what is bounded). */
 #include "proxy/h2.h"
 
 #include <errno.h>
@@ -10,8 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "common/buf.h"
 #include "common/list.h"
@@ -19,33 +17,39 @@
 #define SUBSYS "h2"
 /* How often the session looks for stalled streams and idleness. */
 #define TICK_MS 250
-/* The socketpair's kernel buffers: small, so a stalled stream pushes back on
- * the pipeline soon rather than parking hundreds of KiB in the kernel. */
-#define PAIR_SNDBUF (32 * 1024)
+/* Request bytes handed to a stream's connection at a time, as one socket
+ * read would: it may stop reading after any of them. */
+#define DELIVER_MAX (16 * 1024)
 /* A header list this many times over the limit is an attack, not a big
  * cookie: the connection ends instead of a 431. */
 #define HEADER_ABUSE_FACTOR 4
-/* Request bytes waiting for the socketpair above which a stream's window
- * stays closed (its DATA is not consumed). */
+/* Request bytes waiting for the stream's connection at or above which its
+ * window stays closed (its DATA is not consumed). */
 #define REQ_PENDING_MAX (64 * 1024)
-/* The response head read back from the pipeline, at most. */
+/* The response head written by the pipeline, at most. */
 #define RESP_HEAD_MAX (64 * 1024)
 #define RESP_FIELDS_MAX 256
+/* Response bytes a stream may hold past the mark its connection stops
+ * reading the upstream at: what one upstream read and a head add. */
+#define BODY_SLACK (256 * 1024)
 
 struct bucket {
     double tokens;
     uint64_t at_ms;
 };
 
-struct stream {
+struct wg_h2_stream {
     struct wg_list link;
+    struct wg_list dirty_link; /* in h->dirty while it has work for the service pass */
     struct wg_h2 *h;
     int32_t id;
-    uv_pipe_t pipe;
-    bool pipe_open; /* the handle is initialised (closed through uv_close) */
-    bool pipe_closing;
-    bool reading;
-    bool stream_closed; /* nghttp2 closed the stream */
+    void *conn;        /* the stream's connection; NULL before it and once it left */
+    bool conn_reading; /* the connection takes request bytes now */
+    bool abort_conn;   /* the client left: the service pass ends the connection */
+    bool dirty;
+    bool stream_closed;    /* nghttp2 closed the stream */
+    struct wg_buf req_out; /* request bytes the connection has not taken */
+    size_t reported;       /* the send queue size the connection was last told */
 
     /* the request */
     struct wg_buf head;    /* regular fields as "name: value\r\n" */
@@ -64,6 +68,7 @@ struct stream {
 
     /* the response */
     llhttp_t parser;
+    bool parser_ready;
     struct wg_buf resp_head; /* fields as name NUL value NUL ..., lowercase names */
     size_t field_starts[RESP_FIELDS_MAX];
     unsigned nfields;
@@ -86,8 +91,10 @@ struct wg_h2 {
     nghttp2_session *session;
     llhttp_settings_t resp_settings;
     uv_timer_t timer;
+    uv_idle_t idle; /* the service pass, while streams are dirty */
     struct wg_list streams;
-    unsigned handles; /* open libuv handles (timer and pipes) */
+    struct wg_list dirty;
+    unsigned handles; /* open libuv handles (timer, idle) */
     bool freeing;
     bool over; /* the session ends: read nothing more */
     bool done_called;
@@ -95,7 +102,6 @@ struct wg_h2 {
     uint64_t idle_since_ms;
     unsigned nstreams; /* request streams nghttp2 has not closed */
     struct bucket resets, controls;
-    char readbuf[16384]; /* every stream's reads: each is parsed before the next */
 };
 
 static uint64_t now_ms(const struct wg_h2 *h)
@@ -182,14 +188,17 @@ static void end_session(struct wg_h2 *h, uint32_t code, const char *why)
 
 /* ---- streams ---------------------------------------------------------------------- */
 
-static struct stream *stream_of(struct wg_h2 *h, int32_t id)
+static struct wg_h2_stream *stream_of(struct wg_h2 *h, int32_t id)
 {
     return nghttp2_session_get_stream_user_data(h->session, id);
 }
 
-static void stream_free(struct stream *s)
+static void stream_free(struct wg_h2_stream *s)
 {
     wg_list_remove(&s->link);
+    if (s->dirty)
+        wg_list_remove(&s->dirty_link);
+    wg_buf_release(&s->req_out);
     wg_buf_release(&s->head);
     wg_buf_release(&s->cookies);
     wg_buf_release(&s->resp_head);
@@ -200,30 +209,22 @@ static void stream_free(struct stream *s)
     free(s);
 }
 
-static void session_maybe_freed(struct wg_h2 *h);
+static void service(uv_idle_t *idle);
 
-static void pipe_closed(uv_handle_t *handle)
+/* Work for the service pass: request bytes to hand over, a send queue size
+ * to tell, an abort. */
+static void mark(struct wg_h2_stream *s)
 {
-    struct stream *s = handle->data;
     struct wg_h2 *h = s->h;
 
-    h->handles--;
-    s->pipe_open = false;
-    if (s->stream_closed || h->freeing)
-        stream_free(s);
-    session_maybe_freed(h);
-}
-
-/* Closing our end tells the pipeline's connection that its client left. */
-static void stream_close_pipe(struct stream *s)
-{
-    if (!s->pipe_open || s->pipe_closing)
+    if (s->dirty || h->freeing)
         return;
-    s->pipe_closing = true;
-    uv_close((uv_handle_t *)&s->pipe, pipe_closed);
+    s->dirty = true;
+    wg_list_push_back(&h->dirty, &s->dirty_link);
+    uv_idle_start(&h->idle, service);
 }
 
-static void stream_reset(struct stream *s, uint32_t code)
+static void stream_reset(struct wg_h2_stream *s, uint32_t code)
 {
     struct wg_h2 *h = s->h;
 
@@ -231,15 +232,16 @@ static void stream_reset(struct stream *s, uint32_t code)
         return;
     h->stats->resets_sent++;
     nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, s->id, code);
-    stream_close_pipe(s);
+    if (s->conn != NULL) {
+        s->abort_conn = true;
+        mark(s);
+    }
 }
-
-static int stream_read_start(struct stream *s);
 
 static ssize_t body_read(nghttp2_session *session, int32_t id, uint8_t *buf, size_t length,
                          uint32_t *flags, nghttp2_data_source *source, void *user)
 {
-    struct stream *s = source->ptr;
+    struct wg_h2_stream *s = source->ptr;
     size_t n = wg_buf_size(&s->body);
     (void)session;
     (void)id;
@@ -251,8 +253,8 @@ static ssize_t body_read(nghttp2_session *session, int32_t id, uint8_t *buf, siz
         memcpy(buf, wg_buf_head(&s->body), n);
         wg_buf_consume(&s->body, n);
         s->waiting_since_ms = wg_buf_size(&s->body) > 0 ? now_ms(s->h) : 0;
-        if (!s->reading && !s->resp_eof && wg_buf_size(&s->body) < s->h->lim.stream_buffer_max / 2)
-            stream_read_start(s);
+        if (s->conn != NULL)
+            mark(s); /* its send queue shrank */
     }
     if (wg_buf_size(&s->body) == 0 && s->resp_eof) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -265,7 +267,7 @@ static ssize_t body_read(nghttp2_session *session, int32_t id, uint8_t *buf, siz
     return (ssize_t)n;
 }
 
-static void body_more(struct stream *s)
+static void body_more(struct wg_h2_stream *s)
 {
     if (s->submitted && s->deferred) {
         s->deferred = false;
@@ -273,20 +275,21 @@ static void body_more(struct stream *s)
     }
 }
 
-/* A response of our own (431, 502): a small text body. */
-static void submit_local(struct stream *s, int status, const char *text)
+/* A response of our own (405, 431, 502, 503): a small text body. */
+static void submit_local(struct wg_h2_stream *s, int status, const char *text)
 {
     char st[4], len[24];
     nghttp2_nv nv[] = {
-        {(uint8_t *)":status", (uint8_t *)st, 7, 0, NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t *)":status", (uint8_t *)st, 7, 3, NGHTTP2_NV_FLAG_NONE},
         {(uint8_t *)"content-type", (uint8_t *)"text/plain; charset=utf-8", 12, 25,
          NGHTTP2_NV_FLAG_NONE},
         {(uint8_t *)"content-length", (uint8_t *)len, 14, 0, NGHTTP2_NV_FLAG_NONE},
     };
     nghttp2_data_provider prd = {.source.ptr = s, .read_callback = body_read};
 
+    if (s->submitted || s->stream_closed)
+        return;
     snprintf(st, sizeof st, "%03d", status);
-    nv[0].valuelen = 3;
     nv[2].valuelen = (size_t)snprintf(len, sizeof len, "%zu", strlen(text));
     wg_buf_reset(&s->body);
     if (!s->head_method)
@@ -297,7 +300,20 @@ static void submit_local(struct stream *s, int status, const char *text)
     nghttp2_submit_response(s->h->session, s->id, nv, 3, &prd);
 }
 
-/* ---- the response read back from the pipeline ------------------------------------ */
+/* The pipeline's answer ended early or made no sense: 502 when nothing was
+ * sent yet, else the stream is reset. */
+static void stream_broken(struct wg_h2_stream *s, const char *why)
+{
+    WG_DEBUG(s->h->log, SUBSYS, "stream answer broken",
+             "conn=%" PRIu64 " stream=%" PRId32 " why=\"%s\"", s->h->conn_id, s->id, why);
+    s->resp_eof = true;
+    if (!s->submitted)
+        submit_local(s, 502, "Bad Gateway\n");
+    else
+        stream_reset(s, NGHTTP2_INTERNAL_ERROR);
+}
+
+/* ---- the response written by the pipeline ---------------------------------------- */
 
 /* Connection-specific fields have no place in HTTP/2 (RFC 9113 8.2.2). */
 static bool hop_field(const char *name, size_t len)
@@ -312,7 +328,7 @@ static bool hop_field(const char *name, size_t len)
 
 static int on_resp_field(llhttp_t *p, const char *at, size_t len)
 {
-    struct stream *s = p->data;
+    struct wg_h2_stream *s = p->data;
 
     if (s->in_value || s->nfields == 0) {
         if (s->in_value && wg_buf_append(&s->resp_head, "", 1) < 0)
@@ -333,7 +349,7 @@ static int on_resp_field(llhttp_t *p, const char *at, size_t len)
 
 static int on_resp_value(llhttp_t *p, const char *at, size_t len)
 {
-    struct stream *s = p->data;
+    struct wg_h2_stream *s = p->data;
 
     if (!s->in_value) {
         if (wg_buf_append(&s->resp_head, "", 1) < 0) /* the name's NUL */
@@ -345,7 +361,7 @@ static int on_resp_value(llhttp_t *p, const char *at, size_t len)
 
 static int on_resp_headers_complete(llhttp_t *p)
 {
-    struct stream *s = p->data;
+    struct wg_h2_stream *s = p->data;
     struct wg_h2 *h = s->h;
     int status = p->status_code;
     nghttp2_nv nv[RESP_FIELDS_MAX + 1];
@@ -389,11 +405,11 @@ static int on_resp_headers_complete(llhttp_t *p)
 
 static int on_resp_body(llhttp_t *p, const char *at, size_t len)
 {
-    struct stream *s = p->data;
+    struct wg_h2_stream *s = p->data;
 
     if (!s->final)
         return 0;
-    /* Bounded by stream_buffer_max plus one read (the read pauses above it). */
+    /* The connection stops reading its upstream past buffer_high_water. */
     if (wg_buf_append(&s->body, at, len) < 0)
         return -1;
     if (s->waiting_since_ms == 0)
@@ -404,7 +420,7 @@ static int on_resp_body(llhttp_t *p, const char *at, size_t len)
 
 static int on_resp_complete(llhttp_t *p)
 {
-    struct stream *s = p->data;
+    struct wg_h2_stream *s = p->data;
 
     if (!s->final)
         return 0; /* an interim answer ended: the final one follows */
@@ -413,232 +429,218 @@ static int on_resp_complete(llhttp_t *p)
     return HPE_PAUSED; /* nothing after the final answer is ours to read */
 }
 
-static void pipe_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+size_t wg_h2_stream_write(struct wg_h2_stream *s, const uv_buf_t *bufs, unsigned nbufs)
 {
-    struct stream *s = handle->data;
-    (void)suggested;
-    *buf = uv_buf_init(s->h->readbuf, sizeof s->h->readbuf);
+    for (unsigned i = 0; i < nbufs && !s->resp_eof && s->parser_ready; i++) {
+        llhttp_errno_t e;
+
+        if (bufs[i].len == 0)
+            continue;
+        e = llhttp_execute(&s->parser, bufs[i].base, bufs[i].len);
+        if (e != HPE_OK && e != HPE_PAUSED)
+            stream_broken(s, llhttp_errno_name(e));
+    }
+    mark(s); /* to send */
+    s->reported = wg_buf_size(&s->body);
+    return s->reported;
 }
 
-static void stream_read_stop(struct stream *s)
+/* The end of the connection's bytes: a body delimited by the close ends. */
+static void response_end(struct wg_h2_stream *s, const char *why)
 {
-    if (s->reading && s->pipe_open && !s->pipe_closing)
-        uv_read_stop((uv_stream_t *)&s->pipe);
-    s->reading = false;
+    if (s->resp_eof)
+        return;
+    if (s->parser_ready && llhttp_finish(&s->parser) == HPE_OK && s->resp_eof)
+        return;
+    stream_broken(s, why);
 }
 
-/* The pipeline's answer ended early or made no sense: 502 when nothing was
- * sent yet, else the stream is reset. */
-static void stream_broken(struct stream *s, const char *why)
+void wg_h2_stream_shutdown(struct wg_h2_stream *s)
 {
-    WG_DEBUG(s->h->log, SUBSYS, "stream bridge ended early",
-             "conn=%" PRIu64 " stream=%" PRId32 " why=\"%s\"", s->h->conn_id, s->id, why);
-    if (!s->submitted)
-        submit_local(s, 502, "Bad Gateway\n");
-    else
-        stream_reset(s, NGHTTP2_INTERNAL_ERROR);
-    stream_read_stop(s);
-    stream_close_pipe(s);
+    response_end(s, "the answer ended early");
+    body_more(s);
+    mark(s);
 }
 
-static void pipe_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+void wg_h2_stream_reading(struct wg_h2_stream *s, bool on)
 {
-    struct stream *s = st->data;
+    s->conn_reading = on;
+    if (on && wg_buf_size(&s->req_out) > 0)
+        mark(s);
+}
+
+void wg_h2_stream_detach(struct wg_h2_stream *s)
+{
     struct wg_h2 *h = s->h;
 
-    if (n == 0)
+    if (s->conn == NULL)
         return;
-    if (n < 0) {
-        if (n == UV_EOF && llhttp_finish(&s->parser) == HPE_OK && s->resp_eof)
-            stream_close_pipe(s);
-        else if (!s->resp_eof)
-            stream_broken(s, n == UV_EOF ? "end of answer" : uv_strerror((int)n));
-        stream_read_stop(s);
-        flush(h);
+    s->conn = NULL;
+    if (h->freeing)
+        return;
+    response_end(s, "the connection closed before its answer was whole");
+    body_more(s);
+    if (s->stream_closed) {
+        stream_free(s);
         return;
     }
-    if (!s->resp_eof) {
-        llhttp_errno_t e = llhttp_execute(&s->parser, buf->base, (size_t)n);
-        if (e == HPE_PAUSED || s->resp_eof) {
-            stream_read_stop(s);
-            stream_close_pipe(s);
-        } else if (e != HPE_OK) {
-            stream_broken(s, llhttp_errno_name(e));
-        } else if (wg_buf_size(&s->body) >= h->lim.stream_buffer_max) {
-            stream_read_stop(s);
-        }
-    }
-    flush(h);
+    mark(s); /* to flush */
 }
 
-static int stream_read_start(struct stream *s)
+/* ---- the request handed to the pipeline ------------------------------------------ */
+
+static void consume_window(struct wg_h2_stream *s)
 {
-    if (s->reading || !s->pipe_open || s->pipe_closing)
-        return 0;
-    int r = uv_read_start((uv_stream_t *)&s->pipe, pipe_alloc, pipe_read);
-    s->reading = r == 0;
-    return r;
-}
-
-/* ---- the request written to the pipeline ---------------------------------------- */
-
-struct pipe_write {
-    uv_write_t req;
-    struct stream *s;
-    size_t len;
-    char data[];
-};
-
-static void consume_window(struct stream *s)
-{
-    if (s->unconsumed == 0 || s->stream_closed || !s->pipe_open)
-        return;
-    if (uv_stream_get_write_queue_size((uv_stream_t *)&s->pipe) >= REQ_PENDING_MAX)
+    if (s->unconsumed == 0 || s->stream_closed || wg_buf_size(&s->req_out) >= REQ_PENDING_MAX)
         return;
     nghttp2_session_consume(s->h->session, s->id, s->unconsumed);
     s->unconsumed = 0;
 }
 
-static void pipe_written(uv_write_t *req, int status)
+static void req_add(struct wg_h2_stream *s, const void *data, size_t len)
 {
-    struct pipe_write *w = (struct pipe_write *)req;
-    struct stream *s = w->s;
-    struct wg_h2 *h = s->h;
-
-    free(w);
-    if (status < 0 || s->pipe_closing || h->freeing)
+    if (s->conn == NULL)
+        return; /* nobody takes it */
+    if (wg_buf_append(&s->req_out, data, len) < 0) {
+        stream_reset(s, NGHTTP2_INTERNAL_ERROR);
         return;
-    consume_window(s);
-    flush(h);
-}
-
-/* Writes to the pipeline: what the socket takes at once, the rest copied. */
-static int pipe_send(struct stream *s, const char *data, size_t len)
-{
-    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-    struct pipe_write *w;
-    int r = 0;
-
-    if (!s->pipe_open || s->pipe_closing || len == 0)
-        return 0;
-    if (uv_stream_get_write_queue_size((uv_stream_t *)&s->pipe) == 0) {
-        r = uv_try_write((uv_stream_t *)&s->pipe, &b, 1);
-        if (r == (int)len)
-            return 0;
-        if (r < 0 && r != UV_EAGAIN)
-            return r;
-        if (r > 0) {
-            data += r;
-            len -= (size_t)r;
-        }
     }
-    w = malloc(sizeof *w + len);
-    if (w == NULL)
-        return UV_ENOMEM;
-    w->s = s;
-    w->len = len;
-    memcpy(w->data, data, len);
-    b = uv_buf_init(w->data, (unsigned)len);
-    r = uv_write(&w->req, (uv_stream_t *)&s->pipe, &b, 1, pipe_written);
-    if (r < 0)
-        free(w);
-    return r;
+    mark(s);
 }
 
-static int pipe_send_chunk(struct stream *s, const uint8_t *data, size_t len)
+static void req_add_chunk(struct wg_h2_stream *s, const uint8_t *data, size_t len)
 {
     char size[24];
-    int r;
 
-    if (!s->chunked)
-        return pipe_send(s, (const char *)data, len);
+    if (!s->chunked) {
+        req_add(s, data, len);
+        return;
+    }
     snprintf(size, sizeof size, "%zx\r\n", len);
-    if ((r = pipe_send(s, size, strlen(size))) < 0 ||
-        (r = pipe_send(s, (const char *)data, len)) < 0)
-        return r;
-    return pipe_send(s, "\r\n", 2);
+    req_add(s, size, strlen(size));
+    req_add(s, data, len);
+    req_add(s, "\r\n", 2);
 }
 
-static void request_end(struct stream *s)
+static void request_end(struct wg_h2_stream *s)
 {
     if (s->req_ended)
         return;
     s->req_ended = true;
-    if (s->chunked && s->headers_done && pipe_send(s, "0\r\n\r\n", 5) < 0)
-        stream_broken(s, "cannot write the request's end");
+    if (s->chunked && s->headers_done)
+        req_add(s, "0\r\n\r\n", 5);
 }
 
-/* The request head as HTTP/1.1, then the socketpair to the pipeline. */
-static void request_start(struct stream *s, bool end_stream)
+/* The request head as HTTP/1.1, for a connection of its own. */
+static void request_start(struct wg_h2_stream *s, bool end_stream)
 {
     struct wg_h2 *h = s->h;
-    struct wg_buf out;
-    int fds[2] = {-1, -1};
     const char *host = s->authority ? s->authority : s->host;
-    int sz = PAIR_SNDBUF;
+    struct wg_buf *out = &s->req_out;
 
-    wg_buf_init(&out, h->lim.header_list_max * 2 + 512);
     if (s->path == NULL || s->method[0] == '\0') {
         /* nghttp2's messaging checks leave only CONNECT without a path. */
         submit_local(s, 405, "Method Not Allowed\n");
-        goto out;
+        return;
     }
     s->chunked = !end_stream && !s->has_length;
-    if (wg_buf_appendf(&out, "%s %s HTTP/1.1\r\n", s->method, s->path) < 0 ||
-        (host && wg_buf_appendf(&out, "Host: %s\r\n", host) < 0) ||
-        wg_buf_append(&out, wg_buf_head(&s->head), wg_buf_size(&s->head)) < 0 ||
+    wg_buf_init(out, h->lim.header_list_max * 2 + 512 + 2 * REQ_PENDING_MAX + 4096);
+    if (wg_buf_appendf(out, "%s %s HTTP/1.1\r\n", s->method, s->path) < 0 ||
+        (host && wg_buf_appendf(out, "Host: %s\r\n", host) < 0) ||
+        wg_buf_append(out, wg_buf_head(&s->head), wg_buf_size(&s->head)) < 0 ||
         (wg_buf_size(&s->cookies) > 0 &&
-         (wg_buf_append(&out, "cookie: ", 8) < 0 ||
-          wg_buf_append(&out, wg_buf_head(&s->cookies), wg_buf_size(&s->cookies)) < 0 ||
-          wg_buf_append(&out, "\r\n", 2) < 0)) ||
-        (s->chunked && wg_buf_append(&out, "Transfer-Encoding: chunked\r\n", 28) < 0) ||
-        wg_buf_append(&out, "Connection: close\r\n\r\n", 21) < 0) {
-        submit_local(s, 431, "Request Header Fields Too Large\n");
+         (wg_buf_append(out, "cookie: ", 8) < 0 ||
+          wg_buf_append(out, wg_buf_head(&s->cookies), wg_buf_size(&s->cookies)) < 0 ||
+          wg_buf_append(out, "\r\n", 2) < 0)) ||
+        (s->chunked && wg_buf_append(out, "Transfer-Encoding: chunked\r\n", 28) < 0) ||
+        wg_buf_append(out, "Connection: close\r\n\r\n", 21) < 0) {
+        wg_buf_release(out);
         h->stats->headers_too_large++;
-        goto out;
+        submit_local(s, 431, "Request Header Fields Too Large\n");
+        return;
     }
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) < 0) {
-        WG_WARN(h->log, SUBSYS, "cannot open a stream bridge, answering 503",
-                "conn=%" PRIu64 " stream=%" PRId32 " error=\"%s\"", h->conn_id, s->id,
-                strerror(errno));
-        submit_local(s, 503, "Service Unavailable\n");
-        goto out;
-    }
-    setsockopt(fds[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
-    setsockopt(fds[1], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
-    if (uv_pipe_init(h->loop, &s->pipe, 0) < 0) {
-        close(fds[0]);
-        close(fds[1]);
-        submit_local(s, 503, "Service Unavailable\n");
-        goto out;
-    }
-    s->pipe.data = s;
-    s->pipe_open = true;
-    h->handles++;
-    if (uv_pipe_open(&s->pipe, fds[1]) < 0) {
-        close(fds[1]);
-        close(fds[0]);
-        submit_local(s, 503, "Service Unavailable\n");
-        stream_close_pipe(s);
-        goto out;
-    }
-    if (h->io.open_stream(h->io.arg, fds[0]) < 0) {
-        submit_local(s, 503, "Service Unavailable\n");
-        stream_close_pipe(s);
-        goto out;
-    }
+    wg_buf_release(&s->head); /* copied into the request */
+    wg_buf_release(&s->cookies);
     llhttp_init(&s->parser, HTTP_RESPONSE, &h->resp_settings);
     s->parser.data = s;
+    s->parser_ready = true;
     wg_buf_init(&s->resp_head, RESP_HEAD_MAX);
     s->headers_done = true;
-    if (pipe_send(s, wg_buf_head(&out), wg_buf_size(&out)) < 0 || stream_read_start(s) < 0) {
-        stream_broken(s, "cannot write the request");
-        goto out;
+    s->conn = h->io.open_stream(h->io.arg, s);
+    if (s->conn == NULL) {
+        wg_buf_release(out);
+        WG_WARN(h->log, SUBSYS, "cannot make a connection for a stream, answering 503",
+                "conn=%" PRIu64 " stream=%" PRId32, h->conn_id, s->id);
+        submit_local(s, 503, "Service Unavailable\n");
+        return;
     }
+    mark(s);
     if (end_stream)
         request_end(s);
-out:
-    wg_buf_release(&out);
+}
+
+/* ---- the service pass --------------------------------------------------------------- */
+
+/* Hands a stream's request bytes over while its connection reads, tells it
+ * its send queue, or ends it. Calls into the connection, which may call
+ * back (wg_h2_stream_*), and may detach and so free s: s is not used after
+ * a call that may have freed it. */
+static void serve_stream(struct wg_h2_stream *s)
+{
+    struct wg_h2 *h = s->h;
+
+    if (s->conn != NULL && s->abort_conn) {
+        void *c = s->conn;
+        h->io.stream_abort(c); /* detaches: s may be gone */
+        return;
+    }
+    while (s->conn != NULL && s->conn_reading && wg_buf_size(&s->req_out) > 0) {
+        size_t n = wg_buf_size(&s->req_out);
+        char chunk[DELIVER_MAX];
+
+        if (n > sizeof chunk)
+            n = sizeof chunk;
+        memcpy(chunk, wg_buf_head(&s->req_out), n);
+        wg_buf_consume(&s->req_out, n);
+        /* The connection may read on, stop, answer, or close (detach). */
+        h->io.stream_bytes(s->conn, chunk, n);
+    }
+    if (s->conn == NULL)
+        return; /* detached by the connection: s is freed if the stream closed */
+    if (wg_buf_size(&s->req_out) == 0)
+        wg_buf_compact(&s->req_out);
+    consume_window(s);
+    if (s->conn != NULL && s->reported != wg_buf_size(&s->body)) {
+        s->reported = wg_buf_size(&s->body);
+        h->io.stream_pending(s->conn, s->reported);
+    }
+}
+
+static void flush(struct wg_h2 *h);
+
+static void service(uv_idle_t *idle)
+{
+    struct wg_h2 *h = idle->data;
+
+    /* Streams marked while serving wait for the next pass. */
+    struct wg_list todo;
+    wg_list_init(&todo);
+    while (!wg_list_empty(&h->dirty)) {
+        struct wg_list *l = h->dirty.next;
+        wg_list_remove(l);
+        wg_list_push_back(&todo, l);
+    }
+    while (!wg_list_empty(&todo) && !h->freeing) {
+        struct wg_h2_stream *s = wg_container_of(todo.next, struct wg_h2_stream, dirty_link);
+        wg_list_remove(&s->dirty_link);
+        s->dirty = false;
+        serve_stream(s);
+    }
+    if (h->freeing)
+        return;
+    if (wg_list_empty(&h->dirty))
+        uv_idle_stop(&h->idle);
+    flush(h);
 }
 
 /* ---- nghttp2 callbacks ------------------------------------------------------------- */
@@ -646,7 +648,7 @@ out:
 static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user)
 {
     struct wg_h2 *h = user;
-    struct stream *s;
+    struct wg_h2_stream *s;
 
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
@@ -657,7 +659,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     s->id = frame->hd.stream_id;
     wg_buf_init(&s->head, h->lim.header_list_max + 1024);
     wg_buf_init(&s->cookies, h->lim.header_list_max);
-    wg_buf_init(&s->body, h->lim.stream_buffer_max + 65536);
+    wg_buf_init(&s->body, h->lim.stream_buffer_max + BODY_SLACK);
     wg_list_push_back(&h->streams, &s->link);
     h->stats->streams++;
     h->stats->streams_open++;
@@ -681,8 +683,8 @@ static bool is_name(const uint8_t *name, size_t len, const char *want)
     return strlen(want) == len && memcmp(name, want, len) == 0;
 }
 
-static int take_pseudo(struct stream *s, const uint8_t *name, size_t nlen, const uint8_t *value,
-                       size_t vlen)
+static int take_pseudo(struct wg_h2_stream *s, const uint8_t *name, size_t nlen,
+                       const uint8_t *value, size_t vlen)
 {
     char **dst = NULL;
 
@@ -709,7 +711,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
                      size_t nlen, const uint8_t *value, size_t vlen, uint8_t flags, void *user)
 {
     struct wg_h2 *h = user;
-    struct stream *s = stream_of(h, frame->hd.stream_id);
+    struct wg_h2_stream *s = stream_of(h, frame->hd.stream_id);
     (void)session;
     (void)flags;
 
@@ -750,7 +752,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user)
 {
     struct wg_h2 *h = user;
-    struct stream *s;
+    struct wg_h2_stream *s;
     bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
     uint64_t now = now_ms(h);
     (void)session;
@@ -798,17 +800,16 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id, co
                          size_t len, void *user)
 {
     struct wg_h2 *h = user;
-    struct stream *s = stream_of(h, id);
+    struct wg_h2_stream *s = stream_of(h, id);
     (void)flags;
 
-    if (s == NULL || !s->headers_done || !s->pipe_open || s->pipe_closing) {
+    if (s == NULL || !s->headers_done || s->conn == NULL) {
         /* Nobody reads it: the window opens again at once. */
         nghttp2_session_consume(session, id, len);
         return 0;
     }
     s->unconsumed += len;
-    if (pipe_send_chunk(s, data, len) < 0)
-        stream_broken(s, "cannot write the request body");
+    req_add_chunk(s, data, len);
     consume_window(s);
     return 0;
 }
@@ -816,7 +817,7 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id, co
 static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t code, void *user)
 {
     struct wg_h2 *h = user;
-    struct stream *s = stream_of(h, id);
+    struct wg_h2_stream *s = stream_of(h, id);
     (void)session;
     (void)code;
 
@@ -825,13 +826,15 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t code, 
     s->stream_closed = true;
     h->stats->streams_open--;
     h->nstreams--;
-    nghttp2_session_set_stream_user_data(h->session, id, NULL);
     h->idle_since_ms = now_ms(h); /* idle from the last stream's end, if no other opens */
-    stream_read_stop(s);
-    if (s->pipe_open)
-        stream_close_pipe(s); /* freed when the handle is closed */
-    else
-        stream_free(s);
+    nghttp2_session_set_stream_user_data(h->session, id, NULL);
+    if (s->conn != NULL) {
+        /* Its connection ends in the service pass, then s goes (detach). */
+        s->abort_conn = true;
+        mark(s);
+        return 0;
+    }
+    stream_free(s);
     return 0;
 }
 
@@ -840,7 +843,7 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t code, 
 static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user)
 {
     struct wg_h2 *h = user;
-    struct stream *s;
+    struct wg_h2_stream *s;
 
     if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM) ||
         (frame->hd.type != NGHTTP2_DATA && frame->hd.type != NGHTTP2_HEADERS))
@@ -853,21 +856,21 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
 
 /* ---- the session ---------------------------------------------------------------- */
 
-static void timer_closed(uv_handle_t *handle)
-{
-    struct wg_h2 *h = handle->data;
-    h->handles--;
-    session_maybe_freed(h);
-}
-
 static void session_maybe_freed(struct wg_h2 *h)
 {
     if (!h->freeing || h->handles > 0)
         return;
     while (!wg_list_empty(&h->streams))
-        stream_free(wg_container_of(h->streams.next, struct stream, link));
+        stream_free(wg_container_of(h->streams.next, struct wg_h2_stream, link));
     nghttp2_session_del(h->session);
     free(h);
+}
+
+static void handle_closed(uv_handle_t *handle)
+{
+    struct wg_h2 *h = handle->data;
+    h->handles--;
+    session_maybe_freed(h);
 }
 
 /* Stalls and idleness. */
@@ -876,14 +879,12 @@ static void tick(uv_timer_t *t)
     struct wg_h2 *h = t->data;
     uint64_t now = now_ms(h);
 
-    for (struct wg_list *l = h->streams.next; l != &h->streams;) {
-        struct stream *s = wg_container_of(l, struct stream, link);
-        l = l->next;
+    for (struct wg_list *l = h->streams.next; l != &h->streams; l = l->next) {
+        struct wg_h2_stream *s = wg_container_of(l, struct wg_h2_stream, link);
         if (!s->stream_closed && s->waiting_since_ms != 0 &&
             now - s->waiting_since_ms >= h->lim.send_idle_ms) {
             WG_INFO(h->log, SUBSYS,
-                    "a stream's answer waited too long for the client's window, "
-                    "resetting it",
+                    "a stream's answer waited too long for the client's window, resetting it",
                     "conn=%" PRIu64 " stream=%" PRId32 " waiting_bytes=%zu", h->conn_id, s->id,
                     wg_buf_size(&s->body));
             s->waiting_since_ms = 0;
@@ -918,6 +919,7 @@ int wg_h2_new(uv_loop_t *loop, struct wg_log *log, uint64_t conn_id,
     h->stats = stats;
     h->io = *io;
     wg_list_init(&h->streams);
+    wg_list_init(&h->dirty);
     llhttp_settings_init(&h->resp_settings);
     h->resp_settings.on_header_field = on_resp_field;
     h->resp_settings.on_header_value = on_resp_value;
@@ -949,6 +951,9 @@ int wg_h2_new(uv_loop_t *loop, struct wg_log *log, uint64_t conn_id,
         goto out;
     uv_timer_init(loop, &h->timer);
     h->timer.data = h;
+    h->handles++;
+    uv_idle_init(loop, &h->idle);
+    h->idle.data = h;
     h->handles++;
     h->idle_since_ms = uv_now(loop);
     uv_timer_start(&h->timer, tick, TICK_MS, TICK_MS);
@@ -1028,14 +1033,20 @@ void wg_h2_free(struct wg_h2 *h)
     if (h == NULL || h->freeing)
         return;
     h->freeing = true;
+    /* Every stream's connection ends now; each detaches at once. */
     for (struct wg_list *l = h->streams.next; l != &h->streams; l = l->next) {
-        struct stream *s = wg_container_of(l, struct stream, link);
+        struct wg_h2_stream *s = wg_container_of(l, struct wg_h2_stream, link);
+        void *c = s->conn;
+
         if (!s->stream_closed)
             h->stats->streams_open--;
         s->stream_closed = true;
-        stream_read_stop(s);
-        stream_close_pipe(s);
+        s->conn = NULL;
+        if (c != NULL)
+            h->io.stream_abort(c);
     }
     uv_timer_stop(&h->timer);
-    uv_close((uv_handle_t *)&h->timer, timer_closed);
+    uv_idle_stop(&h->idle);
+    uv_close((uv_handle_t *)&h->timer, handle_closed);
+    uv_close((uv_handle_t *)&h->idle, handle_closed);
 }

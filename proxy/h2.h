@@ -3,21 +3,27 @@
  *
  * One struct wg_h2 per client connection that chose "h2" by ALPN. The
  * connection hands it the decrypted bytes it reads and writes out what it
- * produces. Each request stream becomes one HTTP/1.1 request on a
- * socketpair whose other end the proxy takes as a client connection of its
- * own (io->open_stream): so a stream goes through the very routing, request
- * classes, holds, waking page, access control and limits that an HTTP/1.1
- * request goes through, and upstreams stay HTTP/1.1 over the keep-alive
- * pool. The HTTP/1.1 response read back from the socketpair becomes the
- * stream's HEADERS and DATA.
+ * produces. Each request stream becomes one HTTP/1.1 request handed, in
+ * memory, to a client connection of its own that the proxy makes for it
+ * (io->open_stream; no socket): so a stream goes through the very routing,
+ * request classes, holds, waking page, access control and limits that an
+ * HTTP/1.1 request goes through, and upstreams stay HTTP/1.1 over the
+ * keep-alive pool. The HTTP/1.1 response that connection writes
+ * (wg_h2_stream_write) becomes the stream's HEADERS and DATA.
+ *
+ * Calls between the two sides never nest: the session hands request bytes,
+ * aborts and its send queue's size to a stream's connection only from its
+ * own service pass (a uv_idle_t), never while the connection is inside one
+ * of the wg_h2_stream_* calls, nor from inside nghttp2.
  *
  * Memory is bounded per stream and per connection:
  * - a request body is consumed (its flow-control window opened again) only
- *   as the socketpair takes it, so at most one window per stream waits;
- * - a response body is read from the socketpair only while the stream has
- *   less than limits->stream_buffer_max waiting for the client's window;
- *   the socketpair's small buffers then push back on the pipeline, which
- *   stops reading the upstream (limits.buffer_high_water);
+ *   as the stream's connection takes it, so at most one window per stream
+ *   waits;
+ * - the response bytes a stream holds for the client's window are its
+ *   connection's send queue (io->stream_pending), so past
+ *   limits.buffer_high_water the connection stops reading the upstream,
+ *   as it does for a slow HTTP/1.1 client;
  * - nothing more is produced while limits->conn_buffer_max bytes wait for
  *   the client's socket, and the connection reads nothing meanwhile
  *   (wg_h2_reading), so a client that does not read cannot grow our
@@ -43,7 +49,8 @@
 
 #include "common/log.h"
 
-struct wg_h2; /* opaque */
+struct wg_h2;        /* opaque */
+struct wg_h2_stream; /* opaque: one request stream, as its connection sees it */
 
 struct wg_h2_limits {
     uint32_t max_concurrent_streams;      /* SETTINGS_MAX_CONCURRENT_STREAMS */
@@ -76,10 +83,17 @@ struct wg_h2_io {
     void (*write)(void *arg, const uint8_t *data, size_t len);
     /* Bytes given to write() that the socket has not taken yet. */
     size_t (*queued)(void *arg);
-    /* fd is one end of a socketpair carrying one HTTP/1.1 request: the
-     * pipeline takes it as a client connection. Returns 0, or < 0 when it
-     * cannot (fd is closed either way). */
-    int (*open_stream)(void *arg, int fd);
+    /* A stream's request: the pipeline makes a connection for it and
+     * returns it (NULL: it cannot; the stream gets 503). */
+    void *(*open_stream)(void *arg, struct wg_h2_stream *s);
+    /* Request bytes for a stream's connection, as a socket read would give
+     * them; only while it reads (wg_h2_stream_reading). */
+    void (*stream_bytes)(void *conn, const char *data, size_t n);
+    /* The client reset or left the stream: its connection ends. */
+    void (*stream_abort)(void *conn);
+    /* Response bytes of the stream that wait for the client: what the
+     * connection counts as its send queue. */
+    void (*stream_pending)(void *conn, size_t n);
     /* The session is over: close the connection once its output is out. */
     void (*done)(void *arg);
     /* wg_h2_reading() may have turned true again. */
@@ -100,8 +114,24 @@ bool wg_h2_reading(const struct wg_h2 *h);
 void wg_h2_drained(struct wg_h2 *h);
 /* Graceful shutdown: GOAWAY; open streams finish, then io->done. */
 void wg_h2_shutdown(struct wg_h2 *h);
-/* Ends every stream and frees the session once its handles are closed.
- * No io callback runs after this. NULL-safe. */
+/* Ends every stream (their connections get stream_abort now) and frees the
+ * session once its handles are closed. No io callback runs after this
+ * returns. NULL-safe. */
 void wg_h2_free(struct wg_h2 *h);
+
+/* ---- the side of a stream's connection ---- */
+
+/* Response bytes (an HTTP/1.1 response) from the stream's connection.
+ * Returns the response bytes the stream now holds for its client: the
+ * connection's send queue, as a socket's would be after a write. */
+size_t wg_h2_stream_write(struct wg_h2_stream *s, const uv_buf_t *bufs, unsigned nbufs);
+/* The connection ended its side (its FIN): a body delimited by the close
+ * ends here. */
+void wg_h2_stream_shutdown(struct wg_h2_stream *s);
+/* Whether the connection takes request bytes now. */
+void wg_h2_stream_reading(struct wg_h2_stream *s, bool on);
+/* The connection is closing: the session forgets it (and answers 502 or
+ * resets the stream if its response was not whole). */
+void wg_h2_stream_detach(struct wg_h2_stream *s);
 
 #endif
