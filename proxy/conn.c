@@ -983,6 +983,8 @@ struct wg_conn *wg_conn_open_vstream(struct wg_conn *parent, struct wg_h2_stream
      * (uv_close on it works as on any other). */
     c->vstream = s;
     c->h2_stream = true;
+    c->h2_parent = parent->id;
+    c->h2_stream_id = wg_h2_stream_id(s);
     c->https = true;
     c->peer = parent->peer;
     c->peer_trusted = parent->peer_trusted;

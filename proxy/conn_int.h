@@ -238,6 +238,8 @@ struct wg_conn {
      * with the streams, not with the connections. */
     struct wg_h2_stream *vstream;
     bool h2_stream;
+    uint64_t h2_parent;   /* h2_stream: the id of the HTTP/2 connection */
+    int32_t h2_stream_id; /* h2_stream: its stream id there */
     unsigned requests;
     uint64_t up_gen;       /* changes with every upstream borrowed or given back */
     size_t client_pending; /* bytes queued to the client */

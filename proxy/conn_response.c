@@ -35,7 +35,7 @@ void conn_access_line(struct wg_conn *c)
     struct wg_proxy *px = c->px;
     struct exchange *x = c->x;
     uint64_t now = conn_now_ms(c);
-    char qhost[128], qpath[300], stream[48] = "";
+    char qhost[128], qpath[300], stream[48] = "", h2[64] = "";
 
     if (x == NULL || !px->cfg->access_log || !wg_log_enabled(px->log, WG_LOG_INFO))
         return;
@@ -45,15 +45,19 @@ void conn_access_line(struct wg_conn *c)
      * long the stream lasted after its 101. */
     if (x->status == 101)
         snprintf(stream, sizeof(stream), " stream_ms=%" PRIu64, now - x->tunnel_start_ms);
+    /* An HTTP/2 stream: which connection and stream it was. */
+    if (c->h2_stream)
+        snprintf(h2, sizeof(h2), " proto=h2 h2_conn=%" PRIu64 " h2_stream=%" PRId32, c->h2_parent,
+                 c->h2_stream_id);
     wg_log_write(
         px->log, WG_LOG_INFO, "access", "request",
         "conn=%" PRIu64 " method=%s host=%s path=%s status=%d bytes_in=%" PRIu64
-        " bytes_out=%" PRIu64 " upstream=%s upstream_ms=%" PRId64 " total_ms=%" PRIu64 "%s",
+        " bytes_out=%" PRIu64 " upstream=%s upstream_ms=%" PRId64 " total_ms=%" PRIu64 "%s%s",
         c->id, x->log_method[0] ? x->log_method : "-", qhost[0] ? qhost : "-",
         qpath[0] ? qpath : "-", x->status, x->req_bytes_in, x->resp_bytes_out,
         x->up_name[0] ? x->up_name : "-",
         x->up_first_byte_ms ? (int64_t)(x->up_first_byte_ms - x->up_start_ms) : (int64_t)-1,
-        now - x->req_start_ms, stream);
+        now - x->req_start_ms, stream, h2);
 }
 
 void conn_access_log(struct wg_conn *c)

@@ -462,6 +462,11 @@ void wg_h2_stream_shutdown(struct wg_h2_stream *s)
     mark(s);
 }
 
+int32_t wg_h2_stream_id(const struct wg_h2_stream *s)
+{
+    return s->id;
+}
+
 void wg_h2_stream_reading(struct wg_h2_stream *s, bool on)
 {
     s->conn_reading = on;

@@ -128,6 +128,8 @@ size_t wg_h2_stream_write(struct wg_h2_stream *s, const uv_buf_t *bufs, unsigned
 /* The connection ended its side (its FIN): a body delimited by the close
  * ends here. */
 void wg_h2_stream_shutdown(struct wg_h2_stream *s);
+/* The stream's id on its HTTP/2 connection (for logs). */
+int32_t wg_h2_stream_id(const struct wg_h2_stream *s);
 /* Whether the connection takes request bytes now. */
 void wg_h2_stream_reading(struct wg_h2_stream *s, bool on);
 /* The connection is closing: the session forgets it (and answers 502 or

@@ -66,6 +66,8 @@ def test_curl_http2_and_http11_on_one_listener(start_wakegate, recording_upstrea
     st, _, body, version = curl2(gw.port, "app.test", "/post", ca=ca.cert, extra=["--data-binary", "abc"])
     assert (st, version) == (200, "2")
     assert recording_upstream.requests[-1].body == b"abc"
+    # The access log says which connection and stream a request came on.
+    assert gw.wait_log(r"path=/hello status=200 .* proto=h2 h2_conn=\d+ h2_stream=1\b", timeout=5)
     m = gw.metrics()
     assert m["wakegate_http2_streams_total"] >= 2, m
     assert m['wakegate_tls_alpn_total{protocol="h2"}'] >= 2, m
