@@ -62,6 +62,7 @@ struct wg_h2_stream {
     bool headers_done; /* the request head went to the pipeline */
     bool req_ended;    /* END_STREAM seen */
     bool too_large;    /* over a header limit: answered 431 */
+    bool bad_request;  /* a request line or Host HTTP/1.1 could not carry: 400 */
     size_t header_bytes;
     unsigned header_count;
     size_t unconsumed; /* DATA bytes not yet handed back as window */
@@ -688,14 +689,32 @@ static bool is_name(const uint8_t *name, size_t len, const char *want)
     return strlen(want) == len && memcmp(name, want, len) == 0;
 }
 
+/* What goes into the HTTP/1.1 request line or Host: visible ASCII only,
+ * so no space or control byte can change how the pipeline reads it. */
+static bool visible(const uint8_t *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v[i] <= 0x20 || v[i] >= 0x7f)
+            return false;
+    return n > 0;
+}
+
 static int take_pseudo(struct wg_h2_stream *s, const uint8_t *name, size_t nlen,
                        const uint8_t *value, size_t vlen)
 {
     char **dst = NULL;
 
+    if ((is_name(name, nlen, ":method") || is_name(name, nlen, ":path") ||
+         is_name(name, nlen, ":authority")) &&
+        !visible(value, vlen)) {
+        s->bad_request = true;
+        return 0;
+    }
     if (is_name(name, nlen, ":method")) {
-        if (vlen >= sizeof s->method)
-            return -1;
+        if (vlen >= sizeof s->method) {
+            s->bad_request = true;
+            return 0;
+        }
         memcpy(s->method, value, vlen);
         s->method[vlen] = '\0';
         s->head_method = strcmp(s->method, "HEAD") == 0;
@@ -742,6 +761,10 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
         return 0;
     }
     if (is_name(name, nlen, "host")) {
+        if (!visible(value, vlen)) {
+            s->bad_request = true;
+            return 0;
+        }
         free(s->host);
         s->host = dup_span(value, vlen);
         return s->host ? 0 : NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -789,6 +812,10 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
             if (s->too_large) {
                 h->stats->headers_too_large++;
                 submit_local(s, 431, "Request Header Fields Too Large\n");
+                return 0;
+            }
+            if (s->bad_request) {
+                submit_local(s, 400, "Bad Request\n");
                 return 0;
             }
             request_start(s, end);
