@@ -339,12 +339,13 @@ static int on_resp_field(llhttp_t *p, const char *at, size_t len)
         s->field_starts[s->nfields++] = wg_buf_size(&s->resp_head);
         s->in_value = false;
     }
-    for (size_t i = 0; i < len; i++) {
-        char c = at[i];
-        c = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
-        if (wg_buf_append(&s->resp_head, &c, 1) < 0)
-            return -1;
-    }
+    size_t from = s->resp_head.len;
+    if (wg_buf_append(&s->resp_head, at, len) < 0)
+        return -1;
+    /* HTTP/2 field names are lowercase (RFC 9113 8.2.1). */
+    for (char *c = s->resp_head.data + from; c < s->resp_head.data + s->resp_head.len; c++)
+        if (*c >= 'A' && *c <= 'Z')
+            *c = (char)(*c - 'A' + 'a');
     return 0;
 }
 
@@ -551,8 +552,12 @@ static void request_start(struct wg_h2_stream *s, bool end_stream)
     }
     s->chunked = !end_stream && !s->has_length;
     wg_buf_init(out, h->lim.header_list_max * 2 + 512 + 2 * REQ_PENDING_MAX + 4096);
-    if (wg_buf_appendf(out, "%s %s HTTP/1.1\r\n", s->method, s->path) < 0 ||
-        (host && wg_buf_appendf(out, "Host: %s\r\n", host) < 0) ||
+    if (wg_buf_append(out, s->method, strlen(s->method)) < 0 || wg_buf_append(out, " ", 1) < 0 ||
+        wg_buf_append(out, s->path, strlen(s->path)) < 0 ||
+        wg_buf_append(out, " HTTP/1.1\r\n", 11) < 0 ||
+        (host &&
+         (wg_buf_append(out, "Host: ", 6) < 0 || wg_buf_append(out, host, strlen(host)) < 0 ||
+          wg_buf_append(out, "\r\n", 2) < 0)) ||
         wg_buf_append(out, wg_buf_head(&s->head), wg_buf_size(&s->head)) < 0 ||
         (wg_buf_size(&s->cookies) > 0 &&
          (wg_buf_append(out, "cookie: ", 8) < 0 ||
@@ -602,14 +607,16 @@ static void serve_stream(struct wg_h2_stream *s)
     }
     while (s->conn != NULL && s->conn_reading && wg_buf_size(&s->req_out) > 0) {
         size_t n = wg_buf_size(&s->req_out);
-        char chunk[DELIVER_MAX];
+        const char *p = wg_buf_head(&s->req_out);
 
-        if (n > sizeof chunk)
-            n = sizeof chunk;
-        memcpy(chunk, wg_buf_head(&s->req_out), n);
+        if (n > DELIVER_MAX)
+            n = DELIVER_MAX;
+        /* Consuming moves only the offset: p stays valid through the call,
+         * and nothing adds to req_out during a service pass (only nghttp2's
+         * callbacks do). The connection may read on, stop, answer, or close
+         * (detach; s stays, its stream not being closed: see above). */
         wg_buf_consume(&s->req_out, n);
-        /* The connection may read on, stop, answer, or close (detach). */
-        h->io.stream_bytes(s->conn, chunk, n);
+        h->io.stream_bytes(s->conn, p, n);
     }
     if (s->conn == NULL)
         return; /* detached by the connection: s is freed if the stream closed */
