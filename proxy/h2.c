@@ -29,6 +29,8 @@
 /* The response head written by the pipeline, at most. */
 #define RESP_HEAD_MAX (64 * 1024)
 #define RESP_FIELDS_MAX 256
+/* Frames gathered into one write: a TLS record's worth. */
+#define FLUSH_CHUNK 16384
 /* Response bytes a stream may hold past the mark its connection stops
  * reading the upstream at: what one upstream read and a head add. */
 #define BODY_SLACK (256 * 1024)
@@ -145,9 +147,15 @@ static void maybe_done(struct wg_h2 *h)
  * an nghttp2 callback: the caller of the callback flushes after. */
 static void flush(struct wg_h2 *h)
 {
+    /* Frames are gathered and written together: one TLS record and one
+     * write for many small frames (a HEADERS, its DATA, acknowledgements),
+     * not one each. */
+    uint8_t out[FLUSH_CHUNK];
+    size_t used = 0;
+
     if (h->freeing || h->in_callback)
         return;
-    while (h->io.queued(h->io.arg) < h->lim.conn_buffer_max) {
+    while (h->io.queued(h->io.arg) + used < h->lim.conn_buffer_max) {
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(h->session, &data);
 
@@ -164,7 +172,23 @@ static void flush(struct wg_h2 *h)
         }
         if (n == 0)
             break;
-        h->io.write(h->io.arg, data, (size_t)n);
+        if (used + (size_t)n > sizeof out && used > 0) {
+            h->io.write(h->io.arg, out, used);
+            used = 0;
+            if (h->freeing)
+                return;
+        }
+        if ((size_t)n >= sizeof out) {
+            h->io.write(h->io.arg, data, (size_t)n);
+            if (h->freeing)
+                return;
+            continue;
+        }
+        memcpy(out + used, data, (size_t)n);
+        used += (size_t)n;
+    }
+    if (used > 0) {
+        h->io.write(h->io.arg, out, used);
         if (h->freeing)
             return;
     }
