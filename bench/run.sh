@@ -83,58 +83,13 @@ esac
 TMP=$(mktemp -d /tmp/wakegate-bench.XXXXXX)
 chmod 755 "$TMP"   # nginx workers may run as nobody and must read the docroot
 PIDS=()
-KEEP_TMP=${BENCH_KEEP_TMP:-0}
-
-running() {   # a live process (a zombie child is not), by PID
-    local st
-    st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    st=${st##*) }
-    [[ ${st:0:1} != Z ]]
-}
-
-stop_pid() {
-    local pid=$1 i
-    if running "$pid"; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for ((i = 0; i < 50; i++)); do
-            running "$pid" || break
-            sleep 0.1
-        done
-        if running "$pid"; then
-            log "pid $pid did not stop on SIGTERM in 5 s, sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$pid" 2>/dev/null || true
-    local keep=() p
-    for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
-
-cleanup() {
-    local rc=$? pid
-    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-    if [[ $KEEP_TMP == 1 || $rc != 0 ]]; then
-        log "temp dir kept: $TMP"
-    else
-        rm -rf "$TMP"
-    fi
-    exit $rc
-}
+. "$HERE/benchlib.sh"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 read -r P_UP P_NGX P_WG P_WGADM < <("${LIB[@]}" freeports 4)
 
 # ---------------------------------------------------------------- helpers
-# The child pid of an nginx master: its single worker.
-nginx_worker() {
-    local kids
-    kids=$(cat "/proc/$1/task/$1/children" 2>/dev/null || true)
-    [[ -n $kids ]] || return 1
-    echo "${kids%% *}"
-}
-
 cpu_ticks() {   # utime + stime of a pid, in clock ticks
     local stat
     stat=$(cat "/proc/$1/stat") || { echo 0; return; }
@@ -146,12 +101,6 @@ cpu_ticks() {   # utime + stime of a pid, in clock ticks
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
-nginx_temp_paths() {
-    local d
-    for d in client_body proxy fastcgi uwsgi scgi; do
-        echo "    ${d}_temp_path $1/${d}_temp;"
-    done
-}
 
 # ---------------------------------------------------------------- upstream nginx
 UPD=$TMP/upstream

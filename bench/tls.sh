@@ -67,45 +67,11 @@ TMP=$(mktemp -d /tmp/wakegate-bench-tls.XXXXXX)
 chmod 755 "$TMP"
 PIDS=()
 
-running() {
-    local st
-    st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    st=${st##*) }
-    [[ ${st:0:1} != Z ]]
-}
-
-stop_pid() {
-    local pid=$1 i
-    if running "$pid"; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for ((i = 0; i < 50; i++)); do running "$pid" || break; sleep 0.1; done
-        running "$pid" && kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local rc=$? pid
-    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-    if [[ ${BENCH_KEEP_TMP:-0} == 1 || $rc != 0 ]]; then log "temp dir kept: $TMP"; else rm -rf "$TMP"; fi
-    exit $rc
-}
+. "$HERE/benchlib.sh"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 read -r P_UP P_NGX P_WG P_WGADM < <("${LIB[@]}" freeports 4)
-
-nginx_worker() {
-    local kids
-    kids=$(cat "/proc/$1/task/$1/children" 2>/dev/null || true)
-    [[ -n $kids ]] || return 1
-    echo "${kids%% *}"
-}
-
-temp_paths() {
-    local d
-    for d in client_body proxy fastcgi uwsgi scgi; do echo "    ${d}_temp_path $1/${d}_temp;"; done
-}
 
 # CPU ticks (utime + stime) of a pid.
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
@@ -134,7 +100,7 @@ error_log $UPD/logs/error.log warn;
 events { worker_connections 16384; }
 http {
     access_log off;
-$(temp_paths "$UPD")
+$(nginx_temp_paths "$UPD")
     default_type application/octet-stream;
     sendfile on;
     keepalive_requests 100000000;
@@ -154,7 +120,7 @@ error_log $NXD/logs/error.log warn;
 events { worker_connections 16384; }
 http {
     access_log off;
-$(temp_paths "$NXD")
+$(nginx_temp_paths "$NXD")
     keepalive_requests 100000000;
     upstream up { server 127.0.0.1:$P_UP; keepalive 256; }
     server {
