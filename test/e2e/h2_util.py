@@ -18,7 +18,7 @@ from hpack import Encoder
 from hyperframe.frame import (ContinuationFrame, DataFrame, Frame, GoAwayFrame, HeadersFrame,
                               RstStreamFrame, SettingsFrame, WindowUpdateFrame)
 
-from tls_util import run
+from tls_util import curl_full, run
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 ENHANCE_YOUR_CALM = 0xB
@@ -26,25 +26,9 @@ PROTOCOL_ERROR = 0x1
 
 
 def curl2(port, host, path="/", ca=None, extra=(), timeout=20, http="--http2"):
-    """curl over TLS to host (resolved to 127.0.0.1:port): (status, headers,
-    body, http_version as curl reports it: "2" or "1.1")."""
-    args = ["curl", http, "-sS", "-D", "-", "--max-time", str(timeout), "-o", "-",
-            "-w", "\n__VERSION__%{http_version}",
-            "--resolve", "%s:%d:127.0.0.1" % (host, port), "https://%s:%d%s" % (host, port, path)]
-    args += ["--cacert", ca] if ca else ["-k"]
-    args += list(extra)
-    out = run(args, timeout=timeout + 5).stdout
-    out, _, version = out.rpartition(b"\n__VERSION__")
-    head, _, body = out.partition(b"\r\n\r\n")
-    while re.match(rb"HTTP/[0-9.]+ 1\d\d", head):  # interim answers
-        head, _, body = body.partition(b"\r\n\r\n")
-    lines = head.decode(errors="replace").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(":")
-        headers.setdefault(k.strip().lower(), v.strip())
-    return status, headers, body, version.decode()
+    """curl --http2 (ALPN h2) over TLS: tls_util.curl_full()'s (status,
+    headers, body, http_version)."""
+    return curl_full(port, host, path, ca, extra, timeout, http)
 
 
 def h2load(port, host, path, n, clients=1, streams=100, timeout=60, extra=()):

@@ -18,16 +18,14 @@ from harness import upstream
 from harness.util import free_ports, wait_for
 from stack_util import APP_TEXT, DOMAIN, host_of
 from streams_util import WsEchoServer, proxy_config, run_async
-from tls_util import CA, TlsConn, curl, s_client, serial_of, subject_cn, tls_block
+from tls_util import fresh_ca, TlsConn, curl, s_client, serial_of, subject_cn, tls_block
 
 MIB = 1024 * 1024
 
 
 @pytest.fixture
 def ca(e2e_tmp, request):
-    d = os.path.join(e2e_tmp, "tls", request.node.name[:60])
-    shutil.rmtree(d, ignore_errors=True)
-    return CA(d)
+    return fresh_ca(e2e_tmp, "tls", request.node.name)
 
 
 def tls_gw(start_wakegate, up_addr, pairs, limits=None, **tls_extra):

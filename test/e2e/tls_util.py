@@ -4,6 +4,7 @@ clients (curl, openssl s_client, Python's ssl) pointed at a gateway."""
 
 import os
 import re
+import shutil
 import socket
 import ssl
 import subprocess
@@ -79,17 +80,19 @@ def serial_of(port, servername, ca):
     return p.stdout.decode().strip()
 
 
-def curl(port, host, path="/", ca=None, extra=(), timeout=20):
-    """curl --http1.1 over TLS to host (resolved to 127.0.0.1:port):
-    (status, headers dict with lower-case names, body bytes)."""
-    args = ["curl", "--http1.1", "-sS", "-D", "-", "--max-time", str(timeout),
+def curl_full(port, host, path="/", ca=None, extra=(), timeout=20, http="--http1.1"):
+    """curl over TLS to host (resolved to 127.0.0.1:port), with http one of
+    curl's --http1.1 or --http2: (status, headers dict with lower-case names,
+    body bytes, the HTTP version curl used: "1.1" or "2")."""
+    args = ["curl", http, "-sS", "-D", "-", "--max-time", str(timeout), "-o", "-",
+            "-w", "\n__VERSION__%{http_version}",
             "--resolve", "%s:%d:127.0.0.1" % (host, port), "https://%s:%d%s" % (host, port, path)]
     args += ["--cacert", ca] if ca else ["-k"]
     args += list(extra)
-    p = run(args, timeout=timeout + 5)
-    out = p.stdout
+    out = run(args, timeout=timeout + 5).stdout
+    out, _, version = out.rpartition(b"\n__VERSION__")
     head, _, body = out.partition(b"\r\n\r\n")
-    while head.startswith(b"HTTP/1.1 1"):  # interim answers
+    while re.match(rb"HTTP/[0-9.]+ 1\d\d", head):  # interim answers
         head, _, body = body.partition(b"\r\n\r\n")
     lines = head.decode(errors="replace").split("\r\n")
     status = int(lines[0].split()[1])
@@ -97,7 +100,19 @@ def curl(port, host, path="/", ca=None, extra=(), timeout=20):
     for line in lines[1:]:
         k, _, v = line.partition(":")
         headers[k.strip().lower()] = v.strip()
-    return status, headers, body
+    return status, headers, body, version.decode()
+
+
+def curl(port, host, path="/", ca=None, extra=(), timeout=20):
+    """curl --http1.1 over TLS: (status, headers, body) of curl_full()."""
+    return curl_full(port, host, path, ca, extra, timeout)[:3]
+
+
+def fresh_ca(e2e_tmp, sub, name):
+    """A fresh test CA in e2e_tmp/sub/<name>, for one test."""
+    d = os.path.join(e2e_tmp, sub, name[:60])
+    shutil.rmtree(d, ignore_errors=True)
+    return CA(d)
 
 
 class TlsConn:
