@@ -321,7 +321,8 @@ void conn_write(struct wg_conn *c, int side, uv_buf_t *bufs, unsigned nbufs)
     if (side == SIDE_CLIENT) {
         if (c->x != NULL)
             c->x->resp_bytes_out += total;
-        c->px->stats.bytes_out += total;
+        if (!c->h2_stream) /* counted as HTTP/2 frames on its connection */
+            c->px->stats.bytes_out += total;
         if (c->tls != NULL) {
             conn_tls_write(c, bufs, nbufs, total);
             if (c->x != NULL)
@@ -355,7 +356,10 @@ static void write_raw(struct wg_conn *c, int side, uv_stream_t *s, uv_buf_t *buf
     if (side == SIDE_CLIENT && c->vstream != NULL) {
         /* An HTTP/2 stream's connection: its session takes it all, and
          * tells the size of what waits (conn_vstream_pending). */
+        size_t was = c->client_pending;
         c->client_pending = wg_h2_stream_write(c->vstream, bufs, nbufs);
+        if (was == 0 && c->client_pending > 0)
+            c->last_client_write_ms = conn_now_ms(c);
         if (c->x != NULL)
             wg_buf_reset(&c->x->held_head);
         if (!below_mark(c, SIDE_CLIENT, true))
@@ -563,7 +567,9 @@ static uint64_t conn_deadline(const struct wg_conn *c, enum deadline_kind *ret_k
     case CS_H2:
         break; /* the session keeps its own idle and stall times */
     }
-    if (c->client_pending > 0 && c->state != CS_LINGER)
+    /* An HTTP/2 stream's connection: its session resets a stream whose
+     * answer waits too long for the client's window. */
+    if (c->client_pending > 0 && c->state != CS_LINGER && c->vstream == NULL)
         take_earlier(&d, &k, c->last_client_write_ms + lim->send_idle_ms, DL_SEND_IDLE);
     if (ret_kind)
         *ret_kind = k;
@@ -854,7 +860,8 @@ void conn_client_bytes(struct wg_conn *c, const char *data, size_t n)
         conn_h2_bytes(c, data, n);
         return;
     }
-    c->px->stats.bytes_in += (uint64_t)n; /* plaintext, as bytes_out */
+    if (!c->h2_stream)                        /* counted as HTTP/2 frames on its connection */
+        c->px->stats.bytes_in += (uint64_t)n; /* plaintext, as bytes_out */
     if (wg_buf_size(&c->in) == 0) {
         c->in_process = true;
         size_t used = conn_request_process(c, data, n);
@@ -1009,14 +1016,24 @@ void conn_vstream_pending(struct wg_conn *c, size_t n)
 
 void wg_conn_drain_all(struct wg_proxy *px)
 {
-    struct wg_list *n = px->conns.next;
+    struct wg_list *n;
+
+    /* An HTTP/2 connection's GOAWAY may end it at once, and its streams'
+     * connections with it (anywhere in the list): after one, the walk
+     * starts again, skipping the connections already told. */
+restart:
+    n = px->conns.next;
     while (n != &px->conns) {
         struct wg_conn *c = wg_container_of(n, struct wg_conn, link);
         n = n->next;
+        if (c->draining)
+            continue;
         c->draining = true;
-        if (c->h2 != NULL)
+        if (c->h2 != NULL) {
             wg_h2_shutdown(c->h2); /* GOAWAY: its streams finish, then it ends */
-        else if (c->state == CS_HEAD && c->x == NULL && wg_buf_size(&c->in) == 0 && !c->h2_stream)
+            goto restart;
+        }
+        if (c->state == CS_HEAD && c->x == NULL && wg_buf_size(&c->in) == 0 && !c->h2_stream)
             conn_close(c);
     }
 }

@@ -520,11 +520,16 @@ void wg_h2_stream_detach(struct wg_h2_stream *s)
 
 /* ---- the request handed to the pipeline ------------------------------------------ */
 
+/* A stream's own window opens again only as its connection takes the
+ * bytes; the connection's window opened at once when they came
+ * (on_data_chunk), so one stream whose connection does not read (a held
+ * request, a slow upstream) never holds the others' uploads, and nothing
+ * is owed when a stream ends with bytes not taken. */
 static void consume_window(struct wg_h2_stream *s)
 {
     if (s->unconsumed == 0 || s->stream_closed || wg_buf_size(&s->req_out) >= REQ_PENDING_MAX)
         return;
-    nghttp2_session_consume(s->h->session, s->id, s->unconsumed);
+    nghttp2_session_consume_stream(s->h->session, s->id, s->unconsumed);
     s->unconsumed = 0;
 }
 
@@ -575,7 +580,10 @@ static void request_start(struct wg_h2_stream *s, bool end_stream)
         return;
     }
     s->chunked = !end_stream && !s->has_length;
-    wg_buf_init(out, h->lim.header_list_max * 2 + 512 + 2 * REQ_PENDING_MAX + 4096);
+    /* Past REQ_PENDING_MAX the stream's window stays shut, but the client
+     * may still send what it was given (a window, 64 KiB), in DATA frames
+     * as small as a byte: each is 6 bytes more as a chunk ("1\r\nX\r\n"). */
+    wg_buf_init(out, h->lim.header_list_max * 2 + 512 + REQ_PENDING_MAX + 7 * 65536 + 4096);
     if (wg_buf_append(out, s->method, strlen(s->method)) < 0 || wg_buf_append(out, " ", 1) < 0 ||
         wg_buf_append(out, s->path, strlen(s->path)) < 0 ||
         wg_buf_append(out, " HTTP/1.1\r\n", 11) < 0 ||
@@ -673,8 +681,15 @@ static void service(uv_idle_t *idle)
         s->dirty = false;
         serve_stream(s);
     }
-    if (h->freeing)
+    if (h->freeing) {
+        /* Unlinked from this frame's list before it goes. */
+        while (!wg_list_empty(&todo)) {
+            struct wg_h2_stream *s = wg_container_of(todo.next, struct wg_h2_stream, dirty_link);
+            wg_list_remove(&s->dirty_link);
+            s->dirty = false;
+        }
         return;
+    }
     if (wg_list_empty(&h->dirty))
         uv_idle_stop(&h->idle);
     flush(h);
@@ -770,14 +785,16 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     (void)session;
     (void)flags;
 
-    if (s == NULL || s->headers_done || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
-        return 0;                        /* trailers: not passed on */
-    s->header_bytes += nlen + vlen + 32; /* RFC 9113 6.5.2's measure */
+    if (s == NULL)
+        return 0;
+    s->header_bytes += nlen + vlen + 32; /* RFC 9113 6.5.2's measure, trailers included */
     s->header_count++;
     if (s->header_bytes > h->lim.header_list_max * HEADER_ABUSE_FACTOR) {
         end_session(h, NGHTTP2_ENHANCE_YOUR_CALM, "a header list far over the limit");
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
+    if (s->headers_done || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0; /* trailers: counted above, not passed on */
     if (s->header_bytes > h->lim.header_list_max || s->header_count > h->lim.header_count_max)
         s->too_large = true;
     if (s->too_large)
@@ -867,10 +884,11 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id, co
     (void)flags;
 
     if (s == NULL || !s->headers_done || s->conn == NULL) {
-        /* Nobody reads it: the window opens again at once. */
+        /* Nobody reads it: the windows open again at once. */
         nghttp2_session_consume(session, id, len);
         return 0;
     }
+    nghttp2_session_consume_connection(session, len);
     s->unconsumed += len;
     req_add_chunk(s, data, len);
     consume_window(s);
