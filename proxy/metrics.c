@@ -225,6 +225,15 @@ static void tls_metrics(const struct wg_proxy *px, struct wg_buf *out)
                    s->handshakes[WG_TLS_HS_OK], s->handshakes[WG_TLS_HS_FAILED],
                    s->handshakes[WG_TLS_HS_TIMEOUT], s->tls12, s->tls13, s->resumptions,
                    s->reloads_ok, s->reloads_failed, s->certificates);
+    wg_hist_family(out, "wakegate_tls_certificate_not_after_seconds", "gauge",
+                   "When each loaded certificate stops being valid (Unix time), by its place "
+                   "in tls.certificates and its first DNS name: alert on it minus time().");
+    const struct wg_tls_cert_info *ci;
+    for (size_t i = 0; (ci = wg_tls_cert(t, i)) != NULL; i++) {
+        wg_buf_appendf(out, "wakegate_tls_certificate_not_after_seconds{index=\"%zu\",name=\"", i);
+        wg_hist_label_escape(out, ci->name);
+        wg_buf_appendf(out, "\"} %" PRId64 "\n", ci->not_after);
+    }
     wg_buf_appendf(out,
                    "# HELP wakegate_tls_alpn_total TLS handshakes done, by the protocol ALPN "
                    "chose (none: the client offered none of ours).\n"

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/clock.h"
 #include "proxy/tls_names.h"
@@ -42,6 +43,7 @@ struct cert_set {
     SSL_CTX **ctx; /* [0] the default */
     size_t len;
     struct wg_tls_names names;
+    struct wg_tls_cert_info *info; /* per ctx, for metrics and the expiry warning */
 };
 
 struct wg_tls {
@@ -62,6 +64,7 @@ static void cert_set_free(struct cert_set *set)
     for (size_t i = 0; i < set->len; i++)
         SSL_CTX_free(set->ctx[i]);
     free(set->ctx);
+    free(set->info);
     wg_tls_names_free(&set->names);
     free(set);
 }
@@ -266,6 +269,32 @@ static int add_names(struct cert_set *set, SSL_CTX *ctx, unsigned idx)
     return r < 0 ? r : 0;
 }
 
+/* The leaf's name (its first DNS name, else its common name) and end of
+ * validity, for metrics and the expiry warning. */
+static void cert_info(X509 *x, struct wg_tls_cert_info *info)
+{
+    GENERAL_NAMES *sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    const ASN1_TIME *na = X509_get0_notAfter(x);
+    struct tm tm;
+
+    info->name[0] = '\0';
+    for (int i = 0; sans != NULL && i < sk_GENERAL_NAME_num(sans) && !info->name[0]; i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
+        int len = g->type == GEN_DNS ? ASN1_STRING_length(g->d.dNSName) : 0;
+
+        if (len > 0 && (size_t)len < sizeof info->name &&
+            memchr(ASN1_STRING_get0_data(g->d.dNSName), '\0', (size_t)len) == NULL) {
+            memcpy(info->name, ASN1_STRING_get0_data(g->d.dNSName), (size_t)len);
+            info->name[len] = '\0';
+        }
+    }
+    GENERAL_NAMES_free(sans);
+    if (!info->name[0] && X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName,
+                                                    info->name, sizeof info->name) <= 0)
+        info->name[0] = '\0';
+    info->not_after = na != NULL && ASN1_TIME_to_tm(na, &tm) == 1 ? (int64_t)timegm(&tm) : 0;
+}
+
 static int load_pair(struct wg_tls *t, const struct wg_config *cfg, size_t i, struct cert_set *set,
                      char *err, size_t errlen)
 {
@@ -292,6 +321,7 @@ static int load_pair(struct wg_tls *t, const struct wg_config *cfg, size_t i, st
         return load_fail(cfg, i, true, "the key does not match the certificate", err, errlen);
     if (add_names(set, ctx, (unsigned)i) < 0)
         return load_fail(cfg, i, false, "out of memory", err, errlen);
+    cert_info(SSL_CTX_get0_certificate(ctx), &set->info[i]);
     return 0;
 }
 
@@ -301,7 +331,8 @@ static int cert_set_load(struct wg_tls *t, const struct wg_config *cfg, struct c
     struct cert_set *set = calloc(1, sizeof(*set));
     int r = -ENOMEM;
 
-    if (set == NULL || (set->ctx = calloc(cfg->tls.certs_len, sizeof(*set->ctx))) == NULL) {
+    if (set == NULL || (set->ctx = calloc(cfg->tls.certs_len, sizeof(*set->ctx))) == NULL ||
+        (set->info = calloc(cfg->tls.certs_len, sizeof(*set->info))) == NULL) {
         snprintf(err, errlen, "tls: out of memory");
         goto out;
     }
@@ -379,6 +410,11 @@ SSL *wg_tls_ssl_new(struct wg_tls *t)
 struct wg_tls_stats *wg_tls_stats(struct wg_tls *t)
 {
     return &t->stats;
+}
+
+const struct wg_tls_cert_info *wg_tls_cert(const struct wg_tls *t, size_t i)
+{
+    return t != NULL && t->certs != NULL && i < t->certs->len ? &t->certs->info[i] : NULL;
 }
 
 void wg_tls_free(struct wg_tls *t)

@@ -56,6 +56,17 @@ int wg_tls_reload(struct wg_tls *t, const struct wg_config *cfg, char *err, size
  * SNI picks another); NULL when out of memory. */
 SSL *wg_tls_ssl_new(struct wg_tls *t);
 
+/* A loaded certificate: the name it is shown by (its first DNS name, else
+ * its common name) and when it stops being valid (Unix seconds; 0 when
+ * unreadable). */
+struct wg_tls_cert_info {
+    char name[128];
+    int64_t not_after;
+};
+/* The i-th loaded certificate now (the order of tls.certificates), or
+ * NULL past the last. Valid until the next reload. */
+const struct wg_tls_cert_info *wg_tls_cert(const struct wg_tls *t, size_t i);
+
 /* The counters; the record layer counts handshakes through it. */
 struct wg_tls_stats *wg_tls_stats(struct wg_tls *t);
 

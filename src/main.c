@@ -10,6 +10,7 @@
 
 #include "admin/dashboard.h"
 #include "admin/listener.h"
+#include "common/clock.h"
 #include "common/config.h"
 #include "common/store.h"
 #include "common/log.h"
@@ -147,6 +148,24 @@ static void swap_templates(struct wg_config *cur, struct wg_config *fresh)
 /* SIGHUP, tls: the certificates only (the listener, tickets, hsts and the
  * redirect listener stay as started). A certificate that fails to load
  * keeps the current ones; connections keep the certificate they have. */
+/* Each loaded certificate, once at startup and after a reload: its name
+ * and days left; a warning from 14 days before it ends, an error after. */
+static void log_certificates(struct app *app, struct wg_tls *tls)
+{
+    int64_t now = (int64_t)(wg_clock_wall_ms() / 1000);
+    const struct wg_tls_cert_info *ci;
+
+    for (size_t i = 0; (ci = wg_tls_cert(tls, i)) != NULL; i++) {
+        int64_t left = ci->not_after - now;
+        enum wg_log_level level = left < 0                ? WG_LOG_ERROR
+                                  : left < 14 * 24 * 3600 ? WG_LOG_WARN
+                                                          : WG_LOG_INFO;
+        WG_LOG(&app->log, level, "main", left < 0 ? "certificate expired" : "certificate loaded",
+               "index=%zu name=%s not_after=%" PRId64 " days_left=%" PRId64, i,
+               ci->name[0] ? ci->name : "-", ci->not_after, left / (24 * 3600));
+    }
+}
+
 static void reload_certificates(struct app *app, const struct wg_config *fresh)
 {
     struct wg_tls *tls = app->px != NULL ? wg_proxy_tls(app->px) : NULL;
@@ -170,6 +189,7 @@ static void reload_certificates(struct app *app, const struct wg_config *fresh)
         return;
     }
     WG_INFO(&app->log, "main", "certificates reloaded", "certificates=%zu", fresh->tls.certs_len);
+    log_certificates(app, tls);
 }
 
 /* SIGHUP: the routes and the templates: entries change; a bad file leaves
@@ -488,6 +508,8 @@ int main(int argc, char **argv)
                 "certificates=%zu ticket_rotate_ms=%" PRIu64 " hsts=%d redirect_listen=%s",
                 app.cfg.tls.certs_len, app.cfg.tls.ticket_rotate_ms, app.cfg.tls.hsts != NULL,
                 app.cfg.tls.redirect_listen.text ? app.cfg.tls.redirect_listen.text : "-");
+    if (app.cfg.tls.enabled && app.px != NULL)
+        log_certificates(&app, wg_proxy_tls(app.px));
 
     uv_run(&app.loop, UV_RUN_DEFAULT);
     rc = EXIT_OK;

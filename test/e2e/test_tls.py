@@ -58,6 +58,10 @@ def test_curl_static_route_sees_https_and_x_forwarded_proto(start_wakegate, reco
     m = gw.metrics()
     assert m['wakegate_tls_handshakes_total{result="ok"}'] == 2, m
     assert m["wakegate_tls_certificates"] == 1
+    # The certificate's end of validity, to alert on: the test CA signs for 2 days.
+    not_after = m['wakegate_tls_certificate_not_after_seconds{index="0",name="app.test"}']
+    assert abs(not_after - (time.time() + 2 * 86400)) < 3600, not_after
+    assert gw.wait_log(r"msg=\"certificate loaded\" index=0 name=app\.test .* days_left=[12]\b")
 
 
 def test_hsts_on_tls_answers_replaces_the_upstreams(start_wakegate, make_upstream, ca):
