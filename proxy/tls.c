@@ -234,11 +234,16 @@ static SSL_CTX *ctx_new(struct wg_tls *t)
 }
 
 /* The names a certificate answers for: its DNS subject alternative names,
- * or its common name when it has none (older self-made certificates). */
+ * or its common name when it has none (older self-made certificates). The
+ * first of them names it in metrics and logs (set->info[idx]), with the
+ * end of its validity. */
 static int add_names(struct cert_set *set, SSL_CTX *ctx, unsigned idx)
 {
     X509 *x = SSL_CTX_get0_certificate(ctx);
     GENERAL_NAMES *sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    struct wg_tls_cert_info *info = &set->info[idx];
+    const ASN1_TIME *na = X509_get0_notAfter(x);
+    struct tm tm;
     int r = 0, found = 0;
 
     for (int i = 0; sans != NULL && i < sk_GENERAL_NAME_num(sans) && r >= 0; i++) {
@@ -258,41 +263,20 @@ static int add_names(struct cert_set *set, SSL_CTX *ctx, unsigned idx)
         memcpy(name, s, (size_t)len);
         name[len] = '\0';
         r = wg_tls_names_add(&set->names, name, idx);
-        found++;
+        if (found++ == 0)
+            snprintf(info->name, sizeof info->name, "%s", name);
     }
     GENERAL_NAMES_free(sans);
     if (r >= 0 && found == 0) {
         char cn[256];
-        if (X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof cn) > 0)
+        if (X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof cn) >
+            0) {
             r = wg_tls_names_add(&set->names, cn, idx);
-    }
-    return r < 0 ? r : 0;
-}
-
-/* The leaf's name (its first DNS name, else its common name) and end of
- * validity, for metrics and the expiry warning. */
-static void cert_info(X509 *x, struct wg_tls_cert_info *info)
-{
-    GENERAL_NAMES *sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
-    const ASN1_TIME *na = X509_get0_notAfter(x);
-    struct tm tm;
-
-    info->name[0] = '\0';
-    for (int i = 0; sans != NULL && i < sk_GENERAL_NAME_num(sans) && !info->name[0]; i++) {
-        const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
-        int len = g->type == GEN_DNS ? ASN1_STRING_length(g->d.dNSName) : 0;
-
-        if (len > 0 && (size_t)len < sizeof info->name &&
-            memchr(ASN1_STRING_get0_data(g->d.dNSName), '\0', (size_t)len) == NULL) {
-            memcpy(info->name, ASN1_STRING_get0_data(g->d.dNSName), (size_t)len);
-            info->name[len] = '\0';
+            snprintf(info->name, sizeof info->name, "%s", cn);
         }
     }
-    GENERAL_NAMES_free(sans);
-    if (!info->name[0] && X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName,
-                                                    info->name, sizeof info->name) <= 0)
-        info->name[0] = '\0';
     info->not_after = na != NULL && ASN1_TIME_to_tm(na, &tm) == 1 ? (int64_t)timegm(&tm) : 0;
+    return r < 0 ? r : 0;
 }
 
 static int load_pair(struct wg_tls *t, const struct wg_config *cfg, size_t i, struct cert_set *set,
@@ -321,7 +305,6 @@ static int load_pair(struct wg_tls *t, const struct wg_config *cfg, size_t i, st
         return load_fail(cfg, i, true, "the key does not match the certificate", err, errlen);
     if (add_names(set, ctx, (unsigned)i) < 0)
         return load_fail(cfg, i, false, "out of memory", err, errlen);
-    cert_info(SSL_CTX_get0_certificate(ctx), &set->info[i]);
     return 0;
 }
 

@@ -60,7 +60,7 @@ SSL *wg_tls_ssl_new(struct wg_tls *t);
  * its common name) and when it stops being valid (Unix seconds; 0 when
  * unreadable). */
 struct wg_tls_cert_info {
-    char name[128];
+    char name[256];
     int64_t not_after;
 };
 /* The i-th loaded certificate now (the order of tls.certificates), or
