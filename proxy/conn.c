@@ -172,7 +172,7 @@ void conn_close(struct wg_conn *c)
         wg_h2_stream_detach(vs);
     }
     wg_list_remove(&c->link);
-    if (!c->h2_stream)
+    if (!conn_is_h2_stream(c))
         c->px->stats.connections_open--;
     uv_close((uv_handle_t *)&c->timer, handle_closed);
     uv_close((uv_handle_t *)&c->client, handle_closed);
@@ -321,7 +321,7 @@ void conn_write(struct wg_conn *c, int side, uv_buf_t *bufs, unsigned nbufs)
     if (side == SIDE_CLIENT) {
         if (c->x != NULL)
             c->x->resp_bytes_out += total;
-        if (!c->h2_stream) /* counted as HTTP/2 frames on its connection */
+        if (!conn_is_h2_stream(c)) /* counted as HTTP/2 frames on its connection */
             c->px->stats.bytes_out += total;
         if (c->tls != NULL) {
             conn_tls_write(c, bufs, nbufs, total);
@@ -860,7 +860,7 @@ void conn_client_bytes(struct wg_conn *c, const char *data, size_t n)
         conn_h2_bytes(c, data, n);
         return;
     }
-    if (!c->h2_stream)                        /* counted as HTTP/2 frames on its connection */
+    if (!conn_is_h2_stream(c))                /* counted as HTTP/2 frames on its connection */
         c->px->stats.bytes_in += (uint64_t)n; /* plaintext, as bytes_out */
     if (wg_buf_size(&c->in) == 0) {
         c->in_process = true;
@@ -989,7 +989,6 @@ struct wg_conn *wg_conn_open_vstream(struct wg_conn *parent, struct wg_h2_stream
     /* The handle is never opened: it only keeps the connection's shape
      * (uv_close on it works as on any other). */
     c->vstream = s;
-    c->h2_stream = true;
     c->h2_parent = parent->id;
     c->h2_stream_id = wg_h2_stream_id(s);
     c->https = true;
@@ -1033,7 +1032,8 @@ restart:
             wg_h2_shutdown(c->h2); /* GOAWAY: its streams finish, then it ends */
             goto restart;
         }
-        if (c->state == CS_HEAD && c->x == NULL && wg_buf_size(&c->in) == 0 && !c->h2_stream)
+        if (c->state == CS_HEAD && c->x == NULL && wg_buf_size(&c->in) == 0 &&
+            !conn_is_h2_stream(c))
             conn_close(c);
     }
 }

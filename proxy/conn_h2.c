@@ -105,8 +105,8 @@ int conn_h2_start(struct wg_conn *c)
 void conn_h2_bytes(struct wg_conn *c, const char *data, size_t n)
 {
     c->px->stats.bytes_in += (uint64_t)n;
-    if (wg_h2_feed(c->h2, (const uint8_t *)data, n) < 0 && !c->closing)
-        conn_update_reading(c); /* the session ends: nothing more is read */
+    /* A session that ends (< 0) reads nothing more: wg_h2_reading says so. */
+    (void)wg_h2_feed(c->h2, (const uint8_t *)data, n);
     if (!c->closing)
         conn_update_reading(c);
 }

@@ -235,10 +235,9 @@ struct wg_conn {
     bool https;
     /* One HTTP/2 stream's request, in memory (wg_conn_open_vstream): no
      * socket; its client side is the stream (NULL once detached). Counted
-     * with the streams, not with the connections. */
+     * with the streams, not with the connections: conn_is_h2_stream(). */
     struct wg_h2_stream *vstream;
-    bool h2_stream;
-    uint64_t h2_parent;   /* h2_stream: the id of the HTTP/2 connection */
+    uint64_t h2_parent;   /* an HTTP/2 stream's: the id of its connection; else 0 */
     int32_t h2_stream_id; /* h2_stream: its stream id there */
     unsigned requests;
     uint64_t up_gen;       /* changes with every upstream borrowed or given back */
@@ -314,6 +313,12 @@ void conn_client_eof(struct wg_conn *c);
 void conn_write_raw(struct wg_conn *c, int side, uv_buf_t *bufs, unsigned nbufs);
 
 /* ---- conn_h2.c: HTTP/2 over TLS (c->h2 set) ---- */
+
+/* Whether c carries one HTTP/2 stream (connection ids start at 1). */
+static inline bool conn_is_h2_stream(const struct wg_conn *c)
+{
+    return c->h2_parent != 0;
+}
 
 /* ALPN chose h2 when the handshake ended: an HTTP/2 session takes the
  * connection. Returns 0, or < 0 with the connection closed. */

@@ -46,7 +46,7 @@ void conn_access_line(struct wg_conn *c)
     if (x->status == 101)
         snprintf(stream, sizeof(stream), " stream_ms=%" PRIu64, now - x->tunnel_start_ms);
     /* An HTTP/2 stream: which connection and stream it was. */
-    if (c->h2_stream)
+    if (conn_is_h2_stream(c))
         snprintf(h2, sizeof(h2), " proto=h2 h2_conn=%" PRIu64 " h2_stream=%" PRId32, c->h2_parent,
                  c->h2_stream_id);
     wg_log_write(

@@ -14,19 +14,23 @@
 
 /* ---- the session's facts -------------------------------------------------------- */
 
-/* Copies the captured id, lowercased (hosts compare without case, so ids
- * are lowercase throughout). Returns false when it is no valid id. */
+/* A captured span copied to dst (room for n + 1), lowercased: hosts
+ * compare without case, so ids and port names are lowercase throughout. */
+static void copy_lower(char *dst, const char *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = (src[i] >= 'A' && src[i] <= 'Z') ? (char)(src[i] - 'A' + 'a') : src[i];
+    dst[n] = '\0';
+}
+
+/* Copies the captured id, lowercased. Returns false when it is no valid id. */
 static bool take_session_id(struct exchange *x, const struct wg_route_match *m)
 {
     size_t n = m->session_len;
 
     if (m->session == NULL || n == 0 || n > WG_SESSION_ID_MAX)
         return false;
-    for (size_t i = 0; i < n; i++) {
-        char ch = m->session[i];
-        x->session_id[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch - 'A' + 'a') : ch;
-    }
-    x->session_id[n] = '\0';
+    copy_lower(x->session_id, m->session, n);
     return wg_session_id_valid(x->session_id, n);
 }
 
@@ -42,11 +46,7 @@ static bool take_port_name(struct wg_conn *c, const struct wg_route_match *m)
         return true;
     if (n > WG_PORT_NAME_MAX)
         goto unknown;
-    for (size_t i = 0; i < n; i++) {
-        char ch = m->port[i];
-        x->port_name[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch - 'A' + 'a') : ch;
-    }
-    x->port_name[n] = '\0';
+    copy_lower(x->port_name, m->port, n);
     if (wg_port_name_valid(x->port_name, n) &&
         wg_config_port_name_known(c->px->cfg, x->port_name, n))
         return true;
