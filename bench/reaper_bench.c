@@ -299,6 +299,8 @@ static int append_record(struct bench *b, const struct bcase *c, size_t i)
     rec.created = created;
     rec.spec = spec;
     rec.version = 3;
+    /* Every record the store makes has an access generation (common/access.h). */
+    rec.gen = 1 + (uint64_t)i;
     if (wg_session_encode(&rec, &h, err, sizeof(err)) < 0) {
         fprintf(stderr, "reaper_bench: encode %s: %s\n", rec.id, err);
         return -1;
