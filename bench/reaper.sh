@@ -36,34 +36,8 @@ TMP=$(mktemp -d /tmp/wakegate-reaper.XXXXXX)
 SOCK=$TMP/redis.sock
 REDIS_PID=""
 
-running() {   # a live process (a zombie child is not), by PID
-    local st
-    st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    st=${st##*) }
-    [[ ${st:0:1} != Z ]]
-}
-
-cleanup() {
-    local rc=$? i
-    if [[ -n $REDIS_PID ]] && running "$REDIS_PID"; then
-        kill -TERM "$REDIS_PID" 2>/dev/null || true
-        for ((i = 0; i < 50; i++)); do
-            running "$REDIS_PID" || break
-            sleep 0.1
-        done
-        if running "$REDIS_PID"; then
-            log "redis-server (pid $REDIS_PID) did not stop on SIGTERM in 5 s, sending SIGKILL"
-            kill -KILL "$REDIS_PID" 2>/dev/null || true
-        fi
-    fi
-    [[ -n $REDIS_PID ]] && { wait "$REDIS_PID" 2>/dev/null || true; }
-    if [[ ${BENCH_KEEP_TMP:-0} == 1 || $rc != 0 ]]; then
-        log "temp dir kept: $TMP"
-    else
-        rm -rf "$TMP"
-    fi
-    exit "$rc"
-}
+PIDS=()
+. "$HERE/benchlib.sh"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -71,6 +45,7 @@ trap 'exit 130' INT TERM
 "$REDIS" --port 0 --unixsocket "$SOCK" --unixsocketperm 700 --save "" --appendonly no \
     --dir "$TMP" --logfile "$TMP/redis.log" --daemonize no &
 REDIS_PID=$!
+PIDS+=("$REDIS_PID")
 for ((i = 0; i < 100; i++)); do
     [[ -S $SOCK ]] && break
     running "$REDIS_PID" || { cat "$TMP/redis.log" >&2; die "redis-server exited"; }
