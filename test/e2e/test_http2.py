@@ -10,6 +10,7 @@ second, well-behaved client getting answers while the attack runs, and
 checks the gateway's memory stays bounded."""
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -267,17 +268,28 @@ class Bystander:
         return len(ok)
 
 
-def assert_bounded(gw, before_kib, limit_mib=64):
+@contextlib.contextmanager
+def attack(gw, ca, settings=None):
+    """An attacker's HTTP/2 connection (a RawH2, whose .rss_before is the
+    gateway's RSS when it began) while a bystander makes requests. After
+    it: every bystander request was answered, and the gateway's RSS grew
+    by less than 64 MiB."""
+    before = rss_kib(gw.pid)
+    by = Bystander(gw, ca)
+    c = RawH2(gw.port, "app.test", ca.cert, settings=settings)
+    c.rss_before = before
+    try:
+        yield c
+    finally:
+        c.close()
+    by.finish()
     after = rss_kib(gw.pid)
-    assert after - before_kib < limit_mib * 1024, (before_kib, after)
+    assert after - before < 64 * 1024, (before, after)
 
 
 def test_rapid_reset_ends_the_connection(start_wakegate, nginx_upstream, ca):
     gw = h2_gw(start_wakegate, nginx_upstream.address, ca)
-    before = rss_kib(gw.pid)
-    by = Bystander(gw, ca)
-    c = RawH2(gw.port, "app.test", ca.cert)
-    try:
+    with attack(gw, ca) as c:
         frames = []
         for _ in range(5000):
             sid = c.new_stream()
@@ -292,11 +304,7 @@ def test_rapid_reset_ends_the_connection(start_wakegate, nginx_upstream, ca):
                     break
                 frames = []
         g = c.until_goaway()
-    finally:
-        c.close()
     assert g is None or g.error_code == ENHANCE_YOUR_CALM, g.error_code
-    by.finish()
-    assert_bounded(gw, before)
     m = gw.metrics()
     assert m["wakegate_http2_goaways_total{reason=\"calm\"}"] + m["wakegate_http2_goaways_total{reason=\"error\"}"] >= 1, m
     assert m["wakegate_http2_resets_received_total"] >= 1, m
@@ -304,10 +312,7 @@ def test_rapid_reset_ends_the_connection(start_wakegate, nginx_upstream, ca):
 
 def test_continuation_flood_ends_the_connection(start_wakegate, nginx_upstream, ca):
     gw = h2_gw(start_wakegate, nginx_upstream.address, ca)
-    before = rss_kib(gw.pid)
-    by = Bystander(gw, ca)
-    c = RawH2(gw.port, "app.test", ca.cert)
-    try:
+    with attack(gw, ca) as c:
         sid = c.new_stream()
         c.send(HeadersFrame(sid, c.header_block("/small.txt")))
         block = c.enc.encode([("x-pad-%d" % i, "v" * 100) for i in range(50)])
@@ -317,19 +322,12 @@ def test_continuation_flood_ends_the_connection(start_wakegate, nginx_upstream, 
         except OSError:
             pass
         g = c.until_goaway()
-    finally:
-        c.close()
     assert g is None or g.error_code != 0, g.error_code
-    by.finish()
-    assert_bounded(gw, before)
 
 
 def test_settings_and_ping_floods_end_the_connection(start_wakegate, nginx_upstream, ca):
     gw = h2_gw(start_wakegate, nginx_upstream.address, ca)
-    before = rss_kib(gw.pid)
-    by = Bystander(gw, ca)
-    c = RawH2(gw.port, "app.test", ca.cert)
-    try:
+    with attack(gw, ca) as c:
         burst = b"".join(SettingsFrame(0).serialize() for _ in range(500))
         try:
             for _ in range(200):  # 100,000 SETTINGS, none of their ACKs read
@@ -337,22 +335,15 @@ def test_settings_and_ping_floods_end_the_connection(start_wakegate, nginx_upstr
         except OSError:
             pass
         g = c.until_goaway()
-    finally:
-        c.close()
     assert g is None or g.error_code == ENHANCE_YOUR_CALM, g.error_code
-    by.finish()
-    assert_bounded(gw, before)
 
 
 def test_zero_window_stall_is_reset_and_memory_stays_bounded(start_wakegate, make_upstream, ca):
     big = 16 * MIB
     down = make_upstream(upstream.large_body(big))
     gw = h2_gw(start_wakegate, down.address, ca, limits={"send_idle": "2s"})
-    before = rss_kib(gw.pid)
-    by = Bystander(gw, ca)
     # SETTINGS_INITIAL_WINDOW_SIZE = 0: no stream may send a byte of DATA.
-    c = RawH2(gw.port, "app.test", ca.cert, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 0})
-    try:
+    with attack(gw, ca, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 0}) as c:
         sids = [c.request("/big%d" % i) for i in range(20)]
         resets = set()
         deadline = time.monotonic() + 20
@@ -370,10 +361,8 @@ def test_zero_window_stall_is_reset_and_memory_stays_bounded(start_wakegate, mak
             if isinstance(f, GoAwayFrame):
                 break
         mid = rss_kib(gw.pid)
-    finally:
-        c.close()
+        before = c.rss_before
     assert resets == set(sids), (resets, sids)
-    by.finish()
     # 20 streams of 16 MiB each did not come into memory: each stream holds
     # at most its buffer mark, and the upstream reads stopped.
     assert mid - before < 48 * 1024, (before, mid)
