@@ -54,6 +54,13 @@ def running_session(stack, sid):
     return stack.wait_state(sid, "running", timeout=10)
 
 
+def told_1001_then_asleep(stack, sid, tab):
+    """The sleep closes the tab's socket with 1001, then the session is asleep."""
+    assert tab.read_close(timeout=15) == (1001, "going away")
+    tab.close()
+    stack.wait_state(sid, "asleep", timeout=15)
+
+
 # ---------------------------------------------------------------- a raw WebSocket client
 
 class Tab:
@@ -185,12 +192,8 @@ def test_a_websocket_that_only_pings_lets_its_session_sleep(stack):
     assert stayed > STOP_AFTER_S + 0.5, stayed
     print("only pings: the session left running %.2f s after the WebSocket opened "
           "(stream_after %.1f s + stop_after %.1f s)" % (stayed, STREAM_AFTER_S, STOP_AFTER_S))
-    # The sleep closes the tab's socket with 1001, then the session is asleep.
     sent = tab.sent
-    code, reason = tab.read_close(timeout=15)
-    assert (code, reason) == (1001, "going away")
-    tab.close()
-    stack.wait_state(sid, "asleep", timeout=15)
+    told_1001_then_asleep(stack, sid, tab)
     # The stream's access line, written when it closed: bytes both ways and
     # its duration.
     lines = stream_access_lines(stack.gw)
@@ -216,9 +219,7 @@ def test_a_websocket_that_sends_data_keeps_its_session_awake(stack):
     # Then only heartbeats: it sleeps, and the tab is told.
     stayed = keep_until_leaves_running(stack, sid, tab, only_heartbeats, limit_s=30)
     assert stayed is not None and stayed > STOP_AFTER_S + 0.5, stayed
-    assert tab.read_close(timeout=15) == (1001, "going away")
-    tab.close()
-    stack.wait_state(sid, "asleep", timeout=15)
+    told_1001_then_asleep(stack, sid, tab)
     assert stack.gw.stop() == 0
 
 
@@ -234,9 +235,7 @@ def test_stream_max_caps_a_stream_that_sends_data(stack):
     assert stayed > STOP_AFTER_S + 0.5, stayed
     print("\nstream_max 2 s, data all along: the session left running %.2f s after the WebSocket opened"
           % stayed)
-    assert tab.read_close(timeout=15) == (1001, "going away")
-    tab.close()
-    stack.wait_state(sid, "asleep", timeout=15)
+    told_1001_then_asleep(stack, sid, tab)
     assert stack.gw.stop() == 0
 
 
@@ -250,9 +249,7 @@ def test_a_forced_sleep_closes_the_websocket_with_1001(stack):
     tab.text(b"hello, this is more than a heartbeat")
     st, body = stack.api("POST", "/v1/sessions/%s/sleep?force=1" % sid)
     assert st in (200, 202), (st, body)
-    assert tab.read_close(timeout=15) == (1001, "going away")
-    tab.close()
-    stack.wait_state(sid, "asleep", timeout=15)
+    told_1001_then_asleep(stack, sid, tab)
     assert stack.gw.wait_log(r"session left running, closing its WebSocket with 1001", timeout=5)
     assert stack.gw.stop() == 0
 
@@ -423,7 +420,5 @@ def test_an_app_that_sends_data_keeps_its_session_awake_and_its_pings_do_not(sta
     assert stayed is not None, "the session never left running while its app only pinged"
     assert stayed > STOP_AFTER_S + 0.5, stayed
     print("\napp pings only: the session left running %.2f s after the WebSocket opened" % stayed)
-    assert tab.read_close(timeout=15) == (1001, "going away")
-    tab.close()
-    stack.wait_state(sid, "asleep", timeout=15)
+    told_1001_then_asleep(stack, sid, tab)
     assert stack.gw.stop() == 0
