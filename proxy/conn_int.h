@@ -174,7 +174,6 @@ struct exchange {
     uint64_t stream_max_ms;    /* the template's idle.stream_max; 0: no cap */
     uint64_t stream_start_ms;  /* the 101 or the response head */
     uint64_t stream_use_ms;    /* loop time of the stream's last use */
-    uint64_t tunnel_start_ms;  /* the 101 */
     bool resp_sse;             /* the response body is text/event-stream */
     bool stream_left;          /* its session left running: it never counts again */
     bool stream_logged;        /* a tunnel's access line was written */

@@ -44,7 +44,7 @@ void conn_access_line(struct wg_conn *c)
     /* A tunnel's line is written when it closes: bytes both ways, and how
      * long the stream lasted after its 101. */
     if (x->status == 101)
-        snprintf(stream, sizeof(stream), " stream_ms=%" PRIu64, now - x->tunnel_start_ms);
+        snprintf(stream, sizeof(stream), " stream_ms=%" PRIu64, now - x->stream_start_ms);
     /* An HTTP/2 stream: which connection and stream it was. */
     if (conn_is_h2_stream(c))
         snprintf(h2, sizeof(h2), " proto=h2 h2_conn=%" PRIu64 " h2_stream=%" PRId32, c->h2_parent,
@@ -116,8 +116,7 @@ static void start_tunnel(struct wg_conn *c)
 {
     c->state = CS_TUNNEL;
     c->x->last_up_read_ms = c->last_client_read_ms = conn_now_ms(c);
-    c->x->tunnel_start_ms = conn_now_ms(c);
-    conn_stream_started(c);
+    conn_stream_started(c); /* its start: the access line's stream_ms */
     conn_update_reading(c);
     conn_arm(c);
     /* Bytes the client sent right after the upgrade request go now. */
