@@ -81,19 +81,19 @@ static int fail_secret(const struct wg_config *cfg, char *err, size_t errlen, co
 static int read_secret(struct wg_config *cfg, char *err, size_t errlen)
 {
     const char *file = cfg->access.secret_file;
-    unsigned char *buf = NULL;
-    struct stat st;
+    char *buf = NULL;
+    struct stat st = {0};
     size_t len = 0;
-    int fd, r;
+    int r = config_read_small(file, WG_ACCESS_SECRET_MAX, &st, &buf, &len);
 
-    /* O_NONBLOCK so a FIFO put there by mistake cannot hang startup. */
-    fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    if (fd < 0 || fstat(fd, &st) < 0) {
-        r = fail_secret(cfg, err, errlen, "cannot read \"%s\": %s", file, strerror(errno));
+    if (r == -ENOMEM)
+        goto out;
+    if (r == -EINVAL) {
+        r = fail_secret(cfg, err, errlen, "cannot read \"%s\": %s", file, "not a regular file");
         goto out;
     }
-    if (!S_ISREG(st.st_mode)) {
-        r = fail_secret(cfg, err, errlen, "cannot read \"%s\": %s", file, "not a regular file");
+    if (r < 0 && r != -EFBIG) {
+        r = fail_secret(cfg, err, errlen, "cannot read \"%s\": %s", file, strerror(-r));
         goto out;
     }
     /* Whoever reads the key can mint links to every session. */
@@ -102,44 +102,25 @@ static int read_secret(struct wg_config *cfg, char *err, size_t errlen)
                         "chmod 600 it");
         goto out;
     }
-    buf = malloc(WG_ACCESS_SECRET_MAX + 1);
-    if (buf == NULL) {
-        r = -ENOMEM;
+    if (r == -EFBIG) {
+        r = fail_secret(cfg, err, errlen, "\"%s\" is %s", file,
+                        "larger than 4096 bytes; it should hold only the key");
         goto out;
-    }
-    for (;;) {
-        ssize_t n = read(fd, buf + len, WG_ACCESS_SECRET_MAX + 1 - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            r = fail_secret(cfg, err, errlen, "cannot read \"%s\": %s", file, strerror(errno));
-            goto out;
-        }
-        if (n == 0)
-            break;
-        len += (size_t)n;
-        if (len > WG_ACCESS_SECRET_MAX) {
-            r = fail_secret(cfg, err, errlen, "\"%s\" is %s", file,
-                            "larger than 4096 bytes; it should hold only the key");
-            goto out;
-        }
     }
     if (len < WG_ACCESS_SECRET_MIN) {
         r = fail_secret(cfg, err, errlen, "\"%s\" holds %s", file,
                         "fewer than 32 bytes; make one with: head -c 32 /dev/urandom > FILE");
         goto out;
     }
-    cfg->access.secret = buf;
+    cfg->access.secret = (unsigned char *)buf;
     cfg->access.secret_len = len;
     buf = NULL;
     r = 0;
 out:
     if (buf != NULL) {
-        explicit_bzero(buf, WG_ACCESS_SECRET_MAX + 1);
+        explicit_bzero(buf, len);
         free(buf);
     }
-    if (fd >= 0)
-        close(fd);
     return r;
 }
 

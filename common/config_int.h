@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <yaml.h>
 
 #include "common/config.h"
@@ -144,6 +145,12 @@ int config_set_scalar(const struct field *f, void *base, const char *s, char *ms
 /* A regular file that can be opened for reading; else why not, in msg.
  * Returns 0 or -EINVAL. */
 int config_check_readable(const char *path, char *msg, size_t msglen);
+/* Reads a regular file of at most max bytes whole. It is opened O_NONBLOCK,
+ * so a FIFO put there by mistake cannot hang startup. *ret is malloc'd and
+ * NUL-terminated (wipe it before freeing when it holds a secret); *st is
+ * the file's stat whenever it could be taken. Returns 0, -EINVAL (not a
+ * regular file), -EFBIG (more than max bytes), or -errno. */
+int config_read_small(const char *path, size_t max, struct stat *st, char **ret, size_t *ret_len);
 
 /* ---- config_tls.c ---- */
 

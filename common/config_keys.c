@@ -427,6 +427,57 @@ static int check_save(struct walk *w, yaml_node_t *map, void *base)
     return 0;
 }
 
+int config_read_small(const char *path, size_t max, struct stat *st, char **ret, size_t *ret_len)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    int fd, r;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0 || fstat(fd, st) < 0) {
+        r = -errno;
+        goto out;
+    }
+    if (!S_ISREG(st->st_mode)) {
+        r = -EINVAL;
+        goto out;
+    }
+    buf = malloc(max + 1);
+    if (buf == NULL) {
+        r = -ENOMEM;
+        goto out;
+    }
+    for (;;) {
+        ssize_t n = read(fd, buf + len, max + 1 - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            r = -errno;
+            goto out;
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+        if (len > max) {
+            r = -EFBIG;
+            goto out;
+        }
+    }
+    buf[len] = '\0';
+    *ret = buf;
+    *ret_len = len;
+    buf = NULL;
+    r = 0;
+out:
+    if (buf != NULL) {
+        explicit_bzero(buf, max + 1);
+        free(buf);
+    }
+    if (fd >= 0)
+        close(fd);
+    return r;
+}
+
 int config_check_readable(const char *path, char *msg, size_t msglen)
 {
     struct stat st;

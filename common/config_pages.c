@@ -13,38 +13,6 @@
 #include "common/config_int.h"
 #include "common/utf8.h"
 
-/* Reads the whole of fd (at most WG_WAKING_PAGE_MAX bytes) into a
- * NUL-terminated buffer. Returns 0, -EFBIG, or -errno. */
-static int read_all(int fd, char **ret, size_t *ret_len)
-{
-    char *buf = malloc(WG_WAKING_PAGE_MAX + 1);
-    size_t len = 0;
-
-    if (buf == NULL)
-        return -ENOMEM;
-    for (;;) {
-        ssize_t n = read(fd, buf + len, WG_WAKING_PAGE_MAX + 1 - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            int e = -errno;
-            free(buf);
-            return e;
-        }
-        if (n == 0)
-            break;
-        len += (size_t)n;
-        if (len > WG_WAKING_PAGE_MAX) {
-            free(buf);
-            return -EFBIG;
-        }
-    }
-    buf[len] = '\0';
-    *ret = buf;
-    *ret_len = len;
-    return 0;
-}
-
 /* Whether the page is UTF-8 text with no NUL or other control byte than
  * tab, CR and LF. */
 static bool page_text_ok(const char *s, size_t len)
@@ -73,7 +41,7 @@ int config_check_waking_page(struct walk *w, yaml_node_t *map, struct wg_session
     const char *path = t->waking_page;
     char *html = NULL;
     size_t len = 0, old;
-    int fd, r;
+    int r;
 
     if (n == NULL)
         return 0; /* not in this mapping: what an earlier one read stays */
@@ -83,19 +51,12 @@ int config_check_waking_page(struct walk *w, yaml_node_t *map, struct wg_session
     if (path == NULL)
         return 0;
     old = config_walk_push(w, ".waking_page");
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    if (fd < 0) {
-        r = config_walk_fail(w, n, "cannot read %s: %s", path, strerror(errno));
-        goto out;
-    }
     struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
+    r = config_read_small(path, WG_WAKING_PAGE_MAX, &st, &html, &len);
+    if (r == -EINVAL) {
         r = config_walk_fail(w, n, "%s is not a regular file", path);
         goto out;
     }
-    r = read_all(fd, &html, &len);
-    close(fd);
     if (r == -EFBIG) {
         r = config_walk_fail(w, n, "%s is larger than %d bytes", path, WG_WAKING_PAGE_MAX);
         goto out;

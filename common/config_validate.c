@@ -40,44 +40,28 @@ static int read_token_file(const struct wg_config *cfg, const struct token_src *
     const char *file = t->file;
     const char *where = t->line > 0 ? cfg->path : NULL;
     size_t line = t->line > 0 ? (size_t)t->line : 0;
-    char buf[TOKEN_FILE_MAX + 1];
+    char *buf = NULL;
     struct stat st;
     size_t len = 0;
-    int fd = -1, r = 0;
+    int r = config_read_small(file, TOKEN_FILE_MAX, &st, &buf, &len);
 
-    /* O_NONBLOCK so a FIFO put there by mistake cannot hang startup. */
-    fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    if (fd < 0 && (errno == EACCES || errno == EPERM) && cfg->token_files_optional)
-        goto out; /* a CLI user who holds only the other token */
-    if (fd < 0 || fstat(fd, &st) < 0) {
-        r = config_fail_at(err, errlen, where, line, t->key, "cannot read \"%s\": %s", file,
-                           strerror(errno));
-        goto out;
-    }
-    if (!S_ISREG(st.st_mode)) {
+    if ((r == -EACCES || r == -EPERM) && cfg->token_files_optional)
+        return 0; /* a CLI user who holds only the other token */
+    if (r == -EINVAL) {
         r = config_fail_at(err, errlen, where, line, t->key,
                            "cannot read \"%s\": not a regular file", file);
         goto out;
     }
-    for (;;) {
-        ssize_t n = read(fd, buf + len, sizeof buf - len);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            r = config_fail_at(err, errlen, where, line, t->key, "cannot read \"%s\": %s", file,
-                               strerror(errno));
-            goto out;
-        }
-        if (n == 0)
-            break;
-        len += (size_t)n;
-        if (len == sizeof buf) {
-            r = config_fail_at(err, errlen, where, line, t->key,
-                               "\"%s\" is larger than %d bytes; it should hold only the token",
-                               file, TOKEN_FILE_MAX);
-            goto out;
-        }
+    if (r == -EFBIG) {
+        r = config_fail_at(err, errlen, where, line, t->key,
+                           "\"%s\" is larger than %d bytes; it should hold only the token", file,
+                           TOKEN_FILE_MAX);
+        goto out;
+    }
+    if (r < 0) {
+        r = config_fail_at(err, errlen, where, line, t->key, "cannot read \"%s\": %s", file,
+                           strerror(-r));
+        goto out;
     }
     /* Editors and "echo" end the file with a newline that is not part of the token. */
     while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
@@ -91,10 +75,11 @@ static int read_token_file(const struct wg_config *cfg, const struct token_src *
     }
     r = config_replace_str(t->dst, buf);
 out:
-    if (fd >= 0)
-        close(fd);
-    /* The token must not linger on the stack. */
-    explicit_bzero(buf, sizeof buf);
+    /* The token must not linger in freed memory. */
+    if (buf != NULL) {
+        explicit_bzero(buf, TOKEN_FILE_MAX + 1);
+        free(buf);
+    }
     return r;
 }
 
