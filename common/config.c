@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include "common/config_int.h"
 #include "common/docker_host.h"
@@ -263,4 +264,16 @@ out:
     if (r < 0)
         wg_config_free(cfg);
     return r;
+}
+
+unsigned wg_config_workers(const struct wg_config *cfg)
+{
+    unsigned n = cfg->workers;
+
+    /* libuv asks sched_getaffinity(), so a cpuset or taskset counts. */
+    if (n == 0)
+        n = uv_available_parallelism();
+    if (n < 1)
+        n = 1;
+    return n > WG_WORKERS_MAX ? WG_WORKERS_MAX : n;
 }

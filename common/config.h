@@ -403,7 +403,18 @@ struct wg_config {
     bool access_log;
 
     uint64_t shutdown_grace_ms; /* 10 s for requests in flight on SIGTERM */
+
+    /* Proxy worker loops, each a thread with its own listening socket
+     * (SO_REUSEPORT); 0 is "auto": the CPUs the process may use
+     * (wg_config_workers()). */
+    unsigned workers;
 };
+
+#define WG_WORKERS_MAX 64
+
+/* The number of proxy worker loops cfg asks for: cfg->workers, or for
+ * "auto" the CPUs this process may run on, capped at WG_WORKERS_MAX. */
+unsigned wg_config_workers(const struct wg_config *cfg);
 
 /* Command-line values that override everything else. NULL/unset fields do
  * not override. */

@@ -15,6 +15,11 @@ static const struct field env_fields[] = {
     {.key = "WAKEGATE_LISTEN", .kind = K_ADDR, IN_CFG(listen)},
     {.key = "WAKEGATE_ADMIN_LISTEN", .kind = K_ADDR, IN_CFG(admin_listen)},
     {.key = "WAKEGATE_LOG_LEVEL", .kind = K_LEVEL, IN_CFG(log_level)},
+    {.key = "WAKEGATE_WORKERS",
+     .kind = K_WORKERS,
+     IN_CFG(workers),
+     .min = 1,
+     .max = WG_WORKERS_MAX},
     {.key = NULL},
 };
 

@@ -53,6 +53,7 @@ enum kind {
     K_TLS_CERTS,   /* struct wg_tls_cert_cfg * + size_t */
     K_PORTS,       /* struct wg_named_port * + size_t, from a mapping of names */
     K_MAIN_PORT,   /* a template's port: a number, or a name of its ports: */
+    K_WORKERS,     /* unsigned: 1..WG_WORKERS_MAX, or "auto" (0) */
 };
 
 struct walk;

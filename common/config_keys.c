@@ -293,6 +293,15 @@ int config_set_scalar(const struct field *f, void *base, const char *s, char *ms
             return wg_errf(msg, msglen, "invalid boolean \"%s\" (use true or false)", s);
         *(bool *)dst = v != 0;
         return 0;
+    case K_WORKERS:
+        if (strcmp(s, "auto") == 0) {
+            *(unsigned *)dst = 0;
+            return 0;
+        }
+        if (set_uint(f, dst, s, msg, msglen) < 0)
+            return wg_errf(msg, msglen, "invalid worker count \"%s\" (use auto or 1 to %d)", s,
+                           WG_WORKERS_MAX);
+        return 0;
     case K_ROLE:
         if (lookup(roles, s, &v) < 0)
             return wg_errf(msg, msglen, "unknown role \"%s\" (use all, proxy or orchestrator)", s);
@@ -836,5 +845,6 @@ const struct field config_top_fields[] = {
     {.key = "http2", .kind = K_MAP, .sub = http2_fields},
     {.key = "log", .kind = K_MAP, .sub = log_fields},
     F_TIME("shutdown_grace", shutdown_grace_ms, 0),
+    {.key = "workers", .kind = K_WORKERS, IN_CFG(workers), .min = 1, .max = WG_WORKERS_MAX},
     {.key = NULL},
 };

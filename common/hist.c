@@ -76,11 +76,13 @@ void wg_hist_write(struct wg_buf *out, const char *name, const char *labels,
     cum += h->counts[h->nbounds];
     snprintf(sum, sizeof(sum), "%" PRIu64 ".%09" PRIu64, h->sum_ns / S, h->sum_ns % S);
     wg_buf_appendf(out, "%s_bucket{%s%sle=\"+Inf\"} %" PRIu64 "\n", name, l, sep, cum);
+    /* The count is the +Inf bucket (equal to n), so that a scrape racing
+     * an observation on another thread never shows them apart. */
     if (l[0] != '\0') {
         wg_buf_appendf(out, "%s_sum{%s} %s\n%s_count{%s} %" PRIu64 "\n", name, l, sum, name, l,
-                       h->n);
+                       cum);
     } else {
-        wg_buf_appendf(out, "%s_sum %s\n%s_count %" PRIu64 "\n", name, sum, name, h->n);
+        wg_buf_appendf(out, "%s_sum %s\n%s_count %" PRIu64 "\n", name, sum, name, cum);
     }
 }
 

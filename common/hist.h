@@ -15,6 +15,7 @@
 #ifndef WG_COMMON_HIST_H
 #define WG_COMMON_HIST_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,9 +27,10 @@
 struct wg_hist {
     const uint64_t *bounds_ns; /* ascending upper bounds, nbounds of them; borrowed */
     size_t nbounds;
-    uint64_t counts[WG_HIST_BUCKETS_MAX + 1]; /* per bucket, not cumulative; [nbounds] is +Inf */
-    uint64_t n;
-    uint64_t sum_ns;
+    _Atomic uint64_t
+        counts[WG_HIST_BUCKETS_MAX + 1]; /* per bucket, not cumulative; [nbounds] is +Inf */
+    _Atomic uint64_t n;
+    _Atomic uint64_t sum_ns;
 };
 
 /* Buckets for a proxy's latencies: 0.5 ms, 1, 2.5, 5, 10, 25, 50, 100,

@@ -172,8 +172,10 @@ void conn_close(struct wg_conn *c)
         wg_h2_stream_detach(vs);
     }
     wg_list_remove(&c->link);
-    if (!conn_is_h2_stream(c))
+    if (!conn_is_h2_stream(c)) {
         c->px->stats.connections_open--;
+        (*c->px->gw_open)--;
+    }
     uv_close((uv_handle_t *)&c->timer, handle_closed);
     uv_close((uv_handle_t *)&c->client, handle_closed);
 }
@@ -955,15 +957,16 @@ void wg_conn_accept(struct wg_proxy *px)
         uv_close((uv_handle_t *)&c->client, handle_closed);
         return;
     }
-    px->stats.connections_open++;
-    if (px->stats.connections_open > cfg->limits.connections_max || px->shutting_down) {
+    /* The cap is the gateway's: gw_open counts every worker loop's. */
+    if (++*px->gw_open > cfg->limits.connections_max || px->shutting_down) {
         /* Over the cap: refuse this one; existing traffic is unaffected. */
         px->stats.connections_refused++;
-        px->stats.connections_open--;
+        (*px->gw_open)--;
         c->closing = true;
         uv_close((uv_handle_t *)&c->client, handle_closed);
         return;
     }
+    px->stats.connections_open++;
     px->stats.connections_accepted++;
     uv_tcp_getpeername(&c->client, &c->peer.sa, &namelen);
     c->peer_trusted =

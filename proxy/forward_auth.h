@@ -21,6 +21,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -43,11 +44,11 @@ struct wg_fauth_answer {
 typedef void wg_fauth_cb(void *arg, const struct wg_fauth_answer *a);
 
 struct wg_fauth_stats {
-    uint64_t requests;   /* sub-requests sent */
-    uint64_t cache_hits; /* answers taken from the cache */
-    uint64_t failures;   /* sub-requests that failed or timed out (503) */
-    uint64_t joined;     /* requests that waited for a sub-request already in flight */
-    uint64_t cached;     /* answers in the cache now */
+    _Atomic uint64_t requests;   /* sub-requests sent */
+    _Atomic uint64_t cache_hits; /* answers taken from the cache */
+    _Atomic uint64_t failures;   /* sub-requests that failed or timed out (503) */
+    _Atomic uint64_t joined;     /* requests that waited for a sub-request already in flight */
+    _Atomic uint64_t cached;     /* answers in the cache now */
 };
 
 /* cfg->url must be set; cfg outlives the object. */

@@ -44,6 +44,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -66,14 +67,14 @@ struct wg_h2_limits {
 
 /* Counters, kept by the caller (one per loop) and updated by every session. */
 struct wg_h2_stats {
-    uint64_t connections;       /* sessions begun */
-    uint64_t streams;           /* request streams opened */
-    uint64_t streams_open;      /* now */
-    uint64_t resets_received;   /* RST_STREAM from clients */
-    uint64_t resets_sent;       /* streams we reset (stalls, errors, bridge failures) */
-    uint64_t goaway_calm;       /* connections ended: a token bucket ran out */
-    uint64_t goaway_error;      /* connections ended: a protocol error or a flood nghttp2 saw */
-    uint64_t headers_too_large; /* 431 answers */
+    _Atomic uint64_t connections;     /* sessions begun */
+    _Atomic uint64_t streams;         /* request streams opened */
+    _Atomic uint64_t streams_open;    /* now */
+    _Atomic uint64_t resets_received; /* RST_STREAM from clients */
+    _Atomic uint64_t resets_sent;     /* streams we reset (stalls, errors, bridge failures) */
+    _Atomic uint64_t goaway_calm;     /* connections ended: a token bucket ran out */
+    _Atomic uint64_t goaway_error; /* connections ended: a protocol error or a flood nghttp2 saw */
+    _Atomic uint64_t headers_too_large; /* 431 answers */
 };
 
 struct wg_h2_io {

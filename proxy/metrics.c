@@ -6,6 +6,8 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "common/hist.h"
 #include "proxy/proxy.h"
@@ -13,9 +15,8 @@
 
 /* The counters and gauges of connections, requests, responses, upstreams
  * and bytes. */
-static void counter_metrics(const struct wg_proxy *px, struct wg_buf *out)
+static void counter_metrics(const struct wg_proxy_stats *s, size_t idle, struct wg_buf *out)
 {
-    const struct wg_proxy_stats *s = wg_proxy_stats(px);
     wg_buf_appendf(out,
                    "# HELP wakegate_connections_open Client connections open now.\n"
                    "# TYPE wakegate_connections_open gauge\n"
@@ -66,7 +67,7 @@ static void counter_metrics(const struct wg_proxy *px, struct wg_buf *out)
         "wakegate_buffered_bytes{to=\"client\"} %" PRIu64 "\n"
         "wakegate_buffered_bytes{to=\"upstream\"} %" PRIu64 "\n",
         s->upstream_errors, s->upstream_retries, s->session_rechecks, s->bytes_in, s->bytes_out,
-        wg_proxy_upstream_idle(px), s->buffered_bytes[0], s->buffered_bytes[1]);
+        idle, s->buffered_bytes[0], s->buffered_bytes[1]);
 }
 
 static void port_metrics(const struct wg_proxy_stats *s, struct wg_buf *out)
@@ -79,23 +80,51 @@ static void port_metrics(const struct wg_proxy_stats *s, struct wg_buf *out)
                    s->port_unknown);
 }
 
+/* The row labelled label in px's table, or NULL. Tables are small and
+ * scrapes rare: a linear search. */
+static const _Atomic uint64_t *row_of(const struct wg_proxy *px, const char *label)
+{
+    const char *l;
+    const _Atomic uint64_t *by_class;
+
+    for (size_t i = 0; wg_proxy_route_stats(px, i, &l, &by_class); i++)
+        if (strcmp(l, label) == 0)
+            return by_class;
+    return NULL;
+}
+
 /* wakegate_route_requests_total: every class of every row, zeros included,
- * so a series exists before its first request. */
-static void route_metrics(const struct wg_proxy *px, struct wg_buf *out)
+ * so a series exists before its first request. With several loops, the rows
+ * of the first one's table, each summed with the rows of the same label in
+ * the others (during a reload a loop may still have its old table: a route
+ * it does not have yet adds nothing). */
+static void route_metrics(const struct wg_proxy *const *pxs, size_t n, struct wg_buf *out)
 {
     const char *label;
-    const uint64_t *by_class;
+    const _Atomic uint64_t *by_class;
 
     wg_hist_family(out, "wakegate_route_requests_total", "counter",
                    "Responses sent, by route and status class (route \"none\": no route "
                    "matched, or the request was refused before routing).");
-    for (size_t i = 0; wg_proxy_route_stats(px, i, &label, &by_class); i++) {
+    for (size_t w = 0; w < n; w++)
+        wg_proxy_routes_lock(pxs[w]);
+    for (size_t i = 0; wg_proxy_route_stats(pxs[0], i, &label, &by_class); i++) {
+        uint64_t sum[6];
+        for (int k = 1; k <= 5; k++)
+            sum[k] = by_class[k];
+        for (size_t w = 1; w < n; w++) {
+            const _Atomic uint64_t *other = row_of(pxs[w], label);
+            for (int k = 1; k <= 5 && other != NULL; k++)
+                sum[k] += other[k];
+        }
         for (int k = 1; k <= 5; k++) {
             wg_buf_appendf(out, "wakegate_route_requests_total{route=\"");
             wg_hist_label_escape(out, label);
-            wg_buf_appendf(out, "\",class=\"%dxx\"} %" PRIu64 "\n", k, by_class[k]);
+            wg_buf_appendf(out, "\",class=\"%dxx\"} %" PRIu64 "\n", k, sum[k]);
         }
     }
+    for (size_t w = n; w > 0; w--)
+        wg_proxy_routes_unlock(pxs[w - 1]);
 }
 
 /* The latency histograms. */
@@ -162,13 +191,26 @@ static void access_metrics(const struct wg_proxy_stats *s, struct wg_buf *out)
                    s->access_denied, s->access_links);
 }
 
-/* Only with access.forward_auth. */
-static void forward_auth_metrics(const struct wg_proxy *px, struct wg_buf *out)
+/* Only with access.forward_auth: the sum of every loop's client. */
+static void forward_auth_metrics(const struct wg_proxy *const *pxs, size_t n, struct wg_buf *out)
 {
-    const struct wg_fauth *fa = wg_proxy_fauth(px);
-    if (fa == NULL)
+    struct wg_fauth_stats sum = {0}, *f = &sum;
+    bool any = false;
+
+    for (size_t w = 0; w < n; w++) {
+        const struct wg_fauth *fa = wg_proxy_fauth(pxs[w]);
+        if (fa == NULL)
+            continue;
+        const struct wg_fauth_stats *s = wg_fauth_stats(fa);
+        any = true;
+        sum.requests += s->requests;
+        sum.cache_hits += s->cache_hits;
+        sum.failures += s->failures;
+        sum.joined += s->joined;
+        sum.cached += s->cached;
+    }
+    if (!any)
         return;
-    const struct wg_fauth_stats *f = wg_fauth_stats(fa);
     wg_buf_appendf(out,
                    "# HELP wakegate_forward_auth_requests_total Sub-requests sent to "
                    "access.forward_auth.\n"
@@ -245,10 +287,8 @@ static void tls_metrics(const struct wg_proxy *px, struct wg_buf *out)
 }
 
 /* HTTP/2 sessions and streams (only with tls:). */
-static void h2_metrics(const struct wg_proxy *px, struct wg_buf *out)
+static void h2_metrics(const struct wg_proxy *px, const struct wg_h2_stats *h, struct wg_buf *out)
 {
-    const struct wg_h2_stats *h = &wg_proxy_stats(px)->h2;
-
     if (wg_proxy_tls(px) == NULL)
         return;
     wg_buf_appendf(
@@ -281,19 +321,92 @@ static void h2_metrics(const struct wg_proxy *px, struct wg_buf *out)
         h->goaway_calm, h->goaway_error, h->headers_too_large);
 }
 
-void wg_proxy_metrics_write(const struct wg_proxy *px, struct wg_buf *out)
+static void hist_add(struct wg_hist *sum, const struct wg_hist *h)
 {
-    const struct wg_proxy_stats *s = wg_proxy_stats(px);
-    counter_metrics(px, out);
-    route_metrics(px, out);
+    for (size_t i = 0; i <= h->nbounds; i++)
+        sum->counts[i] += h->counts[i];
+    sum->n += h->n;
+    sum->sum_ns += h->sum_ns;
+}
+
+static void h2_add(struct wg_h2_stats *sum, const struct wg_h2_stats *h)
+{
+    sum->connections += h->connections;
+    sum->streams += h->streams;
+    sum->streams_open += h->streams_open;
+    sum->resets_received += h->resets_received;
+    sum->resets_sent += h->resets_sent;
+    sum->goaway_calm += h->goaway_calm;
+    sum->goaway_error += h->goaway_error;
+    sum->headers_too_large += h->headers_too_large;
+}
+
+/* sum += s, field by field (every field of struct wg_proxy_stats). */
+static void stats_add(struct wg_proxy_stats *sum, const struct wg_proxy_stats *s)
+{
+    sum->connections_accepted += s->connections_accepted;
+    sum->connections_refused += s->connections_refused;
+    sum->connections_open += s->connections_open;
+    sum->requests += s->requests;
+    for (int k = 0; k < 6; k++)
+        sum->responses_by_class[k] += s->responses_by_class[k];
+    sum->upstream_errors += s->upstream_errors;
+    sum->upstream_retries += s->upstream_retries;
+    sum->session_unconfirmed_proven += s->session_unconfirmed_proven;
+    sum->session_doubt_held += s->session_doubt_held;
+    sum->session_doubt_refused += s->session_doubt_refused;
+    sum->session_rechecks += s->session_rechecks;
+    sum->port_unknown += s->port_unknown;
+    h2_add(&sum->h2, &s->h2);
+    sum->bytes_in += s->bytes_in;
+    sum->bytes_out += s->bytes_out;
+    sum->buffered_bytes[0] += s->buffered_bytes[0];
+    sum->buffered_bytes[1] += s->buffered_bytes[1];
+    hist_add(&sum->request_duration, &s->request_duration);
+    hist_add(&sum->upstream_latency, &s->upstream_latency);
+    hist_add(&sum->wake_first_byte, &s->wake_first_byte);
+    for (int k = 0; k < WG_HOLD_OUTCOMES; k++)
+        sum->held_released[k] += s->held_released[k];
+    sum->access_denied += s->access_denied;
+    sum->access_links += s->access_links;
+}
+
+void wg_proxy_metrics_write_all(const struct wg_proxy *const *pxs, size_t n, struct wg_buf *out)
+{
+    /* Large (three histograms): not on the stack of a small thread. */
+    struct wg_proxy_stats *s = calloc(1, sizeof(*s));
+    const struct wg_proxy_stats *first = wg_proxy_stats(pxs[0]);
+    size_t idle = 0;
+
+    if (s == NULL)
+        return;
+    wg_hist_init(&s->request_duration, first->request_duration.bounds_ns,
+                 first->request_duration.nbounds);
+    wg_hist_init(&s->upstream_latency, first->upstream_latency.bounds_ns,
+                 first->upstream_latency.nbounds);
+    wg_hist_init(&s->wake_first_byte, first->wake_first_byte.bounds_ns,
+                 first->wake_first_byte.nbounds);
+    for (size_t w = 0; w < n; w++) {
+        stats_add(s, wg_proxy_stats(pxs[w]));
+        idle += wg_proxy_upstream_idle(pxs[w]);
+    }
+    counter_metrics(s, idle, out);
+    route_metrics(pxs, n, out);
     histogram_metrics(s, out);
     held_metrics(s, out);
     port_metrics(s, out);
     unconfirmed_metrics(s, out);
     access_metrics(s, out);
-    forward_auth_metrics(px, out);
-    tls_metrics(px, out);
-    h2_metrics(px, out);
+    forward_auth_metrics(pxs, n, out);
+    /* The loops share one TLS state (its counters count for all). */
+    tls_metrics(pxs[0], out);
+    h2_metrics(pxs[0], &s->h2, out);
+    free(s);
+}
+
+void wg_proxy_metrics_write(const struct wg_proxy *px, struct wg_buf *out)
+{
+    wg_proxy_metrics_write_all(&px, 1, out);
 }
 
 bool wg_proxy_ready(const struct wg_proxy *px, char *why, size_t whylen)

@@ -7,6 +7,7 @@
 #define WG_PROXY_PROXY_H
 
 #include <stdbool.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -30,29 +31,29 @@ enum wg_proxy_hold_outcome {
 
 /* Counters for health and metrics; read-only for callers. */
 struct wg_proxy_stats {
-    uint64_t connections_accepted;
-    uint64_t connections_refused; /* over limits.connections_max */
-    uint64_t connections_open;
-    uint64_t requests;
-    uint64_t responses_by_class[6]; /* index status/100: [1]..[5] */
-    uint64_t upstream_errors;       /* connect failures, resets, bad framing */
-    uint64_t upstream_retries;
+    _Atomic uint64_t connections_accepted;
+    _Atomic uint64_t connections_refused; /* over limits.connections_max */
+    _Atomic uint64_t connections_open;
+    _Atomic uint64_t requests;
+    _Atomic uint64_t responses_by_class[6]; /* index status/100: [1]..[5] */
+    _Atomic uint64_t upstream_errors;       /* connect failures, resets, bad framing */
+    _Atomic uint64_t upstream_retries;
     /* Requests for a running session Redis could not confirm
      * (redis.outage_grace): sent where a live connection proved the
      * container's address; held for want of such a proof; and of those,
      * answered 503 because Redis still could not confirm it. */
-    uint64_t session_unconfirmed_proven;
-    uint64_t session_doubt_held;
-    uint64_t session_doubt_refused;
-    uint64_t session_rechecks; /* a running session's failed connect held to look again */
-    uint64_t port_unknown;     /* {port} routes: 404 for a port name the template lacks */
-    struct wg_h2_stats h2;     /* HTTP/2 sessions and streams (proxy/h2.h) */
-    uint64_t bytes_in;         /* from clients */
-    uint64_t bytes_out;        /* to clients */
+    _Atomic uint64_t session_unconfirmed_proven;
+    _Atomic uint64_t session_doubt_held;
+    _Atomic uint64_t session_doubt_refused;
+    _Atomic uint64_t session_rechecks; /* a running session's failed connect held to look again */
+    _Atomic uint64_t port_unknown;     /* {port} routes: 404 for a port name the template lacks */
+    struct wg_h2_stats h2;             /* HTTP/2 sessions and streams (proxy/h2.h) */
+    _Atomic uint64_t bytes_in;         /* from clients */
+    _Atomic uint64_t bytes_out;        /* to clients */
     /* Bytes in write requests now, [0] to clients, [1] to upstreams: what
      * sockets did not take. Each connection keeps its share under
      * limits.buffer_high_water per direction. */
-    uint64_t buffered_bytes[2];
+    _Atomic uint64_t buffered_bytes[2];
     /* One observation per response counted in responses_by_class: from the
      * first byte of the head to the end of the response (a 101: its head). */
     struct wg_hist request_duration;
@@ -63,11 +64,11 @@ struct wg_proxy_stats {
     /* Requests held while their session woke (not running when they came):
      * from the start of the hold to the first byte from the session. */
     struct wg_hist wake_first_byte;
-    uint64_t held_released[WG_HOLD_OUTCOMES]; /* the same requests, by outcome */
+    _Atomic uint64_t held_released[WG_HOLD_OUTCOMES]; /* the same requests, by outcome */
     /* Private session routes: 401s, and link visits turned into a cookie
      * (the 303 that sets it). */
-    uint64_t access_denied;
-    uint64_t access_links;
+    _Atomic uint64_t access_denied;
+    _Atomic uint64_t access_links;
 };
 
 /* cfg and log must outlive the proxy. Takes ownership of router. On success
@@ -78,6 +79,12 @@ int wg_proxy_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *lo
 /* Binds and listens on cfg->listen. Returns 0 or a negative libuv error;
  * *ret_port (may be NULL) gets the bound port (useful for port 0). */
 int wg_proxy_listen(struct wg_proxy *px, int *ret_port);
+/* The same for one of several worker loops: with SO_REUSEPORT, on port
+ * (and the tls.redirect_listen one on redirect_port) when > 0, as the
+ * first loop was given for port 0. *ret_redirect_port (may be NULL) gets
+ * the redirect listener's bound port, when there is one. */
+int wg_proxy_listen_shared(struct wg_proxy *px, int port, int redirect_port, int *ret_port,
+                           int *ret_redirect_port);
 
 /* Replaces the routing table (SIGHUP). Requests already routed keep the
  * upstream they were given; new heads use the new table. Takes ownership. */
@@ -107,7 +114,22 @@ struct wg_fauth *wg_proxy_fauth(const struct wg_proxy *px);
  * new route starts at 0, and the rows of removed routes are dropped. Returns
  * false when i is past the last row. */
 bool wg_proxy_route_stats(const struct wg_proxy *px, size_t i, const char **ret_label,
-                          const uint64_t **ret_by_class);
+                          const _Atomic uint64_t **ret_by_class);
+/* A reader on another thread than the proxy's loop holds this around its
+ * wg_proxy_route_stats() calls: a reload replaces the rows and labels. */
+void wg_proxy_routes_lock(const struct wg_proxy *px);
+void wg_proxy_routes_unlock(const struct wg_proxy *px);
+
+/* What the worker loops of one gateway share (owned by the binary's
+ * wiring, outliving every proxy that points to it). */
+struct wg_proxy_shared {
+    /* Client connections open in every loop: limits.connections_max holds
+     * for the gateway, not per loop. */
+    _Atomic uint64_t connections_open;
+};
+/* Counts this proxy's connections in sh (NULL: in its own counter). Call
+ * before wg_proxy_listen(). */
+void wg_proxy_set_shared(struct wg_proxy *px, struct wg_proxy_shared *sh);
 /* Idle upstream connections in the keep-alive pool now. */
 size_t wg_proxy_upstream_idle(const struct wg_proxy *px);
 /* Whether the public listener is bound and accepting. */

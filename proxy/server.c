@@ -29,10 +29,16 @@ int wg_proxy_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *lo
     px->fields = calloc(cfg->limits.header_count_max + 1, sizeof(*px->fields));
     if (px->fields == NULL)
         goto out_free;
+    px->gw_open = &px->own_open;
     px->route_nrows = wg_router_len(router) + 1;
     px->route_rows = calloc(px->route_nrows, sizeof(*px->route_rows));
     if (px->route_rows == NULL)
         goto out_fields;
+    r = uv_mutex_init(&px->rows_lock);
+    if (r < 0) {
+        free(px->route_rows);
+        goto out_fields;
+    }
     wg_hist_init(&px->stats.request_duration, wg_hist_latency_bounds,
                  WG_HIST_LEN(wg_hist_latency_bounds));
     wg_hist_init(&px->stats.upstream_latency, wg_hist_latency_bounds,
@@ -79,6 +85,7 @@ out_key:
     wg_fauth_free(px->fauth);
     wg_access_key_free(px->access_key);
 out_rows:
+    uv_mutex_destroy(&px->rows_lock);
     free(px->route_rows);
 out_fields:
     free(px->fields);
@@ -98,29 +105,48 @@ static void on_connection(uv_stream_t *server, int status)
     wg_conn_accept(px);
 }
 
-int wg_proxy_listen(struct wg_proxy *px, int *ret_port)
+/* port, redirect_port < 0: bind alone (one loop); >= 0: with SO_REUSEPORT
+ * beside the other loops, on that port when > 0. */
+static int listen_at(struct wg_proxy *px, int port, int redirect_port, int *ret_port,
+                     int *ret_redirect_port)
 {
     const struct wg_config *cfg = px->cfg;
-    int port = 0;
-    int r = wg_net_listen(&px->listener, (const struct sockaddr *)&cfg->listen.sa, 4096,
-                          on_connection, &port);
+    const struct sockaddr *sa = (const struct sockaddr *)&cfg->listen.sa;
+    int bound = 0;
+    int r = port < 0
+                ? wg_net_listen(&px->listener, sa, 4096, on_connection, &bound)
+                : wg_net_listen_reuseport(&px->listener, sa, port, 4096, on_connection, &bound);
     if (r < 0)
         return r;
     px->listening = true;
     if (ret_port != NULL)
-        *ret_port = port;
+        *ret_port = bound;
     if (px->tls != NULL && cfg->tls.redirect_listen.text != NULL) {
         int rport = 0;
-        r = wg_redirect_start(px->loop, cfg, px->log, port, &px->redirect, &rport);
+        r = wg_redirect_start(px->loop, cfg, px->log, bound, redirect_port, &px->redirect, &rport);
         if (r < 0) {
             WG_ERROR(px->log, "proxy", "cannot listen", "tls.redirect_listen=%s error=\"%s\"",
                      cfg->tls.redirect_listen.text, uv_strerror(r));
             return r;
         }
-        WG_INFO(px->log, "proxy", "redirecting plain HTTP to https", "redirect_listen=%s port=%d",
-                cfg->tls.redirect_listen.text, rport);
+        if (ret_redirect_port != NULL)
+            *ret_redirect_port = rport;
+        if (redirect_port <= 0) /* once: alone, or the first loop */
+            WG_INFO(px->log, "proxy", "redirecting plain HTTP to https",
+                    "redirect_listen=%s port=%d", cfg->tls.redirect_listen.text, rport);
     }
     return 0;
+}
+
+int wg_proxy_listen(struct wg_proxy *px, int *ret_port)
+{
+    return listen_at(px, -1, -1, ret_port, NULL);
+}
+
+int wg_proxy_listen_shared(struct wg_proxy *px, int port, int redirect_port, int *ret_port,
+                           int *ret_redirect_port)
+{
+    return listen_at(px, port, redirect_port, ret_port, ret_redirect_port);
 }
 
 /* The old row of the route labelled like routes[i] of the new table, or 0
@@ -164,17 +190,37 @@ void wg_proxy_set_router(struct wg_proxy *px, struct wg_router *router)
         wg_conn_remap_routes(px, map, px->route_nrows);
     }
     free(map);
-    free(px->route_rows);
+    uv_mutex_lock(&px->rows_lock);
+    struct wg_route_row *old_rows = px->route_rows;
+    struct wg_router *old_router = px->router;
     px->route_rows = rows;
     px->route_nrows = n;
+    px->router = router;
+    uv_mutex_unlock(&px->rows_lock);
+    free(old_rows);
     /* Connections copy the upstream they were routed to, so the old table
      * can go at once. */
-    wg_router_free(px->router);
-    px->router = router;
+    wg_router_free(old_router);
+}
+
+/* The lock is not part of what px is to a reader: const readers take it. */
+void wg_proxy_routes_lock(const struct wg_proxy *px)
+{
+    uv_mutex_lock((uv_mutex_t *)&px->rows_lock);
+}
+
+void wg_proxy_routes_unlock(const struct wg_proxy *px)
+{
+    uv_mutex_unlock((uv_mutex_t *)&px->rows_lock);
+}
+
+void wg_proxy_set_shared(struct wg_proxy *px, struct wg_proxy_shared *sh)
+{
+    px->gw_open = sh != NULL ? &sh->connections_open : &px->own_open;
 }
 
 bool wg_proxy_route_stats(const struct wg_proxy *px, size_t i, const char **ret_label,
-                          const uint64_t **ret_by_class)
+                          const _Atomic uint64_t **ret_by_class)
 {
     const char *label = i == 0 ? "none" : wg_router_label(px->router, i - 1);
 
@@ -216,6 +262,7 @@ static void maybe_finish(struct wg_proxy *px)
         wg_fauth_free(px->fauth);
         wg_tls_free(px->tls);
         free(px->route_rows);
+        uv_mutex_destroy(&px->rows_lock);
         wg_router_free(px->router);
         free(px->fields);
         free(px);

@@ -21,7 +21,7 @@ struct exchange;
 
 /* Responses of one route by status class, [1]..[5] (wg_proxy_route_stats()). */
 struct wg_route_row {
-    uint64_t by_class[6];
+    _Atomic uint64_t by_class[6];
 };
 /* A connection's route_slot when its request is counted in no row. */
 #define WG_ROUTE_SLOT_UNCOUNTED UINT32_MAX
@@ -41,7 +41,7 @@ struct wg_proxy {
     struct wg_redirect *redirect; /* tls.redirect_listen, NULL without it */
 
     uv_tcp_t listener;
-    bool listening;
+    _Atomic bool listening; /* read by the main thread for /readyz */
     bool shutting_down;
     bool freeing;
     int open_handles; /* listener, grace timer */
@@ -51,12 +51,21 @@ struct wg_proxy {
 
     struct wg_list conns;
     size_t live_conns; /* allocated, including ones still closing */
+    /* Client connections open in the whole gateway, for
+     * limits.connections_max: own_open, or the counter every worker loop
+     * shares (wg_proxy_set_shared). */
+    _Atomic uint64_t *gw_open;
+    _Atomic uint64_t own_open;
     uint64_t next_conn_id;
     struct wg_proxy_stats stats;
     /* Row 0 "none", row k + 1 routes[k] of router; NULL (and 0) after an
      * allocation failure on reload: nothing is counted per route then. */
     struct wg_route_row *route_rows;
     size_t route_nrows;
+    /* Held by this loop while it replaces router and route_rows (a reload),
+     * and by a reader on another thread (the metrics): the loop itself reads
+     * them without it, being their only writer. */
+    uv_mutex_t rows_lock;
 
     llhttp_settings_t req_settings;
     llhttp_settings_t resp_settings;

@@ -60,6 +60,7 @@
 #define WG_PROXY_SESSION_CACHE_H
 
 #include <stdbool.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <uv.h>
@@ -119,19 +120,19 @@ struct wg_sess_waiter {
 };
 
 struct wg_session_cache_stats {
-    uint64_t lookups;
-    uint64_t fetches;
-    uint64_t wakes_sent;
-    uint64_t wakes_suppressed; /* probes and non-waking requests */
-    uint64_t held;             /* waiters now */
-    uint64_t hold_refused;     /* over the caps */
-    uint64_t state_messages;
-    uint64_t activity_open;    /* exchanges to sessions open now (streams included) */
-    uint64_t activity_batches; /* wg_store_touch() batches that succeeded */
-    uint64_t activity_touches; /* session activity entries written by them */
-    uint64_t activity_errors;  /* batches that failed (their marks were kept) */
-    uint64_t streams_open;     /* streams registered (wg_session_cache_stream_add) now */
-    uint64_t streams_ended;    /* streams told their session left running */
+    _Atomic uint64_t lookups;
+    _Atomic uint64_t fetches;
+    _Atomic uint64_t wakes_sent;
+    _Atomic uint64_t wakes_suppressed; /* probes and non-waking requests */
+    _Atomic uint64_t held;             /* waiters now */
+    _Atomic uint64_t hold_refused;     /* over the caps */
+    _Atomic uint64_t state_messages;
+    _Atomic uint64_t activity_open;    /* exchanges to sessions open now (streams included) */
+    _Atomic uint64_t activity_batches; /* wg_store_touch() batches that succeeded */
+    _Atomic uint64_t activity_touches; /* session activity entries written by them */
+    _Atomic uint64_t activity_errors;  /* batches that failed (their marks were kept) */
+    _Atomic uint64_t streams_open;     /* streams registered (wg_session_cache_stream_add) now */
+    _Atomic uint64_t streams_ended;    /* streams told their session left running */
 };
 
 /* store is borrowed and must outlive the cache. cfg->redis_url is used for

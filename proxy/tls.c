@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <uv.h>
 
 #include "common/clock.h"
 #include "proxy/tls_names.h"
@@ -55,6 +56,13 @@ struct wg_tls {
     uint64_t rotate_ms;
     bool h2; /* http2.enabled: "h2" offered first */
     struct wg_tls_stats stats;
+    /* Every worker loop shares this object (a ticket issued on one loop
+     * resumes on another): keys_lock guards keys (rotated by whichever
+     * loop issues a ticket), certs_lock the certs pointer (replaced by a
+     * reload on the main thread). Each loop holds a reference. */
+    uv_mutex_t keys_lock;
+    uv_rwlock_t certs_lock;
+    _Atomic unsigned refs;
 };
 
 static void cert_set_free(struct cert_set *set)
@@ -121,29 +129,37 @@ static int ticket_cb(SSL *s, unsigned char key_name[16], unsigned char *iv, EVP_
                      EVP_MAC_CTX *hctx, int enc)
 {
     struct wg_tls *t = SSL_CTX_get_app_data(SSL_get_SSL_CTX(s));
+    int r = 0;
 
+    uv_mutex_lock(&t->keys_lock);
     keys_rotate_if_due(t);
-    if (!t->keys[0].valid)
-        return enc ? -1 : 0;
+    if (!t->keys[0].valid) {
+        r = enc ? -1 : 0;
+        goto out;
+    }
     if (enc) {
         const struct ticket_key *k = &t->keys[0];
         memcpy(key_name, k->name, sizeof k->name);
-        if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(t->ticket_cipher)) != 1 ||
-            EVP_EncryptInit_ex(ctx, t->ticket_cipher, NULL, k->aes, iv) != 1 ||
-            ticket_mac_init(hctx, k) < 0)
-            return -1;
-        return 1;
+        r = RAND_bytes(iv, EVP_CIPHER_get_iv_length(t->ticket_cipher)) != 1 ||
+                    EVP_EncryptInit_ex(ctx, t->ticket_cipher, NULL, k->aes, iv) != 1 ||
+                    ticket_mac_init(hctx, k) < 0
+                ? -1
+                : 1;
+        goto out;
     }
     for (int i = 0; i < 2; i++) {
         const struct ticket_key *k = &t->keys[i];
         if (!k->valid || memcmp(key_name, k->name, sizeof k->name) != 0)
             continue;
-        if (ticket_mac_init(hctx, k) < 0 ||
-            EVP_DecryptInit_ex(ctx, t->ticket_cipher, NULL, k->aes, iv) != 1)
-            return -1;
-        return 2;
+        r = ticket_mac_init(hctx, k) < 0 ||
+                    EVP_DecryptInit_ex(ctx, t->ticket_cipher, NULL, k->aes, iv) != 1
+                ? -1
+                : 2;
+        goto out;
     }
-    return 0;
+out:
+    uv_mutex_unlock(&t->keys_lock);
+    return r;
 }
 
 /* ---- SNI and ALPN -------------------------------------------------------- */
@@ -159,11 +175,14 @@ static int servername_cb(SSL *s, int *alert, void *arg)
 
     if (host == NULL)
         return SSL_TLSEXT_ERR_OK;
+    uv_rwlock_rdlock(&t->certs_lock);
     i = wg_tls_names_find(&t->certs->names, host);
     if (i < 0)
         i = 0;
+    /* The SSL takes its own reference: the context outlives a reload. */
     if (SSL_get_SSL_CTX(s) != t->certs->ctx[i])
         SSL_set_SSL_CTX(s, t->certs->ctx[i]);
+    uv_rwlock_rdunlock(&t->certs_lock);
     return SSL_TLSEXT_ERR_OK;
 }
 
@@ -343,20 +362,34 @@ int wg_tls_new(const struct wg_config *cfg, struct wg_tls **ret_tls, char *err, 
     }
     t->rotate_ms = cfg->tls.ticket_rotate_ms;
     t->h2 = cfg->http2.enabled;
+    t->refs = 1;
+    if (uv_mutex_init(&t->keys_lock) < 0) {
+        snprintf(err, errlen, "tls: cannot create a lock");
+        goto out_free;
+    }
+    if (uv_rwlock_init(&t->certs_lock) < 0) {
+        snprintf(err, errlen, "tls: cannot create a lock");
+        goto out_mutex;
+    }
     t->ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
     if (t->ticket_cipher == NULL) {
         snprintf(err, errlen, "tls: OpenSSL has no AES-256-CBC for session tickets");
         r = -EINVAL;
-        goto out_free;
+        goto out_locks;
     }
     r = cert_set_load(t, cfg, &t->certs, err, errlen);
     if (r < 0)
-        goto out_free;
+        goto out_cipher;
     t->stats.certificates = t->certs->len;
     *ret_tls = t;
     return 0;
-out_free:
+out_cipher:
     EVP_CIPHER_free(t->ticket_cipher);
+out_locks:
+    uv_rwlock_destroy(&t->certs_lock);
+out_mutex:
+    uv_mutex_destroy(&t->keys_lock);
+out_free:
     free(t);
 out:
     return r;
@@ -378,8 +411,11 @@ int wg_tls_reload(struct wg_tls *t, const struct wg_config *cfg, char *err, size
         return r;
     }
     /* Connections hold their own references to the contexts they use. */
-    cert_set_free(t->certs);
+    uv_rwlock_wrlock(&t->certs_lock);
+    struct cert_set *old = t->certs;
     t->certs = set;
+    uv_rwlock_wrunlock(&t->certs_lock);
+    cert_set_free(old);
     t->stats.certificates = set->len;
     t->stats.reloads_ok++;
     return 0;
@@ -387,7 +423,17 @@ int wg_tls_reload(struct wg_tls *t, const struct wg_config *cfg, char *err, size
 
 SSL *wg_tls_ssl_new(struct wg_tls *t)
 {
-    return SSL_new(t->certs->ctx[0]);
+    uv_rwlock_rdlock(&t->certs_lock);
+    SSL *ssl = SSL_new(t->certs->ctx[0]);
+    uv_rwlock_rdunlock(&t->certs_lock);
+    return ssl;
+}
+
+struct wg_tls *wg_tls_ref(struct wg_tls *t)
+{
+    if (t != NULL)
+        t->refs++;
+    return t;
 }
 
 struct wg_tls_stats *wg_tls_stats(struct wg_tls *t)
@@ -402,9 +448,11 @@ const struct wg_tls_cert_info *wg_tls_cert(const struct wg_tls *t, size_t i)
 
 void wg_tls_free(struct wg_tls *t)
 {
-    if (t == NULL)
+    if (t == NULL || --t->refs > 0)
         return;
     cert_set_free(t->certs);
+    uv_rwlock_destroy(&t->certs_lock);
+    uv_mutex_destroy(&t->keys_lock);
     EVP_CIPHER_free(t->ticket_cipher);
     OPENSSL_cleanse(t->keys, sizeof t->keys);
     free(t);

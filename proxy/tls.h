@@ -16,6 +16,7 @@
 
 #include <openssl/ssl.h>
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "common/config.h"
@@ -30,12 +31,13 @@ enum wg_tls_handshake_result {
 };
 
 struct wg_tls_stats {
-    uint64_t handshakes[WG_TLS_HS_RESULTS];
-    uint64_t tls12, tls13; /* handshakes done, by version */
-    uint64_t resumptions;  /* handshakes done that resumed a session */
-    uint64_t reloads_ok, reloads_failed;
-    uint64_t certificates;                    /* loaded now (gauge) */
-    uint64_t alpn_h2, alpn_http11, alpn_none; /* handshakes done, by the protocol ALPN chose */
+    _Atomic uint64_t handshakes[WG_TLS_HS_RESULTS];
+    _Atomic uint64_t tls12, tls13; /* handshakes done, by version */
+    _Atomic uint64_t resumptions;  /* handshakes done that resumed a session */
+    _Atomic uint64_t reloads_ok, reloads_failed;
+    _Atomic uint64_t certificates; /* loaded now (gauge) */
+    _Atomic uint64_t alpn_h2, alpn_http11,
+        alpn_none; /* handshakes done, by the protocol ALPN chose */
 };
 
 /* Loads every certificate and key of cfg->tls (which must be enabled):
@@ -70,8 +72,13 @@ const struct wg_tls_cert_info *wg_tls_cert(const struct wg_tls *t, size_t i);
 /* The counters; the record layer counts handshakes through it. */
 struct wg_tls_stats *wg_tls_stats(struct wg_tls *t);
 
-/* NULL-safe. Connections may still hold SSLs: OpenSSL counts its own
- * references to the contexts. */
+/* Another owner of t (a worker loop): wg_tls_free() drops one reference,
+ * the last frees. Every function here may be called from any thread; the
+ * reload, wg_tls_cert() and wg_tls_free() from one thread at a time. */
+struct wg_tls *wg_tls_ref(struct wg_tls *t);
+
+/* NULL-safe; drops a reference. Connections may still hold SSLs: OpenSSL
+ * counts its own references to the contexts. */
 void wg_tls_free(struct wg_tls *t);
 
 #endif

@@ -251,7 +251,7 @@ static void on_connection(uv_stream_t *server, int status)
 }
 
 int wg_redirect_start(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log,
-                      int https_port, struct wg_redirect **ret_r, int *ret_port)
+                      int https_port, int shared_port, struct wg_redirect **ret_r, int *ret_port)
 {
     struct wg_redirect *r = calloc(1, sizeof(*r));
     int e;
@@ -271,8 +271,10 @@ int wg_redirect_start(uv_loop_t *loop, const struct wg_config *cfg, struct wg_lo
     }
     r->listener.data = r;
     r->handles = 1;
-    e = wg_net_listen(&r->listener, (const struct sockaddr *)&cfg->tls.redirect_listen.sa, 512,
-                      on_connection, ret_port);
+    const struct sockaddr *sa = (const struct sockaddr *)&cfg->tls.redirect_listen.sa;
+    e = shared_port < 0
+            ? wg_net_listen(&r->listener, sa, 512, on_connection, ret_port)
+            : wg_net_listen_reuseport(&r->listener, sa, shared_port, 512, on_connection, ret_port);
     if (e < 0) {
         wg_redirect_free(r);
         return e;

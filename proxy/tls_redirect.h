@@ -15,10 +15,12 @@
 struct wg_redirect; /* opaque */
 
 /* Binds cfg->tls.redirect_listen; https_port is the port the redirects
- * name (omitted when 443). Returns 0 or a negative libuv error; *ret_port
- * (may be NULL) gets the bound port. */
+ * name (omitted when 443). shared_port >= 0: with SO_REUSEPORT, beside the
+ * other worker loops (on that port when > 0, wg_net_listen_reuseport);
+ * < 0: alone. Returns 0 or a negative libuv error; *ret_port (may be NULL)
+ * gets the bound port. */
 int wg_redirect_start(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log,
-                      int https_port, struct wg_redirect **ret_r, int *ret_port);
+                      int https_port, int shared_port, struct wg_redirect **ret_r, int *ret_port);
 
 /* Closes the listener and every connection; the memory goes with the last
  * close callback, so run the loop afterwards. NULL-safe, idempotent. */

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,8 +54,8 @@ struct wg_pool {
     struct wg_log *log;
     uv_timer_t sweep;
     struct bucket *table[POOL_BUCKETS];
-    size_t nidle;
-    size_t live; /* upconns not yet freed */
+    _Atomic size_t nidle; /* read by the metrics on another thread */
+    size_t live;          /* upconns not yet freed */
     int open_handles;
     bool freeing;
     char drain[64]; /* idle reads land here and are discarded */

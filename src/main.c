@@ -51,7 +51,8 @@ static void usage(FILE *out)
             "  -V, --version            show the version\n"
             "\n"
             "Environment: WAKEGATE_CONFIG, WAKEGATE_REDIS_URL, WAKEGATE_DOCKER_HOST,\n"
-            "WAKEGATE_ADMIN_TOKEN, WAKEGATE_LISTEN, WAKEGATE_ADMIN_LISTEN, WAKEGATE_LOG_LEVEL.\n"
+            "WAKEGATE_ADMIN_TOKEN, WAKEGATE_LISTEN, WAKEGATE_ADMIN_LISTEN, WAKEGATE_LOG_LEVEL,\n"
+            "WAKEGATE_WORKERS (proxy worker loops: auto or 1 to 64, the workers: key).\n"
             "Precedence: defaults < file < environment < flags.\n"
             "\n"
             "Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP reloads the routes, templates and\n"
@@ -97,6 +98,7 @@ static void free_app(struct app *app)
     wg_admin_free(app->admin);
     app->admin = NULL;
     /* Connections first: they may wait on the session cache. */
+    app_workers_free(app);
     wg_proxy_free(app->px);
     app->px = NULL;
     app_session_cache_free(app);
@@ -125,9 +127,11 @@ static void on_stop_signal(uv_signal_t *s, int signum)
     wg_admin_set_draining(app->admin);
     /* The proxy drains its connections while the orchestrator finishes or
      * rolls back the sleeps in flight; both within shutdown_grace. */
-    app->stop_waits = 1 + (app->px != NULL) + (app->orch != NULL);
+    app->stop_waits = 1 + (app->px != NULL) + (app->workers != NULL) + (app->orch != NULL);
     if (app->px != NULL)
         wg_proxy_shutdown(app->px, app->cfg.shutdown_grace_ms, proxy_drained, app);
+    if (app->workers != NULL)
+        app_workers_shutdown(app, app->cfg.shutdown_grace_ms, proxy_drained, app);
     if (app->orch != NULL)
         wg_orch_shutdown(app->orch, app->cfg.shutdown_grace_ms, orch_settled, app);
     part_stopped(app);
@@ -168,7 +172,7 @@ static void log_certificates(struct app *app, struct wg_tls *tls)
 
 static void reload_certificates(struct app *app, const struct wg_config *fresh)
 {
-    struct wg_tls *tls = app->px != NULL ? wg_proxy_tls(app->px) : NULL;
+    struct wg_tls *tls = app->px != NULL ? wg_proxy_tls(app->px) : app_workers_tls(app);
     char err[WG_CONFIG_ERR_MAX];
 
     if (tls == NULL) {
@@ -212,7 +216,10 @@ static void on_hup(uv_signal_t *s, int signum)
         goto out;
     }
     reload_certificates(app, &fresh);
-    if (wg_router_new(fresh.routes, fresh.routes_len, &router, err, sizeof(err)) < 0) {
+    /* Every worker loop gets a router of its own, or none does. */
+    if ((app->workers != NULL && app_workers_prepare_reload(app, &fresh, err, sizeof(err)) < 0) ||
+        (app->workers == NULL &&
+         wg_router_new(fresh.routes, fresh.routes_len, &router, err, sizeof(err)) < 0)) {
         WG_ERROR(&app->log, "main", "reload failed, keeping the current routes", "error=\"%s\"",
                  err);
         goto out;
@@ -223,6 +230,10 @@ static void on_hup(uv_signal_t *s, int signum)
         wg_router_free(router);
     WG_INFO(&app->log, "main", "routes reloaded", "routes=%zu", fresh.routes_len);
     swap_templates(&app->cfg, &fresh);
+    /* The loops read the old templates until they take the new ones:
+     * fresh (holding the old ones now) is theirs to free. */
+    if (app->workers != NULL)
+        app_workers_commit_reload(app, &fresh);
     WG_INFO(&app->log, "main", "templates reloaded", "templates=%zu", app->cfg.templates_len);
 out:
     wg_config_free(&fresh);
@@ -366,10 +377,9 @@ static int load_config(struct app *app, struct wg_router **ret_router, struct wg
  * and the proxy's session cache. Returns 0 or the exit code. */
 static int start_redis_parts(struct app *app)
 {
-    struct wg_redis_opts ropts = {.name = "main"};
     int r;
 
-    r = wg_redis_new(&app->loop, app->cfg.redis_url, &ropts, &app->log, &app->redis);
+    r = app_redis_new(&app->loop, &app->cfg, "main", &app->log, &app->redis);
     if (r < 0) {
         WG_ERROR(&app->log, "main", "cannot set up Redis", "url=%s error=%s", app->cfg.redis_url,
                  strerror(-r));
@@ -413,6 +423,8 @@ static int start_parts(struct app *app, int *ret_port, int *ret_admin_port)
                  uv_strerror(r));
         return EXIT_LISTEN;
     }
+    if (app->workers != NULL && (r = app_workers_start(app, ret_port)) != 0)
+        return r;
     app_metrics_start(app); /* the shared Redis connection's, when there is one */
     /* Last: it answers the paths every other admin handler leaves. */
     r = wg_dashboard_register(app->admin);
@@ -482,7 +494,13 @@ int main(int argc, char **argv)
         return EXIT_RUNTIME;
     }
     rc = EXIT_RUNTIME;
-    if (app_has_proxy(&app)) {
+    if (app_has_proxy(&app) && wg_config_workers(&app.cfg) > 1) {
+        r = app_workers_new(&app, wg_config_workers(&app.cfg), router, tls);
+        if (r < 0) {
+            WG_ERROR(&app.log, "main", "cannot create the proxy", "error=%s", strerror(-r));
+            goto out_loop;
+        }
+    } else if (app_has_proxy(&app)) {
         r = wg_proxy_new(&app.loop, &app.cfg, &app.log, router, &app.px);
         if (r < 0) {
             WG_ERROR(&app.log, "main", "cannot create the proxy", "error=%s", uv_strerror(r));
@@ -503,13 +521,13 @@ int main(int argc, char **argv)
             "version=%s listen=%s port=%d admin_listen=%s admin_port=%d routes=%zu config=%s",
             WG_VERSION, app.cfg.listen.text, port, app.cfg.admin_listen.text, admin_port,
             app.cfg.routes_len, app.cfg.path ? app.cfg.path : "-");
-    if (app.cfg.tls.enabled && app.px != NULL)
+    if (app.cfg.tls.enabled && (app.px != NULL || app.workers != NULL))
         WG_INFO(&app.log, "main", "tls on the public listener",
                 "certificates=%zu ticket_rotate_ms=%" PRIu64 " hsts=%d redirect_listen=%s",
                 app.cfg.tls.certs_len, app.cfg.tls.ticket_rotate_ms, app.cfg.tls.hsts != NULL,
                 app.cfg.tls.redirect_listen.text ? app.cfg.tls.redirect_listen.text : "-");
-    if (app.cfg.tls.enabled && app.px != NULL)
-        log_certificates(&app, wg_proxy_tls(app.px));
+    if (app.cfg.tls.enabled && (app.px != NULL || app.workers != NULL))
+        log_certificates(&app, app.px != NULL ? wg_proxy_tls(app.px) : app_workers_tls(&app));
 
     uv_run(&app.loop, UV_RUN_DEFAULT);
     rc = EXIT_OK;

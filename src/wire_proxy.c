@@ -21,6 +21,8 @@ int app_proxy_start(struct app *app)
 {
     int r;
 
+    if (app->workers != NULL)
+        return app_workers_report(app);
     if (app->px == NULL)
         return 0;
     r = wg_admin_add_ready_check(app->admin, proxy_ready, app->px);

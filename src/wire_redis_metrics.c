@@ -1,6 +1,7 @@
 /* src/wire_redis_metrics.c - /metrics of the process's own parts that have no
- * exporter of their own: the shared Redis command connection (app->redis,
- * which every part's store uses). Other Redis connections (the session
+ * exporter of their own: the Redis command connections (app->redis, which
+ * every part's store on the main loop uses, and with workers > 1 each
+ * worker loop's own, summed). Other Redis connections (the session
  * cache's subscriber, the orchestrator's blocking reader) are not counted
  * here. */
 #include <inttypes.h>
@@ -20,6 +21,7 @@ static void redis_metrics(void *arg, struct wg_buf *out)
     if (app->redis == NULL)
         return;
     wg_redis_get_stats(app->redis, &st);
+    app_workers_redis_stats(app, &st);
     wg_buf_appendf(
         out,
         "# HELP wakegate_redis_connected Whether the shared Redis command connection is up "

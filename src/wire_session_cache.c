@@ -19,10 +19,32 @@ static bool sessions_ready(void *arg, char *why, size_t whylen)
     return false;
 }
 
+void app_session_cache_stats_add(struct wg_session_cache_stats *sum,
+                                 const struct wg_session_cache_stats *st)
+{
+    sum->lookups += st->lookups;
+    sum->fetches += st->fetches;
+    sum->wakes_sent += st->wakes_sent;
+    sum->wakes_suppressed += st->wakes_suppressed;
+    sum->held += st->held;
+    sum->hold_refused += st->hold_refused;
+    sum->state_messages += st->state_messages;
+    sum->activity_open += st->activity_open;
+    sum->activity_batches += st->activity_batches;
+    sum->activity_touches += st->activity_touches;
+    sum->activity_errors += st->activity_errors;
+    sum->streams_open += st->streams_open;
+    sum->streams_ended += st->streams_ended;
+}
+
 static void sessions_metrics(void *arg, struct wg_buf *out)
 {
     struct app *app = arg;
-    const struct wg_session_cache_stats *st = wg_session_cache_stats(app->sessions);
+    app_session_cache_metrics(wg_session_cache_stats(app->sessions), out);
+}
+
+void app_session_cache_metrics(const struct wg_session_cache_stats *st, struct wg_buf *out)
+{
     wg_buf_appendf(out,
                    "# HELP wakegate_held_requests Requests held until their session is ready.\n"
                    "# TYPE wakegate_held_requests gauge\n"

@@ -391,9 +391,11 @@ def proxy(redis_server, make_upstream, start_wakegate):
     p.orch = Orchestrator(redis_server.url)
     p.redis = redis_server
 
-    def start(wake_timeout="2s"):
-        p.gw = start_proxy(start_wakegate, proxy_config(redis_server.url, p.up, p.slow, p.sess.port, wake_timeout),
-                           p.orch)
+    def start(wake_timeout="2s", workers=None):
+        cfg = proxy_config(redis_server.url, p.up, p.slow, p.sess.port, wake_timeout)
+        if workers is not None:
+            cfg["workers"] = workers
+        p.gw = start_proxy(start_wakegate, cfg, p.orch)
         return p.gw
     p.start = start
     return p
@@ -558,7 +560,9 @@ def redis_counts(gw):
 
 
 def test_redis_errors_by_kind_and_the_connected_gauge(proxy):
-    gw = proxy.start()
+    # One worker loop: the test counts the connects of the one command
+    # connection (each worker loop has its own; test_workers.py sums them).
+    gw = proxy.start(workers=1)
     m = redis_counts(gw)
     assert m["connected"] == 1 and m["connects"] == 1, m
     assert m["timeout"] == m["connection"] == m["reply"] == 0, m
