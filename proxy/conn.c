@@ -918,7 +918,7 @@ static void conn_begin(struct wg_conn *c)
     uv_timer_init(px->loop, &c->timer);
     c->timer.data = c;
     c->refs++;
-    c->id = ++px->next_conn_id;
+    c->id = ++*px->conn_id;
     wg_list_push_back(&px->conns, &c->link);
     wg_buf_init(&c->in, cfg->limits.head_max + PIPELINE_BUFFER_MAX);
     c->state = CS_HEAD;

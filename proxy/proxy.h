@@ -126,6 +126,8 @@ struct wg_proxy_shared {
     /* Client connections open in every loop: limits.connections_max holds
      * for the gateway, not per loop. */
     _Atomic uint64_t connections_open;
+    /* The last connection id given: ids are unique in the gateway's log. */
+    _Atomic uint64_t conn_id;
 };
 /* Counts this proxy's connections in sh (NULL: in its own counter). Call
  * before wg_proxy_listen(). */

@@ -30,6 +30,7 @@ int wg_proxy_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *lo
     if (px->fields == NULL)
         goto out_free;
     px->gw_open = &px->own_open;
+    px->conn_id = &px->own_conn_id;
     px->route_nrows = wg_router_len(router) + 1;
     px->route_rows = calloc(px->route_nrows, sizeof(*px->route_rows));
     if (px->route_rows == NULL)
@@ -217,6 +218,7 @@ void wg_proxy_routes_unlock(const struct wg_proxy *px)
 void wg_proxy_set_shared(struct wg_proxy *px, struct wg_proxy_shared *sh)
 {
     px->gw_open = sh != NULL ? &sh->connections_open : &px->own_open;
+    px->conn_id = sh != NULL ? &sh->conn_id : &px->own_conn_id;
 }
 
 bool wg_proxy_route_stats(const struct wg_proxy *px, size_t i, const char **ret_label,

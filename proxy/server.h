@@ -56,7 +56,10 @@ struct wg_proxy {
      * shares (wg_proxy_set_shared). */
     _Atomic uint64_t *gw_open;
     _Atomic uint64_t own_open;
-    uint64_t next_conn_id;
+    /* The last connection id given: own_conn_id, or the gateway's counter
+     * (ids name one connection in the logs of every loop). */
+    _Atomic uint64_t *conn_id;
+    _Atomic uint64_t own_conn_id;
     struct wg_proxy_stats stats;
     /* Row 0 "none", row k + 1 routes[k] of router; NULL (and 0) after an
      * allocation failure on reload: nothing is counted per route then. */

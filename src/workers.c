@@ -196,6 +196,8 @@ static void apply_reload(struct worker *w, struct reload_msg *m)
     wg_proxy_set_router(w->px, m->router);
     m->router = NULL;
     msg_free(m);
+    WG_INFO(&w->set->app->log, "main", "worker loop took the reloaded routes", "worker=%u",
+            w->index);
 }
 
 static void on_wake(uv_async_t *a)

@@ -35,7 +35,12 @@ def make_env(redis_server, make_upstream, start_wakegate):
         up = make_upstream(up_handler)
         up_path = make_upstream(path_handler)
         orch = Orchestrator(redis_server.url)
-        cfg = session_config(redis_server.url, up.port, up_path.port, wake_timeout=wake_timeout)
+        # One worker loop: these tests count what one session cache does (its
+        # Redis reads, its one wake command per wake, its hold caps, what it
+        # knows when Redis goes away); each worker loop has its own cache
+        # (test_workers.py covers several).
+        cfg = session_config(redis_server.url, up.port, up_path.port, wake_timeout=wake_timeout,
+                             workers=1)
         gw = start_proxy(start_wakegate, cfg, orch)
         return ProxyEnv(gw, orch, redis_server, up, up_path)
     return make
