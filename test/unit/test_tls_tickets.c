@@ -29,6 +29,9 @@ static int setup(void **state)
     f->t = calloc(1, sizeof(*f->t));
     assert_non_null(f->t);
     f->t->rotate_ms = ROTATE_MS;
+    f->t->refs = 1;
+    assert_int_equal(uv_mutex_init(&f->t->keys_lock), 0);
+    assert_int_equal(uv_rwlock_init(&f->t->certs_lock), 0);
     f->t->ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
     assert_non_null(f->t->ticket_cipher);
     f->ctx = ctx_new(f->t);
