@@ -893,6 +893,53 @@ static void test_env_errors(void **state)
     }
 }
 
+/* workers: auto (0, the default) or 1..64, from the file or WAKEGATE_WORKERS. */
+static void test_workers_key(void **state)
+{
+    static const struct {
+        const char *yaml;
+        unsigned want;
+        const char *err;
+    } cases[] = {
+        {"listen: \"127.0.0.1:1\"\n", 0, NULL},
+        {"workers: auto\n", 0, NULL},
+        {"workers: 1\n", 1, NULL},
+        {"workers: 64\n", 64, NULL},
+        {"workers: 0\n", 0, NAME ":1: workers: invalid worker count \"0\" (use auto or 1 to 64)"},
+        {"workers: 65\n", 0, NAME ":1: workers: invalid worker count \"65\""},
+        {"workers: two\n", 0, NAME ":1: workers: invalid worker count \"two\""},
+    };
+    const char *env[] = {"WAKEGATE_WORKERS=3", NULL};
+    const char *bad_env[] = {"WAKEGATE_WORKERS=-1", NULL};
+    struct wg_config cfg;
+    char err[WG_CONFIG_ERR_MAX];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int r = load(&cfg, cases[i].yaml, err, sizeof err);
+        if (cases[i].err != NULL) {
+            assert_int_equal(r, -EINVAL);
+            assert_prefix(err, cases[i].err);
+            continue;
+        }
+        assert_int_equal(r, 0);
+        assert_int_equal(cfg.workers, cases[i].want);
+        if (cases[i].want > 0)
+            assert_int_equal(wg_config_workers(&cfg), cases[i].want);
+        else
+            assert_true(wg_config_workers(&cfg) >= 1 && wg_config_workers(&cfg) <= WG_WORKERS_MAX);
+        wg_config_free(&cfg);
+    }
+    assert_int_equal(load(&cfg, "workers: 2\n", err, sizeof err), 0);
+    fake_env = env;
+    assert_int_equal(wg_config_apply_env(&cfg, fake_getenv, err, sizeof err), 0);
+    assert_int_equal(cfg.workers, 3);
+    fake_env = bad_env;
+    assert_int_equal(wg_config_apply_env(&cfg, fake_getenv, err, sizeof err), -EINVAL);
+    assert_prefix(err, "environment WAKEGATE_WORKERS: invalid worker count \"-1\"");
+    wg_config_free(&cfg);
+}
+
 static void test_flags_override_env(void **state)
 {
     static const char *const env[] = {
@@ -2199,6 +2246,7 @@ int main(void)
         cmocka_unit_test(test_env_overrides_file),
         cmocka_unit_test(test_env_empty_is_unset),
         cmocka_unit_test(test_env_errors),
+        cmocka_unit_test(test_workers_key),
         cmocka_unit_test(test_flags_override_env),
         cmocka_unit_test(test_flag_errors),
         cmocka_unit_test(test_load_sequence),
