@@ -157,6 +157,27 @@ def test_sigterm_drains_slow_requests_on_both_loops_and_exits_0(make_upstream, s
         socket.create_connection(("127.0.0.1", gw.port), timeout=1).close()
 
 
+def test_second_sigterm_closes_every_loop_at_once(make_upstream, start_wakegate):
+    slow = make_upstream(slow_response(20))
+    gw = start_wakegate(proxy_cfg(slow, shutdown_grace="60s"), args=["--role", "proxy"])
+    gw.wait_ready(timeout=10)
+    n = 16
+    pend = [Pending(gw.port, rawhttp.request_bytes("GET", "/slow%d" % i, host="a.test"), name="c%d" % i)
+            for i in range(n)]
+    wait_for(lambda: gw.metrics()["wakegate_requests_total"] == n, 5, "every request in flight")
+    assert all(v > 0 for v in per_worker(gw.metrics()).values())
+    gw.send_signal(signal.SIGTERM)
+    gw.wait_log(r"draining connections", timeout=5)
+    gw.send_signal(signal.SIGTERM)
+    # Well before shutdown_grace (60 s) and the upstream's answer (20 s).
+    code = gw.wait_exit(timeout=10)
+    assert code == 0, "exit %r; tail:\n%s" % (code, gw.log_tail())
+    left = collect(pend, 5, n=1)
+    assert len(left) == n and all(p.eof for p in left), "a request was answered or left open"
+    for p in pend:
+        p.close()
+
+
 def test_connections_max_holds_for_the_gateway(make_upstream, start_wakegate):
     up = make_upstream()
     cap, n = 10, 40
