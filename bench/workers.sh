@@ -23,6 +23,9 @@
 #   BENCH_IDLE_CONNS=N     idle connections for the memory test (default 2000)
 #   BENCH_WAKEGATE=PATH    wakegate binary (default build-bench/src/wakegate, built here)
 #   BENCH_NO_BUILD=1       do not run meson/ninja
+#   BENCH_WAKEGATE_BASE=PATH  another wakegate binary (say, a build from before
+#                          worker loops) measured too as "base1", on one loop
+#                          (its file has no workers: key)
 #   BENCH_KEEP_TMP=1       keep the temp dir
 set -euo pipefail
 
@@ -35,6 +38,8 @@ ROUNDS=${BENCH_ROUNDS:-3}
 CONNS=${BENCH_CONNS:-100}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-2000}
 PROXIES=(nginx1 nginx2 wakegate1 wakegate2)
+BASE=${BENCH_WAKEGATE_BASE:-}
+[[ -z $BASE ]] || PROXIES+=(base1)
 
 die() { echo "bench: $*" >&2; exit 1; }
 log() { echo "bench: $*" >&2; }
@@ -63,7 +68,7 @@ PIDS=()
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-read -r P_UP P_N1 P_N2 P_W1 P_W1A P_W2 P_W2A < <("${LIB[@]}" freeports 7)
+read -r P_UP P_N1 P_N2 P_W1 P_W1A P_W2 P_W2A P_B P_BA < <("${LIB[@]}" freeports 9)
 
 cpu_ticks() { # utime + stime of one pid (a process: all its threads)
     local stat
@@ -133,11 +138,11 @@ $(nginx_temp_paths "$1")
 EOF
 }
 
-wakegate_conf() { # dir port admin_port workers
+wakegate_conf() { # dir port admin_port workers (empty: no workers: key)
     cat >"$1/wakegate.yaml" <<EOF
 listen: "127.0.0.1:$2"
 admin: { listen: "127.0.0.1:$3" }
-workers: $4
+${4:+workers: $4}
 log: { level: warn, access: false }
 limits: { keepalive_requests_max: 1000000 }
 upstream: { keepalive_max: 256 }
@@ -169,6 +174,13 @@ for n in 1 2; do
     PID[wakegate$n]=$!; PIDS+=("$!"); PORT[wakegate$n]=${!p}
     "${LIB[@]}" wait "http://127.0.0.1:${!a}/healthz" 10 || { cat "$d/stderr.log" >&2; die "wakegate$n did not start"; }
 done
+if [[ -n $BASE ]]; then
+    d=$TMP/base1; mkdir -p "$d"
+    wakegate_conf "$d" "$P_B" "$P_BA" ""
+    "$BASE" -c "$d/wakegate.yaml" >>"$d/stderr.log" 2>&1 &
+    PID[base1]=$!; PIDS+=("$!"); PORT[base1]=$P_B
+    "${LIB[@]}" wait "http://127.0.0.1:$P_BA/healthz" 10 || { cat "$d/stderr.log" >&2; die "base1 did not start"; }
+fi
 for t in "${PROXIES[@]}"; do
     "${LIB[@]}" get "http://127.0.0.1:${PORT[$t]}/100b.txt" 100 || die "preflight: $t does not serve /100b.txt"
 done
@@ -224,8 +236,9 @@ for t in sorted({r[0] for r in rows}):
     us = [float(r[3]) for r in rows if r[0] == t]
     med[t] = (statistics.median(rps), statistics.median(us))
 print("\n%-10s %12s %14s   (medians)" % ("proxy", "req/s", "CPU us/req"))
-for t in ("nginx1", "nginx2", "wakegate1", "wakegate2"):
-    print("%-10s %12.0f %14.1f" % (t, med[t][0], med[t][1]))
+for t in ("nginx1", "nginx2", "wakegate1", "wakegate2", "base1"):
+    if t in med:
+        print("%-10s %12.0f %14.1f" % (t, med[t][0], med[t][1]))
 print("\nratios")
 for n in ("1", "2"):
     w, g = med["wakegate" + n], med["nginx" + n]
@@ -233,6 +246,9 @@ for n in ("1", "2"):
 for p in ("nginx", "wakegate"):
     print("  %s 2/1: req/s %.2f, CPU per request %.2f" % (p, med[p + "2"][0] / med[p + "1"][0],
                                                           med[p + "2"][1] / med[p + "1"][1]))
+if "base1" in med:
+    w, b = med["wakegate1"], med["base1"]
+    print("  wakegate1/base1: req/s %.2f, CPU per request %.2f" % (w[0] / b[0], w[1] / b[1]))
 idle = json.load(open(sys.argv[2]))
 pid = str(idle["measured_pid"])
 n = idle["established"]
