@@ -270,6 +270,11 @@ static void print_summary(const struct wg_config *cfg, const char *redis_server)
         printf("  redis         %s\n",
                cfg->redis_url ? cfg->redis_url : "none (redis.private.enabled is false)");
     printf("  docker.host   %s\n", cfg->docker_host ? cfg->docker_host : "-");
+    if (cfg->role == WG_ROLE_ORCHESTRATOR)
+        printf("  workers       - (role orchestrator)\n");
+    else
+        printf("  workers       %u%s\n", wg_config_workers(cfg),
+               cfg->workers == 0 ? " (auto)" : "");
     if (cfg->tls.enabled)
         printf("  tls           %zu certificate%s, default %s%s%s\n", cfg->tls.certs_len,
                cfg->tls.certs_len == 1 ? "" : "s", cfg->tls.certs[0].cert,

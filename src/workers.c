@@ -239,7 +239,8 @@ static int worker_setup(struct worker *w)
     int r;
 
     r = wg_proxy_new(&w->loop, &w->cfg, &app->log, w->router, &w->px);
-    w->router = NULL; /* the proxy's, even on failure */
+    if (r == 0)
+        w->router = NULL; /* the proxy's; on failure still ours, as in main() */
     if (r < 0) {
         WG_ERROR(&app->log, "main", "cannot create the proxy", "worker=%u error=%s", w->index,
                  uv_strerror(r));
