@@ -33,6 +33,25 @@ int wg_net_listen(uv_tcp_t *tcp, const struct sockaddr *sa, int backlog, uv_conn
     return 0;
 }
 
+/* 0 when nothing listens on sa (port 0: nothing to check), else a
+ * negative libuv error (UV_EADDRINUSE). */
+static int probe_free(const struct sockaddr *sa, socklen_t len)
+{
+    int one = 1, r = 0;
+    uint16_t p = sa->sa_family == AF_INET6 ? ((const struct sockaddr_in6 *)sa)->sin6_port
+                                           : ((const struct sockaddr_in *)sa)->sin_port;
+
+    if (p == 0)
+        return 0;
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return uv_translate_sys_error(errno);
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 || bind(fd, sa, len) < 0)
+        r = uv_translate_sys_error(errno);
+    close(fd);
+    return r;
+}
+
 /* libuv 1.44 has no UV_TCP_REUSEPORT: the socket is made here and handed
  * to tcp (uv_tcp_open), which owns it from then on. */
 int wg_net_listen_reuseport(uv_tcp_t *tcp, const struct sockaddr *sa, int port, int backlog,
@@ -44,6 +63,12 @@ int wg_net_listen_reuseport(uv_tcp_t *tcp, const struct sockaddr *sa, int port, 
     int one = 1, r;
 
     memcpy(&addr, sa, len);
+    /* The first socket of the group: another process listening there with
+     * SO_REUSEPORT (a second gateway by mistake) would take half the
+     * connections silently. A bind without it fails then, as a bind of one
+     * loop always did. */
+    if (port <= 0 && (r = probe_free(sa, len)) < 0)
+        return r;
     if (port > 0 && addr.ss_family == AF_INET6)
         ((struct sockaddr_in6 *)&addr)->sin6_port = htons((uint16_t)port);
     else if (port > 0)

@@ -357,6 +357,10 @@ int app_workers_new(struct app *app, unsigned n, struct wg_router *router, struc
         goto fail;
     set->app = app;
     set->n = n;
+    for (unsigned i = 0; i < n; i++) {
+        set->w[i].set = set;
+        set->w[i].index = i;
+    }
     set->tls = tls;
     tls = NULL;
     if ((r = uv_mutex_init(&set->lock)) < 0)
@@ -392,8 +396,6 @@ static int worker_prepare(struct app_workers *set, unsigned i, int port, int red
     char err[WG_CONFIG_ERR_MAX];
     int r;
 
-    w->set = set;
-    w->index = i;
     snprintf(w->name, sizeof(w->name), "worker%u", i);
     w->cfg = set->app->cfg;
     w->port = port;

@@ -203,6 +203,23 @@ def test_connections_max_holds_for_the_gateway(make_upstream, start_wakegate):
         assert get_once(gw.port, "a.test", "/again%d" % i).status == 200
 
 
+def test_a_second_gateway_on_the_same_port_cannot_listen(make_upstream, start_wakegate):
+    """SO_REUSEPORT lets the loops of one gateway share the port, never a
+    second gateway by mistake: it exits 4 (cannot listen), as with one loop."""
+    up = make_upstream()
+    first = start_wakegate(proxy_cfg(up), args=["--role", "proxy"])
+    first.wait_ready(timeout=10)
+    cfg = proxy_cfg(up)
+    cfg["listen"] = "127.0.0.1:%d" % first.port
+    second = start_wakegate(cfg, args=["--role", "proxy"], wait=False)
+    code = second.wait_exit(timeout=10)
+    assert code == 4, (code, second.log_tail())
+    assert any("cannot listen" in ln and "address already in use" in ln for ln in second.log_lines())
+    for i in range(20):
+        assert get_once(first.port, "a.test", "/first%d" % i).status == 200
+    assert sum(per_worker(first.metrics()).values()) == 20
+
+
 def test_redis_connections_are_counted_per_loop(redis_server, make_upstream, start_wakegate):
     up = make_upstream()
     cfg = proxy_cfg(up, redis={"url": redis_server.url})
