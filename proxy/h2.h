@@ -65,7 +65,8 @@ struct wg_h2_limits {
     uint64_t send_idle_ms;    /* a response waiting for window this long: reset */
 };
 
-/* Counters, kept by the caller (one per loop) and updated by every session. */
+/* Counters, kept by the caller (one per loop) and updated by every session;
+ * atomics, read from another thread (see struct wg_proxy_stats). */
 struct wg_h2_stats {
     _Atomic uint64_t connections;     /* sessions begun */
     _Atomic uint64_t streams;         /* request streams opened */

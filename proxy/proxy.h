@@ -1,8 +1,9 @@
 /* proxy/proxy.h - the data plane of one event loop: the public listener,
  * client connections, the router and the upstream pool.
  *
- * Everything hangs off struct wg_proxy; nothing is global, so more worker
- * loops can each own one later. */
+ * Everything hangs off struct wg_proxy; nothing is global: each worker
+ * loop (src/workers.c) owns one, and what they share is passed in
+ * (struct wg_proxy_shared, the TLS state). */
 #ifndef WG_PROXY_PROXY_H
 #define WG_PROXY_PROXY_H
 
@@ -29,7 +30,9 @@ enum wg_proxy_hold_outcome {
     WG_HOLD_OUTCOMES,
 };
 
-/* Counters for health and metrics; read-only for callers. */
+/* Counters for health and metrics; read-only for callers. Atomics: the
+ * loop writes them, the main thread reads them for /metrics while worker
+ * loops run (an increment is one locked add, uncontended). */
 struct wg_proxy_stats {
     _Atomic uint64_t connections_accepted;
     _Atomic uint64_t connections_refused; /* over limits.connections_max */
