@@ -58,10 +58,12 @@ class Env(ProxyEnv):
 
 @pytest.fixture
 def make_env(redis_server, make_upstream, start_wakegate):
-    def make(interval="1s", up_handler=None, wake_timeout="5s"):
+    def make(interval="1s", up_handler=None, wake_timeout="5s", workers=None):
         up = make_upstream(up_handler)
         orch = Orchestrator(redis_server.url)
         cfg = session_config(redis_server.url, up.port, up.port, wake_timeout=wake_timeout)
+        if workers is not None:
+            cfg["workers"] = workers
         cfg["sessions"]["idle"] = {"activity_interval": interval}
         gw = start_proxy(start_wakegate, cfg, orch)
         secs = float(interval[:-2]) / 1000 if interval.endswith("ms") else float(interval[:-1])
@@ -326,7 +328,9 @@ def test_probes_do_not_count_as_activity(make_env, monitor):
 
 @pytest.mark.parametrize("state", ["draining", "saving", "stopping"])
 def test_requests_during_a_sleep_are_held_and_wake(make_env, state):
-    env = make_env(interval="500ms", wake_timeout="10s")
+    # One worker loop: the test counts the wake commands of one session
+    # cache (each loop's cache sends its own; the orchestrator coalesces).
+    env = make_env(interval="500ms", wake_timeout="10s", workers=1)
     sid = "sleepy-" + state
     env.orch.put(sid, state, ip=LOCAL, port=env.up.port)
     api = Pending(env.port, get(sid, "/api/x"), name="api")

@@ -105,7 +105,7 @@ def free_port():
 
 
 def start(start_wakegate, redis_server, auth_port, e2e_tmp, cache_ttl="30s", cache_max=100, timeout="500ms",
-          key=False, trusted=None, max_in_flight=None):
+          key=False, trusted=None, max_in_flight=None, workers=None):
     access = {"forward_auth": {"url": "http://127.0.0.1:%d/verify" % auth_port, "timeout": timeout,
                                "cache_ttl": cache_ttl, "cache_max": cache_max}}
     if max_in_flight:
@@ -121,6 +121,8 @@ def start(start_wakegate, redis_server, auth_port, e2e_tmp, cache_ttl="30s", cac
     }
     if trusted:
         cfg["trusted_proxies"] = trusted
+    if workers is not None:
+        cfg["workers"] = workers
     gw = start_wakegate(cfg, args=["--role", "proxy"])
     wait_subscribed(Orchestrator(redis_server.url))
     return gw
@@ -219,7 +221,8 @@ def test_down_or_slow_service_means_503_and_no_wake(redis_server, start_wakegate
 
 def test_the_cache_per_credential_and_its_bound(redis_server, recording_upstream, start_wakegate, auth, e2e_tmp):
     r = redis.Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=3)
-    gw = start(start_wakegate, redis_server, auth.port, e2e_tmp, cache_max=2, key=True)
+    # One worker loop: the cache and its bound are per loop.
+    gw = start(start_wakegate, redis_server, auth.port, e2e_tmp, cache_max=2, key=True, workers=1)
     put_record(r, "c-1", "running", 5, ip="127.0.0.1", port=recording_upstream.port)
     host = "c-1." + DOMAIN
 
@@ -259,7 +262,8 @@ def test_a_yes_for_one_session_is_not_reused_for_another(redis_server, recording
         return 403, []
     auth.decide = decide
     r = redis.Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=3)
-    gw = start(start_wakegate, redis_server, auth.port, e2e_tmp)
+    # One worker loop: the test counts the sub-requests one loop's cache saves.
+    gw = start(start_wakegate, redis_server, auth.port, e2e_tmp, workers=1)
     for sid in ("c-open", "c-closed"):
         put_record(r, sid, "running", 5, ip="127.0.0.1", port=recording_upstream.port)
     alice = API + (("Cookie", "user=alice"),)
@@ -359,7 +363,9 @@ def test_sub_requests_on_the_wire_are_capped(redis_server, recording_upstream, s
     import concurrent.futures
 
     r = redis.Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=3)
-    gw = start(start_wakegate, redis_server, auth.port, e2e_tmp, cache_ttl="0s", timeout="2s", max_in_flight=2)
+    # One worker loop: max_in_flight is per loop.
+    gw = start(start_wakegate, redis_server, auth.port, e2e_tmp, cache_ttl="0s", timeout="2s", max_in_flight=2,
+               workers=1)
     put_record(r, "k-1", "running", 2, ip="127.0.0.1", port=recording_upstream.port)
     auth.delay = 0.8
     users = ["alice", "bob", "carol", "alice; x=1", "bob; x=2"]

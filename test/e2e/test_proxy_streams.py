@@ -43,7 +43,8 @@ def test_keepalive_reuses_client_and_upstream_connection(start_wakegate, recordi
 
 
 def test_pooled_upstream_connection_shared_across_client_connections(start_wakegate, recording_upstream):
-    gw = start_wakegate(proxy_config(recording_upstream.address))
+    # One worker loop: the keep-alive pool is per loop.
+    gw = start_wakegate(proxy_config(recording_upstream.address, workers=1))
     for i in range(4):
         r = rawhttp.send(gw.port, raw_get("/seq/%d" % i, extra="Connection: close\r\n"))
         assert r.status == 200 and r.response.body == ("ok GET /seq/%d\n" % i).encode()
@@ -111,7 +112,9 @@ def _warm_pool(gw, path="/small.txt"):
 
     The big-body tests below measure streaming and memory, so they start on a
     warm pool; a body that arrives while the first upstream connection is
-    still being set up is the subject of the two tests that follow."""
+    still being set up is the subject of the two tests that follow. The pool
+    is per worker loop: their gateways run one (workers: 1), so the next
+    connection finds it."""
     r = rawhttp.send(gw.port, raw_get(path, extra="Connection: close\r\n"), timeout=5)
     assert r.status in (200, 404), r
 
@@ -195,7 +198,7 @@ def test_upload_already_buffered_when_proxy_first_reads(start_wakegate, make_ups
 
 @pytest.mark.slow
 def test_upload_1gib_content_length_streams_with_flat_rss(start_wakegate, nginx_upstream):
-    gw = start_wakegate(proxy_config(nginx_upstream.address))
+    gw = start_wakegate(proxy_config(nginx_upstream.address, workers=1))
     _warm_pool(gw)
     base = gw.rss_kib()
     with RssSampler(gw.pid) as rss:
@@ -212,7 +215,7 @@ def test_upload_1gib_content_length_streams_with_flat_rss(start_wakegate, nginx_
 @pytest.mark.slow
 def test_upload_chunked_256mib_streams_with_flat_rss(start_wakegate, nginx_upstream):
     n = 256 * MIB
-    gw = start_wakegate(proxy_config(nginx_upstream.address))
+    gw = start_wakegate(proxy_config(nginx_upstream.address, workers=1))
     _warm_pool(gw)
     with RssSampler(gw.pid) as rss:
         status, headers, body, sent, secs = _upload(gw.port, n, chunked=True)
@@ -230,7 +233,7 @@ def test_upload_chunked_body_arrives_chunked_and_intact(start_wakegate, make_ups
     chunked request whose de-chunked body is exactly what was sent."""
     n = 8 * MIB + 12345
     up = make_upstream(upstream.count_body())
-    gw = start_wakegate(proxy_config(up.address))
+    gw = start_wakegate(proxy_config(up.address, workers=1))
     _warm_pool(gw)
     s = connect(gw.port)
     try:
@@ -658,7 +661,9 @@ def test_upstream_connection_with_framing_error_is_never_reused(start_wakegate, 
     """The first answer on every upstream connection is broken; later ones are
     fine. A second request must never land on the broken connection."""
     up = make_upstream(first_then(bad, response_bytes(200, b"reused-after-error\n")))
-    gw = start_wakegate(proxy_config(up.address))
+    # One worker loop: with two, the second client connection might meet the
+    # other loop's (empty) pool and prove nothing.
+    gw = start_wakegate(proxy_config(up.address, workers=1))
     r1 = rawhttp.send(gw.port, raw_get("/broken"), timeout=3)
     if r1.responses:
         assert r1.status == 502, r1
@@ -713,7 +718,7 @@ def test_slow_upstream_reader_backpressure_on_upload(start_wakegate, make_upstre
             return
 
     up = make_upstream(handler, record_limit=0)
-    gw = start_wakegate(proxy_config(up.address))
+    gw = start_wakegate(proxy_config(up.address, workers=1))
     _warm_pool(gw)
     s = connect(gw.port, timeout=60)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
