@@ -42,7 +42,7 @@
 #define EXIT_LISTEN 4
 
 /* How often a loop publishes its readiness for /readyz. */
-#define TICK_MS 50
+#define TICK_MS 200
 
 /* The configuration whose templates the loops used before a reload: freed
  * by the last loop to move on. */
