@@ -50,23 +50,27 @@
 #include <hiredis/async.h>
 
 #include "common/log.h"
+#include "common/redis_sentinel.h"
 #include "common/redis_url.h"
+#include "common/str.h"
 
 #define SUBSYS "redis"
 #define REASON_MAX 256
 #define QUOTED_MAX 300
 
 enum conn_state {
-    ST_STARTING,   /* [transient] first attempt runs on the next loop turn; commands held */
-    ST_BACKOFF,    /* no connection; conn_timer runs to the next attempt; commands fail */
-    ST_RESOLVING,  /* [transient] uv_getaddrinfo in flight; commands held */
-    ST_CONNECTING, /* [transient] hiredis connects, then the handshake; commands sent */
-    ST_READY,      /* handshake answered; cmd_timer watches command deadlines */
-    ST_CLOSED,     /* wg_redis_free() ran; handles are closing */
+    ST_STARTING,    /* [transient] first attempt runs on the next loop turn; commands held */
+    ST_BACKOFF,     /* no connection; conn_timer runs to the next attempt; commands fail */
+    ST_RESOLVING,   /* [transient] uv_getaddrinfo in flight; commands held */
+    ST_CONNECTING,  /* [transient] hiredis connects, then the handshake; commands sent */
+    ST_READY,       /* handshake answered; cmd_timer watches command deadlines */
+    ST_CLOSED,      /* wg_redis_free() ran; handles are closing */
+    ST_DISCOVERING, /* [transient] sentinel mode: the sentinels are asked on the thread pool;
+                     * commands held */
 };
 #define ST_BIT(s) (1u << (s))
 /* Commands wait in r->waiting: there is no context to hand them to yet. */
-#define ST_HOLDS (ST_BIT(ST_STARTING) | ST_BIT(ST_RESOLVING))
+#define ST_HOLDS (ST_BIT(ST_STARTING) | ST_BIT(ST_RESOLVING) | ST_BIT(ST_DISCOVERING))
 /* Commands go straight to hiredis, which buffers them until connected. */
 #define ST_SENDS (ST_BIT(ST_CONNECTING) | ST_BIT(ST_READY))
 /* An attempt is under way and conn_timer is its deadline. */
@@ -108,6 +112,7 @@ struct wg_redis {
     uv_loop_t *loop;
     struct wg_log *log;
     struct wg_redis_url t;
+    char name[QUOTED_MAX];  /* as given, for the sentinel watcher's name */
     char qname[QUOTED_MAX]; /* name and URL, quoted once for log lines */
     char qurl[QUOTED_MAX];
     uint32_t connect_timeout_ms;
@@ -137,9 +142,27 @@ struct wg_redis {
     void *state_arg;
     char last_error[REASON_MAX];
     struct wg_redis_stats st;
+
+    /* Sentinel mode (t.master_name set): t.host and t.port are the master
+     * the sentinels named last; target names it for reasons. */
+    char *target;        /* NULL: t.display; see tgt() */
+    uv_work_t disc_work; /* wg_redis_sentinel_discover() on the thread pool */
+    struct wg_redis_sentinel_result *disc;
+    bool disc_busy;
+    bool disc_verify;  /* a check while connected, not an attempt */
+    size_t disc_first; /* the sentinel to ask first, read by the worker */
+    size_t next_sentinel;
+    char last_master[WG_REDIS_SENTINEL_HOST_MAX + 8]; /* host:port of the last connection */
+    struct wg_redis *watcher; /* subscribed to +switch-master on one sentinel */
+    size_t watch_idx;         /* that sentinel */
+    unsigned watch_failures;
+    uv_timer_t watch_timer; /* the next watcher, after a backoff */
 };
 
 static void start_attempt(struct wg_redis *r);
+static const char *tgt(const struct wg_redis *r);
+static void connect_host(struct wg_redis *r);
+static void note_master(struct wg_redis *r);
 static void go_ready(struct wg_redis *r);
 static void cmd_timer_cb(uv_timer_t *t);
 static void release(struct wg_redis *r);
@@ -147,6 +170,12 @@ static void conn_end(struct wg_redis *r, int status, uint64_t expired, const cha
                      bool hiredis_frees);
 
 /* ---- small helpers -------------------------------------------------------------------------- */
+
+/* What reasons name: the URL, or in sentinel mode the master reached. */
+static const char *tgt(const struct wg_redis *r)
+{
+    return r->target ? r->target : r->t.display;
+}
 
 static void list_push(struct req_list *l, struct req *q)
 {
@@ -326,10 +355,10 @@ static void conn_lost(struct wg_redis *r, const redisAsyncContext *ac)
     const char *why = ac->c.errstr[0] ? ac->c.errstr : "connection closed";
 
     if (r->state == ST_READY) {
-        snprintf(reason, sizeof(reason), "connection to %s lost: %s", r->t.display, why);
+        snprintf(reason, sizeof(reason), "connection to %s lost: %s", tgt(r), why);
         conn_end(r, -ECONNRESET, 0, reason, true);
     } else {
-        snprintf(reason, sizeof(reason), "connect to %s: %s", r->t.display, why);
+        snprintf(reason, sizeof(reason), "connect to %s: %s", tgt(r), why);
         conn_end(r, -ENOTCONN, 0, reason, true);
     }
 }
@@ -338,7 +367,7 @@ static void fail_attempt(struct wg_redis *r, const char *what, const char *why)
 {
     char reason[REASON_MAX];
 
-    snprintf(reason, sizeof(reason), "%s %s: %s", what, r->t.display, why);
+    snprintf(reason, sizeof(reason), "%s %s: %s", what, tgt(r), why);
     conn_end(r, -ENOTCONN, 0, reason, false);
 }
 
@@ -366,13 +395,27 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
         conn_lost(r, ac);
 }
 
+/* The handshake step that checks a sentinel's answer (compared by address). */
+static const char ROLE_STEP[] = "ROLE";
+
 static void handshake_reply(struct wg_redis *r, const struct req *q, const redisReply *reply)
 {
     char reason[REASON_MAX];
+    const char *role;
+    size_t rolelen;
 
+    /* The sentinels' answer may be a master demoted since: writes to it
+     * would be lost or refused. */
+    if (q->what == ROLE_STEP && !wg_redis_sentinel_role_is_master(reply, &role, &rolelen)) {
+        snprintf(reason, sizeof(reason), "%s answers ROLE %.*s, not master", tgt(r), (int)rolelen,
+                 role);
+        r->next_sentinel = (r->next_sentinel + 1) % r->t.sentinels_len;
+        conn_end(r, -ENOTCONN, 0, reason, false);
+        return;
+    }
     if (reply->type == REDIS_REPLY_ERROR) {
-        snprintf(reason, sizeof(reason), "%s refused by %s: %.*s", q->what, r->t.display,
-                 (int)reply->len, reply->str);
+        snprintf(reason, sizeof(reason), "%s refused by %s: %.*s", q->what, tgt(r), (int)reply->len,
+                 reply->str);
         conn_end(r, -ENOTCONN, 0, reason, false);
         return;
     }
@@ -403,9 +446,21 @@ static void reply_cb(redisAsyncContext *ac, void *reply_, void *privdata)
     struct req *head = list_pop(&r->pending);
     assert(head == q);
     (void)head;
-    if (q->kind == REQ_USER)
+    if (q->kind == REQ_USER) {
+        /* A master that became a replica answers writes with -READONLY:
+         * with Sentinel, that means the master moved. */
+        bool demoted = r->t.master_name && reply->type == REDIS_REPLY_ERROR && reply->len >= 8 &&
+                       strncmp(reply->str, "READONLY", 8) == 0;
+        char reason[REASON_MAX];
+
         deliver(q, 0, reply);
-    else
+        if (demoted && r->state == ST_READY) {
+            snprintf(reason, sizeof(reason),
+                     "%s answered READONLY: no longer the master, asking the sentinels", tgt(r));
+            r->failures = 0;
+            conn_end(r, -ECONNRESET, 0, reason, false);
+        }
+    } else
         handshake_reply(r, q, reply);
     req_free(q);
     if (r->state == ST_READY && !r->pending.head)
@@ -686,7 +741,9 @@ static void go_ready(struct wg_redis *r)
         arm(r, q, now);
     for (struct sub *s = r->subs; s; s = s->next)
         send_subscribe(r, s);
-    snprintf(reason, sizeof(reason), "connected to %s", r->t.display);
+    if (r->t.master_name)
+        note_master(r);
+    snprintf(reason, sizeof(reason), "connected to %s", tgt(r));
     notify(r, true, false, reason);
 }
 
@@ -720,6 +777,11 @@ static int send_handshake(struct wg_redis *r)
         argv[0] = "SELECT";
         argv[1] = db;
         if ((rc = send_internal(r, REQ_HANDSHAKE, "SELECT", 2, argv)) < 0)
+            return rc;
+    }
+    if (r->t.master_name) {
+        argv[0] = "ROLE";
+        if ((rc = send_internal(r, REQ_HANDSHAKE, ROLE_STEP, 1, argv)) < 0)
             return rc;
     }
     argv[0] = "PING";
@@ -816,14 +878,26 @@ static bool is_numeric(const char *host)
     return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
 }
 
+static void start_discovery(struct wg_redis *r, bool verify);
+
 /* Begins one attempt. Reached from the backoff timer (and so, the first
  * time, one loop turn after wg_redis_new()). */
 static void start_attempt(struct wg_redis *r)
 {
+    WG_DEBUG(r->log, SUBSYS, "connecting", "name=%s url=%s", r->qname, r->qurl);
+    if (r->t.master_name)
+        start_discovery(r, false);
+    else
+        connect_host(r);
+}
+
+/* The attempt's lookup and connect to r->t.host (or the socket), within
+ * the connect timeout. */
+static void connect_host(struct wg_redis *r)
+{
     struct addrinfo hints;
     int rc;
 
-    WG_DEBUG(r->log, SUBSYS, "connecting", "name=%s url=%s", r->qname, r->qurl);
     uv_timer_start(&r->conn_timer, connect_timeout_cb, r->connect_timeout_ms, 0);
     if (r->t.is_unix || is_numeric(r->t.host)) {
         connect_to(r, r->t.is_unix ? r->t.path : r->t.host);
@@ -863,8 +937,258 @@ static void cmd_timer_cb(uv_timer_t *t)
         return;
     }
     snprintf(reason, sizeof(reason), "command timed out after %u ms on %s, dropping the connection",
-             r->command_timeout_ms, r->t.display);
+             r->command_timeout_ms, tgt(r));
     conn_end(r, -ECONNRESET, now, reason, false);
+}
+
+/* ---- sentinel mode -------------------------------------------------------------------------- */
+
+static void set_target(struct wg_redis *r)
+{
+    bool v6 = r->t.host && strchr(r->t.host, ':') != NULL;
+
+    free(r->target);
+    r->target = NULL;
+    /* On no memory, reasons name the URL instead. */
+    if (r->t.master_name && r->t.host)
+        r->target = wg_strf("%s%s%s:%u (master %s)", v6 ? "[" : "", r->t.host, v6 ? "]" : "",
+                            r->t.port, r->t.master_name);
+}
+
+/* Counts and logs a move of the master between two connections. */
+static void note_master(struct wg_redis *r)
+{
+    char now[sizeof(r->last_master)], qold[QUOTED_MAX], qnow[QUOTED_MAX];
+
+    snprintf(now, sizeof(now), "%s:%u", r->t.host, r->t.port);
+    if (r->last_master[0] && strcmp(r->last_master, now) != 0) {
+        r->st.failovers++;
+        WG_WARN(r->log, SUBSYS, "following a failover: connected to the new master",
+                "name=%s master_name=%s old=%s new=%s", r->qname, r->t.master_name,
+                quote(qold, sizeof(qold), r->last_master), quote(qnow, sizeof(qnow), now));
+    } else {
+        WG_INFO(r->log, SUBSYS, "connected to the master the sentinels named",
+                "name=%s master_name=%s master=%s", r->qname, r->t.master_name,
+                quote(qnow, sizeof(qnow), now));
+    }
+    snprintf(r->last_master, sizeof(r->last_master), "%s", now);
+}
+
+/* The master moved to host:port (a +switch-master, or the sentinels'
+ * answer to a check): leave the old one now, even if it still answers, so
+ * that no command and no subscription stays on it. */
+static void follow_switch(struct wg_redis *r, const char *host, uint16_t port, const char *why)
+{
+    char reason[REASON_MAX];
+
+    if (ST_IN(r, ST_SENDS)) {
+        if (r->t.host && strcmp(r->t.host, host) == 0 && r->t.port == port)
+            return;
+        snprintf(reason, sizeof(reason), "master %s moved to %s:%u (%s), leaving %s",
+                 r->t.master_name, host, port, why, tgt(r));
+        r->failures = 0;
+        conn_end(r, -ECONNRESET, 0, reason, false);
+    } else if (r->state == ST_BACKOFF) {
+        r->failures = 0;
+        uv_timer_start(&r->conn_timer, reconnect_cb, 0, 0);
+    }
+    /* An attempt under way checks ROLE on whatever it reaches. */
+}
+
+static void disc_work_cb(uv_work_t *w)
+{
+    struct wg_redis *r = w->data;
+
+    wg_redis_sentinel_discover(&r->t, r->disc_first, r->connect_timeout_ms, r->disc);
+}
+
+static void log_notes(struct wg_redis *r, const struct wg_redis_sentinel_result *res)
+{
+    char qtext[QUOTED_MAX];
+
+    for (size_t i = 0; i < res->notes_len; i++) {
+        const struct wg_redis_sentinel_note *n = &res->notes[i];
+        const struct wg_redis_url_host *h = &r->t.sentinels[n->sentinel];
+        enum wg_log_level lvl = WG_LOG_DEBUG;
+
+        /* A check while connected, and retries while down, stay quiet. */
+        if (!r->disc_verify && n->ok)
+            lvl = WG_LOG_INFO;
+        else if (!r->disc_verify && r->reported != REPORTED_DOWN)
+            lvl = WG_LOG_WARN;
+        WG_LOG(r->log, lvl, SUBSYS, n->ok ? "sentinel answered" : "sentinel did not help",
+               "name=%s master_name=%s sentinel=%s:%u answer=%s", r->qname, r->t.master_name,
+               h->host, h->port, quote(qtext, sizeof(qtext), n->text));
+    }
+}
+
+static void disc_after_cb(uv_work_t *w, int status)
+{
+    struct wg_redis *r = w->data;
+    struct wg_redis_sentinel_result *res = r->disc;
+    char *host;
+
+    r->disc = NULL;
+    r->disc_busy = false;
+    if (r->state == ST_CLOSED) {
+        free(res);
+        release(r);
+        return;
+    }
+    r->refs--;
+    if (status < 0) /* not cancelled but for wg_redis_free(); stay safe */
+        res->status = status;
+    log_notes(r, res);
+    if (r->disc_verify) {
+        if (res->status == 0)
+            follow_switch(r, res->host, res->port, "the sentinels' answer");
+        goto out;
+    }
+    if (r->state != ST_DISCOVERING)
+        goto out;
+    if (res->status < 0) {
+        r->next_sentinel = (r->next_sentinel + 1) % r->t.sentinels_len;
+        fail_attempt(r, "find", "no sentinel named a master that answers ROLE master");
+        goto out;
+    }
+    host = strdup(res->host);
+    if (!host) {
+        fail_attempt(r, "find", "out of memory");
+        goto out;
+    }
+    free(r->t.host);
+    r->t.host = host;
+    r->t.port = res->port;
+    r->next_sentinel = res->sentinel;
+    set_target(r);
+    r->state = ST_STARTING; /* holds commands until connect_host() moves on */
+    connect_host(r);
+out:
+    free(res);
+}
+
+/* Asks the sentinels on the thread pool: for an attempt (r is then
+ * ST_DISCOVERING), or, verify, to check the master of a live connection. */
+static void start_discovery(struct wg_redis *r, bool verify)
+{
+    int rc;
+
+    if (r->disc_busy) {
+        /* A check still runs: its answer serves the attempt. */
+        if (!verify) {
+            r->disc_verify = false;
+            r->state = ST_DISCOVERING;
+        }
+        return;
+    }
+    r->disc = malloc(sizeof(*r->disc));
+    if (!r->disc) {
+        if (!verify)
+            fail_attempt(r, "find", "out of memory");
+        return;
+    }
+    r->disc_first = r->next_sentinel;
+    r->disc_verify = verify;
+    r->disc_work.data = r;
+    rc = uv_queue_work(r->loop, &r->disc_work, disc_work_cb, disc_after_cb);
+    if (rc < 0) {
+        free(r->disc);
+        r->disc = NULL;
+        if (!verify)
+            fail_attempt(r, "find", uv_strerror(rc));
+        return;
+    }
+    r->disc_busy = true;
+    r->refs++;
+    if (!verify)
+        r->state = ST_DISCOVERING;
+}
+
+static void watcher_start(struct wg_redis *r);
+
+static void watch_timer_cb(uv_timer_t *t)
+{
+    watcher_start(t->data);
+}
+
+/* The watcher's sentinel is gone: the next one, after a backoff. */
+static void watcher_state_cb(struct wg_redis *w, bool connected, const char *reason, void *arg)
+{
+    struct wg_redis *r = arg;
+    uint64_t d = r->reconnect_min_ms;
+
+    (void)reason;
+    if (connected)
+        return;
+    wg_redis_free(w);
+    r->watcher = NULL;
+    r->watch_idx = (r->watch_idx + 1) % r->t.sentinels_len;
+    for (unsigned i = 0; i < r->watch_failures && d < r->reconnect_max_ms; i++)
+        d *= 2;
+    if (d > r->reconnect_max_ms)
+        d = r->reconnect_max_ms;
+    if (r->watch_failures < 32)
+        r->watch_failures++;
+    uv_timer_start(&r->watch_timer, watch_timer_cb, d / 2 + next_random(r) % (d - d / 2 + 1), 0);
+}
+
+static void watcher_msg_cb(const struct wg_redis_msg *m, void *arg)
+{
+    struct wg_redis *r = arg;
+    char host[WG_REDIS_SENTINEL_HOST_MAX], qmsg[QUOTED_MAX];
+    uint16_t port;
+
+    if (m->kind == WG_REDIS_SUBSCRIBED) {
+        r->watch_failures = 0;
+        /* A switch while no sentinel was heard would go unnoticed: ask. */
+        if (r->state == ST_READY)
+            start_discovery(r, true);
+        return;
+    }
+    if (wg_redis_sentinel_parse_switch(m->data, m->len, r->t.master_name, host, sizeof(host),
+                                       &port) != 0)
+        return;
+    WG_INFO(r->log, SUBSYS, "sentinel reports a failover (+switch-master)",
+            "name=%s master_name=%s message=%s", r->qname, r->t.master_name,
+            wg_log_quote(qmsg, sizeof(qmsg), m->data, m->len));
+    follow_switch(r, host, port, "+switch-master");
+}
+
+static int redis_create(uv_loop_t *loop, struct wg_redis_url *t, const struct wg_redis_opts *opts,
+                        struct wg_log *log, struct wg_redis **ret);
+
+/* One subscriber to +switch-master on the sentinel r->watch_idx. */
+static void watcher_start(struct wg_redis *r)
+{
+    const struct wg_redis_url_host *h = &r->t.sentinels[r->watch_idx];
+    struct wg_redis_opts o = {
+        .connect_timeout_ms = r->connect_timeout_ms,
+        .command_timeout_ms = r->command_timeout_ms,
+        .reconnect_min_ms = r->reconnect_min_ms,
+        .reconnect_max_ms = r->reconnect_max_ms,
+    };
+    struct wg_redis_url t;
+    char name[QUOTED_MAX + 16];
+
+    memset(&t, 0, sizeof(t));
+    snprintf(name, sizeof(name), "%s-sentinel", r->name);
+    o.name = name;
+    t.host = strdup(h->host);
+    t.port = h->port;
+    t.password = r->t.sentinel_password ? strdup(r->t.sentinel_password) : NULL;
+    t.display = wg_strf("redis://%s%s%s:%u (sentinel)", strchr(h->host, ':') ? "[" : "", h->host,
+                        strchr(h->host, ':') ? "]" : "", h->port);
+    if (!t.host || !t.display || (r->t.sentinel_password && !t.password) ||
+        redis_create(r->loop, &t, &o, r->log, &r->watcher) < 0) {
+        wg_redis_url_release(&t);
+        WG_WARN(r->log, SUBSYS, "cannot watch the sentinels, out of memory", "name=%s", r->qname);
+        return;
+    }
+    wg_redis_on_state(r->watcher, watcher_state_cb, r);
+    if (wg_redis_subscribe(r->watcher, "+switch-master", watcher_msg_cb, r) < 0) {
+        wg_redis_free(r->watcher);
+        r->watcher = NULL;
+    }
 }
 
 /* ---- public API ----------------------------------------------------------------------------- */
@@ -887,29 +1211,26 @@ static void release(struct wg_redis *r)
         free(s);
     }
     wg_redis_url_release(&r->t);
+    free(r->target);
     free(r);
 }
 
-int wg_redis_new(uv_loop_t *loop, const char *url, const struct wg_redis_opts *opts,
-                 struct wg_log *log, struct wg_redis **ret)
+/* Takes t's strings (t is left empty) on success and on failure. */
+static int redis_create(uv_loop_t *loop, struct wg_redis_url *t, const struct wg_redis_opts *opts,
+                        struct wg_log *log, struct wg_redis **ret)
 {
     struct wg_redis *r;
-    char err[REASON_MAX], qerr[QUOTED_MAX];
     const char *name = opts && opts->name ? opts->name : "redis";
-    int rc;
 
-    if (!loop || !url || !ret)
-        return -EINVAL;
     r = calloc(1, sizeof(*r));
-    if (!r)
+    if (!r) {
+        wg_redis_url_release(t);
         return -ENOMEM;
-    quote(r->qname, sizeof(r->qname), name);
-    rc = wg_redis_url_parse(url, &r->t, err, sizeof(err));
-    if (rc < 0) {
-        WG_DEBUG(log, SUBSYS, "bad url", "name=%s reason=%s", r->qname,
-                 quote(qerr, sizeof(qerr), err));
-        goto out;
     }
+    r->t = *t;
+    memset(t, 0, sizeof(*t));
+    snprintf(r->name, sizeof(r->name), "%s", name);
+    quote(r->qname, sizeof(r->qname), name);
     r->connect_timeout_ms =
         opts && opts->connect_timeout_ms ? opts->connect_timeout_ms : WG_REDIS_CONNECT_TIMEOUT_MS;
     r->command_timeout_ms =
@@ -919,12 +1240,14 @@ int wg_redis_new(uv_loop_t *loop, const char *url, const struct wg_redis_opts *o
     r->reconnect_max_ms =
         opts && opts->reconnect_max_ms ? opts->reconnect_max_ms : WG_REDIS_RECONNECT_MAX_MS;
     if (r->reconnect_min_ms > r->reconnect_max_ms) {
-        rc = -EINVAL;
-        goto out;
+        wg_redis_url_release(&r->t);
+        free(r);
+        return -EINVAL;
     }
     r->loop = loop;
     r->log = log;
     quote(r->qurl, sizeof(r->qurl), r->t.display);
+    set_target(r);
     r->rng = uv_hrtime() ^ (uint64_t)(uintptr_t)r;
     if (!r->rng)
         r->rng = 0x9e3779b97f4a7c15ULL;
@@ -932,19 +1255,38 @@ int wg_redis_new(uv_loop_t *loop, const char *url, const struct wg_redis_opts *o
     /* Past this point nothing fails: these inits cannot, for a valid loop. */
     uv_timer_init(loop, &r->conn_timer);
     uv_timer_init(loop, &r->cmd_timer);
+    uv_timer_init(loop, &r->watch_timer);
     uv_idle_init(loop, &r->defer);
     r->conn_timer.data = r->cmd_timer.data = r->defer.data = r->gai.data = r;
-    r->refs = 3;
+    r->watch_timer.data = r;
+    r->refs = 4;
     /* The first attempt runs on the next loop turn so that wg_redis_new()
      * calls nobody back; commands issued meanwhile are held. */
     r->state = ST_STARTING;
     uv_timer_start(&r->conn_timer, reconnect_cb, 0, 0);
+    if (r->t.master_name)
+        uv_timer_start(&r->watch_timer, watch_timer_cb, 0, 0);
     *ret = r;
     return 0;
-out:
-    wg_redis_url_release(&r->t);
-    free(r);
-    return rc;
+}
+
+int wg_redis_new(uv_loop_t *loop, const char *url, const struct wg_redis_opts *opts,
+                 struct wg_log *log, struct wg_redis **ret)
+{
+    struct wg_redis_url t;
+    char err[REASON_MAX], qerr[QUOTED_MAX], qname[QUOTED_MAX];
+    int rc;
+
+    if (!loop || !url || !ret)
+        return -EINVAL;
+    rc = wg_redis_url_parse(url, &t, err, sizeof(err));
+    if (rc < 0) {
+        WG_DEBUG(log, SUBSYS, "bad url", "name=%s reason=%s",
+                 quote(qname, sizeof(qname), opts && opts->name ? opts->name : "redis"),
+                 quote(qerr, sizeof(qerr), err));
+        return rc;
+    }
+    return redis_create(loop, &t, opts, log, ret);
 }
 
 void wg_redis_free(struct wg_redis *r)
@@ -957,6 +1299,10 @@ void wg_redis_free(struct wg_redis *r)
     r->state_cb = NULL;
     if (r->gai_busy)
         uv_cancel((uv_req_t *)&r->gai); /* may fail if running; gai_cb drops its ref */
+    if (r->disc_busy)
+        uv_cancel((uv_req_t *)&r->disc_work); /* may fail if running; disc_after_cb drops its ref */
+    wg_redis_free(r->watcher);
+    r->watcher = NULL;
     conn_end(r, -ECANCELED, 0, "closed", false);
     for (q = list_take(&r->deferred); q; q = next) {
         next = q->next;
@@ -965,6 +1311,7 @@ void wg_redis_free(struct wg_redis *r)
     }
     uv_close((uv_handle_t *)&r->conn_timer, handle_closed);
     uv_close((uv_handle_t *)&r->cmd_timer, handle_closed);
+    uv_close((uv_handle_t *)&r->watch_timer, handle_closed);
     uv_close((uv_handle_t *)&r->defer, handle_closed);
 }
 

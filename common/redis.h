@@ -158,6 +158,7 @@ struct wg_redis_stats {
     uint64_t failed;        /* -ECONNRESET, -ENOTCONN */
     uint64_t error_replies; /* Redis answered with an error */
     uint64_t connects;
+    uint64_t failovers; /* sentinel mode: connections made to a master other than the last */
     bool connected;
 };
 void wg_redis_get_stats(const struct wg_redis *r, struct wg_redis_stats *ret);
