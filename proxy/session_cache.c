@@ -299,6 +299,21 @@ static struct wg_session_cache *pending_end(struct pending *p)
     return s;
 }
 
+/* A read or message after a resubscription carries a version lower than the
+ * one held: Redis lost writes (a failover promoted a replica that had not
+ * received them, or it restarted from an older save). What Redis says now is
+ * the truth from here on; the orchestrator reconciles the record with Docker
+ * after its own reconnect. Said once per session, with both versions. */
+static void version_went_back(struct wg_session_cache *s, const struct wg_sess_entry *e,
+                              uint64_t now_v, const char *how)
+{
+    s->stats.versions_lost++;
+    WG_WARN(s->log, "sessions",
+            "session state went back after a Redis resync, lost in failover; taking Redis's",
+            "session=%s old_v=%" PRIu64 " new_v=%" PRIu64 " old_state=%s seen_by=%s", e->id,
+            e->version, now_v, wg_session_state_name(e->state), how);
+}
+
 static void fetch_done(const struct wg_store_res *res, void *arg)
 {
     struct pending *p = arg;
@@ -323,6 +338,8 @@ static void fetch_done(const struct wg_store_res *res, void *arg)
         /* A state message newer than this read may have arrived meanwhile;
          * after a resubscription any read is newer than what we held. */
         if (!e->known || was_stale || r->version >= e->version) {
+            if (e->known && was_stale && r->version < e->version)
+                version_went_back(s, e, r->version, "read");
             place(s, e, r->state, r->ip, r->container_id);
             if (r->state == WG_SESSION_FAILED && r->error != NULL) {
                 /* Kept for the waking page; a failed copy shows none. */
@@ -760,10 +777,14 @@ static void on_state_msg(const struct wg_redis_msg *msg, void *arg)
         s->resubscribed_ms = now_ms(s);
         s->confirmed_ms = now_ms(s);
         s->silent = false;
+        /* Every record held is read again now, not at its next request:
+         * a failover may have lost writes (a version going back is logged
+         * by the read), and requests to running sessions then find them
+         * fresh instead of waiting for their read. */
         for (size_t i = 0; i < BUCKETS; i++) {
             for (struct wg_sess_entry *e = s->table[i]; e; e = e->next) {
                 e->stale = true;
-                if (e->nwaiters > 0)
+                if (e->nwaiters > 0 || e->known)
                     fetch(s, e);
             }
         }
@@ -782,6 +803,8 @@ static void on_state_msg(const struct wg_redis_msg *msg, void *arg)
         return; /* not cached here: nothing to update */
     if (e->known && !e->stale && m.version < e->version)
         return; /* older than what we hold */
+    if (e->known && e->stale && m.version < e->version)
+        version_went_back(s, e, m.version, "message");
     if (m.state == WG_SESSION_DESTROYED) {
         place(s, e, m.state, "", "");
         e->known = false;

@@ -132,6 +132,7 @@ struct wg_session_cache_stats {
     uint64_t activity_errors;  /* batches that failed (their marks were kept) */
     uint64_t streams_open;     /* streams registered (wg_session_cache_stream_add) now */
     uint64_t streams_ended;    /* streams told their session left running */
+    uint64_t versions_lost;    /* records whose version went back after a resync (failover) */
 };
 
 /* store is borrowed and must outlive the cache. cfg->redis_url is used for
