@@ -94,9 +94,13 @@ int config_sentinel_check_map(struct walk *w, yaml_node_t *map, void *base)
          * read as separators are refused first. */
         if (strpbrk(a, "/?#@,") != NULL ||
             snprintf(url, sizeof url, "redis://%s", a) >= (int)sizeof url ||
-            wg_redis_url_check(url, why, sizeof why) < 0)
-            return config_walk_fail(w, config_walk_get(w, map, "addresses"),
-                                    "address \"%s\" is not host:port", a);
+            wg_redis_url_check(url, why, sizeof why) < 0) {
+            size_t old = config_walk_push(w, ".addresses");
+            int r = config_walk_fail(w, config_walk_get(w, map, "addresses"),
+                                     "address \"%s\" is not host:port", a);
+            config_walk_pop(w, old);
+            return r;
+        }
     }
     return 0;
 }
@@ -122,10 +126,14 @@ static int read_password(const struct wg_config *cfg, const char *key, const cha
     while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
         len--;
     buf[len] = '\0';
-    if (len == 0 || strlen(buf) != len || config_has_ctl_or_space(buf)) {
+    /* Spaces are fine in a Redis password; control characters are not. */
+    for (size_t i = 0; i < len && r == 0; i++)
+        if ((unsigned char)buf[i] < ' ' || buf[i] == 0x7f)
+            r = -EINVAL;
+    if (len == 0 || r < 0) {
         r = config_fail_at(err, errlen, where, line, key,
-                           "\"%s\" must hold one password: no spaces, control characters or "
-                           "empty file",
+                           "\"%s\" must hold one password on one line, without control "
+                           "characters",
                            file);
         goto out;
     }
