@@ -988,9 +988,13 @@ static void follow_switch(struct wg_redis *r, const char *host, uint16_t port, c
                  r->t.master_name, host, port, why, tgt(r));
         r->failures = 0;
         conn_end(r, -ECONNRESET, 0, reason, false);
-    } else if (r->state == ST_BACKOFF) {
+    }
+    /* No backoff: the new master is up, and commands issued in a backoff
+     * fail at once, while an attempt holds them. */
+    if (r->state == ST_BACKOFF) {
         r->failures = 0;
-        uv_timer_start(&r->conn_timer, reconnect_cb, 0, 0);
+        uv_timer_stop(&r->conn_timer);
+        start_attempt(r);
     }
     /* An attempt under way checks ROLE on whatever it reaches. */
 }

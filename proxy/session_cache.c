@@ -118,6 +118,7 @@ struct wg_session_cache {
                                      back (until confirmed_ms passes it) */
     uint64_t check_every_ms;
     uint64_t check_tick_ms; /* loop time of the last tick */
+    bool refetch_due;       /* a read failed while requests waited for it */
     int handles;            /* timers open; the memory goes with the last close */
 };
 
@@ -368,6 +369,9 @@ static void fetch_done(const struct wg_store_res *res, void *arg)
                 res->error);
         e->stale = true;
         e->fetch_failed_ms = now_ms(s);
+        /* Held requests wait for a read: the check tick reads again. */
+        if (e->nwaiters > 0)
+            s->refetch_due = true;
     }
     notify(s, e);
 }
@@ -861,6 +865,20 @@ static void check_done(const struct wg_store_res *res, void *arg)
  * as long as TCP keepalive takes: publishing on a channel of our own and
  * reading it back proves, every quarter of redis.state_timeout, that the
  * channel still delivers. */
+/* Reads again the entries whose read failed while requests waited (the
+ * connection of the reads came back after the subscriber, as after a
+ * failover), so that they are decided before their deadline. */
+static void refetch_waited(struct wg_session_cache *s)
+{
+    s->refetch_due = false;
+    for (size_t i = 0; i < BUCKETS; i++) {
+        for (struct wg_sess_entry *e = s->table[i]; e; e = e->next) {
+            if (e->nwaiters > 0 && e->stale && e->fetch_failed_ms)
+                fetch(s, e);
+        }
+    }
+}
+
 static void check_tick(uv_timer_t *t)
 {
     struct wg_session_cache *s = t->data;
@@ -873,6 +891,8 @@ static void check_tick(uv_timer_t *t)
     s->check_tick_ms = now;
     if (!s->sub_up)
         return;
+    if (s->refetch_due)
+        refetch_waited(s);
     if (!s->silent && !stalled && !checks_current(s, now)) {
         s->silent = true;
         WG_WARN(s->log, "sessions",
