@@ -12,6 +12,7 @@ master and replica on loopback (harness/sentinel.py), and follows failovers:
 
 import pathlib
 import re
+import subprocess
 import threading
 import time
 
@@ -20,6 +21,7 @@ import pytest
 from harness import rawhttp
 from harness.sentinel import RedisSentinelCluster
 from harness.util import wait_for
+from harness.wakegate import clean_env, wakegate_bin
 from stack_util import APP_TEXT, DOMAIN, HOST, IMAGE, TOKEN, req
 
 pytestmark = pytest.mark.docker
@@ -141,6 +143,18 @@ def test_kill_master_failover(cluster, gw):
     assert m.get("wakegate_redis_failovers_total", 0) >= 1, m.get("wakegate_redis_failovers_total")
     lines = gw.log_lines()
     assert any("sentinel answered" in ln and "%s:%d" % new in ln for ln in lines)
+    # doctor asks the sentinels as wakegate does, and names the new master.
+    p = subprocess.run([str(pathlib.Path(wakegate_bin()).parent / "wakegatectl"), "--config",
+                        str(gw.config_path), "doctor"], env=clean_env(), capture_output=True,
+                       text=True, timeout=90)
+    sent = [ln for ln in p.stdout.splitlines() if ln[6:23].strip() == "redis sentinel"]
+    assert len(sent) == 1 and ln_ok(sent[0]) and "%s:%d, which says ROLE master" % new in sent[0], p.stdout
+    redis_line = [ln for ln in p.stdout.splitlines() if ln[6:23].strip() == "redis"]
+    assert redis_line and ln_ok(redis_line[0]) and "%s:%d answered PING" % new in redis_line[0], p.stdout
+
+
+def ln_ok(line):
+    return line[:4].strip() == "OK"
 
 
 def wakegate_clients(cluster, port):
