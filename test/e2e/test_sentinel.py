@@ -202,3 +202,43 @@ def test_switch_master_moves_every_connection(cluster, gw):
                  for m in [re.search(r"name=(\S+)", ln)] if m}
     assert connected and connected <= moved, (connected, moved)
     create_and_wake(gw, "s2")
+
+
+def metric(gw, name):
+    return gw.metrics().get(name, 0)
+
+
+def test_write_lost_in_failover_is_noticed_and_repaired(cluster, gw):
+    """The replica misses the wake's writes (stopped, its link cut), then the
+    master dies and the replica is promoted: the record of a running session
+    is back at `asleep`. The gateway notices (log + metric, the record's
+    version went back) and the orchestrator's reconciliation after the
+    reconnect makes it running again from Docker's truth."""
+    import os
+    import signal
+
+    r = gw.admin("POST", "/v1/sessions", body={"id": "lw"}, token=TOKEN, timeout=20)
+    assert r.status == 201, (r.status, r.body)
+    master = cluster.master_addr()
+    replica = next(n for n in cluster.servers if n.port != master[1])
+    os.kill(replica.proc.pid, signal.SIGSTOP)
+    try:
+        cluster.command(master[1], "CLIENT", "KILL", "TYPE", "replica")
+        resp = get(gw, "lw", timeout=30)
+        assert resp is not None and resp.status == 200, resp
+        before = session_v(gw, "lw")
+        assert before["state"] == "running", before
+        cluster.kill_master()
+    finally:
+        os.kill(replica.proc.pid, signal.SIGCONT)
+    new = cluster.wait_failover(master, timeout=40)
+    assert new[1] == replica.port
+    wait_for(lambda: metric(gw, "wakegate_session_versions_lost_total") >= 1, 30,
+             lambda: "the gateway to notice the lost version\n" + gw.log_tail(60))
+    lost = [ln for ln in gw.log_lines() if "lost in failover" in ln and "session=lw" in ln]
+    assert lost and "old_v=%d" % before["version"] in lost[0], lost
+    # Docker's truth comes back: running, at a version above the one read.
+    wait_for(lambda: (session_v(gw, "lw") or {}).get("state") == "running", 30,
+             lambda: "lw to be running again: %s\n%s" % (session_v(gw, "lw"), gw.log_tail(60)))
+    resp = get(gw, "lw", timeout=30)
+    assert resp is not None and resp.status == 200 and APP_TEXT in resp.body, resp
