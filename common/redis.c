@@ -1051,8 +1051,12 @@ static void disc_after_cb(uv_work_t *w, int status)
     if (r->state != ST_DISCOVERING)
         goto out;
     if (res->status < 0) {
+        char reason[REASON_MAX];
+
         r->next_sentinel = (r->next_sentinel + 1) % r->t.sentinels_len;
-        fail_attempt(r, "find", "no sentinel named a master that answers ROLE master");
+        snprintf(reason, sizeof(reason),
+                 "no sentinel of %s named a master that answers ROLE master", r->t.display);
+        conn_end(r, -ENOTCONN, 0, reason, false);
         goto out;
     }
     host = strdup(res->host);

@@ -365,13 +365,20 @@ static void fetch_done(const struct wg_store_res *res, void *arg)
         e->fetch_failed_ms = 0;
     } else {
         /* Redis trouble: keep what we had; the next lookup asks again. */
-        WG_WARN(s->log, "sessions", "session fetch failed", "session=%s error=\"%s\"", id,
-                res->error);
         e->stale = true;
-        e->fetch_failed_ms = now_ms(s);
-        /* Held requests wait for a read: the check tick reads again. */
-        if (e->nwaiters > 0)
+        if (e->nwaiters > 0) {
+            WG_WARN(s->log, "sessions", "session fetch failed", "session=%s error=\"%s\"", id,
+                    res->error);
+            e->fetch_failed_ms = now_ms(s);
+            /* Held requests wait for a read: the check tick reads again. */
             s->refetch_due = true;
+        } else {
+            /* The read after a resubscription, which nobody waits for (the
+             * reads' connection may come back after the subscriber's): the
+             * next request reads again, as if it had not been tried. */
+            WG_DEBUG(s->log, "sessions", "session fetch failed", "session=%s error=\"%s\"", id,
+                     res->error);
+        }
     }
     notify(s, e);
 }
