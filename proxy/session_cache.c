@@ -353,6 +353,13 @@ static void fetch_done(const struct wg_store_res *res, void *arg)
             e->gen = r->gen;
         }
     } else if (res->status == -ENOENT && e->stale && e->known && e->state == WG_SESSION_RUNNING &&
+               e->ip[0] && e->nwaiters == 0) {
+        /* The read after a resubscription, which nobody waits for: Redis
+         * may be back empty, and its records are written again in a
+         * moment. The next request reads again, as if it were not tried. */
+        WG_DEBUG(s->log, "sessions", "record missing after resubscription, read again on use",
+                 "session=%s", id);
+    } else if (res->status == -ENOENT && e->stale && e->known && e->state == WG_SESSION_RUNNING &&
                e->ip[0] && now_ms(s) - s->resubscribed_ms < RESUBSCRIBE_GRACE_MS) {
         /* Keep serving the cached address; read again in a moment. */
         WG_INFO(s->log, "sessions", "record missing after resubscription, serving from cache",

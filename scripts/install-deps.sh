@@ -10,8 +10,7 @@
 #          busybox-static and git (the demo session image), curl
 #   build  compiler, meson, ninja, the libraries' -dev packages, llhttp
 #   test   everything scripts/test.sh needs: build + run + the test tools
-#          (cmocka, clang, nginx, haproxy, wrk, Chromium, pytest, openssl,
-#          redis-sentinel for the failover test...)
+#          (cmocka, clang, nginx, haproxy, wrk, Chromium, pytest, redis-sentinel...)
 #   --print  print the mode's packages, one a line, and install nothing
 #
 # No service is left running or enabled by the install: while apt-get runs,

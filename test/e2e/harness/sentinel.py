@@ -10,7 +10,7 @@
     cluster.stop()             # every process, by pid
 
 Processes are redis-server (master and replicas: `replicaof`) and
-redis-server --sentinel (Debian's redis-sentinel package is the same binary),
+redis-sentinel (Debian's package of that name; scripts/install-deps.sh test),
 each with its own port and directory under tmp_dir, started and stopped by
 pid through harness.procs.REGISTRY. Sentinels use down-after-milliseconds
 1000 and failover-timeout 5000 (arguments), so a failover takes about 2 s.
@@ -147,7 +147,7 @@ class RedisSentinelCluster:
                 % (port, d, master_name, first, self.quorum, master_name, down_after_ms,
                    master_name, failover_timeout_ms, master_name))
             self.sentinels.append(_Node("sentinel-%d" % port, port, d, self.log_dir / ("sentinel-%d.log" % port),
-                                        [REDIS_SERVER, str(conf), "--sentinel"]))
+                                        [REDIS_SENTINEL, str(conf)]))
 
     @property
     def addresses(self):
@@ -155,8 +155,10 @@ class RedisSentinelCluster:
         return ["127.0.0.1:%d" % s.port for s in self.sentinels]
 
     def start(self, timeout=20.0):
-        if not os.access(REDIS_SERVER, os.X_OK):
-            raise HarnessError("%s not found: install redis-server (scripts/install-deps.sh)" % REDIS_SERVER)
+        for prog, pkg in ((REDIS_SERVER, "redis-server"), (REDIS_SENTINEL, "redis-sentinel")):
+            if not os.access(prog, os.X_OK):
+                raise HarnessError("%s not found: install the Debian package %s (scripts/install-deps.sh test)"
+                                   % (prog, pkg))
         try:
             for n in self.servers:
                 n.start()
