@@ -83,6 +83,7 @@ class Load:
     def __init__(self, gw, sid):
         self.gw, self.sid = gw, sid
         self.statuses = []
+        self.latencies = []
         self.versions = []
         self._stop = threading.Event()
         self._t = [threading.Thread(target=self._requests, daemon=True),
@@ -92,7 +93,9 @@ class Load:
 
     def _requests(self):
         while not self._stop.is_set():
+            t0 = time.monotonic()
             resp = get(self.gw, self.sid, timeout=30)
+            self.latencies.append(time.monotonic() - t0)
             self.statuses.append(resp.status if resp is not None else None)
             time.sleep(0.02)
 
@@ -110,6 +113,9 @@ class Load:
         self._stop.set()
         for t in self._t:
             t.join(timeout=40)
+        # Informational (-s), never asserted.
+        print("\n[sentinel] %d requests, slowest %.0f ms; %d record reads" % (
+            len(self.statuses), 1000 * max(self.latencies or [0]), len(self.versions)))
 
 
 def assert_never_back(versions):
