@@ -1,16 +1,18 @@
 /* common/redis.c - one Redis connection on a libuv loop; see redis.h.
  *
  * Ownership, written down once:
- * - r owns three handles (conn_timer, cmd_timer, defer), the poll handle of
- *   each hiredis context (struct watch) until it has closed, and, while a
- *   name lookup runs, one uv_getaddrinfo_t. r->refs counts them; r is freed
+ * - r owns four handles (conn_timer, cmd_timer, watch_timer, defer), the
+ *   poll handle of each hiredis context (struct watch) until it has closed,
+ *   while a name lookup runs one uv_getaddrinfo_t, and while the sentinels
+ *   are asked one uv_work_t (common/redis_sentinel_mode.c, which also owns
+ *   r->watcher, a connection of its own). r->refs counts them; r is freed
  *   when the count reaches 0 after wg_redis_free(). Its memory therefore outlives
  *   every callback that runs inside a loop turn, so code that calls out to
  *   user code only needs to re-check r->state == ST_CLOSED afterwards (this
  *   is our `disposed` guard; r itself cannot vanish under us).
  * - The hiredis context is owned by r while r->ac points at it. hiredis may
  *   free it itself (I/O error, failed connect), telling us through a NULL
- *   reply, on_connect() or on_disconnect(); conn_end() detaches it first, so
+ *   reply, on_connect() or on_disconnect(); redis_conn_end() detaches it first, so
  *   each context is ended once. hiredis closes the context's poll handle
  *   through watch_cleanup() when it frees the context.
  * - A struct req handed to hiredis stays allocated until hiredis calls
@@ -50,132 +52,13 @@
 #include <hiredis/async.h>
 
 #include "common/log.h"
-#include "common/redis_sentinel.h"
+#include "common/redis_int.h"
 #include "common/redis_url.h"
-#include "common/str.h"
 
-#define SUBSYS "redis"
-#define REASON_MAX 256
-#define QUOTED_MAX 300
-
-enum conn_state {
-    ST_STARTING,    /* [transient] first attempt runs on the next loop turn; commands held */
-    ST_BACKOFF,     /* no connection; conn_timer runs to the next attempt; commands fail */
-    ST_RESOLVING,   /* [transient] uv_getaddrinfo in flight; commands held */
-    ST_CONNECTING,  /* [transient] hiredis connects, then the handshake; commands sent */
-    ST_READY,       /* handshake answered; cmd_timer watches command deadlines */
-    ST_CLOSED,      /* wg_redis_free() ran; handles are closing */
-    ST_DISCOVERING, /* [transient] sentinel mode: the sentinels are asked on the thread pool;
-                     * commands held */
-};
-#define ST_BIT(s) (1u << (s))
-/* Commands wait in r->waiting: there is no context to hand them to yet. */
-#define ST_HOLDS (ST_BIT(ST_STARTING) | ST_BIT(ST_RESOLVING) | ST_BIT(ST_DISCOVERING))
-/* Commands go straight to hiredis, which buffers them until connected. */
-#define ST_SENDS (ST_BIT(ST_CONNECTING) | ST_BIT(ST_READY))
-/* An attempt is under way and conn_timer is its deadline. */
-#define ST_ATTEMPT (ST_BIT(ST_RESOLVING) | ST_BIT(ST_CONNECTING))
-#define ST_IN(r, mask) ((ST_BIT((r)->state) & (mask)) != 0)
-
-enum reported { REPORTED_NONE, REPORTED_UP, REPORTED_DOWN };
-
-enum req_kind { REQ_USER, REQ_HANDSHAKE, REQ_HANDSHAKE_LAST };
-
-struct req {
-    struct req *next;
-    struct wg_redis *r;
-    wg_redis_reply_cb *cb;
-    void *arg;
-    char *cmd; /* RESP text; ours until hiredis has copied it */
-    size_t len;
-    uint64_t deadline; /* uv_now() ms; 0 until the connection is ready */
-    int status;        /* the outcome, while on r->deferred */
-    enum req_kind kind;
-    const char *what; /* handshake step, for the reason text */
-    bool done;        /* outcome delivered; hiredis still holds the pointer */
-};
-
-struct req_list {
-    struct req *head, *tail;
-};
-
-struct sub {
-    struct sub *next;
-    struct wg_redis *r;
-    wg_redis_msg_cb *cb;
-    void *arg;
-    size_t len;
-    char channel[];
-};
-
-struct wg_redis {
-    uv_loop_t *loop;
-    struct wg_log *log;
-    struct wg_redis_url t;
-    char name[QUOTED_MAX];  /* as given, for the sentinel watcher's name */
-    char qname[QUOTED_MAX]; /* name and URL, quoted once for log lines */
-    char qurl[QUOTED_MAX];
-    uint32_t connect_timeout_ms;
-    uint32_t command_timeout_ms;
-    uint32_t reconnect_min_ms;
-    uint32_t reconnect_max_ms;
-
-    enum conn_state state;
-    redisAsyncContext *ac; /* set in ST_SENDS states only */
-    uv_timer_t conn_timer; /* the attempt's deadline, or the backoff delay */
-    uv_timer_t cmd_timer;  /* at or before the oldest command's deadline */
-    uv_idle_t defer;       /* delivers r->deferred on the next loop turn */
-    uv_getaddrinfo_t gai;
-    bool gai_busy;
-    unsigned refs; /* open handles + the lookup in flight */
-
-    struct req_list pending;  /* handed to hiredis, in reply order */
-    struct req_list waiting;  /* held in ST_HOLDS states */
-    struct req_list deferred; /* outcome known, delivered by `defer` */
-    struct sub *subs;
-    bool subscriber;
-
-    unsigned failures; /* consecutive failed attempts, for the backoff */
-    uint64_t rng;
-    enum reported reported;
-    wg_redis_state_cb *state_cb;
-    void *state_arg;
-    char last_error[REASON_MAX];
-    struct wg_redis_stats st;
-
-    /* Sentinel mode (t.master_name set): t.host and t.port are the master
-     * the sentinels named last; target names it for reasons. */
-    char *target;        /* NULL: t.display; see tgt() */
-    uv_work_t disc_work; /* wg_redis_sentinel_discover() on the thread pool */
-    struct wg_redis_sentinel_result *disc;
-    bool disc_busy;
-    bool disc_verify;  /* a check while connected, not an attempt */
-    size_t disc_first; /* the sentinel to ask first, read by the worker */
-    size_t next_sentinel;
-    char last_master[WG_REDIS_SENTINEL_HOST_MAX + 8]; /* host:port of the last connection */
-    struct wg_redis *watcher; /* subscribed to +switch-master on one sentinel */
-    size_t watch_idx;         /* that sentinel */
-    unsigned watch_failures;
-    uv_timer_t watch_timer; /* the next watcher, after a backoff */
-};
-
-static void start_attempt(struct wg_redis *r);
-static const char *tgt(const struct wg_redis *r);
-static void connect_host(struct wg_redis *r);
-static void note_master(struct wg_redis *r);
 static void go_ready(struct wg_redis *r);
 static void cmd_timer_cb(uv_timer_t *t);
-static void release(struct wg_redis *r);
-static void conn_end(struct wg_redis *r, int status, uint64_t expired, const char *reason,
-                     bool hiredis_frees);
 
 /* ---- small helpers -------------------------------------------------------------------------- */
-
-/* What reasons name: the URL, or in sentinel mode the master reached. */
-static const char *tgt(const struct wg_redis *r)
-{
-    return r->target ? r->target : r->t.display;
-}
 
 static void list_push(struct req_list *l, struct req *q)
 {
@@ -232,18 +115,13 @@ static void deliver(struct req *q, int status, redisReply *reply)
         q->cb(status, reply, q->arg);
 }
 
-static uint64_t next_random(struct wg_redis *r)
+uint64_t redis_next_random(struct wg_redis *r)
 {
     /* xorshift64*: jitter only, no need for more. */
     r->rng ^= r->rng >> 12;
     r->rng ^= r->rng << 25;
     r->rng ^= r->rng >> 27;
     return r->rng * 2685821657736338717ULL;
-}
-
-static const char *quote(char *dst, size_t dstlen, const char *s)
-{
-    return wg_log_quote(dst, dstlen, s, strlen(s));
 }
 
 /* ---- state reporting and backoff ------------------------------------------------------------ */
@@ -256,7 +134,7 @@ static void notify(struct wg_redis *r, bool connected, bool was_ready, const cha
 
     if (r->reported == now) {
         WG_DEBUG(r->log, SUBSYS, "connect attempt failed, retrying", "name=%s url=%s reason=%s",
-                 r->qname, r->qurl, quote(qreason, sizeof(qreason), reason));
+                 r->qname, r->qurl, redis_quote(qreason, sizeof(qreason), reason));
         return;
     }
     r->reported = now;
@@ -265,17 +143,17 @@ static void notify(struct wg_redis *r, bool connected, bool was_ready, const cha
     else if (was_ready)
         WG_WARN(r->log, SUBSYS, "connection lost, failing in-flight commands and reconnecting",
                 "name=%s url=%s reason=%s", r->qname, r->qurl,
-                quote(qreason, sizeof(qreason), reason));
+                redis_quote(qreason, sizeof(qreason), reason));
     else
         WG_WARN(r->log, SUBSYS, "cannot connect, retrying with backoff", "name=%s url=%s reason=%s",
-                r->qname, r->qurl, quote(qreason, sizeof(qreason), reason));
+                r->qname, r->qurl, redis_quote(qreason, sizeof(qreason), reason));
     if (r->state_cb)
         r->state_cb(r, connected, reason, r->state_arg);
 }
 
 static void reconnect_cb(uv_timer_t *t)
 {
-    start_attempt(t->data);
+    redis_start_attempt(t->data);
 }
 
 /* Arms the next attempt: min * 2^failures capped at max, then "equal jitter"
@@ -288,7 +166,7 @@ static void schedule_reconnect(struct wg_redis *r)
         d *= 2;
     if (d > r->reconnect_max_ms)
         d = r->reconnect_max_ms;
-    d = d / 2 + next_random(r) % (d - d / 2 + 1);
+    d = d / 2 + redis_next_random(r) % (d - d / 2 + 1);
     if (r->failures < UINT_MAX)
         r->failures++;
     WG_DEBUG(r->log, SUBSYS, "reconnect scheduled", "name=%s delay_ms=%llu failures=%u", r->qname,
@@ -308,8 +186,8 @@ static void schedule_reconnect(struct wg_redis *r)
  * wg_redis_free(). It may run re-entrantly from a callback it calls (owner
  * frees r); that is safe because it empties r's lists and detaches r->ac
  * before calling anyone. */
-static void conn_end(struct wg_redis *r, int status, uint64_t expired, const char *reason,
-                     bool hiredis_frees)
+void redis_conn_end(struct wg_redis *r, int status, uint64_t expired, const char *reason,
+                    bool hiredis_frees)
 {
     redisAsyncContext *ac = r->ac;
     bool was_ready = r->state == ST_READY;
@@ -355,20 +233,20 @@ static void conn_lost(struct wg_redis *r, const redisAsyncContext *ac)
     const char *why = ac->c.errstr[0] ? ac->c.errstr : "connection closed";
 
     if (r->state == ST_READY) {
-        snprintf(reason, sizeof(reason), "connection to %s lost: %s", tgt(r), why);
-        conn_end(r, -ECONNRESET, 0, reason, true);
+        snprintf(reason, sizeof(reason), "connection to %s lost: %s", redis_tgt(r), why);
+        redis_conn_end(r, -ECONNRESET, 0, reason, true);
     } else {
-        snprintf(reason, sizeof(reason), "connect to %s: %s", tgt(r), why);
-        conn_end(r, -ENOTCONN, 0, reason, true);
+        snprintf(reason, sizeof(reason), "connect to %s: %s", redis_tgt(r), why);
+        redis_conn_end(r, -ENOTCONN, 0, reason, true);
     }
 }
 
-static void fail_attempt(struct wg_redis *r, const char *what, const char *why)
+void redis_fail_attempt(struct wg_redis *r, const char *what, const char *why)
 {
     char reason[REASON_MAX];
 
-    snprintf(reason, sizeof(reason), "%s %s: %s", what, tgt(r), why);
-    conn_end(r, -ENOTCONN, 0, reason, false);
+    snprintf(reason, sizeof(reason), "%s %s: %s", what, redis_tgt(r), why);
+    redis_conn_end(r, -ENOTCONN, 0, reason, false);
 }
 
 /* ---- hiredis callbacks ---------------------------------------------------------------------- */
@@ -407,16 +285,16 @@ static void handshake_reply(struct wg_redis *r, const struct req *q, const redis
     /* The sentinels' answer may be a master demoted since: writes to it
      * would be lost or refused. */
     if (q->what == ROLE_STEP && !wg_redis_sentinel_role_is_master(reply, &role, &rolelen)) {
-        snprintf(reason, sizeof(reason), "%s answers ROLE %.*s, not master", tgt(r), (int)rolelen,
-                 role);
+        snprintf(reason, sizeof(reason), "%s answers ROLE %.*s, not master", redis_tgt(r),
+                 (int)rolelen, role);
         r->next_sentinel = (r->next_sentinel + 1) % r->t.sentinels_len;
-        conn_end(r, -ENOTCONN, 0, reason, false);
+        redis_conn_end(r, -ENOTCONN, 0, reason, false);
         return;
     }
     if (reply->type == REDIS_REPLY_ERROR) {
-        snprintf(reason, sizeof(reason), "%s refused by %s: %.*s", q->what, tgt(r), (int)reply->len,
-                 reply->str);
-        conn_end(r, -ENOTCONN, 0, reason, false);
+        snprintf(reason, sizeof(reason), "%s refused by %s: %.*s", q->what, redis_tgt(r),
+                 (int)reply->len, reply->str);
+        redis_conn_end(r, -ENOTCONN, 0, reason, false);
         return;
     }
     if (q->kind == REQ_HANDSHAKE_LAST)
@@ -456,9 +334,10 @@ static void reply_cb(redisAsyncContext *ac, void *reply_, void *privdata)
         deliver(q, 0, reply);
         if (demoted && r->state == ST_READY) {
             snprintf(reason, sizeof(reason),
-                     "%s answered READONLY: no longer the master, asking the sentinels", tgt(r));
+                     "%s answered READONLY: no longer the master, asking the sentinels",
+                     redis_tgt(r));
             r->failures = 0;
-            conn_end(r, -ECONNRESET, 0, reason, false);
+            redis_conn_end(r, -ECONNRESET, 0, reason, false);
         }
     } else
         handshake_reply(r, q, reply);
@@ -687,7 +566,7 @@ static void watch_closed(uv_handle_t *h)
     struct wg_redis *r = w->r;
 
     free(w);
-    release(r);
+    redis_release(r);
 }
 
 /* hiredis calls this from inside redisAsyncFree(), before it closes the fd. */
@@ -742,8 +621,8 @@ static void go_ready(struct wg_redis *r)
     for (struct sub *s = r->subs; s; s = s->next)
         send_subscribe(r, s);
     if (r->t.master_name)
-        note_master(r);
-    snprintf(reason, sizeof(reason), "connected to %s", tgt(r));
+        redis_note_master(r);
+    snprintf(reason, sizeof(reason), "connected to %s", redis_tgt(r));
     notify(r, true, false, reason);
 }
 
@@ -754,7 +633,7 @@ static void connect_timeout_cb(uv_timer_t *t)
 
     assert(ST_IN(r, ST_ATTEMPT));
     snprintf(why, sizeof(why), "timed out after %u ms", r->connect_timeout_ms);
-    fail_attempt(r, r->state == ST_RESOLVING ? "name lookup for" : "connect to", why);
+    redis_fail_attempt(r, r->state == ST_RESOLVING ? "name lookup for" : "connect to", why);
 }
 
 static int send_handshake(struct wg_redis *r)
@@ -799,18 +678,18 @@ static void connect_to(struct wg_redis *r, const char *addr)
 
     ac = r->t.is_unix ? redisAsyncConnectUnix(addr) : redisAsyncConnect(addr, r->t.port);
     if (!ac) {
-        fail_attempt(r, "connect to", "out of memory");
+        redis_fail_attempt(r, "connect to", "out of memory");
         return;
     }
     if (ac->err) {
         snprintf(why, sizeof(why), "%s", ac->errstr);
         redisAsyncFree(ac);
-        fail_attempt(r, "connect to", why);
+        redis_fail_attempt(r, "connect to", why);
         return;
     }
     if ((rc = watch_attach(r, ac)) < 0) {
         redisAsyncFree(ac);
-        fail_attempt(r, "connect to", uv_strerror(rc));
+        redis_fail_attempt(r, "connect to", uv_strerror(rc));
         return;
     }
     ac->data = r;
@@ -821,7 +700,7 @@ static void connect_to(struct wg_redis *r, const char *addr)
     r->ac = ac;
     r->state = ST_CONNECTING;
     if (send_handshake(r) < 0) {
-        fail_attempt(r, "connect to", "out of memory");
+        redis_fail_attempt(r, "connect to", "out of memory");
         return;
     }
     for (q = list_take(&r->waiting); q; q = next) {
@@ -839,7 +718,7 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     r->gai_busy = false;
     if (r->state == ST_CLOSED) {
         uv_freeaddrinfo(res);
-        release(r);
+        redis_release(r);
         return;
     }
     r->refs--;
@@ -848,7 +727,7 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         return;
     }
     if (status < 0) {
-        fail_attempt(r, "name lookup for", uv_strerror(status));
+        redis_fail_attempt(r, "name lookup for", uv_strerror(status));
         return;
     }
     /* hiredis itself prefers IPv4; keep that order. */
@@ -864,7 +743,7 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         uv_ip6_name((const struct sockaddr_in6 *)pick->ai_addr, addr, sizeof(addr));
     uv_freeaddrinfo(res);
     if (!addr[0]) {
-        fail_attempt(r, "name lookup for", "no IPv4 or IPv6 address");
+        redis_fail_attempt(r, "name lookup for", "no IPv4 or IPv6 address");
         return;
     }
     WG_DEBUG(r->log, SUBSYS, "resolved", "name=%s url=%s addr=%s", r->qname, r->qurl, addr);
@@ -878,22 +757,20 @@ static bool is_numeric(const char *host)
     return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
 }
 
-static void start_discovery(struct wg_redis *r, bool verify);
-
 /* Begins one attempt. Reached from the backoff timer (and so, the first
  * time, one loop turn after wg_redis_new()). */
-static void start_attempt(struct wg_redis *r)
+void redis_start_attempt(struct wg_redis *r)
 {
     WG_DEBUG(r->log, SUBSYS, "connecting", "name=%s url=%s", r->qname, r->qurl);
     if (r->t.master_name)
-        start_discovery(r, false);
+        redis_start_discovery(r, false);
     else
-        connect_host(r);
+        redis_connect_host(r);
 }
 
 /* The attempt's lookup and connect to r->t.host (or the socket), within
  * the connect timeout. */
-static void connect_host(struct wg_redis *r)
+void redis_connect_host(struct wg_redis *r)
 {
     struct addrinfo hints;
     int rc;
@@ -906,7 +783,7 @@ static void connect_host(struct wg_redis *r)
     if (r->gai_busy) {
         /* The lookup of an earlier, timed-out attempt is stuck in the
          * resolver; its request cannot be reused until it returns. */
-        fail_attempt(r, "name lookup for", "previous lookup still running");
+        redis_fail_attempt(r, "name lookup for", "previous lookup still running");
         return;
     }
     memset(&hints, 0, sizeof(hints));
@@ -914,7 +791,7 @@ static void connect_host(struct wg_redis *r)
     hints.ai_socktype = SOCK_STREAM;
     rc = uv_getaddrinfo(r->loop, &r->gai, gai_cb, r->t.host, NULL, &hints);
     if (rc < 0) {
-        fail_attempt(r, "name lookup for", uv_strerror(rc));
+        redis_fail_attempt(r, "name lookup for", uv_strerror(rc));
         return;
     }
     r->gai_busy = true;
@@ -937,278 +814,20 @@ static void cmd_timer_cb(uv_timer_t *t)
         return;
     }
     snprintf(reason, sizeof(reason), "command timed out after %u ms on %s, dropping the connection",
-             r->command_timeout_ms, tgt(r));
-    conn_end(r, -ECONNRESET, now, reason, false);
-}
-
-/* ---- sentinel mode -------------------------------------------------------------------------- */
-
-static void set_target(struct wg_redis *r)
-{
-    bool v6 = r->t.host && strchr(r->t.host, ':') != NULL;
-
-    free(r->target);
-    r->target = NULL;
-    /* On no memory, reasons name the URL instead. */
-    if (r->t.master_name && r->t.host)
-        r->target = wg_strf("%s%s%s:%u (master %s)", v6 ? "[" : "", r->t.host, v6 ? "]" : "",
-                            r->t.port, r->t.master_name);
-}
-
-/* Counts and logs a move of the master between two connections. */
-static void note_master(struct wg_redis *r)
-{
-    char now[sizeof(r->last_master)], qold[QUOTED_MAX], qnow[QUOTED_MAX];
-
-    snprintf(now, sizeof(now), "%s:%u", r->t.host, r->t.port);
-    if (r->last_master[0] && strcmp(r->last_master, now) != 0) {
-        r->st.failovers++;
-        WG_WARN(r->log, SUBSYS, "following a failover: connected to the new master",
-                "name=%s master_name=%s old=%s new=%s", r->qname, r->t.master_name,
-                quote(qold, sizeof(qold), r->last_master), quote(qnow, sizeof(qnow), now));
-    } else {
-        WG_INFO(r->log, SUBSYS, "connected to the master the sentinels named",
-                "name=%s master_name=%s master=%s", r->qname, r->t.master_name,
-                quote(qnow, sizeof(qnow), now));
-    }
-    snprintf(r->last_master, sizeof(r->last_master), "%s", now);
-}
-
-/* The master moved to host:port (a +switch-master, or the sentinels'
- * answer to a check): leave the old one now, even if it still answers, so
- * that no command and no subscription stays on it. */
-static void follow_switch(struct wg_redis *r, const char *host, uint16_t port, const char *why)
-{
-    char reason[REASON_MAX];
-
-    if (ST_IN(r, ST_SENDS)) {
-        if (r->t.host && strcmp(r->t.host, host) == 0 && r->t.port == port)
-            return;
-        snprintf(reason, sizeof(reason), "master %s moved to %s:%u (%s), leaving %s",
-                 r->t.master_name, host, port, why, tgt(r));
-        r->failures = 0;
-        conn_end(r, -ECONNRESET, 0, reason, false);
-    }
-    /* No backoff: the new master is up, and commands issued in a backoff
-     * fail at once, while an attempt holds them. */
-    if (r->state == ST_BACKOFF) {
-        r->failures = 0;
-        uv_timer_stop(&r->conn_timer);
-        start_attempt(r);
-    }
-    /* An attempt under way checks ROLE on whatever it reaches. */
-}
-
-static void disc_work_cb(uv_work_t *w)
-{
-    struct wg_redis *r = w->data;
-
-    wg_redis_sentinel_discover(&r->t, r->disc_first, r->connect_timeout_ms, r->disc);
-}
-
-static void log_notes(struct wg_redis *r, const struct wg_redis_sentinel_result *res)
-{
-    char qtext[QUOTED_MAX];
-
-    for (size_t i = 0; i < res->notes_len; i++) {
-        const struct wg_redis_sentinel_note *n = &res->notes[i];
-        const struct wg_redis_url_host *h = &r->t.sentinels[n->sentinel];
-        enum wg_log_level lvl = WG_LOG_DEBUG;
-
-        /* A check while connected, and retries while down, stay quiet. */
-        if (!r->disc_verify && n->ok)
-            lvl = WG_LOG_INFO;
-        else if (!r->disc_verify && r->reported != REPORTED_DOWN)
-            lvl = WG_LOG_WARN;
-        WG_LOG(r->log, lvl, SUBSYS, n->ok ? "sentinel answered" : "sentinel did not help",
-               "name=%s master_name=%s sentinel=%s:%u answer=%s", r->qname, r->t.master_name,
-               h->host, h->port, quote(qtext, sizeof(qtext), n->text));
-    }
-}
-
-static void disc_after_cb(uv_work_t *w, int status)
-{
-    struct wg_redis *r = w->data;
-    struct wg_redis_sentinel_result *res = r->disc;
-    char *host;
-
-    r->disc = NULL;
-    r->disc_busy = false;
-    if (r->state == ST_CLOSED) {
-        free(res);
-        release(r);
-        return;
-    }
-    r->refs--;
-    if (status < 0) /* not cancelled but for wg_redis_free(); stay safe */
-        res->status = status;
-    log_notes(r, res);
-    if (r->disc_verify) {
-        if (res->status == 0)
-            follow_switch(r, res->host, res->port, "the sentinels' answer");
-        goto out;
-    }
-    if (r->state != ST_DISCOVERING)
-        goto out;
-    if (res->status < 0) {
-        char reason[REASON_MAX];
-
-        r->next_sentinel = (r->next_sentinel + 1) % r->t.sentinels_len;
-        snprintf(reason, sizeof(reason),
-                 "no sentinel of %s named a master that answers ROLE master", r->t.display);
-        conn_end(r, -ENOTCONN, 0, reason, false);
-        goto out;
-    }
-    host = strdup(res->host);
-    if (!host) {
-        fail_attempt(r, "find", "out of memory");
-        goto out;
-    }
-    free(r->t.host);
-    r->t.host = host;
-    r->t.port = res->port;
-    r->next_sentinel = res->sentinel;
-    set_target(r);
-    r->state = ST_STARTING; /* holds commands until connect_host() moves on */
-    connect_host(r);
-out:
-    free(res);
-}
-
-/* Asks the sentinels on the thread pool: for an attempt (r is then
- * ST_DISCOVERING), or, verify, to check the master of a live connection. */
-static void start_discovery(struct wg_redis *r, bool verify)
-{
-    int rc;
-
-    if (r->disc_busy) {
-        /* A check still runs: its answer serves the attempt. */
-        if (!verify) {
-            r->disc_verify = false;
-            r->state = ST_DISCOVERING;
-        }
-        return;
-    }
-    r->disc = malloc(sizeof(*r->disc));
-    if (!r->disc) {
-        if (!verify)
-            fail_attempt(r, "find", "out of memory");
-        return;
-    }
-    r->disc_first = r->next_sentinel;
-    r->disc_verify = verify;
-    r->disc_work.data = r;
-    rc = uv_queue_work(r->loop, &r->disc_work, disc_work_cb, disc_after_cb);
-    if (rc < 0) {
-        free(r->disc);
-        r->disc = NULL;
-        if (!verify)
-            fail_attempt(r, "find", uv_strerror(rc));
-        return;
-    }
-    r->disc_busy = true;
-    r->refs++;
-    if (!verify)
-        r->state = ST_DISCOVERING;
-}
-
-static void watcher_start(struct wg_redis *r);
-
-static void watch_timer_cb(uv_timer_t *t)
-{
-    watcher_start(t->data);
-}
-
-/* The watcher's sentinel is gone: the next one, after a backoff. */
-static void watcher_state_cb(struct wg_redis *w, bool connected, const char *reason, void *arg)
-{
-    struct wg_redis *r = arg;
-    uint64_t d = r->reconnect_min_ms;
-
-    (void)reason;
-    if (connected)
-        return;
-    wg_redis_free(w);
-    r->watcher = NULL;
-    r->watch_idx = (r->watch_idx + 1) % r->t.sentinels_len;
-    for (unsigned i = 0; i < r->watch_failures && d < r->reconnect_max_ms; i++)
-        d *= 2;
-    if (d > r->reconnect_max_ms)
-        d = r->reconnect_max_ms;
-    if (r->watch_failures < 32)
-        r->watch_failures++;
-    uv_timer_start(&r->watch_timer, watch_timer_cb, d / 2 + next_random(r) % (d - d / 2 + 1), 0);
-}
-
-static void watcher_msg_cb(const struct wg_redis_msg *m, void *arg)
-{
-    struct wg_redis *r = arg;
-    char host[WG_REDIS_SENTINEL_HOST_MAX], qmsg[QUOTED_MAX];
-    uint16_t port;
-
-    if (m->kind == WG_REDIS_SUBSCRIBED) {
-        r->watch_failures = 0;
-        /* A switch while no sentinel was heard would go unnoticed: ask. */
-        if (r->state == ST_READY)
-            start_discovery(r, true);
-        return;
-    }
-    if (wg_redis_sentinel_parse_switch(m->data, m->len, r->t.master_name, host, sizeof(host),
-                                       &port) != 0)
-        return;
-    WG_INFO(r->log, SUBSYS, "sentinel reports a failover (+switch-master)",
-            "name=%s master_name=%s message=%s", r->qname, r->t.master_name,
-            wg_log_quote(qmsg, sizeof(qmsg), m->data, m->len));
-    follow_switch(r, host, port, "+switch-master");
-}
-
-static int redis_create(uv_loop_t *loop, struct wg_redis_url *t, const struct wg_redis_opts *opts,
-                        struct wg_log *log, struct wg_redis **ret);
-
-/* One subscriber to +switch-master on the sentinel r->watch_idx. */
-static void watcher_start(struct wg_redis *r)
-{
-    const struct wg_redis_url_host *h = &r->t.sentinels[r->watch_idx];
-    struct wg_redis_opts o = {
-        .connect_timeout_ms = r->connect_timeout_ms,
-        .command_timeout_ms = r->command_timeout_ms,
-        .reconnect_min_ms = r->reconnect_min_ms,
-        .reconnect_max_ms = r->reconnect_max_ms,
-    };
-    struct wg_redis_url t;
-    char name[QUOTED_MAX + 16];
-
-    memset(&t, 0, sizeof(t));
-    snprintf(name, sizeof(name), "%s-sentinel", r->name);
-    o.name = name;
-    t.host = strdup(h->host);
-    t.port = h->port;
-    t.password = r->t.sentinel_password ? strdup(r->t.sentinel_password) : NULL;
-    t.display = wg_strf("redis://%s%s%s:%u (sentinel)", strchr(h->host, ':') ? "[" : "", h->host,
-                        strchr(h->host, ':') ? "]" : "", h->port);
-    if (!t.host || !t.display || (r->t.sentinel_password && !t.password) ||
-        redis_create(r->loop, &t, &o, r->log, &r->watcher) < 0) {
-        wg_redis_url_release(&t);
-        WG_WARN(r->log, SUBSYS, "cannot watch the sentinels, out of memory", "name=%s", r->qname);
-        return;
-    }
-    wg_redis_on_state(r->watcher, watcher_state_cb, r);
-    if (wg_redis_subscribe(r->watcher, "+switch-master", watcher_msg_cb, r) < 0) {
-        wg_redis_free(r->watcher);
-        r->watcher = NULL;
-    }
+             r->command_timeout_ms, redis_tgt(r));
+    redis_conn_end(r, -ECONNRESET, now, reason, false);
 }
 
 /* ---- public API ----------------------------------------------------------------------------- */
 
 static void handle_closed(uv_handle_t *h)
 {
-    release(h->data);
+    redis_release(h->data);
 }
 
 /* Drops one reference (an open handle or the lookup in flight); the last
  * one frees r. Only reachable after wg_redis_free(). */
-static void release(struct wg_redis *r)
+void redis_release(struct wg_redis *r)
 {
     if (--r->refs > 0)
         return;
@@ -1224,8 +843,8 @@ static void release(struct wg_redis *r)
 }
 
 /* Takes t's strings (t is left empty) on success and on failure. */
-static int redis_create(uv_loop_t *loop, struct wg_redis_url *t, const struct wg_redis_opts *opts,
-                        struct wg_log *log, struct wg_redis **ret)
+int redis_create(uv_loop_t *loop, struct wg_redis_url *t, const struct wg_redis_opts *opts,
+                 struct wg_log *log, struct wg_redis **ret)
 {
     struct wg_redis *r;
     const char *name = opts && opts->name ? opts->name : "redis";
@@ -1238,7 +857,7 @@ static int redis_create(uv_loop_t *loop, struct wg_redis_url *t, const struct wg
     r->t = *t;
     memset(t, 0, sizeof(*t));
     snprintf(r->name, sizeof(r->name), "%s", name);
-    quote(r->qname, sizeof(r->qname), name);
+    redis_quote(r->qname, sizeof(r->qname), name);
     r->connect_timeout_ms =
         opts && opts->connect_timeout_ms ? opts->connect_timeout_ms : WG_REDIS_CONNECT_TIMEOUT_MS;
     r->command_timeout_ms =
@@ -1254,8 +873,8 @@ static int redis_create(uv_loop_t *loop, struct wg_redis_url *t, const struct wg
     }
     r->loop = loop;
     r->log = log;
-    quote(r->qurl, sizeof(r->qurl), r->t.display);
-    set_target(r);
+    redis_quote(r->qurl, sizeof(r->qurl), r->t.display);
+    redis_set_target(r);
     r->rng = uv_hrtime() ^ (uint64_t)(uintptr_t)r;
     if (!r->rng)
         r->rng = 0x9e3779b97f4a7c15ULL;
@@ -1273,7 +892,7 @@ static int redis_create(uv_loop_t *loop, struct wg_redis_url *t, const struct wg
     r->state = ST_STARTING;
     uv_timer_start(&r->conn_timer, reconnect_cb, 0, 0);
     if (r->t.master_name)
-        uv_timer_start(&r->watch_timer, watch_timer_cb, 0, 0);
+        uv_timer_start(&r->watch_timer, redis_watch_timer_cb, 0, 0);
     *ret = r;
     return 0;
 }
@@ -1290,8 +909,8 @@ int wg_redis_new(uv_loop_t *loop, const char *url, const struct wg_redis_opts *o
     rc = wg_redis_url_parse(url, &t, err, sizeof(err));
     if (rc < 0) {
         WG_DEBUG(log, SUBSYS, "bad url", "name=%s reason=%s",
-                 quote(qname, sizeof(qname), opts && opts->name ? opts->name : "redis"),
-                 quote(qerr, sizeof(qerr), err));
+                 redis_quote(qname, sizeof(qname), opts && opts->name ? opts->name : "redis"),
+                 redis_quote(qerr, sizeof(qerr), err));
         return rc;
     }
     return redis_create(loop, &t, opts, log, ret);
@@ -1311,7 +930,7 @@ void wg_redis_free(struct wg_redis *r)
         uv_cancel((uv_req_t *)&r->disc_work); /* may fail if running; disc_after_cb drops its ref */
     wg_redis_free(r->watcher);
     r->watcher = NULL;
-    conn_end(r, -ECANCELED, 0, "closed", false);
+    redis_conn_end(r, -ECANCELED, 0, "closed", false);
     for (q = list_take(&r->deferred); q; q = next) {
         next = q->next;
         deliver(q, -ECANCELED, NULL);
