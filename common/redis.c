@@ -878,6 +878,10 @@ int redis_create(uv_loop_t *loop, struct wg_redis_url *t, const struct wg_redis_
     r->rng = uv_hrtime() ^ (uint64_t)(uintptr_t)r;
     if (!r->rng)
         r->rng = 0x9e3779b97f4a7c15ULL;
+    /* Watchers spread over the sentinels; the first to ask stays the first
+     * listed. */
+    if (r->t.master_name)
+        r->watch_idx = (size_t)(redis_next_random(r) % r->t.sentinels_len);
 
     /* Past this point nothing fails: these inits cannot, for a valid loop. */
     uv_timer_init(loop, &r->conn_timer);

@@ -248,3 +248,27 @@ def test_write_lost_in_failover_is_noticed_and_repaired(cluster, gw):
              lambda: "lw to be running again: %s\n%s" % (session_v(gw, "lw"), gw.log_tail(60)))
     resp = get(gw, "lw", timeout=30)
     assert resp is not None and resp.status == 200 and APP_TEXT in resp.body, resp
+
+
+def test_a_dead_sentinel_is_skipped(cluster, clean_engine, test_image, start_wakegate):
+    """The first sentinel listed is down from the start: connections ask the
+    next one, the +switch-master watchers move on to a live one, and a
+    switch is still followed."""
+    cluster.sentinels[0].stop()
+    g = start_wakegate(sentinel_config(cluster, clean_engine), args=["--role", "all"])
+    g.wait_log(r"startup reconciliation done", timeout=20)
+    g.wait_ready(timeout=15.0)
+    assert any("sentinel did not help" in ln and "127.0.0.1:%d" % cluster.sentinels[0].port in ln
+               for ln in g.log_lines()), g.log_tail(40)
+    create_and_wake(g, "s1")
+    old = cluster.master_addr(sentinel=1)
+    # The watchers subscribe on a live sentinel before the switch.
+    wait_for(lambda: sum("subscribed" in ln and "-sentinel" in ln and "+switch-master" in ln
+                         for ln in g.log_lines()) >= 3, 15, "three watchers subscribed")
+    cluster.failover()
+    new = cluster.wait_failover(old, timeout=30)
+    wait_for(lambda: sum("following a failover" in ln for ln in g.log_lines()) >= 3, 15,
+             lambda: "every connection to follow\n" + g.log_tail(40))
+    wait_for(lambda: g.readyz()[0] == 200, 15, "/readyz 200")
+    assert "%s:%d" % new in [ln for ln in g.log_lines() if "following a failover" in ln][0]
+    create_and_wake(g, "s2")

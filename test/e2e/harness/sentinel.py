@@ -3,7 +3,7 @@
     cluster = RedisSentinelCluster(tmp_dir, log_dir).start()
     cluster.addresses          # ["127.0.0.1:PORT", ...] of the sentinels (redis.sentinel.addresses)
     cluster.master_name        # "wgmaster"            (redis.sentinel.master)
-    cluster.master_addr()      # ("127.0.0.1", PORT), as the sentinels say now
+    cluster.master_addr()      # ("127.0.0.1", PORT), as the first running sentinel says now
     cluster.kill_master()      # SIGKILL of the current master's redis-server; returns its (host, port)
     cluster.wait_failover(old) # waits until every sentinel names a master other than old
     cluster.failover()         # SENTINEL FAILOVER: a switch while the old master stays up
@@ -192,8 +192,11 @@ class RedisSentinelCluster:
                 return False
         return True
 
-    def master_addr(self, sentinel=0):
-        """(host, port) of the master as sentinel number `sentinel` names it."""
+    def master_addr(self, sentinel=None):
+        """(host, port) of the master as sentinel number `sentinel` names it
+        (None: the first one running)."""
+        if sentinel is None:
+            sentinel = next((i for i, n in enumerate(self.sentinels) if n.alive()), 0)
         s = self.sentinels[sentinel]
         rep = resp_command("127.0.0.1", s.port, "SENTINEL", "get-master-addr-by-name", self.master_name)
         if not isinstance(rep, list):
