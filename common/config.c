@@ -64,6 +64,7 @@ void wg_config_free(struct wg_config *cfg)
     free(cfg->redis_private.server);
     free(cfg->redis_private.dir);
     free(cfg->redis_private.socket_path);
+    config_sentinel_free(&cfg->redis_sentinel);
     free(cfg->docker_host);
     free(cfg->docker_tls.ca);
     free(cfg->docker_tls.cert);

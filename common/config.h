@@ -280,6 +280,21 @@ struct wg_redis_private_cfg {
     char *socket_path; /* <dir>/run/redis.sock */
 };
 
+/* redis.sentinel: find the master through Redis Sentinel instead of
+ * redis.url (common/config_sentinel.c builds redis_url from it). */
+struct wg_redis_sentinel_cfg {
+    char *master;     /* the name the sentinels monitor; NULL: not used */
+    char **addresses; /* "host:port" (port 26379 by default) */
+    size_t addresses_len;
+    char *password_file;        /* the sentinels' password (AUTH); NULL: none */
+    char *master_password_file; /* the master's and replicas' password; NULL: none */
+    char *master_user;          /* the master's ACL user; NULL: AUTH without one */
+    unsigned db;                /* the master's database, 0 */
+    int line;                   /* line of redis.sentinel in path, 0 if not from a file */
+    /* Filled by wg_config_validate(): */
+    bool active; /* redis_url is the redis+sentinel:// URL built from this */
+};
+
 /* access.forward_auth: a sub-request to the operator's auth service for
  * private routes, as nginx's auth_request and Traefik's ForwardAuth do. */
 struct wg_forward_auth_cfg {
@@ -357,7 +372,8 @@ struct wg_config {
 
     /* After wg_config_validate(): the Redis everything connects to: redis.url,
      * or the private server's "unix://<dir>/run/redis.sock" (redis_private.active),
-     * or NULL for no Redis (redis.private.enabled false). */
+     * or NULL for no Redis (redis.private.enabled false), or the
+     * redis+sentinel:// URL built from redis.sentinel (redis_sentinel.active). */
     char *redis_url;
     /* redis.outage_grace: how long after losing Redis a gateway still serves
      * a running session, and then only over connections opened to its
@@ -368,6 +384,7 @@ struct wg_config {
      * the gateway acts as if Redis were lost. 1 s. */
     uint64_t redis_state_timeout_ms;
     struct wg_redis_private_cfg redis_private;
+    struct wg_redis_sentinel_cfg redis_sentinel;
     char *docker_host;
     /* Where docker_host came from, for errors found after loading: its
      * line in path, 0 for the default, -1 for WAKEGATE_DOCKER_HOST. */

@@ -153,6 +153,19 @@ int config_check_readable(const char *path, char *msg, size_t msglen);
  * regular file), -EFBIG (more than max bytes), or -errno. */
 int config_read_small(const char *path, size_t max, struct stat *st, char **ret, size_t *ret_len);
 
+/* ---- config_sentinel.c ---- */
+
+/* The keys of redis.sentinel, and the check of the redis: mapping (not both
+ * redis.url and redis.sentinel). */
+extern const struct field config_sentinel_fields[];
+int config_sentinel_check_redis(struct walk *w, yaml_node_t *map, void *base);
+int config_sentinel_check_map(struct walk *w, yaml_node_t *map, void *base);
+/* With redis.sentinel: reads its password files and points redis_url at the
+ * redis+sentinel:// URL built from it. Returns 0 or -EINVAL/-ENOMEM with the
+ * error in err. */
+int config_sentinel_resolve(struct wg_config *cfg, char *err, size_t errlen);
+void config_sentinel_free(struct wg_redis_sentinel_cfg *s);
+
 /* ---- config_tls.c ---- */
 
 /* The keys of the tls: mapping and its check. */

@@ -618,6 +618,10 @@ static const struct field redis_fields[] = {
     {.key = "private", .kind = K_MAP, .sub = redis_private_fields, .check = check_redis_private},
     F_TIME("outage_grace", redis_outage_grace_ms, 0),
     F_TIME("state_timeout", redis_state_timeout_ms, 4),
+    {.key = "sentinel",
+     .kind = K_MAP,
+     .sub = config_sentinel_fields,
+     .check = config_sentinel_check_map},
     {.key = NULL},
 };
 
@@ -827,7 +831,7 @@ const struct field config_top_fields[] = {
     {.key = "listen", .kind = K_ADDR, IN_CFG(listen)},
     {.key = "role", .kind = K_ROLE, IN_CFG(role)},
     {.key = "admin", .kind = K_MAP, .sub = admin_fields, .check = check_admin},
-    {.key = "redis", .kind = K_MAP, .sub = redis_fields},
+    {.key = "redis", .kind = K_MAP, .sub = redis_fields, .check = config_sentinel_check_redis},
     {.key = "docker", .kind = K_MAP, .sub = docker_fields, .check = check_docker},
     {.key = "sessions",
      .kind = K_MAP,

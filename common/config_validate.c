@@ -282,6 +282,9 @@ int wg_config_validate(struct wg_config *cfg, char *err, size_t errlen)
     r = config_check_access(cfg, err, errlen);
     if (r < 0)
         goto out;
+    r = config_sentinel_resolve(cfg, err, errlen);
+    if (r < 0)
+        goto out;
     r = resolve_redis_private(cfg, err, errlen);
 out:
     return r;

@@ -1,16 +1,18 @@
 /* common/redis.c - one Redis connection on a libuv loop; see redis.h.
  *
  * Ownership, written down once:
- * - r owns three handles (conn_timer, cmd_timer, defer), the poll handle of
- *   each hiredis context (struct watch) until it has closed, and, while a
- *   name lookup runs, one uv_getaddrinfo_t. r->refs counts them; r is freed
+ * - r owns four handles (conn_timer, cmd_timer, watch_timer, defer), the
+ *   poll handle of each hiredis context (struct watch) until it has closed,
+ *   while a name lookup runs one uv_getaddrinfo_t, and while the sentinels
+ *   are asked one uv_work_t (common/redis_sentinel_mode.c, which also owns
+ *   r->watcher, a connection of its own). r->refs counts them; r is freed
  *   when the count reaches 0 after wg_redis_free(). Its memory therefore outlives
  *   every callback that runs inside a loop turn, so code that calls out to
  *   user code only needs to re-check r->state == ST_CLOSED afterwards (this
  *   is our `disposed` guard; r itself cannot vanish under us).
  * - The hiredis context is owned by r while r->ac points at it. hiredis may
  *   free it itself (I/O error, failed connect), telling us through a NULL
- *   reply, on_connect() or on_disconnect(); conn_end() detaches it first, so
+ *   reply, on_connect() or on_disconnect(); redis_conn_end() detaches it first, so
  *   each context is ended once. hiredis closes the context's poll handle
  *   through watch_cleanup() when it frees the context.
  * - A struct req handed to hiredis stays allocated until hiredis calls
@@ -50,101 +52,11 @@
 #include <hiredis/async.h>
 
 #include "common/log.h"
+#include "common/redis_int.h"
 #include "common/redis_url.h"
 
-#define SUBSYS "redis"
-#define REASON_MAX 256
-#define QUOTED_MAX 300
-
-enum conn_state {
-    ST_STARTING,   /* [transient] first attempt runs on the next loop turn; commands held */
-    ST_BACKOFF,    /* no connection; conn_timer runs to the next attempt; commands fail */
-    ST_RESOLVING,  /* [transient] uv_getaddrinfo in flight; commands held */
-    ST_CONNECTING, /* [transient] hiredis connects, then the handshake; commands sent */
-    ST_READY,      /* handshake answered; cmd_timer watches command deadlines */
-    ST_CLOSED,     /* wg_redis_free() ran; handles are closing */
-};
-#define ST_BIT(s) (1u << (s))
-/* Commands wait in r->waiting: there is no context to hand them to yet. */
-#define ST_HOLDS (ST_BIT(ST_STARTING) | ST_BIT(ST_RESOLVING))
-/* Commands go straight to hiredis, which buffers them until connected. */
-#define ST_SENDS (ST_BIT(ST_CONNECTING) | ST_BIT(ST_READY))
-/* An attempt is under way and conn_timer is its deadline. */
-#define ST_ATTEMPT (ST_BIT(ST_RESOLVING) | ST_BIT(ST_CONNECTING))
-#define ST_IN(r, mask) ((ST_BIT((r)->state) & (mask)) != 0)
-
-enum reported { REPORTED_NONE, REPORTED_UP, REPORTED_DOWN };
-
-enum req_kind { REQ_USER, REQ_HANDSHAKE, REQ_HANDSHAKE_LAST };
-
-struct req {
-    struct req *next;
-    struct wg_redis *r;
-    wg_redis_reply_cb *cb;
-    void *arg;
-    char *cmd; /* RESP text; ours until hiredis has copied it */
-    size_t len;
-    uint64_t deadline; /* uv_now() ms; 0 until the connection is ready */
-    int status;        /* the outcome, while on r->deferred */
-    enum req_kind kind;
-    const char *what; /* handshake step, for the reason text */
-    bool done;        /* outcome delivered; hiredis still holds the pointer */
-};
-
-struct req_list {
-    struct req *head, *tail;
-};
-
-struct sub {
-    struct sub *next;
-    struct wg_redis *r;
-    wg_redis_msg_cb *cb;
-    void *arg;
-    size_t len;
-    char channel[];
-};
-
-struct wg_redis {
-    uv_loop_t *loop;
-    struct wg_log *log;
-    struct wg_redis_url t;
-    char qname[QUOTED_MAX]; /* name and URL, quoted once for log lines */
-    char qurl[QUOTED_MAX];
-    uint32_t connect_timeout_ms;
-    uint32_t command_timeout_ms;
-    uint32_t reconnect_min_ms;
-    uint32_t reconnect_max_ms;
-
-    enum conn_state state;
-    redisAsyncContext *ac; /* set in ST_SENDS states only */
-    uv_timer_t conn_timer; /* the attempt's deadline, or the backoff delay */
-    uv_timer_t cmd_timer;  /* at or before the oldest command's deadline */
-    uv_idle_t defer;       /* delivers r->deferred on the next loop turn */
-    uv_getaddrinfo_t gai;
-    bool gai_busy;
-    unsigned refs; /* open handles + the lookup in flight */
-
-    struct req_list pending;  /* handed to hiredis, in reply order */
-    struct req_list waiting;  /* held in ST_HOLDS states */
-    struct req_list deferred; /* outcome known, delivered by `defer` */
-    struct sub *subs;
-    bool subscriber;
-
-    unsigned failures; /* consecutive failed attempts, for the backoff */
-    uint64_t rng;
-    enum reported reported;
-    wg_redis_state_cb *state_cb;
-    void *state_arg;
-    char last_error[REASON_MAX];
-    struct wg_redis_stats st;
-};
-
-static void start_attempt(struct wg_redis *r);
 static void go_ready(struct wg_redis *r);
 static void cmd_timer_cb(uv_timer_t *t);
-static void release(struct wg_redis *r);
-static void conn_end(struct wg_redis *r, int status, uint64_t expired, const char *reason,
-                     bool hiredis_frees);
 
 /* ---- small helpers -------------------------------------------------------------------------- */
 
@@ -203,18 +115,13 @@ static void deliver(struct req *q, int status, redisReply *reply)
         q->cb(status, reply, q->arg);
 }
 
-static uint64_t next_random(struct wg_redis *r)
+uint64_t redis_next_random(struct wg_redis *r)
 {
     /* xorshift64*: jitter only, no need for more. */
     r->rng ^= r->rng >> 12;
     r->rng ^= r->rng << 25;
     r->rng ^= r->rng >> 27;
     return r->rng * 2685821657736338717ULL;
-}
-
-static const char *quote(char *dst, size_t dstlen, const char *s)
-{
-    return wg_log_quote(dst, dstlen, s, strlen(s));
 }
 
 /* ---- state reporting and backoff ------------------------------------------------------------ */
@@ -227,7 +134,7 @@ static void notify(struct wg_redis *r, bool connected, bool was_ready, const cha
 
     if (r->reported == now) {
         WG_DEBUG(r->log, SUBSYS, "connect attempt failed, retrying", "name=%s url=%s reason=%s",
-                 r->qname, r->qurl, quote(qreason, sizeof(qreason), reason));
+                 r->qname, r->qurl, redis_quote(qreason, sizeof(qreason), reason));
         return;
     }
     r->reported = now;
@@ -236,17 +143,17 @@ static void notify(struct wg_redis *r, bool connected, bool was_ready, const cha
     else if (was_ready)
         WG_WARN(r->log, SUBSYS, "connection lost, failing in-flight commands and reconnecting",
                 "name=%s url=%s reason=%s", r->qname, r->qurl,
-                quote(qreason, sizeof(qreason), reason));
+                redis_quote(qreason, sizeof(qreason), reason));
     else
         WG_WARN(r->log, SUBSYS, "cannot connect, retrying with backoff", "name=%s url=%s reason=%s",
-                r->qname, r->qurl, quote(qreason, sizeof(qreason), reason));
+                r->qname, r->qurl, redis_quote(qreason, sizeof(qreason), reason));
     if (r->state_cb)
         r->state_cb(r, connected, reason, r->state_arg);
 }
 
 static void reconnect_cb(uv_timer_t *t)
 {
-    start_attempt(t->data);
+    redis_start_attempt(t->data);
 }
 
 /* Arms the next attempt: min * 2^failures capped at max, then "equal jitter"
@@ -259,7 +166,7 @@ static void schedule_reconnect(struct wg_redis *r)
         d *= 2;
     if (d > r->reconnect_max_ms)
         d = r->reconnect_max_ms;
-    d = d / 2 + next_random(r) % (d - d / 2 + 1);
+    d = d / 2 + redis_next_random(r) % (d - d / 2 + 1);
     if (r->failures < UINT_MAX)
         r->failures++;
     WG_DEBUG(r->log, SUBSYS, "reconnect scheduled", "name=%s delay_ms=%llu failures=%u", r->qname,
@@ -279,8 +186,8 @@ static void schedule_reconnect(struct wg_redis *r)
  * wg_redis_free(). It may run re-entrantly from a callback it calls (owner
  * frees r); that is safe because it empties r's lists and detaches r->ac
  * before calling anyone. */
-static void conn_end(struct wg_redis *r, int status, uint64_t expired, const char *reason,
-                     bool hiredis_frees)
+void redis_conn_end(struct wg_redis *r, int status, uint64_t expired, const char *reason,
+                    bool hiredis_frees)
 {
     redisAsyncContext *ac = r->ac;
     bool was_ready = r->state == ST_READY;
@@ -326,20 +233,20 @@ static void conn_lost(struct wg_redis *r, const redisAsyncContext *ac)
     const char *why = ac->c.errstr[0] ? ac->c.errstr : "connection closed";
 
     if (r->state == ST_READY) {
-        snprintf(reason, sizeof(reason), "connection to %s lost: %s", r->t.display, why);
-        conn_end(r, -ECONNRESET, 0, reason, true);
+        snprintf(reason, sizeof(reason), "connection to %s lost: %s", redis_tgt(r), why);
+        redis_conn_end(r, -ECONNRESET, 0, reason, true);
     } else {
-        snprintf(reason, sizeof(reason), "connect to %s: %s", r->t.display, why);
-        conn_end(r, -ENOTCONN, 0, reason, true);
+        snprintf(reason, sizeof(reason), "connect to %s: %s", redis_tgt(r), why);
+        redis_conn_end(r, -ENOTCONN, 0, reason, true);
     }
 }
 
-static void fail_attempt(struct wg_redis *r, const char *what, const char *why)
+void redis_fail_attempt(struct wg_redis *r, const char *what, const char *why)
 {
     char reason[REASON_MAX];
 
-    snprintf(reason, sizeof(reason), "%s %s: %s", what, r->t.display, why);
-    conn_end(r, -ENOTCONN, 0, reason, false);
+    snprintf(reason, sizeof(reason), "%s %s: %s", what, redis_tgt(r), why);
+    redis_conn_end(r, -ENOTCONN, 0, reason, false);
 }
 
 /* ---- hiredis callbacks ---------------------------------------------------------------------- */
@@ -366,14 +273,28 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
         conn_lost(r, ac);
 }
 
+/* The handshake step that checks a sentinel's answer (compared by address). */
+static const char ROLE_STEP[] = "ROLE";
+
 static void handshake_reply(struct wg_redis *r, const struct req *q, const redisReply *reply)
 {
     char reason[REASON_MAX];
+    const char *role;
+    size_t rolelen;
 
+    /* The sentinels' answer may be a master demoted since: writes to it
+     * would be lost or refused. */
+    if (q->what == ROLE_STEP && !wg_redis_sentinel_role_is_master(reply, &role, &rolelen)) {
+        snprintf(reason, sizeof(reason), "%s answers ROLE %.*s, not master", redis_tgt(r),
+                 (int)rolelen, role);
+        r->next_sentinel = (r->next_sentinel + 1) % r->t.sentinels_len;
+        redis_conn_end(r, -ENOTCONN, 0, reason, false);
+        return;
+    }
     if (reply->type == REDIS_REPLY_ERROR) {
-        snprintf(reason, sizeof(reason), "%s refused by %s: %.*s", q->what, r->t.display,
+        snprintf(reason, sizeof(reason), "%s refused by %s: %.*s", q->what, redis_tgt(r),
                  (int)reply->len, reply->str);
-        conn_end(r, -ENOTCONN, 0, reason, false);
+        redis_conn_end(r, -ENOTCONN, 0, reason, false);
         return;
     }
     if (q->kind == REQ_HANDSHAKE_LAST)
@@ -403,9 +324,22 @@ static void reply_cb(redisAsyncContext *ac, void *reply_, void *privdata)
     struct req *head = list_pop(&r->pending);
     assert(head == q);
     (void)head;
-    if (q->kind == REQ_USER)
+    if (q->kind == REQ_USER) {
+        /* A master that became a replica answers writes with -READONLY:
+         * with Sentinel, that means the master moved. */
+        bool demoted = r->t.master_name && reply->type == REDIS_REPLY_ERROR && reply->len >= 8 &&
+                       strncmp(reply->str, "READONLY", 8) == 0;
+        char reason[REASON_MAX];
+
         deliver(q, 0, reply);
-    else
+        if (demoted && r->state == ST_READY) {
+            snprintf(reason, sizeof(reason),
+                     "%s answered READONLY: no longer the master, asking the sentinels",
+                     redis_tgt(r));
+            r->failures = 0;
+            redis_conn_end(r, -ECONNRESET, 0, reason, false);
+        }
+    } else
         handshake_reply(r, q, reply);
     req_free(q);
     if (r->state == ST_READY && !r->pending.head)
@@ -632,7 +566,7 @@ static void watch_closed(uv_handle_t *h)
     struct wg_redis *r = w->r;
 
     free(w);
-    release(r);
+    redis_release(r);
 }
 
 /* hiredis calls this from inside redisAsyncFree(), before it closes the fd. */
@@ -686,7 +620,9 @@ static void go_ready(struct wg_redis *r)
         arm(r, q, now);
     for (struct sub *s = r->subs; s; s = s->next)
         send_subscribe(r, s);
-    snprintf(reason, sizeof(reason), "connected to %s", r->t.display);
+    if (r->t.master_name)
+        redis_note_master(r);
+    snprintf(reason, sizeof(reason), "connected to %s", redis_tgt(r));
     notify(r, true, false, reason);
 }
 
@@ -697,7 +633,7 @@ static void connect_timeout_cb(uv_timer_t *t)
 
     assert(ST_IN(r, ST_ATTEMPT));
     snprintf(why, sizeof(why), "timed out after %u ms", r->connect_timeout_ms);
-    fail_attempt(r, r->state == ST_RESOLVING ? "name lookup for" : "connect to", why);
+    redis_fail_attempt(r, r->state == ST_RESOLVING ? "name lookup for" : "connect to", why);
 }
 
 static int send_handshake(struct wg_redis *r)
@@ -722,6 +658,11 @@ static int send_handshake(struct wg_redis *r)
         if ((rc = send_internal(r, REQ_HANDSHAKE, "SELECT", 2, argv)) < 0)
             return rc;
     }
+    if (r->t.master_name) {
+        argv[0] = "ROLE";
+        if ((rc = send_internal(r, REQ_HANDSHAKE, ROLE_STEP, 1, argv)) < 0)
+            return rc;
+    }
     argv[0] = "PING";
     return send_internal(r, REQ_HANDSHAKE_LAST, "PING", 1, argv);
 }
@@ -737,18 +678,18 @@ static void connect_to(struct wg_redis *r, const char *addr)
 
     ac = r->t.is_unix ? redisAsyncConnectUnix(addr) : redisAsyncConnect(addr, r->t.port);
     if (!ac) {
-        fail_attempt(r, "connect to", "out of memory");
+        redis_fail_attempt(r, "connect to", "out of memory");
         return;
     }
     if (ac->err) {
         snprintf(why, sizeof(why), "%s", ac->errstr);
         redisAsyncFree(ac);
-        fail_attempt(r, "connect to", why);
+        redis_fail_attempt(r, "connect to", why);
         return;
     }
     if ((rc = watch_attach(r, ac)) < 0) {
         redisAsyncFree(ac);
-        fail_attempt(r, "connect to", uv_strerror(rc));
+        redis_fail_attempt(r, "connect to", uv_strerror(rc));
         return;
     }
     ac->data = r;
@@ -759,7 +700,7 @@ static void connect_to(struct wg_redis *r, const char *addr)
     r->ac = ac;
     r->state = ST_CONNECTING;
     if (send_handshake(r) < 0) {
-        fail_attempt(r, "connect to", "out of memory");
+        redis_fail_attempt(r, "connect to", "out of memory");
         return;
     }
     for (q = list_take(&r->waiting); q; q = next) {
@@ -777,7 +718,7 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     r->gai_busy = false;
     if (r->state == ST_CLOSED) {
         uv_freeaddrinfo(res);
-        release(r);
+        redis_release(r);
         return;
     }
     r->refs--;
@@ -786,7 +727,7 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         return;
     }
     if (status < 0) {
-        fail_attempt(r, "name lookup for", uv_strerror(status));
+        redis_fail_attempt(r, "name lookup for", uv_strerror(status));
         return;
     }
     /* hiredis itself prefers IPv4; keep that order. */
@@ -802,7 +743,7 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         uv_ip6_name((const struct sockaddr_in6 *)pick->ai_addr, addr, sizeof(addr));
     uv_freeaddrinfo(res);
     if (!addr[0]) {
-        fail_attempt(r, "name lookup for", "no IPv4 or IPv6 address");
+        redis_fail_attempt(r, "name lookup for", "no IPv4 or IPv6 address");
         return;
     }
     WG_DEBUG(r->log, SUBSYS, "resolved", "name=%s url=%s addr=%s", r->qname, r->qurl, addr);
@@ -818,12 +759,22 @@ static bool is_numeric(const char *host)
 
 /* Begins one attempt. Reached from the backoff timer (and so, the first
  * time, one loop turn after wg_redis_new()). */
-static void start_attempt(struct wg_redis *r)
+void redis_start_attempt(struct wg_redis *r)
+{
+    WG_DEBUG(r->log, SUBSYS, "connecting", "name=%s url=%s", r->qname, r->qurl);
+    if (r->t.master_name)
+        redis_start_discovery(r, false);
+    else
+        redis_connect_host(r);
+}
+
+/* The attempt's lookup and connect to r->t.host (or the socket), within
+ * the connect timeout. */
+void redis_connect_host(struct wg_redis *r)
 {
     struct addrinfo hints;
     int rc;
 
-    WG_DEBUG(r->log, SUBSYS, "connecting", "name=%s url=%s", r->qname, r->qurl);
     uv_timer_start(&r->conn_timer, connect_timeout_cb, r->connect_timeout_ms, 0);
     if (r->t.is_unix || is_numeric(r->t.host)) {
         connect_to(r, r->t.is_unix ? r->t.path : r->t.host);
@@ -832,7 +783,7 @@ static void start_attempt(struct wg_redis *r)
     if (r->gai_busy) {
         /* The lookup of an earlier, timed-out attempt is stuck in the
          * resolver; its request cannot be reused until it returns. */
-        fail_attempt(r, "name lookup for", "previous lookup still running");
+        redis_fail_attempt(r, "name lookup for", "previous lookup still running");
         return;
     }
     memset(&hints, 0, sizeof(hints));
@@ -840,7 +791,7 @@ static void start_attempt(struct wg_redis *r)
     hints.ai_socktype = SOCK_STREAM;
     rc = uv_getaddrinfo(r->loop, &r->gai, gai_cb, r->t.host, NULL, &hints);
     if (rc < 0) {
-        fail_attempt(r, "name lookup for", uv_strerror(rc));
+        redis_fail_attempt(r, "name lookup for", uv_strerror(rc));
         return;
     }
     r->gai_busy = true;
@@ -863,20 +814,20 @@ static void cmd_timer_cb(uv_timer_t *t)
         return;
     }
     snprintf(reason, sizeof(reason), "command timed out after %u ms on %s, dropping the connection",
-             r->command_timeout_ms, r->t.display);
-    conn_end(r, -ECONNRESET, now, reason, false);
+             r->command_timeout_ms, redis_tgt(r));
+    redis_conn_end(r, -ECONNRESET, now, reason, false);
 }
 
 /* ---- public API ----------------------------------------------------------------------------- */
 
 static void handle_closed(uv_handle_t *h)
 {
-    release(h->data);
+    redis_release(h->data);
 }
 
 /* Drops one reference (an open handle or the lookup in flight); the last
  * one frees r. Only reachable after wg_redis_free(). */
-static void release(struct wg_redis *r)
+void redis_release(struct wg_redis *r)
 {
     if (--r->refs > 0)
         return;
@@ -887,29 +838,26 @@ static void release(struct wg_redis *r)
         free(s);
     }
     wg_redis_url_release(&r->t);
+    free(r->target);
     free(r);
 }
 
-int wg_redis_new(uv_loop_t *loop, const char *url, const struct wg_redis_opts *opts,
+/* Takes t's strings (t is left empty) on success and on failure. */
+int redis_create(uv_loop_t *loop, struct wg_redis_url *t, const struct wg_redis_opts *opts,
                  struct wg_log *log, struct wg_redis **ret)
 {
     struct wg_redis *r;
-    char err[REASON_MAX], qerr[QUOTED_MAX];
     const char *name = opts && opts->name ? opts->name : "redis";
-    int rc;
 
-    if (!loop || !url || !ret)
-        return -EINVAL;
     r = calloc(1, sizeof(*r));
-    if (!r)
+    if (!r) {
+        wg_redis_url_release(t);
         return -ENOMEM;
-    quote(r->qname, sizeof(r->qname), name);
-    rc = wg_redis_url_parse(url, &r->t, err, sizeof(err));
-    if (rc < 0) {
-        WG_DEBUG(log, SUBSYS, "bad url", "name=%s reason=%s", r->qname,
-                 quote(qerr, sizeof(qerr), err));
-        goto out;
     }
+    r->t = *t;
+    memset(t, 0, sizeof(*t));
+    snprintf(r->name, sizeof(r->name), "%s", name);
+    redis_quote(r->qname, sizeof(r->qname), name);
     r->connect_timeout_ms =
         opts && opts->connect_timeout_ms ? opts->connect_timeout_ms : WG_REDIS_CONNECT_TIMEOUT_MS;
     r->command_timeout_ms =
@@ -919,32 +867,57 @@ int wg_redis_new(uv_loop_t *loop, const char *url, const struct wg_redis_opts *o
     r->reconnect_max_ms =
         opts && opts->reconnect_max_ms ? opts->reconnect_max_ms : WG_REDIS_RECONNECT_MAX_MS;
     if (r->reconnect_min_ms > r->reconnect_max_ms) {
-        rc = -EINVAL;
-        goto out;
+        wg_redis_url_release(&r->t);
+        free(r);
+        return -EINVAL;
     }
     r->loop = loop;
     r->log = log;
-    quote(r->qurl, sizeof(r->qurl), r->t.display);
+    redis_quote(r->qurl, sizeof(r->qurl), r->t.display);
+    redis_set_target(r);
     r->rng = uv_hrtime() ^ (uint64_t)(uintptr_t)r;
     if (!r->rng)
         r->rng = 0x9e3779b97f4a7c15ULL;
+    /* Watchers spread over the sentinels; the first to ask stays the first
+     * listed. */
+    if (r->t.master_name)
+        r->watch_idx = (size_t)(redis_next_random(r) % r->t.sentinels_len);
 
     /* Past this point nothing fails: these inits cannot, for a valid loop. */
     uv_timer_init(loop, &r->conn_timer);
     uv_timer_init(loop, &r->cmd_timer);
+    uv_timer_init(loop, &r->watch_timer);
     uv_idle_init(loop, &r->defer);
     r->conn_timer.data = r->cmd_timer.data = r->defer.data = r->gai.data = r;
-    r->refs = 3;
+    r->watch_timer.data = r;
+    r->refs = 4;
     /* The first attempt runs on the next loop turn so that wg_redis_new()
      * calls nobody back; commands issued meanwhile are held. */
     r->state = ST_STARTING;
     uv_timer_start(&r->conn_timer, reconnect_cb, 0, 0);
+    if (r->t.master_name)
+        uv_timer_start(&r->watch_timer, redis_watch_timer_cb, 0, 0);
     *ret = r;
     return 0;
-out:
-    wg_redis_url_release(&r->t);
-    free(r);
-    return rc;
+}
+
+int wg_redis_new(uv_loop_t *loop, const char *url, const struct wg_redis_opts *opts,
+                 struct wg_log *log, struct wg_redis **ret)
+{
+    struct wg_redis_url t;
+    char err[REASON_MAX], qerr[QUOTED_MAX], qname[QUOTED_MAX];
+    int rc;
+
+    if (!loop || !url || !ret)
+        return -EINVAL;
+    rc = wg_redis_url_parse(url, &t, err, sizeof(err));
+    if (rc < 0) {
+        WG_DEBUG(log, SUBSYS, "bad url", "name=%s reason=%s",
+                 redis_quote(qname, sizeof(qname), opts && opts->name ? opts->name : "redis"),
+                 redis_quote(qerr, sizeof(qerr), err));
+        return rc;
+    }
+    return redis_create(loop, &t, opts, log, ret);
 }
 
 void wg_redis_free(struct wg_redis *r)
@@ -957,7 +930,11 @@ void wg_redis_free(struct wg_redis *r)
     r->state_cb = NULL;
     if (r->gai_busy)
         uv_cancel((uv_req_t *)&r->gai); /* may fail if running; gai_cb drops its ref */
-    conn_end(r, -ECANCELED, 0, "closed", false);
+    if (r->disc_busy)
+        uv_cancel((uv_req_t *)&r->disc_work); /* may fail if running; disc_after_cb drops its ref */
+    wg_redis_free(r->watcher);
+    r->watcher = NULL;
+    redis_conn_end(r, -ECANCELED, 0, "closed", false);
     for (q = list_take(&r->deferred); q; q = next) {
         next = q->next;
         deliver(q, -ECANCELED, NULL);
@@ -965,6 +942,7 @@ void wg_redis_free(struct wg_redis *r)
     }
     uv_close((uv_handle_t *)&r->conn_timer, handle_closed);
     uv_close((uv_handle_t *)&r->cmd_timer, handle_closed);
+    uv_close((uv_handle_t *)&r->watch_timer, handle_closed);
     uv_close((uv_handle_t *)&r->defer, handle_closed);
 }
 

@@ -51,6 +51,16 @@
  * are lost, which the WG_REDIS_SUBSCRIBED event signals so the owner can
  * resynchronise.
  *
+ * Sentinel mode (a redis+sentinel:// URL, which the configuration builds
+ * from redis.sentinel): each attempt first asks the sentinels in turn for
+ * the master (on libuv's thread pool, each step within connect_timeout_ms)
+ * and checks that it answers ROLE master; the handshake checks ROLE again.
+ * A +switch-master of our master (each connection watches one sentinel), a
+ * -READONLY answer or a loss ends the connection and the next attempt asks
+ * again; a switch reconnects without backoff. To the user it is a reconnect
+ * like any other: a state change, and WG_REDIS_SUBSCRIBED on subscribers.
+ * common/redis_sentinel_mode.c.
+ *
  * Logging: connection state changes at info (connected) and warn (lost, or
  * the first failed attempt); everything else at debug. */
 #ifndef WG_COMMON_REDIS_H
@@ -158,6 +168,7 @@ struct wg_redis_stats {
     uint64_t failed;        /* -ECONNRESET, -ENOTCONN */
     uint64_t error_replies; /* Redis answered with an error */
     uint64_t connects;
+    uint64_t failovers; /* sentinel mode: connections made to a master other than the last */
     bool connected;
 };
 void wg_redis_get_stats(const struct wg_redis *r, struct wg_redis_stats *ret);

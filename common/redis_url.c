@@ -85,6 +85,13 @@ void wg_redis_url_release(struct wg_redis_url *u)
         explicit_bzero(u->password, strlen(u->password));
     free(u->password);
     free(u->display);
+    for (size_t i = 0; i < u->sentinels_len; i++)
+        free(u->sentinels[i].host);
+    free(u->sentinels);
+    free(u->master_name);
+    if (u->sentinel_password)
+        explicit_bzero(u->sentinel_password, strlen(u->sentinel_password));
+    free(u->sentinel_password);
     memset(u, 0, sizeof(*u));
 }
 
@@ -129,26 +136,13 @@ static int parse_credentials(const char *p, const char *at, struct wg_redis_url 
     return rc;
 }
 
-/* p is what follows "redis://". */
-static int parse_tcp(const char *p, struct wg_redis_url *u, char *err, size_t errlen)
+/* host[:port] in p..end (host may be "[v6]"); port defaults to defport. */
+static int parse_hostport(const char *p, const char *end, uint16_t defport, char **ret_host,
+                          uint16_t *ret_port, char *err, size_t errlen)
 {
-    const char *end = p + strcspn(p, "/?#");
-    const char *at = NULL, *host, *host_end, *after;
-    unsigned long port = WG_REDIS_URL_DEFAULT_PORT, db = 0;
-    int rc;
+    const char *host = p, *host_end, *after;
+    unsigned long port = defport;
 
-    if (*end == '?' || *end == '#')
-        return wg_errf(err, errlen, "query and fragment are not supported in redis:// URLs");
-    for (const char *c = p; c < end; c++)
-        if (*c == '@')
-            at = c;
-    host = p;
-    if (at) {
-        rc = parse_credentials(p, at, u, err, errlen);
-        if (rc < 0)
-            return rc;
-        host = at + 1;
-    }
     if (*host == '[') {
         host_end = memchr(host, ']', (size_t)(end - host));
         if (!host_end)
@@ -167,18 +161,149 @@ static int parse_tcp(const char *p, struct wg_redis_url *u, char *err, size_t er
         (*after != ':' || parse_uint(after + 1, (size_t)(end - after - 1), 65535, &port) < 0 ||
          port == 0))
         return wg_errf(err, errlen, "bad port: expected 1-65535");
+    *ret_port = (uint16_t)port;
+    *ret_host = strndup(host, (size_t)(host_end - host));
+    return *ret_host ? 0 : -ENOMEM;
+}
+
+/* The last '@' in p..end, or NULL. */
+static const char *find_at(const char *p, const char *end)
+{
+    const char *at = NULL;
+
+    for (const char *c = p; c < end; c++)
+        if (*c == '@')
+            at = c;
+    return at;
+}
+
+/* p is what follows "redis://". */
+static int parse_tcp(const char *p, struct wg_redis_url *u, char *err, size_t errlen)
+{
+    const char *end = p + strcspn(p, "/?#");
+    const char *at, *host;
+    unsigned long db = 0;
+    int rc;
+
+    if (*end == '?' || *end == '#')
+        return wg_errf(err, errlen, "query and fragment are not supported in redis:// URLs");
+    at = find_at(p, end);
+    host = p;
+    if (at) {
+        rc = parse_credentials(p, at, u, err, errlen);
+        if (rc < 0)
+            return rc;
+        host = at + 1;
+    }
+    rc = parse_hostport(host, end, WG_REDIS_URL_DEFAULT_PORT, &u->host, &u->port, err, errlen);
+    if (rc < 0)
+        return rc;
     if (*end == '/' && end[1] != '\0' && parse_uint(end + 1, strlen(end + 1), INT_MAX, &db) < 0)
         return wg_errf(err, errlen, "bad database number after the host: expected /N");
-    u->port = (uint16_t)port;
     u->db = (int)db;
-    u->host = strndup(host, (size_t)(host_end - host));
-    return u->host ? 0 : -ENOMEM;
+    return 0;
+}
+
+/* The sentinels' host:port,host:port list in p..end. */
+static int parse_sentinel_hosts(const char *p, const char *end, struct wg_redis_url *u, char *err,
+                                size_t errlen)
+{
+    u->sentinels = calloc(WG_REDIS_URL_SENTINELS_MAX, sizeof(*u->sentinels));
+    if (!u->sentinels)
+        return -ENOMEM;
+    while (p < end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *item_end = comma ? comma : end;
+        struct wg_redis_url_host *h;
+        int rc;
+
+        if (u->sentinels_len == WG_REDIS_URL_SENTINELS_MAX)
+            return wg_errf(err, errlen, "more than %d sentinels", WG_REDIS_URL_SENTINELS_MAX);
+        h = &u->sentinels[u->sentinels_len];
+        rc = parse_hostport(p, item_end, WG_REDIS_URL_SENTINEL_PORT, &h->host, &h->port, err,
+                            errlen);
+        if (rc < 0)
+            return rc;
+        u->sentinels_len++;
+        p = comma ? comma + 1 : end;
+    }
+    if (u->sentinels_len == 0)
+        return wg_errf(err, errlen, "no sentinel address");
+    return 0;
+}
+
+/* "?sentinel_password=PW" (percent-encoded), the only parameter. */
+static int parse_sentinel_query(const char *q, struct wg_redis_url *u, char *err, size_t errlen)
+{
+    static const char key[] = "sentinel_password=";
+    int rc;
+
+    if (strncmp(q, key, sizeof(key) - 1) != 0 || strchr(q, '&') || strchr(q, '#'))
+        return wg_errf(err, errlen, "the only redis+sentinel parameter is ?sentinel_password=");
+    rc = pct_decode(q + sizeof(key) - 1, strlen(q + sizeof(key) - 1), &u->sentinel_password);
+    if (rc == -EINVAL)
+        return wg_errf(err, errlen, "bad percent-escape in the sentinel password");
+    return rc;
+}
+
+/* p is what follows "redis+sentinel://": [cred@]hosts/MASTER[/db][?query]. */
+static int parse_sentinel(const char *p, struct wg_redis_url *u, char *err, size_t errlen)
+{
+    const char *end = p + strcspn(p, "/?#");
+    const char *at, *name, *name_end, *q;
+    unsigned long db = 0;
+    int rc;
+
+    at = find_at(p, end);
+    if (at) {
+        rc = parse_credentials(p, at, u, err, errlen);
+        if (rc < 0)
+            return rc;
+        p = at + 1;
+    }
+    rc = parse_sentinel_hosts(p, end, u, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (*end != '/' || end[1] == '\0' || end[1] == '/' || end[1] == '?')
+        return wg_errf(err, errlen, "missing the master's name after the sentinels: /NAME");
+    name = end + 1;
+    name_end = name + strcspn(name, "/?#");
+    q = name_end + strcspn(name_end, "?#");
+    if (*q == '#')
+        return wg_errf(err, errlen, "fragments are not supported");
+    if (*name_end == '/' && q > name_end + 1 &&
+        parse_uint(name_end + 1, (size_t)(q - name_end - 1), INT_MAX, &db) < 0)
+        return wg_errf(err, errlen, "bad database number after the master's name: expected /N");
+    if (*q == '?' && (rc = parse_sentinel_query(q + 1, u, err, errlen)) < 0)
+        return rc;
+    u->db = (int)db;
+    u->master_name = strndup(name, (size_t)(name_end - name));
+    return u->master_name ? 0 : -ENOMEM;
 }
 
 static char *make_display(const struct wg_redis_url *u)
 {
-    bool v6 = !u->is_unix && strchr(u->host, ':') != NULL;
+    bool v6;
 
+    if (u->master_name) {
+        char *hosts = wg_strf("%s", ""), *next;
+
+        for (size_t i = 0; hosts && i < u->sentinels_len; i++) {
+            const struct wg_redis_url_host *h = &u->sentinels[i];
+            bool hv6 = strchr(h->host, ':') != NULL;
+
+            next = wg_strf("%s%s%s%s%s:%u", hosts, i ? "," : "", hv6 ? "[" : "", h->host,
+                           hv6 ? "]" : "", h->port);
+            free(hosts);
+            hosts = next;
+        }
+        next = hosts ? wg_strf("redis+sentinel://%s%s%s/%s/%d", u->user ? u->user : "",
+                               u->user ? "@" : "", hosts, u->master_name, u->db)
+                     : NULL;
+        free(hosts);
+        return next;
+    }
+    v6 = !u->is_unix && strchr(u->host, ':') != NULL;
     if (u->is_unix)
         return u->db ? wg_strf("unix://%s?db=%d", u->path, u->db) : wg_strf("unix://%s", u->path);
     return wg_strf("redis://%s%s%s%s%s:%u/%d", u->user ? u->user : "", u->user ? "@" : "",
@@ -200,6 +325,8 @@ int wg_redis_url_parse(const char *url, struct wg_redis_url *u, char *err, size_
         rc = parse_unix(url + 7, u, err, errlen);
     else if (strncasecmp(url, "redis://", 8) == 0)
         rc = parse_tcp(url + 8, u, err, errlen);
+    else if (strncasecmp(url, "redis+sentinel://", 17) == 0)
+        rc = parse_sentinel(url + 17, u, err, errlen);
     else if (strncasecmp(url, "rediss://", 9) == 0)
         rc = wg_errf(err, errlen, "TLS (rediss://) is not supported");
     else

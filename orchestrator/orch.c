@@ -304,6 +304,8 @@ void orch_reconciled(struct wg_orch *o)
         read_next(o);
         claim(o);
     }
+    if (!o->reconcile_again)
+        o->orphan_transients = false;
     if (o->reconcile_again) {
         o->reconcile_again = false;
         reconcile_round(o);
@@ -466,6 +468,7 @@ static void on_redis_state(struct wg_redis *r, bool connected, const char *reaso
     (void)reason;
     WG_INFO(o->log, ORCH_SUBSYS, "Redis is back, reconciling with Docker again", "name=%s",
             o->name);
+    o->orphan_transients = true;
     tick_cb(&o->tick);
     if (o->events_open)
         reconcile_round(o);

@@ -348,6 +348,10 @@ struct wg_orch {
     uint64_t last_heartbeat, last_ping, last_claim, last_scan; /* uv_now */
     bool read_err_logged, ping_err_logged;
     bool redis_lost; /* the wake connection was lost: reconcile when it is back */
+    /* The next round follows a Redis loss: Redis may have lost writes (a
+     * failover promoted a replica behind the master), so a transient state
+     * no actor of this process works on is orphaned, as at startup. */
+    bool orphan_transients;
 
     struct wg_list tasks;
     struct wg_list admit_q;

@@ -586,7 +586,7 @@ static void round_task(struct wg_orch *o, const char *id, const struct seen_cont
         return;
     if (c)
         snprintf(k->hint, sizeof(k->hint), "%s", c->id);
-    k->startup = !o->reconciled;
+    k->startup = !o->reconciled || o->orphan_transients;
     k->adopt = adopt;
     if (adopt) {
         snprintf(k->adopt_image, sizeof(k->adopt_image), "%s", c->image);

@@ -118,6 +118,7 @@ struct wg_session_cache {
                                      back (until confirmed_ms passes it) */
     uint64_t check_every_ms;
     uint64_t check_tick_ms; /* loop time of the last tick */
+    bool refetch_due;       /* a read failed while requests waited for it */
     int handles;            /* timers open; the memory goes with the last close */
 };
 
@@ -299,6 +300,21 @@ static struct wg_session_cache *pending_end(struct pending *p)
     return s;
 }
 
+/* A read or message after a resubscription carries a version lower than the
+ * one held: Redis lost writes (a failover promoted a replica that had not
+ * received them, or it restarted from an older save). What Redis says now is
+ * the truth from here on; the orchestrator reconciles the record with Docker
+ * after its own reconnect. Said once per session, with both versions. */
+static void version_went_back(struct wg_session_cache *s, const struct wg_sess_entry *e,
+                              uint64_t now_v, const char *how)
+{
+    s->stats.versions_lost++;
+    WG_WARN(s->log, "sessions",
+            "session state went back after a Redis resync, lost in failover; taking Redis's",
+            "session=%s old_v=%" PRIu64 " new_v=%" PRIu64 " old_state=%s seen_by=%s", e->id,
+            e->version, now_v, wg_session_state_name(e->state), how);
+}
+
 static void fetch_done(const struct wg_store_res *res, void *arg)
 {
     struct pending *p = arg;
@@ -323,6 +339,8 @@ static void fetch_done(const struct wg_store_res *res, void *arg)
         /* A state message newer than this read may have arrived meanwhile;
          * after a resubscription any read is newer than what we held. */
         if (!e->known || was_stale || r->version >= e->version) {
+            if (e->known && was_stale && r->version < e->version)
+                version_went_back(s, e, r->version, "read");
             place(s, e, r->state, r->ip, r->container_id);
             if (r->state == WG_SESSION_FAILED && r->error != NULL) {
                 /* Kept for the waking page; a failed copy shows none. */
@@ -334,6 +352,13 @@ static void fetch_done(const struct wg_store_res *res, void *arg)
             e->version = r->version;
             e->gen = r->gen;
         }
+    } else if (res->status == -ENOENT && e->stale && e->known && e->state == WG_SESSION_RUNNING &&
+               e->ip[0] && e->nwaiters == 0) {
+        /* The read after a resubscription, which nobody waits for: Redis
+         * may be back empty, and its records are written again in a
+         * moment. The next request reads again, as if it were not tried. */
+        WG_DEBUG(s->log, "sessions", "record missing after resubscription, read again on use",
+                 "session=%s", id);
     } else if (res->status == -ENOENT && e->stale && e->known && e->state == WG_SESSION_RUNNING &&
                e->ip[0] && now_ms(s) - s->resubscribed_ms < RESUBSCRIBE_GRACE_MS) {
         /* Keep serving the cached address; read again in a moment. */
@@ -347,10 +372,20 @@ static void fetch_done(const struct wg_store_res *res, void *arg)
         e->fetch_failed_ms = 0;
     } else {
         /* Redis trouble: keep what we had; the next lookup asks again. */
-        WG_WARN(s->log, "sessions", "session fetch failed", "session=%s error=\"%s\"", id,
-                res->error);
         e->stale = true;
-        e->fetch_failed_ms = now_ms(s);
+        if (e->nwaiters > 0) {
+            WG_WARN(s->log, "sessions", "session fetch failed", "session=%s error=\"%s\"", id,
+                    res->error);
+            e->fetch_failed_ms = now_ms(s);
+            /* Held requests wait for a read: the check tick reads again. */
+            s->refetch_due = true;
+        } else {
+            /* The read after a resubscription, which nobody waits for (the
+             * reads' connection may come back after the subscriber's): the
+             * next request reads again, as if it had not been tried. */
+            WG_DEBUG(s->log, "sessions", "session fetch failed", "session=%s error=\"%s\"", id,
+                     res->error);
+        }
     }
     notify(s, e);
 }
@@ -760,10 +795,14 @@ static void on_state_msg(const struct wg_redis_msg *msg, void *arg)
         s->resubscribed_ms = now_ms(s);
         s->confirmed_ms = now_ms(s);
         s->silent = false;
+        /* Every record held is read again now, not at its next request:
+         * a failover may have lost writes (a version going back is logged
+         * by the read), and requests to running sessions then find them
+         * fresh instead of waiting for their read. */
         for (size_t i = 0; i < BUCKETS; i++) {
             for (struct wg_sess_entry *e = s->table[i]; e; e = e->next) {
                 e->stale = true;
-                if (e->nwaiters > 0)
+                if (e->nwaiters > 0 || e->known)
                     fetch(s, e);
             }
         }
@@ -782,6 +821,8 @@ static void on_state_msg(const struct wg_redis_msg *msg, void *arg)
         return; /* not cached here: nothing to update */
     if (e->known && !e->stale && m.version < e->version)
         return; /* older than what we hold */
+    if (e->known && e->stale && m.version < e->version)
+        version_went_back(s, e, m.version, "message");
     if (m.state == WG_SESSION_DESTROYED) {
         place(s, e, m.state, "", "");
         e->known = false;
@@ -838,6 +879,20 @@ static void check_done(const struct wg_store_res *res, void *arg)
  * as long as TCP keepalive takes: publishing on a channel of our own and
  * reading it back proves, every quarter of redis.state_timeout, that the
  * channel still delivers. */
+/* Reads again the entries whose read failed while requests waited (the
+ * connection of the reads came back after the subscriber, as after a
+ * failover), so that they are decided before their deadline. */
+static void refetch_waited(struct wg_session_cache *s)
+{
+    s->refetch_due = false;
+    for (size_t i = 0; i < BUCKETS; i++) {
+        for (struct wg_sess_entry *e = s->table[i]; e; e = e->next) {
+            if (e->nwaiters > 0 && e->stale && e->fetch_failed_ms)
+                fetch(s, e);
+        }
+    }
+}
+
 static void check_tick(uv_timer_t *t)
 {
     struct wg_session_cache *s = t->data;
@@ -850,6 +905,8 @@ static void check_tick(uv_timer_t *t)
     s->check_tick_ms = now;
     if (!s->sub_up)
         return;
+    if (s->refetch_due)
+        refetch_waited(s);
     if (!s->silent && !stalled && !checks_current(s, now)) {
         s->silent = true;
         WG_WARN(s->log, "sessions",

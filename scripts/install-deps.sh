@@ -10,7 +10,7 @@
 #          busybox-static and git (the demo session image), curl
 #   build  compiler, meson, ninja, the libraries' -dev packages, llhttp
 #   test   everything scripts/test.sh needs: build + run + the test tools
-#          (cmocka, clang, nginx, haproxy, wrk, Chromium, pytest, openssl...)
+#          (cmocka, clang, nginx, haproxy, wrk, Chromium, pytest, redis-sentinel...)
 #   --print  print the mode's packages, one a line, and install nothing
 #
 # No service is left running or enabled by the install: while apt-get runs,
@@ -58,6 +58,7 @@ TEST_PKGS=(
   python3-websockets python3-yaml python3-h2 nghttp2-client
   procps iproute2 chromium systemd
   openssl
+  redis-sentinel
 )
 
 case $mode in

@@ -65,9 +65,13 @@ void app_session_cache_metrics(const struct wg_session_cache_stats *st, struct w
                    "wakegate_session_fetches_total %" PRIu64 "\n"
                    "# HELP wakegate_state_messages_total Session state messages received.\n"
                    "# TYPE wakegate_state_messages_total counter\n"
-                   "wakegate_state_messages_total %" PRIu64 "\n",
+                   "wakegate_state_messages_total %" PRIu64 "\n"
+                   "# HELP wakegate_session_versions_lost_total Sessions whose version went back "
+                   "after a Redis resync (writes lost in a failover).\n"
+                   "# TYPE wakegate_session_versions_lost_total counter\n"
+                   "wakegate_session_versions_lost_total %" PRIu64 "\n",
                    st->held, st->hold_refused, st->wakes_sent, st->wakes_suppressed, st->fetches,
-                   st->state_messages);
+                   st->state_messages, st->versions_lost);
     wg_buf_appendf(
         out,
         "# HELP wakegate_activity_writes_total Session activity entries written to wg:active.\n"

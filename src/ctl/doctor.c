@@ -20,6 +20,7 @@
 
 #include "common/clock.h"
 #include "common/docker_host.h"
+#include "common/redis_sentinel.h"
 #include "common/redis_url.h"
 #include "orchestrator/docker.h"
 #include "src/ctl/ctl_int.h"
@@ -193,12 +194,43 @@ static void check_admin(struct doctor *d)
 
 void ctl_redis_shown(const struct wg_redis_url *u, char *out, size_t outlen)
 {
-    if (u->is_unix)
+    if (u->master_name && !u->host)
+        snprintf(out, outlen, "%s", u->display);
+    else if (u->is_unix)
         snprintf(out, outlen, "unix:%s", u->path);
     else if (strchr(u->host, ':') != NULL)
         snprintf(out, outlen, "[%s]:%u", u->host, u->port);
     else
         snprintf(out, outlen, "%s:%u", u->host, u->port);
+}
+
+/* redis.sentinel: asks the sentinels as wakegate does (the master's
+ * address, then ROLE master there), reports what each said, and points t
+ * at the master. */
+static int find_master(struct doctor *d, struct wg_redis_url *t)
+{
+    struct wg_redis_sentinel_result res;
+
+    wg_redis_sentinel_discover(t, 0, DOCTOR_REDIS_MS, &res);
+    for (size_t i = 0; i < res.notes_len; i++) {
+        const struct wg_redis_url_host *h = &t->sentinels[res.notes[i].sentinel];
+        ctl_report(d, "redis sentinel", res.notes[i].ok ? LV_OK : LV_WARN,
+                   "sentinel %s:%u, asked for master %s: %s", h->host, h->port, t->master_name,
+                   res.notes[i].text);
+    }
+    if (res.status < 0) {
+        ctl_report(d, "redis", LV_FAIL,
+                   "no sentinel of redis.sentinel named a master that answers ROLE master");
+        return -1;
+    }
+    free(t->host);
+    t->host = strdup(res.host);
+    t->port = res.port;
+    if (!t->host) {
+        ctl_report(d, "redis", LV_FAIL, "out of memory");
+        return -1;
+    }
+    return 0;
 }
 
 static void check_redis(struct doctor *d)
@@ -221,6 +253,8 @@ static void check_redis(struct doctor *d)
         ctl_report(d, "redis", LV_FAIL, "redis.url cannot be taken apart");
         goto out;
     }
+    if (t.master_name && find_master(d, &t) < 0)
+        goto out;
     ctl_redis_shown(&t, shown, sizeof(shown));
     t0 = wg_clock_mono_ms();
     rc = t.is_unix ? redisConnectUnixWithTimeout(t.path, tv)

@@ -280,8 +280,14 @@ static bool redis_probe_target(struct doctor *d, struct probe_target *t, const c
         return false;
     }
     ctl_redis_shown(&r, shown, sizeof(shown));
-    snprintf(port, sizeof(port), "%u", r.port);
-    if (r.is_unix)
+    snprintf(port, sizeof(port), "%u", r.master_name ? r.sentinels[0].port : r.port);
+    if (r.master_name) {
+        /* The first sentinel: containers must reach no part of Redis. */
+        if (getaddrinfo(r.sentinels[0].host, port, &hints, &res) != 0 || res == NULL)
+            ctl_report(d, "isolation redis", LV_WARN, "cannot resolve %s", r.sentinels[0].host);
+        else
+            probe = true;
+    } else if (r.is_unix)
         ctl_report(d, "isolation redis", LV_OK,
                    "%s is a unix socket: containers reach it only if it is bind-mounted into them",
                    shown);

@@ -33,7 +33,7 @@ TEST_ONLY = {
     "clang", "clang-format", "libclang-rt-14-dev", "libcmocka-dev", "nginx-light", "nginx",
     "libnginx-mod-http-echo", "haproxy", "wrk", "chromium", "python3-pytest",
     "python3-pytest-timeout", "python3-requests", "python3-redis", "python3-websockets",
-    "python3-yaml", "python3-h2", "nghttp2-client", "openssl",
+    "python3-yaml", "python3-h2", "nghttp2-client", "openssl", "redis-sentinel",
 }
 # What scripts/demo.sh runs: the build, wakegate's private redis-server, an
 # engine (dockerd, docker), the demo image's busybox and git, curl.

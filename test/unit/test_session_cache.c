@@ -555,6 +555,63 @@ static void test_entry_tied_to_container(void **state)
     close_all(fx);
 }
 
+/* Versions never go back, except after a resync: a failover may have lost
+ * the writes behind the version the cache holds. Then the cache re-reads
+ * every record it holds, takes what Redis says, and logs and counts each
+ * session whose version went back. */
+static void test_version_back_after_resync(void **state)
+{
+    struct fx *fx = *state;
+    struct wg_session_update u = {.set = WG_SF_HOST | WG_SF_IP | WG_SF_PORT | WG_SF_CONTAINER_ID,
+                                  .host = "h1",
+                                  .ip = "127.0.0.1",
+                                  .port = 9,
+                                  .container_id = CID_A};
+    struct wg_redis_msg sub = {
+        .kind = WG_REDIS_SUBSCRIBED, .channel = "wg:state", .channel_len = 8};
+    struct wg_sess_view v;
+    struct got g = {0};
+    struct wg_sess_entry *e;
+    uint64_t redis_v;
+
+    assert_int_equal(wg_store_create(fx->st, "vb", NULL, NULL, got_cb, &g), 0);
+    assert_true(wg_test_run_until(&fx->loop, &g.calls, 1, 3000));
+    assert_int_equal(
+        wg_store_transition(fx->st, "vb", WG_SESSION_ANY, WG_SESSION_RUNNING, &u, NULL, got_cb, &g),
+        0);
+    assert_true(wg_test_run_until(&fx->loop, &g.calls, 2, 3000));
+    ready(fx, "vb", &v);
+    e = find(fx->s, "vb");
+    assert_non_null(e);
+    redis_v = e->version;
+    /* The cache saw writes that Redis has since lost. */
+    e->version = redis_v + 5;
+
+    /* An older message outside a resync is ignored. */
+    u.set = WG_SF_CONTAINER_ID;
+    u.container_id = CID_B;
+    assert_int_equal(wg_store_update(fx->st, "vb", WG_SESSION_ANY, &u, got_cb, &g), 0);
+    assert_true(wg_test_run_until(&fx->loop, &g.calls, 3, 3000));
+    wg_test_run_for(&fx->loop, 50);
+    assert_int_equal(e->version, redis_v + 5);
+    assert_string_equal(e->container_id, CID_A);
+    assert_int_equal(fx->s->stats.versions_lost, 0);
+
+    /* A resync: the record is read again at once, without a request. */
+    on_state_msg(&sub, fx->s);
+    for (int i = 0; i < 300 && e->stale; i++)
+        wg_test_run_for(&fx->loop, 10);
+    assert_false(e->stale);
+    assert_int_equal(e->version, redis_v + 1);
+    assert_string_equal(e->container_id, CID_B);
+    assert_int_equal(fx->s->stats.versions_lost, 1);
+    assert_int_equal(log_count(fx, "lost in failover"), 1);
+    wg_session_cache_lookup(fx->s, "vb", 0, &v);
+    assert_int_equal(v.status, WG_SESS_READY);
+    assert_true(v.confirmed);
+    close_all(fx);
+}
+
 /* The cache's own checks keep the channel confirmed; when one sent comes
  * not back within redis.state_timeout, running entries are unconfirmed and
  * the gateway is not ready, until one comes back. A check that could not
@@ -617,6 +674,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_streams_left, setup, teardown),
         cmocka_unit_test_setup_teardown(test_entry_tied_to_container, setup, teardown),
         cmocka_unit_test_setup_teardown(test_silent_channel, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_version_back_after_resync, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
