@@ -133,7 +133,7 @@ struct wg_session_cache_stats {
     _Atomic uint64_t activity_errors;  /* batches that failed (their marks were kept) */
     _Atomic uint64_t streams_open;     /* streams registered (wg_session_cache_stream_add) now */
     _Atomic uint64_t streams_ended;    /* streams told their session left running */
-    _Atomic uint64_t versions_lost;    /* records whose version went back after a resync (failover) */
+    _Atomic uint64_t versions_lost; /* records whose version went back after a resync (failover) */
 };
 
 /* store is borrowed and must outlive the cache. cfg->redis_url is used for

@@ -43,8 +43,9 @@ static void redis_metrics(void *arg, struct wg_buf *out)
         "wakegate_redis_errors_total{kind=\"timeout\"} %" PRIu64 "\n"
         "wakegate_redis_errors_total{kind=\"connection\"} %" PRIu64 "\n"
         "wakegate_redis_errors_total{kind=\"reply\"} %" PRIu64 "\n"
-        "# HELP wakegate_redis_failovers_total With redis.sentinel: connects of the shared Redis "
-        "command connection to a master other than the one before (failovers followed).\n"
+        "# HELP wakegate_redis_failovers_total With redis.sentinel: connects of the Redis command "
+        "connections (the main one and each worker's) to a master other than the one before "
+        "(failovers followed).\n"
         "# TYPE wakegate_redis_failovers_total counter\n"
         "wakegate_redis_failovers_total %" PRIu64 "\n",
         st.connected ? 1 : 0, st.connects, st.commands, st.timeouts, st.failed, st.error_replies,

@@ -35,6 +35,7 @@ void app_session_cache_stats_add(struct wg_session_cache_stats *sum,
     sum->activity_errors += st->activity_errors;
     sum->streams_open += st->streams_open;
     sum->streams_ended += st->streams_ended;
+    sum->versions_lost += st->versions_lost;
 }
 
 static void sessions_metrics(void *arg, struct wg_buf *out)

@@ -84,7 +84,7 @@ struct worker {
     /* Its Redis command connection's counters (struct wg_redis_stats),
      * published by tick: the connection itself is not thread-safe. */
     _Atomic uint64_t redis_commands, redis_timeouts, redis_failed, redis_error_replies,
-        redis_connects;
+        redis_connects, redis_failovers;
     _Atomic bool redis_connected;
     /* Under set->lock: */
     bool stop, stop_now, gone; /* gone: px and sessions freed, mailbox closed */
@@ -185,6 +185,7 @@ static void on_tick(uv_timer_t *t)
         w->redis_failed = st.failed;
         w->redis_error_replies = st.error_replies;
         w->redis_connects = st.connects;
+        w->redis_failovers = st.failovers;
         w->redis_connected = st.connected;
     }
 }
@@ -599,6 +600,7 @@ void app_workers_redis_stats(struct app *app, struct wg_redis_stats *sum)
         sum->failed += w->redis_failed;
         sum->error_replies += w->redis_error_replies;
         sum->connects += w->redis_connects;
+        sum->failovers += w->redis_failovers;
         sum->connected = sum->connected && w->redis_connected;
     }
 }
