@@ -225,3 +225,28 @@ def test_container_of_a_session_destroyed_while_this_host_was_lost_is_removed_no
     assert got["container_id"] == back["container_id"], got
     assert not stack.events("s-back", "stale_removed")
     assert stack.gw.stop() == 0
+
+
+def test_stale_container_started_by_hand_is_saved_aside_and_its_events_never_move_the_record(stack, tmp_path):
+    sid = "s-by-event"
+    cfg = config(stack)
+    stack.start(config=cfg)
+    bare, rec = make_session(stack, tmp_path, sid)
+    write_in(stack, rec, "/www/repo/notes.txt", "work left in a stopped container")
+    # Stopped outside wakegate: the session is asleep here, container kept.
+    stack.dockerd.stop_container(rec["container_id"])
+    stack.wait_state(sid, "asleep", timeout=10)
+    # The session moves to h2 while this host runs on (the stand-in).
+    before = replace_elsewhere(stack, sid)
+    # Someone starts the old container by hand: Docker's start event finds
+    # a session homed elsewhere; the container is stale.
+    stack.dockerd.start_container(rec["container_id"])
+    ev = wait_event(stack, sid, "stale_removed")
+    assert ev["record_host"] == OTHER and ev["docker"] == "running" and ev["removed"] is True, ev
+    check_side_ref(bare, ev["save"], sid, "work left in a stopped container")
+    assert containers_of(stack, sid) == []
+    # Neither the start, nor the die and destroy of the removal, moved h2's record.
+    time.sleep(0.5)
+    assert stack.r.hgetall("wg:session:" + sid) == before
+    stack.gw.wait_log(r"recheck of a session homed on another host, not touching it", timeout=5)
+    assert stack.gw.stop() == 0
