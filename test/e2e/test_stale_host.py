@@ -17,7 +17,9 @@ by deleting it (a destroy while the host was away) and listing h1 in
 wg:lost_hosts, while this host's gateway is stopped or cut off from Redis.
 """
 
+import os
 import pathlib
+import signal
 import time
 
 import pytest
@@ -249,4 +251,84 @@ def test_stale_container_started_by_hand_is_saved_aside_and_its_events_never_mov
     time.sleep(0.5)
     assert stack.r.hgetall("wg:session:" + sid) == before
     stack.gw.wait_log(r"recheck of a session homed on another host, not touching it", timeout=5)
+    assert stack.gw.stop() == 0
+
+
+# ================================================================ the host dies
+
+def kill_host(stack, dockerd):
+    """The host dies: its gateway and its dockerd are SIGKILLed (containerd
+    and the shims live on)."""
+    stack.gw.stop(sig=signal.SIGKILL)
+    dockerd.kill_dockerd()
+
+
+def test_lost_host_without_live_restore_comes_back_with_stopped_stale_containers_removed_unsaved(stack, tmp_path):
+    """The issue's scenario on this engine: without live-restore the
+    restarted dockerd stops the containers, so the stale container cannot
+    run the save hook; it is removed without one (docs/sessions.md)."""
+    sid = "s-died"
+    cfg = config(stack)
+    stack.start(config=cfg)
+    bare, rec = make_session(stack, tmp_path, sid)
+    seed = remote_head(bare)
+    kill_host(stack, stack.dockerd)
+    restarted = False
+    try:
+        before = replace_elsewhere(stack, sid)
+        stack.dockerd.restart_dockerd()
+        restarted = True
+    finally:
+        if not restarted:
+            stack.dockerd.restart_dockerd()
+    stack.start(config=cfg)
+    ev = wait_event(stack, sid, "stale_removed")
+    assert ev["docker"] == "exited" and ev["save"] is None and ev["removed"] is True, ev
+    assert stack.r.hgetall("wg:session:" + sid) == before
+    assert containers_of(stack, sid) == []
+    assert remote_head(bare) == seed
+    assert git("--git-dir", str(bare), "for-each-ref", "refs/heads/wakegate/") == ""
+    assert stack.gw.stop() == 0
+
+
+@pytest.fixture
+def live_restore_engine(e2e_tmp, artifacts, restore_image):
+    """A second, private dockerd with --live-restore: containers outlive it."""
+    from harness.dockerd import Dockerd
+    d = Dockerd(os.path.join(e2e_tmp, "docker-live-restore"), pathlib.Path(artifacts) / "docker-live-restore",
+                extra_args=["--live-restore"])
+    d.log_dir.mkdir(parents=True, exist_ok=True)
+    d.start()
+    try:
+        image.build_image(d, RESTORE_IMAGE,
+                          extra_files={"/usr/local/bin/session-entrypoint.sh": ENTRYPOINT.read_text()},
+                          dockerfile_extra='RUN ["/bin/chmod", "755", "/usr/local/bin/session-entrypoint.sh"]\n',
+                          cmd=["/usr/local/bin/session-entrypoint.sh", "httpd", "-f", "-p", "8080", "-h", "/www"])
+        yield d
+    finally:
+        if d.pid is None:
+            d.restart_dockerd()
+        d.remove_all_containers()
+        d.stop()
+
+
+def test_lost_host_with_live_restore_saves_its_running_stale_container_aside(stack, tmp_path, live_restore_engine):
+    d = live_restore_engine
+    sid = "s-lived"
+    cfg = config(stack)
+    cfg["docker"]["host"] = d.host
+    stack.start(config=cfg)
+    bare, rec = make_session(stack, tmp_path, sid)
+    d.exec(rec["container_id"], "sh", "-c", "printf '%s\\n' 'unsaved when the host died' > /www/repo/notes.txt")
+    kill_host(stack, d)
+    before = replace_elsewhere(stack, sid)
+    newer = push_newer(bare, tmp_path, "newer on h2")
+    d.restart_dockerd()
+    stack.start(config=cfg)
+    ev = wait_event(stack, sid, "stale_removed")
+    assert ev["docker"] == "running" and ev["removed"] is True, ev
+    check_side_ref(bare, ev["save"], sid, "unsaved when the host died")
+    assert remote_head(bare) == newer
+    assert stack.r.hgetall("wg:session:" + sid) == before
+    assert d.api_json("GET", "/containers/json", params={"all": "1"}) == []
     assert stack.gw.stop() == 0
