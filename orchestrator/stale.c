@@ -93,7 +93,8 @@ struct orch_stale {
     char why[96];
     char docker[16]; /* the state the inspect saw */
     char ref[STALE_REF_MAX];
-    bool saved; /* the hook ran */
+    bool saved;            /* the hook ran */
+    uint64_t save_started; /* uv_hrtime() */
     struct {
         bool ok, timeout;
         int exit_code;
@@ -222,8 +223,8 @@ static void on_stale_saved(int status, const struct wg_docker_reply *r, void *ar
         return;
     t = stale_template(st);
     st->save.exit_code = status == 0 ? r->exit_code : -1;
-    wg_orch_save_result(status, st->save.exit_code, 0, t->save.timeout_ms, &st->save.ok,
-                        &st->save.timeout);
+    wg_orch_save_result(status, st->save.exit_code, (uv_hrtime() - st->save_started) / 1000000,
+                        t->save.timeout_ms, &st->save.ok, &st->save.timeout);
     if (r && r->output_len)
         wg_session_clean_text(st->save.output, sizeof(st->save.output), r->output, r->output_len);
     if (status != 0) {
@@ -272,6 +273,7 @@ static void stale_save(struct orch_stale *st)
             "session=%s container=%.12s record_host=%s ref=%s", st->t.id, st->container,
             st->record_host[0] ? st->record_host : "-", st->ref);
     st->saved = true;
+    st->save_started = uv_hrtime();
     orch_task_call(&st->t);
     rc = wg_docker_exec_env(o->docker, st->container, argv, env,
                             (uint32_t)(sc->timeout_ms + STALE_EXEC_SLACK_MS), on_stale_saved, st);
