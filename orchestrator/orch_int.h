@@ -569,6 +569,9 @@ void reconcile_on_event(struct wg_orch *o, const struct wg_docker_event *ev);
  * nothing when a stale task already works on that container. */
 void stale_remove(struct wg_orch *o, const char *id, const char *container, const char *record_host,
                   const char *template_name, const char *why);
+/* Whether a stale task works on that container (its CPU is no activity
+ * of the session, which lives elsewhere). */
+bool stale_container(struct wg_orch *o, const char *container);
 /* Before a heartbeat: when due (at boot, after Redis was lost), asks
  * whether wg:lost_hosts holds this host, on the heartbeat's connection, so
  * the answer predates this heartbeat. */

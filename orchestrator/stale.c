@@ -365,6 +365,17 @@ static const struct orch_task_ops orch_stale_ops = {
     .cancel = NULL,
 };
 
+bool stale_container(struct wg_orch *o, const char *container)
+{
+    for (struct wg_list *l = o->tasks.next; l != &o->tasks; l = l->next) {
+        struct orch_task *x = wg_container_of(l, struct orch_task, link);
+        if (x->ops == &orch_stale_ops && !x->finished &&
+            strcmp(stale_of(x)->container, container) == 0)
+            return true;
+    }
+    return false;
+}
+
 void stale_remove(struct wg_orch *o, const char *id, const char *container, const char *record_host,
                   const char *template_name, const char *why)
 {
@@ -375,12 +386,8 @@ void stale_remove(struct wg_orch *o, const char *id, const char *container, cons
         return;
     /* One task per container: a round that finds it again while it is at
      * work leaves it be. */
-    for (struct wg_list *l = o->tasks.next; l != &o->tasks; l = l->next) {
-        struct orch_task *x = wg_container_of(l, struct orch_task, link);
-        if (x->ops == &orch_stale_ops && !x->finished &&
-            strcmp(stale_of(x)->container, container) == 0)
-            return;
-    }
+    if (stale_container(o, container))
+        return;
     t = orch_task_new(o, &orch_stale_ops, id);
     if (!t)
         return;
