@@ -25,6 +25,8 @@ static void call_free(struct call *c)
     wg_api_create_release(&c->create);
     json_decref(c->created);
     json_decref(c->ev_detail);
+    json_decref(c->hosts);
+    json_decref(c->lost);
     free(c);
 }
 

@@ -117,6 +117,7 @@ enum wg_api_route_kind {
     WG_API_RECORD,       /* /v1/sessions/{id}/events: POST (an operator's action) */
     WG_API_EVENTS,       /* /v1/events: GET */
     WG_API_OPENAPI,      /* /v1/openapi.json: GET (docs/openapi.json, embedded) */
+    WG_API_HOSTS,        /* /v1/hosts: GET (the orchestrator hosts, their heartbeats) */
 };
 
 /* The methods of a route, as bits. */

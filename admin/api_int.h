@@ -11,6 +11,7 @@
  *   api_events.c    GET /v1/events: replay and the shared reader
  *   api_access.c    signed links of private sessions, and their revoke
  *   api_record.c    POST /v1/sessions/{id}/events: an operator's action
+ *   api_hosts.c     GET /v1/hosts: the orchestrator hosts and their heartbeats
  *
  * Ownership, written down once:
  * - Every request the API takes is a struct call, linked on one of the
@@ -60,6 +61,7 @@ enum call_kind {
     C_LINKS,
     C_REVOKE,
     C_RECORD,
+    C_HOSTS,
 };
 
 struct call {
@@ -96,6 +98,11 @@ struct call {
     /* an operator's event (api_record.c): its type and detail, owned */
     const char *ev_type;
     json_t *ev_detail;
+    /* hosts (api_hosts.c): name -> {} in the order read, and the lost set */
+    json_t *hosts, *lost;
+    bool hosts_set_missing, hosts_from_scan, hosts_truncated;
+    unsigned hosts_scans;
+    char hosts_cursor[24];
     /* events */
     bool streaming;                /* on api->streams */
     bool live;                     /* caught up: the reader feeds it */
@@ -209,6 +216,8 @@ void api_handle_revoke(struct wg_api *api, struct wg_admin_req *req, const char 
 /* api_record.c: POST /v1/sessions/{id}/events {"type", "detail"}. */
 void api_handle_record_event(struct wg_api *api, struct wg_admin_req *req,
                              const struct wg_admin_request *info, const char *id);
+/* api_hosts.c: GET /v1/hosts. */
+void api_handle_hosts(struct wg_api *api, struct wg_admin_req *req);
 /* api_openapi.c: docs/openapi.json, embedded (wg_api_openapi, generated). */
 void api_handle_openapi(struct wg_admin_req *req, const struct wg_admin_request *info);
 

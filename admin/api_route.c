@@ -8,7 +8,7 @@
 #include "admin/api_int.h"
 
 const char *const wg_api_read_routes[] = {
-    "/v1/sessions", "/v1/sessions/{id}", "/v1/events", "/v1/openapi.json", NULL,
+    "/v1/sessions", "/v1/sessions/{id}", "/v1/events", "/v1/openapi.json", "/v1/hosts", NULL,
 };
 
 const struct wg_api_op wg_api_ops[] = {
@@ -24,6 +24,7 @@ const struct wg_api_op wg_api_ops[] = {
     /* The stream has no HEAD: it would be a stream with no body. */
     {"/v1/events", WG_API_GET, "GET", WG_API_EVENTS},
     {"/v1/openapi.json", WG_API_GET | WG_API_HEAD, "GET, HEAD", WG_API_OPENAPI},
+    {"/v1/hosts", WG_API_GET | WG_API_HEAD, "GET, HEAD", WG_API_HOSTS},
     {NULL, 0, NULL, 0},
 };
 
@@ -184,6 +185,9 @@ static void handle_route(struct wg_api *api, struct wg_admin_req *req,
         break;
     case WG_API_OPENAPI:
         api_handle_openapi(req, info);
+        break;
+    case WG_API_HOSTS:
+        api_handle_hosts(api, req);
         break;
     }
 }

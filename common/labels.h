@@ -11,6 +11,9 @@
 #define WG_LABEL_SESSION "wakegate.session"
 /* The container port that routes reach. */
 #define WG_LABEL_PORT "wakegate.port"
+/* The orchestrator (docker.name) that created the container: set on every
+ * container wakegate makes, so a container without it was made by hand. */
+#define WG_LABEL_HOST "wakegate.host"
 /* The template the container was made from (its idle.cpu_threshold). */
 #define WG_LABEL_TEMPLATE "wakegate.template"
 /* Per-session idle tiers, a duration ("90s", "0s" turns the tier off). */

@@ -333,6 +333,10 @@ int wg_docker_logs(struct wg_docker *d, const char *ref, unsigned tail, wg_docke
  * the exec printed, also when it failed after it started (a timeout). */
 int wg_docker_exec(struct wg_docker *d, const char *ref, const char *const *argv,
                    uint32_t timeout_ms, wg_docker_cb *cb, void *arg);
+/* wg_docker_exec() with env ("NAME=value" entries, NULL-terminated; NULL
+ * for none) added to the container's environment for this exec only. */
+int wg_docker_exec_env(struct wg_docker *d, const char *ref, const char *const *argv,
+                       const char *const *env, uint32_t timeout_ms, wg_docker_cb *cb, void *arg);
 
 /* ---- events ------------------------------------------------------------------------------ */
 

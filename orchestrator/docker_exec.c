@@ -172,6 +172,12 @@ static void exec_step(struct docker_req *q, int status, struct wg_docker_reply *
 int wg_docker_exec(struct wg_docker *d, const char *ref, const char *const *argv,
                    uint32_t timeout_ms, wg_docker_cb *cb, void *arg)
 {
+    return wg_docker_exec_env(d, ref, argv, NULL, timeout_ms, cb, arg);
+}
+
+int wg_docker_exec_env(struct wg_docker *d, const char *ref, const char *const *argv,
+                       const char *const *env, uint32_t timeout_ms, wg_docker_cb *cb, void *arg)
+{
     struct docker_exec *op;
     json_t *body = NULL;
     int rc;
@@ -180,7 +186,7 @@ int wg_docker_exec(struct wg_docker *d, const char *ref, const char *const *argv
         return -EINVAL;
     if (d->closed)
         return -ECANCELED;
-    rc = docker_exec_body(argv, &body);
+    rc = docker_exec_body(argv, env, &body);
     if (rc < 0)
         return rc;
     op = calloc(1, sizeof(*op));

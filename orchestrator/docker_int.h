@@ -288,9 +288,10 @@ int64_t docker_rfc3339_ms(const char *s);
  * Returns 0 with *ret (owned by the caller), -EINVAL with a reason in err,
  * or -ENOMEM. */
 int docker_create_body(const struct wg_docker_spec *s, json_t **ret, char *err, size_t errlen);
-/* The exec create body for argv (each entry checked as above). Returns 0
- * with *ret (owned by the caller), -EINVAL or -ENOMEM. */
-int docker_exec_body(const char *const *argv, json_t **ret);
+/* The exec create body for argv and env ("NAME=value" entries, or NULL for
+ * none; each entry checked as above). Returns 0 with *ret (owned by the
+ * caller), -EINVAL or -ENOMEM. */
+int docker_exec_body(const char *const *argv, const char *const *env, json_t **ret);
 /* `filters` query value for the label filter (and type=container when
  * with_type): {"label":["k=v"]}, percent-encoded. NULL when out of memory. */
 char *docker_label_filters(const char *label, bool with_type);

@@ -549,19 +549,29 @@ out:
     return rc;
 }
 
-int docker_exec_body(const char *const *argv, json_t **ret)
+int docker_exec_body(const char *const *argv, const char *const *env, json_t **ret)
 {
-    json_t *cmd = NULL, *body;
+    json_t *cmd = NULL, *envs = NULL, *body;
     char dummy[1];
     int rc;
 
     rc = string_array(argv, "argv", true, &cmd, dummy, sizeof(dummy));
     if (rc < 0)
         return rc;
+    if (env && env[0] && (rc = string_array(env, "env", false, &envs, dummy, sizeof(dummy))) < 0) {
+        json_decref(cmd);
+        return rc;
+    }
     body = json_pack("{s:b,s:b,s:b,s:b,s:o}", "AttachStdin", 0, "AttachStdout", 1, "AttachStderr",
                      1, "Tty", 0, "Cmd", cmd);
-    if (!body)
+    if (!body) {
+        json_decref(envs);
         return -ENOMEM;
+    }
+    if (envs && json_object_set_new(body, "Env", envs) < 0) {
+        json_decref(body);
+        return -ENOMEM;
+    }
     *ret = body;
     return 0;
 }

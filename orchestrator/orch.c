@@ -459,6 +459,7 @@ static void on_redis_state(struct wg_redis *r, bool connected, const char *reaso
         return;
     if (!connected) {
         o->redis_lost = true;
+        stale_redis_lost(o);
         return;
     }
     if (!o->redis_lost)
@@ -483,6 +484,7 @@ static void heartbeat(struct wg_orch *o)
     char ttl[16];
 
     o->last_heartbeat = uv_now(o->loop);
+    stale_lost_check(o); /* first, so its answer predates this heartbeat */
     if (wg_orch_heartbeat_json(val, sizeof(val), o->name, o->in_flight,
                                o->cfg->max_concurrent_starts, o->queued, orch_now_ms(o)) < 0)
         return;
@@ -642,6 +644,7 @@ int wg_orch_new(uv_loop_t *loop, const struct wg_config *cfg, struct wg_log *log
     wg_list_init(&o->admit_q);
     wg_list_init(&o->recheck_q);
     make_token(o);
+    stale_redis_lost(o); /* not known until asked, before the first heartbeat */
     snprintf(o->container_prefix, sizeof(o->container_prefix), "wg-");
 
     dopts.host = opts && opts->docker_host ? opts->docker_host : cfg->docker_host;
@@ -845,6 +848,7 @@ void wg_orch_metrics(const struct wg_orch *o, struct wg_buf *out)
         }
     }
     sleeper_metrics(o, out);
+    stale_metrics(o, out);
     if (o->cpu)
         wg_cpu_watch_metrics(o->cpu, out);
 }

@@ -82,6 +82,7 @@
 #include "orchestrator/orch.h"
 #include "orchestrator/orch_policy.h"
 #include "orchestrator/probe.h"
+#include "orchestrator/stale.h"
 
 #define ORCH_SUBSYS "orch"
 #define ORCH_MARKS 128 /* recent kill/oom/self-stop marks kept */
@@ -380,6 +381,12 @@ struct wg_orch {
     void *shutdown_arg;
     uint64_t shutdown_deadline; /* uv_now */
 
+    /* stale containers (stale.c): whether this host was lost, as read
+     * before its first heartbeat after a gap */
+    enum wg_stale_lost lost;
+    bool lost_check_due, lost_check_busy;
+    uint64_t stale_removed, stale_save_failed;
+
     struct wg_orch_stats st;
     struct orch_metrics m;
 };
@@ -557,5 +564,24 @@ void reconcile_recheck(struct wg_orch *o, const char *id, const char *container,
 /* Starts queued rechecks while there is room. */
 void reconcile_next(struct wg_orch *o);
 void reconcile_on_event(struct wg_orch *o, const struct wg_docker_event *ev);
+
+/* ---- stale.c -------------------------------------------------------------------------------- */
+
+/* A stale container of session id (stale.h): a task saves it to a side ref
+ * when it runs, then removes it; no lock, no record write, one event.
+ * record_host: the record's host, or "" when there is no record. Does
+ * nothing when a stale task already works on that container. */
+void stale_remove(struct wg_orch *o, const char *id, const char *container, const char *record_host,
+                  const char *template_name, const char *why);
+/* Whether a stale task works on that container (its CPU is no activity
+ * of the session, which lives elsewhere). */
+bool stale_container(struct wg_orch *o, const char *container);
+/* Before a heartbeat: when due (at boot, after Redis was lost), asks
+ * whether wg:lost_hosts holds this host, on the heartbeat's connection, so
+ * the answer predates this heartbeat. */
+void stale_lost_check(struct wg_orch *o);
+/* The wake connection was lost: check again before the next heartbeat. */
+void stale_redis_lost(struct wg_orch *o);
+void stale_metrics(const struct wg_orch *o, struct wg_buf *out);
 
 #endif

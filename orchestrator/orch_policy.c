@@ -674,7 +674,10 @@ enum wg_orch_sleep_shutdown wg_orch_sleep_on_shutdown(const struct wg_orch_sleep
 /* The built-in hook. $1 work tree, $2 session, $3 time. Commits only a dirty
  * tree; pushes whenever a remote exists, so a commit whose push failed last
  * time goes out on the next attempt. The identity is the repository's own
- * when it has one. */
+ * when it has one. With WAKEGATE_SAVE_REF set (a stale container's save,
+ * orchestrator/stale.c) it pushes HEAD to that ref of the branch's remote
+ * (else origin, else the first remote) and never to the main line, whose
+ * newer work belongs to the session's live container. */
 static const char save_script[] =
     "cd \"$1\" 2>/dev/null || { echo \"wakegate-save: no directory $1: nothing to save\"; exit 0; "
     "}\n"
@@ -692,7 +695,16 @@ static const char save_script[] =
     "  echo \"wakegate-save: work tree clean\"\n"
     "fi\n"
     "if git rev-parse -q --verify HEAD >/dev/null; then\n"
-    "  if git rev-parse -q --abbrev-ref '@{upstream}' >/dev/null 2>&1; then\n"
+    "  if [ -n \"$WAKEGATE_SAVE_REF\" ]; then\n"
+    "    r=$(git config \"branch.$(git symbolic-ref -q --short HEAD || true).remote\" || true)\n"
+    "    git remote get-url \"${r:-origin}\" >/dev/null 2>&1 || r=$(git remote | head -n 1)\n"
+    "    if [ -n \"${r:-origin}\" ] && git remote get-url \"${r:-origin}\" >/dev/null 2>&1; then\n"
+    "      git push -q \"${r:-origin}\" \"HEAD:$WAKEGATE_SAVE_REF\"\n"
+    "      echo \"wakegate-save: pushed to ${r:-origin} $WAKEGATE_SAVE_REF\"\n"
+    "    else\n"
+    "      echo \"wakegate-save: no remote: the commit stays in the container\"\n"
+    "    fi\n"
+    "  elif git rev-parse -q --abbrev-ref '@{upstream}' >/dev/null 2>&1; then\n"
     "    git push -q\n"
     "    echo \"wakegate-save: pushed to the upstream\"\n"
     "  elif git remote get-url origin >/dev/null 2>&1; then\n"

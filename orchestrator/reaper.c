@@ -214,6 +214,8 @@ static void cpu_active(const struct wg_cpu_active *v, size_t n, void *arg)
                   WG_SESSION_IN(s->t.rec.state, WG_SESSION_BIT(WG_SESSION_SAVING) |
                                                     WG_SESSION_BIT(WG_SESSION_STOPPING))))
             continue;
+        if (stale_container(o, v[i].container))
+            continue; /* a stale copy: the session lives on another host */
         WG_DEBUG(o->log, ORCH_SUBSYS, "container busy, session active",
                  "session=%s container=%.12s cpus=%.3f busy_file_ms=%" PRId64, v[i].session,
                  v[i].container, (double)v[i].nano_cpus / 1e9, v[i].at_ms);

@@ -27,8 +27,10 @@ struct seen_container {
     char session[WG_SESSION_ID_MAX + 1];
     char image[WG_SESSION_IMAGE_MAX + 1];
     enum wg_orch_docker_state state;
-    uint16_t port;            /* label wakegate.port, 0 when absent or bad */
-    bool claimed;             /* matched to a record (or adopted) */
+    uint16_t port;                                   /* label wakegate.port, 0 when absent or bad */
+    bool claimed;                                    /* matched to a record (or adopted) */
+    bool made_here;                                  /* label wakegate.host: wakegate created it */
+    char template_name[WG_SESSION_TEMPLATE_MAX + 1]; /* label wakegate.template */
     bool has_stop, has_pause; /* labels wakegate.idle.stop_after / pause_after */
     uint64_t stop_ms, pause_ms;
 };
@@ -177,11 +179,18 @@ static void on_adopt_created(const struct wg_store_res *res, void *arg)
                    "record\"}");
     } else if (res->status == WG_STORE_EXISTS) {
         if (!res->rec || strcmp(res->rec->host, o->name) != 0) {
-            WG_WARN(o->log, ORCH_SUBSYS,
-                    "labelled container belongs to a session of another host, leaving it",
-                    "session=%s container=%.12s host=%s", k->t.id, k->hint,
-                    res->rec ? res->rec->host : "-");
+            /* A record appeared since the round read them: judge it now. */
+            char host[WG_SESSION_HOST_MAX + 1], tmpl[WG_SESSION_TEMPLATE_MAX + 1];
+            snprintf(host, sizeof(host), "%s", res->rec ? res->rec->host : "");
+            snprintf(tmpl, sizeof(tmpl), "%s", res->rec ? res->rec->template_name : "");
             orch_task_finish(&k->t);
+            if (host[0])
+                stale_remove(o, k->t.id, k->hint, host, tmpl,
+                             "the session lives on another host now");
+            else
+                WG_WARN(o->log, ORCH_SUBSYS,
+                        "labelled container of a session whose record names no host, leaving it",
+                        "session=%s container=%.12s", k->t.id, k->hint);
             return;
         }
     } else {
@@ -318,8 +327,25 @@ static void on_recheck_get(const struct wg_store_res *res, void *arg)
         orch_task_finish(&k->t);
         return;
     }
-    if (!orch_task_keep_rec(&k->t, res->rec) || strcmp(k->t.rec.host, o->name) != 0) {
+    if (!orch_task_keep_rec(&k->t, res->rec)) {
         orch_task_finish(&k->t);
+        return;
+    }
+    if (strcmp(k->t.rec.host, o->name) != 0) {
+        /* A record homed elsewhere is never moved from here; a container
+         * of it that runs here (started by hand, say) is stale. */
+        char host[WG_SESSION_HOST_MAX + 1], tmpl[WG_SESSION_TEMPLATE_MAX + 1];
+        char hint[WG_SESSION_CONTAINER_ID_MAX + 1];
+        WG_DEBUG(o->log, ORCH_SUBSYS, "recheck of a session homed on another host, not touching it",
+                 "session=%s host=%s container=%.12s", k->t.id,
+                 k->t.rec.host[0] ? k->t.rec.host : "-", k->hint[0] ? k->hint : "-");
+        snprintf(host, sizeof(host), "%s", k->t.rec.host);
+        snprintf(tmpl, sizeof(tmpl), "%s", k->t.rec.template_name);
+        snprintf(hint, sizeof(hint), "%s", k->hint);
+        orch_task_finish(&k->t);
+        if (host[0] && hint[0])
+            stale_remove(o, k->t.id, hint, host, tmpl,
+                         "started while the session lives on another host");
         return;
     }
     if (!k->hint[0])
@@ -601,7 +627,7 @@ static void round_task(struct wg_orch *o, const char *id, const struct seen_cont
     orch_task_begin(&k->t);
 }
 
-static bool round_sessions_contain(const struct wg_store_res *res, const char *id)
+static const struct wg_session *round_record_of(const struct wg_store_res *res, const char *id)
 {
     size_t lo = 0, hi = res->n_recs;
 
@@ -609,13 +635,13 @@ static bool round_sessions_contain(const struct wg_store_res *res, const char *i
         size_t mid = (lo + hi) / 2;
         int c = strcmp(res->recs[mid].id, id);
         if (c == 0)
-            return true;
+            return &res->recs[mid];
         if (c < 0)
             lo = mid + 1;
         else
             hi = mid;
     }
-    return false;
+    return NULL;
 }
 
 static void round_end(struct round *rd)
@@ -676,14 +702,18 @@ static unsigned round_records(struct round *rd, const struct wg_store_res *res)
     return mine;
 }
 
-/* Labelled containers that no record claimed are adopted (one per
- * session: the running one first). */
+/* Labelled containers that no record of this host claimed: stale ones
+ * (their session lives elsewhere, or was destroyed while this host was
+ * lost) are saved and removed, each; the others are adopted (one per
+ * session: the running one first), or left (stale.h has the rule). */
 static void round_orphans(struct round *rd, const struct wg_store_res *res)
 {
     struct wg_orch *o = rd->o;
 
     for (size_t k = 0; k < rd->n; k++) {
         struct seen_container *c = &rd->c[k];
+        const struct wg_session *rec;
+        const char *why = "";
         if (c->claimed)
             continue;
         if (!wg_session_id_valid(c->session, strlen(c->session))) {
@@ -692,11 +722,27 @@ static void round_orphans(struct round *rd, const struct wg_store_res *res)
                     c->id);
             continue;
         }
-        if (round_sessions_contain(res, c->session)) {
-            WG_WARN(o->log, ORCH_SUBSYS,
-                    "labelled container of a session owned by another host, ignoring it",
-                    "session=%s container=%.12s", c->session, c->id);
+        rec = round_record_of(res, c->session);
+        struct wg_stale_in in = {.has_record = rec != NULL,
+                                 .record_host = rec ? rec->host : "",
+                                 .me = o->name,
+                                 .made_here = c->made_here,
+                                 .lost = o->lost};
+        switch (wg_stale_decide(&in, &why)) {
+        case WG_STALE_REMOVE:
+            stale_remove(o, c->session, c->id, in.record_host,
+                         rec ? rec->template_name : c->template_name, why);
             continue;
+        case WG_STALE_LEAVE:
+            WG_INFO(o->log, ORCH_SUBSYS, "leaving a labelled container for now",
+                    "session=%s container=%.12s why=\"%s\"", c->session, c->id, why);
+            if (o->lost == WG_STALE_LOST_UNKNOWN)
+                o->reconcile_again = true;
+            continue;
+        case WG_STALE_OURS: /* a record of ours claims every container of its session */
+            continue;
+        case WG_STALE_ADOPT:
+            break;
         }
         c = best_for(rd, c->session, NULL);
         claim_session(rd, c->session);
@@ -765,6 +811,11 @@ static void on_round_containers(int status, const struct wg_docker_reply *r, voi
             snprintf(c->image, sizeof(c->image), "%s", s->image);
         c->state = wg_orch_docker_state_of(s->state);
         c->port = label_port(s->labels);
+        c->made_here = json_object_get(s->labels, WG_LABEL_HOST) != NULL;
+        snprintf(c->template_name, sizeof(c->template_name), "%s",
+                 json_string_value(json_object_get(s->labels, WG_LABEL_TEMPLATE))
+                     ? json_string_value(json_object_get(s->labels, WG_LABEL_TEMPLATE))
+                     : "");
         label_idle(o, s->labels, c);
         rd->n++;
     }

@@ -119,7 +119,16 @@ static void on_death_get(const struct wg_store_res *res, void *arg)
 
     if (orch_task_returned(&d->t))
         return;
-    if (res->status != 0 || strcmp(res->rec->host, o->name) != 0) {
+    if (res->status != 0) {
+        orch_task_finish(&d->t);
+        return;
+    }
+    if (strcmp(res->rec->host, o->name) != 0) {
+        /* The record belongs to the host the session lives on now: a
+         * stale container's death here never moves it. */
+        WG_DEBUG(o->log, ORCH_SUBSYS, "death of a container of a session homed on another host",
+                 "session=%s container=%.12s host=%s", d->t.id, d->hint,
+                 res->rec->host[0] ? res->rec->host : "-");
         orch_task_finish(&d->t);
         return;
     }

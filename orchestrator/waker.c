@@ -814,7 +814,7 @@ static void on_wake_created(int status, const struct wg_docker_reply *r, void *a
  * WAKEGATE_SESSION, labels with the port, and binds. The arrays and texts
  * are the caller's buffers. */
 struct wake_spec_bufs {
-    struct wg_docker_label labels[WG_CONTAINER_SPEC_ITEMS_MAX + 3];
+    struct wg_docker_label labels[WG_CONTAINER_SPEC_ITEMS_MAX + 4];
     const char *env[WG_CONTAINER_SPEC_ITEMS_MAX + 2];
     char name[WG_SESSION_ID_MAX + 16], port[8];
     char session_env[WG_SESSION_ID_MAX + 32];
@@ -861,6 +861,7 @@ static void wake_docker_spec(const struct orch_wake *w, const struct wg_sessions
     snprintf(b->port, sizeof(b->port), "%u", (unsigned)w->port);
     b->labels[nl++] = (struct wg_docker_label){WG_LABEL_PORT, b->port};
     b->labels[nl++] = (struct wg_docker_label){WG_LABEL_TEMPLATE, t->name};
+    b->labels[nl++] = (struct wg_docker_label){WG_LABEL_HOST, o->name};
     b->labels[nl] = (struct wg_docker_label){NULL, NULL};
     snprintf(b->name, sizeof(b->name), "%s%s", o->container_prefix, w->t.id);
     ds->session = w->t.id;

@@ -27,7 +27,7 @@ _wakegatectl() {
     local cur=${COMP_WORDS[COMP_CWORD]}
     local prev=${COMP_WORDS[COMP_CWORD - 1]}
     local prog=${COMP_WORDS[0]}
-    local commands="ls show wake sleep rm events create keepalive logs exec doctor help"
+    local commands="ls show wake sleep rm events create keepalive logs exec hosts doctor help"
     local globals="--admin --token --config --json --help --version"
     local i w cmd="" npos=0
     local pass=()

@@ -128,6 +128,11 @@ int ctl_cmd_create(struct ctl *c, const char *id);
 int ctl_cmd_keepalive(struct ctl *c, const char *id);
 int ctl_cmd_logs(struct ctl *c, const char *id);
 int ctl_cmd_exec(struct ctl *c, const char *id);
+/* hosts.c */
+int ctl_cmd_hosts(struct ctl *c, const char *id);
+/* The hosts table of GET /v1/hosts's answer. Returns 0, or -1 when out of
+ * memory. */
+int ctl_print_hosts(const json_t *answer);
 
 /* ---- sse.c ---- */
 

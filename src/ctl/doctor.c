@@ -180,7 +180,8 @@ static void check_admin(struct doctor *d)
         json_t *j = json_loadb(wg_buf_head(&hc.body), wg_buf_size(&hc.body), 0, NULL);
         ctl_report(d, "admin token", LV_OK, "the token from %s is accepted (%zu sessions)%s",
                    d->c->token_src, json_array_size(j),
-                   d->c->token_read_only ? "; it is the read-only one: ls, show, events" : "");
+                   d->c->token_read_only ? "; it is the read-only one: ls, show, events, hosts"
+                                         : "");
         json_decref(j);
     } else if (hc.status == 404) {
         ctl_report(d, "admin token", LV_WARN,

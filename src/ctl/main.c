@@ -88,6 +88,12 @@ static const struct cmd commands[] = {
      "record, no run) and its exit status as `exec_exit`. Exit: the command's\n"
      "exit status; when it could not run, the exit codes of " PROG " --help (and a\n"
      "message).\n"},
+    {"hosts", 0, 0, ctl_cmd_hosts, "hosts",
+     "List the orchestrator hosts: name, state (live, lost, or returning: back\n"
+     "while still listed lost), running containers, sessions, the maximum of\n"
+     "sessions, CPUs, memory and labels from its heartbeat (\"-\" for what its\n"
+     "orchestrator does not report), and the heartbeat's age. --json prints the\n"
+     "API's answer as is.\n"},
     {"doctor", 0, 0, ctl_cmd_doctor, "doctor",
      "Check the installation, one line per check (OK, WARN or FAIL and why): the\n"
      "configuration, the admin token's file permissions, the admin API\n"
@@ -115,6 +121,7 @@ static const char global_help[] =
     "  keepalive ID DURATION     keep an awake session awake\n"
     "  logs ID [-f] [--tail N]   the container's output\n"
     "  exec ID -- CMD...         run a command in the container\n"
+    "  hosts                     the orchestrator hosts and their heartbeats\n"
     "  doctor                    check the installation\n"
     "  help [COMMAND]            this help, or a command's\n"
     "\n"
@@ -124,7 +131,7 @@ static const char global_help[] =
     "      --token TOKEN   admin token (env WAKEGATE_ADMIN_TOKEN; default from the\n"
     "                      configuration's admin.token or admin.token_file; else\n"
     "                      the read-only token, env WAKEGATE_ADMIN_READ_TOKEN or\n"
-    "                      admin.read_token_file: ls, show and events only)\n"
+    "                      admin.read_token_file: ls, show, events and hosts)\n"
     "  -c, --config FILE   configuration file (env WAKEGATE_CONFIG), read as the\n"
     "                      daemon reads it, environment overrides included\n"
     "      --json          machine output: the API's JSON as is (every command)\n"
@@ -405,7 +412,7 @@ static int ctl_resolve(struct ctl *c)
                        : c->cfg.admin_token_file ? "admin.token_file"
                                                  : "admin.token";
     } else if (c->cfg_ok && c->cfg.admin_read_token != NULL && c->cfg.admin_read_token[0]) {
-        /* Only the read-only token: ls, show and events work; the others
+        /* Only the read-only token: ls, show, events and hosts work; the others
          * get the API's 403, reported as such (ctl_api_report()). */
         const char *env_read = getenv("WAKEGATE_ADMIN_READ_TOKEN");
         c->token = c->cfg.admin_read_token;

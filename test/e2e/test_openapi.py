@@ -157,6 +157,9 @@ def test_every_documented_operation_answers_as_documented(api):
     assert r.status == 202, r
     api("GET", "/v1/openapi.json")
     api("HEAD", "/v1/openapi.json")
+    r = api("GET", "/v1/hosts")
+    assert r.status == 200 and [h["name"] for h in json.loads(r.body)["hosts"]] == ["h1"], r
+    api("HEAD", "/v1/hosts")
     for path in ("/healthz", "/readyz", "/metrics"):
         api("GET", path, token=None)
     # The event stream: its head, then a replayed event.

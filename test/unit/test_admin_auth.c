@@ -45,6 +45,7 @@ static const struct req reads[] = {
     {"HEAD", "/v1/sessions/s-1"},  {"GET", "/v1/sessions/s-1?x=1"}, {"GET", "/v1/events"},
     {"GET", "/v1/events?since=0"}, {"HEAD", "/v1/events"}, /* the API answers 405; the token is no
                                                               reason to refuse */
+    {"GET", "/v1/hosts"},          {"HEAD", "/v1/hosts"},
 };
 
 /* Writes, and reads of routes nobody declared: admin only. */
@@ -60,6 +61,8 @@ static const struct req writes[] = {
     {"PATCH", "/v1/sessions/s-1"},
     {"OPTIONS", "/v1/sessions"},
     {"POST", "/v1/events"},
+    {"POST", "/v1/hosts"},
+    {"DELETE", "/v1/hosts"},
     /* A GET on a route that is not declared readable: a new route (or a
      * sub-path of a read route) is admin-only until declared. */
     {"GET", "/v1/sessions/s-1/wake"},
