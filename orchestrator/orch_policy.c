@@ -29,6 +29,7 @@ enum wg_orch_wake_action wg_orch_wake_decide(enum wg_session_state state, int64_
     case S(CREATING):
     case S(ASLEEP):
     case S(PAUSED):
+    case S(LOST): /* pinned, or its host is back: wake it here */
         return WG_ORCH_WAKE_START;
     case S(FAILED):
         /* A clock that went back (state_since in the future) must not
@@ -384,6 +385,7 @@ static void fix_stopped(const struct wg_orch_observed *ob, struct wg_orch_fix *f
         break;
     case S(CREATING):
     case S(STOPPING):
+    case S(LOST): /* its host is back: the container it left stopped */
         fix_set(f, WG_ORCH_FIX_MOVE, S(ASLEEP), "Docker says stopped");
         f->set_container = true;
         break;

@@ -588,7 +588,7 @@ static void wake_cas(struct orch_wake *w)
     if (wg_store_transition(w->t.o->store, w->t.id,
                             WG_SESSION_BIT(WG_SESSION_ASLEEP) | WG_SESSION_BIT(WG_SESSION_PAUSED) |
                                 WG_SESSION_BIT(WG_SESSION_CREATING) |
-                                WG_SESSION_BIT(WG_SESSION_FAILED),
+                                WG_SESSION_BIT(WG_SESSION_FAILED) | WG_SESSION_BIT(WG_SESSION_LOST),
                             WG_SESSION_STARTING, &u, detail, on_wake_cas, w) < 0) {
         orch_task_returned(&w->t);
         wake_drop(w);
