@@ -265,6 +265,8 @@ static void op_result(struct op *op, struct wg_store_res *res)
     res->host = op->host;
     if (op->kind == OP_SWEEP)
         res->sweep = &op->sweep;
+    if (op->kind == OP_BEAT)
+        res->homed = op->sweep.hosts;
 }
 
 /* Runs the callback once. Reached from part_cb() when the last reply is in,

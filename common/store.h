@@ -243,6 +243,7 @@ struct wg_store_res {
     const char *next_id;           /* wake_claim: where the next claim starts; "0-0" when done */
     long long count;
     const char *host;                   /* wake_add: the stream's host; "" otherwise */
+    long long homed;                    /* host_beat: the host\'s wg:hostload count */
     const struct wg_store_sweep *sweep; /* host_sweep */
 };
 
@@ -470,7 +471,8 @@ int wg_store_create_placed(struct wg_store *s, const char *id,
 
 /* An orchestrator's heartbeat, one script: SET wg:host:{name} json PX
  * ttl_ms, SADD wg:hosts; when the host was in wg:lost_hosts it leaves it
- * (event {type=host_back, host}) and res->count is 1, else 0. */
+ * (event {type=host_back, host}) and res->count is 1, else 0. res->homed:
+ * the host's wg:hostload count (sessions homed there). */
 int wg_store_host_beat(struct wg_store *s, const char *name, const char *json, uint64_t ttl_ms,
                        wg_store_cb *cb, void *arg);
 

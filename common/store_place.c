@@ -144,8 +144,10 @@ void store_place_reply(struct op *op, const redisReply *reply)
 
     switch (op->kind) {
     case OP_BEAT:
-        if (!reply_int(reply, &op->count))
-            store_op_fail(op, -EPROTO, "unexpected reply to the heartbeat script");
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+            !reply_int(reply->element[0], &op->count) ||
+            !reply_int(reply->element[1], &op->sweep.hosts))
+            goto proto;
         return;
     case OP_SWEEP:
         if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 6)

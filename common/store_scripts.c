@@ -290,21 +290,22 @@ const char store_script_extend[] = "if redis.call('GET', KEYS[1]) == ARGV[1] the
                                    "end\n"
                                    "return 0\n";
 
-/* The heartbeat: ARGV name, json, ttl (ms), now, events cap. Replies 1 when
- * the host came back from wg:lost_hosts, else 0. Its wg:lost_todo is
+/* The heartbeat: ARGV name, json, ttl (ms), now, events cap. Replies
+ * {back, homed}: back is 1 when the host came back from wg:lost_hosts,
+ * homed its wg:hostload count. Its wg:lost_todo is
  * dropped: sessions the sweep had not moved yet stay as they are, on a host
  * that answers again. */
 const char store_script_beat[] =
-    "local name = ARGV[1]\n"
+    "local name, back = ARGV[1], 0\n"
     "redis.call('SET', '" WG_STORE_KEY_HOST_PREFIX "' .. name, ARGV[2], 'PX', ARGV[3])\n"
     "redis.call('SADD', '" WG_STORE_KEY_HOSTS "', name)\n"
     "if redis.call('SREM', '" WG_STORE_KEY_LOST_HOSTS "', name) == 1 then\n"
     "  redis.call('DEL', '" WG_STORE_KEY_LOST_TODO_PREFIX "' .. name)\n"
     "  redis.call('XADD', '" WG_STORE_KEY_EVENTS "', 'MAXLEN', '~', ARGV[5], '*', 'type',\n"
     "             'host_back', 'host', name, 'at', ARGV[4])\n"
-    "  return 1\n"
+    "  back = 1\n"
     "end\n"
-    "return 0\n";
+    "return {back, tonumber(redis.call('HGET', '" WG_STORE_KEY_HOSTLOAD "', name) or '0') or 0}\n";
 
 /* The lost-host sweep: ARGV now, batch, events cap, state channel. Replies
  * {hosts, live, lost, newly lost, moved, left}. Idempotent: a host is

@@ -799,14 +799,28 @@ bool wg_orch_health_ready(const char *health)
 
 /* ---- metrics ------------------------------------------------------------------------------ */
 
-int wg_orch_heartbeat_json(char *out, size_t outlen, const char *name, unsigned in_flight,
-                           unsigned max_starts, unsigned queued, int64_t at_ms)
+static json_int_t known(long long v)
 {
-    json_t *o = json_pack("{s:s, s:I, s:I, s:I, s:I}", "name", name, "starts_in_flight",
-                          (json_int_t)in_flight, "max_concurrent_starts", (json_int_t)max_starts,
-                          "queued", (json_int_t)queued, "at", (json_int_t)at_ms);
+    return v > 0 ? (json_int_t)v : 0;
+}
+
+int wg_orch_heartbeat_json(char *out, size_t outlen, const struct wg_orch_beat *b)
+{
+    json_t *labels =
+        b->labels_json && b->labels_json[0] ? json_loads(b->labels_json, 0, NULL) : json_object();
+    json_t *o;
     int n;
 
+    if (!json_is_object(labels)) {
+        json_decref(labels);
+        return -EINVAL;
+    }
+    o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "name", b->name,
+                  "starts_in_flight", (json_int_t)b->in_flight, "max_concurrent_starts",
+                  (json_int_t)b->max_starts, "queued", (json_int_t)b->queued, "at",
+                  (json_int_t)b->at_ms, "running", known(b->running), "sessions",
+                  known(b->sessions), "cpus", known(b->cpus), "mem_total", known(b->mem_total),
+                  "max_sessions", (json_int_t)b->max_sessions, "labels", labels);
     if (!o)
         return -ENOMEM;
     n = (int)json_dumpb(o, out, outlen, JSON_COMPACT | JSON_PRESERVE_ORDER);

@@ -1,0 +1,196 @@
+/* orchestrator/orch_hosts.c - this host among the others: the heartbeat
+ * with its capacity (wg:host:{name}, through the store's heartbeat script,
+ * which also keeps wg:hosts and takes the host out of wg:lost_hosts), the
+ * engine's CPUs and memory (GET /info at boot and after each reconnect),
+ * the count of running session containers, and the lost-host sweep that
+ * every orchestrator runs (the script is idempotent, so N sweepers do what
+ * one would). */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "common/config.h"
+#include "common/labels.h"
+#include "common/log.h"
+#include "orchestrator/orch_int.h"
+
+/* Sessions moved to lost per sweep script: bounded, so one script never
+ * holds Redis long; a sweep that leaves some runs again at once. */
+#define SWEEP_BATCH 200
+
+uint64_t orch_hosts_period_ms(const struct wg_orch *o)
+{
+    uint64_t p = o->cfg->heartbeat_ttl_ms / 3;
+
+    return p ? p : 1;
+}
+
+static void on_info(int status, const struct wg_docker_reply *r, void *arg)
+{
+    struct wg_orch *o = arg;
+    json_t *ncpu, *mem;
+
+    o->hosts.info_busy = false;
+    if (o->closing || status != 0 || !r->json)
+        return;
+    ncpu = json_object_get(r->json, "NCPU");
+    mem = json_object_get(r->json, "MemTotal");
+    o->hosts.cpus = json_is_integer(ncpu) ? json_integer_value(ncpu) : 0;
+    o->hosts.mem_total = json_is_integer(mem) ? json_integer_value(mem) : 0;
+    o->hosts.have_info = true;
+    WG_DEBUG(o->log, ORCH_SUBSYS, "engine capacity", "cpus=%lld mem_total=%lld", o->hosts.cpus,
+             o->hosts.mem_total);
+}
+
+static void on_running(int status, const struct wg_docker_reply *r, void *arg)
+{
+    struct wg_orch *o = arg;
+
+    o->hosts.running_busy = false;
+    if (o->closing || status != 0)
+        return;
+    o->hosts.running = (long long)r->n_containers;
+}
+
+static void on_beat(const struct wg_store_res *res, void *arg)
+{
+    struct wg_orch *o = arg;
+
+    o->hosts.beat_busy = false;
+    if (o->closing)
+        return;
+    if (res->status != 0) {
+        WG_WARN(o->log, ORCH_SUBSYS, "heartbeat not written", "name=%s error=\"%s\"", o->name,
+                res->error);
+        return;
+    }
+    o->hosts.homed = res->homed;
+    if (res->count == 1) {
+        /* Our sessions were moved to lost while we were away: Docker's
+         * truth brings back those still homed here (lost -> running,
+         * paused or asleep); the others were re-placed and our writes to
+         * them are fenced. */
+        WG_INFO(o->log, ORCH_SUBSYS, "this host was lost and is back, reconciling", "name=%s",
+                o->name);
+        o->st.hosts_back++;
+        if (o->events_open && !o->reconcile_busy)
+            reconcile_round(o);
+        else
+            o->reconcile_again = true;
+    }
+}
+
+int orch_hosts_beat_json(const struct wg_orch *o, char *out, size_t outlen)
+{
+    struct wg_orch_beat b = {
+        .name = o->name,
+        .in_flight = o->in_flight,
+        .max_starts = o->cfg->max_concurrent_starts,
+        .queued = o->queued,
+        .at_ms = orch_now_ms(o),
+        .running = o->hosts.running,
+        .sessions = o->hosts.homed,
+        .cpus = o->hosts.cpus,
+        .mem_total = o->hosts.mem_total,
+        .max_sessions = o->cfg->max_sessions,
+        .labels_json = o->cfg->docker_labels_json,
+    };
+
+    return wg_orch_heartbeat_json(out, outlen, &b);
+}
+
+static void beat(struct wg_orch *o)
+{
+    char val[2048];
+
+    o->last_heartbeat = uv_now(o->loop);
+    if (!o->hosts.running_busy &&
+        wg_docker_list_running(o->docker, WG_LABEL_SESSION, on_running, o) == 0)
+        o->hosts.running_busy = true;
+    if (o->hosts.beat_busy || orch_hosts_beat_json(o, val, sizeof(val)) < 0)
+        return;
+    if (wg_store_host_beat(o->store, o->name, val, o->cfg->heartbeat_ttl_ms, on_beat, o) == 0)
+        o->hosts.beat_busy = true;
+}
+
+static void sweep(struct wg_orch *o);
+
+static void on_sweep(const struct wg_store_res *res, void *arg)
+{
+    struct wg_orch *o = arg;
+    const struct wg_store_sweep *sw = res->sweep;
+
+    o->hosts.sweep_busy = false;
+    if (o->closing)
+        return;
+    if (res->status != 0 || !sw) {
+        WG_WARN(o->log, ORCH_SUBSYS, "lost-host sweep failed", "error=\"%s\"", res->error);
+        return;
+    }
+    o->hosts.sweep = *sw;
+    o->hosts.have_sweep = true;
+    o->st.sessions_lost += (uint64_t)sw->moved;
+    if (sw->newly_lost > 0)
+        WG_WARN(o->log, ORCH_SUBSYS, "hosts lost: heartbeat expired, their sessions go lost",
+                "newly_lost=%lld lost=%lld live=%lld", sw->newly_lost, sw->lost, sw->live);
+    if (sw->moved > 0)
+        WG_INFO(o->log, ORCH_SUBSYS, "sessions of lost hosts moved to lost", "moved=%lld left=%lld",
+                sw->moved, sw->left);
+    if (sw->left > 0 && sw->moved > 0)
+        sweep(o); /* the next batch now, not a period later */
+}
+
+static void sweep(struct wg_orch *o)
+{
+    if (o->hosts.sweep_busy)
+        return;
+    o->hosts.last_sweep = uv_now(o->loop);
+    if (wg_store_host_sweep(o->store, SWEEP_BATCH, on_sweep, o) == 0)
+        o->hosts.sweep_busy = true;
+}
+
+void orch_hosts_engine_back(struct wg_orch *o)
+{
+    o->hosts.have_info = false;
+}
+
+void orch_hosts_tick(struct wg_orch *o, uint64_t now)
+{
+    uint64_t period = orch_hosts_period_ms(o);
+
+    /* The sweep needs no engine: a host whose own engine is away still
+     * notices that others are gone. */
+    if (o->group_ok && now - o->hosts.last_sweep >= period)
+        sweep(o);
+    if (!o->docker_ok)
+        return;
+    if (!o->hosts.have_info && !o->hosts.info_busy && wg_docker_info(o->docker, on_info, o) == 0)
+        o->hosts.info_busy = true;
+    if (now - o->last_heartbeat >= period)
+        beat(o);
+}
+
+void orch_hosts_metrics(const struct wg_orch *o, struct wg_buf *out)
+{
+    wg_buf_appendf(out,
+                   "# HELP wakegate_sessions_lost_total Sessions this orchestrator's sweeps moved "
+                   "to lost (their host's heartbeat expired).\n"
+                   "# TYPE wakegate_sessions_lost_total counter\n"
+                   "wakegate_sessions_lost_total %" PRIu64 "\n"
+                   "# HELP wakegate_host_returns_total Times this host came back after it was "
+                   "marked lost.\n"
+                   "# TYPE wakegate_host_returns_total counter\n"
+                   "wakegate_host_returns_total %" PRIu64 "\n",
+                   o->st.sessions_lost, o->st.hosts_back);
+    if (o->hosts.have_sweep)
+        wg_buf_appendf(out,
+                       "# HELP wakegate_hosts Orchestrator hosts by state, as the last lost-host "
+                       "sweep saw them.\n"
+                       "# TYPE wakegate_hosts gauge\n"
+                       "wakegate_hosts{state=\"live\"} %lld\n"
+                       "wakegate_hosts{state=\"lost\"} %lld\n",
+                       o->hosts.sweep.live, o->hosts.sweep.lost);
+}
