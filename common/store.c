@@ -279,6 +279,8 @@ static void op_deliver(struct op *op)
     store_op_unlink(op);
     op->delivered = true;
     op_result(op, &res);
+    if (res.status == WG_STORE_FENCED && op->s && op->s->on_fenced)
+        op->s->on_fenced(&res, op->s->on_fenced_arg);
     if (res.status < 0 && wg_log_enabled(log, WG_LOG_DEBUG)) {
         char q[ERR_MAX + 16];
         WG_DEBUG(log, SUBSYS, "store call failed", "session=%s status=%d error=%s",
@@ -524,6 +526,8 @@ int wg_store_new(struct wg_redis *redis, const struct wg_store_opts *opts,
     if (opts && opts->fence_host)
         snprintf(s->fence_host, sizeof(s->fence_host), "%s", opts->fence_host);
     s->log = opts ? opts->log : NULL;
+    s->on_fenced = opts ? opts->on_fenced : NULL;
+    s->on_fenced_arg = opts ? opts->on_fenced_arg : NULL;
     s->events_max = opts && opts->events_max ? opts->events_max : WG_STORE_EVENTS_MAX;
     s->wake_max = opts && opts->wake_max ? opts->wake_max : WG_STORE_WAKE_MAX;
     s->clock_ms = opts ? opts->clock_ms : NULL;

@@ -92,6 +92,7 @@
 struct wg_log;
 struct wg_redis;
 struct wg_store; /* opaque */
+struct wg_store_res;
 
 #define WG_STORE_KEY_SESSION_PREFIX "wg:session:"
 #define WG_STORE_KEY_SESSIONS "wg:sessions"
@@ -148,6 +149,10 @@ struct wg_store_opts {
      * it is fenced to records homed on this host (see WG_STORE_FENCED).
      * NULL: no fence (gateways, the admin API). */
     const char *fence_host;
+    /* Called (before the call's own callback) for every write this store
+     * had fenced, so the owner logs each one once; may be NULL. */
+    void (*on_fenced)(const struct wg_store_res *res, void *arg);
+    void *on_fenced_arg;
     uint32_t events_max; /* 0: WG_STORE_EVENTS_MAX */
     uint32_t wake_max;   /* 0: WG_STORE_WAKE_MAX */
     /* Wall clock in ms since the epoch; NULL: wg_clock_wall_ms(). */

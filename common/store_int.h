@@ -110,6 +110,8 @@ struct part {
 struct wg_store {
     struct wg_redis *redis;
     char fence_host[WG_SESSION_HOST_MAX + 1]; /* "" = no fence */
+    void (*on_fenced)(const struct wg_store_res *res, void *arg);
+    void *on_fenced_arg;
     struct wg_log *log;
     uint32_t events_max;
     uint32_t wake_max;

@@ -559,6 +559,8 @@ static int make_clients(struct wg_orch *o, const struct wg_docker_opts *dopts, c
         return rc;
     sopts.log = o->log;
     sopts.fence_host = o->name;
+    sopts.on_fenced = orch_on_fenced;
+    sopts.on_fenced_arg = o;
     sopts.clock_ms = o->clock_ms;
     sopts.clock_arg = o->clock_arg;
     if ((rc = wg_store_new(o->redis, &sopts, &o->store)) < 0) {

@@ -28,6 +28,8 @@ uint64_t orch_hosts_period_ms(const struct wg_orch *o)
     return p ? p : 1;
 }
 
+static void beat(struct wg_orch *o);
+
 static void on_info(int status, const struct wg_docker_reply *r, void *arg)
 {
     struct wg_orch *o = arg;
@@ -43,6 +45,7 @@ static void on_info(int status, const struct wg_docker_reply *r, void *arg)
     o->hosts.have_info = true;
     WG_DEBUG(o->log, ORCH_SUBSYS, "engine capacity", "cpus=%lld mem_total=%lld", o->hosts.cpus,
              o->hosts.mem_total);
+    beat(o); /* the figures now, not a period later */
 }
 
 static void on_running(int status, const struct wg_docker_reply *r, void *arg)
@@ -152,6 +155,23 @@ static void sweep(struct wg_orch *o)
         o->hosts.sweep_busy = true;
 }
 
+void orch_on_fenced(const struct wg_store_res *res, void *arg)
+{
+    struct wg_orch *o = arg;
+    const struct wg_session *rec = res->rec;
+
+    o->st.fenced++;
+    WG_WARN(o->log, ORCH_SUBSYS, "write refused: the session was re-placed, leaving it",
+            "session=%s host=%s epoch=%" PRIu64 " this_host=%s", rec ? rec->id : "-",
+            rec && rec->host[0] ? rec->host : "-", rec ? rec->epoch : 0, o->name);
+}
+
+void orch_task_fence(const struct orch_task *t, struct wg_session_update *u)
+{
+    u->fence_host = t->o->name;
+    u->fence_epoch = t->have_rec ? t->rec.epoch : 0;
+}
+
 void orch_hosts_engine_back(struct wg_orch *o)
 {
     o->hosts.have_info = false;
@@ -183,8 +203,12 @@ void orch_hosts_metrics(const struct wg_orch *o, struct wg_buf *out)
                    "# HELP wakegate_host_returns_total Times this host came back after it was "
                    "marked lost.\n"
                    "# TYPE wakegate_host_returns_total counter\n"
-                   "wakegate_host_returns_total %" PRIu64 "\n",
-                   o->st.sessions_lost, o->st.hosts_back);
+                   "wakegate_host_returns_total %" PRIu64 "\n"
+                   "# HELP wakegate_writes_fenced_total Record writes of this orchestrator "
+                   "refused because the session was re-placed.\n"
+                   "# TYPE wakegate_writes_fenced_total counter\n"
+                   "wakegate_writes_fenced_total %" PRIu64 "\n",
+                   o->st.sessions_lost, o->st.hosts_back, o->st.fenced);
     if (o->hosts.have_sweep)
         wg_buf_appendf(out,
                        "# HELP wakegate_hosts Orchestrator hosts by state, as the last lost-host "

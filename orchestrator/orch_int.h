@@ -570,6 +570,12 @@ void orch_hosts_tick(struct wg_orch *o, uint64_t now);
 /* The engine answered again: read its capacity again. */
 void orch_hosts_engine_back(struct wg_orch *o);
 int orch_hosts_beat_json(const struct wg_orch *o, char *out, size_t outlen);
+/* The store refused a write of ours: the session was re-placed (another
+ * host, or a newer epoch). Logged once per write, counted. */
+void orch_on_fenced(const struct wg_store_res *res, void *arg);
+/* Fences a task's write with the epoch of the record it read (the host is
+ * fenced by the store for every write of this orchestrator). */
+void orch_task_fence(const struct orch_task *t, struct wg_session_update *u);
 void orch_hosts_metrics(const struct wg_orch *o, struct wg_buf *out);
 void reconcile_scan_stuck(struct wg_orch *o);
 /* Asks for a recheck of one session (skipped when a task of it is live). */
