@@ -40,8 +40,9 @@
  *   wg:lock:{id}     string  a random token, SET NX PX; released and extended
  *                            only by the holder (compare-and-delete/-pexpire)
  *   wg:host:{name}   string  an orchestrator's heartbeat (JSON), SET PX ttl
- *   wg:hosts         set     every host that ever beat (placement, sweep)
- *   wg:lost_hosts    set     hosts whose heartbeat expired, until it returns
+ *   wg:hosts         zset    every host that ever beat -> its last beat (ms)
+ *   wg:lost_hosts    zset    hosts whose heartbeat expired -> when the sweep
+ *                            saw it (ms), until the host beats again
  *   wg:hostload      hash    host -> sessions homed there, kept by the create,
  *                            transition and wake scripts (not the heartbeat)
  *   wg:host_sessions:{host}  set  ids homed on host (no scan to find them)

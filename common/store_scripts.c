@@ -62,10 +62,9 @@
     "  end\n"                                                                                      \
     "  local best, bload, brun = nil, 0, 0\n"                                                      \
     "  local live, labelled = 0, 0\n"                                                              \
-    "  for _, hn in ipairs(redis.call('SMEMBERS', '" WG_STORE_KEY_HOSTS "')) do\n"                 \
+    "  for _, hn in ipairs(redis.call('ZRANGE', '" WG_STORE_KEY_HOSTS "', 0, -1)) do\n"            \
     "    local beat = false\n"                                                                     \
-    "    if hn ~= exclude and redis.call('SISMEMBER', '" WG_STORE_KEY_LOST_HOSTS                   \
-    "', hn) == 0 then\n"                                                                           \
+    "    if hn ~= exclude and not redis.call('ZSCORE', '" WG_STORE_KEY_LOST_HOSTS "', hn) then\n"  \
     "      beat = redis.call('GET', '" WG_STORE_KEY_HOST_PREFIX "' .. hn)\n"                       \
     "    end\n"                                                                                    \
     "    if beat then\n"                                                                           \
@@ -244,7 +243,7 @@ const char store_script_create[] = IDLE_SHORT_LUA PLACE_LUA HOME_LUA
     "  host, why = place(ARGV[8], '')\n"
     "  if not host then return {'unplaced', why} end\n"
     "elseif ARGV[6] == 'host' then\n"
-    "  if redis.call('SISMEMBER', '" WG_STORE_KEY_LOST_HOSTS "', ARGV[7]) == 1 or\n"
+    "  if redis.call('ZSCORE', '" WG_STORE_KEY_LOST_HOSTS "', ARGV[7]) or\n"
     "     redis.call('EXISTS', '" WG_STORE_KEY_HOST_PREFIX "' .. ARGV[7]) == 0 then\n"
     "    return {'unplaced', 'host ' .. ARGV[7] .. ' is not live'}\n"
     "  end\n"
@@ -298,8 +297,8 @@ const char store_script_extend[] = "if redis.call('GET', KEYS[1]) == ARGV[1] the
 const char store_script_beat[] =
     "local name, back = ARGV[1], 0\n"
     "redis.call('SET', '" WG_STORE_KEY_HOST_PREFIX "' .. name, ARGV[2], 'PX', ARGV[3])\n"
-    "redis.call('SADD', '" WG_STORE_KEY_HOSTS "', name)\n"
-    "if redis.call('SREM', '" WG_STORE_KEY_LOST_HOSTS "', name) == 1 then\n"
+    "redis.call('ZADD', '" WG_STORE_KEY_HOSTS "', ARGV[4], name)\n"
+    "if redis.call('ZREM', '" WG_STORE_KEY_LOST_HOSTS "', name) == 1 then\n"
     "  redis.call('DEL', '" WG_STORE_KEY_LOST_TODO_PREFIX "' .. name)\n"
     "  redis.call('XADD', '" WG_STORE_KEY_EVENTS "', 'MAXLEN', '~', ARGV[5], '*', 'type',\n"
     "             'host_back', 'host', name, 'at', ARGV[4])\n"
@@ -309,18 +308,17 @@ const char store_script_beat[] =
 
 /* The lost-host sweep: ARGV now, batch, events cap, state channel. Replies
  * {hosts, live, lost, newly lost, moved, left}. Idempotent: a host is
- * marked once (SADD's answer), its ids are queued once, and each queued id
+ * marked once (ZADD NX's answer), its ids are queued once, and each queued id
  * is popped once and moved only if it is still homed there and neither
  * lost nor gone. */
 const char store_script_sweep[] = TRANSIENT_LUA MOVE_LUA
     "local now, batch = ARGV[1], tonumber(ARGV[2])\n"
-    "local hosts = redis.call('SMEMBERS', '" WG_STORE_KEY_HOSTS "')\n"
+    "local hosts = redis.call('ZRANGE', '" WG_STORE_KEY_HOSTS "', 0, -1)\n"
     "local live, newly, moved, left = 0, 0, 0, 0\n"
     "for _, hn in ipairs(hosts) do\n"
     "  if redis.call('EXISTS', '" WG_STORE_KEY_HOST_PREFIX "' .. hn) == 1 then\n"
-    "    if redis.call('SISMEMBER', '" WG_STORE_KEY_LOST_HOSTS
-    "', hn) == 0 then live = live + 1 end\n"
-    "  elseif redis.call('SADD', '" WG_STORE_KEY_LOST_HOSTS "', hn) == 1 then\n"
+    "    if not redis.call('ZSCORE', '" WG_STORE_KEY_LOST_HOSTS "', hn) then live = live + 1 end\n"
+    "  elseif redis.call('ZADD', '" WG_STORE_KEY_LOST_HOSTS "', 'NX', now, hn) == 1 then\n"
     "    newly = newly + 1\n"
     "    local n = redis.call('SUNIONSTORE', '" WG_STORE_KEY_LOST_TODO_PREFIX "' .. hn,\n"
     "                         '" WG_STORE_KEY_HOST_SESSIONS_PREFIX "' .. hn)\n"
@@ -329,7 +327,7 @@ const char store_script_sweep[] = TRANSIENT_LUA MOVE_LUA
     "               cjson.encode({host = hn, sessions = n}))\n"
     "  end\n"
     "end\n"
-    "for _, hn in ipairs(redis.call('SMEMBERS', '" WG_STORE_KEY_LOST_HOSTS "')) do\n"
+    "for _, hn in ipairs(redis.call('ZRANGE', '" WG_STORE_KEY_LOST_HOSTS "', 0, -1)) do\n"
     "  local todo = '" WG_STORE_KEY_LOST_TODO_PREFIX "' .. hn\n"
     "  while moved < batch do\n"
     "    local id = redis.call('SPOP', todo)\n"
@@ -345,7 +343,7 @@ const char store_script_sweep[] = TRANSIENT_LUA MOVE_LUA
     "  end\n"
     "  left = left + redis.call('SCARD', todo)\n"
     "end\n"
-    "return {#hosts, live, redis.call('SCARD', '" WG_STORE_KEY_LOST_HOSTS
+    "return {#hosts, live, redis.call('ZCARD', '" WG_STORE_KEY_LOST_HOSTS
     "'), newly, moved, left}\n";
 
 /* A command for a session's host: ARGV id, the caller's host, now, wake
@@ -363,7 +361,7 @@ const char store_script_wake[] = TRANSIENT_LUA PLACE_LUA HOME_LUA MOVE_LUA
     "  local rh = redis.call('HGET', h, 'host') or ''\n"
     "  if rh ~= '' then target = rh end\n"
     "  if st == 'lost' and ARGV[7] == 'wake' and redis.call('HGET', h, 'pin') ~= '1' and\n"
-    "     (rh == '' or redis.call('SISMEMBER', '" WG_STORE_KEY_LOST_HOSTS "', rh) == 1 or\n"
+    "     (rh == '' or redis.call('ZSCORE', '" WG_STORE_KEY_LOST_HOSTS "', rh) or\n"
     "      redis.call('EXISTS', '" WG_STORE_KEY_HOST_PREFIX "' .. rh) == 0) then\n"
     "    local nh, why = place(redis.call('HGET', h, 'place_labels') or '', rh)\n"
     "    if not nh then return {'unplaced', why} end\n"

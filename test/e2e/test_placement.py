@@ -104,7 +104,7 @@ def test_placement_spread_max_labels_and_a_lost_host(redis_server, clean_engine,
     gw = start_wakegate(gw_cfg(redis_server.url), args=["--role", "proxy"])
     gw.wait_ready(timeout=10)
     wait_for(lambda: r.exists("wg:host:pa") and r.exists("wg:host:pb"), timeout=10, what="both heartbeats")
-    assert r.smembers("wg:hosts") == {"pa", "pb"}
+    assert set(r.zrange("wg:hosts", 0, -1)) == {"pa", "pb"}
     hb = wait_for(lambda: (lambda h: h if h["cpus"] >= 1 else None)(json.loads(r.get("wg:host:pb"))),
                   timeout=5, what="pb's heartbeat with the engine's figures")
     assert hb["max_sessions"] == 3 and hb["labels"] == {"disk": "ssd"}, hb
@@ -152,7 +152,7 @@ def test_placement_spread_max_labels_and_a_lost_host(redis_server, clean_engine,
     t0 = time.monotonic()
     os.kill(pb.proc.pid, signal.SIGKILL)
     os.kill(dockerd_b.pid, signal.SIGKILL)
-    wait_for(lambda: "pb" in r.smembers("wg:lost_hosts"), timeout=10, what="pb marked lost")
+    wait_for(lambda: r.zscore("wg:lost_hosts", "pb") is not None, timeout=10, what="pb marked lost")
     lost_after = time.monotonic() - t0
     wait_for(lambda: all(bus.record(s)["state"] == "lost" for s in (on_b, "ssd1", "pin1")),
              timeout=10, what="pb's sessions lost")

@@ -450,7 +450,7 @@ static void test_sweep_and_replace(void **state)
     assert_int_equal(b.homed, 4);
     DO(fx, &b, wg_store_host_beat(fx->st, "host-a", "{\"name\":\"host-a\"}", 10000, got_cb, &b));
     assert_int_equal(b.count, 0);
-    assert_int_equal(raw_int(fx, "SCARD wg:lost_hosts%s", ""), 0);
+    assert_int_equal(raw_int(fx, "ZCARD wg:lost_hosts%s", ""), 0);
     /* Now live again, a wake of its own lost session goes to it. */
     snprintf(cmd.session, sizeof(cmd.session), "l2");
     DO(fx, &g, wg_store_wake_add(fx->st, "host-b", &cmd, got_cb, &g));
