@@ -92,8 +92,13 @@ void api_handle_create(struct wg_api *api, struct wg_admin_req *req,
     }
     c->create = cr;
     wg_api_create_fields(&c->create, NULL, &u);
-    struct wg_store_place place = {
-        .host = c->create.host, .labels_json = c->create.place_labels, .pin = c->create.pin};
+    /* This process runs an orchestrator: it is alive, so its host may take
+     * the session while no heartbeat at all is there yet (it starts). */
+    bool own = api->cfg->role != WG_ROLE_PROXY && api->cfg->docker_name != NULL;
+    struct wg_store_place place = {.host = c->create.host,
+                                   .labels_json = c->create.place_labels,
+                                   .pin = c->create.pin,
+                                   .fallback_host = own ? api->cfg->docker_name : NULL};
     rc = wg_store_create_placed(api->store, c->id, &u, &place, create_detail, on_created, c);
     if (rc == 0)
         c->pending++;

@@ -228,6 +228,10 @@ struct wg_store_place {
     const char *host;
     const char *labels_json; /* {"k":"v",...} a host must have; NULL or "" for none */
     bool pin;                /* stored: a lost host's wake waits for the host */
+    /* When no host at all is live: this one (a gateway that runs an
+     * orchestrator itself, alive since it answers, whose first heartbeat
+     * may not be written yet); NULL: refused with "no live host". */
+    const char *fallback_host;
 };
 
 /* What a call produced; which members are set is said at each call. */
@@ -464,8 +468,10 @@ int wg_store_wake_claim(struct wg_store *s, const char *host, const char *group,
  * script: the host (place->host, or the least loaded live host that has
  * every label: live = its wg:host:{name} exists and it is not in
  * wg:lost_hosts; fits = its homed count in wg:hostload is below its
- * heartbeat's max_sessions, or that is 0; order: homed/max (homed when no
- * max), then fewer running, then the name), epoch 1, pin and labels are
+ * heartbeat's max_sessions, or that is 0; order: hosts whose engine
+ * answers first (a host's orchestrator beats on while its engine is away:
+ * its sessions wake once it is back), then homed/max (homed when no max),
+ * then fewer running, then the name), epoch 1, pin and labels are
  * written with the record and the host's count raised at once, so two
  * gateways never fill one last slot twice. fields must not set the host.
  * Status 0 / WG_STORE_EXISTS as wg_store_create(); WG_STORE_UNPLACED:

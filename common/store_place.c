@@ -41,13 +41,17 @@ int wg_store_create_placed(struct wg_store *s, const char *id,
                            wg_store_cb *cb, void *arg)
 {
     bool explicit = place && place->host && place->host[0];
+    bool fallback = place && place->fallback_host && place->fallback_host[0];
 
     if (!s || !place || (fields && (fields->set & (WG_SF_HOST | WG_SF_PIN))) ||
-        !labels_ok(place->labels_json) || (explicit && !store_host_ok(place->host)))
+        !labels_ok(place->labels_json) || (explicit && !store_host_ok(place->host)) ||
+        (fallback && !store_host_ok(place->fallback_host)))
         return -EINVAL;
     return store_create_send(s, id, fields, explicit ? "host" : "place",
-                             explicit ? place->host : "", place->labels_json, place->pin,
-                             detail_json, cb, arg);
+                             explicit   ? place->host
+                             : fallback ? place->fallback_host
+                                        : "",
+                             place->labels_json, place->pin, detail_json, cb, arg);
 }
 
 int wg_store_host_beat(struct wg_store *s, const char *name, const char *json, uint64_t ttl_ms,

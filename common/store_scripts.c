@@ -54,13 +54,13 @@
  * limit). Least loaded first: homed/max (homed when no max), then fewer
  * running, then the name, so the choice is deterministic. */
 #define PLACE_LUA                                                                                  \
-    "local function place(need_json, exclude)\n"                                                   \
+    "local function place(need_json, exclude, fallback)\n"                                         \
     "  local need = {}\n"                                                                          \
     "  if need_json ~= '' then\n"                                                                  \
     "    local ok, t = pcall(cjson.decode, need_json)\n"                                           \
     "    if ok and type(t) == 'table' then need = t end\n"                                         \
     "  end\n"                                                                                      \
-    "  local best, bload, brun = nil, 0, 0\n"                                                      \
+    "  local best, bkey = nil, nil\n"                                                              \
     "  local live, labelled = 0, 0\n"                                                              \
     "  for _, hn in ipairs(redis.call('ZRANGE', '" WG_STORE_KEY_HOSTS "', 0, -1)) do\n"            \
     "    local beat = false\n"                                                                     \
@@ -79,17 +79,23 @@
     "        local homed = tonumber(redis.call('HGET', '" WG_STORE_KEY_HOSTLOAD                    \
     "', hn) or '0') or 0\n"                                                                        \
     "        local max = tonumber(info.max_sessions) or 0\n"                                       \
-    "        local run = tonumber(info.running) or 0\n"                                            \
     "        local load = homed\n"                                                                 \
     "        if max > 0 then load = homed / max end\n"                                             \
-    "        if (max == 0 or homed < max) and (best == nil or load < bload or\n"                   \
-    "            (load == bload and (run < brun or (run == brun and hn < best)))) then\n"          \
-    "          best, bload, brun = hn, load, run\n"                                                \
+    "        local key = {info.engine == false and 1 or 0, load, tonumber(info.running) or 0, "    \
+    "hn}\n"                                                                                        \
+    "        local better = best == nil\n"                                                         \
+    "        for i = 1, 4 do\n"                                                                    \
+    "          if better or key[i] ~= bkey[i] then\n"                                              \
+    "            better = better or key[i] < bkey[i]\n"                                            \
+    "            break\n"                                                                          \
+    "          end\n"                                                                              \
     "        end\n"                                                                                \
+    "        if (max == 0 or homed < max) and better then best, bkey = hn, key end\n"              \
     "      end\n"                                                                                  \
     "    end\n"                                                                                    \
     "  end\n"                                                                                      \
     "  if best then return best, '' end\n"                                                         \
+    "  if live == 0 and fallback ~= '' then return fallback, '' end\n"                             \
     "  if live == 0 then return nil, 'no live host' end\n"                                         \
     "  if labelled == 0 then return nil, 'no live host has the labels ' .. need_json end\n"        \
     "  return nil, 'every live host is full'\n"                                                    \
@@ -228,7 +234,8 @@ const char store_script_transition[] = TRANSIENT_LUA IDLE_SHORT_LUA HOME_LUA
  * wg:counts.
  * ARGV: id, now, events cap, detail, state channel, placement ("" = the
  * host in the fields, unchecked: an adoption; "place" = choose a live host
- * with the labels; "host" = ARGV[7], which must be live), host, labels
+ * with the labels, or ARGV[7] when no host at all is live and it is not
+ * ""; "host" = ARGV[7], which must be live), host, labels
  * JSON, pin ("1"), then field/value pairs (empty values skipped). A record
  * with a host is counted in wg:hostload and wg:host_sessions:{host}, at
  * epoch 1. */
@@ -240,7 +247,7 @@ const char store_script_create[] = IDLE_SHORT_LUA PLACE_LUA HOME_LUA
     "local host = nil\n"
     "if ARGV[6] == 'place' then\n"
     "  local why\n"
-    "  host, why = place(ARGV[8], '')\n"
+    "  host, why = place(ARGV[8], '', ARGV[7])\n"
     "  if not host then return {'unplaced', why} end\n"
     "elseif ARGV[6] == 'host' then\n"
     "  if redis.call('ZSCORE', '" WG_STORE_KEY_LOST_HOSTS "', ARGV[7]) or\n"
@@ -363,7 +370,7 @@ const char store_script_wake[] = TRANSIENT_LUA PLACE_LUA HOME_LUA MOVE_LUA
     "  if st == 'lost' and ARGV[7] == 'wake' and redis.call('HGET', h, 'pin') ~= '1' and\n"
     "     (rh == '' or redis.call('ZSCORE', '" WG_STORE_KEY_LOST_HOSTS "', rh) or\n"
     "      redis.call('EXISTS', '" WG_STORE_KEY_HOST_PREFIX "' .. rh) == 0) then\n"
-    "    local nh, why = place(redis.call('HGET', h, 'place_labels') or '', rh)\n"
+    "    local nh, why = place(redis.call('HGET', h, 'place_labels') or '', rh, '')\n"
     "    if not nh then return {'unplaced', why} end\n"
     "    home(id, rh, nh)\n"
     "    local ep = (tonumber(redis.call('HGET', h, 'epoch') or '') or 0) + 1\n"

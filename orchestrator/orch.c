@@ -495,9 +495,8 @@ static void tick_cb(uv_timer_t *h)
     if (!o->docker_ok || now - o->last_ping >= WG_ORCH_HEARTBEAT_EVERY_MS)
         ping(o);
     orch_hosts_tick(o, now);
-    /* Nothing is written to Redis while the engine does not answer: no
-     * heartbeat (placement must not pick a host that cannot start
-     * anything), no consumer group (nothing consumes yet). */
+    /* No consumer group while the engine does not answer (nothing
+     * consumes yet); the heartbeat goes on, saying so (orch_hosts.c). */
     if (!o->docker_ok)
         return;
     if (!o->group_ok && !o->group_busy &&

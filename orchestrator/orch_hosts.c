@@ -100,6 +100,7 @@ int orch_hosts_beat_json(const struct wg_orch *o, char *out, size_t outlen)
         .mem_total = o->hosts.mem_total,
         .max_sessions = o->cfg->max_sessions,
         .labels_json = o->cfg->docker_labels_json,
+        .engine = o->docker_ok,
     };
 
     return wg_orch_heartbeat_json(out, outlen, &b);
@@ -110,7 +111,7 @@ static void beat(struct wg_orch *o)
     char val[2048];
 
     o->last_heartbeat = uv_now(o->loop);
-    if (!o->hosts.running_busy &&
+    if (o->docker_ok && !o->hosts.running_busy &&
         wg_docker_list_running(o->docker, WG_LABEL_SESSION, on_running, o) == 0)
         o->hosts.running_busy = true;
     if (o->hosts.beat_busy || orch_hosts_beat_json(o, val, sizeof(val)) < 0)
@@ -181,16 +182,17 @@ void orch_hosts_tick(struct wg_orch *o, uint64_t now)
 {
     uint64_t period = orch_hosts_period_ms(o);
 
-    /* The sweep needs no engine: a host whose own engine is away still
-     * notices that others are gone. */
-    if (o->group_ok && now - o->hosts.last_sweep >= period)
-        sweep(o);
-    if (!o->docker_ok)
-        return;
-    if (!o->hosts.have_info && !o->hosts.info_busy && wg_docker_info(o->docker, on_info, o) == 0)
-        o->hosts.info_busy = true;
+    /* Neither needs the engine: the orchestrator is alive and says so
+     * (with "engine": false, so placement prefers others), which keeps its
+     * sessions from going lost over an engine restart; and it still
+     * notices that other hosts are gone. */
     if (now - o->last_heartbeat >= period)
         beat(o);
+    if (now - o->hosts.last_sweep >= period)
+        sweep(o);
+    if (o->docker_ok && !o->hosts.have_info && !o->hosts.info_busy &&
+        wg_docker_info(o->docker, on_info, o) == 0)
+        o->hosts.info_busy = true;
 }
 
 void orch_hosts_metrics(const struct wg_orch *o, struct wg_buf *out)

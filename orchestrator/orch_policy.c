@@ -815,12 +815,13 @@ int wg_orch_heartbeat_json(char *out, size_t outlen, const struct wg_orch_beat *
         json_decref(labels);
         return -EINVAL;
     }
-    o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "name", b->name,
+    o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:b}", "name", b->name,
                   "starts_in_flight", (json_int_t)b->in_flight, "max_concurrent_starts",
                   (json_int_t)b->max_starts, "queued", (json_int_t)b->queued, "at",
                   (json_int_t)b->at_ms, "running", known(b->running), "sessions",
                   known(b->sessions), "cpus", known(b->cpus), "mem_total", known(b->mem_total),
-                  "max_sessions", (json_int_t)b->max_sessions, "labels", labels);
+                  "max_sessions", (json_int_t)b->max_sessions, "labels", labels, "engine",
+                  b->engine);
     if (!o)
         return -ENOMEM;
     n = (int)json_dumpb(o, out, outlen, JSON_COMPACT | JSON_PRESERVE_ORDER);

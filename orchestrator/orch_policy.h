@@ -359,12 +359,13 @@ struct wg_orch_beat {
     long long sessions; /* sessions homed here */
     long long cpus, mem_total;
     unsigned max_sessions;   /* 0: no limit */
+    bool engine;             /* the engine answers */
     const char *labels_json; /* {"k":"v"}; NULL: {} */
 };
 
 /* The heartbeat's JSON: {"name","starts_in_flight","max_concurrent_starts",
  * "queued","at","running","sessions","cpus","mem_total","max_sessions",
- * "labels"} into out. Returns the length, -ENOSPC, or -EINVAL (labels_json
+ * "labels","engine"} into out. Returns the length, -ENOSPC, or -EINVAL (labels_json
  * not a JSON object). */
 int wg_orch_heartbeat_json(char *out, size_t outlen, const struct wg_orch_beat *b);
 

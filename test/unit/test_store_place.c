@@ -280,6 +280,21 @@ static void test_least_loaded_and_max(void **state)
     assert_non_null(strstr(g.error, "host-z is not live"));
     got_reset(&g);
     assert_int_equal(raw_int(fx, "EXISTS wg:session:%s", "s0"), 0);
+    /* A gateway that runs an orchestrator homes it on its own host while
+     * no host at all is live. */
+    p.host = NULL;
+    p.fallback_host = "host-self";
+    DO(fx, &g, wg_store_create_placed(fx->st, "s0", &u, &p, NULL, got_cb, &g));
+    assert_int_equal(g.status, 0);
+    assert_string_equal(g.rec.host, "host-self");
+    got_reset(&g);
+    assert_int_equal(hostload(fx, "host-self"), 1);
+    /* A live host whose engine is away is the last choice, not refused. */
+    {
+        struct got b = {0};
+        DO(fx, &b, wg_store_host_beat(fx->st, "host-0", "{\"engine\":false}", 10000, got_cb, &b));
+        got_reset(&b);
+    }
 
     beat(fx, "host-a", 3, 0, NULL);
     beat(fx, "host-b", 3, 0, NULL);
@@ -293,11 +308,25 @@ static void test_least_loaded_and_max(void **state)
     }
     assert_int_equal(on_a, 3);
     assert_int_equal(on_b, 3);
+    assert_int_equal(hostload(fx, "host-0"), 0);
     assert_int_equal(hostload(fx, "host-a"), 3);
     assert_int_equal(raw_int(fx, "SCARD wg:host_sessions:%s", "host-b"), 3);
-    /* Both full: nothing written, and the reason says so. */
+    /* Both full: the host whose engine is away takes it. */
     fields(&u);
     p.host = NULL;
+    p.fallback_host = NULL;
+    DO(fx, &g, wg_store_create_placed(fx->st, "s9", &u, &p, NULL, got_cb, &g));
+    assert_int_equal(g.status, 0);
+    assert_string_equal(g.rec.host, "host-0");
+    got_reset(&g);
+    {
+        struct got b = {0};
+        DO(fx, &b,
+           wg_store_host_beat(fx->st, "host-0", "{\"engine\":false,\"max_sessions\":1}", 10000,
+                              got_cb, &b));
+        got_reset(&b);
+    }
+    /* All full: nothing written, and the reason says so. */
     DO(fx, &g, wg_store_create_placed(fx->st, "s7", &u, &p, NULL, got_cb, &g));
     assert_int_equal(g.status, WG_STORE_UNPLACED);
     assert_string_equal(g.error, "every live host is full");
