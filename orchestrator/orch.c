@@ -496,7 +496,8 @@ static void tick_cb(uv_timer_t *h)
         ping(o);
     orch_hosts_tick(o, now);
     /* No consumer group while the engine does not answer (nothing
-     * consumes yet); the heartbeat goes on, saying so (orch_hosts.c). */
+     * consumes yet); the heartbeat goes on once the engine answered
+     * before, saying so (orch_hosts.c). */
     if (!o->docker_ok)
         return;
     if (!o->group_ok && !o->group_busy &&

@@ -182,10 +182,15 @@ void orch_hosts_tick(struct wg_orch *o, uint64_t now)
 {
     uint64_t period = orch_hosts_period_ms(o);
 
-    /* Neither needs the engine: the orchestrator is alive and says so
-     * (with "engine": false, so placement prefers others), which keeps its
-     * sessions from going lost over an engine restart; and it still
-     * notices that other hosts are gone. */
+    /* An orchestrator that never reached its engine is no host yet and
+     * writes nothing. Once it has, neither needs the engine: it is alive
+     * and says so (with "engine": false, so placement prefers others),
+     * which keeps its sessions from going lost over an engine restart; and
+     * it still notices that other hosts are gone. */
+    if (o->docker_ok)
+        o->hosts.engine_seen = true;
+    if (!o->hosts.engine_seen)
+        return;
     if (now - o->last_heartbeat >= period)
         beat(o);
     if (now - o->hosts.last_sweep >= period)
@@ -211,12 +216,11 @@ void orch_hosts_metrics(const struct wg_orch *o, struct wg_buf *out)
                    "# TYPE wakegate_writes_fenced_total counter\n"
                    "wakegate_writes_fenced_total %" PRIu64 "\n",
                    o->st.sessions_lost, o->st.hosts_back, o->st.fenced);
-    if (o->hosts.have_sweep)
-        wg_buf_appendf(out,
-                       "# HELP wakegate_hosts Orchestrator hosts by state, as the last lost-host "
-                       "sweep saw them.\n"
-                       "# TYPE wakegate_hosts gauge\n"
-                       "wakegate_hosts{state=\"live\"} %lld\n"
-                       "wakegate_hosts{state=\"lost\"} %lld\n",
-                       o->hosts.sweep.live, o->hosts.sweep.lost);
+    wg_buf_appendf(out,
+                   "# HELP wakegate_hosts Orchestrator hosts by state, as the last lost-host "
+                   "sweep saw them.\n"
+                   "# TYPE wakegate_hosts gauge\n"
+                   "wakegate_hosts{state=\"live\"} %lld\n"
+                   "wakegate_hosts{state=\"lost\"} %lld\n",
+                   o->hosts.sweep.live, o->hosts.sweep.lost);
 }

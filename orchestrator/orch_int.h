@@ -382,6 +382,7 @@ struct wg_orch {
     /* this host among the others (orch_hosts.c) */
     struct {
         bool have_info, info_busy;
+        bool engine_seen;          /* the engine answered once: a host from then on */
         long long cpus, mem_total; /* the engine's NCPU and MemTotal */
         long long running;         /* session containers running here */
         bool running_busy;
