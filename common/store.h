@@ -493,7 +493,9 @@ int wg_store_host_beat(struct wg_store *s, const char *name, const char *json, u
  * wg:lost_hosts (event {type=host_lost, host, sessions}) and the ids homed
  * there are queued in wg:lost_todo:{host}; then up to batch queued sessions
  * that are still homed there move to lost (each a normal transition: v
- * bumped, event, published). res->sweep says what it saw and did. */
+ * bumped, event, published). The store's own fence host (an orchestrator
+ * sweeping) is never marked lost: it is alive, since it sweeps.
+ * res->sweep says what it saw and did. */
 int wg_store_host_sweep(struct wg_store *s, size_t batch, wg_store_cb *cb, void *arg);
 
 /* Reply parsers, for callers that send the commands themselves. They fill at

@@ -95,6 +95,7 @@ int wg_store_host_sweep(struct wg_store *s, size_t batch, wg_store_cb *cb, void 
     store_av_u64(&a, batch);
     store_av_u64(&a, s->events_max);
     store_av_str(&a, WG_STORE_CHANNEL_STATE);
+    store_av_str(&a, s->fence_host);
     rc = store_send(op, s->redis, R_MAIN, 0, &a);
     store_av_release(&a);
     return rc < 0 ? store_op_abort(op, rc) : 0;

@@ -313,7 +313,9 @@ const char store_script_beat[] =
     "end\n"
     "return {back, tonumber(redis.call('HGET', '" WG_STORE_KEY_HOSTLOAD "', name) or '0') or 0}\n";
 
-/* The lost-host sweep: ARGV now, batch, events cap, state channel. Replies
+/* The lost-host sweep: ARGV now, batch, events cap, state channel, the
+ * sweeper's own host ("" = none: it runs the sweep, so it is alive even
+ * if its heartbeat lapsed under load; it is never marked lost). Replies
  * {hosts, live, lost, newly lost, moved, left}. Idempotent: a host is
  * marked once (ZADD NX's answer), its ids are queued once, and each queued id
  * is popped once and moved only if it is still homed there and neither
@@ -323,7 +325,7 @@ const char store_script_sweep[] = TRANSIENT_LUA MOVE_LUA
     "local hosts = redis.call('ZRANGE', '" WG_STORE_KEY_HOSTS "', 0, -1)\n"
     "local live, newly, moved, left = 0, 0, 0, 0\n"
     "for _, hn in ipairs(hosts) do\n"
-    "  if redis.call('EXISTS', '" WG_STORE_KEY_HOST_PREFIX "' .. hn) == 1 then\n"
+    "  if hn == ARGV[5] or redis.call('EXISTS', '" WG_STORE_KEY_HOST_PREFIX "' .. hn) == 1 then\n"
     "    if not redis.call('ZSCORE', '" WG_STORE_KEY_LOST_HOSTS "', hn) then live = live + 1 end\n"
     "  elseif redis.call('ZADD', '" WG_STORE_KEY_LOST_HOSTS "', 'NX', now, hn) == 1 then\n"
     "    newly = newly + 1\n"

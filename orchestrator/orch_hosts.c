@@ -20,6 +20,8 @@
 /* Sessions moved to lost per sweep script: bounded, so one script never
  * holds Redis long; a sweep that leaves some runs again at once. */
 #define SWEEP_BATCH 200
+/* How early (ms) a heartbeat may go: half the tick. */
+#define ORCH_TICK_SLACK_MS 500
 
 uint64_t orch_hosts_period_ms(const struct wg_orch *o)
 {
@@ -191,9 +193,11 @@ void orch_hosts_tick(struct wg_orch *o, uint64_t now)
         o->hosts.engine_seen = true;
     if (!o->hosts.engine_seen)
         return;
-    if (now - o->last_heartbeat >= period)
+    /* A tick early rather than late: the 1 s tick would otherwise stretch
+     * a 1 s period to 2 s, too close to a short TTL. */
+    if (now - o->last_heartbeat + ORCH_TICK_SLACK_MS >= period)
         beat(o);
-    if (now - o->hosts.last_sweep >= period)
+    if (now - o->hosts.last_sweep + ORCH_TICK_SLACK_MS >= period)
         sweep(o);
     if (o->docker_ok && !o->hosts.have_info && !o->hosts.info_busy &&
         wg_docker_info(o->docker, on_info, o) == 0)

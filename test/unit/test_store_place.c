@@ -428,6 +428,10 @@ static void test_sweep_and_replace(void **state)
     assert_int_equal(g.sweep.moved, 0);
     /* host-a's heartbeat expires: bounded batches of 2. */
     raw(fx, &w, "DEL wg:host:host-a");
+    /* host-a's own orchestrator sweeping: alive, whatever its key says. */
+    DO(fx, &g, wg_store_host_sweep(fx->fenced, 2, got_cb, &g));
+    assert_int_equal(g.sweep.newly_lost, 0);
+    assert_int_equal(g.sweep.moved, 0);
     DO(fx, &g, wg_store_host_sweep(fx->st, 2, got_cb, &g));
     assert_int_equal(g.sweep.newly_lost, 1);
     assert_int_equal(g.sweep.lost, 1);
