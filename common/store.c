@@ -328,6 +328,7 @@ static void handle_reply(struct op *op, enum role role, size_t idx, const redisR
     case OP_BEAT:
     case OP_SWEEP:
     case OP_WAKE_ADD:
+    case OP_ADOPT:
         store_place_reply(op, reply);
         return;
     }

@@ -498,6 +498,15 @@ int wg_store_host_beat(struct wg_store *s, const char *name, const char *json, u
  * res->sweep says what it saw and did. */
 int wg_store_host_sweep(struct wg_store *s, size_t batch, wg_store_cb *cb, void *arg);
 
+/* The records of a host written before placement kept its sets: ids (n
+ * up to WG_STORE_LIST_MAX) whose record names host `name` join
+ * wg:host_sessions:{name}, members whose record is gone or elsewhere
+ * leave it, and wg:hostload's count of the host is set to its size (so it
+ * heals). Sent in scripts of up to WG_STORE_BATCH_MAX ids, pipelined.
+ * res->count: ids added. n may be 0 (only the pruning and the count). */
+int wg_store_host_adopt(struct wg_store *s, const char *name, const char *const *ids, size_t n,
+                        wg_store_cb *cb, void *arg);
+
 /* Reply parsers, for callers that send the commands themselves. They fill at
  * most max entries of out and set *ret_n. A garbled entry (bad fields, or
  * deleted from the stream: nil fields) is returned with bad = true; a reply

@@ -42,6 +42,7 @@ enum op_kind {
     OP_BEAT,     /* host_beat */
     OP_SWEEP,    /* host_sweep */
     OP_WAKE_ADD, /* wake_add: the wake script */
+    OP_ADOPT,    /* host_adopt */
 };
 
 /* What one command of an op reads: its main answer, a wg:active score (or
@@ -204,5 +205,6 @@ extern const char store_script_extend[];
 extern const char store_script_beat[];
 extern const char store_script_sweep[];
 extern const char store_script_wake[];
+extern const char store_script_adopt[];
 
 #endif

@@ -133,6 +133,41 @@ int wg_store_wake_add(struct wg_store *s, const char *host, const struct wg_wake
     return rc < 0 ? store_op_abort(op, rc) : 0;
 }
 
+int wg_store_host_adopt(struct wg_store *s, const char *name, const char *const *ids, size_t n,
+                        wg_store_cb *cb, void *arg)
+{
+    struct op *op;
+    size_t chunks = n ? (n + WG_STORE_BATCH_MAX - 1) / WG_STORE_BATCH_MAX : 1;
+    int rc;
+
+    if (!s || !cb || !store_host_ok(name) || (n && !ids) || n > WG_STORE_LIST_MAX)
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (!store_id_ok(ids[i]))
+            return -EINVAL;
+    if ((rc = store_op_start(s, OP_ADOPT, NULL, cb, arg, &op)) < 0)
+        return rc;
+    for (size_t c = 0; c < chunks; c++) {
+        struct store_argv a = {0};
+        size_t from = c * WG_STORE_BATCH_MAX, to = from + WG_STORE_BATCH_MAX;
+
+        if (to > n)
+            to = n;
+        store_av_str(&a, "EVAL");
+        store_av_str(&a, store_script_adopt);
+        store_av_str(&a, "0");
+        store_av_str(&a, name);
+        store_av_str(&a, c + 1 == chunks ? "1" : "");
+        for (size_t i = from; i < to; i++)
+            store_av_str(&a, ids[i]);
+        rc = store_send(op, s->redis, R_MAIN, c, &a);
+        store_av_release(&a);
+        if (rc < 0)
+            return store_op_abort(op, rc); /* 0 when an earlier chunk is out */
+    }
+    return 0;
+}
+
 static bool reply_int(const redisReply *r, long long *ret)
 {
     if (r->type != REDIS_REPLY_INTEGER)
@@ -154,6 +189,14 @@ void store_place_reply(struct op *op, const redisReply *reply)
             !reply_int(reply->element[1], &op->sweep.hosts))
             goto proto;
         return;
+    case OP_ADOPT: {
+        long long added;
+
+        if (!reply_int(reply, &added))
+            goto proto;
+        op->count += added;
+        return;
+    }
     case OP_SWEEP:
         if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 6)
             goto proto;

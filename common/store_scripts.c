@@ -392,3 +392,27 @@ const char store_script_wake[] = TRANSIENT_LUA PLACE_LUA HOME_LUA MOVE_LUA
     "local eid = redis.call('XADD', '" WG_STORE_KEY_WAKE_PREFIX "' .. target, 'MAXLEN', '~',\n"
     "                       ARGV[4], '*', unpack(e))\n"
     "return {'ok', eid, target}\n";
+
+/* Records homed on a host that the sets do not know yet (written before
+ * placement): ARGV name, "1" on the last call of a round, then ids. Each id
+ * whose record names the host joins wg:host_sessions:{name}; the last call
+ * drops members whose record is gone or homed elsewhere, and sets the
+ * host's wg:hostload to the set's size, so the count heals at each boot.
+ * Replies the number of ids added. */
+const char store_script_adopt[] =
+    "local name, hs = ARGV[1], '" WG_STORE_KEY_HOST_SESSIONS_PREFIX "' .. ARGV[1]\n"
+    "local added = 0\n"
+    "for i = 3, #ARGV do\n"
+    "  if redis.call('HGET', '" WG_STORE_KEY_SESSION_PREFIX "' .. ARGV[i], 'host') == name then\n"
+    "    added = added + redis.call('SADD', hs, ARGV[i])\n"
+    "  end\n"
+    "end\n"
+    "if ARGV[2] == '1' then\n"
+    "  for _, id in ipairs(redis.call('SMEMBERS', hs)) do\n"
+    "    if redis.call('HGET', '" WG_STORE_KEY_SESSION_PREFIX "' .. id, 'host') ~= name then\n"
+    "      redis.call('SREM', hs, id)\n"
+    "    end\n"
+    "  end\n"
+    "  redis.call('HSET', '" WG_STORE_KEY_HOSTLOAD "', name, redis.call('SCARD', hs))\n"
+    "end\n"
+    "return added\n";

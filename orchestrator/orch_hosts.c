@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
@@ -158,6 +159,58 @@ static void sweep(struct wg_orch *o)
         o->hosts.sweep_busy = true;
 }
 
+static void on_adopted(const struct wg_store_res *res, void *arg)
+{
+    struct wg_orch *o = arg;
+
+    o->hosts.adopt_busy = false;
+    if (o->closing)
+        return;
+    if (res->status != 0) {
+        WG_WARN(o->log, ORCH_SUBSYS, "cannot count this host's sessions, retrying", "error=\"%s\"",
+                res->error);
+        return;
+    }
+    o->hosts.adopted = true;
+    if (res->count > 0)
+        WG_INFO(o->log, ORCH_SUBSYS, "sessions of this host written before placement counted",
+                "name=%s sessions=%lld", o->name, res->count);
+}
+
+static void on_adopt_list(const struct wg_store_res *res, void *arg)
+{
+    struct wg_orch *o = arg;
+    const char **ids = NULL;
+    size_t n = 0;
+
+    if (o->closing) {
+        o->hosts.adopt_busy = false;
+        return;
+    }
+    if (res->status != 0 || (res->n_recs && !(ids = calloc(res->n_recs, sizeof(*ids))))) {
+        o->hosts.adopt_busy = false;
+        return; /* the next tick tries again */
+    }
+    for (size_t i = 0; i < res->n_recs; i++)
+        if (strcmp(res->recs[i].host, o->name) == 0)
+            ids[n++] = res->recs[i].id;
+    /* The ids point into res: the store copies the arguments at once. */
+    if (wg_store_host_adopt(o->store, o->name, ids, n, on_adopted, o) < 0)
+        o->hosts.adopt_busy = false;
+    free(ids);
+}
+
+/* Once per process: records of this host that a version before placement
+ * wrote join its sets, and its count is made exact (one list, as the
+ * startup reconciliation reads). */
+static void adopt(struct wg_orch *o)
+{
+    if (o->hosts.adopted || o->hosts.adopt_busy)
+        return;
+    if (wg_store_list(o->store, on_adopt_list, o) == 0)
+        o->hosts.adopt_busy = true;
+}
+
 void orch_on_fenced(const struct wg_store_res *res, void *arg)
 {
     struct wg_orch *o = arg;
@@ -199,6 +252,7 @@ void orch_hosts_tick(struct wg_orch *o, uint64_t now)
         beat(o);
     if (now - o->hosts.last_sweep + ORCH_TICK_SLACK_MS >= period)
         sweep(o);
+    adopt(o);
     if (o->docker_ok && !o->hosts.have_info && !o->hosts.info_busy &&
         wg_docker_info(o->docker, on_info, o) == 0)
         o->hosts.info_busy = true;

@@ -383,6 +383,7 @@ struct wg_orch {
     struct {
         bool have_info, info_busy;
         bool engine_seen;          /* the engine answered once: a host from then on */
+        bool adopted, adopt_busy;  /* this host's older records are in its sets */
         long long cpus, mem_total; /* the engine's NCPU and MemTotal */
         long long running;         /* session containers running here */
         bool running_busy;

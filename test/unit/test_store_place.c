@@ -539,6 +539,34 @@ static void test_fenced(void **state)
     close_all(fx);
 }
 
+static void test_adopt(void **state)
+{
+    struct fx *fx = *state;
+    struct got g = {0};
+    struct raw w;
+    const char *ids[] = {"old1", "old2", "other"};
+
+    /* Records of before placement, and a member whose record is gone. */
+    raw(fx, &w, "HSET wg:session:old1 id old1 state asleep host host-a v 3");
+    raw(fx, &w, "HSET wg:session:old2 id old2 state running host host-a v 9");
+    raw(fx, &w, "HSET wg:session:other id other state asleep host host-b v 1");
+    raw(fx, &w, "SADD wg:host_sessions:host-a gone");
+    raw(fx, &w, "HSET wg:hostload host-a 7");
+    DO(fx, &g, wg_store_host_adopt(fx->st, "host-a", ids, 3, got_cb, &g));
+    assert_int_equal(g.status, 0);
+    assert_int_equal(g.count, 2);
+    assert_int_equal(hostload(fx, "host-a"), 2);
+    assert_int_equal(raw_int(fx, "SISMEMBER wg:host_sessions:host-a %s", "gone"), 0);
+    /* Again: nothing new, the count stays exact. */
+    DO(fx, &g, wg_store_host_adopt(fx->st, "host-a", ids, 3, got_cb, &g));
+    assert_int_equal(g.count, 0);
+    assert_int_equal(hostload(fx, "host-a"), 2);
+    assert_int_equal(wg_store_host_adopt(fx->st, "host-a", (const char *[]){"Bad"}, 1, got_cb, &g),
+                     -EINVAL);
+    got_reset(&g);
+    close_all(fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -547,6 +575,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_labels, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sweep_and_replace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fenced, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_adopt, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
