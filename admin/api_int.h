@@ -57,6 +57,7 @@ enum api_place_outcome {
 /* The outcome of a WG_STORE_UNPLACED reason, and the label names. */
 enum api_place_outcome api_place_outcome(const char *reason);
 extern const char *const api_place_outcome_names[API_PLACE_OUTCOMES];
+
 #define API_TICK_MS 100
 #define API_READER_RETRY_MS 1000
 #define API_WAIT_POLL_MS 1000 /* backstop read of a waited-on record */

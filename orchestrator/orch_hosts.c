@@ -111,14 +111,21 @@ int orch_hosts_beat_json(const struct wg_orch *o, char *out, size_t outlen)
 
 static void beat(struct wg_orch *o)
 {
-    char val[2048];
+    /* 16 labels of 63-byte names and values fit with room to spare. */
+    char val[4096];
+    int n;
 
     o->last_heartbeat = uv_now(o->loop);
     if (o->docker_ok && !o->hosts.running_busy &&
         wg_docker_list_running(o->docker, WG_LABEL_SESSION, on_running, o) == 0)
         o->hosts.running_busy = true;
-    if (o->hosts.beat_busy || orch_hosts_beat_json(o, val, sizeof(val)) < 0)
+    if (o->hosts.beat_busy)
         return;
+    if ((n = orch_hosts_beat_json(o, val, sizeof(val))) < 0) {
+        WG_ERROR(o->log, ORCH_SUBSYS, "cannot make the heartbeat, this host will be lost",
+                 "name=%s error=%s", o->name, strerror(-n));
+        return;
+    }
     if (wg_store_host_beat(o->store, o->name, val, o->cfg->heartbeat_ttl_ms, on_beat, o) == 0)
         o->hosts.beat_busy = true;
 }
