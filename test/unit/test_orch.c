@@ -281,6 +281,19 @@ static void test_reconcile_table(void **state)
                      WG_ORCH_FIX_NONE);
 }
 
+/* A host back after it was lost: Docker's truth brings its own sessions
+ * back from lost; a wake of one (pinned, or its host live again) starts it. */
+static void test_lost_comes_back(void **state)
+{
+    (void)state;
+    EXPECT_MOVE(fix(S(LOST), WG_ORCH_DOCKER_RUNNING, false, true, true, true), S(RUNNING));
+    EXPECT_MOVE(fix(S(LOST), WG_ORCH_DOCKER_PAUSED, false, true, true, true), S(PAUSED));
+    EXPECT_MOVE(fix(S(LOST), WG_ORCH_DOCKER_STOPPED, false, true, true, false), S(ASLEEP));
+    EXPECT_MOVE(fix(S(LOST), WG_ORCH_DOCKER_MISSING, false, true, false, true), S(ASLEEP));
+    EXPECT_MOVE(fix(S(LOST), WG_ORCH_DOCKER_MISSING, false, false, false, true), S(ASLEEP));
+    assert_int_equal(wg_orch_wake_decide(S(LOST), 0, 1000, 30000, false), WG_ORCH_WAKE_START);
+}
+
 static void test_reconcile_moves_are_allowed(void **state)
 {
     (void)state;
@@ -1127,6 +1140,7 @@ int main(void)
         cmocka_unit_test(test_stuck_after),
         cmocka_unit_test(test_readiness),
         cmocka_unit_test(test_heartbeat_json),
+        cmocka_unit_test(test_lost_comes_back),
         cmocka_unit_test(test_reap_decide),
         cmocka_unit_test(test_save_backoff),
         cmocka_unit_test(test_save_argv),
