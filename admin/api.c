@@ -114,6 +114,9 @@ static int fail_status(int status, const char **msg)
     case -ENOMEM:
         *msg = "out of memory";
         return 500;
+    case WG_STORE_UNPLACED:
+        *msg = "no live host fits the session";
+        return 503;
     default:
         return 500;
     }
@@ -130,6 +133,10 @@ void api_call_fail(struct call *c, int status, const char *detail, const char *d
                 "doing=%s id=%s status=%d error=%s http=%d", doing, c->id[0] ? c->id : "-", status,
                 wg_log_quote(q, sizeof(q), detail ? detail : "", detail ? strlen(detail) : 0),
                 http);
+    /* The placement's reason is the answer: no live host, all full, or
+     * the labels no host has. */
+    if (status == WG_STORE_UNPLACED && detail && detail[0])
+        msg = detail;
     api_call_error(c, http, http == 503 ? "Retry-After: 1\r\n" : NULL, msg);
 }
 
@@ -206,6 +213,25 @@ void api_tick_ensure(struct wg_api *api)
 
 /* ---- life ---------------------------------------------------------------------------------- */
 
+const char *const api_place_outcome_names[API_PLACE_OUTCOMES] = {
+    [API_PLACED] = "placed",
+    [API_PLACE_NO_HOST] = "no_live_host",
+    [API_PLACE_FULL] = "full",
+    [API_PLACE_LABELS] = "no_labels",
+    [API_PLACE_DOWN] = "host_not_live",
+};
+
+enum api_place_outcome api_place_outcome(const char *reason)
+{
+    if (strstr(reason, "no live host has the labels"))
+        return API_PLACE_LABELS;
+    if (strstr(reason, "no live host"))
+        return API_PLACE_NO_HOST;
+    if (strstr(reason, "full"))
+        return API_PLACE_FULL;
+    return API_PLACE_DOWN;
+}
+
 static void api_metrics(void *arg, struct wg_buf *out)
 {
     const struct wg_api *api = arg;
@@ -220,6 +246,11 @@ static void api_metrics(void *arg, struct wg_buf *out)
     for (int op = WG_WAKE_OP_WAKE; op <= WG_WAKE_OP_DESTROY; op++)
         wg_buf_appendf(out, "wakegate_api_commands_total{op=\"%s\"} %" PRIu64 "\n",
                        wg_wake_op_name((enum wg_wake_op)op), api->commands[op]);
+    wg_buf_appendf(out, "# HELP wakegate_placements_total Session creates by placement outcome.\n"
+                        "# TYPE wakegate_placements_total counter\n");
+    for (int k = 0; k < API_PLACE_OUTCOMES; k++)
+        wg_buf_appendf(out, "wakegate_placements_total{outcome=\"%s\"} %" PRIu64 "\n",
+                       api_place_outcome_names[k], api->placements[k]);
     wg_buf_appendf(out,
                    "# HELP wakegate_api_event_streams Open /v1/events streams.\n"
                    "# TYPE wakegate_api_event_streams gauge\n"

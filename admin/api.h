@@ -161,6 +161,11 @@ struct wg_api_create {
     uint64_t pause_after_ms;
     bool has_stop_after;
     uint64_t stop_after_ms;
+    /* Placement: the operator's host ("" = choose one), and the template's
+     * labels (borrowed from the configuration; NULL for none) and pin. */
+    char host[WG_SESSION_HOST_MAX + 1];
+    const char *place_labels;
+    bool pin;
 };
 
 /* Validates body strictly: a JSON object with only the known fields, each
@@ -170,7 +175,8 @@ struct wg_api_create {
 int wg_api_parse_create(const char *body, size_t len, const struct wg_config *cfg,
                         struct wg_api_create *out, char *err, size_t errlen);
 void wg_api_create_release(struct wg_api_create *c);
-/* The record fields of c for wg_store_create(); pointers into c and host. */
+/* The record fields of c for wg_store_create(); pointers into c and host
+ * (NULL: no host field, placement chooses it). */
 void wg_api_create_fields(const struct wg_api_create *c, const char *host,
                           struct wg_session_update *u);
 

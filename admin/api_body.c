@@ -52,8 +52,9 @@ static json_t *load_object(const char *body, size_t len, const char *not_object,
 
 static int check_known(const json_t *root, char *err, size_t errlen)
 {
-    static const char *const known[] = {"id",   "template", "image", "cmd",  "env",    "labels",
-                                        "port", "binds",    "idle",  "save", "limits", NULL};
+    static const char *const known[] = {"id",     "template", "image", "cmd",  "env",
+                                        "labels", "port",     "binds", "idle", "save",
+                                        "limits", "host",     NULL};
     const char *k;
     json_t *v;
     char name[WG_CONTAINER_SPEC_NAME_SHOW_MAX + 1];
@@ -295,6 +296,19 @@ int wg_api_parse_create(const char *body, size_t len, const struct wg_config *cf
     rc = -EINVAL;
     if ((v = member(root, "idle")) && take_idle(v, &c, err, errlen) < 0)
         goto out;
+    /* An operator's choice of host; placement checks that it is live. */
+    if ((v = member(root, "host")) != NULL) {
+        const char *hs = json_string_value(v);
+        if (!hs || !wg_session_host_valid(hs, strlen(hs)) || strlen(hs) > WG_STORE_NAME_MAX) {
+            wg_errf(err, errlen,
+                    "field \"host\": must be an orchestrator name "
+                    "(^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$)");
+            goto out;
+        }
+        snprintf(c.host, sizeof(c.host), "%s", hs);
+    }
+    c.place_labels = t->placement.labels_json;
+    c.pin = t->placement.pin;
     /* A named template's idle tiers are the session's own, so they hold
      * whatever the sessions: block says. */
     if (t != &cfg->sessions && !c.has_pause_after) {
@@ -342,8 +356,11 @@ void wg_api_create_fields(const struct wg_api_create *c, const char *host,
                           struct wg_session_update *u)
 {
     memset(u, 0, sizeof(*u));
-    u->set = WG_SF_HOST | WG_SF_IMAGE | WG_SF_PORT;
-    u->host = host;
+    u->set = WG_SF_IMAGE | WG_SF_PORT;
+    if (host != NULL) {
+        u->set |= WG_SF_HOST;
+        u->host = host;
+    }
     u->image = c->image;
     if (c->template_name[0]) {
         u->set |= WG_SF_TEMPLATE;

@@ -24,9 +24,8 @@
 #include "admin/api_int.h"
 #include "common/clock.h"
 #include "common/redis.h"
+#include "common/store.h"
 
-#define API_HOSTS_KEY "wg:hosts"
-#define API_LOST_HOSTS_KEY "wg:lost_hosts"
 #define API_HOST_PREFIX "wg:host:"
 #define API_HOSTS_MAX 1024     /* hosts in one answer */
 #define API_HOSTS_SCAN_MAX 16  /* SCAN rounds of the fallback */
@@ -145,8 +144,8 @@ static void on_heartbeats(int status, redisReply *reply, void *arg)
         json_array_append_new(list, entries[i]);
     free(entries);
     root = json_pack("{s:o, s:s, s:b, s:I}", "hosts", list, "source",
-                     c->hosts_from_scan ? "scan" : API_HOSTS_KEY, "truncated", c->hosts_truncated,
-                     "at", (json_int_t)now);
+                     c->hosts_from_scan ? "scan" : WG_STORE_KEY_HOSTS, "truncated",
+                     c->hosts_truncated, "at", (json_int_t)now);
     api_call_respond(c, 200, NULL, root);
     api_call_maybe_free(c);
 }
@@ -163,8 +162,8 @@ static void hosts_heartbeats(struct call *c)
     if (n == 0) {
         api_call_respond(c, 200, NULL,
                          json_pack("{s:[], s:s, s:b, s:I}", "hosts", "source",
-                                   c->hosts_from_scan ? "scan" : API_HOSTS_KEY, "truncated", false,
-                                   "at", (json_int_t)wg_clock_wall_ms()));
+                                   c->hosts_from_scan ? "scan" : WG_STORE_KEY_HOSTS, "truncated",
+                                   false, "at", (json_int_t)wg_clock_wall_ms()));
         return;
     }
     argv = calloc(n + 1, sizeof(*argv));
@@ -271,9 +270,9 @@ static void on_lost(int status, redisReply *reply, void *arg)
 
 static void hosts_lost(struct call *c)
 {
-    const char *argv[] = {"SMEMBERS", API_LOST_HOSTS_KEY};
+    const char *argv[] = {"ZRANGE", WG_STORE_KEY_LOST_HOSTS, "0", "-1"};
 
-    hosts_command(c, on_lost, 2, argv);
+    hosts_command(c, on_lost, 4, argv);
 }
 
 static void on_hosts(int status, redisReply *reply, void *arg)
@@ -292,7 +291,7 @@ static void on_hosts(int status, redisReply *reply, void *arg)
 void api_handle_hosts(struct wg_api *api, struct wg_admin_req *req)
 {
     struct call *c = api_call_new(api, req, C_HOSTS, NULL);
-    const char *argv[] = {"SMEMBERS", API_HOSTS_KEY};
+    const char *argv[] = {"ZRANGE", WG_STORE_KEY_HOSTS, "0", "-1"};
 
     if (!c)
         return;
@@ -303,6 +302,6 @@ void api_handle_hosts(struct wg_api *api, struct wg_admin_req *req)
         api_call_maybe_free(c);
         return;
     }
-    hosts_command(c, on_hosts, 2, argv);
+    hosts_command(c, on_hosts, 4, argv);
     api_call_maybe_free(c);
 }

@@ -45,6 +45,20 @@
 #include "common/store.h"
 
 #define API_SUBSYS "api"
+
+/* What a create's placement came to (wakegate_placements_total). */
+enum api_place_outcome {
+    API_PLACED,
+    API_PLACE_NO_HOST, /* no live host */
+    API_PLACE_FULL,    /* every live host at its max_sessions */
+    API_PLACE_LABELS,  /* no live host with the template's labels */
+    API_PLACE_DOWN,    /* the operator's host is not live */
+    API_PLACE_OUTCOMES
+};
+/* The outcome of a WG_STORE_UNPLACED reason, and the label names. */
+enum api_place_outcome api_place_outcome(const char *reason);
+extern const char *const api_place_outcome_names[API_PLACE_OUTCOMES];
+
 #define API_TICK_MS 100
 #define API_READER_RETRY_MS 1000
 #define API_WAIT_POLL_MS 1000 /* backstop read of a waited-on record */
@@ -140,6 +154,7 @@ struct wg_api {
     uint64_t rd_retry_at;
     /* metrics */
     uint64_t created;
+    uint64_t placements[API_PLACE_OUTCOMES]; /* creates by placement outcome */
     uint64_t commands[WG_WAKE_OP_DESTROY + 1];
     uint64_t links, revokes;
     struct wg_access_key *access_key; /* made on the first link (api_access.c) */

@@ -42,15 +42,22 @@ static void on_created(const struct wg_store_res *res, void *arg)
         api_call_maybe_free(c);
         return;
     }
-    if (res->status == WG_STORE_EXISTS) {
+    if (res->status == WG_STORE_UNPLACED) {
+        c->api->placements[api_place_outcome(res->error)]++;
+        WG_WARN(c->api->log, API_SUBSYS, "no host for the session, answering 503",
+                "id=%s template=%s reason=\"%s\"", c->id, c->create.template_name, res->error);
+        api_call_error(c, 503, "Retry-After: 5\r\n", res->error);
+    } else if (res->status == WG_STORE_EXISTS) {
         api_call_respond(c, 200, NULL, api_session_json(res->rec));
     } else if (res->status != 0) {
         api_call_fail(c, res->status, res->error, "create");
     } else {
         struct wg_api *api = c->api;
         api->created++;
-        WG_INFO(api->log, API_SUBSYS, "session created", "id=%s image=%s port=%u host=%s", c->id,
-                c->create.image, (unsigned)c->create.port, api->cfg->docker_name);
+        api->placements[API_PLACED]++;
+        WG_INFO(api->log, API_SUBSYS, "session created",
+                "id=%s image=%s port=%u host=%s epoch=%" PRIu64, c->id, c->create.image,
+                (unsigned)c->create.port, res->rec->host, res->rec->epoch);
         c->created = api_session_json(res->rec);
         /* No container yet: the orchestrator makes it on the first wake. */
         int rc = wg_store_transition(api->store, c->id, WG_SESSION_BIT(WG_SESSION_CREATING),
@@ -84,8 +91,15 @@ void api_handle_create(struct wg_api *api, struct wg_admin_req *req,
         return;
     }
     c->create = cr;
-    wg_api_create_fields(&c->create, api->cfg->docker_name, &u);
-    rc = wg_store_create(api->store, c->id, &u, create_detail, on_created, c);
+    wg_api_create_fields(&c->create, NULL, &u);
+    /* This process runs an orchestrator: it is alive, so its host may take
+     * the session while no heartbeat at all is there yet (it starts). */
+    bool own = api->cfg->role != WG_ROLE_PROXY && api->cfg->docker_name != NULL;
+    struct wg_store_place place = {.host = c->create.host,
+                                   .labels_json = c->create.place_labels,
+                                   .pin = c->create.pin,
+                                   .fallback_host = own ? api->cfg->docker_name : NULL};
+    rc = wg_store_create_placed(api->store, c->id, &u, &place, create_detail, on_created, c);
     if (rc == 0)
         c->pending++;
     else
@@ -155,8 +169,9 @@ static void on_cmd_added(const struct wg_store_res *res, void *arg)
     struct wg_api *api = c->api;
     api->commands[c->op]++;
     snprintf(c->cmd_id, sizeof(c->cmd_id), "%s", res->event_id ? res->event_id : "");
-    WG_INFO(api->log, API_SUBSYS, "command queued", "id=%s op=%s force=%d now=%d wait=%d entry=%s",
-            c->id, wg_wake_op_name(c->op), c->force, c->now, c->wait, c->cmd_id);
+    WG_INFO(api->log, API_SUBSYS, "command queued",
+            "id=%s op=%s force=%d now=%d wait=%d entry=%s host=%s", c->id, wg_wake_op_name(c->op),
+            c->force, c->now, c->wait, c->cmd_id, res->host && res->host[0] ? res->host : "-");
     if (!c->wait) {
         json_t *j =
             json_pack("{s:s, s:s, s:s, s:s}", "id", c->id, "state", wg_session_state_name(c->state),

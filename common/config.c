@@ -70,6 +70,7 @@ void wg_config_free(struct wg_config *cfg)
     free(cfg->docker_tls.cert);
     free(cfg->docker_tls.key);
     free(cfg->docker_name);
+    free(cfg->docker_labels_json);
     config_sessions_free(&cfg->sessions);
     config_free_templates(cfg->templates, cfg->templates_len);
     config_free_routes(cfg->routes, cfg->routes_len);
@@ -218,6 +219,7 @@ int wg_config_init_defaults(struct wg_config *cfg)
     cfg->http2.control_burst = 1000;
     cfg->http2.control_rate = 100;
     cfg->max_concurrent_starts = 8;
+    cfg->heartbeat_ttl_ms = 10000;
     r = init_sessions(cfg);
     if (r < 0)
         goto out;

@@ -252,6 +252,14 @@ struct wg_sessions_cfg {
     struct wg_save_cfg save;
     struct wg_readiness_cfg readiness;
     struct wg_sandbox_cfg sandbox;
+    /* placement: {labels: {k: v}, pin: false}: the labels a host must have
+     * (docker.labels) for a session of this template, as compact JSON
+     * text, NULL for none; pin keeps a session of a lost host waiting for
+     * that host instead of re-placing it. */
+    struct {
+        char *labels_json;
+        bool pin;
+    } placement;
 };
 
 /* docker.tls: https to a tcp:// engine (Docker's --tlsverify). */
@@ -392,6 +400,15 @@ struct wg_config {
     struct wg_docker_tls_cfg docker_tls;
     char *docker_name;
     unsigned max_concurrent_starts;
+    /* docker.max_sessions: sessions placement may home on this host; 0
+     * (the default): no limit. */
+    unsigned max_sessions;
+    /* docker.labels: {k: v} this host offers to templates' placement
+     * labels, as compact JSON text; NULL for none. */
+    char *docker_labels_json;
+    /* docker.heartbeat_ttl: the heartbeat key's TTL (10 s); it is written
+     * every ttl/3, and a host silent for a TTL is lost. */
+    uint64_t heartbeat_ttl_ms;
 
     struct wg_sessions_cfg sessions;   /* the template "default" */
     struct wg_sessions_cfg *templates; /* templates:, in file order */

@@ -52,6 +52,7 @@ enum kind {
     K_ROUTES,      /* struct wg_route_cfg * + size_t */
     K_TLS_CERTS,   /* struct wg_tls_cert_cfg * + size_t */
     K_PORTS,       /* struct wg_named_port * + size_t, from a mapping of names */
+    K_LABELMAP,    /* char *: a mapping of label -> string, kept as compact JSON text */
     K_MAIN_PORT,   /* a template's port: a number, or a name of its ports: */
     K_WORKERS,     /* unsigned: 1..WG_WORKERS_MAX, or "auto" (0) */
 };
@@ -206,6 +207,9 @@ int config_check_waking_page(struct walk *w, yaml_node_t *map, struct wg_session
 /* ---- config_ports.c ---- */
 
 int config_walk_ports(struct walk *w, yaml_node_t *n, const struct field *f, void *base);
+/* ---- config_placement.c ---- */
+int config_walk_labelmap(struct walk *w, yaml_node_t *n, const struct field *f, void *base);
+extern const struct field config_placement_fields[];
 void config_free_ports(struct wg_named_port *ports, size_t n);
 /* port: as a name: the number of that entry of ports:. */
 int config_check_ports(struct walk *w, yaml_node_t *map, struct wg_sessions_cfg *t);

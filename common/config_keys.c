@@ -638,6 +638,13 @@ static const struct field docker_fields[] = {
     {.key = "tls", .kind = K_MAP, .sub = docker_tls_fields, .check = check_docker_tls},
     {.key = "name", .kind = K_STR, IN_CFG(docker_name)},
     F_COUNT("max_concurrent_starts", max_concurrent_starts, 1, 65535),
+    F_COUNT("max_sessions", max_sessions, 0, 1000000),
+    {.key = "labels", .kind = K_LABELMAP, IN_CFG(docker_labels_json), .nullable = true},
+    {.key = "heartbeat_ttl",
+     .kind = K_DURATION,
+     IN_CFG(heartbeat_ttl_ms),
+     .min = 1000,
+     .max = 600000},
     {.key = NULL},
 };
 
@@ -776,6 +783,10 @@ const struct field config_sessions_fields[] = {
      .max = DURATION_MAX_MS},
     {.key = "waking_page", .kind = K_STR, IN_SESS(waking_page), .nullable = true},
     {.key = "access", .kind = K_STR, IN_SESS(access), .nullable = true},
+    {.key = "placement",
+     .kind = K_MAP,
+     .sub = config_placement_fields,
+     .rebase = offsetof(struct wg_sessions_cfg, placement)},
     {.key = NULL},
 };
 

@@ -87,6 +87,7 @@ void config_sessions_free(struct wg_sessions_cfg *t)
     free(t->access);
     free(t->waking_page);
     free(t->waking_page_html);
+    free(t->placement.labels_json);
     config_sandbox_free(&t->sandbox);
     memset(t, 0, sizeof *t);
 }

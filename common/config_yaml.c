@@ -371,6 +371,8 @@ static int walk_value(struct walk *w, yaml_node_t *n, const struct field *f, voi
         return config_walk_tls_certs(w, n, f, base);
     case K_PORTS:
         return config_walk_ports(w, n, f, base);
+    case K_LABELMAP:
+        return config_walk_labelmap(w, n, f, base);
     default:
         break;
     }

@@ -20,6 +20,7 @@ static const char *const state_names[WG_SESSION_STATE_COUNT] = {
     [WG_SESSION_SAVING] = "saving",     [WG_SESSION_STOPPING] = "stopping",
     [WG_SESSION_ASLEEP] = "asleep",     [WG_SESSION_PAUSED] = "paused",
     [WG_SESSION_FAILED] = "failed",     [WG_SESSION_DESTROYED] = "destroyed",
+    [WG_SESSION_LOST] = "lost",
 };
 
 const char *wg_session_state_name(enum wg_session_state s)
@@ -122,6 +123,24 @@ static const struct move moves[] = {
     {S(ASLEEP), S(DESTROYED), "deleted (saved before it slept)"},
     {S(PAUSED), S(DESTROYED), "deleted"},
     {S(FAILED), S(DESTROYED), "deleted"},
+
+    /* A lost host: its heartbeat expired (the store's sweep). Nothing can
+     * be asked of its engine, so every state it held goes to lost; its
+     * container, if the host comes back, is the returning host's to clean. */
+    {S(CREATING), S(LOST), "its host's heartbeat expired"},
+    {S(STARTING), S(LOST), "its host's heartbeat expired"},
+    {S(RUNNING), S(LOST), "its host's heartbeat expired"},
+    {S(DRAINING), S(LOST), "its host's heartbeat expired"},
+    {S(SAVING), S(LOST), "its host's heartbeat expired"},
+    {S(STOPPING), S(LOST), "its host's heartbeat expired"},
+    {S(ASLEEP), S(LOST), "its host's heartbeat expired"},
+    {S(PAUSED), S(LOST), "its host's heartbeat expired"},
+    {S(FAILED), S(LOST), "its host's heartbeat expired"},
+    {S(LOST), S(ASLEEP), "re-placed on a live host by a wake; its work comes back from git"},
+    {S(LOST), S(STARTING), "a wake on its host, back or pinned"},
+    {S(LOST), S(RUNNING), "its host came back and Docker says running"},
+    {S(LOST), S(PAUSED), "its host came back and Docker says paused"},
+    {S(LOST), S(DESTROYED), "deleted"},
 };
 
 #undef S
@@ -282,6 +301,9 @@ enum fidx {
     F_SPEC,
     F_TEMPLATE,
     F_GEN,
+    F_EPOCH,
+    F_PIN,
+    F_PLACE_LABELS,
     F__COUNT
 };
 
@@ -319,6 +341,9 @@ static const struct field_def fields[F__COUNT] = {
     [F_SPEC] = {"spec", K_TEXT, 2, WG_SESSION_SPEC_MAX, 0},
     [F_TEMPLATE] = {"template", K_IMAGE, 1, WG_SESSION_TEMPLATE_MAX, 0},
     [F_GEN] = {"gen", K_UINT, 0, 0, UINT64_MAX},
+    [F_EPOCH] = {"epoch", K_UINT, 0, 0, INT64_MAX},
+    [F_PIN] = {"pin", K_BOOL, 0, 0, 0},
+    [F_PLACE_LABELS] = {"place_labels", K_TEXT, 2, WG_SESSION_PLACE_MAX, 0},
 };
 
 /* Plain decimal: 1-20 digits, no sign, no leading zero (but "0"), <= max. */
@@ -491,6 +516,9 @@ static char *fixed_text(struct wg_session *rec, enum fidx f, size_t *ret_size)
     case F_TEMPLATE:
         *ret_size = sizeof(rec->template_name);
         return rec->template_name;
+    case F_PLACE_LABELS:
+        *ret_size = sizeof(rec->place_labels);
+        return rec->place_labels;
     case F_SAVE_COMMIT:
         *ret_size = sizeof(rec->last_save.commit);
         return rec->last_save.commit;
@@ -554,6 +582,12 @@ static void store_value(struct wg_session *rec, enum fidx f, const char *v, size
         break;
     case F_GEN:
         rec->gen = u;
+        break;
+    case F_EPOCH:
+        rec->epoch = u;
+        break;
+    case F_PIN:
+        rec->pin = v[0] == '1';
         break;
     case F_IDLE_STOP:
         rec->has_idle_stop_after = true;
@@ -743,6 +777,12 @@ int wg_session_encode(const struct wg_session *rec, struct wg_session_hash *out,
         put_u64(&e, F_V, rec->version);
     if (rec->gen)
         put_u64(&e, F_GEN, rec->gen);
+    if (rec->epoch)
+        put_u64(&e, F_EPOCH, rec->epoch);
+    if (rec->pin)
+        put_str(&e, F_PIN, "1", false);
+    if (rec->place_labels[0])
+        put_str(&e, F_PLACE_LABELS, rec->place_labels, false);
     if (rec->has_idle_stop_after)
         put_u64(&e, F_IDLE_STOP, rec->idle_stop_after_ms);
     if (rec->has_idle_pause_after)
@@ -799,6 +839,10 @@ int wg_session_update_encode(const struct wg_session_update *u, struct wg_sessio
         put_str(&e, F_TEMPLATE, u->template_name, true);
     if (u->set & WG_SF_GEN)
         put_u64(&e, F_GEN, u->gen);
+    if (u->set & WG_SF_PIN) {
+        put_str(&e, F_PIN, u->pin ? "1" : "", true);
+        put_str(&e, F_PLACE_LABELS, u->place_labels, true);
+    }
     if ((u->set & WG_SF_IDLE_STOP_AFTER) && u->has_idle_stop_after)
         put_u64(&e, F_IDLE_STOP, u->idle_stop_after_ms);
     else if (u->set & WG_SF_IDLE_STOP_AFTER)
@@ -897,6 +941,16 @@ json_t *wg_session_to_json(const struct wg_session *rec)
     if (rec->template_name[0])
         rc |= set(o, "template", json_string(rec->template_name));
     rc |= set(o, "created", time_or_null(rec->created));
+    if (rec->epoch)
+        rc |= set(o, "epoch", json_integer((json_int_t)rec->epoch));
+    if (rec->pin)
+        rc |= set(o, "pin", json_true());
+    if (rec->place_labels[0]) {
+        json_t *pl = json_loads(rec->place_labels, 0, NULL);
+        rc |= set(o, "placement_labels", json_is_object(pl) ? pl : json_null());
+        if (pl && !json_is_object(pl))
+            json_decref(pl);
+    }
     rc |= set(o, "restarts", json_integer(rec->restarts));
     rc |= set(o, "version", json_integer((json_int_t)rec->version));
     rc |= set(o, "spec", spec_json(rec->spec));

@@ -40,8 +40,9 @@ enum wg_session_state {
     WG_SESSION_PAUSED,       /* container frozen (light sleep); unpause wakes in ~10 ms */
     WG_SESSION_FAILED,       /* start, stop or the container failed; see error */
     WG_SESSION_DESTROYED,    /* terminal: container removed, record deleted */
+    WG_SESSION_LOST,         /* its host's heartbeat expired: no route; a wake re-places it */
 };
-#define WG_SESSION_STATE_COUNT 10
+#define WG_SESSION_STATE_COUNT 11
 
 #define WG_SESSION_BIT(s) (1u << (unsigned)(s))
 #define WG_SESSION_TRANSIENT                                                                       \
@@ -87,6 +88,7 @@ bool wg_session_host_valid(const char *s, size_t len);
 #define WG_SESSION_OUTPUT_MAX 4096     /* tail of the save hook's output */
 #define WG_SESSION_ERROR_MAX 1024      /* last error text */
 #define WG_SESSION_SPEC_MAX 16384      /* the container spec, JSON text */
+#define WG_SESSION_PLACE_MAX 1024      /* the placement labels a host must have, JSON text */
 
 struct wg_session_save {
     int64_t at; /* ms since the epoch; 0: never saved (then the rest is unset) */
@@ -123,6 +125,14 @@ struct wg_session {
      * signed links and their cookies carry it (common/access.h). 0 for
      * records written before it existed. */
     uint64_t gen;
+    /* Placement: bumped by every placement and re-placement (1 after the
+     * first), so an orchestrator's write can be fenced by the host and
+     * epoch it read; 0 for records of before placement. */
+    uint64_t epoch;
+    bool pin; /* its template pins it to its host: a lost host's wake waits for it */
+    /* JSON object text of the labels a host must have ({"k":"v"}), "" for
+     * none; a re-placement applies them again. */
+    char place_labels[WG_SESSION_PLACE_MAX + 1];
     /* Per-session overrides from labels (wakegate.idle.stop_after, ...);
      * unset: the configured default applies. 0 disables the tier. */
     bool has_idle_stop_after;
@@ -150,10 +160,11 @@ struct wg_session_kv {
 /* The Redis hash fields of a record, names as stored:
  *   id state state_since host container_id ip port image created last_active
  *   restarts save_at save_ok save_exit_code save_commit save_output error v
- *   idle_stop_after_ms idle_pause_after_ms spec template gen
+ *   idle_stop_after_ms idle_pause_after_ms spec template gen epoch pin
+ *   place_labels
  * Numbers are plain decimal (no sign except save_exit_code, no leading
  * zeros, no spaces); save_ok is "0" or "1". An unset field is absent. */
-#define WG_SESSION_FIELDS 23
+#define WG_SESSION_FIELDS 26
 
 /* Encoded fields. Values point into the record and into num[], so they are
  * valid while both live and are unchanged. */
@@ -211,6 +222,7 @@ enum wg_session_field {
     WG_SF_SPEC = 1u << 11,
     WG_SF_TEMPLATE = 1u << 12,
     WG_SF_GEN = 1u << 13, /* the access generation (create, revoke) */
+    WG_SF_PIN = 1u << 14, /* pin and place_labels (create) */
 };
 
 struct wg_session_update {
@@ -236,6 +248,13 @@ struct wg_session_update {
     uint64_t idle_stop_after_ms;
     bool has_idle_pause_after;
     uint64_t idle_pause_after_ms;
+    bool pin;
+    const char *place_labels; /* JSON object text; NULL or "" for none */
+    /* The fence (not a field): when fence_host is set, the store refuses
+     * the write with WG_STORE_FENCED unless the record's host is fence_host
+     * and, when fence_epoch > 0, its epoch is fence_epoch. */
+    const char *fence_host;
+    uint64_t fence_epoch;
 };
 
 /* Encodes u as hash fields; a field to remove has an empty value. Restarts

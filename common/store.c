@@ -262,6 +262,11 @@ static void op_result(struct op *op, struct wg_store_res *res)
     }
     res->wake = op->wake;
     res->n_wake = op->n_wake;
+    res->host = op->host;
+    if (op->kind == OP_SWEEP)
+        res->sweep = &op->sweep;
+    if (op->kind == OP_BEAT)
+        res->homed = op->sweep.hosts;
 }
 
 /* Runs the callback once. Reached from part_cb() when the last reply is in,
@@ -274,6 +279,8 @@ static void op_deliver(struct op *op)
     store_op_unlink(op);
     op->delivered = true;
     op_result(op, &res);
+    if (res.status == WG_STORE_FENCED && op->s && op->s->on_fenced)
+        op->s->on_fenced(&res, op->s->on_fenced_arg);
     if (res.status < 0 && wg_log_enabled(log, WG_LOG_DEBUG)) {
         char q[ERR_MAX + 16];
         WG_DEBUG(log, SUBSYS, "store call failed", "session=%s status=%d error=%s",
@@ -317,6 +324,12 @@ static void handle_reply(struct op *op, enum role role, size_t idx, const redisR
     case OP_PUBLISH:
         if (reply->type != REDIS_REPLY_INTEGER)
             store_op_fail(op, -EPROTO, "unexpected reply to PUBLISH");
+        return;
+    case OP_BEAT:
+    case OP_SWEEP:
+    case OP_WAKE_ADD:
+    case OP_ADOPT:
+        store_place_reply(op, reply);
         return;
     }
 }
@@ -505,11 +518,17 @@ int wg_store_new(struct wg_redis *redis, const struct wg_store_opts *opts,
 
     if (!redis || !ret_store)
         return -EINVAL;
+    if (opts && opts->fence_host && !store_host_ok(opts->fence_host))
+        return -EINVAL;
     s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
     s->redis = redis;
+    if (opts && opts->fence_host)
+        snprintf(s->fence_host, sizeof(s->fence_host), "%s", opts->fence_host);
     s->log = opts ? opts->log : NULL;
+    s->on_fenced = opts ? opts->on_fenced : NULL;
+    s->on_fenced_arg = opts ? opts->on_fenced_arg : NULL;
     s->events_max = opts && opts->events_max ? opts->events_max : WG_STORE_EVENTS_MAX;
     s->wake_max = opts && opts->wake_max ? opts->wake_max : WG_STORE_WAKE_MAX;
     s->clock_ms = opts ? opts->clock_ms : NULL;

@@ -39,6 +39,15 @@
  *                            {session, op, at, from?, force?, now?}
  *   wg:lock:{id}     string  a random token, SET NX PX; released and extended
  *                            only by the holder (compare-and-delete/-pexpire)
+ *   wg:host:{name}   string  an orchestrator's heartbeat (JSON), SET PX ttl
+ *   wg:hosts         zset    every host that ever beat -> its last beat (ms)
+ *   wg:lost_hosts    zset    hosts whose heartbeat expired -> when the sweep
+ *                            saw it (ms), until the host beats again
+ *   wg:hostload      hash    host -> sessions homed there, kept by the create,
+ *                            transition and wake scripts (not the heartbeat)
+ *   wg:host_sessions:{host}  set  ids homed on host (no scan to find them)
+ *   wg:lost_todo:{host}      set  ids of a lost host still to move to lost,
+ *                            popped by the sweep in bounded batches
  *
  * {id} and {host} stand for the literal value (these are not cluster hash
  * tags): ids follow wg_session_id_valid(), hosts wg_session_host_valid().
@@ -84,6 +93,7 @@
 struct wg_log;
 struct wg_redis;
 struct wg_store; /* opaque */
+struct wg_store_res;
 
 #define WG_STORE_KEY_SESSION_PREFIX "wg:session:"
 #define WG_STORE_KEY_SESSIONS "wg:sessions"
@@ -98,6 +108,12 @@ struct wg_store; /* opaque */
 #define WG_STORE_CHANNEL_CHECK "wg:check:"
 #define WG_STORE_KEY_WAKE_PREFIX "wg:wake:"
 #define WG_STORE_KEY_LOCK_PREFIX "wg:lock:"
+#define WG_STORE_KEY_HOST_PREFIX "wg:host:"
+#define WG_STORE_KEY_HOSTS "wg:hosts"
+#define WG_STORE_KEY_LOST_HOSTS "wg:lost_hosts"
+#define WG_STORE_KEY_HOSTLOAD "wg:hostload"
+#define WG_STORE_KEY_HOST_SESSIONS_PREFIX "wg:host_sessions:"
+#define WG_STORE_KEY_LOST_TODO_PREFIX "wg:lost_todo:"
 
 #define WG_STORE_EVENTS_MAX 10000 /* default approximate cap of wg:events */
 #define WG_STORE_WAKE_MAX 10000   /* default approximate cap of each wg:wake:{host} */
@@ -121,9 +137,23 @@ enum {
     WG_STORE_ACTIVE = 5,   /* transition_idle: the session was active after the cutoff;
                             * res->rec is the current record (last_active says when),
                             * nothing was written */
+    WG_STORE_FENCED = 6,   /* transition/update/delete with a fence: the record's host or
+                            * epoch is not the writer's (it was re-placed); res->rec is
+                            * the current record, nothing was written */
+    WG_STORE_UNPLACED = 7, /* create (placed) / wake_add of a lost session: no live host
+                            * fits; res->error says why (no live host, every host full,
+                            * no host with the labels); nothing was written */
 };
 
 struct wg_store_opts {
+    /* An orchestrator's store: every transition, update and delete through
+     * it is fenced to records homed on this host (see WG_STORE_FENCED).
+     * NULL: no fence (gateways, the admin API). */
+    const char *fence_host;
+    /* Called (before the call's own callback) for every write this store
+     * had fenced, so the owner logs each one once; may be NULL. */
+    void (*on_fenced)(const struct wg_store_res *res, void *arg);
+    void *on_fenced_arg;
     uint32_t events_max; /* 0: WG_STORE_EVENTS_MAX */
     uint32_t wake_max;   /* 0: WG_STORE_WAKE_MAX */
     /* Wall clock in ms since the epoch; NULL: wg_clock_wall_ms(). */
@@ -180,6 +210,30 @@ struct wg_store_activity {
     int64_t at_ms;
 };
 
+/* What one lost-host sweep saw and did (wg_store_host_sweep()). */
+struct wg_store_sweep {
+    long long hosts;      /* members of wg:hosts */
+    long long live;       /* of them, with a heartbeat */
+    long long lost;       /* members of wg:lost_hosts after the sweep */
+    long long newly_lost; /* hosts this sweep marked lost */
+    long long moved;      /* sessions this sweep moved to lost */
+    long long left;       /* sessions of lost hosts still to move (another sweep now) */
+};
+
+/* Placement of a new session (wg_store_create_placed()). */
+struct wg_store_place {
+    /* "": choose a live host (least loaded that has every label); else
+     * this host, which must be live (an operator's choice; not checked
+     * against max_sessions nor labels). */
+    const char *host;
+    const char *labels_json; /* {"k":"v",...} a host must have; NULL or "" for none */
+    bool pin;                /* stored: a lost host's wake waits for the host */
+    /* When no host at all is live: this one (a gateway that runs an
+     * orchestrator itself, alive since it answers, whose first heartbeat
+     * may not be written yet); NULL: refused with "no live host". */
+    const char *fallback_host;
+};
+
 /* What a call produced; which members are set is said at each call. */
 struct wg_store_res {
     int status;
@@ -198,6 +252,9 @@ struct wg_store_res {
     const long long *state_counts; /* counts: WG_SESSION_STATE_COUNT entries */
     const char *next_id;           /* wake_claim: where the next claim starts; "0-0" when done */
     long long count;
+    const char *host;                   /* wake_add: the stream's host; "" otherwise */
+    long long homed;                    /* host_beat: the host\'s wg:hostload count */
+    const struct wg_store_sweep *sweep; /* host_sweep */
 };
 
 typedef void wg_store_cb(const struct wg_store_res *res, void *arg);
@@ -369,8 +426,16 @@ const char *wg_wake_op_name(enum wg_wake_op op);
 int wg_store_wake_group(struct wg_store *s, const char *host, const char *group, wg_store_cb *cb,
                         void *arg);
 
-/* XADD wg:wake:{host} MAXLEN ~ wake_max * session .. op .. at .. [from ..]
- * [force 1] [now 1]. res->event_id is the entry id. */
+/* XADD wg:wake:{H} MAXLEN ~ wake_max * session .. op .. at .. [from ..]
+ * [force 1] [now 1], as one script that picks H from the record: its host
+ * (host, the caller's guess, only when the record has none or is absent).
+ * A wake of a session in state lost that is not pinned re-places it first
+ * in the same script: a live host is chosen as for a new session (its old
+ * host excluded), the record moves there (host, epoch + 1, container_id and
+ * ip cleared, wg:hostload and wg:host_sessions moved) and lost -> asleep
+ * with a `replaced` event, published; then the wake goes to the new host.
+ * res->event_id is the entry id, res->host the stream's host.
+ * WG_STORE_UNPLACED: a lost session and no live host fits; nothing queued. */
 int wg_store_wake_add(struct wg_store *s, const char *host, const struct wg_wake_cmd *cmd,
                       wg_store_cb *cb, void *arg);
 
@@ -394,6 +459,52 @@ int wg_store_wake_ack(struct wg_store *s, const char *host, const char *group,
  * res->wake/n_wake, res->next_id. */
 int wg_store_wake_claim(struct wg_store *s, const char *host, const char *group,
                         const char *consumer, uint64_t min_idle_ms, const char *start, size_t count,
+                        wg_store_cb *cb, void *arg);
+
+/* ---- hosts and placement (common/store_place.c) ------------------------------------------------
+ */
+
+/* Get-or-create as wg_store_create(), placing the session in the same
+ * script: the host (place->host, or the least loaded live host that has
+ * every label: live = its wg:host:{name} exists and it is not in
+ * wg:lost_hosts; fits = its homed count in wg:hostload is below its
+ * heartbeat's max_sessions, or that is 0; order: hosts whose engine
+ * answers first (a host's orchestrator beats on while its engine is away:
+ * its sessions wake once it is back), then homed/max (homed when no max),
+ * then fewer running, then the name), epoch 1, pin and labels are
+ * written with the record and the host's count raised at once, so two
+ * gateways never fill one last slot twice. fields must not set the host.
+ * Status 0 / WG_STORE_EXISTS as wg_store_create(); WG_STORE_UNPLACED:
+ * nothing written, res->error says why. */
+int wg_store_create_placed(struct wg_store *s, const char *id,
+                           const struct wg_session_update *fields,
+                           const struct wg_store_place *place, const char *detail_json,
+                           wg_store_cb *cb, void *arg);
+
+/* An orchestrator's heartbeat, one script: SET wg:host:{name} json PX
+ * ttl_ms, SADD wg:hosts; when the host was in wg:lost_hosts it leaves it
+ * (event {type=host_back, host}) and res->count is 1, else 0. res->homed:
+ * the host's wg:hostload count (sessions homed there). */
+int wg_store_host_beat(struct wg_store *s, const char *name, const char *json, uint64_t ttl_ms,
+                       wg_store_cb *cb, void *arg);
+
+/* The lost-host sweep, one idempotent script any orchestrator may run: a
+ * host of wg:hosts without a heartbeat that is not yet lost joins
+ * wg:lost_hosts (event {type=host_lost, host, sessions}) and the ids homed
+ * there are queued in wg:lost_todo:{host}; then up to batch queued sessions
+ * that are still homed there move to lost (each a normal transition: v
+ * bumped, event, published). The store's own fence host (an orchestrator
+ * sweeping) is never marked lost: it is alive, since it sweeps.
+ * res->sweep says what it saw and did. */
+int wg_store_host_sweep(struct wg_store *s, size_t batch, wg_store_cb *cb, void *arg);
+
+/* The records of a host written before placement kept its sets: ids (n
+ * up to WG_STORE_LIST_MAX) whose record names host `name` join
+ * wg:host_sessions:{name}, members whose record is gone or elsewhere
+ * leave it, and wg:hostload's count of the host is set to its size (so it
+ * heals). Sent in scripts of up to WG_STORE_BATCH_MAX ids, pipelined.
+ * res->count: ids added. n may be 0 (only the pruning and the count). */
+int wg_store_host_adopt(struct wg_store *s, const char *name, const char *const *ids, size_t n,
                         wg_store_cb *cb, void *arg);
 
 /* Reply parsers, for callers that send the commands themselves. They fill at

@@ -39,6 +39,10 @@ enum op_kind {
     OP_WAKE_ACK,
     OP_WAKE_CLAIM,
     OP_PUBLISH,
+    OP_BEAT,     /* host_beat */
+    OP_SWEEP,    /* host_sweep */
+    OP_WAKE_ADD, /* wake_add: the wake script */
+    OP_ADOPT,    /* host_adopt */
 };
 
 /* What one command of an op reads: its main answer, a wg:active score (or
@@ -87,6 +91,10 @@ struct op {
     size_t offset, limit;
     int64_t cutoff;
 
+    /* OP_SWEEP, OP_WAKE_ADD */
+    struct wg_store_sweep sweep;
+    char host[WG_SESSION_HOST_MAX + 1];
+
     /* OP_WAKE_READ, OP_WAKE_CLAIM */
     struct wg_wake_cmd *wake;
     size_t n_wake, max_wake;
@@ -102,6 +110,9 @@ struct part {
 
 struct wg_store {
     struct wg_redis *redis;
+    char fence_host[WG_SESSION_HOST_MAX + 1]; /* "" = no fence */
+    void (*on_fenced)(const struct wg_store_res *res, void *arg);
+    void *on_fenced_arg;
     struct wg_log *log;
     uint32_t events_max;
     uint32_t wake_max;
@@ -178,6 +189,12 @@ void store_script_reply(struct op *op, const redisReply *reply);
 void store_activity_reply(struct op *op, enum role role, size_t idx, const redisReply *reply);
 void store_lock_reply(struct op *op, const redisReply *reply);
 void store_wake_reply(struct op *op, const redisReply *reply);
+void store_place_reply(struct op *op, const redisReply *reply);
+/* store_transition.c: the create script's call, placement args included:
+ * mode "" (host from fields), "place" or "host". */
+int store_create_send(struct wg_store *s, const char *id, const struct wg_session_update *fields,
+                      const char *mode, const char *host, const char *labels_json, bool pin,
+                      const char *detail_json, wg_store_cb *cb, void *arg);
 
 /* ---- store_scripts.c ---- */
 
@@ -185,5 +202,9 @@ extern const char store_script_transition[];
 extern const char store_script_create[];
 extern const char store_script_unlock[];
 extern const char store_script_extend[];
+extern const char store_script_beat[];
+extern const char store_script_sweep[];
+extern const char store_script_wake[];
+extern const char store_script_adopt[];
 
 #endif

@@ -25,6 +25,15 @@ void store_script_reply(struct op *op, const redisReply *reply)
         store_op_fail(op, -ENOENT, "session %s: no such session", op->id);
         return;
     }
+    if (store_reply_eq(tag, "unplaced")) {
+        op->status = WG_STORE_UNPLACED;
+        if (reply->elements > 1 && store_reply_str(reply->element[1]))
+            snprintf(op->error, sizeof(op->error), "%.*s", (int)reply->element[1]->len,
+                     reply->element[1]->str);
+        else
+            snprintf(op->error, sizeof(op->error), "no host");
+        return;
+    }
     if (reply->elements < 3 || !store_reply_str(reply->element[1]))
         goto proto;
     if (store_reply_eq(tag, "ok") || store_reply_eq(tag, "created"))
@@ -35,6 +44,8 @@ void store_script_reply(struct op *op, const redisReply *reply)
         op->status = WG_STORE_REJECTED;
     else if (store_reply_eq(tag, "active"))
         op->status = WG_STORE_ACTIVE;
+    else if (store_reply_eq(tag, "fenced"))
+        op->status = WG_STORE_FENCED;
     else
         goto proto;
     if (reply->element[1]->len > 0 && store_copy_stream_id(reply->element[1], op->event_id) < 0)
@@ -56,6 +67,9 @@ void store_script_reply(struct op *op, const redisReply *reply)
                  op->score);
     else if (op->status == WG_STORE_EXISTS)
         snprintf(op->error, sizeof(op->error), "session %s exists", op->id);
+    else if (op->status == WG_STORE_FENCED)
+        snprintf(op->error, sizeof(op->error), "session %s is homed on %.120s at epoch %" PRIu64,
+                 op->id, op->rec.host[0] ? op->rec.host : "-", op->rec.epoch);
     return;
 proto:
     store_op_fail(op, -EPROTO, "session %s: unexpected script reply", op->id);
@@ -71,6 +85,13 @@ static void av_fields(struct store_argv *a, const struct wg_session_hash *h)
 
 int wg_store_create(struct wg_store *s, const char *id, const struct wg_session_update *fields,
                     const char *detail_json, wg_store_cb *cb, void *arg)
+{
+    return store_create_send(s, id, fields, "", "", "", false, detail_json, cb, arg);
+}
+
+int store_create_send(struct wg_store *s, const char *id, const struct wg_session_update *fields,
+                      const char *mode, const char *host, const char *labels_json, bool pin,
+                      const char *detail_json, wg_store_cb *cb, void *arg)
 {
     struct wg_session_hash h;
     struct wg_session_update u = {0};
@@ -109,6 +130,10 @@ int wg_store_create(struct wg_store *s, const char *id, const struct wg_session_
     store_av_u64(&a, s->events_max);
     store_av_str(&a, detail_json ? detail_json : "");
     store_av_str(&a, WG_STORE_CHANNEL_STATE);
+    store_av_str(&a, mode);
+    store_av_str(&a, host ? host : "");
+    store_av_str(&a, labels_json ? labels_json : "");
+    store_av_str(&a, pin ? "1" : "");
     av_fields(&a, &h);
     rc = store_send(op, s->redis, R_MAIN, 0, &a);
     store_av_release(&a);
@@ -160,6 +185,15 @@ static int run_script(struct wg_store *s, const char *id, unsigned allowed, cons
     store_av_str(&a, fields && (fields->set & WG_SF_RESTARTS_INCR) ? "1" : "0");
     if (idle_cutoff_ms >= 0)
         store_av_i64(&a, idle_cutoff_ms);
+    else
+        store_av_str(&a, "");
+    /* The fence: the caller's, else the store's (an orchestrator's). */
+    if (fields && fields->fence_host && fields->fence_host[0])
+        store_av_str(&a, fields->fence_host);
+    else
+        store_av_str(&a, s->fence_host);
+    if (fields && fields->fence_epoch)
+        store_av_u64(&a, fields->fence_epoch);
     else
         store_av_str(&a, "");
     av_fields(&a, &h);

@@ -41,48 +41,6 @@ int wg_store_wake_group(struct wg_store *s, const char *host, const char *group,
     return rc < 0 ? store_op_abort(op, rc) : 0;
 }
 
-int wg_store_wake_add(struct wg_store *s, const char *host, const struct wg_wake_cmd *cmd,
-                      wg_store_cb *cb, void *arg)
-{
-    struct store_argv a = {0};
-    struct op *op;
-    int rc;
-
-    if (!s || !cb || !store_host_ok(host) || !cmd || !store_id_ok(cmd->session) ||
-        (unsigned)cmd->op > WG_WAKE_OP_DESTROY || cmd->at < 0 ||
-        (cmd->from[0] && !wg_store_name_valid(cmd->from)))
-        return -EINVAL;
-    if ((rc = store_op_start(s, OP_XADD, cmd->session, cb, arg, &op)) < 0)
-        return rc;
-    store_av_str(&a, "XADD");
-    store_av_key(&a, WG_STORE_KEY_WAKE_PREFIX, host);
-    store_av_str(&a, "MAXLEN");
-    store_av_str(&a, "~");
-    store_av_u64(&a, s->wake_max);
-    store_av_str(&a, "*");
-    store_av_str(&a, "session");
-    store_av_str(&a, cmd->session);
-    store_av_str(&a, "op");
-    store_av_str(&a, wg_wake_op_name(cmd->op));
-    store_av_str(&a, "at");
-    store_av_i64(&a, cmd->at ? cmd->at : store_now_ms(s));
-    if (cmd->from[0]) {
-        store_av_str(&a, "from");
-        store_av_str(&a, cmd->from);
-    }
-    if (cmd->force) {
-        store_av_str(&a, "force");
-        store_av_str(&a, "1");
-    }
-    if (cmd->now) {
-        store_av_str(&a, "now");
-        store_av_str(&a, "1");
-    }
-    rc = store_send(op, s->redis, R_MAIN, 0, &a);
-    store_av_release(&a);
-    return rc < 0 ? store_op_abort(op, rc) : 0;
-}
-
 /* An op that collects up to count wake entries. */
 static int wake_op(struct wg_store *s, enum op_kind kind, size_t count, wg_store_cb *cb, void *arg,
                    struct op **ret_op)

@@ -225,6 +225,11 @@ int wg_docker_version(struct wg_docker *d, wg_docker_cb *cb, void *arg)
     return docker_call(d, RK_VERSION, "GET", strdup("/version"), finish_plain, cb, arg, NULL);
 }
 
+int wg_docker_info(struct wg_docker *d, wg_docker_cb *cb, void *arg)
+{
+    return docker_call(d, RK_VERSION, "GET", strdup("/info"), finish_plain, cb, arg, NULL);
+}
+
 int docker_call_json(struct wg_docker *d, enum req_kind kind, const char *method, char *path,
                      json_t *body, docker_finish_fn *finish, wg_docker_cb *cb, void *arg)
 {

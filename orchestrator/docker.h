@@ -287,6 +287,8 @@ bool wg_docker_ref_valid(const char *ref);
 int wg_docker_ping(struct wg_docker *d, wg_docker_cb *cb, void *arg);
 /* GET /version: r->json. */
 int wg_docker_version(struct wg_docker *d, wg_docker_cb *cb, void *arg);
+/* GET /info: r->json (NCPU, MemTotal, ...). */
+int wg_docker_info(struct wg_docker *d, wg_docker_cb *cb, void *arg);
 /* GET /networks filtered by name: r->networks, those named exactly name
  * (the engine does not keep names unique: two creates that race both
  * succeed). */

@@ -345,6 +345,7 @@ static void on_ping(int status, const struct wg_docker_reply *r, void *arg)
                     o->cfg->docker_host, r->api_version ? r->api_version : "?");
             o->docker_ok = true;
             o->last_heartbeat = 0;
+            orch_hosts_engine_back(o);
             /* The engine is back: the events stream (and the reconcile
              * round that follows it) now, not after the backoff its
              * failures built up while the engine was away. */
@@ -477,23 +478,6 @@ static void on_redis_state(struct wg_redis *r, bool connected, const char *reaso
 
 /* ---- heartbeat and the tick ------------------------------------------------------------------ */
 
-static void heartbeat(struct wg_orch *o)
-{
-    char key[sizeof(WG_ORCH_KEY_HOST_PREFIX) + WG_SESSION_HOST_MAX + 1];
-    char val[512];
-    char ttl[16];
-
-    o->last_heartbeat = uv_now(o->loop);
-    stale_lost_check(o); /* first, so its answer predates this heartbeat */
-    if (wg_orch_heartbeat_json(val, sizeof(val), o->name, o->in_flight,
-                               o->cfg->max_concurrent_starts, o->queued, orch_now_ms(o)) < 0)
-        return;
-    snprintf(key, sizeof(key), WG_ORCH_KEY_HOST_PREFIX "%s", o->name);
-    snprintf(ttl, sizeof(ttl), "%d", WG_ORCH_HEARTBEAT_TTL_MS);
-    const char *argv[] = {"SET", key, val, "PX", ttl};
-    wg_redis_command_argv(o->redis, NULL, NULL, 5, argv, NULL);
-}
-
 static void on_counts(const struct wg_store_res *res, void *arg)
 {
     struct wg_orch *o = arg;
@@ -514,16 +498,15 @@ static void tick_cb(uv_timer_t *h)
         return;
     if (!o->docker_ok || now - o->last_ping >= WG_ORCH_HEARTBEAT_EVERY_MS)
         ping(o);
-    /* Nothing is written to Redis while the engine does not answer: no
-     * heartbeat (placement must not pick a host that cannot start
-     * anything), no consumer group (nothing consumes yet). */
+    orch_hosts_tick(o, now);
+    /* No consumer group while the engine does not answer (nothing
+     * consumes yet); the heartbeat goes on once the engine answered
+     * before, saying so (orch_hosts.c). */
     if (!o->docker_ok)
         return;
     if (!o->group_ok && !o->group_busy &&
         wg_store_wake_group(o->store, o->name, WG_ORCH_GROUP, on_group, o) == 0)
         o->group_busy = true;
-    if (now - o->last_heartbeat >= WG_ORCH_HEARTBEAT_EVERY_MS)
-        heartbeat(o);
     if (!o->counts_busy && now - o->last_counts >= WG_ORCH_COUNTS_EVERY_MS &&
         wg_store_counts(o->store, on_counts, o) == 0) {
         o->counts_busy = true;
@@ -579,6 +562,9 @@ static int make_clients(struct wg_orch *o, const struct wg_docker_opts *dopts, c
     if (rc < 0)
         return rc;
     sopts.log = o->log;
+    sopts.fence_host = o->name;
+    sopts.on_fenced = orch_on_fenced;
+    sopts.on_fenced_arg = o;
     sopts.clock_ms = o->clock_ms;
     sopts.clock_arg = o->clock_arg;
     if ((rc = wg_store_new(o->redis, &sopts, &o->store)) < 0) {
@@ -849,6 +835,7 @@ void wg_orch_metrics(const struct wg_orch *o, struct wg_buf *out)
     }
     sleeper_metrics(o, out);
     stale_metrics(o, out);
+    orch_hosts_metrics(o, out);
     if (o->cpu)
         wg_cpu_watch_metrics(o->cpu, out);
 }

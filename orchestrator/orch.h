@@ -38,8 +38,13 @@
  *    and a labelled container without a record is adopted. Every few
  *    seconds sessions stuck in a transient state are recovered.
  *
- *  - A heartbeat: wg:host:{docker.name} = {"name","starts_in_flight",
- *    "max_concurrent_starts","queued","at"} with a TTL.
+ *  - A heartbeat (orchestrator/orch_hosts.c): wg:host:{docker.name} =
+ *    {"name","starts_in_flight","max_concurrent_starts","queued","at",
+ *    "running","sessions","cpus","mem_total","max_sessions","labels"} with
+ *    a TTL of docker.heartbeat_ttl, written every ttl/3; the name joins
+ *    wg:hosts. Every orchestrator also sweeps for lost hosts (their
+ *    sessions go lost) at that period. Writes through this orchestrator's
+ *    store are fenced to records homed on this host.
  *
  *  - The reaper and the sleeps (orchestrator/reaper.c, sleeper.c). Every
  *    sessions.idle.reap_every, idle sessions of this host are read from
@@ -108,6 +113,7 @@ struct wg_orch_stats {
     unsigned queued;
     uint64_t wakes_ready, wakes_failed, wakes_timeout, wakes_unreachable;
     uint64_t commands, coalesced, stale, docker_errors, corrections, adopted, restarts;
+    uint64_t sessions_lost, hosts_back, fenced;
     bool docker_ok, events_open, reconciled, consuming;
 };
 

@@ -389,6 +389,20 @@ struct wg_orch {
 
     struct wg_orch_stats st;
     struct orch_metrics m;
+
+    /* this host among the others (orch_hosts.c) */
+    struct {
+        bool have_info, info_busy;
+        bool engine_seen;          /* the engine answered once: a host from then on */
+        bool adopted, adopt_busy;  /* this host's older records are in its sets */
+        long long cpus, mem_total; /* the engine's NCPU and MemTotal */
+        long long running;         /* session containers running here */
+        bool running_busy;
+        long long homed; /* sessions homed here (wg:hostload, as last read) */
+        bool beat_busy, sweep_busy, have_sweep;
+        uint64_t last_sweep; /* uv_now */
+        struct wg_store_sweep sweep;
+    } hosts;
 };
 
 /* ---- orch_task.c: the task table --------------------------------------------------------- */
@@ -558,6 +572,24 @@ int reaper_cpu_new(struct wg_orch *o);
 /* ---- reconcile.c, reconcile_events.c -------------------------------------------------------- */
 
 void reconcile_round(struct wg_orch *o);
+
+/* ---- orch_hosts.c: heartbeat, capacity, the lost-host sweep ---- */
+
+/* docker.heartbeat_ttl / 3: how often the heartbeat and the sweep run. */
+uint64_t orch_hosts_period_ms(const struct wg_orch *o);
+/* From the tick: the sweep (even without the engine), the engine's
+ * capacity when unknown, and the heartbeat when due. */
+void orch_hosts_tick(struct wg_orch *o, uint64_t now);
+/* The engine answered again: read its capacity again. */
+void orch_hosts_engine_back(struct wg_orch *o);
+int orch_hosts_beat_json(const struct wg_orch *o, char *out, size_t outlen);
+/* The store refused a write of ours: the session was re-placed (another
+ * host, or a newer epoch). Logged once per write, counted. */
+void orch_on_fenced(const struct wg_store_res *res, void *arg);
+/* Fences a task's write with the epoch of the record it read (the host is
+ * fenced by the store for every write of this orchestrator). */
+void orch_task_fence(const struct orch_task *t, struct wg_session_update *u);
+void orch_hosts_metrics(const struct wg_orch *o, struct wg_buf *out);
 void reconcile_scan_stuck(struct wg_orch *o);
 /* Asks for a recheck of one session (skipped when a task of it is live). */
 void reconcile_recheck(struct wg_orch *o, const char *id, const char *container, bool startup);

@@ -29,6 +29,7 @@ enum wg_orch_wake_action wg_orch_wake_decide(enum wg_session_state state, int64_
     case S(CREATING):
     case S(ASLEEP):
     case S(PAUSED):
+    case S(LOST): /* pinned, or its host is back: wake it here */
         return WG_ORCH_WAKE_START;
     case S(FAILED):
         /* A clock that went back (state_since in the future) must not
@@ -384,6 +385,7 @@ static void fix_stopped(const struct wg_orch_observed *ob, struct wg_orch_fix *f
         break;
     case S(CREATING):
     case S(STOPPING):
+    case S(LOST): /* its host is back: the container it left stopped */
         fix_set(f, WG_ORCH_FIX_MOVE, S(ASLEEP), "Docker says stopped");
         f->set_container = true;
         break;
@@ -809,14 +811,29 @@ bool wg_orch_health_ready(const char *health)
 
 /* ---- metrics ------------------------------------------------------------------------------ */
 
-int wg_orch_heartbeat_json(char *out, size_t outlen, const char *name, unsigned in_flight,
-                           unsigned max_starts, unsigned queued, int64_t at_ms)
+static json_int_t known(long long v)
 {
-    json_t *o = json_pack("{s:s, s:I, s:I, s:I, s:I}", "name", name, "starts_in_flight",
-                          (json_int_t)in_flight, "max_concurrent_starts", (json_int_t)max_starts,
-                          "queued", (json_int_t)queued, "at", (json_int_t)at_ms);
+    return v > 0 ? (json_int_t)v : 0;
+}
+
+int wg_orch_heartbeat_json(char *out, size_t outlen, const struct wg_orch_beat *b)
+{
+    json_t *labels =
+        b->labels_json && b->labels_json[0] ? json_loads(b->labels_json, 0, NULL) : json_object();
+    json_t *o;
     int n;
 
+    if (!json_is_object(labels)) {
+        json_decref(labels);
+        return -EINVAL;
+    }
+    o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:b}", "name", b->name,
+                  "starts_in_flight", (json_int_t)b->in_flight, "max_concurrent_starts",
+                  (json_int_t)b->max_starts, "queued", (json_int_t)b->queued, "at",
+                  (json_int_t)b->at_ms, "running", known(b->running), "sessions",
+                  known(b->sessions), "cpus", known(b->cpus), "mem_total", known(b->mem_total),
+                  "max_sessions", (json_int_t)b->max_sessions, "labels", labels, "engine",
+                  b->engine);
     if (!o)
         return -ENOMEM;
     n = (int)json_dumpb(o, out, outlen, JSON_COMPACT | JSON_PRESERVE_ORDER);

@@ -349,10 +349,24 @@ enum wg_orch_sleep_shutdown wg_orch_sleep_on_shutdown(const struct wg_orch_sleep
 
 /* ---- heartbeat ---------------------------------------------------------------------------- */
 
-/* Label values of the orchestrator's state for the heartbeat:
- * {"name","starts_in_flight","max_concurrent_starts","queued","at"} into
- * out. Returns the length, or -ENOSPC. */
-int wg_orch_heartbeat_json(char *out, size_t outlen, const char *name, unsigned in_flight,
-                           unsigned max_starts, unsigned queued, int64_t at_ms);
+/* What a heartbeat says of a host; running, cpus and mem_total < 0 or 0
+ * when unknown are written as 0. */
+struct wg_orch_beat {
+    const char *name;
+    unsigned in_flight, max_starts, queued;
+    int64_t at_ms;
+    long long running;  /* session containers running on this host */
+    long long sessions; /* sessions homed here */
+    long long cpus, mem_total;
+    unsigned max_sessions;   /* 0: no limit */
+    bool engine;             /* the engine answers */
+    const char *labels_json; /* {"k":"v"}; NULL: {} */
+};
+
+/* The heartbeat's JSON: {"name","starts_in_flight","max_concurrent_starts",
+ * "queued","at","running","sessions","cpus","mem_total","max_sessions",
+ * "labels","engine"} into out. Returns the length, -ENOSPC, or -EINVAL (labels_json
+ * not a JSON object). */
+int wg_orch_heartbeat_json(char *out, size_t outlen, const struct wg_orch_beat *b);
 
 #endif

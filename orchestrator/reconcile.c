@@ -418,6 +418,7 @@ static void on_stuck_stopped(int status, const struct wg_docker_reply *r, void *
         return;
     }
     orch_task_call(&k->t);
+    orch_task_fence(&k->t, &u);
     if (wg_store_transition(
             k->t.o->store, k->t.id, WG_SESSION_BIT(WG_SESSION_STOPPING), WG_SESSION_ASLEEP, &u,
             "{\"reason\":\"reconcile\",\"why\":\"stopping stuck\"}", on_fix_applied, k) < 0) {
@@ -522,6 +523,7 @@ static void fix_apply(struct orch_recheck *k, const struct wg_orch_fix *f,
              "{\"reason\":\"reconcile\",\"docker\":\"%s\",\"exit_code\":%d}",
              wg_orch_docker_state_name(ds), k->seen.found ? k->seen.exit_code : -1);
     orch_task_call(&k->t);
+    orch_task_fence(&k->t, &u);
     if (f->kind == WG_ORCH_FIX_UPDATE)
         rc = wg_store_update(o->store, k->t.id, WG_SESSION_BIT(st), &u, on_fix_applied, k);
     else

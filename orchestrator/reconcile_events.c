@@ -102,6 +102,7 @@ static void death_move(struct orch_death *d, const struct wg_orch_death *in,
         waker_restart_later(o, d->t.id, backoff);
     }
     orch_task_call(&d->t);
+    orch_task_fence(&d->t, &u);
     if (wg_store_transition(o->store, d->t.id, WG_SESSION_BIT(in->state), to, &u, detail,
                             on_death_moved, d) < 0) {
         orch_task_returned(&d->t);

@@ -137,6 +137,7 @@ static void keep_save_and_finish(struct orch_sleep *s)
         return;
     }
     orch_task_call(&s->t);
+    orch_task_fence(&s->t, &u);
     if (wg_store_update(s->t.o->store, s->t.id, awake, &u, on_saved_kept, s) < 0) {
         orch_task_returned(&s->t);
         sleep_done(s);
@@ -175,6 +176,7 @@ static void back_to_running(struct orch_sleep *s, const char *why, const char *e
     snprintf(extra, sizeof(extra), "\"cancelled\":\"%s\"", why); /* why: a constant word */
     sleep_detail(s, extra, detail, sizeof(detail));
     orch_task_call(&s->t);
+    orch_task_fence(&s->t, &u);
     if (wg_store_transition(s->t.o->store, s->t.id, from, WG_SESSION_RUNNING, &u, detail,
                             on_back_to_running, s) < 0) {
         orch_task_returned(&s->t);
@@ -223,6 +225,7 @@ static void final_failed(struct orch_sleep *s, const struct wg_docker_reply *r)
         return;
     }
     orch_task_call(&s->t);
+    orch_task_fence(&s->t, &u);
     if (s->tier == WG_ORCH_TIER_PAUSE)
         rc = wg_store_transition(o->store, s->t.id, WG_SESSION_BIT(WG_SESSION_PAUSED),
                                  WG_SESSION_RUNNING, &u, "{\"reason\":\"pause failed\"}",
@@ -248,6 +251,7 @@ static void final_record(struct orch_sleep *s, bool gone)
 
     sleep_detail(s, NULL, detail, sizeof(detail));
     orch_task_call(&s->t);
+    orch_task_fence(&s->t, &u);
     if (s->tier == WG_ORCH_TIER_STOP) {
         u.set = WG_SF_IP;
         u.ip = NULL;
@@ -258,7 +262,8 @@ static void final_record(struct orch_sleep *s, bool gone)
         rc = wg_store_transition(o->store, s->t.id, WG_SESSION_BIT(WG_SESSION_STOPPING),
                                  WG_SESSION_ASLEEP, &u, detail, on_final_state, s);
     } else {
-        rc = wg_store_delete(o->store, s->t.id, WG_SESSION_ANY, detail, on_final_state, s);
+        rc = wg_store_transition(o->store, s->t.id, WG_SESSION_ANY, WG_SESSION_DESTROYED, &u,
+                                 detail, on_final_state, s);
     }
     if (rc < 0) {
         orch_task_returned(&s->t);
@@ -398,6 +403,7 @@ static void move_to_final(struct orch_sleep *s, unsigned from, enum wg_session_s
     save_update(s, &u);
     sleep_detail(s, extra, detail, sizeof(detail));
     orch_task_call(&s->t);
+    orch_task_fence(&s->t, &u);
     if (wg_store_transition_idle(s->t.o->store, s->t.id, from, to, cutoff_of(s), &u, detail,
                                  on_pre_final, s) < 0) {
         orch_task_returned(&s->t);
@@ -639,12 +645,14 @@ static void on_saving(const struct wg_store_res *res, void *arg)
 
 static void to_saving(struct orch_sleep *s, unsigned from)
 {
+    struct wg_session_update u = {0};
     char detail[256];
 
     sleep_detail(s, NULL, detail, sizeof(detail));
     orch_task_call(&s->t);
-    if (wg_store_transition_idle(s->t.o->store, s->t.id, from, WG_SESSION_SAVING, cutoff_of(s),
-                                 NULL, detail, on_saving, s) < 0) {
+    orch_task_fence(&s->t, &u);
+    if (wg_store_transition_idle(s->t.o->store, s->t.id, from, WG_SESSION_SAVING, cutoff_of(s), &u,
+                                 detail, on_saving, s) < 0) {
         orch_task_returned(&s->t);
         sleep_done(s);
     }
@@ -706,13 +714,15 @@ static void refuse_destroy(struct orch_sleep *s, const char *why)
 static void sleep_drain(struct orch_sleep *s, const struct wg_session *rec)
 {
     struct wg_orch *o = s->t.o;
+    struct wg_session_update u = {0};
     char detail[256], extra[64];
 
     snprintf(extra, sizeof(extra), "\"idle_ms\":%" PRId64, orch_now_ms(o) - rec->last_active);
     sleep_detail(s, extra, detail, sizeof(detail));
     orch_task_call(&s->t);
+    orch_task_fence(&s->t, &u);
     if (wg_store_transition_idle(o->store, s->t.id, WG_SESSION_BIT(WG_SESSION_RUNNING),
-                                 WG_SESSION_DRAINING, cutoff_of(s), NULL, detail, on_draining,
+                                 WG_SESSION_DRAINING, cutoff_of(s), &u, detail, on_draining,
                                  s) < 0) {
         orch_task_returned(&s->t);
         sleep_done(s);
@@ -927,9 +937,12 @@ static void rollback_now(struct orch_sleep *s)
 {
     char detail[256];
 
+    struct wg_session_update u = {0};
+
     sleep_detail(s, "\"cancelled\":\"shutdown\"", detail, sizeof(detail));
+    orch_task_fence(&s->t, &u);
     if (wg_store_transition(s->t.o->store, s->t.id, WG_SESSION_BIT(WG_SESSION_SAVING),
-                            WG_SESSION_RUNNING, NULL, detail, on_rolled_back, s) == 0)
+                            WG_SESSION_RUNNING, &u, detail, on_rolled_back, s) == 0)
         s->t.refs++;
     else
         s->rollback_done = true;

@@ -26,6 +26,7 @@
 
 #include "common/buf.h"
 #include "common/redis.h"
+#include "common/store.h"
 #include "orchestrator/stale.h"
 
 #define STALE_ARGV_MAX 72
@@ -411,8 +412,10 @@ static void on_lost_check(int status, redisReply *reply, void *arg)
 
     o->lost_check_busy = false;
     if (!o->closing) {
-        if (status == 0 && reply && reply->type == REDIS_REPLY_INTEGER) {
-            o->lost = reply->integer == 1 ? WG_STALE_LOST_YES : WG_STALE_LOST_NO;
+        /* wg:lost_hosts is a sorted set: a score when listed, nil when not. */
+        if (status == 0 && reply &&
+            (reply->type == REDIS_REPLY_STRING || reply->type == REDIS_REPLY_NIL)) {
+            o->lost = reply->type == REDIS_REPLY_STRING ? WG_STALE_LOST_YES : WG_STALE_LOST_NO;
             o->lost_check_due = false;
             if (o->lost == WG_STALE_LOST_YES)
                 WG_WARN(o->log, ORCH_SUBSYS,
@@ -424,7 +427,7 @@ static void on_lost_check(int status, redisReply *reply, void *arg)
             o->lost = WG_STALE_LOST_NO;
             o->lost_check_due = false;
             WG_WARN(o->log, ORCH_SUBSYS, "cannot read the lost hosts, taking this host as not lost",
-                    "key=%s", WG_STALE_KEY_LOST_HOSTS);
+                    "key=%s", WG_STORE_KEY_LOST_HOSTS);
         }
     }
     orch_unref(o);
@@ -432,7 +435,7 @@ static void on_lost_check(int status, redisReply *reply, void *arg)
 
 void stale_lost_check(struct wg_orch *o)
 {
-    const char *argv[] = {"SISMEMBER", WG_STALE_KEY_LOST_HOSTS, o->name};
+    const char *argv[] = {"ZSCORE", WG_STORE_KEY_LOST_HOSTS, o->name};
 
     if (!o->lost_check_due || o->lost_check_busy || o->closing)
         return;

@@ -16,7 +16,6 @@
 #include <stdint.h>
 
 /* The set of lost hosts' names (written by the placement side). */
-#define WG_STALE_KEY_LOST_HOSTS "wg:lost_hosts"
 
 /* What a reconcile round does with a labelled container of this host. */
 enum wg_stale_verdict {

@@ -76,7 +76,8 @@ static void on_restart_counted(const struct wg_store_res *res, void *arg)
 
     if (wake_returned(w))
         return;
-    if (res->status == WG_STORE_REJECTED || res->status == -ENOENT) {
+    if (res->status == WG_STORE_REJECTED || res->status == WG_STORE_FENCED ||
+        res->status == -ENOENT) {
         WG_WARN(w->t.o->log, ORCH_SUBSYS,
                 "session left starting during a crash restart, leaving it", "session=%s", w->t.id);
         orch_task_finish(&w->t);
@@ -115,6 +116,7 @@ void wake_crash(struct orch_wake *w)
     w->t.phase = PH_BACKOFF;
     w->start_issued_ns = 0;
     orch_task_call(&w->t);
+    orch_task_fence(&w->t, &u);
     if (wg_store_update(o->store, w->t.id, WG_SESSION_BIT(WG_SESSION_STARTING), &u,
                         on_restart_counted, w) < 0) {
         orch_task_returned(&w->t);
@@ -213,6 +215,7 @@ static void publish_failed(struct orch_wake *w, const char *logs, size_t logs_le
     else
         o->st.wakes_failed++;
     orch_task_call(&w->t);
+    orch_task_fence(&w->t, &u);
     if (wg_store_transition(o->store, w->t.id, WG_SESSION_BIT(WG_SESSION_STARTING),
                             WG_SESSION_FAILED, &u, detail, on_failed, w) < 0) {
         orch_task_returned(&w->t);
@@ -336,6 +339,7 @@ void wake_engine_give_up(struct orch_wake *w)
         detail = json_dumps(d, JSON_COMPACT);
     json_decref(d);
     orch_task_call(&w->t);
+    orch_task_fence(&w->t, &u);
     if (wg_store_transition(o->store, w->t.id, WG_SESSION_BIT(WG_SESSION_STARTING),
                             WG_SESSION_ASLEEP, &u,
                             detail && strlen(detail) <= WG_STORE_DETAIL_MAX ? detail : NULL,

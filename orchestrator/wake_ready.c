@@ -249,7 +249,8 @@ static void on_running(const struct wg_store_res *res, void *arg)
         wake_ready_done(w);
         return;
     }
-    if (res->status == WG_STORE_REJECTED || res->status == -ENOENT) {
+    if (res->status == WG_STORE_REJECTED || res->status == WG_STORE_FENCED ||
+        res->status == -ENOENT) {
         WG_WARN(o->log, ORCH_SUBSYS, "session left starting before it was ready, leaving it",
                 "session=%s container=%.12s state=%s", w->t.id, w->container,
                 res->rec ? wg_session_state_name(res->rec->state) : "gone");
@@ -288,6 +289,7 @@ static void wake_publish(struct orch_wake *w)
              ready_via(w), ms_between(w->t_starting, w->t_admitted),
              ms_between(w->t_admitted, w->t_docker), ms_between(w->t_docker, w->t_ready));
     orch_task_call(&w->t);
+    orch_task_fence(&w->t, &u);
     if (wg_store_transition(w->t.o->store, w->t.id, WG_SESSION_BIT(WG_SESSION_STARTING),
                             WG_SESSION_RUNNING, &u, detail, on_running, w) < 0) {
         orch_task_returned(&w->t);

@@ -550,7 +550,8 @@ static void on_wake_cas(const struct wg_store_res *res, void *arg)
         wake_decide(w);
         return;
     }
-    if (res->status == WG_STORE_REJECTED || res->status == -ENOENT || wake_expired(w)) {
+    if (res->status == WG_STORE_REJECTED || res->status == WG_STORE_FENCED ||
+        res->status == -ENOENT || wake_expired(w)) {
         WG_WARN(o->log, ORCH_SUBSYS, "cannot move the session to starting, dropping the wake",
                 "session=%s state=%s error=\"%s\"", w->t.id,
                 res->rec ? wg_session_state_name(res->rec->state) : "-",
@@ -585,10 +586,11 @@ static void wake_cas(struct orch_wake *w)
     snprintf(detail, sizeof(detail), "%s", text ? text : "{\"reason\":\"wake\"}");
     free(text);
     orch_task_call(&w->t);
+    orch_task_fence(&w->t, &u);
     if (wg_store_transition(w->t.o->store, w->t.id,
                             WG_SESSION_BIT(WG_SESSION_ASLEEP) | WG_SESSION_BIT(WG_SESSION_PAUSED) |
                                 WG_SESSION_BIT(WG_SESSION_CREATING) |
-                                WG_SESSION_BIT(WG_SESSION_FAILED),
+                                WG_SESSION_BIT(WG_SESSION_FAILED) | WG_SESSION_BIT(WG_SESSION_LOST),
                             WG_SESSION_STARTING, &u, detail, on_wake_cas, w) < 0) {
         orch_task_returned(&w->t);
         wake_drop(w);
@@ -720,7 +722,8 @@ static void on_wake_saved(const struct wg_store_res *res, void *arg)
 
     if (wake_returned(w))
         return;
-    if (res->status == WG_STORE_REJECTED || res->status == -ENOENT) {
+    if (res->status == WG_STORE_REJECTED || res->status == WG_STORE_FENCED ||
+        res->status == -ENOENT) {
         WG_WARN(o->log, ORCH_SUBSYS,
                 "session left starting while its container was created, leaving it",
                 "session=%s container=%.12s state=%s", w->t.id, w->container,
@@ -740,6 +743,8 @@ static void wake_save_id(struct orch_wake *w)
     struct wg_session_update u = {.set = WG_SF_CONTAINER_ID, .container_id = w->container};
 
     orch_task_call(&w->t);
+
+    orch_task_fence(&w->t, &u);
     if (wg_store_update(w->t.o->store, w->t.id, WG_SESSION_BIT(WG_SESSION_STARTING), &u,
                         on_wake_saved, w) < 0) {
         orch_task_returned(&w->t);

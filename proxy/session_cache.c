@@ -550,10 +550,20 @@ static void wake_done(const struct wg_store_res *res, void *arg)
     char id[WG_SESSION_ID_MAX + 1];
     snprintf(id, sizeof(id), "%s", p->id);
     struct wg_session_cache *s = pending_end(p);
-    if (s == NULL || res->status == 0)
+    if (s == NULL)
         return;
-    WG_WARN(s->log, "sessions", "wake command not sent", "session=%s error=\"%s\"", id, res->error);
     struct wg_sess_entry *e = find(s, id);
+    /* The wake went to the record's host, which placement may have just
+     * changed (a lost host's session re-placed): remember it. */
+    if (res->status == 0) {
+        if (e != NULL && res->host && res->host[0] && strcmp(e->host, res->host) != 0) {
+            WG_INFO(s->log, "sessions", "wake sent to another host", "session=%s was=%s host=%s",
+                    id, e->host[0] ? e->host : "-", res->host);
+            snprintf(e->host, sizeof(e->host), "%s", res->host);
+        }
+        return;
+    }
+    WG_WARN(s->log, "sessions", "wake command not sent", "session=%s error=\"%s\"", id, res->error);
     if (e != NULL)
         e->last_wake_ms = 0; /* let the next request try again */
 }

@@ -1,5 +1,7 @@
 /* src/wire_api.c - wires the admin API (admin/api) onto the admin listener,
- * for roles all and orchestrator when Redis is configured. */
+ * in every role that has Redis: the API speaks only to Redis (placement
+ * picks the host; commands go to the record's host's stream), so a
+ * proxy-only gateway serves it too when it has an admin token. */
 #include <stdbool.h>
 #include <string.h>
 
@@ -9,7 +11,13 @@
 
 int app_api_start(struct app *app)
 {
-    if (!app_has_orchestrator(app) || app->store == NULL)
+    if (app->store == NULL || app->admin == NULL)
+        return 0;
+    bool any_token = (app->cfg.admin_token != NULL && app->cfg.admin_token[0] != '\0') ||
+                     (app->cfg.admin_read_token != NULL && app->cfg.admin_read_token[0] != '\0');
+    /* A proxy without a token keeps its admin listener to health and
+     * metrics, as before: no 503 /v1/ to warn about. */
+    if (!app_has_orchestrator(app) && !any_token)
         return 0;
     int r = wg_api_new(&app->loop, &app->cfg, &app->log, app->admin, app->redis, app->store, NULL,
                        &app->api);

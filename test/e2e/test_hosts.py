@@ -93,8 +93,10 @@ def test_hosts_without_the_hosts_set_come_from_a_scan_of_heartbeats(stack, gw):
 
 def test_live_lost_and_returning_hosts_with_their_heartbeats(stack, gw):
     r = stack.r
-    r.sadd("wg:hosts", HOST, "h2", "h3", "h4")
-    r.sadd("wg:lost_hosts", "h2", "h4")
+    # Sorted sets, as the orchestrators keep them (host -> last beat, and
+    # host -> when it was marked lost).
+    r.zadd("wg:hosts", {HOST: now_ms(), "h2": now_ms(), "h3": now_ms(), "h4": now_ms()})
+    r.zadd("wg:lost_hosts", {"h2": now_ms(), "h4": now_ms()})
     beat = dict(H3, at=now_ms() - 125000)
     r.set("wg:host:h3", json.dumps(beat), px=60000)
     r.set("wg:host:h4", "not json", px=60000)

@@ -25,7 +25,7 @@ import time
 import pytest
 
 from harness import image
-from harness.util import wait_for
+from harness.util import now_ms, wait_for
 from stack_util import HOST
 from test_sleep import bare_repo, git, remote_head, remote_show, sleep_config, wake_running, write_in
 
@@ -198,7 +198,7 @@ def test_container_of_a_session_destroyed_while_this_host_was_lost_is_removed_no
         stack.r.srem("wg:sessions", sid)
     # The first life: h1 is listed lost. A record missing for a container
     # that wakegate made (label wakegate.host) means it was destroyed.
-    stack.r.sadd("wg:lost_hosts", HOST)
+    stack.r.zadd("wg:lost_hosts", {HOST: now_ms()})
     hand = stack.dockerd.run(RESTORE_IMAGE, labels={"wakegate.session": "s-by-hand"},
                              cmd=["httpd", "-f", "-p", "8080", "-h", "/www"])
     stack.start(config=cfg)

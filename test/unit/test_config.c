@@ -1356,6 +1356,54 @@ static void test_read_token_env(void **state)
 /* ------------------------------------------------------------------------ */
 /* docker.tls, docker.host with the Docker client's check, readiness.        */
 
+static void test_placement_keys(void **state)
+{
+    char err[WG_CONFIG_ERR_MAX];
+    struct wg_config cfg;
+    const struct wg_sessions_cfg *t;
+
+    (void)state;
+    assert_int_equal(load(&cfg, "docker: {name: a}\n", err, sizeof err), 0);
+    assert_int_equal(cfg.max_sessions, 0);
+    assert_null(cfg.docker_labels_json);
+    assert_int_equal(cfg.heartbeat_ttl_ms, 10000);
+    assert_null(cfg.sessions.placement.labels_json);
+    assert_false(cfg.sessions.placement.pin);
+    wg_config_free(&cfg);
+
+    assert_int_equal(load(&cfg,
+                          "docker:\n  max_sessions: 40\n  heartbeat_ttl: 3s\n"
+                          "  labels: {zone: b, disk: ssd}\n"
+                          "templates:\n  g:\n    image: i\n"
+                          "    placement: {labels: {gpu: \"1\"}, pin: true}\n",
+                          err, sizeof err),
+                     0);
+    assert_int_equal(cfg.max_sessions, 40);
+    assert_int_equal(cfg.heartbeat_ttl_ms, 3000);
+    /* Compact JSON, keys sorted: what the heartbeat and the script read. */
+    assert_string_equal(cfg.docker_labels_json, "{\"disk\":\"ssd\",\"zone\":\"b\"}");
+    t = wg_config_template(&cfg, "g");
+    assert_non_null(t);
+    assert_string_equal(t->placement.labels_json, "{\"gpu\":\"1\"}");
+    assert_true(t->placement.pin);
+    wg_config_free(&cfg);
+
+    static const struct {
+        const char *yaml, *want;
+    } bad[] = {
+        {"docker: {labels: {\"a b\": x}}\n", "t.yaml:1: docker.labels.a b: invalid label name"},
+        {"docker: {labels: [x]}\n", "t.yaml:1: docker.labels: expected a mapping"},
+        {"docker: {labels: {a: x, a: y}}\n", "t.yaml:1: docker.labels.a: label \"a\" is given"},
+        {"docker: {heartbeat_ttl: 100ms}\n", "t.yaml:1: docker.heartbeat_ttl:"},
+        {"sessions: {placement: {pinned: true}}\n", "t.yaml:1: sessions.placement.pinned: unknown"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_not_equal(load(&cfg, bad[i].yaml, err, sizeof err), 0);
+        assert_prefix(err, bad[i].want);
+        wg_config_free(&cfg);
+    }
+}
+
 static void test_docker_tls(void **state)
 {
     char ca[PATH_MAX], cert[PATH_MAX], key[PATH_MAX], yaml[4 * PATH_MAX];
@@ -2256,6 +2304,7 @@ int main(void)
         cmocka_unit_test(test_read_token_env),
         cmocka_unit_test(test_access),
         cmocka_unit_test(test_docker_tls),
+        cmocka_unit_test(test_placement_keys),
         cmocka_unit_test(test_docker_host_check),
         cmocka_unit_test(test_readiness),
         cmocka_unit_test(test_parse_duration),

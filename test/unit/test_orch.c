@@ -281,6 +281,19 @@ static void test_reconcile_table(void **state)
                      WG_ORCH_FIX_NONE);
 }
 
+/* A host back after it was lost: Docker's truth brings its own sessions
+ * back from lost; a wake of one (pinned, or its host live again) starts it. */
+static void test_lost_comes_back(void **state)
+{
+    (void)state;
+    EXPECT_MOVE(fix(S(LOST), WG_ORCH_DOCKER_RUNNING, false, true, true, true), S(RUNNING));
+    EXPECT_MOVE(fix(S(LOST), WG_ORCH_DOCKER_PAUSED, false, true, true, true), S(PAUSED));
+    EXPECT_MOVE(fix(S(LOST), WG_ORCH_DOCKER_STOPPED, false, true, true, false), S(ASLEEP));
+    EXPECT_MOVE(fix(S(LOST), WG_ORCH_DOCKER_MISSING, false, true, false, true), S(ASLEEP));
+    EXPECT_MOVE(fix(S(LOST), WG_ORCH_DOCKER_MISSING, false, false, false, true), S(ASLEEP));
+    assert_int_equal(wg_orch_wake_decide(S(LOST), 0, 1000, 30000, false), WG_ORCH_WAKE_START);
+}
+
 static void test_reconcile_moves_are_allowed(void **state)
 {
     (void)state;
@@ -351,11 +364,22 @@ static void test_readiness(void **state)
 
 static void test_heartbeat_json(void **state)
 {
-    char buf[256], small[16];
+    char buf[512], small[16];
     json_error_t jerr;
+    struct wg_orch_beat b = {.name = "host-a",
+                             .in_flight = 3,
+                             .max_starts = 8,
+                             .queued = 5,
+                             .at_ms = 1795283000123,
+                             .running = 4,
+                             .sessions = 7,
+                             .cpus = 2,
+                             .mem_total = 4096,
+                             .max_sessions = 50,
+                             .labels_json = "{\"gpu\":\"1\"}"};
 
     (void)state;
-    int n = wg_orch_heartbeat_json(buf, sizeof(buf), "host-a", 3, 8, 5, 1795283000123);
+    int n = wg_orch_heartbeat_json(buf, sizeof(buf), &b);
     assert_true(n > 0 && (size_t)n == strlen(buf));
     json_t *o = json_loads(buf, 0, &jerr);
     assert_non_null(o);
@@ -364,8 +388,27 @@ static void test_heartbeat_json(void **state)
     assert_int_equal(json_integer_value(json_object_get(o, "max_concurrent_starts")), 8);
     assert_int_equal(json_integer_value(json_object_get(o, "queued")), 5);
     assert_int_equal(json_integer_value(json_object_get(o, "at")), 1795283000123);
+    assert_int_equal(json_integer_value(json_object_get(o, "running")), 4);
+    assert_int_equal(json_integer_value(json_object_get(o, "sessions")), 7);
+    assert_int_equal(json_integer_value(json_object_get(o, "cpus")), 2);
+    assert_int_equal(json_integer_value(json_object_get(o, "mem_total")), 4096);
+    assert_int_equal(json_integer_value(json_object_get(o, "max_sessions")), 50);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(o, "labels"), "gpu")),
+                        "1");
     json_decref(o);
-    assert_int_equal(wg_orch_heartbeat_json(small, sizeof(small), "host-a", 0, 8, 0, 1), -ENOSPC);
+    /* Unknown figures are 0, no labels an empty object. */
+    b.running = -1;
+    b.labels_json = NULL;
+    n = wg_orch_heartbeat_json(buf, sizeof(buf), &b);
+    assert_true(n > 0);
+    o = json_loads(buf, 0, &jerr);
+    assert_int_equal(json_integer_value(json_object_get(o, "running")), 0);
+    assert_int_equal(json_object_size(json_object_get(o, "labels")), 0);
+    json_decref(o);
+    b.labels_json = "[1]";
+    assert_int_equal(wg_orch_heartbeat_json(buf, sizeof(buf), &b), -EINVAL);
+    b.labels_json = NULL;
+    assert_int_equal(wg_orch_heartbeat_json(small, sizeof(small), &b), -ENOSPC);
 }
 
 /* ---- probe (private loop, loopback) ------------------------------------------------------ */
@@ -1097,6 +1140,7 @@ int main(void)
         cmocka_unit_test(test_stuck_after),
         cmocka_unit_test(test_readiness),
         cmocka_unit_test(test_heartbeat_json),
+        cmocka_unit_test(test_lost_comes_back),
         cmocka_unit_test(test_reap_decide),
         cmocka_unit_test(test_save_backoff),
         cmocka_unit_test(test_save_argv),

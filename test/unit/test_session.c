@@ -24,9 +24,9 @@
 
 static void test_state_names(void **state)
 {
-    static const char *const names[N_STATES] = {"creating", "starting", "running", "draining",
-                                                "saving",   "stopping", "asleep",  "paused",
-                                                "failed",   "destroyed"};
+    static const char *const names[N_STATES] = {"creating", "starting",  "running", "draining",
+                                                "saving",   "stopping",  "asleep",  "paused",
+                                                "failed",   "destroyed", "lost"};
     static const char *const bad[] = {"",       "RUNNING",  "Running", "runningx",
                                       "runnin", " running", "?",       "destroy"};
     enum wg_session_state st;
@@ -78,7 +78,10 @@ static const char *const valid_moves[] = {
     "paused>failed",      "failed>starting",    "failed>stopping",   "failed>asleep",
     "creating>destroyed", "starting>destroyed", "running>destroyed", "draining>destroyed",
     "saving>destroyed",   "stopping>destroyed", "asleep>destroyed",  "paused>destroyed",
-    "failed>destroyed",   "starting>asleep",
+    "failed>destroyed",   "starting>asleep",    "creating>lost",     "starting>lost",
+    "running>lost",       "draining>lost",      "saving>lost",       "stopping>lost",
+    "asleep>lost",        "paused>lost",        "failed>lost",       "lost>asleep",
+    "lost>starting",      "lost>running",       "lost>paused",       "lost>destroyed",
 };
 
 static bool listed(enum wg_session_state from, enum wg_session_state to)
@@ -257,6 +260,9 @@ static void full_record(struct wg_session *r)
     r->has_idle_pause_after = true;
     r->idle_pause_after_ms = 30000;
     r->gen = UINT64_MAX - 7; /* past 2^53: Lua would round it, the codec must not */
+    r->epoch = 3;
+    r->pin = true;
+    snprintf(r->place_labels, sizeof(r->place_labels), "%s", "{\"gpu\":\"1\"}");
 }
 
 static void assert_same(const struct wg_session *a, const struct wg_session *b)
@@ -285,6 +291,9 @@ static void assert_same(const struct wg_session *a, const struct wg_session *b)
     assert_string_equal(a->template_name, b->template_name);
     assert_int_equal(a->version, b->version);
     assert_true(a->gen == b->gen);
+    assert_true(a->epoch == b->epoch);
+    assert_int_equal(a->pin, b->pin);
+    assert_string_equal(a->place_labels, b->place_labels);
     assert_int_equal(a->has_idle_stop_after, b->has_idle_stop_after);
     assert_int_equal(a->idle_stop_after_ms, b->idle_stop_after_ms);
     assert_int_equal(a->has_idle_pause_after, b->has_idle_pause_after);
