@@ -15,7 +15,6 @@ a Redis master, a replica and three sentinels.
 """
 
 import concurrent.futures
-import json
 import os
 import signal
 import time
@@ -29,7 +28,7 @@ from harness.sentinel import RedisSentinelCluster
 from harness.util import wait_for
 from multihost_util import MASTER, Cluster, Traffic
 from sessions_util import Pending, collect
-from test_sleep import bare_repo, git, remote_show
+from test_sleep import bare_repo, remote_show
 
 pytestmark = pytest.mark.docker
 
@@ -40,7 +39,9 @@ pytestmark = pytest.mark.docker
 def dockerd2(e2e_tmp, artifacts):
     """The second Docker host: its own containerd, dockerd, bridge and data
     root, with the same test images."""
-    d = Dockerd(os.path.join(e2e_tmp, "docker-h2"), artifacts / "h2")
+    logs = artifacts / "docker-h2"
+    logs.mkdir(parents=True, exist_ok=True)
+    d = Dockerd(os.path.join(e2e_tmp, "docker-h2"), logs)
     d.start()
     try:
         image.build_image(d, image.TEST_IMAGE)
