@@ -29,7 +29,7 @@ HEARTBEAT_TTL = "3s"
 
 
 def redis_cfg(cluster):
-    return {"sentinel": {"master": MASTER, "addresses": ["127.0.0.1:%d" % p for p in cluster.sentinel_ports]}}
+    return {"sentinel": {"master": MASTER, "addresses": cluster.addresses}}
 
 
 def sessions_cfg():
