@@ -75,20 +75,43 @@ def env_of(gw, token=TOKEN):
     return {"WAKEGATE_ADMIN_URL": "http://127.0.0.1:%d" % gw.admin_port, "WAKEGATE_ADMIN_TOKEN": token}
 
 
-def test_hosts_without_the_hosts_set_come_from_a_scan_of_heartbeats(stack, gw):
+def test_this_hosts_heartbeat_carries_its_capacity(stack, gw):
     got = hosts(gw)
-    assert got["source"] == "scan" and got["truncated"] is False, got
+    assert got["source"] == "wg:hosts" and got["truncated"] is False, got
     [h1] = got["hosts"]
     assert h1["name"] == HOST and h1["state"] == "live" and h1["heartbeat"] is True, h1
     assert h1["listed_lost"] is False and 0 <= h1["age_ms"] < 10000, h1
-    assert h1["info"]["name"] == HOST and h1["info"]["max_concurrent_starts"] == 8, h1
+    info = h1["info"]
+    assert info["name"] == HOST and info["max_concurrent_starts"] == 8, h1
+    # The engine's /info: the CPUs and memory of this machine.
+    assert info["cpus"] == os.cpu_count() and info["mem_total"] > 0, info
+    assert (info["running"], info["sessions"], info["max_sessions"], info["labels"]) == (0, 0, 0, {}), info
     p = ctl("hosts", env=env_of(gw))
     assert p.returncode == 0, p.stderr
     [row] = table(p.stdout)
-    # Today's heartbeat carries no capacity: those columns say "-".
     assert row["NAME"] == HOST and row["STATE"] == "live", row
+    assert (row["RUNNING"], row["SESSIONS"], row["CPUS"], row["LABELS"]) == ("0", "0", str(os.cpu_count()), "-"), row
+    assert row["MEM"].endswith("i") and row["AGE"].endswith("s"), row
+
+
+def test_hosts_without_the_hosts_set_come_from_a_scan_of_heartbeats(stack):
+    """A deployment whose orchestrators predate placement writes heartbeats
+    but no wg:hosts: a gateway without an orchestrator (role proxy, with the
+    admin API) finds them by a bounded SCAN."""
+    cfg = gw_config(stack.redis_server.url, stack.dockerd)
+    g = stack.start(cfg, role="proxy")
+    old = {"name": "old1", "starts_in_flight": 0, "max_concurrent_starts": 8, "queued": 0, "at": now_ms()}
+    stack.r.set("wg:host:old1", json.dumps(old), px=60000)
+    assert not stack.r.exists("wg:hosts")
+    got = hosts(g)
+    assert got["source"] == "scan" and got["truncated"] is False, got
+    [h] = got["hosts"]
+    assert h["name"] == "old1" and h["state"] == "live" and h["info"] == old, h
+    p = ctl("hosts", env=env_of(g))
+    assert p.returncode == 0, p.stderr
+    [row] = table(p.stdout)
+    # A heartbeat without capacity: those columns say "-".
     assert [row[k] for k in ("RUNNING", "SESSIONS", "MAX", "CPUS", "MEM", "LABELS")] == ["-"] * 6, row
-    assert row["AGE"].endswith("s"), row
 
 
 def test_live_lost_and_returning_hosts_with_their_heartbeats(stack, gw):
