@@ -114,6 +114,10 @@ struct wg_store_res;
 #define WG_STORE_KEY_HOSTLOAD "wg:hostload"
 #define WG_STORE_KEY_HOST_SESSIONS_PREFIX "wg:host_sessions:"
 #define WG_STORE_KEY_LOST_TODO_PREFIX "wg:lost_todo:"
+/* Redis's own time (ms) of the last sweep, and until when no host is
+ * judged (a gap in the sweeps longer than a TTL: see wg_store_host_sweep). */
+#define WG_STORE_KEY_SWEEP_AT "wg:sweep_at"
+#define WG_STORE_KEY_SWEEP_HOLD "wg:sweep_hold"
 
 #define WG_STORE_EVENTS_MAX 10000 /* default approximate cap of wg:events */
 #define WG_STORE_WAKE_MAX 10000   /* default approximate cap of each wg:wake:{host} */
@@ -218,6 +222,7 @@ struct wg_store_sweep {
     long long newly_lost; /* hosts this sweep marked lost */
     long long moved;      /* sessions this sweep moved to lost */
     long long left;       /* sessions of lost hosts still to move (another sweep now) */
+    long long held_ms;    /* > 0: judged nothing, hosts get this long to beat again */
 };
 
 /* Placement of a new session (wg_store_create_placed()). */
@@ -496,7 +501,8 @@ int wg_store_host_beat(struct wg_store *s, const char *name, const char *json, u
  * bumped, event, published). The store's own fence host (an orchestrator
  * sweeping) is never marked lost: it is alive, since it sweeps.
  * res->sweep says what it saw and did. */
-int wg_store_host_sweep(struct wg_store *s, size_t batch, wg_store_cb *cb, void *arg);
+int wg_store_host_sweep(struct wg_store *s, size_t batch, uint64_t ttl_ms, wg_store_cb *cb,
+                        void *arg);
 
 /* The records of a host written before placement kept its sets: ids (n
  * up to WG_STORE_LIST_MAX) whose record names host `name` join

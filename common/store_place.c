@@ -78,13 +78,14 @@ int wg_store_host_beat(struct wg_store *s, const char *name, const char *json, u
     return rc < 0 ? store_op_abort(op, rc) : 0;
 }
 
-int wg_store_host_sweep(struct wg_store *s, size_t batch, wg_store_cb *cb, void *arg)
+int wg_store_host_sweep(struct wg_store *s, size_t batch, uint64_t ttl_ms, wg_store_cb *cb,
+                        void *arg)
 {
     struct store_argv a = {0};
     struct op *op;
     int rc;
 
-    if (!s || !cb || batch == 0 || batch > WG_STORE_BATCH_MAX)
+    if (!s || !cb || batch == 0 || batch > WG_STORE_BATCH_MAX || ttl_ms == 0)
         return -EINVAL;
     if ((rc = store_op_start(s, OP_SWEEP, NULL, cb, arg, &op)) < 0)
         return rc;
@@ -96,6 +97,7 @@ int wg_store_host_sweep(struct wg_store *s, size_t batch, wg_store_cb *cb, void 
     store_av_u64(&a, s->events_max);
     store_av_str(&a, WG_STORE_CHANNEL_STATE);
     store_av_str(&a, s->fence_host);
+    store_av_u64(&a, ttl_ms);
     rc = store_send(op, s->redis, R_MAIN, 0, &a);
     store_av_release(&a);
     return rc < 0 ? store_op_abort(op, rc) : 0;
@@ -178,8 +180,8 @@ static bool reply_int(const redisReply *r, long long *ret)
 
 void store_place_reply(struct op *op, const redisReply *reply)
 {
-    long long *v[6] = {&op->sweep.hosts,      &op->sweep.live,  &op->sweep.lost,
-                       &op->sweep.newly_lost, &op->sweep.moved, &op->sweep.left};
+    long long *v[7] = {&op->sweep.hosts, &op->sweep.live, &op->sweep.lost,   &op->sweep.newly_lost,
+                       &op->sweep.moved, &op->sweep.left, &op->sweep.held_ms};
     const redisReply *e;
 
     switch (op->kind) {
@@ -198,9 +200,9 @@ void store_place_reply(struct op *op, const redisReply *reply)
         return;
     }
     case OP_SWEEP:
-        if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 6)
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 7)
             goto proto;
-        for (size_t i = 0; i < 6; i++)
+        for (size_t i = 0; i < 7; i++)
             if (!reply_int(reply->element[i], v[i]))
                 goto proto;
         return;

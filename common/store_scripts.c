@@ -315,13 +315,32 @@ const char store_script_beat[] =
 
 /* The lost-host sweep: ARGV now, batch, events cap, state channel, the
  * sweeper's own host ("" = none: it runs the sweep, so it is alive even
- * if its heartbeat lapsed under load; it is never marked lost). Replies
- * {hosts, live, lost, newly lost, moved, left}. Idempotent: a host is
- * marked once (ZADD NX's answer), its ids are queued once, and each queued id
- * is popped once and moved only if it is still homed there and neither
- * lost nor gone. */
+ * if its heartbeat lapsed under load; it is never marked lost), the
+ * heartbeat TTL (ms). Replies {hosts, live, lost, newly lost, moved, left,
+ * held ms}. Idempotent: a host is marked once (ZADD NX's answer), its ids
+ * are queued once, and each queued id is popped once and moved only if it
+ * is still homed there and neither lost nor gone.
+ *
+ * A gap between two sweeps (by Redis's own clock, whoever swept) longer
+ * than a TTL means nobody could sweep: Redis stalled, restarted or failed
+ * over, and every heartbeat may have lapsed at once, not because the hosts
+ * died. Then nothing is judged for a TTL (wg:sweep_hold), so every host
+ * beats again first; a sweep that was queued behind the stall and runs
+ * the moment Redis answers again is held the same way. */
 const char store_script_sweep[] = TRANSIENT_LUA MOVE_LUA
-    "local now, batch = ARGV[1], tonumber(ARGV[2])\n"
+    "local now, batch, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[6])\n"
+    "local t = redis.call('TIME')\n"
+    "local rnow = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local last = tonumber(redis.call('GET', '" WG_STORE_KEY_SWEEP_AT "') or '')\n"
+    "redis.call('SET', '" WG_STORE_KEY_SWEEP_AT "', string.format('%d', rnow))\n"
+    "if last and rnow - last > ttl then\n"
+    "  redis.call('SET', '" WG_STORE_KEY_SWEEP_HOLD "', string.format('%d', rnow + ttl))\n"
+    "end\n"
+    "local hold = (tonumber(redis.call('GET', '" WG_STORE_KEY_SWEEP_HOLD "') or '') or 0) - rnow\n"
+    "if hold > 0 then\n"
+    "  return {redis.call('ZCARD', '" WG_STORE_KEY_HOSTS "'), 0,\n"
+    "          redis.call('ZCARD', '" WG_STORE_KEY_LOST_HOSTS "'), 0, 0, 0, hold}\n"
+    "end\n"
     "local hosts = redis.call('ZRANGE', '" WG_STORE_KEY_HOSTS "', 0, -1)\n"
     "local live, newly, moved, left = 0, 0, 0, 0\n"
     "for _, hn in ipairs(hosts) do\n"
@@ -353,7 +372,7 @@ const char store_script_sweep[] = TRANSIENT_LUA MOVE_LUA
     "  left = left + redis.call('SCARD', todo)\n"
     "end\n"
     "return {#hosts, live, redis.call('ZCARD', '" WG_STORE_KEY_LOST_HOSTS
-    "'), newly, moved, left}\n";
+    "'), newly, moved, left, 0}\n";
 
 /* A command for a session's host: ARGV id, the caller's host, now, wake
  * cap, events cap, state channel, op, at, from ("" = none), force ("1"),

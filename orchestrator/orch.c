@@ -461,6 +461,7 @@ static void on_redis_state(struct wg_redis *r, bool connected, const char *reaso
     if (!connected) {
         o->redis_lost = true;
         stale_redis_lost(o);
+        orch_hosts_redis_lost(o);
         return;
     }
     if (!o->redis_lost)

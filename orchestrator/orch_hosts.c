@@ -16,6 +16,7 @@
 #include "common/config.h"
 #include "common/labels.h"
 #include "common/log.h"
+#include "common/redis.h"
 #include "orchestrator/orch_int.h"
 
 /* Sessions moved to lost per sweep script: bounded, so one script never
@@ -147,6 +148,16 @@ static void on_sweep(const struct wg_store_res *res, void *arg)
         WG_WARN(o->log, ORCH_SUBSYS, "lost-host sweep failed", "error=\"%s\"", res->error);
         return;
     }
+    if (sw->held_ms > 0) {
+        if (!o->hosts.sweep_held)
+            WG_WARN(o->log, ORCH_SUBSYS,
+                    "no host judged lost for now: the sweeps stopped for longer than a heartbeat "
+                    "TTL (Redis stalled, restarted or failed over), every host beats again first",
+                    "hold_ms=%lld", sw->held_ms);
+        o->hosts.sweep_held = true;
+        return;
+    }
+    o->hosts.sweep_held = false;
     o->hosts.sweep = *sw;
     o->hosts.have_sweep = true;
     o->st.sessions_lost += (uint64_t)sw->moved;
@@ -165,7 +176,7 @@ static void sweep(struct wg_orch *o)
     if (o->hosts.sweep_busy)
         return;
     o->hosts.last_sweep = uv_now(o->loop);
-    if (wg_store_host_sweep(o->store, SWEEP_BATCH, on_sweep, o) == 0)
+    if (wg_store_host_sweep(o->store, SWEEP_BATCH, o->cfg->heartbeat_ttl_ms, on_sweep, o) == 0)
         o->hosts.sweep_busy = true;
 }
 
@@ -243,6 +254,34 @@ void orch_hosts_engine_back(struct wg_orch *o)
     o->hosts.have_info = false;
 }
 
+/* Whether this process may call other hosts lost: only once it has heard
+ * Redis without a break for a whole heartbeat TTL. After a Redis outage, a
+ * restart or a failover, every host's heartbeat may have expired at once;
+ * the first orchestrator back must give the others a TTL to beat again
+ * before their silence means anything, or one Redis blip would move every
+ * other host's sessions to lost. */
+static bool sweep_allowed(struct wg_orch *o, uint64_t now)
+{
+    struct wg_redis_stats st;
+
+    wg_redis_get_stats(o->redis, &st);
+    if (!st.connected || st.connects != o->hosts.redis_connects) {
+        o->hosts.redis_connects = st.connects;
+        o->hosts.redis_since = st.connected ? now : 0;
+        return false;
+    }
+    if (o->hosts.redis_since == 0) {
+        o->hosts.redis_since = now;
+        return false;
+    }
+    return now - o->hosts.redis_since >= o->cfg->heartbeat_ttl_ms;
+}
+
+void orch_hosts_redis_lost(struct wg_orch *o)
+{
+    o->hosts.redis_since = 0;
+}
+
 void orch_hosts_tick(struct wg_orch *o, uint64_t now)
 {
     uint64_t period = orch_hosts_period_ms(o);
@@ -260,7 +299,7 @@ void orch_hosts_tick(struct wg_orch *o, uint64_t now)
      * a 1 s period to 2 s, too close to a short TTL. */
     if (now - o->last_heartbeat + ORCH_TICK_SLACK_MS >= period)
         beat(o);
-    if (now - o->hosts.last_sweep + ORCH_TICK_SLACK_MS >= period)
+    if (sweep_allowed(o, now) && now - o->hosts.last_sweep + ORCH_TICK_SLACK_MS >= period)
         sweep(o);
     adopt(o);
     if (o->docker_ok && !o->hosts.have_info && !o->hosts.info_busy &&

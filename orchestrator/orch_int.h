@@ -400,8 +400,12 @@ struct wg_orch {
         bool running_busy;
         long long homed; /* sessions homed here (wg:hostload, as last read) */
         bool beat_busy, sweep_busy, have_sweep;
+        bool sweep_held;     /* the last sweep was held (logged once) */
         uint64_t last_sweep; /* uv_now */
         struct wg_store_sweep sweep;
+        /* Since when (uv_now, 0: not now) this process has heard Redis
+         * without a break, and the connects count that began it. */
+        uint64_t redis_since, redis_connects;
     } hosts;
 };
 
@@ -580,6 +584,9 @@ uint64_t orch_hosts_period_ms(const struct wg_orch *o);
 /* From the tick: the sweep (even without the engine), the engine's
  * capacity when unknown, and the heartbeat when due. */
 void orch_hosts_tick(struct wg_orch *o, uint64_t now);
+/* The blocking connection lost Redis: no host is called lost until Redis has been
+ * heard for a whole TTL again. */
+void orch_hosts_redis_lost(struct wg_orch *o);
 /* The engine answered again: read its capacity again. */
 void orch_hosts_engine_back(struct wg_orch *o);
 int orch_hosts_beat_json(const struct wg_orch *o, char *out, size_t outlen);

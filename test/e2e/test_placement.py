@@ -151,7 +151,7 @@ def test_placement_spread_max_labels_and_a_lost_host(redis_server, clean_engine,
     # pb dies: its orchestrator and its engine.
     t0 = time.monotonic()
     os.kill(pb.proc.pid, signal.SIGKILL)
-    os.kill(dockerd_b.pid, signal.SIGKILL)
+    dockerd_b.kill_dockerd()
     wait_for(lambda: r.zscore("wg:lost_hosts", "pb") is not None, timeout=10, what="pb marked lost")
     lost_after = time.monotonic() - t0
     wait_for(lambda: all(bus.record(s)["state"] == "lost" for s in (on_b, "ssd1", "pin1")),
@@ -176,3 +176,44 @@ def test_placement_spread_max_labels_and_a_lost_host(redis_server, clean_engine,
     assert st == 202, st
     assert r.xlen("wg:wake:pb") == 1
     assert bus.record("pin1")["state"] == "lost" and bus.record("pin1")["host"] == "pb"
+
+
+def test_a_redis_stall_longer_than_the_ttl_calls_no_host_lost(redis_server, clean_engine, test_image, dockerd_b,
+                                                              start_wakegate):
+    """Redis stops answering for longer than the heartbeat TTL (SIGSTOP, as a
+    stalled or failing-over master): every heartbeat expires at once. The
+    first orchestrator back must not call the other lost before it has had a
+    TTL to beat again, or a Redis blip would move a whole host's sessions."""
+    if dockerd_b.pid is None:  # the test before killed it
+        dockerd_b.restart_dockerd()
+    bus = stack_util._Bus(redis_server, clean_engine, start_wakegate)
+    r = bus.r
+    orchs = [start_wakegate(orch_cfg(redis_server.url, clean_engine, "pa", 0), args=["--role", "orchestrator"]),
+             start_wakegate(orch_cfg(redis_server.url, dockerd_b, "pb", 0), args=["--role", "orchestrator"])]
+    for o in orchs:
+        o.wait_log(r"startup reconciliation done", timeout=20)
+    gw = start_wakegate(gw_cfg(redis_server.url), args=["--role", "proxy"])
+    gw.wait_ready(timeout=10)
+    for sid, host in (("stall-a", "pa"), ("stall-b", "pb")):
+        st, body = create(gw, sid, host=host)
+        assert st == 201, (st, body)
+    wait_for(lambda: r.exists("wg:host:pa") and r.exists("wg:host:pb"), timeout=10, what="both heartbeats")
+
+    # The orchestrators judge other hosts only after a TTL of Redis: wait
+    # until they sweep, as a running deployment does.
+    wait_for(lambda: r.exists("wg:sweep_at"), timeout=15, what="the first sweep")
+    os.kill(redis_server.pid, signal.SIGSTOP)
+    try:
+        time.sleep(5.0)  # past the 3 s TTL: both heartbeat keys expire
+    finally:
+        os.kill(redis_server.pid, signal.SIGCONT)
+    # Both orchestrators come back and beat; two TTLs later, still nobody lost.
+    bus.reconnect_redis()
+    wait_for(lambda: bus.r.exists("wg:host:pa") and bus.r.exists("wg:host:pb"), timeout=15,
+             what="both heartbeats after the stall")
+    time.sleep(6.0)
+    lost = [f for _, f in bus.r.xrange("wg:events") if f.get("type") == "host_lost"]
+    assert lost == [], lost
+    assert bus.r.zrange("wg:lost_hosts", 0, -1) == []
+    for sid in ("stall-a", "stall-b"):
+        assert bus.record(sid)["state"] == "asleep", bus.record(sid)

@@ -400,6 +400,43 @@ static void test_labels(void **state)
     close_all(fx);
 }
 
+/* Sweeps that stopped for longer than a TTL (Redis stalled, restarted or
+ * failed over): every heartbeat lapsed at once, and no host is judged until
+ * a TTL has passed, so the hosts beat again first. */
+static void test_sweep_held_after_a_gap(void **state)
+{
+    struct fx *fx = *state;
+    char host[WG_SESSION_HOST_MAX + 1];
+    struct got g = {0};
+    struct raw w;
+
+    beat(fx, "host-a", 0, 0, NULL);
+    beat(fx, "host-b", 0, 0, NULL);
+    assert_int_equal(create(fx, fx->st, "g0", NULL, false, host), 0);
+    assert_int_equal(create(fx, fx->st, "g1", NULL, false, host), 0);
+    assert_string_equal(host, "host-b"); /* the least loaded */
+    DO(fx, &g, wg_store_host_sweep(fx->st, 2, 1000, got_cb, &g));
+    assert_int_equal(g.sweep.held_ms, 0);
+    assert_int_equal(g.sweep.live, 2);
+    /* The last sweep seen 5 s ago, and host-b's heartbeat gone with the gap. */
+    raw(fx, &w, "SET wg:sweep_at 1");
+    raw(fx, &w, "DEL wg:host:host-b");
+    DO(fx, &g, wg_store_host_sweep(fx->st, 2, 1000, got_cb, &g));
+    assert_true(g.sweep.held_ms > 0 && g.sweep.held_ms <= 1000);
+    assert_int_equal(g.sweep.newly_lost, 0);
+    assert_int_equal(g.sweep.moved, 0);
+    /* Still held on the next sweep, though it came at once. */
+    DO(fx, &g, wg_store_host_sweep(fx->st2, 2, 1000, got_cb, &g));
+    assert_true(g.sweep.held_ms > 0);
+    assert_int_equal(raw_int(fx, "ZCARD %s", "wg:lost_hosts"), 0);
+    /* The hold over, a host still silent is lost. */
+    raw(fx, &w, "SET wg:sweep_hold 1");
+    DO(fx, &g, wg_store_host_sweep(fx->st, 2, 1000, got_cb, &g));
+    assert_int_equal(g.sweep.held_ms, 0);
+    assert_int_equal(g.sweep.newly_lost, 1);
+    assert_int_equal(g.sweep.moved, 1);
+}
+
 static void test_sweep_and_replace(void **state)
 {
     struct fx *fx = *state;
@@ -421,7 +458,7 @@ static void test_sweep_and_replace(void **state)
     assert_int_equal(g.status, 0);
     beat(fx, "host-b", 0, 0, NULL);
     /* Nothing is lost while both beat. */
-    DO(fx, &g, wg_store_host_sweep(fx->st, 2, got_cb, &g));
+    DO(fx, &g, wg_store_host_sweep(fx->st, 2, 60000, got_cb, &g));
     assert_int_equal(g.sweep.hosts, 2);
     assert_int_equal(g.sweep.live, 2);
     assert_int_equal(g.sweep.newly_lost, 0);
@@ -429,22 +466,22 @@ static void test_sweep_and_replace(void **state)
     /* host-a's heartbeat expires: bounded batches of 2. */
     raw(fx, &w, "DEL wg:host:host-a");
     /* host-a's own orchestrator sweeping: alive, whatever its key says. */
-    DO(fx, &g, wg_store_host_sweep(fx->fenced, 2, got_cb, &g));
+    DO(fx, &g, wg_store_host_sweep(fx->fenced, 2, 60000, got_cb, &g));
     assert_int_equal(g.sweep.newly_lost, 0);
     assert_int_equal(g.sweep.moved, 0);
-    DO(fx, &g, wg_store_host_sweep(fx->st, 2, got_cb, &g));
+    DO(fx, &g, wg_store_host_sweep(fx->st, 2, 60000, got_cb, &g));
     assert_int_equal(g.sweep.newly_lost, 1);
     assert_int_equal(g.sweep.lost, 1);
     assert_int_equal(g.sweep.live, 1);
     assert_int_equal(g.sweep.moved, 2);
     assert_int_equal(g.sweep.left, 3);
-    DO(fx, &g, wg_store_host_sweep(fx->st2, 2, got_cb, &g));
+    DO(fx, &g, wg_store_host_sweep(fx->st2, 2, 60000, got_cb, &g));
     assert_int_equal(g.sweep.newly_lost, 0);
     assert_int_equal(g.sweep.moved, 2);
-    DO(fx, &g, wg_store_host_sweep(fx->st, 2, got_cb, &g));
+    DO(fx, &g, wg_store_host_sweep(fx->st, 2, 60000, got_cb, &g));
     assert_int_equal(g.sweep.moved, 1);
     assert_int_equal(g.sweep.left, 0);
-    DO(fx, &g, wg_store_host_sweep(fx->st, 2, got_cb, &g));
+    DO(fx, &g, wg_store_host_sweep(fx->st, 2, 60000, got_cb, &g));
     assert_int_equal(g.sweep.moved, 0);
     raw(fx, &w, "HGET wg:counts lost");
     assert_string_equal(w.str, "5");
@@ -574,6 +611,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_last_slot_race, setup, teardown),
         cmocka_unit_test_setup_teardown(test_labels, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sweep_and_replace, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sweep_held_after_a_gap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fenced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_adopt, setup, teardown),
     };
