@@ -920,6 +920,7 @@ static void test_workers_key(void **state)
         if (cases[i].err != NULL) {
             assert_int_equal(r, -EINVAL);
             assert_prefix(err, cases[i].err);
+            wg_config_free(&cfg);
             continue;
         }
         assert_int_equal(r, 0);

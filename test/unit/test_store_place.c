@@ -435,6 +435,7 @@ static void test_sweep_held_after_a_gap(void **state)
     assert_int_equal(g.sweep.held_ms, 0);
     assert_int_equal(g.sweep.newly_lost, 1);
     assert_int_equal(g.sweep.moved, 1);
+    close_all(fx);
 }
 
 static void test_sweep_and_replace(void **state)
