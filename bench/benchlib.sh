@@ -1,6 +1,22 @@
-# bench/benchlib.sh - the shell helpers every bench script shares: sourced
-# after the script has set TMP (its temp dir), PIDS (the pids it started)
-# and a log function. Nothing here starts a process.
+# bench/benchlib.sh - the shell helpers every bench script shares. Sourcing
+# it defines functions only; they use what the script sets before calling
+# them: ROOT, TMP (its temp dir), PIDS (the pids it started) and the log and
+# die functions. Nothing here starts a process but the build of bench_wakegate.
+
+# The wakegate binary to measure, on stdout: $BENCH_WAKEGATE, else a release
+# build in build-bench/, configured and built first unless BENCH_NO_BUILD=1.
+bench_wakegate() {
+    local wg=${BENCH_WAKEGATE:-$ROOT/build-bench/src/wakegate}
+    if [[ -z ${BENCH_WAKEGATE:-} && ${BENCH_NO_BUILD:-0} != 1 ]]; then
+        if [[ ! -d $ROOT/build-bench ]]; then
+            meson setup "$ROOT/build-bench" "$ROOT" --buildtype=release >/dev/null || die "meson setup failed"
+        fi
+        ninja -C "$ROOT/build-bench" src/wakegate >/dev/null ||
+            die "ninja failed (someone mid-edit? retry later, or BENCH_NO_BUILD=1)"
+    fi
+    [[ -x $wg ]] || die "no wakegate binary at $wg"
+    echo "$wg"
+}
 
 running() { # a live process (a zombie child is not), by PID
     local st

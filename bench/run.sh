@@ -46,16 +46,8 @@ for tool in wrk nginx taskset "$PY"; do
 done
 
 # ---------------------------------------------------------------- wakegate binary
-WG=${BENCH_WAKEGATE:-$ROOT/build-bench/src/wakegate}
-if [[ -z ${BENCH_WAKEGATE:-} && ${BENCH_NO_BUILD:-0} != 1 ]]; then
-    if [[ ! -d $ROOT/build-bench ]]; then
-        meson setup "$ROOT/build-bench" "$ROOT" --buildtype=release >/dev/null ||
-            die "meson setup failed"
-    fi
-    ninja -C "$ROOT/build-bench" src/wakegate >/dev/null ||
-        die "ninja failed (someone mid-edit? retry later, or BENCH_NO_BUILD=1)"
-fi
-[[ -x $WG ]] || die "no wakegate binary at $WG"
+. "$HERE/benchlib.sh"
+WG=$(bench_wakegate) || exit 1
 
 # ---------------------------------------------------------------- limits, CPUs
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
@@ -83,7 +75,6 @@ esac
 TMP=$(mktemp -d /tmp/wakegate-bench.XXXXXX)
 chmod 755 "$TMP"   # nginx workers may run as nobody and must read the docroot
 PIDS=()
-. "$HERE/benchlib.sh"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 

@@ -26,14 +26,8 @@ for tool in nginx "$PY"; do
     command -v "$tool" >/dev/null || die "$tool not found (Debian packages: nginx python3)"
 done
 
-WG=${BENCH_WAKEGATE:-$ROOT/build-bench/src/wakegate}
-if [[ -z ${BENCH_WAKEGATE:-} && ${BENCH_NO_BUILD:-0} != 1 ]]; then
-    if [[ ! -d $ROOT/build-bench ]]; then
-        meson setup "$ROOT/build-bench" "$ROOT" --buildtype=release >/dev/null || die "meson setup failed"
-    fi
-    ninja -C "$ROOT/build-bench" src/wakegate >/dev/null || die "ninja failed"
-fi
-[[ -x $WG ]] || die "no wakegate binary at $WG"
+. "$HERE/benchlib.sh"
+WG=$(bench_wakegate) || exit 1
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 NOFILE=$(ulimit -n)
@@ -43,7 +37,6 @@ TMP=$(mktemp -d /tmp/wakegate-bench-slow.XXXXXX)
 chmod 755 "$TMP"
 PIDS=()
 
-. "$HERE/benchlib.sh"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 

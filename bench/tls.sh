@@ -45,14 +45,8 @@ done
 H2_CONNS=${BENCH_H2_CONNS:-4}
 H2_STREAMS=${BENCH_H2_STREAMS:-32}
 
-WG=${BENCH_WAKEGATE:-$ROOT/build-bench/src/wakegate}
-if [[ -z ${BENCH_WAKEGATE:-} && ${BENCH_NO_BUILD:-0} != 1 ]]; then
-    if [[ ! -d $ROOT/build-bench ]]; then
-        meson setup "$ROOT/build-bench" "$ROOT" --buildtype=release >/dev/null || die "meson setup failed"
-    fi
-    ninja -C "$ROOT/build-bench" src/wakegate >/dev/null || die "ninja failed"
-fi
-[[ -x $WG ]] || die "no wakegate binary at $WG"
+. "$HERE/benchlib.sh"
+WG=$(bench_wakegate) || exit 1
 
 PIN_LOAD=() PIN_PROXY=()
 if [[ ${BENCH_PIN:-0} == split && $(nproc) -ge 2 ]]; then
@@ -67,7 +61,6 @@ TMP=$(mktemp -d /tmp/wakegate-bench-tls.XXXXXX)
 chmod 755 "$TMP"
 PIDS=()
 
-. "$HERE/benchlib.sh"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
