@@ -631,9 +631,26 @@ static void connect_timeout_cb(uv_timer_t *t)
     struct wg_redis *r = t->data;
     char why[64];
 
-    assert(ST_IN(r, ST_ATTEMPT));
+    assert(ST_IN(r, ST_ATTEMPT | ST_BIT(ST_DISCOVERING)));
+    if (r->state == ST_DISCOVERING) {
+        /* The job on the thread pool cannot be stopped: it runs on, and its
+         * late answer serves the next attempt if one joins it (or is
+         * dropped). The held commands fail now, as between attempts. */
+        snprintf(why, sizeof(why), "no answer in %u ms", 3 * r->connect_timeout_ms);
+        if (r->t.sentinels_len > 0)
+            r->next_sentinel = (r->next_sentinel + 1) % r->t.sentinels_len;
+        redis_fail_attempt(r, "asking the sentinels of", why);
+        return;
+    }
     snprintf(why, sizeof(why), "timed out after %u ms", r->connect_timeout_ms);
     redis_fail_attempt(r, r->state == ST_RESOLVING ? "name lookup for" : "connect to", why);
+}
+
+void redis_arm_discovery_deadline(struct wg_redis *r)
+{
+    /* One sentinel that does not answer (a connect timeout), then the next
+     * one and the master's ROLE: a failover is followed within this. */
+    uv_timer_start(&r->conn_timer, connect_timeout_cb, 3 * (uint64_t)r->connect_timeout_ms, 0);
 }
 
 static int send_handshake(struct wg_redis *r)

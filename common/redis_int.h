@@ -140,6 +140,9 @@ static inline const char *redis_quote(char *dst, size_t dstlen, const char *s)
  * closed. */
 void redis_conn_end(struct wg_redis *r, int status, uint64_t expired, const char *reason,
                     bool hiredis_frees);
+/* Sentinel mode: an attempt that waits on the sentinels fails (and the
+ * commands it holds) when they have not answered in 3 connect timeouts. */
+void redis_arm_discovery_deadline(struct wg_redis *r);
 void redis_fail_attempt(struct wg_redis *r, const char *what, const char *why);
 /* One attempt: in sentinel mode, the sentinels first, then
  * redis_connect_host() to the master they named. */

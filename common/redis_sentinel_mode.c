@@ -168,6 +168,7 @@ void redis_start_discovery(struct wg_redis *r, bool verify)
         if (!verify) {
             r->disc_verify = false;
             r->state = ST_DISCOVERING;
+            redis_arm_discovery_deadline(r);
         }
         return;
     }
@@ -190,8 +191,10 @@ void redis_start_discovery(struct wg_redis *r, bool verify)
     }
     r->disc_busy = true;
     r->refs++;
-    if (!verify)
+    if (!verify) {
         r->state = ST_DISCOVERING;
+        redis_arm_discovery_deadline(r);
+    }
 }
 
 static void watcher_start(struct wg_redis *r);
@@ -269,12 +272,15 @@ static void watcher_start(struct wg_redis *r)
     if (!t.host || !t.display || (r->t.sentinel_password && !t.password) ||
         redis_create(r->loop, &t, &o, r->log, &r->watcher) < 0) {
         wg_redis_url_release(&t);
-        WG_WARN(r->log, SUBSYS, "cannot watch the sentinels, out of memory", "name=%s", r->qname);
+        WG_WARN(r->log, SUBSYS, "cannot watch the sentinels, out of memory; trying again",
+                "name=%s", r->qname);
+        uv_timer_start(&r->watch_timer, redis_watch_timer_cb, r->reconnect_max_ms, 0);
         return;
     }
     wg_redis_on_state(r->watcher, watcher_state_cb, r);
     if (wg_redis_subscribe(r->watcher, "+switch-master", watcher_msg_cb, r) < 0) {
         wg_redis_free(r->watcher);
         r->watcher = NULL;
+        uv_timer_start(&r->watch_timer, redis_watch_timer_cb, r->reconnect_max_ms, 0);
     }
 }

@@ -457,6 +457,23 @@ static void start_signals(struct app *app)
     uv_signal_start(&app->sig_hup, on_hup, SIGHUP);
 }
 
+/* libuv's thread pool (4 threads unless told) is shared by every loop of
+ * the process: name lookups, the CPU sampler's file reads and, with
+ * redis.sentinel, each Redis connection's blocking ask of the sentinels.
+ * At a failover every connection asks at once (two per worker loop, plus
+ * the main loop's, the orchestrator's and the API's); with 4 threads the
+ * last would wait behind the others' timeouts. Sized before the pool
+ * starts (its first use); an operator's UV_THREADPOOL_SIZE wins. */
+static void size_threadpool(const struct wg_config *cfg)
+{
+    char n[16];
+
+    if (getenv("UV_THREADPOOL_SIZE") != NULL)
+        return;
+    snprintf(n, sizeof(n), "%u", 8 + 2 * wg_config_workers(cfg));
+    setenv("UV_THREADPOOL_SIZE", n, 0);
+}
+
 int main(int argc, char **argv)
 {
     struct app app;
@@ -483,6 +500,7 @@ int main(int argc, char **argv)
         return EXIT_OK;
     }
 
+    size_threadpool(&app.cfg);
     /* One line per write, so lines from a crash are never half-flushed. */
     setvbuf(stderr, NULL, _IOLBF, 0);
     signal(SIGPIPE, SIG_IGN);

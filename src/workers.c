@@ -89,6 +89,7 @@ struct worker {
     /* Under set->lock: */
     bool stop, stop_now, gone; /* gone: px and sessions freed, mailbox closed */
     struct reload_msg *msgs;
+    struct reload_msg *unapplied; /* the worker's own, from its close to its loop's end */
 };
 
 struct app_workers {
@@ -145,11 +146,10 @@ static void worker_close(struct worker *w)
     msgs = w->msgs;
     w->msgs = NULL;
     uv_mutex_unlock(&w->set->lock);
-    while (msgs != NULL) {
-        struct reload_msg *next = msgs->next;
-        msg_free(msgs);
-        msgs = next;
-    }
+    /* Reloads never applied: freed once the loop has ended (worker_main),
+     * since one may hold the last reference to the templates this worker's
+     * closing connections still point at. */
+    w->unapplied = msgs;
     /* Connections first: they may wait on the session cache. */
     wg_proxy_free(w->px);
     w->px = NULL;
@@ -292,6 +292,11 @@ static void worker_main(void *arg)
         uv_run(&w->loop, UV_RUN_NOWAIT);
         uv_loop_close(&w->loop);
     }
+    while (w->unapplied != NULL) {
+        struct reload_msg *next = w->unapplied->next;
+        msg_free(w->unapplied);
+        w->unapplied = next;
+    }
     set->nended++;
     uv_async_send(&set->ended);
 }
@@ -340,11 +345,14 @@ static void post(struct worker *w, struct reload_msg *m, bool stop, bool stop_no
     }
     w->stop |= stop;
     w->stop_now |= stop_now;
+    /* Under the lock: the worker sets gone under it before it closes its
+     * async handle and loop, so a send made while gone is false always
+     * reaches a live handle (libuv aborts on a send to a closed one). */
+    if (!gone && w->loop_ready)
+        uv_async_send(&w->wake);
     uv_mutex_unlock(&w->set->lock);
     if (gone && m != NULL)
         msg_free(m);
-    if (!gone && w->loop_ready)
-        uv_async_send(&w->wake);
 }
 
 int app_workers_new(struct app *app, unsigned n, struct wg_router *router, struct wg_tls *tls)
