@@ -322,18 +322,18 @@ const char store_script_beat[] =
  * is still homed there and neither lost nor gone.
  *
  * A gap between two sweeps (by Redis's own clock, whoever swept) longer
- * than a TTL means nobody could sweep: Redis stalled, restarted or failed
- * over, and every heartbeat may have lapsed at once, not because the hosts
- * died. Then nothing is judged for a TTL (wg:sweep_hold), so every host
- * beats again first; a sweep that was queued behind the stall and runs
- * the moment Redis answers again is held the same way. */
+ * than two thirds of a TTL (two missed periods: heartbeats go every third)
+ * means nobody could sweep: Redis stalled, restarted or failed over, and
+ * every heartbeat may have lapsed at once, not because the hosts died. Then nothing is judged for a
+ * TTL (wg:sweep_hold), so every host beats again first; a sweep that was queued behind the stall
+ * and runs the moment Redis answers again is held the same way. */
 const char store_script_sweep[] = TRANSIENT_LUA MOVE_LUA
     "local now, batch, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[6])\n"
     "local t = redis.call('TIME')\n"
     "local rnow = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
     "local last = tonumber(redis.call('GET', '" WG_STORE_KEY_SWEEP_AT "') or '')\n"
     "redis.call('SET', '" WG_STORE_KEY_SWEEP_AT "', string.format('%d', rnow))\n"
-    "if last and rnow - last > ttl then\n"
+    "if last and rnow - last > ttl * 2 / 3 then\n"
     "  redis.call('SET', '" WG_STORE_KEY_SWEEP_HOLD "', string.format('%d', rnow + ttl))\n"
     "end\n"
     "local hold = (tonumber(redis.call('GET', '" WG_STORE_KEY_SWEEP_HOLD "') or '') or 0) - rnow\n"
@@ -422,8 +422,12 @@ const char store_script_adopt[] =
     "local name, hs = ARGV[1], '" WG_STORE_KEY_HOST_SESSIONS_PREFIX "' .. ARGV[1]\n"
     "local added = 0\n"
     "for i = 3, #ARGV do\n"
-    "  if redis.call('HGET', '" WG_STORE_KEY_SESSION_PREFIX "' .. ARGV[i], 'host') == name then\n"
+    "  local h = '" WG_STORE_KEY_SESSION_PREFIX "' .. ARGV[i]\n"
+    "  if redis.call('HGET', h, 'host') == name then\n"
     "    added = added + redis.call('SADD', hs, ARGV[i])\n"
+    /* A record from before placement has no epoch: it gets the first, so
+     * the epoch fence holds for it once it is re-placed and comes back. */
+    "    redis.call('HSETNX', h, 'epoch', '1')\n"
     "  end\n"
     "end\n"
     "if ARGV[2] == '1' then\n"

@@ -83,6 +83,10 @@ static void on_beat(const struct wg_store_res *res, void *arg)
         WG_INFO(o->log, ORCH_SUBSYS, "this host was lost and is back, reconciling", "name=%s",
                 o->name);
         o->st.hosts_back++;
+        /* The beat's answer is the lost check too: a host frozen past its TTL
+         * (its connection never dropped, so nothing asked again) must not
+         * adopt the containers of sessions destroyed while it was lost. */
+        stale_note_lost(o);
         if (o->events_open && !o->reconcile_busy)
             reconcile_round(o);
         else

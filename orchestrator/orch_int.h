@@ -620,6 +620,8 @@ bool stale_container(struct wg_orch *o, const char *container);
  * the answer predates this heartbeat. */
 void stale_lost_check(struct wg_orch *o);
 /* The wake connection was lost: check again before the next heartbeat. */
+/* The heartbeat said this host had been lost: what the lost check would say. */
+void stale_note_lost(struct wg_orch *o);
 void stale_redis_lost(struct wg_orch *o);
 void stale_metrics(const struct wg_orch *o, struct wg_buf *out);
 

@@ -904,6 +904,7 @@ void sleeper_request(struct wg_orch *o, const char *id)
 {
     struct orch_sleep *s = sleeper_find(o, id);
     unsigned from = WG_SESSION_BIT(WG_SESSION_DRAINING) | WG_SESSION_BIT(WG_SESSION_SAVING);
+    struct wg_session_update u = {0};
     char detail[256];
 
     if (!s || s->t.finished ||
@@ -912,7 +913,8 @@ void sleeper_request(struct wg_orch *o, const char *id)
     /* The task's own next move is refused once this lands (the state is no
      * longer draining or saving); a save in flight finishes and is kept. */
     sleep_detail(s, "\"cancelled\":\"request\"", detail, sizeof(detail));
-    if (wg_store_transition(o->store, id, from, WG_SESSION_RUNNING, NULL, detail, on_request_cancel,
+    orch_task_fence(&s->t, &u);
+    if (wg_store_transition(o->store, id, from, WG_SESSION_RUNNING, &u, detail, on_request_cancel,
                             s) == 0)
         s->t.refs++;
 }

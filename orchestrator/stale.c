@@ -413,15 +413,11 @@ static void on_lost_check(int status, redisReply *reply, void *arg)
     o->lost_check_busy = false;
     if (!o->closing) {
         /* wg:lost_hosts is a sorted set: a score when listed, nil when not. */
-        if (status == 0 && reply &&
-            (reply->type == REDIS_REPLY_STRING || reply->type == REDIS_REPLY_NIL)) {
-            o->lost = reply->type == REDIS_REPLY_STRING ? WG_STALE_LOST_YES : WG_STALE_LOST_NO;
+        if (status == 0 && reply && reply->type == REDIS_REPLY_STRING) {
+            stale_note_lost(o);
+        } else if (status == 0 && reply && reply->type == REDIS_REPLY_NIL) {
+            o->lost = WG_STALE_LOST_NO;
             o->lost_check_due = false;
-            if (o->lost == WG_STALE_LOST_YES)
-                WG_WARN(o->log, ORCH_SUBSYS,
-                        "this host was marked lost while it was away: containers of sessions "
-                        "destroyed meanwhile will be saved and removed, not adopted",
-                        "name=%s", o->name);
         } else if (status == 0 || status == -EIO) {
             /* Not a set we can read: adopt as before rather than hold anything. */
             o->lost = WG_STALE_LOST_NO;
@@ -445,6 +441,17 @@ void stale_lost_check(struct wg_orch *o)
         return;
     }
     o->lost_check_busy = true;
+}
+
+void stale_note_lost(struct wg_orch *o)
+{
+    if (o->lost != WG_STALE_LOST_YES)
+        WG_WARN(o->log, ORCH_SUBSYS,
+                "this host was marked lost while it was away: containers of sessions "
+                "destroyed meanwhile will be saved and removed, not adopted",
+                "name=%s", o->name);
+    o->lost = WG_STALE_LOST_YES;
+    o->lost_check_due = false;
 }
 
 void stale_redis_lost(struct wg_orch *o)
