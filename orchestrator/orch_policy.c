@@ -704,7 +704,7 @@ static const char save_script[] =
     "      git push -q \"${r:-origin}\" \"HEAD:$WAKEGATE_SAVE_REF\"\n"
     "      echo \"wakegate-save: pushed to ${r:-origin} $WAKEGATE_SAVE_REF\"\n"
     "    else\n"
-    "      echo \"wakegate-save: no remote: the commit stays in the container\"\n"
+    "      echo \"wakegate-save: no remote to keep the commit: the container must stay\"; exit 3\n"
     "    fi\n"
     "  elif git rev-parse -q --abbrev-ref '@{upstream}' >/dev/null 2>&1; then\n"
     "    git push -q\n"

@@ -127,7 +127,8 @@ static void on_stale_event(const struct wg_store_res *res, void *arg)
 }
 
 /* The event: what was found, what the save gave, whether it is gone. */
-static void stale_event(struct orch_stale *st, bool removed, const char *remove_error)
+static void stale_event(struct orch_stale *st, const char *type, bool removed,
+                        const char *remove_error)
 {
     struct wg_orch *o = st->t.o;
     json_t *d = json_object(), *save = NULL;
@@ -163,9 +164,7 @@ static void stale_event(struct orch_stale *st, bool removed, const char *remove_
         json_object_set_new(d, "error", json_string(remove_error));
     text = json_dumps(d, JSON_COMPACT);
     json_decref(d);
-    if (text &&
-        wg_store_event_add(o->store, st->t.id, removed ? "stale_removed" : "stale_remove_failed",
-                           text, on_stale_event, NULL) < 0)
+    if (text && wg_store_event_add(o->store, st->t.id, type, text, on_stale_event, NULL) < 0)
         WG_DEBUG(o->log, ORCH_SUBSYS, "cannot append the stale event", "session=%s", st->t.id);
     free(text);
 }
@@ -181,7 +180,7 @@ static void on_stale_removed(int status, const struct wg_docker_reply *r, void *
         orch_docker_error(o, status);
         WG_WARN(o->log, ORCH_SUBSYS, "cannot remove a stale container, trying again",
                 "session=%s container=%.12s docker=\"%s\"", st->t.id, st->container, r->error);
-        stale_event(st, false, r->error);
+        stale_event(st, "stale_remove_failed", false, r->error);
         o->reconcile_again = true; /* the tick's next round finds it again */
         orch_task_finish(&st->t);
         return;
@@ -195,7 +194,7 @@ static void on_stale_removed(int status, const struct wg_docker_reply *r, void *
             : st->save.ok ? "yes"
                           : "failed",
             st->save.commit[0] ? st->save.commit : "-", st->saved ? st->ref : "-", st->why);
-    stale_event(st, true, NULL);
+    stale_event(st, "stale_removed", true, NULL);
     orch_task_finish(&st->t);
 }
 
@@ -236,13 +235,20 @@ static void on_stale_saved(int status, const struct wg_docker_reply *r, void *ar
         wg_orch_save_commit(r->output ? r->output : "", r->output_len, st->save.commit,
                             sizeof(st->save.commit));
     if (!st->save.ok) {
+        /* A failed save keeps the container, as it keeps a live one awake:
+         * it holds the only copy of that work. No request reaches it (its
+         * session lives elsewhere); the next round saves it again, or an
+         * operator removes it. */
         o->stale_save_failed++;
-        WG_WARN(o->log, ORCH_SUBSYS,
-                "the save of a stale container failed, removing it anyway: its work since its "
-                "last save is lost",
-                "session=%s container=%.12s exit_code=%d timeout=%d ref=%s error=\"%s\"", st->t.id,
-                st->container, st->save.exit_code, st->save.timeout, st->ref,
-                st->save.error[0] ? st->save.error : "-");
+        WG_ERROR(o->log, ORCH_SUBSYS,
+                 "the save of a stale container failed: it is kept, running, until a save "
+                 "succeeds or it is removed by hand",
+                 "session=%s container=%.12s exit_code=%d timeout=%d ref=%s error=\"%s\"", st->t.id,
+                 st->container, st->save.exit_code, st->save.timeout, st->ref,
+                 st->save.error[0] ? st->save.error : "-");
+        stale_event(st, "stale_save_failed", false, NULL);
+        orch_task_finish(&st->t);
+        return;
     }
     stale_remove_now(st);
 }
@@ -347,14 +353,76 @@ static void on_stale_inspect(int status, const struct wg_docker_reply *r, void *
     stale_remove_now(st);
 }
 
-static void stale_begin(struct orch_task *t)
+static void stale_inspect(struct orch_stale *st)
 {
-    struct orch_stale *st = stale_of(t);
+    struct orch_task *t = &st->t;
 
-    t->phase = PH_WORK;
     orch_task_call(t);
     if (wg_docker_inspect(t->o->docker, st->container, on_stale_inspect, st) < 0) {
         orch_task_returned(t);
+        orch_task_finish(t);
+    }
+}
+
+/* The record as it is now: {host or "", whether that host's heartbeat lives}. */
+static const char stale_check_lua[] = "local h = redis.call('HGET', KEYS[1], 'host')\n"
+                                      "if not h or h == '' then return {'', 0} end\n"
+                                      "return {h, redis.call('EXISTS', ARGV[1] .. h)}\n";
+
+static void on_stale_check(int status, redisReply *reply, void *arg)
+{
+    struct orch_stale *st = arg;
+    struct wg_orch *o = st->t.o;
+    const redisReply *host;
+
+    if (orch_task_returned(&st->t))
+        return;
+    if (status != 0 || !reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+        reply->element[0]->type != REDIS_REPLY_STRING ||
+        reply->element[1]->type != REDIS_REPLY_INTEGER) {
+        WG_WARN(o->log, ORCH_SUBSYS, "cannot read a stale container's record, trying again",
+                "session=%s container=%.12s", st->t.id, st->container);
+        o->reconcile_again = true;
+        orch_task_finish(&st->t);
+        return;
+    }
+    host = reply->element[0];
+    if (host->len > 0 && strlen(o->name) == host->len &&
+        memcmp(host->str, o->name, host->len) == 0) {
+        /* Placed back on this host since the round looked: its own again. */
+        WG_INFO(o->log, ORCH_SUBSYS, "a stale container's session is this host's again, left",
+                "session=%s container=%.12s", st->t.id, st->container);
+        orch_task_finish(&st->t);
+        return;
+    }
+    if (host->len > 0 && reply->element[1]->integer == 0) {
+        /* Only a live host takes a session from this one: a record naming a
+         * host without a heartbeat is more likely this host under an old
+         * name (docker.name changed) or two engines mixed up than a move,
+         * and removing would lose every container here. */
+        WG_WARN(o->log, ORCH_SUBSYS,
+                "a container's record names another host that is not live: left alone (was "
+                "docker.name changed?)",
+                "session=%s container=%.12s record_host=%.*s this_host=%s", st->t.id, st->container,
+                (int)host->len, host->str, o->name);
+        orch_task_finish(&st->t);
+        return;
+    }
+    stale_inspect(st);
+}
+
+static void stale_begin(struct orch_task *t)
+{
+    struct orch_stale *st = stale_of(t);
+    char key[sizeof(WG_STORE_KEY_SESSION_PREFIX) + WG_SESSION_ID_MAX + 1];
+    const char *argv[] = {"EVAL", stale_check_lua, "1", key, WG_STORE_KEY_HOST_PREFIX};
+
+    t->phase = PH_WORK;
+    snprintf(key, sizeof(key), WG_STORE_KEY_SESSION_PREFIX "%s", t->id);
+    orch_task_call(t);
+    if (wg_redis_command_argv(t->o->redis, on_stale_check, st, 5, argv, NULL) < 0) {
+        orch_task_returned(t);
+        t->o->reconcile_again = true;
         orch_task_finish(t);
     }
 }

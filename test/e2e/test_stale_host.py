@@ -17,6 +17,7 @@ by deleting it (a destroy while the host was away) and listing h1 in
 wg:lost_hosts, while this host's gateway is stopped or cut off from Redis.
 """
 
+import json
 import os
 import pathlib
 import signal
@@ -81,11 +82,15 @@ def push_newer(bare, tmp_path, text):
     return remote_head(bare)
 
 
-def replace_elsewhere(stack, sid):
-    """The record as a re-place on host h2 leaves it; returns it."""
+def replace_elsewhere(stack, sid, live=True):
+    """The record as a re-place on host h2 leaves it; returns it. live: h2
+    beats (a heartbeat key that outlives the test), as a host a session is
+    placed on does; a record naming a host that is not live is left alone."""
     key = "wg:session:" + sid
     stack.r.hset(key, "host", OTHER)
     stack.r.hdel(key, "container_id", "ip")
+    if live:
+        stack.r.set("wg:host:" + OTHER, json.dumps({"name": OTHER, "at": now_ms()}), px=600000)
     return stack.r.hgetall(key)
 
 
@@ -116,6 +121,26 @@ def check_side_ref(bare, save, sid, text):
 
 def metric(stack, name):
     return stack.gw.metrics().get(name, 0)
+
+
+def test_a_record_naming_a_host_that_is_not_live_leaves_the_container(stack, tmp_path):
+    """docker.name changed (or two engines mixed up): every record names a
+    host with no heartbeat. Only a live host takes a session from this one,
+    so the container is left running, with a warning, and nothing is saved
+    aside or removed."""
+    sid = "s-renamed"
+    cfg = config(stack)
+    stack.start(config=cfg)
+    bare, rec = make_session(stack, tmp_path, sid)
+    assert stack.gw.stop() == 0
+    before = replace_elsewhere(stack, sid, live=False)
+    stack.start(config=cfg)
+    stack.gw.wait_log(r"record names another host that is not live: left alone.*session=%s" % sid, timeout=20)
+    [c] = containers_of(stack, sid)
+    assert c["Id"] == rec["container_id"] and c["State"] == "running", c
+    assert not stack.events(sid, "stale_removed")
+    assert stack.r.hgetall("wg:session:" + sid) == before
+    assert stack.gw.stop() == 0
 
 
 def test_returning_host_saves_its_stale_container_aside_removes_it_and_work_comes_back(stack, tmp_path):
