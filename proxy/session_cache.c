@@ -80,6 +80,7 @@ struct act_flush {
 struct pending {
     struct wg_list link;
     struct wg_session_cache *s;
+    uint64_t sub_gen; /* the cache's subscriptions when the read was sent */
     char id[WG_SESSION_ID_MAX + 1];
 };
 
@@ -92,6 +93,7 @@ struct wg_session_cache {
     bool sub_up;
     uint64_t down_since_ms;
     uint64_t resubscribed_ms; /* loop time of the last (re)subscription */
+    uint64_t sub_gen;         /* (re)subscriptions so far */
     char from[WG_STORE_NAME_MAX + 1];
     struct wg_sess_entry *table[BUCKETS];
     size_t nentries;
@@ -285,6 +287,7 @@ static struct pending *pending_new(struct wg_session_cache *s, const char *id)
     if (p == NULL)
         return NULL;
     p->s = s;
+    p->sub_gen = s->sub_gen;
     snprintf(p->id, sizeof(p->id), "%s", id);
     wg_list_push_back(&s->pending, &p->link);
     return p;
@@ -315,11 +318,17 @@ static void version_went_back(struct wg_session_cache *s, const struct wg_sess_e
             e->version, now_v, wg_session_state_name(e->state), how);
 }
 
+static void fetch(struct wg_session_cache *s, struct wg_sess_entry *e);
+
 static void fetch_done(const struct wg_store_res *res, void *arg)
 {
     struct pending *p = arg;
     char id[WG_SESSION_ID_MAX + 1];
     snprintf(id, sizeof(id), "%s", p->id);
+    /* Sent before the last resubscription (a failover may lie between):
+     * its answer may be the old master's, so it goes by the versions like
+     * any message, and the entry is read again. */
+    bool before_resync = p->sub_gen != (p->s ? p->s->sub_gen : 0);
     struct wg_session_cache *s = pending_end(p);
     if (s == NULL)
         return;
@@ -328,6 +337,19 @@ static void fetch_done(const struct wg_store_res *res, void *arg)
         return;
     e->fetching = false;
     e->fetched_at_ms = now_ms(s);
+    if (res->status == 0 && res->rec != NULL && before_resync && e->stale) {
+        const struct wg_session *r = res->rec;
+        if (!e->known || r->version > e->version) {
+            place(s, e, r->state, r->ip, r->container_id);
+            snprintf(e->host, sizeof(e->host), "%s", r->host);
+            e->port = r->port;
+            e->version = r->version;
+            e->gen = r->gen;
+        }
+        fetch(s, e);
+        notify(s, e);
+        return;
+    }
     if (res->status == 0 && res->rec != NULL) {
         const struct wg_session *r = res->rec;
         bool was_stale = e->stale;
@@ -802,6 +824,7 @@ static void on_state_msg(const struct wg_redis_msg *msg, void *arg)
         /* (Re)subscribed: whatever was published meanwhile is lost. */
         bool was_up = s->sub_up;
         s->sub_up = true;
+        s->sub_gen++;
         s->resubscribed_ms = now_ms(s);
         s->confirmed_ms = now_ms(s);
         s->silent = false;
