@@ -396,8 +396,14 @@ static void fetch_done(const struct wg_store_res *res, void *arg)
         /* Redis trouble: keep what we had; the next lookup asks again. */
         e->stale = true;
         if (e->nwaiters > 0) {
-            WG_WARN(s->log, "sessions", "session fetch failed", "session=%s error=\"%s\"", id,
-                    res->error);
+            /* Read again every check tick while requests wait: said once
+             * per run of failures, not per tick. */
+            if (e->fetch_failed_ms == 0)
+                WG_WARN(s->log, "sessions", "session fetch failed", "session=%s error=\"%s\"", id,
+                        res->error);
+            else
+                WG_DEBUG(s->log, "sessions", "session fetch failed again",
+                         "session=%s error=\"%s\"", id, res->error);
             e->fetch_failed_ms = now_ms(s);
             /* Held requests wait for a read: the check tick reads again. */
             s->refetch_due = true;
