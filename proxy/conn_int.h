@@ -156,6 +156,7 @@ struct exchange {
     bool is_session;
     bool status_path;
     bool waited;
+    bool held_on_session;      /* held for the session, not only for its record's read */
     bool held_wake;            /* held while its session was not running */
     uint64_t recheck_start_ms; /* the first refused connect to the running session, 0: none */
     uint64_t recheck_at_ms;    /* when the held request looks at its session again, 0: not */

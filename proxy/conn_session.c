@@ -248,9 +248,15 @@ static void session_changed(struct wg_sess_waiter *w)
         conn_session_route(c);
 }
 
-static void session_wait(struct wg_conn *c)
+/* for_read: held only until the record is read (a first request on a loop
+ * whose cache has not seen the session yet). That is no wait for the
+ * session itself: a failure it then reads is answered as to any request,
+ * not as "the wake we waited for failed". */
+static void session_wait_for(struct wg_conn *c, bool for_read)
 {
     struct exchange *x = c->x;
+    if (!for_read)
+        x->held_on_session = true;
     if (!x->waited) {
         x->waited = true;
         x->wait_start_ms = conn_now_ms(c);
@@ -268,6 +274,11 @@ static void session_wait(struct wg_conn *c)
         conn_update_reading(c);
         conn_arm(c);
     }
+}
+
+static void session_wait(struct wg_conn *c)
+{
+    session_wait_for(c, false);
 }
 
 /* ---- a running session that refuses ---------------------------------------------- */
@@ -439,7 +450,7 @@ void conn_session_route(struct wg_conn *c)
     if (x->access_by_template) {
         wg_session_cache_lookup(px->session_cache, x->session_id, x->session_port, &v);
         if (v.status == WG_SESS_PENDING) {
-            session_wait(c);
+            session_wait_for(c, true);
             return;
         }
         x->access_by_template = false;
@@ -465,7 +476,7 @@ void conn_session_route(struct wg_conn *c)
         .failed_for_ms = v.failed_for_ms,
         .req_class = x->req_class,
         .status_path = x->status_path,
-        .waited = x->waited,
+        .waited = x->held_on_session,
         .no_wake = (t->wake_on & x->wake_class) == 0,
         .page_after = t->page_after_ms > 0,
         .confirmed = v.confirmed,
@@ -494,7 +505,7 @@ void conn_session_route(struct wg_conn *c)
             conn_arm(c);
         return;
     case SA_WAIT:
-        session_wait(c);
+        session_wait_for(c, true);
         return;
     case SA_PAGE:
         send_waking_page(c, &v, d.state);
