@@ -58,6 +58,16 @@ cleanup() {
     exit $rc
 }
 
+# utime + stime of one pid (a process: all its threads), in clock ticks.
+cpu_ticks() {
+    local stat
+    stat=$(cat "/proc/$1/stat") || { echo 0; return; }
+    stat=${stat##*) }
+    # shellcheck disable=SC2086
+    set -- $stat
+    echo $((${12} + ${13}))
+}
+
 # The child pid of an nginx master: its single worker.
 nginx_worker() {
     local kids

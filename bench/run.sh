@@ -81,15 +81,6 @@ trap 'exit 130' INT TERM
 read -r P_UP P_NGX P_WG P_WGADM < <("${LIB[@]}" freeports 4)
 
 # ---------------------------------------------------------------- helpers
-cpu_ticks() {   # utime + stime of a pid, in clock ticks
-    local stat
-    stat=$(cat "/proc/$1/stat") || { echo 0; return; }
-    stat=${stat##*) }
-    # shellcheck disable=SC2086
-    set -- $stat
-    echo $((${12} + ${13}))
-}
-
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 

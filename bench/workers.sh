@@ -63,15 +63,6 @@ trap 'exit 130' INT TERM
 
 read -r P_UP P_N1 P_N2 P_W1 P_W1A P_W2 P_W2A P_B P_BA < <("${LIB[@]}" freeports 9)
 
-cpu_ticks() { # utime + stime of one pid (a process: all its threads)
-    local stat
-    stat=$(cat "/proc/$1/stat") || { echo 0; return; }
-    stat=${stat##*) }
-    # shellcheck disable=SC2086
-    set -- $stat
-    echo $((${12} + ${13}))
-}
-
 children() { cat "/proc/$1/task/$1/children" 2>/dev/null || true; }
 
 # ---------------------------------------------------------------- upstream and proxies

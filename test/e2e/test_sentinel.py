@@ -8,6 +8,9 @@ master and replica on loopback (harness/sentinel.py), and follows failovers:
 - SENTINEL FAILOVER while the old master stays up (+switch-master): every
   connection of wakegate moves to the new master; none is left on the old one
   (CLIENT LIST), and each connection logs that it followed.
+
+Nothing here is optional: without Debian's redis-server or redis-sentinel
+(or the test dockerd) the harness raises HarnessError and the test fails.
 """
 
 import pathlib
@@ -120,6 +123,7 @@ class Load:
 
 def assert_never_back(versions):
     vs = [v for v, _ in versions]
+    assert len(vs) >= 2, "too few record reads to tell: %s" % versions
     for a, b in zip(vs, vs[1:]):
         assert b >= a, "v went back from %d to %d: %s" % (a, b, versions)
 
@@ -250,7 +254,7 @@ def test_write_lost_in_failover_is_noticed_and_repaired(cluster, gw):
     assert resp is not None and resp.status == 200 and APP_TEXT in resp.body, resp
 
 
-def test_a_dead_sentinel_is_skipped(cluster, clean_engine, test_image, start_wakegate):
+def test_a_dead_sentinel_is_passed_over(cluster, clean_engine, test_image, start_wakegate):
     """The first sentinel listed is down from the start: connections ask the
     next one, the +switch-master watchers move on to a live one, and a
     switch is still followed."""
