@@ -29,6 +29,7 @@
 
 #include "common/log.h"
 #include "loop_fixture.h"
+#include "redis_connect_fixture.h"
 #include "redis_fixture.h"
 #include "common/redis.h"
 #include "common/session.h"
@@ -65,24 +66,12 @@ static void run_for(struct fx *fx, uint64_t ms)
     wg_test_run_for(&fx->loop, ms);
 }
 
-static void state_cb(struct wg_redis *r, bool connected, const char *reason, void *arg)
-{
-    (void)r;
-    (void)reason;
-    if (connected)
-        (*(int *)arg)++;
-}
-
 static struct wg_redis *open_connected(struct fx *fx, const char *name, uint32_t cmd_timeout_ms)
 {
     struct wg_redis_opts o = {.name = name, .command_timeout_ms = cmd_timeout_ms};
-    struct wg_redis *r = NULL;
-    int ups = 0;
+    struct wg_redis *r = wg_test_redis_connect(&fx->loop, fx->url, &o, &fx->log);
 
-    assert_int_equal(wg_redis_new(&fx->loop, fx->url, &o, &fx->log, &r), 0);
-    wg_redis_on_state(r, state_cb, &ups);
-    assert_true(run_until(fx, &ups, 1, 3000));
-    wg_redis_on_state(r, NULL, NULL);
+    assert_non_null(r);
     return r;
 }
 

@@ -24,6 +24,7 @@
 #include "common/session.h"
 #include "common/store.h"
 #include "loop_fixture.h"
+#include "redis_connect_fixture.h"
 #include "redis_fixture.h"
 
 #define B(x) WG_SESSION_BIT(WG_SESSION_##x)
@@ -44,24 +45,12 @@ static int64_t fake_clock(void *arg)
     return ((struct fx *)arg)->clock;
 }
 
-static void state_cb(struct wg_redis *r, bool connected, const char *reason, void *arg)
-{
-    (void)r;
-    (void)reason;
-    if (connected)
-        (*(int *)arg)++;
-}
-
 static struct wg_redis *open_connected(struct fx *fx, const char *name)
 {
     struct wg_redis_opts o = {.name = name};
-    struct wg_redis *r = NULL;
-    int ups = 0;
+    struct wg_redis *r = wg_test_redis_connect(&fx->loop, fx->url, &o, &fx->log);
 
-    assert_int_equal(wg_redis_new(&fx->loop, fx->url, &o, &fx->log, &r), 0);
-    wg_redis_on_state(r, state_cb, &ups);
-    assert_true(wg_test_run_until(&fx->loop, &ups, 1, 3000));
-    wg_redis_on_state(r, NULL, NULL);
+    assert_non_null(r);
     return r;
 }
 
