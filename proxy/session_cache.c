@@ -320,6 +320,22 @@ static void version_went_back(struct wg_session_cache *s, const struct wg_sess_e
 
 static void fetch(struct wg_session_cache *s, struct wg_sess_entry *e);
 
+/* What a read says of the session, into its entry. */
+static void take_record(struct wg_session_cache *s, struct wg_sess_entry *e,
+                        const struct wg_session *r)
+{
+    place(s, e, r->state, r->ip, r->container_id);
+    if (r->state == WG_SESSION_FAILED && r->error != NULL) {
+        /* Kept for the waking page; a failed copy shows none. */
+        free(e->error);
+        e->error = strndup(r->error, WG_SESSION_CACHE_ERROR_MAX);
+    }
+    snprintf(e->host, sizeof(e->host), "%s", r->host);
+    e->port = r->port;
+    e->version = r->version;
+    e->gen = r->gen;
+}
+
 static void fetch_done(const struct wg_store_res *res, void *arg)
 {
     struct pending *p = arg;
@@ -339,13 +355,8 @@ static void fetch_done(const struct wg_store_res *res, void *arg)
     e->fetched_at_ms = now_ms(s);
     if (res->status == 0 && res->rec != NULL && before_resync && e->stale) {
         const struct wg_session *r = res->rec;
-        if (!e->known || r->version > e->version) {
-            place(s, e, r->state, r->ip, r->container_id);
-            snprintf(e->host, sizeof(e->host), "%s", r->host);
-            e->port = r->port;
-            e->version = r->version;
-            e->gen = r->gen;
-        }
+        if (!e->known || r->version > e->version)
+            take_record(s, e, r);
         fetch(s, e);
         notify(s, e);
         return;
@@ -363,16 +374,7 @@ static void fetch_done(const struct wg_store_res *res, void *arg)
         if (!e->known || was_stale || r->version >= e->version) {
             if (e->known && was_stale && r->version < e->version)
                 version_went_back(s, e, r->version, "read");
-            place(s, e, r->state, r->ip, r->container_id);
-            if (r->state == WG_SESSION_FAILED && r->error != NULL) {
-                /* Kept for the waking page; a failed copy shows none. */
-                free(e->error);
-                e->error = strndup(r->error, WG_SESSION_CACHE_ERROR_MAX);
-            }
-            snprintf(e->host, sizeof(e->host), "%s", r->host);
-            e->port = r->port;
-            e->version = r->version;
-            e->gen = r->gen;
+            take_record(s, e, r);
         }
     } else if (res->status == -ENOENT && e->stale && e->known && e->state == WG_SESSION_RUNNING &&
                e->ip[0] && e->nwaiters == 0) {
