@@ -85,14 +85,14 @@ void ctl_print_raw(struct ctl_http *hc)
         putchar('\n');
 }
 
-int ctl_cmd_ls(struct ctl *c, const char *unused)
+int ctl_list(struct ctl *c, const char *path, bool array, int (*print)(const json_t *answer))
 {
     struct ctl_http hc;
     json_t *j = NULL;
     int rc;
 
     ctl_http_init(&hc, "GET");
-    rc = ctl_api_call(c, &hc, "/v1/sessions", CALL_TIMEOUT_MS);
+    rc = ctl_api_call(c, &hc, path, CALL_TIMEOUT_MS);
     if (rc != WG_CTL_OK)
         goto out;
     if (c->o.json) {
@@ -100,14 +100,20 @@ int ctl_cmd_ls(struct ctl *c, const char *unused)
         goto out;
     }
     rc = WG_CTL_FAILED;
-    j = ctl_api_json(&hc, true);
-    if (j == NULL || ctl_print_sessions(j) < 0)
+    j = ctl_api_json(&hc, array);
+    if (j == NULL || print(j) < 0)
         goto out;
     rc = WG_CTL_OK;
 out:
     json_decref(j);
     ctl_http_release(&hc);
     return rc;
+}
+
+int ctl_cmd_ls(struct ctl *c, const char *unused)
+{
+    (void)unused;
+    return ctl_list(c, "/v1/sessions", true, ctl_print_sessions);
 }
 
 int ctl_cmd_show(struct ctl *c, const char *id)

@@ -244,6 +244,9 @@ int ctl_api_call(struct ctl *c, struct ctl_http *hc, const char *path, long tota
 /* An API answer as JSON of the expected type (array or object); NULL after
  * saying why on stderr. */
 json_t *ctl_api_json(struct ctl_http *hc, bool array);
+/* GET path and print it: the answer as it came with --json, else print's
+ * table of the parsed answer (array: it must be a JSON array). */
+int ctl_list(struct ctl *c, const char *path, bool array, int (*print)(const json_t *answer));
 /* --json: the API's answer as it came, ending in a newline. */
 void ctl_print_raw(struct ctl_http *hc);
 

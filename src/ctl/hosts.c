@@ -117,10 +117,10 @@ int ctl_print_hosts(const json_t *answer)
         {"NAME", "STATE", "RUNNING", "SESSIONS", "MAX", "CPUS", "MEM", "LABELS", "AGE"}};
     const json_t *hosts = json_object_get(answer, "hosts");
     size_t n = json_array_size(hosts);
-    struct hrow *rows = calloc(n + 1, sizeof(*rows));
+    struct hrow *rows;
     int w[H_NCOLS];
 
-    if (rows == NULL)
+    if (!json_is_array(hosts) || (rows = calloc(n + 1, sizeof(*rows))) == NULL)
         return -1;
     rows[0] = head;
     for (size_t i = 0; i < n; i++)
@@ -144,26 +144,6 @@ int ctl_print_hosts(const json_t *answer)
 
 int ctl_cmd_hosts(struct ctl *c, const char *unused)
 {
-    struct ctl_http hc;
-    json_t *j = NULL;
-    int rc;
-
     (void)unused;
-    ctl_http_init(&hc, "GET");
-    rc = ctl_api_call(c, &hc, "/v1/hosts", CALL_TIMEOUT_MS);
-    if (rc != WG_CTL_OK)
-        goto out;
-    if (c->o.json) {
-        ctl_print_raw(&hc);
-        goto out;
-    }
-    rc = WG_CTL_FAILED;
-    j = ctl_api_json(&hc, false);
-    if (j == NULL || !json_is_array(json_object_get(j, "hosts")) || ctl_print_hosts(j) < 0)
-        goto out;
-    rc = WG_CTL_OK;
-out:
-    json_decref(j);
-    ctl_http_release(&hc);
-    return rc;
+    return ctl_list(c, "/v1/hosts", false, ctl_print_hosts);
 }
